@@ -1,0 +1,44 @@
+# Switchyard: the two commands are `make demo` and `make test`.
+#
+#   make demo    build everything (host binaries and wasm plugins), then run
+#                the main job: a gateway and two agents serving real files
+#   make test    build and run every test, plus rustfmt and clippy checks
+#   make build   host binaries (release) and plugins
+#   make plugins wasm policy plugins into plugins/dist (see mk/plugins.mk)
+
+CARGO ?= cargo
+WASM_TARGET := wasm32-wasip2
+
+.PHONY: all build demo test lint toolchain clean
+
+all: build
+
+include mk/plugins.mk
+
+# rustup installs the target named in rust-toolchain.toml; this makes sure of
+# it on older rustup versions that only do so when installing the toolchain.
+toolchain:
+	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) \
+		|| rustup target add $(WASM_TARGET)
+
+plugins: toolchain
+
+build: plugins
+	$(CARGO) build --release --workspace --bins
+
+demo: build
+	./target/release/switchyard-demo --bin-dir target/release --plugins plugins/dist
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path plugins/Cargo.toml --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --manifest-path plugins/Cargo.toml --workspace --all-targets -- -D warnings
+
+test: plugins lint plugins-test
+	$(CARGO) test --workspace
+
+clean: plugins-clean
+	$(CARGO) clean
+	$(CARGO) clean --manifest-path plugins/Cargo.toml
+	rm -rf demo-run

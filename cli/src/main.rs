@@ -1,0 +1,160 @@
+//! `switchyard`: call services and inspect the fleet through a gateway.
+//!
+//! ```text
+//! switchyard call sha256 --file README.md -v
+//! switchyard call sum-up --data 1000000 --policy round-robin
+//! switchyard nodes --json
+//! ```
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use client::{CallOptions, Client, ClientConfig};
+
+mod table;
+
+/// Command-line client of the Switchyard gateway.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Gateway address.
+    #[arg(long, global = true, env = "SWITCHYARD_GATEWAY", default_value = "127.0.0.1:4433")]
+    gateway: String,
+    /// CA file the gateway printed at start (default: the gateway's default
+    /// data directory's ca.pem).
+    #[arg(long, global = true, env = "SWITCHYARD_CA")]
+    ca: Option<PathBuf>,
+    /// Name on the gateway's certificate.
+    #[arg(long, global = true, default_value = "localhost")]
+    server_name: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Call a service; the result goes to stdout.
+    Call {
+        /// Service name.
+        service: String,
+        /// Payload as text.
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        data: Option<String>,
+        /// Payload from a file (`-` for stdin).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Timeout, ms.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        /// Policy to pick the node with (overrides the service's).
+        #[arg(long)]
+        policy: Option<String>,
+        /// Policy hint KEY=VALUE (repeatable), e.g. max_cost=0.5.
+        #[arg(long = "hint", value_parser = parse_hint)]
+        hints: Vec<(String, String)>,
+        /// Print the serving node, policy and timings to stderr.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// List registered nodes and their stats.
+    Nodes {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_hint(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("hint {s:?} is not KEY=VALUE"))
+}
+
+fn default_ca() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share"))
+        });
+    match base {
+        Some(dir) => dir.join("switchyard/ca.pem"),
+        None => PathBuf::from(".switchyard/ca.pem"),
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = ClientConfig::new(cli.gateway, cli.ca.unwrap_or_else(default_ca));
+    config.server_name = cli.server_name;
+    let client = Client::connect(config).await?;
+    match cli.command {
+        Command::Call {
+            service,
+            data,
+            file,
+            timeout_ms,
+            policy,
+            hints,
+            verbose,
+        } => {
+            let payload = match (data, file) {
+                (Some(text), _) => text.into_bytes(),
+                (None, Some(path)) if path.as_os_str() == "-" => {
+                    let mut buf = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+                    buf
+                }
+                (None, Some(path)) => std::fs::read(&path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+                (None, None) => anyhow::bail!("give --data or --file"),
+            };
+            let options = CallOptions {
+                timeout: Duration::from_millis(timeout_ms),
+                policy,
+                hints,
+            };
+            let result = client.call(&service, payload, options).await?;
+            std::io::stdout().write_all(&result.data)?;
+            std::io::stdout().flush()?;
+            if verbose {
+                let t = result.timings;
+                eprintln!(
+                    "node={} policy={} bytes={} queue_ms={:.2} node_ms={:.2} total_ms={:.2}",
+                    result.node_id,
+                    result.policy,
+                    result.data.len(),
+                    t.queue_ms,
+                    t.node_ms,
+                    t.total_ms
+                );
+            }
+        }
+        Command::Nodes { json } => {
+            let nodes = client.nodes().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&nodes)?);
+            } else {
+                print!("{}", table::nodes(&nodes));
+            }
+        }
+    }
+    client.close().await;
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! Plain-text tables for `switchyard nodes`.
+
+use std::fmt::Write;
+
+use protocol::NodeView;
+
+/// One line per node: id, region, services (in flight/max), CPU, memory,
+/// GPUs, calls served and the age of the latest stats.
+pub fn nodes(nodes: &[NodeView]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:<10} {:>6} {:>15} {:<28} {:>7} {:>9}  SERVICES (in flight/max, ewma ms)",
+        "NODE", "REGION", "CPU%", "MEM MiB", "GPUS", "CALLS", "STATS AGE"
+    );
+    for node in nodes {
+        let (cpu, mem, gpus) = match &node.stats {
+            Some(s) => (
+                format!("{:.1}", s.cpu_pct),
+                format!("{}/{}", s.mem_used_mib, s.mem_total_mib),
+                if s.gpus.is_empty() {
+                    "-".to_string()
+                } else {
+                    s.gpus
+                        .iter()
+                        .map(|g| format!("{}:{:.0}%,{}/{}MiB", g.index, g.util_pct, g.mem_used_mib, g.mem_total_mib))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                },
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let services = node
+            .services
+            .iter()
+            .map(|s| format!("{}({}/{}, {:.1})", s.name, s.in_flight, s.max_concurrent, s.latency_ms))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let region = if node.spec.region.is_empty() { "-" } else { &node.spec.region };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<10} {:>6} {:>15} {:<28} {:>7} {:>7}ms  {}",
+            node.spec.id, region, cpu, mem, gpus, node.calls_total, node.last_stats_ms, services
+        );
+    }
+    if nodes.is_empty() {
+        out.push_str("(no node registered)\n");
+    }
+    out
+}

@@ -1,0 +1,261 @@
+//! The Switchyard client SDK: call services on a fleet through a gateway.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), client::ClientError> {
+//! use client::{CallOptions, Client, ClientConfig};
+//! let client = Client::connect(ClientConfig::new("127.0.0.1:4433", "ca.pem")).await?;
+//! let result = client.call("sha256", b"hello".to_vec(), CallOptions::default()).await?;
+//! println!("{} answered in {} ms", result.node_id, result.timings.total_ms);
+//! # Ok(()) }
+//! ```
+//!
+//! A [`Client`] keeps one QUIC connection and opens one stream per call, so
+//! calls from many tasks share it; after a connection loss the next call
+//! reconnects.
+
+mod error;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use protocol::{CallHead, Codec, Message, NodeView, Timings};
+use tokio::sync::Mutex;
+use transport::{EndpointConfig, FramedRecv, FramedSend};
+
+pub use error::ClientError;
+pub use protocol::{ErrorKind, Side};
+
+/// Where the gateway is and how to trust it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Gateway address, `host:port` (e.g. `127.0.0.1:4433`).
+    pub gateway: String,
+    /// Name the gateway's certificate must carry (default `localhost`).
+    pub server_name: String,
+    /// CA file that signed the gateway's certificate, PEM.
+    pub ca: PathBuf,
+    /// Largest result accepted, bytes (default 16 MiB).
+    pub max_result_bytes: u64,
+}
+
+impl ClientConfig {
+    /// A configuration for `gateway`, trusting `ca`, with defaults otherwise.
+    pub fn new(gateway: impl Into<String>, ca: impl Into<PathBuf>) -> Self {
+        Self {
+            gateway: gateway.into(),
+            server_name: "localhost".into(),
+            ca: ca.into(),
+            max_result_bytes: u64::from(protocol::DEFAULT_MAX_FRAME_LEN),
+        }
+    }
+}
+
+/// Per-call options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallOptions {
+    /// How long to wait for the result, from when the gateway reads the call
+    /// (default 30 s).
+    pub timeout: Duration,
+    /// Policy to pick the node with, overriding the service's (sent as the
+    /// hint `policy=NAME`).
+    pub policy: Option<String>,
+    /// Hints for the policy, e.g. (`max_cost`, `0.5`).
+    pub hints: Vec<(String, String)>,
+}
+
+impl Default for CallOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            policy: None,
+            hints: Vec::new(),
+        }
+    }
+}
+
+impl CallOptions {
+    /// Sets the timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Adds a hint.
+    pub fn hint(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.hints.push((key.into(), value.into()));
+        self
+    }
+
+    /// Names the policy.
+    pub fn policy(mut self, name: impl Into<String>) -> Self {
+        self.policy = Some(name.into());
+        self
+    }
+}
+
+/// A successful call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallResult {
+    /// The result bytes.
+    pub data: Bytes,
+    /// The node that served the call.
+    pub node_id: String,
+    /// The policy that picked it.
+    pub policy: String,
+    /// Where the time went, ms.
+    pub timings: Timings,
+}
+
+/// A connection to a gateway.
+#[derive(Debug)]
+pub struct Client {
+    config: ClientConfig,
+    addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+    connection: Mutex<Option<quinn::Connection>>,
+    codec: Codec,
+}
+
+impl Client {
+    /// Resolves the gateway, sets up TLS and connects.
+    ///
+    /// # Errors
+    /// [`ClientError::Config`] for an unresolvable address or unusable CA file,
+    /// [`ClientError::Connect`] when the gateway cannot be reached.
+    pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        let addr = tokio::net::lookup_host(&config.gateway)
+            .await
+            .map_err(|e| ClientError::Config(format!("cannot resolve {}: {e}", config.gateway)))?
+            .next()
+            .ok_or_else(|| ClientError::Config(format!("{} resolves to nothing", config.gateway)))?;
+        let endpoint = transport::client_endpoint(&config.ca, addr, &EndpointConfig::default())
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let client = Self {
+            config,
+            addr,
+            endpoint,
+            connection: Mutex::new(None),
+            codec: Codec::default(),
+        };
+        client.connection().await?;
+        Ok(client)
+    }
+
+    /// The live connection, reconnecting if the last one was lost.
+    async fn connection(&self) -> Result<quinn::Connection, ClientError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(c) = slot.as_ref()
+            && c.close_reason().is_none()
+        {
+            return Ok(c.clone());
+        }
+        let connecting = self
+            .endpoint
+            .connect(self.addr, &self.config.server_name)
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let connection = connecting
+            .await
+            .map_err(|e| ClientError::Connect(format!("{}: {e}", self.config.gateway)))?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn open(&self) -> Result<(FramedSend, FramedRecv), ClientError> {
+        let connection = self.connection().await?;
+        match transport::open_bi(&connection, self.codec).await {
+            Ok(stream) => Ok(stream),
+            // The connection died since we last used it: one fresh try.
+            Err(_) => {
+                let connection = self.connection().await?;
+                Ok(transport::open_bi(&connection, self.codec).await?)
+            }
+        }
+    }
+
+    /// Calls `service` with `payload` and waits for its result.
+    ///
+    /// # Errors
+    /// [`ClientError::Call`] with the gateway's typed error (unknown service,
+    /// no node available, timeout, node lost, payload too large, service
+    /// failed, ...), or a connection or protocol error.
+    pub async fn call(
+        &self,
+        service: &str,
+        payload: impl Into<Bytes>,
+        options: CallOptions,
+    ) -> Result<CallResult, ClientError> {
+        let payload = payload.into();
+        let mut hints = options.hints;
+        if let Some(policy) = options.policy {
+            hints.push(("policy".into(), policy));
+        }
+        let head = CallHead {
+            service: service.to_string(),
+            payload_len: payload.len() as u64,
+            timeout_ms: u32::try_from(options.timeout.as_millis()).unwrap_or(u32::MAX),
+            hints,
+        };
+        let (mut send, mut recv) = self.open().await?;
+        send.send(&Message::Call(head)).await?;
+        // The gateway may refuse early (payload too large) and stop our upload;
+        // its answer is what matters, so read it even if the upload fails.
+        let upload = async {
+            send.send_payload(&payload).await?;
+            send.finish()
+        };
+        let upload_result = upload.await;
+        let answer = recv.recv().await;
+        let head = match (answer, upload_result) {
+            (Ok(Some(Message::Result(head))), _) => head,
+            (Ok(Some(Message::Error(e))), _) => return Err(ClientError::from(e)),
+            (Ok(Some(other)), _) => {
+                return Err(ClientError::Protocol(format!(
+                    "unexpected {:?} frame from the gateway",
+                    other.kind()
+                )));
+            }
+            (Ok(None), Err(e)) | (Err(_), Err(e)) => return Err(e.into()),
+            (Ok(None), Ok(())) => {
+                return Err(ClientError::Protocol("gateway closed the call without answering".into()));
+            }
+            (Err(e), Ok(())) => return Err(e.into()),
+        };
+        let data = recv
+            .recv_payload(head.payload_len, self.config.max_result_bytes)
+            .await?;
+        Ok(CallResult {
+            data,
+            node_id: head.node_id,
+            policy: head.policy,
+            timings: head.timings,
+        })
+    }
+
+    /// The nodes registered with the gateway, with their stats.
+    ///
+    /// # Errors
+    /// A connection or protocol error.
+    pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
+        let (mut send, mut recv) = self.open().await?;
+        send.send(&Message::ListNodes).await?;
+        send.finish()?;
+        match recv.expect("node list").await? {
+            Message::Nodes(nodes) => Ok(nodes),
+            Message::Error(e) => Err(ClientError::from(e)),
+            other => Err(ClientError::Protocol(format!(
+                "unexpected {:?} frame from the gateway",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// Closes the connection (pending calls fail).
+    pub async fn close(&self) {
+        if let Some(c) = self.connection.lock().await.take() {
+            c.close(0u32.into(), b"client closed");
+        }
+        self.endpoint.wait_idle().await;
+    }
+}

@@ -1,0 +1,142 @@
+//! An agent's control stream: registration with the shared token, then stats
+//! every interval until the connection closes or three intervals pass with
+//! none (the node is then dropped from the registry and disconnected).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protocol::{Message, NodeStats, Register, Registered};
+use transport::{FramedRecv, FramedSend};
+
+use crate::Shared;
+
+/// Stats intervals a node may miss before it is dropped.
+pub const MISSED_INTERVALS: u32 = 3;
+
+/// Most GPUs one stats report may list.
+const MAX_GPUS: usize = 256;
+
+/// Serves an agent whose first frame was `register`.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    connection: quinn::Connection,
+    register: Register,
+    mut send: FramedSend,
+    mut recv: FramedRecv,
+) {
+    let remote = connection.remote_address();
+    let refusal = if !token_matches(&register.token, &shared.agent_token) {
+        Some("wrong agent token".to_string())
+    } else {
+        register.node.validate().err().map(|e| e.to_string())
+    };
+    if let Some(reason) = refusal {
+        tracing::warn!(%remote, node = %register.node.id, %reason, "agent refused");
+        let _ = send.send(&Message::Refused(reason.clone())).await;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+        connection.close(crate::CLOSE_REFUSED.into(), reason.as_bytes());
+        return;
+    }
+    let spec = register.node;
+    let interval = Duration::from_millis(u64::from(spec.stats_interval_ms));
+    let node = shared.registry.insert(spec, connection.clone(), Instant::now());
+    let registered = Message::Registered(Registered {
+        node_key: node.key,
+        gateway_version: env!("CARGO_PKG_VERSION").to_string(),
+    });
+    if let Err(error) = send.send(&registered).await {
+        tracing::warn!(node = %node.spec.id, %error, "agent left during registration");
+        shared.registry.remove(&node);
+        return;
+    }
+    tracing::info!(
+        node = %node.spec.id,
+        key = node.key,
+        %remote,
+        services = ?node.spec.services.iter().map(|s| &s.name).collect::<Vec<_>>(),
+        "node registered"
+    );
+
+    let grace = interval * MISSED_INTERVALS;
+    let reason = loop {
+        tokio::select! {
+            message = tokio::time::timeout(grace, recv.recv()) => match message {
+                Ok(Ok(Some(Message::Stats(stats)))) => {
+                    node.update_stats(sanitize(stats), Instant::now());
+                }
+                Ok(Ok(Some(other))) => {
+                    break format!("unexpected {:?} frame on the control stream", other.kind());
+                }
+                Ok(Ok(None)) => break "control stream closed".to_string(),
+                Ok(Err(error)) => break format!("control stream failed: {error}"),
+                Err(_) => {
+                    connection.close(crate::CLOSE_STATS_MISSED.into(), b"missed stats");
+                    break format!("no stats for {MISSED_INTERVALS} intervals ({} ms)", grace.as_millis());
+                }
+            },
+            closed = connection.closed() => break format!("connection closed: {closed}"),
+        }
+    };
+    if shared.registry.remove(&node) {
+        tracing::info!(node = %node.spec.id, %reason, "node dropped");
+    }
+    connection.close(crate::CLOSE_STATS_MISSED.into(), reason.as_bytes());
+}
+
+/// Compares tokens in time independent of where they differ.
+fn token_matches(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Clamps figures from the wire to sane ranges and bounds the lists.
+fn sanitize(mut stats: NodeStats) -> NodeStats {
+    fn pct(v: f32) -> f32 {
+        if v.is_finite() { v.clamp(0.0, 100.0) } else { 0.0 }
+    }
+    fn finite(v: f32) -> f32 {
+        if v.is_finite() { v.max(0.0) } else { 0.0 }
+    }
+    stats.cpu_pct = pct(stats.cpu_pct);
+    stats.gpus.truncate(MAX_GPUS);
+    for gpu in &mut stats.gpus {
+        gpu.util_pct = pct(gpu.util_pct);
+        gpu.temperature_c = finite(gpu.temperature_c);
+        gpu.power_w = finite(gpu.power_w);
+    }
+    stats.in_flight.truncate(protocol::limits::MAX_SERVICES);
+    stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(token_matches("abc", "abc"));
+        assert!(!token_matches("abd", "abc"));
+        assert!(!token_matches("ab", "abc"));
+        assert!(!token_matches("", "abc"));
+    }
+
+    #[test]
+    fn stats_are_clamped() {
+        let stats = sanitize(NodeStats {
+            cpu_pct: f32::NAN,
+            gpus: vec![protocol::GpuStats {
+                util_pct: 250.0,
+                power_w: -3.0,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert_eq!(stats.cpu_pct, 0.0);
+        assert_eq!(stats.gpus[0].util_pct, 100.0);
+        assert_eq!(stats.gpus[0].power_w, 0.0);
+    }
+}

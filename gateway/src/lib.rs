@@ -1,0 +1,114 @@
+//! The Switchyard gateway: accepts QUIC connections from node agents (which
+//! register services and report stats) and from clients (which make calls),
+//! picks a node for each call with a WebAssembly policy, and forwards it.
+//!
+//! Start one in-process with [`Gateway::bind`] then [`Gateway::serve`], or
+//! with [`run`]. See `ARCHITECTURE.md` for the map.
+
+pub mod config;
+pub mod policies;
+pub mod registry;
+
+mod agents;
+mod calls;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+pub use config::{ConfigError, GatewayConfig};
+pub use server::Gateway;
+
+/// Connection close code: the agent's registration was refused.
+pub const CLOSE_REFUSED: u32 = 2;
+/// Connection close code: the node missed its stats or its stream closed.
+pub const CLOSE_STATS_MISSED: u32 = 3;
+/// Connection close code: a newer connection registered the same node id.
+pub const CLOSE_REPLACED: u32 = 4;
+/// Connection close code: the gateway is shutting down.
+pub const CLOSE_SHUTDOWN: u32 = 5;
+/// Stream reset code: the call timed out.
+pub const RESET_TIMEOUT: u32 = 1;
+/// Stream reset code: the node was lost while its result was being relayed.
+pub const RESET_NODE_LOST: u32 = 2;
+
+/// Why the gateway could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// TLS material could not be created or loaded, or the socket not bound.
+    #[error(transparent)]
+    Tls(#[from] transport::TlsError),
+    /// The policy engine could not start.
+    #[error("policy engine: {0}")]
+    Policy(#[from] policy_host::PolicyError),
+    /// A file in the data directory could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// State every connection task shares.
+pub(crate) struct Shared {
+    pub(crate) config: GatewayConfig,
+    pub(crate) registry: Arc<registry::Registry>,
+    pub(crate) policies: policies::Policies,
+    pub(crate) codec: protocol::Codec,
+    pub(crate) agent_token: String,
+    pub(crate) next_call_id: AtomicU64,
+}
+
+/// Runs a gateway until `shutdown` resolves.
+///
+/// # Errors
+/// A [`GatewayError`] when it cannot start.
+pub async fn run(
+    config: GatewayConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), GatewayError> {
+    let gateway = Gateway::bind(config).await?;
+    gateway.print_banner();
+    gateway.serve(shutdown).await;
+    Ok(())
+}
+
+/// Reads the agent token from `path`, creating a random one there first if
+/// the file does not exist (mode 0600 on Unix).
+///
+/// # Errors
+/// [`GatewayError::Io`] when the file cannot be read or written.
+pub fn load_or_create_token(path: &Path) -> Result<String, GatewayError> {
+    let io = |source| GatewayError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.exists() {
+        return Ok(std::fs::read_to_string(path).map_err(io)?.trim().to_string());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let token: String = (0..32)
+        .map(|_| char::from(b"0123456789abcdef"[rand::random_range(0..16)]))
+        .collect();
+    std::fs::write(path, format!("{token}\n")).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    Ok(token)
+}
+
+/// Formats an address for humans (used in the start banner).
+pub(crate) fn show(addr: SocketAddr) -> String {
+    addr.to_string()
+}

@@ -1,0 +1,41 @@
+//! `gateway [--config gateway.toml]`: runs a Switchyard gateway until Ctrl-C.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// The Switchyard QUIC gateway.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (TOML); without one the embedded defaults apply
+    /// (listen on 127.0.0.1:4433, data in ~/.local/share/switchyard).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = match &args.config {
+        Some(path) => gateway::GatewayConfig::load(path)?,
+        None => gateway::GatewayConfig::default(),
+    };
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    gateway::run(config, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! The QUIC endpoint: accepts connections and sorts each one by its first
+//! stream (an agent's `Register` or a client's `Call`/`ListNodes`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use protocol::{CallError, ErrorKind, Message};
+use transport::{EndpointConfig, FramedRecv, FramedSend};
+
+use crate::{GatewayConfig, GatewayError, Shared, agents, calls, policies, registry};
+
+/// How long a new connection has to send its first frame.
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bound gateway, ready to serve.
+#[derive(Clone)]
+pub struct Gateway {
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    ca: PathBuf,
+    token_file: Option<PathBuf>,
+}
+
+impl Gateway {
+    /// Creates TLS material and the agent token if missing, loads the
+    /// policies and binds the QUIC endpoint.
+    ///
+    /// # Errors
+    /// A [`GatewayError`] when any of that fails.
+    pub async fn bind(config: GatewayConfig) -> Result<Self, GatewayError> {
+        config.validate()?;
+        let files = config.tls_files();
+        let mut names = config.tls.names.clone();
+        if names.is_empty() {
+            names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+        }
+        if files.create_if_missing(&names)? {
+            tracing::info!(ca = %files.ca.display(), "created a self-signed CA and server certificate");
+        }
+        let (agent_token, token_file) = match &config.agent_token {
+            Some(token) => (token.clone(), None),
+            None => {
+                let path = config.data_dir.join("agent-token");
+                (crate::load_or_create_token(&path)?, Some(path))
+            }
+        };
+        let endpoint = transport::server_endpoint(config.listen, &files, &EndpointConfig::default())?;
+        let registry = Arc::new(registry::Registry::new());
+        let policies = policies::Policies::load(&config, registry.clone())?;
+        let codec = protocol::Codec::new(protocol::DEFAULT_MAX_FRAME_LEN);
+        Ok(Self {
+            endpoint,
+            shared: Arc::new(Shared {
+                config,
+                registry,
+                policies,
+                codec,
+                agent_token,
+                next_call_id: AtomicU64::new(1),
+            }),
+            ca: files.ca,
+            token_file,
+        })
+    }
+
+    /// The address the endpoint listens on (useful with port 0).
+    ///
+    /// # Errors
+    /// When the socket is gone.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// The CA file agents and clients must trust.
+    pub fn ca_path(&self) -> &Path {
+        &self.ca
+    }
+
+    /// The token agents must present.
+    pub fn agent_token(&self) -> &str {
+        &self.shared.agent_token
+    }
+
+    /// The node registry.
+    pub fn registry(&self) -> &Arc<registry::Registry> {
+        &self.shared.registry
+    }
+
+    /// Names of the loaded policies.
+    pub fn policy_names(&self) -> Vec<String> {
+        self.shared.policies.names()
+    }
+
+    /// Prints where things are: address, CA file, token file, policies.
+    pub fn print_banner(&self) {
+        let addr = self.local_addr().map(crate::show).unwrap_or_default();
+        tracing::info!(listen = %addr, ca = %self.ca.display(), "gateway listening");
+        println!("switchyard gateway listening on {addr}");
+        println!("CA file (give it to agents and clients): {}", self.ca.display());
+        if let Some(path) = &self.token_file {
+            println!("agent token file: {}", path.display());
+        }
+        println!("policies: {}", self.policy_names().join(", "));
+    }
+
+    /// Serves connections until `shutdown` resolves, then closes them.
+    pub async fn serve(&self, shutdown: impl std::future::Future<Output = ()> + Send) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                incoming = self.endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    tokio::spawn(connection(self.shared.clone(), incoming));
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        tracing::info!("gateway shutting down");
+        self.endpoint
+            .close(crate::CLOSE_SHUTDOWN.into(), b"gateway shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let connection = match incoming.await {
+        Ok(c) => c,
+        Err(error) => {
+            tracing::debug!(%error, "handshake failed");
+            return;
+        }
+    };
+    let Ok(Ok((send, recv))) =
+        tokio::time::timeout(FIRST_FRAME_TIMEOUT, connection.accept_bi()).await
+    else {
+        return;
+    };
+    let mut send = FramedSend::new(send, shared.codec);
+    let mut recv = FramedRecv::new(recv, shared.codec);
+    match tokio::time::timeout(FIRST_FRAME_TIMEOUT, recv.recv()).await {
+        Ok(Ok(Some(Message::Register(register)))) => {
+            agents::serve(shared, connection, register, send, recv).await;
+            return;
+        }
+        // A client: this stream and every later one is a request.
+        Ok(Ok(Some(first))) => {
+            tokio::spawn(request(shared.clone(), first, send, recv, Instant::now()));
+        }
+        Ok(Err(error)) => refuse(&mut send, &format!("bad frame: {error}")).await,
+        Ok(Ok(None)) => {}
+        Err(_) => {
+            connection.close(0u32.into(), b"no request within 10 s");
+            return;
+        }
+    }
+    while let Ok((send, recv)) = connection.accept_bi().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut send = FramedSend::new(send, shared.codec);
+            let mut recv = FramedRecv::new(recv, shared.codec);
+            match recv.recv().await {
+                Ok(Some(first)) => request(shared, first, send, recv, Instant::now()).await,
+                Ok(None) => {}
+                Err(error) => refuse(&mut send, &format!("bad frame: {error}")).await,
+            }
+        });
+    }
+}
+
+/// Serves one client stream whose first frame is `first`.
+async fn request(
+    shared: Arc<Shared>,
+    first: Message,
+    mut send: FramedSend,
+    recv: FramedRecv,
+    arrived: Instant,
+) {
+    match first {
+        Message::Call(head) => calls::serve(shared, head, send, recv, arrived).await,
+        Message::ListNodes => {
+            let nodes = shared.registry.views(Instant::now());
+            let _ = send.send(&Message::Nodes(nodes)).await;
+            let _ = send.finish();
+        }
+        other => {
+            refuse(
+                &mut send,
+                &format!("a stream must start with Call or ListNodes, not {:?}", other.kind()),
+            )
+            .await;
+        }
+    }
+}
+
+async fn refuse(send: &mut FramedSend, message: &str) {
+    let _ = send
+        .send(&Message::Error(CallError {
+            kind: ErrorKind::BadRequest,
+            message: message.to_string(),
+        }))
+        .await;
+    let _ = send.finish();
+}

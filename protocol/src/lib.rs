@@ -1,0 +1,63 @@
+//! The Switchyard wire protocol, sans-IO: frame codec and message types over
+//! bytes, with no sockets and no clock (the style of quinn-proto and
+//! linkerd's `transport-header`).
+//!
+//! Every QUIC stream carries a sequence of frames. A frame is an 8-byte
+//! header followed by `len` body bytes:
+//!
+//! ```text
+//! 0        1        2        4                 8
+//! +--------+--------+--------+-----------------+----------------
+//! |version | kind   | flags  | len (u32, BE)   | body (len bytes)
+//! +--------+--------+--------+-----------------+----------------
+//! ```
+//!
+//! The body is a postcard-encoded message whose type the `kind` names, except
+//! for [`FrameKind::Data`], whose body is raw payload bytes (payloads travel as
+//! a head message giving their total length, then `Data` chunks). `len` is
+//! checked against a configurable maximum before anything is allocated.
+//!
+//! Streams (see `ARCHITECTURE.md` for the sequences):
+//! - agent → gateway, first stream: [`Message::Register`], answered by
+//!   [`Message::Registered`] or [`Message::Refused`], then [`Message::Stats`]
+//!   every interval;
+//! - client → gateway, one stream per call: [`Message::Call`] + `Data`,
+//!   answered by [`Message::Result`] + `Data`, or [`Message::Error`];
+//! - gateway → agent, one stream per call: [`Message::Dispatch`] + `Data`,
+//!   answered by [`Message::Reply`] + `Data`, or [`Message::Error`];
+//! - client → gateway: [`Message::ListNodes`], answered by [`Message::Nodes`].
+
+mod error;
+mod frame;
+mod message;
+
+pub use error::{CodecError, ErrorKind, Side};
+pub use frame::{Codec, Decoded, FrameHeader, FrameKind, HEADER_LEN};
+pub use message::{
+    CallError, CallHead, DispatchHead, GpuStats, Message, NodeSpec, NodeStats, NodeView, Register,
+    Registered, ReplyHead, ResultHead, ServiceSpec, ServiceView, Timings,
+};
+
+/// The ALPN protocol id every Switchyard QUIC connection negotiates.
+pub const ALPN: &[u8] = b"switchyard/1";
+
+/// The frame format version this crate speaks.
+pub const VERSION: u8 = 1;
+
+/// Default largest frame body: 16 MiB.
+pub const DEFAULT_MAX_FRAME_LEN: u32 = 16 * 1024 * 1024;
+
+/// Size of the `Data` chunks payloads are cut into: 256 KiB.
+pub const CHUNK_LEN: usize = 256 * 1024;
+
+/// Limits on the strings and lists in a message, checked by `validate` methods.
+pub mod limits {
+    /// Longest service name or node id, bytes.
+    pub const MAX_NAME_LEN: usize = 256;
+    /// Most hints on one call.
+    pub const MAX_HINTS: usize = 64;
+    /// Longest hint key or value, bytes.
+    pub const MAX_HINT_LEN: usize = 1024;
+    /// Most services one node may register.
+    pub const MAX_SERVICES: usize = 1024;
+}

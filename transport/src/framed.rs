@@ -1,0 +1,233 @@
+//! Framed message IO over one quinn stream.
+
+use bytes::{Bytes, BytesMut};
+use protocol::{CHUNK_LEN, Codec, CodecError, FrameHeader, HEADER_LEN, Message};
+
+/// Why a framed read or write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// The peer sent bytes that are not a valid frame; the stream is unusable.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The connection under the stream was lost or closed.
+    #[error("connection lost: {0}")]
+    ConnectionLost(#[from] quinn::ConnectionError),
+    /// The peer reset or stopped the stream.
+    #[error("stream reset by peer (code {0})")]
+    Reset(u64),
+    /// The stream ended in the middle of a frame or payload.
+    #[error("stream ended early: {0}")]
+    UnexpectedEnd(&'static str),
+    /// A payload is longer than this side accepts.
+    #[error("payload of {len} bytes exceeds the maximum of {max} bytes")]
+    PayloadTooLarge {
+        /// Declared payload length, bytes.
+        len: u64,
+        /// Largest accepted payload, bytes.
+        max: u64,
+    },
+    /// Any other stream error (e.g. the stream was already finished).
+    #[error("stream error: {0}")]
+    Stream(String),
+}
+
+impl IoError {
+    /// Whether the error means the peer's connection went away (as opposed to
+    /// the peer sending garbage).
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, Self::ConnectionLost(_) | Self::Reset(_))
+    }
+}
+
+impl From<quinn::ReadError> for IoError {
+    fn from(e: quinn::ReadError) -> Self {
+        match e {
+            quinn::ReadError::ConnectionLost(c) => Self::ConnectionLost(c),
+            quinn::ReadError::Reset(code) => Self::Reset(code.into_inner()),
+            other => Self::Stream(other.to_string()),
+        }
+    }
+}
+
+impl From<quinn::WriteError> for IoError {
+    fn from(e: quinn::WriteError) -> Self {
+        match e {
+            quinn::WriteError::ConnectionLost(c) => Self::ConnectionLost(c),
+            quinn::WriteError::Stopped(code) => Self::Reset(code.into_inner()),
+            other => Self::Stream(other.to_string()),
+        }
+    }
+}
+
+/// The sending half of a framed stream.
+#[derive(Debug)]
+pub struct FramedSend {
+    stream: quinn::SendStream,
+    codec: Codec,
+    buf: Vec<u8>,
+}
+
+impl FramedSend {
+    /// Wraps `stream`; frames over `codec`'s maximum are refused.
+    pub fn new(stream: quinn::SendStream, codec: Codec) -> Self {
+        Self {
+            stream,
+            codec,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends one message.
+    ///
+    /// # Errors
+    /// [`IoError::Codec`] when it is too large, or a stream error.
+    pub async fn send(&mut self, message: &Message) -> Result<(), IoError> {
+        self.buf.clear();
+        self.codec.encode(message, &mut self.buf)?;
+        self.stream.write_all(&self.buf).await?;
+        Ok(())
+    }
+
+    /// Sends `payload` as `Data` frames of at most [`CHUNK_LEN`] bytes.
+    ///
+    /// # Errors
+    /// A stream error.
+    pub async fn send_payload(&mut self, payload: &Bytes) -> Result<(), IoError> {
+        for at in (0..payload.len()).step_by(CHUNK_LEN) {
+            let end = (at + CHUNK_LEN).min(payload.len());
+            let header = FrameHeader {
+                kind: protocol::FrameKind::Data,
+                // A chunk is at most CHUNK_LEN (256 KiB) bytes.
+                len: (end - at) as u32,
+            };
+            self.stream.write_all(&header.to_bytes()).await?;
+            self.stream.write_chunk(payload.slice(at..end)).await?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the stream: the peer reads a clean end after the last frame.
+    ///
+    /// # Errors
+    /// [`IoError::Stream`] when the stream was already finished or reset.
+    pub fn finish(&mut self) -> Result<(), IoError> {
+        self.stream
+            .finish()
+            .map_err(|e| IoError::Stream(e.to_string()))
+    }
+
+    /// Resets the stream with `code`, abandoning unsent data.
+    pub fn reset(&mut self, code: u32) {
+        let _ = self.stream.reset(code.into());
+    }
+
+    /// Waits until the peer has received everything or stopped the stream.
+    pub async fn stopped(&mut self) {
+        let _ = self.stream.stopped().await;
+    }
+}
+
+/// The receiving half of a framed stream.
+#[derive(Debug)]
+pub struct FramedRecv {
+    stream: quinn::RecvStream,
+    codec: Codec,
+}
+
+impl FramedRecv {
+    /// Wraps `stream`; frames over `codec`'s maximum are refused before
+    /// anything is allocated.
+    pub fn new(stream: quinn::RecvStream, codec: Codec) -> Self {
+        Self { stream, codec }
+    }
+
+    /// Receives the next message, or `None` when the peer finished the stream
+    /// cleanly between frames.
+    ///
+    /// # Errors
+    /// [`IoError::Codec`] for a bad frame, [`IoError::UnexpectedEnd`] when the
+    /// stream ends inside a frame, or a stream error.
+    pub async fn recv(&mut self) -> Result<Option<Message>, IoError> {
+        let mut head = [0u8; HEADER_LEN];
+        match self.stream.read_exact(&mut head).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+            Err(quinn::ReadExactError::FinishedEarly(_)) => {
+                return Err(IoError::UnexpectedEnd("inside a frame header"));
+            }
+            Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
+        }
+        let header = FrameHeader::parse(&head, self.codec.max_frame_len())?;
+        let mut body = BytesMut::zeroed(header.len as usize);
+        match self.stream.read_exact(&mut body).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(_)) => {
+                return Err(IoError::UnexpectedEnd("inside a frame body"));
+            }
+            Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
+        }
+        Ok(Some(self.codec.decode_body(header, body.freeze())?))
+    }
+
+    /// Receives a message and fails unless there is one.
+    ///
+    /// # Errors
+    /// As [`FramedRecv::recv`], plus [`IoError::UnexpectedEnd`] at a clean end.
+    pub async fn expect(&mut self, what: &'static str) -> Result<Message, IoError> {
+        self.recv().await?.ok_or(IoError::UnexpectedEnd(what))
+    }
+
+    /// Receives exactly `len` payload bytes sent as `Data` frames.
+    ///
+    /// # Errors
+    /// [`IoError::PayloadTooLarge`] when `len > max` (checked before any
+    /// allocation), [`IoError::Codec`] for a non-`Data` frame or a chunk that
+    /// overruns `len`, or a stream error.
+    pub async fn recv_payload(&mut self, len: u64, max: u64) -> Result<Bytes, IoError> {
+        if len > max {
+            return Err(IoError::PayloadTooLarge { len, max });
+        }
+        // len <= max, and max is a configured in-memory bound.
+        let len = len as usize;
+        let mut out = BytesMut::with_capacity(len);
+        while out.len() < len {
+            match self.expect("inside a payload").await? {
+                Message::Data(chunk) if out.len() + chunk.len() <= len => {
+                    out.extend_from_slice(&chunk);
+                }
+                Message::Data(chunk) => {
+                    return Err(CodecError::Invalid(format!(
+                        "payload overruns its declared {len} bytes by {}",
+                        out.len() + chunk.len() - len
+                    ))
+                    .into());
+                }
+                other => {
+                    return Err(CodecError::Unexpected {
+                        got: other.kind(),
+                        expected: "payload data",
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(out.freeze())
+    }
+
+    /// Tells the peer to stop sending, with `code`.
+    pub fn stop(&mut self, code: u32) {
+        let _ = self.stream.stop(code.into());
+    }
+}
+
+/// Opens a framed bidirectional stream on `connection`.
+///
+/// # Errors
+/// [`IoError::ConnectionLost`] when the connection is gone.
+pub async fn open_bi(
+    connection: &quinn::Connection,
+    codec: Codec,
+) -> Result<(FramedSend, FramedRecv), IoError> {
+    let (send, recv) = connection.open_bi().await?;
+    Ok((FramedSend::new(send, codec), FramedRecv::new(recv, codec)))
+}

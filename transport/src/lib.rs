@@ -1,0 +1,14 @@
+//! QUIC plumbing shared by the Switchyard gateway, node agent and client SDK:
+//! TLS material ([`tls`]), endpoint construction ([`endpoint`]) and framed
+//! message IO over quinn streams ([`framed`]).
+//!
+//! The wire format itself lives in the sans-IO `protocol` crate; this crate
+//! only moves its frames over sockets.
+
+pub mod endpoint;
+pub mod framed;
+pub mod tls;
+
+pub use endpoint::{EndpointConfig, client_endpoint, server_endpoint};
+pub use framed::{FramedRecv, FramedSend, IoError, open_bi};
+pub use tls::{TlsError, TlsFiles};
