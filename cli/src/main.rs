@@ -21,7 +21,12 @@ mod table;
 #[command(version, about)]
 struct Cli {
     /// Gateway address.
-    #[arg(long, global = true, env = "SWITCHYARD_GATEWAY", default_value = "127.0.0.1:4433")]
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_GATEWAY",
+        default_value = "127.0.0.1:4433"
+    )]
     gateway: String,
     /// CA file the gateway printed at start (default: the gateway's default
     /// data directory's ca.pem).

@@ -23,7 +23,12 @@ pub fn nodes(nodes: &[NodeView]) -> String {
                 } else {
                     s.gpus
                         .iter()
-                        .map(|g| format!("{}:{:.0}%,{}/{}MiB", g.index, g.util_pct, g.mem_used_mib, g.mem_total_mib))
+                        .map(|g| {
+                            format!(
+                                "{}:{:.0}%,{}/{}MiB",
+                                g.index, g.util_pct, g.mem_used_mib, g.mem_total_mib
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join(" ")
                 },
@@ -33,10 +38,19 @@ pub fn nodes(nodes: &[NodeView]) -> String {
         let services = node
             .services
             .iter()
-            .map(|s| format!("{}({}/{}, {:.1})", s.name, s.in_flight, s.max_concurrent, s.latency_ms))
+            .map(|s| {
+                format!(
+                    "{}({}/{}, {:.1})",
+                    s.name, s.in_flight, s.max_concurrent, s.latency_ms
+                )
+            })
             .collect::<Vec<_>>()
             .join(" ");
-        let region = if node.spec.region.is_empty() { "-" } else { &node.spec.region };
+        let region = if node.spec.region.is_empty() {
+            "-"
+        } else {
+            &node.spec.region
+        };
         let _ = writeln!(
             out,
             "{:<16} {:<10} {:>6} {:>15} {:<28} {:>7} {:>7}ms  {}",

@@ -129,7 +129,9 @@ impl Client {
             .await
             .map_err(|e| ClientError::Config(format!("cannot resolve {}: {e}", config.gateway)))?
             .next()
-            .ok_or_else(|| ClientError::Config(format!("{} resolves to nothing", config.gateway)))?;
+            .ok_or_else(|| {
+                ClientError::Config(format!("{} resolves to nothing", config.gateway))
+            })?;
         let endpoint = transport::client_endpoint(&config.ca, addr, &EndpointConfig::default())
             .map_err(|e| ClientError::Config(e.to_string()))?;
         let client = Self {
@@ -218,7 +220,9 @@ impl Client {
             }
             (Ok(None), Err(e)) | (Err(_), Err(e)) => return Err(e.into()),
             (Ok(None), Ok(())) => {
-                return Err(ClientError::Protocol("gateway closed the call without answering".into()));
+                return Err(ClientError::Protocol(
+                    "gateway closed the call without answering".into(),
+                ));
             }
             (Err(e), Ok(())) => return Err(e.into()),
         };

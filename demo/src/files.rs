@@ -47,7 +47,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         let entry = entry?;
         let path = entry.path();
         let name = entry.file_name();
-        if matches!(name.to_str(), Some("target" | "dist" | "dist-test" | ".git")) {
+        if matches!(
+            name.to_str(),
+            Some("target" | "dist" | "dist-test" | ".git")
+        ) {
             continue;
         }
         if entry.file_type()?.is_dir() {
@@ -118,7 +121,11 @@ async fn one_call(
         .await
         .map_err(|e| anyhow::anyhow!("{service} {}: {e}", file.display()))?;
     let ms = sent.elapsed().as_secs_f64() * 1000.0;
-    let verdict = if result.data == expected[..] { "ok" } else { "MISMATCH" };
+    let verdict = if result.data == expected[..] {
+        "ok"
+    } else {
+        "MISMATCH"
+    };
     println!(
         "   {service:<6} {:<48} {:>8} B -> {:<7} {:>7.2} ms  {verdict}",
         file.display(),
@@ -127,7 +134,11 @@ async fn one_call(
         ms
     );
     if verdict != "ok" {
-        anyhow::bail!("{service} {}: result differs from local {}", file.display(), command.join(" "));
+        anyhow::bail!(
+            "{service} {}: result differs from local {}",
+            file.display(),
+            command.join(" ")
+        );
     }
     Ok((result.node_id, payload.len() as u64, ms))
 }

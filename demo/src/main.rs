@@ -42,7 +42,8 @@ struct Args {
 }
 
 /// One service of the demo and the local command that checks it.
-const SERVICES: [(&str, &[&str]); 2] = [("sha256", &["sha256sum"]), ("gzip", &["gzip", "-n", "-c"])];
+const SERVICES: [(&str, &[&str]); 2] =
+    [("sha256", &["sha256sum"]), ("gzip", &["gzip", "-n", "-c"])];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -66,7 +67,8 @@ async fn main() -> anyhow::Result<()> {
         ),
     )?;
     println!("== starting gateway");
-    let (gateway, addr) = start_gateway(&args.bin_dir.join("gateway"), &gateway_toml, &work).await?;
+    let (gateway, addr) =
+        start_gateway(&args.bin_dir.join("gateway"), &gateway_toml, &work).await?;
     procs.0.push(("gateway".into(), gateway));
     let ca = work.join("data/ca.pem");
 
@@ -90,7 +92,11 @@ async fn main() -> anyhow::Result<()> {
     wait_for_nodes(&client, 2).await?;
 
     let files = files::collect(&args.sources)?;
-    println!("== sending {} files x {} services through the gateway", files.len(), SERVICES.len());
+    println!(
+        "== sending {} files x {} services through the gateway",
+        files.len(),
+        SERVICES.len()
+    );
     let report = files::run_calls(client.clone(), files, &SERVICES, args.concurrency).await;
     print_summary(&report);
 
@@ -107,7 +113,11 @@ async fn main() -> anyhow::Result<()> {
     client.close().await;
     procs.stop().await;
     if report.failures > 0 {
-        bail!("{} of {} calls failed or mismatched", report.failures, report.calls);
+        bail!(
+            "{} of {} calls failed or mismatched",
+            report.failures,
+            report.calls
+        );
     }
     println!("\ndemo passed: every result matched the local program");
     Ok(())
@@ -145,7 +155,10 @@ async fn start_gateway(bin: &Path, config: &Path, work: &Path) -> anyhow::Result
                 return Ok(addr.trim().to_string());
             }
         }
-        bail!("gateway exited before listening (see {}/gateway.log)", work.display())
+        bail!(
+            "gateway exited before listening (see {}/gateway.log)",
+            work.display()
+        )
     })
     .await
     .context("gateway did not start within 30 s")??;
@@ -183,7 +196,12 @@ fn print_summary(report: &files::Report) {
         .copied()
         .unwrap_or(0.0);
     println!("\n== summary");
-    println!("calls: {} ({} ok, {} failed or mismatched)", report.calls, report.calls - report.failures, report.failures);
+    println!(
+        "calls: {} ({} ok, {} failed or mismatched)",
+        report.calls,
+        report.calls - report.failures,
+        report.failures
+    );
     println!("bytes sent: {}", report.bytes);
     let per_node: BTreeMap<_, _> = report.per_node.iter().collect();
     for (node, count) in per_node {
@@ -202,7 +220,11 @@ impl Procs {
         // Agents first, then the gateway.
         while let Some((name, mut child)) = self.0.pop() {
             if let Some(pid) = child.id() {
-                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status()
+                    .await;
             }
             match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
                 Ok(Ok(status)) => println!("== stopped {name} ({status})"),

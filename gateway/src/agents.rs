@@ -40,7 +40,9 @@ pub(crate) async fn serve(
     }
     let spec = register.node;
     let interval = Duration::from_millis(u64::from(spec.stats_interval_ms));
-    let node = shared.registry.insert(spec, connection.clone(), Instant::now());
+    let node = shared
+        .registry
+        .insert(spec, connection.clone(), Instant::now());
     let registered = Message::Registered(Registered {
         node_key: node.key,
         gateway_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -96,7 +98,11 @@ fn token_matches(given: &str, expected: &str) -> bool {
 /// Clamps figures from the wire to sane ranges and bounds the lists.
 fn sanitize(mut stats: NodeStats) -> NodeStats {
     fn pct(v: f32) -> f32 {
-        if v.is_finite() { v.clamp(0.0, 100.0) } else { 0.0 }
+        if v.is_finite() {
+            v.clamp(0.0, 100.0)
+        } else {
+            0.0
+        }
     }
     fn finite(v: f32) -> f32 {
         if v.is_finite() { v.max(0.0) } else { 0.0 }

@@ -11,9 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use protocol::{
-    CallError, CallHead, DispatchHead, ErrorKind, Message, ResultHead, Timings,
-};
+use protocol::{CallError, CallHead, DispatchHead, ErrorKind, Message, ResultHead, Timings};
 use transport::{FramedRecv, FramedSend, IoError};
 
 use crate::Shared;
@@ -85,18 +83,27 @@ async fn run(
     if head.payload_len > max {
         return Err(error(
             ErrorKind::PayloadTooLarge,
-            format!("payload of {} bytes exceeds the maximum of {max} bytes", head.payload_len),
+            format!(
+                "payload of {} bytes exceeds the maximum of {max} bytes",
+                head.payload_len
+            ),
         )
         .into());
     }
     let timeout_ms = head.timeout_ms.clamp(1, shared.config.max_timeout_ms);
     let deadline = arrived + Duration::from_millis(u64::from(timeout_ms));
-    let timed_out = || error(ErrorKind::Timeout, format!("no result within {timeout_ms} ms"));
+    let timed_out = || {
+        error(
+            ErrorKind::Timeout,
+            format!("no result within {timeout_ms} ms"),
+        )
+    };
 
-    let payload = tokio::time::timeout_at(deadline.into(), recv.recv_payload(head.payload_len, max))
-        .await
-        .map_err(|_| timed_out())?
-        .map_err(|e| error(ErrorKind::BadRequest, format!("reading the payload: {e}")))?;
+    let payload =
+        tokio::time::timeout_at(deadline.into(), recv.recv_payload(head.payload_len, max))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| error(ErrorKind::BadRequest, format!("reading the payload: {e}")))?;
     let ready = Instant::now();
 
     let mut tried = HashSet::new();
@@ -128,15 +135,20 @@ async fn run(
                 .into());
             }
             let picked = shared.policies.pick(&head, head.payload_len, &free)?;
-            let node = free.get(picked.index).cloned().ok_or_else(|| {
-                error(ErrorKind::Internal, "policy picked a node out of range")
-            })?;
+            let node = free
+                .get(picked.index)
+                .cloned()
+                .ok_or_else(|| error(ErrorKind::Internal, "policy picked a node out of range"))?;
             if let Some(guard) = node.try_acquire(&head.service) {
                 break (node, guard, picked);
             }
             races += 1;
             if races >= MAX_SLOT_RACES {
-                return Err(error(ErrorKind::NoNodeAvailable, "slots kept being taken; try again").into());
+                return Err(error(
+                    ErrorKind::NoNodeAvailable,
+                    "slots kept being taken; try again",
+                )
+                .into());
             }
         };
         let dispatched = Instant::now();
@@ -146,7 +158,11 @@ async fn run(
                 tracing::warn!(call_id, node = %node.spec.id, error = %e, "cannot open a stream to the node; trying another");
                 tried.insert(node.key);
                 if tried.len() >= MAX_DISPATCH_ATTEMPTS {
-                    return Err(error(ErrorKind::NodeLost, format!("node {} unreachable: {e}", node.spec.id)).into());
+                    return Err(error(
+                        ErrorKind::NodeLost,
+                        format!("node {} unreachable: {e}", node.spec.id),
+                    )
+                    .into());
                 }
             }
         }
@@ -157,7 +173,9 @@ async fn run(
         call_id,
         service: head.service.clone(),
         payload_len: head.payload_len,
-        timeout_ms: u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX).max(1),
+        timeout_ms: u32::try_from(remaining.as_millis())
+            .unwrap_or(u32::MAX)
+            .max(1),
     };
     let outcome = tokio::time::timeout_at(
         deadline.into(),
@@ -210,7 +228,10 @@ async fn run(
         }
         Err(_) => {
             finish(shared, &picked, &node, &head.service, node_ms, false);
-            Err(Failure::Cut(crate::RESET_TIMEOUT, "timeout while relaying the result".into()))
+            Err(Failure::Cut(
+                crate::RESET_TIMEOUT,
+                "timeout while relaying the result".into(),
+            ))
         }
     }
 }
@@ -229,25 +250,42 @@ async fn exchange(
     max: u64,
 ) -> Result<Reply, CallError> {
     let lost = |e: IoError| error(ErrorKind::NodeLost, format!("node connection failed: {e}"));
-    send.send(&Message::Dispatch(dispatch)).await.map_err(lost)?;
-    send.send_payload(&payload).await.map_err(lost)?;
-    send.finish().map_err(lost)?;
+    let upload = async {
+        send.send(&Message::Dispatch(dispatch)).await?;
+        send.send_payload(&payload).await?;
+        send.finish()
+    };
+    match upload.await {
+        // The agent refused early (unknown service, full, too large) and
+        // stopped our upload: its answer on the other half says why.
+        Ok(()) | Err(IoError::Reset(_)) => {}
+        Err(e) => return Err(lost(e)),
+    }
     match recv.recv().await {
         Ok(Some(Message::Reply(reply))) if reply.payload_len <= max => Ok(Reply {
             payload_len: reply.payload_len,
         }),
         Ok(Some(Message::Reply(reply))) => Err(error(
             ErrorKind::PayloadTooLarge,
-            format!("result of {} bytes exceeds the maximum of {max} bytes", reply.payload_len),
+            format!(
+                "result of {} bytes exceeds the maximum of {max} bytes",
+                reply.payload_len
+            ),
         )),
         Ok(Some(Message::Error(e))) => Err(e),
         Ok(Some(other)) => Err(error(
             ErrorKind::Internal,
             format!("node answered with an unexpected {:?} frame", other.kind()),
         )),
-        Ok(None) => Err(error(ErrorKind::NodeLost, "node closed the call stream without answering")),
+        Ok(None) => Err(error(
+            ErrorKind::NodeLost,
+            "node closed the call stream without answering",
+        )),
         Err(e) if e.is_connection_lost() => Err(lost(e)),
-        Err(e) => Err(error(ErrorKind::Internal, format!("node sent a bad frame: {e}"))),
+        Err(e) => Err(error(
+            ErrorKind::Internal,
+            format!("node sent a bad frame: {e}"),
+        )),
     }
 }
 
@@ -263,7 +301,9 @@ async fn relay(from: &mut FramedRecv, to: &mut FramedSend, len: u64) -> Result<(
                     .map_err(|e| format!("client stream failed: {e}"))?;
             }
             Ok(Some(Message::Data(_))) => return Err("node result overran its length".into()),
-            Ok(Some(other)) => return Err(format!("unexpected {:?} frame in a result", other.kind())),
+            Ok(Some(other)) => {
+                return Err(format!("unexpected {:?} frame in a result", other.kind()));
+            }
             Ok(None) => return Err(format!("node result ended {left} bytes early")),
             Err(e) => return Err(format!("node lost mid-result: {e}")),
         }
@@ -282,7 +322,9 @@ fn finish(
     if ok {
         node.record_latency(service, node_ms);
     }
-    shared.policies.observe(picked, service, node.key, node_ms, ok);
+    shared
+        .policies
+        .observe(picked, service, node.key, node_ms, ok);
 }
 
 fn ms(d: Duration) -> f32 {

@@ -143,7 +143,9 @@ impl GatewayConfig {
             return Err(ConfigError::Invalid("agent_token must not be empty".into()));
         }
         if self.default_policy.is_empty() {
-            return Err(ConfigError::Invalid("default_policy must not be empty".into()));
+            return Err(ConfigError::Invalid(
+                "default_policy must not be empty".into(),
+            ));
         }
         Ok(())
     }

@@ -91,7 +91,10 @@ pub fn load_or_create_token(path: &Path) -> Result<String, GatewayError> {
         source,
     };
     if path.exists() {
-        return Ok(std::fs::read_to_string(path).map_err(io)?.trim().to_string());
+        return Ok(std::fs::read_to_string(path)
+            .map_err(io)?
+            .trim()
+            .to_string());
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;

@@ -132,7 +132,10 @@ impl Policies {
     /// # Errors
     /// `BadRequest` when the call names a policy that is not loaded.
     fn choose(&self, head: &CallHead) -> Result<Option<Arc<Policy>>, CallError> {
-        let loaded = self.loaded.read().map_err(|_| internal("policy table poisoned"))?;
+        let loaded = self
+            .loaded
+            .read()
+            .map_err(|_| internal("policy table poisoned"))?;
         if let Some(name) = head.hint("policy") {
             return match loaded.get(name) {
                 Some(p) => Ok(Some(p.clone())),
@@ -177,7 +180,8 @@ impl Policies {
             now_ms: self.now_ms(),
             random: self.rng.lock().map(|mut r| r.random()).unwrap_or_default(),
         };
-        let candidates: Vec<Candidate> = nodes.iter().map(|n| candidate(n, &head.service)).collect();
+        let candidates: Vec<Candidate> =
+            nodes.iter().map(|n| candidate(n, &head.service)).collect();
         match policy.pick(&request, &candidates) {
             Ok(Decision::Route(i)) => Ok(Picked {
                 index: i as usize,
@@ -192,7 +196,10 @@ impl Policies {
                 tracing::warn!(policy = policy.name(), %error, "policy failed; built-in round-robin picks instead");
                 Ok(self.builtin(nodes.len()))
             }
-            Err(error) => Err(internal(&format!("policy {} failed: {error}", policy.name()))),
+            Err(error) => Err(internal(&format!(
+                "policy {} failed: {error}",
+                policy.name()
+            ))),
         }
     }
 

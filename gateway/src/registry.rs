@@ -113,8 +113,10 @@ impl Registry {
             calls_total: AtomicU64::new(0),
         });
         if let Some(old) = self.nodes.insert(node.spec.id.clone(), node.clone()) {
-            old.connection
-                .close(crate::CLOSE_REPLACED.into(), b"replaced by a new connection");
+            old.connection.close(
+                crate::CLOSE_REPLACED.into(),
+                b"replaced by a new connection",
+            );
         }
         self.by_key.insert(key, node.clone());
         node

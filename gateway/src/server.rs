@@ -47,7 +47,8 @@ impl Gateway {
                 (crate::load_or_create_token(&path)?, Some(path))
             }
         };
-        let endpoint = transport::server_endpoint(config.listen, &files, &EndpointConfig::default())?;
+        let endpoint =
+            transport::server_endpoint(config.listen, &files, &EndpointConfig::default())?;
         let registry = Arc::new(registry::Registry::new());
         let policies = policies::Policies::load(&config, registry.clone())?;
         let codec = protocol::Codec::new(protocol::DEFAULT_MAX_FRAME_LEN);
@@ -99,7 +100,10 @@ impl Gateway {
         let addr = self.local_addr().map(crate::show).unwrap_or_default();
         tracing::info!(listen = %addr, ca = %self.ca.display(), "gateway listening");
         println!("switchyard gateway listening on {addr}");
-        println!("CA file (give it to agents and clients): {}", self.ca.display());
+        println!(
+            "CA file (give it to agents and clients): {}",
+            self.ca.display()
+        );
         if let Some(path) = &self.token_file {
             println!("agent token file: {}", path.display());
         }
@@ -188,7 +192,10 @@ async fn request(
         other => {
             refuse(
                 &mut send,
-                &format!("a stream must start with Call or ListNodes, not {:?}", other.kind()),
+                &format!(
+                    "a stream must start with Call or ListNodes, not {:?}",
+                    other.kind()
+                ),
             )
             .await;
         }

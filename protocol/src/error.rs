@@ -90,9 +90,10 @@ impl ErrorKind {
     /// Which side the failure belongs to.
     pub fn side(self) -> Side {
         match self {
-            Self::UnknownService | Self::PayloadTooLarge | Self::Unauthorized | Self::BadRequest => {
-                Side::Client
-            }
+            Self::UnknownService
+            | Self::PayloadTooLarge
+            | Self::Unauthorized
+            | Self::BadRequest => Side::Client,
             Self::NodeLost | Self::ServiceFailed | Self::Timeout => Side::Node,
             Self::NoNodeAvailable
             | Self::Rejected

@@ -256,8 +256,7 @@ mod tests {
             panic!("expected a frame");
         };
         assert_eq!(message, call());
-        let Decoded::Frame { message, .. } = codec.decode(&buf[consumed..]).expect("decode")
-        else {
+        let Decoded::Frame { message, .. } = codec.decode(&buf[consumed..]).expect("decode") else {
             panic!("expected a frame");
         };
         assert_eq!(message, Message::Data(Bytes::from_static(b"hello")));
@@ -280,7 +279,16 @@ mod tests {
     #[test]
     fn bogus_length_is_refused_before_allocating() {
         let codec = Codec::new(1024);
-        let header = [crate::VERSION, FrameKind::Data as u8, 0, 0, 0xff, 0xff, 0xff, 0xff];
+        let header = [
+            crate::VERSION,
+            FrameKind::Data as u8,
+            0,
+            0,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+        ];
         assert_eq!(
             codec.decode(&header),
             Err(CodecError::FrameTooLarge {

@@ -404,8 +404,11 @@ mod tests {
             }),
             proptest::collection::vec(any::<u8>(), 0..2048)
                 .prop_map(|v| Message::Data(Bytes::from(v))),
-            (any::<f32>().prop_filter("finite", |f| f.is_finite()), 0u64..1 << 40).prop_map(
-                |(cpu, mem)| Message::Stats(NodeStats {
+            (
+                any::<f32>().prop_filter("finite", |f| f.is_finite()),
+                0u64..1 << 40
+            )
+                .prop_map(|(cpu, mem)| Message::Stats(NodeStats {
                     cpu_pct: cpu,
                     mem_used_mib: mem,
                     mem_total_mib: mem * 2,
@@ -415,8 +418,7 @@ mod tests {
                         ..GpuStats::default()
                     }],
                     in_flight: vec![("svc".into(), 3)],
-                })
-            ),
+                })),
             (text).prop_map(|m| Message::Error(CallError {
                 kind: ErrorKind::ServiceFailed,
                 message: m

@@ -69,7 +69,8 @@ impl TlsFiles {
             return Ok(false);
         }
         let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
+        let mut ca_params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca_params
             .distinguished_name
@@ -96,7 +97,11 @@ impl TlsFiles {
                 })?;
             }
         }
-        write(&self.cert, format!("{}{}", cert.pem(), ca.pem()).as_bytes(), false)?;
+        write(
+            &self.cert,
+            format!("{}{}", cert.pem(), ca.pem()).as_bytes(),
+            false,
+        )?;
         write(&self.key, key.serialize_pem().as_bytes(), true)?;
         write(&self.ca, ca.pem().as_bytes(), false)?;
         Ok(true)

@@ -1,0 +1,320 @@
+//! The agent's configuration: a TOML file, parsed strictly and validated.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::services::ServiceKind;
+
+/// Default TLS server name the agent expects on the gateway's certificate.
+pub const DEFAULT_SERVER_NAME: &str = "localhost";
+/// Default stats period, ms.
+pub const DEFAULT_STATS_INTERVAL_MS: u32 = 1000;
+/// Default largest call payload the agent accepts, bytes (16 MiB).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 16 * 1024 * 1024;
+/// Default most concurrent calls of one service.
+pub const DEFAULT_MAX_CONCURRENT: u32 = 4;
+
+/// A commented example configuration, as `--print-example-config` prints it.
+pub const EXAMPLE_CONFIG: &str = include_str!("example-agent.toml");
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML or does not match the schema.
+    #[error("invalid config at line {line}, column {column}: {message}")]
+    Parse {
+        /// 1-based line of the error (0 when unknown).
+        line: usize,
+        /// 1-based column of the error (0 when unknown).
+        column: usize,
+        /// What the parser said, on one line.
+        message: String,
+    },
+    /// The values parse but break a rule.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole agent configuration.
+///
+/// TOML keys are the field names; unknown keys are errors.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The gateway's QUIC address, `host:port` (e.g. `127.0.0.1:4433`,
+    /// `gw.example:4433`, `[::1]:4433`); resolved again at each reconnect.
+    pub gateway: String,
+    /// The name the gateway's certificate must carry (default `localhost`).
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+    /// PEM file of the CA the agent trusts for the gateway (relative paths are
+    /// relative to the process's working directory).
+    pub ca: PathBuf,
+    /// The shared agent token the gateway is configured with.
+    pub token: String,
+    /// Unique node id, e.g. `gpu-node-1` (1..=256 bytes).
+    pub node_id: String,
+    /// Region, e.g. `eu-west` (default empty).
+    #[serde(default)]
+    pub region: String,
+    /// Free-form labels, e.g. `tier = "premium"` (default none).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// What running the node costs per hour (default 0).
+    #[serde(default)]
+    pub cost_per_hour: f32,
+    /// How often the agent sends stats, ms (default 1000).
+    #[serde(default = "default_stats_interval_ms")]
+    pub stats_interval_ms: u32,
+    /// Largest call payload the agent accepts, bytes (default 16 MiB).
+    #[serde(default = "default_max_payload_bytes")]
+    pub max_payload_bytes: u64,
+    /// Reconnect backoff (table `[reconnect]`).
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+    /// The services this node hosts (at least one; `[[services]]` tables).
+    pub services: Vec<ServiceConfig>,
+}
+
+/// Exponential reconnect backoff with jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconnectConfig {
+    /// First delay, ms (default 200).
+    #[serde(default = "default_initial_ms")]
+    pub initial_ms: u64,
+    /// Largest delay, ms (default 10 000).
+    #[serde(default = "default_max_ms")]
+    pub max_ms: u64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            initial_ms: default_initial_ms(),
+            max_ms: default_max_ms(),
+        }
+    }
+}
+
+/// One hosted service.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "crate::services::RawService")]
+pub struct ServiceConfig {
+    /// Service name, e.g. `sha256` (1..=256 bytes, unique on the node).
+    pub name: String,
+    /// What runs the service.
+    pub kind: ServiceKind,
+    /// Most calls of this service at once (default 4, at least 1).
+    pub max_concurrent: u32,
+}
+
+impl ServiceConfig {
+    /// A service with the default concurrency (4).
+    pub fn new(name: impl Into<String>, kind: ServiceKind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+        }
+    }
+}
+
+fn default_server_name() -> String {
+    DEFAULT_SERVER_NAME.into()
+}
+fn default_stats_interval_ms() -> u32 {
+    DEFAULT_STATS_INTERVAL_MS
+}
+fn default_max_payload_bytes() -> u64 {
+    DEFAULT_MAX_PAYLOAD_BYTES
+}
+fn default_initial_ms() -> u64 {
+    200
+}
+fn default_max_ms() -> u64 {
+    10_000
+}
+
+impl AgentConfig {
+    /// A configuration with every optional field at its default.
+    pub fn new(
+        gateway: impl Into<String>,
+        ca: impl Into<PathBuf>,
+        token: impl Into<String>,
+        node_id: impl Into<String>,
+        services: Vec<ServiceConfig>,
+    ) -> Self {
+        Self {
+            gateway: gateway.into(),
+            server_name: default_server_name(),
+            ca: ca.into(),
+            token: token.into(),
+            node_id: node_id.into(),
+            region: String::new(),
+            labels: BTreeMap::new(),
+            cost_per_hour: 0.0,
+            stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            reconnect: ReconnectConfig::default(),
+            services,
+        }
+    }
+
+    /// Parses and validates a TOML configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for bad TOML, unknown keys or wrong types;
+    /// [`ConfigError::Invalid`] for values that break a rule.
+    pub fn from_toml_str(s: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(s).map_err(|e| parse_error(s, &e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates the TOML file at `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] when the file cannot be read, else as
+    /// [`AgentConfig::from_toml_str`].
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// Checks every rule a parsed configuration must also meet (`run` calls
+    /// this too, for configurations built in code).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first broken rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if let Err(e) = split_host_port(&self.gateway) {
+            return invalid(e);
+        }
+        if self.server_name.is_empty() {
+            return invalid("server_name must not be empty".into());
+        }
+        if self.token.is_empty() {
+            return invalid("token must not be empty".into());
+        }
+        check_name("node_id", &self.node_id)?;
+        if self.labels.keys().any(String::is_empty) {
+            return invalid("label keys must not be empty".into());
+        }
+        if !self.cost_per_hour.is_finite() || self.cost_per_hour < 0.0 {
+            return invalid("cost_per_hour must be a finite number >= 0".into());
+        }
+        if self.stats_interval_ms == 0 {
+            return invalid("stats_interval_ms must be > 0".into());
+        }
+        if self.max_payload_bytes == 0 {
+            return invalid("max_payload_bytes must be > 0".into());
+        }
+        let ReconnectConfig { initial_ms, max_ms } = self.reconnect;
+        if initial_ms == 0 || max_ms < initial_ms {
+            return invalid(format!(
+                "reconnect needs 0 < initial_ms <= max_ms, got {initial_ms} and {max_ms}"
+            ));
+        }
+        if self.services.is_empty() {
+            return invalid("at least one [[services]] entry is required".into());
+        }
+        if self.services.len() > protocol::limits::MAX_SERVICES {
+            return invalid(format!(
+                "at most {} services allowed",
+                protocol::limits::MAX_SERVICES
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for service in &self.services {
+            check_name("service name", &service.name)?;
+            if !seen.insert(service.name.as_str()) {
+                return invalid(format!("service {} is listed twice", service.name));
+            }
+            if service.max_concurrent == 0 {
+                return invalid(format!(
+                    "service {}: max_concurrent must be >= 1",
+                    service.name
+                ));
+            }
+            service
+                .kind
+                .validate()
+                .map_err(|e| ConfigError::Invalid(format!("service {}: {e}", service.name)))?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits `host:port` (IPv6 hosts in brackets).
+pub(crate) fn split_host_port(address: &str) -> Result<(&str, u16), String> {
+    let bad = || format!("gateway must be host:port, got {address:?}");
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if port == 0 {
+        return Err(bad());
+    }
+    Ok((host, port))
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), ConfigError> {
+    let max = protocol::limits::MAX_NAME_LEN;
+    if name.is_empty() || name.len() > max {
+        return Err(ConfigError::Invalid(format!(
+            "{what} must be 1..={max} bytes, got {}",
+            name.len()
+        )));
+    }
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ConfigError::Invalid(format!(
+            "{what} {name:?} holds whitespace or a control character"
+        )));
+    }
+    Ok(())
+}
+
+/// Turns a TOML error into one line with a position.
+fn parse_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = e.span().map_or((0, 0), |span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    });
+    let message = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    ConfigError::Parse {
+        line,
+        column,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,218 @@
+use super::*;
+use crate::services::{CommandConfig, HttpConfig};
+
+const MINIMAL: &str = r#"
+gateway = "127.0.0.1:4433"
+ca = "ca.pem"
+token = "t0ken"
+node_id = "n1"
+
+[[services]]
+name = "echo"
+kind = "echo"
+"#;
+
+fn with_service(service: &str) -> String {
+    format!(
+        "gateway = \"gw.example:4433\"\nca = \"ca.pem\"\ntoken = \"t\"\nnode_id = \"n1\"\n\n[[services]]\n{service}\n"
+    )
+}
+
+fn invalid(text: &str) -> String {
+    match AgentConfig::from_toml_str(text) {
+        Ok(config) => panic!("expected an error, parsed {config:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let config = AgentConfig::from_toml_str(MINIMAL).expect("parse");
+    let expected = AgentConfig::new(
+        "127.0.0.1:4433",
+        "ca.pem",
+        "t0ken",
+        "n1",
+        vec![ServiceConfig::new("echo", ServiceKind::Echo)],
+    );
+    assert_eq!(config, expected);
+    assert_eq!(config.server_name, "localhost");
+    assert_eq!(config.stats_interval_ms, 1000);
+    assert_eq!(config.max_payload_bytes, 16 * 1024 * 1024);
+    assert_eq!(
+        config.reconnect,
+        ReconnectConfig {
+            initial_ms: 200,
+            max_ms: 10_000
+        }
+    );
+    assert_eq!(config.services[0].max_concurrent, 4);
+}
+
+#[test]
+fn the_example_config_parses() {
+    let config = AgentConfig::from_toml_str(EXAMPLE_CONFIG).expect("example parses");
+    assert_eq!(config.services.len(), 5);
+    assert_eq!(
+        config.labels.get("tier").map(String::as_str),
+        Some("premium")
+    );
+    assert_eq!(
+        config.services[0].kind,
+        ServiceKind::Command(CommandConfig {
+            argv: vec!["sha256sum".into()],
+            env: BTreeMap::new(),
+            cwd: None,
+            max_output_bytes: 16 * 1024 * 1024,
+        })
+    );
+    assert_eq!(
+        config.services[1].kind,
+        ServiceKind::Http(HttpConfig {
+            url: "http://127.0.0.1:8000/v1/completions".into(),
+            content_type: "application/json".into(),
+            max_output_bytes: 16 * 1024 * 1024,
+        })
+    );
+    assert_eq!(config.services[4].kind, ServiceKind::SumUp);
+}
+
+#[test]
+fn command_options_parse() {
+    let text = with_service(
+        "name = \"py\"\nkind = \"command\"\ncommand = [\"python3\", \"-c\", \"print(1)\"]\nenv = { A = \"1\" }\ncwd = \"/tmp\"\nmax_output_bytes = 10\nmax_concurrent = 2",
+    );
+    let config = AgentConfig::from_toml_str(&text).expect("parse");
+    let ServiceKind::Command(c) = &config.services[0].kind else {
+        panic!("not a command: {config:?}");
+    };
+    assert_eq!(c.argv, ["python3", "-c", "print(1)"]);
+    assert_eq!(c.env.get("A").map(String::as_str), Some("1"));
+    assert_eq!(c.cwd.as_deref(), Some(Path::new("/tmp")));
+    assert_eq!(c.max_output_bytes, 10);
+    assert_eq!(config.services[0].max_concurrent, 2);
+}
+
+#[test]
+fn unknown_keys_are_errors_with_a_position() {
+    let err = invalid(&format!("{MINIMAL}\nbogus = 1\n"));
+    // `bogus` lands in the last table, [[services]].
+    assert!(err.contains("bogus"), "{err}");
+    assert!(err.contains("line "), "{err}");
+    assert!(!err.contains('\n'), "one line: {err}");
+    let err = invalid(&format!("bogus = 1\n{MINIMAL}"));
+    assert!(err.contains("line 1"), "{err}");
+    assert!(err.contains("bogus"), "{err}");
+}
+
+#[test]
+fn parse_errors_name_the_problem() {
+    let err = invalid("gateway = ");
+    assert!(err.starts_with("invalid config at line 1"), "{err}");
+    let err =
+        invalid("gateway = \"127.0.0.1:4433\"\nca = \"ca\"\ntoken = \"t\"\nnode_id = \"n\"\n");
+    assert!(err.contains("services"), "{err}");
+    let err = invalid(&with_service("name = \"x\"\nkind = \"shell\""));
+    assert!(err.contains("shell"), "{err}");
+    let err = invalid(&with_service("name = \"x\"\nkind = \"command\""));
+    assert!(err.contains("needs command"), "{err}");
+    let err = invalid(&with_service("name = \"x\"\nkind = \"http\""));
+    assert!(err.contains("needs url"), "{err}");
+    let err = invalid(&with_service(
+        "name = \"x\"\nkind = \"echo\"\nurl = \"http://a\"",
+    ));
+    assert!(err.contains("`url` does not apply"), "{err}");
+    let err = invalid(&with_service(
+        "name = \"x\"\nkind = \"command\"\ncommand = [\"a\"]\nurl = \"http://a\"",
+    ));
+    assert!(err.contains("`url` does not apply"), "{err}");
+}
+
+#[test]
+fn validation_rules() {
+    let cases = [
+        (
+            "name = \"x\"\nkind = \"command\"\ncommand = []",
+            "command must name a program",
+        ),
+        (
+            "name = \"x\"\nkind = \"command\"\ncommand = [\"\"]",
+            "command must name a program",
+        ),
+        (
+            "name = \"x\"\nkind = \"http\"\nurl = \"not a url\"",
+            "does not parse",
+        ),
+        (
+            "name = \"x\"\nkind = \"http\"\nurl = \"https://a/b\"",
+            "https is not supported",
+        ),
+        (
+            "name = \"x\"\nkind = \"http\"\nurl = \"ftp://a/b\"",
+            "is not http",
+        ),
+        (
+            "name = \"\"\nkind = \"echo\"",
+            "service name must be 1..=256 bytes",
+        ),
+        ("name = \"a b\"\nkind = \"echo\"", "whitespace"),
+        (
+            "name = \"x\"\nkind = \"echo\"\nmax_concurrent = 0",
+            "max_concurrent must be >= 1",
+        ),
+        (
+            "name = \"x\"\nkind = \"echo\"\n[[services]]\nname = \"x\"\nkind = \"sleep\"",
+            "listed twice",
+        ),
+    ];
+    for (service, expected) in cases {
+        let err = invalid(&with_service(service));
+        assert!(err.contains(expected), "{service:?}: {err}");
+        assert!(err.starts_with("invalid config"), "{err}");
+    }
+}
+
+#[test]
+fn top_level_rules() {
+    let base = AgentConfig::from_toml_str(MINIMAL).expect("parse");
+    let check = |edit: &dyn Fn(&mut AgentConfig), expected: &str| {
+        let mut config = base.clone();
+        edit(&mut config);
+        let err = config.validate().expect_err(expected).to_string();
+        assert!(err.contains(expected), "{expected}: {err}");
+    };
+    check(&|c| c.gateway = "127.0.0.1".into(), "host:port");
+    check(&|c| c.gateway = "127.0.0.1:0".into(), "host:port");
+    check(&|c| c.gateway = ":4433".into(), "host:port");
+    check(&|c| c.token.clear(), "token");
+    check(&|c| c.node_id.clear(), "node_id");
+    check(&|c| c.node_id = "x".repeat(300), "node_id");
+    check(&|c| c.cost_per_hour = -1.0, "cost_per_hour");
+    check(&|c| c.cost_per_hour = f32::NAN, "cost_per_hour");
+    check(&|c| c.stats_interval_ms = 0, "stats_interval_ms");
+    check(&|c| c.max_payload_bytes = 0, "max_payload_bytes");
+    check(&|c| c.reconnect.initial_ms = 0, "reconnect");
+    check(&|c| c.reconnect.max_ms = 10, "reconnect");
+    check(&|c| c.services.clear(), "at least one");
+    check(&|c| c.server_name.clear(), "server_name");
+}
+
+#[test]
+fn host_port_forms() {
+    assert_eq!(split_host_port("127.0.0.1:4433"), Ok(("127.0.0.1", 4433)));
+    assert_eq!(split_host_port("gw.example:1"), Ok(("gw.example", 1)));
+    assert_eq!(split_host_port("[::1]:4433"), Ok(("::1", 4433)));
+    assert!(split_host_port("gw:http").is_err());
+    assert!(split_host_port("gw:70000").is_err());
+}
+
+#[test]
+fn load_reports_missing_files() {
+    let err = AgentConfig::load(Path::new("/nonexistent/agent.toml")).expect_err("missing");
+    assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    assert!(err.to_string().contains("/nonexistent/agent.toml"), "{err}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, MINIMAL).expect("write");
+    assert_eq!(AgentConfig::load(&path).expect("load").node_id, "n1");
+}

@@ -1,0 +1,58 @@
+//! The Switchyard node agent: dials the gateway over QUIC, registers the
+//! services this node hosts, reports stats every interval and runs the calls
+//! the gateway dispatches.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), node_agent::AgentError> {
+//! use node_agent::{AgentConfig, ServiceConfig, ServiceKind};
+//!
+//! let config = AgentConfig::new(
+//!     "127.0.0.1:4433",
+//!     ".switchyard/ca.pem",
+//!     "secret-token",
+//!     "gpu-node-1",
+//!     vec![
+//!         ServiceConfig::new("echo", ServiceKind::Echo),
+//!         ServiceConfig::new("sha256", ServiceKind::command(["sha256sum"])),
+//!     ],
+//! );
+//! node_agent::run(config, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
+//! ```
+//!
+//! Modules: [`config`] (TOML), [`services`] (what runs calls), [`stats`]
+//! (CPU, memory, GPUs), [`backoff`] (reconnect delays); the connection
+//! handling is in [`run`].
+
+pub mod backoff;
+pub mod config;
+mod dispatch;
+pub mod services;
+mod session;
+pub mod stats;
+
+pub use config::{AgentConfig, ConfigError, EXAMPLE_CONFIG, ReconnectConfig, ServiceConfig};
+pub use services::{CommandConfig, HttpConfig, ServiceError, ServiceKind, Services};
+pub use session::run;
+pub use stats::StatsCollector;
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The CA file is unusable, or no UDP socket could be bound.
+    #[error("tls setup failed: {0}")]
+    Tls(#[from] transport::TlsError),
+    /// The gateway refused the registration (e.g. a wrong token); not
+    /// retried.
+    #[error("gateway refused registration: {0}")]
+    Refused(String),
+    /// The services could not be set up.
+    #[error("cannot set up services: {0}")]
+    Services(ServiceError),
+}

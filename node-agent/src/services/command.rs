@@ -1,0 +1,197 @@
+//! `command` services: one process per call, payload on stdin, result from
+//! stdout, bounded buffers, killed and reaped on timeout.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+
+use super::{CommandConfig, MAX_ERROR_MESSAGE, ServiceError};
+
+/// How much of stderr is kept for the error message: its last ~4 KiB, leaving
+/// room for the exit status so the message is not cut again.
+const STDERR_KEEP: usize = MAX_ERROR_MESSAGE - 64;
+
+#[derive(Debug)]
+pub(crate) struct CommandService {
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    cwd: Option<PathBuf>,
+    max_output: u64,
+}
+
+/// Why reading a pipe stopped early.
+enum PipeError {
+    Overflow,
+    Io(std::io::Error),
+}
+
+impl CommandService {
+    pub(crate) fn new(config: &CommandConfig) -> Self {
+        Self {
+            argv: config.argv.clone(),
+            env: config.env.clone(),
+            cwd: config.cwd.clone(),
+            max_output: config.max_output_bytes,
+        }
+    }
+
+    /// Runs the command once. Past `timeout` the process is killed and
+    /// reaped; dropping the future kills it too (`kill_on_drop`).
+    pub(crate) async fn run(
+        &self,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, ServiceError> {
+        let Some((program, args)) = self.argv.split_first() else {
+            return Err(ServiceError::internal("command service has no program"));
+        };
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .envs(&self.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(cwd) = &self.cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| ServiceError::failed(format!("cannot start {program}: {e}")))?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            kill_and_reap(&mut child).await;
+            return Err(ServiceError::internal("child process pipes missing"));
+        };
+        let io = drive(&mut child, stdin, stdout, stderr, payload, self.max_output);
+        match tokio::time::timeout(timeout, io).await {
+            Ok(result) => result,
+            Err(_) => {
+                kill_and_reap(&mut child).await;
+                Err(ServiceError::timeout(timeout))
+            }
+        }
+    }
+}
+
+/// Feeds stdin while draining stdout and stderr (so no pipe fills up and
+/// deadlocks), then waits for the exit status.
+async fn drive(
+    child: &mut Child,
+    mut stdin: ChildStdin,
+    stdout: ChildStdout,
+    stderr: ChildStderr,
+    payload: Bytes,
+    max_output: u64,
+) -> Result<Bytes, ServiceError> {
+    let write = async move {
+        // A command may exit without reading its input (BrokenPipe): its exit
+        // status tells what happened, so write errors are not failures.
+        if let Err(e) = stdin.write_all(&payload).await {
+            tracing::debug!("writing the payload to stdin stopped: {e}");
+        }
+        drop(stdin);
+        Ok::<_, PipeError>(())
+    };
+    let read_err = async { Ok::<_, PipeError>(read_tail(stderr, STDERR_KEEP).await) };
+    let read_out = read_bounded(stdout, max_output);
+    let (_, out, (err, cut)) = match tokio::try_join!(write, read_out, read_err) {
+        Ok(done) => done,
+        Err(e) => {
+            kill_and_reap(child).await;
+            return Err(match e {
+                PipeError::Overflow => {
+                    ServiceError::failed(format!("output exceeds {max_output} bytes"))
+                }
+                PipeError::Io(e) => ServiceError::internal(format!("reading stdout: {e}")),
+            });
+        }
+    };
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| ServiceError::internal(format!("waiting for the command: {e}")))?;
+    if status.success() {
+        return Ok(Bytes::from(out));
+    }
+    let stderr = String::from_utf8_lossy(&err);
+    let stderr = stderr.trim();
+    let mut message = describe(status);
+    if !stderr.is_empty() {
+        message.push_str(": ");
+        if cut {
+            message.push_str("...");
+        }
+        message.push_str(stderr);
+    }
+    Err(ServiceError::failed(message))
+}
+
+/// Reads all of `pipe`, failing as soon as it holds more than `max` bytes.
+async fn read_bounded(pipe: impl AsyncRead + Unpin, max: u64) -> Result<Vec<u8>, PipeError> {
+    let mut out = Vec::new();
+    pipe.take(max.saturating_add(1))
+        .read_to_end(&mut out)
+        .await
+        .map_err(PipeError::Io)?;
+    if out.len() as u64 > max {
+        return Err(PipeError::Overflow);
+    }
+    Ok(out)
+}
+
+/// Reads all of `pipe`, keeping only its last `keep` bytes; says whether
+/// anything was dropped. A read error ends the reading quietly.
+async fn read_tail(mut pipe: impl AsyncRead + Unpin, keep: usize) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut cut = false;
+    let mut chunk = vec![0; 8192];
+    loop {
+        match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend_from_slice(&chunk[..n]);
+                if kept.len() > 2 * keep {
+                    kept.drain(..kept.len() - keep);
+                    cut = true;
+                }
+            }
+        }
+    }
+    if kept.len() > keep {
+        kept.drain(..kept.len() - keep);
+        cut = true;
+    }
+    (kept, cut)
+}
+
+/// Kills the process (if it still runs) and reaps it, so no zombie is left.
+async fn kill_and_reap(child: &mut Child) {
+    if let Err(e) = child.start_kill() {
+        tracing::debug!("killing the command: {e}");
+    }
+    if let Err(e) = child.wait().await {
+        tracing::debug!("reaping the command: {e}");
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit status {code}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return format!("killed by signal {signal}");
+        }
+    }
+    status.to_string()
+}

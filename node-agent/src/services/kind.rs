@@ -1,0 +1,235 @@
+//! What runs a service, and its TOML form.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::{DEFAULT_MAX_CONCURRENT, ServiceConfig};
+
+/// Default bound on a command's stdout or an HTTP response body, bytes
+/// (16 MiB).
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Default `Content-Type` of HTTP service requests.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// What runs a service (TOML key `kind`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServiceKind {
+    /// `kind = "command"`: an external program per call; payload on stdin,
+    /// result from stdout.
+    Command(CommandConfig),
+    /// `kind = "http"`: an HTTP POST of the payload per call; the response
+    /// body is the result.
+    Http(HttpConfig),
+    /// `kind = "echo"`: returns the payload.
+    Echo,
+    /// `kind = "sleep"`: payload is milliseconds as decimal text; sleeps that
+    /// long and returns `slept N ms`.
+    Sleep,
+    /// `kind = "sum-up"`: payload is N as decimal text (N <= 10^12); returns
+    /// the sum 1 + 2 + ... + N, computed the slow way (real CPU work).
+    SumUp,
+}
+
+/// An external command service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandConfig {
+    /// Program and arguments, run directly (no shell); the program is looked
+    /// up on `PATH` (TOML `command`).
+    pub argv: Vec<String>,
+    /// Extra environment variables (TOML `env`, default none).
+    pub env: BTreeMap<String, String>,
+    /// Working directory (TOML `cwd`, default the agent's).
+    pub cwd: Option<PathBuf>,
+    /// Most stdout bytes a call may produce (TOML `max_output_bytes`,
+    /// default 16 MiB); more fails the call.
+    pub max_output_bytes: u64,
+}
+
+/// A local HTTP service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// `http://` URL the payload is POSTed to (TOML `url`).
+    pub url: String,
+    /// Request `Content-Type` (TOML `content_type`, default
+    /// `application/octet-stream`).
+    pub content_type: String,
+    /// Most response body bytes (TOML `max_output_bytes`, default 16 MiB).
+    pub max_output_bytes: u64,
+}
+
+impl ServiceKind {
+    /// A command service running `argv` with defaults for the rest.
+    pub fn command<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
+        Self::Command(CommandConfig {
+            argv: argv.into_iter().map(Into::into).collect(),
+            env: BTreeMap::new(),
+            cwd: None,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        })
+    }
+
+    /// An HTTP service posting to `url` with defaults for the rest.
+    pub fn http(url: impl Into<String>) -> Self {
+        Self::Http(HttpConfig {
+            url: url.into(),
+            content_type: DEFAULT_CONTENT_TYPE.into(),
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        })
+    }
+
+    /// The TOML name of the kind, e.g. `sum-up`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Command(_) => "command",
+            Self::Http(_) => "http",
+            Self::Echo => "echo",
+            Self::Sleep => "sleep",
+            Self::SumUp => "sum-up",
+        }
+    }
+
+    /// Checks the kind's settings.
+    ///
+    /// # Errors
+    /// A message naming the broken rule: an empty command, an unparsable or
+    /// non-`http` URL, a zero output bound, a bad content type.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Self::Command(c) => {
+                if c.argv.first().is_none_or(String::is_empty) {
+                    return Err("command must name a program".into());
+                }
+                if c.max_output_bytes == 0 {
+                    return Err("max_output_bytes must be > 0".into());
+                }
+                if c.env
+                    .keys()
+                    .any(|k| k.is_empty() || k.contains(['=', '\0']))
+                {
+                    return Err("env names must be non-empty, without '=' or NUL".into());
+                }
+            }
+            Self::Http(h) => {
+                super::http::parse_url(&h.url)?;
+                reqwest::header::HeaderValue::from_str(&h.content_type).map_err(|_| {
+                    format!("content_type {:?} is not a header value", h.content_type)
+                })?;
+                if h.max_output_bytes == 0 {
+                    return Err("max_output_bytes must be > 0".into());
+                }
+            }
+            Self::Echo | Self::Sleep | Self::SumUp => {}
+        }
+        Ok(())
+    }
+}
+
+/// The TOML shape of `[[services]]`, turned into a [`ServiceConfig`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawService {
+    name: String,
+    kind: RawKind,
+    max_concurrent: Option<u32>,
+    command: Option<Vec<String>>,
+    env: Option<BTreeMap<String, String>>,
+    cwd: Option<PathBuf>,
+    max_output_bytes: Option<u64>,
+    url: Option<String>,
+    content_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum RawKind {
+    Command,
+    Http,
+    Echo,
+    Sleep,
+    SumUp,
+}
+
+impl TryFrom<RawService> for ServiceConfig {
+    type Error = String;
+
+    fn try_from(raw: RawService) -> Result<Self, String> {
+        let name = raw.name;
+        let misplaced = |key: &str, kind: &str| {
+            Err(format!(
+                "service {name}: `{key}` does not apply to kind \"{kind}\""
+            ))
+        };
+        let kind = match raw.kind {
+            RawKind::Command => {
+                if raw.url.is_some() {
+                    return misplaced("url", "command");
+                }
+                if raw.content_type.is_some() {
+                    return misplaced("content_type", "command");
+                }
+                let Some(argv) = raw.command else {
+                    return Err(format!(
+                        "service {name}: kind \"command\" needs command = [\"program\", \"arg\", ...]"
+                    ));
+                };
+                ServiceKind::Command(CommandConfig {
+                    argv,
+                    env: raw.env.unwrap_or_default(),
+                    cwd: raw.cwd,
+                    max_output_bytes: raw.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES),
+                })
+            }
+            RawKind::Http => {
+                for (key, set) in [
+                    ("command", raw.command.is_some()),
+                    ("env", raw.env.is_some()),
+                    ("cwd", raw.cwd.is_some()),
+                ] {
+                    if set {
+                        return misplaced(key, "http");
+                    }
+                }
+                let Some(url) = raw.url else {
+                    return Err(format!(
+                        "service {name}: kind \"http\" needs url = \"http://...\""
+                    ));
+                };
+                ServiceKind::Http(HttpConfig {
+                    url,
+                    content_type: raw
+                        .content_type
+                        .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into()),
+                    max_output_bytes: raw.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES),
+                })
+            }
+            builtin => {
+                let kind = match builtin {
+                    RawKind::Echo => ServiceKind::Echo,
+                    RawKind::Sleep => ServiceKind::Sleep,
+                    _ => ServiceKind::SumUp,
+                };
+                for (key, set) in [
+                    ("command", raw.command.is_some()),
+                    ("env", raw.env.is_some()),
+                    ("cwd", raw.cwd.is_some()),
+                    ("max_output_bytes", raw.max_output_bytes.is_some()),
+                    ("url", raw.url.is_some()),
+                    ("content_type", raw.content_type.is_some()),
+                ] {
+                    if set {
+                        return misplaced(key, kind.name());
+                    }
+                }
+                kind
+            }
+        };
+        Ok(Self {
+            name,
+            kind,
+            max_concurrent: raw.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT),
+        })
+    }
+}

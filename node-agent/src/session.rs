@@ -1,0 +1,342 @@
+//! The agent's life: dial the gateway, register, send stats, serve calls,
+//! and reconnect with backoff when the connection goes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use protocol::{Codec, Message, NodeSpec, NodeStats, Register, Registered};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::task::JoinSet;
+use transport::{EndpointConfig, FramedRecv, FramedSend};
+
+use crate::AgentError;
+use crate::backoff::Backoff;
+use crate::config::{AgentConfig, ConfigError, split_host_port};
+use crate::dispatch::Dispatcher;
+use crate::services::Services;
+use crate::stats::StatsCollector;
+
+/// Longest wait for the QUIC handshake
+/// (quinn does not see ICMP errors, so an absent gateway costs this long).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the answer to `Register`.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the connection close to reach the gateway at shutdown.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Failed attempts in a row logged at warn; later ones at debug.
+const LOUD_RETRIES: u32 = 3;
+
+/// Runs the agent until `shutdown` completes: connects, registers, reports
+/// stats and serves calls, reconnecting forever with backoff when the gateway
+/// is unreachable or the connection drops. At shutdown it closes the
+/// connection with code 0, reason `agent shutting down`.
+///
+/// # Errors
+/// [`AgentError::Config`] for an invalid configuration, [`AgentError::Tls`]
+/// for an unusable CA file or UDP socket, [`AgentError::Services`] when the
+/// services cannot be set up, and [`AgentError::Refused`] when the gateway
+/// refuses the registration (a wrong token is not retried).
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    config.validate()?;
+    // Fail fast on an unusable CA file, before any network.
+    transport::tls::client_config(&config.ca)?;
+    let services = Services::new(&config.services).map_err(AgentError::Services)?;
+    let stats = tokio::task::spawn_blocking(StatsCollector::new)
+        .await
+        .unwrap_or_default();
+    let mut agent = Agent {
+        dispatcher: Dispatcher {
+            services,
+            max_payload: config.max_payload_bytes,
+        },
+        stats: Arc::new(Mutex::new(stats)),
+        endpoint: None,
+        config,
+    };
+    let mut backoff = Backoff::new(agent.config.reconnect, StdRng::from_os_rng());
+    tokio::pin!(shutdown);
+    tracing::info!(gateway = %agent.config.gateway, node = %agent.config.node_id, "connecting to gateway");
+    // Failed attempts in a row.
+    let mut failures = 0u32;
+    let result = loop {
+        let attempt = tokio::select! {
+            biased;
+            () = &mut shutdown => break Ok(()),
+            attempt = agent.connect() => attempt,
+        };
+        match attempt {
+            Ok(session) => {
+                backoff.reset();
+                failures = 0;
+                tracing::info!(
+                    gateway = %agent.config.gateway,
+                    node_key = session.registered.node_key,
+                    gateway_version = %session.registered.gateway_version,
+                    "registered with gateway"
+                );
+                let connection = session.connection.clone();
+                let reason = tokio::select! {
+                    biased;
+                    () = &mut shutdown => {
+                        connection.close(0u32.into(), b"agent shutting down");
+                        break Ok(());
+                    }
+                    reason = agent.serve(session) => reason,
+                };
+                tracing::info!("lost the gateway: {reason}; reconnecting");
+            }
+            Err(Attempt::Fatal(e)) => break Err(e),
+            Err(Attempt::Retry(reason)) => {
+                failures += 1;
+                if failures <= LOUD_RETRIES {
+                    tracing::warn!(attempt = failures, "cannot register with gateway: {reason}");
+                } else {
+                    if failures == LOUD_RETRIES + 1 {
+                        tracing::info!(
+                            "gateway still unreachable; retrying quietly (debug logs show each attempt)"
+                        );
+                    }
+                    tracing::debug!(attempt = failures, "cannot register with gateway: {reason}");
+                }
+            }
+        }
+        let delay = backoff.next_delay();
+        tracing::debug!(
+            delay_ms = delay.as_millis() as u64,
+            "reconnecting after a delay"
+        );
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break Ok(()),
+            () = tokio::time::sleep(delay) => {}
+        }
+    };
+    if let Some((_, endpoint)) = agent.endpoint.take() {
+        endpoint.close(0u32.into(), b"agent shutting down");
+        if tokio::time::timeout(CLOSE_TIMEOUT, endpoint.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::debug!("connection close did not finish in time");
+        }
+    }
+    if result.is_ok() {
+        tracing::info!("agent shut down");
+    }
+    result
+}
+
+/// Why one connection attempt ended without a session.
+enum Attempt {
+    /// Worth retrying (network, gateway down, protocol hiccup).
+    Retry(String),
+    /// Not worth retrying: a configuration error or a refusal.
+    Fatal(AgentError),
+}
+
+impl From<transport::IoError> for Attempt {
+    fn from(e: transport::IoError) -> Self {
+        Self::Retry(e.to_string())
+    }
+}
+
+impl From<quinn::ConnectionError> for Attempt {
+    fn from(e: quinn::ConnectionError) -> Self {
+        Self::Retry(e.to_string())
+    }
+}
+
+/// A registered connection.
+struct Session {
+    connection: quinn::Connection,
+    send: FramedSend,
+    recv: FramedRecv,
+    registered: Registered,
+}
+
+struct Agent {
+    config: AgentConfig,
+    dispatcher: Dispatcher,
+    stats: Arc<Mutex<StatsCollector>>,
+    /// The client endpoint, made for the address family it was first
+    /// needed for (IPv6 or not).
+    endpoint: Option<(bool, quinn::Endpoint)>,
+}
+
+impl Agent {
+    fn spec(&self) -> NodeSpec {
+        let c = &self.config;
+        NodeSpec {
+            id: c.node_id.clone(),
+            region: c.region.clone(),
+            labels: c
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            cost_per_hour: c.cost_per_hour,
+            services: self.dispatcher.services.specs(),
+            stats_interval_ms: c.stats_interval_ms,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    /// Resolves the gateway (again: its address may change between attempts).
+    async fn resolve(&self) -> Result<SocketAddr, Attempt> {
+        let gateway = &self.config.gateway;
+        let (host, port) =
+            split_host_port(gateway).map_err(|e| Attempt::Fatal(ConfigError::Invalid(e).into()))?;
+        let mut addrs = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| Attempt::Retry(format!("cannot resolve {gateway}: {e}")))?;
+        addrs
+            .next()
+            .ok_or_else(|| Attempt::Retry(format!("{gateway} resolves to no address")))
+    }
+
+    fn endpoint(&mut self, peer: SocketAddr) -> Result<quinn::Endpoint, Attempt> {
+        if let Some((v6, endpoint)) = &self.endpoint
+            && *v6 == peer.is_ipv6()
+        {
+            return Ok(endpoint.clone());
+        }
+        let endpoint =
+            transport::client_endpoint(&self.config.ca, peer, &EndpointConfig::default())
+                .map_err(|e| Attempt::Fatal(e.into()))?;
+        if let Some((_, old)) = self.endpoint.replace((peer.is_ipv6(), endpoint.clone())) {
+            old.close(0u32.into(), b"address family changed");
+        }
+        Ok(endpoint)
+    }
+
+    /// Dials the gateway and registers.
+    async fn connect(&mut self) -> Result<Session, Attempt> {
+        let peer = self.resolve().await?;
+        let endpoint = self.endpoint(peer)?;
+        let connecting = endpoint
+            .connect(peer, &self.config.server_name)
+            .map_err(|e| match e {
+                quinn::ConnectError::InvalidServerName(name) => Attempt::Fatal(
+                    ConfigError::Invalid(format!("server_name {name:?} is not a valid name"))
+                        .into(),
+                ),
+                other => Attempt::Retry(format!("cannot dial {peer}: {other}")),
+            })?;
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| {
+                Attempt::Retry(format!("no answer from {peer} within {CONNECT_TIMEOUT:?}"))
+            })??;
+        let (mut send, mut recv) = transport::open_bi(&connection, Codec::default()).await?;
+        let register = Register {
+            token: self.config.token.clone(),
+            node: self.spec(),
+        };
+        send.send(&Message::Register(register)).await?;
+        let reply = tokio::time::timeout(REGISTER_TIMEOUT, recv.expect("the registration reply"))
+            .await
+            .map_err(|_| {
+                Attempt::Retry(format!("no registration reply within {REGISTER_TIMEOUT:?}"))
+            })??;
+        match reply {
+            Message::Registered(registered) => Ok(Session {
+                connection,
+                send,
+                recv,
+                registered,
+            }),
+            Message::Refused(reason) => {
+                connection.close(0u32.into(), b"registration refused");
+                Err(Attempt::Fatal(AgentError::Refused(reason)))
+            }
+            other => Err(Attempt::Retry(format!(
+                "unexpected {:?} frame in reply to the registration",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// Serves a registered connection until it ends; returns why.
+    async fn serve(&self, session: Session) -> String {
+        let Session {
+            connection,
+            mut send,
+            mut recv,
+            ..
+        } = session;
+        let interval = Duration::from_millis(u64::from(self.config.stats_interval_ms));
+        let stats = async {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let stats = self.sample().await;
+                if let Err(e) = send.send(&Message::Stats(stats)).await {
+                    return format!("sending stats failed: {e}");
+                }
+            }
+        };
+        let control = async {
+            loop {
+                match recv.recv().await {
+                    Ok(Some(message)) => {
+                        tracing::debug!(kind = ?message.kind(), "ignoring a control message");
+                    }
+                    Ok(None) => return "the gateway ended the control stream".to_string(),
+                    Err(e) => return format!("control stream: {e}"),
+                }
+            }
+        };
+        let calls = async {
+            // Dropping the set (when the session ends) aborts the calls.
+            let mut tasks = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = connection.accept_bi() => match accepted {
+                        Ok((send, recv)) => {
+                            tasks.spawn(self.dispatcher.clone().handle(send, recv));
+                        }
+                        Err(e) => return format!("connection: {e}"),
+                    },
+                    Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                        if let Err(e) = done
+                            && e.is_panic()
+                        {
+                            tracing::error!("a call task panicked: {e}");
+                        }
+                    }
+                }
+            }
+        };
+        let reason = tokio::select! {
+            reason = stats => reason,
+            reason = control => reason,
+            reason = calls => reason,
+        };
+        connection.close(0u32.into(), b"agent reconnecting");
+        reason
+    }
+
+    async fn sample(&self) -> NodeStats {
+        let collector = Arc::clone(&self.stats);
+        let mut stats = tokio::task::spawn_blocking(move || {
+            collector
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .sample()
+        })
+        .await
+        .unwrap_or_default();
+        stats.in_flight = self.dispatcher.services.in_flight();
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests;

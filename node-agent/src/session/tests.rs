@@ -1,0 +1,337 @@
+//! The agent against a minimal in-test gateway speaking the real protocol
+//! over real QUIC.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use protocol::{CallError, DispatchHead, ErrorKind, Message, ReplyHead};
+use tokio::sync::oneshot;
+use transport::{EndpointConfig, FramedRecv, FramedSend, TlsFiles};
+
+use super::*;
+use crate::config::{ReconnectConfig, ServiceConfig};
+use crate::services::ServiceKind;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Gateway {
+    endpoint: quinn::Endpoint,
+    addr: SocketAddr,
+    ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+struct Registration {
+    connection: quinn::Connection,
+    send: FramedSend,
+    recv: FramedRecv,
+    register: Register,
+}
+
+impl Gateway {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = TlsFiles::in_dir(dir.path());
+        files
+            .create_if_missing(&["localhost".into(), "127.0.0.1".into()])
+            .expect("certificates");
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let endpoint =
+            transport::server_endpoint(listen, &files, &EndpointConfig::default()).expect("server");
+        let addr = endpoint.local_addr().expect("local addr");
+        Self {
+            endpoint,
+            addr,
+            ca: files.ca,
+            _dir: dir,
+        }
+    }
+
+    fn config(&self, services: Vec<ServiceConfig>) -> AgentConfig {
+        let mut config = AgentConfig::new(self.addr.to_string(), &self.ca, "tok", "n1", services);
+        config.stats_interval_ms = 100;
+        config.max_payload_bytes = 1024 * 1024;
+        config.reconnect = ReconnectConfig {
+            initial_ms: 20,
+            max_ms: 100,
+        };
+        config
+    }
+
+    /// Accepts the next agent connection and reads its `Register`.
+    async fn accept(&self) -> Registration {
+        let incoming = tokio::time::timeout(WAIT, self.endpoint.accept())
+            .await
+            .expect("an agent dials in time")
+            .expect("endpoint open");
+        let connection = incoming.await.expect("handshake");
+        let (send, recv) = connection.accept_bi().await.expect("control stream");
+        let send = FramedSend::new(send, Codec::default());
+        let mut recv = FramedRecv::new(recv, Codec::default());
+        let Message::Register(register) = recv.expect("register").await.expect("register") else {
+            panic!("first frame is not Register");
+        };
+        Registration {
+            connection,
+            send,
+            recv,
+            register,
+        }
+    }
+}
+
+impl Registration {
+    async fn accept(&mut self) {
+        let registered = Registered {
+            node_key: 7,
+            gateway_version: "test".into(),
+        };
+        self.send
+            .send(&Message::Registered(registered))
+            .await
+            .expect("send registered");
+    }
+
+    async fn next_stats(&mut self) -> NodeStats {
+        match tokio::time::timeout(WAIT, self.recv.recv()).await {
+            Ok(Ok(Some(Message::Stats(stats)))) => stats,
+            other => panic!("expected stats, got {other:?}"),
+        }
+    }
+
+    async fn call(
+        &self,
+        service: &str,
+        payload: &[u8],
+        timeout_ms: u32,
+    ) -> Result<(ReplyHead, Bytes), CallError> {
+        call(&self.connection, service, payload, timeout_ms).await
+    }
+}
+
+/// Dispatches one call the way the gateway does.
+async fn call(
+    connection: &quinn::Connection,
+    service: &str,
+    payload: &[u8],
+    timeout_ms: u32,
+) -> Result<(ReplyHead, Bytes), CallError> {
+    let (mut send, mut recv) = transport::open_bi(connection, Codec::default())
+        .await
+        .expect("open call stream");
+    let head = DispatchHead {
+        call_id: 1,
+        service: service.into(),
+        payload_len: payload.len() as u64,
+        timeout_ms,
+    };
+    send.send(&Message::Dispatch(head)).await.expect("dispatch");
+    // The agent may refuse before reading the payload (and stop the stream).
+    let _ = send.send_payload(&Bytes::copy_from_slice(payload)).await;
+    let _ = send.finish();
+    match recv.expect("answer").await.expect("answer") {
+        Message::Reply(head) => {
+            let body = recv
+                .recv_payload(head.payload_len, u64::MAX)
+                .await
+                .expect("reply payload");
+            assert!(recv.recv().await.expect("end").is_none(), "stream finished");
+            Ok((head, body))
+        }
+        Message::Error(e) => Err(e),
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+fn spawn_agent(
+    config: AgentConfig,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), AgentError>>,
+) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let agent = tokio::spawn(run(config, async {
+        let _ = stopped.await;
+    }));
+    (stop, agent)
+}
+
+#[tokio::test]
+async fn registers_reports_stats_serves_calls_and_shuts_down() {
+    let gateway = Gateway::start();
+    let mut sleep = ServiceConfig::new("sleep", ServiceKind::Sleep);
+    sleep.max_concurrent = 1;
+    let config = gateway.config(vec![ServiceConfig::new("echo", ServiceKind::Echo), sleep]);
+    let (stop, agent) = spawn_agent(config);
+
+    let mut reg = gateway.accept().await;
+    assert_eq!(reg.register.token, "tok");
+    assert_eq!(reg.register.node.id, "n1");
+    assert_eq!(reg.register.node.stats_interval_ms, 100);
+    let names: Vec<_> = reg
+        .register
+        .node
+        .services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["echo", "sleep"]);
+    reg.register.node.validate().expect("a valid spec");
+    reg.accept().await;
+
+    let stats = reg.next_stats().await;
+    assert!(stats.mem_total_mib > 0);
+    assert_eq!(
+        stats.in_flight,
+        [("echo".to_string(), 0), ("sleep".to_string(), 0)]
+    );
+
+    let (head, body) = reg.call("echo", b"hello", 5000).await.expect("echo");
+    assert_eq!(body, Bytes::from_static(b"hello"));
+    assert_eq!(head.payload_len, 5);
+    assert!(head.exec_ms >= 0.0);
+
+    let big = vec![7u8; 600 * 1024];
+    let (_, body) = reg.call("echo", &big, 5000).await.expect("chunked echo");
+    assert_eq!(body.len(), big.len());
+
+    let err = reg.call("nope", b"", 5000).await.expect_err("unknown");
+    assert_eq!(err.kind, ErrorKind::UnknownService);
+    let err = reg
+        .call("echo", &vec![0u8; 2 * 1024 * 1024], 5000)
+        .await
+        .expect_err("too large");
+    assert_eq!(err.kind, ErrorKind::PayloadTooLarge);
+    let err = reg.call("sleep", b"2000", 100).await.expect_err("timeout");
+    assert_eq!(err.kind, ErrorKind::Timeout);
+
+    // A running call shows in stats and takes the only slot.
+    let slow = {
+        let connection = reg.connection.clone();
+        tokio::spawn(async move { call(&connection, "sleep", b"1500", 5000).await })
+    };
+    // Let the call start (this runtime is single-threaded).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen_busy = false;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        // Stats queue up while the test works: read until one shows the call.
+        let stats = reg.next_stats().await;
+        if stats.in_flight.contains(&("sleep".to_string(), 1)) {
+            seen_busy = true;
+            break;
+        }
+    }
+    assert!(seen_busy, "in-flight call never showed in stats");
+    let err = reg.call("sleep", b"1", 5000).await.expect_err("slot taken");
+    assert_eq!(err.kind, ErrorKind::NoNodeAvailable);
+    let (_, body) = slow.await.expect("join").expect("slow call");
+    assert_eq!(body, Bytes::from_static(b"slept 1500 ms"));
+
+    // A malformed call stream gets BadRequest.
+    let (mut send, mut recv) = transport::open_bi(&reg.connection, Codec::default())
+        .await
+        .expect("open");
+    send.send(&Message::ListNodes).await.expect("send");
+    let _ = send.finish();
+    match recv.expect("answer").await.expect("answer") {
+        Message::Error(e) => assert_eq!(e.kind, ErrorKind::BadRequest),
+        other => panic!("unexpected {other:?}"),
+    }
+
+    stop.send(()).expect("agent alive");
+    let closed = tokio::time::timeout(WAIT, reg.connection.closed())
+        .await
+        .expect("closed");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, 0u32.into());
+            assert_eq!(&close.reason[..], b"agent shutting down");
+        }
+        other => panic!("unexpected close {other:?}"),
+    }
+    let result = tokio::time::timeout(WAIT, agent)
+        .await
+        .expect("stops")
+        .expect("join");
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn refused_registration_is_an_error_not_a_retry() {
+    let gateway = Gateway::start();
+    let (_stop, agent) =
+        spawn_agent(gateway.config(vec![ServiceConfig::new("echo", ServiceKind::Echo)]));
+    let mut reg = gateway.accept().await;
+    reg.send
+        .send(&Message::Refused("wrong token".into()))
+        .await
+        .expect("send refused");
+    let result = tokio::time::timeout(WAIT, agent)
+        .await
+        .expect("returns")
+        .expect("join");
+    match result {
+        Err(AgentError::Refused(reason)) => assert_eq!(reason, "wrong token"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reconnects_after_the_gateway_drops_it() {
+    let gateway = Gateway::start();
+    let (stop, agent) =
+        spawn_agent(gateway.config(vec![ServiceConfig::new("echo", ServiceKind::Echo)]));
+    let mut first = gateway.accept().await;
+    first.accept().await;
+    first.next_stats().await;
+    first.connection.close(1u32.into(), b"gateway restarting");
+    let mut second = gateway.accept().await;
+    second.accept().await;
+    second.next_stats().await;
+    let (_, body) = second.call("echo", b"again", 5000).await.expect("echo");
+    assert_eq!(body, Bytes::from_static(b"again"));
+    stop.send(()).expect("alive");
+    assert!(
+        tokio::time::timeout(WAIT, agent)
+            .await
+            .expect("stops")
+            .expect("join")
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn keeps_retrying_an_absent_gateway_until_shutdown() {
+    let gateway = Gateway::start();
+    let mut config = gateway.config(vec![ServiceConfig::new("echo", ServiceKind::Echo)]);
+    // Nothing listens on this port.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    config.gateway = socket.local_addr().expect("addr").to_string();
+    drop(socket);
+    let (stop, agent) = spawn_agent(config);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!agent.is_finished(), "still retrying");
+    stop.send(()).expect("alive");
+    assert!(
+        tokio::time::timeout(WAIT, agent)
+            .await
+            .expect("stops")
+            .expect("join")
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_bad_ca_file_fails_fast() {
+    let gateway = Gateway::start();
+    let mut config = gateway.config(vec![ServiceConfig::new("echo", ServiceKind::Echo)]);
+    config.ca = "/nonexistent/ca.pem".into();
+    let result = run(config, std::future::pending()).await;
+    assert!(matches!(result, Err(AgentError::Tls(_))), "{result:?}");
+    let mut config = gateway.config(vec![]);
+    config.ca = gateway.ca.clone();
+    let result = run(config, std::future::pending()).await;
+    assert!(matches!(result, Err(AgentError::Config(_))), "{result:?}");
+}

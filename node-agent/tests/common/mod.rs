@@ -1,0 +1,160 @@
+//! A test fleet: an in-process gateway on 127.0.0.1:0 loading the real
+//! compiled plugins, and real `node-agent` processes dialing it.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use client::{Client, ClientConfig};
+use gateway::{Gateway, GatewayConfig};
+use tokio::sync::oneshot;
+
+pub const TOKEN: &str = "test-agent-token";
+/// Stats interval the test agents use: nodes that die are dropped after 3.
+pub const STATS_MS: u32 = 200;
+
+pub struct Fleet {
+    pub gateway: Gateway,
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    agents: Vec<Agent>,
+}
+
+pub struct Agent {
+    pub id: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+pub fn plugins_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist");
+    assert!(
+        dir.join("round-robin.wasm").exists(),
+        "{} has no round-robin.wasm: run `make plugins` first",
+        dir.display()
+    );
+    dir
+}
+
+impl Fleet {
+    /// Starts a gateway; `tweak` edits its configuration first.
+    pub async fn start(tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = GatewayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("gateway"),
+            plugins_dir: plugins_dir(),
+            agent_token: Some(TOKEN.into()),
+            seed: Some(7),
+            ..GatewayConfig::default()
+        };
+        tweak(&mut config);
+        let gateway = Gateway::bind(config).await.expect("gateway binds");
+        let addr = gateway.local_addr().unwrap().to_string();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = gateway.clone();
+        tokio::spawn(async move {
+            serving
+                .serve(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Self {
+            gateway,
+            addr,
+            dir,
+            stop: Some(stop),
+            agents: Vec::new(),
+        }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.gateway.ca_path().to_path_buf()
+    }
+
+    /// Writes an agent config and starts a real `node-agent` process.
+    pub fn spawn_agent(&mut self, id: &str, token: &str, services_toml: &str) -> usize {
+        let config = self.dir.path().join(format!("{id}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "gateway = {:?}\nca = {:?}\ntoken = {token:?}\nnode_id = {id:?}\nstats_interval_ms = {STATS_MS}\n\
+                 [reconnect]\ninitial_ms = 50\nmax_ms = 200\n{services_toml}",
+                self.addr,
+                self.ca(),
+            ),
+        )
+        .unwrap();
+        let log = self.dir.path().join(format!("{id}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_node-agent"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("node-agent starts");
+        self.agents.push(Agent {
+            id: id.into(),
+            child,
+            log,
+        });
+        self.agents.len() - 1
+    }
+
+    pub fn agent(&mut self, index: usize) -> &mut Agent {
+        &mut self.agents[index]
+    }
+
+    /// Waits until exactly `n` nodes are registered.
+    pub async fn wait_nodes(&self, n: usize) {
+        let start = Instant::now();
+        while self.gateway.registry().len() != n {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "expected {n} nodes, have {} (logs in {})",
+                self.gateway.registry().len(),
+                self.dir.path().display()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(ClientConfig::new(self.addr.clone(), self.ca()))
+            .await
+            .expect("client connects")
+    }
+}
+
+impl Agent {
+    /// SIGKILL: the agent gets no chance to say goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for agent in &mut self.agents {
+            agent.kill();
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A `[[services]]` entry.
+pub fn service(name: &str, kind: &str, extra: &str) -> String {
+    format!("\n[[services]]\nname = {name:?}\nkind = {kind:?}\n{extra}\n")
+}

@@ -1,0 +1,275 @@
+//! The wasmtime engine shared by all policies, its epoch ticker, and loading.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Cache, CacheConfig, Config, Engine};
+
+use crate::bindings::Policy as PolicyWorld;
+use crate::driver::Driver;
+use crate::host::HostState;
+use crate::{NodeDirectory, Policy, PolicyError};
+
+/// How often the epoch ticker advances the engine's epoch: the granularity
+/// of call deadlines.
+pub(crate) const TICK: Duration = Duration::from_millis(1);
+
+/// Settings of a [`PolicyEngine`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// How long one `pick` or `observe` call (or the `name` call and the
+    /// instantiation at load) may run before it traps with
+    /// [`TrapReason::Deadline`](crate::TrapReason::Deadline). Rounded up to
+    /// whole milliseconds, plus up to 1 ms of ticker granularity. Default 5 ms.
+    pub pick_deadline: Duration,
+    /// Most bytes of linear memory one policy instance may hold (all its
+    /// memories together); growth past it fails, and the trap that usually
+    /// follows is [`TrapReason::Memory`](crate::TrapReason::Memory).
+    /// Default 16 MiB.
+    pub memory_limit_bytes: usize,
+    /// Where wasmtime caches compiled code across runs (made absolute), or
+    /// `None` (the default) to compile every load.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            pick_deadline: Duration::from_millis(5),
+            memory_limit_bytes: 16 << 20,
+            cache_dir: None,
+        }
+    }
+}
+
+/// Largest WebAssembly stack a guest call may use, bytes.
+const MAX_WASM_STACK: usize = 512 << 10;
+
+/// Compiles and loads policies. Cheap to share by reference; every
+/// [`Policy`] it loads keeps what it needs, so the engine may be dropped
+/// before its policies.
+pub struct PolicyEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cfg: EngineConfig,
+    ticker: Arc<Ticker>,
+    driver: Arc<Driver>,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyEngine {
+    /// Creates the engine (component model on, epoch interruption on, a
+    /// 512 KiB WebAssembly stack), its linker (WASI preview 2 plus
+    /// `switchyard:policy/host`) and its 1 ms epoch ticker thread. The ticker
+    /// stops when the engine and every policy it loaded are dropped.
+    ///
+    /// WASI is linked in its async flavour, and calls are driven on the
+    /// caller's thread without blocking (see [`Policy`]): sync WASI would
+    /// `block_on` Tokio inside guest stdout writes, which panics on a Tokio
+    /// worker thread.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Engine`] if wasmtime rejects the configuration or the
+    /// cache directory; [`PolicyError::Io`] if the ticker thread or the
+    /// timer context cannot start.
+    pub fn new(cfg: EngineConfig) -> Result<Self, PolicyError> {
+        let engine_err = |e: wasmtime::Error| PolicyError::Engine {
+            reason: format!("{e:#}"),
+        };
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_WASM_STACK);
+        if let Some(dir) = &cfg.cache_dir {
+            let mut cache = CacheConfig::new();
+            cache.with_directory(std::path::absolute(dir)?);
+            config.cache(Some(Cache::new(cache).map_err(engine_err)?));
+        }
+        let engine = Engine::new(&config).map_err(engine_err)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
+        PolicyWorld::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(engine_err)?;
+        let ticker = Arc::new(Ticker::start(engine.clone())?);
+        let driver = Arc::new(Driver::new()?);
+        Ok(Self {
+            engine,
+            linker,
+            cfg,
+            ticker,
+            driver,
+        })
+    }
+
+    /// The configuration the engine was built with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Loads the component at `path`; its `host.node-info` import answers from
+    /// `nodes`. Compiles, links, instantiates, and reads the `name` export.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Io`] if the file cannot be read, then as
+    /// [`Self::load_bytes`].
+    pub fn load(&self, path: &Path, nodes: Arc<dyn NodeDirectory>) -> Result<Policy, PolicyError> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
+        })?;
+        let origin = path.display().to_string();
+        self.load_inner(&bytes, &origin, Some(path), nodes)
+    }
+
+    /// Loads a component from `bytes` (binary, or text when it is WAT);
+    /// `origin` names it in errors and logs until its name is known.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Compile`] if the bytes are not a valid component;
+    /// [`PolicyError::Link`] if it imports anything but WASI preview 2 and
+    /// `switchyard:policy/host` (the message names the import) or does not
+    /// export the `policy` world; [`PolicyError::Instantiate`] if
+    /// instantiation or the `name` call fails (including traps), or the name
+    /// is empty, longer than 128 bytes, or holds whitespace or control
+    /// characters.
+    pub fn load_bytes(
+        &self,
+        bytes: &[u8],
+        origin: &str,
+        nodes: Arc<dyn NodeDirectory>,
+    ) -> Result<Policy, PolicyError> {
+        self.load_inner(bytes, origin, None, nodes)
+    }
+
+    fn load_inner(
+        &self,
+        bytes: &[u8],
+        origin: &str,
+        path: Option<&Path>,
+        nodes: Arc<dyn NodeDirectory>,
+    ) -> Result<Policy, PolicyError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Compile {
+            path: origin.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+        let link_err = |e: wasmtime::Error| PolicyError::Link {
+            reason: format!("{origin}: {e:#}"),
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(link_err)?;
+        let pre = crate::bindings::PolicyPre::new(instance_pre).map_err(link_err)?;
+        Policy::instantiate(crate::policy::Setup {
+            pre,
+            bytes,
+            origin,
+            path,
+            nodes,
+            deadline_ticks: deadline_ticks(self.cfg.pick_deadline),
+            memory_limit: self.cfg.memory_limit_bytes,
+            ticker: Arc::clone(&self.ticker),
+            driver: Arc::clone(&self.driver),
+        })
+    }
+}
+
+/// Epoch ticks for a deadline: whole ticks rounded up, plus one because the
+/// current tick is already partly over. At least 2.
+fn deadline_ticks(deadline: Duration) -> u64 {
+    let tick = TICK.as_nanos();
+    let ticks = deadline.as_nanos().div_ceil(tick).max(1) + 1;
+    u64::try_from(ticks).unwrap_or(u64::MAX)
+}
+
+/// Loads every `*.wasm` file directly in `dir`, sorted by path. Each entry
+/// pairs the file with its load result, so one bad plugin does not hide the
+/// others.
+///
+/// When `dir` itself cannot be read, the result is one entry: `dir` with
+/// [`PolicyError::Io`].
+pub fn load_dir(
+    engine: &PolicyEngine,
+    dir: &Path,
+    nodes: Arc<dyn NodeDirectory>,
+) -> Vec<(PathBuf, Result<Policy, PolicyError>)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            let err = std::io::Error::new(e.kind(), format!("reading {}: {e}", dir.display()));
+            return vec![(dir.to_path_buf(), Err(err.into()))];
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|p| p.extension().is_some_and(|ext| ext == "wasm") && p.is_file())
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let policy = engine.load(&path, Arc::clone(&nodes));
+            (path, policy)
+        })
+        .collect()
+}
+
+/// The thread advancing the engine epoch every [`TICK`]. Stops (and is
+/// joined) when the last owner drops it.
+pub(crate) struct Ticker {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: Engine) -> Result<Self, PolicyError> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("policy-epoch".to_owned())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Duration, deadline_ticks};
+
+    #[test]
+    fn ticks_round_up_and_add_one() {
+        assert_eq!(deadline_ticks(Duration::ZERO), 2);
+        assert_eq!(deadline_ticks(Duration::from_millis(5)), 6);
+        assert_eq!(deadline_ticks(Duration::from_micros(5_500)), 7);
+    }
+}

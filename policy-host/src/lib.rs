@@ -1,0 +1,74 @@
+//! Hosts Switchyard load-balancing policies: WebAssembly components built
+//! against the `policy` world of `wit/policy.wit`, run sandboxed in wasmtime.
+//!
+//! A [`PolicyEngine`] compiles components and drives the epoch ticker that
+//! bounds every call; each loaded [`Policy`] owns one instance in its own
+//! store. Guests get WASI preview 2 linked so that Rust `std` components
+//! link, but no capability is granted: no files, environment, arguments,
+//! network or stdin. Their stdout and stderr go to `tracing` (target
+//! `policy`), rate-limited. Calls never block on I/O, so they are safe on any
+//! thread, Tokio runtime workers included: a guest that would wait on WASI
+//! (a sleep, a `poll`) traps instead.
+//!
+//! A guest that traps (deadline, memory limit, stack overflow, panic, ...)
+//! makes the call return [`PolicyError::Trap`]; its instance is rebuilt from
+//! the compiled component, so the policy keeps answering (with fresh state).
+//! [`NativeRoundRobin`] is the built-in fallback for when a policy fails.
+
+mod driver;
+mod engine;
+mod error;
+mod host;
+mod limits;
+mod logging;
+mod native;
+mod policy;
+
+pub use engine::{EngineConfig, PolicyEngine, load_dir};
+pub use error::{PolicyError, TrapReason};
+pub use native::NativeRoundRobin;
+pub use policy::Policy;
+
+/// Bindings generated from `wit/policy.wit` (world `policy`).
+mod bindings {
+    #![allow(missing_docs, clippy::all)]
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "policy",
+        additional_derives: [PartialEq],
+        exports: { default: async },
+    });
+}
+
+/// The records and variants that cross the policy boundary, as generated from
+/// `switchyard:policy/types@1.0.0` (field docs are those of the WIT file).
+pub mod types {
+    pub use crate::bindings::switchyard::policy::types::{
+        Candidate, Decision, Gpu, NodeInfo, Outcome, Request,
+    };
+
+    /// The gateway's handle for a node: stable for a node id while the
+    /// gateway runs, never reused for another node id.
+    pub type NodeKey = u32;
+}
+
+/// Where a policy's `host.node-info` import gets its answers: the gateway's
+/// view of the nodes, keyed by [`types::NodeKey`].
+///
+/// Called synchronously from inside a policy call, on the caller's thread:
+/// implementations should be quick and must not call back into the policy.
+pub trait NodeDirectory: Send + Sync + 'static {
+    /// The facts about node `key`, or `None` for a key the gateway does not
+    /// know (a node that left).
+    fn node_info(&self, key: types::NodeKey) -> Option<types::NodeInfo>;
+}
+
+/// A [`NodeDirectory`] that knows no node: every lookup answers `None`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoNodes;
+
+impl NodeDirectory for NoNodes {
+    fn node_info(&self, _key: types::NodeKey) -> Option<types::NodeInfo> {
+        None
+    }
+}

@@ -1,0 +1,342 @@
+//! A loaded policy: one guest instance in its own store, rebuilt after traps.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+use wasmtime::{Store, Trap};
+
+use crate::bindings::{Policy as PolicyWorld, PolicyPre};
+use crate::driver::{Blocked, Driver};
+use crate::engine::Ticker;
+use crate::host::HostState;
+use crate::logging::LogSink;
+use crate::types::{Candidate, Decision, Outcome, Request};
+use crate::{NodeDirectory, PolicyError, TrapReason};
+
+/// Longest accepted policy name, bytes.
+const MAX_NAME_LEN: usize = 128;
+
+/// A loaded policy, ready for concurrent callers (`Send + Sync`).
+///
+/// Calls are serialized on one instance (a `Mutex` around its store): the
+/// guest sees one call at a time, in order. Calls run on the caller's thread,
+/// never block on I/O and are bounded by the engine's deadline, so they may
+/// be made from any thread, Tokio workers included. A guest that waits on
+/// WASI (a sleep, a `poll`) traps instead of blocking.
+pub struct Policy {
+    name: String,
+    origin: String,
+    path: Option<PathBuf>,
+    content_hash: String,
+    loaded_at: SystemTime,
+    runtime: Runtime,
+    slot: Mutex<Option<Live>>,
+    picks: AtomicU64,
+    traps: AtomicU64,
+}
+
+/// What rebuilding an instance needs.
+struct Runtime {
+    pre: PolicyPre<HostState>,
+    nodes: Arc<dyn NodeDirectory>,
+    log: Arc<LogSink>,
+    deadline_ticks: u64,
+    memory_limit: usize,
+    driver: Arc<Driver>,
+    /// Keeps the epoch ticker running while the policy lives.
+    _ticker: Arc<Ticker>,
+}
+
+/// A live instance and its store.
+struct Live {
+    store: Store<HostState>,
+    guest: PolicyWorld,
+}
+
+/// Everything [`Policy::instantiate`] needs from the engine.
+pub(crate) struct Setup<'a> {
+    pub(crate) pre: PolicyPre<HostState>,
+    pub(crate) bytes: &'a [u8],
+    pub(crate) origin: &'a str,
+    pub(crate) path: Option<&'a Path>,
+    pub(crate) nodes: Arc<dyn NodeDirectory>,
+    pub(crate) deadline_ticks: u64,
+    pub(crate) memory_limit: usize,
+    pub(crate) ticker: Arc<Ticker>,
+    pub(crate) driver: Arc<Driver>,
+}
+
+impl Runtime {
+    /// A fresh store and instance.
+    fn instantiate(&self) -> wasmtime::Result<Live> {
+        let state = HostState::new(Arc::clone(&self.nodes), &self.log, self.memory_limit);
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(self.deadline_ticks);
+        let guest = self
+            .driver
+            .run(self.pre.instantiate_async(&mut store))
+            .unwrap_or_else(|Blocked| Err(blocked_error()))?;
+        Ok(Live { store, guest })
+    }
+
+    /// Arms the deadline and clears the memory flag before a guest call.
+    fn arm(&self, live: &mut Live) {
+        live.store.set_epoch_deadline(self.deadline_ticks);
+        live.store.data_mut().limiter.clear_refused();
+    }
+}
+
+impl Policy {
+    pub(crate) fn instantiate(setup: Setup<'_>) -> Result<Self, PolicyError> {
+        let origin = setup.origin.to_owned();
+        let runtime = Runtime {
+            pre: setup.pre,
+            nodes: setup.nodes,
+            log: LogSink::new(&origin),
+            deadline_ticks: setup.deadline_ticks,
+            memory_limit: setup.memory_limit,
+            driver: setup.driver,
+            _ticker: setup.ticker,
+        };
+        let inst_err = |reason: String| PolicyError::Instantiate {
+            policy: origin.clone(),
+            reason,
+        };
+        let mut live = runtime.instantiate().map_err(|e| inst_err(describe(&e)))?;
+        runtime.arm(&mut live);
+        let name = runtime
+            .driver
+            .run(live.guest.call_name(&mut live.store))
+            .unwrap_or_else(|Blocked| Err(blocked_error()))
+            .map_err(|e| inst_err(format!("`name` failed: {}", describe(&e))))?;
+        check_name(&name).map_err(inst_err)?;
+        runtime.log.set_name(&name);
+        Ok(Self {
+            name,
+            path: setup.path.map(Path::to_path_buf),
+            content_hash: sha256_hex(setup.bytes),
+            loaded_at: SystemTime::now(),
+            origin,
+            runtime,
+            slot: Mutex::new(Some(live)),
+            picks: AtomicU64::new(0),
+            traps: AtomicU64::new(0),
+        })
+    }
+
+    /// The policy's name, as its `name` export answered at load.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The file it was loaded from; `None` for [`crate::PolicyEngine::load_bytes`].
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// SHA-256 of the component bytes, lowercase hex (64 characters).
+    pub fn content_hash(&self) -> &str {
+        &self.content_hash
+    }
+
+    /// When the policy was loaded (wall clock).
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+
+    /// Asks the guest to place one call among `candidates`.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Trap`] if the guest traps or runs past the deadline (the
+    /// instance is then rebuilt with fresh state); [`PolicyError::BadDecision`]
+    /// if it routes to an index `>= candidates.len()`;
+    /// [`PolicyError::Instantiate`] if an earlier rebuild failed and fails
+    /// again.
+    pub fn pick(&self, req: &Request, candidates: &[Candidate]) -> Result<Decision, PolicyError> {
+        self.picks.fetch_add(1, Ordering::Relaxed);
+        let decision =
+            self.call(async |guest, store| guest.call_pick(store, req, candidates).await)?;
+        match decision {
+            Decision::Route(index)
+                if !usize::try_from(index).is_ok_and(|i| i < candidates.len()) =>
+            {
+                Err(PolicyError::BadDecision {
+                    policy: self.name.clone(),
+                    index,
+                    len: candidates.len(),
+                })
+            }
+            decision => Ok(decision),
+        }
+    }
+
+    /// Tells the guest how a call ended.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::pick`], except `BadDecision`.
+    pub fn observe(&self, outcome: &Outcome) -> Result<(), PolicyError> {
+        self.call(async |guest, store| guest.call_observe(store, outcome).await)
+    }
+
+    /// How many times [`Self::pick`] was called, whatever the result.
+    pub fn picks_total(&self) -> u64 {
+        self.picks.load(Ordering::Relaxed)
+    }
+
+    /// How many calls (`pick` or `observe`) trapped.
+    pub fn traps_total(&self) -> u64 {
+        self.traps.load(Ordering::Relaxed)
+    }
+
+    /// Guest stdout/stderr lines dropped by the log rate limit (20 lines/s).
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.runtime.log.dropped_total()
+    }
+
+    /// Runs one guest call with the deadline armed; on failure classifies the
+    /// trap, counts it and rebuilds the instance.
+    fn call<R>(
+        &self,
+        f: impl AsyncFnOnce(&PolicyWorld, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PolicyError> {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let live =
+            match &mut *slot {
+                Some(live) => live,
+                None => slot.insert(self.runtime.instantiate().map_err(|e| {
+                    PolicyError::Instantiate {
+                        policy: self.name.clone(),
+                        reason: format!("rebuild failed: {}", describe(&e)),
+                    }
+                })?),
+            };
+        self.runtime.arm(live);
+        let err = match self.runtime.driver.run(f(&live.guest, &mut live.store)) {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(err)) => err,
+            Err(Blocked) => blocked_error(),
+        };
+        let reason = classify(&err, live.store.data().limiter.memory_refused());
+        self.traps.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            target: "policy",
+            policy = %self.name,
+            origin = %self.origin,
+            %reason,
+            detail = %describe(&err),
+            "policy trapped; rebuilding its instance"
+        );
+        *slot = match self.runtime.instantiate() {
+            Ok(live) => Some(live),
+            Err(e) => {
+                tracing::error!(
+                    target: "policy",
+                    policy = %self.name,
+                    error = %describe(&e),
+                    "policy rebuild failed; retrying on the next call"
+                );
+                None
+            }
+        };
+        Err(PolicyError::Trap {
+            policy: self.name.clone(),
+            reason,
+        })
+    }
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("name", &self.name)
+            .field("origin", &self.origin)
+            .field("content_hash", &self.content_hash)
+            .field("picks_total", &self.picks_total())
+            .field("traps_total", &self.traps_total())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The error of a guest call that waited on WASI (cancelled by the driver).
+fn blocked_error() -> wasmtime::Error {
+    wasmtime::format_err!(
+        "policy blocked on a WASI call (sleep, poll or stdin); policies must not wait"
+    )
+}
+
+/// Maps a failed guest call to a [`TrapReason`].
+fn classify(err: &wasmtime::Error, memory_refused: bool) -> TrapReason {
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => TrapReason::Deadline,
+        Some(Trap::StackOverflow) => TrapReason::StackOverflow,
+        _ if memory_refused => TrapReason::Memory,
+        // The trap itself, without the multi-line wasm backtrace (that one
+        // goes to the log).
+        Some(trap) => TrapReason::Other(trap.to_string()),
+        None => TrapReason::Other(err.root_cause().to_string()),
+    }
+}
+
+/// The error and its causes on one line.
+fn describe(err: &wasmtime::Error) -> String {
+    let mut out = err.to_string();
+    for cause in err.chain().skip(1) {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+    }
+    out
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("`name` returned an empty name".to_owned());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "`name` returned a name longer than {MAX_NAME_LEN} bytes"
+        ));
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "`name` returned {name:?}, which holds whitespace or control characters"
+        ));
+    }
+    Ok(())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_name, sha256_hex};
+
+    #[test]
+    fn hashes_as_lowercase_hex() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("round-robin").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("a b").is_err());
+        assert!(check_name(&"x".repeat(129)).is_err());
+    }
+}
