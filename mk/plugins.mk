@@ -3,15 +3,27 @@
 #
 #   make plugins        build every plugin crate for wasm32-wasip2 (release) and
 #                       install plugins/dist/<crate-name>.wasm
-#   make plugins-test   run the plugins' unit tests natively on the host
-#   make plugins-clean  remove plugins/dist (not plugins/target)
+#   make plugins-test   build the test plugins (plugins-test-wasm), then run
+#                       the unit tests of every plugin crate natively
+#   make plugins-test-wasm
+#                       build the hostile test plugins plugins/tests/<crate>/
+#                       for wasm32-wasip2 (release) and install
+#                       plugins/dist-test/<crate-name>.wasm, for
+#                       policy-host/tests/sandbox_plugins.rs
+#   make plugins-clean  remove plugins/dist and plugins/dist-test (not plugins/target)
 #
 # A plugin is any folder plugins/<crate>/ holding a Cargo.toml whose package
 # name is <crate> (folders dist, dist-test, target and tests are skipped). A new
 # plugin needs only its folder and an entry in `members` of plugins/Cargo.toml.
+# Only crates whose crate-type lists "cdylib" are installed; a library crate
+# there (plugins/policy-sdk) is unit-tested by plugins-test, never installed.
 #
-# Installs write a temporary file in plugins/dist/ and rename it into place, so
-# a gateway watching the folder never loads a half-written component.
+# Test plugins live in plugins/tests/<crate>/ (members of the same workspace)
+# and are installed into plugins/dist-test/ only: never into plugins/dist/,
+# which the gateway loads.
+#
+# Installs write a temporary file in the target folder and rename it into
+# place, so a gateway watching the folder never loads a half-written component.
 
 CARGO ?= cargo
 
@@ -25,26 +37,43 @@ PLUGINS_DIST := $(PLUGINS_DIR)/dist
 PLUGINS_SKIP := dist dist-test target tests
 PLUGINS_CRATES := $(filter-out $(PLUGINS_SKIP),$(patsubst $(PLUGINS_DIR)/%/Cargo.toml,%,$(wildcard $(PLUGINS_DIR)/*/Cargo.toml)))
 PLUGINS_OUT := $(PLUGINS_DIR)/target/$(PLUGINS_TARGET)/release
+# The crates `plugins` builds and installs: those declaring a cdylib.
+PLUGINS_WASM_CRATES := $(foreach c,$(PLUGINS_CRATES),$(if $(shell grep -ls 'crate-type.*"cdylib"' $(PLUGINS_DIR)/$(c)/Cargo.toml),$(c)))
+PLUGINS_TEST_DIR := $(PLUGINS_DIR)/tests
+PLUGINS_TEST_DIST := $(PLUGINS_DIR)/dist-test
+PLUGINS_TEST_CRATES := $(patsubst $(PLUGINS_TEST_DIR)/%/Cargo.toml,%,$(wildcard $(PLUGINS_TEST_DIR)/*/Cargo.toml))
 
-.PHONY: plugins plugins-test plugins-clean
-
-plugins:
-	@test -n "$(PLUGINS_CRATES)" || { echo "no plugin crates under $(PLUGINS_DIR)" >&2; exit 1; }
-	cd $(PLUGINS_ROOT) && $(CARGO) build --manifest-path $(PLUGINS_MANIFEST) \
-		--target $(PLUGINS_TARGET) --release $(addprefix -p ,$(PLUGINS_CRATES))
-	@mkdir -p $(PLUGINS_DIST)
-	@set -e; for crate in $(PLUGINS_CRATES); do \
+# $(call plugins_install,CRATES,DIR): copies each crate's built component to
+# DIR/<crate>.wasm, writing a temporary file and renaming it into place.
+define plugins_install
+	@mkdir -p $(2)
+	@set -e; for crate in $(1); do \
 		src="$(PLUGINS_OUT)/$$(echo $$crate | tr - _).wasm"; \
-		dst="$(PLUGINS_DIST)/$$crate.wasm"; \
+		dst="$(2)/$$crate.wasm"; \
 		test -f "$$src" || { echo "missing $$src (is $$crate a cdylib?)" >&2; exit 1; }; \
-		tmp="$(PLUGINS_DIST)/.$$crate.wasm.tmp.$$$$"; \
+		tmp="$(2)/.$$crate.wasm.tmp.$$$$"; \
 		cp "$$src" "$$tmp" && mv -f "$$tmp" "$$dst"; \
 		echo "installed $$dst ($$(wc -c < "$$dst") bytes)"; \
 	done
+endef
 
-plugins-test:
+.PHONY: plugins plugins-test plugins-test-wasm plugins-clean
+
+plugins:
+	@test -n "$(PLUGINS_WASM_CRATES)" || { echo "no plugin crates under $(PLUGINS_DIR)" >&2; exit 1; }
+	cd $(PLUGINS_ROOT) && $(CARGO) build --manifest-path $(PLUGINS_MANIFEST) \
+		--target $(PLUGINS_TARGET) --release $(addprefix -p ,$(PLUGINS_WASM_CRATES))
+	$(call plugins_install,$(PLUGINS_WASM_CRATES),$(PLUGINS_DIST))
+
+plugins-test-wasm:
+	@test -n "$(PLUGINS_TEST_CRATES)" || { echo "no test plugin crates under $(PLUGINS_TEST_DIR)" >&2; exit 1; }
+	cd $(PLUGINS_ROOT) && $(CARGO) build --manifest-path $(PLUGINS_MANIFEST) \
+		--target $(PLUGINS_TARGET) --release $(addprefix -p ,$(PLUGINS_TEST_CRATES))
+	$(call plugins_install,$(PLUGINS_TEST_CRATES),$(PLUGINS_TEST_DIST))
+
+plugins-test: plugins-test-wasm
 	cd $(PLUGINS_ROOT) && $(CARGO) test --manifest-path $(PLUGINS_MANIFEST) \
-		$(addprefix -p ,$(PLUGINS_CRATES))
+		$(addprefix -p ,$(PLUGINS_CRATES) $(PLUGINS_TEST_CRATES))
 
 plugins-clean:
-	rm -rf $(PLUGINS_DIST)
+	rm -rf $(PLUGINS_DIST) $(PLUGINS_TEST_DIST)

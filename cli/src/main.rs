@@ -4,6 +4,8 @@
 //! switchyard call sha256 --file README.md -v
 //! switchyard call sum-up --data 1000000 --policy round-robin
 //! switchyard nodes --json
+//! switchyard policies
+//! switchyard policy set sha256 least-request
 //! ```
 
 use std::io::Write;
@@ -70,6 +72,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List loaded policies (file, hash, load time, picks, traps) and which
+    /// service uses which.
+    Policies {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change policies at runtime (needs the admin token).
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Make SERVICE use the loaded policy NAME from its next call on.
+    Set {
+        /// Service name.
+        service: String,
+        /// Policy name (see `switchyard policies`).
+        name: String,
+        /// Admin token (default: the gateway's default data directory's
+        /// admin-token file).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
 }
 
 fn parse_hint(s: &str) -> Result<(String, String), String> {
@@ -79,6 +108,10 @@ fn parse_hint(s: &str) -> Result<(String, String), String> {
 }
 
 fn default_ca() -> PathBuf {
+    default_data_dir().join("ca.pem")
+}
+
+fn default_data_dir() -> PathBuf {
     let base = std::env::var_os("XDG_DATA_HOME")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
@@ -88,8 +121,8 @@ fn default_ca() -> PathBuf {
                 .map(|h| PathBuf::from(h).join(".local/share"))
         });
     match base {
-        Some(dir) => dir.join("switchyard/ca.pem"),
-        None => PathBuf::from(".switchyard/ca.pem"),
+        Some(dir) => dir.join("switchyard"),
+        None => PathBuf::from(".switchyard"),
     }
 }
 
@@ -158,6 +191,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", table::nodes(&nodes));
             }
+        }
+        Command::Policies { json } => {
+            let policies = client.policies().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&policies)?);
+            } else {
+                print!("{}", table::policies(&policies));
+            }
+        }
+        Command::Policy {
+            action:
+                PolicyAction::Set {
+                    service,
+                    name,
+                    admin_token,
+                },
+        } => {
+            let token = match admin_token {
+                Some(token) => token,
+                None => {
+                    let path = default_data_dir().join("admin-token");
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "no --admin-token and cannot read {}: {e}",
+                                path.display()
+                            )
+                        })?
+                        .trim()
+                        .to_string()
+                }
+            };
+            println!("{}", client.set_policy(&token, &service, &name).await?);
         }
     }
     client.close().await;

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use protocol::NodeView;
+use protocol::{NodeView, PolicyTable};
 
 /// One line per node: id, region, services (in flight/max), CPU, memory,
 /// GPUs, calls served and the age of the latest stats.
@@ -59,6 +59,51 @@ pub fn nodes(nodes: &[NodeView]) -> String {
     }
     if nodes.is_empty() {
         out.push_str("(no node registered)\n");
+    }
+    out
+}
+
+/// The policy table: loaded policies, services and refused files.
+pub fn policies(table: &PolicyTable) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:>9} {:>7}  {:<16} {:<13} FILE",
+        "POLICY", "PICKS", "TRAPS", "HASH", "LOADED (unix)"
+    );
+    for p in &table.policies {
+        let _ = writeln!(
+            out,
+            "{:<16} {:>9} {:>7}  {:<16} {:<13} {}",
+            p.name,
+            p.picks_total,
+            p.traps_total,
+            p.content_hash.get(..16).unwrap_or(&p.content_hash),
+            p.loaded_at_unix_ms / 1000,
+            p.file
+        );
+    }
+    if table.policies.is_empty() {
+        out.push_str("(no policy loaded: picks use the built-in round-robin)\n");
+    }
+    let _ = writeln!(
+        out,
+        "\ndefault policy: {} (fail-{})",
+        table.default_policy,
+        if table.fail_open { "open" } else { "closed" }
+    );
+    let _ = writeln!(out, "{:<24} {:<16} ACTIVE", "SERVICE", "CONFIGURED");
+    for s in &table.services {
+        let _ = writeln!(
+            out,
+            "{:<24} {:<16} {}",
+            s.service,
+            s.configured.as_deref().unwrap_or("-"),
+            s.active
+        );
+    }
+    for r in &table.rejected {
+        let _ = writeln!(out, "\nrejected {}: {}", r.file, r.reason);
     }
     out
 }

@@ -20,12 +20,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use protocol::{CallHead, Codec, Message, NodeView, Timings};
+use protocol::{CallHead, Codec, Message, NodeView, PolicyTable, SetPolicy, Timings};
 use tokio::sync::Mutex;
 use transport::{EndpointConfig, FramedRecv, FramedSend};
 
 pub use error::ClientError;
-pub use protocol::{ErrorKind, Side};
+pub use protocol::{ErrorKind, PolicyView, Side};
 
 /// Where the gateway is and how to trust it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,12 +212,7 @@ impl Client {
         let head = match (answer, upload_result) {
             (Ok(Some(Message::Result(head))), _) => head,
             (Ok(Some(Message::Error(e))), _) => return Err(ClientError::from(e)),
-            (Ok(Some(other)), _) => {
-                return Err(ClientError::Protocol(format!(
-                    "unexpected {:?} frame from the gateway",
-                    other.kind()
-                )));
-            }
+            (Ok(Some(other)), _) => return Err(unexpected(&other)),
             (Ok(None), Err(e)) | (Err(_), Err(e)) => return Err(e.into()),
             (Ok(None), Ok(())) => {
                 return Err(ClientError::Protocol(
@@ -242,16 +237,56 @@ impl Client {
     /// # Errors
     /// A connection or protocol error.
     pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
-        let (mut send, mut recv) = self.open().await?;
-        send.send(&Message::ListNodes).await?;
-        send.finish()?;
-        match recv.expect("node list").await? {
+        match self.request(Message::ListNodes).await? {
             Message::Nodes(nodes) => Ok(nodes),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The gateway's policy table: loaded policies (file, hash, load time,
+    /// picks, traps), which service uses which, and refused plugin files.
+    ///
+    /// # Errors
+    /// A connection or protocol error.
+    pub async fn policies(&self) -> Result<PolicyTable, ClientError> {
+        match self.request(Message::ListPolicies).await? {
+            Message::Policies(table) => Ok(table),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Makes `service` use the loaded policy `policy` from its next call on.
+    /// Returns the gateway's confirmation text.
+    ///
+    /// # Errors
+    /// [`ClientError::Call`] with `unauthorized` for a wrong admin token or
+    /// `bad request` for a policy that is not loaded.
+    pub async fn set_policy(
+        &self,
+        admin_token: &str,
+        service: &str,
+        policy: &str,
+    ) -> Result<String, ClientError> {
+        let request = Message::SetPolicy(SetPolicy {
+            admin_token: admin_token.to_string(),
+            service: service.to_string(),
+            policy: policy.to_string(),
+        });
+        match self.request(request).await? {
+            Message::Ack(text) => Ok(text),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends one request message on a new stream and reads one answer
+    /// (a gateway `Error` becomes [`ClientError::Call`]).
+    async fn request(&self, message: Message) -> Result<Message, ClientError> {
+        let (mut send, mut recv) = self.open().await?;
+        send.send(&message).await?;
+        send.finish()?;
+        match recv.expect("an answer").await? {
             Message::Error(e) => Err(ClientError::from(e)),
-            other => Err(ClientError::Protocol(format!(
-                "unexpected {:?} frame from the gateway",
-                other.kind()
-            ))),
+            answer => Ok(answer),
         }
     }
 
@@ -262,4 +297,11 @@ impl Client {
         }
         self.endpoint.wait_idle().await;
     }
+}
+
+fn unexpected(message: &Message) -> ClientError {
+    ClientError::Protocol(format!(
+        "unexpected {:?} frame from the gateway",
+        message.kind()
+    ))
 }

@@ -25,7 +25,7 @@ pub(crate) async fn serve(
     mut recv: FramedRecv,
 ) {
     let remote = connection.remote_address();
-    let refusal = if !token_matches(&register.token, &shared.agent_token) {
+    let refusal = if !crate::token_matches(&register.token, &shared.agent_token) {
         Some("wrong agent token".to_string())
     } else {
         register.node.validate().err().map(|e| e.to_string())
@@ -86,15 +86,6 @@ pub(crate) async fn serve(
     connection.close(crate::CLOSE_STATS_MISSED.into(), reason.as_bytes());
 }
 
-/// Compares tokens in time independent of where they differ.
-fn token_matches(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Clamps figures from the wire to sane ranges and bounds the lists.
 fn sanitize(mut stats: NodeStats) -> NodeStats {
     fn pct(v: f32) -> f32 {
@@ -124,6 +115,7 @@ mod tests {
 
     #[test]
     fn tokens_compare_exactly() {
+        use crate::token_matches;
         assert!(token_matches("abc", "abc"));
         assert!(!token_matches("abd", "abc"));
         assert!(!token_matches("ab", "abc"));

@@ -33,6 +33,15 @@ pub struct GatewayConfig {
     /// The shared secret agents present when they register. Unset: a random
     /// token is generated into `data_dir/agent-token` on first start.
     pub agent_token: Option<String>,
+    /// The shared secret admin requests (`switchyard policy set`) present.
+    /// Unset: a random token is generated into `data_dir/admin-token`.
+    pub admin_token: Option<String>,
+    /// How long one policy `pick` or `observe` may run, ms (default 5); past
+    /// it the call traps and the pick falls back.
+    pub pick_deadline_ms: u64,
+    /// Whether compiled plugins are cached on disk in `data_dir/wasm-cache`,
+    /// keyed by content hash, so restarts skip compilation (default true).
+    pub plugin_cache: bool,
     /// Whether a pick that the policy fails (trap, deadline) falls back to the
     /// built-in round-robin (default true: fail open) instead of failing the
     /// call.
@@ -95,6 +104,9 @@ impl Default for GatewayConfig {
             max_payload_bytes: u64::from(protocol::DEFAULT_MAX_FRAME_LEN),
             max_timeout_ms: 600_000,
             agent_token: None,
+            admin_token: None,
+            pick_deadline_ms: 5,
+            plugin_cache: true,
             fail_open: true,
             seed: None,
             services: BTreeMap::new(),
@@ -139,8 +151,15 @@ impl GatewayConfig {
         if self.max_timeout_ms == 0 {
             return Err(ConfigError::Invalid("max_timeout_ms must be > 0".into()));
         }
-        if self.agent_token.as_deref() == Some("") {
-            return Err(ConfigError::Invalid("agent_token must not be empty".into()));
+        if self.agent_token.as_deref() == Some("") || self.admin_token.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(
+                "agent_token and admin_token must not be empty".into(),
+            ));
+        }
+        if !(1..=10_000).contains(&self.pick_deadline_ms) {
+            return Err(ConfigError::Invalid(
+                "pick_deadline_ms must be in 1..=10000".into(),
+            ));
         }
         if self.default_policy.is_empty() {
             return Err(ConfigError::Invalid(

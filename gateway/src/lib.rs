@@ -8,9 +8,12 @@
 pub mod config;
 pub mod policies;
 pub mod registry;
+pub mod watcher;
 
+mod admin;
 mod agents;
 mod calls;
+mod candidates;
 mod server;
 
 use std::net::SocketAddr;
@@ -60,9 +63,10 @@ pub enum GatewayError {
 pub(crate) struct Shared {
     pub(crate) config: GatewayConfig,
     pub(crate) registry: Arc<registry::Registry>,
-    pub(crate) policies: policies::Policies,
+    pub(crate) policies: Arc<policies::Policies>,
     pub(crate) codec: protocol::Codec,
     pub(crate) agent_token: String,
+    pub(crate) admin_token: String,
     pub(crate) next_call_id: AtomicU64,
 }
 
@@ -80,7 +84,16 @@ pub async fn run(
     Ok(())
 }
 
-/// Reads the agent token from `path`, creating a random one there first if
+/// Compares secrets in time independent of where they differ.
+pub(crate) fn token_matches(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Reads a token (agent or admin) from `path`, creating a random one there first if
 /// the file does not exist (mode 0600 on Unix).
 ///
 /// # Errors

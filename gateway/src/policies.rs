@@ -1,17 +1,22 @@
-//! Choosing a node: builds the policy's view of a call and its candidates,
-//! runs the policy's `pick`, and falls back to the built-in round-robin when a
-//! policy is missing or fails (fail-open, configurable).
+//! The policy table and choosing a node: which policies are loaded (kept in
+//! step with the plugins folder by [`crate::watcher`]), which service uses
+//! which, building the policy's view of a call, running its `pick`, and
+//! falling back to the built-in round-robin when a policy is missing or fails
+//! (fail-open, configurable).
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use policy_host::types::{Candidate, Decision, Gpu, NodeInfo, Outcome, Request};
-use policy_host::{NativeRoundRobin, NodeDirectory, Policy, PolicyEngine};
-use protocol::{CallError, CallHead, ErrorKind};
+use policy_host::types::{Candidate, Decision, Outcome, Request};
+use policy_host::{NativeRoundRobin, NodeDirectory, Policy, PolicyEngine, PolicyError, TrapReason};
+use protocol::{
+    CallError, CallHead, ErrorKind, PolicyTable, PolicyView, RejectedFile, ServicePolicy,
+};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+use crate::candidates::{Directory, candidate};
 use crate::registry::{Node, Registry};
 
 /// The name a pick reports when the built-in round-robin made it.
@@ -21,16 +26,27 @@ pub const BUILTIN_ROUND_ROBIN: &str = "builtin-round-robin";
 pub struct Policies {
     engine: PolicyEngine,
     directory: Arc<dyn NodeDirectory>,
-    loaded: RwLock<HashMap<String, Arc<Policy>>>,
+    table: RwLock<Table>,
     fallback: NativeRoundRobin,
     default_policy: String,
-    service_policy: HashMap<String, String>,
     fail_open: bool,
     start: Instant,
     rng: Mutex<StdRng>,
 }
 
-/// A pick: which candidate, and which policy chose it.
+#[derive(Default)]
+struct Table {
+    by_name: HashMap<String, Arc<Policy>>,
+    /// Which file provides which policy name.
+    by_file: HashMap<PathBuf, String>,
+    /// Service → configured policy name (`gateway.toml`, then `policy set`).
+    services: HashMap<String, String>,
+    /// Files whose latest version was refused.
+    rejected: BTreeMap<PathBuf, RejectedFile>,
+}
+
+/// A pick: which candidate, and which policy version chose it (so the call's
+/// outcome is observed by that same version, even after a hot-swap).
 pub struct Picked {
     /// Index into the candidates.
     pub index: usize,
@@ -40,85 +56,214 @@ pub struct Picked {
 }
 
 impl Policies {
-    /// Loads every `*.wasm` in `plugins_dir`; a file that fails to load is
-    /// logged and skipped.
+    /// An empty table with the configured default policy and per-service
+    /// policies; [`crate::watcher`] loads the plugins.
     ///
     /// # Errors
-    /// A [`policy_host::PolicyError`] when the wasm engine cannot start.
-    pub fn load(
+    /// A [`PolicyError`] when the wasm engine cannot start.
+    pub fn new(
         config: &crate::GatewayConfig,
         registry: Arc<Registry>,
-    ) -> Result<Self, policy_host::PolicyError> {
-        let engine = PolicyEngine::new(policy_host::EngineConfig::default())?;
-        let directory: Arc<dyn NodeDirectory> = Arc::new(Directory(registry));
-        let policies = Self {
-            engine,
-            directory,
-            loaded: RwLock::new(HashMap::new()),
-            fallback: NativeRoundRobin::default(),
-            default_policy: config.default_policy.clone(),
-            service_policy: config
+    ) -> Result<Self, PolicyError> {
+        let engine = PolicyEngine::new(policy_host::EngineConfig {
+            pick_deadline: std::time::Duration::from_millis(config.pick_deadline_ms),
+            cache_dir: config
+                .plugin_cache
+                .then(|| config.data_dir.join("wasm-cache")),
+            ..policy_host::EngineConfig::default()
+        })?;
+        let table = Table {
+            services: config
                 .services
                 .iter()
                 .filter_map(|(name, s)| Some((name.clone(), s.policy.clone()?)))
                 .collect(),
+            ..Table::default()
+        };
+        Ok(Self {
+            engine,
+            directory: Arc::new(Directory(registry)),
+            table: RwLock::new(table),
+            fallback: NativeRoundRobin::default(),
+            default_policy: config.default_policy.clone(),
             fail_open: config.fail_open,
             start: Instant::now(),
             rng: Mutex::new(match config.seed {
                 Some(seed) => StdRng::seed_from_u64(seed),
                 None => StdRng::from_os_rng(),
             }),
-        };
-        policies.load_dir(&config.plugins_dir);
-        if !policies.is_loaded(&policies.default_policy) {
-            tracing::warn!(
-                policy = %policies.default_policy,
-                dir = %config.plugins_dir.display(),
-                "default policy not loaded; picks use the built-in round-robin"
-            );
-        }
-        Ok(policies)
+        })
     }
 
-    fn load_dir(&self, dir: &Path) {
-        if !dir.is_dir() {
-            tracing::warn!(dir = %dir.display(), "plugins folder missing; no policy loaded");
-            return;
-        }
-        for (path, result) in policy_host::load_dir(&self.engine, dir, self.directory.clone()) {
-            match result {
-                Ok(policy) => {
-                    tracing::info!(
-                        policy = policy.name(),
-                        file = %path.display(),
-                        hash = policy.content_hash(),
-                        "policy loaded"
-                    );
-                    if let Ok(mut loaded) = self.loaded.write() {
-                        loaded.insert(policy.name().to_string(), Arc::new(policy));
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Compiles, instantiates and names the plugin `bytes` read from `path`
+    /// (content hash `hash`), then installs it, replacing the version the file
+    /// provided before. On failure the old version stays and the file is
+    /// listed as rejected.
+    pub fn load_file(&self, path: &Path, bytes: &[u8], hash: &str) {
+        let origin = path.display().to_string();
+        let loaded = self
+            .engine
+            .load_bytes(bytes, &origin, self.directory.clone())
+            .and_then(|policy| {
+                let table = self.read();
+                match table.by_name.get(policy.name()) {
+                    Some(_)
+                        if table.by_file.get(path).map(String::as_str) != Some(policy.name()) =>
+                    {
+                        let owner = table
+                            .by_file
+                            .iter()
+                            .find(|(_, n)| *n == policy.name())
+                            .map(|(f, _)| f.display().to_string())
+                            .unwrap_or_default();
+                        Err(PolicyError::Instantiate {
+                            policy: policy.name().to_string(),
+                            reason: format!("policy name already provided by {owner}"),
+                        })
                     }
+                    _ => Ok(policy),
                 }
-                Err(error) => {
-                    tracing::error!(file = %path.display(), %error, "policy rejected");
+            });
+        match loaded {
+            Ok(policy) => {
+                let name = policy.name().to_string();
+                let mut table = self.write();
+                let replaced = table.by_file.insert(path.to_path_buf(), name.clone());
+                if let Some(old) = replaced.filter(|old| *old != name) {
+                    table.by_name.remove(&old);
+                    tracing::warn!(file = %origin, old = %old, new = %name, "plugin file now provides another policy");
                 }
+                let previous = table.by_name.insert(name.clone(), Arc::new(policy));
+                table.rejected.remove(path);
+                drop(table);
+                metrics::counter!("policy_loads_total", "policy" => name.clone()).increment(1);
+                match previous {
+                    Some(old) => {
+                        tracing::info!(policy = %name, file = %origin, hash, old_hash = old.content_hash(), "policy replaced")
+                    }
+                    None => tracing::info!(policy = %name, file = %origin, hash, "policy loaded"),
+                }
+            }
+            Err(error) => {
+                tracing::error!(file = %origin, %error, "policy rejected; the previous version (if any) stays");
+                metrics::counter!("policy_load_failures_total").increment(1);
+                self.write().rejected.insert(
+                    path.to_path_buf(),
+                    RejectedFile {
+                        file: origin,
+                        reason: error.to_string(),
+                        at_unix_ms: unix_ms(SystemTime::now()),
+                    },
+                );
             }
         }
     }
 
+    /// Unloads the policy `path` provided. Services that used it fall back to
+    /// the default policy (with a warning).
+    pub fn remove_file(&self, path: &Path) {
+        let mut table = self.write();
+        table.rejected.remove(path);
+        let Some(name) = table.by_file.remove(path) else {
+            return;
+        };
+        table.by_name.remove(&name);
+        let users: Vec<String> = table
+            .services
+            .iter()
+            .filter(|(_, p)| **p == name)
+            .map(|(s, _)| s.clone())
+            .collect();
+        drop(table);
+        tracing::info!(policy = %name, file = %path.display(), "policy removed");
+        if !users.is_empty() || name == self.default_policy {
+            tracing::warn!(policy = %name, services = ?users, default = %self.default_policy, "removed policy was in use; those services fall back to the default policy");
+        }
+    }
+
+    /// Makes `service` use the loaded policy `name` from the next call on.
+    /// Returns the policy it used to be configured with.
+    ///
+    /// # Errors
+    /// A message naming the loaded policies when `name` is not loaded.
+    pub fn set_service_policy(&self, service: &str, name: &str) -> Result<Option<String>, String> {
+        let mut table = self.write();
+        if !table.by_name.contains_key(name) {
+            let mut loaded: Vec<_> = table.by_name.keys().cloned().collect();
+            loaded.sort();
+            return Err(format!(
+                "no policy named {name:?} is loaded (loaded: {})",
+                loaded.join(", ")
+            ));
+        }
+        Ok(table.services.insert(service.to_string(), name.to_string()))
+    }
+
     /// Whether a policy named `name` is loaded.
     pub fn is_loaded(&self, name: &str) -> bool {
-        self.loaded.read().is_ok_and(|l| l.contains_key(name))
+        self.read().by_name.contains_key(name)
     }
 
     /// Names of the loaded policies, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<_> = self
-            .loaded
-            .read()
-            .map(|l| l.keys().cloned().collect())
-            .unwrap_or_default();
+        let mut names: Vec<_> = self.read().by_name.keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// The table for `switchyard policies`; `hosted` are the services nodes
+    /// host now (listed even without a configured policy).
+    pub fn table(&self, hosted: &[String]) -> PolicyTable {
+        let table = self.read();
+        let mut policies: Vec<PolicyView> = table
+            .by_name
+            .values()
+            .map(|p| PolicyView {
+                name: p.name().to_string(),
+                file: table
+                    .by_file
+                    .iter()
+                    .find(|(_, n)| n.as_str() == p.name())
+                    .map(|(f, _)| f.display().to_string())
+                    .unwrap_or_default(),
+                content_hash: p.content_hash().to_string(),
+                loaded_at_unix_ms: unix_ms(p.loaded_at()),
+                picks_total: p.picks_total(),
+                traps_total: p.traps_total(),
+            })
+            .collect();
+        policies.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut names: Vec<&String> = table.services.keys().chain(hosted).collect();
+        names.sort();
+        names.dedup();
+        let services = names
+            .into_iter()
+            .map(|service| ServicePolicy {
+                service: service.clone(),
+                configured: table.services.get(service).cloned(),
+                active: Self::resolve(&table, &self.default_policy, service, None)
+                    .map_or_else(|| BUILTIN_ROUND_ROBIN.to_string(), |p| p.name().to_string()),
+            })
+            .collect();
+        PolicyTable {
+            default_policy: self.default_policy.clone(),
+            fail_open: self.fail_open,
+            policies,
+            services,
+            rejected: table.rejected.values().cloned().collect(),
+        }
     }
 
     /// Milliseconds since the gateway started: the clock policies see.
@@ -126,37 +271,46 @@ impl Policies {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// The policy for a call: the `policy` hint, else the service's configured
-    /// policy, else the default. `None` means the built-in round-robin.
-    ///
+    /// The policy for `service`: the configured one if loaded, else the
+    /// default if loaded; `None` means the built-in round-robin.
+    fn resolve(
+        table: &Table,
+        default: &str,
+        service: &str,
+        hint: Option<&str>,
+    ) -> Option<Arc<Policy>> {
+        if let Some(p) = hint.and_then(|h| table.by_name.get(h)) {
+            return Some(p.clone());
+        }
+        table
+            .services
+            .get(service)
+            .and_then(|name| table.by_name.get(name))
+            .or_else(|| table.by_name.get(default))
+            .cloned()
+    }
+
     /// # Errors
-    /// `BadRequest` when the call names a policy that is not loaded.
+    /// `BadRequest` when the call's `policy` hint names no loaded policy.
     fn choose(&self, head: &CallHead) -> Result<Option<Arc<Policy>>, CallError> {
-        let loaded = self
-            .loaded
-            .read()
-            .map_err(|_| internal("policy table poisoned"))?;
-        if let Some(name) = head.hint("policy") {
-            return match loaded.get(name) {
-                Some(p) => Ok(Some(p.clone())),
-                None => Err(CallError {
-                    kind: ErrorKind::BadRequest,
-                    message: format!(
-                        "unknown policy {name:?} (loaded: {})",
-                        loaded.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                }),
-            };
+        let table = self.read();
+        let hint = head.hint("policy");
+        if let Some(name) = hint
+            && !table.by_name.contains_key(name)
+        {
+            let mut loaded: Vec<_> = table.by_name.keys().cloned().collect();
+            loaded.sort();
+            return Err(CallError {
+                kind: ErrorKind::BadRequest,
+                message: format!("unknown policy {name:?} (loaded: {})", loaded.join(", ")),
+            });
         }
-        let configured = self.service_policy.get(&head.service);
-        let name = configured.unwrap_or(&self.default_policy);
-        if let Some(p) = loaded.get(name) {
-            return Ok(Some(p.clone()));
-        }
-        if configured.is_some() {
-            tracing::warn!(service = %head.service, policy = %name, "configured policy not loaded; using the default");
-        }
-        Ok(loaded.get(&self.default_policy).cloned())
+        Ok(Self::resolve(
+            &table,
+            &self.default_policy,
+            &head.service,
+            hint,
+        ))
     }
 
     /// Picks one of `nodes` (all hosting the service with a free slot).
@@ -182,7 +336,11 @@ impl Policies {
         };
         let candidates: Vec<Candidate> =
             nodes.iter().map(|n| candidate(n, &head.service)).collect();
-        match policy.pick(&request, &candidates) {
+        let started = Instant::now();
+        let decision = policy.pick(&request, &candidates);
+        metrics::histogram!("policy_pick_duration_us", "policy" => policy.name().to_string())
+            .record(started.elapsed().as_secs_f64() * 1e6);
+        match decision {
             Ok(Decision::Route(i)) => Ok(Picked {
                 index: i as usize,
                 policy_name: policy.name().to_string(),
@@ -192,14 +350,18 @@ impl Policies {
                 kind: ErrorKind::Rejected,
                 message: format!("policy {} rejected the call: {reason}", policy.name()),
             }),
-            Err(error) if self.fail_open => {
-                tracing::warn!(policy = policy.name(), %error, "policy failed; built-in round-robin picks instead");
-                Ok(self.builtin(nodes.len()))
+            Err(error) => {
+                count_trap(&policy, &error);
+                if self.fail_open {
+                    tracing::warn!(policy = policy.name(), %error, "policy failed; the built-in round-robin picks instead");
+                    Ok(self.builtin(nodes.len()))
+                } else {
+                    Err(CallError {
+                        kind: ErrorKind::Internal,
+                        message: format!("policy {} failed: {error}", policy.name()),
+                    })
+                }
             }
-            Err(error) => Err(internal(&format!(
-                "policy {} failed: {error}",
-                policy.name()
-            ))),
         }
     }
 
@@ -211,7 +373,7 @@ impl Policies {
         }
     }
 
-    /// Tells the policy that picked a call how it went.
+    /// Tells the policy version that picked a call how it went.
     pub fn observe(&self, picked: &Picked, service: &str, node: u32, latency_ms: f32, ok: bool) {
         let Some(policy) = &picked.policy else { return };
         let outcome = Outcome {
@@ -222,89 +384,36 @@ impl Policies {
             now_ms: self.now_ms(),
         };
         if let Err(error) = policy.observe(&outcome) {
+            count_trap(policy, &error);
             tracing::warn!(policy = policy.name(), %error, "policy observe failed");
         }
     }
 }
 
-fn internal(message: &str) -> CallError {
-    CallError {
-        kind: ErrorKind::Internal,
-        message: message.to_string(),
-    }
-}
-
-/// The policy's numbers-only view of a node for one service.
-fn candidate(node: &Node, service: &str) -> Candidate {
-    let (in_flight, max_concurrent, latency) = node
-        .services
-        .get(service)
-        .map(|s| (s.in_flight(), s.max_concurrent, s.latency()))
-        .unwrap_or_default();
-    let mut c = Candidate {
-        node: node.key,
-        in_flight,
-        max_concurrent,
-        node_in_flight: node.in_flight_total(),
-        cpu_pct: 0.0,
-        mem_used_mib: 0,
-        mem_total_mib: 0,
-        gpu_count: 0,
-        gpu_util_pct: 0.0,
-        gpu_mem_free_mib: 0,
-        gpu_mem_total_mib: 0,
-        latency_ms: latency.value_ms,
-        latency_samples: latency.samples,
-        cost_per_hour: node.spec.cost_per_hour,
+/// Counts a failed policy call in `policy_traps_total{policy,reason}`.
+fn count_trap(policy: &Policy, error: &PolicyError) {
+    let reason = match error {
+        PolicyError::Trap {
+            reason: TrapReason::Deadline,
+            ..
+        } => "deadline",
+        PolicyError::Trap {
+            reason: TrapReason::Memory,
+            ..
+        } => "memory",
+        PolicyError::Trap {
+            reason: TrapReason::StackOverflow,
+            ..
+        } => "stack_overflow",
+        PolicyError::Trap { .. } => "trap",
+        PolicyError::BadDecision { .. } => "bad_decision",
+        _ => "other",
     };
-    node.with_stats(|stats| {
-        let Some(s) = stats else { return };
-        c.cpu_pct = s.cpu_pct;
-        c.mem_used_mib = s.mem_used_mib;
-        c.mem_total_mib = s.mem_total_mib;
-        c.gpu_count = u32::try_from(s.gpus.len()).unwrap_or(u32::MAX);
-        if !s.gpus.is_empty() {
-            c.gpu_util_pct = s.gpus.iter().map(|g| g.util_pct).sum::<f32>() / s.gpus.len() as f32;
-        }
-        c.gpu_mem_free_mib = s
-            .gpus
-            .iter()
-            .map(|g| g.mem_total_mib.saturating_sub(g.mem_used_mib))
-            .max()
-            .unwrap_or(0);
-        c.gpu_mem_total_mib = s.gpus.iter().map(|g| g.mem_total_mib).sum();
-    });
-    c
+    metrics::counter!("policy_traps_total", "policy" => policy.name().to_string(), "reason" => reason).increment(1);
 }
 
-/// Answers the policies' `host.node-info` import from the registry.
-struct Directory(Arc<Registry>);
-
-impl NodeDirectory for Directory {
-    fn node_info(&self, key: u32) -> Option<NodeInfo> {
-        let node = self.0.by_key(key)?;
-        let gpus = node.with_stats(|s| {
-            s.map(|s| {
-                s.gpus
-                    .iter()
-                    .map(|g| Gpu {
-                        index: g.index,
-                        name: g.name.clone(),
-                        util_pct: g.util_pct,
-                        mem_used_mib: g.mem_used_mib,
-                        mem_total_mib: g.mem_total_mib,
-                        temperature_c: g.temperature_c,
-                        power_w: g.power_w,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-        });
-        Some(NodeInfo {
-            id: node.spec.id.clone(),
-            region: node.spec.region.clone(),
-            labels: node.spec.labels.clone(),
-            gpus,
-        })
-    }
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

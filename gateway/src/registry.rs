@@ -165,6 +165,18 @@ impl Registry {
         nodes
     }
 
+    /// Every service some node hosts now, sorted.
+    pub fn service_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.services.keys().cloned().collect::<Vec<_>>())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Every node, sorted by id.
     pub fn all(&self) -> Vec<Arc<Node>> {
         let mut nodes: Vec<_> = self.nodes.iter().map(|n| n.clone()).collect();

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use protocol::{CallError, ErrorKind, Message};
 use transport::{EndpointConfig, FramedRecv, FramedSend};
 
-use crate::{GatewayConfig, GatewayError, Shared, agents, calls, policies, registry};
+use crate::{
+    GatewayConfig, GatewayError, Shared, admin, agents, calls, policies, registry, watcher,
+};
 
 /// How long a new connection has to send its first frame.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,7 +23,8 @@ pub struct Gateway {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
     ca: PathBuf,
-    token_file: Option<PathBuf>,
+    token_files: Vec<PathBuf>,
+    _watch: Arc<watcher::WatchHandle>,
 }
 
 impl Gateway {
@@ -40,17 +43,33 @@ impl Gateway {
         if files.create_if_missing(&names)? {
             tracing::info!(ca = %files.ca.display(), "created a self-signed CA and server certificate");
         }
-        let (agent_token, token_file) = match &config.agent_token {
-            Some(token) => (token.clone(), None),
+        let mut token_files = Vec::new();
+        let mut token = |given: &Option<String>, file: &str| match given {
+            Some(token) => Ok(token.clone()),
             None => {
-                let path = config.data_dir.join("agent-token");
-                (crate::load_or_create_token(&path)?, Some(path))
+                let path = config.data_dir.join(file);
+                let token = crate::load_or_create_token(&path);
+                token_files.push(path);
+                token
             }
         };
+        let agent_token = token(&config.agent_token, "agent-token")?;
+        let admin_token = token(&config.admin_token, "admin-token")?;
         let endpoint =
             transport::server_endpoint(config.listen, &files, &EndpointConfig::default())?;
         let registry = Arc::new(registry::Registry::new());
-        let policies = policies::Policies::load(&config, registry.clone())?;
+        let policies = Arc::new(policies::Policies::new(&config, registry.clone())?);
+        if let Err(error) = std::fs::create_dir_all(&config.plugins_dir) {
+            tracing::warn!(dir = %config.plugins_dir.display(), %error, "cannot create the plugins folder");
+        }
+        let watch = watcher::start(policies.clone(), config.plugins_dir.clone()).await;
+        if !policies.is_loaded(&config.default_policy) {
+            tracing::warn!(
+                policy = %config.default_policy,
+                dir = %config.plugins_dir.display(),
+                "default policy not loaded; picks use the built-in round-robin until it is"
+            );
+        }
         let codec = protocol::Codec::new(protocol::DEFAULT_MAX_FRAME_LEN);
         Ok(Self {
             endpoint,
@@ -60,10 +79,12 @@ impl Gateway {
                 policies,
                 codec,
                 agent_token,
+                admin_token,
                 next_call_id: AtomicU64::new(1),
             }),
             ca: files.ca,
-            token_file,
+            token_files,
+            _watch: Arc::new(watch),
         })
     }
 
@@ -85,6 +106,16 @@ impl Gateway {
         &self.shared.agent_token
     }
 
+    /// The token admin requests must present.
+    pub fn admin_token(&self) -> &str {
+        &self.shared.admin_token
+    }
+
+    /// The policy table.
+    pub fn policies(&self) -> &Arc<policies::Policies> {
+        &self.shared.policies
+    }
+
     /// The node registry.
     pub fn registry(&self) -> &Arc<registry::Registry> {
         &self.shared.registry
@@ -104,8 +135,8 @@ impl Gateway {
             "CA file (give it to agents and clients): {}",
             self.ca.display()
         );
-        if let Some(path) = &self.token_file {
-            println!("agent token file: {}", path.display());
+        for path in &self.token_files {
+            println!("token file: {}", path.display());
         }
         println!("policies: {}", self.policy_names().join(", "));
     }
@@ -189,11 +220,16 @@ async fn request(
             let _ = send.send(&Message::Nodes(nodes)).await;
             let _ = send.finish();
         }
+        Message::ListPolicies | Message::SetPolicy(_) => {
+            let answer = admin::answer(&shared, first);
+            let _ = send.send(&answer).await;
+            let _ = send.finish();
+        }
         other => {
             refuse(
                 &mut send,
                 &format!(
-                    "a stream must start with Call or ListNodes, not {:?}",
+                    "a stream must start with Call, ListNodes, ListPolicies or SetPolicy, not {:?}",
                     other.kind()
                 ),
             )

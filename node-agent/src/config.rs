@@ -182,7 +182,8 @@ impl AgentConfig {
         Ok(config)
     }
 
-    /// Reads, parses and validates the TOML file at `path`.
+    /// Reads, parses and validates the TOML file at `path`. Relative paths in
+    /// it (`ca`, a command's `cwd`) are taken relative to the file's folder.
     ///
     /// # Errors
     /// [`ConfigError::Read`] when the file cannot be read, else as
@@ -192,7 +193,19 @@ impl AgentConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml_str(&text)
+        let mut config = Self::from_toml_str(&text)?;
+        // Relative paths in a file mean "next to this file".
+        if let Some(dir) = path.parent() {
+            config.ca = dir.join(&config.ca);
+            for service in &mut config.services {
+                if let ServiceKind::Command(command) = &mut service.kind
+                    && let Some(cwd) = &mut command.cwd
+                {
+                    *cwd = dir.join(&*cwd);
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Checks every rule a parsed configuration must also meet (`run` calls

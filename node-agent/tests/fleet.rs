@@ -192,7 +192,8 @@ async fn unknown_service_oversized_payload_and_failing_command_give_clear_errors
 async fn a_timeout_kills_the_command() {
     let mut fleet = Fleet::start(|_| {}).await;
     let pid_file = fleet.dir.path().join("pid");
-    let script = format!("echo $$ > {}; exec sleep 30", pid_file.display());
+    // `sleep` is a grandchild of the agent: only a process-group kill stops it.
+    let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
     fleet.spawn_agent(
         "node-a",
         TOKEN,
@@ -226,15 +227,21 @@ async fn a_timeout_kills_the_command() {
         .trim()
         .parse()
         .unwrap();
-    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    // Dead = gone, or a zombie waiting for whoever inherited it to reap it.
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().to_string())
+            })
+            .is_some_and(|rest| !rest.starts_with('Z'))
+    };
     let gone_by = Instant::now() + Duration::from_secs(5);
-    while proc_dir.exists() && Instant::now() < gone_by {
+    while alive() && Instant::now() < gone_by {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        !proc_dir.exists(),
-        "the command (pid {pid}) was killed and reaped"
-    );
+    assert!(!alive(), "the command's child (pid {pid}) was killed too");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,11 +21,14 @@ pub(crate) const TICK: Duration = Duration::from_millis(1);
 /// Settings of a [`PolicyEngine`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
-    /// How long one `pick` or `observe` call (or the `name` call and the
-    /// instantiation at load) may run before it traps with
+    /// How long one `pick` or `observe` call may run before it traps with
     /// [`TrapReason::Deadline`](crate::TrapReason::Deadline). Rounded up to
     /// whole milliseconds, plus up to 1 ms of ticker granularity. Default 5 ms.
     pub pick_deadline: Duration,
+    /// How long instantiating a plugin (its start-up code) and its `name`
+    /// call may run, at load and at each rebuild after a trap. Longer than a
+    /// pick's, since a paused thread must not fail a load. Default 1 s.
+    pub load_deadline: Duration,
     /// Most bytes of linear memory one policy instance may hold (all its
     /// memories together); growth past it fails, and the trap that usually
     /// follows is [`TrapReason::Memory`](crate::TrapReason::Memory).
@@ -40,6 +43,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             pick_deadline: Duration::from_millis(5),
+            load_deadline: Duration::from_secs(1),
             memory_limit_bytes: 16 << 20,
             cache_dir: None,
         }
@@ -181,6 +185,7 @@ impl PolicyEngine {
             path,
             nodes,
             deadline_ticks: deadline_ticks(self.cfg.pick_deadline),
+            load_ticks: deadline_ticks(self.cfg.load_deadline),
             memory_limit: self.cfg.memory_limit_bytes,
             ticker: Arc::clone(&self.ticker),
             driver: Arc::clone(&self.driver),

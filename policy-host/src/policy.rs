@@ -44,6 +44,7 @@ struct Runtime {
     nodes: Arc<dyn NodeDirectory>,
     log: Arc<LogSink>,
     deadline_ticks: u64,
+    load_ticks: u64,
     memory_limit: usize,
     driver: Arc<Driver>,
     /// Keeps the epoch ticker running while the policy lives.
@@ -64,6 +65,7 @@ pub(crate) struct Setup<'a> {
     pub(crate) path: Option<&'a Path>,
     pub(crate) nodes: Arc<dyn NodeDirectory>,
     pub(crate) deadline_ticks: u64,
+    pub(crate) load_ticks: u64,
     pub(crate) memory_limit: usize,
     pub(crate) ticker: Arc<Ticker>,
     pub(crate) driver: Arc<Driver>,
@@ -75,7 +77,7 @@ impl Runtime {
         let state = HostState::new(Arc::clone(&self.nodes), &self.log, self.memory_limit);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.set_epoch_deadline(self.load_ticks);
         let guest = self
             .driver
             .run(self.pre.instantiate_async(&mut store))
@@ -98,6 +100,7 @@ impl Policy {
             nodes: setup.nodes,
             log: LogSink::new(&origin),
             deadline_ticks: setup.deadline_ticks,
+            load_ticks: setup.load_ticks,
             memory_limit: setup.memory_limit,
             driver: setup.driver,
             _ticker: setup.ticker,
@@ -107,7 +110,8 @@ impl Policy {
             reason,
         };
         let mut live = runtime.instantiate().map_err(|e| inst_err(describe(&e)))?;
-        runtime.arm(&mut live);
+        live.store.set_epoch_deadline(runtime.load_ticks);
+        live.store.data_mut().limiter.clear_refused();
         let name = runtime
             .driver
             .run(live.guest.call_name(&mut live.store))

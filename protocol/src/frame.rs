@@ -38,6 +38,14 @@ pub enum FrameKind {
     ListNodes = 12,
     /// [`Message::Nodes`].
     Nodes = 13,
+    /// [`Message::ListPolicies`].
+    ListPolicies = 14,
+    /// [`Message::Policies`].
+    Policies = 15,
+    /// [`Message::SetPolicy`].
+    SetPolicy = 16,
+    /// [`Message::Ack`].
+    Ack = 17,
 }
 
 impl FrameKind {
@@ -61,6 +69,10 @@ impl FrameKind {
             11 => Error,
             12 => ListNodes,
             13 => Nodes,
+            14 => ListPolicies,
+            15 => Policies,
+            16 => SetPolicy,
+            17 => Ack,
             other => return Err(CodecError::UnknownKind(other)),
         })
     }

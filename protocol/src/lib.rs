@@ -25,12 +25,17 @@
 //!   answered by [`Message::Result`] + `Data`, or [`Message::Error`];
 //! - gateway → agent, one stream per call: [`Message::Dispatch`] + `Data`,
 //!   answered by [`Message::Reply`] + `Data`, or [`Message::Error`];
-//! - client → gateway: [`Message::ListNodes`], answered by [`Message::Nodes`].
+//! - client → gateway: [`Message::ListNodes`], answered by [`Message::Nodes`];
+//!   [`Message::ListPolicies`], answered by [`Message::Policies`];
+//!   [`Message::SetPolicy`] (with the admin token), answered by
+//!   [`Message::Ack`] or [`Message::Error`].
 
+mod admin;
 mod error;
 mod frame;
 mod message;
 
+pub use admin::{PolicyTable, PolicyView, RejectedFile, ServicePolicy, SetPolicy};
 pub use error::{CodecError, ErrorKind, Side};
 pub use frame::{Codec, Decoded, FrameHeader, FrameKind, HEADER_LEN};
 pub use message::{

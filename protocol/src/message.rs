@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::{CodecError, ErrorKind, FrameKind, limits};
+use crate::{CodecError, ErrorKind, FrameKind, PolicyTable, SetPolicy, limits};
 
 /// One frame's content.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +36,14 @@ pub enum Message {
     ListNodes,
     /// Gateway → client: the registered nodes.
     Nodes(Vec<NodeView>),
+    /// Client → gateway: list the policies and which service uses which.
+    ListPolicies,
+    /// Gateway → client: the policy table.
+    Policies(PolicyTable),
+    /// Client → gateway (admin): change a service's policy.
+    SetPolicy(SetPolicy),
+    /// Gateway → client: an admin change was made; the text says what.
+    Ack(String),
 }
 
 /// An agent's registration.
@@ -236,6 +244,10 @@ impl Message {
             Self::Error(_) => FrameKind::Error,
             Self::ListNodes => FrameKind::ListNodes,
             Self::Nodes(_) => FrameKind::Nodes,
+            Self::ListPolicies => FrameKind::ListPolicies,
+            Self::Policies(_) => FrameKind::Policies,
+            Self::SetPolicy(_) => FrameKind::SetPolicy,
+            Self::Ack(_) => FrameKind::Ack,
         }
     }
 
@@ -259,8 +271,11 @@ impl Message {
             Self::Reply(m) => put(m, out),
             Self::Data(bytes) => out.extend_from_slice(bytes),
             Self::Error(m) => put(m, out),
-            Self::ListNodes => {}
+            Self::ListNodes | Self::ListPolicies => {}
             Self::Nodes(m) => put(m, out),
+            Self::Policies(m) => put(m, out),
+            Self::SetPolicy(m) => put(m, out),
+            Self::Ack(m) => put(m, out),
         }
     }
 
@@ -286,16 +301,23 @@ impl Message {
             FrameKind::Reply => Self::Reply(get(kind, body)?),
             FrameKind::Data => Self::Data(Bytes::copy_from_slice(body)),
             FrameKind::Error => Self::Error(get(kind, body)?),
-            FrameKind::ListNodes => {
+            FrameKind::ListNodes | FrameKind::ListPolicies => {
                 if !body.is_empty() {
                     return Err(CodecError::Malformed {
                         kind,
                         reason: format!("{} trailing bytes", body.len()),
                     });
                 }
-                Self::ListNodes
+                if kind == FrameKind::ListNodes {
+                    Self::ListNodes
+                } else {
+                    Self::ListPolicies
+                }
             }
             FrameKind::Nodes => Self::Nodes(get(kind, body)?),
+            FrameKind::Policies => Self::Policies(get(kind, body)?),
+            FrameKind::SetPolicy => Self::SetPolicy(get(kind, body)?),
+            FrameKind::Ack => Self::Ack(get(kind, body)?),
         })
     }
 }
@@ -351,6 +373,15 @@ impl CallHead {
 }
 
 impl NodeSpec {
+    /// Checks a name (service or node id) against [`crate::limits`]: 1..=256
+    /// bytes, no control characters.
+    ///
+    /// # Errors
+    /// [`CodecError::Invalid`] naming `what`.
+    pub fn validate_name(what: &str, name: &str) -> Result<(), CodecError> {
+        check_name(what, name)
+    }
+
     /// Checks the id, services and figures against [`crate::limits`].
     ///
     /// # Errors
@@ -425,6 +456,13 @@ mod tests {
             })),
             any::<u32>().prop_map(Message::Queued),
             Just(Message::ListNodes),
+            Just(Message::ListPolicies),
+            (text, text).prop_map(|(service, policy)| Message::SetPolicy(SetPolicy {
+                admin_token: "t".into(),
+                service,
+                policy
+            })),
+            text.prop_map(Message::Ack),
         ]
     }
 

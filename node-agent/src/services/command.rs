@@ -57,13 +57,19 @@ impl CommandService {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // Its own process group, so a timeout kills what it started too
+            // (`sh -c "a | b"`), not just the direct child.
+            .process_group(0);
         if let Some(cwd) = &self.cwd {
             command.current_dir(cwd);
         }
         let mut child = command
             .spawn()
             .map_err(|e| ServiceError::failed(format!("cannot start {program}: {e}")))?;
+        // Declared after `child`, so it drops first: a cancelled call (the
+        // future dropped) kills the group while the leader is still unreaped.
+        let mut group = GroupGuard(child.id());
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
@@ -71,13 +77,16 @@ impl CommandService {
             return Err(ServiceError::internal("child process pipes missing"));
         };
         let io = drive(&mut child, stdin, stdout, stderr, payload, self.max_output);
-        match tokio::time::timeout(timeout, io).await {
+        let result = match tokio::time::timeout(timeout, io).await {
             Ok(result) => result,
             Err(_) => {
                 kill_and_reap(&mut child).await;
                 Err(ServiceError::timeout(timeout))
             }
-        }
+        };
+        // Reaped by now: its pid (and so the group id) may be reused.
+        group.0 = None;
+        result
     }
 }
 
@@ -172,8 +181,36 @@ async fn read_tail(mut pipe: impl AsyncRead + Unpin, keep: usize) -> (Vec<u8>, b
     (kept, cut)
 }
 
-/// Kills the process (if it still runs) and reaps it, so no zombie is left.
+/// Kills a command's process group when dropped, unless disarmed (`0 = None`)
+/// once the leader is reaped.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            kill_group(pid);
+        }
+    }
+}
+
+/// SIGKILL to the process group `pid` leads. Call only while the leader is
+/// not yet reaped, so the group id cannot belong to anyone else.
+fn kill_group(pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if let Err(e) = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    ) {
+        tracing::debug!("killing the command's process group: {e}");
+    }
+}
+
+/// Kills the process and its group (if they still run) and reaps it, so no
+/// zombie is left.
 async fn kill_and_reap(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        kill_group(pid);
+    }
     if let Err(e) = child.start_kill() {
         tracing::debug!("killing the command: {e}");
     }

@@ -12,6 +12,7 @@ use gateway::{Gateway, GatewayConfig};
 use tokio::sync::oneshot;
 
 pub const TOKEN: &str = "test-agent-token";
+pub const ADMIN: &str = "test-admin-token";
 /// Stats interval the test agents use: nodes that die are dropped after 3.
 pub const STATS_MS: u32 = 200;
 
@@ -27,6 +28,34 @@ pub struct Agent {
     pub id: String,
     pub child: Child,
     pub log: PathBuf,
+}
+
+/// A fresh plugins folder holding copies of the named plugins (`round-robin`,
+/// `latency`, ... from plugins/dist; `tests/spin` etc. from plugins/dist-test).
+pub fn plugin_copies(dir: &Path, names: &[&str]) -> PathBuf {
+    let target = dir.join("plugins");
+    std::fs::create_dir_all(&target).unwrap();
+    for name in names {
+        let source = built_plugin(name);
+        let file = Path::new(name).file_name().unwrap();
+        std::fs::copy(&source, target.join(file).with_extension("wasm")).unwrap();
+    }
+    target
+}
+
+/// Where the built plugin `name` is (`tests/NAME` for the hostile ones).
+pub fn built_plugin(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let path = match name.strip_prefix("tests/") {
+        Some(test) => root.join("dist-test").join(format!("{test}.wasm")),
+        None => root.join("dist").join(format!("{name}.wasm")),
+    };
+    assert!(
+        path.exists(),
+        "{} missing: run `make plugins plugins-test-wasm` first",
+        path.display()
+    );
+    path
 }
 
 pub fn plugins_dir() -> PathBuf {
@@ -48,6 +77,11 @@ impl Fleet {
             data_dir: dir.path().join("gateway"),
             plugins_dir: plugins_dir(),
             agent_token: Some(TOKEN.into()),
+            admin_token: Some(ADMIN.into()),
+            // CI machines are slow and shared: a descheduled thread must not
+            // turn a pick into a deadline trap. The 5 ms default is tested
+            // directly in policy-host.
+            pick_deadline_ms: 250,
             seed: Some(7),
             ..GatewayConfig::default()
         };

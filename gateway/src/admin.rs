@@ -1,0 +1,47 @@
+//! Admin requests over QUIC: the policy table, and changing a service's
+//! policy at runtime (authenticated by the admin token).
+
+use protocol::{CallError, ErrorKind, Message};
+
+use crate::Shared;
+
+/// The answer to an admin request (`ListPolicies` or `SetPolicy`).
+pub(crate) fn answer(shared: &Shared, request: Message) -> Message {
+    match request {
+        Message::ListPolicies => {
+            let hosted = shared.registry.service_names();
+            Message::Policies(shared.policies.table(&hosted))
+        }
+        Message::SetPolicy(set) => {
+            if !crate::token_matches(&set.admin_token, &shared.admin_token) {
+                tracing::warn!(service = %set.service, "policy change refused: wrong admin token");
+                return error(ErrorKind::Unauthorized, "wrong admin token".into());
+            }
+            if let Err(e) = protocol::NodeSpec::validate_name("service name", &set.service) {
+                return error(ErrorKind::BadRequest, e.to_string());
+            }
+            match shared
+                .policies
+                .set_service_policy(&set.service, &set.policy)
+            {
+                Ok(previous) => {
+                    let was = previous.unwrap_or_else(|| "the default".into());
+                    tracing::info!(service = %set.service, policy = %set.policy, %was, "service policy changed");
+                    Message::Ack(format!(
+                        "service {} now uses policy {} (was {was})",
+                        set.service, set.policy
+                    ))
+                }
+                Err(message) => error(ErrorKind::BadRequest, message),
+            }
+        }
+        other => error(
+            ErrorKind::BadRequest,
+            format!("{:?} is not an admin request", other.kind()),
+        ),
+    }
+}
+
+fn error(kind: ErrorKind, message: String) -> Message {
+    Message::Error(CallError { kind, message })
+}

@@ -1,0 +1,136 @@
+//! The least-request algorithm, independent of WebAssembly.
+
+use policy_sdk::{Candidate, NodeFacts, NodeKey, Outcome, Policy, Request, index_u32, p2c};
+
+/// Power of two choices on `in_flight / max_concurrent` (see the crate docs).
+#[derive(Debug, Default, Clone)]
+pub struct LeastRequest;
+
+impl LeastRequest {
+    /// The policy (it keeps no state).
+    #[must_use]
+    pub fn new() -> Self {
+        Self
+    }
+
+    /// Routes to the less loaded of two random distinct candidates.
+    ///
+    /// # Errors
+    /// `no candidates` when `candidates` is empty (the gateway never sends
+    /// an empty list).
+    pub fn pick(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<u32, String> {
+        let mut rng = req.rng();
+        // Lexicographic: load first, then calls in flight; p2c breaks the
+        // remaining ties towards the lower index.
+        let index = p2c(candidates.len(), &mut rng, |i| {
+            let c = &candidates[i];
+            (c.load(), c.in_flight)
+        })
+        .ok_or("no candidates")?;
+        index_u32(index)
+    }
+
+    /// Does nothing: the gateway's in-flight counts are all this policy uses.
+    pub fn observe(&mut self, _outcome: &Outcome) {}
+}
+
+impl Policy for LeastRequest {
+    const NAME: &'static str = crate::NAME;
+
+    fn pick(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<u32, String> {
+        LeastRequest::pick(self, req, candidates, facts)
+    }
+
+    fn observe(&mut self, outcome: &Outcome) {
+        LeastRequest::observe(self, outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use policy_sdk::{Candidate, Request, SplitMix64, no_facts};
+
+    use super::LeastRequest;
+
+    fn node(node: u32, in_flight: u32, max_concurrent: u32) -> Candidate {
+        Candidate {
+            node,
+            in_flight,
+            max_concurrent,
+            ..Candidate::default()
+        }
+    }
+
+    fn pick(candidates: &[Candidate], random: u64) -> u32 {
+        let req = Request {
+            service: "svc".into(),
+            random,
+            ..Request::default()
+        };
+        LeastRequest::new()
+            .pick(&req, candidates, &no_facts)
+            .expect("non-empty")
+    }
+
+    #[test]
+    fn two_candidates_always_avoid_the_busier() {
+        for seed in 0..500 {
+            assert_eq!(pick(&[node(0, 3, 4), node(1, 1, 4)], seed), 1);
+            assert_eq!(pick(&[node(0, 1, 4), node(1, 3, 4)], seed), 0);
+            // Load is relative to capacity: 2/8 beats 1/2.
+            assert_eq!(pick(&[node(0, 1, 2), node(1, 2, 8)], seed), 1);
+        }
+    }
+
+    #[test]
+    fn ties_go_to_fewer_in_flight_then_lower_index() {
+        for seed in 0..200 {
+            assert_eq!(pick(&[node(0, 2, 4), node(1, 1, 2)], seed), 1);
+            assert_eq!(pick(&[node(0, 1, 4), node(1, 1, 4)], seed), 0);
+        }
+    }
+
+    #[test]
+    fn many_candidates_never_pick_the_busiest_and_favour_idle_ones() {
+        let candidates = [node(0, 0, 4), node(1, 2, 4), node(2, 3, 4), node(3, 1, 4)];
+        let mut counts = [0u32; 4];
+        for seed in 0..4000 {
+            counts[pick(&candidates, seed) as usize] += 1;
+        }
+        assert_eq!(counts[2], 0, "{counts:?}");
+        // P2C: the idlest wins every pair it is drawn in (1/2 of picks), the
+        // next one every pair without the idlest (1/3), and so on.
+        assert!(counts[0] > counts[3] && counts[3] > counts[1], "{counts:?}");
+        assert!((1800..2200).contains(&counts[0]), "{counts:?}");
+    }
+
+    #[test]
+    fn any_pick_is_in_range() {
+        let mut rng = SplitMix64::new(99);
+        for _ in 0..2000 {
+            let len = 1 + rng.below(40);
+            let candidates: Vec<Candidate> = (0..len)
+                .map(|i| {
+                    let max = 1 + rng.below(16) as u32;
+                    node(i as u32, rng.below(max as usize) as u32, max)
+                })
+                .collect();
+            assert!((pick(&candidates, rng.next_u64()) as usize) < len);
+        }
+        let req = Request::default();
+        assert_eq!(
+            LeastRequest::new().pick(&req, &[], &no_facts),
+            Err("no candidates".to_owned())
+        );
+    }
+}
