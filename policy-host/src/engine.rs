@@ -37,6 +37,14 @@ pub struct EngineConfig {
     /// Where wasmtime caches compiled code across runs (made absolute), or
     /// `None` (the default) to compile every load.
     pub cache_dir: Option<PathBuf>,
+    /// Whether guest code is compiled with epoch checks and bounded by
+    /// [`Self::pick_deadline`] and [`Self::load_deadline`]. Default `true`.
+    ///
+    /// `false` turns deadlines off (no epoch checks, no ticker thread): a
+    /// guest that loops forever then hangs its caller. It exists only to
+    /// measure what deadlines cost (`policy-host/benches/pick.rs`); never
+    /// use it for untrusted policies.
+    pub interruptible: bool,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +54,7 @@ impl Default for EngineConfig {
             load_deadline: Duration::from_secs(1),
             memory_limit_bytes: 16 << 20,
             cache_dir: None,
+            interruptible: true,
         }
     }
 }
@@ -76,7 +85,9 @@ impl PolicyEngine {
     /// Creates the engine (component model on, epoch interruption on, a
     /// 512 KiB WebAssembly stack), its linker (WASI preview 2 plus
     /// `switchyard:policy/host`) and its 1 ms epoch ticker thread. The ticker
-    /// stops when the engine and every policy it loaded are dropped.
+    /// stops when the engine and every policy it loaded are dropped. With
+    /// [`EngineConfig::interruptible`] `false`, neither epoch interruption
+    /// nor ticker.
     ///
     /// WASI is linked in its async flavour, and calls are driven on the
     /// caller's thread without blocking (see [`Policy`]): sync WASI would
@@ -95,7 +106,7 @@ impl PolicyEngine {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
-            .epoch_interruption(true)
+            .epoch_interruption(cfg.interruptible)
             .max_wasm_stack(MAX_WASM_STACK);
         if let Some(dir) = &cfg.cache_dir {
             let mut cache = CacheConfig::new();
@@ -110,7 +121,11 @@ impl PolicyEngine {
             |state| state,
         )
         .map_err(engine_err)?;
-        let ticker = Arc::new(Ticker::start(engine.clone())?);
+        let ticker = Arc::new(if cfg.interruptible {
+            Ticker::start(engine.clone())?
+        } else {
+            Ticker::none()
+        });
         let driver = Arc::new(Driver::new()?);
         Ok(Self {
             engine,
@@ -242,6 +257,14 @@ pub(crate) struct Ticker {
 }
 
 impl Ticker {
+    /// No ticker at all, for an engine without epoch interruption.
+    fn none() -> Self {
+        Self {
+            stop: None,
+            thread: None,
+        }
+    }
+
     fn start(engine: Engine) -> Result<Self, PolicyError> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()

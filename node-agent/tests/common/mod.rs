@@ -112,11 +112,23 @@ impl Fleet {
 
     /// Writes an agent config and starts a real `node-agent` process.
     pub fn spawn_agent(&mut self, id: &str, token: &str, services_toml: &str) -> usize {
+        self.spawn_agent_with(id, token, "", services_toml)
+    }
+
+    /// As `spawn_agent`, with extra top-level keys (`region`, `cost_per_hour`,
+    /// `labels = { .. }`) in the agent's config.
+    pub fn spawn_agent_with(
+        &mut self,
+        id: &str,
+        token: &str,
+        top: &str,
+        services_toml: &str,
+    ) -> usize {
         let config = self.dir.path().join(format!("{id}.toml"));
         std::fs::write(
             &config,
             format!(
-                "gateway = {:?}\nca = {:?}\ntoken = {token:?}\nnode_id = {id:?}\nstats_interval_ms = {STATS_MS}\n\
+                "gateway = {:?}\nca = {:?}\ntoken = {token:?}\nnode_id = {id:?}\nstats_interval_ms = {STATS_MS}\n{top}\n\
                  [reconnect]\ninitial_ms = 50\nmax_ms = 200\n{services_toml}",
                 self.addr,
                 self.ca(),
