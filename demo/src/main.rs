@@ -5,7 +5,8 @@
 //! under the repository's source folders through the gateway to both
 //! services; checks every result against the same program run locally;
 //! prints which node served each call and a summary (calls, per-node counts,
-//! mean and p99 latency); shows `switchyard nodes`; stops what it started.
+//! mean and p99 latency); shows `switchyard nodes` and `switchyard policies`;
+//! stops what it started.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,6 +110,16 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     if !status.success() {
         bail!("switchyard nodes failed");
+    }
+    println!("\n== switchyard policies");
+    let status = Command::new(args.bin_dir.join("switchyard"))
+        .args(["--gateway", &addr, "--ca"])
+        .arg(&ca)
+        .arg("policies")
+        .status()
+        .await?;
+    if !status.success() {
+        bail!("switchyard policies failed");
     }
     client.close().await;
     procs.stop().await;

@@ -32,6 +32,8 @@ pub const RESCAN: Duration = Duration::from_secs(2);
 struct Seen {
     len: u64,
     modified: Option<SystemTime>,
+    /// Inode number (0 off Unix): a rename-over always changes it.
+    inode: u64,
     hash: String,
 }
 
@@ -123,9 +125,11 @@ fn reconcile(policies: &Policies, dir: &Path, seen: &mut HashMap<PathBuf, Seen>)
     for (path, meta) in &files {
         let len = meta.len();
         let modified = meta.modified().ok();
+        let inode = inode(meta);
         if let Some(s) = seen.get(path)
             && s.len == len
             && s.modified == modified
+            && s.inode == inode
         {
             continue;
         }
@@ -178,6 +182,16 @@ fn wasm_files(dir: &Path) -> std::io::Result<Vec<(PathBuf, std::fs::Metadata)>> 
     Ok(out)
 }
 
+#[cfg(unix)]
+fn inode(meta: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(meta)
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> u64 {
+    0
+}
+
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -187,4 +201,35 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_visible_wasm_files_are_policies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in [
+            "b.wasm",
+            "a.wasm",
+            ".a.wasm.tmp.1",
+            ".hidden.wasm",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        std::fs::create_dir(dir.path().join("sub.wasm")).expect("mkdir");
+        let names: Vec<_> = wasm_files(dir.path())
+            .expect("list")
+            .into_iter()
+            .map(|(p, _)| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(names, [Some("a.wasm".into()), Some("b.wasm".into())]);
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_padded() {
+        assert_eq!(hex(&[0, 10, 255]), "000aff");
+    }
 }

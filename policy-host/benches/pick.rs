@@ -2,9 +2,11 @@
 //! (through [`policy_host::Policy::pick`], everything the gateway pays) versus
 //! the same algorithm compiled natively (the plugin crate's struct, called
 //! directly), over 10, 100 and 1000 candidates; the fixed cost of a wasm pick
-//! (1 candidate); and what epoch interruption (the pick deadline) costs.
+//! (1 candidate); what epoch interruption (the pick deadline) costs; and what
+//! the WIT shape of the candidate list costs.
 //!
-//! Run (release, about 4 minutes on 2 cores):
+//! Run (release; about 4 minutes of benchmarking on 2 cores, after the
+//! build):
 //!
 //! ```text
 //! make plugins
@@ -16,7 +18,13 @@
 //! - `epoch/<policy>-on/100` and `epoch/<policy>-off/100`: the wasm pick with
 //!   deadlines (the default engine) and with an engine built with
 //!   [`EngineConfig::interruptible`] `false` (no epoch checks compiled in, no
-//!   ticker), measured side by side.
+//!   ticker), measured side by side;
+//! - `lowering/<shape>/N`: what passing N candidates costs the host alone, on
+//!   a minimal hand-written component whose exports only return the list
+//!   length (no policy, no guest-side decoding), in three shapes: `records`
+//!   (`list<candidate>`, today's WIT), `bytes` (the same figures packed by
+//!   the host into one `list<u8>` per call) and `columns` (a record of 14
+//!   lists, one per field). It tells whether the WIT shape is the cost.
 //!
 //! The state is steady: every policy first observes three outcomes per node
 //! (the same ones natively and in wasm), the clock (`now_ms`) stands still so
@@ -26,10 +34,10 @@
 //! Before timing, wasm and native picks are compared on the same inputs.
 //!
 //! At the end a markdown table (medians) is printed from the estimates
-//! criterion wrote in this run. Timings default to 1 s warm-up and 2 s
-//! measurement per benchmark; criterion's flags override them
-//! (`-- --warm-up-time 1 --measurement-time 2`), and a filter runs a subset
-//! (`-- least-request`).
+//! criterion wrote in this run. Timings default to 1 s warm-up, 2 s
+//! measurement and 10 000 bootstrap resamples per benchmark; criterion's
+//! flags override them (`-- --warm-up-time 3 --measurement-time 5`), and a
+//! filter (a regex) runs a subset (`-- 'least-request|epoch'`).
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -91,7 +99,7 @@ struct Fleet {
 
 impl Fleet {
     fn new() -> Self {
-        let mut rng = SplitMix64::new(0x5717_c4a7_d0);
+        let mut rng = SplitMix64::new(0x5717_c4a7);
         let mut sdk = Vec::with_capacity(FLEET);
         let mut facts = HashMap::with_capacity(FLEET);
         let mut outcomes = Vec::with_capacity(3 * FLEET);
@@ -427,7 +435,7 @@ fn cross_check<P: Native>(
             .unwrap_or_else(|e| panic!("{name}/native/{n}: rejected: {e}"));
         agree += u64::from(w == s);
     }
-    // Round-robin is stateful per call: both sides advanced in step.
+    // Stateful round-robin agrees too: both sides advance in step here.
     if agree != TRIES {
         eprintln!("note: {name}/{n}: wasm and native agree on {agree}/{TRIES} picks");
     }
@@ -534,24 +542,202 @@ fn benches(c: &mut Criterion) {
     bench_policy::<resource_aware::ResourceAware>(c, &engine, "resource-aware", &fleet, &dir);
     bench_policy::<adaptive::Adaptive>(c, &engine, "adaptive", &fleet, &dir);
     bench_epoch(c, &fleet, &dir);
+    bench_lowering(c, &fleet);
+}
+
+// ---------------------------------------------------------------------------
+// Lowering: the cost of the WIT shape, host side only
+// ---------------------------------------------------------------------------
+
+/// Candidate counts of the lowering comparison.
+const LOWERING_SIZES: [usize; 3] = [1, 100, 1000];
+
+/// A component exporting three functions that take the candidates in three
+/// shapes and return how many elements (or bytes) they got. `realloc` always
+/// answers the same address: the data is written, never read.
+const LOWERING_WAT: &str = r#"
+(component
+  (core module $m
+    (memory (export "memory") 4)
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 64)
+    (func (export "len") (param i32 i32) (result i32) local.get 1)
+    (func (export "columns") (param i32) (result i32) i32.const 0))
+  (core instance $i (instantiate $m))
+  (type $c (record
+    (field "node" u32) (field "in-flight" u32) (field "max-concurrent" u32)
+    (field "node-in-flight" u32) (field "cpu-pct" f32) (field "mem-used-mib" u64)
+    (field "mem-total-mib" u64) (field "gpu-count" u32) (field "gpu-util-pct" f32)
+    (field "gpu-mem-free-mib" u64) (field "gpu-mem-total-mib" u64)
+    (field "latency-ms" f32) (field "latency-samples" u32) (field "cost-per-hour" f32)))
+  (export $candidate "candidate" (type $c))
+  (type $cols (record
+    (field "node" (list u32)) (field "in-flight" (list u32))
+    (field "max-concurrent" (list u32)) (field "node-in-flight" (list u32))
+    (field "cpu-pct" (list f32)) (field "mem-used-mib" (list u64))
+    (field "mem-total-mib" (list u64)) (field "gpu-count" (list u32))
+    (field "gpu-util-pct" (list f32)) (field "gpu-mem-free-mib" (list u64))
+    (field "gpu-mem-total-mib" (list u64)) (field "latency-ms" (list f32))
+    (field "latency-samples" (list u32)) (field "cost-per-hour" (list f32))))
+  (export $columns "columns-of" (type $cols))
+  (func (export "records") (param "c" (list $candidate)) (result u32)
+    (canon lift (core func $i "len") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
+  (func (export "bytes") (param "c" (list u8)) (result u32)
+    (canon lift (core func $i "len") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
+  (func (export "columns") (param "c" $columns) (result u32)
+    (canon lift (core func $i "columns") (memory (core memory $i "memory")) (realloc (core func $i "realloc")))))
+"#;
+
+/// The candidates as 14 columns (the `columns` shape).
+#[derive(Default, wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(record)]
+struct Columns {
+    node: Vec<u32>,
+    #[component(name = "in-flight")]
+    in_flight: Vec<u32>,
+    #[component(name = "max-concurrent")]
+    max_concurrent: Vec<u32>,
+    #[component(name = "node-in-flight")]
+    node_in_flight: Vec<u32>,
+    #[component(name = "cpu-pct")]
+    cpu_pct: Vec<f32>,
+    #[component(name = "mem-used-mib")]
+    mem_used_mib: Vec<u64>,
+    #[component(name = "mem-total-mib")]
+    mem_total_mib: Vec<u64>,
+    #[component(name = "gpu-count")]
+    gpu_count: Vec<u32>,
+    #[component(name = "gpu-util-pct")]
+    gpu_util_pct: Vec<f32>,
+    #[component(name = "gpu-mem-free-mib")]
+    gpu_mem_free_mib: Vec<u64>,
+    #[component(name = "gpu-mem-total-mib")]
+    gpu_mem_total_mib: Vec<u64>,
+    #[component(name = "latency-ms")]
+    latency_ms: Vec<f32>,
+    #[component(name = "latency-samples")]
+    latency_samples: Vec<u32>,
+    #[component(name = "cost-per-hour")]
+    cost_per_hour: Vec<f32>,
+}
+
+impl Columns {
+    /// Refills the columns from `candidates`, reusing their buffers.
+    fn fill(&mut self, candidates: &[wit::Candidate]) {
+        macro_rules! refill {
+            ($($field:ident),*) => {$(
+                self.$field.clear();
+                self.$field.extend(candidates.iter().map(|c| c.$field));
+            )*};
+        }
+        refill!(
+            node,
+            in_flight,
+            max_concurrent,
+            node_in_flight,
+            cpu_pct,
+            mem_used_mib,
+            mem_total_mib,
+            gpu_count,
+            gpu_util_pct,
+            gpu_mem_free_mib,
+            gpu_mem_total_mib,
+            latency_ms,
+            latency_samples,
+            cost_per_hour
+        );
+    }
+}
+
+/// Packs `candidates` into `out` (little-endian, field after field), as a
+/// host would per call for a `list<u8>` shape.
+fn pack(candidates: &[wit::Candidate], out: &mut Vec<u8>) {
+    out.clear();
+    for c in candidates {
+        for x in [c.node, c.in_flight, c.max_concurrent, c.node_in_flight] {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.extend_from_slice(&c.cpu_pct.to_le_bytes());
+        out.extend_from_slice(&c.mem_used_mib.to_le_bytes());
+        out.extend_from_slice(&c.mem_total_mib.to_le_bytes());
+        out.extend_from_slice(&c.gpu_count.to_le_bytes());
+        out.extend_from_slice(&c.gpu_util_pct.to_le_bytes());
+        out.extend_from_slice(&c.gpu_mem_free_mib.to_le_bytes());
+        out.extend_from_slice(&c.gpu_mem_total_mib.to_le_bytes());
+        out.extend_from_slice(&c.latency_ms.to_le_bytes());
+        out.extend_from_slice(&c.latency_samples.to_le_bytes());
+        out.extend_from_slice(&c.cost_per_hour.to_le_bytes());
+    }
+}
+
+fn bench_lowering(c: &mut Criterion, fleet: &Fleet) {
+    use wasmtime::component::{Component, Linker, TypedFunc};
+    use wasmtime::{Config, Engine, Store};
+
+    let mut config = Config::new();
+    config.wasm_component_model(true).concurrency_support(false);
+    let engine = Engine::new(&config).expect("engine");
+    let component = Component::new(&engine, LOWERING_WAT)
+        .unwrap_or_else(|e| panic!("lowering component: {e:#}"));
+    let mut store = Store::new(&engine, ());
+    let instance = Linker::new(&engine)
+        .instantiate(&mut store, &component)
+        .expect("instantiate");
+    let records: TypedFunc<(&[wit::Candidate],), (u32,)> = instance
+        .get_typed_func(&mut store, "records")
+        .expect("records");
+    let bytes: TypedFunc<(&[u8],), (u32,)> =
+        instance.get_typed_func(&mut store, "bytes").expect("bytes");
+    let columns: TypedFunc<(&Columns,), (u32,)> = instance
+        .get_typed_func(&mut store, "columns")
+        .expect("columns");
+
+    let mut group = c.benchmark_group("lowering");
+    for n in LOWERING_SIZES {
+        let candidates = &fleet.wit[..n];
+        group.bench_function(BenchmarkId::new("records", n), |b| {
+            b.iter(|| {
+                records
+                    .call(&mut store, (black_box(candidates),))
+                    .expect("call")
+            });
+        });
+        let mut buf = Vec::new();
+        group.bench_function(BenchmarkId::new("bytes", n), |b| {
+            b.iter(|| {
+                pack(black_box(candidates), &mut buf);
+                bytes.call(&mut store, (&buf,)).expect("call")
+            });
+        });
+        let mut cols = Columns::default();
+        group.bench_function(BenchmarkId::new("columns", n), |b| {
+            b.iter(|| {
+                cols.fill(black_box(candidates));
+                columns.call(&mut store, (&cols,)).expect("call")
+            });
+        });
+    }
+    group.finish();
 }
 
 // ---------------------------------------------------------------------------
 // Summary
 // ---------------------------------------------------------------------------
 
-/// Where criterion writes its estimates: as criterion finds it
-/// (`CRITERION_HOME`, else `<target>/criterion`).
+/// Where criterion writes its estimates, found as criterion finds it:
+/// `CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`, else (under cargo)
+/// `<target>/criterion`, else `./target/criterion`.
 fn criterion_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("CRITERION_HOME") {
         return PathBuf::from(home);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(target).join("criterion");
+    }
+    if std::env::var_os("CARGO").is_some() {
         // CARGO_TARGET_TMPDIR is `<target>/tmp`.
-        || Path::new(env!("CARGO_TARGET_TMPDIR")).join(".."),
-        PathBuf::from,
-    );
-    target.join("criterion")
+        return Path::new(env!("CARGO_TARGET_TMPDIR")).join("../criterion");
+    }
+    PathBuf::from("target/criterion")
 }
 
 /// The median of `<group>/<function>/<n>`, ns, if measured by this process
@@ -631,13 +817,42 @@ fn summary(since: SystemTime) {
     }
 }
 
+/// Prints the lowering comparison of this run, if measured.
+fn lowering_summary(since: SystemTime) {
+    let mut rows = Vec::new();
+    for n in LOWERING_SIZES {
+        let cells: Vec<Option<f64>> = ["records", "bytes", "columns"]
+            .iter()
+            .map(|shape| median_ns("lowering", shape, n, since))
+            .collect();
+        if let [Some(r), Some(b), Some(c)] = cells[..] {
+            rows.push(format!(
+                "| {n} | {} | {} | {} |",
+                fmt_ns(r),
+                fmt_ns(b),
+                fmt_ns(c)
+            ));
+        }
+    }
+    if !rows.is_empty() {
+        println!("\nPassing N candidates to a component (host side, one call), median:\n");
+        println!("| n | list<candidate> | list<u8> (packed per call) | 14 columns |");
+        println!("|---:|---:|---:|---:|");
+        for row in rows {
+            println!("{row}");
+        }
+    }
+}
+
 fn main() {
     let since = SystemTime::now();
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2))
+        .nresamples(10_000)
         .configure_from_args();
     benches(&mut c);
     c.final_summary();
     summary(since);
+    lowering_summary(since);
 }
