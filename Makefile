@@ -5,11 +5,12 @@
 #   make test    build and run every test, plus rustfmt and clippy checks
 #   make build   host binaries (release) and plugins
 #   make plugins wasm policy plugins into plugins/dist (see mk/plugins.mk)
+#   make bench   policy pick benchmark: wasm vs native, deadline cost (~4 min)
 
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build demo test lint toolchain clean
+.PHONY: all build demo test lint toolchain bench clean
 
 all: build
 
@@ -37,6 +38,9 @@ lint:
 
 test: plugins lint plugins-test
 	$(CARGO) test --workspace
+
+bench: plugins
+	$(CARGO) bench -p policy-host --bench pick
 
 clean: plugins-clean
 	$(CARGO) clean
