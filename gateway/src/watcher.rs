@@ -143,6 +143,7 @@ fn reconcile(policies: &Policies, dir: &Path, seen: &mut HashMap<PathBuf, Seen>)
             Seen {
                 len,
                 modified,
+                inode,
                 hash: hash.clone(),
             },
         );
