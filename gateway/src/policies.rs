@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
-use policy_host::types::{Candidate, Decision, Outcome, Request};
+use policy_host::types::{Decision, Outcome, Request};
 use policy_host::{NativeRoundRobin, NodeDirectory, Policy, PolicyEngine, PolicyError, TrapReason};
 use protocol::{
     CallError, CallHead, ErrorKind, PolicyTable, PolicyView, RejectedFile, ServicePolicy,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use crate::candidates::{Directory, candidate};
+use crate::candidates::{Directory, candidates};
 use crate::registry::{Node, Registry};
 
 /// The name a pick reports when the built-in round-robin made it.
@@ -334,10 +334,9 @@ impl Policies {
             now_ms: self.now_ms(),
             random: self.rng.lock().map(|mut r| r.random()).unwrap_or_default(),
         };
-        let candidates: Vec<Candidate> =
-            nodes.iter().map(|n| candidate(n, &head.service)).collect();
+        let columns = candidates(nodes, &head.service);
         let started = Instant::now();
-        let decision = policy.pick(&request, &candidates);
+        let decision = policy.pick(&request, &columns);
         metrics::histogram!("policy_pick_duration_us", "policy" => policy.name().to_string())
             .record(started.elapsed().as_secs_f64() * 1e6);
         match decision {
@@ -407,6 +406,7 @@ fn count_trap(policy: &Policy, error: &PolicyError) {
         } => "stack_overflow",
         PolicyError::Trap { .. } => "trap",
         PolicyError::BadDecision { .. } => "bad_decision",
+        PolicyError::BadInput { .. } => "bad_input",
         _ => "other",
     };
     metrics::counter!("policy_traps_total", "policy" => policy.name().to_string(), "reason" => reason).increment(1);

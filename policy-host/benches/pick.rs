@@ -3,7 +3,7 @@
 //! the same algorithm compiled natively (the plugin crate's struct, called
 //! directly), over 10, 100 and 1000 candidates; the fixed cost of a wasm pick
 //! (1 candidate); what epoch interruption (the pick deadline) costs; and what
-//! the WIT shape of the candidate list costs.
+//! the WIT shape of the candidates costs.
 //!
 //! Run (release; about 4 minutes of benchmarking on 2 cores, after the
 //! build):
@@ -22,9 +22,11 @@
 //! - `lowering/<shape>/N`: what passing N candidates costs the host alone, on
 //!   a minimal hand-written component whose exports only return the list
 //!   length (no policy, no guest-side decoding), in three shapes: `records`
-//!   (`list<candidate>`, today's WIT), `bytes` (the same figures packed by
-//!   the host into one `list<u8>` per call) and `columns` (a record of 14
-//!   lists, one per field). It tells whether the WIT shape is the cost.
+//!   (`list<candidate>`, a list of 14-field records: the WIT before 1.0.0
+//!   shipped), `bytes` (the same figures packed by the host into one
+//!   `list<u8>` per call) and `columns` (a record of 14 lists, one per field:
+//!   today's WIT, `candidates`, filled from rows per call as the gateway
+//!   builds it per pick). It tells what the WIT shape costs.
 //!
 //! The state is steady: every policy first observes three outcomes per node
 //! (the same ones natively and in wasm), the clock (`now_ms`) stands still so
@@ -88,10 +90,11 @@ fn dist() -> PathBuf {
 // The fleet, in both shapes
 // ---------------------------------------------------------------------------
 
-/// One fleet of [`FLEET`] nodes, as the gateway hands it to a component
-/// (`wit`) and as the native algorithm takes it (`sdk`); the same figures.
+/// One fleet of [`FLEET`] nodes, as rows of the figures a component gets
+/// (`rows`, see [`Fleet::wit`] for the columns) and as the native algorithm
+/// takes it (`sdk`); the same figures.
 struct Fleet {
-    wit: Vec<wit::Candidate>,
+    rows: Vec<wit::CandidateRow>,
     sdk: Vec<policy_sdk::Candidate>,
     facts: HashMap<u32, policy_sdk::NodeFacts>,
     outcomes: Vec<policy_sdk::Outcome>,
@@ -185,13 +188,18 @@ impl Fleet {
                 });
             }
         }
-        let wit = sdk.iter().map(wit_candidate).collect();
+        let rows = sdk.iter().map(wit_candidate).collect();
         Self {
-            wit,
+            rows,
             sdk,
             facts,
             outcomes,
         }
+    }
+
+    /// The first `n` nodes as the gateway hands them to a component.
+    fn wit(&self, n: usize) -> wit::Candidates {
+        self.rows[..n].iter().copied().collect()
     }
 }
 
@@ -217,8 +225,8 @@ fn frac(rng: &mut SplitMix64, of: u64) -> u64 {
     (rng.next_f64() * of as f64) as u64
 }
 
-fn wit_candidate(c: &policy_sdk::Candidate) -> wit::Candidate {
-    wit::Candidate {
+fn wit_candidate(c: &policy_sdk::Candidate) -> wit::CandidateRow {
+    wit::CandidateRow {
         node: c.node,
         in_flight: c.in_flight,
         max_concurrent: c.max_concurrent,
@@ -423,10 +431,11 @@ fn cross_check<P: Native>(
 ) {
     const TRIES: u64 = 32;
     let (mut wreq, mut sreq) = (wit_request(name), sdk_request(name));
+    let cands = fleet.wit(n);
     let mut agree = 0;
     for i in 0..TRIES {
         (wreq.random, sreq.random) = (random(i), random(i));
-        let w = match wasm.pick(&wreq, &fleet.wit[..n]) {
+        let w = match wasm.pick(&wreq, &cands) {
             Ok(wit::Decision::Route(i)) => i,
             other => panic!("{name}/wasm/{n}: expected a route, got {other:?}"),
         };
@@ -466,7 +475,7 @@ fn bench_policy<P: Native + Default>(
                 black_box(nat.pick(black_box(&req), black_box(candidates), &facts))
             });
         });
-        bench_wasm(&mut group, "wasm", n, &wasm, &fleet.wit[..n], name);
+        bench_wasm(&mut group, "wasm", n, &wasm, &fleet.wit(n), name);
     }
     group.finish();
     assert_eq!(wasm.traps_total(), 0, "{name}: the component trapped");
@@ -477,7 +486,7 @@ fn bench_wasm(
     function: &str,
     n: usize,
     wasm: &Policy,
-    candidates: &[wit::Candidate],
+    candidates: &wit::Candidates,
     name: &str,
 ) {
     let mut req = wit_request(name);
@@ -516,7 +525,7 @@ fn bench_epoch(c: &mut Criterion, fleet: &Fleet, dir: &Arc<Directory>) {
                 &format!("{name}-{label}"),
                 EPOCH_SIZE,
                 &wasm,
-                &fleet.wit[..EPOCH_SIZE],
+                &fleet.wit(EPOCH_SIZE),
                 name,
             );
             assert_eq!(wasm.traps_total(), 0, "{name}: the component trapped");
@@ -587,70 +596,90 @@ const LOWERING_WAT: &str = r#"
     (canon lift (core func $i "columns") (memory (core memory $i "memory")) (realloc (core func $i "realloc")))))
 "#;
 
-/// The candidates as 14 columns (the `columns` shape).
-#[derive(Default, wasmtime::component::ComponentType, wasmtime::component::Lower)]
+/// One candidate as a 14-field record (the `records` shape).
+#[derive(Clone, Copy, wasmtime::component::ComponentType, wasmtime::component::Lower)]
 #[component(record)]
-struct Columns {
-    node: Vec<u32>,
+struct Record {
+    node: u32,
     #[component(name = "in-flight")]
-    in_flight: Vec<u32>,
+    in_flight: u32,
     #[component(name = "max-concurrent")]
-    max_concurrent: Vec<u32>,
+    max_concurrent: u32,
     #[component(name = "node-in-flight")]
-    node_in_flight: Vec<u32>,
+    node_in_flight: u32,
     #[component(name = "cpu-pct")]
-    cpu_pct: Vec<f32>,
+    cpu_pct: f32,
     #[component(name = "mem-used-mib")]
-    mem_used_mib: Vec<u64>,
+    mem_used_mib: u64,
     #[component(name = "mem-total-mib")]
-    mem_total_mib: Vec<u64>,
+    mem_total_mib: u64,
     #[component(name = "gpu-count")]
-    gpu_count: Vec<u32>,
+    gpu_count: u32,
     #[component(name = "gpu-util-pct")]
-    gpu_util_pct: Vec<f32>,
+    gpu_util_pct: f32,
     #[component(name = "gpu-mem-free-mib")]
-    gpu_mem_free_mib: Vec<u64>,
+    gpu_mem_free_mib: u64,
     #[component(name = "gpu-mem-total-mib")]
-    gpu_mem_total_mib: Vec<u64>,
+    gpu_mem_total_mib: u64,
     #[component(name = "latency-ms")]
-    latency_ms: Vec<f32>,
+    latency_ms: f32,
     #[component(name = "latency-samples")]
-    latency_samples: Vec<u32>,
+    latency_samples: u32,
     #[component(name = "cost-per-hour")]
-    cost_per_hour: Vec<f32>,
+    cost_per_hour: f32,
 }
 
-impl Columns {
-    /// Refills the columns from `candidates`, reusing their buffers.
-    fn fill(&mut self, candidates: &[wit::Candidate]) {
-        macro_rules! refill {
-            ($($field:ident),*) => {$(
-                self.$field.clear();
-                self.$field.extend(candidates.iter().map(|c| c.$field));
-            )*};
+impl From<&wit::CandidateRow> for Record {
+    fn from(c: &wit::CandidateRow) -> Self {
+        Self {
+            node: c.node,
+            in_flight: c.in_flight,
+            max_concurrent: c.max_concurrent,
+            node_in_flight: c.node_in_flight,
+            cpu_pct: c.cpu_pct,
+            mem_used_mib: c.mem_used_mib,
+            mem_total_mib: c.mem_total_mib,
+            gpu_count: c.gpu_count,
+            gpu_util_pct: c.gpu_util_pct,
+            gpu_mem_free_mib: c.gpu_mem_free_mib,
+            gpu_mem_total_mib: c.gpu_mem_total_mib,
+            latency_ms: c.latency_ms,
+            latency_samples: c.latency_samples,
+            cost_per_hour: c.cost_per_hour,
         }
-        refill!(
-            node,
-            in_flight,
-            max_concurrent,
-            node_in_flight,
-            cpu_pct,
-            mem_used_mib,
-            mem_total_mib,
-            gpu_count,
-            gpu_util_pct,
-            gpu_mem_free_mib,
-            gpu_mem_total_mib,
-            latency_ms,
-            latency_samples,
-            cost_per_hour
-        );
     }
+}
+
+/// Refills `cols` (the `columns` shape, the WIT's `candidates`) from `rows`,
+/// reusing its buffers.
+fn fill(cols: &mut wit::Candidates, rows: &[wit::CandidateRow]) {
+    macro_rules! refill {
+        ($($field:ident),*) => {$(
+            cols.$field.clear();
+            cols.$field.extend(rows.iter().map(|c| c.$field));
+        )*};
+    }
+    refill!(
+        node,
+        in_flight,
+        max_concurrent,
+        node_in_flight,
+        cpu_pct,
+        mem_used_mib,
+        mem_total_mib,
+        gpu_count,
+        gpu_util_pct,
+        gpu_mem_free_mib,
+        gpu_mem_total_mib,
+        latency_ms,
+        latency_samples,
+        cost_per_hour
+    );
 }
 
 /// Packs `candidates` into `out` (little-endian, field after field), as a
 /// host would per call for a `list<u8>` shape.
-fn pack(candidates: &[wit::Candidate], out: &mut Vec<u8>) {
+fn pack(candidates: &[wit::CandidateRow], out: &mut Vec<u8>) {
     out.clear();
     for c in candidates {
         for x in [c.node, c.in_flight, c.max_concurrent, c.node_in_flight] {
@@ -682,22 +711,24 @@ fn bench_lowering(c: &mut Criterion, fleet: &Fleet) {
     let instance = Linker::new(&engine)
         .instantiate(&mut store, &component)
         .expect("instantiate");
-    let records: TypedFunc<(&[wit::Candidate],), (u32,)> = instance
+    let records: TypedFunc<(&[Record],), (u32,)> = instance
         .get_typed_func(&mut store, "records")
         .expect("records");
     let bytes: TypedFunc<(&[u8],), (u32,)> =
         instance.get_typed_func(&mut store, "bytes").expect("bytes");
-    let columns: TypedFunc<(&Columns,), (u32,)> = instance
+    let columns: TypedFunc<(&wit::Candidates,), (u32,)> = instance
         .get_typed_func(&mut store, "columns")
         .expect("columns");
 
+    let all: Vec<Record> = fleet.rows.iter().map(Record::from).collect();
     let mut group = c.benchmark_group("lowering");
     for n in LOWERING_SIZES {
-        let candidates = &fleet.wit[..n];
+        let candidates = &fleet.rows[..n];
+        let as_records = &all[..n];
         group.bench_function(BenchmarkId::new("records", n), |b| {
             b.iter(|| {
                 records
-                    .call(&mut store, (black_box(candidates),))
+                    .call(&mut store, (black_box(as_records),))
                     .expect("call")
             });
         });
@@ -708,10 +739,10 @@ fn bench_lowering(c: &mut Criterion, fleet: &Fleet) {
                 bytes.call(&mut store, (&buf,)).expect("call")
             });
         });
-        let mut cols = Columns::default();
+        let mut cols = wit::Candidates::with_capacity(n);
         group.bench_function(BenchmarkId::new("columns", n), |b| {
             b.iter(|| {
-                cols.fill(black_box(candidates));
+                fill(&mut cols, black_box(candidates));
                 columns.call(&mut store, (&cols,)).expect("call")
             });
         });
@@ -836,7 +867,9 @@ fn lowering_summary(since: SystemTime) {
     }
     if !rows.is_empty() {
         println!("\nPassing N candidates to a component (host side, one call), median:\n");
-        println!("| n | list<candidate> | list<u8> (packed per call) | 14 columns |");
+        println!(
+            "| n | list<candidate> (former WIT) | list<u8> (packed per call) | 14 columns (WIT `candidates`) |"
+        );
         println!("|---:|---:|---:|---:|");
         for row in rows {
             println!("{row}");

@@ -81,6 +81,15 @@ pub enum PolicyError {
         /// How many candidates there were.
         len: usize,
     },
+    /// The pick input breaks the WIT contract (columns of unequal lengths, or
+    /// no candidate); the guest was not called.
+    #[error("bad input for policy {policy}: {reason}")]
+    BadInput {
+        /// The policy name.
+        policy: String,
+        /// What is wrong with the input.
+        reason: String,
+    },
     /// Reading a policy file or directory failed (the message names the path).
     #[error("policy i/o error: {0}")]
     Io(#[from] std::io::Error),

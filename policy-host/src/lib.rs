@@ -15,6 +15,7 @@
 //! the compiled component, so the policy keeps answering (with fresh state).
 //! [`NativeRoundRobin`] is the built-in fallback for when a policy fails.
 
+mod candidates;
 mod driver;
 mod engine;
 mod error;
@@ -44,8 +45,33 @@ mod bindings {
 /// `switchyard:policy/types@1.0.0` (field docs are those of the WIT file).
 pub mod types {
     pub use crate::bindings::switchyard::policy::types::{
-        Candidate, Decision, Gpu, NodeInfo, Outcome, Request,
+        Candidates, Decision, Gpu, NodeInfo, Outcome, Request,
     };
+
+    /// One candidate as a plain row: the i-th element of every column of
+    /// [`Candidates`] (same field names, units and meaning; see there).
+    ///
+    /// The WIT passes candidates in column layout because lowering columns
+    /// into the guest is a memcpy per column; build [`Candidates`] directly
+    /// where it is hot, or collect rows with `FromIterator`/[`Candidates::push`].
+    #[derive(Debug, Clone, Copy, Default, PartialEq)]
+    #[allow(missing_docs)]
+    pub struct CandidateRow {
+        pub node: NodeKey,
+        pub in_flight: u32,
+        pub max_concurrent: u32,
+        pub node_in_flight: u32,
+        pub cpu_pct: f32,
+        pub mem_used_mib: u64,
+        pub mem_total_mib: u64,
+        pub gpu_count: u32,
+        pub gpu_util_pct: f32,
+        pub gpu_mem_free_mib: u64,
+        pub gpu_mem_total_mib: u64,
+        pub latency_ms: f32,
+        pub latency_samples: u32,
+        pub cost_per_hour: f32,
+    }
 
     /// The gateway's handle for a node: stable for a node id while the
     /// gateway runs, never reused for another node id.

@@ -13,7 +13,7 @@ use crate::driver::{Blocked, Driver};
 use crate::engine::Ticker;
 use crate::host::HostState;
 use crate::logging::LogSink;
-use crate::types::{Candidate, Decision, Outcome, Request};
+use crate::types::{Candidates, Decision, Outcome, Request};
 use crate::{NodeDirectory, PolicyError, TrapReason};
 
 /// Longest accepted policy name, bytes.
@@ -156,23 +156,26 @@ impl Policy {
     ///
     /// # Errors
     ///
+    /// [`PolicyError::BadInput`] (the guest is not called) unless every
+    /// column of `candidates` has the same length n >= 1;
     /// [`PolicyError::Trap`] if the guest traps or runs past the deadline (the
     /// instance is then rebuilt with fresh state); [`PolicyError::BadDecision`]
-    /// if it routes to an index `>= candidates.len()`;
-    /// [`PolicyError::Instantiate`] if an earlier rebuild failed and fails
-    /// again.
-    pub fn pick(&self, req: &Request, candidates: &[Candidate]) -> Result<Decision, PolicyError> {
+    /// if it routes to an index `>= n`; [`PolicyError::Instantiate`] if an
+    /// earlier rebuild failed and fails again.
+    pub fn pick(&self, req: &Request, candidates: &Candidates) -> Result<Decision, PolicyError> {
         self.picks.fetch_add(1, Ordering::Relaxed);
+        let len = candidates.check().map_err(|reason| PolicyError::BadInput {
+            policy: self.name.clone(),
+            reason,
+        })?;
         let decision =
             self.call(async |guest, store| guest.call_pick(store, req, candidates).await)?;
         match decision {
-            Decision::Route(index)
-                if !usize::try_from(index).is_ok_and(|i| i < candidates.len()) =>
-            {
+            Decision::Route(index) if !usize::try_from(index).is_ok_and(|i| i < len) => {
                 Err(PolicyError::BadDecision {
                     policy: self.name.clone(),
                     index,
-                    len: candidates.len(),
+                    len,
                 })
             }
             decision => Ok(decision),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use policy_host::types::{Candidate, Decision, Gpu, NodeInfo, Outcome, Request};
+use policy_host::types::{CandidateRow, Candidates, Decision, Gpu, NodeInfo, Outcome, Request};
 use policy_host::{EngineConfig, NoNodes, NodeDirectory, PolicyEngine, PolicyError, TrapReason};
 
 /// A component exporting the `policy` world by hand (canonical ABI lowered
@@ -11,8 +11,17 @@ use policy_host::{EngineConfig, NoNodes, NodeDirectory, PolicyEngine, PolicyErro
 /// 0 → `route(0)`; 1 → loops forever; 2 → grows memory until refused, then
 /// traps; 3 → recurses forever; 4 → `route(99)`; 5 → `unreachable`;
 /// 6 → `route(1)` if `host.node-info(7)` is some, else `route(0)`.
-/// It also counts picks in a global: 7 → `route(picks so far)`; and
-/// 8 → sleeps for an hour (`monotonic-clock.subscribe-duration` + `block`).
+/// It also counts picks in a global: 7 → `route(picks so far)`;
+/// 8 → sleeps for an hour (`monotonic-clock.subscribe-duration` + `block`);
+/// 9 → `route(n)`, one past the last candidate.
+///
+/// `pick` flattens to 2 + 14 × 2 + ... > 16 core parameters, so the canonical
+/// ABI passes its arguments through memory: the host allocates a
+/// `(request, candidates)` tuple with the guest's `cabi_realloc` and passes
+/// one pointer. Layout (align 8): `request` at 0 (`service` ptr/len at 0/4,
+/// `payload-bytes` at 8, `hints` ptr/len at 16/20, `now-ms` at 24, `random`
+/// at 32; size 40), then `candidates` at 40: 14 lists of ptr/len pairs, the
+/// first (`node`) with its length n at 44.
 const HOSTILE: &str = r#"
 (component
   (import "switchyard:policy/host@1.0.0" (instance $host
@@ -79,12 +88,15 @@ const HOSTILE: &str = r#"
       (i32.const 32))
     (func $recurse (param i32) (result i32)
       (i32.add (call $recurse (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))
-    (func (export "pick")
-      (param i32 i32 i64 i32 i32 i64 i64 i32 i32) (result i32)
+    (func (export "pick") (param $args i32) (result i32)
       (local $mode i64)
+      (local $n i32)
+      ;; Read the arguments before resetting the heap: later allocations (the
+      ;; `node-info` result) may reuse their memory.
+      (local.set $mode (i64.load offset=32 (local.get $args)))
+      (local.set $n (i32.load offset=44 (local.get $args)))
       (global.set $heap (i32.const 1024))
       (global.set $picks (i32.add (global.get $picks) (i32.const 1)))
-      (local.set $mode (local.get 6))
       (if (i64.eq (local.get $mode) (i64.const 1))
         (then (loop $spin (br $spin))))
       (if (i64.eq (local.get $mode) (i64.const 2))
@@ -106,6 +118,8 @@ const HOSTILE: &str = r#"
         (then (call $block (call $subscribe (i64.const 3600000000000)))))
       (if (i64.eq (local.get $mode) (i64.const 7))
         (then (return (call $route (i32.sub (global.get $picks) (i32.const 1))))))
+      (if (i64.eq (local.get $mode) (i64.const 9))
+        (then (return (call $route (local.get $n)))))
       (call $route (i32.const 0)))
     (func (export "observe") (param i32 i32 i32 f32 i32 i64)))
   (core instance $i (instantiate $m
@@ -115,12 +129,14 @@ const HOSTILE: &str = r#"
       (export "block" (func $block-core))
       (export "subscribe" (func $subscribe-core))))))
 
-  (type $candidate (record
-    (field "node" u32) (field "in-flight" u32) (field "max-concurrent" u32)
-    (field "node-in-flight" u32) (field "cpu-pct" f32) (field "mem-used-mib" u64)
-    (field "mem-total-mib" u64) (field "gpu-count" u32) (field "gpu-util-pct" f32)
-    (field "gpu-mem-free-mib" u64) (field "gpu-mem-total-mib" u64)
-    (field "latency-ms" f32) (field "latency-samples" u32) (field "cost-per-hour" f32)))
+  (type $candidates (record
+    (field "node" (list u32)) (field "in-flight" (list u32))
+    (field "max-concurrent" (list u32)) (field "node-in-flight" (list u32))
+    (field "cpu-pct" (list f32)) (field "mem-used-mib" (list u64))
+    (field "mem-total-mib" (list u64)) (field "gpu-count" (list u32))
+    (field "gpu-util-pct" (list f32)) (field "gpu-mem-free-mib" (list u64))
+    (field "gpu-mem-total-mib" (list u64)) (field "latency-ms" (list f32))
+    (field "latency-samples" (list u32)) (field "cost-per-hour" (list f32))))
   (type $request (record
     (field "service" string) (field "payload-bytes" u64)
     (field "hints" (list (tuple string string))) (field "now-ms" u64) (field "random" u64)))
@@ -128,7 +144,7 @@ const HOSTILE: &str = r#"
   (type $outcome (record
     (field "service" string) (field "node" u32) (field "latency-ms" f32)
     (field "ok" bool) (field "now-ms" u64)))
-  (export $candidate-e "candidate" (type $candidate))
+  (export $candidates-e "candidates" (type $candidates))
   (export $request-e "request" (type $request))
   (export $decision-e "decision" (type $decision))
   (export $outcome-e "outcome" (type $outcome))
@@ -136,7 +152,7 @@ const HOSTILE: &str = r#"
   (func (export "name") (result string)
     (canon lift (core func $i "name") (memory (core memory $libc-i "memory"))))
   (func (export "pick")
-    (param "req" $request-e) (param "candidates" (list $candidate-e)) (result $decision-e)
+    (param "req" $request-e) (param "candidates" $candidates-e) (result $decision-e)
     (canon lift (core func $i "pick")
       (memory (core memory $libc-i "memory")) (realloc (core func $libc-i "cabi_realloc"))))
   (func (export "observe") (param "outcome" $outcome-e)
@@ -162,9 +178,9 @@ fn request(mode: u64) -> Request {
     }
 }
 
-fn candidates(n: u32) -> Vec<Candidate> {
+fn candidates(n: u32) -> Candidates {
     (0..n)
-        .map(|node| Candidate {
+        .map(|node| CandidateRow {
             node,
             in_flight: 0,
             max_concurrent: 1,
@@ -261,6 +277,54 @@ fn out_of_range_route_is_a_bad_decision() -> Result<(), PolicyError> {
         }
         other => panic!("expected a bad decision, got {other:?}"),
     }
+    assert_eq!(policy.traps_total(), 0);
+    Ok(())
+}
+
+#[test]
+fn route_to_n_is_a_bad_decision() -> Result<(), PolicyError> {
+    let policy = load_hostile(Arc::new(NoNodes))?;
+    for n in [1, 5, 100] {
+        match policy.pick(&request(9), &candidates(n)) {
+            Err(PolicyError::BadDecision { index, len, .. }) => {
+                assert_eq!((index, len), (n, n as usize));
+            }
+            other => panic!("expected a bad decision, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        policy.pick(&request(0), &candidates(5))?,
+        Decision::Route(0)
+    );
+    Ok(())
+}
+
+#[test]
+fn ragged_or_empty_candidates_never_reach_the_guest() -> Result<(), PolicyError> {
+    let policy = load_hostile(Arc::new(NoNodes))?;
+    let mut ragged = candidates(3);
+    ragged.cost_per_hour.push(1.0);
+    let mut short = candidates(3);
+    short.gpu_mem_free_mib.pop();
+    for (cands, what) in [
+        (ragged, "cost-per-hour"),
+        (short, "gpu-mem-free-mib"),
+        (candidates(0), "no candidates"),
+    ] {
+        // Mode 7 routes to the guest's pick count: it shows whether the
+        // guest ran.
+        match policy.pick(&request(7), &cands) {
+            Err(PolicyError::BadInput { policy, reason }) => {
+                assert_eq!(policy, "hostile");
+                assert!(reason.contains(what), "{reason}");
+            }
+            other => panic!("expected bad input, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        policy.pick(&request(7), &candidates(3))?,
+        Decision::Route(0)
+    );
     assert_eq!(policy.traps_total(), 0);
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use policy_host::types::{Candidate, Decision, Outcome, Request};
+use policy_host::types::{CandidateRow, Candidates, Decision, Outcome, Request};
 use policy_host::{EngineConfig, NoNodes, PolicyEngine, PolicyError, load_dir};
 
 fn plugin_path() -> PathBuf {
@@ -26,9 +26,9 @@ fn request(service: &str) -> Request {
     }
 }
 
-fn candidates(n: u32) -> Vec<Candidate> {
+fn candidates(n: u32) -> Candidates {
     (0..n)
-        .map(|node| Candidate {
+        .map(|node| CandidateRow {
             node,
             in_flight: 0,
             max_concurrent: 4,

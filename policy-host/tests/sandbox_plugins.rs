@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use policy_host::types::{Candidate, Decision, Outcome, Request};
+use policy_host::types::{CandidateRow, Candidates, Decision, Outcome, Request};
 use policy_host::{EngineConfig, NoNodes, Policy, PolicyEngine, PolicyError, TrapReason, load_dir};
 
 /// Where `make plugins-test-wasm` installs the test plugins.
@@ -96,9 +96,9 @@ fn benign() -> Request {
     request(&[("optimize", "latency")])
 }
 
-fn candidates(n: u32) -> Vec<Candidate> {
+fn candidates(n: u32) -> Candidates {
     (0..n)
-        .map(|node| Candidate {
+        .map(|node| CandidateRow {
             node,
             in_flight: 0,
             max_concurrent: 4,

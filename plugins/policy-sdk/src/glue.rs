@@ -8,8 +8,9 @@
 /// runs `wit_bindgen::generate!` on `../../wit` (relative to the policy
 /// crate, i.e. a crate at `plugins/<name>/`), keeps one instance of the policy
 /// in a `Mutex` (created with `Default`), converts the generated records into
-/// this crate's plain types (numbers are copied; the request's strings are
-/// moved, not copied) and forwards `name`, `pick` and `observe`. `pick`
+/// this crate's plain types (the WIT's candidate columns become rows of
+/// [`Candidate`](crate::Candidate): numbers only, copied; the request's
+/// strings are moved, not copied) and forwards `name`, `pick` and `observe`. `pick`
 /// passes the host's `node-info` import as the `facts` function; an `Err`
 /// becomes `decision::reject`.
 ///
@@ -38,9 +39,9 @@ macro_rules! export_policy {
                     <$policy as sdk::Policy>::NAME.to_owned()
                 }
 
-                fn pick(req: Request, candidates: Vec<Candidate>) -> Decision {
+                fn pick(req: Request, candidates: Candidates) -> Decision {
                     let req = request(req);
-                    let candidates: Vec<sdk::Candidate> = candidates.iter().map(candidate).collect();
+                    let candidates = rows(&candidates);
                     let facts = |node| host::node_info(node).map(node_facts);
                     let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
                     match <$policy as sdk::Policy>::pick(&mut state, &req, &candidates, &facts) {
@@ -72,23 +73,48 @@ macro_rules! export_policy {
                 }
             }
 
-            fn candidate(c: &Candidate) -> sdk::Candidate {
-                sdk::Candidate {
-                    node: c.node,
-                    in_flight: c.in_flight,
-                    max_concurrent: c.max_concurrent,
-                    node_in_flight: c.node_in_flight,
-                    cpu_pct: c.cpu_pct,
-                    mem_used_mib: c.mem_used_mib,
-                    mem_total_mib: c.mem_total_mib,
-                    gpu_count: c.gpu_count,
-                    gpu_util_pct: c.gpu_util_pct,
-                    gpu_mem_free_mib: c.gpu_mem_free_mib,
-                    gpu_mem_total_mib: c.gpu_mem_total_mib,
-                    latency_ms: c.latency_ms,
-                    latency_samples: c.latency_samples,
-                    cost_per_hour: c.cost_per_hour,
-                }
+            /// The host's columns as the rows the algorithms take (numbers
+            /// only: n small copies, no allocation but the `Vec`). n is the
+            /// shortest column, so a host breaking the equal-lengths promise
+            /// cannot make this index out of bounds.
+            fn rows(c: &Candidates) -> Vec<sdk::Candidate> {
+                let n = [
+                    c.node.len(),
+                    c.in_flight.len(),
+                    c.max_concurrent.len(),
+                    c.node_in_flight.len(),
+                    c.cpu_pct.len(),
+                    c.mem_used_mib.len(),
+                    c.mem_total_mib.len(),
+                    c.gpu_count.len(),
+                    c.gpu_util_pct.len(),
+                    c.gpu_mem_free_mib.len(),
+                    c.gpu_mem_total_mib.len(),
+                    c.latency_ms.len(),
+                    c.latency_samples.len(),
+                    c.cost_per_hour.len(),
+                ]
+                .into_iter()
+                .min()
+                .unwrap_or(0);
+                (0..n)
+                    .map(|i| sdk::Candidate {
+                        node: c.node[i],
+                        in_flight: c.in_flight[i],
+                        max_concurrent: c.max_concurrent[i],
+                        node_in_flight: c.node_in_flight[i],
+                        cpu_pct: c.cpu_pct[i],
+                        mem_used_mib: c.mem_used_mib[i],
+                        mem_total_mib: c.mem_total_mib[i],
+                        gpu_count: c.gpu_count[i],
+                        gpu_util_pct: c.gpu_util_pct[i],
+                        gpu_mem_free_mib: c.gpu_mem_free_mib[i],
+                        gpu_mem_total_mib: c.gpu_mem_total_mib[i],
+                        latency_ms: c.latency_ms[i],
+                        latency_samples: c.latency_samples[i],
+                        cost_per_hour: c.cost_per_hour[i],
+                    })
+                    .collect()
             }
 
             fn node_facts(f: wit::NodeInfo) -> sdk::NodeFacts {

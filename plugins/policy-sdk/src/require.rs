@@ -2,7 +2,7 @@
 //! metric hints), parsed once per pick and checked per candidate.
 //!
 //! An expression is `<metric><op><value>`, `<op>` one of `>=`, `<=`, `>`, `<`,
-//! `=`, `!=`. Metrics (units as in the WIT `candidate` record):
+//! `=`, `!=`. Metrics (units as in the WIT `candidates` record):
 //!
 //! | metric              | meaning                                       |
 //! |---------------------|-----------------------------------------------|

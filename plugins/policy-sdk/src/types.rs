@@ -9,9 +9,9 @@ use crate::{Hints, SplitMix64};
 /// while the gateway runs, never reused for another node id.
 pub type NodeKey = u32;
 
-/// One node that hosts the service and has a free slot for the call (WIT
-/// `candidate`). Figures come from the node's latest stats report and from
-/// the gateway's own counters.
+/// One node that hosts the service and has a free slot for the call: the
+/// i-th element of every column of the WIT `candidates` record. Figures come
+/// from the node's latest stats report and from the gateway's own counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Candidate {
     /// Which node this is.

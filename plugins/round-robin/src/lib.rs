@@ -30,9 +30,11 @@ mod component {
             crate::NAME.to_owned()
         }
 
-        fn pick(req: Request, candidates: Vec<Candidate>) -> Decision {
+        fn pick(req: Request, candidates: Candidates) -> Decision {
+            // Only n matters here: the length of every column (the host
+            // guarantees they are equal).
             let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
-            match state.pick(&req.service, candidates.len()) {
+            match state.pick(&req.service, candidates.node.len()) {
                 Some(i) => Decision::Route(i),
                 None => Decision::Reject("no candidates".to_owned()),
             }

@@ -45,7 +45,7 @@ mod component {
             crate::NAME.to_owned()
         }
 
-        fn pick(req: Request, _candidates: Vec<Candidate>) -> Decision {
+        fn pick(req: Request, _candidates: Candidates) -> Decision {
             if crate::is_evil(&req.hints) {
                 let r = crate::recurse(0, u64::MAX);
                 return Decision::Reject(format!("recursion ended: {r}"));

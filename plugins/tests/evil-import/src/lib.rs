@@ -37,7 +37,7 @@ mod component {
             crate::NAME.to_owned()
         }
 
-        fn pick(req: Request, _candidates: Vec<Candidate>) -> Decision {
+        fn pick(req: Request, _candidates: Candidates) -> Decision {
             if crate::is_evil(&req.hints) && socket::connect("127.0.0.1:22") {
                 return Decision::Reject("connected through evil:net/socket".to_owned());
             }

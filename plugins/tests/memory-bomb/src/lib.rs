@@ -34,7 +34,7 @@ mod component {
             crate::NAME.to_owned()
         }
 
-        fn pick(req: Request, _candidates: Vec<Candidate>) -> Decision {
+        fn pick(req: Request, _candidates: Candidates) -> Decision {
             if crate::is_evil(&req.hints) {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {

@@ -42,7 +42,7 @@ mod component {
             crate::NAME.to_owned()
         }
 
-        fn pick(req: Request, _candidates: Vec<Candidate>) -> Decision {
+        fn pick(req: Request, _candidates: Candidates) -> Decision {
             let before = PICKS.fetch_add(1, Ordering::Relaxed);
             if crate::hint(&req.hints, "evil") == Some("1") {
                 panic!("panic-trap: asked to panic after {before} picks");

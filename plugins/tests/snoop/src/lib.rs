@@ -59,7 +59,7 @@ mod component {
             crate::NAME.to_owned()
         }
 
-        fn pick(req: Request, _candidates: Vec<Candidate>) -> Decision {
+        fn pick(req: Request, _candidates: Candidates) -> Decision {
             if crate::hint(&req.hints, "evil") != Some("1") {
                 return Decision::Route(0);
             }

@@ -29,7 +29,7 @@ mod component {
             crate::NAME.to_owned()
         }
 
-        fn pick(req: Request, _candidates: Vec<Candidate>) -> Decision {
+        fn pick(req: Request, _candidates: Candidates) -> Decision {
             if crate::is_evil(&req.hints) {
                 // Spins forever; `black_box` keeps the loop body observable so
                 // the optimiser cannot reason about it.
