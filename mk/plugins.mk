@@ -9,7 +9,7 @@
 #                       build the hostile test plugins plugins/tests/<crate>/
 #                       for wasm32-wasip2 (release) and install
 #                       plugins/dist-test/<crate-name>.wasm, for
-#                       policy-host/tests/sandbox_plugins.rs
+#                       policy-host/tests/plugins/sandbox_plugins.rs
 #   make plugins-clean  remove plugins/dist and plugins/dist-test (not plugins/target)
 #
 # A plugin is any folder plugins/<crate>/ holding a Cargo.toml whose package

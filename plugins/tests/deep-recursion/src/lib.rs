@@ -5,7 +5,7 @@
 //! otherwise it routes to candidate 0.
 //!
 //! Built by `make plugins-test-wasm` into
-//! `plugins/dist-test/deep-recursion.wasm`; `policy-host/tests/sandbox_plugins.rs`
+//! `plugins/dist-test/deep-recursion.wasm`; `policy-host/tests/plugins/sandbox_plugins.rs`
 //! checks that the host's bounded WebAssembly stack stops it and that the
 //! policy answers again.
 

@@ -5,7 +5,7 @@
 //! routes to candidate 0.
 //!
 //! Built by `make plugins-test-wasm` into `plugins/dist-test/evil-import.wasm`;
-//! `policy-host/tests/sandbox_plugins.rs` checks that loading it fails with a
+//! `policy-host/tests/plugins/sandbox_plugins.rs` checks that loading it fails with a
 //! link error naming `evil:net/socket`.
 
 /// The policy name the plugin reports through the `name` export.

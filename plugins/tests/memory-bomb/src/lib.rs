@@ -4,7 +4,7 @@
 //! allocator fails; otherwise it routes to candidate 0.
 //!
 //! Built by `make plugins-test-wasm` into `plugins/dist-test/memory-bomb.wasm`;
-//! `policy-host/tests/sandbox_plugins.rs` checks that the host's memory
+//! `policy-host/tests/plugins/sandbox_plugins.rs` checks that the host's memory
 //! limit stops it (an allocation failure aborts the guest) and that the
 //! policy answers again.
 

@@ -6,7 +6,7 @@
 //! Any other pick routes to candidate 0.
 //!
 //! Built by `make plugins-test-wasm` into `plugins/dist-test/panic-trap.wasm`;
-//! `policy-host/tests/sandbox_plugins.rs` drives it.
+//! `policy-host/tests/plugins/sandbox_plugins.rs` drives it.
 
 /// The policy name the plugin reports through the `name` export.
 pub const NAME: &str = "panic-trap";

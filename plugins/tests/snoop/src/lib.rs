@@ -8,7 +8,7 @@
 //! ports it tries to reach on 127.0.0.1. Any other pick routes to candidate 0.
 //!
 //! Built by `make plugins-test-wasm` into `plugins/dist-test/snoop.wasm`;
-//! `policy-host/tests/sandbox_plugins.rs` checks that every attempt was
+//! `policy-host/tests/plugins/sandbox_plugins.rs` checks that every attempt was
 //! denied and that nothing reached the test's listeners.
 
 use std::fmt::Display;

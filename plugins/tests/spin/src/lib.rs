@@ -3,7 +3,7 @@
 //! candidate 0.
 //!
 //! Built by `make plugins-test-wasm` into `plugins/dist-test/spin.wasm` (never
-//! `plugins/dist`); `policy-host/tests/sandbox_plugins.rs` checks that the
+//! `plugins/dist`); `policy-host/tests/plugins/sandbox_plugins.rs` checks that the
 //! host's epoch deadline stops the loop and that the policy answers again.
 
 /// The policy name the plugin reports through the `name` export.

@@ -3,14 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::common::{Fleet, TOKEN, service};
 use bytes::Bytes;
 use client::{CallOptions, ErrorKind};
-use common::{Fleet, TOKEN, service};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_spread_across_two_agents_by_the_wasm_round_robin() {

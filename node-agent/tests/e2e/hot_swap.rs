@@ -3,15 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::{ADMIN, Fleet, TOKEN, built_plugin, plugin_copies, service};
 use client::{CallOptions, Client, ErrorKind};
-use common::{ADMIN, Fleet, TOKEN, built_plugin, plugin_copies, service};
 use gateway::config::ServiceConfig;
 use tokio::sync::Mutex;
 

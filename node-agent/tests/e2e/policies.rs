@@ -3,14 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::{Fleet, TOKEN, plugin_copies, service};
 use client::{CallOptions, Client, ErrorKind};
-use common::{Fleet, TOKEN, plugin_copies, service};
 
 fn with(policy: &str) -> CallOptions {
     CallOptions::default().policy(policy)

@@ -2,10 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use crate::common::{Fleet, TOKEN, service};
 use client::{CallOptions, ErrorKind};
-use common::{Fleet, TOKEN, service};
 use protocol::{Codec, Message};
 use transport::{EndpointConfig, FramedRecv};
 

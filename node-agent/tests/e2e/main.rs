@@ -1,0 +1,11 @@
+//! The end-to-end suite: one test binary (each integration test file would
+//! otherwise link its own copy of wasmtime, hundreds of MiB each), with one
+//! module per area. Real QUIC on loopback, real agent processes, real compiled
+//! plugins; `common` is the fleet harness they share.
+
+mod common;
+mod fleet;
+mod hot_swap;
+mod malformed;
+mod policies;
+mod services;
