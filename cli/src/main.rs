@@ -3,6 +3,9 @@
 //! ```text
 //! switchyard call sha256 --file README.md -v
 //! switchyard call sum-up --data 1000000 --policy round-robin
+//! switchyard call llama --data "hi" --priority 5 -v      # prints queue positions
+//! switchyard call llama --data "hi" --realtime           # never queued
+//! switchyard queue
 //! switchyard nodes --json
 //! switchyard policies
 //! switchyard policy set sha256 least-request
@@ -14,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use client::{CallOptions, Client, ClientConfig};
+use client::{CallEvent, CallOptions, Client, ClientConfig};
 
 mod table;
 
@@ -62,9 +65,22 @@ enum Command {
         /// Policy hint KEY=VALUE (repeatable), e.g. max_cost=0.5.
         #[arg(long = "hint", value_parser = parse_hint)]
         hints: Vec<(String, String)>,
-        /// Print the serving node, policy and timings to stderr.
+        /// Queue priority: higher is served first when calls wait.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i32,
+        /// Never wait in the queue: fail with `occupied` if every node is busy.
+        #[arg(long)]
+        realtime: bool,
+        /// Print queue positions while waiting, then the serving node, policy
+        /// and timings, to stderr.
         #[arg(short, long)]
         verbose: bool,
+    },
+    /// Show each service's queue: calls waiting, oldest wait, reserved calls.
+    Queue {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// List registered nodes and their stats.
     Nodes {
@@ -150,6 +166,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             timeout_ms,
             policy,
             hints,
+            priority,
+            realtime,
             verbose,
         } => {
             let payload = match (data, file) {
@@ -167,8 +185,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 timeout: Duration::from_millis(timeout_ms),
                 policy,
                 hints,
+                priority,
+                realtime,
             };
-            let result = client.call(&service, payload, options).await?;
+            let result = client
+                .call_with_events(&service, payload, options, |event| {
+                    if verbose {
+                        match event {
+                            CallEvent::Queued { position } => eprintln!("queued: position {position}"),
+                            CallEvent::Reserved {
+                                node_id,
+                                from,
+                                expected_ms,
+                            } => eprintln!(
+                                "reserved: node {node_id} is loading {service} (was {}, usually {expected_ms} ms)",
+                                from.as_deref().unwrap_or("empty")
+                            ),
+                        }
+                    }
+                })
+                .await?;
             std::io::stdout().write_all(&result.data)?;
             std::io::stdout().flush()?;
             if verbose {
@@ -190,6 +226,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&nodes)?);
             } else {
                 print!("{}", table::nodes(&nodes));
+            }
+        }
+        Command::Queue { json } => {
+            let queues = client.queues().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&queues)?);
+            } else {
+                print!("{}", table::queues(&queues));
             }
         }
         Command::Policies { json } => {

@@ -1,8 +1,8 @@
-//! Plain-text tables for `switchyard nodes`.
+//! Plain-text tables for `switchyard nodes`, `queue` and `policies`.
 
 use std::fmt::Write;
 
-use protocol::{NodeView, PolicyTable};
+use protocol::{NodeView, PolicyTable, QueueView, SlotView};
 
 /// One line per node: id, region, services (in flight/max), CPU, memory,
 /// GPUs, calls served and the age of the latest stats.
@@ -40,8 +40,12 @@ pub fn nodes(nodes: &[NodeView]) -> String {
             .iter()
             .map(|s| {
                 format!(
-                    "{}({}/{}, {:.1})",
-                    s.name, s.in_flight, s.max_concurrent, s.latency_ms
+                    "{}{}({}/{}, {:.1})",
+                    s.name,
+                    if s.loaded { "" } else { "[not loaded]" },
+                    s.in_flight,
+                    s.max_concurrent,
+                    s.latency_ms
                 )
             })
             .collect::<Vec<_>>()
@@ -56,9 +60,73 @@ pub fn nodes(nodes: &[NodeView]) -> String {
             "{:<16} {:<10} {:>6} {:>15} {:<28} {:>7} {:>7}ms  {}",
             node.spec.id, region, cpu, mem, gpus, node.calls_total, node.last_stats_ms, services
         );
+        for slot in &node.slots {
+            let _ = writeln!(out, "{:<16} {}", "", slot_line(slot));
+        }
     }
     if nodes.is_empty() {
         out.push_str("(no node registered)\n");
+    }
+    out
+}
+
+/// One slot: what it holds, can host, swap state and cooldown.
+fn slot_line(slot: &SlotView) -> String {
+    let mut line = format!(
+        "slot {}: loaded={} can-host=[{}]",
+        slot.name,
+        slot.loaded.as_deref().unwrap_or("-"),
+        slot.can_host.join(",")
+    );
+    if let Some(to) = &slot.swapping_to {
+        let _ = write!(line, " swapping-to={to}");
+    }
+    if slot.cooldown_left_ms > 0 {
+        let _ = write!(
+            line,
+            " cooldown={:.1}s",
+            slot.cooldown_left_ms as f64 / 1000.0
+        );
+    }
+    for (service, left_ms) in &slot.failed {
+        let _ = write!(line, " failed:{service}({:.0}s)", *left_ms as f64 / 1000.0);
+    }
+    let _ = write!(line, " swaps={}", slot.swaps_total);
+    line
+}
+
+/// One line per service: calls waiting, capacity, oldest wait, reserved
+/// calls and the counters.
+pub fn queues(queues: &[QueueView]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>8} {:>9} {:>12} {:>9} {:>11} {:>10} {:>11}",
+        "SERVICE",
+        "WAITING",
+        "CAPACITY",
+        "OLDEST WAIT",
+        "RESERVED",
+        "DISPATCHED",
+        "ABANDONED",
+        "OVERLOADED"
+    );
+    for q in queues {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>8} {:>9} {:>10}ms {:>9} {:>11} {:>10} {:>11}",
+            q.service,
+            q.length,
+            q.capacity,
+            q.oldest_wait_ms,
+            q.reserved,
+            q.dispatched_total,
+            q.abandoned_total,
+            q.overloaded_total
+        );
+    }
+    if queues.is_empty() {
+        out.push_str("(no service)\n");
     }
     out
 }

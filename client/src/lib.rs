@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use protocol::{CallHead, Codec, Message, NodeView, PolicyTable, SetPolicy, Timings};
+use protocol::{CallHead, Codec, Message, NodeView, PolicyTable, QueueView, SetPolicy, Timings};
 use tokio::sync::Mutex;
 use transport::{EndpointConfig, FramedRecv, FramedSend};
 
@@ -63,6 +63,11 @@ pub struct CallOptions {
     pub policy: Option<String>,
     /// Hints for the policy, e.g. (`max_cost`, `0.5`).
     pub hints: Vec<(String, String)>,
+    /// Queue priority: higher is served first when calls wait (default 0).
+    pub priority: i32,
+    /// Never wait in the queue: with every node busy the call fails at once
+    /// with `occupied` (default false).
+    pub realtime: bool,
 }
 
 impl Default for CallOptions {
@@ -71,8 +76,31 @@ impl Default for CallOptions {
             timeout: Duration::from_secs(30),
             policy: None,
             hints: Vec::new(),
+            priority: 0,
+            realtime: false,
         }
     }
+}
+
+/// What happens to a call before its result, as [`Client::call_with_events`]
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEvent {
+    /// Every node is busy: the call waits at `position` (1 = next). Sent
+    /// each time the position changes.
+    Queued {
+        /// Place in the service's queue.
+        position: u32,
+    },
+    /// A node is loading the service for this call (a swap).
+    Reserved {
+        /// The node.
+        node_id: String,
+        /// The service it held before, if any.
+        from: Option<String>,
+        /// How long loading usually takes there, ms.
+        expected_ms: u32,
+    },
 }
 
 impl CallOptions {
@@ -91,6 +119,18 @@ impl CallOptions {
     /// Names the policy.
     pub fn policy(mut self, name: impl Into<String>) -> Self {
         self.policy = Some(name.into());
+        self
+    }
+
+    /// Sets the queue priority (higher first).
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Makes the call realtime: never queued.
+    pub fn realtime(mut self, realtime: bool) -> Self {
+        self.realtime = realtime;
         self
     }
 }
@@ -181,12 +221,29 @@ impl Client {
     /// # Errors
     /// [`ClientError::Call`] with the gateway's typed error (unknown service,
     /// no node available, timeout, node lost, payload too large, service
-    /// failed, ...), or a connection or protocol error.
+    /// failed, occupied, overloaded, ...), or a connection or protocol error.
     pub async fn call(
         &self,
         service: &str,
         payload: impl Into<Bytes>,
         options: CallOptions,
+    ) -> Result<CallResult, ClientError> {
+        self.call_with_events(service, payload, options, |_| {})
+            .await
+    }
+
+    /// Like [`Client::call`], and tells `on_event` where the call stands
+    /// while it waits: its queue position each time it changes, and a
+    /// reservation when a node loads the service for it.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub async fn call_with_events(
+        &self,
+        service: &str,
+        payload: impl Into<Bytes>,
+        options: CallOptions,
+        mut on_event: impl FnMut(CallEvent) + Send,
     ) -> Result<CallResult, ClientError> {
         let payload = payload.into();
         let mut hints = options.hints;
@@ -194,10 +251,14 @@ impl Client {
             hints.push(("policy".into(), policy));
         }
         let head = CallHead {
-            service: service.to_string(),
-            payload_len: payload.len() as u64,
-            timeout_ms: u32::try_from(options.timeout.as_millis()).unwrap_or(u32::MAX),
             hints,
+            priority: options.priority,
+            realtime: options.realtime,
+            ..CallHead::new(
+                service,
+                payload.len() as u64,
+                u32::try_from(options.timeout.as_millis()).unwrap_or(u32::MAX),
+            )
         };
         let (mut send, mut recv) = self.open().await?;
         send.send(&Message::Call(head)).await?;
@@ -208,7 +269,17 @@ impl Client {
             send.finish()
         };
         let upload_result = upload.await;
-        let answer = recv.recv().await;
+        let answer = loop {
+            match recv.recv().await {
+                Ok(Some(Message::Queued(position))) => on_event(CallEvent::Queued { position }),
+                Ok(Some(Message::Reserved(r))) => on_event(CallEvent::Reserved {
+                    node_id: r.node_id,
+                    from: r.from,
+                    expected_ms: r.expected_ms,
+                }),
+                other => break other,
+            }
+        };
         let head = match (answer, upload_result) {
             (Ok(Some(Message::Result(head))), _) => head,
             (Ok(Some(Message::Error(e))), _) => return Err(ClientError::from(e)),
@@ -239,6 +310,18 @@ impl Client {
     pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
         match self.request(Message::ListNodes).await? {
             Message::Nodes(nodes) => Ok(nodes),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every service's queue: length, capacity, oldest wait, reserved calls
+    /// and counters.
+    ///
+    /// # Errors
+    /// A connection or protocol error.
+    pub async fn queues(&self) -> Result<Vec<QueueView>, ClientError> {
+        match self.request(Message::ListQueues).await? {
+            Message::Queues(queues) => Ok(queues),
             other => Err(unexpected(&other)),
         }
     }

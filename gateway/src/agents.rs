@@ -1,14 +1,20 @@
 //! An agent's control stream: registration with the shared token, then stats
 //! every interval until the connection closes or three intervals pass with
-//! none (the node is then dropped from the registry and disconnected).
+//! none (the node is then dropped from the registry and disconnected). The
+//! same stream carries swap requests to the agent and its swap reports.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{Message, NodeStats, Register, Registered};
+use protocol::{Message, NodeStats, Register, Registered, SwapReport};
 use transport::{FramedRecv, FramedSend};
 
 use crate::Shared;
+use crate::scheduler::Event;
+
+/// Frames waiting for the control stream, at most (swap requests are rare:
+/// one per slot at a time).
+const CONTROL_QUEUE: usize = 64;
 
 /// Stats intervals a node may miss before it is dropped.
 pub const MISSED_INTERVALS: u32 = 3;
@@ -40,9 +46,11 @@ pub(crate) async fn serve(
     }
     let spec = register.node;
     let interval = Duration::from_millis(u64::from(spec.stats_interval_ms));
+    let (control, mut control_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
+    let cooldown = shared.config.node_swap_cooldown(&spec.id);
     let node = shared
         .registry
-        .insert(spec, connection.clone(), Instant::now());
+        .insert(spec, connection.clone(), control, cooldown, Instant::now());
     let registered = Message::Registered(Registered {
         node_key: node.key,
         gateway_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -57,8 +65,10 @@ pub(crate) async fn serve(
         key = node.key,
         %remote,
         services = ?node.spec.services.iter().map(|s| &s.name).collect::<Vec<_>>(),
+        slots = ?node.spec.slots.iter().map(|s| (&s.name, &s.loaded)).collect::<Vec<_>>(),
         "node registered"
     );
+    shared.scheduler.notify(Event::NodeUp(node.clone()));
 
     let grace = interval * MISSED_INTERVALS;
     let reason = loop {
@@ -67,6 +77,10 @@ pub(crate) async fn serve(
                 Ok(Ok(Some(Message::Stats(stats)))) => {
                     node.update_stats(sanitize(stats), Instant::now());
                 }
+                Ok(Ok(Some(Message::Swapped(report)))) => match check_report(&report) {
+                    Ok(()) => shared.scheduler.notify(Event::Swapped(node.clone(), report)),
+                    Err(why) => break format!("bad swap report: {why}"),
+                },
                 Ok(Ok(Some(other))) => {
                     break format!("unexpected {:?} frame on the control stream", other.kind());
                 }
@@ -77,13 +91,31 @@ pub(crate) async fn serve(
                     break format!("no stats for {MISSED_INTERVALS} intervals ({} ms)", grace.as_millis());
                 }
             },
+            Some(frame) = control_rx.recv() => {
+                if let Err(error) = send.send(&frame).await {
+                    break format!("control stream failed: {error}");
+                }
+            }
             closed = connection.closed() => break format!("connection closed: {closed}"),
         }
     };
     if shared.registry.remove(&node) {
         tracing::info!(node = %node.spec.id, %reason, "node dropped");
     }
+    shared.scheduler.notify(Event::NodeDown(node.clone()));
     connection.close(crate::CLOSE_STATS_MISSED.into(), reason.as_bytes());
+}
+
+/// Checks a swap report's names against the protocol limits.
+fn check_report(report: &SwapReport) -> Result<(), String> {
+    protocol::NodeSpec::validate_name("slot name", &report.slot).map_err(|e| e.to_string())?;
+    if let Some(loaded) = &report.loaded {
+        protocol::NodeSpec::validate_name("service name", loaded).map_err(|e| e.to_string())?;
+    }
+    if report.error.as_ref().is_some_and(|e| e.len() > 64 * 1024) {
+        return Err("error message longer than 64 KiB".into());
+    }
+    Ok(())
 }
 
 /// Clamps figures from the wire to sane ranges and bounds the lists.

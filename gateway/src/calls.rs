@@ -15,12 +15,12 @@ use protocol::{CallError, CallHead, DispatchHead, ErrorKind, Message, ResultHead
 use transport::{FramedRecv, FramedSend, IoError};
 
 use crate::Shared;
+use crate::queue::{Grant, WaitState};
 use crate::registry::Node;
+use crate::scheduler::Admission;
 
 /// Most nodes one call is offered to when streams cannot be opened.
 const MAX_DISPATCH_ATTEMPTS: usize = 3;
-/// Most times a call re-picks because a slot was taken under it.
-const MAX_SLOT_RACES: usize = 16;
 
 /// Serves a call whose head was read at `arrived`.
 pub(crate) async fn serve(
@@ -40,6 +40,11 @@ pub(crate) async fn serve(
             recv.stop(0);
             let _ = send.send(&Message::Error(error)).await;
         }
+        Err(Failure::Gone) => {
+            tracing::debug!(call_id, %service, "client left while the call waited");
+            send.reset(crate::RESET_CLIENT_GONE);
+            return;
+        }
         Err(Failure::Cut(code, why)) => {
             tracing::warn!(call_id, %service, %why, "result stream cut");
             send.reset(code);
@@ -54,6 +59,8 @@ enum Failure {
     Reply(CallError),
     /// The result head was already sent: reset the stream with this code.
     Cut(u32, String),
+    /// The client went away (stopped the stream, closed the connection).
+    Gone,
 }
 
 impl From<CallError> for Failure {
@@ -106,51 +113,12 @@ async fn run(
             .map_err(|e| error(ErrorKind::BadRequest, format!("reading the payload: {e}")))?;
     let ready = Instant::now();
 
+    let head = Arc::new(head);
     let mut tried = HashSet::new();
-    let mut races = 0;
     let (guard, picked, dispatched, mut node_send, mut node_recv) = loop {
-        let (node, guard, picked) = loop {
-            let hosting = shared.registry.hosting(&head.service);
-            if hosting.is_empty() {
-                return Err(error(
-                    ErrorKind::UnknownService,
-                    format!("no node hosts service {:?}", head.service),
-                )
-                .into());
-            }
-            let free: Vec<Arc<Node>> = hosting
-                .iter()
-                .filter(|n| !tried.contains(&n.key) && n.has_free_slot(&head.service))
-                .cloned()
-                .collect();
-            if free.is_empty() {
-                return Err(error(
-                    ErrorKind::NoNodeAvailable,
-                    format!(
-                        "all {} nodes hosting {:?} are busy or unreachable",
-                        hosting.len(),
-                        head.service
-                    ),
-                )
-                .into());
-            }
-            let picked = shared.policies.pick(&head, head.payload_len, &free)?;
-            let node = free
-                .get(picked.index)
-                .cloned()
-                .ok_or_else(|| error(ErrorKind::Internal, "policy picked a node out of range"))?;
-            if let Some(guard) = node.try_acquire(&head.service) {
-                break (node, guard, picked);
-            }
-            races += 1;
-            if races >= MAX_SLOT_RACES {
-                return Err(error(
-                    ErrorKind::NoNodeAvailable,
-                    "slots kept being taken; try again",
-                )
-                .into());
-            }
-        };
+        let Grant { guard, picked } =
+            admit(shared, &head, &tried, call_id, send, deadline, timed_out).await?;
+        let node = guard.node().clone();
         let dispatched = Instant::now();
         match transport::open_bi(&node.connection, shared.codec).await {
             Ok((node_send, node_recv)) => break (guard, picked, dispatched, node_send, node_recv),
@@ -232,6 +200,53 @@ async fn run(
                 crate::RESET_TIMEOUT,
                 "timeout while relaying the result".into(),
             ))
+        }
+    }
+}
+
+/// Gets the call a slot: at once, or after waiting in the queue, telling the
+/// client its position as it changes. Leaving (timeout, client gone) drops
+/// the ticket, which takes the call out of the queue.
+async fn admit(
+    shared: &Shared,
+    head: &Arc<CallHead>,
+    tried: &HashSet<u32>,
+    seq: u64,
+    send: &mut FramedSend,
+    deadline: Instant,
+    timed_out: impl Fn() -> CallError,
+) -> Result<Grant, Failure> {
+    let mut ticket = match shared.scheduler.admit(head, tried, seq, Instant::now())? {
+        Admission::Granted(grant) => return Ok(grant),
+        Admission::Queued(ticket) => ticket,
+    };
+    let gone = send.peer_gone();
+    tokio::pin!(gone);
+    let mut updates = true;
+    loop {
+        tokio::select! {
+            biased;
+            granted = &mut ticket.handle.grant => {
+                return match granted {
+                    Ok(grant) => Ok(grant?),
+                    Err(_) => Err(error(ErrorKind::ShuttingDown, "the gateway stopped scheduling").into()),
+                };
+            }
+            changed = ticket.handle.state.changed(), if updates => {
+                if changed.is_err() {
+                    updates = false;
+                    continue;
+                }
+                let frame = match ticket.handle.state.borrow_and_update().clone() {
+                    WaitState::Queued(position) => Message::Queued(position),
+                    WaitState::Reserved(notice) => Message::Reserved(notice),
+                };
+                if send.send(&frame).await.is_err() {
+                    return Err(Failure::Gone);
+                }
+            }
+            () = tokio::time::sleep_until(deadline.into()) => return Err(timed_out().into()),
+            () = &mut gone => return Err(Failure::Gone),
         }
     }
 }

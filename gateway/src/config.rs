@@ -48,8 +48,73 @@ pub struct GatewayConfig {
     pub fail_open: bool,
     /// Seed for the random numbers handed to policies; unset = from entropy.
     pub seed: Option<u64>,
+    /// Queueing when every node is busy (table `[queue]`).
+    pub queue: QueueConfig,
+    /// Swapping services on idle nodes' slots (table `[swap]`).
+    pub swap: SwapConfig,
     /// Per-service settings, by service name.
     pub services: BTreeMap<String, ServiceConfig>,
+    /// Per-node settings, by node id (table `[nodes.ID]`).
+    pub nodes: BTreeMap<String, NodeConfig>,
+}
+
+/// `[queue]`: calls wait here when no node has a free slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Most calls waiting per service (default 1000); past it calls get
+    /// `overloaded`. `[services.NAME] queue_capacity` overrides it.
+    pub capacity: u32,
+}
+
+/// `[swap]`: when calls wait for a service that no idle node has loaded, an
+/// idle slot that can host it is switched to it (see `ARCHITECTURE.md`,
+/// "Swap planning", for the rules).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwapConfig {
+    /// Whether the gateway swaps at all (default true).
+    pub enabled: bool,
+    /// Least time between two swaps on one node, s (default 60, seed 000's
+    /// `swap_cd`); `[nodes.ID] swap_cooldown_s` overrides it per node.
+    pub swap_cooldown_s: u32,
+    /// A service with calls of its own waiting is swapped away only when the
+    /// queue that wants the slot is at least this many times longer
+    /// (default 4).
+    pub queue_ratio: u32,
+    /// A swap is started only when the queue's expected wait is longer than
+    /// the service's load time times this factor (default 1.0).
+    pub cost_factor: f32,
+    /// Longest the gateway waits for an agent's swap report, s (default
+    /// 300); past it the swap counts as failed.
+    pub timeout_s: u32,
+}
+
+/// `[nodes.ID]`: settings of one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Least time between two swaps on this node, s (default
+    /// `[swap] swap_cooldown_s`).
+    pub swap_cooldown_s: Option<u32>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self { capacity: 1000 }
+    }
+}
+
+impl Default for SwapConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            swap_cooldown_s: 60,
+            queue_ratio: 4,
+            cost_factor: 1.0,
+            timeout_s: 300,
+        }
+    }
 }
 
 /// TLS file locations.
@@ -72,6 +137,13 @@ pub struct TlsConfig {
 pub struct ServiceConfig {
     /// The policy that picks nodes for this service (default: `default_policy`).
     pub policy: Option<String>,
+    /// Most calls of this service waiting (default `[queue] capacity`).
+    pub queue_capacity: Option<u32>,
+    /// Per-service swap cooldown, s (default 0): once a swap loaded this
+    /// service into a slot it stays at least this long, and after a failed
+    /// load the slot does not try it again for this long (at least the
+    /// node's cooldown).
+    pub swap_cooldown_s: u32,
 }
 
 /// Why the configuration could not be used.
@@ -109,7 +181,10 @@ impl Default for GatewayConfig {
             plugin_cache: true,
             fail_open: true,
             seed: None,
+            queue: QueueConfig::default(),
+            swap: SwapConfig::default(),
             services: BTreeMap::new(),
+            nodes: BTreeMap::new(),
         }
     }
 }
@@ -161,6 +236,25 @@ impl GatewayConfig {
                 "pick_deadline_ms must be in 1..=10000".into(),
             ));
         }
+        if self.queue.capacity > 1_000_000
+            || self
+                .services
+                .values()
+                .any(|s| s.queue_capacity.is_some_and(|c| c > 1_000_000))
+        {
+            return Err(ConfigError::Invalid(
+                "queue capacities must be in 0..=1000000".into(),
+            ));
+        }
+        if self.swap.queue_ratio == 0
+            || !self.swap.cost_factor.is_finite()
+            || self.swap.cost_factor < 0.0
+            || self.swap.timeout_s == 0
+        {
+            return Err(ConfigError::Invalid(
+                "swap: queue_ratio and timeout_s must be > 0, cost_factor finite and >= 0".into(),
+            ));
+        }
         if self.default_policy.is_empty() {
             return Err(ConfigError::Invalid(
                 "default_policy must not be empty".into(),
@@ -175,6 +269,30 @@ impl GatewayConfig {
             .get(service)
             .and_then(|s| s.policy.as_deref())
             .unwrap_or(&self.default_policy)
+    }
+
+    /// Most calls of `service` that may wait in its queue.
+    pub fn queue_capacity(&self, service: &str) -> u32 {
+        self.services
+            .get(service)
+            .and_then(|s| s.queue_capacity)
+            .unwrap_or(self.queue.capacity)
+    }
+
+    /// The swap cooldown of node `node_id`.
+    pub fn node_swap_cooldown(&self, node_id: &str) -> std::time::Duration {
+        let s = self
+            .nodes
+            .get(node_id)
+            .and_then(|n| n.swap_cooldown_s)
+            .unwrap_or(self.swap.swap_cooldown_s);
+        std::time::Duration::from_secs(u64::from(s))
+    }
+
+    /// The per-service swap cooldown of `service`.
+    pub fn service_swap_cooldown(&self, service: &str) -> std::time::Duration {
+        let s = self.services.get(service).map_or(0, |s| s.swap_cooldown_s);
+        std::time::Duration::from_secs(u64::from(s))
     }
 
     /// Where the TLS files are, defaults filled in from `data_dir`.
@@ -226,6 +344,31 @@ mod tests {
         .expect("parse");
         assert_eq!(config.policy_for("llama"), "latency");
         assert_eq!(config.policy_for("other"), "round-robin");
+    }
+
+    #[test]
+    fn queue_and_swap_settings() {
+        let config = GatewayConfig::from_toml_str(
+            r#"
+            [queue]
+            capacity = 50
+            [swap]
+            swap_cooldown_s = 30
+            [services.llama]
+            queue_capacity = 5
+            swap_cooldown_s = 120
+            [nodes.gpu-b]
+            swap_cooldown_s = 10
+            "#,
+        )
+        .expect("parse");
+        assert_eq!(config.queue_capacity("llama"), 5);
+        assert_eq!(config.queue_capacity("other"), 50);
+        assert_eq!(config.node_swap_cooldown("gpu-b").as_secs(), 10);
+        assert_eq!(config.node_swap_cooldown("gpu-a").as_secs(), 30);
+        assert_eq!(config.service_swap_cooldown("llama").as_secs(), 120);
+        assert_eq!(config.service_swap_cooldown("other").as_secs(), 0);
+        assert!(GatewayConfig::from_toml_str("[swap]\nqueue_ratio = 0").is_err());
     }
 
     #[test]

@@ -10,6 +10,11 @@ pub mod policies;
 pub mod registry;
 pub mod watcher;
 
+pub mod queue;
+pub mod scheduler;
+pub mod slots;
+pub mod swap;
+
 mod admin;
 mod agents;
 mod calls;
@@ -36,6 +41,8 @@ pub const CLOSE_SHUTDOWN: u32 = 5;
 pub const RESET_TIMEOUT: u32 = 1;
 /// Stream reset code: the node was lost while its result was being relayed.
 pub const RESET_NODE_LOST: u32 = 2;
+/// Stream reset code: the client stopped the call while it waited.
+pub const RESET_CLIENT_GONE: u32 = 3;
 
 /// Why the gateway could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +71,7 @@ pub(crate) struct Shared {
     pub(crate) config: GatewayConfig,
     pub(crate) registry: Arc<registry::Registry>,
     pub(crate) policies: Arc<policies::Policies>,
+    pub(crate) scheduler: Arc<scheduler::Scheduler>,
     pub(crate) codec: protocol::Codec,
     pub(crate) agent_token: String,
     pub(crate) admin_token: String,

@@ -22,6 +22,10 @@ use crate::registry::{Node, Registry};
 /// The name a pick reports when the built-in round-robin made it.
 pub const BUILTIN_ROUND_ROBIN: &str = "builtin-round-robin";
 
+/// The name a pick reports when a swap chose the node: the node loaded the
+/// service for the call at the head of its queue.
+pub const SWAP_PICK: &str = "swap";
+
 /// The loaded policies and the rules for choosing one per call.
 pub struct Policies {
     engine: PolicyEngine,
@@ -50,9 +54,18 @@ struct Table {
 pub struct Picked {
     /// Index into the candidates.
     pub index: usize,
-    /// The policy's name (or [`BUILTIN_ROUND_ROBIN`]).
+    /// The policy's name (or [`BUILTIN_ROUND_ROBIN`], [`SWAP_PICK`]).
     pub policy_name: String,
     policy: Option<Arc<Policy>>,
+}
+
+impl std::fmt::Debug for Picked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Picked")
+            .field("index", &self.index)
+            .field("policy_name", &self.policy_name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Policies {
@@ -369,6 +382,17 @@ impl Policies {
             index: self.fallback.pick(len),
             policy_name: BUILTIN_ROUND_ROBIN.to_string(),
             policy: None,
+        }
+    }
+
+    /// The pick of a call reserved by a swap: named [`SWAP_PICK`]; its
+    /// outcome is observed by the service's active policy.
+    pub fn swap_pick(&self, service: &str) -> Picked {
+        let table = self.read();
+        Picked {
+            index: 0,
+            policy_name: SWAP_PICK.to_string(),
+            policy: Self::resolve(&table, &self.default_policy, service, None),
         }
     }
 

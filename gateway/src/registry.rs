@@ -4,15 +4,23 @@
 //! Invariant: a node is in the registry only while its QUIC connection is
 //! open and its stats arrive on time; `in_flight` never exceeds
 //! `max_concurrent` because slots are taken by compare-and-swap
-//! ([`Node::try_acquire`]).
+//! ([`Node::try_acquire`]); a call is only dispatched to a service that is
+//! loaded (a swap unloads a service only when it has no call in flight, and
+//! a call only takes a slot of a loaded service: see [`Node::unload`]).
+//! Every freed call slot is announced to the scheduler, which dispatches the
+//! head of that service's queue.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use protocol::{NodeSpec, NodeStats, NodeView, ServiceView};
+use protocol::{Message, NodeSpec, NodeStats, NodeView, ServiceView};
+use tokio::sync::mpsc;
+
+use crate::scheduler::Event;
+use crate::slots::NodeSlots;
 
 /// Weight of the newest sample in the latency EWMA.
 pub const LATENCY_EWMA_WEIGHT: f32 = 0.3;
@@ -24,6 +32,7 @@ pub struct Registry {
     keys: DashMap<String, u32>,
     by_key: DashMap<u32, Arc<Node>>,
     next_key: AtomicU32,
+    events: Option<mpsc::UnboundedSender<Event>>,
 }
 
 /// One connected node.
@@ -39,6 +48,10 @@ pub struct Node {
     pub services: HashMap<String, ServiceSlot>,
     /// When the node registered.
     pub registered_at: Instant,
+    /// Frames for the agent's control stream (swap requests).
+    pub control: mpsc::Sender<Message>,
+    slots: Mutex<NodeSlots>,
+    events: Option<mpsc::UnboundedSender<Event>>,
     stats: RwLock<Option<NodeStats>>,
     last_stats: Mutex<Instant>,
     calls_total: AtomicU64,
@@ -49,7 +62,10 @@ pub struct Node {
 pub struct ServiceSlot {
     /// Most calls at once.
     pub max_concurrent: u32,
+    /// Usual load time into a slot, ms (0 for a service in no slot).
+    pub load_ms: u32,
     in_flight: AtomicU32,
+    loaded: AtomicBool,
     latency: Mutex<Ewma>,
 }
 
@@ -75,6 +91,14 @@ impl Registry {
         Self::default()
     }
 
+    /// An empty registry that tells `events` when a call slot frees.
+    pub fn with_events(events: mpsc::UnboundedSender<Event>) -> Self {
+        Self {
+            events: Some(events),
+            ..Self::default()
+        }
+    }
+
     /// The key for `node_id`: the same id always gets the same key.
     pub fn key_for(&self, node_id: &str) -> u32 {
         if let Some(key) = self.keys.get(node_id) {
@@ -87,26 +111,43 @@ impl Registry {
     }
 
     /// Adds a node (replacing any node with the same id, whose connection is
-    /// closed) and returns it.
-    pub fn insert(&self, spec: NodeSpec, connection: quinn::Connection, now: Instant) -> Arc<Node> {
+    /// closed) and returns it. `control` reaches its agent's control stream;
+    /// `swap_cooldown` is the least time between two swaps on it.
+    pub fn insert(
+        &self,
+        spec: NodeSpec,
+        connection: quinn::Connection,
+        control: mpsc::Sender<Message>,
+        swap_cooldown: Duration,
+        now: Instant,
+    ) -> Arc<Node> {
         let key = self.key_for(&spec.id);
         let services = spec
             .services
             .iter()
             .map(|s| {
+                let loaded = spec
+                    .slot_of(&s.name)
+                    .is_none_or(|slot| slot.loaded.as_ref() == Some(&s.name));
                 let slot = ServiceSlot {
                     max_concurrent: s.max_concurrent,
+                    load_ms: s.load_ms,
                     in_flight: AtomicU32::new(0),
+                    loaded: AtomicBool::new(loaded),
                     latency: Mutex::new(Ewma::default()),
                 };
                 (s.name.clone(), slot)
             })
             .collect();
+        let slots = NodeSlots::new(&spec.slots, swap_cooldown, now);
         let node = Arc::new(Node {
             key,
             spec,
             connection,
             services,
+            control,
+            slots: Mutex::new(slots),
+            events: self.events.clone(),
             registered_at: now,
             stats: RwLock::new(None),
             last_stats: Mutex::new(now),
@@ -151,18 +192,23 @@ impl Registry {
         self.nodes.is_empty()
     }
 
-    /// The nodes that host `service`, sorted by key (so picks are
+    /// The nodes that have `service` loaded now, sorted by key (so picks are
     /// deterministic for a given registry), whether or not they have a free
     /// slot.
     pub fn hosting(&self, service: &str) -> Vec<Arc<Node>> {
         let mut nodes: Vec<_> = self
             .nodes
             .iter()
-            .filter(|n| n.services.contains_key(service))
+            .filter(|n| n.is_loaded(service))
             .map(|n| n.clone())
             .collect();
         nodes.sort_by_key(|n| n.key);
         nodes
+    }
+
+    /// Whether some node has `service` loaded or can load it into a slot.
+    pub fn knows(&self, service: &str) -> bool {
+        self.nodes.iter().any(|n| n.services.contains_key(service))
     }
 
     /// Every service some node hosts now, sorted.
@@ -222,11 +268,59 @@ impl Node {
             .unwrap_or(self.registered_at)
     }
 
-    /// Whether `service` has a free slot here now.
+    /// Whether `service` is loaded here and has a free call slot now.
     pub fn has_free_slot(&self, service: &str) -> bool {
         self.services
             .get(service)
-            .is_some_and(|s| s.in_flight() < s.max_concurrent)
+            .is_some_and(|s| s.is_loaded() && s.in_flight() < s.max_concurrent)
+    }
+
+    /// Whether calls of `service` can run here now.
+    pub fn is_loaded(&self, service: &str) -> bool {
+        self.services
+            .get(service)
+            .is_some_and(ServiceSlot::is_loaded)
+    }
+
+    /// Calls of `service` in flight here.
+    pub fn in_flight(&self, service: &str) -> u32 {
+        self.services.get(service).map_or(0, ServiceSlot::in_flight)
+    }
+
+    /// Marks `service` unloaded, unless a call of it is in flight (then it
+    /// stays loaded and this returns false). A call that races this sees the
+    /// flag in [`Node::try_acquire`] and backs off, so after `true` no call
+    /// of `service` runs here until [`Node::set_loaded`].
+    pub fn unload(&self, service: &str) -> bool {
+        let Some(slot) = self.services.get(service) else {
+            return true;
+        };
+        slot.loaded.store(false, Ordering::SeqCst);
+        if slot.in_flight.load(Ordering::SeqCst) > 0 {
+            slot.loaded.store(true, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Marks `service` loaded (or not), as an agent's swap report says.
+    pub fn set_loaded(&self, service: &str, loaded: bool) {
+        if let Some(slot) = self.services.get(service) {
+            slot.loaded.store(loaded, Ordering::SeqCst);
+        }
+    }
+
+    /// The node's slot state, locked.
+    pub fn slots(&self) -> MutexGuard<'_, NodeSlots> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The latency estimate of `service` here.
+    pub fn latency(&self, service: &str) -> Ewma {
+        self.services
+            .get(service)
+            .map(ServiceSlot::latency)
+            .unwrap_or_default()
     }
 
     /// Calls of every service in flight here.
@@ -234,14 +328,24 @@ impl Node {
         self.services.values().map(ServiceSlot::in_flight).sum()
     }
 
-    /// Takes a slot for `service` unless all are in use.
+    /// Takes a slot for `service` unless all are in use or the service is
+    /// not loaded.
     pub fn try_acquire(self: &Arc<Self>, service: &str) -> Option<SlotGuard> {
         let slot = self.services.get(service)?;
+        if !slot.is_loaded() {
+            return None;
+        }
         slot.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < slot.max_concurrent).then_some(n + 1)
             })
             .ok()?;
+        // A swap may have unloaded the service between the check and the
+        // increment: it sees our count or we see its flag (both SeqCst).
+        if !slot.loaded.load(Ordering::SeqCst) {
+            slot.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
         Some(SlotGuard {
             node: self.clone(),
             service: service.to_string(),
@@ -273,6 +377,7 @@ impl Node {
                 in_flight: s.in_flight(),
                 max_concurrent: s.max_concurrent,
                 latency_ms: s.latency().value_ms,
+                loaded: s.is_loaded(),
             })
             .collect();
         services.sort_by(|a, b| a.name.cmp(&b.name));
@@ -281,6 +386,7 @@ impl Node {
             spec: self.spec.clone(),
             stats: self.stats(),
             services,
+            slots: self.slots().views(now),
             connected_ms: millis(now.saturating_duration_since(self.registered_at)),
             last_stats_ms: millis(now.saturating_duration_since(self.last_stats_at())),
             calls_total: self.calls_total(),
@@ -292,6 +398,11 @@ impl ServiceSlot {
     /// Calls in flight now.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Whether calls can run now (always, for a service in no slot).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::SeqCst)
     }
 
     /// The latency estimate.
@@ -323,10 +434,20 @@ impl SlotGuard {
     }
 }
 
+impl SlotGuard {
+    /// The service the slot belongs to.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+}
+
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         if let Some(slot) = self.node.services.get(&self.service) {
-            slot.in_flight.fetch_sub(1, Ordering::AcqRel);
+            slot.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+        if let Some(events) = &self.node.events {
+            let _ = events.send(Event::Freed(self.service.clone()));
         }
     }
 }

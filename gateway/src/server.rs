@@ -11,7 +11,8 @@ use protocol::{CallError, ErrorKind, Message};
 use transport::{EndpointConfig, FramedRecv, FramedSend};
 
 use crate::{
-    GatewayConfig, GatewayError, Shared, admin, agents, calls, policies, registry, watcher,
+    GatewayConfig, GatewayError, Shared, admin, agents, calls, policies, registry, scheduler,
+    watcher,
 };
 
 /// How long a new connection has to send its first frame.
@@ -25,6 +26,16 @@ pub struct Gateway {
     ca: PathBuf,
     token_files: Vec<PathBuf>,
     _watch: Arc<watcher::WatchHandle>,
+    _scheduler: Arc<AbortOnDrop>,
+}
+
+/// Stops the scheduler task when the last handle of the gateway goes.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Gateway {
@@ -57,8 +68,16 @@ impl Gateway {
         let admin_token = token(&config.admin_token, "admin-token")?;
         let endpoint =
             transport::server_endpoint(config.listen, &files, &EndpointConfig::default())?;
-        let registry = Arc::new(registry::Registry::new());
+        let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let registry = Arc::new(registry::Registry::with_events(events.clone()));
         let policies = Arc::new(policies::Policies::new(&config, registry.clone())?);
+        let scheduler = Arc::new(scheduler::Scheduler::new(
+            registry.clone(),
+            policies.clone(),
+            config.clone(),
+            events,
+        ));
+        let scheduler_task = tokio::spawn(scheduler.clone().run(events_rx));
         if let Err(error) = std::fs::create_dir_all(&config.plugins_dir) {
             tracing::warn!(dir = %config.plugins_dir.display(), %error, "cannot create the plugins folder");
         }
@@ -77,6 +96,7 @@ impl Gateway {
                 config,
                 registry,
                 policies,
+                scheduler,
                 codec,
                 agent_token,
                 admin_token,
@@ -85,6 +105,7 @@ impl Gateway {
             ca: files.ca,
             token_files,
             _watch: Arc::new(watch),
+            _scheduler: Arc::new(AbortOnDrop(scheduler_task)),
         })
     }
 
@@ -220,6 +241,11 @@ async fn request(
             let _ = send.send(&Message::Nodes(nodes)).await;
             let _ = send.finish();
         }
+        Message::ListQueues => {
+            let queues = shared.scheduler.views(Instant::now());
+            let _ = send.send(&Message::Queues(queues)).await;
+            let _ = send.finish();
+        }
         Message::ListPolicies | Message::SetPolicy(_) => {
             let answer = admin::answer(&shared, first);
             let _ = send.send(&answer).await;
@@ -229,7 +255,7 @@ async fn request(
             refuse(
                 &mut send,
                 &format!(
-                    "a stream must start with Call, ListNodes, ListPolicies or SetPolicy, not {:?}",
+                    "a stream must start with Call, ListNodes, ListQueues, ListPolicies or SetPolicy, not {:?}",
                     other.kind()
                 ),
             )

@@ -67,3 +67,24 @@ pub struct SetPolicy {
     /// A loaded policy's name.
     pub policy: String,
 }
+
+/// One service's queue, for `switchyard queue`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueView {
+    /// Service name.
+    pub service: String,
+    /// Calls waiting now.
+    pub length: u32,
+    /// Most calls that may wait.
+    pub capacity: u32,
+    /// How long the oldest waiting call has waited, ms (0 when none waits).
+    pub oldest_wait_ms: u64,
+    /// Calls held for a node that is loading the service.
+    pub reserved: u32,
+    /// Calls that left the queue for a node since the gateway started.
+    pub dispatched_total: u64,
+    /// Calls that timed out or left (client gone) while queued.
+    pub abandoned_total: u64,
+    /// Calls refused because the queue was full.
+    pub overloaded_total: u64,
+}

@@ -46,6 +46,16 @@ pub enum FrameKind {
     SetPolicy = 16,
     /// [`Message::Ack`].
     Ack = 17,
+    /// [`Message::Swap`].
+    Swap = 18,
+    /// [`Message::Swapped`].
+    Swapped = 19,
+    /// [`Message::Reserved`].
+    Reserved = 20,
+    /// [`Message::ListQueues`].
+    ListQueues = 21,
+    /// [`Message::Queues`].
+    Queues = 22,
 }
 
 impl FrameKind {
@@ -73,6 +83,11 @@ impl FrameKind {
             15 => Policies,
             16 => SetPolicy,
             17 => Ack,
+            18 => Swap,
+            19 => Swapped,
+            20 => Reserved,
+            21 => ListQueues,
+            22 => Queues,
             other => return Err(CodecError::UnknownKind(other)),
         })
     }
@@ -254,6 +269,7 @@ mod tests {
             payload_len: 5,
             timeout_ms: 1000,
             hints: vec![("policy".into(), "round-robin".into())],
+            ..CallHead::new("", 0, 0)
         })
     }
 

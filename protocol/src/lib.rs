@@ -20,7 +20,7 @@
 //! Streams (see `ARCHITECTURE.md` for the sequences):
 //! - agent → gateway, first stream: [`Message::Register`], answered by
 //!   [`Message::Registered`] or [`Message::Refused`], then [`Message::Stats`]
-//!   every interval;
+//!   every interval (and swaps, below);
 //! - client → gateway, one stream per call: [`Message::Call`] + `Data`,
 //!   answered by [`Message::Result`] + `Data`, or [`Message::Error`];
 //! - gateway → agent, one stream per call: [`Message::Dispatch`] + `Data`,
@@ -28,20 +28,33 @@
 //! - client → gateway: [`Message::ListNodes`], answered by [`Message::Nodes`];
 //!   [`Message::ListPolicies`], answered by [`Message::Policies`];
 //!   [`Message::SetPolicy`] (with the admin token), answered by
-//!   [`Message::Ack`] or [`Message::Error`].
+//!   [`Message::Ack`] or [`Message::Error`]; [`Message::ListQueues`],
+//!   answered by [`Message::Queues`].
+//!
+//! A queued call's stream carries [`Message::Queued`] (its position, each
+//! time it changes) and [`Message::Reserved`] (a node is loading the service
+//! for it) before its result. The control stream carries
+//! [`Message::Swap`] (gateway → agent) and [`Message::Swapped`] (agent →
+//! gateway, after a swap or when a slot's service stops on its own).
 
 mod admin;
+mod call;
 mod error;
 mod frame;
 mod message;
+mod node;
+mod swap;
 
-pub use admin::{PolicyTable, PolicyView, RejectedFile, ServicePolicy, SetPolicy};
+pub use admin::{PolicyTable, PolicyView, QueueView, RejectedFile, ServicePolicy, SetPolicy};
+pub use call::{CallError, CallHead, DispatchHead, ReplyHead, Reserved, ResultHead, Timings};
 pub use error::{CodecError, ErrorKind, Side};
 pub use frame::{Codec, Decoded, FrameHeader, FrameKind, HEADER_LEN};
-pub use message::{
-    CallError, CallHead, DispatchHead, GpuStats, Message, NodeSpec, NodeStats, NodeView, Register,
-    Registered, ReplyHead, ResultHead, ServiceSpec, ServiceView, Timings,
+pub use message::Message;
+pub use node::{
+    GpuStats, NodeSpec, NodeStats, NodeView, Register, Registered, ServiceSpec, ServiceView,
+    SlotSpec, SlotView,
 };
+pub use swap::{SwapReport, SwapRequest};
 
 /// The ALPN protocol id every Switchyard QUIC connection negotiates.
 pub const ALPN: &[u8] = b"switchyard/1";

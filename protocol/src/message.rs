@@ -1,9 +1,13 @@
 //! The messages frames carry.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{CodecError, ErrorKind, FrameKind, PolicyTable, SetPolicy, limits};
+use crate::{
+    CallError, CallHead, CodecError, DispatchHead, FrameKind, NodeStats, NodeView, PolicyTable,
+    QueueView, Register, Registered, ReplyHead, Reserved, ResultHead, SetPolicy, SwapReport,
+    SwapRequest, limits,
+};
 
 /// One frame's content.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,187 +48,16 @@ pub enum Message {
     SetPolicy(SetPolicy),
     /// Gateway → client: an admin change was made; the text says what.
     Ack(String),
-}
-
-/// An agent's registration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Register {
-    /// The shared agent token the gateway is configured with.
-    pub token: String,
-    /// What the node is and hosts.
-    pub node: NodeSpec,
-}
-
-/// What a node is and which services it hosts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeSpec {
-    /// Unique node id, e.g. `gpu-node-1` (at most 256 bytes).
-    pub id: String,
-    /// Region, e.g. `eu-west`; empty when unset.
-    pub region: String,
-    /// Free-form labels, e.g. (`tier`, `premium`).
-    pub labels: Vec<(String, String)>,
-    /// What running the node costs per hour, in the operator's currency.
-    pub cost_per_hour: f32,
-    /// The services the node hosts.
-    pub services: Vec<ServiceSpec>,
-    /// How often the agent sends stats, ms; the gateway drops the node after
-    /// three intervals without one.
-    pub stats_interval_ms: u32,
-    /// The agent's version, for the operator.
-    pub agent_version: String,
-}
-
-/// One service a node hosts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceSpec {
-    /// Service name, e.g. `sha256` (at most 256 bytes).
-    pub name: String,
-    /// Most calls of this service the node runs at once (at least 1).
-    pub max_concurrent: u32,
-}
-
-/// The gateway's answer to a good registration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Registered {
-    /// The key policies see for this node.
-    pub node_key: u32,
-    /// The gateway's version.
-    pub gateway_version: String,
-}
-
-/// A node's resource report.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NodeStats {
-    /// CPU utilisation of the whole node, 0..=100 %.
-    pub cpu_pct: f32,
-    /// Memory used, MiB.
-    pub mem_used_mib: u64,
-    /// Memory installed, MiB.
-    pub mem_total_mib: u64,
-    /// One entry per GPU; empty where NVML is absent.
-    pub gpus: Vec<GpuStats>,
-    /// Calls in flight per service, as the agent counts them.
-    pub in_flight: Vec<(String, u32)>,
-}
-
-/// One GPU's figures, from NVML.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct GpuStats {
-    /// NVML device index.
-    pub index: u32,
-    /// Product name.
-    pub name: String,
-    /// Utilisation, 0..=100 %.
-    pub util_pct: f32,
-    /// Memory used, MiB.
-    pub mem_used_mib: u64,
-    /// Memory installed, MiB.
-    pub mem_total_mib: u64,
-    /// Temperature, °C.
-    pub temperature_c: f32,
-    /// Power draw, W.
-    pub power_w: f32,
-}
-
-/// A client's call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallHead {
-    /// The service to call.
-    pub service: String,
-    /// Payload length, bytes; that many bytes of `Data` follow.
-    pub payload_len: u64,
-    /// How long the caller waits, ms, from when the gateway reads this frame.
-    pub timeout_ms: u32,
-    /// Key/value hints for the policy (e.g. `policy=latency`, `max_cost=0.5`).
-    pub hints: Vec<(String, String)>,
-}
-
-/// A call the gateway hands to an agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DispatchHead {
-    /// The gateway's id for the call (for logs).
-    pub call_id: u64,
-    /// The service to run.
-    pub service: String,
-    /// Payload length, bytes; that many bytes of `Data` follow.
-    pub payload_len: u64,
-    /// Time left for the call, ms: the agent kills the work past it.
-    pub timeout_ms: u32,
-}
-
-/// Gateway → client: a successful call's metadata.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResultHead {
-    /// Result length, bytes; that many bytes of `Data` follow.
-    pub payload_len: u64,
-    /// The node that served the call.
-    pub node_id: String,
-    /// The policy that picked the node.
-    pub policy: String,
-    /// Where the time went.
-    pub timings: Timings,
-}
-
-/// Where a call's time went, ms.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Timings {
-    /// Waiting for a node (queue and pick), ms.
-    pub queue_ms: f32,
-    /// From dispatch to the node's answer, ms.
-    pub node_ms: f32,
-    /// From the call's arrival to the answer, ms.
-    pub total_ms: f32,
-}
-
-/// Agent → gateway: a successful service run.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ReplyHead {
-    /// Result length, bytes; that many bytes of `Data` follow.
-    pub payload_len: u64,
-    /// Time the service took on the node, ms.
-    pub exec_ms: f32,
-}
-
-/// A failed call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallError {
-    /// What kind of failure.
-    pub kind: ErrorKind,
-    /// Details in words, e.g. the command's stderr.
-    pub message: String,
-}
-
-/// A registered node as the gateway shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeView {
-    /// The node's key, as policies see it.
-    pub key: u32,
-    /// What the node registered.
-    pub spec: NodeSpec,
-    /// The node's latest stats, if any arrived yet.
-    pub stats: Option<NodeStats>,
-    /// Per-service state as the gateway sees it.
-    pub services: Vec<ServiceView>,
-    /// Time since the node registered, ms.
-    pub connected_ms: u64,
-    /// Time since the latest stats report, ms.
-    pub last_stats_ms: u64,
-    /// Calls this node finished since it registered.
-    pub calls_total: u64,
-}
-
-/// One service on one node, as the gateway sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ServiceView {
-    /// Service name.
-    pub name: String,
-    /// Calls in flight, gateway's count.
-    pub in_flight: u32,
-    /// Most calls at once.
-    pub max_concurrent: u32,
-    /// EWMA of node time, ms (0 with no samples).
-    pub latency_ms: f32,
+    /// Gateway → agent on the control stream: load a service into a slot.
+    Swap(SwapRequest),
+    /// Agent → gateway on the control stream: a slot's state changed.
+    Swapped(SwapReport),
+    /// Gateway → client: the call waits for a node loading its service.
+    Reserved(Reserved),
+    /// Client → gateway: list the queues.
+    ListQueues,
+    /// Gateway → client: every service's queue.
+    Queues(Vec<QueueView>),
 }
 
 impl Message {
@@ -248,6 +81,11 @@ impl Message {
             Self::Policies(_) => FrameKind::Policies,
             Self::SetPolicy(_) => FrameKind::SetPolicy,
             Self::Ack(_) => FrameKind::Ack,
+            Self::Swap(_) => FrameKind::Swap,
+            Self::Swapped(_) => FrameKind::Swapped,
+            Self::Reserved(_) => FrameKind::Reserved,
+            Self::ListQueues => FrameKind::ListQueues,
+            Self::Queues(_) => FrameKind::Queues,
         }
     }
 
@@ -271,11 +109,15 @@ impl Message {
             Self::Reply(m) => put(m, out),
             Self::Data(bytes) => out.extend_from_slice(bytes),
             Self::Error(m) => put(m, out),
-            Self::ListNodes | Self::ListPolicies => {}
+            Self::ListNodes | Self::ListPolicies | Self::ListQueues => {}
             Self::Nodes(m) => put(m, out),
             Self::Policies(m) => put(m, out),
             Self::SetPolicy(m) => put(m, out),
             Self::Ack(m) => put(m, out),
+            Self::Swap(m) => put(m, out),
+            Self::Swapped(m) => put(m, out),
+            Self::Reserved(m) => put(m, out),
+            Self::Queues(m) => put(m, out),
         }
     }
 
@@ -301,28 +143,32 @@ impl Message {
             FrameKind::Reply => Self::Reply(get(kind, body)?),
             FrameKind::Data => Self::Data(Bytes::copy_from_slice(body)),
             FrameKind::Error => Self::Error(get(kind, body)?),
-            FrameKind::ListNodes | FrameKind::ListPolicies => {
+            FrameKind::ListNodes | FrameKind::ListPolicies | FrameKind::ListQueues => {
                 if !body.is_empty() {
                     return Err(CodecError::Malformed {
                         kind,
                         reason: format!("{} trailing bytes", body.len()),
                     });
                 }
-                if kind == FrameKind::ListNodes {
-                    Self::ListNodes
-                } else {
-                    Self::ListPolicies
+                match kind {
+                    FrameKind::ListNodes => Self::ListNodes,
+                    FrameKind::ListPolicies => Self::ListPolicies,
+                    _ => Self::ListQueues,
                 }
             }
             FrameKind::Nodes => Self::Nodes(get(kind, body)?),
             FrameKind::Policies => Self::Policies(get(kind, body)?),
             FrameKind::SetPolicy => Self::SetPolicy(get(kind, body)?),
             FrameKind::Ack => Self::Ack(get(kind, body)?),
+            FrameKind::Swap => Self::Swap(get(kind, body)?),
+            FrameKind::Swapped => Self::Swapped(get(kind, body)?),
+            FrameKind::Reserved => Self::Reserved(get(kind, body)?),
+            FrameKind::Queues => Self::Queues(get(kind, body)?),
         })
     }
 }
 
-fn check_name(what: &str, name: &str) -> Result<(), CodecError> {
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), CodecError> {
     if name.is_empty() || name.len() > limits::MAX_NAME_LEN {
         return Err(CodecError::Invalid(format!(
             "{what} must be 1..={} bytes, got {}",
@@ -338,88 +184,10 @@ fn check_name(what: &str, name: &str) -> Result<(), CodecError> {
     Ok(())
 }
 
-impl CallHead {
-    /// Checks the service name and hints against [`crate::limits`].
-    ///
-    /// # Errors
-    /// [`CodecError::Invalid`] naming the broken limit.
-    pub fn validate(&self) -> Result<(), CodecError> {
-        check_name("service name", &self.service)?;
-        if self.hints.len() > limits::MAX_HINTS {
-            return Err(CodecError::Invalid(format!(
-                "{} hints, at most {} allowed",
-                self.hints.len(),
-                limits::MAX_HINTS
-            )));
-        }
-        for (key, value) in &self.hints {
-            if key.len() > limits::MAX_HINT_LEN || value.len() > limits::MAX_HINT_LEN {
-                return Err(CodecError::Invalid(format!(
-                    "hint {key:.32} longer than {} bytes",
-                    limits::MAX_HINT_LEN
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// The value of hint `key`, if the call carries it.
-    pub fn hint(&self, key: &str) -> Option<&str> {
-        self.hints
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-impl NodeSpec {
-    /// Checks a name (service or node id) against [`crate::limits`]: 1..=256
-    /// bytes, no control characters.
-    ///
-    /// # Errors
-    /// [`CodecError::Invalid`] naming `what`.
-    pub fn validate_name(what: &str, name: &str) -> Result<(), CodecError> {
-        check_name(what, name)
-    }
-
-    /// Checks the id, services and figures against [`crate::limits`].
-    ///
-    /// # Errors
-    /// [`CodecError::Invalid`] naming the broken rule.
-    pub fn validate(&self) -> Result<(), CodecError> {
-        check_name("node id", &self.id)?;
-        if self.services.is_empty() || self.services.len() > limits::MAX_SERVICES {
-            return Err(CodecError::Invalid(format!(
-                "a node must host 1..={} services, got {}",
-                limits::MAX_SERVICES,
-                self.services.len()
-            )));
-        }
-        for service in &self.services {
-            check_name("service name", &service.name)?;
-            if service.max_concurrent == 0 {
-                return Err(CodecError::Invalid(format!(
-                    "service {} has max_concurrent 0",
-                    service.name
-                )));
-            }
-        }
-        if !self.cost_per_hour.is_finite() || self.cost_per_hour < 0.0 {
-            return Err(CodecError::Invalid(
-                "cost_per_hour must be finite and >= 0".into(),
-            ));
-        }
-        if self.stats_interval_ms == 0 {
-            return Err(CodecError::Invalid("stats_interval_ms must be > 0".into()));
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Codec, Decoded};
+    use crate::{Codec, Decoded, ErrorKind, GpuStats, NodeSpec, ServiceSpec};
     use proptest::prelude::*;
 
     fn arb_message() -> impl Strategy<Value = Message> {
@@ -431,6 +199,8 @@ mod tests {
                     payload_len: len,
                     timeout_ms: t,
                     hints: vec![("k".into(), hint)],
+                    priority: -(t as i32 % 7),
+                    realtime: len % 2 == 0,
                 })
             }),
             proptest::collection::vec(any::<u8>(), 0..2048)
@@ -463,6 +233,39 @@ mod tests {
                 policy
             })),
             text.prop_map(Message::Ack),
+            (any::<u64>(), text, text).prop_map(|(swap_id, slot, service)| {
+                Message::Swap(SwapRequest {
+                    swap_id,
+                    slot,
+                    service,
+                })
+            }),
+            (any::<u64>(), text, proptest::option::of(text), any::<u32>()).prop_map(
+                |(swap_id, slot, loaded, duration_ms)| Message::Swapped(SwapReport {
+                    swap_id,
+                    slot,
+                    error: loaded.is_none().then(|| "start failed".to_string()),
+                    loaded,
+                    duration_ms,
+                })
+            ),
+            (text, any::<u32>()).prop_map(|(node_id, expected_ms)| Message::Reserved(Reserved {
+                node_id,
+                service: "llm".into(),
+                from: None,
+                expected_ms
+            })),
+            Just(Message::ListQueues),
+            (text, any::<u32>()).prop_map(|(service, length)| Message::Queues(vec![QueueView {
+                service,
+                length,
+                capacity: 1000,
+                oldest_wait_ms: 5,
+                reserved: 0,
+                dispatched_total: 1,
+                abandoned_total: 2,
+                overloaded_total: 3,
+            }])),
         ]
     }
 
@@ -523,6 +326,8 @@ mod tests {
             payload_len: 0,
             timeout_ms: 1,
             hints: vec![],
+            priority: 0,
+            realtime: false,
         };
         assert!(head.validate().is_err(), "empty service");
         head.service = "x".repeat(300);
@@ -545,7 +350,9 @@ mod tests {
             services: vec![ServiceSpec {
                 name: "echo".into(),
                 max_concurrent: 0,
+                load_ms: 0,
             }],
+            slots: vec![],
             stats_interval_ms: 1000,
             agent_version: "0".into(),
         };

@@ -125,6 +125,16 @@ impl FramedSend {
     pub async fn stopped(&mut self) {
         let _ = self.stream.stopped().await;
     }
+
+    /// A future that completes when the peer stops reading this stream
+    /// (`STOP_SENDING`, e.g. it dropped the call) or the connection is lost;
+    /// it borrows nothing, so frames can be sent while it is awaited.
+    pub fn peer_gone(&self) -> impl Future<Output = ()> + Send + 'static {
+        let stopped = self.stream.stopped();
+        async move {
+            let _ = stopped.await;
+        }
+    }
 }
 
 /// The receiving half of a framed stream.

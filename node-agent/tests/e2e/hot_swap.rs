@@ -96,6 +96,7 @@ async fn hot_swap_under_load_loses_no_call() {
             "echo".into(),
             ServiceConfig {
                 policy: Some("latency".into()),
+                ..ServiceConfig::default()
             },
         );
     })

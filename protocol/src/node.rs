@@ -1,0 +1,246 @@
+//! What a node is: its registration (services, swappable slots), its stats,
+//! and how the gateway shows it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::check_name;
+use crate::{CodecError, limits};
+
+/// An agent's registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Register {
+    /// The shared agent token the gateway is configured with.
+    pub token: String,
+    /// What the node is and hosts.
+    pub node: NodeSpec,
+}
+
+/// What a node is and which services it hosts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    /// Unique node id, e.g. `gpu-node-1` (at most 256 bytes).
+    pub id: String,
+    /// Region, e.g. `eu-west`; empty when unset.
+    pub region: String,
+    /// Free-form labels, e.g. (`tier`, `premium`).
+    pub labels: Vec<(String, String)>,
+    /// What running the node costs per hour, in the operator's currency.
+    pub cost_per_hour: f32,
+    /// The services the node hosts: every one it runs now or can load.
+    pub services: Vec<ServiceSpec>,
+    /// Swappable slots (e.g. one per GPU): each holds at most one of the
+    /// services it can host at a time. A service in no slot is always loaded.
+    pub slots: Vec<SlotSpec>,
+    /// How often the agent sends stats, ms; the gateway drops the node after
+    /// three intervals without one.
+    pub stats_interval_ms: u32,
+    /// The agent's version, for the operator.
+    pub agent_version: String,
+}
+
+/// One service a node hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// Service name, e.g. `sha256` (at most 256 bytes).
+    pub name: String,
+    /// Most calls of this service the node runs at once (at least 1).
+    pub max_concurrent: u32,
+    /// How long loading the service into a slot usually takes, ms (0 for a
+    /// service in no slot). The gateway weighs it against the queue's wait.
+    pub load_ms: u32,
+}
+
+/// A swappable slot of a node, e.g. one GPU: which services it can host and
+/// which one it holds now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotSpec {
+    /// Slot name, unique on the node, e.g. `gpu0` (at most 256 bytes).
+    pub name: String,
+    /// Services (named in [`NodeSpec::services`]) the slot can load.
+    pub can_host: Vec<String>,
+    /// The service loaded and ready now, if any.
+    pub loaded: Option<String>,
+}
+
+/// The gateway's answer to a good registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    /// The key policies see for this node.
+    pub node_key: u32,
+    /// The gateway's version.
+    pub gateway_version: String,
+}
+
+/// A node's resource report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// CPU utilisation of the whole node, 0..=100 %.
+    pub cpu_pct: f32,
+    /// Memory used, MiB.
+    pub mem_used_mib: u64,
+    /// Memory installed, MiB.
+    pub mem_total_mib: u64,
+    /// One entry per GPU; empty where NVML is absent.
+    pub gpus: Vec<GpuStats>,
+    /// Calls in flight per service, as the agent counts them.
+    pub in_flight: Vec<(String, u32)>,
+}
+
+/// One GPU's figures, from NVML.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuStats {
+    /// NVML device index.
+    pub index: u32,
+    /// Product name.
+    pub name: String,
+    /// Utilisation, 0..=100 %.
+    pub util_pct: f32,
+    /// Memory used, MiB.
+    pub mem_used_mib: u64,
+    /// Memory installed, MiB.
+    pub mem_total_mib: u64,
+    /// Temperature, °C.
+    pub temperature_c: f32,
+    /// Power draw, W.
+    pub power_w: f32,
+}
+
+/// A registered node as the gateway shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// The node's key, as policies see it.
+    pub key: u32,
+    /// What the node registered.
+    pub spec: NodeSpec,
+    /// The node's latest stats, if any arrived yet.
+    pub stats: Option<NodeStats>,
+    /// Per-service state as the gateway sees it.
+    pub services: Vec<ServiceView>,
+    /// Swappable slots as the gateway sees them.
+    pub slots: Vec<SlotView>,
+    /// Time since the node registered, ms.
+    pub connected_ms: u64,
+    /// Time since the latest stats report, ms.
+    pub last_stats_ms: u64,
+    /// Calls this node finished since it registered.
+    pub calls_total: u64,
+}
+
+/// One service on one node, as the gateway sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Service name.
+    pub name: String,
+    /// Calls in flight, gateway's count.
+    pub in_flight: u32,
+    /// Most calls at once.
+    pub max_concurrent: u32,
+    /// EWMA of node time, ms (0 with no samples).
+    pub latency_ms: f32,
+    /// Whether calls can run on it now (false for a service of a slot that
+    /// holds another one).
+    pub loaded: bool,
+}
+
+/// One swappable slot as the gateway sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotView {
+    /// Slot name.
+    pub name: String,
+    /// Services the slot can load.
+    pub can_host: Vec<String>,
+    /// The service loaded now, if any.
+    pub loaded: Option<String>,
+    /// The service being loaded now, if a swap is under way.
+    pub swapping_to: Option<String>,
+    /// Time until the node may swap again, ms (0 when it may).
+    pub cooldown_left_ms: u64,
+    /// Services this slot failed to load lately, with the time until it may
+    /// try again, ms.
+    pub failed: Vec<(String, u64)>,
+    /// Swaps this slot finished (ok or not) since the node registered.
+    pub swaps_total: u64,
+}
+
+impl NodeSpec {
+    /// The slot that can host `service`, if the service is swappable.
+    pub fn slot_of(&self, service: &str) -> Option<&SlotSpec> {
+        self.slots
+            .iter()
+            .find(|s| s.can_host.iter().any(|n| n == service))
+    }
+
+    /// Checks a name (service or node id) against [`crate::limits`]: 1..=256
+    /// bytes, no control characters.
+    ///
+    /// # Errors
+    /// [`CodecError::Invalid`] naming `what`.
+    pub fn validate_name(what: &str, name: &str) -> Result<(), CodecError> {
+        check_name(what, name)
+    }
+
+    /// Checks the id, services and figures against [`crate::limits`].
+    ///
+    /// # Errors
+    /// [`CodecError::Invalid`] naming the broken rule.
+    pub fn validate(&self) -> Result<(), CodecError> {
+        check_name("node id", &self.id)?;
+        if self.services.is_empty() || self.services.len() > limits::MAX_SERVICES {
+            return Err(CodecError::Invalid(format!(
+                "a node must host 1..={} services, got {}",
+                limits::MAX_SERVICES,
+                self.services.len()
+            )));
+        }
+        for service in &self.services {
+            check_name("service name", &service.name)?;
+            if service.max_concurrent == 0 {
+                return Err(CodecError::Invalid(format!(
+                    "service {} has max_concurrent 0",
+                    service.name
+                )));
+            }
+        }
+        if self.slots.len() > limits::MAX_SERVICES {
+            return Err(CodecError::Invalid(format!(
+                "a node may have at most {} slots, got {}",
+                limits::MAX_SERVICES,
+                self.slots.len()
+            )));
+        }
+        let mut in_a_slot = std::collections::HashSet::new();
+        for slot in &self.slots {
+            check_name("slot name", &slot.name)?;
+            for name in &slot.can_host {
+                if !self.services.iter().any(|s| &s.name == name) {
+                    return Err(CodecError::Invalid(format!(
+                        "slot {} can host {name:?}, which is not among the node's services",
+                        slot.name
+                    )));
+                }
+                if !in_a_slot.insert(name.as_str()) {
+                    return Err(CodecError::Invalid(format!(
+                        "service {name:?} is in more than one slot"
+                    )));
+                }
+            }
+            if let Some(loaded) = &slot.loaded
+                && !slot.can_host.contains(loaded)
+            {
+                return Err(CodecError::Invalid(format!(
+                    "slot {} holds {loaded:?}, which it cannot host",
+                    slot.name
+                )));
+            }
+        }
+        if !self.cost_per_hour.is_finite() || self.cost_per_hour < 0.0 {
+            return Err(CodecError::Invalid(
+                "cost_per_hour must be finite and >= 0".into(),
+            ));
+        }
+        if self.stats_interval_ms == 0 {
+            return Err(CodecError::Invalid("stats_interval_ms must be > 0".into()));
+        }
+        Ok(())
+    }
+}
