@@ -88,6 +88,10 @@ pub struct SwapConfig {
     /// Longest the gateway waits for an agent's swap report, s (default
     /// 300); past it the swap counts as failed.
     pub timeout_s: u32,
+    /// After a slot failed to load a service, it does not try that service
+    /// again for at least this long, s (default 30; the node's and the
+    /// service's cooldowns apply when longer).
+    pub failure_cooldown_s: u32,
 }
 
 /// `[nodes.ID]`: settings of one node.
@@ -113,6 +117,7 @@ impl Default for SwapConfig {
             queue_ratio: 4,
             cost_factor: 1.0,
             timeout_s: 300,
+            failure_cooldown_s: 30,
         }
     }
 }
@@ -287,6 +292,15 @@ impl GatewayConfig {
             .and_then(|n| n.swap_cooldown_s)
             .unwrap_or(self.swap.swap_cooldown_s);
         std::time::Duration::from_secs(u64::from(s))
+    }
+
+    /// How long a slot that failed to load `service` on node `node_id`
+    /// leaves it alone: the longest of the failure, node and service
+    /// cooldowns.
+    pub fn failed_swap_block(&self, node_id: &str, service: &str) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.swap.failure_cooldown_s))
+            .max(self.node_swap_cooldown(node_id))
+            .max(self.service_swap_cooldown(service))
     }
 
     /// The per-service swap cooldown of `service`.

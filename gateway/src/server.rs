@@ -142,6 +142,11 @@ impl Gateway {
         &self.shared.registry
     }
 
+    /// Every service's queue (as `switchyard queue` shows it).
+    pub fn queues(&self) -> Vec<protocol::QueueView> {
+        self.shared.scheduler.views(Instant::now())
+    }
+
     /// Names of the loaded policies.
     pub fn policy_names(&self) -> Vec<String> {
         self.shared.policies.names()

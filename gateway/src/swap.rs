@@ -26,8 +26,9 @@
 //!    swaps continue while calls wait unreserved and the rules allow.
 //!
 //! A failed swap (start, readiness, timeout, node lost) blocks the service
-//! on that slot for max(node cooldown, service cooldown) and puts the
-//! reserved call back at the head of its queue.
+//! on that slot for max(`failure_cooldown_s` (default 30 s), node cooldown,
+//! service cooldown) and puts the reserved call back at the head of its
+//! queue.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -285,7 +286,6 @@ impl Scheduler {
                 .is_none_or(|r| report.loaded.as_deref() == Some(r.service.as_str()));
         {
             let mut slots = node.slots();
-            let cooldown = slots.cooldown;
             if let Some(slot) = slots.get_mut(&report.slot) {
                 let loaded = report.loaded.clone().filter(|s| slot.can_host.contains(s));
                 for name in &slot.can_host {
@@ -303,7 +303,7 @@ impl Scheduler {
                     slot.swaps_total += 1;
                 }
                 if let Some(r) = reservation.as_ref().filter(|_| !ok) {
-                    let block = cooldown.max(self.config.service_swap_cooldown(&r.service));
+                    let block = self.config.failed_swap_block(&node.spec.id, &r.service);
                     slot.failed_until.insert(r.service.clone(), now + block);
                 }
             } else {
@@ -387,10 +387,8 @@ impl Scheduler {
             return;
         };
         {
+            let block = self.config.failed_swap_block(&r.node.spec.id, &r.service);
             let mut slots = r.node.slots();
-            let block = slots
-                .cooldown
-                .max(self.config.service_swap_cooldown(&r.service));
             if let Some(slot) = slots.get_mut(&r.slot) {
                 slot.swapping = None;
                 slot.swaps_total += 1;

@@ -8,4 +8,5 @@ mod fleet;
 mod hot_swap;
 mod malformed;
 mod policies;
+mod queue;
 mod services;
