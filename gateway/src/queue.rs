@@ -181,12 +181,17 @@ impl ServiceQueue {
 
     /// The call at the head, skipping (and dropping) calls whose task is gone.
     pub fn peek(&mut self) -> Option<&Waiter> {
+        let mut dropped = false;
         while let Some(entry) = self.waiters.first_entry() {
             if !entry.get().is_gone() {
                 break;
             }
             entry.remove();
             self.abandoned_total += 1;
+            dropped = true;
+        }
+        if dropped {
+            self.publish_positions();
         }
         self.waiters.values().next()
     }

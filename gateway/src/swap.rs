@@ -93,7 +93,10 @@ impl Demand {
 /// Whether a slot whose service has `victim_waiting` calls waiting may be
 /// given to a service with `waiting` calls waiting (rule 4).
 pub fn may_evict(victim_waiting: usize, waiting: usize, queue_ratio: u32) -> bool {
-    victim_waiting == 0 || waiting >= victim_waiting.saturating_mul(queue_ratio as usize)
+    victim_waiting == 0
+        || victim_waiting
+            .checked_mul(queue_ratio as usize)
+            .is_some_and(|needed| waiting >= needed)
 }
 
 impl Scheduler {
