@@ -10,3 +10,4 @@ mod malformed;
 mod policies;
 mod queue;
 mod services;
+mod swap;
