@@ -7,6 +7,13 @@ use serde::Deserialize;
 
 use crate::services::ServiceKind;
 
+mod swap;
+
+pub use swap::{
+    DEFAULT_LOAD_MS, DEFAULT_READY_TIMEOUT_S, MAX_READY_TIMEOUT_S, ReadyProbe, SlotConfig,
+    SwapConfig,
+};
+
 /// Default TLS server name the agent expects on the gateway's certificate.
 pub const DEFAULT_SERVER_NAME: &str = "localhost";
 /// Default stats period, ms.
@@ -84,6 +91,10 @@ pub struct AgentConfig {
     pub reconnect: ReconnectConfig,
     /// The services this node hosts (at least one; `[[services]]` tables).
     pub services: Vec<ServiceConfig>,
+    /// Swappable slots, e.g. one per GPU (`[[slots]]` tables, default none):
+    /// each holds at most one of its services at a time.
+    #[serde(default)]
+    pub slots: Vec<SlotConfig>,
 }
 
 /// Exponential reconnect backoff with jitter.
@@ -117,6 +128,10 @@ pub struct ServiceConfig {
     pub kind: ServiceKind,
     /// Most calls of this service at once (default 4, at least 1).
     pub max_concurrent: u32,
+    /// How to start and stop the server behind a swappable service (TOML
+    /// `[services.swap]`, default none: the service is always loaded). A
+    /// service with one must be in exactly one of [`AgentConfig::slots`].
+    pub swap: Option<SwapConfig>,
 }
 
 impl ServiceConfig {
@@ -126,7 +141,16 @@ impl ServiceConfig {
             name: name.into(),
             kind,
             max_concurrent: DEFAULT_MAX_CONCURRENT,
+            swap: None,
         }
+    }
+
+    /// The same service, swappable: `swap` tells how to start and stop it
+    /// (it must then be put in a slot).
+    #[must_use]
+    pub fn with_swap(mut self, swap: SwapConfig) -> Self {
+        self.swap = Some(swap);
+        self
     }
 }
 
@@ -147,7 +171,7 @@ fn default_max_ms() -> u64 {
 }
 
 impl AgentConfig {
-    /// A configuration with every optional field at its default.
+    /// A configuration with every optional field at its default (no slots).
     pub fn new(
         gateway: impl Into<String>,
         ca: impl Into<PathBuf>,
@@ -168,6 +192,7 @@ impl AgentConfig {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             reconnect: ReconnectConfig::default(),
             services,
+            slots: Vec::new(),
         }
     }
 
@@ -183,7 +208,8 @@ impl AgentConfig {
     }
 
     /// Reads, parses and validates the TOML file at `path`. Relative paths in
-    /// it (`ca`, a command's `cwd`) are taken relative to the file's folder.
+    /// it (`ca`, a command's `cwd`, a swap's `cwd`) are taken relative to the
+    /// file's folder.
     ///
     /// # Errors
     /// [`ConfigError::Read`] when the file cannot be read, else as
@@ -201,6 +227,9 @@ impl AgentConfig {
                 if let ServiceKind::Command(command) = &mut service.kind
                     && let Some(cwd) = &mut command.cwd
                 {
+                    *cwd = dir.join(&*cwd);
+                }
+                if let Some(cwd) = service.swap.as_mut().and_then(|s| s.cwd.as_mut()) {
                     *cwd = dir.join(&*cwd);
                 }
             }
@@ -267,9 +296,10 @@ impl AgentConfig {
             service
                 .kind
                 .validate()
+                .and_then(|()| service.swap.as_ref().map_or(Ok(()), SwapConfig::validate))
                 .map_err(|e| ConfigError::Invalid(format!("service {}: {e}", service.name)))?;
         }
-        Ok(())
+        swap::validate_slots(&self.services, &self.slots)
     }
 }
 

@@ -25,16 +25,22 @@
 //!
 //! Modules: [`config`] (TOML), [`services`] (what runs calls), [`stats`]
 //! (CPU, memory, GPUs), [`backoff`] (reconnect delays); the connection
-//! handling is in [`run`].
+//! handling is in [`run`], which also runs the swappable slots
+//! ([`SlotConfig`], [`SwapConfig`]): one server process per slot, swapped
+//! when the gateway asks.
 
 pub mod backoff;
 pub mod config;
 mod dispatch;
 pub mod services;
 mod session;
+mod slots;
 pub mod stats;
 
-pub use config::{AgentConfig, ConfigError, EXAMPLE_CONFIG, ReconnectConfig, ServiceConfig};
+pub use config::{
+    AgentConfig, ConfigError, EXAMPLE_CONFIG, ReadyProbe, ReconnectConfig, ServiceConfig,
+    SlotConfig, SwapConfig,
+};
 pub use services::{CommandConfig, HttpConfig, ServiceError, ServiceKind, Services};
 pub use session::run;
 pub use stats::StatsCollector;

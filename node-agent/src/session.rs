@@ -1,5 +1,6 @@
-//! The agent's life: dial the gateway, register, send stats, serve calls,
-//! and reconnect with backoff when the connection goes.
+//! The agent's life: load the slots' initial services, dial the gateway,
+//! register, send stats and swap reports, serve calls and swap requests, and
+//! reconnect with backoff when the connection goes.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use crate::backoff::Backoff;
 use crate::config::{AgentConfig, ConfigError, split_host_port};
 use crate::dispatch::Dispatcher;
 use crate::services::Services;
+use crate::slots::{Reports, Slots};
 use crate::stats::StatsCollector;
 
 /// Longest wait for the QUIC handshake
@@ -29,10 +31,13 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Failed attempts in a row logged at warn; later ones at debug.
 const LOUD_RETRIES: u32 = 3;
 
-/// Runs the agent until `shutdown` completes: connects, registers, reports
-/// stats and serves calls, reconnecting forever with backoff when the gateway
-/// is unreachable or the connection drops. At shutdown it closes the
-/// connection with code 0, reason `agent shutting down`.
+/// Runs the agent until `shutdown` completes: loads each slot's `loaded`
+/// service (waiting for it to be ready; a failure is logged and leaves the
+/// slot empty), then connects, registers, reports stats and serves calls
+/// and swaps, reconnecting forever with backoff when the gateway is
+/// unreachable or the connection drops. At shutdown it closes the
+/// connection with code 0, reason `agent shutting down`, and stops every
+/// slot's process (stop command, SIGTERM, SIGKILL after 5 s).
 ///
 /// # Errors
 /// [`AgentError::Config`] for an invalid configuration, [`AgentError::Tls`]
@@ -46,7 +51,10 @@ pub async fn run(
     config.validate()?;
     // Fail fast on an unusable CA file, before any network.
     transport::tls::client_config(&config.ca)?;
-    let services = Services::new(&config.services).map_err(AgentError::Services)?;
+    let services =
+        Services::with_slots(&config.services, &config.slots).map_err(AgentError::Services)?;
+    let (slots, mut reports) =
+        Slots::new(&config, services.clone()).map_err(AgentError::Services)?;
     let stats = tokio::task::spawn_blocking(StatsCollector::new)
         .await
         .unwrap_or_default();
@@ -55,77 +63,102 @@ pub async fn run(
             services,
             max_payload: config.max_payload_bytes,
         },
+        slots,
         stats: Arc::new(Mutex::new(stats)),
         endpoint: None,
         config,
     };
     let mut backoff = Backoff::new(agent.config.reconnect, StdRng::from_os_rng());
     tokio::pin!(shutdown);
-    tracing::info!(gateway = %agent.config.gateway, node = %agent.config.node_id, "connecting to gateway");
     // Failed attempts in a row.
     let mut failures = 0u32;
-    let result = loop {
-        let attempt = tokio::select! {
-            biased;
-            () = &mut shutdown => break Ok(()),
-            attempt = agent.connect() => attempt,
-        };
-        match attempt {
-            Ok(session) => {
-                backoff.reset();
-                failures = 0;
-                tracing::info!(
-                    gateway = %agent.config.gateway,
-                    node_key = session.registered.node_key,
-                    gateway_version = %session.registered.gateway_version,
-                    "registered with gateway"
-                );
-                let connection = session.connection.clone();
-                let reason = tokio::select! {
-                    biased;
-                    () = &mut shutdown => {
-                        connection.close(0u32.into(), b"agent shutting down");
-                        break Ok(());
-                    }
-                    reason = agent.serve(session) => reason,
-                };
-                tracing::info!("lost the gateway: {reason}; reconnecting");
-            }
-            Err(Attempt::Fatal(e)) => break Err(e),
-            Err(Attempt::Retry(reason)) => {
-                failures += 1;
-                if failures <= LOUD_RETRIES {
-                    tracing::warn!(attempt = failures, "cannot register with gateway: {reason}");
-                } else {
-                    if failures == LOUD_RETRIES + 1 {
-                        tracing::info!(
-                            "gateway still unreachable; retrying quietly (debug logs show each attempt)"
-                        );
-                    }
-                    tracing::debug!(attempt = failures, "cannot register with gateway: {reason}");
-                }
-            }
-        }
-        let delay = backoff.next_delay();
-        tracing::debug!(
-            delay_ms = delay.as_millis() as u64,
-            "reconnecting after a delay"
-        );
+    // Numbers the sessions, so that a swap asked for on an earlier one is
+    // not reported as this one's.
+    let mut session_id = 0u64;
+    let result = 'run: {
         tokio::select! {
             biased;
-            () = &mut shutdown => break Ok(()),
-            () = tokio::time::sleep(delay) => {}
+            () = &mut shutdown => break 'run Ok(()),
+            () = agent.slots.load_initial() => {}
+        }
+        tracing::info!(gateway = %agent.config.gateway, node = %agent.config.node_id, "connecting to gateway");
+        loop {
+            session_id += 1;
+            // The registration tells the slots' state as it is now.
+            reports.clear();
+            let attempt = tokio::select! {
+                biased;
+                () = &mut shutdown => break Ok(()),
+                attempt = agent.connect() => attempt,
+            };
+            match attempt {
+                Ok(session) => {
+                    backoff.reset();
+                    failures = 0;
+                    tracing::info!(
+                        gateway = %agent.config.gateway,
+                        node_key = session.registered.node_key,
+                        gateway_version = %session.registered.gateway_version,
+                        "registered with gateway"
+                    );
+                    let connection = session.connection.clone();
+                    let reason = tokio::select! {
+                        biased;
+                        () = &mut shutdown => {
+                            connection.close(0u32.into(), b"agent shutting down");
+                            break Ok(());
+                        }
+                        reason = agent.serve(session, &mut reports, session_id) => reason,
+                    };
+                    tracing::info!("lost the gateway: {reason}; reconnecting");
+                }
+                Err(Attempt::Fatal(e)) => break Err(e),
+                Err(Attempt::Retry(reason)) => {
+                    failures += 1;
+                    if failures <= LOUD_RETRIES {
+                        tracing::warn!(
+                            attempt = failures,
+                            "cannot register with gateway: {reason}"
+                        );
+                    } else {
+                        if failures == LOUD_RETRIES + 1 {
+                            tracing::info!(
+                                "gateway still unreachable; retrying quietly (debug logs show each attempt)"
+                            );
+                        }
+                        tracing::debug!(
+                            attempt = failures,
+                            "cannot register with gateway: {reason}"
+                        );
+                    }
+                }
+            }
+            let delay = backoff.next_delay();
+            tracing::debug!(
+                delay_ms = delay.as_millis() as u64,
+                "reconnecting after a delay"
+            );
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break Ok(()),
+                () = tokio::time::sleep(delay) => {}
+            }
         }
     };
-    if let Some((_, endpoint)) = agent.endpoint.take() {
-        endpoint.close(0u32.into(), b"agent shutting down");
-        if tokio::time::timeout(CLOSE_TIMEOUT, endpoint.wait_idle())
-            .await
-            .is_err()
-        {
-            tracing::debug!("connection close did not finish in time");
+    let endpoint = agent.endpoint.take();
+    let close = async {
+        if let Some((_, endpoint)) = endpoint {
+            endpoint.close(0u32.into(), b"agent shutting down");
+            if tokio::time::timeout(CLOSE_TIMEOUT, endpoint.wait_idle())
+                .await
+                .is_err()
+            {
+                tracing::debug!("connection close did not finish in time");
+            }
         }
-    }
+    };
+    // The slots' servers stop while the close reaches the gateway.
+    tokio::join!(close, agent.slots.shutdown());
     if result.is_ok() {
         tracing::info!("agent shut down");
     }
@@ -163,6 +196,7 @@ struct Session {
 struct Agent {
     config: AgentConfig,
     dispatcher: Dispatcher,
+    slots: Slots,
     stats: Arc<Mutex<StatsCollector>>,
     /// The client endpoint, made for the address family it was first
     /// needed for (IPv6 or not).
@@ -182,6 +216,7 @@ impl Agent {
                 .collect(),
             cost_per_hour: c.cost_per_hour,
             services: self.dispatcher.services.specs(),
+            slots: self.dispatcher.services.slot_specs(),
             stats_interval_ms: c.stats_interval_ms,
             agent_version: env!("CARGO_PKG_VERSION").into(),
         }
@@ -262,8 +297,10 @@ impl Agent {
         }
     }
 
-    /// Serves a registered connection until it ends; returns why.
-    async fn serve(&self, session: Session) -> String {
+    /// Serves a registered connection until it ends; returns why. Swap
+    /// reports go out on the control stream between stats; swap requests
+    /// from it run in the background (a load may take minutes).
+    async fn serve(&self, session: Session, reports: &mut Reports, session_id: u64) -> String {
         let Session {
             connection,
             mut send,
@@ -275,16 +312,21 @@ impl Agent {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                let stats = self.sample().await;
-                if let Err(e) = send.send(&Message::Stats(stats)).await {
-                    return format!("sending stats failed: {e}");
+                let message = tokio::select! {
+                    _ = tick.tick() => Message::Stats(self.sample().await),
+                    report = reports.next(session_id) => Message::Swapped(report),
+                };
+                if let Err(e) = send.send(&message).await {
+                    return format!("sending {:?} failed: {e}", message.kind());
                 }
             }
         };
         let control = async {
             loop {
                 match recv.recv().await {
+                    Ok(Some(Message::Swap(request))) => {
+                        self.slots.request(request, session_id);
+                    }
                     Ok(Some(message)) => {
                         tracing::debug!(kind = ?message.kind(), "ignoring a control message");
                     }

@@ -158,7 +158,7 @@ async fn read_bounded(pipe: impl AsyncRead + Unpin, max: u64) -> Result<Vec<u8>,
 
 /// Reads all of `pipe`, keeping only its last `keep` bytes; says whether
 /// anything was dropped. A read error ends the reading quietly.
-async fn read_tail(mut pipe: impl AsyncRead + Unpin, keep: usize) -> (Vec<u8>, bool) {
+pub(crate) async fn read_tail(mut pipe: impl AsyncRead + Unpin, keep: usize) -> (Vec<u8>, bool) {
     let mut kept = Vec::new();
     let mut cut = false;
     let mut chunk = vec![0; 8192];
@@ -183,7 +183,7 @@ async fn read_tail(mut pipe: impl AsyncRead + Unpin, keep: usize) -> (Vec<u8>, b
 
 /// Kills a command's process group when dropped, unless disarmed (`0 = None`)
 /// once the leader is reaped.
-struct GroupGuard(Option<u32>);
+pub(crate) struct GroupGuard(pub(crate) Option<u32>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
@@ -195,13 +195,16 @@ impl Drop for GroupGuard {
 
 /// SIGKILL to the process group `pid` leads. Call only while the leader is
 /// not yet reaped, so the group id cannot belong to anyone else.
-fn kill_group(pid: u32) {
+pub(crate) fn kill_group(pid: u32) {
+    signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Sends `signal` to the process group `pid` leads, with the same caveat as
+/// [`kill_group`].
+pub(crate) fn signal_group(pid: u32, signal: nix::sys::signal::Signal) {
     let Ok(pid) = i32::try_from(pid) else { return };
-    if let Err(e) = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    ) {
-        tracing::debug!("killing the command's process group: {e}");
+    if let Err(e) = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal) {
+        tracing::debug!("sending {signal} to process group {pid}: {e}");
     }
 }
 
@@ -219,7 +222,7 @@ async fn kill_and_reap(child: &mut Child) {
     }
 }
 
-fn describe(status: ExitStatus) -> String {
+pub(crate) fn describe(status: ExitStatus) -> String {
     if let Some(code) = status.code() {
         return format!("exit status {code}");
     }

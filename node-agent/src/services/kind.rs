@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{DEFAULT_MAX_CONCURRENT, ServiceConfig};
+use crate::config::{DEFAULT_MAX_CONCURRENT, ServiceConfig, SwapConfig};
 
 /// Default bound on a command's stdout or an HTTP response body, bytes
 /// (16 MiB).
@@ -140,6 +140,7 @@ pub(crate) struct RawService {
     max_output_bytes: Option<u64>,
     url: Option<String>,
     content_type: Option<String>,
+    swap: Option<SwapConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -230,6 +231,7 @@ impl TryFrom<RawService> for ServiceConfig {
             name,
             kind,
             max_concurrent: raw.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT),
+            swap: raw.swap,
         })
     }
 }

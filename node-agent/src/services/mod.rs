@@ -3,23 +3,29 @@
 //! ([`http`](ServiceKind::Http)) and built-ins (`echo`, `sleep`, `sum-up`).
 //!
 //! [`Services`] counts the calls in flight per service and refuses calls past
-//! a service's `max_concurrent`.
+//! a service's `max_concurrent`. A swappable service (one in a slot) takes
+//! calls only while its slot holds it; the agent's slot manager loads and
+//! unloads it (see [`crate::SlotConfig`]).
 
 mod builtin;
 mod command;
+mod gate;
 mod http;
 mod kind;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::{ErrorKind, ServiceSpec};
 
-use crate::config::ServiceConfig;
+use crate::config::{ServiceConfig, SlotConfig};
+use gate::Gate;
 
+pub(crate) use command::{GroupGuard, describe, kill_group, read_tail, signal_group};
+pub(crate) use http::{client as http_client, parse_url};
 pub(crate) use kind::RawService;
 pub use kind::{
     CommandConfig, DEFAULT_CONTENT_TYPE, DEFAULT_MAX_OUTPUT_BYTES, HttpConfig, ServiceKind,
@@ -80,13 +86,19 @@ pub(crate) fn truncate(text: &mut String, max: usize) {
 #[derive(Debug, Clone)]
 pub struct Services {
     entries: Arc<BTreeMap<String, Arc<Entry>>>,
+    /// The swappable slots, by name.
+    gates: Arc<BTreeMap<String, Arc<Gate>>>,
 }
 
 #[derive(Debug)]
 struct Entry {
     name: String,
     max_concurrent: u32,
+    /// Usual load time, ms (0 for a service in no slot).
+    load_ms: u32,
     in_flight: AtomicU32,
+    /// The slot the service belongs to, if it is swappable.
+    gate: Option<Arc<Gate>>,
     runner: Runner,
 }
 
@@ -100,14 +112,45 @@ enum Runner {
 }
 
 impl Services {
+    /// Builds the services of `configs` with no slots: every service is
+    /// always loaded, a `swap` table included. As [`Services::with_slots`].
+    ///
+    /// # Errors
+    /// As [`Services::with_slots`].
+    pub fn new(configs: &[ServiceConfig]) -> Result<Self, ServiceError> {
+        Self::with_slots(configs, &[])
+    }
+
     /// Builds the services of `configs` (one pooled HTTP client is shared by
-    /// every `http` service). Later duplicates of a name are ignored;
-    /// [`crate::AgentConfig::validate`] refuses them.
+    /// every `http` service) and the swappable `slots`, every slot empty: a
+    /// service in a slot takes calls only once the agent loaded it.
+    /// Later duplicates of a name are ignored, as are slot entries naming
+    /// unknown services; [`crate::AgentConfig::validate`] refuses both.
     ///
     /// # Errors
     /// A [`ServiceError`] of kind `Internal` when the HTTP client cannot be
     /// built, or `ServiceFailed` for an `http` service with a bad URL.
-    pub fn new(configs: &[ServiceConfig]) -> Result<Self, ServiceError> {
+    pub fn with_slots(
+        configs: &[ServiceConfig],
+        slots: &[SlotConfig],
+    ) -> Result<Self, ServiceError> {
+        let gates: BTreeMap<String, Arc<Gate>> = slots
+            .iter()
+            .map(|slot| {
+                let gate = Gate {
+                    slot: slot.name.clone(),
+                    can_host: slot.can_host.clone(),
+                    loaded: Mutex::new(None),
+                };
+                (slot.name.clone(), Arc::new(gate))
+            })
+            .collect();
+        let gate_of = |service: &str| {
+            gates
+                .values()
+                .find(|g| g.can_host.iter().any(|n| n == service))
+                .cloned()
+        };
         let mut client = None;
         let mut entries = BTreeMap::new();
         for config in configs {
@@ -125,26 +168,37 @@ impl Services {
                 ServiceKind::SumUp => Runner::SumUp,
             };
             entries.entry(config.name.clone()).or_insert_with(|| {
+                let gate = gate_of(&config.name);
+                // A swap table counts only for a service in a slot.
+                let load_ms = match (&gate, &config.swap) {
+                    (Some(_), Some(swap)) => swap.load_ms,
+                    _ => 0,
+                };
                 Arc::new(Entry {
                     name: config.name.clone(),
                     max_concurrent: config.max_concurrent,
+                    load_ms,
                     in_flight: AtomicU32::new(0),
+                    gate,
                     runner,
                 })
             });
         }
         Ok(Self {
             entries: Arc::new(entries),
+            gates: Arc::new(gates),
         })
     }
 
-    /// The services as registration announces them.
+    /// The services as registration announces them, with each swappable
+    /// service's usual load time (`load_ms`, 0 for the others).
     pub fn specs(&self) -> Vec<ServiceSpec> {
         self.entries
             .values()
             .map(|e| ServiceSpec {
                 name: e.name.clone(),
                 max_concurrent: e.max_concurrent,
+                load_ms: e.load_ms,
             })
             .collect()
     }
@@ -162,7 +216,8 @@ impl Services {
     ///
     /// # Errors
     /// `UnknownService` when the node hosts no such service,
-    /// `NoNodeAvailable` when its `max_concurrent` calls are running.
+    /// `NoNodeAvailable` when its `max_concurrent` calls are running or,
+    /// for a swappable service, when its slot does not hold it.
     pub fn acquire(&self, name: &str) -> Result<Slot, ServiceError> {
         let entry = self.entries.get(name).ok_or_else(|| {
             ServiceError::new(
@@ -170,6 +225,29 @@ impl Services {
                 format!("this node hosts no service named {name:?}"),
             )
         })?;
+        // Held while the slot is taken, so that a swap (which empties the
+        // slot under this lock, after checking for calls in flight) and a
+        // new call never cross.
+        let _loaded = match &entry.gate {
+            Some(gate) => {
+                let loaded = gate.loaded();
+                if loaded.as_deref() != Some(name) {
+                    let holds = match loaded.as_deref() {
+                        Some(other) => format!("holds {other}"),
+                        None => "is empty".to_string(),
+                    };
+                    return Err(ServiceError::new(
+                        ErrorKind::NoNodeAvailable,
+                        format!(
+                            "service {name} is not loaded on this node (slot {} {holds})",
+                            gate.slot
+                        ),
+                    ));
+                }
+                Some(loaded)
+            }
+            None => None,
+        };
         entry
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {

@@ -395,7 +395,8 @@ async fn unknown_service_and_slot_limits() {
         services.specs(),
         [protocol::ServiceSpec {
             name: "sleep".into(),
-            max_concurrent: 2
+            max_concurrent: 2,
+            load_ms: 0,
         }]
     );
 }

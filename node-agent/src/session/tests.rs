@@ -15,6 +15,8 @@ use crate::services::ServiceKind;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+mod swap;
+
 struct Gateway {
     endpoint: quinn::Endpoint,
     addr: SocketAddr,

@@ -1,0 +1,182 @@
+//! `switchyard-toy-model`: a stand-in for a real model server (vLLM,
+//! llama.cpp's server, ...) for the node agent's tests and the demo. It is
+//! not part of the gateway or the agent.
+//!
+//! It listens on `127.0.0.1:PORT` over plain HTTP/1.1:
+//! - `GET /health` answers 503 `loading` for `--load-ms` after start, then
+//!   200 `ok`, as a model server does while it loads its weights;
+//! - any other request (e.g. `POST /`) waits `--work-ms`, then answers
+//!   `NAME: BODY` (the request body as text) or `NAME: N bytes` when the body
+//!   is not UTF-8.
+//!
+//! It exits when its stdin reaches end of file (so it dies with the agent
+//! that started it, even when the agent is killed), on SIGTERM or Ctrl-C,
+//! and at once with status 1 under `--fail` (a start that fails).
+
+use std::io::Read as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use clap::Parser;
+
+/// A stand-in model server: loads for a while, then answers requests with
+/// its name and the request body.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// TCP port to listen on, on 127.0.0.1.
+    #[arg(long)]
+    port: u16,
+    /// The model's name, put in front of every answer.
+    #[arg(long, default_value = "toy")]
+    name: String,
+    /// How long it "loads", ms: /health answers 503 until then.
+    #[arg(long, default_value_t = 500)]
+    load_ms: u64,
+    /// How long each request takes, ms.
+    #[arg(long, default_value_t = 0)]
+    work_ms: u64,
+    /// Exits at once with status 1 and a message on stderr (a failing start).
+    #[arg(long)]
+    fail: bool,
+    /// Keeps running when stdin closes (for running it by hand in a shell).
+    #[arg(long)]
+    ignore_stdin: bool,
+}
+
+/// A line on stderr; errors are ignored (`eprintln!` would panic once the
+/// agent reading our stderr is gone, and we must still exit cleanly).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+struct Toy {
+    name: String,
+    ready_at: Instant,
+    work: Duration,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let name = args.name.clone();
+    if args.fail {
+        say!("toy-model {name}: failing on purpose (--fail)");
+        return ExitCode::FAILURE;
+    }
+    if !args.ignore_stdin {
+        // A plain thread: a blocking read would hold up the async runtime's
+        // shutdown. EOF (or a read error) means whoever started us is gone.
+        std::thread::spawn(move || {
+            let mut sink = [0u8; 1024];
+            let mut stdin = std::io::stdin();
+            while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+            say!("toy-model {name}: stdin closed, exiting");
+            std::process::exit(0);
+        });
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            say!("toy-model {}: cannot start the runtime: {e}", args.name);
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve(args));
+    // Do not wait for the stdin thread.
+    std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
+}
+
+async fn serve(args: Args) -> ExitCode {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            say!("toy-model {}: cannot listen on {addr}: {e}", args.name);
+            return ExitCode::FAILURE;
+        }
+    };
+    say!(
+        "toy-model {}: listening on {addr}, loading for {} ms",
+        args.name,
+        args.load_ms
+    );
+    let toy = Arc::new(Toy {
+        name: args.name.clone(),
+        ready_at: Instant::now() + Duration::from_millis(args.load_ms),
+        work: Duration::from_millis(args.work_ms),
+    });
+    let app = Router::new()
+        .route("/health", get(health))
+        .fallback(work)
+        .with_state(toy);
+    tokio::select! {
+        served = axum::serve(listener, app) => match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                say!("toy-model {}: serving failed: {e}", args.name);
+                ExitCode::FAILURE
+            }
+        },
+        signal = terminated() => {
+            say!("toy-model {}: {signal}, exiting", args.name);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn health(State(toy): State<Arc<Toy>>) -> (StatusCode, &'static str) {
+    if Instant::now() >= toy.ready_at {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "loading")
+    }
+}
+
+async fn work(State(toy): State<Arc<Toy>>, body: Bytes) -> (StatusCode, String) {
+    if Instant::now() < toy.ready_at {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}: still loading", toy.name),
+        );
+    }
+    tokio::time::sleep(toy.work).await;
+    let answer = match std::str::from_utf8(&body) {
+        Ok(text) => format!("{}: {text}", toy.name),
+        Err(_) => format!("{}: {} bytes", toy.name, body.len()),
+    };
+    (StatusCode::OK, answer)
+}
+
+/// Completes on SIGTERM or Ctrl-C, naming which.
+async fn terminated() -> &'static str {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => "ctrl-c",
+        () = term => "SIGTERM",
+    }
+}
