@@ -216,11 +216,11 @@ impl Scheduler {
     /// out or its client left).
     fn leave(&self, service: &str, key: QueueKey) {
         let mut state = self.lock();
-        if let Some(queue) = state.queues.get_mut(service) {
-            if queue.remove(key) {
-                gauge_length(service, queue);
-                return;
-            }
+        if let Some(queue) = state.queues.get_mut(service)
+            && queue.remove(key)
+        {
+            gauge_length(service, queue);
+            return;
         }
         for reservation in state.reservations.values_mut() {
             if reservation.waiter.as_ref().is_some_and(|w| w.key == key) {

@@ -102,7 +102,10 @@ async fn an_idle_node_swaps_to_the_waiting_service_once_and_not_again_within_the
     );
     fleet.spawn_agent("node-b", TOKEN, &services);
     fleet.wait_nodes(1).await;
-    wait_slot(&fleet, "loaded mistral", |s| s.loaded.as_deref() == Some("mistral")).await;
+    wait_slot(&fleet, "loaded mistral", |s| {
+        s.loaded.as_deref() == Some("mistral")
+    })
+    .await;
     let client = Arc::new(fleet.client().await);
 
     // A long mistral call keeps the node busy: no swap while it runs.
@@ -115,19 +118,32 @@ async fn an_idle_node_swaps_to_the_waiting_service_once_and_not_again_within_the
     };
     let start = Instant::now();
     while fleet.gateway.registry().all()[0].in_flight("mistral") == 0 {
-        assert!(start.elapsed() < Duration::from_secs(5), "mistral call never started");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "mistral call never started"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let seen = Seen::default();
     let llama = call(&client, "llama", Duration::from_secs(15), &seen)
         .await
         .expect("llama call served after the swap");
-    let mistral = busy.await.unwrap().expect("mistral call finished undisturbed");
+    let mistral = busy
+        .await
+        .unwrap()
+        .expect("mistral call finished undisturbed");
     assert_eq!(&mistral.data[..], b"mistral: hello mistral");
     assert_eq!(&llama.data[..], b"llama: hello llama");
-    assert_eq!((llama.node_id.as_str(), llama.policy.as_str()), ("node-b", "swap"));
+    assert_eq!(
+        (llama.node_id.as_str(), llama.policy.as_str()),
+        ("node-b", "swap")
+    );
     let events = seen.lock().unwrap().clone();
-    assert_eq!(events.first(), Some(&CallEvent::Queued { position: 1 }), "{events:?}");
+    assert_eq!(
+        events.first(),
+        Some(&CallEvent::Queued { position: 1 }),
+        "{events:?}"
+    );
     assert!(
         events.contains(&CallEvent::Reserved {
             node_id: "node-b".into(),
@@ -160,7 +176,10 @@ async fn an_idle_node_swaps_to_the_waiting_service_once_and_not_again_within_the
         "queued, never reserved"
     );
     let view = slot_view(&fleet);
-    assert_eq!((view.loaded.as_deref(), view.swaps_total), (Some("llama"), 1));
+    assert_eq!(
+        (view.loaded.as_deref(), view.swaps_total),
+        (Some("llama"), 1)
+    );
     // Llama keeps serving.
     let again = call(&client, "llama", Duration::from_secs(5), &Seen::default())
         .await
@@ -180,7 +199,10 @@ async fn a_failing_start_puts_the_call_back_and_blocks_that_service_on_the_slot(
     );
     fleet.spawn_agent("node-b", TOKEN, &services);
     fleet.wait_nodes(1).await;
-    wait_slot(&fleet, "loaded mistral", |s| s.loaded.as_deref() == Some("mistral")).await;
+    wait_slot(&fleet, "loaded mistral", |s| {
+        s.loaded.as_deref() == Some("mistral")
+    })
+    .await;
     let client = fleet.client().await;
 
     let seen = Seen::default();
@@ -194,7 +216,11 @@ async fn a_failing_start_puts_the_call_back_and_blocks_that_service_on_the_slot(
     assert!(
         matches!(
             events.as_slice(),
-            [.., CallEvent::Reserved { .. }, CallEvent::Queued { position: 1 }]
+            [
+                ..,
+                CallEvent::Reserved { .. },
+                CallEvent::Queued { position: 1 }
+            ]
         ),
         "reserved, then back at the head of the queue: {events:?}"
     );
@@ -202,14 +228,21 @@ async fn a_failing_start_puts_the_call_back_and_blocks_that_service_on_the_slot(
     assert_eq!(view.swaps_total, 1, "tried once, not again: {view:?}");
     assert_eq!(view.loaded, None, "mistral was stopped, llama failed");
     assert!(
-        view.failed.iter().any(|(s, left)| s == "llama" && *left > 20_000),
+        view.failed
+            .iter()
+            .any(|(s, left)| s == "llama" && *left > 20_000),
         "{view:?}"
     );
 
     // The slot still serves what it can load.
-    let ok = call(&client, "mistral", Duration::from_secs(10), &Seen::default())
-        .await
-        .expect("mistral loads again");
+    let ok = call(
+        &client,
+        "mistral",
+        Duration::from_secs(10),
+        &Seen::default(),
+    )
+    .await
+    .expect("mistral loads again");
     assert_eq!(&ok.data[..], b"mistral: hello mistral");
     assert_eq!(slot_view(&fleet).swaps_total, 2);
 }
