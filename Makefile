@@ -6,11 +6,18 @@
 #   make build   host binaries (release) and plugins
 #   make plugins wasm policy plugins into plugins/dist (see mk/plugins.mk)
 #   make bench   policy pick benchmark: wasm vs native, deadline cost (~4 min)
+#   make setup   Debian packages the tests use (chromium, chromium-driver,
+#                promtool); `make test` runs it
 
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build demo test lint toolchain bench clean
+.PHONY: all build demo test lint toolchain bench clean setup
+
+# Programs the end-to-end tests use, from Debian's packages: a real headless
+# browser for the dashboard test, promtool for `/metrics`.
+SETUP_TOOLS := chromium chromedriver promtool
+SETUP_PACKAGES := chromium chromium-driver prometheus
 
 all: build
 
@@ -36,7 +43,16 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --manifest-path plugins/Cargo.toml --workspace --all-targets -- -D warnings
 
-test: plugins lint plugins-test
+setup:
+	@missing=""; for t in $(SETUP_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing (Debian packages: $(SETUP_PACKAGES))"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SETUP_PACKAGES) >/dev/null; \
+	fi
+
+test: setup plugins lint plugins-test
 	$(CARGO) test --workspace
 
 bench: plugins

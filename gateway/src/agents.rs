@@ -69,13 +69,22 @@ pub(crate) async fn serve(
         "node registered"
     );
     shared.scheduler.notify(Event::NodeUp(node.clone()));
+    metrics::gauge!("connected_agents").set(shared.registry.len() as f64);
+    shared.announce(crate::http::AdminEvent::new(
+        "node_up",
+        node.spec.id.clone(),
+    ));
 
     let grace = interval * MISSED_INTERVALS;
     let reason = loop {
         tokio::select! {
             message = tokio::time::timeout(grace, recv.recv()) => match message {
                 Ok(Ok(Some(Message::Stats(stats)))) => {
-                    node.update_stats(sanitize(stats), Instant::now());
+                    let stats = sanitize(stats);
+                    crate::telemetry::record_stats(&node.spec.id, &stats);
+                    metrics::gauge!("node_in_flight", "node" => node.spec.id.clone())
+                        .set(f64::from(node.in_flight_total()));
+                    node.update_stats(stats, Instant::now());
                 }
                 Ok(Ok(Some(Message::Swapped(report)))) => match check_report(&report) {
                     Ok(()) => shared.scheduler.notify(Event::Swapped(node.clone(), report)),
@@ -101,7 +110,12 @@ pub(crate) async fn serve(
     };
     if shared.registry.remove(&node) {
         tracing::info!(node = %node.spec.id, %reason, "node dropped");
+        shared.announce(crate::http::AdminEvent::new(
+            "node_down",
+            format!("{}: {reason}", node.spec.id),
+        ));
     }
+    metrics::gauge!("connected_agents").set(shared.registry.len() as f64);
     shared.scheduler.notify(Event::NodeDown(node.clone()));
     connection.close(crate::CLOSE_STATS_MISSED.into(), reason.as_bytes());
 }

@@ -32,7 +32,30 @@ pub(crate) async fn serve(
 ) {
     let call_id = shared.next_call_id.fetch_add(1, Ordering::Relaxed);
     let service = head.service.clone();
-    match run(&shared, call_id, head, &mut send, &mut recv, arrived).await {
+    let mut served = Served::default();
+    let result = run(
+        &shared,
+        call_id,
+        head,
+        &mut send,
+        &mut recv,
+        arrived,
+        &mut served,
+    )
+    .await;
+    let (ok, label) = match &result {
+        Ok(()) => (true, "ok"),
+        Err(Failure::Reply(e)) => (false, crate::telemetry::outcome(Err(e.kind))),
+        Err(Failure::Gone) => (false, "client_gone"),
+        Err(Failure::Cut(code, _)) if *code == crate::RESET_TIMEOUT => (false, "timeout"),
+        Err(Failure::Cut(..)) => (false, "node_lost"),
+    };
+    let total_ms = ms(arrived.elapsed());
+    crate::telemetry::record_call(&service, &served.node, &served.policy, label, total_ms);
+    shared
+        .window
+        .record(&service, &served.node, total_ms, ok, Instant::now());
+    match result {
         Ok(()) => {}
         Err(Failure::Reply(error)) => {
             tracing::debug!(call_id, %service, kind = %error.kind, message = %error.message, "call failed");
@@ -52,6 +75,13 @@ pub(crate) async fn serve(
         }
     }
     let _ = send.finish();
+}
+
+/// Where a call went, for its metrics (empty while it reached no node).
+#[derive(Default)]
+struct Served {
+    node: String,
+    policy: String,
 }
 
 enum Failure {
@@ -83,6 +113,7 @@ async fn run(
     send: &mut FramedSend,
     recv: &mut FramedRecv,
     arrived: Instant,
+    served: &mut Served,
 ) -> Result<(), Failure> {
     head.validate()
         .map_err(|e| error(ErrorKind::BadRequest, e.to_string()))?;
@@ -136,6 +167,8 @@ async fn run(
         }
     };
     let node = guard.node().clone();
+    served.node.clone_from(&node.spec.id);
+    served.policy.clone_from(&picked.policy_name);
     let remaining = deadline.saturating_duration_since(Instant::now());
     let dispatch = DispatchHead {
         call_id,

@@ -13,6 +13,11 @@ use serde::Deserialize;
 pub struct GatewayConfig {
     /// QUIC listen address (default `127.0.0.1:4433`; port 0 picks a free one).
     pub listen: SocketAddr,
+    /// Admin HTTP address: `/metrics`, `/api`, the dashboard (default
+    /// `127.0.0.1:9090`; port 0 picks a free one).
+    pub admin_listen: SocketAddr,
+    /// Whether the admin HTTP port is served (default true).
+    pub admin_enabled: bool,
     /// Where the gateway keeps its generated certificate, key, CA and agent
     /// token (default `$XDG_DATA_HOME/switchyard`, else
     /// `~/.local/share/switchyard`, else `./.switchyard`).
@@ -174,6 +179,8 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            admin_enabled: true,
             data_dir: default_data_dir(),
             tls: TlsConfig::default(),
             plugins_dir: PathBuf::from("plugins/dist"),

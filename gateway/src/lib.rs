@@ -10,10 +10,13 @@ pub mod policies;
 pub mod registry;
 pub mod watcher;
 
+pub mod http;
 pub mod queue;
 pub mod scheduler;
 pub mod slots;
 pub mod swap;
+pub mod telemetry;
+pub mod window;
 
 mod admin;
 mod agents;
@@ -72,10 +75,23 @@ pub(crate) struct Shared {
     pub(crate) registry: Arc<registry::Registry>,
     pub(crate) policies: Arc<policies::Policies>,
     pub(crate) scheduler: Arc<scheduler::Scheduler>,
+    /// When the gateway started (second 0 of the call window).
+    pub(crate) started: std::time::Instant,
+    /// Finished calls per second, for the dashboard.
+    pub(crate) window: window::CallWindow,
+    /// Changes the admin event stream announces.
+    pub(crate) events: tokio::sync::broadcast::Sender<http::AdminEvent>,
     pub(crate) codec: protocol::Codec,
     pub(crate) agent_token: String,
     pub(crate) admin_token: String,
     pub(crate) next_call_id: AtomicU64,
+}
+
+impl Shared {
+    /// Tells `/api/events` listeners about a change (none listening is fine).
+    pub(crate) fn announce(&self, event: http::AdminEvent) {
+        let _ = self.events.send(event);
+    }
 }
 
 /// Runs a gateway until `shutdown` resolves.

@@ -350,8 +350,8 @@ impl Policies {
         let columns = candidates(nodes, &head.service);
         let started = Instant::now();
         let decision = policy.pick(&request, &columns);
-        metrics::histogram!("policy_pick_duration_us", "policy" => policy.name().to_string())
-            .record(started.elapsed().as_secs_f64() * 1e6);
+        metrics::histogram!("policy_pick_duration_seconds", "policy" => policy.name().to_string())
+            .record(started.elapsed().as_secs_f64());
         match decision {
             Ok(Decision::Route(i)) => Ok(Picked {
                 index: i as usize,

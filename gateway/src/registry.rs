@@ -52,6 +52,7 @@ pub struct Node {
     pub control: mpsc::Sender<Message>,
     slots: Mutex<NodeSlots>,
     events: Option<mpsc::UnboundedSender<Event>>,
+    draining: AtomicBool,
     stats: RwLock<Option<NodeStats>>,
     last_stats: Mutex<Instant>,
     calls_total: AtomicU64,
@@ -148,6 +149,7 @@ impl Registry {
             control,
             slots: Mutex::new(slots),
             events: self.events.clone(),
+            draining: AtomicBool::new(false),
             registered_at: now,
             stats: RwLock::new(None),
             last_stats: Mutex::new(now),
@@ -177,6 +179,11 @@ impl Registry {
         removed
     }
 
+    /// The node with id `id`, if connected.
+    pub fn get(&self, id: &str) -> Option<Arc<Node>> {
+        self.nodes.get(id).map(|n| n.clone())
+    }
+
     /// The node with `key`, if connected.
     pub fn by_key(&self, key: u32) -> Option<Arc<Node>> {
         self.by_key.get(&key).map(|n| n.clone())
@@ -199,7 +206,7 @@ impl Registry {
         let mut nodes: Vec<_> = self
             .nodes
             .iter()
-            .filter(|n| n.is_loaded(service))
+            .filter(|n| n.is_loaded(service) && !n.is_draining())
             .map(|n| n.clone())
             .collect();
         nodes.sort_by_key(|n| n.key);
@@ -273,6 +280,17 @@ impl Node {
         self.services
             .get(service)
             .is_some_and(|s| s.is_loaded() && s.in_flight() < s.max_concurrent)
+    }
+
+    /// Drains (true) or undrains the node: a drained node gets no new call
+    /// and no swap; calls in flight finish.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::SeqCst);
+    }
+
+    /// Whether the node is drained.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Whether calls of `service` can run here now.
@@ -387,6 +405,7 @@ impl Node {
             stats: self.stats(),
             services,
             slots: self.slots().views(now),
+            draining: self.is_draining(),
             connected_ms: millis(now.saturating_duration_since(self.registered_at)),
             last_stats_ms: millis(now.saturating_duration_since(self.last_stats_at())),
             calls_total: self.calls_total(),

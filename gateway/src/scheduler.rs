@@ -280,8 +280,8 @@ impl Scheduler {
             let waited = now.saturating_duration_since(waiter.enqueued);
             if granted.is_ok() {
                 queue.dispatched_total += 1;
-                metrics::histogram!("queue_wait_ms", "service" => service.to_string())
-                    .record(waited.as_secs_f64() * 1000.0);
+                metrics::histogram!("queue_wait_seconds", "service" => service.to_string())
+                    .record(waited.as_secs_f64());
             }
             // A call that left meanwhile drops the grant: its slot frees and
             // comes back as an event.

@@ -27,6 +27,8 @@ pub struct Gateway {
     token_files: Vec<PathBuf>,
     _watch: Arc<watcher::WatchHandle>,
     _scheduler: Arc<AbortOnDrop>,
+    admin: Option<Arc<std::sync::Mutex<Option<tokio::net::TcpListener>>>>,
+    admin_addr: Option<SocketAddr>,
 }
 
 /// Stops the scheduler task when the last handle of the gateway goes.
@@ -90,6 +92,20 @@ impl Gateway {
             );
         }
         let codec = protocol::Codec::new(protocol::DEFAULT_MAX_FRAME_LEN);
+        crate::telemetry::install();
+        let admin = if config.admin_enabled {
+            let listener = crate::http::bind(config.admin_listen)
+                .await
+                .map_err(|source| GatewayError::Io {
+                    path: PathBuf::from(config.admin_listen.to_string()),
+                    source,
+                })?;
+            Some(listener)
+        } else {
+            None
+        };
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        let (events, _) = tokio::sync::broadcast::channel(256);
         Ok(Self {
             endpoint,
             shared: Arc::new(Shared {
@@ -97,6 +113,9 @@ impl Gateway {
                 registry,
                 policies,
                 scheduler,
+                started: Instant::now(),
+                window: crate::window::CallWindow::new(Instant::now()),
+                events,
                 codec,
                 agent_token,
                 admin_token,
@@ -106,6 +125,8 @@ impl Gateway {
             token_files,
             _watch: Arc::new(watch),
             _scheduler: Arc::new(AbortOnDrop(scheduler_task)),
+            admin: admin.map(|l| Arc::new(std::sync::Mutex::new(Some(l)))),
+            admin_addr,
         })
     }
 
@@ -115,6 +136,11 @@ impl Gateway {
     /// When the socket is gone.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()
+    }
+
+    /// The admin HTTP address (`/metrics`, `/api`, dashboard), if served.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The CA file agents and clients must trust.
@@ -165,11 +191,24 @@ impl Gateway {
             println!("token file: {}", path.display());
         }
         println!("policies: {}", self.policy_names().join(", "));
+        if let Some(admin) = self.admin_addr {
+            println!("dashboard: http://{admin}/  metrics: http://{admin}/metrics");
+        }
     }
 
     /// Serves connections until `shutdown` resolves, then closes them.
     pub async fn serve(&self, shutdown: impl std::future::Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let listener = self
+            .admin
+            .as_ref()
+            .and_then(|l| l.lock().ok().and_then(|mut l| l.take()));
+        if let Some(listener) = listener {
+            tokio::spawn(crate::http::serve(self.shared.clone(), listener, async {
+                let _ = admin_stopped.await;
+            }));
+        }
         loop {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
@@ -180,6 +219,7 @@ impl Gateway {
             }
         }
         tracing::info!("gateway shutting down");
+        let _ = stop_admin.send(());
         self.endpoint
             .close(crate::CLOSE_SHUTDOWN.into(), b"gateway shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
@@ -217,6 +257,7 @@ async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
             return;
         }
     }
+    metrics::gauge!("connected_clients").increment(1.0);
     while let Ok((send, recv)) = connection.accept_bi().await {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -229,6 +270,7 @@ async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
             }
         });
     }
+    metrics::gauge!("connected_clients").decrement(1.0);
 }
 
 /// Serves one client stream whose first frame is `first`.

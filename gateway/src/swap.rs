@@ -165,6 +165,9 @@ impl Scheduler {
             let Some(entry) = node.services.get(service) else {
                 continue;
             };
+            if node.is_draining() {
+                continue;
+            }
             let slots = node.slots();
             if slots.cooldown_left(now) > Duration::ZERO {
                 continue;
@@ -343,9 +346,8 @@ impl Scheduler {
             match guard {
                 Some(guard) => {
                     queue.dispatched_total += 1;
-                    metrics::histogram!("queue_wait_ms", "service" => r.service.clone()).record(
-                        now.saturating_duration_since(waiter.enqueued).as_secs_f64() * 1000.0,
-                    );
+                    metrics::histogram!("queue_wait_seconds", "service" => r.service.clone())
+                        .record(now.saturating_duration_since(waiter.enqueued).as_secs_f64());
                     let picked = self.policies.swap_pick(&r.service);
                     waiter.give(Ok(Grant { guard, picked }));
                 }
@@ -428,8 +430,8 @@ fn record_swap(node: &Node, r: &Reservation, outcome: &'static str, duration_ms:
     )
     .increment(1);
     if outcome == "ok" || outcome == "failed" {
-        metrics::histogram!("swap_duration_ms", "node" => node.spec.id.clone(), "service" => r.service.clone())
-            .record(duration_ms);
+        metrics::histogram!("swap_duration_seconds", "node" => node.spec.id.clone(), "service" => r.service.clone())
+            .record(duration_ms / 1000.0);
     }
 }
 

@@ -118,6 +118,9 @@ pub struct NodeView {
     pub services: Vec<ServiceView>,
     /// Swappable slots as the gateway sees them.
     pub slots: Vec<SlotView>,
+    /// Whether the node is drained: it takes no new call, in-flight ones
+    /// finish.
+    pub draining: bool,
     /// Time since the node registered, ms.
     pub connected_ms: u64,
     /// Time since the latest stats report, ms.

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,6 +76,7 @@ impl Fleet {
         let dir = tempfile::tempdir().unwrap();
         let mut config = GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("gateway"),
             plugins_dir: plugins_dir(),
             agent_token: Some(TOKEN.into()),

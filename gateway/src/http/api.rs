@@ -1,0 +1,140 @@
+//! The JSON admin API handlers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use serde::Deserialize;
+
+use super::snapshot::{AdminEvent, Snapshot, service_summaries};
+use super::{authorized, fail};
+use crate::Shared;
+
+/// `GET /metrics`: the Prometheus exposition text.
+pub(super) async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::render(),
+    )
+        .into_response()
+}
+
+/// `GET /api/nodes`: every node (spec, stats, services, slots, draining).
+pub(super) async fn nodes(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.registry.views(Instant::now())).into_response()
+}
+
+/// `GET /api/services`: every service: policy, nodes, queue, rate, latency.
+pub(super) async fn services(State(shared): State<Arc<Shared>>) -> Response {
+    Json(service_summaries(&shared, Instant::now())).into_response()
+}
+
+/// `GET /api/policies`: the policy table.
+pub(super) async fn policies(State(shared): State<Arc<Shared>>) -> Response {
+    let hosted = shared.registry.service_names();
+    Json(shared.policies.table(&hosted)).into_response()
+}
+
+/// `GET /api/queues`: every service's queue.
+pub(super) async fn queues(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.scheduler.views(Instant::now())).into_response()
+}
+
+/// `GET /api/snapshot`: what the dashboard shows, at once.
+pub(super) async fn snapshot(State(shared): State<Arc<Shared>>) -> Response {
+    Json(Snapshot::take(&shared, Instant::now())).into_response()
+}
+
+/// Body of `PUT /api/services/{name}/policy`.
+#[derive(Debug, Deserialize)]
+pub(super) struct PolicyBody {
+    policy: String,
+}
+
+/// `PUT /api/services/{name}/policy` `{"policy": "latency"}` (admin).
+pub(super) async fn set_policy(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<PolicyBody>>,
+) -> Response {
+    if let Err(denied) = authorized(&shared, &headers) {
+        return *denied;
+    }
+    let Some(Json(body)) = body else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected a JSON body {\"policy\": \"NAME\"}",
+        );
+    };
+    if let Err(e) = protocol::NodeSpec::validate_name("service name", &name) {
+        return fail(StatusCode::BAD_REQUEST, "bad_request", e.to_string());
+    }
+    match shared.policies.set_service_policy(&name, &body.policy) {
+        Ok(previous) => {
+            tracing::info!(service = %name, policy = %body.policy, "service policy changed (HTTP)");
+            shared.announce(AdminEvent::new(
+                "policy",
+                format!("service {name} now uses policy {}", body.policy),
+            ));
+            Json(serde_json::json!({
+                "service": name,
+                "policy": body.policy,
+                "previous": previous,
+            }))
+            .into_response()
+        }
+        Err(message) => fail(StatusCode::BAD_REQUEST, "bad_request", message),
+    }
+}
+
+/// `POST /api/nodes/{id}/drain` (admin): no new calls; in-flight ones finish.
+pub(super) async fn drain(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    set_draining(&shared, &id, &headers, true)
+}
+
+/// `POST /api/nodes/{id}/undrain` (admin): the node takes calls again.
+pub(super) async fn undrain(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    set_draining(&shared, &id, &headers, false)
+}
+
+fn set_draining(shared: &Shared, id: &str, headers: &HeaderMap, draining: bool) -> Response {
+    if let Err(denied) = authorized(shared, headers) {
+        return *denied;
+    }
+    let Some(node) = shared.registry.get(id) else {
+        return fail(
+            StatusCode::NOT_FOUND,
+            "unknown_node",
+            format!("no node {id:?} is registered"),
+        );
+    };
+    node.set_draining(draining);
+    let verb = if draining { "drain" } else { "undrain" };
+    tracing::info!(node = %id, in_flight = node.in_flight_total(), "node {verb}ed");
+    shared.announce(AdminEvent::new(verb, id.to_string()));
+    if !draining {
+        for service in node.services.keys() {
+            shared
+                .scheduler
+                .notify(crate::scheduler::Event::Kick(service.clone()));
+        }
+    }
+    Json(serde_json::json!({
+        "node": id,
+        "draining": draining,
+        "in_flight": node.in_flight_total(),
+    }))
+    .into_response()
+}

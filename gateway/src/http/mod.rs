@@ -1,0 +1,101 @@
+//! The admin HTTP port (axum, default `127.0.0.1:9090`): Prometheus
+//! `/metrics`, the JSON admin API under `/api`, Server-Sent Events at
+//! `/api/events`, and the dashboard at `/`.
+//!
+//! Reads are open (bind the port to loopback or a private network); changes
+//! (`PUT`, `POST`, `DELETE`) need `Authorization: Bearer <admin token>`.
+
+mod api;
+mod dashboard;
+mod events;
+mod snapshot;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post, put};
+use serde::Serialize;
+
+use crate::Shared;
+
+pub use snapshot::{AdminEvent, ServiceSummary, Snapshot};
+
+/// Binds the admin listener.
+///
+/// # Errors
+/// The OS error when the address cannot be bound.
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Serves the admin port on `listener` until `shutdown` resolves.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let app = router(shared);
+    if let Err(error) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::warn!(%error, "admin HTTP server stopped");
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(dashboard::index))
+        .route("/assets/{file}", get(dashboard::asset))
+        .route("/metrics", get(api::metrics))
+        .route("/api/nodes", get(api::nodes))
+        .route("/api/services", get(api::services))
+        .route("/api/policies", get(api::policies))
+        .route("/api/queues", get(api::queues))
+        .route("/api/snapshot", get(api::snapshot))
+        .route("/api/services/{name}/policy", put(api::set_policy))
+        .route("/api/nodes/{id}/drain", post(api::drain))
+        .route("/api/nodes/{id}/undrain", post(api::undrain))
+        .route("/api/events", get(events::stream))
+        .with_state(shared)
+}
+
+/// A JSON error body: `{"error": "...", "kind": "..."}`.
+#[derive(Debug, Serialize)]
+struct ApiError {
+    error: String,
+    kind: &'static str,
+}
+
+fn fail(status: StatusCode, kind: &'static str, error: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ApiError {
+            error: error.into(),
+            kind,
+        }),
+    )
+        .into_response()
+}
+
+/// Checks `Authorization: Bearer <admin token>`; the error is the 401
+/// answer to send.
+fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if crate::token_matches(given.trim(), &shared.admin_token) {
+        Ok(())
+    } else {
+        Err(Box::new(fail(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "changes need the header `Authorization: Bearer <admin token>`",
+        )))
+    }
+}

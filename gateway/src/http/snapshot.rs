@@ -1,0 +1,141 @@
+//! What the dashboard and `/api/services` show: a snapshot of nodes,
+//! services (policy, queue, rate, latency), per-second series and each
+//! node's share of calls; and the change events `/api/events` streams.
+
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use protocol::{NodeView, PolicyTable, QueueView};
+use serde::Serialize;
+
+use crate::Shared;
+use crate::window::Point;
+
+/// Seconds of per-second series a snapshot carries.
+pub const SERIES_S: u64 = 120;
+/// Seconds the rates, percentiles and node shares are computed over.
+pub const SUMMARY_S: u64 = 60;
+
+/// Everything the dashboard draws, at one instant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// When, ms since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// Seconds since the gateway started.
+    pub uptime_s: u64,
+    /// Every node.
+    pub nodes: Vec<NodeView>,
+    /// Every service.
+    pub services: Vec<ServiceSummary>,
+    /// Per service, one point per second for the last [`SERIES_S`] s.
+    pub series: BTreeMap<String, Vec<Point>>,
+    /// Calls each node served in the last [`SUMMARY_S`] s.
+    pub node_share: BTreeMap<String, u64>,
+    /// Loaded policies and which service uses which.
+    pub policies: PolicyTable,
+}
+
+/// One service across the fleet.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceSummary {
+    /// Service name.
+    pub name: String,
+    /// The policy picking for it now.
+    pub policy: String,
+    /// Nodes with it loaded now.
+    pub nodes_loaded: Vec<String>,
+    /// Nodes that could load it into a slot.
+    pub nodes_can_host: Vec<String>,
+    /// Calls in flight, all nodes.
+    pub in_flight: u32,
+    /// Its queue.
+    pub queue: QueueView,
+    /// Calls per second over the last [`SUMMARY_S`] s.
+    pub calls_per_s: f64,
+    /// Failed calls per second over the same window.
+    pub errors_per_s: f64,
+    /// Median latency over the window, ms.
+    pub p50_ms: f32,
+    /// 99th percentile latency over the window, ms.
+    pub p99_ms: f32,
+}
+
+/// A change worth telling the dashboard at once.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminEvent {
+    /// `node_up`, `node_down`, `drain`, `undrain`, `policy`, ...
+    pub kind: &'static str,
+    /// Details in words (e.g. the node id).
+    pub detail: String,
+    /// When, ms since the Unix epoch.
+    pub at_unix_ms: u64,
+}
+
+impl AdminEvent {
+    /// An event of `kind` happening now.
+    pub fn new(kind: &'static str, detail: String) -> Self {
+        Self {
+            kind,
+            detail,
+            at_unix_ms: unix_ms(),
+        }
+    }
+}
+
+impl Snapshot {
+    /// Takes a snapshot at `now`.
+    pub(crate) fn take(shared: &Shared, now: Instant) -> Self {
+        let hosted = shared.registry.service_names();
+        Self {
+            at_unix_ms: unix_ms(),
+            uptime_s: now.saturating_duration_since(shared.started).as_secs(),
+            nodes: shared.registry.views(now),
+            services: service_summaries(shared, now),
+            series: shared.window.series(SERIES_S, now),
+            node_share: shared.window.node_share(SUMMARY_S, now),
+            policies: shared.policies.table(&hosted),
+        }
+    }
+}
+
+/// Every service some node hosts or that has a queue.
+pub(crate) fn service_summaries(shared: &Shared, now: Instant) -> Vec<ServiceSummary> {
+    let hosted = shared.registry.service_names();
+    let table = shared.policies.table(&hosted);
+    let queues = shared.scheduler.views(now);
+    let nodes = shared.registry.all();
+    queues
+        .into_iter()
+        .map(|queue| {
+            let name = queue.service.clone();
+            let (calls, errors, p50_ms, p99_ms) = shared.window.summary(&name, SUMMARY_S, now);
+            let loaded: Vec<_> = nodes.iter().filter(|n| n.is_loaded(&name)).collect();
+            ServiceSummary {
+                policy: table
+                    .services
+                    .iter()
+                    .find(|s| s.service == name)
+                    .map_or_else(|| table.default_policy.clone(), |s| s.active.clone()),
+                nodes_loaded: loaded.iter().map(|n| n.spec.id.clone()).collect(),
+                nodes_can_host: nodes
+                    .iter()
+                    .filter(|n| n.services.contains_key(&name) && !n.is_loaded(&name))
+                    .map(|n| n.spec.id.clone())
+                    .collect(),
+                in_flight: nodes.iter().map(|n| n.in_flight(&name)).sum(),
+                calls_per_s: calls as f64 / SUMMARY_S as f64,
+                errors_per_s: errors as f64 / SUMMARY_S as f64,
+                p50_ms,
+                p99_ms,
+                queue,
+                name,
+            }
+        })
+        .collect()
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,198 @@
+//! Metrics: the Prometheus recorder behind the `metrics` facade, and the
+//! gateway's own series (calls, nodes, GPUs, connections). Served as text at
+//! `GET /metrics` on the admin port.
+//!
+//! Names follow Prometheus conventions (and pass `promtool check metrics`):
+//! base units in the name (`_seconds`, `_bytes`, `_percent`, `_celsius`,
+//! `_watts`), counters end in `_total`. Histograms are true Prometheus
+//! histograms (buckets below, from 1 ms to 5 min), not summaries.
+//!
+//! The recorder is process-wide (the `metrics` facade has one global
+//! recorder): several gateways in one process share it.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use protocol::{ErrorKind, NodeStats};
+
+/// Buckets of the `_seconds` histograms (call latency, queue wait, swap
+/// time), s: 1 ms to 5 min.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+/// Buckets of the policy pick time, s: 1 µs to 5 ms.
+pub const PICK_BUCKETS: &[f64] = &[
+    0.000_001,
+    0.000_002_5,
+    0.000_005,
+    0.000_01,
+    0.000_025,
+    0.000_05,
+    0.000_1,
+    0.000_25,
+    0.000_5,
+    0.001,
+    0.005,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and returns its
+/// handle; `None` when another recorder was installed first (then
+/// `/metrics` says so).
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("policy_pick_duration_seconds".into()),
+                        PICK_BUCKETS,
+                    )
+                });
+            let recorder = match builder {
+                Ok(b) => b.build_recorder(),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot configure the Prometheus recorder");
+                    return None;
+                }
+            };
+            let handle = recorder.handle();
+            match metrics::set_global_recorder(recorder) {
+                Ok(()) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(_) => {
+                    tracing::warn!("another metrics recorder is installed; /metrics is empty");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// Help texts, shown as `# HELP` lines.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "calls_total",
+        "Calls finished, by service, node, policy and outcome."
+    );
+    describe_histogram!(
+        "call_duration_seconds",
+        metrics::Unit::Seconds,
+        "Call latency from arrival to answer, by service."
+    );
+    describe_gauge!("queue_length", "Calls waiting, by service.");
+    describe_histogram!(
+        "queue_wait_seconds",
+        metrics::Unit::Seconds,
+        "Time calls waited in the queue, by service."
+    );
+    describe_gauge!("node_in_flight", "Calls in flight, by node.");
+    describe_gauge!("node_cpu_percent", "Node CPU utilisation, %.");
+    describe_gauge!("node_memory_used_bytes", "Node memory used, bytes.");
+    describe_gauge!("node_memory_total_bytes", "Node memory installed, bytes.");
+    describe_gauge!(
+        "gpu_utilization_percent",
+        "GPU utilisation, %, by node and GPU."
+    );
+    describe_gauge!("gpu_memory_used_bytes", "GPU memory used, bytes.");
+    describe_gauge!("gpu_memory_total_bytes", "GPU memory installed, bytes.");
+    describe_gauge!("gpu_temperature_celsius", "GPU temperature, °C.");
+    describe_gauge!("gpu_power_watts", "GPU power draw, W.");
+    describe_gauge!("connected_agents", "Node agents registered now.");
+    describe_gauge!("connected_clients", "Client connections open now.");
+    describe_counter!("swaps_started_total", "Swaps the gateway asked for.");
+    describe_counter!(
+        "swaps_total",
+        "Swaps finished, by node, from, to and outcome."
+    );
+    describe_histogram!(
+        "swap_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time a swap took on the node (stop to ready)."
+    );
+    describe_counter!(
+        "policy_traps_total",
+        "Policy picks or observes that trapped."
+    );
+    describe_histogram!(
+        "policy_pick_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time of one policy pick."
+    );
+    describe_counter!("policy_loads_total", "Policy versions loaded.");
+    describe_counter!("policy_load_failures_total", "Plugin files refused.");
+}
+
+/// The exposition text for `GET /metrics`.
+pub fn render() -> String {
+    match HANDLE.get().and_then(Option::as_ref) {
+        Some(handle) => handle.render(),
+        None => "# no Prometheus recorder installed in this process\n".into(),
+    }
+}
+
+/// A call's outcome as a label value: `ok` or the error kind in snake case.
+pub fn outcome(result: Result<(), ErrorKind>) -> &'static str {
+    match result {
+        Ok(()) => "ok",
+        Err(kind) => match kind {
+            ErrorKind::UnknownService => "unknown_service",
+            ErrorKind::NoNodeAvailable => "no_node_available",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::NodeLost => "node_lost",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::ServiceFailed => "service_failed",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::Occupied => "occupied",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::Internal => "internal",
+        },
+    }
+}
+
+/// Records a finished call.
+pub fn record_call(service: &str, node: &str, policy: &str, outcome: &'static str, total_ms: f32) {
+    metrics::counter!(
+        "calls_total",
+        "service" => service.to_string(),
+        "node" => node.to_string(),
+        "policy" => policy.to_string(),
+        "outcome" => outcome,
+    )
+    .increment(1);
+    metrics::histogram!("call_duration_seconds", "service" => service.to_string())
+        .record(f64::from(total_ms) / 1000.0);
+}
+
+/// Sets a node's resource gauges from its latest stats.
+pub fn record_stats(node: &str, stats: &NodeStats) {
+    let n = || node.to_string();
+    metrics::gauge!("node_cpu_percent", "node" => n()).set(f64::from(stats.cpu_pct));
+    metrics::gauge!("node_memory_used_bytes", "node" => n()).set(mib(stats.mem_used_mib));
+    metrics::gauge!("node_memory_total_bytes", "node" => n()).set(mib(stats.mem_total_mib));
+    for gpu in &stats.gpus {
+        let g = || gpu.index.to_string();
+        metrics::gauge!("gpu_utilization_percent", "node" => n(), "gpu" => g())
+            .set(f64::from(gpu.util_pct));
+        metrics::gauge!("gpu_memory_used_bytes", "node" => n(), "gpu" => g())
+            .set(mib(gpu.mem_used_mib));
+        metrics::gauge!("gpu_memory_total_bytes", "node" => n(), "gpu" => g())
+            .set(mib(gpu.mem_total_mib));
+        metrics::gauge!("gpu_temperature_celsius", "node" => n(), "gpu" => g())
+            .set(f64::from(gpu.temperature_c));
+        metrics::gauge!("gpu_power_watts", "node" => n(), "gpu" => g()).set(f64::from(gpu.power_w));
+    }
+}
+
+/// MiB to bytes, as a gauge value.
+fn mib(value: u64) -> f64 {
+    value as f64 * 1024.0 * 1024.0
+}

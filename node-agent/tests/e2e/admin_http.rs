@@ -1,0 +1,347 @@
+//! The admin HTTP port end to end: Prometheus `/metrics` (checked by
+//! `promtool check metrics`), the JSON API (lists, policy change, drain),
+//! Server-Sent Events, and the dashboard rendered by headless Chromium.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use client::{CallOptions, ErrorKind};
+use serde_json::Value;
+
+use crate::common::browser::{Browser, tool};
+use crate::common::{ADMIN, Fleet, TOKEN, service};
+
+fn base(fleet: &Fleet) -> String {
+    format!("http://{}", fleet.gateway.admin_addr().expect("admin port"))
+}
+
+async fn get_json(url: &str) -> Value {
+    let r = reqwest::get(url).await.expect("GET");
+    assert!(r.status().is_success(), "{url}: {}", r.status());
+    serde_json::from_str(&r.text().await.unwrap()).expect("JSON")
+}
+
+async fn send(method: reqwest::Method, url: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, url)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let r = request.send().await.expect("request");
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn two_echo_nodes() -> Fleet {
+    let mut fleet = Fleet::start(|_| {}).await;
+    fleet.spawn_agent("node-a", TOKEN, &service("echo", "echo", ""));
+    fleet.spawn_agent("node-b", TOKEN, &service("echo", "echo", ""));
+    fleet.wait_nodes(2).await;
+    fleet
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_exported_and_pass_promtool() {
+    let fleet = two_echo_nodes().await;
+    let client = fleet.client().await;
+    for i in 0..6 {
+        client
+            .call("echo", format!("m{i}"), CallOptions::default())
+            .await
+            .expect("echo");
+    }
+    let err = client
+        .call("no-such-service", "x", CallOptions::default())
+        .await
+        .expect_err("unknown");
+    assert_eq!(err.kind(), Some(ErrorKind::UnknownService));
+    // Stats (every 200 ms) set the node gauges.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let text = reqwest::get(format!("{}/metrics", base(&fleet)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "# TYPE calls_total counter",
+        "service=\"echo\"",
+        "outcome=\"ok\"",
+        "outcome=\"unknown_service\"",
+        "# TYPE call_duration_seconds histogram",
+        "call_duration_seconds_bucket{",
+        "node_cpu_percent{node=\"node-a\"}",
+        "node_memory_total_bytes{node=\"node-b\"}",
+        "node_in_flight{node=\"node-a\"}",
+        "connected_agents",
+        "connected_clients",
+        "policy_pick_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+
+    let mut check = tokio::process::Command::new(tool("promtool", "prometheus"))
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = check.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).await.unwrap();
+    }
+    let out = check.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_lists_changes_policies_and_drains_nodes() {
+    let fleet = two_echo_nodes().await;
+    let url = base(&fleet);
+    let client = fleet.client().await;
+    client
+        .call("echo", "warm", CallOptions::default())
+        .await
+        .unwrap();
+
+    let nodes = get_json(&format!("{url}/api/nodes")).await;
+    let ids: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["spec"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["node-a", "node-b"]);
+    let services = get_json(&format!("{url}/api/services")).await;
+    let echo = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "echo")
+        .expect("echo listed");
+    assert_eq!(echo["nodes_loaded"].as_array().unwrap().len(), 2);
+    assert_eq!(echo["policy"], "round-robin");
+    let policies = get_json(&format!("{url}/api/policies")).await;
+    assert!(
+        policies["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "least-request")
+    );
+    get_json(&format!("{url}/api/queues")).await;
+
+    // Drain node-a: every call goes to node-b; undrain: both serve again.
+    let drain = format!("{url}/api/nodes/node-a/drain");
+    let (status, _) = send(reqwest::Method::POST, &drain, None, "").await;
+    assert_eq!(status, 401, "changes need the admin token");
+    let (status, body) = send(reqwest::Method::POST, &drain, Some(ADMIN), "").await;
+    assert_eq!((status, &body["draining"]), (200, &Value::Bool(true)));
+    for _ in 0..6 {
+        let r = client
+            .call("echo", "d", CallOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(r.node_id, "node-b", "a drained node gets no new call");
+    }
+    let nodes = get_json(&format!("{url}/api/nodes")).await;
+    assert_eq!(nodes[0]["draining"], true);
+    let undrain = format!("{url}/api/nodes/node-a/undrain");
+    let (status, _) = send(reqwest::Method::POST, &undrain, Some(ADMIN), "").await;
+    assert_eq!(status, 200);
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        served.push(
+            client
+                .call("echo", "u", CallOptions::default())
+                .await
+                .unwrap()
+                .node_id,
+        );
+    }
+    assert!(served.iter().any(|n| n == "node-a"), "{served:?}");
+    let (status, _) = send(
+        reqwest::Method::POST,
+        &format!("{url}/api/nodes/nope/drain"),
+        Some(ADMIN),
+        "",
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // Policy change over HTTP.
+    let policy = format!("{url}/api/services/echo/policy");
+    let (status, _) = send(
+        reqwest::Method::PUT,
+        &policy,
+        Some("wrong"),
+        r#"{"policy":"least-request"}"#,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, body) = send(
+        reqwest::Method::PUT,
+        &policy,
+        Some(ADMIN),
+        r#"{"policy":"nope"}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = send(
+        reqwest::Method::PUT,
+        &policy,
+        Some(ADMIN),
+        r#"{"policy":"least-request"}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let r = client
+        .call("echo", "p", CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.policy, "least-request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stream_snapshots_and_changes() {
+    let fleet = two_echo_nodes().await;
+    let url = base(&fleet);
+    let mut events = reqwest::get(format!("{url}/api/events")).await.unwrap();
+    assert_eq!(
+        events.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut seen = String::new();
+    let start = Instant::now();
+    while !(seen.contains("event: snapshot") && seen.contains("\"node-b\"")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no snapshot: {seen}"
+        );
+        let chunk = events.chunk().await.unwrap().expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let (status, _) = send(
+        reqwest::Method::POST,
+        &format!("{url}/api/nodes/node-b/drain"),
+        Some(ADMIN),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let start = Instant::now();
+    while !seen.contains("event: change") {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no change event: {seen}"
+        );
+        let chunk = events.chunk().await.unwrap().expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("\"kind\":\"drain\""), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
+    let fleet = two_echo_nodes().await;
+    let client = fleet.client().await;
+    for i in 0..20 {
+        client
+            .call("echo", format!("d{i}"), CallOptions::default())
+            .await
+            .unwrap();
+    }
+    let browser = Browser::start().await;
+    browser.open(&format!("{}/", base(&fleet))).await;
+    browser
+        .wait_for(
+            "both nodes",
+            "return document.querySelectorAll('#nodes .node[data-node]').length === 2",
+        )
+        .await;
+    browser
+        .wait_for(
+            "the live event stream",
+            "return document.querySelector('#status').textContent === 'live'",
+        )
+        .await;
+    for (what, script) in [
+        (
+            "the topology tree",
+            "return document.querySelectorAll('#topology .topo-node').length === 2 && document.querySelectorAll('#topology .topo-service').length === 2",
+        ),
+        (
+            "the echo service row",
+            "return !!document.querySelector('#services tr[data-service=\"echo\"] select')",
+        ),
+        (
+            "the calls/s chart",
+            "return !!document.querySelector('#chart-rate .uplot canvas')",
+        ),
+        (
+            "the latency chart",
+            "return !!document.querySelector('#chart-latency .uplot canvas')",
+        ),
+        (
+            "the queue chart",
+            "return !!document.querySelector('#chart-queue .uplot canvas')",
+        ),
+        (
+            "each node's share",
+            "return document.querySelectorAll('#share .share-row').length === 2",
+        ),
+        (
+            "GPU or no-GPU lines",
+            "return document.querySelectorAll('#nodes .node .bar').length >= 4",
+        ),
+    ] {
+        browser.wait_for(what, script).await;
+    }
+    // Live: a drained node shows up as such without a reload.
+    let (status, _) = send(
+        reqwest::Method::POST,
+        &format!("{}/api/nodes/node-b/drain", base(&fleet)),
+        Some(ADMIN),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    browser
+        .wait_for(
+            "the drained node and its alert",
+            "return !!document.querySelector('#nodes .node.draining[data-node=\"node-b\"]') && [...document.querySelectorAll('#alerts li')].some(li => li.textContent.includes('node-b is draining'))",
+        )
+        .await;
+    let calls_drawn = browser
+        .eval("return Object.keys(window.lastSnapshot ? window.lastSnapshot.series : {}).length")
+        .await;
+    assert_eq!(calls_drawn, serde_json::json!(1), "one service charted");
+
+    let png = browser.screenshot().await;
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real PNG"
+    );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("dashboard.png");
+    std::fs::write(&path, &png).unwrap();
+    eprintln!("dashboard screenshot: {}", path.display());
+    browser.close().await;
+}
