@@ -6,6 +6,8 @@
 //! switchyard call llama --data "hi" --priority 5 -v      # prints queue positions
 //! switchyard call llama --data "hi" --realtime           # never queued
 //! switchyard queue
+//! switchyard drain gpu-node-1          # admin HTTP API: no new calls there
+//! switchyard undrain gpu-node-1
 //! switchyard nodes --json
 //! switchyard policies
 //! switchyard policy set sha256 least-request
@@ -40,6 +42,14 @@ struct Cli {
     /// Name on the gateway's certificate.
     #[arg(long, global = true, default_value = "localhost")]
     server_name: String,
+    /// The gateway's admin HTTP address (drain, undrain).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_ADMIN_URL",
+        default_value = "http://127.0.0.1:9090"
+    )]
+    admin_url: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,6 +85,25 @@ enum Command {
         /// and timings, to stderr.
         #[arg(short, long)]
         verbose: bool,
+    },
+    /// Stop sending new calls to NODE (calls in flight finish), through the
+    /// admin HTTP API (needs the admin token).
+    Drain {
+        /// Node id.
+        node: String,
+        /// Admin token (default: the gateway's default data directory's
+        /// admin-token file).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
+    /// Let NODE take calls again (admin HTTP API, needs the admin token).
+    Undrain {
+        /// Node id.
+        node: String,
+        /// Admin token (default: the gateway's default data directory's
+        /// admin-token file).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
     },
     /// Show each service's queue: calls waiting, oldest wait, reserved calls.
     Queue {
@@ -154,7 +183,46 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The admin token given, else the default data directory's admin-token file.
+fn admin_token(given: Option<String>) -> anyhow::Result<String> {
+    if let Some(token) = given {
+        return Ok(token);
+    }
+    let path = default_data_dir().join("admin-token");
+    Ok(std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("no --admin-token and cannot read {}: {e}", path.display()))?
+        .trim()
+        .to_string())
+}
+
+/// `POST {admin_url}/api/nodes/{node}/{verb}` with the admin token.
+async fn drain(admin_url: &str, node: &str, verb: &str, token: &str) -> anyhow::Result<()> {
+    let url = format!("{}/api/nodes/{node}/{verb}", admin_url.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("{verb} refused ({status}): {body}");
+    }
+    println!("{body}");
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Drain { node, admin_token: t } => {
+            return drain(&cli.admin_url, node, "drain", &admin_token(t.clone())?).await;
+        }
+        Command::Undrain { node, admin_token: t } => {
+            return drain(&cli.admin_url, node, "undrain", &admin_token(t.clone())?).await;
+        }
+        _ => {}
+    }
     let mut config = ClientConfig::new(cli.gateway, cli.ca.unwrap_or_else(default_ca));
     config.server_name = cli.server_name;
     let client = Client::connect(config).await?;
@@ -228,6 +296,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", table::nodes(&nodes));
             }
         }
+        Command::Drain { .. } | Command::Undrain { .. } => {}
         Command::Queue { json } => {
             let queues = client.queues().await?;
             if json {
@@ -252,21 +321,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     admin_token,
                 },
         } => {
-            let token = match admin_token {
-                Some(token) => token,
-                None => {
-                    let path = default_data_dir().join("admin-token");
-                    std::fs::read_to_string(&path)
-                        .map_err(|e| {
-                            anyhow::anyhow!(
-                                "no --admin-token and cannot read {}: {e}",
-                                path.display()
-                            )
-                        })?
-                        .trim()
-                        .to_string()
-                }
-            };
+            let token = self::admin_token(admin_token)?;
             println!("{}", client.set_policy(&token, &service, &name).await?);
         }
     }
