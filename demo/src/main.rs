@@ -40,6 +40,13 @@ struct Args {
     /// Calls in flight at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Admin HTTP address of the gateway (dashboard, /metrics, /api).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin: String,
+    /// Seconds to keep the fleet running after the calls, to look at the
+    /// dashboard (0: stop at once).
+    #[arg(long, default_value_t = 0)]
+    hold_s: u64,
 }
 
 /// One service of the demo and the local command that checks it.
@@ -62,7 +69,8 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(
         &gateway_toml,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nplugins_dir = {:?}\nagent_token = {token:?}\n",
+            "listen = \"127.0.0.1:0\"\nadmin_listen = {:?}\ndata_dir = {:?}\nplugins_dir = {:?}\nagent_token = {token:?}\n",
+            args.admin,
             work.join("data"),
             std::fs::canonicalize(&args.plugins).context("plugins folder (run `make plugins`)")?,
         ),
@@ -120,6 +128,11 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     if !status.success() {
         bail!("switchyard policies failed");
+    }
+    println!("\n== dashboard: http://{}/ (metrics: http://{}/metrics)", args.admin, args.admin);
+    if args.hold_s > 0 {
+        println!("   holding the fleet for {} s (--hold-s)", args.hold_s);
+        tokio::time::sleep(Duration::from_secs(args.hold_s)).await;
     }
     client.close().await;
     procs.stop().await;
