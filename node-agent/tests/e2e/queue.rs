@@ -11,7 +11,7 @@ use client::{CallEvent, CallOptions, CallResult, Client, ClientError, ErrorKind}
 use gateway::config::ServiceConfig;
 use tokio::task::JoinHandle;
 
-use crate::common::{Fleet, TOKEN, service};
+use crate::common::{Fleet, TOKEN, eventually, service};
 
 type Events = Arc<Mutex<Vec<u32>>>;
 
@@ -38,29 +38,23 @@ fn sleep_call(
 
 /// Waits until `n` calls wait in the `sleep` queue.
 async fn wait_queued(fleet: &Fleet, n: u32) {
-    let start = Instant::now();
-    loop {
+    eventually(Duration::from_secs(10), || {
         let length = fleet
             .gateway
             .queues()
             .iter()
             .find(|q| q.service == "sleep")
             .map_or(0, |q| q.length);
-        if length == n {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "expected {n} queued calls, have {length}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        (length == n)
+            .then_some(())
+            .ok_or(format!("expected {n} queued calls, have {length}"))
+    })
+    .await;
 }
 
 /// Waits until `n` `sleep` calls are in flight on the nodes.
 async fn wait_in_flight(fleet: &Fleet, n: u32) {
-    let start = Instant::now();
-    loop {
+    eventually(Duration::from_secs(10), || {
         let busy: u32 = fleet
             .gateway
             .registry()
@@ -68,15 +62,11 @@ async fn wait_in_flight(fleet: &Fleet, n: u32) {
             .iter()
             .map(|node| node.in_flight("sleep"))
             .sum();
-        if busy == n {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "expected {n} calls in flight, have {busy}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        (busy == n)
+            .then_some(())
+            .ok_or(format!("expected {n} calls in flight, have {busy}"))
+    })
+    .await;
 }
 
 /// Checks that the single node served exactly `n` calls (and no more arrive).

@@ -203,6 +203,19 @@ impl Drop for Fleet {
     }
 }
 
+/// Polls `check` every 10 ms until it is satisfied; past `limit` panics
+/// with what `check` last said.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(why) if start.elapsed() >= limit => panic!("after {limit:?}: {why}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
 /// A `[[services]]` entry.
 pub fn service(name: &str, kind: &str, extra: &str) -> String {
     format!("\n[[services]]\nname = {name:?}\nkind = {kind:?}\n{extra}\n")
