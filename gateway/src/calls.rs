@@ -173,6 +173,7 @@ async fn run(
             node_ms,
             total_ms: ms(arrived.elapsed()),
         },
+        cache: None,
     };
     if send.send(&Message::Result(result)).await.is_err() {
         // The client left; the node's work is done either way.
