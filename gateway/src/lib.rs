@@ -17,6 +17,7 @@ pub mod swap;
 
 mod admin;
 mod agents;
+pub mod cache;
 mod calls;
 mod candidates;
 mod server;
@@ -72,6 +73,7 @@ pub(crate) struct Shared {
     pub(crate) registry: Arc<registry::Registry>,
     pub(crate) policies: Arc<policies::Policies>,
     pub(crate) scheduler: Arc<scheduler::Scheduler>,
+    pub(crate) cache: Arc<cache::ResultCache>,
     pub(crate) codec: protocol::Codec,
     pub(crate) agent_token: String,
     pub(crate) admin_token: String,

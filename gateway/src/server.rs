@@ -11,8 +11,8 @@ use protocol::{CallError, ErrorKind, Message};
 use transport::{EndpointConfig, FramedRecv, FramedSend};
 
 use crate::{
-    GatewayConfig, GatewayError, Shared, admin, agents, calls, policies, registry, scheduler,
-    watcher,
+    GatewayConfig, GatewayError, Shared, admin, agents, cache, calls, policies, registry,
+    scheduler, watcher,
 };
 
 /// How long a new connection has to send its first frame.
@@ -90,6 +90,7 @@ impl Gateway {
             );
         }
         let codec = protocol::Codec::new(protocol::DEFAULT_MAX_FRAME_LEN);
+        let cache = Arc::new(cache::ResultCache::new(&config));
         Ok(Self {
             endpoint,
             shared: Arc::new(Shared {
@@ -97,6 +98,7 @@ impl Gateway {
                 registry,
                 policies,
                 scheduler,
+                cache,
                 codec,
                 agent_token,
                 admin_token,
@@ -145,6 +147,11 @@ impl Gateway {
     /// Every service's queue (as `switchyard queue` shows it).
     pub fn queues(&self) -> Vec<protocol::QueueView> {
         self.shared.scheduler.views(Instant::now())
+    }
+
+    /// The result cache's statistics (as `switchyard cache stats` shows them).
+    pub fn cache_stats(&self) -> protocol::CacheStatsView {
+        self.shared.cache.stats()
     }
 
     /// Names of the loaded policies.
@@ -251,7 +258,10 @@ async fn request(
             let _ = send.send(&Message::Queues(queues)).await;
             let _ = send.finish();
         }
-        Message::ListPolicies | Message::SetPolicy(_) => {
+        Message::ListPolicies
+        | Message::SetPolicy(_)
+        | Message::CacheStats
+        | Message::PurgeCache(_) => {
             let answer = admin::answer(&shared, first);
             let _ = send.send(&answer).await;
             let _ = send.finish();
@@ -260,7 +270,7 @@ async fn request(
             refuse(
                 &mut send,
                 &format!(
-                    "a stream must start with Call, ListNodes, ListQueues, ListPolicies or SetPolicy, not {:?}",
+                    "a stream must start with Call, ListNodes, ListQueues, ListPolicies, SetPolicy, CacheStats or PurgeCache, not {:?}",
                     other.kind()
                 ),
             )
