@@ -9,6 +9,9 @@
 //! switchyard nodes --json
 //! switchyard policies
 //! switchyard policy set sha256 least-request
+//! switchyard call llama --data "hi" --max-age-s 60 -v    # a cached result at most 1 min old
+//! switchyard cache stats
+//! switchyard cache purge llama
 //! ```
 
 use std::io::Write;
@@ -71,6 +74,13 @@ enum Command {
         /// Never wait in the queue: fail with `occupied` if every node is busy.
         #[arg(long)]
         realtime: bool,
+        /// Skip the gateway's result cache: run on a node (the fresh result
+        /// is still cached).
+        #[arg(long)]
+        no_cache: bool,
+        /// Accept a cached result only if it is at most this many seconds old.
+        #[arg(long)]
+        max_age_s: Option<u32>,
         /// Print queue positions while waiting, then the serving node, policy
         /// and timings, to stderr.
         #[arg(short, long)]
@@ -99,6 +109,32 @@ enum Command {
     Policy {
         #[command(subcommand)]
         action: PolicyAction,
+    },
+    /// The gateway's result cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Per cached service: entries, bytes, hits, misses, evictions, hit
+    /// ratio; total bytes against the bound.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop cached results: of SERVICE, or of every service (needs the
+    /// admin token).
+    Purge {
+        /// Service name (default: every service).
+        service: Option<String>,
+        /// Admin token (default: the gateway's default data directory's
+        /// admin-token file).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
     },
 }
 
@@ -142,6 +178,19 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
+/// The given admin token, else the gateway's default data directory's
+/// `admin-token` file.
+fn admin_token_or_default(given: Option<String>) -> anyhow::Result<String> {
+    if let Some(token) = given {
+        return Ok(token);
+    }
+    let path = default_data_dir().join("admin-token");
+    Ok(std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("no --admin-token and cannot read {}: {e}", path.display()))?
+        .trim()
+        .to_string())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -168,6 +217,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             hints,
             priority,
             realtime,
+            no_cache,
+            max_age_s,
             verbose,
         } => {
             let payload = match (data, file) {
@@ -187,6 +238,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 hints,
                 priority,
                 realtime,
+                no_cache,
+                max_age: max_age_s.map(|s| Duration::from_secs(u64::from(s))),
             };
             let result = client
                 .call_with_events(&service, payload, options, |event| {
@@ -218,6 +271,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     t.node_ms,
                     t.total_ms
                 );
+                if let Some(cache) = result.cache {
+                    eprintln!(
+                        "cache={} age_ms={}",
+                        if cache.coalesced { "coalesced" } else { "hit" },
+                        cache.age_ms
+                    );
+                }
             }
         }
         Command::Nodes { json } => {
@@ -252,22 +312,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     admin_token,
                 },
         } => {
-            let token = match admin_token {
-                Some(token) => token,
-                None => {
-                    let path = default_data_dir().join("admin-token");
-                    std::fs::read_to_string(&path)
-                        .map_err(|e| {
-                            anyhow::anyhow!(
-                                "no --admin-token and cannot read {}: {e}",
-                                path.display()
-                            )
-                        })?
-                        .trim()
-                        .to_string()
-                }
-            };
+            let token = admin_token_or_default(admin_token)?;
             println!("{}", client.set_policy(&token, &service, &name).await?);
+        }
+        Command::Cache {
+            action: CacheAction::Stats { json },
+        } => {
+            let stats = client.cache_stats().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                print!("{}", table::cache(&stats));
+            }
+        }
+        Command::Cache {
+            action:
+                CacheAction::Purge {
+                    service,
+                    admin_token,
+                },
+        } => {
+            let token = admin_token_or_default(admin_token)?;
+            println!("{}", client.purge_cache(&token, service.as_deref()).await?);
         }
     }
     client.close().await;
