@@ -3,6 +3,7 @@
 //! module per area. Real QUIC on loopback, real agent processes, real compiled
 //! plugins; `common` is the fleet harness they share.
 
+mod cache;
 mod common;
 mod fleet;
 mod hot_swap;
