@@ -11,6 +11,9 @@
 //! switchyard nodes --json
 //! switchyard policies
 //! switchyard policy set sha256 least-request
+//! switchyard call llama --data "hi" --max-age-s 60 -v    # a cached result at most 1 min old
+//! switchyard cache stats
+//! switchyard cache purge llama
 //! ```
 
 use std::io::Write;
@@ -81,6 +84,13 @@ enum Command {
         /// Never wait in the queue: fail with `occupied` if every node is busy.
         #[arg(long)]
         realtime: bool,
+        /// Skip the gateway's result cache: run on a node (the fresh result
+        /// is still cached).
+        #[arg(long)]
+        no_cache: bool,
+        /// Accept a cached result only if it is at most this many seconds old.
+        #[arg(long)]
+        max_age_s: Option<u32>,
         /// Print queue positions while waiting, then the serving node, policy
         /// and timings, to stderr.
         #[arg(short, long)]
@@ -129,6 +139,32 @@ enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// The gateway's result cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Per cached service: entries, bytes, hits, misses, evictions, hit
+    /// ratio; total bytes against the bound.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop cached results: of SERVICE, or of every service (needs the
+    /// admin token).
+    Purge {
+        /// Service name (default: every service).
+        service: Option<String>,
+        /// Admin token (default: the gateway's default data directory's
+        /// admin-token file).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -171,6 +207,19 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
+/// The given admin token, else the gateway's default data directory's
+/// `admin-token` file.
+fn admin_token_or_default(given: Option<String>) -> anyhow::Result<String> {
+    if let Some(token) = given {
+        return Ok(token);
+    }
+    let path = default_data_dir().join("admin-token");
+    Ok(std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("no --admin-token and cannot read {}: {e}", path.display()))?
+        .trim()
+        .to_string())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -183,21 +232,12 @@ async fn main() -> ExitCode {
     }
 }
 
-/// The admin token given, else the default data directory's admin-token file.
-fn admin_token(given: Option<String>) -> anyhow::Result<String> {
-    if let Some(token) = given {
-        return Ok(token);
-    }
-    let path = default_data_dir().join("admin-token");
-    Ok(std::fs::read_to_string(&path)
-        .map_err(|e| anyhow::anyhow!("no --admin-token and cannot read {}: {e}", path.display()))?
-        .trim()
-        .to_string())
-}
-
 /// `POST {admin_url}/api/nodes/{node}/{verb}` with the admin token.
 async fn drain(admin_url: &str, node: &str, verb: &str, token: &str) -> anyhow::Result<()> {
-    let url = format!("{}/api/nodes/{node}/{verb}", admin_url.trim_end_matches('/'));
+    let url = format!(
+        "{}/api/nodes/{node}/{verb}",
+        admin_url.trim_end_matches('/')
+    );
     let response = reqwest::Client::new()
         .post(&url)
         .header("authorization", format!("Bearer {token}"))
@@ -215,11 +255,29 @@ async fn drain(admin_url: &str, node: &str, verb: &str, token: &str) -> anyhow::
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::Drain { node, admin_token: t } => {
-            return drain(&cli.admin_url, node, "drain", &admin_token(t.clone())?).await;
+        Command::Drain {
+            node,
+            admin_token: t,
+        } => {
+            return drain(
+                &cli.admin_url,
+                node,
+                "drain",
+                &admin_token_or_default(t.clone())?,
+            )
+            .await;
         }
-        Command::Undrain { node, admin_token: t } => {
-            return drain(&cli.admin_url, node, "undrain", &admin_token(t.clone())?).await;
+        Command::Undrain {
+            node,
+            admin_token: t,
+        } => {
+            return drain(
+                &cli.admin_url,
+                node,
+                "undrain",
+                &admin_token_or_default(t.clone())?,
+            )
+            .await;
         }
         _ => {}
     }
@@ -236,6 +294,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             hints,
             priority,
             realtime,
+            no_cache,
+            max_age_s,
             verbose,
         } => {
             let payload = match (data, file) {
@@ -255,6 +315,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 hints,
                 priority,
                 realtime,
+                no_cache,
+                max_age: max_age_s.map(|s| Duration::from_secs(u64::from(s))),
             };
             let result = client
                 .call_with_events(&service, payload, options, |event| {
@@ -286,6 +348,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     t.node_ms,
                     t.total_ms
                 );
+                if let Some(cache) = result.cache {
+                    eprintln!(
+                        "cache={} age_ms={}",
+                        if cache.coalesced { "coalesced" } else { "hit" },
+                        cache.age_ms
+                    );
+                }
             }
         }
         Command::Nodes { json } => {
@@ -321,8 +390,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     admin_token,
                 },
         } => {
-            let token = self::admin_token(admin_token)?;
+            let token = admin_token_or_default(admin_token)?;
             println!("{}", client.set_policy(&token, &service, &name).await?);
+        }
+        Command::Cache {
+            action: CacheAction::Stats { json },
+        } => {
+            let stats = client.cache_stats().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                print!("{}", table::cache(&stats));
+            }
+        }
+        Command::Cache {
+            action:
+                CacheAction::Purge {
+                    service,
+                    admin_token,
+                },
+        } => {
+            let token = admin_token_or_default(admin_token)?;
+            println!("{}", client.purge_cache(&token, service.as_deref()).await?);
         }
     }
     client.close().await;

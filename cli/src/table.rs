@@ -1,8 +1,9 @@
-//! Plain-text tables for `switchyard nodes`, `queue` and `policies`.
+//! Plain-text tables for `switchyard nodes`, `queue`, `policies` and
+//! `cache stats`.
 
 use std::fmt::Write;
 
-use protocol::{NodeView, PolicyTable, QueueView, SlotView};
+use protocol::{CacheStatsView, NodeView, PolicyTable, QueueView, SlotView};
 
 /// One line per node: id, region, services (in flight/max), CPU, memory,
 /// GPUs, calls served and the age of the latest stats.
@@ -173,5 +174,58 @@ pub fn policies(table: &PolicyTable) -> String {
     for r in &table.rejected {
         let _ = writeln!(out, "\nrejected {}: {}", r.file, r.reason);
     }
+    out
+}
+
+/// One line per cached service: TTL, entries, bytes, hits, coalesced calls,
+/// misses, evictions, expirations and hit ratio; then the total against the
+/// bound.
+pub fn cache(stats: &CacheStatsView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>7} {:>8} {:>12} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6}",
+        "SERVICE",
+        "TTL",
+        "ENTRIES",
+        "BYTES",
+        "HITS",
+        "COALESCED",
+        "MISSES",
+        "EVICTIONS",
+        "EXPIRED",
+        "HIT%"
+    );
+    for s in &stats.services {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>6}s {:>8} {:>12} {:>9} {:>9} {:>9} {:>9} {:>8} {:>5.1}%",
+            s.service,
+            s.ttl_s,
+            s.entries,
+            s.bytes,
+            s.hits,
+            s.coalesced,
+            s.misses,
+            s.evictions,
+            s.expirations,
+            s.hit_ratio() * 100.0
+        );
+    }
+    if stats.services.is_empty() {
+        out.push_str("(no service is cached: set [services.NAME] cache_ttl_s)\n");
+    }
+    let _ = writeln!(
+        out,
+        "\ntotal: {} entries, {} of {} bytes ({:.1}%)",
+        stats.entries,
+        stats.total_bytes,
+        stats.max_bytes,
+        if stats.max_bytes == 0 {
+            0.0
+        } else {
+            stats.total_bytes as f64 * 100.0 / stats.max_bytes as f64
+        }
+    );
     out
 }

@@ -20,12 +20,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use protocol::{CallHead, Codec, Message, NodeView, PolicyTable, QueueView, SetPolicy, Timings};
+use protocol::{
+    CallHead, Codec, Message, NodeView, PolicyTable, PurgeCache, QueueView, SetPolicy, Timings,
+};
 use tokio::sync::Mutex;
 use transport::{EndpointConfig, FramedRecv, FramedSend};
 
 pub use error::ClientError;
-pub use protocol::{ErrorKind, PolicyView, Side};
+pub use protocol::{CacheInfo, CacheStatsView, ErrorKind, PolicyView, ServiceCacheStats, Side};
 
 /// Where the gateway is and how to trust it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,14 @@ pub struct CallOptions {
     /// Never wait in the queue: with every node busy the call fails at once
     /// with `occupied` (default false).
     pub realtime: bool,
+    /// Do not take the result from the gateway's result cache, nor from an
+    /// identical call in flight: run the call on a node; its result still
+    /// replaces the cached one (default false).
+    pub no_cache: bool,
+    /// Accept a cached result only if it is at most this old (whole
+    /// seconds, rounded down; default none: any result within the service's
+    /// `cache_ttl_s`).
+    pub max_age: Option<Duration>,
 }
 
 impl Default for CallOptions {
@@ -78,6 +88,8 @@ impl Default for CallOptions {
             hints: Vec::new(),
             priority: 0,
             realtime: false,
+            no_cache: false,
+            max_age: None,
         }
     }
 }
@@ -133,6 +145,19 @@ impl CallOptions {
         self.realtime = realtime;
         self
     }
+
+    /// Skips the gateway's result cache for this call (the fresh result is
+    /// still stored).
+    pub fn no_cache(mut self, no_cache: bool) -> Self {
+        self.no_cache = no_cache;
+        self
+    }
+
+    /// Accepts a cached result only if it is at most `max_age` old.
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = Some(max_age);
+        self
+    }
 }
 
 /// A successful call.
@@ -146,6 +171,9 @@ pub struct CallResult {
     pub policy: String,
     /// Where the time went, ms.
     pub timings: Timings,
+    /// Set when the gateway answered from its result cache (with the
+    /// result's age); `None` when a node ran this call.
+    pub cache: Option<CacheInfo>,
 }
 
 /// A connection to a gateway.
@@ -254,6 +282,10 @@ impl Client {
             hints,
             priority: options.priority,
             realtime: options.realtime,
+            no_cache: options.no_cache,
+            max_age_s: options
+                .max_age
+                .map(|age| u32::try_from(age.as_secs()).unwrap_or(u32::MAX)),
             ..CallHead::new(
                 service,
                 payload.len() as u64,
@@ -300,6 +332,7 @@ impl Client {
             node_id: head.node_id,
             policy: head.policy,
             timings: head.timings,
+            cache: head.cache,
         })
     }
 
@@ -354,6 +387,41 @@ impl Client {
             admin_token: admin_token.to_string(),
             service: service.to_string(),
             policy: policy.to_string(),
+        });
+        match self.request(request).await? {
+            Message::Ack(text) => Ok(text),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The gateway's result cache: bytes held and bound, and per cached
+    /// service its entries, bytes, hits, coalesced calls, misses, evictions
+    /// and expirations.
+    ///
+    /// # Errors
+    /// A connection or protocol error.
+    pub async fn cache_stats(&self) -> Result<CacheStatsView, ClientError> {
+        match self.request(Message::CacheStats).await? {
+            Message::CacheStatsView(stats) => Ok(stats),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Drops the gateway's cached results of `service`, or of every service
+    /// with `None`. Returns the gateway's confirmation text (entries and
+    /// bytes dropped).
+    ///
+    /// # Errors
+    /// [`ClientError::Call`] with `unauthorized` for a wrong admin token, or
+    /// a connection or protocol error.
+    pub async fn purge_cache(
+        &self,
+        admin_token: &str,
+        service: Option<&str>,
+    ) -> Result<String, ClientError> {
+        let request = Message::PurgeCache(PurgeCache {
+            admin_token: admin_token.to_string(),
+            service: service.map(str::to_string),
         });
         match self.request(request).await? {
             Message::Ack(text) => Ok(text),

@@ -129,7 +129,10 @@ async fn main() -> anyhow::Result<()> {
     if !status.success() {
         bail!("switchyard policies failed");
     }
-    println!("\n== dashboard: http://{}/ (metrics: http://{}/metrics)", args.admin, args.admin);
+    println!(
+        "\n== dashboard: http://{}/ (metrics: http://{}/metrics)",
+        args.admin, args.admin
+    );
     if args.hold_s > 0 {
         println!("   holding the fleet for {} s (--hold-s)", args.hold_s);
         tokio::time::sleep(Duration::from_secs(args.hold_s)).await;

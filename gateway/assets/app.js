@@ -225,9 +225,20 @@ function renderAlerts(snap) {
   list.replaceChildren(...(alerts.length ? alerts : [["ok", "none"]]).map(([level, text]) => el("li", { class: level, text })));
 }
 
+// Cache hit ratio per cached service: calls no node had to run (stored hits
+// and single-flight followers) over all calls of the service.
 function renderCache(cache) {
   $("#cache-section").hidden = false;
-  $("#cache").textContent = JSON.stringify(cache);
+  const box = $("#cache");
+  box.replaceChildren(el("div", { class: "meta", text: `${cache.entries} entries, ${(cache.total_bytes / 1048576).toFixed(1)} of ${(cache.max_bytes / 1048576).toFixed(0)} MiB` }));
+  for (const s of cache.services) {
+    const all = s.hits + s.coalesced + s.misses;
+    const ratio = all ? (100 * (s.hits + s.coalesced)) / all : 0;
+    box.append(el("div", { class: "share-row cache-row", "data-service": s.service },
+      el("span", { class: "label", text: `${s.service} ${ratio.toFixed(0)}%` }),
+      bar(ratio, `${s.hits} hits, ${s.coalesced} coalesced, ${s.misses} misses, ${s.entries} entries, TTL ${s.ttl_s} s`)));
+  }
+  if (cache.services.length === 0) box.append(el("div", { class: "meta", text: "no service is cached (set cache_ttl_s)" }));
 }
 
 let last = null; // the latest snapshot (also window.lastSnapshot, for tests)

@@ -4,6 +4,12 @@
 //! Retry rule: a call is sent to another node only when opening the stream to
 //! the picked node failed, so nothing reached it and it cannot have run. Once
 //! the dispatch is sent, a lost node is reported as `node lost`.
+//!
+//! A call of a cached service (`cache_ttl_s`) goes through [`cached`] after
+//! its payload is read, before it is admitted: a hit never queues nor takes
+//! a slot.
+
+mod cached;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,8 +21,9 @@ use protocol::{CallError, CallHead, DispatchHead, ErrorKind, Message, ResultHead
 use transport::{FramedRecv, FramedSend, IoError};
 
 use crate::Shared;
+use crate::policies::Picked;
 use crate::queue::{Grant, WaitState};
-use crate::registry::Node;
+use crate::registry::{Node, SlotGuard};
 use crate::scheduler::Admission;
 
 /// Most nodes one call is offered to when streams cannot be opened.
@@ -32,17 +39,12 @@ pub(crate) async fn serve(
 ) {
     let call_id = shared.next_call_id.fetch_add(1, Ordering::Relaxed);
     let service = head.service.clone();
-    let mut served = Served::default();
+    let served = std::sync::Mutex::new(Served::default());
     let result = run(
-        &shared,
-        call_id,
-        head,
-        &mut send,
-        &mut recv,
-        arrived,
-        &mut served,
+        &shared, call_id, head, &mut send, &mut recv, arrived, &served,
     )
     .await;
+    let served = served.into_inner().unwrap_or_default();
     let (ok, label) = match &result {
         Ok(()) => (true, "ok"),
         Err(Failure::Reply(e)) => (false, crate::telemetry::outcome(Err(e.kind))),
@@ -106,6 +108,73 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> CallError {
     }
 }
 
+/// One call after its head was read: what every step needs.
+struct Call<'a> {
+    shared: &'a Shared,
+    call_id: u64,
+    head: Arc<CallHead>,
+    /// When the gateway read the call's head.
+    arrived: Instant,
+    /// When its payload was read.
+    ready: Instant,
+    deadline: Instant,
+    timeout_ms: u32,
+    /// Where the call went, for its metrics.
+    served: &'a std::sync::Mutex<Served>,
+}
+
+impl Call<'_> {
+    fn timed_out(&self) -> CallError {
+        error(
+            ErrorKind::Timeout,
+            format!("no result within {} ms", self.timeout_ms),
+        )
+    }
+}
+
+/// A node's answer head, with the slot still held and the result unread.
+struct Answered {
+    guard: SlotGuard,
+    picked: Picked,
+    node: Arc<Node>,
+    /// Kept open until the call ends.
+    _node_send: FramedSend,
+    node_recv: FramedRecv,
+    payload_len: u64,
+    dispatched: Instant,
+    node_ms: f32,
+}
+
+impl Answered {
+    /// The result head for the client.
+    fn result_head(&self, call: &Call<'_>) -> ResultHead {
+        ResultHead {
+            payload_len: self.payload_len,
+            node_id: self.node.spec.id.clone(),
+            policy: self.picked.policy_name.clone(),
+            timings: Timings {
+                queue_ms: ms(self.dispatched.duration_since(call.ready)),
+                node_ms: self.node_ms,
+                total_ms: ms(call.arrived.elapsed()),
+            },
+            cache: None,
+        }
+    }
+
+    /// Frees the slot and tells the policy how the call went.
+    fn finish(self, call: &Call<'_>, ok: bool) {
+        drop(self.guard);
+        finish(
+            call.shared,
+            &self.picked,
+            &self.node,
+            &call.head.service,
+            self.node_ms,
+            ok,
+        );
+    }
+}
+
 async fn run(
     shared: &Shared,
     call_id: u64,
@@ -113,7 +182,7 @@ async fn run(
     send: &mut FramedSend,
     recv: &mut FramedRecv,
     arrived: Instant,
-    served: &mut Served,
+    served: &std::sync::Mutex<Served>,
 ) -> Result<(), Failure> {
     head.validate()
         .map_err(|e| error(ErrorKind::BadRequest, e.to_string()))?;
@@ -129,32 +198,79 @@ async fn run(
         .into());
     }
     let timeout_ms = head.timeout_ms.clamp(1, shared.config.max_timeout_ms);
-    let deadline = arrived + Duration::from_millis(u64::from(timeout_ms));
-    let timed_out = || {
-        error(
-            ErrorKind::Timeout,
-            format!("no result within {timeout_ms} ms"),
-        )
+    let mut call = Call {
+        shared,
+        call_id,
+        head: Arc::new(head),
+        arrived,
+        ready: arrived,
+        deadline: arrived + Duration::from_millis(u64::from(timeout_ms)),
+        timeout_ms,
+        served,
     };
+    let payload = tokio::time::timeout_at(
+        call.deadline.into(),
+        recv.recv_payload(call.head.payload_len, max),
+    )
+    .await
+    .map_err(|_| call.timed_out())?
+    .map_err(|e| error(ErrorKind::BadRequest, format!("reading the payload: {e}")))?;
+    call.ready = Instant::now();
 
-    let payload =
-        tokio::time::timeout_at(deadline.into(), recv.recv_payload(head.payload_len, max))
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|e| error(ErrorKind::BadRequest, format!("reading the payload: {e}")))?;
-    let ready = Instant::now();
+    if let Some(key) = cached::key(&call, &payload).await {
+        return cached::serve(&call, key, payload, send).await;
+    }
+    let mut answered = to_node(&call, payload, send).await?;
+    if send
+        .send(&Message::Result(answered.result_head(&call)))
+        .await
+        .is_err()
+    {
+        // The client left; the node's work is done either way.
+        answered.finish(&call, true);
+        return Ok(());
+    }
+    let relayed = tokio::time::timeout_at(
+        call.deadline.into(),
+        relay(&mut answered.node_recv, send, answered.payload_len),
+    )
+    .await;
+    match relayed {
+        Ok(Ok(())) => {
+            answered.finish(&call, true);
+            Ok(())
+        }
+        Ok(Err(why)) => {
+            answered.finish(&call, false);
+            Err(Failure::Cut(crate::RESET_NODE_LOST, why))
+        }
+        Err(_) => {
+            answered.finish(&call, false);
+            Err(Failure::Cut(
+                crate::RESET_TIMEOUT,
+                "timeout while relaying the result".into(),
+            ))
+        }
+    }
+}
 
-    let head = Arc::new(head);
+/// Admits the call, dispatches it to a node (another one when the stream
+/// cannot be opened) and reads the node's answer head.
+async fn to_node(
+    call: &Call<'_>,
+    payload: Bytes,
+    send: &mut FramedSend,
+) -> Result<Answered, Failure> {
+    let shared = call.shared;
     let mut tried = HashSet::new();
     let (guard, picked, dispatched, mut node_send, mut node_recv) = loop {
-        let Grant { guard, picked } =
-            admit(shared, &head, &tried, call_id, send, deadline, timed_out).await?;
+        let Grant { guard, picked } = admit(call, &tried, send).await?;
         let node = guard.node().clone();
         let dispatched = Instant::now();
         match transport::open_bi(&node.connection, shared.codec).await {
             Ok((node_send, node_recv)) => break (guard, picked, dispatched, node_send, node_recv),
             Err(e) => {
-                tracing::warn!(call_id, node = %node.spec.id, error = %e, "cannot open a stream to the node; trying another");
+                tracing::warn!(call_id = call.call_id, node = %node.spec.id, error = %e, "cannot open a stream to the node; trying another");
                 tried.insert(node.key);
                 if tried.len() >= MAX_DISPATCH_ATTEMPTS {
                     return Err(error(
@@ -167,73 +283,48 @@ async fn run(
         }
     };
     let node = guard.node().clone();
-    served.node.clone_from(&node.spec.id);
-    served.policy.clone_from(&picked.policy_name);
-    let remaining = deadline.saturating_duration_since(Instant::now());
+    if let Ok(mut served) = call.served.lock() {
+        served.node.clone_from(&node.spec.id);
+        served.policy.clone_from(&picked.policy_name);
+    }
+    let remaining = call.deadline.saturating_duration_since(Instant::now());
     let dispatch = DispatchHead {
-        call_id,
-        service: head.service.clone(),
-        payload_len: head.payload_len,
+        call_id: call.call_id,
+        service: call.head.service.clone(),
+        payload_len: call.head.payload_len,
         timeout_ms: u32::try_from(remaining.as_millis())
             .unwrap_or(u32::MAX)
             .max(1),
     };
+    let max = shared.config.max_payload_bytes;
     let outcome = tokio::time::timeout_at(
-        deadline.into(),
+        call.deadline.into(),
         exchange(&mut node_send, &mut node_recv, dispatch, payload, max),
     )
     .await;
     let node_ms = ms(dispatched.elapsed());
-    let reply = match outcome {
+    let service = &call.head.service;
+    match outcome {
         Err(_) => {
             node_send.reset(crate::RESET_TIMEOUT);
             node_recv.stop(crate::RESET_TIMEOUT);
-            finish(shared, &picked, &node, &head.service, node_ms, false);
-            return Err(timed_out().into());
+            finish(shared, &picked, &node, service, node_ms, false);
+            Err(call.timed_out().into())
         }
         Ok(Err(e)) => {
-            finish(shared, &picked, &node, &head.service, node_ms, false);
-            return Err(e.into());
+            finish(shared, &picked, &node, service, node_ms, false);
+            Err(e.into())
         }
-        Ok(Ok(reply)) => reply,
-    };
-    let result = ResultHead {
-        payload_len: reply.payload_len,
-        node_id: node.spec.id.clone(),
-        policy: picked.policy_name.clone(),
-        timings: Timings {
-            queue_ms: ms(dispatched.duration_since(ready)),
+        Ok(Ok(reply)) => Ok(Answered {
+            guard,
+            picked,
+            node,
+            _node_send: node_send,
+            node_recv,
+            payload_len: reply.payload_len,
+            dispatched,
             node_ms,
-            total_ms: ms(arrived.elapsed()),
-        },
-    };
-    if send.send(&Message::Result(result)).await.is_err() {
-        // The client left; the node's work is done either way.
-        finish(shared, &picked, &node, &head.service, node_ms, true);
-        return Ok(());
-    }
-    let relayed = tokio::time::timeout_at(
-        deadline.into(),
-        relay(&mut node_recv, send, reply.payload_len),
-    )
-    .await;
-    drop(guard);
-    match relayed {
-        Ok(Ok(())) => {
-            finish(shared, &picked, &node, &head.service, node_ms, true);
-            Ok(())
-        }
-        Ok(Err(why)) => {
-            finish(shared, &picked, &node, &head.service, node_ms, false);
-            Err(Failure::Cut(crate::RESET_NODE_LOST, why))
-        }
-        Err(_) => {
-            finish(shared, &picked, &node, &head.service, node_ms, false);
-            Err(Failure::Cut(
-                crate::RESET_TIMEOUT,
-                "timeout while relaying the result".into(),
-            ))
-        }
+        }),
     }
 }
 
@@ -241,15 +332,15 @@ async fn run(
 /// client its position as it changes. Leaving (timeout, client gone) drops
 /// the ticket, which takes the call out of the queue.
 async fn admit(
-    shared: &Shared,
-    head: &Arc<CallHead>,
+    call: &Call<'_>,
     tried: &HashSet<u32>,
-    seq: u64,
     send: &mut FramedSend,
-    deadline: Instant,
-    timed_out: impl Fn() -> CallError,
 ) -> Result<Grant, Failure> {
-    let mut ticket = match shared.scheduler.admit(head, tried, seq, Instant::now())? {
+    let admission = call
+        .shared
+        .scheduler
+        .admit(&call.head, tried, call.call_id, Instant::now())?;
+    let mut ticket = match admission {
         Admission::Granted(grant) => return Ok(grant),
         Admission::Queued(ticket) => ticket,
     };
@@ -278,7 +369,7 @@ async fn admit(
                     return Err(Failure::Gone);
                 }
             }
-            () = tokio::time::sleep_until(deadline.into()) => return Err(timed_out().into()),
+            () = tokio::time::sleep_until(call.deadline.into()) => return Err(call.timed_out().into()),
             () = &mut gone => return Err(Failure::Gone),
         }
     }
@@ -359,14 +450,7 @@ async fn relay(from: &mut FramedRecv, to: &mut FramedSend, len: u64) -> Result<(
     Ok(())
 }
 
-fn finish(
-    shared: &Shared,
-    picked: &crate::policies::Picked,
-    node: &Node,
-    service: &str,
-    node_ms: f32,
-    ok: bool,
-) {
+fn finish(shared: &Shared, picked: &Picked, node: &Node, service: &str, node_ms: f32, ok: bool) {
     if ok {
         node.record_latency(service, node_ms);
     }

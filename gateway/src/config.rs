@@ -57,6 +57,9 @@ pub struct GatewayConfig {
     pub queue: QueueConfig,
     /// Swapping services on idle nodes' slots (table `[swap]`).
     pub swap: SwapConfig,
+    /// The result cache (table `[cache]`); a service is cached only with
+    /// `[services.NAME] cache_ttl_s`.
+    pub cache: CacheConfig,
     /// Per-service settings, by service name.
     pub services: BTreeMap<String, ServiceConfig>,
     /// Per-node settings, by node id (table `[nodes.ID]`).
@@ -97,6 +100,25 @@ pub struct SwapConfig {
     /// again for at least this long, s (default 30; the node's and the
     /// service's cooldowns apply when longer).
     pub failure_cooldown_s: u32,
+}
+
+/// `[cache]`: the gateway's result cache, shared by every cached service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Most bytes the cached results may take, bytes (default 256 MiB;
+    /// each entry weighs its result plus [`crate::cache::ENTRY_OVERHEAD`]).
+    /// Past it the least valuable entries are evicted. 0 stores nothing
+    /// (identical calls in flight are still coalesced).
+    pub max_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 /// `[nodes.ID]`: settings of one node.
@@ -154,6 +176,15 @@ pub struct ServiceConfig {
     /// load the slot does not try it again for this long (at least the
     /// node's cooldown).
     pub swap_cooldown_s: u32,
+    /// How long this service's results are kept in the result cache, s
+    /// (1..=31536000). Unset (the default): the service is not cached, since
+    /// only idempotent services may be.
+    pub cache_ttl_s: Option<u32>,
+    /// The call hints that change this service's result (e.g. `["model",
+    /// "temperature"]`) and so are part of its cache key, with the service
+    /// and the payload's BLAKE3 hash. Default none: hints are routing hints.
+    /// `policy` may not be one.
+    pub cache_key_hints: Vec<String>,
 }
 
 /// Why the configuration could not be used.
@@ -195,6 +226,7 @@ impl Default for GatewayConfig {
             seed: None,
             queue: QueueConfig::default(),
             swap: SwapConfig::default(),
+            cache: CacheConfig::default(),
             services: BTreeMap::new(),
             nodes: BTreeMap::new(),
         }
@@ -267,12 +299,46 @@ impl GatewayConfig {
                 "swap: queue_ratio and timeout_s must be > 0, cost_factor finite and >= 0".into(),
             ));
         }
+        self.validate_cache()?;
         if self.default_policy.is_empty() {
             return Err(ConfigError::Invalid(
                 "default_policy must not be empty".into(),
             ));
         }
         Ok(())
+    }
+
+    fn validate_cache(&self) -> Result<(), ConfigError> {
+        for (name, service) in &self.services {
+            if service
+                .cache_ttl_s
+                .is_some_and(|ttl| !(1..=MAX_CACHE_TTL_S).contains(&ttl))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "services.{name}.cache_ttl_s must be in 1..={MAX_CACHE_TTL_S}"
+                )));
+            }
+            let hints = &service.cache_key_hints;
+            if hints.len() > protocol::limits::MAX_HINTS
+                || hints.iter().any(|h| h.is_empty() || h == "policy")
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "services.{name}.cache_key_hints: at most {} non-empty names, not `policy` \
+                     (it only routes)",
+                    protocol::limits::MAX_HINTS
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// How long `service`'s results are cached, or `None` when it is not
+    /// cached (no `cache_ttl_s`).
+    pub fn cache_ttl(&self, service: &str) -> Option<std::time::Duration> {
+        self.services
+            .get(service)
+            .and_then(|s| s.cache_ttl_s)
+            .map(|s| std::time::Duration::from_secs(u64::from(s)))
     }
 
     /// The policy configured for `service`, else the default policy.
@@ -326,6 +392,9 @@ impl GatewayConfig {
         }
     }
 }
+
+/// Longest `cache_ttl_s`: one year.
+pub const MAX_CACHE_TTL_S: u32 = 365 * 24 * 3600;
 
 /// The default data directory: `$XDG_DATA_HOME/switchyard`, else
 /// `$HOME/.local/share/switchyard`, else `./.switchyard`.
@@ -390,6 +459,35 @@ mod tests {
         assert_eq!(config.service_swap_cooldown("llama").as_secs(), 120);
         assert_eq!(config.service_swap_cooldown("other").as_secs(), 0);
         assert!(GatewayConfig::from_toml_str("[swap]\nqueue_ratio = 0").is_err());
+    }
+
+    #[test]
+    fn cache_settings() {
+        let config = GatewayConfig::from_toml_str(
+            r#"
+            [cache]
+            max_bytes = 1048576
+            [services.llama]
+            cache_ttl_s = 300
+            cache_key_hints = ["model", "temperature"]
+            [services.other]
+            "#,
+        )
+        .expect("parse");
+        assert_eq!(config.cache.max_bytes, 1 << 20);
+        assert_eq!(config.cache_ttl("llama").map(|d| d.as_secs()), Some(300));
+        assert_eq!(config.cache_ttl("other"), None, "off unless set");
+        assert_eq!(config.services["llama"].cache_key_hints.len(), 2);
+        assert_eq!(GatewayConfig::default().cache.max_bytes, 256 << 20);
+        for bad in [
+            "[services.a]\ncache_ttl_s = 0",
+            "[services.a]\ncache_ttl_s = 40000000",
+            "[services.a]\ncache_ttl_s = 5\ncache_key_hints = [\"policy\"]",
+            "[services.a]\ncache_key_hints = [\"\"]",
+        ] {
+            let result = GatewayConfig::from_toml_str(bad);
+            assert!(matches!(result, Err(ConfigError::Invalid(_))), "{bad}");
+        }
     }
 
     #[test]

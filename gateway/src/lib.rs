@@ -20,6 +20,7 @@ pub mod window;
 
 mod admin;
 mod agents;
+pub mod cache;
 mod calls;
 mod candidates;
 mod server;
@@ -81,6 +82,7 @@ pub(crate) struct Shared {
     pub(crate) window: window::CallWindow,
     /// Changes the admin event stream announces.
     pub(crate) events: tokio::sync::broadcast::Sender<http::AdminEvent>,
+    pub(crate) cache: Arc<cache::ResultCache>,
     pub(crate) codec: protocol::Codec,
     pub(crate) agent_token: String,
     pub(crate) admin_token: String,

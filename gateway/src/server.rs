@@ -11,8 +11,8 @@ use protocol::{CallError, ErrorKind, Message};
 use transport::{EndpointConfig, FramedRecv, FramedSend};
 
 use crate::{
-    GatewayConfig, GatewayError, Shared, admin, agents, calls, policies, registry, scheduler,
-    watcher,
+    GatewayConfig, GatewayError, Shared, admin, agents, cache, calls, policies, registry,
+    scheduler, watcher,
 };
 
 /// How long a new connection has to send its first frame.
@@ -106,6 +106,7 @@ impl Gateway {
         };
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let (events, _) = tokio::sync::broadcast::channel(256);
+        let cache = Arc::new(cache::ResultCache::new(&config));
         Ok(Self {
             endpoint,
             shared: Arc::new(Shared {
@@ -116,6 +117,7 @@ impl Gateway {
                 started: Instant::now(),
                 window: crate::window::CallWindow::new(Instant::now()),
                 events,
+                cache,
                 codec,
                 agent_token,
                 admin_token,
@@ -171,6 +173,11 @@ impl Gateway {
     /// Every service's queue (as `switchyard queue` shows it).
     pub fn queues(&self) -> Vec<protocol::QueueView> {
         self.shared.scheduler.views(Instant::now())
+    }
+
+    /// The result cache's statistics (as `switchyard cache stats` shows them).
+    pub fn cache_stats(&self) -> protocol::CacheStatsView {
+        self.shared.cache.stats()
     }
 
     /// Names of the loaded policies.
@@ -293,7 +300,10 @@ async fn request(
             let _ = send.send(&Message::Queues(queues)).await;
             let _ = send.finish();
         }
-        Message::ListPolicies | Message::SetPolicy(_) => {
+        Message::ListPolicies
+        | Message::SetPolicy(_)
+        | Message::CacheStats
+        | Message::PurgeCache(_) => {
             let answer = admin::answer(&shared, first);
             let _ = send.send(&answer).await;
             let _ = send.finish();
@@ -302,7 +312,7 @@ async fn request(
             refuse(
                 &mut send,
                 &format!(
-                    "a stream must start with Call, ListNodes, ListQueues, ListPolicies or SetPolicy, not {:?}",
+                    "a stream must start with Call, ListNodes, ListQueues, ListPolicies, SetPolicy, CacheStats or PurgeCache, not {:?}",
                     other.kind()
                 ),
             )

@@ -125,6 +125,23 @@ fn describe() {
         "Time of one policy pick."
     );
     describe_counter!("policy_loads_total", "Policy versions loaded.");
+    describe_counter!(
+        "cache_hits_total",
+        "Calls answered from a stored result, by service."
+    );
+    describe_counter!(
+        "cache_misses_total",
+        "Calls of a cached service that ran on a node."
+    );
+    describe_counter!(
+        "cache_coalesced_total",
+        "Calls answered by waiting for an identical call in flight (single flight)."
+    );
+    describe_counter!(
+        "cache_evictions_total",
+        "Results evicted to stay within the cache's byte bound."
+    );
+    describe_gauge!("cache_bytes", "Bytes the result cache holds.");
     describe_counter!("policy_load_failures_total", "Plugin files refused.");
 }
 

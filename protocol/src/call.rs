@@ -23,6 +23,14 @@ pub struct CallHead {
     /// Never queue: with no free slot now, fail at once with
     /// [`ErrorKind::Occupied`] (seed 004's `need_realtime`).
     pub realtime: bool,
+    /// Do not answer from the gateway's result cache nor by joining an
+    /// identical call in flight: run the call on a node, and store its result
+    /// (when the service is cached) for later calls (default false).
+    pub no_cache: bool,
+    /// Accept a cached result only if it is at most this old, s (default
+    /// none: any entry within the service's `cache_ttl_s`). An older entry
+    /// counts as a miss and is replaced by the fresh result.
+    pub max_age_s: Option<u32>,
 }
 
 /// Gateway → client: the call waits for a node that is loading its service.
@@ -62,6 +70,22 @@ pub struct ResultHead {
     pub policy: String,
     /// Where the time went.
     pub timings: Timings,
+    /// Set when the result came from the gateway's result cache (a stored
+    /// entry, or an identical call in flight that this one waited for);
+    /// `None` when a node ran this call.
+    pub cache: Option<CacheInfo>,
+}
+
+/// How a call was answered from the gateway's result cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheInfo {
+    /// Age of the result, ms: from when the node's result was stored to when
+    /// this call was answered.
+    pub age_ms: u64,
+    /// True when the call found no stored result but an identical call in
+    /// flight, and waited for that call's result (single flight); false
+    /// for a stored entry.
+    pub coalesced: bool,
 }
 
 /// Where a call's time went, ms.
@@ -95,7 +119,7 @@ pub struct CallError {
 
 impl CallHead {
     /// A call of `service` with a `payload_len`-byte payload and `timeout_ms`,
-    /// no hints, priority 0, queueable.
+    /// no hints, priority 0, queueable, any cached result accepted.
     pub fn new(service: impl Into<String>, payload_len: u64, timeout_ms: u32) -> Self {
         Self {
             service: service.into(),
@@ -104,6 +128,8 @@ impl CallHead {
             hints: Vec::new(),
             priority: 0,
             realtime: false,
+            no_cache: false,
+            max_age_s: None,
         }
     }
 

@@ -56,6 +56,12 @@ pub enum FrameKind {
     ListQueues = 21,
     /// [`Message::Queues`].
     Queues = 22,
+    /// [`Message::CacheStats`].
+    CacheStats = 23,
+    /// [`Message::CacheStatsView`].
+    CacheStatsView = 24,
+    /// [`Message::PurgeCache`].
+    PurgeCache = 25,
 }
 
 impl FrameKind {
@@ -88,6 +94,9 @@ impl FrameKind {
             20 => Reserved,
             21 => ListQueues,
             22 => Queues,
+            23 => CacheStats,
+            24 => CacheStatsView,
+            25 => PurgeCache,
             other => return Err(CodecError::UnknownKind(other)),
         })
     }
@@ -352,6 +361,29 @@ mod tests {
             codec.decode(&[1, 1, 0, 1, 0, 0, 0, 0]),
             Err(CodecError::ReservedFlags(1))
         );
+    }
+
+    #[test]
+    fn cache_frame_kinds_keep_their_numbers() {
+        for (byte, kind) in [
+            (23, FrameKind::CacheStats),
+            (24, FrameKind::CacheStatsView),
+            (25, FrameKind::PurgeCache),
+        ] {
+            assert_eq!(FrameKind::from_byte(byte), Ok(kind));
+            assert_eq!(kind as u8, byte);
+        }
+        assert_eq!(FrameKind::from_byte(26), Err(CodecError::UnknownKind(26)));
+        let codec = Codec::default();
+        let buf = codec.encode_to_vec(&Message::CacheStats).expect("encode");
+        assert_eq!(buf.len(), HEADER_LEN, "an empty body");
+        let mut bad = buf.clone();
+        bad[7] = 1;
+        bad.push(0);
+        assert!(matches!(
+            codec.decode(&bad),
+            Err(CodecError::Malformed { .. })
+        ));
     }
 
     #[test]

@@ -29,7 +29,9 @@
 //!   [`Message::ListPolicies`], answered by [`Message::Policies`];
 //!   [`Message::SetPolicy`] (with the admin token), answered by
 //!   [`Message::Ack`] or [`Message::Error`]; [`Message::ListQueues`],
-//!   answered by [`Message::Queues`].
+//!   answered by [`Message::Queues`]; [`Message::CacheStats`], answered by
+//!   [`Message::CacheStatsView`]; [`Message::PurgeCache`] (with the admin
+//!   token), answered by [`Message::Ack`] or [`Message::Error`].
 //!
 //! A queued call's stream carries [`Message::Queued`] (its position, each
 //! time it changes) and [`Message::Reserved`] (a node is loading the service
@@ -38,6 +40,7 @@
 //! gateway, after a swap or when a slot's service stops on its own).
 
 mod admin;
+mod cache;
 mod call;
 mod error;
 mod frame;
@@ -46,7 +49,10 @@ mod node;
 mod swap;
 
 pub use admin::{PolicyTable, PolicyView, QueueView, RejectedFile, ServicePolicy, SetPolicy};
-pub use call::{CallError, CallHead, DispatchHead, ReplyHead, Reserved, ResultHead, Timings};
+pub use cache::{CacheStatsView, PurgeCache, ServiceCacheStats};
+pub use call::{
+    CacheInfo, CallError, CallHead, DispatchHead, ReplyHead, Reserved, ResultHead, Timings,
+};
 pub use error::{CodecError, ErrorKind, Side};
 pub use frame::{Codec, Decoded, FrameHeader, FrameKind, HEADER_LEN};
 pub use message::Message;

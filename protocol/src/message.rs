@@ -4,9 +4,9 @@ use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    CallError, CallHead, CodecError, DispatchHead, FrameKind, NodeStats, NodeView, PolicyTable,
-    QueueView, Register, Registered, ReplyHead, Reserved, ResultHead, SetPolicy, SwapReport,
-    SwapRequest, limits,
+    CacheStatsView, CallError, CallHead, CodecError, DispatchHead, FrameKind, NodeStats, NodeView,
+    PolicyTable, PurgeCache, QueueView, Register, Registered, ReplyHead, Reserved, ResultHead,
+    SetPolicy, SwapReport, SwapRequest, limits,
 };
 
 /// One frame's content.
@@ -58,6 +58,13 @@ pub enum Message {
     ListQueues,
     /// Gateway → client: every service's queue.
     Queues(Vec<QueueView>),
+    /// Client → gateway: the result cache's statistics.
+    CacheStats,
+    /// Gateway → client: the result cache's statistics.
+    CacheStatsView(CacheStatsView),
+    /// Client → gateway (admin): drop cached results (all, or one
+    /// service's); answered by [`Message::Ack`].
+    PurgeCache(PurgeCache),
 }
 
 impl Message {
@@ -86,6 +93,9 @@ impl Message {
             Self::Reserved(_) => FrameKind::Reserved,
             Self::ListQueues => FrameKind::ListQueues,
             Self::Queues(_) => FrameKind::Queues,
+            Self::CacheStats => FrameKind::CacheStats,
+            Self::CacheStatsView(_) => FrameKind::CacheStatsView,
+            Self::PurgeCache(_) => FrameKind::PurgeCache,
         }
     }
 
@@ -109,7 +119,7 @@ impl Message {
             Self::Reply(m) => put(m, out),
             Self::Data(bytes) => out.extend_from_slice(bytes),
             Self::Error(m) => put(m, out),
-            Self::ListNodes | Self::ListPolicies | Self::ListQueues => {}
+            Self::ListNodes | Self::ListPolicies | Self::ListQueues | Self::CacheStats => {}
             Self::Nodes(m) => put(m, out),
             Self::Policies(m) => put(m, out),
             Self::SetPolicy(m) => put(m, out),
@@ -118,6 +128,8 @@ impl Message {
             Self::Swapped(m) => put(m, out),
             Self::Reserved(m) => put(m, out),
             Self::Queues(m) => put(m, out),
+            Self::CacheStatsView(m) => put(m, out),
+            Self::PurgeCache(m) => put(m, out),
         }
     }
 
@@ -143,7 +155,10 @@ impl Message {
             FrameKind::Reply => Self::Reply(get(kind, body)?),
             FrameKind::Data => Self::Data(Bytes::copy_from_slice(body)),
             FrameKind::Error => Self::Error(get(kind, body)?),
-            FrameKind::ListNodes | FrameKind::ListPolicies | FrameKind::ListQueues => {
+            FrameKind::ListNodes
+            | FrameKind::ListPolicies
+            | FrameKind::ListQueues
+            | FrameKind::CacheStats => {
                 if !body.is_empty() {
                     return Err(CodecError::Malformed {
                         kind,
@@ -153,7 +168,8 @@ impl Message {
                 match kind {
                     FrameKind::ListNodes => Self::ListNodes,
                     FrameKind::ListPolicies => Self::ListPolicies,
-                    _ => Self::ListQueues,
+                    FrameKind::ListQueues => Self::ListQueues,
+                    _ => Self::CacheStats,
                 }
             }
             FrameKind::Nodes => Self::Nodes(get(kind, body)?),
@@ -164,6 +180,8 @@ impl Message {
             FrameKind::Swapped => Self::Swapped(get(kind, body)?),
             FrameKind::Reserved => Self::Reserved(get(kind, body)?),
             FrameKind::Queues => Self::Queues(get(kind, body)?),
+            FrameKind::CacheStatsView => Self::CacheStatsView(get(kind, body)?),
+            FrameKind::PurgeCache => Self::PurgeCache(get(kind, body)?),
         })
     }
 }
@@ -187,7 +205,9 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Codec, Decoded, ErrorKind, GpuStats, NodeSpec, ServiceSpec};
+    use crate::{
+        CacheInfo, Codec, Decoded, ErrorKind, GpuStats, NodeSpec, ServiceCacheStats, ServiceSpec,
+    };
     use proptest::prelude::*;
 
     fn arb_message() -> impl Strategy<Value = Message> {
@@ -201,8 +221,26 @@ mod tests {
                     hints: vec![("k".into(), hint)],
                     priority: -(t as i32 % 7),
                     realtime: len % 2 == 0,
+                    no_cache: len % 3 == 0,
+                    max_age_s: (t % 5 != 0).then_some(t / 7),
                 })
             }),
+            (
+                any::<u64>(),
+                text,
+                proptest::option::of((any::<u64>(), any::<bool>()))
+            )
+                .prop_map(|(len, node_id, cache)| Message::Result(ResultHead {
+                    payload_len: len,
+                    node_id,
+                    policy: "latency".into(),
+                    timings: crate::Timings {
+                        queue_ms: 1.5,
+                        node_ms: 2.0,
+                        total_ms: 4.25,
+                    },
+                    cache: cache.map(|(age_ms, coalesced)| CacheInfo { age_ms, coalesced }),
+                })),
             proptest::collection::vec(any::<u8>(), 0..2048)
                 .prop_map(|v| Message::Data(Bytes::from(v))),
             (
@@ -266,6 +304,31 @@ mod tests {
                 abandoned_total: 2,
                 overloaded_total: 3,
             }])),
+            Just(Message::CacheStats),
+            (text, any::<u64>(), any::<u32>()).prop_map(|(service, n, ttl_s)| {
+                Message::CacheStatsView(CacheStatsView {
+                    max_bytes: 256 << 20,
+                    total_bytes: n,
+                    entries: n / 3,
+                    services: vec![ServiceCacheStats {
+                        service,
+                        ttl_s,
+                        entries: n / 3,
+                        bytes: n,
+                        hits: n / 2,
+                        coalesced: 1,
+                        misses: 2,
+                        evictions: 3,
+                        expirations: 4,
+                    }],
+                })
+            }),
+            (text, proptest::option::of(text)).prop_map(|(admin_token, service)| {
+                Message::PurgeCache(PurgeCache {
+                    admin_token,
+                    service,
+                })
+            }),
         ]
     }
 
@@ -321,14 +384,7 @@ mod tests {
 
     #[test]
     fn call_head_limits() {
-        let mut head = CallHead {
-            service: String::new(),
-            payload_len: 0,
-            timeout_ms: 1,
-            hints: vec![],
-            priority: 0,
-            realtime: false,
-        };
+        let mut head = CallHead::new("", 0, 1);
         assert!(head.validate().is_err(), "empty service");
         head.service = "x".repeat(300);
         assert!(head.validate().is_err(), "long service");

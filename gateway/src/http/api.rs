@@ -138,3 +138,39 @@ fn set_draining(shared: &Shared, id: &str, headers: &HeaderMap, draining: bool) 
     }))
     .into_response()
 }
+
+/// `GET /api/cache`: the cache's size and per-service counters.
+pub(super) async fn cache(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.cache.stats()).into_response()
+}
+
+/// `DELETE /api/cache[?service=NAME]` (admin): drops cached results, of one
+/// service or all.
+pub(super) async fn purge_cache(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    if let Err(denied) = authorized(&shared, &headers) {
+        return *denied;
+    }
+    let service = query.as_deref().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("service="))
+            .map(str::to_string)
+    });
+    let (entries, bytes) = shared.cache.purge(service.as_deref());
+    shared.announce(AdminEvent::new(
+        "cache_purge",
+        format!(
+            "{} ({entries} entries, {bytes} bytes)",
+            service.as_deref().unwrap_or("all services")
+        ),
+    ));
+    Json(serde_json::json!({
+        "service": service,
+        "entries": entries,
+        "bytes": bytes,
+    }))
+    .into_response()
+}

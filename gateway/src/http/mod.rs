@@ -60,6 +60,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/nodes/{id}/drain", post(api::drain))
         .route("/api/nodes/{id}/undrain", post(api::undrain))
         .route("/api/events", get(events::stream))
+        .route("/api/cache", get(api::cache).delete(api::purge_cache))
         .with_state(shared)
 }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use protocol::{NodeView, PolicyTable, QueueView};
+use protocol::{CacheStatsView, NodeView, PolicyTable, QueueView};
 use serde::Serialize;
 
 use crate::Shared;
@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub node_share: BTreeMap<String, u64>,
     /// Loaded policies and which service uses which.
     pub policies: PolicyTable,
+    /// The result cache: size, and per cached service its counters.
+    pub cache: CacheStatsView,
 }
 
 /// One service across the fleet.
@@ -94,6 +96,7 @@ impl Snapshot {
             series: shared.window.series(SERIES_S, now),
             node_share: shared.window.node_share(SUMMARY_S, now),
             policies: shared.policies.table(&hosted),
+            cache: shared.cache.stats(),
         }
     }
 }

@@ -50,8 +50,24 @@ async fn two_echo_nodes() -> Fleet {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_exported_and_pass_promtool() {
-    let fleet = two_echo_nodes().await;
+    let mut fleet = Fleet::start(|c| {
+        c.services.insert(
+            "echo".into(),
+            gateway::config::ServiceConfig {
+                cache_ttl_s: Some(60),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    fleet.spawn_agent("node-a", TOKEN, &service("echo", "echo", ""));
+    fleet.spawn_agent("node-b", TOKEN, &service("echo", "echo", ""));
+    fleet.wait_nodes(2).await;
     let client = fleet.client().await;
+    client
+        .call("echo", "m0", CallOptions::default())
+        .await
+        .expect("repeat");
     for i in 0..6 {
         client
             .call("echo", format!("m{i}"), CallOptions::default())
@@ -85,6 +101,9 @@ async fn metrics_are_exported_and_pass_promtool() {
         "connected_agents",
         "connected_clients",
         "policy_pick_duration_seconds_bucket",
+        "cache_hits_total{service=\"echo\"}",
+        "cache_misses_total{service=\"echo\"}",
+        "cache_bytes",
     ] {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");
     }
@@ -185,6 +204,30 @@ async fn the_api_lists_changes_policies_and_drains_nodes() {
     .await;
     assert_eq!(status, 404);
 
+    // The cache: stats, and purge (admin).
+    let cache = get_json(&format!("{url}/api/cache")).await;
+    assert!(cache["max_bytes"].as_u64().unwrap() > 0, "{cache}");
+    let (status, _) = send(
+        reqwest::Method::DELETE,
+        &format!("{url}/api/cache"),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, body) = send(
+        reqwest::Method::DELETE,
+        &format!("{url}/api/cache?service=echo"),
+        Some(ADMIN),
+        "",
+    )
+    .await;
+    assert_eq!(
+        (status, &body["service"]),
+        (200, &Value::from("echo")),
+        "{body}"
+    );
+
     // Policy change over HTTP.
     let policy = format!("{url}/api/services/echo/policy");
     let (status, _) = send(
@@ -259,13 +302,29 @@ async fn events_stream_snapshots_and_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
-    let fleet = two_echo_nodes().await;
+    let mut fleet = Fleet::start(|c| {
+        c.services.insert(
+            "echo".into(),
+            gateway::config::ServiceConfig {
+                cache_ttl_s: Some(60),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    fleet.spawn_agent("node-a", TOKEN, &service("echo", "echo", ""));
+    fleet.spawn_agent("node-b", TOKEN, &service("echo", "echo", ""));
+    fleet.wait_nodes(2).await;
     let client = fleet.client().await;
-    for i in 0..20 {
-        client
-            .call("echo", format!("d{i}"), CallOptions::default())
-            .await
-            .unwrap();
+    // 20 distinct calls, then 20 repeats answered by the cache: 50 %.
+    for round in 0..2 {
+        for i in 0..20 {
+            let r = client
+                .call("echo", format!("d{i}"), CallOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(r.cache.is_some(), round == 1, "{:?}", r.cache);
+        }
     }
     let browser = Browser::start().await;
     browser.open(&format!("{}/", base(&fleet))).await;
@@ -309,6 +368,10 @@ async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
         (
             "GPU or no-GPU lines",
             "return document.querySelectorAll('#nodes .node .bar').length >= 4",
+        ),
+        (
+            "the cache hit ratio",
+            "return (document.querySelector('#cache .cache-row[data-service=\"echo\"] .label') || {}).textContent === 'echo 50%'",
         ),
     ] {
         browser.wait_for(what, script).await;

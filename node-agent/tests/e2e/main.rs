@@ -4,6 +4,7 @@
 //! plugins; `common` is the fleet harness they share.
 
 mod admin_http;
+mod cache;
 mod common;
 mod fleet;
 mod hot_swap;
