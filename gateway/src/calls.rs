@@ -120,7 +120,15 @@ async fn run(
             admit(shared, &head, &tried, call_id, send, deadline, timed_out).await?;
         let node = guard.node().clone();
         let dispatched = Instant::now();
-        match transport::open_bi(&node.connection, shared.codec).await {
+        // The agent caps the streams it accepts (QUIC stream limit): an open
+        // beyond it waits for one to close, within the call's time.
+        let opened = tokio::time::timeout_at(
+            deadline.into(),
+            transport::open_bi(&node.connection, shared.codec),
+        )
+        .await
+        .map_err(|_| timed_out())?;
+        match opened {
             Ok((node_send, node_recv)) => break (guard, picked, dispatched, node_send, node_recv),
             Err(e) => {
                 tracing::warn!(call_id, node = %node.spec.id, error = %e, "cannot open a stream to the node; trying another");
