@@ -5,12 +5,15 @@
 #   make test    build and run every test, plus rustfmt and clippy checks
 #   make build   host binaries (release) and plugins
 #   make plugins wasm policy plugins into plugins/dist (see mk/plugins.mk)
-#   make bench   policy pick benchmark: wasm vs native, deadline cost (~4 min)
+#   make bench   policy pick benchmark: wasm vs native, deadline cost (~4 min),
+#                then bench-pool
+#   make bench-pool  fresh connection per call vs the pooled SDK (calls/s,
+#                p50, p99)
 
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build demo test lint toolchain bench clean
+.PHONY: all build demo test lint toolchain bench bench-pool clean
 
 all: build
 
@@ -41,6 +44,10 @@ test: plugins lint plugins-test
 
 bench: plugins
 	$(CARGO) bench -p policy-host --bench pick
+	$(CARGO) bench -p node-agent --bench pool
+
+bench-pool: plugins
+	$(CARGO) bench -p node-agent --bench pool
 
 clean: plugins-clean
 	$(CARGO) clean
