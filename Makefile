@@ -5,14 +5,17 @@
 #   make test    build and run every test, plus rustfmt and clippy checks
 #   make build   host binaries (release) and plugins
 #   make plugins wasm policy plugins into plugins/dist (see mk/plugins.mk)
-#   make bench   policy pick benchmark: wasm vs native, deadline cost (~4 min)
+#   make bench   policy pick benchmark: wasm vs native, deadline cost (~4 min),
+#                then bench-pool
+#   make bench-pool  fresh connection per call vs the pooled SDK (calls/s,
+#                p50, p99)
 #   make setup   Debian packages the tests use (chromium, chromium-driver,
 #                promtool); `make test` runs it
 
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build demo test lint toolchain bench clean setup
+.PHONY: all build demo test lint toolchain bench bench-pool clean setup
 
 # Programs the end-to-end tests use, from Debian's packages: a real headless
 # browser for the dashboard test, promtool for `/metrics`.
@@ -57,6 +60,10 @@ test: setup plugins lint plugins-test
 
 bench: plugins
 	$(CARGO) bench -p policy-host --bench pick
+	$(CARGO) bench -p node-agent --bench pool
+
+bench-pool: plugins
+	$(CARGO) bench -p node-agent --bench pool
 
 clean: plugins-clean
 	$(CARGO) clean

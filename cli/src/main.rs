@@ -30,7 +30,8 @@ mod table;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Gateway address.
+    /// Gateway address; several, comma-separated, are tried in order (the
+    /// next one while the ones before are down).
     #[arg(
         long,
         global = true,
@@ -281,7 +282,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let mut config = ClientConfig::new(cli.gateway, cli.ca.unwrap_or_else(default_ca));
+    let mut config = ClientConfig::new(cli.gateway.clone(), cli.ca.unwrap_or_else(default_ca))
+        .with_gateways(cli.gateway.split(',').map(str::trim));
     config.server_name = cli.server_name;
     let client = Client::connect(config).await?;
     match cli.command {

@@ -9,37 +9,47 @@
 //! # Ok(()) }
 //! ```
 //!
-//! A [`Client`] keeps one QUIC connection and opens one stream per call, so
-//! calls from many tasks share it; after a connection loss the next call
-//! reconnects.
+//! A [`Client`] keeps a pool of QUIC connections to one or more gateways
+//! (by default one connection: QUIC carries each call as its own stream)
+//! and opens one stream per call, so calls from many tasks and threads
+//! share it; it is cheap to clone. After a connection loss the next call
+//! reconnects, failing over to the next gateway address while one is down
+//! (see [`PoolConfig`]).
 
 mod error;
+mod pool;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::{
     CallHead, Codec, Message, NodeView, PolicyTable, PurgeCache, QueueView, SetPolicy, Timings,
 };
-use tokio::sync::Mutex;
-use transport::{EndpointConfig, FramedRecv, FramedSend};
+use transport::FramedSend;
 
 pub use error::ClientError;
+pub use pool::{GatewayStats, PoolConfig, PoolStats};
 pub use protocol::{CacheInfo, CacheStatsView, ErrorKind, PolicyView, ServiceCacheStats, Side};
 
 /// Where the gateway is and how to trust it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// Gateway address, `host:port` (e.g. `127.0.0.1:4433`).
+    /// Gateway address, `host:port` (e.g. `127.0.0.1:4433`): the first one
+    /// tried.
     pub gateway: String,
+    /// More gateway addresses, tried in order while the ones before are
+    /// down (default none); see [`ClientConfig::with_gateways`].
+    pub fallback_gateways: Vec<String>,
     /// Name the gateway's certificate must carry (default `localhost`).
     pub server_name: String,
     /// CA file that signed the gateway's certificate, PEM.
     pub ca: PathBuf,
     /// Largest result accepted, bytes (default 16 MiB).
     pub max_result_bytes: u64,
+    /// Connections per gateway, streams per connection, timeouts.
+    pub pool: PoolConfig,
 }
 
 impl ClientConfig {
@@ -47,9 +57,11 @@ impl ClientConfig {
     pub fn new(gateway: impl Into<String>, ca: impl Into<PathBuf>) -> Self {
         Self {
             gateway: gateway.into(),
+            fallback_gateways: Vec::new(),
             server_name: "localhost".into(),
             ca: ca.into(),
             max_result_bytes: u64::from(protocol::DEFAULT_MAX_FRAME_LEN),
+            pool: PoolConfig::default(),
         }
     }
 }
@@ -176,72 +188,38 @@ pub struct CallResult {
     pub cache: Option<CacheInfo>,
 }
 
-/// A connection to a gateway.
-#[derive(Debug)]
+/// A connection pool to one or more gateways. Cloning it is cheap: the
+/// clones share the pool, and it can be used from any task or thread.
+#[derive(Debug, Clone)]
 pub struct Client {
-    config: ClientConfig,
-    addr: SocketAddr,
-    endpoint: quinn::Endpoint,
-    connection: Mutex<Option<quinn::Connection>>,
+    config: Arc<ClientConfig>,
+    pool: Arc<pool::Pool>,
     codec: Codec,
 }
 
 impl Client {
-    /// Resolves the gateway, sets up TLS and connects.
+    /// Checks the configuration, sets up TLS and connects to the first
+    /// reachable gateway (more connections open as calls need them).
     ///
     /// # Errors
-    /// [`ClientError::Config`] for an unresolvable address or unusable CA file,
-    /// [`ClientError::Connect`] when the gateway cannot be reached.
+    /// [`ClientError::Config`] for an unusable CA file, no gateway address,
+    /// a zero pool size or stream cap, or when no address resolves;
+    /// [`ClientError::Connect`] when no gateway can be reached.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
-        let addr = tokio::net::lookup_host(&config.gateway)
-            .await
-            .map_err(|e| ClientError::Config(format!("cannot resolve {}: {e}", config.gateway)))?
-            .next()
-            .ok_or_else(|| {
-                ClientError::Config(format!("{} resolves to nothing", config.gateway))
-            })?;
-        let endpoint = transport::client_endpoint(&config.ca, addr, &EndpointConfig::default())
-            .map_err(|e| ClientError::Config(e.to_string()))?;
-        let client = Self {
-            config,
-            addr,
-            endpoint,
-            connection: Mutex::new(None),
+        let pool = Arc::new(pool::Pool::new(&config)?);
+        pool.warm_up().await?;
+        Ok(Self {
+            config: Arc::new(config),
+            pool,
             codec: Codec::default(),
-        };
-        client.connection().await?;
-        Ok(client)
+        })
     }
 
-    /// The live connection, reconnecting if the last one was lost.
-    async fn connection(&self) -> Result<quinn::Connection, ClientError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(c) = slot.as_ref()
-            && c.close_reason().is_none()
-        {
-            return Ok(c.clone());
-        }
-        let connecting = self
-            .endpoint
-            .connect(self.addr, &self.config.server_name)
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
-        let connection = connecting
-            .await
-            .map_err(|e| ClientError::Connect(format!("{}: {e}", self.config.gateway)))?;
-        *slot = Some(connection.clone());
-        Ok(connection)
-    }
-
-    async fn open(&self) -> Result<(FramedSend, FramedRecv), ClientError> {
-        let connection = self.connection().await?;
-        match transport::open_bi(&connection, self.codec).await {
-            Ok(stream) => Ok(stream),
-            // The connection died since we last used it: one fresh try.
-            Err(_) => {
-                let connection = self.connection().await?;
-                Ok(transport::open_bi(&connection, self.codec).await?)
-            }
-        }
+    /// Opens a stream for one call on a pooled connection, waiting for a
+    /// free stream if every connection is at its cap. The returned receive
+    /// half holds the stream's place in the pool until it is dropped.
+    async fn open(&self) -> Result<(FramedSend, pool::PooledRecv), ClientError> {
+        self.pool.open(self.codec).await
     }
 
     /// Calls `service` with `payload` and waits for its result.
@@ -441,12 +419,11 @@ impl Client {
         }
     }
 
-    /// Closes the connection (pending calls fail).
+    /// Closes every pooled connection, for all clones of this client
+    /// (pending calls fail), and waits until the gateways know. A later
+    /// call connects again.
     pub async fn close(&self) {
-        if let Some(c) = self.connection.lock().await.take() {
-            c.close(0u32.into(), b"client closed");
-        }
-        self.endpoint.wait_idle().await;
+        self.pool.close().await;
     }
 }
 

@@ -267,7 +267,15 @@ async fn to_node(
         let Grant { guard, picked } = admit(call, &tried, send).await?;
         let node = guard.node().clone();
         let dispatched = Instant::now();
-        match transport::open_bi(&node.connection, shared.codec).await {
+        // The agent caps the streams it accepts (QUIC stream limit): an open
+        // beyond it waits for one to close, within the call's time.
+        let opened = tokio::time::timeout_at(
+            call.deadline.into(),
+            transport::open_bi(&node.connection, shared.codec),
+        )
+        .await
+        .map_err(|_| call.timed_out())?;
+        match opened {
             Ok((node_send, node_recv)) => break (guard, picked, dispatched, node_send, node_recv),
             Err(e) => {
                 tracing::warn!(call_id = call.call_id, node = %node.spec.id, error = %e, "cannot open a stream to the node; trying another");

@@ -22,6 +22,10 @@ pub const DEFAULT_STATS_INTERVAL_MS: u32 = 1000;
 pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 16 * 1024 * 1024;
 /// Default most concurrent calls of one service.
 pub const DEFAULT_MAX_CONCURRENT: u32 = 4;
+/// Call streams the agent accepts beyond the sum of its services'
+/// `max_concurrent` and a quarter of it (see
+/// [`AgentConfig::max_call_streams`]).
+pub const CALL_STREAM_MARGIN: u32 = 16;
 
 /// A commented example configuration, as `--print-example-config` prints it.
 pub const EXAMPLE_CONFIG: &str = include_str!("example-agent.toml");
@@ -194,6 +198,27 @@ impl AgentConfig {
             services,
             slots: Vec::new(),
         }
+    }
+
+    /// Most call streams the gateway may have open to this agent at once:
+    /// S + S/4 + [`CALL_STREAM_MARGIN`], where S is the sum of every
+    /// service's `max_concurrent`. The agent's QUIC endpoint advertises it
+    /// as its bidirectional stream limit, so QUIC itself stops a gateway
+    /// from opening more (the gateway's stream open waits for one to
+    /// close). The room above S is for streams whose call has ended but
+    /// whose close is still crossing the network, and because QUIC (quinn)
+    /// hands freed streams back to the opener in batches of an eighth of
+    /// the limit; with it, the gateway's own admission (at most S calls)
+    /// is what binds.
+    pub fn max_call_streams(&self) -> u32 {
+        let slots = self
+            .services
+            .iter()
+            .map(|s| s.max_concurrent)
+            .fold(0u32, u32::saturating_add);
+        slots
+            .saturating_add(slots / 4)
+            .saturating_add(CALL_STREAM_MARGIN)
     }
 
     /// Parses and validates a TOML configuration.

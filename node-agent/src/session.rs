@@ -241,9 +241,13 @@ impl Agent {
         {
             return Ok(endpoint.clone());
         }
-        let endpoint =
-            transport::client_endpoint(&self.config.ca, peer, &EndpointConfig::default())
-                .map_err(|e| Attempt::Fatal(e.into()))?;
+        // The gateway opens one stream per call: cap them near the slots.
+        let limits = EndpointConfig {
+            max_concurrent_bidi_streams: self.config.max_call_streams(),
+            ..EndpointConfig::default()
+        };
+        let endpoint = transport::client_endpoint(&self.config.ca, peer, &limits)
+            .map_err(|e| Attempt::Fatal(e.into()))?;
         if let Some((_, old)) = self.endpoint.replace((peer.is_ipv6(), endpoint.clone())) {
             old.close(0u32.into(), b"address family changed");
         }

@@ -216,3 +216,33 @@ fn load_reports_missing_files() {
     std::fs::write(&path, MINIMAL).expect("write");
     assert_eq!(AgentConfig::load(&path).expect("load").node_id, "n1");
 }
+
+#[test]
+fn call_streams_are_the_slots_plus_room() {
+    let service = |max_concurrent| ServiceConfig {
+        max_concurrent,
+        ..ServiceConfig::new("s", ServiceKind::Echo)
+    };
+    let config = |services| AgentConfig::new("gw:1", "ca.pem", "t", "n1", services);
+    // The default echo service: 4 slots.
+    assert_eq!(
+        AgentConfig::from_toml_str(MINIMAL)
+            .expect("parse")
+            .max_call_streams(),
+        4 + 1 + CALL_STREAM_MARGIN
+    );
+    assert_eq!(
+        config(vec![service(60), service(40)]).max_call_streams(),
+        100 + 25 + CALL_STREAM_MARGIN
+    );
+    // Freed streams come back in batches of an eighth of the limit: what is
+    // left always covers the slots.
+    for slots in [1, 7, 100, 1000, 100_000] {
+        let limit = config(vec![service(slots)]).max_call_streams();
+        assert!(limit - limit / 8 >= slots, "{slots} slots, limit {limit}");
+    }
+    assert_eq!(
+        config(vec![service(u32::MAX), service(u32::MAX)]).max_call_streams(),
+        u32::MAX
+    );
+}

@@ -267,6 +267,75 @@ async fn http_error_status_is_a_service_failure_with_the_body() {
     server.await.expect("server");
 }
 
+/// Serves one HTTP/1.1 request from `socket` (answering its body back, the
+/// connection kept alive); false once the client closed the connection.
+async fn answer_one(socket: &mut tokio::net::TcpStream) -> bool {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    let body_start = loop {
+        let n = socket.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return false;
+        }
+        request.extend_from_slice(&buf[..n]);
+        if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&request[..body_start]).to_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().expect("length"));
+    while request.len() < body_start + len {
+        let n = socket.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return false;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let body = &request[body_start..];
+    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+    socket.write_all(head.as_bytes()).await.is_ok() && socket.write_all(body).await.is_ok()
+}
+
+#[tokio::test]
+async fn http_calls_reuse_one_kept_alive_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/v1/run", listener.local_addr().expect("addr"));
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move { while answer_one(&mut socket).await {} });
+        }
+    });
+    // Two services on the same server share the agent's one pooled client.
+    let mut a = ServiceConfig::new("a", ServiceKind::http(url.clone()));
+    a.max_concurrent = 1;
+    let b = ServiceConfig::new("b", ServiceKind::http(url));
+    let services = services(vec![a, b]);
+    for i in 0..6 {
+        let name = if i % 2 == 0 { "a" } else { "b" };
+        let payload = Bytes::from(format!("call {i}"));
+        let got = services
+            .call(name, payload.clone(), LONG)
+            .await
+            .expect("http call");
+        assert_eq!(got, payload);
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "sequential calls reuse one keep-alive connection"
+    );
+    server.abort();
+}
+
 #[tokio::test]
 async fn http_connect_failure_is_clear() {
     // Bind then drop: the port is very likely closed.

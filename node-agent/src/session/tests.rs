@@ -337,3 +337,59 @@ async fn a_bad_ca_file_fails_fast() {
     let result = run(config, std::future::pending()).await;
     assert!(matches!(result, Err(AgentError::Config(_))), "{result:?}");
 }
+
+#[tokio::test]
+async fn the_gateway_can_open_no_more_call_streams_than_the_slots_allow() {
+    let gateway = Gateway::start();
+    let mut sleep = ServiceConfig::new("sleep", ServiceKind::Sleep);
+    sleep.max_concurrent = 1;
+    let mut echo = ServiceConfig::new("echo", ServiceKind::Echo);
+    echo.max_concurrent = 2;
+    let config = gateway.config(vec![echo, sleep]);
+    let limit = config.max_call_streams();
+    // 3 slots, plus a quarter of that (0), plus the margin.
+    assert_eq!(limit, 3 + crate::config::CALL_STREAM_MARGIN);
+    let (stop, agent) = spawn_agent(config);
+    let mut reg = gateway.accept().await;
+    reg.accept().await;
+
+    // QUIC enforces the agent's limit on the opener: the first `limit`
+    // streams open at once (nothing needs to be sent), the next waits for
+    // one of them to close.
+    let mut open = Vec::new();
+    for n in 0..limit {
+        let stream = tokio::time::timeout(WAIT, reg.connection.open_bi())
+            .await
+            .unwrap_or_else(|_| panic!("stream {n} of {limit} did not open"))
+            .expect("open");
+        open.push(stream);
+    }
+    let over = tokio::time::timeout(Duration::from_millis(300), reg.connection.open_bi()).await;
+    assert!(over.is_err(), "stream {} opened past the limit", limit + 1);
+
+    // Calls that end make room again (here ones the agent refuses). QUIC
+    // hands freed streams back in batches of more than an eighth of the
+    // limit: end three.
+    assert_eq!(limit / 8 + 1, 3);
+    for _ in 0..3 {
+        let (send, recv) = open.pop().expect("a stream");
+        let (mut send, mut recv) = (
+            FramedSend::new(send, Codec::default()),
+            FramedRecv::new(recv, Codec::default()),
+        );
+        send.send(&Message::ListNodes).await.expect("send");
+        send.finish().expect("finish");
+        match recv.expect("an answer").await.expect("answer") {
+            Message::Error(e) => assert_eq!(e.kind, ErrorKind::BadRequest),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(recv.recv().await.expect("end").is_none());
+    }
+    tokio::time::timeout(WAIT, reg.connection.open_bi())
+        .await
+        .expect("room after a stream closed")
+        .expect("open");
+
+    stop.send(()).expect("agent alive");
+    let _ = tokio::time::timeout(WAIT, agent).await;
+}

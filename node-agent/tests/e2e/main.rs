@@ -10,6 +10,7 @@ mod fleet;
 mod hot_swap;
 mod malformed;
 mod policies;
+mod pool;
 mod queue;
 mod services;
 mod swap;

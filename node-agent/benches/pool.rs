@@ -1,0 +1,229 @@
+//! A fresh connection per call against the pooled SDK: calls/s, p50 and p99
+//! of small `echo` calls through an in-process gateway to an in-process
+//! agent (`make bench-pool`, i.e. `cargo bench -p node-agent --bench pool`).
+//!
+//! "fresh" is what a caller without a pool does: `Client::connect` (TLS
+//! setup, UDP socket, QUIC handshake), one call, drop. "pooled" is one
+//! shared `Client` (default pool: one connection, 256 streams). Each row
+//! runs for a fixed time after a warm-up, with 1 and with 16 calls in
+//! flight. Without `--bench` (`cargo test -p node-agent --bench pool`) it
+//! only checks briefly that both modes work.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use client::{CallOptions, Client, ClientConfig};
+use gateway::{Gateway, GatewayConfig};
+use node_agent::{AgentConfig, ServiceConfig, ServiceKind};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+const TOKEN: &str = "bench-agent-token";
+/// Payload of each call, bytes.
+const PAYLOAD: usize = 64;
+/// Calls in flight at once, per row.
+const CONCURRENCY: [usize; 2] = [1, 16];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Fresh,
+    Pooled,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Fresh => "fresh connection per call",
+            Self::Pooled => "pooled client",
+        }
+    }
+}
+
+struct Row {
+    mode: Mode,
+    concurrency: usize,
+    calls: usize,
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (warm_up, run_for) = if full {
+        (Duration::from_millis(500), Duration::from_secs(3))
+    } else {
+        (Duration::from_millis(50), Duration::from_millis(200))
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(bench(warm_up, run_for))
+}
+
+async fn bench(warm_up: Duration, run_for: Duration) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("tempdir")?;
+    let gateway = Gateway::bind(GatewayConfig {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: dir.path().join("gateway"),
+        plugins_dir: plugins_dir(dir.path())?,
+        agent_token: Some(TOKEN.into()),
+        admin_token: Some("bench-admin-token".into()),
+        pick_deadline_ms: 50,
+        seed: Some(7),
+        ..GatewayConfig::default()
+    })
+    .await
+    .context("gateway binds")?;
+    let addr = gateway.local_addr()?.to_string();
+    let ca = gateway.ca_path().to_path_buf();
+    let (stop_gateway, gateway_stopped) = oneshot::channel::<()>();
+    let serving = gateway.clone();
+    let gateway_task = tokio::spawn(async move {
+        serving
+            .serve(async {
+                let _ = gateway_stopped.await;
+            })
+            .await;
+    });
+
+    let mut echo = ServiceConfig::new("echo", ServiceKind::Echo);
+    echo.max_concurrent = 64;
+    let agent = AgentConfig::new(addr.clone(), &ca, TOKEN, "bench-node", vec![echo]);
+    let (stop_agent, agent_stopped) = oneshot::channel::<()>();
+    let agent_task = tokio::spawn(node_agent::run(agent, async {
+        let _ = agent_stopped.await;
+    }));
+    let start = Instant::now();
+    while gateway.registry().len() != 1 {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(20),
+            "the agent did not register"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let config = ClientConfig::new(addr, ca);
+    let mut rows = Vec::new();
+    for concurrency in CONCURRENCY {
+        for mode in [Mode::Fresh, Mode::Pooled] {
+            measure(&config, mode, concurrency, warm_up).await?;
+            rows.push(measure(&config, mode, concurrency, run_for).await?);
+        }
+    }
+    print(&rows);
+
+    let _ = stop_agent.send(());
+    agent_task.await?.context("agent")?;
+    let _ = stop_gateway.send(());
+    gateway_task.await?;
+    Ok(())
+}
+
+/// The repository's built plugins if there are (round-robin is the default
+/// policy), else an empty folder (the built-in round-robin picks).
+fn plugins_dir(scratch: &Path) -> anyhow::Result<PathBuf> {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist");
+    if built.join("round-robin.wasm").exists() {
+        return Ok(built);
+    }
+    let empty = scratch.join("plugins");
+    std::fs::create_dir_all(&empty)?;
+    Ok(empty)
+}
+
+/// Runs `concurrency` callers for `run_for` and summarises their calls.
+async fn measure(
+    config: &ClientConfig,
+    mode: Mode,
+    concurrency: usize,
+    run_for: Duration,
+) -> anyhow::Result<Row> {
+    let pooled = match mode {
+        Mode::Pooled => Some(Client::connect(config.clone()).await?),
+        Mode::Fresh => None,
+    };
+    let payload = bytes::Bytes::from(vec![b'x'; PAYLOAD]);
+    let start = Instant::now();
+    let until = start + run_for;
+    let mut callers = JoinSet::new();
+    for _ in 0..concurrency {
+        let (config, pooled, payload) = (config.clone(), pooled.clone(), payload.clone());
+        callers.spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < until {
+                let began = Instant::now();
+                let result = match &pooled {
+                    Some(client) => {
+                        client
+                            .call("echo", payload.clone(), CallOptions::default())
+                            .await
+                    }
+                    None => {
+                        let client = Client::connect(config.clone()).await?;
+                        client
+                            .call("echo", payload.clone(), CallOptions::default())
+                            .await
+                    }
+                }?;
+                latencies.push(began.elapsed());
+                anyhow::ensure!(result.data == payload, "echo answered other bytes");
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = callers.join_next().await {
+        latencies.extend(done??);
+    }
+    let elapsed = start.elapsed();
+    if let Some(client) = pooled {
+        client.close().await;
+    }
+    latencies.sort_unstable();
+    let percentile = |p: usize| {
+        latencies
+            .get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Ok(Row {
+        mode,
+        concurrency,
+        calls: latencies.len(),
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: percentile(50),
+        p99_ms: percentile(99),
+    })
+}
+
+fn print(rows: &[Row]) {
+    println!("| mode | in flight | calls | calls/s | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} |",
+            r.mode.name(),
+            r.concurrency,
+            r.calls,
+            r.per_second,
+            r.p50_ms,
+            r.p99_ms
+        );
+    }
+    for concurrency in CONCURRENCY {
+        let find = |mode| {
+            rows.iter()
+                .find(|r| r.mode == mode && r.concurrency == concurrency)
+        };
+        if let (Some(fresh), Some(pooled)) = (find(Mode::Fresh), find(Mode::Pooled)) {
+            println!(
+                "{concurrency} in flight: pooled/fresh = {:.1}x calls/s, p50 {:.1}x lower, p99 {:.1}x lower",
+                pooled.per_second / fresh.per_second.max(f64::MIN_POSITIVE),
+                fresh.p50_ms / pooled.p50_ms.max(f64::MIN_POSITIVE),
+                fresh.p99_ms / pooled.p99_ms.max(f64::MIN_POSITIVE),
+            );
+        }
+    }
+}
