@@ -31,7 +31,8 @@ pub struct ServiceCacheStats {
     pub bytes: u64,
     /// Calls answered from a stored entry.
     pub hits: u64,
-    /// Calls answered by waiting for an identical call in flight.
+    /// Calls answered by waiting for an identical call in flight (with its
+    /// result, or with its shared `service failed` error).
     pub coalesced: u64,
     /// Calls that ran on a node (no usable entry, or `no_cache`).
     pub misses: u64,
