@@ -67,6 +67,7 @@ async fn bench(warm_up: Duration, run_for: Duration) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("tempdir")?;
     let gateway = Gateway::bind(GatewayConfig {
         listen: "127.0.0.1:0".parse()?,
+        admin_listen: "127.0.0.1:0".parse()?,
         data_dir: dir.path().join("gateway"),
         plugins_dir: plugins_dir(dir.path())?,
         agent_token: Some(TOKEN.into()),
