@@ -109,7 +109,13 @@ fn routes_stay_in_bounds_as_candidates_change() -> Result<(), PolicyError> {
 
 #[test]
 fn concurrent_picks_share_one_counter() -> Result<(), PolicyError> {
-    let engine = PolicyEngine::new(EngineConfig::default())?;
+    // Four threads on a shared (2-core CI) machine: a descheduled thread must
+    // not turn a pick into a deadline trap; the 5 ms default is tested in
+    // the hostile suites.
+    let engine = PolicyEngine::new(EngineConfig {
+        pick_deadline: std::time::Duration::from_millis(500),
+        ..EngineConfig::default()
+    })?;
     let policy = engine.load(&plugin_path(), Arc::new(NoNodes))?;
     let cands = candidates(4);
     let mut hits = [0u32; 4];
