@@ -303,3 +303,81 @@ async fn the_stream_cap_bounds_what_one_connection_has_in_flight() {
     // Three waves of two calls of 300 ms.
     assert!(start.elapsed() >= Duration::from_millis(900));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_flight_when_its_gateway_goes_fails_and_is_not_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("gateway");
+    let first = Running::start(&data_dir, "127.0.0.1:0".parse().unwrap()).await;
+    let addr = first.gateway.local_addr().unwrap();
+    let ca = first.gateway.ca_path().to_path_buf();
+    let mut agent = node_agent::AgentConfig::new(
+        addr.to_string(),
+        &ca,
+        TOKEN,
+        "node-s",
+        vec![node_agent::ServiceConfig::new(
+            "sleep",
+            node_agent::ServiceKind::Sleep,
+        )],
+    );
+    agent.stats_interval_ms = 200;
+    agent.reconnect = node_agent::ReconnectConfig {
+        initial_ms: 50,
+        max_ms: 200,
+    };
+    let (stop_agent, agent_stopped) = oneshot::channel::<()>();
+    let agent = tokio::spawn(node_agent::run(agent, async {
+        let _ = agent_stopped.await;
+    }));
+    first.wait_nodes(1).await;
+    let client = Client::connect(ClientConfig::new(addr.to_string(), &ca))
+        .await
+        .expect("connects");
+
+    let slow = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .call("sleep", "5000", client::CallOptions::default())
+                .await
+        })
+    };
+    eventually("the node runs the call", || {
+        first
+            .gateway
+            .registry()
+            .all()
+            .iter()
+            .any(|n| n.in_flight("sleep") == 1)
+    })
+    .await;
+    first.stop().await;
+    let error = tokio::time::timeout(WAIT, slow)
+        .await
+        .expect("fails promptly")
+        .expect("task")
+        .expect_err("the connection died under the call");
+    assert!(!error.retry_safe(), "it may have run: {error:?}");
+
+    let second = Running::start(&data_dir, addr).await;
+    second.wait_nodes(1).await;
+    let r = client
+        .call("sleep", "1", client::CallOptions::default())
+        .await
+        .expect("the next call is served");
+    assert_eq!(r.node_id, "node-s");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let served: u64 = second
+        .gateway
+        .registry()
+        .all()
+        .iter()
+        .map(|n| n.calls_total())
+        .sum();
+    assert_eq!(served, 1, "the lost call was not sent again");
+
+    let _ = stop_agent.send(());
+    let _ = tokio::time::timeout(WAIT, agent).await;
+    second.stop().await;
+}

@@ -199,8 +199,24 @@ fn candidates(n: u32) -> Candidates {
         .collect()
 }
 
+/// The hostile component under a 100 ms pick deadline: traps other than the
+/// deadline must not turn into deadline traps when a loaded (2-core CI)
+/// machine deschedules the thread.
 fn load_hostile(nodes: Arc<dyn NodeDirectory>) -> Result<policy_host::Policy, PolicyError> {
-    let engine = PolicyEngine::new(EngineConfig::default())?;
+    load_hostile_with(
+        EngineConfig {
+            pick_deadline: Duration::from_millis(100),
+            ..EngineConfig::default()
+        },
+        nodes,
+    )
+}
+
+fn load_hostile_with(
+    config: EngineConfig,
+    nodes: Arc<dyn NodeDirectory>,
+) -> Result<policy_host::Policy, PolicyError> {
+    let engine = PolicyEngine::new(config)?;
     engine.load_bytes(HOSTILE.as_bytes(), "hostile.wat", nodes)
 }
 
@@ -235,7 +251,8 @@ fn hostile_component_loads_and_answers() -> Result<(), PolicyError> {
 
 #[test]
 fn infinite_loop_hits_the_deadline_and_policy_recovers() -> Result<(), PolicyError> {
-    let policy = load_hostile(Arc::new(NoNodes))?;
+    // The default deadline (5 ms).
+    let policy = load_hostile_with(EngineConfig::default(), Arc::new(NoNodes))?;
     let cands = candidates(3);
     for _ in 0..3 {
         let start = Instant::now();
