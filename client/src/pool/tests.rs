@@ -6,10 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use transport::TlsFiles;
 
 use super::*;
+use crate::Client;
 
 /// A CA and server certificate in a temporary folder (a CA file to trust).
 struct Certs {
