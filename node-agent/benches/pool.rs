@@ -7,7 +7,12 @@
 //! shared `Client` (default pool: one connection, 256 streams). Each row
 //! runs for a fixed time after a warm-up, with 1 and with 16 calls in
 //! flight. Without `--bench` (`cargo test -p node-agent --bench pool`) it
-//! only checks briefly that both modes work.
+//! only checks briefly that every mode works.
+//!
+//! The same run measures the result cache: a pooled client calling a
+//! `sum-up` service (real CPU work on the node, N = 2 000 000) whose results
+//! are not cached, against the same service with `cache_ttl_s` set, where
+//! every call after the first is a hit.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,6 +34,8 @@ const CONCURRENCY: [usize; 2] = [1, 16];
 enum Mode {
     Fresh,
     Pooled,
+    Uncached,
+    Cached,
 }
 
 impl Mode {
@@ -36,6 +43,8 @@ impl Mode {
         match self {
             Self::Fresh => "fresh connection per call",
             Self::Pooled => "pooled client",
+            Self::Uncached => "sum-up, not cached (node runs it)",
+            Self::Cached => "sum-up, cached (hits)",
         }
     }
 }
@@ -74,6 +83,15 @@ async fn bench(warm_up: Duration, run_for: Duration) -> anyhow::Result<()> {
         admin_token: Some("bench-admin-token".into()),
         pick_deadline_ms: 50,
         seed: Some(7),
+        services: [(
+            "sum-up-cached".to_string(),
+            gateway::config::ServiceConfig {
+                cache_ttl_s: Some(3600),
+                ..Default::default()
+            },
+        )]
+        .into_iter()
+        .collect(),
         ..GatewayConfig::default()
     })
     .await
@@ -92,7 +110,17 @@ async fn bench(warm_up: Duration, run_for: Duration) -> anyhow::Result<()> {
 
     let mut echo = ServiceConfig::new("echo", ServiceKind::Echo);
     echo.max_concurrent = 64;
-    let agent = AgentConfig::new(addr.clone(), &ca, TOKEN, "bench-node", vec![echo]);
+    let mut sum = ServiceConfig::new("sum-up", ServiceKind::SumUp);
+    sum.max_concurrent = 64;
+    let mut sum_cached = ServiceConfig::new("sum-up-cached", ServiceKind::SumUp);
+    sum_cached.max_concurrent = 64;
+    let agent = AgentConfig::new(
+        addr.clone(),
+        &ca,
+        TOKEN,
+        "bench-node",
+        vec![echo, sum, sum_cached],
+    );
     let (stop_agent, agent_stopped) = oneshot::channel::<()>();
     let agent_task = tokio::spawn(node_agent::run(agent, async {
         let _ = agent_stopped.await;
@@ -109,7 +137,7 @@ async fn bench(warm_up: Duration, run_for: Duration) -> anyhow::Result<()> {
     let config = ClientConfig::new(addr, ca);
     let mut rows = Vec::new();
     for concurrency in CONCURRENCY {
-        for mode in [Mode::Fresh, Mode::Pooled] {
+        for mode in [Mode::Fresh, Mode::Pooled, Mode::Uncached, Mode::Cached] {
             measure(&config, mode, concurrency, warm_up).await?;
             rows.push(measure(&config, mode, concurrency, run_for).await?);
         }
@@ -143,10 +171,14 @@ async fn measure(
     run_for: Duration,
 ) -> anyhow::Result<Row> {
     let pooled = match mode {
-        Mode::Pooled => Some(Client::connect(config.clone()).await?),
         Mode::Fresh => None,
+        _ => Some(Client::connect(config.clone()).await?),
     };
-    let payload = bytes::Bytes::from(vec![b'x'; PAYLOAD]);
+    let (service, payload) = match mode {
+        Mode::Fresh | Mode::Pooled => ("echo", bytes::Bytes::from(vec![b'x'; PAYLOAD])),
+        Mode::Uncached => ("sum-up", bytes::Bytes::from_static(b"2000000")),
+        Mode::Cached => ("sum-up-cached", bytes::Bytes::from_static(b"2000000")),
+    };
     let start = Instant::now();
     let until = start + run_for;
     let mut callers = JoinSet::new();
@@ -159,18 +191,22 @@ async fn measure(
                 let result = match &pooled {
                     Some(client) => {
                         client
-                            .call("echo", payload.clone(), CallOptions::default())
+                            .call(service, payload.clone(), CallOptions::default())
                             .await
                     }
                     None => {
                         let client = Client::connect(config.clone()).await?;
                         client
-                            .call("echo", payload.clone(), CallOptions::default())
+                            .call(service, payload.clone(), CallOptions::default())
                             .await
                     }
                 }?;
                 latencies.push(began.elapsed());
-                anyhow::ensure!(result.data == payload, "echo answered other bytes");
+                anyhow::ensure!(
+                    service != "echo" || result.data == payload,
+                    "echo answered other bytes"
+                );
+                anyhow::ensure!(!result.data.is_empty(), "an empty result");
             }
             Ok::<_, anyhow::Error>(latencies)
         });
@@ -218,6 +254,14 @@ fn print(rows: &[Row]) {
             rows.iter()
                 .find(|r| r.mode == mode && r.concurrency == concurrency)
         };
+        if let (Some(node), Some(hit)) = (find(Mode::Uncached), find(Mode::Cached)) {
+            println!(
+                "{concurrency} in flight: cached/uncached = {:.1}x calls/s, p50 {:.1}x lower, p99 {:.1}x lower",
+                hit.per_second / node.per_second.max(f64::MIN_POSITIVE),
+                node.p50_ms / hit.p50_ms.max(f64::MIN_POSITIVE),
+                node.p99_ms / hit.p99_ms.max(f64::MIN_POSITIVE),
+            );
+        }
         if let (Some(fresh), Some(pooled)) = (find(Mode::Fresh), find(Mode::Pooled)) {
             println!(
                 "{concurrency} in flight: pooled/fresh = {:.1}x calls/s, p50 {:.1}x lower, p99 {:.1}x lower",
