@@ -41,7 +41,23 @@ async fn send(method: reqwest::Method, url: &str, token: Option<&str>, body: &st
 }
 
 async fn two_echo_nodes() -> Fleet {
-    let mut fleet = Fleet::start(|_| {}).await;
+    two_echo_nodes_with(|_| {}).await
+}
+
+/// Caches `echo` for a minute.
+fn cache_echo(config: &mut gateway::GatewayConfig) {
+    config.services.insert(
+        "echo".into(),
+        gateway::config::ServiceConfig {
+            cache_ttl_s: Some(60),
+            ..Default::default()
+        },
+    );
+}
+
+/// A gateway (`tweak`ed) and two agents hosting `echo`.
+async fn two_echo_nodes_with(tweak: impl FnOnce(&mut gateway::GatewayConfig)) -> Fleet {
+    let mut fleet = Fleet::start(tweak).await;
     fleet.spawn_agent("node-a", TOKEN, &service("echo", "echo", ""));
     fleet.spawn_agent("node-b", TOKEN, &service("echo", "echo", ""));
     fleet.wait_nodes(2).await;
@@ -50,19 +66,7 @@ async fn two_echo_nodes() -> Fleet {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_exported_and_pass_promtool() {
-    let mut fleet = Fleet::start(|c| {
-        c.services.insert(
-            "echo".into(),
-            gateway::config::ServiceConfig {
-                cache_ttl_s: Some(60),
-                ..Default::default()
-            },
-        );
-    })
-    .await;
-    fleet.spawn_agent("node-a", TOKEN, &service("echo", "echo", ""));
-    fleet.spawn_agent("node-b", TOKEN, &service("echo", "echo", ""));
-    fleet.wait_nodes(2).await;
+    let fleet = two_echo_nodes_with(cache_echo).await;
     let client = fleet.client().await;
     client
         .call("echo", "m0", CallOptions::default())
@@ -302,19 +306,7 @@ async fn events_stream_snapshots_and_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
-    let mut fleet = Fleet::start(|c| {
-        c.services.insert(
-            "echo".into(),
-            gateway::config::ServiceConfig {
-                cache_ttl_s: Some(60),
-                ..Default::default()
-            },
-        );
-    })
-    .await;
-    fleet.spawn_agent("node-a", TOKEN, &service("echo", "echo", ""));
-    fleet.spawn_agent("node-b", TOKEN, &service("echo", "echo", ""));
-    fleet.wait_nodes(2).await;
+    let fleet = two_echo_nodes_with(cache_echo).await;
     let client = fleet.client().await;
     // 20 distinct calls, then 20 repeats answered by the cache: 50 %.
     for round in 0..2 {

@@ -208,6 +208,37 @@ impl Running {
     }
 }
 
+/// An agent running in this process, hosting `service`, reconnecting fast
+/// (every 50..200 ms) when its gateway goes; send on the sender to stop it.
+fn in_process_agent(
+    gateway: SocketAddr,
+    ca: &Path,
+    id: &str,
+    service: &str,
+    kind: node_agent::ServiceKind,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), node_agent::AgentError>>,
+) {
+    let mut agent = node_agent::AgentConfig::new(
+        gateway.to_string(),
+        ca,
+        TOKEN,
+        id,
+        vec![node_agent::ServiceConfig::new(service, kind)],
+    );
+    agent.stats_interval_ms = 200;
+    agent.reconnect = node_agent::ReconnectConfig {
+        initial_ms: 50,
+        max_ms: 200,
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(node_agent::run(agent, async {
+        let _ = stopped.await;
+    }));
+    (stop, task)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_restart_on_the_same_port_is_healed_on_the_next_call() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,25 +248,8 @@ async fn a_gateway_restart_on_the_same_port_is_healed_on_the_next_call() {
     let ca = first.gateway.ca_path().to_path_buf();
 
     // An in-process agent: it reconnects by itself when the gateway comes back.
-    let mut agent = node_agent::AgentConfig::new(
-        addr.to_string(),
-        &ca,
-        TOKEN,
-        "node-r",
-        vec![node_agent::ServiceConfig::new(
-            "echo",
-            node_agent::ServiceKind::Echo,
-        )],
-    );
-    agent.stats_interval_ms = 200;
-    agent.reconnect = node_agent::ReconnectConfig {
-        initial_ms: 50,
-        max_ms: 200,
-    };
-    let (stop_agent, agent_stopped) = oneshot::channel::<()>();
-    let agent = tokio::spawn(node_agent::run(agent, async {
-        let _ = agent_stopped.await;
-    }));
+    let (stop_agent, agent) =
+        in_process_agent(addr, &ca, "node-r", "echo", node_agent::ServiceKind::Echo);
     first.wait_nodes(1).await;
 
     let client = Client::connect(ClientConfig::new(addr.to_string(), &ca))
@@ -311,25 +325,8 @@ async fn a_call_in_flight_when_its_gateway_goes_fails_and_is_not_sent_again() {
     let first = Running::start(&data_dir, "127.0.0.1:0".parse().unwrap()).await;
     let addr = first.gateway.local_addr().unwrap();
     let ca = first.gateway.ca_path().to_path_buf();
-    let mut agent = node_agent::AgentConfig::new(
-        addr.to_string(),
-        &ca,
-        TOKEN,
-        "node-s",
-        vec![node_agent::ServiceConfig::new(
-            "sleep",
-            node_agent::ServiceKind::Sleep,
-        )],
-    );
-    agent.stats_interval_ms = 200;
-    agent.reconnect = node_agent::ReconnectConfig {
-        initial_ms: 50,
-        max_ms: 200,
-    };
-    let (stop_agent, agent_stopped) = oneshot::channel::<()>();
-    let agent = tokio::spawn(node_agent::run(agent, async {
-        let _ = agent_stopped.await;
-    }));
+    let (stop_agent, agent) =
+        in_process_agent(addr, &ca, "node-s", "sleep", node_agent::ServiceKind::Sleep);
     first.wait_nodes(1).await;
     let client = Client::connect(ClientConfig::new(addr.to_string(), &ca))
         .await
