@@ -233,6 +233,20 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Prints `value` as pretty JSON, or as the plain-text `table`.
+fn show<T: serde::Serialize + ?Sized>(
+    value: &T,
+    json: bool,
+    table: fn(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", table(value));
+    }
+    Ok(())
+}
+
 /// `POST {admin_url}/api/nodes/{node}/{verb}` with the admin token.
 async fn drain(admin_url: &str, node: &str, verb: &str, token: &str) -> anyhow::Result<()> {
     let url = format!(
@@ -259,26 +273,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Drain {
             node,
             admin_token: t,
-        } => {
-            return drain(
-                &cli.admin_url,
-                node,
-                "drain",
-                &admin_token_or_default(t.clone())?,
-            )
-            .await;
         }
-        Command::Undrain {
+        | Command::Undrain {
             node,
             admin_token: t,
         } => {
-            return drain(
-                &cli.admin_url,
-                node,
-                "undrain",
-                &admin_token_or_default(t.clone())?,
-            )
-            .await;
+            let verb = if matches!(cli.command, Command::Drain { .. }) {
+                "drain"
+            } else {
+                "undrain"
+            };
+            let token = admin_token_or_default(t.clone())?;
+            return drain(&cli.admin_url, node, verb, &token).await;
         }
         _ => {}
     }
@@ -361,28 +367,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Nodes { json } => {
             let nodes = client.nodes().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&nodes)?);
-            } else {
-                print!("{}", table::nodes(&nodes));
-            }
+            show(nodes.as_slice(), json, table::nodes)?;
         }
         Command::Drain { .. } | Command::Undrain { .. } => {}
         Command::Queue { json } => {
             let queues = client.queues().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&queues)?);
-            } else {
-                print!("{}", table::queues(&queues));
-            }
+            show(queues.as_slice(), json, table::queues)?;
         }
         Command::Policies { json } => {
             let policies = client.policies().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&policies)?);
-            } else {
-                print!("{}", table::policies(&policies));
-            }
+            show(&policies, json, table::policies)?;
         }
         Command::Policy {
             action:
@@ -399,11 +393,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             action: CacheAction::Stats { json },
         } => {
             let stats = client.cache_stats().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&stats)?);
-            } else {
-                print!("{}", table::cache(&stats));
-            }
+            show(&stats, json, table::cache)?;
         }
         Command::Cache {
             action:
