@@ -171,6 +171,8 @@ pub fn outcome(result: Result<(), ErrorKind>) -> &'static str {
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::ShuttingDown => "shutting_down",
             ErrorKind::Internal => "internal",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::RateLimited => "rate_limited",
         },
     }
 }

@@ -72,6 +72,13 @@ pub enum ErrorKind {
     ShuttingDown,
     /// A bug or resource failure inside the gateway or agent.
     Internal,
+    /// The caller's key is valid but its tenant may not call this service
+    /// (`[[tenants]] services`). Appended after `Internal` so the existing
+    /// kinds keep their wire codes.
+    Forbidden,
+    /// The caller's tenant is over its `calls_per_s` or `max_in_flight`;
+    /// the message says when to try again.
+    RateLimited,
 }
 
 /// Which side of a call failed (pingora's split of client, upstream and
@@ -93,7 +100,9 @@ impl ErrorKind {
             Self::UnknownService
             | Self::PayloadTooLarge
             | Self::Unauthorized
-            | Self::BadRequest => Side::Client,
+            | Self::BadRequest
+            | Self::Forbidden
+            | Self::RateLimited => Side::Client,
             Self::NodeLost | Self::ServiceFailed | Self::Timeout => Side::Node,
             Self::NoNodeAvailable
             | Self::Rejected
@@ -109,7 +118,11 @@ impl ErrorKind {
     pub fn retry_safe(self) -> bool {
         matches!(
             self,
-            Self::NoNodeAvailable | Self::Occupied | Self::Overloaded | Self::ShuttingDown
+            Self::NoNodeAvailable
+                | Self::Occupied
+                | Self::Overloaded
+                | Self::ShuttingDown
+                | Self::RateLimited
         )
     }
 
@@ -129,6 +142,8 @@ impl ErrorKind {
             Self::Overloaded => "overloaded",
             Self::ShuttingDown => "shutting down",
             Self::Internal => "internal error",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate limited",
         }
     }
 }
