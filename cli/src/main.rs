@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use client::{CallEvent, CallOptions, Client, ClientConfig};
+use futures_util::StreamExt as _;
 
 mod table;
 
@@ -46,6 +47,14 @@ struct Cli {
     /// Name on the gateway's certificate.
     #[arg(long, global = true, default_value = "localhost")]
     server_name: String,
+    /// API key naming your tenant (the gateway's `[[tenants]] api_keys`).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_API_KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
     /// The gateway's admin HTTP address (drain, undrain).
     #[arg(
         long,
@@ -60,7 +69,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Call a service; the result goes to stdout.
+    /// Call a service; the result is written to stdout as it arrives.
     Call {
         /// Service name.
         service: String,
@@ -92,6 +101,10 @@ enum Command {
         /// Accept a cached result only if it is at most this many seconds old.
         #[arg(long)]
         max_age_s: Option<u32>,
+        /// For an OpenAI-compatible service: the endpoint the payload is for
+        /// (/chat/completions, /completions or /embeddings).
+        #[arg(long)]
+        endpoint: Option<String>,
         /// Print queue positions while waiting, then the serving node, policy
         /// and timings, to stderr.
         #[arg(short, long)]
@@ -291,6 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = ClientConfig::new(cli.gateway.clone(), cli.ca.unwrap_or_else(default_ca))
         .with_gateways(cli.gateway.split(',').map(str::trim));
     config.server_name = cli.server_name;
+    config.api_key = cli.api_key;
     let client = Client::connect(config).await?;
     match cli.command {
         Command::Call {
@@ -304,6 +318,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             realtime,
             no_cache,
             max_age_s,
+            endpoint,
             verbose,
         } => {
             let payload = match (data, file) {
@@ -325,9 +340,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 realtime,
                 no_cache,
                 max_age: max_age_s.map(|s| Duration::from_secs(u64::from(s))),
+                endpoint,
             };
-            let result = client
-                .call_with_events(&service, payload, options, |event| {
+            let mut stream = client
+                .call_stream_with_events(&service, payload, options, |event| {
                     if verbose {
                         match event {
                             CallEvent::Queued { position } => eprintln!("queued: position {position}"),
@@ -343,20 +359,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 })
                 .await?;
-            std::io::stdout().write_all(&result.data)?;
-            std::io::stdout().flush()?;
+            // Each chunk goes out as it arrives (a model's tokens, a
+            // command's lines).
+            let mut stdout = std::io::stdout();
+            let mut len = 0usize;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                len += chunk.len();
+                stdout.write_all(&chunk)?;
+                stdout.flush()?;
+            }
             if verbose {
-                let t = result.timings;
+                let info = &stream.info;
+                let t = info.timings;
                 eprintln!(
-                    "node={} policy={} bytes={} queue_ms={:.2} node_ms={:.2} total_ms={:.2}",
-                    result.node_id,
-                    result.policy,
-                    result.data.len(),
-                    t.queue_ms,
-                    t.node_ms,
-                    t.total_ms
+                    "node={} policy={} bytes={len} queue_ms={:.2} node_ms={:.2} total_ms={:.2}",
+                    info.node_id, info.policy, t.queue_ms, t.node_ms, t.total_ms
                 );
-                if let Some(cache) = result.cache {
+                if let Some(cache) = info.cache {
                     eprintln!(
                         "cache={} age_ms={}",
                         if cache.coalesced { "coalesced" } else { "hit" },

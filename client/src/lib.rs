@@ -16,25 +16,23 @@
 //! reconnects, failing over to the next gateway address while one is down
 //! (see [`PoolConfig`]).
 
+mod call;
 mod error;
 mod pool;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
-use protocol::{
-    CallHead, Codec, Message, NodeView, PolicyTable, PurgeCache, QueueView, SetPolicy, Timings,
-};
+use protocol::{Codec, Message, NodeView, PolicyTable, PurgeCache, QueueView, SetPolicy};
 use transport::FramedSend;
 
+pub use call::{CallEvent, CallOptions, CallResult, CallStream, ResultInfo};
 pub use error::ClientError;
 pub use pool::{GatewayStats, PoolConfig, PoolStats};
 pub use protocol::{CacheInfo, CacheStatsView, ErrorKind, PolicyView, ServiceCacheStats, Side};
 
 /// Where the gateway is and how to trust it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     /// Gateway address, `host:port` (e.g. `127.0.0.1:4433`): the first one
     /// tried.
@@ -50,6 +48,25 @@ pub struct ClientConfig {
     pub max_result_bytes: u64,
     /// Connections per gateway, streams per connection, timeouts.
     pub pool: PoolConfig,
+    /// The API key every call presents, naming the caller's tenant
+    /// (`[[tenants]] api_keys` in the gateway's configuration; default
+    /// none: anonymous, which a gateway accepts only when it has no
+    /// tenants). Never logged.
+    pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("gateway", &self.gateway)
+            .field("fallback_gateways", &self.fallback_gateways)
+            .field("server_name", &self.server_name)
+            .field("ca", &self.ca)
+            .field("max_result_bytes", &self.max_result_bytes)
+            .field("pool", &self.pool)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl ClientConfig {
@@ -62,130 +79,9 @@ impl ClientConfig {
             ca: ca.into(),
             max_result_bytes: u64::from(protocol::DEFAULT_MAX_FRAME_LEN),
             pool: PoolConfig::default(),
+            api_key: None,
         }
     }
-}
-
-/// Per-call options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallOptions {
-    /// How long to wait for the result, from when the gateway reads the call
-    /// (default 30 s).
-    pub timeout: Duration,
-    /// Policy to pick the node with, overriding the service's (sent as the
-    /// hint `policy=NAME`).
-    pub policy: Option<String>,
-    /// Hints for the policy, e.g. (`max_cost`, `0.5`).
-    pub hints: Vec<(String, String)>,
-    /// Queue priority: higher is served first when calls wait (default 0).
-    pub priority: i32,
-    /// Never wait in the queue: with every node busy the call fails at once
-    /// with `occupied` (default false).
-    pub realtime: bool,
-    /// Do not take the result from the gateway's result cache, nor from an
-    /// identical call in flight: run the call on a node; its result still
-    /// replaces the cached one (default false).
-    pub no_cache: bool,
-    /// Accept a cached result only if it is at most this old (whole
-    /// seconds, rounded down; default none: any result within the service's
-    /// `cache_ttl_s`).
-    pub max_age: Option<Duration>,
-}
-
-impl Default for CallOptions {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(30),
-            policy: None,
-            hints: Vec::new(),
-            priority: 0,
-            realtime: false,
-            no_cache: false,
-            max_age: None,
-        }
-    }
-}
-
-/// What happens to a call before its result, as [`Client::call_with_events`]
-/// reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallEvent {
-    /// Every node is busy: the call waits at `position` (1 = next). Sent
-    /// each time the position changes.
-    Queued {
-        /// Place in the service's queue.
-        position: u32,
-    },
-    /// A node is loading the service for this call (a swap).
-    Reserved {
-        /// The node.
-        node_id: String,
-        /// The service it held before, if any.
-        from: Option<String>,
-        /// How long loading usually takes there, ms.
-        expected_ms: u32,
-    },
-}
-
-impl CallOptions {
-    /// Sets the timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Adds a hint.
-    pub fn hint(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.hints.push((key.into(), value.into()));
-        self
-    }
-
-    /// Names the policy.
-    pub fn policy(mut self, name: impl Into<String>) -> Self {
-        self.policy = Some(name.into());
-        self
-    }
-
-    /// Sets the queue priority (higher first).
-    pub fn priority(mut self, priority: i32) -> Self {
-        self.priority = priority;
-        self
-    }
-
-    /// Makes the call realtime: never queued.
-    pub fn realtime(mut self, realtime: bool) -> Self {
-        self.realtime = realtime;
-        self
-    }
-
-    /// Skips the gateway's result cache for this call (the fresh result is
-    /// still stored).
-    pub fn no_cache(mut self, no_cache: bool) -> Self {
-        self.no_cache = no_cache;
-        self
-    }
-
-    /// Accepts a cached result only if it is at most `max_age` old.
-    pub fn max_age(mut self, max_age: Duration) -> Self {
-        self.max_age = Some(max_age);
-        self
-    }
-}
-
-/// A successful call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CallResult {
-    /// The result bytes.
-    pub data: Bytes,
-    /// The node that served the call.
-    pub node_id: String,
-    /// The policy that picked it.
-    pub policy: String,
-    /// Where the time went, ms.
-    pub timings: Timings,
-    /// Set when the gateway answered from its result cache (with the
-    /// result's age); `None` when a node ran this call.
-    pub cache: Option<CacheInfo>,
 }
 
 /// A connection pool to one or more gateways. Cloning it is cheap: the
@@ -220,98 +116,6 @@ impl Client {
     /// half holds the stream's place in the pool until it is dropped.
     async fn open(&self) -> Result<(FramedSend, pool::PooledRecv), ClientError> {
         self.pool.open(self.codec).await
-    }
-
-    /// Calls `service` with `payload` and waits for its result.
-    ///
-    /// # Errors
-    /// [`ClientError::Call`] with the gateway's typed error (unknown service,
-    /// no node available, timeout, node lost, payload too large, service
-    /// failed, occupied, overloaded, ...), or a connection or protocol error.
-    pub async fn call(
-        &self,
-        service: &str,
-        payload: impl Into<Bytes>,
-        options: CallOptions,
-    ) -> Result<CallResult, ClientError> {
-        self.call_with_events(service, payload, options, |_| {})
-            .await
-    }
-
-    /// Like [`Client::call`], and tells `on_event` where the call stands
-    /// while it waits: its queue position each time it changes, and a
-    /// reservation when a node loads the service for it.
-    ///
-    /// # Errors
-    /// As [`Client::call`].
-    pub async fn call_with_events(
-        &self,
-        service: &str,
-        payload: impl Into<Bytes>,
-        options: CallOptions,
-        mut on_event: impl FnMut(CallEvent) + Send,
-    ) -> Result<CallResult, ClientError> {
-        let payload = payload.into();
-        let mut hints = options.hints;
-        if let Some(policy) = options.policy {
-            hints.push(("policy".into(), policy));
-        }
-        let head = CallHead {
-            hints,
-            priority: options.priority,
-            realtime: options.realtime,
-            no_cache: options.no_cache,
-            max_age_s: options
-                .max_age
-                .map(|age| u32::try_from(age.as_secs()).unwrap_or(u32::MAX)),
-            ..CallHead::new(
-                service,
-                payload.len() as u64,
-                u32::try_from(options.timeout.as_millis()).unwrap_or(u32::MAX),
-            )
-        };
-        let (mut send, mut recv) = self.open().await?;
-        send.send(&Message::Call(head)).await?;
-        // The gateway may refuse early (payload too large) and stop our upload;
-        // its answer is what matters, so read it even if the upload fails.
-        let upload = async {
-            send.send_payload(&payload).await?;
-            send.finish()
-        };
-        let upload_result = upload.await;
-        let answer = loop {
-            match recv.recv().await {
-                Ok(Some(Message::Queued(position))) => on_event(CallEvent::Queued { position }),
-                Ok(Some(Message::Reserved(r))) => on_event(CallEvent::Reserved {
-                    node_id: r.node_id,
-                    from: r.from,
-                    expected_ms: r.expected_ms,
-                }),
-                other => break other,
-            }
-        };
-        let head = match (answer, upload_result) {
-            (Ok(Some(Message::Result(head))), _) => head,
-            (Ok(Some(Message::Error(e))), _) => return Err(ClientError::from(e)),
-            (Ok(Some(other)), _) => return Err(unexpected(&other)),
-            (Ok(None), Err(e)) | (Err(_), Err(e)) => return Err(e.into()),
-            (Ok(None), Ok(())) => {
-                return Err(ClientError::Protocol(
-                    "gateway closed the call without answering".into(),
-                ));
-            }
-            (Err(e), Ok(())) => return Err(e.into()),
-        };
-        let data = recv
-            .recv_payload(head.payload_len, self.config.max_result_bytes)
-            .await?;
-        Ok(CallResult {
-            data,
-            node_id: head.node_id,
-            policy: head.policy,
-            timings: head.timings,
-            cache: head.cache,
-        })
     }
 
     /// The nodes registered with the gateway, with their stats.
@@ -427,7 +231,7 @@ impl Client {
     }
 }
 
-fn unexpected(message: &Message) -> ClientError {
+pub(crate) fn unexpected(message: &Message) -> ClientError {
     ClientError::Protocol(format!(
         "unexpected {:?} frame from the gateway",
         message.kind()

@@ -57,6 +57,10 @@ pub(crate) struct Entry {
     pub(crate) node_id: String,
     /// The policy that picked that node.
     pub(crate) policy: String,
+    /// The result's media type, as the service gave it.
+    pub(crate) content_type: Option<String>,
+    /// The service's HTTP status, as the service gave it.
+    pub(crate) status: Option<u16>,
     /// When it was stored.
     pub(crate) stored_at: Instant,
     ttl: Duration,
@@ -68,6 +72,7 @@ impl Entry {
         self.data.len() as u64
             + self.node_id.len() as u64
             + self.policy.len() as u64
+            + self.content_type.as_ref().map_or(0, |c| c.len() as u64)
             + ENTRY_OVERHEAD
     }
 
@@ -250,6 +255,9 @@ impl ResultCache {
                 }
             }
         }
+        // The endpoint (an OpenAI service's /chat/completions or
+        // /embeddings) is part of what was asked.
+        put(&mut hasher, head.endpoint().as_bytes());
         put(&mut hasher, payload);
         Some(Key {
             service: service.name.clone(),

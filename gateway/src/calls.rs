@@ -8,8 +8,17 @@
 //! A call of a cached service (`cache_ttl_s`) goes through [`cached`] after
 //! its payload is read, before it is admitted: a hit never queues nor takes
 //! a slot.
+//!
+//! The caller is anything that implements [`Caller`]: a QUIC client stream
+//! ([`serve`]) or an in-process channel ([`spawn`], used by the HTTP
+//! ingress). Results are relayed chunk by chunk as the node sends them
+//! ([`relay`]); only a cached service's result is buffered whole, to be
+//! stored.
 
 mod cached;
+mod caller;
+mod relay;
+mod tenancy;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,10 +35,15 @@ use crate::queue::{Grant, WaitState};
 use crate::registry::{Node, SlotGuard};
 use crate::scheduler::Admission;
 
+pub(crate) use caller::{Caller, Refused, spawn};
+pub(crate) use tenancy::authenticate;
+
 /// Most nodes one call is offered to when streams cannot be opened.
 const MAX_DISPATCH_ATTEMPTS: usize = 3;
 
-/// Serves a call whose head was read at `arrived`.
+/// Serves a call from a QUIC client stream whose head was read at
+/// `arrived`: reads its payload, runs it, and ends the stream (an `Error`
+/// frame, or a reset code when the result was cut after its head).
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     head: CallHead,
@@ -40,23 +54,13 @@ pub(crate) async fn serve(
     let call_id = shared.next_call_id.fetch_add(1, Ordering::Relaxed);
     let service = head.service.clone();
     let served = std::sync::Mutex::new(Served::default());
-    let result = run(
-        &shared, call_id, head, &mut send, &mut recv, arrived, &served,
-    )
+    let result = async {
+        let call = Call::new(&shared, call_id, head, arrived, &served)?;
+        let payload = call.read_payload(&mut recv).await?;
+        call.execute(payload, &mut send).await
+    }
     .await;
-    let served = served.into_inner().unwrap_or_default();
-    let (ok, label) = match &result {
-        Ok(()) => (true, "ok"),
-        Err(Failure::Reply(e)) => (false, crate::telemetry::outcome(Err(e.kind))),
-        Err(Failure::Gone) => (false, "client_gone"),
-        Err(Failure::Cut(code, _)) if *code == crate::RESET_TIMEOUT => (false, "timeout"),
-        Err(Failure::Cut(..)) => (false, "node_lost"),
-    };
-    let total_ms = ms(arrived.elapsed());
-    crate::telemetry::record_call(&service, &served.node, &served.policy, label, total_ms);
-    shared
-        .window
-        .record(&service, &served.node, total_ms, ok, Instant::now());
+    record(&shared, &service, &served, &result, arrived);
     match result {
         Ok(()) => {}
         Err(Failure::Reply(error)) => {
@@ -66,7 +70,7 @@ pub(crate) async fn serve(
             let _ = send.send(&Message::Error(error)).await;
         }
         Err(Failure::Gone) => {
-            tracing::debug!(call_id, %service, "client left while the call waited");
+            tracing::debug!(call_id, %service, "client left before the call ended");
             send.reset(crate::RESET_CLIENT_GONE);
             return;
         }
@@ -79,15 +83,39 @@ pub(crate) async fn serve(
     let _ = send.finish();
 }
 
+/// Records a finished call's metrics and chart window.
+fn record(
+    shared: &Shared,
+    service: &str,
+    served: &std::sync::Mutex<Served>,
+    result: &Result<(), Failure>,
+    arrived: Instant,
+) {
+    let served = served.lock().map(|s| s.clone()).unwrap_or_default();
+    let (ok, label) = match result {
+        Ok(()) => (true, "ok"),
+        Err(Failure::Reply(e)) => (false, crate::telemetry::outcome(Err(e.kind))),
+        Err(Failure::Gone) => (false, "client_gone"),
+        Err(Failure::Cut(code, _)) if *code == crate::RESET_TIMEOUT => (false, "timeout"),
+        Err(Failure::Cut(..)) => (false, "node_lost"),
+    };
+    let total_ms = ms(arrived.elapsed());
+    crate::telemetry::record_call(service, &served.node, &served.policy, label, total_ms);
+    shared
+        .window
+        .record(service, &served.node, total_ms, ok, Instant::now());
+}
+
 /// Where a call went, for its metrics (empty while it reached no node).
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Served {
     node: String,
     policy: String,
 }
 
-enum Failure {
-    /// Answer the client with this error.
+pub(crate) enum Failure {
+    /// Answer the client with this error (after the result head, for a
+    /// streamed result whose service failed midway).
     Reply(CallError),
     /// The result head was already sent: reset the stream with this code.
     Cut(u32, String),
@@ -137,10 +165,13 @@ struct Answered {
     guard: SlotGuard,
     picked: Picked,
     node: Arc<Node>,
-    /// Kept open until the call ends.
-    _node_send: FramedSend,
+    /// Kept open until the call ends; reset to cancel the node's work.
+    node_send: FramedSend,
     node_recv: FramedRecv,
-    payload_len: u64,
+    /// The result's length, `None` when it streams.
+    payload_len: Option<u64>,
+    content_type: Option<String>,
+    status: Option<u16>,
     dispatched: Instant,
     node_ms: f32,
 }
@@ -158,7 +189,16 @@ impl Answered {
                 total_ms: ms(call.arrived.elapsed()),
             },
             cache: None,
+            content_type: self.content_type.clone(),
+            status: self.status,
         }
+    }
+
+    /// Stops the node's work (the caller left or the call timed out): the
+    /// agent sees the stream stopped and kills or aborts the service.
+    fn cancel(&mut self, code: u32) {
+        self.node_send.reset(code);
+        self.node_recv.stop(code);
     }
 
     /// Frees the slot and tells the policy how the call went.
@@ -175,82 +215,78 @@ impl Answered {
     }
 }
 
-async fn run(
-    shared: &Shared,
-    call_id: u64,
-    head: CallHead,
-    send: &mut FramedSend,
-    recv: &mut FramedRecv,
-    arrived: Instant,
-    served: &std::sync::Mutex<Served>,
-) -> Result<(), Failure> {
-    head.validate()
-        .map_err(|e| error(ErrorKind::BadRequest, e.to_string()))?;
-    let max = shared.config.max_payload_bytes;
-    if head.payload_len > max {
-        return Err(error(
-            ErrorKind::PayloadTooLarge,
-            format!(
-                "payload of {} bytes exceeds the maximum of {max} bytes",
-                head.payload_len
-            ),
-        )
-        .into());
+impl<'a> Call<'a> {
+    /// Checks a call's head against the gateway's limits and starts its
+    /// clock (its deadline counts from `arrived`).
+    ///
+    /// # Errors
+    /// `BadRequest` for a head that breaks a protocol limit,
+    /// `PayloadTooLarge` past `max_payload_bytes`.
+    pub(crate) fn new(
+        shared: &'a Shared,
+        call_id: u64,
+        head: CallHead,
+        arrived: Instant,
+        served: &'a std::sync::Mutex<Served>,
+    ) -> Result<Self, CallError> {
+        head.validate()
+            .map_err(|e| error(ErrorKind::BadRequest, e.to_string()))?;
+        let max = shared.config.max_payload_bytes;
+        if head.payload_len > max {
+            return Err(error(
+                ErrorKind::PayloadTooLarge,
+                format!(
+                    "payload of {} bytes exceeds the maximum of {max} bytes",
+                    head.payload_len
+                ),
+            ));
+        }
+        let timeout_ms = head.timeout_ms.clamp(1, shared.config.max_timeout_ms);
+        Ok(Call {
+            shared,
+            call_id,
+            head: Arc::new(head),
+            arrived,
+            ready: arrived,
+            deadline: arrived + Duration::from_millis(u64::from(timeout_ms)),
+            timeout_ms,
+            served,
+        })
     }
-    let timeout_ms = head.timeout_ms.clamp(1, shared.config.max_timeout_ms);
-    let mut call = Call {
-        shared,
-        call_id,
-        head: Arc::new(head),
-        arrived,
-        ready: arrived,
-        deadline: arrived + Duration::from_millis(u64::from(timeout_ms)),
-        timeout_ms,
-        served,
-    };
-    let payload = tokio::time::timeout_at(
-        call.deadline.into(),
-        recv.recv_payload(call.head.payload_len, max),
-    )
-    .await
-    .map_err(|_| call.timed_out())?
-    .map_err(|e| error(ErrorKind::BadRequest, format!("reading the payload: {e}")))?;
-    call.ready = Instant::now();
 
-    if let Some(key) = cached::key(&call, &payload).await {
-        return cached::serve(&call, key, payload, send).await;
-    }
-    let mut answered = to_node(&call, payload, send).await?;
-    if send
-        .send(&Message::Result(answered.result_head(&call)))
+    /// Reads the call's payload from its QUIC stream, within its deadline.
+    async fn read_payload(&self, recv: &mut FramedRecv) -> Result<Bytes, CallError> {
+        let max = self.shared.config.max_payload_bytes;
+        tokio::time::timeout_at(
+            self.deadline.into(),
+            recv.recv_payload(self.head.payload_len, max),
+        )
         .await
-        .is_err()
-    {
-        // The client left; the node's work is done either way.
-        answered.finish(&call, true);
-        return Ok(());
+        .map_err(|_| self.timed_out())?
+        .map_err(|e| error(ErrorKind::BadRequest, format!("reading the payload: {e}")))
     }
-    let relayed = tokio::time::timeout_at(
-        call.deadline.into(),
-        relay(&mut answered.node_recv, send, answered.payload_len),
-    )
-    .await;
-    match relayed {
-        Ok(Ok(())) => {
-            answered.finish(&call, true);
-            Ok(())
+
+    /// Runs the call on `payload` (read now): from the result cache for a
+    /// cached service, else on a node picked by the service's policy, and
+    /// streams the answer to `caller`.
+    async fn execute(mut self, payload: Bytes, caller: &mut impl Caller) -> Result<(), Failure> {
+        self.ready = Instant::now();
+        let call = &self;
+        if let Some(key) = cached::key(call, &payload).await {
+            return cached::serve(call, key, payload, caller).await;
         }
-        Ok(Err(why)) => {
-            answered.finish(&call, false);
-            Err(Failure::Cut(crate::RESET_NODE_LOST, why))
+        let mut answered = to_node(call, payload, caller).await?;
+        if caller
+            .send(Message::Result(answered.result_head(call)))
+            .await
+            .is_err()
+        {
+            // The caller left: stop the node's work.
+            answered.cancel(crate::RESET_CLIENT_GONE);
+            answered.finish(call, true);
+            return Err(Failure::Gone);
         }
-        Err(_) => {
-            answered.finish(&call, false);
-            Err(Failure::Cut(
-                crate::RESET_TIMEOUT,
-                "timeout while relaying the result".into(),
-            ))
-        }
+        relay::relay(call, answered, caller).await
     }
 }
 
@@ -259,12 +295,12 @@ async fn run(
 async fn to_node(
     call: &Call<'_>,
     payload: Bytes,
-    send: &mut FramedSend,
+    caller: &mut impl Caller,
 ) -> Result<Answered, Failure> {
     let shared = call.shared;
     let mut tried = HashSet::new();
     let (guard, picked, dispatched, mut node_send, mut node_recv) = loop {
-        let Grant { guard, picked } = admit(call, &tried, send).await?;
+        let Grant { guard, picked } = admit(call, &tried, caller).await?;
         let node = guard.node().clone();
         let dispatched = Instant::now();
         // The agent caps the streams it accepts (QUIC stream limit): an open
@@ -303,6 +339,7 @@ async fn to_node(
         timeout_ms: u32::try_from(remaining.as_millis())
             .unwrap_or(u32::MAX)
             .max(1),
+        endpoint: call.head.endpoint.clone(),
     };
     let max = shared.config.max_payload_bytes;
     let outcome = tokio::time::timeout_at(
@@ -327,9 +364,11 @@ async fn to_node(
             guard,
             picked,
             node,
-            _node_send: node_send,
+            node_send,
             node_recv,
             payload_len: reply.payload_len,
+            content_type: reply.content_type,
+            status: reply.status,
             dispatched,
             node_ms,
         }),
@@ -342,7 +381,7 @@ async fn to_node(
 async fn admit(
     call: &Call<'_>,
     tried: &HashSet<u32>,
-    send: &mut FramedSend,
+    caller: &mut impl Caller,
 ) -> Result<Grant, Failure> {
     let admission = call
         .shared
@@ -352,7 +391,7 @@ async fn admit(
         Admission::Granted(grant) => return Ok(grant),
         Admission::Queued(ticket) => ticket,
     };
-    let gone = send.peer_gone();
+    let gone = caller.gone();
     tokio::pin!(gone);
     let mut updates = true;
     loop {
@@ -373,7 +412,7 @@ async fn admit(
                     WaitState::Queued(position) => Message::Queued(position),
                     WaitState::Reserved(notice) => Message::Reserved(notice),
                 };
-                if send.send(&frame).await.is_err() {
+                if caller.send(frame).await.is_err() {
                     return Err(Failure::Gone);
                 }
             }
@@ -383,11 +422,6 @@ async fn admit(
     }
 }
 
-/// The node's answer to a dispatch.
-struct Reply {
-    payload_len: u64,
-}
-
 /// Sends the dispatch and payload to the node and reads its answer's head.
 async fn exchange(
     send: &mut FramedSend,
@@ -395,7 +429,7 @@ async fn exchange(
     dispatch: DispatchHead,
     payload: Bytes,
     max: u64,
-) -> Result<Reply, CallError> {
+) -> Result<protocol::ReplyHead, CallError> {
     let lost = |e: IoError| error(ErrorKind::NodeLost, format!("node connection failed: {e}"));
     let upload = async {
         send.send(&Message::Dispatch(dispatch)).await?;
@@ -409,16 +443,13 @@ async fn exchange(
         Err(e) => return Err(lost(e)),
     }
     match recv.recv().await {
-        Ok(Some(Message::Reply(reply))) if reply.payload_len <= max => Ok(Reply {
-            payload_len: reply.payload_len,
-        }),
-        Ok(Some(Message::Reply(reply))) => Err(error(
-            ErrorKind::PayloadTooLarge,
-            format!(
-                "result of {} bytes exceeds the maximum of {max} bytes",
-                reply.payload_len
-            ),
-        )),
+        Ok(Some(Message::Reply(reply))) => match reply.payload_len {
+            Some(len) if len > max => Err(error(
+                ErrorKind::PayloadTooLarge,
+                format!("result of {len} bytes exceeds the maximum of {max} bytes"),
+            )),
+            _ => Ok(reply),
+        },
         Ok(Some(Message::Error(e))) => Err(e),
         Ok(Some(other)) => Err(error(
             ErrorKind::Internal,
@@ -434,28 +465,6 @@ async fn exchange(
             format!("node sent a bad frame: {e}"),
         )),
     }
-}
-
-/// Copies `len` result bytes from the node to the client, chunk by chunk.
-async fn relay(from: &mut FramedRecv, to: &mut FramedSend, len: u64) -> Result<(), String> {
-    let mut left = len;
-    while left > 0 {
-        match from.recv().await {
-            Ok(Some(Message::Data(chunk))) if chunk.len() as u64 <= left => {
-                left -= chunk.len() as u64;
-                to.send(&Message::Data(chunk))
-                    .await
-                    .map_err(|e| format!("client stream failed: {e}"))?;
-            }
-            Ok(Some(Message::Data(_))) => return Err("node result overran its length".into()),
-            Ok(Some(other)) => {
-                return Err(format!("unexpected {:?} frame in a result", other.kind()));
-            }
-            Ok(None) => return Err(format!("node result ended {left} bytes early")),
-            Err(e) => return Err(format!("node lost mid-result: {e}")),
-        }
-    }
-    Ok(())
 }
 
 fn finish(shared: &Shared, picked: &Picked, node: &Node, service: &str, node_ms: f32, ok: bool) {

@@ -64,6 +64,49 @@ pub struct GatewayConfig {
     pub services: BTreeMap<String, ServiceConfig>,
     /// Per-node settings, by node id (table `[nodes.ID]`).
     pub nodes: BTreeMap<String, NodeConfig>,
+    /// The HTTP ingress: OpenAI-compatible routes and `/v1/call/{service}`
+    /// (table `[http]`).
+    pub http: HttpConfig,
+    /// Model name aliases for the OpenAI routes: `[models] "llama-3-8b" =
+    /// "llama"` makes a request for model `llama-3-8b` call service
+    /// `llama` (default none: a model names its service).
+    pub models: BTreeMap<String, String>,
+}
+
+/// `[http]`: the HTTP ingress, a port of its own (not the admin port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Whether the ingress is served (default true).
+    pub enabled: bool,
+    /// Listen address (default `127.0.0.1:8080`; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Serve HTTPS with the gateway's certificate (the QUIC port's; HTTP/2
+    /// and HTTP/1.1 by ALPN). Default: on for a non-loopback `listen`, off
+    /// on loopback.
+    pub tls: Option<bool>,
+    /// Timeout of a call that names none (`x-switchyard-timeout-ms`), ms
+    /// (default 300 000; at most `max_timeout_ms`).
+    pub timeout_ms: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: None,
+            timeout_ms: 300_000,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Whether the ingress speaks TLS: `tls` when set, else whether
+    /// `listen` is off loopback.
+    pub fn uses_tls(&self) -> bool {
+        self.tls.unwrap_or(!self.listen.ip().is_loopback())
+    }
 }
 
 /// `[queue]`: calls wait here when no node has a free slot.
@@ -229,6 +272,8 @@ impl Default for GatewayConfig {
             cache: CacheConfig::default(),
             services: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            http: HttpConfig::default(),
+            models: BTreeMap::new(),
         }
     }
 }
@@ -300,6 +345,16 @@ impl GatewayConfig {
             ));
         }
         self.validate_cache()?;
+        if self.http.timeout_ms == 0 {
+            return Err(ConfigError::Invalid("http.timeout_ms must be > 0".into()));
+        }
+        for (alias, service) in &self.models {
+            if alias.is_empty() || service.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "models: alias {alias:?} = {service:?}: names must not be empty"
+                )));
+            }
+        }
         if self.default_policy.is_empty() {
             return Err(ConfigError::Invalid(
                 "default_policy must not be empty".into(),
@@ -330,6 +385,12 @@ impl GatewayConfig {
             }
         }
         Ok(())
+    }
+
+    /// The service an OpenAI request for `model` calls: its alias in
+    /// `[models]`, else the model name itself.
+    pub fn service_for_model<'a>(&'a self, model: &'a str) -> &'a str {
+        self.models.get(model).map_or(model, String::as_str)
     }
 
     /// How long `service`'s results are cached, or `None` when it is not

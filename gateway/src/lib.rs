@@ -23,6 +23,7 @@ mod agents;
 pub mod cache;
 mod calls;
 mod candidates;
+mod ingress;
 mod server;
 
 use std::net::SocketAddr;

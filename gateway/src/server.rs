@@ -29,6 +29,15 @@ pub struct Gateway {
     _scheduler: Arc<AbortOnDrop>,
     admin: Option<Arc<std::sync::Mutex<Option<tokio::net::TcpListener>>>>,
     admin_addr: Option<SocketAddr>,
+    /// The HTTP ingress listener (taken by `serve`) and its TLS settings.
+    ingress: Option<Arc<std::sync::Mutex<Option<Ingress>>>>,
+    ingress_addr: Option<SocketAddr>,
+}
+
+/// The bound HTTP ingress, waiting to be served.
+struct Ingress {
+    listener: tokio::net::TcpListener,
+    tls: Option<rustls::ServerConfig>,
 }
 
 /// Stops the scheduler task when the last handle of the gateway goes.
@@ -105,6 +114,23 @@ impl Gateway {
             None
         };
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        let ingress = if config.http.enabled {
+            let listener = crate::ingress::bind(config.http.listen)
+                .await
+                .map_err(|source| GatewayError::Io {
+                    path: PathBuf::from(config.http.listen.to_string()),
+                    source,
+                })?;
+            let tls = if config.http.uses_tls() {
+                Some(files.server_config()?)
+            } else {
+                None
+            };
+            Some(Ingress { listener, tls })
+        } else {
+            None
+        };
+        let ingress_addr = ingress.as_ref().and_then(|i| i.listener.local_addr().ok());
         let (events, _) = tokio::sync::broadcast::channel(256);
         let cache = Arc::new(cache::ResultCache::new(&config));
         Ok(Self {
@@ -129,7 +155,26 @@ impl Gateway {
             _scheduler: Arc::new(AbortOnDrop(scheduler_task)),
             admin: admin.map(|l| Arc::new(std::sync::Mutex::new(Some(l)))),
             admin_addr,
+            ingress: ingress.map(|i| Arc::new(std::sync::Mutex::new(Some(i)))),
+            ingress_addr,
         })
+    }
+
+    /// The HTTP ingress address (OpenAI-compatible routes,
+    /// `/v1/call/{service}`), if served.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.ingress_addr
+    }
+
+    /// The HTTP ingress's base URL (`http://` or `https://`), if served.
+    pub fn http_url(&self) -> Option<String> {
+        let addr = self.ingress_addr?;
+        let scheme = if self.shared.config.http.uses_tls() {
+            "https"
+        } else {
+            "http"
+        };
+        Some(format!("{scheme}://{addr}"))
     }
 
     /// The address the endpoint listens on (useful with port 0).
@@ -201,6 +246,9 @@ impl Gateway {
         if let Some(admin) = self.admin_addr {
             println!("dashboard: http://{admin}/  metrics: http://{admin}/metrics");
         }
+        if let Some(url) = self.http_url() {
+            println!("http ingress (OpenAI-compatible): {url}/v1");
+        }
     }
 
     /// Serves connections until `shutdown` resolves, then closes them.
@@ -216,6 +264,21 @@ impl Gateway {
                 let _ = admin_stopped.await;
             }));
         }
+        let (stop_ingress, ingress_stopped) = tokio::sync::oneshot::channel::<()>();
+        let ingress = self
+            .ingress
+            .as_ref()
+            .and_then(|i| i.lock().ok().and_then(|mut i| i.take()));
+        if let Some(Ingress { listener, tls }) = ingress {
+            tokio::spawn(crate::ingress::serve(
+                self.shared.clone(),
+                listener,
+                tls,
+                async {
+                    let _ = ingress_stopped.await;
+                },
+            ));
+        }
         loop {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
@@ -227,6 +290,7 @@ impl Gateway {
         }
         tracing::info!("gateway shutting down");
         let _ = stop_admin.send(());
+        let _ = stop_ingress.send(());
         self.endpoint
             .close(crate::CLOSE_SHUTDOWN.into(), b"gateway shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;

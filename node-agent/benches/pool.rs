@@ -77,6 +77,10 @@ async fn bench(warm_up: Duration, run_for: Duration) -> anyhow::Result<()> {
     let gateway = Gateway::bind(GatewayConfig {
         listen: "127.0.0.1:0".parse()?,
         admin_listen: "127.0.0.1:0".parse()?,
+        http: gateway::config::HttpConfig {
+            listen: "127.0.0.1:0".parse()?,
+            ..Default::default()
+        },
         data_dir: dir.path().join("gateway"),
         plugins_dir: plugins_dir(dir.path())?,
         agent_token: Some(TOKEN.into()),

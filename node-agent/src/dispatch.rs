@@ -1,13 +1,20 @@
 //! One dispatched call: read `Dispatch` + payload from a gateway-opened
 //! stream, run the service, answer `Reply` + payload or `Error`.
+//!
+//! A streamed result (a command's stdout, an HTTP body) is relayed as it
+//! comes: the `Reply` head (with `payload_len: None`) goes with the first
+//! chunk, then each chunk as a `Data` frame, then `End`, or `Error` when the
+//! service fails midway. A service that fails before writing anything
+//! answers a plain `Error`. When the gateway stops the stream (the caller
+//! left or timed out), the work is dropped: the command killed, the HTTP
+//! request aborted.
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use protocol::{CallError, Codec, DispatchHead, ErrorKind, Message, ReplyHead};
+use protocol::{CallError, Codec, DispatchHead, ErrorKind, Message, ReplyHead, Trailer};
 use transport::{FramedRecv, FramedSend, IoError};
 
-use crate::services::{ServiceError, Services};
+use crate::services::{Body, Reply, ServiceError, Services, Slot};
 
 /// How long the gateway has to send the `Dispatch` head on a new stream.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,9 +36,13 @@ pub(crate) struct Dispatcher {
 
 /// What a call came to, before it is written back.
 enum Outcome {
+    /// The service answered; its body may still be streaming.
     Reply {
-        result: Bytes,
-        exec_ms: f32,
+        reply: Reply,
+        /// Held until the body ends: the call is in flight until then.
+        slot: Slot,
+        started: Instant,
+        call_id: u64,
     },
     Error(ServiceError),
     /// Nothing to answer: the stream is gone or the gateway cancelled.
@@ -81,6 +92,7 @@ impl Dispatcher {
             ref service,
             payload_len,
             timeout_ms,
+            ..
         } = head;
         tracing::debug!(call_id, service, payload_len, timeout_ms, "call dispatched");
         if payload_len > self.max_payload {
@@ -114,20 +126,21 @@ impl Dispatcher {
         };
         let started = Instant::now();
         let result = tokio::select! {
-            result = slot.run(payload, timeout) => result,
+            result = slot.run(payload, timeout, head.endpoint.as_deref()) => result,
             () = send.stopped() => {
                 tracing::debug!(call_id, service, "gateway abandoned the call; stopping it");
                 return Outcome::Silent;
             }
         };
-        drop(slot);
-        let exec_ms = started.elapsed().as_secs_f32() * 1000.0;
         match result {
-            Ok(result) => {
-                tracing::debug!(call_id, service, exec_ms, len = result.len(), "call done");
-                Outcome::Reply { result, exec_ms }
-            }
+            Ok(reply) => Outcome::Reply {
+                reply,
+                slot,
+                started,
+                call_id,
+            },
             Err(e) => {
+                let exec_ms = started.elapsed().as_secs_f32() * 1000.0;
                 if e.kind == ErrorKind::Internal {
                     tracing::warn!(call_id, service, "call failed: {e}");
                 } else {
@@ -141,13 +154,49 @@ impl Dispatcher {
 
 async fn answer(send: &mut FramedSend, outcome: Outcome) -> Result<(), IoError> {
     match outcome {
-        Outcome::Reply { result, exec_ms } => {
-            let head = ReplyHead {
-                payload_len: result.len() as u64,
-                exec_ms,
+        Outcome::Reply {
+            reply,
+            slot,
+            started,
+            call_id,
+        } => {
+            let head = |payload_len| ReplyHead {
+                payload_len,
+                exec_ms: ms(started),
+                content_type: reply.content_type.clone(),
+                status: reply.status,
             };
-            send.send(&Message::Reply(head)).await?;
-            send.send_payload(&result).await?;
+            match reply.body {
+                Body::Whole(result) => {
+                    tracing::debug!(
+                        call_id,
+                        service = slot.service(),
+                        len = result.len(),
+                        "call done"
+                    );
+                    send.send(&Message::Reply(head(Some(result.len() as u64))))
+                        .await?;
+                    send.send_payload(&result).await?;
+                }
+                Body::Stream(chunks) => {
+                    let head = head(None);
+                    if !stream(send, head, chunks, started).await? {
+                        tracing::debug!(
+                            call_id,
+                            service = slot.service(),
+                            "gateway abandoned the call; stopped it"
+                        );
+                        send.reset(STOP_CODE);
+                        return Ok(());
+                    }
+                    tracing::debug!(
+                        call_id,
+                        service = slot.service(),
+                        exec_ms = ms(started),
+                        "call done"
+                    );
+                }
+            }
         }
         Outcome::Error(ServiceError { kind, message }) => {
             send.send(&Message::Error(CallError { kind, message }))
@@ -159,4 +208,58 @@ async fn answer(send: &mut FramedSend, outcome: Outcome) -> Result<(), IoError> 
         }
     }
     send.finish()
+}
+
+/// Relays a streamed body: the head with the first chunk, each chunk as it
+/// comes, then `End` (or `Error`; a plain `Error` when the service failed
+/// before writing anything, a head with an empty result when it wrote
+/// nothing). Returns false when the gateway stopped reading (the work is
+/// dropped with `chunks`).
+async fn stream(
+    send: &mut FramedSend,
+    mut head: ReplyHead,
+    mut chunks: crate::services::Chunks,
+    started: Instant,
+) -> Result<bool, IoError> {
+    let gone = send.peer_gone();
+    tokio::pin!(gone);
+    let mut len = 0u64;
+    let mut head_sent = false;
+    loop {
+        let item = tokio::select! {
+            item = chunks.next() => item,
+            () = &mut gone => return Ok(false),
+        };
+        match item {
+            Some(Ok(chunk)) => {
+                if !head_sent {
+                    head.exec_ms = ms(started);
+                    send.send(&Message::Reply(head.clone())).await?;
+                    head_sent = true;
+                }
+                len += chunk.len() as u64;
+                send.send_payload(&chunk).await?;
+            }
+            Some(Err(ServiceError { kind, message })) => {
+                send.send(&Message::Error(CallError { kind, message }))
+                    .await?;
+                return Ok(true);
+            }
+            None if !head_sent => {
+                head.payload_len = Some(0);
+                head.exec_ms = ms(started);
+                send.send(&Message::Reply(head)).await?;
+                return Ok(true);
+            }
+            None => {
+                let exec_ms = ms(started);
+                send.send(&Message::End(Trailer { len, exec_ms })).await?;
+                return Ok(true);
+            }
+        }
+    }
+}
+
+fn ms(since: Instant) -> f32 {
+    since.elapsed().as_secs_f32() * 1000.0
 }

@@ -31,7 +31,19 @@ pub struct CallHead {
     /// none: any entry within the service's `cache_ttl_s`). An older entry
     /// counts as a miss and is replaced by the fresh result.
     pub max_age_s: Option<u32>,
+    /// The caller's API key, naming its tenant (`[[tenants]] api_keys` in
+    /// the gateway's configuration); `None` for an anonymous call. At most
+    /// [`limits::MAX_API_KEY_LEN`] bytes; never logged.
+    pub api_key: Option<String>,
+    /// For an OpenAI-compatible service (agent kind `openai`): the API
+    /// endpoint the payload is for, one of [`ENDPOINTS`]
+    /// (default `None`: `/chat/completions`). Other kinds ignore it.
+    pub endpoint: Option<String>,
 }
+
+/// The OpenAI API endpoints a call may name in [`CallHead::endpoint`],
+/// relative to a model server's `/v1` base URL.
+pub const ENDPOINTS: [&str; 3] = ["/chat/completions", "/completions", "/embeddings"];
 
 /// Gateway → client: the call waits for a node that is loading its service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,13 +69,18 @@ pub struct DispatchHead {
     pub payload_len: u64,
     /// Time left for the call, ms: the agent kills the work past it.
     pub timeout_ms: u32,
+    /// The call's [`CallHead::endpoint`], for `openai` services.
+    pub endpoint: Option<String>,
 }
 
 /// Gateway → client: a successful call's metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultHead {
-    /// Result length, bytes; that many bytes of `Data` follow.
-    pub payload_len: u64,
+    /// Result length, bytes, when known up front: that many bytes of `Data`
+    /// follow. `None` for a streamed result: `Data` chunks as the node
+    /// produces them, then [`crate::Message::End`] (or
+    /// [`crate::Message::Error`] if the service fails midway).
+    pub payload_len: Option<u64>,
     /// The node that served the call.
     pub node_id: String,
     /// The policy that picked the node.
@@ -74,6 +91,13 @@ pub struct ResultHead {
     /// entry, or an identical call in flight that this one waited for);
     /// `None` when a node ran this call.
     pub cache: Option<CacheInfo>,
+    /// The result's media type when the service named one (an `http` or
+    /// `openai` service's response `Content-Type`, e.g.
+    /// `text/event-stream`), at most [`limits::MAX_CONTENT_TYPE_LEN`] bytes.
+    pub content_type: Option<String>,
+    /// The HTTP status the service answered with (`http`/`openai` kinds, a
+    /// 2xx); `None` for the other kinds.
+    pub status: Option<u16>,
 }
 
 /// How a call was answered from the gateway's result cache.
@@ -99,12 +123,31 @@ pub struct Timings {
     pub total_ms: f32,
 }
 
-/// Agent → gateway: a successful service run.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Agent → gateway: the service answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplyHead {
-    /// Result length, bytes; that many bytes of `Data` follow.
-    pub payload_len: u64,
-    /// Time the service took on the node, ms.
+    /// Result length, bytes, when known up front: that many bytes of `Data`
+    /// follow. `None` for a streamed result: `Data` chunks as the service
+    /// writes them, then [`crate::Message::End`] (or
+    /// [`crate::Message::Error`] if the service fails midway).
+    pub payload_len: Option<u64>,
+    /// Time the service took on the node until this head, ms (the whole run
+    /// for a result of known length; until the first bytes for a streamed
+    /// one, whose total is in its [`Trailer`]).
+    pub exec_ms: f32,
+    /// The result's media type, as [`ResultHead::content_type`].
+    pub content_type: Option<String>,
+    /// The service's HTTP status, as [`ResultHead::status`].
+    pub status: Option<u16>,
+}
+
+/// The end of a streamed result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trailer {
+    /// Result bytes sent in `Data` chunks, in all.
+    pub len: u64,
+    /// Time the service took on the node, from the call's start to its last
+    /// byte, ms.
     pub exec_ms: f32,
 }
 
@@ -130,6 +173,8 @@ impl CallHead {
             realtime: false,
             no_cache: false,
             max_age_s: None,
+            api_key: None,
+            endpoint: None,
         }
     }
 
@@ -154,7 +199,23 @@ impl CallHead {
                 )));
             }
         }
-        Ok(())
+        if self
+            .api_key
+            .as_ref()
+            .is_some_and(|k| k.len() > limits::MAX_API_KEY_LEN)
+        {
+            return Err(CodecError::Invalid(format!(
+                "api key longer than {} bytes",
+                limits::MAX_API_KEY_LEN
+            )));
+        }
+        check_endpoint(self.endpoint.as_deref())
+    }
+
+    /// The OpenAI endpoint the call is for (`/chat/completions` when it
+    /// names none).
+    pub fn endpoint(&self) -> &str {
+        self.endpoint.as_deref().unwrap_or(ENDPOINTS[0])
     }
 
     /// The value of hint `key`, if the call carries it.
@@ -163,5 +224,19 @@ impl CallHead {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Checks that `endpoint`, if set, is one of [`ENDPOINTS`].
+///
+/// # Errors
+/// [`CodecError::Invalid`] naming the endpoint.
+pub(crate) fn check_endpoint(endpoint: Option<&str>) -> Result<(), CodecError> {
+    match endpoint {
+        Some(e) if !ENDPOINTS.contains(&e) => Err(CodecError::Invalid(format!(
+            "endpoint {e:.64} is not one of {}",
+            ENDPOINTS.join(", ")
+        ))),
+        _ => Ok(()),
     }
 }

@@ -62,6 +62,8 @@ pub enum FrameKind {
     CacheStatsView = 24,
     /// [`Message::PurgeCache`].
     PurgeCache = 25,
+    /// [`Message::End`].
+    End = 26,
 }
 
 impl FrameKind {
@@ -97,6 +99,7 @@ impl FrameKind {
             23 => CacheStats,
             24 => CacheStatsView,
             25 => PurgeCache,
+            26 => End,
             other => return Err(CodecError::UnknownKind(other)),
         })
     }
@@ -373,7 +376,8 @@ mod tests {
             assert_eq!(FrameKind::from_byte(byte), Ok(kind));
             assert_eq!(kind as u8, byte);
         }
-        assert_eq!(FrameKind::from_byte(26), Err(CodecError::UnknownKind(26)));
+        assert_eq!(FrameKind::from_byte(26), Ok(FrameKind::End));
+        assert_eq!(FrameKind::from_byte(27), Err(CodecError::UnknownKind(27)));
         let codec = Codec::default();
         let buf = codec.encode_to_vec(&Message::CacheStats).expect("encode");
         assert_eq!(buf.len(), HEADER_LEN, "an empty body");

@@ -33,6 +33,12 @@
 //!   [`Message::CacheStatsView`]; [`Message::PurgeCache`] (with the admin
 //!   token), answered by [`Message::Ack`] or [`Message::Error`].
 //!
+//! A result travels either with its length announced in its head
+//! (`payload_len: Some(n)`, then `n` bytes of `Data`), or streamed
+//! (`payload_len: None`): `Data` chunks as the service produces them, ended
+//! by [`Message::End`], or by [`Message::Error`] when the service fails
+//! after it started answering.
+//!
 //! A queued call's stream carries [`Message::Queued`] (its position, each
 //! time it changes) and [`Message::Reserved`] (a node is loading the service
 //! for it) before its result. The control stream carries
@@ -51,7 +57,8 @@ mod swap;
 pub use admin::{PolicyTable, PolicyView, QueueView, RejectedFile, ServicePolicy, SetPolicy};
 pub use cache::{CacheStatsView, PurgeCache, ServiceCacheStats};
 pub use call::{
-    CacheInfo, CallError, CallHead, DispatchHead, ReplyHead, Reserved, ResultHead, Timings,
+    CacheInfo, CallError, CallHead, DispatchHead, ENDPOINTS, ReplyHead, Reserved, ResultHead,
+    Timings, Trailer,
 };
 pub use error::{CodecError, ErrorKind, Side};
 pub use frame::{Codec, Decoded, FrameHeader, FrameKind, HEADER_LEN};
@@ -84,4 +91,8 @@ pub mod limits {
     pub const MAX_HINT_LEN: usize = 1024;
     /// Most services one node may register.
     pub const MAX_SERVICES: usize = 1024;
+    /// Longest API key a call may present, bytes.
+    pub const MAX_API_KEY_LEN: usize = 512;
+    /// Longest content type a result may carry, bytes.
+    pub const MAX_CONTENT_TYPE_LEN: usize = 256;
 }

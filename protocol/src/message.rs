@@ -6,7 +6,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::{
     CacheStatsView, CallError, CallHead, CodecError, DispatchHead, FrameKind, NodeStats, NodeView,
     PolicyTable, PurgeCache, QueueView, Register, Registered, ReplyHead, Reserved, ResultHead,
-    SetPolicy, SwapReport, SwapRequest, limits,
+    SetPolicy, SwapReport, SwapRequest, Trailer, limits,
 };
 
 /// One frame's content.
@@ -65,6 +65,9 @@ pub enum Message {
     /// Client → gateway (admin): drop cached results (all, or one
     /// service's); answered by [`Message::Ack`].
     PurgeCache(PurgeCache),
+    /// The end of a streamed result (a [`ReplyHead`] or [`ResultHead`]
+    /// whose `payload_len` is `None`): every `Data` chunk was sent.
+    End(Trailer),
 }
 
 impl Message {
@@ -96,6 +99,7 @@ impl Message {
             Self::CacheStats => FrameKind::CacheStats,
             Self::CacheStatsView(_) => FrameKind::CacheStatsView,
             Self::PurgeCache(_) => FrameKind::PurgeCache,
+            Self::End(_) => FrameKind::End,
         }
     }
 
@@ -130,6 +134,7 @@ impl Message {
             Self::Queues(m) => put(m, out),
             Self::CacheStatsView(m) => put(m, out),
             Self::PurgeCache(m) => put(m, out),
+            Self::End(m) => put(m, out),
         }
     }
 
@@ -182,6 +187,7 @@ impl Message {
             FrameKind::Queues => Self::Queues(get(kind, body)?),
             FrameKind::CacheStatsView => Self::CacheStatsView(get(kind, body)?),
             FrameKind::PurgeCache => Self::PurgeCache(get(kind, body)?),
+            FrameKind::End => Self::End(get(kind, body)?),
         })
     }
 }
@@ -223,6 +229,8 @@ mod tests {
                     realtime: len % 2 == 0,
                     no_cache: len % 3 == 0,
                     max_age_s: (t % 5 != 0).then_some(t / 7),
+                    api_key: (t % 3 == 0).then(|| "sk-test".into()),
+                    endpoint: (t % 2 == 0).then(|| "/embeddings".into()),
                 })
             }),
             (
@@ -231,7 +239,7 @@ mod tests {
                 proptest::option::of((any::<u64>(), any::<bool>()))
             )
                 .prop_map(|(len, node_id, cache)| Message::Result(ResultHead {
-                    payload_len: len,
+                    payload_len: (len % 2 == 0).then_some(len),
                     node_id,
                     policy: "latency".into(),
                     timings: crate::Timings {
@@ -240,7 +248,21 @@ mod tests {
                         total_ms: 4.25,
                     },
                     cache: cache.map(|(age_ms, coalesced)| CacheInfo { age_ms, coalesced }),
+                    content_type: (len % 3 == 0).then(|| "text/event-stream".into()),
+                    status: (len % 5 == 0).then_some(200),
                 })),
+            (proptest::option::of(any::<u64>()), any::<u16>()).prop_map(|(len, status)| {
+                Message::Reply(ReplyHead {
+                    payload_len: len,
+                    exec_ms: 1.5,
+                    content_type: Some("application/json".into()),
+                    status: Some(status),
+                })
+            }),
+            (any::<u64>(), 0u16..1000).prop_map(|(len, ms)| Message::End(Trailer {
+                len,
+                exec_ms: f32::from(ms),
+            })),
             proptest::collection::vec(any::<u8>(), 0..2048)
                 .prop_map(|v| Message::Data(Bytes::from(v))),
             (
@@ -382,6 +404,51 @@ mod tests {
         }
     }
 
+    /// Golden bytes: a streamed reply head, an `End` trailer and the two
+    /// error kinds appended for tenants keep their encoding.
+    #[test]
+    fn streamed_result_frames_keep_their_bytes() {
+        let codec = Codec::default();
+        let head = Message::Reply(ReplyHead {
+            payload_len: None,
+            exec_ms: 0.0,
+            content_type: Some("a/b".into()),
+            status: Some(200),
+        });
+        assert_eq!(
+            codec.encode_to_vec(&head).expect("encode"),
+            [
+                1, 9, 0, 0, 0, 0, 0, 13, 0, 0, 0, 0, 0, 1, 3, b'a', b'/', b'b', 1, 200, 1
+            ]
+        );
+        let end = Message::End(Trailer {
+            len: 300,
+            exec_ms: 0.0,
+        });
+        assert_eq!(
+            codec.encode_to_vec(&end).expect("encode"),
+            [1, 26, 0, 0, 0, 0, 0, 6, 0xac, 0x02, 0, 0, 0, 0]
+        );
+        let error = |kind| {
+            Message::Error(CallError {
+                kind,
+                message: String::new(),
+            })
+        };
+        assert_eq!(
+            codec
+                .encode_to_vec(&error(ErrorKind::Forbidden))
+                .expect("encode"),
+            [1, 11, 0, 0, 0, 0, 0, 2, 13, 0]
+        );
+        assert_eq!(
+            codec
+                .encode_to_vec(&error(ErrorKind::RateLimited))
+                .expect("encode"),
+            [1, 11, 0, 0, 0, 0, 0, 2, 14, 0]
+        );
+    }
+
     #[test]
     fn call_head_limits() {
         let mut head = CallHead::new("", 0, 1);
@@ -393,6 +460,14 @@ mod tests {
         assert!(head.validate().is_err(), "too many hints");
         head.hints.truncate(1);
         assert!(head.validate().is_ok());
+        head.endpoint = Some("/../admin".into());
+        assert!(head.validate().is_err(), "unknown endpoint");
+        head.endpoint = Some("/embeddings".into());
+        head.api_key = Some("k".repeat(513));
+        assert!(head.validate().is_err(), "long api key");
+        head.api_key = Some("sk-1".into());
+        assert!(head.validate().is_ok());
+        assert_eq!(head.endpoint(), "/embeddings");
         assert_eq!(head.hint("k"), Some("v"));
     }
 

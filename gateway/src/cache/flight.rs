@@ -49,6 +49,8 @@ impl Leader {
         data: Bytes,
         node_id: String,
         policy: String,
+        content_type: Option<String>,
+        status: Option<u16>,
         now: Instant,
     ) -> Arc<Entry> {
         let books = &self.cache.books;
@@ -57,6 +59,8 @@ impl Leader {
             data,
             node_id,
             policy,
+            content_type,
+            status,
             stored_at: now,
             ttl: service.map_or(Duration::ZERO, |s| s.ttl),
         });

@@ -54,7 +54,14 @@ fn lead(cache: &Arc<ResultCache>, key: &Key, now: Instant) -> Leader {
 }
 
 fn store(cache: &Arc<ResultCache>, key: &Key, data: &'static [u8], now: Instant) -> Arc<Entry> {
-    lead(cache, key, now).complete(Bytes::from_static(data), "n1".into(), "rr".into(), now)
+    lead(cache, key, now).complete(
+        Bytes::from_static(data),
+        "n1".into(),
+        "rr".into(),
+        None,
+        None,
+        now,
+    )
 }
 
 fn is_hit(lookup: &Lookup) -> bool {
@@ -154,7 +161,14 @@ fn no_cache_skips_the_read_and_refreshes_the_entry() {
     let Lookup::Lead(leader) = cache.lookup(&k, true, None, t1) else {
         panic!("no_cache never hits");
     };
-    leader.complete(Bytes::from_static(b"new"), "n2".into(), "rr".into(), t1);
+    leader.complete(
+        Bytes::from_static(b"new"),
+        "n2".into(),
+        "rr".into(),
+        None,
+        None,
+        t1,
+    );
     match cache.lookup(&k, false, None, t1) {
         Lookup::Hit(e) => assert_eq!((e.data.as_ref(), e.age(t1)), (&b"new"[..], Duration::ZERO)),
         _ => panic!("expected the fresh entry"),
@@ -186,7 +200,14 @@ async fn identical_calls_follow_the_one_in_flight() {
         Lookup::Follow(_)
     ));
 
-    leader.complete(Bytes::from_static(b"r"), "n1".into(), "rr".into(), now);
+    leader.complete(
+        Bytes::from_static(b"r"),
+        "n1".into(),
+        "rr".into(),
+        None,
+        None,
+        now,
+    );
     for follower in followers {
         match follower.await.unwrap() {
             Followed::Done(e) => assert_eq!(e.data, Bytes::from_static(b"r")),
@@ -244,7 +265,7 @@ fn the_byte_bound_evicts_and_the_books_follow() {
     for i in 0..40u32 {
         let k = key(&cache, "llm", &i.to_le_bytes());
         let data = Bytes::from(payload.clone());
-        lead(&cache, &k, now).complete(data, "n1".into(), "rr".into(), now);
+        lead(&cache, &k, now).complete(data, "n1".into(), "rr".into(), None, None, now);
         let _ = cache.lookup(&k, false, None, now);
     }
     let stats = cache.stats();
@@ -260,7 +281,7 @@ fn the_byte_bound_evicts_and_the_books_follow() {
     // A result heavier than the whole cache is handed out but not stored.
     let k = key(&cache, "echo", b"big");
     let big = Bytes::from(vec![0u8; 9000]);
-    let entry = lead(&cache, &k, now).complete(big, "n1".into(), "rr".into(), now);
+    let entry = lead(&cache, &k, now).complete(big, "n1".into(), "rr".into(), None, None, now);
     assert_eq!(entry.data.len(), 9000);
     assert!(!is_hit(&cache.lookup(&k, false, None, now)));
 }

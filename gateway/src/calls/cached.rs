@@ -1,15 +1,15 @@
 //! The path of a call whose service is cached: answered from a stored
 //! result, by waiting for an identical call in flight, or by running on a
 //! node as the leader, whose result is buffered whole (at most
-//! `max_payload_bytes`), stored, and then sent.
+//! `max_payload_bytes`; a streamed result too), stored, and then sent: a
+//! cached service's result is the one result the gateway does not stream.
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use protocol::{CacheInfo, ErrorKind, Message, ResultHead, Timings};
-use transport::FramedSend;
+use bytes::{Bytes, BytesMut};
+use protocol::{CacheInfo, CallError, ErrorKind, Message, ResultHead, Timings};
 
-use super::{Call, Failure, error, ms, to_node};
+use super::{Answered, Call, Caller, Failure, error, ms, to_node};
 use crate::cache::{Entry, Followed, Key, Leader, Lookup};
 
 /// Payloads up to this size are hashed on the call's task; larger ones on
@@ -37,7 +37,7 @@ pub(super) async fn serve(
     call: &Call<'_>,
     key: Key,
     payload: Bytes,
-    send: &mut FramedSend,
+    caller: &mut impl Caller,
 ) -> Result<(), Failure> {
     let cache = &call.shared.cache;
     let max_age = call
@@ -46,10 +46,10 @@ pub(super) async fn serve(
         .map(|s| Duration::from_secs(u64::from(s)));
     loop {
         match cache.lookup(&key, call.head.no_cache, max_age, Instant::now()) {
-            Lookup::Hit(entry) => return answer(call, &entry, false, send).await,
-            Lookup::Lead(leader) => return lead(call, leader, payload, send).await,
+            Lookup::Hit(entry) => return answer(call, &entry, false, caller).await,
+            Lookup::Lead(leader) => return lead(call, leader, payload, caller).await,
             Lookup::Follow(follower) => {
-                let gone = send.peer_gone();
+                let gone = caller.gone();
                 let followed = tokio::select! {
                     followed = follower.wait() => followed,
                     () = tokio::time::sleep_until(call.deadline.into()) => {
@@ -58,7 +58,7 @@ pub(super) async fn serve(
                     () = gone => return Err(Failure::Gone),
                 };
                 match followed {
-                    Followed::Done(entry) => return answer(call, &entry, true, send).await,
+                    Followed::Done(entry) => return answer(call, &entry, true, caller).await,
                     Followed::Failed(e) => return Err(e.into()),
                     Followed::Retry => {
                         tracing::debug!(
@@ -77,12 +77,12 @@ async fn answer(
     call: &Call<'_>,
     entry: &Entry,
     coalesced: bool,
-    send: &mut FramedSend,
+    caller: &mut impl Caller,
 ) -> Result<(), Failure> {
     let age_ms = u64::try_from(entry.age(Instant::now()).as_millis()).unwrap_or(u64::MAX);
     tracing::debug!(call_id = call.call_id, service = %call.head.service, age_ms, coalesced, "answered from the cache");
     let head = ResultHead {
-        payload_len: entry.data.len() as u64,
+        payload_len: Some(entry.data.len() as u64),
         node_id: entry.node_id.clone(),
         policy: entry.policy.clone(),
         timings: Timings {
@@ -91,11 +91,28 @@ async fn answer(
             total_ms: ms(call.arrived.elapsed()),
         },
         cache: Some(CacheInfo { age_ms, coalesced }),
+        content_type: entry.content_type.clone(),
+        status: entry.status,
     };
-    if send.send(&Message::Result(head)).await.is_err()
-        || send.send_payload(&entry.data).await.is_err()
-    {
-        return Err(Failure::Gone);
+    send_whole(caller, head, entry.data.clone()).await
+}
+
+/// Sends a whole result: its head, then its bytes in one chunk (a QUIC
+/// caller cuts it into frames).
+async fn send_whole(
+    caller: &mut impl Caller,
+    head: ResultHead,
+    data: Bytes,
+) -> Result<(), Failure> {
+    caller
+        .send(Message::Result(head))
+        .await
+        .map_err(|_| Failure::Gone)?;
+    if !data.is_empty() {
+        caller
+            .send(Message::Data(data))
+            .await
+            .map_err(|_| Failure::Gone)?;
     }
     Ok(())
 }
@@ -105,9 +122,9 @@ async fn lead(
     call: &Call<'_>,
     leader: Leader,
     payload: Bytes,
-    send: &mut FramedSend,
+    caller: &mut impl Caller,
 ) -> Result<(), Failure> {
-    let mut answered = match to_node(call, payload, send).await {
+    let mut answered = match to_node(call, payload, caller).await {
         Ok(answered) => answered,
         Err(failure) => {
             if let Failure::Reply(e) = &failure {
@@ -117,20 +134,18 @@ async fn lead(
         }
     };
     let max = call.shared.config.max_payload_bytes;
-    let collected = tokio::time::timeout_at(
-        call.deadline.into(),
-        answered.node_recv.recv_payload(answered.payload_len, max),
-    )
-    .await;
+    let collected =
+        tokio::time::timeout_at(call.deadline.into(), collect(&mut answered, max)).await;
     let data = match collected {
         Ok(Ok(data)) => data,
         Ok(Err(e)) => {
+            answered.cancel(crate::RESET_NODE_LOST);
             answered.finish(call, false);
-            let e = error(ErrorKind::NodeLost, format!("node lost mid-result: {e}"));
             leader.fail(&e);
             return Err(e.into());
         }
         Err(_) => {
+            answered.cancel(crate::RESET_TIMEOUT);
             answered.finish(call, false);
             let e = call.timed_out();
             leader.fail(&e);
@@ -143,14 +158,53 @@ async fn lead(
         data,
         head.node_id.clone(),
         head.policy.clone(),
+        head.content_type.clone(),
+        head.status,
         Instant::now(),
     );
     head.timings.total_ms = ms(call.arrived.elapsed());
-    if send.send(&Message::Result(head)).await.is_err()
-        || send.send_payload(&entry.data).await.is_err()
-    {
-        // The client left; its result is stored for the next calls.
-        return Err(Failure::Gone);
+    head.payload_len = Some(entry.data.len() as u64);
+    // A client that left finds its result stored for the next calls.
+    send_whole(caller, head, entry.data.clone()).await
+}
+
+/// Reads a node's whole result (known length or streamed), at most `max`
+/// bytes.
+async fn collect(answered: &mut Answered, max: u64) -> Result<Bytes, CallError> {
+    let lost = |e| error(ErrorKind::NodeLost, format!("node lost mid-result: {e}"));
+    if let Some(len) = answered.payload_len {
+        return answered
+            .node_recv
+            .recv_payload(len, max)
+            .await
+            .map_err(lost);
     }
-    Ok(())
+    let mut data = BytesMut::new();
+    loop {
+        match answered.node_recv.recv().await.map_err(lost)? {
+            Some(Message::Data(chunk)) => {
+                if (data.len() + chunk.len()) as u64 > max {
+                    return Err(error(
+                        ErrorKind::PayloadTooLarge,
+                        format!("result exceeds the maximum of {max} bytes"),
+                    ));
+                }
+                data.extend_from_slice(&chunk);
+            }
+            Some(Message::End(_)) => return Ok(data.freeze()),
+            Some(Message::Error(e)) => return Err(e),
+            Some(other) => {
+                return Err(error(
+                    ErrorKind::NodeLost,
+                    format!("unexpected {:?} frame in a result", other.kind()),
+                ));
+            }
+            None => {
+                return Err(error(
+                    ErrorKind::NodeLost,
+                    "node result ended without its end frame",
+                ));
+            }
+        }
+    }
 }

@@ -1,15 +1,18 @@
-//! `command` services: one process per call, payload on stdin, result from
-//! stdout, bounded buffers, killed and reaped on timeout.
+//! `command` services: one process per call, payload on stdin, result
+//! streamed from stdout as the program writes it (bounded in total), stderr's
+//! tail kept for the error; killed and reaped on timeout or when the call is
+//! dropped.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
+use super::reply::{self, Body, Reply, Sink};
 use super::{CommandConfig, MAX_ERROR_MESSAGE, ServiceError};
 
 /// How much of stderr is kept for the error message: its last ~4 KiB, leaving
@@ -24,9 +27,14 @@ pub(crate) struct CommandService {
     max_output: u64,
 }
 
+/// Most stdout bytes read at once: one read is one chunk of the result.
+const READ_CHUNK: usize = 16 * 1024;
+
 /// Why reading a pipe stopped early.
 enum PipeError {
     Overflow,
+    /// The reader of the result went away.
+    Closed,
     Io(std::io::Error),
 }
 
@@ -40,13 +48,16 @@ impl CommandService {
         }
     }
 
-    /// Runs the command once. Past `timeout` the process is killed and
-    /// reaped; dropping the future kills it too (`kill_on_drop`).
-    pub(crate) async fn run(
-        &self,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, ServiceError> {
+    /// Starts the command once and streams its stdout as it is written.
+    /// Past `timeout` the process is killed and reaped and the stream ends
+    /// with `Timeout`; dropping the stream kills it too (`kill_on_drop` and
+    /// its process group). A non-zero exit ends the stream with
+    /// `ServiceFailed` carrying the exit status and the tail of stderr.
+    ///
+    /// # Errors
+    /// `ServiceFailed` when the program cannot be started, `Internal` when
+    /// its pipes are missing.
+    pub(crate) fn start(&self, payload: Bytes, timeout: Duration) -> Result<Reply, ServiceError> {
         let Some((program, args)) = self.argv.split_first() else {
             return Err(ServiceError::internal("command service has no program"));
         };
@@ -67,31 +78,44 @@ impl CommandService {
         let mut child = command
             .spawn()
             .map_err(|e| ServiceError::failed(format!("cannot start {program}: {e}")))?;
-        // Declared after `child`, so it drops first: a cancelled call (the
-        // future dropped) kills the group while the leader is still unreaped.
-        let mut group = GroupGuard(child.id());
+        let group = GroupGuard(child.id());
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            kill_and_reap(&mut child).await;
+            // Dropping `child` kills it (kill_on_drop), `group` its group.
             return Err(ServiceError::internal("child process pipes missing"));
         };
-        let io = drive(&mut child, stdin, stdout, stderr, payload, self.max_output);
-        let result = match tokio::time::timeout(timeout, io).await {
-            Ok(result) => result,
-            Err(_) => {
-                kill_and_reap(&mut child).await;
-                Err(ServiceError::timeout(timeout))
-            }
-        };
-        // Reaped by now: its pid (and so the group id) may be reused.
-        group.0 = None;
-        result
+        let max_output = self.max_output;
+        let chunks = reply::stream(move |sink| async move {
+            let mut child = child;
+            // Declared after `child`, so it drops first: a cancelled call
+            // (the task aborted) kills the group while the leader is still
+            // unreaped.
+            let mut group = group;
+            let io = drive(
+                &mut child, stdin, stdout, stderr, payload, max_output, &sink,
+            );
+            let result = match tokio::time::timeout(timeout, io).await {
+                Ok(result) => result,
+                Err(_) => {
+                    kill_and_reap(&mut child).await;
+                    Err(ServiceError::timeout(timeout))
+                }
+            };
+            // Reaped by now: its pid (and so the group id) may be reused.
+            group.0 = None;
+            result
+        });
+        Ok(Reply {
+            content_type: None,
+            status: None,
+            body: Body::Stream(chunks),
+        })
     }
 }
 
-/// Feeds stdin while draining stdout and stderr (so no pipe fills up and
-/// deadlocks), then waits for the exit status.
+/// Feeds stdin while streaming stdout into `sink` and keeping stderr's tail
+/// (so no pipe fills up and deadlocks), then waits for the exit status.
 async fn drive(
     child: &mut Child,
     mut stdin: ChildStdin,
@@ -99,7 +123,8 @@ async fn drive(
     stderr: ChildStderr,
     payload: Bytes,
     max_output: u64,
-) -> Result<Bytes, ServiceError> {
+    sink: &Sink,
+) -> Result<(), ServiceError> {
     let write = async move {
         // A command may exit without reading its input (BrokenPipe): its exit
         // status tells what happened, so write errors are not failures.
@@ -110,8 +135,8 @@ async fn drive(
         Ok::<_, PipeError>(())
     };
     let read_err = async { Ok::<_, PipeError>(read_tail(stderr, STDERR_KEEP).await) };
-    let read_out = read_bounded(stdout, max_output);
-    let (_, out, (err, cut)) = match tokio::try_join!(write, read_out, read_err) {
+    let read_out = relay_bounded(stdout, max_output, sink);
+    let (_, (), (err, cut)) = match tokio::try_join!(write, read_out, read_err) {
         Ok(done) => done,
         Err(e) => {
             kill_and_reap(child).await;
@@ -119,6 +144,7 @@ async fn drive(
                 PipeError::Overflow => {
                     ServiceError::failed(format!("output exceeds {max_output} bytes"))
                 }
+                PipeError::Closed => ServiceError::internal("the call was abandoned"),
                 PipeError::Io(e) => ServiceError::internal(format!("reading stdout: {e}")),
             });
         }
@@ -128,7 +154,7 @@ async fn drive(
         .await
         .map_err(|e| ServiceError::internal(format!("waiting for the command: {e}")))?;
     if status.success() {
-        return Ok(Bytes::from(out));
+        return Ok(());
     }
     let stderr = String::from_utf8_lossy(&err);
     let stderr = stderr.trim();
@@ -143,17 +169,29 @@ async fn drive(
     Err(ServiceError::failed(message))
 }
 
-/// Reads all of `pipe`, failing as soon as it holds more than `max` bytes.
-async fn read_bounded(pipe: impl AsyncRead + Unpin, max: u64) -> Result<Vec<u8>, PipeError> {
-    let mut out = Vec::new();
-    pipe.take(max.saturating_add(1))
-        .read_to_end(&mut out)
-        .await
-        .map_err(PipeError::Io)?;
-    if out.len() as u64 > max {
-        return Err(PipeError::Overflow);
+/// Hands `pipe`'s bytes to `sink` as they come, failing as soon as more than
+/// `max` bytes came.
+async fn relay_bounded(
+    mut pipe: impl AsyncRead + Unpin,
+    max: u64,
+    sink: &Sink,
+) -> Result<(), PipeError> {
+    let mut total = 0u64;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        buf.reserve(READ_CHUNK);
+        let n = pipe.read_buf(&mut buf).await.map_err(PipeError::Io)?;
+        if n == 0 {
+            return Ok(());
+        }
+        total += n as u64;
+        if total > max {
+            return Err(PipeError::Overflow);
+        }
+        sink.data(buf.split().freeze())
+            .await
+            .map_err(|_| PipeError::Closed)?;
     }
-    Ok(out)
 }
 
 /// Reads all of `pipe`, keeping only its last `keep` bytes; says whether

@@ -1,14 +1,18 @@
-//! `http` services: POST the payload to a local server, the body is the
-//! result.
+//! `http` and `openai` services: POST the payload to a local server; its
+//! response body is the result, relayed chunk by chunk as it arrives (a
+//! chunked or `text/event-stream` response streams token by token), with
+//! the response's status and `Content-Type`.
 
 use std::error::Error as _;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use bytes::Bytes;
+use protocol::ErrorKind;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Client, Response, Url};
 
-use super::{HttpConfig, MAX_ERROR_MESSAGE, ServiceError};
+use super::reply::{self, Body, Reply, Sink};
+use super::{HttpConfig, MAX_ERROR_MESSAGE, OpenAiConfig, ServiceError};
 
 /// The pooled client every `http` service shares. It ignores proxy
 /// environment variables: services are local to the node.
@@ -33,12 +37,20 @@ pub(crate) fn parse_url(url: &str) -> Result<Url, String> {
     }
 }
 
+/// An `http` service, or an `openai` one (a base URL the call's endpoint is
+/// appended to).
 #[derive(Debug)]
 pub(crate) struct HttpService {
     client: Client,
     url: Url,
     content_type: HeaderValue,
     max_output: u64,
+    /// `openai` kind: the call's endpoint is appended to `url`, and a 400
+    /// or 422 from the server is the caller's bad request.
+    openai: bool,
+    /// `Authorization: Bearer` for the upstream (`openai` kind's
+    /// `api_key`).
+    authorization: Option<HeaderValue>,
 }
 
 impl HttpService {
@@ -51,69 +63,148 @@ impl HttpService {
             url,
             content_type,
             max_output: config.max_output_bytes,
+            openai: false,
+            authorization: None,
         })
     }
 
-    /// Posts `payload`; a 2xx body is the result.
-    pub(crate) async fn run(
+    pub(crate) fn openai(client: Client, config: &OpenAiConfig) -> Result<Self, ServiceError> {
+        let url = parse_url(&config.base_url).map_err(ServiceError::failed)?;
+        let authorization = match &config.api_key {
+            Some(key) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+                    .map_err(|_| ServiceError::failed("api_key is not a header value"))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        Ok(Self {
+            client,
+            url,
+            content_type: HeaderValue::from_static("application/json"),
+            max_output: config.max_output_bytes,
+            openai: true,
+            authorization,
+        })
+    }
+
+    /// Where a call goes: the service's URL, or for an `openai` service its
+    /// base URL followed by the call's `endpoint` (`/chat/completions` when
+    /// none).
+    fn url_for(&self, endpoint: Option<&str>) -> Result<Url, ServiceError> {
+        if !self.openai {
+            return Ok(self.url.clone());
+        }
+        let endpoint = endpoint.unwrap_or(protocol::ENDPOINTS[0]);
+        if !protocol::ENDPOINTS.contains(&endpoint) {
+            return Err(ServiceError::new(
+                ErrorKind::BadRequest,
+                format!("endpoint {endpoint:.64} is not an openai endpoint"),
+            ));
+        }
+        let base = self.url.as_str().trim_end_matches('/');
+        Url::parse(&format!("{base}{endpoint}"))
+            .map_err(|e| ServiceError::internal(format!("joining {base} and {endpoint}: {e}")))
+    }
+
+    /// Posts `payload` and streams a 2xx response's body as it arrives,
+    /// with the response's status and `Content-Type`. The request (body
+    /// included) is bounded by `timeout`; dropping the stream aborts it.
+    ///
+    /// # Errors
+    /// `ServiceFailed` for a connection failure or a non-2xx status (with an
+    /// excerpt of the body), `BadRequest` for an `openai` service's 400 or
+    /// 422, `Timeout`.
+    pub(crate) async fn start(
         &self,
         payload: Bytes,
         timeout: Duration,
-    ) -> Result<Bytes, ServiceError> {
-        let response = self
+        endpoint: Option<&str>,
+    ) -> Result<Reply, ServiceError> {
+        let url = self.url_for(endpoint)?;
+        let mut request = self
             .client
-            .post(self.url.clone())
+            .post(url.clone())
             .header(CONTENT_TYPE, self.content_type.clone())
             .body(payload)
-            .timeout(timeout)
+            .timeout(timeout);
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        let response = request
             .send()
             .await
-            .map_err(|e| self.request_error(&e, timeout))?;
+            .map_err(|e| request_error(&url, &e, timeout))?;
         let status = response.status();
         if !status.is_success() {
             let excerpt = excerpt(response, MAX_ERROR_MESSAGE / 2).await;
             let excerpt = String::from_utf8_lossy(&excerpt);
-            return Err(ServiceError::failed(format!(
-                "http status {status}: {}",
-                excerpt.trim()
-            )));
+            let kind = match status.as_u16() {
+                400 | 422 if self.openai => ErrorKind::BadRequest,
+                _ => ErrorKind::ServiceFailed,
+            };
+            return Err(ServiceError::new(
+                kind,
+                format!("http status {status}: {}", excerpt.trim()),
+            ));
         }
-        self.body(response, timeout).await
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= protocol::limits::MAX_CONTENT_TYPE_LEN)
+            .map(str::to_string);
+        let max_output = self.max_output;
+        let chunks = reply::stream(move |sink| body(response, url, max_output, timeout, sink));
+        Ok(Reply {
+            content_type,
+            status: Some(status.as_u16()),
+            body: Body::Stream(chunks),
+        })
     }
+}
 
-    async fn body(&self, mut response: Response, timeout: Duration) -> Result<Bytes, ServiceError> {
-        let too_large =
-            || ServiceError::failed(format!("response body exceeds {} bytes", self.max_output));
-        let declared = response.content_length().unwrap_or(0);
-        if declared > self.max_output {
-            return Err(too_large());
-        }
-        // declared <= max_output, an in-memory bound.
-        let mut body = BytesMut::with_capacity(declared as usize);
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if (body.len() + chunk.len()) as u64 > self.max_output {
-                        return Err(too_large());
-                    }
-                    body.extend_from_slice(&chunk);
+/// Hands the response body to `sink` chunk by chunk as it arrives.
+async fn body(
+    mut response: Response,
+    url: Url,
+    max_output: u64,
+    timeout: Duration,
+    sink: Sink,
+) -> Result<(), ServiceError> {
+    let too_large = || ServiceError::failed(format!("response body exceeds {max_output} bytes"));
+    if response.content_length().unwrap_or(0) > max_output {
+        return Err(too_large());
+    }
+    let mut total = 0u64;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                total += chunk.len() as u64;
+                if total > max_output {
+                    return Err(too_large());
                 }
-                Ok(None) => return Ok(body.freeze()),
-                Err(e) => return Err(self.request_error(&e, timeout)),
+                if sink.data(chunk).await.is_err() {
+                    // The call was dropped: dropping the response aborts it.
+                    return Ok(());
+                }
             }
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(request_error(&url, &e, timeout)),
         }
     }
+}
 
-    fn request_error(&self, e: &reqwest::Error, timeout: Duration) -> ServiceError {
-        if e.is_timeout() {
-            return ServiceError::timeout(timeout);
-        }
-        let chain = chain(e);
-        if e.is_connect() {
-            ServiceError::failed(format!("cannot connect to {}: {chain}", self.url))
-        } else {
-            ServiceError::failed(format!("request to {} failed: {chain}", self.url))
-        }
+fn request_error(url: &Url, e: &reqwest::Error, timeout: Duration) -> ServiceError {
+    if e.is_timeout() {
+        return ServiceError::timeout(timeout);
+    }
+    let chain = chain(e);
+    if e.is_connect() {
+        ServiceError::failed(format!("cannot connect to {url}: {chain}"))
+    } else {
+        ServiceError::failed(format!("request to {url} failed: {chain}"))
     }
 }
 

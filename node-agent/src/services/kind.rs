@@ -21,8 +21,14 @@ pub enum ServiceKind {
     /// result from stdout.
     Command(CommandConfig),
     /// `kind = "http"`: an HTTP POST of the payload per call; the response
-    /// body is the result.
+    /// body is the result, streamed as it arrives.
     Http(HttpConfig),
+    /// `kind = "openai"`: an OpenAI-compatible model server (vLLM, SGLang,
+    /// llama.cpp's server, TGI, Ollama): the payload (an OpenAI request
+    /// body) is POSTed to `base_url` + the call's endpoint
+    /// (`/chat/completions`, `/completions`, `/embeddings`); streamed
+    /// responses (`"stream": true`) are relayed event by event.
+    OpenAi(OpenAiConfig),
     /// `kind = "echo"`: returns the payload.
     Echo,
     /// `kind = "sleep"`: payload is milliseconds as decimal text; sleeps that
@@ -60,6 +66,29 @@ pub struct HttpConfig {
     pub max_output_bytes: u64,
 }
 
+/// An OpenAI-compatible model server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OpenAiConfig {
+    /// The server's `http://` API base, e.g. `http://127.0.0.1:8000/v1`
+    /// (TOML `base_url`).
+    pub base_url: String,
+    /// Key sent upstream as `Authorization: Bearer` (TOML `api_key`, default
+    /// none), for servers started with one (vLLM's `--api-key`).
+    pub api_key: Option<String>,
+    /// Most response body bytes (TOML `max_output_bytes`, default 16 MiB).
+    pub max_output_bytes: u64,
+}
+
+impl std::fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("max_output_bytes", &self.max_output_bytes)
+            .finish()
+    }
+}
+
 impl ServiceKind {
     /// A command service running `argv` with defaults for the rest.
     pub fn command<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
@@ -80,11 +109,21 @@ impl ServiceKind {
         })
     }
 
+    /// An OpenAI-compatible service at `base_url` with defaults for the rest.
+    pub fn openai(base_url: impl Into<String>) -> Self {
+        Self::OpenAi(OpenAiConfig {
+            base_url: base_url.into(),
+            api_key: None,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        })
+    }
+
     /// The TOML name of the kind, e.g. `sum-up`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Command(_) => "command",
             Self::Http(_) => "http",
+            Self::OpenAi(_) => "openai",
             Self::Echo => "echo",
             Self::Sleep => "sleep",
             Self::SumUp => "sum-up",
@@ -121,6 +160,17 @@ impl ServiceKind {
                     return Err("max_output_bytes must be > 0".into());
                 }
             }
+            Self::OpenAi(o) => {
+                super::http::parse_url(&o.base_url)?;
+                if o.max_output_bytes == 0 {
+                    return Err("max_output_bytes must be > 0".into());
+                }
+                if o.api_key.as_ref().is_some_and(|k| {
+                    reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")).is_err()
+                }) {
+                    return Err("api_key is not a header value".into());
+                }
+            }
             Self::Echo | Self::Sleep | Self::SumUp => {}
         }
         Ok(())
@@ -140,6 +190,8 @@ pub(crate) struct RawService {
     max_output_bytes: Option<u64>,
     url: Option<String>,
     content_type: Option<String>,
+    base_url: Option<String>,
+    api_key: Option<String>,
     swap: Option<SwapConfig>,
 }
 
@@ -148,6 +200,8 @@ pub(crate) struct RawService {
 enum RawKind {
     Command,
     Http,
+    #[serde(rename = "openai")]
+    OpenAi,
     Echo,
     Sleep,
     SumUp,
@@ -171,6 +225,9 @@ impl TryFrom<RawService> for ServiceConfig {
                 if raw.content_type.is_some() {
                     return misplaced("content_type", "command");
                 }
+                if raw.base_url.is_some() || raw.api_key.is_some() {
+                    return misplaced("base_url/api_key", "command");
+                }
                 let Some(argv) = raw.command else {
                     return Err(format!(
                         "service {name}: kind \"command\" needs command = [\"program\", \"arg\", ...]"
@@ -188,6 +245,8 @@ impl TryFrom<RawService> for ServiceConfig {
                     ("command", raw.command.is_some()),
                     ("env", raw.env.is_some()),
                     ("cwd", raw.cwd.is_some()),
+                    ("base_url", raw.base_url.is_some()),
+                    ("api_key", raw.api_key.is_some()),
                 ] {
                     if set {
                         return misplaced(key, "http");
@@ -206,6 +265,29 @@ impl TryFrom<RawService> for ServiceConfig {
                     max_output_bytes: raw.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES),
                 })
             }
+            RawKind::OpenAi => {
+                for (key, set) in [
+                    ("command", raw.command.is_some()),
+                    ("env", raw.env.is_some()),
+                    ("cwd", raw.cwd.is_some()),
+                    ("url", raw.url.is_some()),
+                    ("content_type", raw.content_type.is_some()),
+                ] {
+                    if set {
+                        return misplaced(key, "openai");
+                    }
+                }
+                let Some(base_url) = raw.base_url else {
+                    return Err(format!(
+                        "service {name}: kind \"openai\" needs base_url = \"http://host:port/v1\""
+                    ));
+                };
+                ServiceKind::OpenAi(OpenAiConfig {
+                    base_url,
+                    api_key: raw.api_key,
+                    max_output_bytes: raw.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES),
+                })
+            }
             builtin => {
                 let kind = match builtin {
                     RawKind::Echo => ServiceKind::Echo,
@@ -219,6 +301,8 @@ impl TryFrom<RawService> for ServiceConfig {
                     ("max_output_bytes", raw.max_output_bytes.is_some()),
                     ("url", raw.url.is_some()),
                     ("content_type", raw.content_type.is_some()),
+                    ("base_url", raw.base_url.is_some()),
+                    ("api_key", raw.api_key.is_some()),
                 ] {
                     if set {
                         return misplaced(key, kind.name());

@@ -1,6 +1,9 @@
 //! The services a node hosts and how calls run on them: external commands
 //! ([`command`](ServiceKind::Command)), local HTTP servers
-//! ([`http`](ServiceKind::Http)) and built-ins (`echo`, `sleep`, `sum-up`).
+//! ([`http`](ServiceKind::Http)), OpenAI-compatible model servers
+//! ([`openai`](ServiceKind::OpenAi)) and built-ins (`echo`, `sleep`,
+//! `sum-up`). Commands and HTTP servers answer with a [`Reply`] whose body
+//! streams as it is produced.
 //!
 //! [`Services`] counts the calls in flight per service and refuses calls past
 //! a service's `max_concurrent`. A swappable service (one in a slot) takes
@@ -12,6 +15,7 @@ mod command;
 mod gate;
 mod http;
 mod kind;
+mod reply;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -28,8 +32,10 @@ pub(crate) use command::{GroupGuard, describe, kill_group, read_tail, signal_gro
 pub(crate) use http::{client as http_client, parse_url};
 pub(crate) use kind::RawService;
 pub use kind::{
-    CommandConfig, DEFAULT_CONTENT_TYPE, DEFAULT_MAX_OUTPUT_BYTES, HttpConfig, ServiceKind,
+    CommandConfig, DEFAULT_CONTENT_TYPE, DEFAULT_MAX_OUTPUT_BYTES, HttpConfig, OpenAiConfig,
+    ServiceKind,
 };
+pub use reply::{Body, Chunks, Reply};
 
 /// Longest error message a service failure carries, bytes.
 pub const MAX_ERROR_MESSAGE: usize = 4096;
@@ -163,6 +169,13 @@ impl Services {
                     };
                     Runner::Http(http::HttpService::new(client.clone(), h)?)
                 }
+                ServiceKind::OpenAi(o) => {
+                    let client = match &client {
+                        Some(client) => client,
+                        None => client.insert(http::client()?),
+                    };
+                    Runner::Http(http::HttpService::openai(client.clone(), o)?)
+                }
                 ServiceKind::Echo => Runner::Echo,
                 ServiceKind::Sleep => Runner::Sleep,
                 ServiceKind::SumUp => Runner::SumUp,
@@ -267,8 +280,8 @@ impl Services {
         })
     }
 
-    /// Runs one call of service `name` on `payload`, giving up after
-    /// `timeout`.
+    /// Runs one call of service `name` on `payload` to its end, giving up
+    /// after `timeout`, and returns the whole result.
     ///
     /// # Errors
     /// As [`Services::acquire`], then as [`Slot::run`].
@@ -278,7 +291,9 @@ impl Services {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, ServiceError> {
-        self.acquire(name)?.run(payload, timeout).await
+        let slot = self.acquire(name)?;
+        let reply = slot.run(payload, timeout, None).await?;
+        reply.body.collect().await
     }
 }
 
@@ -294,29 +309,42 @@ impl Slot {
         &self.entry.name
     }
 
-    /// Runs the call on `payload`. Past `timeout` the work is stopped (a
-    /// command is killed and reaped) and the call fails with `Timeout`.
-    /// Dropping the future stops the work too.
+    /// Starts the call on `payload` and returns its answer as soon as its
+    /// head is known: a command's stdout and an HTTP response body stream
+    /// as they are produced, a built-in's result is whole. Past `timeout`
+    /// the work is stopped (a command is killed and reaped) and the call
+    /// (or its stream) fails with `Timeout`; dropping the future or the
+    /// stream stops the work too. `endpoint` is the OpenAI endpoint for an
+    /// `openai` service, ignored by the other kinds. Keep the slot until
+    /// the stream ends: it counts the call as in flight.
     ///
     /// # Errors
     /// `ServiceFailed` when the service fails (non-zero exit, HTTP error,
-    /// bad input), `Timeout`, or `Internal`.
-    pub async fn run(&self, payload: Bytes, timeout: Duration) -> Result<Bytes, ServiceError> {
+    /// bad input), `BadRequest` (an `openai` server's 400/422, a bad
+    /// endpoint), `Timeout`, or `Internal`.
+    pub async fn run(
+        &self,
+        payload: Bytes,
+        timeout: Duration,
+        endpoint: Option<&str>,
+    ) -> Result<Reply, ServiceError> {
+        let whole = |bytes: Result<Bytes, ServiceError>| bytes.map(Reply::whole);
         match &self.entry.runner {
-            // The command runner enforces the timeout itself, to kill and reap.
-            Runner::Command(c) => c.run(payload, timeout).await,
-            Runner::Http(h) => limited(timeout, h.run(payload, timeout)).await,
-            Runner::Echo => Ok(payload),
-            Runner::Sleep => limited(timeout, builtin::sleep(payload)).await,
-            Runner::SumUp => limited(timeout, builtin::sum_up(payload, timeout)).await,
+            // The command's task enforces the timeout itself, to kill and reap.
+            Runner::Command(c) => c.start(payload, timeout),
+            // The request's own timeout covers its body too.
+            Runner::Http(h) => limited(timeout, h.start(payload, timeout, endpoint)).await,
+            Runner::Echo => Ok(Reply::whole(payload)),
+            Runner::Sleep => whole(limited(timeout, builtin::sleep(payload)).await),
+            Runner::SumUp => whole(limited(timeout, builtin::sum_up(payload, timeout)).await),
         }
     }
 }
 
-async fn limited(
+async fn limited<T>(
     timeout: Duration,
-    work: impl Future<Output = Result<Bytes, ServiceError>>,
-) -> Result<Bytes, ServiceError> {
+    work: impl Future<Output = Result<T, ServiceError>>,
+) -> Result<T, ServiceError> {
     tokio::time::timeout(timeout, work)
         .await
         .unwrap_or_else(|_| Err(ServiceError::timeout(timeout)))

@@ -127,6 +127,7 @@ async fn call(
         service: service.into(),
         payload_len: payload.len() as u64,
         timeout_ms,
+        endpoint: None,
     };
     send.send(&Message::Dispatch(head)).await.expect("dispatch");
     // The agent may refuse before reading the payload (and stop the stream).
@@ -134,10 +135,25 @@ async fn call(
     let _ = send.finish();
     match recv.expect("answer").await.expect("answer") {
         Message::Reply(head) => {
-            let body = recv
-                .recv_payload(head.payload_len, u64::MAX)
-                .await
-                .expect("reply payload");
+            let body = match head.payload_len {
+                Some(len) => recv.recv_payload(len, u64::MAX).await.expect("payload"),
+                None => {
+                    // Streamed: chunks until End (or the service's Error).
+                    let mut body = Vec::new();
+                    loop {
+                        match recv.expect("a chunk").await.expect("a chunk") {
+                            Message::Data(chunk) => body.extend_from_slice(&chunk),
+                            Message::End(trailer) => {
+                                assert_eq!(trailer.len, body.len() as u64);
+                                break;
+                            }
+                            Message::Error(e) => return Err(e),
+                            other => panic!("unexpected frame in a result: {other:?}"),
+                        }
+                    }
+                    Bytes::from(body)
+                }
+            };
             assert!(recv.recv().await.expect("end").is_none(), "stream finished");
             Ok((head, body))
         }
@@ -191,7 +207,11 @@ async fn registers_reports_stats_serves_calls_and_shuts_down() {
 
     let (head, body) = reg.call("echo", b"hello", 5000).await.expect("echo");
     assert_eq!(body, Bytes::from_static(b"hello"));
-    assert_eq!(head.payload_len, 5);
+    assert_eq!(
+        head.payload_len,
+        Some(5),
+        "a built-in's result has a known length"
+    );
     assert!(head.exec_ms >= 0.0);
 
     let big = vec![7u8; 600 * 1024];

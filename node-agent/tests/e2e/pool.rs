@@ -158,6 +158,10 @@ fn gateway_config(data_dir: &Path, listen: SocketAddr) -> GatewayConfig {
     GatewayConfig {
         listen,
         admin_listen: "127.0.0.1:0".parse().expect("address"),
+        http: gateway::config::HttpConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            ..Default::default()
+        },
         data_dir: data_dir.to_path_buf(),
         plugins_dir: plugins_dir(),
         agent_token: Some(TOKEN.into()),

@@ -77,6 +77,10 @@ impl Fleet {
         let mut config = GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
+            http: gateway::config::HttpConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                ..Default::default()
+            },
             data_dir: dir.path().join("gateway"),
             plugins_dir: plugins_dir(),
             agent_token: Some(TOKEN.into()),

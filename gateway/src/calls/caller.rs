@@ -1,0 +1,135 @@
+//! Where a call's answer goes: a QUIC client stream, or a channel read by
+//! an in-process front end (the HTTP ingress).
+//!
+//! A caller receives the call's frames in order: `Queued`/`Reserved` while
+//! it waits, then `Result` and the result's `Data` chunks as they come from
+//! the node (ended by `End` for a streamed result), or an `Error` at any
+//! point. Its `gone` future tells the call that the caller left, so that
+//! it leaves the queue or stops the node's work at once.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use protocol::{CallError, CallHead, ErrorKind, Message};
+use tokio::sync::mpsc;
+use transport::FramedSend;
+
+use super::{Call, Failure, Served, record};
+use crate::Shared;
+
+/// The caller went away (closed its stream or connection, dropped the
+/// channel); nothing more can reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gone;
+
+/// The receiving end of a call.
+pub(crate) trait Caller: Send {
+    /// Hands one frame to the caller, waiting while it is behind
+    /// (backpressure reaches the node).
+    ///
+    /// # Errors
+    /// [`Gone`] when the caller left.
+    fn send(&mut self, message: Message) -> impl Future<Output = Result<(), Gone>> + Send;
+
+    /// Completes when the caller leaves; it borrows nothing, so frames can
+    /// be sent while it is awaited.
+    fn gone(&self) -> impl Future<Output = ()> + Send + 'static;
+}
+
+impl Caller for FramedSend {
+    async fn send(&mut self, message: Message) -> Result<(), Gone> {
+        match message {
+            // A node's chunk may be larger than one frame allows.
+            Message::Data(chunk) => self.send_payload(&chunk).await.map_err(|_| Gone),
+            other => FramedSend::send(self, &other).await.map_err(|_| Gone),
+        }
+    }
+
+    fn gone(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.peer_gone()
+    }
+}
+
+/// A caller in this process, reading the call's frames from a channel.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    tx: mpsc::Sender<Message>,
+}
+
+impl Caller for Channel {
+    async fn send(&mut self, message: Message) -> Result<(), Gone> {
+        self.tx.send(message).await.map_err(|_| Gone)
+    }
+
+    fn gone(&self) -> impl Future<Output = ()> + Send + 'static {
+        let tx = self.tx.clone();
+        async move { tx.closed().await }
+    }
+}
+
+/// Frames a channel caller may be behind before the node is slowed down.
+const CHANNEL_FRAMES: usize = 16;
+
+/// Runs a call whose payload is already read (arrived at `arrived`) on its
+/// own task and returns the channel its frames come on, the last one being
+/// `Error` when it fails (also after a cut result: kind `node lost` or
+/// `timeout`), or the channel closing after the result. Dropping the
+/// receiver is the caller leaving: the call leaves the queue, or the node's
+/// work is stopped.
+///
+/// # Errors
+/// [`Refused`] when the caller's tenant may not make the call now (bad
+/// key, service not allowed, over its rate or in-flight limit).
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    head: CallHead,
+    payload: Bytes,
+    arrived: Instant,
+) -> Result<mpsc::Receiver<Message>, Refused> {
+    let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
+    tokio::spawn(async move {
+        let call_id = shared.next_call_id.fetch_add(1, Ordering::Relaxed);
+        let service = head.service.clone();
+        let served = std::sync::Mutex::new(Served::default());
+        let mut caller = Channel { tx };
+        let result = async {
+            if payload.len() as u64 != head.payload_len {
+                return Err(Failure::Reply(CallError {
+                    kind: ErrorKind::BadRequest,
+                    message: "payload length does not match the call's head".into(),
+                }));
+            }
+            let call = Call::new(&shared, call_id, head, arrived, &served)?;
+            call.execute(payload, &mut caller).await
+        }
+        .await;
+        record(&shared, &service, &served, &result, arrived);
+        let error = match result {
+            Ok(()) | Err(Failure::Gone) => return,
+            Err(Failure::Reply(error)) => error,
+            Err(Failure::Cut(code, message)) => CallError {
+                kind: if code == crate::RESET_TIMEOUT {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::NodeLost
+                },
+                message,
+            },
+        };
+        tracing::debug!(call_id, %service, kind = %error.kind, message = %error.message, "call failed");
+        let _ = caller.send(Message::Error(error)).await;
+    });
+    Ok(rx)
+}
+
+/// A call refused before it started: why, and for a rate limit when to
+/// try again.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Refused {
+    /// The error the caller gets.
+    pub(crate) error: CallError,
+    /// How long to wait before trying again (rate limits).
+    pub(crate) retry_after: Option<std::time::Duration>,
+}

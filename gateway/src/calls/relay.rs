@@ -1,0 +1,130 @@
+//! Relaying a node's result to the caller chunk by chunk, as it arrives:
+//! nothing waits for the whole result.
+//!
+//! A result of known length is `payload_len` bytes of `Data`; a streamed
+//! one is `Data` chunks until the node's `End` (forwarded as ours) or its
+//! `Error` (the service failed midway: forwarded after the chunks already
+//! sent). The call's deadline covers the relay; a caller that leaves or a
+//! deadline that passes stops the node's work (the node stream is reset).
+
+use protocol::{Message, Trailer};
+
+use super::{Answered, Call, Caller, Failure};
+
+/// What ended a relay early.
+enum Stop {
+    /// The caller left.
+    Gone,
+    /// The node broke the stream or vanished.
+    Node(String),
+    /// The service failed midway (streamed result).
+    Failed(protocol::CallError),
+}
+
+/// Relays `answered`'s result to `caller` within the call's deadline, then
+/// frees the node's slot and tells the policy how it went.
+pub(super) async fn relay(
+    call: &Call<'_>,
+    mut answered: Answered,
+    caller: &mut impl Caller,
+) -> Result<(), Failure> {
+    let gone = caller.gone();
+    tokio::pin!(gone);
+    let copied = async {
+        tokio::select! {
+            copied = copy(&mut answered, caller) => copied,
+            () = &mut gone => Err(Stop::Gone),
+        }
+    };
+    let copied = tokio::time::timeout_at(call.deadline.into(), copied).await;
+    match copied {
+        Ok(Ok(())) => {
+            answered.finish(call, true);
+            Ok(())
+        }
+        Ok(Err(Stop::Gone)) => {
+            answered.cancel(crate::RESET_CLIENT_GONE);
+            answered.finish(call, false);
+            Err(Failure::Gone)
+        }
+        Ok(Err(Stop::Node(why))) => {
+            answered.cancel(crate::RESET_NODE_LOST);
+            answered.finish(call, false);
+            Err(Failure::Cut(crate::RESET_NODE_LOST, why))
+        }
+        Ok(Err(Stop::Failed(e))) => {
+            answered.finish(call, false);
+            Err(Failure::Reply(e))
+        }
+        Err(_) => {
+            answered.cancel(crate::RESET_TIMEOUT);
+            answered.finish(call, false);
+            Err(Failure::Cut(
+                crate::RESET_TIMEOUT,
+                format!("timeout while relaying the result ({} ms)", call.timeout_ms),
+            ))
+        }
+    }
+}
+
+/// Copies frames from the node to the caller until the result's end.
+async fn copy(answered: &mut Answered, caller: &mut impl Caller) -> Result<(), Stop> {
+    let mut left = answered.payload_len;
+    let mut sent = 0u64;
+    loop {
+        if left == Some(0) {
+            return Ok(());
+        }
+        let frame = answered
+            .node_recv
+            .recv()
+            .await
+            .map_err(|e| Stop::Node(format!("node lost mid-result: {e}")))?;
+        match (frame, left.as_mut()) {
+            (Some(Message::Data(chunk)), Some(left)) if chunk.len() as u64 > *left => {
+                return Err(Stop::Node("node result overran its length".into()));
+            }
+            (Some(Message::Data(chunk)), left) => {
+                if let Some(left) = left {
+                    *left -= chunk.len() as u64;
+                }
+                sent += chunk.len() as u64;
+                caller
+                    .send(Message::Data(chunk))
+                    .await
+                    .map_err(|_| Stop::Gone)?;
+            }
+            (Some(Message::End(trailer)), None) => {
+                if trailer.len != sent {
+                    return Err(Stop::Node(format!(
+                        "node result ended after {sent} bytes but says {}",
+                        trailer.len
+                    )));
+                }
+                // The latency the policy and the EWMA learn is the whole
+                // result's, not its first chunk's.
+                answered.node_ms = answered.dispatched.elapsed().as_secs_f32() * 1000.0;
+                return caller
+                    .send(Message::End(Trailer {
+                        len: sent,
+                        exec_ms: answered.node_ms,
+                    }))
+                    .await
+                    .map_err(|_| Stop::Gone);
+            }
+            (Some(Message::Error(e)), None) => return Err(Stop::Failed(e)),
+            (Some(other), _) => {
+                return Err(Stop::Node(format!(
+                    "unexpected {:?} frame in a result",
+                    other.kind()
+                )));
+            }
+            (None, Some(left)) => {
+                return Err(Stop::Node(format!("node result ended {left} bytes early")));
+            }
+            (None, None) => {
+                return Err(Stop::Node("node result ended without its end frame".into()));
+            }
+        }
+    }
+}

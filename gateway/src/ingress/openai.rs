@@ -1,0 +1,145 @@
+//! The OpenAI-compatible routes: `POST /v1/chat/completions`,
+//! `/v1/completions`, `/v1/embeddings` and `GET /v1/models`.
+//!
+//! The JSON body's `model` names the service (or a `[models]` alias of
+//! it); the body goes to the service unchanged, with the endpoint, so an
+//! agent's `openai` service posts it to its model server's same route. With
+//! `"stream": true` the answer is `text/event-stream`, relayed event by
+//! event as the model server writes it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use protocol::ErrorKind;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::answer::{self, Mode, fail};
+use super::headers::{self, BadHeader};
+use crate::Shared;
+
+/// The part of an OpenAI request body the gateway reads; the rest goes to
+/// the service as it is.
+#[derive(Debug, Deserialize)]
+struct Request {
+    model: Option<String>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+/// `POST /v1/chat/completions`.
+pub(super) async fn chat_completions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    call(shared, &headers, body, "/chat/completions").await
+}
+
+/// `POST /v1/completions`.
+pub(super) async fn completions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    call(shared, &headers, body, "/completions").await
+}
+
+/// `POST /v1/embeddings`.
+pub(super) async fn embeddings(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    call(shared, &headers, body, "/embeddings").await
+}
+
+/// A request body, or the error answer for one axum refused (413 past the
+/// payload limit).
+pub(super) fn read_body(
+    shared: &Shared,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, Response> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            fail(
+                ErrorKind::PayloadTooLarge,
+                format!(
+                    "the body exceeds the maximum of {} bytes",
+                    shared.config.max_payload_bytes
+                ),
+            )
+        } else {
+            fail(ErrorKind::BadRequest, rejection.body_text())
+        }
+    })
+}
+
+async fn call(
+    shared: Arc<Shared>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    endpoint: &'static str,
+) -> Response {
+    let arrived = Instant::now();
+    let body = match read_body(&shared, body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let request: Request = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return fail(
+                ErrorKind::BadRequest,
+                format!("the body is not an OpenAI request: {e}"),
+            );
+        }
+    };
+    let Some(model) = request.model.filter(|m| !m.is_empty()) else {
+        return fail(ErrorKind::BadRequest, "the body names no `model`");
+    };
+    let service = shared.config.service_for_model(&model).to_string();
+    let mut head = match headers::call_head(&shared.config, headers, &service, body.len() as u64) {
+        Ok(head) => head,
+        Err(BadHeader(message)) => return fail(ErrorKind::BadRequest, message),
+    };
+    head.endpoint = Some(endpoint.into());
+    let streamed = request.stream.unwrap_or(false) && endpoint != "/embeddings";
+    let mode = if streamed {
+        Mode::EventStream
+    } else {
+        Mode::Json
+    };
+    match crate::calls::spawn(shared, head, body, arrived) {
+        Ok(frames) => answer::respond(frames, mode).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// `GET /v1/models`: the services nodes host now and the `[models]`
+/// aliases, in OpenAI's list shape.
+pub(super) async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let tenant = match crate::calls::authenticate(&shared, headers::api_key(&headers).as_deref()) {
+        Ok(tenant) => tenant,
+        Err(refused) => return refused.into_response(),
+    };
+    let mut names: BTreeSet<String> = shared
+        .registry
+        .views(Instant::now())
+        .into_iter()
+        .flat_map(|node| node.services.into_iter().map(|s| s.name))
+        .collect();
+    names.extend(shared.config.models.keys().cloned());
+    let data: Vec<_> = names
+        .into_iter()
+        .filter(|name| tenant.may_call(shared.config.service_for_model(name)))
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "switchyard"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
