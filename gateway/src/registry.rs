@@ -218,6 +218,14 @@ impl Registry {
         self.nodes.iter().any(|n| n.services.contains_key(service))
     }
 
+    /// Whether some node that hosts `service` (loaded or loadable) is not
+    /// draining: a call can be served some day without an operator.
+    pub fn serves(&self, service: &str) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| n.services.contains_key(service) && !n.is_draining())
+    }
+
     /// Every service some node hosts now, sorted.
     pub fn service_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self

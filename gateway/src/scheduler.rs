@@ -117,7 +117,8 @@ impl Scheduler {
     /// now (skipping nodes in `exclude`), else a place in the queue.
     ///
     /// # Errors
-    /// `unknown service` when no node hosts or can load it, `occupied` for a
+    /// `unknown service` when no node hosts or can load it, `no node
+    /// available` when every node hosting it is draining, `occupied` for a
     /// realtime call with no free slot, `overloaded` when the queue is full,
     /// or the policy's refusal.
     pub fn admit(
@@ -132,6 +133,12 @@ impl Scheduler {
             return Err(error(
                 ErrorKind::UnknownService,
                 format!("no node hosts service {service:?}"),
+            ));
+        }
+        if !self.registry.serves(service) {
+            return Err(error(
+                ErrorKind::NoNodeAvailable,
+                format!("every node hosting service {service:?} is draining"),
             ));
         }
         let queue_empty = self.lock().queues.get(service).is_none_or(|q| q.is_empty());
