@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::tenants::TenantConfig;
+
 /// The gateway's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -64,6 +66,14 @@ pub struct GatewayConfig {
     pub services: BTreeMap<String, ServiceConfig>,
     /// Per-node settings, by node id (table `[nodes.ID]`).
     pub nodes: BTreeMap<String, NodeConfig>,
+    /// The tenants, their API keys and limits (array `[[tenants]]`, see
+    /// [`TenantConfig`]); default none: every caller is the anonymous
+    /// tenant, with no limits.
+    pub tenants: Vec<TenantConfig>,
+    /// Whether a gateway with no `[[tenants]]` may listen on an address that
+    /// is not loopback, serving anyone without a key (default false: it
+    /// refuses to start, see [`crate::tenants::check_anonymous`]).
+    pub allow_anonymous: bool,
 }
 
 /// `[queue]`: calls wait here when no node has a free slot.
@@ -204,6 +214,10 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// The configuration is valid but unsafe to start with (e.g. anonymous
+    /// access on a public address).
+    #[error("refusing to start: {0}")]
+    Refused(String),
 }
 
 impl Default for GatewayConfig {
@@ -229,6 +243,8 @@ impl Default for GatewayConfig {
             cache: CacheConfig::default(),
             services: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            tenants: Vec::new(),
+            allow_anonymous: false,
         }
     }
 }
@@ -257,10 +273,13 @@ impl GatewayConfig {
         Self::from_toml_str(&text)
     }
 
-    /// Checks value ranges.
+    /// Checks value ranges, and the `[[tenants]]` rules (unique non-empty
+    /// names, a key each, no key shared, positive finite limits, valid
+    /// service globs; key files are read later, by
+    /// [`crate::tenants::Tenants::new`]).
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] naming the bad value.
+    /// [`ConfigError::Invalid`] naming the bad value (and the tenant).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_payload_bytes == 0 || self.max_payload_bytes > 1 << 32 {
             return Err(ConfigError::Invalid(
@@ -300,6 +319,7 @@ impl GatewayConfig {
             ));
         }
         self.validate_cache()?;
+        crate::tenants::validate(&self.tenants)?;
         if self.default_policy.is_empty() {
             return Err(ConfigError::Invalid(
                 "default_policy must not be empty".into(),

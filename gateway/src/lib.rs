@@ -16,6 +16,7 @@ pub mod scheduler;
 pub mod slots;
 pub mod swap;
 pub mod telemetry;
+pub mod tenants;
 pub mod window;
 
 mod admin;
@@ -99,11 +100,14 @@ impl Shared {
 /// Runs a gateway until `shutdown` resolves.
 ///
 /// # Errors
-/// A [`GatewayError`] when it cannot start.
+/// A [`GatewayError`] when it cannot start, among them
+/// [`ConfigError::Refused`] for anonymous access on an address that is not
+/// loopback ([`tenants::check_anonymous`]).
 pub async fn run(
     config: GatewayConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), GatewayError> {
+    tenants::check_anonymous(&config, &[config.listen])?;
     let gateway = Gateway::bind(config).await?;
     gateway.print_banner();
     gateway.serve(shutdown).await;
