@@ -344,10 +344,13 @@ async fn admit(
     tried: &HashSet<u32>,
     send: &mut FramedSend,
 ) -> Result<Grant, Failure> {
-    let admission = call
-        .shared
-        .scheduler
-        .admit(&call.head, tried, call.call_id, Instant::now())?;
+    let admission = call.shared.scheduler.admit(
+        &call.head,
+        &Arc::from(crate::tenants::ANONYMOUS),
+        tried,
+        call.call_id,
+        Instant::now(),
+    )?;
     let mut ticket = match admission {
         Admission::Granted(grant) => return Ok(grant),
         Admission::Queued(ticket) => ticket,

@@ -113,8 +113,10 @@ impl Scheduler {
         self.next_swap_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Admits call `seq` (gateway-wide, increasing: FIFO order): a free slot
-    /// now (skipping nodes in `exclude`), else a place in the queue.
+    /// Admits call `seq` (gateway-wide, increasing: FIFO order) of
+    /// `tenant`: a free slot now (skipping nodes in `exclude`), else a place
+    /// in the queue, in the tenant's next round at the call's priority
+    /// (round-robin across tenants, see [`crate::queue`]).
     ///
     /// # Errors
     /// `unknown service` when no node hosts or can load it, `occupied` for a
@@ -123,6 +125,7 @@ impl Scheduler {
     pub fn admit(
         self: &Arc<Self>,
         head: &Arc<CallHead>,
+        tenant: &Arc<str>,
         exclude: &HashSet<u32>,
         seq: u64,
         now: Instant,
@@ -151,26 +154,31 @@ impl Scheduler {
                 ),
             ));
         }
-        let key = QueueKey::new(head.priority, seq);
-        let (waiter, handle) = Waiter::new(key, head.clone(), now);
-        {
+        let (waiter, handle) = Waiter::new(
+            QueueKey::new(head.priority, seq),
+            tenant.clone(),
+            head.clone(),
+            now,
+        );
+        let key = {
             let mut state = self.lock();
             let capacity = self.config.queue_capacity(service);
             let queue = state
                 .queues
                 .entry(service.clone())
                 .or_insert_with(|| ServiceQueue::new(capacity));
-            if let Err(full) = queue.push(waiter) {
-                return Err(error(
+            let key = queue.push(waiter).map_err(|full| {
+                error(
                     ErrorKind::Overloaded,
                     format!(
                         "the queue of {service:?} is full ({} calls wait)",
                         full.capacity
                     ),
-                ));
-            }
+                )
+            })?;
             gauge_length(service, queue);
-        }
+            key
+        };
         let _ = self.events.send(Event::Kick(service.clone()));
         Ok(Admission::Queued(Ticket {
             scheduler: self.clone(),

@@ -18,6 +18,9 @@
 //! - **Rate**: a token bucket per tenant (`calls_per_s`, `burst`), computed
 //!   as GCRA (below) with the time passed in, so it is tested without
 //!   sleeping.
+//! - **Fairness** between tenants waiting for the same service is the
+//!   queue's ([`crate::queue`]: round-robin across tenants within a
+//!   priority).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
