@@ -53,7 +53,14 @@ pub(crate) async fn serve(
         Err(Failure::Cut(..)) => (false, "node_lost"),
     };
     let total_ms = ms(arrived.elapsed());
-    crate::telemetry::record_call(&service, &served.node, &served.policy, label, total_ms);
+    crate::telemetry::record_call(
+        &service,
+        &served.node,
+        &served.policy,
+        label,
+        crate::tenants::ANONYMOUS,
+        total_ms,
+    );
     shared
         .window
         .record(&service, &served.node, total_ms, ok, Instant::now());

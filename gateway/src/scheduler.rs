@@ -288,8 +288,12 @@ impl Scheduler {
             let waited = now.saturating_duration_since(waiter.enqueued);
             if granted.is_ok() {
                 queue.dispatched_total += 1;
-                metrics::histogram!("queue_wait_seconds", "service" => service.to_string())
-                    .record(waited.as_secs_f64());
+                metrics::histogram!(
+                    "queue_wait_seconds",
+                    "service" => service.to_string(),
+                    "tenant" => waiter.tenant.to_string(),
+                )
+                .record(waited.as_secs_f64());
             }
             // A call that left meanwhile drops the grant: its slot frees and
             // comes back as an event.
@@ -356,8 +360,17 @@ impl Drop for Ticket {
     }
 }
 
-pub(crate) fn gauge_length(service: &str, queue: &ServiceQueue) {
-    metrics::gauge!("queue_length", "service" => service.to_string()).set(queue.len() as f64);
+/// Sets `queue_length{service,tenant}` for every tenant with calls waiting,
+/// and to 0 once for a tenant whose last call left.
+pub(crate) fn gauge_length(service: &str, queue: &mut ServiceQueue) {
+    for (tenant, length) in queue.tenant_lengths() {
+        metrics::gauge!(
+            "queue_length",
+            "service" => service.to_string(),
+            "tenant" => tenant.to_string(),
+        )
+        .set(length as f64);
+    }
 }
 
 pub(crate) fn error(kind: ErrorKind, message: impl Into<String>) -> CallError {
