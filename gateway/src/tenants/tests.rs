@@ -3,7 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::net::SocketAddr;
+
 use super::*;
+use crate::GatewayConfig;
 
 const KEY_A: &str = "sk-a-0123456789";
 const KEY_B: &str = "sk-b-9876543210";
