@@ -54,8 +54,10 @@ pub(crate) async fn serve(
     let call_id = shared.next_call_id.fetch_add(1, Ordering::Relaxed);
     let service = head.service.clone();
     let served = std::sync::Mutex::new(Served::default());
+    let mut head = head;
     let result = async {
-        let call = Call::new(&shared, call_id, head, arrived, &served)?;
+        let admitted = tenancy::admit(&shared, &mut head).map_err(|refused| refused.error)?;
+        let call = Call::new(&shared, call_id, head, arrived, &served, admitted)?;
         let payload = call.read_payload(&mut recv).await?;
         call.execute(payload, &mut send).await
     }
@@ -100,7 +102,18 @@ fn record(
         Err(Failure::Cut(..)) => (false, "node_lost"),
     };
     let total_ms = ms(arrived.elapsed());
-    crate::telemetry::record_call(service, &served.node, &served.policy, label, total_ms);
+    let tenant = served
+        .tenant
+        .as_deref()
+        .unwrap_or(crate::tenants::ANONYMOUS);
+    crate::telemetry::record_call(
+        service,
+        &served.node,
+        &served.policy,
+        label,
+        tenant,
+        total_ms,
+    );
     shared
         .window
         .record(service, &served.node, total_ms, ok, Instant::now());
@@ -111,6 +124,8 @@ fn record(
 struct Served {
     node: String,
     policy: String,
+    /// The caller's tenant, once admitted.
+    tenant: Option<Arc<str>>,
 }
 
 pub(crate) enum Failure {
@@ -149,6 +164,8 @@ struct Call<'a> {
     timeout_ms: u32,
     /// Where the call went, for its metrics.
     served: &'a std::sync::Mutex<Served>,
+    /// The caller's tenant; holds its in-flight place until the call ends.
+    admitted: tenancy::Admitted,
 }
 
 impl Call<'_> {
@@ -228,7 +245,11 @@ impl<'a> Call<'a> {
         head: CallHead,
         arrived: Instant,
         served: &'a std::sync::Mutex<Served>,
+        admitted: tenancy::Admitted,
     ) -> Result<Self, CallError> {
+        if let Ok(mut served) = served.lock() {
+            served.tenant = Some(admitted.tenant.clone());
+        }
         head.validate()
             .map_err(|e| error(ErrorKind::BadRequest, e.to_string()))?;
         let max = shared.config.max_payload_bytes;
@@ -251,6 +272,7 @@ impl<'a> Call<'a> {
             deadline: arrived + Duration::from_millis(u64::from(timeout_ms)),
             timeout_ms,
             served,
+            admitted,
         })
     }
 
@@ -383,10 +405,13 @@ async fn admit(
     tried: &HashSet<u32>,
     caller: &mut impl Caller,
 ) -> Result<Grant, Failure> {
-    let admission = call
-        .shared
-        .scheduler
-        .admit(&call.head, tried, call.call_id, Instant::now())?;
+    let admission = call.shared.scheduler.admit(
+        &call.head,
+        &call.admitted.tenant,
+        tried,
+        call.call_id,
+        Instant::now(),
+    )?;
     let mut ticket = match admission {
         Admission::Granted(grant) => return Ok(grant),
         Admission::Queued(ticket) => ticket,

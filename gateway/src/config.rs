@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::tenants::TenantConfig;
+
 /// The gateway's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -71,6 +73,14 @@ pub struct GatewayConfig {
     /// "llama"` makes a request for model `llama-3-8b` call service
     /// `llama` (default none: a model names its service).
     pub models: BTreeMap<String, String>,
+    /// The tenants, their API keys and limits (array `[[tenants]]`, see
+    /// [`TenantConfig`]); default none: every caller is the anonymous
+    /// tenant, with no limits.
+    pub tenants: Vec<TenantConfig>,
+    /// Whether a gateway with no `[[tenants]]` may listen on an address that
+    /// is not loopback, serving anyone without a key (default false: it
+    /// refuses to start, see [`crate::tenants::check_anonymous`]).
+    pub allow_anonymous: bool,
 }
 
 /// `[http]`: the HTTP ingress, a port of its own (not the admin port).
@@ -247,6 +257,10 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// The configuration is valid but unsafe to start with (e.g. anonymous
+    /// access on a public address).
+    #[error("refusing to start: {0}")]
+    Refused(String),
 }
 
 impl Default for GatewayConfig {
@@ -274,6 +288,8 @@ impl Default for GatewayConfig {
             nodes: BTreeMap::new(),
             http: HttpConfig::default(),
             models: BTreeMap::new(),
+            tenants: Vec::new(),
+            allow_anonymous: false,
         }
     }
 }
@@ -302,10 +318,13 @@ impl GatewayConfig {
         Self::from_toml_str(&text)
     }
 
-    /// Checks value ranges.
+    /// Checks value ranges, and the `[[tenants]]` rules (unique non-empty
+    /// names, a key each, no key shared, positive finite limits, valid
+    /// service globs; key files are read later, by
+    /// [`crate::tenants::Tenants::new`]).
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] naming the bad value.
+    /// [`ConfigError::Invalid`] naming the bad value (and the tenant).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_payload_bytes == 0 || self.max_payload_bytes > 1 << 32 {
             return Err(ConfigError::Invalid(
@@ -355,6 +374,7 @@ impl GatewayConfig {
                 )));
             }
         }
+        crate::tenants::validate(&self.tenants)?;
         if self.default_policy.is_empty() {
             return Err(ConfigError::Invalid(
                 "default_policy must not be empty".into(),

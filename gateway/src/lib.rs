@@ -16,6 +16,7 @@ pub mod scheduler;
 pub mod slots;
 pub mod swap;
 pub mod telemetry;
+pub mod tenants;
 pub mod window;
 
 mod admin;
@@ -88,6 +89,9 @@ pub(crate) struct Shared {
     pub(crate) agent_token: String,
     pub(crate) admin_token: String,
     pub(crate) next_call_id: AtomicU64,
+    /// The tenants and their keys (the anonymous tenant when none are
+    /// configured).
+    pub(crate) tenants: tenants::Tenants,
 }
 
 impl Shared {
@@ -100,7 +104,9 @@ impl Shared {
 /// Runs a gateway until `shutdown` resolves.
 ///
 /// # Errors
-/// A [`GatewayError`] when it cannot start.
+/// A [`GatewayError`] when it cannot start, among them
+/// [`ConfigError::Refused`] for anonymous access on an address that is not
+/// loopback ([`tenants::check_anonymous`], checked by [`Gateway::bind`]).
 pub async fn run(
     config: GatewayConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,

@@ -1,12 +1,13 @@
 //! One service's queue of calls waiting for a node: bounded, ordered by
-//! priority (higher first) then arrival (FIFO), telling each waiter its
-//! position whenever it changes.
+//! priority (higher first), then round-robin across tenants (one call of
+//! each tenant with calls waiting per round, see `queue/rounds.rs`), then
+//! arrival (FIFO), telling each waiter its position whenever it changes.
 //!
 //! The queue holds no node and makes no pick: [`crate::scheduler`] pops its
 //! head when a slot frees (late binding) and hands the waiter a [`Grant`].
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,10 +17,14 @@ use tokio::sync::{oneshot, watch};
 use crate::policies::Picked;
 use crate::registry::SlotGuard;
 
-/// Where a waiter stands: ordered by priority (higher first), then arrival.
+mod rounds;
+
+/// Where a waiter stands: ordered by priority (higher first), then round
+/// (round-robin across tenants within a priority), then arrival.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QueueKey {
     priority: Reverse<i32>,
+    round: u64,
     seq: u64,
 }
 
@@ -44,8 +49,11 @@ pub enum WaitState {
 /// A call waiting in a queue.
 #[derive(Debug)]
 pub struct Waiter {
-    /// Its place in the order.
+    /// Its place in the order; the round is set when it enters a queue.
     pub key: QueueKey,
+    /// The tenant the call comes from (its round-robin flow and metrics
+    /// label).
+    pub tenant: Arc<str>,
     /// The call, for the policy's pick at dispatch time.
     pub head: Arc<CallHead>,
     /// When it entered the queue (first time, if it was put back).
@@ -68,6 +76,10 @@ pub struct WaitHandle {
 #[derive(Debug)]
 pub struct ServiceQueue {
     waiters: BTreeMap<QueueKey, Waiter>,
+    rounds: rounds::Rounds,
+    /// Calls waiting per tenant; a tenant at 0 stays until
+    /// [`ServiceQueue::tenant_lengths`] reported it.
+    lengths: HashMap<Arc<str>, usize>,
     /// Most calls that may wait.
     pub capacity: u32,
     /// Calls that left the queue for a node.
@@ -86,22 +98,45 @@ pub struct Full {
 }
 
 impl QueueKey {
-    /// The key of the `seq`-th call (gateway-wide counter) at `priority`.
+    /// The key of the `seq`-th call (gateway-wide counter) at `priority`;
+    /// its round is 0 until [`ServiceQueue::push`] sets it.
     pub fn new(priority: i32, seq: u64) -> Self {
         Self {
             priority: Reverse(priority),
+            round: 0,
             seq,
         }
+    }
+
+    /// The call's priority (higher first).
+    pub fn priority(&self) -> i32 {
+        self.priority.0
+    }
+
+    /// Its round among its priority's calls (lower first).
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// Its arrival number (lower first within a round).
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 }
 
 impl Waiter {
-    /// A waiter for `head` and the handle its call task keeps.
-    pub fn new(key: QueueKey, head: Arc<CallHead>, now: Instant) -> (Self, WaitHandle) {
+    /// A waiter for `head` of `tenant` and the handle its call task keeps.
+    pub fn new(
+        key: QueueKey,
+        tenant: Arc<str>,
+        head: Arc<CallHead>,
+        now: Instant,
+    ) -> (Self, WaitHandle) {
         let (grant, grant_rx) = oneshot::channel();
         let (state, state_rx) = watch::channel(WaitState::Queued(0));
         let waiter = Self {
             key,
+            tenant,
             head,
             enqueued: now,
             grant,
@@ -138,6 +173,8 @@ impl ServiceQueue {
     pub fn new(capacity: u32) -> Self {
         Self {
             waiters: BTreeMap::new(),
+            rounds: rounds::Rounds::default(),
+            lengths: HashMap::new(),
             capacity,
             dispatched_total: 0,
             abandoned_total: 0,
@@ -155,28 +192,60 @@ impl ServiceQueue {
         self.waiters.is_empty()
     }
 
-    /// Adds a waiter and updates everyone's position.
+    /// Adds a waiter in its tenant's next round and updates everyone's
+    /// position. Returns its key, round set.
     ///
     /// # Errors
     /// [`Full`] when `capacity` calls already wait (the waiter is dropped).
-    pub fn push(&mut self, waiter: Waiter) -> Result<(), Full> {
+    pub fn push(&mut self, mut waiter: Waiter) -> Result<QueueKey, Full> {
         if self.waiters.len() >= self.capacity as usize {
             self.overloaded_total += 1;
             return Err(Full {
                 capacity: self.capacity,
             });
         }
-        self.waiters.insert(waiter.key, waiter);
-        self.publish_positions();
-        Ok(())
+        waiter.key.round = self.rounds.enter(waiter.key.priority(), &waiter.tenant);
+        let key = waiter.key;
+        self.insert(waiter);
+        Ok(key)
     }
 
     /// Puts back a waiter that was taken out (a failed swap's reserved
-    /// call): it keeps its key, so it is ahead of later calls of its
-    /// priority, and it may exceed the capacity by the calls put back.
+    /// call): it keeps its key, round included, so it is ahead of every
+    /// call of its priority that arrived after it was taken out, and it may
+    /// exceed the capacity by the calls put back.
     pub fn put_back(&mut self, waiter: Waiter) {
+        self.rounds
+            .reenter(waiter.key.priority(), &waiter.tenant, waiter.key.round);
+        self.insert(waiter);
+    }
+
+    fn insert(&mut self, waiter: Waiter) {
+        *self.lengths.entry(waiter.tenant.clone()).or_default() += 1;
         self.waiters.insert(waiter.key, waiter);
         self.publish_positions();
+    }
+
+    /// Forgets a waiter that left: `served` when it goes to a node.
+    fn forget(&mut self, waiter: &Waiter, served: bool) {
+        let key = waiter.key;
+        self.rounds
+            .leave(key.priority(), &waiter.tenant, key.round, served);
+        if let Some(n) = self.lengths.get_mut(&*waiter.tenant) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Calls waiting per tenant, for the `queue_length` gauge. A tenant
+    /// whose last call left is listed once more, with 0, then forgotten.
+    pub fn tenant_lengths(&mut self) -> Vec<(Arc<str>, usize)> {
+        let lengths = self
+            .lengths
+            .iter()
+            .map(|(tenant, n)| (tenant.clone(), *n))
+            .collect();
+        self.lengths.retain(|_, n| *n > 0);
+        lengths
     }
 
     /// The call at the head, skipping (and dropping) calls whose task is gone.
@@ -186,7 +255,8 @@ impl ServiceQueue {
             if !entry.get().is_gone() {
                 break;
             }
-            entry.remove();
+            let gone = entry.remove();
+            self.forget(&gone, false);
             self.abandoned_total += 1;
             dropped = true;
         }
@@ -199,20 +269,22 @@ impl ServiceQueue {
     /// Takes the head out (after [`ServiceQueue::peek`]); positions of the
     /// rest are updated.
     pub fn pop(&mut self) -> Option<Waiter> {
-        let waiter = self.waiters.pop_first()?;
+        let (_, waiter) = self.waiters.pop_first()?;
+        self.forget(&waiter, true);
         self.publish_positions();
-        Some(waiter.1)
+        Some(waiter)
     }
 
     /// Removes the call `key` (it timed out or its client left). Returns
     /// whether it was waiting.
     pub fn remove(&mut self, key: QueueKey) -> bool {
-        let removed = self.waiters.remove(&key).is_some();
-        if removed {
-            self.abandoned_total += 1;
-            self.publish_positions();
-        }
-        removed
+        let Some(waiter) = self.waiters.remove(&key) else {
+            return false;
+        };
+        self.forget(&waiter, false);
+        self.abandoned_total += 1;
+        self.publish_positions();
+        true
     }
 
     /// When the oldest waiting call entered the queue.
@@ -237,90 +309,4 @@ impl ServiceQueue {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn waiter(priority: i32, seq: u64) -> (Waiter, WaitHandle) {
-        Waiter::new(
-            QueueKey::new(priority, seq),
-            Arc::new(CallHead::new("svc", 0, 1000)),
-            Instant::now(),
-        )
-    }
-
-    fn position(h: &WaitHandle) -> WaitState {
-        h.state.borrow().clone()
-    }
-
-    #[test]
-    fn positions_count_down_in_fifo_order() {
-        let mut q = ServiceQueue::new(10);
-        let handles: Vec<_> = (0..3)
-            .map(|seq| {
-                let (w, h) = waiter(0, seq);
-                q.push(w).expect("room");
-                h
-            })
-            .collect();
-        assert_eq!(position(&handles[2]), WaitState::Queued(3));
-        assert_eq!(q.pop().map(|w| w.key), Some(QueueKey::new(0, 0)));
-        assert_eq!(position(&handles[1]), WaitState::Queued(1));
-        assert_eq!(position(&handles[2]), WaitState::Queued(2));
-    }
-
-    #[test]
-    fn higher_priority_goes_first_fifo_within() {
-        let mut q = ServiceQueue::new(10);
-        let mut keep = Vec::new();
-        for (priority, seq) in [(0, 1), (5, 2), (0, 3), (5, 4), (-1, 5)] {
-            let (w, h) = waiter(priority, seq);
-            q.push(w).expect("room");
-            keep.push(h);
-        }
-        let order: Vec<u64> = std::iter::from_fn(|| q.pop().map(|w| w.key.seq)).collect();
-        assert_eq!(order, [2, 4, 1, 3, 5]);
-    }
-
-    #[test]
-    fn a_full_queue_refuses_and_counts() {
-        let mut q = ServiceQueue::new(1);
-        let (a, _ha) = waiter(0, 1);
-        let (b, _hb) = waiter(0, 2);
-        q.push(a).expect("room");
-        assert_eq!(q.push(b).map_err(|f| f.capacity), Err(1));
-        assert_eq!(q.overloaded_total, 1);
-        assert_eq!(q.len(), 1);
-    }
-
-    #[test]
-    fn gone_waiters_are_skipped_and_removed_ones_shift_the_rest() {
-        let mut q = ServiceQueue::new(10);
-        let (a, ha) = waiter(0, 1);
-        let (b, hb) = waiter(0, 2);
-        let (c, hc) = waiter(0, 3);
-        for w in [a, b, c] {
-            q.push(w).expect("room");
-        }
-        drop(ha);
-        assert!(q.remove(QueueKey::new(0, 2)));
-        drop(hb);
-        assert_eq!(q.peek().map(|w| w.key.seq), Some(3));
-        assert_eq!(q.abandoned_total, 2);
-        assert_eq!(position(&hc), WaitState::Queued(1));
-    }
-
-    #[test]
-    fn a_put_back_call_is_ahead_of_later_ones() {
-        let mut q = ServiceQueue::new(2);
-        let (a, _ha) = waiter(0, 1);
-        let (b, _hb) = waiter(0, 2);
-        let (c, _hc) = waiter(0, 3);
-        q.push(a).expect("room");
-        let head = q.pop().expect("head");
-        q.push(b).expect("room");
-        q.push(c).expect("room");
-        q.put_back(head);
-        assert_eq!(q.len(), 3);
-        assert_eq!(q.peek().map(|w| w.key.seq), Some(1));
-    }
-}
+mod tests;

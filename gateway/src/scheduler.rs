@@ -113,8 +113,10 @@ impl Scheduler {
         self.next_swap_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Admits call `seq` (gateway-wide, increasing: FIFO order): a free slot
-    /// now (skipping nodes in `exclude`), else a place in the queue.
+    /// Admits call `seq` (gateway-wide, increasing: FIFO order) of
+    /// `tenant`: a free slot now (skipping nodes in `exclude`), else a place
+    /// in the queue, in the tenant's next round at the call's priority
+    /// (round-robin across tenants, see [`crate::queue`]).
     ///
     /// # Errors
     /// `unknown service` when no node hosts or can load it, `no node
@@ -124,6 +126,7 @@ impl Scheduler {
     pub fn admit(
         self: &Arc<Self>,
         head: &Arc<CallHead>,
+        tenant: &Arc<str>,
         exclude: &HashSet<u32>,
         seq: u64,
         now: Instant,
@@ -158,26 +161,31 @@ impl Scheduler {
                 ),
             ));
         }
-        let key = QueueKey::new(head.priority, seq);
-        let (waiter, handle) = Waiter::new(key, head.clone(), now);
-        {
+        let (waiter, handle) = Waiter::new(
+            QueueKey::new(head.priority, seq),
+            tenant.clone(),
+            head.clone(),
+            now,
+        );
+        let key = {
             let mut state = self.lock();
             let capacity = self.config.queue_capacity(service);
             let queue = state
                 .queues
                 .entry(service.clone())
                 .or_insert_with(|| ServiceQueue::new(capacity));
-            if let Err(full) = queue.push(waiter) {
-                return Err(error(
+            let key = queue.push(waiter).map_err(|full| {
+                error(
                     ErrorKind::Overloaded,
                     format!(
                         "the queue of {service:?} is full ({} calls wait)",
                         full.capacity
                     ),
-                ));
-            }
+                )
+            })?;
             gauge_length(service, queue);
-        }
+            key
+        };
         let _ = self.events.send(Event::Kick(service.clone()));
         Ok(Admission::Queued(Ticket {
             scheduler: self.clone(),
@@ -287,8 +295,12 @@ impl Scheduler {
             let waited = now.saturating_duration_since(waiter.enqueued);
             if granted.is_ok() {
                 queue.dispatched_total += 1;
-                metrics::histogram!("queue_wait_seconds", "service" => service.to_string())
-                    .record(waited.as_secs_f64());
+                metrics::histogram!(
+                    "queue_wait_seconds",
+                    "service" => service.to_string(),
+                    "tenant" => waiter.tenant.to_string(),
+                )
+                .record(waited.as_secs_f64());
             }
             // A call that left meanwhile drops the grant: its slot frees and
             // comes back as an event.
@@ -355,8 +367,17 @@ impl Drop for Ticket {
     }
 }
 
-pub(crate) fn gauge_length(service: &str, queue: &ServiceQueue) {
-    metrics::gauge!("queue_length", "service" => service.to_string()).set(queue.len() as f64);
+/// Sets `queue_length{service,tenant}` for every tenant with calls waiting,
+/// and to 0 once for a tenant whose last call left.
+pub(crate) fn gauge_length(service: &str, queue: &mut ServiceQueue) {
+    for (tenant, length) in queue.tenant_lengths() {
+        metrics::gauge!(
+            "queue_length",
+            "service" => service.to_string(),
+            "tenant" => tenant.to_string(),
+        )
+        .set(length as f64);
+    }
 }
 
 pub(crate) fn error(kind: ErrorKind, message: impl Into<String>) -> CallError {

@@ -57,6 +57,12 @@ impl Gateway {
     /// A [`GatewayError`] when any of that fails.
     pub async fn bind(config: GatewayConfig) -> Result<Self, GatewayError> {
         config.validate()?;
+        let mut listens = vec![config.listen];
+        if config.http.enabled {
+            listens.push(config.http.listen);
+        }
+        crate::tenants::check_anonymous(&config, &listens)?;
+        let tenants = crate::tenants::Tenants::new(&config.tenants)?;
         let files = config.tls_files();
         let mut names = config.tls.names.clone();
         if names.is_empty() {
@@ -148,6 +154,7 @@ impl Gateway {
                 agent_token,
                 admin_token,
                 next_call_id: AtomicU64::new(1),
+                tenants,
             }),
             ca: files.ca,
             token_files,

@@ -346,8 +346,12 @@ impl Scheduler {
             match guard {
                 Some(guard) => {
                     queue.dispatched_total += 1;
-                    metrics::histogram!("queue_wait_seconds", "service" => r.service.clone())
-                        .record(now.saturating_duration_since(waiter.enqueued).as_secs_f64());
+                    metrics::histogram!(
+                        "queue_wait_seconds",
+                        "service" => r.service.clone(),
+                        "tenant" => waiter.tenant.to_string(),
+                    )
+                    .record(now.saturating_duration_since(waiter.enqueued).as_secs_f64());
                     let picked = self.policies.swap_pick(&r.service);
                     waiter.give(Ok(Grant { guard, picked }));
                 }

@@ -88,6 +88,8 @@ pub(crate) fn spawn(
     payload: Bytes,
     arrived: Instant,
 ) -> Result<mpsc::Receiver<Message>, Refused> {
+    let mut head = head;
+    let admitted = super::tenancy::admit(&shared, &mut head)?;
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
     tokio::spawn(async move {
         let call_id = shared.next_call_id.fetch_add(1, Ordering::Relaxed);
@@ -101,7 +103,7 @@ pub(crate) fn spawn(
                     message: "payload length does not match the call's head".into(),
                 }));
             }
-            let call = Call::new(&shared, call_id, head, arrived, &served)?;
+            let call = Call::new(&shared, call_id, head, arrived, &served, admitted)?;
             call.execute(payload, &mut caller).await
         }
         .await;

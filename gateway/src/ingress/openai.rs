@@ -138,7 +138,7 @@ pub(super) async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap
     names.extend(shared.config.models.keys().cloned());
     let data: Vec<_> = names
         .into_iter()
-        .filter(|name| tenant.may_call(shared.config.service_for_model(name)))
+        .filter(|name| tenant.allows(shared.config.service_for_model(name)))
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "switchyard"}))
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
