@@ -22,6 +22,10 @@
 //!   `chat.completion` / `text_completion` JSON body once the last token is
 //!   due. A body that is not what OpenAI's API takes answers 400 with
 //!   OpenAI's error shape `{"error": {"message", "type", "code"}}`;
+//! - `POST /v1/embeddings` (`input`: a string or an array of strings) waits
+//!   `--work-ms`, then answers one unit vector of `--embedding-dim` floats
+//!   per input, computed from a hash of its text (the same text, the same
+//!   vector); `"encoding_format": "base64"` gives them as little-endian f32;
 //! - `GET /v1/models` lists one model, `--name`;
 //! - `GET /stats` answers `{"requests", "completed", "cancelled",
 //!   "in_flight"}`: the completions (streamed or not) taken, finished,
@@ -37,7 +41,8 @@
 //!
 //! Flags: `--port` (required), `--name` (default `toy`), `--load-ms`
 //! (default 500), `--work-ms` (default 0), `--tokens-per-s` (default 50,
-//! from 0.01 to 1000000), `--fail`, `--ignore-stdin`.
+//! from 0.01 to 1000000), `--embedding-dim` (default 8, at most 65536),
+//! `--fail`, `--ignore-stdin`.
 //!
 //! It exits when its stdin reaches end of file (so it dies with the agent
 //! that started it, even when the agent is killed), on SIGTERM or Ctrl-C,
@@ -79,6 +84,9 @@ struct Args {
     /// streamed chunk).
     #[arg(long, default_value_t = 50.0, value_parser = tokens_per_s)]
     tokens_per_s: f64,
+    /// How many floats in each /v1/embeddings vector.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    embedding_dim: u32,
     /// Exits at once with status 1 and a message on stderr (a failing start).
     #[arg(long)]
     fail: bool,
@@ -118,6 +126,8 @@ struct Toy {
     work: Duration,
     /// The time between two tokens (1 / `--tokens-per-s`).
     token_interval: Duration,
+    /// `--embedding-dim`.
+    embedding_dim: usize,
     /// The completions' counters, for `GET /stats`.
     stats: openai::Stats,
     /// Numbers the completions' ids.
@@ -126,12 +136,19 @@ struct Toy {
 
 impl Toy {
     /// A server named `name` that is ready at `ready_at`.
-    fn new(name: String, ready_at: Instant, work: Duration, tokens_per_s: f64) -> Self {
+    fn new(
+        name: String,
+        ready_at: Instant,
+        work: Duration,
+        tokens_per_s: f64,
+        embedding_dim: u32,
+    ) -> Self {
         Self {
             name,
             ready_at,
             work,
             token_interval: Duration::from_secs_f64(1.0 / tokens_per_s),
+            embedding_dim: embedding_dim as usize,
             stats: openai::Stats::default(),
             next_id: AtomicU64::new(1),
         }
@@ -195,6 +212,7 @@ async fn serve(args: Args) -> ExitCode {
         Instant::now() + Duration::from_millis(args.load_ms),
         Duration::from_millis(args.work_ms),
         args.tokens_per_s,
+        args.embedding_dim,
     ));
     let app = Router::new()
         .route("/health", get(health))

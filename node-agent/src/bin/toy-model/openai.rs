@@ -1,7 +1,7 @@
 //! OpenAI's API, as vLLM, SGLang or llama.cpp's server speak it: chat and
-//! text completions (whole or streamed, paced at `--tokens-per-s`), the
-//! model list, and `GET /stats`, which counts the completions and those
-//! their client gave up on.
+//! text completions (whole or streamed, paced at `--tokens-per-s`),
+//! embeddings, the model list, and `GET /stats`, which counts the
+//! completions and those their client gave up on.
 
 mod request;
 mod response;
@@ -24,12 +24,13 @@ use crate::Toy;
 use request::{ApiError, CompletionRequest, Kind, Plan};
 use response::{Head, Part, Usage};
 
-/// The routes: `/v1/chat/completions`, `/v1/completions`, `/v1/models` and
-/// `/stats`.
+/// The routes: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
+/// `/v1/models` and `/stats`.
 pub(crate) fn routes() -> Router<Arc<Toy>> {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(text_completions))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/stats", get(stats))
 }
@@ -313,6 +314,34 @@ fn later(base: Instant, offset: Duration) -> Instant {
     base.checked_add(offset).unwrap_or_else(|| base + FAR)
 }
 
+/// `POST /v1/embeddings`: after `--work-ms`, one vector per input.
+async fn embeddings(State(toy): State<Arc<Toy>>, body: Bytes) -> Response {
+    if toy.loading() {
+        return ApiError::loading(&toy.name).into_response();
+    }
+    let request = match request::embeddings(&body) {
+        Ok(request) => request,
+        Err(e) => return e.into_response(),
+    };
+    tokio::time::sleep(toy.work).await;
+    let vectors: Vec<Vec<f32>> = request
+        .inputs
+        .iter()
+        .map(|text| response::embedding(text, toy.embedding_dim))
+        .collect();
+    let prompt_tokens = request.inputs.iter().fold(0u32, |sum, text| {
+        sum.saturating_add(request::token_count(text))
+    });
+    let model = request.model.as_deref().unwrap_or(&toy.name);
+    Json(response::embeddings(
+        model,
+        &vectors,
+        request.base64,
+        prompt_tokens,
+    ))
+    .into_response()
+}
+
 /// `GET /v1/models`: the one model, `--name`.
 async fn models(State(toy): State<Arc<Toy>>) -> Response {
     if toy.loading() {
@@ -339,6 +368,7 @@ mod tests {
             std::time::Instant::now(),
             Duration::ZERO,
             1000.0,
+            8,
         ))
     }
 

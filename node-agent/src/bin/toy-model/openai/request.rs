@@ -163,6 +163,17 @@ impl Plan {
     }
 }
 
+/// An embeddings request that passed the checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EmbeddingsRequest {
+    /// `model`, when given.
+    pub(crate) model: Option<String>,
+    /// The texts, one vector each.
+    pub(crate) inputs: Vec<String>,
+    /// `"encoding_format": "base64"`: vectors as base64 little-endian f32.
+    pub(crate) base64: bool,
+}
+
 /// Reads a completion request's body for the route `kind`.
 pub(crate) fn completion(kind: Kind, body: &[u8]) -> Result<CompletionRequest, ApiError> {
     let object = json_object(body)?;
@@ -227,6 +238,43 @@ pub(crate) fn completion(kind: Kind, body: &[u8]) -> Result<CompletionRequest, A
         stop,
         stream,
         include_usage,
+    })
+}
+
+/// Reads an embeddings request's body.
+pub(crate) fn embeddings(body: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
+    let object = json_object(body)?;
+    let model = string(&object, "model")?;
+    let inputs = match field(&object, "input") {
+        None => return Err(ApiError::invalid("missing `input`")),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) if items.is_empty() => {
+            return Err(ApiError::invalid("`input` must not be empty"));
+        }
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| ApiError::invalid("`input` must be a string or an array of strings"))?,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "`input` must be a string or an array of strings",
+            ));
+        }
+    };
+    let base64 = match string(&object, "encoding_format")?.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "`encoding_format` must be \"float\" or \"base64\"",
+            ));
+        }
+    };
+    Ok(EmbeddingsRequest {
+        model,
+        inputs,
+        base64,
     })
 }
 
@@ -566,6 +614,32 @@ mod tests {
             (plan.count, plan.finish, plan.text()),
             (0, Finish::Stop, String::new())
         );
+    }
+
+    #[test]
+    fn embeddings_requests_take_a_string_or_strings() {
+        let request = embeddings(br#"{"input": "hi", "model": "e"}"#).expect("valid");
+        assert_eq!(request.inputs, ["hi"]);
+        assert_eq!(request.model.as_deref(), Some("e"));
+        assert!(!request.base64);
+        let request =
+            embeddings(br#"{"input": ["a", "b"], "encoding_format": "base64"}"#).expect("valid");
+        assert_eq!(request.inputs, ["a", "b"]);
+        assert!(request.base64);
+        assert_eq!(message(embeddings(b"{}")), "missing `input`");
+        assert_eq!(
+            message(embeddings(br#"{"input": []}"#)),
+            "`input` must not be empty"
+        );
+        assert_eq!(
+            message(embeddings(br#"{"input": [[1, 2]]}"#)),
+            "`input` must be a string or an array of strings"
+        );
+        assert!(
+            message(embeddings(br#"{"input": "a", "encoding_format": "int8"}"#))
+                .starts_with("`encoding_format` must be")
+        );
+        assert!(message(embeddings(b"{")).contains("not valid json"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Writing OpenAI answers: completions (whole, or chunk by chunk as
-//! server-sent events), the model list.
+//! server-sent events), embeddings, the model list.
 
 use axum::body::Bytes;
+use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::request::{Finish, Kind};
@@ -133,6 +134,65 @@ pub(crate) fn event(data: &Value) -> Bytes {
 /// The event that ends a stream.
 pub(crate) const DONE: &[u8] = b"data: [DONE]\n\n";
 
+/// The answer to `/v1/embeddings`: one vector per input, as floats or (with
+/// `base64`) as the base64 of their little-endian f32 bytes.
+pub(crate) fn embeddings(
+    model: &str,
+    vectors: &[Vec<f32>],
+    base64: bool,
+    prompt_tokens: u32,
+) -> Value {
+    let data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(index, vector)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    })
+}
+
+/// A unit vector of `dim` floats made from `text` alone: a 64-bit FNV-1a
+/// hash of it seeds a SplitMix64 sequence, one number in [-1, 1) per float,
+/// then the whole is scaled to length 1.
+pub(crate) fn embedding(text: &str, dim: usize) -> Vec<f32> {
+    let mut state = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let raw: Vec<f64> = (0..dim)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            // The top 53 bits as a fraction in [0, 1), then [-1, 1).
+            (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        })
+        .collect();
+    let norm = raw.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if norm == 0.0 {
+        // Never seen in practice; still a unit vector.
+        let mut unit = vec![0.0; dim];
+        if let Some(first) = unit.first_mut() {
+            *first = 1.0;
+        }
+        return unit;
+    }
+    raw.iter().map(|x| (x / norm) as f32).collect()
+}
+
 /// The answer to `GET /v1/models`: the one model, `name`.
 pub(crate) fn models(name: &str) -> Value {
     json!({
@@ -241,6 +301,40 @@ mod tests {
     fn events_are_sse_data_lines() {
         assert_eq!(event(&json!({"a": 1})), Bytes::from("data: {\"a\":1}\n\n"));
         assert_eq!(DONE, b"data: [DONE]\n\n");
+    }
+
+    #[test]
+    fn embeddings_are_deterministic_unit_vectors() {
+        for dim in [1, 8, 300] {
+            let vector = embedding("hello world", dim);
+            assert_eq!(vector.len(), dim);
+            let norm: f64 = vector.iter().map(|x| f64::from(*x).powi(2)).sum();
+            assert!((norm - 1.0).abs() < 1e-5, "norm² {norm}");
+            assert_eq!(vector, embedding("hello world", dim));
+        }
+        assert_ne!(embedding("hello", 8), embedding("hellp", 8));
+        assert_eq!(embedding("", 4).len(), 4);
+    }
+
+    #[test]
+    fn the_embeddings_answer_has_openai_s_shape() {
+        let vectors = vec![vec![1.0_f32, 0.0], vec![0.0, -1.0]];
+        let answer = embeddings("e", &vectors, false, 3);
+        assert_eq!(
+            answer,
+            json!({
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": 0, "embedding": [1.0, 0.0]},
+                    {"object": "embedding", "index": 1, "embedding": [0.0, -1.0]},
+                ],
+                "model": "e",
+                "usage": {"prompt_tokens": 3, "total_tokens": 3},
+            })
+        );
+        let answer = embeddings("e", &vectors[..1], true, 1);
+        // 1.0f32 = 0x3f800000, little-endian, then 0.0.
+        assert_eq!(answer["data"][0]["embedding"], "AACAPwAAAAA=");
     }
 
     #[test]
