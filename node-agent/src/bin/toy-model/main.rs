@@ -1,13 +1,48 @@
-//! `switchyard-toy-model`: a stand-in for a real model server (vLLM,
+//! `switchyard-toy-model`: a stand-in for a real model server (vLLM, SGLang,
 //! llama.cpp's server, ...) for the node agent's tests and the demo. It is
 //! not part of the gateway or the agent.
 //!
 //! It listens on `127.0.0.1:PORT` over plain HTTP/1.1:
 //! - `GET /health` answers 503 `loading` for `--load-ms` after start, then
 //!   200 `ok`, as a model server does while it loads its weights;
+//! - `POST /v1/chat/completions` and `POST /v1/completions` speak OpenAI's
+//!   API. The answer's text is made from the prompt, with no randomness: it
+//!   cycles through the words of the last `user` message (chat) or of
+//!   `prompt`, each token a word and a space (`token ` when there is no
+//!   word). It is `max_tokens` tokens long (or `max_completion_tokens`;
+//!   default 16) and ends with `finish_reason` `length`, or earlier with
+//!   `stop` just before a word equal to one of `stop`'s strings. Time: the
+//!   first token comes `--work-ms` (the "prefill") plus one token interval
+//!   (1 / `--tokens-per-s`) after the request arrived, then one token every
+//!   interval. Under `"stream": true` the answer is `text/event-stream`, one
+//!   `data: {json}` event per chunk (`chat.completion.chunk`: the role first,
+//!   then one token per chunk, then one with `finish_reason`;
+//!   `text_completion` chunks for `/v1/completions`), a usage chunk under
+//!   `stream_options.include_usage`, then `data: [DONE]`; otherwise one
+//!   `chat.completion` / `text_completion` JSON body once the last token is
+//!   due. A body that is not what OpenAI's API takes answers 400 with
+//!   OpenAI's error shape `{"error": {"message", "type", "code"}}`;
+//! - `POST /v1/embeddings` (`input`: a string or an array of strings) waits
+//!   `--work-ms`, then answers one unit vector of `--embedding-dim` floats
+//!   per input, computed from a hash of its text (the same text, the same
+//!   vector); `"encoding_format": "base64"` gives them as little-endian f32;
+//! - `GET /v1/models` lists one model, `--name`;
+//! - `GET /stats` answers `{"requests", "completed", "cancelled",
+//!   "in_flight"}`: the completions (streamed or not) taken, finished,
+//!   given up by their client before the end (the connection closed; each
+//!   also logged on stderr with how many of its tokens had gone out), and
+//!   under way;
 //! - any other request (e.g. `POST /`) waits `--work-ms`, then answers
 //!   `NAME: BODY` (the request body as text) or `NAME: N bytes` when the body
 //!   is not UTF-8.
+//!
+//! While loading, the `/v1/` routes answer 503 (OpenAI's error shape) and
+//! the catch-all `NAME: still loading`.
+//!
+//! Flags: `--port` (required), `--name` (default `toy`), `--load-ms`
+//! (default 500), `--work-ms` (default 0), `--tokens-per-s` (default 50,
+//! from 0.01 to 1000000), `--embedding-dim` (default 8, at most 65536),
+//! `--fail`, `--ignore-stdin`.
 //!
 //! It exits when its stdin reaches end of file (so it dies with the agent
 //! that started it, even when the agent is killed), on SIGTERM or Ctrl-C,
@@ -17,6 +52,7 @@ use std::io::Read as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -27,7 +63,7 @@ use axum::routing::get;
 use clap::Parser;
 
 /// A stand-in model server: loads for a while, then answers requests with
-/// its name and the request body.
+/// its name and the request body, and OpenAI's API under `/v1/`.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -40,9 +76,17 @@ struct Args {
     /// How long it "loads", ms: /health answers 503 until then.
     #[arg(long, default_value_t = 500)]
     load_ms: u64,
-    /// How long each request takes, ms.
+    /// How long each request takes, ms (for a completion: before its first
+    /// token, as a prefill).
     #[arg(long, default_value_t = 0)]
     work_ms: u64,
+    /// How fast the /v1/ completions' tokens come, per second (one token per
+    /// streamed chunk).
+    #[arg(long, default_value_t = 50.0, value_parser = tokens_per_s)]
+    tokens_per_s: f64,
+    /// How many floats in each /v1/embeddings vector.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    embedding_dim: u32,
     /// Exits at once with status 1 and a message on stderr (a failing start).
     #[arg(long)]
     fail: bool,
@@ -60,10 +104,60 @@ macro_rules! say {
     }};
 }
 
+mod openai;
+
+/// Parses `--tokens-per-s`: from 0.01 (one token every 100 s) to a million.
+fn tokens_per_s(arg: &str) -> Result<f64, String> {
+    let rate: f64 = arg.parse().map_err(|e| format!("not a number: {e}"))?;
+    if (0.01..=1_000_000.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err("must be from 0.01 to 1000000".to_string())
+    }
+}
+
+/// The server's settings and counters, shared by every handler.
 struct Toy {
+    /// `--name`.
     name: String,
+    /// When it is done loading (start + `--load-ms`).
     ready_at: Instant,
+    /// `--work-ms`.
     work: Duration,
+    /// The time between two tokens (1 / `--tokens-per-s`).
+    token_interval: Duration,
+    /// `--embedding-dim`.
+    embedding_dim: usize,
+    /// The completions' counters, for `GET /stats`.
+    stats: openai::Stats,
+    /// Numbers the completions' ids.
+    next_id: AtomicU64,
+}
+
+impl Toy {
+    /// A server named `name` that is ready at `ready_at`.
+    fn new(
+        name: String,
+        ready_at: Instant,
+        work: Duration,
+        tokens_per_s: f64,
+        embedding_dim: u32,
+    ) -> Self {
+        Self {
+            name,
+            ready_at,
+            work,
+            token_interval: Duration::from_secs_f64(1.0 / tokens_per_s),
+            embedding_dim: embedding_dim as usize,
+            stats: openai::Stats::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Whether it is still loading.
+    fn loading(&self) -> bool {
+        Instant::now() < self.ready_at
+    }
 }
 
 fn main() -> ExitCode {
@@ -113,13 +207,16 @@ async fn serve(args: Args) -> ExitCode {
         args.name,
         args.load_ms
     );
-    let toy = Arc::new(Toy {
-        name: args.name.clone(),
-        ready_at: Instant::now() + Duration::from_millis(args.load_ms),
-        work: Duration::from_millis(args.work_ms),
-    });
+    let toy = Arc::new(Toy::new(
+        args.name.clone(),
+        Instant::now() + Duration::from_millis(args.load_ms),
+        Duration::from_millis(args.work_ms),
+        args.tokens_per_s,
+        args.embedding_dim,
+    ));
     let app = Router::new()
         .route("/health", get(health))
+        .merge(openai::routes())
         .fallback(work)
         .with_state(toy);
     tokio::select! {
@@ -138,7 +235,7 @@ async fn serve(args: Args) -> ExitCode {
 }
 
 async fn health(State(toy): State<Arc<Toy>>) -> (StatusCode, &'static str) {
-    if Instant::now() >= toy.ready_at {
+    if !toy.loading() {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "loading")
@@ -146,7 +243,7 @@ async fn health(State(toy): State<Arc<Toy>>) -> (StatusCode, &'static str) {
 }
 
 async fn work(State(toy): State<Arc<Toy>>, body: Bytes) -> (StatusCode, String) {
-    if Instant::now() < toy.ready_at {
+    if toy.loading() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{}: still loading", toy.name),
