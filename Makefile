@@ -10,17 +10,24 @@
 #   make bench-pool  fresh connection per call vs the pooled SDK (calls/s,
 #                p50, p99)
 #   make setup   Debian packages the tests use (chromium, chromium-driver,
-#                promtool); `make test` runs it
+#                promtool, curl) and the Python virtualenv .venv with the
+#                pinned `openai` client; `make test` runs it
 
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build demo test lint toolchain bench bench-pool clean setup
+.PHONY: all build demo test lint toolchain bench bench-pool clean setup venv
 
 # Programs the end-to-end tests use, from Debian's packages: a real headless
-# browser for the dashboard test, promtool for `/metrics`.
-SETUP_TOOLS := chromium chromedriver promtool
-SETUP_PACKAGES := chromium chromium-driver prometheus
+# browser for the dashboard test, promtool for `/metrics`, curl for the HTTP
+# ingress.
+SETUP_TOOLS := chromium chromedriver promtool curl
+SETUP_PACKAGES := chromium chromium-driver prometheus curl
+
+# The Python test clients (the stock `openai` package), pinned, in a
+# project-local virtualenv: never installed system-wide.
+VENV := .venv
+PY_REQUIREMENTS := node-agent/tests/e2e/python/requirements.txt
 
 all: build
 
@@ -46,7 +53,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --manifest-path plugins/Cargo.toml --workspace --all-targets -- -D warnings
 
-setup:
+setup: venv
 	@missing=""; for t in $(SETUP_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing (Debian packages: $(SETUP_PACKAGES))"; \
@@ -54,6 +61,13 @@ setup:
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SETUP_PACKAGES) >/dev/null; \
 	fi
+
+# The virtualenv is (re)made when the pinned requirements change.
+venv: $(VENV)/.installed
+$(VENV)/.installed: $(PY_REQUIREMENTS)
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS)
+	touch $@
 
 test: setup plugins lint plugins-test
 	$(CARGO) test --workspace
@@ -68,4 +82,4 @@ bench-pool: plugins
 clean: plugins-clean
 	$(CARGO) clean
 	$(CARGO) clean --manifest-path plugins/Cargo.toml
-	rm -rf demo-run
+	rm -rf demo-run $(VENV)

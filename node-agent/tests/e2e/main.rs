@@ -10,6 +10,7 @@ mod fleet;
 mod hot_swap;
 mod ingress;
 mod malformed;
+mod openai;
 mod policies;
 mod pool;
 mod queue;
