@@ -13,6 +13,8 @@ use crate::common::{ADMIN, Fleet, TOKEN, service};
 /// time to the first response byte and in all, s.
 #[derive(Debug)]
 pub struct Curl {
+    /// The status line's protocol, e.g. `HTTP/1.1` or `HTTP/2`.
+    pub version: String,
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -60,9 +62,11 @@ pub fn curl(args: &[&str], body: Option<&str>) -> Curl {
     let mut times = times.split(' ').map(|t| t.parse::<f64>().unwrap_or(0.0));
     let head = std::fs::read_to_string(&headers).unwrap_or_default();
     let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
+    let status_line = lines.next().unwrap_or_default();
+    let version = status_line.split(' ').next().unwrap_or_default().to_string();
+    let status = status_line
+        .split(' ')
+        .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line: {head:?} {:?}", out.stderr));
     let headers = lines
@@ -70,6 +74,7 @@ pub fn curl(args: &[&str], body: Option<&str>) -> Curl {
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     Curl {
+        version,
         status,
         headers,
         body: body.to_string(),
@@ -254,4 +259,89 @@ async fn every_error_status_in_openai_shape() {
     }
     let held = hold.await.expect("curl");
     assert_eq!(held.status, 200, "{held:?}");
+}
+
+#[tokio::test]
+async fn https_and_http2_with_the_gateway_certificate() {
+    let mut fleet = Fleet::start(|config| config.http.tls = Some(true)).await;
+    fleet.spawn_agent("node-a", TOKEN, &service("echo", "echo", ""));
+    fleet.wait_nodes(1).await;
+    let url = fleet.gateway.http_url().expect("ingress");
+    assert!(url.starts_with("https://"), "{url}");
+    let ca = fleet.ca().display().to_string();
+    let target = format!("{url}/v1/call/echo");
+    let got = tokio::task::spawn_blocking(move || {
+        curl(&["--cacert", &ca, "--http2", "-X", "POST", &target], Some("over tls"))
+    })
+    .await
+    .expect("curl");
+    assert_eq!((got.version.as_str(), got.status), ("HTTP/2", 200), "{got:?}");
+    assert_eq!(got.body, "over tls");
+}
+
+#[tokio::test]
+async fn plain_http2_with_prior_knowledge() {
+    let mut fleet = Fleet::start(|_| {}).await;
+    fleet.spawn_agent("node-a", TOKEN, &service("echo", "echo", ""));
+    fleet.wait_nodes(1).await;
+    let target = format!("{}/v1/call/echo", fleet.gateway.http_url().expect("ingress"));
+    let got = tokio::task::spawn_blocking(move || {
+        curl(&["--http2-prior-knowledge", "-X", "POST", &target], Some("h2c"))
+    })
+    .await
+    .expect("curl");
+    assert_eq!((got.version.as_str(), got.status), ("HTTP/2", 200), "{got:?}");
+    assert_eq!(got.body, "h2c");
+}
+
+#[tokio::test]
+async fn a_waiting_stream_gets_queue_comments_and_a_client_that_leaves_frees_its_place() {
+    let toy = crate::openai::Toy::start("llama", &["--tokens-per-s", "10"]).await;
+    let mut fleet = Fleet::start(|_| {}).await;
+    let llama = format!("base_url = \"{}/v1\"\nmax_concurrent = 1", toy.url);
+    fleet.spawn_agent("node-a", TOKEN, &service("llama", "openai", &llama));
+    fleet.wait_nodes(1).await;
+    let url = format!("{}/v1/chat/completions", fleet.gateway.http_url().expect("ingress"));
+    let chat = |max_tokens: u32, extra: &'static [&'static str]| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let body = format!(
+                r#"{{"model":"llama","stream":true,"max_tokens":{max_tokens},"messages":[{{"role":"user","content":"hi"}}]}}"#
+            );
+            let mut args = vec!["-X", "POST", "-H", "content-type: application/json"];
+            args.extend_from_slice(extra);
+            args.push(&url);
+            curl(&args, Some(&body))
+        })
+    };
+    // The first holds the only slot for ~1.5 s; the second waits at 1; the
+    // third waits at 2 and gives up after 0.6 s.
+    let first = chat(15, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = chat(3, &[]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let third = chat(3, &["--max-time", "0.6"]);
+
+    let third = third.await.expect("curl");
+    assert_eq!(third.status, 200, "{third:?}");
+    assert!(third.body.contains(": queued position=2"), "{third:?}");
+    assert!(!third.body.contains("data: "), "it never ran: {third:?}");
+    let second = second.await.expect("curl");
+    let queued = second.body.find(": queued position=1").expect("queue comment");
+    let data = second.body.find("data: ").expect("events");
+    assert!(queued < data, "{}", second.body);
+    assert!(second.body.trim_end().ends_with("data: [DONE]"), "{}", second.body);
+    assert_eq!(first.await.expect("curl").status, 200);
+
+    let queues = fleet.gateway.queues();
+    let llama = queues.iter().find(|q| q.service == "llama").expect("queue");
+    assert_eq!(llama.abandoned_total, 1, "{llama:?}");
+    let stats = reqwest::get(format!("{}/stats", toy.url))
+        .await
+        .expect("stats")
+        .text()
+        .await
+        .expect("text");
+    let stats: Value = serde_json::from_str(&stats).expect("json");
+    assert_eq!(stats["requests"], 2, "the call that left never reached the model: {stats}");
 }
