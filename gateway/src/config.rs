@@ -502,6 +502,34 @@ mod tests {
     }
 
     #[test]
+    fn http_ingress_and_model_aliases() {
+        let config = GatewayConfig::default();
+        assert!(config.http.enabled);
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:8080");
+        assert!(!config.http.uses_tls(), "plain HTTP on loopback");
+        let config = GatewayConfig::from_toml_str(
+            r#"
+            [http]
+            listen = "0.0.0.0:8443"
+            timeout_ms = 1000
+            [models]
+            "llama-3-8b" = "llama"
+            "#,
+        )
+        .expect("parse");
+        assert!(config.http.uses_tls(), "TLS by default off loopback");
+        assert_eq!(config.http.timeout_ms, 1000);
+        assert_eq!(config.service_for_model("llama-3-8b"), "llama");
+        assert_eq!(config.service_for_model("mistral"), "mistral");
+        let plain = GatewayConfig::from_toml_str("[http]\nlisten = \"0.0.0.0:80\"\ntls = false")
+            .expect("parse");
+        assert!(!plain.http.uses_tls());
+        assert!(GatewayConfig::from_toml_str("[http]\ntimeout_ms = 0").is_err());
+        assert!(GatewayConfig::from_toml_str("[models]\n\"a\" = \"\"").is_err());
+        assert!(GatewayConfig::from_toml_str("[http]\nport = 1").is_err());
+    }
+
+    #[test]
     fn services_choose_policies() {
         let config = GatewayConfig::from_toml_str(
             r#"

@@ -63,7 +63,11 @@ pub fn curl(args: &[&str], body: Option<&str>) -> Curl {
     let head = std::fs::read_to_string(&headers).unwrap_or_default();
     let mut lines = head.lines();
     let status_line = lines.next().unwrap_or_default();
-    let version = status_line.split(' ').next().unwrap_or_default().to_string();
+    let version = status_line
+        .split(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let status = status_line
         .split(' ')
         .nth(1)
@@ -271,11 +275,18 @@ async fn https_and_http2_with_the_gateway_certificate() {
     let ca = fleet.ca().display().to_string();
     let target = format!("{url}/v1/call/echo");
     let got = tokio::task::spawn_blocking(move || {
-        curl(&["--cacert", &ca, "--http2", "-X", "POST", &target], Some("over tls"))
+        curl(
+            &["--cacert", &ca, "--http2", "-X", "POST", &target],
+            Some("over tls"),
+        )
     })
     .await
     .expect("curl");
-    assert_eq!((got.version.as_str(), got.status), ("HTTP/2", 200), "{got:?}");
+    assert_eq!(
+        (got.version.as_str(), got.status),
+        ("HTTP/2", 200),
+        "{got:?}"
+    );
     assert_eq!(got.body, "over tls");
 }
 
@@ -284,13 +295,23 @@ async fn plain_http2_with_prior_knowledge() {
     let mut fleet = Fleet::start(|_| {}).await;
     fleet.spawn_agent("node-a", TOKEN, &service("echo", "echo", ""));
     fleet.wait_nodes(1).await;
-    let target = format!("{}/v1/call/echo", fleet.gateway.http_url().expect("ingress"));
+    let target = format!(
+        "{}/v1/call/echo",
+        fleet.gateway.http_url().expect("ingress")
+    );
     let got = tokio::task::spawn_blocking(move || {
-        curl(&["--http2-prior-knowledge", "-X", "POST", &target], Some("h2c"))
+        curl(
+            &["--http2-prior-knowledge", "-X", "POST", &target],
+            Some("h2c"),
+        )
     })
     .await
     .expect("curl");
-    assert_eq!((got.version.as_str(), got.status), ("HTTP/2", 200), "{got:?}");
+    assert_eq!(
+        (got.version.as_str(), got.status),
+        ("HTTP/2", 200),
+        "{got:?}"
+    );
     assert_eq!(got.body, "h2c");
 }
 
@@ -301,7 +322,10 @@ async fn a_waiting_stream_gets_queue_comments_and_a_client_that_leaves_frees_its
     let llama = format!("base_url = \"{}/v1\"\nmax_concurrent = 1", toy.url);
     fleet.spawn_agent("node-a", TOKEN, &service("llama", "openai", &llama));
     fleet.wait_nodes(1).await;
-    let url = format!("{}/v1/chat/completions", fleet.gateway.http_url().expect("ingress"));
+    let url = format!(
+        "{}/v1/chat/completions",
+        fleet.gateway.http_url().expect("ingress")
+    );
     let chat = |max_tokens: u32, extra: &'static [&'static str]| {
         let url = url.clone();
         tokio::task::spawn_blocking(move || {
@@ -327,10 +351,17 @@ async fn a_waiting_stream_gets_queue_comments_and_a_client_that_leaves_frees_its
     assert!(third.body.contains(": queued position=2"), "{third:?}");
     assert!(!third.body.contains("data: "), "it never ran: {third:?}");
     let second = second.await.expect("curl");
-    let queued = second.body.find(": queued position=1").expect("queue comment");
+    let queued = second
+        .body
+        .find(": queued position=1")
+        .expect("queue comment");
     let data = second.body.find("data: ").expect("events");
     assert!(queued < data, "{}", second.body);
-    assert!(second.body.trim_end().ends_with("data: [DONE]"), "{}", second.body);
+    assert!(
+        second.body.trim_end().ends_with("data: [DONE]"),
+        "{}",
+        second.body
+    );
     assert_eq!(first.await.expect("curl").status, 200);
 
     let queues = fleet.gateway.queues();
@@ -343,5 +374,8 @@ async fn a_waiting_stream_gets_queue_comments_and_a_client_that_leaves_frees_its
         .await
         .expect("text");
     let stats: Value = serde_json::from_str(&stats).expect("json");
-    assert_eq!(stats["requests"], 2, "the call that left never reached the model: {stats}");
+    assert_eq!(
+        stats["requests"], 2,
+        "the call that left never reached the model: {stats}"
+    );
 }
