@@ -6,6 +6,9 @@
 //! services; checks every result against the same program run locally;
 //! prints which node served each call and a summary (calls, per-node counts,
 //! mean and p99 latency); shows `switchyard nodes` and `switchyard policies`;
+//! then streams a chat completion from the toy model server behind each
+//! agent (an `openai` service) through the gateway's HTTP ingress with
+//! `curl -N`, printing tokens as they arrive and the time to the first one;
 //! stops what it started.
 
 use std::collections::BTreeMap;
@@ -20,6 +23,7 @@ use client::{CallOptions, Client, ClientConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod chat;
 mod files;
 
 /// Runs the Switchyard demo.
@@ -43,6 +47,9 @@ struct Args {
     /// Admin HTTP address of the gateway (dashboard, /metrics, /api).
     #[arg(long, default_value = "127.0.0.1:9090")]
     admin: String,
+    /// HTTP ingress address of the gateway (OpenAI-compatible routes).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: String,
     /// Seconds to keep the fleet running after the calls, to look at the
     /// dashboard (0: stop at once).
     #[arg(long, default_value_t = 0)]
@@ -69,10 +76,11 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(
         &gateway_toml,
         format!(
-            "listen = \"127.0.0.1:0\"\nadmin_listen = {:?}\ndata_dir = {:?}\nplugins_dir = {:?}\nagent_token = {token:?}\n",
+            "listen = \"127.0.0.1:0\"\nadmin_listen = {:?}\ndata_dir = {:?}\nplugins_dir = {:?}\nagent_token = {token:?}\n\n[http]\nlisten = {:?}\n",
             args.admin,
             work.join("data"),
             std::fs::canonicalize(&args.plugins).context("plugins folder (run `make plugins`)")?,
+            args.http,
         ),
     )?;
     println!("== starting gateway");
@@ -82,8 +90,14 @@ async fn main() -> anyhow::Result<()> {
     let ca = work.join("data/ca.pem");
 
     for (node, cost) in [("node-a", 0.9), ("node-b", 2.5)] {
+        let (model, base_url) = chat::start_toy(&args.bin_dir, &work, node).await?;
+        println!("== started a toy model for {node} at {base_url}");
+        procs.0.push((format!("{node} model"), model));
         let config = work.join(format!("{node}.toml"));
-        std::fs::write(&config, agent_config(&addr, &ca, token, node, cost))?;
+        std::fs::write(
+            &config,
+            agent_config(&addr, &ca, token, node, cost, &base_url),
+        )?;
         let log = std::fs::File::create(work.join(format!("{node}.log")))?;
         let child = Command::new(args.bin_dir.join("node-agent"))
             .arg("--config")
@@ -130,6 +144,15 @@ async fn main() -> anyhow::Result<()> {
         bail!("switchyard policies failed");
     }
     println!(
+        "\n== a chat completion streamed through the HTTP ingress (toy model, {})",
+        chat::MODEL
+    );
+    let (first_token, tokens) = chat::stream_chat(&format!("http://{}", args.http)).await?;
+    println!(
+        "   first token after {:.0} ms; {tokens} tokens streamed",
+        first_token.as_secs_f64() * 1000.0
+    );
+    println!(
         "\n== dashboard: http://{}/ (metrics: http://{}/metrics)",
         args.admin, args.admin
     );
@@ -150,13 +173,24 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn agent_config(gateway: &str, ca: &Path, token: &str, node: &str, cost: f32) -> String {
+fn agent_config(
+    gateway: &str,
+    ca: &Path,
+    token: &str,
+    node: &str,
+    cost: f32,
+    model_url: &str,
+) -> String {
     let mut services = String::new();
     for (name, command) in SERVICES {
         services.push_str(&format!(
             "\n[[services]]\nname = {name:?}\nkind = \"command\"\ncommand = {command:?}\nmax_concurrent = 4\n"
         ));
     }
+    services.push_str(&format!(
+        "\n[[services]]\nname = {:?}\nkind = \"openai\"\nbase_url = {model_url:?}\nmax_concurrent = 8\n",
+        chat::MODEL
+    ));
     format!(
         "gateway = {gateway:?}\nca = {ca:?}\ntoken = {token:?}\nnode_id = {node:?}\nregion = \"local\"\ncost_per_hour = {cost}\n{services}"
     )
