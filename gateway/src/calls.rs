@@ -56,7 +56,12 @@ pub(crate) async fn serve(
     let served = std::sync::Mutex::new(Served::default());
     let mut head = head;
     let result = async {
-        let admitted = tenancy::admit(&shared, &mut head).map_err(|refused| refused.error)?;
+        let admitted = tenancy::admit(&shared, &mut head).map_err(|refused| {
+            if let Ok(mut served) = served.lock() {
+                served.tenant.clone_from(&refused.tenant);
+            }
+            refused.error
+        })?;
         let call = Call::new(&shared, call_id, head, arrived, &served, admitted)?;
         let payload = call.read_payload(&mut recv).await?;
         call.execute(payload, &mut send).await

@@ -89,7 +89,8 @@ pub(crate) fn spawn(
     arrived: Instant,
 ) -> Result<mpsc::Receiver<Message>, Refused> {
     let mut head = head;
-    let admitted = super::tenancy::admit(&shared, &mut head)?;
+    let admitted = super::tenancy::admit(&shared, &mut head)
+        .inspect_err(|refused| refused.record(&shared, &head.service, arrived))?;
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
     tokio::spawn(async move {
         let call_id = shared.next_call_id.fetch_add(1, Ordering::Relaxed);
@@ -134,4 +135,23 @@ pub(crate) struct Refused {
     pub(crate) error: CallError,
     /// How long to wait before trying again (rate limits).
     pub(crate) retry_after: Option<std::time::Duration>,
+    /// The caller's tenant, when its key named one (for the metrics).
+    pub(crate) tenant: Option<Arc<str>>,
+}
+
+impl Refused {
+    /// Counts the refused call in the metrics, under its tenant.
+    pub(crate) fn record(&self, shared: &Shared, service: &str, arrived: Instant) {
+        let served = std::sync::Mutex::new(Served {
+            tenant: self.tenant.clone(),
+            ..Served::default()
+        });
+        record(
+            shared,
+            service,
+            &served,
+            &Err(Failure::Reply(self.error.clone())),
+            arrived,
+        );
+    }
 }

@@ -26,6 +26,7 @@ impl From<TenantError> for Refused {
         Self {
             retry_after: error.retry_after(),
             error: error.into(),
+            tenant: None,
         }
     }
 }
@@ -49,7 +50,12 @@ pub(crate) fn authenticate(shared: &Shared, key: Option<&str>) -> Result<Arc<Ten
 /// retry).
 pub(crate) fn admit(shared: &Shared, head: &mut CallHead) -> Result<Admitted, Refused> {
     let tenant = authenticate(shared, head.api_key.take().as_deref())?;
-    let admitted = tenant.admit(&head.service, head.priority, Instant::now())?;
+    let admitted = tenant
+        .admit(&head.service, head.priority, Instant::now())
+        .map_err(|e| Refused {
+            tenant: Some(tenant.name().clone()),
+            ..e.into()
+        })?;
     head.priority = admitted.priority;
     Ok(Admitted {
         tenant: tenant.name().clone(),
