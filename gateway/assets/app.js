@@ -134,8 +134,26 @@ function renderServices(snap) {
       el("td", { text: s.in_flight }), el("td", { text: `${s.queue.length}/${s.queue.capacity}` }),
       el("td", { text: `${s.queue.oldest_wait_ms} ms` }),
       el("td", { text: s.calls_per_s.toFixed(2) }),
+      tenantsCell(s.tenants || []),
       el("td", { text: s.p50_ms.toFixed(1) }), el("td", { text: s.p99_ms.toFixed(1) })));
   }
+}
+
+// Each tenant's calls/s over the last minute, busiest first:
+// "team-a 3.20/s · team-b 0.50/s" (errors/s too when some failed).
+function tenantsCell(tenants) {
+  const td = el("td", { class: "tenants" });
+  tenants.forEach((t, i) => {
+    if (i > 0) td.append(" · ");
+    const errors = t.errors_per_s > 0 ? ` (${t.errors_per_s.toFixed(2)} err/s)` : "";
+    td.append(el("span", {
+      class: `tenant${t.errors_per_s > 0 ? " failing" : ""}`, "data-tenant": t.tenant,
+      title: `${t.tenant}: ${t.calls_per_s.toFixed(2)} calls/s, ${t.errors_per_s.toFixed(2)} errors/s over the last minute`,
+      text: `${t.tenant} ${t.calls_per_s.toFixed(2)}/s${errors}`,
+    }));
+  });
+  if (tenants.length === 0) td.textContent = "-";
+  return td;
 }
 
 async function setPolicy(service, policy) {

@@ -121,7 +121,7 @@ fn record(
     );
     shared
         .window
-        .record(service, &served.node, total_ms, ok, Instant::now());
+        .record(service, tenant, &served.node, total_ms, ok, Instant::now());
 }
 
 /// Where a call went, for its metrics (empty while it reached no node).

@@ -1,6 +1,7 @@
 //! What the dashboard and `/api/services` show: a snapshot of nodes,
-//! services (policy, queue, rate, latency), per-second series and each
-//! node's share of calls; and the change events `/api/events` streams.
+//! services (policy, queue, rate, latency, each tenant's rate), per-second
+//! series and each node's share of calls; and the change events
+//! `/api/events` streams.
 
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -9,11 +10,12 @@ use protocol::{CacheStatsView, NodeView, PolicyTable, QueueView};
 use serde::Serialize;
 
 use crate::Shared;
-use crate::window::Point;
+use crate::window::{Point, TenantRate};
 
 /// Seconds of per-second series a snapshot carries.
 pub const SERIES_S: u64 = 120;
-/// Seconds the rates, percentiles and node shares are computed over.
+/// Seconds the rates (the services' and their tenants'), percentiles and
+/// node shares are computed over.
 pub const SUMMARY_S: u64 = 60;
 
 /// Everything the dashboard draws, at one instant.
@@ -60,6 +62,12 @@ pub struct ServiceSummary {
     pub p50_ms: f32,
     /// 99th percentile latency over the window, ms.
     pub p99_ms: f32,
+    /// Each tenant that called it in the last [`SUMMARY_S`] s: its calls/s
+    /// and errors/s over that window (counts / [`SUMMARY_S`]), highest
+    /// calls/s first. At most [`crate::window::TENANTS_PER_S`] tenants apart,
+    /// the rest summed as [`crate::window::OTHER_TENANTS`]. Empty without
+    /// calls in the window.
+    pub tenants: Vec<TenantRate>,
 }
 
 /// A change worth telling the dashboard at once.
@@ -107,6 +115,7 @@ pub(crate) fn service_summaries(shared: &Shared, now: Instant) -> Vec<ServiceSum
     let table = shared.policies.table(&hosted);
     let queues = shared.scheduler.views(now);
     let nodes = shared.registry.all();
+    let mut tenants = shared.window.tenant_rates(SUMMARY_S, now);
     queues
         .into_iter()
         .map(|queue| {
@@ -130,6 +139,7 @@ pub(crate) fn service_summaries(shared: &Shared, now: Instant) -> Vec<ServiceSum
                 errors_per_s: errors as f64 / SUMMARY_S as f64,
                 p50_ms,
                 p99_ms,
+                tenants: tenants.remove(&name).unwrap_or_default(),
                 queue,
                 name,
             }

@@ -61,13 +61,13 @@ pub(super) async fn embeddings(
 }
 
 /// A request body, or the error answer for one axum refused (413 past the
-/// payload limit).
+/// payload limit), boxed (a `Response` is large).
 pub(super) fn read_body(
     shared: &Shared,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Bytes, Response> {
+) -> Result<Bytes, Box<Response>> {
     body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Box::new(if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             fail(
                 ErrorKind::PayloadTooLarge,
                 format!(
@@ -77,7 +77,7 @@ pub(super) fn read_body(
             )
         } else {
             fail(ErrorKind::BadRequest, rejection.body_text())
-        }
+        })
     })
 }
 
@@ -90,7 +90,7 @@ async fn call(
     let arrived = Instant::now();
     let body = match read_body(&shared, body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let request: Request = match serde_json::from_slice(&body) {
         Ok(request) => request,

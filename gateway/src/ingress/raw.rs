@@ -29,7 +29,7 @@ pub(super) async fn call(
     let arrived = Instant::now();
     let body = match read_body(&shared, body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let head = match headers::call_head(&shared.config, &headers, &service, body.len() as u64) {
         Ok(head) => head,

@@ -1,13 +1,15 @@
 //! The admin HTTP port end to end: Prometheus `/metrics` (checked by
 //! `promtool check metrics`), the JSON API (lists, policy change, drain),
-//! Server-Sent Events, and the dashboard rendered by headless Chromium.
+//! Server-Sent Events, and the dashboard rendered by headless Chromium
+//! (with two tenants, whose rates the services table shows).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use client::{CallOptions, ErrorKind};
+use client::{CallOptions, Client, ClientConfig, ErrorKind};
+use gateway::tenants::TenantConfig;
 use serde_json::Value;
 
 use crate::common::browser::{Browser, tool};
@@ -53,6 +55,23 @@ fn cache_echo(config: &mut gateway::GatewayConfig) {
             ..Default::default()
         },
     );
+}
+
+/// Two tenants, `team-a` (key `sk-a`) and `team-b` (key `sk-b`).
+fn two_tenants(config: &mut gateway::GatewayConfig) {
+    config.tenants = ["a", "b"]
+        .map(|t| TenantConfig {
+            api_keys: vec![format!("sk-{t}")],
+            ..TenantConfig::new(format!("team-{t}"))
+        })
+        .to_vec();
+}
+
+/// An SDK client presenting `key`.
+async fn keyed_client(fleet: &Fleet, key: &str) -> Client {
+    let mut config = ClientConfig::new(fleet.addr.clone(), fleet.ca());
+    config.api_key = Some(key.into());
+    Client::connect(config).await.expect("client connects")
 }
 
 /// A gateway (`tweak`ed) and two agents hosting `echo`.
@@ -306,17 +325,65 @@ async fn events_stream_snapshots_and_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
-    let fleet = two_echo_nodes_with(cache_echo).await;
-    let client = fleet.client().await;
+    let fleet = two_echo_nodes_with(|config| {
+        cache_echo(config);
+        two_tenants(config);
+    })
+    .await;
+    let (a, b) = (
+        keyed_client(&fleet, "sk-a").await,
+        keyed_client(&fleet, "sk-b").await,
+    );
     // 20 distinct calls, then 20 repeats answered by the cache: 50 %.
+    // team-a makes the first 20 and half the repeats (30 calls), team-b
+    // the other half (10).
     for round in 0..2 {
         for i in 0..20 {
+            let client = if round == 1 && i >= 10 { &b } else { &a };
             let r = client
                 .call("echo", format!("d{i}"), CallOptions::default())
                 .await
                 .unwrap();
             assert_eq!(r.cache.is_some(), round == 1, "{:?}", r.cache);
         }
+    }
+    // Each tenant's rate over the last minute, busiest first (a call is
+    // counted just after its answer is sent, so the last may lag a little).
+    let want = [("team-a", 30.0 / 60.0, 0.0), ("team-b", 10.0 / 60.0, 0.0)];
+    let start = Instant::now();
+    loop {
+        let services = get_json(&format!("{}/api/services", base(&fleet))).await;
+        let echo = services
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "echo")
+            .expect("echo listed")
+            .clone();
+        let tenants: Vec<(String, f64, f64)> = echo["tenants"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no tenants in {echo}"))
+            .iter()
+            .map(|t| {
+                (
+                    t["tenant"].as_str().unwrap().to_string(),
+                    t["calls_per_s"].as_f64().unwrap(),
+                    t["errors_per_s"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        if tenants
+            .iter()
+            .map(|(t, c, e)| (t.as_str(), *c, *e))
+            .eq(want.iter().copied())
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "want {want:?} in {echo}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let browser = Browser::start().await;
     browser.open(&format!("{}/", base(&fleet))).await;
@@ -362,6 +429,10 @@ async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
             "return document.querySelectorAll('#nodes .node .bar').length >= 4",
         ),
         (
+            "each tenant's rate in the echo row, busiest first",
+            "return [...document.querySelectorAll('#services tr[data-service=\"echo\"] td.tenants .tenant')].map(t => t.textContent).join(' · ') === 'team-a 0.50/s · team-b 0.17/s'",
+        ),
+        (
             "the cache hit ratio",
             "return (document.querySelector('#cache .cache-row[data-service=\"echo\"] .label') || {}).textContent === 'echo 50%'",
         ),
@@ -387,6 +458,14 @@ async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
         .eval("return Object.keys(window.lastSnapshot ? window.lastSnapshot.series : {}).length")
         .await;
     assert_eq!(calls_drawn, serde_json::json!(1), "one service charted");
+    let tenants_sent = browser
+        .eval("return window.lastSnapshot.services.find(s => s.name === 'echo').tenants.map(t => t.tenant)")
+        .await;
+    assert_eq!(
+        tenants_sent,
+        serde_json::json!(["team-a", "team-b"]),
+        "the live snapshot carries the tenants too"
+    );
 
     let png = browser.screenshot().await;
     assert!(
