@@ -108,6 +108,7 @@ pub(crate) async fn stream_chat(ingress: &str) -> anyhow::Result<(Duration, usiz
         }
     }
     out.write_all(b"\n").await?;
+    out.flush().await?;
     let status = child.wait().await?;
     if !status.success() {
         bail!("curl failed: {status}");
