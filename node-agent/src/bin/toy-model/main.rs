@@ -60,6 +60,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use clap::Parser;
 
 /// A stand-in model server: loads for a while, then answers requests with
@@ -214,6 +215,13 @@ async fn serve(args: Args) -> ExitCode {
         args.tokens_per_s,
         args.embedding_dim,
     ));
+    // Each streamed token goes out as it is due, as real model servers do
+    // (asyncio's transports, under vLLM and SGLang, set TCP_NODELAY): with
+    // Nagle's algorithm a token written while the previous write is not yet
+    // acknowledged waits for the peer's delayed ACK (~40 ms on Linux).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let app = Router::new()
         .route("/health", get(health))
         .merge(openai::routes())
