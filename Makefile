@@ -6,9 +6,12 @@
 #   make build   host binaries (release) and plugins
 #   make plugins wasm policy plugins into plugins/dist (see mk/plugins.mk)
 #   make bench   policy pick benchmark: wasm vs native, deadline cost (~4 min),
-#                then bench-pool
+#                then bench-pool and bench-stream
 #   make bench-pool  fresh connection per call vs the pooled SDK (calls/s,
 #                p50, p99)
+#   make bench-stream  streamed chat completions, direct vs through the
+#                gateway (HTTP ingress, QUIC SDK): time to first chunk and
+#                chunks/s per stream, p50 and p99, 1 and 64 streams
 #   make setup   Debian packages the tests use (chromium, chromium-driver,
 #                promtool, curl) and the Python virtualenv .venv with the
 #                pinned `openai` client; `make test` runs it
@@ -16,7 +19,7 @@
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build demo test lint toolchain bench bench-pool clean setup venv
+.PHONY: all build demo test lint toolchain bench bench-pool bench-stream clean setup venv
 
 # Programs the end-to-end tests use, from Debian's packages: a real headless
 # browser for the dashboard test, promtool for `/metrics`, curl for the HTTP
@@ -75,9 +78,13 @@ test: setup plugins lint plugins-test
 bench: plugins
 	$(CARGO) bench -p policy-host --bench pick
 	$(CARGO) bench -p node-agent --bench pool
+	$(CARGO) bench -p node-agent --bench stream
 
 bench-pool: plugins
 	$(CARGO) bench -p node-agent --bench pool
+
+bench-stream: plugins
+	$(CARGO) bench -p node-agent --bench stream
 
 clean: plugins-clean
 	$(CARGO) clean
