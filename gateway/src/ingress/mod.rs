@@ -32,6 +32,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -57,7 +58,14 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let app = router(shared);
+    // Streamed answers go out event by event: with Nagle's algorithm an
+    // event written while the previous one is not yet acknowledged waits
+    // for the client's delayed ACK (~40 ms on Linux), the first token
+    // included. So every accepted connection sets TCP_NODELAY.
     let Some(mut tls) = tls else {
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         if let Err(error) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
@@ -82,6 +90,7 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => return,
         };
+        let _ = tcp.set_nodelay(true);
         let (acceptor, app) = (acceptor.clone(), app.clone());
         // The handshake runs on the connection's own task, so a slow
         // client never holds up the others.
