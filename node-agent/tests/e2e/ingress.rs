@@ -265,23 +265,40 @@ async fn every_error_status_in_openai_shape() {
     assert_eq!(held.status, 200, "{held:?}");
 }
 
-#[tokio::test]
-async fn https_and_http2_with_the_gateway_certificate() {
-    let mut fleet = Fleet::start(|config| config.http.tls = Some(true)).await;
+/// Posts `body` to an `echo` service through an ingress configured by
+/// `tweak`, with curl's extra `args` (`{ca}` stands for the CA file).
+async fn echo_over(
+    tweak: impl FnOnce(&mut gateway::GatewayConfig),
+    args: &[&str],
+    body: &str,
+) -> Curl {
+    let mut fleet = Fleet::start(tweak).await;
     fleet.spawn_agent("node-a", TOKEN, &service("echo", "echo", ""));
     fleet.wait_nodes(1).await;
-    let url = fleet.gateway.http_url().expect("ingress");
-    assert!(url.starts_with("https://"), "{url}");
     let ca = fleet.ca().display().to_string();
-    let target = format!("{url}/v1/call/echo");
-    let got = tokio::task::spawn_blocking(move || {
-        curl(
-            &["--cacert", &ca, "--http2", "-X", "POST", &target],
-            Some("over tls"),
-        )
+    let mut args: Vec<String> = args.iter().map(|a| a.replace("{ca}", &ca)).collect();
+    args.extend(["-X".into(), "POST".into()]);
+    args.push(format!(
+        "{}/v1/call/echo",
+        fleet.gateway.http_url().expect("ingress")
+    ));
+    let body = body.to_string();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&args, Some(&body))
     })
     .await
-    .expect("curl");
+    .expect("curl")
+}
+
+#[tokio::test]
+async fn https_and_http2_with_the_gateway_certificate() {
+    let got = echo_over(
+        |config| config.http.tls = Some(true),
+        &["--cacert", "{ca}", "--http2"],
+        "over tls",
+    )
+    .await;
     assert_eq!(
         (got.version.as_str(), got.status),
         ("HTTP/2", 200),
@@ -292,21 +309,7 @@ async fn https_and_http2_with_the_gateway_certificate() {
 
 #[tokio::test]
 async fn plain_http2_with_prior_knowledge() {
-    let mut fleet = Fleet::start(|_| {}).await;
-    fleet.spawn_agent("node-a", TOKEN, &service("echo", "echo", ""));
-    fleet.wait_nodes(1).await;
-    let target = format!(
-        "{}/v1/call/echo",
-        fleet.gateway.http_url().expect("ingress")
-    );
-    let got = tokio::task::spawn_blocking(move || {
-        curl(
-            &["--http2-prior-knowledge", "-X", "POST", &target],
-            Some("h2c"),
-        )
-    })
-    .await
-    .expect("curl");
+    let got = echo_over(|_| {}, &["--http2-prior-knowledge"], "h2c").await;
     assert_eq!(
         (got.version.as_str(), got.status),
         ("HTTP/2", 200),
