@@ -14,17 +14,18 @@
 //! are not cached, against the same service with `cache_ttl_s` set, where
 //! every call after the first is a hit.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use client::{CallOptions, Client, ClientConfig};
+use common::TOKEN;
 use gateway::{Gateway, GatewayConfig};
 use node_agent::{AgentConfig, ServiceConfig, ServiceKind};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-const TOKEN: &str = "bench-agent-token";
 /// Payload of each call, bytes.
 const PAYLOAD: usize = 64;
 /// Calls in flight at once, per row.
@@ -75,18 +76,6 @@ fn main() -> anyhow::Result<()> {
 async fn bench(warm_up: Duration, run_for: Duration) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("tempdir")?;
     let gateway = Gateway::bind(GatewayConfig {
-        listen: "127.0.0.1:0".parse()?,
-        admin_listen: "127.0.0.1:0".parse()?,
-        http: gateway::config::HttpConfig {
-            listen: "127.0.0.1:0".parse()?,
-            ..Default::default()
-        },
-        data_dir: dir.path().join("gateway"),
-        plugins_dir: plugins_dir(dir.path())?,
-        agent_token: Some(TOKEN.into()),
-        admin_token: Some("bench-admin-token".into()),
-        pick_deadline_ms: 50,
-        seed: Some(7),
         services: [(
             "sum-up-cached".to_string(),
             gateway::config::ServiceConfig {
@@ -96,7 +85,7 @@ async fn bench(warm_up: Duration, run_for: Duration) -> anyhow::Result<()> {
         )]
         .into_iter()
         .collect(),
-        ..GatewayConfig::default()
+        ..common::gateway_config(dir.path())?
     })
     .await
     .context("gateway binds")?;
@@ -153,18 +142,6 @@ async fn bench(warm_up: Duration, run_for: Duration) -> anyhow::Result<()> {
     let _ = stop_gateway.send(());
     gateway_task.await?;
     Ok(())
-}
-
-/// The repository's built plugins if there are (round-robin is the default
-/// policy), else an empty folder (the built-in round-robin picks).
-fn plugins_dir(scratch: &Path) -> anyhow::Result<PathBuf> {
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist");
-    if built.join("round-robin.wasm").exists() {
-        return Ok(built);
-    }
-    let empty = scratch.join("plugins");
-    std::fs::create_dir_all(&empty)?;
-    Ok(empty)
 }
 
 /// Runs `concurrency` callers for `run_for` and summarises their calls.

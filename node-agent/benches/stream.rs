@@ -25,19 +25,20 @@
 //! gateway. Without `--bench` (`cargo test -p node-agent --bench stream`)
 //! it only checks briefly that every path works.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use client::{CallOptions, Client, ClientConfig};
+use common::TOKEN;
 use futures_util::StreamExt;
-use gateway::{Gateway, GatewayConfig};
+use gateway::Gateway;
 use node_agent::{AgentConfig, ServiceConfig, ServiceKind};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-const TOKEN: &str = "bench-agent-token";
 /// The service (and model) name.
 const SERVICE: &str = "llama";
 /// The toy model's token rate.
@@ -134,23 +135,9 @@ async fn bench(timing: &Timing) -> anyhow::Result<()> {
     let toy = Toy::start(&http).await?;
 
     let dir = tempfile::tempdir().context("tempdir")?;
-    let gateway = Gateway::bind(GatewayConfig {
-        listen: "127.0.0.1:0".parse()?,
-        admin_listen: "127.0.0.1:0".parse()?,
-        http: gateway::config::HttpConfig {
-            listen: "127.0.0.1:0".parse()?,
-            ..Default::default()
-        },
-        data_dir: dir.path().join("gateway"),
-        plugins_dir: plugins_dir(dir.path())?,
-        agent_token: Some(TOKEN.into()),
-        admin_token: Some("bench-admin-token".into()),
-        pick_deadline_ms: 50,
-        seed: Some(7),
-        ..GatewayConfig::default()
-    })
-    .await
-    .context("gateway binds")?;
+    let gateway = Gateway::bind(common::gateway_config(dir.path())?)
+        .await
+        .context("gateway binds")?;
     let addr = gateway.local_addr()?.to_string();
     let ca = gateway.ca_path().to_path_buf();
     let ingress = gateway.http_url().context("the HTTP ingress is off")?;
@@ -265,18 +252,6 @@ impl Drop for Toy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The repository's built plugins if there are (round-robin is the default
-/// policy), else an empty folder (the built-in round-robin picks).
-fn plugins_dir(scratch: &Path) -> anyhow::Result<PathBuf> {
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist");
-    if built.join("round-robin.wasm").exists() {
-        return Ok(built);
-    }
-    let empty = scratch.join("plugins");
-    std::fs::create_dir_all(&empty)?;
-    Ok(empty)
 }
 
 /// Reads a server-sent event stream as its chunks arrive: when the first
