@@ -20,10 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use client::{CallOptions, Client, ClientConfig};
-use common::TOKEN;
-use gateway::{Gateway, GatewayConfig};
-use node_agent::{AgentConfig, ServiceConfig, ServiceKind};
-use tokio::sync::oneshot;
+use gateway::GatewayConfig;
+use node_agent::{ServiceConfig, ServiceKind};
 use tokio::task::JoinSet;
 
 /// Payload of each call, bytes.
@@ -75,7 +73,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn bench(warm_up: Duration, run_for: Duration) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("tempdir")?;
-    let gateway = Gateway::bind(GatewayConfig {
+    let config = GatewayConfig {
         services: [(
             "sum-up-cached".to_string(),
             gateway::config::ServiceConfig {
@@ -86,20 +84,7 @@ async fn bench(warm_up: Duration, run_for: Duration) -> anyhow::Result<()> {
         .into_iter()
         .collect(),
         ..common::gateway_config(dir.path())?
-    })
-    .await
-    .context("gateway binds")?;
-    let addr = gateway.local_addr()?.to_string();
-    let ca = gateway.ca_path().to_path_buf();
-    let (stop_gateway, gateway_stopped) = oneshot::channel::<()>();
-    let serving = gateway.clone();
-    let gateway_task = tokio::spawn(async move {
-        serving
-            .serve(async {
-                let _ = gateway_stopped.await;
-            })
-            .await;
-    });
+    };
 
     let mut echo = ServiceConfig::new("echo", ServiceKind::Echo);
     echo.max_concurrent = 64;
@@ -107,27 +92,9 @@ async fn bench(warm_up: Duration, run_for: Duration) -> anyhow::Result<()> {
     sum.max_concurrent = 64;
     let mut sum_cached = ServiceConfig::new("sum-up-cached", ServiceKind::SumUp);
     sum_cached.max_concurrent = 64;
-    let agent = AgentConfig::new(
-        addr.clone(),
-        &ca,
-        TOKEN,
-        "bench-node",
-        vec![echo, sum, sum_cached],
-    );
-    let (stop_agent, agent_stopped) = oneshot::channel::<()>();
-    let agent_task = tokio::spawn(node_agent::run(agent, async {
-        let _ = agent_stopped.await;
-    }));
-    let start = Instant::now();
-    while gateway.registry().len() != 1 {
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(20),
-            "the agent did not register"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let fleet = common::Fleet::start(config, vec![echo, sum, sum_cached]).await?;
 
-    let config = ClientConfig::new(addr, ca);
+    let config = ClientConfig::new(fleet.addr.clone(), fleet.ca.clone());
     let mut rows = Vec::new();
     for concurrency in CONCURRENCY {
         for mode in [Mode::Fresh, Mode::Pooled, Mode::Uncached, Mode::Cached] {
@@ -137,11 +104,7 @@ async fn bench(warm_up: Duration, run_for: Duration) -> anyhow::Result<()> {
     }
     print(&rows);
 
-    let _ = stop_agent.send(());
-    agent_task.await?.context("agent")?;
-    let _ = stop_gateway.send(());
-    gateway_task.await?;
-    Ok(())
+    fleet.stop().await
 }
 
 /// Runs `concurrency` callers for `run_for` and summarises their calls.

@@ -32,11 +32,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use client::{CallOptions, Client, ClientConfig};
-use common::TOKEN;
 use futures_util::StreamExt;
-use gateway::Gateway;
-use node_agent::{AgentConfig, ServiceConfig, ServiceKind};
-use tokio::sync::oneshot;
+use node_agent::{ServiceConfig, ServiceKind};
 use tokio::task::JoinSet;
 
 /// The service (and model) name.
@@ -135,39 +132,15 @@ async fn bench(timing: &Timing) -> anyhow::Result<()> {
     let toy = Toy::start(&http).await?;
 
     let dir = tempfile::tempdir().context("tempdir")?;
-    let gateway = Gateway::bind(common::gateway_config(dir.path())?)
-        .await
-        .context("gateway binds")?;
-    let addr = gateway.local_addr()?.to_string();
-    let ca = gateway.ca_path().to_path_buf();
-    let ingress = gateway.http_url().context("the HTTP ingress is off")?;
-    let (stop_gateway, gateway_stopped) = oneshot::channel::<()>();
-    let serving = gateway.clone();
-    let gateway_task = tokio::spawn(async move {
-        serving
-            .serve(async {
-                let _ = gateway_stopped.await;
-            })
-            .await;
-    });
-
     let mut llama = ServiceConfig::new(SERVICE, ServiceKind::openai(format!("{}/v1", toy.url)));
     llama.max_concurrent = MAX_CONCURRENT;
-    let agent = AgentConfig::new(addr.clone(), &ca, TOKEN, "bench-node", vec![llama]);
-    let (stop_agent, agent_stopped) = oneshot::channel::<()>();
-    let agent_task = tokio::spawn(node_agent::run(agent, async {
-        let _ = agent_stopped.await;
-    }));
-    let start = Instant::now();
-    while gateway.registry().len() != 1 {
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(20),
-            "the agent did not register"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let fleet = common::Fleet::start(common::gateway_config(dir.path())?, vec![llama]).await?;
+    let ingress = fleet
+        .gateway
+        .http_url()
+        .context("the HTTP ingress is off")?;
 
-    let quic = Client::connect(ClientConfig::new(addr, ca)).await?;
+    let quic = Client::connect(ClientConfig::new(fleet.addr.clone(), fleet.ca.clone())).await?;
     let target = Target {
         http,
         quic: quic.clone(),
@@ -189,10 +162,7 @@ async fn bench(timing: &Timing) -> anyhow::Result<()> {
     print(&rows);
 
     quic.close().await;
-    let _ = stop_agent.send(());
-    agent_task.await?.context("agent")?;
-    let _ = stop_gateway.send(());
-    gateway_task.await?;
+    fleet.stop().await?;
     drop(toy);
     Ok(())
 }
