@@ -207,27 +207,65 @@ enum RawKind {
     SumUp,
 }
 
+impl RawKind {
+    /// The kind's TOML name.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Command => "command",
+            Self::Http => "http",
+            Self::OpenAi => "openai",
+            Self::Echo => "echo",
+            Self::Sleep => "sleep",
+            Self::SumUp => "sum-up",
+        }
+    }
+
+    /// The kind-specific keys it takes.
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            Self::Command => &["command", "env", "cwd", "max_output_bytes"],
+            Self::Http => &["url", "content_type", "max_output_bytes"],
+            Self::OpenAi => &["base_url", "api_key", "max_output_bytes"],
+            Self::Echo | Self::Sleep | Self::SumUp => &[],
+        }
+    }
+}
+
+impl RawService {
+    /// Every kind-specific key and whether the entry sets it.
+    fn set_keys(&self) -> [(&'static str, bool); 8] {
+        [
+            ("command", self.command.is_some()),
+            ("env", self.env.is_some()),
+            ("cwd", self.cwd.is_some()),
+            ("max_output_bytes", self.max_output_bytes.is_some()),
+            ("url", self.url.is_some()),
+            ("content_type", self.content_type.is_some()),
+            ("base_url", self.base_url.is_some()),
+            ("api_key", self.api_key.is_some()),
+        ]
+    }
+}
+
 impl TryFrom<RawService> for ServiceConfig {
     type Error = String;
 
     fn try_from(raw: RawService) -> Result<Self, String> {
+        if let Some((key, _)) = raw
+            .set_keys()
+            .into_iter()
+            .find(|(key, set)| *set && !raw.kind.keys().contains(key))
+        {
+            return Err(format!(
+                "service {}: `{key}` does not apply to kind \"{}\"",
+                raw.name,
+                raw.kind.name()
+            ));
+        }
         let name = raw.name;
-        let misplaced = |key: &str, kind: &str| {
-            Err(format!(
-                "service {name}: `{key}` does not apply to kind \"{kind}\""
-            ))
-        };
+        let max_output_bytes = raw.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES);
         let kind = match raw.kind {
             RawKind::Command => {
-                if raw.url.is_some() {
-                    return misplaced("url", "command");
-                }
-                if raw.content_type.is_some() {
-                    return misplaced("content_type", "command");
-                }
-                if raw.base_url.is_some() || raw.api_key.is_some() {
-                    return misplaced("base_url/api_key", "command");
-                }
                 let Some(argv) = raw.command else {
                     return Err(format!(
                         "service {name}: kind \"command\" needs command = [\"program\", \"arg\", ...]"
@@ -237,21 +275,10 @@ impl TryFrom<RawService> for ServiceConfig {
                     argv,
                     env: raw.env.unwrap_or_default(),
                     cwd: raw.cwd,
-                    max_output_bytes: raw.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES),
+                    max_output_bytes,
                 })
             }
             RawKind::Http => {
-                for (key, set) in [
-                    ("command", raw.command.is_some()),
-                    ("env", raw.env.is_some()),
-                    ("cwd", raw.cwd.is_some()),
-                    ("base_url", raw.base_url.is_some()),
-                    ("api_key", raw.api_key.is_some()),
-                ] {
-                    if set {
-                        return misplaced(key, "http");
-                    }
-                }
                 let Some(url) = raw.url else {
                     return Err(format!(
                         "service {name}: kind \"http\" needs url = \"http://...\""
@@ -262,21 +289,10 @@ impl TryFrom<RawService> for ServiceConfig {
                     content_type: raw
                         .content_type
                         .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into()),
-                    max_output_bytes: raw.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES),
+                    max_output_bytes,
                 })
             }
             RawKind::OpenAi => {
-                for (key, set) in [
-                    ("command", raw.command.is_some()),
-                    ("env", raw.env.is_some()),
-                    ("cwd", raw.cwd.is_some()),
-                    ("url", raw.url.is_some()),
-                    ("content_type", raw.content_type.is_some()),
-                ] {
-                    if set {
-                        return misplaced(key, "openai");
-                    }
-                }
                 let Some(base_url) = raw.base_url else {
                     return Err(format!(
                         "service {name}: kind \"openai\" needs base_url = \"http://host:port/v1\""
@@ -285,31 +301,12 @@ impl TryFrom<RawService> for ServiceConfig {
                 ServiceKind::OpenAi(OpenAiConfig {
                     base_url,
                     api_key: raw.api_key,
-                    max_output_bytes: raw.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES),
+                    max_output_bytes,
                 })
             }
-            builtin => {
-                let kind = match builtin {
-                    RawKind::Echo => ServiceKind::Echo,
-                    RawKind::Sleep => ServiceKind::Sleep,
-                    _ => ServiceKind::SumUp,
-                };
-                for (key, set) in [
-                    ("command", raw.command.is_some()),
-                    ("env", raw.env.is_some()),
-                    ("cwd", raw.cwd.is_some()),
-                    ("max_output_bytes", raw.max_output_bytes.is_some()),
-                    ("url", raw.url.is_some()),
-                    ("content_type", raw.content_type.is_some()),
-                    ("base_url", raw.base_url.is_some()),
-                    ("api_key", raw.api_key.is_some()),
-                ] {
-                    if set {
-                        return misplaced(key, kind.name());
-                    }
-                }
-                kind
-            }
+            RawKind::Echo => ServiceKind::Echo,
+            RawKind::Sleep => ServiceKind::Sleep,
+            RawKind::SumUp => ServiceKind::SumUp,
         };
         Ok(Self {
             name,
