@@ -89,6 +89,8 @@ pub(crate) fn spawn(
     arrived: Instant,
 ) -> Result<mpsc::Receiver<Message>, Refused> {
     let mut head = head;
+    // The payload is at hand: its length is the head's.
+    head.payload_len = payload.len() as u64;
     let admitted = super::tenancy::admit(&shared, &mut head)
         .inspect_err(|refused| refused.record(&shared, &head.service, arrived))?;
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
@@ -98,12 +100,6 @@ pub(crate) fn spawn(
         let served = std::sync::Mutex::new(Served::default());
         let mut caller = Channel { tx };
         let result = async {
-            if payload.len() as u64 != head.payload_len {
-                return Err(Failure::Reply(CallError {
-                    kind: ErrorKind::BadRequest,
-                    message: "payload length does not match the call's head".into(),
-                }));
-            }
             let call = Call::new(&shared, call_id, head, arrived, &served, admitted)?;
             call.execute(payload, &mut caller).await
         }

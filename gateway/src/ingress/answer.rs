@@ -167,7 +167,7 @@ fn result(head: ResultHead, frames: mpsc::Receiver<Message>, mode: Mode) -> Resp
         .into()
     });
     let sse = mode == Mode::EventStream || content_type.starts_with("text/event-stream");
-    let mut response = Response::new(body(frames, sse, true));
+    let mut response = Response::new(Body::from_stream(body_stream(frames, sse, true)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&content_type) {
@@ -208,10 +208,6 @@ fn notice(message: &Message) -> Option<String> {
         )),
         _ => None,
     }
-}
-
-fn body(frames: mpsc::Receiver<Message>, sse: bool, started: bool) -> Body {
-    Body::from_stream(body_stream(frames, sse, started))
 }
 
 /// The response body: `Data` chunks as they come; in SSE mode queue
