@@ -1,0 +1,451 @@
+//! A call's way through the core: admission (a free slot now, else the
+//! queue, else `occupied` / `overloaded`), picks and their rankings, late
+//! binding of the queue's head when a slot frees, the end of a call.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use protocol::{CallError, CallHead, ErrorKind};
+
+use crate::balance::{Candidate, PickRequest, Ranking};
+use crate::schedule::queue::{QueueKey, Waiter};
+use crate::{Action, Call, CallId, Core, NodeKey, Stage, Via};
+
+impl Core {
+    /// A call arrived: a pick now when nobody waits (or it is realtime) and
+    /// a node has a free slot, else the queue.
+    pub(crate) fn arrive(
+        &mut self,
+        call: CallId,
+        head: Arc<CallHead>,
+        tenant: Arc<str>,
+        now: Instant,
+    ) {
+        if self.calls.contains_key(&call) {
+            self.out.push(Action::Reject {
+                call,
+                error: CallError {
+                    kind: ErrorKind::Internal,
+                    message: format!("call id {call} is already in use"),
+                },
+            });
+            return;
+        }
+        let service = head.service.clone();
+        self.calls.insert(
+            call,
+            Call {
+                head,
+                tenant,
+                exclude: Vec::new(),
+                stage: Stage::Picking {
+                    offered: Vec::new(),
+                },
+            },
+        );
+        if !self.fleet.knows(&service) {
+            return self.reject(
+                call,
+                ErrorKind::UnknownService,
+                format!("no node hosts service {service:?}"),
+            );
+        }
+        if !self.fleet.serves(&service) {
+            return self.reject(
+                call,
+                ErrorKind::NoNodeAvailable,
+                format!("every node hosting service {service:?} is draining"),
+            );
+        }
+        self.admit(call, now);
+    }
+
+    /// Asks for a pick when nobody waits (or the call is realtime) and a
+    /// node has a free slot; else queues the call.
+    fn admit(&mut self, call: CallId, now: Instant) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let service = c.head.service.clone();
+        let nobody_waits = self.queues.get(&service).is_none_or(|q| q.is_empty());
+        if nobody_waits || c.head.realtime {
+            let candidates = self.candidates(call);
+            if !candidates.is_empty() {
+                return self.ask_pick(call, candidates, false);
+            }
+        }
+        self.enqueue(call, now);
+    }
+
+    /// The free nodes call `call` may go to, as its policy sees them.
+    fn candidates(&self, call: CallId) -> Vec<Candidate> {
+        let Some(c) = self.calls.get(&call) else {
+            return Vec::new();
+        };
+        let service = &c.head.service;
+        self.fleet
+            .hosting(service)
+            .filter(|n| n.has_free_slot(service) && !c.exclude.contains(&n.key))
+            .map(|n| Candidate::of(n, service))
+            .collect()
+    }
+
+    fn ask_pick(&mut self, call: CallId, candidates: Vec<Candidate>, queued: bool) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let offered: Vec<NodeKey> = candidates.iter().map(|c| c.node).collect();
+        match &mut c.stage {
+            Stage::Queued { offered: o, .. } if queued => *o = Some(offered),
+            stage => *stage = Stage::Picking { offered },
+        }
+        if queued && let Some(queue) = self.queues.get_mut(&c.head.service) {
+            queue.picking = Some(call);
+        }
+        self.out.push(Action::Pick(PickRequest {
+            call,
+            head: c.head.clone(),
+            candidates,
+        }));
+    }
+
+    /// Puts the call in its service's queue, or refuses it (`occupied` for
+    /// a realtime call, `overloaded` for a full queue).
+    fn enqueue(&mut self, call: CallId, now: Instant) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let service = c.head.service.clone();
+        if c.head.realtime {
+            let hosting = self.fleet.hosting(&service).count();
+            return self.reject(
+                call,
+                ErrorKind::Occupied,
+                format!("every node with {service:?} loaded is busy and the call is realtime ({hosting} nodes)"),
+            );
+        }
+        let waiter = Waiter::new(
+            call,
+            QueueKey::new(c.head.priority, call),
+            c.tenant.clone(),
+            now,
+        );
+        match self.queue_mut(&service).push(waiter) {
+            Ok(key) => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.stage = Stage::Queued { key, offered: None };
+                }
+                self.publish(&service);
+                self.kick(&service, now);
+            }
+            Err(full) => self.reject(
+                call,
+                ErrorKind::Overloaded,
+                format!(
+                    "the queue of {service:?} is full ({} calls wait)",
+                    full.capacity
+                ),
+            ),
+        }
+    }
+
+    /// A pick came back.
+    pub(crate) fn picked(
+        &mut self,
+        call: CallId,
+        ranking: Result<Ranking, CallError>,
+        now: Instant,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return; // The call left meanwhile.
+        };
+        let service = c.head.service.clone();
+        match &mut c.stage {
+            Stage::Picking { offered } => {
+                let offered = std::mem::take(offered);
+                match ranking {
+                    Err(error) => {
+                        self.calls.remove(&call);
+                        self.out.push(Action::Reject { call, error });
+                    }
+                    Ok(ranking) => match self.take(call, &ranking, &offered) {
+                        Some(()) => {}
+                        None => self.enqueue(call, now),
+                    },
+                }
+            }
+            Stage::Queued { key, offered } if offered.is_some() => {
+                let key = *key;
+                let offered = offered.take().unwrap_or_default();
+                if let Some(queue) = self.queues.get_mut(&service) {
+                    queue.picking = None;
+                }
+                let is_head = self
+                    .queues
+                    .get(&service)
+                    .and_then(|q| q.peek())
+                    .is_some_and(|w| w.key == key);
+                if is_head {
+                    match ranking {
+                        Err(error) => {
+                            if let Some(queue) = self.queues.get_mut(&service) {
+                                queue.pop();
+                            }
+                            self.calls.remove(&call);
+                            self.out.push(Action::Reject { call, error });
+                            self.publish(&service);
+                        }
+                        Ok(ranking) => {
+                            if let Some(waiter) =
+                                self.queues.get(&service).and_then(|q| q.peek()).cloned()
+                                && self.take(call, &ranking, &offered).is_some()
+                            {
+                                if let Some(queue) = self.queues.get_mut(&service) {
+                                    queue.pop();
+                                    queue.dispatched_total += 1;
+                                }
+                                self.mark_waited(
+                                    call,
+                                    now.saturating_duration_since(waiter.enqueued),
+                                );
+                                self.publish(&service);
+                            }
+                        }
+                    }
+                }
+                // Another call went ahead meanwhile, or the slots went: pick
+                // again for whoever is at the head now.
+                self.kick(&service, now);
+            }
+            // A pick for a call that is reserved or running now: stale.
+            _ => {}
+        }
+    }
+
+    /// Takes a slot for `call` on the first node of `ranking` (then of the
+    /// rest of `offered`) that is offered, free and not excluded, and
+    /// dispatches it there. `None` when every one is taken.
+    fn take(&mut self, call: CallId, ranking: &Ranking, offered: &[NodeKey]) -> Option<()> {
+        let c = self.calls.get(&call)?;
+        let service = c.head.service.clone();
+        let mut order: Vec<NodeKey> = ranking
+            .nodes
+            .iter()
+            .copied()
+            .filter(|n| offered.contains(n))
+            .collect();
+        let start = order
+            .first()
+            .and_then(|first| offered.iter().position(|n| n == first))
+            .map_or(0, |i| i + 1);
+        for i in 0..offered.len() {
+            let n = offered[(start + i) % offered.len()];
+            if !order.contains(&n) {
+                order.push(n);
+            }
+        }
+        let exclude = c.exclude.clone();
+        let at = order.iter().position(|key| {
+            !exclude.contains(key)
+                && self
+                    .fleet
+                    .get(*key)
+                    .is_some_and(|n| n.has_free_slot(&service))
+        })?;
+        let node = order[at];
+        let rest = order.split_off(at + 1);
+        self.start(call, node, rest, Via::Pick, None);
+        Some(())
+    }
+
+    /// Takes the slot on `node` and tells the shell to dispatch.
+    pub(crate) fn start(
+        &mut self,
+        call: CallId,
+        node: NodeKey,
+        rest: Vec<NodeKey>,
+        via: Via,
+        waited: Option<std::time::Duration>,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(n) = self.fleet.get_mut(node) else {
+            return;
+        };
+        if let Some(s) = n.services.get_mut(&c.head.service) {
+            s.in_flight += 1;
+        }
+        c.stage = Stage::Running {
+            node,
+            epoch: n.epoch,
+            rest,
+        };
+        self.out.push(Action::Dispatch {
+            call,
+            node,
+            via,
+            waited,
+        });
+    }
+
+    /// Sets the queue wait of the dispatch just pushed for `call`.
+    fn mark_waited(&mut self, call: CallId, waited: std::time::Duration) {
+        if let Some(Action::Dispatch {
+            call: c, waited: w, ..
+        }) = self.out.last_mut()
+            && *c == call
+        {
+            *w = Some(waited);
+        }
+    }
+
+    /// Frees the slot of a running call. Returns its service.
+    fn release(&mut self, call: CallId) -> Option<(String, NodeKey, bool)> {
+        let c = self.calls.get(&call)?;
+        let Stage::Running { node, epoch, .. } = c.stage else {
+            return None;
+        };
+        let service = c.head.service.clone();
+        let same = match self.fleet.get_mut(node) {
+            Some(n) if n.epoch == epoch => {
+                if let Some(s) = n.services.get_mut(&service) {
+                    s.in_flight = s.in_flight.saturating_sub(1);
+                }
+                true
+            }
+            _ => false,
+        };
+        Some((service, node, same))
+    }
+
+    /// A dispatched call ended.
+    pub(crate) fn finished(&mut self, call: CallId, node_ms: f32, ok: bool, now: Instant) {
+        let Some((service, node, same)) = self.release(call) else {
+            return;
+        };
+        self.calls.remove(&call);
+        if same && let Some(n) = self.fleet.get_mut(node) {
+            n.calls_total += 1;
+            if ok && let Some(s) = n.services.get_mut(&service) {
+                s.latency.add(node_ms);
+            }
+        }
+        self.kick(&service, now);
+    }
+
+    /// A dispatch could not reach its node: the next node of the ranking
+    /// that is free, else admission again (never that node).
+    pub(crate) fn dispatch_failed(&mut self, call: CallId, now: Instant) {
+        let Some((service, node, _)) = self.release(call) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        c.exclude.push(node);
+        let rest = match &mut c.stage {
+            Stage::Running { rest, .. } => std::mem::take(rest),
+            _ => Vec::new(),
+        };
+        c.stage = Stage::Picking {
+            offered: Vec::new(),
+        };
+        if self
+            .take(
+                call,
+                &Ranking {
+                    nodes: rest.clone(),
+                },
+                &rest,
+            )
+            .is_none()
+        {
+            self.admit(call, now);
+        }
+        self.kick(&service, now);
+    }
+
+    /// A call that was not dispatched left.
+    pub(crate) fn left(&mut self, call: CallId) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let service = c.head.service.clone();
+        match c.stage {
+            Stage::Running { .. } => return, // It ends with CallFinished.
+            Stage::Picking { .. } => {}
+            Stage::Queued { key, .. } => {
+                if let Some(queue) = self.queues.get_mut(&service) {
+                    queue.remove(key);
+                    if queue.picking == Some(call) {
+                        queue.picking = None;
+                    }
+                }
+                self.publish(&service);
+            }
+            Stage::Reserved { swap_id } => {
+                if let Some(r) = self.reservations.get_mut(&swap_id) {
+                    r.waiter = None;
+                }
+                self.queue_mut(&service).abandoned_total += 1;
+            }
+        }
+        self.calls.remove(&call);
+    }
+
+    /// Serves `service`'s queue head if a node has a free slot (a pick for
+    /// it), else plans swaps for the calls still waiting.
+    pub(crate) fn kick(&mut self, service: &str, now: Instant) {
+        let Some(queue) = self.queues.get(service) else {
+            return;
+        };
+        if queue.picking.is_some() {
+            return;
+        }
+        let Some(head) = queue.peek().map(|w| w.call) else {
+            return;
+        };
+        let candidates = self.candidates(head);
+        if candidates.is_empty() {
+            self.plan_swaps(service, now);
+        } else {
+            self.ask_pick(head, candidates, true);
+        }
+    }
+}
+
+impl Candidate {
+    /// What a policy sees of `node` for `service`.
+    pub fn of(node: &crate::Node, service: &str) -> Self {
+        let s = node.services.get(service);
+        let mut c = Candidate {
+            node: node.key,
+            in_flight: s.map_or(0, |s| s.in_flight),
+            max_concurrent: s.map_or(0, |s| s.max_concurrent),
+            node_in_flight: node.in_flight_total(),
+            latency_ms: s.map_or(0.0, |s| s.latency.value_ms),
+            latency_samples: s.map_or(0, |s| s.latency.samples),
+            cost_per_hour: node.spec.cost_per_hour,
+            ..Candidate::default()
+        };
+        if let Some(stats) = &node.stats {
+            c.cpu_pct = stats.cpu_pct;
+            c.mem_used_mib = stats.mem_used_mib;
+            c.mem_total_mib = stats.mem_total_mib;
+            c.gpu_count = u32::try_from(stats.gpus.len()).unwrap_or(u32::MAX);
+            if !stats.gpus.is_empty() {
+                c.gpu_util_pct =
+                    stats.gpus.iter().map(|g| g.util_pct).sum::<f32>() / stats.gpus.len() as f32;
+            }
+            c.gpu_mem_free_mib = stats
+                .gpus
+                .iter()
+                .map(|g| g.mem_total_mib.saturating_sub(g.mem_used_mib))
+                .max()
+                .unwrap_or(0);
+            c.gpu_mem_total_mib = stats.gpus.iter().map(|g| g.mem_total_mib).sum();
+        }
+        c
+    }
+}

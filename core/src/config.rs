@@ -1,0 +1,111 @@
+//! The core's settings: queue sizes and the swap planner's rules (the
+//! gateway fills them from `gateway.toml`, the simulator from a scenario).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Queue and swap settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoreConfig {
+    /// Most calls that may wait per service (default 1000).
+    pub queue_capacity: u32,
+    /// Per-service queue sizes overriding `queue_capacity`.
+    pub service_queue_capacity: HashMap<String, u32>,
+    /// The swap planner's rules.
+    pub swap: SwapRules,
+    /// Whether waiting calls are told their positions (default true; the
+    /// simulator turns it off, nobody listens there).
+    pub positions: bool,
+}
+
+/// The swap planner's rules (see `schedule/swap.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwapRules {
+    /// Whether the core swaps at all (default true).
+    pub enabled: bool,
+    /// Least time between two swaps on one node (default 60 s, seed 000's
+    /// `swap_cd`).
+    pub node_cooldown: Duration,
+    /// Per node id, overriding `node_cooldown`.
+    pub node_cooldowns: HashMap<String, Duration>,
+    /// Per service: least time it stays in a slot a swap loaded it into
+    /// (default 0).
+    pub service_cooldowns: HashMap<String, Duration>,
+    /// A service with calls of its own waiting is swapped away only for a
+    /// queue at least this many times longer (default 4).
+    pub queue_ratio: u32,
+    /// A swap starts only when the expected wait exceeds the load time
+    /// times this (default 1.0).
+    pub cost_factor: f32,
+    /// Longest wait for a swap report (default 300 s); past it the swap
+    /// failed.
+    pub timeout: Duration,
+    /// After a failed swap, the slot leaves that service alone at least
+    /// this long (default 30 s; the node's and service's cooldowns apply
+    /// when longer).
+    pub failure_cooldown: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 1000,
+            service_queue_capacity: HashMap::new(),
+            swap: SwapRules::default(),
+            positions: true,
+        }
+    }
+}
+
+impl Default for SwapRules {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            node_cooldown: Duration::from_secs(60),
+            node_cooldowns: HashMap::new(),
+            service_cooldowns: HashMap::new(),
+            queue_ratio: 4,
+            cost_factor: 1.0,
+            timeout: Duration::from_secs(300),
+            failure_cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+impl CoreConfig {
+    /// The queue size of `service`.
+    pub fn queue_capacity(&self, service: &str) -> u32 {
+        self.service_queue_capacity
+            .get(service)
+            .copied()
+            .unwrap_or(self.queue_capacity)
+    }
+
+    /// The swap cooldown of node `node_id`.
+    pub fn node_swap_cooldown(&self, node_id: &str) -> Duration {
+        self.swap
+            .node_cooldowns
+            .get(node_id)
+            .copied()
+            .unwrap_or(self.swap.node_cooldown)
+    }
+
+    /// How long `service` stays in a slot a swap loaded it into.
+    pub fn service_swap_cooldown(&self, service: &str) -> Duration {
+        self.swap
+            .service_cooldowns
+            .get(service)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// How long a slot of node `node_id` that failed to load `service`
+    /// leaves it alone: the longest of the failure, node and service
+    /// cooldowns.
+    pub fn failed_swap_block(&self, node_id: &str, service: &str) -> Duration {
+        self.swap
+            .failure_cooldown
+            .max(self.node_swap_cooldown(node_id))
+            .max(self.service_swap_cooldown(service))
+    }
+}

@@ -1,0 +1,178 @@
+//! What the core is told ([`Event`]) and what it asks its shell to do
+//! ([`Action`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::{CallError, CallHead, NodeSpec, NodeStats, Reserved, SwapReport, SwapRequest};
+
+use crate::balance::{PickRequest, Ranking};
+use crate::fleet::NodeKey;
+
+/// The shell's number for a call: unique while the call lives, and
+/// increasing in arrival order (it breaks ties in the queue: FIFO).
+pub type CallId = u64;
+
+/// Something that happened, for [`crate::Core::handle`].
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A node registered (a node with the same key is replaced: its swaps
+    /// fail, and the end of its calls frees nothing on the new one).
+    NodeUp {
+        /// Its key.
+        node: NodeKey,
+        /// What it registered.
+        spec: NodeSpec,
+    },
+    /// A node left (connection closed, stats overdue).
+    NodeDown {
+        /// Its key.
+        node: NodeKey,
+    },
+    /// A node's stats report.
+    Stats {
+        /// Its key.
+        node: NodeKey,
+        /// The report.
+        stats: NodeStats,
+    },
+    /// An operator drained (true) or undrained a node.
+    Drain {
+        /// Its key.
+        node: NodeKey,
+        /// Drained or not.
+        draining: bool,
+    },
+    /// A call's head was read: it wants a node.
+    CallArrived {
+        /// Its id.
+        call: CallId,
+        /// Its head (service, priority, realtime, hints).
+        head: Arc<CallHead>,
+        /// Its tenant (round-robin flow in the queue).
+        tenant: Arc<str>,
+    },
+    /// The answer to an [`Action::Pick`].
+    Picked {
+        /// The call picked for.
+        call: CallId,
+        /// The ranking, or why the call is refused.
+        ranking: Result<Ranking, CallError>,
+    },
+    /// A dispatched call could not reach its node (no stream): its slot is
+    /// freed and it goes to another node, never that one again.
+    DispatchFailed {
+        /// The call.
+        call: CallId,
+    },
+    /// A dispatched call ended, whatever the outcome: its slot is freed.
+    CallFinished {
+        /// The call.
+        call: CallId,
+        /// Node time, ms (dispatch to answer).
+        node_ms: f32,
+        /// Whether it succeeded (only then does `node_ms` feed the latency
+        /// EWMA).
+        ok: bool,
+    },
+    /// A call that was not dispatched left (timed out, caller gone).
+    CallLeft {
+        /// The call.
+        call: CallId,
+    },
+    /// An agent reported a slot's state (the answer to an [`Action::Swap`],
+    /// or unprompted with `swap_id` 0 when a slot's service died).
+    SwapReported {
+        /// The node.
+        node: NodeKey,
+        /// The report.
+        report: SwapReport,
+    },
+    /// Time passed: overdue swaps fail, cooldowns end. Send it every
+    /// [`crate::TICK`] while [`crate::Core::wants_tick`].
+    Tick,
+}
+
+/// How a dispatched call got its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The service's policy picked it.
+    Pick,
+    /// The node loaded the service for this call (a swap).
+    Swap,
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Run the service's policy and answer with [`Event::Picked`].
+    Pick(PickRequest),
+    /// Send `call` to `node`: a slot there is taken for it until
+    /// [`Event::CallFinished`] or [`Event::DispatchFailed`].
+    Dispatch {
+        /// The call.
+        call: CallId,
+        /// The node.
+        node: NodeKey,
+        /// Picked by the policy, or loaded for it.
+        via: Via,
+        /// How long it waited in the queue (None: it never queued).
+        waited: Option<Duration>,
+    },
+    /// Tell a waiting call its place (1 = next).
+    Position {
+        /// The call.
+        call: CallId,
+        /// Its place.
+        position: u32,
+    },
+    /// Tell a waiting call it is held for a node that loads its service.
+    Reserved {
+        /// The call.
+        call: CallId,
+        /// Which node, from what, how long loading usually takes.
+        notice: Reserved,
+    },
+    /// The call fails with this error; the core has forgotten it.
+    Reject {
+        /// The call.
+        call: CallId,
+        /// Why.
+        error: CallError,
+    },
+    /// Ask `node`'s agent to load a service into a slot. If it cannot be
+    /// sent, answer with [`Event::SwapReported`] carrying an error.
+    Swap {
+        /// The node.
+        node: NodeKey,
+        /// The request for its control stream.
+        request: SwapRequest,
+        /// The service the slot held, if any.
+        from: Option<String>,
+    },
+    /// A swap ended (for metrics and logs).
+    SwapEnded {
+        /// The node.
+        node: NodeKey,
+        /// The slot.
+        slot: String,
+        /// What it held before.
+        from: Option<String>,
+        /// What it was to load.
+        to: String,
+        /// `ok`, `failed`, `timeout` or `node_lost`.
+        outcome: &'static str,
+        /// How long the agent said it took, ms (0 when no report came).
+        duration_ms: u32,
+    },
+    /// The number of calls of `tenant` waiting for `service` changed (also
+    /// sent once with 0 when its last call left).
+    QueueLength {
+        /// The service.
+        service: String,
+        /// The tenant.
+        tenant: Arc<str>,
+        /// Calls waiting.
+        length: usize,
+    },
+}

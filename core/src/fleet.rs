@@ -1,0 +1,292 @@
+//! The fleet as plain data: every node that is up, what it registered, its
+//! latest stats, and per service the calls in flight, the capacity, whether
+//! the service is loaded and its latency EWMA.
+//!
+//! Nothing here is shared or locked: the [`crate::Core`] owns the fleet and
+//! changes it only while handling an event, so a node's in-flight count can
+//! be checked and taken in one step (no compare-and-swap, no lost race).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use protocol::{NodeSpec, NodeStats, NodeView, ServiceView};
+
+pub mod slots;
+
+pub use slots::{NodeSlots, PendingSwap, SlotState};
+
+/// The number a node is known by to policies and in events: stable for a
+/// node id for the life of the gateway (the shell assigns it).
+pub type NodeKey = u32;
+
+/// Weight of the newest sample in the latency EWMA.
+pub const LATENCY_EWMA_WEIGHT: f32 = 0.3;
+
+/// Every node that is up, by key (so iteration is in key order and runs are
+/// deterministic).
+#[derive(Debug, Default)]
+pub struct Fleet {
+    nodes: BTreeMap<NodeKey, Node>,
+    next_epoch: u64,
+}
+
+/// One node that is up.
+#[derive(Debug)]
+pub struct Node {
+    /// Its key.
+    pub key: NodeKey,
+    /// Which registration of the node this is: a node that comes back (a new
+    /// connection) gets a new epoch, so the end of a call that ran on the
+    /// old one frees nothing on the new one.
+    pub epoch: u64,
+    /// What the node registered.
+    pub spec: NodeSpec,
+    /// Per service: capacity, in flight, loaded, latency.
+    pub services: BTreeMap<String, ServiceState>,
+    /// Its swappable slots.
+    pub slots: NodeSlots,
+    /// A drained node gets no new call and no swap; calls in flight finish.
+    pub draining: bool,
+    /// The latest stats report, if any.
+    pub stats: Option<NodeStats>,
+    /// When it registered.
+    pub registered_at: Instant,
+    /// When the latest stats report (or the registration) arrived.
+    pub last_stats_at: Instant,
+    /// Calls it finished since it registered.
+    pub calls_total: u64,
+}
+
+/// One service on one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceState {
+    /// Most calls at once (the agent's `max_concurrent`).
+    pub max_concurrent: u32,
+    /// Usual load time into a slot, ms (0 for a service in no slot).
+    pub load_ms: u32,
+    /// Calls running now.
+    pub in_flight: u32,
+    /// Whether calls can run now (always, for a service in no slot).
+    pub loaded: bool,
+    /// Node time of finished calls, ms.
+    pub latency: Ewma,
+}
+
+/// An exponentially weighted moving average of node times, ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Ewma {
+    /// Current estimate, ms (0 with no samples).
+    pub value_ms: f32,
+    /// Samples seen (saturating).
+    pub samples: u32,
+}
+
+impl Ewma {
+    /// Adds a sample, ms: the first sample is taken as is, later ones with
+    /// weight [`LATENCY_EWMA_WEIGHT`]. Negative or non-finite samples are
+    /// ignored.
+    pub fn add(&mut self, sample_ms: f32) {
+        if !sample_ms.is_finite() || sample_ms < 0.0 {
+            return;
+        }
+        self.value_ms = if self.samples == 0 {
+            sample_ms
+        } else {
+            self.value_ms + LATENCY_EWMA_WEIGHT * (sample_ms - self.value_ms)
+        };
+        self.samples = self.samples.saturating_add(1);
+    }
+}
+
+impl Fleet {
+    /// Adds the node `key` registered as `spec` at `now` with swap cooldown
+    /// `cooldown`, replacing any node with that key (the caller has already
+    /// ended what the old one held). Returns its epoch.
+    pub fn insert(
+        &mut self,
+        key: NodeKey,
+        spec: NodeSpec,
+        cooldown: Duration,
+        now: Instant,
+    ) -> u64 {
+        self.next_epoch += 1;
+        let services = spec
+            .services
+            .iter()
+            .map(|s| {
+                let loaded = spec
+                    .slot_of(&s.name)
+                    .is_none_or(|slot| slot.loaded.as_ref() == Some(&s.name));
+                let state = ServiceState {
+                    max_concurrent: s.max_concurrent,
+                    load_ms: s.load_ms,
+                    in_flight: 0,
+                    loaded,
+                    latency: Ewma::default(),
+                };
+                (s.name.clone(), state)
+            })
+            .collect();
+        let node = Node {
+            key,
+            epoch: self.next_epoch,
+            slots: NodeSlots::new(&spec.slots, cooldown, now),
+            spec,
+            services,
+            draining: false,
+            stats: None,
+            registered_at: now,
+            last_stats_at: now,
+            calls_total: 0,
+        };
+        self.nodes.insert(key, node);
+        self.next_epoch
+    }
+
+    /// Removes node `key`, returning it.
+    pub fn remove(&mut self, key: NodeKey) -> Option<Node> {
+        self.nodes.remove(&key)
+    }
+
+    /// Node `key`, if up.
+    pub fn get(&self, key: NodeKey) -> Option<&Node> {
+        self.nodes.get(&key)
+    }
+
+    /// Node `key`, if up, to change.
+    pub fn get_mut(&mut self, key: NodeKey) -> Option<&mut Node> {
+        self.nodes.get_mut(&key)
+    }
+
+    /// Every node, by key.
+    pub fn iter(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// Nodes up.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether no node is up.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Whether some node has `service` loaded or can load it into a slot.
+    pub fn knows(&self, service: &str) -> bool {
+        self.iter().any(|n| n.services.contains_key(service))
+    }
+
+    /// Whether some node that hosts `service` (loaded or loadable) is not
+    /// draining: a call can be served some day without an operator.
+    pub fn serves(&self, service: &str) -> bool {
+        self.iter()
+            .any(|n| n.services.contains_key(service) && !n.draining)
+    }
+
+    /// The nodes that have `service` loaded and are not draining, by key,
+    /// whether or not they have a free slot.
+    pub fn hosting<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.iter()
+            .filter(move |n| !n.draining && n.is_loaded(service))
+    }
+
+    /// Every service some node hosts now, sorted.
+    pub fn service_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .iter()
+            .flat_map(|n| n.services.keys().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+impl Node {
+    /// Whether calls of `service` can run here now.
+    pub fn is_loaded(&self, service: &str) -> bool {
+        self.services.get(service).is_some_and(|s| s.loaded)
+    }
+
+    /// Whether a new call of `service` can start here now: not draining,
+    /// loaded, fewer than `max_concurrent` in flight.
+    pub fn has_free_slot(&self, service: &str) -> bool {
+        !self.draining
+            && self
+                .services
+                .get(service)
+                .is_some_and(|s| s.loaded && s.in_flight < s.max_concurrent)
+    }
+
+    /// Calls of `service` in flight here.
+    pub fn in_flight(&self, service: &str) -> u32 {
+        self.services.get(service).map_or(0, |s| s.in_flight)
+    }
+
+    /// Calls of every service in flight here.
+    pub fn in_flight_total(&self) -> u32 {
+        self.services.values().map(|s| s.in_flight).sum()
+    }
+
+    /// `max_concurrent` of `service` here (0 when not hosted).
+    pub fn max_concurrent(&self, service: &str) -> u32 {
+        self.services.get(service).map_or(0, |s| s.max_concurrent)
+    }
+
+    /// The latency estimate of `service` here.
+    pub fn latency(&self, service: &str) -> Ewma {
+        self.services
+            .get(service)
+            .map(|s| s.latency)
+            .unwrap_or_default()
+    }
+
+    /// A view for `switchyard nodes` and the dashboard.
+    pub fn view(&self, now: Instant) -> NodeView {
+        let services = self
+            .services
+            .iter()
+            .map(|(name, s)| ServiceView {
+                name: name.clone(),
+                in_flight: s.in_flight,
+                max_concurrent: s.max_concurrent,
+                latency_ms: s.latency.value_ms,
+                loaded: s.loaded,
+            })
+            .collect();
+        NodeView {
+            key: self.key,
+            spec: self.spec.clone(),
+            stats: self.stats.clone(),
+            services,
+            slots: self.slots.views(now),
+            draining: self.draining,
+            connected_ms: millis(now.saturating_duration_since(self.registered_at)),
+            last_stats_ms: millis(now.saturating_duration_since(self.last_stats_at)),
+            calls_total: self.calls_total,
+        }
+    }
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ewma_starts_at_first_sample_then_smooths() {
+        let mut e = Ewma::default();
+        e.add(100.0);
+        assert_eq!(e.value_ms, 100.0);
+        e.add(0.0);
+        assert!((e.value_ms - 70.0).abs() < 1e-3);
+        e.add(f32::NAN);
+        e.add(-1.0);
+        assert_eq!(e.samples, 2, "bad samples ignored");
+    }
+}

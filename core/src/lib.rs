@@ -1,0 +1,257 @@
+//! Switchyard's scheduling core: a sans-IO state machine, in the way of
+//! quinn-proto.
+//!
+//! The [`Core`] owns the fleet (nodes as plain data: spec, stats, per
+//! service in-flight and capacity, slots, draining), the per-service queues
+//! and the swap planner. It is driven by [`Core::handle`]`(event, now)`:
+//! nodes going up and down, stats, calls arriving, picked, finishing or
+//! leaving, swap reports and ticks. It answers with [`Action`]s for its
+//! shell to carry out: run a pick, dispatch a call to a node, tell a call
+//! its position or reservation, reject it, ask a node to swap a slot.
+//!
+//! It has no sockets, no runtime and no clock (time comes with each event),
+//! and runs no policy itself: picks are asked for ([`Action::Pick`]) and
+//! answered ([`Event::Picked`]), so the shell can run a wasm policy outside
+//! any lock. The gateway is one shell (QUIC and HTTP, agent links, metrics);
+//! `switchyard-sim` is another (virtual time, simulated nodes).
+//!
+//! ```text
+//!  events ─▶ Core::handle(event, now) ─▶ actions
+//!            ├ fleet      nodes, services (in flight, loaded, EWMA), slots
+//!            ├ queues     per service: priority, tenant rounds, arrival
+//!            └ swaps      planner rules, reservations, deadlines
+//! ```
+//!
+//! Invariants (checked by the property tests in `tests.rs`): no node ever has
+//! more calls of a service in flight than its `max_concurrent`; a call is
+//! dispatched at most once at a time; every call that arrives leaves through
+//! exactly one of dispatch, reject or leave; queue order is priority, then
+//! tenant round, then arrival; a slot has at most one swap under way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protocol::{CallError, CallHead, ErrorKind};
+
+pub mod balance;
+mod calls;
+mod config;
+mod event;
+pub mod fleet;
+pub mod schedule;
+mod views;
+
+pub use balance::{Balance, Candidate, PickRequest, Ranking, RoundRobin, drive};
+pub use config::{CoreConfig, SwapRules};
+pub use event::{Action, CallId, Event, Via};
+pub use fleet::{Ewma, Fleet, Node, NodeKey};
+pub use schedule::queue::{QueueKey, ServiceQueue};
+
+/// How often the shell sends [`Event::Tick`] while [`Core::wants_tick`]:
+/// cooldowns end and swap deadlines pass even when nothing else happens.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// The scheduling state machine. See the crate docs.
+#[derive(Debug)]
+pub struct Core {
+    config: CoreConfig,
+    fleet: Fleet,
+    queues: BTreeMap<String, ServiceQueue>,
+    calls: HashMap<CallId, Call>,
+    reservations: BTreeMap<u64, schedule::swap::Reservation>,
+    next_swap_id: u64,
+    out: Vec<Action>,
+}
+
+/// What the core keeps of a call until it leaves or finishes.
+#[derive(Debug)]
+struct Call {
+    head: Arc<CallHead>,
+    tenant: Arc<str>,
+    /// Nodes it must not go to (a dispatch there failed).
+    exclude: Vec<NodeKey>,
+    stage: Stage,
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// Not queued; a pick was asked for. `offered` are the candidates.
+    Picking { offered: Vec<NodeKey> },
+    /// In its service's queue under `key`; `offered` while a pick for it
+    /// as the head is under way.
+    Queued {
+        key: QueueKey,
+        offered: Option<Vec<NodeKey>>,
+    },
+    /// Held by swap `swap_id`.
+    Reserved { swap_id: u64 },
+    /// Holding a slot on `node` (registration `epoch`); `rest` are the
+    /// ranking's next nodes, tried if the dispatch fails.
+    Running {
+        node: NodeKey,
+        epoch: u64,
+        rest: Vec<NodeKey>,
+    },
+}
+
+impl Core {
+    /// An empty core with `config`.
+    pub fn new(config: CoreConfig) -> Self {
+        Self {
+            config,
+            fleet: Fleet::default(),
+            queues: BTreeMap::new(),
+            calls: HashMap::new(),
+            reservations: BTreeMap::new(),
+            next_swap_id: 1,
+            out: Vec::new(),
+        }
+    }
+
+    /// Handles `event` at `now` and returns what the shell must do, in
+    /// order. Never panics on any event sequence; events about unknown
+    /// calls or nodes are ignored.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        match event {
+            Event::NodeUp { node, spec } => self.node_up(node, spec, now),
+            Event::NodeDown { node } => self.node_down(node, now),
+            Event::Stats { node, stats } => {
+                if let Some(n) = self.fleet.get_mut(node) {
+                    n.stats = Some(stats);
+                    n.last_stats_at = now;
+                }
+            }
+            Event::Drain { node, draining } => self.drain(node, draining, now),
+            Event::CallArrived { call, head, tenant } => self.arrive(call, head, tenant, now),
+            Event::Picked { call, ranking } => self.picked(call, ranking, now),
+            Event::DispatchFailed { call } => self.dispatch_failed(call, now),
+            Event::CallFinished { call, node_ms, ok } => self.finished(call, node_ms, ok, now),
+            Event::CallLeft { call } => self.left(call),
+            Event::SwapReported { node, report } => self.on_report(node, report, now),
+            Event::Tick => self.tick(now),
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Whether the shell should send [`Event::Tick`]s: calls wait or swaps
+    /// are under way.
+    pub fn wants_tick(&self) -> bool {
+        !self.reservations.is_empty() || self.queues.values().any(|q| !q.is_empty())
+    }
+
+    /// The fleet.
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// The queue of `service`, if a call ever waited for it.
+    pub fn queue(&self, service: &str) -> Option<&ServiceQueue> {
+        self.queues.get(service)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Calls the core holds now (picking, waiting, reserved or running).
+    pub fn calls_held(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Swaps under way.
+    pub fn swaps_under_way(&self) -> usize {
+        self.reservations.len()
+    }
+
+    fn node_up(&mut self, key: NodeKey, spec: protocol::NodeSpec, now: Instant) {
+        if self.fleet.get(key).is_some() {
+            self.node_down(key, now);
+        }
+        let cooldown = self.config.node_swap_cooldown(&spec.id);
+        let services: Vec<String> = spec.services.iter().map(|s| s.name.clone()).collect();
+        self.fleet.insert(key, spec, cooldown, now);
+        for service in services {
+            self.kick(&service, now);
+        }
+    }
+
+    fn node_down(&mut self, key: NodeKey, now: Instant) {
+        if self.fleet.remove(key).is_none() {
+            return;
+        }
+        let lost: Vec<u64> = self
+            .reservations
+            .iter()
+            .filter(|(_, r)| r.node == key)
+            .map(|(id, _)| *id)
+            .collect();
+        for swap_id in lost {
+            self.abandon(swap_id, "node_lost", now);
+        }
+    }
+
+    fn drain(&mut self, key: NodeKey, draining: bool, now: Instant) {
+        let Some(node) = self.fleet.get_mut(key) else {
+            return;
+        };
+        node.draining = draining;
+        if !draining {
+            let services: Vec<String> = node.services.keys().cloned().collect();
+            for service in services {
+                self.kick(&service, now);
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.expire_swaps(now);
+        let waiting: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(s, _)| s.clone())
+            .collect();
+        for service in waiting {
+            self.kick(&service, now);
+        }
+    }
+
+    fn reject(&mut self, call: CallId, kind: ErrorKind, message: String) {
+        self.calls.remove(&call);
+        self.out.push(Action::Reject {
+            call,
+            error: CallError { kind, message },
+        });
+    }
+
+    fn queue_mut(&mut self, service: &str) -> &mut ServiceQueue {
+        let capacity = self.config.queue_capacity(service);
+        self.queues
+            .entry(service.to_string())
+            .or_insert_with(|| ServiceQueue::new(capacity))
+    }
+
+    /// Tells moved waiters their positions and tenants their queue lengths.
+    fn publish(&mut self, service: &str) {
+        let Some(queue) = self.queues.get_mut(service) else {
+            return;
+        };
+        if self.config.positions {
+            for (call, position) in queue.moved() {
+                self.out.push(Action::Position { call, position });
+            }
+        }
+        for (tenant, length) in queue.tenant_lengths() {
+            self.out.push(Action::QueueLength {
+                service: service.to_string(),
+                tenant,
+                length,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
