@@ -13,9 +13,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use protocol::{CallError, CallHead};
+use protocol::CallHead;
 
-use crate::{Action, CallId, Core, Event, NodeKey};
+use crate::{Action, CallId, Core, Event, NodeKey, PickError};
 
 /// What a policy sees of one node for one call: numbers only, one
 /// candidate per node with the service loaded and a free slot.
@@ -85,9 +85,9 @@ pub trait Balance {
     /// Ranks `request.candidates` for the call at `now`.
     ///
     /// # Errors
-    /// The call's refusal (`rejected by policy`, a bad hint, a failed pick
-    /// when failing closed): the core rejects the call with it.
-    fn pick(&mut self, request: &PickRequest, now: Instant) -> Result<Ranking, CallError>;
+    /// [`PickError::Refused`] to fail the call (the policy rejected it),
+    /// [`PickError::Failed`] when the policy itself failed.
+    fn pick(&mut self, request: &PickRequest, now: Instant) -> Result<Ranking, PickError>;
 }
 
 /// The built-in round-robin: each pick starts one candidate further on.
@@ -97,7 +97,7 @@ pub struct RoundRobin {
 }
 
 impl Balance for RoundRobin {
-    fn pick(&mut self, request: &PickRequest, _now: Instant) -> Result<Ranking, CallError> {
+    fn pick(&mut self, request: &PickRequest, _now: Instant) -> Result<Ranking, PickError> {
         let n = request.candidates.len().max(1);
         let first = self.next % n;
         self.next = self.next.wrapping_add(1);

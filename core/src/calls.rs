@@ -9,7 +9,7 @@ use protocol::{CallError, CallHead, ErrorKind};
 
 use crate::balance::{Candidate, PickRequest, Ranking};
 use crate::schedule::queue::{QueueKey, Waiter};
-use crate::{Action, Call, CallId, Core, NodeKey, Stage, Via};
+use crate::{Action, Call, CallId, Core, NodeKey, PickError, Stage, Via};
 
 impl Core {
     /// A call arrived: a pick now when nobody waits (or it is realtime) and
@@ -153,11 +153,30 @@ impl Core {
     pub(crate) fn picked(
         &mut self,
         call: CallId,
-        ranking: Result<Ranking, CallError>,
+        ranking: Result<Ranking, PickError>,
         now: Instant,
     ) {
-        let Some(c) = self.calls.get_mut(&call) else {
+        if !self.calls.contains_key(&call) {
             return; // The call left meanwhile.
+        }
+        let (ranking, via) = match ranking {
+            Ok(ranking) => (Ok(ranking), Via::Pick),
+            Err(PickError::Refused(error)) => (Err(error), Via::Pick),
+            Err(PickError::Failed(why)) if self.config.fail_open => {
+                tracing::warn!(call, %why, "policy failed; the built-in round-robin picks instead");
+                self.fallback_next = self.fallback_next.wrapping_add(1);
+                (Ok(Ranking::default()), Via::Fallback)
+            }
+            Err(PickError::Failed(why)) => (
+                Err(CallError {
+                    kind: ErrorKind::Internal,
+                    message: format!("policy failed: {why}"),
+                }),
+                Via::Pick,
+            ),
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
         };
         let service = c.head.service.clone();
         match &mut c.stage {
@@ -168,7 +187,7 @@ impl Core {
                         self.calls.remove(&call);
                         self.out.push(Action::Reject { call, error });
                     }
-                    Ok(ranking) => match self.take(call, &ranking, &offered) {
+                    Ok(ranking) => match self.take(call, &ranking, &offered, via) {
                         Some(()) => {}
                         None => self.enqueue(call, now),
                     },
@@ -198,7 +217,7 @@ impl Core {
                         Ok(ranking) => {
                             if let Some(waiter) =
                                 self.queues.get(&service).and_then(|q| q.peek()).cloned()
-                                && self.take(call, &ranking, &offered).is_some()
+                                && self.take(call, &ranking, &offered, via).is_some()
                             {
                                 if let Some(queue) = self.queues.get_mut(&service) {
                                     queue.pop();
@@ -225,7 +244,13 @@ impl Core {
     /// Takes a slot for `call` on the first node of `ranking` (then of the
     /// rest of `offered`) that is offered, free and not excluded, and
     /// dispatches it there. `None` when every one is taken.
-    fn take(&mut self, call: CallId, ranking: &Ranking, offered: &[NodeKey]) -> Option<()> {
+    fn take(
+        &mut self,
+        call: CallId,
+        ranking: &Ranking,
+        offered: &[NodeKey],
+        via: Via,
+    ) -> Option<()> {
         let c = self.calls.get(&call)?;
         let service = c.head.service.clone();
         let mut order: Vec<NodeKey> = ranking
@@ -234,10 +259,12 @@ impl Core {
             .copied()
             .filter(|n| offered.contains(n))
             .collect();
-        let start = order
-            .first()
-            .and_then(|first| offered.iter().position(|n| n == first))
-            .map_or(0, |i| i + 1);
+        // After the ranking: the offered nodes from the one after its first
+        // choice (with no ranking, a fallback pick: round-robin).
+        let start = match order.first() {
+            Some(first) => offered.iter().position(|n| n == first).map_or(0, |i| i + 1),
+            None => self.fallback_next,
+        };
         for i in 0..offered.len() {
             let n = offered[(start + i) % offered.len()];
             if !order.contains(&n) {
@@ -254,7 +281,7 @@ impl Core {
         })?;
         let node = order[at];
         let rest = order.split_off(at + 1);
-        self.start(call, node, rest, Via::Pick, None);
+        self.start(call, node, rest, via, None);
         Some(())
     }
 
@@ -358,6 +385,7 @@ impl Core {
                     nodes: rest.clone(),
                 },
                 &rest,
+                Via::Pick,
             )
             .is_none()
         {

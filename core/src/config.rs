@@ -16,6 +16,9 @@ pub struct CoreConfig {
     /// Whether waiting calls are told their positions (default true; the
     /// simulator turns it off, nobody listens there).
     pub positions: bool,
+    /// When a policy fails, the built-in round-robin picks (true, the
+    /// default) or the call fails (false).
+    pub fail_open: bool,
 }
 
 /// The swap planner's rules (see `schedule/swap.rs`).
@@ -53,6 +56,7 @@ impl Default for CoreConfig {
             service_queue_capacity: HashMap::new(),
             swap: SwapRules::default(),
             positions: true,
+            fail_open: true,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use protocol::{CallError, CallHead, NodeSpec, NodeStats, Reserved, SwapReport, SwapRequest};
 
 use crate::balance::{PickRequest, Ranking};
+
 use crate::fleet::NodeKey;
 
 /// The shell's number for a call: unique while the call lives, and
@@ -56,8 +57,8 @@ pub enum Event {
     Picked {
         /// The call picked for.
         call: CallId,
-        /// The ranking, or why the call is refused.
-        ranking: Result<Ranking, CallError>,
+        /// The ranking, or why there is none.
+        ranking: Result<Ranking, PickError>,
     },
     /// A dispatched call could not reach its node (no stream): its slot is
     /// freed and it goes to another node, never that one again.
@@ -100,6 +101,22 @@ pub enum Via {
     Pick,
     /// The node loaded the service for this call (a swap).
     Swap,
+    /// The policy failed and the core's built-in round-robin picked
+    /// (fail-open).
+    Fallback,
+}
+
+/// Why a pick gave no ranking.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PickError {
+    /// The call is refused (the policy rejected it, or named no loaded
+    /// policy): it fails with this error.
+    Refused(CallError),
+    /// The policy failed (trapped, ran past its deadline, answered out of
+    /// range). Failing open ([`crate::CoreConfig::fail_open`], the default)
+    /// the built-in round-robin picks instead; failing closed the call fails
+    /// with `internal`.
+    Failed(String),
 }
 
 /// What the shell must do.

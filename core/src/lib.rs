@@ -44,7 +44,7 @@ mod views;
 
 pub use balance::{Balance, Candidate, PickRequest, Ranking, RoundRobin, drive};
 pub use config::{CoreConfig, SwapRules};
-pub use event::{Action, CallId, Event, Via};
+pub use event::{Action, CallId, Event, PickError, Via};
 pub use fleet::{Ewma, Fleet, Node, NodeKey};
 pub use schedule::queue::{QueueKey, ServiceQueue};
 
@@ -61,6 +61,8 @@ pub struct Core {
     calls: HashMap<CallId, Call>,
     reservations: BTreeMap<u64, schedule::swap::Reservation>,
     next_swap_id: u64,
+    /// The built-in round-robin's next start (fail-open picks).
+    fallback_next: usize,
     out: Vec<Action>,
 }
 
@@ -105,6 +107,7 @@ impl Core {
             calls: HashMap::new(),
             reservations: BTreeMap::new(),
             next_swap_id: 1,
+            fallback_next: 0,
             out: Vec::new(),
         }
     }
