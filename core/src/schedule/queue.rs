@@ -243,3 +243,6 @@ impl ServiceQueue {
         self.rounds.remembered()
     }
 }
+
+#[cfg(test)]
+mod tests;
