@@ -352,9 +352,12 @@ impl Core {
             return;
         };
         self.calls.remove(&call);
-        if same && let Some(n) = self.fleet.get_mut(node) {
+        if same
+            && ok
+            && let Some(n) = self.fleet.get_mut(node)
+        {
             n.calls_total += 1;
-            if ok && let Some(s) = n.services.get_mut(&service) {
+            if let Some(s) = n.services.get_mut(&service) {
                 s.latency.add(node_ms);
             }
         }

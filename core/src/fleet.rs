@@ -53,7 +53,7 @@ pub struct Node {
     pub registered_at: Instant,
     /// When the latest stats report (or the registration) arrived.
     pub last_stats_at: Instant,
-    /// Calls it finished since it registered.
+    /// Calls it finished well since it registered.
     pub calls_total: u64,
 }
 
