@@ -10,7 +10,6 @@ use protocol::{Message, NodeStats, Register, Registered, SwapReport};
 use transport::{FramedRecv, FramedSend};
 
 use crate::Shared;
-use crate::scheduler::Event;
 
 /// Frames waiting for the control stream, at most (swap requests are rare:
 /// one per slot at a time).
@@ -47,10 +46,9 @@ pub(crate) async fn serve(
     let spec = register.node;
     let interval = Duration::from_millis(u64::from(spec.stats_interval_ms));
     let (control, mut control_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
-    let cooldown = shared.config.node_swap_cooldown(&spec.id);
     let node = shared
         .registry
-        .insert(spec, connection.clone(), control, cooldown, Instant::now());
+        .insert(spec, connection.clone(), control, Instant::now());
     let registered = Message::Registered(Registered {
         node_key: node.key,
         gateway_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -68,7 +66,7 @@ pub(crate) async fn serve(
         slots = ?node.spec.slots.iter().map(|s| (&s.name, &s.loaded)).collect::<Vec<_>>(),
         "node registered"
     );
-    shared.scheduler.notify(Event::NodeUp(node.clone()));
+    shared.scheduler.node_up(&node);
     metrics::gauge!("connected_agents").set(shared.registry.len() as f64);
     shared.announce(crate::http::AdminEvent::new(
         "node_up",
@@ -84,10 +82,10 @@ pub(crate) async fn serve(
                     crate::telemetry::record_stats(&node.spec.id, &stats);
                     metrics::gauge!("node_in_flight", "node" => node.spec.id.clone())
                         .set(f64::from(node.in_flight_total()));
-                    node.update_stats(stats, Instant::now());
+                    shared.scheduler.stats(&node, stats);
                 }
                 Ok(Ok(Some(Message::Swapped(report)))) => match check_report(&report) {
-                    Ok(()) => shared.scheduler.notify(Event::Swapped(node.clone(), report)),
+                    Ok(()) => shared.scheduler.swapped(&node, report),
                     Err(why) => break format!("bad swap report: {why}"),
                 },
                 Ok(Ok(Some(other))) => {
@@ -109,6 +107,9 @@ pub(crate) async fn serve(
         }
     };
     if shared.registry.remove(&node) {
+        // Only the registered connection of the id leaves the core: a
+        // replaced one was replaced there by the newer one's `node_up`.
+        shared.scheduler.node_down(&node);
         tracing::info!(node = %node.spec.id, %reason, "node dropped");
         shared.announce(crate::http::AdminEvent::new(
             "node_down",
@@ -116,7 +117,6 @@ pub(crate) async fn serve(
         ));
     }
     metrics::gauge!("connected_agents").set(shared.registry.len() as f64);
-    shared.scheduler.notify(Event::NodeDown(node.clone()));
     connection.close(crate::CLOSE_STATS_MISSED.into(), reason.as_bytes());
 }
 

@@ -20,7 +20,6 @@ mod caller;
 mod relay;
 mod tenancy;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -31,9 +30,8 @@ use transport::{FramedRecv, FramedSend, IoError};
 
 use crate::Shared;
 use crate::policies::Picked;
-use crate::queue::{Grant, WaitState};
-use crate::registry::{Node, SlotGuard};
-use crate::scheduler::Admission;
+use crate::registry::Node;
+use crate::scheduler::{Grant, SlotGuard, Ticket, WaitState};
 
 pub(crate) use caller::{Caller, Refused, spawn};
 pub(crate) use tenancy::authenticate;
@@ -225,15 +223,7 @@ impl Answered {
 
     /// Frees the slot and tells the policy how the call went.
     fn finish(self, call: &Call<'_>, ok: bool) {
-        drop(self.guard);
-        finish(
-            call.shared,
-            &self.picked,
-            &self.node,
-            &call.head.service,
-            self.node_ms,
-            ok,
-        );
+        finish(call.shared, self.guard, &self.picked, self.node_ms, ok);
     }
 }
 
@@ -325,9 +315,12 @@ async fn to_node(
     caller: &mut impl Caller,
 ) -> Result<Answered, Failure> {
     let shared = call.shared;
-    let mut tried = HashSet::new();
+    let mut ticket = shared
+        .scheduler
+        .admit(&call.head, &call.admitted.tenant, call.call_id);
+    let mut attempts = 0;
     let (guard, picked, dispatched, mut node_send, mut node_recv) = loop {
-        let Grant { guard, picked } = admit(call, &tried, caller).await?;
+        let Grant { guard, picked } = admit(call, &mut ticket, caller).await?;
         let node = guard.node().clone();
         let dispatched = Instant::now();
         // The agent caps the streams it accepts (QUIC stream limit): an open
@@ -341,15 +334,17 @@ async fn to_node(
         match opened {
             Ok((node_send, node_recv)) => break (guard, picked, dispatched, node_send, node_recv),
             Err(e) => {
-                tracing::warn!(call_id = call.call_id, node = %node.spec.id, error = %e, "cannot open a stream to the node; trying another");
-                tried.insert(node.key);
-                if tried.len() >= MAX_DISPATCH_ATTEMPTS {
+                attempts += 1;
+                if attempts >= MAX_DISPATCH_ATTEMPTS {
                     return Err(error(
                         ErrorKind::NodeLost,
                         format!("node {} unreachable: {e}", node.spec.id),
                     )
                     .into());
                 }
+                tracing::warn!(call_id = call.call_id, node = %node.spec.id, error = %e, "cannot open a stream to the node; trying another");
+                // Nothing reached it: the core offers the call elsewhere.
+                ticket = guard.dispatch_failed(&call.head, &call.admitted.tenant);
             }
         }
     };
@@ -375,16 +370,15 @@ async fn to_node(
     )
     .await;
     let node_ms = ms(dispatched.elapsed());
-    let service = &call.head.service;
     match outcome {
         Err(_) => {
             node_send.reset(crate::RESET_TIMEOUT);
             node_recv.stop(crate::RESET_TIMEOUT);
-            finish(shared, &picked, &node, service, node_ms, false);
+            finish(shared, guard, &picked, node_ms, false);
             Err(call.timed_out().into())
         }
         Ok(Err(e)) => {
-            finish(shared, &picked, &node, service, node_ms, false);
+            finish(shared, guard, &picked, node_ms, false);
             Err(e.into())
         }
         Ok(Ok(reply)) => Ok(Answered {
@@ -402,25 +396,14 @@ async fn to_node(
     }
 }
 
-/// Gets the call a slot: at once, or after waiting in the queue, telling the
-/// client its position as it changes. Leaving (timeout, client gone) drops
-/// the ticket, which takes the call out of the queue.
+/// Waits for the call's slot (at once, or after waiting in the queue),
+/// telling the client its position as it changes. Leaving (timeout, client
+/// gone) drops the ticket, which takes the call out of the queue.
 async fn admit(
     call: &Call<'_>,
-    tried: &HashSet<u32>,
+    ticket: &mut Ticket,
     caller: &mut impl Caller,
 ) -> Result<Grant, Failure> {
-    let admission = call.shared.scheduler.admit(
-        &call.head,
-        &call.admitted.tenant,
-        tried,
-        call.call_id,
-        Instant::now(),
-    )?;
-    let mut ticket = match admission {
-        Admission::Granted(grant) => return Ok(grant),
-        Admission::Queued(ticket) => ticket,
-    };
     let gone = caller.gone();
     tokio::pin!(gone);
     let mut updates = true;
@@ -428,6 +411,7 @@ async fn admit(
         tokio::select! {
             biased;
             granted = &mut ticket.handle.grant => {
+                ticket.granted();
                 return match granted {
                     Ok(grant) => Ok(grant?),
                     Err(_) => Err(error(ErrorKind::ShuttingDown, "the gateway stopped scheduling").into()),
@@ -497,13 +481,13 @@ async fn exchange(
     }
 }
 
-fn finish(shared: &Shared, picked: &Picked, node: &Node, service: &str, node_ms: f32, ok: bool) {
-    if ok {
-        node.record_latency(service, node_ms);
-    }
-    shared
-        .policies
-        .observe(picked, service, node.key, node_ms, ok);
+/// Frees the call's slot (feeding the node's latency EWMA when `ok`) and
+/// tells the policy version that picked the node how the call went.
+fn finish(shared: &Shared, guard: SlotGuard, picked: &Picked, node_ms: f32, ok: bool) {
+    let node = guard.node().key;
+    let service = guard.service().to_string();
+    guard.finish(node_ms, ok);
+    shared.policies.observe(picked, &service, node, node_ms, ok);
 }
 
 fn ms(d: Duration) -> f32 {

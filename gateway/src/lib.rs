@@ -11,10 +11,7 @@ pub mod registry;
 pub mod watcher;
 
 pub mod http;
-pub mod queue;
 pub mod scheduler;
-pub mod slots;
-pub mod swap;
 pub mod telemetry;
 pub mod tenants;
 pub mod window;

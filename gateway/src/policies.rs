@@ -9,15 +9,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
-use policy_host::types::{Decision, Outcome, Request};
+use policy_host::types::{Candidates, Decision, Outcome, Request};
 use policy_host::{NativeRoundRobin, NodeDirectory, Policy, PolicyEngine, PolicyError, TrapReason};
 use protocol::{
     CallError, CallHead, ErrorKind, PolicyTable, PolicyView, RejectedFile, ServicePolicy,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use crate::candidates::{Directory, candidates};
-use crate::registry::{Node, Registry};
+use switchyard_core::{PickError, PickRequest, Ranking};
+
+use crate::candidates::Directory;
+use crate::registry::Registry;
 
 /// The name a pick reports when the built-in round-robin made it.
 pub const BUILTIN_ROUND_ROBIN: &str = "builtin-round-robin";
@@ -49,11 +51,9 @@ struct Table {
     rejected: BTreeMap<PathBuf, RejectedFile>,
 }
 
-/// A pick: which candidate, and which policy version chose it (so the call's
-/// outcome is observed by that same version, even after a hot-swap).
+/// Which policy version chose a call's node (so the call's outcome is
+/// observed by that same version, even after a hot-swap).
 pub struct Picked {
-    /// Index into the candidates.
-    pub index: usize,
     /// The policy's name (or [`BUILTIN_ROUND_ROBIN`], [`SWAP_PICK`]).
     pub policy_name: String,
     policy: Option<Arc<Policy>>,
@@ -62,7 +62,6 @@ pub struct Picked {
 impl std::fmt::Debug for Picked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Picked")
-            .field("index", &self.index)
             .field("policy_name", &self.policy_name)
             .finish_non_exhaustive()
     }
@@ -83,6 +82,9 @@ impl Policies {
             cache_dir: config
                 .plugin_cache
                 .then(|| config.data_dir.join("wasm-cache")),
+            // A trapped policy is rebuilt off the hot path; the core's
+            // fallback serves its calls meanwhile.
+            rebuild_in_background: true,
             ..policy_host::EngineConfig::default()
         })?;
         let table = Table {
@@ -326,60 +328,73 @@ impl Policies {
         ))
     }
 
-    /// Picks one of `nodes` (all hosting the service with a free slot).
+    /// Runs the service's policy (or the call's `policy` hint) over the
+    /// core's candidates: the ranking for the core, and which policy version
+    /// made it (it observes the call's outcome).
     ///
     /// # Errors
-    /// `BadRequest` for an unknown `policy` hint, `Rejected` when the policy
-    /// refuses, `Internal` when the policy fails and the gateway fails closed.
-    pub fn pick(
-        &self,
-        head: &CallHead,
-        payload_bytes: u64,
-        nodes: &[Arc<Node>],
-    ) -> Result<Picked, CallError> {
-        let Some(policy) = self.choose(head)? else {
-            return Ok(self.builtin(nodes.len()));
+    /// [`PickError::Refused`] for an unknown `policy` hint (`bad request`)
+    /// or when the policy rejects the call (`rejected`);
+    /// [`PickError::Failed`] when the policy fails (the core then falls back
+    /// to its round-robin, or fails the call when failing closed).
+    pub fn pick(&self, request: &PickRequest) -> (Result<Ranking, PickError>, Picked) {
+        let head = &request.head;
+        let policy = match self.choose(head) {
+            Ok(Some(policy)) => policy,
+            Ok(None) => {
+                // No policy loaded: the built-in round-robin ranks.
+                let first = self.fallback.pick(request.candidates.len());
+                let n = request.candidates.len();
+                let nodes = (0..n)
+                    .map(|i| request.candidates[(first + i) % n].node)
+                    .collect();
+                return (Ok(Ranking { nodes }), self.builtin_pick());
+            }
+            Err(refused) => return (Err(PickError::Refused(refused)), self.builtin_pick()),
         };
-        let request = Request {
+        let picked = Picked {
+            policy_name: policy.name().to_string(),
+            policy: Some(policy.clone()),
+        };
+        let pick_request = Request {
             service: head.service.clone(),
-            payload_bytes,
+            payload_bytes: head.payload_len,
             hints: head.hints.clone(),
             now_ms: self.now_ms(),
             random: self.rng.lock().map(|mut r| r.random()).unwrap_or_default(),
         };
-        let columns = candidates(nodes, &head.service);
+        let columns = Candidates::from(request.candidates.as_slice());
         let started = Instant::now();
-        let decision = policy.pick(&request, &columns);
+        let decision = policy.pick(&pick_request, &columns);
         metrics::histogram!("policy_pick_duration_seconds", "policy" => policy.name().to_string())
             .record(started.elapsed().as_secs_f64());
-        match decision {
-            Ok(Decision::Route(i)) => Ok(Picked {
-                index: i as usize,
-                policy_name: policy.name().to_string(),
-                policy: Some(policy),
-            }),
-            Ok(Decision::Reject(reason)) => Err(CallError {
+        let ranking = match decision {
+            Ok(Decision::Route(i)) => match request.candidates.get(i as usize) {
+                Some(c) => Ok(Ranking::one(c.node)),
+                None => Err(PickError::Failed(format!(
+                    "policy {} picked candidate {i} of {}",
+                    policy.name(),
+                    request.candidates.len()
+                ))),
+            },
+            Ok(Decision::Reject(reason)) => Err(PickError::Refused(CallError {
                 kind: ErrorKind::Rejected,
                 message: format!("policy {} rejected the call: {reason}", policy.name()),
-            }),
+            })),
             Err(error) => {
-                count_trap(&policy, &error);
-                if self.fail_open {
-                    tracing::warn!(policy = policy.name(), %error, "policy failed; the built-in round-robin picks instead");
-                    Ok(self.builtin(nodes.len()))
-                } else {
-                    Err(CallError {
-                        kind: ErrorKind::Internal,
-                        message: format!("policy {} failed: {error}", policy.name()),
-                    })
+                if !matches!(error, PolicyError::Rebuilding { .. }) {
+                    count_trap(&policy, &error);
                 }
+                Err(PickError::Failed(error.to_string()))
             }
-        }
+        };
+        (ranking, picked)
     }
 
-    fn builtin(&self, len: usize) -> Picked {
+    /// The pick the built-in round-robin made (named
+    /// [`BUILTIN_ROUND_ROBIN`], observed by no policy).
+    pub fn builtin_pick(&self) -> Picked {
         Picked {
-            index: self.fallback.pick(len),
             policy_name: BUILTIN_ROUND_ROBIN.to_string(),
             policy: None,
         }
@@ -390,7 +405,6 @@ impl Policies {
     pub fn swap_pick(&self, service: &str) -> Picked {
         let table = self.read();
         Picked {
-            index: 0,
             policy_name: SWAP_PICK.to_string(),
             policy: Self::resolve(&table, &self.default_policy, service, None),
         }

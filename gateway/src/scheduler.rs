@@ -1,388 +1,479 @@
-//! Admission and queueing: a call either gets a free slot at once (the
-//! service's policy picks among the nodes that have one), or waits in its
-//! service's [`ServiceQueue`], or is refused (`occupied` for a realtime
-//! call, `overloaded` for a full queue).
+//! The IO shell around the scheduling core ([`switchyard_core::Core`]):
+//! it turns what happens (a call arrives, a node registers, a slot frees, a
+//! swap report comes) into the core's events and carries out its actions:
+//! runs the service's policy for a pick (outside the core's lock), hands a
+//! waiting call its slot or its refusal, tells it its position, sends swap
+//! requests on agents' control streams, records metrics.
 //!
-//! One task ([`Scheduler::run`]) owns dispatching from the queues: every
-//! freed slot, new node and swap report is an [`Event`]; on each it pops the
-//! head of the service's queue while the policy finds it a free slot (late
-//! binding), then plans swaps for what still waits ([`crate::swap`]). Calls
-//! leave the queue themselves when they time out or their client goes
-//! ([`Ticket`]'s drop).
+//! A call's side: [`Scheduler::admit`] returns a [`Ticket`] whose
+//! [`WaitHandle`] receives the [`Grant`] (a [`SlotGuard`] and the pick) or
+//! the refusal, and position updates meanwhile. Dropping a ticket that got
+//! no grant takes the call out (timeout, client gone); dropping a guard frees
+//! the slot. A tick task sends the core its ticks while calls wait or swaps
+//! are under way.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use protocol::{CallError, CallHead, ErrorKind, QueueView, SwapReport};
-use tokio::sync::mpsc;
+use protocol::{CallError, CallHead, Message, QueueView, Reserved, SwapReport};
+use switchyard_core::{Action, CallId, Core, CoreConfig, Event, NodeKey, SwapRules, Via};
+use tokio::sync::{oneshot, watch};
 
 use crate::config::GatewayConfig;
-use crate::policies::Policies;
-use crate::queue::{Grant, QueueKey, ServiceQueue, WaitHandle, Waiter};
-use crate::registry::{Node, Registry};
-use crate::swap::Reservation;
+use crate::policies::{Picked, Policies};
+use crate::registry::{CoreCell, Node, Registry, lock};
 
-/// How often queues with waiting calls are looked at again (cooldowns end,
-/// swap deadlines pass) even when no event arrives.
-pub const TICK: Duration = Duration::from_millis(250);
-
-/// Most times a pick is retried because a slot was taken under it.
-const MAX_SLOT_RACES: usize = 16;
-
-/// What the scheduler task reacts to.
+/// A taken call slot and the pick that chose it, handed to a waiting call.
 #[derive(Debug)]
-pub enum Event {
-    /// A call slot of this service was freed.
-    Freed(String),
-    /// A call entered this service's queue.
-    Kick(String),
-    /// A node registered.
-    NodeUp(Arc<Node>),
-    /// A node left.
-    NodeDown(Arc<Node>),
-    /// A node reported a slot's new state.
-    Swapped(Arc<Node>, SwapReport),
+pub struct Grant {
+    /// The slot; dropping it frees the slot.
+    pub guard: SlotGuard,
+    /// The pick (policy name, version) that chose the node.
+    pub picked: Picked,
 }
 
-/// Queues, reservations and the dispatching task's logic.
-pub struct Scheduler {
-    pub(crate) state: Mutex<State>,
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) policies: Arc<Policies>,
-    pub(crate) config: GatewayConfig,
-    events: mpsc::UnboundedSender<Event>,
-    next_swap_id: AtomicU64,
+/// What a waiting call sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitState {
+    /// Waiting at this position (1 = next; 0 before the first update).
+    Queued(u32),
+    /// Held for a node that is loading the service.
+    Reserved(Reserved),
 }
 
-/// What the scheduler's lock guards.
-#[derive(Default)]
-pub(crate) struct State {
-    pub(crate) queues: HashMap<String, ServiceQueue>,
-    /// Swaps under way, by swap id, with the call each one holds.
-    pub(crate) reservations: HashMap<u64, Reservation>,
+/// The waiting call's end: the grant when it comes, and its position.
+#[derive(Debug)]
+pub struct WaitHandle {
+    /// Receives the slot when the call's turn comes, or why it cannot have
+    /// one (unknown service, queue full, the policy refused it).
+    pub grant: oneshot::Receiver<Result<Grant, CallError>>,
+    /// Position updates and the reservation notice.
+    pub state: watch::Receiver<WaitState>,
 }
 
-/// How a call was admitted.
-pub enum Admission {
-    /// A slot was free: go.
-    Granted(Grant),
-    /// The call waits; the ticket leaves the queue when dropped.
-    Queued(Ticket),
-}
-
-/// A queued call's place; dropping it leaves the queue (or the reservation).
+/// A call's place until it gets its grant; dropping it before takes the
+/// call out of the queue (or its reservation).
 pub struct Ticket {
     scheduler: Arc<Scheduler>,
-    service: String,
-    key: QueueKey,
+    call: CallId,
+    done: bool,
     /// The grant and position updates.
     pub handle: WaitHandle,
 }
 
+/// A taken call slot on a node; [`SlotGuard::finish`] or dropping it frees
+/// the slot.
+pub struct SlotGuard {
+    scheduler: Arc<Scheduler>,
+    node: Arc<Node>,
+    call: CallId,
+    service: String,
+    ended: bool,
+}
+
+/// A waiting call's channels, until its grant or refusal is sent.
+struct Waiting {
+    grant: oneshot::Sender<Result<Grant, CallError>>,
+    state: watch::Sender<WaitState>,
+    tenant: Arc<str>,
+    service: String,
+    /// The latest pick for it: which policy version ranked its nodes.
+    picked: Option<Picked>,
+}
+
+/// The core, the policies it asks for picks, and the calls waiting.
+pub struct Scheduler {
+    core: CoreCell,
+    registry: Arc<Registry>,
+    policies: Arc<Policies>,
+    waiting: Mutex<HashMap<CallId, Waiting>>,
+}
+
+/// The core's settings from `gateway.toml`.
+pub fn core_config(config: &GatewayConfig) -> CoreConfig {
+    let secs = |s: u32| Duration::from_secs(u64::from(s));
+    CoreConfig {
+        queue_capacity: config.queue.capacity,
+        service_queue_capacity: config
+            .services
+            .iter()
+            .filter_map(|(name, s)| Some((name.clone(), s.queue_capacity?)))
+            .collect(),
+        swap: SwapRules {
+            enabled: config.swap.enabled,
+            node_cooldown: secs(config.swap.swap_cooldown_s),
+            node_cooldowns: config
+                .nodes
+                .iter()
+                .filter_map(|(id, n)| Some((id.clone(), secs(n.swap_cooldown_s?))))
+                .collect(),
+            service_cooldowns: config
+                .services
+                .iter()
+                .map(|(name, s)| (name.clone(), secs(s.swap_cooldown_s)))
+                .collect(),
+            queue_ratio: config.swap.queue_ratio,
+            cost_factor: config.swap.cost_factor,
+            timeout: secs(config.swap.timeout_s),
+            failure_cooldown: secs(config.swap.failure_cooldown_s),
+        },
+        positions: true,
+        fail_open: config.fail_open,
+    }
+}
+
 impl Scheduler {
-    /// A scheduler over `registry`, picking with `policies`; `events` is the
-    /// sending end of the channel [`Scheduler::run`] reads.
-    pub fn new(
-        registry: Arc<Registry>,
-        policies: Arc<Policies>,
-        config: GatewayConfig,
-        events: mpsc::UnboundedSender<Event>,
-    ) -> Self {
+    /// A scheduler driving `core`, whose nodes' links are in `registry`,
+    /// picking with `policies`.
+    pub fn new(core: CoreCell, registry: Arc<Registry>, policies: Arc<Policies>) -> Self {
         Self {
-            state: Mutex::new(State::default()),
+            core,
             registry,
             policies,
-            config,
-            events,
-            next_swap_id: AtomicU64::new(1),
+            waiting: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Hands an event to the scheduler task.
-    pub fn notify(&self, event: Event) {
-        let _ = self.events.send(event);
+    fn waiting(&self) -> MutexGuard<'_, HashMap<CallId, Waiting>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn next_swap_id(&self) -> u64 {
-        self.next_swap_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Admits call `seq` (gateway-wide, increasing: FIFO order) of
-    /// `tenant`: a free slot now (skipping nodes in `exclude`), else a place
-    /// in the queue, in the tenant's next round at the call's priority
-    /// (round-robin across tenants, see [`crate::queue`]).
-    ///
-    /// # Errors
-    /// `unknown service` when no node hosts or can load it, `no node
-    /// available` when every node hosting it is draining, `occupied` for a
-    /// realtime call with no free slot, `overloaded` when the queue is full,
-    /// or the policy's refusal.
+    /// Admits call `call` (gateway-wide, increasing: FIFO order) of
+    /// `tenant`: the returned ticket gets a free slot at once, or waits in
+    /// its service's queue, or is refused (`unknown service`, `no node
+    /// available`, `occupied` for a realtime call, `overloaded` for a full
+    /// queue, the policy's refusal) through its grant.
     pub fn admit(
         self: &Arc<Self>,
         head: &Arc<CallHead>,
         tenant: &Arc<str>,
-        exclude: &HashSet<u32>,
-        seq: u64,
-        now: Instant,
-    ) -> Result<Admission, CallError> {
-        let service = &head.service;
-        if !self.registry.knows(service) {
-            return Err(error(
-                ErrorKind::UnknownService,
-                format!("no node hosts service {service:?}"),
-            ));
-        }
-        if !self.registry.serves(service) {
-            return Err(error(
-                ErrorKind::NoNodeAvailable,
-                format!("every node hosting service {service:?} is draining"),
-            ));
-        }
-        let queue_empty = self.lock().queues.get(service).is_none_or(|q| q.is_empty());
-        // Calls already waiting go first: a newcomer only takes a free slot
-        // when nobody waits (a realtime call never waits, so it may).
-        if (queue_empty || head.realtime)
-            && let Some(grant) = self.try_pick(head, exclude)?
-        {
-            return Ok(Admission::Granted(grant));
-        }
-        if head.realtime {
-            return Err(error(
-                ErrorKind::Occupied,
-                format!(
-                    "every node with {service:?} loaded is busy and the call is realtime ({} nodes)",
-                    self.registry.hosting(service).len()
-                ),
-            ));
-        }
-        let (waiter, handle) = Waiter::new(
-            QueueKey::new(head.priority, seq),
-            tenant.clone(),
-            head.clone(),
-            now,
+        call: CallId,
+    ) -> Ticket {
+        let ticket = self.register(call, &head.service, tenant.clone());
+        self.handle(Event::CallArrived {
+            call,
+            head: head.clone(),
+            tenant: tenant.clone(),
+        });
+        ticket
+    }
+
+    fn register(self: &Arc<Self>, call: CallId, service: &str, tenant: Arc<str>) -> Ticket {
+        let (grant, grant_rx) = oneshot::channel();
+        let (state, state_rx) = watch::channel(WaitState::Queued(0));
+        self.waiting().insert(
+            call,
+            Waiting {
+                grant,
+                state,
+                tenant,
+                service: service.to_string(),
+                picked: None,
+            },
         );
-        let key = {
-            let mut state = self.lock();
-            let capacity = self.config.queue_capacity(service);
-            let queue = state
-                .queues
-                .entry(service.clone())
-                .or_insert_with(|| ServiceQueue::new(capacity));
-            let key = queue.push(waiter).map_err(|full| {
-                error(
-                    ErrorKind::Overloaded,
-                    format!(
-                        "the queue of {service:?} is full ({} calls wait)",
-                        full.capacity
-                    ),
-                )
-            })?;
-            gauge_length(service, queue);
-            key
-        };
-        let _ = self.events.send(Event::Kick(service.clone()));
-        Ok(Admission::Queued(Ticket {
+        Ticket {
             scheduler: self.clone(),
-            service: service.clone(),
-            key,
-            handle,
-        }))
-    }
-
-    /// Asks the service's policy to pick among the nodes with a free slot
-    /// (not in `exclude`) and takes the slot. `None` when none is free.
-    ///
-    /// # Errors
-    /// The policy's refusal (`rejected by policy`, or a failed pick when
-    /// fail-closed).
-    pub fn try_pick(
-        &self,
-        head: &CallHead,
-        exclude: &HashSet<u32>,
-    ) -> Result<Option<Grant>, CallError> {
-        for _ in 0..MAX_SLOT_RACES {
-            let free: Vec<Arc<Node>> = self
-                .registry
-                .hosting(&head.service)
-                .into_iter()
-                .filter(|n| !exclude.contains(&n.key) && n.has_free_slot(&head.service))
-                .collect();
-            if free.is_empty() {
-                return Ok(None);
-            }
-            let picked = self.policies.pick(head, head.payload_len, &free)?;
-            let node = free
-                .get(picked.index)
-                .ok_or_else(|| error(ErrorKind::Internal, "policy picked a node out of range"))?;
-            if let Some(guard) = node.try_acquire(&head.service) {
-                return Ok(Some(Grant { guard, picked }));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Removes call `key` from `service`'s queue or reservation (it timed
-    /// out or its client left).
-    fn leave(&self, service: &str, key: QueueKey) {
-        let mut state = self.lock();
-        if let Some(queue) = state.queues.get_mut(service)
-            && queue.remove(key)
-        {
-            gauge_length(service, queue);
-            return;
-        }
-        for reservation in state.reservations.values_mut() {
-            if reservation.waiter.as_ref().is_some_and(|w| w.key == key) {
-                reservation.waiter = None;
-                if let Some(queue) = state.queues.get_mut(service) {
-                    queue.abandoned_total += 1;
-                }
-                return;
-            }
+            call,
+            done: false,
+            handle: WaitHandle {
+                grant: grant_rx,
+                state: state_rx,
+            },
         }
     }
 
-    /// Runs the dispatching task until every event sender is gone.
-    pub async fn run(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<Event>) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                event = events.recv() => match event {
-                    None => break,
-                    Some(event) => self.handle(event, Instant::now()),
-                },
-                _ = tick.tick() => self.on_tick(Instant::now()),
-            }
-        }
+    /// A node registered.
+    pub fn node_up(self: &Arc<Self>, node: &Node) {
+        self.handle(Event::NodeUp {
+            node: node.key,
+            spec: node.spec.clone(),
+        });
     }
 
-    fn handle(&self, event: Event, now: Instant) {
-        match event {
-            Event::Freed(service) | Event::Kick(service) => self.kick(&service, now),
-            Event::NodeUp(node) => {
-                for service in node.services.keys() {
-                    self.kick(service, now);
-                }
-            }
-            Event::NodeDown(node) => self.node_down(&node, now),
-            Event::Swapped(node, report) => self.on_report(&node, report, now),
-        }
+    /// A node left (only the registered connection of its id: a replaced
+    /// one was replaced in the core by the newer one's `node_up`).
+    pub fn node_down(self: &Arc<Self>, node: &Node) {
+        self.handle(Event::NodeDown { node: node.key });
     }
 
-    /// Dispatches `service`'s queue head while a slot is free, then plans
-    /// swaps for the calls still waiting.
-    pub(crate) fn kick(&self, service: &str, now: Instant) {
-        let mut state = self.lock();
-        let Some(queue) = state.queues.get_mut(service) else {
-            return;
-        };
-        while let Some(head) = queue.peek() {
-            let call = head.head.clone();
-            let outcome = self.try_pick(&call, &HashSet::new());
-            let granted = match outcome {
-                Ok(None) => break,
-                Ok(Some(grant)) => Ok(grant),
-                Err(refused) => Err(refused),
-            };
-            let Some(waiter) = queue.pop() else { break };
-            let waited = now.saturating_duration_since(waiter.enqueued);
-            if granted.is_ok() {
-                queue.dispatched_total += 1;
-                metrics::histogram!(
-                    "queue_wait_seconds",
-                    "service" => service.to_string(),
-                    "tenant" => waiter.tenant.to_string(),
-                )
-                .record(waited.as_secs_f64());
-            }
-            // A call that left meanwhile drops the grant: its slot frees and
-            // comes back as an event.
-            waiter.give(granted);
-        }
-        gauge_length(service, queue);
-        if !queue.is_empty() {
-            self.plan_swaps(&mut state, service, now);
-        }
+    /// A node's stats report.
+    pub fn stats(self: &Arc<Self>, node: &Node, stats: protocol::NodeStats) {
+        self.handle(Event::Stats {
+            node: node.key,
+            stats,
+        });
     }
 
-    fn on_tick(&self, now: Instant) {
-        self.expire_swaps(now);
-        let waiting: Vec<String> = self
-            .lock()
-            .queues
-            .iter()
-            .filter(|(_, q)| !q.is_empty())
-            .map(|(s, _)| s.clone())
-            .collect();
-        for service in waiting {
-            self.kick(&service, now);
-        }
+    /// An agent's swap report.
+    pub fn swapped(self: &Arc<Self>, node: &Node, report: SwapReport) {
+        self.handle(Event::SwapReported {
+            node: node.key,
+            report,
+        });
+    }
+
+    /// Drains (true) or undrains a node: a drained node gets no new call
+    /// and no swap; calls in flight finish.
+    pub fn drain(self: &Arc<Self>, node: &Node, draining: bool) {
+        self.handle(Event::Drain {
+            node: node.key,
+            draining,
+        });
     }
 
     /// Every service's queue, plus services nodes host with nobody waiting.
     pub fn views(&self, now: Instant) -> Vec<QueueView> {
-        let state = self.lock();
-        let mut names: Vec<String> = self.registry.service_names();
-        names.extend(state.queues.keys().cloned());
-        names.sort();
-        names.dedup();
-        names
-            .into_iter()
-            .map(|service| {
-                let reserved = state
-                    .reservations
-                    .values()
-                    .filter(|r| r.service == service && r.waiter.is_some())
-                    .count();
-                let queue = state.queues.get(&service);
-                QueueView {
-                    length: queue.map_or(0, |q| u32::try_from(q.len()).unwrap_or(u32::MAX)),
-                    capacity: queue
-                        .map_or_else(|| self.config.queue_capacity(&service), |q| q.capacity),
-                    oldest_wait_ms: queue.and_then(ServiceQueue::oldest).map_or(0, |t| {
-                        u64::try_from(now.saturating_duration_since(t).as_millis())
-                            .unwrap_or(u64::MAX)
-                    }),
-                    reserved: u32::try_from(reserved).unwrap_or(u32::MAX),
-                    dispatched_total: queue.map_or(0, |q| q.dispatched_total),
-                    abandoned_total: queue.map_or(0, |q| q.abandoned_total),
-                    overloaded_total: queue.map_or(0, |q| q.overloaded_total),
-                    service,
+        lock(&self.core).queue_views(now)
+    }
+
+    /// Sends the core its ticks while it wants them, until the scheduler is
+    /// dropped.
+    pub async fn run_ticks(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(switchyard_core::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if lock(&self.core).wants_tick() {
+                self.handle(Event::Tick);
+            }
+        }
+    }
+
+    /// Hands `event` to the core and carries out its actions, and those of
+    /// the events they lead to (picks, unsendable swaps), in order. The core
+    /// is locked only while it handles one event.
+    fn handle(self: &Arc<Self>, event: Event) {
+        let mut events = VecDeque::from([event]);
+        while let Some(event) = events.pop_front() {
+            let actions = lock(&self.core).handle(event, Instant::now());
+            for action in actions {
+                if let Some(next) = self.execute(action) {
+                    events.push_back(next);
                 }
-            })
-            .collect()
+            }
+        }
+    }
+
+    fn execute(self: &Arc<Self>, action: Action) -> Option<Event> {
+        match action {
+            Action::Pick(request) => {
+                // The policy runs here, with no lock held.
+                let (ranking, picked) = self.policies.pick(&request);
+                if let Some(w) = self.waiting().get_mut(&request.call) {
+                    w.picked = Some(picked);
+                }
+                return Some(Event::Picked {
+                    call: request.call,
+                    ranking,
+                });
+            }
+            Action::Dispatch {
+                call,
+                node,
+                via,
+                waited,
+            } => self.dispatch(call, node, via, waited),
+            Action::Position { call, position } => {
+                if let Some(w) = self.waiting().get(&call) {
+                    w.state.send_replace(WaitState::Queued(position));
+                }
+            }
+            Action::Reserved { call, notice } => {
+                if let Some(w) = self.waiting().get(&call) {
+                    w.state.send_replace(WaitState::Reserved(notice));
+                }
+            }
+            Action::Reject { call, error } => {
+                if let Some(w) = self.waiting().remove(&call) {
+                    let _ = w.grant.send(Err(error));
+                }
+            }
+            Action::Swap {
+                node,
+                request,
+                from,
+            } => {
+                let link = self.registry.by_key(node);
+                let sent = link
+                    .as_ref()
+                    .is_some_and(|n| n.control.try_send(Message::Swap(request.clone())).is_ok());
+                let id = link.map_or_else(|| node.to_string(), |n| n.spec.id.clone());
+                if !sent {
+                    tracing::warn!(node = %id, slot = %request.slot, "swap request not sent: control stream full or closed");
+                    return Some(Event::SwapReported {
+                        node,
+                        report: SwapReport {
+                            swap_id: request.swap_id,
+                            slot: request.slot,
+                            loaded: from,
+                            error: Some("the swap request could not be sent".into()),
+                            duration_ms: 0,
+                        },
+                    });
+                }
+                metrics::counter!("swaps_started_total", "node" => id, "to" => request.service)
+                    .increment(1);
+            }
+            Action::SwapEnded {
+                node,
+                slot: _,
+                from,
+                to,
+                outcome,
+                duration_ms,
+            } => {
+                let id = self
+                    .registry
+                    .by_key(node)
+                    .map_or_else(|| node.to_string(), |n| n.spec.id.clone());
+                metrics::counter!(
+                    "swaps_total",
+                    "node" => id.clone(),
+                    "from" => from.unwrap_or_else(|| "none".into()),
+                    "to" => to.clone(),
+                    "outcome" => outcome,
+                )
+                .increment(1);
+                if outcome == "ok" || outcome == "failed" {
+                    metrics::histogram!("swap_duration_seconds", "node" => id, "service" => to)
+                        .record(f64::from(duration_ms) / 1000.0);
+                }
+            }
+            Action::QueueLength {
+                service,
+                tenant,
+                length,
+            } => crate::telemetry::record_queue_length(&service, &tenant, length),
+        }
+        None
+    }
+
+    /// Hands call `call` its slot on `node`. A call that left meanwhile
+    /// drops the grant, which frees the slot.
+    fn dispatch(self: &Arc<Self>, call: CallId, node: NodeKey, via: Via, waited: Option<Duration>) {
+        let gone = || Event::CallFinished {
+            call,
+            node_ms: 0.0,
+            ok: false,
+        };
+        let Some(w) = self.waiting().remove(&call) else {
+            // Gone before its grant: free the slot at once.
+            self.handle(gone());
+            return;
+        };
+        let Some(link) = self.registry.by_key(node) else {
+            // The core still has the node but its link is gone: the
+            // connection closed and its NodeDown is on its way.
+            self.handle(gone());
+            let _ = w.grant.send(Err(CallError {
+                kind: protocol::ErrorKind::NodeLost,
+                message: "the picked node's connection closed".into(),
+            }));
+            return;
+        };
+        if let Some(waited) = waited {
+            metrics::histogram!(
+                "queue_wait_seconds",
+                "service" => w.service.clone(),
+                "tenant" => w.tenant.to_string(),
+            )
+            .record(waited.as_secs_f64());
+        }
+        let picked = match via {
+            Via::Pick => w.picked.unwrap_or_else(|| self.policies.builtin_pick()),
+            Via::Fallback => self.policies.builtin_pick(),
+            Via::Swap => self.policies.swap_pick(&w.service),
+        };
+        let guard = SlotGuard {
+            scheduler: self.clone(),
+            node: link,
+            call,
+            service: w.service,
+            ended: false,
+        };
+        // A call task that is gone drops this grant: the guard frees the slot.
+        let _ = w.grant.send(Ok(Grant { guard, picked }));
+    }
+}
+
+impl Ticket {
+    /// The call got its grant (or refusal): dropping the ticket no longer
+    /// takes it out.
+    pub fn granted(&mut self) {
+        self.done = true;
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.scheduler.leave(&self.service, self.key);
+        if self.done {
+            return;
+        }
+        self.scheduler.waiting().remove(&self.call);
+        self.scheduler.handle(Event::CallLeft { call: self.call });
     }
 }
 
-/// Sets `queue_length{service,tenant}` for every tenant with calls waiting,
-/// and to 0 once for a tenant whose last call left.
-pub(crate) fn gauge_length(service: &str, queue: &mut ServiceQueue) {
-    for (tenant, length) in queue.tenant_lengths() {
-        metrics::gauge!(
-            "queue_length",
-            "service" => service.to_string(),
-            "tenant" => tenant.to_string(),
-        )
-        .set(length as f64);
+impl std::fmt::Debug for SlotGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotGuard")
+            .field("node", &self.node.spec.id)
+            .field("call", &self.call)
+            .field("service", &self.service)
+            .finish_non_exhaustive()
     }
 }
 
-pub(crate) fn error(kind: ErrorKind, message: impl Into<String>) -> CallError {
-    CallError {
-        kind,
-        message: message.into(),
+impl SlotGuard {
+    /// The node the slot is on.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
     }
+
+    /// The service the slot belongs to.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Frees the slot of a call that ended after `node_ms` of node time;
+    /// `ok` calls feed the node's latency EWMA.
+    pub fn finish(mut self, node_ms: f32, ok: bool) {
+        self.end(node_ms, ok);
+    }
+
+    /// The stream to the node could not be opened (nothing reached it):
+    /// frees the slot and sends the call to another node; the returned
+    /// ticket receives the new grant.
+    pub fn dispatch_failed(mut self, head: &CallHead, tenant: &Arc<str>) -> Ticket {
+        self.ended = true;
+        let ticket = self
+            .scheduler
+            .register(self.call, &head.service, tenant.clone());
+        self.scheduler
+            .handle(Event::DispatchFailed { call: self.call });
+        ticket
+    }
+
+    fn end(&mut self, node_ms: f32, ok: bool) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        self.scheduler.handle(Event::CallFinished {
+            call: self.call,
+            node_ms,
+            ok,
+        });
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.end(0.0, false);
+    }
+}
+
+/// A fresh core cell with the gateway's settings.
+pub fn new_core(config: &GatewayConfig) -> CoreCell {
+    Arc::new(Mutex::new(Core::new(core_config(config))))
 }

@@ -40,7 +40,7 @@ struct Ingress {
     tls: Option<rustls::ServerConfig>,
 }
 
-/// Stops the scheduler task when the last handle of the gateway goes.
+/// Stops the scheduler's tick task when the last handle of the gateway goes.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -85,16 +85,15 @@ impl Gateway {
         let admin_token = token(&config.admin_token, "admin-token")?;
         let endpoint =
             transport::server_endpoint(config.listen, &files, &EndpointConfig::default())?;
-        let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
-        let registry = Arc::new(registry::Registry::with_events(events.clone()));
+        let core = scheduler::new_core(&config);
+        let registry = Arc::new(registry::Registry::new(core.clone()));
         let policies = Arc::new(policies::Policies::new(&config, registry.clone())?);
         let scheduler = Arc::new(scheduler::Scheduler::new(
+            core,
             registry.clone(),
             policies.clone(),
-            config.clone(),
-            events,
         ));
-        let scheduler_task = tokio::spawn(scheduler.clone().run(events_rx));
+        let scheduler_task = tokio::spawn(scheduler.clone().run_ticks());
         if let Err(error) = std::fs::create_dir_all(&config.plugins_dir) {
             tracing::warn!(dir = %config.plugins_dir.display(), %error, "cannot create the plugins folder");
         }

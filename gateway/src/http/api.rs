@@ -120,17 +120,10 @@ fn set_draining(shared: &Shared, id: &str, headers: &HeaderMap, draining: bool) 
             format!("no node {id:?} is registered"),
         );
     };
-    node.set_draining(draining);
+    shared.scheduler.drain(&node, draining);
     let verb = if draining { "drain" } else { "undrain" };
     tracing::info!(node = %id, in_flight = node.in_flight_total(), "node {verb}ed");
     shared.announce(AdminEvent::new(verb, id.to_string()));
-    if !draining {
-        for service in node.services.keys() {
-            shared
-                .scheduler
-                .notify(crate::scheduler::Event::Kick(service.clone()));
-        }
-    }
     Json(serde_json::json!({
         "node": id,
         "draining": draining,

@@ -66,7 +66,7 @@ async fn least_request_avoids_the_busy_node() {
             .into_iter()
             .find(|n| n.spec.id == "node-a")
             .unwrap();
-        if a.services["sleep"].in_flight() == 3 {
+        if a.in_flight("sleep") == 3 {
             break;
         }
         assert!(
