@@ -45,6 +45,13 @@ pub struct EngineConfig {
     /// measure what deadlines cost (`policy-host/benches/pick.rs`); never
     /// use it for untrusted policies.
     pub interruptible: bool,
+    /// Whether a policy that trapped is rebuilt on a thread of its own
+    /// (true) or within the call that trapped (false, the default). In the
+    /// background, calls meanwhile fail at once with
+    /// [`PolicyError::Rebuilding`](crate::PolicyError::Rebuilding) instead
+    /// of waiting up to [`Self::load_deadline`]: the gateway's fallback
+    /// serves them.
+    pub rebuild_in_background: bool,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +62,7 @@ impl Default for EngineConfig {
             memory_limit_bytes: 16 << 20,
             cache_dir: None,
             interruptible: true,
+            rebuild_in_background: false,
         }
     }
 }
@@ -209,6 +217,7 @@ impl PolicyEngine {
             memory_limit: self.cfg.memory_limit_bytes,
             ticker: Arc::clone(&self.ticker),
             driver: Arc::clone(&self.driver),
+            background: self.cfg.rebuild_in_background,
         })
     }
 }

@@ -63,13 +63,22 @@ pub enum PolicyError {
         reason: String,
     },
     /// The guest trapped during a call. Its instance has been rebuilt (with
-    /// fresh state); the policy stays usable.
+    /// fresh state), or is being rebuilt in the background; the policy stays
+    /// usable.
     #[error("policy {policy} trapped: {reason}")]
     Trap {
         /// The policy name.
         policy: String,
         /// Why it trapped.
         reason: TrapReason,
+    },
+    /// The policy's instance is being rebuilt after a trap, in the
+    /// background ([`crate::EngineConfig::rebuild_in_background`]); the
+    /// guest was not called. Retry later, or pick another way meanwhile.
+    #[error("policy {policy} is being rebuilt after a trap")]
+    Rebuilding {
+        /// The policy name.
+        policy: String,
     },
     /// The guest chose a candidate index out of range.
     #[error("policy {policy} picked candidate {index} of {len}")]

@@ -1,7 +1,7 @@
 //! A loaded policy: one guest instance in its own store, rebuilt after traps.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -32,8 +32,13 @@ pub struct Policy {
     path: Option<PathBuf>,
     content_hash: String,
     loaded_at: SystemTime,
-    runtime: Runtime,
-    slot: Mutex<Option<Live>>,
+    runtime: Arc<Runtime>,
+    slot: Arc<Mutex<Option<Live>>>,
+    /// A background rebuild is under way.
+    rebuilding: Arc<AtomicBool>,
+    /// Rebuild after a trap in the background (see
+    /// [`crate::EngineConfig::rebuild_in_background`]).
+    background: bool,
     picks: AtomicU64,
     traps: AtomicU64,
 }
@@ -69,6 +74,7 @@ pub(crate) struct Setup<'a> {
     pub(crate) memory_limit: usize,
     pub(crate) ticker: Arc<Ticker>,
     pub(crate) driver: Arc<Driver>,
+    pub(crate) background: bool,
 }
 
 impl Runtime {
@@ -125,8 +131,10 @@ impl Policy {
             content_hash: sha256_hex(setup.bytes),
             loaded_at: SystemTime::now(),
             origin,
-            runtime,
-            slot: Mutex::new(Some(live)),
+            runtime: Arc::new(runtime),
+            slot: Arc::new(Mutex::new(Some(live))),
+            rebuilding: Arc::new(AtomicBool::new(false)),
+            background: setup.background,
             picks: AtomicU64::new(0),
             traps: AtomicU64::new(0),
         })
@@ -213,16 +221,28 @@ impl Policy {
         f: impl AsyncFnOnce(&PolicyWorld, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyError> {
         let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        let live =
-            match &mut *slot {
-                Some(live) => live,
-                None => slot.insert(self.runtime.instantiate().map_err(|e| {
-                    PolicyError::Instantiate {
+        if slot.is_none() {
+            if self.background {
+                drop(slot);
+                self.rebuild_in_background();
+                return Err(PolicyError::Rebuilding {
+                    policy: self.name.clone(),
+                });
+            }
+            *slot = Some(
+                self.runtime
+                    .instantiate()
+                    .map_err(|e| PolicyError::Instantiate {
                         policy: self.name.clone(),
                         reason: format!("rebuild failed: {}", describe(&e)),
-                    }
-                })?),
-            };
+                    })?,
+            );
+        }
+        let Some(live) = slot.as_mut() else {
+            return Err(PolicyError::Rebuilding {
+                policy: self.name.clone(),
+            });
+        };
         self.runtime.arm(live);
         let err = match self.runtime.driver.run(f(&live.guest, &mut live.store)) {
             Ok(Ok(value)) => return Ok(value),
@@ -239,22 +259,63 @@ impl Policy {
             detail = %describe(&err),
             "policy trapped; rebuilding its instance"
         );
-        *slot = match self.runtime.instantiate() {
-            Ok(live) => Some(live),
-            Err(e) => {
-                tracing::error!(
-                    target: "policy",
-                    policy = %self.name,
-                    error = %describe(&e),
-                    "policy rebuild failed; retrying on the next call"
-                );
-                None
-            }
-        };
+        if self.background {
+            *slot = None;
+            drop(slot);
+            self.rebuild_in_background();
+        } else {
+            *slot = match self.runtime.instantiate() {
+                Ok(live) => Some(live),
+                Err(e) => {
+                    tracing::error!(
+                        target: "policy",
+                        policy = %self.name,
+                        error = %describe(&e),
+                        "policy rebuild failed; retrying on the next call"
+                    );
+                    None
+                }
+            };
+        }
         Err(PolicyError::Trap {
             policy: self.name.clone(),
             reason,
         })
+    }
+}
+
+impl Policy {
+    /// Builds a fresh instance on a thread of its own (at most one at a
+    /// time); calls meanwhile answer [`PolicyError::Rebuilding`].
+    fn rebuild_in_background(&self) {
+        if self.rebuilding.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let runtime = Arc::clone(&self.runtime);
+        let slot = Arc::clone(&self.slot);
+        let flag = Arc::clone(&self.rebuilding);
+        let name = self.name.clone();
+        let spawned = std::thread::Builder::new()
+            .name("policy-rebuild".into())
+            .spawn(move || {
+                match runtime.instantiate() {
+                    Ok(live) => {
+                        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(live);
+                        tracing::info!(target: "policy", policy = %name, "policy instance rebuilt");
+                    }
+                    Err(e) => tracing::error!(
+                        target: "policy",
+                        policy = %name,
+                        error = %describe(&e),
+                        "policy rebuild failed; retrying on the next call"
+                    ),
+                }
+                flag.store(false, Ordering::SeqCst);
+            });
+        if let Err(error) = spawned {
+            self.rebuilding.store(false, Ordering::SeqCst);
+            tracing::error!(target: "policy", policy = %self.name, %error, "cannot start a rebuild thread");
+        }
     }
 }
 

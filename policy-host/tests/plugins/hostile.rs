@@ -363,6 +363,43 @@ fn trap_rebuilds_the_instance_with_fresh_state() -> Result<(), PolicyError> {
     Ok(())
 }
 
+#[test]
+fn a_trap_rebuilds_in_the_background_and_calls_meanwhile_fail_at_once() -> Result<(), PolicyError> {
+    let policy = load_hostile_with(
+        EngineConfig {
+            pick_deadline: Duration::from_millis(100),
+            rebuild_in_background: true,
+            ..EngineConfig::default()
+        },
+        Arc::new(NoNodes),
+    )?;
+    let cands = candidates(10);
+    assert_eq!(policy.pick(&request(7), &cands)?, Decision::Route(0));
+    assert_eq!(policy.pick(&request(7), &cands)?, Decision::Route(1));
+    assert!(matches!(
+        policy.pick(&request(5), &cands),
+        Err(PolicyError::Trap { .. })
+    ));
+    // Until the new instance is in, calls answer at once without the guest.
+    let start = Instant::now();
+    let fresh = loop {
+        match policy.pick(&request(7), &cands) {
+            Err(PolicyError::Rebuilding { .. }) => {
+                assert!(start.elapsed() < Duration::from_secs(10), "never rebuilt");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => break other?,
+        }
+    };
+    assert_eq!(
+        fresh,
+        Decision::Route(0),
+        "the rebuilt instance starts fresh"
+    );
+    assert_eq!(policy.traps_total(), 1);
+    Ok(())
+}
+
 /// Knows node 7 only, and records the keys asked for.
 #[derive(Default)]
 struct OneNode {
