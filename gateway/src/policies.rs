@@ -455,3 +455,110 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Picks through the real policy host: no policy loaded, a bad hint, a
+    //! real plugin from `plugins/dist` (built by `make plugins`), and a
+    //! plugin that traps (`plugins/dist-test`).
+
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::path::Path;
+
+    use protocol::CallHead;
+    use switchyard_core::{Candidate, Core, CoreConfig};
+
+    use super::*;
+
+    fn policies() -> Policies {
+        let config = crate::GatewayConfig::default();
+        let core = Arc::new(std::sync::Mutex::new(Core::new(CoreConfig::default())));
+        Policies::new(&config, Arc::new(Registry::new(core))).expect("engine")
+    }
+
+    fn load(policies: &Policies, dir: &str, name: &str) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../plugins")
+            .join(dir)
+            .join(format!("{name}.wasm"));
+        let bytes = std::fs::read(&path).expect("run `make plugins` first");
+        policies.load_file(&path, &bytes, "test");
+        assert!(policies.is_loaded(name), "{name} loaded");
+    }
+
+    fn request(hints: &[(&str, &str)], in_flight: &[u32]) -> PickRequest {
+        let mut head = CallHead::new("svc", 0, 1000);
+        head.hints = hints
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        PickRequest {
+            call: 1,
+            head: Arc::new(head),
+            candidates: in_flight
+                .iter()
+                .enumerate()
+                .map(|(i, n)| Candidate {
+                    node: 10 + u32::try_from(i).unwrap(),
+                    in_flight: *n,
+                    max_concurrent: 8,
+                    ..Candidate::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn with_no_policy_loaded_the_builtin_round_robin_ranks_every_candidate() {
+        let p = policies();
+        let (first, picked) = p.pick(&request(&[], &[0, 0, 0]));
+        let (second, _) = p.pick(&request(&[], &[0, 0, 0]));
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert_eq!(picked.policy_name, BUILTIN_ROUND_ROBIN);
+        assert_eq!(first.nodes.len(), 3, "a full ranking");
+        assert_ne!(first.nodes[0], second.nodes[0], "it rotates");
+    }
+
+    #[test]
+    fn an_unknown_policy_hint_refuses_the_call() {
+        let p = policies();
+        let (ranking, _) = p.pick(&request(&[("policy", "nope")], &[0]));
+        match ranking {
+            Err(PickError::Refused(e)) => {
+                assert_eq!(e.kind, ErrorKind::BadRequest);
+                assert!(e.message.contains("nope"), "{}", e.message);
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_real_plugin_ranks_by_its_algorithm_and_is_named_in_the_pick() {
+        let p = policies();
+        load(&p, "dist", "least-request");
+        let (ranking, picked) = p.pick(&request(&[("policy", "least-request")], &[5, 0]));
+        assert_eq!(ranking.unwrap().nodes, vec![11], "the idle node");
+        assert_eq!(picked.policy_name, "least-request");
+    }
+
+    #[test]
+    fn a_trapping_plugin_fails_the_pick_and_is_rebuilt_off_the_hot_path() {
+        let p = policies();
+        load(&p, "dist-test", "panic-trap");
+        let evil = request(&[("policy", "panic-trap"), ("evil", "1")], &[0, 0]);
+        assert!(matches!(p.pick(&evil).0, Err(PickError::Failed(_))));
+        let benign = request(&[("policy", "panic-trap")], &[0, 0]);
+        let start = Instant::now();
+        loop {
+            match p.pick(&benign).0 {
+                Ok(_) => break,
+                Err(PickError::Failed(why)) if why.contains("rebuilt") => {
+                    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
