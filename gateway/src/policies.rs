@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
-use policy_host::types::{Candidates, Decision, Outcome, Request};
+use policy_host::types::{Candidates, Outcome, Ranking as PolicyRanking, Request};
 use policy_host::{NativeRoundRobin, NodeDirectory, Policy, PolicyEngine, PolicyError, TrapReason};
 use protocol::{
     CallError, CallHead, ErrorKind, PolicyTable, PolicyView, RejectedFile, ServicePolicy,
@@ -329,8 +329,9 @@ impl Policies {
     }
 
     /// Runs the service's policy (or the call's `policy` hint) over the
-    /// core's candidates: the ranking for the core, and which policy version
-    /// made it (it observes the call's outcome).
+    /// core's candidates, asking its `rank` export when it has one, else its
+    /// `pick`: the ranking for the core, and which policy version made it (it
+    /// observes the call's outcome).
     ///
     /// # Errors
     /// [`PickError::Refused`] for an unknown `policy` hint (`bad request`)
@@ -365,19 +366,18 @@ impl Policies {
         };
         let columns = Candidates::from(request.candidates.as_slice());
         let started = Instant::now();
-        let decision = policy.pick(&pick_request, &columns);
+        let decision = policy.rank(&pick_request, &columns);
         metrics::histogram!("policy_pick_duration_seconds", "policy" => policy.name().to_string())
             .record(started.elapsed().as_secs_f64());
         let ranking = match decision {
-            Ok(Decision::Route(i)) => match request.candidates.get(i as usize) {
-                Some(c) => Ok(Ranking::one(c.node)),
-                None => Err(PickError::Failed(format!(
-                    "policy {} picked candidate {i} of {}",
-                    policy.name(),
-                    request.candidates.len()
-                ))),
-            },
-            Ok(Decision::Reject(reason)) => Err(PickError::Refused(CallError {
+            // Indices are checked by the host; they name candidates.
+            Ok(PolicyRanking::Order(order)) => Ok(Ranking {
+                nodes: order
+                    .into_iter()
+                    .filter_map(|i| request.candidates.get(i as usize).map(|c| c.node))
+                    .collect(),
+            }),
+            Ok(PolicyRanking::Reject(reason)) => Err(PickError::Refused(CallError {
                 kind: ErrorKind::Rejected,
                 message: format!("policy {} rejected the call: {reason}", policy.name()),
             })),
@@ -537,8 +537,12 @@ mod tests {
     fn a_real_plugin_ranks_by_its_algorithm_and_is_named_in_the_pick() {
         let p = policies();
         load(&p, "dist", "least-request");
-        let (ranking, picked) = p.pick(&request(&[("policy", "least-request")], &[5, 0]));
-        assert_eq!(ranking.unwrap().nodes, vec![11], "the idle node");
+        let (ranking, picked) = p.pick(&request(&[("policy", "least-request")], &[5, 0, 2]));
+        // Two random draws: never the busiest first; then the rest by load.
+        let nodes = ranking.unwrap().nodes;
+        assert_eq!(nodes.len(), 3, "least-request ranks every candidate");
+        assert_ne!(nodes[0], 10, "the busiest never wins a draw");
+        assert_eq!(nodes[2], 10, "the busiest is ranked last");
         assert_eq!(picked.policy_name, "least-request");
     }
 

@@ -114,6 +114,39 @@ impl Extend<CandidateRow> for Candidates {
     }
 }
 
+impl From<&switchyard_core::Candidate> for CandidateRow {
+    /// The row of one core candidate (same fields, same units).
+    fn from(c: &switchyard_core::Candidate) -> Self {
+        Self {
+            node: c.node,
+            in_flight: c.in_flight,
+            max_concurrent: c.max_concurrent,
+            node_in_flight: c.node_in_flight,
+            cpu_pct: c.cpu_pct,
+            mem_used_mib: c.mem_used_mib,
+            mem_total_mib: c.mem_total_mib,
+            gpu_count: c.gpu_count,
+            gpu_util_pct: c.gpu_util_pct,
+            gpu_mem_free_mib: c.gpu_mem_free_mib,
+            gpu_mem_total_mib: c.gpu_mem_total_mib,
+            latency_ms: c.latency_ms,
+            latency_samples: c.latency_samples,
+            cost_per_hour: c.cost_per_hour,
+        }
+    }
+}
+
+impl From<&[switchyard_core::Candidate]> for Candidates {
+    /// The columns of the core's candidates, in order.
+    fn from(candidates: &[switchyard_core::Candidate]) -> Self {
+        let mut columns = Self::with_capacity(candidates.len());
+        for c in candidates {
+            columns.push(c.into());
+        }
+        columns
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::types::{CandidateRow, Candidates};
@@ -152,38 +185,5 @@ mod tests {
         );
         assert_eq!(cols.row(1), None);
         assert!(Candidates::with_capacity(4).check().is_err());
-    }
-}
-
-impl From<&switchyard_core::Candidate> for CandidateRow {
-    /// The row of one core candidate (same fields, same units).
-    fn from(c: &switchyard_core::Candidate) -> Self {
-        Self {
-            node: c.node,
-            in_flight: c.in_flight,
-            max_concurrent: c.max_concurrent,
-            node_in_flight: c.node_in_flight,
-            cpu_pct: c.cpu_pct,
-            mem_used_mib: c.mem_used_mib,
-            mem_total_mib: c.mem_total_mib,
-            gpu_count: c.gpu_count,
-            gpu_util_pct: c.gpu_util_pct,
-            gpu_mem_free_mib: c.gpu_mem_free_mib,
-            gpu_mem_total_mib: c.gpu_mem_total_mib,
-            latency_ms: c.latency_ms,
-            latency_samples: c.latency_samples,
-            cost_per_hour: c.cost_per_hour,
-        }
-    }
-}
-
-impl From<&[switchyard_core::Candidate]> for Candidates {
-    /// The columns of the core's candidates, in order.
-    fn from(candidates: &[switchyard_core::Candidate]) -> Self {
-        let mut columns = Self::with_capacity(candidates.len());
-        for c in candidates {
-            columns.push(c.into());
-        }
-        columns
     }
 }

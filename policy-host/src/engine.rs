@@ -205,9 +205,13 @@ impl PolicyEngine {
             reason: format!("{origin}: {e:#}"),
         };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(link_err)?;
+        // The optional `ranker` export: a component without it is asked to
+        // `pick` (compiled plugins keep working as the contract grows).
+        let ranker = crate::ranked_bindings::RankedPolicyIndices::new(&instance_pre).ok();
         let pre = crate::bindings::PolicyPre::new(instance_pre).map_err(link_err)?;
         Policy::instantiate(crate::policy::Setup {
             pre,
+            ranker,
             bytes,
             origin,
             path,

@@ -41,12 +41,31 @@ mod bindings {
     });
 }
 
+/// Bindings of the world `ranked-policy` (`policy` plus the optional
+/// `ranker` export), sharing the `policy` world's types and host import.
+mod ranked_bindings {
+    #![allow(missing_docs, clippy::all)]
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "ranked-policy",
+        additional_derives: [PartialEq],
+        exports: { default: async },
+        with: {
+            "switchyard:policy/types": crate::bindings::switchyard::policy::types,
+            "switchyard:policy/host": crate::bindings::switchyard::policy::host,
+        },
+    });
+}
+
 /// The records and variants that cross the policy boundary, as generated from
 /// `switchyard:policy/types@1.0.0` (field docs are those of the WIT file).
 pub mod types {
     pub use crate::bindings::switchyard::policy::types::{
         Candidates, Decision, Gpu, NodeInfo, Outcome, Request,
     };
+    /// A ranking policy's answer (`switchyard:policy/ranker`): candidate
+    /// indices best first, or a refusal.
+    pub use crate::ranked_bindings::exports::switchyard::policy::ranker::Ranking;
 
     /// One candidate as a plain row: the i-th element of every column of
     /// [`Candidates`] (same field names, units and meaning; see there).

@@ -13,6 +13,8 @@ use crate::driver::{Blocked, Driver};
 use crate::engine::Ticker;
 use crate::host::HostState;
 use crate::logging::LogSink;
+use crate::ranked_bindings::{RankedPolicy, RankedPolicyIndices};
+use crate::types::Ranking;
 use crate::types::{Candidates, Decision, Outcome, Request};
 use crate::{NodeDirectory, PolicyError, TrapReason};
 
@@ -46,6 +48,8 @@ pub struct Policy {
 /// What rebuilding an instance needs.
 struct Runtime {
     pre: PolicyPre<HostState>,
+    /// Where the `ranker` export is, when the component has one.
+    ranker: Option<RankedPolicyIndices>,
     nodes: Arc<dyn NodeDirectory>,
     log: Arc<LogSink>,
     deadline_ticks: u64,
@@ -60,11 +64,14 @@ struct Runtime {
 struct Live {
     store: Store<HostState>,
     guest: PolicyWorld,
+    /// The same instance seen as a `ranked-policy`, when it ranks.
+    ranker: Option<RankedPolicy>,
 }
 
 /// Everything [`Policy::instantiate`] needs from the engine.
 pub(crate) struct Setup<'a> {
     pub(crate) pre: PolicyPre<HostState>,
+    pub(crate) ranker: Option<RankedPolicyIndices>,
     pub(crate) bytes: &'a [u8],
     pub(crate) origin: &'a str,
     pub(crate) path: Option<&'a Path>,
@@ -84,11 +91,20 @@ impl Runtime {
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(self.load_ticks);
-        let guest = self
+        let instance = self
             .driver
-            .run(self.pre.instantiate_async(&mut store))
+            .run(self.pre.instance_pre().instantiate_async(&mut store))
             .unwrap_or_else(|Blocked| Err(blocked_error()))?;
-        Ok(Live { store, guest })
+        let guest = PolicyWorld::new(&mut store, &instance)?;
+        let ranker = match &self.ranker {
+            Some(indices) => Some(indices.load(&mut store, &instance)?),
+            None => None,
+        };
+        Ok(Live {
+            store,
+            guest,
+            ranker,
+        })
     }
 
     /// Arms the deadline and clears the memory flag before a guest call.
@@ -103,6 +119,7 @@ impl Policy {
         let origin = setup.origin.to_owned();
         let runtime = Runtime {
             pre: setup.pre,
+            ranker: setup.ranker,
             nodes: setup.nodes,
             log: LogSink::new(&origin),
             deadline_ticks: setup.deadline_ticks,
@@ -177,7 +194,7 @@ impl Policy {
             reason,
         })?;
         let decision =
-            self.call(async |guest, store| guest.call_pick(store, req, candidates).await)?;
+            self.call(async |guest, _, store| guest.call_pick(store, req, candidates).await)?;
         match decision {
             Decision::Route(index) if !usize::try_from(index).is_ok_and(|i| i < len) => {
                 Err(PolicyError::BadDecision {
@@ -190,13 +207,77 @@ impl Policy {
         }
     }
 
+    /// Whether the plugin exports `ranker` (then [`Self::rank`] asks it for
+    /// a ranking; otherwise it asks `pick`).
+    pub fn ranks(&self) -> bool {
+        self.runtime.ranker.is_some()
+    }
+
+    /// Asks the guest to rank the candidates for one call: its `rank`
+    /// export when it has one, else `pick` (a ranking of one).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::pick`]; [`PolicyError::BadDecision`] names the first index
+    /// out of range. Repeated indices are dropped.
+    pub fn rank(&self, req: &Request, candidates: &Candidates) -> Result<Ranking, PolicyError> {
+        if !self.ranks() {
+            return Ok(match self.pick(req, candidates)? {
+                Decision::Route(i) => Ranking::Order(vec![i]),
+                Decision::Reject(reason) => Ranking::Reject(reason),
+            });
+        }
+        self.picks.fetch_add(1, Ordering::Relaxed);
+        let len = candidates.check().map_err(|reason| PolicyError::BadInput {
+            policy: self.name.clone(),
+            reason,
+        })?;
+        let ranking = self.call(async |guest, ranker, store| match ranker {
+            Some(ranker) => {
+                ranker
+                    .switchyard_policy_ranker()
+                    .call_rank(store, req, candidates)
+                    .await
+            }
+            // An instance always has the export its component has.
+            None => guest
+                .call_pick(store, req, candidates)
+                .await
+                .map(|d| match d {
+                    Decision::Route(i) => Ranking::Order(vec![i]),
+                    Decision::Reject(reason) => Ranking::Reject(reason),
+                }),
+        })?;
+        match ranking {
+            Ranking::Order(order) => {
+                let mut taken = vec![false; len];
+                let mut ranked = Vec::with_capacity(order.len().min(len));
+                for index in order {
+                    let Some(slot) = usize::try_from(index).ok().and_then(|i| taken.get_mut(i))
+                    else {
+                        return Err(PolicyError::BadDecision {
+                            policy: self.name.clone(),
+                            index,
+                            len,
+                        });
+                    };
+                    if !std::mem::replace(slot, true) {
+                        ranked.push(index);
+                    }
+                }
+                Ok(Ranking::Order(ranked))
+            }
+            reject => Ok(reject),
+        }
+    }
+
     /// Tells the guest how a call ended.
     ///
     /// # Errors
     ///
     /// As [`Self::pick`], except `BadDecision`.
     pub fn observe(&self, outcome: &Outcome) -> Result<(), PolicyError> {
-        self.call(async |guest, store| guest.call_observe(store, outcome).await)
+        self.call(async |guest, _, store| guest.call_observe(store, outcome).await)
     }
 
     /// How many times [`Self::pick`] was called, whatever the result.
@@ -218,7 +299,11 @@ impl Policy {
     /// trap, counts it and rebuilds the instance.
     fn call<R>(
         &self,
-        f: impl AsyncFnOnce(&PolicyWorld, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(
+            &PolicyWorld,
+            Option<&RankedPolicy>,
+            &mut Store<HostState>,
+        ) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyError> {
         let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
         if slot.is_none() {
@@ -244,11 +329,16 @@ impl Policy {
             });
         };
         self.runtime.arm(live);
-        let err = match self.runtime.driver.run(f(&live.guest, &mut live.store)) {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(err)) => err,
-            Err(Blocked) => blocked_error(),
-        };
+        let err =
+            match self
+                .runtime
+                .driver
+                .run(f(&live.guest, live.ranker.as_ref(), &mut live.store))
+            {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(err)) => err,
+                Err(Blocked) => blocked_error(),
+            };
         let reason = classify(&err, live.store.data().limiter.memory_refused());
         self.traps.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(

@@ -35,6 +35,36 @@ impl LeastRequest {
         index_u32(index)
     }
 
+    /// Ranks [`LeastRequest::pick`]'s choice first, then every other
+    /// candidate by load (then calls in flight, then index): the node to
+    /// take when the choice's last slot went to another call meanwhile.
+    ///
+    /// # Errors
+    /// As [`LeastRequest::pick`].
+    pub fn rank(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Vec<u32>, String> {
+        let first = self.pick(req, candidates, facts)?;
+        let mut rest: Vec<usize> = (0..candidates.len())
+            .filter(|i| u32::try_from(*i).ok() != Some(first))
+            .collect();
+        rest.sort_by(|a, b| {
+            let (ca, cb) = (&candidates[*a], &candidates[*b]);
+            ca.load()
+                .total_cmp(&cb.load())
+                .then(ca.in_flight.cmp(&cb.in_flight))
+                .then(a.cmp(b))
+        });
+        let mut order = vec![first];
+        for i in rest {
+            order.push(index_u32(i)?);
+        }
+        Ok(order)
+    }
+
     /// Does nothing: the gateway's in-flight counts are all this policy uses.
     pub fn observe(&mut self, _outcome: &Outcome) {}
 }
@@ -49,6 +79,15 @@ impl Policy for LeastRequest {
         facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<u32, String> {
         LeastRequest::pick(self, req, candidates, facts)
+    }
+
+    fn rank(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Vec<u32>, String> {
+        LeastRequest::rank(self, req, candidates, facts)
     }
 
     fn observe(&mut self, outcome: &Outcome) {
@@ -80,6 +119,27 @@ mod tests {
         LeastRequest::new()
             .pick(&req, candidates, &no_facts)
             .expect("non-empty")
+    }
+
+    #[test]
+    fn a_ranking_starts_with_the_pick_then_the_least_loaded() {
+        let candidates = [node(0, 3, 4), node(1, 0, 4), node(2, 2, 4), node(3, 1, 4)];
+        for seed in 0..200 {
+            let req = Request {
+                service: "svc".into(),
+                random: seed,
+                ..Request::default()
+            };
+            let order = LeastRequest::new()
+                .rank(&req, &candidates, &no_facts)
+                .expect("non-empty");
+            assert_eq!(order[0], pick(&candidates, seed), "the pick first");
+            assert_eq!(order.len(), 4, "every candidate once");
+            let rest: Vec<u32> = order[1..].to_vec();
+            let mut sorted = rest.clone();
+            sorted.sort_by_key(|i| candidates[*i as usize].in_flight);
+            assert_eq!(rest, sorted, "then by load");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The WebAssembly component glue shared by every policy crate.
 
-/// Exports a [`Policy`](crate::Policy) as the `policy` world of
-/// `wit/policy.wit`: invoke once in a policy crate's `lib.rs`, e.g.
+/// Exports a [`Policy`](crate::Policy) as the `ranked-policy` world of
+/// `wit/policy.wit` (the `policy` world plus `ranker`): invoke once in a policy crate's `lib.rs`, e.g.
 /// `policy_sdk::export_policy!(crate::LeastRequest);`.
 ///
 /// Expands, on `wasm32` targets only, to a private module `component` that
@@ -10,9 +10,9 @@
 /// in a `Mutex` (created with `Default`), converts the generated records into
 /// this crate's plain types (the WIT's candidate columns become rows of
 /// [`Candidate`](crate::Candidate): numbers only, copied; the request's
-/// strings are moved, not copied) and forwards `name`, `pick` and `observe`. `pick`
-/// passes the host's `node-info` import as the `facts` function; an `Err`
-/// becomes `decision::reject`.
+/// strings are moved, not copied) and forwards `name`, `pick`, `rank` and
+/// `observe`. `pick` and `rank` pass the host's `node-info` import as the
+/// `facts` function; an `Err` becomes `decision::reject` (`ranking::reject`).
 ///
 /// The policy crate needs `wit-bindgen` as a `wasm32` dependency. The module
 /// is the only place where `unsafe` code (the generated bindings) is allowed.
@@ -26,7 +26,7 @@ macro_rules! export_policy {
 
             use $crate as sdk;
 
-            ::wit_bindgen::generate!({ path: "../../wit", world: "policy" });
+            ::wit_bindgen::generate!({ path: "../../wit", world: "ranked-policy" });
 
             use switchyard::policy::{host, types as wit};
 
@@ -60,6 +60,23 @@ macro_rules! export_policy {
                     };
                     let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
                     <$policy as sdk::Policy>::observe(&mut state, &outcome);
+                }
+            }
+
+            impl exports::switchyard::policy::ranker::Guest for Component {
+                fn rank(
+                    req: Request,
+                    candidates: Candidates,
+                ) -> exports::switchyard::policy::ranker::Ranking {
+                    use exports::switchyard::policy::ranker::Ranking;
+                    let req = request(req);
+                    let candidates = rows(&candidates);
+                    let facts = |node| host::node_info(node).map(node_facts);
+                    let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
+                    match <$policy as sdk::Policy>::rank(&mut state, &req, &candidates, &facts) {
+                        Ok(order) => Ranking::Order(order),
+                        Err(reason) => Ranking::Reject(reason),
+                    }
                 }
             }
 

@@ -63,6 +63,24 @@ pub trait Policy: Default {
         facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<u32, String>;
 
+    /// Ranks the candidates for one call, best first (indices into
+    /// `candidates`, no repeats): when another call takes the first choice's
+    /// last slot meanwhile, the gateway takes the next one without asking
+    /// again (the `ranker` export of `wit/policy.wit`). It may name fewer
+    /// than all; the gateway tries the rest after them. The default ranks
+    /// [`Policy::pick`]'s choice alone.
+    ///
+    /// # Errors
+    /// The reason the call is rejected (returned to the caller).
+    fn rank(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Vec<u32>, String> {
+        self.pick(req, candidates, facts).map(|i| vec![i])
+    }
+
     /// Learns from a finished call.
     fn observe(&mut self, outcome: &Outcome);
 }

@@ -400,6 +400,24 @@ fn a_trap_rebuilds_in_the_background_and_calls_meanwhile_fail_at_once() -> Resul
     Ok(())
 }
 
+/// A component built before `ranker` existed (it exports only the `policy`
+/// world) still loads, and `rank` asks its `pick`.
+#[test]
+fn a_plugin_without_a_ranker_is_ranked_by_its_pick() -> Result<(), PolicyError> {
+    use policy_host::types::Ranking;
+    let policy = load_hostile(Arc::new(NoNodes))?;
+    assert!(!policy.ranks());
+    assert_eq!(
+        policy.rank(&request(0), &candidates(3))?,
+        Ranking::Order(vec![0])
+    );
+    assert!(matches!(
+        policy.rank(&request(4), &candidates(3)),
+        Err(PolicyError::BadDecision { index: 99, .. })
+    ));
+    Ok(())
+}
+
 /// Knows node 7 only, and records the keys asked for.
 #[derive(Default)]
 struct OneNode {

@@ -201,3 +201,27 @@ fn walk(dir: &Path) -> std::io::Result<usize> {
     }
     Ok(files)
 }
+
+/// The real `least-request` plugin exports `ranker`: its ranking starts with
+/// its pick and names every candidate once.
+#[test]
+fn a_plugin_with_a_ranker_ranks_every_candidate() -> Result<(), PolicyError> {
+    use policy_host::types::Ranking;
+    let engine = PolicyEngine::new(EngineConfig::default())?;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/least-request.wasm");
+    let policy = engine.load(&path, Arc::new(NoNodes))?;
+    assert!(policy.ranks());
+    let mut columns = candidates(4);
+    columns.in_flight = vec![3, 0, 2, 1];
+    let first = route(policy.pick(&request("svc"), &columns)?);
+    match policy.rank(&request("svc"), &columns)? {
+        Ranking::Order(order) => {
+            assert_eq!(order[0], first, "the same draw picks the same node");
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, vec![0, 1, 2, 3]);
+        }
+        Ranking::Reject(reason) => panic!("unexpected reject: {reason}"),
+    }
+    Ok(())
+}
