@@ -27,9 +27,10 @@
 //! (CPU, memory, GPUs), [`backoff`] (reconnect delays); the connection
 //! handling is in [`run`], which also runs the swappable slots
 //! ([`SlotConfig`], [`SwapConfig`]): one server process per slot, swapped
-//! when the gateway asks.
+//! when the gateway asks. [`cli`] is the `node-agent` program itself.
 
 pub mod backoff;
+pub mod cli;
 pub mod config;
 mod dispatch;
 pub mod services;
