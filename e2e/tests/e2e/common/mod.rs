@@ -143,7 +143,7 @@ impl Fleet {
         )
         .unwrap();
         let log = self.dir.path().join(format!("{id}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_node-agent"))
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard-e2e-agent"))
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")

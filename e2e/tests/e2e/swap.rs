@@ -36,7 +36,7 @@ ready_url = "http://127.0.0.1:{port}/health"
 ready_timeout_s = 10
 load_ms = {load_ms}
 "#,
-        toy = env!("CARGO_BIN_EXE_switchyard-toy-model"),
+        toy = env!("CARGO_BIN_EXE_switchyard-e2e-toy-model"),
     )
 }
 
