@@ -1,6 +1,7 @@
-//! Swapping services on idle nodes, end to end: real agents whose swappable
-//! services are real HTTP server processes (`switchyard-toy-model`) started
-//! by the `start` command and stopped on swap.
+//! Swapping services on idle nodes, end to end: agents whose swappable
+//! services are real HTTP server processes (the toy model, as this
+//! package's `switchyard-e2e-toy-model`) started by the `start` command and
+//! stopped on swap.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
