@@ -77,7 +77,7 @@ test: setup plugins lint plugins-test
 	$(CARGO) test --workspace
 
 bench: plugins
-	$(CARGO) bench -p policy-host --bench pick
+	$(CARGO) bench -p switchyard-policy-host --bench pick
 	$(CARGO) bench -p switchyard-e2e --bench pool
 	$(CARGO) bench -p switchyard-e2e --bench stream
 

@@ -1,6 +1,6 @@
 //! `node-agent --config agent.toml`: runs a Switchyard node agent until
-//! Ctrl-C or SIGTERM (see `node_agent::cli`).
+//! Ctrl-C or SIGTERM (see `switchyard_agent::cli`).
 
 fn main() -> std::process::ExitCode {
-    node_agent::cli::main()
+    switchyard_agent::cli::main()
 }
