@@ -30,7 +30,7 @@ SETUP_PACKAGES := chromium chromium-driver prometheus curl
 # The Python test clients (the stock `openai` package), pinned, in a
 # project-local virtualenv: never installed system-wide.
 VENV := .venv
-PY_REQUIREMENTS := node-agent/tests/e2e/python/requirements.txt
+PY_REQUIREMENTS := e2e/tests/e2e/python/requirements.txt
 
 all: build
 
@@ -44,8 +44,9 @@ toolchain:
 
 plugins: toolchain
 
+# The end-to-end suite's own programs (switchyard-e2e) are for its tests only.
 build: plugins
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release --workspace --exclude switchyard-e2e --bins
 
 demo: build
 	./target/release/switchyard-demo --bin-dir target/release --plugins plugins/dist
@@ -76,15 +77,15 @@ test: setup plugins lint plugins-test
 	$(CARGO) test --workspace
 
 bench: plugins
-	$(CARGO) bench -p policy-host --bench pick
-	$(CARGO) bench -p node-agent --bench pool
-	$(CARGO) bench -p node-agent --bench stream
+	$(CARGO) bench -p switchyard-policy-host --bench pick
+	$(CARGO) bench -p switchyard-e2e --bench pool
+	$(CARGO) bench -p switchyard-e2e --bench stream
 
 bench-pool: plugins
-	$(CARGO) bench -p node-agent --bench pool
+	$(CARGO) bench -p switchyard-e2e --bench pool
 
 bench-stream: plugins
-	$(CARGO) bench -p node-agent --bench stream
+	$(CARGO) bench -p switchyard-e2e --bench stream
 
 clean: plugins-clean
 	$(CARGO) clean

@@ -29,7 +29,7 @@ mod table;
 
 /// Command-line client of the Switchyard gateway.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "switchyard", version, about)]
 struct Cli {
     /// Gateway address; several, comma-separated, are tried in order (the
     /// next one while the ones before are down).

@@ -1,8 +1,8 @@
 //! The Switchyard client SDK: call services on a fleet through a gateway.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), client::ClientError> {
-//! use client::{CallOptions, Client, ClientConfig};
+//! # async fn demo() -> Result<(), switchyard_client::ClientError> {
+//! use switchyard_client::{CallOptions, Client, ClientConfig};
 //! let client = Client::connect(ClientConfig::new("127.0.0.1:4433", "ca.pem")).await?;
 //! let result = client.call("sha256", b"hello".to_vec(), CallOptions::default()).await?;
 //! println!("{} answered in {} ms", result.node_id, result.timings.total_ms);

@@ -39,7 +39,7 @@ struct Args {
     #[arg(long, default_value = "demo-run")]
     work_dir: PathBuf,
     /// Source folders whose files are the payloads.
-    #[arg(long, num_args = 1.., default_values = ["protocol", "transport", "gateway", "node-agent", "client", "cli", "policy-host", "plugins", "demo", "wit"])]
+    #[arg(long, num_args = 1.., default_values = ["protocol", "transport", "gateway", "node-agent", "client", "cli", "policy-host", "plugins", "demo", "wit", "toy-model", "e2e"])]
     sources: Vec<PathBuf>,
     /// Calls in flight at once.
     #[arg(long, default_value_t = 8)]

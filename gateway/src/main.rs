@@ -6,7 +6,7 @@ use clap::Parser;
 
 /// The Switchyard QUIC gateway.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "gateway", version, about)]
 struct Args {
     /// Configuration file (TOML); without one the embedded defaults apply
     /// (listen on 127.0.0.1:4433, data in ~/.local/share/switchyard).
@@ -25,8 +25,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config = match &args.config {
-        Some(path) => gateway::GatewayConfig::load(path)?,
-        None => gateway::GatewayConfig::default(),
+        Some(path) => switchyard_gateway::GatewayConfig::load(path)?,
+        None => switchyard_gateway::GatewayConfig::default(),
     };
     let shutdown = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -41,6 +41,6 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
-    gateway::run(config, shutdown).await?;
+    switchyard_gateway::run(config, shutdown).await?;
     Ok(())
 }

@@ -3,8 +3,8 @@
 //! the gateway dispatches.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), node_agent::AgentError> {
-//! use node_agent::{AgentConfig, ServiceConfig, ServiceKind};
+//! # async fn demo() -> Result<(), switchyard_agent::AgentError> {
+//! use switchyard_agent::{AgentConfig, ServiceConfig, ServiceKind};
 //!
 //! let config = AgentConfig::new(
 //!     "127.0.0.1:4433",
@@ -16,7 +16,7 @@
 //!         ServiceConfig::new("sha256", ServiceKind::command(["sha256sum"])),
 //!     ],
 //! );
-//! node_agent::run(config, async {
+//! switchyard_agent::run(config, async {
 //!     let _ = tokio::signal::ctrl_c().await;
 //! })
 //! .await
@@ -27,9 +27,10 @@
 //! (CPU, memory, GPUs), [`backoff`] (reconnect delays); the connection
 //! handling is in [`run`], which also runs the swappable slots
 //! ([`SlotConfig`], [`SwapConfig`]): one server process per slot, swapped
-//! when the gateway asks.
+//! when the gateway asks. [`cli`] is the `node-agent` program itself.
 
 pub mod backoff;
+pub mod cli;
 pub mod config;
 mod dispatch;
 pub mod services;

@@ -1,7 +1,7 @@
 //! The pool's configuration, backoff and connect errors, without a gateway.
 //! Its behaviour against real gateways (sharing, growth, the stream cap,
 //! failover, healing after a restart, a lost call not sent twice) is tested
-//! end to end in `node-agent/tests/e2e/pool.rs`.
+//! end to end in `e2e/tests/e2e/pool.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,7 +1,6 @@
 //! Slots against real processes: the toy model server, and small shell
 //! scripts for the odd cases.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,23 +12,50 @@ use crate::services::ServiceKind;
 
 const CALL: Duration = Duration::from_secs(10);
 
-/// The `switchyard-toy-model` binary next to this test binary. Cargo builds
-/// it for `cargo test` of the workspace or the package (the integration
-/// tests need it), not for `cargo test --lib` alone: run `cargo build -p
-/// node-agent --bins` first then.
-pub(crate) fn toy_model() -> PathBuf {
+/// The toy model server as a process: this test binary again, made to run
+/// only [`toy_model_process`], with the toy model's flags after `--` (the
+/// test harness reads them as more name filters, which match no test). So
+/// the slots run a real server process without any binary built beforehand.
+pub(crate) fn toy_model() -> Vec<String> {
     let exe = std::env::current_exe().expect("test binary path");
-    let mut dir = exe.parent().expect("deps folder").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let toy = dir.join("switchyard-toy-model");
-    assert!(
-        toy.exists(),
-        "{} is missing: run `cargo build -p node-agent --bins` first",
-        toy.display()
-    );
-    toy
+    let entry = module_path!()
+        .split_once("::")
+        .map_or(module_path!(), |(_, path)| path);
+    vec![
+        exe.display().to_string(),
+        "--exact".into(),
+        "--nocapture".into(),
+        "--quiet".into(),
+        "--".into(),
+        format!("{entry}::toy_model_process"),
+        TOY_MODEL_FLAGS.into(),
+    ]
+}
+
+/// Where the toy model's flags start in a [`toy_model`] command line.
+const TOY_MODEL_FLAGS: &str = "toy-model-flags:";
+
+/// The toy model's process when this binary runs as [`toy_model`] starts
+/// it: serves, then exits the process with the server's status. Run as a
+/// test, it does nothing.
+#[test]
+fn toy_model_process() {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(at) = args.iter().position(|a| a == TOY_MODEL_FLAGS) else {
+        return;
+    };
+    let code = match switchyard_toy_model::Args::from_flags(&args[at + 1..]) {
+        Ok(args) => switchyard_toy_model::run(args),
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    std::process::exit(if code == std::process::ExitCode::SUCCESS {
+        0
+    } else {
+        1
+    });
 }
 
 /// A port nothing listens on (bound, then released).
@@ -41,15 +67,15 @@ pub(crate) fn free_port() -> u16 {
 /// A swappable `http` service run by the toy model on `port`, ready by URL
 /// within 5 s.
 pub(crate) fn toy(name: &str, port: u16, load_ms: u32, extra: &[&str]) -> ServiceConfig {
-    let mut start = vec![
-        toy_model().display().to_string(),
+    let mut start = toy_model();
+    start.extend([
         "--port".into(),
         port.to_string(),
         "--name".into(),
         name.into(),
         "--load-ms".into(),
         load_ms.to_string(),
-    ];
+    ]);
     start.extend(extra.iter().map(|s| (*s).to_string()));
     let mut swap = SwapConfig::new(
         start,

@@ -1,5 +1,5 @@
 //! One `pick` of each policy, as its WebAssembly component in `plugins/dist`
-//! (through [`policy_host::Policy::pick`], everything the gateway pays) versus
+//! (through [`switchyard_policy_host::Policy::pick`], everything the gateway pays) versus
 //! the same algorithm compiled natively (the plugin crate's struct, called
 //! directly), over 10, 100 and 1000 candidates; the fixed cost of a wasm pick
 //! (1 candidate); what epoch interruption (the pick deadline) costs; and what
@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! make plugins
-//! cargo bench -p policy-host --bench pick
+//! cargo bench -p switchyard-policy-host --bench pick
 //! ```
 //!
 //! Criterion groups, ids `<group>/<function>/<candidates>`:
@@ -54,9 +54,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, measurement::WallTime};
-use policy_host::types as wit;
-use policy_host::{EngineConfig, NodeDirectory, Policy, PolicyEngine};
 use policy_sdk::SplitMix64;
+use switchyard_policy_host::types as wit;
+use switchyard_policy_host::{EngineConfig, NodeDirectory, Policy, PolicyEngine};
 
 /// The policies of `plugins/dist`, in table order.
 const POLICIES: [&str; 6] = [

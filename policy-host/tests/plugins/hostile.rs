@@ -3,8 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use policy_host::types::{CandidateRow, Candidates, Decision, Gpu, NodeInfo, Outcome, Request};
-use policy_host::{EngineConfig, NoNodes, NodeDirectory, PolicyEngine, PolicyError, TrapReason};
+use switchyard_policy_host::types::{
+    CandidateRow, Candidates, Decision, Gpu, NodeInfo, Outcome, Request,
+};
+use switchyard_policy_host::{
+    EngineConfig, NoNodes, NodeDirectory, PolicyEngine, PolicyError, TrapReason,
+};
 
 /// A component exporting the `policy` world by hand (canonical ABI lowered
 /// manually). `pick` behaves according to `req.random`:
@@ -202,7 +206,9 @@ fn candidates(n: u32) -> Candidates {
 /// The hostile component under a 100 ms pick deadline: traps other than the
 /// deadline must not turn into deadline traps when a loaded (2-core CI)
 /// machine deschedules the thread.
-fn load_hostile(nodes: Arc<dyn NodeDirectory>) -> Result<policy_host::Policy, PolicyError> {
+fn load_hostile(
+    nodes: Arc<dyn NodeDirectory>,
+) -> Result<switchyard_policy_host::Policy, PolicyError> {
     load_hostile_with(
         EngineConfig {
             pick_deadline: Duration::from_millis(100),
@@ -215,7 +221,7 @@ fn load_hostile(nodes: Arc<dyn NodeDirectory>) -> Result<policy_host::Policy, Po
 fn load_hostile_with(
     config: EngineConfig,
     nodes: Arc<dyn NodeDirectory>,
-) -> Result<policy_host::Policy, PolicyError> {
+) -> Result<switchyard_policy_host::Policy, PolicyError> {
     let engine = PolicyEngine::new(config)?;
     engine.load_bytes(HOSTILE.as_bytes(), "hostile.wat", nodes)
 }
@@ -404,7 +410,7 @@ fn a_trap_rebuilds_in_the_background_and_calls_meanwhile_fail_at_once() -> Resul
 /// world) still loads, and `rank` asks its `pick`.
 #[test]
 fn a_plugin_without_a_ranker_is_ranked_by_its_pick() -> Result<(), PolicyError> {
-    use policy_host::types::Ranking;
+    use switchyard_policy_host::types::Ranking;
     let policy = load_hostile(Arc::new(NoNodes))?;
     assert!(!policy.ranks());
     assert_eq!(

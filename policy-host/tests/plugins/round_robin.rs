@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use policy_host::types::{CandidateRow, Candidates, Decision, Outcome, Request};
-use policy_host::{EngineConfig, NoNodes, PolicyEngine, PolicyError, load_dir};
+use switchyard_policy_host::types::{CandidateRow, Candidates, Decision, Outcome, Request};
+use switchyard_policy_host::{EngineConfig, NoNodes, PolicyEngine, PolicyError, load_dir};
 
 fn plugin_path() -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/round-robin.wasm");
@@ -175,7 +175,7 @@ fn load_dir_reports_each_file_sorted() -> Result<(), Box<dyn std::error::Error>>
 #[test]
 fn policy_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
-    check::<policy_host::Policy>();
+    check::<switchyard_policy_host::Policy>();
     check::<PolicyEngine>();
 }
 
@@ -206,7 +206,7 @@ fn walk(dir: &Path) -> std::io::Result<usize> {
 /// its pick and names every candidate once.
 #[test]
 fn a_plugin_with_a_ranker_ranks_every_candidate() -> Result<(), PolicyError> {
-    use policy_host::types::Ranking;
+    use switchyard_policy_host::types::Ranking;
     let engine = PolicyEngine::new(EngineConfig::default())?;
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/least-request.wasm");
     let policy = engine.load(&path, Arc::new(NoNodes))?;

@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use policy_host::types::{CandidateRow, Candidates, Decision, Outcome, Request};
-use policy_host::{EngineConfig, NoNodes, Policy, PolicyEngine, PolicyError, TrapReason, load_dir};
+use switchyard_policy_host::types::{CandidateRow, Candidates, Decision, Outcome, Request};
+use switchyard_policy_host::{
+    EngineConfig, NoNodes, Policy, PolicyEngine, PolicyError, TrapReason, load_dir,
+};
 
 /// Where `make plugins-test-wasm` installs the test plugins.
 fn dist_test() -> PathBuf {

@@ -1,6 +1,7 @@
-//! The `node-agent` binary's command line, and services through the public
-//! API (the agent-against-gateway tests live in the crate's session module
-//! and in the end-to-end suite).
+//! The `node-agent` program's command line (run as this package's
+//! `switchyard-e2e-agent`, the same `main`), and services through the public
+//! API (the agent-against-gateway tests live in node-agent's session module
+//! and in the rest of this suite).
 
 use std::process::Command;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use node_agent::{AgentConfig, ServiceConfig, ServiceKind, Services};
 
 fn agent() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_node-agent"))
+    Command::new(env!("CARGO_BIN_EXE_switchyard-e2e-agent"))
 }
 
 #[test]

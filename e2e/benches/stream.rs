@@ -1,11 +1,12 @@
 //! Streamed chat completions: time to first chunk (TTFC) and chunks per
 //! second per stream, p50 and p99, for a model server called directly and
-//! through the gateway (`make bench-stream`, i.e. `cargo bench -p node-agent
-//! --bench stream`).
+//! through the gateway (`make bench-stream`, i.e. `cargo bench -p
+//! switchyard-e2e --bench stream`).
 //!
-//! The model server is a real `switchyard-toy-model` process (1000 tokens/s,
-//! one token per SSE event, no prefill); each request asks for 64 tokens, so
-//! a stream lasts ~64 ms. Three paths, each in the same run:
+//! The model server is a real `switchyard-toy-model` server (1000 tokens/s,
+//! one token per SSE event, no prefill), in this process but on its own
+//! thread and runtime, as its own process would run it; each request asks
+//! for 64 tokens, so a stream lasts ~64 ms. Three paths, each in the same run:
 //! - "direct": reqwest to the toy's `/v1/chat/completions`;
 //! - "HTTP ingress": reqwest to the gateway's `/v1/chat/completions` (an
 //!   in-process gateway, an in-process agent with an `openai` service in
@@ -22,12 +23,11 @@
 //! Closed loop: each of N workers (N = 1, then 64) sends its next request as
 //! soon as its previous stream ended, for a fixed time after a warm-up. The
 //! agent's service takes 128 calls at once, so 64 streams never queue in the
-//! gateway. Without `--bench` (`cargo test -p node-agent --bench stream`)
+//! gateway. Without `--bench` (`cargo test -p switchyard-e2e --bench stream`)
 //! it only checks briefly that every path works.
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -176,9 +176,11 @@ struct Target {
     ingress: String,
 }
 
-/// A `switchyard-toy-model` process on a free port, killed when dropped.
+/// A `switchyard-toy-model` server on a free port, in this process but on
+/// its own thread and runtime (as its own process would run it), stopped
+/// when dropped.
 struct Toy {
-    child: Child,
+    _server: switchyard_toy_model::Server,
     url: String,
 }
 
@@ -186,21 +188,21 @@ impl Toy {
     /// Starts the toy model (no load time, [`TOKENS_PER_S`]) and waits until
     /// it is healthy.
     async fn start(http: &reqwest::Client) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("a free port")?
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_switchyard-toy-model"))
-            .args(["--port", &port.to_string(), "--name", SERVICE])
-            .args(["--load-ms", "0", "--tokens-per-s", TOKENS_PER_S])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("toy model starts")?;
+        let args = switchyard_toy_model::Args::from_flags([
+            "--port",
+            "0",
+            "--name",
+            SERVICE,
+            "--load-ms",
+            "0",
+            "--tokens-per-s",
+            TOKENS_PER_S,
+        ])
+        .map_err(anyhow::Error::msg)?;
+        let server = switchyard_toy_model::Server::start(args).context("toy model starts")?;
         let toy = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: server.url(),
+            _server: server,
         };
         let health = format!("{}/health", toy.url);
         let started = Instant::now();
@@ -214,13 +216,6 @@ impl Toy {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-    }
-}
-
-impl Drop for Toy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

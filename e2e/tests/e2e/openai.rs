@@ -1,12 +1,12 @@
 //! Any OpenAI client through the gateway: the stock `openai` Python
 //! package (pinned, in the project's virtualenv from `make setup`) against
-//! the HTTP ingress, in front of a real model server process
-//! (`switchyard-toy-model`) behind an agent's `openai` service; tenants
+//! the HTTP ingress, in front of a real model server (`switchyard-toy-model`,
+//! served in the test's process) behind an agent's `openai` service; tenants
 //! with keys and rate limits; fair turns across tenants in the queue; and
 //! anonymous access refused off loopback.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use client::{CallOptions, Client, ClientConfig};
@@ -16,9 +16,10 @@ use gateway::{Gateway, GatewayConfig};
 use crate::common::{Fleet, TOKEN, service};
 use crate::ingress::curl;
 
-/// A toy model server process on a free port, killed when dropped.
+/// A toy model server on a free port, served in this process (its own
+/// thread and runtime) until dropped.
 pub struct Toy {
-    pub child: Child,
+    _server: switchyard_toy_model::Server,
     pub url: String,
 }
 
@@ -26,26 +27,11 @@ impl Toy {
     /// Starts `switchyard-toy-model --name NAME` with extra `args` and waits
     /// until it is healthy.
     pub async fn start(name: &str, args: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_switchyard-toy-model"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--name",
-                name,
-                "--load-ms",
-                "0",
-            ])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("toy model starts");
-        let url = format!("http://127.0.0.1:{port}");
+        let flags = ["--port", "0", "--name", name, "--load-ms", "0"];
+        let args = switchyard_toy_model::Args::from_flags(flags.iter().chain(args))
+            .expect("toy model flags");
+        let server = switchyard_toy_model::Server::start(args).expect("toy model starts");
+        let url = server.url();
         let health = format!("{url}/health");
         let started = Instant::now();
         while reqwest_ok(&health).await.is_none() {
@@ -55,20 +41,16 @@ impl Toy {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        Self { child, url }
+        Self {
+            _server: server,
+            url,
+        }
     }
 }
 
 async fn reqwest_ok(url: &str) -> Option<()> {
     let response = reqwest::get(url).await.ok()?;
     response.status().is_success().then_some(())
-}
-
-impl Drop for Toy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn tenant(name: &str, key: &str) -> TenantConfig {

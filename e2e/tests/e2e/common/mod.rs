@@ -1,5 +1,8 @@
 //! A test fleet: an in-process gateway on 127.0.0.1:0 loading the real
-//! compiled plugins, and real `node-agent` processes dialing it.
+//! compiled plugins, and agents dialing it: in this process
+//! (`node_agent::run`, the test's runtime) unless a test kills one or
+//! watches it exit, which gets a real agent process (`switchyard-e2e-agent`,
+//! the `node-agent` program).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -24,12 +27,20 @@ pub struct Fleet {
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     agents: Vec<Agent>,
+    in_process: Vec<InProcessAgent>,
 }
 
+/// A real agent process.
 pub struct Agent {
     pub id: String,
     pub child: Child,
     pub log: PathBuf,
+}
+
+/// An agent running on the test's runtime, told to stop when the fleet
+/// drops (and gone with the runtime at the test's end in any case).
+struct InProcessAgent {
+    stop: Option<oneshot::Sender<()>>,
 }
 
 /// A fresh plugins folder holding copies of the named plugins (`round-robin`,
@@ -110,6 +121,7 @@ impl Fleet {
             dir,
             stop: Some(stop),
             agents: Vec::new(),
+            in_process: Vec::new(),
         }
     }
 
@@ -117,33 +129,35 @@ impl Fleet {
         self.gateway.ca_path().to_path_buf()
     }
 
-    /// Writes an agent config and starts a real `node-agent` process.
-    pub fn spawn_agent(&mut self, id: &str, token: &str, services_toml: &str) -> usize {
-        self.spawn_agent_with(id, token, "", services_toml)
+    /// Writes an agent config and starts an agent on it in this process.
+    pub fn spawn_agent(&mut self, id: &str, token: &str, services_toml: &str) {
+        self.spawn_agent_with(id, token, "", services_toml);
     }
 
     /// As `spawn_agent`, with extra top-level keys (`region`, `cost_per_hour`,
     /// `labels = { .. }`) in the agent's config.
-    pub fn spawn_agent_with(
-        &mut self,
-        id: &str,
-        token: &str,
-        top: &str,
-        services_toml: &str,
-    ) -> usize {
-        let config = self.dir.path().join(format!("{id}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "gateway = {:?}\nca = {:?}\ntoken = {token:?}\nnode_id = {id:?}\nstats_interval_ms = {STATS_MS}\n{top}\n\
-                 [reconnect]\ninitial_ms = 50\nmax_ms = 200\n{services_toml}",
-                self.addr,
-                self.ca(),
-            ),
-        )
-        .unwrap();
+    pub fn spawn_agent_with(&mut self, id: &str, token: &str, top: &str, services_toml: &str) {
+        let path = self.agent_config(id, token, top, services_toml);
+        let config = node_agent::AgentConfig::load(&path).expect("agent config");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = node_agent::run(config, stopped).await {
+                eprintln!("agent {id} stopped: {e}");
+            }
+        });
+        self.in_process.push(InProcessAgent { stop: Some(stop) });
+    }
+
+    /// Writes an agent config and starts a real agent process on it, for a
+    /// test that kills it or watches it exit (`agent(index)`).
+    pub fn spawn_agent_process(&mut self, id: &str, token: &str, services_toml: &str) -> usize {
+        let config = self.agent_config(id, token, "", services_toml);
         let log = self.dir.path().join(format!("{id}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_node-agent"))
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard-e2e-agent"))
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")
@@ -157,6 +171,22 @@ impl Fleet {
             log,
         });
         self.agents.len() - 1
+    }
+
+    /// Writes agent `id`'s config file (`top`: extra top-level keys).
+    fn agent_config(&self, id: &str, token: &str, top: &str, services_toml: &str) -> PathBuf {
+        let config = self.dir.path().join(format!("{id}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "gateway = {:?}\nca = {:?}\ntoken = {token:?}\nnode_id = {id:?}\nstats_interval_ms = {STATS_MS}\n{top}\n\
+                 [reconnect]\ninitial_ms = 50\nmax_ms = 200\n{services_toml}",
+                self.addr,
+                self.ca(),
+            ),
+        )
+        .unwrap();
+        config
     }
 
     pub fn agent(&mut self, index: usize) -> &mut Agent {
@@ -200,6 +230,11 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         for agent in &mut self.agents {
             agent.kill();
+        }
+        for agent in &mut self.in_process {
+            if let Some(stop) = agent.stop.take() {
+                let _ = stop.send(());
+            }
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

@@ -1,7 +1,8 @@
 //! The end-to-end suite: one test binary (each integration test file would
 //! otherwise link its own copy of wasmtime, hundreds of MiB each), with one
-//! module per area. Real QUIC on loopback, real agent processes, real compiled
-//! plugins; `common` is the fleet harness they share.
+//! module per area. Real QUIC on loopback, an in-process gateway, agents in
+//! process (real agent processes where a test kills one or watches it exit),
+//! real compiled plugins; `common` is the fleet harness they share.
 
 mod admin_http;
 mod cache;

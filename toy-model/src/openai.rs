@@ -102,12 +102,14 @@ impl Drop for Tracker {
         if !self.finished {
             self.toy.stats.cancelled.fetch_add(1, Ordering::Relaxed);
             self.toy.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-            say!(
-                "toy-model {}: request cancelled after {} of {} tokens",
-                self.toy.name,
-                self.sent,
-                self.total
-            );
+            if self.toy.verbose {
+                say!(
+                    "toy-model {}: request cancelled after {} of {} tokens",
+                    self.toy.name,
+                    self.sent,
+                    self.total
+                );
+            }
         }
     }
 }

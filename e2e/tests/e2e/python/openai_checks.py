@@ -1,6 +1,6 @@
 """Checks a Switchyard gateway's HTTP ingress with the stock `openai` client.
 
-Run by the end-to-end suite (node-agent/tests/e2e/openai.rs) against a
+Run by the end-to-end suite (e2e/tests/e2e/openai.rs) against a
 gateway fronting a toy model server (`switchyard-toy-model`, 20 tokens/s)
 behind a node agent's `openai` service. Prints one `ok NAME ...` line per
 check; any failure raises (non-zero exit).

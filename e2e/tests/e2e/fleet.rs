@@ -59,7 +59,7 @@ async fn a_killed_agent_leaves_the_registry_and_calls_go_to_the_survivor() {
         service("sleep", "sleep", "max_concurrent = 4"),
         service("echo", "echo", "")
     );
-    let a = fleet.spawn_agent("node-a", TOKEN, &services);
+    let a = fleet.spawn_agent_process("node-a", TOKEN, &services);
     fleet.spawn_agent("node-b", TOKEN, &services);
     fleet.wait_nodes(2).await;
     let client = std::sync::Arc::new(fleet.client().await);
@@ -116,7 +116,7 @@ async fn a_killed_agent_leaves_the_registry_and_calls_go_to_the_survivor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_agent_token_is_refused() {
     let mut fleet = Fleet::start(|_| {}).await;
-    let bad = fleet.spawn_agent("intruder", "not-the-token", &service("echo", "echo", ""));
+    let bad = fleet.spawn_agent_process("intruder", "not-the-token", &service("echo", "echo", ""));
     let start = Instant::now();
     let status = loop {
         if let Some(status) = fleet.agent(bad).child.try_wait().unwrap() {

@@ -1,6 +1,7 @@
-//! Swapping services on idle nodes, end to end: real agents whose swappable
-//! services are real HTTP server processes (`switchyard-toy-model`) started
-//! by the `start` command and stopped on swap.
+//! Swapping services on idle nodes, end to end: agents whose swappable
+//! services are real HTTP server processes (the toy model, as this
+//! package's `switchyard-e2e-toy-model`) started by the `start` command and
+//! stopped on swap.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,7 +37,7 @@ ready_url = "http://127.0.0.1:{port}/health"
 ready_timeout_s = 10
 load_ms = {load_ms}
 "#,
-        toy = env!("CARGO_BIN_EXE_switchyard-toy-model"),
+        toy = env!("CARGO_BIN_EXE_switchyard-e2e-toy-model"),
     )
 }
 

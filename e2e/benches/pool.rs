@@ -1,12 +1,12 @@
 //! A fresh connection per call against the pooled SDK: calls/s, p50 and p99
 //! of small `echo` calls through an in-process gateway to an in-process
-//! agent (`make bench-pool`, i.e. `cargo bench -p node-agent --bench pool`).
+//! agent (`make bench-pool`, i.e. `cargo bench -p switchyard-e2e --bench pool`).
 //!
 //! "fresh" is what a caller without a pool does: `Client::connect` (TLS
 //! setup, UDP socket, QUIC handshake), one call, drop. "pooled" is one
 //! shared `Client` (default pool: one connection, 256 streams). Each row
 //! runs for a fixed time after a warm-up, with 1 and with 16 calls in
-//! flight. Without `--bench` (`cargo test -p node-agent --bench pool`) it
+//! flight. Without `--bench` (`cargo test -p switchyard-e2e --bench pool`) it
 //! only checks briefly that every mode works.
 //!
 //! The same run measures the result cache: a pooled client calling a

@@ -1,6 +1,8 @@
 //! `switchyard-toy-model`: a stand-in for a real model server (vLLM, SGLang,
-//! llama.cpp's server, ...) for the node agent's tests and the demo. It is
-//! not part of the gateway or the agent.
+//! llama.cpp's server, ...) for the tests, the benches and the demo. It is
+//! not part of the gateway or the agent. The binary's whole work is
+//! [`main`]; tests and benches serve it in their own process with
+//! [`Server`] instead.
 //!
 //! It listens on `127.0.0.1:PORT` over plain HTTP/1.1:
 //! - `GET /health` answers 503 `loading` for `--load-ms` after start, then
@@ -47,6 +49,10 @@
 //! It exits when its stdin reaches end of file (so it dies with the agent
 //! that started it, even when the agent is killed), on SIGTERM or Ctrl-C,
 //! and at once with status 1 under `--fail` (a start that fails).
+//!
+//! [`Server`] runs the same server inside the caller's process, on a thread
+//! and runtime of its own as the process would have (`--port 0` takes a free
+//! port), quiet, until it is dropped; it ignores `--fail` and stdin.
 
 use std::io::Read as _;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -65,10 +71,10 @@ use clap::Parser;
 
 /// A stand-in model server: loads for a while, then answers requests with
 /// its name and the request body, and OpenAI's API under `/v1/`.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// TCP port to listen on, on 127.0.0.1.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "switchyard-toy-model", version)]
+pub struct Args {
+    /// TCP port to listen on, on 127.0.0.1 (0: any free port).
     #[arg(long)]
     port: u16,
     /// The model's name, put in front of every answer.
@@ -94,6 +100,22 @@ struct Args {
     /// Keeps running when stdin closes (for running it by hand in a shell).
     #[arg(long)]
     ignore_stdin: bool,
+}
+
+impl Args {
+    /// The settings the command line `switchyard-toy-model FLAGS...` gives.
+    ///
+    /// # Errors
+    /// Clap's message when a flag is unknown, missing or out of range.
+    pub fn from_flags<I, S>(flags: I) -> Result<Self, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString> + Clone,
+    {
+        let program = std::iter::once(std::ffi::OsString::from("switchyard-toy-model"));
+        Self::try_parse_from(program.chain(flags.into_iter().map(Into::into)))
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// A line on stderr; errors are ignored (`eprintln!` would panic once the
@@ -133,6 +155,9 @@ struct Toy {
     stats: openai::Stats,
     /// Numbers the completions' ids.
     next_id: AtomicU64,
+    /// Whether it says what happens on stderr (the process does; a
+    /// [`Server`] in a test's process keeps quiet).
+    verbose: bool,
 }
 
 impl Toy {
@@ -152,7 +177,19 @@ impl Toy {
             embedding_dim: embedding_dim as usize,
             stats: openai::Stats::default(),
             next_id: AtomicU64::new(1),
+            verbose: true,
         }
+    }
+
+    /// The server `args` describe, loading from now on.
+    fn from_args(args: &Args) -> Self {
+        Self::new(
+            args.name.clone(),
+            Instant::now() + Duration::from_millis(args.load_ms),
+            Duration::from_millis(args.work_ms),
+            args.tokens_per_s,
+            args.embedding_dim,
+        )
     }
 
     /// Whether it is still loading.
@@ -161,8 +198,15 @@ impl Toy {
     }
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
+/// The `switchyard-toy-model` program: [`run`] with the command line's
+/// settings.
+pub fn main() -> ExitCode {
+    run(Args::parse())
+}
+
+/// The toy model as a process: fails at once under `--fail`, else serves
+/// until stdin closes, SIGTERM or Ctrl-C, and exits the process.
+pub fn run(args: Args) -> ExitCode {
     let name = args.name.clone();
     if args.fail {
         say!("toy-model {name}: failing on purpose (--fail)");
@@ -208,13 +252,24 @@ async fn serve(args: Args) -> ExitCode {
         args.name,
         args.load_ms
     );
-    let toy = Arc::new(Toy::new(
-        args.name.clone(),
-        Instant::now() + Duration::from_millis(args.load_ms),
-        Duration::from_millis(args.work_ms),
-        args.tokens_per_s,
-        args.embedding_dim,
-    ));
+    let toy = Arc::new(Toy::from_args(&args));
+    tokio::select! {
+        served = serve_on(listener, toy) => match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                say!("toy-model {}: serving failed: {e}", args.name);
+                ExitCode::FAILURE
+            }
+        },
+        signal = terminated() => {
+            say!("toy-model {}: {signal}, exiting", args.name);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Serves `toy` on `listener`.
+async fn serve_on(listener: tokio::net::TcpListener, toy: Arc<Toy>) -> std::io::Result<()> {
     // Each streamed token goes out as it is due, as real model servers do
     // (asyncio's transports, under vLLM and SGLang, set TCP_NODELAY): with
     // Nagle's algorithm a token written while the previous write is not yet
@@ -227,17 +282,79 @@ async fn serve(args: Args) -> ExitCode {
         .merge(openai::routes())
         .fallback(work)
         .with_state(toy);
-    tokio::select! {
-        served = axum::serve(listener, app) => match served {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                say!("toy-model {}: serving failed: {e}", args.name);
-                ExitCode::FAILURE
-            }
-        },
-        signal = terminated() => {
-            say!("toy-model {}: {signal}, exiting", args.name);
-            ExitCode::SUCCESS
+    axum::serve(listener, app).await
+}
+
+/// A toy model served in this process (for tests and benches): on a thread
+/// with a current-thread runtime of its own, as the process runs it, so it
+/// neither waits for nor slows down the caller's runtime. Stops when
+/// dropped.
+#[derive(Debug)]
+pub struct Server {
+    /// Where it listens.
+    addr: SocketAddr,
+    /// Ends the serving.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The server's thread, joined on drop.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts serving what `args` describe; it listens when this returns
+    /// (`--port 0`: on a free port, see [`Server::url`]).
+    ///
+    /// # Errors
+    /// When the port cannot be bound or the thread not started.
+    pub fn start(args: Args) -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, args.port))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut toy = Toy::from_args(&args);
+        toy.verbose = false;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("toy-model {}", args.name))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = serve_on(listener, Arc::new(toy)) => {}
+                        _ = stopped => {}
+                    }
+                });
+                // Dropping the runtime ends every connection, as the
+                // process's exit would.
+            })?;
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Its address, `127.0.0.1:PORT`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
