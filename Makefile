@@ -19,7 +19,7 @@
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build demo test lint toolchain bench bench-pool bench-stream clean setup venv
+.PHONY: all build demo test lint core-deps toolchain bench bench-pool bench-stream clean setup venv
 
 # Programs the end-to-end tests use, from Debian's packages: a real headless
 # browser for the dashboard test, promtool for `/metrics`, curl for the HTTP
@@ -51,7 +51,14 @@ build: plugins
 demo: build
 	./target/release/switchyard-demo --bin-dir target/release --plugins plugins/dist
 
-lint:
+# The scheduling core is sans-IO: no runtime, no QUIC, no sockets in its
+# dependency tree.
+core-deps:
+	@if $(CARGO) tree -p switchyard-core -e normal --prefix none | grep -E '^(tokio|quinn|mio|socket2) '; then \
+		echo "switchyard-core must not depend on an async runtime or sockets"; exit 1; \
+	else echo "switchyard-core: no tokio, quinn, mio or socket2"; fi
+
+lint: core-deps
 	$(CARGO) fmt --all --check
 	$(CARGO) fmt --manifest-path plugins/Cargo.toml --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
