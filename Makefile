@@ -15,7 +15,7 @@
 #   make sim     the simulator's reproductions of published results
 #                (sim/README.md): release build, then every reproduction at
 #                full length, measured beside published, PASS or FAIL
-#                (~8 min on 2 cores; exit 1 on any FAIL)
+#                (~4 min on 2 cores; exit 1 on any FAIL)
 #   make setup   Debian packages the tests use (chromium, chromium-driver,
 #                promtool, curl) and the Python virtualenv .venv with the
 #                pinned `openai` client; `make test` runs it
