@@ -12,6 +12,10 @@
 #   make bench-stream  streamed chat completions, direct vs through the
 #                gateway (HTTP ingress, QUIC SDK): time to first chunk and
 #                chunks/s per stream, p50 and p99, 1 and 64 streams
+#   make sim     the simulator's reproductions of published results
+#                (sim/README.md): release build, then every reproduction at
+#                full length, measured beside published, PASS or FAIL
+#                (~4 min on 2 cores; exit 1 on any FAIL)
 #   make setup   Debian packages the tests use (chromium, chromium-driver,
 #                promtool, curl) and the Python virtualenv .venv with the
 #                pinned `openai` client; `make test` runs it
@@ -19,7 +23,7 @@
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build demo test lint core-deps toolchain bench bench-pool bench-stream clean setup venv
+.PHONY: all build demo test lint core-deps toolchain bench bench-pool bench-stream sim clean setup venv
 
 # Programs the end-to-end tests use, from Debian's packages: a real headless
 # browser for the dashboard test, promtool for `/metrics`, curl for the HTTP
@@ -93,6 +97,10 @@ bench-pool: plugins
 
 bench-stream: plugins
 	$(CARGO) bench -p switchyard-e2e --bench stream
+
+sim: plugins
+	$(CARGO) build --release -p switchyard-sim
+	$(CARGO) run --release -q -p switchyard-sim -- --reproduce --plugins plugins/dist
 
 clean: plugins-clean
 	$(CARGO) clean

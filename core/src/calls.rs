@@ -265,9 +265,12 @@ impl Core {
             Some(first) => offered.iter().position(|n| n == first).map_or(0, |i| i + 1),
             None => self.fallback_next,
         };
+        // Offered nodes are distinct: only the ranked ones can repeat, so
+        // the check stays O(ranked) per node, not quadratic in the fleet.
+        let ranked = order.len();
         for i in 0..offered.len() {
             let n = offered[(start + i) % offered.len()];
-            if !order.contains(&n) {
+            if !order[..ranked].contains(&n) {
                 order.push(n);
             }
         }

@@ -308,6 +308,41 @@ fn a_lost_race_takes_the_next_node_of_the_ranking_without_a_new_pick() {
 }
 
 #[test]
+fn after_its_ranking_a_call_tries_the_offered_nodes_from_the_first_choice_on() {
+    let mut h = Harness::new(CoreConfig::default());
+    for key in 1..=6 {
+        h.up(key, spec(&format!("n{key}"), &[("svc", 1, 0)], &[]));
+    }
+    let call = 50;
+    let actions = h.core.handle(
+        Event::CallArrived {
+            call,
+            head: Arc::new(CallHead::new("svc", 0, 1000)),
+            tenant: Arc::from("t"),
+        },
+        h.now,
+    );
+    assert!(matches!(actions.as_slice(), [Action::Pick(r)] if r.candidates.len() == 6));
+    let actions = h.core.handle(
+        Event::Picked {
+            call,
+            ranking: Ok(Ranking {
+                nodes: vec![4, 2, 4],
+            }),
+        },
+        h.now,
+    );
+    let mut order = vec![dispatched(&actions, call).expect("dispatched")];
+    // Each failed dispatch goes to the next node: the rest of the ranking,
+    // then the offered nodes after the first choice, each node once.
+    for _ in 0..5 {
+        let actions = h.core.handle(Event::DispatchFailed { call }, h.now);
+        order.push(dispatched(&actions, call).expect("next node"));
+    }
+    assert_eq!(order, vec![4, 2, 5, 6, 1, 3]);
+}
+
+#[test]
 fn a_ranking_never_reaches_a_node_it_was_not_offered() {
     let mut h = two_nodes();
     h.send(Event::Drain {

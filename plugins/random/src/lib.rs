@@ -1,0 +1,22 @@
+//! Switchyard policy plugin `random`.
+//!
+//! Routes each call to a candidate drawn uniformly at random, from the
+//! request's `random` field (so a pick is a pure function of the request).
+//! It is the baseline "one choice" of Mitzenmacher's supermarket model ("The
+//! Power of Two Choices in Randomized Load Balancing", IEEE TPDS 2001): with
+//! one FIFO server per node and Poisson arrivals, each node is an M/M/1
+//! queue, against which `least-request` (two choices) is measured by
+//! `switchyard-sim`. Stateless; ignores hints and `observe`.
+//!
+//! The algorithm is [`Random`], plain Rust unit-tested on the host; the
+//! WebAssembly component glue is [`policy_sdk::export_policy!`], compiled for
+//! `wasm32` only.
+
+mod uniform;
+
+pub use uniform::Random;
+
+/// The policy name the plugin reports through the `name` export.
+pub const NAME: &str = "random";
+
+policy_sdk::export_policy!(crate::Random);

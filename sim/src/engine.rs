@@ -1,0 +1,873 @@
+//! The discrete-event loop: virtual time, an event heap ordered by (time,
+//! sequence), the core driven through [`switchyard_core::drive`] with a wasm
+//! policy, and the simulated nodes that carry out its actions.
+//!
+//! A call's life: it arrives (its base service time is drawn then, from its
+//! stream's own RNG, so every policy sees the same work), the core
+//! dispatches it at once or queues it; on its node it starts when a worker
+//! is free, else waits in the node's FIFO queue; it ends when its service
+//! time is over (answer, or error in a failure window), or at its deadline
+//! (leaving the core's queue, or cancelled on its node, freeing its
+//! worker). Node time (dispatch to answer) goes to the core and the policy.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use policy_host::PolicyEngine;
+use policy_host::types::{Gpu, NodeInfo};
+use protocol::{CallHead, GpuStats, NodeSpec, NodeStats, ServiceSpec, SlotSpec, SwapReport};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use switchyard_core::{Action, CallId, Core, Event, NodeKey, TICK, drive};
+
+use crate::dist::{Arrivals, Sampler};
+use crate::metrics::{CallFigures, Outcome, Recorder, Report};
+use crate::policy::{Directory, WasmBalance};
+use crate::scenario::{Scenario, ScenarioError, Window};
+
+/// A run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The scenario is unusable.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// The policy could not be loaded.
+    #[error("loading policy {path}")]
+    Policy {
+        /// Its file.
+        path: String,
+        /// Why.
+        source: policy_host::PolicyError,
+    },
+    /// A run's thread panicked and left no result.
+    #[error("a run's thread panicked")]
+    Lost,
+}
+
+/// Virtual time, ns since the start.
+type Nanos = u64;
+
+fn ns(seconds: f64) -> Nanos {
+    (seconds * 1e9).round().max(0.0) as Nanos
+}
+
+fn ms_between(from: Nanos, to: Nanos) -> f64 {
+    to.saturating_sub(from) as f64 / 1e6
+}
+
+/// A seed for one purpose, derived from the scenario's (SplitMix64's mix).
+pub fn derive_seed(seed: u64, purpose: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[derive(Debug)]
+enum Ev {
+    Arrival(usize),
+    Done(CallId),
+    Deadline(CallId),
+    LoadDone { node: usize, slot: usize },
+    Preload(usize),
+    Stats,
+    Tick,
+}
+
+#[derive(Debug)]
+struct Entry {
+    at: Nanos,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+struct Stream {
+    arrivals: Arrivals,
+    rng: StdRng,
+    work_rng: StdRng,
+    service: usize,
+    head: Arc<CallHead>,
+    timeout: Option<Nanos>,
+}
+
+struct ServiceRt {
+    name: String,
+    sampler: Sampler,
+    load_ms: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    /// In the core (queued, reserved).
+    Gateway,
+    /// Dispatched, in the node's FIFO queue.
+    Local { node: usize, dispatched: Nanos },
+    /// Being served.
+    Running {
+        node: usize,
+        dispatched: Nanos,
+        started: Nanos,
+        ok: bool,
+    },
+}
+
+struct CallRec {
+    service: usize,
+    arrived: Nanos,
+    work_ms: f64,
+    deadline: Option<Nanos>,
+    core_wait_ms: Option<f64>,
+    stage: Stage,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum SlotLoad {
+    Idle,
+    /// Waiting for the node's calls of the old service to end.
+    Draining {
+        to: usize,
+        swap_id: u64,
+        asked: Nanos,
+    },
+    /// Loading until its `LoadDone`.
+    Loading {
+        to: usize,
+        swap_id: u64,
+        asked: Nanos,
+        ok: bool,
+    },
+}
+
+struct SimSlot {
+    name: String,
+    loaded: Option<usize>,
+    load: SlotLoad,
+}
+
+struct SimNode {
+    workers: Option<u32>,
+    busy: u32,
+    queue: VecDeque<CallId>,
+    speed: f64,
+    cost_per_hour: f64,
+    windows: Vec<Window>,
+    slots: Vec<SimSlot>,
+    /// Calls dispatched here and not ended, per service.
+    active: Vec<u32>,
+    gpus: u32,
+    gpu_mem_mib: u64,
+}
+
+impl SimNode {
+    fn has_worker(&self) -> bool {
+        self.workers.is_none_or(|w| self.busy < w)
+    }
+
+    fn window(&self, at_s: f64) -> Option<&Window> {
+        self.windows
+            .iter()
+            .find(|w| w.from_s <= at_s && at_s < w.until_s)
+    }
+}
+
+struct PreloadRt {
+    at: Nanos,
+    every: Option<Nanos>,
+    node: usize,
+    slot: usize,
+    service: usize,
+}
+
+/// One run: one scenario, one policy.
+pub struct Sim {
+    scenario: String,
+    core: Core,
+    balance: WasmBalance,
+    directory: Directory,
+    base: Instant,
+    now: Nanos,
+    heap: BinaryHeap<Reverse<Entry>>,
+    seq: u64,
+    services: Vec<ServiceRt>,
+    nodes: Vec<SimNode>,
+    node_specs: Vec<NodeSpec>,
+    streams: Vec<Stream>,
+    preloads: Vec<PreloadRt>,
+    calls: HashMap<CallId, CallRec>,
+    next_call: CallId,
+    tenant: Arc<str>,
+    tick_at: Option<Nanos>,
+    end: Nanos,
+    stop: Nanos,
+    stats_interval: Nanos,
+    fail_rng: StdRng,
+    recorder: Recorder,
+    swaps: u64,
+    events: u64,
+}
+
+impl Sim {
+    /// Builds a run of `scenario` with the policy at `policy_path`.
+    ///
+    /// # Errors
+    /// The scenario's trace files or the policy cannot be loaded.
+    pub fn new(
+        scenario: &Scenario,
+        engine: &PolicyEngine,
+        policy_path: &Path,
+    ) -> Result<Self, SimError> {
+        let base = Instant::now();
+        let directory = Directory::default();
+        let balance = WasmBalance::load(
+            engine,
+            policy_path,
+            directory.clone(),
+            base,
+            derive_seed(scenario.seed, 1),
+        )
+        .map_err(|source| SimError::Policy {
+            path: policy_path.display().to_string(),
+            source,
+        })?;
+        let mut services = Vec::new();
+        for s in &scenario.services {
+            services.push(ServiceRt {
+                name: s.name.clone(),
+                sampler: Sampler::new(&s.service_time, scenario)?,
+                load_ms: s.load_ms,
+            });
+        }
+        let index = |name: &str| services.iter().position(|s| s.name == name);
+        let mut nodes = Vec::new();
+        let mut node_specs = Vec::new();
+        let mut ids = Vec::new();
+        for g in &scenario.nodes {
+            let hosted = g.hosted();
+            for id in g.ids() {
+                let slots = g
+                    .slots
+                    .iter()
+                    .map(|s| SimSlot {
+                        name: s.name.clone(),
+                        loaded: s.loaded.as_deref().and_then(index),
+                        load: SlotLoad::Idle,
+                    })
+                    .collect();
+                nodes.push(SimNode {
+                    workers: g.workers,
+                    busy: 0,
+                    queue: VecDeque::new(),
+                    speed: g.speed,
+                    cost_per_hour: g.cost_per_hour,
+                    windows: g.windows.clone(),
+                    slots,
+                    active: vec![0; services.len()],
+                    gpus: g.gpus,
+                    gpu_mem_mib: g.gpu_mem_mib,
+                });
+                let labels: Vec<(String, String)> = g
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                node_specs.push(NodeSpec {
+                    id: id.clone(),
+                    region: g.region.clone(),
+                    labels: labels.clone(),
+                    cost_per_hour: g.cost_per_hour as f32,
+                    services: hosted
+                        .iter()
+                        .map(|name| ServiceSpec {
+                            name: name.clone(),
+                            max_concurrent: g.max_concurrent,
+                            load_ms: if g.services.contains(name) {
+                                0
+                            } else {
+                                index(name).map_or(0, |i| services[i].load_ms)
+                            },
+                        })
+                        .collect(),
+                    slots: g
+                        .slots
+                        .iter()
+                        .map(|s| SlotSpec {
+                            name: s.name.clone(),
+                            can_host: s.can_host.clone(),
+                            loaded: s.loaded.clone(),
+                        })
+                        .collect(),
+                    stats_interval_ms: scenario.stats_interval_ms,
+                    agent_version: "switchyard-sim".into(),
+                });
+                directory.set(
+                    key(nodes.len() - 1),
+                    NodeInfo {
+                        id: id.clone(),
+                        region: g.region.clone(),
+                        labels,
+                        gpus: Vec::new(),
+                    },
+                );
+                ids.push(id);
+            }
+        }
+        let mut streams = Vec::new();
+        for (i, a) in scenario.arrivals.iter().enumerate() {
+            let mut head = CallHead::new(a.service.clone(), 0, a.timeout_ms.unwrap_or(u32::MAX));
+            head.priority = a.priority;
+            head.hints = a
+                .hints
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let i = i as u64;
+            streams.push(Stream {
+                arrivals: Arrivals::new(&a.process, scenario)?,
+                rng: StdRng::seed_from_u64(derive_seed(scenario.seed, 100 + i)),
+                work_rng: StdRng::seed_from_u64(derive_seed(scenario.seed, 10_000 + i)),
+                service: index(&a.service).unwrap_or(0),
+                head: Arc::new(head),
+                timeout: a.timeout_ms.map(|ms| ns(f64::from(ms) / 1000.0)),
+            });
+        }
+        let preloads = scenario
+            .preloads
+            .iter()
+            .filter_map(|p| {
+                let node = ids.iter().position(|id| *id == p.node)?;
+                let slot = nodes[node].slots.iter().position(|s| s.name == p.slot)?;
+                Some(PreloadRt {
+                    at: ns(p.at_s),
+                    every: p.every_s.map(ns),
+                    node,
+                    slot,
+                    service: index(&p.service)?,
+                })
+            })
+            .collect();
+        let end = ns(scenario.duration_s);
+        Ok(Self {
+            scenario: scenario.name.clone(),
+            core: Core::new(scenario.core.config()),
+            balance,
+            directory,
+            base,
+            now: 0,
+            heap: BinaryHeap::new(),
+            seq: 0,
+            services,
+            nodes,
+            node_specs,
+            streams,
+            preloads,
+            calls: HashMap::new(),
+            next_call: 1,
+            tenant: Arc::from("sim"),
+            tick_at: None,
+            end,
+            stop: end + ns(scenario.drain_s),
+            stats_interval: Nanos::from(scenario.stats_interval_ms) * 1_000_000,
+            fail_rng: StdRng::seed_from_u64(derive_seed(scenario.seed, 2)),
+            recorder: Recorder::new(scenario.warmup_s, scenario.duration_s),
+            swaps: 0,
+            events: 0,
+        })
+    }
+
+    fn instant(&self) -> Instant {
+        self.base + Duration::from_nanos(self.now)
+    }
+
+    fn at(&mut self, at: Nanos, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Reverse(Entry {
+            at,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn core(&mut self, event: Event) {
+        let now = self.instant();
+        let actions = drive(&mut self.core, &mut self.balance, event, now);
+        for action in actions {
+            self.apply(action);
+        }
+    }
+
+    /// Runs to the end and reports.
+    pub fn run(mut self) -> Report {
+        let started = Instant::now();
+        for (i, spec) in self.node_specs.clone().into_iter().enumerate() {
+            self.core(Event::NodeUp { node: key(i), spec });
+        }
+        for i in 0..self.streams.len() {
+            self.next_arrival(i, 0.0);
+        }
+        for i in 0..self.preloads.len() {
+            let at = self.preloads[i].at;
+            if at < self.end {
+                self.at(at, Ev::Preload(i));
+            }
+        }
+        if self.stats_interval > 0 {
+            self.at(0, Ev::Stats);
+        }
+        while let Some(Reverse(entry)) = self.heap.pop() {
+            if entry.at > self.stop {
+                break;
+            }
+            self.now = entry.at;
+            self.events += 1;
+            match entry.ev {
+                Ev::Arrival(stream) => self.arrive(stream),
+                Ev::Done(call) => self.done(call),
+                Ev::Deadline(call) => self.deadline(call),
+                Ev::LoadDone { node, slot } => self.load_done(node, slot),
+                Ev::Preload(i) => self.preload(i),
+                Ev::Stats => self.stats(),
+                Ev::Tick => {
+                    self.tick_at = None;
+                    self.core(Event::Tick);
+                }
+            }
+            if self.tick_at.is_none() && self.core.wants_tick() {
+                let at = self.now + TICK.as_nanos() as Nanos;
+                self.tick_at = Some(at);
+                self.at(at, Ev::Tick);
+            }
+        }
+        if !self.calls.is_empty() {
+            self.now = self.now.max(self.stop);
+        }
+        let left: Vec<CallId> = self.calls.keys().copied().collect();
+        for call in left {
+            if let Some(rec) = self.calls.remove(&call) {
+                self.record(&rec, Outcome::Unfinished);
+            }
+        }
+        let mut report = self.recorder.report(&self.scenario, self.balance.name());
+        report.swaps = self.swaps;
+        report.policy_failures = self.balance.failures;
+        report.events = self.events;
+        report.wall_s = started.elapsed().as_secs_f64();
+        report
+    }
+
+    fn next_arrival(&mut self, stream: usize, after_s: f64) {
+        let s = &mut self.streams[stream];
+        if let Some(t) = s.arrivals.next_after(after_s, &mut s.rng) {
+            let at = ns(t);
+            if at < self.end {
+                self.at(at, Ev::Arrival(stream));
+            }
+        }
+    }
+
+    fn arrive(&mut self, stream: usize) {
+        let call = self.next_call;
+        self.next_call += 1;
+        let now = self.now;
+        let s = &mut self.streams[stream];
+        let service = s.service;
+        let work_ms = self.services[service].sampler.sample_ms(&mut s.work_rng);
+        let deadline = s.timeout.map(|t| now + t);
+        let head = s.head.clone();
+        self.calls.insert(
+            call,
+            CallRec {
+                service,
+                arrived: now,
+                work_ms,
+                deadline,
+                core_wait_ms: None,
+                stage: Stage::Gateway,
+            },
+        );
+        if let Some(d) = deadline {
+            self.at(d, Ev::Deadline(call));
+        }
+        self.next_arrival(stream, now as f64 / 1e9);
+        self.core(Event::CallArrived {
+            call,
+            head,
+            tenant: self.tenant.clone(),
+        });
+    }
+
+    fn apply(&mut self, action: Action) {
+        match action {
+            Action::Dispatch {
+                call, node, waited, ..
+            } => self.dispatch(call, node as usize, waited),
+            Action::Reject { call, .. } => {
+                if let Some(rec) = self.calls.remove(&call) {
+                    self.record(&rec, Outcome::Rejected);
+                }
+            }
+            Action::Swap { node, request, .. } => {
+                let node = node as usize;
+                let slot = self
+                    .nodes
+                    .get(node)
+                    .and_then(|n| n.slots.iter().position(|s| s.name == request.slot));
+                let to = self.services.iter().position(|s| s.name == request.service);
+                match (slot, to) {
+                    (Some(slot), Some(to)) => {
+                        self.swaps += 1;
+                        self.nodes[node].slots[slot].load = SlotLoad::Draining {
+                            to,
+                            swap_id: request.swap_id,
+                            asked: self.now,
+                        };
+                        self.try_load(node, slot);
+                    }
+                    _ => self.core(Event::SwapReported {
+                        node: key(node),
+                        report: SwapReport {
+                            swap_id: request.swap_id,
+                            slot: request.slot,
+                            loaded: None,
+                            error: Some("no such slot or service".into()),
+                            duration_ms: 0,
+                        },
+                    }),
+                }
+            }
+            // Picks were run by `drive`; positions, reservations, swap ends
+            // and queue lengths are for people and metrics.
+            _ => {}
+        }
+    }
+
+    fn dispatch(&mut self, call: CallId, node: usize, waited: Option<Duration>) {
+        let now = self.now;
+        let Some(rec) = self.calls.get_mut(&call) else {
+            return;
+        };
+        rec.core_wait_ms = Some(waited.map_or(0.0, |w| w.as_secs_f64() * 1000.0));
+        rec.stage = Stage::Local {
+            node,
+            dispatched: now,
+        };
+        let service = rec.service;
+        let n = &mut self.nodes[node];
+        n.active[service] += 1;
+        if n.has_worker() {
+            self.start(node, call);
+        } else {
+            n.queue.push_back(call);
+        }
+    }
+
+    /// Starts serving `call` on `node` (a worker is free).
+    fn start(&mut self, node: usize, call: CallId) {
+        let now = self.now;
+        let Some(rec) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Stage::Local { dispatched, .. } = rec.stage else {
+            return;
+        };
+        let n = &mut self.nodes[node];
+        n.busy += 1;
+        let mut ms = rec.work_ms * n.speed;
+        let mut ok = true;
+        if let Some(w) = n.window(now as f64 / 1e9) {
+            if let Some(fixed) = w.fixed_ms {
+                ms = fixed;
+            }
+            if let Some(factor) = w.factor {
+                ms *= factor;
+            }
+            if w.fail > 0.0 && self.fail_rng.random::<f64>() < w.fail {
+                ok = false;
+                ms = w.fail_after_ms;
+            }
+        }
+        rec.stage = Stage::Running {
+            node,
+            dispatched,
+            started: now,
+            ok,
+        };
+        self.at(now + ns(ms / 1000.0), Ev::Done(call));
+    }
+
+    /// Frees a worker of `node` (or a place in its queue): the next local
+    /// call starts, slots waiting for the node to drain load.
+    fn after_end(&mut self, node: usize) {
+        while self.nodes[node].has_worker() {
+            let Some(next) = self.nodes[node].queue.pop_front() else {
+                break;
+            };
+            self.start(node, next);
+        }
+        for slot in 0..self.nodes[node].slots.len() {
+            self.try_load(node, slot);
+        }
+    }
+
+    fn done(&mut self, call: CallId) {
+        let Some(rec) = self.calls.get(&call) else {
+            return; // Cancelled at its deadline.
+        };
+        let Stage::Running {
+            node,
+            dispatched,
+            ok,
+            ..
+        } = rec.stage
+        else {
+            return;
+        };
+        let Some(rec) = self.calls.remove(&call) else {
+            return;
+        };
+        let n = &mut self.nodes[node];
+        n.busy -= 1;
+        n.active[rec.service] -= 1;
+        self.after_end(node);
+        self.end_on_node(&rec, node, dispatched, ok, call);
+        self.record(&rec, if ok { Outcome::Ok } else { Outcome::Failed });
+    }
+
+    /// Tells the policy and the core that a dispatched call ended.
+    fn end_on_node(
+        &mut self,
+        rec: &CallRec,
+        node: usize,
+        dispatched: Nanos,
+        ok: bool,
+        call: CallId,
+    ) {
+        let node_ms = ms_between(dispatched, self.now) as f32;
+        let now = self.instant();
+        let service = self.services[rec.service].name.clone();
+        self.balance.observe(&service, key(node), node_ms, ok, now);
+        self.core(Event::CallFinished { call, node_ms, ok });
+    }
+
+    fn deadline(&mut self, call: CallId) {
+        let Some(rec) = self.calls.remove(&call) else {
+            return;
+        };
+        match rec.stage {
+            Stage::Gateway => self.core(Event::CallLeft { call }),
+            Stage::Local { node, dispatched } => {
+                let n = &mut self.nodes[node];
+                if let Some(i) = n.queue.iter().position(|c| *c == call) {
+                    n.queue.remove(i);
+                }
+                n.active[rec.service] -= 1;
+                self.after_end(node);
+                self.end_on_node(&rec, node, dispatched, false, call);
+            }
+            Stage::Running {
+                node, dispatched, ..
+            } => {
+                let n = &mut self.nodes[node];
+                n.busy -= 1;
+                n.active[rec.service] -= 1;
+                self.after_end(node);
+                self.end_on_node(&rec, node, dispatched, false, call);
+            }
+        }
+        self.record(&rec, Outcome::TimedOut);
+    }
+
+    /// Starts a slot's load once no call of the service it held is left on
+    /// the node.
+    fn try_load(&mut self, node: usize, slot: usize) {
+        let now = self.now;
+        let n = &self.nodes[node];
+        let s = &n.slots[slot];
+        let SlotLoad::Draining { to, swap_id, asked } = s.load else {
+            return;
+        };
+        if s.loaded.is_some_and(|old| n.active[old] > 0) {
+            return;
+        }
+        let fail = n.window(now as f64 / 1e9).map_or(0.0, |w| w.fail);
+        let ok = !(fail > 0.0 && self.fail_rng.random::<f64>() < fail);
+        let load_ms = self.services[to].load_ms;
+        let s = &mut self.nodes[node].slots[slot];
+        s.loaded = None;
+        s.load = SlotLoad::Loading {
+            to,
+            swap_id,
+            asked,
+            ok,
+        };
+        self.at(
+            now + Nanos::from(load_ms) * 1_000_000,
+            Ev::LoadDone { node, slot },
+        );
+    }
+
+    fn load_done(&mut self, node: usize, slot: usize) {
+        let s = &mut self.nodes[node].slots[slot];
+        let SlotLoad::Loading {
+            to,
+            swap_id,
+            asked,
+            ok,
+        } = s.load
+        else {
+            return;
+        };
+        s.load = SlotLoad::Idle;
+        s.loaded = ok.then_some(to);
+        let report = SwapReport {
+            swap_id,
+            slot: s.name.clone(),
+            loaded: ok.then(|| self.services[to].name.clone()),
+            error: (!ok).then(|| "load failed (simulated failure window)".to_string()),
+            duration_ms: u32::try_from((self.now - asked) / 1_000_000).unwrap_or(u32::MAX),
+        };
+        self.core(Event::SwapReported {
+            node: key(node),
+            report,
+        });
+    }
+
+    /// The oracle's load: the slot stops taking calls now (reported empty),
+    /// loads once its calls are done, and is reported loaded.
+    fn preload(&mut self, i: usize) {
+        let p = &self.preloads[i];
+        let (node, slot, service) = (p.node, p.slot, p.service);
+        if let Some(every) = p.every
+            && self.now + every < self.end
+        {
+            self.at(self.now + every, Ev::Preload(i));
+        }
+        let s = &self.nodes[node].slots[slot];
+        let busy_with_it = match s.load {
+            SlotLoad::Idle => s.loaded == Some(service),
+            SlotLoad::Draining { to, .. } | SlotLoad::Loading { to, .. } => to == service,
+        };
+        if busy_with_it || s.load != SlotLoad::Idle {
+            return;
+        }
+        self.swaps += 1;
+        let name = s.name.clone();
+        self.nodes[node].slots[slot].load = SlotLoad::Draining {
+            to: service,
+            swap_id: 0,
+            asked: self.now,
+        };
+        self.core(Event::SwapReported {
+            node: key(node),
+            report: SwapReport {
+                swap_id: 0,
+                slot: name,
+                loaded: None,
+                error: None,
+                duration_ms: 0,
+            },
+        });
+        self.try_load(node, slot);
+    }
+
+    /// Every node's stats: CPU and GPU use = busy workers.
+    fn stats(&mut self) {
+        for i in 0..self.nodes.len() {
+            let n = &self.nodes[i];
+            let util = match n.workers {
+                Some(w) => 100.0 * n.busy as f32 / w as f32,
+                None => 0.0,
+            };
+            let gpus: Vec<GpuStats> = (0..n.gpus)
+                .map(|index| GpuStats {
+                    index,
+                    name: "simulated GPU".into(),
+                    util_pct: util,
+                    mem_used_mib: 0,
+                    mem_total_mib: n.gpu_mem_mib,
+                    temperature_c: 0.0,
+                    power_w: 0.0,
+                })
+                .collect();
+            self.directory.update(key(i), |info| {
+                info.gpus = gpus
+                    .iter()
+                    .map(|g| Gpu {
+                        index: g.index,
+                        name: g.name.clone(),
+                        util_pct: g.util_pct,
+                        mem_used_mib: g.mem_used_mib,
+                        mem_total_mib: g.mem_total_mib,
+                        temperature_c: g.temperature_c,
+                        power_w: g.power_w,
+                    })
+                    .collect();
+            });
+            self.core(Event::Stats {
+                node: key(i),
+                stats: NodeStats {
+                    cpu_pct: util,
+                    mem_used_mib: 0,
+                    mem_total_mib: 0,
+                    gpus,
+                    in_flight: Vec::new(),
+                },
+            });
+        }
+        if self.now + self.stats_interval < self.end || !self.calls.is_empty() {
+            self.at(self.now + self.stats_interval, Ev::Stats);
+        }
+    }
+
+    fn record(&mut self, rec: &CallRec, outcome: Outcome) {
+        let end = self.now;
+        let (dispatched, started, node) = match rec.stage {
+            Stage::Gateway => (None, None, None),
+            Stage::Local { node, dispatched } => (Some(dispatched), None, Some(node)),
+            Stage::Running {
+                node,
+                dispatched,
+                started,
+                ..
+            } => (Some(dispatched), Some(started), Some(node)),
+        };
+        let node_ms = dispatched.map_or(0.0, |d| ms_between(d, end));
+        let figures = CallFigures {
+            arrived_s: rec.arrived as f64 / 1e9,
+            outcome,
+            time_in_system_ms: ms_between(rec.arrived, end),
+            within_deadline: outcome == Outcome::Ok && rec.deadline.is_none_or(|d| end <= d),
+            gateway_wait_ms: ms_between(rec.arrived, dispatched.unwrap_or(end)),
+            node_wait_ms: dispatched.map_or(0.0, |d| ms_between(d, started.unwrap_or(end))),
+            core_wait_ms: rec.core_wait_ms,
+            node_ms,
+            cost: node.map_or(0.0, |n| self.nodes[n].cost_per_hour * node_ms / 3_600_000.0),
+        };
+        self.recorder.record(&figures);
+    }
+}
+
+fn key(index: usize) -> NodeKey {
+    NodeKey::try_from(index).unwrap_or(NodeKey::MAX)
+}
