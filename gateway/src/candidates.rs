@@ -17,20 +17,7 @@ impl NodeDirectory for Directory {
         let node = self.0.by_key(key)?;
         let gpus = node
             .stats()
-            .map(|s| {
-                s.gpus
-                    .iter()
-                    .map(|g| Gpu {
-                        index: g.index,
-                        name: g.name.clone(),
-                        util_pct: g.util_pct,
-                        mem_used_mib: g.mem_used_mib,
-                        mem_total_mib: g.mem_total_mib,
-                        temperature_c: g.temperature_c,
-                        power_w: g.power_w,
-                    })
-                    .collect()
-            })
+            .map(|s| s.gpus.iter().map(Gpu::from).collect())
             .unwrap_or_default();
         Some(NodeInfo {
             id: node.spec.id.clone(),

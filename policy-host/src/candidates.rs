@@ -114,6 +114,21 @@ impl Extend<CandidateRow> for Candidates {
     }
 }
 
+impl From<&protocol::GpuStats> for crate::types::Gpu {
+    /// A GPU of a node's stats report, as policies' `node-info` shows it.
+    fn from(g: &protocol::GpuStats) -> Self {
+        Self {
+            index: g.index,
+            name: g.name.clone(),
+            util_pct: g.util_pct,
+            mem_used_mib: g.mem_used_mib,
+            mem_total_mib: g.mem_total_mib,
+            temperature_c: g.temperature_c,
+            power_w: g.power_w,
+        }
+    }
+}
+
 impl From<&switchyard_core::Candidate> for CandidateRow {
     /// The row of one core candidate (same fields, same units).
     fn from(c: &switchyard_core::Candidate) -> Self {

@@ -811,18 +811,7 @@ impl Sim {
                 })
                 .collect();
             self.directory.update(key(i), |info| {
-                info.gpus = gpus
-                    .iter()
-                    .map(|g| Gpu {
-                        index: g.index,
-                        name: g.name.clone(),
-                        util_pct: g.util_pct,
-                        mem_used_mib: g.mem_used_mib,
-                        mem_total_mib: g.mem_total_mib,
-                        temperature_c: g.temperature_c,
-                        power_w: g.power_w,
-                    })
-                    .collect();
+                info.gpus = gpus.iter().map(Gpu::from).collect();
             });
             self.core(Event::Stats {
                 node: key(i),
