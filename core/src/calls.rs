@@ -9,7 +9,7 @@ use protocol::{CallError, CallHead, ErrorKind};
 
 use crate::balance::{Candidate, PickRequest, Ranking};
 use crate::schedule::queue::{QueueKey, Waiter};
-use crate::{Action, Call, CallId, Core, NodeKey, PickError, Stage, Via};
+use crate::{Action, Call, CallEnd, CallId, Core, NodeKey, PickError, Stage, Via};
 
 impl Core {
     /// A call arrived: a pick now when nobody waits (or it is realtime) and
@@ -350,19 +350,21 @@ impl Core {
     }
 
     /// A dispatched call ended.
-    pub(crate) fn finished(&mut self, call: CallId, node_ms: f32, ok: bool, now: Instant) {
+    pub(crate) fn finished(&mut self, call: CallId, node_ms: f32, end: CallEnd, now: Instant) {
         let Some((service, node, same)) = self.release(call) else {
             return;
         };
         self.calls.remove(&call);
-        if same
-            && ok
-            && let Some(n) = self.fleet.get_mut(node)
-        {
-            n.calls_total += 1;
-            if let Some(s) = n.services.get_mut(&service) {
-                s.latency.add(node_ms);
+        if same {
+            if end == CallEnd::Ok
+                && let Some(n) = self.fleet.get_mut(node)
+            {
+                n.calls_total += 1;
+                if let Some(s) = n.services.get_mut(&service) {
+                    s.latency.add(node_ms);
+                }
             }
+            self.count_outcome(node, &service, end, now);
         }
         self.kick(&service, now);
     }

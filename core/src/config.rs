@@ -19,6 +19,41 @@ pub struct CoreConfig {
     /// When a policy fails, the built-in round-robin picks (true, the
     /// default) or the call fails (false).
     pub fail_open: bool,
+    /// Outlier ejection (Envoy's `consecutive_5xx` detection).
+    pub outlier: OutlierRules,
+}
+
+/// Outlier ejection: a node whose calls of a service fail
+/// `consecutive_failures` times in a row (`service failed`, `node lost`, a
+/// timeout on the node) leaves that service's candidates for
+/// `base_ejection` × the number of times it was ejected, at most
+/// `max_ejection`. At most `max_ejected_percent` of the nodes with the
+/// service loaded are out at once (but at least one may be), and never the
+/// last one. Semantics of Envoy's outlier detection (`consecutive_5xx`,
+/// `base_ejection_time`, `max_ejection_time`, `max_ejection_percent`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierRules {
+    /// Consecutive failures that eject a node (default 5; 0 turns ejection
+    /// off).
+    pub consecutive_failures: u32,
+    /// Ejection time per ejection so far (default 30 s).
+    pub base_ejection: Duration,
+    /// Longest ejection (default 300 s).
+    pub max_ejection: Duration,
+    /// Most nodes of a service ejected at once, % (default 10; at least one
+    /// may be).
+    pub max_ejected_percent: u32,
+}
+
+impl Default for OutlierRules {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_percent: 10,
+        }
+    }
 }
 
 /// The swap planner's rules (see `schedule/swap.rs`).
@@ -57,6 +92,7 @@ impl Default for CoreConfig {
             swap: SwapRules::default(),
             positions: true,
             fail_open: true,
+            outlier: OutlierRules::default(),
         }
     }
 }

@@ -72,9 +72,9 @@ pub enum Event {
         call: CallId,
         /// Node time, ms (dispatch to answer).
         node_ms: f32,
-        /// Whether it succeeded (only then does `node_ms` feed the latency
-        /// EWMA).
-        ok: bool,
+        /// How it ended: only `Ok` feeds the latency EWMA, only `Failed`
+        /// counts towards outlier ejection.
+        end: CallEnd,
     },
     /// A call that was not dispatched left (timed out, caller gone).
     CallLeft {
@@ -92,6 +92,19 @@ pub enum Event {
     /// Time passed: overdue swaps fail, cooldowns end. Send it every
     /// [`crate::TICK`] while [`crate::Core::wants_tick`].
     Tick,
+}
+
+/// How a dispatched call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallEnd {
+    /// It succeeded.
+    Ok,
+    /// The node or its service failed it (`service failed`, `node lost`, a
+    /// timeout on the node): counts towards the node's outlier ejection.
+    Failed,
+    /// It ended for a reason that is not the node's (the caller left, the
+    /// request was bad or too large).
+    Abandoned,
 }
 
 /// How a dispatched call got its node.
@@ -181,6 +194,20 @@ pub enum Action {
         outcome: &'static str,
         /// How long the agent said it took, ms (0 when no report came).
         duration_ms: u32,
+    },
+    /// A node was ejected from a service's candidates after `failures`
+    /// consecutive failures, for `ejection` (its `count`-th time).
+    Ejected {
+        /// The node.
+        node: NodeKey,
+        /// The service.
+        service: String,
+        /// Consecutive failures that ejected it.
+        failures: u32,
+        /// How long it stays out.
+        ejection: Duration,
+        /// How many times it was ejected from the service.
+        count: u32,
     },
     /// The number of calls of `tenant` waiting for `service` changed (also
     /// sent once with 0 when its last call left).

@@ -70,6 +70,12 @@ pub struct ServiceState {
     pub loaded: bool,
     /// Node time of finished calls, ms.
     pub latency: Ewma,
+    /// Calls failed in a row (outlier detection).
+    pub consecutive_failures: u32,
+    /// Times ejected from this service's candidates.
+    pub ejections: u32,
+    /// Out of the service's candidates until then.
+    pub ejected_until: Option<Instant>,
 }
 
 /// An exponentially weighted moving average of node times, ms.
@@ -123,6 +129,9 @@ impl Fleet {
                     in_flight: 0,
                     loaded,
                     latency: Ewma::default(),
+                    consecutive_failures: 0,
+                    ejections: 0,
+                    ejected_until: None,
                 };
                 (s.name.clone(), state)
             })
@@ -161,6 +170,11 @@ impl Fleet {
     /// Every node, by key.
     pub fn iter(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values()
+    }
+
+    /// Every node, by key, to change.
+    pub(crate) fn nodes_mut(&mut self) -> impl Iterator<Item = &mut Node> {
+        self.nodes.values_mut()
     }
 
     /// Nodes up.
@@ -211,13 +225,19 @@ impl Node {
     }
 
     /// Whether a new call of `service` can start here now: not draining,
-    /// loaded, fewer than `max_concurrent` in flight.
+    /// loaded, not ejected, fewer than `max_concurrent` in flight.
     pub fn has_free_slot(&self, service: &str) -> bool {
         !self.draining
-            && self
-                .services
-                .get(service)
-                .is_some_and(|s| s.loaded && s.in_flight < s.max_concurrent)
+            && self.services.get(service).is_some_and(|s| {
+                s.loaded && s.ejected_until.is_none() && s.in_flight < s.max_concurrent
+            })
+    }
+
+    /// Whether the node is ejected from `service`'s candidates.
+    pub fn is_ejected(&self, service: &str) -> bool {
+        self.services
+            .get(service)
+            .is_some_and(|s| s.ejected_until.is_some())
     }
 
     /// Calls of `service` in flight here.

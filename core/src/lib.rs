@@ -39,12 +39,13 @@ mod calls;
 mod config;
 mod event;
 pub mod fleet;
+mod outlier;
 pub mod schedule;
 mod views;
 
 pub use balance::{Balance, Candidate, PickRequest, Ranking, RoundRobin, drive};
-pub use config::{CoreConfig, SwapRules};
-pub use event::{Action, CallId, Event, PickError, Via};
+pub use config::{CoreConfig, OutlierRules, SwapRules};
+pub use event::{Action, CallEnd, CallId, Event, PickError, Via};
 pub use fleet::{Ewma, Fleet, Node, NodeKey};
 pub use schedule::queue::{QueueKey, ServiceQueue};
 
@@ -63,6 +64,8 @@ pub struct Core {
     next_swap_id: u64,
     /// The built-in round-robin's next start (fail-open picks).
     fallback_next: usize,
+    /// The earliest end of an ejection, if any node is ejected.
+    next_unejection: Option<Instant>,
     out: Vec<Action>,
 }
 
@@ -108,6 +111,7 @@ impl Core {
             reservations: BTreeMap::new(),
             next_swap_id: 1,
             fallback_next: 0,
+            next_unejection: None,
             out: Vec::new(),
         }
     }
@@ -116,6 +120,7 @@ impl Core {
     /// order. Never panics on any event sequence; events about unknown
     /// calls or nodes are ignored.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        self.uneject(now);
         match event {
             Event::NodeUp { node, spec } => self.node_up(node, spec, now),
             Event::NodeDown { node } => self.node_down(node, now),
@@ -129,7 +134,7 @@ impl Core {
             Event::CallArrived { call, head, tenant } => self.arrive(call, head, tenant, now),
             Event::Picked { call, ranking } => self.picked(call, ranking, now),
             Event::DispatchFailed { call } => self.dispatch_failed(call, now),
-            Event::CallFinished { call, node_ms, ok } => self.finished(call, node_ms, ok, now),
+            Event::CallFinished { call, node_ms, end } => self.finished(call, node_ms, end, now),
             Event::CallLeft { call } => self.left(call),
             Event::SwapReported { node, report } => self.on_report(node, report, now),
             Event::Tick => self.tick(now),
@@ -137,10 +142,12 @@ impl Core {
         std::mem::take(&mut self.out)
     }
 
-    /// Whether the shell should send [`Event::Tick`]s: calls wait or swaps
-    /// are under way.
+    /// Whether the shell should send [`Event::Tick`]s: calls wait, swaps
+    /// are under way or a node is ejected.
     pub fn wants_tick(&self) -> bool {
-        !self.reservations.is_empty() || self.queues.values().any(|q| !q.is_empty())
+        !self.reservations.is_empty()
+            || self.next_unejection.is_some()
+            || self.queues.values().any(|q| !q.is_empty())
     }
 
     /// The fleet.

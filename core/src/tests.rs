@@ -12,6 +12,7 @@ use protocol::{CallHead, ErrorKind, NodeSpec, ServiceSpec, SlotSpec, SwapReport}
 
 use super::*;
 
+mod outlier;
 mod props;
 mod swaps;
 
@@ -110,7 +111,7 @@ impl Harness {
         self.send(Event::CallFinished {
             call,
             node_ms: 10.0,
-            ok: true,
+            end: CallEnd::Ok,
         })
     }
 
@@ -419,7 +420,7 @@ fn a_refused_pick_fails_the_call_and_the_next_waiter_is_picked_for() {
         Event::CallFinished {
             call: busy,
             node_ms: 1.0,
-            ok: true,
+            end: CallEnd::Ok,
         },
         h.now,
     );
@@ -517,12 +518,12 @@ fn finished_calls_feed_the_latency_ewma_only_when_ok() {
     h.send(Event::CallFinished {
         call: c1,
         node_ms: 100.0,
-        ok: true,
+        end: CallEnd::Ok,
     });
     h.send(Event::CallFinished {
         call: c2,
         node_ms: 900.0,
-        ok: false,
+        end: CallEnd::Failed,
     });
     let node = h.core.fleet().get(1).unwrap();
     assert_eq!(node.latency("svc").value_ms, 100.0);

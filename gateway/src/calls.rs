@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use protocol::{CallError, CallHead, DispatchHead, ErrorKind, Message, ResultHead, Timings};
+use switchyard_core::CallEnd;
 use transport::{FramedRecv, FramedSend, IoError};
 
 use crate::Shared;
@@ -222,8 +223,8 @@ impl Answered {
     }
 
     /// Frees the slot and tells the policy how the call went.
-    fn finish(self, call: &Call<'_>, ok: bool) {
-        finish(call.shared, self.guard, &self.picked, self.node_ms, ok);
+    fn finish(self, call: &Call<'_>, end: CallEnd) {
+        finish(call.shared, self.guard, &self.picked, self.node_ms, end);
     }
 }
 
@@ -300,7 +301,7 @@ impl<'a> Call<'a> {
         {
             // The caller left: stop the node's work.
             answered.cancel(crate::RESET_CLIENT_GONE);
-            answered.finish(call, true);
+            answered.finish(call, CallEnd::Ok);
             return Err(Failure::Gone);
         }
         relay::relay(call, answered, caller).await
@@ -374,11 +375,11 @@ async fn to_node(
         Err(_) => {
             node_send.reset(crate::RESET_TIMEOUT);
             node_recv.stop(crate::RESET_TIMEOUT);
-            finish(shared, guard, &picked, node_ms, false);
+            finish(shared, guard, &picked, node_ms, CallEnd::Failed);
             Err(call.timed_out().into())
         }
         Ok(Err(e)) => {
-            finish(shared, guard, &picked, node_ms, false);
+            finish(shared, guard, &picked, node_ms, node_fault(&e));
             Err(e.into())
         }
         Ok(Ok(reply)) => Ok(Answered {
@@ -481,13 +482,26 @@ async fn exchange(
     }
 }
 
-/// Frees the call's slot (feeding the node's latency EWMA when `ok`) and
-/// tells the policy version that picked the node how the call went.
-fn finish(shared: &Shared, guard: SlotGuard, picked: &Picked, node_ms: f32, ok: bool) {
+/// Frees the call's slot (feeding the node's latency EWMA when it went well,
+/// its outlier count when it failed) and tells the policy version that
+/// picked the node how the call went.
+fn finish(shared: &Shared, guard: SlotGuard, picked: &Picked, node_ms: f32, end: CallEnd) {
     let node = guard.node().key;
     let service = guard.service().to_string();
-    guard.finish(node_ms, ok);
-    shared.policies.observe(picked, &service, node, node_ms, ok);
+    guard.finish(node_ms, end);
+    shared
+        .policies
+        .observe(picked, &service, node, node_ms, end == CallEnd::Ok);
+}
+
+/// Whether an error the node answered is the node's failure (it counts
+/// towards outlier ejection) or the call's own (bad request, too large,
+/// refused).
+pub(crate) fn node_fault(e: &CallError) -> CallEnd {
+    match e.kind {
+        ErrorKind::ServiceFailed | ErrorKind::NodeLost | ErrorKind::Timeout => CallEnd::Failed,
+        _ => CallEnd::Abandoned,
+    }
 }
 
 fn ms(d: Duration) -> f32 {

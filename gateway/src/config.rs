@@ -59,6 +59,8 @@ pub struct GatewayConfig {
     pub queue: QueueConfig,
     /// Swapping services on idle nodes' slots (table `[swap]`).
     pub swap: SwapConfig,
+    /// Ejecting nodes whose calls keep failing (table `[outlier]`).
+    pub outlier: OutlierConfig,
     /// The result cache (table `[cache]`); a service is cached only with
     /// `[services.NAME] cache_ttl_s`.
     pub cache: CacheConfig,
@@ -126,6 +128,37 @@ pub struct QueueConfig {
     /// Most calls waiting per service (default 1000); past it calls get
     /// `overloaded`. `[services.NAME] queue_capacity` overrides it.
     pub capacity: u32,
+}
+
+/// `[outlier]`: a node whose calls of a service fail `consecutive_failures`
+/// times in a row (`service failed`, `node lost`, a timeout on the node)
+/// takes no calls of that service for `base_ejection_s` × the number of
+/// times it was ejected, at most `max_ejection_s`; at most
+/// `max_ejection_percent` of a service's nodes are out at once (at least
+/// one may be), never the last. Envoy's outlier detection
+/// (`consecutive_5xx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierConfig {
+    /// Failures in a row that eject a node (default 5; 0 turns it off).
+    pub consecutive_failures: u32,
+    /// Ejection per ejection so far, s (default 30).
+    pub base_ejection_s: u32,
+    /// Longest ejection, s (default 300).
+    pub max_ejection_s: u32,
+    /// Most of a service's nodes out at once, % (default 10, 0..=100).
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base_ejection_s: 30,
+            max_ejection_s: 300,
+            max_ejection_percent: 10,
+        }
+    }
 }
 
 /// `[swap]`: when calls wait for a service that no idle node has loaded, an
@@ -283,6 +316,7 @@ impl Default for GatewayConfig {
             seed: None,
             queue: QueueConfig::default(),
             swap: SwapConfig::default(),
+            outlier: OutlierConfig::default(),
             cache: CacheConfig::default(),
             services: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -333,6 +367,11 @@ impl GatewayConfig {
         }
         if self.max_timeout_ms == 0 {
             return Err(ConfigError::Invalid("max_timeout_ms must be > 0".into()));
+        }
+        if self.outlier.max_ejection_percent > 100 {
+            return Err(ConfigError::Invalid(
+                "outlier.max_ejection_percent must be in 0..=100".into(),
+            ));
         }
         if self.agent_token.as_deref() == Some("") || self.admin_token.as_deref() == Some("") {
             return Err(ConfigError::Invalid(
@@ -543,6 +582,25 @@ mod tests {
         .expect("parse");
         assert_eq!(config.policy_for("llama"), "latency");
         assert_eq!(config.policy_for("other"), "round-robin");
+    }
+
+    #[test]
+    fn outlier_settings_and_their_bounds() {
+        assert_eq!(GatewayConfig::default().outlier.consecutive_failures, 5);
+        let config = GatewayConfig::from_toml_str(
+            "[outlier]\nconsecutive_failures = 3\nbase_ejection_s = 10\n",
+        )
+        .expect("parse");
+        assert_eq!(config.outlier.consecutive_failures, 3);
+        assert_eq!(config.outlier.base_ejection_s, 10);
+        assert_eq!(config.outlier.max_ejection_s, 300);
+        let core = crate::scheduler::core_config(&config);
+        assert_eq!(
+            core.outlier.base_ejection,
+            std::time::Duration::from_secs(10)
+        );
+        let bad = GatewayConfig::from_toml_str("[outlier]\nmax_ejection_percent = 101\n");
+        assert!(bad.is_err(), "{bad:?}");
     }
 
     #[test]

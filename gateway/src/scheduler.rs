@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use protocol::{CallError, CallHead, Message, QueueView, Reserved, SwapReport};
-use switchyard_core::{Action, CallId, Core, CoreConfig, Event, NodeKey, SwapRules, Via};
+use switchyard_core::{
+    Action, CallEnd, CallId, Core, CoreConfig, Event, NodeKey, OutlierRules, SwapRules, Via,
+};
 use tokio::sync::{oneshot, watch};
 
 use crate::config::GatewayConfig;
@@ -120,6 +122,12 @@ pub fn core_config(config: &GatewayConfig) -> CoreConfig {
         },
         positions: true,
         fail_open: config.fail_open,
+        outlier: OutlierRules {
+            consecutive_failures: config.outlier.consecutive_failures,
+            base_ejection: secs(config.outlier.base_ejection_s),
+            max_ejection: secs(config.outlier.max_ejection_s),
+            max_ejected_percent: config.outlier.max_ejection_percent,
+        },
     }
 }
 
@@ -340,6 +348,21 @@ impl Scheduler {
                         .record(f64::from(duration_ms) / 1000.0);
                 }
             }
+            Action::Ejected {
+                node,
+                service,
+                failures,
+                ejection,
+                count,
+            } => {
+                let id = self
+                    .registry
+                    .by_key(node)
+                    .map_or_else(|| node.to_string(), |n| n.spec.id.clone());
+                tracing::warn!(node = %id, %service, failures, ejection_s = ejection.as_secs(), count, "node ejected from the service");
+                metrics::counter!("outlier_ejections_total", "node" => id, "service" => service)
+                    .increment(1);
+            }
             Action::QueueLength {
                 service,
                 tenant,
@@ -355,7 +378,7 @@ impl Scheduler {
         let gone = || Event::CallFinished {
             call,
             node_ms: 0.0,
-            ok: false,
+            end: CallEnd::Abandoned,
         };
         let Some(w) = self.waiting().remove(&call) else {
             // Gone before its grant: free the slot at once.
@@ -437,9 +460,10 @@ impl SlotGuard {
     }
 
     /// Frees the slot of a call that ended after `node_ms` of node time;
-    /// `ok` calls feed the node's latency EWMA.
-    pub fn finish(mut self, node_ms: f32, ok: bool) {
-        self.end(node_ms, ok);
+    /// `Ok` calls feed the node's latency EWMA, `Failed` ones count towards
+    /// its outlier ejection.
+    pub fn finish(mut self, node_ms: f32, end: CallEnd) {
+        self.end(node_ms, end);
     }
 
     /// The stream to the node could not be opened (nothing reached it):
@@ -455,21 +479,21 @@ impl SlotGuard {
         ticket
     }
 
-    fn end(&mut self, node_ms: f32, ok: bool) {
+    fn end(&mut self, node_ms: f32, end: CallEnd) {
         if std::mem::replace(&mut self.ended, true) {
             return;
         }
         self.scheduler.handle(Event::CallFinished {
             call: self.call,
             node_ms,
-            ok,
+            end,
         });
     }
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.end(0.0, false);
+        self.end(0.0, CallEnd::Abandoned);
     }
 }
 

@@ -21,7 +21,7 @@ use policy_host::types::{Gpu, NodeInfo};
 use protocol::{CallHead, GpuStats, NodeSpec, NodeStats, ServiceSpec, SlotSpec, SwapReport};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use switchyard_core::{Action, CallId, Core, Event, NodeKey, TICK, drive};
+use switchyard_core::{Action, CallEnd, CallId, Core, Event, NodeKey, TICK, drive};
 
 use crate::dist::{Arrivals, Sampler};
 use crate::metrics::{CallFigures, Outcome, Recorder, Report};
@@ -667,7 +667,8 @@ impl Sim {
         let now = self.instant();
         let service = self.services[rec.service].name.clone();
         self.balance.observe(&service, key(node), node_ms, ok, now);
-        self.core(Event::CallFinished { call, node_ms, ok });
+        let end = if ok { CallEnd::Ok } else { CallEnd::Failed };
+        self.core(Event::CallFinished { call, node_ms, end });
     }
 
     fn deadline(&mut self, call: CallId) {

@@ -165,6 +165,11 @@ pub struct CoreSettings {
     /// A failing policy falls back to the core's round-robin (default true).
     #[serde(default = "yes")]
     pub fail_open: bool,
+    /// Outlier ejection: failures in a row that eject a node from a
+    /// service's candidates (the gateway's `[outlier]`; default 0 = off
+    /// here, so a reproduction measures the policy alone).
+    #[serde(default)]
+    pub outlier_failures: u32,
 }
 
 /// One service (`[[services]]`).
@@ -429,6 +434,7 @@ impl Default for CoreSettings {
             swap_timeout_s: default_swap_timeout(),
             failure_cooldown_s: default_failure_cooldown(),
             fail_open: true,
+            outlier_failures: 0,
         }
     }
 }
@@ -449,6 +455,7 @@ impl CoreSettings {
         config.swap.cost_factor = self.cost_factor;
         config.swap.timeout = Duration::from_secs_f64(self.swap_timeout_s.max(0.0));
         config.swap.failure_cooldown = Duration::from_secs_f64(self.failure_cooldown_s.max(0.0));
+        config.outlier.consecutive_failures = self.outlier_failures;
         config
     }
 }

@@ -156,7 +156,7 @@ impl Run {
                 Action::SwapEnded { node, slot, .. } => {
                     m.swaps.remove(&(node, slot));
                 }
-                Action::Position { .. } | Action::QueueLength { .. } => {}
+                Action::Position { .. } | Action::QueueLength { .. } | Action::Ejected { .. } => {}
             }
         }
         // Whoever left a queue had no one still waiting ahead of it.
@@ -276,7 +276,7 @@ impl Run {
                     self.send(Event::CallFinished {
                         call,
                         node_ms: 5.0,
-                        ok,
+                        end: if ok { CallEnd::Ok } else { CallEnd::Failed },
                     });
                 }
             }
@@ -345,7 +345,7 @@ impl Run {
                 self.send(Event::CallFinished {
                     call,
                     node_ms: 1.0,
-                    ok: true,
+                    end: CallEnd::Ok,
                 });
             } else if let Some(&call) = self.model.alive.keys().next() {
                 self.model.alive.remove(&call);

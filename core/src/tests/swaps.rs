@@ -170,7 +170,7 @@ fn a_swap_starts_only_when_waiting_costs_more_than_loading() {
         h.send(Event::CallFinished {
             call: warm,
             node_ms: 50.0,
-            ok: true,
+            end: CallEnd::Ok,
         });
         let mut all = Vec::new();
         for _ in 0..4 {

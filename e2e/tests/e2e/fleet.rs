@@ -280,3 +280,46 @@ async fn nodes_report_their_stats() {
     assert_eq!(node.services[0].max_concurrent, 2);
     assert_eq!(node.calls_total, 1);
 }
+
+/// Outlier ejection: a node whose command fails every call is ejected from
+/// the service after 5 failures in a row; every later call goes to the
+/// healthy node and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_fails_every_call_is_ejected_after_five() {
+    let mut fleet = Fleet::start(|_| {}).await;
+    fleet.spawn_agent(
+        "node-bad",
+        TOKEN,
+        &service("flaky", "command", r#"command = ["sh", "-c", "exit 1"]"#),
+    );
+    fleet.spawn_agent(
+        "node-good",
+        TOKEN,
+        &service("flaky", "command", r#"command = ["cat"]"#),
+    );
+    fleet.wait_nodes(2).await;
+    let client = fleet.client().await;
+    let mut failures = 0;
+    let mut served_after = Vec::new();
+    for i in 0..30 {
+        match client.call("flaky", "x", CallOptions::default()).await {
+            Ok(r) if failures >= 5 => served_after.push(r.node_id),
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.kind(), Some(ErrorKind::ServiceFailed), "call {i}: {e}");
+                failures += 1;
+            }
+        }
+    }
+    assert_eq!(failures, 5, "ejected after its fifth failure in a row");
+    assert!(!served_after.is_empty());
+    assert!(
+        served_after.iter().all(|n| n == "node-good"),
+        "{served_after:?}"
+    );
+    let metrics = gateway::telemetry::render();
+    assert!(
+        metrics.contains(r#"outlier_ejections_total{node="node-bad",service="flaky"} 1"#),
+        "{metrics}"
+    );
+}

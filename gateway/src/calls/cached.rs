@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use protocol::{CacheInfo, CallError, ErrorKind, Message, ResultHead, Timings};
+use switchyard_core::CallEnd;
 
 use super::{Answered, Call, Caller, Failure, error, ms, to_node};
 use crate::cache::{Entry, Followed, Key, Leader, Lookup};
@@ -140,20 +141,20 @@ async fn lead(
         Ok(Ok(data)) => data,
         Ok(Err(e)) => {
             answered.cancel(crate::RESET_NODE_LOST);
-            answered.finish(call, false);
+            answered.finish(call, super::node_fault(&e));
             leader.fail(&e);
             return Err(e.into());
         }
         Err(_) => {
             answered.cancel(crate::RESET_TIMEOUT);
-            answered.finish(call, false);
+            answered.finish(call, CallEnd::Failed);
             let e = call.timed_out();
             leader.fail(&e);
             return Err(e.into());
         }
     };
     let mut head = answered.result_head(call);
-    answered.finish(call, true);
+    answered.finish(call, CallEnd::Ok);
     let entry = leader.complete(
         data,
         head.node_id.clone(),

@@ -8,6 +8,7 @@
 //! deadline that passes stops the node's work (the node stream is reset).
 
 use protocol::{Message, Trailer};
+use switchyard_core::CallEnd;
 
 use super::{Answered, Call, Caller, Failure};
 
@@ -39,26 +40,26 @@ pub(super) async fn relay(
     let copied = tokio::time::timeout_at(call.deadline.into(), copied).await;
     match copied {
         Ok(Ok(())) => {
-            answered.finish(call, true);
+            answered.finish(call, CallEnd::Ok);
             Ok(())
         }
         Ok(Err(Stop::Gone)) => {
             answered.cancel(crate::RESET_CLIENT_GONE);
-            answered.finish(call, false);
+            answered.finish(call, CallEnd::Abandoned);
             Err(Failure::Gone)
         }
         Ok(Err(Stop::Node(why))) => {
             answered.cancel(crate::RESET_NODE_LOST);
-            answered.finish(call, false);
+            answered.finish(call, CallEnd::Failed);
             Err(Failure::Cut(crate::RESET_NODE_LOST, why))
         }
         Ok(Err(Stop::Failed(e))) => {
-            answered.finish(call, false);
+            answered.finish(call, super::node_fault(&e));
             Err(Failure::Reply(e))
         }
         Err(_) => {
             answered.cancel(crate::RESET_TIMEOUT);
-            answered.finish(call, false);
+            answered.finish(call, CallEnd::Failed);
             Err(Failure::Cut(
                 crate::RESET_TIMEOUT,
                 format!("timeout while relaying the result ({} ms)", call.timeout_ms),
