@@ -16,6 +16,17 @@ fn plugin_path() -> PathBuf {
     path
 }
 
+/// The default engine with a pick deadline long enough for a loaded
+/// machine: these tests check what the plugin answers, not deadlines (the
+/// epoch ticker counts wall time, so a descheduled test thread could miss
+/// the default 5 ms; `sandbox_plugins.rs` tests the deadlines).
+fn patient() -> EngineConfig {
+    EngineConfig {
+        pick_deadline: std::time::Duration::from_secs(2),
+        ..EngineConfig::default()
+    }
+}
+
 fn request(service: &str) -> Request {
     Request {
         service: service.to_owned(),
@@ -56,7 +67,7 @@ fn route(decision: Decision) -> u32 {
 
 #[test]
 fn loads_and_cycles() -> Result<(), PolicyError> {
-    let engine = PolicyEngine::new(EngineConfig::default())?;
+    let engine = PolicyEngine::new(patient())?;
     let path = plugin_path();
     let policy = engine.load(&path, Arc::new(NoNodes))?;
     assert_eq!(policy.name(), "round-robin");
@@ -83,7 +94,7 @@ fn loads_and_cycles() -> Result<(), PolicyError> {
 
 #[test]
 fn services_have_independent_counters() -> Result<(), PolicyError> {
-    let engine = PolicyEngine::new(EngineConfig::default())?;
+    let engine = PolicyEngine::new(patient())?;
     let policy = engine.load(&plugin_path(), Arc::new(NoNodes))?;
     let cands = candidates(3);
     let pick = |svc: &str| policy.pick(&request(svc), &cands).map(route);
@@ -97,7 +108,7 @@ fn services_have_independent_counters() -> Result<(), PolicyError> {
 
 #[test]
 fn routes_stay_in_bounds_as_candidates_change() -> Result<(), PolicyError> {
-    let engine = PolicyEngine::new(EngineConfig::default())?;
+    let engine = PolicyEngine::new(patient())?;
     let policy = engine.load(&plugin_path(), Arc::new(NoNodes))?;
     for n in [1, 5, 2, 300, 3, 1, 7] {
         let cands = candidates(n);
@@ -143,7 +154,7 @@ fn concurrent_picks_share_one_counter() -> Result<(), PolicyError> {
 
 #[test]
 fn policy_outlives_engine() -> Result<(), PolicyError> {
-    let engine = PolicyEngine::new(EngineConfig::default())?;
+    let engine = PolicyEngine::new(patient())?;
     let policy = engine.load(&plugin_path(), Arc::new(NoNodes))?;
     drop(engine);
     assert_eq!(route(policy.pick(&request("svc"), &candidates(2))?), 0);
@@ -156,7 +167,7 @@ fn load_dir_reports_each_file_sorted() -> Result<(), Box<dyn std::error::Error>>
     std::fs::copy(plugin_path(), dir.path().join("b-round-robin.wasm"))?;
     std::fs::write(dir.path().join("a-junk.wasm"), b"not wasm")?;
     std::fs::write(dir.path().join("notes.txt"), b"ignored")?;
-    let engine = PolicyEngine::new(EngineConfig::default())?;
+    let engine = PolicyEngine::new(patient())?;
     let loaded = load_dir(&engine, dir.path(), Arc::new(NoNodes));
     assert_eq!(loaded.len(), 2);
     assert!(loaded[0].0.ends_with("a-junk.wasm"));
@@ -184,7 +195,7 @@ fn cache_dir_stores_compiled_code() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let engine = PolicyEngine::new(EngineConfig {
         cache_dir: Some(dir.path().to_path_buf()),
-        ..EngineConfig::default()
+        ..patient()
     })?;
     let policy = engine.load(&plugin_path(), Arc::new(NoNodes))?;
     assert_eq!(policy.name(), "round-robin");
@@ -207,7 +218,7 @@ fn walk(dir: &Path) -> std::io::Result<usize> {
 #[test]
 fn a_plugin_with_a_ranker_ranks_every_candidate() -> Result<(), PolicyError> {
     use switchyard_policy_host::types::Ranking;
-    let engine = PolicyEngine::new(EngineConfig::default())?;
+    let engine = PolicyEngine::new(patient())?;
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/least-request.wasm");
     let policy = engine.load(&path, Arc::new(NoNodes))?;
     assert!(policy.ranks());
