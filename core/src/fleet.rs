@@ -76,6 +76,10 @@ pub struct ServiceState {
     pub ejections: u32,
     /// Out of the service's candidates until then.
     pub ejected_until: Option<Instant>,
+    /// Whether the agent's active health check passes (true until a stats
+    /// report names the service unhealthy, and for a service without one):
+    /// an unhealthy service is no candidate for calls.
+    pub healthy: bool,
 }
 
 /// An exponentially weighted moving average of node times, ms.
@@ -132,6 +136,7 @@ impl Fleet {
                     consecutive_failures: 0,
                     ejections: 0,
                     ejected_until: None,
+                    healthy: true,
                 };
                 (s.name.clone(), state)
             })
@@ -225,12 +230,27 @@ impl Node {
     }
 
     /// Whether a new call of `service` can start here now: not draining,
-    /// loaded, not ejected, fewer than `max_concurrent` in flight.
+    /// loaded, not ejected, healthy, fewer than `max_concurrent` in flight.
     pub fn has_free_slot(&self, service: &str) -> bool {
         !self.draining
             && self.services.get(service).is_some_and(|s| {
-                s.loaded && s.ejected_until.is_none() && s.in_flight < s.max_concurrent
+                s.loaded && s.healthy && s.ejected_until.is_none() && s.in_flight < s.max_concurrent
             })
+    }
+
+    /// Takes a stats report's health verdicts: every service it names in
+    /// `unhealthy` is marked so, every other one healthy. Returns the
+    /// services that became healthy again (their queues may move).
+    pub fn set_health(&mut self, unhealthy: &[String]) -> Vec<String> {
+        let mut recovered = Vec::new();
+        for (name, state) in &mut self.services {
+            let healthy = !unhealthy.contains(name);
+            if healthy && !state.healthy {
+                recovered.push(name.clone());
+            }
+            state.healthy = healthy;
+        }
+        recovered
     }
 
     /// Whether the node is ejected from `service`'s candidates.
@@ -274,6 +294,7 @@ impl Node {
                 max_concurrent: s.max_concurrent,
                 latency_ms: s.latency.value_ms,
                 loaded: s.loaded,
+                healthy: s.healthy,
             })
             .collect();
         NodeView {

@@ -126,8 +126,13 @@ impl Core {
             Event::NodeDown { node } => self.node_down(node, now),
             Event::Stats { node, stats } => {
                 if let Some(n) = self.fleet.get_mut(node) {
+                    let recovered = n.set_health(&stats.unhealthy);
                     n.stats = Some(stats);
                     n.last_stats_at = now;
+                    // Calls queued while the service was unhealthy here.
+                    for service in recovered {
+                        self.kick(&service, now);
+                    }
                 }
             }
             Event::Drain { node, draining } => self.drain(node, draining, now),

@@ -12,6 +12,7 @@ use protocol::{CallHead, ErrorKind, NodeSpec, ServiceSpec, SlotSpec, SwapReport}
 
 use super::*;
 
+mod health;
 mod outlier;
 mod props;
 mod swaps;

@@ -80,6 +80,7 @@ pub(crate) async fn serve(
                 Ok(Ok(Some(Message::Stats(stats)))) => {
                     let stats = sanitize(stats);
                     crate::telemetry::record_stats(&node.spec.id, &stats);
+                    crate::telemetry::record_health(&node.spec, &stats.unhealthy);
                     metrics::gauge!("node_in_flight", "node" => node.spec.id.clone())
                         .set(f64::from(node.in_flight_total()));
                     shared.scheduler.stats(&node, stats);
@@ -152,6 +153,7 @@ fn sanitize(mut stats: NodeStats) -> NodeStats {
         gpu.power_w = finite(gpu.power_w);
     }
     stats.in_flight.truncate(protocol::limits::MAX_SERVICES);
+    stats.unhealthy.truncate(protocol::limits::MAX_SERVICES);
     stats
 }
 

@@ -104,6 +104,10 @@ fn describe() {
     describe_gauge!("gpu_temperature_celsius", "GPU temperature, °C.");
     describe_gauge!("gpu_power_watts", "GPU power draw, W.");
     describe_gauge!("connected_agents", "Node agents registered now.");
+    describe_gauge!(
+        "service_healthy",
+        "1 while a node's active health check of a service passes (or it has none), 0 while it fails, by node and service."
+    );
     describe_gauge!("connected_clients", "Client connections open now.");
     describe_counter!("swaps_started_total", "Swaps the gateway asked for.");
     describe_counter!(
@@ -218,6 +222,16 @@ pub fn record_stats(node: &str, stats: &NodeStats) {
         metrics::gauge!("gpu_temperature_celsius", "node" => n(), "gpu" => g())
             .set(f64::from(gpu.temperature_c));
         metrics::gauge!("gpu_power_watts", "node" => n(), "gpu" => g()).set(f64::from(gpu.power_w));
+    }
+}
+
+/// Sets `service_healthy{node,service}` for every service of `node`: 0 for
+/// those its latest stats name `unhealthy`, 1 for the rest.
+pub fn record_health(node: &protocol::NodeSpec, unhealthy: &[String]) {
+    for service in &node.services {
+        let healthy = !unhealthy.contains(&service.name);
+        metrics::gauge!("service_healthy", "node" => node.id.clone(), "service" => service.name.clone())
+            .set(if healthy { 1.0 } else { 0.0 });
     }
 }
 

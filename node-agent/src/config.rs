@@ -7,8 +7,13 @@ use serde::Deserialize;
 
 use crate::services::ServiceKind;
 
+mod health;
 mod swap;
 
+pub use health::{
+    DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_HEALTHY_THRESHOLD,
+    DEFAULT_UNHEALTHY_THRESHOLD, HealthCheck, MAX_HEALTH_MS,
+};
 pub use swap::{
     DEFAULT_LOAD_MS, DEFAULT_READY_TIMEOUT_S, MAX_READY_TIMEOUT_S, ReadyProbe, SlotConfig,
     SwapConfig,
@@ -136,6 +141,9 @@ pub struct ServiceConfig {
     /// `[services.swap]`, default none: the service is always loaded). A
     /// service with one must be in exactly one of [`AgentConfig::slots`].
     pub swap: Option<SwapConfig>,
+    /// Active health check of an `http` or `openai` service (TOML
+    /// `health_url` and friends, default none: always healthy).
+    pub health: Option<HealthCheck>,
 }
 
 impl ServiceConfig {
@@ -146,6 +154,7 @@ impl ServiceConfig {
             kind,
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             swap: None,
+            health: None,
         }
     }
 

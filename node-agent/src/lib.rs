@@ -33,14 +33,15 @@ pub mod backoff;
 pub mod cli;
 pub mod config;
 mod dispatch;
+pub mod health;
 pub mod services;
 mod session;
 mod slots;
 pub mod stats;
 
 pub use config::{
-    AgentConfig, ConfigError, EXAMPLE_CONFIG, ReadyProbe, ReconnectConfig, ServiceConfig,
-    SlotConfig, SwapConfig,
+    AgentConfig, ConfigError, EXAMPLE_CONFIG, HealthCheck, ReadyProbe, ReconnectConfig,
+    ServiceConfig, SlotConfig, SwapConfig,
 };
 pub use services::{CommandConfig, HttpConfig, ServiceError, ServiceKind, Services};
 pub use session::run;

@@ -17,6 +17,7 @@ use crate::AgentError;
 use crate::backoff::Backoff;
 use crate::config::{AgentConfig, ConfigError, split_host_port};
 use crate::dispatch::Dispatcher;
+use crate::health::HealthChecks;
 use crate::services::Services;
 use crate::slots::{Reports, Slots};
 use crate::stats::StatsCollector;
@@ -55,6 +56,9 @@ pub async fn run(
         Services::with_slots(&config.services, &config.slots).map_err(AgentError::Services)?;
     let (slots, mut reports) =
         Slots::new(&config, services.clone()).map_err(AgentError::Services)?;
+    // Active health checks probe until `run` returns (the set drops).
+    let health = HealthChecks::new(&config.services);
+    let _probes = health.spawn(&crate::services::http_client().map_err(AgentError::Services)?);
     let stats = tokio::task::spawn_blocking(StatsCollector::new)
         .await
         .unwrap_or_default();
@@ -65,6 +69,7 @@ pub async fn run(
         },
         slots,
         stats: Arc::new(Mutex::new(stats)),
+        health,
         endpoint: None,
         config,
     };
@@ -198,6 +203,8 @@ struct Agent {
     dispatcher: Dispatcher,
     slots: Slots,
     stats: Arc<Mutex<StatsCollector>>,
+    /// Active health checks' verdicts, sent in every stats report.
+    health: HealthChecks,
     /// The client endpoint, made for the address family it was first
     /// needed for (IPv6 or not).
     endpoint: Option<(bool, quinn::Endpoint)>,
@@ -380,6 +387,7 @@ impl Agent {
         .await
         .unwrap_or_default();
         stats.in_flight = self.dispatcher.services.in_flight();
+        stats.unhealthy = self.health.unhealthy();
         stats
     }
 }

@@ -279,6 +279,7 @@ mod tests {
                         ..GpuStats::default()
                     }],
                     in_flight: vec![("svc".into(), 3)],
+                    unhealthy: vec!["svc".into()],
                 })),
             (text).prop_map(|m| Message::Error(CallError {
                 kind: ErrorKind::ServiceFailed,

@@ -84,6 +84,11 @@ pub struct NodeStats {
     pub gpus: Vec<GpuStats>,
     /// Calls in flight per service, as the agent counts them.
     pub in_flight: Vec<(String, u32)>,
+    /// Services whose active health check fails now (the agent probes an
+    /// `http`/`openai` service's `health_url`); the gateway offers no call
+    /// of them to this node until a later report leaves them out. Empty
+    /// when every service is healthy or none is checked.
+    pub unhealthy: Vec<String>,
 }
 
 /// One GPU's figures, from NVML.
@@ -143,6 +148,9 @@ pub struct ServiceView {
     /// Whether calls can run on it now (false for a service of a slot that
     /// holds another one).
     pub loaded: bool,
+    /// Whether the agent's active health check passes (true for a service
+    /// without one); an unhealthy service takes no calls here.
+    pub healthy: bool,
 }
 
 /// One swappable slot as the gateway sees it.

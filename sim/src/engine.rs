@@ -565,6 +565,7 @@ impl Sim {
                     mem_total_mib: 0,
                     gpus,
                     in_flight: Vec::new(),
+                    unhealthy: Vec::new(),
                 },
             });
         }

@@ -8,6 +8,7 @@ mod admin_http;
 mod cache;
 mod common;
 mod fleet;
+mod health;
 mod hot_swap;
 mod ingress;
 mod malformed;

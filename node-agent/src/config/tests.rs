@@ -246,3 +246,29 @@ fn call_streams_are_the_slots_plus_room() {
         u32::MAX
     );
 }
+
+#[test]
+fn health_checks_parse_with_defaults_and_apply_to_http_kinds_only() {
+    let config = AgentConfig::from_toml_str(&with_service(
+        "name = \"x\"\nkind = \"http\"\nurl = \"http://127.0.0.1:1/\"\nhealth_url = \"http://127.0.0.1:1/health\"\nhealth_interval_ms = 250",
+    ))
+    .expect("parse");
+    let check = config.services[0].health.clone().expect("a health check");
+    assert_eq!(check.url, "http://127.0.0.1:1/health");
+    assert_eq!(check.interval_ms, 250);
+    assert_eq!(check.timeout_ms, crate::config::DEFAULT_HEALTH_TIMEOUT_MS);
+    assert_eq!(check.healthy_threshold, 2);
+    assert_eq!(check.unhealthy_threshold, 2);
+    let err = invalid(&with_service(
+        "name = \"x\"\nkind = \"echo\"\nhealth_url = \"http://a/health\"",
+    ));
+    assert!(err.contains("`health_url` does not apply"), "{err}");
+    let err = invalid(&with_service(
+        "name = \"x\"\nkind = \"http\"\nurl = \"http://a/\"\nhealth_interval_ms = 5",
+    ));
+    assert!(err.contains("need health_url"), "{err}");
+    let err = invalid(&with_service(
+        "name = \"x\"\nkind = \"openai\"\nbase_url = \"http://a/v1\"\nhealth_url = \"http://a/health\"\nhealthy_threshold = 0",
+    ));
+    assert!(err.contains("threshold"), "{err}");
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{DEFAULT_MAX_CONCURRENT, ServiceConfig, SwapConfig};
+use crate::config::{DEFAULT_MAX_CONCURRENT, HealthCheck, ServiceConfig, SwapConfig};
 
 /// Default bound on a command's stdout or an HTTP response body, bytes
 /// (16 MiB).
@@ -193,6 +193,11 @@ pub(crate) struct RawService {
     base_url: Option<String>,
     api_key: Option<String>,
     swap: Option<SwapConfig>,
+    health_url: Option<String>,
+    health_interval_ms: Option<u64>,
+    health_timeout_ms: Option<u64>,
+    healthy_threshold: Option<u32>,
+    unhealthy_threshold: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -206,6 +211,15 @@ enum RawKind {
     Sleep,
     SumUp,
 }
+
+/// The health check keys, which only `http` and `openai` services take.
+const HEALTH_KEYS: [&str; 5] = [
+    "health_url",
+    "health_interval_ms",
+    "health_timeout_ms",
+    "healthy_threshold",
+    "unhealthy_threshold",
+];
 
 impl RawKind {
     /// The kind's TOML name.
@@ -224,8 +238,26 @@ impl RawKind {
     fn keys(self) -> &'static [&'static str] {
         match self {
             Self::Command => &["command", "env", "cwd", "max_output_bytes"],
-            Self::Http => &["url", "content_type", "max_output_bytes"],
-            Self::OpenAi => &["base_url", "api_key", "max_output_bytes"],
+            Self::Http => &[
+                "url",
+                "content_type",
+                "max_output_bytes",
+                HEALTH_KEYS[0],
+                HEALTH_KEYS[1],
+                HEALTH_KEYS[2],
+                HEALTH_KEYS[3],
+                HEALTH_KEYS[4],
+            ],
+            Self::OpenAi => &[
+                "base_url",
+                "api_key",
+                "max_output_bytes",
+                HEALTH_KEYS[0],
+                HEALTH_KEYS[1],
+                HEALTH_KEYS[2],
+                HEALTH_KEYS[3],
+                HEALTH_KEYS[4],
+            ],
             Self::Echo | Self::Sleep | Self::SumUp => &[],
         }
     }
@@ -233,8 +265,13 @@ impl RawKind {
 
 impl RawService {
     /// Every kind-specific key and whether the entry sets it.
-    fn set_keys(&self) -> [(&'static str, bool); 8] {
+    fn set_keys(&self) -> [(&'static str, bool); 13] {
         [
+            (HEALTH_KEYS[0], self.health_url.is_some()),
+            (HEALTH_KEYS[1], self.health_interval_ms.is_some()),
+            (HEALTH_KEYS[2], self.health_timeout_ms.is_some()),
+            (HEALTH_KEYS[3], self.healthy_threshold.is_some()),
+            (HEALTH_KEYS[4], self.unhealthy_threshold.is_some()),
             ("command", self.command.is_some()),
             ("env", self.env.is_some()),
             ("cwd", self.cwd.is_some()),
@@ -263,6 +300,14 @@ impl TryFrom<RawService> for ServiceConfig {
             ));
         }
         let name = raw.name;
+        let health = HealthCheck::from_keys(
+            raw.health_url,
+            raw.health_interval_ms,
+            raw.health_timeout_ms,
+            raw.healthy_threshold,
+            raw.unhealthy_threshold,
+        )
+        .map_err(|e| format!("service {name}: {e}"))?;
         let max_output_bytes = raw.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES);
         let kind = match raw.kind {
             RawKind::Command => {
@@ -313,6 +358,7 @@ impl TryFrom<RawService> for ServiceConfig {
             kind,
             max_concurrent: raw.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT),
             swap: raw.swap,
+            health,
         })
     }
 }
