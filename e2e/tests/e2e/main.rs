@@ -6,6 +6,7 @@
 
 mod admin_http;
 mod cache;
+mod chaos;
 mod common;
 mod fleet;
 mod health;

@@ -1,0 +1,385 @@
+//! What the chaos scenarios share: taking turns, hard time limits, timed
+//! calls and their classification, figures, and real gateway and agent
+//! processes to kill, stop and measure.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use client::{CallOptions, Client, ClientConfig, ClientError};
+
+use crate::common::{ADMIN, TOKEN, plugins_dir};
+
+/// Scenarios take turns: each measures the fleet it faults, not another
+/// scenario's load.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How long past its deadline a call may take before it counts as hung.
+///
+/// A gateway that dies cannot time its calls out, and until the SDK ends a
+/// call at its own deadline (issue 10, section 1) a call on a dead gateway
+/// ends when QUIC's idle timeout (10 s, `transport::EndpointConfig`) closes
+/// the connection: 10 s plus slack for a loaded machine. Tighten to a few
+/// hundred ms once the SDK enforces deadlines itself.
+pub const GRACE: Duration = Duration::from_secs(12);
+
+/// Runs `body` as scenario `name`: after the scenarios before it, within
+/// `limit` (a hard timeout: past it the scenario fails).
+pub async fn scenario(name: &str, limit: Duration, body: impl Future<Output = ()>) {
+    let _turn = SERIAL.lock().await;
+    eprintln!("chaos {name}: start (limit {limit:?})");
+    let start = Instant::now();
+    if tokio::time::timeout(limit, body).await.is_err() {
+        panic!("chaos {name}: still running after its hard limit of {limit:?}");
+    }
+    eprintln!(
+        "chaos {name}: done in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+}
+
+/// How one call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A result, from the node named.
+    Ok(String),
+    /// A typed error: the gateway's kind (`node lost`, `timeout`,
+    /// `overloaded`...), `connection lost` or `connect`.
+    Typed(String),
+    /// An error that is not typed (a protocol or configuration error): a bug.
+    Untyped(String),
+    /// Still running past its deadline plus [`GRACE`]: a bug.
+    Hung,
+}
+
+/// One call: when it started (since the scenario's start), how long it
+/// took, how it ended.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub at: Duration,
+    pub took: Duration,
+    pub outcome: Outcome,
+}
+
+impl Record {
+    pub fn ok(&self) -> bool {
+        matches!(self.outcome, Outcome::Ok(_))
+    }
+
+    pub fn node(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Ok(node) => Some(node),
+            _ => None,
+        }
+    }
+
+    pub fn kind(&self) -> &str {
+        match &self.outcome {
+            Outcome::Ok(_) => "ok",
+            Outcome::Typed(kind) => kind,
+            Outcome::Untyped(_) => "untyped",
+            Outcome::Hung => "hung",
+        }
+    }
+}
+
+/// The typed name of an SDK error, or `Untyped` for one that has none.
+pub fn classify(e: &ClientError) -> Outcome {
+    match (e, e.kind()) {
+        (_, Some(kind)) => Outcome::Typed(kind.to_string()),
+        (ClientError::Io(_), None) => Outcome::Typed("connection lost".into()),
+        (ClientError::Connect(_), None) => Outcome::Typed("connect".into()),
+        _ => Outcome::Untyped(e.to_string()),
+    }
+}
+
+/// Makes one call with `timeout`, bounded by `timeout` + [`GRACE`];
+/// `t0` is the scenario's start.
+pub async fn timed_call(
+    client: &Client,
+    service: &str,
+    payload: impl Into<bytes::Bytes>,
+    timeout: Duration,
+    t0: Instant,
+) -> Record {
+    let start = Instant::now();
+    let call = client.call(service, payload, CallOptions::default().timeout(timeout));
+    let outcome = match tokio::time::timeout(timeout + GRACE, call).await {
+        Ok(Ok(result)) => Outcome::Ok(result.node_id),
+        Ok(Err(e)) => classify(&e),
+        Err(_) => Outcome::Hung,
+    };
+    Record {
+        at: start.duration_since(t0),
+        took: start.elapsed(),
+        outcome,
+    }
+}
+
+/// The `p`-th percentile (0..=100) of `values`, nearest rank; zero when
+/// empty.
+pub fn percentile(values: &[Duration], p: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Milliseconds with one decimal, for figures.
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Prints `records`' figures under `label`: calls, results, failures by
+/// kind, latency p50/p99 of results and of failures, the longest call.
+pub fn print_figures(label: &str, records: &[Record]) {
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut nodes: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in records {
+        *kinds.entry(r.kind()).or_default() += 1;
+        if let Some(node) = r.node() {
+            *nodes.entry(node).or_default() += 1;
+        }
+    }
+    let ok: Vec<Duration> = records.iter().filter(|r| r.ok()).map(|r| r.took).collect();
+    let failed: Vec<Duration> = records.iter().filter(|r| !r.ok()).map(|r| r.took).collect();
+    let longest = records.iter().map(|r| r.took).max().unwrap_or_default();
+    eprintln!(
+        "chaos {label}: {} calls, {} served {nodes:?}, outcomes {kinds:?}; served p50 {} p99 {}; failed p50 {} p99 {}; longest {}",
+        records.len(),
+        ok.len(),
+        ms(percentile(&ok, 50.0)),
+        ms(percentile(&ok, 99.0)),
+        ms(percentile(&failed, 50.0)),
+        ms(percentile(&failed, 99.0)),
+        ms(longest),
+    );
+}
+
+/// Asserts that every call ended with a result or a typed error within its
+/// bound (none hung, none untyped).
+pub fn assert_all_ended_typed(label: &str, records: &[Record]) {
+    let bad: Vec<&Record> = records
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Untyped(_) | Outcome::Hung))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "chaos {label}: {} of {} calls hung or failed untyped, e.g. {:?}",
+        bad.len(),
+        records.len(),
+        &bad[..bad.len().min(5)]
+    );
+}
+
+/// A real process the scenario kills, stops or measures; killed (SIGKILL)
+/// when dropped.
+pub struct Process {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// kill -9, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`...) with `kill(1)`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill -{signal} {}", self.pid());
+    }
+
+    /// Resident memory, KiB (`VmRSS` of `/proc/PID/status`).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts a real agent process `id` dialing `gateway` (trusting `ca`) with
+/// stats every `stats_ms` and the `[[services]]` of `services`.
+pub fn agent_process(
+    dir: &Path,
+    id: &str,
+    gateway: SocketAddr,
+    ca: &Path,
+    stats_ms: u32,
+    services: &str,
+) -> Process {
+    let config = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "gateway = \"{gateway}\"\nca = {ca:?}\ntoken = {TOKEN:?}\nnode_id = {id:?}\nstats_interval_ms = {stats_ms}\n\
+             [reconnect]\ninitial_ms = 50\nmax_ms = 200\n{services}"
+        ),
+    )
+    .unwrap();
+    let log = dir.join(format!("{id}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard-e2e-agent"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("agent process starts");
+    Process {
+        name: id.into(),
+        child,
+        log,
+    }
+}
+
+/// A real gateway process (`switchyard-e2e-gateway`) on loopback ports of
+/// its own.
+pub struct GatewayProcess {
+    pub process: Process,
+    /// QUIC address, for clients and agents.
+    pub addr: SocketAddr,
+    /// Admin HTTP address (`/metrics`).
+    pub admin: SocketAddr,
+    pub data_dir: PathBuf,
+    /// The CA agents and clients trust.
+    pub ca: PathBuf,
+}
+
+/// A port free on loopback now (bound, then released) for UDP or TCP.
+fn free_port(udp: bool) -> u16 {
+    if udp {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().port()
+    } else {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().port()
+    }
+}
+
+impl GatewayProcess {
+    /// Starts gateway `name` with its data in `dir/name`, the built plugins,
+    /// and `tables` (TOML tables such as `[queue]`) appended to its config;
+    /// with `tls_of`, it serves that gateway's certificate (so one CA covers
+    /// both). Waits until a client can connect.
+    pub async fn start(dir: &Path, name: &str, tables: &str, tls_of: Option<&Self>) -> Self {
+        let data_dir = dir.join(name);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port(true)).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
+        let tls = match tls_of {
+            Some(other) => format!(
+                "[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n",
+                other.data_dir.join("cert.pem"),
+                other.data_dir.join("key.pem"),
+                other.ca,
+            ),
+            None => String::new(),
+        };
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"{addr}\"\nadmin_listen = \"{admin}\"\ndata_dir = {data_dir:?}\n\
+                 plugins_dir = {:?}\nagent_token = {TOKEN:?}\nadmin_token = {ADMIN:?}\n\
+                 pick_deadline_ms = 250\nseed = 7\n[http]\nlisten = \"{http}\"\n{tls}{tables}\n",
+                plugins_dir(),
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard-e2e-gateway"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("gateway process starts");
+        let ca = tls_of.map_or_else(|| data_dir.join("ca.pem"), |o| o.ca.clone());
+        let gateway = Self {
+            process: Process {
+                name: name.into(),
+                child,
+                log,
+            },
+            addr,
+            admin,
+            data_dir,
+            ca,
+        };
+        let start = Instant::now();
+        loop {
+            if gateway.ca.exists() {
+                let config = ClientConfig::new(addr.to_string(), gateway.ca.clone())
+                    .with_connect_timeout(Duration::from_millis(500));
+                if let Ok(client) = Client::connect(config).await {
+                    client.close().await;
+                    return gateway;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "gateway {name} did not come up: {}",
+                gateway.process.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A client of this gateway alone, with `pool_size` connections.
+    pub async fn client(&self, pool_size: usize) -> Client {
+        Client::connect(
+            ClientConfig::new(self.addr.to_string(), self.ca.clone()).with_pool_size(pool_size),
+        )
+        .await
+        .expect("client connects")
+    }
+
+    /// Waits until `n` nodes are registered, as `client` lists them.
+    pub async fn wait_nodes(&self, client: &Client, n: usize) {
+        let start = Instant::now();
+        loop {
+            let have = client.nodes().await.map(|v| v.len()).unwrap_or(0);
+            if have == n {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "gateway {}: expected {n} nodes, have {have}",
+                self.process.name
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
