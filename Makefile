@@ -12,6 +12,9 @@
 #   make bench-stream  streamed chat completions, direct vs through the
 #                gateway (HTTP ingress, QUIC SDK): time to first chunk and
 #                chunks/s per stream, p50 and p99, 1 and 64 streams
+#   make chaos   the chaos suite (part of make test): kill -9 an agent, SIGSTOP
+#                one, a lossy/partitioned link, 10x overload, 100 policy
+#                hot-swaps, kill -9 a gateway; each prints its figures (~2 min)
 #   make sim     the simulator's reproductions of published results
 #                (sim/README.md): release build, then every reproduction at
 #                full length, measured beside published, PASS or FAIL
@@ -23,7 +26,7 @@
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build demo test lint core-deps toolchain bench bench-pool bench-stream sim clean setup venv
+.PHONY: all build demo test lint core-deps toolchain bench bench-pool bench-stream sim chaos clean setup venv
 
 # Programs the end-to-end tests use, from Debian's packages: a real headless
 # browser for the dashboard test, promtool for `/metrics`, curl for the HTTP
@@ -86,6 +89,11 @@ $(VENV)/.installed: $(PY_REQUIREMENTS)
 
 test: setup plugins lint plugins-test
 	$(CARGO) test --workspace
+
+# The chaos scenarios of the end-to-end suite (e2e/tests/e2e/chaos/), with
+# their figures shown; `make test` runs them with the rest of the suite.
+chaos: plugins
+	$(CARGO) test -p switchyard-e2e --test e2e chaos:: -- --nocapture
 
 bench: plugins
 	$(CARGO) bench -p switchyard-policy-host --bench pick

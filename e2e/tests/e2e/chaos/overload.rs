@@ -63,7 +63,7 @@ async fn overload_at_10x_capacity_is_rejected_fast_and_recovers() {
                 timed_call(&client, "work", payload, TIMEOUT, t0).await
             }));
             sent += 1;
-            if sent % 50 == 0 {
+            if sent.is_multiple_of(50) {
                 rss_peak = rss_peak.max(gateway.process.rss_kib().unwrap_or(0));
             }
         }

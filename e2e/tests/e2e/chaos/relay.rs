@@ -135,14 +135,17 @@ async fn forward(down: Arc<UdpSocket>, target: SocketAddr, shared: Arc<Shared>) 
         let Ok((n, from)) = down.recv_from(&mut buf).await else {
             continue;
         };
-        if !peers.contains_key(&from) {
-            let up = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-            up.connect(target).await.unwrap();
-            backs.spawn(backward(up.clone(), down.clone(), from, shared.clone()));
-            peers.insert(from, up);
-        }
-        let up = &peers[&from];
-        pass(&shared, up, None, buf[..n].to_vec());
+        let up = match peers.get(&from) {
+            Some(up) => up.clone(),
+            None => {
+                let up = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                up.connect(target).await.unwrap();
+                backs.spawn(backward(up.clone(), down.clone(), from, shared.clone()));
+                peers.insert(from, up.clone());
+                up
+            }
+        };
+        pass(&shared, &up, None, buf[..n].to_vec());
     }
 }
 
