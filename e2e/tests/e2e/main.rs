@@ -2,7 +2,8 @@
 //! otherwise link its own copy of wasmtime, hundreds of MiB each), with one
 //! module per area. Real QUIC on loopback, an in-process gateway, agents in
 //! process (real agent processes where a test kills one or watches it exit),
-//! real compiled plugins; `common` is the fleet harness they share.
+//! real compiled plugins; `common` is the fleet harness they share. `chaos`
+//! is the chaos suite (`make chaos`), with real gateway and agent processes.
 
 mod admin_http;
 mod cache;
