@@ -41,9 +41,10 @@ pub fn nodes(nodes: &[NodeView]) -> String {
             .iter()
             .map(|s| {
                 format!(
-                    "{}{}({}/{}, {:.1})",
+                    "{}{}{}({}/{}, {:.1})",
                     s.name,
                     if s.loaded { "" } else { "[not loaded]" },
+                    if s.healthy { "" } else { "[unhealthy]" },
                     s.in_flight,
                     s.max_concurrent,
                     s.latency_ms
