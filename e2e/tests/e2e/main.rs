@@ -18,3 +18,4 @@ mod queue;
 mod services;
 mod streaming;
 mod swap;
+mod wire_versions;
