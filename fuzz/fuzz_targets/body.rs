@@ -24,7 +24,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Decoded::Frame { message, consumed }) = codec.decode(&frame) {
         assert_eq!(consumed, frame.len());
         assert_eq!(message.kind(), kind);
-        let bytes = codec.encode_to_vec(&message).expect("a decoded message encodes");
-        assert!(codec.decode(&bytes).is_ok(), "re-encoded {kind:?} does not decode");
+        let bytes = codec
+            .encode_to_vec(&message)
+            .expect("a decoded message encodes");
+        assert!(
+            codec.decode(&bytes).is_ok(),
+            "re-encoded {kind:?} does not decode"
+        );
     }
 });

@@ -18,7 +18,9 @@ fuzz_target!(|data: &[u8]| {
     let codec = Codec::new(MAX_FRAME_LEN).with_version(version);
     // A stream of frames, as a receiver reads them.
     while let Ok(Decoded::Frame { message, consumed }) = codec.decode(rest) {
-        let bytes = codec.encode_to_vec(&message).expect("a decoded message encodes");
+        let bytes = codec
+            .encode_to_vec(&message)
+            .expect("a decoded message encodes");
         match codec.decode(&bytes) {
             Ok(Decoded::Frame { message: again, .. }) => {
                 // NaN floats never compare equal; compare their encodings.

@@ -184,3 +184,59 @@ fn v1_bodies_stay_postcard_and_v2_bodies_are_cbor_maps() {
     assert_eq!(bytes[0], 2);
     assert_eq!(bytes[8] & 0xe0, 0xa0, "a CBOR map");
 }
+
+/// The rule for adding a field (ARCHITECTURE.md, "Evolving the wire"),
+/// exactly as written there: `#[serde(skip)] #[cbor(n(N), default)]`.
+mod adding_a_field {
+    use minicbor::{Decode, Encode};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+    #[cbor(map)]
+    struct Before {
+        #[n(0)]
+        node_id: String,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+    #[cbor(map)]
+    struct After {
+        #[n(0)]
+        node_id: String,
+        #[serde(skip)]
+        #[cbor(n(1), default)]
+        attempts: u32,
+    }
+
+    #[test]
+    fn v1_bytes_do_not_change_and_v2_peers_of_either_side_agree() {
+        let before = Before {
+            node_id: "n1".into(),
+        };
+        let after = After {
+            node_id: "n1".into(),
+            attempts: 3,
+        };
+        // v1: the same bytes as before the field; read back, the default.
+        let v1 = postcard::to_stdvec(&after).unwrap();
+        assert_eq!(v1, postcard::to_stdvec(&before).unwrap());
+        let read: After = postcard::from_bytes(&v1).unwrap();
+        assert_eq!(read.attempts, 0);
+        // v2: an older peer skips the new field...
+        let v2 = minicbor::to_vec(&after).unwrap();
+        let old: Before = minicbor::decode(&v2).unwrap();
+        assert_eq!(old, before);
+        // ...and a newer one reads an older body with the default.
+        let new: After = minicbor::decode(&minicbor::to_vec(&before).unwrap()).unwrap();
+        assert_eq!(
+            new,
+            After {
+                node_id: "n1".into(),
+                attempts: 0
+            }
+        );
+        // A newer peer's value arrives.
+        let back: After = minicbor::decode(&v2).unwrap();
+        assert_eq!(back, after);
+    }
+}
