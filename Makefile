@@ -15,6 +15,8 @@
 #   make chaos   the chaos suite (part of make test): kill -9 an agent, SIGSTOP
 #                one, a lossy/partitioned link, 10x overload, 100 policy
 #                hot-swaps, kill -9 a gateway; each prints its figures (~2 min)
+#   make fuzz    coverage-guided fuzzing of the wire codec (cargo-fuzz),
+#                FUZZ_SECONDS (default 60) per target
 #   make sim     the simulator's reproductions of published results
 #                (sim/README.md): release build, then every reproduction at
 #                full length, measured beside published, PASS or FAIL
@@ -26,7 +28,7 @@
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build demo test lint core-deps toolchain bench bench-pool bench-stream sim chaos clean setup venv
+.PHONY: all build demo test lint core-deps toolchain bench bench-pool bench-stream sim chaos clean setup venv fuzz
 
 # Programs the end-to-end tests use, from Debian's packages: a real headless
 # browser for the dashboard test, promtool for `/metrics`, curl for the HTTP
@@ -99,6 +101,22 @@ bench: plugins
 	$(CARGO) bench -p switchyard-policy-host --bench pick
 	$(CARGO) bench -p switchyard-e2e --bench pool
 	$(CARGO) bench -p switchyard-e2e --bench stream
+
+# Coverage-guided fuzzing of the wire codec (fuzz/, cargo-fuzz and libFuzzer
+# on the stable toolchain with RUSTC_BOOTSTRAP): each target runs
+# FUZZ_SECONDS (default 60) from the checked-in seeds in fuzz/corpus/, its
+# new inputs kept under fuzz/target/corpus/. A crash fails the run and its
+# input lands in fuzz/artifacts/. Builds in ~2 min on 2 cores; `make test`
+# runs the deterministic mutation harness instead (protocol/tests/mutate.rs).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := frame body
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/corpus/$$t && \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t target/corpus/$$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -malloc_limit_mb=128 -rss_limit_mb=2048 || exit 1; \
+	done
 
 bench-pool: plugins
 	$(CARGO) bench -p switchyard-e2e --bench pool

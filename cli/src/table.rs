@@ -44,7 +44,7 @@ pub fn nodes(nodes: &[NodeView]) -> String {
                     "{}{}{}({}/{}, {:.1})",
                     s.name,
                     if s.loaded { "" } else { "[not loaded]" },
-                    if s.healthy { "" } else { "[unhealthy]" },
+                    if s.unhealthy { "[unhealthy]" } else { "" },
                     s.in_flight,
                     s.max_concurrent,
                     s.latency_ms

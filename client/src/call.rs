@@ -13,7 +13,7 @@ use crate::pool::PooledRecv;
 use crate::{Client, ClientError, unexpected};
 
 /// Stream reset code the SDK cancels a call with (its stream was dropped).
-pub const RESET_CANCELLED: u32 = 0;
+pub const RESET_CANCELLED: u32 = protocol::codes::reset::CANCELLED;
 
 /// Per-call options.
 #[derive(Debug, Clone, PartialEq, Eq)]

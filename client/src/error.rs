@@ -44,8 +44,7 @@ impl ClientError {
     pub fn kind(&self) -> Option<ErrorKind> {
         match self {
             Self::Call { kind, .. } => Some(*kind),
-            Self::Io(IoError::Reset(1)) => Some(ErrorKind::Timeout),
-            Self::Io(IoError::Reset(2)) => Some(ErrorKind::NodeLost),
+            Self::Io(IoError::Reset(code)) => protocol::codes::reset::error_kind(*code),
             _ => None,
         }
     }

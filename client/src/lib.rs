@@ -53,6 +53,11 @@ pub struct ClientConfig {
     /// none: anonymous, which a gateway accepts only when it has no
     /// tenants). Never logged.
     pub api_key: Option<String>,
+    /// Newest wire version offered to the gateway (default 2,
+    /// `switchyard/2`, with `switchyard/1` offered too): each connection
+    /// speaks the one the gateway picks. `1` speaks only the first
+    /// release's format.
+    pub max_wire_version: protocol::WireVersion,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -65,6 +70,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("max_result_bytes", &self.max_result_bytes)
             .field("pool", &self.pool)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("max_wire_version", &self.max_wire_version)
             .finish()
     }
 }
@@ -80,7 +86,15 @@ impl ClientConfig {
             max_result_bytes: u64::from(protocol::DEFAULT_MAX_FRAME_LEN),
             pool: PoolConfig::default(),
             api_key: None,
+            max_wire_version: protocol::WireVersion::LATEST,
         }
+    }
+
+    /// The same configuration offering wire versions up to `version` only.
+    #[must_use]
+    pub fn with_max_wire_version(mut self, version: protocol::WireVersion) -> Self {
+        self.max_wire_version = version;
+        self
     }
 }
 

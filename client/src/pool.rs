@@ -56,6 +56,7 @@ pub(crate) struct Pool {
     config: PoolConfig,
     server_name: String,
     ca: PathBuf,
+    max_wire_version: protocol::WireVersion,
     gateways: Vec<Gateway>,
     endpoints: Mutex<Endpoints>,
     next_id: AtomicU64,
@@ -196,6 +197,7 @@ impl Pool {
             config: pool,
             server_name: config.server_name.clone(),
             ca: config.ca.clone(),
+            max_wire_version: config.max_wire_version,
             gateways: config
                 .gateways()
                 .map(|address| Gateway {
@@ -468,7 +470,11 @@ impl Pool {
         if let Some(endpoint) = slot {
             return Ok(endpoint.clone());
         }
-        let endpoint = transport::client_endpoint(&self.ca, peer, &EndpointConfig::default())
+        let limits = EndpointConfig {
+            max_wire_version: self.max_wire_version,
+            ..EndpointConfig::default()
+        };
+        let endpoint = transport::client_endpoint(&self.ca, peer, &limits)
             .map_err(|e| ClientError::Config(e.to_string()))?;
         *slot = Some(endpoint.clone());
         Ok(endpoint)
@@ -599,7 +605,8 @@ impl Pool {
             let connections = std::mem::take(&mut gateway.lock().connections);
             for conn in connections {
                 conn.permits.close();
-                conn.connection.close(0u32.into(), b"client closed");
+                conn.connection
+                    .close(protocol::codes::close::NORMAL.into(), b"client closed");
             }
         }
         let endpoints: Vec<quinn::Endpoint> = {

@@ -294,7 +294,7 @@ impl Node {
                 max_concurrent: s.max_concurrent,
                 latency_ms: s.latency.value_ms,
                 loaded: s.loaded,
-                healthy: s.healthy,
+                unhealthy: !s.healthy,
             })
             .collect();
         NodeView {

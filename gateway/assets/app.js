@@ -64,7 +64,7 @@ function renderNodes(snap) {
     }
     const svcs = el("div");
     for (const v of n.services) {
-      svcs.append(el("span", { class: `svc${v.loaded ? "" : " unloaded"}${v.healthy === false ? " unhealthy" : ""}`, title: `${v.in_flight}/${v.max_concurrent} in flight, ${v.latency_ms.toFixed(1)} ms${v.healthy === false ? ", failing its health check: no calls" : ""}`, text: `${v.name} ${v.in_flight}/${v.max_concurrent}${v.healthy === false ? " unhealthy" : ""}` }));
+      svcs.append(el("span", { class: `svc${v.loaded ? "" : " unloaded"}${v.unhealthy ? " unhealthy" : ""}`, title: `${v.in_flight}/${v.max_concurrent} in flight, ${v.latency_ms.toFixed(1)} ms${v.unhealthy ? ", failing its health check: no calls" : ""}`, text: `${v.name} ${v.in_flight}/${v.max_concurrent}${v.unhealthy ? " unhealthy" : ""}` }));
     }
     card.append(svcs);
     for (const slot of n.slots) {

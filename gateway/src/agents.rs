@@ -30,6 +30,7 @@ pub(crate) async fn serve(
     mut recv: FramedRecv,
 ) {
     let remote = connection.remote_address();
+    let wire = transport::wire_version(&connection);
     let refusal = if !crate::token_matches(&register.token, &shared.agent_token) {
         Some("wrong agent token".to_string())
     } else {
@@ -62,6 +63,7 @@ pub(crate) async fn serve(
         node = %node.spec.id,
         key = node.key,
         %remote,
+        %wire,
         services = ?node.spec.services.iter().map(|s| &s.name).collect::<Vec<_>>(),
         slots = ?node.spec.slots.iter().map(|s| (&s.name, &s.loaded)).collect::<Vec<_>>(),
         "node registered"

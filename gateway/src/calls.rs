@@ -72,7 +72,7 @@ pub(crate) async fn serve(
         Err(Failure::Reply(error)) => {
             tracing::debug!(call_id, %service, kind = %error.kind, message = %error.message, "call failed");
             // Stop the client's upload if it is still sending (oversized payload).
-            recv.stop(0);
+            recv.stop(protocol::codes::reset::CANCELLED);
             let _ = send.send(&Message::Error(error)).await;
         }
         Err(Failure::Gone) => {

@@ -15,6 +15,11 @@ use crate::tenants::TenantConfig;
 pub struct GatewayConfig {
     /// QUIC listen address (default `127.0.0.1:4433`; port 0 picks a free one).
     pub listen: SocketAddr,
+    /// Newest wire version accepted from agents and clients (default 2):
+    /// the QUIC handshake picks `switchyard/2` when the peer offers it,
+    /// else `switchyard/1` (the first release's format). `1` speaks only
+    /// the first release's format.
+    pub max_wire_version: protocol::WireVersion,
     /// Admin HTTP address: `/metrics`, `/api`, the dashboard (default
     /// `127.0.0.1:9090`; port 0 picks a free one).
     pub admin_listen: SocketAddr,
@@ -300,6 +305,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            max_wire_version: protocol::WireVersion::LATEST,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             admin_enabled: true,
             data_dir: default_data_dir(),

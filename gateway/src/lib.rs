@@ -32,20 +32,22 @@ use std::sync::atomic::AtomicU64;
 pub use config::{ConfigError, GatewayConfig};
 pub use server::Gateway;
 
+// The codes are defined once, in `protocol::codes`; these names stay for
+// the gateway's code and its users.
 /// Connection close code: the agent's registration was refused.
-pub const CLOSE_REFUSED: u32 = 2;
+pub const CLOSE_REFUSED: u32 = protocol::codes::close::REFUSED;
 /// Connection close code: the node missed its stats or its stream closed.
-pub const CLOSE_STATS_MISSED: u32 = 3;
+pub const CLOSE_STATS_MISSED: u32 = protocol::codes::close::STATS_MISSED;
 /// Connection close code: a newer connection registered the same node id.
-pub const CLOSE_REPLACED: u32 = 4;
+pub const CLOSE_REPLACED: u32 = protocol::codes::close::REPLACED;
 /// Connection close code: the gateway is shutting down.
-pub const CLOSE_SHUTDOWN: u32 = 5;
+pub const CLOSE_SHUTDOWN: u32 = protocol::codes::close::SHUTDOWN;
 /// Stream reset code: the call timed out.
-pub const RESET_TIMEOUT: u32 = 1;
+pub const RESET_TIMEOUT: u32 = protocol::codes::reset::TIMEOUT;
 /// Stream reset code: the node was lost while its result was being relayed.
-pub const RESET_NODE_LOST: u32 = 2;
+pub const RESET_NODE_LOST: u32 = protocol::codes::reset::NODE_LOST;
 /// Stream reset code: the client stopped the call while it waited.
-pub const RESET_CLIENT_GONE: u32 = 3;
+pub const RESET_CLIENT_GONE: u32 = protocol::codes::reset::CLIENT_GONE;
 
 /// Why the gateway could not start or run.
 #[derive(Debug, thiserror::Error)]

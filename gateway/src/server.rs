@@ -83,8 +83,14 @@ impl Gateway {
         };
         let agent_token = token(&config.agent_token, "agent-token")?;
         let admin_token = token(&config.admin_token, "admin-token")?;
-        let endpoint =
-            transport::server_endpoint(config.listen, &files, &EndpointConfig::default())?;
+        let endpoint = transport::server_endpoint(
+            config.listen,
+            &files,
+            &EndpointConfig {
+                max_wire_version: config.max_wire_version,
+                ..EndpointConfig::default()
+            },
+        )?;
         let core = scheduler::new_core(&config);
         let registry = Arc::new(registry::Registry::new(core.clone()));
         let policies = Arc::new(policies::Policies::new(&config, registry.clone())?);
@@ -311,13 +317,15 @@ async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
             return;
         }
     };
+    // Every stream of the connection speaks its negotiated wire version.
+    let codec = transport::codec_for(&connection, shared.codec);
     let Ok(Ok((send, recv))) =
         tokio::time::timeout(FIRST_FRAME_TIMEOUT, connection.accept_bi()).await
     else {
         return;
     };
-    let mut send = FramedSend::new(send, shared.codec);
-    let mut recv = FramedRecv::new(recv, shared.codec);
+    let mut send = FramedSend::new(send, codec);
+    let mut recv = FramedRecv::new(recv, codec);
     match tokio::time::timeout(FIRST_FRAME_TIMEOUT, recv.recv()).await {
         Ok(Ok(Some(Message::Register(register)))) => {
             agents::serve(shared, connection, register, send, recv).await;
@@ -330,7 +338,10 @@ async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
         Ok(Err(error)) => refuse(&mut send, &format!("bad frame: {error}")).await,
         Ok(Ok(None)) => {}
         Err(_) => {
-            connection.close(0u32.into(), b"no request within 10 s");
+            connection.close(
+                protocol::codes::close::NORMAL.into(),
+                b"no request within 10 s",
+            );
             return;
         }
     }
@@ -338,8 +349,8 @@ async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
     while let Ok((send, recv)) = connection.accept_bi().await {
         let shared = shared.clone();
         tokio::spawn(async move {
-            let mut send = FramedSend::new(send, shared.codec);
-            let mut recv = FramedRecv::new(recv, shared.codec);
+            let mut send = FramedSend::new(send, codec);
+            let mut recv = FramedRecv::new(recv, codec);
             match recv.recv().await {
                 Ok(Some(first)) => request(shared, first, send, recv, Instant::now()).await,
                 Ok(None) => {}

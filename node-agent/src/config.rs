@@ -104,6 +104,11 @@ pub struct AgentConfig {
     /// each holds at most one of its services at a time.
     #[serde(default)]
     pub slots: Vec<SlotConfig>,
+    /// Newest wire version the agent offers the gateway (default 2): it
+    /// offers `switchyard/2` and `switchyard/1` and speaks the one the
+    /// gateway picks; `1` speaks only the first release's format.
+    #[serde(default)]
+    pub max_wire_version: protocol::WireVersion,
 }
 
 /// Exponential reconnect backoff with jitter.
@@ -206,6 +211,7 @@ impl AgentConfig {
             reconnect: ReconnectConfig::default(),
             services,
             slots: Vec::new(),
+            max_wire_version: protocol::WireVersion::LATEST,
         }
     }
 

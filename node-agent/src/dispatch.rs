@@ -24,7 +24,7 @@ pub(crate) const NO_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Application code the agent stops a call stream's receiving half with when
 /// it will not read the rest (refused call, malformed stream).
-const STOP_CODE: u32 = 0;
+const STOP_CODE: u32 = protocol::codes::reset::CANCELLED;
 
 /// The services and limits every call shares.
 #[derive(Debug, Clone)]
@@ -51,8 +51,13 @@ enum Outcome {
 
 impl Dispatcher {
     /// Serves one call stream to its end; never panics on peer input.
-    pub(crate) async fn handle(self, send: quinn::SendStream, recv: quinn::RecvStream) {
-        let codec = Codec::default();
+    /// `codec` is of the connection's negotiated wire version.
+    pub(crate) async fn handle(
+        self,
+        codec: Codec,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    ) {
         let mut send = FramedSend::new(send, codec);
         let mut recv = FramedRecv::new(recv, codec);
         let outcome = self.serve(&mut send, &mut recv).await;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use protocol::codes::close;
 use protocol::{Codec, Message, NodeSpec, NodeStats, Register, Registered};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -110,7 +111,7 @@ pub async fn run(
                     let reason = tokio::select! {
                         biased;
                         () = &mut shutdown => {
-                            connection.close(0u32.into(), b"agent shutting down");
+                            connection.close(close::NORMAL.into(), b"agent shutting down");
                             break Ok(());
                         }
                         reason = agent.serve(session, &mut reports, session_id) => reason,
@@ -153,7 +154,7 @@ pub async fn run(
     let endpoint = agent.endpoint.take();
     let close = async {
         if let Some((_, endpoint)) = endpoint {
-            endpoint.close(0u32.into(), b"agent shutting down");
+            endpoint.close(close::NORMAL.into(), b"agent shutting down");
             if tokio::time::timeout(CLOSE_TIMEOUT, endpoint.wait_idle())
                 .await
                 .is_err()
@@ -251,12 +252,13 @@ impl Agent {
         // The gateway opens one stream per call: cap them near the slots.
         let limits = EndpointConfig {
             max_concurrent_bidi_streams: self.config.max_call_streams(),
+            max_wire_version: self.config.max_wire_version,
             ..EndpointConfig::default()
         };
         let endpoint = transport::client_endpoint(&self.config.ca, peer, &limits)
             .map_err(|e| Attempt::Fatal(e.into()))?;
         if let Some((_, old)) = self.endpoint.replace((peer.is_ipv6(), endpoint.clone())) {
-            old.close(0u32.into(), b"address family changed");
+            old.close(close::NORMAL.into(), b"address family changed");
         }
         Ok(endpoint)
     }
@@ -298,7 +300,7 @@ impl Agent {
                 registered,
             }),
             Message::Refused(reason) => {
-                connection.close(0u32.into(), b"registration refused");
+                connection.close(close::NORMAL.into(), b"registration refused");
                 Err(Attempt::Fatal(AgentError::Refused(reason)))
             }
             other => Err(Attempt::Retry(format!(
@@ -346,6 +348,8 @@ impl Agent {
                 }
             }
         };
+        // Every call stream speaks the version the connection negotiated.
+        let codec = transport::codec_for(&connection, Codec::default());
         let calls = async {
             // Dropping the set (when the session ends) aborts the calls.
             let mut tasks = JoinSet::new();
@@ -353,7 +357,7 @@ impl Agent {
                 tokio::select! {
                     accepted = connection.accept_bi() => match accepted {
                         Ok((send, recv)) => {
-                            tasks.spawn(self.dispatcher.clone().handle(send, recv));
+                            tasks.spawn(self.dispatcher.clone().handle(codec, send, recv));
                         }
                         Err(e) => return format!("connection: {e}"),
                     },
@@ -372,7 +376,7 @@ impl Agent {
             reason = control => reason,
             reason = calls => reason,
         };
-        connection.close(0u32.into(), b"agent reconnecting");
+        connection.close(close::NORMAL.into(), b"agent reconnecting");
         reason
     }
 

@@ -1,43 +1,55 @@
 //! A call's messages: the client's call, the dispatch to a node, the node's
 //! reply, the result, queue notices and errors.
 
+use minicbor::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use crate::message::check_name;
 use crate::{CodecError, ErrorKind, limits};
 
 /// A client's call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct CallHead {
     /// The service to call.
+    #[n(0)]
     pub service: String,
     /// Payload length, bytes; that many bytes of `Data` follow.
+    #[n(1)]
     pub payload_len: u64,
     /// How long the caller waits, ms, from when the gateway reads this frame.
+    #[n(2)]
     pub timeout_ms: u32,
     /// Key/value hints for the policy (e.g. `policy=latency`, `max_cost=0.5`).
+    #[n(3)]
     pub hints: Vec<(String, String)>,
     /// Queue priority: higher is served first, FIFO within a priority
     /// (default 0).
+    #[n(4)]
     pub priority: i32,
     /// Never queue: with no free slot now, fail at once with
     /// [`ErrorKind::Occupied`] (seed 004's `need_realtime`).
+    #[n(5)]
     pub realtime: bool,
     /// Do not answer from the gateway's result cache nor by joining an
     /// identical call in flight: run the call on a node, and store its result
     /// (when the service is cached) for later calls (default false).
+    #[n(6)]
     pub no_cache: bool,
     /// Accept a cached result only if it is at most this old, s (default
     /// none: any entry within the service's `cache_ttl_s`). An older entry
     /// counts as a miss and is replaced by the fresh result.
+    #[n(7)]
     pub max_age_s: Option<u32>,
     /// The caller's API key, naming its tenant (`[[tenants]] api_keys` in
     /// the gateway's configuration); `None` for an anonymous call. At most
     /// [`limits::MAX_API_KEY_LEN`] bytes; never logged.
+    #[n(8)]
     pub api_key: Option<String>,
     /// For an OpenAI-compatible service (agent kind `openai`): the API
     /// endpoint the payload is for, one of [`ENDPOINTS`]
     /// (default `None`: `/chat/completions`). Other kinds ignore it.
+    #[n(9)]
     pub endpoint: Option<String>,
 }
 
@@ -46,117 +58,154 @@ pub struct CallHead {
 pub const ENDPOINTS: [&str; 3] = ["/chat/completions", "/completions", "/embeddings"];
 
 /// Gateway → client: the call waits for a node that is loading its service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct Reserved {
     /// The node the call is reserved for.
+    #[n(0)]
     pub node_id: String,
     /// The service the node is loading (the call's).
+    #[n(1)]
     pub service: String,
     /// The service it held before, if any.
+    #[n(2)]
     pub from: Option<String>,
     /// How long loading usually takes, ms (the node's report).
+    #[n(3)]
     pub expected_ms: u32,
 }
 
 /// A call the gateway hands to an agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct DispatchHead {
     /// The gateway's id for the call (for logs).
+    #[n(0)]
     pub call_id: u64,
     /// The service to run.
+    #[n(1)]
     pub service: String,
     /// Payload length, bytes; that many bytes of `Data` follow.
+    #[n(2)]
     pub payload_len: u64,
     /// Time left for the call, ms: the agent kills the work past it.
+    #[n(3)]
     pub timeout_ms: u32,
     /// The call's [`CallHead::endpoint`], for `openai` services.
+    #[n(4)]
     pub endpoint: Option<String>,
 }
 
 /// Gateway → client: a successful call's metadata.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct ResultHead {
     /// Result length, bytes, when known up front: that many bytes of `Data`
     /// follow. `None` for a streamed result: `Data` chunks as the node
     /// produces them, then [`crate::Message::End`] (or
     /// [`crate::Message::Error`] if the service fails midway).
+    #[n(0)]
     pub payload_len: Option<u64>,
     /// The node that served the call.
+    #[n(1)]
     pub node_id: String,
     /// The policy that picked the node.
+    #[n(2)]
     pub policy: String,
     /// Where the time went.
+    #[n(3)]
     pub timings: Timings,
     /// Set when the result came from the gateway's result cache (a stored
     /// entry, or an identical call in flight that this one waited for);
     /// `None` when a node ran this call.
+    #[n(4)]
     pub cache: Option<CacheInfo>,
     /// The result's media type when the service named one (an `http` or
     /// `openai` service's response `Content-Type`, e.g.
     /// `text/event-stream`), at most [`limits::MAX_CONTENT_TYPE_LEN`] bytes.
+    #[n(5)]
     pub content_type: Option<String>,
     /// The HTTP status the service answered with (`http`/`openai` kinds, a
     /// 2xx); `None` for the other kinds.
+    #[n(6)]
     pub status: Option<u16>,
 }
 
 /// How a call was answered from the gateway's result cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct CacheInfo {
     /// Age of the result, ms: from when the node's result was stored to when
     /// this call was answered.
+    #[n(0)]
     pub age_ms: u64,
     /// True when the call found no stored result but an identical call in
     /// flight, and waited for that call's result (single flight); false
     /// for a stored entry.
+    #[n(1)]
     pub coalesced: bool,
 }
 
 /// Where a call's time went, ms.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct Timings {
     /// Waiting for a node (queue and pick), ms.
+    #[n(0)]
     pub queue_ms: f32,
     /// From dispatch to the node's answer, ms.
+    #[n(1)]
     pub node_ms: f32,
     /// From the call's arrival to the answer, ms.
+    #[n(2)]
     pub total_ms: f32,
 }
 
 /// Agent → gateway: the service answered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct ReplyHead {
     /// Result length, bytes, when known up front: that many bytes of `Data`
     /// follow. `None` for a streamed result: `Data` chunks as the service
     /// writes them, then [`crate::Message::End`] (or
     /// [`crate::Message::Error`] if the service fails midway).
+    #[n(0)]
     pub payload_len: Option<u64>,
     /// Time the service took on the node until this head, ms (the whole run
     /// for a result of known length; until the first bytes for a streamed
     /// one, whose total is in its [`Trailer`]).
+    #[n(1)]
     pub exec_ms: f32,
     /// The result's media type, as [`ResultHead::content_type`].
+    #[n(2)]
     pub content_type: Option<String>,
     /// The service's HTTP status, as [`ResultHead::status`].
+    #[n(3)]
     pub status: Option<u16>,
 }
 
 /// The end of a streamed result.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct Trailer {
     /// Result bytes sent in `Data` chunks, in all.
+    #[n(0)]
     pub len: u64,
     /// Time the service took on the node, from the call's start to its last
     /// byte, ms.
+    #[n(1)]
     pub exec_ms: f32,
 }
 
 /// A failed call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct CallError {
     /// What kind of failure.
+    #[n(0)]
     pub kind: ErrorKind,
     /// Details in words, e.g. the command's stderr.
+    #[n(1)]
     pub message: String,
 }
 

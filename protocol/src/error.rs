@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     /// The peer speaks another frame version.
-    #[error("unsupported frame version {0} (this side speaks {expected})", expected = crate::VERSION)]
+    #[error(
+        "unsupported frame version {0} (this stream speaks the version its connection negotiated; this side knows 1 and 2)"
+    )]
     UnsupportedVersion(u8),
     /// The `kind` byte names no known frame kind.
     #[error("unknown frame kind {0}")]
@@ -148,8 +150,78 @@ impl ErrorKind {
     }
 }
 
+impl ErrorKind {
+    /// Every kind, in wire-code order (a kind's code is its index here).
+    pub const ALL: [ErrorKind; 15] = [
+        Self::UnknownService,
+        Self::NoNodeAvailable,
+        Self::Timeout,
+        Self::NodeLost,
+        Self::PayloadTooLarge,
+        Self::ServiceFailed,
+        Self::Unauthorized,
+        Self::BadRequest,
+        Self::Rejected,
+        Self::Occupied,
+        Self::Overloaded,
+        Self::ShuttingDown,
+        Self::Internal,
+        Self::Forbidden,
+        Self::RateLimited,
+    ];
+
+    /// The kind's wire code: its place in the declaration (the same number
+    /// postcard gives it in v1). Never changes; a new kind is appended.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// The kind for a wire code. A code this side does not know (a kind a
+    /// newer peer added) decodes as [`ErrorKind::Internal`]: a failure that
+    /// is not retry-safe, so nothing runs twice because of it.
+    pub fn from_code(code: u64) -> Self {
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
+            .unwrap_or(Self::Internal)
+    }
+}
+
+impl<C> minicbor::Encode<C> for ErrorKind {
+    fn encode<W: minicbor::encode::Write>(
+        &self,
+        e: &mut minicbor::Encoder<W>,
+        _: &mut C,
+    ) -> Result<(), minicbor::encode::Error<W::Error>> {
+        e.u32(self.code())?;
+        Ok(())
+    }
+}
+
+impl<'b, C> minicbor::Decode<'b, C> for ErrorKind {
+    fn decode(d: &mut minicbor::Decoder<'b>, _: &mut C) -> Result<Self, minicbor::decode::Error> {
+        Ok(Self::from_code(d.u64()?))
+    }
+}
+
 impl std::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorKind;
+
+    #[test]
+    fn codes_follow_the_declaration_and_unknown_ones_are_internal() {
+        for (i, kind) in ErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.code() as usize, i);
+            assert_eq!(ErrorKind::from_code(i as u64), kind);
+        }
+        assert_eq!(ErrorKind::from_code(15), ErrorKind::Internal);
+        assert_eq!(ErrorKind::from_code(u64::MAX), ErrorKind::Internal);
+        assert!(!ErrorKind::from_code(99).retry_safe());
     }
 }

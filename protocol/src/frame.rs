@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::{CodecError, Message, VERSION};
+use crate::{CodecError, Message, WireVersion};
 
 /// Length of a frame header, bytes.
 pub const HEADER_LEN: usize = 8;
@@ -108,6 +108,8 @@ impl FrameKind {
 /// A parsed, validated frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
+    /// The wire version the body is encoded in (the header's first byte).
+    pub version: WireVersion,
     /// What the body holds.
     pub kind: FrameKind,
     /// Body length, bytes (at most the codec's maximum).
@@ -115,15 +117,16 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
-    /// Parses and checks a header: version, kind, reserved flags, and `len`
-    /// against `max_len`, so a caller can allocate `len` bytes safely.
+    /// Parses and checks a header: a version this crate speaks, kind,
+    /// reserved flags, and `len` against `max_len`, so a caller can allocate
+    /// `len` bytes safely. [`Codec::parse_header`] also checks the version
+    /// against the connection's.
     ///
     /// # Errors
     /// Any [`CodecError`] but `Malformed` and `Unexpected`.
     pub fn parse(bytes: &[u8; HEADER_LEN], max_len: u32) -> Result<Self, CodecError> {
-        if bytes[0] != VERSION {
-            return Err(CodecError::UnsupportedVersion(bytes[0]));
-        }
+        let version =
+            WireVersion::from_byte(bytes[0]).ok_or(CodecError::UnsupportedVersion(bytes[0]))?;
         let kind = FrameKind::from_byte(bytes[1])?;
         let flags = u16::from_be_bytes([bytes[2], bytes[3]]);
         if flags != 0 {
@@ -136,14 +139,14 @@ impl FrameHeader {
                 max: max_len,
             });
         }
-        Ok(Self { kind, len })
+        Ok(Self { version, kind, len })
     }
 
     /// The header's 8 bytes.
     pub fn to_bytes(self) -> [u8; HEADER_LEN] {
         let len = self.len.to_be_bytes();
         [
-            VERSION,
+            self.version.number(),
             self.kind as u8,
             0,
             0,
@@ -173,10 +176,12 @@ pub enum Decoded {
     },
 }
 
-/// Encodes and decodes frames, enforcing a largest body length.
+/// Encodes and decodes frames of one wire version (the connection's),
+/// enforcing a largest body length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Codec {
     max_frame_len: u32,
+    version: WireVersion,
 }
 
 impl Default for Codec {
@@ -186,10 +191,49 @@ impl Default for Codec {
 }
 
 impl Codec {
-    /// A codec that refuses bodies over `max_frame_len` bytes (default
-    /// [`crate::DEFAULT_MAX_FRAME_LEN`], 16 MiB).
+    /// A codec of the newest wire version that refuses bodies over
+    /// `max_frame_len` bytes (default [`crate::DEFAULT_MAX_FRAME_LEN`],
+    /// 16 MiB).
     pub fn new(max_frame_len: u32) -> Self {
-        Self { max_frame_len }
+        Self {
+            max_frame_len,
+            version: WireVersion::LATEST,
+        }
+    }
+
+    /// The same codec speaking `version` (the one its connection
+    /// negotiated).
+    pub fn with_version(self, version: WireVersion) -> Self {
+        Self { version, ..self }
+    }
+
+    /// The wire version this codec writes and accepts.
+    pub fn version(&self) -> WireVersion {
+        self.version
+    }
+
+    /// Parses a header as [`FrameHeader::parse`] does, and checks that it is
+    /// of this codec's version.
+    ///
+    /// # Errors
+    /// As [`FrameHeader::parse`]; [`CodecError::UnsupportedVersion`] for a
+    /// frame of another version than the connection's.
+    pub fn parse_header(&self, bytes: &[u8; HEADER_LEN]) -> Result<FrameHeader, CodecError> {
+        let header = FrameHeader::parse(bytes, self.max_frame_len)?;
+        if header.version != self.version {
+            return Err(CodecError::UnsupportedVersion(bytes[0]));
+        }
+        Ok(header)
+    }
+
+    /// The header of a `kind` frame with a `len`-byte body, in this codec's
+    /// version.
+    pub fn header(&self, kind: FrameKind, len: u32) -> FrameHeader {
+        FrameHeader {
+            version: self.version,
+            kind,
+            len,
+        }
     }
 
     /// The largest accepted body, bytes.
@@ -205,7 +249,7 @@ impl Codec {
     pub fn encode(&self, message: &Message, out: &mut Vec<u8>) -> Result<(), CodecError> {
         let start = out.len();
         out.extend_from_slice(&[0; HEADER_LEN]);
-        message.encode_body(out);
+        message.encode_body(self.version, out);
         let body_len = out.len() - start - HEADER_LEN;
         if body_len > self.max_frame_len as usize {
             out.truncate(start);
@@ -214,11 +258,8 @@ impl Codec {
                 max: self.max_frame_len,
             });
         }
-        let header = FrameHeader {
-            kind: message.kind(),
-            // Cannot truncate: body_len <= max_frame_len, a u32.
-            len: body_len as u32,
-        };
+        // Cannot truncate: body_len <= max_frame_len, a u32.
+        let header = self.header(message.kind(), body_len as u32);
         out[start..start + HEADER_LEN].copy_from_slice(&header.to_bytes());
         Ok(())
     }
@@ -243,14 +284,14 @@ impl Codec {
                 needed: HEADER_LEN - buf.len(),
             });
         };
-        let header = FrameHeader::parse(head, self.max_frame_len)?;
+        let header = self.parse_header(head)?;
         let total = HEADER_LEN + header.len as usize;
         if buf.len() < total {
             return Ok(Decoded::Incomplete {
                 needed: total - buf.len(),
             });
         }
-        let message = Message::decode_body(header.kind, &buf[HEADER_LEN..total])?;
+        let message = Message::decode_body(self.version, header.kind, &buf[HEADER_LEN..total])?;
         Ok(Decoded::Frame {
             message,
             consumed: total,
@@ -261,12 +302,16 @@ impl Codec {
     /// header, then exactly `len` bytes).
     ///
     /// # Errors
-    /// [`CodecError::Malformed`] when the body is not the kind's message.
+    /// [`CodecError::Malformed`] when the body is not the kind's message;
+    /// [`CodecError::UnsupportedVersion`] for a header of another version.
     pub fn decode_body(&self, header: FrameHeader, body: Bytes) -> Result<Message, CodecError> {
+        if header.version != self.version {
+            return Err(CodecError::UnsupportedVersion(header.version.number()));
+        }
         if header.kind == FrameKind::Data {
             return Ok(Message::Data(body));
         }
-        Message::decode_body(header.kind, &body)
+        Message::decode_body(self.version, header.kind, &body)
     }
 }
 
@@ -378,7 +423,9 @@ mod tests {
         }
         assert_eq!(FrameKind::from_byte(26), Ok(FrameKind::End));
         assert_eq!(FrameKind::from_byte(27), Err(CodecError::UnknownKind(27)));
-        let codec = Codec::default();
+        // v1 (frozen) refuses any body on a request without fields; v2
+        // skips one CBOR item there (a later version may send fields).
+        let codec = Codec::default().with_version(WireVersion::V1);
         let buf = codec.encode_to_vec(&Message::CacheStats).expect("encode");
         assert_eq!(buf.len(), HEADER_LEN, "an empty body");
         let mut bad = buf.clone();
@@ -388,12 +435,52 @@ mod tests {
             codec.decode(&bad),
             Err(CodecError::Malformed { .. })
         ));
+        let v2 = Codec::default();
+        let mut body = v2.encode_to_vec(&Message::CacheStats).expect("encode");
+        body[7] = 1;
+        body.push(0);
+        assert!(matches!(
+            v2.decode(&body),
+            Ok(Decoded::Frame {
+                message: Message::CacheStats,
+                ..
+            })
+        ));
+        body[7] = 2;
+        body.push(0);
+        assert!(matches!(
+            v2.decode(&body),
+            Err(CodecError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_frame_of_another_version_than_the_connection_is_refused() {
+        let v1 = Codec::default().with_version(WireVersion::V1);
+        let v2 = Codec::default();
+        let frame = v1.encode_to_vec(&Message::Queued(3)).expect("encode");
+        assert_eq!(frame[0], 1);
+        assert_eq!(v2.decode(&frame), Err(CodecError::UnsupportedVersion(1)));
+        let frame = v2.encode_to_vec(&Message::Queued(3)).expect("encode");
+        assert_eq!(frame[0], 2);
+        assert_eq!(v1.decode(&frame), Err(CodecError::UnsupportedVersion(2)));
     }
 
     #[test]
     fn garbage_body_is_malformed() {
         let codec = Codec::default();
-        let buf = [1, FrameKind::Error as u8, 0, 0, 0, 0, 0, 2, 0xff, 0xff];
+        let buf = [
+            crate::VERSION,
+            FrameKind::Error as u8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            2,
+            0xff,
+            0xff,
+        ];
         assert!(matches!(
             codec.decode(&buf),
             Err(CodecError::Malformed {

@@ -12,7 +12,9 @@
 //! +--------+--------+--------+-----------------+----------------
 //! ```
 //!
-//! The body is a postcard-encoded message whose type the `kind` names, except
+//! The body is the message the `kind` names, encoded as the connection's
+//! negotiated [`WireVersion`] says (v2: a CBOR map with numeric field keys,
+//! see `v2`; v1: postcard, frozen, see `v1`), except
 //! for [`FrameKind::Data`], whose body is raw payload bytes (payloads travel as
 //! a head message giving their total length, then `Data` chunks). `len` is
 //! checked against a configurable maximum before anything is allocated.
@@ -48,11 +50,15 @@
 mod admin;
 mod cache;
 mod call;
+pub mod codes;
 mod error;
 mod frame;
 mod message;
 mod node;
 mod swap;
+mod v1;
+mod v2;
+mod version;
 
 pub use admin::{PolicyTable, PolicyView, QueueView, RejectedFile, ServicePolicy, SetPolicy};
 pub use cache::{CacheStatsView, PurgeCache, ServiceCacheStats};
@@ -68,12 +74,15 @@ pub use node::{
     SlotSpec, SlotView,
 };
 pub use swap::{SwapReport, SwapRequest};
+pub use version::{ALPN_V1, ALPN_V2, WireVersion};
 
-/// The ALPN protocol id every Switchyard QUIC connection negotiates.
-pub const ALPN: &[u8] = b"switchyard/1";
+/// The ALPN id of the newest wire version, `switchyard/2`; connections
+/// offer every version ([`WireVersion::alpn_protocols`]) and negotiate one.
+pub const ALPN: &[u8] = ALPN_V2;
 
-/// The frame format version this crate speaks.
-pub const VERSION: u8 = 1;
+/// The newest frame format version this crate speaks (the header's first
+/// byte); it also speaks every older one in [`WireVersion::ALL`].
+pub const VERSION: u8 = WireVersion::LATEST as u8;
 
 /// Default largest frame body: 16 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 16 * 1024 * 1024;

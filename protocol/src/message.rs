@@ -1,12 +1,11 @@
 //! The messages frames carry.
 
 use bytes::Bytes;
-use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     CacheStatsView, CallError, CallHead, CodecError, DispatchHead, FrameKind, NodeStats, NodeView,
     PolicyTable, PurgeCache, QueueView, Register, Registered, ReplyHead, Reserved, ResultHead,
-    SetPolicy, SwapReport, SwapRequest, Trailer, limits,
+    SetPolicy, SwapReport, SwapRequest, Trailer, WireVersion, limits,
 };
 
 /// One frame's content.
@@ -103,92 +102,24 @@ impl Message {
         }
     }
 
-    pub(crate) fn encode_body(&self, out: &mut Vec<u8>) {
-        fn put<T: Serialize>(value: &T, out: &mut Vec<u8>) {
-            // Serializing into a Vec cannot fail for these plain types:
-            // postcard only fails on unsupported serde features (none used).
-            if let Ok(bytes) = postcard::to_extend(value, std::mem::take(out)) {
-                *out = bytes;
-            }
-        }
-        match self {
-            Self::Register(m) => put(m, out),
-            Self::Registered(m) => put(m, out),
-            Self::Refused(m) => put(m, out),
-            Self::Stats(m) => put(m, out),
-            Self::Call(m) => put(m, out),
-            Self::Dispatch(m) => put(m, out),
-            Self::Queued(m) => put(m, out),
-            Self::Result(m) => put(m, out),
-            Self::Reply(m) => put(m, out),
-            Self::Data(bytes) => out.extend_from_slice(bytes),
-            Self::Error(m) => put(m, out),
-            Self::ListNodes | Self::ListPolicies | Self::ListQueues | Self::CacheStats => {}
-            Self::Nodes(m) => put(m, out),
-            Self::Policies(m) => put(m, out),
-            Self::SetPolicy(m) => put(m, out),
-            Self::Ack(m) => put(m, out),
-            Self::Swap(m) => put(m, out),
-            Self::Swapped(m) => put(m, out),
-            Self::Reserved(m) => put(m, out),
-            Self::Queues(m) => put(m, out),
-            Self::CacheStatsView(m) => put(m, out),
-            Self::PurgeCache(m) => put(m, out),
-            Self::End(m) => put(m, out),
+    /// Appends the message's body, encoded as `version` says, to `out`.
+    pub(crate) fn encode_body(&self, version: WireVersion, out: &mut Vec<u8>) {
+        match version {
+            WireVersion::V1 => crate::v1::encode_body(self, out),
+            WireVersion::V2 => crate::v2::encode_body(self, out),
         }
     }
 
-    pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Self, CodecError> {
-        fn get<T: DeserializeOwned>(kind: FrameKind, body: &[u8]) -> Result<T, CodecError> {
-            let malformed = |reason: String| CodecError::Malformed { kind, reason };
-            let (value, rest) =
-                postcard::take_from_bytes(body).map_err(|e| malformed(e.to_string()))?;
-            if !rest.is_empty() {
-                return Err(malformed(format!("{} trailing bytes", rest.len())));
-            }
-            Ok(value)
+    /// Decodes a `kind` body encoded as `version` says.
+    pub(crate) fn decode_body(
+        version: WireVersion,
+        kind: FrameKind,
+        body: &[u8],
+    ) -> Result<Self, CodecError> {
+        match version {
+            WireVersion::V1 => crate::v1::decode_body(kind, body),
+            WireVersion::V2 => crate::v2::decode_body(kind, body),
         }
-        Ok(match kind {
-            FrameKind::Register => Self::Register(get(kind, body)?),
-            FrameKind::Registered => Self::Registered(get(kind, body)?),
-            FrameKind::Refused => Self::Refused(get(kind, body)?),
-            FrameKind::Stats => Self::Stats(get(kind, body)?),
-            FrameKind::Call => Self::Call(get(kind, body)?),
-            FrameKind::Dispatch => Self::Dispatch(get(kind, body)?),
-            FrameKind::Queued => Self::Queued(get(kind, body)?),
-            FrameKind::Result => Self::Result(get(kind, body)?),
-            FrameKind::Reply => Self::Reply(get(kind, body)?),
-            FrameKind::Data => Self::Data(Bytes::copy_from_slice(body)),
-            FrameKind::Error => Self::Error(get(kind, body)?),
-            FrameKind::ListNodes
-            | FrameKind::ListPolicies
-            | FrameKind::ListQueues
-            | FrameKind::CacheStats => {
-                if !body.is_empty() {
-                    return Err(CodecError::Malformed {
-                        kind,
-                        reason: format!("{} trailing bytes", body.len()),
-                    });
-                }
-                match kind {
-                    FrameKind::ListNodes => Self::ListNodes,
-                    FrameKind::ListPolicies => Self::ListPolicies,
-                    FrameKind::ListQueues => Self::ListQueues,
-                    _ => Self::CacheStats,
-                }
-            }
-            FrameKind::Nodes => Self::Nodes(get(kind, body)?),
-            FrameKind::Policies => Self::Policies(get(kind, body)?),
-            FrameKind::SetPolicy => Self::SetPolicy(get(kind, body)?),
-            FrameKind::Ack => Self::Ack(get(kind, body)?),
-            FrameKind::Swap => Self::Swap(get(kind, body)?),
-            FrameKind::Swapped => Self::Swapped(get(kind, body)?),
-            FrameKind::Reserved => Self::Reserved(get(kind, body)?),
-            FrameKind::Queues => Self::Queues(get(kind, body)?),
-            FrameKind::CacheStatsView => Self::CacheStatsView(get(kind, body)?),
-            FrameKind::PurgeCache => Self::PurgeCache(get(kind, body)?),
-            FrameKind::End => Self::End(get(kind, body)?),
-        })
     }
 }
 
@@ -355,25 +286,47 @@ mod tests {
         ]
     }
 
+    /// What a v1 peer reads back of `m`: the fields added in v2 are never
+    /// written to v1, so they come back as their defaults.
+    fn as_v1(m: &Message) -> Message {
+        let mut m = m.clone();
+        match &mut m {
+            Message::Stats(stats) => stats.unhealthy.clear(),
+            Message::Nodes(nodes) => {
+                for service in nodes.iter_mut().flat_map(|n| n.services.iter_mut()) {
+                    service.unhealthy = false;
+                }
+            }
+            _ => {}
+        }
+        m
+    }
+
     proptest! {
         #[test]
         fn round_trip(messages in proptest::collection::vec(arb_message(), 1..8)) {
-            let codec = Codec::default();
-            let mut buf = Vec::new();
-            for m in &messages {
-                codec.encode(m, &mut buf).expect("encode");
-            }
-            let mut at = 0;
-            for m in &messages {
-                match codec.decode(&buf[at..]).expect("decode") {
-                    Decoded::Frame { message, consumed } => {
-                        prop_assert_eq!(&message, m);
-                        at += consumed;
-                    }
-                    Decoded::Incomplete { .. } => prop_assert!(false, "incomplete"),
+            for version in WireVersion::ALL {
+                let codec = Codec::default().with_version(version);
+                let mut buf = Vec::new();
+                for m in &messages {
+                    codec.encode(m, &mut buf).expect("encode");
                 }
+                let mut at = 0;
+                for m in &messages {
+                    match codec.decode(&buf[at..]).expect("decode") {
+                        Decoded::Frame { message, consumed } => {
+                            let expected = match version {
+                                WireVersion::V1 => as_v1(m),
+                                _ => m.clone(),
+                            };
+                            prop_assert_eq!(&message, &expected);
+                            at += consumed;
+                        }
+                        Decoded::Incomplete { .. } => prop_assert!(false, "incomplete"),
+                    }
+                }
+                prop_assert_eq!(at, buf.len());
             }
-            prop_assert_eq!(at, buf.len());
         }
 
         #[test]
@@ -389,8 +342,10 @@ mod tests {
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let codec = Codec::new(256);
-            let _ = codec.decode(&bytes);
+            for version in WireVersion::ALL {
+                let codec = Codec::new(256).with_version(version);
+                let _ = codec.decode(&bytes);
+            }
         }
 
         #[test]
@@ -408,8 +363,8 @@ mod tests {
     /// Golden bytes: a streamed reply head, an `End` trailer and the two
     /// error kinds appended for tenants keep their encoding.
     #[test]
-    fn streamed_result_frames_keep_their_bytes() {
-        let codec = Codec::default();
+    fn streamed_result_frames_keep_their_bytes_in_v1() {
+        let codec = Codec::default().with_version(WireVersion::V1);
         let head = Message::Reply(ReplyHead {
             payload_len: None,
             exec_ms: 0.0,

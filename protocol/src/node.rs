@@ -1,175 +1,242 @@
 //! What a node is: its registration (services, swappable slots), its stats,
 //! and how the gateway shows it.
 
+use minicbor::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use crate::message::check_name;
 use crate::{CodecError, limits};
 
 /// An agent's registration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct Register {
     /// The shared agent token the gateway is configured with.
+    #[n(0)]
     pub token: String,
     /// What the node is and hosts.
+    #[n(1)]
     pub node: NodeSpec,
 }
 
 /// What a node is and which services it hosts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct NodeSpec {
     /// Unique node id, e.g. `gpu-node-1` (at most 256 bytes).
+    #[n(0)]
     pub id: String,
     /// Region, e.g. `eu-west`; empty when unset.
+    #[n(1)]
     pub region: String,
     /// Free-form labels, e.g. (`tier`, `premium`).
+    #[n(2)]
     pub labels: Vec<(String, String)>,
     /// What running the node costs per hour, in the operator's currency.
+    #[n(3)]
     pub cost_per_hour: f32,
     /// The services the node hosts: every one it runs now or can load.
+    #[n(4)]
     pub services: Vec<ServiceSpec>,
     /// Swappable slots (e.g. one per GPU): each holds at most one of the
     /// services it can host at a time. A service in no slot is always loaded.
+    #[n(5)]
     pub slots: Vec<SlotSpec>,
     /// How often the agent sends stats, ms; the gateway drops the node after
     /// three intervals without one.
+    #[n(6)]
     pub stats_interval_ms: u32,
     /// The agent's version, for the operator.
+    #[n(7)]
     pub agent_version: String,
 }
 
 /// One service a node hosts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct ServiceSpec {
     /// Service name, e.g. `sha256` (at most 256 bytes).
+    #[n(0)]
     pub name: String,
     /// Most calls of this service the node runs at once (at least 1).
+    #[n(1)]
     pub max_concurrent: u32,
     /// How long loading the service into a slot usually takes, ms (0 for a
     /// service in no slot). The gateway weighs it against the queue's wait.
+    #[n(2)]
     pub load_ms: u32,
 }
 
 /// A swappable slot of a node, e.g. one GPU: which services it can host and
 /// which one it holds now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct SlotSpec {
     /// Slot name, unique on the node, e.g. `gpu0` (at most 256 bytes).
+    #[n(0)]
     pub name: String,
     /// Services (named in [`NodeSpec::services`]) the slot can load.
+    #[n(1)]
     pub can_host: Vec<String>,
     /// The service loaded and ready now, if any.
+    #[n(2)]
     pub loaded: Option<String>,
 }
 
 /// The gateway's answer to a good registration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct Registered {
     /// The key policies see for this node.
+    #[n(0)]
     pub node_key: u32,
     /// The gateway's version.
+    #[n(1)]
     pub gateway_version: String,
 }
 
 /// A node's resource report.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct NodeStats {
     /// CPU utilisation of the whole node, 0..=100 %.
+    #[n(0)]
     pub cpu_pct: f32,
     /// Memory used, MiB.
+    #[n(1)]
     pub mem_used_mib: u64,
     /// Memory installed, MiB.
+    #[n(2)]
     pub mem_total_mib: u64,
     /// One entry per GPU; empty where NVML is absent.
+    #[n(3)]
     pub gpus: Vec<GpuStats>,
     /// Calls in flight per service, as the agent counts them.
+    #[n(4)]
     pub in_flight: Vec<(String, u32)>,
     /// Services whose active health check fails now (the agent probes an
     /// `http`/`openai` service's `health_url`); the gateway offers no call
     /// of them to this node until a later report leaves them out. Empty
-    /// when every service is healthy or none is checked.
+    /// when every service is healthy or none is checked. Added in v2.
+    #[serde(skip)]
+    #[cbor(n(5), default)]
     pub unhealthy: Vec<String>,
 }
 
 /// One GPU's figures, from NVML.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct GpuStats {
     /// NVML device index.
+    #[n(0)]
     pub index: u32,
     /// Product name.
+    #[n(1)]
     pub name: String,
     /// Utilisation, 0..=100 %.
+    #[n(2)]
     pub util_pct: f32,
     /// Memory used, MiB.
+    #[n(3)]
     pub mem_used_mib: u64,
     /// Memory installed, MiB.
+    #[n(4)]
     pub mem_total_mib: u64,
     /// Temperature, °C.
+    #[n(5)]
     pub temperature_c: f32,
     /// Power draw, W.
+    #[n(6)]
     pub power_w: f32,
 }
 
 /// A registered node as the gateway shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct NodeView {
     /// The node's key, as policies see it.
+    #[n(0)]
     pub key: u32,
     /// What the node registered.
+    #[n(1)]
     pub spec: NodeSpec,
     /// The node's latest stats, if any arrived yet.
+    #[n(2)]
     pub stats: Option<NodeStats>,
     /// Per-service state as the gateway sees it.
+    #[n(3)]
     pub services: Vec<ServiceView>,
     /// Swappable slots as the gateway sees them.
+    #[n(4)]
     pub slots: Vec<SlotView>,
     /// Whether the node is drained: it takes no new call, in-flight ones
     /// finish.
+    #[n(5)]
     pub draining: bool,
     /// Time since the node registered, ms.
+    #[n(6)]
     pub connected_ms: u64,
     /// Time since the latest stats report, ms.
+    #[n(7)]
     pub last_stats_ms: u64,
     /// Calls this node finished since it registered.
+    #[n(8)]
     pub calls_total: u64,
 }
 
 /// One service on one node, as the gateway sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct ServiceView {
     /// Service name.
+    #[n(0)]
     pub name: String,
     /// Calls in flight, gateway's count.
+    #[n(1)]
     pub in_flight: u32,
     /// Most calls at once.
+    #[n(2)]
     pub max_concurrent: u32,
     /// EWMA of node time, ms (0 with no samples).
+    #[n(3)]
     pub latency_ms: f32,
     /// Whether calls can run on it now (false for a service of a slot that
     /// holds another one).
+    #[n(4)]
     pub loaded: bool,
-    /// Whether the agent's active health check passes (true for a service
-    /// without one); an unhealthy service takes no calls here.
-    pub healthy: bool,
+    /// Whether the agent's active health check fails now (false for a
+    /// service without one, and from a gateway that predates health
+    /// checks); an unhealthy service takes no calls here. Added in v2.
+    #[serde(skip)]
+    #[cbor(n(5), default)]
+    pub unhealthy: bool,
 }
 
 /// One swappable slot as the gateway sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
 pub struct SlotView {
     /// Slot name.
+    #[n(0)]
     pub name: String,
     /// Services the slot can load.
+    #[n(1)]
     pub can_host: Vec<String>,
     /// The service loaded now, if any.
+    #[n(2)]
     pub loaded: Option<String>,
     /// The service being loaded now, if a swap is under way.
+    #[n(3)]
     pub swapping_to: Option<String>,
     /// Time until the node may swap again, ms (0 when it may).
+    #[n(4)]
     pub cooldown_left_ms: u64,
     /// Services this slot failed to load lately, with the time until it may
     /// try again, ms.
+    #[n(5)]
     pub failed: Vec<(String, u64)>,
     /// Swaps this slot finished (ok or not) since the node registered.
+    #[n(6)]
     pub swaps_total: u64,
 }
 

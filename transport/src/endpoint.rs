@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::WireVersion;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
 use crate::tls::{self, TlsError, TlsFiles};
@@ -20,6 +21,12 @@ pub struct EndpointConfig {
     /// endpoint (default 1024): one call is one stream, so this caps the calls
     /// one connection can push at once.
     pub max_concurrent_bidi_streams: u32,
+    /// Newest wire version offered (client) or accepted (server) by ALPN
+    /// (default [`WireVersion::LATEST`], 2): every version up to it is
+    /// offered, newest first, and the handshake picks one per connection
+    /// ([`crate::wire_version`]). Set to 1 to speak only the first release's
+    /// format, e.g. to pin a fleet during an upgrade.
+    pub max_wire_version: WireVersion,
 }
 
 impl Default for EndpointConfig {
@@ -28,6 +35,7 @@ impl Default for EndpointConfig {
             idle_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(2),
             max_concurrent_bidi_streams: 1024,
+            max_wire_version: WireVersion::LATEST,
         }
     }
 }
@@ -56,7 +64,7 @@ pub fn server_endpoint(
     config: &EndpointConfig,
 ) -> Result<quinn::Endpoint, TlsError> {
     let mut crypto = files.server_config()?;
-    crypto.alpn_protocols = vec![protocol::ALPN.to_vec()];
+    crypto.alpn_protocols = config.max_wire_version.alpn_protocols();
     let crypto = QuicServerConfig::try_from(crypto)
         .map_err(|e| TlsError::Generate(format!("quic server config: {e}")))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -67,8 +75,9 @@ pub fn server_endpoint(
     })
 }
 
-/// A client endpoint that trusts the CA in `ca` and dials with Switchyard's
-/// ALPN. It binds an ephemeral UDP port of the family of `peer`.
+/// A client endpoint that trusts the CA in `ca` and dials offering
+/// Switchyard's ALPN ids (`switchyard/2`, `switchyard/1`, up to
+/// `config.max_wire_version`). It binds an ephemeral UDP port of the family of `peer`.
 ///
 /// # Errors
 /// [`TlsError`] for an unusable CA file; [`TlsError::Io`] when no UDP socket
@@ -79,7 +88,7 @@ pub fn client_endpoint(
     config: &EndpointConfig,
 ) -> Result<quinn::Endpoint, TlsError> {
     let mut crypto = tls::client_config(ca)?;
-    crypto.alpn_protocols = vec![protocol::ALPN.to_vec()];
+    crypto.alpn_protocols = config.max_wire_version.alpn_protocols();
     let crypto = QuicClientConfig::try_from(crypto)
         .map_err(|e| TlsError::Generate(format!("quic client config: {e}")))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));

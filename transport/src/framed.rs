@@ -1,7 +1,7 @@
 //! Framed message IO over one quinn stream.
 
 use bytes::{Bytes, BytesMut};
-use protocol::{CHUNK_LEN, Codec, CodecError, FrameHeader, HEADER_LEN, Message};
+use protocol::{CHUNK_LEN, Codec, CodecError, HEADER_LEN, Message, WireVersion};
 
 /// Why a framed read or write failed.
 #[derive(Debug, thiserror::Error)]
@@ -95,11 +95,10 @@ impl FramedSend {
     pub async fn send_payload(&mut self, payload: &Bytes) -> Result<(), IoError> {
         for at in (0..payload.len()).step_by(CHUNK_LEN) {
             let end = (at + CHUNK_LEN).min(payload.len());
-            let header = FrameHeader {
-                kind: protocol::FrameKind::Data,
-                // A chunk is at most CHUNK_LEN (256 KiB) bytes.
-                len: (end - at) as u32,
-            };
+            // A chunk is at most CHUNK_LEN (256 KiB) bytes.
+            let header = self
+                .codec
+                .header(protocol::FrameKind::Data, (end - at) as u32);
             self.stream.write_all(&header.to_bytes()).await?;
             self.stream.write_chunk(payload.slice(at..end)).await?;
         }
@@ -167,7 +166,7 @@ impl FramedRecv {
             }
             Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
         }
-        let header = FrameHeader::parse(&head, self.codec.max_frame_len())?;
+        let header = self.codec.parse_header(&head)?;
         let mut body = BytesMut::zeroed(header.len as usize);
         match self.stream.read_exact(&mut body).await {
             Ok(()) => {}
@@ -230,7 +229,25 @@ impl FramedRecv {
     }
 }
 
-/// Opens a framed bidirectional stream on `connection`.
+/// The wire version `connection` negotiated by ALPN: version 1 when the
+/// peer offered no ALPN id at all (a peer older than the negotiation).
+pub fn wire_version(connection: &quinn::Connection) -> WireVersion {
+    connection
+        .handshake_data()
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|data| data.protocol)
+        .and_then(|alpn| WireVersion::from_alpn(&alpn))
+        .unwrap_or(WireVersion::V1)
+}
+
+/// `codec` set to the wire version `connection` negotiated: every stream of
+/// the connection is framed with it.
+pub fn codec_for(connection: &quinn::Connection, codec: Codec) -> Codec {
+    codec.with_version(wire_version(connection))
+}
+
+/// Opens a framed bidirectional stream on `connection`, framed in the
+/// connection's negotiated wire version (whatever version `codec` had).
 ///
 /// # Errors
 /// [`IoError::ConnectionLost`] when the connection is gone.
@@ -238,6 +255,7 @@ pub async fn open_bi(
     connection: &quinn::Connection,
     codec: Codec,
 ) -> Result<(FramedSend, FramedRecv), IoError> {
+    let codec = codec_for(connection, codec);
     let (send, recv) = connection.open_bi().await?;
     Ok((FramedSend::new(send, codec), FramedRecv::new(recv, codec)))
 }

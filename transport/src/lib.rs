@@ -10,5 +10,5 @@ pub mod framed;
 pub mod tls;
 
 pub use endpoint::{EndpointConfig, client_endpoint, server_endpoint};
-pub use framed::{FramedRecv, FramedSend, IoError, open_bi};
+pub use framed::{FramedRecv, FramedSend, IoError, codec_for, open_bi, wire_version};
 pub use tls::{TlsError, TlsFiles};

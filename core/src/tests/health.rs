@@ -23,7 +23,7 @@ fn an_unhealthy_service_gets_no_calls_on_that_node() {
     report(&mut h, 1, &["svc"]);
     let view = h.core.fleet().get(1).unwrap().view(h.now);
     let svc = view.services.iter().find(|s| s.name == "svc").unwrap();
-    assert!(!svc.healthy, "the view shows it: {view:?}");
+    assert!(svc.unhealthy, "the view shows it: {view:?}");
     for _ in 0..20 {
         let (call, actions) = h.call("svc");
         assert_eq!(dispatched(&actions, call), Some(2), "{actions:?}");
@@ -45,5 +45,5 @@ fn calls_queued_while_unhealthy_everywhere_run_when_it_recovers() {
     assert!(dispatched(&report(&mut h, 1, &["svc", "gone"]), call).is_none());
     let actions = report(&mut h, 1, &[]);
     assert_eq!(dispatched(&actions, call), Some(1), "{actions:?}");
-    assert!(h.core.fleet().get(1).unwrap().view(h.now).services[0].healthy);
+    assert!(!h.core.fleet().get(1).unwrap().view(h.now).services[0].unhealthy);
 }

@@ -101,7 +101,7 @@ async fn an_unhealthy_upstream_gets_no_calls_until_it_recovers() {
         views
             .iter()
             .find(|n| n.spec.id == "node-a")
-            .map(|n| n.services[0].healthy)
+            .map(|n| !n.services[0].unhealthy)
     };
     eventually(Duration::from_secs(10), || match healthy_a() {
         Some(false) => Ok(()),

@@ -21,3 +21,4 @@ mod queue;
 mod services;
 mod streaming;
 mod swap;
+mod wire_versions;

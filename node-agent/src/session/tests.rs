@@ -268,7 +268,7 @@ async fn registers_reports_stats_serves_calls_and_shuts_down() {
         .expect("closed");
     match closed {
         quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(close.error_code, 0u32.into());
+            assert_eq!(close.error_code, protocol::codes::close::NORMAL.into());
             assert_eq!(&close.reason[..], b"agent shutting down");
         }
         other => panic!("unexpected close {other:?}"),
@@ -308,7 +308,10 @@ async fn reconnects_after_the_gateway_drops_it() {
     let mut first = gateway.accept().await;
     first.accept().await;
     first.next_stats().await;
-    first.connection.close(1u32.into(), b"gateway restarting");
+    first.connection.close(
+        protocol::codes::close::SHUTDOWN.into(),
+        b"gateway restarting",
+    );
     let mut second = gateway.accept().await;
     second.accept().await;
     second.next_stats().await;

@@ -99,7 +99,10 @@ async fn the_gateway_swaps_a_slot_over_the_control_stream() {
     );
 
     // A new connection registers the slot's current state.
-    reg.connection.close(1u32.into(), b"gateway restarting");
+    reg.connection.close(
+        protocol::codes::close::SHUTDOWN.into(),
+        b"gateway restarting",
+    );
     let mut again = gateway.accept().await;
     assert_eq!(
         again.register.node.slots[0].loaded.as_deref(),

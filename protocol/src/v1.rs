@@ -1,0 +1,120 @@
+//! Wire version 1, frozen: each body is one postcard-encoded value of the
+//! message's type, with no trailing bytes.
+//!
+//! Postcard writes no field tags, so the v1 bytes of a type are its fields
+//! in declaration order. To keep them frozen, every field added after v1 is
+//! `#[serde(skip)]` (never written to v1, its default when read from v1),
+//! no field of v1 changes its type or place, and error kinds added after v1
+//! are written to v1 peers as [`ErrorKind::Internal`]
+//! ([`v1_error_kind`]). The golden vectors in `tests/golden/v1.hex` hold
+//! the bytes of every message kind and fail on any change.
+
+use bytes::Bytes;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{CallError, CodecError, ErrorKind, FrameKind, Message};
+
+/// The kind a v1 peer is told: the kinds of the first release are sent as
+/// they are, any later one as [`ErrorKind::Internal`] (a v1 decoder refuses
+/// unknown variants).
+pub(crate) fn v1_error_kind(kind: ErrorKind) -> ErrorKind {
+    if kind.code() <= ErrorKind::RateLimited.code() {
+        kind
+    } else {
+        ErrorKind::Internal
+    }
+}
+
+pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
+    fn put<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+        // Serializing into a Vec cannot fail for these plain types:
+        // postcard only fails on unsupported serde features (none used).
+        if let Ok(bytes) = postcard::to_extend(value, std::mem::take(out)) {
+            *out = bytes;
+        }
+    }
+    match message {
+        Message::Register(m) => put(m, out),
+        Message::Registered(m) => put(m, out),
+        Message::Refused(m) => put(m, out),
+        Message::Stats(m) => put(m, out),
+        Message::Call(m) => put(m, out),
+        Message::Dispatch(m) => put(m, out),
+        Message::Queued(m) => put(m, out),
+        Message::Result(m) => put(m, out),
+        Message::Reply(m) => put(m, out),
+        Message::Data(bytes) => out.extend_from_slice(bytes),
+        Message::Error(m) => put(
+            &CallError {
+                kind: v1_error_kind(m.kind),
+                message: m.message.clone(),
+            },
+            out,
+        ),
+        Message::ListNodes | Message::ListPolicies | Message::ListQueues | Message::CacheStats => {}
+        Message::Nodes(m) => put(m, out),
+        Message::Policies(m) => put(m, out),
+        Message::SetPolicy(m) => put(m, out),
+        Message::Ack(m) => put(m, out),
+        Message::Swap(m) => put(m, out),
+        Message::Swapped(m) => put(m, out),
+        Message::Reserved(m) => put(m, out),
+        Message::Queues(m) => put(m, out),
+        Message::CacheStatsView(m) => put(m, out),
+        Message::PurgeCache(m) => put(m, out),
+        Message::End(m) => put(m, out),
+    }
+}
+
+pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, CodecError> {
+    fn get<T: DeserializeOwned>(kind: FrameKind, body: &[u8]) -> Result<T, CodecError> {
+        let malformed = |reason: String| CodecError::Malformed { kind, reason };
+        let (value, rest) =
+            postcard::take_from_bytes(body).map_err(|e| malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(malformed(format!("{} trailing bytes", rest.len())));
+        }
+        Ok(value)
+    }
+    Ok(match kind {
+        FrameKind::Register => Message::Register(get(kind, body)?),
+        FrameKind::Registered => Message::Registered(get(kind, body)?),
+        FrameKind::Refused => Message::Refused(get(kind, body)?),
+        FrameKind::Stats => Message::Stats(get(kind, body)?),
+        FrameKind::Call => Message::Call(get(kind, body)?),
+        FrameKind::Dispatch => Message::Dispatch(get(kind, body)?),
+        FrameKind::Queued => Message::Queued(get(kind, body)?),
+        FrameKind::Result => Message::Result(get(kind, body)?),
+        FrameKind::Reply => Message::Reply(get(kind, body)?),
+        FrameKind::Data => Message::Data(Bytes::copy_from_slice(body)),
+        FrameKind::Error => Message::Error(get(kind, body)?),
+        FrameKind::ListNodes
+        | FrameKind::ListPolicies
+        | FrameKind::ListQueues
+        | FrameKind::CacheStats => {
+            if !body.is_empty() {
+                return Err(CodecError::Malformed {
+                    kind,
+                    reason: format!("{} trailing bytes", body.len()),
+                });
+            }
+            match kind {
+                FrameKind::ListNodes => Message::ListNodes,
+                FrameKind::ListPolicies => Message::ListPolicies,
+                FrameKind::ListQueues => Message::ListQueues,
+                _ => Message::CacheStats,
+            }
+        }
+        FrameKind::Nodes => Message::Nodes(get(kind, body)?),
+        FrameKind::Policies => Message::Policies(get(kind, body)?),
+        FrameKind::SetPolicy => Message::SetPolicy(get(kind, body)?),
+        FrameKind::Ack => Message::Ack(get(kind, body)?),
+        FrameKind::Swap => Message::Swap(get(kind, body)?),
+        FrameKind::Swapped => Message::Swapped(get(kind, body)?),
+        FrameKind::Reserved => Message::Reserved(get(kind, body)?),
+        FrameKind::Queues => Message::Queues(get(kind, body)?),
+        FrameKind::CacheStatsView => Message::CacheStatsView(get(kind, body)?),
+        FrameKind::PurgeCache => Message::PurgeCache(get(kind, body)?),
+        FrameKind::End => Message::End(get(kind, body)?),
+    })
+}

@@ -1,0 +1,242 @@
+//! Version 2's compatibility rules, tested with the bodies an older and a
+//! newer peer would write (types declared here as those peers would have
+//! them, encoded by the same derive).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use minicbor::Encode;
+use switchyard_protocol::{
+    CallError, CallHead, Codec, Decoded, ErrorKind, FrameKind, Message, ResultHead, WireVersion,
+};
+
+fn frame(kind: FrameKind, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![2, kind as u8, 0, 0];
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+fn decode(bytes: &[u8]) -> Message {
+    match Codec::default().decode(bytes).expect("decodes") {
+        Decoded::Frame { message, consumed } => {
+            assert_eq!(consumed, bytes.len());
+            message
+        }
+        Decoded::Incomplete { .. } => panic!("incomplete"),
+    }
+}
+
+/// A call head as a newer peer writes it: two fields this side does not
+/// know, one of them a nested structure.
+#[derive(Encode)]
+#[cbor(map)]
+struct NewerCallHead {
+    #[n(0)]
+    service: String,
+    #[n(1)]
+    payload_len: u64,
+    #[n(2)]
+    timeout_ms: u32,
+    #[n(3)]
+    hints: Vec<(String, String)>,
+    #[n(4)]
+    priority: i32,
+    #[n(5)]
+    realtime: bool,
+    #[n(6)]
+    no_cache: bool,
+    #[n(10)]
+    attempts: u32,
+    #[n(11)]
+    future: Vec<(String, Vec<u64>)>,
+}
+
+#[test]
+fn an_unknown_future_field_is_ignored() {
+    let newer = NewerCallHead {
+        service: "llm".into(),
+        payload_len: 5,
+        timeout_ms: 1000,
+        hints: vec![("k".into(), "v".into())],
+        priority: 1,
+        realtime: false,
+        no_cache: true,
+        attempts: 3,
+        future: vec![("x".into(), vec![1, 2, 3])],
+    };
+    let body = minicbor::to_vec(&newer).unwrap();
+    let got = decode(&frame(FrameKind::Call, &body));
+    let mut want = CallHead::new("llm", 5, 1000);
+    want.hints = vec![("k".into(), "v".into())];
+    want.priority = 1;
+    want.no_cache = true;
+    assert_eq!(got, Message::Call(want));
+}
+
+/// A result head as an older peer wrote it: before the cache, content type
+/// and status fields existed.
+#[derive(Encode)]
+#[cbor(map)]
+struct OlderResultHead {
+    #[n(0)]
+    payload_len: Option<u64>,
+    #[n(1)]
+    node_id: String,
+    #[n(2)]
+    policy: String,
+    #[n(3)]
+    timings: switchyard_protocol::Timings,
+}
+
+#[test]
+fn a_message_missing_a_newer_field_decodes_with_its_default() {
+    let older = OlderResultHead {
+        payload_len: Some(4),
+        node_id: "n1".into(),
+        policy: "latency".into(),
+        timings: switchyard_protocol::Timings::default(),
+    };
+    let body = minicbor::to_vec(&older).unwrap();
+    let got = decode(&frame(FrameKind::Result, &body));
+    assert_eq!(
+        got,
+        Message::Result(ResultHead {
+            payload_len: Some(4),
+            node_id: "n1".into(),
+            policy: "latency".into(),
+            timings: switchyard_protocol::Timings::default(),
+            cache: None,
+            content_type: None,
+            status: None,
+        })
+    );
+}
+
+#[test]
+fn an_unknown_error_kind_decodes_as_internal_and_the_stream_goes_on() {
+    #[derive(Encode)]
+    #[cbor(map)]
+    struct NewerError {
+        #[n(0)]
+        kind: u32,
+        #[n(1)]
+        message: String,
+    }
+    let body = minicbor::to_vec(NewerError {
+        kind: 99,
+        message: "a kind from the future".into(),
+    })
+    .unwrap();
+    let mut bytes = frame(FrameKind::Error, &body);
+    let end = Codec::default()
+        .encode_to_vec(&Message::End(switchyard_protocol::Trailer::default()))
+        .unwrap();
+    bytes.extend_from_slice(&end);
+    let codec = Codec::default();
+    let Decoded::Frame { message, consumed } = codec.decode(&bytes).unwrap() else {
+        panic!("incomplete");
+    };
+    assert_eq!(
+        message,
+        Message::Error(CallError {
+            kind: ErrorKind::Internal,
+            message: "a kind from the future".into(),
+        })
+    );
+    assert!(matches!(
+        codec.decode(&bytes[consumed..]),
+        Ok(Decoded::Frame {
+            message: Message::End(_),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_missing_required_field_is_malformed_not_a_panic() {
+    #[derive(Encode)]
+    #[cbor(map)]
+    struct NoService {
+        #[n(1)]
+        payload_len: u64,
+    }
+    let body = minicbor::to_vec(NoService { payload_len: 1 }).unwrap();
+    assert!(matches!(
+        Codec::default().decode(&frame(FrameKind::Call, &body)),
+        Err(switchyard_protocol::CodecError::Malformed {
+            kind: FrameKind::Call,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn v1_bodies_stay_postcard_and_v2_bodies_are_cbor_maps() {
+    let call = Message::Call(CallHead::new("echo", 1, 10));
+    let v1 = Codec::default().with_version(WireVersion::V1);
+    let bytes = v1.encode_to_vec(&call).unwrap();
+    // postcard: the service name's length, then its bytes.
+    assert_eq!(
+        &bytes[..14],
+        &[1, 5, 0, 0, 0, 0, 0, 14, 4, b'e', b'c', b'h', b'o', 1]
+    );
+    let bytes = Codec::default().encode_to_vec(&call).unwrap();
+    assert_eq!(bytes[0], 2);
+    assert_eq!(bytes[8] & 0xe0, 0xa0, "a CBOR map");
+}
+
+/// The rule for adding a field (ARCHITECTURE.md, "Evolving the wire"),
+/// exactly as written there: `#[serde(skip)] #[cbor(n(N), default)]`.
+mod adding_a_field {
+    use minicbor::{Decode, Encode};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+    #[cbor(map)]
+    struct Before {
+        #[n(0)]
+        node_id: String,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, Encode, Decode)]
+    #[cbor(map)]
+    struct After {
+        #[n(0)]
+        node_id: String,
+        #[serde(skip)]
+        #[cbor(n(1), default)]
+        attempts: u32,
+    }
+
+    #[test]
+    fn v1_bytes_do_not_change_and_v2_peers_of_either_side_agree() {
+        let before = Before {
+            node_id: "n1".into(),
+        };
+        let after = After {
+            node_id: "n1".into(),
+            attempts: 3,
+        };
+        // v1: the same bytes as before the field; read back, the default.
+        let v1 = postcard::to_stdvec(&after).unwrap();
+        assert_eq!(v1, postcard::to_stdvec(&before).unwrap());
+        let read: After = postcard::from_bytes(&v1).unwrap();
+        assert_eq!(read.attempts, 0);
+        // v2: an older peer skips the new field...
+        let v2 = minicbor::to_vec(&after).unwrap();
+        let old: Before = minicbor::decode(&v2).unwrap();
+        assert_eq!(old, before);
+        // ...and a newer one reads an older body with the default.
+        let new: After = minicbor::decode(&minicbor::to_vec(&before).unwrap()).unwrap();
+        assert_eq!(
+            new,
+            After {
+                node_id: "n1".into(),
+                attempts: 0
+            }
+        );
+        // A newer peer's value arrives.
+        let back: After = minicbor::decode(&v2).unwrap();
+        assert_eq!(back, after);
+    }
+}

@@ -1,0 +1,272 @@
+//! One message of every frame kind, with every field set to a value that is
+//! not its default (so a field that stops being written shows).
+
+use bytes::Bytes;
+use switchyard_protocol::*;
+
+fn node_spec() -> NodeSpec {
+    NodeSpec {
+        id: "gpu-node-1".into(),
+        region: "eu-west".into(),
+        labels: vec![("tier".into(), "premium".into())],
+        cost_per_hour: 1.5,
+        services: vec![ServiceSpec {
+            name: "llm".into(),
+            max_concurrent: 4,
+            load_ms: 2500,
+        }],
+        slots: vec![SlotSpec {
+            name: "gpu0".into(),
+            can_host: vec!["llm".into()],
+            loaded: Some("llm".into()),
+        }],
+        stats_interval_ms: 1000,
+        agent_version: "0.1.0".into(),
+    }
+}
+
+fn node_stats() -> NodeStats {
+    NodeStats {
+        cpu_pct: 12.5,
+        mem_used_mib: 2048,
+        mem_total_mib: 8192,
+        gpus: vec![GpuStats {
+            index: 0,
+            name: "H100".into(),
+            util_pct: 50.0,
+            mem_used_mib: 1000,
+            mem_total_mib: 80000,
+            temperature_c: 60.0,
+            power_w: 300.0,
+        }],
+        in_flight: vec![("llm".into(), 3)],
+        unhealthy: vec!["web".into()],
+    }
+}
+
+/// `(name, message)` for every frame kind, in kind order.
+pub fn all() -> Vec<(&'static str, Message)> {
+    vec![
+        (
+            "Register",
+            Message::Register(Register {
+                token: "tok".into(),
+                node: node_spec(),
+            }),
+        ),
+        (
+            "Registered",
+            Message::Registered(Registered {
+                node_key: 7,
+                gateway_version: "0.1.0".into(),
+            }),
+        ),
+        ("Refused", Message::Refused("wrong token".into())),
+        ("Stats", Message::Stats(node_stats())),
+        (
+            "Call",
+            Message::Call(CallHead {
+                service: "llm".into(),
+                payload_len: 300,
+                timeout_ms: 5000,
+                hints: vec![("policy".into(), "latency".into())],
+                priority: -2,
+                realtime: true,
+                no_cache: true,
+                max_age_s: Some(60),
+                api_key: Some("sk-1".into()),
+                endpoint: Some("/embeddings".into()),
+            }),
+        ),
+        (
+            "Dispatch",
+            Message::Dispatch(DispatchHead {
+                call_id: 42,
+                service: "llm".into(),
+                payload_len: 300,
+                timeout_ms: 4900,
+                endpoint: Some("/completions".into()),
+            }),
+        ),
+        ("Queued", Message::Queued(3)),
+        (
+            "Result",
+            Message::Result(ResultHead {
+                payload_len: Some(1000),
+                node_id: "gpu-node-1".into(),
+                policy: "latency".into(),
+                timings: Timings {
+                    queue_ms: 1.5,
+                    node_ms: 20.25,
+                    total_ms: 22.0,
+                },
+                cache: Some(CacheInfo {
+                    age_ms: 1200,
+                    coalesced: true,
+                }),
+                content_type: Some("application/json".into()),
+                status: Some(200),
+            }),
+        ),
+        (
+            "Reply",
+            Message::Reply(ReplyHead {
+                payload_len: None,
+                exec_ms: 3.5,
+                content_type: Some("text/event-stream".into()),
+                status: Some(201),
+            }),
+        ),
+        (
+            "Data",
+            Message::Data(Bytes::from_static(b"\x00\x01payload")),
+        ),
+        (
+            "Error",
+            Message::Error(CallError {
+                kind: ErrorKind::RateLimited,
+                message: "retry in 2 s".into(),
+            }),
+        ),
+        ("ListNodes", Message::ListNodes),
+        (
+            "Nodes",
+            Message::Nodes(vec![NodeView {
+                key: 7,
+                spec: node_spec(),
+                stats: Some(node_stats()),
+                services: vec![ServiceView {
+                    name: "llm".into(),
+                    in_flight: 1,
+                    max_concurrent: 4,
+                    latency_ms: 12.5,
+                    loaded: true,
+                    unhealthy: true,
+                }],
+                slots: vec![SlotView {
+                    name: "gpu0".into(),
+                    can_host: vec!["llm".into()],
+                    loaded: Some("llm".into()),
+                    swapping_to: Some("other".into()),
+                    cooldown_left_ms: 500,
+                    failed: vec![("bad".into(), 30000)],
+                    swaps_total: 2,
+                }],
+                draining: true,
+                connected_ms: 60000,
+                last_stats_ms: 250,
+                calls_total: 99,
+            }]),
+        ),
+        ("ListPolicies", Message::ListPolicies),
+        (
+            "Policies",
+            Message::Policies(PolicyTable {
+                default_policy: "round-robin".into(),
+                fail_open: true,
+                policies: vec![PolicyView {
+                    name: "latency".into(),
+                    file: "latency.wasm".into(),
+                    content_hash: "ab12".into(),
+                    loaded_at_unix_ms: 1_700_000_000_000,
+                    picks_total: 10,
+                    traps_total: 1,
+                }],
+                services: vec![ServicePolicy {
+                    service: "llm".into(),
+                    configured: Some("latency".into()),
+                    active: "latency".into(),
+                }],
+                rejected: vec![RejectedFile {
+                    file: "bad.wasm".into(),
+                    reason: "compile error".into(),
+                    at_unix_ms: 1_700_000_000_001,
+                }],
+            }),
+        ),
+        (
+            "SetPolicy",
+            Message::SetPolicy(SetPolicy {
+                admin_token: "adm".into(),
+                service: "llm".into(),
+                policy: "latency".into(),
+            }),
+        ),
+        ("Ack", Message::Ack("llm uses latency".into())),
+        (
+            "Swap",
+            Message::Swap(SwapRequest {
+                swap_id: 5,
+                slot: "gpu0".into(),
+                service: "llm".into(),
+            }),
+        ),
+        (
+            "Swapped",
+            Message::Swapped(SwapReport {
+                swap_id: 5,
+                slot: "gpu0".into(),
+                loaded: Some("llm".into()),
+                error: Some("slow".into()),
+                duration_ms: 2400,
+            }),
+        ),
+        (
+            "Reserved",
+            Message::Reserved(Reserved {
+                node_id: "gpu-node-1".into(),
+                service: "llm".into(),
+                from: Some("other".into()),
+                expected_ms: 2500,
+            }),
+        ),
+        ("ListQueues", Message::ListQueues),
+        (
+            "Queues",
+            Message::Queues(vec![QueueView {
+                service: "llm".into(),
+                length: 2,
+                capacity: 1000,
+                oldest_wait_ms: 15,
+                reserved: 1,
+                dispatched_total: 100,
+                abandoned_total: 3,
+                overloaded_total: 4,
+            }]),
+        ),
+        ("CacheStats", Message::CacheStats),
+        (
+            "CacheStatsView",
+            Message::CacheStatsView(CacheStatsView {
+                max_bytes: 1 << 28,
+                total_bytes: 4096,
+                entries: 2,
+                services: vec![ServiceCacheStats {
+                    service: "sha256".into(),
+                    ttl_s: 60,
+                    entries: 2,
+                    bytes: 4096,
+                    hits: 10,
+                    coalesced: 1,
+                    misses: 2,
+                    evictions: 3,
+                    expirations: 4,
+                }],
+            }),
+        ),
+        (
+            "PurgeCache",
+            Message::PurgeCache(PurgeCache {
+                admin_token: "adm".into(),
+                service: Some("sha256".into()),
+            }),
+        ),
+        (
+            "End",
+            Message::End(Trailer {
+                len: 300,
+                exec_ms: 7.5,
+            }),
+        ),
+    ]
+}
