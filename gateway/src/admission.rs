@@ -21,6 +21,26 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::config::{AgentsConfig, QuicConfig};
 
+/// Help texts of the accept policy's metrics.
+pub(crate) fn describe_metrics() {
+    metrics::describe_gauge!(
+        "quic_handshakes_pending",
+        "QUIC handshakes admitted and not done yet."
+    );
+    metrics::describe_counter!(
+        "quic_retries_total",
+        "Stateless retries sent to unvalidated addresses while many handshakes were pending."
+    );
+    metrics::describe_counter!(
+        "quic_connections_refused_total",
+        "Incoming QUIC connections refused, by reason (per_ip, max_connections, pending_handshakes)."
+    );
+    metrics::describe_counter!(
+        "quic_handshake_timeouts_total",
+        "QUIC handshakes dropped at [quic] handshake_timeout_ms."
+    );
+}
+
 /// What to do with an incoming connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {

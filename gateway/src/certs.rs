@@ -17,6 +17,18 @@ use notify::Watcher as _;
 
 use crate::{GatewayConfig, GatewayError};
 
+/// Help texts of the reload metrics.
+pub(crate) fn describe_metrics() {
+    metrics::describe_counter!(
+        "tls_reloads_total",
+        "Certificate reloads swapped into the QUIC endpoint."
+    );
+    metrics::describe_counter!(
+        "tls_reload_failures_total",
+        "Certificate reloads that failed (the previous certificates stay)."
+    );
+}
+
 /// Quiet time after the last file event before reloading.
 pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 

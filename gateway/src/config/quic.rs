@@ -47,7 +47,7 @@ pub struct QuicConfig {
     /// included (default 256); past it new ones from it are refused.
     pub max_connections_per_ip: u32,
     /// With this many handshakes pending, a new connection whose address is
-    /// not validated yet gets a stateless retry first (default 64; 0: always).
+    /// not validated yet gets a stateless retry first (default 16; 0: always).
     pub retry_above_pending: u32,
     /// Most handshakes pending at once (default 1024); past it new
     /// connections are refused (and quinn buffers at most this many
@@ -68,7 +68,7 @@ impl Default for QuicConfig {
             handshake_timeout_ms: 5000,
             max_connections: 1024,
             max_connections_per_ip: 256,
-            retry_above_pending: 64,
+            retry_above_pending: 16,
             max_pending_handshakes: 1024,
         }
     }
