@@ -11,14 +11,10 @@ use std::time::Duration;
 use client::CallOptions;
 use gateway::GatewayConfig;
 use protocol::{Codec, Message};
-use rustls_pki::CertificateDer;
+use quinn::rustls::pki_types::CertificateDer;
 use transport::{ClientIdentity, EndpointConfig, FramedRecv, FramedSend, TlsFiles};
 
 use crate::common::{Fleet, TOKEN, service};
-
-mod rustls_pki {
-    pub use quinn::rustls::pki_types::CertificateDer;
-}
 
 /// The gateway configuration of `fleet`'s data folder (for `cert issue`).
 fn gateway_config(fleet: &Fleet) -> GatewayConfig {
