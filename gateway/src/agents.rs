@@ -1,4 +1,5 @@
-//! An agent's control stream: registration with the shared token, then stats
+//! An agent's control stream: registration with the shared token (and the
+//! client certificate's node id, see [`crate::certs::check_agent`]), then stats
 //! every interval until the connection closes or three intervals pass with
 //! none (the node is then dropped from the registry and disconnected). The
 //! same stream carries swap requests to the agent and its swap reports.
@@ -28,13 +29,20 @@ pub(crate) async fn serve(
     register: Register,
     mut send: FramedSend,
     mut recv: FramedRecv,
+    ticket: &mut crate::admission::Ticket,
 ) {
     let remote = connection.remote_address();
     let wire = transport::wire_version(&connection);
+    let require_cert = shared.config.agents.require_client_cert;
     let refusal = if !crate::token_matches(&register.token, &shared.agent_token) {
         Some("wrong agent token".to_string())
+    } else if let Err(why) = register.node.validate() {
+        Some(why.to_string())
+    } else if let Err(why) = crate::certs::check_agent(&connection, &register.node.id, require_cert)
+    {
+        Some(why)
     } else {
-        register.node.validate().err().map(|e| e.to_string())
+        ticket.register_agent().err()
     };
     if let Some(reason) = refusal {
         tracing::warn!(%remote, node = %register.node.id, %reason, "agent refused");

@@ -9,6 +9,10 @@ use serde::Deserialize;
 
 use crate::tenants::TenantConfig;
 
+mod quic;
+
+pub use quic::{AgentsConfig, QuicConfig};
+
 /// The gateway's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -88,6 +92,10 @@ pub struct GatewayConfig {
     /// is not loopback, serving anyone without a key (default false: it
     /// refuses to start, see [`crate::tenants::check_anonymous`]).
     pub allow_anonymous: bool,
+    /// The QUIC endpoint's limits and accept policy (table `[quic]`).
+    pub quic: QuicConfig,
+    /// Agents' identities and limits (table `[agents]`).
+    pub agents: AgentsConfig,
 }
 
 /// `[http]`: the HTTP ingress, a port of its own (not the admin port).
@@ -248,8 +256,12 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// Server private key, PEM.
     pub key: Option<PathBuf>,
-    /// CA file to print for agents and clients, PEM.
+    /// CA file to print for agents and clients, PEM; agents' client
+    /// certificates must be signed by it.
     pub ca: Option<PathBuf>,
+    /// The CA's private key, PEM (default `ca-key.pem` in `data_dir`,
+    /// written with a generated CA): `gateway cert issue` signs with it.
+    pub ca_key: Option<PathBuf>,
     /// Names the generated certificate covers (default `localhost`, `127.0.0.1`, `::1`).
     pub names: Vec<String>,
 }
@@ -330,6 +342,8 @@ impl Default for GatewayConfig {
             models: BTreeMap::new(),
             tenants: Vec::new(),
             allow_anonymous: false,
+            quic: QuicConfig::default(),
+            agents: AgentsConfig::default(),
         }
     }
 }
@@ -409,6 +423,8 @@ impl GatewayConfig {
             ));
         }
         self.validate_cache()?;
+        self.quic.validate(self.max_payload_bytes)?;
+        self.agents.validate()?;
         if self.http.timeout_ms == 0 {
             return Err(ConfigError::Invalid("http.timeout_ms must be > 0".into()));
         }
@@ -515,6 +531,7 @@ impl GatewayConfig {
             cert: self.tls.cert.clone().unwrap_or(dflt.cert),
             key: self.tls.key.clone().unwrap_or(dflt.key),
             ca: self.tls.ca.clone().unwrap_or(dflt.ca),
+            ca_key: self.tls.ca_key.clone().unwrap_or(dflt.ca_key),
         }
     }
 }

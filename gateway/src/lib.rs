@@ -17,10 +17,12 @@ pub mod tenants;
 pub mod window;
 
 mod admin;
+mod admission;
 mod agents;
 pub mod cache;
 mod calls;
 mod candidates;
+pub mod certs;
 mod ingress;
 mod server;
 

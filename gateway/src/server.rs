@@ -8,10 +8,11 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use protocol::{CallError, ErrorKind, Message};
-use transport::{EndpointConfig, FramedRecv, FramedSend};
+use transport::{FramedRecv, FramedSend};
 
+use crate::admission::{Admission, Ticket};
 use crate::{
-    GatewayConfig, GatewayError, Shared, admin, agents, cache, calls, policies, registry,
+    GatewayConfig, GatewayError, Shared, admin, agents, cache, calls, certs, policies, registry,
     scheduler, watcher,
 };
 
@@ -26,6 +27,10 @@ pub struct Gateway {
     ca: PathBuf,
     token_files: Vec<PathBuf>,
     _watch: Arc<watcher::WatchHandle>,
+    /// The accept policy (`[quic]` limits).
+    admission: Arc<Admission>,
+    /// Reloads the certificates on SIGHUP or a file change.
+    _reload: Arc<certs::ReloadHandle>,
     _scheduler: Arc<AbortOnDrop>,
     admin: Option<Arc<std::sync::Mutex<Option<tokio::net::TcpListener>>>>,
     admin_addr: Option<SocketAddr>,
@@ -64,11 +69,7 @@ impl Gateway {
         crate::tenants::check_anonymous(&config, &listens)?;
         let tenants = crate::tenants::Tenants::new(&config.tenants)?;
         let files = config.tls_files();
-        let mut names = config.tls.names.clone();
-        if names.is_empty() {
-            names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-        }
-        if files.create_if_missing(&names)? {
+        if files.create_if_missing(&tls_names(&config))? {
             tracing::info!(ca = %files.ca.display(), "created a self-signed CA and server certificate");
         }
         let mut token_files = Vec::new();
@@ -83,14 +84,13 @@ impl Gateway {
         };
         let agent_token = token(&config.agent_token, "agent-token")?;
         let admin_token = token(&config.admin_token, "admin-token")?;
-        let endpoint = transport::server_endpoint(
-            config.listen,
-            &files,
-            &EndpointConfig {
-                max_wire_version: config.max_wire_version,
-                ..EndpointConfig::default()
-            },
-        )?;
+        let endpoint = quinn::Endpoint::server(certs::server_config(&config)?, config.listen)
+            .map_err(|source| GatewayError::Io {
+                path: PathBuf::from(config.listen.to_string()),
+                source,
+            })?;
+        let admission = Admission::new(config.quic, config.agents);
+        let reload = certs::start(endpoint.clone(), config.clone());
         let core = scheduler::new_core(&config);
         let registry = Arc::new(registry::Registry::new(core.clone()));
         let policies = Arc::new(policies::Policies::new(&config, registry.clone())?);
@@ -164,6 +164,8 @@ impl Gateway {
             ca: files.ca,
             token_files,
             _watch: Arc::new(watch),
+            admission,
+            _reload: Arc::new(reload),
             _scheduler: Arc::new(AbortOnDrop(scheduler_task)),
             admin: admin.map(|l| Arc::new(std::sync::Mutex::new(Some(l)))),
             admin_addr,
@@ -295,7 +297,9 @@ impl Gateway {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    tokio::spawn(connection(self.shared.clone(), incoming));
+                    if let Some((incoming, ticket)) = self.admission.admit(incoming) {
+                        tokio::spawn(connection(self.shared.clone(), incoming, ticket));
+                    }
                 }
                 () = &mut shutdown => break,
             }
@@ -309,11 +313,29 @@ impl Gateway {
     }
 }
 
-async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
-    let connection = match incoming.await {
-        Ok(c) => c,
-        Err(error) => {
+/// The names a generated server certificate covers: `[tls] names`, else
+/// `localhost`, `127.0.0.1`, `::1`.
+pub(crate) fn tls_names(config: &GatewayConfig) -> Vec<String> {
+    if config.tls.names.is_empty() {
+        vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+    } else {
+        config.tls.names.clone()
+    }
+}
+
+/// Serves one admitted connection; `ticket` counts it until it ends.
+async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming, mut ticket: Ticket) {
+    let handshake = tokio::time::timeout(shared.config.quic.handshake_timeout(), incoming).await;
+    ticket.handshake_over();
+    let connection = match handshake {
+        Ok(Ok(c)) => c,
+        Ok(Err(error)) => {
             tracing::debug!(%error, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            metrics::counter!("quic_handshake_timeouts_total").increment(1);
+            tracing::debug!("handshake timed out");
             return;
         }
     };
@@ -324,11 +346,19 @@ async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
     else {
         return;
     };
+    // What this connection's streams may hold in reads ([quic]
+    // read_buffer_per_connection); agents' control streams read small frames.
+    let budget = transport::ReadBudget::new(
+        shared
+            .config
+            .quic
+            .read_buffer(shared.config.max_payload_bytes),
+    );
     let mut send = FramedSend::new(send, codec);
-    let mut recv = FramedRecv::new(recv, codec);
+    let mut recv = FramedRecv::new(recv, codec).with_budget(budget.clone());
     match tokio::time::timeout(FIRST_FRAME_TIMEOUT, recv.recv()).await {
         Ok(Ok(Some(Message::Register(register)))) => {
-            agents::serve(shared, connection, register, send, recv).await;
+            agents::serve(shared, connection, register, send, recv, &mut ticket).await;
             return;
         }
         // A client: this stream and every later one is a request.
@@ -348,9 +378,10 @@ async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
     metrics::gauge!("connected_clients").increment(1.0);
     while let Ok((send, recv)) = connection.accept_bi().await {
         let shared = shared.clone();
+        let budget = budget.clone();
         tokio::spawn(async move {
             let mut send = FramedSend::new(send, codec);
-            let mut recv = FramedRecv::new(recv, codec);
+            let mut recv = FramedRecv::new(recv, codec).with_budget(budget);
             match recv.recv().await {
                 Ok(Some(first)) => request(shared, first, send, recv, Instant::now()).await,
                 Ok(None) => {}

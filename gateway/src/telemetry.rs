@@ -76,6 +76,8 @@ pub fn install() -> Option<PrometheusHandle> {
 /// Help texts, shown as `# HELP` lines.
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    crate::admission::describe_metrics();
+    crate::certs::describe_metrics();
     describe_counter!(
         "calls_total",
         "Calls finished, by service, node, policy, outcome and tenant."

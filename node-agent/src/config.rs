@@ -78,6 +78,15 @@ pub struct AgentConfig {
     pub ca: PathBuf,
     /// The shared agent token the gateway is configured with.
     pub token: String,
+    /// PEM file of this node's client certificate (`gateway cert issue
+    /// --node ID`), presented to the gateway (mTLS); its common name must be
+    /// `node_id`. Default none; required by a gateway with `[agents]
+    /// require_client_cert = true`. Set with `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM file of the client certificate's private key (with `client_cert`).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
     /// Unique node id, e.g. `gpu-node-1` (1..=256 bytes).
     pub node_id: String,
     /// Region, e.g. `eu-west` (default empty).
@@ -202,6 +211,8 @@ impl AgentConfig {
             server_name: default_server_name(),
             ca: ca.into(),
             token: token.into(),
+            client_cert: None,
+            client_key: None,
             node_id: node_id.into(),
             region: String::new(),
             labels: BTreeMap::new(),
@@ -263,6 +274,12 @@ impl AgentConfig {
         // Relative paths in a file mean "next to this file".
         if let Some(dir) = path.parent() {
             config.ca = dir.join(&config.ca);
+            for path in [&mut config.client_cert, &mut config.client_key]
+                .into_iter()
+                .flatten()
+            {
+                *path = dir.join(&*path);
+            }
             for service in &mut config.services {
                 if let ServiceKind::Command(command) = &mut service.kind
                     && let Some(cwd) = &mut command.cwd
@@ -292,6 +309,9 @@ impl AgentConfig {
         }
         if self.token.is_empty() {
             return invalid("token must not be empty".into());
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return invalid("client_cert and client_key go together".into());
         }
         check_name("node_id", &self.node_id)?;
         if self.labels.keys().any(String::is_empty) {

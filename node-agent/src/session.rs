@@ -255,7 +255,11 @@ impl Agent {
             max_wire_version: self.config.max_wire_version,
             ..EndpointConfig::default()
         };
-        let endpoint = transport::client_endpoint(&self.config.ca, peer, &limits)
+        let identity = match (&self.config.client_cert, &self.config.client_key) {
+            (Some(cert), Some(key)) => Some(transport::ClientIdentity { cert, key }),
+            _ => None,
+        };
+        let endpoint = transport::client_endpoint_with(&self.config.ca, identity, peer, &limits)
             .map_err(|e| Attempt::Fatal(e.into()))?;
         if let Some((_, old)) = self.endpoint.replace((peer.is_ipv6(), endpoint.clone())) {
             old.close(close::NORMAL.into(), b"address family changed");

@@ -1,4 +1,10 @@
 //! Building quinn endpoints with Switchyard's ALPN and transport limits.
+//!
+//! Every limit is explicit (quinn's own defaults leave the connection receive
+//! window unbounded): what one peer can make this side buffer is at most
+//! `receive_window` of stream data plus per-stream state for
+//! `max_concurrent_bidi_streams` streams, and at most `send_window` of
+//! unacknowledged writes (quinn's `TransportConfig`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,6 +20,7 @@ use crate::tls::{self, TlsError, TlsFiles};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EndpointConfig {
     /// A connection with no traffic for this long is closed (default 10 s).
+    /// It also bounds a handshake that stops making progress.
     pub idle_timeout: Duration,
     /// Keep-alive ping period (default 2 s); keeps idle connections open.
     pub keep_alive: Duration,
@@ -27,7 +34,24 @@ pub struct EndpointConfig {
     /// ([`crate::wire_version`]). Set to 1 to speak only the first release's
     /// format, e.g. to pin a fleet during an upgrade.
     pub max_wire_version: WireVersion,
+    /// Bytes the peer may send on one stream before this side reads them,
+    /// bytes (default 1 MiB; quinn's default is 1.25 MB).
+    pub stream_receive_window: u32,
+    /// Bytes the peer may send across all streams of one connection before
+    /// this side reads them, bytes (default 2 MiB; quinn's default is
+    /// unbounded). The bound on one connection's buffered input.
+    pub receive_window: u32,
+    /// Bytes of this side's writes kept per connection until the peer
+    /// acknowledges them, bytes (default 2 MiB).
+    pub send_window: u32,
 }
+
+/// Default per-stream receive window, bytes (1 MiB).
+pub const DEFAULT_STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;
+/// Default per-connection receive window, bytes (2 MiB).
+pub const DEFAULT_RECEIVE_WINDOW: u32 = 2 * 1024 * 1024;
+/// Default per-connection send window, bytes (2 MiB).
+pub const DEFAULT_SEND_WINDOW: u32 = 2 * 1024 * 1024;
 
 impl Default for EndpointConfig {
     fn default() -> Self {
@@ -36,12 +60,16 @@ impl Default for EndpointConfig {
             keep_alive: Duration::from_secs(2),
             max_concurrent_bidi_streams: 1024,
             max_wire_version: WireVersion::LATEST,
+            stream_receive_window: DEFAULT_STREAM_RECEIVE_WINDOW,
+            receive_window: DEFAULT_RECEIVE_WINDOW,
+            send_window: DEFAULT_SEND_WINDOW,
         }
     }
 }
 
 impl EndpointConfig {
-    fn transport(&self) -> Arc<quinn::TransportConfig> {
+    /// The quinn transport configuration these settings describe.
+    pub fn transport(&self) -> Arc<quinn::TransportConfig> {
         let mut transport = quinn::TransportConfig::default();
         // An idle timeout beyond the QUIC varint range only happens with absurd
         // configuration; fall back to no idle timeout rather than panic.
@@ -49,8 +77,37 @@ impl EndpointConfig {
         transport.keep_alive_interval(Some(self.keep_alive));
         transport.max_concurrent_bidi_streams(self.max_concurrent_bidi_streams.into());
         transport.max_concurrent_uni_streams(0u8.into());
+        transport.stream_receive_window(self.stream_receive_window.into());
+        transport.receive_window(self.receive_window.into());
+        transport.send_window(u64::from(self.send_window));
+        // Switchyard sends no datagrams: none are buffered.
+        transport.datagram_receive_buffer_size(None);
         Arc::new(transport)
     }
+}
+
+/// A quinn server configuration presenting the certificate in `files`, with
+/// Switchyard's ALPN and `config`'s limits. With `client_ca`, clients may
+/// present a certificate, which must then be signed by that CA (clients
+/// without one are still accepted: see [`TlsFiles::server_config_with_clients`]).
+///
+/// # Errors
+/// [`TlsError`] for unusable certificate files.
+pub fn server_config(
+    files: &TlsFiles,
+    client_ca: Option<&Path>,
+    config: &EndpointConfig,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let mut crypto = match client_ca {
+        Some(ca) => files.server_config_with_clients(ca)?,
+        None => files.server_config()?,
+    };
+    crypto.alpn_protocols = config.max_wire_version.alpn_protocols();
+    let crypto = QuicServerConfig::try_from(crypto)
+        .map_err(|e| TlsError::Generate(format!("quic server config: {e}")))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(config.transport());
+    Ok(server)
 }
 
 /// A server endpoint on `listen`, presenting the certificate in `files`.
@@ -63,16 +120,20 @@ pub fn server_endpoint(
     files: &TlsFiles,
     config: &EndpointConfig,
 ) -> Result<quinn::Endpoint, TlsError> {
-    let mut crypto = files.server_config()?;
-    crypto.alpn_protocols = config.max_wire_version.alpn_protocols();
-    let crypto = QuicServerConfig::try_from(crypto)
-        .map_err(|e| TlsError::Generate(format!("quic server config: {e}")))?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(config.transport());
+    let server = server_config(files, None, config)?;
     quinn::Endpoint::server(server, listen).map_err(|source| TlsError::Io {
         path: listen.to_string().into(),
         source,
     })
+}
+
+/// A client certificate and its key (PEM files) a client presents.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIdentity<'a> {
+    /// The certificate chain, PEM.
+    pub cert: &'a Path,
+    /// Its private key, PEM.
+    pub key: &'a Path,
 }
 
 /// A client endpoint that trusts the CA in `ca` and dials offering
@@ -87,7 +148,24 @@ pub fn client_endpoint(
     peer: SocketAddr,
     config: &EndpointConfig,
 ) -> Result<quinn::Endpoint, TlsError> {
-    let mut crypto = tls::client_config(ca)?;
+    client_endpoint_with(ca, None, peer, config)
+}
+
+/// As [`client_endpoint`], presenting `identity` (a client certificate)
+/// when given.
+///
+/// # Errors
+/// As [`client_endpoint`], plus [`TlsError`] for unusable identity files.
+pub fn client_endpoint_with(
+    ca: &Path,
+    identity: Option<ClientIdentity<'_>>,
+    peer: SocketAddr,
+    config: &EndpointConfig,
+) -> Result<quinn::Endpoint, TlsError> {
+    let mut crypto = match identity {
+        Some(id) => tls::client_config_with_cert(ca, id.cert, id.key)?,
+        None => tls::client_config(ca)?,
+    };
     crypto.alpn_protocols = config.max_wire_version.alpn_protocols();
     let crypto = QuicClientConfig::try_from(crypto)
         .map_err(|e| TlsError::Generate(format!("quic client config: {e}")))?;

@@ -3,6 +3,47 @@
 use bytes::{Bytes, BytesMut};
 use protocol::{CHUNK_LEN, Codec, CodecError, HEADER_LEN, Message, WireVersion};
 
+/// First allocation for a frame body or payload, bytes (16 KiB); the buffer
+/// grows from there as bytes arrive.
+const READ_STEP: usize = 16 * 1024;
+
+/// Bytes a connection's streams may hold in frames and payloads being read,
+/// shared by the [`FramedRecv`]s of one connection (see
+/// [`FramedRecv::with_budget`]). Counted in KiB permits of a tokio
+/// semaphore.
+#[derive(Debug, Clone)]
+pub struct ReadBudget {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    kib: u32,
+}
+
+impl ReadBudget {
+    /// A budget of `bytes` (rounded up to KiB, at least 1 KiB).
+    pub fn new(bytes: u64) -> Self {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        Self {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(kib as usize)),
+            kib,
+        }
+    }
+
+    /// Bytes not held by a read now.
+    pub fn available_bytes(&self) -> u64 {
+        self.permits.available_permits() as u64 * 1024
+    }
+
+    /// Waits until `bytes` (at most the whole budget) are free and holds
+    /// them until the permit is dropped.
+    async fn hold(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(self.kib);
+        self.permits.clone().acquire_many_owned(kib).await.ok()
+    }
+}
+
 /// Why a framed read or write failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
@@ -141,13 +182,28 @@ impl FramedSend {
 pub struct FramedRecv {
     stream: quinn::RecvStream,
     codec: Codec,
+    budget: Option<ReadBudget>,
 }
 
 impl FramedRecv {
     /// Wraps `stream`; frames over `codec`'s maximum are refused before
     /// anything is allocated.
     pub fn new(stream: quinn::RecvStream, codec: Codec) -> Self {
-        Self { stream, codec }
+        Self {
+            stream,
+            codec,
+            budget: None,
+        }
+    }
+
+    /// Makes every read hold its declared length (a frame's body, a whole
+    /// payload) from `budget` before it reads, so the streams of one
+    /// connection hold at most the budget in buffers; a read that finds it
+    /// spent waits, and its peer's bytes wait in the QUIC receive windows.
+    #[must_use]
+    pub fn with_budget(mut self, budget: ReadBudget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Receives the next message, or `None` when the peer finished the stream
@@ -157,6 +213,10 @@ impl FramedRecv {
     /// [`IoError::Codec`] for a bad frame, [`IoError::UnexpectedEnd`] when the
     /// stream ends inside a frame, or a stream error.
     pub async fn recv(&mut self) -> Result<Option<Message>, IoError> {
+        self.recv_frame(true).await
+    }
+
+    async fn recv_frame(&mut self, budgeted: bool) -> Result<Option<Message>, IoError> {
         let mut head = [0u8; HEADER_LEN];
         match self.stream.read_exact(&mut head).await {
             Ok(()) => {}
@@ -167,13 +227,21 @@ impl FramedRecv {
             Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
         }
         let header = self.codec.parse_header(&head)?;
-        let mut body = BytesMut::zeroed(header.len as usize);
-        match self.stream.read_exact(&mut body).await {
-            Ok(()) => {}
-            Err(quinn::ReadExactError::FinishedEarly(_)) => {
-                return Err(IoError::UnexpectedEnd("inside a frame body"));
+        // The buffer grows with the bytes that arrive, not with the length
+        // the header declares: a peer that declares 16 MiB and stalls holds
+        // what it sent (bounded by the QUIC receive windows), nothing more.
+        let len = header.len as usize;
+        let _held = match (&self.budget, budgeted) {
+            (Some(budget), true) => budget.hold(u64::from(header.len)).await,
+            _ => None,
+        };
+        let mut body = BytesMut::with_capacity(len.min(READ_STEP));
+        while body.len() < len {
+            match self.stream.read_chunk(len - body.len(), true).await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+                Ok(None) => return Err(IoError::UnexpectedEnd("inside a frame body")),
+                Err(e) => return Err(e.into()),
             }
-            Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
         }
         Ok(Some(self.codec.decode_body(header, body.freeze())?))
     }
@@ -196,11 +264,19 @@ impl FramedRecv {
         if len > max {
             return Err(IoError::PayloadTooLarge { len, max });
         }
-        // len <= max, and max is a configured in-memory bound.
+        // len <= max, and max is a configured in-memory bound; the buffer
+        // still grows with the data received, so a peer that declares a large
+        // payload and stalls holds only what it sent.
+        let _held = match &self.budget {
+            Some(budget) => budget.hold(len).await,
+            None => None,
+        };
         let len = len as usize;
-        let mut out = BytesMut::with_capacity(len);
+        let mut out = BytesMut::with_capacity(len.min(READ_STEP));
         while out.len() < len {
-            match self.expect("inside a payload").await? {
+            // The payload's hold covers its frames.
+            let frame = self.recv_frame(false).await?;
+            match frame.ok_or(IoError::UnexpectedEnd("inside a payload"))? {
                 Message::Data(chunk) if out.len() + chunk.len() <= len => {
                     out.extend_from_slice(&chunk);
                 }

@@ -7,8 +7,12 @@
 
 pub mod endpoint;
 pub mod framed;
+pub mod identity;
 pub mod tls;
 
-pub use endpoint::{EndpointConfig, client_endpoint, server_endpoint};
-pub use framed::{FramedRecv, FramedSend, IoError, codec_for, open_bi, wire_version};
+pub use endpoint::{
+    ClientIdentity, EndpointConfig, client_endpoint, client_endpoint_with, server_config,
+    server_endpoint,
+};
+pub use framed::{FramedRecv, FramedSend, IoError, ReadBudget, codec_for, open_bi, wire_version};
 pub use tls::{TlsError, TlsFiles};

@@ -43,21 +43,28 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// The CA that signed `cert`, PEM: what agents and clients trust.
     pub ca: PathBuf,
+    /// The CA's private key, PEM (mode 0600): written when the CA is
+    /// generated, needed only to issue agents' client certificates
+    /// (`gateway cert issue`).
+    pub ca_key: PathBuf,
 }
 
 impl TlsFiles {
-    /// The files a gateway keeps in `data_dir`: `cert.pem`, `key.pem`, `ca.pem`.
+    /// The files a gateway keeps in `data_dir`: `cert.pem`, `key.pem`,
+    /// `ca.pem`, `ca-key.pem`.
     pub fn in_dir(data_dir: &Path) -> Self {
         Self {
             cert: data_dir.join("cert.pem"),
             key: data_dir.join("key.pem"),
             ca: data_dir.join("ca.pem"),
+            ca_key: data_dir.join("ca-key.pem"),
         }
     }
 
     /// Creates a CA and a server certificate for `names` (DNS names or IP
     /// addresses, e.g. `localhost`, `127.0.0.1`) signed by it, unless all
-    /// three files exist already. Returns whether it created them.
+    /// three files exist already. Returns whether it created them. The CA's
+    /// key goes to `ca_key`.
     ///
     /// The key file is written with mode 0600 on Unix.
     ///
@@ -89,7 +96,7 @@ impl TlsFiles {
         let key = rcgen::KeyPair::generate().map_err(generate)?;
         let cert = params.signed_by(&key, &ca).map_err(generate)?;
 
-        for path in [&self.cert, &self.key, &self.ca] {
+        for path in [&self.cert, &self.key, &self.ca, &self.ca_key] {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
                     path: dir.to_path_buf(),
@@ -103,6 +110,7 @@ impl TlsFiles {
             false,
         )?;
         write(&self.key, key.serialize_pem().as_bytes(), true)?;
+        write(&self.ca_key, ca.key().serialize_pem().as_bytes(), true)?;
         write(&self.ca, ca.pem().as_bytes(), false)?;
         Ok(true)
     }
@@ -114,16 +122,45 @@ impl TlsFiles {
     /// [`TlsError::Rustls`] when the key does not match.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
         let chain = load_certs(&self.cert)?;
-        let key = read(&self.key).and_then(|pem| {
-            PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
-                path: self.key.clone(),
-                reason: e.to_string(),
-            })
-        })?;
+        let key = load_key(&self.key)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        Ok(config)
+    }
+
+    /// As [`TlsFiles::server_config`], asking clients for a certificate
+    /// signed by the CA in `client_ca`: a client may send none (SDK callers
+    /// do not; rustls' `WebPkiClientVerifier` with `allow_unauthenticated`),
+    /// but one it sends must verify, else the handshake fails. Whether a
+    /// connection without one may register as an agent is the gateway's
+    /// decision.
+    ///
+    /// # Errors
+    /// As [`TlsFiles::server_config`], for `client_ca` too.
+    pub fn server_config_with_clients(
+        &self,
+        client_ca: &Path,
+    ) -> Result<rustls::ServerConfig, TlsError> {
+        let chain = load_certs(&self.cert)?;
+        let key = load_key(&self.key)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in load_certs(client_ca)? {
+            roots.add(cert)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Generate(format!("client certificate verifier: {e}")))?;
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)?;
         Ok(config)
     }
@@ -148,7 +185,46 @@ pub fn client_config(ca: &Path) -> Result<rustls::ClientConfig, TlsError> {
     Ok(config)
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// As [`client_config`], presenting the client certificate chain in `cert`
+/// with its key in `key` (PEM files), e.g. one `gateway cert issue` made.
+///
+/// # Errors
+/// As [`client_config`], for `cert` and `key` too; [`TlsError::Rustls`]
+/// when the key does not match the certificate.
+pub fn client_config_with_cert(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(ca)? {
+        roots.add(cert)?;
+    }
+    let chain = load_certs(cert)?;
+    let key = load_key(key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    Ok(config)
+}
+
+pub(crate) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    read(path).and_then(|pem| {
+        PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    })
+}
+
+/// The certificates in the PEM file `path` (at least one).
+///
+/// # Errors
+/// [`TlsError::Io`] or [`TlsError::Pem`] when the file is unreadable or holds
+/// no certificate.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -165,14 +241,14 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Io {
         path: path.to_path_buf(),
         source,
     })
 }
 
-fn write(path: &Path, bytes: &[u8], private: bool) -> Result<(), TlsError> {
+pub(crate) fn write(path: &Path, bytes: &[u8], private: bool) -> Result<(), TlsError> {
     let io = |source| TlsError::Io {
         path: path.to_path_buf(),
         source,
