@@ -294,15 +294,24 @@ impl<'a> Call<'a> {
             return cached::serve(call, key, payload, caller).await;
         }
         let mut answered = to_node(call, payload, caller).await?;
-        if caller
-            .send(Message::Result(answered.result_head(call)))
-            .await
-            .is_err()
-        {
-            // The caller left: stop the node's work.
-            answered.cancel(crate::RESET_CLIENT_GONE);
-            answered.finish(call, CallEnd::Ok);
-            return Err(Failure::Gone);
+        let head = Message::Result(answered.result_head(call));
+        match tokio::time::timeout_at(call.deadline.into(), caller.send(head)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                // The caller left: stop the node's work.
+                answered.cancel(crate::RESET_CLIENT_GONE);
+                answered.finish(call, CallEnd::Ok);
+                return Err(Failure::Gone);
+            }
+            Err(_) => {
+                // The caller does not read: no waiting past its deadline.
+                answered.cancel(crate::RESET_TIMEOUT);
+                answered.finish(call, CallEnd::Abandoned);
+                return Err(Failure::Cut(
+                    crate::RESET_TIMEOUT,
+                    format!("timeout while sending the result ({} ms)", call.timeout_ms),
+                ));
+            }
         }
         relay::relay(call, answered, caller).await
     }
@@ -427,8 +436,10 @@ async fn admit(
                     WaitState::Queued(position) => Message::Queued(position),
                     WaitState::Reserved(notice) => Message::Reserved(notice),
                 };
-                if caller.send(frame).await.is_err() {
-                    return Err(Failure::Gone);
+                match tokio::time::timeout_at(call.deadline.into(), caller.send(frame)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(Failure::Gone),
+                    Err(_) => return Err(call.timed_out().into()),
                 }
             }
             () = tokio::time::sleep_until(call.deadline.into()) => return Err(call.timed_out().into()),

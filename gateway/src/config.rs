@@ -83,6 +83,11 @@ pub struct GatewayConfig {
     /// is not loopback, serving anyone without a key (default false: it
     /// refuses to start, see [`crate::tenants::check_anonymous`]).
     pub allow_anonymous: bool,
+    /// At shutdown (SIGTERM, Ctrl-C), how long calls in flight may take to
+    /// finish, seconds (default 30), while new calls are answered
+    /// `shutting down` (retry-safe); then connections close with the
+    /// shutdown code (SDKs fail over at once). 0 closes at once.
+    pub shutdown_grace_s: u32,
 }
 
 /// `[http]`: the HTTP ingress, a port of its own (not the admin port).
@@ -324,6 +329,7 @@ impl Default for GatewayConfig {
             models: BTreeMap::new(),
             tenants: Vec::new(),
             allow_anonymous: false,
+            shutdown_grace_s: 30,
         }
     }
 }

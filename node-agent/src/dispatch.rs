@@ -112,18 +112,26 @@ impl Dispatcher {
                 return Outcome::Error(e);
             }
         };
-        let payload = match recv.recv_payload(payload_len, self.max_payload).await {
-            Ok(payload) => payload,
-            Err(e) if e.is_connection_lost() => return Outcome::Silent,
-            Err(e) => {
-                recv.stop(STOP_CODE);
-                return bad(format!("malformed call payload: {e}"));
-            }
-        };
+        // The call's time counts from its head: the payload's upload too.
         let timeout = match timeout_ms {
             0 => NO_DEADLINE,
             ms => Duration::from_millis(u64::from(ms)),
         };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let read = recv.recv_payload(payload_len, self.max_payload);
+        let payload = match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(payload)) => payload,
+            Ok(Err(e)) if e.is_connection_lost() => return Outcome::Silent,
+            Ok(Err(e)) => {
+                recv.stop(STOP_CODE);
+                return bad(format!("malformed call payload: {e}"));
+            }
+            Err(_) => {
+                recv.stop(STOP_CODE);
+                return Outcome::Error(ServiceError::timeout(timeout));
+            }
+        };
+        let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
         let started = Instant::now();
         let result = tokio::select! {
             result = slot.run(payload, timeout, head.endpoint.as_deref()) => result,

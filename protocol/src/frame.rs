@@ -64,6 +64,8 @@ pub enum FrameKind {
     PurgeCache = 25,
     /// [`Message::End`].
     End = 26,
+    /// [`Message::Drain`].
+    Drain = 27,
 }
 
 impl FrameKind {
@@ -100,6 +102,7 @@ impl FrameKind {
             24 => CacheStatsView,
             25 => PurgeCache,
             26 => End,
+            27 => Drain,
             other => return Err(CodecError::UnknownKind(other)),
         })
     }
@@ -377,7 +380,8 @@ mod tests {
             assert_eq!(kind as u8, byte);
         }
         assert_eq!(FrameKind::from_byte(26), Ok(FrameKind::End));
-        assert_eq!(FrameKind::from_byte(27), Err(CodecError::UnknownKind(27)));
+        assert_eq!(FrameKind::from_byte(27), Ok(FrameKind::Drain));
+        assert_eq!(FrameKind::from_byte(28), Err(CodecError::UnknownKind(28)));
         let codec = Codec::default();
         let buf = codec.encode_to_vec(&Message::CacheStats).expect("encode");
         assert_eq!(buf.len(), HEADER_LEN, "an empty body");

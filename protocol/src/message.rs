@@ -68,6 +68,10 @@ pub enum Message {
     /// The end of a streamed result (a [`ReplyHead`] or [`ResultHead`]
     /// whose `payload_len` is `None`): every `Data` chunk was sent.
     End(Trailer),
+    /// Agent → gateway on the control stream: the node is shutting down
+    /// (SIGTERM): send it no new call; its calls in flight finish, then it
+    /// closes its connection. Empty body.
+    Drain,
 }
 
 impl Message {
@@ -100,6 +104,7 @@ impl Message {
             Self::CacheStatsView(_) => FrameKind::CacheStatsView,
             Self::PurgeCache(_) => FrameKind::PurgeCache,
             Self::End(_) => FrameKind::End,
+            Self::Drain => FrameKind::Drain,
         }
     }
 
@@ -123,7 +128,11 @@ impl Message {
             Self::Reply(m) => put(m, out),
             Self::Data(bytes) => out.extend_from_slice(bytes),
             Self::Error(m) => put(m, out),
-            Self::ListNodes | Self::ListPolicies | Self::ListQueues | Self::CacheStats => {}
+            Self::ListNodes
+            | Self::ListPolicies
+            | Self::ListQueues
+            | Self::CacheStats
+            | Self::Drain => {}
             Self::Nodes(m) => put(m, out),
             Self::Policies(m) => put(m, out),
             Self::SetPolicy(m) => put(m, out),
@@ -163,7 +172,8 @@ impl Message {
             FrameKind::ListNodes
             | FrameKind::ListPolicies
             | FrameKind::ListQueues
-            | FrameKind::CacheStats => {
+            | FrameKind::CacheStats
+            | FrameKind::Drain => {
                 if !body.is_empty() {
                     return Err(CodecError::Malformed {
                         kind,
@@ -174,6 +184,7 @@ impl Message {
                     FrameKind::ListNodes => Self::ListNodes,
                     FrameKind::ListPolicies => Self::ListPolicies,
                     FrameKind::ListQueues => Self::ListQueues,
+                    FrameKind::Drain => Self::Drain,
                     _ => Self::CacheStats,
                 }
             }
