@@ -40,6 +40,10 @@ pub(crate) use tenancy::authenticate;
 /// Most nodes one call is offered to when streams cannot be opened.
 const MAX_DISPATCH_ATTEMPTS: usize = 3;
 
+/// Longest wait, after a call's answer is written, for the client to
+/// acknowledge it (the call counts as in flight until then).
+const DELIVERY_WAIT: Duration = Duration::from_secs(2);
+
 /// Serves a call from a QUIC client stream whose head was read at
 /// `arrived`: reads its payload, runs it, and ends the stream (an `Error`
 /// frame, or a reset code when the result was cut after its head).
@@ -87,6 +91,9 @@ pub(crate) async fn serve(
         }
     }
     let _ = send.finish();
+    // The call ends when the client has its answer, not when it is queued:
+    // a shutdown waits for this before it closes the connection.
+    let _ = tokio::time::timeout(DELIVERY_WAIT, send.stopped()).await;
 }
 
 /// Records a finished call's metrics and chart window.

@@ -19,6 +19,10 @@ use crate::services::{Body, Reply, ServiceError, Services, Slot};
 /// How long the gateway has to send the `Dispatch` head on a new stream.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest wait, after a call's answer is written, for the gateway to
+/// acknowledge it (the call's task, and so the drain, waits for it).
+const DELIVERY_WAIT: Duration = Duration::from_secs(2);
+
 /// The time a call gets when the gateway sets no deadline (`timeout_ms` 0).
 pub(crate) const NO_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -58,7 +62,11 @@ impl Dispatcher {
         let outcome = self.serve(&mut send, &mut recv).await;
         if let Err(e) = answer(&mut send, outcome).await {
             tracing::debug!("answering a call failed: {e}");
+            return;
         }
+        // The call ends when the gateway has the answer: a draining agent
+        // closes its connection only after this.
+        let _ = tokio::time::timeout(DELIVERY_WAIT, send.stopped()).await;
     }
 
     async fn serve(&self, send: &mut FramedSend, recv: &mut FramedRecv) -> Outcome {

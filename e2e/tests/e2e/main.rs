@@ -7,6 +7,7 @@
 mod admin_http;
 mod cache;
 mod common;
+mod deadlines;
 mod fleet;
 mod hot_swap;
 mod ingress;
@@ -16,5 +17,6 @@ mod policies;
 mod pool;
 mod queue;
 mod services;
+mod shutdown;
 mod streaming;
 mod swap;

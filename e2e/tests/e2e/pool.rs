@@ -168,6 +168,8 @@ fn gateway_config(data_dir: &Path, listen: SocketAddr) -> GatewayConfig {
         admin_token: Some(ADMIN.into()),
         pick_deadline_ms: 250,
         seed: Some(7),
+        // These tests stop a gateway under its calls: no drain.
+        shutdown_grace_s: 0,
         ..GatewayConfig::default()
     }
 }
@@ -290,7 +292,9 @@ async fn the_stream_cap_bounds_what_one_connection_has_in_flight() {
     );
     fleet.wait_nodes(1).await;
     let client = Client::connect(
-        ClientConfig::new(fleet.addr.clone(), fleet.ca()).with_max_streams_per_connection(2),
+        ClientConfig::new(fleet.addr.clone(), fleet.ca())
+            .with_pool_size(1)
+            .with_max_streams_per_connection(2),
     )
     .await
     .expect("connects");
