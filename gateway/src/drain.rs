@@ -116,3 +116,15 @@ mod tests {
         assert_eq!(drain.stop(Duration::from_millis(20)).await, 1);
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    use crate::GatewayConfig;
+
+    #[test]
+    fn the_grace_is_configurable_and_30_s_by_default() {
+        assert_eq!(GatewayConfig::default().shutdown_grace_s, 30);
+        let config = GatewayConfig::from_toml_str("shutdown_grace_s = 5").expect("parses");
+        assert_eq!(config.shutdown_grace_s, 5);
+    }
+}
