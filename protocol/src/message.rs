@@ -327,6 +327,7 @@ mod tests {
                 expected_ms
             })),
             Just(Message::ListQueues),
+            Just(Message::Drain),
             (text, any::<u32>()).prop_map(|(service, length)| Message::Queues(vec![QueueView {
                 service,
                 length,
