@@ -428,6 +428,18 @@ impl Pool {
             if state.connections.len() >= self.config.pool_size {
                 return;
             }
+            // Still needed? A call may have dialled (or calls ended) since
+            // this was started: grow only while every connection is busy,
+            // prove only a gateway still recovering.
+            let cap = self.config.max_streams_per_connection as usize;
+            let recovering = state.failures > 0;
+            let busy = state
+                .connections
+                .iter()
+                .all(|c| c.permits.available_permits() < cap);
+            if !state.connections.is_empty() && !busy && !recovering {
+                return;
+            }
         }
         match self.dial(index).await {
             Ok(connection) => {
