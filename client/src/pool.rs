@@ -9,10 +9,10 @@
 //!   get one.
 //! - **Size.** Each gateway gets at most [`PoolConfig::pool_size`]
 //!   connections (default 4). One is opened when a call finds none; more
-//!   are opened in the background while the least-loaded connection is
-//!   busy, and in the call's own time when every connection is at its
-//!   stream cap, up to the size: a call waits for a stream only when the
-//!   pool is full.
+//!   are opened in the background once the least-loaded connection carries
+//!   3/4 of its stream cap, and in the call's own time when every
+//!   connection is at the cap, up to the size: a call waits for a stream
+//!   only when the pool is full.
 //! - **Stream cap.** A connection carries at most
 //!   [`PoolConfig::max_streams_per_connection`] calls at once (default 256),
 //!   counted by a semaphore: a call takes the least-loaded connection with a
@@ -316,7 +316,7 @@ impl Pool {
                 if let Some(conn) = least_loaded {
                     // Grow (or prove a recovering gateway) in the background
                     // while this call uses what is there.
-                    let busy = conn.permits.available_permits() < cap;
+                    let busy = nearly_full(conn.permits.available_permits(), cap);
                     if room && !down && (busy || recovering) {
                         self.dial_in_background(index, &mut state);
                     }
@@ -429,14 +429,14 @@ impl Pool {
                 return;
             }
             // Still needed? A call may have dialled (or calls ended) since
-            // this was started: grow only while every connection is busy,
-            // prove only a gateway still recovering.
+            // this was started: grow only while every connection is nearly
+            // full, prove only a gateway still recovering.
             let cap = self.config.max_streams_per_connection as usize;
             let recovering = state.failures > 0;
             let busy = state
                 .connections
                 .iter()
-                .all(|c| c.permits.available_permits() < cap);
+                .all(|c| nearly_full(c.permits.available_permits(), cap));
             if !state.connections.is_empty() && !busy && !recovering {
                 return;
             }
@@ -676,6 +676,12 @@ impl Pool {
             endpoint.wait_idle().await;
         }
     }
+}
+
+/// Whether a connection with `available` of `cap` streams free carries
+/// 3/4 of its cap or more: then the pool grows in the background.
+fn nearly_full(available: usize, cap: usize) -> bool {
+    available.saturating_mul(4) <= cap
 }
 
 /// Whether a connection was closed by its gateway's graceful shutdown.

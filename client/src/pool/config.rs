@@ -24,7 +24,7 @@ pub struct PoolConfig {
     /// connection carries many calls at once (up to
     /// `max_streams_per_connection`); the pool opens another when every
     /// connection is at that cap, before a call waits, and in the
-    /// background while they are busy.
+    /// background once the least-loaded one carries 3/4 of the cap.
     pub pool_size: usize,
     /// Most calls in flight on one connection, i.e. open streams (default
     /// 256, at least 1). A call waits for a free stream when every

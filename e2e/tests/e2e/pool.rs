@@ -53,10 +53,14 @@ async fn calls_from_many_tasks_share_a_pool_of_its_size() {
     );
     fleet.spawn_agent("node-a", TOKEN, &services);
     fleet.wait_nodes(1).await;
-    let client =
-        Client::connect(ClientConfig::new(fleet.addr.clone(), fleet.ca()).with_pool_size(2))
-            .await
-            .expect("connects");
+    // A cap of 4 streams: the pool grows in the background at 3 in flight.
+    let client = Client::connect(
+        ClientConfig::new(fleet.addr.clone(), fleet.ca())
+            .with_pool_size(2)
+            .with_max_streams_per_connection(4),
+    )
+    .await
+    .expect("connects");
     assert_eq!(client.pool_stats().connections(), 1);
 
     // Overlapping slow calls find the one connection busy: the pool grows
