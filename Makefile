@@ -16,7 +16,9 @@
 #                one, a lossy/partitioned link, 10x overload, 100 policy
 #                hot-swaps, kill -9 a gateway; each prints its figures (~2 min)
 #   make fuzz    coverage-guided fuzzing of the wire codec (cargo-fuzz),
-#                FUZZ_SECONDS (default 60) per target
+#                FUZZ_SECONDS (default 60) per target; `make fuzz-smoke`
+#                (part of make test) the same libFuzzer targets without
+#                cargo-fuzz, FUZZ_SMOKE_SECONDS (default 15) each
 #   make sim     the simulator's reproductions of published results
 #                (sim/README.md): release build, then every reproduction at
 #                full length, measured beside published, PASS or FAIL
@@ -28,7 +30,7 @@
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build demo test lint core-deps toolchain bench bench-pool bench-stream sim chaos clean setup venv fuzz
+.PHONY: all build demo test lint core-deps toolchain bench bench-pool bench-stream sim chaos clean setup venv fuzz fuzz-smoke
 
 # Programs the end-to-end tests use, from Debian's packages: a real headless
 # browser for the dashboard test, promtool for `/metrics`, curl for the HTTP
@@ -89,11 +91,17 @@ $(VENV)/.installed: $(PY_REQUIREMENTS)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS)
 	touch $@
 
+# The chaos scenarios run after the rest, on their own: they kill and stop
+# real processes and measure detection times, which a machine busy with the
+# other tests would skew. A short coverage-guided fuzz run of the codec
+# closes it (fuzz-smoke).
 test: setup plugins lint plugins-test
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace -- --skip chaos::
+	$(CARGO) test -p switchyard-e2e --test e2e chaos:: -- --nocapture
+	$(MAKE) fuzz-smoke
 
 # The chaos scenarios of the end-to-end suite (e2e/tests/e2e/chaos/), with
-# their figures shown; `make test` runs them with the rest of the suite.
+# their figures shown; `make test` runs them after the rest of the suite.
 chaos: plugins
 	$(CARGO) test -p switchyard-e2e --test e2e chaos:: -- --nocapture
 
@@ -110,6 +118,27 @@ bench: plugins
 # runs the deterministic mutation harness instead (protocol/tests/mutate.rs).
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := frame body
+# What cargo-fuzz passes to rustc (coverage counters for libFuzzer,
+# AddressSanitizer), so `fuzz-smoke` needs no cargo-fuzz install: each
+# target runs FUZZ_SMOKE_SECONDS from the checked-in seeds (`make test`).
+FUZZ_SMOKE_SECONDS ?= 15
+FUZZ_HOST := $(shell rustc -vV | sed -n 's/^host: //p')
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+	-Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing \
+	-Zsanitizer=address -Cdebug-assertions
+fuzz-smoke:
+	cd fuzz && RUSTC_BOOTSTRAP=1 RUSTFLAGS="$(FUZZ_RUSTFLAGS)" \
+		$(CARGO) build --release --target $(FUZZ_HOST) --target-dir target/smoke
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/smoke-corpus/$$t && \
+		target/smoke/$(FUZZ_HOST)/release/$$t target/smoke-corpus/$$t corpus/$$t \
+			-max_total_time=$(FUZZ_SMOKE_SECONDS) -malloc_limit_mb=128 -rss_limit_mb=2048 \
+			> target/smoke-$$t.log 2>&1 || { tail -40 target/smoke-$$t.log; exit 1; }; \
+		echo "fuzz-smoke $$t: $$(grep -E '^Done' target/smoke-$$t.log)"; \
+	done
+
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && for t in $(FUZZ_TARGETS); do \

@@ -4,6 +4,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use protocol::{CacheInfo, CallHead, Message, ResultHead, Timings};
@@ -15,11 +17,21 @@ use crate::{Client, ClientError, unexpected};
 /// Stream reset code the SDK cancels a call with (its stream was dropped).
 pub const RESET_CANCELLED: u32 = protocol::codes::reset::CANCELLED;
 
+/// How long past a call's timeout the SDK waits for the gateway's own
+/// `timeout` answer (which says where the time went) before it ends the
+/// call itself. The gateway's clock starts when it reads the call, after
+/// ours, so under a burst its answer is often later: the SDK's own clock
+/// is what holds the deadline.
+const TIMEOUT_GRACE: Duration = Duration::from_millis(25);
+
 /// Per-call options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallOptions {
-    /// How long to wait for the result, from when the gateway reads the call
-    /// (default 30 s).
+    /// How long the call may take, from when it is made (default 30 s):
+    /// the wait for a stream in the pool counts, and the gateway gets what
+    /// is left. Past it the call fails with kind `timeout`: the gateway's
+    /// typed error, or [`ClientError::Timeout`] when the SDK saw it first
+    /// (`sent: false` while the call waited for a stream: retry-safe).
     pub timeout: Duration,
     /// Policy to pick the node with, overriding the service's (sent as the
     /// hint `policy=NAME`).
@@ -293,8 +305,26 @@ impl Client {
         options: CallOptions,
         on_event: impl FnMut(CallEvent) + Send,
     ) -> Result<CallResult, ClientError> {
+        let deadline = Deadline::new(options.timeout);
+        tokio::time::timeout_at(
+            deadline.late(),
+            self.call_whole(service, payload.into(), options, on_event, deadline),
+        )
+        .await
+        .map_err(|_| deadline.passed(true))?
+    }
+
+    /// [`Client::call_with_events`] without its deadline's last guard.
+    async fn call_whole(
+        &self,
+        service: &str,
+        payload: Bytes,
+        options: CallOptions,
+        on_event: impl FnMut(CallEvent) + Send,
+        deadline: Deadline,
+    ) -> Result<CallResult, ClientError> {
         let (head, mut open) = self
-            .start(service, payload.into(), options, on_event)
+            .start(service, payload, options, on_event, deadline)
             .await?;
         let max = self.config.max_result_bytes;
         let data = match head.payload_len {
@@ -357,9 +387,13 @@ impl Client {
         options: CallOptions,
         on_event: impl FnMut(CallEvent) + Send,
     ) -> Result<CallStream, ClientError> {
-        let (head, open) = self
-            .start(service, payload.into(), options, on_event)
-            .await?;
+        let deadline = Deadline::new(options.timeout);
+        let (head, open) = tokio::time::timeout_at(
+            deadline.late(),
+            self.start(service, payload.into(), options, on_event, deadline),
+        )
+        .await
+        .map_err(|_| deadline.passed(true))??;
         let info = ResultInfo {
             node_id: head.node_id,
             policy: head.policy,
@@ -383,19 +417,22 @@ impl Client {
     }
 
     /// Sends the call and its payload, reports its events, and returns the
-    /// result's head with the stream still open.
+    /// result's head with the stream still open. A gateway that answers
+    /// `shutting down` is retired and the call goes to the next gateway
+    /// (nothing ran: retry-safe), within the deadline.
     async fn start(
         &self,
         service: &str,
         payload: Bytes,
         options: CallOptions,
         mut on_event: impl FnMut(CallEvent) + Send,
+        deadline: Deadline,
     ) -> Result<(ResultHead, Open), ClientError> {
         let mut hints = options.hints;
         if let Some(policy) = options.policy {
             hints.push(("policy".into(), policy));
         }
-        let head = CallHead {
+        let mut head = CallHead {
             hints,
             priority: options.priority,
             realtime: options.realtime,
@@ -405,18 +442,57 @@ impl Client {
                 .map(|age| u32::try_from(age.as_secs()).unwrap_or(u32::MAX)),
             api_key: self.config.api_key.clone(),
             endpoint: options.endpoint,
-            ..CallHead::new(
-                service,
-                payload.len() as u64,
-                u32::try_from(options.timeout.as_millis()).unwrap_or(u32::MAX),
-            )
+            ..CallHead::new(service, payload.len() as u64, 0)
         };
-        let (mut send, mut recv) = self.open().await?;
-        send.send(&Message::Call(head)).await?;
+        let mut failovers = self.pool.gateway_count().saturating_sub(1);
+        loop {
+            // The wait for a stream counts against the call's time; the
+            // gateway gets what is left.
+            let (send, recv) = tokio::time::timeout_at(deadline.at, self.open())
+                .await
+                .map_err(|_| deadline.passed(false))??;
+            head.timeout_ms = match deadline.left_ms() {
+                0 => return Err(deadline.passed(false)),
+                left => left,
+            };
+            let gateway = recv.gateway();
+            match self
+                .exchange(&head, &payload, send, recv, &mut on_event)
+                .await
+            {
+                Err(ClientError::Call {
+                    kind: protocol::ErrorKind::ShuttingDown,
+                    message,
+                }) => {
+                    self.pool.shutting_down(gateway);
+                    if failovers == 0 {
+                        return Err(ClientError::Call {
+                            kind: protocol::ErrorKind::ShuttingDown,
+                            message,
+                        });
+                    }
+                    failovers -= 1;
+                    tracing::debug!(%message, "gateway shutting down; calling the next one");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends one call on an open stream and reads up to its result's head.
+    async fn exchange(
+        &self,
+        head: &CallHead,
+        payload: &Bytes,
+        mut send: FramedSend,
+        mut recv: PooledRecv,
+        on_event: &mut (impl FnMut(CallEvent) + Send),
+    ) -> Result<(ResultHead, Open), ClientError> {
+        send.send(&Message::Call(head.clone())).await?;
         // The gateway may refuse early (payload too large) and stop our upload;
         // its answer is what matters, so read it even if the upload fails.
         let upload = async {
-            send.send_payload(&payload).await?;
+            send.send_payload(payload).await?;
             send.finish()
         };
         let upload_result = upload.await;
@@ -454,4 +530,46 @@ impl Client {
             },
         ))
     }
+}
+
+/// When a call must end, from when it was made.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    timeout: Duration,
+}
+
+impl Deadline {
+    fn new(timeout: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            at: now.checked_add(timeout).unwrap_or_else(|| far_future(now)),
+            timeout,
+        }
+    }
+
+    /// When the SDK stops waiting for the gateway's own timeout answer.
+    fn late(&self) -> Instant {
+        self.at
+            .checked_add(TIMEOUT_GRACE)
+            .unwrap_or_else(|| far_future(self.at))
+    }
+
+    /// What is left, whole ms (0 when it passed).
+    fn left_ms(&self) -> u32 {
+        let left = self.at.saturating_duration_since(Instant::now());
+        u32::try_from(left.as_millis()).unwrap_or(u32::MAX)
+    }
+
+    fn passed(&self, sent: bool) -> ClientError {
+        ClientError::Timeout {
+            sent,
+            timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// About a century after `now`: a deadline that never comes.
+fn far_future(now: Instant) -> Instant {
+    now + Duration::from_secs(100 * 365 * 24 * 3600)
 }

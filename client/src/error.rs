@@ -26,6 +26,27 @@ pub enum ClientError {
     /// The gateway broke the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The call's timeout ([`crate::CallOptions::timeout`]) passed on the
+    /// client's side: while it waited for a stream (every pooled
+    /// connection at its cap) or a connection (`sent: false`: nothing left
+    /// this side, so calling again is safe), or after the call was sent
+    /// while the gateway's own timeout answer was late (`sent: true`: it
+    /// may have run).
+    #[error("timeout on the client side after {timeout_ms} ms ({})", sent_note(*sent))]
+    Timeout {
+        /// Whether any of the call may have reached the gateway.
+        sent: bool,
+        /// The call's timeout, ms.
+        timeout_ms: u64,
+    },
+}
+
+fn sent_note(sent: bool) -> &'static str {
+    if sent {
+        "the call was sent and may have run"
+    } else {
+        "nothing was sent: safe to retry"
+    }
 }
 
 impl From<CallError> for ClientError {
@@ -40,19 +61,23 @@ impl From<CallError> for ClientError {
 impl ClientError {
     /// The gateway's error kind, when it sent one. A result stream the gateway
     /// reset because the node vanished reads as [`ErrorKind::NodeLost`], one
-    /// reset for time as [`ErrorKind::Timeout`].
+    /// reset for time as [`ErrorKind::Timeout`], and so does a timeout on
+    /// the client's side ([`ClientError::Timeout`]).
     pub fn kind(&self) -> Option<ErrorKind> {
         match self {
             Self::Call { kind, .. } => Some(*kind),
+            Self::Timeout { .. } => Some(ErrorKind::Timeout),
             Self::Io(IoError::Reset(code)) => protocol::codes::reset::error_kind(*code),
             _ => None,
         }
     }
 
     /// Which side failed: the caller, the node, or the gateway (connection
-    /// problems count as the gateway's).
+    /// problems count as the gateway's; a timeout measured by the SDK is
+    /// the client's).
     pub fn side(&self) -> Side {
         match (self, self.kind()) {
+            (Self::Timeout { .. }, _) => Side::Client,
             (_, Some(kind)) => kind.side(),
             (Self::Config(_), None) => Side::Client,
             _ => Side::Gateway,
@@ -61,12 +86,38 @@ impl ClientError {
 
     /// Whether calling again is safe (the call cannot have run): typed errors
     /// say so themselves; a failed connect is safe; a connection lost during
-    /// a call is not (it may have run).
+    /// a call is not (it may have run); a client-side timeout is safe only
+    /// when nothing was sent.
     pub fn retry_safe(&self) -> bool {
         match (self, self.kind()) {
+            (Self::Timeout { sent, .. }, _) => !sent,
             (_, Some(kind)) => kind.retry_safe(),
             (Self::Connect(_), None) => true,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_side_timeout_is_typed_and_safe_only_when_nothing_was_sent() {
+        let waiting = ClientError::Timeout {
+            sent: false,
+            timeout_ms: 5000,
+        };
+        assert_eq!(waiting.kind(), Some(ErrorKind::Timeout));
+        assert_eq!(waiting.side(), Side::Client);
+        assert!(waiting.retry_safe());
+        assert!(waiting.to_string().contains("safe to retry"), "{waiting}");
+        let sent = ClientError::Timeout {
+            sent: true,
+            timeout_ms: 5000,
+        };
+        assert_eq!(sent.kind(), Some(ErrorKind::Timeout));
+        assert!(!sent.retry_safe());
+        assert!(sent.to_string().contains("may have run"), "{sent}");
     }
 }

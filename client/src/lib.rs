@@ -10,8 +10,8 @@
 //! ```
 //!
 //! A [`Client`] keeps a pool of QUIC connections to one or more gateways
-//! (by default one connection: QUIC carries each call as its own stream)
-//! and opens one stream per call, so calls from many tasks and threads
+//! (up to 4 per gateway by default, opened as calls fill them: QUIC
+//! carries each call as its own stream) and opens one stream per call, so calls from many tasks and threads
 //! share it; it is cheap to clone. After a connection loss the next call
 //! reconnects, failing over to the next gateway address while one is down
 //! (see [`PoolConfig`]).
@@ -126,8 +126,10 @@ impl Client {
     }
 
     /// Opens a stream for one call on a pooled connection, waiting for a
-    /// free stream if every connection is at its cap. The returned receive
-    /// half holds the stream's place in the pool until it is dropped.
+    /// free stream if every connection is at its cap and the pool is full
+    /// (callers bound the wait by the call's deadline). The returned
+    /// receive half holds the stream's place in the pool until it is
+    /// dropped.
     async fn open(&self) -> Result<(FramedSend, pool::PooledRecv), ClientError> {
         self.pool.open(self.codec).await
     }

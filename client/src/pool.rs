@@ -8,14 +8,23 @@
 //!   a call goes to the first gateway that has a usable connection or can
 //!   get one.
 //! - **Size.** Each gateway gets at most [`PoolConfig::pool_size`]
-//!   connections (default 1: QUIC multiplexes calls as streams). One is
-//!   opened when a call finds none; more are opened in the background while
-//!   the least-loaded connection is busy, up to the size.
+//!   connections (default 4). One is opened when a call finds none; more
+//!   are opened in the background once the least-loaded connection carries
+//!   3/4 of its stream cap, and in the call's own time when every
+//!   connection is at the cap, up to the size: a call waits for a stream
+//!   only when the pool is full.
 //! - **Stream cap.** A connection carries at most
 //!   [`PoolConfig::max_streams_per_connection`] calls at once (default 256),
 //!   counted by a semaphore: a call takes the least-loaded connection with a
 //!   free stream, and when every connection of the gateway is at its cap and
-//!   the pool is full it waits for a stream to free.
+//!   the pool is full it waits for a stream to free. That wait counts
+//!   against the call's timeout (the caller bounds [`Pool::open`]); past it
+//!   the call fails with [`ClientError::Timeout`] `{ sent: false }`.
+//! - **Shutdown.** A gateway that answers `shutting down` or closes its
+//!   connection with [`CLOSE_SHUTDOWN`] is draining: its connections are
+//!   retired (calls in flight on them finish; no new call takes them) and
+//!   it is marked down, so the next call goes to the next gateway at once,
+//!   with no idle-timeout wait.
 //! - **Down.** A failed connect (no answer within
 //!   [`PoolConfig::connect_timeout`], refused handshake, unresolvable name)
 //!   or a lost connection marks the gateway down for a backoff
@@ -43,6 +52,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use transport::{EndpointConfig, FramedRecv, FramedSend, IoError};
 
 use crate::{ClientConfig, ClientError};
+
+/// The close code of a gateway that shuts down gracefully (the gateway's
+/// `CLOSE_SHUTDOWN`): it finished its calls and will not take more.
+pub(crate) const CLOSE_SHUTDOWN: u32 = protocol::codes::close::SHUTDOWN;
 
 mod config;
 
@@ -127,6 +140,13 @@ struct Lease {
 pub(crate) struct PooledRecv {
     recv: FramedRecv,
     _lease: Lease,
+}
+
+impl PooledRecv {
+    /// The index of the gateway the call went to.
+    pub(crate) fn gateway(&self) -> usize {
+        self._lease.gateway
+    }
 }
 
 impl Deref for PooledRecv {
@@ -298,7 +318,7 @@ impl Pool {
                 if let Some(conn) = least_loaded {
                     // Grow (or prove a recovering gateway) in the background
                     // while this call uses what is there.
-                    let busy = conn.permits.available_permits() < cap;
+                    let busy = nearly_full(conn.permits.available_permits(), cap);
                     if room && !down && (busy || recovering) {
                         self.dial_in_background(index, &mut state);
                     }
@@ -408,6 +428,18 @@ impl Pool {
             let mut state = gateway.lock();
             self.prune(gateway, &mut state);
             if state.connections.len() >= self.config.pool_size {
+                return;
+            }
+            // Still needed? A call may have dialled (or calls ended) since
+            // this was started: grow only while every connection is nearly
+            // full, prove only a gateway still recovering.
+            let cap = self.config.max_streams_per_connection as usize;
+            let recovering = state.failures > 0;
+            let busy = state
+                .connections
+                .iter()
+                .all(|c| nearly_full(c.permits.available_permits(), cap));
+            if !state.connections.is_empty() && !busy && !recovering {
                 return;
             }
         }
@@ -520,10 +552,12 @@ impl Pool {
         state.last_error_resolve = resolve;
     }
 
-    /// Drops connections that are closed; a loss marks the gateway down.
+    /// Drops connections that are closed; a loss marks the gateway down
+    /// (a gateway's shutdown close too: its other connections are retired).
     fn prune(&self, gateway: &Gateway, state: &mut State) {
         let mut lost = None;
         let mut count = 0u64;
+        let mut shutdown = false;
         state
             .connections
             .retain(|conn| match conn.connection.close_reason() {
@@ -533,15 +567,44 @@ impl Pool {
                     conn.permits.close();
                     if !matches!(reason, quinn::ConnectionError::LocallyClosed) {
                         count += 1;
+                        shutdown |= is_shutdown(&reason);
                         lost = Some(reason);
                     }
                     false
                 }
             });
-        if let Some(reason) = lost {
+        if shutdown {
+            state.losses += count;
+            self.retire(gateway, state);
+        } else if let Some(reason) = lost {
             state.losses += count;
             self.mark_down(gateway, state, format!("connection lost: {reason}"), false);
         }
+    }
+
+    /// Gateway `index` said it is shutting down (a call answered
+    /// `shutting down`): no new call goes there while it is down.
+    pub(crate) fn shutting_down(&self, index: usize) {
+        if let Some(gateway) = self.gateways.get(index) {
+            self.retire(gateway, &mut gateway.lock());
+        }
+    }
+
+    /// Retires every connection of a draining gateway (calls in flight on
+    /// them keep their own handles and finish) and marks it down.
+    fn retire(&self, gateway: &Gateway, state: &mut State) {
+        for conn in state.connections.drain(..) {
+            // Calls waiting for a stream there look elsewhere.
+            conn.permits.close();
+        }
+        if !state.is_down(Instant::now()) {
+            self.mark_down(gateway, state, "gateway shutting down".into(), false);
+        }
+    }
+
+    /// How many gateway addresses the pool has.
+    pub(crate) fn gateway_count(&self) -> usize {
+        self.gateways.len()
     }
 
     /// The error when no gateway gave a stream: each one's latest failure.
@@ -620,6 +683,18 @@ impl Pool {
             endpoint.wait_idle().await;
         }
     }
+}
+
+/// Whether a connection with `available` of `cap` streams free carries
+/// 3/4 of its cap or more: then the pool grows in the background.
+fn nearly_full(available: usize, cap: usize) -> bool {
+    available.saturating_mul(4) <= cap
+}
+
+/// Whether a connection was closed by its gateway's graceful shutdown.
+fn is_shutdown(reason: &quinn::ConnectionError) -> bool {
+    matches!(reason, quinn::ConnectionError::ApplicationClosed(close)
+        if close.error_code == quinn::VarInt::from_u32(CLOSE_SHUTDOWN))
 }
 
 impl Gateway {

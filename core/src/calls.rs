@@ -418,7 +418,8 @@ impl Core {
                         queue.picking = None;
                     }
                 }
-                self.publish(&service);
+                // Told at the next tick (see `Core::stale`).
+                self.stale.insert(service.clone());
             }
             Stage::Reserved { swap_id } => {
                 if let Some(r) = self.reservations.get_mut(&swap_id) {

@@ -28,7 +28,7 @@
 //! exactly one of dispatch, reject or leave; queue order is priority, then
 //! tenant round, then arrival; a slot has at most one swap under way.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,11 @@ pub struct Core {
     fallback_next: usize,
     /// The earliest end of an ejection, if any node is ejected.
     next_unejection: Option<Instant>,
+    /// Services whose queue lost waiters (timeouts, callers gone) since it
+    /// last told positions: they are told at the next tick, so that n
+    /// calls leaving at once (a burst of equal deadlines) cost O(n) per
+    /// tick instead of O(n) each, O(n²) in all.
+    stale: BTreeSet<String>,
     out: Vec<Action>,
 }
 
@@ -112,6 +117,7 @@ impl Core {
             next_swap_id: 1,
             fallback_next: 0,
             next_unejection: None,
+            stale: BTreeSet::new(),
             out: Vec::new(),
         }
     }
@@ -153,6 +159,7 @@ impl Core {
         !self.reservations.is_empty()
             || self.next_unejection.is_some()
             || self.queues.values().any(|q| !q.is_empty())
+            || !self.stale.is_empty()
     }
 
     /// The fleet.
@@ -221,6 +228,9 @@ impl Core {
     }
 
     fn tick(&mut self, now: Instant) {
+        for service in std::mem::take(&mut self.stale) {
+            self.publish(&service);
+        }
         self.expire_swaps(now);
         let waiting: Vec<String> = self
             .queues

@@ -476,8 +476,28 @@ fn a_queued_call_that_leaves_is_counted_and_the_others_move_up() {
     let (c1, _) = h.call("svc");
     let (c2, _) = h.call("svc");
     let actions = h.send(Event::CallLeft { call: c1 });
+    // The others are told at the next tick (a burst of leaves is one
+    // pass over the queue, not one each).
+    assert_eq!(positions(&actions).get(&c2), None);
+    assert!(h.core.wants_tick());
+    let actions = h.send(Event::Tick);
     assert_eq!(positions(&actions).get(&c2), Some(&1));
     assert_eq!(h.core.queue("svc").unwrap().abandoned_total, 1);
+}
+
+#[test]
+fn a_burst_of_leaves_tells_each_remaining_waiter_once() {
+    let mut h = Harness::new(CoreConfig::default());
+    h.up(1, spec("a", &[("svc", 1, 0)], &[]));
+    h.call("svc");
+    let waiting: Vec<CallId> = (0..100).map(|_| h.call("svc").0).collect();
+    let mut told = 0;
+    for &call in &waiting[..99] {
+        told += positions(&h.send(Event::CallLeft { call })).len();
+    }
+    told += positions(&h.send(Event::Tick)).len();
+    assert_eq!(told, 1, "only the last waiter moved, told once");
+    assert_eq!(h.core.queue("svc").unwrap().abandoned_total, 99);
 }
 
 #[test]

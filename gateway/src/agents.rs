@@ -95,6 +95,16 @@ pub(crate) async fn serve(
                         .set(f64::from(node.in_flight_total()));
                     shared.scheduler.stats(&node, stats);
                 }
+                Ok(Ok(Some(Message::Drain))) => {
+                    // The agent shuts down: no new calls; those in flight
+                    // finish, then it closes the connection.
+                    tracing::info!(node = %node.spec.id, "node draining (agent shutting down)");
+                    shared.scheduler.drain(&node, true);
+                    shared.announce(crate::http::AdminEvent::new(
+                        "drain",
+                        format!("{}: agent shutting down", node.spec.id),
+                    ));
+                }
                 Ok(Ok(Some(Message::Swapped(report)))) => match check_report(&report) {
                     Ok(()) => shared.scheduler.swapped(&node, report),
                     Err(why) => break format!("bad swap report: {why}"),

@@ -40,6 +40,10 @@ pub(crate) use tenancy::authenticate;
 /// Most nodes one call is offered to when streams cannot be opened.
 const MAX_DISPATCH_ATTEMPTS: usize = 3;
 
+/// Longest wait, after a call's answer is written, for the client to
+/// acknowledge it (the call counts as in flight until then).
+const DELIVERY_WAIT: Duration = Duration::from_secs(2);
+
 /// Serves a call from a QUIC client stream whose head was read at
 /// `arrived`: reads its payload, runs it, and ends the stream (an `Error`
 /// frame, or a reset code when the result was cut after its head).
@@ -87,6 +91,9 @@ pub(crate) async fn serve(
         }
     }
     let _ = send.finish();
+    // The call ends when the client has its answer, not when it is queued:
+    // a shutdown waits for this before it closes the connection.
+    let _ = tokio::time::timeout(DELIVERY_WAIT, send.stopped()).await;
 }
 
 /// Records a finished call's metrics and chart window.
@@ -294,15 +301,24 @@ impl<'a> Call<'a> {
             return cached::serve(call, key, payload, caller).await;
         }
         let mut answered = to_node(call, payload, caller).await?;
-        if caller
-            .send(Message::Result(answered.result_head(call)))
-            .await
-            .is_err()
-        {
-            // The caller left: stop the node's work.
-            answered.cancel(crate::RESET_CLIENT_GONE);
-            answered.finish(call, CallEnd::Ok);
-            return Err(Failure::Gone);
+        let head = Message::Result(answered.result_head(call));
+        match tokio::time::timeout_at(call.deadline.into(), caller.send(head)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                // The caller left: stop the node's work.
+                answered.cancel(crate::RESET_CLIENT_GONE);
+                answered.finish(call, CallEnd::Ok);
+                return Err(Failure::Gone);
+            }
+            Err(_) => {
+                // The caller does not read: no waiting past its deadline.
+                answered.cancel(crate::RESET_TIMEOUT);
+                answered.finish(call, CallEnd::Abandoned);
+                return Err(Failure::Cut(
+                    crate::RESET_TIMEOUT,
+                    format!("timeout while sending the result ({} ms)", call.timeout_ms),
+                ));
+            }
         }
         relay::relay(call, answered, caller).await
     }
@@ -427,8 +443,10 @@ async fn admit(
                     WaitState::Queued(position) => Message::Queued(position),
                     WaitState::Reserved(notice) => Message::Reserved(notice),
                 };
-                if caller.send(frame).await.is_err() {
-                    return Err(Failure::Gone);
+                match tokio::time::timeout_at(call.deadline.into(), caller.send(frame)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(Failure::Gone),
+                    Err(_) => return Err(call.timed_out().into()),
                 }
             }
             () = tokio::time::sleep_until(call.deadline.into()) => return Err(call.timed_out().into()),

@@ -96,6 +96,11 @@ pub struct GatewayConfig {
     pub quic: QuicConfig,
     /// Agents' identities and limits (table `[agents]`).
     pub agents: AgentsConfig,
+    /// At shutdown (SIGTERM, Ctrl-C), how long calls in flight may take to
+    /// finish, seconds (default 30), while new calls are answered
+    /// `shutting down` (retry-safe); then connections close with the
+    /// shutdown code (SDKs fail over at once). 0 closes at once.
+    pub shutdown_grace_s: u32,
 }
 
 /// `[http]`: the HTTP ingress, a port of its own (not the admin port).
@@ -344,6 +349,7 @@ impl Default for GatewayConfig {
             allow_anonymous: false,
             quic: QuicConfig::default(),
             agents: AgentsConfig::default(),
+            shutdown_grace_s: 30,
         }
     }
 }

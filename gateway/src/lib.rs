@@ -23,6 +23,7 @@ pub mod cache;
 mod calls;
 mod candidates;
 pub mod certs;
+mod drain;
 mod ingress;
 mod server;
 
@@ -42,7 +43,9 @@ pub const CLOSE_REFUSED: u32 = protocol::codes::close::REFUSED;
 pub const CLOSE_STATS_MISSED: u32 = protocol::codes::close::STATS_MISSED;
 /// Connection close code: a newer connection registered the same node id.
 pub const CLOSE_REPLACED: u32 = protocol::codes::close::REPLACED;
-/// Connection close code: the gateway is shutting down.
+/// Connection close code: the gateway is shutting down (after its calls in
+/// flight finished or `shutdown_grace_s` passed); the SDK fails over to its
+/// next gateway at once when it sees it.
 pub const CLOSE_SHUTDOWN: u32 = protocol::codes::close::SHUTDOWN;
 /// Stream reset code: the call timed out.
 pub const RESET_TIMEOUT: u32 = protocol::codes::reset::TIMEOUT;
@@ -93,6 +96,8 @@ pub(crate) struct Shared {
     /// The tenants and their keys (the anonymous tenant when none are
     /// configured).
     pub(crate) tenants: tenants::Tenants,
+    /// Graceful shutdown: whether new calls are refused, calls in flight.
+    pub(crate) drain: Arc<drain::Drain>,
 }
 
 impl Shared {

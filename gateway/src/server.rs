@@ -160,6 +160,7 @@ impl Gateway {
                 admin_token,
                 next_call_id: AtomicU64::new(1),
                 tenants,
+                drain: Arc::default(),
             }),
             ca: files.ca,
             token_files,
@@ -265,7 +266,11 @@ impl Gateway {
         }
     }
 
-    /// Serves connections until `shutdown` resolves, then closes them.
+    /// Serves connections until `shutdown` resolves, then shuts down
+    /// gracefully: new connections (clients and agents) are refused and new
+    /// calls answered `shutting down` (retry-safe) while the calls in
+    /// flight finish, for at most `shutdown_grace_s`; then every connection
+    /// closes with [`crate::CLOSE_SHUTDOWN`].
     pub async fn serve(&self, shutdown: impl std::future::Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -303,6 +308,29 @@ impl Gateway {
                 }
                 () = &mut shutdown => break,
             }
+        }
+        let grace = Duration::from_secs(u64::from(self.shared.config.shutdown_grace_s));
+        tracing::info!(
+            in_flight = self.shared.drain.in_flight(),
+            grace_s = grace.as_secs(),
+            "gateway shutting down: refusing new calls, finishing those in flight"
+        );
+        let drained = self.shared.drain.stop(grace);
+        tokio::pin!(drained);
+        let left = loop {
+            tokio::select! {
+                left = &mut drained => break left,
+                incoming = self.endpoint.accept() => match incoming {
+                    Some(incoming) => incoming.refuse(),
+                    None => break self.shared.drain.in_flight(),
+                },
+            }
+        };
+        if left > 0 {
+            tracing::warn!(
+                in_flight = left,
+                "shutdown grace passed; closing with calls in flight"
+            );
         }
         tracing::info!("gateway shutting down");
         let _ = stop_admin.send(());
@@ -357,6 +385,11 @@ async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming, mut ticket: 
     let mut send = FramedSend::new(send, codec);
     let mut recv = FramedRecv::new(recv, codec).with_budget(budget.clone());
     match tokio::time::timeout(FIRST_FRAME_TIMEOUT, recv.recv()).await {
+        Ok(Ok(Some(Message::Register(_)))) if shared.drain.is_stopping() => {
+            // Agents are not taken while the gateway shuts down.
+            connection.close(crate::CLOSE_SHUTDOWN.into(), b"gateway shutting down");
+            return;
+        }
         Ok(Ok(Some(Message::Register(register)))) => {
             agents::serve(shared, connection, register, send, recv, &mut ticket).await;
             return;
@@ -397,11 +430,21 @@ async fn request(
     shared: Arc<Shared>,
     first: Message,
     mut send: FramedSend,
-    recv: FramedRecv,
+    mut recv: FramedRecv,
     arrived: Instant,
 ) {
     match first {
-        Message::Call(head) => calls::serve(shared, head, send, recv, arrived).await,
+        Message::Call(head) => match shared.drain.enter() {
+            Ok(in_flight) => {
+                calls::serve(shared, head, send, recv, arrived).await;
+                drop(in_flight);
+            }
+            Err(refused) => {
+                recv.stop(0);
+                let _ = send.send(&Message::Error(refused)).await;
+                let _ = send.finish();
+            }
+        },
         Message::ListNodes => {
             let nodes = shared.registry.views(Instant::now());
             let _ = send.send(&Message::Nodes(nodes)).await;

@@ -118,6 +118,16 @@ pub struct AgentConfig {
     /// gateway picks; `1` speaks only the first release's format.
     #[serde(default)]
     pub max_wire_version: protocol::WireVersion,
+    /// At shutdown (SIGTERM, Ctrl-C), how long the calls in flight may
+    /// take to finish, seconds (default 30): the agent tells the gateway it
+    /// drains (no new calls), waits for its calls, then closes. 0 closes
+    /// at once.
+    #[serde(default = "default_shutdown_grace_s")]
+    pub shutdown_grace_s: u32,
+}
+
+fn default_shutdown_grace_s() -> u32 {
+    30
 }
 
 /// Exponential reconnect backoff with jitter.
@@ -219,6 +229,7 @@ impl AgentConfig {
             cost_per_hour: 0.0,
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            shutdown_grace_s: default_shutdown_grace_s(),
             reconnect: ReconnectConfig::default(),
             services,
             slots: Vec::new(),

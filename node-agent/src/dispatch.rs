@@ -19,6 +19,10 @@ use crate::services::{Body, Reply, ServiceError, Services, Slot};
 /// How long the gateway has to send the `Dispatch` head on a new stream.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest wait, after a call's answer is written, for the gateway to
+/// acknowledge it (the call's task, and so the drain, waits for it).
+const DELIVERY_WAIT: Duration = Duration::from_secs(2);
+
 /// The time a call gets when the gateway sets no deadline (`timeout_ms` 0).
 pub(crate) const NO_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -63,7 +67,11 @@ impl Dispatcher {
         let outcome = self.serve(&mut send, &mut recv).await;
         if let Err(e) = answer(&mut send, outcome).await {
             tracing::debug!("answering a call failed: {e}");
+            return;
         }
+        // The call ends when the gateway has the answer: a draining agent
+        // closes its connection only after this.
+        let _ = tokio::time::timeout(DELIVERY_WAIT, send.stopped()).await;
     }
 
     async fn serve(&self, send: &mut FramedSend, recv: &mut FramedRecv) -> Outcome {
@@ -117,18 +125,26 @@ impl Dispatcher {
                 return Outcome::Error(e);
             }
         };
-        let payload = match recv.recv_payload(payload_len, self.max_payload).await {
-            Ok(payload) => payload,
-            Err(e) if e.is_connection_lost() => return Outcome::Silent,
-            Err(e) => {
-                recv.stop(STOP_CODE);
-                return bad(format!("malformed call payload: {e}"));
-            }
-        };
+        // The call's time counts from its head: the payload's upload too.
         let timeout = match timeout_ms {
             0 => NO_DEADLINE,
             ms => Duration::from_millis(u64::from(ms)),
         };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let read = recv.recv_payload(payload_len, self.max_payload);
+        let payload = match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(payload)) => payload,
+            Ok(Err(e)) if e.is_connection_lost() => return Outcome::Silent,
+            Ok(Err(e)) => {
+                recv.stop(STOP_CODE);
+                return bad(format!("malformed call payload: {e}"));
+            }
+            Err(_) => {
+                recv.stop(STOP_CODE);
+                return Outcome::Error(ServiceError::timeout(timeout));
+            }
+        };
+        let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
         let started = Instant::now();
         let result = tokio::select! {
             result = slot.run(payload, timeout, head.endpoint.as_deref()) => result,

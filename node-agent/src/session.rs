@@ -32,12 +32,17 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Failed attempts in a row logged at warn; later ones at debug.
 const LOUD_RETRIES: u32 = 3;
+/// While draining, how long after the `Drain` frame went out the agent
+/// still waits for calls the gateway dispatched before it read the frame.
+const DRAIN_SETTLE: Duration = Duration::from_millis(200);
 
 /// Runs the agent until `shutdown` completes: loads each slot's `loaded`
 /// service (waiting for it to be ready; a failure is logged and leaves the
 /// slot empty), then connects, registers, reports stats and serves calls
 /// and swaps, reconnecting forever with backoff when the gateway is
-/// unreachable or the connection drops. At shutdown it closes the
+/// unreachable or the connection drops. At shutdown it drains: it sends
+/// [`protocol::Message::Drain`] (the gateway sends it no new call), lets
+/// its calls in flight finish (at most `shutdown_grace_s`), then closes the
 /// connection with code 0, reason `agent shutting down`, and stops every
 /// slot's process (stop command, SIGTERM, SIGKILL after 5 s).
 ///
@@ -108,13 +113,23 @@ pub async fn run(
                         "registered with gateway"
                     );
                     let connection = session.connection.clone();
+                    let (drain, draining) = tokio::sync::watch::channel(false);
+                    let grace = Duration::from_secs(u64::from(agent.config.shutdown_grace_s));
+                    let serving = agent.serve(session, &mut reports, session_id, draining);
+                    tokio::pin!(serving);
                     let reason = tokio::select! {
                         biased;
                         () = &mut shutdown => {
+                            tracing::info!(grace_s = grace.as_secs(), "draining: no new calls; finishing those in flight");
+                            let _ = drain.send(true);
+                            match tokio::time::timeout(grace, &mut serving).await {
+                                Ok(reason) => tracing::info!("drained: {reason}"),
+                                Err(_) => tracing::warn!("shutdown grace passed with calls in flight; closing"),
+                            }
                             connection.close(close::NORMAL.into(), b"agent shutting down");
                             break Ok(());
                         }
-                        reason = agent.serve(session, &mut reports, session_id) => reason,
+                        reason = &mut serving => reason,
                     };
                     tracing::info!("lost the gateway: {reason}; reconnecting");
                 }
@@ -316,8 +331,16 @@ impl Agent {
 
     /// Serves a registered connection until it ends; returns why. Swap
     /// reports go out on the control stream between stats; swap requests
-    /// from it run in the background (a load may take minutes).
-    async fn serve(&self, session: Session, reports: &mut Reports, session_id: u64) -> String {
+    /// from it run in the background (a load may take minutes). Once
+    /// `draining` turns true it sends `Drain` and returns when its calls in
+    /// flight have ended (and [`DRAIN_SETTLE`] passed since the frame).
+    async fn serve(
+        &self,
+        session: Session,
+        reports: &mut Reports,
+        session_id: u64,
+        draining: tokio::sync::watch::Receiver<bool>,
+    ) -> String {
         let Session {
             connection,
             mut send,
@@ -325,11 +348,27 @@ impl Agent {
             ..
         } = session;
         let interval = Duration::from_millis(u64::from(self.config.stats_interval_ms));
+        let mut drain_told = draining.clone();
+        let shutting_down = draining.clone();
         let stats = async {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut told = false;
             loop {
                 let message = tokio::select! {
+                    Ok(()) = drain_told.changed(), if !told => {
+                        if !*drain_told.borrow_and_update() {
+                            continue;
+                        }
+                        told = true;
+                        // Drain came with wire v2: a v1 gateway would not
+                        // know the frame, so there the agent only stops
+                        // taking calls and closes when they are done.
+                        if transport::wire_version(&connection) < protocol::WireVersion::V2 {
+                            continue;
+                        }
+                        Message::Drain
+                    }
                     _ = tick.tick() => Message::Stats(self.sample().await),
                     report = reports.next(session_id) => Message::Swapped(report),
                 };
@@ -354,11 +393,27 @@ impl Agent {
         };
         // Every call stream speaks the version the connection negotiated.
         let codec = transport::codec_for(&connection, Codec::default());
+        let mut draining = draining;
         let calls = async {
             // Dropping the set (when the session ends) aborts the calls.
             let mut tasks = JoinSet::new();
+            // When the drain began: then the calls end, and none come.
+            let mut drain_since: Option<tokio::time::Instant> = None;
             loop {
+                if let Some(since) = drain_since
+                    && tasks.is_empty()
+                    && since.elapsed() >= DRAIN_SETTLE
+                {
+                    return "drained: no call in flight".to_string();
+                }
+                let settle = drain_since.map(|since| since + DRAIN_SETTLE);
                 tokio::select! {
+                    Ok(()) = draining.changed(), if drain_since.is_none() => {
+                        if *draining.borrow_and_update() {
+                            drain_since = Some(tokio::time::Instant::now());
+                        }
+                    }
+                    () = sleep_until_some(settle), if tasks.is_empty() => {}
                     accepted = connection.accept_bi() => match accepted {
                         Ok((send, recv)) => {
                             tasks.spawn(self.dispatcher.clone().handle(codec, send, recv));
@@ -380,7 +435,11 @@ impl Agent {
             reason = control => reason,
             reason = calls => reason,
         };
-        connection.close(close::NORMAL.into(), b"agent reconnecting");
+        if *shutting_down.borrow() {
+            connection.close(close::NORMAL.into(), b"agent shutting down");
+        } else {
+            connection.close(close::NORMAL.into(), b"agent reconnecting");
+        }
         reason
     }
 
@@ -397,6 +456,14 @@ impl Agent {
         stats.in_flight = self.dispatcher.services.in_flight();
         stats.unhealthy = self.health.unhealthy();
         stats
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

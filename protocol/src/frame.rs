@@ -64,6 +64,8 @@ pub enum FrameKind {
     PurgeCache = 25,
     /// [`Message::End`].
     End = 26,
+    /// [`Message::Drain`].
+    Drain = 27,
 }
 
 impl FrameKind {
@@ -100,6 +102,7 @@ impl FrameKind {
             24 => CacheStatsView,
             25 => PurgeCache,
             26 => End,
+            27 => Drain,
             other => return Err(CodecError::UnknownKind(other)),
         })
     }
@@ -422,7 +425,8 @@ mod tests {
             assert_eq!(kind as u8, byte);
         }
         assert_eq!(FrameKind::from_byte(26), Ok(FrameKind::End));
-        assert_eq!(FrameKind::from_byte(27), Err(CodecError::UnknownKind(27)));
+        assert_eq!(FrameKind::from_byte(27), Ok(FrameKind::Drain));
+        assert_eq!(FrameKind::from_byte(28), Err(CodecError::UnknownKind(28)));
         // v1 (frozen) refuses any body on a request without fields; v2
         // skips one CBOR item there (a later version may send fields).
         let codec = Codec::default().with_version(WireVersion::V1);

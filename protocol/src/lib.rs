@@ -22,7 +22,8 @@
 //! Streams (see `ARCHITECTURE.md` for the sequences):
 //! - agent → gateway, first stream: [`Message::Register`], answered by
 //!   [`Message::Registered`] or [`Message::Refused`], then [`Message::Stats`]
-//!   every interval (and swaps, below);
+//!   every interval (and swaps, below), and [`Message::Drain`] once when
+//!   the agent shuts down (no new calls; it closes when its calls end);
 //! - client → gateway, one stream per call: [`Message::Call`] + `Data`,
 //!   answered by [`Message::Result`] + `Data`, or [`Message::Error`];
 //! - gateway → agent, one stream per call: [`Message::Dispatch`] + `Data`,

@@ -67,6 +67,10 @@ pub enum Message {
     /// The end of a streamed result (a [`ReplyHead`] or [`ResultHead`]
     /// whose `payload_len` is `None`): every `Data` chunk was sent.
     End(Trailer),
+    /// Agent → gateway on the control stream: the node is shutting down
+    /// (SIGTERM): send it no new call; its calls in flight finish, then it
+    /// closes its connection. Empty body.
+    Drain,
 }
 
 impl Message {
@@ -99,6 +103,7 @@ impl Message {
             Self::CacheStatsView(_) => FrameKind::CacheStatsView,
             Self::PurgeCache(_) => FrameKind::PurgeCache,
             Self::End(_) => FrameKind::End,
+            Self::Drain => FrameKind::Drain,
         }
     }
 
@@ -248,6 +253,7 @@ mod tests {
                 expected_ms
             })),
             Just(Message::ListQueues),
+            Just(Message::Drain),
             (text, any::<u32>()).prop_map(|(service, length)| Message::Queues(vec![QueueView {
                 service,
                 length,
@@ -286,37 +292,26 @@ mod tests {
         ]
     }
 
-    /// What a v1 peer reads back of `m`: the fields added in v2 are never
-    /// written to v1, so they come back as their defaults.
-    fn as_v1(m: &Message) -> Message {
-        let mut m = m.clone();
-        match &mut m {
-            Message::Stats(stats) => stats.unhealthy.clear(),
-            Message::Nodes(nodes) => {
-                for service in nodes.iter_mut().flat_map(|n| n.services.iter_mut()) {
-                    service.unhealthy = false;
-                }
-            }
-            _ => {}
-        }
-        m
-    }
-
     proptest! {
         #[test]
         fn round_trip(messages in proptest::collection::vec(arb_message(), 1..8)) {
             for version in WireVersion::ALL {
                 let codec = Codec::default().with_version(version);
+                // A message v1 does not have is never sent to a v1 peer.
+                let messages: Vec<&Message> = messages
+                    .iter()
+                    .filter(|m| version != WireVersion::V1 || m.as_v1().is_some())
+                    .collect();
                 let mut buf = Vec::new();
                 for m in &messages {
                     codec.encode(m, &mut buf).expect("encode");
                 }
                 let mut at = 0;
-                for m in &messages {
+                for m in messages {
                     match codec.decode(&buf[at..]).expect("decode") {
                         Decoded::Frame { message, consumed } => {
                             let expected = match version {
-                                WireVersion::V1 => as_v1(m),
+                                WireVersion::V1 => m.as_v1().expect("a v1 message"),
                                 _ => m.clone(),
                             };
                             prop_assert_eq!(&message, &expected);

@@ -25,6 +25,35 @@ pub(crate) fn v1_error_kind(kind: ErrorKind) -> ErrorKind {
     }
 }
 
+impl Message {
+    /// What a v1 peer reads back of this message: the fields added in v2
+    /// take their defaults and error kinds added later read as
+    /// [`ErrorKind::Internal`]; `None` for a message v1 does not have
+    /// ([`Message::Drain`]). The compatibility rule above, as a function
+    /// (the golden and round-trip tests compare v1 decodes with it).
+    #[must_use]
+    pub fn as_v1(&self) -> Option<Message> {
+        let mut m = self.clone();
+        match &mut m {
+            Message::Drain => return None,
+            Message::Stats(stats) => stats.unhealthy.clear(),
+            Message::Nodes(nodes) => {
+                for node in nodes.iter_mut() {
+                    if let Some(stats) = &mut node.stats {
+                        stats.unhealthy.clear();
+                    }
+                    for service in &mut node.services {
+                        service.unhealthy = false;
+                    }
+                }
+            }
+            Message::Error(error) => error.kind = v1_error_kind(error.kind),
+            _ => {}
+        }
+        Some(m)
+    }
+}
+
 pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
     fn put<T: Serialize>(value: &T, out: &mut Vec<u8>) {
         // Serializing into a Vec cannot fail for these plain types:
@@ -51,7 +80,11 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
             },
             out,
         ),
-        Message::ListNodes | Message::ListPolicies | Message::ListQueues | Message::CacheStats => {}
+        Message::ListNodes
+        | Message::ListPolicies
+        | Message::ListQueues
+        | Message::CacheStats
+        | Message::Drain => {}
         Message::Nodes(m) => put(m, out),
         Message::Policies(m) => put(m, out),
         Message::SetPolicy(m) => put(m, out),
@@ -88,6 +121,9 @@ pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, Codec
         FrameKind::Reply => Message::Reply(get(kind, body)?),
         FrameKind::Data => Message::Data(Bytes::copy_from_slice(body)),
         FrameKind::Error => Message::Error(get(kind, body)?),
+        // Drain came with v2: a v1 peer neither sends nor knows it (an agent
+        // on a v1 connection shuts down without announcing its drain).
+        FrameKind::Drain => return Err(CodecError::UnknownKind(kind as u8)),
         FrameKind::ListNodes
         | FrameKind::ListPolicies
         | FrameKind::ListQueues

@@ -52,7 +52,11 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         Message::Reply(m) => put(m, out),
         Message::Data(bytes) => out.extend_from_slice(bytes),
         Message::Error(m) => put(m, out),
-        Message::ListNodes | Message::ListPolicies | Message::ListQueues | Message::CacheStats => {}
+        Message::ListNodes
+        | Message::ListPolicies
+        | Message::ListQueues
+        | Message::CacheStats
+        | Message::Drain => {}
         Message::Nodes(m) => put_wrapped(m, out),
         Message::Policies(m) => put(m, out),
         Message::SetPolicy(m) => put(m, out),
@@ -117,6 +121,7 @@ pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, Codec
         FrameKind::ListPolicies => get_empty(kind, body).map(|()| Message::ListPolicies)?,
         FrameKind::ListQueues => get_empty(kind, body).map(|()| Message::ListQueues)?,
         FrameKind::CacheStats => get_empty(kind, body).map(|()| Message::CacheStats)?,
+        FrameKind::Drain => get_empty(kind, body).map(|()| Message::Drain)?,
         FrameKind::Nodes => Message::Nodes(get_wrapped(kind, body)?),
         FrameKind::Policies => Message::Policies(get(kind, body)?),
         FrameKind::SetPolicy => Message::SetPolicy(get(kind, body)?),

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use crate::{Client, ClientConfig};
 
-/// Default connections per gateway address.
-pub const DEFAULT_POOL_SIZE: usize = 1;
+/// Default connections per gateway address: several, so that callers wait
+/// for a stream only past 4 × 256 calls in flight.
+pub const DEFAULT_POOL_SIZE: usize = 4;
 /// Default cap of concurrent calls (streams) per connection.
 pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 256;
 /// Default longest wait for a QUIC handshake.
@@ -19,13 +20,16 @@ pub const DEFAULT_MAX_DOWN_BACKOFF: Duration = Duration::from_secs(30);
 /// How the [`Client`] pools its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolConfig {
-    /// Most connections per gateway address (default 1, at least 1). One
-    /// connection carries many calls at once; more help only when one
-    /// connection's congestion window or a gateway core is the limit.
+    /// Most connections per gateway address (default 4, at least 1). One
+    /// connection carries many calls at once (up to
+    /// `max_streams_per_connection`); the pool opens another when every
+    /// connection is at that cap, before a call waits, and in the
+    /// background once the least-loaded one carries 3/4 of the cap.
     pub pool_size: usize,
     /// Most calls in flight on one connection, i.e. open streams (default
     /// 256, at least 1). A call waits for a free stream when every
-    /// connection is at the cap. The gateway accepts up to 1024 streams per
+    /// connection is at the cap and the pool is full; the wait counts
+    /// against the call's timeout. The gateway accepts up to 1024 streams per
     /// connection; a cap above that waits on the gateway instead.
     pub max_streams_per_connection: u32,
     /// Longest wait for a gateway's QUIC handshake (default 5 s). QUIC does

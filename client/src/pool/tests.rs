@@ -56,7 +56,7 @@ fn client_is_send_sync_and_clone() {
 fn config_defaults_and_builders() {
     let config = ClientConfig::new("a:1", "ca.pem");
     assert_eq!(config.pool, PoolConfig::default());
-    assert_eq!(config.pool.pool_size, 1);
+    assert_eq!(config.pool.pool_size, 4);
     assert_eq!(config.pool.max_streams_per_connection, 256);
     assert_eq!(config.gateways().collect::<Vec<_>>(), ["a:1"]);
 

@@ -53,10 +53,14 @@ async fn calls_from_many_tasks_share_a_pool_of_its_size() {
     );
     fleet.spawn_agent("node-a", TOKEN, &services);
     fleet.wait_nodes(1).await;
-    let client =
-        Client::connect(ClientConfig::new(fleet.addr.clone(), fleet.ca()).with_pool_size(2))
-            .await
-            .expect("connects");
+    // A cap of 4 streams: the pool grows in the background at 3 in flight.
+    let client = Client::connect(
+        ClientConfig::new(fleet.addr.clone(), fleet.ca())
+            .with_pool_size(2)
+            .with_max_streams_per_connection(4),
+    )
+    .await
+    .expect("connects");
     assert_eq!(client.pool_stats().connections(), 1);
 
     // Overlapping slow calls find the one connection busy: the pool grows
@@ -168,6 +172,8 @@ fn gateway_config(data_dir: &Path, listen: SocketAddr) -> GatewayConfig {
         admin_token: Some(ADMIN.into()),
         pick_deadline_ms: 250,
         seed: Some(7),
+        // These tests stop a gateway under its calls: no drain.
+        shutdown_grace_s: 0,
         ..GatewayConfig::default()
     }
 }
@@ -290,7 +296,9 @@ async fn the_stream_cap_bounds_what_one_connection_has_in_flight() {
     );
     fleet.wait_nodes(1).await;
     let client = Client::connect(
-        ClientConfig::new(fleet.addr.clone(), fleet.ca()).with_max_streams_per_connection(2),
+        ClientConfig::new(fleet.addr.clone(), fleet.ca())
+            .with_pool_size(1)
+            .with_max_streams_per_connection(2),
     )
     .await
     .expect("connects");

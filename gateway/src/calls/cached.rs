@@ -95,27 +95,39 @@ async fn answer(
         content_type: entry.content_type.clone(),
         status: entry.status,
     };
-    send_whole(caller, head, entry.data.clone()).await
+    send_whole(call, caller, head, entry.data.clone()).await
 }
 
 /// Sends a whole result: its head, then its bytes in one chunk (a QUIC
 /// caller cuts it into frames).
 async fn send_whole(
+    call: &Call<'_>,
     caller: &mut impl Caller,
     head: ResultHead,
     data: Bytes,
 ) -> Result<(), Failure> {
-    caller
-        .send(Message::Result(head))
-        .await
-        .map_err(|_| Failure::Gone)?;
-    if !data.is_empty() {
+    let send = async {
         caller
-            .send(Message::Data(data))
+            .send(Message::Result(head))
             .await
             .map_err(|_| Failure::Gone)?;
-    }
-    Ok(())
+        if !data.is_empty() {
+            caller
+                .send(Message::Data(data))
+                .await
+                .map_err(|_| Failure::Gone)?;
+        }
+        Ok(())
+    };
+    // A caller that does not read is not waited for past the deadline.
+    tokio::time::timeout_at(call.deadline.into(), send)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure::Cut(
+                crate::RESET_TIMEOUT,
+                format!("timeout while sending the result ({} ms)", call.timeout_ms),
+            ))
+        })
 }
 
 /// Runs the call on a node, stores and shares its result, then sends it.
@@ -166,7 +178,7 @@ async fn lead(
     head.timings.total_ms = ms(call.arrived.elapsed());
     head.payload_len = Some(entry.data.len() as u64);
     // A client that left finds its result stored for the next calls.
-    send_whole(caller, head, entry.data.clone()).await
+    send_whole(call, caller, head, entry.data.clone()).await
 }
 
 /// Reads a node's whole result (known length or streamed), at most `max`

@@ -88,6 +88,11 @@ pub(crate) fn spawn(
     payload: Bytes,
     arrived: Instant,
 ) -> Result<mpsc::Receiver<Message>, Refused> {
+    let in_flight = shared.drain.enter().map_err(|error| Refused {
+        error,
+        retry_after: None,
+        tenant: None,
+    })?;
     let mut head = head;
     // The payload is at hand: its length is the head's.
     head.payload_len = payload.len() as u64;
@@ -106,7 +111,10 @@ pub(crate) fn spawn(
         .await;
         record(&shared, &service, &served, &result, arrived);
         let error = match result {
-            Ok(()) | Err(Failure::Gone) => return,
+            Ok(()) | Err(Failure::Gone) => {
+                drop(in_flight);
+                return;
+            }
             Err(Failure::Reply(error)) => error,
             Err(Failure::Cut(code, message)) => CallError {
                 kind: if code == crate::RESET_TIMEOUT {
@@ -119,6 +127,7 @@ pub(crate) fn spawn(
         };
         tracing::debug!(call_id, %service, kind = %error.kind, message = %error.message, "call failed");
         let _ = caller.send(Message::Error(error)).await;
+        drop(in_flight);
     });
     Ok(rx)
 }

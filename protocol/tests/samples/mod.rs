@@ -235,6 +235,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
             }]),
         ),
         ("CacheStats", Message::CacheStats),
+        ("Drain", Message::Drain),
         (
             "CacheStatsView",
             Message::CacheStatsView(CacheStatsView {

@@ -125,6 +125,14 @@ impl Fleet {
         }
     }
 
+    /// Tells the gateway to shut down (as SIGTERM does): it drains its
+    /// calls in flight for up to `shutdown_grace_s`, then closes.
+    pub fn shut_down_gateway(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     pub fn ca(&self) -> PathBuf {
         self.gateway.ca_path().to_path_buf()
     }
