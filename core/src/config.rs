@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::retry::{Breakers, RetryRules};
+
 /// Queue and swap settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoreConfig {
@@ -21,6 +23,12 @@ pub struct CoreConfig {
     pub fail_open: bool,
     /// Outlier ejection (Envoy's `consecutive_5xx` detection).
     pub outlier: OutlierRules,
+    /// Retries: attempts, backoff, the retry budget.
+    pub retry: RetryRules,
+    /// Circuit breakers of every service (default none).
+    pub breakers: Breakers,
+    /// Per-service circuit breakers overriding `breakers`.
+    pub service_breakers: HashMap<String, Breakers>,
 }
 
 /// Outlier ejection: a node whose calls of a service fail
@@ -93,6 +101,9 @@ impl Default for CoreConfig {
             positions: true,
             fail_open: true,
             outlier: OutlierRules::default(),
+            retry: RetryRules::default(),
+            breakers: Breakers::default(),
+            service_breakers: HashMap::new(),
         }
     }
 }
@@ -119,6 +130,14 @@ impl CoreConfig {
             .get(service)
             .copied()
             .unwrap_or(self.queue_capacity)
+    }
+
+    /// The circuit breakers of `service`.
+    pub fn breakers(&self, service: &str) -> Breakers {
+        self.service_breakers
+            .get(service)
+            .copied()
+            .unwrap_or(self.breakers)
     }
 
     /// The swap cooldown of node `node_id`.

@@ -40,6 +40,7 @@ mod config;
 mod event;
 pub mod fleet;
 mod outlier;
+mod retry;
 pub mod schedule;
 mod views;
 
@@ -47,6 +48,7 @@ pub use balance::{Balance, Candidate, PickRequest, Ranking, RoundRobin, drive};
 pub use config::{CoreConfig, OutlierRules, SwapRules};
 pub use event::{Action, CallEnd, CallId, Event, PickError, Via};
 pub use fleet::{Ewma, Fleet, Node, NodeKey};
+pub use retry::{Breaker, Breakers, RetryCounters, RetryRefusal, RetryRules};
 pub use schedule::queue::{QueueKey, ServiceQueue};
 
 /// How often the shell sends [`Event::Tick`] while [`Core::wants_tick`]:
@@ -66,6 +68,10 @@ pub struct Core {
     fallback_next: usize,
     /// The earliest end of an ejection, if any node is ejected.
     next_unejection: Option<Instant>,
+    /// Per service: the retry budget's per-second floor.
+    retry_tokens: HashMap<String, retry::Bucket>,
+    /// Per service: retries and breaker trips.
+    retry_counters: HashMap<String, RetryCounters>,
     out: Vec<Action>,
 }
 
@@ -76,6 +82,8 @@ struct Call {
     tenant: Arc<str>,
     /// Nodes it must not go to (a dispatch there failed).
     exclude: Vec<NodeKey>,
+    /// Its attempt: 1, then one more with each retry.
+    attempt: u32,
     stage: Stage,
 }
 
@@ -98,6 +106,9 @@ enum Stage {
         epoch: u64,
         rest: Vec<NodeKey>,
     },
+    /// Failed on a node and backing off before its retry
+    /// ([`Event::RetryDue`] ends it).
+    Backoff,
 }
 
 impl Core {
@@ -112,6 +123,8 @@ impl Core {
             next_swap_id: 1,
             fallback_next: 0,
             next_unejection: None,
+            retry_tokens: HashMap::new(),
+            retry_counters: HashMap::new(),
             out: Vec::new(),
         }
     }
@@ -136,6 +149,8 @@ impl Core {
             Event::DispatchFailed { call } => self.dispatch_failed(call, now),
             Event::CallFinished { call, node_ms, end } => self.finished(call, node_ms, end, now),
             Event::CallLeft { call } => self.left(call),
+            Event::RetryAsked { call, jitter } => self.retry_asked(call, jitter, now),
+            Event::RetryDue { call } => self.retry_due(call, now),
             Event::SwapReported { node, report } => self.on_report(node, report, now),
             Event::Tick => self.tick(now),
         }

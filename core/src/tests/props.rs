@@ -156,7 +156,13 @@ impl Run {
                 Action::SwapEnded { node, slot, .. } => {
                     m.swaps.remove(&(node, slot));
                 }
-                Action::Position { .. } | Action::QueueLength { .. } | Action::Ejected { .. } => {}
+                Action::Position { .. }
+                | Action::QueueLength { .. }
+                | Action::Ejected { .. }
+                | Action::BreakerTripped { .. } => {}
+                Action::RetryAfter { .. } | Action::RetryRefused { .. } => {
+                    unreachable!("no retry is asked for here")
+                }
             }
         }
         // Whoever left a queue had no one still waiting ahead of it.
