@@ -9,6 +9,10 @@ use serde::Deserialize;
 
 use crate::tenants::TenantConfig;
 
+mod retry;
+
+pub use retry::{BreakerConfig, RetryConfig, RetryOn};
+
 /// The gateway's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -61,6 +65,11 @@ pub struct GatewayConfig {
     pub swap: SwapConfig,
     /// Ejecting nodes whose calls keep failing (table `[outlier]`).
     pub outlier: OutlierConfig,
+    /// Retries of idempotent services (table `[retry]`).
+    pub retry: RetryConfig,
+    /// Circuit breakers of every service (table `[circuit_breakers]`;
+    /// `[services.NAME]` overrides them).
+    pub circuit_breakers: BreakerConfig,
     /// The result cache (table `[cache]`); a service is cached only with
     /// `[services.NAME] cache_ttl_s`.
     pub cache: CacheConfig,
@@ -271,6 +280,31 @@ pub struct ServiceConfig {
     /// and the payload's BLAKE3 hash. Default none: hints are routing hints.
     /// `policy` may not be one.
     pub cache_key_hints: Vec<String>,
+    /// Whether a call may run twice (default false): a call of an
+    /// idempotent service that fails on its node is retried on another
+    /// (`[retry]`); any other call is never sent twice once dispatched.
+    pub idempotent: bool,
+    /// This service's circuit breaker: most calls waiting (default
+    /// `[circuit_breakers]`).
+    pub max_waiting: Option<u32>,
+    /// This service's circuit breaker: most calls running or waiting
+    /// (default `[circuit_breakers]`).
+    pub max_in_flight: Option<u32>,
+    /// This service's circuit breaker: most retries under way (default
+    /// `[circuit_breakers]`).
+    pub max_retries_in_flight: Option<u32>,
+}
+
+impl ServiceConfig {
+    /// Its circuit breakers, falling back to `defaults`.
+    pub fn breakers(&self, defaults: BreakerConfig) -> switchyard_core::Breakers {
+        BreakerConfig {
+            max_waiting: self.max_waiting,
+            max_in_flight: self.max_in_flight,
+            max_retries_in_flight: self.max_retries_in_flight,
+        }
+        .or(defaults)
+    }
 }
 
 /// Why the configuration could not be used.
@@ -317,6 +351,8 @@ impl Default for GatewayConfig {
             queue: QueueConfig::default(),
             swap: SwapConfig::default(),
             outlier: OutlierConfig::default(),
+            retry: RetryConfig::default(),
+            circuit_breakers: BreakerConfig::default(),
             cache: CacheConfig::default(),
             services: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -403,6 +439,7 @@ impl GatewayConfig {
             ));
         }
         self.validate_cache()?;
+        self.retry.validate()?;
         if self.http.timeout_ms == 0 {
             return Err(ConfigError::Invalid("http.timeout_ms must be > 0".into()));
         }

@@ -121,6 +121,10 @@ pub struct Timings {
     pub node_ms: f32,
     /// From the call's arrival to the answer, ms.
     pub total_ms: f32,
+    /// Nodes the call was sent to: 1, more when an idempotent call was
+    /// retried after a failure, 0 for an answer from the result cache.
+    /// Appended last.
+    pub attempts: u32,
 }
 
 /// Agent → gateway: the service answered.

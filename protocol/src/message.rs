@@ -246,6 +246,7 @@ mod tests {
                         queue_ms: 1.5,
                         node_ms: 2.0,
                         total_ms: 4.25,
+                        attempts: 2,
                     },
                     cache: cache.map(|(age_ms, coalesced)| CacheInfo { age_ms, coalesced }),
                     content_type: (len % 3 == 0).then(|| "text/event-stream".into()),

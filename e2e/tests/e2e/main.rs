@@ -15,6 +15,7 @@ mod openai;
 mod policies;
 mod pool;
 mod queue;
+mod retries;
 mod services;
 mod streaming;
 mod swap;
