@@ -212,13 +212,16 @@ pub enum Action {
         /// How long the agent said it took, ms (0 when no report came).
         duration_ms: u32,
     },
-    /// A node was ejected from a service's candidates after `failures`
-    /// consecutive failures, for `ejection` (its `count`-th time).
+    /// A node was ejected from a service's candidates (after `failures`
+    /// consecutive failures, or for its success rate), for `ejection` (its
+    /// `count`-th time).
     Ejected {
         /// The node.
         node: NodeKey,
         /// The service.
         service: String,
+        /// Why.
+        why: crate::EjectReason,
         /// Consecutive failures that ejected it.
         failures: u32,
         /// How long it stays out.

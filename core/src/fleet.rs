@@ -76,6 +76,8 @@ pub struct ServiceState {
     pub ejections: u32,
     /// Out of the service's candidates until then.
     pub ejected_until: Option<Instant>,
+    /// Why it was last ejected.
+    pub ejected_why: Option<crate::EjectReason>,
 }
 
 /// An exponentially weighted moving average of node times, ms.
@@ -132,6 +134,7 @@ impl Fleet {
                     consecutive_failures: 0,
                     ejections: 0,
                     ejected_until: None,
+                    ejected_why: None,
                 };
                 (s.name.clone(), state)
             })
@@ -274,6 +277,14 @@ impl Node {
                 max_concurrent: s.max_concurrent,
                 latency_ms: s.latency.value_ms,
                 loaded: s.loaded,
+                ejected_for_ms: s
+                    .ejected_until
+                    .map_or(0, |t| millis(t.saturating_duration_since(now)).max(1)),
+                ejections: s.ejections,
+                ejected_why: s
+                    .ejected_until
+                    .and(s.ejected_why)
+                    .map(|w| w.as_str().to_string()),
             })
             .collect();
         NodeView {

@@ -39,7 +39,7 @@ mod calls;
 mod config;
 mod event;
 pub mod fleet;
-mod outlier;
+pub mod outlier;
 mod retry;
 pub mod schedule;
 mod views;
@@ -48,6 +48,7 @@ pub use balance::{Balance, Candidate, PickRequest, Ranking, RoundRobin, drive};
 pub use config::{CoreConfig, OutlierRules, SwapRules};
 pub use event::{Action, CallEnd, CallId, Event, PickError, Via};
 pub use fleet::{Ewma, Fleet, Node, NodeKey};
+pub use outlier::EjectReason;
 pub use retry::{Breaker, Breakers, RetryCounters, RetryRefusal, RetryRules};
 pub use schedule::queue::{QueueKey, ServiceQueue};
 

@@ -381,6 +381,7 @@ impl Scheduler {
             Action::Ejected {
                 node,
                 service,
+                why,
                 failures,
                 ejection,
                 count,
@@ -389,7 +390,7 @@ impl Scheduler {
                     .registry
                     .by_key(node)
                     .map_or_else(|| node.to_string(), |n| n.spec.id.clone());
-                tracing::warn!(node = %id, %service, failures, ejection_s = ejection.as_secs(), count, "node ejected from the service");
+                tracing::warn!(node = %id, %service, why = why.as_str(), failures, ejection_s = ejection.as_secs(), count, "node ejected from the service");
                 metrics::counter!("outlier_ejections_total", "node" => id, "service" => service)
                     .increment(1);
             }

@@ -87,4 +87,12 @@ pub struct QueueView {
     pub abandoned_total: u64,
     /// Calls refused because the queue was full.
     pub overloaded_total: u64,
+    /// Retries of the service's calls granted since the gateway started
+    /// (appended after `overloaded_total`).
+    pub retries_total: u64,
+    /// Retries refused by the retry budget or the retries breaker.
+    pub retries_refused_total: u64,
+    /// Calls refused at once by a circuit breaker (`max_waiting`,
+    /// `max_in_flight`).
+    pub breaker_trips_total: u64,
 }

@@ -326,6 +326,9 @@ mod tests {
                 dispatched_total: 1,
                 abandoned_total: 2,
                 overloaded_total: 3,
+                retries_total: 4,
+                retries_refused_total: 5,
+                breaker_trips_total: 6,
             }])),
             Just(Message::CacheStats),
             (text, any::<u64>(), any::<u32>()).prop_map(|(service, n, ttl_s)| {

@@ -143,6 +143,14 @@ pub struct ServiceView {
     /// Whether calls can run on it now (false for a service of a slot that
     /// holds another one).
     pub loaded: bool,
+    /// How long it stays ejected from the service's candidates (outlier
+    /// ejection), ms; 0 when it is in. Appended after `loaded`.
+    pub ejected_for_ms: u64,
+    /// Times it was ejected from the service since it registered.
+    pub ejections: u32,
+    /// Why it is ejected (`consecutive_failures`, `success_rate`); `None`
+    /// when it is in.
+    pub ejected_why: Option<String>,
 }
 
 /// One swappable slot as the gateway sees it.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use futures_util::stream;
 
+use crate::common::browser::Browser;
 use crate::common::{Fleet, TOKEN, service};
 use client::{CallOptions, ErrorKind};
 
@@ -123,7 +124,7 @@ async fn run(svc: &str, idempotent: bool, bad: &str, good: &str) -> (Fleet, Outc
 /// `attempts` accounts for every run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_calls_are_retried_elsewhere_and_the_bad_node_is_ejected() {
-    let (_fleet, o) = run("retry-idem", true, "idem-bad", "idem-good").await;
+    let (fleet, o) = run("retry-idem", true, "idem-bad", "idem-good").await;
     assert!(
         o.ok * 1000 >= CALLS * 999,
         "{} of {CALLS} ok: {:?}",
@@ -158,6 +159,53 @@ async fn idempotent_calls_are_retried_elsewhere_and_the_bad_node_is_ejected() {
         )),
         "{metrics}"
     );
+    ejection_is_visible(&fleet, retried).await;
+}
+
+/// The bad node's ejection shows in the admin API (why, for how long), in
+/// `/metrics`, and on the dashboard in headless Chromium (its service
+/// marked, an alert); the retries in `/api/queues`.
+async fn ejection_is_visible(fleet: &Fleet, retried: usize) {
+    let base = format!("http://{}", fleet.gateway.admin_addr().unwrap());
+    let get = |path: &str| {
+        let url = format!("{base}{path}");
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let nodes: serde_json::Value = serde_json::from_str(&get("/api/nodes").await).unwrap();
+    let bad = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["spec"]["id"] == "idem-bad")
+        .expect("the bad node listed")["services"][0]
+        .clone();
+    assert_eq!(bad["ejected_why"], "consecutive_failures", "{bad}");
+    assert_eq!(bad["ejections"], 1, "{bad}");
+    let left = bad["ejected_for_ms"].as_u64().unwrap();
+    assert!((500_000..=600_000).contains(&left), "out for 600 s: {bad}");
+    let queues: serde_json::Value = serde_json::from_str(&get("/api/queues").await).unwrap();
+    let queue = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["service"] == "retry-idem")
+        .expect("its queue listed")
+        .clone();
+    assert_eq!(queue["retries_total"], retried, "{queue}");
+    let metrics = get("/metrics").await;
+    assert!(
+        metrics.contains(r#"outlier_ejected_seconds{node="idem-bad",service="retry-idem"} 5"#),
+        "{metrics}"
+    );
+    let browser = Browser::start().await;
+    browser.open(&format!("{base}/")).await;
+    browser
+        .wait_for(
+            "the ejected node's service and its alert",
+            r#"return /ejected \(consecutive failures\)/.test((document.querySelector('#nodes .node[data-node="idem-bad"] .svc.ejected[data-service="retry-idem"]') || {}).textContent || '') && [...document.querySelectorAll('#alerts li')].some(li => li.textContent.includes('idem-bad ejected from retry-idem'))"#,
+        )
+        .await;
+    browser.close().await;
 }
 
 /// A service that is not idempotent: the bad node's failures reach the
