@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::retry::{Breakers, RetryRules};
+use crate::success_rate::SuccessRateRules;
 
 /// Queue and swap settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +52,8 @@ pub struct OutlierRules {
     /// Most nodes of a service ejected at once, % (default 10; at least one
     /// may be).
     pub max_ejected_percent: u32,
+    /// Success-rate ejection, off (`None`) by default.
+    pub success_rate: Option<SuccessRateRules>,
 }
 
 impl Default for OutlierRules {
@@ -60,6 +63,7 @@ impl Default for OutlierRules {
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
             max_ejected_percent: 10,
+            success_rate: None,
         }
     }
 }

@@ -78,6 +78,10 @@ pub struct ServiceState {
     pub ejected_until: Option<Instant>,
     /// Why it was last ejected.
     pub ejected_why: Option<crate::EjectReason>,
+    /// Calls that succeeded in the success-rate interval.
+    pub window_ok: u32,
+    /// Calls that succeeded or failed in the success-rate interval.
+    pub window_total: u32,
 }
 
 /// An exponentially weighted moving average of node times, ms.
@@ -135,6 +139,8 @@ impl Fleet {
                     ejections: 0,
                     ejected_until: None,
                     ejected_why: None,
+                    window_ok: 0,
+                    window_total: 0,
                 };
                 (s.name.clone(), state)
             })

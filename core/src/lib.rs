@@ -42,6 +42,7 @@ pub mod fleet;
 pub mod outlier;
 mod retry;
 pub mod schedule;
+mod success_rate;
 mod views;
 
 pub use balance::{Balance, Candidate, PickRequest, Ranking, RoundRobin, drive};
@@ -51,6 +52,7 @@ pub use fleet::{Ewma, Fleet, Node, NodeKey};
 pub use outlier::EjectReason;
 pub use retry::{Breaker, Breakers, RetryCounters, RetryRefusal, RetryRules};
 pub use schedule::queue::{QueueKey, ServiceQueue};
+pub use success_rate::SuccessRateRules;
 
 /// How often the shell sends [`Event::Tick`] while [`Core::wants_tick`]:
 /// cooldowns end and swap deadlines pass even when nothing else happens.
@@ -69,6 +71,8 @@ pub struct Core {
     fallback_next: usize,
     /// The earliest end of an ejection, if any node is ejected.
     next_unejection: Option<Instant>,
+    /// When the success rates are next compared (success-rate ejection).
+    next_rate_check: Option<Instant>,
     /// Per service: the retry budget's per-second floor.
     retry_tokens: HashMap<String, retry::Bucket>,
     /// Per service: retries and breaker trips.
@@ -124,6 +128,7 @@ impl Core {
             next_swap_id: 1,
             fallback_next: 0,
             next_unejection: None,
+            next_rate_check: None,
             retry_tokens: HashMap::new(),
             retry_counters: HashMap::new(),
             out: Vec::new(),
@@ -135,6 +140,7 @@ impl Core {
     /// calls or nodes are ignored.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         self.uneject(now);
+        self.check_success_rates(now);
         match event {
             Event::NodeUp { node, spec } => self.node_up(node, spec, now),
             Event::NodeDown { node } => self.node_down(node, now),

@@ -37,6 +37,7 @@ impl Core {
         end: CallEnd,
         now: Instant,
     ) {
+        self.count_rate(node, service, end);
         let rules = self.config.outlier.clone();
         let Some(state) = self
             .fleet

@@ -141,6 +141,7 @@ pub fn core_config(config: &GatewayConfig) -> CoreConfig {
             base_ejection: secs(config.outlier.base_ejection_s),
             max_ejection: secs(config.outlier.max_ejection_s),
             max_ejected_percent: config.outlier.max_ejection_percent,
+            success_rate: config.outlier.success_rate_rules(),
         },
         retry: config.retry.rules(),
         breakers: config

@@ -167,6 +167,14 @@ mod tests {
         assert_eq!(core.breakers("echo").max_retries_in_flight, Some(3));
         assert_eq!(core.breakers("other").max_waiting, Some(10));
         assert!(!GatewayConfig::default().services.contains_key("echo"));
+        assert_eq!(core.outlier.success_rate, None, "off by default");
+        let on = GatewayConfig::from_toml_str("[outlier]\nsuccess_rate = true\n").unwrap();
+        let rules = crate::scheduler::core_config(&on)
+            .outlier
+            .success_rate
+            .unwrap();
+        assert_eq!(rules.minimum_hosts, 5);
+        assert!((rules.stdev_factor - 1.9).abs() < 1e-9);
         for bad in [
             "[retry]\nmax_attempts = 0\n",
             "[retry]\nbudget_percent = 101\n",
