@@ -1,6 +1,7 @@
 //! Property tests over random event sequences: nodes come, go and drain,
 //! calls arrive, are picked for late (so picks race), fail to dispatch,
-//! finish and leave, swaps succeed, fail and time out. After every event:
+//! finish and leave, fail and are retried (after a backoff, or refused),
+//! swaps succeed, fail and time out. After every event:
 //! - no node has more calls of a service in flight than `max_concurrent`,
 //!   and its in-flight count is exactly the calls dispatched there and not
 //!   ended;
@@ -37,6 +38,10 @@ enum Op {
     DispatchFailed(usize),
     Report(usize, bool),
     Tick(u64),
+    /// The n-th running call failed and asks for a retry.
+    Retry(usize),
+    /// The n-th backing-off call's backoff is over.
+    Due(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -51,6 +56,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..8).prop_map(Op::DispatchFailed),
         2 => (0usize..4, prop::bool::weighted(0.7)).prop_map(|(i, ok)| Op::Report(i, ok)),
         2 => (0u64..3000).prop_map(Op::Tick),
+        1 => (0usize..8).prop_map(Op::Retry),
+        1 => (0usize..8).prop_map(Op::Due),
     ]
 }
 
@@ -87,6 +94,8 @@ struct Model {
     swaps: BTreeMap<(NodeKey, String), (u64, String)>,
     /// Queue keys last seen per waiting call.
     keys: HashMap<CallId, QueueKey>,
+    /// Calls backing off before a retry.
+    backoff: std::collections::BTreeSet<CallId>,
 }
 
 struct Run {
@@ -160,8 +169,19 @@ impl Run {
                 | Action::QueueLength { .. }
                 | Action::Ejected { .. }
                 | Action::BreakerTripped { .. } => {}
-                Action::RetryAfter { .. } | Action::RetryRefused { .. } => {
-                    unreachable!("no retry is asked for here")
+                Action::RetryAfter { call, .. } => {
+                    assert!(
+                        m.alive.contains_key(&call),
+                        "retry of call {call} that is out"
+                    );
+                    assert!(!m.running.contains_key(&call), "retry of a running call");
+                    m.backoff.insert(call);
+                }
+                Action::RetryRefused { call, .. } => {
+                    assert!(
+                        m.alive.remove(&call).is_some(),
+                        "retry of call {call} refused twice"
+                    );
                 }
             }
         }
@@ -306,7 +326,20 @@ impl Run {
                 };
                 if let Some(call) = nth(waiting.iter(), i) {
                     self.model.alive.remove(&call);
+                    self.model.backoff.remove(&call);
                     self.send(Event::CallLeft { call });
+                }
+            }
+            Op::Retry(i) => {
+                if let Some(call) = nth(self.model.running.keys(), i) {
+                    self.model.running.remove(&call);
+                    self.send(Event::RetryAsked { call, jitter: 0.5 });
+                }
+            }
+            Op::Due(i) => {
+                if let Some(call) = nth(self.model.backoff.iter(), i) {
+                    self.model.backoff.remove(&call);
+                    self.send(Event::RetryDue { call });
                 }
             }
             Op::Report(i, ok) => {
