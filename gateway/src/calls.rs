@@ -345,6 +345,10 @@ async fn to_node(
                 let Some((next, attempt)) =
                     retry::again(call, guard, &picked, node_ms, &e, &*caller).await?
                 else {
+                    let mut e = e;
+                    if attempts > 1 {
+                        e.message = format!("{} (attempt {attempts} of the call)", e.message);
+                    }
                     return Err(e.into());
                 };
                 ticket = next;
