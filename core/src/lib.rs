@@ -7,7 +7,9 @@
 //! nodes going up and down, stats, calls arriving, picked, finishing or
 //! leaving, swap reports and ticks. It answers with [`Action`]s for its
 //! shell to carry out: run a pick, dispatch a call to a node, tell a call
-//! its position or reservation, reject it, ask a node to swap a slot.
+//! its position or reservation, reject it, ask a node to swap a slot. It
+//! also keeps the retry budget and circuit breakers ([`RetryRules`],
+//! [`Breakers`]) and outlier ejection (consecutive failures, success rate).
 //!
 //! It has no sockets, no runtime and no clock (time comes with each event),
 //! and runs no policy itself: picks are asked for ([`Action::Pick`]) and
@@ -24,8 +26,10 @@
 //!
 //! Invariants (checked by the property tests in `tests.rs`): no node ever has
 //! more calls of a service in flight than its `max_concurrent`; a call is
-//! dispatched at most once at a time; every call that arrives leaves through
-//! exactly one of dispatch, reject or leave; queue order is priority, then
+//! dispatched at most once at a time (a retried call again only after its
+//! attempt ended, never to a node it tried while another hosts its
+//! service); every call that arrives leaves through exactly one of
+//! dispatch (the last attempt's), reject or leave; queue order is priority, then
 //! tenant round, then arrival; a slot has at most one swap under way.
 
 use std::collections::{BTreeMap, HashMap};
