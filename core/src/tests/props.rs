@@ -433,6 +433,12 @@ proptest! {
                 failure_cooldown: Duration::from_secs(1),
                 ..SwapRules::default()
             },
+            // Two attempts and a small budget: retries are refused too.
+            retry: RetryRules {
+                max_attempts: 2,
+                min_retries_per_second: 1,
+                ..RetryRules::default()
+            },
             ..CoreConfig::default()
         };
         let mut run = Run { core: Core::new(config), now: Instant::now(), next: 1, model: Model::default() };
