@@ -40,8 +40,14 @@ pub fn nodes(nodes: &[NodeView]) -> String {
             .services
             .iter()
             .map(|s| {
+                let ejected = match &s.ejected_why {
+                    Some(why) if s.ejected_for_ms > 0 => {
+                        format!("[ejected: {why}, {} s]", s.ejected_for_ms.div_ceil(1000))
+                    }
+                    _ => String::new(),
+                };
                 format!(
-                    "{}{}{}({}/{}, {:.1})",
+                    "{}{}{}{ejected}({}/{}, {:.1})",
                     s.name,
                     if s.loaded { "" } else { "[not loaded]" },
                     if s.unhealthy { "[unhealthy]" } else { "" },

@@ -38,6 +38,7 @@ impl Core {
                 head,
                 tenant,
                 exclude: Vec::new(),
+                attempt: 1,
                 stage: Stage::Picking {
                     offered: Vec::new(),
                 },
@@ -57,12 +58,15 @@ impl Core {
                 format!("every node hosting service {service:?} is draining"),
             );
         }
+        if self.breakers_refuse(call, &service) {
+            return;
+        }
         self.admit(call, now);
     }
 
     /// Asks for a pick when nobody waits (or the call is realtime) and a
     /// node has a free slot; else queues the call.
-    fn admit(&mut self, call: CallId, now: Instant) {
+    pub(crate) fn admit(&mut self, call: CallId, now: Instant) {
         let Some(c) = self.calls.get(&call) else {
             return;
         };
@@ -331,7 +335,7 @@ impl Core {
     }
 
     /// Frees the slot of a running call. Returns its service.
-    fn release(&mut self, call: CallId) -> Option<(String, NodeKey, bool)> {
+    pub(crate) fn release(&mut self, call: CallId) -> Option<(String, NodeKey, bool)> {
         let c = self.calls.get(&call)?;
         let Stage::Running { node, epoch, .. } = c.stage else {
             return None;
@@ -410,7 +414,7 @@ impl Core {
         let service = c.head.service.clone();
         match c.stage {
             Stage::Running { .. } => return, // It ends with CallFinished.
-            Stage::Picking { .. } => {}
+            Stage::Picking { .. } | Stage::Backoff => {}
             Stage::Queued { key, .. } => {
                 if let Some(queue) = self.queues.get_mut(&service) {
                     queue.remove(key);

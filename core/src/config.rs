@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::retry::{Breakers, RetryRules};
+use crate::success_rate::SuccessRateRules;
+
 /// Queue and swap settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoreConfig {
@@ -21,6 +24,12 @@ pub struct CoreConfig {
     pub fail_open: bool,
     /// Outlier ejection (Envoy's `consecutive_5xx` detection).
     pub outlier: OutlierRules,
+    /// Retries: attempts, backoff, the retry budget.
+    pub retry: RetryRules,
+    /// Circuit breakers of every service (default none).
+    pub breakers: Breakers,
+    /// Per-service circuit breakers overriding `breakers`.
+    pub service_breakers: HashMap<String, Breakers>,
 }
 
 /// Outlier ejection: a node whose calls of a service fail
@@ -43,6 +52,8 @@ pub struct OutlierRules {
     /// Most nodes of a service ejected at once, % (default 10; at least one
     /// may be).
     pub max_ejected_percent: u32,
+    /// Success-rate ejection, off (`None`) by default.
+    pub success_rate: Option<SuccessRateRules>,
 }
 
 impl Default for OutlierRules {
@@ -52,6 +63,7 @@ impl Default for OutlierRules {
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
             max_ejected_percent: 10,
+            success_rate: None,
         }
     }
 }
@@ -93,6 +105,9 @@ impl Default for CoreConfig {
             positions: true,
             fail_open: true,
             outlier: OutlierRules::default(),
+            retry: RetryRules::default(),
+            breakers: Breakers::default(),
+            service_breakers: HashMap::new(),
         }
     }
 }
@@ -119,6 +134,14 @@ impl CoreConfig {
             .get(service)
             .copied()
             .unwrap_or(self.queue_capacity)
+    }
+
+    /// The circuit breakers of `service`.
+    pub fn breakers(&self, service: &str) -> Breakers {
+        self.service_breakers
+            .get(service)
+            .copied()
+            .unwrap_or(self.breakers)
     }
 
     /// The swap cooldown of node `node_id`.

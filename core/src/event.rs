@@ -76,6 +76,23 @@ pub enum Event {
         /// counts towards outlier ejection.
         end: CallEnd,
     },
+    /// A dispatched call failed on its node (`node lost`, `service failed`,
+    /// a timeout there: it counts as [`CallEnd::Failed`]) and the shell
+    /// would run it again on another node (it is idempotent and its
+    /// deadline is not passed). The core frees its slot and answers
+    /// [`Action::RetryAfter`] or [`Action::RetryRefused`].
+    RetryAsked {
+        /// The call.
+        call: CallId,
+        /// A random number in `0.0..1.0` (the backoff's jitter).
+        jitter: f32,
+    },
+    /// A call's backoff ([`Action::RetryAfter`]) is over: it is admitted
+    /// again, to a node it has not tried while one hosts its service.
+    RetryDue {
+        /// The call.
+        call: CallId,
+    },
     /// A call that was not dispatched left (timed out, caller gone).
     CallLeft {
         /// The call.
@@ -195,19 +212,47 @@ pub enum Action {
         /// How long the agent said it took, ms (0 when no report came).
         duration_ms: u32,
     },
-    /// A node was ejected from a service's candidates after `failures`
-    /// consecutive failures, for `ejection` (its `count`-th time).
+    /// A node was ejected from a service's candidates (after `failures`
+    /// consecutive failures, or for its success rate), for `ejection` (its
+    /// `count`-th time).
     Ejected {
         /// The node.
         node: NodeKey,
         /// The service.
         service: String,
+        /// Why.
+        why: crate::EjectReason,
         /// Consecutive failures that ejected it.
         failures: u32,
         /// How long it stays out.
         ejection: Duration,
         /// How many times it was ejected from the service.
         count: u32,
+    },
+    /// The call may run again after `backoff` (then send
+    /// [`Event::RetryDue`]); leaving meanwhile is [`Event::CallLeft`].
+    RetryAfter {
+        /// The call.
+        call: CallId,
+        /// The attempt it will be (2 for the first retry).
+        attempt: u32,
+        /// How long to wait first.
+        backoff: Duration,
+    },
+    /// The call may not run again; the core has forgotten it (the shell
+    /// answers with the call's last error).
+    RetryRefused {
+        /// The call.
+        call: CallId,
+        /// Why.
+        why: crate::RetryRefusal,
+    },
+    /// A circuit breaker of `service` refused a call or a retry.
+    BreakerTripped {
+        /// The service.
+        service: String,
+        /// Which one.
+        breaker: crate::Breaker,
     },
     /// The number of calls of `tenant` waiting for `service` changed (also
     /// sent once with 0 when its last call left).

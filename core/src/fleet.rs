@@ -80,6 +80,12 @@ pub struct ServiceState {
     /// report names the service unhealthy, and for a service without one):
     /// an unhealthy service is no candidate for calls.
     pub healthy: bool,
+    /// Why it was last ejected.
+    pub ejected_why: Option<crate::EjectReason>,
+    /// Calls that succeeded in the success-rate interval.
+    pub window_ok: u32,
+    /// Calls that succeeded or failed in the success-rate interval.
+    pub window_total: u32,
 }
 
 /// An exponentially weighted moving average of node times, ms.
@@ -137,6 +143,9 @@ impl Fleet {
                     ejections: 0,
                     ejected_until: None,
                     healthy: true,
+                    ejected_why: None,
+                    window_ok: 0,
+                    window_total: 0,
                 };
                 (s.name.clone(), state)
             })
@@ -295,6 +304,14 @@ impl Node {
                 latency_ms: s.latency.value_ms,
                 loaded: s.loaded,
                 unhealthy: !s.healthy,
+                ejected_for_ms: s
+                    .ejected_until
+                    .map_or(0, |t| millis(t.saturating_duration_since(now)).max(1)),
+                ejections: s.ejections,
+                ejected_why: s
+                    .ejected_until
+                    .and(s.ejected_why)
+                    .map(|w| w.as_str().to_string()),
             })
             .collect();
         NodeView {

@@ -7,7 +7,9 @@
 //! nodes going up and down, stats, calls arriving, picked, finishing or
 //! leaving, swap reports and ticks. It answers with [`Action`]s for its
 //! shell to carry out: run a pick, dispatch a call to a node, tell a call
-//! its position or reservation, reject it, ask a node to swap a slot.
+//! its position or reservation, reject it, ask a node to swap a slot. It
+//! also keeps the retry budget and circuit breakers ([`RetryRules`],
+//! [`Breakers`]) and outlier ejection (consecutive failures, success rate).
 //!
 //! It has no sockets, no runtime and no clock (time comes with each event),
 //! and runs no policy itself: picks are asked for ([`Action::Pick`]) and
@@ -24,8 +26,10 @@
 //!
 //! Invariants (checked by the property tests in `tests.rs`): no node ever has
 //! more calls of a service in flight than its `max_concurrent`; a call is
-//! dispatched at most once at a time; every call that arrives leaves through
-//! exactly one of dispatch, reject or leave; queue order is priority, then
+//! dispatched at most once at a time (a retried call again only after its
+//! attempt ended, never to a node it tried while another hosts its
+//! service); every call that arrives leaves through exactly one of
+//! dispatch (the last attempt's), reject or leave; queue order is priority, then
 //! tenant round, then arrival; a slot has at most one swap under way.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -39,15 +43,20 @@ mod calls;
 mod config;
 mod event;
 pub mod fleet;
-mod outlier;
+pub mod outlier;
+mod retry;
 pub mod schedule;
+mod success_rate;
 mod views;
 
 pub use balance::{Balance, Candidate, PickRequest, Ranking, RoundRobin, drive};
 pub use config::{CoreConfig, OutlierRules, SwapRules};
 pub use event::{Action, CallEnd, CallId, Event, PickError, Via};
 pub use fleet::{Ewma, Fleet, Node, NodeKey};
+pub use outlier::EjectReason;
+pub use retry::{Breaker, Breakers, RetryCounters, RetryRefusal, RetryRules};
 pub use schedule::queue::{QueueKey, ServiceQueue};
+pub use success_rate::SuccessRateRules;
 
 /// How often the shell sends [`Event::Tick`] while [`Core::wants_tick`]:
 /// cooldowns end and swap deadlines pass even when nothing else happens.
@@ -71,6 +80,12 @@ pub struct Core {
     /// calls leaving at once (a burst of equal deadlines) cost O(n) per
     /// tick instead of O(n) each, O(n²) in all.
     stale: BTreeSet<String>,
+    /// When the success rates are next compared (success-rate ejection).
+    next_rate_check: Option<Instant>,
+    /// Per service: the retry budget's per-second floor.
+    retry_tokens: HashMap<String, retry::Bucket>,
+    /// Per service: retries and breaker trips.
+    retry_counters: HashMap<String, RetryCounters>,
     out: Vec<Action>,
 }
 
@@ -81,6 +96,8 @@ struct Call {
     tenant: Arc<str>,
     /// Nodes it must not go to (a dispatch there failed).
     exclude: Vec<NodeKey>,
+    /// Its attempt: 1, then one more with each retry.
+    attempt: u32,
     stage: Stage,
 }
 
@@ -103,6 +120,9 @@ enum Stage {
         epoch: u64,
         rest: Vec<NodeKey>,
     },
+    /// Failed on a node and backing off before its retry
+    /// ([`Event::RetryDue`] ends it).
+    Backoff,
 }
 
 impl Core {
@@ -118,6 +138,9 @@ impl Core {
             fallback_next: 0,
             next_unejection: None,
             stale: BTreeSet::new(),
+            next_rate_check: None,
+            retry_tokens: HashMap::new(),
+            retry_counters: HashMap::new(),
             out: Vec::new(),
         }
     }
@@ -127,6 +150,7 @@ impl Core {
     /// calls or nodes are ignored.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         self.uneject(now);
+        self.check_success_rates(now);
         match event {
             Event::NodeUp { node, spec } => self.node_up(node, spec, now),
             Event::NodeDown { node } => self.node_down(node, now),
@@ -147,6 +171,8 @@ impl Core {
             Event::DispatchFailed { call } => self.dispatch_failed(call, now),
             Event::CallFinished { call, node_ms, end } => self.finished(call, node_ms, end, now),
             Event::CallLeft { call } => self.left(call),
+            Event::RetryAsked { call, jitter } => self.retry_asked(call, jitter, now),
+            Event::RetryDue { call } => self.retry_due(call, now),
             Event::SwapReported { node, report } => self.on_report(node, report, now),
             Event::Tick => self.tick(now),
         }

@@ -7,6 +7,26 @@ use std::time::Instant;
 
 use crate::{Action, CallEnd, Core, NodeKey};
 
+/// Why a node was ejected from a service's candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EjectReason {
+    /// Its calls failed `consecutive_failures` times in a row.
+    ConsecutiveFailures,
+    /// Its success rate fell below the fleet's (Envoy's `success_rate`).
+    SuccessRate,
+}
+
+impl EjectReason {
+    /// Its name in metrics and views: `consecutive_failures`,
+    /// `success_rate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConsecutiveFailures => "consecutive_failures",
+            Self::SuccessRate => "success_rate",
+        }
+    }
+}
+
 impl Core {
     /// Counts how a call of `service` on `node` ended; ejects the node after
     /// too many failures in a row, if the rules allow one more ejection.
@@ -17,6 +37,7 @@ impl Core {
         end: CallEnd,
         now: Instant,
     ) {
+        self.count_rate(node, service, end);
         let rules = self.config.outlier.clone();
         let Some(state) = self
             .fleet
@@ -39,6 +60,26 @@ impl Core {
         {
             return;
         }
+        self.eject(
+            node,
+            service,
+            EjectReason::ConsecutiveFailures,
+            failures,
+            now,
+        );
+    }
+
+    /// Ejects `node` from `service`'s candidates for the base ejection time
+    /// × its ejections so far (at most the longest), and says so.
+    pub(crate) fn eject(
+        &mut self,
+        node: NodeKey,
+        service: &str,
+        why: EjectReason,
+        failures: u32,
+        now: Instant,
+    ) {
+        let rules = self.config.outlier.clone();
         let Some(state) = self
             .fleet
             .get_mut(node)
@@ -54,11 +95,13 @@ impl Core {
             .min(rules.max_ejection);
         let until = now + ejection;
         state.ejected_until = Some(until);
+        state.ejected_why = Some(why);
         let count = state.ejections;
         self.next_unejection = Some(self.next_unejection.map_or(until, |t| t.min(until)));
         tracing::warn!(
             node,
             service,
+            why = why.as_str(),
             failures,
             ?ejection,
             count,
@@ -67,6 +110,7 @@ impl Core {
         self.out.push(Action::Ejected {
             node,
             service: service.to_string(),
+            why,
             failures,
             ejection,
             count,
@@ -76,7 +120,7 @@ impl Core {
     /// Whether one more node of `service` may be ejected: fewer than
     /// `max_ejected_percent` of the nodes with it loaded are out (at least
     /// one may be), and one would still be in.
-    fn may_eject(&self, service: &str) -> bool {
+    pub(crate) fn may_eject(&self, service: &str) -> bool {
         let (mut loaded, mut ejected) = (0usize, 0usize);
         for node in self
             .fleet

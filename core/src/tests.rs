@@ -15,6 +15,7 @@ use super::*;
 mod health;
 mod outlier;
 mod props;
+mod retries;
 mod swaps;
 
 /// A core, a clock and the built-in round-robin, with helpers that read

@@ -42,6 +42,9 @@ impl Core {
                     dispatched_total: queue.map_or(0, |q| q.dispatched_total),
                     abandoned_total: queue.map_or(0, |q| q.abandoned_total),
                     overloaded_total: queue.map_or(0, |q| q.overloaded_total),
+                    retries_total: self.retry_counters(&service).retries_total,
+                    retries_refused_total: self.retry_counters(&service).refused_total,
+                    breaker_trips_total: self.retry_counters(&service).tripped_total,
                     service,
                 }
             })

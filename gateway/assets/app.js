@@ -64,7 +64,9 @@ function renderNodes(snap) {
     }
     const svcs = el("div");
     for (const v of n.services) {
-      svcs.append(el("span", { class: `svc${v.loaded ? "" : " unloaded"}${v.unhealthy ? " unhealthy" : ""}`, title: `${v.in_flight}/${v.max_concurrent} in flight, ${v.latency_ms.toFixed(1)} ms${v.unhealthy ? ", failing its health check: no calls" : ""}`, text: `${v.name} ${v.in_flight}/${v.max_concurrent}${v.unhealthy ? " unhealthy" : ""}` }));
+      const out = v.ejected_for_ms > 0 ? ` ejected (${(v.ejected_why || "").replace("_", " ")}) ${(v.ejected_for_ms / 1000).toFixed(0)} s` : "";
+      const sick = v.unhealthy ? " unhealthy" : "";
+      svcs.append(el("span", { class: `svc${v.loaded ? "" : " unloaded"}${sick}${out ? " ejected" : ""}`, "data-service": v.name, title: `${v.in_flight}/${v.max_concurrent} in flight, ${v.latency_ms.toFixed(1)} ms, ejected ${v.ejections} times${v.unhealthy ? ", failing its health check: no calls" : ""}`, text: `${v.name} ${v.in_flight}/${v.max_concurrent}${sick}${out}` }));
     }
     card.append(svcs);
     for (const slot of n.slots) {
@@ -227,6 +229,9 @@ function renderAlerts(snap) {
   for (const n of snap.nodes) {
     if (n.last_stats_ms > STATS_STALE_MS) alerts.push(["bad", `node ${n.spec.id} unhealthy: no stats for ${(n.last_stats_ms / 1000).toFixed(1)} s`]);
     if (n.draining) alerts.push(["warn", `node ${n.spec.id} is draining`]);
+    for (const v of n.services) {
+      if (v.ejected_for_ms > 0) alerts.push(["bad", `node ${n.spec.id} ejected from ${v.name} (${(v.ejected_why || "").replace("_", " ")}) for ${(v.ejected_for_ms / 1000).toFixed(0)} s more`]);
+    }
   }
   const shares = Object.entries(snap.node_share);
   const total = shares.reduce((a, [, c]) => a + c, 0);

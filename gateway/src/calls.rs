@@ -1,9 +1,12 @@
 //! One client call: read it, pick a node with the service's policy, forward
 //! it on a new stream of the node's connection, and stream the result back.
 //!
-//! Retry rule: a call is sent to another node only when opening the stream to
-//! the picked node failed, so nothing reached it and it cannot have run. Once
-//! the dispatch is sent, a lost node is reported as `node lost`.
+//! Retry rule: a call is sent to another node when opening the stream to
+//! the picked node failed, so nothing reached it and it cannot have run.
+//! Once the dispatch is sent, only a call of an idempotent service
+//! (`[services.NAME] idempotent`) runs again, on another node, after a
+//! failure there ([`retry`]); any other call reports the failure (`node
+//! lost`, `service failed`).
 //!
 //! A call of a cached service (`cache_ttl_s`) goes through [`cached`] after
 //! its payload is read, before it is admitted: a hit never queues nor takes
@@ -18,6 +21,7 @@
 mod cached;
 mod caller;
 mod relay;
+mod retry;
 mod tenancy;
 
 use std::sync::Arc;
@@ -202,6 +206,8 @@ struct Answered {
     status: Option<u16>,
     dispatched: Instant,
     node_ms: f32,
+    /// Nodes the call was sent to, this one included.
+    attempts: u32,
 }
 
 impl Answered {
@@ -215,6 +221,7 @@ impl Answered {
                 queue_ms: ms(self.dispatched.duration_since(call.ready)),
                 node_ms: self.node_ms,
                 total_ms: ms(call.arrived.elapsed()),
+                attempts: self.attempts,
             },
             cache: None,
             content_type: self.content_type.clone(),
@@ -325,7 +332,9 @@ impl<'a> Call<'a> {
 }
 
 /// Admits the call, dispatches it to a node (another one when the stream
-/// cannot be opened) and reads the node's answer head.
+/// cannot be opened) and reads the node's answer head. A call of an
+/// idempotent service that fails on its node runs again on another one
+/// (see [`retry`]).
 async fn to_node(
     call: &Call<'_>,
     payload: Bytes,
@@ -335,8 +344,54 @@ async fn to_node(
     let mut ticket = shared
         .scheduler
         .admit(&call.head, &call.admitted.tenant, call.call_id);
-    let mut attempts = 0;
-    let (guard, picked, dispatched, mut node_send, mut node_recv) = loop {
+    let mut attempts = 1;
+    loop {
+        let (guard, picked, dispatched, node_send, node_recv) = open(call, ticket, caller).await?;
+        match exchange_with(
+            call, guard, picked, dispatched, node_send, node_recv, &payload,
+        )
+        .await
+        {
+            Ok(mut answered) => {
+                answered.attempts = attempts;
+                return Ok(answered);
+            }
+            Err(Attempt::Over(failure)) => return Err(failure),
+            Err(Attempt::Failed(guard, picked, node_ms, e)) => {
+                let Some((next, attempt)) =
+                    retry::again(call, guard, &picked, node_ms, &e, &*caller).await?
+                else {
+                    let mut e = e;
+                    if attempts > 1 {
+                        e.message = format!("{} (attempt {attempts} of the call)", e.message);
+                    }
+                    return Err(e.into());
+                };
+                ticket = next;
+                attempts = attempt;
+            }
+        }
+    }
+}
+
+/// How one attempt on a node ended when it did not answer.
+enum Attempt {
+    /// The call is over (its deadline, a failure not the node's).
+    Over(Failure),
+    /// The node failed it (`node lost`, `service failed`, a timeout
+    /// there): the slot is still held, for a retry or the end.
+    Failed(SlotGuard, Picked, f32, CallError),
+}
+
+/// Waits for the call's grant and opens a stream to its node; another node
+/// when the stream cannot be opened (nothing reached it).
+async fn open(
+    call: &Call<'_>,
+    mut ticket: Ticket,
+    caller: &mut impl Caller,
+) -> Result<(SlotGuard, Picked, Instant, FramedSend, FramedRecv), Failure> {
+    let mut failures = 0;
+    loop {
         let Grant { guard, picked } = admit(call, &mut ticket, caller).await?;
         let node = guard.node().clone();
         let dispatched = Instant::now();
@@ -344,15 +399,17 @@ async fn to_node(
         // beyond it waits for one to close, within the call's time.
         let opened = tokio::time::timeout_at(
             call.deadline.into(),
-            transport::open_bi(&node.connection, shared.codec),
+            transport::open_bi(&node.connection, call.shared.codec),
         )
         .await
         .map_err(|_| call.timed_out())?;
         match opened {
-            Ok((node_send, node_recv)) => break (guard, picked, dispatched, node_send, node_recv),
+            Ok((node_send, node_recv)) => {
+                return Ok((guard, picked, dispatched, node_send, node_recv));
+            }
             Err(e) => {
-                attempts += 1;
-                if attempts >= MAX_DISPATCH_ATTEMPTS {
+                failures += 1;
+                if failures >= MAX_DISPATCH_ATTEMPTS {
                     return Err(error(
                         ErrorKind::NodeLost,
                         format!("node {} unreachable: {e}", node.spec.id),
@@ -364,7 +421,21 @@ async fn to_node(
                 ticket = guard.dispatch_failed(&call.head, &call.admitted.tenant);
             }
         }
-    };
+    }
+}
+
+/// Sends the call to the node its stream is open to and reads the answer's
+/// head.
+async fn exchange_with(
+    call: &Call<'_>,
+    guard: SlotGuard,
+    picked: Picked,
+    dispatched: Instant,
+    mut node_send: FramedSend,
+    mut node_recv: FramedRecv,
+    payload: &Bytes,
+) -> Result<Answered, Attempt> {
+    let shared = call.shared;
     let node = guard.node().clone();
     if let Ok(mut served) = call.served.lock() {
         served.node.clone_from(&node.spec.id);
@@ -383,7 +454,13 @@ async fn to_node(
     let max = shared.config.max_payload_bytes;
     let outcome = tokio::time::timeout_at(
         call.deadline.into(),
-        exchange(&mut node_send, &mut node_recv, dispatch, payload, max),
+        exchange(
+            &mut node_send,
+            &mut node_recv,
+            dispatch,
+            payload.clone(),
+            max,
+        ),
     )
     .await;
     let node_ms = ms(dispatched.elapsed());
@@ -392,11 +469,14 @@ async fn to_node(
             node_send.reset(crate::RESET_TIMEOUT);
             node_recv.stop(crate::RESET_TIMEOUT);
             finish(shared, guard, &picked, node_ms, CallEnd::Failed);
-            Err(call.timed_out().into())
+            Err(Attempt::Over(call.timed_out().into()))
+        }
+        Ok(Err(e)) if node_fault(&e) == CallEnd::Failed => {
+            Err(Attempt::Failed(guard, picked, node_ms, e))
         }
         Ok(Err(e)) => {
-            finish(shared, guard, &picked, node_ms, node_fault(&e));
-            Err(e.into())
+            finish(shared, guard, &picked, node_ms, CallEnd::Abandoned);
+            Err(Attempt::Over(e.into()))
         }
         Ok(Ok(reply)) => Ok(Answered {
             guard,
@@ -409,6 +489,7 @@ async fn to_node(
             status: reply.status,
             dispatched,
             node_ms,
+            attempts: 1,
         }),
     }
 }
@@ -503,7 +584,13 @@ async fn exchange(
 /// Frees the call's slot (feeding the node's latency EWMA when it went well,
 /// its outlier count when it failed) and tells the policy version that
 /// picked the node how the call went.
-fn finish(shared: &Shared, guard: SlotGuard, picked: &Picked, node_ms: f32, end: CallEnd) {
+pub(crate) fn finish(
+    shared: &Shared,
+    guard: SlotGuard,
+    picked: &Picked,
+    node_ms: f32,
+    end: CallEnd,
+) {
     let node = guard.node().key;
     let service = guard.service().to_string();
     guard.finish(node_ms, end);
@@ -522,6 +609,6 @@ pub(crate) fn node_fault(e: &CallError) -> CallEnd {
     }
 }
 
-fn ms(d: Duration) -> f32 {
+pub(crate) fn ms(d: Duration) -> f32 {
     d.as_secs_f32() * 1000.0
 }

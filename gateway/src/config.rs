@@ -11,7 +11,10 @@ use crate::tenants::TenantConfig;
 
 mod quic;
 
+mod retry;
+
 pub use quic::{AgentsConfig, QuicConfig};
+pub use retry::{BreakerConfig, RetryConfig, RetryOn};
 
 /// The gateway's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -70,6 +73,11 @@ pub struct GatewayConfig {
     pub swap: SwapConfig,
     /// Ejecting nodes whose calls keep failing (table `[outlier]`).
     pub outlier: OutlierConfig,
+    /// Retries of idempotent services (table `[retry]`).
+    pub retry: RetryConfig,
+    /// Circuit breakers of every service (table `[circuit_breakers]`;
+    /// `[services.NAME]` overrides them).
+    pub circuit_breakers: BreakerConfig,
     /// The result cache (table `[cache]`); a service is cached only with
     /// `[services.NAME] cache_ttl_s`.
     pub cache: CacheConfig,
@@ -166,6 +174,36 @@ pub struct OutlierConfig {
     pub max_ejection_s: u32,
     /// Most of a service's nodes out at once, % (default 10, 0..=100).
     pub max_ejection_percent: u32,
+    /// Success-rate ejection (default false; Envoy's `success_rate`): every
+    /// `success_rate_interval_s`, nodes of a service with at least
+    /// `success_rate_request_volume` calls are compared, and when at least
+    /// `success_rate_minimum_hosts` are, one whose success rate is below
+    /// mean − stdev × `success_rate_stdev_factor` / 1000 is ejected.
+    pub success_rate: bool,
+    /// Interval of success-rate ejection, s (default 10, > 0).
+    pub success_rate_interval_s: u32,
+    /// Calls a node needs in an interval to be compared (default 100).
+    pub success_rate_request_volume: u32,
+    /// Nodes that must qualify for any ejection (default 5).
+    pub success_rate_minimum_hosts: u32,
+    /// Standard deviations below the mean that eject, thousandths
+    /// (default 1900, as Envoy's).
+    pub success_rate_stdev_factor: u32,
+}
+
+impl OutlierConfig {
+    /// The core's success-rate rules, `None` when it is off.
+    pub fn success_rate_rules(&self) -> Option<switchyard_core::SuccessRateRules> {
+        self.success_rate
+            .then(|| switchyard_core::SuccessRateRules {
+                interval: std::time::Duration::from_secs(u64::from(
+                    self.success_rate_interval_s.max(1),
+                )),
+                request_volume: self.success_rate_request_volume,
+                minimum_hosts: self.success_rate_minimum_hosts,
+                stdev_factor: f64::from(self.success_rate_stdev_factor) / 1000.0,
+            })
+    }
 }
 
 impl Default for OutlierConfig {
@@ -175,6 +213,11 @@ impl Default for OutlierConfig {
             base_ejection_s: 30,
             max_ejection_s: 300,
             max_ejection_percent: 10,
+            success_rate: false,
+            success_rate_interval_s: 10,
+            success_rate_request_volume: 100,
+            success_rate_minimum_hosts: 5,
+            success_rate_stdev_factor: 1900,
         }
     }
 }
@@ -293,6 +336,31 @@ pub struct ServiceConfig {
     /// and the payload's BLAKE3 hash. Default none: hints are routing hints.
     /// `policy` may not be one.
     pub cache_key_hints: Vec<String>,
+    /// Whether a call may run twice (default false): a call of an
+    /// idempotent service that fails on its node is retried on another
+    /// (`[retry]`); any other call is never sent twice once dispatched.
+    pub idempotent: bool,
+    /// This service's circuit breaker: most calls waiting (default
+    /// `[circuit_breakers]`).
+    pub max_waiting: Option<u32>,
+    /// This service's circuit breaker: most calls running or waiting
+    /// (default `[circuit_breakers]`).
+    pub max_in_flight: Option<u32>,
+    /// This service's circuit breaker: most retries under way (default
+    /// `[circuit_breakers]`).
+    pub max_retries_in_flight: Option<u32>,
+}
+
+impl ServiceConfig {
+    /// Its circuit breakers, falling back to `defaults`.
+    pub fn breakers(&self, defaults: BreakerConfig) -> switchyard_core::Breakers {
+        BreakerConfig {
+            max_waiting: self.max_waiting,
+            max_in_flight: self.max_in_flight,
+            max_retries_in_flight: self.max_retries_in_flight,
+        }
+        .or(defaults)
+    }
 }
 
 /// Why the configuration could not be used.
@@ -340,6 +408,8 @@ impl Default for GatewayConfig {
             queue: QueueConfig::default(),
             swap: SwapConfig::default(),
             outlier: OutlierConfig::default(),
+            retry: RetryConfig::default(),
+            circuit_breakers: BreakerConfig::default(),
             cache: CacheConfig::default(),
             services: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -431,6 +501,7 @@ impl GatewayConfig {
         self.validate_cache()?;
         self.quic.validate(self.max_payload_bytes)?;
         self.agents.validate()?;
+        self.retry.validate()?;
         if self.http.timeout_ms == 0 {
             return Err(ConfigError::Invalid("http.timeout_ms must be > 0".into()));
         }

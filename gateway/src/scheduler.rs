@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use protocol::{CallError, CallHead, Message, QueueView, Reserved, SwapReport};
 use switchyard_core::{
-    Action, CallEnd, CallId, Core, CoreConfig, Event, NodeKey, OutlierRules, SwapRules, Via,
+    Action, CallEnd, CallId, Core, CoreConfig, Event, NodeKey, OutlierRules, RetryRefusal,
+    SwapRules, Via,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -82,6 +83,19 @@ struct Waiting {
     service: String,
     /// The latest pick for it: which policy version ranked its nodes.
     picked: Option<Picked>,
+    /// The core's answer to the retry asked for it.
+    retry: Option<Result<(u32, Duration), RetryRefusal>>,
+}
+
+/// A retry the core granted: the call's new ticket, its attempt number and
+/// the backoff to wait before [`Scheduler::retry_due`].
+pub struct Retry {
+    /// Receives the retry's grant once its backoff is over.
+    pub ticket: Ticket,
+    /// The attempt it will be (2 for the first retry).
+    pub attempt: u32,
+    /// How long to wait first.
+    pub backoff: Duration,
 }
 
 /// The core, the policies it asks for picks, and the calls waiting.
@@ -127,7 +141,17 @@ pub fn core_config(config: &GatewayConfig) -> CoreConfig {
             base_ejection: secs(config.outlier.base_ejection_s),
             max_ejection: secs(config.outlier.max_ejection_s),
             max_ejected_percent: config.outlier.max_ejection_percent,
+            success_rate: config.outlier.success_rate_rules(),
         },
+        retry: config.retry.rules(),
+        breakers: config
+            .circuit_breakers
+            .or(crate::config::BreakerConfig::default()),
+        service_breakers: config
+            .services
+            .iter()
+            .map(|(name, s)| (name.clone(), s.breakers(config.circuit_breakers)))
+            .collect(),
     }
 }
 
@@ -178,6 +202,7 @@ impl Scheduler {
                 tenant,
                 service: service.to_string(),
                 picked: None,
+                retry: None,
             },
         );
         Ticket {
@@ -228,6 +253,12 @@ impl Scheduler {
             node: node.key,
             draining,
         });
+    }
+
+    /// A retried call's backoff is over: it is admitted again (its ticket
+    /// from [`SlotGuard::retry`] receives the grant).
+    pub fn retry_due(self: &Arc<Self>, call: CallId) {
+        self.handle(Event::RetryDue { call });
     }
 
     /// Every service's queue, plus services nodes host with nobody waiting.
@@ -351,6 +382,7 @@ impl Scheduler {
             Action::Ejected {
                 node,
                 service,
+                why,
                 failures,
                 ejection,
                 count,
@@ -359,7 +391,7 @@ impl Scheduler {
                     .registry
                     .by_key(node)
                     .map_or_else(|| node.to_string(), |n| n.spec.id.clone());
-                tracing::warn!(node = %id, %service, failures, ejection_s = ejection.as_secs(), count, "node ejected from the service");
+                tracing::warn!(node = %id, %service, why = why.as_str(), failures, ejection_s = ejection.as_secs(), count, "node ejected from the service");
                 metrics::counter!("outlier_ejections_total", "node" => id, "service" => service)
                     .increment(1);
             }
@@ -368,6 +400,38 @@ impl Scheduler {
                 tenant,
                 length,
             } => crate::telemetry::record_queue_length(&service, &tenant, length),
+            Action::RetryAfter {
+                call,
+                attempt,
+                backoff,
+            } => {
+                if let Some(w) = self.waiting().get_mut(&call) {
+                    metrics::counter!("retries_total", "service" => w.service.clone()).increment(1);
+                    w.retry = Some(Ok((attempt, backoff)));
+                }
+            }
+            Action::RetryRefused { call, why } => {
+                if let Some(w) = self.waiting().get_mut(&call) {
+                    if why != RetryRefusal::Attempts {
+                        metrics::counter!(
+                            "retries_refused_total",
+                            "service" => w.service.clone(),
+                            "why" => why.as_str(),
+                        )
+                        .increment(1);
+                    }
+                    w.retry = Some(Err(why));
+                }
+            }
+            Action::BreakerTripped { service, breaker } => {
+                tracing::debug!(%service, breaker = breaker.as_str(), "circuit breaker open");
+                metrics::counter!(
+                    "circuit_breaker_trips_total",
+                    "service" => service,
+                    "breaker" => breaker.as_str(),
+                )
+                .increment(1);
+            }
         }
         None
     }
@@ -477,6 +541,51 @@ impl SlotGuard {
         self.scheduler
             .handle(Event::DispatchFailed { call: self.call });
         ticket
+    }
+
+    /// The call failed on the node and may run again elsewhere (the caller
+    /// checked that it is idempotent, its error retryable and its deadline
+    /// not passed): frees the slot, counting the failure against the node,
+    /// and asks the core for a retry (`jitter` in `0.0..1.0` draws the
+    /// backoff).
+    ///
+    /// # Errors
+    /// Why the core refused the retry (attempts, budget, breaker); the core
+    /// has forgotten the call.
+    pub fn retry(
+        mut self,
+        head: &CallHead,
+        tenant: &Arc<str>,
+        jitter: f32,
+    ) -> Result<Retry, RetryRefusal> {
+        self.ended = true;
+        let mut ticket = self
+            .scheduler
+            .register(self.call, &head.service, tenant.clone());
+        self.scheduler.handle(Event::RetryAsked {
+            call: self.call,
+            jitter,
+        });
+        let verdict = self
+            .scheduler
+            .waiting()
+            .get_mut(&self.call)
+            .and_then(|w| w.retry.take());
+        match verdict {
+            Some(Ok((attempt, backoff))) => Ok(Retry {
+                ticket,
+                attempt,
+                backoff,
+            }),
+            refused => {
+                // The core forgot the call: the ticket has nothing to leave.
+                self.scheduler.waiting().remove(&self.call);
+                ticket.granted();
+                Err(refused
+                    .and_then(Result::err)
+                    .unwrap_or(RetryRefusal::Attempts))
+            }
+        }
     }
 
     fn end(&mut self, node_ms: f32, end: CallEnd) {

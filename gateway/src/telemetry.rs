@@ -149,6 +149,26 @@ fn describe() {
     );
     describe_gauge!("cache_bytes", "Bytes the result cache holds.");
     describe_counter!("policy_load_failures_total", "Plugin files refused.");
+    describe_counter!(
+        "outlier_ejections_total",
+        "Nodes ejected from a service's candidates, by node and service."
+    );
+    describe_gauge!(
+        "outlier_ejected_seconds",
+        "Seconds a node stays ejected from a service (0: in), by node and service."
+    );
+    describe_counter!(
+        "retries_total",
+        "Retries of idempotent calls on another node, by service."
+    );
+    describe_counter!(
+        "retries_refused_total",
+        "Retries refused, by service and why (budget, breaker)."
+    );
+    describe_counter!(
+        "circuit_breaker_trips_total",
+        "Calls or retries refused by a circuit breaker, by service and breaker."
+    );
 }
 
 /// The exposition text for `GET /metrics`.

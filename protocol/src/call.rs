@@ -159,6 +159,12 @@ pub struct Timings {
     /// From the call's arrival to the answer, ms.
     #[n(2)]
     pub total_ms: f32,
+    /// Nodes the call was sent to: 1, more when an idempotent call was
+    /// retried after a failure; 0 for an answer from the result cache (and
+    /// from a gateway that predates retries). Added in v2.
+    #[serde(skip)]
+    #[cbor(n(3), default)]
+    pub attempts: u32,
 }
 
 /// Agent → gateway: the service answered.

@@ -182,6 +182,7 @@ mod tests {
                         queue_ms: 1.5,
                         node_ms: 2.0,
                         total_ms: 4.25,
+                        attempts: 2,
                     },
                     cache: cache.map(|(age_ms, coalesced)| CacheInfo { age_ms, coalesced }),
                     content_type: (len % 3 == 0).then(|| "text/event-stream".into()),
@@ -263,6 +264,9 @@ mod tests {
                 dispatched_total: 1,
                 abandoned_total: 2,
                 overloaded_total: 3,
+                retries_total: 4,
+                retries_refused_total: 5,
+                breaker_trips_total: 6,
             }])),
             Just(Message::CacheStats),
             (text, any::<u64>(), any::<u32>()).prop_map(|(service, n, ttl_s)| {

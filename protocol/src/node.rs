@@ -210,6 +210,21 @@ pub struct ServiceView {
     #[serde(skip)]
     #[cbor(n(5), default)]
     pub unhealthy: bool,
+    /// How long it stays ejected from the service's candidates (outlier
+    /// ejection), ms; 0 when it is in. Added in v2.
+    #[serde(skip)]
+    #[cbor(n(6), default)]
+    pub ejected_for_ms: u64,
+    /// Times it was ejected from the service since it registered. Added in
+    /// v2.
+    #[serde(skip)]
+    #[cbor(n(7), default)]
+    pub ejections: u32,
+    /// Why it is ejected (`consecutive_failures`, `success_rate`); `None`
+    /// when it is in. Added in v2.
+    #[serde(skip)]
+    #[n(8)]
+    pub ejected_why: Option<String>,
 }
 
 /// One swappable slot as the gateway sees it.

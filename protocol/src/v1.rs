@@ -44,10 +44,21 @@ impl Message {
                     }
                     for service in &mut node.services {
                         service.unhealthy = false;
+                        service.ejected_for_ms = 0;
+                        service.ejections = 0;
+                        service.ejected_why = None;
                     }
                 }
             }
             Message::Error(error) => error.kind = v1_error_kind(error.kind),
+            Message::Result(head) => head.timings.attempts = 0,
+            Message::Queues(queues) => {
+                for queue in queues.iter_mut() {
+                    queue.retries_total = 0;
+                    queue.retries_refused_total = 0;
+                    queue.breaker_trips_total = 0;
+                }
+            }
             _ => {}
         }
         Some(m)

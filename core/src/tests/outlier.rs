@@ -156,3 +156,51 @@ fn ejection_can_be_turned_off() {
         assert_eq!(ejected(&call_on(&mut h, 1, CallEnd::Failed)), None);
     }
 }
+
+#[test]
+fn success_rate_ejection_takes_out_the_node_far_below_the_others() {
+    let mut h = Harness::new(CoreConfig {
+        outlier: OutlierRules {
+            consecutive_failures: 0,
+            max_ejected_percent: 50,
+            success_rate: Some(crate::SuccessRateRules {
+                request_volume: 10,
+                ..crate::SuccessRateRules::default()
+            }),
+            ..OutlierRules::default()
+        },
+        ..CoreConfig::default()
+    });
+    for key in 1..=6 {
+        h.up(key, spec(&format!("n{key}"), &[("svc", 8, 0)], &[]));
+    }
+    // Node 6 fails half its calls, the others one in ten.
+    for i in 0..10 {
+        for key in 1..=6 {
+            let fails = if key == 6 { i % 2 == 0 } else { i == 0 };
+            let end = if fails { CallEnd::Failed } else { CallEnd::Ok };
+            assert_eq!(
+                ejected(&call_on(&mut h, key, end)),
+                None,
+                "not before the interval"
+            );
+        }
+    }
+    h.advance(Duration::from_secs(10));
+    let a = h.send(Event::Tick);
+    assert_eq!(ejected(&a), Some((6, Duration::from_secs(30))));
+    assert!(a.iter().any(|a| matches!(
+        a,
+        Action::Ejected {
+            why: crate::EjectReason::SuccessRate,
+            ..
+        }
+    )));
+    let view = h.core.node_views(h.now);
+    let s = &view[5].services[0];
+    assert_eq!(s.ejected_why.as_deref(), Some("success_rate"));
+    assert_eq!(s.ejected_for_ms, 30_000);
+    // A new interval starts empty: nobody has the volume yet.
+    h.advance(Duration::from_secs(10));
+    assert_eq!(ejected(&h.send(Event::Tick)), None);
+}

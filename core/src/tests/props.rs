@@ -1,6 +1,7 @@
 //! Property tests over random event sequences: nodes come, go and drain,
 //! calls arrive, are picked for late (so picks race), fail to dispatch,
-//! finish and leave, swaps succeed, fail and time out. After every event:
+//! finish and leave, fail and are retried (after a backoff, or refused),
+//! swaps succeed, fail and time out. After every event:
 //! - no node has more calls of a service in flight than `max_concurrent`,
 //!   and its in-flight count is exactly the calls dispatched there and not
 //!   ended;
@@ -37,6 +38,10 @@ enum Op {
     DispatchFailed(usize),
     Report(usize, bool),
     Tick(u64),
+    /// The n-th running call failed and asks for a retry.
+    Retry(usize),
+    /// The n-th backing-off call's backoff is over.
+    Due(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -51,6 +56,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..8).prop_map(Op::DispatchFailed),
         2 => (0usize..4, prop::bool::weighted(0.7)).prop_map(|(i, ok)| Op::Report(i, ok)),
         2 => (0u64..3000).prop_map(Op::Tick),
+        1 => (0usize..8).prop_map(Op::Retry),
+        1 => (0usize..8).prop_map(Op::Due),
     ]
 }
 
@@ -87,6 +94,8 @@ struct Model {
     swaps: BTreeMap<(NodeKey, String), (u64, String)>,
     /// Queue keys last seen per waiting call.
     keys: HashMap<CallId, QueueKey>,
+    /// Calls backing off before a retry.
+    backoff: std::collections::BTreeSet<CallId>,
 }
 
 struct Run {
@@ -156,7 +165,24 @@ impl Run {
                 Action::SwapEnded { node, slot, .. } => {
                     m.swaps.remove(&(node, slot));
                 }
-                Action::Position { .. } | Action::QueueLength { .. } | Action::Ejected { .. } => {}
+                Action::Position { .. }
+                | Action::QueueLength { .. }
+                | Action::Ejected { .. }
+                | Action::BreakerTripped { .. } => {}
+                Action::RetryAfter { call, .. } => {
+                    assert!(
+                        m.alive.contains_key(&call),
+                        "retry of call {call} that is out"
+                    );
+                    assert!(!m.running.contains_key(&call), "retry of a running call");
+                    m.backoff.insert(call);
+                }
+                Action::RetryRefused { call, .. } => {
+                    assert!(
+                        m.alive.remove(&call).is_some(),
+                        "retry of call {call} refused twice"
+                    );
+                }
             }
         }
         // Whoever left a queue had no one still waiting ahead of it.
@@ -300,7 +326,20 @@ impl Run {
                 };
                 if let Some(call) = nth(waiting.iter(), i) {
                     self.model.alive.remove(&call);
+                    self.model.backoff.remove(&call);
                     self.send(Event::CallLeft { call });
+                }
+            }
+            Op::Retry(i) => {
+                if let Some(call) = nth(self.model.running.keys(), i) {
+                    self.model.running.remove(&call);
+                    self.send(Event::RetryAsked { call, jitter: 0.5 });
+                }
+            }
+            Op::Due(i) => {
+                if let Some(call) = nth(self.model.backoff.iter(), i) {
+                    self.model.backoff.remove(&call);
+                    self.send(Event::RetryDue { call });
                 }
             }
             Op::Report(i, ok) => {
@@ -393,6 +432,12 @@ proptest! {
                 timeout: Duration::from_secs(3),
                 failure_cooldown: Duration::from_secs(1),
                 ..SwapRules::default()
+            },
+            // Two attempts and a small budget: retries are refused too.
+            retry: RetryRules {
+                max_attempts: 2,
+                min_retries_per_second: 1,
+                ..RetryRules::default()
             },
             ..CoreConfig::default()
         };

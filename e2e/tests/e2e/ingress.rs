@@ -127,6 +127,7 @@ async fn the_raw_route_streams_with_options_and_metadata_as_headers() {
     assert_eq!(got.header("x-switchyard-node"), Some("node-a"));
     assert_eq!(got.header("x-switchyard-policy"), Some("least-request"));
     assert_eq!(got.header("x-switchyard-cache"), Some("miss"));
+    assert_eq!(got.header("x-switchyard-attempts"), Some("1"));
     assert!(got.header("x-switchyard-queue-ms").is_some(), "{got:?}");
     assert_eq!(got.header("content-type"), Some("application/octet-stream"));
     assert!(

@@ -21,6 +21,7 @@ mod policies;
 mod pool;
 mod queue;
 mod quic_limits;
+mod retries;
 mod services;
 mod shutdown;
 mod streaming;

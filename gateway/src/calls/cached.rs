@@ -90,6 +90,7 @@ async fn answer(
             queue_ms: 0.0,
             node_ms: 0.0,
             total_ms: ms(call.arrived.elapsed()),
+            attempts: 0,
         },
         cache: Some(CacheInfo { age_ms, coalesced }),
         content_type: entry.content_type.clone(),

@@ -12,8 +12,21 @@ use super::snapshot::{AdminEvent, Snapshot, service_summaries};
 use super::{authorized, fail};
 use crate::Shared;
 
-/// `GET /metrics`: the Prometheus exposition text.
-pub(super) async fn metrics() -> Response {
+/// `GET /metrics`: the Prometheus exposition text. Before rendering, the
+/// outlier gauges are set from the core's views:
+/// `outlier_ejected_seconds{node, service}` is how long a node that was
+/// ever ejected from a service stays out (0 when it is in).
+pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    for node in shared.registry.views(Instant::now()) {
+        for s in node.services.iter().filter(|s| s.ejections > 0) {
+            metrics::gauge!(
+                "outlier_ejected_seconds",
+                "node" => node.spec.id.clone(),
+                "service" => s.name.clone(),
+            )
+            .set(s.ejected_for_ms as f64 / 1000.0);
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::telemetry::render(),

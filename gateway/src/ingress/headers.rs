@@ -13,8 +13,9 @@
 //! | `x-switchyard-max-age-s: N` | accept cached results at most N s old |
 //!
 //! Response headers: `x-switchyard-node`, `-policy`, `-queue-ms`,
-//! `-node-ms` (to the first byte), `-cache` (`miss`, `hit` or `coalesced`)
-//! and `-cache-age-ms`.
+//! `-node-ms` (to the first byte), `-cache` (`miss`, `hit` or `coalesced`),
+//! `-cache-age-ms` and `-attempts` (nodes the call was sent to: more than 1
+//! when an idempotent call was retried, 0 from the cache).
 
 use std::str::FromStr;
 
@@ -125,6 +126,7 @@ pub(super) fn result_headers(head: &ResultHead) -> Vec<(HeaderName, HeaderValue)
         "x-switchyard-node-ms",
         format!("{:.3}", head.timings.node_ms),
     );
+    put("x-switchyard-attempts", head.timings.attempts.to_string());
     match head.cache {
         Some(cache) => {
             let how = if cache.coalesced { "coalesced" } else { "hit" };

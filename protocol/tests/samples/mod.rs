@@ -99,6 +99,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                     queue_ms: 1.5,
                     node_ms: 20.25,
                     total_ms: 22.0,
+                    attempts: 2,
                 },
                 cache: Some(CacheInfo {
                     age_ms: 1200,
@@ -142,6 +143,9 @@ pub fn all() -> Vec<(&'static str, Message)> {
                     latency_ms: 12.5,
                     loaded: true,
                     unhealthy: true,
+                    ejected_for_ms: 29000,
+                    ejections: 1,
+                    ejected_why: Some("consecutive_failures".into()),
                 }],
                 slots: vec![SlotView {
                     name: "gpu0".into(),
@@ -232,6 +236,9 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 dispatched_total: 100,
                 abandoned_total: 3,
                 overloaded_total: 4,
+                retries_total: 5,
+                retries_refused_total: 6,
+                breaker_trips_total: 7,
             }]),
         ),
         ("CacheStats", Message::CacheStats),

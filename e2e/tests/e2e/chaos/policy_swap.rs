@@ -65,7 +65,7 @@ async fn hot_swap_a_policy_100_times_under_load() {
                             Ok(Err(e)) => (super::classify(&e), String::new()),
                             Err(_) => (super::Outcome::Hung, String::new()),
                         };
-                        let record = Record { at: start.duration_since(t0), took: start.elapsed(), outcome };
+                        let record = Record { at: start.duration_since(t0), took: start.elapsed(), outcome, attempts: 0 };
                         records.lock().await.push((record, policy));
                     }
                 })

@@ -28,6 +28,10 @@ pub struct Fleet {
     stop: Option<oneshot::Sender<()>>,
     agents: Vec<Agent>,
     in_process: Vec<InProcessAgent>,
+    /// The stats interval of agents spawned from now on, ms (default
+    /// [`STATS_MS`]; a test that loads the machine raises it, so that a
+    /// late stats report does not drop a live node).
+    pub stats_ms: u32,
 }
 
 /// A real agent process.
@@ -122,6 +126,7 @@ impl Fleet {
             stop: Some(stop),
             agents: Vec::new(),
             in_process: Vec::new(),
+            stats_ms: STATS_MS,
         }
     }
 
@@ -187,10 +192,11 @@ impl Fleet {
         std::fs::write(
             &config,
             format!(
-                "gateway = {:?}\nca = {:?}\ntoken = {token:?}\nnode_id = {id:?}\nstats_interval_ms = {STATS_MS}\n{top}\n\
+                "gateway = {:?}\nca = {:?}\ntoken = {token:?}\nnode_id = {id:?}\nstats_interval_ms = {}\n{top}\n\
                  [reconnect]\ninitial_ms = 50\nmax_ms = 200\n{services_toml}",
                 self.addr,
                 self.ca(),
+                self.stats_ms,
             ),
         )
         .unwrap();

@@ -1,0 +1,77 @@
+//! Retries of idempotent calls: after a failure on its node (`node lost`,
+//! `service failed`, a timeout there, as `[retry] retry_on` lists), a call
+//! of a service with `[services.NAME] idempotent = true` runs again on
+//! another node, after a jittered backoff, within its deadline and the
+//! core's retry budget (see [`switchyard_core::RetryRules`]). A call of any
+//! other service is never sent twice once dispatched.
+
+use std::time::Instant;
+
+use protocol::CallError;
+use switchyard_core::CallEnd;
+
+use super::{Call, Caller, Failure, finish};
+use crate::policies::Picked;
+use crate::scheduler::{Retry, SlotGuard, Ticket};
+
+/// Ends the failed attempt on `guard`'s node: when the call may run again,
+/// waits its backoff and returns its new ticket and attempt number; else
+/// frees the slot and returns `None` (the caller answers with `e`).
+///
+/// # Errors
+/// [`Failure::Gone`] when the caller leaves during the backoff.
+pub(super) async fn again(
+    call: &Call<'_>,
+    guard: SlotGuard,
+    picked: &Picked,
+    node_ms: f32,
+    e: &CallError,
+    caller: &impl Caller,
+) -> Result<Option<(Ticket, u32)>, Failure> {
+    let shared = call.shared;
+    let service = &call.head.service;
+    let idempotent = shared
+        .config
+        .services
+        .get(service)
+        .is_some_and(|s| s.idempotent);
+    if !idempotent || !shared.config.retry.retries(e.kind) || Instant::now() >= call.deadline {
+        finish(shared, guard, picked, node_ms, CallEnd::Failed);
+        return Ok(None);
+    }
+    let (node, node_id) = (guard.node().key, guard.node().spec.id.clone());
+    shared
+        .policies
+        .observe(picked, service, node, node_ms, false);
+    let Retry {
+        ticket,
+        attempt,
+        backoff,
+    } = match guard.retry(&call.head, &call.admitted.tenant, rand::random::<f32>()) {
+        Ok(retry) => retry,
+        Err(why) => {
+            tracing::debug!(call_id = call.call_id, %service, why = why.as_str(), "retry refused");
+            return Ok(None);
+        }
+    };
+    if Instant::now() + backoff >= call.deadline {
+        // No time left for another attempt: dropping the ticket forgets it.
+        return Ok(None);
+    }
+    tracing::debug!(
+        call_id = call.call_id,
+        %service,
+        node = %node_id,
+        kind = %e.kind,
+        attempt,
+        backoff_ms = backoff.as_millis(),
+        "retrying the call on another node"
+    );
+    let gone = caller.gone();
+    tokio::select! {
+        () = tokio::time::sleep(backoff) => {}
+        () = gone => return Err(Failure::Gone),
+    }
+    shared.scheduler.retry_due(call.call_id);
+    Ok(Some((ticket, attempt)))
+}
