@@ -124,17 +124,17 @@ pub struct QueueView {
     pub overloaded_total: u64,
     /// Retries of the service's calls granted since the gateway started.
     /// Added in v2.
-    #[serde(skip)]
+    #[serde(default, with = "crate::added")]
     #[cbor(n(8), default)]
     pub retries_total: u64,
     /// Retries refused by the retry budget or the retries breaker. Added
     /// in v2.
-    #[serde(skip)]
+    #[serde(default, with = "crate::added")]
     #[cbor(n(9), default)]
     pub retries_refused_total: u64,
     /// Calls refused at once by a circuit breaker (`max_waiting`,
     /// `max_in_flight`). Added in v2.
-    #[serde(skip)]
+    #[serde(default, with = "crate::added")]
     #[cbor(n(10), default)]
     pub breaker_trips_total: u64,
 }

@@ -162,7 +162,7 @@ pub struct Timings {
     /// Nodes the call was sent to: 1, more when an idempotent call was
     /// retried after a failure; 0 for an answer from the result cache (and
     /// from a gateway that predates retries). Added in v2.
-    #[serde(skip)]
+    #[serde(default, with = "crate::added")]
     #[cbor(n(3), default)]
     pub attempts: u32,
 }

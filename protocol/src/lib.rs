@@ -75,6 +75,7 @@ pub use node::{
     SlotSpec, SlotView,
 };
 pub use swap::{SwapReport, SwapRequest};
+pub use v1::added;
 pub use version::{ALPN_V1, ALPN_V2, WireVersion};
 
 /// The ALPN id of the newest wire version, `switchyard/2`; connections

@@ -118,7 +118,7 @@ pub struct NodeStats {
     /// `http`/`openai` service's `health_url`); the gateway offers no call
     /// of them to this node until a later report leaves them out. Empty
     /// when every service is healthy or none is checked. Added in v2.
-    #[serde(skip)]
+    #[serde(default, with = "crate::added")]
     #[cbor(n(5), default)]
     pub unhealthy: Vec<String>,
 }
@@ -207,22 +207,22 @@ pub struct ServiceView {
     /// Whether the agent's active health check fails now (false for a
     /// service without one, and from a gateway that predates health
     /// checks); an unhealthy service takes no calls here. Added in v2.
-    #[serde(skip)]
+    #[serde(default, with = "crate::added")]
     #[cbor(n(5), default)]
     pub unhealthy: bool,
     /// How long it stays ejected from the service's candidates (outlier
     /// ejection), ms; 0 when it is in. Added in v2.
-    #[serde(skip)]
+    #[serde(default, with = "crate::added")]
     #[cbor(n(6), default)]
     pub ejected_for_ms: u64,
     /// Times it was ejected from the service since it registered. Added in
     /// v2.
-    #[serde(skip)]
+    #[serde(default, with = "crate::added")]
     #[cbor(n(7), default)]
     pub ejections: u32,
     /// Why it is ejected (`consecutive_failures`, `success_rate`); `None`
     /// when it is in. Added in v2.
-    #[serde(skip)]
+    #[serde(default, with = "crate::added")]
     #[n(8)]
     pub ejected_why: Option<String>,
 }

@@ -3,13 +3,56 @@
 //!
 //! Postcard writes no field tags, so the v1 bytes of a type are its fields
 //! in declaration order. To keep them frozen, every field added after v1 is
-//! `#[serde(skip)]` (never written to v1, its default when read from v1),
-//! no field of v1 changes its type or place, and error kinds added after v1
+//! `#[serde(default, with = "crate::added")]` ([`added`]: never written
+//! to v1, its default when read from v1, present in JSON), no field of v1
+//! changes its type or place, and error kinds added after v1
 //! are written to v1 peers as [`ErrorKind::Internal`]
 //! ([`v1_error_kind`]). The golden vectors in `tests/golden/v1.hex` hold
 //! the bytes of every message kind and fail on any change.
 
 use bytes::Bytes;
+
+/// Serde for a field added after v1: in postcard (v1, not human-readable)
+/// it is written as `()`, zero bytes, and read back as its default, so v1
+/// bytes stay frozen; in human-readable formats (the admin API's JSON) it
+/// is the value itself, and `default` fills it when missing. Use as
+/// `#[serde(default, with = "crate::added")]` (re-exported as
+/// `protocol::added`).
+pub mod added {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Writes `value` (human-readable formats) or nothing (postcard).
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<T: Serialize, S: Serializer>(
+        value: &T,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            value.serialize(serializer)
+        } else {
+            ().serialize(serializer)
+        }
+    }
+
+    /// Reads the value (human-readable formats) or gives the default
+    /// (postcard).
+    ///
+    /// # Errors
+    /// The deserializer's.
+    pub fn deserialize<'de, T, D>(deserializer: D) -> Result<T, D::Error>
+    where
+        T: Deserialize<'de> + Default,
+        D: Deserializer<'de>,
+    {
+        if deserializer.is_human_readable() {
+            T::deserialize(deserializer)
+        } else {
+            <()>::deserialize(deserializer).map(|()| T::default())
+        }
+    }
+}
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{CallError, CodecError, ErrorKind, FrameKind, Message};

@@ -17,9 +17,9 @@ pub const ALPN_V2: &[u8] = b"switchyard/2";
 #[repr(u8)]
 pub enum WireVersion {
     /// Version 1: postcard bodies. Frozen: no field, message or enum
-    /// variant is ever added to it (new fields are `#[serde(skip)]`, so a
-    /// v1 peer never sees them and they take their default when decoded
-    /// from v1). Kept so that peers of the first release still work.
+    /// variant is ever added to it (new fields are `#[serde(default, with
+    /// = "crate::added")]`, so a v1 peer never sees them and they take
+    /// their default when decoded from v1). Kept so that peers of the first release still work.
     V1 = 1,
     /// Version 2: each body is one CBOR item, a map keyed by field numbers
     /// (minicbor's derive): unknown keys are skipped, missing optional or

@@ -186,7 +186,8 @@ fn v1_bodies_stay_postcard_and_v2_bodies_are_cbor_maps() {
 }
 
 /// The rule for adding a field (ARCHITECTURE.md, "Evolving the wire"),
-/// exactly as written there: `#[serde(skip)] #[cbor(n(N), default)]`.
+/// exactly as written there: `#[serde(default, with = "...added")]
+/// #[cbor(n(N), default)]`.
 mod adding_a_field {
     use minicbor::{Decode, Encode};
     use serde::{Deserialize, Serialize};
@@ -203,7 +204,7 @@ mod adding_a_field {
     struct After {
         #[n(0)]
         node_id: String,
-        #[serde(skip)]
+        #[serde(default, with = "switchyard_protocol::added")]
         #[cbor(n(1), default)]
         attempts: u32,
     }
@@ -221,6 +222,11 @@ mod adding_a_field {
         let v1 = postcard::to_stdvec(&after).unwrap();
         assert_eq!(v1, postcard::to_stdvec(&before).unwrap());
         let read: After = postcard::from_bytes(&v1).unwrap();
+        assert_eq!(read.attempts, 0);
+        // JSON (the admin API) carries it, and defaults it when missing.
+        let json = serde_json::to_string(&after).unwrap();
+        assert_eq!(json, r#"{"node_id":"n1","attempts":3}"#);
+        let read: After = serde_json::from_str(r#"{"node_id":"n1"}"#).unwrap();
         assert_eq!(read.attempts, 0);
         // v2: an older peer skips the new field...
         let v2 = minicbor::to_vec(&after).unwrap();
