@@ -23,6 +23,7 @@ pub mod cache;
 mod calls;
 mod candidates;
 pub mod certs;
+pub mod cli;
 mod drain;
 mod ingress;
 mod server;

@@ -286,8 +286,9 @@ async fn a_gateway_restart_on_the_same_port_is_healed_on_the_next_call() {
     second.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_stream_cap_bounds_what_one_connection_has_in_flight() {
+/// A fleet of one node with a `sleep` service of 8 slots, and a client of
+/// `pool_size` connections with `streams` streams each.
+async fn sleep_node_and_client(pool_size: usize, streams: u32) -> (Fleet, Client) {
     let mut fleet = Fleet::start(|_| {}).await;
     fleet.spawn_agent(
         "node-a",
@@ -297,11 +298,17 @@ async fn the_stream_cap_bounds_what_one_connection_has_in_flight() {
     fleet.wait_nodes(1).await;
     let client = Client::connect(
         ClientConfig::new(fleet.addr.clone(), fleet.ca())
-            .with_pool_size(1)
-            .with_max_streams_per_connection(2),
+            .with_pool_size(pool_size)
+            .with_max_streams_per_connection(streams),
     )
     .await
-    .expect("connects");
+    .expect("client connects");
+    (fleet, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_cap_bounds_what_one_connection_has_in_flight() {
+    let (fleet, client) = sleep_node_and_client(1, 2).await;
 
     let start = Instant::now();
     let mut tasks = JoinSet::new();
@@ -389,4 +396,40 @@ async fn a_call_in_flight_when_its_gateway_goes_fails_and_is_not_sent_again() {
     let _ = stop_agent.send(());
     let _ = tokio::time::timeout(WAIT, agent).await;
     second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_at_its_stream_cap_opens_another_connection() {
+    let (fleet, client) = sleep_node_and_client(3, 2).await;
+    assert_eq!(client.pool_stats().connections(), 1);
+    let mut tasks = JoinSet::new();
+    for _ in 0..6 {
+        let client = client.clone();
+        tasks.spawn(async move { client.call("sleep", "3000", CallOptions::default()).await });
+    }
+    // Six calls over caps of two: three connections carry them all at once.
+    let node = fleet.gateway.registry().all().pop().expect("the node");
+    crate::common::eventually(Duration::from_secs(10), || {
+        let stats = client.pool_stats();
+        let running = node.in_flight("sleep");
+        if running == 6 && stats.connections() == 3 {
+            Ok(())
+        } else {
+            Err(format!("{running} calls running; pool {stats:?}"))
+        }
+    })
+    .await;
+    let stats = client.pool_stats();
+    assert!(
+        stats.gateways[0].streams_in_use.iter().all(|&n| n <= 2),
+        "{stats:?}"
+    );
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().expect("call succeeds");
+    }
+    assert_eq!(
+        client.pool_stats().gateways[0].connects,
+        3,
+        "never more than pool_size"
+    );
 }

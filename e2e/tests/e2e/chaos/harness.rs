@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use client::{CallOptions, Client, ClientConfig, ClientError};
@@ -249,14 +249,7 @@ pub fn agent_process(
     )
     .unwrap();
     let log = dir.join(format!("{id}.log"));
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard-e2e-agent"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("agent process starts");
+    let child = crate::common::spawn_program(crate::common::AGENT_PROGRAM, &config, &log);
     Process {
         name: id.into(),
         child,
@@ -320,14 +313,11 @@ impl GatewayProcess {
         )
         .unwrap();
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_switchyard-e2e-gateway"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("gateway process starts");
+        let child = crate::common::spawn_program(
+            env!("CARGO_BIN_EXE_switchyard-e2e-gateway"),
+            &config,
+            &log,
+        );
         let ca = tls_of.map_or_else(|| data_dir.join("ca.pem"), |o| o.ca.clone());
         let gateway = Self {
             process: Process {

@@ -170,14 +170,7 @@ impl Fleet {
     pub fn spawn_agent_process(&mut self, id: &str, token: &str, services_toml: &str) -> usize {
         let config = self.agent_config(id, token, "", services_toml);
         let log = self.dir.path().join(format!("{id}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_switchyard-e2e-agent"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("node-agent starts");
+        let child = spawn_program(AGENT_PROGRAM, &config, &log);
         self.agents.push(Agent {
             id: id.into(),
             child,
@@ -272,4 +265,20 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> Result<(), S
 /// A `[[services]]` entry.
 pub fn service(name: &str, kind: &str, extra: &str) -> String {
     format!("\n[[services]]\nname = {name:?}\nkind = {kind:?}\n{extra}\n")
+}
+
+/// The agent program (`node-agent`'s main) built for this package.
+pub const AGENT_PROGRAM: &str = env!("CARGO_BIN_EXE_switchyard-e2e-agent");
+
+/// Starts `program --config config` with `RUST_LOG=info`, its stderr in
+/// `log`, stdout discarded.
+pub fn spawn_program(program: &str, config: &Path, log: &Path) -> Child {
+    Command::new(program)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} starts: {e}"))
 }
