@@ -205,6 +205,11 @@ impl Pool {
                 "max_streams_per_connection must be at least 1".into(),
             ));
         }
+        if pool.dead_after < std::time::Duration::from_millis(300) {
+            return Err(ClientError::Config(
+                "dead_after must be at least 300 ms".into(),
+            ));
+        }
         if let Some(empty) = config.gateways().find(|a| a.trim().is_empty()) {
             return Err(ClientError::Config(format!(
                 "empty gateway address {empty:?}"
@@ -502,8 +507,14 @@ impl Pool {
         if let Some(endpoint) = slot {
             return Ok(endpoint.clone());
         }
+        // A dead gateway is found by silence: the idle timeout is
+        // `dead_after`, with pings at a third of it to keep a quiet
+        // connection alive (the effective timeout is the smaller of the two
+        // sides').
         let limits = EndpointConfig {
             max_wire_version: self.max_wire_version,
+            idle_timeout: self.config.dead_after,
+            keep_alive: self.config.dead_after / 3,
             ..EndpointConfig::default()
         };
         let endpoint = transport::client_endpoint(&self.ca, peer, &limits)

@@ -16,6 +16,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_DOWN_BACKOFF: Duration = Duration::from_secs(1);
 /// Default longest time a gateway stays down.
 pub const DEFAULT_MAX_DOWN_BACKOFF: Duration = Duration::from_secs(30);
+/// Default silence after which a connection counts as dead.
+pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(3);
 
 /// How the [`Client`] pools its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +42,15 @@ pub struct PoolConfig {
     pub down_backoff: Duration,
     /// The longest a gateway stays down (default 30 s).
     pub max_down_backoff: Duration,
+    /// How long a connection may hear nothing from its gateway before it
+    /// counts as dead (default 3 s): the SDK's QUIC idle timeout, with a
+    /// keep-alive ping every third of it, so a live but quiet connection
+    /// never reaches it. A gateway that dies without closing (kill -9, a
+    /// lost host) is then left for the next one after this long, not after
+    /// the gateway's own idle timeout (10 s); its calls in flight end at
+    /// their deadline or when the connection is declared dead. At least
+    /// 300 ms.
+    pub dead_after: Duration,
 }
 
 impl Default for PoolConfig {
@@ -50,6 +61,7 @@ impl Default for PoolConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             down_backoff: DEFAULT_DOWN_BACKOFF,
             max_down_backoff: DEFAULT_MAX_DOWN_BACKOFF,
+            dead_after: DEFAULT_DEAD_AFTER,
         }
     }
 }
@@ -96,6 +108,13 @@ impl ClientConfig {
     #[must_use]
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.pool.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`PoolConfig::dead_after`].
+    #[must_use]
+    pub fn with_dead_after(mut self, silence: Duration) -> Self {
+        self.pool.dead_after = silence;
         self
     }
 }

@@ -89,7 +89,7 @@ async fn kill_9_the_gateway_callers_fail_over() {
         print_figures("kill-gateway in flight at the kill", &in_flight);
         print_figures("kill-gateway after", &after);
         eprintln!(
-            "chaos kill-gateway: first result through gw-2 {} after kill -9 of gw-1 (the SDK sees a dead gateway at QUIC's idle timeout, 10 s)",
+            "chaos kill-gateway: first result through gw-2 {} after kill -9 of gw-1 (the SDK leaves a gateway silent for its dead_after, 3 s)",
             ms(failed_over)
         );
         assert_all_ended_typed("kill-gateway", &records);
