@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 use crate::PolicyError;
+use crate::engine::Ticker;
 
 /// Why a call did not complete.
 #[derive(Debug)]
@@ -29,18 +30,22 @@ pub(crate) struct Driver {
     /// while polling when the caller is outside any Tokio runtime, so that
     /// WASI timers can be created. Never driven.
     timers: Option<tokio::runtime::Runtime>,
+    /// The epoch ticker, kept ticking while a guest call is polled (guest
+    /// deadlines count its ticks).
+    ticker: Arc<Ticker>,
 }
 
 impl Driver {
     /// # Errors
     ///
     /// [`PolicyError::Io`] if the timer context cannot be built.
-    pub(crate) fn new() -> Result<Self, PolicyError> {
+    pub(crate) fn new(ticker: Arc<Ticker>) -> Result<Self, PolicyError> {
         let timers = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()?;
         Ok(Self {
             timers: Some(timers),
+            ticker,
         })
     }
 
@@ -53,6 +58,7 @@ impl Driver {
             (Err(_), Some(timers)) => Some(timers.enter()),
             _ => None,
         };
+        let _ticking = self.ticker.running();
         let flag = Arc::new(WakeFlag(AtomicBool::new(false)));
         let waker = Waker::from(Arc::clone(&flag));
         let mut cx = Context::from_waker(&waker);
@@ -96,7 +102,7 @@ mod tests {
 
     #[test]
     fn completes_ready_and_yielding_futures() -> Result<(), crate::PolicyError> {
-        let driver = Driver::new()?;
+        let driver = Driver::new(std::sync::Arc::new(crate::engine::Ticker::none()))?;
         assert_eq!(driver.run(async { 7 }).ok(), Some(7));
         let yielding = async {
             tokio::task::yield_now().await;
