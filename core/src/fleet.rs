@@ -181,6 +181,11 @@ impl Fleet {
         self.nodes.get_mut(&key)
     }
 
+    /// One service's state on one node, if both exist.
+    pub fn service_mut(&mut self, key: NodeKey, service: &str) -> Option<&mut ServiceState> {
+        self.nodes.get_mut(&key)?.services.get_mut(service)
+    }
+
     /// Every node, by key.
     pub fn iter(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values()

@@ -39,11 +39,7 @@ impl Core {
     ) {
         self.count_rate(node, service, end);
         let rules = self.config.outlier.clone();
-        let Some(state) = self
-            .fleet
-            .get_mut(node)
-            .and_then(|n| n.services.get_mut(service))
-        else {
+        let Some(state) = self.fleet.service_mut(node, service) else {
             return;
         };
         match end {
@@ -80,11 +76,7 @@ impl Core {
         now: Instant,
     ) {
         let rules = self.config.outlier.clone();
-        let Some(state) = self
-            .fleet
-            .get_mut(node)
-            .and_then(|n| n.services.get_mut(service))
-        else {
+        let Some(state) = self.fleet.service_mut(node, service) else {
             return;
         };
         state.ejections = state.ejections.saturating_add(1);

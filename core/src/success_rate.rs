@@ -43,11 +43,7 @@ impl Core {
         if self.config.outlier.success_rate.is_none() || end == CallEnd::Abandoned {
             return;
         }
-        if let Some(s) = self
-            .fleet
-            .get_mut(node)
-            .and_then(|n| n.services.get_mut(service))
-        {
+        if let Some(s) = self.fleet.service_mut(node, service) {
             s.window_total = s.window_total.saturating_add(1);
             if end == CallEnd::Ok {
                 s.window_ok = s.window_ok.saturating_add(1);
