@@ -129,8 +129,10 @@ pub(crate) fn start(endpoint: quinn::Endpoint, config: GatewayConfig) -> ReloadH
     let event_tx = tx.clone();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // Watch the folders (a write-then-rename replaces the inode) and
-        // react to events on the certificate files only.
+        // react to changes of the certificate files only: not to accesses,
+        // which the reload's own reads cause (that looped, ~10 reloads/s).
         if let Ok(event) = event
+            && is_change(event.kind)
             && event
                 .paths
                 .iter()
@@ -192,6 +194,18 @@ pub(crate) fn start(endpoint: quinn::Endpoint, config: GatewayConfig) -> ReloadH
     }
 }
 
+/// Whether a file event changes a file (created, written, renamed, removed)
+/// rather than only reading it (open, close after reading, access).
+fn is_change(kind: notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+        // A writer closing the file: its new contents are complete.
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
+    }
+}
+
 /// Rebuilds the server configuration and swaps it in; on failure the old
 /// one stays.
 fn reload(endpoint: &quinn::Endpoint, config: &GatewayConfig, why: &str) {
@@ -205,5 +219,29 @@ fn reload(endpoint: &quinn::Endpoint, config: &GatewayConfig, why: &str) {
             metrics::counter!("tls_reload_failures_total").increment(1);
             tracing::warn!(why, %error, "certificate reload failed; the previous certificates stay");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RemoveKind};
+
+    use super::is_change;
+
+    #[test]
+    fn reading_the_files_is_no_change() {
+        // The reload reads the files: those events must not start another.
+        assert!(!is_change(EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!is_change(EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(is_change(EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(is_change(EventKind::Modify(ModifyKind::Any)));
+        assert!(is_change(EventKind::Create(CreateKind::File)));
+        assert!(is_change(EventKind::Remove(RemoveKind::File)));
     }
 }

@@ -57,6 +57,12 @@ pub struct GatewayConfig {
     /// The shared secret admin requests (`switchyard policy set`) present.
     /// Unset: a random token is generated into `data_dir/admin-token`.
     pub admin_token: Option<String>,
+    /// Worker threads of the gateway program's async runtime (default: one
+    /// per core). 1 runs everything on one thread (a current-thread
+    /// runtime): the least CPU per call where one core is enough, as
+    /// HAProxy's and nginx's single thread/worker; more spread calls over
+    /// cores.
+    pub worker_threads: Option<usize>,
     /// How long one policy `pick` or `observe` may run, ms (default 5); past
     /// it the call traps and the pick falls back.
     pub pick_deadline_ms: u64,
@@ -337,6 +343,7 @@ impl Default for GatewayConfig {
             max_timeout_ms: 600_000,
             agent_token: None,
             admin_token: None,
+            worker_threads: None,
             pick_deadline_ms: 5,
             plugin_cache: true,
             fail_open: true,

@@ -98,6 +98,12 @@ pub struct AgentConfig {
     /// What running the node costs per hour (default 0).
     #[serde(default)]
     pub cost_per_hour: f32,
+    /// Worker threads of the agent program's async runtime (default 1: a
+    /// current-thread runtime, every task on one thread, which halved the
+    /// agent's CPU per forwarded call against one worker per core; issue
+    /// 11). More spread its calls over cores.
+    #[serde(default = "default_worker_threads")]
+    pub worker_threads: Option<usize>,
     /// How often the agent sends stats, ms (default 1000).
     #[serde(default = "default_stats_interval_ms")]
     pub stats_interval_ms: u32,
@@ -194,6 +200,10 @@ impl ServiceConfig {
 fn default_server_name() -> String {
     DEFAULT_SERVER_NAME.into()
 }
+fn default_worker_threads() -> Option<usize> {
+    Some(1)
+}
+
 fn default_stats_interval_ms() -> u32 {
     DEFAULT_STATS_INTERVAL_MS
 }
@@ -227,6 +237,7 @@ impl AgentConfig {
             region: String::new(),
             labels: BTreeMap::new(),
             cost_per_hour: 0.0,
+            worker_threads: default_worker_threads(),
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             shutdown_grace_s: default_shutdown_grace_s(),

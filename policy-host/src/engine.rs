@@ -1,7 +1,7 @@
 //! The wasmtime engine shared by all policies, its epoch ticker, and loading.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -267,15 +267,23 @@ pub fn load_dir(
         .collect()
 }
 
-/// The thread advancing the engine epoch every [`TICK`] while a guest runs.
+/// How long the ticker keeps ticking after the last guest call began before
+/// it parks (50 ms): under load it never parks, so a call does not pay for
+/// a wake-up.
+const LINGER_TICKS: u32 = 50;
+
+/// The thread advancing the engine epoch every [`TICK`] while guests run.
 ///
 /// Epochs only matter while guest code runs (a deadline counts ticks from
-/// when its call was armed), so the thread sleeps on a condition variable
-/// whenever no guest call is under way: an idle gateway spends no CPU on
-/// it (issue 11 measured about 3% of a core for a ticker that always
-/// ran). Every guest call holds a [`Running`] guard (taken by the
-/// [`Driver`] around each poll loop), and the first guard wakes the thread.
-/// Stops (and is joined) when the last owner drops it.
+/// when its call was armed), so the thread parks on a condition variable
+/// once no guest call has begun for [`LINGER_TICKS`] ticks: an idle
+/// gateway spends no CPU on it (issue 11 measured about 3% of a core for a
+/// ticker that always ran). Every guest call holds a [`Running`] guard
+/// (taken by the [`Driver`] around each poll loop); a guard wakes the
+/// thread only when it is parked. Waking it on every call instead (the
+/// first version) cost a futex wake-up and a thread switch per pick: 10% of
+/// a loaded gateway's CPU (issue 11's profile). Stops (and is joined) when
+/// the last owner drops it.
 pub(crate) struct Ticker {
     shared: Option<Arc<TickerShared>>,
     thread: Option<JoinHandle<()>>,
@@ -284,6 +292,11 @@ pub(crate) struct Ticker {
 struct TickerShared {
     /// Guest calls under way.
     active: AtomicUsize,
+    /// Guest calls begun so far.
+    begun: AtomicU64,
+    /// Whether the thread is parked (or about to), so a new call must wake
+    /// it.
+    parked: AtomicBool,
     /// Epoch increments so far.
     ticks: AtomicU64,
     /// Set once, when the ticker is dropped.
@@ -306,6 +319,8 @@ impl Ticker {
     fn start(engine: Engine) -> Result<Self, PolicyError> {
         let shared = Arc::new(TickerShared {
             active: AtomicUsize::new(0),
+            begun: AtomicU64::new(0),
+            parked: AtomicBool::new(true),
             ticks: AtomicU64::new(0),
             stop: Mutex::new(false),
             wake: Condvar::new(),
@@ -333,9 +348,13 @@ impl Ticker {
         let Some(shared) = self.shared.as_deref() else {
             return Running(None);
         };
-        if shared.active.fetch_add(1, Ordering::SeqCst) == 0 {
-            // Under the lock, so a thread that just saw no call cannot miss
-            // this wake-up (it checks `active` again holding the lock).
+        shared.begun.fetch_add(1, Ordering::Relaxed);
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        // Both sides use SeqCst: either this sees `parked` (and wakes the
+        // thread, under the lock so the wake-up cannot be missed) or the
+        // thread, which sets `parked` before it checks `active`, sees this
+        // call and does not wait.
+        if shared.parked.load(Ordering::SeqCst) {
             let _stop = shared.stop.lock().unwrap_or_else(PoisonError::into_inner);
             shared.wake.notify_one();
         }
@@ -345,19 +364,34 @@ impl Ticker {
 
 impl TickerShared {
     fn run(&self, engine: &Engine) {
+        let mut seen = self.begun.load(Ordering::Relaxed);
+        // Parked from the start: nothing runs yet.
+        let mut quiet = LINGER_TICKS;
         loop {
-            {
+            if quiet >= LINGER_TICKS {
                 let mut stop = self.stop.lock().unwrap_or_else(PoisonError::into_inner);
+                self.parked.store(true, Ordering::SeqCst);
                 while !*stop && self.active.load(Ordering::SeqCst) == 0 {
                     stop = self.wake.wait(stop).unwrap_or_else(PoisonError::into_inner);
                 }
+                self.parked.store(false, Ordering::SeqCst);
                 if *stop {
                     return;
                 }
+                quiet = 0;
+            } else if *self.stop.lock().unwrap_or_else(PoisonError::into_inner) {
+                return;
             }
             std::thread::sleep(TICK);
             engine.increment_epoch();
             self.ticks.fetch_add(1, Ordering::Relaxed);
+            let begun = self.begun.load(Ordering::Relaxed);
+            if begun == seen && self.active.load(Ordering::SeqCst) == 0 {
+                quiet += 1;
+            } else {
+                quiet = 0;
+                seen = begun;
+            }
         }
     }
 }
@@ -407,11 +441,19 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        // The tick under way when the call ended may still land.
-        std::thread::sleep(Duration::from_millis(10));
-        let after = ticker.ticks();
-        std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(ticker.ticks(), after, "idle again: no tick");
+        // It lingers LINGER_TICKS after the last call, then parks.
+        let start = std::time::Instant::now();
+        loop {
+            let before = ticker.ticks();
+            std::thread::sleep(Duration::from_millis(30));
+            if ticker.ticks() == before {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "idle again: it stops ticking"
+            );
+        }
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 pub mod endpoint;
 pub mod framed;
 pub mod identity;
+pub mod runtime;
 pub mod signals;
 pub mod tls;
 
