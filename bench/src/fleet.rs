@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use crate::procs::{Proc, free_port, wait_tcp};
 
 /// The agents' shared token (loopback only).
-const TOKEN: &str = "switchyard-bench-token";
+pub const TOKEN: &str = "switchyard-bench-token";
 /// The policy of the `http`, `echo` and `cached` services: least
 /// connections, as the peers'.
 pub const LEAST: &str = "least-request";
@@ -157,7 +157,11 @@ impl Fleet {
             ports,
             ca,
         };
-        fleet.wait_nodes(spec.backends.len(), Duration::from_secs(30))?;
+        wait_nodes(
+            fleet.ports.admin,
+            spec.backends.len(),
+            Duration::from_secs(30),
+        )?;
         Ok(fleet)
     }
 
@@ -192,23 +196,28 @@ impl Fleet {
         s.read_to_string(&mut text).ok()?;
         header(&text, "x-switchyard-policy")
     }
+}
 
-    fn wait_nodes(&self, n: usize, within: Duration) -> Result<()> {
-        let start = Instant::now();
-        let mut last = String::new();
-        while start.elapsed() < within {
-            if let Ok(body) = http_get(self.ports.admin, "/api/nodes") {
-                if let Ok(serde_json::Value::Array(nodes)) = serde_json::from_str(&body)
-                    && nodes.len() >= n
-                {
-                    return Ok(());
-                }
-                last = body;
+/// Waits until the gateway with admin port `admin` lists `n` nodes.
+///
+/// # Errors
+/// Fewer are registered after `within`.
+pub fn wait_nodes(admin: u16, n: usize, within: Duration) -> Result<()> {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < within {
+        if let Ok(body) = http_get(admin, "/api/nodes") {
+            if let Ok(serde_json::Value::Array(nodes)) = serde_json::from_str(&body)
+                && nodes.len() >= n
+            {
+                return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(100));
+            last = body;
         }
-        bail!("{n} agents not registered after {within:?}; /api/nodes: {last}")
+        std::thread::sleep(Duration::from_millis(100));
     }
+    last.truncate(500);
+    bail!("{n} agents not registered after {within:?}; /api/nodes: {last}")
 }
 
 /// A plain HTTP/1.0 GET on loopback: the body.

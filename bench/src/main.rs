@@ -9,6 +9,7 @@ mod fleet;
 mod peers;
 mod procs;
 mod report;
+mod scale;
 mod scenarios;
 mod sections;
 
@@ -34,16 +35,19 @@ struct Args {
     /// Repetitions, medians over them (default 5; 2 with --quick).
     #[arg(long)]
     reps: Option<usize>,
-    /// Measured window of each run, s (default 3; 0.5 with --quick).
+    /// Measured window of each run, s (default 2.5; 0.5 with --quick).
     #[arg(long)]
     seconds: Option<f64>,
-    /// Unrecorded warm-up before each run, s (default 1; 0.2 with --quick).
+    /// Unrecorded warm-up before each run, s (default 0.5; 0.2 with --quick).
     #[arg(long)]
     warm_up: Option<f64>,
     /// Sections to run, comma-separated (default all): peers, overhead,
     /// policies, cache, scale, idle.
     #[arg(long, value_delimiter = ',')]
     sections: Vec<String>,
+    /// Agents of the scale section (default 1000; 100 with --quick).
+    #[arg(long)]
+    scale_agents: Option<usize>,
     /// Folder of the release `gateway` and `node-agent`.
     #[arg(long, default_value = "target/release")]
     bin_dir: PathBuf,
@@ -67,13 +71,20 @@ fn plugin_names(dir: &std::path::Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
     let timing = Timing {
         reps: args.reps.unwrap_or(if args.quick { 2 } else { 5 }),
-        duration_s: args.seconds.unwrap_or(if args.quick { 0.5 } else { 3.0 }),
-        warm_up_s: args.warm_up.unwrap_or(if args.quick { 0.2 } else { 1.0 }),
+        duration_s: args.seconds.unwrap_or(if args.quick { 0.5 } else { 2.5 }),
+        warm_up_s: args.warm_up.unwrap_or(if args.quick { 0.2 } else { 0.5 }),
     };
     let wanted: Vec<String> = if args.sections.is_empty() {
         SECTIONS.iter().map(|s| s.to_string()).collect()
@@ -106,7 +117,7 @@ async fn main() -> Result<()> {
     let haproxy = peers::start_haproxy(tmp.path(), &backends, &certs)?;
     let spec = FleetSpec {
         bin_dir: bin_dir.clone(),
-        plugins_dir,
+        plugins_dir: plugins_dir.clone(),
         policies: policies.clone(),
         backends: backends.clone(),
     };
@@ -129,7 +140,14 @@ async fn main() -> Result<()> {
         fleet: &fleet,
         policies: &policies,
         bin_dir: &bin_dir,
+        plugins_dir: &plugins_dir,
+        scratch: tmp.path(),
     };
+    let scale_agents = args
+        .scale_agents
+        .unwrap_or(if args.quick { 100 } else { 1000 });
+    let load_before = loadavg();
+    let started = std::time::Instant::now();
     let mut done = Vec::new();
     for section in &wanted {
         let result = match section.as_str() {
@@ -137,18 +155,20 @@ async fn main() -> Result<()> {
             "overhead" => sections::overhead(&setup, &timing).await?,
             "policies" => sections::policies(&setup, &timing).await?,
             "cache" => sections::cache(&setup, &timing).await?,
-            "scale" => sections::scale(&setup, &timing),
+            "scale" => sections::scale(&setup, &timing, scale_agents).await,
             _ => sections::idle(&setup, &timing).await,
         };
         done.push(result);
     }
     let header = format!(
-        "# Benchmarks: `make bench`\n\nOne run of `switchyard-bench-suite` ({} reps of {} s after {} s of warm-up, systems interleaved, medians; {} cores, CLK_TCK {}). Regenerate with `make bench` (about 12 minutes) or `make bench BENCH_ARGS=--quick`.",
+        "# Benchmarks: `make bench`\n\nOne run of `switchyard-bench-suite` ({} reps of {} s after {} s of warm-up, systems interleaved, medians; {} cores, CLK_TCK {}; took {:.0} s; load average before {load_before}, after {}). The machine is shared: other work ran beside it, which the interleaving spreads over every system alike. Regenerate with `make bench` (about 12 minutes) or `make bench BENCH_ARGS=--quick`.",
         timing.reps,
         timing.duration_s,
         timing.warm_up_s,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        procs::clock_ticks()
+        procs::clock_ticks(),
+        started.elapsed().as_secs_f64(),
+        loadavg()
     );
     report::write_all(&args.out, &header, &done)?;
     println!("results in {}", args.out.display());
