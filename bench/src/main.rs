@@ -155,7 +155,7 @@ async fn main() -> Result<()> {
             "overhead" => sections::overhead(&setup, &timing).await?,
             "policies" => sections::policies(&setup, &timing).await?,
             "cache" => sections::cache(&setup, &timing).await?,
-            "scale" => sections::scale(&setup, &timing, scale_agents).await,
+            "scale" => scale::section(&setup, &timing, scale_agents).await,
             _ => sections::idle(&setup, &timing).await,
         };
         done.push(result);

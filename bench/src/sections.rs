@@ -10,17 +10,16 @@ use bytes::Bytes;
 use client::{CallOptions, Client, ClientConfig};
 use loadgen::{HttpTarget, HttpTargetConfig, QuicTarget};
 
-use crate::fleet::{BUILTIN, Fleet, LEAST};
+use crate::fleet::{BUILTIN, Fleet};
 use crate::peers::{Certs, Peer};
 use crate::procs::{cpu_seconds, rss_mib};
 use crate::report::{Section, col};
-use crate::scale::{SERVICE, ScaleFleet};
 use crate::scenarios::{
     AnyTarget, Step, System, SystemResult, Timing, add_added_latency, interleaved,
 };
 
 /// The workload's payload: 64 bytes.
-pub fn payload() -> Bytes {
+pub(crate) fn payload() -> Bytes {
     Bytes::from(vec![b'x'; 64])
 }
 
@@ -69,7 +68,7 @@ async fn quic(fleet: &Fleet, service: &str, options: CallOptions) -> Result<Arc<
     ))))
 }
 
-fn system(
+pub(crate) fn system(
     name: &str,
     path: &str,
     target: Arc<AnyTarget>,
@@ -365,132 +364,6 @@ pub async fn cache(s: &Setup<'_>, timing: &Timing) -> Result<Section> {
             col("p99 µs", "one.p99_us", 0),
         ],
     })
-}
-
-/// Section 5: one gateway holding `agents` agent connections (the fleet
-/// program, if it was built): CPU and memory per node at idle and under
-/// load, the policy's pick time over that many candidates.
-pub async fn scale(s: &Setup<'_>, timing: &Timing, agents: usize) -> Section {
-    let program = s.bin_dir.join("switchyard-e2e-fleet");
-    let mut section = Section {
-        id: "scale".into(),
-        title: format!("5. Scale: {agents} agents on one gateway"),
-        timing: *timing,
-        clk_tck: crate::procs::clock_ticks(),
-        notes: Vec::new(),
-        systems: Vec::new(),
-        columns: vec![
-            col("idle gateway CPU %", "idle.gateway_cpu_pct", 2),
-            col(
-                "idle CPU µs/s per node",
-                "idle.gateway_cpu_us_per_s_per_node",
-                2,
-            ),
-            col("idle RSS MiB", "idle.gateway_rss_mib", 1),
-            col("RSS KiB per node", "idle.gateway_rss_kib_per_node", 1),
-            col("agents' process CPU %", "idle.fleet_cpu_pct", 1),
-            col("max calls/s", "max.calls_per_s", 0),
-            col("gateway CPU µs/call", "max.cpu_us_per_call_proxy", 1),
-            col("max p50 µs", "max.p50_us", 0),
-            col("max p99 µs", "max.p99_us", 0),
-            col("1 in flight p50 µs", "one.p50_us", 0),
-            col("pick µs (mean)", "pick_us_mean", 1),
-            col("RSS after load MiB", "load.gateway_rss_mib", 1),
-        ],
-    };
-    if !program.exists() {
-        section.notes.push(format!(
-            "Not measured: the fleet program `switchyard-e2e-fleet` is not in `{}` (`cargo build --release -p switchyard-e2e --bins`).",
-            s.bin_dir.display()
-        ));
-        return section;
-    }
-    match scale_measured(s, timing, agents, &program).await {
-        Ok((notes, result)) => {
-            section.notes = notes;
-            section.systems = vec![result];
-        }
-        Err(e) => section.notes.push(format!("Not measured: {e:#}")),
-    }
-    section
-}
-
-async fn scale_measured(
-    s: &Setup<'_>,
-    timing: &Timing,
-    agents: usize,
-    program: &Path,
-) -> Result<(Vec<String>, SystemResult)> {
-    let fleet = ScaleFleet::start(s.bin_dir, program, s.plugins_dir, s.scratch, agents)?;
-    println!(
-        "[scale] {agents} agents registered in {:.1} s (gateway admin port {})",
-        fleet.ready_s, fleet.ports.admin
-    );
-    let (gw, fl) = (fleet.gateway.pid(), fleet.agents.pid());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let window = timing.duration_s.max(2.0);
-    let mut idle = Vec::new();
-    for _ in 0..timing.reps {
-        let (g0, f0) = (cpu_seconds(&[gw]), cpu_seconds(&[fl]));
-        tokio::time::sleep(Duration::from_secs_f64(window)).await;
-        let (g1, f1) = (cpu_seconds(&[gw]), cpu_seconds(&[fl]));
-        let rss = rss_mib(&[gw]);
-        let mut m = BTreeMap::new();
-        m.insert(
-            "idle.gateway_cpu_pct".to_string(),
-            (g1 - g0) / window * 100.0,
-        );
-        m.insert(
-            "idle.gateway_cpu_us_per_s_per_node".to_string(),
-            (g1 - g0) / window * 1e6 / agents as f64,
-        );
-        m.insert("idle.gateway_rss_mib".to_string(), rss);
-        m.insert(
-            "idle.gateway_rss_kib_per_node".to_string(),
-            (rss - fleet.rss_before_mib) * 1024.0 / agents as f64,
-        );
-        m.insert("idle.fleet_cpu_pct".to_string(), (f1 - f0) / window * 100.0);
-        println!("[scale idle] {m:?}");
-        idle.push(m);
-    }
-    let config = ClientConfig::new(format!("127.0.0.1:{}", fleet.ports.quic), &fleet.ca);
-    let client = Client::connect(config).await.context("SDK connect")?;
-    let target = Arc::new(AnyTarget::Quic(QuicTarget::new(
-        client,
-        SERVICE.to_string(),
-        payload(),
-        CallOptions::default(),
-    )));
-    let sys = system(
-        "scale",
-        "SDK → gateway → one of N agents → echo",
-        target,
-        vec![gw],
-        vec![gw, fl],
-    );
-    let picks0 = fleet.pick_totals();
-    let mut results = interleaved("scale", &[sys], &[Step::Max, Step::One], timing).await;
-    let picks1 = fleet.pick_totals();
-    let mut result = results.remove(0);
-    result.path = format!("SDK → gateway → one of {agents} agents (`{LEAST}`) → echo");
-    result.medians.extend(crate::scenarios::medians(&idle));
-    result
-        .medians
-        .insert("load.gateway_rss_mib".into(), rss_mib(&[gw]));
-    if let (Some((s0, c0)), Some((s1, c1))) = (picks0, picks1)
-        && c1 > c0
-    {
-        result
-            .medians
-            .insert("pick_us_mean".into(), (s1 - s0) / (c1 - c0) * 1e6);
-    }
-    let notes = vec![format!(
-        "A gateway of its own (`[agents]`/`[quic]` limits raised to admit {agents} agents from loopback, policy `{LEAST}`) and `switchyard-e2e-fleet --agents {agents}`: {agents} node agents in one process, each registering an `echo` service `{SERVICE}` and sending stats every second; all registered {ready:.1} s after the program started. Idle: {reps} windows of {window} s. Per node: the gateway's idle CPU ÷ {agents}, and its RSS growth from before the agents came ({before:.1} MiB) ÷ {agents}. Pick time: the mean of `policy_pick_duration_seconds` over the load runs ({agents} candidates each pick). `agents' process CPU %` is the fleet program's own (its {agents} stats collectors), not the gateway's.",
-        ready = fleet.ready_s,
-        reps = timing.reps,
-        before = fleet.rss_before_mib,
-    )];
-    Ok((notes, result))
 }
 
 /// Section 6: CPU and memory of a gateway and agents with nothing to do.
