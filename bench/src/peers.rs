@@ -16,13 +16,19 @@ use crate::procs::{Proc, free_port, wait_tcp};
 pub const NGINX: &str = "/usr/sbin/nginx";
 /// HAProxy's program.
 pub const HAPROXY: &str = "/usr/sbin/haproxy";
+/// wrk, installed with the peers for runs by hand (the suite drives every
+/// system with the load generator instead, so it is only checked for).
+pub const WRK: &str = "/usr/bin/wrk";
 
 /// Fails with the missing programs named when nginx or haproxy is absent
-/// (`make bench` installs them: `BENCH_PACKAGES`).
+/// (`make bench` installs them: `BENCH_PACKAGES`); says so when wrk is.
 ///
 /// # Errors
-/// A program is missing.
+/// nginx or haproxy is missing.
 pub fn check_installed() -> Result<()> {
+    if !Path::new(WRK).exists() {
+        eprintln!("note: {WRK} is missing (Debian package wrk; the suite does not need it)");
+    }
     let missing: Vec<&str> = [NGINX, HAPROXY]
         .into_iter()
         .filter(|p| !Path::new(p).exists())
