@@ -59,7 +59,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 30_000)]
     timeout_ms: u64,
     /// Drive this HTTP endpoint instead (POST), e.g. the gateway's ingress
-    /// `http://127.0.0.1:8080/v1/call/echo`; https trusts --ca too.
+    /// `http://127.0.0.1:8080/v1/call/echo`; https trusts the system's roots
+    /// and the gateway's CA (--ca, or the default one where it exists).
     #[arg(long)]
     http: Option<String>,
     /// HTTP/2 (ALPN over https, prior knowledge over http) instead of 1.1.
@@ -85,6 +86,8 @@ pub struct Gateway {
     pub addrs: String,
     /// CA file.
     pub ca: PathBuf,
+    /// Whether --ca (or its variable) named it, rather than the default.
+    pub ca_given: bool,
     /// Name on the gateway's certificate.
     pub server_name: String,
     /// API key.
@@ -178,7 +181,9 @@ async fn run(args: &BenchArgs, gateway: Gateway) -> anyhow::Result<Report> {
                 url: url.clone(),
                 payload,
                 headers,
-                ca: url.starts_with("https:").then(|| gateway.ca.clone()),
+                // The gateway's CA too, when named or where the default is.
+                ca: (url.starts_with("https:") && (gateway.ca_given || gateway.ca.exists()))
+                    .then(|| gateway.ca.clone()),
                 http2: args.http2,
                 connections: args.connections,
             })?

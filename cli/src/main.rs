@@ -311,6 +311,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Bench(args) = cli.command {
         let gateway = bench::Gateway {
             addrs: cli.gateway,
+            ca_given: cli.ca.is_some(),
             ca: cli.ca.unwrap_or_else(default_ca),
             server_name: cli.server_name,
             api_key: cli.api_key,

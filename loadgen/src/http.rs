@@ -146,3 +146,47 @@ fn failure(e: reqwest::Error) -> CallFailure {
         "io"
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str) -> HttpTargetConfig {
+        HttpTargetConfig {
+            url: url.into(),
+            payload: Bytes::new(),
+            headers: Vec::new(),
+            ca: None,
+            http2: false,
+            connections: 0,
+        }
+    }
+
+    #[test]
+    fn a_bad_url_header_or_ca_is_refused_before_any_call() {
+        assert!(matches!(
+            HttpTarget::new(config("not a url")),
+            Err(LoadError::Url(_))
+        ));
+        let mut bad_header = config("http://127.0.0.1:1/");
+        bad_header.headers = vec![("bad name".into(), "v".into())];
+        assert!(matches!(
+            HttpTarget::new(bad_header),
+            Err(LoadError::Header(_))
+        ));
+        let mut no_ca = config("https://127.0.0.1:1/");
+        no_ca.ca = Some("/nonexistent/ca.pem".into());
+        assert!(matches!(HttpTarget::new(no_ca), Err(LoadError::Ca(_))));
+    }
+
+    #[test]
+    fn http2_uses_one_client_per_connection_and_http1_one_pool() {
+        let mut h2 = config("http://127.0.0.1:1/");
+        h2.http2 = true;
+        h2.connections = 3;
+        assert_eq!(HttpTarget::new(h2).expect("builds").clients.len(), 3);
+        let mut h1 = config("http://127.0.0.1:1/");
+        h1.connections = 3;
+        assert_eq!(HttpTarget::new(h1).expect("builds").clients.len(), 1);
+    }
+}
