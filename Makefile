@@ -5,8 +5,15 @@
 #   make test    build and run every test, plus rustfmt and clippy checks
 #   make build   host binaries (release) and plugins
 #   make plugins wasm policy plugins into plugins/dist (see mk/plugins.mk)
-#   make bench   policy pick benchmark: wasm vs native, deadline cost (~4 min),
-#                then bench-pool and bench-stream
+#   make bench   Switchyard side by side with HAProxy and nginx (TLS and
+#                plain fronts, interleaved, medians of 5), gateway overhead,
+#                policy cost, cache, idle CPU (~12 min): bench/results/*.json
+#                and bench/results/README.md; installs haproxy, nginx-light
+#                and wrk from Debian's packages when missing;
+#                `make bench BENCH_ARGS=--quick` is a ~1 min smoke run
+#   make bench-micro  the criterion benches: policy pick (wasm vs native,
+#                deadline cost, ~4 min), then bench-pool and bench-stream
+#   make bench-pick  the policy pick benchmark alone
 #   make bench-pool  fresh connection per call vs the pooled SDK (calls/s,
 #                p50, p99)
 #   make bench-stream  streamed chat completions, direct vs through the
@@ -30,7 +37,7 @@
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build demo test lint core-deps toolchain bench bench-pool bench-stream sim chaos clean setup venv fuzz fuzz-smoke
+.PHONY: all build demo test lint core-deps toolchain bench bench-deps bench-micro bench-pick bench-pool bench-stream sim chaos clean setup venv fuzz fuzz-smoke
 
 # Programs the end-to-end tests use, from Debian's packages: a real headless
 # browser for the dashboard test, promtool for `/metrics`, curl for the HTTP
@@ -107,10 +114,35 @@ test: setup plugins lint plugins-test
 chaos: plugins
 	$(CARGO) test -p switchyard-e2e --test e2e chaos:: -- --test-threads=1 --nocapture
 
-bench: plugins
+# The peers `make bench` compares Switchyard with, from Debian's packages.
+BENCH_TOOLS := /usr/sbin/haproxy /usr/sbin/nginx /usr/bin/wrk
+BENCH_PACKAGES := haproxy nginx-light wrk
+# Extra flags of the suite: --quick, --sections peers,idle, --reps 5, ...
+BENCH_ARGS ?=
+# Where the release binaries the suite starts are (cargo's target dir).
+BENCH_TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+
+bench-deps:
+	@missing=""; for t in $(BENCH_TOOLS); do [ -x $$t ] || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing (Debian packages: $(BENCH_PACKAGES))"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(BENCH_PACKAGES) >/dev/null; \
+	fi
+
+# Release gateway, agent, CLI and the e2e programs (the fleet program when
+# it exists), then the suite: bench/results/*.json and README.md.
+bench: plugins bench-deps
+	$(CARGO) build --release -p switchyard-gateway -p switchyard-agent -p switchyard-cli -p switchyard-e2e --bins
+	$(CARGO) build --release -p switchyard-bench
+	$(BENCH_TARGET_DIR)/release/switchyard-bench-suite --bin-dir $(BENCH_TARGET_DIR)/release \
+		--plugins plugins/dist --out bench/results $(BENCH_ARGS)
+
+bench-micro: bench-pick bench-pool bench-stream
+
+bench-pick: plugins
 	$(CARGO) bench -p switchyard-policy-host --bench pick
-	$(CARGO) bench -p switchyard-e2e --bench pool
-	$(CARGO) bench -p switchyard-e2e --bench stream
 
 # Coverage-guided fuzzing of the wire codec (fuzz/, cargo-fuzz and libFuzzer
 # on the stable toolchain with RUSTC_BOOTSTRAP): each target runs

@@ -14,6 +14,9 @@
 //! switchyard call llama --data "hi" --max-age-s 60 -v    # a cached result at most 1 min old
 //! switchyard cache stats
 //! switchyard cache purge llama
+//! switchyard bench echo --concurrency 32 --duration-s 10     # closed loop: calls/s, p50..p99.9
+//! switchyard bench echo --rate 5000 --poisson --json         # open loop at 5000 calls/s, JSON report
+//! switchyard bench echo --http http://127.0.0.1:8080/v1/call/echo --http2   # the HTTP ingress
 //! ```
 
 use std::io::Write;
@@ -25,6 +28,7 @@ use clap::{Parser, Subcommand};
 use client::{CallEvent, CallOptions, Client, ClientConfig};
 use futures_util::StreamExt as _;
 
+mod bench;
 mod table;
 
 /// Command-line client of the Switchyard gateway.
@@ -158,6 +162,9 @@ enum Command {
         #[command(subcommand)]
         action: CacheAction,
     },
+    /// Load SERVICE (or an HTTP endpoint) for a while: calls/s, errors by
+    /// kind, latency percentiles; closed loop, or open loop with --rate.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -301,6 +308,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => {}
     }
+    if let Command::Bench(args) = cli.command {
+        let gateway = bench::Gateway {
+            addrs: cli.gateway,
+            ca_given: cli.ca.is_some(),
+            ca: cli.ca.unwrap_or_else(default_ca),
+            server_name: cli.server_name,
+            api_key: cli.api_key,
+        };
+        return tokio::task::spawn_blocking(move || bench::main(args, gateway)).await?;
+    }
     let mut config = ClientConfig::new(cli.gateway.clone(), cli.ca.unwrap_or_else(default_ca))
         .with_gateways(cli.gateway.split(',').map(str::trim));
     config.server_name = cli.server_name;
@@ -389,7 +406,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let nodes = client.nodes().await?;
             show(nodes.as_slice(), json, table::nodes)?;
         }
-        Command::Drain { .. } | Command::Undrain { .. } => {}
+        Command::Drain { .. } | Command::Undrain { .. } | Command::Bench(_) => {}
         Command::Queue { json } => {
             let queues = client.queues().await?;
             show(queues.as_slice(), json, table::queues)?;

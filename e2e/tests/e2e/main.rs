@@ -6,6 +6,7 @@
 //! is the chaos suite (`make chaos`), with real gateway and agent processes.
 
 mod admin_http;
+mod bench;
 mod cache;
 mod chaos;
 mod common;

@@ -1,0 +1,176 @@
+//! `switchyard-bench-suite` (`make bench`): Switchyard side by side with
+//! HAProxy and nginx on the same machine in the same run, systems measured
+//! interleaved (A/B/A/B), medians of 5; then the gateway's overhead, each
+//! policy's cost, the cache, the 1000-agent scale program if built, and
+//! idle CPU. Writes `bench/results/<section>.json` and
+//! `bench/results/README.md`. `--quick`: a ~1 minute smoke run.
+
+mod fleet;
+mod peers;
+mod procs;
+mod report;
+mod scale;
+mod scenarios;
+mod sections;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+
+use crate::fleet::{BUILTIN, Fleet, FleetSpec};
+use crate::peers::Certs;
+use crate::scenarios::Timing;
+use crate::sections::Setup;
+
+/// Every section, in order.
+const SECTIONS: [&str; 6] = ["peers", "overhead", "policies", "cache", "scale", "idle"];
+
+#[derive(Parser, Debug)]
+#[command(about = "Switchyard beside HAProxy and nginx, and its own costs (make bench)")]
+struct Args {
+    /// Smoke run (~1 min): 2 reps of 0.5 s after 0.2 s of warm-up.
+    #[arg(long)]
+    quick: bool,
+    /// Repetitions, medians over them (default 5; 2 with --quick).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Measured window of each run, s (default 2.5; 0.5 with --quick).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Unrecorded warm-up before each run, s (default 0.5; 0.2 with --quick).
+    #[arg(long)]
+    warm_up: Option<f64>,
+    /// Sections to run, comma-separated (default all): peers, overhead,
+    /// policies, cache, scale, idle.
+    #[arg(long, value_delimiter = ',')]
+    sections: Vec<String>,
+    /// Agents of the scale section (default 1000; 100 with --quick).
+    #[arg(long)]
+    scale_agents: Option<usize>,
+    /// Folder of the release `gateway` and `node-agent`.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Policy plugins folder.
+    #[arg(long, default_value = "plugins/dist")]
+    plugins: PathBuf,
+    /// Where the JSON and README.md go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+fn plugin_names(dir: &std::path::Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("plugins folder {} (make plugins)", dir.display()))?
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            (path.extension()? == "wasm").then(|| path.file_stem()?.to_str().map(String::from))?
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let timing = Timing {
+        reps: args.reps.unwrap_or(if args.quick { 2 } else { 5 }),
+        duration_s: args.seconds.unwrap_or(if args.quick { 0.5 } else { 2.5 }),
+        warm_up_s: args.warm_up.unwrap_or(if args.quick { 0.2 } else { 0.5 }),
+    };
+    let wanted: Vec<String> = if args.sections.is_empty() {
+        SECTIONS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.sections.clone()
+    };
+    if let Some(bad) = wanted.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+        bail!("unknown section {bad}; sections: {}", SECTIONS.join(", "));
+    }
+    peers::check_installed()?;
+    for bin in ["gateway", "node-agent"] {
+        if !args.bin_dir.join(bin).exists() {
+            bail!(
+                "{} missing: cargo build --release first",
+                args.bin_dir.join(bin).display()
+            );
+        }
+    }
+    let bin_dir = std::fs::canonicalize(&args.bin_dir)?;
+    let plugins_dir = std::fs::canonicalize(&args.plugins)?;
+    let mut policies = plugin_names(&plugins_dir)?;
+    policies.push(BUILTIN.to_string());
+
+    let tmp = tempfile::Builder::new()
+        .prefix("switchyard-bench-")
+        .tempdir()?;
+    let certs = Certs::generate(tmp.path())?;
+    let (_backends_proc, backends) = peers::start_backends(tmp.path())?;
+    let nginx = peers::start_nginx_proxy(tmp.path(), &backends, &certs)?;
+    let haproxy = peers::start_haproxy(tmp.path(), &backends, &certs)?;
+    let spec = FleetSpec {
+        bin_dir: bin_dir.clone(),
+        plugins_dir: plugins_dir.clone(),
+        policies: policies.clone(),
+        backends: backends.clone(),
+    };
+    let fleet = Fleet::start(&spec, tmp.path())?;
+    println!(
+        "backends {backends:?}, nginx {}/{}, haproxy {}/{}, gateway quic {} http {}; scratch {}",
+        nginx.plain,
+        nginx.tls,
+        haproxy.plain,
+        haproxy.tls,
+        fleet.ports.quic,
+        fleet.ports.http,
+        tmp.path().display()
+    );
+    let setup = Setup {
+        backends: &backends,
+        nginx: &nginx,
+        haproxy: &haproxy,
+        certs: &certs,
+        fleet: &fleet,
+        policies: &policies,
+        bin_dir: &bin_dir,
+        plugins_dir: &plugins_dir,
+        scratch: tmp.path(),
+    };
+    let scale_agents = args
+        .scale_agents
+        .unwrap_or(if args.quick { 100 } else { 1000 });
+    let load_before = loadavg();
+    let started = std::time::Instant::now();
+    let mut done = Vec::new();
+    for section in &wanted {
+        let result = match section.as_str() {
+            "peers" => sections::peers(&setup, &timing).await?,
+            "overhead" => sections::overhead(&setup, &timing).await?,
+            "policies" => sections::policies(&setup, &timing).await?,
+            "cache" => sections::cache(&setup, &timing).await?,
+            "scale" => scale::section(&setup, &timing, scale_agents).await,
+            _ => sections::idle(&setup, &timing).await,
+        };
+        done.push(result);
+    }
+    let header = format!(
+        "# Benchmarks: `make bench`\n\nOne run of `switchyard-bench-suite` ({} reps of {} s after {} s of warm-up, systems interleaved, medians; {} cores, CLK_TCK {}; took {:.0} s; load average before {load_before}, after {}). The machine is shared: other work ran beside it, which the interleaving spreads over every system alike. Regenerate with `make bench` (about 12 minutes) or `make bench BENCH_ARGS=--quick`.",
+        timing.reps,
+        timing.duration_s,
+        timing.warm_up_s,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        procs::clock_ticks(),
+        started.elapsed().as_secs_f64(),
+        loadavg()
+    );
+    report::write_all(&args.out, &header, &done)?;
+    println!("results in {}", args.out.display());
+    Ok(())
+}
