@@ -48,12 +48,13 @@ pub struct Ports {
     pub http: u16,
 }
 
-/// `gateway.toml`.
+/// `gateway.toml`: the gateway on one thread (`worker_threads = 1`), as
+/// HAProxy runs with `nbthread 1` and nginx with one worker.
 pub fn render_gateway(spec: &FleetSpec, ports: Ports, data_dir: &Path) -> String {
     let mut s = format!(
         "listen = \"127.0.0.1:{q}\"\nadmin_listen = \"127.0.0.1:{a}\"\ndata_dir = \"{d}\"\n\
          plugins_dir = \"{p}\"\ndefault_policy = \"{BUILTIN}\"\nagent_token = \"{TOKEN}\"\n\
-         shutdown_grace_s = 0\n\n[http]\nlisten = \"127.0.0.1:{h}\"\n\n",
+         shutdown_grace_s = 0\nworker_threads = 1\n\n[http]\nlisten = \"127.0.0.1:{h}\"\n\n",
         q = ports.quic,
         a = ports.admin,
         h = ports.http,

@@ -488,14 +488,18 @@ impl Client {
         mut recv: PooledRecv,
         on_event: &mut (impl FnMut(CallEvent) + Send),
     ) -> Result<(ResultHead, Open), ClientError> {
-        send.send(&Message::Call(head.clone())).await?;
         // The gateway may refuse early (payload too large) and stop our upload;
         // its answer is what matters, so read it even if the upload fails.
-        let upload = async {
-            send.send_payload(payload).await?;
-            send.finish()
+        // The head and a small payload leave in one write.
+        let upload_result = match send
+            .send_with_payload(&Message::Call(head.clone()), payload)
+            .await
+        {
+            // The head did not encode: nothing was sent.
+            Err(e @ transport::IoError::Codec(_)) => return Err(e.into()),
+            Err(e) => Err(e),
+            Ok(()) => send.finish(),
         };
-        let upload_result = upload.await;
         let answer = loop {
             match recv.recv().await {
                 Ok(Some(Message::Queued(position))) => on_event(CallEvent::Queued { position }),

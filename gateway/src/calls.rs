@@ -546,8 +546,8 @@ async fn exchange(
 ) -> Result<protocol::ReplyHead, CallError> {
     let lost = |e: IoError| error(ErrorKind::NodeLost, format!("node connection failed: {e}"));
     let upload = async {
-        send.send(&Message::Dispatch(dispatch)).await?;
-        send.send_payload(&payload).await?;
+        send.send_with_payload(&Message::Dispatch(dispatch), &payload)
+            .await?;
         send.finish()
     };
     match upload.await {

@@ -95,8 +95,8 @@ fn gateway(args: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let runtime =
-        transport::runtime::build(config.worker_threads).context("cannot start the async runtime")?;
+    let runtime = transport::runtime::build(config.worker_threads)
+        .context("cannot start the async runtime")?;
     runtime.block_on(crate::run(config, transport::signals::shutdown()))?;
     Ok(())
 }

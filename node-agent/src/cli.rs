@@ -56,8 +56,8 @@ pub fn main() -> ExitCode {
 fn agent(config: Option<PathBuf>) -> anyhow::Result<()> {
     let path = config.context("--config is required")?;
     let config = crate::AgentConfig::load(&path)?;
-    let runtime =
-        transport::runtime::build(config.worker_threads).context("cannot start the async runtime")?;
+    let runtime = transport::runtime::build(config.worker_threads)
+        .context("cannot start the async runtime")?;
     runtime.block_on(crate::run(config, transport::signals::shutdown()))?;
     Ok(())
 }

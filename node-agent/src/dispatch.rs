@@ -195,9 +195,11 @@ async fn answer(send: &mut FramedSend, outcome: Outcome) -> Result<(), IoError> 
                         len = result.len(),
                         "call done"
                     );
-                    send.send(&Message::Reply(head(Some(result.len() as u64))))
-                        .await?;
-                    send.send_payload(&result).await?;
+                    send.send_with_payload(
+                        &Message::Reply(head(Some(result.len() as u64))),
+                        &result,
+                    )
+                    .await?;
                 }
                 Body::Stream(chunks) => {
                     let head = head(None);

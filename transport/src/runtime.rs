@@ -35,7 +35,10 @@ mod tests {
             assert_eq!(answer.ok(), Some(42), "{size:?}");
             let flavor = runtime.handle().runtime_flavor();
             let single = size == Some(1);
-            assert_eq!(flavor == tokio::runtime::RuntimeFlavor::CurrentThread, single);
+            assert_eq!(
+                flavor == tokio::runtime::RuntimeFlavor::CurrentThread,
+                single
+            );
         }
         Ok(())
     }

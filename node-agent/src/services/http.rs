@@ -14,6 +14,11 @@ use reqwest::{Client, Response, Url};
 use super::reply::{self, Body, Reply, Sink};
 use super::{HttpConfig, MAX_ERROR_MESSAGE, OpenAiConfig, ServiceError};
 
+/// Largest response body read whole before the reply is sent, bytes (64
+/// KiB), when its `Content-Length` says so; longer or unsized (chunked,
+/// `text/event-stream`) bodies stream chunk by chunk.
+const INLINE_BODY_LEN: u64 = 64 * 1024;
+
 /// The pooled client every `http` service shares. It ignores proxy
 /// environment variables: services are local to the node.
 pub(crate) fn client() -> Result<Client, ServiceError> {
@@ -156,6 +161,21 @@ impl HttpService {
             .filter(|v| v.len() <= protocol::limits::MAX_CONTENT_TYPE_LEN)
             .map(str::to_string);
         let max_output = self.max_output;
+        // A small body of known length is read here, whole: no task and
+        // channel to stream it (issue 11: the agent's CPU per call).
+        if let Some(len) = response.content_length()
+            && len <= INLINE_BODY_LEN.min(max_output)
+        {
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| request_error(&url, &e, timeout))?;
+            return Ok(Reply {
+                content_type,
+                status: Some(status.as_u16()),
+                body: Body::Whole(body),
+            });
+        }
         let chunks = reply::stream(move |sink| body(response, url, max_output, timeout, sink));
         Ok(Reply {
             content_type,
