@@ -1,7 +1,7 @@
 //! The WebAssembly component glue shared by every policy crate.
 
-/// Exports a [`Policy`](crate::Policy) as the `ranked-policy` world of
-/// `wit/policy.wit` (the `policy` world plus `ranker`): invoke once in a policy crate's `lib.rs`, e.g.
+/// Exports a [`Policy`](crate::Policy) as the `scoring-policy` world of
+/// `wit/policy.wit` (the `policy` world plus `ranker` and `scorer`): invoke once in a policy crate's `lib.rs`, e.g.
 /// `policy_sdk::export_policy!(crate::LeastRequest);`.
 ///
 /// Expands, on `wasm32` targets only, to a private module `component` that
@@ -10,7 +10,7 @@
 /// in a `Mutex` (created with `Default`), converts the generated records into
 /// this crate's plain types (the WIT's candidate columns become rows of
 /// [`Candidate`](crate::Candidate): numbers only, copied; the request's
-/// strings are moved, not copied) and forwards `name`, `pick`, `rank` and
+/// strings are moved, not copied) and forwards `name`, `pick`, `rank`, `score` and
 /// `observe`. `pick` and `rank` pass the host's `node-info` import as the
 /// `facts` function; an `Err` becomes `decision::reject` (`ranking::reject`).
 ///
@@ -26,7 +26,7 @@ macro_rules! export_policy {
 
             use $crate as sdk;
 
-            ::wit_bindgen::generate!({ path: "../../wit", world: "ranked-policy" });
+            ::wit_bindgen::generate!({ path: "../../wit", world: "scoring-policy" });
 
             use switchyard::policy::{host, types as wit};
 
@@ -77,6 +77,57 @@ macro_rules! export_policy {
                         Ok(order) => Ranking::Order(order),
                         Err(reason) => Ranking::Reject(reason),
                     }
+                }
+            }
+
+            impl exports::switchyard::policy::scorer::Guest for Component {
+                fn score(
+                    req: Request,
+                    candidates: Candidates,
+                    ctx: exports::switchyard::policy::scorer::Context,
+                ) -> exports::switchyard::policy::scorer::Verdict {
+                    use exports::switchyard::policy::scorer::{Scored, Verdict};
+                    let req = request(req);
+                    let candidates = rows(&candidates);
+                    let ctx = context(ctx, candidates.len());
+                    let facts = |node| host::node_info(node).map(node_facts);
+                    let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
+                    match <$policy as sdk::Policy>::score(
+                        &mut state,
+                        &req,
+                        &candidates,
+                        &ctx,
+                        &facts,
+                    ) {
+                        Ok(s) => Verdict::Scored(Scored {
+                            order: s.order,
+                            scores: s.scores,
+                            reason: s.reason,
+                        }),
+                        Err(reason) => Verdict::Reject(reason),
+                    }
+                }
+            }
+
+            /// The context's load columns as rows; a column shorter than
+            /// `n` (a host breaking its promise) leaves the rest unknown.
+            fn context(
+                c: exports::switchyard::policy::scorer::Context,
+                n: usize,
+            ) -> sdk::Context {
+                let load = (0..n)
+                    .map(|i| match c.load_known.get(i) {
+                        Some(true) => Some(sdk::ModelLoad {
+                            waiting: c.waiting.get(i).copied().unwrap_or(0),
+                            running: c.running.get(i).copied().unwrap_or(0),
+                            kv_cache_pct: c.kv_cache_pct.get(i).copied().unwrap_or(0.0),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                sdk::Context {
+                    prefix_hashes: c.prefix_hashes,
+                    load,
                 }
             }
 

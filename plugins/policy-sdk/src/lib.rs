@@ -5,7 +5,9 @@
 //!   mirrors of the records of `wit/policy.wit` (same fields, same units), so
 //!   a policy's algorithm never sees generated types and a native bench can
 //!   drive it directly.
-//! - [`Policy`]: the shape every policy's algorithm has (`pick`, `observe`).
+//! - [`Policy`]: the shape every policy's algorithm has (`pick`, `rank`,
+//!   `score`, `observe`); [`Context`], [`ModelLoad`] and [`Scored`] for
+//!   `score` (WIT 1.1.0's `scorer`).
 //! - [`export_policy!`]: the WebAssembly component glue (generated bindings,
 //!   conversions from the generated records, the `policy` world's exports).
 //! - [`Hints`] (typed hint getters) and [`Requirement`] (the `require` grammar
@@ -25,6 +27,7 @@ mod hints;
 mod num;
 mod require;
 mod rng;
+mod scored;
 mod table;
 mod types;
 
@@ -34,6 +37,7 @@ pub use hints::Hints;
 pub use num::fmt_num;
 pub use require::{Metric, Op, Requirement, Value, requirements};
 pub use rng::{SplitMix64, p2c};
+pub use scored::{Context, ModelLoad, Scored};
 pub use table::{FORGET_AFTER_MS, NodeStates};
 pub use types::{Candidate, Gpu, NodeFacts, NodeKey, Outcome, Request, index_u32, no_facts};
 
@@ -79,6 +83,30 @@ pub trait Policy: Default {
         facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<Vec<u32>, String> {
         self.pick(req, candidates, facts).map(|i| vec![i])
+    }
+
+    /// Scores and ranks the candidates for one call, with a short reason
+    /// (the `scorer` export of `wit/policy.wit`, new in 1.1.0): the gateway
+    /// keeps the last decisions per service and shows them ("why this
+    /// node"). `ctx` adds the call's prefix hashes and the model servers'
+    /// load. The default is [`Policy::rank`]'s order with no scores and no
+    /// reason; every built-in policy overrides it.
+    ///
+    /// # Errors
+    /// The reason the call is rejected (returned to the caller).
+    fn score(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        ctx: &Context,
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Scored, String> {
+        let _ = ctx;
+        self.rank(req, candidates, facts).map(|order| Scored {
+            order,
+            scores: Vec::new(),
+            reason: String::new(),
+        })
     }
 
     /// Learns from a finished call.
