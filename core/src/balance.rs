@@ -60,6 +60,9 @@ pub struct PickRequest {
     pub head: Arc<CallHead>,
     /// The nodes it may go to, by key (never empty).
     pub candidates: Vec<Candidate>,
+    /// The chained block hashes of the call's prompt or affinity key
+    /// ([`crate::prefix`]); empty for none.
+    pub prefix: Arc<[u64]>,
 }
 
 /// A policy's answer: node keys, best first. The core takes the first one

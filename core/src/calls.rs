@@ -19,6 +19,7 @@ impl Core {
         call: CallId,
         head: Arc<CallHead>,
         tenant: Arc<str>,
+        prefix: Arc<[u64]>,
         now: Instant,
     ) {
         if self.calls.contains_key(&call) {
@@ -37,6 +38,7 @@ impl Core {
             Call {
                 head,
                 tenant,
+                prefix,
                 exclude: Vec::new(),
                 attempt: 1,
                 stage: Stage::Picking {
@@ -110,6 +112,7 @@ impl Core {
             call,
             head: c.head.clone(),
             candidates,
+            prefix: c.prefix.clone(),
         }));
     }
 

@@ -52,6 +52,9 @@ pub enum Event {
         head: Arc<CallHead>,
         /// Its tenant (round-robin flow in the queue).
         tenant: Arc<str>,
+        /// The chained block hashes of its prompt or affinity key
+        /// ([`crate::prefix`]), passed to every pick for it; empty for none.
+        prefix: Arc<[u64]>,
     },
     /// The answer to an [`Action::Pick`].
     Picked {

@@ -44,6 +44,7 @@ mod config;
 mod event;
 pub mod fleet;
 pub mod outlier;
+pub mod prefix;
 mod retry;
 pub mod schedule;
 mod success_rate;
@@ -94,6 +95,8 @@ pub struct Core {
 struct Call {
     head: Arc<CallHead>,
     tenant: Arc<str>,
+    /// The chained block hashes of its prompt (every pick gets them).
+    prefix: Arc<[u64]>,
     /// Nodes it must not go to (a dispatch there failed).
     exclude: Vec<NodeKey>,
     /// Its attempt: 1, then one more with each retry.
@@ -166,7 +169,12 @@ impl Core {
                 }
             }
             Event::Drain { node, draining } => self.drain(node, draining, now),
-            Event::CallArrived { call, head, tenant } => self.arrive(call, head, tenant, now),
+            Event::CallArrived {
+                call,
+                head,
+                tenant,
+                prefix,
+            } => self.arrive(call, head, tenant, prefix, now),
             Event::Picked { call, ranking } => self.picked(call, ranking, now),
             Event::DispatchFailed { call } => self.dispatch_failed(call, now),
             Event::CallFinished { call, node_ms, end } => self.finished(call, node_ms, end, now),

@@ -101,6 +101,7 @@ impl Harness {
             call,
             head: Arc::new(head),
             tenant: Arc::from(tenant),
+            prefix: Default::default(),
         });
         (call, actions)
     }
@@ -284,6 +285,7 @@ fn a_lost_race_takes_the_next_node_of_the_ranking_without_a_new_pick() {
             call,
             head: Arc::new(CallHead::new("svc", 0, 1000)),
             tenant: Arc::from("t"),
+            prefix: Default::default(),
         },
         h.now,
     );
@@ -322,6 +324,7 @@ fn after_its_ranking_a_call_tries_the_offered_nodes_from_the_first_choice_on() {
             call,
             head: Arc::new(CallHead::new("svc", 0, 1000)),
             tenant: Arc::from("t"),
+            prefix: Default::default(),
         },
         h.now,
     );
@@ -357,6 +360,7 @@ fn a_ranking_never_reaches_a_node_it_was_not_offered() {
             call: 7,
             head: Arc::new(CallHead::new("svc", 0, 1000)),
             tenant: Arc::from("t"),
+            prefix: Default::default(),
         },
         h.now,
     );
@@ -384,6 +388,7 @@ fn failing_open_the_builtin_round_robin_picks_and_failing_closed_the_call_fails(
                 call: 1,
                 head: Arc::new(CallHead::new("svc", 0, 1000)),
                 tenant: Arc::from("t"),
+                prefix: Default::default(),
             },
             h.now,
         );
@@ -453,6 +458,7 @@ fn a_call_that_left_during_its_pick_is_forgotten_and_the_late_pick_ignored() {
             call: 1,
             head: Arc::new(CallHead::new("svc", 0, 1000)),
             tenant: Arc::from("t"),
+            prefix: Default::default(),
         },
         h.now,
     );
@@ -590,4 +596,23 @@ fn queue_length_is_told_per_tenant_and_once_more_at_zero() {
         !a.iter()
             .any(|x| matches!(x, Action::QueueLength { tenant, .. } if &**tenant == "A"))
     );
+}
+
+#[test]
+fn every_pick_for_a_call_gets_its_prefix_hashes() {
+    let mut h = two_nodes();
+    let prefix: Arc<[u64]> = Arc::from(vec![7, 8, 9]);
+    let first = h.core.handle(
+        Event::CallArrived {
+            call: 200,
+            head: Arc::new(CallHead::new("svc", 0, 1000)),
+            tenant: Arc::from("t"),
+            prefix: prefix.clone(),
+        },
+        h.now,
+    );
+    let [Action::Pick(request)] = first.as_slice() else {
+        panic!("one pick: {first:?}")
+    };
+    assert_eq!(request.prefix, prefix);
 }

@@ -20,6 +20,7 @@
 
 mod cached;
 mod caller;
+mod prefix;
 mod relay;
 mod retry;
 mod tenancy;
@@ -184,6 +185,16 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
+    /// Whether the caller asked why its node was chosen (hint `explain`
+    /// `1`/`true`/`yes`; the HTTP ingress's `x-switchyard-explain` header
+    /// and `switchyard call -v` set it).
+    pub(crate) fn wants_explain(&self) -> bool {
+        self.head
+            .hints
+            .iter()
+            .any(|(k, v)| k == "explain" && matches!(v.as_str(), "1" | "true" | "yes"))
+    }
+
     fn timed_out(&self) -> CallError {
         error(
             ErrorKind::Timeout,
@@ -208,6 +219,8 @@ struct Answered {
     node_ms: f32,
     /// Nodes the call was sent to, this one included.
     attempts: u32,
+    /// The one-line decision, when the call asked (hint `explain=1`).
+    explain: Option<String>,
 }
 
 impl Answered {
@@ -226,6 +239,7 @@ impl Answered {
             cache: None,
             content_type: self.content_type.clone(),
             status: self.status,
+            explain: self.explain.clone(),
         }
     }
 
@@ -341,9 +355,11 @@ async fn to_node(
     caller: &mut impl Caller,
 ) -> Result<Answered, Failure> {
     let shared = call.shared;
-    let mut ticket = shared
-        .scheduler
-        .admit(&call.head, &call.admitted.tenant, call.call_id);
+    let prefix = prefix::of_call(&shared.config.prefix, &call.head, &payload);
+    let mut ticket =
+        shared
+            .scheduler
+            .admit(&call.head, &call.admitted.tenant, call.call_id, prefix);
     let mut attempts = 1;
     loop {
         let (guard, picked, dispatched, node_send, node_recv) = open(call, ticket, caller).await?;
@@ -441,6 +457,16 @@ async fn exchange_with(
         served.node.clone_from(&node.spec.id);
         served.policy.clone_from(&picked.policy_name);
     }
+    let explain = picked.explanation.as_ref().and_then(|explanation| {
+        let decision = shared.decisions.record(
+            &shared.registry,
+            call.call_id,
+            &call.head.service,
+            &node.spec.id,
+            explanation,
+        );
+        call.wants_explain().then(|| decision.compact())
+    });
     let remaining = call.deadline.saturating_duration_since(Instant::now());
     let dispatch = DispatchHead {
         call_id: call.call_id,
@@ -490,6 +516,7 @@ async fn exchange_with(
             dispatched,
             node_ms,
             attempts: 1,
+            explain,
         }),
     }
 }

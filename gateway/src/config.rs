@@ -13,10 +13,12 @@ mod outlier;
 mod quic;
 
 mod retry;
+mod routing;
 
 pub use outlier::OutlierConfig;
 pub use quic::{AgentsConfig, QuicConfig};
 pub use retry::{BreakerConfig, RetryConfig, RetryOn};
+pub use routing::{DecisionsConfig, PrefixConfig};
 
 /// The gateway's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -83,6 +85,11 @@ pub struct GatewayConfig {
     pub outlier: OutlierConfig,
     /// Retries of idempotent services (table `[retry]`).
     pub retry: RetryConfig,
+    /// Prompt prefix hashes for cache-aware policies (table `[prefix]`).
+    pub prefix: PrefixConfig,
+    /// The policies' decisions kept for "why this node" (table
+    /// `[decisions]`).
+    pub decisions: DecisionsConfig,
     /// Circuit breakers of every service (table `[circuit_breakers]`;
     /// `[services.NAME]` overrides them).
     pub circuit_breakers: BreakerConfig,
@@ -352,6 +359,8 @@ impl Default for GatewayConfig {
             swap: SwapConfig::default(),
             outlier: OutlierConfig::default(),
             retry: RetryConfig::default(),
+            prefix: PrefixConfig::default(),
+            decisions: DecisionsConfig::default(),
             circuit_breakers: BreakerConfig::default(),
             cache: CacheConfig::default(),
             services: BTreeMap::new(),
@@ -407,6 +416,8 @@ impl GatewayConfig {
         if self.max_timeout_ms == 0 {
             return Err(ConfigError::Invalid("max_timeout_ms must be > 0".into()));
         }
+        self.prefix.check().map_err(ConfigError::Invalid)?;
+        self.decisions.check().map_err(ConfigError::Invalid)?;
         if self.outlier.max_ejection_percent > 100 {
             return Err(ConfigError::Invalid(
                 "outlier.max_ejection_percent must be in 0..=100".into(),

@@ -6,6 +6,7 @@
 //! with [`run`]. See `ARCHITECTURE.md` for the map.
 
 pub mod config;
+pub mod decisions;
 pub mod policies;
 pub mod registry;
 pub mod watcher;
@@ -90,6 +91,8 @@ pub(crate) struct Shared {
     /// Changes the admin event stream announces.
     pub(crate) events: tokio::sync::broadcast::Sender<http::AdminEvent>,
     pub(crate) cache: Arc<cache::ResultCache>,
+    /// The policies' recent decisions per service ("why this node").
+    pub(crate) decisions: decisions::Decisions,
     pub(crate) codec: protocol::Codec,
     pub(crate) agent_token: String,
     pub(crate) admin_token: String,

@@ -19,7 +19,10 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use switchyard_core::{PickError, PickRequest, Ranking};
 
 use crate::candidates::Directory;
+use crate::decisions::Explanation;
 use crate::registry::Registry;
+
+mod explain;
 
 /// The name a pick reports when the built-in round-robin made it.
 pub const BUILTIN_ROUND_ROBIN: &str = "builtin-round-robin";
@@ -35,6 +38,8 @@ pub struct Policies {
     table: RwLock<Table>,
     fallback: NativeRoundRobin,
     default_policy: String,
+    /// Candidates kept per explanation (`[decisions] top`).
+    explain_top: usize,
     fail_open: bool,
     start: Instant,
     rng: Mutex<StdRng>,
@@ -57,6 +62,9 @@ pub struct Picked {
     /// The policy's name (or [`BUILTIN_ROUND_ROBIN`], [`SWAP_PICK`]).
     pub policy_name: String,
     policy: Option<Arc<Policy>>,
+    /// Why it chose: scores and reason, recorded when the call is
+    /// dispatched ([`crate::decisions`]).
+    pub explanation: Option<Explanation>,
 }
 
 impl std::fmt::Debug for Picked {
@@ -101,6 +109,7 @@ impl Policies {
             table: RwLock::new(table),
             fallback: NativeRoundRobin::default(),
             default_policy: config.default_policy.clone(),
+            explain_top: config.decisions.top,
             fail_open: config.fail_open,
             start: Instant::now(),
             rng: Mutex::new(match config.seed {
@@ -349,13 +358,19 @@ impl Policies {
                 let nodes = (0..n)
                     .map(|i| request.candidates[(first + i) % n].node)
                     .collect();
-                return (Ok(Ranking { nodes }), self.builtin_pick());
+                let mut picked = self.builtin_pick();
+                picked.explanation = Some(explain::without_policy(
+                    BUILTIN_ROUND_ROBIN,
+                    "no policy loaded: round robin, next in turn".into(),
+                ));
+                return (Ok(Ranking { nodes }), picked);
             }
             Err(refused) => return (Err(PickError::Refused(refused)), self.builtin_pick()),
         };
-        let picked = Picked {
+        let mut picked = Picked {
             policy_name: policy.name().to_string(),
             policy: Some(policy.clone()),
+            explanation: None,
         };
         let pick_request = Request {
             service: head.service.clone(),
@@ -371,12 +386,22 @@ impl Policies {
             .record(started.elapsed().as_secs_f64());
         let ranking = match decision {
             // Indices are checked by the host; they name candidates.
-            Ok(PolicyRanking::Order(order)) => Ok(Ranking {
-                nodes: order
-                    .into_iter()
-                    .filter_map(|i| request.candidates.get(i as usize).map(|c| c.node))
-                    .collect(),
-            }),
+            Ok(PolicyRanking::Order(order)) => {
+                picked.explanation = Some(explain::explain(
+                    policy.name(),
+                    String::new(),
+                    &order,
+                    &[],
+                    request,
+                    self.explain_top,
+                ));
+                Ok(Ranking {
+                    nodes: order
+                        .into_iter()
+                        .filter_map(|i| request.candidates.get(i as usize).map(|c| c.node))
+                        .collect(),
+                })
+            }
             Ok(PolicyRanking::Reject(reason)) => Err(PickError::Refused(CallError {
                 kind: ErrorKind::Rejected,
                 message: format!("policy {} rejected the call: {reason}", policy.name()),
@@ -397,7 +422,19 @@ impl Policies {
         Picked {
             policy_name: BUILTIN_ROUND_ROBIN.to_string(),
             policy: None,
+            explanation: None,
         }
+    }
+
+    /// The pick the core's built-in round-robin made because the service's
+    /// policy failed (fail-open), explained as such.
+    pub fn fallback_pick(&self, service: &str) -> Picked {
+        let mut picked = self.builtin_pick();
+        picked.explanation = Some(explain::without_policy(
+            BUILTIN_ROUND_ROBIN,
+            format!("the policy of {service} failed: round robin (fail-open)"),
+        ));
+        picked
     }
 
     /// The pick of a call reserved by a swap: named [`SWAP_PICK`]; its
@@ -407,6 +444,10 @@ impl Policies {
         Picked {
             policy_name: SWAP_PICK.to_string(),
             policy: Self::resolve(&table, &self.default_policy, service, None),
+            explanation: Some(explain::without_policy(
+                SWAP_PICK,
+                format!("the node loaded {service} into a slot for this call"),
+            )),
         }
     }
 
@@ -511,6 +552,7 @@ mod tests {
                     ..Candidate::default()
                 })
                 .collect(),
+            prefix: Arc::default(),
         }
     }
 

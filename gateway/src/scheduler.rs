@@ -181,12 +181,14 @@ impl Scheduler {
         head: &Arc<CallHead>,
         tenant: &Arc<str>,
         call: CallId,
+        prefix: Arc<[u64]>,
     ) -> Ticket {
         let ticket = self.register(call, &head.service, tenant.clone());
         self.handle(Event::CallArrived {
             call,
             head: head.clone(),
             tenant: tenant.clone(),
+            prefix,
         });
         ticket
     }
@@ -469,7 +471,7 @@ impl Scheduler {
         }
         let picked = match via {
             Via::Pick => w.picked.unwrap_or_else(|| self.policies.builtin_pick()),
-            Via::Fallback => self.policies.builtin_pick(),
+            Via::Fallback => self.policies.fallback_pick(&w.service),
             Via::Swap => self.policies.swap_pick(&w.service),
         };
         let guard = SlotGuard {

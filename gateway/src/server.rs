@@ -147,6 +147,7 @@ impl Gateway {
         Ok(Self {
             endpoint,
             shared: Arc::new(Shared {
+                decisions: crate::decisions::Decisions::new(config.decisions),
                 config,
                 registry,
                 policies,

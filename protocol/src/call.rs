@@ -129,6 +129,12 @@ pub struct ResultHead {
     /// 2xx); `None` for the other kinds.
     #[n(6)]
     pub status: Option<u16>,
+    /// Why the policy chose the node, in one line (policy, node, reason, the
+    /// best candidates' scores), when the call asked with the hint
+    /// `explain=1`; at most [`limits::MAX_EXPLAIN_LEN`] bytes. Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(7), default)]
+    pub explain: Option<String>,
 }
 
 /// How a call was answered from the gateway's result cache.

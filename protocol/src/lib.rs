@@ -106,4 +106,7 @@ pub mod limits {
     pub const MAX_API_KEY_LEN: usize = 512;
     /// Longest content type a result may carry, bytes.
     pub const MAX_CONTENT_TYPE_LEN: usize = 256;
+    /// Longest explanation a result may carry (`ResultHead::explain`),
+    /// bytes.
+    pub const MAX_EXPLAIN_LEN: usize = 1024;
 }

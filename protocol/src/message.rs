@@ -187,6 +187,8 @@ mod tests {
                     cache: cache.map(|(age_ms, coalesced)| CacheInfo { age_ms, coalesced }),
                     content_type: (len % 3 == 0).then(|| "text/event-stream".into()),
                     status: (len % 5 == 0).then_some(200),
+                    explain: (len % 7 == 0)
+                        .then(|| "least-request → n1: least loaded (of 2)".into()),
                 })),
             (proptest::option::of(any::<u64>()), any::<u16>()).prop_map(|(len, status)| {
                 Message::Reply(ReplyHead {

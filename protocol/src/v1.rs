@@ -94,7 +94,10 @@ impl Message {
                 }
             }
             Message::Error(error) => error.kind = v1_error_kind(error.kind),
-            Message::Result(head) => head.timings.attempts = 0,
+            Message::Result(head) => {
+                head.timings.attempts = 0;
+                head.explain = None;
+            }
             Message::Queues(queues) => {
                 for queue in queues.iter_mut() {
                     queue.retries_total = 0;

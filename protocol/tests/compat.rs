@@ -108,6 +108,7 @@ fn a_message_missing_a_newer_field_decodes_with_its_default() {
             cache: None,
             content_type: None,
             status: None,
+            explain: None,
         })
     );
 }

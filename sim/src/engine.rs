@@ -350,6 +350,7 @@ impl Sim {
             call,
             head,
             tenant: self.tenant.clone(),
+            prefix: Default::default(),
         });
     }
 

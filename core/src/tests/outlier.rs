@@ -21,6 +21,7 @@ fn call_on(h: &mut Harness, node: NodeKey, end: CallEnd) -> Vec<Action> {
             call,
             head: Arc::new(CallHead::new("svc", 0, 1000)),
             tenant: Arc::from("t"),
+            prefix: Default::default(),
         },
         h.now,
     );
@@ -63,6 +64,7 @@ fn offered(h: &mut Harness) -> Vec<NodeKey> {
             call,
             head: Arc::new(CallHead::new("svc", 0, 1000)),
             tenant: Arc::from("t"),
+            prefix: Default::default(),
         },
         h.now,
     );

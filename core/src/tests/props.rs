@@ -269,6 +269,7 @@ impl Run {
                     call,
                     head: Arc::new(head),
                     tenant: Arc::from(format!("t{tenant}")),
+                    prefix: Default::default(),
                 });
             }
             Op::Answer(i, kind, seed) => {

@@ -95,6 +95,17 @@ async fn answer(
         cache: Some(CacheInfo { age_ms, coalesced }),
         content_type: entry.content_type.clone(),
         status: entry.status,
+        explain: call.wants_explain().then(|| {
+            format!(
+                "cache → {}: {} (no pick)",
+                entry.node_id,
+                if coalesced {
+                    "joined an identical call in flight"
+                } else {
+                    "answered from the result cache"
+                }
+            )
+        }),
     };
     send_whole(call, caller, head, entry.data.clone()).await
 }

@@ -107,6 +107,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 }),
                 content_type: Some("application/json".into()),
                 status: Some(200),
+                explain: None,
             }),
         ),
         (

@@ -1,0 +1,122 @@
+//! A pick's [`Explanation`]: the policy's order and scores over the
+//! candidates it was offered, kept with the call until it is dispatched
+//! (then [`crate::decisions`] records it).
+
+use switchyard_core::PickRequest;
+
+use crate::decisions::{Explanation, Ranked};
+
+/// The explanation of a pick by `policy` over `request`'s candidates:
+/// `order` (candidate indices, best first; already checked by the host),
+/// `scores` (one per candidate, or empty) and `reason`. With scores the top
+/// `top` candidates by score, best first; without, the ranking's first
+/// `top`.
+pub(crate) fn explain(
+    policy: &str,
+    reason: String,
+    order: &[u32],
+    scores: &[f32],
+    request: &PickRequest,
+    top: usize,
+) -> Explanation {
+    let candidates = &request.candidates;
+    let ranked = |i: usize, score: Option<f32>| {
+        candidates.get(i).map(|c| Ranked {
+            node: c.node,
+            score,
+            in_flight: c.in_flight,
+            max_concurrent: c.max_concurrent,
+        })
+    };
+    let top = if scores.len() == candidates.len() && !scores.is_empty() {
+        let mut by_score: Vec<usize> = (0..scores.len()).collect();
+        // The chosen first, then the rest by score (NaN never reaches here:
+        // the host turns it into 0).
+        let first = order.first().map(|&i| i as usize);
+        by_score.sort_by(|&a, &b| {
+            (Some(b) == first)
+                .cmp(&(Some(a) == first))
+                .then(scores[b].total_cmp(&scores[a]))
+                .then(a.cmp(&b))
+        });
+        by_score
+            .into_iter()
+            .take(top)
+            .filter_map(|i| ranked(i, Some(scores[i])))
+            .collect()
+    } else {
+        order
+            .iter()
+            .take(top)
+            .filter_map(|&i| ranked(i as usize, None))
+            .collect()
+    };
+    Explanation {
+        policy: policy.to_string(),
+        reason,
+        top,
+        offered: candidates.len(),
+        prefix_blocks: request.prefix.len(),
+    }
+}
+
+/// The explanation of a pick the gateway made without a policy: `policy`
+/// names it ([`super::BUILTIN_ROUND_ROBIN`], [`super::SWAP_PICK`]), `reason`
+/// says why.
+pub(crate) fn without_policy(policy: &str, reason: String) -> Explanation {
+    Explanation {
+        policy: policy.to_string(),
+        reason,
+        ..Explanation::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use protocol::CallHead;
+    use switchyard_core::balance::Candidate;
+
+    use super::*;
+
+    fn request(n: u32) -> PickRequest {
+        PickRequest {
+            call: 1,
+            head: Arc::new(CallHead::new("svc", 0, 1000)),
+            candidates: (0..n)
+                .map(|i| Candidate {
+                    node: 10 + i,
+                    in_flight: i,
+                    max_concurrent: 8,
+                    ..Candidate::default()
+                })
+                .collect(),
+            prefix: Arc::from(vec![1, 2, 3]),
+        }
+    }
+
+    #[test]
+    fn scores_put_the_chosen_first_then_the_best() {
+        let e = explain("p", "r".into(), &[2, 0], &[0.5, 0.9, 0.7], &request(3), 2);
+        let nodes: Vec<u32> = e.top.iter().map(|r| r.node).collect();
+        assert_eq!(
+            nodes,
+            vec![12, 11],
+            "the chosen (index 2), then the best other"
+        );
+        assert_eq!(e.top[0].score, Some(0.7));
+        assert_eq!(e.offered, 3);
+        assert_eq!(e.prefix_blocks, 3);
+    }
+
+    #[test]
+    fn without_scores_the_ranking_order() {
+        let e = explain("p", String::new(), &[1, 2], &[], &request(3), 8);
+        let nodes: Vec<(u32, Option<f32>)> = e.top.iter().map(|r| (r.node, r.score)).collect();
+        assert_eq!(nodes, vec![(11, None), (12, None)]);
+        // Scores of the wrong length count as none.
+        let e = explain("p", String::new(), &[0], &[1.0], &request(3), 8);
+        assert_eq!(e.top[0].score, None);
+    }
+}
