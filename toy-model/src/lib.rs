@@ -94,6 +94,18 @@ pub struct Args {
     /// How many floats in each /v1/embeddings vector.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=65536))]
     embedding_dim: u32,
+    /// The simulated KV cache's size, in prompt tokens (whole blocks of 16);
+    /// 0: nothing is ever cached.
+    #[arg(long, default_value_t = 0)]
+    kv_cache_tokens: usize,
+    /// Prefill time per prompt token not found in the KV cache, µs (added to
+    /// `--work-ms` before a completion's first token).
+    #[arg(long, default_value_t = 0)]
+    prefill_us_per_token: u64,
+    /// At most this many completions run (prefill or decode) at once; the
+    /// others wait, in arrival order. Default: no limit.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_running: Option<u64>,
     /// Exits at once with status 1 and a message on stderr (a failing start).
     #[arg(long)]
     fail: bool,
@@ -127,7 +139,11 @@ macro_rules! say {
     }};
 }
 
+mod engine;
+pub mod kv;
 mod openai;
+
+pub use engine::BLOCK_TOKENS;
 
 /// Parses `--tokens-per-s`: from 0.01 (one token every 100 s) to a million.
 fn tokens_per_s(arg: &str) -> Result<f64, String> {
@@ -151,6 +167,9 @@ struct Toy {
     token_interval: Duration,
     /// `--embedding-dim`.
     embedding_dim: usize,
+    /// Admission and the KV cache (`--kv-cache-tokens`,
+    /// `--prefill-us-per-token`, `--max-running`).
+    engine: Arc<engine::Engine>,
     /// The completions' counters, for `GET /stats`.
     stats: openai::Stats,
     /// Numbers the completions' ids.
@@ -168,6 +187,7 @@ impl Toy {
         work: Duration,
         tokens_per_s: f64,
         embedding_dim: u32,
+        engine: engine::Engine,
     ) -> Self {
         Self {
             name,
@@ -175,6 +195,7 @@ impl Toy {
             work,
             token_interval: Duration::from_secs_f64(1.0 / tokens_per_s),
             embedding_dim: embedding_dim as usize,
+            engine: Arc::new(engine),
             stats: openai::Stats::default(),
             next_id: AtomicU64::new(1),
             verbose: true,
@@ -189,6 +210,12 @@ impl Toy {
             Duration::from_millis(args.work_ms),
             args.tokens_per_s,
             args.embedding_dim,
+            engine::Engine::new(
+                args.kv_cache_tokens,
+                Duration::from_micros(args.prefill_us_per_token),
+                args.max_running
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            ),
         )
     }
 
@@ -279,6 +306,7 @@ async fn serve_on(listener: tokio::net::TcpListener, toy: Arc<Toy>) -> std::io::
     });
     let app = Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(engine::metrics))
         .merge(openai::routes())
         .fallback(work)
         .with_state(toy);
