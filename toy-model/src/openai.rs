@@ -422,13 +422,18 @@ mod tests {
 
     /// A ready toy giving 1000 tokens a second.
     fn toy() -> Arc<Toy> {
+        toy_with(crate::engine::Engine::new(0, Duration::ZERO, None))
+    }
+
+    /// [`toy`] with `engine`.
+    fn toy_with(engine: crate::engine::Engine) -> Arc<Toy> {
         Arc::new(Toy::new(
             "toy".to_string(),
             std::time::Instant::now(),
             Duration::ZERO,
             1000.0,
             8,
-            crate::engine::Engine::new(0, Duration::ZERO, None),
+            engine,
         ))
     }
 
@@ -501,6 +506,52 @@ mod tests {
             toy.stats.json(),
             json!({"requests": 1, "completed": 0, "cancelled": 1, "in_flight": 0})
         );
+    }
+
+    /// When each of a streamed completion's first `n` events comes, from
+    /// its arrival (exact under tokio's paused clock).
+    async fn event_times(toy: &Arc<Toy>, request: &CompletionRequest, n: usize) -> Vec<Duration> {
+        let arrived = Instant::now();
+        let response = Completion::new(toy.clone(), Kind::Chat, request, arrived).stream();
+        let mut body = response.into_body().into_data_stream();
+        let mut times = Vec::new();
+        while times.len() < n && body.next().await.is_some() {
+            times.push(arrived.elapsed());
+        }
+        times
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_token_waits_for_the_uncached_prompt_s_prefill() {
+        // 250 µs per uncached token, a token every 1 ms (tokio's timers
+        // round up to whole ms).
+        let toy = toy_with(crate::engine::Engine::new(
+            1024,
+            Duration::from_micros(250),
+            None,
+        ));
+        let prompt: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
+        let request = request(
+            Kind::Chat,
+            json!({"messages": [{"role": "user", "content": prompt.join(" ")}],
+                   "max_tokens": 2, "stream": true}),
+        );
+        let ms = Duration::from_millis;
+        // Cold: 40 tokens of prefill (10 ms) then the role, then a token
+        // each ms.
+        let cold = event_times(&toy, &request, 3).await;
+        assert_eq!(cold, [ms(10), ms(11), ms(12)]);
+        // Warm: 32 of them cached, 8 to prefill (2 ms).
+        let warm = event_times(&toy, &request, 3).await;
+        assert_eq!(warm, [ms(2), ms(3), ms(4)]);
+        let whole = Completion::new(toy.clone(), Kind::Chat, &request, Instant::now())
+            .whole()
+            .await;
+        let body = axum::body::to_bytes(whole.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 32);
     }
 
     #[tokio::test]
