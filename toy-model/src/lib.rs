@@ -14,9 +14,13 @@
 //!   word). It is `max_tokens` tokens long (or `max_completion_tokens`;
 //!   default 16) and ends with `finish_reason` `length`, or earlier with
 //!   `stop` just before a word equal to one of `stop`'s strings. Time: the
-//!   first token comes `--work-ms` (the "prefill") plus one token interval
-//!   (1 / `--tokens-per-s`) after the request arrived, then one token every
-//!   interval. Under `"stream": true` the answer is `text/event-stream`, one
+//!   first token comes the prefill (`--work-ms`, plus
+//!   `--prefill-us-per-token` µs per prompt token not in the KV cache, see
+//!   below) plus one token interval (1 / `--tokens-per-s`) after the request
+//!   arrived (or, past `--max-running`, after it began to run), then one
+//!   token every interval. `usage.prompt_tokens` counts the prompt's words
+//!   (all messages' contents) and `usage.prompt_tokens_details.cached_tokens`
+//!   those found in the KV cache. Under `"stream": true` the answer is `text/event-stream`, one
 //!   `data: {json}` event per chunk (`chat.completion.chunk`: the role first,
 //!   then one token per chunk, then one with `finish_reason`;
 //!   `text_completion` chunks for `/v1/completions`), a usage chunk under
@@ -29,6 +33,15 @@
 //!   per input, computed from a hash of its text (the same text, the same
 //!   vector); `"encoding_format": "base64"` gives them as little-endian f32;
 //! - `GET /v1/models` lists one model, `--name`;
+//! - `GET /metrics` answers Prometheus' text format with vLLM's names, each
+//!   labelled `model_name="NAME"` (`--name`): the gauges
+//!   `vllm:num_requests_waiting` (completions taken but not yet running, past
+//!   `--max-running`), `vllm:num_requests_running` (prefilling or decoding)
+//!   and `vllm:gpu_cache_usage_perc` (also as vLLM's newer
+//!   `vllm:kv_cache_usage_perc`: the KV cache's blocks in use over its
+//!   capacity, 0 to 1), and the counters `vllm:prefix_cache_queries_total`
+//!   and `vllm:prefix_cache_hits_total` (prompt tokens looked up in the
+//!   cache, and of those found there);
 //! - `GET /stats` answers `{"requests", "completed", "cancelled",
 //!   "in_flight"}`: the completions (streamed or not) taken, finished,
 //!   given up by their client before the end (the connection closed; each
@@ -44,7 +57,23 @@
 //! Flags: `--port` (required), `--name` (default `toy`), `--load-ms`
 //! (default 500), `--work-ms` (default 0), `--tokens-per-s` (default 50,
 //! from 0.01 to 1000000), `--embedding-dim` (default 8, at most 65536),
-//! `--fail`, `--ignore-stdin`.
+//! `--kv-cache-tokens` (default 0: no cache), `--prefill-us-per-token`
+//! (default 0), `--max-running` (default: no limit), `--fail`,
+//! `--ignore-stdin`.
+//!
+//! The KV cache ([`kv::KvCache`]) is simulated as vLLM's automatic prefix
+//! caching works: a prompt's tokens (whitespace-split words: a chat's
+//! messages' contents in order, or the completion's `prompt`) are cut into
+//! blocks of [`BLOCK_TOKENS`] (16), each named by a chained hash of itself
+//! and every block before it; the cache holds `--kv-cache-tokens / 16`
+//! blocks, least recently used evicted first. When a completion begins to
+//! run, its cached prefix is its longest run of leading blocks in the cache;
+//! the rest is "prefilled" (a sleep, not blocking the server) at
+//! `--prefill-us-per-token`, after which all its blocks are put in (or
+//! touched in) the cache. At most `--max-running` completions run at once;
+//! the others wait in arrival order. With the defaults nothing is cached,
+//! the prefill is `--work-ms` alone and nothing waits: the toy model times
+//! its answers as it did before the cache.
 //!
 //! It exits when its stdin reaches end of file (so it dies with the agent
 //! that started it, even when the agent is killed), on SIGTERM or Ctrl-C,
@@ -94,6 +123,18 @@ pub struct Args {
     /// How many floats in each /v1/embeddings vector.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=65536))]
     embedding_dim: u32,
+    /// The simulated KV cache's size, in prompt tokens (whole blocks of 16);
+    /// 0: nothing is ever cached.
+    #[arg(long, default_value_t = 0)]
+    kv_cache_tokens: usize,
+    /// Prefill time per prompt token not found in the KV cache, µs (added to
+    /// `--work-ms` before a completion's first token).
+    #[arg(long, default_value_t = 0)]
+    prefill_us_per_token: u64,
+    /// At most this many completions run (prefill or decode) at once; the
+    /// others wait, in arrival order. Default: no limit.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_running: Option<u64>,
     /// Exits at once with status 1 and a message on stderr (a failing start).
     #[arg(long)]
     fail: bool,
@@ -127,7 +168,11 @@ macro_rules! say {
     }};
 }
 
+mod engine;
+pub mod kv;
 mod openai;
+
+pub use engine::BLOCK_TOKENS;
 
 /// Parses `--tokens-per-s`: from 0.01 (one token every 100 s) to a million.
 fn tokens_per_s(arg: &str) -> Result<f64, String> {
@@ -151,6 +196,9 @@ struct Toy {
     token_interval: Duration,
     /// `--embedding-dim`.
     embedding_dim: usize,
+    /// Admission and the KV cache (`--kv-cache-tokens`,
+    /// `--prefill-us-per-token`, `--max-running`).
+    engine: Arc<engine::Engine>,
     /// The completions' counters, for `GET /stats`.
     stats: openai::Stats,
     /// Numbers the completions' ids.
@@ -168,6 +216,7 @@ impl Toy {
         work: Duration,
         tokens_per_s: f64,
         embedding_dim: u32,
+        engine: engine::Engine,
     ) -> Self {
         Self {
             name,
@@ -175,6 +224,7 @@ impl Toy {
             work,
             token_interval: Duration::from_secs_f64(1.0 / tokens_per_s),
             embedding_dim: embedding_dim as usize,
+            engine: Arc::new(engine),
             stats: openai::Stats::default(),
             next_id: AtomicU64::new(1),
             verbose: true,
@@ -189,6 +239,12 @@ impl Toy {
             Duration::from_millis(args.work_ms),
             args.tokens_per_s,
             args.embedding_dim,
+            engine::Engine::new(
+                args.kv_cache_tokens,
+                Duration::from_micros(args.prefill_us_per_token),
+                args.max_running
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            ),
         )
     }
 
@@ -279,6 +335,7 @@ async fn serve_on(listener: tokio::net::TcpListener, toy: Arc<Toy>) -> std::io::
     });
     let app = Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(engine::metrics))
         .merge(openai::routes())
         .fallback(work)
         .with_state(toy);

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until};
 
 use crate::Toy;
+use crate::engine::Running;
 use request::{ApiError, CompletionRequest, Kind, Plan};
 use response::{Head, Part, Usage};
 
@@ -153,11 +154,28 @@ struct Completion {
     model: String,
     /// The tokens and the end.
     plan: Plan,
+    /// The prompt's tokens, for the KV cache.
+    prompt: Vec<String>,
     /// `usage.prompt_tokens`.
     prompt_tokens: u32,
+    /// `usage.prompt_tokens_details.cached_tokens`, once admitted.
+    cached: u32,
     /// Whether a usage chunk ends the stream.
     include_usage: bool,
-    /// When the prefill ends (arrival + `--work-ms`).
+    /// When it arrived.
+    arrived: Instant,
+    /// `--work-ms`.
+    work: Duration,
+    /// Its `--max-running` slot and running count, from its admission to
+    /// its last token.
+    running: Option<Running>,
+    /// Whether it has been admitted (see [`Completion::prefill`]).
+    admitted: bool,
+    /// Whether its prefill is over and its prompt in the KV cache.
+    prefilled: bool,
+    /// When the prefill ends, once admitted: its start (arrival, or the
+    /// end of its wait) + `--work-ms` + its uncached prompt tokens ×
+    /// `--prefill-us-per-token`.
     start: Instant,
     /// The time between two tokens.
     interval: Duration,
@@ -197,9 +215,16 @@ impl Completion {
             id,
             created,
             model: request.model.clone().unwrap_or_else(|| toy.name.clone()),
+            prompt: request.prompt.clone(),
             prompt_tokens: request.prompt_tokens,
+            cached: 0,
             include_usage: request.include_usage,
-            start: later(arrived, toy.work),
+            arrived,
+            work: toy.work,
+            running: None,
+            admitted: false,
+            prefilled: false,
+            start: arrived,
             interval: toy.token_interval,
             tracker: Tracker::start(toy, plan.count),
             plan,
@@ -216,8 +241,46 @@ impl Completion {
         }
     }
 
+    /// Waits, the first time, for its turn to run (`--max-running`), then
+    /// until its prefill is over, and puts its prompt in the KV cache; at
+    /// once after that.
+    async fn prefill(&mut self) {
+        if !self.admitted {
+            let running = self.tracker.toy.engine.admit(&self.prompt).await;
+            let began = if running.waited {
+                Instant::now()
+            } else {
+                self.arrived
+            };
+            self.start = later(began, self.work.saturating_add(running.prefill));
+            self.cached = running.cached;
+            self.running = Some(running);
+            self.admitted = true;
+        }
+        if !self.prefilled {
+            sleep_until(self.start).await;
+            self.tracker.toy.engine.prefilled(&self.prompt);
+            self.prefilled = true;
+        }
+    }
+
+    /// Counts it as completed and no longer running.
+    fn finish(&mut self) {
+        self.tracker.finish();
+        self.running = None;
+    }
+
+    /// Its `usage`.
+    fn usage(&self) -> Usage {
+        Usage {
+            prompt: self.prompt_tokens,
+            completion: self.plan.count,
+            cached: self.cached,
+        }
+    }
+
     /// When token `i` is due: one interval after the prefill for the first,
-    /// then one more interval each.
+    /// then one more interval each (once admitted).
     fn due(&self, i: u32) -> Instant {
         later(
             self.start,
@@ -227,16 +290,13 @@ impl Completion {
 
     /// The whole answer, once its last token is due.
     async fn whole(mut self) -> Response {
-        sleep_until(self.start).await;
+        self.prefill().await;
         for i in 0..self.plan.count {
             sleep_until(self.due(i)).await;
             self.tracker.sent = i + 1;
         }
-        self.tracker.finish();
-        let usage = Usage {
-            prompt: self.prompt_tokens,
-            completion: self.plan.count,
-        };
+        self.finish();
+        let usage = self.usage();
         let body = response::completion(self.head(), &self.plan.text(), self.plan.finish, usage);
         Json(body).into_response()
     }
@@ -268,13 +328,14 @@ impl Completion {
     async fn step(&mut self, step: Step) -> Option<(Bytes, Step)> {
         let sent = match step {
             Step::Role => {
-                sleep_until(self.start).await;
+                self.prefill().await;
                 (
                     response::event(&response::chunk(self.head(), Part::Role)),
                     Step::Token(0),
                 )
             }
             Step::Token(i) if i < self.plan.count => {
+                self.prefill().await;
                 sleep_until(self.due(i)).await;
                 self.tracker.sent = i + 1;
                 let token = self.plan.token(i);
@@ -282,7 +343,7 @@ impl Completion {
                 (response::event(&chunk), Step::Token(i + 1))
             }
             Step::Token(_) => {
-                sleep_until(self.start).await;
+                self.prefill().await;
                 let chunk = response::chunk(self.head(), Part::Finish(self.plan.finish));
                 let next = if self.include_usage {
                     Step::Usage
@@ -292,15 +353,11 @@ impl Completion {
                 (response::event(&chunk), next)
             }
             Step::Usage => {
-                let usage = Usage {
-                    prompt: self.prompt_tokens,
-                    completion: self.plan.count,
-                };
-                let chunk = response::chunk(self.head(), Part::Usage(usage));
+                let chunk = response::chunk(self.head(), Part::Usage(self.usage()));
                 (response::event(&chunk), Step::Done)
             }
             Step::Done => {
-                self.tracker.finish();
+                self.finish();
                 (Bytes::from_static(response::DONE), Step::End)
             }
             Step::End => return None,
@@ -365,12 +422,18 @@ mod tests {
 
     /// A ready toy giving 1000 tokens a second.
     fn toy() -> Arc<Toy> {
+        toy_with(crate::engine::Engine::new(0, Duration::ZERO, None))
+    }
+
+    /// [`toy`] with `engine`.
+    fn toy_with(engine: crate::engine::Engine) -> Arc<Toy> {
         Arc::new(Toy::new(
             "toy".to_string(),
             std::time::Instant::now(),
             Duration::ZERO,
             1000.0,
             8,
+            engine,
         ))
     }
 
@@ -443,6 +506,52 @@ mod tests {
             toy.stats.json(),
             json!({"requests": 1, "completed": 0, "cancelled": 1, "in_flight": 0})
         );
+    }
+
+    /// When each of a streamed completion's first `n` events comes, from
+    /// its arrival (exact under tokio's paused clock).
+    async fn event_times(toy: &Arc<Toy>, request: &CompletionRequest, n: usize) -> Vec<Duration> {
+        let arrived = Instant::now();
+        let response = Completion::new(toy.clone(), Kind::Chat, request, arrived).stream();
+        let mut body = response.into_body().into_data_stream();
+        let mut times = Vec::new();
+        while times.len() < n && body.next().await.is_some() {
+            times.push(arrived.elapsed());
+        }
+        times
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_token_waits_for_the_uncached_prompt_s_prefill() {
+        // 250 µs per uncached token, a token every 1 ms (tokio's timers
+        // round up to whole ms).
+        let toy = toy_with(crate::engine::Engine::new(
+            1024,
+            Duration::from_micros(250),
+            None,
+        ));
+        let prompt: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
+        let request = request(
+            Kind::Chat,
+            json!({"messages": [{"role": "user", "content": prompt.join(" ")}],
+                   "max_tokens": 2, "stream": true}),
+        );
+        let ms = Duration::from_millis;
+        // Cold: 40 tokens of prefill (10 ms) then the role, then a token
+        // each ms.
+        let cold = event_times(&toy, &request, 3).await;
+        assert_eq!(cold, [ms(10), ms(11), ms(12)]);
+        // Warm: 32 of them cached, 8 to prefill (2 ms).
+        let warm = event_times(&toy, &request, 3).await;
+        assert_eq!(warm, [ms(2), ms(3), ms(4)]);
+        let whole = Completion::new(toy.clone(), Kind::Chat, &request, Instant::now())
+            .whole()
+            .await;
+        let body = axum::body::to_bytes(whole.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 32);
     }
 
     #[tokio::test]

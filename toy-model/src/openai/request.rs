@@ -74,7 +74,10 @@ pub(crate) struct CompletionRequest {
     pub(crate) model: Option<String>,
     /// The words the answer cycles through (never empty).
     pub(crate) words: Vec<String>,
-    /// The prompt's length in tokens (words, all messages counted).
+    /// The prompt's tokens: its words, those of all messages in order for a
+    /// chat (what the KV cache sees).
+    pub(crate) prompt: Vec<String>,
+    /// The prompt's length in tokens.
     pub(crate) prompt_tokens: u32,
     /// `max_completion_tokens`, else `max_tokens`, else 16.
     pub(crate) max_tokens: u32,
@@ -178,7 +181,7 @@ pub(crate) struct EmbeddingsRequest {
 pub(crate) fn completion(kind: Kind, body: &[u8]) -> Result<CompletionRequest, ApiError> {
     let object = json_object(body)?;
     let model = string(&object, "model")?;
-    let (words, prompt_tokens) = match kind {
+    let (words, prompt) = match kind {
         Kind::Chat => chat_prompt(&object)?,
         Kind::Text => text_prompt(&object)?,
     };
@@ -233,7 +236,8 @@ pub(crate) fn completion(kind: Kind, body: &[u8]) -> Result<CompletionRequest, A
     Ok(CompletionRequest {
         model,
         words,
-        prompt_tokens,
+        prompt_tokens: u32::try_from(prompt.len()).unwrap_or(u32::MAX),
+        prompt,
         max_tokens,
         stop,
         stream,
@@ -330,7 +334,7 @@ fn count(object: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError
 
 /// A chat request's `messages`: the words of the last `user` message (of
 /// the last message when none is from the user), and the words of all.
-fn chat_prompt(object: &Map<String, Value>) -> Result<(Vec<String>, u32), ApiError> {
+fn chat_prompt(object: &Map<String, Value>) -> Result<(Vec<String>, Vec<String>), ApiError> {
     let messages = match field(object, "messages") {
         None => return Err(ApiError::invalid("missing `messages`")),
         Some(Value::Array(messages)) if messages.is_empty() => {
@@ -368,14 +372,12 @@ fn chat_prompt(object: &Map<String, Value>) -> Result<(Vec<String>, u32), ApiErr
         }
         texts.push(text);
     }
-    let prompt_tokens = texts
-        .iter()
-        .fold(0u32, |sum, text| sum.saturating_add(token_count(text)));
+    let all = texts.iter().flat_map(|text| words(text)).collect();
     let prompt = last_user
         .or(texts.len().checked_sub(1))
         .and_then(|i| texts.get(i))
         .map_or("", String::as_str);
-    Ok((words(prompt), prompt_tokens))
+    Ok((words(prompt), all))
 }
 
 /// A message's `content` as text: a string, null (no text), or an array of
@@ -401,8 +403,9 @@ fn content(value: Option<&Value>) -> Option<String> {
     }
 }
 
-/// A text request's `prompt`: its words, and how many.
-fn text_prompt(object: &Map<String, Value>) -> Result<(Vec<String>, u32), ApiError> {
+/// A text request's `prompt`: its words, twice (the answer's and the
+/// prompt's).
+fn text_prompt(object: &Map<String, Value>) -> Result<(Vec<String>, Vec<String>), ApiError> {
     let prompt = match field(object, "prompt") {
         None => return Err(ApiError::invalid("missing `prompt`")),
         Some(Value::String(s)) => s.as_str(),
@@ -426,7 +429,8 @@ fn text_prompt(object: &Map<String, Value>) -> Result<(Vec<String>, u32), ApiErr
             ));
         }
     };
-    Ok((words(prompt), token_count(prompt)))
+    let words = words(prompt);
+    Ok((words.clone(), words))
 }
 
 /// The words of `text`.
@@ -467,6 +471,7 @@ mod tests {
         assert_eq!(request.model.as_deref(), Some("llama"));
         assert_eq!(request.words, ["hello", "there"]);
         assert_eq!(request.prompt_tokens, 4);
+        assert_eq!(request.prompt, ["be", "brief", "hello", "there"]);
         assert_eq!(request.max_tokens, DEFAULT_MAX_TOKENS);
         assert!(!request.stream);
         assert!(!request.include_usage);
@@ -501,6 +506,7 @@ mod tests {
         let request = text(json!({"prompt": "a b c", "max_tokens": 3, "stop": "c"})).expect("ok");
         assert_eq!(request.words, ["a", "b", "c"]);
         assert_eq!(request.prompt_tokens, 3);
+        assert_eq!(request.prompt, ["a", "b", "c"]);
         assert_eq!(request.max_tokens, 3);
         assert_eq!(request.stop, ["c"]);
         let request = text(json!({"prompt": ["x y"]})).expect("one prompt in an array");

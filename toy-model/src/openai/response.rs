@@ -27,6 +27,9 @@ pub(crate) struct Usage {
     pub(crate) prompt: u32,
     /// `completion_tokens`.
     pub(crate) completion: u32,
+    /// `prompt_tokens_details.cached_tokens`: the prompt tokens found in the
+    /// KV cache.
+    pub(crate) cached: u32,
 }
 
 impl Usage {
@@ -36,6 +39,7 @@ impl Usage {
             "prompt_tokens": self.prompt,
             "completion_tokens": self.completion,
             "total_tokens": self.prompt.saturating_add(self.completion),
+            "prompt_tokens_details": {"cached_tokens": self.cached},
         })
     }
 }
@@ -223,6 +227,7 @@ mod tests {
         let usage = Usage {
             prompt: 3,
             completion: 2,
+            cached: 0,
         };
         assert_eq!(
             completion(CHAT, "a b ", Finish::Length, usage),
@@ -237,7 +242,8 @@ mod tests {
                     "logprobs": null,
                     "finish_reason": "length",
                 }],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+                          "prompt_tokens_details": {"cached_tokens": 0}},
             })
         );
         let text = completion(TEXT, "a ", Finish::Stop, usage);
@@ -276,12 +282,14 @@ mod tests {
         let usage = chunk(
             CHAT,
             Part::Usage(Usage {
-                prompt: 1,
+                prompt: 32,
                 completion: 4,
+                cached: 16,
             }),
         );
         assert_eq!(usage["choices"], json!([]));
-        assert_eq!(usage["usage"]["total_tokens"], 5);
+        assert_eq!(usage["usage"]["total_tokens"], 36);
+        assert_eq!(usage["usage"]["prompt_tokens_details"]["cached_tokens"], 16);
     }
 
     #[test]
