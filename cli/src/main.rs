@@ -109,8 +109,9 @@ enum Command {
         /// (/chat/completions, /completions or /embeddings).
         #[arg(long)]
         endpoint: Option<String>,
-        /// Print queue positions while waiting, then the serving node, policy
-        /// and timings, to stderr.
+        /// Print queue positions while waiting, then the serving node, policy,
+        /// timings and why the policy chose the node (its scores and reason),
+        /// to stderr.
         #[arg(short, long)]
         verbose: bool,
     },
@@ -349,6 +350,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
                 (None, None) => anyhow::bail!("give --data or --file"),
             };
+            let mut hints = hints;
+            if verbose {
+                hints.push(("explain".into(), "1".into()));
+            }
             let options = CallOptions {
                 timeout: Duration::from_millis(timeout_ms),
                 policy,
@@ -399,6 +404,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         if cache.coalesced { "coalesced" } else { "hit" },
                         cache.age_ms
                     );
+                }
+                if let Some(why) = &info.explain {
+                    eprintln!("why: {why}");
                 }
             }
         }

@@ -106,6 +106,12 @@ impl CallOptions {
         self
     }
 
+    /// Asks why the node was chosen (the hint `explain=1`): the answer's
+    /// [`ResultInfo::explain`] then holds the policy's decision in one line.
+    pub fn explain(self) -> Self {
+        self.hint("explain", "1")
+    }
+
     /// Names the policy.
     pub fn policy(mut self, name: impl Into<String>) -> Self {
         self.policy = Some(name.into());
@@ -185,6 +191,9 @@ pub struct ResultInfo {
     /// The result's length, bytes, when known up front (`None` while it
     /// streams).
     pub len: Option<u64>,
+    /// Why the node was chosen, in one line (policy, node, reason, the best
+    /// candidates' scores), when the call asked ([`CallOptions::explain`]).
+    pub explain: Option<String>,
 }
 
 /// A call's result as a stream of chunks, relayed as the service writes
@@ -402,6 +411,7 @@ impl Client {
             content_type: head.content_type,
             status: head.status,
             len: head.payload_len,
+            explain: head.explain,
         };
         let chunks = futures_util::stream::unfold(open, |mut open| async move {
             match open.next().await {

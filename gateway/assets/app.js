@@ -31,6 +31,7 @@ let events = [];                  // recent change events, newest first
 
 $("#token").value = localStorage.getItem("switchyard-admin-token") || "";
 $("#token").addEventListener("change", (e) => localStorage.setItem("switchyard-admin-token", e.target.value));
+$("#why-service").addEventListener("change", () => { if (last) renderWhy(last); });
 
 function render(snap) {
   $("#uptime").textContent = `up ${snap.uptime_s} s · ${snap.nodes.length} nodes · ${snap.services.length} services`;
@@ -41,6 +42,39 @@ function render(snap) {
   renderShare(snap);
   renderAlerts(snap);
   if (snap.cache) renderCache(snap.cache);
+  renderWhy(snap);
+}
+
+// "Why this node": the chosen service's latest decisions from
+// /api/decisions (policy, node, reason, the best candidates' scores).
+let whyBusy = false;
+async function renderWhy(snap) {
+  const select = $("#why-service");
+  const names = snap.services.map((s) => s.name);
+  const current = select.value;
+  if ([...select.options].map((o) => o.value).join() !== names.join()) {
+    select.replaceChildren(...names.map((n) => el("option", { value: n, text: n })));
+    if (names.includes(current)) select.value = current;
+  }
+  if (!select.value || whyBusy) return;
+  whyBusy = true;
+  try {
+    const r = await fetch(`/api/decisions?service=${encodeURIComponent(select.value)}&limit=10`);
+    const { decisions } = await r.json();
+    const body = $("#why tbody");
+    body.replaceChildren(...decisions.map((d) => el("tr", { "data-call": d.call_id },
+      el("td", { text: new Date(d.at_unix_ms).toLocaleTimeString() }),
+      el("td", { text: d.call_id }),
+      el("td", { text: d.node }),
+      el("td", { text: d.policy }),
+      el("td", { class: "reason", text: d.reason || "(no reason: the policy does not explain)" }),
+      el("td", { text: d.top.map((c) => c.score === null ? c.node : `${c.node} ${+c.score.toFixed(3)}`).join(", ") + ` (of ${d.offered})` }))));
+    if (decisions.length === 0) body.append(el("tr", {}, el("td", { colspan: 6, text: "no decisions yet" })));
+  } catch (e) {
+    console.error("decisions failed", e);
+  } finally {
+    whyBusy = false;
+  }
 }
 
 function renderNodes(snap) {

@@ -90,11 +90,11 @@ pub struct Candidate {
 }
 
 impl Decision {
-    /// The one-line form a call gets when it asks: `POLICY → NODE: REASON
-    /// | a 0.91, b 0.40 (of N)`, e.g. `cache-aware → gpu-2: prefix match
+    /// The one-line form a call gets when it asks: `POLICY -> NODE: REASON
+    /// | a 0.91, b 0.40 (of N)`, e.g. `cache-aware -> gpu-2: prefix match
     /// 12/14 blocks | gpu-2 12, gpu-1 0 (of 4)`.
     pub fn compact(&self) -> String {
-        let mut line = format!("{} → {}", self.policy, self.node);
+        let mut line = format!("{} -> {}", self.policy, self.node);
         if !self.reason.is_empty() {
             let _ = write!(line, ": {}", self.reason);
         }
@@ -305,9 +305,9 @@ mod tests {
         );
         assert_eq!(
             d.compact(),
-            "least-request → gpu-2: least loaded: 1/4 in flight | #7 0.750, #8 0.500 (of 3)"
+            "least-request -> gpu-2: least loaded: 1/4 in flight | #7 0.750, #8 0.500 (of 3)"
         );
         let plain = decisions.record(&registry, 2, "svc", "a", &explanation("", &[(7, None)]));
-        assert_eq!(plain.compact(), "least-request → a (of 3)");
+        assert_eq!(plain.compact(), "least-request -> a (of 3)");
     }
 }

@@ -433,6 +433,10 @@ async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
             "return [...document.querySelectorAll('#services tr[data-service=\"echo\"] td.tenants .tenant')].map(t => t.textContent).join(' · ') === 'team-a 0.50/s · team-b 0.17/s'",
         ),
         (
+            "why this node: the echo service's decisions",
+            "return document.querySelectorAll('#why tbody tr[data-call]').length > 0",
+        ),
+        (
             "the cache hit ratio",
             "return (document.querySelector('#cache .cache-row[data-service=\"echo\"] .label') || {}).textContent === 'echo 50%'",
         ),

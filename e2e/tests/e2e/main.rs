@@ -11,6 +11,7 @@ mod cache;
 mod chaos;
 mod common;
 mod deadlines;
+mod explain;
 mod fleet;
 mod health;
 mod hot_swap;

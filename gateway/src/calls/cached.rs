@@ -97,7 +97,7 @@ async fn answer(
         status: entry.status,
         explain: call.wants_explain().then(|| {
             format!(
-                "cache → {}: {} (no pick)",
+                "cache -> {}: {} (no pick)",
                 entry.node_id,
                 if coalesced {
                     "joined an identical call in flight"

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
@@ -58,6 +58,45 @@ pub(super) async fn queues(State(shared): State<Arc<Shared>>) -> Response {
 /// `GET /api/snapshot`: what the dashboard shows, at once.
 pub(super) async fn snapshot(State(shared): State<Arc<Shared>>) -> Response {
     Json(Snapshot::take(&shared, Instant::now())).into_response()
+}
+
+/// Query of `GET /api/decisions`.
+#[derive(Debug, Deserialize)]
+pub(super) struct DecisionsQuery {
+    /// The service; none: every service with decisions.
+    service: Option<String>,
+    /// Decisions per service, newest first (default 20).
+    limit: Option<usize>,
+}
+
+/// `GET /api/decisions?service=NAME&limit=N`: the policies' latest
+/// decisions ("why this node"), newest first: `{"service", "decisions":
+/// [{at_unix_ms, call_id, service, policy, node, reason, offered,
+/// prefix_blocks, top: [{node, score, in_flight, max_concurrent}]}]}`;
+/// without `service`, `{"services": {NAME: [...]}}`.
+pub(super) async fn decisions(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<DecisionsQuery>,
+) -> Response {
+    let limit = query.limit.unwrap_or(20);
+    match query.service {
+        Some(service) => {
+            let decisions = shared.decisions.recent(&service, limit);
+            Json(serde_json::json!({"service": service, "decisions": decisions})).into_response()
+        }
+        None => {
+            let services: serde_json::Map<String, serde_json::Value> = shared
+                .decisions
+                .services()
+                .into_iter()
+                .map(|service| {
+                    let recent = shared.decisions.recent(&service, limit);
+                    (service, serde_json::json!(recent))
+                })
+                .collect();
+            Json(serde_json::json!({"services": services})).into_response()
+        }
+    }
 }
 
 /// Body of `PUT /api/services/{name}/policy`.

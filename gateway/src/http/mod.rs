@@ -61,6 +61,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/policies", get(api::policies))
         .route("/api/queues", get(api::queues))
         .route("/api/snapshot", get(api::snapshot))
+        .route("/api/decisions", get(api::decisions))
         .route("/api/services/{name}/policy", put(api::set_policy))
         .route("/api/nodes/{id}/drain", post(api::drain))
         .route("/api/nodes/{id}/undrain", post(api::undrain))

@@ -75,6 +75,9 @@ pub(super) fn call_head(
     head.realtime = flag(headers, "x-switchyard-realtime")?;
     head.no_cache = flag(headers, "x-switchyard-no-cache")?;
     head.max_age_s = parsed(headers, "x-switchyard-max-age-s")?;
+    if flag(headers, "x-switchyard-explain")? {
+        head.hints.push(("explain".into(), "1".into()));
+    }
     head.api_key = api_key(headers);
     Ok(head)
 }
@@ -135,6 +138,20 @@ pub(super) fn result_headers(head: &ResultHead) -> Vec<(HeaderName, HeaderValue)
         }
         None => put("x-switchyard-cache", "miss".into()),
     }
+    if let Some(explain) = &head.explain {
+        // A header value is visible ASCII: anything else becomes `?`.
+        let ascii = explain
+            .chars()
+            .map(|c| {
+                if c == ' ' || c.is_ascii_graphic() {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        put("x-switchyard-explain", ascii);
+    }
     out
 }
 
@@ -163,6 +180,7 @@ mod tests {
             ("x-switchyard-timeout-ms", "1500"),
             ("x-switchyard-no-cache", "1"),
             ("x-switchyard-max-age-s", "60"),
+            ("x-switchyard-explain", "1"),
         ]);
         let head = call_head(&config, &map, "svc", 3).expect("head");
         assert_eq!(
@@ -170,7 +188,8 @@ mod tests {
             [
                 ("max_cost".to_string(), "0.5".to_string()),
                 ("region".to_string(), "eu".to_string()),
-                ("policy".to_string(), "latency".to_string())
+                ("policy".to_string(), "latency".to_string()),
+                ("explain".to_string(), "1".to_string())
             ]
         );
         assert_eq!(head.priority, -3);
