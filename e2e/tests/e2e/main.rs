@@ -8,6 +8,7 @@
 mod admin_http;
 mod bench;
 mod cache;
+mod cache_aware;
 mod chaos;
 mod common;
 mod deadlines;
