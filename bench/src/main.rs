@@ -196,3 +196,27 @@ async fn suite(args: Args) -> Result<()> {
     println!("results in {}", args.out.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_suite_parses_its_flags_and_echo_server_its_own() {
+        let suite = Args::try_parse_from(["suite", "--quick", "--sections", "overhead,idle"])
+            .expect("suite flags");
+        assert!(suite.mode.is_none() && suite.quick);
+        assert_eq!(suite.sections, ["overhead", "idle"]);
+        let echo = Args::try_parse_from(["suite", "echo-server", "--dir", "/d"]).expect("echo");
+        let Some(Mode::EchoServer(server)) = echo.mode else {
+            panic!("not the echo server: {echo:?}");
+        };
+        assert_eq!(server.listen.to_string(), "127.0.0.1:0");
+        assert_eq!(server.dir, PathBuf::from("/d"));
+        assert!(
+            Args::try_parse_from(["suite", "echo-server"]).is_err(),
+            "--dir"
+        );
+        assert!(Args::try_parse_from(["suite", "--quick", "echo-server", "--dir", "/d"]).is_err());
+    }
+}
