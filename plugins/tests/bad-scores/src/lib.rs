@@ -58,7 +58,11 @@ pub struct Seen {
 ///
 /// # Panics
 /// With `bad=trap`, on purpose.
-pub fn answer(bad: Option<&str>, n: u32, seen: Seen) -> Result<(Vec<u32>, Vec<f32>, String), String> {
+pub fn answer(
+    bad: Option<&str>,
+    n: u32,
+    seen: Seen,
+) -> Result<(Vec<u32>, Vec<f32>, String), String> {
     let order: Vec<u32> = (0..n).collect();
     let scores: Vec<f32> = (0..n).map(|i| i as f32).collect();
     let echo = format!(
@@ -118,7 +122,7 @@ mod component {
                 first: ctx.prefix_hashes.first().copied().unwrap_or(0),
                 known: ctx.load_known.iter().filter(|k| **k).count(),
                 waiting: ctx.waiting.iter().map(|w| u64::from(*w)).sum(),
-                kv: ctx.kv_cache_pct.iter().sum(),
+                kv: ctx.kv_cache_pct.iter().fold(0.0, |sum, kv| sum + kv),
             };
             let bad = crate::hint(&req.hints, "bad");
             match crate::answer(bad, len(&candidates), seen) {
