@@ -567,6 +567,7 @@ impl Sim {
                     gpus,
                     in_flight: Vec::new(),
                     unhealthy: Vec::new(),
+                    model_load: Vec::new(),
                 },
             });
         }

@@ -18,6 +18,7 @@ mod health;
 mod hot_swap;
 mod ingress;
 mod malformed;
+mod model_load;
 mod mtls;
 mod openai;
 mod policies;
