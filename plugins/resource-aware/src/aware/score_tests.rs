@@ -24,7 +24,7 @@ fn node(node: u32, gpu_free: u64, cpu_pct: f32) -> Candidate {
 fn facts(node: u32) -> Option<NodeFacts> {
     Some(NodeFacts {
         id: format!("n{node}"),
-        region: if node % 2 == 0 { "eu" } else { "us" }.into(),
+        region: if node.is_multiple_of(2) { "eu" } else { "us" }.into(),
         ..NodeFacts::default()
     })
 }
