@@ -3,7 +3,7 @@
 
 use policy_sdk::{
     Candidate, Context, Hints, NodeFacts, NodeKey, NodeStates, Outcome, Policy, Request, Scored,
-    failure_penalty_ms, fmt_num, index_u32, order_after,
+    failure_penalty_ms, fmt_num, index_u32, order_after, to_score,
 };
 
 use crate::{Arm, DISCOUNT};
@@ -177,8 +177,7 @@ impl Adaptive {
             ),
             (How::Exploit, None) => label,
         };
-        #[allow(clippy::cast_possible_truncation)] // ms, as f32
-        let scores = value.into_iter().map(|v| v as f32).collect();
+        let scores = value.into_iter().map(to_score).collect();
         Ok(Scored {
             order,
             scores,

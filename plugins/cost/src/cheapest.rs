@@ -1,8 +1,8 @@
 //! The cheapest-expected-cost algorithm, independent of WebAssembly.
 
 use policy_sdk::{
-    Candidate, Context, Ewma, Hints, NodeFacts, NodeKey, NodeStates, Outcome, Policy, Request,
-    Scored, failure_penalty_ms, fmt_num, index_u32, order_after,
+    Candidate, Context, EXCLUDED, Ewma, Hints, NodeFacts, NodeKey, NodeStates, Outcome, Policy,
+    Request, Scored, failure_penalty_ms, fmt_num, index_u32, order_after, to_score,
 };
 
 /// Expected duration of a call on a node nothing is known about, ms.
@@ -110,7 +110,7 @@ impl Cost {
     }
 
     /// [`Cost::rank`]'s order with each candidate's score, `-expected cost
-    /// per call` (NaN outside the limits), and the reason, e.g. `cheapest
+    /// per call` ([`EXCLUDED`] outside the limits), and the reason, e.g. `cheapest
     /// expected 0.00025 per call (0.9/h × 1000 ms) of 3 fitting`.
     ///
     /// # Errors
@@ -123,12 +123,10 @@ impl Cost {
         facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<Scored, String> {
         let (order, fitting) = self.evaluate(req, candidates, facts)?;
-        let mut scores = vec![f32::NAN; candidates.len()];
+        let mut scores = vec![EXCLUDED; candidates.len()];
         for e in &fitting {
             if let Some(s) = scores.get_mut(e.index) {
-                #[allow(clippy::cast_possible_truncation)] // a cost, as f32
-                let cost = -e.cost as f32;
-                *s = cost;
+                *s = to_score(-e.cost);
             }
         }
         let best = order

@@ -31,8 +31,8 @@
 //!
 //! A ranking names the qualifying nodes, the pick first, then by expected
 //! cost, expected latency and index. A scored answer is that ranking with
-//! each candidate's score `-expected cost per call` (NaN outside the
-//! limits) and a reason such as `cheapest expected 0.000111 per call (0.4/h
+//! each candidate's score `-expected cost per call` (the lowest finite
+//! `f32`, `policy_sdk::EXCLUDED`, outside the limits) and a reason such as `cheapest expected 0.000111 per call (0.4/h
 //! × 1000 ms) of 3 fitting`.
 //!
 //! The algorithm is [`Cost`], plain Rust unit-tested on the host; the

@@ -2,7 +2,7 @@
 
 use policy_sdk::{
     Candidate, Context, DEFAULT_DECAY_MS, DEFAULT_RTT_MS, NodeFacts, NodeKey, NodeStates, Outcome,
-    PeakEwma, Policy, Request, Scored, failure_penalty_ms, index_u32, order_after, p2c,
+    PeakEwma, Policy, Request, Scored, failure_penalty_ms, index_u32, order_after, p2c, to_score,
 };
 
 /// Peak-EWMA latency per (service, node), picked by power of two choices on
@@ -111,10 +111,9 @@ impl Latency {
     ) -> Result<Scored, String> {
         let (first, rival) = self.choose(req, candidates)?;
         let order = self.rank_after(first, req, candidates)?;
-        #[allow(clippy::cast_possible_truncation)] // ms, as f32
         let scores = candidates
             .iter()
-            .map(|c| -self.cost(req, c) as f32)
+            .map(|c| to_score(-self.cost(req, c)))
             .collect();
         let figures = |i: usize| {
             candidates.get(i).map_or_else(String::new, |c| {

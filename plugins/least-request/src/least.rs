@@ -2,7 +2,7 @@
 
 use policy_sdk::{
     Candidate, Context, NodeFacts, NodeKey, Outcome, Policy, Request, Scored, index_u32,
-    order_after, p2c,
+    order_after, p2c, to_score,
 };
 
 /// Power of two choices on `in_flight / max_concurrent` (see the crate docs).
@@ -61,8 +61,7 @@ impl LeastRequest {
     ) -> Result<Scored, String> {
         let (first, rival) = choose(req, candidates)?;
         let order = rank_after(first, candidates)?;
-        #[allow(clippy::cast_possible_truncation)] // a fraction in 0..1, as f32
-        let scores = candidates.iter().map(|c| -c.load() as f32).collect();
+        let scores = candidates.iter().map(|c| to_score(-c.load())).collect();
         let slots = |i: usize| {
             candidates.get(i).map_or_else(String::new, |c| {
                 format!("{}/{}", c.in_flight, c.max_concurrent)

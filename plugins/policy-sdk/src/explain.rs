@@ -5,6 +5,24 @@ use std::cmp::Ordering;
 
 use crate::index_u32;
 
+/// The score of a candidate the policy's filters ruled out (a requirement
+/// or limit it misses): the lowest finite `f32`, below every real score.
+/// Scores must be finite: the host turns NaN and infinities into 0.
+pub const EXCLUDED: f32 = f32::MIN;
+
+/// A score computed in `f64` as the finite `f32` the host keeps: clamped to
+/// the `f32` range (so `-inf` is [`EXCLUDED`]), NaN as [`EXCLUDED`].
+#[must_use]
+pub fn to_score(x: f64) -> f32 {
+    if x.is_nan() {
+        return EXCLUDED;
+    }
+    // In range after the clamp, so the cast only rounds.
+    #[allow(clippy::cast_possible_truncation)]
+    let score = x.clamp(f64::from(f32::MIN), f64::from(f32::MAX)) as f32;
+    score
+}
+
 /// The order `first`, then the indices of `rest` (`first` skipped if it is
 /// among them) sorted by `cmp`, stably: the ranking of a policy whose first
 /// choice comes from its own rule (power of two choices, a draw, a turn)
@@ -25,7 +43,16 @@ pub fn order_after(
 
 #[cfg(test)]
 mod tests {
-    use super::order_after;
+    use super::{EXCLUDED, order_after, to_score};
+
+    #[test]
+    fn scores_are_finite() {
+        assert!((to_score(-0.25) + 0.25).abs() < f32::EPSILON);
+        assert_eq!(to_score(f64::NAN), EXCLUDED);
+        assert_eq!(to_score(f64::NEG_INFINITY), EXCLUDED);
+        assert_eq!(to_score(-1e300), EXCLUDED);
+        assert_eq!(to_score(f64::INFINITY), f32::MAX);
+    }
 
     #[test]
     fn first_then_the_rest_sorted_stably() {

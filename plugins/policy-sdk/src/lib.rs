@@ -8,7 +8,8 @@
 //! - [`Policy`]: the shape every policy's algorithm has (`pick`, `rank`,
 //!   `score`, `observe`); [`Context`], [`ModelLoad`] and [`Scored`] for
 //!   `score` (WIT 1.1.0's `scorer`); [`order_after`] for a ranking that
-//!   starts with the policy's own choice.
+//!   starts with the policy's own choice, [`to_score`] and [`EXCLUDED`] for
+//!   finite scores.
 //! - [`export_policy!`]: the WebAssembly component glue (generated bindings,
 //!   conversions from the generated records, the `policy` world's exports).
 //! - [`Hints`] (typed hint getters) and [`Requirement`] (the `require` grammar
@@ -34,7 +35,7 @@ mod table;
 mod types;
 
 pub use ewma::{DEFAULT_DECAY_MS, DEFAULT_RTT_MS, Ewma, PeakEwma, failure_penalty_ms};
-pub use explain::order_after;
+pub use explain::{EXCLUDED, order_after, to_score};
 pub use facts::FactsCache;
 pub use hints::Hints;
 pub use num::fmt_num;

@@ -1,8 +1,8 @@
 //! The resource-aware algorithm, independent of WebAssembly.
 
 use policy_sdk::{
-    Candidate, Context, FactsCache, NodeFacts, NodeKey, Outcome, Policy, Request, Requirement,
-    Scored, fmt_num, index_u32, order_after, requirements,
+    Candidate, Context, EXCLUDED, FactsCache, NodeFacts, NodeKey, Outcome, Policy, Request,
+    Requirement, Scored, fmt_num, index_u32, order_after, requirements, to_score,
 };
 
 use crate::{Weights, cpu_score, gpu_score, load_score, mem_score, unmet};
@@ -59,7 +59,8 @@ impl ResourceAware {
     }
 
     /// [`ResourceAware::rank`]'s order with each candidate's score, the
-    /// weighted mean in 0..=1 (NaN for a candidate missing a requirement),
+    /// weighted mean in 0..=1 ([`EXCLUDED`] for a candidate missing a
+    /// requirement),
     /// and the reason, e.g. `most free resources: 0.575 (gpu 0.55, cpu 0.75,
     /// mem 0.25, load 0.75), best of 3 meeting gpu_mem_mib>=16000`.
     ///
@@ -73,7 +74,7 @@ impl ResourceAware {
         facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<Scored, String> {
         let (order, scores, choice) = Self::evaluate(req, candidates, facts)?;
-        let fitting = scores.iter().filter(|s| !s.is_nan()).count();
+        let fitting = scores.iter().filter(|&&s| s != EXCLUDED).count();
         let reason = candidates.get(choice.index).map_or_else(String::new, |c| {
             let three = |x: f64| fmt_num((x * 1000.0).round() / 1000.0);
             let meeting = if choice.reqs.is_empty() {
@@ -101,7 +102,7 @@ impl ResourceAware {
     /// Does nothing: every figure this policy uses comes with the pick.
     pub fn observe(&mut self, _outcome: &Outcome) {}
 
-    /// The ranking, every candidate's score (NaN for those missing a
+    /// The ranking, every candidate's score ([`EXCLUDED`] for those missing a
     /// requirement) and the choice.
     fn evaluate(
         req: &Request,
@@ -117,8 +118,7 @@ impl ResourceAware {
             }
         })?;
         let order = order_after(choice.index, alive, |a, b| scores[b].total_cmp(&scores[a]))?;
-        #[allow(clippy::cast_possible_truncation)] // a score in 0..=1, as f32
-        let scores = scores.into_iter().map(|s| s as f32).collect();
+        let scores = scores.into_iter().map(to_score).collect();
         Ok((order, scores, choice))
     }
 

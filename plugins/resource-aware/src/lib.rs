@@ -35,7 +35,8 @@
 //!
 //! A ranking names the candidates meeting every requirement, by score
 //! (highest first, ties by index). A scored answer is that ranking with
-//! each candidate's weighted score (NaN for one missing a requirement) and
+//! each candidate's weighted score (the lowest finite `f32`,
+//! `policy_sdk::EXCLUDED`, for one missing a requirement) and
 //! a reason such as `most free resources: 0.575 (gpu 0.55, cpu 0.75, mem
 //! 0.25, load 0.75), best of 3 meeting gpu_mem_mib>=16000`.
 //!

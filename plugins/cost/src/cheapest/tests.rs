@@ -1,5 +1,6 @@
 use policy_sdk::{
-    Candidate, Context, FORGET_AFTER_MS, NodeFacts, Outcome, Request, Scored, SplitMix64, no_facts,
+    Candidate, Context, EXCLUDED, FORGET_AFTER_MS, NodeFacts, Outcome, Request, Scored, SplitMix64,
+    no_facts,
 };
 
 use super::Cost;
@@ -274,7 +275,7 @@ fn score_ranks_the_fitting_by_cost_and_explains_the_cheapest() {
     let s = score(&mut p, &candidates, &hints).expect("fits");
     assert_eq!(s.order, vec![2, 0]);
     assert!(
-        s.scores[1].is_nan() && s.scores[3].is_nan(),
+        s.scores[1] == EXCLUDED && s.scores[3] == EXCLUDED,
         "{:?}",
         s.scores
     );

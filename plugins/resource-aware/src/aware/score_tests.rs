@@ -1,6 +1,6 @@
 //! `score`: the same choice as `pick`, every score, the reason.
 
-use policy_sdk::{Candidate, Context, NodeFacts, Request, Scored};
+use policy_sdk::{Candidate, Context, EXCLUDED, NodeFacts, Request, Scored};
 
 use super::ResourceAware;
 
@@ -86,11 +86,7 @@ fn filters_first_and_names_the_requirements() {
     let s = score(&candidates, &hints).expect("fits");
     assert_eq!(s.order[0], pick(&candidates, &hints).expect("fits"));
     assert_eq!(s.order, vec![0]);
-    assert!(
-        s.scores[1].is_nan() && s.scores[2].is_nan() && s.scores[3].is_nan(),
-        "{:?}",
-        s.scores
-    );
+    assert!(s.scores[1..] == [EXCLUDED; 3], "{:?}", s.scores);
     assert!(s.scores[0] > 0.0);
     assert!(
         s.reason
