@@ -25,6 +25,7 @@ mod facts;
 mod glue;
 mod hints;
 mod num;
+mod prefix;
 mod require;
 mod rng;
 mod scored;
@@ -35,6 +36,7 @@ pub use ewma::{DEFAULT_DECAY_MS, DEFAULT_RTT_MS, Ewma, PeakEwma, failure_penalty
 pub use facts::FactsCache;
 pub use hints::Hints;
 pub use num::fmt_num;
+pub use prefix::{DEFAULT_MAX_ENTRIES, PrefixTable};
 pub use require::{Metric, Op, Requirement, Value, requirements};
 pub use rng::{SplitMix64, p2c};
 pub use scored::{Context, ModelLoad, Scored};
