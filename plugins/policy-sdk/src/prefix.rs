@@ -158,6 +158,11 @@ impl PrefixTable {
             None => self.services.entry(service.to_owned()).or_default(),
         };
         let record = nodes.entry(node).or_default();
+        if now_ms.saturating_sub(record.seen_ms) >= self.ttl_ms {
+            // Forgotten but not swept yet: it starts afresh.
+            self.entries -= record.last_use.len();
+            *record = Record::default();
+        }
         record.seen_ms = record.seen_ms.max(now_ms);
         for &hash in hashes.iter().rev() {
             self.tick += 1;
@@ -364,5 +369,13 @@ mod tests {
         assert_eq!(t.records(), 1, "the sweep dropped node 2");
         assert_eq!(t.entries(), 5);
         assert_eq!(t.node_entries("svc", 2), 0);
+        // Forgotten but not swept yet (sweeps run once per ttl / 10): a new
+        // record starts afresh rather than reviving the old hashes.
+        t.record("svc", 4, &a, 1500);
+        t.seen("svc", [1], 2450);
+        t.record("svc", 4, &chain(3, 2), 2520);
+        assert_eq!(t.matched("svc", 4, &a, 2520), 0);
+        assert_eq!(t.node_entries("svc", 4), 2);
+        assert_eq!(t.entries(), 5 + 2);
     }
 }
