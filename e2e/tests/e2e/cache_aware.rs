@@ -120,6 +120,9 @@ async fn conversations_stick_to_their_node_and_later_turns_start_sooner() {
         }
     }
     for (c, turns) in &served {
+        for t in turns {
+            eprintln!("conversation {c}: ttft {:?}, why: {}", t.ttft, t.why);
+        }
         let first = &turns[0];
         for later in &turns[1..] {
             assert_eq!(
