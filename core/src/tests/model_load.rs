@@ -34,6 +34,7 @@ fn candidates(h: &mut Harness, service: &str) -> Vec<Candidate> {
             call,
             head: Arc::new(CallHead::new(service, 0, 1000)),
             tenant: Arc::from("t"),
+            prefix: Arc::default(),
         },
         h.now,
     );
