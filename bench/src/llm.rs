@@ -8,11 +8,11 @@ mod chat;
 mod fleet;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::Result;
 use hdrhistogram::Histogram;
 
+use crate::procs::cpu_seconds;
 use crate::report::{Section, col};
 use crate::scenarios::{SystemResult, Timing};
 use crate::sections::Setup;
@@ -121,7 +121,6 @@ pub fn figures(
         }
     }
     let pct = |a: f64, b: f64| if b > 0.0 { a * 100.0 / b } else { 0.0 };
-    let ok = h.len() as f64;
     BTreeMap::from([
         ("ttft_mean_ms".to_string(), h.mean() / 1e3),
         (
@@ -135,13 +134,9 @@ pub fn figures(
         ("ttft_max_ms".to_string(), h.max() as f64 / 1e3),
         ("kv_hit_pct".to_string(), pct(hits, queries)),
         ("sticky_pct".to_string(), pct(same as f64, later as f64)),
-        ("turns_ok".to_string(), ok),
+        ("turns_ok".to_string(), h.len() as f64),
         ("errors".to_string(), errors as f64),
         ("wall_s".to_string(), wall_s),
-        (
-            "turns_per_s".to_string(),
-            if wall_s > 0.0 { ok / wall_s } else { 0.0 },
-        ),
     ])
 }
 
@@ -205,6 +200,10 @@ pub async fn section(s: &Setup<'_>, timing: &Timing, quick: bool) -> Result<Sect
             metrics_url,
         )?;
         let before = f.kv_counters()?;
+        let cpu_before = (
+            cpu_seconds(&[f.gateway_pid()]),
+            cpu_seconds(&f.agent_pids()),
+        );
         let target = chat::Target {
             url: format!("http://127.0.0.1:{}/v1/chat/completions", f.ports.http),
             model: fleet::SERVICE.into(),
@@ -212,6 +211,10 @@ pub async fn section(s: &Setup<'_>, timing: &Timing, quick: bool) -> Result<Sect
         };
         let (turns, wall) = chat::run(target, settings.shape, schedule.clone()).await?;
         let after = f.kv_counters()?;
+        let cpu = (
+            cpu_seconds(&[f.gateway_pid()]) - cpu_before.0,
+            cpu_seconds(&f.agent_pids()) - cpu_before.1,
+        );
         let served = turns
             .iter()
             .find_map(|t| t.policy.clone())
@@ -238,7 +241,7 @@ pub async fn section(s: &Setup<'_>, timing: &Timing, quick: bool) -> Result<Sect
         title: "7. LLM routing: multi-turn chat, time to first token per policy".into(),
         timing: *timing,
         clk_tck: crate::procs::clock_ticks(),
-        notes: notes(&settings, metrics_url, &skipped, &systems),
+        notes: notes(s.bin_dir, &settings, metrics_url, &skipped, &systems),
         systems,
         columns: vec![
             col("mean TTFT ms", "ttft_mean_ms", 1),
@@ -248,12 +251,14 @@ pub async fn section(s: &Setup<'_>, timing: &Timing, quick: bool) -> Result<Sect
             col("same node as previous turn %", "sticky_pct", 1),
             col("turns", "turns_ok", 0),
             col("errors", "errors", 0),
-            col("turns/s", "turns_per_s", 2),
+            col("run s", "wall_s", 0),
+            col("gateway CPU µs/turn", "gateway_cpu_us_per_turn", 0),
         ],
     })
 }
 
 fn notes(
+    bin_dir: &std::path::Path,
     settings: &Settings,
     metrics_url: bool,
     skipped: &[&str],
@@ -262,7 +267,8 @@ fn notes(
     let sh = &settings.shape;
     let mut notes = vec![
         format!(
-            "The release gateway (one thread) and {n} agents, each with an `openai` service `{svc}` (`max_concurrent = {mc}`) in front of its own `switchyard-toy-model` (`--max-running {k} --prefill-us-per-token {t} --tokens-per-s {r} --kv-cache-tokens {kv} --load-ms 0`), a fresh fleet per policy (cold caches, fresh policy state); the service's policy is set by `[services.{svc}] policy` in `gateway.toml`.{mu}",
+            "The gateway (`{bin}/gateway`, one thread) and {n} agents, each with an `openai` service `{svc}` (`max_concurrent = {mc}`) in front of its own `switchyard-toy-model` (`--max-running {k} --prefill-us-per-token {t} --tokens-per-s {r} --kv-cache-tokens {kv} --load-ms 0`), a fresh fleet per policy (cold caches, fresh policy state); the service's policy is set by `[services.{svc}] policy` in `gateway.toml`.{mu}",
+            bin = bin_dir.display(),
             n = settings.nodes,
             svc = fleet::SERVICE,
             mc = settings.max_concurrent,
@@ -358,7 +364,7 @@ mod tests {
         assert!((f["sticky_pct"] - 100.0 / 3.0).abs() < 1e-9);
         assert!((f["ttft_mean_ms"] - 55.0).abs() < 0.1);
         assert!((f["ttft_p99_ms"] - 100.0).abs() < 0.1);
-        assert_eq!(f["turns_per_s"], 2.0);
+        assert_eq!(f["wall_s"], 2.0);
     }
 
     #[test]

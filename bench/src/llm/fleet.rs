@@ -190,6 +190,16 @@ impl LlmFleet {
         })
     }
 
+    /// The gateway's pid.
+    pub fn gateway_pid(&self) -> u32 {
+        self.gateway.pid()
+    }
+
+    /// The agents' pids.
+    pub fn agent_pids(&self) -> Vec<u32> {
+        self.agents.iter().map(Proc::pid).collect()
+    }
+
     /// Σ `vllm:prefix_cache_hits_total` and Σ `vllm:prefix_cache_queries_total`
     /// over the toy models, tokens.
     ///
