@@ -1,8 +1,8 @@
 //! `switchyard-bench-suite` (`make bench`): Switchyard side by side with
 //! HAProxy and nginx on the same machine in the same run, systems measured
 //! interleaved (A/B/A/B), medians of 5; then the gateway's overhead, each
-//! policy's cost, the cache, the 1000-agent scale program if built, and
-//! idle CPU. Writes `bench/results/<section>.json` and
+//! policy's cost, the cache, the 1000-agent scale program if built, idle
+//! CPU, and multi-turn chat TTFT per LLM routing policy (`llm`). Writes `bench/results/<section>.json` and
 //! `bench/results/README.md`. `--quick`: a ~1 minute smoke run.
 //! `switchyard-bench-suite echo-server` is the stand-alone echo server the
 //! suite runs as its own process for section 2 (see [`echo`]).
