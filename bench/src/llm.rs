@@ -222,12 +222,15 @@ pub async fn section(s: &Setup<'_>, timing: &Timing, quick: bool) -> Result<Sect
         if let Some(e) = turns.iter().find_map(|t| t.error.as_ref()) {
             println!("[llm {policy}] first error: {e}");
         }
-        let medians = figures(
+        let mut medians = figures(
             &turns,
             after.0 - before.0,
             after.1 - before.1,
             wall.as_secs_f64(),
         );
+        let n = turns.len().max(1) as f64;
+        medians.insert("gateway_cpu_us_per_turn".into(), cpu.0 * 1e6 / n);
+        medians.insert("agents_cpu_us_per_turn".into(), cpu.1 * 1e6 / n);
         println!("[llm {policy}] {medians:?}");
         systems.push(SystemResult {
             name: policy.into(),
