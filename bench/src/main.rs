@@ -1,14 +1,15 @@
 //! `switchyard-bench-suite` (`make bench`): Switchyard side by side with
 //! HAProxy and nginx on the same machine in the same run, systems measured
 //! interleaved (A/B/A/B), medians of 5; then the gateway's overhead, each
-//! policy's cost, the cache, the 1000-agent scale program if built, and
-//! idle CPU. Writes `bench/results/<section>.json` and
+//! policy's cost, the cache, the 1000-agent scale program if built, idle
+//! CPU, and multi-turn chat TTFT per LLM routing policy (`llm`). Writes `bench/results/<section>.json` and
 //! `bench/results/README.md`. `--quick`: a ~1 minute smoke run.
 //! `switchyard-bench-suite echo-server` is the stand-alone echo server the
 //! suite runs as its own process for section 2 (see [`echo`]).
 
 mod echo;
 mod fleet;
+mod llm;
 mod peers;
 mod procs;
 mod report;
@@ -27,7 +28,9 @@ use crate::scenarios::Timing;
 use crate::sections::Setup;
 
 /// Every section, in order.
-const SECTIONS: [&str; 6] = ["peers", "overhead", "policies", "cache", "scale", "idle"];
+const SECTIONS: [&str; 7] = [
+    "peers", "overhead", "policies", "cache", "scale", "idle", "llm",
+];
 
 #[derive(Parser, Debug)]
 #[command(about = "Switchyard beside HAProxy and nginx, and its own costs (make bench)")]
@@ -49,7 +52,7 @@ struct Args {
     #[arg(long)]
     warm_up: Option<f64>,
     /// Sections to run, comma-separated (default all): peers, overhead,
-    /// policies, cache, scale, idle.
+    /// policies, cache, scale, idle, llm.
     #[arg(long, value_delimiter = ',')]
     sections: Vec<String>,
     /// Agents of the scale section (default 1000; 100 with --quick).
@@ -178,6 +181,7 @@ async fn suite(args: Args) -> Result<()> {
             "policies" => sections::policies(&setup, &timing).await?,
             "cache" => sections::cache(&setup, &timing).await?,
             "scale" => scale::section(&setup, &timing, scale_agents).await,
+            "llm" => llm::section(&setup, &timing, args.quick).await?,
             _ => sections::idle(&setup, &timing).await,
         };
         done.push(result);
