@@ -3,5 +3,6 @@
 //! (each integration test file would otherwise link its own wasmtime).
 
 mod hostile;
+mod polyglot;
 mod round_robin;
 mod sandbox_plugins;
