@@ -19,6 +19,7 @@ mod malformed;
 mod mtls;
 mod openai;
 mod policies;
+mod polyglot;
 mod pool;
 mod queue;
 mod quic_limits;

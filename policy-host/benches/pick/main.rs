@@ -19,6 +19,10 @@
 //!   deadlines (the default engine) and with an engine built with
 //!   [`EngineConfig::interruptible`] `false` (no epoch checks compiled in, no
 //!   ticker), measured side by side;
+//! - `least-loaded-py/wasm/N` and `least-loaded-js/wasm/N`: the policy
+//!   written in Python and in JavaScript (`plugins/python/`, `plugins/js/`,
+//!   built by `make plugins-polyglot`; skipped when absent), with their load
+//!   times printed (`polyglot.rs`);
 //! - `lowering/<shape>/N`: what passing N candidates costs the host alone, on
 //!   a minimal hand-written component whose exports only return the list
 //!   length (no policy, no guest-side decoding), in three shapes: `records`
@@ -42,9 +46,11 @@
 //! filter (a regex) runs a subset (`-- 'least-request|epoch'`).
 
 mod lowering;
+mod polyglot;
 mod summary;
 
 use lowering::bench_lowering;
+use polyglot::{bench_polyglot, polyglot_summary};
 use summary::{lowering_summary, summary};
 
 use std::collections::HashMap;
@@ -556,6 +562,7 @@ fn benches(c: &mut Criterion) {
     bench_policy::<cost::Cost>(c, &engine, "cost", &fleet, &dir);
     bench_policy::<resource_aware::ResourceAware>(c, &engine, "resource-aware", &fleet, &dir);
     bench_policy::<adaptive::Adaptive>(c, &engine, "adaptive", &fleet, &dir);
+    bench_polyglot(c, &engine, &fleet, &dir);
     bench_epoch(c, &fleet, &dir);
     bench_lowering(c, &fleet);
 }
@@ -570,5 +577,6 @@ fn main() {
     benches(&mut c);
     c.final_summary();
     summary(since);
+    polyglot_summary(since);
     lowering_summary(since);
 }

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use switchyard_policy_host::types::{CandidateRow, Candidates, Decision, Outcome, Ranking, Request};
+use switchyard_policy_host::types::{
+    CandidateRow, Candidates, Decision, Outcome, Ranking, Request,
+};
 use switchyard_policy_host::{EngineConfig, NoNodes, Policy, PolicyEngine, PolicyError};
 
 /// The polyglot plugins: each file stem in `plugins/dist` is the name it reports.
@@ -106,7 +108,11 @@ fn polyglot_plugins_rank_least_loaded_first() -> Result<(), PolicyError> {
 
         // Load = in-flight / max-concurrent: 3/4, 1/8, 2/4, 0/2.
         let cands = candidates(&[(3, 4), (1, 8), (2, 4), (0, 2)]);
-        assert_eq!(order(policy.rank(&request(0), &cands)?), [3, 1, 2, 0], "{stem}");
+        assert_eq!(
+            order(policy.rank(&request(0), &cands)?),
+            [3, 1, 2, 0],
+            "{stem}"
+        );
         match policy.pick(&request(0), &cands)? {
             Decision::Route(i) => assert_eq!(i, 3, "{stem}"),
             Decision::Reject(reason) => panic!("{stem} rejected: {reason}"),
@@ -142,9 +148,16 @@ fn polyglot_plugins_break_ties_by_the_request_random() -> Result<(), PolicyError
         assert_eq!(first(4)?, 4, "{stem}");
         // u64 randoms past 2^53 (a JavaScript number's exact range).
         assert_eq!(first(u64::MAX)?, 0, "{stem}: u64::MAX % 5 == 0");
-        assert_eq!(order(policy.rank(&request(6), &cands)?), [1, 3, 4, 0, 2], "{stem}");
+        assert_eq!(
+            order(policy.rank(&request(6), &cands)?),
+            [1, 3, 4, 0, 2],
+            "{stem}"
+        );
         // One candidate, and many.
-        assert_eq!(order(policy.rank(&request(9), &candidates(&[(0, 1)]))?), [0]);
+        assert_eq!(
+            order(policy.rank(&request(9), &candidates(&[(0, 1)]))?),
+            [0]
+        );
         let many: Vec<(u32, u32)> = (0..300).map(|i| (i % 7, 8)).collect();
         let ranked = order(policy.rank(&request(5), &candidates(&many))?);
         assert_eq!(ranked.len(), 300, "{stem}");
