@@ -2,11 +2,17 @@
 # plugins` runs `plugins-polyglot`).
 #
 #   make plugins-polyglot  install the toolchains (pinned), then build each
-#                          Python and JavaScript policy into plugins/dist/
+#                          Python and JavaScript policy into plugins/dist-polyglot/
 #   make plugins-python    Python only: plugins/python/<name>/app.py ->
-#                          plugins/dist/<name>-py.wasm (componentize-py)
+#                          plugins/dist-polyglot/<name>-py.wasm (componentize-py)
 #   make plugins-js        JavaScript only: plugins/js/<name>/policy.js ->
-#                          plugins/dist/<name>-js.wasm (jco componentize)
+#                          plugins/dist-polyglot/<name>-js.wasm (jco componentize)
+#
+# Why a folder of their own, not plugins/dist/ (which every gateway of the
+# demo, the bench and the end-to-end suite loads whole): each component embeds
+# its language's runtime (CPython ~18 MiB, SpiderMonkey ~12 MiB) and costs
+# 15-20 s of CPU to compile, against milliseconds for a Rust plugin. Install
+# one into a gateway's plugins folder to use it (write, then rename).
 #
 # Toolchains come from the package registries, pinned, into project-local
 # folders, never system-wide: componentize-py (plugins/python/requirements.txt)
@@ -24,6 +30,7 @@
 # temporary file and rename it into place, as the Rust plugins' do.
 
 POLYGLOT_MK := $(abspath $(lastword $(MAKEFILE_LIST)))
+POLYGLOT_DIST := $(PLUGINS_DIR)/dist-polyglot
 POLYGLOT_WORLD := ranked-policy
 POLYGLOT_WIT := $(PLUGINS_ROOT)/wit/policy.wit
 
@@ -33,16 +40,16 @@ POLYGLOT_PY_DIR := $(PLUGINS_DIR)/python
 POLYGLOT_PY_REQUIREMENTS := $(POLYGLOT_PY_DIR)/requirements.txt
 POLYGLOT_PY_STAMP := $(POLYGLOT_VENV)/.componentize-py-installed
 POLYGLOT_PY_NAMES := $(patsubst $(POLYGLOT_PY_DIR)/%/app.py,%,$(wildcard $(POLYGLOT_PY_DIR)/*/app.py))
-POLYGLOT_PY_WASM := $(foreach n,$(POLYGLOT_PY_NAMES),$(PLUGINS_DIST)/$(n)-py.wasm)
+POLYGLOT_PY_WASM := $(foreach n,$(POLYGLOT_PY_NAMES),$(POLYGLOT_DIST)/$(n)-py.wasm)
 
 NPM ?= npm
 POLYGLOT_JS_DIR := $(PLUGINS_DIR)/js
 POLYGLOT_JS_STAMP := $(POLYGLOT_JS_DIR)/node_modules/.installed
 POLYGLOT_JS_NAMES := $(patsubst $(POLYGLOT_JS_DIR)/%/policy.js,%,$(wildcard $(POLYGLOT_JS_DIR)/*/policy.js))
-POLYGLOT_JS_WASM := $(foreach n,$(POLYGLOT_JS_NAMES),$(PLUGINS_DIST)/$(n)-js.wasm)
+POLYGLOT_JS_WASM := $(foreach n,$(POLYGLOT_JS_NAMES),$(POLYGLOT_DIST)/$(n)-js.wasm)
 
 POLYGLOT_SUBMAKE := $(MAKE) --no-print-directory -f $(POLYGLOT_MK) PLUGINS_ROOT=$(PLUGINS_ROOT) \
-	PLUGINS_DIR=$(PLUGINS_DIR) PLUGINS_DIST=$(PLUGINS_DIST)
+	PLUGINS_DIR=$(PLUGINS_DIR)
 
 .PHONY: plugins-polyglot plugins-python plugins-js
 
@@ -80,8 +87,8 @@ $(POLYGLOT_JS_STAMP): $(POLYGLOT_JS_DIR)/package.json $(POLYGLOT_JS_DIR)/package
 # $(call polyglot_world,SOURCE_DIR): the world a policy is built against.
 polyglot_world = $$(cat $(1)/world 2>/dev/null || echo $(POLYGLOT_WORLD))
 
-$(PLUGINS_DIST)/%-py.wasm: $(POLYGLOT_PY_DIR)/%/app.py $(POLYGLOT_WIT) $(POLYGLOT_PY_STAMP)
-	@mkdir -p $(PLUGINS_DIST)
+$(POLYGLOT_DIST)/%-py.wasm: $(POLYGLOT_PY_DIR)/%/app.py $(POLYGLOT_WIT) $(POLYGLOT_PY_STAMP)
+	@mkdir -p $(POLYGLOT_DIST)
 	cd $(PLUGINS_ROOT) && $(POLYGLOT_VENV)/bin/componentize-py -d wit -w $(call polyglot_world,$(<D)) \
 		componentize app -p $(<D) -o $(@D)/.$(@F).tmp.$$$$ && \
 		mv -f $(@D)/.$(@F).tmp.$$$$ $@
@@ -89,8 +96,8 @@ $(PLUGINS_DIST)/%-py.wasm: $(POLYGLOT_PY_DIR)/%/app.py $(POLYGLOT_WIT) $(POLYGLO
 
 # jco reads the WIT through a WASI view of the working directory: run it
 # from the repository root with relative paths.
-$(PLUGINS_DIST)/%-js.wasm: $(POLYGLOT_JS_DIR)/%/policy.js $(POLYGLOT_WIT) $(POLYGLOT_JS_STAMP)
-	@mkdir -p $(PLUGINS_DIST)
+$(POLYGLOT_DIST)/%-js.wasm: $(POLYGLOT_JS_DIR)/%/policy.js $(POLYGLOT_WIT) $(POLYGLOT_JS_STAMP)
+	@mkdir -p $(POLYGLOT_DIST)
 	cd $(PLUGINS_ROOT) && $(POLYGLOT_JS_DIR)/node_modules/.bin/jco componentize \
 		$(patsubst $(PLUGINS_ROOT)/%,%,$<) --wit wit -n $(call polyglot_world,$(<D)) --disable all \
 		-o $(patsubst $(PLUGINS_ROOT)/%,%,$(@D))/.$(@F).tmp.$$$$ && \

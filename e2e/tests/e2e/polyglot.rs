@@ -1,42 +1,45 @@
 //! The policies written in Python and JavaScript through the gateway: the
-//! components `make plugins-polyglot` builds into `plugins/dist/` when their
-//! toolchains install (`least-loaded-py`, `least-loaded-js`), loaded with
-//! nothing granted beside the Rust ones, each routing real calls. A test
-//! whose component is absent prints why and passes.
+//! components `make plugins-polyglot` builds into `plugins/dist-polyglot/`
+//! when their toolchains install (`least-loaded-py`, `least-loaded-js`),
+//! copied into a gateway's plugins folder beside Rust ones and loaded with
+//! nothing granted, each routing real calls. A test whose component is absent
+//! prints why and passes. (Each component costs 15-20 s of CPU to compile, so
+//! only these two tests load one.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{Fleet, TOKEN, plugin_copies, service};
 use client::CallOptions;
 
-/// Whether `plugins/dist/NAME.wasm` was built; prints why the test skips if not.
-fn built(name: &str) -> bool {
+/// `plugins/dist-polyglot/NAME.wasm` if it was built; prints why the test
+/// skips if not.
+fn built(name: &str) -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/dist")
+        .join("../plugins/dist-polyglot")
         .join(format!("{name}.wasm"));
-    let present = path.is_file();
-    if !present {
+    if path.is_file() {
+        Some(path)
+    } else {
         eprintln!(
             "skipped: {} is absent (`make plugins-polyglot` builds it when its toolchain installs)",
             path.display()
         );
+        None
     }
-    present
 }
 
 /// Two nodes, node-a made busy by three long calls (pinned there by a label
 /// requirement through `resource-aware`): every call `policy` routes must go
 /// to node-b, the less loaded, and say that `policy` picked it.
-async fn routes_to_the_less_loaded_node(policy: &str) {
+async fn routes_to_the_less_loaded_node(policy: &str, component: &Path) {
     let mut fleet = Fleet::start(|c| {
-        c.plugins_dir = plugin_copies(
-            c.data_dir.parent().unwrap(),
-            &["round-robin", "resource-aware", policy],
-        );
+        let dir = plugin_copies(c.data_dir.parent().unwrap(), &["round-robin", "resource-aware"]);
+        std::fs::copy(component, dir.join(format!("{policy}.wasm"))).unwrap();
+        c.plugins_dir = dir;
     })
     .await;
     let sleep = service("sleep", "sleep", "max_concurrent = 8");
@@ -96,14 +99,14 @@ async fn routes_to_the_less_loaded_node(policy: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_policy_routes_calls() {
-    if built("least-loaded-py") {
-        routes_to_the_less_loaded_node("least-loaded-py").await;
+    if let Some(path) = built("least-loaded-py") {
+        routes_to_the_less_loaded_node("least-loaded-py", &path).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_policy_routes_calls() {
-    if built("least-loaded-js") {
-        routes_to_the_less_loaded_node("least-loaded-js").await;
+    if let Some(path) = built("least-loaded-js") {
+        routes_to_the_less_loaded_node("least-loaded-js", &path).await;
     }
 }

@@ -11,7 +11,7 @@ Built into a WebAssembly component against the world `ranked-policy` of
 `wit/policy.wit` by `componentize-py` (see plugins/README.md):
 
     componentize-py -d wit -w ranked-policy componentize app \
-        -p plugins/python/least-loaded -o plugins/dist/least-loaded-py.wasm
+        -p plugins/python/least-loaded -o plugins/dist-polyglot/least-loaded-py.wasm
 """
 
 from wit_world import WitWorld as WitWorldBase

@@ -21,7 +21,8 @@
 //!   ticker), measured side by side;
 //! - `least-loaded-py/wasm/N` and `least-loaded-js/wasm/N`: the policy
 //!   written in Python and in JavaScript (`plugins/python/`, `plugins/js/`,
-//!   built by `make plugins-polyglot`; skipped when absent), with their load
+//!   built by `make plugins-polyglot` into `plugins/dist-polyglot/`; skipped
+//!   when absent), with their load
 //!   times printed (`polyglot.rs`);
 //! - `lowering/<shape>/N`: what passing N candidates costs the host alone, on
 //!   a minimal hand-written component whose exports only return the list
@@ -397,7 +398,18 @@ impl Native for RoundRobin {
 /// Loads `plugins/dist/<name>.wasm` into `engine` and feeds it the fleet's
 /// outcomes.
 fn load(engine: &PolicyEngine, name: &str, fleet: &Fleet, dir: &Arc<Directory>) -> Policy {
-    let path = dist().join(format!("{name}.wasm"));
+    load_from(&dist().join(format!("{name}.wasm")), engine, name, fleet, dir)
+}
+
+/// Loads the component at `path` (which must report `name`) into `engine`
+/// and feeds it the fleet's outcomes.
+fn load_from(
+    path: &Path,
+    engine: &PolicyEngine,
+    name: &str,
+    fleet: &Fleet,
+    dir: &Arc<Directory>,
+) -> Policy {
     assert!(
         path.is_file(),
         "{} is missing: run `make plugins` first",
@@ -405,7 +417,7 @@ fn load(engine: &PolicyEngine, name: &str, fleet: &Fleet, dir: &Arc<Directory>) 
     );
     let nodes: Arc<dyn NodeDirectory> = Arc::clone(dir) as _;
     let policy = engine
-        .load(&path, nodes)
+        .load(path, nodes)
         .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
     assert_eq!(
         policy.name(),

@@ -1,5 +1,6 @@
 //! The policies written in Python and JavaScript (`least-loaded-py`,
-//! `least-loaded-js`, built by `make plugins-polyglot`): one wasm pick over
+//! `least-loaded-js`, built by `make plugins-polyglot` into
+//! `plugins/dist-polyglot/`): one wasm pick over
 //! 1, 10, 100 and 1000 candidates (group `<policy>`, function `wasm`), beside
 //! the Rust `least-request` component's, and what loading each costs
 //! (compile and instantiate with no cache, then instantiate from the cache),
@@ -9,7 +10,7 @@ use std::time::Instant;
 
 use super::*;
 
-/// The polyglot components of `plugins/dist`, with their language.
+/// The polyglot components of `plugins/dist-polyglot`, with their language.
 pub(super) const POLYGLOT: [(&str, &str); 2] = [
     ("least-loaded-py", "Python"),
     ("least-loaded-js", "JavaScript"),
@@ -42,7 +43,7 @@ fn load_times(path: &Path, cached: &PolicyEngine, dir: &Arc<Directory>) {
     }
 }
 
-/// Benchmarks each polyglot component present in `plugins/dist`.
+/// Benchmarks each polyglot component present in `plugins/dist-polyglot`.
 pub(super) fn bench_polyglot(
     c: &mut Criterion,
     engine: &PolicyEngine,
@@ -50,7 +51,9 @@ pub(super) fn bench_polyglot(
     dir: &Arc<Directory>,
 ) {
     for (name, _) in POLYGLOT {
-        let path = dist().join(format!("{name}.wasm"));
+        let path = dist()
+            .with_file_name("dist-polyglot")
+            .join(format!("{name}.wasm"));
         if !path.is_file() {
             eprintln!(
                 "note: {} is absent (`make plugins-polyglot`): not measured",
@@ -58,7 +61,7 @@ pub(super) fn bench_polyglot(
             );
             continue;
         }
-        let wasm = load(engine, name, fleet, dir);
+        let wasm = load_from(&path, engine, name, fleet, dir);
         load_times(&path, engine, dir);
         let mut group = c.benchmark_group(name);
         for n in SIZES {

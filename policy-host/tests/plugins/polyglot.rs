@@ -1,6 +1,6 @@
 //! The policies written in Python and JavaScript (`plugins/python/`,
 //! `plugins/js/`), built by `make plugins-polyglot` into
-//! `plugins/dist/least-loaded-py.wasm` and `least-loaded-js.wasm` when their
+//! `plugins/dist-polyglot/least-loaded-py.wasm` and `least-loaded-js.wasm` when their
 //! toolchains install. Each test prints why it skips when its component is
 //! absent, so a machine without the toolchains stays green.
 //!
@@ -16,13 +16,13 @@ use switchyard_policy_host::types::{
 };
 use switchyard_policy_host::{EngineConfig, NoNodes, Policy, PolicyEngine, PolicyError};
 
-/// The polyglot plugins: each file stem in `plugins/dist` is the name it reports.
+/// The polyglot plugins: each file stem in `plugins/dist-polyglot` is the name it reports.
 const POLYGLOT: [&str; 2] = ["least-loaded-py", "least-loaded-js"];
 
 /// The built component, or `None` (with the reason printed) when absent.
 fn built(name: &str) -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/dist")
+        .join("../plugins/dist-polyglot")
         .join(format!("{name}.wasm"));
     if path.is_file() {
         Some(path)
