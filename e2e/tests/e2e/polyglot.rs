@@ -37,7 +37,10 @@ fn built(name: &str) -> Option<PathBuf> {
 /// to node-b, the less loaded, and say that `policy` picked it.
 async fn routes_to_the_less_loaded_node(policy: &str, component: &Path) {
     let mut fleet = Fleet::start(|c| {
-        let dir = plugin_copies(c.data_dir.parent().unwrap(), &["round-robin", "resource-aware"]);
+        let dir = plugin_copies(
+            c.data_dir.parent().unwrap(),
+            &["round-robin", "resource-aware"],
+        );
         std::fs::copy(component, dir.join(format!("{policy}.wasm"))).unwrap();
         c.plugins_dir = dir;
     })

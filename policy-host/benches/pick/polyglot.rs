@@ -8,6 +8,7 @@
 
 use std::time::Instant;
 
+use super::summary::{fmt_ns, median_ns};
 use super::*;
 
 /// The polyglot components of `plugins/dist-polyglot`, with their language.

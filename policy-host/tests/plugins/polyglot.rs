@@ -35,12 +35,14 @@ fn built(name: &str) -> Option<PathBuf> {
     }
 }
 
-/// The default engine, except a pick deadline long enough for a loaded
-/// machine (these tests check answers, not deadlines).
+/// The default engine (its 16 MiB memory cap, its WASI granting nothing),
+/// except deadlines long enough for a loaded machine (these tests check
+/// answers, not deadlines) and compiled code cached across runs.
 fn engine() -> Result<PolicyEngine, PolicyError> {
     PolicyEngine::new(EngineConfig {
         pick_deadline: std::time::Duration::from_secs(2),
         load_deadline: std::time::Duration::from_secs(10),
+        cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("polyglot-plugins-cache")),
         ..EngineConfig::default()
     })
 }
@@ -102,66 +104,65 @@ fn polyglot_plugins_rank_least_loaded_first() -> Result<(), PolicyError> {
     let engine = engine()?;
     for stem in POLYGLOT {
         let Some(path) = built(stem) else { continue };
+        // One load per component: each compiles for seconds.
         let policy = load(&engine, &path)?;
         assert_eq!(policy.name(), stem);
         assert!(policy.ranks(), "{stem} exports ranker");
-
-        // Load = in-flight / max-concurrent: 3/4, 1/8, 2/4, 0/2.
-        let cands = candidates(&[(3, 4), (1, 8), (2, 4), (0, 2)]);
-        assert_eq!(
-            order(policy.rank(&request(0), &cands)?),
-            [3, 1, 2, 0],
-            "{stem}"
-        );
-        match policy.pick(&request(0), &cands)? {
-            Decision::Route(i) => assert_eq!(i, 3, "{stem}"),
-            Decision::Reject(reason) => panic!("{stem} rejected: {reason}"),
-        }
-        policy.observe(&Outcome {
-            service: "llama".to_owned(),
-            node: 3,
-            latency_ms: 2.5,
-            ok: true,
-            now_ms: 2,
-        })?;
+        ranks_by_load(stem, &policy)?;
+        breaks_ties_by_the_request_random(stem, &policy)?;
         assert_eq!(policy.traps_total(), 0, "{stem}");
     }
     Ok(())
 }
 
-#[test]
-fn polyglot_plugins_break_ties_by_the_request_random() -> Result<(), PolicyError> {
-    let engine = engine()?;
-    for stem in POLYGLOT {
-        let Some(path) = built(stem) else { continue };
-        let policy = load(&engine, &path)?;
-        // Four idle nodes and a busy one: the idle ones tie, in a rotation
-        // that starts at random % n (skipping the busy one).
-        let cands = candidates(&[(0, 4), (0, 4), (3, 4), (0, 4), (0, 4)]);
-        let first = |random| -> Result<u32, PolicyError> {
-            Ok(order(policy.rank(&request(random), &cands)?)[0])
-        };
-        assert_eq!(first(0)?, 0, "{stem}");
-        assert_eq!(first(1)?, 1, "{stem}");
-        assert_eq!(first(2)?, 3, "{stem}");
-        assert_eq!(first(3)?, 3, "{stem}");
-        assert_eq!(first(4)?, 4, "{stem}");
-        // u64 randoms past 2^53 (a JavaScript number's exact range).
-        assert_eq!(first(u64::MAX)?, 0, "{stem}: u64::MAX % 5 == 0");
-        assert_eq!(
-            order(policy.rank(&request(6), &cands)?),
-            [1, 3, 4, 0, 2],
-            "{stem}"
-        );
-        // One candidate, and many.
-        assert_eq!(
-            order(policy.rank(&request(9), &candidates(&[(0, 1)]))?),
-            [0]
-        );
-        let many: Vec<(u32, u32)> = (0..300).map(|i| (i % 7, 8)).collect();
-        let ranked = order(policy.rank(&request(5), &candidates(&many))?);
-        assert_eq!(ranked.len(), 300, "{stem}");
-        assert_eq!(ranked[0] % 7, 0, "{stem}: an idle node first");
+fn ranks_by_load(stem: &str, policy: &Policy) -> Result<(), PolicyError> {
+    // Load = in-flight / max-concurrent: 3/4, 1/8, 2/4, 0/2.
+    let cands = candidates(&[(3, 4), (1, 8), (2, 4), (0, 2)]);
+    assert_eq!(
+        order(policy.rank(&request(0), &cands)?),
+        [3, 1, 2, 0],
+        "{stem}"
+    );
+    match policy.pick(&request(0), &cands)? {
+        Decision::Route(i) => assert_eq!(i, 3, "{stem}"),
+        Decision::Reject(reason) => panic!("{stem} rejected: {reason}"),
     }
+    policy.observe(&Outcome {
+        service: "llama".to_owned(),
+        node: 3,
+        latency_ms: 2.5,
+        ok: true,
+        now_ms: 2,
+    })
+}
+
+fn breaks_ties_by_the_request_random(stem: &str, policy: &Policy) -> Result<(), PolicyError> {
+    // Four idle nodes and a busy one: the idle ones tie, in a rotation
+    // that starts at random % n (skipping the busy one).
+    let cands = candidates(&[(0, 4), (0, 4), (3, 4), (0, 4), (0, 4)]);
+    let first = |random| -> Result<u32, PolicyError> {
+        Ok(order(policy.rank(&request(random), &cands)?)[0])
+    };
+    assert_eq!(first(0)?, 0, "{stem}");
+    assert_eq!(first(1)?, 1, "{stem}");
+    assert_eq!(first(2)?, 3, "{stem}");
+    assert_eq!(first(3)?, 3, "{stem}");
+    assert_eq!(first(4)?, 4, "{stem}");
+    // u64 randoms past 2^53 (a JavaScript number's exact range).
+    assert_eq!(first(u64::MAX)?, 0, "{stem}: u64::MAX % 5 == 0");
+    assert_eq!(
+        order(policy.rank(&request(6), &cands)?),
+        [1, 3, 4, 0, 2],
+        "{stem}"
+    );
+    // One candidate, and many.
+    assert_eq!(
+        order(policy.rank(&request(9), &candidates(&[(0, 1)]))?),
+        [0]
+    );
+    let many: Vec<(u32, u32)> = (0..300).map(|i| (i % 7, 8)).collect();
+    let ranked = order(policy.rank(&request(5), &candidates(&many))?);
+    assert_eq!(ranked.len(), 300, "{stem}");
+    assert_eq!(ranked[0] % 7, 0, "{stem}: an idle node first");
     Ok(())
 }
