@@ -398,7 +398,13 @@ impl Native for RoundRobin {
 /// Loads `plugins/dist/<name>.wasm` into `engine` and feeds it the fleet's
 /// outcomes.
 fn load(engine: &PolicyEngine, name: &str, fleet: &Fleet, dir: &Arc<Directory>) -> Policy {
-    load_from(&dist().join(format!("{name}.wasm")), engine, name, fleet, dir)
+    load_from(
+        &dist().join(format!("{name}.wasm")),
+        engine,
+        name,
+        fleet,
+        dir,
+    )
 }
 
 /// Loads the component at `path` (which must report `name`) into `engine`
