@@ -10,7 +10,12 @@
 #                       for wasm32-wasip2 (release) and install
 #                       plugins/dist-test/<crate-name>.wasm, for
 #                       policy-host/tests/plugins/sandbox_plugins.rs
-#   make plugins-clean  remove plugins/dist and plugins/dist-test (not plugins/target)
+#   make plugins-clean  remove plugins/dist, dist-test and dist-polyglot (not plugins/target)
+#   make plugins-polyglot
+#                       the policies written in Python and JavaScript
+#                       (mk/polyglot.mk), into plugins/dist-polyglot/;
+#                       `plugins` runs it, and it skips, saying why, when
+#                       their toolchains cannot install
 #
 # A plugin is any folder plugins/<crate>/ holding a Cargo.toml whose package
 # name is <crate> (folders dist, dist-test, target and tests are skipped). A new
@@ -59,7 +64,7 @@ endef
 
 .PHONY: plugins plugins-test plugins-test-wasm plugins-clean
 
-plugins:
+plugins: plugins-polyglot
 	@test -n "$(PLUGINS_WASM_CRATES)" || { echo "no plugin crates under $(PLUGINS_DIR)" >&2; exit 1; }
 	cd $(PLUGINS_ROOT) && $(CARGO) build --manifest-path $(PLUGINS_MANIFEST) \
 		--target $(PLUGINS_TARGET) --release $(addprefix -p ,$(PLUGINS_WASM_CRATES))
@@ -76,4 +81,6 @@ plugins-test: plugins-test-wasm
 		$(addprefix -p ,$(PLUGINS_CRATES) $(PLUGINS_TEST_CRATES))
 
 plugins-clean:
-	rm -rf $(PLUGINS_DIST) $(PLUGINS_TEST_DIST)
+	rm -rf $(PLUGINS_DIST) $(PLUGINS_TEST_DIST) $(POLYGLOT_DIST)
+
+include $(PLUGINS_ROOT)/mk/polyglot.mk

@@ -22,6 +22,7 @@ mod model_load;
 mod mtls;
 mod openai;
 mod policies;
+mod polyglot;
 mod pool;
 mod queue;
 mod quic_limits;

@@ -19,6 +19,11 @@
 //!   deadlines (the default engine) and with an engine built with
 //!   [`EngineConfig::interruptible`] `false` (no epoch checks compiled in, no
 //!   ticker), measured side by side;
+//! - `least-loaded-py/wasm/N` and `least-loaded-js/wasm/N`: the policy
+//!   written in Python and in JavaScript (`plugins/python/`, `plugins/js/`,
+//!   built by `make plugins-polyglot` into `plugins/dist-polyglot/`; skipped
+//!   when absent), with their load
+//!   times printed (`polyglot.rs`);
 //! - `lowering/<shape>/N`: what passing N candidates costs the host alone, on
 //!   a minimal hand-written component whose exports only return the list
 //!   length (no policy, no guest-side decoding), in three shapes: `records`
@@ -46,10 +51,12 @@
 //! filter (a regex) runs a subset (`-- 'least-request|epoch'`).
 
 mod lowering;
+mod polyglot;
 mod score;
 mod summary;
 
 use lowering::bench_lowering;
+use polyglot::{bench_polyglot, polyglot_summary};
 use score::{bench_score, score_summary};
 use summary::{lowering_summary, summary};
 
@@ -397,7 +404,24 @@ impl Native for RoundRobin {
 /// Loads `plugins/dist/<name>.wasm` into `engine` and feeds it the fleet's
 /// outcomes.
 fn load(engine: &PolicyEngine, name: &str, fleet: &Fleet, dir: &Arc<Directory>) -> Policy {
-    let path = dist().join(format!("{name}.wasm"));
+    load_from(
+        &dist().join(format!("{name}.wasm")),
+        engine,
+        name,
+        fleet,
+        dir,
+    )
+}
+
+/// Loads the component at `path` (which must report `name`) into `engine`
+/// and feeds it the fleet's outcomes.
+fn load_from(
+    path: &Path,
+    engine: &PolicyEngine,
+    name: &str,
+    fleet: &Fleet,
+    dir: &Arc<Directory>,
+) -> Policy {
     assert!(
         path.is_file(),
         "{} is missing: run `make plugins` first",
@@ -405,7 +429,7 @@ fn load(engine: &PolicyEngine, name: &str, fleet: &Fleet, dir: &Arc<Directory>) 
     );
     let nodes: Arc<dyn NodeDirectory> = Arc::clone(dir) as _;
     let policy = engine
-        .load(&path, nodes)
+        .load(path, nodes)
         .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
     assert_eq!(
         policy.name(),
@@ -562,6 +586,7 @@ fn benches(c: &mut Criterion) {
     bench_policy::<cost::Cost>(c, &engine, "cost", &fleet, &dir);
     bench_policy::<resource_aware::ResourceAware>(c, &engine, "resource-aware", &fleet, &dir);
     bench_policy::<adaptive::Adaptive>(c, &engine, "adaptive", &fleet, &dir);
+    bench_polyglot(c, &engine, &fleet, &dir);
     bench_epoch(c, &fleet, &dir);
     bench_score(c, &fleet, &dir);
     bench_lowering(c, &fleet);
@@ -577,6 +602,7 @@ fn main() {
     benches(&mut c);
     c.final_summary();
     summary(since);
+    polyglot_summary(since);
     lowering_summary(since);
     score_summary(since);
 }

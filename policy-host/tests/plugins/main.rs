@@ -3,6 +3,7 @@
 //! (each integration test file would otherwise link its own wasmtime).
 
 mod hostile;
+mod polyglot;
 mod round_robin;
 mod sandbox_plugins;
 mod scoring;

@@ -1,0 +1,115 @@
+//! The policies written in Python and JavaScript through the gateway: the
+//! components `make plugins-polyglot` builds into `plugins/dist-polyglot/`
+//! when their toolchains install (`least-loaded-py`, `least-loaded-js`),
+//! copied into a gateway's plugins folder beside Rust ones and loaded with
+//! nothing granted, each routing real calls. A test whose component is absent
+//! prints why and passes. (Each component costs 15-20 s of CPU to compile, so
+//! only these two tests load one.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::common::{Fleet, TOKEN, plugin_copies, service};
+use client::CallOptions;
+
+/// `plugins/dist-polyglot/NAME.wasm` if it was built; prints why the test
+/// skips if not.
+fn built(name: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist-polyglot")
+        .join(format!("{name}.wasm"));
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!(
+            "skipped: {} is absent (`make plugins-polyglot` builds it when its toolchain installs)",
+            path.display()
+        );
+        None
+    }
+}
+
+/// Two nodes, node-a made busy by three long calls (pinned there by a label
+/// requirement through `resource-aware`): every call `policy` routes must go
+/// to node-b, the less loaded, and say that `policy` picked it.
+async fn routes_to_the_less_loaded_node(policy: &str, component: &Path) {
+    let mut fleet = Fleet::start(|c| {
+        let dir = plugin_copies(
+            c.data_dir.parent().unwrap(),
+            &["round-robin", "resource-aware"],
+        );
+        std::fs::copy(component, dir.join(format!("{policy}.wasm"))).unwrap();
+        c.plugins_dir = dir;
+    })
+    .await;
+    let sleep = service("sleep", "sleep", "max_concurrent = 8");
+    fleet.spawn_agent_with("node-a", TOKEN, "labels = { busy = \"yes\" }", &sleep);
+    fleet.spawn_agent_with("node-b", TOKEN, "labels = { busy = \"no\" }", &sleep);
+    fleet.wait_nodes(2).await;
+    let client = Arc::new(fleet.client().await);
+
+    let table = client.policies().await.unwrap();
+    assert!(
+        table.policies.iter().any(|p| p.name == policy),
+        "{policy} did not load: {:?}",
+        table.rejected
+    );
+
+    let long: Vec<_> = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let options = CallOptions::default()
+                    .policy("resource-aware")
+                    .hint("label:busy", "yes")
+                    .timeout(Duration::from_secs(20));
+                client.call("sleep", "2500", options).await
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    loop {
+        let a = fleet
+            .gateway
+            .registry()
+            .all()
+            .into_iter()
+            .find(|n| n.spec.id == "node-a")
+            .unwrap();
+        if a.in_flight("sleep") == 3 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "long calls never reached node-a"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    for _ in 0..10 {
+        let options = CallOptions::default().policy(policy);
+        let r = client.call("sleep", "10", options).await.unwrap();
+        assert_eq!(r.policy, policy, "the call was picked by {policy}");
+        assert_eq!(r.node_id, "node-b", "{policy} avoided the busy node");
+    }
+    for call in long {
+        assert_eq!(call.await.unwrap().unwrap().node_id, "node-a");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_policy_routes_calls() {
+    if let Some(path) = built("least-loaded-py") {
+        routes_to_the_less_loaded_node("least-loaded-py", &path).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_policy_routes_calls() {
+    if let Some(path) = built("least-loaded-js") {
+        routes_to_the_less_loaded_node("least-loaded-js", &path).await;
+    }
+}
