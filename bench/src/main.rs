@@ -4,7 +4,10 @@
 //! policy's cost, the cache, the 1000-agent scale program if built, and
 //! idle CPU. Writes `bench/results/<section>.json` and
 //! `bench/results/README.md`. `--quick`: a ~1 minute smoke run.
+//! `switchyard-bench-suite echo-server` is the stand-alone echo server the
+//! suite runs as its own process for section 2 (see [`echo`]).
 
+mod echo;
 mod fleet;
 mod peers;
 mod procs;
@@ -16,7 +19,7 @@ mod sections;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::fleet::{BUILTIN, Fleet, FleetSpec};
 use crate::peers::Certs;
@@ -28,7 +31,11 @@ const SECTIONS: [&str; 6] = ["peers", "overhead", "policies", "cache", "scale", 
 
 #[derive(Parser, Debug)]
 #[command(about = "Switchyard beside HAProxy and nginx, and its own costs (make bench)")]
+#[command(args_conflicts_with_subcommands = true)]
 struct Args {
+    /// Without one, the suite runs.
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// Smoke run (~1 min): 2 reps of 0.5 s after 0.2 s of warm-up.
     #[arg(long)]
     quick: bool,
@@ -59,6 +66,14 @@ struct Args {
     out: PathBuf,
 }
 
+/// The programs besides the suite in this binary.
+#[derive(Subcommand, Debug)]
+enum Mode {
+    /// A stand-alone QUIC echo server speaking the gateway's client
+    /// protocol, on one thread (section 2's `sdk-direct-echo`).
+    EchoServer(echo::ServerArgs),
+}
+
 fn plugin_names(dir: &std::path::Path) -> Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .with_context(|| format!("plugins folder {} (make plugins)", dir.display()))?
@@ -78,9 +93,16 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let args = Args::parse();
+    match &args.mode {
+        Some(Mode::EchoServer(server)) => echo::run(server),
+        None => tokio::runtime::Runtime::new()?.block_on(suite(args)),
+    }
+}
+
+/// Runs the suite's sections and writes the results.
+async fn suite(args: Args) -> Result<()> {
     let timing = Timing {
         reps: args.reps.unwrap_or(if args.quick { 2 } else { 5 }),
         duration_s: args.seconds.unwrap_or(if args.quick { 0.5 } else { 2.5 }),
@@ -173,4 +195,28 @@ async fn main() -> Result<()> {
     report::write_all(&args.out, &header, &done)?;
     println!("results in {}", args.out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_suite_parses_its_flags_and_echo_server_its_own() {
+        let suite = Args::try_parse_from(["suite", "--quick", "--sections", "overhead,idle"])
+            .expect("suite flags");
+        assert!(suite.mode.is_none() && suite.quick);
+        assert_eq!(suite.sections, ["overhead", "idle"]);
+        let echo = Args::try_parse_from(["suite", "echo-server", "--dir", "/d"]).expect("echo");
+        let Some(Mode::EchoServer(server)) = echo.mode else {
+            panic!("not the echo server: {echo:?}");
+        };
+        assert_eq!(server.listen.to_string(), "127.0.0.1:0");
+        assert_eq!(server.dir, PathBuf::from("/d"));
+        assert!(
+            Args::try_parse_from(["suite", "echo-server"]).is_err(),
+            "--dir"
+        );
+        assert!(Args::try_parse_from(["suite", "--quick", "echo-server", "--dir", "/d"]).is_err());
+    }
 }

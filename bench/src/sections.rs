@@ -10,6 +10,7 @@ use bytes::Bytes;
 use client::{CallOptions, Client, ClientConfig};
 use loadgen::{HttpTarget, HttpTargetConfig, QuicTarget};
 
+use crate::echo::EchoProc;
 use crate::fleet::{BUILTIN, Fleet};
 use crate::peers::{Certs, Peer};
 use crate::procs::{cpu_seconds, rss_mib};
@@ -59,6 +60,14 @@ fn http(url: String, ca: Option<&Path>, headers: Vec<(String, String)>) -> Resul
 
 async fn quic(fleet: &Fleet, service: &str, options: CallOptions) -> Result<Arc<AnyTarget>> {
     let config = ClientConfig::new(format!("127.0.0.1:{}", fleet.ports.quic), &fleet.ca);
+    quic_to(config, service, options).await
+}
+
+async fn quic_to(
+    config: ClientConfig,
+    service: &str,
+    options: CallOptions,
+) -> Result<Arc<AnyTarget>> {
     let client = Client::connect(config).await.context("SDK connect")?;
     Ok(Arc::new(AnyTarget::Quic(QuicTarget::new(
         client,
@@ -201,6 +210,9 @@ pub async fn peers(s: &Setup<'_>, timing: &Timing) -> Result<Section> {
 pub async fn overhead(s: &Setup<'_>, timing: &Timing) -> Result<Section> {
     let f = s.fleet;
     let (gw, all) = (vec![f.gateway_pid()], f.all_pids());
+    let program = std::env::current_exe().context("the suite's own program")?;
+    let echo = EchoProc::start(&program, s.scratch)?;
+    let echo_pid = vec![echo.proc.pid()];
     let systems = vec![
         system(
             "direct-backend",
@@ -208,6 +220,18 @@ pub async fn overhead(s: &Setup<'_>, timing: &Timing) -> Result<Section> {
             http(format!("http://127.0.0.1:{}/", s.backends[0]), None, vec![])?,
             vec![],
             vec![],
+        ),
+        system(
+            "sdk-direct-echo",
+            "SDK → echo server (no gateway, no agent)",
+            quic_to(
+                ClientConfig::new(echo.addr.to_string(), &echo.ca),
+                "echo",
+                CallOptions::default(),
+            )
+            .await?,
+            echo_pid.clone(),
+            echo_pid,
         ),
         system(
             "sdk-echo",
@@ -242,13 +266,14 @@ pub async fn overhead(s: &Setup<'_>, timing: &Timing) -> Result<Section> {
         timing: *timing,
         clk_tck: crate::procs::clock_ticks(),
         notes: vec![
-            "Not measured: SDK → agent directly. The agent has no direct-call listener and no stand-alone quinn echo server with the protocol crate exists yet, so the gateway's share is bounded here by `sdk-echo` (gateway + agent, no backend) against `direct-backend` (no Switchyard at all), and by the gateway's CPU per call.".into(),
+            "`sdk-direct-echo` is the SDK calling an echo server directly: `switchyard-bench-suite echo-server`, a stand-alone quinn server built on the gateway's own `protocol` and `transport` crates (same ALPN, TLS 1.3, framing, `Call` → `Result` + `Data`), on one thread as the gateway, run as its own process. It stands for SDK → agent with nothing between (the agent has no direct-call listener). `sdk-echo` minus `sdk-direct-echo` is what the gateway hop adds to an echo call: its latency, and in CPU the gateway and agent against the echo server alone.".into(),
+            "server CPU µs/call: the CPU (utime+stime from /proc) of the process the SDK talks to, per call at max: the gateway for the Switchyard rows, the echo server for `sdk-direct-echo`; all: the gateway and both agents, or the echo server alone. `direct-backend` (HTTP to nginx, no Switchyard) is the loopback floor of the HTTP rows.".into(),
         ],
         systems: results,
         columns: vec![
             col("max calls/s", "max.calls_per_s", 0),
-            col("gateway CPU µs/call", "max.cpu_us_per_call_proxy", 1),
-            col("gateway+agents CPU µs/call", "max.cpu_us_per_call_all", 1),
+            col("server CPU µs/call", "max.cpu_us_per_call_proxy", 1),
+            col("all CPU µs/call", "max.cpu_us_per_call_all", 1),
             col("1 in flight p50 µs", "one.p50_us", 0),
             col("p99 µs", "one.p99_us", 0),
             col("max p50 µs", "max.p50_us", 0),

@@ -49,6 +49,40 @@ pub struct Candidate {
     pub gpu_mem_free_mib: u64,
     /// GPU memory in all, MiB.
     pub gpu_mem_total_mib: u64,
+    /// The model server's own load for the service there, from the agent's
+    /// scrape of its Prometheus endpoint; `None` when the agent reports
+    /// none for it (no `metrics_url`, or the latest scrape failed).
+    pub model_load: Option<ModelLoad>,
+}
+
+/// A model server's load for one service on one node, as its agent last
+/// scraped it (vLLM's or SGLang's gauges).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ModelLoad {
+    /// Requests waiting in the server's queue (vLLM
+    /// `vllm:num_requests_waiting`).
+    pub waiting: u32,
+    /// Requests running in the server (vLLM `vllm:num_requests_running`).
+    pub running: u32,
+    /// KV-cache use, 0..=100 % (vLLM's 0..1 `gpu_cache_usage_perc` × 100).
+    pub kv_cache_pct: f32,
+}
+
+impl From<&protocol::ServiceLoad> for ModelLoad {
+    /// The load of a stats report's entry, its KV-cache use clamped to
+    /// 0..=100 % (0 when not a number).
+    fn from(load: &protocol::ServiceLoad) -> Self {
+        let kv = load.kv_cache_pct;
+        Self {
+            waiting: load.waiting,
+            running: load.running,
+            kv_cache_pct: if kv.is_finite() {
+                kv.clamp(0.0, 100.0)
+            } else {
+                0.0
+            },
+        }
+    }
 }
 
 /// One pick to make.

@@ -471,6 +471,7 @@ impl Candidate {
             latency_ms: s.map_or(0.0, |s| s.latency.value_ms),
             latency_samples: s.map_or(0, |s| s.latency.samples),
             cost_per_hour: node.spec.cost_per_hour,
+            model_load: s.and_then(|s| s.model_load),
             ..Candidate::default()
         };
         if let Some(stats) = &node.stats {

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use protocol::{NodeSpec, NodeStats, NodeView, ServiceView};
 
+use crate::balance::ModelLoad;
+
 pub mod slots;
 
 pub use slots::{NodeSlots, PendingSwap, SlotState};
@@ -86,6 +88,9 @@ pub struct ServiceState {
     pub window_ok: u32,
     /// Calls that succeeded or failed in the success-rate interval.
     pub window_total: u32,
+    /// The model server's load from the latest stats report; `None` when
+    /// it carried none for this service.
+    pub model_load: Option<ModelLoad>,
 }
 
 /// An exponentially weighted moving average of node times, ms.
@@ -146,6 +151,7 @@ impl Fleet {
                     ejected_why: None,
                     window_ok: 0,
                     window_total: 0,
+                    model_load: None,
                 };
                 (s.name.clone(), state)
             })
@@ -265,6 +271,23 @@ impl Node {
             state.healthy = healthy;
         }
         recovered
+    }
+
+    /// Takes a stats report's model-server load: each service it names gets
+    /// its entry (the first, where one is named twice), every other one
+    /// `None`.
+    pub fn set_model_load(&mut self, loads: &[protocol::ServiceLoad]) {
+        for (name, state) in &mut self.services {
+            state.model_load = loads
+                .iter()
+                .find(|l| &l.service == name)
+                .map(ModelLoad::from);
+        }
+    }
+
+    /// The model server's load of `service` here, if reported.
+    pub fn model_load(&self, service: &str) -> Option<ModelLoad> {
+        self.services.get(service).and_then(|s| s.model_load)
     }
 
     /// Whether the node is ejected from `service`'s candidates.

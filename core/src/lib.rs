@@ -50,7 +50,7 @@ pub mod schedule;
 mod success_rate;
 mod views;
 
-pub use balance::{Balance, Candidate, PickRequest, Ranking, RoundRobin, drive};
+pub use balance::{Balance, Candidate, ModelLoad, PickRequest, Ranking, RoundRobin, drive};
 pub use config::{CoreConfig, OutlierRules, SwapRules};
 pub use event::{Action, CallEnd, CallId, Event, PickError, Via};
 pub use fleet::{Ewma, Fleet, Node, NodeKey};
@@ -160,6 +160,7 @@ impl Core {
             Event::Stats { node, stats } => {
                 if let Some(n) = self.fleet.get_mut(node) {
                     let recovered = n.set_health(&stats.unhealthy);
+                    n.set_model_load(&stats.model_load);
                     n.stats = Some(stats);
                     n.last_stats_at = now;
                     // Calls queued while the service was unhealthy here.

@@ -13,6 +13,7 @@ use protocol::{CallHead, ErrorKind, NodeSpec, ServiceSpec, SlotSpec, SwapReport}
 use super::*;
 
 mod health;
+mod model_load;
 mod outlier;
 mod props;
 mod retries;

@@ -103,6 +103,11 @@ function renderNodes(snap) {
       svcs.append(el("span", { class: `svc${v.loaded ? "" : " unloaded"}${sick}${out ? " ejected" : ""}`, "data-service": v.name, title: `${v.in_flight}/${v.max_concurrent} in flight, ${v.latency_ms.toFixed(1)} ms, ejected ${v.ejections} times${v.unhealthy ? ", failing its health check: no calls" : ""}`, text: `${v.name} ${v.in_flight}/${v.max_concurrent}${sick}${out}` }));
     }
     card.append(svcs);
+    // The model servers' own load, per service whose agent scrapes it.
+    for (const l of (s && s.model_load) || []) {
+      const kv = Math.max(0, Math.min(100, l.kv_cache_pct));
+      card.append(el("div", { class: "meta model-load", "data-service": l.service, title: "from the model server's Prometheus endpoint (metrics_url)", text: `${l.service}: ${l.waiting} waiting · ${l.running} running · KV ${kv.toFixed(0)}%` }), bar(kv, "KV cache"));
+    }
     for (const slot of n.slots) {
       const state = slot.swapping_to ? `swapping to ${slot.swapping_to}` : `holds ${slot.loaded || "nothing"}`;
       card.append(el("div", { class: "meta", text: `slot ${slot.name}: ${state}; can host ${slot.can_host.join(", ")}${slot.cooldown_left_ms > 0 ? `; cooldown ${(slot.cooldown_left_ms / 1000).toFixed(0)} s` : ""}` }));

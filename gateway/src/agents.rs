@@ -91,6 +91,7 @@ pub(crate) async fn serve(
                     let stats = sanitize(stats);
                     crate::telemetry::record_stats(&node.spec.id, &stats);
                     crate::telemetry::record_health(&node.spec, &stats.unhealthy);
+                    crate::telemetry::record_model_load(&node.spec.id, &stats.model_load);
                     metrics::gauge!("node_in_flight", "node" => node.spec.id.clone())
                         .set(f64::from(node.in_flight_total()));
                     shared.scheduler.stats(&node, stats);
@@ -175,6 +176,13 @@ fn sanitize(mut stats: NodeStats) -> NodeStats {
     stats.in_flight.truncate(protocol::limits::MAX_SERVICES);
     stats.unhealthy.truncate(protocol::limits::MAX_SERVICES);
     stats
+        .model_load
+        .retain(|l| l.service.len() <= protocol::limits::MAX_NAME_LEN);
+    stats.model_load.truncate(protocol::limits::MAX_SERVICES);
+    for load in &mut stats.model_load {
+        load.kv_cache_pct = pct(load.kv_cache_pct);
+    }
+    stats
 }
 
 #[cfg(test)]
@@ -199,8 +207,21 @@ mod tests {
                 power_w: -3.0,
                 ..Default::default()
             }],
+            model_load: vec![
+                protocol::ServiceLoad {
+                    service: "llm".into(),
+                    kv_cache_pct: f32::INFINITY,
+                    ..Default::default()
+                },
+                protocol::ServiceLoad {
+                    service: "x".repeat(protocol::limits::MAX_NAME_LEN + 1),
+                    ..Default::default()
+                },
+            ],
             ..Default::default()
         });
+        assert_eq!(stats.model_load.len(), 1, "an overlong name is dropped");
+        assert_eq!(stats.model_load[0].kv_cache_pct, 0.0);
         assert_eq!(stats.cpu_pct, 0.0);
         assert_eq!(stats.gpus[0].util_pct, 100.0);
         assert_eq!(stats.gpus[0].power_w, 0.0);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
-use policy_host::types::{Candidates, Outcome, Ranking as PolicyRanking, Request};
+use policy_host::types::{Candidates, Context, Outcome, Request, Verdict};
 use policy_host::{NativeRoundRobin, NodeDirectory, Policy, PolicyEngine, PolicyError, TrapReason};
 use protocol::{
     CallError, CallHead, ErrorKind, PolicyTable, PolicyView, RejectedFile, ServicePolicy,
@@ -380,29 +380,36 @@ impl Policies {
             random: self.rng.lock().map(|mut r| r.random()).unwrap_or_default(),
         };
         let columns = Candidates::from(request.candidates.as_slice());
+        let context = Context::new(
+            &request.prefix,
+            request.candidates.iter().map(|c| {
+                c.model_load
+                    .map(|l| (l.waiting, l.running, l.kv_cache_pct))
+            }),
+        );
         let started = Instant::now();
-        let decision = policy.rank(&pick_request, &columns);
+        let decision = policy.score(&pick_request, &columns, &context);
         metrics::histogram!("policy_pick_duration_seconds", "policy" => policy.name().to_string())
             .record(started.elapsed().as_secs_f64());
         let ranking = match decision {
             // Indices are checked by the host; they name candidates.
-            Ok(PolicyRanking::Order(order)) => {
+            Ok(Verdict::Scored(scored)) => {
+                let nodes = scored
+                    .order
+                    .iter()
+                    .filter_map(|&i| request.candidates.get(i as usize).map(|c| c.node))
+                    .collect();
                 picked.explanation = Some(explain::explain(
                     policy.name(),
-                    String::new(),
-                    &order,
-                    &[],
+                    scored.reason,
+                    &scored.order,
+                    &scored.scores,
                     request,
                     self.explain_top,
                 ));
-                Ok(Ranking {
-                    nodes: order
-                        .into_iter()
-                        .filter_map(|i| request.candidates.get(i as usize).map(|c| c.node))
-                        .collect(),
-                })
+                Ok(Ranking { nodes })
             }
-            Ok(PolicyRanking::Reject(reason)) => Err(PickError::Refused(CallError {
+            Ok(Verdict::Reject(reason)) => Err(PickError::Refused(CallError {
                 kind: ErrorKind::Rejected,
                 message: format!("policy {} rejected the call: {reason}", policy.name()),
             })),

@@ -110,6 +110,18 @@ fn describe() {
         "service_healthy",
         "1 while a node's active health check of a service passes (or it has none), 0 while it fails, by node and service."
     );
+    describe_gauge!(
+        "model_server_waiting_requests",
+        "Requests waiting in a node's model server for a service (vLLM num_requests_waiting), as its agent last reported, by node and service."
+    );
+    describe_gauge!(
+        "model_server_running_requests",
+        "Requests running in a node's model server for a service (vLLM num_requests_running), as its agent last reported, by node and service."
+    );
+    describe_gauge!(
+        "model_server_kv_cache_percent",
+        "KV-cache use of a node's model server for a service, 0..100 (vLLM gpu_cache_usage_perc x 100), as its agent last reported, by node and service."
+    );
     describe_gauge!("connected_clients", "Client connections open now.");
     describe_counter!("swaps_started_total", "Swaps the gateway asked for.");
     describe_counter!(
@@ -254,6 +266,22 @@ pub fn record_health(node: &protocol::NodeSpec, unhealthy: &[String]) {
         let healthy = !unhealthy.contains(&service.name);
         metrics::gauge!("service_healthy", "node" => node.id.clone(), "service" => service.name.clone())
             .set(if healthy { 1.0 } else { 0.0 });
+    }
+}
+
+/// Sets `model_server_waiting_requests`, `model_server_running_requests`
+/// and `model_server_kv_cache_percent` `{node,service}` for every service
+/// whose model-server load `node`'s latest stats carry (a service left out
+/// keeps its last value).
+pub fn record_model_load(node: &str, loads: &[protocol::ServiceLoad]) {
+    for load in loads {
+        let labels = [
+            ("node", node.to_string()),
+            ("service", load.service.clone()),
+        ];
+        metrics::gauge!("model_server_waiting_requests", &labels).set(f64::from(load.waiting));
+        metrics::gauge!("model_server_running_requests", &labels).set(f64::from(load.running));
+        metrics::gauge!("model_server_kv_cache_percent", &labels).set(f64::from(load.kv_cache_pct));
     }
 }
 

@@ -8,11 +8,16 @@ use serde::Deserialize;
 use crate::services::ServiceKind;
 
 mod health;
+mod metrics;
 mod swap;
 
 pub use health::{
     DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_HEALTHY_THRESHOLD,
     DEFAULT_UNHEALTHY_THRESHOLD, HealthCheck, MAX_HEALTH_MS,
+};
+pub use metrics::{
+    MetricsScrape, ModelServer, SGLANG_KV_CACHE, SGLANG_RUNNING, SGLANG_WAITING, VLLM_KV_CACHE,
+    VLLM_KV_CACHE_NEW, VLLM_RUNNING, VLLM_WAITING,
 };
 pub use swap::{
     DEFAULT_LOAD_MS, DEFAULT_READY_TIMEOUT_S, MAX_READY_TIMEOUT_S, ReadyProbe, SlotConfig,
@@ -174,6 +179,11 @@ pub struct ServiceConfig {
     /// Active health check of an `http` or `openai` service (TOML
     /// `health_url` and friends, default none: always healthy).
     pub health: Option<HealthCheck>,
+    /// Scraping of the model server's Prometheus endpoint for its load
+    /// (queue, running requests, KV-cache use) of an `http` or `openai`
+    /// service (TOML `metrics_url` and friends, default none: no load
+    /// reported).
+    pub metrics: Option<MetricsScrape>,
 }
 
 impl ServiceConfig {
@@ -185,6 +195,7 @@ impl ServiceConfig {
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             swap: None,
             health: None,
+            metrics: None,
         }
     }
 

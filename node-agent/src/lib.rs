@@ -24,7 +24,8 @@
 //! ```
 //!
 //! Modules: [`config`] (TOML), [`services`] (what runs calls), [`stats`]
-//! (CPU, memory, GPUs), [`backoff`] (reconnect delays); the connection
+//! (CPU, memory, GPUs), [`health`] (active health checks), [`model_load`]
+//! (model servers' load from their Prometheus endpoints), [`backoff`] (reconnect delays); the connection
 //! handling is in [`run`], which also runs the swappable slots
 //! ([`SlotConfig`], [`SwapConfig`]): one server process per slot, swapped
 //! when the gateway asks. [`cli`] is the `node-agent` program itself.
@@ -34,14 +35,15 @@ pub mod cli;
 pub mod config;
 mod dispatch;
 pub mod health;
+pub mod model_load;
 pub mod services;
 mod session;
 mod slots;
 pub mod stats;
 
 pub use config::{
-    AgentConfig, ConfigError, EXAMPLE_CONFIG, HealthCheck, ReadyProbe, ReconnectConfig,
-    ServiceConfig, SlotConfig, SwapConfig,
+    AgentConfig, ConfigError, EXAMPLE_CONFIG, HealthCheck, MetricsScrape, ModelServer, ReadyProbe,
+    ReconnectConfig, ServiceConfig, SlotConfig, SwapConfig,
 };
 pub use services::{CommandConfig, HttpConfig, ServiceError, ServiceKind, Services};
 pub use session::run;

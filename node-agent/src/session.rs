@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::codes::close;
 use protocol::{Codec, Message, NodeSpec, NodeStats, Register, Registered};
@@ -19,6 +19,7 @@ use crate::backoff::Backoff;
 use crate::config::{AgentConfig, ConfigError, split_host_port};
 use crate::dispatch::Dispatcher;
 use crate::health::HealthChecks;
+use crate::model_load::ModelLoads;
 use crate::services::Services;
 use crate::slots::{Reports, Slots};
 use crate::stats::StatsCollector;
@@ -64,7 +65,14 @@ pub async fn run(
         Slots::new(&config, services.clone()).map_err(AgentError::Services)?;
     // Active health checks probe until `run` returns (the set drops).
     let health = HealthChecks::new(&config.services);
-    let _probes = health.spawn(&crate::services::http_client().map_err(AgentError::Services)?);
+    let http_client = crate::services::http_client().map_err(AgentError::Services)?;
+    let _probes = health.spawn(&http_client);
+    // Model-server load scrapes, every stats interval, likewise.
+    let model_load = ModelLoads::new(
+        &config.services,
+        Duration::from_millis(u64::from(config.stats_interval_ms)),
+    );
+    let _scrapes = model_load.spawn(&http_client);
     let stats = tokio::task::spawn_blocking(StatsCollector::new)
         .await
         .unwrap_or_default();
@@ -76,6 +84,7 @@ pub async fn run(
         slots,
         stats: Arc::new(Mutex::new(stats)),
         health,
+        model_load,
         endpoint: None,
         config,
     };
@@ -221,6 +230,8 @@ struct Agent {
     stats: Arc<Mutex<StatsCollector>>,
     /// Active health checks' verdicts, sent in every stats report.
     health: HealthChecks,
+    /// Model servers' latest load, sent in every stats report.
+    model_load: ModelLoads,
     /// The client endpoint, made for the address family it was first
     /// needed for (IPv6 or not).
     endpoint: Option<(bool, quinn::Endpoint)>,
@@ -455,6 +466,7 @@ impl Agent {
         .unwrap_or_default();
         stats.in_flight = self.dispatcher.services.in_flight();
         stats.unhealthy = self.health.unhealthy();
+        stats.model_load = self.model_load.current(Instant::now());
         stats
     }
 }

@@ -208,10 +208,18 @@ impl PolicyEngine {
         // The optional `ranker` export: a component without it is asked to
         // `pick` (compiled plugins keep working as the contract grows).
         let ranker = crate::ranked_bindings::RankedPolicyIndices::new(&instance_pre).ok();
+        // The optional `scorer` export (1.1.0): without it, `score` asks
+        // `rank` or `pick`. A 1.0.0 plugin has none.
+        let scorer =
+            crate::scoring_bindings::exports::switchyard::policy::scorer::GuestIndices::new(
+                &instance_pre,
+            )
+            .ok();
         let pre = crate::bindings::PolicyPre::new(instance_pre).map_err(link_err)?;
         Policy::instantiate(crate::policy::Setup {
             pre,
             ranker,
+            scorer,
             bytes,
             origin,
             path,

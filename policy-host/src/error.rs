@@ -90,8 +90,20 @@ pub enum PolicyError {
         /// How many candidates there were.
         len: usize,
     },
-    /// The pick input breaks the WIT contract (columns of unequal lengths, or
-    /// no candidate); the guest was not called.
+    /// A scoring guest returned a `scores` list whose length is neither 0
+    /// nor the number of candidates.
+    #[error("policy {policy} returned {scores} scores for {len} candidates")]
+    BadScores {
+        /// The policy name.
+        policy: String,
+        /// How many scores the guest returned.
+        scores: usize,
+        /// How many candidates there were.
+        len: usize,
+    },
+    /// The pick input breaks the WIT contract (columns of unequal lengths, no
+    /// candidate, or a scoring context with a load column of neither 0 nor n
+    /// entries or more than 256 prefix hashes); the guest was not called.
     #[error("bad input for policy {policy}: {reason}")]
     BadInput {
         /// The policy name.

@@ -1,5 +1,7 @@
 //! Hosts Switchyard load-balancing policies: WebAssembly components built
-//! against the `policy` world of `wit/policy.wit`, run sandboxed in wasmtime.
+//! against the `policy` world of `wit/policy.wit` (optionally exporting
+//! `ranker`, and since contract 1.1.0 `scorer`), run sandboxed in wasmtime.
+//! Components compiled against 1.0.0 load unchanged.
 //!
 //! A [`PolicyEngine`] compiles components and drives the epoch ticker that
 //! bounds every call; each loaded [`Policy`] owns one instance in its own
@@ -24,11 +26,13 @@ mod limits;
 mod logging;
 mod native;
 mod policy;
+mod scoring;
 
 pub use engine::{EngineConfig, PolicyEngine, load_dir};
 pub use error::{PolicyError, TrapReason};
 pub use native::NativeRoundRobin;
 pub use policy::Policy;
+pub use scoring::{MAX_PREFIX_HASHES, MAX_REASON_BYTES};
 
 /// Bindings generated from `wit/policy.wit` (world `policy`).
 mod bindings {
@@ -57,8 +61,26 @@ mod ranked_bindings {
     });
 }
 
+/// Bindings of the world `scoring-policy` (`ranked-policy` plus the optional
+/// `scorer` export, new in 1.1.0), sharing the `policy` world's types and
+/// host import. Only its `scorer` export is used: `ranker` is called through
+/// [`ranked_bindings`].
+mod scoring_bindings {
+    #![allow(missing_docs, clippy::all)]
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "scoring-policy",
+        additional_derives: [PartialEq],
+        exports: { default: async },
+        with: {
+            "switchyard:policy/types": crate::bindings::switchyard::policy::types,
+            "switchyard:policy/host": crate::bindings::switchyard::policy::host,
+        },
+    });
+}
+
 /// The records and variants that cross the policy boundary, as generated from
-/// `switchyard:policy/types@1.0.0` (field docs are those of the WIT file).
+/// `switchyard:policy/types@1.1.0` (field docs are those of the WIT file).
 pub mod types {
     pub use crate::bindings::switchyard::policy::types::{
         Candidates, Decision, Gpu, NodeInfo, Outcome, Request,
@@ -66,6 +88,16 @@ pub mod types {
     /// A ranking policy's answer (`switchyard:policy/ranker`): candidate
     /// indices best first, or a refusal.
     pub use crate::ranked_bindings::exports::switchyard::policy::ranker::Ranking;
+    /// What a scoring policy sees beyond the candidates (`scorer.context`,
+    /// new in 1.1.0): the call's prefix hashes and the model servers' load
+    /// in columns. Build it with [`Context::new`] (or [`Context::empty`]).
+    pub use crate::scoring_bindings::exports::switchyard::policy::scorer::Context;
+    /// A scored ranking (`scorer.scored`): order best first, one score per
+    /// candidate (or none), and a short reason.
+    pub use crate::scoring_bindings::exports::switchyard::policy::scorer::Scored;
+    /// A scoring policy's answer (`scorer.verdict`): a [`Scored`] ranking,
+    /// or a refusal.
+    pub use crate::scoring_bindings::exports::switchyard::policy::scorer::Verdict;
 
     /// One candidate as a plain row: the i-th element of every column of
     /// [`Candidates`] (same field names, units and meaning; see there).

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::types::Scored;
+
 /// Native round-robin over all services: the fail-open fallback the gateway
 /// uses when no policy is configured or when a policy call fails.
 ///
@@ -33,6 +35,38 @@ impl NativeRoundRobin {
         let len = u64::try_from(candidates_len).unwrap_or(u64::MAX);
         usize::try_from(n % len).unwrap_or(0)
     }
+
+    /// [`Self::pick`] as a scored ranking (the shape of
+    /// [`crate::Policy::score`]): the next candidate in turn first, then the
+    /// others in turn after it; score 1.0 for it and 0 for the others;
+    /// reason [`Self::REASON`]. Advances the same counter as `pick`.
+    ///
+    /// With `candidates_len` 0: an empty order and no scores.
+    pub fn score(&self, candidates_len: usize) -> Scored {
+        if candidates_len == 0 {
+            return Scored {
+                order: Vec::new(),
+                scores: Vec::new(),
+                reason: Self::REASON.to_owned(),
+            };
+        }
+        let first = self.pick(candidates_len);
+        let order = (0..candidates_len)
+            .filter_map(|k| u32::try_from((first + k) % candidates_len).ok())
+            .collect();
+        let mut scores = vec![0.0; candidates_len];
+        if let Some(score) = scores.get_mut(first) {
+            *score = 1.0;
+        }
+        Scored {
+            order,
+            scores,
+            reason: Self::REASON.to_owned(),
+        }
+    }
+
+    /// The reason [`Self::score`] gives.
+    pub const REASON: &'static str = "round robin: next in turn";
 }
 
 #[cfg(test)]
@@ -46,5 +80,20 @@ mod tests {
         assert_eq!(picks, [0, 1, 2, 0, 1]);
         assert_eq!(rr.pick(0), 0);
         assert!(rr.pick(1) == 0);
+    }
+
+    #[test]
+    fn scores_the_next_in_turn() {
+        let rr = NativeRoundRobin::new();
+        let first = rr.score(3);
+        assert_eq!(first.order, [0, 1, 2]);
+        assert_eq!(first.scores, [1.0, 0.0, 0.0]);
+        assert_eq!(first.reason, "round robin: next in turn");
+        assert_eq!(rr.pick(3), 1, "score and pick share the counter");
+        let third = rr.score(3);
+        assert_eq!(third.order, [2, 0, 1]);
+        assert_eq!(third.scores, [0.0, 0.0, 1.0]);
+        let none = rr.score(0);
+        assert!(none.order.is_empty() && none.scores.is_empty());
     }
 }

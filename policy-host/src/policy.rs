@@ -1,5 +1,7 @@
 //! A loaded policy: one guest instance in its own store, rebuilt after traps.
 
+mod score;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,6 +16,8 @@ use crate::engine::Ticker;
 use crate::host::HostState;
 use crate::logging::LogSink;
 use crate::ranked_bindings::{RankedPolicy, RankedPolicyIndices};
+use crate::scoring::dedup_order;
+use crate::scoring_bindings::exports::switchyard::policy::scorer;
 use crate::types::Ranking;
 use crate::types::{Candidates, Decision, Outcome, Request};
 use crate::{NodeDirectory, PolicyError, TrapReason};
@@ -50,6 +54,8 @@ struct Runtime {
     pre: PolicyPre<HostState>,
     /// Where the `ranker` export is, when the component has one.
     ranker: Option<RankedPolicyIndices>,
+    /// Where the `scorer` export is, when the component has one (1.1.0).
+    scorer: Option<scorer::GuestIndices>,
     nodes: Arc<dyn NodeDirectory>,
     log: Arc<LogSink>,
     deadline_ticks: u64,
@@ -63,15 +69,24 @@ struct Runtime {
 /// A live instance and its store.
 struct Live {
     store: Store<HostState>,
-    guest: PolicyWorld,
+    guests: Guests,
+}
+
+/// The exports of one instance, as each binding sees them.
+struct Guests {
+    /// The `policy` world: `name`, `pick`, `observe`.
+    policy: PolicyWorld,
     /// The same instance seen as a `ranked-policy`, when it ranks.
     ranker: Option<RankedPolicy>,
+    /// Its `scorer` export, when it scores.
+    scorer: Option<scorer::Guest>,
 }
 
 /// Everything [`Policy::instantiate`] needs from the engine.
 pub(crate) struct Setup<'a> {
     pub(crate) pre: PolicyPre<HostState>,
     pub(crate) ranker: Option<RankedPolicyIndices>,
+    pub(crate) scorer: Option<scorer::GuestIndices>,
     pub(crate) bytes: &'a [u8],
     pub(crate) origin: &'a str,
     pub(crate) path: Option<&'a Path>,
@@ -95,15 +110,22 @@ impl Runtime {
             .driver
             .run(self.pre.instance_pre().instantiate_async(&mut store))
             .unwrap_or_else(|Blocked| Err(blocked_error()))?;
-        let guest = PolicyWorld::new(&mut store, &instance)?;
+        let policy = PolicyWorld::new(&mut store, &instance)?;
         let ranker = match &self.ranker {
+            Some(indices) => Some(indices.load(&mut store, &instance)?),
+            None => None,
+        };
+        let scorer = match &self.scorer {
             Some(indices) => Some(indices.load(&mut store, &instance)?),
             None => None,
         };
         Ok(Live {
             store,
-            guest,
-            ranker,
+            guests: Guests {
+                policy,
+                ranker,
+                scorer,
+            },
         })
     }
 
@@ -120,6 +142,7 @@ impl Policy {
         let runtime = Runtime {
             pre: setup.pre,
             ranker: setup.ranker,
+            scorer: setup.scorer,
             nodes: setup.nodes,
             log: LogSink::new(&origin),
             deadline_ticks: setup.deadline_ticks,
@@ -137,7 +160,7 @@ impl Policy {
         live.store.data_mut().limiter.clear_refused();
         let name = runtime
             .driver
-            .run(live.guest.call_name(&mut live.store))
+            .run(live.guests.policy.call_name(&mut live.store))
             .unwrap_or_else(|Blocked| Err(blocked_error()))
             .map_err(|e| inst_err(format!("`name` failed: {}", describe(&e))))?;
         check_name(&name).map_err(inst_err)?;
@@ -189,12 +212,21 @@ impl Policy {
     /// earlier rebuild failed and fails again.
     pub fn pick(&self, req: &Request, candidates: &Candidates) -> Result<Decision, PolicyError> {
         self.picks.fetch_add(1, Ordering::Relaxed);
+        self.pick_uncounted(req, candidates)
+    }
+
+    /// [`Self::pick`] without counting it.
+    fn pick_uncounted(
+        &self,
+        req: &Request,
+        candidates: &Candidates,
+    ) -> Result<Decision, PolicyError> {
         let len = candidates.check().map_err(|reason| PolicyError::BadInput {
             policy: self.name.clone(),
             reason,
         })?;
         let decision =
-            self.call(async |guest, _, store| guest.call_pick(store, req, candidates).await)?;
+            self.call(async |guests, store| guests.policy.call_pick(store, req, candidates).await)?;
         match decision {
             Decision::Route(index) if !usize::try_from(index).is_ok_and(|i| i < len) => {
                 Err(PolicyError::BadDecision {
@@ -221,52 +253,32 @@ impl Policy {
     /// As [`Self::pick`]; [`PolicyError::BadDecision`] names the first index
     /// out of range. Repeated indices are dropped.
     pub fn rank(&self, req: &Request, candidates: &Candidates) -> Result<Ranking, PolicyError> {
-        if !self.ranks() {
-            return Ok(match self.pick(req, candidates)? {
-                Decision::Route(i) => Ranking::Order(vec![i]),
-                Decision::Reject(reason) => Ranking::Reject(reason),
-            });
-        }
         self.picks.fetch_add(1, Ordering::Relaxed);
+        self.rank_uncounted(req, candidates)
+    }
+
+    /// [`Self::rank`] without counting it.
+    fn rank_uncounted(
+        &self,
+        req: &Request,
+        candidates: &Candidates,
+    ) -> Result<Ranking, PolicyError> {
+        if !self.ranks() {
+            return self.pick_uncounted(req, candidates).map(ranking_of);
+        }
         let len = candidates.check().map_err(|reason| PolicyError::BadInput {
             policy: self.name.clone(),
             reason,
         })?;
-        let ranking = self.call(async |guest, ranker, store| match ranker {
-            Some(ranker) => {
-                ranker
-                    .switchyard_policy_ranker()
-                    .call_rank(store, req, candidates)
-                    .await
-            }
-            // An instance always has the export its component has.
-            None => guest
-                .call_pick(store, req, candidates)
-                .await
-                .map(|d| match d {
-                    Decision::Route(i) => Ranking::Order(vec![i]),
-                    Decision::Reject(reason) => Ranking::Reject(reason),
-                }),
-        })?;
+        let ranking = self.call(async |guests, store| guests.rank(store, req, candidates).await)?;
         match ranking {
-            Ranking::Order(order) => {
-                let mut taken = vec![false; len];
-                let mut ranked = Vec::with_capacity(order.len().min(len));
-                for index in order {
-                    let Some(slot) = usize::try_from(index).ok().and_then(|i| taken.get_mut(i))
-                    else {
-                        return Err(PolicyError::BadDecision {
-                            policy: self.name.clone(),
-                            index,
-                            len,
-                        });
-                    };
-                    if !std::mem::replace(slot, true) {
-                        ranked.push(index);
-                    }
-                }
-                Ok(Ranking::Order(ranked))
-            }
+            Ranking::Order(order) => dedup_order(order, len)
+                .map(Ranking::Order)
+                .map_err(|index| PolicyError::BadDecision {
+                    policy: self.name.clone(),
+                    index,
+                    len,
+                }),
             reject => Ok(reject),
         }
     }
@@ -277,15 +289,16 @@ impl Policy {
     ///
     /// As [`Self::pick`], except `BadDecision`.
     pub fn observe(&self, outcome: &Outcome) -> Result<(), PolicyError> {
-        self.call(async |guest, _, store| guest.call_observe(store, outcome).await)
+        self.call(async |guests, store| guests.policy.call_observe(store, outcome).await)
     }
 
-    /// How many times [`Self::pick`] was called, whatever the result.
+    /// How many decisions were asked for ([`Self::pick`], [`Self::rank`] or
+    /// [`Self::score`], each counted once), whatever the result.
     pub fn picks_total(&self) -> u64 {
         self.picks.load(Ordering::Relaxed)
     }
 
-    /// How many calls (`pick` or `observe`) trapped.
+    /// How many guest calls (`pick`, `rank`, `score` or `observe`) trapped.
     pub fn traps_total(&self) -> u64 {
         self.traps.load(Ordering::Relaxed)
     }
@@ -299,11 +312,7 @@ impl Policy {
     /// trap, counts it and rebuilds the instance.
     fn call<R>(
         &self,
-        f: impl AsyncFnOnce(
-            &PolicyWorld,
-            Option<&RankedPolicy>,
-            &mut Store<HostState>,
-        ) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&Guests, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyError> {
         let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
         if slot.is_none() {
@@ -329,16 +338,11 @@ impl Policy {
             });
         };
         self.runtime.arm(live);
-        let err =
-            match self
-                .runtime
-                .driver
-                .run(f(&live.guest, live.ranker.as_ref(), &mut live.store))
-            {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(err)) => err,
-                Err(Blocked) => blocked_error(),
-            };
+        let err = match self.runtime.driver.run(f(&live.guests, &mut live.store)) {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(err)) => err,
+            Err(Blocked) => blocked_error(),
+        };
         let reason = classify(&err, live.store.data().limiter.memory_refused());
         self.traps.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
@@ -418,6 +422,38 @@ impl std::fmt::Debug for Policy {
             .field("picks_total", &self.picks_total())
             .field("traps_total", &self.traps_total())
             .finish_non_exhaustive()
+    }
+}
+
+impl Guests {
+    /// The `ranker` export when there is one, else `pick` (a ranking of one).
+    async fn rank(
+        &self,
+        store: &mut Store<HostState>,
+        req: &Request,
+        candidates: &Candidates,
+    ) -> wasmtime::Result<Ranking> {
+        match &self.ranker {
+            Some(ranker) => {
+                ranker
+                    .switchyard_policy_ranker()
+                    .call_rank(store, req, candidates)
+                    .await
+            }
+            None => self
+                .policy
+                .call_pick(store, req, candidates)
+                .await
+                .map(ranking_of),
+        }
+    }
+}
+
+/// A pick as a ranking of one.
+fn ranking_of(decision: Decision) -> Ranking {
+    match decision {
+        Decision::Route(i) => Ranking::Order(vec![i]),
+        Decision::Reject(reason) => Ranking::Reject(reason),
     }
 }
 

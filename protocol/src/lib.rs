@@ -71,8 +71,8 @@ pub use error::{CodecError, ErrorKind, Side};
 pub use frame::{Codec, Decoded, FrameHeader, FrameKind, HEADER_LEN};
 pub use message::Message;
 pub use node::{
-    GpuStats, NodeSpec, NodeStats, NodeView, Register, Registered, ServiceSpec, ServiceView,
-    SlotSpec, SlotView,
+    GpuStats, NodeSpec, NodeStats, NodeView, Register, Registered, ServiceLoad, ServiceSpec,
+    ServiceView, SlotSpec, SlotView,
 };
 pub use swap::{SwapReport, SwapRequest};
 pub use v1::added;

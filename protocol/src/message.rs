@@ -148,7 +148,8 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), CodecError> {
 mod tests {
     use super::*;
     use crate::{
-        CacheInfo, Codec, Decoded, ErrorKind, GpuStats, NodeSpec, ServiceCacheStats, ServiceSpec,
+        CacheInfo, Codec, Decoded, ErrorKind, GpuStats, NodeSpec, ServiceCacheStats, ServiceLoad,
+        ServiceSpec,
     };
     use proptest::prelude::*;
 
@@ -219,6 +220,12 @@ mod tests {
                     }],
                     in_flight: vec![("svc".into(), 3)],
                     unhealthy: vec!["svc".into()],
+                    model_load: vec![ServiceLoad {
+                        service: "svc".into(),
+                        waiting: 2,
+                        running: 5,
+                        kv_cache_pct: 37.5,
+                    }],
                 })),
             (text).prop_map(|m| Message::Error(CallError {
                 kind: ErrorKind::ServiceFailed,

@@ -121,6 +121,32 @@ pub struct NodeStats {
     #[serde(default, with = "crate::added")]
     #[cbor(n(5), default)]
     pub unhealthy: Vec<String>,
+    /// The model servers' own load, one entry per service whose agent
+    /// scrapes its Prometheus endpoint (`metrics_url`) and whose latest
+    /// scrape is good and recent; empty when none is. Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(6), default)]
+    pub model_load: Vec<ServiceLoad>,
+}
+
+/// One service's model-server load, as its agent last scraped it from the
+/// server's Prometheus endpoint (vLLM, SGLang).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
+pub struct ServiceLoad {
+    /// The service (named in [`NodeSpec::services`]).
+    #[n(0)]
+    pub service: String,
+    /// Requests waiting in the server's queue (vLLM
+    /// `vllm:num_requests_waiting`).
+    #[n(1)]
+    pub waiting: u32,
+    /// Requests running in the server (vLLM `vllm:num_requests_running`).
+    #[n(2)]
+    pub running: u32,
+    /// KV-cache use, 0..=100 % (vLLM `vllm:gpu_cache_usage_perc` × 100).
+    #[n(3)]
+    pub kv_cache_pct: f32,
 }
 
 /// One GPU's figures, from NVML.

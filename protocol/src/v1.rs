@@ -79,11 +79,15 @@ impl Message {
         let mut m = self.clone();
         match &mut m {
             Message::Drain => return None,
-            Message::Stats(stats) => stats.unhealthy.clear(),
+            Message::Stats(stats) => {
+                stats.unhealthy.clear();
+                stats.model_load.clear();
+            }
             Message::Nodes(nodes) => {
                 for node in nodes.iter_mut() {
                     if let Some(stats) = &mut node.stats {
                         stats.unhealthy.clear();
+                        stats.model_load.clear();
                     }
                     for service in &mut node.services {
                         service.unhealthy = false;

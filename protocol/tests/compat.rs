@@ -113,6 +113,68 @@ fn a_message_missing_a_newer_field_decodes_with_its_default() {
     );
 }
 
+/// A stats report as an agent before model-server load signals wrote it
+/// (fields 0..=5, no `model_load`).
+#[derive(Encode)]
+#[cbor(map)]
+struct OlderNodeStats {
+    #[n(0)]
+    cpu_pct: f32,
+    #[n(1)]
+    mem_used_mib: u64,
+    #[n(2)]
+    mem_total_mib: u64,
+    #[n(3)]
+    gpus: Vec<switchyard_protocol::GpuStats>,
+    #[n(4)]
+    in_flight: Vec<(String, u32)>,
+    #[n(5)]
+    unhealthy: Vec<String>,
+}
+
+#[test]
+fn stats_without_model_load_decode_with_none_and_new_ones_round_trip() {
+    let older = OlderNodeStats {
+        cpu_pct: 10.0,
+        mem_used_mib: 1,
+        mem_total_mib: 2,
+        gpus: Vec::new(),
+        in_flight: vec![("llm".into(), 1)],
+        unhealthy: vec!["web".into()],
+    };
+    let body = minicbor::to_vec(&older).unwrap();
+    let Message::Stats(got) = decode(&frame(FrameKind::Stats, &body)) else {
+        panic!("stats");
+    };
+    assert!(got.model_load.is_empty(), "{got:?}");
+    assert_eq!(got.unhealthy, vec!["web".to_string()]);
+
+    // A new report round-trips in v2; a v1 peer reads it without the load.
+    let mut stats = got;
+    stats.model_load = vec![switchyard_protocol::ServiceLoad {
+        service: "llm".into(),
+        waiting: 4,
+        running: 2,
+        kv_cache_pct: 81.25,
+    }];
+    let message = Message::Stats(stats);
+    for version in WireVersion::ALL {
+        let codec = Codec::default().with_version(version);
+        let bytes = codec.encode_to_vec(&message).unwrap();
+        let Decoded::Frame { message: back, .. } = codec.decode(&bytes).unwrap() else {
+            panic!("incomplete");
+        };
+        let want = match version {
+            WireVersion::V1 => message.as_v1().unwrap(),
+            _ => message.clone(),
+        };
+        assert_eq!(back, want, "{version:?}");
+        if let (WireVersion::V1, Message::Stats(s)) = (version, &back) {
+            assert!(s.model_load.is_empty(), "v1 never carries it");
+        }
+    }
+}
+
 #[test]
 fn an_unknown_error_kind_decodes_as_internal_and_the_stream_goes_on() {
     #[derive(Encode)]

@@ -616,6 +616,7 @@ impl Sim {
                     gpus,
                     in_flight: Vec::new(),
                     unhealthy: Vec::new(),
+                    model_load: Vec::new(),
                 },
             });
         }

@@ -8,6 +8,7 @@
 mod admin_http;
 mod bench;
 mod cache;
+mod cache_aware;
 mod chaos;
 mod common;
 mod deadlines;
@@ -17,6 +18,7 @@ mod health;
 mod hot_swap;
 mod ingress;
 mod malformed;
+mod model_load;
 mod mtls;
 mod openai;
 mod policies;

@@ -272,3 +272,65 @@ fn health_checks_parse_with_defaults_and_apply_to_http_kinds_only() {
     ));
     assert!(err.contains("threshold"), "{err}");
 }
+
+#[test]
+fn metrics_scrapes_parse_with_server_defaults_and_overrides() {
+    use crate::config::{ModelServer, SGLANG_KV_CACHE, SGLANG_WAITING, VLLM_KV_CACHE};
+    let config = AgentConfig::from_toml_str(&with_service(
+        "name = \"x\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:8000/v1\"\nmetrics_url = \"http://127.0.0.1:8000/metrics\"",
+    ))
+    .expect("parse");
+    let scrape = config.services[0].metrics.clone().expect("a scrape");
+    assert_eq!(scrape.url, "http://127.0.0.1:8000/metrics");
+    assert_eq!(scrape.server, ModelServer::Vllm, "vllm by default");
+    assert_eq!(scrape.waiting, "vllm:num_requests_waiting");
+    assert_eq!(scrape.kv_cache, VLLM_KV_CACHE);
+
+    let config = AgentConfig::from_toml_str(&with_service(
+        "name = \"x\"\nkind = \"http\"\nurl = \"http://127.0.0.1:1/\"\nmetrics_url = \"http://127.0.0.1:1/metrics\"\nmetrics = \"sglang\"\nmetric_running = \"sglang_num_running_reqs\"",
+    ))
+    .expect("parse");
+    let scrape = config.services[0].metrics.clone().expect("a scrape");
+    assert_eq!(scrape.server, ModelServer::Sglang);
+    assert_eq!(scrape.waiting, SGLANG_WAITING);
+    assert_eq!(scrape.running, "sglang_num_running_reqs", "overridden");
+    assert_eq!(scrape.kv_cache, SGLANG_KV_CACHE);
+    assert_eq!(
+        AgentConfig::from_toml_str(MINIMAL).expect("parse").services[0].metrics,
+        None
+    );
+}
+
+#[test]
+fn bad_metrics_settings_are_refused() {
+    for (entry, want) in [
+        (
+            "kind = \"echo\"\nmetrics_url = \"http://a/metrics\"",
+            "`metrics_url` does not apply",
+        ),
+        (
+            "kind = \"command\"\ncommand = [\"cat\"]\nmetric_waiting = \"q\"",
+            "`metric_waiting` does not apply",
+        ),
+        (
+            "kind = \"http\"\nurl = \"http://a/\"\nmetrics = \"sglang\"",
+            "need metrics_url",
+        ),
+        (
+            "kind = \"http\"\nurl = \"http://a/\"\nmetrics_url = \"https://a/metrics\"",
+            "metrics_url",
+        ),
+        (
+            "kind = \"openai\"\nbase_url = \"http://a/v1\"\nmetrics_url = \"http://a/metrics\"\nmetric_kv_cache = \"kv usage\"",
+            "not a Prometheus metric name",
+        ),
+    ] {
+        let err = invalid(&with_service(&format!("name = \"x\"\n{entry}")));
+        assert!(err.contains(want), "{entry}: {err}");
+    }
+    let err = AgentConfig::from_toml_str(&with_service(
+        "name = \"x\"\nkind = \"http\"\nurl = \"http://a/\"\nmetrics_url = \"http://a/metrics\"\nmetrics = \"tgi\"",
+    ))
+    .expect_err("unknown server");
+    assert!(err.to_string().contains("tgi"), "{err}");
+}

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{DEFAULT_MAX_CONCURRENT, HealthCheck, ServiceConfig, SwapConfig};
+use crate::config::{
+    DEFAULT_MAX_CONCURRENT, HealthCheck, MetricsScrape, ModelServer, ServiceConfig, SwapConfig,
+};
 
 /// Default bound on a command's stdout or an HTTP response body, bytes
 /// (16 MiB).
@@ -198,6 +200,11 @@ pub(crate) struct RawService {
     health_timeout_ms: Option<u64>,
     healthy_threshold: Option<u32>,
     unhealthy_threshold: Option<u32>,
+    metrics_url: Option<String>,
+    metrics: Option<ModelServer>,
+    metric_waiting: Option<String>,
+    metric_running: Option<String>,
+    metric_kv_cache: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -212,13 +219,19 @@ enum RawKind {
     SumUp,
 }
 
-/// The health check keys, which only `http` and `openai` services take.
-const HEALTH_KEYS: [&str; 5] = [
+/// The health check and model-server metrics keys, which only `http` and
+/// `openai` services take.
+const HEALTH_KEYS: [&str; 10] = [
     "health_url",
     "health_interval_ms",
     "health_timeout_ms",
     "healthy_threshold",
     "unhealthy_threshold",
+    "metrics_url",
+    "metrics",
+    "metric_waiting",
+    "metric_running",
+    "metric_kv_cache",
 ];
 
 impl RawKind {
@@ -247,6 +260,11 @@ impl RawKind {
                 HEALTH_KEYS[2],
                 HEALTH_KEYS[3],
                 HEALTH_KEYS[4],
+                HEALTH_KEYS[5],
+                HEALTH_KEYS[6],
+                HEALTH_KEYS[7],
+                HEALTH_KEYS[8],
+                HEALTH_KEYS[9],
             ],
             Self::OpenAi => &[
                 "base_url",
@@ -257,6 +275,11 @@ impl RawKind {
                 HEALTH_KEYS[2],
                 HEALTH_KEYS[3],
                 HEALTH_KEYS[4],
+                HEALTH_KEYS[5],
+                HEALTH_KEYS[6],
+                HEALTH_KEYS[7],
+                HEALTH_KEYS[8],
+                HEALTH_KEYS[9],
             ],
             Self::Echo | Self::Sleep | Self::SumUp => &[],
         }
@@ -265,13 +288,18 @@ impl RawKind {
 
 impl RawService {
     /// Every kind-specific key and whether the entry sets it.
-    fn set_keys(&self) -> [(&'static str, bool); 13] {
+    fn set_keys(&self) -> [(&'static str, bool); 18] {
         [
             (HEALTH_KEYS[0], self.health_url.is_some()),
             (HEALTH_KEYS[1], self.health_interval_ms.is_some()),
             (HEALTH_KEYS[2], self.health_timeout_ms.is_some()),
             (HEALTH_KEYS[3], self.healthy_threshold.is_some()),
             (HEALTH_KEYS[4], self.unhealthy_threshold.is_some()),
+            (HEALTH_KEYS[5], self.metrics_url.is_some()),
+            (HEALTH_KEYS[6], self.metrics.is_some()),
+            (HEALTH_KEYS[7], self.metric_waiting.is_some()),
+            (HEALTH_KEYS[8], self.metric_running.is_some()),
+            (HEALTH_KEYS[9], self.metric_kv_cache.is_some()),
             ("command", self.command.is_some()),
             ("env", self.env.is_some()),
             ("cwd", self.cwd.is_some()),
@@ -306,6 +334,14 @@ impl TryFrom<RawService> for ServiceConfig {
             raw.health_timeout_ms,
             raw.healthy_threshold,
             raw.unhealthy_threshold,
+        )
+        .map_err(|e| format!("service {name}: {e}"))?;
+        let metrics = MetricsScrape::from_keys(
+            raw.metrics_url,
+            raw.metrics,
+            raw.metric_waiting,
+            raw.metric_running,
+            raw.metric_kv_cache,
         )
         .map_err(|e| format!("service {name}: {e}"))?;
         let max_output_bytes = raw.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES);
@@ -359,6 +395,7 @@ impl TryFrom<RawService> for ServiceConfig {
             max_concurrent: raw.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT),
             swap: raw.swap,
             health,
+            metrics,
         })
     }
 }

@@ -2,8 +2,8 @@
 //! WebAssembly.
 
 use policy_sdk::{
-    Candidate, Hints, NodeFacts, NodeKey, NodeStates, Outcome, Policy, Request, failure_penalty_ms,
-    index_u32,
+    Candidate, Context, Hints, NodeFacts, NodeKey, NodeStates, Outcome, Policy, Request, Scored,
+    failure_penalty_ms, fmt_num, index_u32, order_after, to_score,
 };
 
 use crate::{Arm, DISCOUNT};
@@ -51,6 +51,24 @@ impl Objective {
             Self::Cost => f64::from(c.cost_per_hour).max(MIN_COST).ln(),
         }
     }
+
+    /// The hint value naming the objective.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Latency => "latency",
+            Self::Throughput => "throughput",
+            Self::Cost => "cost",
+        }
+    }
+}
+
+/// How [`Adaptive::choose`] chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// At random among this many candidates whose arm has no data.
+    Explore(usize),
+    /// The lowest posterior draw.
+    Exploit,
 }
 
 /// Discounted Thompson sampling per (service, node) (see the crate docs).
@@ -84,6 +102,98 @@ impl Adaptive {
         candidates: &[Candidate],
         _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<u32, String> {
+        index_u32(self.choose(req, candidates, |_, _| {})?.0)
+    }
+
+    /// Ranks [`Adaptive::pick`]'s choice first, then the others by
+    /// [`Adaptive::score`]'s scores (highest first, ties by index).
+    ///
+    /// # Errors
+    /// As [`Adaptive::pick`].
+    pub fn rank(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Vec<u32>, String> {
+        Ok(self
+            .score(req, candidates, &Context::default(), facts)?
+            .order)
+    }
+
+    /// The ranking with each arm's value as its score, and the reason.
+    ///
+    /// The score is minus the objective in ms (times the throughput or cost
+    /// factor): of the posterior draw the pick made when every arm has data
+    /// (reason e.g. `thompson: sampled 12.3 ms (mean 11.8 ms), lowest of 4`),
+    /// else 0 for an arm with no data, tried first, and of the posterior
+    /// mean for the others (reason e.g. `thompson: exploring an untried node,
+    /// 1 of 2 untried`). Other objectives than latency say so: `thompson
+    /// (optimize=cost): ...`.
+    ///
+    /// # Errors
+    /// As [`Adaptive::pick`].
+    pub fn score(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        _ctx: &Context,
+        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Scored, String> {
+        let mut draws = vec![0.0_f64; candidates.len()];
+        let (first, how) = self.choose(req, candidates, |i, draw| {
+            if let Some(d) = draws.get_mut(i) {
+                *d = draw;
+            }
+        })?;
+        let mut value: Vec<f64> = draws.iter().map(|d| -d.exp()).collect();
+        let objective = Objective::from_hints(req.hints())?;
+        let (service, now) = (req.service.as_str(), req.now_ms);
+        let arm = |i: usize| {
+            let c = candidates.get(i)?;
+            Some((c, self.arm(service, c.node, now)?))
+        };
+        if let How::Explore(_) = how {
+            for (i, v) in value.iter_mut().enumerate() {
+                *v = arm(i).map_or(0.0, |(c, a)| -(a.mean() + objective.log_factor(c)).exp());
+            }
+        }
+        let order = order_after(first, 0..candidates.len(), |a, b| {
+            value[b].total_cmp(&value[a])
+        })?;
+        let label = match objective {
+            Objective::Latency => "thompson".to_owned(),
+            other => format!("thompson (optimize={})", other.name()),
+        };
+        let reason = match (how, arm(first)) {
+            (How::Explore(untried), _) => {
+                format!("{label}: exploring an untried node, 1 of {untried} untried")
+            }
+            (How::Exploit, Some((c, a))) => format!(
+                "{label}: sampled {} ms (mean {} ms), lowest of {}",
+                ms(draws[first] - objective.log_factor(c)),
+                ms(a.mean()),
+                candidates.len()
+            ),
+            (How::Exploit, None) => label,
+        };
+        let scores = value.into_iter().map(to_score).collect();
+        Ok(Scored {
+            order,
+            scores,
+            reason,
+        })
+    }
+
+    /// The one code path of every answer: an arm with no data at random if
+    /// any, else the lowest posterior draw (each draw, objective included,
+    /// passed to `drew` on the way); the choice and how it was made.
+    fn choose(
+        &self,
+        req: &Request,
+        candidates: &[Candidate],
+        mut drew: impl FnMut(usize, f64),
+    ) -> Result<(usize, How), String> {
         let objective = Objective::from_hints(req.hints())?;
         let mut rng = req.rng();
         let (service, now) = (req.service.as_str(), req.now_ms);
@@ -98,7 +208,7 @@ impl Adaptive {
                 .nth(nth)
                 .map(|(i, _)| i)
                 .ok_or("no candidates")?;
-            return index_u32(index);
+            return Ok((index, How::Explore(fresh)));
         }
         let mut best: Option<(usize, f64)> = None;
         for (i, c) in candidates.iter().enumerate() {
@@ -106,12 +216,13 @@ impl Adaptive {
                 continue;
             };
             let draw = arm.sample(&mut rng) + objective.log_factor(c);
+            drew(i, draw);
             if best.is_none_or(|(_, b)| draw < b) {
                 best = Some((i, draw));
             }
         }
         let (index, _) = best.ok_or("no candidates")?;
-        index_u32(index)
+        Ok((index, How::Exploit))
     }
 
     /// Discounts every arm of the service, then adds the call's log-latency
@@ -136,6 +247,17 @@ impl Adaptive {
     }
 }
 
+/// A log-latency as ms for a reason: rounded to 0.1 ms from 1 ms up, else
+/// to 6 significant digits.
+fn ms(log_ms: f64) -> String {
+    let x = log_ms.exp();
+    fmt_num(if x >= 1.0 {
+        (x * 10.0).round() / 10.0
+    } else {
+        x
+    })
+}
+
 impl Policy for Adaptive {
     const NAME: &'static str = crate::NAME;
 
@@ -146,6 +268,25 @@ impl Policy for Adaptive {
         facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<u32, String> {
         Adaptive::pick(self, req, candidates, facts)
+    }
+
+    fn rank(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Vec<u32>, String> {
+        Adaptive::rank(self, req, candidates, facts)
+    }
+
+    fn score(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        ctx: &Context,
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Scored, String> {
+        Adaptive::score(self, req, candidates, ctx, facts)
     }
 
     fn observe(&mut self, outcome: &Outcome) {

@@ -1,8 +1,8 @@
 //! The cheapest-expected-cost algorithm, independent of WebAssembly.
 
 use policy_sdk::{
-    Candidate, Ewma, Hints, NodeFacts, NodeKey, NodeStates, Outcome, Policy, Request,
-    failure_penalty_ms, fmt_num, index_u32,
+    Candidate, Context, EXCLUDED, Ewma, Hints, NodeFacts, NodeKey, NodeStates, Outcome, Policy,
+    Request, Scored, failure_penalty_ms, fmt_num, index_u32, order_after, to_score,
 };
 
 /// Expected duration of a call on a node nothing is known about, ms.
@@ -91,6 +91,104 @@ impl Cost {
         candidates: &[Candidate],
         facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<u32, String> {
+        index_u32(self.choose(req, candidates, facts, |_| {})?.index)
+    }
+
+    /// Ranks the candidates within the limits: [`Cost::pick`]'s choice
+    /// first, then the others by expected cost, then expected latency, then
+    /// index. Candidates outside the limits are not named.
+    ///
+    /// # Errors
+    /// As [`Cost::pick`].
+    pub fn rank(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Vec<u32>, String> {
+        Ok(self.evaluate(req, candidates, facts)?.0)
+    }
+
+    /// [`Cost::rank`]'s order with each candidate's score, `-expected cost
+    /// per call` ([`EXCLUDED`] outside the limits), and the reason, e.g. `cheapest
+    /// expected 0.00025 per call (0.9/h × 1000 ms) of 3 fitting`.
+    ///
+    /// # Errors
+    /// As [`Cost::pick`].
+    pub fn score(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        _ctx: &Context,
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Scored, String> {
+        let (order, fitting) = self.evaluate(req, candidates, facts)?;
+        let mut scores = vec![EXCLUDED; candidates.len()];
+        for e in &fitting {
+            if let Some(s) = scores.get_mut(e.index) {
+                *s = to_score(-e.cost);
+            }
+        }
+        let best = order
+            .first()
+            .and_then(|&i| fitting.iter().find(|e| e.index == i as usize));
+        let reason = best.map_or_else(String::new, |e| {
+            let per_hour = candidates.get(e.index).map_or(0.0, |c| c.cost_per_hour);
+            format!(
+                "cheapest expected {} per call ({}/h × {} ms) of {} fitting",
+                fmt_num(e.cost),
+                fmt_num(f64::from(per_hour)),
+                fmt_num(e.duration_ms),
+                fitting.len()
+            )
+        });
+        Ok(Scored {
+            order,
+            scores,
+            reason,
+        })
+    }
+
+    /// The ranking and the estimates of the candidates within the limits.
+    fn evaluate(
+        &self,
+        req: &Request,
+        candidates: &[Candidate],
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<(Vec<u32>, Vec<Estimate>), String> {
+        let mut fitting = Vec::new();
+        let best = self.choose(req, candidates, facts, |e| fitting.push(e))?;
+        let mut by_index = vec![None; candidates.len()];
+        for e in &fitting {
+            if let Some(slot) = by_index.get_mut(e.index) {
+                *slot = Some(*e);
+            }
+        }
+        let order = order_after(best.index, fitting.iter().map(|e| e.index), |a, b| {
+            match (
+                by_index.get(a).copied().flatten(),
+                by_index.get(b).copied().flatten(),
+            ) {
+                (Some(a), Some(b)) => a
+                    .cost
+                    .total_cmp(&b.cost)
+                    .then(a.duration_ms.total_cmp(&b.duration_ms)),
+                _ => std::cmp::Ordering::Equal,
+            }
+        })?;
+        Ok((order, fitting))
+    }
+
+    /// The one code path of every answer: the cheapest candidate within the
+    /// limits (each of them passed to `fitting` on the way), or the reason
+    /// none qualifies.
+    fn choose(
+        &self,
+        req: &Request,
+        candidates: &[Candidate],
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+        mut fitting: impl FnMut(Estimate),
+    ) -> Result<Estimate, String> {
         let hints = req.hints();
         let max_cost = Limit::from_hints(hints, "max_cost")?;
         let max_latency = Limit::from_hints(hints, "max_latency_ms")?;
@@ -106,6 +204,7 @@ impl Cost {
             .clone()
             .filter(|e| Limit::allows(max_latency, e.duration_ms))
             .filter(|e| Limit::allows(max_cost, e.cost))
+            .inspect(|e| fitting(*e))
             .reduce(|best, e| {
                 // Strictly cheaper (then strictly faster): ties keep the lower index.
                 if (e.cost, e.duration_ms) < (best.cost, best.duration_ms) {
@@ -114,17 +213,14 @@ impl Cost {
                     best
                 }
             });
-        match best {
-            Some(best) => index_u32(best.index),
-            None => {
-                let name = |e: &Estimate| {
-                    candidates.get(e.index).map_or_else(String::new, |c| {
-                        facts(c.node).map_or_else(|| format!("key {}", c.node), |f| f.id)
-                    })
-                };
-                Err(reject_reason(estimates, max_cost, max_latency, name))
-            }
-        }
+        best.ok_or_else(|| {
+            let name = |e: &Estimate| {
+                candidates.get(e.index).map_or_else(String::new, |c| {
+                    facts(c.node).map_or_else(|| format!("key {}", c.node), |f| f.id)
+                })
+            };
+            reject_reason(estimates, max_cost, max_latency, name)
+        })
     }
 
     /// Feeds the call's latency (a failure as the failure penalty) into the
@@ -198,6 +294,25 @@ impl Policy for Cost {
         facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<u32, String> {
         Cost::pick(self, req, candidates, facts)
+    }
+
+    fn rank(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Vec<u32>, String> {
+        Cost::rank(self, req, candidates, facts)
+    }
+
+    fn score(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        ctx: &Context,
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Scored, String> {
+        Cost::score(self, req, candidates, ctx, facts)
     }
 
     fn observe(&mut self, outcome: &Outcome) {

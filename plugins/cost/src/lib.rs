@@ -29,6 +29,12 @@
 //! A malformed limit rejects the call: `bad hint max_cost="abc": expected a
 //! number >= 0`.
 //!
+//! A ranking names the qualifying nodes, the pick first, then by expected
+//! cost, expected latency and index. A scored answer is that ranking with
+//! each candidate's score `-expected cost per call` (the lowest finite
+//! `f32`, `policy_sdk::EXCLUDED`, outside the limits) and a reason such as `cheapest expected 0.000111 per call (0.4/h
+//! × 1000 ms) of 3 fitting`.
+//!
 //! The algorithm is [`Cost`], plain Rust unit-tested on the host; the
 //! WebAssembly component glue is [`policy_sdk::export_policy!`], compiled for
 //! `wasm32` only.

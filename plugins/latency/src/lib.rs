@@ -18,6 +18,11 @@
 //! attract traffic. Nodes with no sample for 10 minutes are forgotten (back
 //! to the 30 ms default), which bounds the state. Hints are ignored.
 //!
+//! A ranking puts the pick first, then the others by cost. A scored answer
+//! is that ranking with each candidate's score `-cost` (ms) and a reason
+//! such as `lower p-ewma cost of two drawn: 12.3 ms, 0 in flight (vs 30.0
+//! ms, 2 in flight)`.
+//!
 //! The algorithm is [`Latency`], plain Rust unit-tested on the host; the
 //! WebAssembly component glue is [`policy_sdk::export_policy!`], compiled for
 //! `wasm32` only.

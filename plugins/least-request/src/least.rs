@@ -1,6 +1,9 @@
 //! The least-request algorithm, independent of WebAssembly.
 
-use policy_sdk::{Candidate, NodeFacts, NodeKey, Outcome, Policy, Request, index_u32, p2c};
+use policy_sdk::{
+    Candidate, Context, NodeFacts, NodeKey, Outcome, Policy, Request, Scored, index_u32,
+    order_after, p2c, to_score,
+};
 
 /// Power of two choices on `in_flight / max_concurrent` (see the crate docs).
 #[derive(Debug, Default, Clone)]
@@ -24,15 +27,7 @@ impl LeastRequest {
         candidates: &[Candidate],
         _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<u32, String> {
-        let mut rng = req.rng();
-        // Lexicographic: load first, then calls in flight; p2c breaks the
-        // remaining ties towards the lower index.
-        let index = p2c(candidates.len(), &mut rng, |i| {
-            let c = &candidates[i];
-            (c.load(), c.in_flight)
-        })
-        .ok_or("no candidates")?;
-        index_u32(index)
+        index_u32(choose(req, candidates)?.0)
     }
 
     /// Ranks [`LeastRequest::pick`]'s choice first, then every other
@@ -45,28 +40,79 @@ impl LeastRequest {
         &mut self,
         req: &Request,
         candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<Vec<u32>, String> {
-        let first = self.pick(req, candidates, facts)?;
-        let mut rest: Vec<usize> = (0..candidates.len())
-            .filter(|i| u32::try_from(*i).ok() != Some(first))
-            .collect();
-        rest.sort_by(|a, b| {
-            let (ca, cb) = (&candidates[*a], &candidates[*b]);
-            ca.load()
-                .total_cmp(&cb.load())
-                .then(ca.in_flight.cmp(&cb.in_flight))
-                .then(a.cmp(b))
-        });
-        let mut order = vec![first];
-        for i in rest {
-            order.push(index_u32(i)?);
-        }
-        Ok(order)
+        let (first, _) = choose(req, candidates)?;
+        rank_after(first, candidates)
+    }
+
+    /// [`LeastRequest::rank`]'s order with each candidate's score, `-load`
+    /// (`-in_flight / max_concurrent`: 0 is idle), and the reason, e.g.
+    /// `least loaded of two drawn: 2/8 in flight (vs 5/8)`.
+    ///
+    /// # Errors
+    /// As [`LeastRequest::pick`].
+    pub fn score(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        _ctx: &Context,
+        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Scored, String> {
+        let (first, rival) = choose(req, candidates)?;
+        let order = rank_after(first, candidates)?;
+        let scores = candidates.iter().map(|c| to_score(-c.load())).collect();
+        let slots = |i: usize| {
+            candidates.get(i).map_or_else(String::new, |c| {
+                format!("{}/{}", c.in_flight, c.max_concurrent)
+            })
+        };
+        let reason = match rival {
+            Some(r) => format!(
+                "least loaded of two drawn: {} in flight (vs {})",
+                slots(first),
+                slots(r)
+            ),
+            None => format!("only candidate: {} in flight", slots(first)),
+        };
+        Ok(Scored {
+            order,
+            scores,
+            reason,
+        })
     }
 
     /// Does nothing: the gateway's in-flight counts are all this policy uses.
     pub fn observe(&mut self, _outcome: &Outcome) {}
+}
+
+/// The one code path of every answer: power of two choices on (load, calls
+/// in flight); the chosen index and the other one drawn (`None` with one
+/// candidate).
+fn choose(req: &Request, candidates: &[Candidate]) -> Result<(usize, Option<usize>), String> {
+    let mut rng = req.rng();
+    let mut drawn = [None; 2];
+    // Lexicographic: load first, then calls in flight; p2c breaks the
+    // remaining ties towards the lower index.
+    let index = p2c(candidates.len(), &mut rng, |i| {
+        drawn = [drawn[1], Some(i)];
+        let c = &candidates[i];
+        (c.load(), c.in_flight)
+    })
+    .ok_or("no candidates")?;
+    let rival = drawn.into_iter().flatten().find(|&i| i != index);
+    Ok((index, rival))
+}
+
+/// `first`, then the other candidates by load, then calls in flight, then
+/// index (the sort is stable).
+fn rank_after(first: usize, candidates: &[Candidate]) -> Result<Vec<u32>, String> {
+    order_after(first, 0..candidates.len(), |a, b| {
+        let (ca, cb) = (&candidates[a], &candidates[b]);
+        ca.load()
+            .total_cmp(&cb.load())
+            .then(ca.in_flight.cmp(&cb.in_flight))
+    })
 }
 
 impl Policy for LeastRequest {
@@ -90,6 +136,16 @@ impl Policy for LeastRequest {
         LeastRequest::rank(self, req, candidates, facts)
     }
 
+    fn score(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        ctx: &Context,
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Scored, String> {
+        LeastRequest::score(self, req, candidates, ctx, facts)
+    }
+
     fn observe(&mut self, outcome: &Outcome) {
         LeastRequest::observe(self, outcome);
     }
@@ -97,7 +153,7 @@ impl Policy for LeastRequest {
 
 #[cfg(test)]
 mod tests {
-    use policy_sdk::{Candidate, Request, SplitMix64, no_facts};
+    use policy_sdk::{Candidate, Context, Request, SplitMix64, no_facts};
 
     use super::LeastRequest;
 
@@ -190,6 +246,52 @@ mod tests {
         let req = Request::default();
         assert_eq!(
             LeastRequest::new().pick(&req, &[], &no_facts),
+            Err("no candidates".to_owned())
+        );
+    }
+
+    #[test]
+    fn score_orders_as_rank_and_explains_the_draw() {
+        let candidates = [node(0, 3, 4), node(1, 2, 8), node(2, 2, 4), node(3, 1, 4)];
+        for seed in 0..200 {
+            let req = Request {
+                service: "svc".into(),
+                random: seed,
+                ..Request::default()
+            };
+            let s = LeastRequest::new()
+                .score(&req, &candidates, &Context::default(), &no_facts)
+                .expect("non-empty");
+            let first = pick(&candidates, seed);
+            assert_eq!(s.order[0], first, "the pick first");
+            let order = LeastRequest::new()
+                .rank(&req, &candidates, &no_facts)
+                .expect("non-empty");
+            assert_eq!(s.order, order, "the ranking");
+            assert_eq!(s.scores.len(), 4);
+            assert!((s.scores[1] + 0.25).abs() < 1e-6, "{:?}", s.scores);
+            assert!((s.scores[3] + 0.25).abs() < 1e-6, "{:?}", s.scores);
+            let c = candidates[first as usize];
+            let figure = format!("{}/{} in flight", c.in_flight, c.max_concurrent);
+            assert!(
+                s.reason.starts_with("least loaded of two drawn: "),
+                "{}",
+                s.reason
+            );
+            assert!(s.reason.contains(&figure), "{} lacks {figure}", s.reason);
+        }
+        let s = LeastRequest::new()
+            .score(
+                &Request::default(),
+                &[node(7, 2, 8)],
+                &Context::default(),
+                &no_facts,
+            )
+            .expect("non-empty");
+        assert_eq!(s.order, vec![0]);
+        assert_eq!(s.reason, "only candidate: 2/8 in flight");
+        assert_eq!(
+            LeastRequest::new().score(&Request::default(), &[], &Context::default(), &no_facts),
             Err("no candidates".to_owned())
         );
     }

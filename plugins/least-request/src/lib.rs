@@ -8,6 +8,11 @@
 //! candidates both are compared, so the busier one is always avoided.
 //! Stateless; ignores hints and `observe`.
 //!
+//! A ranking puts the pick first, then the others by load (then calls in
+//! flight, then index). A scored answer is that ranking with each
+//! candidate's score `-in_flight / max_concurrent` (0 is idle) and a reason
+//! such as `least loaded of two drawn: 2/8 in flight (vs 5/8)`.
+//!
 //! The algorithm is [`LeastRequest`], plain Rust unit-tested on the host; the
 //! WebAssembly component glue is [`policy_sdk::export_policy!`], compiled for
 //! `wasm32` only.

@@ -7,7 +7,9 @@
 //!   drive it directly.
 //! - [`Policy`]: the shape every policy's algorithm has (`pick`, `rank`,
 //!   `score`, `observe`); [`Context`], [`ModelLoad`] and [`Scored`] for
-//!   `score` (WIT 1.1.0's `scorer`).
+//!   `score` (WIT 1.1.0's `scorer`); [`order_after`] for a ranking that
+//!   starts with the policy's own choice, [`to_score`] and [`EXCLUDED`] for
+//!   finite scores.
 //! - [`export_policy!`]: the WebAssembly component glue (generated bindings,
 //!   conversions from the generated records, the `policy` world's exports).
 //! - [`Hints`] (typed hint getters) and [`Requirement`] (the `require` grammar
@@ -21,6 +23,7 @@
 //! `make plugins` installs no `.wasm` for it.
 
 mod ewma;
+mod explain;
 mod facts;
 mod glue;
 mod hints;
@@ -32,6 +35,7 @@ mod table;
 mod types;
 
 pub use ewma::{DEFAULT_DECAY_MS, DEFAULT_RTT_MS, Ewma, PeakEwma, failure_penalty_ms};
+pub use explain::{EXCLUDED, order_after, to_score};
 pub use facts::FactsCache;
 pub use hints::Hints;
 pub use num::fmt_num;

@@ -8,6 +8,10 @@
 //! queue, against which `least-request` (two choices) is measured by
 //! `switchyard-sim`. Stateless; ignores hints and `observe`.
 //!
+//! A ranking puts the draw first, then the others in index order; a scored
+//! answer gives the drawn candidate 1, the others 0, and the reason
+//! `random: drew index 3 of 8 (uniform)`.
+//!
 //! The algorithm is [`Random`], plain Rust unit-tested on the host; the
 //! WebAssembly component glue is [`policy_sdk::export_policy!`], compiled for
 //! `wasm32` only.

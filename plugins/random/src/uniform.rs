@@ -1,6 +1,9 @@
 //! The uniform random pick, independent of WebAssembly.
 
-use policy_sdk::{Candidate, NodeFacts, NodeKey, Outcome, Policy, Request, index_u32};
+use policy_sdk::{
+    Candidate, Context, NodeFacts, NodeKey, Outcome, Policy, Request, Scored, index_u32,
+    order_after,
+};
 
 /// A uniformly random candidate (see the crate docs).
 #[derive(Debug, Default, Clone)]
@@ -25,14 +28,61 @@ impl Random {
         candidates: &[Candidate],
         _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<u32, String> {
-        if candidates.is_empty() {
-            return Err("no candidates".to_owned());
-        }
-        index_u32(req.rng().below(candidates.len()))
+        index_u32(draw(req, candidates)?)
+    }
+
+    /// [`Random::pick`]'s draw, then the other candidates in index order.
+    ///
+    /// # Errors
+    /// As [`Random::pick`].
+    pub fn rank(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Vec<u32>, String> {
+        let first = draw(req, candidates)?;
+        order_after(first, 0..candidates.len(), |_, _| std::cmp::Ordering::Equal)
+    }
+
+    /// [`Random::rank`]'s order; score 1 for the drawn candidate, 0 for the
+    /// others; the reason `random: drew index 3 of 8 (uniform)`.
+    ///
+    /// # Errors
+    /// As [`Random::pick`].
+    pub fn score(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        _ctx: &Context,
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Scored, String> {
+        let order = self.rank(req, candidates, facts)?;
+        let first = order.first().map_or(0, |&i| i as usize);
+        let scores = (0..candidates.len())
+            .map(|i| if i == first { 1.0 } else { 0.0 })
+            .collect();
+        let reason = format!(
+            "random: drew index {first} of {} (uniform)",
+            candidates.len()
+        );
+        Ok(Scored {
+            order,
+            scores,
+            reason,
+        })
     }
 
     /// Does nothing: the pick uses no state.
     pub fn observe(&mut self, _outcome: &Outcome) {}
+}
+
+/// The one code path of every answer: `below(n)` of the request's RNG.
+fn draw(req: &Request, candidates: &[Candidate]) -> Result<usize, String> {
+    if candidates.is_empty() {
+        return Err("no candidates".to_owned());
+    }
+    Ok(req.rng().below(candidates.len()))
 }
 
 impl Policy for Random {
@@ -47,6 +97,25 @@ impl Policy for Random {
         Random::pick(self, req, candidates, facts)
     }
 
+    fn rank(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Vec<u32>, String> {
+        Random::rank(self, req, candidates, facts)
+    }
+
+    fn score(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        ctx: &Context,
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Scored, String> {
+        Random::score(self, req, candidates, ctx, facts)
+    }
+
     fn observe(&mut self, outcome: &Outcome) {
         Random::observe(self, outcome);
     }
@@ -54,7 +123,7 @@ impl Policy for Random {
 
 #[cfg(test)]
 mod tests {
-    use policy_sdk::{Candidate, Request, SplitMix64, no_facts};
+    use policy_sdk::{Candidate, Context, Request, SplitMix64, no_facts};
 
     use super::Random;
 
@@ -109,5 +178,39 @@ mod tests {
             assert!(pick(&nodes(n), rng.next_u64()).expect("non-empty") < n);
         }
         assert_eq!(pick(&[], 1), Err("no candidates".to_owned()));
+    }
+
+    #[test]
+    fn score_is_the_draw_explained() {
+        let candidates = nodes(8);
+        let mut seeds = SplitMix64::new(11);
+        for _ in 0..200 {
+            let random = seeds.next_u64();
+            let req = Request {
+                service: "svc".into(),
+                random,
+                ..Request::default()
+            };
+            let first = pick(&candidates, random).expect("non-empty");
+            let s = Random::new()
+                .score(&req, &candidates, &Context::default(), &no_facts)
+                .expect("non-empty");
+            assert_eq!(s.order[0], first);
+            assert_eq!(s.order.len(), 8);
+            let mut sorted = s.order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..8).collect::<Vec<u32>>(), "each once");
+            assert_eq!(s.scores.len(), 8);
+            assert!(s.scores.iter().sum::<f32>() > 0.99);
+            assert!(s.scores[first as usize] > 0.99);
+            assert_eq!(
+                s.reason,
+                format!("random: drew index {first} of 8 (uniform)")
+            );
+        }
+        assert_eq!(
+            Random::new().score(&Request::default(), &[], &Context::default(), &no_facts),
+            Err("no candidates".to_owned())
+        );
     }
 }

@@ -1,15 +1,26 @@
 //! The resource-aware algorithm, independent of WebAssembly.
 
 use policy_sdk::{
-    Candidate, FactsCache, NodeFacts, NodeKey, Outcome, Policy, Request, index_u32, requirements,
+    Candidate, Context, EXCLUDED, FactsCache, NodeFacts, NodeKey, Outcome, Policy, Request,
+    Requirement, Scored, fmt_num, index_u32, order_after, requirements, to_score,
 };
 
-use crate::{Weights, unmet};
+use crate::{Weights, cpu_score, gpu_score, load_score, mem_score, unmet};
 
 /// Filter by requirements, then route to the most free resources (see the
 /// crate docs).
 #[derive(Debug, Default, Clone)]
 pub struct ResourceAware;
+
+/// What [`ResourceAware::choose`] found.
+struct Choice {
+    /// The best-scoring candidate meeting every requirement.
+    index: usize,
+    /// The call's requirements, numeric ones first.
+    reqs: Vec<Requirement>,
+    /// The weights of the four scores.
+    weights: Weights,
+}
 
 impl ResourceAware {
     /// The policy (it keeps no state).
@@ -29,6 +40,97 @@ impl ResourceAware {
         candidates: &[Candidate],
         facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<u32, String> {
+        index_u32(Self::choose(req, candidates, facts, |_, _| {})?.index)
+    }
+
+    /// Ranks the candidates meeting every requirement by score, highest
+    /// first ([`ResourceAware::pick`]'s choice), ties by index. Candidates
+    /// missing a requirement are not named.
+    ///
+    /// # Errors
+    /// As [`ResourceAware::pick`].
+    pub fn rank(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Vec<u32>, String> {
+        Ok(Self::evaluate(req, candidates, facts)?.0)
+    }
+
+    /// [`ResourceAware::rank`]'s order with each candidate's score, the
+    /// weighted mean in 0..=1 ([`EXCLUDED`] for a candidate missing a
+    /// requirement),
+    /// and the reason, e.g. `most free resources: 0.575 (gpu 0.55, cpu 0.75,
+    /// mem 0.25, load 0.75), best of 3 meeting gpu_mem_mib>=16000`.
+    ///
+    /// # Errors
+    /// As [`ResourceAware::pick`].
+    pub fn score(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        _ctx: &Context,
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Scored, String> {
+        let (order, scores, choice) = Self::evaluate(req, candidates, facts)?;
+        let fitting = scores.iter().filter(|&&s| s != EXCLUDED).count();
+        let reason = candidates.get(choice.index).map_or_else(String::new, |c| {
+            let three = |x: f64| fmt_num((x * 1000.0).round() / 1000.0);
+            let meeting = if choice.reqs.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<String> = choice.reqs.iter().map(ToString::to_string).collect();
+                format!(" meeting {}", names.join(", "))
+            };
+            format!(
+                "most free resources: {} (gpu {}, cpu {}, mem {}, load {}), best of {fitting}{meeting}",
+                three(choice.weights.score(c)),
+                three(gpu_score(c)),
+                three(cpu_score(c)),
+                three(mem_score(c)),
+                three(load_score(c)),
+            )
+        });
+        Ok(Scored {
+            order,
+            scores,
+            reason,
+        })
+    }
+
+    /// Does nothing: every figure this policy uses comes with the pick.
+    pub fn observe(&mut self, _outcome: &Outcome) {}
+
+    /// The ranking, every candidate's score ([`EXCLUDED`] for those missing a
+    /// requirement) and the choice.
+    fn evaluate(
+        req: &Request,
+        candidates: &[Candidate],
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<(Vec<u32>, Vec<f32>, Choice), String> {
+        let mut scores = vec![f64::NAN; candidates.len()];
+        let mut alive = Vec::new();
+        let choice = Self::choose(req, candidates, facts, |i, score| {
+            alive.push(i);
+            if let Some(s) = scores.get_mut(i) {
+                *s = score;
+            }
+        })?;
+        let order = order_after(choice.index, alive, |a, b| scores[b].total_cmp(&scores[a]))?;
+        let scores = scores.into_iter().map(to_score).collect();
+        Ok((order, scores, choice))
+    }
+
+    /// The one code path of every answer: filters by the requirements, then
+    /// takes the best score (each candidate meeting them passed to `scored`
+    /// with its score on the way).
+    fn choose(
+        req: &Request,
+        candidates: &[Candidate],
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+        mut scored: impl FnMut(usize, f64),
+    ) -> Result<Choice, String> {
         let hints = req.hints();
         let mut reqs = requirements(hints)?;
         // Numeric requirements first (stable): they need no host call, and
@@ -54,16 +156,18 @@ impl ResourceAware {
         for i in alive {
             let Some(c) = candidates.get(i) else { continue };
             let score = weights.score(c);
+            scored(i, score);
             if best.is_none_or(|(_, s)| score > s) {
                 best = Some((i, score));
             }
         }
         let (index, _) = best.ok_or("no candidates")?;
-        index_u32(index)
+        Ok(Choice {
+            index,
+            reqs,
+            weights,
+        })
     }
-
-    /// Does nothing: every figure this policy uses comes with the pick.
-    pub fn observe(&mut self, _outcome: &Outcome) {}
 }
 
 impl Policy for ResourceAware {
@@ -78,6 +182,25 @@ impl Policy for ResourceAware {
         ResourceAware::pick(self, req, candidates, facts)
     }
 
+    fn rank(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Vec<u32>, String> {
+        ResourceAware::rank(self, req, candidates, facts)
+    }
+
+    fn score(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        ctx: &Context,
+        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Scored, String> {
+        ResourceAware::score(self, req, candidates, ctx, facts)
+    }
+
     fn observe(&mut self, outcome: &Outcome) {
         ResourceAware::observe(self, outcome);
     }
@@ -85,3 +208,6 @@ impl Policy for ResourceAware {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod score_tests;

@@ -33,6 +33,13 @@
 //!   weights 0: `hints w_gpu, w_cpu, w_mem and w_load are all 0: at least one
 //!   weight must be above 0`.
 //!
+//! A ranking names the candidates meeting every requirement, by score
+//! (highest first, ties by index). A scored answer is that ranking with
+//! each candidate's weighted score (the lowest finite `f32`,
+//! `policy_sdk::EXCLUDED`, for one missing a requirement) and
+//! a reason such as `most free resources: 0.575 (gpu 0.55, cpu 0.75, mem
+//! 0.25, load 0.75), best of 3 meeting gpu_mem_mib>=16000`.
+//!
 //! Stateless; `observe` does nothing. The algorithm is [`ResourceAware`],
 //! plain Rust unit-tested on the host; the WebAssembly component glue is
 //! [`policy_sdk::export_policy!`], compiled for `wasm32` only.

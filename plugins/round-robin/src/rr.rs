@@ -2,6 +2,10 @@
 
 use std::collections::HashMap;
 
+use policy_sdk::{
+    Candidate, Context, NodeFacts, NodeKey, Outcome, Policy, Request, Scored, index_u32,
+};
+
 /// Per-service round-robin state: one counter per service name.
 #[derive(Debug, Default, Clone)]
 pub struct RoundRobin {
@@ -16,7 +20,8 @@ impl RoundRobin {
     }
 
     /// Picks the index of the next candidate for `service` among `len`
-    /// candidates and advances that service's counter.
+    /// candidates and advances that service's counter: the one code path of
+    /// [`Policy::pick`], [`Policy::rank`] and [`Policy::score`].
     ///
     /// Returns `None` (and leaves the counter alone) when `len` is 0, or when
     /// the index would not fit the WIT `u32` (more than `u32::MAX` candidates).
@@ -37,43 +42,66 @@ impl RoundRobin {
     pub fn services(&self) -> usize {
         self.counters.len()
     }
+
+    /// The next candidate in turn, then the others in turn after it
+    /// (advancing the counter once).
+    fn in_turn(&mut self, service: &str, len: usize) -> Result<Vec<u32>, String> {
+        let first = self.pick(service, len).ok_or("no candidates")? as usize;
+        (0..len).map(|k| index_u32((first + k) % len)).collect()
+    }
+}
+
+impl Policy for RoundRobin {
+    const NAME: &'static str = crate::NAME;
+
+    /// [`RoundRobin::pick`] on the request's service and the candidate count.
+    fn pick(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<u32, String> {
+        RoundRobin::pick(self, &req.service, candidates.len()).ok_or_else(|| "no candidates".into())
+    }
+
+    /// The pick, then every other candidate in turn after it.
+    fn rank(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Vec<u32>, String> {
+        self.in_turn(&req.service, candidates.len())
+    }
+
+    /// [`Policy::rank`]'s order; score 1 for the node in turn, 0 for the
+    /// others.
+    fn score(
+        &mut self,
+        req: &Request,
+        candidates: &[Candidate],
+        _ctx: &Context,
+        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+    ) -> Result<Scored, String> {
+        let order = self.in_turn(&req.service, candidates.len())?;
+        let first = order.first().copied().unwrap_or(0);
+        let scores = (0..candidates.len())
+            .map(|i| if i == first as usize { 1.0 } else { 0.0 })
+            .collect();
+        let reason = format!(
+            "round robin: next in turn (index {first} of {})",
+            candidates.len()
+        );
+        Ok(Scored {
+            order,
+            scores,
+            reason,
+        })
+    }
+
+    /// Does nothing: the counters are all this policy uses.
+    fn observe(&mut self, _outcome: &Outcome) {}
 }
 
 #[cfg(test)]
-mod tests {
-    use super::RoundRobin;
-
-    #[test]
-    fn cycles_over_candidates() {
-        let mut rr = RoundRobin::new();
-        let picks: Vec<_> = (0..7).filter_map(|_| rr.pick("svc", 3)).collect();
-        assert_eq!(picks, [0, 1, 2, 0, 1, 2, 0]);
-    }
-
-    #[test]
-    fn services_are_independent() {
-        let mut rr = RoundRobin::new();
-        assert_eq!(rr.pick("a", 3), Some(0));
-        assert_eq!(rr.pick("a", 3), Some(1));
-        assert_eq!(rr.pick("b", 3), Some(0));
-        assert_eq!(rr.pick("a", 3), Some(2));
-        assert_eq!(rr.pick("b", 3), Some(1));
-        assert_eq!(rr.services(), 2);
-    }
-
-    #[test]
-    fn empty_candidates_pick_nothing_and_keep_the_counter() {
-        let mut rr = RoundRobin::new();
-        assert_eq!(rr.pick("a", 0), None);
-        assert_eq!(rr.pick("a", 2), Some(0));
-    }
-
-    #[test]
-    fn candidate_count_changes_stay_in_bounds() {
-        let mut rr = RoundRobin::new();
-        for len in [5, 1, 4, 2, 3, 1, 7] {
-            let i = rr.pick("svc", len).expect("non-empty");
-            assert!((i as usize) < len);
-        }
-    }
-}
+mod tests;

@@ -5,3 +5,4 @@
 mod hostile;
 mod round_robin;
 mod sandbox_plugins;
+mod scoring;

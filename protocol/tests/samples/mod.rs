@@ -41,6 +41,12 @@ fn node_stats() -> NodeStats {
         }],
         in_flight: vec![("llm".into(), 3)],
         unhealthy: vec!["web".into()],
+        model_load: vec![ServiceLoad {
+            service: "llm".into(),
+            waiting: 3,
+            running: 8,
+            kv_cache_pct: 62.5,
+        }],
     }
 }
 

@@ -1,4 +1,6 @@
-use policy_sdk::{Candidate, FORGET_AFTER_MS, Outcome, Request, SplitMix64, no_facts};
+use policy_sdk::{
+    Candidate, Context, FORGET_AFTER_MS, Outcome, Request, Scored, SplitMix64, no_facts,
+};
 
 use super::{Adaptive, Objective};
 
@@ -246,4 +248,121 @@ fn any_pick_is_in_range() {
             now_ms: step * 10,
         });
     }
+}
+
+fn request(random: u64, now_ms: u64, hints: &[(&str, &str)]) -> Request {
+    Request {
+        service: "svc".into(),
+        hints: hints
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        now_ms,
+        random,
+        ..Request::default()
+    }
+}
+
+fn observe(p: &mut Adaptive, node: u32, latency_ms: f32) {
+    p.observe(&Outcome {
+        service: "svc".into(),
+        node,
+        latency_ms,
+        ok: true,
+        now_ms: 0,
+    });
+}
+
+#[test]
+fn score_explores_as_pick_does_and_says_so() {
+    let mut p = Adaptive::new();
+    observe(&mut p, 0, 20.0);
+    let candidates = [node(0), node(1), node(2)];
+    for seed in 0..100 {
+        let req = request(seed, 0, &[]);
+        let first = p.pick(&req, &candidates, &no_facts).expect("routes");
+        let s = p
+            .score(&req, &candidates, &Context::default(), &no_facts)
+            .expect("routes");
+        assert_eq!(s.order[0], first);
+        assert_ne!(first, 0, "untried arms first");
+        assert_eq!(s.order.len(), 3);
+        assert_eq!(s.order[2], 0, "the tried arm last");
+        assert_eq!(s.scores.len(), 3);
+        assert!(s.scores[1] == 0.0 && s.scores[2] == 0.0, "{:?}", s.scores);
+        assert!((s.scores[0] + 20.0).abs() < 1e-3, "{:?}", s.scores);
+        assert_eq!(
+            s.reason,
+            "thompson: exploring an untried node, 1 of 2 untried"
+        );
+    }
+}
+
+#[test]
+fn score_exploits_with_the_same_draws_as_pick() {
+    let mut p = Adaptive::new();
+    for _ in 0..30 {
+        observe(&mut p, 0, 50.0);
+        observe(&mut p, 1, 12.0);
+        observe(&mut p, 2, 100.0);
+    }
+    let candidates = [node(0), node(1), node(2)];
+    let mut seeds = SplitMix64::new(4);
+    for _ in 0..200 {
+        let req = request(seeds.next_u64(), 0, &[]);
+        let first = p.pick(&req, &candidates, &no_facts).expect("routes");
+        let s = p
+            .score(&req, &candidates, &Context::default(), &no_facts)
+            .expect("routes");
+        assert_eq!(s.order[0], first);
+        assert_eq!(
+            s.order,
+            p.rank(&req, &candidates, &no_facts).expect("routes")
+        );
+        assert_eq!(s.scores.len(), 3);
+        let best = s.scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        assert!(
+            (s.scores[first as usize] - best).abs() < f32::EPSILON,
+            "{s:?}"
+        );
+        let sampled = -s.scores[first as usize];
+        assert!((5.0..30.0).contains(&sampled), "{s:?}");
+        assert!(s.reason.starts_with("thompson: sampled "), "{}", s.reason);
+        assert!(
+            s.reason.contains("(mean 12 ms), lowest of 3"),
+            "{}",
+            s.reason
+        );
+        assert!(
+            s.reason
+                .contains(&format!("{:.1}", sampled).trim_end_matches(".0").to_owned()),
+            "{} lacks {sampled}",
+            s.reason
+        );
+    }
+    let req = request(1, 0, &[("optimize", "cost")]);
+    let s = p
+        .score(&req, &candidates, &Context::default(), &no_facts)
+        .expect("routes");
+    assert!(
+        s.reason.starts_with("thompson (optimize=cost): sampled"),
+        "{}",
+        s.reason
+    );
+}
+
+#[test]
+fn score_rejects_as_pick_does() {
+    let mut p = Adaptive::new();
+    let req = request(1, 0, &[("optimize", "fast")]);
+    let want = p.pick(&req, &[node(0)], &no_facts);
+    assert!(want.is_err());
+    assert_eq!(
+        p.score(&req, &[node(0)], &Context::default(), &no_facts),
+        want.map(|_| Scored::default())
+    );
+    assert_eq!(
+        p.score(&request(1, 0, &[]), &[], &Context::default(), &no_facts),
+        Err("no candidates".to_owned())
+    );
 }

@@ -1,4 +1,7 @@
-use policy_sdk::{Candidate, FORGET_AFTER_MS, NodeFacts, Outcome, Request, SplitMix64, no_facts};
+use policy_sdk::{
+    Candidate, Context, EXCLUDED, FORGET_AFTER_MS, NodeFacts, Outcome, Request, Scored, SplitMix64,
+    no_facts,
+};
 
 use super::Cost;
 
@@ -233,5 +236,70 @@ fn any_pick_is_in_range() {
             ok: true,
             now_ms: step,
         });
+    }
+}
+
+fn score(p: &mut Cost, candidates: &[Candidate], hints: &[(&str, &str)]) -> Result<Scored, String> {
+    let req = Request {
+        service: "svc".into(),
+        hints: hints
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Request::default()
+    };
+    p.score(&req, candidates, &Context::default(), &facts)
+}
+
+#[test]
+fn score_ranks_the_fitting_by_cost_and_explains_the_cheapest() {
+    let mut p = Cost::new();
+    let candidates = [
+        node(0, 3.0, 100.0),
+        node(1, 0.4, 1000.0),
+        node(2, 2.0, 100.0),
+        node(3, 0.5, 2000.0),
+    ];
+    // Per call: 0.0000833, 0.000111, 0.0000556, 0.000278.
+    let s = score(&mut p, &candidates, &[]).expect("fits");
+    assert_eq!(s.order[0], pick(&mut p, &candidates, &[]).expect("fits"));
+    assert_eq!(s.order, vec![2, 0, 1, 3]);
+    assert_eq!(s.scores.len(), 4);
+    assert!((f64::from(s.scores[2]) + 2.0 * 100.0 / 3_600_000.0).abs() < 1e-9);
+    assert_eq!(
+        s.reason,
+        "cheapest expected 0.0000555556 per call (2/h × 100 ms) of 4 fitting"
+    );
+    // Limits filter first: outside them, no score and no place in the order.
+    let hints = [("max_latency_ms", "500")];
+    let s = score(&mut p, &candidates, &hints).expect("fits");
+    assert_eq!(s.order, vec![2, 0]);
+    assert!(
+        s.scores[1] == EXCLUDED && s.scores[3] == EXCLUDED,
+        "{:?}",
+        s.scores
+    );
+    assert!(s.reason.ends_with("of 2 fitting"), "{}", s.reason);
+    let hints = [("max_latency_ms", "2000"), ("max_cost", "0.0001")];
+    let s = score(&mut p, &candidates, &hints).expect("fits");
+    assert_eq!(s.order[0], pick(&mut p, &candidates, &hints).expect("fits"));
+    assert_eq!(s.order, vec![2, 0]);
+}
+
+#[test]
+fn score_rejects_as_pick_does() {
+    let mut p = Cost::new();
+    let candidates = [node(0, 3.0, 100.0), node(1, 1.0, 120.0)];
+    for hints in [
+        &[("max_latency_ms", "50")][..],
+        &[("max_cost", "0.00001")][..],
+        &[("max_cost", "abc")][..],
+    ] {
+        let want = pick(&mut p, &candidates, hints);
+        assert!(want.is_err(), "{hints:?}");
+        assert_eq!(
+            score(&mut p, &candidates, hints),
+            want.map(|_| Scored::default())
+        );
     }
 }
