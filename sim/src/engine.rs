@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use policy_host::PolicyEngine;
 use policy_host::types::{Gpu, NodeInfo};
-use protocol::{CallHead, GpuStats, NodeSpec, NodeStats, ServiceSpec, SlotSpec, SwapReport};
+use protocol::{
+    CallHead, GpuStats, NodeSpec, NodeStats, ServiceLoad, ServiceSpec, SlotSpec, SwapReport,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use switchyard_core::{Action, CallEnd, CallId, Core, Event, NodeKey, TICK, drive};
@@ -86,7 +88,10 @@ enum Ev {
     Prefilled(CallId),
     Done(CallId),
     Deadline(CallId),
-    LoadDone { node: usize, slot: usize },
+    LoadDone {
+        node: usize,
+        slot: usize,
+    },
     Preload(usize),
     Stats,
     Tick,
@@ -199,11 +204,32 @@ struct SimNode {
     gpu_mem_mib: u64,
     /// Its model server (KV cache, prefill, decode), for chat calls.
     model: Option<NodeModel>,
+    /// Whether it hosts each service (always loaded or in a slot).
+    hosts: Vec<bool>,
 }
 
 impl SimNode {
     fn has_worker(&self) -> bool {
         self.workers.is_none_or(|w| self.busy < w)
+    }
+
+    /// What its model server reports (vLLM's waiting, running, KV-cache
+    /// use), for every service it hosts; none without a model.
+    fn model_load(&self, services: &[ServiceRt]) -> Vec<ServiceLoad> {
+        let Some(model) = &self.model else {
+            return Vec::new();
+        };
+        services
+            .iter()
+            .zip(&self.hosts)
+            .filter(|(_, hosted)| **hosted)
+            .map(|(s, _)| ServiceLoad {
+                service: s.name.clone(),
+                waiting: u32::try_from(self.queue.len()).unwrap_or(u32::MAX),
+                running: self.busy,
+                kv_cache_pct: model.kv.usage() * 100.0,
+            })
+            .collect()
     }
 
     fn window(&self, at_s: f64) -> Option<&Window> {
@@ -616,7 +642,7 @@ impl Sim {
                     gpus,
                     in_flight: Vec::new(),
                     unhealthy: Vec::new(),
-                    model_load: Vec::new(),
+                    model_load: self.nodes[i].model_load(&self.services),
                 },
             });
         }

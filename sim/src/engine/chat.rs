@@ -249,7 +249,13 @@ impl Sim {
         rec.figures.prompt_tokens = Some(prompt.len() as u64);
         rec.figures.cached_tokens = cached as u64;
         let prefill_ms = uncached as f64 * model.prefill_us_per_token / 1000.0;
-        let reply = f64::from(self.streams[chat.stream].chat.as_ref()?.settings.reply_words);
+        let reply = f64::from(
+            self.streams[chat.stream]
+                .chat
+                .as_ref()?
+                .settings
+                .reply_words,
+        );
         Some((prefill_ms, reply / model.tokens_per_s * 1000.0))
     }
 
