@@ -169,6 +169,9 @@ pub struct CallResult {
     pub content_type: Option<String>,
     /// The service's HTTP status (`http`/`openai` services).
     pub status: Option<u16>,
+    /// Why the node was chosen, in one line (policy, node, reason, the best
+    /// candidates' scores), when the call asked ([`CallOptions::explain`]).
+    pub explain: Option<String>,
 }
 
 /// A streamed result's head: where the call ran and how long it waited,
@@ -363,6 +366,7 @@ impl Client {
             cache: head.cache,
             content_type: head.content_type,
             status: head.status,
+            explain: head.explain,
         })
     }
 

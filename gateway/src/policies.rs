@@ -382,10 +382,10 @@ impl Policies {
         let columns = Candidates::from(request.candidates.as_slice());
         let context = Context::new(
             &request.prefix,
-            request.candidates.iter().map(|c| {
-                c.model_load
-                    .map(|l| (l.waiting, l.running, l.kv_cache_pct))
-            }),
+            request
+                .candidates
+                .iter()
+                .map(|c| c.model_load.map(|l| (l.waiting, l.running, l.kv_cache_pct))),
         );
         let started = Instant::now();
         let decision = policy.score(&pick_request, &columns, &context);
@@ -493,6 +493,7 @@ fn count_trap(policy: &Policy, error: &PolicyError) {
         PolicyError::Trap { .. } => "trap",
         PolicyError::BadDecision { .. } => "bad_decision",
         PolicyError::BadInput { .. } => "bad_input",
+        PolicyError::BadScores { .. } => "bad_scores",
         _ => "other",
     };
     metrics::counter!("policy_traps_total", "policy" => policy.name().to_string(), "reason" => reason).increment(1);

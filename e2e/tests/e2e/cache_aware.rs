@@ -30,13 +30,23 @@ async fn turn(http: &reqwest::Client, url: &str, messages: &[Value]) -> Turn {
     let mut r = http
         .post(url)
         .header("x-switchyard-explain", "1")
-        .json(&json!({"model": "llm", "messages": messages, "stream": true, "max_tokens": 4}))
+        .header("content-type", "application/json")
+        .body(
+            json!({"model": "llm", "messages": messages, "stream": true, "max_tokens": 4})
+                .to_string(),
+        )
         .send()
         .await
         .expect("POST");
     assert_eq!(r.status(), 200);
-    let node = r.headers()["x-switchyard-node"].to_str().unwrap().to_string();
-    let why = r.headers()["x-switchyard-explain"].to_str().unwrap().to_string();
+    let node = r.headers()["x-switchyard-node"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let why = r.headers()["x-switchyard-explain"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let mut ttft = None;
     while let Some(chunk) = r.chunk().await.expect("stream") {
         if ttft.is_none() && chunk.windows(5).any(|w| w == b"data:") {
@@ -51,7 +61,10 @@ async fn turn(http: &reqwest::Client, url: &str, messages: &[Value]) -> Turn {
 }
 
 fn words(n: usize, salt: &str) -> String {
-    (0..n).map(|i| format!("{salt}{i}")).collect::<Vec<_>>().join(" ")
+    (0..n)
+        .map(|i| format!("{salt}{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +96,11 @@ async fn conversations_stick_to_their_node_and_later_turns_start_sooner() {
     .await;
     for (i, toy) in toys.iter().enumerate() {
         let base_url = format!("base_url = \"{}/v1\"", toy.url);
-        fleet.spawn_agent(&format!("node-{i}"), TOKEN, &service("llm", "openai", &base_url));
+        fleet.spawn_agent(
+            &format!("node-{i}"),
+            TOKEN,
+            &service("llm", "openai", &base_url),
+        );
     }
     fleet.wait_nodes(3).await;
     let url = format!("{}/v1/chat/completions", fleet.gateway.http_url().unwrap());
@@ -97,14 +114,22 @@ async fn conversations_stick_to_their_node_and_later_turns_start_sooner() {
         for (c, history) in histories.iter_mut().enumerate() {
             history.push(json!({"role": "user", "content": words(40, &format!("u{c}-{round}-"))}));
             let t = turn(&http, &url, history).await;
-            history.push(json!({"role": "assistant", "content": words(8, &format!("a{c}-{round}-"))}));
+            history
+                .push(json!({"role": "assistant", "content": words(8, &format!("a{c}-{round}-"))}));
             served.entry(c).or_default().push(t);
         }
     }
     for (c, turns) in &served {
+        for t in turns {
+            eprintln!("conversation {c}: ttft {:?}, why: {}", t.ttft, t.why);
+        }
         let first = &turns[0];
         for later in &turns[1..] {
-            assert_eq!(later.node, first.node, "conversation {c} moved: {}", later.why);
+            assert_eq!(
+                later.node, first.node,
+                "conversation {c} moved: {}",
+                later.why
+            );
             assert!(
                 later.why.starts_with("cache-aware -> ") && later.why.contains("match"),
                 "conversation {c}: {}",

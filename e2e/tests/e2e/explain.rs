@@ -32,7 +32,7 @@ async fn two_echo_nodes() -> Fleet {
 async fn get_json(url: &str) -> Value {
     let r = reqwest::get(url).await.expect("GET");
     assert!(r.status().is_success(), "{url}: {}", r.status());
-    r.json().await.expect("JSON")
+    serde_json::from_str(&r.text().await.expect("body")).expect("JSON")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

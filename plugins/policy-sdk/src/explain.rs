@@ -11,15 +11,17 @@ use crate::index_u32;
 pub const EXCLUDED: f32 = f32::MIN;
 
 /// A score computed in `f64` as the finite `f32` the host keeps: clamped to
-/// the `f32` range (so `-inf` is [`EXCLUDED`]), NaN as [`EXCLUDED`].
+/// the `f32` range (so `-inf` is [`EXCLUDED`]), NaN as [`EXCLUDED`], `-0`
+/// as 0 (a negated idle figure reads `0`, not `-0`).
 #[must_use]
 pub fn to_score(x: f64) -> f32 {
     if x.is_nan() {
         return EXCLUDED;
     }
-    // In range after the clamp, so the cast only rounds.
+    // In range after the clamp, so the cast only rounds; `+ 0.0` turns -0
+    // into 0.
     #[allow(clippy::cast_possible_truncation)]
-    let score = x.clamp(f64::from(f32::MIN), f64::from(f32::MAX)) as f32;
+    let score = (x.clamp(f64::from(f32::MIN), f64::from(f32::MAX)) + 0.0) as f32;
     score
 }
 
@@ -52,6 +54,7 @@ mod tests {
         assert_eq!(to_score(f64::NEG_INFINITY), EXCLUDED);
         assert_eq!(to_score(-1e300), EXCLUDED);
         assert_eq!(to_score(f64::INFINITY), f32::MAX);
+        assert!(to_score(-0.0).is_sign_positive());
     }
 
     #[test]

@@ -27,6 +27,10 @@
 //!   `list<u8>` per call) and `columns` (a record of 14 lists, one per field:
 //!   today's WIT, `candidates`, filled from rows per call as the gateway
 //!   builds it per pick). It tells what the WIT shape costs.
+//! - `score/<policy>-{pick,rank,score}/N`, N in 1, 100, and
+//!   `score/context-build/100`: contract 1.1.0's `score` (with a context of
+//!   64 prefix hashes and every candidate's load) against `rank` and `pick`
+//!   on the same instance (`score.rs`).
 //!
 //! The state is steady: every policy first observes three outcomes per node
 //! (the same ones natively and in wasm), the clock (`now_ms`) stands still so
@@ -42,9 +46,11 @@
 //! filter (a regex) runs a subset (`-- 'least-request|epoch'`).
 
 mod lowering;
+mod score;
 mod summary;
 
 use lowering::bench_lowering;
+use score::{bench_score, score_summary};
 use summary::{lowering_summary, summary};
 
 use std::collections::HashMap;
@@ -557,6 +563,7 @@ fn benches(c: &mut Criterion) {
     bench_policy::<resource_aware::ResourceAware>(c, &engine, "resource-aware", &fleet, &dir);
     bench_policy::<adaptive::Adaptive>(c, &engine, "adaptive", &fleet, &dir);
     bench_epoch(c, &fleet, &dir);
+    bench_score(c, &fleet, &dir);
     bench_lowering(c, &fleet);
 }
 
@@ -571,4 +578,5 @@ fn main() {
     c.final_summary();
     summary(since);
     lowering_summary(since);
+    score_summary(since);
 }

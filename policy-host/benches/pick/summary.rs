@@ -22,7 +22,7 @@ pub(super) fn criterion_dir() -> PathBuf {
 
 /// The median of `<group>/<function>/<n>`, ns, if measured by this process
 /// (its estimates are newer than `since`).
-fn median_ns(group: &str, function: &str, n: usize, since: SystemTime) -> Option<f64> {
+pub(super) fn median_ns(group: &str, function: &str, n: usize, since: SystemTime) -> Option<f64> {
     let path = criterion_dir()
         .join(group)
         .join(function)
@@ -36,7 +36,7 @@ fn median_ns(group: &str, function: &str, n: usize, since: SystemTime) -> Option
     json["median"]["point_estimate"].as_f64()
 }
 
-fn fmt_ns(ns: f64) -> String {
+pub(super) fn fmt_ns(ns: f64) -> String {
     if ns < 1_000.0 {
         format!("{ns:.0} ns")
     } else if ns < 100_000.0 {
