@@ -143,6 +143,11 @@ impl Arrivals {
     pub fn new(process: &Process, scenario: &Scenario) -> Result<Self, ScenarioError> {
         Ok(match process {
             Process::Poisson { rate_per_s } => Self::Poisson { rate: *rate_per_s },
+            // The turns' arrival times; the engine gives each to a
+            // conversation.
+            Process::Chat(chat) => Self::Poisson {
+                rate: chat.rate_per_s,
+            },
             Process::OnOff {
                 rate_per_s,
                 off_rate_per_s,

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use policy_host::PolicyEngine;
 use policy_host::types::{Gpu, NodeInfo};
-use protocol::{CallHead, GpuStats, NodeSpec, NodeStats, ServiceSpec, SlotSpec, SwapReport};
+use protocol::{
+    CallHead, GpuStats, NodeSpec, NodeStats, ServiceLoad, ServiceSpec, SlotSpec, SwapReport,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use switchyard_core::{Action, CallEnd, CallId, Core, Event, NodeKey, TICK, drive};
@@ -28,8 +30,12 @@ use crate::metrics::{CallFigures, Outcome, Recorder, Report};
 use crate::policy::{Directory, WasmBalance};
 use crate::scenario::{Scenario, ScenarioError, Window};
 
+mod chat;
 mod setup;
 mod slots;
+mod stats;
+
+use chat::{ChatCall, ChatFigures, ChatRt, NodeModel};
 
 /// A run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -74,9 +80,19 @@ pub fn derive_seed(seed: u64, purpose: u64) -> u64 {
 #[derive(Debug)]
 enum Ev {
     Arrival(usize),
+    /// A chat conversation's turn that waited for its previous reply.
+    Turn {
+        stream: usize,
+        conv: usize,
+    },
+    /// A chat call's prefill ended.
+    Prefilled(CallId),
     Done(CallId),
     Deadline(CallId),
-    LoadDone { node: usize, slot: usize },
+    LoadDone {
+        node: usize,
+        slot: usize,
+    },
     Preload(usize),
     Stats,
     Tick,
@@ -113,6 +129,8 @@ struct Stream {
     service: usize,
     head: Arc<CallHead>,
     timeout: Option<Nanos>,
+    /// A `chat` stream's conversations.
+    chat: Option<ChatRt>,
 }
 
 struct ServiceRt {
@@ -143,6 +161,10 @@ struct CallRec {
     deadline: Option<Nanos>,
     core_wait_ms: Option<f64>,
     stage: Stage,
+    /// A chat call's turn.
+    chat: Option<ChatCall>,
+    /// A chat call's figures on its node.
+    figures: ChatFigures,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -181,6 +203,10 @@ struct SimNode {
     active: Vec<u32>,
     gpus: u32,
     gpu_mem_mib: u64,
+    /// Its model server (KV cache, prefill, decode), for chat calls.
+    model: Option<NodeModel>,
+    /// Whether it hosts each service (always loaded or in a slot).
+    hosts: Vec<bool>,
 }
 
 impl SimNode {
@@ -279,6 +305,8 @@ impl Sim {
             self.events += 1;
             match entry.ev {
                 Ev::Arrival(stream) => self.arrive(stream),
+                Ev::Turn { stream, conv } => self.chat_turn(stream, conv),
+                Ev::Prefilled(call) => self.prefilled(call),
                 Ev::Done(call) => self.done(call),
                 Ev::Deadline(call) => self.deadline(call),
                 Ev::LoadDone { node, slot } => self.load_done(node, slot),
@@ -323,6 +351,17 @@ impl Sim {
     }
 
     fn arrive(&mut self, stream: usize) {
+        if self.streams[stream].chat.is_some() {
+            self.next_arrival(stream, self.now as f64 / 1e9);
+            self.chat_arrival(stream);
+        } else {
+            self.admit(stream, None, Arc::from([]));
+        }
+    }
+
+    /// A call of `stream` arrives now (a chat turn when `chat`, with its
+    /// prompt's `prefix` hashes); other streams' next arrival is drawn.
+    fn admit(&mut self, stream: usize, chat: Option<ChatCall>, prefix: Arc<[u64]>) {
         let call = self.next_call;
         self.next_call += 1;
         let now = self.now;
@@ -340,17 +379,21 @@ impl Sim {
                 deadline,
                 core_wait_ms: None,
                 stage: Stage::Gateway,
+                chat,
+                figures: ChatFigures::default(),
             },
         );
         if let Some(d) = deadline {
             self.at(d, Ev::Deadline(call));
         }
-        self.next_arrival(stream, now as f64 / 1e9);
+        if chat.is_none() {
+            self.next_arrival(stream, now as f64 / 1e9);
+        }
         self.core(Event::CallArrived {
             call,
             head,
             tenant: self.tenant.clone(),
-            prefix: Default::default(),
+            prefix,
         });
     }
 
@@ -422,6 +465,7 @@ impl Sim {
     /// Starts serving `call` on `node` (a worker is free).
     fn start(&mut self, node: usize, call: CallId) {
         let now = self.now;
+        let model = self.model_times(node, call);
         let Some(rec) = self.calls.get_mut(&call) else {
             return;
         };
@@ -430,18 +474,28 @@ impl Sim {
         };
         let n = &mut self.nodes[node];
         n.busy += 1;
-        let mut ms = rec.work_ms * n.speed;
+        // A chat call on a model: prefill then decode; else its work.
+        let (mut ms, mut prefill) = match model {
+            Some((prefill, decode)) => (prefill + decode, Some(prefill)),
+            None => (rec.work_ms, None),
+        };
+        ms *= n.speed;
+        prefill = prefill.map(|p| p * n.speed);
         let mut ok = true;
         if let Some(w) = n.window(now as f64 / 1e9) {
             if let Some(fixed) = w.fixed_ms {
+                let share = if ms > 0.0 { fixed / ms } else { 0.0 };
+                prefill = prefill.map(|p| p * share);
                 ms = fixed;
             }
             if let Some(factor) = w.factor {
                 ms *= factor;
+                prefill = prefill.map(|p| p * factor);
             }
             if w.fail > 0.0 && self.fail_rng.random::<f64>() < w.fail {
                 ok = false;
                 ms = w.fail_after_ms;
+                prefill = None;
             }
         }
         rec.stage = Stage::Running {
@@ -450,6 +504,9 @@ impl Sim {
             started: now,
             ok,
         };
+        if let Some(prefill) = prefill {
+            self.at(now + ns(prefill / 1000.0), Ev::Prefilled(call));
+        }
         self.at(now + ns(ms / 1000.0), Ev::Done(call));
     }
 
@@ -536,46 +593,6 @@ impl Sim {
         self.record(&rec, Outcome::TimedOut);
     }
 
-    /// Every node's stats: CPU and GPU use = busy workers.
-    fn stats(&mut self) {
-        for i in 0..self.nodes.len() {
-            let n = &self.nodes[i];
-            let util = match n.workers {
-                Some(w) => 100.0 * n.busy as f32 / w as f32,
-                None => 0.0,
-            };
-            let gpus: Vec<GpuStats> = (0..n.gpus)
-                .map(|index| GpuStats {
-                    index,
-                    name: "simulated GPU".into(),
-                    util_pct: util,
-                    mem_used_mib: 0,
-                    mem_total_mib: n.gpu_mem_mib,
-                    temperature_c: 0.0,
-                    power_w: 0.0,
-                })
-                .collect();
-            self.directory.update(key(i), |info| {
-                info.gpus = gpus.iter().map(Gpu::from).collect();
-            });
-            self.core(Event::Stats {
-                node: key(i),
-                stats: NodeStats {
-                    cpu_pct: util,
-                    mem_used_mib: 0,
-                    mem_total_mib: 0,
-                    gpus,
-                    in_flight: Vec::new(),
-                    unhealthy: Vec::new(),
-                    model_load: Vec::new(),
-                },
-            });
-        }
-        if self.now + self.stats_interval < self.end || !self.calls.is_empty() {
-            self.at(self.now + self.stats_interval, Ev::Stats);
-        }
-    }
-
     fn record(&mut self, rec: &CallRec, outcome: Outcome) {
         let end = self.now;
         let (dispatched, started, node) = match rec.stage {
@@ -599,8 +616,14 @@ impl Sim {
             core_wait_ms: rec.core_wait_ms,
             node_ms,
             cost: node.map_or(0.0, |n| self.nodes[n].cost_per_hour * node_ms / 3_600_000.0),
+            ttft_ms: rec.figures.first_token.map(|t| ms_between(rec.arrived, t)),
+            prompt_tokens: rec.figures.prompt_tokens,
+            cached_tokens: rec.figures.cached_tokens,
         };
         self.recorder.record(&figures);
+        if let Some(chat) = &rec.chat {
+            self.chat_ended(chat, outcome == Outcome::Ok);
+        }
     }
 }
 

@@ -72,6 +72,10 @@ fn run() -> anyhow::Result<bool> {
             .into_iter()
             .collect::<Result<Vec<_>, _>>()?;
         print!("{}", metrics::table(&reports));
+        if reports.iter().any(|r| r.ttft_calls > 0) {
+            println!();
+            print!("{}", metrics::ttft_table(&reports));
+        }
         println!();
     }
     if args.reproduce {

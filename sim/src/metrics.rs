@@ -118,6 +118,14 @@ pub struct CallFigures {
     pub node_ms: f64,
     /// Node time × the node's price.
     pub cost: f64,
+    /// A chat call's time to first token (arrival to end of prefill), ms;
+    /// `None` when it had none.
+    pub ttft_ms: Option<f64>,
+    /// A chat call's prompt tokens looked up in its node's KV cache
+    /// (`None`: never looked up).
+    pub prompt_tokens: Option<u64>,
+    /// Of those, the ones found cached.
+    pub cached_tokens: u64,
 }
 
 /// Sums over the counted calls of a run.
@@ -135,6 +143,10 @@ pub struct Recorder {
     sum_core_wait: f64,
     core_waits: u64,
     sum_cost: f64,
+    ttft: Histogram,
+    sum_ttft: f64,
+    prompt_tokens: u64,
+    cached_tokens: u64,
     batch_sum: [f64; BATCHES],
     batch_wait: [f64; BATCHES],
     batch_n: [u64; BATCHES],
@@ -156,6 +168,10 @@ impl Recorder {
             sum_core_wait: 0.0,
             core_waits: 0,
             sum_cost: 0.0,
+            ttft: Histogram::new(),
+            sum_ttft: 0.0,
+            prompt_tokens: 0,
+            cached_tokens: 0,
             batch_sum: [0.0; BATCHES],
             batch_wait: [0.0; BATCHES],
             batch_n: [0; BATCHES],
@@ -179,6 +195,14 @@ impl Recorder {
             self.core_waits += 1;
         }
         self.sum_cost += c.cost;
+        if let Some(ttft) = c.ttft_ms {
+            self.ttft.record(ttft);
+            self.sum_ttft += ttft;
+        }
+        if let Some(prompt) = c.prompt_tokens {
+            self.prompt_tokens += prompt;
+            self.cached_tokens += c.cached_tokens;
+        }
         let span = self.duration_s - self.warmup_s;
         let b = (((c.arrived_s - self.warmup_s) / span) * BATCHES as f64) as usize;
         let b = b.min(BATCHES - 1);
@@ -212,6 +236,12 @@ impl Recorder {
             mean_node_wait_ms: self.sum_node_wait / n,
             core_wait_ms: self.sum_core_wait / self.core_waits.max(1) as f64,
             cost_per_call: self.sum_cost / n,
+            ttft_calls: self.ttft.len(),
+            ttft_mean_ms: self.sum_ttft / self.ttft.len().max(1) as f64,
+            ttft_p50_ms: self.ttft.quantile(0.5),
+            ttft_p99_ms: self.ttft.quantile(0.99),
+            prompt_tokens: self.prompt_tokens,
+            cached_tokens: self.cached_tokens,
             swaps: 0,
             policy_failures: 0,
             events: 0,
@@ -266,6 +296,19 @@ pub struct Report {
     pub core_wait_ms: f64,
     /// Node time × price per call.
     pub cost_per_call: f64,
+    /// Chat calls with a first token.
+    pub ttft_calls: u64,
+    /// Their mean time to first token (arrival to end of prefill, waits
+    /// included), ms.
+    pub ttft_mean_ms: f64,
+    /// Median time to first token, ms.
+    pub ttft_p50_ms: f64,
+    /// 99th percentile of the time to first token, ms.
+    pub ttft_p99_ms: f64,
+    /// Prompt tokens of chat calls, looked up in their nodes' KV caches.
+    pub prompt_tokens: u64,
+    /// Of those, the ones found cached.
+    pub cached_tokens: u64,
     /// Slot loads over the whole run (the core's swaps and preloads).
     pub swaps: u64,
     /// Picks where the policy failed (trap, deadline, bad index).
@@ -329,6 +372,43 @@ pub fn table(reports: &[Report]) -> String {
     out
 }
 
+impl Report {
+    /// The KV-cache hit ratio: cached prompt tokens / prompt tokens (0
+    /// with none).
+    pub fn kv_hit_ratio(&self) -> f64 {
+        if self.prompt_tokens == 0 {
+            0.0
+        } else {
+            self.cached_tokens as f64 / self.prompt_tokens as f64
+        }
+    }
+}
+
+/// The chat table `switchyard-sim` prints after [`table`] when a run had
+/// chat calls: time to first token and KV-cache hits per policy.
+pub fn ttft_table(reports: &[Report]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:>9} {:>13} {:>12} {:>12} {:>10} {:>13}",
+        "policy", "turns", "TTFT mean ms", "TTFT p50 ms", "TTFT p99 ms", "KV hits", "reply mean ms"
+    );
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "{:<20} {:>9} {:>13} {:>12} {:>12} {:>9.1}% {:>13}",
+            r.policy,
+            r.ttft_calls,
+            fmt_ms(r.ttft_mean_ms),
+            fmt_ms(r.ttft_p50_ms),
+            fmt_ms(r.ttft_p99_ms),
+            r.kv_hit_ratio() * 100.0,
+            fmt_ms(r.mean_ms),
+        );
+    }
+    out
+}
+
 /// A duration in ms with 4 significant digits.
 pub fn fmt_ms(ms: f64) -> String {
     if ms >= 1000.0 {
@@ -374,6 +454,9 @@ mod tests {
             core_wait_ms: Some(1.0),
             node_ms: ms,
             cost: 0.5,
+            ttft_ms: None,
+            prompt_tokens: None,
+            cached_tokens: 0,
         };
         for (at, ms) in [(5.0, 1e6), (10.0, 100.0), (15.0, 300.0), (20.0, 1e6)] {
             r.record(&call(at, ms));

@@ -1,6 +1,7 @@
 //! The real wasm policies, as the gateway runs them: loaded by the policy
-//! host, asked to pick with the core's candidates as columns, told how each
-//! call ended. Time and randomness come from the simulation (virtual
+//! host, asked to score (contract 1.1.0's `scorer`, else `rank` or `pick`)
+//! with the core's candidates as columns and the call's prefix hashes and
+//! the candidates' model-server load as context, told how each call ended. Time and randomness come from the simulation (virtual
 //! milliseconds, a seeded RNG), so a run is deterministic.
 
 use std::collections::HashMap;
@@ -8,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use policy_host::types::{Candidates, Decision, NodeInfo, Outcome, Request};
+use policy_host::types::{Candidates, Context, NodeInfo, Outcome, Request, Verdict};
 use policy_host::{EngineConfig, NodeDirectory, Policy, PolicyEngine, PolicyError};
 use protocol::{CallError, ErrorKind};
 use rand::rngs::StdRng;
@@ -144,13 +145,23 @@ impl Balance for WasmBalance {
             now_ms: self.now_ms(now),
             random: self.rng.random(),
         };
-        match self.policy.pick(&req, &columns) {
-            Ok(Decision::Route(i)) => request
+        let context = Context::new(
+            &request.prefix,
+            request
                 .candidates
-                .get(i as usize)
-                .map(|c| Ranking::one(c.node))
-                .ok_or_else(|| PickError::Failed(format!("index {i} out of range"))),
-            Ok(Decision::Reject(reason)) => Err(PickError::Refused(CallError {
+                .iter()
+                .map(|c| c.model_load.map(|l| (l.waiting, l.running, l.kv_cache_pct))),
+        );
+        match self.policy.score(&req, &columns, &context) {
+            // The host checked the indices: they name candidates.
+            Ok(Verdict::Scored(scored)) => Ok(Ranking {
+                nodes: scored
+                    .order
+                    .iter()
+                    .filter_map(|&i| request.candidates.get(i as usize).map(|c| c.node))
+                    .collect(),
+            }),
+            Ok(Verdict::Reject(reason)) => Err(PickError::Refused(CallError {
                 kind: ErrorKind::Rejected,
                 message: format!("policy {} rejected the call: {reason}", self.policy.name()),
             })),

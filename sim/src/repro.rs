@@ -142,6 +142,7 @@ fn cost(run: &Run) -> f64 {
         .iter()
         .map(|a| match &a.process {
             Process::Poisson { rate_per_s } => *rate_per_s,
+            Process::Chat(chat) => chat.rate_per_s,
             Process::OnOff {
                 rate_per_s,
                 off_rate_per_s,

@@ -39,12 +39,22 @@
 //! ```
 //!
 //! See the field docs below for the rest: slots, slowdown and failure
-//! windows, on-off and trace arrivals, preloads (the oracle's slot loads).
+//! windows, on-off and trace arrivals, preloads (the oracle's slot loads),
+//! and multi-turn chat over nodes with KV caches ([`chat`]: arrivals
+//! `process = { kind = "chat", conversations = 64, turns = 8, rate_per_s =
+//! 19.4, system_words = 512, user_words = 64, reply_words = 64 }`, nodes
+//! `model = { kv_cache_tokens = 24576, prefill_us_per_token = 250.0,
+//! tokens_per_s = 200.0 }`; time to first token and the KV-cache hit ratio
+//! in the report).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub mod chat;
+
+pub use chat::{ChatProcess, ModelSettings};
 
 /// A scenario file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +188,10 @@ pub struct CoreSettings {
 pub struct ServiceSettings {
     /// Its name.
     pub name: String,
-    /// Time a call takes on a node of speed 1, without slowdowns.
+    /// Time a call takes on a node of speed 1, without slowdowns (default
+    /// 0 ms; chat calls on a node with a `model` take its prefill and
+    /// decode instead).
+    #[serde(default = "no_work")]
     pub service_time: Dist,
     /// Time to load it into a slot, ms (also what nodes register).
     #[serde(default)]
@@ -263,6 +276,10 @@ pub struct NodeGroup {
     /// Slowdowns and failures over time windows.
     #[serde(default)]
     pub windows: Vec<Window>,
+    /// The model server of each node: its KV cache and speeds, for chat
+    /// calls ([`chat`]). Omitted: none (chat calls take `service_time`).
+    #[serde(default)]
+    pub model: Option<ModelSettings>,
 }
 
 /// A swappable slot of a node.
@@ -367,6 +384,9 @@ pub enum Process {
         /// The file.
         file: PathBuf,
     },
+    /// Turns of multi-turn conversations, each prompt the whole history
+    /// ([`chat`]).
+    Chat(ChatProcess),
 }
 
 /// A slot load the simulator makes itself (the oracle): at `at_s` (and
@@ -389,6 +409,9 @@ pub struct Preload {
     pub service: String,
 }
 
+fn no_work() -> Dist {
+    Dist::Fixed { ms: 0.0 }
+}
 fn one() -> u64 {
     1
 }
@@ -607,6 +630,12 @@ impl Scenario {
                     )));
                 }
             }
+            if g.model.is_some_and(|m| !m.valid()) {
+                return Err(self.invalid(format!(
+                    "nodes {:?}: model needs prefill_us_per_token >= 0 and tokens_per_s > 0",
+                    g.id
+                )));
+            }
             for w in &g.windows {
                 let factor_ok = w.factor.is_none_or(positive);
                 let fixed_ok = w.fixed_ms.is_none_or(non_negative);
@@ -660,6 +689,7 @@ impl Scenario {
                     non_negative(*at_s) && every_s.is_none_or(positive)
                 }
                 Process::Trace { .. } => true,
+                Process::Chat(chat) => chat.valid(),
             };
             if !ok {
                 return Err(self.invalid(format!(

@@ -61,6 +61,8 @@ impl Sim {
                     active: vec![0; services.len()],
                     gpus: g.gpus,
                     gpu_mem_mib: g.gpu_mem_mib,
+                    model: g.model.as_ref().map(NodeModel::new),
+                    hosts: services.iter().map(|s| hosted.contains(&s.name)).collect(),
                 });
                 let labels: Vec<(String, String)> = g
                     .labels
@@ -125,6 +127,12 @@ impl Sim {
                 service: index(&a.service).unwrap_or(0),
                 head: Arc::new(head),
                 timeout: a.timeout_ms.map(|ms| ns(f64::from(ms) / 1000.0)),
+                chat: match &a.process {
+                    crate::scenario::Process::Chat(chat) => {
+                        Some(ChatRt::new(chat, derive_seed(scenario.seed, 20_000 + i)))
+                    }
+                    _ => None,
+                },
             });
         }
         let preloads = scenario

@@ -126,3 +126,21 @@ fn every_kind_of_distribution_and_process_parses() {
         Process::OnOff { off_rate_per_s, offset_s, .. } if off_rate_per_s == 0.0 && offset_s == 0.0
     ));
 }
+
+#[test]
+fn chat_prefix_runs_at_seventy_percent_of_the_uncached_capacity() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/chat-prefix.toml");
+    let s = Scenario::load(&path).unwrap();
+    let Process::Chat(chat) = &s.arrivals[0].process else {
+        panic!("chat arrivals");
+    };
+    let g = &s.nodes[0];
+    let model = g.model.expect("a model");
+    let servers = g.count * g.workers.unwrap();
+    let load = chat.uncached_load(&model, servers);
+    assert!((load - 0.70).abs() < 0.005, "{load}");
+    // Each node's cache holds about a third of all histories.
+    let histories = f64::from(chat.conversations) * chat.mean_prompt_tokens();
+    let share = model.kv_cache_tokens as f64 / histories;
+    assert!((0.3..0.4).contains(&share), "{share}");
+}
