@@ -264,7 +264,9 @@ fn infinite_loop_hits_the_deadline_and_policy_recovers() -> Result<(), PolicyErr
         let start = Instant::now();
         assert_trap(policy.pick(&request(1), &cands), &TrapReason::Deadline);
         let took = start.elapsed();
-        assert!(took < Duration::from_millis(500), "deadline took {took:?}");
+        // Loose: without the deadline it loops forever (and other tests of
+        // this binary may hold the cores meanwhile).
+        assert!(took < Duration::from_secs(5), "deadline took {took:?}");
         assert_eq!(policy.pick(&request(0), &cands)?, Decision::Route(0));
     }
     assert_eq!(policy.traps_total(), 3);

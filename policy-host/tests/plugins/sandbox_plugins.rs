@@ -160,10 +160,10 @@ fn spin_hits_the_deadline_and_recovers() -> Result<(), PolicyError> {
         let reason = trap_reason(policy.pick(&evil(), &candidates(3)), "spin");
         let took = start.elapsed();
         assert_eq!(reason, TrapReason::Deadline);
-        assert!(
-            took < Duration::from_millis(500),
-            "the deadline took {took:?}"
-        );
+        // Without the deadline the plugin spins forever; the bound is loose
+        // because other tests of this binary (the Python and JavaScript
+        // components' compilation) may hold both cores meanwhile.
+        assert!(took < Duration::from_secs(5), "the deadline took {took:?}");
         assert_eq!(policy.traps_total(), round);
         assert_healthy(&policy)?;
     }
