@@ -456,6 +456,7 @@ impl Client {
                 .map(|age| u32::try_from(age.as_secs()).unwrap_or(u32::MAX)),
             api_key: self.config.api_key.clone(),
             endpoint: options.endpoint,
+            log: false,
             ..CallHead::new(service, payload.len() as u64, 0)
         };
         let mut failovers = self.pool.gateway_count().saturating_sub(1);

@@ -476,6 +476,7 @@ async fn exchange_with(
             .unwrap_or(u32::MAX)
             .max(1),
         endpoint: call.head.endpoint.clone(),
+        log: call.head.log,
     };
     let max = shared.config.max_payload_bytes;
     let outcome = tokio::time::timeout_at(

@@ -51,6 +51,12 @@ pub struct CallHead {
     /// (default `None`: `/chat/completions`). Other kinds ignore it.
     #[n(9)]
     pub endpoint: Option<String>,
+    /// Send the service's output as it runs ([`crate::Message::Log`]
+    /// frames: stderr, besides stdout in `Data`), for a job's log (default
+    /// false). Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(10), default, skip_if = "crate::call::is_false")]
+    pub log: bool,
 }
 
 /// The OpenAI API endpoints a call may name in [`CallHead::endpoint`],
@@ -94,6 +100,11 @@ pub struct DispatchHead {
     /// The call's [`CallHead::endpoint`], for `openai` services.
     #[n(4)]
     pub endpoint: Option<String>,
+    /// The call's [`CallHead::log`]: also send the service's stderr as
+    /// [`crate::Message::Log`] frames while it runs. Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(5), default, skip_if = "crate::call::is_false")]
+    pub log: bool,
 }
 
 /// Gateway → client: a successful call's metadata.
@@ -236,6 +247,7 @@ impl CallHead {
             max_age_s: None,
             api_key: None,
             endpoint: None,
+            log: false,
         }
     }
 
@@ -300,4 +312,10 @@ pub(crate) fn check_endpoint(endpoint: Option<&str>) -> Result<(), CodecError> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// A `false` flag is not written (older peers' bytes stay as they were).
+#[allow(clippy::trivially_copy_pass_by_ref)] // the derive passes a reference
+pub(crate) fn is_false(flag: &bool) -> bool {
+    !*flag
 }

@@ -66,6 +66,12 @@ pub enum FrameKind {
     End = 26,
     /// [`Message::Drain`].
     Drain = 27,
+    /// [`Message::Job`] (v2).
+    Job = 28,
+    /// [`Message::JobReply`] (v2).
+    JobReply = 29,
+    /// [`Message::Log`] (v2).
+    Log = 30,
 }
 
 impl FrameKind {
@@ -103,6 +109,9 @@ impl FrameKind {
             25 => PurgeCache,
             26 => End,
             27 => Drain,
+            28 => Job,
+            29 => JobReply,
+            30 => Log,
             other => return Err(CodecError::UnknownKind(other)),
         })
     }
@@ -426,7 +435,10 @@ mod tests {
         }
         assert_eq!(FrameKind::from_byte(26), Ok(FrameKind::End));
         assert_eq!(FrameKind::from_byte(27), Ok(FrameKind::Drain));
-        assert_eq!(FrameKind::from_byte(28), Err(CodecError::UnknownKind(28)));
+        assert_eq!(FrameKind::from_byte(28), Ok(FrameKind::Job));
+        assert_eq!(FrameKind::from_byte(29), Ok(FrameKind::JobReply));
+        assert_eq!(FrameKind::from_byte(30), Ok(FrameKind::Log));
+        assert_eq!(FrameKind::from_byte(31), Err(CodecError::UnknownKind(31)));
         // v1 (frozen) refuses any body on a request without fields; v2
         // skips one CBOR item there (a later version may send fields).
         let codec = Codec::default().with_version(WireVersion::V1);

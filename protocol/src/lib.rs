@@ -54,6 +54,7 @@ mod call;
 pub mod codes;
 mod error;
 mod frame;
+pub mod job;
 mod message;
 mod node;
 mod swap;
@@ -69,6 +70,10 @@ pub use call::{
 };
 pub use error::{CodecError, ErrorKind, Side};
 pub use frame::{Codec, Decoded, FrameHeader, FrameKind, HEADER_LEN};
+pub use job::{
+    JobFilter, JobOp, JobPage, JobReply, JobRequest, JobSpec, JobState, JobView, LogChunk,
+    LogEntry, LogStream, Transition,
+};
 pub use message::Message;
 pub use node::{
     GpuStats, NodeSpec, NodeStats, NodeView, Register, Registered, ServiceLoad, ServiceSpec,

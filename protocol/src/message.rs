@@ -3,9 +3,10 @@
 use bytes::Bytes;
 
 use crate::{
-    CacheStatsView, CallError, CallHead, CodecError, DispatchHead, FrameKind, NodeStats, NodeView,
-    PolicyTable, PurgeCache, QueueView, Register, Registered, ReplyHead, Reserved, ResultHead,
-    SetPolicy, SwapReport, SwapRequest, Trailer, WireVersion, limits,
+    CacheStatsView, CallError, CallHead, CodecError, DispatchHead, FrameKind, JobReply, JobRequest,
+    LogChunk, NodeStats, NodeView, PolicyTable, PurgeCache, QueueView, Register, Registered,
+    ReplyHead, Reserved, ResultHead, SetPolicy, SwapReport, SwapRequest, Trailer, WireVersion,
+    limits,
 };
 
 /// One frame's content.
@@ -71,6 +72,13 @@ pub enum Message {
     /// (SIGTERM): send it no new call; its calls in flight finish, then it
     /// closes its connection. Empty body.
     Drain,
+    /// Client → gateway: a job operation (v2 only).
+    Job(Box<JobRequest>),
+    /// Gateway → client: a job operation's answer (v2 only).
+    JobReply(Box<JobReply>),
+    /// Agent → gateway on a dispatch stream that asked for its log: output
+    /// as the service wrote it (v2 only).
+    Log(LogChunk),
 }
 
 impl Message {
@@ -104,6 +112,9 @@ impl Message {
             Self::PurgeCache(_) => FrameKind::PurgeCache,
             Self::End(_) => FrameKind::End,
             Self::Drain => FrameKind::Drain,
+            Self::Job(_) => FrameKind::Job,
+            Self::JobReply(_) => FrameKind::JobReply,
+            Self::Log(_) => FrameKind::Log,
         }
     }
 
@@ -168,6 +179,7 @@ mod tests {
                     max_age_s: (t % 5 != 0).then_some(t / 7),
                     api_key: (t % 3 == 0).then(|| "sk-test".into()),
                     endpoint: (t % 2 == 0).then(|| "/embeddings".into()),
+                    log: false,
                 })
             }),
             (

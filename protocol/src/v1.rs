@@ -78,7 +78,9 @@ impl Message {
     pub fn as_v1(&self) -> Option<Message> {
         let mut m = self.clone();
         match &mut m {
-            Message::Drain => return None,
+            Message::Drain | Message::Job(_) | Message::JobReply(_) | Message::Log(_) => {
+                return None;
+            }
             Message::Stats(stats) => {
                 stats.unhealthy.clear();
                 stats.model_load.clear();
@@ -145,7 +147,10 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         | Message::ListPolicies
         | Message::ListQueues
         | Message::CacheStats
-        | Message::Drain => {}
+        | Message::Drain
+        | Message::Job(_)
+        | Message::JobReply(_)
+        | Message::Log(_) => {}
         Message::Nodes(m) => put(m, out),
         Message::Policies(m) => put(m, out),
         Message::SetPolicy(m) => put(m, out),
@@ -184,7 +189,10 @@ pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, Codec
         FrameKind::Error => Message::Error(get(kind, body)?),
         // Drain came with v2: a v1 peer neither sends nor knows it (an agent
         // on a v1 connection shuts down without announcing its drain).
-        FrameKind::Drain => return Err(CodecError::UnknownKind(kind as u8)),
+        // So did the job frames.
+        FrameKind::Drain | FrameKind::Job | FrameKind::JobReply | FrameKind::Log => {
+            return Err(CodecError::UnknownKind(kind as u8));
+        }
         FrameKind::ListNodes
         | FrameKind::ListPolicies
         | FrameKind::ListQueues

@@ -68,6 +68,9 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         Message::CacheStatsView(m) => put(m, out),
         Message::PurgeCache(m) => put(m, out),
         Message::End(m) => put(m, out),
+        Message::Job(m) => put(m.as_ref(), out),
+        Message::JobReply(m) => put(m.as_ref(), out),
+        Message::Log(m) => put(m, out),
     }
 }
 
@@ -133,5 +136,8 @@ pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, Codec
         FrameKind::CacheStatsView => Message::CacheStatsView(get(kind, body)?),
         FrameKind::PurgeCache => Message::PurgeCache(get(kind, body)?),
         FrameKind::End => Message::End(get(kind, body)?),
+        FrameKind::Job => Message::Job(Box::new(get(kind, body)?)),
+        FrameKind::JobReply => Message::JobReply(Box::new(get(kind, body)?)),
+        FrameKind::Log => Message::Log(get(kind, body)?),
     })
 }

@@ -45,9 +45,9 @@ struct NewerCallHead {
     realtime: bool,
     #[n(6)]
     no_cache: bool,
-    #[n(10)]
+    #[n(20)]
     attempts: u32,
-    #[n(11)]
+    #[n(21)]
     future: Vec<(String, Vec<u64>)>,
 }
 

@@ -61,6 +61,7 @@ fn large_call() -> Message {
         max_age_s: None,
         api_key: None,
         endpoint: None,
+        log: false,
     })
 }
 

@@ -128,6 +128,7 @@ async fn call(
         payload_len: payload.len() as u64,
         timeout_ms,
         endpoint: None,
+        log: false,
     };
     send.send(&Message::Dispatch(head)).await.expect("dispatch");
     // The agent may refuse before reading the payload (and stop the stream).

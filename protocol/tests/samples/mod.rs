@@ -82,6 +82,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 max_age_s: Some(60),
                 api_key: Some("sk-1".into()),
                 endpoint: Some("/embeddings".into()),
+                log: false,
             }),
         ),
         (
@@ -92,6 +93,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 payload_len: 300,
                 timeout_ms: 4900,
                 endpoint: Some("/completions".into()),
+                log: false,
             }),
         ),
         ("Queued", Message::Queued(3)),
@@ -281,6 +283,44 @@ pub fn all() -> Vec<(&'static str, Message)> {
             Message::End(Trailer {
                 len: 300,
                 exec_ms: 7.5,
+            }),
+        ),
+        (
+            "Job",
+            Message::Job(Box::new(JobRequest {
+                api_key: Some("key".into()),
+                admin_token: Some("adm".into()),
+                op: JobOp::Submit(JobSpec {
+                    service: Some("sleep".into()),
+                    template: None,
+                    params: [("n".to_string(), "3".to_string())].into(),
+                    payload: b"10".to_vec(),
+                    hints: [("policy".to_string(), "random".to_string())].into(),
+                    priority: 2,
+                    realtime: true,
+                    watchdog_s: Some(30),
+                    max_attempts: Some(3),
+                    idempotent: true,
+                    labels: [("team".to_string(), "ml".to_string())].into(),
+                }),
+            })),
+        ),
+        (
+            "JobReply",
+            Message::JobReply(Box::new(JobReply::Log(vec![LogEntry {
+                seq: 7,
+                attempt: 2,
+                ts_ms: 1_700_000_000_123,
+                stream: LogStream::Stderr,
+                line: "warming up".into(),
+            }]))),
+        ),
+        (
+            "Log",
+            Message::Log(LogChunk {
+                stream: LogStream::Stderr,
+                ts_ms: 1_700_000_000_456,
+                data: b"step 1\n".to_vec(),
             }),
         ),
     ]
