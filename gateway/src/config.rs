@@ -9,12 +9,14 @@ use serde::Deserialize;
 
 use crate::tenants::TenantConfig;
 
+mod jobs;
 mod outlier;
 mod quic;
 
 mod retry;
 mod routing;
 
+pub use jobs::{JobsConfig, TemplateConfig};
 pub use outlier::OutlierConfig;
 pub use quic::{AgentsConfig, QuicConfig};
 pub use retry::{BreakerConfig, RetryConfig, RetryOn};
@@ -90,6 +92,11 @@ pub struct GatewayConfig {
     /// The policies' decisions kept for "why this node" (table
     /// `[decisions]`).
     pub decisions: DecisionsConfig,
+    /// Durable jobs: their store, defaults and limits (table `[jobs]`).
+    pub jobs: JobsConfig,
+    /// Pre-configured jobs a submit may name instead of a service (tables
+    /// `[templates.NAME]`; more can be created over the API).
+    pub templates: BTreeMap<String, TemplateConfig>,
     /// Circuit breakers of every service (table `[circuit_breakers]`;
     /// `[services.NAME]` overrides them).
     pub circuit_breakers: BreakerConfig,
@@ -361,6 +368,8 @@ impl Default for GatewayConfig {
             retry: RetryConfig::default(),
             prefix: PrefixConfig::default(),
             decisions: DecisionsConfig::default(),
+            jobs: JobsConfig::default(),
+            templates: BTreeMap::new(),
             circuit_breakers: BreakerConfig::default(),
             cache: CacheConfig::default(),
             services: BTreeMap::new(),
@@ -418,6 +427,14 @@ impl GatewayConfig {
         }
         self.prefix.check().map_err(ConfigError::Invalid)?;
         self.decisions.check().map_err(ConfigError::Invalid)?;
+        self.jobs.check().map_err(ConfigError::Invalid)?;
+        for (name, template) in &self.templates {
+            if template.service.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "templates.{name}.service must name a service"
+                )));
+            }
+        }
         if self.outlier.max_ejection_percent > 100 {
             return Err(ConfigError::Invalid(
                 "outlier.max_ejection_percent must be in 0..=100".into(),

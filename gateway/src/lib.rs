@@ -27,6 +27,9 @@ pub mod certs;
 pub mod cli;
 mod drain;
 mod ingress;
+#[allow(dead_code)]
+// TEMPORARY while issue 13 lands: the front ends and the manager come in parallel
+mod jobs;
 mod server;
 
 use std::net::SocketAddr;
@@ -102,9 +105,19 @@ pub(crate) struct Shared {
     pub(crate) tenants: tenants::Tenants,
     /// Graceful shutdown: whether new calls are refused, calls in flight.
     pub(crate) drain: Arc<drain::Drain>,
+    /// Durable jobs, set once the store is open (`[jobs] enabled`).
+    pub(crate) jobs: std::sync::OnceLock<Arc<jobs::Jobs>>,
 }
 
 impl Shared {
+    /// The jobs, or [`jobs::JobError::Disabled`].
+    ///
+    /// # Errors
+    /// [`jobs::JobError::Disabled`] when `[jobs] enabled = false`.
+    pub(crate) fn jobs(&self) -> Result<&Arc<jobs::Jobs>, jobs::JobError> {
+        self.jobs.get().ok_or(jobs::JobError::Disabled)
+    }
+
     /// Tells `/api/events` listeners about a change (none listening is fine).
     pub(crate) fn announce(&self, event: http::AdminEvent) {
         let _ = self.events.send(event);

@@ -162,6 +162,7 @@ impl Gateway {
                 next_call_id: AtomicU64::new(1),
                 tenants,
                 drain: Arc::default(),
+                jobs: std::sync::OnceLock::new(),
             }),
             ca: files.ca,
             token_files,
