@@ -39,7 +39,7 @@ use crate::policies::Picked;
 use crate::registry::Node;
 use crate::scheduler::{Grant, SlotGuard, Ticket, WaitState};
 
-pub(crate) use caller::{Caller, Refused, spawn};
+pub(crate) use caller::{Caller, Refused, spawn, spawn_job};
 pub(crate) use tenancy::authenticate;
 
 /// Most nodes one call is offered to when streams cannot be opened.
@@ -286,7 +286,17 @@ impl<'a> Call<'a> {
                 ),
             ));
         }
-        let timeout_ms = head.timeout_ms.clamp(1, shared.config.max_timeout_ms);
+        let max_timeout_ms = if admitted.job {
+            shared
+                .config
+                .jobs
+                .max_watchdog_s
+                .saturating_mul(1000)
+                .max(shared.config.max_timeout_ms)
+        } else {
+            shared.config.max_timeout_ms
+        };
+        let timeout_ms = head.timeout_ms.clamp(1, max_timeout_ms);
         Ok(Call {
             shared,
             call_id,
@@ -456,6 +466,9 @@ async fn exchange_with(
     if let Ok(mut served) = call.served.lock() {
         served.node.clone_from(&node.spec.id);
         served.policy.clone_from(&picked.policy_name);
+    }
+    if let Some(tx) = &call.admitted.on_dispatch {
+        let _ = tx.send(node.spec.id.clone());
     }
     let explain = picked.explanation.as_ref().and_then(|explanation| {
         let decision = shared.decisions.record(

@@ -79,6 +79,9 @@ pub enum GatewayError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The job store could not be opened or migrated (`[jobs]`).
+    #[error("job store: {0}")]
+    Jobs(String),
 }
 
 /// State every connection task shares.

@@ -144,7 +144,7 @@ impl Gateway {
         let ingress_addr = ingress.as_ref().and_then(|i| i.listener.local_addr().ok());
         let (events, _) = tokio::sync::broadcast::channel(256);
         let cache = Arc::new(cache::ResultCache::new(&config));
-        Ok(Self {
+        let gateway = Self {
             endpoint,
             shared: Arc::new(Shared {
                 decisions: crate::decisions::Decisions::new(config.decisions),
@@ -174,7 +174,14 @@ impl Gateway {
             admin_addr,
             ingress: ingress.map(|i| Arc::new(std::sync::Mutex::new(Some(i)))),
             ingress_addr,
-        })
+        };
+        if gateway.shared.config.jobs.enabled {
+            let jobs = crate::jobs::Jobs::start(&gateway.shared)
+                .await
+                .map_err(|e| GatewayError::Jobs(e.to_string()))?;
+            let _ = gateway.shared.jobs.set(jobs);
+        }
+        Ok(gateway)
     }
 
     /// The HTTP ingress address (OpenAI-compatible routes,

@@ -132,6 +132,50 @@ pub(crate) fn spawn(
     Ok(rx)
 }
 
+/// Runs a job's attempt as a call of `tenant` (admitted when the job was
+/// submitted) on its own task, as [`spawn`] does; its frames include the
+/// service's `Log` frames when `head.log` is set.
+pub(crate) fn spawn_job(
+    shared: Arc<Shared>,
+    head: CallHead,
+    payload: Bytes,
+    tenant: Arc<str>,
+    on_dispatch: mpsc::UnboundedSender<String>,
+) -> mpsc::Receiver<Message> {
+    let arrived = Instant::now();
+    let mut head = head;
+    head.payload_len = payload.len() as u64;
+    head.api_key = None;
+    let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
+    tokio::spawn(async move {
+        let call_id = shared.next_call_id.fetch_add(1, Ordering::Relaxed);
+        let service = head.service.clone();
+        let served = std::sync::Mutex::new(Served::default());
+        let mut caller = Channel { tx };
+        let admitted = super::tenancy::Admitted::job(tenant, on_dispatch);
+        let result = async {
+            let call = Call::new(&shared, call_id, head, arrived, &served, admitted)?;
+            call.execute(payload, &mut caller).await
+        }
+        .await;
+        record(&shared, &service, &served, &result, arrived);
+        let error = match result {
+            Ok(()) | Err(Failure::Gone) => return,
+            Err(Failure::Reply(error)) => error,
+            Err(Failure::Cut(code, message)) => CallError {
+                kind: if code == crate::RESET_TIMEOUT {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::NodeLost
+                },
+                message,
+            },
+        };
+        let _ = caller.send(Message::Error(error)).await;
+    });
+    rx
+}
+
 /// A call refused before it started: why, and for a rate limit when to
 /// try again.
 #[derive(Debug, Clone, PartialEq)]

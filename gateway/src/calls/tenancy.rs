@@ -18,7 +18,29 @@ use crate::tenants::{InFlightPermit, Tenant, TenantError};
 pub(crate) struct Admitted {
     /// The tenant's name, for the queue's turns and the metrics.
     pub(crate) tenant: Arc<str>,
-    _permit: InFlightPermit,
+    /// A job's call: its deadline is its watchdog, up to `[jobs]
+    /// max_watchdog_s` rather than `max_timeout_ms`.
+    pub(crate) job: bool,
+    /// Told the node's id each time the call is sent to a node (a job's
+    /// attempt records where it runs).
+    pub(crate) on_dispatch: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    _permit: Option<InFlightPermit>,
+}
+
+impl Admitted {
+    /// A job's call for `tenant`, admitted when the job was submitted (its
+    /// rate and in-flight limits applied then, not at each attempt).
+    pub(crate) fn job(
+        tenant: Arc<str>,
+        on_dispatch: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Self {
+        Self {
+            tenant,
+            job: true,
+            on_dispatch: Some(on_dispatch),
+            _permit: None,
+        }
+    }
 }
 
 impl From<TenantError> for Refused {
@@ -59,6 +81,8 @@ pub(crate) fn admit(shared: &Shared, head: &mut CallHead) -> Result<Admitted, Re
     head.priority = admitted.priority;
     Ok(Admitted {
         tenant: tenant.name().clone(),
-        _permit: admitted.permit,
+        job: false,
+        on_dispatch: None,
+        _permit: Some(admitted.permit),
     })
 }

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use protocol::{ErrorKind, JobFilter, JobPage, JobSpec, JobView, LogEntry};
+use protocol::{ErrorKind, JobState, LogEntry};
 
 use crate::tenants::Tenant;
 
@@ -99,126 +99,85 @@ impl JobError {
     }
 }
 
+mod api;
+mod dispatch;
+mod queue;
+mod runner;
 pub(crate) mod store;
+mod template;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, Weak};
+
+use tokio::sync::{Notify, broadcast, oneshot};
+
+use crate::Shared;
+use crate::config::{JobsConfig, TemplateConfig};
+use store::{Change, JobStore};
 
 /// The gateway's jobs: the store, the waiting queue, the running attempts.
 pub(crate) struct Jobs {
-    _private: (),
+    shared: Weak<Shared>,
+    store: JobStore,
+    config: JobsConfig,
+    /// `[templates.NAME]` of `gateway.toml`.
+    templates: BTreeMap<String, TemplateConfig>,
+    /// This gateway's id in the store's leases (kept in `data_dir`).
+    owner: String,
+    inner: Mutex<Inner>,
+    /// Wakes the dispatcher: a job waits, a slot freed.
+    wake: Notify,
+    /// The id of each job whose state or log changed (log followers).
+    changed: broadcast::Sender<String>,
 }
 
-/// A follower of a job's log: batches of new lines, then `None` once the
-/// job has ended and every line was given.
+/// What the dispatcher and the runners share.
+#[derive(Default)]
+struct Inner {
+    waiting: queue::Waiting,
+    running: HashMap<String, Running>,
+    /// Per service: job calls handed to the scheduler, not yet on a node.
+    admitting: HashMap<String, u32>,
+}
+
+/// A running attempt.
+struct Running {
+    attempt: u32,
+    node: Option<String>,
+    stop: Option<oneshot::Sender<runner::Stop>>,
+}
+
+/// A follower of a job's log: batches of new lines, then the channel
+/// closes once the job has ended and every line was given.
 pub(crate) type LogFollow = tokio::sync::mpsc::Receiver<Result<Vec<LogEntry>, JobError>>;
 
-impl Jobs {
-    /// Stores a job and queues it (a realtime one runs now or ends
-    /// `occupied`); returns it once committed.
-    ///
-    /// # Errors
-    /// `Invalid` (unknown template, service not hosted by any node is
-    /// fine: it waits), `Forbidden` (tenant's services), `Full`, `Store`.
-    pub(crate) async fn submit(&self, access: &Access, spec: JobSpec) -> Result<JobView, JobError> {
-        let _ = (access, spec);
-        Err(JobError::Disabled)
-    }
-
-    /// One job with its history and position.
-    ///
-    /// # Errors
-    /// `NotFound` (also another tenant's job), `Store`.
-    pub(crate) async fn get(&self, access: &Access, id: &str) -> Result<JobView, JobError> {
-        let _ = (access, id);
-        Err(JobError::Disabled)
-    }
-
-    /// Jobs, newest first; a tenant sees only its own (`filter.tenant` is
-    /// honoured for the admin only).
-    ///
-    /// # Errors
-    /// `Store`.
-    pub(crate) async fn list(
-        &self,
-        access: &Access,
-        filter: JobFilter,
-    ) -> Result<JobPage, JobError> {
-        let _ = (access, filter);
-        Err(JobError::Disabled)
-    }
-
-    /// Cancels a waiting or running job (a running one's process is killed
-    /// on its node); a final job is returned as it is.
-    ///
-    /// # Errors
-    /// `NotFound`, `Store`.
-    pub(crate) async fn cancel(&self, access: &Access, id: &str) -> Result<JobView, JobError> {
-        let _ = (access, id);
-        Err(JobError::Disabled)
-    }
-
-    /// Starts a job again as a new attempt (a running one is cancelled
-    /// first); it waits again at its priority.
-    ///
-    /// # Errors
-    /// `NotFound`, `Store`.
-    pub(crate) async fn restart(&self, access: &Access, id: &str) -> Result<JobView, JobError> {
-        let _ = (access, id);
-        Err(JobError::Disabled)
-    }
-
-    /// Removes a job, its history and its log (a running one is cancelled
-    /// first).
-    ///
-    /// # Errors
-    /// `NotFound`, `Store`.
-    pub(crate) async fn delete(&self, access: &Access, id: &str) -> Result<(), JobError> {
-        let _ = (access, id);
-        Err(JobError::Disabled)
-    }
-
-    /// Log lines after `after` (at most `limit`, at most 10 000).
-    ///
-    /// # Errors
-    /// `NotFound`, `Store`.
-    pub(crate) async fn log(
-        &self,
-        access: &Access,
-        id: &str,
-        after: u64,
-        limit: u32,
-    ) -> Result<Vec<LogEntry>, JobError> {
-        let _ = (access, id, after, limit);
-        Err(JobError::Disabled)
-    }
-
-    /// Follows a job's log from `after`: stored lines first, then new ones
-    /// as they are written, until the job ends.
-    ///
-    /// # Errors
-    /// `NotFound`, `Store`.
-    pub(crate) async fn follow(
-        &self,
-        access: &Access,
-        id: &str,
-        after: u64,
-    ) -> Result<LogFollow, JobError> {
-        let _ = (access, id, after);
-        Err(JobError::Disabled)
-    }
-
-    /// The stored result and its content type.
-    ///
-    /// # Errors
-    /// `NotFound`, `Conflict` when the job has no result yet, `Store`.
-    pub(crate) async fn result(
-        &self,
-        access: &Access,
-        id: &str,
-    ) -> Result<(Vec<u8>, Option<String>), JobError> {
-        let _ = (access, id);
-        Err(JobError::Disabled)
-    }
+/// Now, ms since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// A fenced change of job `id` from one of `from` to `to` at `at_ms`,
+/// touching nothing else until the caller sets more.
+fn change<'a>(id: &'a str, from: &'a [JobState], to: JobState, at_ms: u64) -> Change<'a> {
+    Change {
+        id,
+        from,
+        attempt: None,
+        to,
+        new_attempt: None,
+        node: None,
+        owner: None,
+        lease_until_ms: None,
+        started_ms: None,
+        finished_ms: None,
+        error: None,
+        clear_result: false,
+        at_ms,
+        note: None,
+    }
+}
 /// A template as listed: its name and settings.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub(crate) struct TemplateView {
@@ -236,29 +195,4 @@ pub(crate) struct TemplateView {
     pub(crate) description: String,
     /// `config` (from `gateway.toml`) or `api` (created over the API).
     pub(crate) source: &'static str,
-}
-
-impl Jobs {
-    /// Every template: `gateway.toml`'s and those created over the API.
-    ///
-    /// # Errors
-    /// `Store`.
-    pub(crate) async fn templates(&self) -> Result<Vec<TemplateView>, JobError> {
-        Err(JobError::Disabled)
-    }
-
-    /// Creates (or replaces) a template over the API; admin only, and a
-    /// name from `gateway.toml` cannot be replaced.
-    ///
-    /// # Errors
-    /// `Forbidden` for a tenant, `Invalid`, `Store`.
-    pub(crate) async fn put_template(
-        &self,
-        access: &Access,
-        name: &str,
-        template: crate::config::TemplateConfig,
-    ) -> Result<TemplateView, JobError> {
-        let _ = (access, name, template);
-        Err(JobError::Disabled)
-    }
 }

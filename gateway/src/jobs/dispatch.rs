@@ -1,0 +1,302 @@
+//! Starting the jobs (the store opened, jobs left by a previous run
+//! recovered), the dispatcher that hands waiting jobs to the scheduler as
+//! slots free up, and the sweep (leases, other gateways' jobs, retention,
+//! gauges).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protocol::JobState;
+
+use super::store::{JobStore, StoredJob};
+use super::{Inner, JobError, Jobs, now_ms};
+use crate::Shared;
+
+/// How often the dispatcher looks again without being woken (slots freed
+/// by calls that are not jobs), ms.
+const PUMP_MS: u64 = 250;
+
+impl Jobs {
+    /// Opens the store (`[jobs] database_url`, else SQLite in `data_dir`),
+    /// recovers the jobs a previous run left, and starts the dispatcher and
+    /// the sweep; they stop when the gateway is dropped.
+    ///
+    /// # Errors
+    /// `Store` when the database cannot be opened or migrated.
+    pub(crate) async fn start(shared: &Arc<Shared>) -> Result<Arc<Self>, JobError> {
+        let config = shared.config.jobs.clone();
+        let url = match &config.database_url {
+            Some(url) => url.clone(),
+            None => JobStore::sqlite_url(&shared.config.data_dir.join("jobs.db")),
+        };
+        let store = JobStore::open(&url, config.max_connections).await?;
+        let owner = gateway_id(&shared.config.data_dir);
+        let (changed, _) = tokio::sync::broadcast::channel(1024);
+        let jobs = Arc::new(Self {
+            shared: Arc::downgrade(shared),
+            store,
+            templates: shared.config.templates.clone(),
+            config,
+            owner,
+            inner: std::sync::Mutex::new(Inner::default()),
+            wake: tokio::sync::Notify::new(),
+            changed,
+        });
+        let started = Instant::now();
+        let (requeued, failed) = jobs.recover(true).await?;
+        tracing::info!(
+            store = jobs.store.backend(),
+            waiting = jobs.inner.lock().map_or(0, |i| i.waiting.len()),
+            requeued,
+            failed,
+            ms = started.elapsed().as_millis(),
+            "jobs recovered"
+        );
+        tokio::spawn(dispatcher(Arc::downgrade(&jobs)));
+        tokio::spawn(sweeper(Arc::downgrade(&jobs)));
+        Ok(jobs)
+    }
+
+    /// Loads the unfinished jobs: waiting ones join the queue in their
+    /// order; running ones whose lease is this gateway's (`at_start`) or has
+    /// run out go back to waiting when idempotent with attempts left, else
+    /// fail with the reason. Returns (requeued, failed).
+    async fn recover(&self, at_start: bool) -> Result<(u32, u32), JobError> {
+        let now = now_ms();
+        let mut requeued = 0;
+        let mut failed = 0;
+        for job in self.store.unfinished().await? {
+            let view = &job.view;
+            match view.state {
+                JobState::Waiting => {
+                    if let Ok(mut inner) = self.inner.lock()
+                        && !inner.running.contains_key(&view.id)
+                    {
+                        inner.waiting.push(&view.id, &view.service, view.priority);
+                    }
+                }
+                JobState::Running => {
+                    let mine = job.owner.as_deref() == Some(self.owner.as_str());
+                    let expired = job.lease_until_ms.is_none_or(|until| until < now);
+                    let running_here = self
+                        .inner
+                        .lock()
+                        .is_ok_and(|i| i.running.contains_key(&view.id));
+                    if running_here || !((mine && at_start) || expired) {
+                        continue;
+                    }
+                    let why = if mine && at_start {
+                        "gateway restarted"
+                    } else {
+                        "lease of its gateway expired"
+                    };
+                    if self.retry(view, view.attempt, why).await {
+                        requeued += 1;
+                    } else if self.fail(&job, why).await {
+                        failed += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.wake.notify_one();
+        Ok((requeued, failed))
+    }
+
+    /// Fails a running job that cannot go on (fenced on its attempt).
+    async fn fail(&self, job: &StoredJob, why: &str) -> bool {
+        let now = now_ms();
+        let mut change = super::change(&job.view.id, &[JobState::Running], JobState::Failed, now);
+        change.attempt = Some(job.view.attempt);
+        change.finished_ms = Some(Some(now));
+        change.owner = Some(None);
+        change.lease_until_ms = Some(None);
+        change.error = Some(Some(why.to_owned()));
+        change.note = Some(why.to_owned());
+        let applied = self.store.change(&change).await.unwrap_or(false);
+        if applied {
+            metrics::counter!("jobs_finished_total", "service" => job.view.service.clone(), "state" => "failed")
+                .increment(1);
+            self.announce(&job.view.id);
+        }
+        applied
+    }
+
+    /// Hands waiting jobs to the scheduler while their services have free
+    /// slots: the highest priority first. A service no node has loaded but
+    /// some node could load gets one job at a time (the swap planner loads
+    /// it); a service no node knows keeps its jobs waiting.
+    fn pump(self: &Arc<Self>) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let capacity = capacity(&shared);
+        let mut start = Vec::new();
+        if let Ok(mut inner) = self.inner.lock() {
+            for service in inner.waiting.services() {
+                let Some(&(free, loaded)) = capacity.get(&service) else {
+                    continue;
+                };
+                let admitting = inner.admitting.get(&service).copied().unwrap_or(0);
+                let budget = if loaded {
+                    free.saturating_sub(admitting)
+                } else {
+                    u32::from(admitting == 0)
+                };
+                for _ in 0..budget {
+                    let Some(id) = inner.waiting.pop(&service) else {
+                        break;
+                    };
+                    *inner.admitting.entry(service.clone()).or_default() += 1;
+                    start.push((id, service.clone()));
+                }
+            }
+        }
+        for (id, service) in start {
+            let jobs = self.clone();
+            tokio::spawn(async move {
+                match jobs.store.get(&id).await {
+                    Ok(Some(job)) if job.view.state == JobState::Waiting => {
+                        jobs.run_attempt(job, false).await;
+                    }
+                    Ok(_) => jobs.admitted_done(&service),
+                    Err(error) => {
+                        tracing::warn!(job = %id, %error, "cannot load a waiting job");
+                        jobs.admitted_done(&service);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Free slots of `service` on nodes that have it loaded now.
+    pub(super) fn free_slots(&self, service: &str) -> u32 {
+        self.shared
+            .upgrade()
+            .and_then(|shared| capacity(&shared).get(service).map(|c| c.0))
+            .unwrap_or(0)
+    }
+
+    /// A job call of `service` was handed to the scheduler.
+    pub(super) fn admitting(&self, service: &str) {
+        if let Ok(mut inner) = self.inner.lock() {
+            *inner.admitting.entry(service.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// A job call of `service` reached a node or ended before.
+    pub(super) fn admitted_done(&self, service: &str) {
+        if let Ok(mut inner) = self.inner.lock()
+            && let Some(n) = inner.admitting.get_mut(service)
+        {
+            *n = n.saturating_sub(1);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Tells log followers that job `id` changed.
+    pub(super) fn announce(&self, id: &str) {
+        let _ = self.changed.send(id.to_owned());
+    }
+
+    /// The lease timeout, ms.
+    pub(super) fn lease_ms(&self) -> u64 {
+        u64::from(self.config.lease_timeout_s) * 1000
+    }
+
+    /// Renews this gateway's leases, takes over jobs whose gateway's lease
+    /// ran out and waiting jobs submitted to other gateways, deletes
+    /// finished jobs past retention, and refreshes the gauges.
+    async fn sweep(&self, purge: bool) -> Result<(), JobError> {
+        let now = now_ms();
+        let ids: Vec<String> = self
+            .inner
+            .lock()
+            .map(|i| i.running.keys().cloned().collect())
+            .unwrap_or_default();
+        if !ids.is_empty() {
+            self.store
+                .renew_leases(&self.owner, &ids, now + self.lease_ms())
+                .await?;
+        }
+        self.recover(false).await?;
+        if purge {
+            let cutoff = now.saturating_sub(self.config.retention_s.saturating_mul(1000));
+            let purged = self.store.purge_finished_before(cutoff).await?;
+            if purged > 0 {
+                tracing::info!(purged, "finished jobs past retention deleted");
+            }
+        }
+        for (service, state, n) in self.store.counts().await? {
+            metrics::gauge!("jobs", "service" => service, "state" => state.as_str()).set(n as f64);
+        }
+        Ok(())
+    }
+}
+
+/// Per service: free slots on nodes that have it loaded (not draining,
+/// healthy, not ejected), and whether any node has it loaded.
+fn capacity(shared: &Shared) -> HashMap<String, (u32, bool)> {
+    let mut capacity: HashMap<String, (u32, bool)> = HashMap::new();
+    for node in shared.registry.views(Instant::now()) {
+        for service in &node.services {
+            let entry = capacity.entry(service.name.clone()).or_default();
+            if service.loaded && !node.draining && !service.unhealthy && service.ejected_for_ms == 0
+            {
+                entry.0 += service.max_concurrent.saturating_sub(service.in_flight);
+                entry.1 = true;
+            }
+        }
+    }
+    capacity
+}
+
+async fn dispatcher(jobs: std::sync::Weak<Jobs>) {
+    loop {
+        let Some(strong) = jobs.upgrade() else {
+            return;
+        };
+        strong.pump();
+        tokio::select! {
+            () = strong.wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(PUMP_MS)) => {}
+        }
+    }
+}
+
+async fn sweeper(jobs: std::sync::Weak<Jobs>) {
+    let mut round: u64 = 0;
+    loop {
+        let every = match jobs.upgrade() {
+            Some(jobs) => Duration::from_millis((jobs.lease_ms() / 3).max(500)),
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        let Some(strong) = jobs.upgrade() else {
+            return;
+        };
+        // Retention at start-up and then about once a minute.
+        let purge = round % (60_000 / every.as_millis().max(1) as u64).max(1) == 0;
+        if let Err(error) = strong.sweep(purge).await {
+            tracing::warn!(%error, "job sweep failed");
+        }
+        round += 1;
+    }
+}
+
+/// This gateway's id for leases: kept in `data_dir/gateway-id`, made once.
+fn gateway_id(data_dir: &std::path::Path) -> String {
+    let path = data_dir.join("gateway-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return id.to_owned();
+        }
+    }
+    let id = format!("gw-{:016x}", rand::random::<u64>());
+    if let Err(error) = std::fs::write(&path, &id) {
+        tracing::warn!(path = %path.display(), %error, "cannot keep the gateway id; leases use a new one each start");
+    }
+    id
+}
