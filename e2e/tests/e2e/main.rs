@@ -16,6 +16,7 @@ mod explain;
 mod fleet;
 mod health;
 mod hot_swap;
+mod jobs;
 mod ingress;
 mod malformed;
 mod model_load;

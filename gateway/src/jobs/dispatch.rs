@@ -277,7 +277,7 @@ async fn sweeper(jobs: std::sync::Weak<Jobs>) {
             return;
         };
         // Retention at start-up and then about once a minute.
-        let purge = round % (60_000 / every.as_millis().max(1) as u64).max(1) == 0;
+        let purge = round.is_multiple_of((60_000 / every.as_millis().max(1) as u64).max(1));
         if let Err(error) = strong.sweep(purge).await {
             tracing::warn!(%error, "job sweep failed");
         }

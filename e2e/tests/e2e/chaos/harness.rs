@@ -265,6 +265,8 @@ pub struct GatewayProcess {
     pub addr: SocketAddr,
     /// Admin HTTP address (`/metrics`).
     pub admin: SocketAddr,
+    /// HTTP ingress address (`/v1/...`).
+    pub http: SocketAddr,
     pub data_dir: PathBuf,
     /// The CA agents and clients trust.
     pub ca: PathBuf,
@@ -327,6 +329,7 @@ impl GatewayProcess {
             },
             addr,
             admin,
+            http,
             data_dir,
             ca,
         };

@@ -14,6 +14,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
+mod jobs;
 mod kill_agent;
 mod kill_gateway;
 mod network;
