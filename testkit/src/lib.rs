@@ -72,7 +72,10 @@ impl Postgres {
         let as_postgres = is_root();
         if as_postgres {
             run(
-                Command::new("chown").arg("-R").arg("postgres:").arg(dir.path()),
+                Command::new("chown")
+                    .arg("-R")
+                    .arg("postgres:")
+                    .arg(dir.path()),
                 "chown of the cluster's directory to postgres",
             )?;
         }

@@ -54,10 +54,12 @@ impl JobStore {
                 .arg(Arg::Text(Some(state.as_str().to_string())));
         }
         if let Some(service) = &filter.service {
-            sql.push(" AND service = ").arg(Arg::Text(Some(service.clone())));
+            sql.push(" AND service = ")
+                .arg(Arg::Text(Some(service.clone())));
         }
         if let Some(tenant) = &filter.tenant {
-            sql.push(" AND tenant = ").arg(Arg::Text(Some(tenant.clone())));
+            sql.push(" AND tenant = ")
+                .arg(Arg::Text(Some(tenant.clone())));
         }
         if let Some(cursor) = &filter.cursor {
             sql.push(" AND id < ").arg(Arg::Text(Some(cursor.clone())));
@@ -177,4 +179,3 @@ impl JobStore {
             .collect()
     }
 }
-

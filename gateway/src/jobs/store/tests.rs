@@ -157,7 +157,10 @@ async fn insert_get_list(store: &JobStore) {
         .insert(&job("j3", "sleep", None, -3))
         .await
         .expect("insert");
-    assert!(store.insert(&job("j1", "x", None, 0)).await.is_err(), "dup id");
+    assert!(
+        store.insert(&job("j1", "x", None, 0)).await.is_err(),
+        "dup id"
+    );
 
     let got = get(store, "j1").await;
     assert_eq!(got.payload, a.payload);
@@ -170,8 +173,14 @@ async fn insert_get_list(store: &JobStore) {
     assert_eq!(v.tenant.as_deref(), Some("t1"));
     assert_eq!((v.priority, v.realtime, v.idempotent), (5, true, true));
     assert_eq!((v.watchdog_s, v.attempt, v.max_attempts), (60, 0, 3));
-    assert_eq!((v.created_ms, v.started_ms, v.finished_ms), (1_000, None, None));
-    assert_eq!((v.node.as_deref(), v.error.as_deref(), v.result_len), (None, None, None));
+    assert_eq!(
+        (v.created_ms, v.started_ms, v.finished_ms),
+        (1_000, None, None)
+    );
+    assert_eq!(
+        (v.node.as_deref(), v.error.as_deref(), v.result_len),
+        (None, None, None)
+    );
     assert_eq!(v.hints, a.hints);
     assert_eq!(v.labels, a.labels);
     assert_eq!(v.history.len(), 1);
@@ -189,7 +198,10 @@ async fn insert_get_list(store: &JobStore) {
         service: Some("sleep".into()),
         ..JobFilter::default()
     };
-    assert_eq!(ids(&store.list(&by_service).await.expect("list")), ["j3", "j1"]);
+    assert_eq!(
+        ids(&store.list(&by_service).await.expect("list")),
+        ["j3", "j1"]
+    );
     let by_tenant = JobFilter {
         tenant: Some("t2".into()),
         ..JobFilter::default()
@@ -200,7 +212,10 @@ async fn insert_get_list(store: &JobStore) {
         state: Some(JobState::Waiting),
         ..JobFilter::default()
     };
-    assert_eq!(ids(&store.list(&by_state).await.expect("list")), ["j3", "j1"]);
+    assert_eq!(
+        ids(&store.list(&by_state).await.expect("list")),
+        ["j3", "j1"]
+    );
     let none = JobFilter {
         state: Some(JobState::Running),
         tenant: Some("t1".into()),
@@ -259,7 +274,10 @@ async fn list_pages_with_a_cursor(store: &JobStore) {
 }
 
 async fn fenced_change(store: &JobStore) {
-    store.insert(&job("j1", "s", None, 0)).await.expect("insert");
+    store
+        .insert(&job("j1", "s", None, 0))
+        .await
+        .expect("insert");
     // Wrong state: nothing written.
     assert!(!finish(store, "j1", 0, JobState::Succeeded, 3_000).await);
     assert!(!start(store, "missing", 1, "n1").await);
@@ -269,7 +287,10 @@ async fn fenced_change(store: &JobStore) {
     let j = get(store, "j1").await;
     assert_eq!(j.view.state, JobState::Running);
     assert_eq!((j.view.attempt, j.view.node.as_deref()), (1, Some("n1")));
-    assert_eq!((j.owner.as_deref(), j.lease_until_ms), (Some("gw1"), Some(5_000)));
+    assert_eq!(
+        (j.owner.as_deref(), j.lease_until_ms),
+        (Some("gw1"), Some(5_000))
+    );
     assert_eq!(j.view.started_ms, Some(2_000));
     // Wrong attempt: nothing written.
     assert!(!finish(store, "j1", 2, JobState::Succeeded, 3_000).await);
@@ -293,7 +314,10 @@ async fn fenced_change(store: &JobStore) {
     let j = get(store, "j1").await;
     assert_eq!(j.view.state, JobState::Failed);
     assert_eq!(j.view.error.as_deref(), Some("exit 1"));
-    assert_eq!((j.view.finished_ms, j.owner.as_deref()), (Some(3_000), None));
+    assert_eq!(
+        (j.view.finished_ms, j.owner.as_deref()),
+        (Some(3_000), None)
+    );
     assert_eq!(j.lease_until_ms, Some(5_000), "left as it was");
     let history: Vec<_> = j
         .view
@@ -316,7 +340,12 @@ async fn fenced_change(store: &JobStore) {
         ]
     );
     // A restart from any final state clears the result and the times.
-    assert!(store.set_result("j1", 1, b"partial", None).await.expect("set"));
+    assert!(
+        store
+            .set_result("j1", 1, b"partial", None)
+            .await
+            .expect("set")
+    );
     let restart = Change {
         node: Some(None),
         started_ms: Some(None),
@@ -338,7 +367,10 @@ async fn fenced_change(store: &JobStore) {
 }
 
 async fn set_result_is_fenced(store: &JobStore) {
-    store.insert(&job("j1", "s", None, 0)).await.expect("insert");
+    store
+        .insert(&job("j1", "s", None, 0))
+        .await
+        .expect("insert");
     assert!(start(store, "j1", 1, "n1").await);
     assert!(!store.set_result("j1", 2, b"late", None).await.expect("set"));
     assert!(!store.set_result("nope", 1, b"x", None).await.expect("set"));
@@ -378,15 +410,45 @@ fn lines(attempt: u32, from: usize, n: usize) -> Vec<(u32, u64, LogStream, Strin
 }
 
 async fn logs_in_order(store: &JobStore) {
-    store.insert(&job("j1", "s", None, 0)).await.expect("insert");
-    store.insert(&job("j2", "s", None, 0)).await.expect("insert");
+    store
+        .insert(&job("j1", "s", None, 0))
+        .await
+        .expect("insert");
+    store
+        .insert(&job("j2", "s", None, 0))
+        .await
+        .expect("insert");
     assert_eq!(store.append_log("j1", &[]).await.expect("append"), 0);
-    assert_eq!(store.append_log("j1", &lines(1, 1, 3)).await.expect("append"), 3);
-    assert_eq!(store.append_log("j2", &lines(1, 1, 1)).await.expect("append"), 1);
+    assert_eq!(
+        store
+            .append_log("j1", &lines(1, 1, 3))
+            .await
+            .expect("append"),
+        3
+    );
+    assert_eq!(
+        store
+            .append_log("j2", &lines(1, 1, 1))
+            .await
+            .expect("append"),
+        1
+    );
     // More than one multi-row insert's worth.
-    assert_eq!(store.append_log("j1", &lines(2, 4, 250)).await.expect("append"), 253);
+    assert_eq!(
+        store
+            .append_log("j1", &lines(2, 4, 250))
+            .await
+            .expect("append"),
+        253
+    );
     assert_eq!(store.append_log("j1", &[]).await.expect("append"), 253);
-    assert_eq!(store.append_log("missing", &lines(1, 1, 2)).await.expect("append"), 0);
+    assert_eq!(
+        store
+            .append_log("missing", &lines(1, 1, 2))
+            .await
+            .expect("append"),
+        0
+    );
     let all = store.log_after("j1", 0, 1_000).await.expect("log");
     assert_eq!(all.len(), 253);
     for (i, e) in all.iter().enumerate() {
@@ -404,7 +466,13 @@ async fn logs_in_order(store: &JobStore) {
     }
     let page = store.log_after("j1", 2, 3).await.expect("log");
     assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
-    assert!(store.log_after("j1", 253, 10).await.expect("log").is_empty());
+    assert!(
+        store
+            .log_after("j1", 253, 10)
+            .await
+            .expect("log")
+            .is_empty()
+    );
     assert_eq!(store.log_after("j2", 0, 10).await.expect("log").len(), 1);
     let system = [(0, 1, LogStream::System, "dispatched to n1".to_string())];
     assert_eq!(store.append_log("j2", &system).await.expect("append"), 2);
@@ -413,11 +481,23 @@ async fn logs_in_order(store: &JobStore) {
 }
 
 async fn delete_removes_everything(store: &JobStore) {
-    store.insert(&job("j1", "s", None, 0)).await.expect("insert");
-    store.insert(&job("j2", "s", None, 0)).await.expect("insert");
+    store
+        .insert(&job("j1", "s", None, 0))
+        .await
+        .expect("insert");
+    store
+        .insert(&job("j2", "s", None, 0))
+        .await
+        .expect("insert");
     assert!(start(store, "j1", 1, "n1").await);
-    store.append_log("j1", &lines(1, 1, 5)).await.expect("append");
-    store.append_log("j2", &lines(1, 1, 2)).await.expect("append");
+    store
+        .append_log("j1", &lines(1, 1, 5))
+        .await
+        .expect("append");
+    store
+        .append_log("j2", &lines(1, 1, 2))
+        .await
+        .expect("append");
     assert!(store.set_result("j1", 1, b"r", None).await.expect("set"));
     assert!(store.delete("j1").await.expect("delete"));
     assert!(!store.delete("j1").await.expect("delete again"));
@@ -437,13 +517,32 @@ async fn delete_removes_everything(store: &JobStore) {
     // The other job keeps its own.
     assert_eq!(store.log_after("j2", 0, 100).await.expect("log").len(), 2);
     // The id may be used again, its log numbered from 1.
-    store.insert(&job("j1", "s", None, 0)).await.expect("insert");
-    assert_eq!(store.append_log("j1", &lines(1, 1, 1)).await.expect("append"), 1);
+    store
+        .insert(&job("j1", "s", None, 0))
+        .await
+        .expect("insert");
+    assert_eq!(
+        store
+            .append_log("j1", &lines(1, 1, 1))
+            .await
+            .expect("append"),
+        1
+    );
 }
 
 async fn unfinished_by_priority(store: &JobStore) {
-    for (id, priority) in [("j1", 0), ("j2", 5), ("j3", 0), ("j4", 9), ("j5", 5), ("j6", -1)] {
-        store.insert(&job(id, "s", None, priority)).await.expect("insert");
+    for (id, priority) in [
+        ("j1", 0),
+        ("j2", 5),
+        ("j3", 0),
+        ("j4", 9),
+        ("j5", 5),
+        ("j6", -1),
+    ] {
+        store
+            .insert(&job(id, "s", None, priority))
+            .await
+            .expect("insert");
     }
     let mut occupied = job("j7", "s", None, 100);
     occupied.state = JobState::Occupied;
@@ -456,7 +555,10 @@ async fn unfinished_by_priority(store: &JobStore) {
     assert_eq!(order, ["j2", "j5", "j1", "j3", "j6"]);
     let j3 = jobs.iter().find(|j| j.view.id == "j3").expect("j3");
     assert_eq!(j3.view.state, JobState::Running);
-    assert_eq!((j3.owner.as_deref(), j3.lease_until_ms), (Some("gw1"), Some(5_000)));
+    assert_eq!(
+        (j3.owner.as_deref(), j3.lease_until_ms),
+        (Some("gw1"), Some(5_000))
+    );
     assert_eq!(j3.payload, b"payload");
     assert!(jobs.iter().all(|j| j.view.history.is_empty()));
 
@@ -482,7 +584,10 @@ async fn purge_finished(store: &JobStore) {
     store.insert(&occupied).await.expect("insert");
     assert!(start(store, "j1", 1, "n1").await);
     assert!(finish(store, "j1", 1, JobState::Succeeded, 3_000).await);
-    store.append_log("j1", &lines(1, 1, 2)).await.expect("append");
+    store
+        .append_log("j1", &lines(1, 1, 2))
+        .await
+        .expect("append");
     assert!(start(store, "j2", 1, "n1").await);
     assert!(finish(store, "j2", 1, JobState::TimedOut, 8_000).await);
     assert!(start(store, "j3", 1, "n1").await);
@@ -502,13 +607,25 @@ async fn purge_finished(store: &JobStore) {
         assert!(store.get(id).await.expect("get").is_some(), "{id}");
     }
     assert_eq!(store.purge_finished_before(5_000).await.expect("purge"), 0);
-    assert_eq!(store.purge_finished_before(u64::MAX >> 2).await.expect("purge"), 1);
-    assert!(store.get("j3").await.expect("get").is_some(), "running stays");
+    assert_eq!(
+        store
+            .purge_finished_before(u64::MAX >> 2)
+            .await
+            .expect("purge"),
+        1
+    );
+    assert!(
+        store.get("j3").await.expect("get").is_some(),
+        "running stays"
+    );
 }
 
 async fn counts_by_service_and_state(store: &JobStore) {
     for (id, service) in [("j1", "a"), ("j2", "a"), ("j3", "a"), ("j4", "b")] {
-        store.insert(&job(id, service, None, 0)).await.expect("insert");
+        store
+            .insert(&job(id, service, None, 0))
+            .await
+            .expect("insert");
     }
     assert!(start(store, "j2", 1, "n1").await);
     let counts = store.counts().await.expect("counts");
@@ -563,8 +680,14 @@ async fn concurrent_writers(store: &JobStore) {
             let id = format!("j{i}");
             // Writers on the same job and on others at once.
             for round in 0..5 {
-                store.append_log("j0", &lines(1, round, 3)).await.expect("append shared");
-                store.append_log(&id, &lines(1, round, 2)).await.expect("append own");
+                store
+                    .append_log("j0", &lines(1, round, 3))
+                    .await
+                    .expect("append shared");
+                store
+                    .append_log(&id, &lines(1, round, 2))
+                    .await
+                    .expect("append own");
             }
             start(&store, &id, 1, "n1").await
         }));
@@ -605,10 +728,21 @@ async fn sqlite_reopened_keeps_everything() {
     let url = JobStore::sqlite_url(&path);
     let before = {
         let store = JobStore::open(&url, 2).await.expect("open");
-        store.insert(&job("j1", "s", Some("t"), 1)).await.expect("insert");
+        store
+            .insert(&job("j1", "s", Some("t"), 1))
+            .await
+            .expect("insert");
         assert!(start(&store, "j1", 1, "n1").await);
-        store.append_log("j1", &lines(1, 1, 4)).await.expect("append");
-        assert!(store.set_result("j1", 1, b"out", Some("text/plain")).await.expect("set"));
+        store
+            .append_log("j1", &lines(1, 1, 4))
+            .await
+            .expect("append");
+        assert!(
+            store
+                .set_result("j1", 1, b"out", Some("text/plain"))
+                .await
+                .expect("set")
+        );
         store
             .put_template(
                 "t",
@@ -636,7 +770,13 @@ async fn sqlite_reopened_keeps_everything() {
         Some((b"out".to_vec(), Some("text/plain".into())))
     );
     assert_eq!(store.templates().await.expect("templates").len(), 1);
-    assert_eq!(store.append_log("j1", &lines(1, 5, 1)).await.expect("append"), 5);
+    assert_eq!(
+        store
+            .append_log("j1", &lines(1, 5, 1))
+            .await
+            .expect("append"),
+        5
+    );
     // The connections run in WAL mode with synchronous FULL.
     let row = sqlx::query("PRAGMA journal_mode")
         .fetch_one(&store.write)
@@ -653,7 +793,10 @@ async fn sqlite_reopened_keeps_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_in_memory_is_one_database() {
     let store = JobStore::open("sqlite::memory:", 4).await.expect("open");
-    store.insert(&job("j1", "s", None, 0)).await.expect("insert");
+    store
+        .insert(&job("j1", "s", None, 0))
+        .await
+        .expect("insert");
     assert!(store.get("j1").await.expect("get").is_some());
 }
 
@@ -676,10 +819,19 @@ async fn two_stores_share_one_postgres_database() {
     a.insert(&job("j1", "s", None, 0)).await.expect("insert");
     assert!(start(&b, "j1", 1, "n1").await);
     assert!(!start(&a, "j1", 1, "n2").await, "fenced across stores");
-    assert_eq!(a.append_log("j1", &lines(1, 1, 2)).await.expect("append"), 2);
-    assert_eq!(b.append_log("j1", &lines(1, 3, 2)).await.expect("append"), 4);
+    assert_eq!(
+        a.append_log("j1", &lines(1, 1, 2)).await.expect("append"),
+        2
+    );
+    assert_eq!(
+        b.append_log("j1", &lines(1, 3, 2)).await.expect("append"),
+        4
+    );
     let j = get(&again, "j1").await;
-    assert_eq!((j.view.state, j.view.node.as_deref()), (JobState::Running, Some("n1")));
+    assert_eq!(
+        (j.view.state, j.view.node.as_deref()),
+        (JobState::Running, Some("n1"))
+    );
     assert_eq!(again.log_after("j1", 0, 10).await.expect("log").len(), 4);
 }
 
@@ -687,7 +839,10 @@ async fn two_stores_share_one_postgres_database() {
 async fn corrupt_rows_are_errors_not_panics() {
     let db = sqlite_db().await;
     let store = &db.store;
-    store.insert(&job("j1", "s", None, 0)).await.expect("insert");
+    store
+        .insert(&job("j1", "s", None, 0))
+        .await
+        .expect("insert");
     sqlx::query("UPDATE jobs SET state = 'exploded' WHERE id = 'j1'")
         .execute(&store.write)
         .await

@@ -1,9 +1,9 @@
 //! Writes: each in one transaction on the write pool.
 
 use protocol::{JobState, LogStream};
+use sqlx::Any;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
-use sqlx::Any;
 
 use super::rows::{Reader, flag, opt_i64, to_i64, to_json};
 use super::{Change, JobStore, NewJob, StoreError};
@@ -177,7 +177,8 @@ impl JobStore {
             .push(" AND state IN ")
             .list(c.from.iter().map(|s| s.as_str()));
         if let Some(a) = c.attempt {
-            sql.push(" AND attempt = ").arg(Arg::Int(Some(i64::from(a))));
+            sql.push(" AND attempt = ")
+                .arg(Arg::Int(Some(i64::from(a))));
         }
         sql.push(" RETURNING trans_seq, attempt, node");
         let at = to_i64("at_ms", c.at_ms)?;
@@ -270,11 +271,12 @@ impl JobStore {
         let mut tx = self.write.begin().await?;
         // Bumping the counter locks the job's row (PostgreSQL), so
         // concurrent appenders get disjoint ranges.
-        let row = sqlx::query("UPDATE jobs SET log_seq = log_seq + $1 WHERE id = $2 RETURNING log_seq")
-            .bind(n)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row =
+            sqlx::query("UPDATE jobs SET log_seq = log_seq + $1 WHERE id = $2 RETURNING log_seq")
+                .bind(n)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some(row) = row else {
             tx.rollback().await?;
             return Ok(0);
@@ -282,8 +284,9 @@ impl JobStore {
         let last = Reader::for_job(&row, id).u64("log_seq")?;
         let first = last + 1 - lines.len() as u64;
         for (chunk_no, chunk) in lines.chunks(LOG_ROWS_PER_INSERT).enumerate() {
-            let mut sql =
-                Sql::new("INSERT INTO job_logs (job_id, seq, attempt, ts_ms, stream, line) VALUES ");
+            let mut sql = Sql::new(
+                "INSERT INTO job_logs (job_id, seq, attempt, ts_ms, stream, line) VALUES ",
+            );
             for (i, (attempt, ts_ms, stream, line)) in chunk.iter().enumerate() {
                 let seq = first + (chunk_no * LOG_ROWS_PER_INSERT + i) as u64;
                 if i > 0 {
@@ -420,4 +423,3 @@ impl JobStore {
         Ok(())
     }
 }
-
