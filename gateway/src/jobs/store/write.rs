@@ -83,8 +83,10 @@ pub(super) fn final_states() -> impl Iterator<Item = &'static str> {
 
 /// Rows per multi-row `INSERT` of log lines (6 arguments each).
 const LOG_ROWS_PER_INSERT: usize = 100;
-/// Ids per `IN (...)` list of a lease renewal.
-const IDS_PER_RENEWAL: usize = 500;
+/// Ids per `IN (...)` list (lease renewals, purges).
+const IDS_PER_STATEMENT: usize = 500;
+/// The tables of a job's transitions, log lines and result.
+const CHILD_TABLES: [&str; 3] = ["job_logs", "job_transitions", "job_results"];
 
 impl JobStore {
     /// Stores a new job and its first transition (its state at
@@ -319,17 +321,20 @@ impl JobStore {
     /// [`StoreError::Db`].
     pub(crate) async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.write.begin().await?;
-        for table in ["job_logs", "job_transitions", "job_results"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE job_id = $1"))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        // The job's row first: its lock (PostgreSQL) makes a concurrent
+        // append or result wait, then find no job; one committed before
+        // is seen by the deletes below.
         let deleted = sqlx::query("DELETE FROM jobs WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        for table in CHILD_TABLES {
+            sqlx::query(&format!("DELETE FROM {table} WHERE job_id = $1"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(deleted > 0)
     }
@@ -350,7 +355,7 @@ impl JobStore {
         }
         let until = to_i64("lease_until_ms", until_ms)?;
         let mut tx = self.write.begin().await?;
-        for chunk in ids.chunks(IDS_PER_RENEWAL) {
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
             let mut sql = Sql::new("UPDATE jobs SET lease_until_ms = ");
             sql.arg(Arg::Int(Some(until)))
                 .push(" WHERE owner = ")
@@ -371,25 +376,27 @@ impl JobStore {
     /// [`StoreError::Db`], [`StoreError::OutOfRange`].
     pub(crate) async fn purge_finished_before(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
         let cutoff = to_i64("cutoff_ms", cutoff_ms)?;
-        let old = |prefix: &str| {
-            let mut sql = Sql::new(prefix);
-            sql.push("SELECT id FROM jobs WHERE finished_ms < ")
-                .arg(Arg::Int(Some(cutoff)))
-                .push(" AND state IN ")
-                .list(final_states());
-            sql
-        };
+        let mut sql = Sql::new("DELETE FROM jobs WHERE finished_ms < ");
+        sql.arg(Arg::Int(Some(cutoff)))
+            .push(" AND state IN ")
+            .list(final_states())
+            .push(" RETURNING id");
         let mut tx = self.write.begin().await?;
-        for table in ["job_logs", "job_transitions", "job_results"] {
-            let mut sql = old(&format!("DELETE FROM {table} WHERE job_id IN ("));
-            sql.push(")");
-            sql.query().execute(&mut *tx).await?;
+        // The jobs' rows first (see `delete`), then what belongs to them.
+        let rows = sql.query().fetch_all(&mut *tx).await?;
+        let ids = rows
+            .iter()
+            .map(|row| Reader::new(row, "id").text("id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            for table in CHILD_TABLES {
+                let mut sql = Sql::new(&format!("DELETE FROM {table} WHERE job_id IN "));
+                sql.list(chunk.iter().map(String::as_str));
+                sql.query().execute(&mut *tx).await?;
+            }
         }
-        let mut sql = old("DELETE FROM jobs WHERE id IN (");
-        sql.push(")");
-        let deleted = sql.query().execute(&mut *tx).await?.rows_affected();
         tx.commit().await?;
-        Ok(deleted)
+        Ok(ids.len() as u64)
     }
 
     /// Creates or replaces template `name` (stored as JSON) at `now_ms`

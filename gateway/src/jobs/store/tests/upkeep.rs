@@ -327,13 +327,15 @@ pub(super) async fn ten_thousand_unfinished(store: &JobStore) {
     for i in 0..10_000i64 {
         sqlx::query(
             "INSERT INTO jobs (id, service, state, priority, realtime, watchdog_s, attempt, \
-             max_attempts, idempotent, created_ms, payload, hints, labels, trans_seq, log_seq) \
-             VALUES ($1, 's', $2, $3, 0, 60, 0, 1, 0, 1, $4, '{}', '{\"k\":\"v\"}', 0, 0)",
+             max_attempts, idempotent, created_ms, finished_ms, payload, hints, labels, trans_seq, \
+             log_seq) \
+             VALUES ($1, 's', $2, $3, 0, 60, 0, 1, 0, 1, $5, $4, '{}', '{\"k\":\"v\"}', 0, 0)",
         )
         .bind(format!("j{i:05}"))
         .bind(if i % 10 == 0 { "succeeded" } else { "waiting" })
         .bind(i % 7)
         .bind(vec![7u8; 512])
+        .bind((i % 10 == 0).then_some(1i64))
         .execute(&mut *tx)
         .await
         .expect("insert");
@@ -356,4 +358,18 @@ pub(super) async fn ten_thousand_unfinished(store: &JobStore) {
     sorted.sort();
     assert_eq!(keys, sorted, "priority descending, then id");
     assert!(jobs.iter().all(|j| j.payload.len() == 512));
+    // Purged in several statements' worth of ids.
+    store
+        .append_log("j00010", &lines(1, 1, 2))
+        .await
+        .expect("append");
+    assert_eq!(store.purge_finished_before(2).await.expect("purge"), 1_000);
+    assert!(
+        store
+            .log_after("j00010", 0, 10)
+            .await
+            .expect("log")
+            .is_empty()
+    );
+    assert_eq!(store.unfinished().await.expect("unfinished").len(), 9_000);
 }
