@@ -3,7 +3,10 @@
 use protocol::job::MAX_PAGE;
 use protocol::{JobFilter, JobPage, JobState, LogEntry};
 
-use super::rows::{JOB_COLUMNS, Reader, job_from_row, log_from_row, to_i64, transition_from_row};
+use super::rows::{
+    JOB_COLUMNS, Reader, VIEW_COLUMNS, job_from_row, log_from_row, to_i64, transition_from_row,
+    view_from_row,
+};
 use super::write::{Arg, Sql};
 use super::{JobStore, StoreError, StoredJob};
 use crate::config::TemplateConfig;
@@ -48,7 +51,8 @@ impl JobStore {
     /// [`StoreError::Db`], [`StoreError::Corrupt`].
     pub(crate) async fn list(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
         let limit = filter.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-        let mut sql = Sql::new(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1"));
+        // No payloads: a page holds up to MAX_PAGE jobs.
+        let mut sql = Sql::new(&format!("SELECT {VIEW_COLUMNS} FROM jobs WHERE 1 = 1"));
         if let Some(state) = filter.state {
             sql.push(" AND state = ")
                 .arg(Arg::Text(Some(state.as_str().to_string())));
@@ -71,7 +75,7 @@ impl JobStore {
         let jobs = rows
             .iter()
             .take(limit as usize)
-            .map(|r| job_from_row(r).map(|j| j.view))
+            .map(view_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         let next_cursor = if more {
             jobs.last().map(|j| j.id.clone())

@@ -9,11 +9,15 @@ use sqlx::any::AnyRow;
 
 use super::{StoreError, StoredJob};
 
-/// The columns of `jobs` a [`StoredJob`] is read from, in `job_from_row`'s
-/// order.
+/// The columns of `jobs` a [`JobView`] is read from ([`view_from_row`]).
+pub(super) const VIEW_COLUMNS: &str = "id, service, template, state, tenant, priority, realtime, \
+     watchdog_s, attempt, max_attempts, idempotent, node, created_ms, started_ms, finished_ms, \
+     error, result_len, hints, labels";
+
+/// The columns of `jobs` a [`StoredJob`] is read from ([`job_from_row`]).
 pub(super) const JOB_COLUMNS: &str = "id, service, template, state, tenant, priority, realtime, \
-     watchdog_s, attempt, max_attempts, idempotent, node, owner, lease_until_ms, created_ms, \
-     started_ms, finished_ms, error, result_len, payload, hints, labels";
+     watchdog_s, attempt, max_attempts, idempotent, node, created_ms, started_ms, finished_ms, \
+     error, result_len, hints, labels, payload, owner, lease_until_ms";
 
 /// A u64 (ms, bytes, seq) as a `BIGINT`.
 pub(super) fn to_i64(what: &'static str, v: u64) -> Result<i64, StoreError> {
@@ -139,10 +143,10 @@ impl<'r> Reader<'r> {
     }
 }
 
-/// A `jobs` row selected with [`JOB_COLUMNS`]; history empty.
-pub(super) fn job_from_row(row: &AnyRow) -> Result<StoredJob, StoreError> {
+/// A `jobs` row selected with [`VIEW_COLUMNS`] (or more); history empty.
+pub(super) fn view_from_row(row: &AnyRow) -> Result<JobView, StoreError> {
     let r = Reader::new(row, "id");
-    let view = JobView {
+    Ok(JobView {
         id: r.id().to_string(),
         service: r.text("service")?,
         template: r.opt_text("template")?,
@@ -164,7 +168,13 @@ pub(super) fn job_from_row(row: &AnyRow) -> Result<StoredJob, StoreError> {
         hints: r.map("hints")?,
         labels: r.map("labels")?,
         history: Vec::new(),
-    };
+    })
+}
+
+/// A `jobs` row selected with [`JOB_COLUMNS`]; history empty.
+pub(super) fn job_from_row(row: &AnyRow) -> Result<StoredJob, StoreError> {
+    let view = view_from_row(row)?;
+    let r = Reader::for_job(row, &view.id);
     Ok(StoredJob {
         view,
         payload: r.bytes("payload")?,
