@@ -41,9 +41,11 @@ WASM_TARGET := wasm32-wasip2
 
 # Programs the end-to-end tests use, from Debian's packages: a real headless
 # browser for the dashboard test, promtool for `/metrics`, curl for the HTTP
-# ingress.
-SETUP_TOOLS := chromium chromedriver promtool curl
-SETUP_PACKAGES := chromium chromium-driver prometheus curl
+# ingress, PostgreSQL's server for the job store's tests (switchyard-testkit
+# starts a throwaway cluster; Debian keeps initdb in /usr/lib/postgresql/*/bin,
+# off PATH, so the check looks there too).
+SETUP_TOOLS := chromium chromedriver promtool curl initdb
+SETUP_PACKAGES := chromium chromium-driver prometheus curl postgresql
 
 # The Python test clients (the stock `openai` package), pinned, in a
 # project-local virtualenv: never installed system-wide.
@@ -83,7 +85,9 @@ lint: core-deps
 	$(CARGO) clippy --manifest-path plugins/Cargo.toml --workspace --all-targets -- -D warnings
 
 setup: venv
-	@missing=""; for t in $(SETUP_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	@missing=""; for t in $(SETUP_TOOLS); do \
+		command -v $$t >/dev/null || ls /usr/lib/postgresql/*/bin/$$t >/dev/null 2>&1 || missing="$$missing $$t"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing (Debian packages: $(SETUP_PACKAGES))"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

@@ -1,0 +1,432 @@
+//! Writes: each in one transaction on the write pool.
+
+use protocol::{JobState, LogStream};
+use sqlx::Any;
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+
+use super::rows::{Reader, flag, opt_i64, to_i64, to_json};
+use super::{Change, JobStore, NewJob, StoreError};
+use crate::config::TemplateConfig;
+
+/// A value bound to a `$n` placeholder of a query built at run time.
+#[derive(Debug, Clone)]
+pub(super) enum Arg {
+    /// A nullable `BIGINT`.
+    Int(Option<i64>),
+    /// A nullable `TEXT`.
+    Text(Option<String>),
+}
+
+/// A query built at run time: its text and its arguments, `$1` first.
+#[derive(Debug, Default)]
+pub(super) struct Sql {
+    pub(super) text: String,
+    args: Vec<Arg>,
+}
+
+impl Sql {
+    pub(super) fn new(text: &str) -> Self {
+        Self {
+            text: text.to_string(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Appends text.
+    pub(super) fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends the placeholder of a new argument.
+    pub(super) fn arg(&mut self, arg: Arg) -> &mut Self {
+        self.args.push(arg);
+        let n = self.args.len();
+        self.text.push_str(&format!("${n}"));
+        self
+    }
+
+    /// Appends `(a, b, ...)` of text arguments (the caller makes sure the
+    /// list is not empty).
+    pub(super) fn list<'s>(&mut self, items: impl IntoIterator<Item = &'s str>) -> &mut Self {
+        self.push("(");
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.arg(Arg::Text(Some(item.to_string())));
+        }
+        self.push(")")
+    }
+
+    /// The query with its arguments bound in order.
+    pub(super) fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
+        let mut q = sqlx::query(&self.text);
+        for arg in &self.args {
+            q = match arg {
+                Arg::Int(v) => q.bind(*v),
+                Arg::Text(v) => q.bind(v.clone()),
+            };
+        }
+        q
+    }
+}
+
+/// The final states (everything but waiting and running), by name.
+pub(super) fn final_states() -> impl Iterator<Item = &'static str> {
+    JobState::ALL
+        .into_iter()
+        .filter(|s| s.is_final())
+        .map(JobState::as_str)
+}
+
+/// Rows per multi-row `INSERT` of log lines (6 arguments each).
+const LOG_ROWS_PER_INSERT: usize = 100;
+/// Ids per `IN (...)` list (lease renewals, purges).
+const IDS_PER_STATEMENT: usize = 500;
+/// The tables of a job's transitions, log lines and result.
+const CHILD_TABLES: [&str; 3] = ["job_logs", "job_transitions", "job_results"];
+
+impl JobStore {
+    /// Stores a new job and its first transition (its state at
+    /// `created_ms`, attempt 0, `note`) in one transaction. A job created
+    /// in a final state (`Occupied`) gets `finished_ms = created_ms`.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`] (also when the id exists),
+    /// [`StoreError::OutOfRange`].
+    pub(crate) async fn insert(&self, job: &NewJob) -> Result<(), StoreError> {
+        let created = to_i64("created_ms", job.created_ms)?;
+        let finished = job.state.is_final().then_some(created);
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, service, template, state, tenant, priority, realtime, \
+             watchdog_s, attempt, max_attempts, idempotent, created_ms, finished_ms, payload, \
+             hints, labels, trans_seq, log_seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12, $13, $14, $15, 1, 0)",
+        )
+        .bind(&job.id)
+        .bind(&job.service)
+        .bind(job.template.as_deref())
+        .bind(job.state.as_str())
+        .bind(job.tenant.as_deref())
+        .bind(i64::from(job.priority))
+        .bind(flag(job.realtime))
+        .bind(i64::from(job.watchdog_s))
+        .bind(i64::from(job.max_attempts))
+        .bind(flag(job.idempotent))
+        .bind(created)
+        .bind(finished)
+        .bind(job.payload.as_slice())
+        .bind(to_json(&job.hints))
+        .bind(to_json(&job.labels))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) \
+             VALUES ($1, 1, $2, $3, 0, NULL, $4)",
+        )
+        .bind(&job.id)
+        .bind(job.state.as_str())
+        .bind(created)
+        .bind(job.note.as_deref())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies one fenced state change: a conditional `UPDATE` (the job in
+    /// one of `c.from`, at `c.attempt` when given) and its transition row,
+    /// in one transaction. `Ok(false)`, nothing written, when the job is
+    /// missing or its state or attempt does not match.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`], [`StoreError::OutOfRange`].
+    pub(crate) async fn change(&self, c: &Change<'_>) -> Result<bool, StoreError> {
+        if c.from.is_empty() {
+            return Ok(false);
+        }
+        let mut sql = Sql::new("UPDATE jobs SET state = ");
+        sql.arg(Arg::Text(Some(c.to.as_str().to_string())))
+            .push(", trans_seq = trans_seq + 1");
+        if let Some(a) = c.new_attempt {
+            sql.push(", attempt = ").arg(Arg::Int(Some(i64::from(a))));
+        }
+        let texts = [("node", &c.node), ("owner", &c.owner), ("error", &c.error)];
+        for (col, value) in texts {
+            if let Some(v) = value {
+                sql.push(&format!(", {col} = ")).arg(Arg::Text(v.clone()));
+            }
+        }
+        let times = [
+            ("lease_until_ms", c.lease_until_ms),
+            ("started_ms", c.started_ms),
+            ("finished_ms", c.finished_ms),
+        ];
+        for (col, value) in times {
+            if let Some(v) = value {
+                sql.push(&format!(", {col} = "))
+                    .arg(Arg::Int(opt_i64(col, v)?));
+            }
+        }
+        if c.clear_result {
+            sql.push(", result_len = NULL");
+        }
+        sql.push(" WHERE id = ")
+            .arg(Arg::Text(Some(c.id.to_string())))
+            .push(" AND state IN ")
+            .list(c.from.iter().map(|s| s.as_str()));
+        if let Some(a) = c.attempt {
+            sql.push(" AND attempt = ")
+                .arg(Arg::Int(Some(i64::from(a))));
+        }
+        sql.push(" RETURNING trans_seq, attempt, node");
+        let at = to_i64("at_ms", c.at_ms)?;
+
+        let mut tx = self.write.begin().await?;
+        let Some(row) = sql.query().fetch_optional(&mut *tx).await? else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let r = Reader::for_job(&row, c.id);
+        let seq = r.i64("trans_seq")?;
+        let attempt = r.i64("attempt")?;
+        let node = r.opt_text("node")?;
+        if c.clear_result {
+            sqlx::query("DELETE FROM job_results WHERE job_id = $1")
+                .bind(c.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(c.id)
+        .bind(seq)
+        .bind(c.to.as_str())
+        .bind(at)
+        .bind(attempt)
+        .bind(node)
+        .bind(c.note.as_deref())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Stores the result of attempt `attempt` (its bytes and media type,
+    /// replacing any earlier one) and its length; `Ok(false)`, nothing
+    /// written, when the job is missing or at another attempt.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`].
+    pub(crate) async fn set_result(
+        &self,
+        id: &str,
+        attempt: u32,
+        data: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let len = to_i64("result length", data.len() as u64)?;
+        let mut tx = self.write.begin().await?;
+        let updated = sqlx::query("UPDATE jobs SET result_len = $1 WHERE id = $2 AND attempt = $3")
+            .bind(len)
+            .bind(id)
+            .bind(i64::from(attempt))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO job_results (job_id, data, content_type) VALUES ($1, $2, $3) \
+             ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, \
+             content_type = excluded.content_type",
+        )
+        .bind(id)
+        .bind(data)
+        .bind(content_type)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Appends log lines `(attempt, ts_ms, stream, line)` (ts in ms since
+    /// the Unix epoch), numbered from the job's last seq + 1 in one
+    /// transaction. Returns the last seq written: the job's last seq when
+    /// `lines` is empty, 0 (nothing written) when the job is missing.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`], [`StoreError::OutOfRange`].
+    pub(crate) async fn append_log(
+        &self,
+        id: &str,
+        lines: &[(u32, u64, LogStream, String)],
+    ) -> Result<u64, StoreError> {
+        let n = to_i64("log lines", lines.len() as u64)?;
+        let mut tx = self.write.begin().await?;
+        // Bumping the counter locks the job's row (PostgreSQL), so
+        // concurrent appenders get disjoint ranges.
+        let row =
+            sqlx::query("UPDATE jobs SET log_seq = log_seq + $1 WHERE id = $2 RETURNING log_seq")
+                .bind(n)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(0);
+        };
+        let last = Reader::for_job(&row, id).u64("log_seq")?;
+        let first = last + 1 - lines.len() as u64;
+        for (chunk_no, chunk) in lines.chunks(LOG_ROWS_PER_INSERT).enumerate() {
+            let mut sql = Sql::new(
+                "INSERT INTO job_logs (job_id, seq, attempt, ts_ms, stream, line) VALUES ",
+            );
+            for (i, (attempt, ts_ms, stream, line)) in chunk.iter().enumerate() {
+                let seq = first + (chunk_no * LOG_ROWS_PER_INSERT + i) as u64;
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .arg(Arg::Text(Some(id.to_string())))
+                    .push(", ")
+                    .arg(Arg::Int(Some(to_i64("log seq", seq)?)))
+                    .push(", ")
+                    .arg(Arg::Int(Some(i64::from(*attempt))))
+                    .push(", ")
+                    .arg(Arg::Int(Some(to_i64("ts_ms", *ts_ms)?)))
+                    .push(", ")
+                    .arg(Arg::Text(Some(stream.as_str().to_string())))
+                    .push(", ")
+                    .arg(Arg::Text(Some(line.clone())))
+                    .push(")");
+            }
+            sql.query().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(last)
+    }
+
+    /// Removes a job, its transitions, log and result; `Ok(false)` when
+    /// there was no such job.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`].
+    pub(crate) async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        // The job's row first: its lock (PostgreSQL) makes a concurrent
+        // append or result wait, then find no job; one committed before
+        // is seen by the deletes below.
+        let deleted = sqlx::query("DELETE FROM jobs WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        for table in CHILD_TABLES {
+            sqlx::query(&format!("DELETE FROM {table} WHERE job_id = $1"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted > 0)
+    }
+
+    /// Sets `lease_until_ms` (ms since the Unix epoch) of those of `ids`
+    /// that `owner` still holds, in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`], [`StoreError::OutOfRange`].
+    pub(crate) async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[String],
+        until_ms: u64,
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let until = to_i64("lease_until_ms", until_ms)?;
+        let mut tx = self.write.begin().await?;
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let mut sql = Sql::new("UPDATE jobs SET lease_until_ms = ");
+            sql.arg(Arg::Int(Some(until)))
+                .push(" WHERE owner = ")
+                .arg(Arg::Text(Some(owner.to_string())))
+                .push(" AND id IN ")
+                .list(chunk.iter().map(String::as_str));
+            sql.query().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes the jobs in a final state that finished before `cutoff_ms`
+    /// (ms since the Unix epoch), with their transitions, logs and
+    /// results; returns how many jobs.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`], [`StoreError::OutOfRange`].
+    pub(crate) async fn purge_finished_before(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        let cutoff = to_i64("cutoff_ms", cutoff_ms)?;
+        let mut sql = Sql::new("DELETE FROM jobs WHERE finished_ms < ");
+        sql.arg(Arg::Int(Some(cutoff)))
+            .push(" AND state IN ")
+            .list(final_states())
+            .push(" RETURNING id");
+        let mut tx = self.write.begin().await?;
+        // The jobs' rows first (see `delete`), then what belongs to them.
+        let rows = sql.query().fetch_all(&mut *tx).await?;
+        let ids = rows
+            .iter()
+            .map(|row| Reader::new(row, "id").text("id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            for table in CHILD_TABLES {
+                let mut sql = Sql::new(&format!("DELETE FROM {table} WHERE job_id IN "));
+                sql.list(chunk.iter().map(String::as_str));
+                sql.query().execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+
+    /// Creates or replaces template `name` (stored as JSON) at `now_ms`
+    /// (ms since the Unix epoch).
+    ///
+    /// # Errors
+    /// [`StoreError::Db`], [`StoreError::OutOfRange`].
+    pub(crate) async fn put_template(
+        &self,
+        name: &str,
+        t: &TemplateConfig,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::json!({
+            "service": t.service,
+            "payload": t.payload,
+            "defaults": t.defaults,
+            "watchdog_s": t.watchdog_s,
+            "description": t.description,
+        });
+        sqlx::query(
+            "INSERT INTO job_templates (name, config, updated_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET config = excluded.config, \
+             updated_ms = excluded.updated_ms",
+        )
+        .bind(name)
+        .bind(json.to_string())
+        .bind(to_i64("now_ms", now_ms)?)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+}

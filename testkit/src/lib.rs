@@ -1,0 +1,305 @@
+//! Harnesses for Switchyard's own tests (not published).
+//!
+//! [`Postgres`]: a throwaway PostgreSQL cluster in a temporary directory,
+//! on a free loopback port, stopped and removed when dropped. Tests of code
+//! that stores in PostgreSQL run against it; it needs the server's
+//! binaries (`initdb`, `pg_ctl`: Debian's `postgresql` package, which
+//! `make setup` installs).
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Why a cluster could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    /// A command could not be run or failed.
+    #[error("postgres harness: {what} failed: {why}")]
+    Command {
+        /// The command, in words.
+        what: String,
+        /// Its exit status and output.
+        why: String,
+    },
+    /// The temporary directory or a port could not be had.
+    #[error("postgres harness: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server did not accept connections in time.
+    #[error("postgres harness: the server on port {port} did not start within {secs} s")]
+    Timeout {
+        /// Its port.
+        port: u16,
+        /// How long it was given, s.
+        secs: u64,
+    },
+}
+
+/// A throwaway PostgreSQL cluster: `initdb -A trust -U postgres` in a
+/// temporary directory, started with `pg_ctl` on a free loopback port
+/// (`fsync=on`), stopped (`pg_ctl stop -m immediate`) and removed on drop.
+///
+/// PostgreSQL refuses to run as root: under uid 0 the binaries run as the
+/// user `postgres` (`runuser -u postgres --`), which owns the directory.
+#[derive(Debug)]
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+/// How long the server is given to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Postgres {
+    /// Starts a cluster. `Ok(None)`, with the reason printed, only when
+    /// the binaries are absent (not on `PATH`, nor in
+    /// `/usr/lib/postgresql/*/bin`).
+    ///
+    /// # Errors
+    /// A [`PostgresError`] when the binaries exist but the cluster does
+    /// not start.
+    pub fn start() -> Result<Option<Self>, PostgresError> {
+        let Some(bin) = find_bin_dir() else {
+            eprintln!(
+                "postgres harness: initdb and pg_ctl not found on PATH or in \
+                 /usr/lib/postgresql/*/bin (Debian package postgresql); skipped"
+            );
+            return Ok(None);
+        };
+        let dir = tempfile::Builder::new().prefix("switchyard-pg").tempdir()?;
+        let as_postgres = is_root();
+        if as_postgres {
+            run(
+                Command::new("chown")
+                    .arg("-R")
+                    .arg("postgres:")
+                    .arg(dir.path()),
+                "chown of the cluster's directory to postgres",
+            )?;
+        }
+        let mut pg = Self {
+            dir,
+            bin,
+            port: 0,
+            as_postgres,
+        };
+        let data = pg.data_dir();
+        run(
+            pg.command("initdb")
+                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
+                .arg("-D")
+                .arg(&data),
+            "initdb",
+        )?;
+        pg.port = free_port()?;
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
+            pg.port,
+            pg.dir.path().display()
+        );
+        let log = pg.dir.path().join("server.log");
+        run(
+            pg.command("pg_ctl")
+                .args(["start", "-w", "-t", "60", "-D"])
+                .arg(&data)
+                .arg("-l")
+                .arg(&log)
+                .arg("-o")
+                .arg(options),
+            "pg_ctl start",
+        )
+        .map_err(|e| with_log(e, &log))?;
+        pg.wait_until_accepting()?;
+        Ok(Some(pg))
+    }
+
+    /// The cluster's `postgres` database as the superuser `postgres`:
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        self.url_of("postgres")
+    }
+
+    /// The URL of database `name` on this cluster.
+    pub fn url_of(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Creates database `name` (`createdb`) and returns its URL.
+    ///
+    /// # Errors
+    /// [`PostgresError::Command`] when `createdb` fails (e.g. the name is
+    /// taken).
+    pub fn create_database(&self, name: &str) -> Result<String, PostgresError> {
+        let port = self.port.to_string();
+        run(
+            self.command("createdb")
+                .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", name]),
+            "createdb",
+        )?;
+        Ok(self.url_of(name))
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A command for the binary `name` of the cluster's installation, run
+    /// as `postgres` under root.
+    fn command(&self, name: &str) -> Command {
+        let program = self.bin.join(name);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn wait_until_accepting(&self) -> Result<(), PostgresError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let port = self.port.to_string();
+        loop {
+            let ready = TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self
+                    .command("pg_isready")
+                    .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-q"])
+                    .status()
+                    .map(|s| s.success())
+                    // No pg_isready: the open port is enough.
+                    .unwrap_or(true);
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(PostgresError::Timeout {
+                    port: self.port,
+                    secs: START_TIMEOUT.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.port == 0 {
+            return;
+        }
+        let data = self.data_dir();
+        let _ = self
+            .command("pg_ctl")
+            .args(["stop", "-m", "immediate", "-w", "-D"])
+            .arg(&data)
+            .output();
+    }
+}
+
+/// The newest directory holding both `initdb` and `pg_ctl`: the one on
+/// `PATH` first, else `/usr/lib/postgresql/<newest>/bin`.
+fn find_bin_dir() -> Option<PathBuf> {
+    let has_both = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
+    if let Some(path) = std::env::var_os("PATH") {
+        for d in std::env::split_paths(&path) {
+            if has_both(&d) {
+                // Resolve links (Debian's /usr/local/bin links) so that the
+                // other binaries (createdb, pg_isready) come from the same
+                // installation.
+                let dir = std::fs::canonicalize(d.join("initdb"))
+                    .ok()
+                    .and_then(|p| p.parent().map(Path::to_path_buf))
+                    .filter(|p| has_both(p))
+                    .unwrap_or(d);
+                return Some(dir);
+            }
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.split('.').next()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            has_both(&bin).then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn free_port() -> Result<u16, PostgresError> {
+    let listener = TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn run(command: &mut Command, what: &str) -> Result<Output, PostgresError> {
+    let out = command.output().map_err(|e| PostgresError::Command {
+        what: what.to_string(),
+        why: e.to_string(),
+    })?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(PostgresError::Command {
+            what: what.to_string(),
+            why: format!(
+                "{}: {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        })
+    }
+}
+
+/// Adds the server's log to a failed start.
+fn with_log(e: PostgresError, log: &Path) -> PostgresError {
+    match e {
+        PostgresError::Command { what, why } => PostgresError::Command {
+            what,
+            why: format!(
+                "{why}\nserver log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            ),
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_starts_accepts_and_stops() {
+        let Some(pg) = Postgres::start().expect("start") else {
+            return;
+        };
+        assert!(pg.url().starts_with("postgres://postgres@127.0.0.1:"));
+        let port = pg.port();
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+        let url = pg.create_database("other").expect("createdb");
+        assert!(url.ends_with("/other"));
+        drop(pg);
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "stopped on drop"
+        );
+    }
+}
