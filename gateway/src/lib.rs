@@ -117,6 +117,7 @@ impl Shared {
     ///
     /// # Errors
     /// [`jobs::JobError::Disabled`] when `[jobs] enabled = false`.
+    #[allow(dead_code)] // TEMPORARY: the front ends merge next
     pub(crate) fn jobs(&self) -> Result<&Arc<jobs::Jobs>, jobs::JobError> {
         self.jobs.get().ok_or(jobs::JobError::Disabled)
     }
