@@ -9,6 +9,7 @@ mod admin_http;
 mod bench;
 mod cache;
 mod cache_aware;
+mod call_log;
 mod chaos;
 mod common;
 mod deadlines;
