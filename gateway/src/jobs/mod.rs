@@ -99,6 +99,7 @@ impl JobError {
     }
 }
 
+pub(crate) mod quic;
 pub(crate) mod store;
 
 /// The gateway's jobs: the store, the waiting queue, the running attempts.
