@@ -18,6 +18,7 @@ mod fleet;
 mod health;
 mod hot_swap;
 mod ingress;
+mod jobs_quic;
 mod malformed;
 mod model_load;
 mod mtls;
