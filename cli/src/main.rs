@@ -14,6 +14,9 @@
 //! switchyard call llama --data "hi" --max-age-s 60 -v    # a cached result at most 1 min old
 //! switchyard cache stats
 //! switchyard cache purge llama
+//! switchyard job submit sha256 --payload hello --wait   # a durable job: log to stderr, result to stdout
+//! switchyard job list --state running
+//! switchyard job log 0192f3a4b5c6d7e8f9a0b1c2d3 -f
 //! switchyard bench echo --concurrency 32 --duration-s 10     # closed loop: calls/s, p50..p99.9
 //! switchyard bench echo --rate 5000 --poisson --json         # open loop at 5000 calls/s, JSON report
 //! switchyard bench echo --http http://127.0.0.1:8080/v1/call/echo --http2   # the HTTP ingress
@@ -29,6 +32,7 @@ use client::{CallEvent, CallOptions, Client, ClientConfig};
 use futures_util::StreamExt as _;
 
 mod bench;
+mod job;
 mod table;
 
 /// Command-line client of the Switchyard gateway.
@@ -162,6 +166,15 @@ enum Command {
     Cache {
         #[command(subcommand)]
         action: CacheAction,
+    },
+    /// Durable jobs: submit, list, show, log, cancel, restart, delete,
+    /// result (a tenant's own jobs; all of them with --admin-token).
+    Job {
+        /// Admin token: every tenant's jobs (default: the API key's own).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        #[command(subcommand)]
+        action: job::JobCommand,
     },
     /// Load SERVICE (or an HTTP endpoint) for a while: calls/s, errors by
     /// kind, latency percentiles; closed loop, or open loop with --rate.
@@ -415,6 +428,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             show(nodes.as_slice(), json, table::nodes)?;
         }
         Command::Drain { .. } | Command::Undrain { .. } | Command::Bench(_) => {}
+        Command::Job {
+            admin_token,
+            action,
+        } => {
+            let client = match admin_token {
+                Some(token) => client.clone().with_admin_token(token),
+                None => client.clone(),
+            };
+            job::run(&client, action).await?;
+        }
         Command::Queue { json } => {
             let queues = client.queues().await?;
             show(queues.as_slice(), json, table::queues)?;

@@ -18,6 +18,7 @@
 
 mod call;
 mod error;
+mod jobs;
 mod pool;
 
 use std::path::PathBuf;
@@ -30,6 +31,9 @@ pub use call::{CallEvent, CallOptions, CallResult, CallStream, ResultInfo};
 pub use error::ClientError;
 pub use pool::{GatewayStats, PoolConfig, PoolStats};
 pub use protocol::{CacheInfo, CacheStatsView, ErrorKind, PolicyView, ServiceCacheStats, Side};
+pub use protocol::{
+    JobFilter, JobPage, JobSpec, JobState, JobView, LogEntry, LogStream, Transition,
+};
 
 /// Where the gateway is and how to trust it.
 #[derive(Clone, PartialEq, Eq)]
@@ -105,6 +109,8 @@ pub struct Client {
     config: Arc<ClientConfig>,
     pool: Arc<pool::Pool>,
     codec: Codec,
+    /// The admin token job requests present ([`Client::with_admin_token`]).
+    admin_token: Option<Arc<str>>,
 }
 
 impl Client {
@@ -122,6 +128,7 @@ impl Client {
             config: Arc::new(config),
             pool,
             codec: Codec::default(),
+            admin_token: None,
         })
     }
 

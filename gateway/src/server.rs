@@ -472,11 +472,15 @@ async fn request(
             let _ = send.send(&answer).await;
             let _ = send.finish();
         }
+        Message::Job(job) => {
+            recv.stop(0);
+            crate::jobs::quic::serve(shared, *job, send).await;
+        }
         other => {
             refuse(
                 &mut send,
                 &format!(
-                    "a stream must start with Call, ListNodes, ListQueues, ListPolicies, SetPolicy, CacheStats or PurgeCache, not {:?}",
+                    "a stream must start with Call, ListNodes, ListQueues, ListPolicies, SetPolicy, CacheStats, PurgeCache or Job, not {:?}",
                     other.kind()
                 ),
             )

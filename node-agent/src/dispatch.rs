@@ -8,13 +8,17 @@
 //! answers a plain `Error`. When the gateway stops the stream (the caller
 //! left or timed out), the work is dropped: the command killed, the HTTP
 //! request aborted.
+//!
+//! A call whose head asked for its log (`DispatchHead::log`) also gets a
+//! command's stderr as `Log` frames among the `Data` ones, as it is written;
+//! the `Reply` head goes before the first of either.
 
 use std::time::{Duration, Instant};
 
 use protocol::{CallError, Codec, DispatchHead, ErrorKind, Message, ReplyHead, Trailer};
 use transport::{FramedRecv, FramedSend, IoError};
 
-use crate::services::{Body, Reply, ServiceError, Services, Slot};
+use crate::services::{Body, Item, Reply, ServiceError, Services, Slot};
 
 /// How long the gateway has to send the `Dispatch` head on a new stream.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,7 +151,7 @@ impl Dispatcher {
         let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
         let started = Instant::now();
         let result = tokio::select! {
-            result = slot.run(payload, timeout, head.endpoint.as_deref()) => result,
+            result = slot.run_logged(payload, timeout, head.endpoint.as_deref(), head.log) => result,
             () = send.stopped() => {
                 tracing::debug!(call_id, service, "gateway abandoned the call; stopping it");
                 return Outcome::Silent;
@@ -233,8 +237,8 @@ async fn answer(send: &mut FramedSend, outcome: Outcome) -> Result<(), IoError> 
     send.finish()
 }
 
-/// Relays a streamed body: the head with the first chunk, each chunk as it
-/// comes, then `End` (or `Error`; a plain `Error` when the service failed
+/// Relays a streamed body: the head with the first chunk (of the result or
+/// of the log), each chunk as it comes (log chunks as `Log` frames), then `End` (or `Error`; a plain `Error` when the service failed
 /// before writing anything, a head with an empty result when it wrote
 /// nothing). Returns false when the gateway stopped reading (the work is
 /// dropped with `chunks`).
@@ -250,11 +254,19 @@ async fn stream(
     let mut head_sent = false;
     loop {
         let item = tokio::select! {
-            item = chunks.next() => item,
+            item = chunks.next_item() => item,
             () = &mut gone => return Ok(false),
         };
         match item {
-            Some(Ok(chunk)) => {
+            Some(Ok(Item::Log(chunk))) => {
+                if !head_sent {
+                    head.exec_ms = ms(started);
+                    send.send(&Message::Reply(head.clone())).await?;
+                    head_sent = true;
+                }
+                send.send(&Message::Log(chunk)).await?;
+            }
+            Some(Ok(Item::Data(chunk))) => {
                 if !head_sent {
                     head.exec_ms = ms(started);
                     send.send(&Message::Reply(head.clone())).await?;

@@ -218,6 +218,8 @@ async fn collect(answered: &mut Answered, max: u64) -> Result<Bytes, CallError> 
             }
             Some(Message::End(_)) => return Ok(data.freeze()),
             Some(Message::Error(e)) => return Err(e),
+            // A cached result is stored whole: its log is not relayed.
+            Some(Message::Log(_)) => {}
             Some(other) => {
                 return Err(error(
                     ErrorKind::NodeLost,

@@ -3,8 +3,9 @@
 //!
 //! A caller receives the call's frames in order: `Queued`/`Reserved` while
 //! it waits, then `Result` and the result's `Data` chunks as they come from
-//! the node (ended by `End` for a streamed result), or an `Error` at any
-//! point. Its `gone` future tells the call that the caller left, so that
+//! the node (ended by `End` for a streamed result), among them the
+//! service's `Log` frames when the call's head asked (`CallHead::log`), or
+//! an `Error` at any point. Its `gone` future tells the call that the caller left, so that
 //! it leaves the queue or stops the node's work at once.
 
 use std::sync::Arc;

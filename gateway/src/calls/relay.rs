@@ -6,6 +6,10 @@
 //! `Error` (the service failed midway: forwarded after the chunks already
 //! sent). The call's deadline covers the relay; a caller that leaves or a
 //! deadline that passes stops the node's work (the node stream is reset).
+//!
+//! A call that asked for its log (`CallHead::log`) also gets the node's
+//! `Log` frames, in the order they came among the `Data` ones; they do not
+//! count towards the result's length. Without asking, any are dropped.
 
 use protocol::{Message, Trailer};
 use switchyard_core::CallEnd;
@@ -33,7 +37,7 @@ pub(super) async fn relay(
     tokio::pin!(gone);
     let copied = async {
         tokio::select! {
-            copied = copy(&mut answered, caller) => copied,
+            copied = copy(&mut answered, caller, call.head.log) => copied,
             () = &mut gone => Err(Stop::Gone),
         }
     };
@@ -68,8 +72,9 @@ pub(super) async fn relay(
     }
 }
 
-/// Copies frames from the node to the caller until the result's end.
-async fn copy(answered: &mut Answered, caller: &mut impl Caller) -> Result<(), Stop> {
+/// Copies frames from the node to the caller until the result's end, its
+/// `Log` frames too when `log`.
+async fn copy(answered: &mut Answered, caller: &mut impl Caller, log: bool) -> Result<(), Stop> {
     let mut left = answered.payload_len;
     let mut sent = 0u64;
     loop {
@@ -82,6 +87,14 @@ async fn copy(answered: &mut Answered, caller: &mut impl Caller) -> Result<(), S
             .await
             .map_err(|e| Stop::Node(format!("node lost mid-result: {e}")))?;
         match (frame, left.as_mut()) {
+            (Some(Message::Log(chunk)), _) => {
+                if log {
+                    caller
+                        .send(Message::Log(chunk))
+                        .await
+                        .map_err(|_| Stop::Gone)?;
+                }
+            }
             (Some(Message::Data(chunk)), Some(left)) if chunk.len() as u64 > *left => {
                 return Err(Stop::Node("node result overran its length".into()));
             }

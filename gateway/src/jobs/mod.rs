@@ -100,6 +100,7 @@ impl JobError {
 }
 
 mod api;
+pub(crate) mod quic;
 mod dispatch;
 mod queue;
 mod runner;

@@ -1,6 +1,7 @@
 //! `command` services: one process per call, payload on stdin, result
 //! streamed from stdout as the program writes it (bounded in total), stderr's
-//! tail kept for the error; killed and reaped on timeout or when the call is
+//! tail kept for the error (and streamed as log chunks when the call asked
+//! for its log); killed and reaped on timeout or when the call is
 //! dropped.
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
+use super::logs;
 use super::reply::{self, Body, Reply, Sink};
 use super::{CommandConfig, MAX_ERROR_MESSAGE, ServiceError};
 
@@ -53,11 +55,18 @@ impl CommandService {
     /// with `Timeout`; dropping the stream kills it too (`kill_on_drop` and
     /// its process group). A non-zero exit ends the stream with
     /// `ServiceFailed` carrying the exit status and the tail of stderr.
+    /// With `log`, stderr also streams as log chunks (whole lines as they
+    /// are written), among the stdout chunks.
     ///
     /// # Errors
     /// `ServiceFailed` when the program cannot be started, `Internal` when
     /// its pipes are missing.
-    pub(crate) fn start(&self, payload: Bytes, timeout: Duration) -> Result<Reply, ServiceError> {
+    pub(crate) fn start(
+        &self,
+        payload: Bytes,
+        timeout: Duration,
+        log: bool,
+    ) -> Result<Reply, ServiceError> {
         let Some((program, args)) = self.argv.split_first() else {
             return Err(ServiceError::internal("command service has no program"));
         };
@@ -92,9 +101,13 @@ impl CommandService {
             // (the task aborted) kills the group while the leader is still
             // unreaped.
             let mut group = group;
-            let io = drive(
-                &mut child, stdin, stdout, stderr, payload, max_output, &sink,
-            );
+            let pipes = Pipes {
+                stdin,
+                stdout,
+                stderr,
+                log,
+            };
+            let io = drive(&mut child, pipes, payload, max_output, &sink);
             let result = match tokio::time::timeout(timeout, io).await {
                 Ok(result) => result,
                 Err(_) => {
@@ -114,17 +127,30 @@ impl CommandService {
     }
 }
 
-/// Feeds stdin while streaming stdout into `sink` and keeping stderr's tail
-/// (so no pipe fills up and deadlocks), then waits for the exit status.
-async fn drive(
-    child: &mut Child,
-    mut stdin: ChildStdin,
+/// A running command's pipes, and whether its stderr streams as log chunks.
+struct Pipes {
+    stdin: ChildStdin,
     stdout: ChildStdout,
     stderr: ChildStderr,
+    log: bool,
+}
+
+/// Feeds stdin while streaming stdout into `sink` and keeping stderr's tail
+/// (streaming it too with `log`) so no pipe fills up and deadlocks, then
+/// waits for the exit status.
+async fn drive(
+    child: &mut Child,
+    pipes: Pipes,
     payload: Bytes,
     max_output: u64,
     sink: &Sink,
 ) -> Result<(), ServiceError> {
+    let Pipes {
+        mut stdin,
+        stdout,
+        stderr,
+        log,
+    } = pipes;
     let write = async move {
         // A command may exit without reading its input (BrokenPipe): its exit
         // status tells what happened, so write errors are not failures.
@@ -134,7 +160,15 @@ async fn drive(
         drop(stdin);
         Ok::<_, PipeError>(())
     };
-    let read_err = async { Ok::<_, PipeError>(read_tail(stderr, STDERR_KEEP).await) };
+    let read_err = async {
+        if log {
+            logs::relay_stderr(stderr, STDERR_KEEP, sink)
+                .await
+                .map_err(|_| PipeError::Closed)
+        } else {
+            Ok(read_tail(stderr, STDERR_KEEP).await)
+        }
+    };
     let read_out = relay_bounded(stdout, max_output, sink);
     let (_, (), (err, cut)) = match tokio::try_join!(write, read_out, read_err) {
         Ok(done) => done,

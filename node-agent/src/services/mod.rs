@@ -15,6 +15,7 @@ mod command;
 mod gate;
 mod http;
 mod kind;
+mod logs;
 mod reply;
 
 use std::collections::BTreeMap;
@@ -35,7 +36,7 @@ pub use kind::{
     CommandConfig, DEFAULT_CONTENT_TYPE, DEFAULT_MAX_OUTPUT_BYTES, HttpConfig, OpenAiConfig,
     ServiceKind,
 };
-pub use reply::{Body, Chunks, Reply};
+pub use reply::{Body, Chunks, Item, Reply};
 
 /// Longest error message a service failure carries, bytes.
 pub const MAX_ERROR_MESSAGE: usize = 4096;
@@ -328,10 +329,27 @@ impl Slot {
         timeout: Duration,
         endpoint: Option<&str>,
     ) -> Result<Reply, ServiceError> {
+        self.run_logged(payload, timeout, endpoint, false).await
+    }
+
+    /// As [`Slot::run`]; with `log`, a command's stderr also streams as
+    /// [`Item::Log`] chunks among its stdout's (whole lines as they are
+    /// written; its tail still ends a failure's message). The other kinds
+    /// have no log: their body is the result.
+    ///
+    /// # Errors
+    /// As [`Slot::run`].
+    pub async fn run_logged(
+        &self,
+        payload: Bytes,
+        timeout: Duration,
+        endpoint: Option<&str>,
+        log: bool,
+    ) -> Result<Reply, ServiceError> {
         let whole = |bytes: Result<Bytes, ServiceError>| bytes.map(Reply::whole);
         match &self.entry.runner {
             // The command's task enforces the timeout itself, to kill and reap.
-            Runner::Command(c) => c.start(payload, timeout),
+            Runner::Command(c) => c.start(payload, timeout, log),
             // The request's own timeout covers its body too.
             Runner::Http(h) => limited(timeout, h.start(payload, timeout, endpoint)).await,
             Runner::Echo => Ok(Reply::whole(payload)),

@@ -9,6 +9,7 @@
 //! process group), an HTTP request is aborted (its connection closed).
 
 use bytes::{Bytes, BytesMut};
+use protocol::LogChunk;
 use tokio::sync::mpsc;
 
 use super::ServiceError;
@@ -41,6 +42,7 @@ pub enum Body {
 #[derive(Debug)]
 enum Piece {
     Data(Bytes),
+    Log(LogChunk),
     End,
     Fail(ServiceError),
 }
@@ -73,6 +75,15 @@ impl Sink {
         self.tx.send(Piece::Data(chunk)).await.map_err(|_| Closed)
     }
 
+    /// Hands one log chunk (a command's stderr, when the call asked for
+    /// its log) to the reader, with the same backpressure as [`Sink::data`].
+    pub(crate) async fn log(&self, chunk: LogChunk) -> Result<(), Closed> {
+        if chunk.data.is_empty() {
+            return Ok(());
+        }
+        self.tx.send(Piece::Log(chunk)).await.map_err(|_| Closed)
+    }
+
     async fn end(&self, outcome: Result<(), ServiceError>) {
         let piece = match outcome {
             Ok(()) => Piece::End,
@@ -103,15 +114,39 @@ where
     }
 }
 
+/// One item of a streamed body: a chunk of the result or of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// A chunk of the result (a command's stdout).
+    Data(Bytes),
+    /// A chunk of the service's log (a command's stderr), only when the call
+    /// asked for it.
+    Log(LogChunk),
+}
+
 impl Chunks {
-    /// The next chunk: `Some(Ok(bytes))`, `Some(Err(e))` when the service
-    /// failed (the stream's last item), `None` at its clean end.
+    /// The next chunk of the result, skipping log chunks: `Some(Ok(bytes))`,
+    /// `Some(Err(e))` when the service failed (the stream's last item),
+    /// `None` at its clean end.
     pub async fn next(&mut self) -> Option<Result<Bytes, ServiceError>> {
+        loop {
+            match self.next_item().await? {
+                Ok(Item::Data(chunk)) => return Some(Ok(chunk)),
+                Ok(Item::Log(_)) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The next item, result or log chunk, in the order the service wrote
+    /// them: as [`Chunks::next`] otherwise.
+    pub async fn next_item(&mut self) -> Option<Result<Item, ServiceError>> {
         if self.done {
             return None;
         }
         let item = match self.rx.recv().await {
-            Some(Piece::Data(chunk)) => return Some(Ok(chunk)),
+            Some(Piece::Data(chunk)) => return Some(Ok(Item::Data(chunk))),
+            Some(Piece::Log(chunk)) => return Some(Ok(Item::Log(chunk))),
             Some(Piece::End) => None,
             Some(Piece::Fail(e)) => Some(Err(e)),
             None => Some(Err(ServiceError::internal(

@@ -8,6 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 
+mod logs;
 mod streaming;
 
 const SECOND: Duration = Duration::from_secs(1);
