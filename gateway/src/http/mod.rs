@@ -67,6 +67,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/nodes/{id}/undrain", post(api::undrain))
         .route("/api/events", get(events::stream))
         .route("/api/cache", get(api::cache).delete(api::purge_cache))
+        // The job routes, shared with the ingress (their own auth: the
+        // admin token or a tenant's key, for reads too).
+        .merge(crate::ingress::jobs::routes("/api"))
         .with_state(shared)
 }
 
