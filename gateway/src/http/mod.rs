@@ -4,6 +4,9 @@
 //!
 //! Reads are open (bind the port to loopback or a private network); changes
 //! (`PUT`, `POST`, `DELETE`) need `Authorization: Bearer <admin token>`.
+//! The job routes under `/api/jobs` and `/api/templates` are the ingress's
+//! (`crate::ingress::jobs`): every one, reads too, needs the admin token or
+//! a tenant's API key as the bearer (none when no tenants are configured).
 
 mod api;
 mod dashboard;
