@@ -163,9 +163,15 @@ pub(super) fn access(shared: &Shared, headers: &HeaderMap) -> Result<Access, Fai
         .map_err(|_| Failure::unauthorized())
 }
 
-/// The caller and the jobs, or why not.
-fn open<'a>(shared: &'a Shared, headers: &HeaderMap) -> Result<(Access, &'a Arc<Jobs>), Failure> {
+/// The caller and the jobs for a route on job `id`, or why not (checked
+/// in that order: `401`, a bad id's `400`, jobs disabled `503`).
+fn open<'a>(
+    shared: &'a Shared,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(Access, &'a Arc<Jobs>), Failure> {
     let access = access(shared, headers)?;
+    job_id(id)?;
     Ok((access, shared.jobs()?))
 }
 
@@ -177,8 +183,9 @@ fn job_id(id: &str) -> Result<&str, Failure> {
 }
 
 async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Answer {
-    let (access, jobs) = open(&shared, &headers)?;
+    let access = access(&shared, &headers)?;
     let spec = body::submit(&body)?;
+    let jobs = shared.jobs()?;
     let job = jobs.submit(&access, spec).await?;
     Ok((StatusCode::CREATED, Json(job)).into_response())
 }
@@ -188,8 +195,9 @@ async fn list(
     headers: HeaderMap,
     Query(query): Query<body::ListQuery>,
 ) -> Answer {
-    let (access, jobs) = open(&shared, &headers)?;
-    let page = jobs.list(&access, query.filter()?).await?;
+    let access = access(&shared, &headers)?;
+    let filter = query.filter()?;
+    let page = shared.jobs()?.list(&access, filter).await?;
     Ok(Json(page).into_response())
 }
 
@@ -198,8 +206,8 @@ async fn one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Answer {
-    let (access, jobs) = open(&shared, &headers)?;
-    Ok(Json(jobs.get(&access, job_id(&id)?).await?).into_response())
+    let (access, jobs) = open(&shared, &headers, &id)?;
+    Ok(Json(jobs.get(&access, &id).await?).into_response())
 }
 
 async fn cancel(
@@ -207,8 +215,8 @@ async fn cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Answer {
-    let (access, jobs) = open(&shared, &headers)?;
-    Ok(Json(jobs.cancel(&access, job_id(&id)?).await?).into_response())
+    let (access, jobs) = open(&shared, &headers, &id)?;
+    Ok(Json(jobs.cancel(&access, &id).await?).into_response())
 }
 
 async fn restart(
@@ -216,8 +224,8 @@ async fn restart(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Answer {
-    let (access, jobs) = open(&shared, &headers)?;
-    Ok(Json(jobs.restart(&access, job_id(&id)?).await?).into_response())
+    let (access, jobs) = open(&shared, &headers, &id)?;
+    Ok(Json(jobs.restart(&access, &id).await?).into_response())
 }
 
 async fn delete(
@@ -225,8 +233,8 @@ async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Answer {
-    let (access, jobs) = open(&shared, &headers)?;
-    jobs.delete(&access, job_id(&id)?).await?;
+    let (access, jobs) = open(&shared, &headers, &id)?;
+    jobs.delete(&access, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -235,8 +243,8 @@ async fn result(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Answer {
-    let (access, jobs) = open(&shared, &headers)?;
-    let (data, content_type) = jobs.result(&access, job_id(&id)?).await?;
+    let (access, jobs) = open(&shared, &headers, &id)?;
+    let (data, content_type) = jobs.result(&access, &id).await?;
     let content_type = content_type
         .and_then(|ct| HeaderValue::from_str(&ct).ok())
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
@@ -249,9 +257,10 @@ async fn log(
     Path(id): Path<String>,
     Query(query): Query<body::LogQuery>,
 ) -> Answer {
-    let (access, jobs) = open(&shared, &headers)?;
+    let access = access(&shared, &headers)?;
     let id = job_id(&id)?.to_string();
     let ask = query.ask()?;
+    let jobs = shared.jobs()?;
     if !ask.follow {
         let lines = jobs.log(&access, &id, ask.after, ask.limit).await?;
         return Ok(Json(json!({ "lines": lines })).into_response());
@@ -319,8 +328,8 @@ impl Follow {
 }
 
 async fn templates(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Answer {
-    let (_access, jobs) = open(&shared, &headers)?;
-    let templates = jobs.templates().await?;
+    access(&shared, &headers)?;
+    let templates = shared.jobs()?.templates().await?;
     Ok(Json(json!({ "templates": templates })).into_response())
 }
 
@@ -329,8 +338,9 @@ async fn put_template(
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
-    let (access, jobs) = open(&shared, &headers)?;
+    let access = access(&shared, &headers)?;
     let (name, template) = body::template(&body)?;
+    let jobs = shared.jobs()?;
     let view = jobs.put_template(&access, &name, template).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
