@@ -17,6 +17,7 @@ mod fleet;
 mod health;
 mod hot_swap;
 mod ingress;
+mod jobs_http;
 mod malformed;
 mod model_load;
 mod mtls;
