@@ -2,12 +2,14 @@
 //! (no key, a wrong admin token, unknown fields, both payload forms, a bad
 //! state or id) answered in the JSON error shape, on the ingress (`/v1`)
 //! and the admin port (`/api`); and a job submitted, read, its log read
-//! and followed, its result fetched.
+//! and followed, its result fetched; the dashboard's Jobs section in
+//! headless Chromium.
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::common::browser::Browser;
 use crate::common::{ADMIN, Fleet, TOKEN, service};
 use crate::ingress::{Curl, curl};
 
@@ -195,4 +197,88 @@ async fn a_job_is_submitted_read_logged_and_its_result_fetched_with_curl() {
     assert_eq!(deleted.status, 204, "{deleted:?}");
     let gone = run(args(&["-H", key, &url]), None).await;
     assert_eq!(gone.status, 404, "{gone:?}");
+}
+
+/// Opens the dashboard with `token` in the page's token field (stored as
+/// the page stores it).
+async fn dashboard_with_token(fleet: &Fleet, token: &str) -> Browser {
+    let browser = Browser::start().await;
+    let page = format!(
+        "http://{}/",
+        fleet.gateway.admin_addr().expect("admin port")
+    );
+    browser.open(&page).await;
+    browser
+        .eval(&format!(
+            "localStorage.setItem('switchyard-admin-token', {token:?}); return true"
+        ))
+        .await;
+    browser.open(&page).await;
+    browser
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboards_jobs_section_sends_the_token_field_as_the_bearer() {
+    let fleet = Fleet::start(two_tenants).await;
+    let browser = dashboard_with_token(&fleet, "sk-nope").await;
+    browser
+        .wait_for(
+            "the jobs table with its filters",
+            "return !!document.querySelector('#jobs-section #jobs thead') && document.querySelectorAll('#jobs-state option').length === 8",
+        )
+        .await;
+    browser
+        .wait_for(
+            "the refusal of a wrong key",
+            "return document.querySelector('#jobs-error').textContent.includes('Authorization: Bearer')",
+        )
+        .await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the job manager (gateway/src/jobs/manager*.rs) on this branch"]
+async fn the_dashboard_shows_a_job_row_and_tails_its_log() {
+    let mut fleet = Fleet::start(two_tenants).await;
+    let slow = r#"command = ["sh", "-c", "echo starting >&2; sleep 2; echo finishing >&2; cat"]"#;
+    fleet.spawn_agent("node-a", TOKEN, &service("slow", "command", slow));
+    fleet.wait_nodes(1).await;
+    let jobs = format!("{}/v1/jobs", fleet.gateway.http_url().expect("ingress"));
+    let submitted = run(
+        args(&["-X", "POST", "-H", "authorization: Bearer sk-a", &jobs]),
+        Some(r#"{"service": "slow", "payload": "done"}"#.into()),
+    )
+    .await;
+    assert_eq!(submitted.status, 201, "{submitted:?}");
+    let job: Value = serde_json::from_str(&submitted.body).expect("a job");
+    let id = job["id"].as_str().expect("an id").to_string();
+
+    let browser = dashboard_with_token(&fleet, ADMIN).await;
+    let row = format!("#jobs tr[data-id=\"{id}\"]");
+    browser
+        .wait_for(
+            "the job's row",
+            &format!("return !!document.querySelector('{row}')"),
+        )
+        .await;
+    browser
+        .eval(&format!(
+            "document.querySelector('{row}').click(); return true"
+        ))
+        .await;
+    browser
+        .wait_for(
+            "the live log's first line",
+            "return document.querySelector('#job-log').textContent.includes('starting')",
+        )
+        .await;
+    browser
+        .wait_for(
+            "the log's end and the job succeeded",
+            &format!(
+                "return document.querySelector('#job-log').textContent.includes('job ended') && document.querySelector('{row}').classList.contains('state-succeeded')"
+            ),
+        )
+        .await;
+    browser.close().await;
 }
