@@ -19,6 +19,7 @@ mod health;
 mod hot_swap;
 mod jobs;
 mod ingress;
+mod jobs_http;
 mod jobs_quic;
 mod malformed;
 mod model_load;

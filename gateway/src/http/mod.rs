@@ -4,6 +4,9 @@
 //!
 //! Reads are open (bind the port to loopback or a private network); changes
 //! (`PUT`, `POST`, `DELETE`) need `Authorization: Bearer <admin token>`.
+//! The job routes under `/api/jobs` and `/api/templates` are the ingress's
+//! (`crate::ingress::jobs`): every one, reads too, needs the admin token or
+//! a tenant's API key as the bearer (none when no tenants are configured).
 
 mod api;
 mod dashboard;
@@ -67,6 +70,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/nodes/{id}/undrain", post(api::undrain))
         .route("/api/events", get(events::stream))
         .route("/api/cache", get(api::cache).delete(api::purge_cache))
+        // The job routes, shared with the ingress (their own auth: the
+        // admin token or a tenant's key, for reads too).
+        .merge(crate::ingress::jobs::routes("/api"))
         .with_state(shared)
 }
 
