@@ -83,7 +83,7 @@ async fn answer(
 }
 
 /// Runs one operation that has a single answer.
-async fn run(jobs: &Jobs, access: &Access, op: JobOp) -> Result<JobReply, JobError> {
+async fn run(jobs: &Arc<Jobs>, access: &Access, op: JobOp) -> Result<JobReply, JobError> {
     Ok(match op {
         JobOp::Submit(spec) => JobReply::Job(Box::new(jobs.submit(access, spec).await?)),
         JobOp::Get(id) => JobReply::Job(Box::new(jobs.get(access, &id).await?)),
@@ -107,7 +107,7 @@ async fn run(jobs: &Jobs, access: &Access, op: JobOp) -> Result<JobReply, JobErr
 /// Streams a job's log batches until it ends (then `End`), or until the
 /// client leaves.
 async fn follow(
-    jobs: &Jobs,
+    jobs: &Arc<Jobs>,
     access: &Access,
     id: &str,
     after: u64,
