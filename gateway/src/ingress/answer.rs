@@ -119,7 +119,7 @@ pub(super) async fn not_found(uri: axum::http::Uri) -> Response {
         ErrorKind::BadRequest,
         format!(
             "no route {}: the ingress serves /v1/chat/completions, /v1/completions, \
-             /v1/embeddings, /v1/models and /v1/call/{{service}}",
+             /v1/embeddings, /v1/models, /v1/call/{{service}}, /v1/jobs and /v1/templates",
             uri.path()
         ),
     );
