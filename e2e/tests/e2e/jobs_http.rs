@@ -110,7 +110,6 @@ const WORKER: &str =
     r#"command = ["sh", "-c", "echo starting >&2; sleep 0.3; echo halfway >&2; cat"]"#;
 
 #[tokio::test]
-#[ignore = "needs the job manager (gateway/src/jobs/manager*.rs) on this branch"]
 async fn a_job_is_submitted_read_logged_and_its_result_fetched_with_curl() {
     let mut fleet = Fleet::start(two_tenants).await;
     fleet.spawn_agent("node-a", TOKEN, &service("worker", "command", WORKER));
@@ -237,7 +236,6 @@ async fn the_dashboards_jobs_section_sends_the_token_field_as_the_bearer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the job manager (gateway/src/jobs/manager*.rs) on this branch"]
 async fn the_dashboard_shows_a_job_row_and_tails_its_log() {
     let mut fleet = Fleet::start(two_tenants).await;
     let slow = r#"command = ["sh", "-c", "echo starting >&2; sleep 2; echo finishing >&2; cat"]"#;
