@@ -39,3 +39,58 @@ async fn job_requests_are_checked_before_they_reach_the_jobs() {
     assert!(first.is_err(), "{first:?}");
     assert!(log.next().await.is_none(), "the error ends the stream");
 }
+
+/// Submit → follow the log → result, over QUIC with the SDK, and the job
+/// listed, cancelled and deleted the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_through_the_sdk_submit_follow_result() {
+    let mut fleet = Fleet::start(|_| {}).await;
+    fleet.spawn_agent("node-a", crate::common::TOKEN, &crate::jobs::shell(2));
+    fleet.wait_nodes(1).await;
+    let client = fleet.client().await;
+    let job = client
+        .submit_job(JobSpec {
+            service: Some("sh".into()),
+            payload: b"echo one; echo two >&2; sleep 0.2; echo three".to_vec(),
+            idempotent: true,
+            ..JobSpec::default()
+        })
+        .await
+        .expect("submitted");
+    let mut lines = Vec::new();
+    let mut log = Box::pin(client.follow_log(&job.id, 0).await.expect("follows"));
+    while let Some(batch) = tokio::time::timeout(std::time::Duration::from_secs(20), log.next())
+        .await
+        .expect("the log ends when the job does")
+    {
+        for entry in batch.expect("a batch") {
+            lines.push(format!("{}: {}", entry.stream.as_str(), entry.line));
+        }
+    }
+    for want in ["stdout: one", "stderr: two", "stdout: three"] {
+        assert!(lines.iter().any(|l| l == want), "{want} not in {lines:?}");
+    }
+    let done = client.job(&job.id).await.expect("job");
+    assert_eq!(done.state, client::JobState::Succeeded, "{done:?}");
+    let (result, _) = client.job_result(&job.id).await.expect("result");
+    assert_eq!(result, b"one\nthree\n");
+    let page = client
+        .jobs(client::JobFilter::default())
+        .await
+        .expect("list");
+    assert!(page.jobs.iter().any(|j| j.id == job.id));
+
+    let stuck = client
+        .submit_job(JobSpec {
+            service: Some("sh".into()),
+            payload: b"sleep 1000".to_vec(),
+            ..JobSpec::default()
+        })
+        .await
+        .expect("submitted");
+    let cancelled = client.cancel_job(&stuck.id).await.expect("cancel");
+    assert_eq!(cancelled.state, client::JobState::Cancelled);
+    client.delete_job(&stuck.id).await.expect("delete");
+    let gone = client.job(&stuck.id).await.expect_err("deleted");
+    assert_eq!(gone.kind(), Some(ErrorKind::UnknownService), "{gone}");
+}

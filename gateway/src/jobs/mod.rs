@@ -100,9 +100,9 @@ impl JobError {
 }
 
 mod api;
-pub(crate) mod quic;
 mod dispatch;
 mod queue;
+pub(crate) mod quic;
 mod runner;
 pub(crate) mod store;
 mod template;

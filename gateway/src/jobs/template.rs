@@ -75,7 +75,11 @@ mod tests {
     #[test]
     fn refuses_missing_unknown_and_unclosed() {
         let none = BTreeMap::new();
-        assert!(render("{a}", &none, &none).expect_err("no value").contains('a'));
+        assert!(
+            render("{a}", &none, &none)
+                .expect_err("no value")
+                .contains('a')
+        );
         assert!(render("x", &map(&[("zz", "1")]), &none).is_err());
         assert!(render("{open", &none, &none).is_err());
         assert!(render("a } b", &none, &none).is_err());

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{GatewayProcess, agent_process, scenario};
 use crate::common::{Fleet, TOKEN, service};
-use crate::jobs::{Jobs, shell, wait_log};
+use crate::jobs::{Db, Jobs, shell, wait_log};
 
 const JOBS: usize = 200;
 /// The first jobs sleep long enough to be running at the kill.
@@ -17,9 +17,24 @@ const SLOW: usize = 16;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_the_gateway_with_200_jobs_acknowledged() {
-    scenario("jobs-kill-gateway", Duration::from_secs(150), async {
+    kill_9_the_gateway(Db::sqlite(), "jobs-kill-gateway").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_the_gateway_with_200_jobs_acknowledged_on_postgres() {
+    kill_9_the_gateway(Db::postgres(), "jobs-kill-gateway-postgres").await;
+}
+
+async fn kill_9_the_gateway(db: Db, name: &str) {
+    scenario(name, Duration::from_secs(150), async {
         let dir = tempfile::tempdir().unwrap();
-        let tables = "[jobs]\nlease_timeout_s = 3\n";
+        let url = db
+            .url
+            .as_ref()
+            .map(|u| format!("database_url = {u:?}\n"))
+            .unwrap_or_default();
+        let tables = format!("[jobs]\nlease_timeout_s = 3\n{url}");
+        let tables = tables.as_str();
         let mut gw = GatewayProcess::start(dir.path(), "gw", tables, None).await;
         let slots = shell(SLOW as u32);
         let agent = agent_process(dir.path(), "node-1", gw.addr, &gw.ca, 200, &slots);
@@ -62,10 +77,13 @@ async fn kill_9_the_gateway_with_200_jobs_acknowledged() {
         drop(agent);
         drop(client);
         eprintln!(
-            "jobs-kill-gateway: {JOBS} acknowledged in {ack_s:.2} s, {} running at the kill",
+            "{name}: {JOBS} acknowledged in {ack_s:.2} s, {} running at the kill",
             running_at_kill.len()
         );
-        assert!(!running_at_kill.is_empty(), "no job was running at the kill");
+        assert!(
+            !running_at_kill.is_empty(),
+            "no job was running at the kill"
+        );
 
         let restarted = Instant::now();
         let gw = GatewayProcess::start(dir.path(), "gw", tables, None).await;
@@ -90,7 +108,7 @@ async fn kill_9_the_gateway_with_200_jobs_acknowledged() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         eprintln!(
-            "jobs-kill-gateway: all {JOBS} ended {:.1} s after the restart",
+            "{name}: all {JOBS} ended {:.1} s after the restart",
             restarted.elapsed().as_secs_f64()
         );
         let (mut rerun, mut failed) = (0, 0);
@@ -114,15 +132,29 @@ async fn kill_9_the_gateway_with_200_jobs_acknowledged() {
                 (false, _) => assert_eq!(job["state"], "succeeded", "{job}"),
             }
         }
-        eprintln!("jobs-kill-gateway: {rerun} ran again, {failed} failed with the reason");
+        eprintln!("{name}: {rerun} ran again, {failed} failed with the reason");
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_agent_loses_the_lease_and_its_late_result_is_discarded() {
-    scenario("jobs-stop-agent", Duration::from_secs(90), async {
-        let mut fleet = Fleet::start(|c| c.jobs.lease_timeout_s = 1).await;
+    stop_the_agent(Db::sqlite(), "jobs-stop-agent").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_agent_loses_the_lease_on_postgres() {
+    stop_the_agent(Db::postgres(), "jobs-stop-agent-postgres").await;
+}
+
+async fn stop_the_agent(db: Db, name: &str) {
+    scenario(name, Duration::from_secs(90), async {
+        let url = db.url.clone();
+        let mut fleet = Fleet::start(|c| {
+            c.jobs.lease_timeout_s = 1;
+            c.jobs.database_url = url;
+        })
+        .await;
         let sh = |node: &str| {
             service(
                 "sh",
@@ -152,7 +184,7 @@ async fn a_stopped_agent_loses_the_lease_and_its_late_result_is_discarded() {
             .wait_state(&id, &["succeeded", "failed"], Duration::from_secs(30))
             .await;
         eprintln!(
-            "jobs-stop-agent: moved on and ended {:.1} s after the SIGSTOP",
+            "{name}: moved on and ended {:.1} s after the SIGSTOP",
             stopped.elapsed().as_secs_f64()
         );
         assert_eq!(done["state"], "succeeded", "{done}");

@@ -7,14 +7,24 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Jobs, script, shell};
+use super::{Db, Jobs, script, shell};
 use crate::common::{Fleet, TOKEN};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-async fn fleet(slots: u32) -> (Fleet, Jobs) {
+on_both_stores!(
+    submit_run_log_result_over_http_and_curl,
+    the_watchdog_kills_a_stuck_job_and_its_log_stays,
+    realtime_is_occupied_and_waiting_jobs_run_by_priority,
+    a_node_runs_at_most_its_slots,
+    cancel_restart_and_delete
+);
+
+async fn fleet(slots: u32, db: &Db) -> (Fleet, Jobs) {
+    let url = db.url.clone();
     let mut fleet = Fleet::start(|c| {
         c.jobs.lease_timeout_s = 5;
+        c.jobs.database_url = url;
     })
     .await;
     fleet.spawn_agent("node-a", TOKEN, &shell(slots));
@@ -27,9 +37,8 @@ fn id(job: &Value) -> String {
     job["id"].as_str().expect("job id").to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn submit_run_log_result_over_http_and_curl() {
-    let (_fleet, jobs) = fleet(2).await;
+async fn submit_run_log_result_over_http_and_curl(db: Db) {
+    let (_fleet, jobs) = fleet(2, &db).await;
     let job = jobs
         .submit(json!({
             "service": "sh",
@@ -64,7 +73,11 @@ async fn submit_run_log_result_over_http_and_curl() {
     }
     let page = jobs.list("service=sh&state=succeeded").await;
     assert!(
-        page["jobs"].as_array().unwrap().iter().any(|j| j["id"] == id.as_str()),
+        page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == id.as_str()),
         "{page}"
     );
 
@@ -95,9 +108,8 @@ async fn submit_run_log_result_over_http_and_curl() {
     assert_eq!(result, "from-curl\n");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_watchdog_kills_a_stuck_job_and_its_log_stays() {
-    let (_fleet, jobs) = fleet(1).await;
+async fn the_watchdog_kills_a_stuck_job_and_its_log_stays(db: Db) {
+    let (_fleet, jobs) = fleet(1, &db).await;
     let job = jobs
         .submit(json!({
             "service": "sh",
@@ -115,7 +127,8 @@ async fn the_watchdog_kills_a_stuck_job_and_its_log_stays() {
     assert!(log.iter().any(|l| l == "stdout: started"), "{log:?}");
     assert!(log.iter().any(|l| l == "stderr: stuck"), "{log:?}");
     assert!(
-        log.iter().any(|l| l.starts_with("system: ") && l.contains("watchdog")),
+        log.iter()
+            .any(|l| l.starts_with("system: ") && l.contains("watchdog")),
         "{log:?}"
     );
     // The process was killed: the one slot runs the next job.
@@ -127,9 +140,8 @@ fn id_of(job: &Value) -> String {
     id(job)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn realtime_is_occupied_and_waiting_jobs_run_by_priority() {
-    let (_fleet, jobs) = fleet(1).await;
+async fn realtime_is_occupied_and_waiting_jobs_run_by_priority(db: Db) {
+    let (_fleet, jobs) = fleet(1, &db).await;
     let blocker = jobs.submit(script("sleep 1.5; echo blocker")).await;
     let blocker = id(&blocker);
     jobs.wait_state(&blocker, &["running"], LIMIT).await;
@@ -143,7 +155,9 @@ async fn realtime_is_occupied_and_waiting_jobs_run_by_priority() {
     let mut ids = Vec::new();
     for (name, priority) in [("low", 0), ("mid", 1), ("high", 5), ("low2", 0)] {
         let job = jobs
-            .submit(json!({"service": "sh", "payload": format!("echo {name}"), "priority": priority}))
+            .submit(
+                json!({"service": "sh", "payload": format!("echo {name}"), "priority": priority}),
+            )
             .await;
         assert_eq!(job["state"], "waiting", "{job}");
         ids.push((name, id(&job)));
@@ -160,9 +174,8 @@ async fn realtime_is_occupied_and_waiting_jobs_run_by_priority() {
     assert_eq!(order, ["high", "mid", "low", "low2"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_runs_at_most_its_slots() {
-    let (_fleet, jobs) = fleet(2).await;
+async fn a_node_runs_at_most_its_slots(db: Db) {
+    let (_fleet, jobs) = fleet(2, &db).await;
     let mut ids = Vec::new();
     for i in 0..6 {
         let job = jobs.submit(script(&format!("sleep 0.4; echo {i}"))).await;
@@ -195,9 +208,8 @@ async fn a_node_runs_at_most_its_slots() {
     assert!(most <= 2, "{most} jobs ran at once on 2 slots: {spans:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_restart_and_delete() {
-    let (_fleet, jobs) = fleet(1).await;
+async fn cancel_restart_and_delete(db: Db) {
+    let (_fleet, jobs) = fleet(1, &db).await;
     let job = jobs.submit(script("echo begun; sleep 1000")).await;
     let id = id(&job);
     jobs.wait_state(&id, &["running"], LIMIT).await;

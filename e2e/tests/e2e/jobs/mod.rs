@@ -2,11 +2,65 @@
 //! (SQLite in its data directory, or a throwaway PostgreSQL server), real
 //! agents running real commands, the HTTP routes over reqwest and curl.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+/// Runs each named `async fn(Db)` test on SQLite (the default store, in
+/// the gateway's data directory) and on a throwaway PostgreSQL server.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::postgres()).await;
+                }
+            )*
+        }
+    };
+}
+
 mod api;
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+/// The store a test's gateway uses.
+pub struct Db {
+    /// `[jobs] database_url` (`None`: SQLite in the data directory).
+    pub url: Option<String>,
+    /// The PostgreSQL server, stopped when the test ends.
+    _server: Option<switchyard_testkit::Postgres>,
+}
+
+impl Db {
+    pub fn sqlite() -> Self {
+        Self {
+            url: None,
+            _server: None,
+        }
+    }
+
+    /// A throwaway PostgreSQL cluster (Debian's `postgresql`, installed by
+    /// `make setup`); a missing server fails the test.
+    pub fn postgres() -> Self {
+        let server = switchyard_testkit::Postgres::start()
+            .expect("postgres starts")
+            .expect("PostgreSQL's initdb and pg_ctl (run `make setup`)");
+        Self {
+            url: Some(server.url()),
+            _server: Some(server),
+        }
+    }
+}
 
 /// The HTTP job routes of one gateway, as a client sees them.
 pub struct Jobs {
@@ -50,11 +104,15 @@ impl Jobs {
             .expect("submit sends");
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn get(&self, id: &str) -> Value {
-        self.json(reqwest::Method::GET, &format!("/v1/jobs/{id}")).await
+        self.json(reqwest::Method::GET, &format!("/v1/jobs/{id}"))
+            .await
     }
 
     pub async fn post(&self, id: &str, what: &str) -> Value {
