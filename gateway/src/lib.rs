@@ -27,8 +27,6 @@ pub mod certs;
 pub mod cli;
 mod drain;
 mod ingress;
-#[allow(dead_code)]
-// TEMPORARY while issue 13 lands: the front ends and the manager come in parallel
 mod jobs;
 mod server;
 
@@ -117,7 +115,6 @@ impl Shared {
     ///
     /// # Errors
     /// [`jobs::JobError::Disabled`] when `[jobs] enabled = false`.
-    #[allow(dead_code)] // TEMPORARY: the front ends merge next
     pub(crate) fn jobs(&self) -> Result<&Arc<jobs::Jobs>, jobs::JobError> {
         self.jobs.get().ok_or(jobs::JobError::Disabled)
     }

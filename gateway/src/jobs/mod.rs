@@ -143,8 +143,6 @@ struct Inner {
 
 /// A running attempt.
 struct Running {
-    attempt: u32,
-    node: Option<String>,
     stop: Option<oneshot::Sender<runner::Stop>>,
 }
 
@@ -162,22 +160,7 @@ pub(crate) fn now_ms() -> u64 {
 /// A fenced change of job `id` from one of `from` to `to` at `at_ms`,
 /// touching nothing else until the caller sets more.
 fn change<'a>(id: &'a str, from: &'a [JobState], to: JobState, at_ms: u64) -> Change<'a> {
-    Change {
-        id,
-        from,
-        attempt: None,
-        to,
-        new_attempt: None,
-        node: None,
-        owner: None,
-        lease_until_ms: None,
-        started_ms: None,
-        finished_ms: None,
-        error: None,
-        clear_result: false,
-        at_ms,
-        note: None,
-    }
+    Change::new(id, from, to, at_ms)
 }
 /// A template as listed: its name and settings.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -63,6 +63,7 @@ impl Waiting {
     }
 
     /// Whether `id` is waiting.
+    #[cfg(test)]
     pub(crate) fn contains(&self, id: &str) -> bool {
         self.index.contains_key(id)
     }

@@ -101,8 +101,6 @@ impl Jobs {
             inner.running.insert(
                 id.clone(),
                 Running {
-                    attempt,
-                    node: None,
                     stop: Some(stop_tx),
                 },
             );
@@ -249,11 +247,6 @@ impl Jobs {
 
     /// Records the node an attempt runs on (fenced).
     async fn dispatched(&self, view: &protocol::JobView, attempt: u32, node: &str) {
-        if let Ok(mut inner) = self.inner.lock()
-            && let Some(running) = inner.running.get_mut(&view.id)
-        {
-            running.node = Some(node.to_owned());
-        }
         let mut change = super::change(&view.id, &[JobState::Running], JobState::Running, now_ms());
         change.attempt = Some(attempt);
         change.node = Some(Some(node.to_owned()));
@@ -396,4 +389,38 @@ fn node_alive(shared: &crate::Shared, node: &str, lease: Duration) -> bool {
         .get(node)
         .and_then(|n| n.view(std::time::Instant::now()))
         .is_some_and(|view| u128::from(view.last_stats_ms) <= lease.as_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_becomes_lines_per_stream_and_stays_bounded() {
+        let mut log = LogBuf::default();
+        log.push(1, LogStream::Stdout, b"one\ntw", 1000);
+        log.push(1, LogStream::Stderr, b"err\r\n", 1000);
+        log.push(1, LogStream::Stdout, b"o\nlast", 1000);
+        log.end(1, 1000);
+        let lines: Vec<_> = log
+            .lines
+            .iter()
+            .map(|(_, _, s, l)| format!("{}: {l}", s.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            ["stdout: one", "stderr: err", "stdout: two", "stdout: last"]
+        );
+
+        let mut small = LogBuf::default();
+        small.push(1, LogStream::Stdout, b"0123456789\nabcdefghij\nmore\n", 15);
+        let kept: Vec<_> = small
+            .lines
+            .iter()
+            .map(|(_, _, s, l)| (*s, l.clone()))
+            .collect();
+        assert_eq!(kept[0], (LogStream::Stdout, "0123456789".to_owned()));
+        assert_eq!(kept[1].0, LogStream::System, "one note past the bound");
+        assert_eq!(kept.len(), 2);
+    }
 }

@@ -265,6 +265,7 @@ impl JobStore {
         self.backend
     }
 
+    #[cfg(test)]
     /// Closes the pools (waits for their connections to be returned).
     pub(crate) async fn close(&self) {
         self.read.close().await;

@@ -38,7 +38,7 @@ fn id(job: &Value) -> String {
 }
 
 async fn submit_run_log_result_over_http_and_curl(db: Db) {
-    let (_fleet, jobs) = fleet(2, &db).await;
+    let (fleet, jobs) = fleet(2, &db).await;
     let job = jobs
         .submit(json!({
             "service": "sh",
@@ -106,6 +106,18 @@ async fn submit_run_log_result_over_http_and_curl(db: Db) {
     jobs.wait_state(&curl_id, &["succeeded"], LIMIT).await;
     let result = curl(&[&format!("{}/v1/jobs/{curl_id}/result", jobs.base)]);
     assert_eq!(result, "from-curl\n");
+
+    // Prometheus: jobs by service and state, durations, queue waits.
+    let admin = fleet.gateway.admin_addr().expect("admin port");
+    let metrics = curl(&[&format!("http://{admin}/metrics")]);
+    for name in [
+        "jobs_submitted_total",
+        "jobs_finished_total",
+        "job_duration_seconds",
+        "job_queue_wait_seconds",
+    ] {
+        assert!(metrics.contains(name), "{name} not in /metrics");
+    }
 }
 
 async fn the_watchdog_kills_a_stuck_job_and_its_log_stays(db: Db) {
