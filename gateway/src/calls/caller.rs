@@ -99,38 +99,9 @@ pub(crate) fn spawn(
     head.payload_len = payload.len() as u64;
     let admitted = super::tenancy::admit(&shared, &mut head)
         .inspect_err(|refused| refused.record(&shared, &head.service, arrived))?;
-    let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
-    tokio::spawn(async move {
-        let call_id = shared.next_call_id.fetch_add(1, Ordering::Relaxed);
-        let service = head.service.clone();
-        let served = std::sync::Mutex::new(Served::default());
-        let mut caller = Channel { tx };
-        let result = async {
-            let call = Call::new(&shared, call_id, head, arrived, &served, admitted)?;
-            call.execute(payload, &mut caller).await
-        }
-        .await;
-        record(&shared, &service, &served, &result, arrived);
-        let error = match result {
-            Ok(()) | Err(Failure::Gone) => {
-                drop(in_flight);
-                return;
-            }
-            Err(Failure::Reply(error)) => error,
-            Err(Failure::Cut(code, message)) => CallError {
-                kind: if code == crate::RESET_TIMEOUT {
-                    ErrorKind::Timeout
-                } else {
-                    ErrorKind::NodeLost
-                },
-                message,
-            },
-        };
-        tracing::debug!(call_id, %service, kind = %error.kind, message = %error.message, "call failed");
-        let _ = caller.send(Message::Error(error)).await;
-        drop(in_flight);
-    });
-    Ok(rx)
+    Ok(run_on_channel(
+        shared, head, payload, arrived, admitted, in_flight,
+    ))
 }
 
 /// Runs a job's attempt as a call of `tenant` (admitted when the job was
@@ -147,13 +118,26 @@ pub(crate) fn spawn_job(
     let mut head = head;
     head.payload_len = payload.len() as u64;
     head.api_key = None;
+    let admitted = super::tenancy::Admitted::job(tenant, on_dispatch);
+    run_on_channel(shared, head, payload, arrived, admitted, ())
+}
+
+/// Runs an admitted call on its own task, its frames on the returned
+/// channel (an `Error` last when it fails); `guard` is held until it ends.
+fn run_on_channel(
+    shared: Arc<Shared>,
+    head: CallHead,
+    payload: Bytes,
+    arrived: Instant,
+    admitted: super::tenancy::Admitted,
+    guard: impl Send + 'static,
+) -> mpsc::Receiver<Message> {
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
     tokio::spawn(async move {
         let call_id = shared.next_call_id.fetch_add(1, Ordering::Relaxed);
         let service = head.service.clone();
         let served = std::sync::Mutex::new(Served::default());
         let mut caller = Channel { tx };
-        let admitted = super::tenancy::Admitted::job(tenant, on_dispatch);
         let result = async {
             let call = Call::new(&shared, call_id, head, arrived, &served, admitted)?;
             call.execute(payload, &mut caller).await
@@ -161,7 +145,10 @@ pub(crate) fn spawn_job(
         .await;
         record(&shared, &service, &served, &result, arrived);
         let error = match result {
-            Ok(()) | Err(Failure::Gone) => return,
+            Ok(()) | Err(Failure::Gone) => {
+                drop(guard);
+                return;
+            }
             Err(Failure::Reply(error)) => error,
             Err(Failure::Cut(code, message)) => CallError {
                 kind: if code == crate::RESET_TIMEOUT {
@@ -172,7 +159,9 @@ pub(crate) fn spawn_job(
                 message,
             },
         };
+        tracing::debug!(call_id, %service, kind = %error.kind, message = %error.message, "call failed");
         let _ = caller.send(Message::Error(error)).await;
+        drop(guard);
     });
     rx
 }
