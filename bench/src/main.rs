@@ -9,6 +9,7 @@
 
 mod echo;
 mod fleet;
+mod jobs;
 mod llm;
 mod peers;
 mod procs;
@@ -28,8 +29,8 @@ use crate::scenarios::Timing;
 use crate::sections::Setup;
 
 /// Every section, in order.
-const SECTIONS: [&str; 7] = [
-    "peers", "overhead", "policies", "cache", "scale", "idle", "llm",
+const SECTIONS: [&str; 8] = [
+    "peers", "overhead", "policies", "cache", "scale", "idle", "llm", "jobs",
 ];
 
 #[derive(Parser, Debug)]
@@ -182,6 +183,7 @@ async fn suite(args: Args) -> Result<()> {
             "cache" => sections::cache(&setup, &timing).await?,
             "scale" => scale::section(&setup, &timing, scale_agents).await,
             "llm" => llm::section(&setup, &timing, args.quick).await?,
+            "jobs" => jobs::section(&setup, &timing, args.quick).await?,
             _ => sections::idle(&setup, &timing).await,
         };
         done.push(result);
