@@ -53,7 +53,7 @@ struct Args {
     #[arg(long)]
     warm_up: Option<f64>,
     /// Sections to run, comma-separated (default all): peers, overhead,
-    /// policies, cache, scale, idle, llm.
+    /// policies, cache, scale, idle, llm, jobs.
     #[arg(long, value_delimiter = ',')]
     sections: Vec<String>,
     /// Agents of the scale section (default 1000; 100 with --quick).
