@@ -258,16 +258,19 @@ async fn nodes_report_their_stats() {
         .unwrap();
     assert_eq!(r.data, Bytes::from("5050"));
 
+    // The caller has its answer before the gateway books the call as
+    // finished: wait for both the stats and the count.
     let start = Instant::now();
     let node = loop {
         let nodes = client.nodes().await.unwrap();
         assert_eq!(nodes.len(), 1);
-        if nodes[0].stats.is_some() {
+        if nodes[0].stats.is_some() && nodes[0].calls_total > 0 {
             break nodes.into_iter().next().unwrap();
         }
         assert!(
             start.elapsed() < Duration::from_secs(5),
-            "stats arrive every 200 ms"
+            "stats arrive every 200 ms and the call is counted: {:?}",
+            nodes[0]
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
