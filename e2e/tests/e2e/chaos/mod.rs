@@ -22,5 +22,6 @@ mod overload;
 mod policy_swap;
 pub mod relay;
 mod stop_agent;
+mod two_gateways;
 
 pub use harness::*;
