@@ -192,6 +192,8 @@
   $("#jobs-service").addEventListener("change", refresh);
   $("#token").addEventListener("change", refresh);
   window.selectJob = select; // for tests
+  // For templates.js: the same requests, and showing a job it submitted.
+  window.switchyardJobs = { api, select, refresh };
   refresh();
   setInterval(refresh, REFRESH_MS);
 })();

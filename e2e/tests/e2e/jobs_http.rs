@@ -3,7 +3,8 @@
 //! state or id) answered in the JSON error shape, on the ingress (`/v1`)
 //! and the admin port (`/api`); and a job submitted, read, its log read
 //! and followed, its result fetched; the dashboard's Jobs section in
-//! headless Chromium.
+//! headless Chromium: its table and live log, a template saved and run
+//! from its forms, and the Cancel / Restart / Delete buttons.
 
 use std::time::{Duration, Instant};
 
@@ -279,4 +280,106 @@ async fn the_dashboard_shows_a_job_row_and_tails_its_log() {
         )
         .await;
     browser.close().await;
+}
+
+/// Sets the value of the form field `sel` (as typing would).
+fn fill(sel: &str, value: &str) -> String {
+    format!("document.querySelector('{sel}').value = {value:?};")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_saves_a_template_runs_it_and_cancels_restarts_and_deletes_the_job() {
+    let mut fleet = Fleet::start(two_tenants).await;
+    fleet.spawn_agent(
+        "node-a",
+        TOKEN,
+        &service("sh", "command", "command = [\"sh\"]\nmax_concurrent = 1"),
+    );
+    fleet.wait_nodes(1).await;
+    let browser = dashboard_with_token(&fleet, ADMIN).await;
+
+    // A template saved through the form appears in the templates table.
+    let save = [
+        "document.querySelector('#templates-section').open = true;".to_string(),
+        fill("#template-name", "greet"),
+        fill("#template-service", "sh"),
+        fill("#template-payload", "echo hello {who}; sleep 30"),
+        fill("#template-defaults", "who=world"),
+        fill("#template-description", "says hello, then waits"),
+        "document.querySelector('#template-save').click(); return true".to_string(),
+    ]
+    .concat();
+    browser.eval(&save).await;
+    browser
+        .wait_for(
+            "the saved template's row",
+            "const tr = document.querySelector('#templates tr[data-name=\"greet\"]'); return !!tr && tr.textContent.includes('who=world') && tr.textContent.includes('api')",
+        )
+        .await;
+
+    // Clicking it picks it in the job form; submitted with a parameter, the
+    // new job opens with its log tailing live.
+    let submit = [
+        "document.querySelector('#templates tr[data-name=\"greet\"]').click();".to_string(),
+        fill("#job-new-params", "who=dashboard"),
+        "document.querySelector('#job-new-submit').click(); return true".to_string(),
+    ]
+    .concat();
+    browser.eval(&submit).await;
+    browser
+        .wait_for(
+            "the job's live log",
+            "return document.querySelector('#job-log').textContent.includes('hello dashboard')",
+        )
+        .await;
+    let id = browser
+        .eval("return document.querySelector('#job-title').textContent.split(' ')[0]")
+        .await;
+    let id = id.as_str().expect("the job's id").to_string();
+    let row = format!("#jobs tr[data-id=\"{id}\"]");
+
+    // Cancel, Restart and Delete, each seen in the table.
+    let state = |state: &str| {
+        format!(
+            "const tr = document.querySelector('{row}'); return !!tr && tr.classList.contains('state-{state}')"
+        )
+    };
+    browser
+        .eval("document.querySelector('#job-cancel').click(); return true")
+        .await;
+    browser
+        .wait_for("the job cancelled", &state("cancelled"))
+        .await;
+    browser
+        .eval("document.querySelector('#job-restart').click(); return true")
+        .await;
+    browser
+        .wait_for("the job running again", &state("running"))
+        .await;
+    browser
+        .wait_for(
+            "the second attempt's log",
+            "return (document.querySelector('#job-log').textContent.match(/hello dashboard/g) || []).length >= 2",
+        )
+        .await;
+    browser
+        .eval("document.querySelector('#job-delete').click(); return true")
+        .await;
+    browser
+        .wait_for(
+            "the job gone from the table",
+            &format!("return !document.querySelector('{row}') && document.querySelector('#job-detail').hidden"),
+        )
+        .await;
+    browser.close().await;
+    let url = format!(
+        "http://{}/api/jobs/{id}",
+        fleet.gateway.admin_addr().expect("admin port")
+    );
+    let gone = run(
+        args(&["-H", &format!("authorization: Bearer {ADMIN}"), &url]),
+        None,
+    )
+    .await;
+    assert_eq!(gone.status, 404, "{gone:?}");
 }
