@@ -25,14 +25,26 @@ pub enum JobCommand {
         /// Only this service's jobs.
         #[arg(long)]
         service: Option<String>,
-        /// At most this many.
+        /// Only this tenant's jobs (the admin token may ask for any).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// At most this many (default 100).
         #[arg(long)]
         limit: Option<u32>,
+        /// Continue after this job id (a previous page's last line).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Print the page as JSON (`jobs`, `next_cursor`).
+        #[arg(long)]
+        json: bool,
     },
     /// One job, with its history.
     Show {
         /// Job id.
         id: String,
+        /// Print the job as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// A job's log; with -f, follow it until the job ends.
     Log {
@@ -179,21 +191,36 @@ pub async fn run(client: &Client, command: JobCommand) -> anyhow::Result<()> {
         JobCommand::List {
             state,
             service,
+            tenant,
             limit,
+            cursor,
+            json,
         } => {
             let filter = JobFilter {
                 state,
                 service,
+                tenant,
                 limit,
-                ..JobFilter::default()
+                cursor,
             };
             let page = client.jobs(filter).await?;
-            print!("{}", jobs_table(&page.jobs));
-            if let Some(next) = page.next_cursor {
-                println!("(more after {next})");
+            if json {
+                println!("{}", serde_json::to_string_pretty(&page)?);
+            } else {
+                print!("{}", jobs_table(&page.jobs));
+                if let Some(next) = page.next_cursor {
+                    println!("(more: --cursor {next})");
+                }
             }
         }
-        JobCommand::Show { id } => print!("{}", job_text(&client.job(&id).await?)),
+        JobCommand::Show { id, json } => {
+            let job = client.job(&id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else {
+                print!("{}", job_text(&job));
+            }
+        }
         JobCommand::Log { id, follow: true } => follow(client, &id, false).await?,
         JobCommand::Log { id, follow: false } => {
             for entry in client.job_log(&id, 0).await? {

@@ -9,7 +9,9 @@
 //! then streams a chat completion from the toy model server behind each
 //! agent (an `openai` service) through the gateway's HTTP ingress with
 //! `curl -N`, printing tokens as they arrive and the time to the first one;
-//! stops what it started.
+//! submits a durable job with `switchyard job submit --wait`, checks its
+//! result and shows it with `job show` and `job list`; stops what it
+//! started.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,7 @@ use tokio::process::{Child, Command};
 
 mod chat;
 mod files;
+mod job;
 
 /// Runs the Switchyard demo.
 #[derive(Parser)]
@@ -115,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
     wait_for_nodes(&client, 2).await?;
 
     let files = files::collect(&args.sources)?;
+    let job_file = files.first().cloned().context("no source files")?;
     println!(
         "== sending {} files x {} services through the gateway",
         files.len(),
@@ -152,6 +156,8 @@ async fn main() -> anyhow::Result<()> {
         "   first token after {:.0} ms; {tokens} tokens streamed",
         first_token.as_secs_f64() * 1000.0
     );
+    println!("\n== a durable job: switchyard job submit sha256 --payload-file ... --wait");
+    job::run(&args.bin_dir, &addr, &ca, &job_file).await?;
     println!(
         "\n== dashboard: http://{}/ (metrics: http://{}/metrics)",
         args.admin, args.admin

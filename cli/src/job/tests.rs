@@ -114,7 +114,28 @@ fn list_log_and_the_others_parse() {
         JobCommand::List {
             state: Some(JobState::TimedOut),
             service: Some("s".into()),
-            limit: Some(5)
+            tenant: None,
+            limit: Some(5),
+            cursor: None,
+            json: false,
+        }
+    );
+    assert_eq!(
+        parse(&["list", "--tenant", "t", "--cursor", "c1", "--json"]).expect("list --json"),
+        JobCommand::List {
+            state: None,
+            service: None,
+            tenant: Some("t".into()),
+            limit: None,
+            cursor: Some("c1".into()),
+            json: true,
+        }
+    );
+    assert_eq!(
+        parse(&["show", "abc", "--json"]).expect("show --json"),
+        JobCommand::Show {
+            id: "abc".into(),
+            json: true
         }
     );
     assert!(parse(&["list", "--state", "sleeping"]).is_err());
