@@ -25,17 +25,47 @@ pub struct Report {
     pub wall: Duration,
 }
 
-/// Every regular file under `roots`, skipping build output, sorted.
+/// The source files under `roots`, sorted: the ones git tracks when the
+/// demo runs in a git checkout, else every regular file outside build
+/// output, dependencies and hidden folders.
 pub fn collect(roots: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for root in roots {
-        walk(root, &mut out)?;
-    }
+    let mut out = match tracked(roots) {
+        Some(files) => files,
+        None => {
+            let mut out = Vec::new();
+            for root in roots {
+                walk(root, &mut out)?;
+            }
+            out
+        }
+    };
     out.sort();
     if out.is_empty() {
         anyhow::bail!("no files under {roots:?}");
     }
     Ok(out)
+}
+
+/// The files under `roots` that git tracks (`git ls-files`); `None`
+/// outside a git checkout or without git.
+fn tracked(roots: &[PathBuf]) -> Option<Vec<PathBuf>> {
+    let output = std::process::Command::new("git")
+        .args(["ls-files", "-z", "--"])
+        .args(roots)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let files: Vec<PathBuf> = output
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|name| !name.is_empty())
+        .map(|name| PathBuf::from(String::from_utf8_lossy(name).into_owned()))
+        .filter(|path| path.is_file())
+        .collect();
+    (!files.is_empty()).then_some(files)
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
@@ -47,10 +77,15 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         let entry = entry?;
         let path = entry.path();
         let name = entry.file_name();
-        if matches!(
-            name.to_str(),
-            Some("target" | "dist" | "dist-test" | ".git")
-        ) {
+        let skipped = match name.to_str() {
+            Some(name) => {
+                name.starts_with('.')
+                    || name.starts_with("dist")
+                    || matches!(name, "target" | "node_modules" | "__pycache__")
+            }
+            None => true,
+        };
+        if skipped {
             continue;
         }
         if entry.file_type()?.is_dir() {
