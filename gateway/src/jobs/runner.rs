@@ -10,7 +10,7 @@ use bytes::Bytes;
 use protocol::{CallHead, ErrorKind, JobState, LogStream, Message};
 use tokio::sync::{mpsc, oneshot};
 
-use super::store::StoredJob;
+use super::store::{LogLine, StoredJob};
 use super::{Jobs, Running, now_ms};
 
 /// Why a running attempt is told to stop (the store was already changed
@@ -33,11 +33,20 @@ enum Outcome {
     Stopped,
 }
 
+/// What an attempt left when its call ended: how, the result gathered,
+/// its media type, and the log lines not yet stored.
+struct Ended {
+    outcome: Outcome,
+    result: Vec<u8>,
+    content_type: Option<String>,
+    lines: Vec<LogLine>,
+}
+
 /// Lines read but not yet stored, with the partial last line of each
 /// stream.
 #[derive(Default)]
 struct LogBuf {
-    lines: Vec<(u32, u64, LogStream, String)>,
+    lines: Vec<LogLine>,
     partial: [Vec<u8>; 2],
     bytes: u64,
     dropped: bool,
@@ -147,14 +156,15 @@ impl Jobs {
         attempt: u32,
         realtime: bool,
         mut stop: oneshot::Receiver<Stop>,
-    ) -> (Outcome, Vec<u8>, Option<String>) {
+    ) -> Ended {
         let view = &job.view;
         let Some(shared) = self.shared.upgrade() else {
-            return (
-                Outcome::Error(ErrorKind::ShuttingDown, "gateway stopping".into()),
-                Vec::new(),
-                None,
-            );
+            return Ended {
+                outcome: Outcome::Error(ErrorKind::ShuttingDown, "gateway stopping".into()),
+                result: Vec::new(),
+                content_type: None,
+                lines: Vec::new(),
+            };
         };
         let mut head = CallHead::new(
             view.service.clone(),
@@ -213,7 +223,7 @@ impl Jobs {
                     Some(_) => {}
                 },
                 _ = flush.tick() => {
-                    self.flush_log(&view.id, &mut log).await;
+                    self.store_log(&view.id, &mut log.lines).await;
                     if let Some(node_id) = &node
                         && !node_alive(&shared, node_id, lease)
                     {
@@ -241,8 +251,13 @@ impl Jobs {
         if let Some(note) = note {
             log.lines.push((attempt, now_ms(), LogStream::System, note));
         }
-        self.flush_log(&view.id, &mut log).await;
-        (outcome, result, content_type)
+        // The last lines are stored with the attempt's end (one write).
+        Ended {
+            outcome,
+            result,
+            content_type,
+            lines: log.lines,
+        }
     }
 
     /// Records the node an attempt runs on (fenced).
@@ -256,11 +271,12 @@ impl Jobs {
         }
     }
 
-    async fn flush_log(&self, id: &str, log: &mut LogBuf) {
-        if log.lines.is_empty() {
+    /// Stores the lines read so far (each flush and before a retry).
+    async fn store_log(&self, id: &str, lines: &mut Vec<LogLine>) {
+        if lines.is_empty() {
             return;
         }
-        let lines = std::mem::take(&mut log.lines);
+        let lines = std::mem::take(lines);
         match self.store.append_log(id, &lines).await {
             Ok(_) => self.announce(id),
             Err(error) => tracing::warn!(job = %id, %error, "cannot store a job's log lines"),
@@ -269,18 +285,23 @@ impl Jobs {
 
     /// Writes how the attempt ended, fenced: a job cancelled, restarted or
     /// deleted meanwhile, or moved on after a lost lease, is left as it is
-    /// (the late answer is discarded).
-    async fn finish(
-        &self,
-        job: &StoredJob,
-        attempt: u32,
-        (outcome, result, content_type): (Outcome, Vec<u8>, Option<String>),
-    ) {
+    /// (the late answer is discarded; its last log lines are kept). A final
+    /// state, the result and the last log lines are one transaction.
+    async fn finish(&self, job: &StoredJob, attempt: u32, ended: Ended) {
         let view = &job.view;
         let now = now_ms();
         let service = view.service.clone();
+        let Ended {
+            outcome,
+            result,
+            content_type,
+            mut lines,
+        } = ended;
         let (to, error) = match outcome {
-            Outcome::Stopped => return,
+            Outcome::Stopped => {
+                self.store_log(&view.id, &mut lines).await;
+                return;
+            }
             Outcome::Done => (JobState::Succeeded, None),
             Outcome::Error(ErrorKind::Timeout, _) => {
                 metrics::counter!("jobs_watchdog_kills_total", "service" => service.clone())
@@ -291,6 +312,7 @@ impl Jobs {
             Outcome::Error(ErrorKind::Occupied, message) => (JobState::Occupied, Some(message)),
             Outcome::Error(kind @ (ErrorKind::NodeLost | ErrorKind::ShuttingDown), message) => {
                 let why = format!("{kind}: {message}");
+                self.store_log(&view.id, &mut lines).await;
                 if self.retry(view, attempt, &why).await {
                     return;
                 }
@@ -299,27 +321,13 @@ impl Jobs {
             Outcome::Error(kind, message) => (JobState::Failed, Some(format!("{kind}: {message}"))),
             Outcome::LeaseLost(node) => {
                 let why = format!("lease lost: node {node} silent");
+                self.store_log(&view.id, &mut lines).await;
                 if self.retry(view, attempt, &why).await {
                     return;
                 }
                 (JobState::Failed, Some(why))
             }
         };
-        if !result.is_empty() || to == JobState::Succeeded {
-            match self
-                .store
-                .set_result(&view.id, attempt, &result, content_type.as_deref())
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    metrics::counter!("jobs_late_results_total").increment(1);
-                    tracing::info!(job = %view.id, attempt, "late result of an old attempt discarded");
-                    return;
-                }
-                Err(error) => tracing::warn!(job = %view.id, %error, "cannot store a job's result"),
-            }
-        }
         let mut change = super::change(&view.id, &[JobState::Running], to, now);
         change.attempt = Some(attempt);
         change.finished_ms = Some(Some(now));
@@ -327,7 +335,9 @@ impl Jobs {
         change.lease_until_ms = Some(None);
         change.error = Some(error.clone());
         change.note = error;
-        match self.store.change(&change).await {
+        let keep_result = !result.is_empty() || to == JobState::Succeeded;
+        let result = keep_result.then_some((result.as_slice(), content_type.as_deref()));
+        match self.store.finish(&change, result, &lines).await {
             Ok(true) => {
                 let took = now.saturating_sub(view.created_ms) as f64 / 1000.0;
                 metrics::counter!("jobs_finished_total", "service" => service.clone(), "state" => to.as_str())

@@ -67,6 +67,10 @@ pub(crate) enum StoreError {
     },
 }
 
+/// One log line as stored: (attempt, time in ms since the Unix epoch,
+/// stream, text).
+pub(crate) type LogLine = (u32, u64, protocol::LogStream, String);
+
 /// The durable store of jobs. Cheap to clone (pools inside).
 #[derive(Debug, Clone)]
 pub(crate) struct JobStore {

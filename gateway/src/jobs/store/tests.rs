@@ -74,6 +74,7 @@ both!(
     list_pages_with_a_cursor,
     fenced_change,
     set_result_is_fenced,
+    finish_is_one_fenced_write,
     logs_in_order,
     delete_removes_everything,
     unfinished_by_priority,

@@ -1,12 +1,12 @@
 //! Writes: each in one transaction on the write pool.
 
-use protocol::{JobState, LogStream};
-use sqlx::Any;
+use protocol::JobState;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
+use sqlx::{Any, AnyConnection};
 
 use super::rows::{Reader, flag, opt_i64, to_i64, to_json};
-use super::{Change, JobStore, NewJob, StoreError};
+use super::{Change, JobStore, LogLine, NewJob, StoreError};
 use crate::config::TemplateConfig;
 
 /// A value bound to a `$n` placeholder of a query built at run time.
@@ -145,84 +145,23 @@ impl JobStore {
     /// # Errors
     /// [`StoreError::Db`], [`StoreError::OutOfRange`].
     pub(crate) async fn change(&self, c: &Change<'_>) -> Result<bool, StoreError> {
-        if c.from.is_empty() {
-            return Ok(false);
-        }
-        let mut sql = Sql::new("UPDATE jobs SET state = ");
-        sql.arg(Arg::Text(Some(c.to.as_str().to_string())))
-            .push(", trans_seq = trans_seq + 1");
-        if let Some(a) = c.new_attempt {
-            sql.push(", attempt = ").arg(Arg::Int(Some(i64::from(a))));
-        }
-        let texts = [("node", &c.node), ("owner", &c.owner), ("error", &c.error)];
-        for (col, value) in texts {
-            if let Some(v) = value {
-                sql.push(&format!(", {col} = ")).arg(Arg::Text(v.clone()));
-            }
-        }
-        let times = [
-            ("lease_until_ms", c.lease_until_ms),
-            ("started_ms", c.started_ms),
-            ("finished_ms", c.finished_ms),
-        ];
-        for (col, value) in times {
-            if let Some(v) = value {
-                sql.push(&format!(", {col} = "))
-                    .arg(Arg::Int(opt_i64(col, v)?));
-            }
-        }
-        if c.clear_result {
-            sql.push(", result_len = NULL");
-        }
-        sql.push(" WHERE id = ")
-            .arg(Arg::Text(Some(c.id.to_string())))
-            .push(" AND state IN ")
-            .list(c.from.iter().map(|s| s.as_str()));
-        if let Some(a) = c.attempt {
-            sql.push(" AND attempt = ")
-                .arg(Arg::Int(Some(i64::from(a))));
-        }
-        sql.push(" RETURNING trans_seq, attempt, node");
-        let at = to_i64("at_ms", c.at_ms)?;
-
         let mut tx = self.write.begin().await?;
-        let Some(row) = sql.query().fetch_optional(&mut *tx).await? else {
+        if !change_on(&mut tx, c).await? {
             tx.rollback().await?;
             return Ok(false);
-        };
-        let r = Reader::for_job(&row, c.id);
-        let seq = r.i64("trans_seq")?;
-        let attempt = r.i64("attempt")?;
-        let node = r.opt_text("node")?;
-        if c.clear_result {
-            sqlx::query("DELETE FROM job_results WHERE job_id = $1")
-                .bind(c.id)
-                .execute(&mut *tx)
-                .await?;
         }
-        sqlx::query(
-            "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(c.id)
-        .bind(seq)
-        .bind(c.to.as_str())
-        .bind(at)
-        .bind(attempt)
-        .bind(node)
-        .bind(c.note.as_deref())
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         Ok(true)
     }
 
     /// Stores the result of attempt `attempt` (its bytes and media type,
-    /// replacing any earlier one) and its length; `Ok(false)`, nothing
+    /// replacing any earlier one) and its length, alone (the runner stores
+    /// it with the attempt's end, [`JobStore::finish`]); `Ok(false)`, nothing
     /// written, when the job is missing or at another attempt.
     ///
     /// # Errors
     /// [`StoreError::Db`].
+    #[cfg(test)]
     pub(crate) async fn set_result(
         &self,
         id: &str,
@@ -230,29 +169,11 @@ impl JobStore {
         data: &[u8],
         content_type: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let len = to_i64("result length", data.len() as u64)?;
         let mut tx = self.write.begin().await?;
-        let updated = sqlx::query("UPDATE jobs SET result_len = $1 WHERE id = $2 AND attempt = $3")
-            .bind(len)
-            .bind(id)
-            .bind(i64::from(attempt))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if updated == 0 {
+        if !set_result_on(&mut tx, id, attempt, data, content_type).await? {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO job_results (job_id, data, content_type) VALUES ($1, $2, $3) \
-             ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, \
-             content_type = excluded.content_type",
-        )
-        .bind(id)
-        .bind(data)
-        .bind(content_type)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -264,54 +185,44 @@ impl JobStore {
     ///
     /// # Errors
     /// [`StoreError::Db`], [`StoreError::OutOfRange`].
-    pub(crate) async fn append_log(
-        &self,
-        id: &str,
-        lines: &[(u32, u64, LogStream, String)],
-    ) -> Result<u64, StoreError> {
-        let n = to_i64("log lines", lines.len() as u64)?;
+    pub(crate) async fn append_log(&self, id: &str, lines: &[LogLine]) -> Result<u64, StoreError> {
         let mut tx = self.write.begin().await?;
-        // Bumping the counter locks the job's row (PostgreSQL), so
-        // concurrent appenders get disjoint ranges.
-        let row =
-            sqlx::query("UPDATE jobs SET log_seq = log_seq + $1 WHERE id = $2 RETURNING log_seq")
-                .bind(n)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(row) = row else {
+        let Some(last) = append_log_on(&mut tx, id, lines).await? else {
             tx.rollback().await?;
             return Ok(0);
         };
-        let last = Reader::for_job(&row, id).u64("log_seq")?;
-        let first = last + 1 - lines.len() as u64;
-        for (chunk_no, chunk) in lines.chunks(LOG_ROWS_PER_INSERT).enumerate() {
-            let mut sql = Sql::new(
-                "INSERT INTO job_logs (job_id, seq, attempt, ts_ms, stream, line) VALUES ",
-            );
-            for (i, (attempt, ts_ms, stream, line)) in chunk.iter().enumerate() {
-                let seq = first + (chunk_no * LOG_ROWS_PER_INSERT + i) as u64;
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.push("(")
-                    .arg(Arg::Text(Some(id.to_string())))
-                    .push(", ")
-                    .arg(Arg::Int(Some(to_i64("log seq", seq)?)))
-                    .push(", ")
-                    .arg(Arg::Int(Some(i64::from(*attempt))))
-                    .push(", ")
-                    .arg(Arg::Int(Some(to_i64("ts_ms", *ts_ms)?)))
-                    .push(", ")
-                    .arg(Arg::Text(Some(stream.as_str().to_string())))
-                    .push(", ")
-                    .arg(Arg::Text(Some(line.clone())))
-                    .push(")");
-            }
-            sql.query().execute(&mut *tx).await?;
-        }
         tx.commit().await?;
         Ok(last)
+    }
+
+    /// Ends an attempt in one transaction: the fenced change `c` (to a
+    /// final state, at `c.attempt`), the attempt's `result` (bytes and
+    /// media type) when given, and its last log `lines`. `Ok(false)` when
+    /// `c` does not apply (the job moved on): then only the log lines are
+    /// written, as [`JobStore::append_log`] writes them.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`], [`StoreError::OutOfRange`].
+    pub(crate) async fn finish(
+        &self,
+        c: &Change<'_>,
+        result: Option<(&[u8], Option<&str>)>,
+        lines: &[LogLine],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let mut applied = change_on(&mut tx, c).await?;
+        if applied && let Some((data, content_type)) = result {
+            let attempt = c.attempt.unwrap_or_default();
+            applied = set_result_on(&mut tx, c.id, attempt, data, content_type).await?;
+        }
+        if !applied {
+            tx.rollback().await?;
+            self.append_log(c.id, lines).await?;
+            return Ok(false);
+        }
+        append_log_on(&mut tx, c.id, lines).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Removes a job, its transitions, log and result; `Ok(false)` when
@@ -429,4 +340,155 @@ impl JobStore {
         .await?;
         Ok(())
     }
+}
+
+/// [`JobStore::change`] on `conn` (inside the caller's transaction): `Ok(false)`
+/// when it does not apply.
+async fn change_on(conn: &mut AnyConnection, c: &Change<'_>) -> Result<bool, StoreError> {
+    if c.from.is_empty() {
+        return Ok(false);
+    }
+    let mut sql = Sql::new("UPDATE jobs SET state = ");
+    sql.arg(Arg::Text(Some(c.to.as_str().to_string())))
+        .push(", trans_seq = trans_seq + 1");
+    if let Some(a) = c.new_attempt {
+        sql.push(", attempt = ").arg(Arg::Int(Some(i64::from(a))));
+    }
+    let texts = [("node", &c.node), ("owner", &c.owner), ("error", &c.error)];
+    for (col, value) in texts {
+        if let Some(v) = value {
+            sql.push(&format!(", {col} = ")).arg(Arg::Text(v.clone()));
+        }
+    }
+    let times = [
+        ("lease_until_ms", c.lease_until_ms),
+        ("started_ms", c.started_ms),
+        ("finished_ms", c.finished_ms),
+    ];
+    for (col, value) in times {
+        if let Some(v) = value {
+            sql.push(&format!(", {col} = "))
+                .arg(Arg::Int(opt_i64(col, v)?));
+        }
+    }
+    if c.clear_result {
+        sql.push(", result_len = NULL");
+    }
+    sql.push(" WHERE id = ")
+        .arg(Arg::Text(Some(c.id.to_string())))
+        .push(" AND state IN ")
+        .list(c.from.iter().map(|s| s.as_str()));
+    if let Some(a) = c.attempt {
+        sql.push(" AND attempt = ")
+            .arg(Arg::Int(Some(i64::from(a))));
+    }
+    sql.push(" RETURNING trans_seq, attempt, node");
+    let at = to_i64("at_ms", c.at_ms)?;
+
+    let Some(row) = sql.query().fetch_optional(&mut *conn).await? else {
+        return Ok(false);
+    };
+    let r = Reader::for_job(&row, c.id);
+    let seq = r.i64("trans_seq")?;
+    let attempt = r.i64("attempt")?;
+    let node = r.opt_text("node")?;
+    if c.clear_result {
+        sqlx::query("DELETE FROM job_results WHERE job_id = $1")
+            .bind(c.id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query(
+        "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(c.id)
+    .bind(seq)
+    .bind(c.to.as_str())
+    .bind(at)
+    .bind(attempt)
+    .bind(node)
+    .bind(c.note.as_deref())
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+/// [`JobStore::set_result`] on `conn` (inside the caller's transaction).
+async fn set_result_on(
+    conn: &mut AnyConnection,
+    id: &str,
+    attempt: u32,
+    data: &[u8],
+    content_type: Option<&str>,
+) -> Result<bool, StoreError> {
+    let len = to_i64("result length", data.len() as u64)?;
+    let updated = sqlx::query("UPDATE jobs SET result_len = $1 WHERE id = $2 AND attempt = $3")
+        .bind(len)
+        .bind(id)
+        .bind(i64::from(attempt))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO job_results (job_id, data, content_type) VALUES ($1, $2, $3) \
+         ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, \
+         content_type = excluded.content_type",
+    )
+    .bind(id)
+    .bind(data)
+    .bind(content_type)
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+/// [`JobStore::append_log`] on `conn` (inside the caller's transaction):
+/// `None` when the job is missing.
+async fn append_log_on(
+    conn: &mut AnyConnection,
+    id: &str,
+    lines: &[LogLine],
+) -> Result<Option<u64>, StoreError> {
+    let n = to_i64("log lines", lines.len() as u64)?;
+    // Bumping the counter locks the job's row (PostgreSQL), so
+    // concurrent appenders get disjoint ranges.
+    let row = sqlx::query("UPDATE jobs SET log_seq = log_seq + $1 WHERE id = $2 RETURNING log_seq")
+        .bind(n)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let last = Reader::for_job(&row, id).u64("log_seq")?;
+    let first = last + 1 - lines.len() as u64;
+    for (chunk_no, chunk) in lines.chunks(LOG_ROWS_PER_INSERT).enumerate() {
+        let mut sql =
+            Sql::new("INSERT INTO job_logs (job_id, seq, attempt, ts_ms, stream, line) VALUES ");
+        for (i, (attempt, ts_ms, stream, line)) in chunk.iter().enumerate() {
+            let seq = first + (chunk_no * LOG_ROWS_PER_INSERT + i) as u64;
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(")
+                .arg(Arg::Text(Some(id.to_string())))
+                .push(", ")
+                .arg(Arg::Int(Some(to_i64("log seq", seq)?)))
+                .push(", ")
+                .arg(Arg::Int(Some(i64::from(*attempt))))
+                .push(", ")
+                .arg(Arg::Int(Some(to_i64("ts_ms", *ts_ms)?)))
+                .push(", ")
+                .arg(Arg::Text(Some(stream.as_str().to_string())))
+                .push(", ")
+                .arg(Arg::Text(Some(line.clone())))
+                .push(")");
+        }
+        sql.query().execute(&mut *conn).await?;
+    }
+    Ok(Some(last))
 }

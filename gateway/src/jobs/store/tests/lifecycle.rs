@@ -4,7 +4,7 @@
 use protocol::{JobFilter, JobPage, JobState};
 use sqlx::Row;
 
-use super::{finish, get, job, start};
+use super::{finish, get, job, lines, start};
 use crate::jobs::store::{Change, JobStore};
 
 pub(super) async fn placeholders_bind_by_number(store: &JobStore) {
@@ -275,4 +275,70 @@ pub(super) async fn set_result_is_fenced(store: &JobStore) {
         Some((b"ok".to_vec(), None))
     );
     assert_eq!(get(store, "j1").await.view.result_len, Some(2));
+}
+
+pub(super) async fn finish_is_one_fenced_write(store: &JobStore) {
+    store
+        .insert(&job("j1", "s", None, 0))
+        .await
+        .expect("insert");
+    assert!(start(store, "j1", 1, "n1").await);
+    let end = |attempt| Change {
+        attempt: Some(attempt),
+        owner: Some(None),
+        lease_until_ms: Some(None),
+        finished_ms: Some(Some(3_000)),
+        ..Change::new("j1", &[JobState::Running], JobState::Succeeded, 3_000)
+    };
+    // An old attempt's end: nothing but its log lines is written.
+    let late = end(2);
+    let applied = store
+        .finish(&late, Some((b"late", None)), &lines(2, 1, 2))
+        .await
+        .expect("finish");
+    assert!(!applied);
+    let j = get(store, "j1").await;
+    assert_eq!((j.view.state, j.view.result_len), (JobState::Running, None));
+    assert_eq!(store.result("j1").await.expect("result"), None);
+    assert_eq!(store.log_after("j1", 0, 100).await.expect("log").len(), 2);
+    // The attempt's own end: state, result and lines together.
+    let applied = store
+        .finish(
+            &end(1),
+            Some((b"done", Some("text/plain"))),
+            &lines(1, 3, 3),
+        )
+        .await
+        .expect("finish");
+    assert!(applied);
+    let j = get(store, "j1").await;
+    assert_eq!(j.view.state, JobState::Succeeded);
+    assert_eq!(
+        (j.view.finished_ms, j.view.result_len),
+        (Some(3_000), Some(4))
+    );
+    assert_eq!(
+        store.result("j1").await.expect("result"),
+        Some((b"done".to_vec(), Some("text/plain".into())))
+    );
+    assert_eq!(store.log_after("j1", 0, 100).await.expect("log").len(), 5);
+    assert_eq!(
+        j.view.history.last().map(|t| t.state),
+        Some(JobState::Succeeded)
+    );
+    // Without a result (a failure with no output), none is stored.
+    store
+        .insert(&job("j2", "s", None, 0))
+        .await
+        .expect("insert");
+    assert!(start(store, "j2", 1, "n1").await);
+    let failed = Change {
+        attempt: Some(1),
+        error: Some(Some("exit status 1".into())),
+        ..Change::new("j2", &[JobState::Running], JobState::Failed, 3_000)
+    };
+    assert!(store.finish(&failed, None, &[]).await.expect("finish"));
+    let j = get(store, "j2").await;
+    assert_eq!((j.view.state, j.view.result_len), (JobState::Failed, None));
+    assert_eq!(j.view.error.as_deref(), Some("exit status 1"));
 }
