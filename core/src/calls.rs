@@ -20,6 +20,7 @@ impl Core {
         head: Arc<CallHead>,
         tenant: Arc<str>,
         prefix: Arc<[u64]>,
+        job: bool,
         now: Instant,
     ) {
         if self.calls.contains_key(&call) {
@@ -41,6 +42,7 @@ impl Core {
                 prefix,
                 exclude: Vec::new(),
                 attempt: 1,
+                job,
                 stage: Stage::Picking {
                     offered: Vec::new(),
                 },
@@ -84,19 +86,21 @@ impl Core {
     }
 
     /// The free nodes call `call` may go to, as its policy sees them.
-    fn candidates(&self, call: CallId) -> Vec<Candidate> {
+    pub(crate) fn candidates(&self, call: CallId) -> Vec<Candidate> {
         let Some(c) = self.calls.get(&call) else {
             return Vec::new();
         };
         let service = &c.head.service;
         self.fleet
             .hosting(service)
-            .filter(|n| n.has_free_slot(service) && !c.exclude.contains(&n.key))
+            .filter(|n| {
+                n.has_free_slot(service) && !c.exclude.contains(&n.key) && self.job_room(c, n)
+            })
             .map(|n| Candidate::of(n, service))
             .collect()
     }
 
-    fn ask_pick(&mut self, call: CallId, candidates: Vec<Candidate>, queued: bool) {
+    pub(crate) fn ask_pick(&mut self, call: CallId, candidates: Vec<Candidate>, queued: bool) {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -123,6 +127,9 @@ impl Core {
             return;
         };
         let service = c.head.service.clone();
+        if self.held_by_job_limit(call) {
+            return self.hold(call);
+        }
         if c.head.realtime {
             let hosting = self.fleet.hosting(&service).count();
             return self.reject(
@@ -281,13 +288,12 @@ impl Core {
                 order.push(n);
             }
         }
-        let exclude = c.exclude.clone();
         let at = order.iter().position(|key| {
-            !exclude.contains(key)
+            !c.exclude.contains(key)
                 && self
                     .fleet
                     .get(*key)
-                    .is_some_and(|n| n.has_free_slot(&service))
+                    .is_some_and(|n| n.has_free_slot(&service) && self.job_room(c, n))
         })?;
         let node = order[at];
         let rest = order.split_off(at + 1);
@@ -312,6 +318,9 @@ impl Core {
         };
         if let Some(s) = n.services.get_mut(&c.head.service) {
             s.in_flight += 1;
+        }
+        if c.job {
+            n.jobs_in_flight += 1;
         }
         c.stage = Stage::Running {
             node,
@@ -344,10 +353,14 @@ impl Core {
             return None;
         };
         let service = c.head.service.clone();
+        let job = c.job;
         let same = match self.fleet.get_mut(node) {
             Some(n) if n.epoch == epoch => {
                 if let Some(s) = n.services.get_mut(&service) {
                     s.in_flight = s.in_flight.saturating_sub(1);
+                }
+                if job {
+                    n.jobs_in_flight = n.jobs_in_flight.saturating_sub(1);
                 }
                 true
             }
@@ -374,6 +387,7 @@ impl Core {
             self.count_outcome(node, &service, end, now);
         }
         self.kick(&service, now);
+        self.release_held();
     }
 
     /// A dispatch could not reach its node: the next node of the ranking
@@ -418,6 +432,9 @@ impl Core {
         match c.stage {
             Stage::Running { .. } => return, // It ends with CallFinished.
             Stage::Picking { .. } | Stage::Backoff => {}
+            Stage::Held => {
+                self.held.remove(&call);
+            }
             Stage::Queued { key, .. } => {
                 if let Some(queue) = self.queues.get_mut(&service) {
                     queue.remove(key);
@@ -447,9 +464,19 @@ impl Core {
         if queue.picking.is_some() {
             return;
         }
-        let Some(head) = queue.peek().map(|w| w.call) else {
+        let Some((head, key)) = queue.peek().map(|w| (w.call, w.key)) else {
             return;
         };
+        if self.held_by_job_limit(head) {
+            // A job held back by the per-node job limit must not hold up
+            // the calls behind it: it leaves the queue to wait for room.
+            if let Some(queue) = self.queues.get_mut(service) {
+                queue.remove(key);
+            }
+            self.stale.insert(service.to_string());
+            self.hold(head);
+            return self.kick(service, now);
+        }
         let candidates = self.candidates(head);
         if candidates.is_empty() {
             self.plan_swaps(service, now);

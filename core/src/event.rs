@@ -55,6 +55,16 @@ pub enum Event {
         /// The chained block hashes of its prompt or affinity key
         /// ([`crate::prefix`]), passed to every pick for it; empty for none.
         prefix: Arc<[u64]>,
+        /// Whether it runs a durable job: it then goes only to a node
+        /// running fewer than [`Event::JobLimit`]'s jobs.
+        job: bool,
+    },
+    /// The most job calls a node may run at once changed (0: no limit
+    /// beyond its slots; the default). Calls running are left alone; job
+    /// calls waiting may start where the new limit leaves room.
+    JobLimit {
+        /// The limit, jobs per node.
+        max_per_node: u32,
     },
     /// The answer to an [`Action::Pick`].
     Picked {

@@ -57,6 +57,8 @@ pub struct Node {
     pub last_stats_at: Instant,
     /// Calls it finished well since it registered.
     pub calls_total: u64,
+    /// Job calls running here now (every service).
+    pub jobs_in_flight: u32,
 }
 
 /// One service on one node.
@@ -167,6 +169,7 @@ impl Fleet {
             registered_at: now,
             last_stats_at: now,
             calls_total: 0,
+            jobs_in_flight: 0,
         };
         self.nodes.insert(key, node);
         self.next_epoch

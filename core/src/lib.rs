@@ -43,6 +43,7 @@ mod calls;
 mod config;
 mod event;
 pub mod fleet;
+mod job_limit;
 pub mod outlier;
 pub mod prefix;
 mod retry;
@@ -87,6 +88,12 @@ pub struct Core {
     retry_tokens: HashMap<String, retry::Bucket>,
     /// Per service: retries and breaker trips.
     retry_counters: HashMap<String, RetryCounters>,
+    /// Most job calls running at once on one node (0: no limit beyond the
+    /// node's slots); set by [`Event::JobLimit`].
+    max_jobs_per_node: u32,
+    /// Job calls held back by that limit, in arrival order (see
+    /// `job_limit`).
+    held: BTreeSet<CallId>,
     out: Vec<Action>,
 }
 
@@ -101,6 +108,9 @@ struct Call {
     exclude: Vec<NodeKey>,
     /// Its attempt: 1, then one more with each retry.
     attempt: u32,
+    /// Whether it runs a durable job (counted against the per-node job
+    /// limit).
+    job: bool,
     stage: Stage,
 }
 
@@ -116,6 +126,9 @@ enum Stage {
     },
     /// Held by swap `swap_id`.
     Reserved { swap_id: u64 },
+    /// A job call waiting for room under the per-node job limit (in
+    /// `Core::held`, not in its service's queue).
+    Held,
     /// Holding a slot on `node` (registration `epoch`); `rest` are the
     /// ranking's next nodes, tried if the dispatch fails.
     Running {
@@ -144,6 +157,8 @@ impl Core {
             next_rate_check: None,
             retry_tokens: HashMap::new(),
             retry_counters: HashMap::new(),
+            max_jobs_per_node: 0,
+            held: BTreeSet::new(),
             out: Vec::new(),
         }
     }
@@ -175,7 +190,8 @@ impl Core {
                 head,
                 tenant,
                 prefix,
-            } => self.arrive(call, head, tenant, prefix, now),
+                job,
+            } => self.arrive(call, head, tenant, prefix, job, now),
             Event::Picked { call, ranking } => self.picked(call, ranking, now),
             Event::DispatchFailed { call } => self.dispatch_failed(call, now),
             Event::CallFinished { call, node_ms, end } => self.finished(call, node_ms, end, now),
@@ -183,6 +199,10 @@ impl Core {
             Event::RetryAsked { call, jitter } => self.retry_asked(call, jitter, now),
             Event::RetryDue { call } => self.retry_due(call, now),
             Event::SwapReported { node, report } => self.on_report(node, report, now),
+            Event::JobLimit { max_per_node } => {
+                self.max_jobs_per_node = max_per_node;
+                self.tick(now);
+            }
             Event::Tick => self.tick(now),
         }
         std::mem::take(&mut self.out)
@@ -195,6 +215,7 @@ impl Core {
             || self.next_unejection.is_some()
             || self.queues.values().any(|q| !q.is_empty())
             || !self.stale.is_empty()
+            || !self.held.is_empty()
     }
 
     /// The fleet.
@@ -210,6 +231,11 @@ impl Core {
     /// The configuration.
     pub fn config(&self) -> &CoreConfig {
         &self.config
+    }
+
+    /// Most job calls running at once on one node (0: no limit).
+    pub fn max_jobs_per_node(&self) -> u32 {
+        self.max_jobs_per_node
     }
 
     /// Calls the core holds now (picking, waiting, reserved or running).
@@ -276,6 +302,7 @@ impl Core {
         for service in waiting {
             self.kick(&service, now);
         }
+        self.release_held();
     }
 
     fn reject(&mut self, call: CallId, kind: ErrorKind, message: String) {

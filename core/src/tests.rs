@@ -13,6 +13,7 @@ use protocol::{CallHead, ErrorKind, NodeSpec, ServiceSpec, SlotSpec, SwapReport}
 use super::*;
 
 mod health;
+mod jobs;
 mod model_load;
 mod outlier;
 mod props;
@@ -103,6 +104,7 @@ impl Harness {
             head: Arc::new(head),
             tenant: Arc::from(tenant),
             prefix: Default::default(),
+            job: false,
         });
         (call, actions)
     }
@@ -287,6 +289,7 @@ fn a_lost_race_takes_the_next_node_of_the_ranking_without_a_new_pick() {
             head: Arc::new(CallHead::new("svc", 0, 1000)),
             tenant: Arc::from("t"),
             prefix: Default::default(),
+            job: false,
         },
         h.now,
     );
@@ -326,6 +329,7 @@ fn after_its_ranking_a_call_tries_the_offered_nodes_from_the_first_choice_on() {
             head: Arc::new(CallHead::new("svc", 0, 1000)),
             tenant: Arc::from("t"),
             prefix: Default::default(),
+            job: false,
         },
         h.now,
     );
@@ -362,6 +366,7 @@ fn a_ranking_never_reaches_a_node_it_was_not_offered() {
             head: Arc::new(CallHead::new("svc", 0, 1000)),
             tenant: Arc::from("t"),
             prefix: Default::default(),
+            job: false,
         },
         h.now,
     );
@@ -390,6 +395,7 @@ fn failing_open_the_builtin_round_robin_picks_and_failing_closed_the_call_fails(
                 head: Arc::new(CallHead::new("svc", 0, 1000)),
                 tenant: Arc::from("t"),
                 prefix: Default::default(),
+                job: false,
             },
             h.now,
         );
@@ -460,6 +466,7 @@ fn a_call_that_left_during_its_pick_is_forgotten_and_the_late_pick_ignored() {
             head: Arc::new(CallHead::new("svc", 0, 1000)),
             tenant: Arc::from("t"),
             prefix: Default::default(),
+            job: false,
         },
         h.now,
     );
@@ -609,6 +616,7 @@ fn every_pick_for_a_call_gets_its_prefix_hashes() {
             head: Arc::new(CallHead::new("svc", 0, 1000)),
             tenant: Arc::from("t"),
             prefix: prefix.clone(),
+            job: false,
         },
         h.now,
     );

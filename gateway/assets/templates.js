@@ -2,8 +2,10 @@
 // service and its payload, or a template and its parameters, with the
 // options by name) and shows the new job with its live log; "Templates"
 // lists GET /api/templates (clicking one picks it in the job form) and
-// saves a template with POST /api/templates (the admin token). Requests go
-// through jobs.js's `api`, so they carry the token field as the bearer.
+// saves a template with POST /api/templates (the admin token); "Settings"
+// shows and changes the most jobs one node runs at once (GET and PUT
+// /api/job-settings, the admin token). Requests go through jobs.js's
+// `api`, so they carry the token field as the bearer.
 "use strict";
 (() => {
   const $ = (sel) => document.querySelector(sel);
@@ -108,9 +110,42 @@
     }
   }
 
+  async function refreshSettings() {
+    try {
+      const settings = await (await api("/job-settings")).json();
+      window.lastJobSettings = settings; // for tests
+      const limit = settings.max_per_node;
+      $("#job-settings-now").textContent = limit ? `now ${limit} a node` : "now no limit";
+      if (document.activeElement !== $("#job-settings-max")) $("#job-settings-max").value = limit;
+    } catch (e) {
+      // jobs.js shows the refusal
+    }
+  }
+
+  async function saveSettings(event) {
+    event.preventDefault();
+    try {
+      const max = number("#job-settings-max");
+      if (max === undefined || !Number.isInteger(max) || max < 0) {
+        throw new Error("max jobs per node is a whole number, 0 for no limit");
+      }
+      await api("/job-settings", {
+        method: "PUT",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ max_per_node: max }),
+      });
+      $("#jobs-error").textContent = "";
+      await refreshSettings();
+    } catch (e) {
+      $("#jobs-error").textContent = `settings: ${e.message}`;
+    }
+  }
+
   $("#job-form").addEventListener("submit", submitJob);
   $("#template-form").addEventListener("submit", saveTemplate);
-  $("#token").addEventListener("change", refreshTemplates);
-  refreshTemplates();
-  setInterval(refreshTemplates, REFRESH_MS);
+  $("#job-settings-form").addEventListener("submit", saveSettings);
+  const refreshForms = () => { refreshTemplates(); refreshSettings(); };
+  $("#token").addEventListener("change", refreshForms);
+  refreshForms();
+  setInterval(refreshForms, REFRESH_MS);
 })();

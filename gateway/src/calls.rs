@@ -366,10 +366,13 @@ async fn to_node(
 ) -> Result<Answered, Failure> {
     let shared = call.shared;
     let prefix = prefix::of_call(&shared.config.prefix, &call.head, &payload);
-    let mut ticket =
-        shared
-            .scheduler
-            .admit(&call.head, &call.admitted.tenant, call.call_id, prefix);
+    let mut ticket = shared.scheduler.admit(
+        &call.head,
+        &call.admitted.tenant,
+        call.call_id,
+        prefix,
+        call.admitted.job,
+    );
     let mut attempts = 1;
     loop {
         let (guard, picked, dispatched, node_send, node_recv) = open(call, ticket, caller).await?;

@@ -175,13 +175,15 @@ impl Scheduler {
     /// `tenant`: the returned ticket gets a free slot at once, or waits in
     /// its service's queue, or is refused (`unknown service`, `no node
     /// available`, `occupied` for a realtime call, `overloaded` for a full
-    /// queue, the policy's refusal) through its grant.
+    /// queue, the policy's refusal) through its grant. A `job` call goes
+    /// only to a node below the per-node job limit ([`Self::set_job_limit`]).
     pub fn admit(
         self: &Arc<Self>,
         head: &Arc<CallHead>,
         tenant: &Arc<str>,
         call: CallId,
         prefix: Arc<[u64]>,
+        job: bool,
     ) -> Ticket {
         let ticket = self.register(call, &head.service, tenant.clone());
         self.handle(Event::CallArrived {
@@ -189,8 +191,16 @@ impl Scheduler {
             head: head.clone(),
             tenant: tenant.clone(),
             prefix,
+            job,
         });
         ticket
+    }
+
+    /// Sets the most job calls one node runs at once (0: no limit beyond
+    /// its slots). Jobs running stay; waiting ones start where there is
+    /// room.
+    pub fn set_job_limit(self: &Arc<Self>, max_per_node: u32) {
+        self.handle(Event::JobLimit { max_per_node });
     }
 
     fn register(self: &Arc<Self>, call: CallId, service: &str, tenant: Arc<str>) -> Ticket {

@@ -394,6 +394,7 @@ impl Sim {
             head,
             tenant: self.tenant.clone(),
             prefix,
+            job: false,
         });
     }
 

@@ -343,10 +343,13 @@ impl Core {
         });
         if let Some(waiter) = r.waiter {
             let free = ok
-                && self
-                    .fleet
-                    .get(key)
-                    .is_some_and(|n| n.has_free_slot(&r.service));
+                && self.fleet.get(key).is_some_and(|n| {
+                    n.has_free_slot(&r.service)
+                        && self
+                            .calls
+                            .get(&waiter.call)
+                            .is_none_or(|c| self.job_room(c, n))
+                });
             if free {
                 self.queue_mut(&r.service).dispatched_total += 1;
                 let waited = now.saturating_duration_since(waiter.enqueued);

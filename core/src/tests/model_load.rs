@@ -35,6 +35,7 @@ fn candidates(h: &mut Harness, service: &str) -> Vec<Candidate> {
             head: Arc::new(CallHead::new(service, 0, 1000)),
             tenant: Arc::from("t"),
             prefix: Arc::default(),
+            job: false,
         },
         h.now,
     );

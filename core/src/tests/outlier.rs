@@ -22,6 +22,7 @@ fn call_on(h: &mut Harness, node: NodeKey, end: CallEnd) -> Vec<Action> {
             head: Arc::new(CallHead::new("svc", 0, 1000)),
             tenant: Arc::from("t"),
             prefix: Default::default(),
+            job: false,
         },
         h.now,
     );
@@ -65,6 +66,7 @@ fn offered(h: &mut Harness) -> Vec<NodeKey> {
             head: Arc::new(CallHead::new("svc", 0, 1000)),
             tenant: Arc::from("t"),
             prefix: Default::default(),
+            job: false,
         },
         h.now,
     );

@@ -8,7 +8,9 @@
 //! - no call is dispatched while it runs, nor rejected after it left;
 //! - a call leaves a queue (for a node or a reservation) only when no call
 //!   still waiting in it is ahead of it (priority, round, arrival);
-//! - a slot has at most one swap under way.
+//! - a slot has at most one swap under way;
+//! - a node's job count is exactly the job calls running there, and a job
+//!   call is dispatched only to a node within the per-node job limit.
 //!
 //! At the end every call is finished or leaves, and the core holds nothing:
 //! every waiting call left through exactly one exit.
@@ -29,7 +31,10 @@ enum Op {
         priority: i32,
         tenant: u8,
         realtime: bool,
+        job: bool,
     },
+    /// The per-node job limit changes (0: none).
+    JobLimit(u32),
     /// Answer the n-th pending pick: 0 ranks the offered nodes shuffled
     /// by `seed`, 1 names a node never offered, 2 refuses, 3 fails.
     Answer(usize, u8, u64),
@@ -49,7 +54,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u32..4, 0u8..4).prop_map(|(k, v)| Op::Up(k, v)),
         1 => (0u32..4).prop_map(Op::Down),
         1 => (0u32..4, any::<bool>()).prop_map(|(k, d)| Op::Drain(k, d)),
-        6 => (0u8..3, 0i32..3, 0u8..3, prop::bool::weighted(0.1)).prop_map(|(service, priority, tenant, realtime)| Op::Arrive { service, priority, tenant, realtime }),
+        6 => (0u8..3, 0i32..3, 0u8..3, prop::bool::weighted(0.1), prop::bool::weighted(0.3)).prop_map(|(service, priority, tenant, realtime, job)| Op::Arrive { service, priority, tenant, realtime, job }),
+        1 => (0u32..3).prop_map(Op::JobLimit),
         6 => (0usize..8, prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8)], any::<u64>()).prop_map(|(i, k, s)| Op::Answer(i, k, s)),
         5 => (0usize..8, prop::bool::weighted(0.8)).prop_map(|(i, ok)| Op::Finish(i, ok)),
         1 => (0usize..8).prop_map(Op::Leave),
@@ -96,6 +102,10 @@ struct Model {
     keys: HashMap<CallId, QueueKey>,
     /// Calls backing off before a retry.
     backoff: std::collections::BTreeSet<CallId>,
+    /// The calls that are jobs.
+    jobs: std::collections::BTreeSet<CallId>,
+    /// The per-node job limit last set.
+    job_limit: u32,
 }
 
 struct Run {
@@ -115,6 +125,7 @@ impl Run {
     fn apply(&mut self, actions: Vec<Action>) {
         let m = &mut self.model;
         let mut left_queue = Vec::new();
+        let mut job_nodes = Vec::new();
         for action in actions {
             match action {
                 Action::Pick(request) => {
@@ -142,6 +153,9 @@ impl Run {
                         .expect("dispatch to a node that is up")
                         .epoch;
                     m.running.insert(call, (node, epoch));
+                    if m.jobs.contains(&call) {
+                        job_nodes.push(node);
+                    }
                     if waited.is_some() && via != Via::Swap {
                         left_queue.push(call);
                     }
@@ -184,6 +198,14 @@ impl Run {
                     );
                 }
             }
+        }
+        for node in job_nodes {
+            let jobs = self.core.fleet().get(node).map_or(0, |n| n.jobs_in_flight);
+            assert!(
+                m.job_limit == 0 || jobs <= m.job_limit,
+                "node {node} runs {jobs} jobs, limit {}",
+                m.job_limit
+            );
         }
         // Whoever left a queue had no one still waiting ahead of it.
         for call in left_queue {
@@ -231,6 +253,18 @@ impl Run {
                     node.key
                 );
             }
+            let jobs = self
+                .model
+                .running
+                .iter()
+                .filter(|(call, (n, e))| {
+                    *n == node.key
+                        && *e == node.epoch
+                        && self.model.alive.contains_key(call)
+                        && self.model.jobs.contains(call)
+                })
+                .count();
+            assert_eq!(node.jobs_in_flight as usize, jobs, "node {} jobs", node.key);
             let under_way = node
                 .slots
                 .slots
@@ -257,6 +291,7 @@ impl Run {
                 priority,
                 tenant,
                 realtime,
+                job,
             } => {
                 let call = self.next;
                 self.next += 1;
@@ -265,12 +300,20 @@ impl Run {
                 head.priority = priority;
                 head.realtime = realtime;
                 self.model.alive.insert(call, service);
+                if job {
+                    self.model.jobs.insert(call);
+                }
                 self.send(Event::CallArrived {
                     call,
                     head: Arc::new(head),
                     tenant: Arc::from(format!("t{tenant}")),
                     prefix: Default::default(),
+                    job,
                 });
+            }
+            Op::JobLimit(max_per_node) => {
+                self.model.job_limit = max_per_node;
+                self.send(Event::JobLimit { max_per_node });
             }
             Op::Answer(i, kind, seed) => {
                 if self.model.pending.is_empty() {
@@ -465,6 +508,7 @@ fn unanswered_picks_never_hold_a_slot() {
             priority: 0,
             tenant: 0,
             realtime: false,
+            job: false,
         });
     }
     assert_eq!(run.core.fleet().get(1).unwrap().in_flight("x"), 0);

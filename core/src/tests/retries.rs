@@ -93,6 +93,7 @@ fn retried_failures_count_towards_the_nodes_ejection() {
                 head: Arc::new(CallHead::new("svc", 0, 1000)),
                 tenant: Arc::from("t"),
                 prefix: Default::default(),
+                job: false,
             },
             h.now,
         );

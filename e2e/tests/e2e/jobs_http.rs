@@ -371,7 +371,41 @@ async fn the_dashboard_saves_a_template_runs_it_and_cancels_restarts_and_deletes
             &format!("return !document.querySelector('{row}') && document.querySelector('#job-detail').hidden"),
         )
         .await;
+
+    // Settings: the most jobs a node runs, changed through the form.
+    browser
+        .wait_for(
+            "the settings shown",
+            "return document.querySelector('#job-settings-now').textContent === 'now no limit'",
+        )
+        .await;
+    let limit = [
+        "document.querySelector('#job-settings-section').open = true;".to_string(),
+        fill("#job-settings-max", "2"),
+        "document.querySelector('#job-settings-save').click(); return true".to_string(),
+    ]
+    .concat();
+    browser.eval(&limit).await;
+    browser
+        .wait_for(
+            "the new limit shown",
+            "return document.querySelector('#job-settings-now').textContent === 'now 2 a node'",
+        )
+        .await;
     browser.close().await;
+    let admin = fleet.gateway.admin_addr().expect("admin port");
+    let settings = run(
+        args(&[
+            "-H",
+            &format!("authorization: Bearer {ADMIN}"),
+            &format!("http://{admin}/api/job-settings"),
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(settings.status, 200, "{settings:?}");
+    let settings: Value = serde_json::from_str(&settings.body).expect("settings are JSON");
+    assert_eq!(settings, serde_json::json!({ "max_per_node": 2 }));
     let url = format!(
         "http://{}/api/jobs/{id}",
         fleet.gateway.admin_addr().expect("admin port")

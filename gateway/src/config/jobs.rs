@@ -44,6 +44,11 @@ pub struct JobsConfig {
     pub max_waiting: u64,
     /// Connections the store keeps open (default 8; SQLite: 1 writer).
     pub max_connections: u32,
+    /// The most jobs one node runs at once, every service together
+    /// (default 0: no limit beyond the node's slots, its services'
+    /// `max_concurrent`). The value at first start: once changed over the
+    /// API (`PUT /api/job-settings`) the stored value rules.
+    pub max_per_node: u32,
 }
 
 impl Default for JobsConfig {
@@ -61,6 +66,7 @@ impl Default for JobsConfig {
             max_log_bytes: 16 << 20,
             max_waiting: 100_000,
             max_connections: 8,
+            max_per_node: 0,
         }
     }
 }

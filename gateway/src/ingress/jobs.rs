@@ -13,6 +13,7 @@
 //! | `POST {p}/jobs/{id}/cancel`, `/restart` | the job |
 //! | `DELETE {p}/jobs/{id}` | `204` |
 //! | `GET {p}/templates`, `POST {p}/templates` (admin) | `{"templates": [...]}`, `201` + the template |
+//! | `GET {p}/job-settings`, `PUT {p}/job-settings` (admin) | `{"max_per_node": N}` |
 //!
 //! Every route needs a caller: the admin token (`Authorization: Bearer
 //! <admin token>` or `x-switchyard-admin-token`) sees every job; a tenant's
@@ -58,6 +59,10 @@ pub(crate) fn routes(prefix: &str) -> Router<Arc<Shared>> {
         .route(
             &format!("{prefix}/templates"),
             get(templates).post(put_template),
+        )
+        .route(
+            &format!("{prefix}/job-settings"),
+            get(settings).put(put_settings),
         )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
@@ -343,6 +348,22 @@ async fn put_template(
     let jobs = shared.jobs()?;
     let view = jobs.put_template(&access, &name, template).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn settings(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Answer {
+    access(&shared, &headers)?;
+    Ok(Json(shared.jobs()?.settings()).into_response())
+}
+
+async fn put_settings(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let access = access(&shared, &headers)?;
+    let settings = body::settings(&body)?;
+    let settings = shared.jobs()?.set_settings(&access, settings).await?;
+    Ok(Json(settings).into_response())
 }
 
 #[cfg(test)]

@@ -42,7 +42,10 @@ impl Jobs {
             inner: std::sync::Mutex::new(Inner::default()),
             wake: tokio::sync::Notify::new(),
             changed,
+            max_per_node: std::sync::atomic::AtomicU32::new(0),
         });
+        jobs.apply_limit(jobs.config.max_per_node);
+        jobs.load_settings().await?;
         let started = Instant::now();
         let (requeued, failed) = jobs.recover(true).await?;
         tracing::info!(
@@ -131,19 +134,30 @@ impl Jobs {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
-        let capacity = capacity(&shared);
         let mut start = Vec::new();
         if let Ok(mut inner) = self.inner.lock() {
+            let room = self.room(&inner);
+            let capacity = capacity(&shared, room.as_ref());
+            // With a per-node limit: the room left on every node, less the
+            // jobs handed to the scheduler and not yet on a node.
+            let mut total = room.map(|room| {
+                let admitting: u32 = inner.admitting.values().sum();
+                room.values().sum::<u32>().saturating_sub(admitting)
+            });
             for service in inner.waiting.services() {
                 let Some(&(free, loaded)) = capacity.get(&service) else {
                     continue;
                 };
                 let admitting = inner.admitting.get(&service).copied().unwrap_or(0);
-                let budget = if loaded {
+                let mut budget = if loaded {
                     free.saturating_sub(admitting)
                 } else {
                     u32::from(admitting == 0)
                 };
+                if let Some(total) = &mut total {
+                    budget = budget.min(*total);
+                    *total -= budget;
+                }
                 for _ in 0..budget {
                     let Some(id) = inner.waiting.pop(&service) else {
                         break;
@@ -170,12 +184,39 @@ impl Jobs {
         }
     }
 
-    /// Free slots of `service` on nodes that have it loaded now.
+    /// Free slots of `service` on nodes that have it loaded now (and room
+    /// under the per-node job limit).
     pub(super) fn free_slots(&self, service: &str) -> u32 {
-        self.shared
-            .upgrade()
-            .and_then(|shared| capacity(&shared).get(service).map(|c| c.0))
-            .unwrap_or(0)
+        let Some(shared) = self.shared.upgrade() else {
+            return 0;
+        };
+        let room = self.inner.lock().ok().and_then(|inner| self.room(&inner));
+        capacity(&shared, room.as_ref())
+            .get(service)
+            .map_or(0, |c| c.0)
+    }
+
+    /// Per node id: how many more jobs it may run under the per-node job
+    /// limit (this gateway's jobs), `None` when there is no limit. A node
+    /// not named has the whole limit.
+    fn room(&self, inner: &Inner) -> Option<NodeRoom> {
+        let limit = self.max_per_node.load(std::sync::atomic::Ordering::Relaxed);
+        if limit == 0 {
+            return None;
+        }
+        let shared = self.shared.upgrade()?;
+        let mut room: NodeRoom = shared
+            .registry
+            .views(Instant::now())
+            .into_iter()
+            .map(|node| (node.spec.id, limit))
+            .collect();
+        for node in inner.running.values().filter_map(|r| r.node.as_ref()) {
+            if let Some(left) = room.get_mut(node) {
+                *left = left.saturating_sub(1);
+            }
+        }
+        Some(room)
     }
 
     /// A job call of `service` was handed to the scheduler.
@@ -221,6 +262,7 @@ impl Jobs {
                 .await?;
         }
         self.recover(false).await?;
+        self.load_settings().await?;
         if purge {
             let cutoff = now.saturating_sub(self.config.retention_s.saturating_mul(1000));
             let purged = self.store.purge_finished_before(cutoff).await?;
@@ -235,16 +277,23 @@ impl Jobs {
     }
 }
 
+/// Per node id: the jobs it may still take under the per-node limit.
+type NodeRoom = HashMap<String, u32>;
+
 /// Per service: free slots on nodes that have it loaded (not draining,
-/// healthy, not ejected), and whether any node has it loaded.
-fn capacity(shared: &Shared) -> HashMap<String, (u32, bool)> {
+/// healthy, not ejected), each node's counted up to its `room` under the
+/// per-node job limit when there is one; and whether any node has it
+/// loaded.
+fn capacity(shared: &Shared, room: Option<&NodeRoom>) -> HashMap<String, (u32, bool)> {
     let mut capacity: HashMap<String, (u32, bool)> = HashMap::new();
     for node in shared.registry.views(Instant::now()) {
+        let left = room.map(|room| room.get(&node.spec.id).copied().unwrap_or(0));
         for service in &node.services {
             let entry = capacity.entry(service.name.clone()).or_default();
             if service.loaded && !node.draining && !service.unhealthy && service.ejected_for_ms == 0
             {
-                entry.0 += service.max_concurrent.saturating_sub(service.in_flight);
+                let free = service.max_concurrent.saturating_sub(service.in_flight);
+                entry.0 += left.map_or(free, |left| free.min(left));
                 entry.1 = true;
             }
         }

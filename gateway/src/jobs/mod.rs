@@ -104,8 +104,11 @@ mod dispatch;
 mod queue;
 pub(crate) mod quic;
 mod runner;
+mod settings;
 pub(crate) mod store;
 mod template;
+
+pub(crate) use settings::JobSettings;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, Weak};
@@ -130,6 +133,8 @@ pub(crate) struct Jobs {
     wake: Notify,
     /// The id of each job whose state or log changed (log followers).
     changed: broadcast::Sender<String>,
+    /// The most jobs one node runs at once (0: no limit); see [`settings`].
+    max_per_node: std::sync::atomic::AtomicU32,
 }
 
 /// What the dispatcher and the runners share.
@@ -144,6 +149,8 @@ struct Inner {
 /// A running attempt.
 struct Running {
     stop: Option<oneshot::Sender<runner::Stop>>,
+    /// The node it runs on, once dispatched (the per-node job limit).
+    node: Option<String>,
 }
 
 /// A follower of a job's log: batches of new lines, then the channel

@@ -28,6 +28,7 @@ macro_rules! on_both_stores {
 }
 
 mod api;
+mod limit;
 
 use std::time::{Duration, Instant};
 
@@ -172,6 +173,24 @@ impl Jobs {
         let text = r.text().await.unwrap_or_default();
         assert!(status.is_success(), "{path}: {status} {text}");
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+    }
+
+    /// (status, body) of `method` on `/v1/job-settings` (a `PUT` sends
+    /// `body`).
+    pub async fn settings(&self, method: reqwest::Method, body: Option<Value>) -> (u16, Value) {
+        let mut r = self.req(method, "/v1/job-settings");
+        if let Some(body) = body {
+            r = r
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let r = r.send().await.expect("settings request sends");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Waits until job `id` is in one of `states`; returns it.

@@ -250,3 +250,13 @@ impl LogQuery {
 #[cfg(test)]
 #[path = "body_tests.rs"]
 mod tests;
+
+/// The settings a `PUT /api/job-settings` body gives
+/// (`{"max_per_node": N}`).
+///
+/// # Errors
+/// [`BadRequest`]: not JSON, an unknown or missing field, a value out of
+/// `0..=4294967295`.
+pub(super) fn settings(body: &[u8]) -> Result<crate::jobs::JobSettings, BadRequest> {
+    serde_json::from_slice(body).map_err(|e| BadRequest::new(format!("bad job settings: {e}")))
+}

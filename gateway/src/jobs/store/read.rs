@@ -182,4 +182,17 @@ impl JobStore {
             })
             .collect()
     }
+
+    /// The stored value of setting `name`, `None` when never set.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`], [`StoreError::Corrupt`] (a negative value).
+    pub(crate) async fn setting(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let row = sqlx::query("SELECT name, value FROM job_settings WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|row| Reader::new(&row, "name").u64("value"))
+            .transpose()
+    }
 }

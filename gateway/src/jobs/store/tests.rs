@@ -81,6 +81,7 @@ both!(
     purge_finished,
     counts_by_service_and_state,
     templates_round_trip,
+    settings_round_trip,
     concurrent_writers,
     ten_thousand_unfinished,
 );

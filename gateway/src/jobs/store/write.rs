@@ -340,6 +340,29 @@ impl JobStore {
         .await?;
         Ok(())
     }
+    /// Stores setting `name` = `value` at `now_ms` (ms since the Unix
+    /// epoch), replacing any earlier value.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`], [`StoreError::OutOfRange`].
+    pub(crate) async fn put_setting(
+        &self,
+        name: &str,
+        value: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO job_settings (name, value, updated_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, \
+             updated_ms = excluded.updated_ms",
+        )
+        .bind(name)
+        .bind(to_i64("value", value)?)
+        .bind(to_i64("now_ms", now_ms)?)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
 }
 
 /// [`JobStore::change`] on `conn` (inside the caller's transaction): `Ok(false)`

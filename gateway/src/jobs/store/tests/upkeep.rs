@@ -1,5 +1,5 @@
-//! Scenarios of logs, deletion, recovery, retention, counts, templates and
-//! concurrent writers.
+//! Scenarios of logs, deletion, recovery, retention, counts, templates,
+//! settings and concurrent writers.
 
 use std::collections::BTreeMap;
 
@@ -264,6 +264,22 @@ pub(super) async fn templates_round_trip(store: &JobStore) {
     assert_eq!(
         store.templates().await.expect("templates"),
         [("echo".to_string(), bare), ("train".to_string(), t)]
+    );
+}
+
+pub(super) async fn settings_round_trip(store: &JobStore) {
+    assert_eq!(store.setting("max_per_node").await.expect("read"), None);
+    store.put_setting("max_per_node", 3, 1).await.expect("put");
+    store.put_setting("other", 7, 1).await.expect("put");
+    store
+        .put_setting("max_per_node", 0, 2)
+        .await
+        .expect("replace");
+    assert_eq!(store.setting("max_per_node").await.expect("read"), Some(0));
+    assert_eq!(store.setting("other").await.expect("read"), Some(7));
+    assert!(
+        store.put_setting("x", u64::MAX, 3).await.is_err(),
+        "out of BIGINT"
     );
 }
 

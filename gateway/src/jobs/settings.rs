@@ -1,0 +1,85 @@
+//! Job settings changed at run time: the most jobs one node runs at once
+//! (seed 004's "maximum number of jobs per worker", set from its web
+//! interface). `[jobs] max_per_node` gives the value until one is stored;
+//! `PUT /api/job-settings` (admin) stores a new one, so it outlives a
+//! restart and reaches every gateway on the same store (each reads it back
+//! at its next sweep).
+//!
+//! The limit is enforced by the scheduling core (a job call goes only to a
+//! node running fewer jobs, [`switchyard_core::Event::JobLimit`]); the
+//! dispatcher hands the core no more jobs than the nodes have room for, so
+//! that jobs held back by the limit wait in the job queue, not ahead of
+//! other calls in the core's.
+
+use std::sync::atomic::Ordering;
+
+use super::{Access, JobError, Jobs, now_ms};
+
+/// The stored setting's name.
+const MAX_PER_NODE: &str = "max_per_node";
+
+/// The job settings, as `GET /api/job-settings` answers and `PUT` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobSettings {
+    /// The most jobs one node runs at once, every service together (0: no
+    /// limit beyond the node's slots).
+    pub(crate) max_per_node: u32,
+}
+
+impl Jobs {
+    /// The settings in force.
+    pub(crate) fn settings(&self) -> JobSettings {
+        JobSettings {
+            max_per_node: self.max_per_node.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stores `settings` and puts them in force: jobs running stay, jobs
+    /// waiting start where the new limit leaves room.
+    ///
+    /// # Errors
+    /// `Forbidden` without the admin token; `Store` when it cannot be
+    /// stored (nothing changed; retry-safe).
+    pub(crate) async fn set_settings(
+        &self,
+        access: &Access,
+        settings: JobSettings,
+    ) -> Result<JobSettings, JobError> {
+        if !matches!(access, Access::Admin) {
+            return Err(JobError::Forbidden(
+                "job settings are changed with the admin token".into(),
+            ));
+        }
+        self.store
+            .put_setting(MAX_PER_NODE, u64::from(settings.max_per_node), now_ms())
+            .await?;
+        self.apply_limit(settings.max_per_node);
+        Ok(self.settings())
+    }
+
+    /// Puts the stored settings in force if they differ (at start, then at
+    /// each sweep: another gateway may have changed them).
+    ///
+    /// # Errors
+    /// `Store` when they cannot be read.
+    pub(super) async fn load_settings(&self) -> Result<(), JobError> {
+        if let Some(stored) = self.store.setting(MAX_PER_NODE).await? {
+            let limit = u32::try_from(stored).unwrap_or(u32::MAX);
+            if limit != self.max_per_node.load(Ordering::Relaxed) {
+                self.apply_limit(limit);
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the scheduler the per-node job limit and wakes the dispatcher.
+    pub(super) fn apply_limit(&self, max_per_node: u32) {
+        self.max_per_node.store(max_per_node, Ordering::Relaxed);
+        if let Some(shared) = self.shared.upgrade() {
+            shared.scheduler.set_job_limit(max_per_node);
+        }
+        tracing::info!(max_per_node, "jobs per node limit in force");
+        self.wake.notify_one();
+    }
+}
