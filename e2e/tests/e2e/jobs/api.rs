@@ -196,16 +196,8 @@ async fn a_node_runs_at_most_its_slots(db: Db) {
     let mut spans = Vec::new();
     for id in &ids {
         let done = jobs.wait_state(id, &["succeeded"], LIMIT).await;
-        // When the node ran it: from its dispatch to its end.
-        let on_node = done["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["state"] == "running")
-            .filter_map(|t| t["at_ms"].as_u64())
-            .max()
-            .unwrap();
-        spans.push((on_node, done["finished_ms"].as_u64().unwrap()));
+        let (_, start, end) = super::span(&done);
+        spans.push((start, end));
     }
     let most = spans
         .iter()

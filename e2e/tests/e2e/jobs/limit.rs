@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use client::CallOptions;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{Db, Jobs, script, shell};
+use super::{Db, Jobs, script, shell, span};
 use crate::common::{ADMIN, Fleet, TOKEN, plugin_copies};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -112,18 +112,4 @@ async fn running(jobs: &Jobs) -> usize {
     jobs.list("state=running").await["jobs"]
         .as_array()
         .map_or(0, Vec::len)
-}
-
-/// (node, when it was dispatched there, when it ended) of a finished job.
-fn span(job: &Value) -> (String, u64, u64) {
-    let on_node = job["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["state"] == "running")
-        .filter_map(|t| t["at_ms"].as_u64())
-        .max()
-        .unwrap();
-    let node = job["node"].as_str().unwrap_or("?").to_owned();
-    (node, on_node, job["finished_ms"].as_u64().unwrap())
 }

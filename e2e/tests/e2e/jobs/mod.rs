@@ -241,3 +241,19 @@ pub async fn wait_log(jobs: &Jobs, id: &str, line: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// (node, when it was dispatched there, when it ended) of a finished job:
+/// the node ran it from its last `running` transition (the one naming the
+/// node) to its end.
+pub fn span(job: &Value) -> (String, u64, u64) {
+    let on_node = job["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["state"] == "running")
+        .filter_map(|t| t["at_ms"].as_u64())
+        .max()
+        .unwrap();
+    let node = job["node"].as_str().unwrap_or("?").to_owned();
+    (node, on_node, job["finished_ms"].as_u64().unwrap())
+}
