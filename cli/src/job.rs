@@ -69,6 +69,16 @@ pub enum JobCommand {
         /// Job id.
         id: String,
     },
+    /// Show the job settings, or change them (needs --admin-token): the
+    /// most jobs one node runs at once, every service together.
+    Settings {
+        /// New limit of jobs per node (0: no limit beyond its slots).
+        #[arg(long)]
+        max_per_node: Option<u32>,
+        /// Print the settings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a job's stored result to stdout.
     Result {
         /// Job id.
@@ -240,6 +250,25 @@ pub async fn run(client: &Client, command: JobCommand) -> anyhow::Result<()> {
             println!("deleted {id}");
         }
         JobCommand::Result { id } => write_result(client, &id).await?,
+        JobCommand::Settings { max_per_node, json } => {
+            let settings = match max_per_node {
+                Some(max_per_node) => {
+                    client
+                        .set_job_settings(client::JobSettings { max_per_node })
+                        .await?
+                }
+                None => client.job_settings().await?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&settings)?);
+            } else {
+                let limit = match settings.max_per_node {
+                    0 => "no limit".to_string(),
+                    n => n.to_string(),
+                };
+                println!("max jobs per node: {limit}");
+            }
+        }
     }
     Ok(())
 }

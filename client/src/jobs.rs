@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use futures_util::Stream;
 use protocol::{
-    JobFilter, JobOp, JobPage, JobReply, JobRequest, JobSpec, JobView, LogEntry, Message,
+    JobFilter, JobOp, JobPage, JobReply, JobRequest, JobSettings, JobSpec, JobView, LogEntry,
+    Message,
 };
 use transport::FramedSend;
 
@@ -94,6 +95,35 @@ impl Client {
     pub async fn delete_job(&self, id: &str) -> Result<(), ClientError> {
         match self.job_op(JobOp::Delete(id.to_string())).await? {
             JobReply::Deleted(_) => Ok(()),
+            other => Err(wrong_reply(&other)),
+        }
+    }
+
+    /// The job settings in force: the most jobs one node runs at once.
+    ///
+    /// # Errors
+    /// [`ClientError::Call`] (`forbidden` for a bad key); connection errors.
+    pub async fn job_settings(&self) -> Result<JobSettings, ClientError> {
+        match self.job_op(JobOp::Settings(None)).await? {
+            JobReply::Settings(settings) => Ok(settings),
+            other => Err(wrong_reply(&other)),
+        }
+    }
+
+    /// Stores new job settings and puts them in force on the gateway (and,
+    /// at their next sweep, on the gateways sharing its store); returns
+    /// them. Needs the admin token ([`Client::with_admin_token`]).
+    ///
+    /// # Errors
+    /// [`ClientError::Call`]: `forbidden` without the admin token,
+    /// `internal` when the store fails (retry-safe); a gateway older than
+    /// the settings refuses the frame as malformed.
+    pub async fn set_job_settings(
+        &self,
+        settings: JobSettings,
+    ) -> Result<JobSettings, ClientError> {
+        match self.job_op(JobOp::Settings(Some(settings))).await? {
+            JobReply::Settings(settings) => Ok(settings),
             other => Err(wrong_reply(&other)),
         }
     }
@@ -210,6 +240,7 @@ fn wrong_reply(reply: &JobReply) -> ClientError {
         JobReply::Log(_) => "log",
         JobReply::Deleted(_) => "deleted",
         JobReply::Result { .. } => "result",
+        JobReply::Settings(_) => "settings",
     };
     ClientError::Protocol(format!("unexpected {what} reply from the gateway"))
 }

@@ -32,7 +32,7 @@ pub use error::ClientError;
 pub use pool::{GatewayStats, PoolConfig, PoolStats};
 pub use protocol::{CacheInfo, CacheStatsView, ErrorKind, PolicyView, ServiceCacheStats, Side};
 pub use protocol::{
-    JobFilter, JobPage, JobSpec, JobState, JobView, LogEntry, LogStream, Transition,
+    JobFilter, JobPage, JobSettings, JobSpec, JobState, JobView, LogEntry, LogStream, Transition,
 };
 
 /// Where the gateway is and how to trust it.

@@ -435,6 +435,24 @@ pub enum JobOp {
     /// The stored result's bytes.
     #[n(7)]
     Result(#[n(0)] String),
+    /// The job settings (`None`), or new ones to store and put in force
+    /// (the admin token). Added after 2.0: an older gateway refuses it as
+    /// a malformed frame.
+    #[n(8)]
+    Settings(#[n(0)] Option<JobSettings>),
+}
+
+/// Job settings changed at run time (seed 004's "maximum number of jobs
+/// per worker"): the JSON of `GET`/`PUT /v1/job-settings` and the
+/// [`JobOp::Settings`] / [`JobReply::Settings`] payload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    /// The most jobs one node runs at once, every service together (0: no
+    /// limit beyond the node's slots, its services' `max_concurrent`).
+    #[n(0)]
+    pub max_per_node: u32,
 }
 
 /// Client → gateway: one job operation.
@@ -474,6 +492,7 @@ impl JobRequest {
             | JobOp::Delete(id)
             | JobOp::Result(id)
             | JobOp::Log { id, .. } => check_job_id(id),
+            JobOp::Settings(_) => Ok(()),
             JobOp::List(filter) => {
                 if let Some(cursor) = &filter.cursor {
                     check_job_id(cursor)?;
@@ -526,6 +545,9 @@ pub enum JobReply {
         #[n(1)]
         content_type: Option<String>,
     },
+    /// The job settings in force (after a change, the new ones).
+    #[n(5)]
+    Settings(#[n(0)] JobSettings),
 }
 
 #[cfg(test)]

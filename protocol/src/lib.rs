@@ -71,8 +71,8 @@ pub use call::{
 pub use error::{CodecError, ErrorKind, Side};
 pub use frame::{Codec, Decoded, FrameHeader, FrameKind, HEADER_LEN};
 pub use job::{
-    JobFilter, JobOp, JobPage, JobReply, JobRequest, JobSpec, JobState, JobView, LogChunk,
-    LogEntry, LogStream, Transition,
+    JobFilter, JobOp, JobPage, JobReply, JobRequest, JobSettings, JobSpec, JobState, JobView,
+    LogChunk, LogEntry, LogStream, Transition,
 };
 pub use message::Message;
 pub use node::{

@@ -233,3 +233,18 @@ fn a_log_line_names_time_stream_and_attempt() {
         "1970-01-01 00:00:01.500 err #1 warming up"
     );
 }
+
+#[test]
+fn settings_reads_or_sets_the_limit() {
+    let Ok(JobCommand::Settings { max_per_node, json }) = parse(&["settings"]) else {
+        panic!("not settings");
+    };
+    assert_eq!((max_per_node, json), (None, false));
+    let Ok(JobCommand::Settings { max_per_node, json }) =
+        parse(&["settings", "--max-per-node", "2", "--json"])
+    else {
+        panic!("not settings");
+    };
+    assert_eq!((max_per_node, json), (Some(2), true));
+    assert!(parse(&["settings", "--max-per-node", "-1"]).is_err());
+}

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use client::{ErrorKind, JobSpec};
+use client::{ErrorKind, JobSettings, JobSpec};
 use futures_util::StreamExt;
 
 use crate::common::Fleet;
@@ -93,4 +93,34 @@ async fn a_job_through_the_sdk_submit_follow_result() {
     client.delete_job(&stuck.id).await.expect("delete");
     let gone = client.job(&stuck.id).await.expect_err("deleted");
     assert_eq!(gone.kind(), Some(ErrorKind::UnknownService), "{gone}");
+}
+
+/// The job settings over QUIC: anyone reads them, only the admin token
+/// changes them, and the HTTP routes see the change.
+#[tokio::test]
+async fn job_settings_through_the_sdk() {
+    let fleet = Fleet::start(|_| {}).await;
+    let client = fleet.client().await;
+    let settings = client.job_settings().await.expect("settings");
+    assert_eq!(settings, JobSettings { max_per_node: 0 });
+
+    let three = JobSettings { max_per_node: 3 };
+    let err = client
+        .set_job_settings(three)
+        .await
+        .expect_err("a tenant may not change them");
+    assert_eq!(err.kind(), Some(ErrorKind::Forbidden), "{err}");
+    let admin = client.clone().with_admin_token(crate::common::ADMIN);
+    assert_eq!(admin.set_job_settings(three).await.expect("set"), three);
+    assert_eq!(client.job_settings().await.expect("settings"), three);
+
+    let url = format!("{}/v1/job-settings", fleet.gateway.http_url().unwrap());
+    let text = reqwest::get(&url)
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("a body");
+    let body: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(body, serde_json::json!({ "max_per_node": 3 }));
 }

@@ -108,8 +108,6 @@ mod settings;
 pub(crate) mod store;
 mod template;
 
-pub(crate) use settings::JobSettings;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, Weak};
 

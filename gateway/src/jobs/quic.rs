@@ -97,6 +97,10 @@ async fn run(jobs: &Arc<Jobs>, access: &Access, op: JobOp) -> Result<JobReply, J
         JobOp::Log { id, after, .. } => {
             JobReply::Log(jobs.log(access, &id, after, LOG_LIMIT).await?)
         }
+        JobOp::Settings(None) => JobReply::Settings(jobs.settings()),
+        JobOp::Settings(Some(settings)) => {
+            JobReply::Settings(jobs.set_settings(access, settings).await?)
+        }
         JobOp::Result(id) => {
             let (data, content_type) = jobs.result(access, &id).await?;
             JobReply::Result { data, content_type }

@@ -13,19 +13,12 @@
 
 use std::sync::atomic::Ordering;
 
+use protocol::JobSettings;
+
 use super::{Access, JobError, Jobs, now_ms};
 
 /// The stored setting's name.
 const MAX_PER_NODE: &str = "max_per_node";
-
-/// The job settings, as `GET /api/job-settings` answers and `PUT` takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct JobSettings {
-    /// The most jobs one node runs at once, every service together (0: no
-    /// limit beyond the node's slots).
-    pub(crate) max_per_node: u32,
-}
 
 impl Jobs {
     /// The settings in force.

@@ -316,6 +316,20 @@ pub fn all() -> Vec<(&'static str, Message)> {
             }]))),
         ),
         (
+            "JobSettings",
+            Message::Job(Box::new(JobRequest {
+                api_key: None,
+                admin_token: Some("adm".into()),
+                op: JobOp::Settings(Some(JobSettings { max_per_node: 2 })),
+            })),
+        ),
+        (
+            "JobReplySettings",
+            Message::JobReply(Box::new(JobReply::Settings(JobSettings {
+                max_per_node: 2,
+            }))),
+        ),
+        (
             "Log",
             Message::Log(LogChunk {
                 stream: LogStream::Stderr,

@@ -257,6 +257,6 @@ mod tests;
 /// # Errors
 /// [`BadRequest`]: not JSON, an unknown or missing field, a value out of
 /// `0..=4294967295`.
-pub(super) fn settings(body: &[u8]) -> Result<crate::jobs::JobSettings, BadRequest> {
+pub(super) fn settings(body: &[u8]) -> Result<protocol::JobSettings, BadRequest> {
     serde_json::from_slice(body).map_err(|e| BadRequest::new(format!("bad job settings: {e}")))
 }
