@@ -11,8 +11,8 @@ pub fn nodes(nodes: &[NodeView]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:<10} {:>6} {:>15} {:<28} {:>7} {:>9}  SERVICES (in flight/max, ewma ms)",
-        "NODE", "REGION", "CPU%", "MEM MiB", "GPUS", "CALLS", "STATS AGE"
+        "{:<16} {:<10} {:>6} {:>15} {:<28} {:>7} {:>4} {:>9}  SERVICES (in flight/max, ewma ms)",
+        "NODE", "REGION", "CPU%", "MEM MiB", "GPUS", "CALLS", "JOBS", "STATS AGE"
     );
     for node in nodes {
         let (cpu, mem, gpus) = match &node.stats {
@@ -65,8 +65,16 @@ pub fn nodes(nodes: &[NodeView]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<16} {:<10} {:>6} {:>15} {:<28} {:>7} {:>7}ms  {}",
-            node.spec.id, region, cpu, mem, gpus, node.calls_total, node.last_stats_ms, services
+            "{:<16} {:<10} {:>6} {:>15} {:<28} {:>7} {:>4} {:>7}ms  {}",
+            node.spec.id,
+            region,
+            cpu,
+            mem,
+            gpus,
+            node.calls_total,
+            node.jobs_in_flight,
+            node.last_stats_ms,
+            services
         );
         for slot in &node.slots {
             let _ = writeln!(out, "{:<16} {}", "", slot_line(slot));

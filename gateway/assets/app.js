@@ -84,7 +84,8 @@ function renderNodes(snap) {
     const stale = n.last_stats_ms > STATS_STALE_MS;
     const card = el("div", { class: `node${n.draining ? " draining" : ""}${stale ? " stale" : ""}`, "data-node": n.spec.id });
     card.append(el("h3", { text: n.spec.id + (n.draining ? " (draining)" : "") }));
-    card.append(el("div", { class: "meta", text: `${n.spec.region || "no region"} · ${n.calls_total} calls · stats ${n.last_stats_ms} ms ago` }));
+    const jobs = n.jobs_in_flight ? ` · ${n.jobs_in_flight} job${n.jobs_in_flight === 1 ? "" : "s"} running` : "";
+    card.append(el("div", { class: "meta", "data-jobs": n.jobs_in_flight || 0, text: `${n.spec.region || "no region"} · ${n.calls_total} calls${jobs} · stats ${n.last_stats_ms} ms ago` }));
     const s = n.stats;
     if (s) {
       card.append(el("div", { class: "meta", text: `CPU ${s.cpu_pct.toFixed(0)}%` }), bar(s.cpu_pct, "CPU"));

@@ -208,6 +208,12 @@ pub struct NodeView {
     /// Calls this node finished since it registered.
     #[n(8)]
     pub calls_total: u64,
+    /// Durable jobs running on it now, every service together (the
+    /// per-node job limit counts these). Added in v2, after 2.0: 0 from an
+    /// older gateway.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(9), default)]
+    pub jobs_in_flight: u32,
 }
 
 /// One service on one node, as the gateway sees it.

@@ -87,6 +87,7 @@ impl Message {
             }
             Message::Nodes(nodes) => {
                 for node in nodes.iter_mut() {
+                    node.jobs_in_flight = 0;
                     if let Some(stats) = &mut node.stats {
                         stats.unhealthy.clear();
                         stats.model_load.clear();

@@ -332,6 +332,12 @@ async fn the_dashboard_saves_a_template_runs_it_and_cancels_restarts_and_deletes
             "return document.querySelector('#job-log').textContent.includes('hello dashboard')",
         )
         .await;
+    browser
+        .wait_for(
+            "the node card counting the running job",
+            "const m = document.querySelector('.node[data-node=\"node-a\"] [data-jobs]'); return !!m && m.dataset.jobs === '1' && m.textContent.includes('1 job running')",
+        )
+        .await;
     let id = browser
         .eval("return document.querySelector('#job-title').textContent.split(' ')[0]")
         .await;

@@ -69,6 +69,7 @@ impl Jobs {
     /// Tells the scheduler the per-node job limit and wakes the dispatcher.
     pub(super) fn apply_limit(&self, max_per_node: u32) {
         self.max_per_node.store(max_per_node, Ordering::Relaxed);
+        metrics::gauge!("jobs_max_per_node").set(f64::from(max_per_node));
         if let Some(shared) = self.shared.upgrade() {
             shared.scheduler.set_job_limit(max_per_node);
         }

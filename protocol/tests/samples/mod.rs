@@ -169,6 +169,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 connected_ms: 60000,
                 last_stats_ms: 250,
                 calls_total: 99,
+                jobs_in_flight: 2,
             }]),
         ),
         ("ListPolicies", Message::ListPolicies),

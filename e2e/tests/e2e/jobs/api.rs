@@ -115,6 +115,7 @@ async fn submit_run_log_result_over_http_and_curl(db: Db) {
         "jobs_finished_total",
         "job_duration_seconds",
         "job_queue_wait_seconds",
+        "jobs_max_per_node",
     ] {
         assert!(metrics.contains(name), "{name} not in /metrics");
     }

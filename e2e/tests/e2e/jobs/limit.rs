@@ -74,6 +74,18 @@ async fn the_job_limit_per_node_is_set_at_run_time_and_kept(db: Db) {
         .await
         .expect("a plain call runs beside the jobs");
     assert_eq!(&plain.data[..], b"plain\n");
+    // The nodes' views count the jobs each runs (one each).
+    let start = Instant::now();
+    loop {
+        let nodes = client.nodes().await.expect("nodes");
+        let jobs: Vec<u32> = nodes.iter().map(|n| n.jobs_in_flight).collect();
+        if jobs == [1, 1] {
+            break;
+        }
+        assert!(jobs.iter().all(|&j| j <= 1), "over the limit: {jobs:?}");
+        assert!(start.elapsed() < LIMIT, "jobs per node {jobs:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let now = running(&anyone).await;
     assert!(now <= 2, "{now} jobs run on two nodes of one job each");
     let mut spans = Vec::new();
