@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::JobState;
+use protocol::{JobState, NodeView};
 
 use super::store::{JobStore, StoredJob};
 use super::{Inner, JobError, Jobs, now_ms};
@@ -134,15 +134,16 @@ impl Jobs {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
+        let limit = self.max_per_node.load(std::sync::atomic::Ordering::Relaxed);
+        let views = shared.registry.views(Instant::now());
+        let capacity = capacity(&views, limit);
         let mut start = Vec::new();
         if let Ok(mut inner) = self.inner.lock() {
-            let room = self.room(&inner);
-            let capacity = capacity(&shared, room.as_ref());
             // With a per-node limit: the room left on every node, less the
             // jobs handed to the scheduler and not yet on a node.
-            let mut total = room.map(|room| {
-                let admitting: u32 = inner.admitting.values().sum();
-                room.values().sum::<u32>().saturating_sub(admitting)
+            let mut total = (limit > 0).then(|| {
+                let room: u32 = views.iter().map(|n| room(n, limit)).sum();
+                room.saturating_sub(inner.admitting.values().sum())
             });
             for service in inner.waiting.services() {
                 let Some(&(free, loaded)) = capacity.get(&service) else {
@@ -190,33 +191,10 @@ impl Jobs {
         let Some(shared) = self.shared.upgrade() else {
             return 0;
         };
-        let room = self.inner.lock().ok().and_then(|inner| self.room(&inner));
-        capacity(&shared, room.as_ref())
+        let limit = self.max_per_node.load(std::sync::atomic::Ordering::Relaxed);
+        capacity(&shared.registry.views(Instant::now()), limit)
             .get(service)
             .map_or(0, |c| c.0)
-    }
-
-    /// Per node id: how many more jobs it may run under the per-node job
-    /// limit (this gateway's jobs), `None` when there is no limit. A node
-    /// not named has the whole limit.
-    fn room(&self, inner: &Inner) -> Option<NodeRoom> {
-        let limit = self.max_per_node.load(std::sync::atomic::Ordering::Relaxed);
-        if limit == 0 {
-            return None;
-        }
-        let shared = self.shared.upgrade()?;
-        let mut room: NodeRoom = shared
-            .registry
-            .views(Instant::now())
-            .into_iter()
-            .map(|node| (node.spec.id, limit))
-            .collect();
-        for node in inner.running.values().filter_map(|r| r.node.as_ref()) {
-            if let Some(left) = room.get_mut(node) {
-                *left = left.saturating_sub(1);
-            }
-        }
-        Some(room)
     }
 
     /// A job call of `service` was handed to the scheduler.
@@ -277,17 +255,20 @@ impl Jobs {
     }
 }
 
-/// Per node id: the jobs it may still take under the per-node limit.
-type NodeRoom = HashMap<String, u32>;
+/// The jobs `node` may still take under a per-node limit of `limit` (the
+/// core's count of the job calls it runs).
+fn room(node: &NodeView, limit: u32) -> u32 {
+    limit.saturating_sub(node.jobs_in_flight)
+}
 
 /// Per service: free slots on nodes that have it loaded (not draining,
-/// healthy, not ejected), each node's counted up to its `room` under the
-/// per-node job limit when there is one; and whether any node has it
-/// loaded.
-fn capacity(shared: &Shared, room: Option<&NodeRoom>) -> HashMap<String, (u32, bool)> {
+/// healthy, not ejected), each node's counted up to its room under the
+/// per-node job limit when there is one (`limit` > 0); and whether any node
+/// has it loaded.
+fn capacity(nodes: &[NodeView], limit: u32) -> HashMap<String, (u32, bool)> {
     let mut capacity: HashMap<String, (u32, bool)> = HashMap::new();
-    for node in shared.registry.views(Instant::now()) {
-        let left = room.map(|room| room.get(&node.spec.id).copied().unwrap_or(0));
+    for node in nodes {
+        let left = (limit > 0).then(|| room(node, limit));
         for service in &node.services {
             let entry = capacity.entry(service.name.clone()).or_default();
             if service.loaded && !node.draining && !service.unhealthy && service.ejected_for_ms == 0

@@ -147,8 +147,6 @@ struct Inner {
 /// A running attempt.
 struct Running {
     stop: Option<oneshot::Sender<runner::Stop>>,
-    /// The node it runs on, once dispatched (the per-node job limit).
-    node: Option<String>,
 }
 
 /// A follower of a job's log: batches of new lines, then the channel

@@ -111,7 +111,6 @@ impl Jobs {
                 id.clone(),
                 Running {
                     stop: Some(stop_tx),
-                    node: None,
                 },
             );
         }
@@ -199,11 +198,6 @@ impl Jobs {
             tokio::select! {
                 _ = &mut stop => break Outcome::Stopped,
                 Some(id) = node_rx.recv() => {
-                    if let Ok(mut inner) = self.inner.lock()
-                        && let Some(running) = inner.running.get_mut(&view.id)
-                    {
-                        running.node = Some(id.clone());
-                    }
                     self.admitted_done(&view.service);
                     self.dispatched(view, attempt, &id).await;
                     log.lines.push((attempt, now_ms(), LogStream::System,
