@@ -78,6 +78,7 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     crate::admission::describe_metrics();
     crate::certs::describe_metrics();
+    crate::jobs::describe_metrics();
     describe_counter!(
         "calls_total",
         "Calls finished, by service, node, policy, outcome and tenant."

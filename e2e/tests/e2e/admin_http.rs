@@ -12,8 +12,8 @@ use client::{CallOptions, Client, ClientConfig, ErrorKind};
 use gateway::tenants::TenantConfig;
 use serde_json::Value;
 
-use crate::common::browser::{Browser, tool};
-use crate::common::{ADMIN, Fleet, TOKEN, service};
+use crate::common::browser::Browser;
+use crate::common::{ADMIN, Fleet, TOKEN, promtool_check, service};
 
 fn base(fleet: &Fleet) -> String {
     format!("http://{}", fleet.gateway.admin_addr().expect("admin port"))
@@ -131,25 +131,7 @@ async fn metrics_are_exported_and_pass_promtool() {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");
     }
 
-    let mut check = tokio::process::Command::new(tool("promtool", "prometheus"))
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    {
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = check.stdin.take().unwrap();
-        stdin.write_all(text.as_bytes()).await.unwrap();
-    }
-    let out = check.wait_with_output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check(&text).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

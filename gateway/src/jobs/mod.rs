@@ -153,6 +153,41 @@ struct Running {
 /// closes once the job has ended and every line was given.
 pub(crate) type LogFollow = tokio::sync::mpsc::Receiver<Result<Vec<LogEntry>, JobError>>;
 
+/// Help texts of the job metrics, shown as `# HELP` lines.
+pub(crate) fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("jobs", "Stored jobs, by service and state.");
+    describe_counter!("jobs_submitted_total", "Jobs stored, by service.");
+    describe_counter!(
+        "jobs_finished_total",
+        "Jobs that reached a final state, by service and state."
+    );
+    describe_histogram!(
+        "job_duration_seconds",
+        "Time from a job's submission to its final state, s, by service and state."
+    );
+    describe_histogram!(
+        "job_queue_wait_seconds",
+        "Time from a job's submission to the start of each attempt, s, by service."
+    );
+    describe_counter!(
+        "jobs_retries_total",
+        "Jobs put back to waiting for a new attempt (lease lost, gateway restarted), by service."
+    );
+    describe_counter!(
+        "jobs_watchdog_kills_total",
+        "Jobs killed by their watchdog, by service."
+    );
+    describe_counter!(
+        "jobs_late_results_total",
+        "Answers of attempts that had lost their job (discarded)."
+    );
+    describe_gauge!(
+        "jobs_max_per_node",
+        "The most jobs one node runs at once (0: no limit beyond its slots)."
+    );
+}
+
 /// Now, ms since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -282,3 +282,28 @@ pub fn spawn_program(program: &str, config: &Path, log: &Path) -> Child {
         .spawn()
         .unwrap_or_else(|e| panic!("{program} starts: {e}"))
 }
+
+/// Checks a `/metrics` page with Prometheus's `promtool check metrics`
+/// (every metric has help text, names and types are valid); panics with
+/// its complaints.
+pub async fn promtool_check(text: &str) {
+    let mut check = tokio::process::Command::new(browser::tool("promtool", "prometheus"))
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = check.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).await.unwrap();
+    }
+    let out = check.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

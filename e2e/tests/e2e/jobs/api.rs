@@ -119,6 +119,7 @@ async fn submit_run_log_result_over_http_and_curl(db: Db) {
     ] {
         assert!(metrics.contains(name), "{name} not in /metrics");
     }
+    crate::common::promtool_check(&metrics).await;
 }
 
 async fn the_watchdog_kills_a_stuck_job_and_its_log_stays(db: Db) {
