@@ -458,25 +458,27 @@ impl Core {
     /// Serves `service`'s queue head if a node has a free slot (a pick for
     /// it), else plans swaps for the calls still waiting.
     pub(crate) fn kick(&mut self, service: &str, now: Instant) {
-        let Some(queue) = self.queues.get(service) else {
-            return;
-        };
-        if queue.picking.is_some() {
-            return;
-        }
-        let Some((head, key)) = queue.peek().map(|w| (w.call, w.key)) else {
-            return;
-        };
-        if self.held_by_job_limit(head) {
-            // A job held back by the per-node job limit must not hold up
-            // the calls behind it: it leaves the queue to wait for room.
+        // A job held back by the per-node job limit must not hold up the
+        // calls behind it: it leaves the queue to wait for room.
+        let head = loop {
+            let Some(queue) = self.queues.get(service) else {
+                return;
+            };
+            if queue.picking.is_some() {
+                return;
+            }
+            let Some((head, key)) = queue.peek().map(|w| (w.call, w.key)) else {
+                return;
+            };
+            if !self.held_by_job_limit(head) {
+                break head;
+            }
             if let Some(queue) = self.queues.get_mut(service) {
                 queue.remove(key);
             }
             self.stale.insert(service.to_string());
             self.hold(head);
-            return self.kick(service, now);
-        }
+        };
         let candidates = self.candidates(head);
         if candidates.is_empty() {
             self.plan_swaps(service, now);

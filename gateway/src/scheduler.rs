@@ -203,6 +203,11 @@ impl Scheduler {
         self.handle(Event::JobLimit { max_per_node });
     }
 
+    /// The most job calls one node runs at once (0: no limit).
+    pub fn job_limit(&self) -> u32 {
+        lock(&self.core).max_jobs_per_node()
+    }
+
     fn register(self: &Arc<Self>, call: CallId, service: &str, tenant: Arc<str>) -> Ticket {
         let (grant, grant_rx) = oneshot::channel();
         let (state, state_rx) = watch::channel(WaitState::Queued(0));

@@ -42,10 +42,9 @@ impl Jobs {
             inner: std::sync::Mutex::new(Inner::default()),
             wake: tokio::sync::Notify::new(),
             changed,
-            max_per_node: std::sync::atomic::AtomicU32::new(0),
         });
-        jobs.apply_limit(jobs.config.max_per_node);
-        jobs.load_settings().await?;
+        let stored = jobs.stored_limit().await?;
+        jobs.apply_limit(stored.unwrap_or(jobs.config.max_per_node));
         let started = Instant::now();
         let (requeued, failed) = jobs.recover(true).await?;
         tracing::info!(
@@ -134,7 +133,7 @@ impl Jobs {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
-        let limit = self.max_per_node.load(std::sync::atomic::Ordering::Relaxed);
+        let limit = shared.scheduler.job_limit();
         let views = shared.registry.views(Instant::now());
         let capacity = capacity(&views, limit);
         let mut start = Vec::new();
@@ -191,7 +190,7 @@ impl Jobs {
         let Some(shared) = self.shared.upgrade() else {
             return 0;
         };
-        let limit = self.max_per_node.load(std::sync::atomic::Ordering::Relaxed);
+        let limit = shared.scheduler.job_limit();
         capacity(&shared.registry.views(Instant::now()), limit)
             .get(service)
             .map_or(0, |c| c.0)

@@ -131,8 +131,6 @@ pub(crate) struct Jobs {
     wake: Notify,
     /// The id of each job whose state or log changed (log followers).
     changed: broadcast::Sender<String>,
-    /// The most jobs one node runs at once (0: no limit); see [`settings`].
-    max_per_node: std::sync::atomic::AtomicU32,
 }
 
 /// What the dispatcher and the runners share.

@@ -11,8 +11,6 @@
 //! that jobs held back by the limit wait in the job queue, not ahead of
 //! other calls in the core's.
 
-use std::sync::atomic::Ordering;
-
 use protocol::JobSettings;
 
 use super::{Access, JobError, Jobs, now_ms};
@@ -21,10 +19,14 @@ use super::{Access, JobError, Jobs, now_ms};
 const MAX_PER_NODE: &str = "max_per_node";
 
 impl Jobs {
-    /// The settings in force.
+    /// The settings in force (the scheduler's; none while the gateway
+    /// stops).
     pub(crate) fn settings(&self) -> JobSettings {
         JobSettings {
-            max_per_node: self.max_per_node.load(Ordering::Relaxed),
+            max_per_node: self
+                .shared
+                .upgrade()
+                .map_or(0, |shared| shared.scheduler.job_limit()),
         }
     }
 
@@ -51,24 +53,31 @@ impl Jobs {
         Ok(self.settings())
     }
 
-    /// Puts the stored settings in force if they differ (at start, then at
-    /// each sweep: another gateway may have changed them).
+    /// Puts the stored settings in force if they differ (at each sweep:
+    /// another gateway may have changed them).
     ///
     /// # Errors
     /// `Store` when they cannot be read.
     pub(super) async fn load_settings(&self) -> Result<(), JobError> {
-        if let Some(stored) = self.store.setting(MAX_PER_NODE).await? {
-            let limit = u32::try_from(stored).unwrap_or(u32::MAX);
-            if limit != self.max_per_node.load(Ordering::Relaxed) {
-                self.apply_limit(limit);
-            }
+        if let Some(limit) = self.stored_limit().await?
+            && limit != self.settings().max_per_node
+        {
+            self.apply_limit(limit);
         }
         Ok(())
     }
 
+    /// The stored per-node job limit, `None` when never set.
+    ///
+    /// # Errors
+    /// `Store` when it cannot be read.
+    pub(super) async fn stored_limit(&self) -> Result<Option<u32>, JobError> {
+        let stored = self.store.setting(MAX_PER_NODE).await?;
+        Ok(stored.map(|v| u32::try_from(v).unwrap_or(u32::MAX)))
+    }
+
     /// Tells the scheduler the per-node job limit and wakes the dispatcher.
     pub(super) fn apply_limit(&self, max_per_node: u32) {
-        self.max_per_node.store(max_per_node, Ordering::Relaxed);
         metrics::gauge!("jobs_max_per_node").set(f64::from(max_per_node));
         if let Some(shared) = self.shared.upgrade() {
             shared.scheduler.set_job_limit(max_per_node);
