@@ -272,6 +272,9 @@ pub struct GatewayProcess {
     pub ca: PathBuf,
 }
 
+/// How many sets of fresh ports [`GatewayProcess::start`] tries.
+const PORT_TRIES: usize = 5;
+
 /// A port free on loopback now (bound, then released) for UDP or TCP.
 fn free_port(udp: bool) -> u16 {
     if udp {
@@ -289,6 +292,28 @@ impl GatewayProcess {
     /// with `tls_of`, it serves that gateway's certificate (so one CA covers
     /// both). Waits until a client can connect.
     pub async fn start(dir: &Path, name: &str, tables: &str, tls_of: Option<&Self>) -> Self {
+        // A port free when picked may be taken before the gateway binds it
+        // (another test's listener, or the local end of an outgoing
+        // connection such as one to PostgreSQL): then it exits with
+        // "Address already in use" and starts again on fresh ports.
+        for _ in 0..PORT_TRIES - 1 {
+            if let Some(gateway) = Self::try_start(dir, name, tables, tls_of).await {
+                return gateway;
+            }
+        }
+        Self::try_start(dir, name, tables, tls_of)
+            .await
+            .unwrap_or_else(|| panic!("gateway {name}: every port tried was in use"))
+    }
+
+    /// One try of [`Self::start`] on fresh ports: `None` when the gateway
+    /// exited because a port was taken; panics on any other failure.
+    async fn try_start(
+        dir: &Path,
+        name: &str,
+        tables: &str,
+        tls_of: Option<&Self>,
+    ) -> Option<Self> {
         let data_dir = dir.join(name);
         std::fs::create_dir_all(&data_dir).unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port(true)).parse().unwrap();
@@ -321,7 +346,7 @@ impl GatewayProcess {
             &log,
         );
         let ca = tls_of.map_or_else(|| data_dir.join("ca.pem"), |o| o.ca.clone());
-        let gateway = Self {
+        let mut gateway = Self {
             process: Process {
                 name: name.into(),
                 child,
@@ -340,8 +365,16 @@ impl GatewayProcess {
                     .with_connect_timeout(Duration::from_millis(500));
                 if let Ok(client) = Client::connect(config).await {
                     client.close().await;
-                    return gateway;
+                    return Some(gateway);
                 }
+            }
+            if let Ok(Some(status)) = gateway.process.child.try_wait() {
+                let log = gateway.process.log_text();
+                if log.contains("Address already in use") {
+                    eprintln!("gateway {name}: a port was taken ({status}); trying fresh ports");
+                    return None;
+                }
+                panic!("gateway {name} exited ({status}) before it came up: {log}");
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
