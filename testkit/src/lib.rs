@@ -49,6 +49,9 @@ pub struct Postgres {
     as_postgres: bool,
 }
 
+/// How many free ports a start tries before it gives up.
+const PORT_TRIES: u32 = 5;
+
 /// How long the server is given to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -93,24 +96,40 @@ impl Postgres {
                 .arg(&data),
             "initdb",
         )?;
-        pg.port = free_port()?;
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
-            pg.port,
-            pg.dir.path().display()
-        );
         let log = pg.dir.path().join("server.log");
-        run(
-            pg.command("pg_ctl")
-                .args(["start", "-w", "-t", "60", "-D"])
-                .arg(&data)
-                .arg("-l")
-                .arg(&log)
-                .arg("-o")
-                .arg(options),
-            "pg_ctl start",
-        )
-        .map_err(|e| with_log(e, &log))?;
+        // A port free when picked may be taken before the server binds it
+        // (by another test, or as the local end of an outgoing
+        // connection): then it starts again on another.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            pg.port = free_port()?;
+            let options = format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
+                pg.port,
+                pg.dir.path().display()
+            );
+            let started = run(
+                pg.command("pg_ctl")
+                    .args(["start", "-w", "-t", "60", "-D"])
+                    .arg(&data)
+                    .arg("-l")
+                    .arg(&log)
+                    .arg("-o")
+                    .arg(options),
+                "pg_ctl start",
+            );
+            match started {
+                Ok(_) => break,
+                Err(_) if tries < PORT_TRIES && port_was_taken(&log) => {
+                    pg.port = 0;
+                    let _ = std::fs::remove_file(&log);
+                }
+                Err(e) => {
+                    return Err(with_log(e, &log));
+                }
+            }
+        }
         pg.wait_until_accepting()?;
         Ok(Some(pg))
     }
@@ -241,6 +260,11 @@ fn is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+/// Whether the server's log says its port was in use.
+fn port_was_taken(log: &Path) -> bool {
+    std::fs::read_to_string(log).is_ok_and(|t| t.contains("Address already in use"))
 }
 
 fn free_port() -> Result<u16, PostgresError> {
