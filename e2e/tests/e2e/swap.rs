@@ -11,16 +11,7 @@ use std::time::{Duration, Instant};
 use client::{CallEvent, CallOptions, Client, ErrorKind};
 use protocol::SlotView;
 
-use crate::common::{Fleet, TOKEN};
-
-/// A free TCP port on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::common::{Fleet, TOKEN, unassigned_port};
 
 /// A swappable `http` service backed by a toy model server on `port`.
 fn model(name: &str, port: u16, load_ms: u32, work_ms: u32, extra_args: &str) -> String {
@@ -94,7 +85,7 @@ fn port_answers(port: u16) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_node_swaps_to_the_waiting_service_once_and_not_again_within_the_cooldown() {
     let mut fleet = Fleet::start(|_| {}).await;
-    let (llama_port, mistral_port) = (free_port(), free_port());
+    let (llama_port, mistral_port) = (unassigned_port(), unassigned_port());
     let services = format!(
         "{}{}{}",
         model("llama", llama_port, 300, 0, ""),
@@ -191,7 +182,7 @@ async fn an_idle_node_swaps_to_the_waiting_service_once_and_not_again_within_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_start_puts_the_call_back_and_blocks_that_service_on_the_slot() {
     let mut fleet = Fleet::start(|c| c.swap.swap_cooldown_s = 0).await;
-    let (llama_port, mistral_port) = (free_port(), free_port());
+    let (llama_port, mistral_port) = (unassigned_port(), unassigned_port());
     let services = format!(
         "{}{}{}",
         model("llama", llama_port, 100, 0, r#", "--fail""#),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use client::{CallOptions, Client, ClientConfig, ClientError};
 
-use crate::common::{ADMIN, TOKEN, plugins_dir};
+use crate::common::{ADMIN, TOKEN, plugins_dir, unassigned_port};
 
 /// Scenarios take turns: each measures the fleet it faults, not another
 /// scenario's load.
@@ -275,27 +275,16 @@ pub struct GatewayProcess {
 /// How many sets of fresh ports [`GatewayProcess::start`] tries.
 const PORT_TRIES: usize = 5;
 
-/// A port free on loopback now (bound, then released) for UDP or TCP.
-fn free_port(udp: bool) -> u16 {
-    if udp {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.local_addr().unwrap().port()
-    } else {
-        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        socket.local_addr().unwrap().port()
-    }
-}
-
 impl GatewayProcess {
     /// Starts gateway `name` with its data in `dir/name`, the built plugins,
     /// and `tables` (TOML tables such as `[queue]`) appended to its config;
     /// with `tls_of`, it serves that gateway's certificate (so one CA covers
     /// both). Waits until a client can connect.
     pub async fn start(dir: &Path, name: &str, tables: &str, tls_of: Option<&Self>) -> Self {
-        // A port free when picked may be taken before the gateway binds it
-        // (another test's listener, or the local end of an outgoing
-        // connection such as one to PostgreSQL): then it exits with
-        // "Address already in use" and starts again on fresh ports.
+        // Its ports lie below the ephemeral range (`unassigned_port`), yet
+        // a program outside this test process may still take one before
+        // the gateway binds it: then it exits with "Address already in
+        // use" and starts again on fresh ports.
         for _ in 0..PORT_TRIES - 1 {
             if let Some(gateway) = Self::try_start(dir, name, tables, tls_of).await {
                 return gateway;
@@ -316,9 +305,9 @@ impl GatewayProcess {
     ) -> Option<Self> {
         let data_dir = dir.join(name);
         std::fs::create_dir_all(&data_dir).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port(true)).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", unassigned_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", unassigned_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", unassigned_port()).parse().unwrap();
         let tls = match tls_of {
             Some(other) => format!(
                 "[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n",

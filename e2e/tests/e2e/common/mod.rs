@@ -307,3 +307,40 @@ pub async fn promtool_check(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A loopback port, free for TCP and UDP now, below the kernel's range of
+/// ephemeral ports (`net.ipv4.ip_local_port_range`, 32768 by default), so
+/// that no port-0 bind and no outgoing connection takes it before the
+/// process it is meant for binds it; ports handed out by this test process
+/// are not handed out again.
+pub fn unassigned_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|&low| low > FIRST + 1000)
+        .unwrap_or(32_768);
+    let span = ephemeral - FIRST;
+    // Start where another test process (a rerun, `make bench`) is unlikely
+    // to be.
+    let _ = NEXT.compare_exchange(
+        0,
+        std::process::id() * 7919 % span + 1,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free loopback port below {ephemeral}");
+}
