@@ -5,11 +5,17 @@
 //! that stores in PostgreSQL run against it; it needs the server's
 //! binaries (`initdb`, `pg_ctl`: Debian's `postgresql` package, which
 //! `make setup` installs).
+//!
+//! [`unassigned_port`]: a loopback port for a process a test starts, where
+//! no port-0 bind or outgoing connection takes it first.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+mod ports;
+pub use ports::unassigned_port;
 
 /// Why a cluster could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -97,13 +103,13 @@ impl Postgres {
             "initdb",
         )?;
         let log = pg.dir.path().join("server.log");
-        // A port free when picked may be taken before the server binds it
-        // (by another test, or as the local end of an outgoing
-        // connection): then it starts again on another.
+        // Its port lies below the ephemeral range, yet a program outside
+        // this process may still take it before the server binds it: then
+        // it starts again on another.
         let mut tries = 0;
         loop {
             tries += 1;
-            pg.port = free_port()?;
+            pg.port = unassigned_port()?;
             let options = format!(
                 "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
                 pg.port,
@@ -265,11 +271,6 @@ fn is_root() -> bool {
 /// Whether the server's log says its port was in use.
 fn port_was_taken(log: &Path) -> bool {
     std::fs::read_to_string(log).is_ok_and(|t| t.contains("Address already in use"))
-}
-
-fn free_port() -> Result<u16, PostgresError> {
-    let listener = TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(listener.local_addr()?.port())
 }
 
 fn run(command: &mut Command, what: &str) -> Result<Output, PostgresError> {

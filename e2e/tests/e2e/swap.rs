@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use client::{CallEvent, CallOptions, Client, ErrorKind};
 use protocol::SlotView;
 
-use crate::common::{Fleet, TOKEN, unassigned_port};
+use switchyard_testkit::unassigned_port;
+
+use crate::common::{Fleet, TOKEN};
 
 /// A swappable `http` service backed by a toy model server on `port`.
 fn model(name: &str, port: u16, load_ms: u32, work_ms: u32, extra_args: &str) -> String {
@@ -85,7 +87,7 @@ fn port_answers(port: u16) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_node_swaps_to_the_waiting_service_once_and_not_again_within_the_cooldown() {
     let mut fleet = Fleet::start(|_| {}).await;
-    let (llama_port, mistral_port) = (unassigned_port(), unassigned_port());
+    let (llama_port, mistral_port) = (unassigned_port().unwrap(), unassigned_port().unwrap());
     let services = format!(
         "{}{}{}",
         model("llama", llama_port, 300, 0, ""),
@@ -182,7 +184,7 @@ async fn an_idle_node_swaps_to_the_waiting_service_once_and_not_again_within_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_start_puts_the_call_back_and_blocks_that_service_on_the_slot() {
     let mut fleet = Fleet::start(|c| c.swap.swap_cooldown_s = 0).await;
-    let (llama_port, mistral_port) = (unassigned_port(), unassigned_port());
+    let (llama_port, mistral_port) = (unassigned_port().unwrap(), unassigned_port().unwrap());
     let services = format!(
         "{}{}{}",
         model("llama", llama_port, 100, 0, r#", "--fail""#),

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use client::{CallOptions, Client, ClientConfig, ClientError};
 
-use crate::common::{ADMIN, TOKEN, plugins_dir, unassigned_port};
+use switchyard_testkit::unassigned_port;
+
+use crate::common::{ADMIN, TOKEN, plugins_dir};
 
 /// Scenarios take turns: each measures the fleet it faults, not another
 /// scenario's load.
@@ -285,14 +287,12 @@ impl GatewayProcess {
         // a program outside this test process may still take one before
         // the gateway binds it: then it exits with "Address already in
         // use" and starts again on fresh ports.
-        for _ in 0..PORT_TRIES - 1 {
+        for _ in 0..PORT_TRIES {
             if let Some(gateway) = Self::try_start(dir, name, tables, tls_of).await {
                 return gateway;
             }
         }
-        Self::try_start(dir, name, tables, tls_of)
-            .await
-            .unwrap_or_else(|| panic!("gateway {name}: every port tried was in use"))
+        panic!("gateway {name}: every port tried was in use");
     }
 
     /// One try of [`Self::start`] on fresh ports: `None` when the gateway
@@ -305,9 +305,15 @@ impl GatewayProcess {
     ) -> Option<Self> {
         let data_dir = dir.join(name);
         std::fs::create_dir_all(&data_dir).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", unassigned_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", unassigned_port()).parse().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", unassigned_port()).parse().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", unassigned_port().unwrap())
+            .parse()
+            .unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", unassigned_port().unwrap())
+            .parse()
+            .unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", unassigned_port().unwrap())
+            .parse()
+            .unwrap();
         let tls = match tls_of {
             Some(other) => format!(
                 "[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n",

@@ -32,46 +32,51 @@ pub fn tool(name: &str, package: &str) -> PathBuf {
     })
 }
 
+/// Starts chromedriver on a fresh port and waits until it answers:
+/// the process and its base URL, or `None` when it exited (its port was
+/// taken).
+async fn start_driver(http: &reqwest::Client) -> Option<(tokio::process::Child, String)> {
+    let port = switchyard_testkit::unassigned_port().unwrap();
+    let mut driver = tokio::process::Command::new(tool("chromedriver", "chromium-driver"))
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(_)) = driver.try_wait() {
+            return None;
+        }
+        let status = http.get(format!("{base}/status")).send().await;
+        if status.is_ok_and(|r| r.status().is_success()) {
+            return Some((driver, base));
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "chromedriver never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl Browser {
     /// Starts chromedriver and a headless Chromium session.
     pub async fn start() -> Self {
         let http = reqwest::Client::new();
-        // A port free when picked may be taken before chromedriver binds
-        // it: then chromedriver exits and starts again on another.
-        let (driver, base) = 'tries: {
-            for _ in 0..5 {
-                let port = std::net::TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port();
-                let mut driver =
-                    tokio::process::Command::new(tool("chromedriver", "chromium-driver"))
-                        .arg(format!("--port={port}"))
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .kill_on_drop(true)
-                        .spawn()
-                        .expect("chromedriver starts");
-                let base = format!("http://127.0.0.1:{port}");
-                let start = Instant::now();
-                loop {
-                    if let Ok(Some(_)) = driver.try_wait() {
-                        break; // it could not listen: another port
-                    }
-                    let status = http.get(format!("{base}/status")).send().await;
-                    if status.is_ok_and(|r| r.status().is_success()) {
-                        break 'tries (driver, base);
-                    }
-                    assert!(
-                        start.elapsed() < Duration::from_secs(20),
-                        "chromedriver never answered"
-                    );
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+        // Its port lies below the ephemeral range, yet a program outside
+        // this process may still take it first: then chromedriver exits
+        // and starts again on another.
+        let mut started = None;
+        for _ in 0..5 {
+            started = start_driver(&http).await;
+            if started.is_some() {
+                break;
             }
-            panic!("chromedriver exited on every port tried");
-        };
+        }
+        let (driver, base) = started.expect("chromedriver exited on every port tried");
         let profile = tempfile::tempdir().unwrap();
         // The flags this workplace's machines need (no sandbox as root, no
         // background connections to the closed network).
