@@ -89,6 +89,7 @@ lint: core-deps
 	$(CARGO) fmt --manifest-path plugins/Cargo.toml --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --manifest-path plugins/Cargo.toml --workspace --all-targets -- -D warnings
+	python3 mk/check-links.py
 
 setup: venv
 	@missing=""; for t in $(SETUP_TOOLS); do \
