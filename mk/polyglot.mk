@@ -21,8 +21,9 @@
 # plugins/js/node_modules. When a toolchain cannot install (no python3 or npm,
 # no registry), its policies are skipped with a message saying why, and the
 # target succeeds: the Rust plugins and the tests do not depend on them (the
-# tests that need them print that they skip). A policy that fails to build once
-# its toolchain installed fails the target.
+# tests that need them skip, saying so, or fail under SWITCHYARD_REQUIRE_ALL=1
+# as in CI). A policy that fails to build once its toolchain installed fails
+# the target.
 #
 # Each component is built against the world `ranked-policy` of wit/policy.wit,
 # or the world named in a file `world` beside its source. It is rebuilt when
@@ -62,7 +63,7 @@ plugins-python:
 	elif $(POLYGLOT_SUBMAKE) $(POLYGLOT_PY_STAMP); then \
 		$(POLYGLOT_SUBMAKE) $(POLYGLOT_PY_WASM); \
 	else \
-		echo "plugins-python: SKIPPED the Python policies ($(POLYGLOT_PY_NAMES)): componentize-py did not install (the error is above); the tests that load them skip"; \
+		echo "plugins-python: SKIPPED the Python policies ($(POLYGLOT_PY_NAMES)): componentize-py did not install (the error is above); the tests that load them skip, or fail under SWITCHYARD_REQUIRE_ALL=1 (CI)"; \
 	fi
 
 plugins-js:
@@ -70,7 +71,7 @@ plugins-js:
 	elif $(POLYGLOT_SUBMAKE) $(POLYGLOT_JS_STAMP); then \
 		$(POLYGLOT_SUBMAKE) $(POLYGLOT_JS_WASM); \
 	else \
-		echo "plugins-js: SKIPPED the JavaScript policies ($(POLYGLOT_JS_NAMES)): jco did not install (the error is above); the tests that load them skip"; \
+		echo "plugins-js: SKIPPED the JavaScript policies ($(POLYGLOT_JS_NAMES)): jco did not install (the error is above); the tests that load them skip, or fail under SWITCHYARD_REQUIRE_ALL=1 (CI)"; \
 	fi
 
 $(POLYGLOT_PY_STAMP): $(POLYGLOT_PY_REQUIREMENTS)

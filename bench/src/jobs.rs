@@ -60,9 +60,9 @@ pub async fn section(s: &Setup<'_>, timing: &Timing, quick: bool) -> Result<Sect
     )];
     for store in ["sqlite", "postgres"] {
         let server = if store == "postgres" {
-            match switchyard_testkit::Postgres::start() {
-                Ok(Some(server)) => Some(server),
-                Ok(None) => {
+            match switchyard_testkit::Postgres::start_required() {
+                Ok(server) => Some(server),
+                Err(switchyard_testkit::PostgresError::NotInstalled) => {
                     notes.push("postgres: skipped, no PostgreSQL binaries (`make setup`)".into());
                     continue;
                 }

@@ -8,6 +8,10 @@
 //!
 //! [`unassigned_port`]: a loopback port for a process a test starts, where
 //! no port-0 bind or outgoing connection takes it first.
+//!
+//! [`skip_or_fail`]: whether a test that lacks something it needs skips
+//! (on a developer's machine, with a `SWITCHYARD-SKIPPED` line) or fails
+//! (under `SWITCHYARD_REQUIRE_ALL=1`, as in CI).
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -15,11 +19,16 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod ports;
+mod skip;
 pub use ports::unassigned_port;
+pub use skip::{REQUIRE_ALL_ENV, SKIP_LOG_ENV, SKIPPED_PREFIX, skip_or_fail};
 
 /// Why a cluster could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresError {
+    /// PostgreSQL's server binaries are not installed.
+    #[error("postgres harness: missing {} ({})", MISSING_SERVER, HOW_TO_INSTALL)]
+    NotInstalled,
     /// A command could not be run or failed.
     #[error("postgres harness: {what} failed: {why}")]
     Command {
@@ -55,6 +64,13 @@ pub struct Postgres {
     as_postgres: bool,
 }
 
+/// What a machine without PostgreSQL's server lacks.
+const MISSING_SERVER: &str =
+    "PostgreSQL's initdb and pg_ctl (neither on PATH nor in /usr/lib/postgresql/*/bin)";
+
+/// How to get them.
+const HOW_TO_INSTALL: &str = "`make setup` installs Debian's package postgresql";
+
 /// How many free ports a start tries before it gives up.
 const PORT_TRIES: u32 = 5;
 
@@ -62,21 +78,34 @@ const PORT_TRIES: u32 = 5;
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Postgres {
-    /// Starts a cluster. `Ok(None)`, with the reason printed, only when
-    /// the binaries are absent (not on `PATH`, nor in
-    /// `/usr/lib/postgresql/*/bin`).
+    /// Starts a cluster for a test that skips without one: `Ok(None)` only
+    /// when the binaries are absent (not on `PATH`, nor in
+    /// `/usr/lib/postgresql/*/bin`), as [`skip_or_fail`] decides: it
+    /// prints and logs the skip, or panics under
+    /// `SWITCHYARD_REQUIRE_ALL=1`.
     ///
     /// # Errors
     /// A [`PostgresError`] when the binaries exist but the cluster does
     /// not start.
     pub fn start() -> Result<Option<Self>, PostgresError> {
-        let Some(bin) = find_bin_dir() else {
-            eprintln!(
-                "postgres harness: initdb and pg_ctl not found on PATH or in \
-                 /usr/lib/postgresql/*/bin (Debian package postgresql); skipped"
-            );
-            return Ok(None);
-        };
+        match Self::start_required() {
+            Err(PostgresError::NotInstalled) => {
+                skip_or_fail(MISSING_SERVER, HOW_TO_INSTALL);
+                Ok(None)
+            }
+            started => started.map(Some),
+        }
+    }
+
+    /// Starts a cluster, for a caller that has no use for a skip (a test
+    /// that fails without the server, a benchmark that notes its absence).
+    ///
+    /// # Errors
+    /// [`PostgresError::NotInstalled`] when the binaries are absent; any
+    /// other [`PostgresError`] when they exist but the cluster does not
+    /// start.
+    pub fn start_required() -> Result<Self, PostgresError> {
+        let bin = find_bin_dir().ok_or(PostgresError::NotInstalled)?;
         let dir = tempfile::Builder::new().prefix("switchyard-pg").tempdir()?;
         let as_postgres = is_root();
         if as_postgres {
@@ -137,7 +166,7 @@ impl Postgres {
             }
         }
         pg.wait_until_accepting()?;
-        Ok(Some(pg))
+        Ok(pg)
     }
 
     /// The cluster's `postgres` database as the superuser `postgres`:

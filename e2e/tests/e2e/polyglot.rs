@@ -3,8 +3,10 @@
 //! when their toolchains install (`least-loaded-py`, `least-loaded-js`),
 //! copied into a gateway's plugins folder beside Rust ones and loaded with
 //! nothing granted, each routing real calls. A test whose component is absent
-//! prints why and passes. (Each component costs 15-20 s of CPU to compile, so
-//! only these two tests load one.)
+//! skips as `switchyard_testkit::skip_or_fail` decides: it passes with a
+//! `SWITCHYARD-SKIPPED` line, or fails under `SWITCHYARD_REQUIRE_ALL=1`.
+//! (Each component costs 15-20 s of CPU to compile, so only these two tests
+//! load one.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,21 +17,21 @@ use std::time::{Duration, Instant};
 use crate::common::{Fleet, TOKEN, plugin_copies, service};
 use client::CallOptions;
 
-/// `plugins/dist-polyglot/NAME.wasm` if it was built; prints why the test
-/// skips if not.
+/// How the components are built, for a test that finds one absent.
+const POLYGLOT_HOW: &str = "`make plugins-polyglot` builds it (`make plugins` runs that) \
+     once Python's componentize-py and npm's jco install";
+
+/// `plugins/dist-polyglot/NAME.wasm` if it was built; if not, the test
+/// skips or fails (`switchyard_testkit::skip_or_fail`).
 fn built(name: &str) -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../plugins/dist-polyglot")
         .join(format!("{name}.wasm"));
     if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipped: {} is absent (`make plugins-polyglot` builds it when its toolchain installs)",
-            path.display()
-        );
-        None
+        return Some(path);
     }
+    switchyard_testkit::skip_or_fail(&path.display().to_string(), POLYGLOT_HOW);
+    None
 }
 
 /// Two nodes, node-a made busy by three long calls (pinned there by a label

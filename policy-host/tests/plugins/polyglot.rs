@@ -1,8 +1,10 @@
 //! The policies written in Python and JavaScript (`plugins/python/`,
 //! `plugins/js/`), built by `make plugins-polyglot` into
 //! `plugins/dist-polyglot/least-loaded-py.wasm` and `least-loaded-js.wasm` when their
-//! toolchains install. Each test prints why it skips when its component is
-//! absent, so a machine without the toolchains stays green.
+//! toolchains install. A component that is absent is skipped as
+//! `switchyard_testkit::skip_or_fail` decides: with a `SWITCHYARD-SKIPPED`
+//! line, so a machine without the toolchains stays green, or as a failure
+//! under `SWITCHYARD_REQUIRE_ALL=1`.
 //!
 //! They load on the engine's defaults (no bigger memory, no other imports)
 //! and answer the same rankings as each other.
@@ -19,20 +21,21 @@ use switchyard_policy_host::{EngineConfig, NoNodes, Policy, PolicyEngine, Policy
 /// The polyglot plugins: each file stem in `plugins/dist-polyglot` is the name it reports.
 const POLYGLOT: [&str; 2] = ["least-loaded-py", "least-loaded-js"];
 
-/// The built component, or `None` (with the reason printed) when absent.
+/// How the components are built, for a test that finds one absent.
+const POLYGLOT_HOW: &str = "`make plugins-polyglot` builds it (`make plugins` runs that) \
+     once Python's componentize-py and npm's jco install";
+
+/// The built component, or `None` when absent and the test may skip it
+/// (`switchyard_testkit::skip_or_fail`).
 fn built(name: &str) -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../plugins/dist-polyglot")
         .join(format!("{name}.wasm"));
     if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipped: {} is absent (`make plugins-polyglot` builds it when its toolchain installs)",
-            path.display()
-        );
-        None
+        return Some(path);
     }
+    switchyard_testkit::skip_or_fail(&path.display().to_string(), POLYGLOT_HOW);
+    None
 }
 
 /// The default engine (its 16 MiB memory cap, its WASI granting nothing),

@@ -53,9 +53,7 @@ impl Db {
     /// A throwaway PostgreSQL cluster (Debian's `postgresql`, installed by
     /// `make setup`); a missing server fails the test.
     pub fn postgres() -> Self {
-        let server = switchyard_testkit::Postgres::start()
-            .expect("postgres starts")
-            .expect("PostgreSQL's initdb and pg_ctl (run `make setup`)");
+        let server = switchyard_testkit::Postgres::start_required().expect("postgres starts");
         Self {
             url: Some(server.url()),
             _server: Some(server),
