@@ -398,5 +398,26 @@ impl ResultCache {
 }
 
 mod flight;
+/// Help texts of the result cache's series.
+pub(crate) fn describe_metrics() {
+    metrics::describe_counter!(
+        "cache_hits_total",
+        "Calls answered from a stored result, by service."
+    );
+    metrics::describe_counter!(
+        "cache_misses_total",
+        "Calls of a cached service that ran on a node."
+    );
+    metrics::describe_counter!(
+        "cache_coalesced_total",
+        "Calls answered by waiting for an identical call in flight (single flight)."
+    );
+    metrics::describe_counter!(
+        "cache_evictions_total",
+        "Results evicted to stay within the cache's byte bound."
+    );
+    metrics::describe_gauge!("cache_bytes", "Bytes the result cache holds.");
+}
+
 #[cfg(test)]
 mod tests;

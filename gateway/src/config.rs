@@ -7,20 +7,19 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::tenants::TenantConfig;
-
 mod jobs;
 mod outlier;
 mod quic;
-
 mod retry;
 mod routing;
+pub(crate) mod tenants;
 
 pub use jobs::{JobsConfig, TemplateConfig};
 pub use outlier::OutlierConfig;
 pub use quic::{AgentsConfig, QuicConfig};
 pub use retry::{BreakerConfig, RetryConfig, RetryOn};
 pub use routing::{DecisionsConfig, PrefixConfig};
+pub use tenants::{ANONYMOUS, TenantConfig, check_anonymous};
 
 /// The gateway's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -120,7 +119,7 @@ pub struct GatewayConfig {
     pub tenants: Vec<TenantConfig>,
     /// Whether a gateway with no `[[tenants]]` may listen on an address that
     /// is not loopback, serving anyone without a key (default false: it
-    /// refuses to start, see [`crate::tenants::check_anonymous`]).
+    /// refuses to start, see [`check_anonymous`]).
     pub allow_anonymous: bool,
     /// The QUIC endpoint's limits and accept policy (table `[quic]`).
     pub quic: QuicConfig,
@@ -210,7 +209,8 @@ pub struct SwapConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Most bytes the cached results may take, bytes (default 256 MiB;
-    /// each entry weighs its result plus [`crate::cache::ENTRY_OVERHEAD`]).
+    /// each entry weighs its result plus a fixed overhead for its key and
+    /// bookkeeping).
     /// Past it the least valuable entries are evicted. 0 stores nothing
     /// (identical calls in flight are still coalesced).
     pub max_bytes: u64,
@@ -412,7 +412,7 @@ impl GatewayConfig {
     /// Checks value ranges, and the `[[tenants]]` rules (unique non-empty
     /// names, a key each, no key shared, positive finite limits, valid
     /// service globs; key files are read later, by
-    /// [`crate::tenants::Tenants::new`]).
+    /// the tenants when the gateway starts).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming the bad value (and the tenant).
@@ -483,7 +483,7 @@ impl GatewayConfig {
                 )));
             }
         }
-        crate::tenants::validate(&self.tenants)?;
+        tenants::validate(&self.tenants)?;
         if self.default_policy.is_empty() {
             return Err(ConfigError::Invalid(
                 "default_policy must not be empty".into(),

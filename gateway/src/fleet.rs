@@ -84,7 +84,7 @@ impl Registry {
 
     /// Adds a node (replacing any node with the same id, whose connection is
     /// closed) and returns it. `control` reaches its agent's control stream.
-    /// The caller tells the scheduler ([`crate::scheduler::Scheduler::node_up`]).
+    /// The caller tells the scheduler.
     pub fn insert(
         &self,
         spec: NodeSpec,

@@ -19,7 +19,7 @@
 //!   as GCRA (`tenants/bucket.rs`) with the time passed in, so it is tested
 //!   without sleeping.
 //! - **Fairness** between tenants waiting for the same service is the
-//!   queue's ([`crate::queue`]: round-robin across tenants within a
+//!   scheduling core's queue (round-robin across tenants within a
 //!   priority).
 
 use std::collections::HashMap;
@@ -31,18 +31,12 @@ use std::time::{Duration, Instant};
 use protocol::{CallError, ErrorKind};
 
 use crate::config::ConfigError;
+use crate::config::tenants::{patterns, validate};
+use crate::config::TenantConfig;
+pub use crate::config::tenants::ANONYMOUS;
 use bucket::Gcra;
-use config::patterns;
-pub(crate) use config::validate;
-pub use config::{TenantConfig, check_anonymous};
 
 mod bucket;
-mod config;
-
-/// The name of the built-in tenant every caller is when no `[[tenants]]`
-/// are configured (and the `tenant` label of calls no tenant is known for).
-/// No configured tenant may take it.
-pub const ANONYMOUS: &str = "anonymous";
 
 /// Why a call's tenant could not be found or may not run the call now.
 /// Messages never hold key material.
@@ -102,6 +96,20 @@ impl From<TenantError> for CallError {
             message: error.to_string(),
         }
     }
+}
+
+/// The API key an HTTP request presents: the `KEY` of `Authorization:
+/// Bearer KEY` (scheme case-insensitive), if the request carries one.
+pub(crate) fn api_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, key) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| key.trim().to_string())
+        .filter(|k| !k.is_empty())
 }
 
 /// Every tenant and the digests of their keys, built once at start.

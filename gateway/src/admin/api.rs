@@ -8,7 +8,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 
-use super::snapshot::{AdminEvent, Snapshot, service_summaries};
+use super::snapshot::{Snapshot, service_summaries};
+use crate::events::AdminEvent;
 use super::{authorized, fail};
 use crate::Shared;
 

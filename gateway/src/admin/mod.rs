@@ -4,14 +4,19 @@
 //!
 //! Reads are open (bind the port to loopback or a private network); changes
 //! (`PUT`, `POST`, `DELETE`) need `Authorization: Bearer <admin token>`.
-//! The job routes under `/api/jobs` and `/api/templates` are the ingress's
-//! (`crate::ingress::jobs`): every one, reads too, needs the admin token or
-//! a tenant's API key as the bearer (none when no tenants are configured).
+//! The job routes under `/api/jobs` and `/api/templates` are the jobs'
+//! own (`crate::jobs::http`, also mounted by the ingress under `/v1`): every
+//! one, reads too, needs the admin token or a tenant's API key as the
+//! bearer (none when no tenants are configured).
+//!
+//! Admin operations also come over QUIC ([`quic`]: the policy table, a
+//! service's policy, the result cache), answered from the same state.
 
 mod api;
 mod dashboard;
-mod events;
+pub(crate) mod quic;
 mod snapshot;
+mod sse;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +29,6 @@ use serde::Serialize;
 
 use crate::Shared;
 
-pub use snapshot::{AdminEvent, ServiceSummary, Snapshot};
 
 /// Binds the admin listener.
 ///
@@ -68,11 +72,11 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/services/{name}/policy", put(api::set_policy))
         .route("/api/nodes/{id}/drain", post(api::drain))
         .route("/api/nodes/{id}/undrain", post(api::undrain))
-        .route("/api/events", get(events::stream))
+        .route("/api/events", get(sse::stream))
         .route("/api/cache", get(api::cache).delete(api::purge_cache))
         // The job routes, shared with the ingress (their own auth: the
         // admin token or a tenant's key, for reads too).
-        .merge(crate::ingress::jobs::routes("/api"))
+        .merge(crate::jobs::http::routes("/api"))
         .with_state(shared)
 }
 
@@ -111,4 +115,12 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>>
             "changes need the header `Authorization: Bearer <admin token>`",
         )))
     }
+}
+
+/// Help texts of the series computed when `/metrics` is read.
+pub(crate) fn describe_metrics() {
+    metrics::describe_gauge!(
+        "outlier_ejected_seconds",
+        "Seconds a node stays ejected from a service (0: in), by node and service."
+    );
 }

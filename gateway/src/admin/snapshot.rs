@@ -4,13 +4,14 @@
 //! `/api/events` streams.
 
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use protocol::{CacheStatsView, NodeView, PolicyTable, QueueView};
 use serde::Serialize;
 
 use crate::Shared;
-use crate::window::{Point, TenantRate};
+use crate::events::unix_ms;
+use crate::telemetry::{Point, TenantRate};
 
 /// Seconds of per-second series a snapshot carries.
 pub const SERIES_S: u64 = 120;
@@ -64,32 +65,10 @@ pub struct ServiceSummary {
     pub p99_ms: f32,
     /// Each tenant that called it in the last [`SUMMARY_S`] s: its calls/s
     /// and errors/s over that window (counts / [`SUMMARY_S`]), highest
-    /// calls/s first. At most [`crate::window::TENANTS_PER_S`] tenants apart,
-    /// the rest summed as [`crate::window::OTHER_TENANTS`]. Empty without
+    /// calls/s first. At most the window's `TENANTS_PER_S` tenants apart,
+    /// the rest summed as `OTHER_TENANTS`. Empty without
     /// calls in the window.
     pub tenants: Vec<TenantRate>,
-}
-
-/// A change worth telling the dashboard at once.
-#[derive(Debug, Clone, Serialize)]
-pub struct AdminEvent {
-    /// `node_up`, `node_down`, `drain`, `undrain`, `policy`, ...
-    pub kind: &'static str,
-    /// Details in words (e.g. the node id).
-    pub detail: String,
-    /// When, ms since the Unix epoch.
-    pub at_unix_ms: u64,
-}
-
-impl AdminEvent {
-    /// An event of `kind` happening now.
-    pub fn new(kind: &'static str, detail: String) -> Self {
-        Self {
-            kind,
-            detail,
-            at_unix_ms: unix_ms(),
-        }
-    }
 }
 
 impl Snapshot {
@@ -145,10 +124,4 @@ pub(crate) fn service_summaries(shared: &Shared, now: Instant) -> Vec<ServiceSum
             }
         })
         .collect()
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

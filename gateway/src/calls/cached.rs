@@ -10,7 +10,8 @@ use bytes::{Bytes, BytesMut};
 use protocol::{CacheInfo, CallError, ErrorKind, Message, ResultHead, Timings};
 use switchyard_core::CallEnd;
 
-use super::{Answered, Call, Caller, Failure, error, ms, to_node};
+use super::kernel::{Answered, node_fault, to_node};
+use super::{Call, Caller, Failure, error, ms};
 use crate::cache::{Entry, Followed, Key, Leader, Lookup};
 
 /// Payloads up to this size are hashed on the call's task; larger ones on
@@ -165,7 +166,7 @@ async fn lead(
         Ok(Ok(data)) => data,
         Ok(Err(e)) => {
             answered.cancel(crate::RESET_NODE_LOST);
-            answered.finish(call, super::node_fault(&e));
+            answered.finish(call, node_fault(&e));
             leader.fail(&e);
             return Err(e.into());
         }

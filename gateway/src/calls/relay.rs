@@ -14,7 +14,8 @@
 use protocol::{Message, Trailer};
 use switchyard_core::CallEnd;
 
-use super::{Answered, Call, Caller, Failure};
+use super::kernel::{Answered, node_fault};
+use super::{Call, Caller, Failure};
 
 /// What ended a relay early.
 enum Stop {
@@ -58,7 +59,7 @@ pub(super) async fn relay(
             Err(Failure::Cut(crate::RESET_NODE_LOST, why))
         }
         Ok(Err(Stop::Failed(e))) => {
-            answered.finish(call, super::node_fault(&e));
+            answered.finish(call, node_fault(&e));
             Err(Failure::Reply(e))
         }
         Err(_) => {

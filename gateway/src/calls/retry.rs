@@ -7,27 +7,30 @@
 
 use std::time::Instant;
 
-use protocol::CallError;
 use switchyard_core::CallEnd;
 
-use super::{Call, Caller, Failure, finish};
-use crate::policies::Picked;
-use crate::scheduler::{Retry, SlotGuard, Ticket};
+use super::kernel::{Failed, finish};
+use super::{Call, Caller, Failure};
+use crate::scheduler::{Retry, Ticket};
 
-/// Ends the failed attempt on `guard`'s node: when the call may run again,
-/// waits its backoff and returns its new ticket and attempt number; else
-/// frees the slot and returns `None` (the caller answers with `e`).
+/// Ends the `failed` attempt: when the call may run again, waits its
+/// backoff and returns its new ticket and attempt number; else frees the
+/// slot and returns `None` (the caller answers with the attempt's error).
 ///
 /// # Errors
 /// [`Failure::Gone`] when the caller leaves during the backoff.
 pub(super) async fn again(
     call: &Call<'_>,
-    guard: SlotGuard,
-    picked: &Picked,
-    node_ms: f32,
-    e: &CallError,
+    failed: Failed,
     caller: &impl Caller,
 ) -> Result<Option<(Ticket, u32)>, Failure> {
+    let Failed {
+        guard,
+        picked,
+        node_ms,
+        error: e,
+    } = failed;
+    let picked = &picked;
     let shared = call.shared;
     let service = &call.head.service;
     let idempotent = shared

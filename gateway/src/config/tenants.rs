@@ -8,8 +8,12 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::ANONYMOUS;
-use crate::config::{ConfigError, GatewayConfig};
+use super::{ConfigError, GatewayConfig};
+
+/// The name of the built-in tenant every caller is when no `[[tenants]]`
+/// are configured (and the `tenant` label of calls no tenant is known for).
+/// No configured tenant may take it.
+pub const ANONYMOUS: &str = "anonymous";
 
 /// `[[tenants]]`: one tenant, its API keys and its limits.
 ///
@@ -173,7 +177,7 @@ pub(crate) fn validate(tenants: &[TenantConfig]) -> Result<(), ConfigError> {
     Ok(())
 }
 
-pub(super) fn patterns(globs: &[String]) -> Result<Vec<glob::Pattern>, String> {
+pub(crate) fn patterns(globs: &[String]) -> Result<Vec<glob::Pattern>, String> {
     globs
         .iter()
         .map(|g| glob::Pattern::new(g).map_err(|e| format!("services: bad pattern {g:?}: {e}")))

@@ -28,19 +28,6 @@ use crate::GatewayConfig;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct BadHeader(pub(super) String);
 
-/// The key of `Authorization: Bearer KEY`, if the request carries one.
-pub(super) fn api_key(headers: &HeaderMap) -> Option<String> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, key) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| key.trim().to_string())
-        .filter(|k| !k.is_empty())
-}
-
 /// A call of `service` with `payload_len` bytes, with the options the
 /// headers set.
 ///
@@ -78,7 +65,7 @@ pub(super) fn call_head(
     if flag(headers, "x-switchyard-explain")? {
         head.hints.push(("explain".into(), "1".into()));
     }
-    head.api_key = api_key(headers);
+    head.api_key = crate::tenants::api_key(headers);
     Ok(head)
 }
 
@@ -216,9 +203,12 @@ mod tests {
                 "{bad:?}"
             );
         }
-        assert_eq!(api_key(&headers(&[("authorization", "Basic abc")])), None);
         assert_eq!(
-            api_key(&headers(&[("authorization", "bearer k")])),
+            crate::tenants::api_key(&headers(&[("authorization", "Basic abc")])),
+            None
+        );
+        assert_eq!(
+            crate::tenants::api_key(&headers(&[("authorization", "bearer k")])),
             Some("k".into())
         );
     }

@@ -11,8 +11,8 @@
 //! - `POST /v1/call/{service}` for every other service: raw body in, raw
 //!   result out, streamed; options and result metadata as `x-switchyard-*`
 //!   headers ([`raw`]);
-//! - durable jobs: `/v1/jobs...` and `/v1/templates` ([`jobs`], also
-//!   mounted on the admin port under `/api`).
+//! - durable jobs: `/v1/jobs...` and `/v1/templates` (`crate::jobs::http`,
+//!   also mounted on the admin port under `/api`).
 //!
 //! Every call goes through the same path as a QUIC client's
 //! (`calls::spawn`): tenants, queue, policy, cache. While a streamed
@@ -25,7 +25,6 @@
 
 mod answer;
 mod headers;
-pub(crate) mod jobs;
 mod openai;
 mod raw;
 
@@ -133,7 +132,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
         .route("/v1/call/{service}", post(raw::call))
-        .merge(jobs::routes("/v1"))
+        .merge(crate::jobs::http::routes("/v1"))
         .fallback(answer::not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(shared)

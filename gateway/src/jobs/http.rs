@@ -37,7 +37,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::Shared;
-use crate::jobs::{Access, JobError, Jobs, LogFollow};
+use super::{Access, JobError, Jobs, LogFollow};
 
 /// The largest job request body, bytes: a [`protocol::job::MAX_JOB_PAYLOAD`]
 /// payload in base64 (4/3 of it) and room for the rest.
@@ -144,7 +144,7 @@ type Answer = Result<Response, Failure>;
 ///
 /// # Errors
 /// `401` for a wrong admin token header or an unknown key.
-pub(super) fn access(shared: &Shared, headers: &HeaderMap) -> Result<Access, Failure> {
+pub(crate) fn access(shared: &Shared, headers: &HeaderMap) -> Result<Access, Failure> {
     let admin = &shared.admin_token;
     if let Some(given) = headers.get(ADMIN_TOKEN_HEADER) {
         let given = given.to_str().map(str::trim).unwrap_or("");
@@ -154,7 +154,7 @@ pub(super) fn access(shared: &Shared, headers: &HeaderMap) -> Result<Access, Fai
             Err(Failure::unauthorized())
         };
     }
-    let key = super::headers::api_key(headers);
+    let key = crate::tenants::api_key(headers);
     if let Some(key) = &key
         && !admin.is_empty()
         && crate::token_matches(key, admin)

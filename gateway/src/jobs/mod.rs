@@ -101,6 +101,7 @@ impl JobError {
 
 mod api;
 mod dispatch;
+pub(crate) mod http;
 mod queue;
 pub(crate) mod quic;
 mod runner;

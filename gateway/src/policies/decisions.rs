@@ -20,7 +20,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::config::DecisionsConfig;
-use crate::registry::Registry;
+use crate::fleet::Registry;
 
 /// What a pick said about its choice, kept with the call until dispatch.
 #[derive(Debug, Clone, Default, PartialEq)]

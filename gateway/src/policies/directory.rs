@@ -7,7 +7,7 @@ use std::sync::Arc;
 use policy_host::NodeDirectory;
 use policy_host::types::{Gpu, NodeInfo};
 
-use crate::registry::Registry;
+use crate::fleet::Registry;
 
 /// Answers the policies' `host.node-info` import from the registry.
 pub(crate) struct Directory(pub(crate) Arc<Registry>);

@@ -1,10 +1,10 @@
 //! A pick's [`Explanation`]: the policy's order and scores over the
 //! candidates it was offered, kept with the call until it is dispatched
-//! (then [`crate::decisions`] records it).
+//! (then [`super::decisions`] records it).
 
 use switchyard_core::PickRequest;
 
-use crate::decisions::{Explanation, Ranked};
+use super::decisions::{Explanation, Ranked};
 
 /// The explanation of a pick by `policy` over `request`'s candidates:
 /// `order` (candidate indices, best first; already checked by the host),

@@ -1,5 +1,5 @@
 //! The policy table and choosing a node: which policies are loaded (kept in
-//! step with the plugins folder by [`crate::watcher`]), which service uses
+//! step with the plugins folder by [`watcher`]), which service uses
 //! which, building the policy's view of a call, running its `pick`, and
 //! falling back to the built-in round-robin when a policy is missing or fails
 //! (fail-open, configurable).
@@ -18,11 +18,16 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use switchyard_core::{PickError, PickRequest, Ranking};
 
-use crate::candidates::Directory;
-use crate::decisions::Explanation;
-use crate::registry::Registry;
+use directory::Directory;
+pub use decisions::{Decisions, Explanation};
+pub use watcher::WatchHandle;
+pub(crate) use watcher::start as watch;
+use crate::fleet::Registry;
 
+mod decisions;
+mod directory;
 mod explain;
+mod watcher;
 
 /// The name a pick reports when the built-in round-robin made it.
 pub const BUILTIN_ROUND_ROBIN: &str = "builtin-round-robin";
@@ -63,7 +68,7 @@ pub struct Picked {
     pub policy_name: String,
     policy: Option<Arc<Policy>>,
     /// Why it chose: scores and reason, recorded when the call is
-    /// dispatched ([`crate::decisions`]).
+    /// dispatched ([`decisions`]).
     pub explanation: Option<Explanation>,
 }
 
@@ -77,7 +82,7 @@ impl std::fmt::Debug for Picked {
 
 impl Policies {
     /// An empty table with the configured default policy and per-service
-    /// policies; [`crate::watcher`] loads the plugins.
+    /// policies; [`watcher`] loads the plugins.
     ///
     /// # Errors
     /// A [`PolicyError`] when the wasm engine cannot start.
@@ -503,6 +508,21 @@ fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// Help texts of the policy series.
+pub(crate) fn describe_metrics() {
+    metrics::describe_counter!(
+        "policy_traps_total",
+        "Policy picks or observes that trapped."
+    );
+    metrics::describe_histogram!(
+        "policy_pick_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time of one policy pick."
+    );
+    metrics::describe_counter!("policy_loads_total", "Policy versions loaded.");
+    metrics::describe_counter!("policy_load_failures_total", "Plugin files refused.");
 }
 
 #[cfg(test)]

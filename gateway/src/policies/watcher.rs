@@ -20,7 +20,7 @@ use notify::Watcher as _;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::policies::Policies;
+use super::Policies;
 
 /// Quiet time after the last file event before reloading.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);

@@ -1,5 +1,5 @@
 //! An agent's control stream: registration with the shared token (and the
-//! client certificate's node id, see [`crate::certs::check_agent`]), then stats
+//! client certificate's node id, see [`super::certs::check_agent`]), then stats
 //! every interval until the connection closes or three intervals pass with
 //! none (the node is then dropped from the registry and disconnected). The
 //! same stream carries swap requests to the agent and its swap reports.
@@ -29,7 +29,7 @@ pub(crate) async fn serve(
     register: Register,
     mut send: FramedSend,
     mut recv: FramedRecv,
-    ticket: &mut crate::admission::Ticket,
+    ticket: &mut super::admission::Ticket,
 ) {
     let remote = connection.remote_address();
     let wire = transport::wire_version(&connection);
@@ -38,7 +38,7 @@ pub(crate) async fn serve(
         Some("wrong agent token".to_string())
     } else if let Err(why) = register.node.validate() {
         Some(why.to_string())
-    } else if let Err(why) = crate::certs::check_agent(&connection, &register.node.id, require_cert)
+    } else if let Err(why) = super::certs::check_agent(&connection, &register.node.id, require_cert)
     {
         Some(why)
     } else {
@@ -78,7 +78,7 @@ pub(crate) async fn serve(
     );
     shared.scheduler.node_up(&node);
     metrics::gauge!("connected_agents").set(shared.registry.len() as f64);
-    shared.announce(crate::http::AdminEvent::new(
+    shared.announce(crate::events::AdminEvent::new(
         "node_up",
         node.spec.id.clone(),
     ));
@@ -89,9 +89,9 @@ pub(crate) async fn serve(
             message = tokio::time::timeout(grace, recv.recv()) => match message {
                 Ok(Ok(Some(Message::Stats(stats)))) => {
                     let stats = sanitize(stats);
-                    crate::telemetry::record_stats(&node.spec.id, &stats);
-                    crate::telemetry::record_health(&node.spec, &stats.unhealthy);
-                    crate::telemetry::record_model_load(&node.spec.id, &stats.model_load);
+                    record_stats(&node.spec.id, &stats);
+                    record_health(&node.spec, &stats.unhealthy);
+                    record_model_load(&node.spec.id, &stats.model_load);
                     metrics::gauge!("node_in_flight", "node" => node.spec.id.clone())
                         .set(f64::from(node.in_flight_total()));
                     shared.scheduler.stats(&node, stats);
@@ -101,7 +101,7 @@ pub(crate) async fn serve(
                     // finish, then it closes the connection.
                     tracing::info!(node = %node.spec.id, "node draining (agent shutting down)");
                     shared.scheduler.drain(&node, true);
-                    shared.announce(crate::http::AdminEvent::new(
+                    shared.announce(crate::events::AdminEvent::new(
                         "drain",
                         format!("{}: agent shutting down", node.spec.id),
                     ));
@@ -133,7 +133,7 @@ pub(crate) async fn serve(
         // replaced one was replaced there by the newer one's `node_up`.
         shared.scheduler.node_down(&node);
         tracing::info!(node = %node.spec.id, %reason, "node dropped");
-        shared.announce(crate::http::AdminEvent::new(
+        shared.announce(crate::events::AdminEvent::new(
             "node_down",
             format!("{}: {reason}", node.spec.id),
         ));
@@ -183,6 +183,90 @@ fn sanitize(mut stats: NodeStats) -> NodeStats {
         load.kv_cache_pct = pct(load.kv_cache_pct);
     }
     stats
+}
+
+/// Help texts of the node series (resources, GPUs, health, model-server load).
+pub(crate) fn describe_metrics() {
+    metrics::describe_gauge!("node_in_flight", "Calls in flight, by node.");
+    metrics::describe_gauge!("node_cpu_percent", "Node CPU utilisation, %.");
+    metrics::describe_gauge!("node_memory_used_bytes", "Node memory used, bytes.");
+    metrics::describe_gauge!("node_memory_total_bytes", "Node memory installed, bytes.");
+    metrics::describe_gauge!(
+        "gpu_utilization_percent",
+        "GPU utilisation, %, by node and GPU."
+    );
+    metrics::describe_gauge!("gpu_memory_used_bytes", "GPU memory used, bytes.");
+    metrics::describe_gauge!("gpu_memory_total_bytes", "GPU memory installed, bytes.");
+    metrics::describe_gauge!("gpu_temperature_celsius", "GPU temperature, °C.");
+    metrics::describe_gauge!("gpu_power_watts", "GPU power draw, W.");
+    metrics::describe_gauge!("connected_agents", "Node agents registered now.");
+    metrics::describe_gauge!(
+        "service_healthy",
+        "1 while a node's active health check of a service passes (or it has none), 0 while it fails, by node and service."
+    );
+    metrics::describe_gauge!(
+        "model_server_waiting_requests",
+        "Requests waiting in a node's model server for a service (vLLM num_requests_waiting), as its agent last reported, by node and service."
+    );
+    metrics::describe_gauge!(
+        "model_server_running_requests",
+        "Requests running in a node's model server for a service (vLLM num_requests_running), as its agent last reported, by node and service."
+    );
+    metrics::describe_gauge!(
+        "model_server_kv_cache_percent",
+        "KV-cache use of a node's model server for a service, 0..100 (vLLM gpu_cache_usage_perc x 100), as its agent last reported, by node and service."
+    );
+}
+
+/// Sets a node's resource gauges from its latest stats.
+fn record_stats(node: &str, stats: &NodeStats) {
+    let n = || node.to_string();
+    metrics::gauge!("node_cpu_percent", "node" => n()).set(f64::from(stats.cpu_pct));
+    metrics::gauge!("node_memory_used_bytes", "node" => n()).set(mib(stats.mem_used_mib));
+    metrics::gauge!("node_memory_total_bytes", "node" => n()).set(mib(stats.mem_total_mib));
+    for gpu in &stats.gpus {
+        let g = || gpu.index.to_string();
+        metrics::gauge!("gpu_utilization_percent", "node" => n(), "gpu" => g())
+            .set(f64::from(gpu.util_pct));
+        metrics::gauge!("gpu_memory_used_bytes", "node" => n(), "gpu" => g())
+            .set(mib(gpu.mem_used_mib));
+        metrics::gauge!("gpu_memory_total_bytes", "node" => n(), "gpu" => g())
+            .set(mib(gpu.mem_total_mib));
+        metrics::gauge!("gpu_temperature_celsius", "node" => n(), "gpu" => g())
+            .set(f64::from(gpu.temperature_c));
+        metrics::gauge!("gpu_power_watts", "node" => n(), "gpu" => g()).set(f64::from(gpu.power_w));
+    }
+}
+
+/// Sets `service_healthy{node,service}` for every service of `node`: 0 for
+/// those its latest stats name `unhealthy`, 1 for the rest.
+fn record_health(node: &protocol::NodeSpec, unhealthy: &[String]) {
+    for service in &node.services {
+        let healthy = !unhealthy.contains(&service.name);
+        metrics::gauge!("service_healthy", "node" => node.id.clone(), "service" => service.name.clone())
+            .set(if healthy { 1.0 } else { 0.0 });
+    }
+}
+
+/// Sets `model_server_waiting_requests`, `model_server_running_requests`
+/// and `model_server_kv_cache_percent` `{node,service}` for every service
+/// whose model-server load `node`'s latest stats carry (a service left out
+/// keeps its last value).
+fn record_model_load(node: &str, loads: &[protocol::ServiceLoad]) {
+    for load in loads {
+        let labels = [
+            ("node", node.to_string()),
+            ("service", load.service.clone()),
+        ];
+        metrics::gauge!("model_server_waiting_requests", &labels).set(f64::from(load.waiting));
+        metrics::gauge!("model_server_running_requests", &labels).set(f64::from(load.running));
+        metrics::gauge!("model_server_kv_cache_percent", &labels).set(f64::from(load.kv_cache_pct));
+    }
+}
+
+/// MiB to bytes, as a gauge value.
+fn mib(value: u64) -> f64 {
+    value as f64 * 1024.0 * 1024.0
 }
 
 #[cfg(test)]

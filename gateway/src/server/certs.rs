@@ -61,7 +61,7 @@ pub fn issue(
     out: &Path,
 ) -> Result<transport::identity::IssuedCert, GatewayError> {
     let files = config.tls_files();
-    files.create_if_missing(&crate::server::tls_names(config))?;
+    files.create_if_missing(&tls_names(config))?;
     Ok(transport::identity::issue_client_cert(&files, node, out)?)
 }
 
@@ -219,6 +219,16 @@ fn reload(endpoint: &quinn::Endpoint, config: &GatewayConfig, why: &str) {
             metrics::counter!("tls_reload_failures_total").increment(1);
             tracing::warn!(why, %error, "certificate reload failed; the previous certificates stay");
         }
+    }
+}
+
+/// The names a generated server certificate covers: `[tls] names`, else
+/// `localhost`, `127.0.0.1`, `::1`.
+pub(crate) fn tls_names(config: &GatewayConfig) -> Vec<String> {
+    if config.tls.names.is_empty() {
+        vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+    } else {
+        config.tls.names.clone()
     }
 }
 

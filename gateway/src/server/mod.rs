@@ -1,5 +1,13 @@
-//! The QUIC endpoint: accepts connections and sorts each one by its first
-//! stream (an agent's `Register` or a client's `Call`/`ListNodes`).
+//! The QUIC endpoint, one port for agents and clients, and the gateway it
+//! fronts: [`Gateway::bind`] builds every part (TLS, policies, scheduler,
+//! the HTTP ports, jobs) and [`Gateway::serve`] accepts connections until
+//! shutdown.
+//!
+//! - [`admission`]: which connections are let in (`[quic]` limits);
+//! - [`streams`]: a connection's first stream says what it is: an agent's
+//!   `Register` ([`agents`]: its control stream) or a client's request
+//!   (calls, listings, admin operations, jobs);
+//! - [`certs`]: the server certificate, its reload, agents' certificates.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,17 +15,15 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use protocol::{CallError, ErrorKind, Message};
-use transport::{FramedRecv, FramedSend};
+use crate::fleet::Registry;
+use crate::policies::{Policies, WatchHandle};
+use crate::{GatewayConfig, GatewayError, Shared, cache, scheduler};
+use admission::Admission;
 
-use crate::admission::{Admission, Ticket};
-use crate::{
-    GatewayConfig, GatewayError, Shared, admin, agents, cache, calls, certs, policies, registry,
-    scheduler, watcher,
-};
-
-/// How long a new connection has to send its first frame.
-const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) mod admission;
+mod agents;
+pub mod certs;
+mod streams;
 
 /// A bound gateway, ready to serve.
 #[derive(Clone)]
@@ -26,7 +32,7 @@ pub struct Gateway {
     shared: Arc<Shared>,
     ca: PathBuf,
     token_files: Vec<PathBuf>,
-    _watch: Arc<watcher::WatchHandle>,
+    _watch: Arc<WatchHandle>,
     /// The accept policy (`[quic]` limits).
     admission: Arc<Admission>,
     /// Reloads the certificates on SIGHUP or a file change.
@@ -66,10 +72,10 @@ impl Gateway {
         if config.http.enabled {
             listens.push(config.http.listen);
         }
-        crate::tenants::check_anonymous(&config, &listens)?;
+        crate::config::check_anonymous(&config, &listens)?;
         let tenants = crate::tenants::Tenants::new(&config.tenants)?;
         let files = config.tls_files();
-        if files.create_if_missing(&tls_names(&config))? {
+        if files.create_if_missing(&certs::tls_names(&config))? {
             tracing::info!(ca = %files.ca.display(), "created a self-signed CA and server certificate");
         }
         let mut token_files = Vec::new();
@@ -92,8 +98,8 @@ impl Gateway {
         let admission = Admission::new(config.quic, config.agents);
         let reload = certs::start(endpoint.clone(), config.clone());
         let core = scheduler::new_core(&config);
-        let registry = Arc::new(registry::Registry::new(core.clone()));
-        let policies = Arc::new(policies::Policies::new(&config, registry.clone())?);
+        let registry = Arc::new(Registry::new(core.clone()));
+        let policies = Arc::new(Policies::new(&config, registry.clone())?);
         let scheduler = Arc::new(scheduler::Scheduler::new(
             core,
             registry.clone(),
@@ -103,7 +109,7 @@ impl Gateway {
         if let Err(error) = std::fs::create_dir_all(&config.plugins_dir) {
             tracing::warn!(dir = %config.plugins_dir.display(), %error, "cannot create the plugins folder");
         }
-        let watch = watcher::start(policies.clone(), config.plugins_dir.clone()).await;
+        let watch = crate::policies::watch(policies.clone(), config.plugins_dir.clone()).await;
         if !policies.is_loaded(&config.default_policy) {
             tracing::warn!(
                 policy = %config.default_policy,
@@ -113,8 +119,9 @@ impl Gateway {
         }
         let codec = protocol::Codec::new(protocol::DEFAULT_MAX_FRAME_LEN);
         crate::telemetry::install();
+        describe_metrics();
         let admin = if config.admin_enabled {
-            let listener = crate::http::bind(config.admin_listen)
+            let listener = crate::admin::bind(config.admin_listen)
                 .await
                 .map_err(|source| GatewayError::Io {
                     path: PathBuf::from(config.admin_listen.to_string()),
@@ -147,13 +154,13 @@ impl Gateway {
         let gateway = Self {
             endpoint,
             shared: Arc::new(Shared {
-                decisions: crate::decisions::Decisions::new(config.decisions),
+                decisions: crate::policies::Decisions::new(config.decisions),
                 config,
                 registry,
                 policies,
                 scheduler,
                 started: Instant::now(),
-                window: crate::window::CallWindow::new(Instant::now()),
+                window: crate::telemetry::CallWindow::new(Instant::now()),
                 events,
                 cache,
                 codec,
@@ -230,12 +237,12 @@ impl Gateway {
     }
 
     /// The policy table.
-    pub fn policies(&self) -> &Arc<policies::Policies> {
+    pub fn policies(&self) -> &Arc<Policies> {
         &self.shared.policies
     }
 
     /// The node registry.
-    pub fn registry(&self) -> &Arc<registry::Registry> {
+    pub fn registry(&self) -> &Arc<Registry> {
         &self.shared.registry
     }
 
@@ -288,7 +295,7 @@ impl Gateway {
             .as_ref()
             .and_then(|l| l.lock().ok().and_then(|mut l| l.take()));
         if let Some(listener) = listener {
-            tokio::spawn(crate::http::serve(self.shared.clone(), listener, async {
+            tokio::spawn(crate::admin::serve(self.shared.clone(), listener, async {
                 let _ = admin_stopped.await;
             }));
         }
@@ -312,7 +319,7 @@ impl Gateway {
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
                     if let Some((incoming, ticket)) = self.admission.admit(incoming) {
-                        tokio::spawn(connection(self.shared.clone(), incoming, ticket));
+                        tokio::spawn(streams::connection(self.shared.clone(), incoming, ticket));
                     }
                 }
                 () = &mut shutdown => break,
@@ -350,151 +357,47 @@ impl Gateway {
     }
 }
 
-/// The names a generated server certificate covers: `[tls] names`, else
-/// `localhost`, `127.0.0.1`, `::1`.
-pub(crate) fn tls_names(config: &GatewayConfig) -> Vec<String> {
-    if config.tls.names.is_empty() {
-        vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
-    } else {
-        config.tls.names.clone()
-    }
+/// Describes every module's series (their `# HELP` lines); the recorder is
+/// installed first, or the descriptions would be lost.
+fn describe_metrics() {
+    admission::describe_metrics();
+    agents::describe_metrics();
+    certs::describe_metrics();
+    streams::describe_metrics();
+    crate::admin::describe_metrics();
+    crate::jobs::describe_metrics();
+    crate::calls::describe_metrics();
+    crate::scheduler::describe_metrics();
+    crate::policies::describe_metrics();
+    crate::cache::describe_metrics();
 }
 
-/// Serves one admitted connection; `ticket` counts it until it ends.
-async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming, mut ticket: Ticket) {
-    let handshake = tokio::time::timeout(shared.config.quic.handshake_timeout(), incoming).await;
-    ticket.handshake_over();
-    let connection = match handshake {
-        Ok(Ok(c)) => c,
-        Ok(Err(error)) => {
-            tracing::debug!(%error, "handshake failed");
-            return;
-        }
-        Err(_) => {
-            metrics::counter!("quic_handshake_timeouts_total").increment(1);
-            tracing::debug!("handshake timed out");
-            return;
-        }
-    };
-    // Every stream of the connection speaks its negotiated wire version.
-    let codec = transport::codec_for(&connection, shared.codec);
-    let Ok(Ok((send, recv))) =
-        tokio::time::timeout(FIRST_FRAME_TIMEOUT, connection.accept_bi()).await
-    else {
-        return;
-    };
-    // What this connection's streams may hold in reads ([quic]
-    // read_buffer_per_connection); agents' control streams read small frames.
-    let budget = transport::ReadBudget::new(
-        shared
-            .config
-            .quic
-            .read_buffer(shared.config.max_payload_bytes),
-    );
-    let mut send = FramedSend::new(send, codec);
-    let mut recv = FramedRecv::new(recv, codec).with_budget(budget.clone());
-    match tokio::time::timeout(FIRST_FRAME_TIMEOUT, recv.recv()).await {
-        Ok(Ok(Some(Message::Register(_)))) if shared.drain.is_stopping() => {
-            // Agents are not taken while the gateway shuts down.
-            connection.close(crate::CLOSE_SHUTDOWN.into(), b"gateway shutting down");
-            return;
-        }
-        Ok(Ok(Some(Message::Register(register)))) => {
-            agents::serve(shared, connection, register, send, recv, &mut ticket).await;
-            return;
-        }
-        // A client: this stream and every later one is a request.
-        Ok(Ok(Some(first))) => {
-            tokio::spawn(request(shared.clone(), first, send, recv, Instant::now()));
-        }
-        Ok(Err(error)) => refuse(&mut send, &format!("bad frame: {error}")).await,
-        Ok(Ok(None)) => {}
-        Err(_) => {
-            connection.close(
-                protocol::codes::close::NORMAL.into(),
-                b"no request within 10 s",
-            );
-            return;
-        }
-    }
-    metrics::gauge!("connected_clients").increment(1.0);
-    while let Ok((send, recv)) = connection.accept_bi().await {
-        let shared = shared.clone();
-        let budget = budget.clone();
-        tokio::spawn(async move {
-            let mut send = FramedSend::new(send, codec);
-            let mut recv = FramedRecv::new(recv, codec).with_budget(budget);
-            match recv.recv().await {
-                Ok(Some(first)) => request(shared, first, send, recv, Instant::now()).await,
-                Ok(None) => {}
-                Err(error) => refuse(&mut send, &format!("bad frame: {error}")).await,
-            }
-        });
-    }
-    metrics::gauge!("connected_clients").decrement(1.0);
-}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-/// Serves one client stream whose first frame is `first`.
-async fn request(
-    shared: Arc<Shared>,
-    first: Message,
-    mut send: FramedSend,
-    mut recv: FramedRecv,
-    arrived: Instant,
-) {
-    match first {
-        Message::Call(head) => match shared.drain.enter() {
-            Ok(in_flight) => {
-                calls::serve(shared, head, send, recv, arrived).await;
-                drop(in_flight);
-            }
-            Err(refused) => {
-                recv.stop(0);
-                let _ = send.send(&Message::Error(refused)).await;
-                let _ = send.finish();
-            }
-        },
-        Message::ListNodes => {
-            let nodes = shared.registry.views(Instant::now());
-            let _ = send.send(&Message::Nodes(nodes)).await;
-            let _ = send.finish();
+    #[test]
+    fn calls_and_queues_carry_the_tenant() {
+        if crate::telemetry::install().is_none() {
+            return; // another recorder owns this process
         }
-        Message::ListQueues => {
-            let queues = shared.scheduler.views(Instant::now());
-            let _ = send.send(&Message::Queues(queues)).await;
-            let _ = send.finish();
+        super::describe_metrics();
+        crate::calls::record_call("svc-t", "node-t", "rr", "ok", "team-a", 12.0);
+        crate::scheduler::record_queue_length("svc-t", "team-b", 1);
+        let text = crate::telemetry::render();
+        for needle in [
+            r#"calls_total{service="svc-t",node="node-t",policy="rr",outcome="ok",tenant="team-a"} 1"#,
+            r#"queue_length{service="svc-t",tenant="team-b"} 1"#,
+            "# HELP calls_total Calls finished, by service, node, policy, outcome and tenant.",
+            "# HELP queue_length Calls waiting, by service and tenant.",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
         }
-        Message::ListPolicies
-        | Message::SetPolicy(_)
-        | Message::CacheStats
-        | Message::PurgeCache(_) => {
-            let answer = admin::answer(&shared, first);
-            let _ = send.send(&answer).await;
-            let _ = send.finish();
-        }
-        Message::Job(job) => {
-            recv.stop(0);
-            crate::jobs::quic::serve(shared, *job, send).await;
-        }
-        other => {
-            refuse(
-                &mut send,
-                &format!(
-                    "a stream must start with Call, ListNodes, ListQueues, ListPolicies, SetPolicy, CacheStats, PurgeCache or Job, not {:?}",
-                    other.kind()
-                ),
-            )
-            .await;
-        }
+        crate::scheduler::record_queue_length("svc-t", "team-b", 0);
+        let text = crate::telemetry::render();
+        assert!(
+            text.contains(r#"queue_length{service="svc-t",tenant="team-b"} 0"#),
+            "{text}"
+        );
     }
-}
-
-async fn refuse(send: &mut FramedSend, message: &str) {
-    let _ = send
-        .send(&Message::Error(CallError {
-            kind: ErrorKind::BadRequest,
-            message: message.to_string(),
-        }))
-        .await;
-    let _ = send.finish();
 }
