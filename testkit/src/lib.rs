@@ -87,6 +87,7 @@ impl Postgres {
     /// # Errors
     /// A [`PostgresError`] when the binaries exist but the cluster does
     /// not start.
+    #[track_caller]
     pub fn start() -> Result<Option<Self>, PostgresError> {
         match Self::start_required() {
             Err(PostgresError::NotInstalled) => {

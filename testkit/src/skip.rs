@@ -3,9 +3,9 @@
 //! [`skip_or_fail`], whether such a test skips or fails.
 //!
 //! On a developer's machine it skips: it prints one line to stderr,
-//! `SWITCHYARD-SKIPPED: <test>: missing <what> (<how to get it>)`, and
-//! appends the same line to the file named by `SWITCHYARD_SKIP_LOG` when
-//! that is set (cargo test shows a passing test's stderr only with
+//! `SWITCHYARD-SKIPPED: <binary> <test>: missing <what> (<how to get it>)`,
+//! and appends the same line to the file named by `SWITCHYARD_SKIP_LOG`
+//! when that is set (cargo test shows a passing test's stderr only with
 //! `--nocapture`; `make test` counts the file's lines). With
 //! `SWITCHYARD_REQUIRE_ALL=1` (CI's `.ci/run` sets it) it panics instead,
 //! so nothing a test needs can go missing there unnoticed.
@@ -29,7 +29,8 @@ pub const SKIPPED_PREFIX: &str = "SWITCHYARD-SKIPPED";
 /// after printing and logging its `SWITCHYARD-SKIPPED` line; the caller
 /// then returns. Panics when `SWITCHYARD_REQUIRE_ALL` is set.
 ///
-/// The test is named by its thread, which libtest names after the test.
+/// The test is named by its binary and its thread, which libtest names
+/// after the test.
 ///
 /// # Panics
 /// Under `SWITCHYARD_REQUIRE_ALL`, or when the line cannot be appended to
@@ -58,20 +59,35 @@ fn required(value: Option<&OsStr>) -> bool {
     value.is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// The running test's name (its thread's), or the program's when the
-/// thread has none.
+/// The running test: its test binary (cargo's name for it, without the
+/// hash) and its name (its thread's), e.g. `plugins polyglot::a_test`.
 fn test_name() -> String {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(binary_name(exe.file_name()?.to_str()?).to_string()));
     let thread = std::thread::current();
-    match thread.name() {
-        Some(name) if name != "main" => name.to_string(),
-        _ => std::env::args()
-            .next()
-            .and_then(|a| Some(Path::new(&a).file_name()?.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "a test".into()),
+    let test = thread
+        .name()
+        .filter(|name| *name != "main")
+        .map(str::to_string);
+    match (binary, test) {
+        (Some(binary), Some(test)) => format!("{binary} {test}"),
+        (Some(name), None) | (None, Some(name)) => name,
+        (None, None) => "a test".into(),
     }
 }
 
-/// The line a skip prints: `SWITCHYARD-SKIPPED: TEST: missing WHAT (HOW)`,
+/// A test binary's file name less cargo's `-<16 hex digits>` suffix.
+fn binary_name(file: &str) -> &str {
+    match file.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            name
+        }
+        _ => file,
+    }
+}
+
+/// The line a skip prints: `SWITCHYARD-SKIPPED: TEST: missing WHAT (HOW)`
 /// on one line whatever the arguments hold.
 fn skip_line(test: &str, what: &str, how: &str) -> String {
     let line = format!("{SKIPPED_PREFIX}: {test}: missing {what} ({how})");
@@ -111,8 +127,13 @@ mod tests {
     }
 
     #[test]
-    fn the_test_is_named_by_its_thread() {
-        assert_eq!(test_name(), "skip::tests::the_test_is_named_by_its_thread");
+    fn the_test_is_named_by_its_binary_and_thread() {
+        assert_eq!(
+            test_name(),
+            "switchyard_testkit skip::tests::the_test_is_named_by_its_binary_and_thread"
+        );
+        assert_eq!(binary_name("e2e-0123456789abcdef"), "e2e");
+        assert_eq!(binary_name("switchyard-demo"), "switchyard-demo");
     }
 
     #[test]
