@@ -39,7 +39,7 @@ pub(crate) use flight::{Followed, Follower, Leader};
 
 /// Bytes each entry weighs on top of its result, node id and policy name
 /// (key, timestamps and the cache's own bookkeeping).
-pub const ENTRY_OVERHEAD: u64 = 160;
+pub(crate) const ENTRY_OVERHEAD: u64 = 160;
 
 /// Identifies a cached result: the service and a hash of what changes it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

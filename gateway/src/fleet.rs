@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 /// The scheduling core, shared by the scheduler (which drives it) and the
 /// views that read it. Held only for one event or one read, never across
 /// IO or a policy's pick.
-pub type CoreCell = Arc<Mutex<Core>>;
+pub(crate) type CoreCell = Arc<Mutex<Core>>;
 
 /// Locks the core (a panic while it was held poisons nothing we rely on:
 /// the core's state is consistent after every event).

@@ -10,21 +10,21 @@
 // The rooms, front ends first; each depends only on the ones below it
 // (ARCHITECTURE.md, "Architecture Invariant"; `make lint` checks there is
 // no import circle among them).
-pub mod cli;
-mod server;
 mod admin;
-mod ingress;
-mod jobs;
-mod calls;
-mod scheduler;
-mod policies;
-mod fleet;
 mod cache;
-mod tenants;
+mod calls;
+pub mod cli;
+pub mod config;
 mod drain;
 mod events;
-pub mod config;
+mod fleet;
+mod ingress;
+mod jobs;
+mod policies;
+mod scheduler;
+mod server;
 pub mod telemetry;
+mod tenants;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 use protocol::{CallError, ErrorKind};
 
 use crate::config::ConfigError;
-use crate::config::tenants::{patterns, validate};
 use crate::config::TenantConfig;
-pub use crate::config::tenants::ANONYMOUS;
+pub(crate) use crate::config::tenants::ANONYMOUS;
+use crate::config::tenants::{patterns, validate};
 use bucket::Gcra;
 
 mod bucket;
@@ -113,7 +113,7 @@ pub(crate) fn api_key(headers: &axum::http::HeaderMap) -> Option<String> {
 }
 
 /// Every tenant and the digests of their keys, built once at start.
-pub struct Tenants {
+pub(crate) struct Tenants {
     tenants: Vec<Arc<Tenant>>,
     /// BLAKE3 digest of each key, with the index of its tenant.
     keys: Vec<(blake3::Hash, usize)>,
@@ -142,7 +142,7 @@ impl Tenants {
     /// [`ConfigError::Invalid`] when the configuration breaks a rule of
     /// `GatewayConfig::validate`, when a tenant ends up with no key (its
     /// files hold none), or a key from a file belongs to two tenants.
-    pub fn new(configs: &[TenantConfig]) -> Result<Self, ConfigError> {
+    pub(crate) fn new(configs: &[TenantConfig]) -> Result<Self, ConfigError> {
         validate(configs)?;
         let mut tenants = Vec::with_capacity(configs.len());
         let mut keys = Vec::new();
@@ -184,12 +184,14 @@ impl Tenants {
     }
 
     /// Whether no tenant is configured (every caller is anonymous).
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.tenants.is_empty()
     }
 
     /// The configured tenants, in configuration order.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Tenant>> {
         self.tenants.iter()
     }
 
@@ -202,7 +204,7 @@ impl Tenants {
     /// # Errors
     /// [`TenantError::Unauthorized`] when tenants are configured and `key`
     /// is missing or belongs to none.
-    pub fn authenticate(&self, key: Option<&str>) -> Result<Arc<Tenant>, TenantError> {
+    pub(crate) fn authenticate(&self, key: Option<&str>) -> Result<Arc<Tenant>, TenantError> {
         if self.tenants.is_empty() {
             return Ok(self.anonymous.clone());
         }
@@ -236,7 +238,7 @@ fn read_key_file(path: &Path) -> Result<Vec<blake3::Hash>, ConfigError> {
 }
 
 /// One tenant: its name, limits, and the calls it has in flight.
-pub struct Tenant {
+pub(crate) struct Tenant {
     name: Arc<str>,
     services: Vec<glob::Pattern>,
     max_in_flight: Option<u32>,
@@ -262,7 +264,7 @@ impl std::fmt::Debug for Tenant {
 /// `max_priority`, and its place among the tenant's calls in flight.
 #[derive(Debug)]
 #[must_use = "dropping the permit ends the call's place in flight"]
-pub struct Admitted {
+pub(crate) struct Admitted {
     /// The priority to queue the call at.
     pub priority: i32,
     /// Holds one of the tenant's `max_in_flight` places until dropped: keep
@@ -272,7 +274,7 @@ pub struct Admitted {
 
 /// One call of a tenant in flight; dropping it lowers the tenant's count.
 #[derive(Debug)]
-pub struct InFlightPermit {
+pub(crate) struct InFlightPermit {
     count: Arc<AtomicU32>,
 }
 
@@ -313,17 +315,17 @@ impl Tenant {
     }
 
     /// The tenant's name (the queue's and the metrics' `tenant`).
-    pub fn name(&self) -> &Arc<str> {
+    pub(crate) fn name(&self) -> &Arc<str> {
         &self.name
     }
 
     /// Calls admitted and not finished (permits alive).
-    pub fn in_flight(&self) -> u32 {
+    pub(crate) fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Acquire)
     }
 
     /// Whether the tenant's `services` patterns cover `service`.
-    pub fn allows(&self, service: &str) -> bool {
+    pub(crate) fn allows(&self, service: &str) -> bool {
         self.services.is_empty() || self.services.iter().any(|p| p.matches(service))
     }
 
@@ -334,7 +336,7 @@ impl Tenant {
     /// # Errors
     /// [`TenantError::Forbidden`], [`TenantError::TooManyInFlight`] or
     /// [`TenantError::RateLimited`] (with the time until a token is back).
-    pub fn admit(
+    pub(crate) fn admit(
         &self,
         service: &str,
         priority: i32,

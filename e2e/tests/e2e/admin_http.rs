@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use client::{CallOptions, Client, ClientConfig, ErrorKind};
-use gateway::tenants::TenantConfig;
+use gateway::config::TenantConfig;
 use serde_json::Value;
 
 use crate::common::browser::Browser;

@@ -17,9 +17,9 @@ use crate::ingress::{Curl, curl};
 /// Two tenants, `team-a` (key `sk-a`) and `team-b` (key `sk-b`).
 fn two_tenants(config: &mut gateway::GatewayConfig) {
     config.tenants = ["a", "b"]
-        .map(|t| gateway::tenants::TenantConfig {
+        .map(|t| gateway::config::TenantConfig {
             api_keys: vec![format!("sk-{t}")],
-            ..gateway::tenants::TenantConfig::new(format!("team-{t}"))
+            ..gateway::config::TenantConfig::new(format!("team-{t}"))
         })
         .to_vec();
 }

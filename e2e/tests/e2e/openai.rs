@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use client::{CallOptions, Client, ClientConfig};
-use gateway::tenants::TenantConfig;
+use gateway::config::TenantConfig;
 use gateway::{Gateway, GatewayConfig};
 
 use crate::common::{Fleet, TOKEN, service};

@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 
 use super::snapshot::{Snapshot, service_summaries};
-use crate::events::AdminEvent;
 use super::{authorized, fail};
 use crate::Shared;
+use crate::events::AdminEvent;
 
 /// `GET /metrics`: the Prometheus exposition text. Before rendering, the
 /// outlier gauges are set from the core's views:

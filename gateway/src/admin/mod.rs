@@ -29,7 +29,6 @@ use serde::Serialize;
 
 use crate::Shared;
 
-
 /// Binds the admin listener.
 ///
 /// # Errors

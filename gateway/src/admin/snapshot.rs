@@ -14,14 +14,14 @@ use crate::events::unix_ms;
 use crate::telemetry::{Point, TenantRate};
 
 /// Seconds of per-second series a snapshot carries.
-pub const SERIES_S: u64 = 120;
+pub(super) const SERIES_S: u64 = 120;
 /// Seconds the rates (the services' and their tenants'), percentiles and
 /// node shares are computed over.
-pub const SUMMARY_S: u64 = 60;
+pub(super) const SUMMARY_S: u64 = 60;
 
 /// Everything the dashboard draws, at one instant.
 #[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
+pub(super) struct Snapshot {
     /// When, ms since the Unix epoch.
     pub at_unix_ms: u64,
     /// Seconds since the gateway started.
@@ -42,7 +42,7 @@ pub struct Snapshot {
 
 /// One service across the fleet.
 #[derive(Debug, Clone, Serialize)]
-pub struct ServiceSummary {
+pub(super) struct ServiceSummary {
     /// Service name.
     pub name: String,
     /// The policy picking for it now.

@@ -15,7 +15,7 @@ use super::snapshot::Snapshot;
 use crate::Shared;
 
 /// How often a snapshot is sent.
-pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+pub(super) const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 
 pub(super) async fn stream(
     State(shared): State<Arc<Shared>>,

@@ -261,14 +261,12 @@ async fn exchange_with(
             finish(shared, guard, &picked, node_ms, CallEnd::Failed);
             Err(Attempt::Over(call.timed_out().into()))
         }
-        Ok(Err(e)) if node_fault(&e) == CallEnd::Failed => {
-            Err(Attempt::Failed(Failed {
-                guard,
-                picked,
-                node_ms,
-                error: e,
-            }))
-        }
+        Ok(Err(e)) if node_fault(&e) == CallEnd::Failed => Err(Attempt::Failed(Failed {
+            guard,
+            picked,
+            node_ms,
+            error: e,
+        })),
         Ok(Err(e)) => {
             finish(shared, guard, &picked, node_ms, CallEnd::Abandoned);
             Err(Attempt::Over(e.into()))
@@ -404,4 +402,3 @@ pub(super) fn node_fault(e: &CallError) -> CallEnd {
         _ => CallEnd::Abandoned,
     }
 }
-

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-/// `[jobs]`: calls the gateway owns, stored until they end (see
-/// `crate::jobs`).
+/// `[jobs]`: calls the gateway owns, stored until they end (durable
+/// jobs: `docs/jobs.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobsConfig {

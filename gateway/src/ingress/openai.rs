@@ -125,10 +125,11 @@ async fn call(
 /// `GET /v1/models`: the services nodes host now and the `[models]`
 /// aliases, in OpenAI's list shape.
 pub(super) async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let tenant = match crate::calls::authenticate(&shared, crate::tenants::api_key(&headers).as_deref()) {
-        Ok(tenant) => tenant,
-        Err(refused) => return refused.into_response(),
-    };
+    let tenant =
+        match crate::calls::authenticate(&shared, crate::tenants::api_key(&headers).as_deref()) {
+            Ok(tenant) => tenant,
+            Err(refused) => return refused.into_response(),
+        };
     let mut names: BTreeSet<String> = shared
         .registry
         .views(Instant::now())

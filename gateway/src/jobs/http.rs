@@ -36,8 +36,8 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use crate::Shared;
 use super::{Access, JobError, Jobs, LogFollow};
+use crate::Shared;
 
 /// The largest job request body, bytes: a [`protocol::job::MAX_JOB_PAYLOAD`]
 /// payload in base64 (4/3 of it) and room for the rest.
@@ -144,7 +144,7 @@ type Answer = Result<Response, Failure>;
 ///
 /// # Errors
 /// `401` for a wrong admin token header or an unknown key.
-pub(crate) fn access(shared: &Shared, headers: &HeaderMap) -> Result<Access, Failure> {
+fn access(shared: &Shared, headers: &HeaderMap) -> Result<Access, Failure> {
     let admin = &shared.admin_token;
     if let Some(given) = headers.get(ADMIN_TOKEN_HEADER) {
         let given = given.to_str().map(str::trim).unwrap_or("");
@@ -367,5 +367,4 @@ async fn put_settings(
 }
 
 #[cfg(test)]
-#[path = "jobs/tests.rs"]
 mod tests;

@@ -55,7 +55,7 @@ pub struct Ranked {
 
 /// A decision as kept and served (JSON in `GET /api/decisions`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// When the call was dispatched, ms since the Unix epoch.
     pub at_unix_ms: u64,
     /// The call's id (as in the gateway's logs).
@@ -78,7 +78,7 @@ pub struct Decision {
 
 /// One candidate of a [`Decision`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     /// The node id (`#KEY` for a node that has left since).
     pub node: String,
     /// The policy's score, higher is better; none when it gave none.
@@ -93,7 +93,7 @@ impl Decision {
     /// The one-line form a call gets when it asks: `POLICY -> NODE: REASON
     /// | a 0.91, b 0.40 (of N)`, e.g. `cache-aware -> gpu-2: prefix match
     /// 12/14 blocks | gpu-2 12, gpu-1 0 (of 4)`.
-    pub fn compact(&self) -> String {
+    pub(crate) fn compact(&self) -> String {
         let mut line = format!("{} -> {}", self.policy, self.node);
         if !self.reason.is_empty() {
             let _ = write!(line, ": {}", self.reason);
@@ -134,14 +134,14 @@ fn short(score: f32) -> String {
 }
 
 /// The kept decisions of every service.
-pub struct Decisions {
+pub(crate) struct Decisions {
     config: DecisionsConfig,
     by_service: Mutex<HashMap<String, VecDeque<Decision>>>,
 }
 
 impl Decisions {
     /// An empty store keeping what `config` says.
-    pub fn new(config: DecisionsConfig) -> Self {
+    pub(crate) fn new(config: DecisionsConfig) -> Self {
         Self {
             config,
             by_service: Mutex::new(HashMap::new()),
@@ -151,7 +151,7 @@ impl Decisions {
     /// Turns `explanation` into the decision of call `call_id` of
     /// `service`, dispatched to `node` now; keeps it (unless `keep` is 0)
     /// and returns it. Node keys are named by `registry`.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         registry: &Registry,
         call_id: u64,
@@ -206,7 +206,7 @@ impl Decisions {
     }
 
     /// The kept decisions of `service`, newest first, at most `limit`.
-    pub fn recent(&self, service: &str, limit: usize) -> Vec<Decision> {
+    pub(crate) fn recent(&self, service: &str, limit: usize) -> Vec<Decision> {
         self.by_service.lock().map_or_else(
             |_| Vec::new(),
             |by_service| {
@@ -219,7 +219,7 @@ impl Decisions {
     }
 
     /// The services with kept decisions, sorted.
-    pub fn services(&self) -> Vec<String> {
+    pub(crate) fn services(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .by_service
             .lock()

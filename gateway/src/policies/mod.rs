@@ -18,11 +18,11 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use switchyard_core::{PickError, PickRequest, Ranking};
 
-use directory::Directory;
-pub use decisions::{Decisions, Explanation};
-pub use watcher::WatchHandle;
-pub(crate) use watcher::start as watch;
 use crate::fleet::Registry;
+pub(crate) use decisions::{Decisions, Explanation};
+use directory::Directory;
+pub(crate) use watcher::WatchHandle;
+pub(crate) use watcher::start as watch;
 
 mod decisions;
 mod directory;
@@ -30,11 +30,11 @@ mod explain;
 mod watcher;
 
 /// The name a pick reports when the built-in round-robin made it.
-pub const BUILTIN_ROUND_ROBIN: &str = "builtin-round-robin";
+pub(crate) const BUILTIN_ROUND_ROBIN: &str = "builtin-round-robin";
 
 /// The name a pick reports when a swap chose the node: the node loaded the
 /// service for the call at the head of its queue.
-pub const SWAP_PICK: &str = "swap";
+pub(crate) const SWAP_PICK: &str = "swap";
 
 /// The loaded policies and the rules for choosing one per call.
 pub struct Policies {

@@ -23,9 +23,9 @@ use tokio::sync::mpsc;
 use super::Policies;
 
 /// Quiet time after the last file event before reloading.
-pub const DEBOUNCE: Duration = Duration::from_millis(150);
+pub(super) const DEBOUNCE: Duration = Duration::from_millis(150);
 /// Period of the safety-net rescan.
-pub const RESCAN: Duration = Duration::from_secs(2);
+pub(super) const RESCAN: Duration = Duration::from_secs(2);
 
 /// What the watcher knows of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +38,7 @@ struct Seen {
 }
 
 /// Keeps the file watcher alive; dropping it stops hot-swapping.
-pub struct WatchHandle {
+pub(crate) struct WatchHandle {
     _watcher: Option<notify::RecommendedWatcher>,
     task: tokio::task::JoinHandle<()>,
 }

@@ -12,7 +12,6 @@ use switchyard_core::{Action, CallEnd, CallId, Event, NodeKey, RetryRefusal, Via
 use super::{Grant, Scheduler, SlotGuard, WaitState};
 
 impl Scheduler {
-
     pub(super) fn execute(self: &Arc<Self>, action: Action) -> Option<Event> {
         match action {
             Action::Pick(request) => {

@@ -21,19 +21,19 @@ use switchyard_core::{CallId, Core, CoreConfig, Event, OutlierRules, SwapRules};
 use tokio::sync::{oneshot, watch};
 
 use crate::config::GatewayConfig;
-use crate::policies::Policies;
 use crate::fleet::{CoreCell, Node, Registry, lock};
+use crate::policies::Policies;
 
 mod actions;
 mod slots;
 
-pub use slots::{Grant, Retry, SlotGuard, Ticket, WaitHandle, WaitState};
-use slots::Waiting;
 #[cfg(test)]
 pub(crate) use actions::record_queue_length;
+use slots::Waiting;
+pub(crate) use slots::{Grant, Retry, SlotGuard, Ticket, WaitHandle, WaitState};
 
 /// The core, the policies it asks for picks, and the calls waiting.
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     core: CoreCell,
     registry: Arc<Registry>,
     policies: Arc<Policies>,
@@ -41,7 +41,7 @@ pub struct Scheduler {
 }
 
 /// The core's settings from `gateway.toml`.
-pub fn core_config(config: &GatewayConfig) -> CoreConfig {
+pub(crate) fn core_config(config: &GatewayConfig) -> CoreConfig {
     let secs = |s: u32| Duration::from_secs(u64::from(s));
     CoreConfig {
         queue_capacity: config.queue.capacity,
@@ -92,7 +92,7 @@ pub fn core_config(config: &GatewayConfig) -> CoreConfig {
 impl Scheduler {
     /// A scheduler driving `core`, whose nodes' links are in `registry`,
     /// picking with `policies`.
-    pub fn new(core: CoreCell, registry: Arc<Registry>, policies: Arc<Policies>) -> Self {
+    pub(crate) fn new(core: CoreCell, registry: Arc<Registry>, policies: Arc<Policies>) -> Self {
         Self {
             core,
             registry,
@@ -111,7 +111,7 @@ impl Scheduler {
     /// available`, `occupied` for a realtime call, `overloaded` for a full
     /// queue, the policy's refusal) through its grant. A `job` call goes
     /// only to a node below the per-node job limit ([`Self::set_job_limit`]).
-    pub fn admit(
+    pub(crate) fn admit(
         self: &Arc<Self>,
         head: &Arc<CallHead>,
         tenant: &Arc<str>,
@@ -133,12 +133,12 @@ impl Scheduler {
     /// Sets the most job calls one node runs at once (0: no limit beyond
     /// its slots). Jobs running stay; waiting ones start where there is
     /// room.
-    pub fn set_job_limit(self: &Arc<Self>, max_per_node: u32) {
+    pub(crate) fn set_job_limit(self: &Arc<Self>, max_per_node: u32) {
         self.handle(Event::JobLimit { max_per_node });
     }
 
     /// The most job calls one node runs at once (0: no limit).
-    pub fn job_limit(&self) -> u32 {
+    pub(crate) fn job_limit(&self) -> u32 {
         lock(&self.core).max_jobs_per_node()
     }
 
@@ -168,7 +168,7 @@ impl Scheduler {
     }
 
     /// A node registered.
-    pub fn node_up(self: &Arc<Self>, node: &Node) {
+    pub(crate) fn node_up(self: &Arc<Self>, node: &Node) {
         self.handle(Event::NodeUp {
             node: node.key,
             spec: node.spec.clone(),
@@ -177,12 +177,12 @@ impl Scheduler {
 
     /// A node left (only the registered connection of its id: a replaced
     /// one was replaced in the core by the newer one's `node_up`).
-    pub fn node_down(self: &Arc<Self>, node: &Node) {
+    pub(crate) fn node_down(self: &Arc<Self>, node: &Node) {
         self.handle(Event::NodeDown { node: node.key });
     }
 
     /// A node's stats report.
-    pub fn stats(self: &Arc<Self>, node: &Node, stats: protocol::NodeStats) {
+    pub(crate) fn stats(self: &Arc<Self>, node: &Node, stats: protocol::NodeStats) {
         self.handle(Event::Stats {
             node: node.key,
             stats,
@@ -190,7 +190,7 @@ impl Scheduler {
     }
 
     /// An agent's swap report.
-    pub fn swapped(self: &Arc<Self>, node: &Node, report: SwapReport) {
+    pub(crate) fn swapped(self: &Arc<Self>, node: &Node, report: SwapReport) {
         self.handle(Event::SwapReported {
             node: node.key,
             report,
@@ -199,7 +199,7 @@ impl Scheduler {
 
     /// Drains (true) or undrains a node: a drained node gets no new call
     /// and no swap; calls in flight finish.
-    pub fn drain(self: &Arc<Self>, node: &Node, draining: bool) {
+    pub(crate) fn drain(self: &Arc<Self>, node: &Node, draining: bool) {
         self.handle(Event::Drain {
             node: node.key,
             draining,
@@ -208,18 +208,18 @@ impl Scheduler {
 
     /// A retried call's backoff is over: it is admitted again (its ticket
     /// from [`SlotGuard::retry`] receives the grant).
-    pub fn retry_due(self: &Arc<Self>, call: CallId) {
+    pub(crate) fn retry_due(self: &Arc<Self>, call: CallId) {
         self.handle(Event::RetryDue { call });
     }
 
     /// Every service's queue, plus services nodes host with nobody waiting.
-    pub fn views(&self, now: Instant) -> Vec<QueueView> {
+    pub(crate) fn views(&self, now: Instant) -> Vec<QueueView> {
         lock(&self.core).queue_views(now)
     }
 
     /// Sends the core its ticks while it wants them, until the scheduler is
     /// dropped.
-    pub async fn run_ticks(self: Arc<Self>) {
+    pub(crate) async fn run_ticks(self: Arc<Self>) {
         let mut tick = tokio::time::interval(switchyard_core::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -247,7 +247,7 @@ impl Scheduler {
 }
 
 /// A fresh core cell with the gateway's settings.
-pub fn new_core(config: &GatewayConfig) -> CoreCell {
+pub(crate) fn new_core(config: &GatewayConfig) -> CoreCell {
     Arc::new(Mutex::new(Core::new(core_config(config))))
 }
 

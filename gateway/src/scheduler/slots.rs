@@ -16,7 +16,7 @@ use crate::policies::Picked;
 
 /// A taken call slot and the pick that chose it, handed to a waiting call.
 #[derive(Debug)]
-pub struct Grant {
+pub(crate) struct Grant {
     /// The slot; dropping it frees the slot.
     pub guard: SlotGuard,
     /// The pick (policy name, version) that chose the node.
@@ -25,7 +25,7 @@ pub struct Grant {
 
 /// What a waiting call sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WaitState {
+pub(crate) enum WaitState {
     /// Waiting at this position (1 = next; 0 before the first update).
     Queued(u32),
     /// Held for a node that is loading the service.
@@ -34,7 +34,7 @@ pub enum WaitState {
 
 /// The waiting call's end: the grant when it comes, and its position.
 #[derive(Debug)]
-pub struct WaitHandle {
+pub(crate) struct WaitHandle {
     /// Receives the slot when the call's turn comes, or why it cannot have
     /// one (unknown service, queue full, the policy refused it).
     pub grant: oneshot::Receiver<Result<Grant, CallError>>,
@@ -44,7 +44,7 @@ pub struct WaitHandle {
 
 /// A call's place until it gets its grant; dropping it before takes the
 /// call out of the queue (or its reservation).
-pub struct Ticket {
+pub(crate) struct Ticket {
     pub(super) scheduler: Arc<Scheduler>,
     pub(super) call: CallId,
     pub(super) done: bool,
@@ -54,7 +54,7 @@ pub struct Ticket {
 
 /// A taken call slot on a node; [`SlotGuard::finish`] or dropping it frees
 /// the slot.
-pub struct SlotGuard {
+pub(crate) struct SlotGuard {
     pub(super) scheduler: Arc<Scheduler>,
     pub(super) node: Arc<Node>,
     pub(super) call: CallId,
@@ -76,7 +76,7 @@ pub(super) struct Waiting {
 
 /// A retry the core granted: the call's new ticket, its attempt number and
 /// the backoff to wait before [`Scheduler::retry_due`].
-pub struct Retry {
+pub(crate) struct Retry {
     /// Receives the retry's grant once its backoff is over.
     pub ticket: Ticket,
     /// The attempt it will be (2 for the first retry).
@@ -88,7 +88,7 @@ pub struct Retry {
 impl Ticket {
     /// The call got its grant (or refusal): dropping the ticket no longer
     /// takes it out.
-    pub fn granted(&mut self) {
+    pub(crate) fn granted(&mut self) {
         self.done = true;
     }
 }
@@ -115,26 +115,26 @@ impl std::fmt::Debug for SlotGuard {
 
 impl SlotGuard {
     /// The node the slot is on.
-    pub fn node(&self) -> &Arc<Node> {
+    pub(crate) fn node(&self) -> &Arc<Node> {
         &self.node
     }
 
     /// The service the slot belongs to.
-    pub fn service(&self) -> &str {
+    pub(crate) fn service(&self) -> &str {
         &self.service
     }
 
     /// Frees the slot of a call that ended after `node_ms` of node time;
     /// `Ok` calls feed the node's latency EWMA, `Failed` ones count towards
     /// its outlier ejection.
-    pub fn finish(mut self, node_ms: f32, end: CallEnd) {
+    pub(crate) fn finish(mut self, node_ms: f32, end: CallEnd) {
         self.end(node_ms, end);
     }
 
     /// The stream to the node could not be opened (nothing reached it):
     /// frees the slot and sends the call to another node; the returned
     /// ticket receives the new grant.
-    pub fn dispatch_failed(mut self, head: &CallHead, tenant: &Arc<str>) -> Ticket {
+    pub(crate) fn dispatch_failed(mut self, head: &CallHead, tenant: &Arc<str>) -> Ticket {
         self.ended = true;
         let ticket = self
             .scheduler
@@ -153,7 +153,7 @@ impl SlotGuard {
     /// # Errors
     /// Why the core refused the retry (attempts, budget, breaker); the core
     /// has forgotten the call.
-    pub fn retry(
+    pub(crate) fn retry(
         mut self,
         head: &CallHead,
         tenant: &Arc<str>,

@@ -17,7 +17,7 @@ use crate::Shared;
 const CONTROL_QUEUE: usize = 64;
 
 /// Stats intervals a node may miss before it is dropped.
-pub const MISSED_INTERVALS: u32 = 3;
+pub(super) const MISSED_INTERVALS: u32 = 3;
 
 /// Most GPUs one stats report may list.
 const MAX_GPUS: usize = 256;

@@ -16,20 +16,20 @@ use std::time::Instant;
 use serde::Serialize;
 
 /// Seconds of history kept.
-pub const WINDOW_S: u64 = 300;
+pub(super) const WINDOW_S: u64 = 300;
 /// Most latency samples kept per service and second.
-pub const SAMPLES_PER_S: usize = 512;
+pub(super) const SAMPLES_PER_S: usize = 512;
 /// Most tenants counted apart per service and second, and listed apart per
 /// service by [`CallWindow::tenant_rates`].
-pub const TENANTS_PER_S: usize = 64;
+pub(super) const TENANTS_PER_S: usize = 64;
 /// Where the calls of tenants past [`TENANTS_PER_S`] are counted. The
 /// parentheses keep it apart from a tenant's name in practice (a tenant may
 /// be named anything non-empty, so they are no guarantee).
-pub const OTHER_TENANTS: &str = "(other)";
+pub(super) const OTHER_TENANTS: &str = "(other)";
 
 /// The window; cheap to record into from every call task.
 #[derive(Debug)]
-pub struct CallWindow {
+pub(crate) struct CallWindow {
     start: Instant,
     buckets: Mutex<VecDeque<Bucket>>,
 }
@@ -72,7 +72,7 @@ impl ServiceBucket {
 
 /// One tenant's calls of one service over a span of seconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TenantRate {
+pub(crate) struct TenantRate {
     /// The tenant's name (`anonymous` without `[[tenants]]`;
     /// [`OTHER_TENANTS`] for those past [`TENANTS_PER_S`]).
     pub tenant: String,
@@ -84,7 +84,7 @@ pub struct TenantRate {
 
 /// One second of one service, as the dashboard charts it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Point {
+pub(crate) struct Point {
     /// Seconds since the gateway started.
     pub t: u64,
     /// Calls finished in that second.
@@ -99,7 +99,7 @@ pub struct Point {
 
 impl CallWindow {
     /// An empty window whose second 0 is `start`.
-    pub fn new(start: Instant) -> Self {
+    pub(crate) fn new(start: Instant) -> Self {
         Self {
             start,
             buckets: Mutex::new(VecDeque::new()),
@@ -108,7 +108,7 @@ impl CallWindow {
 
     /// Records a call of `service` by `tenant` that finished at `now` after
     /// `total_ms`, served by `node` (empty when it never reached one).
-    pub fn record(
+    pub(crate) fn record(
         &self,
         service: &str,
         tenant: &str,
@@ -156,7 +156,7 @@ impl CallWindow {
 
     /// Per service, one point per second of the last `seconds` up to `now`
     /// (seconds without calls included, as zeros).
-    pub fn series(&self, seconds: u64, now: Instant) -> BTreeMap<String, Vec<Point>> {
+    pub(crate) fn series(&self, seconds: u64, now: Instant) -> BTreeMap<String, Vec<Point>> {
         let last = now.saturating_duration_since(self.start).as_secs();
         let first = last.saturating_sub(seconds.saturating_sub(1));
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -194,7 +194,12 @@ impl CallWindow {
 
     /// Over the last `seconds` up to `now`, for `service`: (calls, errors,
     /// p50 ms, p99 ms).
-    pub fn summary(&self, service: &str, seconds: u64, now: Instant) -> (u64, u64, f32, f32) {
+    pub(crate) fn summary(
+        &self,
+        service: &str,
+        seconds: u64,
+        now: Instant,
+    ) -> (u64, u64, f32, f32) {
         let last = now.saturating_duration_since(self.start).as_secs();
         let first = last.saturating_sub(seconds.saturating_sub(1));
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -220,7 +225,11 @@ impl CallWindow {
     /// name). At most [`TENANTS_PER_S`] tenants per service are listed
     /// apart, the busiest; the rest are summed under [`OTHER_TENANTS`],
     /// sorted with them.
-    pub fn tenant_rates(&self, seconds: u64, now: Instant) -> BTreeMap<String, Vec<TenantRate>> {
+    pub(crate) fn tenant_rates(
+        &self,
+        seconds: u64,
+        now: Instant,
+    ) -> BTreeMap<String, Vec<TenantRate>> {
         let last = now.saturating_duration_since(self.start).as_secs();
         let first = last.saturating_sub(seconds.saturating_sub(1));
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -267,7 +276,7 @@ impl CallWindow {
     }
 
     /// Calls each node served in the last `seconds` up to `now`.
-    pub fn node_share(&self, seconds: u64, now: Instant) -> BTreeMap<String, u64> {
+    pub(crate) fn node_share(&self, seconds: u64, now: Instant) -> BTreeMap<String, u64> {
         let last = now.saturating_duration_since(self.start).as_secs();
         let first = last.saturating_sub(seconds.saturating_sub(1));
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -287,7 +296,7 @@ fn by_rate(a: &(&str, (u64, u64)), b: &(&str, (u64, u64))) -> std::cmp::Ordering
 }
 
 /// The `q` quantile (0..=1) of `samples` by nearest rank; 0 when empty.
-pub fn percentile(samples: &[f32], q: f64) -> f32 {
+pub(super) fn percentile(samples: &[f32], q: f64) -> f32 {
     if samples.is_empty() {
         return 0.0;
     }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::GatewayConfig;
+use crate::config::check_anonymous;
 
 const KEY_A: &str = "sk-a-0123456789";
 const KEY_B: &str = "sk-b-9876543210";
