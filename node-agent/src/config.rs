@@ -3,11 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use reqwest::Url;
 use serde::Deserialize;
 
-use crate::services::ServiceKind;
-
 mod health;
+mod kind;
 mod metrics;
 mod swap;
 
@@ -15,6 +15,12 @@ pub use health::{
     DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_HEALTHY_THRESHOLD,
     DEFAULT_UNHEALTHY_THRESHOLD, HealthCheck, MAX_HEALTH_MS,
 };
+pub(crate) use kind::RawService;
+pub use kind::{
+    CommandConfig, DEFAULT_CONTENT_TYPE, DEFAULT_MAX_OUTPUT_BYTES, HttpConfig, OpenAiConfig,
+    ServiceKind,
+};
+pub(crate) use metrics::is_metric_name;
 pub use metrics::{
     MetricsScrape, ModelServer, SGLANG_KV_CACHE, SGLANG_RUNNING, SGLANG_WAITING, VLLM_KV_CACHE,
     VLLM_KV_CACHE_NEW, VLLM_RUNNING, VLLM_WAITING,
@@ -105,8 +111,8 @@ pub struct AgentConfig {
     pub cost_per_hour: f32,
     /// Worker threads of the agent program's async runtime (default 1: a
     /// current-thread runtime, every task on one thread, which halved the
-    /// agent's CPU per forwarded call against one worker per core; issue
-    /// 11). More spread its calls over cores.
+    /// agent's CPU per forwarded call against one worker per core). More
+    /// spread its calls over cores.
     #[serde(default = "default_worker_threads")]
     pub worker_threads: Option<usize>,
     /// How often the agent sends stats, ms (default 1000).
@@ -164,7 +170,7 @@ impl Default for ReconnectConfig {
 
 /// One hosted service.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "crate::services::RawService")]
+#[serde(try_from = "RawService")]
 pub struct ServiceConfig {
     /// Service name, e.g. `sha256` (1..=256 bytes, unique on the node).
     pub name: String,
@@ -393,6 +399,19 @@ impl AgentConfig {
                 .map_err(|e| ConfigError::Invalid(format!("service {}: {e}", service.name)))?;
         }
         swap::validate_slots(&self.services, &self.slots)
+    }
+}
+
+/// Parses the URL of a local server (a service, its health check, its
+/// metrics, a swap's readiness probe); only plain `http` is supported.
+pub(crate) fn parse_url(url: &str) -> Result<Url, String> {
+    let parsed = Url::parse(url).map_err(|e| format!("url {url:?} does not parse: {e}"))?;
+    match parsed.scheme() {
+        "http" => Ok(parsed),
+        "https" => Err(format!(
+            "url {url:?}: https is not supported (the agent's http client speaks plain http to local servers)"
+        )),
+        other => Err(format!("url {url:?}: scheme {other:?} is not http")),
     }
 }
 

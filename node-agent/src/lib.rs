@@ -42,10 +42,11 @@ mod slots;
 pub mod stats;
 
 pub use config::{
-    AgentConfig, ConfigError, EXAMPLE_CONFIG, HealthCheck, MetricsScrape, ModelServer, ReadyProbe,
-    ReconnectConfig, ServiceConfig, SlotConfig, SwapConfig,
+    AgentConfig, CommandConfig, ConfigError, EXAMPLE_CONFIG, HealthCheck, HttpConfig,
+    MetricsScrape, ModelServer, ReadyProbe, ReconnectConfig, ServiceConfig, ServiceKind,
+    SlotConfig, SwapConfig,
 };
-pub use services::{CommandConfig, HttpConfig, ServiceError, ServiceKind, Services};
+pub use services::{ServiceError, Services};
 pub use session::run;
 pub use stats::StatsCollector;
 

@@ -23,8 +23,6 @@ use tokio::task::JoinSet;
 
 use crate::config::{MetricsScrape, ServiceConfig, VLLM_KV_CACHE, VLLM_KV_CACHE_NEW};
 
-pub(crate) use prom::is_metric_name;
-
 /// Largest metrics page read, bytes (8 MiB): past it the scrape fails. A
 /// vLLM page with its histograms is some 100 KiB.
 pub const MAX_METRICS_BYTES: usize = 8 * 1024 * 1024;

@@ -74,7 +74,7 @@ impl HealthCheck {
                 Ok(None)
             };
         };
-        crate::services::parse_url(&url).map_err(|e| format!("health_url: {e}"))?;
+        super::parse_url(&url).map_err(|e| format!("health_url: {e}"))?;
         let check = Self {
             url,
             interval_ms: interval_ms.unwrap_or(DEFAULT_HEALTH_INTERVAL_MS),

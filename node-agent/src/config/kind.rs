@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{
+use super::{
     DEFAULT_MAX_CONCURRENT, HealthCheck, MetricsScrape, ModelServer, ServiceConfig, SwapConfig,
+    parse_url,
 };
 
 /// Default bound on a command's stdout or an HTTP response body, bytes
@@ -154,7 +155,7 @@ impl ServiceKind {
                 }
             }
             Self::Http(h) => {
-                super::http::parse_url(&h.url)?;
+                parse_url(&h.url)?;
                 reqwest::header::HeaderValue::from_str(&h.content_type).map_err(|_| {
                     format!("content_type {:?} is not a header value", h.content_type)
                 })?;
@@ -163,7 +164,7 @@ impl ServiceKind {
                 }
             }
             Self::OpenAi(o) => {
-                super::http::parse_url(&o.base_url)?;
+                parse_url(&o.base_url)?;
                 if o.max_output_bytes == 0 {
                     return Err("max_output_bytes must be > 0".into());
                 }

@@ -4,10 +4,8 @@
 //!
 //! The agent reads the model server's Prometheus endpoint every stats
 //! interval and reports three gauges per service (summed over their label
-//! sets; see [`crate::model_load`]): requests waiting, requests running and
-//! KV-cache use.
-
-use crate::model_load::is_metric_name;
+//! sets, as the agent's `model_load` module reads them): requests waiting,
+//! requests running and KV-cache use.
 
 /// vLLM's gauge of requests waiting.
 pub const VLLM_WAITING: &str = "vllm:num_requests_waiting";
@@ -100,7 +98,7 @@ impl MetricsScrape {
                 Ok(None)
             };
         };
-        crate::services::parse_url(&url).map_err(|e| format!("metrics_url: {e}"))?;
+        super::parse_url(&url).map_err(|e| format!("metrics_url: {e}"))?;
         let mut scrape = Self::new(url, server.unwrap_or_default());
         for (key, value, field) in [
             ("metric_waiting", waiting, &mut scrape.waiting),
@@ -118,4 +116,13 @@ impl MetricsScrape {
         }
         Ok(Some(scrape))
     }
+}
+
+/// Whether `name` is a Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub(crate) fn is_metric_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
 }

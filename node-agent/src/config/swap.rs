@@ -107,7 +107,7 @@ impl SwapConfig {
         }
         match &self.ready {
             ReadyProbe::Url(url) => {
-                crate::services::parse_url(url).map_err(|e| format!("swap.ready_url: {e}"))?;
+                super::parse_url(url).map_err(|e| format!("swap.ready_url: {e}"))?;
             }
             ReadyProbe::Command(argv) => {
                 if argv.first().is_none_or(String::is_empty) {

@@ -1,5 +1,4 @@
 use super::*;
-use crate::services::{CommandConfig, HttpConfig};
 
 const MINIMAL: &str = r#"
 gateway = "127.0.0.1:4433"
@@ -333,4 +332,15 @@ fn bad_metrics_settings_are_refused() {
     ))
     .expect_err("unknown server");
     assert!(err.to_string().contains("tgi"), "{err}");
+}
+
+#[test]
+fn metric_names_follow_the_prometheus_rule() {
+    assert!(is_metric_name("vllm:num_requests_waiting"));
+    assert!(is_metric_name("_x9"));
+    assert!(is_metric_name(":a"));
+    assert!(!is_metric_name(""));
+    assert!(!is_metric_name("9a"));
+    assert!(!is_metric_name("a-b"));
+    assert!(!is_metric_name("a b"));
 }

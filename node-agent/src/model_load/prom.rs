@@ -9,6 +9,8 @@
 //! Only the lines of the wanted names are parsed; anything malformed is
 //! skipped, never a panic.
 
+use crate::config::is_metric_name;
+
 /// The sum and the largest value of one metric over its label sets.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Gauge {
@@ -99,15 +101,6 @@ fn labels_len(s: &str) -> Option<usize> {
         }
     }
     None
-}
-
-/// Whether `name` is a Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-pub(crate) fn is_metric_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use reqwest::{Client, Response, Url};
 
 use super::reply::{self, Body, Reply, Sink};
 use super::{HttpConfig, MAX_ERROR_MESSAGE, OpenAiConfig, ServiceError};
+use crate::config::parse_url;
 
 /// Largest response body read whole before the reply is sent, bytes (64
 /// KiB), when its `Content-Length` says so; longer or unsized (chunked,
@@ -28,18 +29,6 @@ pub(crate) fn client() -> Result<Client, ServiceError> {
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| ServiceError::internal(format!("cannot build the http client: {e}")))
-}
-
-/// Parses a service URL; only plain `http` is supported.
-pub(crate) fn parse_url(url: &str) -> Result<Url, String> {
-    let parsed = Url::parse(url).map_err(|e| format!("url {url:?} does not parse: {e}"))?;
-    match parsed.scheme() {
-        "http" => Ok(parsed),
-        "https" => Err(format!(
-            "url {url:?}: https is not supported (the agent's http client speaks plain http to local servers)"
-        )),
-        other => Err(format!("url {url:?}: scheme {other:?} is not http")),
-    }
 }
 
 /// An `http` service, or an `openai` one (a base URL the call's endpoint is
@@ -162,7 +151,7 @@ impl HttpService {
             .map(str::to_string);
         let max_output = self.max_output;
         // A small body of known length is read here, whole: no task and
-        // channel to stream it (issue 11: the agent's CPU per call).
+        // channel to stream it, which saves the agent CPU on every such call.
         if let Some(len) = response.content_length()
             && len <= INLINE_BODY_LEN.min(max_output)
         {

@@ -14,7 +14,6 @@ mod builtin;
 mod command;
 mod gate;
 mod http;
-mod kind;
 mod logs;
 mod reply;
 
@@ -29,13 +28,14 @@ use protocol::{ErrorKind, ServiceSpec};
 use crate::config::{ServiceConfig, SlotConfig};
 use gate::Gate;
 
-pub(crate) use command::{GroupGuard, describe, kill_group, read_tail, signal_group};
-pub(crate) use http::{client as http_client, parse_url};
-pub(crate) use kind::RawService;
-pub use kind::{
+/// What runs a service is configuration, re-exported here beside the
+/// services that run it.
+pub use crate::config::{
     CommandConfig, DEFAULT_CONTENT_TYPE, DEFAULT_MAX_OUTPUT_BYTES, HttpConfig, OpenAiConfig,
     ServiceKind,
 };
+pub(crate) use command::{GroupGuard, describe, kill_group, read_tail, signal_group};
+pub(crate) use http::client as http_client;
 pub use reply::{Body, Chunks, Item, Reply};
 
 /// Longest error message a service failure carries, bytes.

@@ -1,8 +1,8 @@
 use std::path::Path;
 
 use super::*;
+use crate::config::ServiceKind;
 use crate::config::{AgentConfig, EXAMPLE_CONFIG};
-use crate::services::ServiceKind;
 
 const HEAD: &str =
     "gateway = \"127.0.0.1:4433\"\nca = \"ca.pem\"\ntoken = \"t\"\nnode_id = \"n1\"\n";

@@ -89,17 +89,6 @@ fn windows_line_ends_and_blank_lines_are_fine() {
 }
 
 #[test]
-fn metric_names_follow_the_prometheus_rule() {
-    assert!(is_metric_name("vllm:num_requests_waiting"));
-    assert!(is_metric_name("_x9"));
-    assert!(is_metric_name(":a"));
-    assert!(!is_metric_name(""));
-    assert!(!is_metric_name("9a"));
-    assert!(!is_metric_name("a-b"));
-    assert!(!is_metric_name("a b"));
-}
-
-#[test]
 fn arbitrary_bytes_never_panic() {
     // A cheap fuzz: every prefix and suffix of a tricky page.
     let page = format!("{VLLM}{SGLANG}m{{a=\"\\\"}}\" 1\nm{{\"}} 2\n");
