@@ -204,7 +204,7 @@ async function setPolicy(service, policy) {
     headers: { "content-type": "application/json", authorization: `Bearer ${$("#token").value}` },
     body: JSON.stringify({ policy }),
   });
-  if (!r.ok) alert(`policy change refused: ${(await r.json()).error}`);
+  if (!r.ok) alert(`policy change refused: ${(await r.json()).error.message}`);
 }
 
 function lineChart(id, series, data) {

@@ -18,6 +18,7 @@ pub mod config;
 mod drain;
 mod events;
 mod fleet;
+mod http_error;
 mod ingress;
 mod jobs;
 mod policies;

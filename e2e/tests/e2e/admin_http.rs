@@ -173,8 +173,12 @@ async fn the_api_lists_changes_policies_and_drains_nodes() {
 
     // Drain node-a: every call goes to node-b; undrain: both serve again.
     let drain = format!("{url}/api/nodes/node-a/drain");
-    let (status, _) = send(reqwest::Method::POST, &drain, None, "").await;
+    let (status, body) = send(reqwest::Method::POST, &drain, None, "").await;
     assert_eq!(status, 401, "changes need the admin token");
+    // The admin port's one error shape (the ingress's and the jobs' too).
+    assert_eq!(body["error"]["type"], "authentication_error", "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+    assert!(body["error"]["message"].as_str().is_some(), "{body}");
     let (status, body) = send(reqwest::Method::POST, &drain, Some(ADMIN), "").await;
     assert_eq!((status, &body["draining"]), (200, &Value::Bool(true)));
     for _ in 0..6 {
@@ -200,7 +204,7 @@ async fn the_api_lists_changes_policies_and_drains_nodes() {
         );
     }
     assert!(served.iter().any(|n| n == "node-a"), "{served:?}");
-    let (status, _) = send(
+    let (status, body) = send(
         reqwest::Method::POST,
         &format!("{url}/api/nodes/nope/drain"),
         Some(ADMIN),
@@ -208,6 +212,11 @@ async fn the_api_lists_changes_policies_and_drains_nodes() {
     )
     .await;
     assert_eq!(status, 404);
+    assert_eq!(
+        (&body["error"]["type"], &body["error"]["code"]),
+        (&Value::from("not_found_error"), &Value::from("unknown_node")),
+        "{body}"
+    );
 
     // The cache: stats, and purge (admin).
     let cache = get_json(&format!("{url}/api/cache")).await;

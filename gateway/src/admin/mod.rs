@@ -21,13 +21,12 @@ mod sse;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::Shared;
+use crate::http_error::HttpError;
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Json, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use serde::Serialize;
-
-use crate::Shared;
 
 /// Binds the admin listener.
 ///
@@ -79,33 +78,18 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// A JSON error body: `{"error": "...", "kind": "..."}`.
-#[derive(Debug, Serialize)]
-struct ApiError {
-    error: String,
-    kind: &'static str,
-}
-
-fn fail(status: StatusCode, kind: &'static str, error: impl Into<String>) -> Response {
-    (
-        status,
-        Json(ApiError {
-            error: error.into(),
-            kind,
-        }),
-    )
-        .into_response()
+/// An error answer in the ports' one shape (`crate::http_error`):
+/// `{"error": {"message", "type", "code"}}`, `code` naming what went wrong
+/// (`bad_request`, `unauthorized`, `unknown_node`, ...).
+fn fail(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    HttpError::new(status, message).code(code).into_response()
 }
 
 /// Checks `Authorization: Bearer <admin token>`; the error is the 401
 /// answer to send.
 fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if crate::token_matches(given.trim(), &shared.admin_token) {
+    let given = crate::tenants::api_key(headers).unwrap_or_default();
+    if crate::token_matches(&given, &shared.admin_token) {
         Ok(())
     } else {
         Err(Box::new(fail(

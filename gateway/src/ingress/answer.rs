@@ -15,14 +15,14 @@
 //! | internal | 500 |
 
 use axum::body::{Body, Bytes};
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use protocol::{CallError, ErrorKind, Message, ResultHead};
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::headers::result_headers;
+use crate::http_error::HttpError;
 
 /// How the response carries the result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,43 +63,27 @@ pub(super) fn status(kind: ErrorKind) -> StatusCode {
     }
 }
 
-/// OpenAI's error `type` for a kind.
-fn error_type(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Unauthorized => "authentication_error",
-        ErrorKind::Forbidden => "permission_error",
-        ErrorKind::UnknownService => "not_found_error",
-        ErrorKind::Overloaded | ErrorKind::Occupied | ErrorKind::RateLimited => "rate_limit_error",
-        ErrorKind::BadRequest | ErrorKind::PayloadTooLarge => "invalid_request_error",
-        _ => "server_error",
-    }
-}
-
-/// The OpenAI error body for `error`.
-fn error_body(error: &CallError) -> serde_json::Value {
+/// The answer to a call that failed with `error`: its kind's status, and
+/// on 429 `Retry-After` (`retry_after_s`, else [`DEFAULT_RETRY_AFTER_S`]).
+/// The code is the kind in snake case (`model_not_found` for an unknown
+/// service: the body's `model` named it).
+pub(super) fn http_error(error: &CallError, retry_after_s: Option<u64>) -> HttpError {
+    let status = status(error.kind);
     let code = match error.kind {
         ErrorKind::UnknownService => "model_not_found",
         kind => crate::telemetry::outcome(Err(kind)),
     };
-    json!({"error": {
-        "message": error.message,
-        "type": error_type(error.kind),
-        "code": code,
-    }})
+    let answer = HttpError::new(status, error.message.clone()).code(code);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        answer.retry_after(retry_after_s.unwrap_or(DEFAULT_RETRY_AFTER_S))
+    } else {
+        answer
+    }
 }
 
-/// An error response in OpenAI's shape: `{"error": {"message", "type",
-/// "code"}}`, with `Retry-After` (seconds) on 429.
+/// [`http_error`] as a response.
 pub(super) fn error_response(error: &CallError, retry_after_s: Option<u64>) -> Response {
-    let status = status(error.kind);
-    let mut response = (status, axum::Json(error_body(error))).into_response();
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        let seconds = retry_after_s.unwrap_or(DEFAULT_RETRY_AFTER_S).max(1);
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    response
+    http_error(error, retry_after_s).into_response()
 }
 
 /// An error of `kind` saying `message`.
@@ -240,7 +224,7 @@ fn body_stream(
                     }
                     Message::End(_) => return None,
                     Message::Error(error) if sse => {
-                        let event = format!("data: {}\n\n", error_body(&error));
+                        let event = format!("data: {}\n\n", http_error(&error, None).body());
                         return Some((Ok(Bytes::from(event)), (frames, started, true)));
                     }
                     Message::Error(error) => {

@@ -18,8 +18,8 @@
 //! Every route needs a caller: the admin token (`Authorization: Bearer
 //! <admin token>` or `x-switchyard-admin-token`) sees every job; a tenant's
 //! API key (`Authorization: Bearer KEY`; none needed when no tenants are
-//! configured) sees its own. Errors are `{"error": {"message", "type"}}`
-//! with the status of `JobError::status`.
+//! configured) sees its own. Errors have the ports' one shape
+//! (`crate::http_error`) with the status of `JobError::status`.
 
 mod body;
 
@@ -38,6 +38,7 @@ use serde_json::json;
 
 use super::{Access, JobError, Jobs, LogFollow};
 use crate::Shared;
+use crate::http_error::HttpError;
 
 /// The largest job request body, bytes: a [`protocol::job::MAX_JOB_PAYLOAD`]
 /// payload in base64 (4/3 of it) and room for the rest.
@@ -109,31 +110,14 @@ impl From<body::BadRequest> for Failure {
     }
 }
 
-/// The error `type` for a status, as the OpenAI routes name them.
-fn error_type(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        409 => "conflict_error",
-        400 | 413 => "invalid_request_error",
-        _ => "server_error",
-    }
-}
-
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let body = json!({"error": {
-            "message": self.message,
-            "type": error_type(self.status),
-        }});
-        let mut response = (self.status, Json(body)).into_response();
+        let error = HttpError::new(self.status, self.message);
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+            error.retry_after(1).into_response()
+        } else {
+            error.into_response()
         }
-        response
     }
 }
 
