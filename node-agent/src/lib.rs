@@ -30,6 +30,8 @@
 //! ([`SlotConfig`], [`SwapConfig`]): one server process per slot, swapped
 //! when the gateway asks. [`cli`] is the `node-agent` program itself.
 
+#![warn(unreachable_pub)]
+
 pub mod backoff;
 pub mod cli;
 pub mod config;
