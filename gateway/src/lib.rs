@@ -21,6 +21,7 @@ mod fleet;
 mod http_error;
 mod ingress;
 mod jobs;
+mod openai;
 mod policies;
 mod scheduler;
 mod server;

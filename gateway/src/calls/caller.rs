@@ -70,6 +70,20 @@ impl Caller for Channel {
     }
 }
 
+/// A call an in-process front end read whole, ready to run.
+#[derive(Debug)]
+pub(crate) struct Request {
+    /// Its head (its `payload_len` is set from `payload`).
+    pub(crate) head: CallHead,
+    /// Its payload.
+    pub(crate) payload: Bytes,
+    /// When the front end read it: its deadline counts from here.
+    pub(crate) arrived: Instant,
+    /// Its prefix hashes when the front end parsed its body already (an
+    /// OpenAI request); `None` to derive them from the payload.
+    pub(crate) prefix: Option<Arc<[u64]>>,
+}
+
 /// Frames a channel caller may be behind before the node is slowed down.
 const CHANNEL_FRAMES: usize = 16;
 
@@ -85,23 +99,30 @@ const CHANNEL_FRAMES: usize = 16;
 /// key, service not allowed, over its rate or in-flight limit).
 pub(crate) fn spawn(
     shared: Arc<Shared>,
-    head: CallHead,
-    payload: Bytes,
-    arrived: Instant,
+    request: Request,
 ) -> Result<mpsc::Receiver<Message>, Refused> {
+    let Request {
+        mut head,
+        payload,
+        arrived,
+        prefix,
+    } = request;
     let in_flight = shared.drain.enter().map_err(|error| Refused {
         error,
         retry_after: None,
         tenant: None,
     })?;
-    let mut head = head;
     // The payload is at hand: its length is the head's.
     head.payload_len = payload.len() as u64;
     let admitted = super::tenancy::admit(&shared, &mut head)
         .inspect_err(|refused| refused.record(&shared, &head.service, arrived))?;
-    Ok(run_on_channel(
-        shared, head, payload, arrived, admitted, in_flight,
-    ))
+    let request = Request {
+        head,
+        payload,
+        arrived,
+        prefix,
+    };
+    Ok(run_on_channel(shared, request, admitted, in_flight))
 }
 
 /// Runs a job's attempt as a call of `tenant` (admitted when the job was
@@ -114,32 +135,42 @@ pub(crate) fn spawn_job(
     tenant: Arc<str>,
     on_dispatch: mpsc::UnboundedSender<String>,
 ) -> mpsc::Receiver<Message> {
-    let arrived = Instant::now();
     let mut head = head;
     head.payload_len = payload.len() as u64;
     head.api_key = None;
     let admitted = super::tenancy::Admitted::job(tenant, on_dispatch);
-    run_on_channel(shared, head, payload, arrived, admitted, ())
+    let request = Request {
+        head,
+        payload,
+        arrived: Instant::now(),
+        prefix: None,
+    };
+    run_on_channel(shared, request, admitted, ())
 }
 
 /// Runs an admitted call on its own task, its frames on the returned
 /// channel (an `Error` last when it fails); `guard` is held until it ends.
 fn run_on_channel(
     shared: Arc<Shared>,
-    head: CallHead,
-    payload: Bytes,
-    arrived: Instant,
+    request: Request,
     admitted: super::tenancy::Admitted,
     guard: impl Send + 'static,
 ) -> mpsc::Receiver<Message> {
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
+    let Request {
+        head,
+        payload,
+        arrived,
+        prefix,
+    } = request;
     tokio::spawn(async move {
         let call_id = shared.next_call_id.fetch_add(1, Ordering::Relaxed);
         let service = head.service.clone();
         let served = std::sync::Mutex::new(Served::default());
         let mut caller = Channel { tx };
         let result = async {
-            let call = Call::new(&shared, call_id, head, arrived, &served, admitted)?;
+            let mut call = Call::new(&shared, call_id, head, arrived, &served, admitted)?;
+            call.prefix = prefix;
             call.execute(payload, &mut caller).await
         }
         .await;

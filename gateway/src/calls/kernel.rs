@@ -85,7 +85,10 @@ pub(super) async fn to_node(
     caller: &mut impl Caller,
 ) -> Result<Answered, Failure> {
     let shared = call.shared;
-    let prefix = prefix::of_call(&shared.config.prefix, &call.head, &payload);
+    let prefix = match &call.prefix {
+        Some(prefix) => prefix.clone(),
+        None => prefix::of_call(&shared.config.prefix, &call.head, &payload),
+    };
     let mut ticket = shared.scheduler.admit(
         &call.head,
         &call.admitted.tenant,

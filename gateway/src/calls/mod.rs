@@ -42,7 +42,8 @@ use transport::{FramedRecv, FramedSend};
 use crate::Shared;
 use kernel::to_node;
 
-pub(crate) use caller::{Caller, Refused, spawn, spawn_job};
+pub(crate) use caller::{Caller, Refused, Request, spawn, spawn_job};
+pub(crate) use prefix::of_request as prefix_of;
 pub(crate) use tenancy::authenticate;
 
 /// Longest wait, after a call's answer is written, for the client to
@@ -182,6 +183,8 @@ struct Call<'a> {
     served: &'a std::sync::Mutex<Served>,
     /// The caller's tenant; holds its in-flight place until the call ends.
     admitted: tenancy::Admitted,
+    /// Its prefix hashes, when the front end derived them already.
+    prefix: Option<Arc<[u64]>>,
 }
 
 impl Call<'_> {
@@ -254,6 +257,7 @@ impl<'a> Call<'a> {
             timeout_ms,
             served,
             admitted,
+            prefix: None,
         })
     }
 

@@ -12,104 +12,62 @@
 use std::sync::Arc;
 
 use protocol::CallHead;
-use serde::Deserialize;
 use switchyard_core::prefix;
 
 use crate::config::PrefixConfig;
+use crate::openai;
 
 /// The hashes for `head` and its `payload`, empty when prefixes are off or
 /// the call has no prompt or affinity key. A body that is not the JSON of
 /// an OpenAI request has none: the model server will answer it with its
 /// own error.
 pub(crate) fn of_call(config: &PrefixConfig, head: &CallHead, payload: &[u8]) -> Arc<[u64]> {
+    if !config.enabled || affinity(head).is_some() || !has_prompt(head) {
+        return of_request(config, head, None);
+    }
+    match openai::Request::parse(payload) {
+        Ok(request) => of_request(config, head, Some(&request)),
+        Err(_) => Arc::default(),
+    }
+}
+
+/// The hashes for `head` whose body was already parsed as `request`
+/// (`None`: not an OpenAI request): the `affinity` hint's when it has one,
+/// else the prompt's on the chat and completions endpoints.
+pub(crate) fn of_request(
+    config: &PrefixConfig,
+    head: &CallHead,
+    request: Option<&openai::Request>,
+) -> Arc<[u64]> {
     if !config.enabled {
         return Arc::default();
     }
-    if let Some((_, key)) = head.hints.iter().find(|(k, _)| k == "affinity") {
+    if let Some(key) = affinity(head) {
         return prefix::key_hashes(key).into();
     }
-    match head.endpoint.as_deref() {
-        Some("/chat/completions" | "/completions") => {}
-        _ => return Arc::default(),
-    }
-    let Ok(body) = serde_json::from_slice::<Body>(payload) else {
-        return Arc::default();
-    };
-    let mut tokens: Vec<&str> = Vec::new();
-    for message in &body.messages {
-        tokens.push(role_token(&message.role));
-        match &message.content {
-            Some(Content::Text(text)) => tokens.extend(text.split_whitespace()),
-            Some(Content::Parts(parts)) => {
-                for part in parts {
-                    if let Some(text) = &part.text {
-                        tokens.extend(text.split_whitespace());
-                    }
-                }
-            }
-            None => {}
+    match request {
+        Some(request) if has_prompt(head) => {
+            let words = request.prompt_words(config.block_tokens * config.max_blocks);
+            prefix::block_hashes(words, config.block_tokens, config.max_blocks).into()
         }
-        if tokens.len() >= config.block_tokens * config.max_blocks {
-            break;
-        }
-    }
-    match &body.prompt {
-        Some(Prompt::One(text)) => tokens.extend(text.split_whitespace()),
-        Some(Prompt::Many(texts)) => {
-            if let Some(first) = texts.first() {
-                tokens.extend(first.split_whitespace());
-            }
-        }
-        None => {}
-    }
-    prefix::block_hashes(tokens, config.block_tokens, config.max_blocks).into()
-}
-
-fn role_token(role: &str) -> &'static str {
-    match role {
-        "system" | "developer" => "<|system|>",
-        "user" => "<|user|>",
-        "assistant" => "<|assistant|>",
-        "tool" | "function" => "<|tool|>",
-        _ => "<|other|>",
+        _ => Arc::default(),
     }
 }
 
-/// The parts of an OpenAI request that make its prompt.
-#[derive(Deserialize)]
-struct Body {
-    #[serde(default)]
-    messages: Vec<Message>,
-    #[serde(default)]
-    prompt: Option<Prompt>,
+/// The call's `affinity` hint, if any.
+fn affinity(head: &CallHead) -> Option<&str> {
+    head.hints
+        .iter()
+        .find(|(k, _)| k == "affinity")
+        .map(|(_, v)| v.as_str())
 }
 
-#[derive(Deserialize)]
-struct Message {
-    #[serde(default)]
-    role: String,
-    #[serde(default)]
-    content: Option<Content>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<Part>),
-}
-
-#[derive(Deserialize)]
-struct Part {
-    #[serde(default)]
-    text: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Prompt {
-    One(String),
-    Many(Vec<String>),
+/// Whether the call's endpoint takes a prompt (chat, completions).
+fn has_prompt(head: &CallHead) -> bool {
+    matches!(
+        head.endpoint.as_deref(),
+        Some("/chat/completions" | "/completions")
+    )
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The OpenAI-compatible routes: `POST /v1/chat/completions`,
 //! `/v1/completions`, `/v1/embeddings` and `GET /v1/models`.
 //!
-//! The JSON body's `model` names the service (or a `[models]` alias of
-//! it); the body goes to the service unchanged, with the endpoint, so an
+//! The JSON body (read once, as [`crate::openai::Request`]) names the
+//! service in its `model` (or a `[models]` alias of it); its prompt's
+//! prefix hashes go with the call; the body goes to the service unchanged, with the endpoint, so an
 //! agent's `openai` service posts it to its model server's same route. With
 //! `"stream": true` the answer is `text/event-stream`, relayed event by
 //! event as the model server writes it.
@@ -17,21 +18,11 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use protocol::ErrorKind;
-use serde::Deserialize;
 use serde_json::json;
 
 use super::answer::{self, Mode, fail};
 use super::headers::{self, BadHeader};
 use crate::Shared;
-
-/// The part of an OpenAI request body the gateway reads; the rest goes to
-/// the service as it is.
-#[derive(Debug, Deserialize)]
-struct Request {
-    model: Option<String>,
-    #[serde(default)]
-    stream: Option<bool>,
-}
 
 /// `POST /v1/chat/completions`.
 pub(super) async fn chat_completions(
@@ -92,7 +83,7 @@ async fn call(
         Ok(body) => body,
         Err(response) => return *response,
     };
-    let request: Request = match serde_json::from_slice(&body) {
+    let request = match crate::openai::Request::parse(&body) {
         Ok(request) => request,
         Err(e) => {
             return fail(
@@ -101,10 +92,10 @@ async fn call(
             );
         }
     };
-    let Some(model) = request.model.filter(|m| !m.is_empty()) else {
+    let Some(model) = request.model.as_deref().filter(|m| !m.is_empty()) else {
         return fail(ErrorKind::BadRequest, "the body names no `model`");
     };
-    let service = shared.config.service_for_model(&model).to_string();
+    let service = shared.config.service_for_model(model).to_string();
     let mut head = match headers::call_head(&shared.config, headers, &service, body.len() as u64) {
         Ok(head) => head,
         Err(BadHeader(message)) => return fail(ErrorKind::BadRequest, message),
@@ -116,7 +107,15 @@ async fn call(
     } else {
         Mode::Json
     };
-    match crate::calls::spawn(shared, head, body, arrived) {
+    // The body is parsed once: its prompt's hashes go with the call.
+    let prefix = crate::calls::prefix_of(&shared.config.prefix, &head, Some(&request));
+    let request = crate::calls::Request {
+        head,
+        payload: body,
+        arrived,
+        prefix: Some(prefix),
+    };
+    match crate::calls::spawn(shared, request) {
         Ok(frames) => answer::respond(frames, mode).await,
         Err(refused) => refused.into_response(),
     }

@@ -35,7 +35,13 @@ pub(super) async fn call(
         Ok(head) => head,
         Err(BadHeader(message)) => return fail(ErrorKind::BadRequest, message),
     };
-    match crate::calls::spawn(shared, head, body, arrived) {
+    let request = crate::calls::Request {
+        head,
+        payload: body,
+        arrived,
+        prefix: None,
+    };
+    match crate::calls::spawn(shared, request) {
         Ok(frames) => answer::respond(frames, Mode::Raw).await,
         Err(refused) => refused.into_response(),
     }
