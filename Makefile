@@ -90,6 +90,7 @@ lint: core-deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --manifest-path plugins/Cargo.toml --workspace --all-targets -- -D warnings
 	python3 mk/check-links.py
+	python3 mk/modcycles.py gateway/src
 	python3 mk/modcycles.py node-agent/src
 
 setup: venv
