@@ -1,4 +1,4 @@
-//! Section `jobs` (issue 13): durable jobs on SQLite and on PostgreSQL.
+//! Section `jobs`: durable jobs on SQLite and on PostgreSQL.
 //! The release gateway and one agent (a shell service running `true`),
 //! real processes; jobs over the HTTP routes.
 //!

@@ -140,8 +140,8 @@ pub fn figures(
     ])
 }
 
-/// How the targets of issue 12 fare in `systems`: cache-aware's mean TTFT
-/// at most half of round-robin's, its p99 at most least-request's.
+/// How the routing targets fare in `systems`: cache-aware's mean TTFT at
+/// most half of round-robin's, its p99 at most least-request's.
 pub fn verdict(systems: &[SystemResult]) -> String {
     let get = |name: &str, key: &str| {
         systems
@@ -160,7 +160,7 @@ pub fn verdict(systems: &[SystemResult]) -> String {
     let mean_ok = ca_mean <= rr_mean / 2.0;
     let p99_ok = ca_p99 <= lr_p99;
     format!(
-        "Target (issue 12): cache-aware mean TTFT ≤ ½ round-robin's: {ca_mean:.1} ms vs {:.1} ms ({:.2}× round-robin's) — {}; cache-aware p99 ≤ least-request's: {ca_p99:.1} ms vs {lr_p99:.1} ms — {}.",
+        "Target: cache-aware mean TTFT ≤ ½ round-robin's: {ca_mean:.1} ms vs {:.1} ms ({:.2}× round-robin's) — {}; cache-aware p99 ≤ least-request's: {ca_p99:.1} ms vs {lr_p99:.1} ms — {}.",
         rr_mean / 2.0,
         if rr_mean > 0.0 {
             ca_mean / rr_mean

@@ -119,7 +119,7 @@ function renderNodes(snap) {
 }
 
 // Gateway → nodes → services, each service coloured by load (in flight /
-// max), as seed 002 draws its server tree.
+// max): the fleet drawn as a tree.
 function renderTopology(snap) {
   const ns = "http://www.w3.org/2000/svg";
   const rows = snap.nodes.map((n) => n.services.length).reduce((a, b) => a + Math.max(b, 1), 0);
@@ -262,7 +262,7 @@ function renderShare(snap) {
   if (total === 0) box.append(el("div", { class: "meta", text: "no calls in the last minute" }));
 }
 
-// Seed 001's alert rules: unhealthy node, load imbalance, high latency;
+// Alert rules: unhealthy node, load imbalance, high latency;
 // plus queues that build up and drained nodes.
 function renderAlerts(snap) {
   const alerts = [];

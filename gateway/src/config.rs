@@ -185,8 +185,8 @@ pub struct QueueConfig {
 pub struct SwapConfig {
     /// Whether the gateway swaps at all (default true).
     pub enabled: bool,
-    /// Least time between two swaps on one node, s (default 60, seed 000's
-    /// `swap_cd`); `[nodes.ID] swap_cooldown_s` overrides it per node.
+    /// Least time between two swaps on one node (its swap cooldown), s
+    /// (default 60); `[nodes.ID] swap_cooldown_s` overrides it per node.
     pub swap_cooldown_s: u32,
     /// A service with calls of its own waiting is swapped away only when the
     /// queue that wants the slot is at least this many times longer

@@ -28,7 +28,7 @@ pub struct CallHead {
     #[n(4)]
     pub priority: i32,
     /// Never queue: with no free slot now, fail at once with
-    /// [`ErrorKind::Occupied`] (seed 004's `need_realtime`).
+    /// [`ErrorKind::Occupied`].
     #[n(5)]
     pub realtime: bool,
     /// Do not answer from the gateway's result cache nor by joining an

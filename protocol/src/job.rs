@@ -1,5 +1,5 @@
 //! Durable jobs: calls the gateway owns instead of their caller, stored
-//! until they end and kept with their log (issue 13).
+//! until they end and kept with their log.
 //!
 //! A client asks with one [`JobRequest`] frame on its own stream and gets
 //! one [`JobReply`] (or an `Error`); `JobOp::Log { follow: true }` gets a
@@ -56,7 +56,7 @@ pub enum JobState {
     /// Cancelled by a user.
     #[n(5)]
     Cancelled,
-    /// A realtime job that found no free slot (seed 004's `occupied`).
+    /// A realtime job that found no free slot.
     #[n(6)]
     Occupied,
 }
@@ -442,8 +442,8 @@ pub enum JobOp {
     Settings(#[n(0)] Option<JobSettings>),
 }
 
-/// Job settings changed at run time (seed 004's "maximum number of jobs
-/// per worker"): the JSON of `GET`/`PUT /v1/job-settings` and the
+/// Job settings changed at run time (the most jobs one node runs at
+/// once): the JSON of `GET`/`PUT /v1/job-settings` and the
 /// [`JobOp::Settings`] / [`JobReply::Settings`] payload.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 #[cbor(map)]

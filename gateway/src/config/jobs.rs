@@ -1,6 +1,6 @@
 //! `[jobs]` and `[templates.NAME]` of `gateway.toml`: durable jobs, where
 //! they are stored, their defaults and limits, and the pre-configured
-//! scripts (seed 004's) a job may name instead of a service.
+//! scripts (templates) a job may name instead of a service.
 
 use std::collections::BTreeMap;
 
@@ -101,7 +101,7 @@ impl JobsConfig {
     }
 }
 
-/// `[templates.NAME]`: a pre-configured job (seed 004's scripts). A job
+/// `[templates.NAME]`: a pre-configured job (a script with parameters). A job
 /// naming the template runs `service` with `payload`, each `{param}` in it
 /// replaced by the job's parameter or the template's default.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

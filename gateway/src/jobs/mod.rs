@@ -1,4 +1,4 @@
-//! Durable jobs (issue 13): calls the gateway owns instead of their caller.
+//! Durable jobs: calls the gateway owns instead of their caller.
 //!
 //! A job is stored (`store`) before it is acknowledged, waits in the
 //! gateway's job queue (priority, then submission order), runs as a call on

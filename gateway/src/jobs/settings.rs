@@ -1,6 +1,6 @@
 //! Job settings changed at run time: the most jobs one node runs at once
-//! (seed 004's "maximum number of jobs per worker", set from its web
-//! interface). `[jobs] max_per_node` gives the value until one is stored;
+//! (the per-node job limit, also set from the dashboard's Settings
+//! form). `[jobs] max_per_node` gives the value until one is stored;
 //! `PUT /api/job-settings` (admin) stores a new one, so it outlives a
 //! restart and reaches every gateway on the same store (each reads it back
 //! at its next sweep).

@@ -1,4 +1,4 @@
-//! Templates (seed 004's pre-configured scripts): a payload pattern whose
+//! Templates (pre-configured scripts): a payload pattern whose
 //! `{param}` placeholders a job's parameters fill in.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Jobs survive faults (issue 13): kill -9 the gateway with 200 jobs
+//! Jobs survive faults: kill -9 the gateway with 200 jobs
 //! acknowledged and start it again on the same data directory; SIGSTOP
 //! the agent running a job until its lease runs out.
 

@@ -1,5 +1,4 @@
-//! Two gateways on one PostgreSQL job store (issue 13, "PostgreSQL for
-//! several gateways"): each sees the other's jobs, runs waiting jobs the
+//! Two gateways on one PostgreSQL job store: each sees the other's jobs, runs waiting jobs the
 //! other was handed when it has the free slot, and takes over the running
 //! job of a gateway killed with -9 once that gateway's lease runs out.
 

@@ -1,5 +1,5 @@
-//! The per-node job limit (seed 004's "maximum number of jobs per
-//! worker"), set at run time over the API: jobs spread so that no node runs
+//! The per-node job limit (the most jobs one node runs at once), set at
+//! run time over the API: jobs spread so that no node runs
 //! more than the limit, plain calls still take the free slots, and the
 //! setting outlives its gateway (it is in the store).
 

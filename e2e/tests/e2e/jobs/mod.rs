@@ -1,4 +1,4 @@
-//! Durable jobs end to end (issue 13): a real gateway with its job store
+//! Durable jobs end to end: a real gateway with its job store
 //! (SQLite in its data directory, or a throwaway PostgreSQL server), real
 //! agents running real commands, the HTTP routes over reqwest and curl.
 
