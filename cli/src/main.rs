@@ -378,7 +378,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 endpoint,
             };
             let mut stream = client
-                .call_stream_with_events(&service, payload, options, |event| {
+                .call(&service, payload)
+                .options(options)
+                .on_event(|event| {
                     if verbose {
                         match event {
                             CallEvent::Queued { position } => eprintln!("queued: position {position}"),
@@ -393,6 +395,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         }
                     }
                 })
+                .stream()
                 .await?;
             // Each chunk goes out as it arrives (a model's tokens, a
             // command's lines).
@@ -405,20 +408,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 stdout.flush()?;
             }
             if verbose {
-                let info = &stream.info;
-                let t = info.timings;
+                let meta = &stream.meta;
+                let t = meta.timings;
                 eprintln!(
                     "node={} policy={} bytes={len} queue_ms={:.2} node_ms={:.2} total_ms={:.2}",
-                    info.node_id, info.policy, t.queue_ms, t.node_ms, t.total_ms
+                    meta.node_id, meta.policy, t.queue_ms, t.node_ms, t.total_ms
                 );
-                if let Some(cache) = info.cache {
+                if let Some(cache) = meta.cache {
                     eprintln!(
                         "cache={} age_ms={}",
                         if cache.coalesced { "coalesced" } else { "hit" },
                         cache.age_ms
                     );
                 }
-                if let Some(why) = &info.explain {
+                if let Some(why) = &meta.explain {
                     eprintln!("why: {why}");
                 }
             }

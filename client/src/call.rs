@@ -1,5 +1,7 @@
-//! Calls: options, events, whole results and streamed results.
+//! Calls: the call builder, its options and events, whole results and
+//! streamed results.
 
+use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -8,11 +10,11 @@ use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use protocol::{CacheInfo, CallHead, Message, ResultHead, Timings};
+use protocol::{CallHead, Message};
 use transport::FramedSend;
 
 use crate::pool::PooledRecv;
-use crate::{Client, ClientError, unexpected};
+use crate::{Client, ClientError, ResultMeta, unexpected};
 
 /// Stream reset code the SDK cancels a call with (its stream was dropped).
 pub const RESET_CANCELLED: u32 = protocol::codes::reset::CANCELLED;
@@ -24,19 +26,23 @@ pub const RESET_CANCELLED: u32 = protocol::codes::reset::CANCELLED;
 /// is what holds the deadline.
 const TIMEOUT_GRACE: Duration = Duration::from_millis(25);
 
-/// Per-call options.
+/// A call's options as plain data: what [`Call`]'s setters fill in one by
+/// one, and what [`Call::options`] sets at once (for callers that build
+/// them once, e.g. from command-line flags, and make many calls with them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallOptions {
-    /// How long the call may take, from when it is made (default 30 s):
-    /// the wait for a stream in the pool counts, and the gateway gets what
-    /// is left. Past it the call fails with kind `timeout`: the gateway's
-    /// typed error, or [`ClientError::Timeout`] when the SDK saw it first
+    /// How long the call may take, from when it is first awaited or
+    /// streamed (default 30 s): the wait for a stream in the pool counts,
+    /// and the gateway gets what is left. Past it the call fails with kind `timeout`: the gateway's typed
+    /// error, or [`ClientError::Timeout`] when the SDK saw it first
     /// (`sent: false` while the call waited for a stream: retry-safe).
     pub timeout: Duration,
     /// Policy to pick the node with, overriding the service's (sent as the
-    /// hint `policy=NAME`).
+    /// hint `policy=NAME`; default none).
     pub policy: Option<String>,
-    /// Hints for the policy, e.g. (`max_cost`, `0.5`).
+    /// Hints for the policy, `(key, value)` in order, e.g. (`max_cost`,
+    /// `0.5`); the hint `explain=1` asks for [`ResultMeta::explain`]
+    /// (default none).
     pub hints: Vec<(String, String)>,
     /// Queue priority: higher is served first when calls wait (default 0).
     pub priority: i32,
@@ -72,7 +78,31 @@ impl Default for CallOptions {
     }
 }
 
-/// What happens to a call before its result, as [`Client::call_with_events`]
+impl CallOptions {
+    /// The call's head on the wire, without its time left (set per attempt)
+    /// and API key: the policy travels as the hint `policy=NAME` after the
+    /// others, `max_age` as whole seconds.
+    fn into_head(self, service: &str, payload_len: u64) -> CallHead {
+        let mut hints = self.hints;
+        if let Some(policy) = self.policy {
+            hints.push(("policy".into(), policy));
+        }
+        CallHead {
+            hints,
+            priority: self.priority,
+            realtime: self.realtime,
+            no_cache: self.no_cache,
+            max_age_s: self
+                .max_age
+                .map(|age| u32::try_from(age.as_secs()).unwrap_or(u32::MAX)),
+            endpoint: self.endpoint,
+            log: false,
+            ..CallHead::new(service, payload_len, 0)
+        }
+    }
+}
+
+/// What happens to a call before its result, as [`Call::on_event`]
 /// reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallEvent {
@@ -93,110 +123,190 @@ pub enum CallEvent {
     },
 }
 
-impl CallOptions {
-    /// Sets the timeout.
+/// One call, built by [`Client::call`]: set its options with the methods
+/// below, then `.await` it for the whole result ([`CallResult`]) or call
+/// [`Call::stream`] for its chunks as the service writes them. Nothing is
+/// sent until then.
+///
+/// ```no_run
+/// # async fn demo(client: switchyard_client::Client) -> Result<(), switchyard_client::ClientError> {
+/// use std::time::Duration;
+/// let result = client
+///     .call("sha256", b"hello".to_vec())
+///     .timeout(Duration::from_secs(5))
+///     .policy("least-request")
+///     .await?;
+/// println!("{} bytes from {}", result.data.len(), result.meta.node_id);
+/// # Ok(()) }
+/// ```
+#[must_use = "a call is sent only when it is awaited or streamed"]
+pub struct Call<'a> {
+    client: &'a Client,
+    service: &'a str,
+    payload: Bytes,
+    options: CallOptions,
+    on_event: Box<dyn FnMut(CallEvent) + Send + 'a>,
+}
+
+impl std::fmt::Debug for Call<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("service", &self.service)
+            .field("payload_len", &self.payload.len())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Call<'a> {
+    /// Replaces all of the call's options with `options` (the setters below
+    /// change one each).
+    pub fn options(mut self, options: CallOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Sets how long the call may take, from when it is first awaited or
+    /// streamed ([`CallOptions::timeout`]; default 30 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.options.timeout = timeout;
         self
     }
 
-    /// Adds a hint.
+    /// Adds a hint for the policy ([`CallOptions::hints`]).
     pub fn hint(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.hints.push((key.into(), value.into()));
+        self.options.hints.push((key.into(), value.into()));
         self
     }
 
-    /// Asks why the node was chosen (the hint `explain=1`): the answer's
-    /// [`ResultInfo::explain`] then holds the policy's decision in one line.
+    /// Asks why the node was chosen (the hint `explain=1`): the result's
+    /// [`ResultMeta::explain`] then holds the policy's decision in one line.
     pub fn explain(self) -> Self {
         self.hint("explain", "1")
     }
 
-    /// Names the policy.
+    /// Names the policy that picks the node, overriding the service's
+    /// ([`CallOptions::policy`]).
     pub fn policy(mut self, name: impl Into<String>) -> Self {
-        self.policy = Some(name.into());
+        self.options.policy = Some(name.into());
         self
     }
 
-    /// Sets the queue priority (higher first).
+    /// Sets the queue priority, higher first ([`CallOptions::priority`];
+    /// default 0).
     pub fn priority(mut self, priority: i32) -> Self {
-        self.priority = priority;
+        self.options.priority = priority;
         self
     }
 
-    /// Makes the call realtime: never queued.
+    /// Makes the call realtime: never queued, `occupied` at once when every
+    /// node is busy ([`CallOptions::realtime`]).
     pub fn realtime(mut self, realtime: bool) -> Self {
-        self.realtime = realtime;
+        self.options.realtime = realtime;
         self
     }
 
-    /// Skips the gateway's result cache for this call (the fresh result is
-    /// still stored).
+    /// Skips the gateway's result cache for this call; the fresh result is
+    /// still stored ([`CallOptions::no_cache`]).
     pub fn no_cache(mut self, no_cache: bool) -> Self {
-        self.no_cache = no_cache;
+        self.options.no_cache = no_cache;
         self
     }
 
-    /// Accepts a cached result only if it is at most `max_age` old.
+    /// Accepts a cached result only if it is at most `max_age` old, whole
+    /// seconds ([`CallOptions::max_age`]).
     pub fn max_age(mut self, max_age: Duration) -> Self {
-        self.max_age = Some(max_age);
+        self.options.max_age = Some(max_age);
         self
     }
 
     /// Names the OpenAI endpoint (e.g. `/embeddings`) for an `openai`
-    /// service.
+    /// service ([`CallOptions::endpoint`]).
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        self.endpoint = Some(endpoint.into());
+        self.options.endpoint = Some(endpoint.into());
         self
+    }
+
+    /// Tells `on_event` where the call stands while it waits for a node: its
+    /// queue position each time it changes, and a reservation when a node
+    /// loads the service for it. Called on the task that awaits the call.
+    pub fn on_event(mut self, on_event: impl FnMut(CallEvent) + Send + 'a) -> Self {
+        self.on_event = Box::new(on_event);
+        self
+    }
+
+    /// Sends the call and returns as soon as the result's head arrives: its
+    /// metadata ([`CallStream::meta`]) and a stream of the result's chunks
+    /// as the service writes them. Dropping the stream cancels the call.
+    ///
+    /// # Errors
+    /// As awaiting the call (see [`Client::call`]), for failures before the
+    /// first chunk; a failure after it is the stream's last item.
+    pub async fn stream(self) -> Result<CallStream, ClientError> {
+        let Self {
+            client,
+            service,
+            payload,
+            options,
+            on_event,
+        } = self;
+        let deadline = Deadline::new(options.timeout);
+        let (meta, open) = tokio::time::timeout_at(
+            deadline.late(),
+            client.start(service, payload, options, on_event, deadline),
+        )
+        .await
+        .map_err(|_| deadline.passed(true))??;
+        let chunks = futures_util::stream::unfold(open, |mut open| async move {
+            match open.next().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), open)),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), open)),
+            }
+        });
+        Ok(CallStream {
+            meta,
+            chunks: Box::pin(chunks),
+        })
+    }
+
+    /// Sends the call and reads its whole result.
+    async fn whole(self) -> Result<CallResult, ClientError> {
+        let Self {
+            client,
+            service,
+            payload,
+            options,
+            on_event,
+        } = self;
+        let deadline = Deadline::new(options.timeout);
+        tokio::time::timeout_at(
+            deadline.late(),
+            client.call_whole(service, payload, options, on_event, deadline),
+        )
+        .await
+        .map_err(|_| deadline.passed(true))?
     }
 }
 
-/// A successful call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CallResult {
-    /// The result bytes.
-    pub data: Bytes,
-    /// The node that served the call.
-    pub node_id: String,
-    /// The policy that picked it.
-    pub policy: String,
-    /// Where the time went, ms.
-    pub timings: Timings,
-    /// Set when the gateway answered from its result cache (with the
-    /// result's age); `None` when a node ran this call.
-    pub cache: Option<CacheInfo>,
-    /// The result's media type, when the service named one.
-    pub content_type: Option<String>,
-    /// The service's HTTP status (`http`/`openai` services).
-    pub status: Option<u16>,
-    /// Why the node was chosen, in one line (policy, node, reason, the best
-    /// candidates' scores), when the call asked ([`CallOptions::explain`]).
-    pub explain: Option<String>,
+impl<'a> IntoFuture for Call<'a> {
+    type Output = Result<CallResult, ClientError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    /// Sends the call and reads its whole result (see [`Client::call`]).
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.whole())
+    }
 }
 
-/// A streamed result's head: where the call ran and how long it waited,
-/// known before the first chunk.
+/// A call's whole result: its metadata and its bytes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ResultInfo {
-    /// The node that serves the call.
-    pub node_id: String,
-    /// The policy that picked it.
-    pub policy: String,
-    /// Where the time went until the first chunk, ms (`node_ms` is the
-    /// node's time to its first byte for a streamed result).
-    pub timings: Timings,
-    /// Set when the gateway answers from its result cache.
-    pub cache: Option<CacheInfo>,
-    /// The result's media type, when the service named one.
-    pub content_type: Option<String>,
-    /// The service's HTTP status (`http`/`openai` services).
-    pub status: Option<u16>,
-    /// The result's length, bytes, when known up front (`None` while it
-    /// streams).
-    pub len: Option<u64>,
-    /// Why the node was chosen, in one line (policy, node, reason, the best
-    /// candidates' scores), when the call asked ([`CallOptions::explain`]).
-    pub explain: Option<String>,
+pub struct CallResult {
+    /// Where the call ran and how long it took: node, policy, timings (ms),
+    /// cache, media type, HTTP status, the policy's explanation.
+    pub meta: ResultMeta,
+    /// The result bytes, at most [`crate::ClientConfig::max_result_bytes`].
+    pub data: Bytes,
 }
 
 /// A call's result as a stream of chunks, relayed as the service writes
@@ -205,15 +315,18 @@ pub struct ResultInfo {
 /// Dropping it before its end cancels the call: the gateway stops the
 /// node's work (the command is killed, the upstream request aborted).
 pub struct CallStream {
-    /// The result's head.
-    pub info: ResultInfo,
+    /// The result's metadata, known before the first chunk: its timings
+    /// cover the time until then (`node_ms` is the node's time to its first
+    /// byte for a streamed result), and [`ResultMeta::payload_len`] is
+    /// `None` while the result streams.
+    pub meta: ResultMeta,
     chunks: Pin<Box<dyn Stream<Item = Result<Bytes, ClientError>> + Send>>,
 }
 
 impl std::fmt::Debug for CallStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallStream")
-            .field("info", &self.info)
+            .field("meta", &self.meta)
             .finish_non_exhaustive()
     }
 }
@@ -286,47 +399,31 @@ impl Open {
 }
 
 impl Client {
-    /// Calls `service` with `payload` and waits for its whole result.
+    /// A call of `service` with `payload`, default options: set them on the
+    /// returned [`Call`], then `.await` it for the whole result, or
+    /// [`Call::stream`] for its chunks. The call's timeout counts from when
+    /// it is first awaited or streamed.
     ///
     /// # Errors
-    /// [`ClientError::Call`] with the gateway's typed error (unknown service,
-    /// no node available, timeout, node lost, payload too large, service
-    /// failed, occupied, overloaded, unauthorized, forbidden, rate limited,
-    /// ...), or a connection or protocol error.
-    pub async fn call(
-        &self,
-        service: &str,
-        payload: impl Into<Bytes>,
-        options: CallOptions,
-    ) -> Result<CallResult, ClientError> {
-        self.call_with_events(service, payload, options, |_| {})
-            .await
+    /// Awaiting it gives [`ClientError::Call`] with the gateway's typed
+    /// error (unknown service, no node available, timeout, node lost,
+    /// payload too large, service failed, occupied, overloaded,
+    /// unauthorized, forbidden, rate limited, ...),
+    /// [`ClientError::Timeout`] when the SDK's clock ran out first, a
+    /// [`ClientError::Protocol`] for a result larger than
+    /// [`crate::ClientConfig::max_result_bytes`], or a connection or
+    /// protocol error.
+    pub fn call<'a>(&'a self, service: &'a str, payload: impl Into<Bytes>) -> Call<'a> {
+        Call {
+            client: self,
+            service,
+            payload: payload.into(),
+            options: CallOptions::default(),
+            on_event: Box::new(|_| {}),
+        }
     }
 
-    /// Like [`Client::call`], and tells `on_event` where the call stands
-    /// while it waits: its queue position each time it changes, and a
-    /// reservation when a node loads the service for it.
-    ///
-    /// # Errors
-    /// As [`Client::call`], plus [`ClientError::Protocol`] for a result
-    /// larger than `max_result_bytes`.
-    pub async fn call_with_events(
-        &self,
-        service: &str,
-        payload: impl Into<Bytes>,
-        options: CallOptions,
-        on_event: impl FnMut(CallEvent) + Send,
-    ) -> Result<CallResult, ClientError> {
-        let deadline = Deadline::new(options.timeout);
-        tokio::time::timeout_at(
-            deadline.late(),
-            self.call_whole(service, payload.into(), options, on_event, deadline),
-        )
-        .await
-        .map_err(|_| deadline.passed(true))?
-    }
-
-    /// [`Client::call_with_events`] without its deadline's last guard.
+    /// Reads a call's whole result, without its deadline's last guard.
     async fn call_whole(
         &self,
         service: &str,
@@ -335,11 +432,11 @@ impl Client {
         on_event: impl FnMut(CallEvent) + Send,
         deadline: Deadline,
     ) -> Result<CallResult, ClientError> {
-        let (head, mut open) = self
+        let (meta, mut open) = self
             .start(service, payload, options, on_event, deadline)
             .await?;
         let max = self.config.max_result_bytes;
-        let data = match head.payload_len {
+        let data = match meta.payload_len {
             Some(len) => {
                 let data = open.recv.recv_payload(len, max).await?;
                 open.done = true;
@@ -358,76 +455,7 @@ impl Client {
                 data.freeze()
             }
         };
-        Ok(CallResult {
-            data,
-            node_id: head.node_id,
-            policy: head.policy,
-            timings: head.timings,
-            cache: head.cache,
-            content_type: head.content_type,
-            status: head.status,
-            explain: head.explain,
-        })
-    }
-
-    /// Calls `service` with `payload` and returns as soon as the result's
-    /// head arrives: the head ([`CallStream::info`]) and a stream of the
-    /// result's chunks as the service writes them. Dropping the stream
-    /// cancels the call.
-    ///
-    /// # Errors
-    /// As [`Client::call`], for failures before the first chunk; a failure
-    /// after it is the stream's last item.
-    pub async fn call_stream(
-        &self,
-        service: &str,
-        payload: impl Into<Bytes>,
-        options: CallOptions,
-    ) -> Result<CallStream, ClientError> {
-        self.call_stream_with_events(service, payload, options, |_| {})
-            .await
-    }
-
-    /// Like [`Client::call_stream`], with the events of
-    /// [`Client::call_with_events`] while the call waits.
-    ///
-    /// # Errors
-    /// As [`Client::call_stream`].
-    pub async fn call_stream_with_events(
-        &self,
-        service: &str,
-        payload: impl Into<Bytes>,
-        options: CallOptions,
-        on_event: impl FnMut(CallEvent) + Send,
-    ) -> Result<CallStream, ClientError> {
-        let deadline = Deadline::new(options.timeout);
-        let (head, open) = tokio::time::timeout_at(
-            deadline.late(),
-            self.start(service, payload.into(), options, on_event, deadline),
-        )
-        .await
-        .map_err(|_| deadline.passed(true))??;
-        let info = ResultInfo {
-            node_id: head.node_id,
-            policy: head.policy,
-            timings: head.timings,
-            cache: head.cache,
-            content_type: head.content_type,
-            status: head.status,
-            len: head.payload_len,
-            explain: head.explain,
-        };
-        let chunks = futures_util::stream::unfold(open, |mut open| async move {
-            match open.next().await {
-                Ok(Some(chunk)) => Some((Ok(chunk), open)),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), open)),
-            }
-        });
-        Ok(CallStream {
-            info,
-            chunks: Box::pin(chunks),
-        })
+        Ok(CallResult { meta, data })
     }
 
     /// Sends the call and its payload, reports its events, and returns the
@@ -441,24 +469,9 @@ impl Client {
         options: CallOptions,
         mut on_event: impl FnMut(CallEvent) + Send,
         deadline: Deadline,
-    ) -> Result<(ResultHead, Open), ClientError> {
-        let mut hints = options.hints;
-        if let Some(policy) = options.policy {
-            hints.push(("policy".into(), policy));
-        }
-        let mut head = CallHead {
-            hints,
-            priority: options.priority,
-            realtime: options.realtime,
-            no_cache: options.no_cache,
-            max_age_s: options
-                .max_age
-                .map(|age| u32::try_from(age.as_secs()).unwrap_or(u32::MAX)),
-            api_key: self.config.api_key.clone(),
-            endpoint: options.endpoint,
-            log: false,
-            ..CallHead::new(service, payload.len() as u64, 0)
-        };
+    ) -> Result<(ResultMeta, Open), ClientError> {
+        let mut head = options.into_head(service, payload.len() as u64);
+        head.api_key = self.config.api_key.clone();
         let mut failovers = self.pool.gateway_count().saturating_sub(1);
         loop {
             // The wait for a stream counts against the call's time; the
@@ -502,7 +515,7 @@ impl Client {
         mut send: FramedSend,
         mut recv: PooledRecv,
         on_event: &mut (impl FnMut(CallEvent) + Send),
-    ) -> Result<(ResultHead, Open), ClientError> {
+    ) -> Result<(ResultMeta, Open), ClientError> {
         // The gateway may refuse early (payload too large) and stop our upload;
         // its answer is what matters, so read it even if the upload fails.
         // The head and a small payload leave in one write.
@@ -591,4 +604,69 @@ impl Deadline {
 /// About a century after `now`: a deadline that never comes.
 fn far_future(now: Instant) -> Instant {
     now + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_become_the_wire_head_with_the_policy_as_the_last_hint() {
+        let options = CallOptions {
+            timeout: Duration::from_secs(2),
+            policy: Some("cost".into()),
+            hints: vec![("max_cost".into(), "0.5".into())],
+            priority: 5,
+            realtime: true,
+            no_cache: true,
+            max_age: Some(Duration::from_millis(2_900)),
+            endpoint: Some("/embeddings".into()),
+        };
+        let head = options.into_head("llama", 12);
+        assert_eq!(head.service, "llama");
+        assert_eq!(head.payload_len, 12);
+        assert_eq!(
+            head.hints,
+            vec![
+                ("max_cost".to_string(), "0.5".to_string()),
+                ("policy".to_string(), "cost".to_string())
+            ]
+        );
+        assert_eq!(head.priority, 5);
+        assert!(head.realtime && head.no_cache && !head.log);
+        assert_eq!(head.max_age_s, Some(2));
+        assert_eq!(head.endpoint.as_deref(), Some("/embeddings"));
+        assert_eq!(head.api_key, None);
+
+        let plain = CallOptions::default().into_head("echo", 0);
+        assert!(plain.hints.is_empty());
+        assert_eq!(
+            (plain.priority, plain.realtime, plain.no_cache),
+            (0, false, false)
+        );
+        assert_eq!((plain.max_age_s, plain.endpoint), (None, None));
+        let forever = CallOptions {
+            max_age: Some(Duration::MAX),
+            ..CallOptions::default()
+        };
+        assert_eq!(forever.into_head("echo", 0).max_age_s, Some(u32::MAX));
+    }
+
+    /// Both ways of running a call can be spawned on a multi-threaded
+    /// runtime, with an event callback that is `Send` only.
+    #[test]
+    fn a_call_and_its_stream_are_send() {
+        fn send<T: Send>(_: &T) {}
+        fn check(client: &Client) {
+            let cell = std::cell::Cell::new(0);
+            let whole = client
+                .call("echo", "x")
+                .on_event(move |_| cell.set(cell.get() + 1))
+                .into_future();
+            send(&whole);
+            let stream = client.call("echo", "x").stream();
+            send(&stream);
+        }
+        let _ = check as fn(&Client);
+    }
 }

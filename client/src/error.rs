@@ -26,7 +26,7 @@ pub enum ClientError {
     /// The gateway broke the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
-    /// The call's timeout ([`crate::CallOptions::timeout`]) passed on the
+    /// The call's timeout ([`crate::Call::timeout`]) passed on the
     /// client's side: while it waited for a stream (every pooled
     /// connection at its cap) or a connection (`sent: false`: nothing left
     /// this side, so calling again is safe), or after the call was sent

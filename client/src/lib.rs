@@ -2,12 +2,24 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), switchyard_client::ClientError> {
-//! use switchyard_client::{CallOptions, Client, ClientConfig};
+//! use std::time::Duration;
+//! use switchyard_client::{Client, ClientConfig};
 //! let client = Client::connect(ClientConfig::new("127.0.0.1:4433", "ca.pem")).await?;
-//! let result = client.call("sha256", b"hello".to_vec(), CallOptions::default()).await?;
-//! println!("{} answered in {} ms", result.node_id, result.timings.total_ms);
+//! let result = client
+//!     .call("sha256", b"hello".to_vec())
+//!     .timeout(Duration::from_secs(5))
+//!     .await?;
+//! let meta = &result.meta;
+//! println!("{} answered in {} ms", meta.node_id, meta.timings.total_ms);
 //! # Ok(()) }
 //! ```
+//!
+//! [`Client::call`] builds a [`Call`]: its options are methods
+//! (`.timeout`, `.hint`, `.policy`, `.priority`, `.realtime`, `.no_cache`,
+//! `.max_age`, `.endpoint`, `.explain`, `.on_event` for queue positions and
+//! reservations). Awaiting it gives the whole result, a [`CallResult`]
+//! (`meta` and `data`); [`Call::stream`] gives a [`CallStream`] of chunks
+//! that carries the same [`ResultMeta`].
 //!
 //! A [`Client`] keeps a pool of QUIC connections to one or more gateways
 //! (up to 4 per gateway by default, opened as calls fill them: QUIC
@@ -27,10 +39,22 @@ use std::sync::Arc;
 use protocol::{Codec, Message, NodeView, PolicyTable, PurgeCache, QueueView, SetPolicy};
 use transport::FramedSend;
 
-pub use call::{CallEvent, CallOptions, CallResult, CallStream, ResultInfo};
+pub use call::{Call, CallEvent, CallOptions, CallResult, CallStream};
 pub use error::ClientError;
 pub use pool::{GatewayStats, PoolConfig, PoolStats};
-pub use protocol::{CacheInfo, CacheStatsView, ErrorKind, PolicyView, ServiceCacheStats, Side};
+/// A call's result metadata, as the gateway sends it ahead of the result's
+/// bytes (the wire's `ResultHead`): the node that served the call
+/// (`node_id`), the policy that picked it (`policy`), where the time went
+/// (`timings`, ms), whether the gateway's result cache answered (`cache`),
+/// the result's media type and HTTP status for `http`/`openai` services,
+/// its length in bytes when known up front (`payload_len`; `None` for a
+/// streamed result), and the policy's explanation when the call asked
+/// (`explain`). A whole result ([`CallResult::meta`]) and a stream
+/// ([`CallStream::meta`]) carry it alike.
+pub use protocol::ResultHead as ResultMeta;
+pub use protocol::{
+    CacheInfo, CacheStatsView, ErrorKind, PolicyView, ServiceCacheStats, Side, Timings,
+};
 pub use protocol::{
     JobFilter, JobPage, JobSettings, JobSpec, JobState, JobView, LogEntry, LogStream, Transition,
 };

@@ -152,7 +152,8 @@ async fn one_call(
     let expected = crate::run_local(command, &payload).await?;
     let sent = Instant::now();
     let result = client
-        .call(service, payload.clone(), crate::call_options())
+        .call(service, payload.clone())
+        .timeout(crate::CALL_TIMEOUT)
         .await
         .map_err(|e| anyhow::anyhow!("{service} {}: {e}", file.display()))?;
     let ms = sent.elapsed().as_secs_f64() * 1000.0;
@@ -165,7 +166,7 @@ async fn one_call(
         "   {service:<6} {:<48} {:>8} B -> {:<7} {:>7.2} ms  {verdict}",
         file.display(),
         payload.len(),
-        result.node_id,
+        result.meta.node_id,
         ms
     );
     if verdict != "ok" {
@@ -175,5 +176,5 @@ async fn one_call(
             command.join(" ")
         );
     }
-    Ok((result.node_id, payload.len() as u64, ms))
+    Ok((result.meta.node_id, payload.len() as u64, ms))
 }

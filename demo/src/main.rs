@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use client::{CallOptions, Client, ClientConfig};
+use client::{Client, ClientConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -326,7 +326,5 @@ pub(crate) async fn run_local(command: &[&str], input: &[u8]) -> anyhow::Result<
     Ok(output.stdout)
 }
 
-/// Options for the demo's calls: a generous timeout.
-pub(crate) fn call_options() -> CallOptions {
-    CallOptions::default().timeout(Duration::from_secs(30))
-}
+/// How long each of the demo's calls may take: a generous timeout.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);

@@ -19,7 +19,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use client::{CallOptions, Client, ClientConfig};
+use client::{Client, ClientConfig};
 use gateway::GatewayConfig;
 use node_agent::{ServiceConfig, ServiceKind};
 use tokio::task::JoinSet;
@@ -133,16 +133,10 @@ async fn measure(
             while Instant::now() < until {
                 let began = Instant::now();
                 let result = match &pooled {
-                    Some(client) => {
-                        client
-                            .call(service, payload.clone(), CallOptions::default())
-                            .await
-                    }
+                    Some(client) => client.call(service, payload.clone()).await,
                     None => {
                         let client = Client::connect(config.clone()).await?;
-                        client
-                            .call(service, payload.clone(), CallOptions::default())
-                            .await
+                        client.call(service, payload.clone()).await
                     }
                 }?;
                 latencies.push(began.elapsed());

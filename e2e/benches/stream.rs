@@ -11,7 +11,7 @@
 //! - "HTTP ingress": reqwest to the gateway's `/v1/chat/completions` (an
 //!   in-process gateway, an in-process agent with an `openai` service in
 //!   front of the toy);
-//! - "QUIC SDK": the SDK's `call_stream` to the same service.
+//! - "QUIC SDK": the SDK's `Call::stream` to the same service.
 //!
 //! TTFC runs from just before the request is sent to the arrival of the
 //! first SSE event that carries a token (the role event before it does not
@@ -31,7 +31,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use client::{CallOptions, Client, ClientConfig};
+use client::{Client, ClientConfig};
 use futures_util::StreamExt;
 use node_agent::{ServiceConfig, ServiceKind};
 use tokio::task::JoinSet;
@@ -62,7 +62,7 @@ impl Route {
         match self {
             Self::Direct => "direct (reqwest to the toy)",
             Self::Ingress => "gateway HTTP ingress (reqwest)",
-            Self::Quic => "gateway QUIC (SDK call_stream)",
+            Self::Quic => "gateway QUIC (SDK Call::stream)",
         }
     }
 
@@ -322,16 +322,14 @@ async fn stream_once(target: &Target, route: Route) -> anyhow::Result<Sample> {
         Route::Quic => {
             let mut stream = target
                 .quic
-                .call_stream(
-                    SERVICE,
-                    BODY,
-                    CallOptions::default().endpoint("/chat/completions"),
-                )
+                .call(SERVICE, BODY)
+                .endpoint("/chat/completions")
+                .stream()
                 .await?;
             anyhow::ensure!(
-                stream.info.content_type.as_deref() == Some("text/event-stream"),
+                stream.meta.content_type.as_deref() == Some("text/event-stream"),
                 "content type {:?}",
-                stream.info.content_type
+                stream.meta.content_type
             );
             while let Some(chunk) = stream.next().await {
                 events.feed(&chunk?, Instant::now());

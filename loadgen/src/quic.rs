@@ -37,7 +37,8 @@ impl QuicTarget {
 impl Target for QuicTarget {
     async fn call(&self) -> Result<(), CallFailure> {
         self.client
-            .call(&self.service, self.payload.clone(), self.options.clone())
+            .call(&self.service, self.payload.clone())
+            .options(self.options.clone())
             .await
             .map(drop)
             .map_err(|e| CallFailure::new(kind_of(&e)))

@@ -1,7 +1,7 @@
 //! The echo server against the unmodified SDK, real QUIC on loopback.
 
 use super::*;
-use client::{CallOptions, Client, ClientConfig};
+use client::{Client, ClientConfig};
 
 /// An echo server on a free loopback port, serving in the background, and
 /// an SDK client connected to it.
@@ -32,13 +32,11 @@ async fn the_sdk_gets_its_payload_back_small_empty_and_in_chunks() -> Result<()>
     let client = server_and_client(dir.path()).await?;
     let large: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
     for payload in [b"hello".to_vec(), Vec::new(), large] {
-        let result = client
-            .call("any-service", payload.clone(), CallOptions::default())
-            .await?;
+        let result = client.call("any-service", payload.clone()).await?;
         assert_eq!(result.data.as_ref(), payload.as_slice());
-        assert_eq!(result.node_id, NODE_ID);
-        assert_eq!(result.policy, POLICY);
-        assert_eq!(result.cache, None);
+        assert_eq!(result.meta.node_id, NODE_ID);
+        assert_eq!(result.meta.policy, POLICY);
+        assert_eq!(result.meta.cache, None);
     }
     Ok(())
 }
@@ -52,9 +50,7 @@ async fn concurrent_calls_each_get_their_own_payload() -> Result<()> {
         let client = client.clone();
         calls.spawn(async move {
             let payload = vec![i; 64 + usize::from(i)];
-            let result = client
-                .call("echo", payload.clone(), CallOptions::default())
-                .await;
+            let result = client.call("echo", payload.clone()).await;
             (payload, result)
         });
     }
@@ -72,7 +68,7 @@ async fn a_stream_that_is_not_a_call_is_a_bad_request() -> Result<()> {
     let err = client.nodes().await.expect_err("not a call");
     assert_eq!(err.kind(), Some(client::ErrorKind::BadRequest), "{err}");
     // The connection still serves calls.
-    let result = client.call("echo", b"x".to_vec(), CallOptions::default());
+    let result = client.call("echo", b"x".to_vec());
     assert_eq!(result.await?.data.as_ref(), b"x");
     Ok(())
 }
@@ -82,7 +78,7 @@ async fn a_bad_service_name_is_refused_not_echoed() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let client = server_and_client(dir.path()).await?;
     let err = client
-        .call("", b"x".to_vec(), CallOptions::default())
+        .call("", b"x".to_vec())
         .await
         .expect_err("empty service name");
     assert_eq!(err.kind(), Some(client::ErrorKind::BadRequest), "{err}");

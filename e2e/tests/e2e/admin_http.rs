@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use client::{CallOptions, Client, ClientConfig, ErrorKind};
+use client::{Client, ClientConfig, ErrorKind};
 use gateway::config::TenantConfig;
 use serde_json::Value;
 
@@ -87,18 +87,12 @@ async fn two_echo_nodes_with(tweak: impl FnOnce(&mut gateway::GatewayConfig)) ->
 async fn metrics_are_exported_and_pass_promtool() {
     let fleet = two_echo_nodes_with(cache_echo).await;
     let client = fleet.client().await;
-    client
-        .call("echo", "m0", CallOptions::default())
-        .await
-        .expect("repeat");
+    client.call("echo", "m0").await.expect("repeat");
     for i in 0..6 {
-        client
-            .call("echo", format!("m{i}"), CallOptions::default())
-            .await
-            .expect("echo");
+        client.call("echo", format!("m{i}")).await.expect("echo");
     }
     let err = client
-        .call("no-such-service", "x", CallOptions::default())
+        .call("no-such-service", "x")
         .await
         .expect_err("unknown");
     assert_eq!(err.kind(), Some(ErrorKind::UnknownService));
@@ -139,10 +133,7 @@ async fn the_api_lists_changes_policies_and_drains_nodes() {
     let fleet = two_echo_nodes().await;
     let url = base(&fleet);
     let client = fleet.client().await;
-    client
-        .call("echo", "warm", CallOptions::default())
-        .await
-        .unwrap();
+    client.call("echo", "warm").await.unwrap();
 
     let nodes = get_json(&format!("{url}/api/nodes")).await;
     let ids: Vec<&str> = nodes
@@ -182,11 +173,8 @@ async fn the_api_lists_changes_policies_and_drains_nodes() {
     let (status, body) = send(reqwest::Method::POST, &drain, Some(ADMIN), "").await;
     assert_eq!((status, &body["draining"]), (200, &Value::Bool(true)));
     for _ in 0..6 {
-        let r = client
-            .call("echo", "d", CallOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(r.node_id, "node-b", "a drained node gets no new call");
+        let r = client.call("echo", "d").await.unwrap();
+        assert_eq!(r.meta.node_id, "node-b", "a drained node gets no new call");
     }
     let nodes = get_json(&format!("{url}/api/nodes")).await;
     assert_eq!(nodes[0]["draining"], true);
@@ -195,13 +183,7 @@ async fn the_api_lists_changes_policies_and_drains_nodes() {
     assert_eq!(status, 200);
     let mut served = Vec::new();
     for _ in 0..4 {
-        served.push(
-            client
-                .call("echo", "u", CallOptions::default())
-                .await
-                .unwrap()
-                .node_id,
-        );
+        served.push(client.call("echo", "u").await.unwrap().meta.node_id);
     }
     assert!(served.iter().any(|n| n == "node-a"), "{served:?}");
     let (status, body) = send(
@@ -214,7 +196,10 @@ async fn the_api_lists_changes_policies_and_drains_nodes() {
     assert_eq!(status, 404);
     assert_eq!(
         (&body["error"]["type"], &body["error"]["code"]),
-        (&Value::from("not_found_error"), &Value::from("unknown_node")),
+        (
+            &Value::from("not_found_error"),
+            &Value::from("unknown_node")
+        ),
         "{body}"
     );
 
@@ -268,11 +253,8 @@ async fn the_api_lists_changes_policies_and_drains_nodes() {
     )
     .await;
     assert_eq!(status, 200);
-    let r = client
-        .call("echo", "p", CallOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(r.policy, "least-request");
+    let r = client.call("echo", "p").await.unwrap();
+    assert_eq!(r.meta.policy, "least-request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,11 +313,8 @@ async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
     for round in 0..2 {
         for i in 0..20 {
             let client = if round == 1 && i >= 10 { &b } else { &a };
-            let r = client
-                .call("echo", format!("d{i}"), CallOptions::default())
-                .await
-                .unwrap();
-            assert_eq!(r.cache.is_some(), round == 1, "{:?}", r.cache);
+            let r = client.call("echo", format!("d{i}")).await.unwrap();
+            assert_eq!(r.meta.cache.is_some(), round == 1, "{:?}", r.meta.cache);
         }
     }
     // Each tenant's rate over the last minute, busiest first (a call is

@@ -73,7 +73,10 @@ fn http(url: String, http2: bool) -> HttpTarget {
 #[tokio::test]
 async fn quic_closed_and_open_loops_run_clean() {
     let fleet = echo_fleet().await;
-    let options = CallOptions::default().timeout(Duration::from_secs(5));
+    let options = CallOptions {
+        timeout: Duration::from_secs(5),
+        ..CallOptions::default()
+    };
     let target = QuicTarget::new(
         fleet.client().await,
         "echo".into(),
@@ -101,7 +104,10 @@ async fn calls_to_an_unknown_service_count_as_errors_of_their_kind() {
         fleet.client().await,
         "nope".into(),
         Bytes::from_static(b"ping"),
-        CallOptions::default().timeout(Duration::from_secs(5)),
+        CallOptions {
+            timeout: Duration::from_secs(5),
+            ..CallOptions::default()
+        },
     );
     let report = loadgen::run(Arc::new(quic), &plan(CLOSED), None).await;
     assert_eq!(report.calls, 0, "{report:?}");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use client::{CallOptions, CallResult, Client, ClientError, ErrorKind};
+use client::{Call, CallResult, Client, ClientError, ErrorKind};
 use gateway::GatewayConfig;
 use gateway::config::ServiceConfig;
 
@@ -49,15 +49,13 @@ fn node_calls(fleet: &Fleet) -> u64 {
         .sum()
 }
 
-async fn call(client: &Client, service: &str, payload: &str, options: CallOptions) -> CallResult {
-    client
-        .call(service, payload.to_string(), options)
-        .await
-        .expect("call succeeds")
+/// `call`'s whole result; panics when it fails.
+async fn ok(call: Call<'_>) -> CallResult {
+    call.await.expect("call succeeds")
 }
 
 fn age_ms(result: &CallResult) -> u64 {
-    let cache = result.cache.expect("a cache hit");
+    let cache = result.meta.cache.expect("a cache hit");
     assert!(!cache.coalesced, "a stored entry");
     cache.age_ms
 }
@@ -78,38 +76,41 @@ async fn a_repeated_call_is_a_hit_with_an_age_and_no_node_call() {
         &service("echo", "echo", "max_concurrent = 4"),
     )
     .await;
-    let with_model = |m: &str| CallOptions::default().hint("model", m);
 
-    let first = call(&client, "echo", "hello", with_model("a")).await;
-    assert_eq!((first.data.as_ref(), first.cache), (&b"hello"[..], None));
+    let first = ok(client.call("echo", "hello").hint("model", "a")).await;
+    assert_eq!(
+        (first.data.as_ref(), first.meta.cache),
+        (&b"hello"[..], None)
+    );
     assert_eq!(node_calls(&fleet), 1);
     tokio::time::sleep(Duration::from_millis(60)).await;
 
     // Same payload and key hint; other routing hints do not matter.
-    let again = call(
-        &client,
-        "echo",
-        "hello",
-        with_model("a").policy("round-robin").hint("max_cost", "1"),
-    )
+    let again = ok(client
+        .call("echo", "hello")
+        .hint("model", "a")
+        .policy("round-robin")
+        .hint("max_cost", "1"))
     .await;
     assert_eq!(again.data, first.data);
-    assert_eq!(again.node_id, "node-a");
+    assert_eq!(again.meta.node_id, "node-a");
     let age = age_ms(&again);
     assert!((60..5000).contains(&age), "age {age} ms");
-    assert_eq!(again.timings.node_ms, 0.0);
+    assert_eq!(again.meta.timings.node_ms, 0.0);
     assert_eq!(node_calls(&fleet), 1, "the hit took no node call");
 
     // Another payload, or another value of a key hint, misses.
     assert!(
-        call(&client, "echo", "other", with_model("a"))
+        ok(client.call("echo", "other").hint("model", "a"))
             .await
+            .meta
             .cache
             .is_none()
     );
     assert!(
-        call(&client, "echo", "hello", with_model("b"))
+        ok(client.call("echo", "hello").hint("model", "b"))
             .await
+            .meta
             .cache
             .is_none()
     );
@@ -118,10 +119,12 @@ async fn a_repeated_call_is_a_hit_with_an_age_and_no_node_call() {
     // A large payload (hashed off the call's task) and result (sent in
     // chunks from the cache).
     let big: Vec<u8> = (0..300 * 1024).map(|i| (i % 251) as u8).collect();
-    let options = || with_model("a");
-    let first = client.call("echo", big.clone(), options()).await.unwrap();
-    let again = client.call("echo", big.clone(), options()).await.unwrap();
-    assert_eq!((first.cache.is_none(), again.cache.is_some()), (true, true));
+    let first = ok(client.call("echo", big.clone()).hint("model", "a")).await;
+    let again = ok(client.call("echo", big.clone()).hint("model", "a")).await;
+    assert_eq!(
+        (first.meta.cache.is_none(), again.meta.cache.is_some()),
+        (true, true)
+    );
     assert_eq!(
         (first.data.as_ref(), again.data.as_ref()),
         (&big[..], &big[..])
@@ -143,39 +146,37 @@ async fn a_repeated_call_is_a_hit_with_an_age_and_no_node_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_expire_after_the_service_ttl() {
     let (fleet, client) = fleet(|c| cache(c, "echo", 1, &[]), &service("echo", "echo", "")).await;
-    let opts = CallOptions::default;
-    assert!(call(&client, "echo", "x", opts()).await.cache.is_none());
-    assert!(call(&client, "echo", "x", opts()).await.cache.is_some());
+    assert!(ok(client.call("echo", "x")).await.meta.cache.is_none());
+    assert!(ok(client.call("echo", "x")).await.meta.cache.is_some());
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(
-        call(&client, "echo", "x", opts()).await.cache.is_none(),
+        ok(client.call("echo", "x")).await.meta.cache.is_none(),
         "expired"
     );
     assert_eq!(node_calls(&fleet), 2);
-    assert!(call(&client, "echo", "x", opts()).await.cache.is_some());
+    assert!(ok(client.call("echo", "x")).await.meta.cache.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_cache_refreshes_the_entry_and_max_age_refuses_older_ones() {
     let (fleet, client) = fleet(|c| cache(c, "now", 300, &[]), &fresh_service("now")).await;
-    let opts = CallOptions::default;
-    let first = call(&client, "now", "x", opts()).await;
-    assert!(first.cache.is_none());
+    let first = ok(client.call("now", "x")).await;
+    assert!(first.meta.cache.is_none());
 
-    let fresh = call(&client, "now", "x", opts().no_cache(true)).await;
-    assert!(fresh.cache.is_none(), "no_cache skips the read");
+    let fresh = ok(client.call("now", "x").no_cache(true)).await;
+    assert!(fresh.meta.cache.is_none(), "no_cache skips the read");
     assert_ne!(fresh.data, first.data, "it ran again");
-    let hit = call(&client, "now", "x", opts()).await;
+    let hit = ok(client.call("now", "x")).await;
     assert_eq!(hit.data, fresh.data, "and replaced the entry");
     assert_eq!(node_calls(&fleet), 2);
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let hit = call(&client, "now", "x", opts().max_age(Duration::from_secs(5))).await;
+    let hit = ok(client.call("now", "x").max_age(Duration::from_secs(5))).await;
     assert!(age_ms(&hit) >= 1100);
-    let newer = call(&client, "now", "x", opts().max_age(Duration::from_secs(1))).await;
-    assert!(newer.cache.is_none(), "older than max_age: a miss");
+    let newer = ok(client.call("now", "x").max_age(Duration::from_secs(1))).await;
+    assert!(newer.meta.cache.is_none(), "older than max_age: a miss");
     assert_ne!(newer.data, fresh.data);
-    let hit = call(&client, "now", "x", opts().max_age(Duration::from_secs(1))).await;
+    let hit = ok(client.call("now", "x").max_age(Duration::from_secs(1))).await;
     assert_eq!(hit.data, newer.data);
     assert!(age_ms(&hit) < 1000);
     assert_eq!(node_calls(&fleet), 3);
@@ -213,7 +214,7 @@ async fn a_failing_call_is_never_cached_and_its_followers_share_the_error() {
 
     for n in 1..=2 {
         let err = client
-            .call("flaky", "x", CallOptions::default())
+            .call("flaky", "x")
             .await
             .expect_err("the service fails");
         assert_eq!(err.kind(), Some(ErrorKind::ServiceFailed), "{err}");
@@ -224,7 +225,7 @@ async fn a_failing_call_is_never_cached_and_its_followers_share_the_error() {
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let client = client.clone();
-            tokio::spawn(async move { client.call("flaky", "x", CallOptions::default()).await })
+            tokio::spawn(async move { client.call("flaky", "x").await })
         })
         .collect();
     for task in tasks {
@@ -246,7 +247,7 @@ async fn ten_identical_calls_make_one_node_call() {
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let client = client.clone();
-            tokio::spawn(async move { client.call("sleep", "300", CallOptions::default()).await })
+            tokio::spawn(async move { client.call("sleep", "300").await })
         })
         .collect();
     let mut results = Vec::new();
@@ -257,10 +258,10 @@ async fn ten_identical_calls_make_one_node_call() {
     assert_eq!(node_calls(&fleet), 1, "exactly one node call");
     let data: Vec<Bytes> = results.iter().map(|r| r.data.clone()).collect();
     assert!(data.iter().all(|d| *d == data[0]), "identical results");
-    let led = results.iter().filter(|r| r.cache.is_none()).count();
+    let led = results.iter().filter(|r| r.meta.cache.is_none()).count();
     let followed = results
         .iter()
-        .filter(|r| r.cache.is_some_and(|c| c.coalesced))
+        .filter(|r| r.meta.cache.is_some_and(|c| c.coalesced))
         .count();
     // Calls arrive within the 300 ms of the first one's run, so they wait
     // for it; one that a slow machine delays past it finds the stored entry.
@@ -275,15 +276,17 @@ async fn ten_identical_calls_make_one_node_call() {
     let short = {
         let client = client.clone();
         tokio::spawn(async move {
-            let options = CallOptions::default().timeout(Duration::from_millis(150));
-            client.call("sleep", "400", options).await
+            client
+                .call("sleep", "400")
+                .timeout(Duration::from_millis(150))
+                .await
         })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let patient = call(&client, "sleep", "400", CallOptions::default()).await;
+    let patient = ok(client.call("sleep", "400")).await;
     let err: ClientError = short.await.unwrap().expect_err("the leader times out");
     assert_eq!(err.kind(), Some(ErrorKind::Timeout), "{err}");
-    assert!(patient.cache.is_none(), "it led the second attempt");
+    assert!(patient.meta.cache.is_none(), "it led the second attempt");
     assert_eq!(node_calls(&fleet), 2);
 }
 
@@ -303,8 +306,8 @@ async fn purge_one_service_or_all_and_stats() {
     )
     .await;
     for _ in 0..2 {
-        call(&client, "echo", "x", CallOptions::default()).await;
-        call(&client, "sum-up", "1000", CallOptions::default()).await;
+        ok(client.call("echo", "x")).await;
+        ok(client.call("sum-up", "1000")).await;
     }
     let entries = |stats: &client::CacheStatsView| -> Vec<(String, u64, u64, u64)> {
         stats
@@ -332,28 +335,13 @@ async fn purge_one_service_or_all_and_stats() {
     let stats = client.cache_stats().await.unwrap();
     assert_eq!(stats.services[0].entries, 0);
     assert_eq!(stats.services[1].entries, 1);
-    assert!(
-        call(&client, "echo", "x", CallOptions::default())
-            .await
-            .cache
-            .is_none()
-    );
-    assert!(
-        call(&client, "sum-up", "1000", CallOptions::default())
-            .await
-            .cache
-            .is_some()
-    );
+    assert!(ok(client.call("echo", "x")).await.meta.cache.is_none());
+    assert!(ok(client.call("sum-up", "1000")).await.meta.cache.is_some());
 
     client.purge_cache(ADMIN, None).await.unwrap();
     let stats = client.cache_stats().await.unwrap();
     assert_eq!((stats.entries, stats.total_bytes), (0, 0));
-    assert!(
-        call(&client, "sum-up", "1000", CallOptions::default())
-            .await
-            .cache
-            .is_none()
-    );
+    assert!(ok(client.call("sum-up", "1000")).await.meta.cache.is_none());
     assert_eq!(node_calls(&fleet), 4);
 }
 
@@ -365,8 +353,8 @@ async fn a_service_without_cache_ttl_is_never_cached() {
     )
     .await;
     for _ in 0..3 {
-        let r = call(&client, "echo", "same", CallOptions::default()).await;
-        assert!(r.cache.is_none());
+        let r = ok(client.call("echo", "same")).await;
+        assert!(r.meta.cache.is_none());
     }
     assert_eq!(node_calls(&fleet), 3);
     let stats = client.cache_stats().await.unwrap();

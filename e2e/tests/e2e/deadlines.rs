@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use client::{CallOptions, Client, ClientConfig, ClientError, ErrorKind};
+use client::{Client, ClientConfig, ClientError, ErrorKind};
 use tokio::task::JoinSet;
 
 use crate::common::{Fleet, TOKEN, eventually, service};
@@ -50,16 +50,13 @@ async fn flood(client: &Client, calls: usize, timeout: Duration) -> Vec<Ended> {
         tasks.spawn(async move {
             let start = Instant::now();
             let result = client
-                .call_with_events(
-                    "sleep",
-                    "2000",
-                    CallOptions::default().timeout(timeout),
-                    |_| {
-                        events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    },
-                )
+                .call("sleep", "2000")
+                .timeout(timeout)
+                .on_event(|_| {
+                    events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                })
                 .await
-                .map(|r| r.node_id);
+                .map(|r| r.meta.node_id);
             Ended {
                 elapsed: start.elapsed(),
                 result,

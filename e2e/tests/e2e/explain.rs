@@ -1,5 +1,5 @@
 //! "Why this node": every built-in policy explains its pick, over QUIC
-//! (`CallOptions::explain`, hint `explain=1`), over the HTTP ingress
+//! (`Call::explain`, hint `explain=1`), over the HTTP ingress
 //! (`x-switchyard-explain`), and in `GET /api/decisions`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -7,7 +7,6 @@
 use serde_json::Value;
 
 use crate::common::{Fleet, TOKEN, service};
-use client::CallOptions;
 
 /// Every policy `make plugins` ships except the LLM-aware ones, which have
 /// tests of their own.
@@ -41,13 +40,16 @@ async fn every_built_in_policy_explains_its_pick() {
     let client = fleet.client().await;
     for policy in BUILT_IN {
         let r = client
-            .call("echo", "x", CallOptions::default().policy(policy).explain())
+            .call("echo", "x")
+            .policy(policy)
+            .explain()
             .await
             .expect("call succeeds");
         let why = r
+            .meta
             .explain
             .unwrap_or_else(|| panic!("{policy}: no explanation"));
-        let head = format!("{policy} -> {}: ", r.node_id);
+        let head = format!("{policy} -> {}: ", r.meta.node_id);
         assert!(
             why.starts_with(&head),
             "{policy}: {why:?} should start {head:?}"
@@ -60,11 +62,8 @@ async fn every_built_in_policy_explains_its_pick() {
         assert!(why.ends_with("(of 2)"), "{policy}: {why:?}");
     }
     // Without the hint, no explanation travels.
-    let r = client
-        .call("echo", "y", CallOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(r.explain, None);
+    let r = client.call("echo", "y").await.unwrap();
+    assert_eq!(r.meta.explain, None);
 
     // The API keeps them all, newest first, with the scores.
     let admin = fleet.gateway.admin_addr().unwrap();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Fleet, TOKEN, service};
 use bytes::Bytes;
-use client::{CallOptions, ErrorKind};
+use client::ErrorKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_spread_across_two_agents_by_the_wasm_round_robin() {
@@ -28,16 +28,16 @@ async fn calls_spread_across_two_agents_by_the_wasm_round_robin() {
     for i in 0..20 {
         let payload = format!("call {i}");
         let r = client
-            .call("echo", payload.clone(), CallOptions::default())
+            .call("echo", payload.clone())
             .await
             .expect("call succeeds");
         assert_eq!(r.data, Bytes::from(payload));
         assert_eq!(
-            r.policy, "round-robin",
+            r.meta.policy, "round-robin",
             "the wasm policy picked, not the fallback"
         );
-        assert!(r.timings.total_ms >= r.timings.node_ms);
-        served.push(r.node_id);
+        assert!(r.meta.timings.total_ms >= r.meta.timings.node_ms);
+        served.push(r.meta.node_id);
     }
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for node in &served {
@@ -70,11 +70,8 @@ async fn a_killed_agent_leaves_the_registry_and_calls_go_to_the_survivor() {
             let client = client.clone();
             tokio::spawn(async move {
                 client
-                    .call(
-                        "sleep",
-                        "3000",
-                        CallOptions::default().timeout(Duration::from_secs(10)),
-                    )
+                    .call("sleep", "3000")
+                    .timeout(Duration::from_secs(10))
                     .await
             })
         })
@@ -96,7 +93,7 @@ async fn a_killed_agent_leaves_the_registry_and_calls_go_to_the_survivor() {
     assert_eq!(lost[0].kind(), Some(ErrorKind::NodeLost), "{}", lost[0]);
     assert!(!lost[0].retry_safe(), "it may have run");
     let ok = outcomes.iter().find_map(|o| o.as_ref().ok()).unwrap();
-    assert_eq!(ok.node_id, "node-b");
+    assert_eq!(ok.meta.node_id, "node-b");
 
     fleet.wait_nodes(1).await;
     assert!(
@@ -105,11 +102,8 @@ async fn a_killed_agent_leaves_the_registry_and_calls_go_to_the_survivor() {
         killed_at.elapsed()
     );
     for _ in 0..6 {
-        let r = client
-            .call("echo", "x", CallOptions::default())
-            .await
-            .expect("survivor serves");
-        assert_eq!(r.node_id, "node-b");
+        let r = client.call("echo", "x").await.expect("survivor serves");
+        assert_eq!(r.meta.node_id, "node-b");
     }
 }
 
@@ -153,24 +147,15 @@ async fn unknown_service_oversized_payload_and_failing_command_give_clear_errors
     fleet.wait_nodes(1).await;
     let client = fleet.client().await;
 
-    let e = client
-        .call("nope", "x", CallOptions::default())
-        .await
-        .unwrap_err();
+    let e = client.call("nope", "x").await.unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::UnknownService), "{e}");
     assert!(e.to_string().contains("nope"), "{e}");
 
-    let e = client
-        .call("echo", vec![0u8; 10_000], CallOptions::default())
-        .await
-        .unwrap_err();
+    let e = client.call("echo", vec![0u8; 10_000]).await.unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::PayloadTooLarge), "{e}");
     assert!(e.to_string().contains("4096"), "{e}");
 
-    let e = client
-        .call("fails", "in", CallOptions::default())
-        .await
-        .unwrap_err();
+    let e = client.call("fails", "in").await.unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::ServiceFailed), "{e}");
     let text = e.to_string();
     assert!(
@@ -179,10 +164,7 @@ async fn unknown_service_oversized_payload_and_failing_command_give_clear_errors
     );
 
     // The gateway is still healthy.
-    let ok = client
-        .call("echo", vec![1u8; 4096], CallOptions::default())
-        .await
-        .unwrap();
+    let ok = client.call("echo", vec![1u8; 4096]).await.unwrap();
     assert_eq!(ok.data.len(), 4096);
 }
 
@@ -206,11 +188,8 @@ async fn a_timeout_kills_the_command() {
 
     let start = Instant::now();
     let e = client
-        .call(
-            "slow",
-            "",
-            CallOptions::default().timeout(Duration::from_millis(700)),
-        )
+        .call("slow", "")
+        .timeout(Duration::from_millis(700))
         .await
         .unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::Timeout), "{e}");
@@ -252,10 +231,7 @@ async fn nodes_report_their_stats() {
     );
     fleet.wait_nodes(1).await;
     let client = fleet.client().await;
-    let r = client
-        .call("sum-up", "100", CallOptions::default())
-        .await
-        .unwrap();
+    let r = client.call("sum-up", "100").await.unwrap();
     assert_eq!(r.data, Bytes::from("5050"));
 
     // The caller has its answer before the gateway books the call as
@@ -305,8 +281,8 @@ async fn a_node_that_fails_every_call_is_ejected_after_five() {
     let mut failures = 0;
     let mut served_after = Vec::new();
     for i in 0..30 {
-        match client.call("flaky", "x", CallOptions::default()).await {
-            Ok(r) if failures >= 5 => served_after.push(r.node_id),
+        match client.call("flaky", "x").await {
+            Ok(r) if failures >= 5 => served_after.push(r.meta.node_id),
             Ok(_) => {}
             Err(e) => {
                 assert_eq!(e.kind(), Some(ErrorKind::ServiceFailed), "call {i}: {e}");

@@ -12,7 +12,6 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use client::CallOptions;
 
 use crate::common::{Fleet, TOKEN, eventually, service};
 
@@ -69,11 +68,8 @@ fn checked_service(port: u16) -> String {
 async fn calls(client: &client::Client, n: usize) {
     for i in 0..n {
         client
-            .call(
-                "web",
-                "x",
-                CallOptions::default().timeout(Duration::from_secs(10)),
-            )
+            .call("web", "x")
+            .timeout(Duration::from_secs(10))
             .await
             .unwrap_or_else(|e| panic!("call {i}: {e}"));
     }

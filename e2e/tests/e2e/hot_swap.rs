@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::{ADMIN, Fleet, TOKEN, built_plugin, plugin_copies, service};
-use client::{CallOptions, Client, ErrorKind};
+use client::{Client, ErrorKind};
 use gateway::config::ServiceConfig;
 use tokio::sync::Mutex;
 
@@ -40,8 +40,8 @@ impl Load {
                 let (policies, failures) = (policies.clone(), failures.clone());
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
-                        match client.call("echo", "ping", CallOptions::default()).await {
-                            Ok(r) => policies.lock().await.push(r.policy),
+                        match client.call("echo", "ping").await {
+                            Ok(r) => policies.lock().await.push(r.meta.policy),
                             Err(e) => failures.lock().await.push(e.to_string()),
                         }
                     }
@@ -175,11 +175,7 @@ async fn policies_are_listed_and_changed_at_runtime() {
     fleet.wait_nodes(1).await;
     let client = fleet.client().await;
     assert_eq!(
-        client
-            .call("echo", "x", CallOptions::default())
-            .await
-            .unwrap()
-            .policy,
+        client.call("echo", "x").await.unwrap().meta.policy,
         "round-robin"
     );
 
@@ -213,11 +209,7 @@ async fn policies_are_listed_and_changed_at_runtime() {
         .unwrap();
     assert!(ack.contains("least-request"), "{ack}");
     assert_eq!(
-        client
-            .call("echo", "x", CallOptions::default())
-            .await
-            .unwrap()
-            .policy,
+        client.call("echo", "x").await.unwrap().meta.policy,
         "least-request"
     );
     let table = client.policies().await.unwrap();
@@ -226,10 +218,7 @@ async fn policies_are_listed_and_changed_at_runtime() {
         Some("least-request")
     );
 
-    let e = client
-        .call("echo", "x", CallOptions::default().policy("nope"))
-        .await
-        .unwrap_err();
+    let e = client.call("echo", "x").policy("nope").await.unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::BadRequest), "{e}");
 }
 
@@ -252,27 +241,28 @@ async fn hostile_plugins_leave_the_gateway_healthy() {
     let client = fleet.client().await;
 
     for name in hostile {
-        let evil = CallOptions::default().policy(name).hint("evil", "1");
         let r = client
-            .call("echo", "x", evil)
+            .call("echo", "x")
+            .policy(name)
+            .hint("evil", "1")
             .await
             .expect("fail-open: the call is served");
         assert_eq!(
-            r.policy, "builtin-round-robin",
+            r.meta.policy, "builtin-round-robin",
             "{name} trapped, the fallback picked"
         );
         // The trapped policy is rebuilt off the hot path: until its fresh
         // instance is in, the fallback serves its calls.
         let start = std::time::Instant::now();
         loop {
-            let r = client
-                .call("echo", "x", CallOptions::default().policy(name))
-                .await
-                .unwrap();
-            if r.policy == name {
+            let r = client.call("echo", "x").policy(name).await.unwrap();
+            if r.meta.policy == name {
                 break;
             }
-            assert_eq!(r.policy, "builtin-round-robin", "{name} is being rebuilt");
+            assert_eq!(
+                r.meta.policy, "builtin-round-robin",
+                "{name} is being rebuilt"
+            );
             assert!(
                 start.elapsed() < std::time::Duration::from_secs(10),
                 "{name} never recovered in a fresh instance"
@@ -284,11 +274,13 @@ async fn hostile_plugins_leave_the_gateway_healthy() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
-    let snoop = CallOptions::default()
+    let e = client
+        .call("echo", "x")
         .policy("snoop")
         .hint("evil", "1")
-        .hint("tcp_port", port);
-    let e = client.call("echo", "x", snoop).await.unwrap_err();
+        .hint("tcp_port", port)
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::Rejected), "{e}");
     let report = e.to_string();
     assert!(!report.contains("ALLOWED"), "every access denied: {report}");
@@ -312,11 +304,7 @@ async fn hostile_plugins_leave_the_gateway_healthy() {
         rejected[0].reason
     );
     assert_eq!(
-        client
-            .call("echo", "still fine", CallOptions::default())
-            .await
-            .unwrap()
-            .policy,
+        client.call("echo", "still fine").await.unwrap().meta.policy,
         "round-robin"
     );
 }
@@ -334,20 +322,19 @@ async fn fail_closed_turns_a_trap_into_an_error() {
     fleet.spawn_agent("node-a", TOKEN, &service("echo", "echo", ""));
     fleet.wait_nodes(1).await;
     let client = fleet.client().await;
-    let evil = CallOptions::default()
+    let e = client
+        .call("echo", "x")
         .policy("panic-trap")
-        .hint("evil", "1");
-    let e = client.call("echo", "x", evil).await.unwrap_err();
+        .hint("evil", "1")
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::Internal), "{e}");
     assert!(e.to_string().contains("panic-trap"), "{e}");
     // The trapped policy is rebuilt off the hot path; failing closed, its
     // calls meanwhile fail (`internal`, "being rebuilt"), then it serves.
     let start = std::time::Instant::now();
     let r = loop {
-        match client
-            .call("echo", "x", CallOptions::default().policy("panic-trap"))
-            .await
-        {
+        match client.call("echo", "x").policy("panic-trap").await {
             Ok(r) => break r,
             Err(e) => {
                 assert_eq!(e.kind(), Some(ErrorKind::Internal), "{e}");
@@ -360,5 +347,5 @@ async fn fail_closed_turns_a_trap_into_an_error() {
             }
         }
     };
-    assert_eq!(r.policy, "panic-trap");
+    assert_eq!(r.meta.policy, "panic-trap");
 }

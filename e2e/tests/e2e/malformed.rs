@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common::{Fleet, TOKEN, service};
-use client::{CallOptions, ErrorKind};
+use client::ErrorKind;
 use protocol::{Codec, Message};
 use transport::{EndpointConfig, FramedRecv};
 
@@ -57,9 +57,6 @@ async fn malformed_frames_get_a_clear_error() {
 
     // The same gateway still serves good calls.
     let client = fleet.client().await;
-    let r = client
-        .call("echo", "still fine", CallOptions::default())
-        .await
-        .unwrap();
+    let r = client.call("echo", "still fine").await.unwrap();
     assert_eq!(&r.data[..], b"still fine");
 }

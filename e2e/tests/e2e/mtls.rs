@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use client::CallOptions;
 use gateway::GatewayConfig;
 use protocol::{Codec, Message};
 use quinn::rustls::pki_types::CertificateDer;
@@ -77,10 +76,7 @@ async fn agents_need_a_certificate_naming_their_node() {
     let views = fleet.gateway.registry().views(std::time::Instant::now());
     assert_eq!(views[0].spec.id, "node-a", "the certificate's node id");
     let client = fleet.client().await;
-    let r = client
-        .call("echo", "over mTLS", CallOptions::default())
-        .await
-        .unwrap();
+    let r = client.call("echo", "over mTLS").await.unwrap();
     assert_eq!(&r.data[..], b"over mTLS");
 
     // No certificate: refused, with the reason.

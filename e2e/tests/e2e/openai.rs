@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use client::{CallOptions, Client, ClientConfig};
+use client::{Client, ClientConfig};
 use gateway::config::TenantConfig;
 use gateway::{Gateway, GatewayConfig};
 
@@ -191,23 +191,18 @@ async fn curl_streams_a_chat_completion_and_tenants_are_enforced() {
     // QUIC callers present their key too.
     let mut config = ClientConfig::new(fleet.addr.clone(), fleet.ca());
     let anonymous = Client::connect(config.clone()).await.expect("connect");
-    let err = anonymous
-        .call("llama", body, CallOptions::default())
-        .await
-        .expect_err("no key");
+    let err = anonymous.call("llama", body).await.expect_err("no key");
     assert_eq!(err.kind(), Some(client::ErrorKind::Unauthorized), "{err}");
     config.api_key = Some("sk-team-a".into());
     let keyed = Client::connect(config).await.expect("connect");
     let mut stream = keyed
-        .call_stream(
-            "llama",
-            body,
-            CallOptions::default().endpoint("/chat/completions"),
-        )
+        .call("llama", body)
+        .endpoint("/chat/completions")
+        .stream()
         .await
         .expect("streamed chat over QUIC");
     assert_eq!(
-        stream.info.content_type.as_deref(),
+        stream.meta.content_type.as_deref(),
         Some("text/event-stream")
     );
     let first = futures_util::StreamExt::next(&mut stream)
@@ -245,12 +240,7 @@ async fn waiting_calls_take_turns_across_tenants() {
     let mut calls = Vec::new();
     let send = |client: &Client, name: &str| {
         let (client, name) = (client.clone(), name.to_string());
-        tokio::spawn(async move {
-            client
-                .call("one", name, CallOptions::default())
-                .await
-                .expect("call")
-        })
+        tokio::spawn(async move { client.call("one", name).await.expect("call") })
     };
     calls.push(send(&a, "hold"));
     tokio::time::sleep(Duration::from_millis(100)).await;

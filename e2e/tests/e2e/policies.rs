@@ -8,18 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{Fleet, TOKEN, plugin_copies, service};
-use client::{CallOptions, Client, ErrorKind};
+use client::{Call, ErrorKind};
 
-fn with(policy: &str) -> CallOptions {
-    CallOptions::default().policy(policy)
-}
-
-async fn served_by(client: &Client, service: &str, payload: &str, options: CallOptions) -> String {
-    let r = client
-        .call(service, payload.to_string(), options)
-        .await
-        .expect("call succeeds");
-    r.node_id
+/// The node that served `call`.
+async fn served_by(call: Call<'_>) -> String {
+    call.await.expect("call succeeds").meta.node_id
 }
 
 fn count<'a>(nodes: impl IntoIterator<Item = &'a String>) -> HashMap<&'a str, usize> {
@@ -50,10 +43,12 @@ async fn least_request_avoids_the_busy_node() {
         .map(|_| {
             let client = client.clone();
             tokio::spawn(async move {
-                let options = with("resource-aware")
+                client
+                    .call("sleep", "2500")
+                    .policy("resource-aware")
                     .hint("label:busy", "yes")
-                    .timeout(Duration::from_secs(20));
-                client.call("sleep", "2500", options).await
+                    .timeout(Duration::from_secs(20))
+                    .await
             })
         })
         .collect();
@@ -78,14 +73,14 @@ async fn least_request_avoids_the_busy_node() {
 
     let mut served = Vec::new();
     for _ in 0..10 {
-        served.push(served_by(&client, "sleep", "20", with("least-request")).await);
+        served.push(served_by(client.call("sleep", "20").policy("least-request")).await);
     }
     assert!(
         served.iter().all(|n| n == "node-b"),
         "least-request avoided the busy node: {served:?}"
     );
     for call in long {
-        assert_eq!(call.await.unwrap().unwrap().node_id, "node-a");
+        assert_eq!(call.await.unwrap().unwrap().meta.node_id, "node-a");
     }
 }
 
@@ -106,7 +101,7 @@ async fn latency_avoids_a_node_made_slow() {
     fleet.wait_nodes(1).await;
     let client = fleet.client().await;
     for i in 0..2 {
-        let node = served_by(&client, "work", &format!("warm {i}"), with("latency")).await;
+        let node = served_by(client.call("work", format!("warm {i}")).policy("latency")).await;
         assert_eq!(node, "node-a");
     }
     fleet.spawn_agent("node-b", TOKEN, &fast);
@@ -114,7 +109,7 @@ async fn latency_avoids_a_node_made_slow() {
 
     let mut served = Vec::new();
     for i in 0..12 {
-        served.push(served_by(&client, "work", &format!("job {i}"), with("latency")).await);
+        served.push(served_by(client.call("work", format!("job {i}")).policy("latency")).await);
     }
     assert!(
         served.iter().all(|n| n == "node-b"),
@@ -136,16 +131,21 @@ async fn cost_picks_the_cheap_node_and_honours_max_cost() {
 
     for _ in 0..6 {
         assert_eq!(
-            served_by(&client, "echo", "x", with("cost")).await,
+            served_by(client.call("echo", "x").policy("cost")).await,
             "node-b"
         );
     }
     // A budget only node-b meets still routes there.
-    let options = with("cost").hint("max_cost", "0.01");
-    assert_eq!(served_by(&client, "echo", "x", options).await, "node-b");
+    let call = client
+        .call("echo", "x")
+        .policy("cost")
+        .hint("max_cost", "0.01");
+    assert_eq!(served_by(call).await, "node-b");
 
     let e = client
-        .call("echo", "x", with("cost").hint("max_cost", "0.0000000001"))
+        .call("echo", "x")
+        .policy("cost")
+        .hint("max_cost", "0.0000000001")
         .await
         .unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::Rejected), "{e}");
@@ -156,7 +156,9 @@ async fn cost_picks_the_cheap_node_and_honours_max_cost() {
     );
 
     let e = client
-        .call("echo", "x", with("cost").hint("max_cost", "cheap"))
+        .call("echo", "x")
+        .policy("cost")
+        .hint("max_cost", "cheap")
         .await
         .unwrap_err();
     assert!(e.to_string().contains("bad hint max_cost"), "{e}");
@@ -188,17 +190,21 @@ async fn resource_aware_honours_requirements() {
     let client = fleet.client().await;
 
     for _ in 0..4 {
-        let options = with("resource-aware").hint("region", "eu-west");
-        assert_eq!(served_by(&client, "echo", "x", options).await, "node-b");
-        let options = with("resource-aware").hint("require", "label:tier=gold");
-        assert_eq!(served_by(&client, "echo", "x", options).await, "node-a");
+        let call = client
+            .call("echo", "x")
+            .policy("resource-aware")
+            .hint("region", "eu-west");
+        assert_eq!(served_by(call).await, "node-b");
+        let call = client
+            .call("echo", "x")
+            .policy("resource-aware")
+            .hint("require", "label:tier=gold");
+        assert_eq!(served_by(call).await, "node-a");
     }
     let e = client
-        .call(
-            "echo",
-            "x",
-            with("resource-aware").hint("require", "gpu_mem_mib>=16000"),
-        )
+        .call("echo", "x")
+        .policy("resource-aware")
+        .hint("require", "gpu_mem_mib>=16000")
         .await
         .unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::Rejected), "{e}");
@@ -208,11 +214,9 @@ async fn resource_aware_honours_requirements() {
     );
 
     let e = client
-        .call(
-            "echo",
-            "x",
-            with("resource-aware").hint("require", "flops>9"),
-        )
+        .call("echo", "x")
+        .policy("resource-aware")
+        .hint("require", "flops>9")
         .await
         .unwrap_err();
     assert!(e.to_string().contains("unknown metric"), "{e}");
@@ -246,7 +250,7 @@ async fn adaptive_converges_to_the_fast_node_and_notices_recovery() {
 
     let mut phase1 = Vec::new();
     for i in 0..60 {
-        phase1.push(served_by(&client, "work", &format!("{i}"), with("adaptive")).await);
+        phase1.push(served_by(client.call("work", format!("{i}")).policy("adaptive")).await);
     }
     let last = count(&phase1[40..]);
     assert!(
@@ -259,7 +263,7 @@ async fn adaptive_converges_to_the_fast_node_and_notices_recovery() {
     std::fs::write(flag("b"), "").unwrap();
     let mut phase2 = Vec::new();
     for i in 0..90 {
-        phase2.push(served_by(&client, "work", &format!("{i}"), with("adaptive")).await);
+        phase2.push(served_by(client.call("work", format!("{i}")).policy("adaptive")).await);
     }
     let last = count(&phase2[70..]);
     assert!(

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{Fleet, TOKEN, plugin_copies, service};
-use client::CallOptions;
 
 /// How the components are built, for a test that finds one absent.
 const POLYGLOT_HOW: &str = "`make plugins-polyglot` builds it (`make plugins` runs that) \
@@ -64,11 +63,12 @@ async fn routes_to_the_less_loaded_node(policy: &str, component: &Path) {
         .map(|_| {
             let client = client.clone();
             tokio::spawn(async move {
-                let options = CallOptions::default()
+                client
+                    .call("sleep", "2500")
                     .policy("resource-aware")
                     .hint("label:busy", "yes")
-                    .timeout(Duration::from_secs(20));
-                client.call("sleep", "2500", options).await
+                    .timeout(Duration::from_secs(20))
+                    .await
             })
         })
         .collect();
@@ -92,13 +92,12 @@ async fn routes_to_the_less_loaded_node(policy: &str, component: &Path) {
     }
 
     for _ in 0..10 {
-        let options = CallOptions::default().policy(policy);
-        let r = client.call("sleep", "10", options).await.unwrap();
-        assert_eq!(r.policy, policy, "the call was picked by {policy}");
-        assert_eq!(r.node_id, "node-b", "{policy} avoided the busy node");
+        let r = client.call("sleep", "10").policy(policy).await.unwrap();
+        assert_eq!(r.meta.policy, policy, "the call was picked by {policy}");
+        assert_eq!(r.meta.node_id, "node-b", "{policy} avoided the busy node");
     }
     for call in long {
-        assert_eq!(call.await.unwrap().unwrap().node_id, "node-a");
+        assert_eq!(call.await.unwrap().unwrap().meta.node_id, "node-a");
     }
 }
 

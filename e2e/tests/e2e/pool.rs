@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use client::{CallOptions, Client, ClientConfig};
+use client::{Client, ClientConfig};
 use gateway::{Gateway, GatewayConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -36,11 +36,11 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 async fn echo(client: &Client, text: &str) -> String {
     let result = client
-        .call("echo", text.to_string(), CallOptions::default())
+        .call("echo", text.to_string())
         .await
         .expect("echo call");
     assert_eq!(result.data, Bytes::from(text.to_string()));
-    result.node_id
+    result.meta.node_id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,22 +70,12 @@ async fn calls_from_many_tasks_share_a_pool_of_its_size() {
     while client.pool_stats().connections() < 2 {
         assert!(start.elapsed() < WAIT, "{:?}", client.pool_stats());
         let client = client.clone();
-        tasks.spawn(async move {
-            client
-                .call("sleep", "200", CallOptions::default())
-                .await
-                .map(|_| ())
-        });
+        tasks.spawn(async move { client.call("sleep", "200").await.map(|_| ()) });
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for i in 0..40 {
         let client = client.clone();
-        tasks.spawn(async move {
-            client
-                .call("echo", format!("call {i}"), CallOptions::default())
-                .await
-                .map(|_| ())
-        });
+        tasks.spawn(async move { client.call("echo", format!("call {i}")).await.map(|_| ()) });
     }
     while let Some(done) = tasks.join_next().await {
         done.unwrap().expect("call succeeds");
@@ -314,7 +304,7 @@ async fn the_stream_cap_bounds_what_one_connection_has_in_flight() {
     let mut tasks = JoinSet::new();
     for _ in 0..6 {
         let client = client.clone();
-        tasks.spawn(async move { client.call("sleep", "300", CallOptions::default()).await });
+        tasks.spawn(async move { client.call("sleep", "300").await });
     }
     let node = fleet.gateway.registry().all().pop().expect("the node");
     let (mut most_at_node, mut most_in_pool) = (0, 0);
@@ -353,11 +343,7 @@ async fn a_call_in_flight_when_its_gateway_goes_fails_and_is_not_sent_again() {
 
     let slow = {
         let client = client.clone();
-        tokio::spawn(async move {
-            client
-                .call("sleep", "5000", client::CallOptions::default())
-                .await
-        })
+        tokio::spawn(async move { client.call("sleep", "5000").await })
     };
     eventually("the node runs the call", || {
         first
@@ -379,10 +365,10 @@ async fn a_call_in_flight_when_its_gateway_goes_fails_and_is_not_sent_again() {
     let second = Running::start(&data_dir, addr).await;
     second.wait_nodes(1).await;
     let r = client
-        .call("sleep", "1", client::CallOptions::default())
+        .call("sleep", "1")
         .await
         .expect("the next call is served");
-    assert_eq!(r.node_id, "node-s");
+    assert_eq!(r.meta.node_id, "node-s");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let served: u64 = second
         .gateway
@@ -405,7 +391,7 @@ async fn a_pool_at_its_stream_cap_opens_another_connection() {
     let mut tasks = JoinSet::new();
     for _ in 0..6 {
         let client = client.clone();
-        tasks.spawn(async move { client.call("sleep", "3000", CallOptions::default()).await });
+        tasks.spawn(async move { client.call("sleep", "3000").await });
     }
     // Six calls over caps of two: three connections carry them all at once.
     let node = fleet.gateway.registry().all().pop().expect("the node");

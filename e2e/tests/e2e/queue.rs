@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use client::{CallEvent, CallOptions, CallResult, Client, ClientError, ErrorKind};
+use client::{CallEvent, CallResult, Client, ClientError, ErrorKind};
 use gateway::config::ServiceConfig;
 use tokio::task::JoinHandle;
 
@@ -19,14 +19,14 @@ type Events = Arc<Mutex<Vec<u32>>>;
 fn sleep_call(
     client: &Arc<Client>,
     ms: u32,
-    options: CallOptions,
 ) -> (JoinHandle<Result<CallResult, ClientError>>, Events) {
     let events: Events = Arc::default();
     let seen = events.clone();
     let client = client.clone();
     let task = tokio::spawn(async move {
         client
-            .call_with_events("sleep", ms.to_string(), options, move |e| {
+            .call("sleep", ms.to_string())
+            .on_event(move |e| {
                 if let CallEvent::Queued { position } = e {
                     seen.lock().unwrap().push(position);
                 }
@@ -103,24 +103,28 @@ async fn five_calls_on_two_nodes_three_wait_with_positions_counting_down() {
 
     // Staggered so that each freed slot moves the queue one step at a time:
     // slots free at about 400, 700 and 1000 ms.
-    let (first, e1) = sleep_call(&client, 400, CallOptions::default());
+    let (first, e1) = sleep_call(&client, 400);
     wait_in_flight(&fleet, 1).await;
-    let (second, e2) = sleep_call(&client, 1000, CallOptions::default());
+    let (second, e2) = sleep_call(&client, 1000);
     wait_in_flight(&fleet, 2).await;
     let mut queued = Vec::new();
     for n in 1..=3 {
-        queued.push(sleep_call(&client, 300, CallOptions::default()));
+        queued.push(sleep_call(&client, 300));
         wait_queued(&fleet, n).await;
     }
     for task in [first, second] {
         let r = task.await.unwrap().expect("running call succeeds");
-        assert!(r.timings.queue_ms < 300.0, "{:?}", r.timings);
+        assert!(r.meta.timings.queue_ms < 300.0, "{:?}", r.meta.timings);
     }
     assert!(e1.lock().unwrap().is_empty() && e2.lock().unwrap().is_empty());
     let mut seen = Vec::new();
     for (task, events) in queued {
         let r = task.await.unwrap().expect("queued call succeeds");
-        assert!(r.timings.queue_ms >= 200.0, "it waited: {:?}", r.timings);
+        assert!(
+            r.meta.timings.queue_ms >= 200.0,
+            "it waited: {:?}",
+            r.meta.timings
+        );
         seen.push(events.lock().unwrap().clone());
     }
     assert_eq!(seen, [vec![1], vec![2, 1], vec![3, 2, 1]]);
@@ -141,26 +145,24 @@ async fn realtime_gets_occupied_and_a_full_queue_gets_overloaded() {
         );
     })
     .await;
-    let (busy, _) = sleep_call(&client, 1200, CallOptions::default());
+    let (busy, _) = sleep_call(&client, 1200);
     wait_in_flight(&fleet, 1).await;
 
     let start = Instant::now();
     let err = client
-        .call("sleep", "10", CallOptions::default().realtime(true))
+        .call("sleep", "10")
+        .realtime(true)
         .await
         .expect_err("no free slot");
     assert_eq!(err.kind(), Some(ErrorKind::Occupied), "{err}");
     assert!(err.retry_safe());
     assert!(start.elapsed() < Duration::from_millis(500), "at once");
 
-    let (a, ea) = sleep_call(&client, 10, CallOptions::default());
+    let (a, ea) = sleep_call(&client, 10);
     wait_queued(&fleet, 1).await;
-    let (b, eb) = sleep_call(&client, 10, CallOptions::default());
+    let (b, eb) = sleep_call(&client, 10);
     wait_queued(&fleet, 2).await;
-    let err = client
-        .call("sleep", "10", CallOptions::default())
-        .await
-        .expect_err("queue full");
+    let err = client.call("sleep", "10").await.expect_err("queue full");
     assert_eq!(err.kind(), Some(ErrorKind::Overloaded), "{err}");
     assert!(err.retry_safe());
 
@@ -177,16 +179,13 @@ async fn realtime_gets_occupied_and_a_full_queue_gets_overloaded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_call_times_out_cleanly_and_takes_no_slot() {
     let (fleet, client) = one_node_fleet(|_| {}).await;
-    let (busy, _) = sleep_call(&client, 900, CallOptions::default());
+    let (busy, _) = sleep_call(&client, 900);
     wait_in_flight(&fleet, 1).await;
 
     let start = Instant::now();
     let err = client
-        .call(
-            "sleep",
-            "10",
-            CallOptions::default().timeout(Duration::from_millis(250)),
-        )
+        .call("sleep", "10")
+        .timeout(Duration::from_millis(250))
         .await
         .expect_err("times out in the queue");
     assert_eq!(err.kind(), Some(ErrorKind::Timeout), "{err}");
@@ -203,17 +202,14 @@ async fn a_queued_call_times_out_cleanly_and_takes_no_slot() {
     let view = fleet.gateway.queues();
     let sleep = view.iter().find(|q| q.service == "sleep").unwrap();
     assert_eq!((sleep.abandoned_total, sleep.dispatched_total), (1, 0));
-    let r = client
-        .call("sleep", "1", CallOptions::default())
-        .await
-        .expect("the slot is free");
-    assert!(r.timings.queue_ms < 200.0, "{:?}", r.timings);
+    let r = client.call("sleep", "1").await.expect("the slot is free");
+    assert!(r.meta.timings.queue_ms < 200.0, "{:?}", r.meta.timings);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn higher_priority_is_served_first_and_fifo_within_a_priority() {
     let (fleet, client) = one_node_fleet(|_| {}).await;
-    let (busy, _) = sleep_call(&client, 500, CallOptions::default());
+    let (busy, _) = sleep_call(&client, 500);
     wait_in_flight(&fleet, 1).await;
 
     let order = Arc::new(Mutex::new(Vec::new()));
@@ -225,7 +221,8 @@ async fn higher_priority_is_served_first_and_fifo_within_a_priority() {
         let (client, order) = (client.clone(), order.clone());
         tasks.push(tokio::spawn(async move {
             client
-                .call("sleep", "20", CallOptions::default().priority(priority))
+                .call("sleep", "20")
+                .priority(priority)
                 .await
                 .expect("queued call succeeds");
             order.lock().unwrap().push(name);
@@ -242,11 +239,11 @@ async fn higher_priority_is_served_first_and_fifo_within_a_priority() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_the_queue_consumes_no_slot() {
     let (fleet, client) = one_node_fleet(|_| {}).await;
-    let (busy, _) = sleep_call(&client, 700, CallOptions::default());
+    let (busy, _) = sleep_call(&client, 700);
     wait_in_flight(&fleet, 1).await;
 
     let leaving = Arc::new(fleet.client().await);
-    let (waiting, _) = sleep_call(&leaving, 10, CallOptions::default());
+    let (waiting, _) = sleep_call(&leaving, 10);
     wait_queued(&fleet, 1).await;
     leaving.close().await;
     let start = Instant::now();

@@ -13,7 +13,6 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use client::CallOptions;
 use protocol::{CallHead, Codec, FrameHeader, FrameKind, Message};
 use transport::{EndpointConfig, FramedSend};
 
@@ -41,7 +40,7 @@ fn endpoint_from(fleet: &Fleet, ip: [u8; 4]) -> quinn::Endpoint {
 async fn echo_ok(client: &client::Client) -> Duration {
     let start = Instant::now();
     let r = client
-        .call("echo", "ping", CallOptions::default())
+        .call("echo", "ping")
         .await
         .expect("an established client's call succeeds");
     assert_eq!(&r.data[..], b"ping");

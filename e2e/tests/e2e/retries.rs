@@ -12,7 +12,7 @@ use futures_util::stream;
 
 use crate::common::browser::Browser;
 use crate::common::{Fleet, TOKEN, service};
-use client::{CallOptions, ErrorKind};
+use client::ErrorKind;
 
 /// Calls made by each test, CALLS at most CONCURRENCY at a time.
 const CALLS: usize = 1000;
@@ -81,9 +81,7 @@ async fn run(svc: &str, idempotent: bool, bad: &str, good: &str) -> (Fleet, Outc
             let client = client.clone();
             async move {
                 let payload = format!("call {i}");
-                let r = client
-                    .call(svc, payload.clone(), CallOptions::default())
-                    .await;
+                let r = client.call(svc, payload.clone()).await;
                 if let Ok(r) = &r {
                     assert_eq!(r.data, payload.as_bytes(), "its own answer");
                 }
@@ -103,9 +101,9 @@ async fn run(svc: &str, idempotent: bool, bad: &str, good: &str) -> (Fleet, Outc
     for r in results {
         match r {
             Ok(r) => {
-                assert_eq!(r.node_id, good, "only the good node answers");
+                assert_eq!(r.meta.node_id, good, "only the good node answers");
                 outcome.ok += 1;
-                outcome.attempts.push(r.timings.attempts);
+                outcome.attempts.push(r.meta.timings.attempts);
             }
             Err(e) => outcome.failed.push(e.kind().expect("a typed error")),
         }
@@ -258,11 +256,7 @@ async fn a_call_past_the_in_flight_breaker_is_refused_at_once() {
     let client = fleet.client().await;
     let slow = {
         let client = client.clone();
-        tokio::spawn(async move {
-            client
-                .call("breaker", "first", CallOptions::default())
-                .await
-        })
+        tokio::spawn(async move { client.call("breaker", "first").await })
     };
     // Wait until the first call runs on the node.
     let start = Instant::now();
@@ -274,10 +268,7 @@ async fn a_call_past_the_in_flight_breaker_is_refused_at_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let refused_at = Instant::now();
-    let e = client
-        .call("breaker", "second", CallOptions::default())
-        .await
-        .unwrap_err();
+    let e = client.call("breaker", "second").await.unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::Overloaded), "{e}");
     assert!(
         refused_at.elapsed() < Duration::from_secs(1),

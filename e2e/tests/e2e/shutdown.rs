@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use client::{CallOptions, Client, ClientConfig, ErrorKind};
+use client::{Client, ClientConfig, ErrorKind};
 use gateway::GatewayConfig;
 use tokio::task::JoinSet;
 
@@ -32,12 +32,7 @@ fn slow_calls(client: &Client, n: usize) -> JoinSet<Result<String, client::Clien
     let mut tasks = JoinSet::new();
     for _ in 0..n {
         let client = client.clone();
-        tasks.spawn(async move {
-            client
-                .call("sleep", SLOW_MS, CallOptions::default())
-                .await
-                .map(|r| r.node_id)
-        });
+        tasks.spawn(async move { client.call("sleep", SLOW_MS).await.map(|r| r.meta.node_id) });
     }
     tasks
 }
@@ -80,10 +75,7 @@ async fn a_gateway_shutting_down_finishes_its_calls_and_clients_fail_over_at_onc
     // While it drains, a new call there is refused, retry-safe.
     let start = Instant::now();
     let refused = loop {
-        match only_first
-            .call("echo", "late", CallOptions::default())
-            .await
-        {
+        match only_first.call("echo", "late").await {
             Err(e) if e.kind() == Some(ErrorKind::ShuttingDown) => break e,
             Ok(r) => {
                 assert!(start.elapsed() < WAIT, "still served after the stop: {r:?}");
@@ -97,11 +89,11 @@ async fn a_gateway_shutting_down_finishes_its_calls_and_clients_fail_over_at_onc
     // first gateway's connection is still open.
     let start = Instant::now();
     let moved = both
-        .call("echo", "moved", CallOptions::default())
+        .call("echo", "moved")
         .await
         .expect("served by the fallback");
     let failover = start.elapsed();
-    assert_eq!(moved.node_id, "node-second");
+    assert_eq!(moved.meta.node_id, "node-second");
     println!(
         "failover to the second gateway while the first drains: {} ms (idle timeout 10 s)",
         failover.as_millis()
@@ -130,11 +122,8 @@ async fn a_gateway_shutting_down_finishes_its_calls_and_clients_fail_over_at_onc
     })
     .await;
     let start = Instant::now();
-    let after = both
-        .call("echo", "after", CallOptions::default())
-        .await
-        .expect("served");
-    assert_eq!(after.node_id, "node-second");
+    let after = both.call("echo", "after").await.expect("served");
+    assert_eq!(after.meta.node_id, "node-second");
     println!(
         "a call after the first gateway closed: {} ms",
         start.elapsed().as_millis()
@@ -147,10 +136,7 @@ async fn a_gateway_without_calls_in_flight_closes_at_once() {
     fleet.spawn_agent("node-a", TOKEN, &sleep_and_echo());
     fleet.wait_nodes(1).await;
     let client = fleet.client().await;
-    client
-        .call("echo", "x", CallOptions::default())
-        .await
-        .expect("served");
+    client.call("echo", "x").await.expect("served");
     let start = Instant::now();
     fleet.shut_down_gateway();
     eventually(WAIT, || {
@@ -212,10 +198,10 @@ async fn an_agent_on_sigterm_finishes_its_calls_and_gets_no_new_ones() {
     // New calls go to node-b only.
     for i in 0..10 {
         let r = client
-            .call("echo", format!("new {i}"), CallOptions::default())
+            .call("echo", format!("new {i}"))
             .await
             .expect("served");
-        assert_eq!(r.node_id, "node-b");
+        assert_eq!(r.meta.node_id, "node-b");
     }
     // node-a's calls finish.
     while let Some(done) = in_flight.join_next().await {

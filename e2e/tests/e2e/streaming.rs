@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use client::{CallOptions, ErrorKind};
+use client::ErrorKind;
 use futures_util::StreamExt;
 
 use crate::common::{Fleet, TOKEN, eventually, service};
@@ -14,7 +14,7 @@ const TICKS: &str =
     r#"command = ["sh", "-c", "echo one; sleep 0.6; echo two; sleep 0.6; echo three"]"#;
 
 #[tokio::test]
-async fn call_stream_yields_chunks_as_the_command_writes_them() {
+async fn a_streamed_call_yields_chunks_as_the_command_writes_them() {
     let mut fleet = Fleet::start(|_| {}).await;
     fleet.spawn_agent("node-a", TOKEN, &service("ticks", "command", TICKS));
     fleet.wait_nodes(1).await;
@@ -22,11 +22,12 @@ async fn call_stream_yields_chunks_as_the_command_writes_them() {
 
     let started = Instant::now();
     let mut stream = client
-        .call_stream("ticks", Vec::new(), CallOptions::default())
+        .call("ticks", Vec::new())
+        .stream()
         .await
         .expect("stream");
-    assert_eq!(stream.info.node_id, "node-a");
-    assert_eq!(stream.info.len, None, "a command's result streams");
+    assert_eq!(stream.meta.node_id, "node-a");
+    assert_eq!(stream.meta.payload_len, None, "a command's result streams");
     let mut chunks = Vec::new();
     let mut first_at = None;
     while let Some(chunk) = stream.next().await {
@@ -47,10 +48,7 @@ async fn call_stream_yields_chunks_as_the_command_writes_them() {
         "the first line came at {first_at:?}, before half of {total:?}"
     );
     // `call` still collects the whole result.
-    let whole = client
-        .call("ticks", Vec::new(), CallOptions::default())
-        .await
-        .expect("call");
+    let whole = client.call("ticks", Vec::new()).await.expect("call");
     assert_eq!(&whole.data[..], b"one\ntwo\nthree\n");
 }
 
@@ -63,7 +61,8 @@ async fn a_failure_midway_ends_the_stream_with_the_service_error() {
     let client = fleet.client().await;
 
     let mut stream = client
-        .call_stream("flaky", Vec::new(), CallOptions::default())
+        .call("flaky", Vec::new())
+        .stream()
         .await
         .expect("the head comes with the first line");
     let first = stream.next().await.expect("an item").expect("a chunk");
@@ -75,7 +74,7 @@ async fn a_failure_midway_ends_the_stream_with_the_service_error() {
     assert!(stream.next().await.is_none(), "the error is the last item");
 
     let err = client
-        .call("flaky", Vec::new(), CallOptions::default())
+        .call("flaky", Vec::new())
         .await
         .expect_err("call fails too");
     assert_eq!(err.kind(), Some(ErrorKind::ServiceFailed));
@@ -94,7 +93,8 @@ async fn dropping_the_stream_kills_the_command() {
     let client = fleet.client().await;
 
     let mut stream = client
-        .call_stream("slow", Vec::new(), CallOptions::default())
+        .call("slow", Vec::new())
+        .stream()
         .await
         .expect("stream");
     let first = stream.next().await.expect("an item").expect("a chunk");
@@ -116,7 +116,8 @@ async fn dropping_the_stream_kills_the_command() {
     assert!(!mark.exists(), "the command ran to its end");
     // The node takes calls again (max_concurrent 1: its slot was freed).
     let mut again = client
-        .call_stream("slow", Vec::new(), CallOptions::default())
+        .call("slow", Vec::new())
+        .stream()
         .await
         .expect("a new call");
     assert_eq!(

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use client::{CallEvent, CallOptions, Client, ErrorKind};
+use client::{CallEvent, Client, ErrorKind};
 use protocol::SlotView;
 
 use switchyard_testkit::unassigned_port;
@@ -51,12 +51,9 @@ async fn call(
 ) -> Result<client::CallResult, client::ClientError> {
     let seen = seen.clone();
     client
-        .call_with_events(
-            service,
-            format!("hello {service}"),
-            CallOptions::default().timeout(timeout),
-            move |e| seen.lock().unwrap().push(e),
-        )
+        .call(service, format!("hello {service}"))
+        .timeout(timeout)
+        .on_event(move |e| seen.lock().unwrap().push(e))
         .await
 }
 
@@ -129,7 +126,7 @@ async fn an_idle_node_swaps_to_the_waiting_service_once_and_not_again_within_the
     assert_eq!(&mistral.data[..], b"mistral: hello mistral");
     assert_eq!(&llama.data[..], b"llama: hello llama");
     assert_eq!(
-        (llama.node_id.as_str(), llama.policy.as_str()),
+        (llama.meta.node_id.as_str(), llama.meta.policy.as_str()),
         ("node-b", "swap")
     );
     let events = seen.lock().unwrap().clone();
@@ -147,9 +144,9 @@ async fn an_idle_node_swaps_to_the_waiting_service_once_and_not_again_within_the
         "{events:?}"
     );
     assert!(
-        llama.timings.queue_ms >= 1000.0,
+        llama.meta.timings.queue_ms >= 1000.0,
         "the swap waited for the mistral call: {:?}",
-        llama.timings
+        llama.meta.timings
     );
     let view = slot_view(&fleet);
     assert_eq!(view.loaded.as_deref(), Some("llama"));
@@ -178,7 +175,7 @@ async fn an_idle_node_swaps_to_the_waiting_service_once_and_not_again_within_the
     let again = call(&client, "llama", Duration::from_secs(5), &Seen::default())
         .await
         .expect("llama still loaded");
-    assert_eq!(again.node_id, "node-b");
+    assert_eq!(again.meta.node_id, "node-b");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

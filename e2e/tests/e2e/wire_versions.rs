@@ -5,19 +5,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common::{Fleet, TOKEN, service};
-use client::{CallOptions, Client, ClientConfig};
+use client::{Client, ClientConfig};
 use protocol::{Codec, Message, WireVersion};
 use transport::{EndpointConfig, FramedRecv};
 
 async fn echo_calls(client: &Client, n: usize) {
     for i in 0..n {
         let payload = format!("call {i}");
-        let r = client
-            .call("echo", payload.clone(), CallOptions::default())
-            .await
-            .unwrap();
+        let r = client.call("echo", payload.clone()).await.unwrap();
         assert_eq!(&r.data[..], payload.as_bytes());
-        assert_eq!(r.node_id, "old-agent");
+        assert_eq!(r.meta.node_id, "old-agent");
     }
 }
 

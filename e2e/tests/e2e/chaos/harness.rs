@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use client::{CallOptions, Client, ClientConfig, ClientError};
+use client::{Client, ClientConfig, ClientError};
 
 use switchyard_testkit::unassigned_port;
 
@@ -109,9 +109,12 @@ pub async fn timed_call(
     t0: Instant,
 ) -> Record {
     let start = Instant::now();
-    let call = client.call(service, payload, CallOptions::default().timeout(timeout));
+    let call = client.call(service, payload).timeout(timeout);
     let (outcome, attempts) = match tokio::time::timeout(timeout + GRACE, call).await {
-        Ok(Ok(result)) => (Outcome::Ok(result.node_id), result.timings.attempts),
+        Ok(Ok(result)) => (
+            Outcome::Ok(result.meta.node_id),
+            result.meta.timings.attempts,
+        ),
         Ok(Err(e)) => (classify(&e), 0),
         Err(_) => (Outcome::Hung, 0),
     };

@@ -55,13 +55,9 @@ async fn hot_swap_a_policy_100_times_under_load() {
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         let start = Instant::now();
-                        let call = client.call(
-                            "echo",
-                            "ping",
-                            client::CallOptions::default().timeout(Duration::from_secs(10)),
-                        );
+                        let call = client.call("echo", "ping").timeout(Duration::from_secs(10));
                         let (outcome, policy) = match tokio::time::timeout(Duration::from_secs(20), call).await {
-                            Ok(Ok(r)) => (super::Outcome::Ok(r.node_id), r.policy),
+                            Ok(Ok(r)) => (super::Outcome::Ok(r.meta.node_id), r.meta.policy),
                             Ok(Err(e)) => (super::classify(&e), String::new()),
                             Err(_) => (super::Outcome::Hung, String::new()),
                         };

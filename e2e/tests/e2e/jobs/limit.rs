@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use client::CallOptions;
 use reqwest::Method;
 use serde_json::json;
 
@@ -70,7 +69,8 @@ async fn the_job_limit_per_node_is_set_at_run_time_and_kept(db: Db) {
     }
     let client = fleet.client().await;
     let plain = client
-        .call("sh", "echo plain", CallOptions::default().realtime(true))
+        .call("sh", "echo plain")
+        .realtime(true)
         .await
         .expect("a plain call runs beside the jobs");
     assert_eq!(&plain.data[..], b"plain\n");
