@@ -18,70 +18,24 @@ use protocol::CallHead;
 use crate::{Action, CallId, Core, Event, NodeKey, PickError};
 
 /// What a policy sees of one node for one call: numbers only, one
-/// candidate per node with the service loaded and a free slot.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Candidate {
-    /// The node's key.
-    pub node: NodeKey,
-    /// Calls of the service in flight there.
-    pub in_flight: u32,
-    /// Its `max_concurrent` for the service.
-    pub max_concurrent: u32,
-    /// Calls of every service in flight there.
-    pub node_in_flight: u32,
-    /// The service's latency EWMA there, ms (0 with no samples).
-    pub latency_ms: f32,
-    /// Samples behind `latency_ms`.
-    pub latency_samples: u32,
-    /// The node's price, per hour.
-    pub cost_per_hour: f32,
-    /// CPU use, % of all cores (0 before the first stats report).
-    pub cpu_pct: f32,
-    /// Memory used, MiB.
-    pub mem_used_mib: u64,
-    /// Memory in all, MiB.
-    pub mem_total_mib: u64,
-    /// GPUs.
-    pub gpu_count: u32,
-    /// Mean GPU utilisation, %.
-    pub gpu_util_pct: f32,
-    /// Free memory of the GPU with the most free, MiB.
-    pub gpu_mem_free_mib: u64,
-    /// GPU memory in all, MiB.
-    pub gpu_mem_total_mib: u64,
-    /// The model server's own load for the service there, from the agent's
-    /// scrape of its Prometheus endpoint; `None` when the agent reports
-    /// none for it (no `metrics_url`, or the latest scrape failed).
-    pub model_load: Option<ModelLoad>,
-}
+/// candidate per node with the service loaded and a free slot (the row of
+/// the WIT `candidates` columns, with the node's model-server load; defined
+/// beside the WIT in `switchyard-policy-types`).
+pub use switchyard_policy_types::{Candidate, ModelLoad};
 
-/// A model server's load for one service on one node, as its agent last
-/// scraped it (vLLM's or SGLang's gauges).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct ModelLoad {
-    /// Requests waiting in the server's queue (vLLM
-    /// `vllm:num_requests_waiting`).
-    pub waiting: u32,
-    /// Requests running in the server (vLLM `vllm:num_requests_running`).
-    pub running: u32,
-    /// KV-cache use, 0..=100 % (vLLM's 0..1 `gpu_cache_usage_perc` × 100).
-    pub kv_cache_pct: f32,
-}
-
-impl From<&protocol::ServiceLoad> for ModelLoad {
-    /// The load of a stats report's entry, its KV-cache use clamped to
-    /// 0..=100 % (0 when not a number).
-    fn from(load: &protocol::ServiceLoad) -> Self {
-        let kv = load.kv_cache_pct;
-        Self {
-            waiting: load.waiting,
-            running: load.running,
-            kv_cache_pct: if kv.is_finite() {
-                kv.clamp(0.0, 100.0)
-            } else {
-                0.0
-            },
-        }
+/// The load of a stats report's entry for one service, its KV-cache use
+/// clamped to 0..=100 % (0 when not a number).
+#[must_use]
+pub fn model_load(load: &protocol::ServiceLoad) -> ModelLoad {
+    let kv = load.kv_cache_pct;
+    ModelLoad {
+        waiting: load.waiting,
+        running: load.running,
+        kv_cache_pct: if kv.is_finite() {
+            kv.clamp(0.0, 100.0)
+        } else {
+            0.0
+        },
     }
 }
 
@@ -103,16 +57,36 @@ pub struct PickRequest {
 /// still free; a ranking may name fewer nodes than it was offered, and the
 /// core then tries the rest of the offered nodes after them, in the order
 /// they were offered starting after the first choice.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// It also carries the policy's explanation, for the shell to record ("why
+/// this node"); the core ignores it.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ranking {
     /// Node keys, best first.
     pub nodes: Vec<NodeKey>,
+    /// The policy's score of each offered candidate, in the order of
+    /// [`PickRequest::candidates`] (higher is better, in the policy's own
+    /// unit); empty when it gave none.
+    pub scores: Vec<f32>,
+    /// Why, in a few words, as the policy said it; empty when it gave no
+    /// reason.
+    pub reason: String,
 }
 
 impl Ranking {
+    /// A ranking of `nodes`, best first, without scores or reason.
+    #[must_use]
+    pub fn new(nodes: Vec<NodeKey>) -> Self {
+        Self {
+            nodes,
+            ..Self::default()
+        }
+    }
+
     /// A ranking of one node.
+    #[must_use]
     pub fn one(node: NodeKey) -> Self {
-        Self { nodes: vec![node] }
+        Self::new(vec![node])
     }
 }
 
@@ -138,11 +112,11 @@ impl Balance for RoundRobin {
         let n = request.candidates.len().max(1);
         let first = self.next % n;
         self.next = self.next.wrapping_add(1);
-        Ok(Ranking {
-            nodes: (0..request.candidates.len())
+        Ok(Ranking::new(
+            (0..request.candidates.len())
                 .map(|i| request.candidates[(first + i) % n].node)
                 .collect(),
-        })
+        ))
     }
 }
 

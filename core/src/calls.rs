@@ -96,7 +96,7 @@ impl Core {
             .filter(|n| {
                 n.has_free_slot(service) && !c.exclude.contains(&n.key) && self.job_room(c, n)
             })
-            .map(|n| Candidate::of(n, service))
+            .map(|n| candidate_of(n, service))
             .collect()
     }
 
@@ -408,14 +408,7 @@ impl Core {
             offered: Vec::new(),
         };
         if self
-            .take(
-                call,
-                &Ranking {
-                    nodes: rest.clone(),
-                },
-                &rest,
-                Via::Pick,
-            )
+            .take(call, &Ranking::new(rest.clone()), &rest, Via::Pick)
             .is_none()
         {
             self.admit(call, now);
@@ -488,38 +481,36 @@ impl Core {
     }
 }
 
-impl Candidate {
-    /// What a policy sees of `node` for `service`.
-    pub fn of(node: &crate::Node, service: &str) -> Self {
-        let s = node.services.get(service);
-        let mut c = Candidate {
-            node: node.key,
-            in_flight: s.map_or(0, |s| s.in_flight),
-            max_concurrent: s.map_or(0, |s| s.max_concurrent),
-            node_in_flight: node.in_flight_total(),
-            latency_ms: s.map_or(0.0, |s| s.latency.value_ms),
-            latency_samples: s.map_or(0, |s| s.latency.samples),
-            cost_per_hour: node.spec.cost_per_hour,
-            model_load: s.and_then(|s| s.model_load),
-            ..Candidate::default()
-        };
-        if let Some(stats) = &node.stats {
-            c.cpu_pct = stats.cpu_pct;
-            c.mem_used_mib = stats.mem_used_mib;
-            c.mem_total_mib = stats.mem_total_mib;
-            c.gpu_count = u32::try_from(stats.gpus.len()).unwrap_or(u32::MAX);
-            if !stats.gpus.is_empty() {
-                c.gpu_util_pct =
-                    stats.gpus.iter().map(|g| g.util_pct).sum::<f32>() / stats.gpus.len() as f32;
-            }
-            c.gpu_mem_free_mib = stats
-                .gpus
-                .iter()
-                .map(|g| g.mem_total_mib.saturating_sub(g.mem_used_mib))
-                .max()
-                .unwrap_or(0);
-            c.gpu_mem_total_mib = stats.gpus.iter().map(|g| g.mem_total_mib).sum();
+/// What a policy sees of `node` for `service`.
+fn candidate_of(node: &crate::Node, service: &str) -> Candidate {
+    let s = node.services.get(service);
+    let mut c = Candidate {
+        node: node.key,
+        in_flight: s.map_or(0, |s| s.in_flight),
+        max_concurrent: s.map_or(0, |s| s.max_concurrent),
+        node_in_flight: node.in_flight_total(),
+        latency_ms: s.map_or(0.0, |s| s.latency.value_ms),
+        latency_samples: s.map_or(0, |s| s.latency.samples),
+        cost_per_hour: node.spec.cost_per_hour,
+        model_load: s.and_then(|s| s.model_load),
+        ..Candidate::default()
+    };
+    if let Some(stats) = &node.stats {
+        c.cpu_pct = stats.cpu_pct;
+        c.mem_used_mib = stats.mem_used_mib;
+        c.mem_total_mib = stats.mem_total_mib;
+        c.gpu_count = u32::try_from(stats.gpus.len()).unwrap_or(u32::MAX);
+        if !stats.gpus.is_empty() {
+            c.gpu_util_pct =
+                stats.gpus.iter().map(|g| g.util_pct).sum::<f32>() / stats.gpus.len() as f32;
         }
-        c
+        c.gpu_mem_free_mib = stats
+            .gpus
+            .iter()
+            .map(|g| g.mem_total_mib.saturating_sub(g.mem_used_mib))
+            .max()
+            .unwrap_or(0);
+        c.gpu_mem_total_mib = stats.gpus.iter().map(|g| g.mem_total_mib).sum();
     }
+    c
 }

@@ -18,8 +18,9 @@ pub mod slots;
 pub use slots::{NodeSlots, PendingSwap, SlotState};
 
 /// The number a node is known by to policies and in events: stable for a
-/// node id for the life of the gateway (the shell assigns it).
-pub type NodeKey = u32;
+/// node id for the life of the gateway (the shell assigns it). The WIT's
+/// `node-key`, defined beside it in `switchyard-policy-types`.
+pub use switchyard_policy_types::NodeKey;
 
 /// Weight of the newest sample in the latency EWMA.
 pub const LATENCY_EWMA_WEIGHT: f32 = 0.3;
@@ -284,7 +285,7 @@ impl Node {
             state.model_load = loads
                 .iter()
                 .find(|l| &l.service == name)
-                .map(ModelLoad::from);
+                .map(crate::balance::model_load);
         }
     }
 

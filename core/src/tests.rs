@@ -337,9 +337,7 @@ fn after_its_ranking_a_call_tries_the_offered_nodes_from_the_first_choice_on() {
     let actions = h.core.handle(
         Event::Picked {
             call,
-            ranking: Ok(Ranking {
-                nodes: vec![4, 2, 4],
-            }),
+            ranking: Ok(Ranking::new(vec![4, 2, 4])),
         },
         h.now,
     );
@@ -374,7 +372,7 @@ fn a_ranking_never_reaches_a_node_it_was_not_offered() {
     let actions = h.core.handle(
         Event::Picked {
             call: 7,
-            ranking: Ok(Ranking { nodes: vec![2, 99] }),
+            ranking: Ok(Ranking::new(vec![2, 99])),
         },
         h.now,
     );

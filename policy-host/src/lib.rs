@@ -17,6 +17,7 @@
 //! the compiled component, so the policy keeps answering (with fresh state).
 //! [`NativeRoundRobin`] is the built-in fallback for when a policy fails.
 
+mod balance;
 mod candidates;
 mod driver;
 mod engine;
@@ -28,6 +29,7 @@ mod native;
 mod policy;
 mod scoring;
 
+pub use balance::{PickFailure, PolicyBalance};
 pub use engine::{EngineConfig, PolicyEngine, load_dir};
 pub use error::{PolicyError, TrapReason};
 pub use native::NativeRoundRobin;
@@ -100,33 +102,20 @@ pub mod types {
     pub use crate::scoring_bindings::exports::switchyard::policy::scorer::Verdict;
 
     /// One candidate as a plain row: the i-th element of every column of
-    /// [`Candidates`] (same field names, units and meaning; see there).
+    /// [`Candidates`] (same field names, units and meaning), plus its
+    /// model-server load, which reaches a guest through [`Context`]. The
+    /// core's `switchyard_core::Candidate` is this same type.
     ///
     /// The WIT passes candidates in column layout because lowering columns
     /// into the guest is a memcpy per column; build [`Candidates`] directly
     /// where it is hot, or collect rows with `FromIterator`/[`Candidates::push`].
-    #[derive(Debug, Clone, Copy, Default, PartialEq)]
-    #[allow(missing_docs)]
-    pub struct CandidateRow {
-        pub node: NodeKey,
-        pub in_flight: u32,
-        pub max_concurrent: u32,
-        pub node_in_flight: u32,
-        pub cpu_pct: f32,
-        pub mem_used_mib: u64,
-        pub mem_total_mib: u64,
-        pub gpu_count: u32,
-        pub gpu_util_pct: f32,
-        pub gpu_mem_free_mib: u64,
-        pub gpu_mem_total_mib: u64,
-        pub latency_ms: f32,
-        pub latency_samples: u32,
-        pub cost_per_hour: f32,
-    }
-
+    pub use switchyard_policy_types::Candidate;
+    /// A model server's load for one service on one node: a candidate's
+    /// entry in the load columns of [`Context`].
+    pub use switchyard_policy_types::ModelLoad;
     /// The gateway's handle for a node: stable for a node id while the
     /// gateway runs, never reused for another node id.
-    pub type NodeKey = u32;
+    pub use switchyard_policy_types::NodeKey;
 }
 
 /// Where a policy's `host.node-info` import gets its answers: the gateway's

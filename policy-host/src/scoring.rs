@@ -1,7 +1,7 @@
 //! The `scorer` interface's records (contract 1.1.0): building and checking
 //! a [`Context`], and checking and sanitising a guest's [`Scored`] answer.
 
-use crate::types::{Context, Scored};
+use crate::types::{Context, ModelLoad, Scored};
 
 /// Most prefix hashes a [`Context`] may carry (`scorer.context.prefix-hashes`
 /// promises the guest at most 256).
@@ -28,16 +28,16 @@ impl Context {
 
     /// The context of one call: its chained prefix hashes (first block
     /// first; only the first [`MAX_PREFIX_HASHES`] are kept) and, per
-    /// candidate in the order of the candidates, its model server's load as
-    /// `(waiting, running, kv_cache_pct)` (requests, requests, 0..=100 %),
-    /// or `None` when its node reports none.
+    /// candidate in the order of the candidates, its model server's load
+    /// (a [`Candidate`](crate::types::Candidate)'s `model_load`), or `None`
+    /// when its node reports none.
     ///
     /// Cheap when nothing is known: while every load is `None` the load
     /// columns stay empty (length 0, which the contract allows), so a pick
     /// on nodes without model-server metrics allocates only the prefix. A
     /// `kv_cache_pct` outside 0..=100 is clamped, a NaN becomes 0.
     #[must_use]
-    pub fn new(prefix: &[u64], load: impl IntoIterator<Item = Option<(u32, u32, f32)>>) -> Self {
+    pub fn new(prefix: &[u64], load: impl IntoIterator<Item = Option<ModelLoad>>) -> Self {
         let mut ctx = Self {
             prefix_hashes: prefix[..prefix.len().min(MAX_PREFIX_HASHES)].to_vec(),
             ..Self::empty()
@@ -65,14 +65,18 @@ impl Context {
 
     /// Appends one candidate to every load column (reserving `hint` rows on
     /// the first).
-    fn push(&mut self, load: Option<(u32, u32, f32)>, hint: usize) {
+    fn push(&mut self, load: Option<ModelLoad>, hint: usize) {
         if self.load_known.capacity() == 0 {
             self.load_known.reserve(hint);
             self.waiting.reserve(hint);
             self.running.reserve(hint);
             self.kv_cache_pct.reserve(hint);
         }
-        let (waiting, running, kv) = load.unwrap_or_default();
+        let ModelLoad {
+            waiting,
+            running,
+            kv_cache_pct: kv,
+        } = load.unwrap_or_default();
         let kv = if kv.is_nan() {
             0.0
         } else {
@@ -84,18 +88,18 @@ impl Context {
         self.kv_cache_pct.push(kv);
     }
 
-    /// Candidate `i`'s load as `(waiting, running, kv_cache_pct)`, or `None`
-    /// when it is unknown (or the load columns are empty).
+    /// Candidate `i`'s load, or `None` when it is unknown (or the load
+    /// columns are empty).
     #[must_use]
-    pub fn load(&self, i: usize) -> Option<(u32, u32, f32)> {
+    pub fn load(&self, i: usize) -> Option<ModelLoad> {
         if !*self.load_known.get(i)? {
             return None;
         }
-        Some((
-            *self.waiting.get(i)?,
-            *self.running.get(i)?,
-            *self.kv_cache_pct.get(i)?,
-        ))
+        Some(ModelLoad {
+            waiting: *self.waiting.get(i)?,
+            running: *self.running.get(i)?,
+            kv_cache_pct: *self.kv_cache_pct.get(i)?,
+        })
     }
 
     /// Checks what the contract promises the guest for `n` candidates: at
@@ -210,7 +214,15 @@ fn clean_reason(mut reason: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::{BadScored, MAX_REASON_BYTES, clean_reason, sanitise};
-    use crate::types::{Context, Scored};
+    use crate::types::{Context, ModelLoad, Scored};
+
+    fn load(waiting: u32, running: u32, kv_cache_pct: f32) -> Option<ModelLoad> {
+        Some(ModelLoad {
+            waiting,
+            running,
+            kv_cache_pct,
+        })
+    }
 
     #[test]
     fn an_unknown_load_leaves_the_columns_empty() {
@@ -224,12 +236,12 @@ mod tests {
 
     #[test]
     fn a_known_load_fills_every_column() {
-        let ctx = Context::new(&[], [None, Some((2, 3, 40.0)), None, Some((0, 1, 250.0))]);
+        let ctx = Context::new(&[], [None, load(2, 3, 40.0), None, load(0, 1, 250.0)]);
         assert_eq!(ctx.load_known, [false, true, false, true]);
         assert_eq!(ctx.waiting, [0, 2, 0, 0]);
         assert_eq!(ctx.running, [0, 3, 0, 1]);
         assert_eq!(ctx.kv_cache_pct, [0.0, 40.0, 0.0, 100.0]);
-        assert_eq!(ctx.load(1), Some((2, 3, 40.0)));
+        assert_eq!(ctx.load(1), load(2, 3, 40.0));
         assert_eq!(ctx.load(2), None);
         assert_eq!(ctx.check(4), Ok(()));
         assert!(ctx.check(3).is_err_and(|e| e.contains("load-known")));

@@ -332,9 +332,11 @@ impl Sim {
                 self.record(&rec, Outcome::Unfinished);
             }
         }
-        let mut report = self.recorder.report(&self.scenario, self.balance.name());
+        let mut report = self
+            .recorder
+            .report(&self.scenario, self.balance.policy().name());
         report.swaps = self.swaps;
-        report.policy_failures = self.balance.failures;
+        report.policy_failures = self.balance.failures();
         report.events = self.events;
         report.wall_s = started.elapsed().as_secs_f64();
         report
@@ -561,7 +563,8 @@ impl Sim {
         let node_ms = ms_between(dispatched, self.now) as f32;
         let now = self.instant();
         let service = self.services[rec.service].name.clone();
-        self.balance.observe(&service, key(node), node_ms, ok, now);
+        // A failed observe is counted in `failures()`; the run goes on.
+        let _ = self.balance.observe(&service, key(node), node_ms, ok, now);
         let end = if ok { CallEnd::Ok } else { CallEnd::Failed };
         self.core(Event::CallFinished { call, node_ms, end });
     }

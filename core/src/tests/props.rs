@@ -325,7 +325,7 @@ impl Run {
                     0 => {
                         let n = nodes.len() as u64;
                         nodes.rotate_left((seed % n) as usize);
-                        Ok(Ranking { nodes })
+                        Ok(Ranking::new(nodes))
                     }
                     1 => Ok(Ranking::one(99)),
                     2 => Err(PickError::Refused(protocol::CallError {
@@ -420,7 +420,7 @@ impl Run {
                 let nodes = request.candidates.iter().map(|c| c.node).collect();
                 self.send(Event::Picked {
                     call: request.call,
-                    ranking: Ok(Ranking { nodes }),
+                    ranking: Ok(Ranking::new(nodes)),
                 });
             } else if let Some(&call) = self.model.running.keys().next() {
                 self.model.running.remove(&call);

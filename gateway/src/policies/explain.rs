@@ -2,24 +2,23 @@
 //! candidates it was offered, kept with the call until it is dispatched
 //! (then [`super::decisions`] records it).
 
-use switchyard_core::PickRequest;
+use switchyard_core::{NodeKey, PickRequest, Ranking};
 
 use super::decisions::{Explanation, Ranked};
 
-/// The explanation of a pick by `policy` over `request`'s candidates:
-/// `order` (candidate indices, best first; already checked by the host),
-/// `scores` (one per candidate, or empty) and `reason`. With scores the top
-/// `top` candidates by score, best first; without, the ranking's first
-/// `top`.
+/// The explanation of a pick by `policy` over `request`'s candidates, from
+/// its `ranking`: the nodes best first, the scores (one per candidate, in
+/// the order of the candidates, or none) and the reason. With scores the
+/// top `top` candidates by score, the chosen one first; without, the
+/// ranking's first `top`.
 pub(crate) fn explain(
     policy: &str,
-    reason: String,
-    order: &[u32],
-    scores: &[f32],
+    ranking: &Ranking,
     request: &PickRequest,
     top: usize,
 ) -> Explanation {
     let candidates = &request.candidates;
+    let index_of = |node: NodeKey| candidates.iter().position(|c| c.node == node);
     let ranked = |i: usize, score: Option<f32>| {
         candidates.get(i).map(|c| Ranked {
             node: c.node,
@@ -28,11 +27,12 @@ pub(crate) fn explain(
             max_concurrent: c.max_concurrent,
         })
     };
+    let scores = &ranking.scores;
     let top = if scores.len() == candidates.len() && !scores.is_empty() {
         let mut by_score: Vec<usize> = (0..scores.len()).collect();
         // The chosen first, then the rest by score (NaN never reaches here:
         // the host turns it into 0).
-        let first = order.first().map(|&i| i as usize);
+        let first = ranking.nodes.first().and_then(|&node| index_of(node));
         by_score.sort_by(|&a, &b| {
             (Some(b) == first)
                 .cmp(&(Some(a) == first))
@@ -45,15 +45,16 @@ pub(crate) fn explain(
             .filter_map(|i| ranked(i, Some(scores[i])))
             .collect()
     } else {
-        order
+        ranking
+            .nodes
             .iter()
             .take(top)
-            .filter_map(|&i| ranked(i as usize, None))
+            .filter_map(|&node| ranked(index_of(node)?, None))
             .collect()
     };
     Explanation {
         policy: policy.to_string(),
-        reason,
+        reason: ranking.reason.clone(),
         top,
         offered: candidates.len(),
         prefix_blocks: request.prefix.len(),
@@ -96,9 +97,18 @@ mod tests {
         }
     }
 
+    fn ranking(nodes: &[NodeKey], scores: &[f32], reason: &str) -> Ranking {
+        Ranking {
+            nodes: nodes.to_vec(),
+            scores: scores.to_vec(),
+            reason: reason.to_owned(),
+        }
+    }
+
     #[test]
     fn scores_put_the_chosen_first_then_the_best() {
-        let e = explain("p", "r".into(), &[2, 0], &[0.5, 0.9, 0.7], &request(3), 2);
+        let r = ranking(&[12, 10], &[0.5, 0.9, 0.7], "r");
+        let e = explain("p", &r, &request(3), 2);
         let nodes: Vec<u32> = e.top.iter().map(|r| r.node).collect();
         assert_eq!(
             nodes,
@@ -108,15 +118,16 @@ mod tests {
         assert_eq!(e.top[0].score, Some(0.7));
         assert_eq!(e.offered, 3);
         assert_eq!(e.prefix_blocks, 3);
+        assert_eq!(e.reason, "r");
     }
 
     #[test]
     fn without_scores_the_ranking_order() {
-        let e = explain("p", String::new(), &[1, 2], &[], &request(3), 8);
+        let e = explain("p", &ranking(&[11, 12], &[], ""), &request(3), 8);
         let nodes: Vec<(u32, Option<f32>)> = e.top.iter().map(|r| (r.node, r.score)).collect();
         assert_eq!(nodes, vec![(11, None), (12, None)]);
         // Scores of the wrong length count as none.
-        let e = explain("p", String::new(), &[0], &[1.0], &request(3), 8);
+        let e = explain("p", &ranking(&[10], &[1.0], ""), &request(3), 8);
         assert_eq!(e.top[0].score, None);
     }
 }

@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
-use policy_host::types::{Candidates, Context, Outcome, Request, Verdict};
-use policy_host::{NativeRoundRobin, NodeDirectory, Policy, PolicyEngine, PolicyError, TrapReason};
+use policy_host::types::Outcome;
+use policy_host::{
+    NativeRoundRobin, NodeDirectory, PickFailure, Policy, PolicyBalance, PolicyEngine, PolicyError,
+    TrapReason,
+};
 use protocol::{
     CallError, CallHead, ErrorKind, PolicyTable, PolicyView, RejectedFile, ServicePolicy,
 };
@@ -343,9 +346,12 @@ impl Policies {
     }
 
     /// Runs the service's policy (or the call's `policy` hint) over the
-    /// core's candidates, asking its `rank` export when it has one, else its
-    /// `pick`: the ranking for the core, and which policy version made it (it
-    /// observes the call's outcome).
+    /// core's candidates through [`PolicyBalance`] (its `score`, else its
+    /// `rank` or `pick`): the ranking for the core, with the policy's scores
+    /// and reason, and which policy version made it (it observes the call's
+    /// outcome) with the explanation built from that ranking. Times the pick
+    /// (`policy_pick_duration_seconds`) and counts a failed one by reason
+    /// (`policy_traps_total`).
     ///
     /// # Errors
     /// [`PickError::Refused`] for an unknown `policy` hint (`bad request`)
@@ -368,7 +374,7 @@ impl Policies {
                     BUILTIN_ROUND_ROBIN,
                     "no policy loaded: round robin, next in turn".into(),
                 ));
-                return (Ok(Ranking { nodes }), picked);
+                return (Ok(Ranking::new(nodes)), picked);
             }
             Err(refused) => return (Err(PickError::Refused(refused)), self.builtin_pick()),
         };
@@ -377,52 +383,29 @@ impl Policies {
             policy: Some(policy.clone()),
             explanation: None,
         };
-        let pick_request = Request {
-            service: head.service.clone(),
-            payload_bytes: head.payload_len,
-            hints: head.hints.clone(),
-            now_ms: self.now_ms(),
-            random: self.rng.lock().map(|mut r| r.random()).unwrap_or_default(),
-        };
-        let columns = Candidates::from(request.candidates.as_slice());
-        let context = Context::new(
-            &request.prefix,
-            request
-                .candidates
-                .iter()
-                .map(|c| c.model_load.map(|l| (l.waiting, l.running, l.kv_cache_pct))),
-        );
+        let random = || self.rng.lock().map(|mut r| r.random()).unwrap_or_default();
+        let mut balance = PolicyBalance::new(&*policy, self.start, random);
         let started = Instant::now();
-        let decision = policy.score(&pick_request, &columns, &context);
+        let ranked = balance.rank(request, started);
         metrics::histogram!("policy_pick_duration_seconds", "policy" => policy.name().to_string())
             .record(started.elapsed().as_secs_f64());
-        let ranking = match decision {
-            // Indices are checked by the host; they name candidates.
-            Ok(Verdict::Scored(scored)) => {
-                let nodes = scored
-                    .order
-                    .iter()
-                    .filter_map(|&i| request.candidates.get(i as usize).map(|c| c.node))
-                    .collect();
+        let ranking = match ranked {
+            Ok(ranking) => {
                 picked.explanation = Some(explain::explain(
                     policy.name(),
-                    scored.reason,
-                    &scored.order,
-                    &scored.scores,
+                    &ranking,
                     request,
                     self.explain_top,
                 ));
-                Ok(Ranking { nodes })
+                Ok(ranking)
             }
-            Ok(Verdict::Reject(reason)) => Err(PickError::Refused(CallError {
-                kind: ErrorKind::Rejected,
-                message: format!("policy {} rejected the call: {reason}", policy.name()),
-            })),
-            Err(error) => {
-                if !matches!(error, PolicyError::Rebuilding { .. }) {
-                    count_trap(&policy, &error);
+            Err(failure) => {
+                if let PickFailure::Failed(error) = &failure
+                    && !matches!(error, PolicyError::Rebuilding { .. })
+                {
+                    count_trap(&policy, error);
                 }
-                Err(PickError::Failed(error.to_string()))
+                Err(failure.into())
             }
         };
         (ranking, picked)
@@ -614,11 +597,26 @@ mod tests {
         load(&p, "dist", "least-request");
         let (ranking, picked) = p.pick(&request(&[("policy", "least-request")], &[5, 0, 2]));
         // Two random draws: never the busiest first; then the rest by load.
-        let nodes = ranking.unwrap().nodes;
+        let ranking = ranking.unwrap();
+        let nodes = &ranking.nodes;
         assert_eq!(nodes.len(), 3, "least-request ranks every candidate");
         assert_ne!(nodes[0], 10, "the busiest never wins a draw");
         assert_eq!(nodes[2], 10, "the busiest is ranked last");
         assert_eq!(picked.policy_name, "least-request");
+        // The explanation comes from the ranking: its reason, and the
+        // chosen node first with its score (-in_flight / max_concurrent).
+        assert_eq!(ranking.scores.len(), 3);
+        let explained = picked.explanation.expect("explained");
+        assert_eq!(explained.reason, ranking.reason);
+        assert!(
+            explained.reason.starts_with("least loaded of two drawn"),
+            "{}",
+            explained.reason
+        );
+        assert_eq!(explained.top[0].node, nodes[0]);
+        let chosen = usize::try_from(nodes[0] - 10).unwrap();
+        assert_eq!(explained.top[0].score, Some(ranking.scores[chosen]));
+        assert_eq!(explained.offered, 3);
     }
 
     #[test]

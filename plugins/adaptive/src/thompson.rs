@@ -3,7 +3,7 @@
 
 use policy_sdk::{
     Candidate, Context, Hints, NodeFacts, NodeKey, NodeStates, Outcome, Policy, Request, Scored,
-    failure_penalty_ms, fmt_num, index_u32, order_after, to_score,
+    failure_penalty_ms, fmt_num, order_after, to_score,
 };
 
 use crate::{Arm, DISCOUNT};
@@ -91,37 +91,65 @@ impl Adaptive {
         self.arms.get(service, node, now_ms)
     }
 
-    /// Routes to an arm with no data (at random among them) if any, else to
-    /// the lowest posterior draw of the objective.
-    ///
-    /// # Errors
-    /// A malformed `optimize` hint, or `no candidates`.
-    pub fn pick(
-        &mut self,
+    /// The one code path of every answer: an arm with no data at random if
+    /// any, else the lowest posterior draw (each draw, objective included,
+    /// passed to `drew` on the way); the choice and how it was made.
+    fn choose(
+        &self,
         req: &Request,
         candidates: &[Candidate],
-        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<u32, String> {
-        index_u32(self.choose(req, candidates, |_, _| {})?.0)
+        mut drew: impl FnMut(usize, f64),
+    ) -> Result<(usize, How), String> {
+        let objective = Objective::from_hints(req.hints())?;
+        let mut rng = req.rng();
+        let (service, now) = (req.service.as_str(), req.now_ms);
+        let untried = |c: &&Candidate| self.arm(service, c.node, now).is_none();
+        let fresh = candidates.iter().filter(untried).count();
+        if fresh > 0 {
+            let nth = rng.below(fresh);
+            let index = candidates
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| untried(c))
+                .nth(nth)
+                .map(|(i, _)| i)
+                .ok_or("no candidates")?;
+            return Ok((index, How::Explore(fresh)));
+        }
+        let mut best: Option<(usize, f64)> = None;
+        for (i, c) in candidates.iter().enumerate() {
+            let Some(arm) = self.arm(service, c.node, now) else {
+                continue;
+            };
+            let draw = arm.sample(&mut rng) + objective.log_factor(c);
+            drew(i, draw);
+            if best.is_none_or(|(_, b)| draw < b) {
+                best = Some((i, draw));
+            }
+        }
+        let (index, _) = best.ok_or("no candidates")?;
+        Ok((index, How::Exploit))
     }
+}
 
-    /// Ranks [`Adaptive::pick`]'s choice first, then the others by
-    /// [`Adaptive::score`]'s scores (highest first, ties by index).
-    ///
-    /// # Errors
-    /// As [`Adaptive::pick`].
-    pub fn rank(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Vec<u32>, String> {
-        Ok(self
-            .score(req, candidates, &Context::default(), facts)?
-            .order)
-    }
+/// A log-latency as ms for a reason: rounded to 0.1 ms from 1 ms up, else
+/// to 6 significant digits.
+fn ms(log_ms: f64) -> String {
+    let x = log_ms.exp();
+    fmt_num(if x >= 1.0 {
+        (x * 10.0).round() / 10.0
+    } else {
+        x
+    })
+}
 
-    /// The ranking with each arm's value as its score, and the reason.
+impl Policy for Adaptive {
+    const NAME: &'static str = crate::NAME;
+
+    /// An arm with no data (at random among them) if any, else the lowest
+    /// posterior draw of the objective, first; then the others by their
+    /// score, highest first (ties by index); each arm's value as its score,
+    /// and the reason.
     ///
     /// The score is minus the objective in ms (times the throughput or cost
     /// factor): of the posterior draw the pick made when every arm has data
@@ -132,8 +160,8 @@ impl Adaptive {
     /// (optimize=cost): ...`.
     ///
     /// # Errors
-    /// As [`Adaptive::pick`].
-    pub fn score(
+    /// A malformed `optimize` hint, or `no candidates`.
+    fn score(
         &mut self,
         req: &Request,
         candidates: &[Candidate],
@@ -185,49 +213,9 @@ impl Adaptive {
         })
     }
 
-    /// The one code path of every answer: an arm with no data at random if
-    /// any, else the lowest posterior draw (each draw, objective included,
-    /// passed to `drew` on the way); the choice and how it was made.
-    fn choose(
-        &self,
-        req: &Request,
-        candidates: &[Candidate],
-        mut drew: impl FnMut(usize, f64),
-    ) -> Result<(usize, How), String> {
-        let objective = Objective::from_hints(req.hints())?;
-        let mut rng = req.rng();
-        let (service, now) = (req.service.as_str(), req.now_ms);
-        let untried = |c: &&Candidate| self.arm(service, c.node, now).is_none();
-        let fresh = candidates.iter().filter(untried).count();
-        if fresh > 0 {
-            let nth = rng.below(fresh);
-            let index = candidates
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| untried(c))
-                .nth(nth)
-                .map(|(i, _)| i)
-                .ok_or("no candidates")?;
-            return Ok((index, How::Explore(fresh)));
-        }
-        let mut best: Option<(usize, f64)> = None;
-        for (i, c) in candidates.iter().enumerate() {
-            let Some(arm) = self.arm(service, c.node, now) else {
-                continue;
-            };
-            let draw = arm.sample(&mut rng) + objective.log_factor(c);
-            drew(i, draw);
-            if best.is_none_or(|(_, b)| draw < b) {
-                best = Some((i, draw));
-            }
-        }
-        let (index, _) = best.ok_or("no candidates")?;
-        Ok((index, How::Exploit))
-    }
-
     /// Discounts every arm of the service, then adds the call's log-latency
     /// (a failure as the failure penalty) to its node's arm.
-    pub fn observe(&mut self, outcome: &Outcome) {
+    fn observe(&mut self, outcome: &Outcome) {
         let (service, now) = (outcome.service.as_str(), outcome.now_ms);
         let latency = f64::from(outcome.latency_ms).max(0.0);
         let sample_ms = if outcome.ok {
@@ -244,53 +232,6 @@ impl Adaptive {
         }
         self.arms
             .upsert(service, outcome.node, now, |a| a.add(x), || Arm::new(x));
-    }
-}
-
-/// A log-latency as ms for a reason: rounded to 0.1 ms from 1 ms up, else
-/// to 6 significant digits.
-fn ms(log_ms: f64) -> String {
-    let x = log_ms.exp();
-    fmt_num(if x >= 1.0 {
-        (x * 10.0).round() / 10.0
-    } else {
-        x
-    })
-}
-
-impl Policy for Adaptive {
-    const NAME: &'static str = crate::NAME;
-
-    fn pick(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<u32, String> {
-        Adaptive::pick(self, req, candidates, facts)
-    }
-
-    fn rank(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Vec<u32>, String> {
-        Adaptive::rank(self, req, candidates, facts)
-    }
-
-    fn score(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        ctx: &Context,
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Scored, String> {
-        Adaptive::score(self, req, candidates, ctx, facts)
-    }
-
-    fn observe(&mut self, outcome: &Outcome) {
-        Adaptive::observe(self, outcome);
     }
 }
 

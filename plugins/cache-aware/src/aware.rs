@@ -3,7 +3,7 @@
 use std::cmp::Reverse;
 
 use policy_sdk::{
-    Candidate, Context, NodeFacts, NodeKey, Outcome, Policy, PrefixTable, Request, Scored, fmt_num,
+    Candidate, Context, NodeFacts, NodeKey, Policy, PrefixTable, Request, Scored, fmt_num,
     index_u32,
 };
 
@@ -48,18 +48,39 @@ impl CacheAware {
     pub fn table(&self) -> &PrefixTable {
         &self.table
     }
+}
+
+fn reason(mode: Mode, blocks: usize, loads: &Loads, settings: Settings) -> String {
+    match mode {
+        Mode::Cache { best } => format!("prefix match {best}/{blocks} blocks"),
+        Mode::Imbalanced { max, min } => {
+            format!("imbalanced ({max} vs {min} {}): least loaded", loads.unit())
+        }
+        Mode::NoPrefix => "no prefix: least loaded".to_owned(),
+        Mode::LowMatch { best } => format!(
+            "prefix match {best}/{blocks} blocks, not above {}%: least loaded",
+            fmt_num(settings.cache_threshold * 100.0)
+        ),
+    }
+}
+
+impl Policy for CacheAware {
+    const NAME: &'static str = crate::NAME;
 
     /// Scores and ranks the candidates, then records the call's prefix for
-    /// the first of the ranking.
+    /// the first of the ranking. Loads are the candidates' model-server
+    /// `waiting + running` when every one reports its `model_load`, else
+    /// their calls in flight.
     ///
     /// # Errors
     /// `no candidates` for an empty list (the gateway never sends one); a
     /// malformed threshold hint (`bad hint ...`).
-    pub fn score(
+    fn score(
         &mut self,
         req: &Request,
         candidates: &[Candidate],
         ctx: &Context,
+        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<Scored, String> {
         if candidates.is_empty() {
             return Err("no candidates".to_owned());
@@ -70,7 +91,7 @@ impl CacheAware {
         self.table
             .seen(service, candidates.iter().map(|c| c.node), now);
         let hashes = ctx.prefix_hashes.as_slice();
-        let loads = Loads::new(candidates, ctx);
+        let loads = Loads::new(candidates);
         let matched: Vec<usize> = candidates
             .iter()
             .map(|c| self.table.matched(service, c.node, hashes, now))
@@ -118,65 +139,5 @@ impl CacheAware {
             scores,
             reason: reason(mode, hashes.len(), &loads, settings),
         })
-    }
-
-    /// Does nothing: the record is updated when a call is placed.
-    pub fn observe(&mut self, _outcome: &Outcome) {}
-}
-
-fn reason(mode: Mode, blocks: usize, loads: &Loads, settings: Settings) -> String {
-    match mode {
-        Mode::Cache { best } => format!("prefix match {best}/{blocks} blocks"),
-        Mode::Imbalanced { max, min } => {
-            format!("imbalanced ({max} vs {min} {}): least loaded", loads.unit())
-        }
-        Mode::NoPrefix => "no prefix: least loaded".to_owned(),
-        Mode::LowMatch { best } => format!(
-            "prefix match {best}/{blocks} blocks, not above {}%: least loaded",
-            fmt_num(settings.cache_threshold * 100.0)
-        ),
-    }
-}
-
-impl Policy for CacheAware {
-    const NAME: &'static str = crate::NAME;
-
-    /// The first of [`CacheAware::score`]'s ranking without a context (no
-    /// prefix: least loaded).
-    fn pick(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<u32, String> {
-        let scored = CacheAware::score(self, req, candidates, &Context::default())?;
-        scored
-            .order
-            .first()
-            .copied()
-            .ok_or_else(|| "no candidates".to_owned())
-    }
-
-    fn rank(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Vec<u32>, String> {
-        CacheAware::score(self, req, candidates, &Context::default()).map(|s| s.order)
-    }
-
-    fn score(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        ctx: &Context,
-        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Scored, String> {
-        CacheAware::score(self, req, candidates, ctx)
-    }
-
-    fn observe(&mut self, outcome: &Outcome) {
-        CacheAware::observe(self, outcome);
     }
 }

@@ -1,6 +1,6 @@
 //! The candidates' loads, from the model servers or the gateway.
 
-use policy_sdk::{Candidate, Context};
+use policy_sdk::Candidate;
 
 /// The load of each candidate in one unit: the model servers' requests
 /// `waiting + running` when every candidate's node reports them (mixing
@@ -15,12 +15,14 @@ pub struct Loads {
 }
 
 impl Loads {
-    /// The loads of `candidates` given `ctx`.
+    /// The loads of `candidates`, from their `model_load` when every one
+    /// has it.
     #[must_use]
-    pub fn new(candidates: &[Candidate], ctx: &Context) -> Self {
-        let known: Option<Vec<u64>> = (0..candidates.len())
-            .map(|i| {
-                ctx.load_of(i)
+    pub fn new(candidates: &[Candidate]) -> Self {
+        let known: Option<Vec<u64>> = candidates
+            .iter()
+            .map(|c| {
+                c.model_load
                     .map(|l| u64::from(l.waiting) + u64::from(l.running))
             })
             .collect();

@@ -34,7 +34,6 @@ fn chain(conv: u64, blocks: usize) -> Vec<u64> {
 fn ctx(hashes: Vec<u64>) -> Context {
     Context {
         prefix_hashes: hashes,
-        load: Vec::new(),
     }
 }
 
@@ -52,7 +51,7 @@ fn the_longest_match_wins_and_is_recorded() {
     let mut p = seeded(&[(1, chain(7, 4)), (2, chain(7, 10))]);
     let candidates = [node(0, 0), node(1, 0), node(2, 3)];
     let s = p
-        .score(&req(1, 0, &[]), &candidates, &ctx(chain(7, 12)))
+        .score(&req(1, 0, &[]), &candidates, &ctx(chain(7, 12)), &no_facts)
         .expect("scored");
     assert_eq!(s.order[0], 2, "{s:?}");
     assert_eq!(s.order, vec![2, 1, 0]);
@@ -69,7 +68,12 @@ fn equal_matches_go_to_the_less_loaded() {
     let candidates = [node(1, 5), node(2, 1), node(3, 0)];
     for random in 0..20 {
         let s = p
-            .score(&req(1, random, &[]), &candidates, &ctx(chain(7, 9)))
+            .score(
+                &req(1, random, &[]),
+                &candidates,
+                &ctx(chain(7, 9)),
+                &no_facts,
+            )
             .expect("scored");
         assert_eq!(s.order[..2], [1, 0], "{s:?}");
     }
@@ -80,7 +84,7 @@ fn imbalance_falls_back_to_the_least_loaded() {
     let candidates = [node(0, 40), node(1, 2), node(2, 9)];
     let mut p = seeded(&[(0, chain(1, 10))]);
     let s = p
-        .score(&req(1, 0, &[]), &candidates, &ctx(chain(1, 10)))
+        .score(&req(1, 0, &[]), &candidates, &ctx(chain(1, 10)), &no_facts)
         .expect("scored");
     assert_eq!(s.order, vec![1, 2, 0]);
     assert_eq!(s.scores, vec![-40.0, -2.0, -9.0]);
@@ -93,6 +97,7 @@ fn imbalance_falls_back_to_the_least_loaded() {
             &req(1, 0, &[("balance_abs_threshold", "64")]),
             &candidates,
             &ctx(chain(1, 10)),
+            &no_facts,
         )
         .expect("scored");
     assert_eq!(
@@ -106,14 +111,18 @@ fn imbalance_falls_back_to_the_least_loaded() {
         ("balance_rel_threshold", "100"),
     ];
     let s = p
-        .score(&req(1, 0, &hints), &candidates, &ctx(chain(1, 10)))
+        .score(
+            &req(1, 0, &hints),
+            &candidates,
+            &ctx(chain(1, 10)),
+            &no_facts,
+        )
         .expect("scored");
     assert_eq!(s.order[0], 0);
 }
 
 #[test]
 fn model_server_load_is_used_when_every_node_reports_it() {
-    let candidates = [node(0, 1), node(1, 1)];
     let load = |waiting, running| {
         Some(ModelLoad {
             waiting,
@@ -121,18 +130,26 @@ fn model_server_load_is_used_when_every_node_reports_it() {
             kv_cache_pct: 0.0,
         })
     };
+    let with_load = |c: Candidate, model_load| Candidate { model_load, ..c };
+    let mut candidates = [
+        with_load(node(0, 1), load(30, 20)),
+        with_load(node(1, 1), load(0, 3)),
+    ];
     let mut p = seeded(&[(0, chain(1, 10))]);
-    let mut c = ctx(chain(1, 10));
-    c.load = vec![load(30, 20), load(0, 3)];
-    let s = p.score(&req(1, 0, &[]), &candidates, &c).expect("scored");
+    let c = ctx(chain(1, 10));
+    let s = p
+        .score(&req(1, 0, &[]), &candidates, &c, &no_facts)
+        .expect("scored");
     assert_eq!(s.order[0], 1);
     assert_eq!(
         s.reason,
         "imbalanced (50 vs 3 waiting+running): least loaded"
     );
     // One node without metrics: the gateway's counts for all (balanced).
-    c.load = vec![load(30, 20), None];
-    let s = p.score(&req(2, 0, &[]), &candidates, &c).expect("scored");
+    candidates[1].model_load = None;
+    let s = p
+        .score(&req(2, 0, &[]), &candidates, &c, &no_facts)
+        .expect("scored");
     assert_eq!(
         (s.order[0], s.reason.as_str()),
         (0, "prefix match 10/10 blocks")
@@ -145,7 +162,12 @@ fn no_prefix_is_least_loaded_and_records_nothing() {
     let candidates = [node(0, 3), node(1, 1), node(2, 2)];
     for random in 0..10 {
         let s = p
-            .score(&req(1, random, &[]), &candidates, &Context::default())
+            .score(
+                &req(1, random, &[]),
+                &candidates,
+                &Context::default(),
+                &no_facts,
+            )
             .expect("scored");
         assert_eq!(s.order, vec![1, 2, 0]);
         assert_eq!(s.scores, vec![-3.0, -1.0, -2.0]);
@@ -161,7 +183,7 @@ fn a_match_not_above_the_threshold_is_least_loaded() {
     let mut p = seeded(&[(0, chain(1, 5))]);
     let candidates = [node(0, 2), node(1, 0)];
     let s = p
-        .score(&req(1, 0, &[]), &candidates, &ctx(chain(1, 10)))
+        .score(&req(1, 0, &[]), &candidates, &ctx(chain(1, 10)), &no_facts)
         .expect("scored");
     assert_eq!(s.order[0], 1);
     assert_eq!(
@@ -176,6 +198,7 @@ fn a_match_not_above_the_threshold_is_least_loaded() {
             &req(2, 0, &[("cache_threshold", "0.3")]),
             &candidates,
             &ctx(chain(1, 10)),
+            &no_facts,
         )
         .expect("scored");
     assert_eq!(s.order[0], 0);
@@ -192,6 +215,7 @@ fn conversations_stick_to_their_node_and_spread_over_idle_nodes() {
                 &req(conv, conv * 7919, &[]),
                 &candidates,
                 &ctx(chain(conv, 4)),
+                &no_facts,
             )
             .expect("scored");
         home.push(s.order[0]);
@@ -210,6 +234,7 @@ fn conversations_stick_to_their_node_and_spread_over_idle_nodes() {
                     &req(100 * turn, turn + conv, &[]),
                     &candidates,
                     &ctx(chain(conv, 4 * turn as usize)),
+                    &no_facts,
                 )
                 .expect("scored");
             assert_eq!(
@@ -230,6 +255,7 @@ fn the_memory_cap_holds() {
             &req(call, call, &[]),
             &candidates,
             &ctx(chain(call % 23, blocks)),
+            &no_facts,
         )
         .expect("scored");
         assert!(p.table().entries() <= 64, "{} entries", p.table().entries());
@@ -241,19 +267,24 @@ fn the_memory_cap_holds() {
 fn a_node_that_leaves_is_forgotten() {
     let mut p = CacheAware::with_table(PrefixTable::new(1000, 1000));
     let a = chain(1, 8);
-    p.score(&req(0, 0, &[]), &[node(5, 0)], &ctx(a.clone()))
+    p.score(&req(0, 0, &[]), &[node(5, 0)], &ctx(a.clone()), &no_facts)
         .expect("scored");
     assert_eq!(p.table().matched("llm", 5, &a, 0), 8);
     // Node 5 is gone for longer than the forgetting time.
     for t in (100..=1500).step_by(100) {
-        p.score(&req(t, t, &[]), &[node(6, 0)], &ctx(chain(2, 2)))
+        p.score(&req(t, t, &[]), &[node(6, 0)], &ctx(chain(2, 2)), &no_facts)
             .expect("scored");
     }
     assert_eq!(p.table().node_entries("llm", 5), 0, "swept");
     assert_eq!(p.table().records(), 1);
     // Back again, it starts with nothing; node 6, seen all along, kept its own.
     let s = p
-        .score(&req(1600, 0, &[]), &[node(5, 0), node(6, 1)], &ctx(a))
+        .score(
+            &req(1600, 0, &[]),
+            &[node(5, 0), node(6, 1)],
+            &ctx(a),
+            &no_facts,
+        )
         .expect("scored");
     assert_eq!(s.scores, vec![0.0, -1.0], "{s:?}");
     assert_eq!(p.table().matched("llm", 6, &chain(2, 2), 1600), 2);
@@ -265,7 +296,7 @@ fn scores_name_every_candidate_and_bad_hints_reject() {
     for n in 1..10u32 {
         let candidates: Vec<Candidate> = (0..n).map(|i| node(i, i % 3)).collect();
         let s = p
-            .score(&req(1, 5, &[]), &candidates, &ctx(chain(9, 3)))
+            .score(&req(1, 5, &[]), &candidates, &ctx(chain(9, 3)), &no_facts)
             .expect("scored");
         assert_eq!(s.scores.len(), n as usize);
         let mut seen = s.order.clone();
@@ -273,13 +304,14 @@ fn scores_name_every_candidate_and_bad_hints_reject() {
         assert_eq!(seen, (0..n).collect::<Vec<u32>>());
     }
     assert_eq!(
-        p.score(&req(1, 0, &[]), &[], &Context::default()),
+        p.score(&req(1, 0, &[]), &[], &Context::default(), &no_facts),
         Err("no candidates".into())
     );
     let bad = p.score(
         &req(1, 0, &[("cache_threshold", "x")]),
         &[node(0, 0)],
         &Context::default(),
+        &no_facts,
     );
     assert_eq!(
         bad,

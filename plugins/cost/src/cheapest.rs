@@ -2,7 +2,7 @@
 
 use policy_sdk::{
     Candidate, Context, EXCLUDED, Ewma, Hints, NodeFacts, NodeKey, NodeStates, Outcome, Policy,
-    Request, Scored, failure_penalty_ms, fmt_num, index_u32, order_after, to_score,
+    Request, Scored, failure_penalty_ms, fmt_num, order_after, to_score,
 };
 
 /// Expected duration of a call on a node nothing is known about, ms.
@@ -80,75 +80,6 @@ impl Cost {
             .map_or(DEFAULT_DURATION_MS, Ewma::value)
     }
 
-    /// Routes to the cheapest candidate within the limits, or rejects.
-    ///
-    /// # Errors
-    /// A malformed limit hint, or no candidate within the limits (see the
-    /// crate docs for the messages).
-    pub fn pick(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<u32, String> {
-        index_u32(self.choose(req, candidates, facts, |_| {})?.index)
-    }
-
-    /// Ranks the candidates within the limits: [`Cost::pick`]'s choice
-    /// first, then the others by expected cost, then expected latency, then
-    /// index. Candidates outside the limits are not named.
-    ///
-    /// # Errors
-    /// As [`Cost::pick`].
-    pub fn rank(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Vec<u32>, String> {
-        Ok(self.evaluate(req, candidates, facts)?.0)
-    }
-
-    /// [`Cost::rank`]'s order with each candidate's score, `-expected cost
-    /// per call` ([`EXCLUDED`] outside the limits), and the reason, e.g. `cheapest
-    /// expected 0.00025 per call (0.9/h × 1000 ms) of 3 fitting`.
-    ///
-    /// # Errors
-    /// As [`Cost::pick`].
-    pub fn score(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        _ctx: &Context,
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Scored, String> {
-        let (order, fitting) = self.evaluate(req, candidates, facts)?;
-        let mut scores = vec![EXCLUDED; candidates.len()];
-        for e in &fitting {
-            if let Some(s) = scores.get_mut(e.index) {
-                *s = to_score(-e.cost);
-            }
-        }
-        let best = order
-            .first()
-            .and_then(|&i| fitting.iter().find(|e| e.index == i as usize));
-        let reason = best.map_or_else(String::new, |e| {
-            let per_hour = candidates.get(e.index).map_or(0.0, |c| c.cost_per_hour);
-            format!(
-                "cheapest expected {} per call ({}/h × {} ms) of {} fitting",
-                fmt_num(e.cost),
-                fmt_num(f64::from(per_hour)),
-                fmt_num(e.duration_ms),
-                fitting.len()
-            )
-        });
-        Ok(Scored {
-            order,
-            scores,
-            reason,
-        })
-    }
-
     /// The ranking and the estimates of the candidates within the limits.
     fn evaluate(
         &self,
@@ -222,28 +153,6 @@ impl Cost {
             reject_reason(estimates, max_cost, max_latency, name)
         })
     }
-
-    /// Feeds the call's latency (a failure as the failure penalty) into the
-    /// plugin's own EWMA for the (service, node).
-    pub fn observe(&mut self, outcome: &Outcome) {
-        let latency = f64::from(outcome.latency_ms).max(0.0);
-        let sample = if outcome.ok {
-            latency
-        } else {
-            let estimate = self
-                .durations
-                .get(&outcome.service, outcome.node, outcome.now_ms)
-                .map_or(0.0, Ewma::value);
-            failure_penalty_ms(latency, estimate)
-        };
-        self.durations.upsert(
-            &outcome.service,
-            outcome.node,
-            outcome.now_ms,
-            |e| e.observe(sample),
-            || Ewma::new(sample, EWMA_WEIGHT),
-        );
-    }
 }
 
 /// Why no candidate qualifies (see the crate docs for the messages); `name`
@@ -287,36 +196,70 @@ fn reject_reason(
 impl Policy for Cost {
     const NAME: &'static str = crate::NAME;
 
-    fn pick(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<u32, String> {
-        Cost::pick(self, req, candidates, facts)
-    }
-
-    fn rank(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Vec<u32>, String> {
-        Cost::rank(self, req, candidates, facts)
-    }
-
+    /// The candidates within the limits, the cheapest first, then the
+    /// others by expected cost, then expected latency, then index
+    /// (candidates outside the limits are not named); each candidate's
+    /// score is `-expected cost per call` ([`EXCLUDED`] outside the
+    /// limits); the reason, e.g. `cheapest expected 0.00025 per call (0.9/h
+    /// × 1000 ms) of 3 fitting`.
+    ///
+    /// # Errors
+    /// A malformed limit hint, or no candidate within the limits (see the
+    /// crate docs for the messages).
     fn score(
         &mut self,
         req: &Request,
         candidates: &[Candidate],
-        ctx: &Context,
+        _ctx: &Context,
         facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<Scored, String> {
-        Cost::score(self, req, candidates, ctx, facts)
+        let (order, fitting) = self.evaluate(req, candidates, facts)?;
+        let mut scores = vec![EXCLUDED; candidates.len()];
+        for e in &fitting {
+            if let Some(s) = scores.get_mut(e.index) {
+                *s = to_score(-e.cost);
+            }
+        }
+        let best = order
+            .first()
+            .and_then(|&i| fitting.iter().find(|e| e.index == i as usize));
+        let reason = best.map_or_else(String::new, |e| {
+            let per_hour = candidates.get(e.index).map_or(0.0, |c| c.cost_per_hour);
+            format!(
+                "cheapest expected {} per call ({}/h × {} ms) of {} fitting",
+                fmt_num(e.cost),
+                fmt_num(f64::from(per_hour)),
+                fmt_num(e.duration_ms),
+                fitting.len()
+            )
+        });
+        Ok(Scored {
+            order,
+            scores,
+            reason,
+        })
     }
 
+    /// Feeds the call's latency (a failure as the failure penalty) into the
+    /// plugin's own EWMA for the (service, node).
     fn observe(&mut self, outcome: &Outcome) {
-        Cost::observe(self, outcome);
+        let latency = f64::from(outcome.latency_ms).max(0.0);
+        let sample = if outcome.ok {
+            latency
+        } else {
+            let estimate = self
+                .durations
+                .get(&outcome.service, outcome.node, outcome.now_ms)
+                .map_or(0.0, Ewma::value);
+            failure_penalty_ms(latency, estimate)
+        };
+        self.durations.upsert(
+            &outcome.service,
+            outcome.node,
+            outcome.now_ms,
+            |e| e.observe(sample),
+            || Ewma::new(sample, EWMA_WEIGHT),
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 
 use policy_sdk::{
-    Candidate, Context, NodeFacts, NodeKey, Outcome, Policy, PrefixTable, Request, Scored, fmt_num,
+    Candidate, Context, NodeFacts, NodeKey, Policy, PrefixTable, Request, Scored, fmt_num,
     index_u32,
 };
 
@@ -36,69 +36,6 @@ impl KvAware {
     pub fn table(&self) -> &PrefixTable {
         &self.table
     }
-
-    /// Scores and ranks the candidates, then records the call's prefix for
-    /// the winner.
-    ///
-    /// # Errors
-    /// `no candidates` for an empty list (the gateway never sends one); a
-    /// malformed weight hint (`bad hint ...`).
-    pub fn score(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        ctx: &Context,
-    ) -> Result<Scored, String> {
-        if candidates.is_empty() {
-            return Err("no candidates".to_owned());
-        }
-        let weights = Weights::from_hints(&req.hints())?;
-        let service = req.service.as_str();
-        let now = req.now_ms;
-        self.table
-            .seen(service, candidates.iter().map(|c| c.node), now);
-        let hashes = ctx.prefix_hashes.as_slice();
-        let matched: Vec<usize> = candidates
-            .iter()
-            .map(|c| self.table.matched(service, c.node, hashes, now))
-            .collect();
-        let terms = terms(candidates, ctx, &matched, hashes.len());
-        let totals: Vec<f64> = terms.iter().map(|t| t.total(weights)).collect();
-
-        let n = candidates.len();
-        let shift = (req.random % n as u64) as usize;
-        let rotated = |i: usize| (i + n - shift) % n;
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&a, &b| {
-            totals[b]
-                .partial_cmp(&totals[a])
-                .unwrap_or(Ordering::Equal)
-                .then(rotated(a).cmp(&rotated(b)))
-        });
-        let winner = order[0];
-        if !hashes.is_empty() {
-            self.table
-                .record(service, candidates[winner].node, hashes, now);
-        }
-        let reason = reason(
-            &terms[winner],
-            totals[winner],
-            weights,
-            hashes.len(),
-            all_known(n, ctx),
-        );
-        Ok(Scored {
-            order: order
-                .into_iter()
-                .map(index_u32)
-                .collect::<Result<Vec<u32>, String>>()?,
-            scores: totals.iter().map(|&t| t as f32).collect(),
-            reason,
-        })
-    }
-
-    /// Does nothing: the record is updated when a call is placed.
-    pub fn observe(&mut self, _outcome: &Outcome) {}
 }
 
 /// `x` to 2 decimals, trailing zeros trimmed.
@@ -132,31 +69,13 @@ fn reason(t: &Terms, total: f64, w: Weights, blocks: usize, known: bool) -> Stri
 impl Policy for KvAware {
     const NAME: &'static str = crate::NAME;
 
-    /// The first of [`KvAware::score`]'s ranking without a context (no
-    /// prefix, gateway counts only).
-    fn pick(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<u32, String> {
-        let scored = KvAware::score(self, req, candidates, &Context::default())?;
-        scored
-            .order
-            .first()
-            .copied()
-            .ok_or_else(|| "no candidates".to_owned())
-    }
-
-    fn rank(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Vec<u32>, String> {
-        KvAware::score(self, req, candidates, &Context::default()).map(|s| s.order)
-    }
-
+    /// Scores and ranks the candidates, then records the call's prefix for
+    /// the winner. Queue depths and KV-cache use come from the candidates'
+    /// `model_load` where they report one (see the crate docs).
+    ///
+    /// # Errors
+    /// `no candidates` for an empty list (the gateway never sends one); a
+    /// malformed weight hint (`bad hint ...`).
     fn score(
         &mut self,
         req: &Request,
@@ -164,10 +83,51 @@ impl Policy for KvAware {
         ctx: &Context,
         _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<Scored, String> {
-        KvAware::score(self, req, candidates, ctx)
-    }
+        if candidates.is_empty() {
+            return Err("no candidates".to_owned());
+        }
+        let weights = Weights::from_hints(&req.hints())?;
+        let service = req.service.as_str();
+        let now = req.now_ms;
+        self.table
+            .seen(service, candidates.iter().map(|c| c.node), now);
+        let hashes = ctx.prefix_hashes.as_slice();
+        let matched: Vec<usize> = candidates
+            .iter()
+            .map(|c| self.table.matched(service, c.node, hashes, now))
+            .collect();
+        let terms = terms(candidates, &matched, hashes.len());
+        let totals: Vec<f64> = terms.iter().map(|t| t.total(weights)).collect();
 
-    fn observe(&mut self, outcome: &Outcome) {
-        KvAware::observe(self, outcome);
+        let n = candidates.len();
+        let shift = (req.random % n as u64) as usize;
+        let rotated = |i: usize| (i + n - shift) % n;
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| {
+            totals[b]
+                .partial_cmp(&totals[a])
+                .unwrap_or(Ordering::Equal)
+                .then(rotated(a).cmp(&rotated(b)))
+        });
+        let winner = order[0];
+        if !hashes.is_empty() {
+            self.table
+                .record(service, candidates[winner].node, hashes, now);
+        }
+        let reason = reason(
+            &terms[winner],
+            totals[winner],
+            weights,
+            hashes.len(),
+            all_known(candidates),
+        );
+        Ok(Scored {
+            order: order
+                .into_iter()
+                .map(index_u32)
+                .collect::<Result<Vec<u32>, String>>()?,
+            scores: totals.iter().map(|&t| t as f32).collect(),
+            reason,
+        })
     }
 }

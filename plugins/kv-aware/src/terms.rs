@@ -1,6 +1,6 @@
 //! The weights and the three normalised terms of each candidate.
 
-use policy_sdk::{Candidate, Context, Hints};
+use policy_sdk::{Candidate, Hints};
 
 /// The weights of the three terms (llm-d's default profile: 2, 2, 3).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,31 +63,22 @@ impl Terms {
 }
 
 /// Whether every candidate's node reports its model server's load (then
-/// queue depths are its waiting requests).
+/// queue depths are its waiting requests); false with no candidate.
 #[must_use]
-pub fn all_known(n: usize, ctx: &Context) -> bool {
-    n > 0 && (0..n).all(|i| ctx.load_of(i).is_some())
+pub fn all_known(candidates: &[Candidate]) -> bool {
+    !candidates.is_empty() && candidates.iter().all(|c| c.model_load.is_some())
 }
 
 /// The terms of every candidate, given the matched blocks of each and the
 /// call's number of blocks.
 #[must_use]
-pub fn terms(
-    candidates: &[Candidate],
-    ctx: &Context,
-    matched: &[usize],
-    blocks: usize,
-) -> Vec<Terms> {
-    let known = all_known(candidates.len(), ctx);
-    let depth = |i: usize, c: &Candidate| match ctx.load_of(i) {
+pub fn terms(candidates: &[Candidate], matched: &[usize], blocks: usize) -> Vec<Terms> {
+    let known = all_known(candidates);
+    let depth = |c: &Candidate| match c.model_load {
         Some(l) if known => u64::from(l.waiting),
         _ => u64::from(c.in_flight),
     };
-    let depths: Vec<u64> = candidates
-        .iter()
-        .enumerate()
-        .map(|(i, c)| depth(i, c))
-        .collect();
+    let depths: Vec<u64> = candidates.iter().map(depth).collect();
     let max = depths.iter().copied().max().unwrap_or(0);
     let min = depths.iter().copied().min().unwrap_or(0);
     candidates
@@ -99,7 +90,7 @@ pub fn terms(
             } else {
                 (max - depths[i]) as f64 / (max - min) as f64
             };
-            let used = match ctx.load_of(i) {
+            let used = match c.model_load {
                 Some(l) => f64::from(l.kv_cache_pct) / 100.0,
                 None if c.max_concurrent == 0 => 1.0,
                 None => f64::from(c.in_flight) / f64::from(c.max_concurrent),

@@ -2,7 +2,7 @@
 
 use policy_sdk::{
     Candidate, Context, DEFAULT_DECAY_MS, DEFAULT_RTT_MS, NodeFacts, NodeKey, NodeStates, Outcome,
-    PeakEwma, Policy, Request, Scored, failure_penalty_ms, index_u32, order_after, p2c, to_score,
+    PeakEwma, Policy, Request, Scored, failure_penalty_ms, order_after, p2c, to_score,
 };
 
 /// Peak-EWMA latency per (service, node), picked by power of two choices on
@@ -66,43 +66,25 @@ impl Latency {
         })
     }
 
-    /// Routes to the cheaper of two random distinct candidates, cost =
-    /// `estimate_ms × (in_flight + 1)`.
+    /// How many (service, node) estimates are held.
+    #[must_use]
+    pub fn tracked(&self) -> usize {
+        self.rtt.len()
+    }
+}
+
+impl Policy for Latency {
+    const NAME: &'static str = crate::NAME;
+
+    /// The cheaper of two random distinct candidates first (cost =
+    /// `estimate_ms × (in_flight + 1)`), then the other candidates by cost
+    /// (ties by index); each candidate's score is `-cost` (the expected
+    /// latency in ms the policy weighs), the reason e.g. `lower p-ewma cost
+    /// of two drawn: 12.3 ms, 0 in flight (vs 30.0 ms, 2 in flight)`.
     ///
     /// # Errors
     /// `no candidates` when `candidates` is empty.
-    pub fn pick(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<u32, String> {
-        index_u32(self.choose(req, candidates)?.0)
-    }
-
-    /// Ranks [`Latency::pick`]'s choice first, then the other candidates by
-    /// cost (ties by index).
-    ///
-    /// # Errors
-    /// As [`Latency::pick`].
-    pub fn rank(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Vec<u32>, String> {
-        let (first, _) = self.choose(req, candidates)?;
-        self.rank_after(first, req, candidates)
-    }
-
-    /// [`Latency::rank`]'s order with each candidate's score, `-cost` (the
-    /// expected latency in ms the policy weighs: peak-EWMA × (in flight +
-    /// 1)), and the reason, e.g. `lower p-ewma cost of two drawn: 12.3 ms,
-    /// 0 in flight (vs 30.0 ms, 2 in flight)`.
-    ///
-    /// # Errors
-    /// As [`Latency::pick`].
-    pub fn score(
+    fn score(
         &mut self,
         req: &Request,
         candidates: &[Candidate],
@@ -138,7 +120,7 @@ impl Latency {
 
     /// Feeds the call's latency (or, for a failed call, the failure penalty)
     /// into the node's estimate for the service.
-    pub fn observe(&mut self, outcome: &Outcome) {
+    fn observe(&mut self, outcome: &Outcome) {
         let latency = f64::from(outcome.latency_ms).max(0.0);
         let sample = if outcome.ok {
             latency
@@ -157,48 +139,6 @@ impl Latency {
             |e| e.observe(sample, now),
             || PeakEwma::new(sample, now, DEFAULT_DECAY_MS),
         );
-    }
-
-    /// How many (service, node) estimates are held.
-    #[must_use]
-    pub fn tracked(&self) -> usize {
-        self.rtt.len()
-    }
-}
-
-impl Policy for Latency {
-    const NAME: &'static str = crate::NAME;
-
-    fn pick(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<u32, String> {
-        Latency::pick(self, req, candidates, facts)
-    }
-
-    fn rank(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Vec<u32>, String> {
-        Latency::rank(self, req, candidates, facts)
-    }
-
-    fn score(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        ctx: &Context,
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Scored, String> {
-        Latency::score(self, req, candidates, ctx, facts)
-    }
-
-    fn observe(&mut self, outcome: &Outcome) {
-        Latency::observe(self, outcome);
     }
 }
 

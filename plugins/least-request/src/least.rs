@@ -1,8 +1,7 @@
 //! The least-request algorithm, independent of WebAssembly.
 
 use policy_sdk::{
-    Candidate, Context, NodeFacts, NodeKey, Outcome, Policy, Request, Scored, index_u32,
-    order_after, p2c, to_score,
+    Candidate, Context, NodeFacts, NodeKey, Policy, Request, Scored, order_after, p2c, to_score,
 };
 
 /// Power of two choices on `in_flight / max_concurrent` (see the crate docs).
@@ -15,44 +14,22 @@ impl LeastRequest {
     pub fn new() -> Self {
         Self
     }
+}
 
-    /// Routes to the less loaded of two random distinct candidates.
+impl Policy for LeastRequest {
+    const NAME: &'static str = crate::NAME;
+
+    /// The less loaded of two random distinct candidates first, then every
+    /// other candidate by load (then calls in flight, then index): the node
+    /// to take when the choice's last slot went to another call meanwhile.
+    /// Each candidate's score is `-load` (`-in_flight / max_concurrent`: 0
+    /// is idle); the reason, e.g. `least loaded of two drawn: 2/8 in flight
+    /// (vs 5/8)`.
     ///
     /// # Errors
     /// `no candidates` when `candidates` is empty (the gateway never sends
     /// an empty list).
-    pub fn pick(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<u32, String> {
-        index_u32(choose(req, candidates)?.0)
-    }
-
-    /// Ranks [`LeastRequest::pick`]'s choice first, then every other
-    /// candidate by load (then calls in flight, then index): the node to
-    /// take when the choice's last slot went to another call meanwhile.
-    ///
-    /// # Errors
-    /// As [`LeastRequest::pick`].
-    pub fn rank(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Vec<u32>, String> {
-        let (first, _) = choose(req, candidates)?;
-        rank_after(first, candidates)
-    }
-
-    /// [`LeastRequest::rank`]'s order with each candidate's score, `-load`
-    /// (`-in_flight / max_concurrent`: 0 is idle), and the reason, e.g.
-    /// `least loaded of two drawn: 2/8 in flight (vs 5/8)`.
-    ///
-    /// # Errors
-    /// As [`LeastRequest::pick`].
-    pub fn score(
+    fn score(
         &mut self,
         req: &Request,
         candidates: &[Candidate],
@@ -81,9 +58,6 @@ impl LeastRequest {
             reason,
         })
     }
-
-    /// Does nothing: the gateway's in-flight counts are all this policy uses.
-    pub fn observe(&mut self, _outcome: &Outcome) {}
 }
 
 /// The one code path of every answer: power of two choices on (load, calls
@@ -115,45 +89,9 @@ fn rank_after(first: usize, candidates: &[Candidate]) -> Result<Vec<u32>, String
     })
 }
 
-impl Policy for LeastRequest {
-    const NAME: &'static str = crate::NAME;
-
-    fn pick(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<u32, String> {
-        LeastRequest::pick(self, req, candidates, facts)
-    }
-
-    fn rank(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Vec<u32>, String> {
-        LeastRequest::rank(self, req, candidates, facts)
-    }
-
-    fn score(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        ctx: &Context,
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Scored, String> {
-        LeastRequest::score(self, req, candidates, ctx, facts)
-    }
-
-    fn observe(&mut self, outcome: &Outcome) {
-        LeastRequest::observe(self, outcome);
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use policy_sdk::{Candidate, Context, Request, SplitMix64, no_facts};
+    use policy_sdk::{Candidate, Context, Policy, Request, SplitMix64, no_facts};
 
     use super::LeastRequest;
 

@@ -1,7 +1,8 @@
 //! The WebAssembly component glue shared by every policy crate.
 
 /// Exports a [`Policy`](crate::Policy) as the `scoring-policy` world of
-/// `wit/policy.wit` (the `policy` world plus `ranker` and `scorer`): invoke once in a policy crate's `lib.rs`, e.g.
+/// `wit/policy.wit` (the `policy` world plus `ranker` and `scorer`): invoke
+/// once in a policy crate's `lib.rs`, e.g.
 /// `policy_sdk::export_policy!(crate::LeastRequest);`.
 ///
 /// Expands, on `wasm32` targets only, to a private module `component` that
@@ -9,10 +10,13 @@
 /// crate, i.e. a crate at `plugins/<name>/`), keeps one instance of the policy
 /// in a `Mutex` (created with `Default`), converts the generated records into
 /// this crate's plain types (the WIT's candidate columns become rows of
-/// [`Candidate`](crate::Candidate): numbers only, copied; the request's
-/// strings are moved, not copied) and forwards `name`, `pick`, `rank`, `score` and
-/// `observe`. `pick` and `rank` pass the host's `node-info` import as the
-/// `facts` function; an `Err` becomes `decision::reject` (`ranking::reject`).
+/// [`Candidate`](crate::Candidate), numbers only, copied, by the code
+/// `switchyard_policy_types::candidate_columns!` generates; in `score` each
+/// row also gets its model-server load from the context's load columns;
+/// the request's strings are moved, not copied) and forwards `name`,
+/// `pick`, `rank`, `score` and `observe`. Each passes the host's
+/// `node-info` import as the `facts` function; an `Err` becomes the
+/// export's `reject`.
 ///
 /// The policy crate needs `wit-bindgen` as a `wasm32` dependency. The module
 /// is the only place where `unsafe` code (the generated bindings) is allowed.
@@ -32,6 +36,8 @@ macro_rules! export_policy {
 
             static STATE: LazyLock<Mutex<$policy>> = LazyLock::new(Default::default);
 
+            $crate::__types::candidate_columns! { impl wit::Candidates }
+
             struct Component;
 
             impl Guest for Component {
@@ -41,7 +47,7 @@ macro_rules! export_policy {
 
                 fn pick(req: Request, candidates: Candidates) -> Decision {
                     let req = request(req);
-                    let candidates = rows(&candidates);
+                    let candidates = candidates.rows();
                     let facts = |node| host::node_info(node).map(node_facts);
                     let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
                     match <$policy as sdk::Policy>::pick(&mut state, &req, &candidates, &facts) {
@@ -70,7 +76,7 @@ macro_rules! export_policy {
                 ) -> exports::switchyard::policy::ranker::Ranking {
                     use exports::switchyard::policy::ranker::Ranking;
                     let req = request(req);
-                    let candidates = rows(&candidates);
+                    let candidates = candidates.rows();
                     let facts = |node| host::node_info(node).map(node_facts);
                     let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
                     match <$policy as sdk::Policy>::rank(&mut state, &req, &candidates, &facts) {
@@ -88,8 +94,13 @@ macro_rules! export_policy {
                 ) -> exports::switchyard::policy::scorer::Verdict {
                     use exports::switchyard::policy::scorer::{Scored, Verdict};
                     let req = request(req);
-                    let candidates = rows(&candidates);
-                    let ctx = context(ctx, candidates.len());
+                    let mut candidates = candidates.rows();
+                    for (i, c) in candidates.iter_mut().enumerate() {
+                        c.model_load = model_load(&ctx, i);
+                    }
+                    let ctx = sdk::Context {
+                        prefix_hashes: ctx.prefix_hashes,
+                    };
                     let facts = |node| host::node_info(node).map(node_facts);
                     let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
                     match <$policy as sdk::Policy>::score(
@@ -109,25 +120,21 @@ macro_rules! export_policy {
                 }
             }
 
-            /// The context's load columns as rows; a column shorter than
-            /// `n` (a host breaking its promise) leaves the rest unknown.
-            fn context(
-                c: exports::switchyard::policy::scorer::Context,
-                n: usize,
-            ) -> sdk::Context {
-                let load = (0..n)
-                    .map(|i| match c.load_known.get(i) {
-                        Some(true) => Some(sdk::ModelLoad {
-                            waiting: c.waiting.get(i).copied().unwrap_or(0),
-                            running: c.running.get(i).copied().unwrap_or(0),
-                            kv_cache_pct: c.kv_cache_pct.get(i).copied().unwrap_or(0.0),
-                        }),
-                        _ => None,
-                    })
-                    .collect();
-                sdk::Context {
-                    prefix_hashes: c.prefix_hashes,
-                    load,
+            /// Candidate `i`'s model-server load from the context's load
+            /// columns: `None` when unknown, or when they are empty; a
+            /// column shorter than the others (a host breaking its promise)
+            /// reads as 0.
+            fn model_load(
+                c: &exports::switchyard::policy::scorer::Context,
+                i: usize,
+            ) -> Option<sdk::ModelLoad> {
+                match c.load_known.get(i) {
+                    Some(true) => Some(sdk::ModelLoad {
+                        waiting: c.waiting.get(i).copied().unwrap_or(0),
+                        running: c.running.get(i).copied().unwrap_or(0),
+                        kv_cache_pct: c.kv_cache_pct.get(i).copied().unwrap_or(0.0),
+                    }),
+                    _ => None,
                 }
             }
 
@@ -139,50 +146,6 @@ macro_rules! export_policy {
                     now_ms: r.now_ms,
                     random: r.random,
                 }
-            }
-
-            /// The host's columns as the rows the algorithms take (numbers
-            /// only: n small copies, no allocation but the `Vec`). n is the
-            /// shortest column, so a host breaking the equal-lengths promise
-            /// cannot make this index out of bounds.
-            fn rows(c: &Candidates) -> Vec<sdk::Candidate> {
-                let n = [
-                    c.node.len(),
-                    c.in_flight.len(),
-                    c.max_concurrent.len(),
-                    c.node_in_flight.len(),
-                    c.cpu_pct.len(),
-                    c.mem_used_mib.len(),
-                    c.mem_total_mib.len(),
-                    c.gpu_count.len(),
-                    c.gpu_util_pct.len(),
-                    c.gpu_mem_free_mib.len(),
-                    c.gpu_mem_total_mib.len(),
-                    c.latency_ms.len(),
-                    c.latency_samples.len(),
-                    c.cost_per_hour.len(),
-                ]
-                .into_iter()
-                .min()
-                .unwrap_or(0);
-                (0..n)
-                    .map(|i| sdk::Candidate {
-                        node: c.node[i],
-                        in_flight: c.in_flight[i],
-                        max_concurrent: c.max_concurrent[i],
-                        node_in_flight: c.node_in_flight[i],
-                        cpu_pct: c.cpu_pct[i],
-                        mem_used_mib: c.mem_used_mib[i],
-                        mem_total_mib: c.mem_total_mib[i],
-                        gpu_count: c.gpu_count[i],
-                        gpu_util_pct: c.gpu_util_pct[i],
-                        gpu_mem_free_mib: c.gpu_mem_free_mib[i],
-                        gpu_mem_total_mib: c.gpu_mem_total_mib[i],
-                        latency_ms: c.latency_ms[i],
-                        latency_samples: c.latency_samples[i],
-                        cost_per_hour: c.cost_per_hour[i],
-                    })
-                    .collect()
             }
 
             fn node_facts(f: wit::NodeInfo) -> sdk::NodeFacts {

@@ -1,38 +1,22 @@
 //! Plain mirrors of the `scorer` interface of `wit/policy.wit` (new in
 //! 1.1.0): what a scoring policy sees beyond the candidates, and its answer.
 
-/// The model server's load on one candidate, from the agent's scrape of its
-/// Prometheus endpoint (`metrics_url`).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ModelLoad {
-    /// Requests waiting in the model server (vLLM `num_requests_waiting`).
-    pub waiting: u32,
-    /// Requests running there (vLLM `num_requests_running`).
-    pub running: u32,
-    /// KV-cache use, 0..=100 % (vLLM `gpu_cache_usage_perc` × 100).
-    pub kv_cache_pct: f32,
-}
+/// A model server's load on one candidate, from the agent's scrape of its
+/// Prometheus endpoint (`metrics_url`): a [`Candidate`](crate::Candidate)'s
+/// `model_load` when the policy scores (WIT `scorer.context`'s load
+/// columns, turned into the rows).
+pub use switchyard_policy_types::ModelLoad;
 
-/// What else a scoring policy knows about the call and the candidates (WIT
-/// `scorer.context`, its load columns turned into rows).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What else a scoring policy knows about the call (WIT `scorer.context`
+/// less its load columns, which reach the policy as each candidate's
+/// `model_load`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Context {
     /// Chained block hashes of the call's prompt or `affinity` hint, first
     /// block first: hash i covers blocks 0..=i, so two calls share their
     /// first k blocks exactly when their first k hashes are equal. At most
     /// 256; empty when the call has neither.
     pub prefix_hashes: Vec<u64>,
-    /// Candidate i's model-server load, `None` when its node reports none;
-    /// same length as the candidates (or empty: nothing known of any).
-    pub load: Vec<Option<ModelLoad>>,
-}
-
-impl Context {
-    /// Candidate `i`'s model-server load, if its node reports one.
-    #[must_use]
-    pub fn load_of(&self, i: usize) -> Option<ModelLoad> {
-        self.load.get(i).copied().flatten()
-    }
 }
 
 /// A scoring policy's answer (WIT `scorer.scored`).
@@ -81,15 +65,5 @@ mod tests {
         let s = Scored::by_score(vec![1.0, f32::NAN, 3.0, 1.0], "r".into());
         assert_eq!(s.order, vec![2, 0, 3, 1]);
         assert_eq!(s.reason, "r");
-    }
-
-    #[test]
-    fn load_of_out_of_range_is_none() {
-        let ctx = Context {
-            prefix_hashes: vec![],
-            load: vec![Some(ModelLoad::default())],
-        };
-        assert!(ctx.load_of(0).is_some());
-        assert!(ctx.load_of(1).is_none());
     }
 }

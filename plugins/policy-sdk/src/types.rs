@@ -1,69 +1,18 @@
 //! Plain mirrors of the records of `wit/policy.wit`: same fields, same units.
 //!
 //! The component glue ([`crate::export_policy!`]) converts the generated
-//! records into these; tests and native benches build them directly.
+//! records into these; tests and native benches build them directly. The
+//! candidate row is the one of `switchyard-policy-types`, shared with the
+//! gateway.
 
 use crate::{Hints, SplitMix64};
 
-/// The gateway's handle for a node (WIT `node-key`): stable for a node id
-/// while the gateway runs, never reused for another node id.
-pub type NodeKey = u32;
-
-/// One node that hosts the service and has a free slot for the call: the
-/// i-th element of every column of the WIT `candidates` record. Figures come
-/// from the node's latest stats report and from the gateway's own counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Candidate {
-    /// Which node this is.
-    pub node: NodeKey,
-    /// Calls of this service in flight on the node.
-    pub in_flight: u32,
-    /// The most calls of this service the node takes at once (> `in_flight`).
-    pub max_concurrent: u32,
-    /// Calls of every service in flight on the node.
-    pub node_in_flight: u32,
-    /// CPU utilisation of the whole node, 0..=100 %.
-    pub cpu_pct: f32,
-    /// Memory used on the node, MiB.
-    pub mem_used_mib: u64,
-    /// Memory installed on the node, MiB.
-    pub mem_total_mib: u64,
-    /// Number of GPUs the node reports (0 where NVML is absent).
-    pub gpu_count: u32,
-    /// Mean GPU utilisation over the node's GPUs, 0..=100 % (0 with no GPU).
-    pub gpu_util_pct: f32,
-    /// The largest free memory on any single GPU of the node, MiB.
-    pub gpu_mem_free_mib: u64,
-    /// GPU memory installed, summed over the node's GPUs, MiB.
-    pub gpu_mem_total_mib: u64,
-    /// The gateway's EWMA (weight 0.3) of this service's latency on the node,
-    /// ms; 0 when `latency_samples` is 0.
-    pub latency_ms: f32,
-    /// How many calls fed `latency_ms` (saturating); 0 = no estimate yet.
-    pub latency_samples: u32,
-    /// What the node costs to run, in the operator's currency per hour.
-    pub cost_per_hour: f32,
-}
-
-impl Candidate {
-    /// This service's load on the node: `in_flight / max_concurrent`, in
-    /// 0..1 (infinite when `max_concurrent` is 0, which the gateway never
-    /// sends).
-    #[must_use]
-    pub fn load(&self) -> f64 {
-        if self.max_concurrent == 0 {
-            return f64::INFINITY;
-        }
-        f64::from(self.in_flight) / f64::from(self.max_concurrent)
-    }
-
-    /// Memory free on the node, MiB (`mem_total_mib - mem_used_mib`, never
-    /// below 0).
-    #[must_use]
-    pub fn mem_free_mib(&self) -> u64 {
-        self.mem_total_mib.saturating_sub(self.mem_used_mib)
-    }
-}
+/// One node that hosts the service and has a free slot for the call (the
+/// i-th element of every column of the WIT `candidates` record, with its
+/// model-server load), and the gateway's handle for a node (WIT
+/// `node-key`). Defined beside the WIT in `switchyard-policy-types`: the
+/// gateway's scheduling core builds the very same rows.
+pub use switchyard_policy_types::{Candidate, NodeKey};
 
 /// What the policy is asked to place (WIT `request`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,9 +1,6 @@
 //! The uniform random pick, independent of WebAssembly.
 
-use policy_sdk::{
-    Candidate, Context, NodeFacts, NodeKey, Outcome, Policy, Request, Scored, index_u32,
-    order_after,
-};
+use policy_sdk::{Candidate, Context, NodeFacts, NodeKey, Policy, Request, Scored, order_after};
 
 /// A uniformly random candidate (see the crate docs).
 #[derive(Debug, Default, Clone)]
@@ -15,50 +12,28 @@ impl Random {
     pub fn new() -> Self {
         Self
     }
+}
 
-    /// Routes to candidate `below(n)` of a SplitMix64 seeded from the
-    /// request's `random` field.
+impl Policy for Random {
+    const NAME: &'static str = crate::NAME;
+
+    /// Candidate `below(n)` of a SplitMix64 seeded from the request's
+    /// `random` field first, then the other candidates in index order;
+    /// score 1 for the drawn candidate, 0 for the others; the reason
+    /// `random: drew index 3 of 8 (uniform)`.
     ///
     /// # Errors
     /// `no candidates` when `candidates` is empty (the gateway never sends
     /// an empty list).
-    pub fn pick(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<u32, String> {
-        index_u32(draw(req, candidates)?)
-    }
-
-    /// [`Random::pick`]'s draw, then the other candidates in index order.
-    ///
-    /// # Errors
-    /// As [`Random::pick`].
-    pub fn rank(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Vec<u32>, String> {
-        let first = draw(req, candidates)?;
-        order_after(first, 0..candidates.len(), |_, _| std::cmp::Ordering::Equal)
-    }
-
-    /// [`Random::rank`]'s order; score 1 for the drawn candidate, 0 for the
-    /// others; the reason `random: drew index 3 of 8 (uniform)`.
-    ///
-    /// # Errors
-    /// As [`Random::pick`].
-    pub fn score(
+    fn score(
         &mut self,
         req: &Request,
         candidates: &[Candidate],
         _ctx: &Context,
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<Scored, String> {
-        let order = self.rank(req, candidates, facts)?;
-        let first = order.first().map_or(0, |&i| i as usize);
+        let first = draw(req, candidates)?;
+        let order = order_after(first, 0..candidates.len(), |_, _| std::cmp::Ordering::Equal)?;
         let scores = (0..candidates.len())
             .map(|i| if i == first { 1.0 } else { 0.0 })
             .collect();
@@ -72,9 +47,6 @@ impl Random {
             reason,
         })
     }
-
-    /// Does nothing: the pick uses no state.
-    pub fn observe(&mut self, _outcome: &Outcome) {}
 }
 
 /// The one code path of every answer: `below(n)` of the request's RNG.
@@ -85,45 +57,9 @@ fn draw(req: &Request, candidates: &[Candidate]) -> Result<usize, String> {
     Ok(req.rng().below(candidates.len()))
 }
 
-impl Policy for Random {
-    const NAME: &'static str = crate::NAME;
-
-    fn pick(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<u32, String> {
-        Random::pick(self, req, candidates, facts)
-    }
-
-    fn rank(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Vec<u32>, String> {
-        Random::rank(self, req, candidates, facts)
-    }
-
-    fn score(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        ctx: &Context,
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Scored, String> {
-        Random::score(self, req, candidates, ctx, facts)
-    }
-
-    fn observe(&mut self, outcome: &Outcome) {
-        Random::observe(self, outcome);
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use policy_sdk::{Candidate, Context, Request, SplitMix64, no_facts};
+    use policy_sdk::{Candidate, Context, Policy, Request, SplitMix64, no_facts};
 
     use super::Random;
 

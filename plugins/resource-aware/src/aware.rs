@@ -1,8 +1,8 @@
 //! The resource-aware algorithm, independent of WebAssembly.
 
 use policy_sdk::{
-    Candidate, Context, EXCLUDED, FactsCache, NodeFacts, NodeKey, Outcome, Policy, Request,
-    Requirement, Scored, fmt_num, index_u32, order_after, requirements, to_score,
+    Candidate, Context, EXCLUDED, FactsCache, NodeFacts, NodeKey, Policy, Request, Requirement,
+    Scored, fmt_num, order_after, requirements, to_score,
 };
 
 use crate::{Weights, cpu_score, gpu_score, load_score, mem_score, unmet};
@@ -28,79 +28,6 @@ impl ResourceAware {
     pub fn new() -> Self {
         Self
     }
-
-    /// Routes to the best-scoring candidate that meets every requirement.
-    ///
-    /// # Errors
-    /// A malformed requirement or weight, or no candidate meeting the
-    /// requirements (see the crate docs for the messages).
-    pub fn pick(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<u32, String> {
-        index_u32(Self::choose(req, candidates, facts, |_, _| {})?.index)
-    }
-
-    /// Ranks the candidates meeting every requirement by score, highest
-    /// first ([`ResourceAware::pick`]'s choice), ties by index. Candidates
-    /// missing a requirement are not named.
-    ///
-    /// # Errors
-    /// As [`ResourceAware::pick`].
-    pub fn rank(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Vec<u32>, String> {
-        Ok(Self::evaluate(req, candidates, facts)?.0)
-    }
-
-    /// [`ResourceAware::rank`]'s order with each candidate's score, the
-    /// weighted mean in 0..=1 ([`EXCLUDED`] for a candidate missing a
-    /// requirement),
-    /// and the reason, e.g. `most free resources: 0.575 (gpu 0.55, cpu 0.75,
-    /// mem 0.25, load 0.75), best of 3 meeting gpu_mem_mib>=16000`.
-    ///
-    /// # Errors
-    /// As [`ResourceAware::pick`].
-    pub fn score(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        _ctx: &Context,
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Scored, String> {
-        let (order, scores, choice) = Self::evaluate(req, candidates, facts)?;
-        let fitting = scores.iter().filter(|&&s| s != EXCLUDED).count();
-        let reason = candidates.get(choice.index).map_or_else(String::new, |c| {
-            let three = |x: f64| fmt_num((x * 1000.0).round() / 1000.0);
-            let meeting = if choice.reqs.is_empty() {
-                String::new()
-            } else {
-                let names: Vec<String> = choice.reqs.iter().map(ToString::to_string).collect();
-                format!(" meeting {}", names.join(", "))
-            };
-            format!(
-                "most free resources: {} (gpu {}, cpu {}, mem {}, load {}), best of {fitting}{meeting}",
-                three(choice.weights.score(c)),
-                three(gpu_score(c)),
-                three(cpu_score(c)),
-                three(mem_score(c)),
-                three(load_score(c)),
-            )
-        });
-        Ok(Scored {
-            order,
-            scores,
-            reason,
-        })
-    }
-
-    /// Does nothing: every figure this policy uses comes with the pick.
-    pub fn observe(&mut self, _outcome: &Outcome) {}
 
     /// The ranking, every candidate's score ([`EXCLUDED`] for those missing a
     /// requirement) and the choice.
@@ -173,36 +100,47 @@ impl ResourceAware {
 impl Policy for ResourceAware {
     const NAME: &'static str = crate::NAME;
 
-    fn pick(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<u32, String> {
-        ResourceAware::pick(self, req, candidates, facts)
-    }
-
-    fn rank(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Vec<u32>, String> {
-        ResourceAware::rank(self, req, candidates, facts)
-    }
-
+    /// The candidates meeting every requirement by score, highest first
+    /// (ties by index; candidates missing a requirement are not named);
+    /// each candidate's score, the weighted mean in 0..=1 ([`EXCLUDED`] for
+    /// a candidate missing a requirement); the reason, e.g. `most free
+    /// resources: 0.575 (gpu 0.55, cpu 0.75, mem 0.25, load 0.75), best of
+    /// 3 meeting gpu_mem_mib>=16000`.
+    ///
+    /// # Errors
+    /// A malformed requirement or weight, or no candidate meeting the
+    /// requirements (see the crate docs for the messages).
     fn score(
         &mut self,
         req: &Request,
         candidates: &[Candidate],
-        ctx: &Context,
+        _ctx: &Context,
         facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<Scored, String> {
-        ResourceAware::score(self, req, candidates, ctx, facts)
-    }
-
-    fn observe(&mut self, outcome: &Outcome) {
-        ResourceAware::observe(self, outcome);
+        let (order, scores, choice) = Self::evaluate(req, candidates, facts)?;
+        let fitting = scores.iter().filter(|&&s| s != EXCLUDED).count();
+        let reason = candidates.get(choice.index).map_or_else(String::new, |c| {
+            let three = |x: f64| fmt_num((x * 1000.0).round() / 1000.0);
+            let meeting = if choice.reqs.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<String> = choice.reqs.iter().map(ToString::to_string).collect();
+                format!(" meeting {}", names.join(", "))
+            };
+            format!(
+                "most free resources: {} (gpu {}, cpu {}, mem {}, load {}), best of {fitting}{meeting}",
+                three(choice.weights.score(c)),
+                three(gpu_score(c)),
+                three(cpu_score(c)),
+                three(mem_score(c)),
+                three(load_score(c)),
+            )
+        });
+        Ok(Scored {
+            order,
+            scores,
+            reason,
+        })
     }
 }
 

@@ -2,9 +2,7 @@
 
 use std::collections::HashMap;
 
-use policy_sdk::{
-    Candidate, Context, NodeFacts, NodeKey, Outcome, Policy, Request, Scored, index_u32,
-};
+use policy_sdk::{Candidate, Context, NodeFacts, NodeKey, Policy, Request, Scored, index_u32};
 
 /// Per-service round-robin state: one counter per service name.
 #[derive(Debug, Default, Clone)]
@@ -19,13 +17,13 @@ impl RoundRobin {
         Self::default()
     }
 
-    /// Picks the index of the next candidate for `service` among `len`
-    /// candidates and advances that service's counter: the one code path of
-    /// [`Policy::pick`], [`Policy::rank`] and [`Policy::score`].
+    /// The index of the next candidate in turn for `service` among `len`
+    /// candidates, advancing that service's counter: the one code path of
+    /// every answer.
     ///
     /// Returns `None` (and leaves the counter alone) when `len` is 0, or when
     /// the index would not fit the WIT `u32` (more than `u32::MAX` candidates).
-    pub fn pick(&mut self, service: &str, len: usize) -> Option<u32> {
+    pub fn next_in_turn(&mut self, service: &str, len: usize) -> Option<u32> {
         let len = u64::try_from(len).ok().filter(|&n| n > 0)?;
         // Look up by `&str` first so that the steady state allocates nothing.
         let counter = match self.counters.get_mut(service) {
@@ -42,40 +40,14 @@ impl RoundRobin {
     pub fn services(&self) -> usize {
         self.counters.len()
     }
-
-    /// The next candidate in turn, then the others in turn after it
-    /// (advancing the counter once).
-    fn in_turn(&mut self, service: &str, len: usize) -> Result<Vec<u32>, String> {
-        let first = self.pick(service, len).ok_or("no candidates")? as usize;
-        (0..len).map(|k| index_u32((first + k) % len)).collect()
-    }
 }
 
 impl Policy for RoundRobin {
     const NAME: &'static str = crate::NAME;
 
-    /// [`RoundRobin::pick`] on the request's service and the candidate count.
-    fn pick(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<u32, String> {
-        RoundRobin::pick(self, &req.service, candidates.len()).ok_or_else(|| "no candidates".into())
-    }
-
-    /// The pick, then every other candidate in turn after it.
-    fn rank(
-        &mut self,
-        req: &Request,
-        candidates: &[Candidate],
-        _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
-    ) -> Result<Vec<u32>, String> {
-        self.in_turn(&req.service, candidates.len())
-    }
-
-    /// [`Policy::rank`]'s order; score 1 for the node in turn, 0 for the
-    /// others.
+    /// The next candidate in turn, then the others in turn after it
+    /// (advancing the counter once); score 1 for the node in turn, 0 for
+    /// the others.
     fn score(
         &mut self,
         req: &Request,
@@ -83,24 +55,23 @@ impl Policy for RoundRobin {
         _ctx: &Context,
         _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<Scored, String> {
-        let order = self.in_turn(&req.service, candidates.len())?;
-        let first = order.first().copied().unwrap_or(0);
-        let scores = (0..candidates.len())
+        let len = candidates.len();
+        let first = self
+            .next_in_turn(&req.service, len)
+            .ok_or("no candidates")?;
+        let order = (0..len)
+            .map(|k| index_u32((first as usize + k) % len))
+            .collect::<Result<Vec<u32>, String>>()?;
+        let scores = (0..len)
             .map(|i| if i == first as usize { 1.0 } else { 0.0 })
             .collect();
-        let reason = format!(
-            "round robin: next in turn (index {first} of {})",
-            candidates.len()
-        );
+        let reason = format!("round robin: next in turn (index {first} of {len})");
         Ok(Scored {
             order,
             scores,
             reason,
         })
     }
-
-    /// Does nothing: the counters are all this policy uses.
-    fn observe(&mut self, _outcome: &Outcome) {}
 }
 
 #[cfg(test)]

@@ -73,73 +73,44 @@ struct Record {
     cost_per_hour: f32,
 }
 
-impl From<&wit::CandidateRow> for Record {
-    fn from(c: &wit::CandidateRow) -> Self {
-        Self {
-            node: c.node,
-            in_flight: c.in_flight,
-            max_concurrent: c.max_concurrent,
-            node_in_flight: c.node_in_flight,
-            cpu_pct: c.cpu_pct,
-            mem_used_mib: c.mem_used_mib,
-            mem_total_mib: c.mem_total_mib,
-            gpu_count: c.gpu_count,
-            gpu_util_pct: c.gpu_util_pct,
-            gpu_mem_free_mib: c.gpu_mem_free_mib,
-            gpu_mem_total_mib: c.gpu_mem_total_mib,
-            latency_ms: c.latency_ms,
-            latency_samples: c.latency_samples,
-            cost_per_hour: c.cost_per_hour,
+impl From<&wit::Candidate> for Record {
+    fn from(c: &wit::Candidate) -> Self {
+        macro_rules! record {
+            ($($field:ident),*) => { Self { $($field: c.$field),* } };
         }
+        switchyard_policy_types::candidate_columns!(record)
     }
 }
 
 /// Refills `cols` (the `columns` shape, the WIT's `candidates`) from `rows`,
 /// reusing its buffers.
-fn fill(cols: &mut wit::Candidates, rows: &[wit::CandidateRow]) {
+fn fill(cols: &mut wit::Candidates, rows: &[wit::Candidate]) {
     macro_rules! refill {
         ($($field:ident),*) => {$(
             cols.$field.clear();
             cols.$field.extend(rows.iter().map(|c| c.$field));
         )*};
     }
-    refill!(
-        node,
-        in_flight,
-        max_concurrent,
-        node_in_flight,
-        cpu_pct,
-        mem_used_mib,
-        mem_total_mib,
-        gpu_count,
-        gpu_util_pct,
-        gpu_mem_free_mib,
-        gpu_mem_total_mib,
-        latency_ms,
-        latency_samples,
-        cost_per_hour
-    );
+    switchyard_policy_types::candidate_columns!(refill);
 }
 
 /// Packs `candidates` into `out` (little-endian, field after field), as a
 /// host would per call for a `list<u8>` shape.
-fn pack(candidates: &[wit::CandidateRow], out: &mut Vec<u8>) {
-    out.clear();
-    for c in candidates {
-        for x in [c.node, c.in_flight, c.max_concurrent, c.node_in_flight] {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        out.extend_from_slice(&c.cpu_pct.to_le_bytes());
-        out.extend_from_slice(&c.mem_used_mib.to_le_bytes());
-        out.extend_from_slice(&c.mem_total_mib.to_le_bytes());
-        out.extend_from_slice(&c.gpu_count.to_le_bytes());
-        out.extend_from_slice(&c.gpu_util_pct.to_le_bytes());
-        out.extend_from_slice(&c.gpu_mem_free_mib.to_le_bytes());
-        out.extend_from_slice(&c.gpu_mem_total_mib.to_le_bytes());
-        out.extend_from_slice(&c.latency_ms.to_le_bytes());
-        out.extend_from_slice(&c.latency_samples.to_le_bytes());
-        out.extend_from_slice(&c.cost_per_hour.to_le_bytes());
+fn pack(candidates: &[wit::Candidate], out: &mut Vec<u8>) {
+    macro_rules! pack {
+        ($c:ident: $($field:ident),*) => {$(
+            out.extend_from_slice(&$c.$field.to_le_bytes());
+        )*};
     }
+    macro_rules! pack_row {
+        ($($field:ident),*) => {
+            for c in candidates {
+                pack!(c: $($field),*);
+            }
+        };
+    }
+    out.clear();
+    switchyard_policy_types::candidate_columns!(pack_row);
 }
 
 pub(super) fn bench_lowering(c: &mut Criterion, fleet: &Fleet) {

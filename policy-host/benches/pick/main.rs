@@ -109,12 +109,10 @@ fn dist() -> PathBuf {
 // The fleet, in both shapes
 // ---------------------------------------------------------------------------
 
-/// One fleet of [`FLEET`] nodes, as rows of the figures a component gets
-/// (`rows`, see [`Fleet::wit`] for the columns) and as the native algorithm
-/// takes it (`sdk`); the same figures.
+/// One fleet of [`FLEET`] nodes, as the rows the native algorithm takes
+/// (see [`Fleet::wit`] for the columns a component gets from them).
 struct Fleet {
-    rows: Vec<wit::CandidateRow>,
-    sdk: Vec<policy_sdk::Candidate>,
+    rows: Vec<wit::Candidate>,
     facts: HashMap<u32, policy_sdk::NodeFacts>,
     outcomes: Vec<policy_sdk::Outcome>,
 }
@@ -122,7 +120,7 @@ struct Fleet {
 impl Fleet {
     fn new() -> Self {
         let mut rng = SplitMix64::new(0x5717_c4a7);
-        let mut sdk = Vec::with_capacity(FLEET);
+        let mut rows = Vec::with_capacity(FLEET);
         let mut facts = HashMap::with_capacity(FLEET);
         let mut outcomes = Vec::with_capacity(3 * FLEET);
         for i in 0..FLEET {
@@ -158,7 +156,7 @@ impl Fleet {
             } else {
                 gpus.iter().map(|g| g.util_pct).sum::<f32>() / f32_of(gpus.len() as f64)
             };
-            sdk.push(policy_sdk::Candidate {
+            rows.push(wit::Candidate {
                 node,
                 in_flight,
                 max_concurrent,
@@ -181,6 +179,7 @@ impl Fleet {
                 },
                 latency_samples,
                 cost_per_hour: 0.5 + 11.5 * f32_of(rng.next_f64()),
+                model_load: None,
             });
             let tier = ["gold", "silver", "bronze"][i % 3];
             let region = ["eu-west", "us-east", "ap-south"][i / 3 % 3];
@@ -207,10 +206,8 @@ impl Fleet {
                 });
             }
         }
-        let rows = sdk.iter().map(wit_candidate).collect();
         Self {
             rows,
-            sdk,
             facts,
             outcomes,
         }
@@ -218,7 +215,7 @@ impl Fleet {
 
     /// The first `n` nodes as the gateway hands them to a component.
     fn wit(&self, n: usize) -> wit::Candidates {
-        self.rows[..n].iter().copied().collect()
+        wit::Candidates::from(&self.rows[..n])
     }
 }
 
@@ -242,25 +239,6 @@ fn pct(rng: &mut SplitMix64) -> f32 {
 )]
 fn frac(rng: &mut SplitMix64, of: u64) -> u64 {
     (rng.next_f64() * of as f64) as u64
-}
-
-fn wit_candidate(c: &policy_sdk::Candidate) -> wit::CandidateRow {
-    wit::CandidateRow {
-        node: c.node,
-        in_flight: c.in_flight,
-        max_concurrent: c.max_concurrent,
-        node_in_flight: c.node_in_flight,
-        cpu_pct: c.cpu_pct,
-        mem_used_mib: c.mem_used_mib,
-        mem_total_mib: c.mem_total_mib,
-        gpu_count: c.gpu_count,
-        gpu_util_pct: c.gpu_util_pct,
-        gpu_mem_free_mib: c.gpu_mem_free_mib,
-        gpu_mem_total_mib: c.gpu_mem_total_mib,
-        latency_ms: c.latency_ms,
-        latency_samples: c.latency_samples,
-        cost_per_hour: c.cost_per_hour,
-    }
 }
 
 fn wit_node_info(f: &policy_sdk::NodeFacts) -> wit::NodeInfo {
@@ -376,27 +354,6 @@ impl<P: policy_sdk::Policy> Native for P {
     }
 }
 
-/// `round-robin` predates `policy_sdk::Policy`: its component calls
-/// `RoundRobin::pick(service, len)`, so this does too.
-#[derive(Default)]
-struct RoundRobin(round_robin::RoundRobin);
-
-impl Native for RoundRobin {
-    #[inline]
-    fn pick(
-        &mut self,
-        req: &policy_sdk::Request,
-        candidates: &[policy_sdk::Candidate],
-        _facts: Facts<'_>,
-    ) -> Result<u32, String> {
-        self.0
-            .pick(&req.service, candidates.len())
-            .ok_or_else(|| "no candidates".to_owned())
-    }
-
-    fn observe(&mut self, _outcome: &policy_sdk::Outcome) {}
-}
-
 // ---------------------------------------------------------------------------
 // Benchmarks
 // ---------------------------------------------------------------------------
@@ -476,7 +433,7 @@ fn cross_check<P: Native>(
             other => panic!("{name}/wasm/{n}: expected a route, got {other:?}"),
         };
         let s = native
-            .pick(&sreq, &fleet.sdk[..n], facts)
+            .pick(&sreq, &fleet.rows[..n], facts)
             .unwrap_or_else(|e| panic!("{name}/native/{n}: rejected: {e}"));
         agree += u64::from(w == s);
     }
@@ -501,7 +458,7 @@ fn bench_policy<P: Native + Default>(
     }
     let mut group = c.benchmark_group(name);
     for n in SIZES {
-        let candidates = &fleet.sdk[..n];
+        let candidates = &fleet.rows[..n];
         let mut req = sdk_request(name);
         let mut i = 0u64;
         group.bench_function(BenchmarkId::new("native", n), |b| {
@@ -580,7 +537,7 @@ fn benches(c: &mut Criterion) {
             .collect(),
     ));
     let engine = engine(true);
-    bench_policy::<RoundRobin>(c, &engine, "round-robin", &fleet, &dir);
+    bench_policy::<round_robin::RoundRobin>(c, &engine, "round-robin", &fleet, &dir);
     bench_policy::<least_request::LeastRequest>(c, &engine, "least-request", &fleet, &dir);
     bench_policy::<latency::Latency>(c, &engine, "latency", &fleet, &dir);
     bench_policy::<cost::Cost>(c, &engine, "cost", &fleet, &dir);

@@ -20,10 +20,14 @@ fn context(n: usize) -> wit::Context {
     wit::Context::new(&prefix, (0..n).map(load_of))
 }
 
-/// Node `i`'s model-server load: (waiting, running, KV-cache %).
+/// Node `i`'s model-server load: waiting, running, KV-cache %.
 #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-fn load_of(i: usize) -> Option<(u32, u32, f32)> {
-    Some(((i % 7) as u32, (i % 13) as u32, (i % 100) as f32))
+fn load_of(i: usize) -> Option<wit::ModelLoad> {
+    Some(wit::ModelLoad {
+        waiting: (i % 7) as u32,
+        running: (i % 13) as u32,
+        kv_cache_pct: (i % 100) as f32,
+    })
 }
 
 pub(super) fn bench_score(c: &mut Criterion, fleet: &Fleet, dir: &Arc<Directory>) {

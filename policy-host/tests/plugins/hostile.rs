@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard_policy_host::types::{
-    CandidateRow, Candidates, Decision, Gpu, NodeInfo, Outcome, Request,
+    Candidate, Candidates, Decision, Gpu, NodeInfo, Outcome, Request,
 };
 use switchyard_policy_host::{
     EngineConfig, NoNodes, NodeDirectory, PolicyEngine, PolicyError, TrapReason,
@@ -184,7 +184,7 @@ fn request(mode: u64) -> Request {
 
 fn candidates(n: u32) -> Candidates {
     (0..n)
-        .map(|node| CandidateRow {
+        .map(|node| Candidate {
             node,
             in_flight: 0,
             max_concurrent: 1,
@@ -199,6 +199,7 @@ fn candidates(n: u32) -> Candidates {
             latency_ms: 0.0,
             latency_samples: 0,
             cost_per_hour: 0.0,
+            model_load: None,
         })
         .collect()
 }

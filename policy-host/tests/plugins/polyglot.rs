@@ -13,9 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use switchyard_policy_host::types::{
-    CandidateRow, Candidates, Decision, Outcome, Ranking, Request,
-};
+use switchyard_policy_host::types::{Candidate, Candidates, Decision, Outcome, Ranking, Request};
 use switchyard_policy_host::{EngineConfig, NoNodes, Policy, PolicyEngine, PolicyError};
 
 /// The polyglot plugins: each file stem in `plugins/dist-polyglot` is the name it reports.
@@ -76,7 +74,7 @@ fn request(random: u64) -> Request {
 fn candidates(load: &[(u32, u32)]) -> Candidates {
     load.iter()
         .zip(0..)
-        .map(|(&(in_flight, max_concurrent), node)| CandidateRow {
+        .map(|(&(in_flight, max_concurrent), node)| Candidate {
             node,
             in_flight,
             max_concurrent,
@@ -91,6 +89,7 @@ fn candidates(load: &[(u32, u32)]) -> Candidates {
             latency_ms: 0.0,
             latency_samples: 0,
             cost_per_hour: 1.0,
+            model_load: None,
         })
         .collect()
 }

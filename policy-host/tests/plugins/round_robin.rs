@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use switchyard_policy_host::types::{CandidateRow, Candidates, Decision, Outcome, Request};
+use switchyard_policy_host::types::{Candidate, Candidates, Decision, Outcome, Request};
 use switchyard_policy_host::{EngineConfig, NoNodes, PolicyEngine, PolicyError, load_dir};
 
 fn plugin_path() -> PathBuf {
@@ -39,7 +39,7 @@ fn request(service: &str) -> Request {
 
 fn candidates(n: u32) -> Candidates {
     (0..n)
-        .map(|node| CandidateRow {
+        .map(|node| Candidate {
             node,
             in_flight: 0,
             max_concurrent: 4,
@@ -54,6 +54,7 @@ fn candidates(n: u32) -> Candidates {
             latency_ms: 0.0,
             latency_samples: 0,
             cost_per_hour: 1.5,
+            model_load: None,
         })
         .collect()
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard_policy_host::types::{CandidateRow, Candidates, Decision, Outcome, Request};
+use switchyard_policy_host::types::{Candidate, Candidates, Decision, Outcome, Request};
 use switchyard_policy_host::{
     EngineConfig, NoNodes, Policy, PolicyEngine, PolicyError, TrapReason, load_dir,
 };
@@ -100,7 +100,7 @@ fn benign() -> Request {
 
 fn candidates(n: u32) -> Candidates {
     (0..n)
-        .map(|node| CandidateRow {
+        .map(|node| Candidate {
             node,
             in_flight: 0,
             max_concurrent: 4,
@@ -115,6 +115,7 @@ fn candidates(n: u32) -> Candidates {
             latency_ms: 0.0,
             latency_samples: 0,
             cost_per_hour: 1.5,
+            model_load: None,
         })
         .collect()
 }

@@ -6,13 +6,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use protocol::{CallHead, ErrorKind};
+use switchyard_core::{Balance, PickError, PickRequest};
 use switchyard_policy_host::types::{
-    CandidateRow, Candidates, Context, Decision, Ranking, Request, Scored, Verdict,
+    Candidate, Candidates, Context, Decision, ModelLoad, Ranking, Request, Scored, Verdict,
 };
 use switchyard_policy_host::{
-    EngineConfig, MAX_REASON_BYTES, NoNodes, Policy, PolicyEngine, PolicyError, TrapReason,
+    EngineConfig, MAX_REASON_BYTES, NoNodes, PickFailure, Policy, PolicyBalance, PolicyEngine,
+    PolicyError, TrapReason,
 };
 
 /// Plugins compiled against contract 1.0.0, kept as they were built:
@@ -67,7 +70,7 @@ fn request(hints: &[(&str, &str)]) -> Request {
 
 fn candidates(n: u32) -> Candidates {
     (0..n)
-        .map(|node| CandidateRow {
+        .map(|node| Candidate {
             node,
             in_flight: node % 3,
             max_concurrent: 4,
@@ -81,16 +84,26 @@ fn candidates(n: u32) -> Candidates {
             latency_ms: 5.0 + node as f32,
             latency_samples: 10,
             cost_per_hour: 1.5,
-            ..CandidateRow::default()
+            ..Candidate::default()
         })
         .collect()
+}
+
+/// A model server's load: `waiting` requests, one running, `kv` % of its
+/// KV cache used.
+fn model_load(waiting: u32, kv: f32) -> ModelLoad {
+    ModelLoad {
+        waiting,
+        running: 1,
+        kv_cache_pct: kv,
+    }
 }
 
 /// Prefix hashes and a load known for every other candidate.
 fn context(n: u32) -> Context {
     Context::new(
         &[11, 22, 33],
-        (0..n).map(|i| (i % 2 == 0).then_some((i, 1, 10.0 * i as f32))),
+        (0..n).map(|i| (i % 2 == 0).then(|| model_load(i, 10.0 * i as f32))),
     )
 }
 
@@ -217,7 +230,10 @@ fn the_context_reaches_the_guest() -> Result<(), PolicyError> {
     let engine = engine()?;
     let policy = load(&engine, &built("dist-test", "bad-scores"))?;
     assert!(policy.ranks() && policy.scores());
-    let ctx = Context::new(&[7, 8, 9], [Some((2, 1, 30.0)), None, Some((3, 0, 20.0))]);
+    let ctx = Context::new(
+        &[7, 8, 9],
+        [Some(model_load(2, 30.0)), None, Some(model_load(3, 20.0))],
+    );
     let s = scored(policy.score(&request(&[]), &candidates(3), &ctx)?);
     assert_eq!(s.order, [0, 1, 2]);
     assert_eq!(s.scores, [0.0, 1.0, 2.0]);
@@ -294,5 +310,73 @@ fn a_trap_in_score_rebuilds_the_instance() -> Result<(), PolicyError> {
     assert_eq!(policy.traps_total(), 1);
     let s = scored(policy.score(&request(&[]), &candidates(2), &context(2))?);
     assert_eq!(s.order, [0, 1], "it answers again");
+    Ok(())
+}
+
+/// A pick request of the core becomes the WIT's request, columns and
+/// context; the verdict becomes a ranking of node keys with the policy's
+/// scores and reason; a rejection and a trap become the core's errors.
+#[test]
+fn a_policy_balance_ranks_the_cores_pick_requests() -> Result<(), PolicyError> {
+    let engine = engine()?;
+    let policy = load(&engine, &built("dist-test", "bad-scores"))?;
+    let pick = |hints: &[(&str, &str)]| {
+        let mut head = CallHead::new("svc", 0, 1000);
+        head.hints = hints
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        PickRequest {
+            call: 1,
+            head: Arc::new(head),
+            candidates: [
+                (10, Some(model_load(2, 30.0))),
+                (11, None),
+                (12, Some(model_load(3, 20.0))),
+            ]
+            .into_iter()
+            .map(|(node, model_load)| Candidate {
+                node,
+                max_concurrent: 4,
+                model_load,
+                ..Candidate::default()
+            })
+            .collect(),
+            prefix: Arc::from(vec![7, 8, 9]),
+        }
+    };
+    let base = Instant::now();
+    let draws = std::cell::Cell::new(0);
+    let mut balance = PolicyBalance::new(&policy, base, || {
+        draws.set(draws.get() + 1);
+        42
+    });
+    assert_eq!(balance.now_ms(base + Duration::from_millis(1500)), 1500);
+    let ranking = match balance.rank(&pick(&[]), base) {
+        Ok(ranking) => ranking,
+        Err(failure) => panic!("{failure:?}"),
+    };
+    assert_eq!(ranking.nodes, [10, 11, 12]);
+    assert_eq!(ranking.scores, [0.0, 1.0, 2.0]);
+    assert_eq!(ranking.reason, "prefix=3 first=7 known=2 waiting=5 kv=50");
+
+    match balance.pick(&pick(&[("bad", "reject")]), base) {
+        Err(PickError::Refused(e)) => {
+            assert_eq!(e.kind, ErrorKind::Rejected);
+            assert_eq!(
+                e.message,
+                "policy bad-scores rejected the call: bad-scores: rejected"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(balance.failures(), 0, "a rejection is no failure");
+    let trapped = balance.rank(&pick(&[("bad", "trap")]), base);
+    assert!(
+        matches!(trapped, Err(PickFailure::Failed(PolicyError::Trap { .. }))),
+        "{trapped:?}"
+    );
+    assert_eq!(balance.failures(), 1);
+    assert_eq!(draws.get(), 3, "one random number per pick");
     Ok(())
 }

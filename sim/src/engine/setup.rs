@@ -15,7 +15,7 @@ impl Sim {
     ) -> Result<Self, SimError> {
         let base = Instant::now();
         let directory = Directory::default();
-        let balance = WasmBalance::load(
+        let balance = crate::policy::load(
             engine,
             policy_path,
             directory.clone(),

@@ -1,5 +1,5 @@
 use policy_sdk::{
-    Candidate, Context, FORGET_AFTER_MS, Outcome, Request, Scored, SplitMix64, no_facts,
+    Candidate, Context, FORGET_AFTER_MS, Outcome, Policy, Request, Scored, SplitMix64, no_facts,
 };
 
 use super::{Adaptive, Objective};

@@ -1,6 +1,6 @@
 use policy_sdk::{
-    Candidate, Context, EXCLUDED, FORGET_AFTER_MS, NodeFacts, Outcome, Request, Scored, SplitMix64,
-    no_facts,
+    Candidate, Context, EXCLUDED, FORGET_AFTER_MS, NodeFacts, Outcome, Policy, Request, Scored,
+    SplitMix64, no_facts,
 };
 
 use super::Cost;

@@ -1,4 +1,6 @@
-use policy_sdk::{Candidate, Context, FORGET_AFTER_MS, Outcome, Request, SplitMix64, no_facts};
+use policy_sdk::{
+    Candidate, Context, FORGET_AFTER_MS, Outcome, Policy, Request, SplitMix64, no_facts,
+};
 
 use super::Latency;
 

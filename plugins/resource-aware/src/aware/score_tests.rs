@@ -1,6 +1,6 @@
 //! `score`: the same choice as `pick`, every score, the reason.
 
-use policy_sdk::{Candidate, Context, EXCLUDED, NodeFacts, Request, Scored};
+use policy_sdk::{Candidate, Context, EXCLUDED, NodeFacts, Policy, Request, Scored};
 
 use super::ResourceAware;
 

@@ -1,6 +1,6 @@
 use std::cell::Cell;
 
-use policy_sdk::{Candidate, NodeFacts, Request, SplitMix64, no_facts};
+use policy_sdk::{Candidate, NodeFacts, Policy, Request, SplitMix64, no_facts};
 
 use super::ResourceAware;
 

@@ -5,33 +5,33 @@ use super::RoundRobin;
 #[test]
 fn cycles_over_candidates() {
     let mut rr = RoundRobin::new();
-    let picks: Vec<_> = (0..7).filter_map(|_| rr.pick("svc", 3)).collect();
+    let picks: Vec<_> = (0..7).filter_map(|_| rr.next_in_turn("svc", 3)).collect();
     assert_eq!(picks, [0, 1, 2, 0, 1, 2, 0]);
 }
 
 #[test]
 fn services_are_independent() {
     let mut rr = RoundRobin::new();
-    assert_eq!(rr.pick("a", 3), Some(0));
-    assert_eq!(rr.pick("a", 3), Some(1));
-    assert_eq!(rr.pick("b", 3), Some(0));
-    assert_eq!(rr.pick("a", 3), Some(2));
-    assert_eq!(rr.pick("b", 3), Some(1));
+    assert_eq!(rr.next_in_turn("a", 3), Some(0));
+    assert_eq!(rr.next_in_turn("a", 3), Some(1));
+    assert_eq!(rr.next_in_turn("b", 3), Some(0));
+    assert_eq!(rr.next_in_turn("a", 3), Some(2));
+    assert_eq!(rr.next_in_turn("b", 3), Some(1));
     assert_eq!(rr.services(), 2);
 }
 
 #[test]
 fn empty_candidates_pick_nothing_and_keep_the_counter() {
     let mut rr = RoundRobin::new();
-    assert_eq!(rr.pick("a", 0), None);
-    assert_eq!(rr.pick("a", 2), Some(0));
+    assert_eq!(rr.next_in_turn("a", 0), None);
+    assert_eq!(rr.next_in_turn("a", 2), Some(0));
 }
 
 #[test]
 fn candidate_count_changes_stay_in_bounds() {
     let mut rr = RoundRobin::new();
     for len in [5, 1, 4, 2, 3, 1, 7] {
-        let i = rr.pick("svc", len).expect("non-empty");
+        let i = rr.next_in_turn("svc", len).expect("non-empty");
         assert!((i as usize) < len);
     }
 }
