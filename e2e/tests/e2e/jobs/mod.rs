@@ -53,7 +53,8 @@ impl Db {
     /// A throwaway PostgreSQL cluster (Debian's `postgresql`, installed by
     /// `make setup`); a missing server fails the test.
     pub fn postgres() -> Self {
-        let server = switchyard_testkit::Postgres::start_required().expect("postgres starts");
+        let server =
+            switchyard_testkit::Postgres::start_required().unwrap_or_else(|e| panic!("{e}"));
         Self {
             url: Some(server.url()),
             _server: Some(server),
