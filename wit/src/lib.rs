@@ -122,9 +122,10 @@ pub struct ModelLoad {
 ///   (a struct with one public `Vec` field per column), implements on `T`:
 ///   `with_capacity(n)`, `push(row)`, `len()`, `is_empty()`, `row(i)`,
 ///   `rows()`, `check()`, and `FromIterator<Candidate>`,
-///   `Extend<Candidate>` and `From<&[Candidate]>`. A row's `model_load` is
-///   not a column: `push` leaves it out and `row`/`rows` answer `None`.
-///   Invoke it in the crate that generated `T` (inherent methods).
+///   `Extend<Candidate>` and `From<&[Candidate]>`. A row's fields that are
+///   no column (`model_load`) are left out by `push` and at their default
+///   in `row`/`rows`. Invoke it in the crate that generated `T` (inherent
+///   methods).
 ///
 /// ```
 /// use switchyard_policy_types::candidate_columns;
@@ -174,7 +175,8 @@ macro_rules! candidate_columns {
             }
 
             /// Appends `row` as the last candidate: one element to every
-            /// column (its `model_load` is not a column and is left out).
+            /// column (its fields that are no column, such as `model_load`,
+            /// are left out).
             pub fn push(&mut self, row: $crate::Candidate) {
                 $(self.$f.push(row.$f);)*
             }
@@ -193,19 +195,20 @@ macro_rules! candidate_columns {
                 self.node.is_empty()
             }
 
-            /// Candidate `i` as a row (`model_load` `None`), or `None` when
-            /// `i` is out of range of any column.
+            /// Candidate `i` as a row (its fields that are no column, such
+            /// as `model_load`, at their default), or `None` when `i` is out
+            /// of range of any column.
             #[must_use]
             pub fn row(&self, i: usize) -> ::std::option::Option<$crate::Candidate> {
                 ::std::option::Option::Some($crate::Candidate {
                     $($f: *self.$f.get(i)?,)*
-                    model_load: ::std::option::Option::None,
+                    ..::std::default::Default::default()
                 })
             }
 
-            /// Every candidate as a row (`model_load` `None`): as many as
-            /// the shortest column holds, so columns of unequal lengths
-            /// never index out of range.
+            /// Every candidate as a row (as [`Self::row`]): as many as the
+            /// shortest column holds, so columns of unequal lengths never
+            /// index out of range.
             #[must_use]
             pub fn rows(&self) -> ::std::vec::Vec<$crate::Candidate> {
                 let n = [$(self.$f.len()),*].into_iter().min().unwrap_or(0);
@@ -300,7 +303,9 @@ mod tests {
     #[test]
     fn the_list_names_every_column_of_the_row() {
         // A struct literal without `..`: it compiles only while the list
-        // names every field of `Candidate` but `model_load`, each once.
+        // and the fields named after it (those that are no WIT column) name
+        // every field of `Candidate`, each once. A new field of the row
+        // must be added to one or the other.
         macro_rules! literal {
             ($($f:ident),*) => { Candidate { $($f: Default::default(),)* model_load: None } };
         }

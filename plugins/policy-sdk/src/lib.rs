@@ -61,6 +61,35 @@ pub use switchyard_policy_types as __types;
 /// from it, and [`Policy::observe`] does nothing unless overridden. The
 /// component glue from [`export_policy!`] calls these methods; a native
 /// bench or a unit test calls the very same code (import the trait).
+///
+/// ```
+/// use policy_sdk::{Candidate, Context, NodeFacts, NodeKey, Policy, Request, Scored, no_facts};
+/// use policy_sdk::to_score;
+///
+/// #[derive(Debug, Default)]
+/// pub struct MyPolicy;
+///
+/// impl Policy for MyPolicy {
+///     const NAME: &'static str = "my-policy";
+///
+///     fn score(
+///         &mut self,
+///         _req: &Request,
+///         candidates: &[Candidate],
+///         _ctx: &Context,
+///         _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+///     ) -> Result<Scored, String> {
+///         let scores = candidates.iter().map(|c| to_score(-c.load())).collect();
+///         Ok(Scored::by_score(scores, "least loaded".to_owned()))
+///     }
+/// }
+///
+/// let node = |node, in_flight| Candidate { node, in_flight, max_concurrent: 4, ..Candidate::default() };
+/// let candidates = [node(7, 3), node(8, 1)];
+/// let mut p = MyPolicy;
+/// assert_eq!(p.rank(&Request::default(), &candidates, &no_facts), Ok(vec![1, 0]));
+/// assert_eq!(p.pick(&Request::default(), &candidates, &no_facts), Ok(1));
+/// ```
 pub trait Policy: Default {
     /// The policy name: the `name` export, what `gateway.toml` and the per-call
     /// hint `policy=NAME` refer to.
@@ -129,5 +158,89 @@ pub trait Policy: Default {
     /// Learns from a finished call; does nothing unless overridden.
     fn observe(&mut self, outcome: &Outcome) {
         let _ = outcome;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Candidate, Context, NodeFacts, NodeKey, Policy, Request, Scored, no_facts};
+
+    /// Answers with the order it is told to, and remembers the context of
+    /// its last call.
+    #[derive(Debug, Default)]
+    struct Told {
+        order: Vec<u32>,
+        reject: bool,
+        seen: Option<Context>,
+    }
+
+    impl Policy for Told {
+        const NAME: &'static str = "told";
+
+        fn score(
+            &mut self,
+            _req: &Request,
+            _candidates: &[Candidate],
+            ctx: &Context,
+            _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
+        ) -> Result<Scored, String> {
+            self.seen = Some(ctx.clone());
+            if self.reject {
+                return Err("told to reject".to_owned());
+            }
+            Ok(Scored {
+                order: self.order.clone(),
+                scores: Vec::new(),
+                reason: String::new(),
+            })
+        }
+    }
+
+    fn nodes(n: u32) -> Vec<Candidate> {
+        (0..n)
+            .map(|node| Candidate {
+                node,
+                max_concurrent: 1,
+                ..Candidate::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rank_is_the_scored_order_without_a_context() {
+        let mut p = Told {
+            order: vec![2, 0],
+            ..Told::default()
+        };
+        let req = Request::default();
+        assert_eq!(p.rank(&req, &nodes(3), &no_facts), Ok(vec![2, 0]));
+        assert_eq!(p.seen, Some(Context::default()));
+        assert_eq!(p.pick(&req, &nodes(3), &no_facts), Ok(2));
+    }
+
+    #[test]
+    fn pick_of_an_empty_order_is_the_first_candidate_if_any() {
+        let mut p = Told::default();
+        let req = Request::default();
+        assert_eq!(p.pick(&req, &nodes(2), &no_facts), Ok(0));
+        assert_eq!(
+            p.pick(&req, &[], &no_facts),
+            Err("no candidates".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_rejection_passes_through() {
+        let mut p = Told {
+            reject: true,
+            ..Told::default()
+        };
+        let req = Request::default();
+        let rejected = Err("told to reject".to_owned());
+        assert_eq!(p.rank(&req, &nodes(2), &no_facts), rejected);
+        assert_eq!(
+            p.pick(&req, &nodes(2), &no_facts),
+            Err("told to reject".to_owned())
+        );
     }
 }
