@@ -196,14 +196,9 @@ mod tests {
         }
     }
 
-    fn nodes(n: u32) -> Vec<Candidate> {
-        (0..n)
-            .map(|node| Candidate {
-                node,
-                max_concurrent: 1,
-                ..Candidate::default()
-            })
-            .collect()
+    /// `n` candidates (`Told` reads none of their figures).
+    fn nodes(n: usize) -> Vec<Candidate> {
+        vec![Candidate::default(); n]
     }
 
     #[test]
