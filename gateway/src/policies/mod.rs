@@ -4,19 +4,15 @@
 //! falling back to the built-in round-robin when a policy is missing or fails
 //! (fail-open, configurable).
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use policy_host::types::Outcome;
 use policy_host::{
     NativeRoundRobin, NodeDirectory, PickFailure, Policy, PolicyBalance, PolicyEngine, PolicyError,
     TrapReason,
 };
-use protocol::{
-    CallError, CallHead, ErrorKind, PolicyTable, PolicyView, RejectedFile, ServicePolicy,
-};
+use protocol::{CallError, CallHead, ErrorKind};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use switchyard_core::{PickError, PickRequest, Ranking};
@@ -24,12 +20,14 @@ use switchyard_core::{PickError, PickRequest, Ranking};
 use crate::fleet::Registry;
 pub(crate) use decisions::{Decisions, Explanation};
 use directory::Directory;
+use table::Table;
 pub(crate) use watcher::WatchHandle;
 pub(crate) use watcher::start as watch;
 
 mod decisions;
 mod directory;
 mod explain;
+mod table;
 mod watcher;
 
 /// The name a pick reports when the built-in round-robin made it.
@@ -51,17 +49,6 @@ pub struct Policies {
     fail_open: bool,
     start: Instant,
     rng: Mutex<StdRng>,
-}
-
-#[derive(Default)]
-struct Table {
-    by_name: HashMap<String, Arc<Policy>>,
-    /// Which file provides which policy name.
-    by_file: HashMap<PathBuf, String>,
-    /// Service → configured policy name (`gateway.toml`, then `policy set`).
-    services: HashMap<String, String>,
-    /// Files whose latest version was refused.
-    rejected: BTreeMap<PathBuf, RejectedFile>,
 }
 
 /// Which policy version chose a call's node (so the call's outcome is
@@ -137,165 +124,6 @@ impl Policies {
         self.table
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Compiles, instantiates and names the plugin `bytes` read from `path`
-    /// (content hash `hash`), then installs it, replacing the version the file
-    /// provided before. On failure the old version stays and the file is
-    /// listed as rejected.
-    pub fn load_file(&self, path: &Path, bytes: &[u8], hash: &str) {
-        let origin = path.display().to_string();
-        let loaded = self
-            .engine
-            .load_bytes(bytes, &origin, self.directory.clone())
-            .and_then(|policy| {
-                let table = self.read();
-                match table.by_name.get(policy.name()) {
-                    Some(_)
-                        if table.by_file.get(path).map(String::as_str) != Some(policy.name()) =>
-                    {
-                        let owner = table
-                            .by_file
-                            .iter()
-                            .find(|(_, n)| *n == policy.name())
-                            .map(|(f, _)| f.display().to_string())
-                            .unwrap_or_default();
-                        Err(PolicyError::Instantiate {
-                            policy: policy.name().to_string(),
-                            reason: format!("policy name already provided by {owner}"),
-                        })
-                    }
-                    _ => Ok(policy),
-                }
-            });
-        match loaded {
-            Ok(policy) => {
-                let name = policy.name().to_string();
-                let mut table = self.write();
-                let replaced = table.by_file.insert(path.to_path_buf(), name.clone());
-                if let Some(old) = replaced.filter(|old| *old != name) {
-                    table.by_name.remove(&old);
-                    tracing::warn!(file = %origin, old = %old, new = %name, "plugin file now provides another policy");
-                }
-                let previous = table.by_name.insert(name.clone(), Arc::new(policy));
-                table.rejected.remove(path);
-                drop(table);
-                metrics::counter!("policy_loads_total", "policy" => name.clone()).increment(1);
-                match previous {
-                    Some(old) => {
-                        tracing::info!(policy = %name, file = %origin, hash, old_hash = old.content_hash(), "policy replaced")
-                    }
-                    None => tracing::info!(policy = %name, file = %origin, hash, "policy loaded"),
-                }
-            }
-            Err(error) => {
-                tracing::error!(file = %origin, %error, "policy rejected; the previous version (if any) stays");
-                metrics::counter!("policy_load_failures_total").increment(1);
-                self.write().rejected.insert(
-                    path.to_path_buf(),
-                    RejectedFile {
-                        file: origin,
-                        reason: error.to_string(),
-                        at_unix_ms: unix_ms(SystemTime::now()),
-                    },
-                );
-            }
-        }
-    }
-
-    /// Unloads the policy `path` provided. Services that used it fall back to
-    /// the default policy (with a warning).
-    pub fn remove_file(&self, path: &Path) {
-        let mut table = self.write();
-        table.rejected.remove(path);
-        let Some(name) = table.by_file.remove(path) else {
-            return;
-        };
-        table.by_name.remove(&name);
-        let users: Vec<String> = table
-            .services
-            .iter()
-            .filter(|(_, p)| **p == name)
-            .map(|(s, _)| s.clone())
-            .collect();
-        drop(table);
-        tracing::info!(policy = %name, file = %path.display(), "policy removed");
-        if !users.is_empty() || name == self.default_policy {
-            tracing::warn!(policy = %name, services = ?users, default = %self.default_policy, "removed policy was in use; those services fall back to the default policy");
-        }
-    }
-
-    /// Makes `service` use the loaded policy `name` from the next call on.
-    /// Returns the policy it used to be configured with.
-    ///
-    /// # Errors
-    /// A message naming the loaded policies when `name` is not loaded.
-    pub fn set_service_policy(&self, service: &str, name: &str) -> Result<Option<String>, String> {
-        let mut table = self.write();
-        if !table.by_name.contains_key(name) {
-            let mut loaded: Vec<_> = table.by_name.keys().cloned().collect();
-            loaded.sort();
-            return Err(format!(
-                "no policy named {name:?} is loaded (loaded: {})",
-                loaded.join(", ")
-            ));
-        }
-        Ok(table.services.insert(service.to_string(), name.to_string()))
-    }
-
-    /// Whether a policy named `name` is loaded.
-    pub fn is_loaded(&self, name: &str) -> bool {
-        self.read().by_name.contains_key(name)
-    }
-
-    /// Names of the loaded policies, sorted.
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<_> = self.read().by_name.keys().cloned().collect();
-        names.sort();
-        names
-    }
-
-    /// The table for `switchyard policies`; `hosted` are the services nodes
-    /// host now (listed even without a configured policy).
-    pub fn table(&self, hosted: &[String]) -> PolicyTable {
-        let table = self.read();
-        let mut policies: Vec<PolicyView> = table
-            .by_name
-            .values()
-            .map(|p| PolicyView {
-                name: p.name().to_string(),
-                file: table
-                    .by_file
-                    .iter()
-                    .find(|(_, n)| n.as_str() == p.name())
-                    .map(|(f, _)| f.display().to_string())
-                    .unwrap_or_default(),
-                content_hash: p.content_hash().to_string(),
-                loaded_at_unix_ms: unix_ms(p.loaded_at()),
-                picks_total: p.picks_total(),
-                traps_total: p.traps_total(),
-            })
-            .collect();
-        policies.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut names: Vec<&String> = table.services.keys().chain(hosted).collect();
-        names.sort();
-        names.dedup();
-        let services = names
-            .into_iter()
-            .map(|service| ServicePolicy {
-                service: service.clone(),
-                configured: table.services.get(service).cloned(),
-                active: Self::resolve(&table, &self.default_policy, service, None)
-                    .map_or_else(|| BUILTIN_ROUND_ROBIN.to_string(), |p| p.name().to_string()),
-            })
-            .collect();
-        PolicyTable {
-            default_policy: self.default_policy.clone(),
-            fail_open: self.fail_open,
-            policies,
-            services,
-            rejected: table.rejected.values().cloned().collect(),
-        }
     }
 
     /// Milliseconds since the gateway started: the clock policies see.
@@ -487,12 +315,6 @@ fn count_trap(policy: &Policy, error: &PolicyError) {
     metrics::counter!("policy_traps_total", "policy" => policy.name().to_string(), "reason" => reason).increment(1);
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// Help texts of the policy series.
 pub(crate) fn describe_metrics() {
     metrics::describe_counter!(
@@ -509,133 +331,4 @@ pub(crate) fn describe_metrics() {
 }
 
 #[cfg(test)]
-mod tests {
-    //! Picks through the real policy host: no policy loaded, a bad hint, a
-    //! real plugin from `plugins/dist` (built by `make plugins`), and a
-    //! plugin that traps (`plugins/dist-test`).
-
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use std::path::Path;
-
-    use protocol::CallHead;
-    use switchyard_core::{Candidate, Core, CoreConfig};
-
-    use super::*;
-
-    fn policies() -> Policies {
-        // A deadline a loaded test machine cannot miss by descheduling: these
-        // tests check answers, not deadlines.
-        let config = crate::GatewayConfig {
-            pick_deadline_ms: 2000,
-            ..crate::GatewayConfig::default()
-        };
-        let core = Arc::new(std::sync::Mutex::new(Core::new(CoreConfig::default())));
-        Policies::new(&config, Arc::new(Registry::new(core))).expect("engine")
-    }
-
-    fn load(policies: &Policies, dir: &str, name: &str) {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../plugins")
-            .join(dir)
-            .join(format!("{name}.wasm"));
-        let bytes = std::fs::read(&path).expect("run `make plugins` first");
-        policies.load_file(&path, &bytes, "test");
-        assert!(policies.is_loaded(name), "{name} loaded");
-    }
-
-    fn request(hints: &[(&str, &str)], in_flight: &[u32]) -> PickRequest {
-        let mut head = CallHead::new("svc", 0, 1000);
-        head.hints = hints
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect();
-        PickRequest {
-            call: 1,
-            head: Arc::new(head),
-            candidates: in_flight
-                .iter()
-                .enumerate()
-                .map(|(i, n)| Candidate {
-                    node: 10 + u32::try_from(i).unwrap(),
-                    in_flight: *n,
-                    max_concurrent: 8,
-                    ..Candidate::default()
-                })
-                .collect(),
-            prefix: Arc::default(),
-        }
-    }
-
-    #[test]
-    fn with_no_policy_loaded_the_builtin_round_robin_ranks_every_candidate() {
-        let p = policies();
-        let (first, picked) = p.pick(&request(&[], &[0, 0, 0]));
-        let (second, _) = p.pick(&request(&[], &[0, 0, 0]));
-        let (first, second) = (first.unwrap(), second.unwrap());
-        assert_eq!(picked.policy_name, BUILTIN_ROUND_ROBIN);
-        assert_eq!(first.nodes.len(), 3, "a full ranking");
-        assert_ne!(first.nodes[0], second.nodes[0], "it rotates");
-    }
-
-    #[test]
-    fn an_unknown_policy_hint_refuses_the_call() {
-        let p = policies();
-        let (ranking, _) = p.pick(&request(&[("policy", "nope")], &[0]));
-        match ranking {
-            Err(PickError::Refused(e)) => {
-                assert_eq!(e.kind, ErrorKind::BadRequest);
-                assert!(e.message.contains("nope"), "{}", e.message);
-            }
-            other => panic!("expected a refusal, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_real_plugin_ranks_by_its_algorithm_and_is_named_in_the_pick() {
-        let p = policies();
-        load(&p, "dist", "least-request");
-        let (ranking, picked) = p.pick(&request(&[("policy", "least-request")], &[5, 0, 2]));
-        // Two random draws: never the busiest first; then the rest by load.
-        let ranking = ranking.unwrap();
-        let nodes = &ranking.nodes;
-        assert_eq!(nodes.len(), 3, "least-request ranks every candidate");
-        assert_ne!(nodes[0], 10, "the busiest never wins a draw");
-        assert_eq!(nodes[2], 10, "the busiest is ranked last");
-        assert_eq!(picked.policy_name, "least-request");
-        // The explanation comes from the ranking: its reason, and the
-        // chosen node first with its score (-in_flight / max_concurrent).
-        assert_eq!(ranking.scores.len(), 3);
-        let explained = picked.explanation.expect("explained");
-        assert_eq!(explained.reason, ranking.reason);
-        assert!(
-            explained.reason.starts_with("least loaded of two drawn"),
-            "{}",
-            explained.reason
-        );
-        assert_eq!(explained.top[0].node, nodes[0]);
-        let chosen = usize::try_from(nodes[0] - 10).unwrap();
-        assert_eq!(explained.top[0].score, Some(ranking.scores[chosen]));
-        assert_eq!(explained.offered, 3);
-    }
-
-    #[test]
-    fn a_trapping_plugin_fails_the_pick_and_is_rebuilt_off_the_hot_path() {
-        let p = policies();
-        load(&p, "dist-test", "panic-trap");
-        let evil = request(&[("policy", "panic-trap"), ("evil", "1")], &[0, 0]);
-        assert!(matches!(p.pick(&evil).0, Err(PickError::Failed(_))));
-        let benign = request(&[("policy", "panic-trap")], &[0, 0]);
-        let start = Instant::now();
-        loop {
-            match p.pick(&benign).0 {
-                Ok(_) => break,
-                Err(PickError::Failed(why)) if why.contains("rebuilt") => {
-                    assert!(start.elapsed() < std::time::Duration::from_secs(10));
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-}
+mod tests;
