@@ -1,8 +1,10 @@
-//! The policy table and choosing a node: which policies are loaded (kept in
-//! step with the plugins folder by [`watcher`]), which service uses
-//! which, building the policy's view of a call, running its `pick`, and
-//! falling back to the built-in round-robin when a policy is missing or fails
-//! (fail-open, configurable).
+//! The loaded policies and choosing a node for a call: which policy a call
+//! uses (its `policy` hint, its service's, the default), the pick through
+//! the policy host's `PolicyBalance` (the policy's `score`, with its scores
+//! and reason for "why this node"), and the built-in round-robin when no
+//! policy is loaded or one fails (fail-open, configurable). The table of
+//! loaded policies is [`table`], kept in step with the plugins folder by
+//! [`watcher`].
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
