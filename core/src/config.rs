@@ -73,8 +73,8 @@ impl Default for OutlierRules {
 pub struct SwapRules {
     /// Whether the core swaps at all (default true).
     pub enabled: bool,
-    /// Least time between two swaps on one node (default 60 s, seed 000's
-    /// `swap_cd`).
+    /// Least time between two swaps on one node, its swap cooldown
+    /// (default 60 s).
     pub node_cooldown: Duration,
     /// Per node id, overriding `node_cooldown`.
     pub node_cooldowns: HashMap<String, Duration>,

@@ -1,5 +1,5 @@
-//! The per-node job limit (seed 004's "maximum number of jobs per
-//! worker"): a job call ([`crate::Event::CallArrived`] with `job`) goes only
+//! The per-node job limit (the most jobs one node runs at once): a job
+//! call ([`crate::Event::CallArrived`] with `job`) goes only
 //! to a node running fewer job calls than [`crate::Event::JobLimit`] says,
 //! whatever their services; other calls are not counted and not held back.
 //!

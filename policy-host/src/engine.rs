@@ -285,12 +285,12 @@ const LINGER_TICKS: u32 = 50;
 /// Epochs only matter while guest code runs (a deadline counts ticks from
 /// when its call was armed), so the thread parks on a condition variable
 /// once no guest call has begun for [`LINGER_TICKS`] ticks: an idle
-/// gateway spends no CPU on it (issue 11 measured about 3% of a core for a
-/// ticker that always ran). Every guest call holds a [`Running`] guard
+/// gateway spends no CPU on it (a ticker that always ran cost about 3% of a
+/// core). Every guest call holds a [`Running`] guard
 /// (taken by the [`Driver`] around each poll loop); a guard wakes the
 /// thread only when it is parked. Waking it on every call instead (the
 /// first version) cost a futex wake-up and a thread switch per pick: 10% of
-/// a loaded gateway's CPU (issue 11's profile). Stops (and is joined) when
+/// a loaded gateway's CPU in its profile. Stops (and is joined) when
 /// the last owner drops it.
 pub(crate) struct Ticker {
     shared: Option<Arc<TickerShared>>,

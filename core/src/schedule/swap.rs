@@ -2,8 +2,7 @@
 //! host it holds something else, ask its agent to load the service, and
 //! reserve the call at the head of the queue for that node.
 //!
-//! The rules (seed 000's swapping, with its per-node `swap_cd`, plus what it
-//! lacks):
+//! The rules:
 //! 1. Nodes with the service loaded serve first; a swap is considered only
 //!    for calls still waiting after every free slot was used.
 //! 2. A slot is a candidate when it can host the service, has no swap under
