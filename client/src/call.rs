@@ -16,9 +16,6 @@ use transport::FramedSend;
 use crate::pool::PooledRecv;
 use crate::{Client, ClientError, ResultMeta, unexpected};
 
-/// Stream reset code the SDK cancels a call with (its stream was dropped).
-pub const RESET_CANCELLED: u32 = protocol::codes::reset::CANCELLED;
-
 /// How long past a call's timeout the SDK waits for the gateway's own
 /// `timeout` answer (which says where the time went) before it ends the
 /// call itself. The gateway's clock starts when it reads the call, after
@@ -352,8 +349,8 @@ struct Open {
 impl Drop for Open {
     fn drop(&mut self) {
         if !self.done {
-            self.send.reset(RESET_CANCELLED);
-            self.recv.stop(RESET_CANCELLED);
+            self.send.reset(protocol::codes::reset::CANCELLED);
+            self.recv.stop(protocol::codes::reset::CANCELLED);
         }
     }
 }

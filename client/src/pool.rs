@@ -21,7 +21,7 @@
 //!   against the call's timeout (the caller bounds [`Pool::open`]); past it
 //!   the call fails with [`ClientError::Timeout`] `{ sent: false }`.
 //! - **Shutdown.** A gateway that answers `shutting down` or closes its
-//!   connection with [`CLOSE_SHUTDOWN`] is draining: its connections are
+//!   connection with `protocol::codes::close::SHUTDOWN` is draining: its connections are
 //!   retired (calls in flight on them finish; no new call takes them) and
 //!   it is marked down, so the next call goes to the next gateway at once,
 //!   with no idle-timeout wait.
@@ -52,10 +52,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use transport::{EndpointConfig, FramedRecv, FramedSend, IoError};
 
 use crate::{ClientConfig, ClientError};
-
-/// The close code of a gateway that shuts down gracefully (the gateway's
-/// `CLOSE_SHUTDOWN`): it finished its calls and will not take more.
-pub(crate) const CLOSE_SHUTDOWN: u32 = protocol::codes::close::SHUTDOWN;
 
 mod config;
 mod dial;
@@ -608,7 +604,7 @@ fn nearly_full(available: usize, cap: usize) -> bool {
 /// Whether a connection was closed by its gateway's graceful shutdown.
 fn is_shutdown(reason: &quinn::ConnectionError) -> bool {
     matches!(reason, quinn::ConnectionError::ApplicationClosed(close)
-        if close.error_code == quinn::VarInt::from_u32(CLOSE_SHUTDOWN))
+        if close.error_code == quinn::VarInt::from_u32(protocol::codes::close::SHUTDOWN))
 }
 
 impl Gateway {

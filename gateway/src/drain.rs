@@ -1,7 +1,7 @@
 //! Graceful shutdown: once the gateway is told to stop it answers new calls
 //! `shutting down` (retry-safe: they never reach a node) and counts down
 //! the calls in flight, which finish within `shutdown_grace_s`; then the
-//! connections close with [`crate::CLOSE_SHUTDOWN`], which the SDK takes as
+//! connections close with [`protocol::codes::close::SHUTDOWN`], which the SDK takes as
 //! "fail over now" (as HTTP/2's GOAWAY and Envoy's drain: stop taking new
 //! work, finish what is under way, then close).
 

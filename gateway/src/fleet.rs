@@ -108,7 +108,7 @@ impl Registry {
         });
         if let Some(old) = self.nodes.insert(node.spec.id.clone(), node.clone()) {
             old.connection.close(
-                crate::CLOSE_REPLACED.into(),
+                protocol::codes::close::REPLACED.into(),
                 b"replaced by a new connection",
             );
         }

@@ -38,25 +38,6 @@ pub use fleet::{Node, Registry};
 pub use policies::Policies;
 pub use server::{Gateway, certs};
 
-// The codes are defined once, in `protocol::codes`; these names stay for
-// the gateway's code and its users.
-/// Connection close code: the agent's registration was refused.
-pub const CLOSE_REFUSED: u32 = protocol::codes::close::REFUSED;
-/// Connection close code: the node missed its stats or its stream closed.
-pub const CLOSE_STATS_MISSED: u32 = protocol::codes::close::STATS_MISSED;
-/// Connection close code: a newer connection registered the same node id.
-pub const CLOSE_REPLACED: u32 = protocol::codes::close::REPLACED;
-/// Connection close code: the gateway is shutting down (after its calls in
-/// flight finished or `shutdown_grace_s` passed); the SDK fails over to its
-/// next gateway at once when it sees it.
-pub const CLOSE_SHUTDOWN: u32 = protocol::codes::close::SHUTDOWN;
-/// Stream reset code: the call timed out.
-pub const RESET_TIMEOUT: u32 = protocol::codes::reset::TIMEOUT;
-/// Stream reset code: the node was lost while its result was being relayed.
-pub const RESET_NODE_LOST: u32 = protocol::codes::reset::NODE_LOST;
-/// Stream reset code: the client stopped the call while it waited.
-pub const RESET_CLIENT_GONE: u32 = protocol::codes::reset::CLIENT_GONE;
-
 /// Why the gateway could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -155,7 +136,7 @@ pub(crate) fn token_matches(given: &str, expected: &str) -> bool {
 ///
 /// # Errors
 /// [`GatewayError::Io`] when the file cannot be read or written.
-pub fn load_or_create_token(path: &Path) -> Result<String, GatewayError> {
+pub(crate) fn load_or_create_token(path: &Path) -> Result<String, GatewayError> {
     let io = |source| GatewayError::Io {
         path: path.to_path_buf(),
         source,

@@ -137,7 +137,7 @@ async fn send_whole(
         .await
         .unwrap_or_else(|_| {
             Err(Failure::Cut(
-                crate::RESET_TIMEOUT,
+                protocol::codes::reset::TIMEOUT,
                 format!("timeout while sending the result ({} ms)", call.timeout_ms),
             ))
         })
@@ -165,13 +165,13 @@ async fn lead(
     let data = match collected {
         Ok(Ok(data)) => data,
         Ok(Err(e)) => {
-            answered.cancel(crate::RESET_NODE_LOST);
+            answered.cancel(protocol::codes::reset::NODE_LOST);
             answered.finish(call, node_fault(&e));
             leader.fail(&e);
             return Err(e.into());
         }
         Err(_) => {
-            answered.cancel(crate::RESET_TIMEOUT);
+            answered.cancel(protocol::codes::reset::TIMEOUT);
             answered.finish(call, CallEnd::Failed);
             let e = call.timed_out();
             leader.fail(&e);

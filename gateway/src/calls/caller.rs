@@ -182,7 +182,7 @@ fn run_on_channel(
             }
             Err(Failure::Reply(error)) => error,
             Err(Failure::Cut(code, message)) => CallError {
-                kind: if code == crate::RESET_TIMEOUT {
+                kind: if code == protocol::codes::reset::TIMEOUT {
                     ErrorKind::Timeout
                 } else {
                     ErrorKind::NodeLost

@@ -259,8 +259,8 @@ async fn exchange_with(
     let node_ms = ms(dispatched.elapsed());
     match outcome {
         Err(_) => {
-            node_send.reset(crate::RESET_TIMEOUT);
-            node_recv.stop(crate::RESET_TIMEOUT);
+            node_send.reset(protocol::codes::reset::TIMEOUT);
+            node_recv.stop(protocol::codes::reset::TIMEOUT);
             finish(shared, guard, &picked, node_ms, CallEnd::Failed);
             Err(Attempt::Over(call.timed_out().into()))
         }

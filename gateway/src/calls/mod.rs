@@ -87,7 +87,7 @@ pub(crate) async fn serve(
         }
         Err(Failure::Gone) => {
             tracing::debug!(call_id, %service, "client left before the call ended");
-            send.reset(crate::RESET_CLIENT_GONE);
+            send.reset(protocol::codes::reset::CLIENT_GONE);
             return;
         }
         Err(Failure::Cut(code, why)) => {
@@ -115,7 +115,9 @@ fn record(
         Ok(()) => (true, "ok"),
         Err(Failure::Reply(e)) => (false, crate::telemetry::outcome(Err(e.kind))),
         Err(Failure::Gone) => (false, "client_gone"),
-        Err(Failure::Cut(code, _)) if *code == crate::RESET_TIMEOUT => (false, "timeout"),
+        Err(Failure::Cut(code, _)) if *code == protocol::codes::reset::TIMEOUT => {
+            (false, "timeout")
+        }
         Err(Failure::Cut(..)) => (false, "node_lost"),
     };
     let total_ms = ms(arrived.elapsed());
@@ -288,16 +290,16 @@ impl<'a> Call<'a> {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
                 // The caller left: stop the node's work.
-                answered.cancel(crate::RESET_CLIENT_GONE);
+                answered.cancel(protocol::codes::reset::CLIENT_GONE);
                 answered.finish(call, CallEnd::Ok);
                 return Err(Failure::Gone);
             }
             Err(_) => {
                 // The caller does not read: no waiting past its deadline.
-                answered.cancel(crate::RESET_TIMEOUT);
+                answered.cancel(protocol::codes::reset::TIMEOUT);
                 answered.finish(call, CallEnd::Abandoned);
                 return Err(Failure::Cut(
-                    crate::RESET_TIMEOUT,
+                    protocol::codes::reset::TIMEOUT,
                     format!("timeout while sending the result ({} ms)", call.timeout_ms),
                 ));
             }

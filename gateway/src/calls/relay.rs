@@ -49,24 +49,24 @@ pub(super) async fn relay(
             Ok(())
         }
         Ok(Err(Stop::Gone)) => {
-            answered.cancel(crate::RESET_CLIENT_GONE);
+            answered.cancel(protocol::codes::reset::CLIENT_GONE);
             answered.finish(call, CallEnd::Abandoned);
             Err(Failure::Gone)
         }
         Ok(Err(Stop::Node(why))) => {
-            answered.cancel(crate::RESET_NODE_LOST);
+            answered.cancel(protocol::codes::reset::NODE_LOST);
             answered.finish(call, CallEnd::Failed);
-            Err(Failure::Cut(crate::RESET_NODE_LOST, why))
+            Err(Failure::Cut(protocol::codes::reset::NODE_LOST, why))
         }
         Ok(Err(Stop::Failed(e))) => {
             answered.finish(call, node_fault(&e));
             Err(Failure::Reply(e))
         }
         Err(_) => {
-            answered.cancel(crate::RESET_TIMEOUT);
+            answered.cancel(protocol::codes::reset::TIMEOUT);
             answered.finish(call, CallEnd::Failed);
             Err(Failure::Cut(
-                crate::RESET_TIMEOUT,
+                protocol::codes::reset::TIMEOUT,
                 format!("timeout while relaying the result ({} ms)", call.timeout_ms),
             ))
         }

@@ -49,7 +49,7 @@ pub(crate) async fn serve(
         let _ = send.send(&Message::Refused(reason.clone())).await;
         let _ = send.finish();
         let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
-        connection.close(crate::CLOSE_REFUSED.into(), reason.as_bytes());
+        connection.close(protocol::codes::close::REFUSED.into(), reason.as_bytes());
         return;
     }
     let spec = register.node;
@@ -116,7 +116,7 @@ pub(crate) async fn serve(
                 Ok(Ok(None)) => break "control stream closed".to_string(),
                 Ok(Err(error)) => break format!("control stream failed: {error}"),
                 Err(_) => {
-                    connection.close(crate::CLOSE_STATS_MISSED.into(), b"missed stats");
+                    connection.close(protocol::codes::close::STATS_MISSED.into(), b"missed stats");
                     break format!("no stats for {MISSED_INTERVALS} intervals ({} ms)", grace.as_millis());
                 }
             },
@@ -139,7 +139,10 @@ pub(crate) async fn serve(
         ));
     }
     metrics::gauge!("connected_agents").set(shared.registry.len() as f64);
-    connection.close(crate::CLOSE_STATS_MISSED.into(), reason.as_bytes());
+    connection.close(
+        protocol::codes::close::STATS_MISSED.into(),
+        reason.as_bytes(),
+    );
 }
 
 /// Checks a swap report's names against the protocol limits.

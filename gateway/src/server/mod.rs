@@ -286,7 +286,7 @@ impl Gateway {
     /// gracefully: new connections (clients and agents) are refused and new
     /// calls answered `shutting down` (retry-safe) while the calls in
     /// flight finish, for at most `shutdown_grace_s`; then every connection
-    /// closes with [`crate::CLOSE_SHUTDOWN`].
+    /// closes with [`protocol::codes::close::SHUTDOWN`].
     pub async fn serve(&self, shutdown: impl std::future::Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -351,8 +351,10 @@ impl Gateway {
         tracing::info!("gateway shutting down");
         let _ = stop_admin.send(());
         let _ = stop_ingress.send(());
-        self.endpoint
-            .close(crate::CLOSE_SHUTDOWN.into(), b"gateway shutting down");
+        self.endpoint.close(
+            protocol::codes::close::SHUTDOWN.into(),
+            b"gateway shutting down",
+        );
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 }

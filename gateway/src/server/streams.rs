@@ -53,7 +53,10 @@ pub(super) async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming, m
     match tokio::time::timeout(FIRST_FRAME_TIMEOUT, recv.recv()).await {
         Ok(Ok(Some(Message::Register(_)))) if shared.drain.is_stopping() => {
             // Agents are not taken while the gateway shuts down.
-            connection.close(crate::CLOSE_SHUTDOWN.into(), b"gateway shutting down");
+            connection.close(
+                protocol::codes::close::SHUTDOWN.into(),
+                b"gateway shutting down",
+            );
             return;
         }
         Ok(Ok(Some(Message::Register(register)))) => {

@@ -26,11 +26,11 @@ pub(crate) use window::{CallWindow, Point, TenantRate};
 
 /// Buckets of the `_seconds` histograms (call latency, queue wait, swap
 /// time), s: 1 ms to 5 min.
-pub const SECONDS_BUCKETS: &[f64] = &[
+pub(crate) const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 /// Buckets of the policy pick time, s: 1 µs to 5 ms.
-pub const PICK_BUCKETS: &[f64] = &[
+pub(crate) const PICK_BUCKETS: &[f64] = &[
     0.000_001,
     0.000_002_5,
     0.000_005,
@@ -49,7 +49,7 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 /// Installs the Prometheus recorder (once per process) and returns its
 /// handle; `None` when another recorder was installed first (then
 /// `/metrics` says so).
-pub fn install() -> Option<PrometheusHandle> {
+pub(crate) fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
@@ -88,7 +88,7 @@ pub fn render() -> String {
 }
 
 /// A call's outcome as a label value: `ok` or the error kind in snake case.
-pub fn outcome(result: Result<(), ErrorKind>) -> &'static str {
+pub(crate) fn outcome(result: Result<(), ErrorKind>) -> &'static str {
     match result {
         Ok(()) => "ok",
         Err(kind) => match kind {
