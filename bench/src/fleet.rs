@@ -1,6 +1,7 @@
 //! Switchyard's side: the release `gateway` and two `node-agent` programs
 //! started as processes on loopback, fresh ports, a temp data dir. Each
-//! agent's `http` service posts to one of the two backends; `echo` and one
+//! agent's `http` service posts to one of the two backends, its `openai`
+//! service `chat` to the same backend's `/v1/chat/completions`; `echo` and one
 //! `echo-POLICY` service per plugin (that service's policy) are built-ins;
 //! `cached` is an idempotent `http` service with a result cache.
 
@@ -35,6 +36,10 @@ pub struct FleetSpec {
     pub policies: Vec<String>,
     /// The backends' ports: agent i posts to `backends[i]`.
     pub backends: Vec<u16>,
+    /// The gateway's `worker_threads`: `Some(1)` one thread, as HAProxy's
+    /// `nbthread 1` and nginx's one worker; `None` leaves the key out (the
+    /// gateway's default).
+    pub gateway_threads: Option<usize>,
 }
 
 /// The gateway's ports.
@@ -48,20 +53,23 @@ pub struct Ports {
     pub http: u16,
 }
 
-/// `gateway.toml`: the gateway on one thread (`worker_threads = 1`), as
-/// HAProxy runs with `nbthread 1` and nginx with one worker.
+/// `gateway.toml`: the gateway on `spec.gateway_threads` threads.
 pub fn render_gateway(spec: &FleetSpec, ports: Ports, data_dir: &Path) -> String {
+    let threads = spec
+        .gateway_threads
+        .map(|n| format!("worker_threads = {n}\n"))
+        .unwrap_or_default();
     let mut s = format!(
         "listen = \"127.0.0.1:{q}\"\nadmin_listen = \"127.0.0.1:{a}\"\ndata_dir = \"{d}\"\n\
          plugins_dir = \"{p}\"\ndefault_policy = \"{BUILTIN}\"\nagent_token = \"{TOKEN}\"\n\
-         shutdown_grace_s = 0\nworker_threads = 1\n\n[http]\nlisten = \"127.0.0.1:{h}\"\n\n",
+         shutdown_grace_s = 0\n{threads}\n[http]\nlisten = \"127.0.0.1:{h}\"\n\n",
         q = ports.quic,
         a = ports.admin,
         h = ports.http,
         d = data_dir.display(),
         p = spec.plugins_dir.display(),
     );
-    for service in ["http", "echo"] {
+    for service in ["http", "echo", "chat"] {
         let _ = writeln!(s, "[services.\"{service}\"]\npolicy = \"{LEAST}\"\n");
     }
     let _ = writeln!(
@@ -87,6 +95,10 @@ pub fn render_agent(spec: &FleetSpec, index: usize, quic: u16, ca: &Path, backen
             "[[services]]\nname = \"{name}\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{backend}/\"\nmax_concurrent = 64\n"
         );
     }
+    let _ = writeln!(
+        s,
+        "[[services]]\nname = \"chat\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{backend}/v1\"\nmax_concurrent = 64\n"
+    );
     let echoes = std::iter::once("echo".to_string())
         .chain(spec.policies.iter().map(|p| format!("echo-{p}")));
     for name in echoes {
@@ -263,6 +275,7 @@ mod tests {
             plugins_dir: "/p".into(),
             policies: vec!["random".into(), "least-request".into()],
             backends: vec![7001, 7002],
+            gateway_threads: Some(1),
         }
     }
 
@@ -286,6 +299,14 @@ mod tests {
             Some(3600)
         );
         assert_eq!(v["default_policy"].as_str(), Some(BUILTIN));
+        assert_eq!(v["worker_threads"].as_integer(), Some(1));
+        let default = FleetSpec {
+            gateway_threads: None,
+            ..spec()
+        };
+        let text = render_gateway(&default, ports, Path::new("/d"));
+        let v: toml::Value = toml::from_str(&text).expect("valid toml");
+        assert!(v.get("worker_threads").is_none(), "{text}");
     }
 
     #[test]
@@ -299,6 +320,7 @@ mod tests {
             [
                 "http",
                 "cached",
+                "chat",
                 "echo",
                 "echo-random",
                 "echo-least-request"

@@ -17,6 +17,7 @@ mod report;
 mod scale;
 mod scenarios;
 mod sections;
+mod threads;
 
 use std::path::PathBuf;
 
@@ -29,8 +30,8 @@ use crate::scenarios::Timing;
 use crate::sections::Setup;
 
 /// Every section, in order.
-const SECTIONS: [&str; 8] = [
-    "peers", "overhead", "policies", "cache", "scale", "idle", "llm", "jobs",
+const SECTIONS: [&str; 9] = [
+    "peers", "overhead", "policies", "cache", "scale", "idle", "llm", "jobs", "threads",
 ];
 
 #[derive(Parser, Debug)]
@@ -53,7 +54,7 @@ struct Args {
     #[arg(long)]
     warm_up: Option<f64>,
     /// Sections to run, comma-separated (default all): peers, overhead,
-    /// policies, cache, scale, idle, llm, jobs.
+    /// policies, cache, scale, idle, llm, jobs, threads.
     #[arg(long, value_delimiter = ',')]
     sections: Vec<String>,
     /// Agents of the scale section (default 1000; 100 with --quick).
@@ -146,6 +147,7 @@ async fn suite(args: Args) -> Result<()> {
         plugins_dir: plugins_dir.clone(),
         policies: policies.clone(),
         backends: backends.clone(),
+        gateway_threads: Some(1),
     };
     let fleet = Fleet::start(&spec, tmp.path())?;
     println!(
@@ -184,6 +186,7 @@ async fn suite(args: Args) -> Result<()> {
             "scale" => scale::section(&setup, &timing, scale_agents).await,
             "llm" => llm::section(&setup, &timing, args.quick).await?,
             "jobs" => jobs::section(&setup, &timing, args.quick).await?,
+            "threads" => threads::section(&setup, &timing).await?,
             _ => sections::idle(&setup, &timing).await,
         };
         done.push(result);

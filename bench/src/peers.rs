@@ -111,13 +111,21 @@ fn nginx_temps(dir: &Path) -> String {
         .collect()
 }
 
+/// A chat completion as an OpenAI-compatible server answers one (with
+/// `usage`), what the backends answer on `/v1/chat/completions`.
+pub const CHAT_COMPLETION: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"chat","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
+
 /// The backends' nginx config: a `server` per port answering any request,
-/// POSTs included, with `200 ok\n`.
+/// POSTs included, with `200 ok\n`, and `/v1/chat/completions` with
+/// [`CHAT_COMPLETION`] (a model server as fast as a static file).
 pub fn render_backends(dir: &Path, ports: &[u16]) -> String {
     let servers: String = ports
         .iter()
         .map(|p| {
-            format!("  server {{ listen 127.0.0.1:{p}; location / {{ return 200 \"ok\\n\"; }} }}\n")
+            format!(
+                "  server {{ listen 127.0.0.1:{p}; location / {{ return 200 \"ok\\n\"; }}\n\
+                 \x20   location = /v1/chat/completions {{ default_type application/json; return 200 '{CHAT_COMPLETION}'; }} }}\n"
+            )
         })
         .collect();
     format!(

@@ -46,7 +46,11 @@ pub struct Setup<'a> {
     pub scratch: &'a Path,
 }
 
-fn http(url: String, ca: Option<&Path>, headers: Vec<(String, String)>) -> Result<Arc<AnyTarget>> {
+pub(crate) fn http(
+    url: String,
+    ca: Option<&Path>,
+    headers: Vec<(String, String)>,
+) -> Result<Arc<AnyTarget>> {
     let target = HttpTarget::new(HttpTargetConfig {
         url,
         payload: payload(),
@@ -58,7 +62,11 @@ fn http(url: String, ca: Option<&Path>, headers: Vec<(String, String)>) -> Resul
     Ok(Arc::new(AnyTarget::Http(target)))
 }
 
-async fn quic(fleet: &Fleet, service: &str, options: CallOptions) -> Result<Arc<AnyTarget>> {
+pub(crate) async fn quic(
+    fleet: &Fleet,
+    service: &str,
+    options: CallOptions,
+) -> Result<Arc<AnyTarget>> {
     let config = ClientConfig::new(format!("127.0.0.1:{}", fleet.ports.quic), &fleet.ca);
     quic_to(config, service, options).await
 }
