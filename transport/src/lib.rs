@@ -1,6 +1,8 @@
 //! QUIC plumbing shared by the Switchyard gateway, node agent and client SDK:
 //! TLS material ([`tls`]), endpoint construction ([`endpoint`]) and framed
-//! message IO over quinn streams ([`framed`]).
+//! message IO over quinn streams ([`framed`]), and what every program shares:
+//! its runtime ([`runtime`]), shutdown signal ([`signals`]) and last error
+//! line ([`report`]).
 //!
 //! The wire format itself lives in the sans-IO `protocol` crate; this crate
 //! only moves its frames over sockets.
@@ -8,6 +10,7 @@
 pub mod endpoint;
 pub mod framed;
 pub mod identity;
+pub mod report;
 pub mod runtime;
 pub mod signals;
 pub mod tls;
