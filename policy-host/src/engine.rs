@@ -197,6 +197,12 @@ impl PolicyEngine {
         path: Option<&Path>,
         nodes: Arc<dyn NodeDirectory>,
     ) -> Result<Policy, PolicyError> {
+        if let Some(reason) = not_a_component(bytes) {
+            return Err(PolicyError::Compile {
+                path: origin.to_owned(),
+                reason,
+            });
+        }
         let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Compile {
             path: origin.to_owned(),
             reason: format!("{e:#}"),
@@ -232,6 +238,35 @@ impl PolicyEngine {
             background: self.cfg.rebuild_in_background,
         })
     }
+}
+
+/// Why `bytes` cannot be a policy, told before compiling them: a core
+/// WebAssembly module (not wrapped as a component), or neither WebAssembly
+/// binary nor WAT text. `None` leaves the verdict to the compiler.
+fn not_a_component(bytes: &[u8]) -> Option<String> {
+    if wasmparser::Parser::is_component(bytes) {
+        return None;
+    }
+    if wasmparser::Parser::is_core_wasm(bytes) {
+        return Some(
+            "not a WebAssembly component but a core WebAssembly module: build the policy \
+             for wasm32-wasip2, or wrap the module with `wasm-tools component new`"
+                .into(),
+        );
+    }
+    if bytes.starts_with(b"\0asm") {
+        // A WebAssembly header of another version: the compiler says which.
+        return None;
+    }
+    let text = std::str::from_utf8(bytes).map(str::trim_start);
+    if text.is_ok_and(|t| t.starts_with('(') || t.starts_with(";;")) {
+        return None;
+    }
+    Some(
+        "not a WebAssembly component: the file starts with neither the WebAssembly header \
+         (\\0asm) nor WAT text"
+            .into(),
+    )
 }
 
 /// Epoch ticks for a deadline: whole ticks rounded up, plus one because the
@@ -426,7 +461,22 @@ impl Drop for Ticker {
 
 #[cfg(test)]
 mod tests {
-    use super::{Duration, Engine, Ticker, deadline_ticks};
+    use super::{Duration, Engine, Ticker, deadline_ticks, not_a_component};
+
+    #[test]
+    fn what_is_not_a_component_is_told_before_compiling() {
+        let core = not_a_component(b"\0asm\x01\0\0\0").expect("a core module");
+        assert!(core.starts_with("not a WebAssembly component but a core"), "{core}");
+        let text = not_a_component(b"#!/bin/sh\necho hi\n").expect("not wasm");
+        assert!(text.starts_with("not a WebAssembly component: "), "{text}");
+        assert!(not_a_component(b"").is_some());
+        // A component's header, WAT text and other WebAssembly versions go
+        // to the compiler.
+        assert_eq!(not_a_component(b"\0asm\x0d\0\x01\0"), None);
+        assert_eq!(not_a_component(b"  (component)"), None);
+        assert_eq!(not_a_component(b";; a policy\n(component)"), None);
+        assert_eq!(not_a_component(b"\0asm\x02\0\0\0"), None);
+    }
 
     #[test]
     fn the_ticker_ticks_only_while_a_guest_call_runs() -> Result<(), crate::PolicyError> {

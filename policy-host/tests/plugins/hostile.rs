@@ -504,6 +504,28 @@ fn garbage_fails_to_compile() -> Result<(), PolicyError> {
 }
 
 #[test]
+fn a_core_module_or_a_text_file_is_not_a_component() -> Result<(), PolicyError> {
+    let engine = PolicyEngine::new(EngineConfig::default())?;
+    for (bytes, origin) in [
+        (&b"\0asm\x01\0\0\0"[..], "core.wasm"),
+        (&b"policy = round-robin\n"[..], "notes.wasm"),
+    ] {
+        let error = engine
+            .load_bytes(bytes, origin, Arc::new(NoNodes))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.starts_with(&format!(
+                "failed to compile policy {origin}: not a WebAssembly component"
+            )),
+            "{error}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
 fn memory_limit_below_initial_memory_fails_instantiation() -> Result<(), PolicyError> {
     let engine = PolicyEngine::new(EngineConfig {
         memory_limit_bytes: 32 << 10,
