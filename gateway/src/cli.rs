@@ -6,10 +6,16 @@
 //! - `gateway [--config gateway.toml]`: runs a gateway until Ctrl-C or
 //!   SIGTERM (a graceful shutdown: see `shutdown_grace_s`);
 //! - `gateway [--config gateway.toml] cert issue --node ID --out DIR`:
-//!   issues an agent's client certificate from the gateway's CA.
+//!   issues an agent's client certificate from the gateway's CA;
+//! - `gateway --print-example-config`: prints a commented `gateway.toml`.
+//!
+//! A gateway whose `plugins_dir` is the default (`plugins/dist`, relative
+//! to the working directory) and finds no policy there looks beside its
+//! program too ([`plugin_dirs`]), and says where it looked when it finds
+//! none.
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -24,6 +30,9 @@ struct Args {
     /// (listen on 127.0.0.1:4433, data in ~/.local/share/switchyard).
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
+    /// Prints a commented example configuration and exits.
+    #[arg(long)]
+    print_example_config: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -52,12 +61,20 @@ enum CertAction {
     },
 }
 
+/// A commented example `gateway.toml`, as `--print-example-config` prints
+/// it: every key it sets holds its default value.
+pub const EXAMPLE_CONFIG: &str = include_str!("example-gateway.toml");
+
 /// The gateway program: parses the command line, logs to stderr
 /// (`RUST_LOG`, default `info`) and runs the gateway until Ctrl-C or
 /// SIGTERM, or issues a certificate; the exit status says whether it
 /// stopped cleanly.
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    if args.print_example_config {
+        print!("{EXAMPLE_CONFIG}");
+        return ExitCode::SUCCESS;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -68,14 +85,14 @@ pub fn main() -> ExitCode {
     match gateway(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", transport::report::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
 }
 
 fn gateway(args: Args) -> anyhow::Result<()> {
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => crate::GatewayConfig::load(path)?,
         None => crate::GatewayConfig::default(),
     };
@@ -95,8 +112,132 @@ fn gateway(args: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    find_plugins(&mut config);
     let runtime = transport::runtime::build(config.worker_threads)
         .context("cannot start the async runtime")?;
     runtime.block_on(crate::run(config, transport::signals::shutdown()))?;
     Ok(())
+}
+
+/// The default `plugins_dir`, relative to the working directory.
+const DEFAULT_PLUGINS_DIR: &str = "plugins/dist";
+
+/// Where a gateway with the default `plugins_dir` looks for policies, in
+/// order: `plugins/dist` in the working directory, then beside the program
+/// `exe`: `plugins/` in its folder, `../share/switchyard/plugins` (an
+/// installed layout) and `../../plugins/dist` (a program built in the
+/// repository's `target/` folder).
+pub fn plugin_dirs(exe: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from(DEFAULT_PLUGINS_DIR)];
+    if let Some(bin) = exe.and_then(Path::parent) {
+        dirs.push(bin.join("plugins"));
+        dirs.push(bin.join("../share/switchyard/plugins"));
+        dirs.push(bin.join("../../plugins/dist"));
+    }
+    dirs
+}
+
+/// Whether `dir` holds at least one `*.wasm` file.
+fn has_plugins(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "wasm"))
+    })
+}
+
+/// The first of `dirs` that holds a policy, if any.
+fn first_with_plugins(dirs: &[PathBuf]) -> Option<&PathBuf> {
+    dirs.iter().find(|dir| has_plugins(dir))
+}
+
+/// Points a default `plugins_dir` at the first of [`plugin_dirs`] that
+/// holds a policy; with none, leaves it and warns where it looked.
+fn find_plugins(config: &mut crate::GatewayConfig) {
+    if config.plugins_dir != Path::new(DEFAULT_PLUGINS_DIR) {
+        return;
+    }
+    let exe = std::env::current_exe().ok();
+    let dirs = plugin_dirs(exe.as_deref());
+    match first_with_plugins(&dirs) {
+        Some(dir) => {
+            if *dir != config.plugins_dir {
+                let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+                tracing::info!(dir = %dir.display(), "policies found beside the program");
+                config.plugins_dir = dir;
+            }
+        }
+        None => {
+            let looked = dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            tracing::warn!(
+                "no policy plugin (*.wasm) in {looked}: picks use the built-in round-robin; \
+                 set plugins_dir in gateway.toml (`make plugins` builds them into plugins/dist)"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_states_the_defaults() {
+        let example = crate::GatewayConfig::from_toml_str(EXAMPLE_CONFIG).expect("parses");
+        let default = crate::GatewayConfig::default();
+        assert_eq!(example.listen, default.listen);
+        assert_eq!(example.admin_listen, default.admin_listen);
+        assert_eq!(example.http.listen, default.http.listen);
+        assert_eq!(example.http.timeout_ms, default.http.timeout_ms);
+        assert_eq!(example.default_policy, default.default_policy);
+        assert_eq!(example.pick_deadline_ms, default.pick_deadline_ms);
+        assert_eq!(example.max_payload_bytes, default.max_payload_bytes);
+        assert_eq!(example.max_timeout_ms, default.max_timeout_ms);
+        assert_eq!(example.shutdown_grace_s, default.shutdown_grace_s);
+        assert_eq!(example.queue, default.queue);
+        assert_eq!(example.retry, default.retry);
+        assert!(example.services.contains_key("sha256"));
+    }
+
+    #[test]
+    fn the_example_config_is_printed() {
+        let args = Args::try_parse_from(["gateway", "--print-example-config"]).expect("parses");
+        assert!(args.print_example_config && args.config.is_none());
+    }
+
+    #[test]
+    fn policies_are_looked_for_beside_the_program() {
+        let dirs = plugin_dirs(Some(Path::new("/opt/switchyard/bin/gateway")));
+        assert_eq!(
+            dirs,
+            [
+                PathBuf::from("plugins/dist"),
+                PathBuf::from("/opt/switchyard/bin/plugins"),
+                PathBuf::from("/opt/switchyard/bin/../share/switchyard/plugins"),
+                PathBuf::from("/opt/switchyard/bin/../../plugins/dist"),
+            ]
+        );
+        assert_eq!(plugin_dirs(None), [PathBuf::from("plugins/dist")]);
+    }
+
+    #[test]
+    fn the_first_folder_holding_a_policy_wins() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let empty = root.path().join("empty");
+        let other = root.path().join("other");
+        let with = root.path().join("with");
+        for dir in [&empty, &other, &with] {
+            std::fs::create_dir(dir).expect("mkdir");
+        }
+        std::fs::write(other.join("notes.txt"), "x").expect("write");
+        std::fs::write(with.join("round-robin.wasm"), "x").expect("write");
+        let missing = root.path().join("missing");
+        let dirs = [missing.clone(), empty.clone(), other.clone(), with.clone()];
+        assert_eq!(first_with_plugins(&dirs), Some(&with));
+        assert_eq!(first_with_plugins(&[missing, empty, other]), None);
+    }
 }

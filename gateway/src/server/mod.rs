@@ -31,7 +31,8 @@ pub struct Gateway {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
     ca: PathBuf,
-    token_files: Vec<PathBuf>,
+    /// The generated token files, each with what it is for.
+    token_files: Vec<(&'static str, PathBuf)>,
     _watch: Arc<WatchHandle>,
     /// The accept policy (`[quic]` limits).
     admission: Arc<Admission>,
@@ -79,17 +80,25 @@ impl Gateway {
             tracing::info!(ca = %files.ca.display(), "created a self-signed CA and server certificate");
         }
         let mut token_files = Vec::new();
-        let mut token = |given: &Option<String>, file: &str| match given {
+        let mut token = |given: &Option<String>, file: &str, what: &'static str| match given {
             Some(token) => Ok(token.clone()),
             None => {
                 let path = config.data_dir.join(file);
                 let token = crate::load_or_create_token(&path);
-                token_files.push(path);
+                token_files.push((what, path));
                 token
             }
         };
-        let agent_token = token(&config.agent_token, "agent-token")?;
-        let admin_token = token(&config.admin_token, "admin-token")?;
+        let agent_token = token(
+            &config.agent_token,
+            "agent-token",
+            "agent token file (agents' token_file)",
+        )?;
+        let admin_token = token(
+            &config.admin_token,
+            "admin-token",
+            "admin token file (switchyard policy set, drain, cache purge)",
+        )?;
         let endpoint = quinn::Endpoint::server(certs::server_config(&config)?, config.listen)
             .map_err(|source| GatewayError::Io {
                 path: PathBuf::from(config.listen.to_string()),
@@ -261,7 +270,8 @@ impl Gateway {
         self.shared.policies.names()
     }
 
-    /// Prints where things are: address, CA file, token file, policies.
+    /// Prints where things are: address, CA file, the agent and admin
+    /// token files (when generated), policies.
     pub fn print_banner(&self) {
         let addr = self.local_addr().map(crate::show).unwrap_or_default();
         tracing::info!(listen = %addr, ca = %self.ca.display(), "gateway listening");
@@ -270,10 +280,18 @@ impl Gateway {
             "CA file (give it to agents and clients): {}",
             self.ca.display()
         );
-        for path in &self.token_files {
-            println!("token file: {}", path.display());
+        for (what, path) in &self.token_files {
+            println!("{what}: {}", path.display());
         }
-        println!("policies: {}", self.policy_names().join(", "));
+        let policies = self.policy_names();
+        if policies.is_empty() {
+            println!(
+                "policies: none in {} (picks use the built-in round-robin; set plugins_dir)",
+                self.shared.config.plugins_dir.display()
+            );
+        } else {
+            println!("policies: {}", policies.join(", "));
+        }
         if let Some(admin) = self.admin_addr {
             println!("dashboard: http://{admin}/  metrics: http://{admin}/metrics");
         }
