@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 mod http;
 mod jobs;
+mod metrics;
 mod outlier;
 mod quic;
 mod retry;
@@ -18,6 +19,7 @@ pub(crate) mod tenants;
 
 pub use http::{HttpConfig, TlsConfig};
 pub use jobs::{JobsConfig, TemplateConfig};
+pub use metrics::MetricsConfig;
 pub use outlier::OutlierConfig;
 pub use quic::{AgentsConfig, QuicConfig};
 pub use retry::{BreakerConfig, RetryConfig, RetryOn};
@@ -113,6 +115,9 @@ pub struct GatewayConfig {
     /// The HTTP ingress: OpenAI-compatible routes and `/v1/call/{service}`
     /// (table `[http]`).
     pub http: HttpConfig,
+    /// The Prometheus series of `/metrics`: how long idle ones live (table
+    /// `[metrics]`).
+    pub metrics: MetricsConfig,
     /// Model name aliases for the OpenAI routes: `[models] "llama-3-8b" =
     /// "llama"` makes a request for model `llama-3-8b` call service
     /// `llama` (default none: a model names its service).
@@ -192,6 +197,7 @@ impl Default for GatewayConfig {
             services: BTreeMap::new(),
             nodes: BTreeMap::new(),
             http: HttpConfig::default(),
+            metrics: MetricsConfig::default(),
             models: BTreeMap::new(),
             tenants: Vec::new(),
             allow_anonymous: false,
@@ -290,9 +296,7 @@ impl GatewayConfig {
         self.quic.validate(self.max_payload_bytes)?;
         self.agents.validate()?;
         self.retry.validate()?;
-        if self.http.timeout_ms == 0 {
-            return Err(ConfigError::Invalid("http.timeout_ms must be > 0".into()));
-        }
+        self.http.validate()?;
         for (alias, service) in &self.models {
             if alias.is_empty() || service.is_empty() {
                 return Err(ConfigError::Invalid(format!(

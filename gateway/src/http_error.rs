@@ -64,6 +64,12 @@ impl HttpError {
     }
 }
 
+/// 404 `not_found`: the answer to a route neither port serves, saying
+/// `message`.
+pub(crate) fn not_found(message: &str) -> HttpError {
+    HttpError::new(StatusCode::NOT_FOUND, message).code("not_found")
+}
+
 /// The error `type` for a status, as OpenAI's API names them.
 fn error_type(status: StatusCode) -> &'static str {
     match status.as_u16() {

@@ -18,6 +18,7 @@ pub mod config;
 mod drain;
 mod events;
 mod fleet;
+mod health;
 mod http_error;
 mod ingress;
 mod jobs;
@@ -89,6 +90,9 @@ pub(crate) struct Shared {
     pub(crate) drain: Arc<drain::Drain>,
     /// Durable jobs, set once the store is open (`[jobs] enabled`).
     pub(crate) jobs: std::sync::OnceLock<Arc<jobs::Jobs>>,
+    /// The configured services and tenants, held as label values of their
+    /// own ([`telemetry::labels`]) while the gateway runs.
+    pub(crate) _known: [telemetry::labels::Known; 2],
 }
 
 impl Shared {

@@ -1,6 +1,7 @@
 //! The admin HTTP port (axum, default `127.0.0.1:9090`): Prometheus
 //! `/metrics`, the JSON admin API under `/api`, Server-Sent Events at
-//! `/api/events`, and the dashboard at `/`.
+//! `/api/events`, the dashboard at `/`, and the probes `/health` and
+//! `/ready` (`crate::health`). Other routes answer 404 `not_found`.
 //!
 //! Reads are open (bind the port to loopback or a private network); changes
 //! (`PUT`, `POST`, `DELETE`) need `Authorization: Bearer <admin token>`.
@@ -61,6 +62,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(dashboard::index))
         .route("/assets/{file}", get(dashboard::asset))
         .route("/metrics", get(api::metrics))
+        .route("/health", get(crate::health::health))
+        .route("/ready", get(crate::health::ready))
         .route("/api/nodes", get(api::nodes))
         .route("/api/services", get(api::services))
         .route("/api/policies", get(api::policies))
@@ -75,7 +78,17 @@ fn router(shared: Arc<Shared>) -> Router {
         // The job routes, shared with the ingress (their own auth: the
         // admin token or a tenant's key, for reads too).
         .merge(crate::jobs::http::routes("/api"))
+        .fallback(not_found)
         .with_state(shared)
+}
+
+/// Any other route: 404 `not_found`.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    crate::http_error::not_found(&format!(
+        "no route {} on the admin port: it serves /, /metrics, /health, /ready and /api/...",
+        uri.path()
+    ))
+    .into_response()
 }
 
 /// An error answer in the ports' one shape (`crate::http_error`):

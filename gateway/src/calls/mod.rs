@@ -40,6 +40,7 @@ use switchyard_core::CallEnd;
 use transport::{FramedRecv, FramedSend};
 
 use crate::Shared;
+use crate::telemetry::labels;
 use kernel::to_node;
 
 pub(crate) use caller::{Caller, Refused, Request, spawn, spawn_job};
@@ -133,9 +134,16 @@ fn record(
         tenant,
         total_ms,
     );
-    shared
-        .window
-        .record(service, tenant, &served.node, total_ms, ok, Instant::now());
+    // The chart window keys by the same bounded names as the series.
+    let (service, tenant) = (labels::service(service), labels::tenant(tenant));
+    shared.window.record(
+        &service,
+        &tenant,
+        &served.node,
+        total_ms,
+        ok,
+        Instant::now(),
+    );
 }
 
 /// Where a call went, for its metrics (empty while it reached no node).
@@ -325,9 +333,10 @@ pub(crate) fn describe_metrics() {
     );
 }
 
-// Records a finished call of `tenant` ([`crate::tenants::ANONYMOUS`] when
+/// Records a finished call of `tenant` ([`crate::tenants::ANONYMOUS`] when
 /// none is known): `calls_total{service,node,policy,outcome,tenant}` and
-/// `call_duration_seconds{service}` (`total_ms` in ms).
+/// `call_duration_seconds{service}` (`total_ms` in ms). A service or tenant
+/// the gateway does not know is counted as `_unknown` ([`labels`]).
 pub(crate) fn record_call(
     service: &str,
     node: &str,
@@ -336,15 +345,16 @@ pub(crate) fn record_call(
     tenant: &str,
     total_ms: f32,
 ) {
+    let service = labels::service(service);
     metrics::counter!(
         "calls_total",
-        "service" => service.to_string(),
+        "service" => service.clone(),
         "node" => node.to_string(),
         "policy" => policy.to_string(),
         "outcome" => outcome,
-        "tenant" => tenant.to_string(),
+        "tenant" => labels::tenant(tenant),
     )
     .increment(1);
-    metrics::histogram!("call_duration_seconds", "service" => service.to_string())
+    metrics::histogram!("call_duration_seconds", "service" => service)
         .record(f64::from(total_ms) / 1000.0);
 }

@@ -99,16 +99,13 @@ pub(super) fn fail(kind: ErrorKind, message: impl Into<String>) -> Response {
 
 /// 404 for a path the ingress does not serve.
 pub(super) async fn not_found(uri: axum::http::Uri) -> Response {
-    let mut response = fail(
-        ErrorKind::BadRequest,
-        format!(
-            "no route {}: the ingress serves /v1/chat/completions, /v1/completions, \
-             /v1/embeddings, /v1/models, /v1/call/{{service}}, /v1/jobs and /v1/templates",
-            uri.path()
-        ),
-    );
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    response
+    crate::http_error::not_found(&format!(
+        "no route {}: the ingress serves /v1/chat/completions, /v1/completions, \
+         /v1/embeddings, /v1/models, /v1/call/{{service}}, /v1/jobs, /v1/templates, \
+         /health and /ready",
+        uri.path()
+    ))
+    .into_response()
 }
 
 /// Waits for the call's answer and responds: an error before the result

@@ -12,7 +12,11 @@
 //!   result out, streamed; options and result metadata as `x-switchyard-*`
 //!   headers ([`raw`]);
 //! - durable jobs: `/v1/jobs...` and `/v1/templates` (`crate::jobs::http`,
-//!   also mounted on the admin port under `/api`).
+//!   also mounted on the admin port under `/api`);
+//! - the probes `GET /health` and `GET /ready` (`crate::health`).
+//!
+//! Other routes answer 404 `not_found`. With `[http] cors_origins`,
+//! browser pages of those origins may call it ([`cors`]).
 //!
 //! Every call goes through the same path as a QUIC client's
 //! (`calls::spawn`): tenants, queue, policy, cache. While a streamed
@@ -24,6 +28,7 @@
 //! expects ([`answer`]).
 
 mod answer;
+mod cors;
 mod headers;
 mod openai;
 mod raw;
@@ -126,14 +131,21 @@ fn router(shared: Arc<Shared>) -> Router {
     // Bodies are bounded by the gateway's payload limit, checked by axum
     // before they are buffered; past it the answer is 413.
     let limit = usize::try_from(shared.config.max_payload_bytes).unwrap_or(usize::MAX);
-    Router::new()
+    let router = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
         .route("/v1/call/{service}", post(raw::call))
         .merge(crate::jobs::http::routes("/v1"))
+        .route("/health", get(crate::health::health))
+        .route("/ready", get(crate::health::ready))
         .fallback(answer::not_found)
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(shared)
+        .layer(DefaultBodyLimit::max(limit));
+    // Outermost, so that preflights never reach the routes.
+    let router = match cors::layer(&shared.config.http.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(shared)
 }

@@ -10,6 +10,7 @@ use protocol::{JobFilter, JobPage, JobSpec, JobState, JobView, LogEntry};
 use super::store::{NewJob, StoredJob};
 use super::{Access, JobError, Jobs, LogFollow, TemplateView, now_ms, template};
 use crate::config::TemplateConfig;
+use crate::telemetry::labels;
 
 /// Most log lines one answer holds.
 const MAX_LOG_LINES: u32 = 10_000;
@@ -99,7 +100,8 @@ impl Jobs {
             note: occupied.then(|| "no free slot for a realtime job".to_owned()),
         };
         self.store.insert(&job).await?;
-        metrics::counter!("jobs_submitted_total", "service" => service.clone()).increment(1);
+        metrics::counter!("jobs_submitted_total", "service" => labels::service(&service))
+            .increment(1);
         let stored = self.stored(&job.id).await?;
         let view = self.view(stored.view.clone());
         if spec.realtime && !occupied {
@@ -160,7 +162,7 @@ impl Jobs {
         change.error = Some(Some("cancelled".into()));
         change.note = Some(format!("cancelled by {}", access.who()));
         if self.store.change(&change).await? {
-            metrics::counter!("jobs_finished_total", "service" => job.view.service.clone(), "state" => "cancelled")
+            metrics::counter!("jobs_finished_total", "service" => labels::service(&job.view.service), "state" => "cancelled")
                 .increment(1);
             self.stop(id);
             self.announce(id);

@@ -12,6 +12,7 @@ use protocol::{JobState, NodeView};
 use super::store::{JobStore, StoredJob};
 use super::{Inner, JobError, Jobs, now_ms};
 use crate::Shared;
+use crate::telemetry::labels;
 
 /// How often the dispatcher looks again without being woken (slots freed
 /// by calls that are not jobs), ms.
@@ -118,7 +119,7 @@ impl Jobs {
         change.note = Some(why.to_owned());
         let applied = self.store.change(&change).await.unwrap_or(false);
         if applied {
-            metrics::counter!("jobs_finished_total", "service" => job.view.service.clone(), "state" => "failed")
+            metrics::counter!("jobs_finished_total", "service" => labels::service(&job.view.service), "state" => "failed")
                 .increment(1);
             self.announce(&job.view.id);
         }
@@ -247,7 +248,14 @@ impl Jobs {
                 tracing::info!(purged, "finished jobs past retention deleted");
             }
         }
+        // Services the fleet does not know are summed under `_unknown`.
+        let mut counts: HashMap<(String, JobState), u64> = HashMap::new();
         for (service, state, n) in self.store.counts().await? {
+            *counts
+                .entry((labels::service(&service), state))
+                .or_default() += n;
+        }
+        for ((service, state), n) in counts {
             metrics::gauge!("jobs", "service" => service, "state" => state.as_str()).set(n as f64);
         }
         Ok(())

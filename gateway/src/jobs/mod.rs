@@ -187,6 +187,18 @@ pub(crate) fn describe_metrics() {
     );
 }
 
+impl Jobs {
+    /// Checks that the job store answers within `limit`; the error says
+    /// why not.
+    pub(crate) async fn store_reachable(&self, limit: std::time::Duration) -> Result<(), String> {
+        match tokio::time::timeout(limit, self.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+        }
+    }
+}
+
 /// Now, ms since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()

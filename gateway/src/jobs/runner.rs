@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::store::{LogLine, StoredJob};
 use super::{Jobs, Running, now_ms};
+use crate::telemetry::labels;
 
 /// Why a running attempt is told to stop (the store was already changed
 /// by whoever says so).
@@ -115,7 +116,7 @@ impl Jobs {
             );
         }
         let waited_s = now_ms().saturating_sub(job.view.created_ms) as f64 / 1000.0;
-        metrics::histogram!("job_queue_wait_seconds", "service" => service.clone())
+        metrics::histogram!("job_queue_wait_seconds", "service" => labels::service(&service))
             .record(waited_s);
         let outcome = self.attempt(&job, attempt, realtime, stop_rx).await;
         if let Ok(mut inner) = self.inner.lock() {
@@ -290,7 +291,8 @@ impl Jobs {
     async fn finish(&self, job: &StoredJob, attempt: u32, ended: Ended) {
         let view = &job.view;
         let now = now_ms();
-        let service = view.service.clone();
+        // Its series' label: `_unknown` for a service the fleet does not know.
+        let service = labels::service(&view.service);
         let Ended {
             outcome,
             result,
@@ -372,7 +374,7 @@ impl Jobs {
         ));
         match self.store.change(&change).await {
             Ok(true) => {
-                metrics::counter!("jobs_retries_total", "service" => view.service.clone())
+                metrics::counter!("jobs_retries_total", "service" => labels::service(&view.service))
                     .increment(1);
                 if let Ok(mut inner) = self.inner.lock() {
                     inner.waiting.push(&view.id, &view.service, view.priority);

@@ -269,6 +269,15 @@ impl JobStore {
         self.backend
     }
 
+    /// Checks that the database answers (`SELECT 1` on a read connection).
+    ///
+    /// # Errors
+    /// [`StoreError::Db`] when no connection can be had or the query fails.
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
     #[cfg(test)]
     /// Closes the pools (waits for their connections to be returned).
     pub(crate) async fn close(&self) {

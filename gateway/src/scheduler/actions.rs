@@ -10,6 +10,7 @@ use protocol::{CallError, Message, SwapReport};
 use switchyard_core::{Action, CallEnd, CallId, Event, NodeKey, RetryRefusal, Via};
 
 use super::{Grant, Scheduler, SlotGuard, WaitState};
+use crate::telemetry::labels;
 
 impl Scheduler {
     pub(super) fn execute(self: &Arc<Self>, action: Action) -> Option<Event> {
@@ -124,7 +125,8 @@ impl Scheduler {
                 backoff,
             } => {
                 if let Some(w) = self.waiting().get_mut(&call) {
-                    metrics::counter!("retries_total", "service" => w.service.clone()).increment(1);
+                    metrics::counter!("retries_total", "service" => labels::service(&w.service))
+                        .increment(1);
                     w.retry = Some(Ok((attempt, backoff)));
                 }
             }
@@ -133,7 +135,7 @@ impl Scheduler {
                     if why != RetryRefusal::Attempts {
                         metrics::counter!(
                             "retries_refused_total",
-                            "service" => w.service.clone(),
+                            "service" => labels::service(&w.service),
                             "why" => why.as_str(),
                         )
                         .increment(1);
@@ -180,8 +182,8 @@ impl Scheduler {
         if let Some(waited) = waited {
             metrics::histogram!(
                 "queue_wait_seconds",
-                "service" => w.service.clone(),
-                "tenant" => w.tenant.to_string(),
+                "service" => labels::service(&w.service),
+                "tenant" => labels::tenant(&w.tenant),
             )
             .record(waited.as_secs_f64());
         }
@@ -207,8 +209,8 @@ impl Scheduler {
 pub(crate) fn record_queue_length(service: &str, tenant: &str, length: usize) {
     metrics::gauge!(
         "queue_length",
-        "service" => service.to_string(),
-        "tenant" => tenant.to_string(),
+        "service" => labels::service(service),
+        "tenant" => labels::tenant(tenant),
     )
     .set(length as f64);
 }

@@ -58,6 +58,11 @@ pub(crate) async fn serve(
     let node = shared
         .registry
         .insert(spec, connection.clone(), control, Instant::now());
+    // Its services are label values of their own while it is registered.
+    let _known = crate::telemetry::labels::Known::new(
+        crate::telemetry::labels::Kind::Service,
+        node.spec.services.iter().map(|s| s.name.as_str()),
+    );
     let registered = Message::Registered(Registered {
         node_key: node.key,
         gateway_version: env!("CARGO_PKG_VERSION").to_string(),

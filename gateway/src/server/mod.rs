@@ -75,6 +75,7 @@ impl Gateway {
         }
         crate::config::check_anonymous(&config, &listens)?;
         let tenants = crate::tenants::Tenants::new(&config.tenants)?;
+        let known = known_names(&config);
         let files = config.tls_files();
         if files.create_if_missing(&certs::tls_names(&config))? {
             tracing::info!(ca = %files.ca.display(), "created a self-signed CA and server certificate");
@@ -127,7 +128,7 @@ impl Gateway {
             );
         }
         let codec = protocol::Codec::new(protocol::DEFAULT_MAX_FRAME_LEN);
-        crate::telemetry::install();
+        crate::telemetry::install(config.metrics.idle_timeout());
         describe_metrics();
         let admin = if config.admin_enabled {
             let listener = crate::admin::bind(config.admin_listen)
@@ -179,6 +180,7 @@ impl Gateway {
                 tenants,
                 drain: Arc::default(),
                 jobs: std::sync::OnceLock::new(),
+                _known: known,
             }),
             ca: files.ca,
             token_files,
@@ -379,6 +381,28 @@ impl Gateway {
 
 /// Describes every module's series (their `# HELP` lines); the recorder is
 /// installed first, or the descriptions would be lost.
+/// Holds the names `config` makes known as label values of their own:
+/// the services of `[services.NAME]`, `[models]` and `[templates.NAME]`,
+/// and the tenants (the anonymous one included).
+fn known_names(config: &GatewayConfig) -> [crate::telemetry::labels::Known; 2] {
+    use crate::telemetry::labels::{Kind, Known};
+    let services = config
+        .services
+        .keys()
+        .chain(config.models.values())
+        .chain(config.templates.values().map(|t| &t.service))
+        .map(String::as_str);
+    let tenants = config
+        .tenants
+        .iter()
+        .map(|t| t.name.as_str())
+        .chain([crate::tenants::ANONYMOUS]);
+    [
+        Known::new(Kind::Service, services),
+        Known::new(Kind::Tenant, tenants),
+    ]
+}
+
 fn describe_metrics() {
     admission::describe_metrics();
     agents::describe_metrics();
@@ -398,15 +422,27 @@ mod tests {
 
     #[test]
     fn calls_and_queues_carry_the_tenant() {
-        if crate::telemetry::install().is_none() {
+        if crate::telemetry::install(None).is_none() {
             return; // another recorder owns this process
         }
         super::describe_metrics();
+        use crate::telemetry::labels::{Kind, Known};
+        let _known = [
+            Known::new(Kind::Service, ["svc-t"]),
+            Known::new(Kind::Tenant, ["team-a", "team-b"]),
+        ];
         crate::calls::record_call("svc-t", "node-t", "rr", "ok", "team-a", 12.0);
         crate::scheduler::record_queue_length("svc-t", "team-b", 1);
+        // Names the gateway does not know share one series.
+        for i in 0..50 {
+            let name = format!("flood-t-{i}");
+            crate::calls::record_call(&name, "", "", "unknown_service", &name, 1.0);
+        }
         let text = crate::telemetry::render();
+        assert!(!text.contains("flood-t-"), "{text}");
         for needle in [
             r#"calls_total{service="svc-t",node="node-t",policy="rr",outcome="ok",tenant="team-a"} 1"#,
+            r#"calls_total{service="_unknown",node="",policy="",outcome="unknown_service",tenant="_unknown"} 50"#,
             r#"queue_length{service="svc-t",tenant="team-b"} 1"#,
             "# HELP calls_total Calls finished, by service, node, policy, outcome and tenant.",
             "# HELP queue_length Calls waiting, by service and tenant.",

@@ -14,12 +14,21 @@
 //!
 //! The recorder is process-wide (the `metrics` facade has one global
 //! recorder): several gateways in one process share it.
+//!
+//! Series stay bounded: label values that come from a caller's input go
+//! through [`labels`] (a name the gateway does not know counts under
+//! `_unknown`), and counters and histograms not updated for `[metrics]
+//! idle_timeout_s` are dropped (gauges are set from the fleet's own state
+//! and stay).
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use protocol::ErrorKind;
 
+pub(crate) mod labels;
 mod window;
 
 pub(crate) use window::{CallWindow, Point, TenantRate};
@@ -48,11 +57,19 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the Prometheus recorder (once per process) and returns its
 /// handle; `None` when another recorder was installed first (then
-/// `/metrics` says so).
-pub(crate) fn install() -> Option<PrometheusHandle> {
+/// `/metrics` says so). Counters and histograms not updated for
+/// `idle_timeout` are dropped when `/metrics` is next rendered (`None`:
+/// never); names known to [`labels`] linger as long. The first call in a
+/// process sets both.
+pub(crate) fn install(idle_timeout: Option<Duration>) -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
+            labels::set_linger(idle_timeout.unwrap_or(Duration::MAX));
             let builder = PrometheusBuilder::new()
+                .idle_timeout(
+                    MetricKindMask::COUNTER | MetricKindMask::HISTOGRAM,
+                    idle_timeout,
+                )
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
                 .and_then(|b| {
                     b.set_buckets_for_metric(
