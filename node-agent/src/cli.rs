@@ -47,7 +47,7 @@ pub fn main() -> ExitCode {
     match agent(args.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", transport::report::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,7 @@
 //! The agent's configuration: a TOML file, parsed strictly and validated.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use reqwest::Url;
@@ -45,6 +46,8 @@ pub const CALL_STREAM_MARGIN: u32 = 16;
 
 /// A commented example configuration, as `--print-example-config` prints it.
 pub const EXAMPLE_CONFIG: &str = include_str!("example-agent.toml");
+/// Largest token file the agent reads, bytes (4 KiB).
+pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,14 @@ pub enum ConfigError {
     /// The values parse but break a rule.
     #[error("invalid config: {0}")]
     Invalid(String),
+    /// The token file could not be read, is empty or is too large.
+    #[error("cannot read the agent token from {path}: {why}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
 }
 
 /// The whole agent configuration.
@@ -84,11 +95,23 @@ pub struct AgentConfig {
     /// The name the gateway's certificate must carry (default `localhost`).
     #[serde(default = "default_server_name")]
     pub server_name: String,
-    /// PEM file of the CA the agent trusts for the gateway (relative paths are
-    /// relative to the process's working directory).
+    /// PEM file of the CA the agent trusts for the gateway: the gateway's
+    /// `ca.pem` (in its `data_dir`). In a file read by
+    /// [`AgentConfig::load`], a relative path is relative to the file's
+    /// folder and `~/` is the home directory.
     pub ca: PathBuf,
-    /// The shared agent token the gateway is configured with.
+    /// The shared agent token the gateway is configured with (its
+    /// `agent_token`, or the `agent-token` file it generates). Give this or
+    /// `token_file` (default empty).
+    #[serde(default)]
     pub token: String,
+    /// A file holding the agent token (surrounding whitespace trimmed, at
+    /// most [`MAX_TOKEN_FILE_BYTES`]), e.g. the gateway's
+    /// `~/.local/share/switchyard/agent-token`; default none. Read by
+    /// [`AgentConfig::load`] and [`run`](crate::run) into `token` (it is then
+    /// `None`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     /// PEM file of this node's client certificate (`gateway cert issue
     /// --node ID`), presented to the gateway (mTLS); its common name must be
     /// `node_id`. Default none; required by a gateway with `[agents]
@@ -141,6 +164,10 @@ pub struct AgentConfig {
     /// at once.
     #[serde(default = "default_shutdown_grace_s")]
     pub shutdown_grace_s: u32,
+    /// OpenTelemetry traces of the calls this node runs, over OTLP/HTTP
+    /// (table `[tracing]`: `otlp_endpoint`; default off).
+    #[serde(default)]
+    pub tracing: otel::TracingConfig,
 }
 
 fn default_shutdown_grace_s() -> u32 {
@@ -248,6 +275,7 @@ impl AgentConfig {
             server_name: default_server_name(),
             ca: ca.into(),
             token: token.into(),
+            token_file: None,
             client_cert: None,
             client_key: None,
             node_id: node_id.into(),
@@ -258,6 +286,7 @@ impl AgentConfig {
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             shutdown_grace_s: default_shutdown_grace_s(),
+            tracing: otel::TracingConfig::default(),
             reconnect: ReconnectConfig::default(),
             services,
             slots: Vec::new(),
@@ -297,25 +326,40 @@ impl AgentConfig {
         Ok(config)
     }
 
-    /// Reads, parses and validates the TOML file at `path`. Relative paths in
-    /// it (`ca`, a command's `cwd`, a swap's `cwd`) are taken relative to the
-    /// file's folder.
+    /// Reads, parses and validates the TOML file at `path`, then reads the
+    /// token from `token_file` if one is named. Relative paths in it (`ca`,
+    /// `token_file`, `client_cert`, `client_key`, a command's `cwd`, a
+    /// swap's `cwd`) are taken relative to the file's folder; those four
+    /// files may also start with `~/`, the home directory (`$HOME`).
     ///
     /// # Errors
     /// [`ConfigError::Read`] when the file cannot be read, else as
-    /// [`AgentConfig::from_toml_str`].
+    /// [`AgentConfig::from_toml_str`] and [`AgentConfig::read_token_file`].
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
         let mut config = Self::from_toml_str(&text)?;
+        let home = std::env::var_os("HOME");
+        for path in [&mut config.client_cert, &mut config.client_key]
+            .into_iter()
+            .chain([&mut config.token_file])
+            .flatten()
+            .chain([&mut config.ca])
+        {
+            *path = expand_home(path, home.as_deref());
+        }
         // Relative paths in a file mean "next to this file".
         if let Some(dir) = path.parent() {
             config.ca = dir.join(&config.ca);
-            for path in [&mut config.client_cert, &mut config.client_key]
-                .into_iter()
-                .flatten()
+            for path in [
+                &mut config.client_cert,
+                &mut config.client_key,
+                &mut config.token_file,
+            ]
+            .into_iter()
+            .flatten()
             {
                 *path = dir.join(&*path);
             }
@@ -330,7 +374,47 @@ impl AgentConfig {
                 }
             }
         }
+        config.read_token_file()?;
         Ok(config)
+    }
+
+    /// Reads the token from `token_file`, if one is named, into `token`
+    /// (whitespace around it trimmed) and sets `token_file` to `None`.
+    /// Nothing to do without one.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when `token` is given too;
+    /// [`ConfigError::TokenFile`] when the file cannot be read, is larger
+    /// than [`MAX_TOKEN_FILE_BYTES`], is not UTF-8 or holds only
+    /// whitespace.
+    pub fn read_token_file(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = self.token_file.take() else {
+            return Ok(());
+        };
+        if !self.token.is_empty() {
+            return Err(ConfigError::Invalid(
+                "token and token_file are both given: keep one".into(),
+            ));
+        }
+        let fail = |why: String| ConfigError::TokenFile {
+            path: path.clone(),
+            why,
+        };
+        let len = std::fs::metadata(&path)
+            .map_err(|e| fail(e.to_string()))?
+            .len();
+        if len > MAX_TOKEN_FILE_BYTES {
+            return Err(fail(format!(
+                "{len} bytes, more than {MAX_TOKEN_FILE_BYTES}"
+            )));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(fail("the file is empty".into()));
+        }
+        self.token = token.to_owned();
+        Ok(())
     }
 
     /// Checks every rule a parsed configuration must also meet (`run` calls
@@ -346,8 +430,16 @@ impl AgentConfig {
         if self.server_name.is_empty() {
             return invalid("server_name must not be empty".into());
         }
-        if self.token.is_empty() {
-            return invalid("token must not be empty".into());
+        match (self.token.is_empty(), &self.token_file) {
+            (true, None) => {
+                return invalid(
+                    "token or token_file is required (the gateway's agent token)".into(),
+                );
+            }
+            (false, Some(_)) => {
+                return invalid("token and token_file are both given: keep one".into());
+            }
+            _ => {}
         }
         if self.client_cert.is_some() != self.client_key.is_some() {
             return invalid("client_cert and client_key go together".into());
@@ -412,6 +504,15 @@ pub(crate) fn parse_url(url: &str) -> Result<Url, String> {
             "url {url:?}: https is not supported (the agent's http client speaks plain http to local servers)"
         )),
         other => Err(format!("url {url:?}: scheme {other:?} is not http")),
+    }
+}
+
+/// `path` with a leading `~/` replaced by `home` (unchanged without a
+/// home or a `~/`).
+pub fn expand_home(path: &Path, home: Option<&OsStr>) -> PathBuf {
+    match (path.strip_prefix("~"), home) {
+        (Ok(rest), Some(home)) if !home.is_empty() => Path::new(home).join(rest),
+        _ => path.to_path_buf(),
     }
 }
 

@@ -53,9 +53,10 @@ const DRAIN_SETTLE: Duration = Duration::from_millis(200);
 /// services cannot be set up, and [`AgentError::Refused`] when the gateway
 /// refuses the registration (a wrong token is not retried).
 pub async fn run(
-    config: AgentConfig,
+    mut config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
+    config.read_token_file()?;
     config.validate()?;
     // Fail fast on an unusable CA file, before any network.
     transport::tls::client_config(&config.ca)?;
@@ -80,6 +81,7 @@ pub async fn run(
         dispatcher: Dispatcher {
             services,
             max_payload: config.max_payload_bytes,
+            tracer: otel::Tracer::start(&config.tracing, "switchyard-agent")?,
         },
         slots,
         stats: Arc::new(Mutex::new(stats)),

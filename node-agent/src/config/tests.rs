@@ -344,3 +344,92 @@ fn metric_names_follow_the_prometheus_rule() {
     assert!(!is_metric_name("a-b"));
     assert!(!is_metric_name("a b"));
 }
+
+/// `MINIMAL` with `token = ...` replaced by `line`.
+fn with_token_line(line: &str) -> String {
+    MINIMAL.replace("token = \"t0ken\"", line)
+}
+
+#[test]
+fn the_token_is_read_from_token_file_trimmed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("agent-token"), "  s3cret\n\n").expect("write");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, with_token_line("token_file = \"agent-token\"")).expect("write");
+    let config = AgentConfig::load(&path).expect("load");
+    assert_eq!(config.token, "s3cret");
+    assert_eq!(config.token_file, None);
+    config.validate().expect("still valid");
+}
+
+#[test]
+fn token_and_token_file_go_alone() {
+    let both = invalid(&with_token_line(
+        "token = \"t\"\ntoken_file = \"agent-token\"",
+    ));
+    assert!(both.contains("token and token_file"), "{both}");
+    let neither = invalid(&with_token_line(""));
+    assert!(
+        neither.contains("token or token_file is required"),
+        "{neither}"
+    );
+    // Parsed without IO: the file is read by `load` or `run`.
+    let config = AgentConfig::from_toml_str(&with_token_line("token_file = \"t\"")).expect("parse");
+    assert_eq!(config.token_file, Some(PathBuf::from("t")));
+}
+
+#[test]
+fn a_bad_token_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.toml");
+    let load = |token: Option<&[u8]>| {
+        let file = dir.path().join("agent-token");
+        let _ = std::fs::remove_file(&file);
+        if let Some(bytes) = token {
+            std::fs::write(&file, bytes).expect("write");
+        }
+        std::fs::write(&path, with_token_line("token_file = \"agent-token\"")).expect("write");
+        AgentConfig::load(&path).expect_err("refused").to_string()
+    };
+    let missing = load(None);
+    assert!(
+        missing.starts_with("cannot read the agent token from") && missing.contains("agent-token"),
+        "{missing}"
+    );
+    assert!(load(Some(b" \n")).ends_with("the file is empty"));
+    let large = load(Some(&[b'x'; 5000]));
+    assert!(large.contains("5000 bytes, more than 4096"), "{large}");
+}
+
+#[test]
+fn home_is_expanded_in_file_paths() {
+    let home = Some(OsStr::new("/home/op"));
+    assert_eq!(
+        expand_home(Path::new("~/.local/share/switchyard/ca.pem"), home),
+        PathBuf::from("/home/op/.local/share/switchyard/ca.pem")
+    );
+    assert_eq!(
+        expand_home(Path::new("certs/ca.pem"), home),
+        PathBuf::from("certs/ca.pem")
+    );
+    assert_eq!(
+        expand_home(Path::new("~other/ca.pem"), home),
+        PathBuf::from("~other/ca.pem")
+    );
+    assert_eq!(
+        expand_home(Path::new("~/ca.pem"), None),
+        PathBuf::from("~/ca.pem")
+    );
+}
+
+#[test]
+fn the_example_points_at_the_gateways_files() {
+    let config = AgentConfig::from_toml_str(EXAMPLE_CONFIG).expect("example parses");
+    let data = Path::new("~/.local/share/switchyard");
+    assert_eq!(config.ca, data.join("ca.pem"));
+    assert_eq!(
+        config.token_file.as_deref(),
+        Some(&*data.join("agent-token"))
+    );
+    assert!(config.token.is_empty());
+}
