@@ -1,9 +1,9 @@
-// The Switchyard dashboard: draws /api/snapshot, then lives on the
-// Server-Sent Events of /api/events (a `snapshot` every second, a `change`
-// at once when a node comes, goes or drains, or a policy changes).
+// The Switchyard dashboard: draws the snapshot the page was served with
+// (else /api/snapshot) at once, then lives on the Server-Sent Events of
+// /api/events (a `snapshot` every second, a `change` at once when a node
+// comes, goes or drains, or a policy changes).
 "use strict";
 
-const HISTORY = 120;            // seconds of queue-depth history kept here
 const STATS_STALE_MS = 3000;    // a node without stats this long is unhealthy
 const HIGH_P99_MS = 1000;       // p99 above this raises a latency alert
 const IMBALANCE = 2.0;          // a node with this many times the mean share
@@ -25,13 +25,13 @@ const bar = (p, title) => {
   return b;
 };
 
-const queueHistory = new Map(); // service -> [{t, depth}]
 const charts = {};
 let events = [];                  // recent change events, newest first
 
 $("#token").value = localStorage.getItem("switchyard-admin-token") || "";
 $("#token").addEventListener("change", (e) => localStorage.setItem("switchyard-admin-token", e.target.value));
-$("#why-service").addEventListener("change", () => { if (last) renderWhy(last); });
+let whyChosen = false;            // the user picked the service "why this node" shows
+$("#why-service").addEventListener("change", () => { whyChosen = true; if (last) renderWhy(last); });
 
 function render(snap) {
   $("#uptime").textContent = `up ${snap.uptime_s} s · ${snap.nodes.length} nodes · ${snap.services.length} services`;
@@ -45,8 +45,19 @@ function render(snap) {
   renderWhy(snap);
 }
 
+// The service with the most calls/s (then in flight, then waiting).
+const busiest = (services) => services.reduce((best, s) => {
+  if (!best) return s;
+  const key = (x) => [x.calls_per_s, x.in_flight, x.queue.length];
+  const [a, b] = [key(s), key(best)];
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] > b[i] ? s : best;
+  return best;
+}, null);
+
 // "Why this node": the chosen service's latest decisions from
 // /api/decisions (policy, node, reason, the best candidates' scores).
+// Until the user picks one, it follows the busiest service (staying on the
+// current one while none is strictly busier).
 let whyBusy = false;
 async function renderWhy(snap) {
   const select = $("#why-service");
@@ -55,6 +66,11 @@ async function renderWhy(snap) {
   if ([...select.options].map((o) => o.value).join() !== names.join()) {
     select.replaceChildren(...names.map((n) => el("option", { value: n, text: n })));
     if (names.includes(current)) select.value = current;
+  }
+  if (!whyChosen) {
+    const top = busiest(snap.services);
+    const shown = snap.services.find((s) => s.name === select.value);
+    if (top && (!shown || busiest([shown, top]) !== shown)) select.value = top.name;
   }
   if (!select.value || whyBusy) return;
   whyBusy = true;
@@ -190,7 +206,7 @@ function tenantsCell(tenants) {
     const errors = t.errors_per_s > 0 ? ` (${t.errors_per_s.toFixed(2)} err/s)` : "";
     td.append(el("span", {
       class: `tenant${t.errors_per_s > 0 ? " failing" : ""}`, "data-tenant": t.tenant,
-      title: `${t.tenant}: ${t.calls_per_s.toFixed(2)} calls/s, ${t.errors_per_s.toFixed(2)} errors/s over the last minute`,
+      title: `${t.tenant}: ${t.calls_per_s.toFixed(2)} calls/s, ${t.errors_per_s.toFixed(2)} errors/s over the last minute (or since the gateway started)`,
       text: `${t.tenant} ${t.calls_per_s.toFixed(2)}/s${errors}`,
     }));
   });
@@ -237,18 +253,12 @@ function renderCharts(snap) {
     lat.push(snap.series[n].map((p) => (p.calls ? p.p50_ms : null)), snap.series[n].map((p) => (p.calls ? p.p99_ms : null)));
   }
   lineChart("chart-latency", latSeries, [ts, ...lat]);
-  for (const s of snap.services) {
-    const h = queueHistory.get(s.name) || [];
-    h.push({ t: snap.uptime_s, depth: s.queue.length });
-    while (h.length > HISTORY) h.shift();
-    queueHistory.set(s.name, h);
-  }
-  const qNames = [...queueHistory.keys()];
-  const qt = qNames.length ? queueHistory.get(qNames[0]).map((p) => p.t) : [snap.uptime_s];
-  lineChart("chart-queue", qNames.map((n) => ({ label: n })), [qt, ...qNames.map((n) => {
-    const h = queueHistory.get(n);
-    return qt.map((t) => (h.find((p) => p.t === t) || { depth: null }).depth);
-  })]);
+  // Queue depth over the same window, sampled by the gateway (the deepest
+  // queues apart, the rest as "(other)"; none while nothing waited).
+  const queues = snap.queue_series || {};
+  const qNames = Object.keys(queues);
+  const qt = qNames.length ? queues[qNames[0]].map((p) => p.t) : ts;
+  lineChart("chart-queue", qNames.map((n) => ({ label: n })), [qt, ...qNames.map((n) => queues[n].map((p) => p.depth))]);
 }
 
 function renderShare(snap) {
@@ -305,13 +315,34 @@ function renderCache(cache) {
 }
 
 let last = null; // the latest snapshot (also window.lastSnapshot, for tests)
-async function start() {
+// The snapshot the page was served with, drawn before anything else loads
+// (window.firstSnapshot, for tests); /api/snapshot when there is none.
+function embedded() {
   try {
-    last = await (await fetch("/api/snapshot")).json();
-    window.lastSnapshot = last;
-    render(last);
+    return JSON.parse(document.getElementById("snapshot").textContent);
   } catch (e) {
-    console.error("snapshot failed", e);
+    console.error("no snapshot in the page", e);
+    return null;
+  }
+}
+function drawFirst(snap) {
+  last = snap;
+  window.lastSnapshot = window.firstSnapshot = snap;
+  render(snap);
+  if ($("#status").textContent !== "live") {
+    $("#status").textContent = "snapshot";
+    $("#status").title = "drawn from a snapshot; live once the event stream opens";
+  }
+}
+const first = embedded();
+if (first) drawFirst(first);
+async function start() {
+  if (!first) {
+    try {
+      drawFirst(await (await fetch("/api/snapshot")).json());
+    } catch (e) {
+      console.error("snapshot failed", e);
+    }
   }
   const source = new EventSource("/api/events");
   source.addEventListener("open", () => { $("#status").textContent = "live"; $("#status").className = "badge on"; });

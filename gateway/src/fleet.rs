@@ -9,6 +9,10 @@
 //! Invariant: a node is here only while its connection is open and its stats
 //! arrive on time; a newer connection with the same node id replaces the
 //! older one (which is closed) and keeps its key.
+//!
+//! A node's call count survives its reconnects: the core counts the calls
+//! of one connection, and the registry keeps, per node key, the calls its
+//! earlier connections finished, added to every view.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -39,6 +43,10 @@ pub struct Registry {
     keys: DashMap<String, u32>,
     by_key: DashMap<u32, Arc<Node>>,
     next_key: AtomicU32,
+    /// Per node key: calls its earlier connections finished well, and the
+    /// core's epoch of the last one counted (so none is counted twice); one
+    /// entry per node id that ever finished a call, as `keys`.
+    earlier_calls: DashMap<u32, (u64, u64)>,
 }
 
 /// One connected node: its link, and its state read from the core.
@@ -68,6 +76,7 @@ impl Registry {
             keys: DashMap::new(),
             by_key: DashMap::new(),
             next_key: AtomicU32::new(0),
+            earlier_calls: DashMap::new(),
         }
     }
 
@@ -93,6 +102,9 @@ impl Registry {
         now: Instant,
     ) -> Arc<Node> {
         let key = self.key_for(&spec.id);
+        // A connection of this id still in the core (being replaced): its
+        // calls carry over before the newer one's `node_up` resets them.
+        self.carry_calls(key);
         let node = Arc::new(Node {
             key,
             services: spec
@@ -126,8 +138,35 @@ impl Registry {
         if removed {
             self.by_key
                 .remove_if(&node.key, |_, current| Arc::ptr_eq(current, node));
+            // Its calls carry over before the caller's `node_down` drops it.
+            self.carry_calls(node.key);
         }
         removed
+    }
+
+    /// Adds the calls the core counts for node `key`'s connection now to
+    /// its earlier calls (the core is about to forget that connection),
+    /// once per connection (core epoch).
+    fn carry_calls(&self, key: u32) {
+        let Some((calls, epoch)) = lock(&self.core)
+            .fleet()
+            .get(key)
+            .map(|n| (n.calls_total, n.epoch))
+        else {
+            return;
+        };
+        if calls == 0 {
+            return;
+        }
+        let mut earlier = self.earlier_calls.entry(key).or_default();
+        if earlier.1 != epoch {
+            *earlier = (earlier.0 + calls, epoch);
+        }
+    }
+
+    /// Calls node `key`'s earlier connections finished well.
+    fn earlier_calls(&self, key: u32) -> u64 {
+        self.earlier_calls.get(&key).map_or(0, |c| c.0)
     }
 
     /// The node with id `id`, if connected.
@@ -162,9 +201,14 @@ impl Registry {
         nodes
     }
 
-    /// A view of every node for `switchyard nodes`, sorted by id.
+    /// A view of every node for `switchyard nodes`, sorted by id; its
+    /// `calls_total` counts since the gateway started, across reconnects.
     pub fn views(&self, now: Instant) -> Vec<NodeView> {
-        lock(&self.core).node_views(now)
+        let mut views = lock(&self.core).node_views(now);
+        for view in &mut views {
+            view.calls_total += self.earlier_calls(view.key);
+        }
+        views
     }
 }
 
@@ -207,12 +251,14 @@ impl Node {
         self.read(|n| n.latency(service))
     }
 
-    /// Calls this node finished well since it registered.
+    /// Calls this connection of the node finished well since it
+    /// registered (the views add its earlier connections').
     pub fn calls_total(&self) -> u64 {
         self.read(|n| n.calls_total)
     }
 
-    /// A view for `switchyard nodes` (`None` once it left the core).
+    /// A view for `switchyard nodes` (`None` once it left the core); its
+    /// `calls_total` is this connection's only.
     pub fn view(&self, now: Instant) -> Option<NodeView> {
         self.read(|n| Some(n.view(now)))
     }

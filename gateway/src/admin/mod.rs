@@ -1,4 +1,4 @@
-//! The admin HTTP port (axum, default `127.0.0.1:9090`): Prometheus
+//! The admin HTTP port (axum, default `127.0.0.1:4490`): Prometheus
 //! `/metrics`, the JSON admin API under `/api`, Server-Sent Events at
 //! `/api/events`, the dashboard at `/`, and the probes `/health` and
 //! `/ready` (`crate::health`). Other routes answer 404 `not_found`.
@@ -43,6 +43,7 @@ pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    let sampler = tokio::spawn(snapshot::sample_queues(Arc::downgrade(&shared)));
     let app = router(shared);
     // Live events (`/api/events`) go out as they happen, not held back by
     // Nagle's algorithm until the previous one is acknowledged.
@@ -55,6 +56,7 @@ pub(crate) async fn serve(
     {
         tracing::warn!(%error, "admin HTTP server stopped");
     }
+    sampler.abort();
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -79,6 +81,7 @@ fn router(shared: Arc<Shared>) -> Router {
         // admin token or a tenant's key, for reads too).
         .merge(crate::jobs::http::routes("/api"))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(crate::calls::request_id::tag))
         .with_state(shared)
 }
 

@@ -31,7 +31,7 @@ use protocol::ErrorKind;
 pub(crate) mod labels;
 mod window;
 
-pub(crate) use window::{CallWindow, Point, TenantRate};
+pub(crate) use window::{CallWindow, Point, QueuePoint, TenantRate};
 
 /// Buckets of the `_seconds` histograms (call latency, queue wait, swap
 /// time), s: 1 ms to 5 min.

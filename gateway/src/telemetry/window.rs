@@ -1,13 +1,20 @@
-//! A rolling window of finished calls, per second and per service, for the
-//! dashboard's charts: calls/s, errors/s, p50 and p99 latency over the last
-//! [`WINDOW_S`] seconds, which node served how many calls, and which tenant
-//! made them.
+//! A rolling window of finished calls and queue depths, per second and per
+//! service, for the dashboard's charts: calls/s, errors/s, p50 and p99
+//! latency and queue depth over the last [`WINDOW_S`] seconds, which node
+//! served how many calls, and which tenant made them.
 //!
 //! Bounded: [`WINDOW_S`] buckets, each keeping at most [`SAMPLES_PER_S`]
 //! latencies per service (later calls in the same second count, but only
 //! every n-th latency is kept, so percentiles stay representative) and at
 //! most [`TENANTS_PER_S`] tenants per service (later tenants in the same
-//! second count under [`OTHER_TENANTS`]).
+//! second count under [`OTHER_TENANTS`]). Services are recorded under
+//! their label value (`labels::service`: a name no node or configuration
+//! knows counts as `_unknown`), so made-up names add no entry of their
+//! own. Charts list at most [`CHARTED_SERVICES`] services apart, the
+//! busiest; the rest are summed under [`OTHER_SERVICES`].
+//!
+//! Rates divide by the time the window covers ([`CallWindow::span_s`]):
+//! while the gateway is younger than the window, that is its age.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -26,6 +33,11 @@ pub(super) const TENANTS_PER_S: usize = 64;
 /// parentheses keep it apart from a tenant's name in practice (a tenant may
 /// be named anything non-empty, so they are no guarantee).
 pub(super) const OTHER_TENANTS: &str = "(other)";
+/// Most services charted apart by [`CallWindow::series`] and
+/// [`CallWindow::queue_series`]: the busiest (most calls, deepest queue).
+pub(crate) const CHARTED_SERVICES: usize = 8;
+/// The series the services past [`CHARTED_SERVICES`] are summed in.
+pub(crate) const OTHER_SERVICES: &str = "(other)";
 
 /// The window; cheap to record into from every call task.
 #[derive(Debug)]
@@ -39,6 +51,8 @@ struct Bucket {
     second: u64,
     services: HashMap<String, ServiceBucket>,
     nodes: HashMap<String, u64>,
+    /// The deepest queue seen per service in that second (none: empty).
+    queues: HashMap<String, u32>,
 }
 
 #[derive(Debug, Default)]
@@ -97,6 +111,16 @@ pub(crate) struct Point {
     pub p99_ms: f32,
 }
 
+/// One second of one service's queue, as the dashboard charts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct QueuePoint {
+    /// Seconds since the gateway started.
+    pub t: u64,
+    /// The deepest the queue was when sampled in that second (calls
+    /// waiting; 0 when not sampled non-empty).
+    pub depth: u32,
+}
+
 impl CallWindow {
     /// An empty window whose second 0 is `start`.
     pub(crate) fn new(start: Instant) -> Self {
@@ -107,7 +131,8 @@ impl CallWindow {
     }
 
     /// Records a call of `service` by `tenant` that finished at `now` after
-    /// `total_ms`, served by `node` (empty when it never reached one).
+    /// `total_ms`, served by `node` (empty when it never reached one). A
+    /// service no node or configuration knows is recorded as `_unknown`.
     pub(crate) fn record(
         &self,
         service: &str,
@@ -117,25 +142,32 @@ impl CallWindow {
         ok: bool,
         now: Instant,
     ) {
-        let second = now.saturating_duration_since(self.start).as_secs();
+        let service = super::labels::service(service);
+        self.record_as(&service, tenant, node, total_ms, ok, now);
+    }
+
+    /// [`Self::record`] under `service` as given (a label value already).
+    fn record_as(
+        &self,
+        service: &str,
+        tenant: &str,
+        node: &str,
+        total_ms: f32,
+        ok: bool,
+        now: Instant,
+    ) {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.back().is_none_or(|b| b.second < second) {
-            buckets.push_back(Bucket {
-                second,
-                ..Bucket::default()
-            });
-        }
-        while buckets
-            .front()
-            .is_some_and(|b| b.second + WINDOW_S <= second)
-        {
-            buckets.pop_front();
-        }
-        // A late record for an older second lands in the newest bucket.
-        let Some(bucket) = buckets.back_mut() else {
+        let Some(bucket) = self.bucket(&mut buckets, now) else {
             return;
         };
-        let entry = bucket.services.entry(service.to_string()).or_default();
+        if !bucket.services.contains_key(service) {
+            bucket
+                .services
+                .insert(service.to_string(), ServiceBucket::default());
+        }
+        let Some(entry) = bucket.services.get_mut(service) else {
+            return;
+        };
         entry.calls += 1;
         if !ok {
             entry.errors += 1;
@@ -154,54 +186,168 @@ impl CallWindow {
         }
     }
 
-    /// Per service, one point per second of the last `seconds` up to `now`
-    /// (seconds without calls included, as zeros).
-    pub(crate) fn series(&self, seconds: u64, now: Instant) -> BTreeMap<String, Vec<Point>> {
-        let last = now.saturating_duration_since(self.start).as_secs();
-        let first = last.saturating_sub(seconds.saturating_sub(1));
-        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-        for name in buckets.iter().flat_map(|b| b.services.keys()) {
-            out.entry(name.clone()).or_default();
+    /// Records that `depth` calls of `service` waited at `now` (a sample;
+    /// each second keeps the deepest). Empty queues are not stored.
+    pub(crate) fn record_queue(&self, service: &str, depth: u32, now: Instant) {
+        if depth == 0 {
+            return;
         }
-        for (name, points) in &mut out {
-            for t in first..=last {
-                let point = buckets
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(bucket) = self.bucket(&mut buckets, now) else {
+            return;
+        };
+        if let Some(deepest) = bucket.queues.get_mut(service) {
+            *deepest = (*deepest).max(depth);
+        } else {
+            bucket.queues.insert(service.to_string(), depth);
+        }
+    }
+
+    /// The bucket of `now`'s second, after dropping those older than the
+    /// window. A late record for an older second lands in the newest.
+    fn bucket<'a>(
+        &self,
+        buckets: &'a mut VecDeque<Bucket>,
+        now: Instant,
+    ) -> Option<&'a mut Bucket> {
+        let second = now.saturating_duration_since(self.start).as_secs();
+        if buckets.back().is_none_or(|b| b.second < second) {
+            buckets.push_back(Bucket {
+                second,
+                ..Bucket::default()
+            });
+        }
+        while buckets
+            .front()
+            .is_some_and(|b| b.second + WINDOW_S <= second)
+        {
+            buckets.pop_front();
+        }
+        buckets.back_mut()
+    }
+
+    /// The first and last second of the last `seconds` up to `now`.
+    fn seconds(&self, seconds: u64, now: Instant) -> (u64, u64) {
+        let last = now.saturating_duration_since(self.start).as_secs();
+        (last.saturating_sub(seconds.saturating_sub(1)), last)
+    }
+
+    /// The time the last `seconds` up to `now` cover, s: from the start of
+    /// their first second (never before the gateway started) to `now`, at
+    /// least 1. Rates over the window divide by it, so a gateway younger
+    /// than the window reports its true rate.
+    pub(crate) fn span_s(&self, seconds: u64, now: Instant) -> f64 {
+        let (first, _) = self.seconds(seconds, now);
+        let age = now.saturating_duration_since(self.start).as_secs_f64();
+        (age - first as f64).max(1.0)
+    }
+
+    /// Per service, one point per second of the last `seconds` up to `now`
+    /// (seconds without calls included, as zeros). At most
+    /// [`CHARTED_SERVICES`] services apart, those with the most calls in
+    /// the span (then by name); the rest summed under [`OTHER_SERVICES`]
+    /// (its percentiles over at most [`SAMPLES_PER_S`] of their latencies
+    /// per second).
+    pub(crate) fn series(&self, seconds: u64, now: Instant) -> BTreeMap<String, Vec<Point>> {
+        let (first, last) = self.seconds(seconds, now);
+        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let span: Vec<&Bucket> = buckets.iter().filter(|b| b.second >= first).collect();
+        let mut totals: HashMap<&str, u64> = HashMap::new();
+        for bucket in &span {
+            for (name, s) in &bucket.services {
+                *totals.entry(name).or_default() += s.calls;
+            }
+        }
+        let charted = busiest(totals);
+        let mut out: BTreeMap<String, Vec<Point>> = charted
+            .iter()
+            .map(|name| (name.to_string(), Vec::new()))
+            .collect();
+        let folded = span
+            .iter()
+            .any(|b| b.services.keys().any(|n| !charted.contains(&n.as_str())));
+        for t in first..=last {
+            let bucket = span.iter().find(|b| b.second == t);
+            for name in &charted {
+                let s = bucket.and_then(|b| b.services.get(*name));
+                let point = s.map_or_else(
+                    || Point::zero(t),
+                    |s| Point::of(t, s.calls, s.errors, &s.latencies_ms),
+                );
+                out.entry(name.to_string()).or_default().push(point);
+            }
+            if folded {
+                let (mut calls, mut errors, mut samples) = (0, 0, Vec::new());
+                for (name, s) in bucket.iter().flat_map(|b| &b.services) {
+                    if charted.contains(&name.as_str()) {
+                        continue;
+                    }
+                    calls += s.calls;
+                    errors += s.errors;
+                    let room = SAMPLES_PER_S.saturating_sub(samples.len());
+                    samples.extend(s.latencies_ms.iter().take(room));
+                }
+                out.entry(OTHER_SERVICES.to_string())
+                    .or_default()
+                    .push(Point::of(t, calls, errors, &samples));
+            }
+        }
+        out
+    }
+
+    /// Per service whose queue was sampled non-empty in the last `seconds`
+    /// up to `now`, its deepest depth each second (zeros included). At
+    /// most [`CHARTED_SERVICES`] services apart, the deepest queues; the
+    /// rest summed under [`OTHER_SERVICES`].
+    pub(crate) fn queue_series(
+        &self,
+        seconds: u64,
+        now: Instant,
+    ) -> BTreeMap<String, Vec<QueuePoint>> {
+        let (first, last) = self.seconds(seconds, now);
+        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let span: Vec<&Bucket> = buckets.iter().filter(|b| b.second >= first).collect();
+        let mut deepest: HashMap<&str, u64> = HashMap::new();
+        for bucket in &span {
+            for (name, depth) in &bucket.queues {
+                let d = deepest.entry(name).or_default();
+                *d = (*d).max(u64::from(*depth));
+            }
+        }
+        let folded = deepest.len() > CHARTED_SERVICES;
+        let charted = busiest(deepest);
+        let mut out: BTreeMap<String, Vec<QueuePoint>> = BTreeMap::new();
+        for t in first..=last {
+            let queues = span.iter().find(|b| b.second == t).map(|b| &b.queues);
+            for name in &charted {
+                let depth = queues.and_then(|q| q.get(*name)).copied().unwrap_or(0);
+                out.entry(name.to_string())
+                    .or_default()
+                    .push(QueuePoint { t, depth });
+            }
+            if folded {
+                let depth = queues
                     .iter()
-                    .find(|b| b.second == t)
-                    .and_then(|b| b.services.get(name))
-                    .map_or(
-                        Point {
-                            t,
-                            calls: 0,
-                            errors: 0,
-                            p50_ms: 0.0,
-                            p99_ms: 0.0,
-                        },
-                        |s| Point {
-                            t,
-                            calls: s.calls,
-                            errors: s.errors,
-                            p50_ms: percentile(&s.latencies_ms, 0.50),
-                            p99_ms: percentile(&s.latencies_ms, 0.99),
-                        },
-                    );
-                points.push(point);
+                    .flat_map(|q| q.iter())
+                    .filter(|(name, _)| !charted.contains(&name.as_str()))
+                    .fold(0u32, |sum, (_, d)| sum.saturating_add(*d));
+                out.entry(OTHER_SERVICES.to_string())
+                    .or_default()
+                    .push(QueuePoint { t, depth });
             }
         }
         out
     }
 
     /// Over the last `seconds` up to `now`, for `service`: (calls, errors,
-    /// p50 ms, p99 ms).
+    /// p50 ms, p99 ms). Rates: divide by [`Self::span_s`].
     pub(crate) fn summary(
         &self,
         service: &str,
         seconds: u64,
         now: Instant,
     ) -> (u64, u64, f32, f32) {
-        let last = now.saturating_duration_since(self.start).as_secs();
-        let first = last.saturating_sub(seconds.saturating_sub(1));
+        let (first, _) = self.seconds(seconds, now);
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let (mut calls, mut errors, mut samples) = (0, 0, Vec::new());
         for bucket in buckets.iter().filter(|b| b.second >= first) {
@@ -221,8 +367,8 @@ impl CallWindow {
 
     /// Over the last `seconds` up to `now` (`seconds` > 0), for every service
     /// with a call in that span: each tenant's calls/s and errors/s (counts
-    /// divided by `seconds`), highest calls/s first (then errors/s, then
-    /// name). At most [`TENANTS_PER_S`] tenants per service are listed
+    /// divided by [`Self::span_s`]), highest calls/s first (then errors/s,
+    /// then name). At most [`TENANTS_PER_S`] tenants per service are listed
     /// apart, the busiest; the rest are summed under [`OTHER_TENANTS`],
     /// sorted with them.
     pub(crate) fn tenant_rates(
@@ -230,8 +376,8 @@ impl CallWindow {
         seconds: u64,
         now: Instant,
     ) -> BTreeMap<String, Vec<TenantRate>> {
-        let last = now.saturating_duration_since(self.start).as_secs();
-        let first = last.saturating_sub(seconds.saturating_sub(1));
+        let (first, _) = self.seconds(seconds, now);
+        let span = self.span_s(seconds, now);
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let mut counts: BTreeMap<&str, HashMap<&str, (u64, u64)>> = BTreeMap::new();
         for bucket in buckets.iter().filter(|b| b.second >= first) {
@@ -244,7 +390,6 @@ impl CallWindow {
                 }
             }
         }
-        let span = seconds.max(1) as f64;
         counts
             .into_iter()
             .map(|(service, per_tenant)| {
@@ -277,8 +422,7 @@ impl CallWindow {
 
     /// Calls each node served in the last `seconds` up to `now`.
     pub(crate) fn node_share(&self, seconds: u64, now: Instant) -> BTreeMap<String, u64> {
-        let last = now.saturating_duration_since(self.start).as_secs();
-        let first = last.saturating_sub(seconds.saturating_sub(1));
+        let (first, _) = self.seconds(seconds, now);
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = BTreeMap::new();
         for bucket in buckets.iter().filter(|b| b.second >= first) {
@@ -288,6 +432,31 @@ impl CallWindow {
         }
         out
     }
+}
+
+impl Point {
+    fn zero(t: u64) -> Self {
+        Self::of(t, 0, 0, &[])
+    }
+
+    fn of(t: u64, calls: u64, errors: u64, latencies_ms: &[f32]) -> Self {
+        Self {
+            t,
+            calls,
+            errors,
+            p50_ms: percentile(latencies_ms, 0.50),
+            p99_ms: percentile(latencies_ms, 0.99),
+        }
+    }
+}
+
+/// The names of the [`CHARTED_SERVICES`] highest totals (ties by name),
+/// in that order.
+fn busiest(totals: HashMap<&str, u64>) -> Vec<&str> {
+    let mut ranked: Vec<(&str, u64)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    ranked.truncate(CHARTED_SERVICES);
+    ranked.into_iter().map(|(name, _)| name).collect()
 }
 
 /// Highest (calls, errors) first, then by name.
@@ -307,180 +476,4 @@ pub(super) fn percentile(samples: &[f32], q: f64) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let samples: Vec<f32> = (1..=100).map(|n| n as f32).collect();
-        assert_eq!(percentile(&samples, 0.5), 50.0);
-        assert_eq!(percentile(&samples, 0.99), 99.0);
-        assert_eq!(percentile(&[7.0], 0.99), 7.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
-    }
-
-    #[test]
-    fn seconds_are_bucketed_and_old_ones_dropped() {
-        let t0 = Instant::now();
-        let w = CallWindow::new(t0);
-        w.record("echo", "t", "a", 10.0, true, t0);
-        w.record(
-            "echo",
-            "t",
-            "b",
-            30.0,
-            false,
-            t0 + Duration::from_millis(500),
-        );
-        w.record("echo", "t", "a", 20.0, true, t0 + Duration::from_secs(2));
-        let series = w.series(3, t0 + Duration::from_secs(2));
-        let echo = &series["echo"];
-        assert_eq!(echo.len(), 3);
-        assert_eq!(
-            (echo[0].calls, echo[0].errors, echo[0].p99_ms),
-            (2, 1, 30.0)
-        );
-        assert_eq!(echo[1].calls, 0, "a quiet second is a zero");
-        assert_eq!(echo[2].p50_ms, 20.0);
-        let share = w.node_share(60, t0 + Duration::from_secs(2));
-        assert_eq!(share.get("a"), Some(&2));
-        assert_eq!(share.get("b"), Some(&1));
-
-        w.record(
-            "echo",
-            "t",
-            "a",
-            1.0,
-            true,
-            t0 + Duration::from_secs(WINDOW_S + 5),
-        );
-        let share = w.node_share(WINDOW_S, t0 + Duration::from_secs(WINDOW_S + 5));
-        assert_eq!(share.get("b"), None, "dropped after {WINDOW_S} s");
-    }
-
-    #[test]
-    fn samples_per_second_are_bounded() {
-        let t0 = Instant::now();
-        let w = CallWindow::new(t0);
-        for i in 0..10_000 {
-            w.record("s", "t", "", i as f32, true, t0);
-        }
-        let buckets = w.buckets.lock().expect("lock");
-        let s = &buckets[0].services["s"];
-        assert_eq!(s.calls, 10_000);
-        assert_eq!(s.latencies_ms.len(), SAMPLES_PER_S);
-    }
-
-    fn rates(w: &CallWindow, service: &str, seconds: u64, now: Instant) -> Vec<(String, f64, f64)> {
-        w.tenant_rates(seconds, now)
-            .remove(service)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| (r.tenant, r.calls_per_s, r.errors_per_s))
-            .collect()
-    }
-
-    #[test]
-    fn tenant_rates_are_per_service_and_sorted_by_rate() {
-        let t0 = Instant::now();
-        let w = CallWindow::new(t0);
-        // In time order (a late record lands in the newest second).
-        for i in 0..6 {
-            let at = t0 + Duration::from_secs(i);
-            w.record("echo", "team-a", "n", 1.0, i != 0, at);
-            if i == 3 {
-                w.record("echo", "team-b", "n", 1.0, false, at);
-            }
-        }
-        let at = t0 + Duration::from_secs(5);
-        w.record("echo", "team-b", "n", 1.0, true, at);
-        w.record("other-svc", "team-b", "n", 1.0, true, at);
-        let now = t0 + Duration::from_secs(5);
-        assert_eq!(
-            rates(&w, "echo", 10, now),
-            [
-                ("team-a".to_string(), 0.6, 0.1),
-                ("team-b".to_string(), 0.2, 0.1),
-            ]
-        );
-        assert_eq!(
-            rates(&w, "other-svc", 10, now),
-            [("team-b".to_string(), 0.1, 0.0)]
-        );
-        // Only the last 2 s (seconds 4 and 5): team-a 2 calls, team-b 1.
-        assert_eq!(
-            rates(&w, "echo", 2, now),
-            [
-                ("team-a".to_string(), 1.0, 0.0),
-                ("team-b".to_string(), 0.5, 0.0),
-            ]
-        );
-        // A tie in calls goes to more errors, then to the name.
-        w.record("tie", "b", "n", 1.0, true, now);
-        w.record("tie", "a", "n", 1.0, true, now);
-        w.record("tie", "c", "n", 1.0, false, now);
-        let names: Vec<String> = rates(&w, "tie", 1, now).into_iter().map(|r| r.0).collect();
-        assert_eq!(names, ["c", "a", "b"]);
-        // Long after, the window has forgotten them.
-        let later = t0 + Duration::from_secs(WINDOW_S + 10);
-        w.record("echo", "team-c", "n", 1.0, true, later);
-        assert_eq!(
-            rates(&w, "echo", 60, later),
-            [("team-c".to_string(), 1.0 / 60.0, 0.0)]
-        );
-        assert!(!w.tenant_rates(60, later).contains_key("other-svc"));
-    }
-
-    #[test]
-    fn tenants_per_second_are_bounded() {
-        let t0 = Instant::now();
-        let w = CallWindow::new(t0);
-        // TENANTS_PER_S + 10 tenants in second 0, one call each; then the
-        // first of them calls again, and a late one fails.
-        for i in 0..TENANTS_PER_S + 10 {
-            w.record("s", &format!("t{i:03}"), "", 1.0, true, t0);
-        }
-        w.record("s", "t000", "", 1.0, true, t0);
-        w.record("s", "late", "", 1.0, false, t0);
-        {
-            let buckets = w.buckets.lock().expect("lock");
-            let s = &buckets[0].services["s"];
-            assert_eq!(s.tenants.len(), TENANTS_PER_S + 1);
-            assert_eq!(s.tenants["t000"], (2, 0), "a counted tenant stays apart");
-            assert_eq!(s.tenants[OTHER_TENANTS], (11, 1));
-            assert_eq!(s.calls, TENANTS_PER_S as u64 + 12);
-        }
-        let listed = rates(&w, "s", 1, t0);
-        assert_eq!(listed.len(), TENANTS_PER_S + 1);
-        assert_eq!(listed[0], (OTHER_TENANTS.to_string(), 11.0, 1.0));
-        assert_eq!(listed[1], ("t000".to_string(), 2.0, 0.0));
-
-        // Across seconds each second keeps its own TENANTS_PER_S, but the
-        // query lists at most TENANTS_PER_S apart too: the busiest.
-        let t1 = t0 + Duration::from_secs(1);
-        for i in 0..TENANTS_PER_S {
-            for _ in 0..3 {
-                w.record("s", &format!("u{i:03}"), "", 1.0, true, t1);
-            }
-        }
-        let listed = rates(&w, "s", 2, t1);
-        assert_eq!(listed.len(), TENANTS_PER_S + 1);
-        let other = &listed[0];
-        assert_eq!(other.0, OTHER_TENANTS, "sorted by rate like the rest");
-        assert!(
-            listed[1..].iter().all(|r| r.0.starts_with('u')),
-            "{listed:?}"
-        );
-        // 11 calls already under "(other)", plus every t-tenant (t000's 2,
-        // 63 others' 1), over 2 s.
-        assert_eq!((other.1, other.2), (38.0, 0.5));
-        let total: f64 = listed.iter().map(|r| r.1).sum();
-        assert_eq!(
-            total * 2.0,
-            (TENANTS_PER_S as u64 * 4 + 12) as f64,
-            "no call lost"
-        );
-    }
-}
+mod tests;
