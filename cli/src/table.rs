@@ -112,7 +112,10 @@ fn slot_line(slot: &SlotView) -> String {
 }
 
 /// One line per service: calls waiting, capacity, oldest wait, reserved
-/// calls and the counters.
+/// calls and the counters since the gateway started: DEQUEUED (calls that
+/// waited in the queue, then left it for a node; a call that found a free
+/// slot at once never waited and is not counted), ABANDONED (timed out or
+/// client gone while waiting), OVERLOADED (refused, the queue full).
 pub fn queues(queues: &[QueueView]) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -123,7 +126,7 @@ pub fn queues(queues: &[QueueView]) -> String {
         "CAPACITY",
         "OLDEST WAIT",
         "RESERVED",
-        "DISPATCHED",
+        "DEQUEUED",
         "ABANDONED",
         "OVERLOADED"
     );
@@ -147,23 +150,24 @@ pub fn queues(queues: &[QueueView]) -> String {
     out
 }
 
-/// The policy table: loaded policies, services and refused files.
+/// The policy table: loaded policies (when each was loaded as a UTC date,
+/// as `job list` shows times), services and refused files.
 pub fn policies(table: &PolicyTable) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:>9} {:>7}  {:<16} {:<13} FILE",
-        "POLICY", "PICKS", "TRAPS", "HASH", "LOADED (unix)"
+        "{:<16} {:>9} {:>7}  {:<16} {:<23} FILE",
+        "POLICY", "PICKS", "TRAPS", "HASH", "LOADED (UTC)"
     );
     for p in &table.policies {
         let _ = writeln!(
             out,
-            "{:<16} {:>9} {:>7}  {:<16} {:<13} {}",
+            "{:<16} {:>9} {:>7}  {:<16} {:<23} {}",
             p.name,
             p.picks_total,
             p.traps_total,
             p.content_hash.get(..16).unwrap_or(&p.content_hash),
-            p.loaded_at_unix_ms / 1000,
+            crate::job::utc(p.loaded_at_unix_ms),
             p.file
         );
     }
@@ -187,7 +191,13 @@ pub fn policies(table: &PolicyTable) -> String {
         );
     }
     for r in &table.rejected {
-        let _ = writeln!(out, "\nrejected {}: {}", r.file, r.reason);
+        let _ = writeln!(
+            out,
+            "\nrejected {} at {} (UTC): {}",
+            r.file,
+            crate::job::utc(r.at_unix_ms),
+            r.reason
+        );
     }
     out
 }
@@ -244,3 +254,56 @@ pub fn cache(stats: &CacheStatsView) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_table_names_what_it_counts() {
+        let view = QueueView {
+            service: "llama".into(),
+            length: 2,
+            capacity: 100,
+            oldest_wait_ms: 350,
+            reserved: 1,
+            dispatched_total: 7,
+            abandoned_total: 3,
+            overloaded_total: 5,
+            retries_total: 0,
+            retries_refused_total: 0,
+            breaker_trips_total: 0,
+        };
+        let table = queues(&[view]);
+        let mut lines = table.lines();
+        let head: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            head,
+            [
+                "SERVICE",
+                "WAITING",
+                "CAPACITY",
+                "OLDEST",
+                "WAIT",
+                "RESERVED",
+                "DEQUEUED",
+                "ABANDONED",
+                "OVERLOADED"
+            ]
+        );
+        let row: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(row, ["llama", "2", "100", "350ms", "1", "7", "3", "5"]);
+        assert_eq!(queues(&[]).lines().nth(1), Some("(no service)"));
+    }
+}
+
+#[cfg(test)]
+mod policies_tests;

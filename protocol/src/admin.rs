@@ -113,7 +113,9 @@ pub struct QueueView {
     /// Calls held for a node that is loading the service.
     #[n(4)]
     pub reserved: u32,
-    /// Calls that left the queue for a node since the gateway started.
+    /// Calls that waited in the queue, then left it for a node, since the
+    /// gateway started (a call that found a free slot at once never waited
+    /// and is not counted).
     #[n(5)]
     pub dispatched_total: u64,
     /// Calls that timed out or left (client gone) while queued.

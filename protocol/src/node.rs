@@ -205,7 +205,8 @@ pub struct NodeView {
     /// Time since the latest stats report, ms.
     #[n(7)]
     pub last_stats_ms: u64,
-    /// Calls this node finished since it registered.
+    /// Calls this node finished well since the gateway started, across
+    /// its reconnects (the gateway keeps the count by node id).
     #[n(8)]
     pub calls_total: u64,
     /// Durable jobs running on it now, every service together (the

@@ -62,9 +62,12 @@ impl Jobs {
     }
 
     /// Loads the unfinished jobs: waiting ones join the queue in their
-    /// order; running ones whose lease is this gateway's (`at_start`) or has
-    /// run out go back to waiting when idempotent with attempts left, else
-    /// fail with the reason. Returns (requeued, failed).
+    /// order; running ones whose gateway was lost (the lease is this
+    /// gateway's at its start, `at_start`, or has run out) go back to
+    /// waiting when idempotent, without spending an attempt (as a queue
+    /// redelivers a message after its visibility timeout: the gateway
+    /// failed, not the job), else fail with the reason. Returns
+    /// (requeued, failed).
     async fn recover(&self, at_start: bool) -> Result<(u32, u32), JobError> {
         let now = now_ms();
         let mut requeued = 0;
@@ -94,9 +97,17 @@ impl Jobs {
                     } else {
                         "lease of its gateway expired"
                     };
-                    if self.retry(view, view.attempt, why).await {
-                        requeued += 1;
-                    } else if self.fail(&job, why).await {
+                    if view.idempotent {
+                        if self.redeliver(view, why).await {
+                            requeued += 1;
+                        }
+                    } else if self
+                        .fail(
+                            &job,
+                            &format!("{why} while it ran (not idempotent: not run again)"),
+                        )
+                        .await
+                    {
                         failed += 1;
                     }
                 }
@@ -105,6 +116,39 @@ impl Jobs {
         }
         self.wake.notify_one();
         Ok((requeued, failed))
+    }
+
+    /// Puts a running idempotent job whose gateway was lost back to
+    /// waiting, its attempt not spent (the next one has the same number),
+    /// fenced on its attempt. False when the store refused the change (the
+    /// next recovery tries again) or the job had moved on meanwhile.
+    async fn redeliver(&self, view: &protocol::JobView, why: &str) -> bool {
+        let mut change = super::change(&view.id, &[JobState::Running], JobState::Waiting, now_ms());
+        change.attempt = Some(view.attempt);
+        change.new_attempt = Some(view.attempt.saturating_sub(1));
+        change.owner = Some(None);
+        change.lease_until_ms = Some(None);
+        change.node = Some(None);
+        change.note = Some(format!(
+            "{why}: waiting again, attempt {} of {} not spent",
+            view.attempt, view.max_attempts
+        ));
+        match self.store.change(&change).await {
+            Ok(true) => {
+                metrics::counter!("jobs_redelivered_total", "service" => crate::telemetry::labels::service(&view.service))
+                    .increment(1);
+                if let Ok(mut inner) = self.inner.lock() {
+                    inner.waiting.push(&view.id, &view.service, view.priority);
+                }
+                self.announce(&view.id);
+                true
+            }
+            Ok(false) => false,
+            Err(error) => {
+                tracing::warn!(job = %view.id, %error, "cannot put a job back to waiting");
+                false
+            }
+        }
     }
 
     /// Fails a running job that cannot go on (fenced on its attempt).

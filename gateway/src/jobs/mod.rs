@@ -171,7 +171,11 @@ pub(crate) fn describe_metrics() {
     );
     describe_counter!(
         "jobs_retries_total",
-        "Jobs put back to waiting for a new attempt (lease lost, gateway restarted), by service."
+        "Jobs put back to waiting for a new attempt (their node lost), by service."
+    );
+    describe_counter!(
+        "jobs_redelivered_total",
+        "Idempotent jobs put back to waiting without spending an attempt because their gateway was lost (restarted, or its lease expired), by service."
     );
     describe_counter!(
         "jobs_watchdog_kills_total",
