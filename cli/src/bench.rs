@@ -7,7 +7,7 @@
 //! switchyard bench echo --http http://127.0.0.1:8080/v1/call/echo --http2 --concurrency 64
 //! ```
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,6 +192,7 @@ async fn run(args: &BenchArgs, gateway: Gateway) -> anyhow::Result<Report> {
             drive(target, &plan).await
         }
         None => {
+            crate::check_ca(&gateway.ca, gateway.ca_given)?;
             let mut config = ClientConfig::new(gateway.addrs.clone(), gateway.ca)
                 .with_gateways(gateway.addrs.split(',').map(str::trim));
             config.server_name = gateway.server_name;
@@ -209,25 +210,38 @@ async fn run(args: &BenchArgs, gateway: Gateway) -> anyhow::Result<Report> {
             report
         }
     };
-    eprintln!();
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
     Ok(report)
 }
 
 async fn drive<T: Target>(target: T, plan: &Plan) -> Report {
-    let show = |p: &Progress| {
+    let terminal = std::io::stderr().is_terminal();
+    let show = move |p: &Progress| {
         let mut err = std::io::stderr();
-        let _ = write!(
-            err,
-            "\r{:.1} s  {} calls  {}/s  {} errors{}   ",
-            p.elapsed_s,
-            grouped(p.calls),
-            grouped(p.calls_per_s.round() as u64),
-            grouped(p.errors),
-            if p.warming_up { "  (warm-up)" } else { "" }
-        );
+        let _ = err.write_all(progress(p, terminal).as_bytes());
         let _ = err.flush();
     };
     loadgen::run(Arc::new(target), plan, Some(&show)).await
+}
+
+/// One progress report: on a terminal it rewrites the line in place
+/// (`\r`), elsewhere (a file, a pipe, CI's log) it is a line of its own.
+fn progress(p: &Progress, terminal: bool) -> String {
+    let text = format!(
+        "{:.1} s  {} calls  {}/s  {} errors{}",
+        p.elapsed_s,
+        grouped(p.calls),
+        grouped(p.calls_per_s.round() as u64),
+        grouped(p.errors),
+        if p.warming_up { "  (warm-up)" } else { "" }
+    );
+    if terminal {
+        format!("\r{text}   ")
+    } else {
+        format!("{text}\n")
+    }
 }
 
 /// `61234` as `61 234`.
@@ -279,6 +293,25 @@ mod tests {
         assert_eq!(grouped(999), "999");
         assert_eq!(grouped(61_234), "61 234");
         assert_eq!(grouped(1_000_000), "1 000 000");
+    }
+
+    #[test]
+    fn progress_is_a_line_of_its_own_off_a_terminal() {
+        let p = Progress {
+            elapsed_s: 2.5,
+            calls: 12_345,
+            calls_per_s: 4_938.2,
+            errors: 0,
+            warming_up: true,
+        };
+        assert_eq!(
+            progress(&p, false),
+            "2.5 s  12 345 calls  4 938/s  0 errors  (warm-up)\n"
+        );
+        assert_eq!(
+            progress(&p, true),
+            "\r2.5 s  12 345 calls  4 938/s  0 errors  (warm-up)   "
+        );
     }
 
     #[test]

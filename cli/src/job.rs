@@ -41,6 +41,7 @@ pub enum JobCommand {
     /// One job, with its history.
     Show {
         /// Job id.
+        #[arg(value_parser = parse_job_id)]
         id: String,
         /// Print the job as JSON.
         #[arg(long)]
@@ -49,6 +50,7 @@ pub enum JobCommand {
     /// A job's log; with -f, follow it until the job ends.
     Log {
         /// Job id.
+        #[arg(value_parser = parse_job_id)]
         id: String,
         /// Keep printing new lines until the job ends.
         #[arg(short, long)]
@@ -57,16 +59,19 @@ pub enum JobCommand {
     /// Cancel a waiting or running job.
     Cancel {
         /// Job id.
+        #[arg(value_parser = parse_job_id)]
         id: String,
     },
     /// Start a job again as a new attempt.
     Restart {
         /// Job id.
+        #[arg(value_parser = parse_job_id)]
         id: String,
     },
     /// Remove a job, its history and its log.
     Delete {
         /// Job id.
+        #[arg(value_parser = parse_job_id)]
         id: String,
     },
     /// Show the job settings, or change them (needs --admin-token): the
@@ -82,6 +87,7 @@ pub enum JobCommand {
     /// Write a job's stored result to stdout.
     Result {
         /// Job id.
+        #[arg(value_parser = parse_job_id)]
         id: String,
     },
 }
@@ -136,6 +142,16 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
+/// A job id as given on the command line: not empty (the gateway checks
+/// the rest).
+fn parse_job_id(s: &str) -> Result<String, String> {
+    let id = s.trim();
+    if id.is_empty() {
+        return Err("a job id must not be empty (`switchyard job list` shows them)".into());
+    }
+    Ok(id.to_owned())
+}
+
 fn parse_state(s: &str) -> Result<JobState, String> {
     JobState::parse(s).ok_or_else(|| format!("unknown job state {s:?}"))
 }
@@ -188,12 +204,7 @@ pub async fn run(client: &Client, command: JobCommand) -> anyhow::Result<()> {
                 follow(client, &job.id, true).await?;
                 let job = client.job(&job.id).await?;
                 if job.state != JobState::Succeeded {
-                    anyhow::bail!(
-                        "job {} {}: {}",
-                        job.id,
-                        job.state,
-                        job.error.as_deref().unwrap_or("-")
-                    );
+                    anyhow::bail!("{}", no_result(&job));
                 }
                 write_result(client, &job.id).await?;
             }
@@ -249,7 +260,13 @@ pub async fn run(client: &Client, command: JobCommand) -> anyhow::Result<()> {
             client.delete_job(&id).await?;
             println!("deleted {id}");
         }
-        JobCommand::Result { id } => write_result(client, &id).await?,
+        JobCommand::Result { id } => {
+            let job = client.job(&id).await?;
+            if job.result_len.is_none() {
+                anyhow::bail!("{}", no_result(&job));
+            }
+            write_result(client, &id).await?;
+        }
         JobCommand::Settings { max_per_node, json } => {
             let settings = match max_per_node {
                 Some(max_per_node) => {
@@ -297,6 +314,41 @@ async fn write_result(client: &Client, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Why `job` has no result to print: it ended otherwise (`job 01J… was
+/// cancelled`, `… failed: exit status 1`) or has not ended yet.
+pub fn no_result(job: &JobView) -> String {
+    let state = job.state.as_str();
+    // The error repeats the state for a cancelled job ("cancelled").
+    let error = job
+        .error
+        .as_deref()
+        .filter(|e| !e.is_empty() && *e != state);
+    match (job.state, error) {
+        (JobState::Cancelled, None) => format!("job {} was cancelled: it has no result", job.id),
+        (JobState::Cancelled, Some(why)) => {
+            format!("job {} was cancelled ({why}): it has no result", job.id)
+        }
+        (s, Some(why)) if s.is_final() => {
+            format!("job {} {state}: {why}; it has no result", job.id)
+        }
+        (s, None) if s.is_final() => format!("job {} {state}: it has no result", job.id),
+        _ => format!(
+            "job {} is {state}: no result yet (`switchyard job log -f {}` follows it)",
+            job.id, job.id
+        ),
+    }
+}
+
+/// A job's attempt against its `max_attempts`: `1/3`; past it, after a
+/// restart, `4 (max 3, restarted)` rather than `4/3`.
+pub fn attempt_text(attempt: u32, max_attempts: u32) -> String {
+    if attempt <= max_attempts {
+        format!("{attempt}/{max_attempts}")
+    } else {
+        format!("{attempt} (max {max_attempts}, restarted)")
+    }
+}
+
 /// A log entry as one line: time (UTC), stream, attempt, text.
 pub fn log_line(entry: &LogEntry) -> String {
     let stream = match entry.stream {
@@ -320,18 +372,29 @@ pub fn jobs_table(jobs: &[JobView]) -> String {
         "{:<26} {:<10} {:<16} {:>7} {:>4} {:<16} CREATED (UTC)",
         "ID", "STATE", "SERVICE", "ATTEMPT", "PRIO", "NODE"
     );
+    let mut restarted = false;
     for job in jobs {
+        // Past max_attempts (after a restart) the column shows `4+`.
+        let attempt = if job.attempt <= job.max_attempts {
+            format!("{}/{}", job.attempt, job.max_attempts)
+        } else {
+            restarted = true;
+            format!("{}+", job.attempt)
+        };
         let _ = writeln!(
             out,
             "{:<26} {:<10} {:<16} {:>7} {:>4} {:<16} {}",
             job.id,
             job.state.as_str(),
             job.service,
-            format!("{}/{}", job.attempt, job.max_attempts),
+            attempt,
             job.priority,
             job.node.as_deref().unwrap_or("-"),
             utc(job.created_ms)
         );
+    }
+    if restarted {
+        out.push_str("(N+: attempt N, restarted past the job's max_attempts)\n");
     }
     out
 }
@@ -353,7 +416,11 @@ pub fn job_text(job: &JobView) -> String {
         let _ = writeln!(out, "template:  {template}");
     }
     let _ = writeln!(out, "tenant:    {}", job.tenant.as_deref().unwrap_or("-"));
-    let _ = writeln!(out, "attempt:   {}/{}", job.attempt, job.max_attempts);
+    let _ = writeln!(
+        out,
+        "attempt:   {}",
+        attempt_text(job.attempt, job.max_attempts)
+    );
     let _ = writeln!(
         out,
         "priority:  {}{}{}",

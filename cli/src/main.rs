@@ -261,10 +261,52 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", transport::report::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Checks that the CA file `ca` is there before dialing; `given`: named by
+/// `--ca` or `SWITCHYARD_CA` rather than the default.
+///
+/// # Errors
+/// A missing file, with how to point at one.
+pub(crate) fn check_ca(ca: &std::path::Path, given: bool) -> anyhow::Result<()> {
+    if ca.exists() {
+        return Ok(());
+    }
+    let whose = if given {
+        "the CA file"
+    } else {
+        "the gateway's default CA file"
+    };
+    anyhow::bail!(
+        "{whose} {} is not there: point at the CA the gateway prints at start \
+         (\"CA file\", ca.pem in its data_dir) with --ca FILE or SWITCHYARD_CA=FILE",
+        ca.display()
+    )
+}
+
+/// The nodes as JSON, each node's labels an object (`{"tier": "premium"}`)
+/// rather than the wire's list of pairs.
+fn nodes_json(nodes: &[protocol::NodeView]) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(nodes)?;
+    for (node, view) in value.as_array_mut().into_iter().flatten().zip(nodes) {
+        if let Some(spec) = node
+            .get_mut("spec")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            let labels: serde_json::Map<String, serde_json::Value> = view
+                .spec
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            spec.insert("labels".into(), serde_json::Value::Object(labels));
+        }
+    }
+    Ok(value)
 }
 
 /// Prints `value` as pretty JSON, or as the plain-text `table`.
@@ -332,7 +374,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         };
         return tokio::task::spawn_blocking(move || bench::main(args, gateway)).await?;
     }
-    let mut config = ClientConfig::new(cli.gateway.clone(), cli.ca.unwrap_or_else(default_ca))
+    let ca_given = cli.ca.is_some();
+    let ca = cli.ca.unwrap_or_else(default_ca);
+    check_ca(&ca, ca_given)?;
+    let mut config = ClientConfig::new(cli.gateway.clone(), ca)
         .with_gateways(cli.gateway.split(',').map(str::trim));
     config.server_name = cli.server_name;
     config.api_key = cli.api_key;
@@ -428,7 +473,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Nodes { json } => {
             let nodes = client.nodes().await?;
-            show(nodes.as_slice(), json, table::nodes)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&nodes_json(&nodes)?)?);
+            } else {
+                print!("{}", table::nodes(&nodes));
+            }
         }
         Command::Drain { .. } | Command::Undrain { .. } | Command::Bench(_) => {}
         Command::Job {

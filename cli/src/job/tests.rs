@@ -248,3 +248,74 @@ fn settings_reads_or_sets_the_limit() {
     assert_eq!((max_per_node, json), (Some(2), true));
     assert!(parse(&["settings", "--max-per-node", "-1"]).is_err());
 }
+
+#[test]
+fn an_attempt_past_max_attempts_reads_as_a_restart() {
+    assert_eq!(attempt_text(1, 3), "1/3");
+    assert_eq!(attempt_text(2, 1), "2 (max 1, restarted)");
+    let restarted = JobView {
+        attempt: 2,
+        max_attempts: 1,
+        ..view()
+    };
+    assert!(
+        job_text(&restarted).contains("attempt:   2 (max 1, restarted)"),
+        "{}",
+        job_text(&restarted)
+    );
+    let table = jobs_table(&[view(), restarted]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[1].contains(" 2/3 "), "{table}");
+    assert!(
+        lines[2].contains(" 2+ ") && !lines[2].contains("2/1"),
+        "{table}"
+    );
+    assert_eq!(
+        lines.last().copied(),
+        Some("(N+: attempt N, restarted past the job's max_attempts)")
+    );
+    assert!(!jobs_table(&[view()]).contains("N+"));
+}
+
+#[test]
+fn a_job_without_a_result_says_why() {
+    let cancelled = JobView {
+        state: JobState::Cancelled,
+        error: Some("cancelled".into()),
+        ..view()
+    };
+    assert_eq!(
+        no_result(&cancelled),
+        "job 0192f3a4b5c6d7e8f9a0b1c2d3 was cancelled: it has no result"
+    );
+    assert_eq!(
+        no_result(&view()),
+        "job 0192f3a4b5c6d7e8f9a0b1c2d3 failed: exit status 3; it has no result"
+    );
+    let running = JobView {
+        state: JobState::Running,
+        error: None,
+        ..view()
+    };
+    assert!(
+        no_result(&running).starts_with("job 0192f3a4b5c6d7e8f9a0b1c2d3 is running: no result yet"),
+        "{}",
+        no_result(&running)
+    );
+}
+
+#[test]
+fn an_empty_job_id_is_refused_before_dialing() {
+    for command in ["show", "log", "cancel", "restart", "delete", "result"] {
+        let error = parse(&[command, ""]).expect_err("empty id").to_string();
+        assert!(
+            error.contains("a job id must not be empty"),
+            "{command}: {error}"
+        );
+        assert!(parse(&[command, "  "]).is_err(), "{command}");
+    }
+    let Ok(JobCommand::Show { id, .. }) = parse(&["show", " 0192f3a4 "]) else {
+        panic!("show parses");
+    };
+    assert_eq!(id, "0192f3a4");
+}
