@@ -511,8 +511,10 @@ impl JobRequest {
 /// # Errors
 /// [`CodecError::Invalid`].
 pub fn check_job_id(id: &str) -> Result<(), CodecError> {
-    if id.is_empty()
-        || id.len() > MAX_JOB_ID_LEN
+    if id.is_empty() {
+        return Err(CodecError::Invalid("the job id is empty".into()));
+    }
+    if id.len() > MAX_JOB_ID_LEN
         || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
         return Err(CodecError::Invalid(format!("bad job id {id:.64}")));
@@ -583,6 +585,9 @@ mod tests {
         assert!(spec.validate().is_err());
         assert!(check_job_id("0190abcdef").is_ok());
         assert!(check_job_id("../etc").is_err());
-        assert!(check_job_id("").is_err());
+        assert_eq!(
+            check_job_id("").map_err(|e| e.to_string()),
+            Err("invalid message: the job id is empty".into())
+        );
     }
 }

@@ -307,7 +307,11 @@ impl Jobs {
             _ => Err(JobError::Conflict {
                 id: id.to_owned(),
                 state: job.view.state,
-                why: "it has no result (yet)",
+                why: if job.view.state.is_final() {
+                    "it ended without a result"
+                } else {
+                    "it has no result yet"
+                },
             }),
         }
     }
