@@ -136,9 +136,11 @@ async fn echo(head: &CallHead, recv: &mut FramedRecv) -> Result<(ResultHead, Byt
     let timeout = Duration::from_millis(u64::from(head.timeout_ms.max(1)));
     let payload = tokio::time::timeout(timeout, recv.recv_payload(head.payload_len, MAX_PAYLOAD))
         .await
-        .map_err(|_| CallError {
-            kind: ErrorKind::Timeout,
-            message: format!("payload not read within {} ms", timeout.as_millis()),
+        .map_err(|_| {
+            CallError::new(
+                ErrorKind::Timeout,
+                format!("payload not read within {} ms", timeout.as_millis()),
+            )
         })?
         .map_err(|e| bad(format!("reading the payload: {e}")))?;
     Ok((result_head(payload.len(), arrived.elapsed()), payload))
@@ -161,14 +163,12 @@ pub fn result_head(len: usize, took: Duration) -> ResultHead {
         content_type: None,
         status: None,
         explain: None,
+        request_id: None,
     }
 }
 
 fn bad(message: String) -> CallError {
-    CallError {
-        kind: ErrorKind::BadRequest,
-        message,
-    }
+    CallError::new(ErrorKind::BadRequest, message)
 }
 
 /// Runs `echo-server`: binds, prints and writes its address (`DIR/addr`,

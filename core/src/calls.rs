@@ -26,10 +26,10 @@ impl Core {
         if self.calls.contains_key(&call) {
             self.out.push(Action::Reject {
                 call,
-                error: CallError {
-                    kind: ErrorKind::Internal,
-                    message: format!("call id {call} is already in use"),
-                },
+                error: CallError::new(
+                    ErrorKind::Internal,
+                    format!("call id {call} is already in use"),
+                ),
             });
             return;
         }
@@ -182,10 +182,10 @@ impl Core {
                 (Ok(Ranking::default()), Via::Fallback)
             }
             Err(PickError::Failed(why)) => (
-                Err(CallError {
-                    kind: ErrorKind::Internal,
-                    message: format!("policy failed: {why}"),
-                }),
+                Err(CallError::new(
+                    ErrorKind::Internal,
+                    format!("policy failed: {why}"),
+                )),
                 Via::Pick,
             ),
         };

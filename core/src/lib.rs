@@ -309,7 +309,7 @@ impl Core {
         self.calls.remove(&call);
         self.out.push(Action::Reject {
             call,
-            error: CallError { kind, message },
+            error: CallError::new(kind, message),
         });
     }
 

@@ -314,13 +314,13 @@ impl Core {
         self.calls.remove(&call);
         self.out.push(Action::Reject {
             call,
-            error: CallError {
-                kind: ErrorKind::Overloaded,
-                message: format!(
+            error: CallError::new(
+                ErrorKind::Overloaded,
+                format!(
                     "circuit breaker {} of {service:?} is open ({now} of at most {max})",
                     breaker.as_str()
                 ),
-            },
+            ),
         });
         true
     }

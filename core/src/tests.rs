@@ -440,10 +440,10 @@ fn a_refused_pick_fails_the_call_and_the_next_waiter_is_picked_for() {
     let actions = h.core.handle(
         Event::Picked {
             call: c1,
-            ranking: Err(PickError::Refused(protocol::CallError {
-                kind: ErrorKind::Rejected,
-                message: "no".into(),
-            })),
+            ranking: Err(PickError::Refused(protocol::CallError::new(
+                ErrorKind::Rejected,
+                "no",
+            ))),
         },
         h.now,
     );

@@ -80,10 +80,10 @@ impl Drain {
 
 /// The answer to a call that arrives while the gateway shuts down.
 pub(crate) fn shutting_down() -> CallError {
-    CallError {
-        kind: ErrorKind::ShuttingDown,
-        message: "the gateway is shutting down; call another gateway (nothing ran)".into(),
-    }
+    CallError::new(
+        ErrorKind::ShuttingDown,
+        "the gateway is shutting down; call another gateway (nothing ran)",
+    )
 }
 
 #[cfg(test)]

@@ -91,10 +91,7 @@ impl TenantError {
 
 impl From<TenantError> for CallError {
     fn from(error: TenantError) -> Self {
-        CallError {
-            kind: error.kind(),
-            message: error.to_string(),
-        }
+        CallError::new(error.kind(), error.to_string())
     }
 }
 

@@ -15,7 +15,8 @@
 
 use std::time::{Duration, Instant};
 
-use protocol::{CallError, Codec, DispatchHead, ErrorKind, Message, ReplyHead, Trailer};
+use protocol::{Codec, DispatchHead, ErrorKind, Message, ReplyHead, Trailer};
+use tracing::Instrument as _;
 use transport::{FramedRecv, FramedSend, IoError};
 
 use crate::services::{Body, Item, Reply, ServiceError, Services, Slot};
@@ -40,6 +41,8 @@ pub(crate) struct Dispatcher {
     pub(crate) services: Services,
     /// Largest accepted payload, bytes.
     pub(crate) max_payload: u64,
+    /// Calls' spans (`[tracing]`; makes none when off).
+    pub(crate) tracer: otel::Tracer,
 }
 
 /// What a call came to, before it is written back.
@@ -66,19 +69,44 @@ impl Dispatcher {
         send: quinn::SendStream,
         recv: quinn::RecvStream,
     ) {
+        // Every line logged about the call carries its id and request id
+        // (filled in once the head is read).
+        let span = tracing::info_span!(
+            "call",
+            call_id = tracing::field::Empty,
+            request_id = tracing::field::Empty
+        );
         let mut send = FramedSend::new(send, codec);
         let mut recv = FramedRecv::new(recv, codec);
-        let outcome = self.serve(&mut send, &mut recv).await;
-        if let Err(e) = answer(&mut send, outcome).await {
-            tracing::debug!("answering a call failed: {e}");
-            return;
+        async move {
+            // The service call's span, from its head to its answer's end.
+            let mut trace = otel::Span::none();
+            let outcome = self.serve(&mut send, &mut recv, &mut trace).await;
+            if let (true, Outcome::Error(e)) = (trace.is_recording(), &outcome) {
+                trace.fail(format!("{}: {}", e.kind, e.message));
+            }
+            if let Err(e) = answer(&mut send, outcome).await {
+                trace.fail(format!("answering: {e}"));
+                tracing::debug!("answering a call failed: {e}");
+                return;
+            }
+            trace.end();
+            // The call ends when the gateway has the answer: a draining agent
+            // closes its connection only after this.
+            let _ = tokio::time::timeout(DELIVERY_WAIT, send.stopped()).await;
         }
-        // The call ends when the gateway has the answer: a draining agent
-        // closes its connection only after this.
-        let _ = tokio::time::timeout(DELIVERY_WAIT, send.stopped()).await;
+        .instrument(span)
+        .await;
     }
 
-    async fn serve(&self, send: &mut FramedSend, recv: &mut FramedRecv) -> Outcome {
+    /// Reads the call and runs it; `trace` becomes its span once its head
+    /// is read.
+    async fn serve(
+        &self,
+        send: &mut FramedSend,
+        recv: &mut FramedRecv,
+        trace: &mut otel::Span,
+    ) -> Outcome {
         let bad =
             |message: String| Outcome::Error(ServiceError::new(ErrorKind::BadRequest, message));
         let head = match tokio::time::timeout(HEAD_TIMEOUT, recv.recv()).await {
@@ -111,7 +139,28 @@ impl Dispatcher {
             timeout_ms,
             ..
         } = head;
+        let span = tracing::Span::current();
+        span.record("call_id", call_id);
+        if let Some(request_id) = &head.request_id {
+            span.record("request_id", request_id.as_str());
+        }
         tracing::debug!(call_id, service, payload_len, timeout_ms, "call dispatched");
+        *trace = self.tracer.span(
+            "service call",
+            otel::Kind::Server,
+            &otel::Parent::from_traceparent(head.traceparent.as_deref()),
+            std::time::SystemTime::now(),
+            || {
+                let mut attributes = vec![
+                    otel::KeyValue::new("switchyard.service", service.clone()),
+                    otel::KeyValue::new("switchyard.call_id", call_id.to_string()),
+                ];
+                if let Some(id) = &head.request_id {
+                    attributes.push(otel::KeyValue::new("switchyard.request_id", id.clone()));
+                }
+                attributes
+            },
+        );
         if payload_len > self.max_payload {
             recv.stop(STOP_CODE);
             return Outcome::Error(ServiceError::new(
@@ -150,8 +199,15 @@ impl Dispatcher {
         };
         let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
         let started = Instant::now();
+        let traceparent = trace.traceparent();
         let result = tokio::select! {
-            result = slot.run_logged(payload, timeout, head.endpoint.as_deref(), head.log) => result,
+            result = slot.run_traced(
+                payload,
+                timeout,
+                head.endpoint.as_deref(),
+                head.log,
+                traceparent.as_deref(),
+            ) => result,
             () = send.stopped() => {
                 tracing::debug!(call_id, service, "gateway abandoned the call; stopping it");
                 return Outcome::Silent;
@@ -225,9 +281,8 @@ async fn answer(send: &mut FramedSend, outcome: Outcome) -> Result<(), IoError> 
                 }
             }
         }
-        Outcome::Error(ServiceError { kind, message }) => {
-            send.send(&Message::Error(CallError { kind, message }))
-                .await?;
+        Outcome::Error(e) => {
+            send.send(&Message::Error(e.into_call_error())).await?;
         }
         Outcome::Silent => {
             send.reset(STOP_CODE);
@@ -275,9 +330,8 @@ async fn stream(
                 len += chunk.len() as u64;
                 send.send_payload(&chunk).await?;
             }
-            Some(Err(ServiceError { kind, message })) => {
-                send.send(&Message::Error(CallError { kind, message }))
-                    .await?;
+            Some(Err(e)) => {
+                send.send(&Message::Error(e.into_call_error())).await?;
                 return Ok(true);
             }
             None if !head_sent => {

@@ -36,10 +36,10 @@ impl From<PickFailure> for PickError {
     /// then falls back, or fails the call when failing closed).
     fn from(failure: PickFailure) -> Self {
         match failure {
-            PickFailure::Rejected { policy, reason } => PickError::Refused(CallError {
-                kind: ErrorKind::Rejected,
-                message: format!("policy {policy} rejected the call: {reason}"),
-            }),
+            PickFailure::Rejected { policy, reason } => PickError::Refused(CallError::new(
+                ErrorKind::Rejected,
+                format!("policy {policy} rejected the call: {reason}"),
+            )),
             PickFailure::Failed(error) => PickError::Failed(error.to_string()),
         }
     }

@@ -57,6 +57,21 @@ pub struct CallHead {
     #[serde(default, with = "crate::added")]
     #[cbor(n(10), default, skip_if = "crate::call::is_false")]
     pub log: bool,
+    /// The caller's W3C trace context, a `traceparent` header value
+    /// (`00-<32 hex trace id>-<16 hex parent span id>-<2 hex flags>`), at
+    /// most [`limits::MAX_TRACEPARENT_LEN`] bytes: the gateway's spans of
+    /// the call join that trace (default `None`: a new trace, when the
+    /// gateway traces). Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[n(11)]
+    pub traceparent: Option<String>,
+    /// The caller's request id (an HTTP `x-request-id`), at most
+    /// [`crate::request_id::MAX_LEN`] bytes of visible ASCII; the gateway
+    /// makes one up when it is `None` (or invalid) and returns it with the
+    /// answer. Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[n(12)]
+    pub request_id: Option<String>,
 }
 
 /// The OpenAI API endpoints a call may name in [`CallHead::endpoint`],
@@ -105,6 +120,19 @@ pub struct DispatchHead {
     #[serde(default, with = "crate::added")]
     #[cbor(n(5), default, skip_if = "crate::call::is_false")]
     pub log: bool,
+    /// The trace context of the gateway's dispatch span, a W3C
+    /// `traceparent` value (as [`CallHead::traceparent`]): the agent's span
+    /// of the service call is its child, and an `http`/`openai` service's
+    /// request carries it on (default `None`: the call is not traced).
+    /// Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[n(6)]
+    pub traceparent: Option<String>,
+    /// The call's request id ([`ResultHead::request_id`]), for the agent's
+    /// logs (default `None`). Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[n(7)]
+    pub request_id: Option<String>,
 }
 
 /// Gateway → client: a successful call's metadata.
@@ -146,6 +174,12 @@ pub struct ResultHead {
     #[serde(default, with = "crate::added")]
     #[cbor(n(7), default)]
     pub explain: Option<String>,
+    /// The call's request id: the caller's (`CallHead::request_id`, HTTP
+    /// `x-request-id`) or one the gateway made up; `None` from a gateway
+    /// that predates request ids. Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[n(8)]
+    pub request_id: Option<String>,
 }
 
 /// How a call was answered from the gateway's result cache.
@@ -230,6 +264,59 @@ pub struct CallError {
     /// Details in words, e.g. the command's stderr.
     #[n(1)]
     pub message: String,
+    /// The service never received the call: its server refused the
+    /// connection, or the request failed before any byte of it was
+    /// written. It ran nothing, so the gateway may send it to another node
+    /// whatever the service's `idempotent` says (default false). Added in
+    /// v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(2), default, skip_if = "crate::call::is_false")]
+    pub not_run: bool,
+    /// The HTTP status the service answered with, when it answered with an
+    /// error status (`http`/`openai` kinds, 4xx or 5xx; default `None`).
+    /// Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[n(3)]
+    pub status: Option<u16>,
+    /// The service's own error body when it is JSON (an OpenAI-compatible
+    /// server's `{"error": {...}}`), at most [`limits::MAX_ERROR_BODY_LEN`]
+    /// bytes: the HTTP ingress answers with it unchanged, with
+    /// [`CallError::status`] (default `None`). Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[n(4)]
+    pub body: Option<Box<str>>,
+    /// The node the call failed on, when it reached one (default `None`).
+    /// Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[n(5)]
+    pub node_id: Option<Box<str>>,
+    /// The call's request id (as [`ResultHead::request_id`]), when the
+    /// gateway knows it (default `None`). Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[n(6)]
+    pub request_id: Option<Box<str>>,
+}
+
+impl CallError {
+    /// An error of `kind` saying `message`, with no other detail.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            not_run: false,
+            status: None,
+            body: None,
+            node_id: None,
+            request_id: None,
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    /// `kind: message`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
 }
 
 impl CallHead {
@@ -248,6 +335,8 @@ impl CallHead {
             api_key: None,
             endpoint: None,
             log: false,
+            traceparent: None,
+            request_id: None,
         }
     }
 
@@ -282,6 +371,15 @@ impl CallHead {
                 limits::MAX_API_KEY_LEN
             )));
         }
+        check_traceparent(self.traceparent.as_deref())?;
+        if let Some(id) = &self.request_id
+            && !crate::request_id::is_valid(id)
+        {
+            return Err(CodecError::Invalid(format!(
+                "request id is not 1..={} bytes of visible ascii",
+                crate::request_id::MAX_LEN
+            )));
+        }
         check_endpoint(self.endpoint.as_deref())
     }
 
@@ -310,6 +408,25 @@ pub(crate) fn check_endpoint(endpoint: Option<&str>) -> Result<(), CodecError> {
             "endpoint {e:.64} is not one of {}",
             ENDPOINTS.join(", ")
         ))),
+        _ => Ok(()),
+    }
+}
+
+/// Checks that `traceparent`, if set, is at most
+/// [`limits::MAX_TRACEPARENT_LEN`] bytes of visible ASCII (its W3C syntax is
+/// the tracer's to judge: a malformed one starts a new trace).
+///
+/// # Errors
+/// [`CodecError::Invalid`] saying what is wrong.
+pub(crate) fn check_traceparent(traceparent: Option<&str>) -> Result<(), CodecError> {
+    match traceparent {
+        Some(t) if t.len() > limits::MAX_TRACEPARENT_LEN => Err(CodecError::Invalid(format!(
+            "traceparent longer than {} bytes",
+            limits::MAX_TRACEPARENT_LEN
+        ))),
+        Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => Err(CodecError::Invalid(
+            "traceparent is not visible ascii".into(),
+        )),
         _ => Ok(()),
     }
 }

@@ -510,10 +510,10 @@ mod tests {
     fn trailing_bytes_in_a_body_are_malformed() {
         let codec = Codec::default();
         let mut buf = codec
-            .encode_to_vec(&Message::Error(crate::CallError {
-                kind: ErrorKind::Timeout,
-                message: "late".into(),
-            }))
+            .encode_to_vec(&Message::Error(crate::CallError::new(
+                ErrorKind::Timeout,
+                "late",
+            )))
             .expect("encode");
         buf.push(0);
         let len = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) + 1;

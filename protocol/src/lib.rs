@@ -57,6 +57,7 @@ mod frame;
 pub mod job;
 mod message;
 mod node;
+pub mod request_id;
 mod swap;
 mod v1;
 mod v2;
@@ -114,4 +115,10 @@ pub mod limits {
     /// Longest explanation a result may carry (`ResultHead::explain`),
     /// bytes.
     pub const MAX_EXPLAIN_LEN: usize = 1024;
+    /// Longest W3C `traceparent` a call or dispatch may carry, bytes (a
+    /// version-00 value is 55).
+    pub const MAX_TRACEPARENT_LEN: usize = 128;
+    /// Longest service error body a call error carries
+    /// (`CallError::body`), bytes.
+    pub const MAX_ERROR_BODY_LEN: usize = 16 * 1024;
 }

@@ -180,6 +180,9 @@ mod tests {
                     api_key: (t % 3 == 0).then(|| "sk-test".into()),
                     endpoint: (t % 2 == 0).then(|| "/embeddings".into()),
                     log: false,
+                    traceparent: (t % 4 == 1)
+                        .then(|| "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+                    request_id: (t % 6 == 1).then(|| format!("req-{t}")),
                 })
             }),
             (
@@ -202,6 +205,7 @@ mod tests {
                     status: (len % 5 == 0).then_some(200),
                     explain: (len % 7 == 0)
                         .then(|| "least-request → n1: least loaded (of 2)".into()),
+                    request_id: (len % 11 == 0).then(|| "req-1".into()),
                 })),
             (proptest::option::of(any::<u64>()), any::<u16>()).prop_map(|(len, status)| {
                 Message::Reply(ReplyHead {
@@ -239,9 +243,13 @@ mod tests {
                         kv_cache_pct: 37.5,
                     }],
                 })),
-            (text).prop_map(|m| Message::Error(CallError {
-                kind: ErrorKind::ServiceFailed,
-                message: m
+            (text, any::<u16>()).prop_map(|(m, status)| Message::Error(CallError {
+                not_run: status % 2 == 0,
+                status: (status % 3 == 0).then_some(status),
+                body: (status % 5 == 0).then(|| r#"{"error":{}}"#.into()),
+                node_id: (status % 7 == 0).then(|| m.clone().into()),
+                request_id: (status % 11 == 0).then(|| format!("req-{status}").into()),
+                ..CallError::new(ErrorKind::ServiceFailed, m.clone())
             })),
             any::<u32>().prop_map(Message::Queued),
             Just(Message::ListNodes),
@@ -405,12 +413,7 @@ mod tests {
             codec.encode_to_vec(&end).expect("encode"),
             [1, 26, 0, 0, 0, 0, 0, 6, 0xac, 0x02, 0, 0, 0, 0]
         );
-        let error = |kind| {
-            Message::Error(CallError {
-                kind,
-                message: String::new(),
-            })
-        };
+        let error = |kind| Message::Error(CallError::new(kind, String::new()));
         assert_eq!(
             codec
                 .encode_to_vec(&error(ErrorKind::Forbidden))

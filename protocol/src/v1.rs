@@ -100,10 +100,21 @@ impl Message {
                     }
                 }
             }
-            Message::Error(error) => error.kind = v1_error_kind(error.kind),
+            Message::Error(error) => {
+                *error = CallError::new(v1_error_kind(error.kind), &*error.message)
+            }
+            Message::Call(head) => {
+                head.traceparent = None;
+                head.request_id = None;
+            }
+            Message::Dispatch(head) => {
+                head.traceparent = None;
+                head.request_id = None;
+            }
             Message::Result(head) => {
                 head.timings.attempts = 0;
                 head.explain = None;
+                head.request_id = None;
             }
             Message::Queues(queues) => {
                 for queue in queues.iter_mut() {
@@ -138,10 +149,7 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         Message::Reply(m) => put(m, out),
         Message::Data(bytes) => out.extend_from_slice(bytes),
         Message::Error(m) => put(
-            &CallError {
-                kind: v1_error_kind(m.kind),
-                message: m.message.clone(),
-            },
+            &CallError::new(v1_error_kind(m.kind), m.message.clone()),
             out,
         ),
         Message::ListNodes

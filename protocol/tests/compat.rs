@@ -109,6 +109,7 @@ fn a_message_missing_a_newer_field_decodes_with_its_default() {
             content_type: None,
             status: None,
             explain: None,
+            request_id: None,
         })
     );
 }
@@ -201,10 +202,10 @@ fn an_unknown_error_kind_decodes_as_internal_and_the_stream_goes_on() {
     };
     assert_eq!(
         message,
-        Message::Error(CallError {
-            kind: ErrorKind::Internal,
-            message: "a kind from the future".into(),
-        })
+        Message::Error(CallError::new(
+            ErrorKind::Internal,
+            "a kind from the future"
+        ))
     );
     assert!(matches!(
         codec.decode(&bytes[consumed..]),
@@ -308,4 +309,39 @@ mod adding_a_field {
         let back: After = minicbor::decode(&v2).unwrap();
         assert_eq!(back, after);
     }
+}
+
+#[test]
+fn a_traceparent_reaches_v2_peers_only_and_a_bad_one_is_refused() {
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut head = CallHead::new("echo", 1, 10);
+    head.traceparent = Some(traceparent.into());
+    head.validate().unwrap();
+    let call = Message::Call(head.clone());
+    let v2 = Codec::default();
+    match decode(&v2.encode_to_vec(&call).unwrap()) {
+        Message::Call(got) => assert_eq!(got.traceparent.as_deref(), Some(traceparent)),
+        other => panic!("not a call: {other:?}"),
+    }
+    // A v1 body has no place for it: the same bytes as a call without one.
+    let v1 = Codec::default().with_version(WireVersion::V1);
+    assert_eq!(
+        v1.encode_to_vec(&call).unwrap(),
+        v1.encode_to_vec(&Message::Call(CallHead::new("echo", 1, 10)))
+            .unwrap()
+    );
+    head.traceparent = Some("0".repeat(200));
+    assert!(
+        head.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("traceparent")
+    );
+    head.traceparent = Some("00-ab cd".into());
+    assert!(
+        head.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("traceparent")
+    );
 }

@@ -328,10 +328,10 @@ impl Run {
                         Ok(Ranking::new(nodes))
                     }
                     1 => Ok(Ranking::one(99)),
-                    2 => Err(PickError::Refused(protocol::CallError {
-                        kind: ErrorKind::Rejected,
-                        message: "no".into(),
-                    })),
+                    2 => Err(PickError::Refused(protocol::CallError::new(
+                        ErrorKind::Rejected,
+                        "no",
+                    ))),
                     _ => Err(PickError::Failed("trap".into())),
                 };
                 self.send(Event::Picked {

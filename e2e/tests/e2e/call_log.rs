@@ -34,6 +34,8 @@ async fn raw_call(fleet: &Fleet, service: &str, log: bool) -> Vec<Message> {
         api_key: None,
         endpoint: None,
         log,
+        traceparent: None,
+        request_id: None,
     };
     send.send(&Message::Call(head)).await.unwrap();
     send.finish().unwrap();

@@ -61,6 +61,8 @@ fn large_call() -> Message {
         api_key: None,
         endpoint: None,
         log: false,
+        traceparent: None,
+        request_id: None,
     })
 }
 

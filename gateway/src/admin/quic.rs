@@ -65,5 +65,5 @@ pub(crate) fn answer(shared: &Shared, request: Message) -> Message {
 }
 
 fn error(kind: ErrorKind, message: String) -> Message {
-    Message::Error(CallError { kind, message })
+    Message::Error(CallError::new(kind, message))
 }

@@ -228,10 +228,7 @@ async fn followers_share_a_service_failure_and_retry_after_other_failures() {
         Lookup::Follow(f) => tokio::spawn(f.wait()),
         _ => panic!("expected to follow"),
     };
-    let failure = |kind| CallError {
-        kind,
-        message: "boom".into(),
-    };
+    let failure = |kind| CallError::new(kind, "boom");
 
     let leader = lead(&cache, &k, now);
     let follower = follow(&cache);

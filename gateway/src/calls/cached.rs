@@ -107,6 +107,7 @@ async fn answer(
                 }
             )
         }),
+        request_id: call.head.request_id.clone(),
     };
     send_whole(call, caller, head, entry.data.clone()).await
 }

@@ -15,6 +15,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use protocol::{CallError, CallHead, ErrorKind, Message};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 use transport::FramedSend;
 
 use super::{Call, Failure, Served, record};
@@ -158,11 +159,13 @@ fn run_on_channel(
 ) -> mpsc::Receiver<Message> {
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
     let Request {
-        head,
+        mut head,
         payload,
         arrived,
         prefix,
     } = request;
+    let request_id = super::request_id::of_caller(head.request_id.as_deref());
+    head.request_id = Some(request_id.clone());
     tokio::spawn(async move {
         let call_id = shared.next_call_id.fetch_add(1, Ordering::Relaxed);
         let service = head.service.clone();
@@ -173,6 +176,7 @@ fn run_on_channel(
             call.prefix = prefix;
             call.execute(payload, &mut caller).await
         }
+        .instrument(super::span(call_id, &request_id))
         .await;
         record(&shared, &service, &served, &result, arrived);
         let error = match result {
@@ -181,16 +185,17 @@ fn run_on_channel(
                 return;
             }
             Err(Failure::Reply(error)) => error,
-            Err(Failure::Cut(code, message)) => CallError {
-                kind: if code == protocol::codes::reset::TIMEOUT {
+            Err(Failure::Cut(code, message)) => CallError::new(
+                if code == protocol::codes::reset::TIMEOUT {
                     ErrorKind::Timeout
                 } else {
                     ErrorKind::NodeLost
                 },
                 message,
-            },
+            ),
         };
-        tracing::debug!(call_id, %service, kind = %error.kind, message = %error.message, "call failed");
+        let error = super::tagged(error, &served, &request_id);
+        tracing::debug!(call_id, %request_id, %service, kind = %error.kind, message = %error.message, "call failed");
         let _ = caller.send(Message::Error(error)).await;
         drop(guard);
     });

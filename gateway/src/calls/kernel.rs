@@ -59,6 +59,7 @@ impl Answered {
             content_type: self.content_type.clone(),
             status: self.status,
             explain: self.explain.clone(),
+            request_id: call.head.request_id.clone(),
         }
     }
 
@@ -107,7 +108,7 @@ pub(super) async fn to_node(
             Err(Attempt::Over(failure)) => return Err(failure),
             Err(Attempt::Failed(failed)) => {
                 let error = failed.error.clone();
-                let Some((next, attempt)) = super::retry::again(call, failed, &*caller).await?
+                let Some((next, attempt)) = super::retry::again(call, *failed, &*caller).await?
                 else {
                     let mut e = error;
                     if attempts > 1 {
@@ -126,8 +127,8 @@ pub(super) async fn to_node(
 enum Attempt {
     /// The call is over (its deadline, a failure not the node's).
     Over(Failure),
-    /// The node failed it: see [`Failed`].
-    Failed(Failed),
+    /// The node failed it: see [`Failed`] (boxed: it is large).
+    Failed(Box<Failed>),
 }
 
 /// An attempt the node failed (`node lost`, `service failed`, a timeout
@@ -162,7 +163,9 @@ async fn open(
 ) -> Result<Opened, Failure> {
     let mut failures = 0;
     loop {
+        let waiting = Instant::now();
         let Grant { guard, picked } = admit(call, &mut ticket, caller).await?;
+        call.trace.granted(waiting, &picked);
         let node = guard.node().clone();
         let dispatched = Instant::now();
         // The agent caps the streams it accepts (QUIC stream limit): an open
@@ -226,7 +229,7 @@ async fn exchange_with(
     let explain = picked.explanation.as_ref().and_then(|explanation| {
         let decision = shared.decisions.record(
             &shared.registry,
-            call.call_id,
+            (call.call_id, call.head.request_id.as_deref()),
             &call.head.service,
             &node.spec.id,
             explanation,
@@ -234,6 +237,7 @@ async fn exchange_with(
         call.wants_explain().then(|| decision.compact())
     });
     let remaining = call.deadline.saturating_duration_since(Instant::now());
+    let mut span = call.trace.dispatch(&node.spec.id, dispatched);
     let dispatch = DispatchHead {
         call_id: call.call_id,
         service: call.head.service.clone(),
@@ -243,6 +247,8 @@ async fn exchange_with(
             .max(1),
         endpoint: call.head.endpoint.clone(),
         log: call.head.log,
+        traceparent: span.traceparent(),
+        request_id: call.head.request_id.clone(),
     };
     let max = shared.config.max_payload_bytes;
     let outcome = tokio::time::timeout_at(
@@ -257,6 +263,14 @@ async fn exchange_with(
     )
     .await;
     let node_ms = ms(dispatched.elapsed());
+    if span.is_recording() {
+        match &outcome {
+            Err(_) => span.fail("timeout"),
+            Ok(Err(e)) => span.fail(format!("{}: {}", e.kind, e.message)),
+            Ok(Ok(_)) => {}
+        }
+    }
+    span.end();
     match outcome {
         Err(_) => {
             node_send.reset(protocol::codes::reset::TIMEOUT);
@@ -264,12 +278,12 @@ async fn exchange_with(
             finish(shared, guard, &picked, node_ms, CallEnd::Failed);
             Err(Attempt::Over(call.timed_out().into()))
         }
-        Ok(Err(e)) if node_fault(&e) == CallEnd::Failed => Err(Attempt::Failed(Failed {
+        Ok(Err(e)) if node_fault(&e) == CallEnd::Failed => Err(Attempt::Failed(Box::new(Failed {
             guard,
             picked,
             node_ms,
             error: e,
-        })),
+        }))),
         Ok(Err(e)) => {
             finish(shared, guard, &picked, node_ms, CallEnd::Abandoned);
             Err(Attempt::Over(e.into()))

@@ -27,8 +27,10 @@ mod caller;
 mod kernel;
 mod prefix;
 mod relay;
+pub(crate) mod request_id;
 mod retry;
 mod tenancy;
+mod trace;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -37,6 +39,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use protocol::{CallError, CallHead, ErrorKind, Message};
 use switchyard_core::CallEnd;
+use tracing::Instrument as _;
 use transport::{FramedRecv, FramedSend};
 
 use crate::Shared;
@@ -65,6 +68,8 @@ pub(crate) async fn serve(
     let service = head.service.clone();
     let served = std::sync::Mutex::new(Served::default());
     let mut head = head;
+    let request_id = request_id::of_caller(head.request_id.as_deref());
+    head.request_id = Some(request_id.clone());
     let result = async {
         let admitted = tenancy::admit(&shared, &mut head).map_err(|refused| {
             if let Ok(mut served) = served.lock() {
@@ -76,12 +81,14 @@ pub(crate) async fn serve(
         let payload = call.read_payload(&mut recv).await?;
         call.execute(payload, &mut send).await
     }
+    .instrument(span(call_id, &request_id))
     .await;
     record(&shared, &service, &served, &result, arrived);
     match result {
         Ok(()) => {}
         Err(Failure::Reply(error)) => {
-            tracing::debug!(call_id, %service, kind = %error.kind, message = %error.message, "call failed");
+            let error = tagged(error, &served, &request_id);
+            tracing::debug!(call_id, %request_id, %service, kind = %error.kind, message = %error.message, "call failed");
             // Stop the client's upload if it is still sending (oversized payload).
             recv.stop(protocol::codes::reset::CANCELLED);
             let _ = send.send(&Message::Error(error)).await;
@@ -101,6 +108,25 @@ pub(crate) async fn serve(
     // The call ends when the client has its answer, not when it is queued:
     // a shutdown waits for this before it closes the connection.
     let _ = tokio::time::timeout(DELIVERY_WAIT, send.stopped()).await;
+}
+
+/// The span every log line about call `call_id` is in: its id and request
+/// id.
+fn span(call_id: u64, request_id: &str) -> tracing::Span {
+    tracing::info_span!("call", call_id, request_id)
+}
+
+/// `error` naming the call's node (the last it was sent to, when it
+/// reached one) and its request id, as a result head does.
+fn tagged(mut error: CallError, served: &std::sync::Mutex<Served>, request_id: &str) -> CallError {
+    if error.node_id.is_none()
+        && let Ok(served) = served.lock()
+        && !served.node.is_empty()
+    {
+        error.node_id = Some(served.node.as_str().into());
+    }
+    error.request_id.get_or_insert_with(|| request_id.into());
+    error
 }
 
 /// Records a finished call's metrics and chart window.
@@ -172,10 +198,7 @@ impl From<CallError> for Failure {
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> CallError {
-    CallError {
-        kind,
-        message: message.into(),
-    }
+    CallError::new(kind, message.into())
 }
 
 /// One call after its head was read: what every step needs.
@@ -195,6 +218,8 @@ struct Call<'a> {
     admitted: tenancy::Admitted,
     /// Its prefix hashes, when the front end derived them already.
     prefix: Option<Arc<[u64]>>,
+    /// Its spans (`[tracing]`; none when off).
+    trace: trace::CallTrace,
 }
 
 impl Call<'_> {
@@ -257,6 +282,8 @@ impl<'a> Call<'a> {
             shared.config.max_timeout_ms
         };
         let timeout_ms = head.timeout_ms.clamp(1, max_timeout_ms);
+        let trace =
+            trace::CallTrace::start(&shared.tracer, &head, call_id, &admitted.tenant, arrived);
         Ok(Call {
             shared,
             call_id,
@@ -268,6 +295,7 @@ impl<'a> Call<'a> {
             served,
             admitted,
             prefix: None,
+            trace,
         })
     }
 
@@ -287,8 +315,15 @@ impl<'a> Call<'a> {
     /// cached service, else on a node picked by the service's policy, and
     /// streams the answer to `caller`.
     async fn execute(mut self, payload: Bytes, caller: &mut impl Caller) -> Result<(), Failure> {
+        let result = self.run(payload, caller).await;
+        std::mem::take(&mut self.trace).end(&result);
+        result
+    }
+
+    /// [`Call::execute`] but for the end of its span.
+    async fn run(&mut self, payload: Bytes, caller: &mut impl Caller) -> Result<(), Failure> {
         self.ready = Instant::now();
-        let call = &self;
+        let call = &*self;
         if let Some(key) = cached::key(call, &payload).await {
             return cached::serve(call, key, payload, caller).await;
         }

@@ -1,9 +1,12 @@
-//! Retries of idempotent calls: after a failure on its node (`node lost`,
-//! `service failed`, a timeout there, as `[retry] retry_on` lists), a call
-//! of a service with `[services.NAME] idempotent = true` runs again on
-//! another node, after a jittered backoff, within its deadline and the
-//! core's retry budget (see [`switchyard_core::RetryRules`]). A call of any
-//! other service is never sent twice once dispatched.
+//! Retries: after a failure on its node (`node lost`, `service failed`, a
+//! timeout there, as `[retry] retry_on` lists), a call of a service with
+//! `[services.NAME] idempotent = true` runs again on another node, after a
+//! jittered backoff, within its deadline and the core's retry budget (see
+//! [`switchyard_core::RetryRules`]). A call the node reports as never run
+//! (`CallError::not_run`: its model server refused the connection, nothing
+//! of the request was written) runs again the same way whatever the
+//! service's `idempotent` and `retry_on` say. Any other call is never sent
+//! twice once dispatched.
 
 use std::time::Instant;
 
@@ -38,7 +41,8 @@ pub(super) async fn again(
         .services
         .get(service)
         .is_some_and(|s| s.idempotent);
-    if !idempotent || !shared.config.retry.retries(e.kind) || Instant::now() >= call.deadline {
+    let may_retry = e.not_run || (idempotent && shared.config.retry.retries(e.kind));
+    if !may_retry || Instant::now() >= call.deadline {
         finish(shared, guard, picked, node_ms, CallEnd::Failed);
         return Ok(None);
     }
@@ -66,6 +70,7 @@ pub(super) async fn again(
         %service,
         node = %node_id,
         kind = %e.kind,
+        not_run = e.not_run,
         attempt,
         backoff_ms = backoff.as_millis(),
         "retrying the call on another node"

@@ -11,6 +11,10 @@
 //! | `x-switchyard-timeout-ms: N` | the call's timeout, ms |
 //! | `x-switchyard-no-cache: true` | skip the result cache |
 //! | `x-switchyard-max-age-s: N` | accept cached results at most N s old |
+//! | `traceparent` (W3C trace context) | the caller's trace and span |
+//!
+//! Every answer carries `x-request-id`: the caller's when it is 1 to 128
+//! bytes of visible ASCII, else a new one (`crate::calls::request_id`).
 //!
 //! Response headers: `x-switchyard-node`, `-policy`, `-queue-ms`,
 //! `-node-ms` (to the first byte), `-cache` (`miss`, `hit` or `coalesced`),
@@ -66,7 +70,19 @@ pub(super) fn call_head(
         head.hints.push(("explain".into(), "1".into()));
     }
     head.api_key = crate::tenants::api_key(headers);
+    head.request_id = crate::calls::request_id::of_headers(headers);
+    head.traceparent = traceparent(headers);
     Ok(head)
+}
+
+/// The caller's `traceparent` when it fits a call head (at most
+/// `MAX_TRACEPARENT_LEN` bytes of visible ASCII); a header that does not is
+/// ignored, as the W3C says: the call starts a new trace.
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?.trim();
+    (value.len() <= protocol::limits::MAX_TRACEPARENT_LEN
+        && value.bytes().all(|b| b.is_ascii_graphic()))
+    .then(|| value.to_string())
 }
 
 fn text(headers: &HeaderMap, name: &str) -> Result<Option<String>, BadHeader> {
@@ -168,6 +184,10 @@ mod tests {
             ("x-switchyard-no-cache", "1"),
             ("x-switchyard-max-age-s", "60"),
             ("x-switchyard-explain", "1"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
         ]);
         let head = call_head(&config, &map, "svc", 3).expect("head");
         assert_eq!(
@@ -185,6 +205,20 @@ mod tests {
         assert_eq!(head.max_age_s, Some(60));
         assert_eq!(head.api_key.as_deref(), Some("sk-1"));
         assert_eq!(head.payload_len, 3);
+        assert_eq!(
+            head.traceparent.as_deref(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+    }
+
+    #[test]
+    fn a_traceparent_too_long_to_carry_is_ignored_not_refused() {
+        let config = GatewayConfig::default();
+        let long = "0".repeat(protocol::limits::MAX_TRACEPARENT_LEN + 1);
+        let head = call_head(&config, &headers(&[("traceparent", &long)]), "svc", 0)
+            .expect("a bad trace context is no bad request");
+        assert_eq!(head.traceparent, None);
+        head.validate().expect("a valid head");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The HTTP ingress (axum on hyper; HTTP/1.1 and HTTP/2, TLS with the
 //! gateway's certificate when `[http] tls`), a port of its own (default
-//! `127.0.0.1:8080`):
+//! `127.0.0.1:4480`):
 //!
 //! - OpenAI-compatible routes, so the `openai` Python client, LangChain,
 //!   curl and chat UIs work unchanged: `POST /v1/chat/completions`,
@@ -32,6 +32,9 @@ mod cors;
 mod headers;
 mod openai;
 mod raw;
+mod usage;
+
+pub(crate) use usage::describe_metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -141,7 +144,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/health", get(crate::health::health))
         .route("/ready", get(crate::health::ready))
         .fallback(answer::not_found)
-        .layer(DefaultBodyLimit::max(limit));
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(crate::calls::request_id::tag));
     // Outermost, so that preflights never reach the routes.
     let router = match cors::layer(&shared.config.http.cors_origins) {
         Some(cors) => router.layer(cors),

@@ -32,10 +32,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, request: JobRequest, mut send: Fr
 pub(crate) fn access(shared: &Shared, request: &JobRequest) -> Result<Access, CallError> {
     if let Some(token) = &request.admin_token {
         if shared.admin_token.is_empty() || !crate::token_matches(token, &shared.admin_token) {
-            return Err(CallError {
-                kind: ErrorKind::Unauthorized,
-                message: "wrong admin token".into(),
-            });
+            return Err(CallError::new(ErrorKind::Unauthorized, "wrong admin token"));
         }
         return Ok(Access::Admin);
     }
@@ -45,10 +42,7 @@ pub(crate) fn access(shared: &Shared, request: &JobRequest) -> Result<Access, Ca
 }
 
 fn job_error(error: &JobError) -> CallError {
-    CallError {
-        kind: error.kind(),
-        message: error.to_string(),
-    }
+    CallError::new(error.kind(), error.to_string())
 }
 
 /// Runs the request and sends its answer; an error is sent by the caller.
@@ -57,10 +51,9 @@ async fn answer(
     request: JobRequest,
     send: &mut FramedSend,
 ) -> Result<(), CallError> {
-    request.validate().map_err(|e| CallError {
-        kind: ErrorKind::BadRequest,
-        message: e.to_string(),
-    })?;
+    request
+        .validate()
+        .map_err(|e| CallError::new(ErrorKind::BadRequest, e.to_string()))?;
     let access = access(shared, &request)?;
     let jobs = shared.jobs().map_err(|e| job_error(&e))?;
     if let JobOp::Log {
@@ -76,10 +69,7 @@ async fn answer(
         .map_err(|e| job_error(&e))?;
     send.send(&Message::JobReply(Box::new(reply)))
         .await
-        .map_err(|e| CallError {
-            kind: ErrorKind::Internal,
-            message: format!("sending the reply: {e}"),
-        })
+        .map_err(|e| CallError::new(ErrorKind::Internal, format!("sending the reply: {e}")))
 }
 
 /// Runs one operation that has a single answer.

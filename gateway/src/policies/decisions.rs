@@ -60,6 +60,9 @@ pub(crate) struct Decision {
     pub at_unix_ms: u64,
     /// The call's id (as in the gateway's logs).
     pub call_id: u64,
+    /// The call's request id (`x-request-id`, as in the gateway's and the
+    /// agent's logs); `null` when the call had none.
+    pub request_id: Option<String>,
     /// The service called.
     pub service: String,
     /// The policy that decided.
@@ -148,13 +151,14 @@ impl Decisions {
         }
     }
 
-    /// Turns `explanation` into the decision of call `call_id` of
-    /// `service`, dispatched to `node` now; keeps it (unless `keep` is 0)
-    /// and returns it. Node keys are named by `registry`.
+    /// Turns `explanation` into the decision of call `call_id` (request id
+    /// `request_id`) of `service`, dispatched to `node` now; keeps it
+    /// (unless `keep` is 0) and returns it. Node keys are named by
+    /// `registry`.
     pub(crate) fn record(
         &self,
         registry: &Registry,
-        call_id: u64,
+        (call_id, request_id): (u64, Option<&str>),
         service: &str,
         node: &str,
         explanation: &Explanation,
@@ -169,6 +173,7 @@ impl Decisions {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             call_id,
+            request_id: request_id.map(str::to_string),
             service: service.to_string(),
             policy: explanation.policy.clone(),
             node: node.to_string(),
@@ -263,20 +268,31 @@ mod tests {
         let decisions = Decisions::new(DecisionsConfig { keep: 2, top: 8 });
         let registry = registry();
         for call in 1..=3 {
-            decisions.record(&registry, call, "svc", "a", &explanation("r", &[]));
+            decisions.record(
+                &registry,
+                (call, Some("req-1")),
+                "svc",
+                "a",
+                &explanation("r", &[]),
+            );
         }
-        decisions.record(&registry, 9, "other", "b", &explanation("r", &[]));
+        decisions.record(&registry, (9, None), "other", "b", &explanation("r", &[]));
         let kept: Vec<u64> = decisions
             .recent("svc", 10)
             .iter()
             .map(|d| d.call_id)
             .collect();
         assert_eq!(kept, vec![3, 2]);
+        assert_eq!(
+            decisions.recent("svc", 1)[0].request_id.as_deref(),
+            Some("req-1")
+        );
+        assert_eq!(decisions.recent("other", 1)[0].request_id, None);
         assert_eq!(decisions.recent("svc", 1).len(), 1);
         assert!(decisions.recent("nope", 10).is_empty());
         assert_eq!(decisions.services(), vec!["other", "svc"]);
         let none = Decisions::new(DecisionsConfig { keep: 0, top: 8 });
-        let decision = none.record(&registry, 1, "svc", "a", &explanation("r", &[]));
+        let decision = none.record(&registry, (1, None), "svc", "a", &explanation("r", &[]));
         assert_eq!(
             decision.call_id, 1,
             "still returned for the call that asked"
@@ -290,7 +306,7 @@ mod tests {
         let decisions = Decisions::new(DecisionsConfig { keep: 4, top: 2 });
         let d = decisions.record(
             &registry,
-            1,
+            (1, None),
             "svc",
             "gpu-2",
             &explanation(
@@ -307,7 +323,13 @@ mod tests {
             d.compact(),
             "least-request -> gpu-2: least loaded: 1/4 in flight | #7 0.750, #8 0.500 (of 3)"
         );
-        let plain = decisions.record(&registry, 2, "svc", "a", &explanation("", &[(7, None)]));
+        let plain = decisions.record(
+            &registry,
+            (2, None),
+            "svc",
+            "a",
+            &explanation("", &[(7, None)]),
+        );
         assert_eq!(plain.compact(), "least-request -> a (of 3)");
     }
 }

@@ -62,6 +62,9 @@ pub struct Picked {
     /// Why it chose: scores and reason, recorded when the call is
     /// dispatched ([`decisions`]).
     pub explanation: Option<Explanation>,
+    /// When the policy ran and how long it took (`None` for the built-in
+    /// picks), for the call's `pick` span.
+    pub ran: Option<(Instant, std::time::Duration)>,
 }
 
 impl std::fmt::Debug for Picked {
@@ -162,10 +165,10 @@ impl Policies {
         {
             let mut loaded: Vec<_> = table.by_name.keys().cloned().collect();
             loaded.sort();
-            return Err(CallError {
-                kind: ErrorKind::BadRequest,
-                message: format!("unknown policy {name:?} (loaded: {})", loaded.join(", ")),
-            });
+            return Err(CallError::new(
+                ErrorKind::BadRequest,
+                format!("unknown policy {name:?} (loaded: {})", loaded.join(", ")),
+            ));
         }
         Ok(Self::resolve(
             &table,
@@ -212,13 +215,16 @@ impl Policies {
             policy_name: policy.name().to_string(),
             policy: Some(policy.clone()),
             explanation: None,
+            ran: None,
         };
         let random = || self.rng.lock().map(|mut r| r.random()).unwrap_or_default();
         let mut balance = PolicyBalance::new(&*policy, self.start, random);
         let started = Instant::now();
         let ranked = balance.rank(request, started);
+        let took = started.elapsed();
+        picked.ran = Some((started, took));
         metrics::histogram!("policy_pick_duration_seconds", "policy" => policy.name().to_string())
-            .record(started.elapsed().as_secs_f64());
+            .record(took.as_secs_f64());
         let ranking = match ranked {
             Ok(ranking) => {
                 picked.explanation = Some(explain::explain(
@@ -248,6 +254,7 @@ impl Policies {
             policy_name: BUILTIN_ROUND_ROBIN.to_string(),
             policy: None,
             explanation: None,
+            ran: None,
         }
     }
 
@@ -269,6 +276,7 @@ impl Policies {
         Picked {
             policy_name: SWAP_PICK.to_string(),
             policy: Self::resolve(&table, &self.default_policy, service, None),
+            ran: None,
             explanation: Some(explain::without_policy(
                 SWAP_PICK,
                 format!("the node loaded {service} into a slot for this call"),

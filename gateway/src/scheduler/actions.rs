@@ -173,10 +173,10 @@ impl Scheduler {
             // The core still has the node but its link is gone: the
             // connection closed and its NodeDown is on its way.
             self.handle(gone());
-            let _ = w.grant.send(Err(CallError {
-                kind: protocol::ErrorKind::NodeLost,
-                message: "the picked node's connection closed".into(),
-            }));
+            let _ = w.grant.send(Err(CallError::new(
+                protocol::ErrorKind::NodeLost,
+                "the picked node's connection closed",
+            )));
             return;
         };
         if let Some(waited) = waited {

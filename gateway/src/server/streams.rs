@@ -151,10 +151,10 @@ async fn request(
 
 async fn refuse(send: &mut FramedSend, message: &str) {
     let _ = send
-        .send(&Message::Error(CallError {
-            kind: ErrorKind::BadRequest,
-            message: message.to_string(),
-        }))
+        .send(&Message::Error(CallError::new(
+            ErrorKind::BadRequest,
+            message.to_string(),
+        )))
         .await;
     let _ = send.finish();
 }

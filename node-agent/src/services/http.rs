@@ -12,13 +12,16 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Client, Response, Url};
 
 use super::reply::{self, Body, Reply, Sink};
-use super::{HttpConfig, MAX_ERROR_MESSAGE, OpenAiConfig, ServiceError};
+use super::{HttpConfig, OpenAiConfig, ServiceError};
 use crate::config::parse_url;
 
 /// Largest response body read whole before the reply is sent, bytes (64
 /// KiB), when its `Content-Length` says so; longer or unsized (chunked,
 /// `text/event-stream`) bodies stream chunk by chunk.
 const INLINE_BODY_LEN: u64 = 64 * 1024;
+
+/// The W3C trace context header a traced call's request carries.
+const TRACEPARENT: &str = "traceparent";
 
 /// The pooled client every `http` service shares. It ignores proxy
 /// environment variables: services are local to the node.
@@ -115,6 +118,7 @@ impl HttpService {
         payload: Bytes,
         timeout: Duration,
         endpoint: Option<&str>,
+        traceparent: Option<&str>,
     ) -> Result<Reply, ServiceError> {
         let url = self.url_for(endpoint)?;
         let mut request = self
@@ -126,22 +130,16 @@ impl HttpService {
         if let Some(authorization) = &self.authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
         }
+        if let Some(value) = traceparent.and_then(|t| HeaderValue::from_str(t).ok()) {
+            request = request.header(TRACEPARENT, value);
+        }
         let response = request
             .send()
             .await
             .map_err(|e| request_error(&url, &e, timeout))?;
         let status = response.status();
         if !status.is_success() {
-            let excerpt = excerpt(response, MAX_ERROR_MESSAGE / 2).await;
-            let excerpt = String::from_utf8_lossy(&excerpt);
-            let kind = match status.as_u16() {
-                400 | 422 if self.openai => ErrorKind::BadRequest,
-                _ => ErrorKind::ServiceFailed,
-            };
-            return Err(ServiceError::new(
-                kind,
-                format!("http status {status}: {}", excerpt.trim()),
-            ));
+            return Err(self.error_status(response).await);
         }
         let content_type = response
             .headers()
@@ -171,6 +169,36 @@ impl HttpService {
             status: Some(status.as_u16()),
             body: Body::Stream(chunks),
         })
+    }
+}
+
+impl HttpService {
+    /// The error for a response with a non-2xx status: `BadRequest` for an
+    /// `openai` service's 400 or 422, else `ServiceFailed`, with the status
+    /// and an excerpt of the body in the message; the status and, when the
+    /// body is JSON of at most [`protocol::limits::MAX_ERROR_BODY_LEN`]
+    /// bytes, the body itself ride along for the caller.
+    async fn error_status(&self, response: Response) -> ServiceError {
+        let status = response.status();
+        let json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let max = protocol::limits::MAX_ERROR_BODY_LEN;
+        let bytes = excerpt(response, max + 1).await;
+        let text = String::from_utf8_lossy(&bytes);
+        let kind = match status.as_u16() {
+            400 | 422 if self.openai => ErrorKind::BadRequest,
+            _ => ErrorKind::ServiceFailed,
+        };
+        let mut e = ServiceError::new(kind, format!("http status {status}: {}", text.trim()));
+        e.status = Some(status.as_u16());
+        if json && bytes.len() <= max && serde_json::from_slice::<serde_json::Value>(&bytes).is_ok()
+        {
+            e.body = Some(text.into_owned());
+        }
+        e
     }
 }
 
@@ -207,11 +235,17 @@ async fn body(
 
 fn request_error(url: &Url, e: &reqwest::Error, timeout: Duration) -> ServiceError {
     if e.is_timeout() {
-        return ServiceError::timeout(timeout);
+        let mut error = ServiceError::timeout(timeout);
+        // Timed out connecting: nothing of the request was written.
+        error.not_run = e.is_connect();
+        return error;
     }
     let chain = chain(e);
     if e.is_connect() {
-        ServiceError::failed(format!("cannot connect to {url}: {chain}"))
+        // No connection, so nothing of the request was written.
+        let mut error = ServiceError::failed(format!("cannot connect to {url}: {chain}"));
+        error.not_run = true;
+        error
     } else {
         ServiceError::failed(format!("request to {url} failed: {chain}"))
     }

@@ -50,6 +50,17 @@ pub struct ServiceError {
     /// Details in words (e.g. the command's exit status and stderr), at most
     /// about [`MAX_ERROR_MESSAGE`] bytes.
     pub message: String,
+    /// The service never received the call (its server refused the
+    /// connection, nothing of the request was written): it ran nothing, and
+    /// the gateway may send it to another node.
+    pub not_run: bool,
+    /// The HTTP status an `http`/`openai` service answered with, when it
+    /// was an error status.
+    pub status: Option<u16>,
+    /// The service's own error body when it is JSON (an OpenAI-compatible
+    /// server's error), at most [`protocol::limits::MAX_ERROR_BODY_LEN`]
+    /// bytes, for the caller to get unchanged.
+    pub body: Option<String>,
 }
 
 impl ServiceError {
@@ -57,7 +68,23 @@ impl ServiceError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         let mut message = message.into();
         truncate(&mut message, MAX_ERROR_MESSAGE);
-        Self { kind, message }
+        Self {
+            kind,
+            message,
+            not_run: false,
+            status: None,
+            body: None,
+        }
+    }
+
+    /// The error as the wire carries it.
+    pub fn into_call_error(self) -> protocol::CallError {
+        protocol::CallError {
+            not_run: self.not_run,
+            status: self.status,
+            body: self.body.map(String::into_boxed_str),
+            ..protocol::CallError::new(self.kind, self.message)
+        }
     }
 
     pub(crate) fn failed(message: impl Into<String>) -> Self {
@@ -346,12 +373,31 @@ impl Slot {
         endpoint: Option<&str>,
         log: bool,
     ) -> Result<Reply, ServiceError> {
+        self.run_traced(payload, timeout, endpoint, log, None).await
+    }
+
+    /// As [`Slot::run_logged`]; an `http` or `openai` service's request
+    /// carries `traceparent` (a W3C trace context: the model server's spans
+    /// join the call's trace). The other kinds ignore it.
+    ///
+    /// # Errors
+    /// As [`Slot::run`].
+    pub async fn run_traced(
+        &self,
+        payload: Bytes,
+        timeout: Duration,
+        endpoint: Option<&str>,
+        log: bool,
+        traceparent: Option<&str>,
+    ) -> Result<Reply, ServiceError> {
         let whole = |bytes: Result<Bytes, ServiceError>| bytes.map(Reply::whole);
         match &self.entry.runner {
             // The command's task enforces the timeout itself, to kill and reap.
             Runner::Command(c) => c.start(payload, timeout, log),
             // The request's own timeout covers its body too.
-            Runner::Http(h) => limited(timeout, h.start(payload, timeout, endpoint)).await,
+            Runner::Http(h) => {
+                limited(timeout, h.start(payload, timeout, endpoint, traceparent)).await
+            }
             Runner::Echo => Ok(Reply::whole(payload)),
             Runner::Sleep => whole(limited(timeout, builtin::sleep(payload)).await),
             Runner::SumUp => whole(limited(timeout, builtin::sum_up(payload, timeout)).await),

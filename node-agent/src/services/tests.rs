@@ -192,6 +192,15 @@ async fn http_server(
     status: &'static str,
     body: &'static str,
 ) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
+    typed_http_server(status, "text/plain", body).await
+}
+
+/// [`http_server`] answering with `content_type`.
+async fn typed_http_server(
+    status: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -219,7 +228,7 @@ async fn http_server(
             request.extend_from_slice(&buf[..n]);
         }
         let response = format!(
-            "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         );
         socket.write_all(response.as_bytes()).await.expect("write");
@@ -267,7 +276,34 @@ async fn http_error_status_is_a_service_failure_with_the_body() {
         err.message,
         "http status 500 Internal Server Error: model exploded"
     );
+    assert_eq!(err.status, Some(500));
+    assert_eq!(err.body, None, "not JSON: not passed on as a body");
+    assert!(!err.not_run, "the server had the request");
     server.await.expect("server");
+}
+
+#[tokio::test]
+async fn an_openai_error_keeps_its_status_and_json_body() {
+    const BODY: &str = r#"{"error":{"message":"messages is required","type":"invalid_request_error","code":null}}"#;
+    let (url, server) = typed_http_server("400 Bad Request", "application/json", BODY).await;
+    let base = url.trim_end_matches("/v1/run").to_string();
+    let err = one(ServiceKind::openai(format!("{base}/v1")))
+        .call("svc", Bytes::from_static(b"{}"), LONG)
+        .await
+        .expect_err("400");
+    assert_eq!(err.kind, ErrorKind::BadRequest);
+    assert_eq!(err.status, Some(400));
+    assert_eq!(err.body.as_deref(), Some(BODY), "the server's own body");
+    let wire = err.into_call_error();
+    assert_eq!(
+        (wire.status, wire.body.as_deref(), wire.not_run),
+        (Some(400), Some(BODY), false)
+    );
+    let request = String::from_utf8(server.await.expect("server")).expect("utf8");
+    assert!(
+        request.starts_with("POST /v1/chat/completions "),
+        "{request}"
+    );
 }
 
 /// Serves one HTTP/1.1 request from `socket` (answering its body back, the
@@ -356,6 +392,8 @@ async fn http_connect_failure_is_clear() {
         err.message.starts_with(&format!("cannot connect to {url}")),
         "{err}"
     );
+    assert!(err.not_run, "refused: nothing of the request was written");
+    assert!(err.into_call_error().not_run, "and the wire says so");
 }
 
 #[tokio::test]

@@ -129,6 +129,8 @@ async fn call(
         timeout_ms,
         endpoint: None,
         log: false,
+        traceparent: None,
+        request_id: Some("req-test".into()),
     };
     send.send(&Message::Dispatch(head)).await.expect("dispatch");
     // The agent may refuse before reading the payload (and stop the stream).

@@ -83,6 +83,8 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 api_key: Some("sk-1".into()),
                 endpoint: Some("/embeddings".into()),
                 log: false,
+                traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+                request_id: Some("req-7f3a".into()),
             }),
         ),
         (
@@ -94,6 +96,8 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 timeout_ms: 4900,
                 endpoint: Some("/completions".into()),
                 log: false,
+                traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01".into()),
+                request_id: Some("req-7f3a".into()),
             }),
         ),
         ("Queued", Message::Queued(3)),
@@ -116,6 +120,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 content_type: Some("application/json".into()),
                 status: Some(200),
                 explain: None,
+                request_id: Some("req-7f3a".into()),
             }),
         ),
         (
@@ -134,8 +139,12 @@ pub fn all() -> Vec<(&'static str, Message)> {
         (
             "Error",
             Message::Error(CallError {
-                kind: ErrorKind::RateLimited,
-                message: "retry in 2 s".into(),
+                not_run: true,
+                status: Some(503),
+                body: Some(r#"{"error":{"message":"loading","type":"server_error"}}"#.into()),
+                node_id: Some("gpu-node-1".into()),
+                request_id: Some("req-7f3a".into()),
+                ..CallError::new(ErrorKind::RateLimited, "retry in 2 s")
             }),
         ),
         ("ListNodes", Message::ListNodes),
