@@ -1,0 +1,539 @@
+//! `switchyard`: call services and inspect the fleet through a gateway.
+//!
+//! ```text
+//! switchyard call sha256 --file README.md -v
+//! switchyard call sum-up --data 1000000 --policy round-robin
+//! switchyard call llama --data "hi" --priority 5 -v      # prints queue positions
+//! switchyard call llama --data "hi" --realtime           # never queued
+//! switchyard queue
+//! switchyard drain gpu-node-1          # admin HTTP API: no new calls there
+//! switchyard undrain gpu-node-1
+//! switchyard nodes --json
+//! switchyard policies
+//! switchyard policy set sha256 least-request
+//! switchyard call llama --data "hi" --max-age-s 60 -v    # a cached result at most 1 min old
+//! switchyard cache stats
+//! switchyard cache purge llama
+//! switchyard job submit sha256 --payload hello --wait   # a durable job: log to stderr, result to stdout
+//! switchyard job list --state running
+//! switchyard job log 0192f3a4b5c6d7e8f9a0b1c2d3 -f
+//! switchyard bench echo --concurrency 32 --duration-s 10     # closed loop: calls/s, p50..p99.9
+//! switchyard bench echo --rate 5000 --poisson --json         # open loop at 5000 calls/s, JSON report
+//! switchyard bench echo --http http://127.0.0.1:4480/v1/call/echo --http2   # the HTTP ingress
+//! ```
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use client::{CallEvent, CallOptions, Client, ClientConfig};
+use futures_util::StreamExt as _;
+
+mod bench;
+mod job;
+mod table;
+
+/// Command-line client of the Switchyard gateway.
+#[derive(Parser)]
+#[command(name = "switchyard", version, about)]
+struct Cli {
+    /// Gateway address; several, comma-separated, are tried in order (the
+    /// next one while the ones before are down).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_GATEWAY",
+        default_value = "127.0.0.1:4433"
+    )]
+    gateway: String,
+    /// CA file the gateway printed at start (default: the gateway's default
+    /// data directory's ca.pem).
+    #[arg(long, global = true, env = "SWITCHYARD_CA")]
+    ca: Option<PathBuf>,
+    /// Name on the gateway's certificate.
+    #[arg(long, global = true, default_value = "localhost")]
+    server_name: String,
+    /// API key naming your tenant (the gateway's `[[tenants]] api_keys`).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_API_KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
+    /// The gateway's admin HTTP address (drain, undrain).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_ADMIN_URL",
+        default_value = "http://127.0.0.1:4490"
+    )]
+    admin_url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Call a service; the result is written to stdout as it arrives.
+    Call {
+        /// Service name.
+        service: String,
+        /// Payload as text.
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        data: Option<String>,
+        /// Payload from a file (`-` for stdin).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Timeout, ms.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        /// Policy to pick the node with (overrides the service's).
+        #[arg(long)]
+        policy: Option<String>,
+        /// Policy hint KEY=VALUE (repeatable), e.g. max_cost=0.5.
+        #[arg(long = "hint", value_parser = parse_hint)]
+        hints: Vec<(String, String)>,
+        /// Queue priority: higher is served first when calls wait.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i32,
+        /// Never wait in the queue: fail with `occupied` if every node is busy.
+        #[arg(long)]
+        realtime: bool,
+        /// Skip the gateway's result cache: run on a node (the fresh result
+        /// is still cached).
+        #[arg(long)]
+        no_cache: bool,
+        /// Accept a cached result only if it is at most this many seconds old.
+        #[arg(long)]
+        max_age_s: Option<u32>,
+        /// For an OpenAI-compatible service: the endpoint the payload is for
+        /// (/chat/completions, /completions or /embeddings).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Print queue positions while waiting, then the serving node, policy,
+        /// timings and why the policy chose the node (its scores and reason),
+        /// to stderr.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Stop sending new calls to NODE (calls in flight finish), through the
+    /// admin HTTP API (needs the admin token).
+    Drain {
+        /// Node id.
+        node: String,
+        /// Admin token (default: the gateway's default data directory's
+        /// admin-token file).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
+    /// Let NODE take calls again (admin HTTP API, needs the admin token).
+    Undrain {
+        /// Node id.
+        node: String,
+        /// Admin token (default: the gateway's default data directory's
+        /// admin-token file).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
+    /// Show each service's queue: calls waiting, oldest wait, reserved calls.
+    Queue {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List registered nodes and their stats.
+    Nodes {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List loaded policies (file, hash, load time, picks, traps) and which
+    /// service uses which.
+    Policies {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change policies at runtime (needs the admin token).
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+    /// The gateway's result cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+    /// Durable jobs: submit, list, show, log, cancel, restart, delete,
+    /// result (a tenant's own jobs; all of them with --admin-token).
+    Job {
+        /// Admin token: every tenant's jobs (default: the API key's own).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        #[command(subcommand)]
+        action: job::JobCommand,
+    },
+    /// Load SERVICE (or an HTTP endpoint) for a while: calls/s, errors by
+    /// kind, latency percentiles; closed loop, or open loop with --rate.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Per cached service: entries, bytes, hits, misses, evictions, hit
+    /// ratio; total bytes against the bound.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop cached results: of SERVICE, or of every service (needs the
+    /// admin token).
+    Purge {
+        /// Service name (default: every service).
+        service: Option<String>,
+        /// Admin token (default: the gateway's default data directory's
+        /// admin-token file).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Make SERVICE use the loaded policy NAME from its next call on.
+    Set {
+        /// Service name.
+        service: String,
+        /// Policy name (see `switchyard policies`).
+        name: String,
+        /// Admin token (default: the gateway's default data directory's
+        /// admin-token file).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
+}
+
+fn parse_hint(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("hint {s:?} is not KEY=VALUE"))
+}
+
+fn default_ca() -> PathBuf {
+    default_data_dir().join("ca.pem")
+}
+
+fn default_data_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share"))
+        });
+    match base {
+        Some(dir) => dir.join("switchyard"),
+        None => PathBuf::from(".switchyard"),
+    }
+}
+
+/// The given admin token, else the gateway's default data directory's
+/// `admin-token` file.
+fn admin_token_or_default(given: Option<String>) -> anyhow::Result<String> {
+    if let Some(token) = given {
+        return Ok(token);
+    }
+    let path = default_data_dir().join("admin-token");
+    Ok(std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("no --admin-token and cannot read {}: {e}", path.display()))?
+        .trim()
+        .to_string())
+}
+
+/// The `switchyard` program: parses the command line, runs the command
+/// and prints its error (each cause once) to stderr; the exit status says
+/// whether it succeeded. The binary's `main` is this, so that other
+/// binaries (the end-to-end suite's CLI) are the same program.
+#[tokio::main(flavor = "current_thread")]
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", transport::report::one_line(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Checks that the CA file `ca` is there before dialing; `given`: named by
+/// `--ca` or `SWITCHYARD_CA` rather than the default.
+///
+/// # Errors
+/// A missing file, with how to point at one.
+pub(crate) fn check_ca(ca: &std::path::Path, given: bool) -> anyhow::Result<()> {
+    if ca.exists() {
+        return Ok(());
+    }
+    let whose = if given {
+        "the CA file"
+    } else {
+        "the gateway's default CA file"
+    };
+    anyhow::bail!(
+        "{whose} {} is not there: point at the CA the gateway prints at start \
+         (\"CA file\", ca.pem in its data_dir) with --ca FILE or SWITCHYARD_CA=FILE",
+        ca.display()
+    )
+}
+
+/// The nodes as JSON, each node's labels an object (`{"tier": "premium"}`)
+/// rather than the wire's list of pairs.
+fn nodes_json(nodes: &[protocol::NodeView]) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(nodes)?;
+    for (node, view) in value.as_array_mut().into_iter().flatten().zip(nodes) {
+        if let Some(spec) = node
+            .get_mut("spec")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            let labels: serde_json::Map<String, serde_json::Value> = view
+                .spec
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            spec.insert("labels".into(), serde_json::Value::Object(labels));
+        }
+    }
+    Ok(value)
+}
+
+/// Prints `value` as pretty JSON, or as the plain-text `table`.
+fn show<T: serde::Serialize + ?Sized>(
+    value: &T,
+    json: bool,
+    table: fn(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", table(value));
+    }
+    Ok(())
+}
+
+/// `POST {admin_url}/api/nodes/{node}/{verb}` with the admin token.
+async fn drain(admin_url: &str, node: &str, verb: &str, token: &str) -> anyhow::Result<()> {
+    let url = format!(
+        "{}/api/nodes/{node}/{verb}",
+        admin_url.trim_end_matches('/')
+    );
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("{verb} refused ({status}): {body}");
+    }
+    println!("{body}");
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Drain {
+            node,
+            admin_token: t,
+        }
+        | Command::Undrain {
+            node,
+            admin_token: t,
+        } => {
+            let verb = if matches!(cli.command, Command::Drain { .. }) {
+                "drain"
+            } else {
+                "undrain"
+            };
+            let token = admin_token_or_default(t.clone())?;
+            return drain(&cli.admin_url, node, verb, &token).await;
+        }
+        _ => {}
+    }
+    if let Command::Bench(args) = cli.command {
+        let gateway = bench::Gateway {
+            addrs: cli.gateway,
+            ca_given: cli.ca.is_some(),
+            ca: cli.ca.unwrap_or_else(default_ca),
+            server_name: cli.server_name,
+            api_key: cli.api_key,
+        };
+        return tokio::task::spawn_blocking(move || bench::main(args, gateway)).await?;
+    }
+    let ca_given = cli.ca.is_some();
+    let ca = cli.ca.unwrap_or_else(default_ca);
+    check_ca(&ca, ca_given)?;
+    let mut config = ClientConfig::new(cli.gateway.clone(), ca)
+        .with_gateways(cli.gateway.split(',').map(str::trim));
+    config.server_name = cli.server_name;
+    config.api_key = cli.api_key;
+    let client = Client::connect(config).await?;
+    match cli.command {
+        Command::Call {
+            service,
+            data,
+            file,
+            timeout_ms,
+            policy,
+            hints,
+            priority,
+            realtime,
+            no_cache,
+            max_age_s,
+            endpoint,
+            verbose,
+        } => {
+            let payload = match (data, file) {
+                (Some(text), _) => text.into_bytes(),
+                (None, Some(path)) if path.as_os_str() == "-" => {
+                    let mut buf = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+                    buf
+                }
+                (None, Some(path)) => std::fs::read(&path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+                (None, None) => anyhow::bail!("give --data or --file"),
+            };
+            let mut hints = hints;
+            if verbose {
+                hints.push(("explain".into(), "1".into()));
+            }
+            let options = CallOptions {
+                timeout: Duration::from_millis(timeout_ms),
+                policy,
+                hints,
+                priority,
+                realtime,
+                no_cache,
+                max_age: max_age_s.map(|s| Duration::from_secs(u64::from(s))),
+                endpoint,
+                ..CallOptions::default()
+            };
+            let mut stream = client
+                .call(&service, payload)
+                .options(options)
+                .on_event(|event| {
+                    if verbose {
+                        match event {
+                            CallEvent::Queued { position } => eprintln!("queued: position {position}"),
+                            CallEvent::Reserved {
+                                node_id,
+                                from,
+                                expected_ms,
+                            } => eprintln!(
+                                "reserved: node {node_id} is loading {service} (was {}, usually {expected_ms} ms)",
+                                from.as_deref().unwrap_or("empty")
+                            ),
+                        }
+                    }
+                })
+                .stream()
+                .await?;
+            // Each chunk goes out as it arrives (a model's tokens, a
+            // command's lines).
+            let mut stdout = std::io::stdout();
+            let mut len = 0usize;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                len += chunk.len();
+                stdout.write_all(&chunk)?;
+                stdout.flush()?;
+            }
+            if verbose {
+                let meta = &stream.meta;
+                let t = meta.timings;
+                eprintln!(
+                    "node={} policy={} bytes={len} queue_ms={:.2} node_ms={:.2} total_ms={:.2}",
+                    meta.node_id, meta.policy, t.queue_ms, t.node_ms, t.total_ms
+                );
+                if let Some(cache) = meta.cache {
+                    eprintln!(
+                        "cache={} age_ms={}",
+                        if cache.coalesced { "coalesced" } else { "hit" },
+                        cache.age_ms
+                    );
+                }
+                if let Some(why) = &meta.explain {
+                    eprintln!("why: {why}");
+                }
+            }
+        }
+        Command::Nodes { json } => {
+            let nodes = client.nodes().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&nodes_json(&nodes)?)?);
+            } else {
+                print!("{}", table::nodes(&nodes));
+            }
+        }
+        Command::Drain { .. } | Command::Undrain { .. } | Command::Bench(_) => {}
+        Command::Job {
+            admin_token,
+            action,
+        } => {
+            let client = match admin_token {
+                Some(token) => client.clone().with_admin_token(token),
+                None => client.clone(),
+            };
+            job::run(&client, action).await?;
+        }
+        Command::Queue { json } => {
+            let queues = client.queues().await?;
+            show(queues.as_slice(), json, table::queues)?;
+        }
+        Command::Policies { json } => {
+            let policies = client.policies().await?;
+            show(&policies, json, table::policies)?;
+        }
+        Command::Policy {
+            action:
+                PolicyAction::Set {
+                    service,
+                    name,
+                    admin_token,
+                },
+        } => {
+            let token = admin_token_or_default(admin_token)?;
+            println!("{}", client.set_policy(&token, &service, &name).await?);
+        }
+        Command::Cache {
+            action: CacheAction::Stats { json },
+        } => {
+            let stats = client.cache_stats().await?;
+            show(&stats, json, table::cache)?;
+        }
+        Command::Cache {
+            action:
+                CacheAction::Purge {
+                    service,
+                    admin_token,
+                },
+        } => {
+            let token = admin_token_or_default(admin_token)?;
+            println!("{}", client.purge_cache(&token, service.as_deref()).await?);
+        }
+    }
+    client.close().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
