@@ -298,11 +298,21 @@ async fn events_stream_snapshots_and_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
-    let fleet = two_echo_nodes_with(|config| {
+    let mut fleet = Fleet::start(|config| {
         cache_echo(config);
         two_tenants(config);
     })
     .await;
+    // `a-idle` comes first by name but gets no call: "why this node"
+    // opens on the busiest service, `echo`.
+    let both = format!(
+        "{}{}",
+        service("a-idle", "echo", ""),
+        service("echo", "echo", "")
+    );
+    fleet.spawn_agent("node-a", TOKEN, &both);
+    fleet.spawn_agent("node-b", TOKEN, &service("echo", "echo", ""));
+    fleet.wait_nodes(2).await;
     let (a, b) = (
         keyed_client(&fleet, "sk-a").await,
         keyed_client(&fleet, "sk-b").await,
@@ -317,13 +327,17 @@ async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
             assert_eq!(r.meta.cache.is_some(), round == 1, "{:?}", r.meta.cache);
         }
     }
-    // Each tenant's rate over the last minute, busiest first (a call is
-    // counted just after its answer is sent, so the last may lag a little).
-    let want = [("team-a", 30.0 / 60.0, 0.0), ("team-b", 10.0 / 60.0, 0.0)];
+    // Each tenant's rate over the last minute (or the gateway's age, when
+    // younger: `rate_window_s`), busiest first: 30 and 10 calls over that
+    // time (a call is counted just after its answer is sent, so the last
+    // may lag a little).
+    let want = [("team-a", 30.0, 0.0), ("team-b", 10.0, 0.0)];
     let start = Instant::now();
     loop {
-        let services = get_json(&format!("{}/api/services", base(&fleet))).await;
-        let echo = services
+        let snapshot = get_json(&format!("{}/api/snapshot", base(&fleet))).await;
+        let covered = snapshot["rate_window_s"].as_f64().expect("rate_window_s");
+        assert!((1.0..=60.0).contains(&covered), "{covered}");
+        let echo = snapshot["services"]
             .as_array()
             .unwrap()
             .iter()
@@ -337,8 +351,8 @@ async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
             .map(|t| {
                 (
                     t["tenant"].as_str().unwrap().to_string(),
-                    t["calls_per_s"].as_f64().unwrap(),
-                    t["errors_per_s"].as_f64().unwrap(),
+                    (t["calls_per_s"].as_f64().unwrap() * covered).round(),
+                    (t["errors_per_s"].as_f64().unwrap() * covered).round(),
                 )
             })
             .collect();
@@ -347,6 +361,11 @@ async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
             .map(|(t, c, e)| (t.as_str(), *c, *e))
             .eq(want.iter().copied())
         {
+            let calls = echo["calls_per_s"].as_f64().unwrap() * covered;
+            assert!(
+                (calls - 40.0).abs() < 1e-6,
+                "40 calls over {covered} s: {echo}"
+            );
             break;
         }
         assert!(
@@ -355,7 +374,49 @@ async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The page itself carries the snapshot it draws first.
+    let page = reqwest::get(format!("{}/", base(&fleet)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let slot = r#"<script id="snapshot" type="application/json">"#;
+    let embedded = &page[page.find(slot).expect("a snapshot slot") + slot.len()..];
+    let embedded: Value = serde_json::from_str(&embedded[..embedded.find("</script>").unwrap()])
+        .expect("the page's snapshot is JSON");
+    assert_eq!(
+        embedded["nodes"].as_array().map(Vec::len),
+        Some(2),
+        "{embedded}"
+    );
+
     let browser = Browser::start().await;
+    // With the event stream and the snapshot API unreachable, the page
+    // still draws the fleet from the snapshot it came with.
+    browser.cdp("Network.enable", serde_json::json!({})).await;
+    browser
+        .cdp(
+            "Network.setBlockedURLs",
+            serde_json::json!({"urls": ["*/api/events*", "*/api/snapshot*"]}),
+        )
+        .await;
+    browser.open(&format!("{}/", base(&fleet))).await;
+    let at_load = browser
+        .eval(
+            "return [document.querySelectorAll('#nodes .node[data-node]').length, \
+             document.querySelectorAll('#services tr[data-service]').length, \
+             document.querySelector('#status').textContent !== 'live']",
+        )
+        .await;
+    assert_eq!(
+        at_load,
+        serde_json::json!([2, 2, true]),
+        "nodes and services drawn once the page loaded, with no event stream"
+    );
+    browser
+        .cdp("Network.setBlockedURLs", serde_json::json!({"urls": []}))
+        .await;
     browser.open(&format!("{}/", base(&fleet))).await;
     browser
         .wait_for(
@@ -372,7 +433,7 @@ async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
     for (what, script) in [
         (
             "the topology tree",
-            "return document.querySelectorAll('#topology .topo-node').length === 2 && document.querySelectorAll('#topology .topo-service').length === 2",
+            "return document.querySelectorAll('#topology .topo-node').length === 2 && document.querySelectorAll('#topology .topo-service').length === 3",
         ),
         (
             "the echo service row",
@@ -400,11 +461,13 @@ async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
         ),
         (
             "each tenant's rate in the echo row, busiest first",
-            "return [...document.querySelectorAll('#services tr[data-service=\"echo\"] td.tenants .tenant')].map(t => t.textContent).join(' · ') === 'team-a 0.50/s · team-b 0.17/s'",
+            "const echo = window.lastSnapshot.services.find(s => s.name === 'echo'); \
+             return [...document.querySelectorAll('#services tr[data-service=\"echo\"] td.tenants .tenant')].map(t => t.textContent).join(' · ') === \
+             echo.tenants.map(t => `${t.tenant} ${t.calls_per_s.toFixed(2)}/s`).join(' · ') && echo.tenants.map(t => t.tenant).join() === 'team-a,team-b'",
         ),
         (
-            "why this node: the echo service's decisions",
-            "return document.querySelectorAll('#why tbody tr[data-call]').length > 0",
+            "why this node: opened on the busiest service, echo, and its decisions",
+            "return document.querySelector('#why-service').value === 'echo' && document.querySelectorAll('#why tbody tr[data-call]').length > 0",
         ),
         (
             "the cache hit ratio",

@@ -173,6 +173,17 @@ impl Browser {
         }
     }
 
+    /// Runs the Chrome DevTools Protocol command `cmd` with `params`
+    /// (chromedriver's `goog/cdp/execute`), e.g. `Network.setBlockedURLs`.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.command(
+            reqwest::Method::POST,
+            "goog/cdp/execute",
+            json!({"cmd": cmd, "params": params}),
+        )
+        .await
+    }
+
     /// A PNG screenshot of the window.
     pub async fn screenshot(&self) -> Vec<u8> {
         let data = self
