@@ -13,6 +13,7 @@ mod call_log;
 mod chaos;
 mod common;
 mod deadlines;
+mod counters;
 mod explain;
 mod fleet;
 mod flood;
