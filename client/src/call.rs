@@ -58,6 +58,11 @@ pub struct CallOptions {
     /// one of `/chat/completions` (the default), `/completions`,
     /// `/embeddings`.
     pub endpoint: Option<String>,
+    /// The caller's W3C trace context, a `traceparent` value
+    /// (`00-<trace id>-<span id>-<flags>`, at most 128 bytes): a gateway
+    /// and agents that trace (`[tracing]`) record the call's spans in that
+    /// trace, under that span (default none).
+    pub traceparent: Option<String>,
 }
 
 impl Default for CallOptions {
@@ -71,6 +76,7 @@ impl Default for CallOptions {
             no_cache: false,
             max_age: None,
             endpoint: None,
+            traceparent: None,
         }
     }
 }
@@ -94,6 +100,7 @@ impl CallOptions {
                 .map(|age| u32::try_from(age.as_secs()).unwrap_or(u32::MAX)),
             endpoint: self.endpoint,
             log: false,
+            traceparent: self.traceparent,
             ..CallHead::new(service, payload_len, 0)
         }
     }
@@ -221,6 +228,13 @@ impl<'a> Call<'a> {
     /// service ([`CallOptions::endpoint`]).
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.options.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Carries the caller's W3C trace context (`traceparent`), so that the
+    /// call's spans join the caller's trace ([`CallOptions::traceparent`]).
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.options.traceparent = Some(traceparent.into());
         self
     }
 

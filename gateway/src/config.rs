@@ -118,6 +118,9 @@ pub struct GatewayConfig {
     /// The Prometheus series of `/metrics`: how long idle ones live (table
     /// `[metrics]`).
     pub metrics: MetricsConfig,
+    /// OpenTelemetry traces of calls over OTLP/HTTP (table `[tracing]`:
+    /// `otlp_endpoint`; default off).
+    pub tracing: otel::TracingConfig,
     /// Model name aliases for the OpenAI routes: `[models] "llama-3-8b" =
     /// "llama"` makes a request for model `llama-3-8b` call service
     /// `llama` (default none: a model names its service).
@@ -198,6 +201,7 @@ impl Default for GatewayConfig {
             nodes: BTreeMap::new(),
             http: HttpConfig::default(),
             metrics: MetricsConfig::default(),
+            tracing: otel::TracingConfig::default(),
             models: BTreeMap::new(),
             tenants: Vec::new(),
             allow_anonymous: false,

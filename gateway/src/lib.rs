@@ -59,6 +59,9 @@ pub enum GatewayError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The OTLP exporter could not start (`[tracing]`).
+    #[error("tracing: {0}")]
+    Tracing(#[from] otel::OtelError),
     /// The job store could not be opened or migrated (`[jobs]`).
     #[error("job store: {0}")]
     Jobs(String),
@@ -82,6 +85,8 @@ pub(crate) struct Shared {
     pub(crate) codec: protocol::Codec,
     pub(crate) agent_token: String,
     pub(crate) admin_token: String,
+    /// Calls' spans (`[tracing]`; makes none when off).
+    pub(crate) tracer: otel::Tracer,
     pub(crate) next_call_id: AtomicU64,
     /// The tenants and their keys (the anonymous tenant when none are
     /// configured).

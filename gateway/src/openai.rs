@@ -18,6 +18,10 @@ pub(crate) struct Request {
     /// Whether the answer streams as server-sent events.
     #[serde(default)]
     pub(crate) stream: Option<bool>,
+    /// A stream's options (`{"include_usage": true}` asks for a usage
+    /// chunk at its end), as sent.
+    #[serde(default)]
+    pub(crate) stream_options: Option<serde_json::Value>,
     /// A chat's messages, in order.
     #[serde(default, deserialize_with = "lenient")]
     messages: Vec<Message>,

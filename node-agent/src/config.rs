@@ -164,6 +164,10 @@ pub struct AgentConfig {
     /// at once.
     #[serde(default = "default_shutdown_grace_s")]
     pub shutdown_grace_s: u32,
+    /// OpenTelemetry traces of the calls this node runs, over OTLP/HTTP
+    /// (table `[tracing]`: `otlp_endpoint`; default off).
+    #[serde(default)]
+    pub tracing: otel::TracingConfig,
 }
 
 fn default_shutdown_grace_s() -> u32 {
@@ -282,6 +286,7 @@ impl AgentConfig {
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             shutdown_grace_s: default_shutdown_grace_s(),
+            tracing: otel::TracingConfig::default(),
             reconnect: ReconnectConfig::default(),
             services,
             slots: Vec::new(),

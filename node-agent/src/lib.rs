@@ -68,4 +68,7 @@ pub enum AgentError {
     /// The services could not be set up.
     #[error("cannot set up services: {0}")]
     Services(ServiceError),
+    /// The OTLP exporter could not start (`[tracing]`).
+    #[error("tracing: {0}")]
+    Tracing(#[from] otel::OtelError),
 }

@@ -81,6 +81,7 @@ pub async fn run(
         dispatcher: Dispatcher {
             services,
             max_payload: config.max_payload_bytes,
+            tracer: otel::Tracer::start(&config.tracing, "switchyard-agent")?,
         },
         slots,
         stats: Arc::new(Mutex::new(stats)),

@@ -13,6 +13,7 @@ fn options_become_the_wire_head_with_the_policy_as_the_last_hint() {
         no_cache: true,
         max_age: Some(Duration::from_millis(2_900)),
         endpoint: Some("/embeddings".into()),
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
     };
     let head = options.into_head("llama", 12);
     assert_eq!(head.service, "llama");
@@ -29,6 +30,10 @@ fn options_become_the_wire_head_with_the_policy_as_the_last_hint() {
     assert_eq!(head.max_age_s, Some(2));
     assert_eq!(head.endpoint.as_deref(), Some("/embeddings"));
     assert_eq!(head.api_key, None);
+    assert_eq!(
+        head.traceparent.as_deref(),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    );
 
     let plain = CallOptions::default().into_head("echo", 0);
     assert!(plain.hints.is_empty());

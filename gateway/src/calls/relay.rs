@@ -34,6 +34,7 @@ pub(super) async fn relay(
     mut answered: Answered,
     caller: &mut impl Caller,
 ) -> Result<(), Failure> {
+    let mut span = call.trace.relay();
     let gone = caller.gone();
     tokio::pin!(gone);
     let copied = async {
@@ -43,6 +44,16 @@ pub(super) async fn relay(
         }
     };
     let copied = tokio::time::timeout_at(call.deadline.into(), copied).await;
+    if span.is_recording() {
+        match &copied {
+            Ok(Ok(())) => {}
+            Ok(Err(Stop::Gone)) => span.fail("the caller left"),
+            Ok(Err(Stop::Node(why))) => span.fail(why.clone()),
+            Ok(Err(Stop::Failed(e))) => span.fail(format!("{}: {}", e.kind, e.message)),
+            Err(_) => span.fail("timeout"),
+        }
+    }
+    span.end();
     match copied {
         Ok(Ok(())) => {
             answered.finish(call, CallEnd::Ok);

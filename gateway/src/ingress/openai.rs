@@ -21,6 +21,7 @@ use protocol::ErrorKind;
 use serde_json::json;
 
 use super::answer::{self, Mode, fail};
+use super::usage;
 use super::headers::{self, BadHeader};
 use crate::Shared;
 
@@ -108,6 +109,21 @@ async fn call(
         Mode::Json
     };
     // The body is parsed once: its prompt's hashes go with the call.
+    // Token accounting: a stream is asked for its usage when the caller did
+    // not ask, and the usage chunk is then taken out of the answer.
+    let mut body = body;
+    let mut strip = false;
+    if streamed
+        && endpoint != "/embeddings"
+        && let Some(asked) = usage::ask_for_usage(&body, request.stream_options.as_ref())
+    {
+        body = asked;
+        strip = true;
+    }
+    let tenant = crate::calls::authenticate(&shared, head.api_key.as_deref())
+        .map(|t| t.name().to_string())
+        .unwrap_or_default();
+    let meter = usage::Meter::new(&service, &tenant, arrived, streamed, strip);
     let prefix = crate::calls::prefix_of(&shared.config.prefix, &head, Some(&request));
     let request = crate::calls::Request {
         head,
@@ -116,7 +132,7 @@ async fn call(
         prefix: Some(prefix),
     };
     match crate::calls::spawn(shared, request) {
-        Ok(frames) => answer::respond(frames, mode).await,
+        Ok(frames) => answer::respond_metered(frames, mode, Some(meter)).await,
         Err(refused) => refused.into_response(),
     }
 }

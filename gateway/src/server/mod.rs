@@ -128,6 +128,7 @@ impl Gateway {
             );
         }
         let codec = protocol::Codec::new(protocol::DEFAULT_MAX_FRAME_LEN);
+        let tracer = otel::Tracer::start(&config.tracing, "switchyard-gateway")?;
         crate::telemetry::install(config.metrics.idle_timeout());
         describe_metrics();
         let admin = if config.admin_enabled {
@@ -175,6 +176,7 @@ impl Gateway {
                 cache,
                 codec,
                 agent_token,
+                tracer,
                 admin_token,
                 next_call_id: AtomicU64::new(1),
                 tenants,
@@ -414,6 +416,7 @@ fn describe_metrics() {
     crate::scheduler::describe_metrics();
     crate::policies::describe_metrics();
     crate::cache::describe_metrics();
+    crate::ingress::describe_metrics();
 }
 
 #[cfg(test)]

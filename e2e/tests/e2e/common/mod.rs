@@ -168,7 +168,19 @@ impl Fleet {
     /// Writes an agent config and starts a real agent process on it, for a
     /// test that kills it or watches it exit (`agent(index)`).
     pub fn spawn_agent_process(&mut self, id: &str, token: &str, services_toml: &str) -> usize {
-        let config = self.agent_config(id, token, "", services_toml);
+        self.spawn_agent_process_with(id, token, "", services_toml)
+    }
+
+    /// As `spawn_agent_process`, with extra top-level keys or tables
+    /// (`top`) in the agent's config.
+    pub fn spawn_agent_process_with(
+        &mut self,
+        id: &str,
+        token: &str,
+        top: &str,
+        services_toml: &str,
+    ) -> usize {
+        let config = self.agent_config(id, token, top, services_toml);
         let log = self.dir.path().join(format!("{id}.log"));
         let child = spawn_program(AGENT_PROGRAM, &config, &log);
         self.agents.push(Agent {
