@@ -11,6 +11,7 @@ mod cache;
 mod cache_aware;
 mod call_log;
 mod chaos;
+mod cli;
 mod common;
 mod deadlines;
 mod counters;
