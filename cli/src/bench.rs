@@ -4,7 +4,7 @@
 //! ```text
 //! switchyard bench echo                                  # closed loop, 16 callers, 10 s
 //! switchyard bench echo --rate 5000 --poisson --json     # open loop, Report as JSON
-//! switchyard bench echo --http http://127.0.0.1:8080/v1/call/echo --http2 --concurrency 64
+//! switchyard bench echo --http http://127.0.0.1:4480/v1/call/echo --http2 --concurrency 64
 //! ```
 
 use std::io::{IsTerminal as _, Write as _};
@@ -59,7 +59,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 30_000)]
     timeout_ms: u64,
     /// Drive this HTTP endpoint instead (POST), e.g. the gateway's ingress
-    /// `http://127.0.0.1:8080/v1/call/echo`; https trusts the system's roots
+    /// `http://127.0.0.1:4480/v1/call/echo`; https trusts the system's roots
     /// and the gateway's CA (--ca, or the default one where it exists).
     #[arg(long)]
     http: Option<String>,

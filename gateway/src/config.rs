@@ -39,7 +39,7 @@ pub struct GatewayConfig {
     /// the first release's format.
     pub max_wire_version: protocol::WireVersion,
     /// Admin HTTP address: `/metrics`, `/api`, the dashboard (default
-    /// `127.0.0.1:9090`; port 0 picks a free one).
+    /// `127.0.0.1:4490`; port 0 picks a free one).
     pub admin_listen: SocketAddr,
     /// Whether the admin HTTP port is served (default true).
     pub admin_enabled: bool,
@@ -172,7 +172,7 @@ impl Default for GatewayConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
             max_wire_version: protocol::WireVersion::LATEST,
-            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 4490)),
             admin_enabled: true,
             data_dir: default_data_dir(),
             tls: TlsConfig::default(),

@@ -18,7 +18,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpTargetConfig {
     /// `http://` or `https://` URL POSTed to, e.g. the gateway's
-    /// `http://127.0.0.1:8080/v1/call/echo`.
+    /// `http://127.0.0.1:4480/v1/call/echo`.
     pub url: String,
     /// The request body, the same each time.
     pub payload: Bytes,

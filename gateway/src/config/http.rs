@@ -17,7 +17,7 @@ const MAX_CORS_ORIGINS: usize = 64;
 pub struct HttpConfig {
     /// Whether the ingress is served (default true).
     pub enabled: bool,
-    /// Listen address (default `127.0.0.1:8080`; port 0 picks a free one).
+    /// Listen address (default `127.0.0.1:4480`; port 0 picks a free one).
     pub listen: SocketAddr,
     /// Serve HTTPS with the gateway's certificate (the QUIC port's; HTTP/2
     /// and HTTP/1.1 by ALPN). Default: on for a non-loopback `listen`, off
@@ -39,7 +39,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 4480)),
             tls: None,
             timeout_ms: 300_000,
             cors_origins: Vec::new(),

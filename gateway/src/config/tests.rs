@@ -7,6 +7,9 @@ fn empty_file_is_the_default() {
     let config = GatewayConfig::from_toml_str("").expect("parse");
     assert_eq!(config, GatewayConfig::default());
     assert_eq!(config.listen.to_string(), "127.0.0.1:4433");
+    // Off the ports of Prometheus (9090) and the common web and model
+    // servers (8000, 8080): the gateway starts beside them.
+    assert_eq!(config.admin_listen.to_string(), "127.0.0.1:4490");
     assert_eq!(config.max_payload_bytes, 16 * 1024 * 1024);
 }
 
@@ -14,7 +17,7 @@ fn empty_file_is_the_default() {
 fn http_ingress_and_model_aliases() {
     let config = GatewayConfig::default();
     assert!(config.http.enabled);
-    assert_eq!(config.http.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.http.listen.to_string(), "127.0.0.1:4480");
     assert!(!config.http.uses_tls(), "plain HTTP on loopback");
     let config = GatewayConfig::from_toml_str(
         r#"
