@@ -1,7 +1,7 @@
 //! The async runtime both programs run on, sized by their configuration.
 
-/// Builds the tokio runtime for `worker_threads`: `None` is tokio's
-/// multi-thread default (one worker per core), `Some(1)` a current-thread
+/// Builds the tokio runtime for `worker_threads`: `None` or `Some(0)` is
+/// tokio's multi-thread default (one worker per core), `Some(1)` a current-thread
 /// runtime (every task on the calling thread: no hand-offs between threads,
 /// the cheapest per call on a small or shared machine), `Some(n)` a
 /// multi-thread runtime of `n` workers. Timers and IO are enabled.
@@ -13,11 +13,11 @@ pub fn build(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::R
         Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n.max(1))
+        Some(n) if n > 1 => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
             .enable_all()
             .build(),
-        None => tokio::runtime::Builder::new_multi_thread()
+        _ => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build(),
     }
@@ -29,7 +29,7 @@ mod tests {
 
     #[test]
     fn each_size_runs_tasks() -> std::io::Result<()> {
-        for size in [None, Some(1), Some(2)] {
+        for size in [None, Some(0), Some(1), Some(2)] {
             let runtime = build(size)?;
             let answer = runtime.block_on(async { tokio::spawn(async { 42 }).await });
             assert_eq!(answer.ok(), Some(42), "{size:?}");
