@@ -66,7 +66,11 @@ fn events(body: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn token_metrics_count_what_the_model_server_reported() {
-    let toy = Toy::start(MODEL, &["--tokens-per-s", "200", "--kv-cache-tokens", "4096"]).await;
+    let toy = Toy::start(
+        MODEL,
+        &["--tokens-per-s", "200", "--kv-cache-tokens", "4096"],
+    )
+    .await;
     let mut fleet = Fleet::start(|config| {
         config.tenants = vec![TenantConfig {
             api_keys: vec![KEY.into()],
@@ -97,7 +101,9 @@ async fn token_metrics_count_what_the_model_server_reported() {
     let answer: serde_json::Value = serde_json::from_str(&body).expect("json");
     let usage = &answer["usage"];
     let prompt = usage["prompt_tokens"].as_f64().expect("prompt tokens");
-    let completion = usage["completion_tokens"].as_f64().expect("completion tokens");
+    let completion = usage["completion_tokens"]
+        .as_f64()
+        .expect("completion tokens");
     let cached = usage["prompt_tokens_details"]["cached_tokens"]
         .as_f64()
         .unwrap_or(0.0);
@@ -114,7 +120,9 @@ async fn token_metrics_count_what_the_model_server_reported() {
     assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
     let streamed = events(&body);
     assert!(
-        streamed.iter().all(|e| e.get("usage").is_none_or(|u| u.is_null())),
+        streamed
+            .iter()
+            .all(|e| e.get("usage").is_none_or(|u| u.is_null())),
         "no usage chunk for a caller that did not ask: {body}"
     );
     let said: Vec<&str> = streamed

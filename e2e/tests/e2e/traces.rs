@@ -85,7 +85,10 @@ async fn receiver() -> (String, Spans) {
                     }
                 }
                 // An empty ExportTraceServiceResponse.
-                ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
             }
         }),
     );
