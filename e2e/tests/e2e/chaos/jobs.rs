@@ -1,6 +1,7 @@
 //! Jobs survive faults: kill -9 the gateway with 200 jobs
-//! acknowledged and start it again on the same data directory; SIGSTOP
-//! the agent running a job until its lease runs out.
+//! acknowledged, or under running jobs with default options, and start it
+//! again on the same data directory; SIGSTOP the agent running a job until
+//! its lease runs out.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -118,7 +119,10 @@ async fn kill_9_the_gateway(db: Db, name: &str) {
             match (was_running, idempotent) {
                 (true, true) => {
                     assert_eq!(job["state"], "succeeded", "{job}");
-                    assert!(job["attempt"].as_u64().unwrap() >= 2, "{job}");
+                    assert_eq!(
+                        job["attempt"], 1,
+                        "the lost gateway spent no attempt: {job}"
+                    );
                     rerun += 1;
                 }
                 (true, false) => {
@@ -133,6 +137,85 @@ async fn kill_9_the_gateway(db: Db, name: &str) {
             }
         }
         eprintln!("{name}: {rerun} ran again, {failed} failed with the reason");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_job_with_default_options_outlives_a_kill_9_of_its_gateway() {
+    kill_9_under_a_running_job(Db::sqlite(), "jobs-redeliver").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_job_outlives_a_kill_9_of_its_gateway_on_postgres() {
+    kill_9_under_a_running_job(Db::postgres(), "jobs-redeliver-postgres").await;
+}
+
+/// Two jobs with default options (`max_attempts` 1) running when the
+/// gateway is killed: the idempotent one runs again as attempt 1 of 1 and
+/// succeeds; the other fails, saying why.
+async fn kill_9_under_a_running_job(db: Db, name: &str) {
+    scenario(name, Duration::from_secs(90), async {
+        let dir = tempfile::tempdir().unwrap();
+        let url = db
+            .url
+            .as_ref()
+            .map(|u| format!("database_url = {u:?}\n"))
+            .unwrap_or_default();
+        let tables = format!("[jobs]\n{url}");
+        let mut gw = GatewayProcess::start(dir.path(), "gw", &tables, None).await;
+        let slots = shell(2);
+        let agent = agent_process(dir.path(), "node-1", gw.addr, &gw.ca, 200, &slots);
+        let client = gw.client(1).await;
+        gw.wait_nodes(&client, 1).await;
+        let jobs = Jobs::new(format!("http://{}", gw.http), None);
+        let mut ids = Vec::new();
+        for idempotent in [true, false] {
+            let job = jobs
+                .submit(json!({
+                    "service": "sh", "payload": "echo start; sleep 2; echo done",
+                    "idempotent": idempotent,
+                }))
+                .await;
+            assert_eq!(job["max_attempts"], 1, "the default: {job}");
+            ids.push(job["id"].as_str().unwrap().to_owned());
+        }
+        for id in &ids {
+            wait_log(&jobs, id, "stdout: start").await;
+        }
+        gw.process.kill();
+        drop(agent);
+        drop(client);
+
+        let gw = GatewayProcess::start(dir.path(), "gw", &tables, None).await;
+        let _agent = agent_process(dir.path(), "node-2", gw.addr, &gw.ca, 200, &slots);
+        let jobs = Jobs::new(format!("http://{}", gw.http), None);
+        let ended = ["succeeded", "failed", "timed_out", "cancelled"];
+        let again = jobs
+            .wait_state(&ids[0], &ended, Duration::from_secs(40))
+            .await;
+        assert_eq!(again["state"], "succeeded", "{again}");
+        assert_eq!(again["attempt"], 1, "no attempt spent: {again}");
+        assert_eq!(again["node"], "node-2", "{again}");
+        assert_eq!(jobs.result(&ids[0]).await.1, "start\ndone\n");
+        let notes: Vec<&str> = again["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["note"].as_str())
+            .collect();
+        assert!(
+            notes.contains(&"gateway restarted: waiting again, attempt 1 of 1 not spent"),
+            "{notes:?}"
+        );
+        let lost = jobs
+            .wait_state(&ids[1], &ended, Duration::from_secs(20))
+            .await;
+        assert_eq!(lost["state"], "failed", "{lost}");
+        assert_eq!(
+            lost["error"], "gateway restarted while it ran (not idempotent: not run again)",
+            "{lost}"
+        );
     })
     .await;
 }
