@@ -136,6 +136,10 @@ async fn the_cli_prints_readable_output() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(shown.contains("attempt:   2 (max 1, restarted)"), "{shown}");
+    assert!(
+        shown.contains("attempt 2, restarted past max_attempts 1"),
+        "{shown}"
+    );
     let list = stdout(&cli(&fleet, &["job", "list"]).await);
     assert!(list.contains(" 2+ ") && !list.contains("2/1"), "{list}");
     stdout(&cli(&fleet, &["job", "cancel", &id]).await);

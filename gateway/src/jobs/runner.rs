@@ -140,7 +140,7 @@ impl Jobs {
         change.node = Some(None);
         change.error = Some(None);
         change.clear_result = true;
-        change.note = Some(format!("attempt {attempt} of {}", view.max_attempts));
+        change.note = Some(attempt_note(attempt, view.max_attempts));
         match self.store.change(&change).await {
             Ok(applied) => applied,
             Err(error) => {
@@ -403,9 +403,30 @@ fn node_alive(shared: &crate::Shared, node: &str, lease: Duration) -> bool {
         .is_some_and(|view| u128::from(view.last_stats_ms) <= lease.as_millis())
 }
 
+/// The history note of an attempt's start: `attempt 2 of 3`; past
+/// `max_attempts` (after a restart) `attempt 4, restarted past
+/// max_attempts 3` rather than `attempt 4 of 3`.
+fn attempt_note(attempt: u32, max_attempts: u32) -> String {
+    if attempt <= max_attempts {
+        format!("attempt {attempt} of {max_attempts}")
+    } else {
+        format!("attempt {attempt}, restarted past max_attempts {max_attempts}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_attempt_past_max_attempts_is_noted_as_a_restart() {
+        assert_eq!(attempt_note(1, 3), "attempt 1 of 3");
+        assert_eq!(attempt_note(3, 3), "attempt 3 of 3");
+        assert_eq!(
+            attempt_note(2, 1),
+            "attempt 2, restarted past max_attempts 1"
+        );
+    }
 
     #[test]
     fn output_becomes_lines_per_stream_and_stays_bounded() {
