@@ -110,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
             .kill_on_drop(true)
             .spawn()
             .context("starting node-agent")?;
-        println!("== started agent {node} (pid {:?})", child.id());
+        println!("== started agent {node} (pid {})", child.id().unwrap_or(0));
         procs.0.push((node.into(), child));
     }
 
