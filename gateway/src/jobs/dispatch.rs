@@ -14,6 +14,13 @@ use super::{Inner, JobError, Jobs, now_ms};
 use crate::Shared;
 use crate::telemetry::labels;
 
+/// Most times an idempotent job goes back to waiting because its gateway
+/// was lost; the next loss fails it (a job that keeps bringing its gateway
+/// down is not run forever).
+pub(crate) const MAX_REDELIVERIES: usize = 3;
+/// What the note of such a return to waiting holds.
+const REDELIVERED: &str = "waiting again, attempt";
+
 /// How often the dispatcher looks again without being woken (slots freed
 /// by calls that are not jobs), ms.
 const PUMP_MS: u64 = 250;
@@ -97,9 +104,22 @@ impl Jobs {
                     } else {
                         "lease of its gateway expired"
                     };
-                    if view.idempotent {
+                    let lost_before = if view.idempotent {
+                        self.redeliveries(&view.id).await
+                    } else {
+                        0
+                    };
+                    if view.idempotent && lost_before < MAX_REDELIVERIES {
                         if self.redeliver(view, why).await {
                             requeued += 1;
+                        }
+                    } else if view.idempotent {
+                        let why = format!(
+                            "{why} while it ran, its gateway lost {} times: not run again",
+                            lost_before + 1
+                        );
+                        if self.fail(&job, &why).await {
+                            failed += 1;
                         }
                     } else if self
                         .fail(
@@ -118,6 +138,19 @@ impl Jobs {
         Ok((requeued, failed))
     }
 
+    /// How many times job `id` went back to waiting because its gateway
+    /// was lost (0 when its history cannot be read).
+    async fn redeliveries(&self, id: &str) -> usize {
+        match self.store.get(id).await {
+            Ok(Some(job)) => redeliveries(&job.view.history),
+            Ok(None) => 0,
+            Err(error) => {
+                tracing::warn!(job = %id, %error, "cannot read a job's history");
+                0
+            }
+        }
+    }
+
     /// Puts a running idempotent job whose gateway was lost back to
     /// waiting, its attempt not spent (the next one has the same number),
     /// fenced on its attempt. False when the store refused the change (the
@@ -129,10 +162,7 @@ impl Jobs {
         change.owner = Some(None);
         change.lease_until_ms = Some(None);
         change.node = Some(None);
-        change.note = Some(format!(
-            "{why}: waiting again, attempt {} of {} not spent",
-            view.attempt, view.max_attempts
-        ));
+        change.note = Some(redelivered_note(why, view.attempt, view.max_attempts));
         match self.store.change(&change).await {
             Ok(true) => {
                 metrics::counter!("jobs_redelivered_total", "service" => crate::telemetry::labels::service(&view.service))
@@ -380,4 +410,66 @@ fn gateway_id(data_dir: &std::path::Path) -> String {
         tracing::warn!(path = %path.display(), %error, "cannot keep the gateway id; leases use a new one each start");
     }
     id
+}
+
+/// How many times a job went back to waiting because its gateway was lost,
+/// from its history.
+fn redeliveries(history: &[protocol::Transition]) -> usize {
+    history
+        .iter()
+        .filter(|t| {
+            t.state == JobState::Waiting
+                && t.note.as_deref().is_some_and(|n| n.contains(REDELIVERED))
+        })
+        .count()
+}
+
+/// The note of a return to waiting after a lost gateway: "gateway
+/// restarted: waiting again, attempt 1 of 1 not spent".
+fn redelivered_note(why: &str, attempt: u32, max_attempts: u32) -> String {
+    format!("{why}: {REDELIVERED} {attempt} of {max_attempts} not spent")
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::Transition;
+
+    use super::*;
+
+    fn transition(state: JobState, note: Option<String>) -> Transition {
+        Transition {
+            state,
+            at_ms: 1,
+            attempt: 1,
+            node: None,
+            note,
+        }
+    }
+
+    #[test]
+    fn only_returns_after_a_lost_gateway_count_as_redeliveries() {
+        let mut history = vec![
+            transition(JobState::Waiting, None),
+            transition(JobState::Running, Some("attempt 1 of 1".into())),
+            transition(
+                JobState::Waiting,
+                Some(redelivered_note("gateway restarted", 1, 1)),
+            ),
+            transition(JobState::Running, Some("attempt 1 of 1".into())),
+            transition(
+                JobState::Waiting,
+                Some("lost its node; attempt 2 of 3 next".into()),
+            ),
+        ];
+        assert_eq!(redeliveries(&history), 1);
+        history.push(transition(
+            JobState::Waiting,
+            Some(redelivered_note("lease of its gateway expired", 1, 1)),
+        ));
+        assert_eq!(redeliveries(&history), 2);
+        assert_eq!(
+            redelivered_note("gateway restarted", 1, 1),
+            "gateway restarted: waiting again, attempt 1 of 1 not spent"
+        );
+    }
 }
