@@ -140,3 +140,22 @@ fn unknown_keys_and_bad_values_are_refused() {
         Err(ConfigError::Invalid(_))
     ));
 }
+
+#[test]
+fn tracing_is_off_by_default_and_takes_an_otlp_endpoint() {
+    assert_eq!(GatewayConfig::default().tracing.otlp_endpoint, None);
+    let config =
+        GatewayConfig::from_toml_str("[tracing]\notlp_endpoint = \"http://127.0.0.1:4318\"\n")
+            .expect("parse");
+    assert_eq!(
+        config.tracing.otlp_endpoint.as_deref(),
+        Some("http://127.0.0.1:4318")
+    );
+    assert!(GatewayConfig::from_toml_str("[tracing]\nendpoint = \"x\"\n").is_err());
+    // The example's commented section, uncommented, parses.
+    let example = crate::cli::EXAMPLE_CONFIG
+        .replace("# [tracing]", "[tracing]")
+        .replace("# otlp_endpoint", "otlp_endpoint");
+    let config = GatewayConfig::from_toml_str(&example).expect("example parses");
+    assert!(config.tracing.otlp_endpoint.is_some());
+}

@@ -433,3 +433,17 @@ fn the_example_points_at_the_gateways_files() {
     );
     assert!(config.token.is_empty());
 }
+
+#[test]
+fn tracing_is_off_by_default_and_the_example_section_parses() {
+    let config = AgentConfig::from_toml_str(EXAMPLE_CONFIG).expect("example parses");
+    assert_eq!(config.tracing.otlp_endpoint, None);
+    let example = EXAMPLE_CONFIG
+        .replace("# [tracing]", "[tracing]")
+        .replace("# otlp_endpoint", "otlp_endpoint");
+    let config = AgentConfig::from_toml_str(&example).expect("uncommented example parses");
+    assert_eq!(
+        config.tracing.otlp_endpoint.as_deref(),
+        Some("http://127.0.0.1:4318")
+    );
+}
