@@ -100,6 +100,18 @@ pub enum Event {
         /// A random number in `0.0..1.0` (the backoff's jitter).
         jitter: f32,
     },
+    /// A dispatched call's node reports that the call never ran (its model
+    /// server refused the connection, nothing of the request was written):
+    /// as [`Event::RetryAsked`] (the failure counts against the node), but
+    /// only the attempts cap may refuse the retry, not the retry budget nor
+    /// the retries breaker (it costs the servers nothing), whether the call
+    /// is idempotent or not.
+    NotRun {
+        /// The call.
+        call: CallId,
+        /// A random number in `0.0..1.0` (the backoff's jitter).
+        jitter: f32,
+    },
     /// A call's backoff ([`Action::RetryAfter`]) is over: it is admitted
     /// again, to a node it has not tried while one hosts its service.
     RetryDue {

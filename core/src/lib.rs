@@ -196,7 +196,8 @@ impl Core {
             Event::DispatchFailed { call } => self.dispatch_failed(call, now),
             Event::CallFinished { call, node_ms, end } => self.finished(call, node_ms, end, now),
             Event::CallLeft { call } => self.left(call),
-            Event::RetryAsked { call, jitter } => self.retry_asked(call, jitter, now),
+            Event::RetryAsked { call, jitter } => self.retry_asked(call, jitter, false, now),
+            Event::NotRun { call, jitter } => self.retry_asked(call, jitter, true, now),
             Event::RetryDue { call } => self.retry_due(call, now),
             Event::SwapReported { node, report } => self.on_report(node, report, now),
             Event::JobLimit { max_per_node } => {

@@ -158,15 +158,16 @@ pub struct RetryCounters {
 impl Core {
     /// A dispatched call failed on its node and the shell would run it
     /// again: frees the slot, counts the failure, then grants a retry
-    /// after a backoff (`jitter` in `0.0..1.0`) or refuses it.
-    pub(crate) fn retry_asked(&mut self, call: CallId, jitter: f32, now: Instant) {
+    /// after a backoff (`jitter` in `0.0..1.0`) or refuses it. A call that
+    /// never ran (`not_run`) is refused only past its attempts.
+    pub(crate) fn retry_asked(&mut self, call: CallId, jitter: f32, not_run: bool, now: Instant) {
         let Some((service, node, same)) = self.release(call) else {
             return;
         };
         if same {
             self.count_outcome(node, &service, CallEnd::Failed, now);
         }
-        match self.may_retry(call, &service, now) {
+        match self.may_retry(call, &service, not_run, now) {
             Err(why) => {
                 self.calls.remove(&call);
                 let counters = self.retry_counters.entry(service.clone()).or_default();
@@ -199,14 +200,24 @@ impl Core {
         self.kick(&service, now);
     }
 
-    /// Whether `call` of `service` may run once more: attempts left, under
-    /// the retries breaker, and within the retry budget.
-    fn may_retry(&mut self, call: CallId, service: &str, now: Instant) -> Result<(), RetryRefusal> {
+    /// Whether `call` of `service` may run once more: attempts left, and
+    /// unless it never ran (`not_run`), under the retries breaker and
+    /// within the retry budget.
+    fn may_retry(
+        &mut self,
+        call: CallId,
+        service: &str,
+        not_run: bool,
+        now: Instant,
+    ) -> Result<(), RetryRefusal> {
         let Some(c) = self.calls.get(&call) else {
             return Err(RetryRefusal::Attempts);
         };
         if c.attempt >= self.config.retry.max_attempts {
             return Err(RetryRefusal::Attempts);
+        }
+        if not_run {
+            return Ok(());
         }
         let (mut active, mut retrying) = (0u64, 0u64);
         for (id, c) in &self.calls {

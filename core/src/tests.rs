@@ -47,6 +47,7 @@ pub(crate) fn spec(
                 name: (*name).into(),
                 max_concurrent: *max,
                 load_ms: *load_ms,
+                model: false,
             })
             .collect(),
         slots: slots

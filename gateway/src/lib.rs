@@ -82,11 +82,13 @@ pub(crate) struct Shared {
     pub(crate) cache: Arc<cache::ResultCache>,
     /// The policies' recent decisions per service ("why this node").
     pub(crate) decisions: policies::Decisions,
+    /// When each model was first seen served (`GET /v1/models`).
+    pub(crate) first_seen: ingress::models::FirstSeen,
     pub(crate) codec: protocol::Codec,
-    pub(crate) agent_token: String,
-    pub(crate) admin_token: String,
     /// Calls' spans (`[tracing]`; makes none when off).
     pub(crate) tracer: otel::Tracer,
+    pub(crate) agent_token: String,
+    pub(crate) admin_token: String,
     pub(crate) next_call_id: AtomicU64,
     /// The tenants and their keys (the anonymous tenant when none are
     /// configured).

@@ -461,6 +461,7 @@ mod tests {
                 name: "echo".into(),
                 max_concurrent: 0,
                 load_ms: 0,
+                model: false,
             }],
             slots: vec![],
             stats_interval_ms: 1000,

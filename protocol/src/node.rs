@@ -65,6 +65,11 @@ pub struct ServiceSpec {
     /// service in no slot). The gateway weighs it against the queue's wait.
     #[n(2)]
     pub load_ms: u32,
+    /// An OpenAI-compatible model service (agent kind `openai`): the
+    /// gateway lists it in `GET /v1/models` (default false). Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(3), default, skip_if = "crate::call::is_false")]
+    pub model: bool,
 }
 
 /// A swappable slot of a node, e.g. one GPU: which services it can host and

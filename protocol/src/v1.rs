@@ -85,9 +85,17 @@ impl Message {
                 stats.unhealthy.clear();
                 stats.model_load.clear();
             }
+            Message::Register(register) => {
+                for service in &mut register.node.services {
+                    service.model = false;
+                }
+            }
             Message::Nodes(nodes) => {
                 for node in nodes.iter_mut() {
                     node.jobs_in_flight = 0;
+                    for service in &mut node.spec.services {
+                        service.model = false;
+                    }
                     if let Some(stats) = &mut node.stats {
                         stats.unhealthy.clear();
                         stats.model_load.clear();

@@ -155,6 +155,39 @@ fn the_budget_allows_its_percentage_then_its_tokens_per_second() {
 }
 
 #[test]
+fn a_call_that_never_ran_is_retried_past_the_budget_but_not_its_attempts() {
+    let mut h = fleet(2, 10, CoreConfig::default());
+    let calls: Vec<CallId> = (0..10)
+        .map(|_| {
+            let (c, a) = h.call("svc");
+            assert!(dispatched(&a, c).is_some());
+            c
+        })
+        .collect();
+    for &c in &calls {
+        let a = h.send(Event::NotRun {
+            call: c,
+            jitter: 1.0,
+        });
+        assert!(retry_after(&a, c).is_some(), "granted: {a:?}");
+    }
+    assert_eq!(h.core.retry_counters("svc").refused_total, 0);
+    let c = calls[0];
+    for attempt in 2..=3 {
+        assert!(dispatched(&h.send(Event::RetryDue { call: c }), c).is_some());
+        let a = h.send(Event::NotRun {
+            call: c,
+            jitter: 1.0,
+        });
+        if attempt < 3 {
+            assert!(retry_after(&a, c).is_some(), "attempt {attempt}");
+        } else {
+            assert_eq!(refused(&a, c), Some(RetryRefusal::Attempts));
+        }
+    }
+}
+
+#[test]
 fn the_retries_breaker_refuses_a_retry_past_its_limit() {
     let mut config = CoreConfig::default();
     config.service_breakers.insert(

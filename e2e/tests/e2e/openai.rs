@@ -113,6 +113,7 @@ async fn the_openai_python_client_works_through_the_gateway() {
         "stream",
         "embeddings",
         "models",
+        "upstream_error",
         "wrong_key",
         "rate_limited",
         "cancel",

@@ -54,7 +54,12 @@ pub(super) async fn again(
         ticket,
         attempt,
         backoff,
-    } = match guard.retry(&call.head, &call.admitted.tenant, rand::random::<f32>()) {
+    } = match guard.retry(
+        &call.head,
+        &call.admitted.tenant,
+        rand::random::<f32>(),
+        e.not_run,
+    ) {
         Ok(retry) => retry,
         Err(why) => {
             tracing::debug!(call_id = call.call_id, %service, why = why.as_str(), "retry refused");

@@ -30,6 +30,7 @@
 mod answer;
 mod cors;
 mod headers;
+pub(crate) mod models;
 mod openai;
 mod raw;
 mod usage;
@@ -138,7 +139,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
-        .route("/v1/models", get(openai::models))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{id}", get(models::one))
         .route("/v1/call/{service}", post(raw::call))
         .merge(crate::jobs::http::routes("/v1"))
         .route("/health", get(crate::health::health))

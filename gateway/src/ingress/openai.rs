@@ -1,5 +1,6 @@
 //! The OpenAI-compatible routes: `POST /v1/chat/completions`,
-//! `/v1/completions`, `/v1/embeddings` and `GET /v1/models`.
+//! `/v1/completions` and `/v1/embeddings` (`GET /v1/models` is
+//! [`super::models`]).
 //!
 //! The JSON body (read once, as [`crate::openai::Request`]) names the
 //! service in its `model` (or a `[models]` alias of it); its prompt's
@@ -8,7 +9,6 @@
 //! `"stream": true` the answer is `text/event-stream`, relayed event by
 //! event as the model server writes it.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,13 +16,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Json, Response};
+use axum::response::{IntoResponse, Response};
 use protocol::ErrorKind;
-use serde_json::json;
 
 use super::answer::{self, Mode, fail};
-use super::usage;
 use super::headers::{self, BadHeader};
+use super::usage;
 use crate::Shared;
 
 /// `POST /v1/chat/completions`.
@@ -109,6 +108,7 @@ async fn call(
         Mode::Json
     };
     // The body is parsed once: its prompt's hashes go with the call.
+    let prefix = crate::calls::prefix_of(&shared.config.prefix, &head, Some(&request));
     // Token accounting: a stream is asked for its usage when the caller did
     // not ask, and the usage chunk is then taken out of the answer.
     let mut body = body;
@@ -124,7 +124,6 @@ async fn call(
         .map(|t| t.name().to_string())
         .unwrap_or_default();
     let meter = usage::Meter::new(&service, &tenant, arrived, streamed, strip);
-    let prefix = crate::calls::prefix_of(&shared.config.prefix, &head, Some(&request));
     let request = crate::calls::Request {
         head,
         payload: body,
@@ -135,27 +134,4 @@ async fn call(
         Ok(frames) => answer::respond_metered(frames, mode, Some(meter)).await,
         Err(refused) => refused.into_response(),
     }
-}
-
-/// `GET /v1/models`: the services nodes host now and the `[models]`
-/// aliases, in OpenAI's list shape.
-pub(super) async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let tenant =
-        match crate::calls::authenticate(&shared, crate::tenants::api_key(&headers).as_deref()) {
-            Ok(tenant) => tenant,
-            Err(refused) => return refused.into_response(),
-        };
-    let mut names: BTreeSet<String> = shared
-        .registry
-        .views(Instant::now())
-        .into_iter()
-        .flat_map(|node| node.services.into_iter().map(|s| s.name))
-        .collect();
-    names.extend(shared.config.models.keys().cloned());
-    let data: Vec<_> = names
-        .into_iter()
-        .filter(|name| tenant.allows(shared.config.service_for_model(name)))
-        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "switchyard"}))
-        .collect();
-    Json(json!({"object": "list", "data": data})).into_response()
 }

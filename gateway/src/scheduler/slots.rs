@@ -145,10 +145,11 @@ impl SlotGuard {
     }
 
     /// The call failed on the node and may run again elsewhere (the caller
-    /// checked that it is idempotent, its error retryable and its deadline
-    /// not passed): frees the slot, counting the failure against the node,
-    /// and asks the core for a retry (`jitter` in `0.0..1.0` draws the
-    /// backoff).
+    /// checked that it is idempotent and its error retryable, or that the
+    /// call never ran (`not_run`), and that its deadline is not passed):
+    /// frees the slot, counting the failure against the node, and asks the
+    /// core for a retry (`jitter` in `0.0..1.0` draws the backoff; a call
+    /// that never ran is refused only past its attempts).
     ///
     /// # Errors
     /// Why the core refused the retry (attempts, budget, breaker); the core
@@ -158,14 +159,17 @@ impl SlotGuard {
         head: &CallHead,
         tenant: &Arc<str>,
         jitter: f32,
+        not_run: bool,
     ) -> Result<Retry, RetryRefusal> {
         self.ended = true;
         let mut ticket = self
             .scheduler
             .register(self.call, &head.service, tenant.clone());
-        self.scheduler.handle(Event::RetryAsked {
-            call: self.call,
-            jitter,
+        let call = self.call;
+        self.scheduler.handle(if not_run {
+            Event::NotRun { call, jitter }
+        } else {
+            Event::RetryAsked { call, jitter }
         });
         let verdict = self
             .scheduler

@@ -166,6 +166,7 @@ impl Gateway {
             endpoint,
             shared: Arc::new(Shared {
                 decisions: crate::policies::Decisions::new(config.decisions),
+                first_seen: crate::ingress::models::FirstSeen::default(),
                 config,
                 registry,
                 policies,

@@ -86,6 +86,11 @@ impl HttpService {
         })
     }
 
+    /// Whether this is an `openai` service (a model server's base URL).
+    pub(crate) fn is_openai(&self) -> bool {
+        self.openai
+    }
+
     /// Where a call goes: the service's URL, or for an `openai` service its
     /// base URL followed by the call's `endpoint` (`/chat/completions` when
     /// none).

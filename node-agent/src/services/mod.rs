@@ -240,6 +240,7 @@ impl Services {
                 name: e.name.clone(),
                 max_concurrent: e.max_concurrent,
                 load_ms: e.load_ms,
+                model: matches!(&e.runner, Runner::Http(http) if http.is_openai()),
             })
             .collect()
     }

@@ -507,6 +507,7 @@ async fn unknown_service_and_slot_limits() {
             name: "sleep".into(),
             max_concurrent: 2,
             load_ms: 0,
+            model: false,
         }]
     );
 }

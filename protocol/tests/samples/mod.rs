@@ -14,6 +14,7 @@ fn node_spec() -> NodeSpec {
             name: "llm".into(),
             max_concurrent: 4,
             load_ms: 2500,
+            model: true,
         }],
         slots: vec![SlotSpec {
             name: "gpu0".into(),

@@ -84,6 +84,7 @@ impl Sim {
                             } else {
                                 index(name).map_or(0, |i| services[i].load_ms)
                             },
+                            model: false,
                         })
                         .collect(),
                     slots: g

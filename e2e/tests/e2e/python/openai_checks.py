@@ -73,9 +73,35 @@ def embeddings(args):
 
 
 def models(args):
-    ids = [m.id for m in client(args).models.list()]
-    assert args.model in ids and args.alias in ids, ids
-    print("ok models", ",".join(ids))
+    listed = {m.id: m for m in client(args).models.list()}
+    assert args.model in listed and args.alias in listed, listed
+    assert listed[args.model].created > 1_600_000_000, listed[args.model]
+    assert listed[args.alias].created == listed[args.model].created, listed
+    one = client(args).models.retrieve(args.alias)
+    assert one.id == args.alias and one.owned_by, one
+    try:
+        client(args).models.retrieve("no-such-model")
+    except openai.NotFoundError as e:
+        assert e.status_code == 404 and e.code == "model_not_found", e.body
+    else:
+        raise AssertionError("an unknown model was found")
+    print("ok models", ",".join(listed))
+
+
+def upstream_error(args):
+    # The model server refuses an empty `messages`: its own error, status
+    # and body, reaches the client unchanged, naming the node.
+    try:
+        client(args).chat.completions.create(model=args.model, messages=[])
+    except openai.BadRequestError as e:
+        assert e.status_code == 400, e
+        assert e.body["message"] == "`messages` must not be empty", e.body
+        assert e.body["type"] == "invalid_request_error", e.body
+        assert e.response.headers.get("x-switchyard-node"), e.response.headers
+        assert e.response.headers.get("x-request-id"), e.response.headers
+        print("ok upstream_error", json.dumps(e.body))
+        return
+    raise AssertionError("an empty messages list was accepted")
 
 
 def wrong_key(args):
@@ -131,7 +157,16 @@ def cancel(args):
     print("ok cancel after", seen, "chunks")
 
 
-CHECKS = [chat, stream, embeddings, models, wrong_key, rate_limited, cancel]
+CHECKS = [
+    chat,
+    stream,
+    embeddings,
+    models,
+    upstream_error,
+    wrong_key,
+    rate_limited,
+    cancel,
+]
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
