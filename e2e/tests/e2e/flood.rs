@@ -37,7 +37,7 @@ async fn metrics(client: &reqwest::Client, gateway: &GatewayProcess) -> String {
 /// Sends request `i` of the flood: a raw call to `flood-{i}` or a chat
 /// completion for model `gpt-4o-{i}`, every other one with a key.
 async fn hostile(client: &reqwest::Client, base: &str, i: usize) -> u16 {
-    let request = if i % 2 == 0 {
+    let request = if i.is_multiple_of(2) {
         client.post(format!("{base}/v1/call/flood-{i}")).body("x")
     } else {
         let body =
@@ -47,7 +47,7 @@ async fn hostile(client: &reqwest::Client, base: &str, i: usize) -> u16 {
             .header("content-type", "application/json")
             .body(body)
     };
-    let request = if (i / 2) % 2 == 0 {
+    let request = if (i / 2).is_multiple_of(2) {
         request.header("authorization", "Bearer sk-team")
     } else {
         request
