@@ -7,6 +7,8 @@
 //! agent's `service call` under the gateway's `dispatch`, and the model
 //! server handed the agent's span as its `traceparent`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
