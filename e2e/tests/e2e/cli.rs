@@ -276,3 +276,91 @@ async fn the_gateways_printed_example_config_is_valid() {
         "{agent}"
     );
 }
+
+/// The gateway program at `program`, run in `cwd` on a loopback config
+/// with its data in `cwd/data`, until its banner's `policies:` line: the
+/// banner's lines and what it logged meanwhile.
+async fn banner(program: &std::path::Path, cwd: &std::path::Path) -> (Vec<String>, String) {
+    use tokio::io::AsyncBufReadExt as _;
+    std::fs::write(
+        cwd.join("gateway.toml"),
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .expect("write");
+    let mut child = Command::new(program)
+        .args(["--config", "gateway.toml"])
+        .current_dir(cwd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the gateway starts");
+    let mut out = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut lines = Vec::new();
+    let read = async {
+        while let Some(line) = out.next_line().await.expect("read") {
+            let last = line.starts_with("policies:");
+            lines.push(line);
+            if last {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("the banner within 60 s");
+    child.start_kill().expect("kill");
+    let output = child.wait_with_output().await.expect("wait");
+    (lines, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_outside_the_repository_finds_policies_beside_its_program() {
+    // An installed layout: bin/gateway and bin/plugins/, run elsewhere.
+    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let bin = root.path().join("bin");
+    let work = root.path().join("work");
+    std::fs::create_dir_all(bin.join("plugins")).expect("mkdir");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let program = bin.join("gateway");
+    if std::fs::hard_link(GATEWAY, &program).is_err() {
+        std::fs::copy(GATEWAY, &program).expect("copy the gateway");
+    }
+    std::fs::copy(
+        crate::common::built_plugin("round-robin"),
+        bin.join("plugins/round-robin.wasm"),
+    )
+    .expect("copy a plugin");
+
+    let (lines, _) = banner(&program, &work).await;
+    assert!(
+        lines.contains(&"agent token file (agents' token_file): data/agent-token".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("admin token file (") && l.ends_with("): data/admin-token")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("policies: round-robin")
+    );
+
+    // None anywhere: the banner and the log say where it looked.
+    std::fs::remove_dir_all(bin.join("plugins")).expect("rm");
+    let (lines, log) = banner(&program, &work).await;
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some(
+            "policies: none in plugins/dist (picks use the built-in round-robin; set plugins_dir)"
+        )
+    );
+    let looked = format!(
+        "no policy plugin (*.wasm) in plugins/dist, {}, ",
+        bin.join("plugins").display()
+    );
+    assert!(log.contains(&looked), "{log}");
+}
