@@ -86,7 +86,11 @@ fn is_date_time(date: &str, time: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_prints_readable_output() {
-    let mut fleet = Fleet::start(|_| {}).await;
+    // The real policies, and a text file named like one.
+    let plugins = tempfile::tempdir().expect("tempdir");
+    let dir = crate::common::plugin_copies(plugins.path(), &["round-robin"]);
+    std::fs::write(dir.join("notes.wasm"), "use least-request for llama\n").expect("write");
+    let mut fleet = Fleet::start(|c| c.plugins_dir = dir).await;
     fleet.spawn_agent_with(
         "node-a",
         TOKEN,
@@ -113,6 +117,16 @@ async fn the_cli_prints_readable_output() {
         .split_whitespace()
         .collect();
     assert!(is_date_time(row[4], row[5]), "{policies}");
+    let rejected = policies
+        .lines()
+        .find(|l| l.starts_with("rejected "))
+        .unwrap_or_else(|| panic!("no rejected file: {policies}"));
+    assert!(
+        rejected.contains("notes.wasm at ")
+            && rejected.contains("(UTC): failed to compile policy ")
+            && rejected.ends_with("notes.wasm: not a WebAssembly component: the file starts with neither the WebAssembly header (\\0asm) nor WAT text"),
+        "{rejected}"
+    );
 
     // A cancelled job has no result, and says so once.
     let id = stdout(&cli(&fleet, &["job", "submit", "sleep", "--payload", "60000"]).await)
