@@ -237,3 +237,30 @@ async fn cors_is_off_by_default_and_star_allows_any_origin() {
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "access-control-allow-origin"), Some("*"));
 }
+
+#[tokio::test]
+async fn a_job_store_that_does_not_answer_is_not_ready() {
+    let Some(postgres) = switchyard_testkit::Postgres::start().unwrap_or_else(|e| panic!("{e}"))
+    else {
+        return; // skipped: no PostgreSQL server on this machine
+    };
+    let url = postgres.url();
+    let fleet = Fleet::start(|config| config.jobs.database_url = Some(url)).await;
+    for base in ports(&fleet) {
+        assert_eq!(
+            until(&format!("{base}/ready"), 200).await,
+            json!({"status": "ready"})
+        );
+    }
+    // The database goes away (`pg_ctl stop -m immediate`).
+    drop(postgres);
+    for base in ports(&fleet) {
+        let body = until(&format!("{base}/ready"), 503).await;
+        let reasons = body["reasons"].to_string();
+        assert!(
+            reasons.contains("the job store is unreachable"),
+            "{reasons}"
+        );
+        assert_eq!(get(&format!("{base}/health")).await.0, 200);
+    }
+}
