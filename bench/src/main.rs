@@ -2,12 +2,15 @@
 //! HAProxy and nginx on the same machine in the same run, systems measured
 //! interleaved (A/B/A/B), medians of 5; then the gateway's overhead, each
 //! policy's cost, the cache, the 1000-agent scale program if built, idle
-//! CPU, and multi-turn chat TTFT per LLM routing policy (`llm`). Writes `bench/results/<section>.json` and
-//! `bench/results/README.md`. `--quick`: a ~1 minute smoke run.
+//! CPU, multi-turn chat TTFT per LLM routing policy (`llm`), and a real
+//! embedding model direct vs through the gateway (`embeddings`). Writes
+//! `bench/results/<section>.json` and `bench/results/README.md`. `--quick`:
+//! a ~1 minute smoke run.
 //! `switchyard-bench-suite echo-server` is the stand-alone echo server the
 //! suite runs as its own process for section 2 (see [`echo`]).
 
 mod echo;
+mod embeddings;
 mod fleet;
 mod jobs;
 mod llm;
@@ -30,8 +33,17 @@ use crate::scenarios::Timing;
 use crate::sections::Setup;
 
 /// Every section, in order.
-const SECTIONS: [&str; 9] = [
-    "peers", "overhead", "policies", "cache", "scale", "idle", "llm", "jobs", "threads",
+const SECTIONS: [&str; 10] = [
+    "peers",
+    "overhead",
+    "policies",
+    "cache",
+    "scale",
+    "idle",
+    "llm",
+    "jobs",
+    "threads",
+    "embeddings",
 ];
 
 #[derive(Parser, Debug)]
@@ -54,7 +66,7 @@ struct Args {
     #[arg(long)]
     warm_up: Option<f64>,
     /// Sections to run, comma-separated (default all): peers, overhead,
-    /// policies, cache, scale, idle, llm, jobs, threads.
+    /// policies, cache, scale, idle, llm, jobs, threads, embeddings.
     #[arg(long, value_delimiter = ',')]
     sections: Vec<String>,
     /// Agents of the scale section (default 1000; 100 with --quick).
@@ -187,6 +199,7 @@ async fn suite(args: Args) -> Result<()> {
             "llm" => llm::section(&setup, &timing, args.quick).await?,
             "jobs" => jobs::section(&setup, &timing, args.quick).await?,
             "threads" => threads::section(&setup, &timing).await?,
+            "embeddings" => embeddings::section(&setup, &timing).await?,
             _ => sections::idle(&setup, &timing).await,
         };
         done.push(result);
