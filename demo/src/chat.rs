@@ -18,16 +18,15 @@ pub(crate) const MODEL: &str = "llama";
 const TOKENS_PER_S: &str = "20";
 
 /// Starts `switchyard-toy-model` on a free port; returns it and its
-/// `http://127.0.0.1:PORT/v1` base URL.
+/// `http://127.0.0.1:PORT/v1` base URL. It exits with the demo unless
+/// `keep` (then it outlives the demo, until stopped).
 pub(crate) async fn start_toy(
     bin_dir: &Path,
     work: &Path,
     node: &str,
+    keep: bool,
 ) -> anyhow::Result<(Child, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("a free port for the toy model")?
-        .port();
+    let port = crate::procs::free_port()?;
     let log = std::fs::File::create(work.join(format!("{node}-model.log")))?;
     let child = Command::new(bin_dir.join("switchyard-toy-model"))
         .args([
@@ -39,8 +38,9 @@ pub(crate) async fn start_toy(
             "0",
         ])
         .args(["--tokens-per-s", TOKENS_PER_S])
+        .args(keep.then_some("--ignore-stdin"))
         // Its stdin stays open while we hold the pipe: it exits with us.
-        .stdin(Stdio::piped())
+        .stdin(if keep { Stdio::null() } else { Stdio::piped() })
         .stdout(Stdio::null())
         .stderr(log)
         .kill_on_drop(true)
@@ -57,7 +57,8 @@ pub(crate) async fn start_toy(
     Ok((child, format!("{base}/v1")))
 }
 
-async fn healthy(base: &str) -> bool {
+/// Whether `GET base/health` answers 2xx (`curl -sf`).
+pub(crate) async fn healthy(base: &str) -> bool {
     Command::new("curl")
         .args(["-sf", "-o", "/dev/null", &format!("{base}/health")])
         .status()
