@@ -266,7 +266,101 @@ impl Node {
 
 #[cfg(test)]
 mod tests {
+    use protocol::{CallHead, ServiceSpec};
+    use switchyard_core::{CallEnd, Event, RoundRobin, drive};
+
     use super::*;
+
+    fn up(core: &CoreCell, key: u32) {
+        let spec = NodeSpec {
+            id: "a".into(),
+            region: "test".into(),
+            labels: Vec::new(),
+            cost_per_hour: 1.0,
+            services: vec![ServiceSpec {
+                name: "echo".into(),
+                max_concurrent: 4,
+                load_ms: 0,
+                model: false,
+            }],
+            slots: Vec::new(),
+            stats_interval_ms: 1000,
+            agent_version: "test".into(),
+        };
+        let event = Event::NodeUp { node: key, spec };
+        drive(
+            &mut lock(core),
+            &mut RoundRobin::default(),
+            event,
+            Instant::now(),
+        );
+    }
+
+    /// `n` calls of `echo` served well by the one node.
+    fn serve(core: &CoreCell, n: u64, next_call: &mut u64) {
+        let mut balance = RoundRobin::default();
+        for _ in 0..n {
+            *next_call += 1;
+            let call = *next_call;
+            let arrived = Event::CallArrived {
+                call,
+                head: Arc::new(CallHead::new("echo", 0, 1000)),
+                tenant: Arc::from("t"),
+                prefix: Default::default(),
+                job: false,
+            };
+            drive(&mut lock(core), &mut balance, arrived, Instant::now());
+            let end = Event::CallFinished {
+                call,
+                node_ms: 1.0,
+                end: CallEnd::Ok,
+            };
+            drive(&mut lock(core), &mut balance, end, Instant::now());
+        }
+    }
+
+    fn calls(r: &Registry) -> Vec<u64> {
+        r.views(Instant::now())
+            .iter()
+            .map(|v| v.calls_total)
+            .collect()
+    }
+
+    #[test]
+    fn call_counts_outlive_reconnects_and_count_once() {
+        let core: CoreCell = Arc::new(Mutex::new(Core::new(Default::default())));
+        let r = Registry::new(core.clone());
+        let key = r.key_for("a");
+        let mut next_call = 0;
+        up(&core, key);
+        serve(&core, 3, &mut next_call);
+        assert_eq!(calls(&r), [3]);
+        // The connection leaves (`remove`, then `node_down`); carried
+        // twice, it counts once.
+        r.carry_calls(key);
+        r.carry_calls(key);
+        drive(
+            &mut lock(&core),
+            &mut RoundRobin::default(),
+            Event::NodeDown { node: key },
+            Instant::now(),
+        );
+        assert_eq!(r.earlier_calls(key), 3);
+        // Back: the core counts from 0, the views from 3.
+        up(&core, key);
+        assert_eq!(calls(&r), [3]);
+        serve(&core, 2, &mut next_call);
+        assert_eq!(calls(&r), [5]);
+        // Replaced by a newer connection while still in the core.
+        r.carry_calls(key);
+        up(&core, key);
+        serve(&core, 1, &mut next_call);
+        assert_eq!(calls(&r), [6]);
+        // A node that never served a call keeps no entry.
+        let other = r.key_for("b");
+        r.carry_calls(other);
+        assert_eq!(r.earlier_calls.len(), 1);
+    }
 
     #[test]
     fn keys_are_stable_per_node_id() {
