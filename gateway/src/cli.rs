@@ -193,6 +193,8 @@ mod tests {
         assert_eq!(example.admin_listen, default.admin_listen);
         assert_eq!(example.http.listen, default.http.listen);
         assert_eq!(example.http.timeout_ms, default.http.timeout_ms);
+        assert_eq!(example.http.cors_origins, default.http.cors_origins);
+        assert_eq!(example.metrics, default.metrics);
         assert_eq!(example.default_policy, default.default_policy);
         assert_eq!(example.pick_deadline_ms, default.pick_deadline_ms);
         assert_eq!(example.max_payload_bytes, default.max_payload_bytes);
