@@ -227,7 +227,30 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 #[cfg(test)]
 mod tests {
-    use super::banner_addrs;
+    use super::{banner_addrs, check_none_kept};
+
+    #[tokio::test]
+    async fn a_kept_fleet_that_still_runs_stops_a_new_demo() {
+        let dir = std::env::temp_dir().join(format!("switchyard-demo-pids-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pids = dir.join("pids");
+        assert!(check_none_kept(&pids).await.is_ok(), "no pids file");
+        // A process that has exited: its pid is free (reaped), so stale.
+        let mut done = std::process::Command::new("true").spawn().unwrap();
+        let stale = done.id();
+        done.wait().unwrap();
+        std::fs::write(&pids, format!("{stale} gateway\n")).unwrap();
+        assert!(check_none_kept(&pids).await.is_ok(), "a stale pid");
+        // This test's own process runs.
+        std::fs::write(
+            &pids,
+            format!("{stale} gateway\n{} node-a\n", std::process::id()),
+        )
+        .unwrap();
+        let err = check_none_kept(&pids).await.unwrap_err().to_string();
+        assert!(err.contains("make demo-stop"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_banner_gives_the_three_addresses() {
