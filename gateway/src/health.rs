@@ -9,11 +9,14 @@
 //!   each service a `[models]` alias names; and, with `[jobs] enabled`,
 //!   the job store answering within [`STORE_PING`].
 //!
-//! Neither needs a key, and neither creates state.
+//! Neither needs a key, and neither creates state. The readiness found is
+//! reused for [`FRESH`], probes in the meantime waiting for the one that
+//! looks, so a flood of probes costs the core and the job store one look a
+//! second.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
@@ -25,6 +28,12 @@ use crate::Shared;
 
 /// How long `/ready` waits for the job store to answer.
 pub(crate) const STORE_PING: Duration = Duration::from_secs(2);
+/// How long a readiness found is answered again.
+pub(crate) const FRESH: Duration = Duration::from_secs(1);
+
+/// The last readiness found: when, and the reasons (empty: ready).
+#[derive(Debug, Default)]
+pub(crate) struct Readiness(tokio::sync::Mutex<Option<(Instant, Vec<String>)>>);
 
 /// `GET /health`: `200 {"status":"ok"}` while the process serves HTTP.
 pub(crate) async fn health() -> Response {
@@ -34,7 +43,17 @@ pub(crate) async fn health() -> Response {
 /// `GET /ready`: `200 {"status":"ready"}`, or `503
 /// {"status":"not_ready","reasons":[...]}` saying what is missing.
 pub(crate) async fn ready(State(shared): State<Arc<Shared>>) -> Response {
-    let reasons = not_ready(&shared).await;
+    let reasons = {
+        let mut last = shared.readiness.0.lock().await;
+        match &*last {
+            Some((at, reasons)) if at.elapsed() < FRESH => reasons.clone(),
+            _ => {
+                let reasons = not_ready(&shared).await;
+                *last = Some((Instant::now(), reasons.clone()));
+                reasons
+            }
+        }
+    };
     if reasons.is_empty() {
         (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
     } else {

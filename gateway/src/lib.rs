@@ -100,6 +100,8 @@ pub(crate) struct Shared {
     /// The configured services and tenants, held as label values of their
     /// own ([`telemetry::labels`]) while the gateway runs.
     pub(crate) _known: [telemetry::labels::Known; 2],
+    /// The last answer of `GET /ready`, reused for a second.
+    pub(crate) readiness: health::Readiness,
 }
 
 impl Shared {

@@ -184,6 +184,7 @@ impl Gateway {
                 drain: Arc::default(),
                 jobs: std::sync::OnceLock::new(),
                 _known: known,
+                readiness: crate::health::Readiness::default(),
             }),
             ca: files.ca,
             token_files,
