@@ -289,6 +289,13 @@ pub struct JobView {
     /// empty in lists).
     #[n(20)]
     pub history: Vec<Transition>,
+    /// The request id of the request that submitted it (its HTTP
+    /// `x-request-id`, or one the gateway made up); its attempts' calls
+    /// carry it, so the gateway's and the agents' logs name it (`None` for
+    /// a job stored before request ids).
+    #[serde(default)]
+    #[n(21)]
+    pub request_id: Option<String>,
 }
 
 /// Which stream a log line came from.
@@ -514,9 +521,7 @@ pub fn check_job_id(id: &str) -> Result<(), CodecError> {
     if id.is_empty() {
         return Err(CodecError::Invalid("the job id is empty".into()));
     }
-    if id.len() > MAX_JOB_ID_LEN
-        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
+    if id.len() > MAX_JOB_ID_LEN || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         return Err(CodecError::Invalid(format!("bad job id {id:.64}")));
     }
     Ok(())

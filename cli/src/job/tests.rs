@@ -182,6 +182,7 @@ fn view() -> JobView {
         position: None,
         hints: BTreeMap::new(),
         labels: [("team".to_string(), "ml".to_string())].into(),
+        request_id: Some("req-1".into()),
         history: vec![Transition {
             state: JobState::Running,
             at_ms: 1000,

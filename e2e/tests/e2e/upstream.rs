@@ -258,3 +258,54 @@ async fn models_lists_the_model_services_with_their_created_time() {
         );
     }
 }
+
+/// A job keeps the request id of the request that submitted it, in its
+/// record (read back after it ran) and its answer's `x-request-id`.
+#[tokio::test]
+async fn a_job_keeps_the_request_id_it_was_submitted_with() {
+    let mut fleet = Fleet::start(|_| {}).await;
+    fleet.spawn_agent("node-a", TOKEN, &service("echo", "echo", ""));
+    fleet.wait_nodes(1).await;
+    let jobs = format!("{}/v1/jobs", fleet.gateway.http_url().expect("ingress"));
+    let admin = format!("x-switchyard-admin-token: {ADMIN}");
+    let submitted = tokio::task::spawn_blocking({
+        let (jobs, admin) = (jobs.clone(), admin.clone());
+        move || {
+            curl(
+                &[
+                    "-X",
+                    "POST",
+                    "-H",
+                    &admin,
+                    "-H",
+                    "x-request-id: req-job-1",
+                    &jobs,
+                ],
+                Some(r#"{"service": "echo", "payload": "hi"}"#),
+            )
+        }
+    })
+    .await
+    .expect("curl");
+    assert_eq!(submitted.status, 201, "{submitted:?}");
+    assert_eq!(submitted.header("x-request-id"), Some("req-job-1"));
+    let job: Value = serde_json::from_str(&submitted.body).expect("json");
+    assert_eq!(job["request_id"], "req-job-1", "{job}");
+    let url = format!("{jobs}/{}", job["id"].as_str().expect("id"));
+    let started = std::time::Instant::now();
+    loop {
+        let got = tokio::task::spawn_blocking({
+            let (url, admin) = (url.clone(), admin.clone());
+            move || curl(&["-H", &admin, &url], None)
+        })
+        .await
+        .expect("curl");
+        let job: Value = serde_json::from_str(&got.body).expect("json");
+        if job["state"] == "succeeded" {
+            assert_eq!(job["request_id"], "req-job-1", "kept in the record: {job}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

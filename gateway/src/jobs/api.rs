@@ -17,7 +17,9 @@ const MAX_LOG_LINES: u32 = 10_000;
 
 impl Jobs {
     /// Stores a job and queues it (a realtime one runs now or ends
-    /// `occupied`); returns it once committed.
+    /// `occupied`); returns it once committed. It keeps `request_id` (the
+    /// submitting request's, when valid; else a new one), which its
+    /// attempts' calls carry.
     ///
     /// # Errors
     /// `Invalid` (bad spec, unknown template), `Forbidden` (the tenant's
@@ -26,6 +28,7 @@ impl Jobs {
         self: &Arc<Self>,
         access: &Access,
         spec: JobSpec,
+        request_id: Option<&str>,
     ) -> Result<JobView, JobError> {
         spec.validate()
             .map_err(|e| JobError::Invalid(e.to_string()))?;
@@ -98,6 +101,7 @@ impl Jobs {
             hints: spec.hints,
             labels: spec.labels,
             note: occupied.then(|| "no free slot for a realtime job".to_owned()),
+            request_id: Some(crate::calls::request_id::of_caller(request_id)),
         };
         self.store.insert(&job).await?;
         metrics::counter!("jobs_submitted_total", "service" => labels::service(&service))

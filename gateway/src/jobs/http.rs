@@ -175,7 +175,8 @@ async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     let access = access(&shared, &headers)?;
     let spec = body::submit(&body)?;
     let jobs = shared.jobs()?;
-    let job = jobs.submit(&access, spec).await?;
+    let request_id = crate::calls::request_id::of_headers(&headers);
+    let job = jobs.submit(&access, spec, request_id.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(job)).into_response())
 }
 

@@ -75,7 +75,7 @@ async fn answer(
 /// Runs one operation that has a single answer.
 async fn run(jobs: &Arc<Jobs>, access: &Access, op: JobOp) -> Result<JobReply, JobError> {
     Ok(match op {
-        JobOp::Submit(spec) => JobReply::Job(Box::new(jobs.submit(access, spec).await?)),
+        JobOp::Submit(spec) => JobReply::Job(Box::new(jobs.submit(access, spec, None).await?)),
         JobOp::Get(id) => JobReply::Job(Box::new(jobs.get(access, &id).await?)),
         JobOp::List(filter) => JobReply::Page(jobs.list(access, filter).await?),
         JobOp::Cancel(id) => JobReply::Job(Box::new(jobs.cancel(access, &id).await?)),

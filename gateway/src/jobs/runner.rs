@@ -177,6 +177,7 @@ impl Jobs {
         head.realtime = realtime;
         head.no_cache = true;
         head.log = true;
+        head.request_id.clone_from(&view.request_id);
         let tenant: Arc<str> = view.tenant.as_deref().unwrap_or("anonymous").into();
         let (node_tx, mut node_rx) = mpsc::unbounded_channel();
         let mut rx = crate::calls::spawn_job(

@@ -117,6 +117,8 @@ pub(crate) struct NewJob {
     pub(crate) labels: BTreeMap<String, String>,
     /// The first transition's note.
     pub(crate) note: Option<String>,
+    /// The request id of the request that submitted it.
+    pub(crate) request_id: Option<String>,
 }
 
 /// A job as stored: its view (attempt 0 and no node before its first

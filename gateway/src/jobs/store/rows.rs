@@ -12,12 +12,12 @@ use super::{StoreError, StoredJob};
 /// The columns of `jobs` a [`JobView`] is read from ([`view_from_row`]).
 pub(super) const VIEW_COLUMNS: &str = "id, service, template, state, tenant, priority, realtime, \
      watchdog_s, attempt, max_attempts, idempotent, node, created_ms, started_ms, finished_ms, \
-     error, result_len, hints, labels";
+     error, result_len, hints, labels, request_id";
 
 /// The columns of `jobs` a [`StoredJob`] is read from ([`job_from_row`]).
 pub(super) const JOB_COLUMNS: &str = "id, service, template, state, tenant, priority, realtime, \
      watchdog_s, attempt, max_attempts, idempotent, node, created_ms, started_ms, finished_ms, \
-     error, result_len, hints, labels, payload, owner, lease_until_ms";
+     error, result_len, hints, labels, request_id, payload, owner, lease_until_ms";
 
 /// A u64 (ms, bytes, seq) as a `BIGINT`.
 pub(super) fn to_i64(what: &'static str, v: u64) -> Result<i64, StoreError> {
@@ -168,6 +168,7 @@ pub(super) fn view_from_row(row: &AnyRow) -> Result<JobView, StoreError> {
         hints: r.map("hints")?,
         labels: r.map("labels")?,
         history: Vec::new(),
+        request_id: r.opt_text("request_id")?,
     })
 }
 

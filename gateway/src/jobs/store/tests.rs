@@ -103,6 +103,7 @@ fn job(id: &str, service: &str, tenant: Option<&str>, priority: i32) -> NewJob {
         hints: BTreeMap::new(),
         labels: BTreeMap::new(),
         note: None,
+        request_id: Some(format!("req-{id}")),
     }
 }
 

@@ -103,8 +103,9 @@ impl JobStore {
         sqlx::query(
             "INSERT INTO jobs (id, service, template, state, tenant, priority, realtime, \
              watchdog_s, attempt, max_attempts, idempotent, created_ms, finished_ms, payload, \
-             hints, labels, trans_seq, log_seq) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12, $13, $14, $15, 1, 0)",
+             hints, labels, request_id, trans_seq, log_seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12, $13, $14, $15, $16, \
+             1, 0)",
         )
         .bind(&job.id)
         .bind(&job.service)
@@ -121,6 +122,7 @@ impl JobStore {
         .bind(job.payload.as_slice())
         .bind(to_json(&job.hints))
         .bind(to_json(&job.labels))
+        .bind(job.request_id.as_deref())
         .execute(&mut *tx)
         .await?;
         sqlx::query(

@@ -50,6 +50,7 @@ pub(super) async fn insert_get_list(store: &JobStore) {
     let v = &got.view;
     assert_eq!((v.id.as_str(), v.service.as_str()), ("j1", "sleep"));
     assert_eq!(v.template.as_deref(), Some("nightly"));
+    assert_eq!(v.request_id.as_deref(), Some("req-j1"), "the submitter's");
     assert_eq!(v.state, JobState::Waiting);
     assert_eq!(v.tenant.as_deref(), Some("t1"));
     assert_eq!((v.priority, v.realtime, v.idempotent), (5, true, true));
