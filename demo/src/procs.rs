@@ -232,24 +232,29 @@ mod tests {
     #[tokio::test]
     async fn a_kept_fleet_that_still_runs_stops_a_new_demo() {
         let dir = std::env::temp_dir().join(format!("switchyard-demo-pids-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("a scratch folder");
         let pids = dir.join("pids");
         assert!(check_none_kept(&pids).await.is_ok(), "no pids file");
         // A process that has exited: its pid is free (reaped), so stale.
-        let mut done = std::process::Command::new("true").spawn().unwrap();
+        let mut done = std::process::Command::new("true")
+            .spawn()
+            .expect("true runs");
         let stale = done.id();
-        done.wait().unwrap();
-        std::fs::write(&pids, format!("{stale} gateway\n")).unwrap();
+        done.wait().expect("true exits");
+        std::fs::write(&pids, format!("{stale} gateway\n")).expect("a pids file");
         assert!(check_none_kept(&pids).await.is_ok(), "a stale pid");
         // This test's own process runs.
         std::fs::write(
             &pids,
             format!("{stale} gateway\n{} node-a\n", std::process::id()),
         )
-        .unwrap();
-        let err = check_none_kept(&pids).await.unwrap_err().to_string();
+        .expect("a pids file");
+        let err = check_none_kept(&pids)
+            .await
+            .expect_err("a running pid")
+            .to_string();
         assert!(err.contains("make demo-stop"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).expect("the scratch folder goes");
     }
 
     #[test]
