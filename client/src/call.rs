@@ -502,12 +502,16 @@ impl Client {
                 Err(ClientError::Call {
                     kind: protocol::ErrorKind::ShuttingDown,
                     message,
+                    node_id,
+                    request_id,
                 }) => {
                     self.pool.shutting_down(gateway);
                     if failovers == 0 {
                         return Err(ClientError::Call {
                             kind: protocol::ErrorKind::ShuttingDown,
                             message,
+                            node_id,
+                            request_id,
                         });
                     }
                     failovers -= 1;

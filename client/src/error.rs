@@ -13,6 +13,11 @@ pub enum ClientError {
         kind: ErrorKind,
         /// Details.
         message: String,
+        /// The node the call failed on, when it reached one (a gateway of
+        /// this release or later says).
+        node_id: Option<String>,
+        /// The call's request id (the one the call set, or the gateway's).
+        request_id: Option<String>,
     },
     /// The configuration is unusable (address, CA file).
     #[error("configuration: {0}")]
@@ -54,6 +59,8 @@ impl From<CallError> for ClientError {
         Self::Call {
             kind: e.kind,
             message: e.message,
+            node_id: e.node_id.map(String::from),
+            request_id: e.request_id.map(String::from),
         }
     }
 }
@@ -68,6 +75,22 @@ impl ClientError {
             Self::Call { kind, .. } => Some(*kind),
             Self::Timeout { .. } => Some(ErrorKind::Timeout),
             Self::Io(IoError::Reset(code)) => protocol::codes::reset::error_kind(*code),
+            _ => None,
+        }
+    }
+
+    /// The node the call failed on, when the gateway named one.
+    pub fn node_id(&self) -> Option<&str> {
+        match self {
+            Self::Call { node_id, .. } => node_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The call's request id, when the gateway's error carried it.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Self::Call { request_id, .. } => request_id.as_deref(),
             _ => None,
         }
     }

@@ -68,6 +68,8 @@ mod tests {
         let typed = |kind| ClientError::Call {
             kind,
             message: String::new(),
+            node_id: None,
+            request_id: None,
         };
         assert_eq!(kind_of(&typed(ErrorKind::Overloaded)), "overloaded");
         assert_eq!(

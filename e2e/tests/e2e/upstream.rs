@@ -189,6 +189,25 @@ async fn errors_name_the_node_and_every_answer_its_request_id() {
     .await
     .expect("curl");
     assert_eq!(got.header("x-request-id"), Some("req-admin"), "{got:?}");
+
+    // QUIC callers get the request id in the result head, the node and the
+    // request id in errors.
+    let client = fleet.client().await;
+    let done = client
+        .call("llama", good)
+        .endpoint("/chat/completions")
+        .await
+        .expect("a chat over QUIC");
+    let id = done.meta.request_id.expect("a request id");
+    assert_eq!(id.len(), 32, "{id}");
+    let err = client
+        .call("llama", bad)
+        .endpoint("/chat/completions")
+        .await
+        .expect_err("the model server refuses it");
+    assert_eq!(err.kind(), Some(client::ErrorKind::BadRequest), "{err}");
+    assert_eq!(err.node_id(), Some("node-a"), "{err:?}");
+    assert!(err.request_id().is_some(), "{err:?}");
 }
 
 /// `/v1/models` lists the `openai` services and their `[models]` aliases,
