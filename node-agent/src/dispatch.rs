@@ -142,7 +142,7 @@ impl Dispatcher {
         let span = tracing::Span::current();
         span.record("call_id", call_id);
         if let Some(request_id) = &head.request_id {
-            span.record("request_id", request_id.as_str());
+            span.record("request_id", tracing::field::display(request_id));
         }
         tracing::debug!(call_id, service, payload_len, timeout_ms, "call dispatched");
         *trace = self.tracer.span(

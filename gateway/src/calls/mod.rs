@@ -113,7 +113,7 @@ pub(crate) async fn serve(
 /// The span every log line about call `call_id` is in: its id and request
 /// id.
 fn span(call_id: u64, request_id: &str) -> tracing::Span {
-    tracing::info_span!("call", call_id, request_id)
+    tracing::info_span!("call", call_id, %request_id)
 }
 
 /// `error` naming the call's node (the last it was sent to, when it

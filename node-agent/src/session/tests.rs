@@ -419,3 +419,55 @@ async fn the_gateway_can_open_no_more_call_streams_than_the_slots_allow() {
     stop.send(()).expect("agent alive");
     let _ = tokio::time::timeout(WAIT, agent).await;
 }
+
+/// Log lines written to memory, for a test to read.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut lines) = self.0.lock() {
+            lines.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn a_calls_log_lines_carry_its_request_id() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    // This runtime is single-threaded: the agent's tasks log here.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let gateway = Gateway::start();
+    let (stop, _agent) =
+        spawn_agent(gateway.config(vec![ServiceConfig::new("echo", ServiceKind::Echo)]));
+    let mut reg = gateway.accept().await;
+    reg.accept().await;
+    reg.call("echo", b"hi", 5000).await.expect("echo");
+    let _ = stop.send(());
+    let text = String::from_utf8_lossy(&captured.0.lock().expect("lines")).into_owned();
+    for event in ["call dispatched", "call done"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(event) && l.contains("request_id=req-test")),
+            "{event} names the request id:\n{text}"
+        );
+    }
+}
