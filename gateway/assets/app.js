@@ -80,7 +80,7 @@ async function renderWhy(snap) {
     const body = $("#why tbody");
     body.replaceChildren(...decisions.map((d) => el("tr", { "data-call": d.call_id },
       el("td", { text: new Date(d.at_unix_ms).toLocaleTimeString() }),
-      el("td", { text: d.call_id }),
+      el("td", { text: d.call_id, title: d.request_id ? `request id ${d.request_id}` : "" }),
       el("td", { text: d.node }),
       el("td", { text: d.policy }),
       el("td", { class: "reason", text: d.reason || "(no reason: the policy does not explain)" }),

@@ -470,6 +470,10 @@ async fn the_dashboard_renders_nodes_and_charts_live_in_headless_chromium() {
             "return document.querySelector('#why-service').value === 'echo' && document.querySelectorAll('#why tbody tr[data-call]').length > 0",
         ),
         (
+            "why this node: each decision's call cell tells its request id",
+            "return [...document.querySelectorAll('#why tbody tr[data-call] td:nth-child(2)')].every(td => /^request id [0-9a-f]{32}$/.test(td.title))",
+        ),
+        (
             "the cache hit ratio",
             "return (document.querySelector('#cache .cache-row[data-service=\"echo\"] .label') || {}).textContent === 'echo 50%'",
         ),
