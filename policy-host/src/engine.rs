@@ -466,7 +466,10 @@ mod tests {
     #[test]
     fn what_is_not_a_component_is_told_before_compiling() {
         let core = not_a_component(b"\0asm\x01\0\0\0").expect("a core module");
-        assert!(core.starts_with("not a WebAssembly component but a core"), "{core}");
+        assert!(
+            core.starts_with("not a WebAssembly component but a core"),
+            "{core}"
+        );
         let text = not_a_component(b"#!/bin/sh\necho hi\n").expect("not wasm");
         assert!(text.starts_with("not a WebAssembly component: "), "{text}");
         assert!(not_a_component(b"").is_some());
