@@ -29,12 +29,7 @@ async fn kill_9_the_gateway_with_200_jobs_acknowledged_on_postgres() {
 async fn kill_9_the_gateway(db: Db, name: &str) {
     scenario(name, Duration::from_secs(150), async {
         let dir = tempfile::tempdir().unwrap();
-        let url = db
-            .url
-            .as_ref()
-            .map(|u| format!("database_url = {u:?}\n"))
-            .unwrap_or_default();
-        let tables = format!("[jobs]\nlease_timeout_s = 3\n{url}");
+        let tables = db.jobs_section("lease_timeout_s = 3\n");
         let tables = tables.as_str();
         let mut gw = GatewayProcess::start(dir.path(), "gw", tables, None).await;
         let slots = shell(SLOW as u32);
@@ -157,12 +152,7 @@ async fn an_idempotent_job_outlives_a_kill_9_of_its_gateway_on_postgres() {
 async fn kill_9_under_a_running_job(db: Db, name: &str) {
     scenario(name, Duration::from_secs(90), async {
         let dir = tempfile::tempdir().unwrap();
-        let url = db
-            .url
-            .as_ref()
-            .map(|u| format!("database_url = {u:?}\n"))
-            .unwrap_or_default();
-        let tables = format!("[jobs]\n{url}");
+        let tables = db.jobs_section("");
         let mut gw = GatewayProcess::start(dir.path(), "gw", &tables, None).await;
         let slots = shell(2);
         let agent = agent_process(dir.path(), "node-1", gw.addr, &gw.ca, 200, &slots);

@@ -60,6 +60,17 @@ impl Db {
             _server: Some(server),
         }
     }
+
+    /// A gateway's `[jobs]` section on this store, `extra` lines first
+    /// (each ending in a newline).
+    pub fn jobs_section(&self, extra: &str) -> String {
+        let url = self
+            .url
+            .as_ref()
+            .map(|u| format!("database_url = {u:?}\n"))
+            .unwrap_or_default();
+        format!("[jobs]\n{extra}{url}")
+    }
 }
 
 /// The HTTP job routes of one gateway, as a client sees them.
