@@ -290,15 +290,7 @@ impl EmbedFleet {
                 ports.http,
             ),
         )?;
-        let c = conf.display().to_string();
-        let mut gateway = Proc::spawn(
-            "gateway",
-            &bin_dir.join("gateway"),
-            &["--config", &c],
-            &dir.join("gateway.log"),
-        )?;
-        wait_tcp(ports.admin, Duration::from_secs(30)).context("gateway: see gateway.log")?;
-        gateway.check_alive()?;
+        let gateway = Proc::gateway("gateway", bin_dir, &conf, dir, ports.admin)?;
         let conf = dir.join("agent.toml");
         fs::write(
             &conf,

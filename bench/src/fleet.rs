@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::procs::{Proc, free_port, wait_tcp};
+use crate::procs::{Proc, free_port};
 
 /// The agents' shared token (loopback only).
 pub const TOKEN: &str = "switchyard-bench-token";
@@ -141,16 +141,7 @@ impl Fleet {
         let data = dir.join("data");
         let conf = dir.join("gateway.toml");
         fs::write(&conf, render_gateway(spec, ports, &data))?;
-        let gw_bin = spec.bin_dir.join("gateway");
-        let c = conf.display().to_string();
-        let mut gateway = Proc::spawn(
-            "gateway",
-            &gw_bin,
-            &["--config", &c],
-            &dir.join("gateway.log"),
-        )?;
-        wait_tcp(ports.admin, Duration::from_secs(30)).context("gateway: see gateway.log")?;
-        gateway.check_alive()?;
+        let gateway = Proc::gateway("gateway", &spec.bin_dir, &conf, &dir, ports.admin)?;
         let ca = data.join("ca.pem");
         let mut agents = Vec::new();
         for (i, backend) in spec.backends.iter().enumerate() {

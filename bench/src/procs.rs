@@ -21,6 +21,33 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `bin_dir/gateway --config conf` as `name`, its output in
+    /// `dir/gateway.log`, and waits until its admin port `admin` accepts
+    /// connections.
+    ///
+    /// # Errors
+    /// It cannot be started, its admin port is not open within 30 s, or it
+    /// exited.
+    pub fn gateway(
+        name: &str,
+        bin_dir: &Path,
+        conf: &Path,
+        dir: &Path,
+        admin: u16,
+    ) -> Result<Self> {
+        let c = conf.display().to_string();
+        let mut gateway = Self::spawn(
+            name,
+            &bin_dir.join("gateway"),
+            &["--config", &c],
+            &dir.join("gateway.log"),
+        )?;
+        wait_tcp(admin, Duration::from_secs(30))
+            .with_context(|| format!("{name}: see {}", dir.join("gateway.log").display()))?;
+        gateway.check_alive()?;
+        Ok(gateway)
+    }
+
     /// Starts `program` with `args`, stdout and stderr appended to `log`.
     ///
     /// # Errors

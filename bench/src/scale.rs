@@ -15,7 +15,7 @@ use client::{CallOptions, Client, ClientConfig};
 use loadgen::QuicTarget;
 
 use crate::fleet::{LEAST, Ports, TOKEN, http_get, wait_nodes};
-use crate::procs::{Proc, cpu_seconds, free_port, rss_mib, wait_tcp};
+use crate::procs::{Proc, cpu_seconds, free_port, rss_mib};
 use crate::report::{Section, col};
 use crate::scenarios::{AnyTarget, Step, SystemResult, Timing, interleaved};
 use crate::sections::{Setup, payload, system};
@@ -79,16 +79,7 @@ impl ScaleFleet {
         let data = dir.join("data");
         let conf = dir.join("gateway.toml");
         fs::write(&conf, render_gateway(ports, &data, plugins_dir, agents))?;
-        let c = conf.display().to_string();
-        let mut gateway = Proc::spawn(
-            "scale gateway",
-            &bin_dir.join("gateway"),
-            &["--config", &c],
-            &dir.join("gateway.log"),
-        )?;
-        wait_tcp(ports.admin, Duration::from_secs(30))
-            .context("scale gateway: see its gateway.log")?;
-        gateway.check_alive()?;
+        let gateway = Proc::gateway("scale gateway", bin_dir, &conf, &dir, ports.admin)?;
         let ca = data.join("ca.pem");
         std::thread::sleep(Duration::from_millis(500));
         let rss_before_mib = crate::procs::rss_mib(&[gateway.pid()]);

@@ -156,15 +156,7 @@ impl LlmFleet {
         let data = dir.join("data");
         let conf = dir.join("gateway.toml");
         fs::write(&conf, render_gateway(policy, ports, &data, plugins_dir))?;
-        let c = conf.display().to_string();
-        let mut gateway = Proc::spawn(
-            "gateway",
-            &bin_dir.join("gateway"),
-            &["--config", &c],
-            &dir.join("gateway.log"),
-        )?;
-        wait_tcp(ports.admin, Duration::from_secs(30)).context("gateway: see gateway.log")?;
-        gateway.check_alive()?;
+        let gateway = Proc::gateway("gateway", bin_dir, &conf, dir, ports.admin)?;
         let ca = data.join("ca.pem");
         let mut agents = Vec::new();
         for (i, (_, toy_port)) in toys.iter().enumerate() {
