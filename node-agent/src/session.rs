@@ -317,6 +317,7 @@ impl Agent {
         let register = Register {
             token: self.config.token.clone(),
             node: self.spec(),
+            follows_members: false,
         };
         send.send(&Message::Register(register)).await?;
         let reply = tokio::time::timeout(REGISTER_TIMEOUT, recv.expect("the registration reply"))

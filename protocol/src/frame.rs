@@ -72,6 +72,12 @@ pub enum FrameKind {
     JobReply = 29,
     /// [`Message::Log`] (v2).
     Log = 30,
+    /// [`Message::Members`] (v2).
+    Members = 31,
+    /// [`Message::ListMembers`] (v2).
+    ListMembers = 32,
+    /// [`Message::Load`] (v2).
+    Load = 33,
 }
 
 impl FrameKind {
@@ -112,6 +118,9 @@ impl FrameKind {
             28 => Job,
             29 => JobReply,
             30 => Log,
+            31 => Members,
+            32 => ListMembers,
+            33 => Load,
             other => return Err(CodecError::UnknownKind(other)),
         })
     }
@@ -438,7 +447,10 @@ mod tests {
         assert_eq!(FrameKind::from_byte(28), Ok(FrameKind::Job));
         assert_eq!(FrameKind::from_byte(29), Ok(FrameKind::JobReply));
         assert_eq!(FrameKind::from_byte(30), Ok(FrameKind::Log));
-        assert_eq!(FrameKind::from_byte(31), Err(CodecError::UnknownKind(31)));
+        assert_eq!(FrameKind::from_byte(31), Ok(FrameKind::Members));
+        assert_eq!(FrameKind::from_byte(32), Ok(FrameKind::ListMembers));
+        assert_eq!(FrameKind::from_byte(33), Ok(FrameKind::Load));
+        assert_eq!(FrameKind::from_byte(34), Err(CodecError::UnknownKind(34)));
         // v1 (frozen) refuses any body on a request without fields; v2
         // skips one CBOR item there (a later version may send fields).
         let codec = Codec::default().with_version(WireVersion::V1);

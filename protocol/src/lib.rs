@@ -51,6 +51,7 @@
 mod admin;
 mod cache;
 mod call;
+mod cluster;
 pub mod codes;
 mod error;
 mod frame;
@@ -69,6 +70,7 @@ pub use call::{
     CacheInfo, CallError, CallHead, DispatchHead, ENDPOINTS, ReplyHead, Reserved, ResultHead,
     Timings, Trailer,
 };
+pub use cluster::{MAX_ADDR_LEN, MAX_MEMBERS, Member, MemberList, NodeLoad};
 pub use error::{CodecError, ErrorKind, Side};
 pub use frame::{Codec, Decoded, FrameHeader, FrameKind, HEADER_LEN};
 pub use job::{

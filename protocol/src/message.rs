@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use crate::{
     CacheStatsView, CallError, CallHead, CodecError, DispatchHead, FrameKind, JobReply, JobRequest,
-    LogChunk, NodeStats, NodeView, PolicyTable, PurgeCache, QueueView, Register, Registered,
+    LogChunk, MemberList, NodeLoad, NodeStats, NodeView, PolicyTable, PurgeCache, QueueView, Register, Registered,
     ReplyHead, Reserved, ResultHead, SetPolicy, SwapReport, SwapRequest, Trailer, WireVersion,
     limits,
 };
@@ -79,6 +79,17 @@ pub enum Message {
     /// Agent → gateway on a dispatch stream that asked for its log: output
     /// as the service wrote it (v2 only).
     Log(LogChunk),
+    /// Gateway → agent on the control stream (after `Registered`, to an
+    /// agent whose registration says it follows members, and on every
+    /// change), and gateway → client in answer to `ListMembers`: the live
+    /// gateways of the cluster (v2 only).
+    Members(MemberList),
+    /// Client → gateway: which gateways serve this fleet; answered by
+    /// [`Message::Members`] (v2 only).
+    ListMembers,
+    /// Agent → gateway on the control stream: the node's calls in flight
+    /// across every gateway, when they change (v2 only).
+    Load(NodeLoad),
 }
 
 impl Message {
@@ -115,6 +126,9 @@ impl Message {
             Self::Job(_) => FrameKind::Job,
             Self::JobReply(_) => FrameKind::JobReply,
             Self::Log(_) => FrameKind::Log,
+            Self::Members(_) => FrameKind::Members,
+            Self::ListMembers => FrameKind::ListMembers,
+            Self::Load(_) => FrameKind::Load,
         }
     }
 

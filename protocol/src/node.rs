@@ -17,6 +17,12 @@ pub struct Register {
     /// What the node is and hosts.
     #[n(1)]
     pub node: NodeSpec,
+    /// The agent follows the cluster's members: the gateway sends it
+    /// [`crate::Message::Members`] after `Registered` and on every change,
+    /// and it reports [`crate::Message::Load`] (default false). Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(2), default, skip_if = "crate::call::is_false")]
+    pub follows_members: bool,
 }
 
 /// What a node is and which services it hosts.

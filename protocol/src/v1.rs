@@ -78,7 +78,13 @@ impl Message {
     pub fn as_v1(&self) -> Option<Message> {
         let mut m = self.clone();
         match &mut m {
-            Message::Drain | Message::Job(_) | Message::JobReply(_) | Message::Log(_) => {
+            Message::Drain
+            | Message::Job(_)
+            | Message::JobReply(_)
+            | Message::Log(_)
+            | Message::Members(_)
+            | Message::ListMembers
+            | Message::Load(_) => {
                 return None;
             }
             Message::Stats(stats) => {
@@ -86,6 +92,7 @@ impl Message {
                 stats.model_load.clear();
             }
             Message::Register(register) => {
+                register.follows_members = false;
                 for service in &mut register.node.services {
                     service.model = false;
                 }
@@ -167,7 +174,10 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         | Message::Drain
         | Message::Job(_)
         | Message::JobReply(_)
-        | Message::Log(_) => {}
+        | Message::Log(_)
+        | Message::Members(_)
+        | Message::ListMembers
+        | Message::Load(_) => {}
         Message::Nodes(m) => put(m, out),
         Message::Policies(m) => put(m, out),
         Message::SetPolicy(m) => put(m, out),
@@ -207,7 +217,13 @@ pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, Codec
         // Drain came with v2: a v1 peer neither sends nor knows it (an agent
         // on a v1 connection shuts down without announcing its drain).
         // So did the job frames.
-        FrameKind::Drain | FrameKind::Job | FrameKind::JobReply | FrameKind::Log => {
+        FrameKind::Drain
+        | FrameKind::Job
+        | FrameKind::JobReply
+        | FrameKind::Log
+        | FrameKind::Members
+        | FrameKind::ListMembers
+        | FrameKind::Load => {
             return Err(CodecError::UnknownKind(kind as u8));
         }
         FrameKind::ListNodes

@@ -56,7 +56,8 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         | Message::ListPolicies
         | Message::ListQueues
         | Message::CacheStats
-        | Message::Drain => {}
+        | Message::Drain
+        | Message::ListMembers => {}
         Message::Nodes(m) => put_wrapped(m, out),
         Message::Policies(m) => put(m, out),
         Message::SetPolicy(m) => put(m, out),
@@ -71,6 +72,8 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         Message::Job(m) => put(m.as_ref(), out),
         Message::JobReply(m) => put(m.as_ref(), out),
         Message::Log(m) => put(m, out),
+        Message::Members(m) => put(m, out),
+        Message::Load(m) => put(m, out),
     }
 }
 
@@ -139,5 +142,8 @@ pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, Codec
         FrameKind::Job => Message::Job(Box::new(get(kind, body)?)),
         FrameKind::JobReply => Message::JobReply(Box::new(get(kind, body)?)),
         FrameKind::Log => Message::Log(get(kind, body)?),
+        FrameKind::Members => Message::Members(get(kind, body)?),
+        FrameKind::ListMembers => get_empty(kind, body).map(|()| Message::ListMembers)?,
+        FrameKind::Load => Message::Load(get(kind, body)?),
     })
 }

@@ -59,6 +59,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
             Message::Register(Register {
                 token: "tok".into(),
                 node: node_spec(),
+                follows_members: true,
             }),
         ),
         (
@@ -263,6 +264,31 @@ pub fn all() -> Vec<(&'static str, Message)> {
         ),
         ("CacheStats", Message::CacheStats),
         ("Drain", Message::Drain),
+        (
+            "Members",
+            Message::Members(MemberList {
+                revision: 42,
+                members: vec![
+                    Member {
+                        name: "gw-a".into(),
+                        quic: "10.0.0.1:4433".into(),
+                        http: "10.0.0.1:4480".into(),
+                    },
+                    Member {
+                        name: "gw-b".into(),
+                        quic: "10.0.0.2:4433".into(),
+                        http: String::new(),
+                    },
+                ],
+            }),
+        ),
+        ("ListMembers", Message::ListMembers),
+        (
+            "Load",
+            Message::Load(NodeLoad {
+                in_flight: vec![("sha256".into(), 3), ("llama".into(), 0)],
+            }),
+        ),
         (
             "CacheStatsView",
             Message::CacheStatsView(CacheStatsView {

@@ -1,0 +1,108 @@
+//! Several gateways serving one fleet: the member list a gateway tells its
+//! agents and clients, and the node load an agent reports to every gateway
+//! it is registered with (v2 only).
+
+use minicbor::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+use crate::message::check_name;
+use crate::{CodecError, limits};
+
+/// Most gateways a [`MemberList`] names.
+pub const MAX_MEMBERS: usize = 256;
+
+/// Longest address in a [`Member`], bytes (`host:port`).
+pub const MAX_ADDR_LEN: usize = 512;
+
+/// One gateway of a cluster, as agents and clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
+pub struct Member {
+    /// The gateway's unique name in the cluster, e.g. `gw-a` (at most 256
+    /// bytes).
+    #[n(0)]
+    pub name: String,
+    /// Where agents and clients dial its QUIC port, `host:port`.
+    #[n(1)]
+    pub quic: String,
+    /// Where its HTTP ingress listens, `host:port`; empty when it has none.
+    #[n(2)]
+    pub http: String,
+}
+
+/// Gateway → agent (control stream, sent after `Registered` and again on
+/// every change) and gateway → client (the answer to `ListMembers`): the
+/// live gateways of the cluster. A gateway with no cluster names itself
+/// alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
+pub struct MemberList {
+    /// Grows with every change of the list (etcd's revision of the change);
+    /// a receiver ignores a list older than the one it holds.
+    #[n(0)]
+    pub revision: u64,
+    /// The members, sorted by name; the sender is one of them.
+    #[n(1)]
+    pub members: Vec<Member>,
+}
+
+/// Agent → gateway on the control stream: the calls in flight on the node
+/// per service, counting every gateway's, sent when the counts change
+/// (coalesced: at most one report per interval) between stats reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
+pub struct NodeLoad {
+    /// `(service, calls in flight)`, every service of the node.
+    #[n(0)]
+    pub in_flight: Vec<(String, u32)>,
+}
+
+impl MemberList {
+    /// Checks the limits a peer must respect.
+    ///
+    /// # Errors
+    /// [`CodecError::Invalid`] past [`MAX_MEMBERS`] members, for an empty
+    /// or over-long name, or an address past [`MAX_ADDR_LEN`] bytes.
+    pub fn validate(&self) -> Result<(), CodecError> {
+        if self.members.len() > MAX_MEMBERS {
+            return Err(CodecError::Invalid(format!(
+                "a member list names at most {MAX_MEMBERS} gateways, got {}",
+                self.members.len()
+            )));
+        }
+        for m in &self.members {
+            check_name("member name", &m.name)?;
+            for (what, addr) in [("quic", &m.quic), ("http", &m.http)] {
+                if addr.len() > MAX_ADDR_LEN {
+                    return Err(CodecError::Invalid(format!(
+                        "member {} {what} address is {} bytes, at most {MAX_ADDR_LEN}",
+                        m.name,
+                        addr.len()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl NodeLoad {
+    /// Checks the limits a peer must respect.
+    ///
+    /// # Errors
+    /// [`CodecError::Invalid`] past [`limits::MAX_SERVICES`] entries or for
+    /// a bad service name.
+    pub fn validate(&self) -> Result<(), CodecError> {
+        if self.in_flight.len() > limits::MAX_SERVICES {
+            return Err(CodecError::Invalid(format!(
+                "a load report names at most {} services, got {}",
+                limits::MAX_SERVICES,
+                self.in_flight.len()
+            )));
+        }
+        for (service, _) in &self.in_flight {
+            check_name("service name", service)?;
+        }
+        Ok(())
+    }
+}
