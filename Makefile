@@ -57,8 +57,8 @@ WASM_TARGET := wasm32-wasip2
 # ingress, PostgreSQL's server for the job store's tests (switchyard-testkit
 # starts a throwaway cluster; Debian keeps initdb in /usr/lib/postgresql/*/bin,
 # off PATH, so the check looks there too).
-SETUP_TOOLS := chromium chromedriver promtool curl initdb
-SETUP_PACKAGES := chromium chromium-driver prometheus curl postgresql
+SETUP_TOOLS := chromium chromedriver promtool curl initdb etcd protoc
+SETUP_PACKAGES := chromium chromium-driver prometheus curl postgresql etcd-server protobuf-compiler
 
 # The Python test clients (the stock `openai` package), pinned, in a
 # project-local virtualenv: never installed system-wide.

@@ -14,6 +14,7 @@ mod admin;
 mod cache;
 mod calls;
 pub mod cli;
+mod cluster;
 pub mod config;
 mod drain;
 mod events;
@@ -102,6 +103,9 @@ pub(crate) struct Shared {
     pub(crate) _known: [telemetry::labels::Known; 2],
     /// The last answer of `GET /ready`, reused for a second.
     pub(crate) readiness: health::Readiness,
+    /// The gateways serving this fleet (this one alone without
+    /// `[cluster]`).
+    pub(crate) cluster: Arc<cluster::Cluster>,
 }
 
 impl Shared {

@@ -162,6 +162,11 @@ impl Gateway {
         let ingress_addr = ingress.as_ref().and_then(|i| i.listener.local_addr().ok());
         let (events, _) = tokio::sync::broadcast::channel(256);
         let cache = Arc::new(cache::ResultCache::new(&config));
+        let cluster = Arc::new(crate::cluster::Cluster::single(protocol::Member {
+            name: config.listen.to_string(),
+            quic: config.listen.to_string(),
+            http: ingress_addr.map(|a| a.to_string()).unwrap_or_default(),
+        }));
         let gateway = Self {
             endpoint,
             shared: Arc::new(Shared {
@@ -185,6 +190,7 @@ impl Gateway {
                 jobs: std::sync::OnceLock::new(),
                 _known: known,
                 readiness: crate::health::Readiness::default(),
+                cluster,
             }),
             ca: files.ca,
             token_files,
