@@ -119,6 +119,11 @@ async fn request(
             let _ = send.send(&Message::Nodes(nodes)).await;
             let _ = send.finish();
         }
+        Message::ListMembers => {
+            let members = shared.cluster.members();
+            let _ = send.send(&Message::Members(members)).await;
+            let _ = send.finish();
+        }
         Message::ListQueues => {
             let queues = shared.scheduler.views(Instant::now());
             let _ = send.send(&Message::Queues(queues)).await;
@@ -140,7 +145,7 @@ async fn request(
             refuse(
                 &mut send,
                 &format!(
-                    "a stream must start with Call, ListNodes, ListQueues, ListPolicies, SetPolicy, CacheStats, PurgeCache or Job, not {:?}",
+                    "a stream must start with Call, ListNodes, ListMembers, ListQueues, ListPolicies, SetPolicy, CacheStats, PurgeCache or Job, not {:?}",
                     other.kind()
                 ),
             )
