@@ -6,6 +6,12 @@
 //! binaries (`initdb`, `pg_ctl`: Debian's `postgresql` package, which
 //! `make setup` installs).
 //!
+//! [`Etcd`]: a throwaway single-member etcd cluster in a temporary
+//! directory, on free loopback ports, which a test can stop and restart
+//! (same ports, same data) and which is killed and removed when dropped. It
+//! needs the `etcd` binary (Debian's `etcd-server`, which `make setup`
+//! installs).
+//!
 //! [`unassigned_port`]: a loopback port for a process a test starts, where
 //! no port-0 bind or outgoing connection takes it first.
 //!
@@ -18,8 +24,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+mod etcd;
 mod ports;
 mod skip;
+pub use etcd::{Etcd, EtcdError};
 pub use ports::unassigned_port;
 pub use skip::{REQUIRE_ALL_ENV, SKIP_LOG_ENV, SKIPPED_PREFIX, skip_or_fail};
 
