@@ -133,6 +133,32 @@ pub struct DispatchHead {
     #[serde(default, with = "crate::added")]
     #[n(7)]
     pub request_id: Option<String>,
+    /// The chained block hashes of the call's prompt (first block first, at
+    /// most [`limits::MAX_PREFIX_HASHES`]) the gateway computed for its
+    /// cache-aware policies; the agent counts them as held by its node for
+    /// the service and reports them in [`crate::NodeLoad::prefix_added`].
+    /// Empty (and not sent) when the gateway computed none. Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(8), default, skip_if = "Vec::is_empty")]
+    pub prefix_hashes: Vec<u64>,
+}
+
+impl DispatchHead {
+    /// Checks the limits a gateway must respect.
+    ///
+    /// # Errors
+    /// [`CodecError::Invalid`] for more than
+    /// [`limits::MAX_PREFIX_HASHES`] prefix hashes.
+    pub fn validate(&self) -> Result<(), CodecError> {
+        if self.prefix_hashes.len() > limits::MAX_PREFIX_HASHES {
+            return Err(CodecError::Invalid(format!(
+                "a dispatch carries at most {} prefix hashes, got {}",
+                limits::MAX_PREFIX_HASHES,
+                self.prefix_hashes.len()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Gateway → client: a successful call's metadata.

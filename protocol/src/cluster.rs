@@ -55,6 +55,21 @@ pub struct NodeLoad {
     /// `(service, calls in flight)`, every service of the node.
     #[n(0)]
     pub in_flight: Vec<(String, u32)>,
+    /// `(service, block hashes)`: prefix blocks the node came to hold for
+    /// the service since the previous report on this session (chained
+    /// hashes as [`crate::DispatchHead::prefix_hashes`]; at most
+    /// [`limits::MAX_PREFIX_HASHES`] per service); the whole set when
+    /// `prefix_full`. Empty when nothing changed.
+    #[cbor(n(1), default, skip_if = "Vec::is_empty")]
+    pub prefix_added: Vec<(String, Vec<u64>)>,
+    /// `(service, block hashes)`: blocks the node no longer holds since the
+    /// previous report (same bounds as `prefix_added`).
+    #[cbor(n(2), default, skip_if = "Vec::is_empty")]
+    pub prefix_evicted: Vec<(String, Vec<u64>)>,
+    /// Whether `prefix_added` is the node's whole set of blocks, replacing
+    /// what the gateway held for it: the first report of a session.
+    #[cbor(n(3), default, skip_if = "crate::call::is_false")]
+    pub prefix_full: bool,
 }
 
 impl MemberList {
@@ -103,6 +118,49 @@ impl NodeLoad {
         for (service, _) in &self.in_flight {
             check_name("service name", service)?;
         }
+        for (what, lists) in [
+            ("prefix_added", &self.prefix_added),
+            ("prefix_evicted", &self.prefix_evicted),
+        ] {
+            if lists.len() > limits::MAX_SERVICES {
+                return Err(CodecError::Invalid(format!(
+                    "{what} names at most {} services, got {}",
+                    limits::MAX_SERVICES,
+                    lists.len()
+                )));
+            }
+            for (service, hashes) in lists {
+                check_name("service name", service)?;
+                if hashes.len() > limits::MAX_PREFIX_HASHES {
+                    return Err(CodecError::Invalid(format!(
+                        "{what} names at most {} blocks of service {service}, got {}",
+                        limits::MAX_PREFIX_HASHES,
+                        hashes.len()
+                    )));
+                }
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_reports_bound_their_prefix_blocks() {
+        let mut load = NodeLoad {
+            in_flight: vec![("llm".into(), 1)],
+            prefix_added: vec![("llm".into(), vec![7; limits::MAX_PREFIX_HASHES])],
+            prefix_evicted: vec![("llm".into(), vec![8])],
+            prefix_full: false,
+        };
+        assert!(load.validate().is_ok());
+        load.prefix_added[0].1.push(9);
+        assert!(load.validate().is_err(), "too many added blocks");
+        load.prefix_added.clear();
+        load.prefix_evicted[0].0 = String::new();
+        assert!(load.validate().is_err(), "empty service name");
     }
 }

@@ -123,4 +123,8 @@ pub mod limits {
     /// Longest service error body a call error carries
     /// (`CallError::body`), bytes.
     pub const MAX_ERROR_BODY_LEN: usize = 16 * 1024;
+    /// Most prefix block hashes a dispatch carries
+    /// (`DispatchHead::prefix_hashes`), and most a load report names per
+    /// service in each of `NodeLoad::prefix_added` and `prefix_evicted`.
+    pub const MAX_PREFIX_HASHES: usize = 4096;
 }

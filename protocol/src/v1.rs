@@ -125,6 +125,7 @@ impl Message {
             Message::Dispatch(head) => {
                 head.traceparent = None;
                 head.request_id = None;
+                head.prefix_hashes.clear();
             }
             Message::Result(head) => {
                 head.timings.attempts = 0;

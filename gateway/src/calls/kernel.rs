@@ -94,13 +94,13 @@ pub(super) async fn to_node(
         &call.head,
         &call.admitted.tenant,
         call.call_id,
-        prefix,
+        prefix.clone(),
         call.admitted.job,
     );
     let mut attempts = 1;
     loop {
         let opened = open(call, ticket, caller).await?;
-        match exchange_with(call, opened, &payload).await {
+        match exchange_with(call, opened, &payload, &prefix).await {
             Ok(mut answered) => {
                 answered.attempts = attempts;
                 return Ok(answered);
@@ -203,12 +203,14 @@ async fn open(
     }
 }
 
-/// Sends the call to the node its stream is open to and reads the answer's
+/// Sends the call to the node its stream is open to, with its prefix
+/// hashes (the node reports the blocks it holds), and reads the answer's
 /// head.
 async fn exchange_with(
     call: &Call<'_>,
     opened: Opened,
     payload: &Bytes,
+    prefix: &[u64],
 ) -> Result<Answered, Attempt> {
     let Opened {
         guard,
@@ -249,6 +251,7 @@ async fn exchange_with(
         log: call.head.log,
         traceparent: span.traceparent(),
         request_id: call.head.request_id.clone(),
+        prefix_hashes: prefix[..prefix.len().min(protocol::limits::MAX_PREFIX_HASHES)].to_vec(),
     };
     let max = shared.config.max_payload_bytes;
     let outcome = tokio::time::timeout_at(

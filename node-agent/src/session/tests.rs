@@ -131,6 +131,7 @@ async fn call(
         log: false,
         traceparent: None,
         request_id: Some("req-test".into()),
+        prefix_hashes: Vec::new(),
     };
     send.send(&Message::Dispatch(head)).await.expect("dispatch");
     // The agent may refuse before reading the payload (and stop the stream).

@@ -100,6 +100,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 log: false,
                 traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01".into()),
                 request_id: Some("req-7f3a".into()),
+                prefix_hashes: vec![0x0123_4567_89ab_cdef, 42],
             }),
         ),
         ("Queued", Message::Queued(3)),
@@ -287,6 +288,9 @@ pub fn all() -> Vec<(&'static str, Message)> {
             "Load",
             Message::Load(NodeLoad {
                 in_flight: vec![("sha256".into(), 3), ("llama".into(), 0)],
+                prefix_added: vec![("llama".into(), vec![0x0123_4567_89ab_cdef, 42])],
+                prefix_evicted: vec![("llama".into(), vec![7])],
+                prefix_full: true,
             }),
         ),
         (
