@@ -486,9 +486,9 @@ fn candidate_of(node: &crate::Node, service: &str) -> Candidate {
     let s = node.services.get(service);
     let mut c = Candidate {
         node: node.key,
-        in_flight: s.map_or(0, |s| s.in_flight),
+        in_flight: s.map_or(0, crate::fleet::ServiceState::load),
         max_concurrent: s.map_or(0, |s| s.max_concurrent),
-        node_in_flight: node.in_flight_total(),
+        node_in_flight: node.load_total(),
         latency_ms: s.map_or(0.0, |s| s.latency.value_ms),
         latency_samples: s.map_or(0, |s| s.latency.samples),
         cost_per_hour: node.spec.cost_per_hour,

@@ -37,6 +37,17 @@ pub enum Event {
         /// The report.
         stats: NodeStats,
     },
+    /// A node's load report: its calls in flight per service, every
+    /// gateway's (`(service, calls)`). The calls beyond this gateway's own
+    /// count as the other gateways' until the next report: a call goes
+    /// there only while this gateway's plus the others' stay under the
+    /// service's `max_concurrent`. Unknown services are ignored.
+    Load {
+        /// Its key.
+        node: NodeKey,
+        /// `(service, calls in flight on the node)`.
+        in_flight: Vec<(String, u32)>,
+    },
     /// An operator drained (true) or undrained a node.
     Drain {
         /// Its key.
@@ -107,6 +118,21 @@ pub enum Event {
     /// the retries breaker (it costs the servers nothing), whether the call
     /// is idempotent or not.
     NotRun {
+        /// The call.
+        call: CallId,
+        /// A random number in `0.0..1.0` (the backoff's jitter).
+        jitter: f32,
+    },
+    /// A dispatched call's node refused it for being full (the service ran
+    /// its `max_concurrent` calls, other gateways' included): the call
+    /// never ran. The core frees its slot, takes the node's service to be
+    /// full until its next [`Event::Load`], and answers
+    /// [`Action::RetryAfter`] with the same attempt number (a short
+    /// jittered backoff, at most the first retry's); the call is then
+    /// admitted again, the same node included. Neither the attempts cap,
+    /// the retry budget, the retries breaker nor outlier detection counts
+    /// it: the node did nothing wrong.
+    NodeFull {
         /// The call.
         call: CallId,
         /// A random number in `0.0..1.0` (the backoff's jitter).

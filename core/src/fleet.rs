@@ -69,8 +69,12 @@ pub struct ServiceState {
     pub max_concurrent: u32,
     /// Usual load time into a slot, ms (0 for a service in no slot).
     pub load_ms: u32,
-    /// Calls running now.
+    /// Calls this gateway runs here now.
     pub in_flight: u32,
+    /// Calls other gateways run here now, as the node's latest load report
+    /// tells: its total less this gateway's calls in flight when the report
+    /// arrived, never below 0 (0 until a report says otherwise).
+    pub others: u32,
     /// Whether calls can run now (always, for a service in no slot).
     pub loaded: bool,
     /// Node time of finished calls, ms.
@@ -94,6 +98,13 @@ pub struct ServiceState {
     /// The model server's load from the latest stats report; `None` when
     /// it carried none for this service.
     pub model_load: Option<ModelLoad>,
+}
+
+impl ServiceState {
+    /// Calls running on the node: this gateway's plus the others'.
+    pub fn load(&self) -> u32 {
+        self.in_flight.saturating_add(self.others)
+    }
 }
 
 /// An exponentially weighted moving average of node times, ms.
@@ -145,6 +156,7 @@ impl Fleet {
                     max_concurrent: s.max_concurrent,
                     load_ms: s.load_ms,
                     in_flight: 0,
+                    others: 0,
                     loaded,
                     latency: Ewma::default(),
                     consecutive_failures: 0,
@@ -258,8 +270,37 @@ impl Node {
     pub fn has_free_slot(&self, service: &str) -> bool {
         !self.draining
             && self.services.get(service).is_some_and(|s| {
-                s.loaded && s.healthy && s.ejected_until.is_none() && s.in_flight < s.max_concurrent
+                s.loaded && s.healthy && s.ejected_until.is_none() && s.load() < s.max_concurrent
             })
+    }
+
+    /// Takes a load report from the node: `in_flight` as `(service, calls
+    /// in flight on the node, every gateway's)`. Each known service named
+    /// gets `others` = the reported count less this gateway's calls in
+    /// flight (never below 0); unknown services are ignored, services left
+    /// out keep their figure. Returns the services that have more room
+    /// than before (their queues may move).
+    pub fn set_load(&mut self, in_flight: &[(String, u32)]) -> Vec<String> {
+        let mut freer = Vec::new();
+        for (name, total) in in_flight {
+            if let Some(s) = self.services.get_mut(name) {
+                let others = total.saturating_sub(s.in_flight);
+                if others < s.others {
+                    freer.push(name.clone());
+                }
+                s.others = others;
+            }
+        }
+        freer
+    }
+
+    /// The node refused a call of `service` for being at its
+    /// `max_concurrent`: until its next load report, other gateways are
+    /// taken to hold every slot this gateway does not.
+    pub fn mark_full(&mut self, service: &str) {
+        if let Some(s) = self.services.get_mut(service) {
+            s.others = s.max_concurrent.saturating_sub(s.in_flight);
+        }
     }
 
     /// Takes a stats report's health verdicts: every service it names in
@@ -301,14 +342,26 @@ impl Node {
             .is_some_and(|s| s.ejected_until.is_some())
     }
 
-    /// Calls of `service` in flight here.
+    /// Calls of `service` this gateway runs here.
     pub fn in_flight(&self, service: &str) -> u32 {
         self.services.get(service).map_or(0, |s| s.in_flight)
     }
 
-    /// Calls of every service in flight here.
+    /// Calls of every service this gateway runs here.
     pub fn in_flight_total(&self) -> u32 {
         self.services.values().map(|s| s.in_flight).sum()
+    }
+
+    /// Calls of `service` running here, this gateway's and the others'
+    /// (as [`ServiceState::load`]).
+    pub fn load(&self, service: &str) -> u32 {
+        self.services.get(service).map_or(0, ServiceState::load)
+    }
+
+    /// Calls of every service running here, this gateway's and the
+    /// others'.
+    pub fn load_total(&self) -> u32 {
+        self.services.values().map(ServiceState::load).sum()
     }
 
     /// `max_concurrent` of `service` here (0 when not hosted).

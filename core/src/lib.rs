@@ -184,6 +184,13 @@ impl Core {
                     }
                 }
             }
+            Event::Load { node, in_flight } => {
+                if let Some(n) = self.fleet.get_mut(node) {
+                    for service in n.set_load(&in_flight) {
+                        self.kick(&service, now);
+                    }
+                }
+            }
             Event::Drain { node, draining } => self.drain(node, draining, now),
             Event::CallArrived {
                 call,
@@ -198,6 +205,7 @@ impl Core {
             Event::CallLeft { call } => self.left(call),
             Event::RetryAsked { call, jitter } => self.retry_asked(call, jitter, false, now),
             Event::NotRun { call, jitter } => self.retry_asked(call, jitter, true, now),
+            Event::NodeFull { call, jitter } => self.node_full(call, jitter, now),
             Event::RetryDue { call } => self.retry_due(call, now),
             Event::SwapReported { node, report } => self.on_report(node, report, now),
             Event::JobLimit { max_per_node } => {

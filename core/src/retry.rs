@@ -200,6 +200,30 @@ impl Core {
         self.kick(&service, now);
     }
 
+    /// A dispatched call's node was full: frees the slot, takes the node's
+    /// service as full until its next load report, and grants the call
+    /// another try after a short backoff (`jitter` in `0.0..1.0`) at the
+    /// same attempt number. Counts nothing against the node or the budget.
+    pub(crate) fn node_full(&mut self, call: CallId, jitter: f32, now: Instant) {
+        let Some((service, node, same)) = self.release(call) else {
+            return;
+        };
+        if same && let Some(n) = self.fleet.get_mut(node) {
+            n.mark_full(&service);
+        }
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.stage = Stage::Backoff;
+            let attempt = c.attempt;
+            let backoff = self.config.retry.backoff(1, jitter);
+            self.out.push(Action::RetryAfter {
+                call,
+                attempt,
+                backoff,
+            });
+        }
+        self.kick(&service, now);
+    }
+
     /// Whether `call` of `service` may run once more: attempts left, and
     /// unless it never ran (`not_run`), under the retries breaker and
     /// within the retry budget.

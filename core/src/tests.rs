@@ -14,6 +14,7 @@ use super::*;
 
 mod health;
 mod jobs;
+mod load;
 mod model_load;
 mod outlier;
 mod props;
