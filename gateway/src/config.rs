@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod cluster;
 mod http;
 mod jobs;
 mod metrics;
@@ -17,6 +18,7 @@ mod routing;
 mod services;
 pub(crate) mod tenants;
 
+pub use cluster::ClusterConfig;
 pub use http::{HttpConfig, TlsConfig};
 pub use jobs::{JobsConfig, TemplateConfig};
 pub use metrics::MetricsConfig;
@@ -144,6 +146,10 @@ pub struct GatewayConfig {
     /// `shutting down` (retry-safe); then connections close with the
     /// shutdown code (SDKs fail over at once). 0 closes at once.
     pub shutdown_grace_s: u32,
+    /// Several gateways serving one fleet, their membership in etcd (table
+    /// `[cluster]`, see [`ClusterConfig`]); default none: a cluster of one,
+    /// no etcd.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Why the configuration could not be used.
@@ -210,6 +216,7 @@ impl Default for GatewayConfig {
             quic: QuicConfig::default(),
             agents: AgentsConfig::default(),
             shutdown_grace_s: 30,
+            cluster: None,
         }
     }
 }
@@ -311,6 +318,13 @@ impl GatewayConfig {
             }
         }
         tenants::validate(&self.tenants)?;
+        if let Some(cluster) = &self.cluster {
+            cluster.validate(
+                self.listen,
+                self.http.enabled.then_some(self.http.listen),
+                self.admin_enabled.then_some(self.admin_listen),
+            )?;
+        }
         if self.default_policy.is_empty() {
             return Err(ConfigError::Invalid(
                 "default_policy must not be empty".into(),

@@ -159,3 +159,36 @@ fn tracing_is_off_by_default_and_takes_an_otlp_endpoint() {
     let config = GatewayConfig::from_toml_str(&example).expect("example parses");
     assert!(config.tracing.otlp_endpoint.is_some());
 }
+
+#[test]
+fn cluster_is_off_by_default_and_the_example_section_parses() {
+    assert_eq!(GatewayConfig::default().cluster, None);
+    assert_eq!(
+        GatewayConfig::from_toml_str("").expect("empty").cluster,
+        None
+    );
+    assert!(
+        GatewayConfig::from_toml_str("[cluster]\nname = \"a\"\n").is_err(),
+        "etcd is required"
+    );
+    // The example's commented section, its keys uncommented, parses.
+    let mut in_cluster = false;
+    let example = crate::cli::EXAMPLE_CONFIG
+        .lines()
+        .map(|l| {
+            in_cluster = (in_cluster && !l.is_empty()) || l == "# [cluster]";
+            match l.strip_prefix("# ") {
+                Some(r) if in_cluster && (r.contains(" = ") || r == "[cluster]") => r.to_string(),
+                _ => l.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = GatewayConfig::from_toml_str(&example).expect("example parses");
+    let cluster = config.cluster.expect("a [cluster] section");
+    let defaults = ClusterConfig::with_etcd(cluster.etcd.clone());
+    assert_eq!(cluster.name.as_deref(), Some("gw-a"));
+    assert_eq!(cluster.prefix, defaults.prefix);
+    assert_eq!(cluster.lease_ttl_s, defaults.lease_ttl_s);
+    assert_eq!(cluster.connect_timeout_ms, defaults.connect_timeout_ms);
+}
