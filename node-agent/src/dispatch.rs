@@ -19,6 +19,7 @@ use protocol::{Codec, DispatchHead, ErrorKind, Message, ReplyHead, Trailer};
 use tracing::Instrument as _;
 use transport::{FramedRecv, FramedSend, IoError};
 
+use crate::prefix_blocks::PrefixBlocks;
 use crate::services::{Body, Item, Reply, ServiceError, Services, Slot};
 
 /// How long the gateway has to send the `Dispatch` head on a new stream.
@@ -43,6 +44,8 @@ pub(crate) struct Dispatcher {
     pub(crate) max_payload: u64,
     /// Calls' spans (`[tracing]`; makes none when off).
     pub(crate) tracer: otel::Tracer,
+    /// The prefix blocks of the calls served, reported to the gateways.
+    pub(crate) prefix: PrefixBlocks,
 }
 
 /// What a call came to, before it is written back.
@@ -145,6 +148,10 @@ impl Dispatcher {
             span.record("request_id", tracing::field::display(request_id));
         }
         tracing::debug!(call_id, service, payload_len, timeout_ms, "call dispatched");
+        if let Err(e) = head.validate() {
+            recv.stop(STOP_CODE);
+            return bad(e.to_string());
+        }
         *trace = self.tracer.span(
             "service call",
             otel::Kind::Server,
@@ -214,12 +221,16 @@ impl Dispatcher {
             }
         };
         match result {
-            Ok(reply) => Outcome::Reply {
-                reply,
-                slot,
-                started,
-                call_id,
-            },
+            Ok(reply) => {
+                // The model server now holds the prompt's blocks.
+                self.prefix.record(service, &head.prefix_hashes);
+                Outcome::Reply {
+                    reply,
+                    slot,
+                    started,
+                    call_id,
+                }
+            }
             Err(e) => {
                 let exec_ms = started.elapsed().as_secs_f32() * 1000.0;
                 if e.kind == ErrorKind::Internal {

@@ -38,6 +38,7 @@ pub mod config;
 mod dispatch;
 pub mod health;
 pub mod model_load;
+mod prefix_blocks;
 pub mod services;
 mod session;
 mod slots;

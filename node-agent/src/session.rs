@@ -82,6 +82,7 @@ pub async fn run(
             services,
             max_payload: config.max_payload_bytes,
             tracer: otel::Tracer::start(&config.tracing, "switchyard-agent")?,
+            prefix: crate::prefix_blocks::PrefixBlocks::default(),
         },
         slots,
         stats: Arc::new(Mutex::new(stats)),
@@ -362,6 +363,11 @@ impl Agent {
             ..
         } = session;
         let interval = Duration::from_millis(u64::from(self.config.stats_interval_ms));
+        // Load reports go only to a gateway that tells its members (one
+        // that knows the frame); the prefix blocks' first report is the
+        // whole set.
+        let follows_members = std::sync::atomic::AtomicBool::new(false);
+        let mut prefix = self.dispatcher.prefix.reporter();
         let mut drain_told = draining.clone();
         let shutting_down = draining.clone();
         let stats = async {
@@ -385,6 +391,16 @@ impl Agent {
                     }
                     _ = tick.tick() => Message::Stats(self.sample().await),
                     report = reports.next(session_id) => Message::Swapped(report),
+                    () = prefix.changed(), if follows_members.load(std::sync::atomic::Ordering::Relaxed) => {
+                        let mut load = protocol::NodeLoad {
+                            in_flight: self.dispatcher.services.in_flight(),
+                            ..protocol::NodeLoad::default()
+                        };
+                        if !prefix.fill(&mut load) {
+                            continue;
+                        }
+                        Message::Load(load)
+                    }
                 };
                 if let Err(e) = send.send(&message).await {
                     return format!("sending {:?} failed: {e}", message.kind());
@@ -396,6 +412,9 @@ impl Agent {
                 match recv.recv().await {
                     Ok(Some(Message::Swap(request))) => {
                         self.slots.request(request, session_id);
+                    }
+                    Ok(Some(Message::Members(_))) => {
+                        follows_members.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                     Ok(Some(message)) => {
                         tracing::debug!(kind = ?message.kind(), "ignoring a control message");
