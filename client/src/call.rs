@@ -63,6 +63,12 @@ pub struct CallOptions {
     /// and agents that trace (`[tracing]`) record the call's spans in that
     /// trace, under that span (default none).
     pub traceparent: Option<String>,
+    /// Running the call twice does no harm (default false): when the
+    /// connection to its gateway is lost after the gateway had the call,
+    /// the SDK sends it again to another gateway within its timeout
+    /// instead of failing with [`ClientError::GatewayLost`]. A call that
+    /// cannot have run moves to another gateway either way.
+    pub idempotent: bool,
 }
 
 impl Default for CallOptions {
@@ -77,6 +83,7 @@ impl Default for CallOptions {
             max_age: None,
             endpoint: None,
             traceparent: None,
+            idempotent: false,
         }
     }
 }
@@ -238,6 +245,13 @@ impl<'a> Call<'a> {
         self
     }
 
+    /// Marks the call safe to run twice, so a call whose gateway was lost
+    /// mid-flight is sent to another gateway ([`CallOptions::idempotent`]).
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.options.idempotent = idempotent;
+        self
+    }
+
     /// Tells `on_event` where the call stands while it waits for a node: its
     /// queue position each time it changes, and a reservation when a node
     /// loads the service for it. Called on the task that awaits the call.
@@ -382,7 +396,9 @@ impl Open {
             }
             _ => self.recv.recv().await,
         };
-        let frame = frame.inspect_err(|_| self.done = true)?;
+        let frame = frame
+            .inspect_err(|_| self.done = true)
+            .map_err(|e| attempt::reading(e, self.recv.gateway()))?;
         match (frame, self.left.as_mut()) {
             (Some(Message::Data(chunk)), Some(left)) if chunk.len() as u64 <= *left => {
                 *left -= chunk.len() as u64;
@@ -449,7 +465,11 @@ impl Client {
         let max = self.config.max_result_bytes;
         let data = match meta.payload_len {
             Some(len) => {
-                let data = open.recv.recv_payload(len, max).await?;
+                let data = open
+                    .recv
+                    .recv_payload(len, max)
+                    .await
+                    .map_err(|e| attempt::reading(e, open.recv.gateway()))?;
                 open.done = true;
                 data
             }
@@ -467,115 +487,6 @@ impl Client {
             }
         };
         Ok(CallResult { meta, data })
-    }
-
-    /// Sends the call and its payload, reports its events, and returns the
-    /// result's head with the stream still open. A gateway that answers
-    /// `shutting down` is retired and the call goes to the next gateway
-    /// (nothing ran: retry-safe), within the deadline.
-    async fn start(
-        &self,
-        service: &str,
-        payload: Bytes,
-        options: CallOptions,
-        mut on_event: impl FnMut(CallEvent) + Send,
-        deadline: Deadline,
-    ) -> Result<(ResultMeta, Open), ClientError> {
-        let mut head = options.into_head(service, payload.len() as u64);
-        head.api_key = self.config.api_key.clone();
-        let mut failovers = self.pool.gateway_count().saturating_sub(1);
-        loop {
-            // The wait for a stream counts against the call's time; the
-            // gateway gets what is left.
-            let (send, recv) = tokio::time::timeout_at(deadline.at, self.open())
-                .await
-                .map_err(|_| deadline.passed(false))??;
-            head.timeout_ms = match deadline.left_ms() {
-                0 => return Err(deadline.passed(false)),
-                left => left,
-            };
-            let gateway = recv.gateway();
-            match self
-                .exchange(&head, &payload, send, recv, &mut on_event)
-                .await
-            {
-                Err(ClientError::Call {
-                    kind: protocol::ErrorKind::ShuttingDown,
-                    message,
-                    node_id,
-                    request_id,
-                }) => {
-                    self.pool.shutting_down(gateway);
-                    if failovers == 0 {
-                        return Err(ClientError::Call {
-                            kind: protocol::ErrorKind::ShuttingDown,
-                            message,
-                            node_id,
-                            request_id,
-                        });
-                    }
-                    failovers -= 1;
-                    tracing::debug!(%message, "gateway shutting down; calling the next one");
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Sends one call on an open stream and reads up to its result's head.
-    async fn exchange(
-        &self,
-        head: &CallHead,
-        payload: &Bytes,
-        mut send: FramedSend,
-        mut recv: PooledRecv,
-        on_event: &mut (impl FnMut(CallEvent) + Send),
-    ) -> Result<(ResultMeta, Open), ClientError> {
-        // The gateway may refuse early (payload too large) and stop our upload;
-        // its answer is what matters, so read it even if the upload fails.
-        // The head and a small payload leave in one write.
-        let upload_result = match send
-            .send_with_payload(&Message::Call(head.clone()), payload)
-            .await
-        {
-            // The head did not encode: nothing was sent.
-            Err(e @ transport::IoError::Codec(_)) => return Err(e.into()),
-            Err(e) => Err(e),
-            Ok(()) => send.finish(),
-        };
-        let answer = loop {
-            match recv.recv().await {
-                Ok(Some(Message::Queued(position))) => on_event(CallEvent::Queued { position }),
-                Ok(Some(Message::Reserved(r))) => on_event(CallEvent::Reserved {
-                    node_id: r.node_id,
-                    from: r.from,
-                    expected_ms: r.expected_ms,
-                }),
-                other => break other,
-            }
-        };
-        let head = match (answer, upload_result) {
-            (Ok(Some(Message::Result(head))), _) => head,
-            (Ok(Some(Message::Error(e))), _) => return Err(ClientError::from(e)),
-            (Ok(Some(other)), _) => return Err(unexpected(&other)),
-            (Ok(None), Err(e)) | (Err(_), Err(e)) => return Err(e.into()),
-            (Ok(None), Ok(())) => {
-                return Err(ClientError::Protocol(
-                    "gateway closed the call without answering".into(),
-                ));
-            }
-            (Err(e), Ok(())) => return Err(e.into()),
-        };
-        let left = head.payload_len;
-        Ok((
-            head,
-            Open {
-                send,
-                recv,
-                left,
-                done: false,
-            },
-        ))
     }
 }
 
@@ -621,5 +532,6 @@ fn far_future(now: Instant) -> Instant {
     now + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
+mod attempt;
 #[cfg(test)]
 mod tests;

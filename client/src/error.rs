@@ -28,6 +28,20 @@ pub enum ClientError {
     /// The connection failed during the call.
     #[error("connection: {0}")]
     Io(#[from] IoError),
+    /// The connection to the gateway was lost after the gateway had the
+    /// call (it had acknowledged all of it, or answered with a queue
+    /// position or a result head): the call may have run, so the SDK did
+    /// not send it to another gateway (it does for a call marked
+    /// [`crate::Call::idempotent`]). Not retry-safe.
+    #[error(
+        "gateway {gateway} lost during the call: {message} (the call may have run; a retry is not known to be safe)"
+    )]
+    GatewayLost {
+        /// The gateway's address, `host:port`.
+        gateway: String,
+        /// How the connection ended.
+        message: String,
+    },
     /// The gateway broke the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -142,5 +156,20 @@ mod tests {
         assert_eq!(sent.kind(), Some(ErrorKind::Timeout));
         assert!(!sent.retry_safe());
         assert!(sent.to_string().contains("may have run"), "{sent}");
+    }
+
+    #[test]
+    fn a_gateway_lost_mid_call_is_the_gateways_and_not_retry_safe() {
+        let lost = ClientError::GatewayLost {
+            gateway: "10.0.0.2:4433".into(),
+            message: "connection lost: timed out".into(),
+        };
+        assert_eq!(lost.kind(), None);
+        assert_eq!(lost.side(), Side::Gateway);
+        assert!(!lost.retry_safe());
+        let text = lost.to_string();
+        assert!(text.contains("10.0.0.2:4433"), "{text}");
+        assert!(text.contains("may have run"), "{text}");
+        assert!(text.contains("not known to be safe"), "{text}");
     }
 }

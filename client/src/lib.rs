@@ -31,6 +31,7 @@
 mod call;
 mod error;
 mod jobs;
+mod members;
 mod pool;
 
 use std::path::PathBuf;
@@ -86,6 +87,19 @@ pub struct ClientConfig {
     /// speaks the one the gateway picks. `1` speaks only the first
     /// release's format.
     pub max_wire_version: protocol::WireVersion,
+    /// Whether the gateway addresses are the bootstrap list of a cluster
+    /// (default false): the client then
+    /// asks the first gateway that answers for the cluster's member list,
+    /// spreads calls over the members (round-robin), asks again every
+    /// [`ClientConfig::member_refresh`] and at once when a connection is
+    /// lost, and sends a call that did not run to another member. Without
+    /// it, calls go to the first gateway that is up (see [`PoolConfig`]).
+    /// [`ClientConfig::for_cluster`] and [`ClientConfig::with_cluster`]
+    /// set it.
+    pub cluster: bool,
+    /// How often a cluster client asks for the member list again (default
+    /// 5 s).
+    pub member_refresh: std::time::Duration,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -99,6 +113,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("pool", &self.pool)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("max_wire_version", &self.max_wire_version)
+            .field("cluster", &self.cluster)
+            .field("member_refresh", &self.member_refresh)
             .finish()
     }
 }
@@ -115,7 +131,23 @@ impl ClientConfig {
             pool: PoolConfig::default(),
             api_key: None,
             max_wire_version: protocol::WireVersion::LATEST,
+            cluster: false,
+            member_refresh: members::DEFAULT_MEMBER_REFRESH,
         }
+    }
+
+    /// A configuration for a cluster of gateways reached through
+    /// `bootstrap` (`host:port` addresses, at least one: those that are
+    /// down are skipped), trusting `ca`, with defaults otherwise; see
+    /// [`ClientConfig::cluster`].
+    pub fn for_cluster<I, S>(bootstrap: I, ca: impl Into<PathBuf>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut config = Self::new("", ca).with_gateways(bootstrap);
+        config.cluster = true;
+        config
     }
 
     /// The same configuration offering wire versions up to `version` only.
@@ -148,10 +180,16 @@ impl Client {
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
         let pool = Arc::new(pool::Pool::new(&config)?);
         pool.warm_up().await?;
+        let codec = Codec::default();
+        if config.cluster {
+            let members = members::Members::new(&config, codec);
+            members.refresh(&pool).await;
+            members.follow(&pool, config.member_refresh);
+        }
         Ok(Self {
             config: Arc::new(config),
             pool,
-            codec: Codec::default(),
+            codec,
             admin_token: None,
         })
     }
@@ -162,7 +200,7 @@ impl Client {
     /// receive half holds the stream's place in the pool until it is
     /// dropped.
     async fn open(&self) -> Result<(FramedSend, pool::PooledRecv), ClientError> {
-        self.pool.open(self.codec).await
+        self.pool.open(self.codec, None).await
     }
 
     /// The nodes registered with the gateway, with their stats.

@@ -6,7 +6,10 @@
 //! - **Order.** Gateways are tried in the configured order
 //!   ([`ClientConfig::gateway`], then [`ClientConfig::fallback_gateways`]);
 //!   a call goes to the first gateway that has a usable connection or can
-//!   get one.
+//!   get one. A cluster client ([`ClientConfig::cluster`]) starts each call
+//!   one gateway further (round-robin), so calls spread over the members,
+//!   and its gateways are replaced as the member list changes
+//!   (`pool/members.rs`); a gateway a call just failed on is tried last.
 //! - **Size.** Each gateway gets at most [`PoolConfig::pool_size`]
 //!   connections (default 4). One is opened when a call finds none; more
 //!   are opened in the background once the least-loaded connection carries
@@ -38,13 +41,15 @@
 //! - **Retry.** Opening a stream sends nothing, so a call whose stream cannot
 //!   be opened (its connection died) moves to another connection. Once the
 //!   call's first frame may have left, a lost connection fails the call
-//!   ([`ClientError::Io`], not retry-safe): it is never sent twice.
+//!   ([`ClientError::GatewayLost`], not retry-safe): it is never sent
+//!   twice. Which failures send a call to another gateway is `call/attempt.rs`'s
+//!   business.
 
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
 use protocol::Codec;
@@ -55,6 +60,8 @@ use crate::{ClientConfig, ClientError};
 
 mod config;
 mod dial;
+mod health;
+mod members;
 
 use config::backoff;
 pub use config::{GatewayStats, PoolConfig, PoolStats};
@@ -67,7 +74,16 @@ pub(crate) struct Pool {
     server_name: String,
     ca: PathBuf,
     max_wire_version: protocol::WireVersion,
-    gateways: Vec<Gateway>,
+    /// The gateways calls go to, in the order they are tried; replaced as
+    /// a whole when a cluster's member list changes.
+    gateways: RwLock<Arc<[Arc<Gateway>]>>,
+    /// Whether calls spread over the gateways (round-robin start) instead
+    /// of going to the first one up.
+    spread: bool,
+    /// Where the next call's round-robin starts.
+    next_start: AtomicUsize,
+    /// Woken when a connection is lost, so the member list is asked again.
+    pub(crate) lost: Arc<tokio::sync::Notify>,
     endpoints: Mutex<Endpoints>,
     next_id: AtomicU64,
 }
@@ -79,7 +95,7 @@ struct Endpoints {
 }
 
 #[derive(Debug)]
-struct Gateway {
+pub(crate) struct Gateway {
     address: String,
     state: Mutex<State>,
     /// Held while dialling, so that one call dials and the others wait to
@@ -126,7 +142,7 @@ struct Conn {
 #[derive(Debug)]
 struct Lease {
     connection: quinn::Connection,
-    gateway: usize,
+    gateway: Arc<Gateway>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -140,9 +156,9 @@ pub(crate) struct PooledRecv {
 }
 
 impl PooledRecv {
-    /// The index of the gateway the call went to.
-    pub(crate) fn gateway(&self) -> usize {
-        self._lease.gateway
+    /// The gateway the call went to.
+    pub(crate) fn gateway(&self) -> &Arc<Gateway> {
+        &self._lease.gateway
     }
 }
 
@@ -220,14 +236,10 @@ impl Pool {
             server_name: config.server_name.clone(),
             ca: config.ca.clone(),
             max_wire_version: config.max_wire_version,
-            gateways: config
-                .gateways()
-                .map(|address| Gateway {
-                    address: address.to_string(),
-                    state: Mutex::new(State::default()),
-                    dial: tokio::sync::Mutex::new(()),
-                })
-                .collect(),
+            gateways: RwLock::new(config.gateways().map(Gateway::new).collect()),
+            spread: config.cluster,
+            next_start: AtomicUsize::new(0),
+            lost: Arc::new(tokio::sync::Notify::new()),
             endpoints: Mutex::new(Endpoints::default()),
             next_id: AtomicU64::new(1),
         })
@@ -235,21 +247,28 @@ impl Pool {
 
     /// Makes sure one gateway is reachable (opens its first connection).
     pub(crate) async fn warm_up(self: &Arc<Self>) -> Result<(), ClientError> {
-        self.acquire().await.map(drop)
+        self.acquire(None).await.map(drop)
+    }
+
+    /// The gateways now, in the order they are tried.
+    pub(crate) fn gateways(&self) -> Arc<[Arc<Gateway>]> {
+        Arc::clone(&self.gateways.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Opens a stream for one call, retrying on another connection while
-    /// opening fails (which sends nothing, so it is always safe).
+    /// opening fails (which sends nothing, so it is always safe). `avoid`,
+    /// a gateway that just failed the call, is tried last.
     pub(crate) async fn open(
         self: &Arc<Self>,
         codec: Codec,
+        avoid: Option<&Arc<Gateway>>,
     ) -> Result<(FramedSend, PooledRecv), ClientError> {
         // Each failed open removes a dead connection, so this bounds the
         // retries by the connections the pool can hold, plus one.
-        let attempts = self.gateways.len().saturating_mul(self.config.pool_size) + 1;
+        let attempts = self.gateway_count().saturating_mul(self.config.pool_size) + 1;
         let mut last: Option<IoError> = None;
         for _ in 0..attempts {
-            let lease = self.acquire().await?;
+            let lease = self.acquire(avoid).await?;
             match transport::open_bi(&lease.connection, codec).await {
                 Ok((send, recv)) => {
                     return Ok((
@@ -261,10 +280,10 @@ impl Pool {
                     ));
                 }
                 Err(e) => {
-                    let gateway = &self.gateways[lease.gateway];
+                    let gateway = Arc::clone(&lease.gateway);
                     tracing::debug!(gateway = %gateway.address, error = %e, "cannot open a stream; trying another connection");
                     drop(lease);
-                    self.prune(gateway, &mut gateway.lock());
+                    self.prune(&gateway, &mut gateway.lock());
                     last = Some(e);
                 }
             }
@@ -277,20 +296,21 @@ impl Pool {
 
     /// A stream permit on some gateway's connection, dialling and failing
     /// over as the module's rules say.
-    async fn acquire(self: &Arc<Self>) -> Result<Lease, ClientError> {
+    async fn acquire(self: &Arc<Self>, avoid: Option<&Arc<Gateway>>) -> Result<Lease, ClientError> {
+        let order = self.order(avoid);
         let mut down = Vec::new();
-        for index in 0..self.gateways.len() {
-            match self.acquire_at(index, Dial::IfUp).await {
+        for gateway in &order {
+            match self.acquire_at(gateway, Dial::IfUp).await {
                 Ok(lease) => return Ok(lease),
-                Err(Skip::Down) => down.push(index),
+                Err(Skip::Down) => down.push(Arc::clone(gateway)),
                 Err(Skip::Failed) => {}
                 Err(Skip::Fatal(e)) => return Err(e),
             }
         }
         // Nothing up answered: dial the down ones anyway, soonest back first.
-        down.sort_by_key(|&index| self.gateways[index].lock().down_until);
-        for index in down {
-            match self.acquire_at(index, Dial::Always).await {
+        down.sort_by_key(|gateway| gateway.lock().down_until);
+        for gateway in &down {
+            match self.acquire_at(gateway, Dial::Always).await {
                 Ok(lease) => return Ok(lease),
                 Err(Skip::Fatal(e)) => return Err(e),
                 Err(Skip::Down | Skip::Failed) => {}
@@ -299,9 +319,30 @@ impl Pool {
         Err(self.unreachable())
     }
 
-    /// A stream permit at gateway `index`, or why not.
-    async fn acquire_at(self: &Arc<Self>, index: usize, dial: Dial) -> Result<Lease, Skip> {
-        let gateway = &self.gateways[index];
+    /// The order a call tries the gateways in: as configured, or for a
+    /// cluster rotated by one per call (round-robin); `avoid` last.
+    fn order(&self, avoid: Option<&Arc<Gateway>>) -> Vec<Arc<Gateway>> {
+        let gateways = self.gateways();
+        let mut order: Vec<Arc<Gateway>> = gateways.iter().cloned().collect();
+        if self.spread && !order.is_empty() {
+            let start = self.next_start.fetch_add(1, Ordering::Relaxed) % order.len();
+            order.rotate_left(start);
+        }
+        if let Some(avoid) = avoid
+            && let Some(at) = order.iter().position(|g| Arc::ptr_eq(g, avoid))
+        {
+            let last = order.remove(at);
+            order.push(last);
+        }
+        order
+    }
+
+    /// A stream permit at `gateway`, or why not.
+    async fn acquire_at(
+        self: &Arc<Self>,
+        gateway: &Arc<Gateway>,
+        dial: Dial,
+    ) -> Result<Lease, Skip> {
         let cap = self.config.max_streams_per_connection as usize;
         loop {
             let step = {
@@ -322,10 +363,10 @@ impl Pool {
                     // while this call uses what is there.
                     let busy = nearly_full(conn.permits.available_permits(), cap);
                     if room && !down && (busy || recovering) {
-                        self.dial_in_background(index, &mut state);
+                        self.dial_in_background(gateway, &mut state);
                     }
                     match Arc::clone(&conn.permits).try_acquire_owned() {
-                        Ok(permit) => return Ok(self.lease(index, &conn, permit)),
+                        Ok(permit) => return Ok(self.lease(gateway, &conn, permit)),
                         // Another call took the last permit: look again.
                         Err(_) => continue,
                     }
@@ -342,7 +383,7 @@ impl Pool {
                     }
                 } else {
                     if room && recovering {
-                        self.dial_in_background(index, &mut state);
+                        self.dial_in_background(gateway, &mut state);
                     }
                     if state.connections.is_empty() {
                         return Err(Skip::Down);
@@ -358,7 +399,7 @@ impl Pool {
                     if let Ok(permit) = Arc::clone(&conn.permits).acquire_owned().await
                         && conn.connection.close_reason().is_none()
                     {
-                        return Ok(self.lease(index, &conn, permit));
+                        return Ok(self.lease(gateway, &conn, permit));
                     }
                 }
                 Step::Dial { epoch, connects } => {
@@ -374,7 +415,7 @@ impl Pool {
                             continue;
                         }
                     }
-                    let connection = match self.dial(index).await {
+                    let connection = match self.dial(gateway).await {
                         Ok(connection) => connection,
                         Err(DialError::Fatal(e)) => return Err(Skip::Fatal(e)),
                         Err(DialError::Unreachable { message, resolve }) => {
@@ -384,7 +425,7 @@ impl Pool {
                     };
                     let conn = self.install(gateway, &mut gateway.lock(), connection);
                     match Arc::clone(&conn.permits).try_acquire_owned() {
-                        Ok(permit) => return Ok(self.lease(index, &conn, permit)),
+                        Ok(permit) => return Ok(self.lease(gateway, &conn, permit)),
                         // A fresh connection has every permit; should some
                         // call have been quicker, look again.
                         Err(_) => continue,
@@ -394,17 +435,17 @@ impl Pool {
         }
     }
 
-    fn lease(&self, gateway: usize, conn: &Conn, permit: OwnedSemaphorePermit) -> Lease {
+    fn lease(&self, gateway: &Arc<Gateway>, conn: &Conn, permit: OwnedSemaphorePermit) -> Lease {
         Lease {
             connection: conn.connection.clone(),
-            gateway,
+            gateway: Arc::clone(gateway),
             _permit: permit,
         }
     }
 
-    /// Starts a dial of gateway `index` in the background unless one is
-    /// under way (or there is no runtime to run it on).
-    fn dial_in_background(self: &Arc<Self>, index: usize, state: &mut State) {
+    /// Starts a dial of `gateway` in the background unless one is under
+    /// way (or there is no runtime to run it on).
+    fn dial_in_background(self: &Arc<Self>, gateway: &Arc<Gateway>, state: &mut State) {
         if state.background_dial {
             return;
         }
@@ -414,130 +455,20 @@ impl Pool {
         state.background_dial = true;
         let flag = BackgroundDial {
             pool: Arc::clone(self),
-            index,
+            gateway: Arc::clone(gateway),
         };
         runtime.spawn(async move {
-            flag.pool.dial_once(flag.index).await;
+            flag.pool.dial_once(&flag.gateway).await;
             drop(flag);
         });
     }
 
-    /// Adds a fresh connection to `gateway`, which is up again.
-    fn install(&self, gateway: &Gateway, state: &mut State, connection: quinn::Connection) -> Conn {
-        let conn = Conn {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            connection,
-            permits: Arc::new(Semaphore::new(
-                self.config.max_streams_per_connection as usize,
-            )),
-        };
-        if state.failures > 0 {
-            tracing::info!(gateway = %gateway.address, "gateway reachable again");
-        }
-        tracing::debug!(gateway = %gateway.address, connection = conn.id, "connected");
-        state.connections.push(conn.clone());
-        state.connects += 1;
-        state.failures = 0;
-        state.down_until = None;
-        conn
-    }
-
-    fn dial_failed(&self, gateway: &Gateway, state: &mut State, message: String, resolve: bool) {
-        state.failed_connects += 1;
-        self.mark_down(gateway, state, message, resolve);
-    }
-
-    /// Records a failure: the gateway is down for the backoff.
-    fn mark_down(&self, gateway: &Gateway, state: &mut State, message: String, resolve: bool) {
-        state.failures = state.failures.saturating_add(1);
-        let backoff = backoff(&self.config, state.failures);
-        state.down_until = Some(Instant::now() + backoff);
-        tracing::warn!(
-            gateway = %gateway.address,
-            error = %message,
-            down_ms = backoff.as_millis() as u64,
-            "gateway marked down"
-        );
-        state.last_error = Some(message);
-        state.last_error_resolve = resolve;
-    }
-
-    /// Drops connections that are closed; a loss marks the gateway down
-    /// (a gateway's shutdown close too: its other connections are retired).
-    fn prune(&self, gateway: &Gateway, state: &mut State) {
-        let mut lost = None;
-        let mut count = 0u64;
-        let mut shutdown = false;
-        state
-            .connections
-            .retain(|conn| match conn.connection.close_reason() {
-                None => true,
-                Some(reason) => {
-                    // Wakes the calls waiting for a stream on it.
-                    conn.permits.close();
-                    if !matches!(reason, quinn::ConnectionError::LocallyClosed) {
-                        count += 1;
-                        shutdown |= is_shutdown(&reason);
-                        lost = Some(reason);
-                    }
-                    false
-                }
-            });
-        if shutdown {
-            state.losses += count;
-            self.retire(gateway, state);
-        } else if let Some(reason) = lost {
-            state.losses += count;
-            self.mark_down(gateway, state, format!("connection lost: {reason}"), false);
-        }
-    }
-
-    /// Gateway `index` said it is shutting down (a call answered
-    /// `shutting down`): no new call goes there while it is down.
-    pub(crate) fn shutting_down(&self, index: usize) {
-        if let Some(gateway) = self.gateways.get(index) {
-            self.retire(gateway, &mut gateway.lock());
-        }
-    }
-
-    /// Retires every connection of a draining gateway (calls in flight on
-    /// them keep their own handles and finish) and marks it down.
-    fn retire(&self, gateway: &Gateway, state: &mut State) {
-        for conn in state.connections.drain(..) {
-            // Calls waiting for a stream there look elsewhere.
-            conn.permits.close();
-        }
-        if !state.is_down(Instant::now()) {
-            self.mark_down(gateway, state, "gateway shutting down".into(), false);
-        }
-    }
-
     /// How many gateway addresses the pool has.
     pub(crate) fn gateway_count(&self) -> usize {
-        self.gateways.len()
-    }
-
-    /// The error when no gateway gave a stream: each one's latest failure.
-    fn unreachable(&self) -> ClientError {
-        let mut resolve_only = true;
-        let reasons: Vec<String> = self
-            .gateways
-            .iter()
-            .map(|gateway| {
-                let state = gateway.lock();
-                resolve_only &= state.last_error_resolve;
-                state
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| format!("{}: down", gateway.address))
-            })
-            .collect();
-        let message = reasons.join("; ");
-        if resolve_only {
-            ClientError::Config(message)
-        } else {
-            ClientError::Connect(message)
-        }
+        self.gateways
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
@@ -545,7 +476,7 @@ impl Pool {
         let cap = self.config.max_streams_per_connection as usize;
         PoolStats {
             gateways: self
-                .gateways
+                .gateways()
                 .iter()
                 .map(|gateway| {
                     let mut state = gateway.lock();
@@ -574,7 +505,7 @@ impl Pool {
 
     /// Closes every connection and waits until the gateways know.
     pub(crate) async fn close(&self) {
-        for gateway in &self.gateways {
+        for gateway in self.gateways().iter() {
             let connections = std::mem::take(&mut gateway.lock().connections);
             for conn in connections {
                 conn.permits.close();
@@ -608,6 +539,19 @@ fn is_shutdown(reason: &quinn::ConnectionError) -> bool {
 }
 
 impl Gateway {
+    fn new(address: &str) -> Arc<Self> {
+        Arc::new(Self {
+            address: address.to_string(),
+            state: Mutex::new(State::default()),
+            dial: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The gateway's address, `host:port`.
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -617,12 +561,12 @@ impl Gateway {
 /// ends (also when its runtime drops the task).
 struct BackgroundDial {
     pool: Arc<Pool>,
-    index: usize,
+    gateway: Arc<Gateway>,
 }
 
 impl Drop for BackgroundDial {
     fn drop(&mut self) {
-        self.pool.gateways[self.index].lock().background_dial = false;
+        self.gateway.lock().background_dial = false;
     }
 }
 

@@ -52,7 +52,7 @@ pub(crate) fn kind_of(e: &ClientError) -> String {
     match (e.kind(), e) {
         (Some(kind), _) => kind.as_str().replace(' ', "-"),
         (None, ClientError::Connect(_)) => "connect".into(),
-        (None, ClientError::Io(_)) => "io".into(),
+        (None, ClientError::Io(_) | ClientError::GatewayLost { .. }) => "io".into(),
         (None, ClientError::Config(_)) => "config".into(),
         (None, _) => "protocol".into(),
     }

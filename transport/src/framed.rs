@@ -217,6 +217,15 @@ impl FramedSend {
         let _ = self.stream.stopped().await;
     }
 
+    /// A future that completes with `true` once the stream is finished and
+    /// the peer has acknowledged every byte of it (its QUIC stack holds the
+    /// whole message, read or not), or with `false` when the peer stopped
+    /// the stream or the connection was lost first; it borrows nothing.
+    pub fn delivered(&self) -> impl Future<Output = bool> + Send + 'static {
+        let stopped = self.stream.stopped();
+        async move { matches!(stopped.await, Ok(None)) }
+    }
+
     /// A future that completes when the peer stops reading this stream
     /// (`STOP_SENDING`, e.g. it dropped the call) or the connection is lost;
     /// it borrows nothing, so frames can be sent while it is awaited.

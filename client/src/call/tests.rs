@@ -14,6 +14,8 @@ fn options_become_the_wire_head_with_the_policy_as_the_last_hint() {
         max_age: Some(Duration::from_millis(2_900)),
         endpoint: Some("/embeddings".into()),
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        // Stays on this side: the SDK's own choice of resending.
+        idempotent: true,
     };
     let head = options.into_head("llama", 12);
     assert_eq!(head.service, "llama");

@@ -5,9 +5,8 @@
 use super::*;
 
 impl Pool {
-    /// Adds one connection to gateway `index` if there is room.
-    pub(super) async fn dial_once(&self, index: usize) {
-        let gateway = &self.gateways[index];
+    /// Adds one connection to `gateway` if there is room.
+    pub(super) async fn dial_once(&self, gateway: &Gateway) {
         let _dialing = gateway.dial.lock().await;
         {
             let mut state = gateway.lock();
@@ -28,7 +27,7 @@ impl Pool {
                 return;
             }
         }
-        match self.dial(index).await {
+        match self.dial(gateway).await {
             Ok(connection) => {
                 self.install(gateway, &mut gateway.lock(), connection);
             }
@@ -41,9 +40,9 @@ impl Pool {
         }
     }
 
-    /// Resolves gateway `index` and completes a handshake with it.
-    pub(super) async fn dial(&self, index: usize) -> Result<quinn::Connection, DialError> {
-        let address = &self.gateways[index].address;
+    /// Resolves `gateway` and completes a handshake with it.
+    pub(super) async fn dial(&self, gateway: &Gateway) -> Result<quinn::Connection, DialError> {
+        let address = &gateway.address;
         let unreachable =
             |message: String, resolve: bool| DialError::Unreachable { message, resolve };
         let peer = tokio::net::lookup_host(address.as_str())

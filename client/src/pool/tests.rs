@@ -131,3 +131,53 @@ async fn no_reachable_gateway_is_a_retry_safe_connect_error_naming_each() {
         "{text}"
     );
 }
+
+fn addresses_of(order: &[Arc<Gateway>]) -> Vec<&str> {
+    order.iter().map(|g| g.address()).collect()
+}
+
+#[test]
+fn a_cluster_client_starts_each_call_at_the_next_gateway() {
+    let certs = Certs::new();
+    let gateways = ["a:1".to_string(), "b:2".into(), "c:3".into()];
+    let pool = Pool::new(&config(&certs.ca(), &gateways).with_cluster(true)).unwrap();
+    let firsts: Vec<String> = (0..6)
+        .map(|_| pool.order(None)[0].address().to_string())
+        .collect();
+    assert_eq!(firsts, ["a:1", "b:2", "c:3", "a:1", "b:2", "c:3"]);
+    // The gateway a call just failed on is tried last.
+    let b = Arc::clone(&pool.gateways()[1]);
+    for _ in 0..3 {
+        let order = pool.order(Some(&b));
+        assert_eq!(order.len(), 3);
+        assert_eq!(order[2].address(), "b:2");
+    }
+
+    // Without the cluster flag every call tries the gateways in order.
+    let ordered = Pool::new(&config(&certs.ca(), &gateways)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(addresses_of(&ordered.order(None)), ["a:1", "b:2", "c:3"]);
+    }
+}
+
+#[test]
+fn a_new_member_list_keeps_the_state_of_the_gateways_it_still_names() {
+    let certs = Certs::new();
+    let gateways = ["a:1".to_string(), "b:2".into()];
+    let pool = Pool::new(&config(&certs.ca(), &gateways).with_cluster(true)).unwrap();
+    let b = Arc::clone(&pool.gateways()[1]);
+    pool.mark_down(&b, &mut b.lock(), "test failure".into(), false);
+
+    assert!(!pool.set_addresses(&["a:1".to_string(), "b:2".into()]));
+    assert!(!pool.set_addresses(&[]), "an empty list changes nothing");
+    assert_eq!(pool.gateway_count(), 2);
+
+    assert!(pool.set_addresses(&["b:2".to_string(), "c:3".into()]));
+    let now = pool.gateways();
+    assert_eq!(addresses_of(&now), ["b:2", "c:3"]);
+    assert!(Arc::ptr_eq(&now[0], &b), "b keeps its state");
+    let stats = pool.stats();
+    assert!(stats.gateways[0].down, "{stats:?}");
+    assert!(!stats.gateways[1].down, "{stats:?}");
+    assert!(!pool.has_connection());
+}

@@ -93,7 +93,9 @@ impl Record {
 pub fn classify(e: &ClientError) -> Outcome {
     match (e, e.kind()) {
         (_, Some(kind)) => Outcome::Typed(kind.to_string()),
-        (ClientError::Io(_), None) => Outcome::Typed("connection lost".into()),
+        (ClientError::Io(_) | ClientError::GatewayLost { .. }, None) => {
+            Outcome::Typed("connection lost".into())
+        }
         (ClientError::Connect(_), None) => Outcome::Typed("connect".into()),
         _ => Outcome::Untyped(e.to_string()),
     }
