@@ -82,8 +82,8 @@ pub struct BenchArgs {
 
 /// The global flags `bench` uses.
 pub struct Gateway {
-    /// Addresses, comma-separated.
-    pub addrs: String,
+    /// Addresses, `host:port`: a cluster's bootstrap list.
+    pub addrs: Vec<String>,
     /// CA file.
     pub ca: PathBuf,
     /// Whether --ca (or its variable) named it, rather than the default.
@@ -193,8 +193,7 @@ async fn run(args: &BenchArgs, gateway: Gateway) -> anyhow::Result<Report> {
         }
         None => {
             crate::check_ca(&gateway.ca, gateway.ca_given)?;
-            let mut config = ClientConfig::new(gateway.addrs.clone(), gateway.ca)
-                .with_gateways(gateway.addrs.split(',').map(str::trim));
+            let mut config = ClientConfig::for_cluster(gateway.addrs, gateway.ca);
             config.server_name = gateway.server_name;
             config.api_key = gateway.api_key;
             let client = Client::connect(config).await?;

@@ -39,15 +39,19 @@ mod table;
 #[derive(Parser)]
 #[command(name = "switchyard", version, about)]
 struct Cli {
-    /// Gateway address; several, comma-separated, are tried in order (the
-    /// next one while the ones before are down).
+    /// Gateway address, `host:port`: the bootstrap list of a cluster.
+    /// Several, comma-separated or the flag repeated (the variable takes a
+    /// comma-separated list): the first that answers names the cluster's
+    /// members, calls spread over them, and a call that did not run on a
+    /// gateway that went down is sent to another.
     #[arg(
         long,
         global = true,
         env = "SWITCHYARD_GATEWAY",
+        value_delimiter = ',',
         default_value = "127.0.0.1:4433"
     )]
-    gateway: String,
+    gateway: Vec<String>,
     /// CA file the gateway printed at start (default: the gateway's default
     /// data directory's ca.pem).
     #[arg(long, global = true, env = "SWITCHYARD_CA")]
@@ -242,6 +246,23 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
+/// The gateway addresses given (`--gateway`, repeated or comma-separated),
+/// trimmed, without empty entries.
+///
+/// # Errors
+/// When none is left.
+fn gateway_list(given: &[String]) -> anyhow::Result<Vec<String>> {
+    let addrs: Vec<String> = given
+        .iter()
+        .flat_map(|a| a.split(','))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    anyhow::ensure!(!addrs.is_empty(), "--gateway names no address");
+    Ok(addrs)
+}
+
 /// The given admin token, else the gateway's default data directory's
 /// `admin-token` file.
 fn admin_token_or_default(given: Option<String>) -> anyhow::Result<String> {
@@ -370,7 +391,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Command::Bench(args) = cli.command {
         let gateway = bench::Gateway {
-            addrs: cli.gateway,
+            addrs: gateway_list(&cli.gateway)?,
             ca_given: cli.ca.is_some(),
             ca: cli.ca.unwrap_or_else(default_ca),
             server_name: cli.server_name,
@@ -381,8 +402,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let ca_given = cli.ca.is_some();
     let ca = cli.ca.unwrap_or_else(default_ca);
     check_ca(&ca, ca_given)?;
-    let mut config = ClientConfig::new(cli.gateway.clone(), ca)
-        .with_gateways(cli.gateway.split(',').map(str::trim));
+    let mut config = ClientConfig::for_cluster(gateway_list(&cli.gateway)?, ca);
     config.server_name = cli.server_name;
     config.api_key = cli.api_key;
     let client = Client::connect(config).await?;

@@ -61,3 +61,31 @@ fn a_missing_ca_says_how_to_point_at_one() {
     std::fs::write(&missing, "pem").expect("write");
     check_ca(&missing, false).expect("there");
 }
+
+#[test]
+fn gateway_flags_take_a_list_repeated_or_comma_separated() {
+    use clap::Parser;
+    let parse = |args: &[&str]| {
+        let cli = Cli::try_parse_from(args).expect("parses");
+        gateway_list(&cli.gateway).expect("addresses")
+    };
+    assert_eq!(parse(&["switchyard", "nodes"]), ["127.0.0.1:4433"]);
+    assert_eq!(
+        parse(&["switchyard", "--gateway", "a:1, b:2", "nodes"]),
+        ["a:1", "b:2"]
+    );
+    assert_eq!(
+        parse(&[
+            "switchyard",
+            "nodes",
+            "--gateway",
+            "a:1",
+            "--gateway",
+            "b:2,c:3"
+        ]),
+        ["a:1", "b:2", "c:3"]
+    );
+    let cli = Cli::try_parse_from(["switchyard", "--gateway", " , ", "nodes"]).expect("parses");
+    let error = gateway_list(&cli.gateway).expect_err("no address");
+    assert!(error.to_string().contains("--gateway"), "{error}");
+}
