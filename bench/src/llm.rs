@@ -4,8 +4,8 @@
 //! per agent with a cold simulated KV cache, [`fleet`]); the workload
 //! ([`chat`]) is the same seeded schedule every time.
 
-mod chat;
-mod fleet;
+pub(crate) mod chat;
+pub(crate) mod fleet;
 
 use std::collections::BTreeMap;
 
@@ -205,7 +205,10 @@ pub async fn section(s: &Setup<'_>, timing: &Timing, quick: bool) -> Result<Sect
             cpu_seconds(&f.agent_pids()),
         );
         let target = chat::Target {
-            url: format!("http://127.0.0.1:{}/v1/chat/completions", f.ports.http),
+            urls: vec![format!(
+                "http://127.0.0.1:{}/v1/chat/completions",
+                f.ports.http
+            )],
             model: fleet::SERVICE.into(),
             timeout_ms: 60_000,
         };

@@ -2,13 +2,15 @@
 //! HAProxy and nginx on the same machine in the same run, systems measured
 //! interleaved (A/B/A/B), medians of 5; then the gateway's overhead, each
 //! policy's cost, the cache, the 1000-agent scale program if built, idle
-//! CPU, multi-turn chat TTFT per LLM routing policy (`llm`), and a real
-//! embedding model direct vs through the gateway (`embeddings`). Writes
+//! CPU, multi-turn chat TTFT per LLM routing policy (`llm`), a real
+//! embedding model direct vs through the gateway (`embeddings`), and
+//! several gateways on etcd serving one fleet (`cluster`). Writes
 //! `bench/results/<section>.json` and `bench/results/README.md`. `--quick`:
 //! a ~1 minute smoke run.
 //! `switchyard-bench-suite echo-server` is the stand-alone echo server the
 //! suite runs as its own process for section 2 (see [`echo`]).
 
+mod cluster;
 mod echo;
 mod embeddings;
 mod fleet;
@@ -33,7 +35,7 @@ use crate::scenarios::Timing;
 use crate::sections::Setup;
 
 /// Every section, in order.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "peers",
     "overhead",
     "policies",
@@ -44,6 +46,7 @@ const SECTIONS: [&str; 10] = [
     "jobs",
     "threads",
     "embeddings",
+    "cluster",
 ];
 
 #[derive(Parser, Debug)]
@@ -66,7 +69,7 @@ struct Args {
     #[arg(long)]
     warm_up: Option<f64>,
     /// Sections to run, comma-separated (default all): peers, overhead,
-    /// policies, cache, scale, idle, llm, jobs, threads, embeddings.
+    /// policies, cache, scale, idle, llm, jobs, threads, embeddings, cluster.
     #[arg(long, value_delimiter = ',')]
     sections: Vec<String>,
     /// Agents of the scale section (default 1000; 100 with --quick).
@@ -200,6 +203,7 @@ async fn suite(args: Args) -> Result<()> {
             "jobs" => jobs::section(&setup, &timing, args.quick).await?,
             "threads" => threads::section(&setup, &timing).await?,
             "embeddings" => embeddings::section(&setup, &timing).await?,
+            "cluster" => cluster::section(&setup, &timing, args.quick).await,
             _ => sections::idle(&setup, &timing).await,
         };
         done.push(result);

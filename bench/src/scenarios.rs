@@ -26,6 +26,8 @@ pub enum AnyTarget {
     Quic(QuicTarget),
     /// A POST.
     Http(HttpTarget),
+    /// Through the SDK, each call to the next of several gateways.
+    Spread(QuicSpread),
 }
 
 impl Target for AnyTarget {
@@ -33,6 +35,32 @@ impl Target for AnyTarget {
         match self {
             Self::Quic(t) => t.call().await,
             Self::Http(t) => t.call().await,
+            Self::Spread(t) => t.call().await,
+        }
+    }
+}
+
+/// SDK targets (one per gateway) taken round-robin, call by call.
+#[derive(Debug)]
+pub struct QuicSpread {
+    targets: Vec<QuicTarget>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl QuicSpread {
+    /// Spreads the calls over `targets` (at least one).
+    pub fn new(targets: Vec<QuicTarget>) -> Self {
+        Self {
+            targets,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    async fn call(&self) -> Result<(), CallFailure> {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.targets.get(i % self.targets.len().max(1)) {
+            Some(t) => t.call().await,
+            None => Err(CallFailure::new("no target")),
         }
     }
 }

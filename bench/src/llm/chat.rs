@@ -102,8 +102,10 @@ pub struct TurnResult {
 /// Where and how the chat calls go.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// `http://127.0.0.1:PORT/v1/chat/completions`.
-    pub url: String,
+    /// `http://127.0.0.1:PORT/v1/chat/completions` of each gateway: turn
+    /// `t` of conversation `c` posts to `urls[(c + t) % urls.len()]`
+    /// (round-robin over the gateways, one after another per turn).
+    pub urls: Vec<String>,
     /// The service (`model`).
     pub model: String,
     /// Per-call timeout (`x-switchyard-timeout-ms`), ms.
@@ -194,6 +196,7 @@ struct Answer {
 async fn chat(
     http: &reqwest::Client,
     target: &Target,
+    url: &str,
     messages: &[Value],
     max_tokens: usize,
 ) -> Result<Answer> {
@@ -204,7 +207,7 @@ async fn chat(
         "stream": true,
     });
     let mut response = http
-        .post(&target.url)
+        .post(url)
         .header("content-type", "application/json")
         .header("x-switchyard-timeout-ms", target.timeout_ms.to_string())
         .body(serde_json::to_vec(&body)?)
@@ -277,7 +280,12 @@ pub async fn conversation(
             policy: None,
             error: None,
         };
-        match chat(&http, &target, &messages, shape.reply_tokens).await {
+        let Some(url) = target.urls.get((c + t) % target.urls.len().max(1)) else {
+            result.error = Some("no URL to post to".into());
+            results.push(result);
+            continue;
+        };
+        match chat(&http, &target, url, &messages, shape.reply_tokens).await {
             Ok(answer) => {
                 let ttft = answer.first.duration_since(origin).as_micros();
                 result.ttft_us = Some(u64::try_from(ttft).unwrap_or(u64::MAX));
@@ -299,12 +307,15 @@ pub async fn conversation(
 /// returns every turn's result, with the run's wall time.
 ///
 /// # Errors
-/// The HTTP client cannot be built.
+/// The target has no URL, or the HTTP client cannot be built.
 pub async fn run(
     target: Target,
     shape: Shape,
     schedule: Vec<Vec<Duration>>,
 ) -> Result<(Vec<TurnResult>, Duration)> {
+    if target.urls.is_empty() {
+        bail!("no URL to post the chat turns to");
+    }
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(shape.conversations)
         .build()

@@ -120,34 +120,7 @@ impl LlmFleet {
         metrics_url: bool,
     ) -> Result<Self> {
         fs::create_dir_all(dir)?;
-        let mut toys = Vec::new();
-        for i in 0..settings.nodes {
-            let port = free_port()?;
-            let args = [
-                "--port".to_string(),
-                port.to_string(),
-                "--name".into(),
-                SERVICE.into(),
-                "--load-ms".into(),
-                "0".into(),
-                "--tokens-per-s".into(),
-                settings.tokens_per_s.to_string(),
-                "--kv-cache-tokens".into(),
-                settings.kv_cache_tokens.to_string(),
-                "--prefill-us-per-token".into(),
-                settings.prefill_us_per_token.to_string(),
-                "--max-running".into(),
-                settings.max_running.to_string(),
-                "--ignore-stdin".into(),
-            ];
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let log = dir.join(format!("toy-{i}.log"));
-            toys.push((Proc::spawn(&format!("toy-{i}"), toy, &args, &log)?, port));
-        }
-        for (toy, port) in &mut toys {
-            wait_tcp(*port, Duration::from_secs(30)).context("toy model: see toy-N.log")?;
-            toy.check_alive()?;
-        }
+        let toys = start_toys(settings, toy, dir)?;
         let ports = Ports {
             quic: free_port()?,
             admin: free_port()?,
@@ -198,17 +171,63 @@ impl LlmFleet {
     /// # Errors
     /// A toy model's `/metrics` cannot be read or lacks them.
     pub fn kv_counters(&self) -> Result<(f64, f64)> {
-        let mut sum = (0.0, 0.0);
-        for (_, port) in &self.toys {
-            let text = http_get(*port, "/metrics")?;
-            let get = |name: &str| {
-                sample(&text, name).with_context(|| format!("no {name} at :{port}/metrics"))
-            };
-            sum.0 += get("vllm:prefix_cache_hits_total")?;
-            sum.1 += get("vllm:prefix_cache_queries_total")?;
-        }
-        Ok(sum)
+        kv_counters(self.toys.iter().map(|(_, port)| *port))
     }
+}
+
+/// Starts `settings.nodes` toy models on free ports in `dir` (logs
+/// `toy-I.log`) and waits until each accepts connections.
+///
+/// # Errors
+/// One does not start or does not listen within 30 s.
+pub fn start_toys(settings: &Settings, toy: &Path, dir: &Path) -> Result<Vec<(Proc, u16)>> {
+    let mut toys = Vec::new();
+    for i in 0..settings.nodes {
+        let port = free_port()?;
+        let args = [
+            "--port".to_string(),
+            port.to_string(),
+            "--name".into(),
+            SERVICE.into(),
+            "--load-ms".into(),
+            "0".into(),
+            "--tokens-per-s".into(),
+            settings.tokens_per_s.to_string(),
+            "--kv-cache-tokens".into(),
+            settings.kv_cache_tokens.to_string(),
+            "--prefill-us-per-token".into(),
+            settings.prefill_us_per_token.to_string(),
+            "--max-running".into(),
+            settings.max_running.to_string(),
+            "--ignore-stdin".into(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = dir.join(format!("toy-{i}.log"));
+        toys.push((Proc::spawn(&format!("toy-{i}"), toy, &args, &log)?, port));
+    }
+    for (toy, port) in &mut toys {
+        wait_tcp(*port, Duration::from_secs(30)).context("toy model: see toy-N.log")?;
+        toy.check_alive()?;
+    }
+    Ok(toys)
+}
+
+/// Σ `vllm:prefix_cache_hits_total` and Σ `vllm:prefix_cache_queries_total`
+/// over the toy models on `ports`, tokens.
+///
+/// # Errors
+/// A toy model's `/metrics` cannot be read or lacks them.
+pub fn kv_counters(ports: impl IntoIterator<Item = u16>) -> Result<(f64, f64)> {
+    let mut sum = (0.0, 0.0);
+    for port in ports {
+        let text = http_get(port, "/metrics")?;
+        let get = |name: &str| {
+            sample(&text, name).with_context(|| format!("no {name} at :{port}/metrics"))
+        };
+        sum.0 += get("vllm:prefix_cache_hits_total")?;
+        sum.1 += get("vllm:prefix_cache_queries_total")?;
+    }
+    Ok(sum)
 }
 
 /// The value of the first sample of metric `name` in Prometheus' text format.
