@@ -58,6 +58,13 @@ pub async fn section(s: &Setup<'_>, timing: &Timing, quick: bool) -> Section {
             col("kill → removal ms", "kill_to_removal_ms", 0),
             col("kill → served elsewhere ms", "kill_to_served_ms", 0),
             col("restart → rejoined ms", "restart_to_rejoin_ms", 0),
+            col("calls failed", "failed_calls", 0),
+            col("cluster client: calls failed", "cluster_failed_calls", 0),
+            col(
+                "cluster client: kill → last failure ms",
+                "cluster_kill_to_last_failure_ms",
+                0,
+            ),
             col("policy push → everywhere ms", "policy_propagation_ms", 0),
             col("KV hit %", "kv_hit_pct", 1),
             col("KV hit 3-gw ÷ 1-gw", "kv_ratio", 2),
@@ -210,7 +217,7 @@ async fn measured(
         Err(e) => section.notes.push(format!("kill -9 not measured: {e:#}")),
     }
     section.notes.push(format!(
-        "kill -9: in each of {reps} reps, gateway gw-(rep mod 3) of `3-gw-cluster` is killed under a loop of `{SERVICE}` calls ({callers} callers, 2 s timeout) from one SDK client given all three addresses, the victim's first (`with_gateways`, the SDK's default `dead_after`); removal = until both other members' `GET /api/cluster` lack it (polled every 10 ms); served elsewhere = until the first call started after the kill is served; then it is started again (same config and ports) and rejoined = until every member lists all three and it has the {agents} nodes again. Medians over the reps.",
+        "kill -9: in each of {reps} reps, gateway gw-(rep mod 3) of `3-gw-cluster` is killed under a loop of `{SERVICE}` calls ({callers} callers, 2 s timeout) from an SDK client given all three addresses, the victim's first (`with_gateways`: calls go to the first gateway that is up; the SDK's default `dead_after`); removal = until both other members' `GET /api/cluster` lack it (polled every 10 ms); served elsewhere = until the first call started after the kill is served; calls failed = that client's failed calls. Beside it, a cluster client (`ClientConfig::for_cluster` on the same three addresses: calls spread over the members it learns) calls in its own loop of 4: its failed calls, and the time from the kill to the end of its last failed call. Then the victim is started again (same config and ports) and rejoined = until every member lists all three and it has the {agents} nodes again. Medians over the reps.",
         reps = timing.reps,
         callers = 4,
     ));

@@ -42,17 +42,86 @@ fn first_served_after(calls: &[Call], killed: Instant) -> Option<Duration> {
         .min()
 }
 
+/// The end of the last failed call that ended at or after `killed`, as
+/// time since `killed`; zero when none failed.
+fn last_failure_after(calls: &[Call], killed: Instant) -> Duration {
+    calls
+        .iter()
+        .filter(|c| !c.ok && c.end >= killed)
+        .map(|c| c.end.duration_since(killed))
+        .max()
+        .unwrap_or_default()
+}
+
+/// [`CALLERS`] tasks calling `service` through `client` in a loop, every
+/// call recorded, until stopped.
+struct CallLoop {
+    calls: Arc<Mutex<Vec<Call>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    client: Client,
+}
+
+impl CallLoop {
+    fn start(client: Client, service: &str) -> Self {
+        let calls = Arc::new(Mutex::new(Vec::<Call>::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..CALLERS)
+            .map(|_| {
+                let (client, calls, stop) = (client.clone(), calls.clone(), stop.clone());
+                let service = service.to_string();
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let start = Instant::now();
+                        let call = client.call(&service, "cluster").timeout(CALL_TIMEOUT);
+                        let ok = matches!(
+                            tokio::time::timeout(CALL_TIMEOUT * 2, call).await,
+                            Ok(Ok(_))
+                        );
+                        let end = Instant::now();
+                        calls.lock().await.push(Call { start, end, ok });
+                        if !ok {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            calls,
+            stop,
+            tasks,
+            client,
+        }
+    }
+
+    /// Stops the callers, waits for them, closes the client; every call.
+    async fn finish(self) -> Result<Vec<Call>> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.context("caller")?;
+        }
+        self.client.close().await;
+        Ok(self.calls.lock().await.clone())
+    }
+}
+
 /// Kills gateway `victim` of `g` (whose agents, `nodes` of them, are
-/// registered on every gateway) under a loop of `service` calls from a
-/// client given every gateway's address (the victim's first), then starts
-/// it again. Figures, ms: `kill_to_removal_ms` (until every other member's
-/// `/api/cluster` lacks it; the slowest of them), `kill_to_served_ms`
-/// (until a call started after the kill is served), `restart_to_rejoin_ms`
-/// (until every gateway lists all members and the victim lists `nodes`
-/// nodes), and `failed_calls` around the kill.
+/// registered on every gateway) under two loops of `service` calls, then
+/// starts it again. One loop's client is given every gateway's address,
+/// the victim's first (`with_gateways`: calls go to the first gateway that
+/// is up); the other's is a cluster client on the same addresses
+/// (`for_cluster`: calls spread over the members it learns). Figures:
+/// `kill_to_removal_ms` (until every other member's `/api/cluster` lacks
+/// it; the slowest of them), `kill_to_served_ms` (until the first
+/// client's first call started after the kill is served),
+/// `restart_to_rejoin_ms` (until every gateway lists all members and the
+/// victim lists `nodes` nodes), `failed_calls` (the first client's),
+/// `cluster_failed_calls` and `cluster_kill_to_last_failure_ms` (the
+/// cluster client's).
 ///
 /// # Errors
-/// The client cannot connect, or a wait passes 30 s.
+/// A client cannot connect, or a wait passes 30 s.
 pub async fn kill_once(
     g: &mut Gateways,
     victim: usize,
@@ -62,32 +131,20 @@ pub async fn kill_once(
     let n = g.members.len();
     let order: Vec<String> = (0..n).map(|k| g.quic_addr((victim + k) % n)).collect();
     let config = ClientConfig::new(order[0].clone(), &g.ca)
-        .with_gateways(order)
+        .with_gateways(order.clone())
         .with_connect_timeout(Duration::from_secs(1));
-    let client = Client::connect(config).await.context("SDK connect")?;
-    let calls = Arc::new(Mutex::new(Vec::<Call>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let callers: Vec<_> = (0..CALLERS)
-        .map(|_| {
-            let (client, calls, stop) = (client.clone(), calls.clone(), stop.clone());
-            let service = service.to_string();
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let start = Instant::now();
-                    let call = client.call(&service, "cluster").timeout(CALL_TIMEOUT);
-                    let ok = matches!(
-                        tokio::time::timeout(CALL_TIMEOUT * 2, call).await,
-                        Ok(Ok(_))
-                    );
-                    let end = Instant::now();
-                    calls.lock().await.push(Call { start, end, ok });
-                    if !ok {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            })
-        })
-        .collect();
+    let failover = CallLoop::start(
+        Client::connect(config).await.context("SDK connect")?,
+        service,
+    );
+    let config =
+        ClientConfig::for_cluster(order, &g.ca).with_connect_timeout(Duration::from_secs(1));
+    let cluster = CallLoop::start(
+        Client::connect(config)
+            .await
+            .context("SDK cluster client connect")?,
+        service,
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let victim_name = g.members[victim].name.clone();
     let survivors: Vec<u16> = (0..n)
@@ -109,21 +166,18 @@ pub async fn kill_once(
     })
     .await??;
     let served = loop {
-        if let Some(d) = first_served_after(&calls.lock().await, killed) {
+        if let Some(d) = first_served_after(&failover.calls.lock().await, killed) {
             break d;
         }
         if killed.elapsed() > LIMIT {
-            stop.store(true, Ordering::Relaxed);
             bail!("no call served through another gateway {LIMIT:?} after the kill");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    stop.store(true, Ordering::Relaxed);
-    for c in callers {
-        c.await.context("caller")?;
-    }
-    let failed = calls.lock().await.iter().filter(|c| !c.ok).count();
-    client.close().await;
+    // A second more for the cluster client to settle on the survivors.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let failover = failover.finish().await?;
+    let cluster = cluster.finish().await?;
     let restarted = Instant::now();
     g.restart(victim)?;
     let (names, admins): (Vec<String>, Vec<u16>) = g
@@ -141,11 +195,17 @@ pub async fn kill_once(
     })
     .await??;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let failed = |calls: &[Call]| calls.iter().filter(|c| !c.ok).count() as f64;
     Ok(BTreeMap::from([
         ("kill_to_removal_ms".to_string(), ms(removal)),
         ("kill_to_served_ms".to_string(), ms(served)),
         ("restart_to_rejoin_ms".to_string(), ms(rejoin)),
-        ("failed_calls".to_string(), failed as f64),
+        ("failed_calls".to_string(), failed(&failover)),
+        ("cluster_failed_calls".to_string(), failed(&cluster)),
+        (
+            "cluster_kill_to_last_failure_ms".to_string(),
+            ms(last_failure_after(&cluster, killed)),
+        ),
     ]))
 }
 
@@ -186,5 +246,10 @@ mod tests {
             Some(Duration::from_millis(3100))
         );
         assert_eq!(first_served_after(&calls[..2], killed), None);
+        assert_eq!(
+            last_failure_after(&calls, killed),
+            Duration::from_millis(300)
+        );
+        assert_eq!(last_failure_after(&calls[..1], killed), Duration::ZERO);
     }
 }
