@@ -27,6 +27,7 @@ mod openai;
 mod policies;
 mod scheduler;
 mod server;
+mod sync;
 pub mod telemetry;
 mod tenants;
 
@@ -110,6 +111,8 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The jobs, or [`jobs::JobError::Disabled`].
+    /// Run-time changes: through etcd with `[cluster]`, else here alone.
+    pub(crate) sync: sync::Sync,
     ///
     /// # Errors
     /// [`jobs::JobError::Disabled`] when `[jobs] enabled = false`.

@@ -17,7 +17,8 @@
 //!   an error message, and no `Debug` output shows them.
 //! - **Rate**: a token bucket per tenant (`calls_per_s`, `burst`), computed
 //!   as GCRA (`tenants/bucket.rs`) with the time passed in, so it is tested
-//!   without sleeping.
+//!   without sleeping. In a cluster of `n` gateways each enforces its share
+//!   (`tenants/share.rs`: `calls_per_s / n`, `ceil(burst / n)`).
 //! - **Fairness** between tenants waiting for the same service is the
 //!   scheduling core's queue (round-robin across tenants within a
 //!   priority).
@@ -37,6 +38,7 @@ use crate::config::tenants::{patterns, validate};
 use bucket::Gcra;
 
 mod bucket;
+mod share;
 
 /// Why a call's tenant could not be found or may not run the call now.
 /// Messages never hold key material.
@@ -192,6 +194,16 @@ impl Tenants {
         self.tenants.iter()
     }
 
+    /// Splits every tenant's rate limit among `members` live gateways
+    /// (`members` 0 counts as 1): each bucket then refills at
+    /// `calls_per_s / members` and holds `ceil(burst / members)` calls
+    /// (`tenants/share.rs`). Calls admitted so far keep counting.
+    pub(crate) fn set_members(&self, members: usize) {
+        for tenant in &self.tenants {
+            tenant.set_members(members);
+        }
+    }
+
     /// The tenant a caller presenting `key` is. With no tenants configured,
     /// the anonymous tenant, whatever the key.
     ///
@@ -240,6 +252,9 @@ pub(crate) struct Tenant {
     services: Vec<glob::Pattern>,
     max_in_flight: Option<u32>,
     max_priority: Option<i32>,
+    /// The configured `calls_per_s` and effective `burst` (the whole
+    /// cluster's), when rate limited.
+    rate: Option<(f64, u32)>,
     bucket: Option<Mutex<Gcra>>,
     in_flight: Arc<AtomicU32>,
 }
@@ -285,15 +300,14 @@ impl Tenant {
     fn from_config(config: &TenantConfig) -> Result<Self, ConfigError> {
         let services = patterns(&config.services)
             .map_err(|e| ConfigError::Invalid(format!("tenant {:?}: {e}", config.name)))?;
-        let bucket = config
-            .calls_per_s
-            .zip(config.effective_burst())
-            .map(|(rate, burst)| Mutex::new(Gcra::new(rate, burst)));
+        let rate = config.calls_per_s.zip(config.effective_burst());
+        let bucket = rate.map(|(rate, burst)| Mutex::new(Gcra::new(rate, burst)));
         Ok(Self {
             name: config.name.as_str().into(),
             services,
             max_in_flight: config.max_in_flight,
             max_priority: config.max_priority,
+            rate,
             bucket,
             in_flight: Arc::new(AtomicU32::new(0)),
         })
@@ -306,8 +320,21 @@ impl Tenant {
             services: Vec::new(),
             max_in_flight: None,
             max_priority: None,
+            rate: None,
             bucket: None,
             in_flight: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    /// Enforces this gateway's share of the tenant's rate among `members`
+    /// live gateways ([`share::share`]).
+    fn set_members(&self, members: usize) {
+        if let (Some((rate, burst)), Some(bucket)) = (self.rate, &self.bucket) {
+            let (rate, burst) = share::share(rate, burst, members);
+            bucket
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .set_rate(rate, burst);
         }
     }
 

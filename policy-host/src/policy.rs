@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use sha2::{Digest, Sha256};
 use wasmtime::{Store, Trap};
 
 use crate::bindings::{Policy as PolicyWorld, PolicyPre};
@@ -168,7 +167,7 @@ impl Policy {
         Ok(Self {
             name,
             path: setup.path.map(Path::to_path_buf),
-            content_hash: sha256_hex(setup.bytes),
+            content_hash: blake3::hash(setup.bytes).to_hex().to_string(),
             loaded_at: SystemTime::now(),
             origin,
             runtime: Arc::new(runtime),
@@ -190,7 +189,8 @@ impl Policy {
         self.path.as_deref()
     }
 
-    /// SHA-256 of the component bytes, lowercase hex (64 characters).
+    /// BLAKE3 of the component bytes, lowercase hex (64 characters): the
+    /// same bytes have the same hash on every gateway.
     pub fn content_hash(&self) -> &str {
         &self.content_hash
     }
@@ -504,27 +504,9 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::with_capacity(64), |mut hex, b| {
-            let _ = write!(hex, "{b:02x}");
-            hex
-        })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{check_name, sha256_hex};
-
-    #[test]
-    fn hashes_as_lowercase_hex() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
+    use super::check_name;
 
     #[test]
     fn names_are_checked() {

@@ -34,7 +34,7 @@ pub struct PolicyView {
     /// The file it was loaded from.
     #[n(1)]
     pub file: String,
-    /// SHA-256 of the file, hex.
+    /// BLAKE3 of the component bytes, lowercase hex (64 characters).
     #[n(2)]
     pub content_hash: String,
     /// When this version was loaded, ms since the Unix epoch.

@@ -16,8 +16,11 @@ use crate::events::AdminEvent;
 /// `GET /metrics`: the Prometheus exposition text. Before rendering, the
 /// outlier gauges are set from the core's views:
 /// `outlier_ejected_seconds{node, service}` is how long a node that was
-/// ever ejected from a service stays out (0 when it is in).
+/// ever ejected from a service stays out (0 when it is in); and the
+/// autoscaling gauges from this gateway's scale report
+/// (`super::scale::set_gauges`).
 pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    super::scale::set_gauges(&shared);
     for node in shared.registry.views(Instant::now()) {
         for s in node.services.iter().filter(|s| s.ejections > 0) {
             metrics::gauge!(
@@ -123,10 +126,7 @@ pub(super) async fn set_policy(
             "expected a JSON body {\"policy\": \"NAME\"}",
         );
     };
-    if let Err(e) = protocol::NodeSpec::validate_name("service name", &name) {
-        return fail(StatusCode::BAD_REQUEST, "bad_request", e.to_string());
-    }
-    match shared.policies.set_service_policy(&name, &body.policy) {
+    match crate::sync::set_service_policy(&shared, &name, &body.policy).await {
         Ok(previous) => {
             tracing::info!(service = %name, policy = %body.policy, "service policy changed (HTTP)");
             shared.announce(AdminEvent::new(
@@ -140,7 +140,59 @@ pub(super) async fn set_policy(
             }))
             .into_response()
         }
-        Err(message) => fail(StatusCode::BAD_REQUEST, "bad_request", message),
+        Err(error) => refused(&error),
+    }
+}
+
+/// An error answer for a refused run-time change: 503 `cluster_degraded`
+/// while etcd does not answer, 400 `bad_request`, 404 `unknown_node`.
+fn refused(error: &crate::sync::SyncError) -> Response {
+    fail(error.status(), error.code(), error.to_string())
+}
+
+/// Query of `POST /api/policies`.
+#[derive(Debug, Deserialize)]
+pub(super) struct PushQuery {
+    /// The name the component must answer (default: whichever it does).
+    name: Option<String>,
+}
+
+/// `POST /api/policies[?name=NAME]` (admin), the component's bytes as the
+/// body: loads it and keeps it (with `[cluster]` in etcd, for every
+/// gateway; else in the plugins folder). Answers `{"name", "hash",
+/// "bytes", "stored"}`.
+pub(super) async fn push_policy(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<PushQuery>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    push(&shared, query.name, &headers, body).await
+}
+
+/// `PUT /api/policies/{name}` (admin): [`push_policy`] of a component
+/// that must answer `name`.
+pub(super) async fn put_policy(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    push(&shared, Some(name), &headers, body).await
+}
+
+async fn push(
+    shared: &Arc<Shared>,
+    name: Option<String>,
+    headers: &HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(denied) = authorized(shared, headers) {
+        return *denied;
+    }
+    match crate::sync::push_policy(shared, name, body.to_vec()).await {
+        Ok(pushed) => Json(pushed).into_response(),
+        Err(error) => refused(&error),
     }
 }
 
@@ -150,7 +202,7 @@ pub(super) async fn drain(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    set_draining(&shared, &id, &headers, true)
+    set_draining(&shared, &id, &headers, true).await
 }
 
 /// `POST /api/nodes/{id}/undrain` (admin): the node takes calls again.
@@ -159,28 +211,24 @@ pub(super) async fn undrain(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    set_draining(&shared, &id, &headers, false)
+    set_draining(&shared, &id, &headers, false).await
 }
 
-fn set_draining(shared: &Shared, id: &str, headers: &HeaderMap, draining: bool) -> Response {
+async fn set_draining(shared: &Shared, id: &str, headers: &HeaderMap, draining: bool) -> Response {
     if let Err(denied) = authorized(shared, headers) {
         return *denied;
     }
-    let Some(node) = shared.registry.get(id) else {
-        return fail(
-            StatusCode::NOT_FOUND,
-            "unknown_node",
-            format!("no node {id:?} is registered"),
-        );
+    let in_flight = match crate::sync::set_draining(shared, id, draining).await {
+        Ok(in_flight) => in_flight,
+        Err(error) => return refused(&error),
     };
-    shared.scheduler.drain(&node, draining);
     let verb = if draining { "drain" } else { "undrain" };
-    tracing::info!(node = %id, in_flight = node.in_flight_total(), "node {verb}ed");
+    tracing::info!(node = %id, in_flight, "node {verb}ed");
     shared.announce(AdminEvent::new(verb, id.to_string()));
     Json(serde_json::json!({
         "node": id,
         "draining": draining,
-        "in_flight": node.in_flight_total(),
+        "in_flight": in_flight,
     }))
     .into_response()
 }
@@ -205,7 +253,10 @@ pub(super) async fn purge_cache(
             .find_map(|kv| kv.strip_prefix("service="))
             .map(str::to_string)
     });
-    let (entries, bytes) = shared.cache.purge(service.as_deref());
+    let (entries, bytes) = match crate::sync::purge_cache(&shared, service.as_deref()).await {
+        Ok(purged) => purged,
+        Err(error) => return refused(&error),
+    };
     shared.announce(AdminEvent::new(
         "cache_purge",
         format!(

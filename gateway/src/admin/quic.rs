@@ -1,6 +1,7 @@
 //! Admin requests over QUIC: the policy table, changing a service's policy
 //! at runtime, the result cache's statistics, and purging it (changes are
-//! authenticated by the admin token).
+//! authenticated by the admin token, and go through `crate::sync`: with
+//! `[cluster]` to every gateway, refused while etcd does not answer).
 
 use protocol::{CallError, ErrorKind, Message};
 
@@ -8,7 +9,7 @@ use crate::Shared;
 
 /// The answer to an admin request (`ListPolicies`, `SetPolicy`,
 /// `CacheStats` or `PurgeCache`).
-pub(crate) fn answer(shared: &Shared, request: Message) -> Message {
+pub(crate) async fn answer(shared: &Shared, request: Message) -> Message {
     match request {
         Message::ListPolicies => {
             let hosted = shared.registry.service_names();
@@ -19,13 +20,7 @@ pub(crate) fn answer(shared: &Shared, request: Message) -> Message {
                 tracing::warn!(service = %set.service, "policy change refused: wrong admin token");
                 return error(ErrorKind::Unauthorized, "wrong admin token".into());
             }
-            if let Err(e) = protocol::NodeSpec::validate_name("service name", &set.service) {
-                return error(ErrorKind::BadRequest, e.to_string());
-            }
-            match shared
-                .policies
-                .set_service_policy(&set.service, &set.policy)
-            {
+            match crate::sync::set_service_policy(shared, &set.service, &set.policy).await {
                 Ok(previous) => {
                     let was = previous.unwrap_or_else(|| "the default".into());
                     tracing::info!(service = %set.service, policy = %set.policy, %was, "service policy changed");
@@ -34,7 +29,7 @@ pub(crate) fn answer(shared: &Shared, request: Message) -> Message {
                         set.service, set.policy
                     ))
                 }
-                Err(message) => error(ErrorKind::BadRequest, message),
+                Err(refused) => error(refused.kind(), refused.quic_message()),
             }
         }
         Message::CacheStats => Message::CacheStatsView(shared.cache.stats()),
@@ -44,12 +39,10 @@ pub(crate) fn answer(shared: &Shared, request: Message) -> Message {
                 return error(ErrorKind::Unauthorized, "wrong admin token".into());
             }
             let service = purge.service.as_deref();
-            if let Some(service) = service
-                && let Err(e) = protocol::NodeSpec::validate_name("service name", service)
-            {
-                return error(ErrorKind::BadRequest, e.to_string());
-            }
-            let (entries, bytes) = shared.cache.purge(service);
+            let (entries, bytes) = match crate::sync::purge_cache(shared, service).await {
+                Ok(purged) => purged,
+                Err(refused) => return error(refused.kind(), refused.quic_message()),
+            };
             let whose =
                 service.map_or_else(|| "every service".to_string(), |s| format!("service {s}"));
             tracing::info!(whose, entries, bytes, "result cache purged");

@@ -23,6 +23,7 @@ use crate::fleet::Registry;
 pub(crate) use decisions::{Decisions, Explanation};
 use directory::Directory;
 use table::Table;
+pub(crate) use table::pushed_source;
 pub(crate) use watcher::WatchHandle;
 pub(crate) use watcher::start as watch;
 

@@ -34,61 +34,111 @@ impl Policies {
     pub fn load_file(&self, path: &Path, bytes: &[u8], hash: &str) {
         let origin = path.display().to_string();
         let loaded = self
-            .engine
-            .load_bytes(bytes, &origin, self.directory.clone())
-            .and_then(|policy| {
-                let table = self.read();
-                match table.by_name.get(policy.name()) {
-                    Some(_)
-                        if table.by_file.get(path).map(String::as_str) != Some(policy.name()) =>
-                    {
-                        let owner = table
-                            .by_file
-                            .iter()
-                            .find(|(_, n)| *n == policy.name())
-                            .map(|(f, _)| f.display().to_string())
-                            .unwrap_or_default();
-                        Err(PolicyError::Instantiate {
-                            policy: policy.name().to_string(),
-                            reason: format!("policy name already provided by {owner}"),
-                        })
-                    }
-                    _ => Ok(policy),
-                }
-            });
+            .compile(bytes, &origin)
+            .and_then(|policy| self.install(path, policy));
         match loaded {
-            Ok(policy) => {
-                let name = policy.name().to_string();
-                let mut table = self.write();
-                let replaced = table.by_file.insert(path.to_path_buf(), name.clone());
-                if let Some(old) = replaced.filter(|old| *old != name) {
-                    table.by_name.remove(&old);
-                    tracing::warn!(file = %origin, old = %old, new = %name, "plugin file now provides another policy");
-                }
-                let previous = table.by_name.insert(name.clone(), Arc::new(policy));
-                table.rejected.remove(path);
-                drop(table);
-                metrics::counter!("policy_loads_total", "policy" => name.clone()).increment(1);
-                match previous {
-                    Some(old) => {
-                        tracing::info!(policy = %name, file = %origin, hash, old_hash = old.content_hash(), "policy replaced")
-                    }
-                    None => tracing::info!(policy = %name, file = %origin, hash, "policy loaded"),
-                }
-            }
-            Err(error) => {
-                tracing::error!(file = %origin, %error, "policy rejected; the previous version (if any) stays");
-                metrics::counter!("policy_load_failures_total").increment(1);
-                self.write().rejected.insert(
-                    path.to_path_buf(),
-                    RejectedFile {
-                        file: origin,
-                        reason: error.to_string(),
-                        at_unix_ms: unix_ms(SystemTime::now()),
-                    },
-                );
-            }
+            Ok(name) => tracing::debug!(policy = %name, file = %origin, hash, "plugin file loaded"),
+            Err(error) => self.reject(path, &error),
         }
+    }
+
+    /// Compiles, instantiates and names the component `bytes` without
+    /// installing it (`origin` names it in logs and errors).
+    ///
+    /// # Errors
+    /// The [`PolicyError`] that refuses it: not a component, no policy
+    /// world, a `name` export that fails or answers a bad name.
+    pub fn compile(&self, bytes: &[u8], origin: &str) -> Result<Policy, PolicyError> {
+        self.engine
+            .load_bytes(bytes, origin, self.directory.clone())
+    }
+
+    /// Installs `policy` as the one `source` (a plugin file, or
+    /// [`pushed_source`]) provides, replacing the version `source` provided
+    /// before; returns its name.
+    ///
+    /// # Errors
+    /// [`PolicyError::Instantiate`] when another source provides a policy
+    /// of the same name (nothing changes).
+    pub fn install(&self, source: &Path, policy: Policy) -> Result<String, PolicyError> {
+        let name = policy.name().to_string();
+        let origin = source.display().to_string();
+        let mut table = self.write();
+        // Another source providing the name keeps it, unless this one is
+        // pushed and that one a plugin file: a pushed policy is the
+        // cluster's, and overrides one gateway's file of the same name.
+        let owner = table
+            .by_file
+            .iter()
+            .find(|(f, n)| **n == name && f.as_path() != source)
+            .map(|(f, _)| f.clone());
+        if let Some(owner) = owner
+            && (is_pushed(&owner) || !is_pushed(source))
+        {
+            return Err(PolicyError::Instantiate {
+                policy: name,
+                reason: format!("policy name already provided by {}", owner.display()),
+            });
+        }
+        let replaced = table.by_file.insert(source.to_path_buf(), name.clone());
+        if let Some(old) = replaced.filter(|old| *old != name) {
+            table.by_name.remove(&old);
+            tracing::warn!(file = %origin, old = %old, new = %name, "plugin file now provides another policy");
+        }
+        let hash = policy.content_hash().to_string();
+        let previous = table.by_name.insert(name.clone(), Arc::new(policy));
+        table.rejected.remove(source);
+        drop(table);
+        metrics::counter!("policy_loads_total", "policy" => name.clone()).increment(1);
+        match previous {
+            Some(old) => {
+                tracing::info!(policy = %name, file = %origin, hash, old_hash = old.content_hash(), "policy replaced")
+            }
+            None => tracing::info!(policy = %name, file = %origin, hash, "policy loaded"),
+        }
+        Ok(name)
+    }
+
+    /// Lists `source` as refused for `error` (its previous version, if
+    /// any, stays), logs and counts it.
+    pub(crate) fn reject(&self, source: &Path, error: &PolicyError) {
+        let origin = source.display().to_string();
+        tracing::error!(file = %origin, %error, "policy rejected; the previous version (if any) stays");
+        metrics::counter!("policy_load_failures_total").increment(1);
+        self.write().rejected.insert(
+            source.to_path_buf(),
+            RejectedFile {
+                file: origin,
+                reason: error.to_string(),
+                at_unix_ms: unix_ms(SystemTime::now()),
+            },
+        );
+    }
+
+    /// The plugin file in the plugins folder that provides `name`, if one
+    /// does.
+    pub(crate) fn file_of(&self, name: &str) -> Option<PathBuf> {
+        self.read()
+            .by_file
+            .iter()
+            .find(|(f, n)| *n == name && !is_pushed(f))
+            .map(|(f, _)| f.clone())
+    }
+
+    /// Whether the policy `name` in force was pushed to the cluster.
+    pub(crate) fn is_pushed(&self, name: &str) -> bool {
+        self.read()
+            .by_file
+            .get(&pushed_source(name))
+            .is_some_and(|n| n == name)
+    }
+
+    /// The content hash of the loaded policy `name`, if loaded.
+    pub(crate) fn hash_of(&self, name: &str) -> Option<String> {
+        self.read()
+            .by_name
+            .get(name)
+            .map(|p| p.content_hash().to_string())
     }
 
     /// Unloads the policy `path` provided. Services that used it fall back to
@@ -99,6 +149,11 @@ impl Policies {
         let Some(name) = table.by_file.remove(path) else {
             return;
         };
+        if table.by_file.values().any(|n| *n == name) {
+            // A pushed policy of the same name stays in force.
+            tracing::info!(policy = %name, file = %path.display(), "plugin file removed; the pushed policy of that name stays");
+            return;
+        }
         table.by_name.remove(&name);
         let users: Vec<String> = table
             .services
@@ -155,7 +210,8 @@ impl Policies {
                 file: table
                     .by_file
                     .iter()
-                    .find(|(_, n)| n.as_str() == p.name())
+                    .filter(|(_, n)| n.as_str() == p.name())
+                    .max_by_key(|(f, _)| is_pushed(f))
                     .map(|(f, _)| f.display().to_string())
                     .unwrap_or_default(),
                 content_hash: p.content_hash().to_string(),
@@ -186,6 +242,20 @@ impl Policies {
         }
     }
 }
+
+/// The source a policy pushed to the cluster (`switchyard policy push`)
+/// is listed under in the table: `etcd:{name}`.
+pub(crate) fn pushed_source(name: &str) -> PathBuf {
+    PathBuf::from(format!("{PUSHED}{name}"))
+}
+
+/// Whether `source` is a [`pushed_source`].
+fn is_pushed(source: &Path) -> bool {
+    source.to_str().is_some_and(|s| s.starts_with(PUSHED))
+}
+
+/// The start of a [`pushed_source`].
+const PUSHED: &str = "etcd:";
 
 /// `t` in ms since the Unix epoch (0 before it).
 fn unix_ms(t: SystemTime) -> u64 {

@@ -172,6 +172,7 @@ impl Gateway {
             shared: Arc::new(Shared {
                 decisions: crate::policies::Decisions::new(config.decisions),
                 first_seen: crate::ingress::models::FirstSeen::default(),
+                sync: crate::sync::Sync::new(config.cluster.as_ref()),
                 config,
                 registry,
                 policies,
@@ -209,6 +210,7 @@ impl Gateway {
                 .map_err(|e| GatewayError::Jobs(e.to_string()))?;
             let _ = gateway.shared.jobs.set(jobs);
         }
+        crate::sync::start(&gateway.shared).await;
         Ok(gateway)
     }
 

@@ -133,7 +133,7 @@ async fn request(
         | Message::SetPolicy(_)
         | Message::CacheStats
         | Message::PurgeCache(_) => {
-            let answer = admin::quic::answer(&shared, first);
+            let answer = admin::quic::answer(&shared, first).await;
             let _ = send.send(&answer).await;
             let _ = send.finish();
         }

@@ -27,6 +27,18 @@ pub(super) struct Gcra {
 
 impl Gcra {
     pub(super) fn new(calls_per_s: f64, burst: u32) -> Self {
+        let mut gcra = Self {
+            interval: Duration::ZERO,
+            tolerance: Duration::ZERO,
+            tat: None,
+        };
+        gcra.set_rate(calls_per_s, burst);
+        gcra
+    }
+
+    /// Refills at `calls_per_s` with a bucket of `burst` from now on; the
+    /// calls already admitted stay counted (the TAT is kept).
+    pub(super) fn set_rate(&mut self, calls_per_s: f64, burst: u32) {
         let interval = Duration::try_from_secs_f64(1.0 / calls_per_s)
             .unwrap_or(MAX_SPAN)
             .min(MAX_SPAN);
@@ -34,11 +46,8 @@ impl Gcra {
             .checked_mul(burst.saturating_sub(1))
             .unwrap_or(MAX_SPAN)
             .min(MAX_SPAN);
-        Self {
-            interval,
-            tolerance,
-            tat: None,
-        }
+        self.interval = interval;
+        self.tolerance = tolerance;
     }
 
     /// Takes a token at `now`, or says how long until there is one.
