@@ -91,7 +91,19 @@ pub enum ConfigError {
 pub struct AgentConfig {
     /// The gateway's QUIC address, `host:port` (e.g. `127.0.0.1:4433`,
     /// `gw.example:4433`, `[::1]:4433`); resolved again at each reconnect.
+    /// With a cluster of gateways, where the agent starts: it registers
+    /// with every live member the gateway's member list names.
     pub gateway: String,
+    /// More gateways of the same cluster to start from, `host:port` each
+    /// (default none): the agent dials these and `gateway` until a member
+    /// list arrives, and again whenever every member is unreachable.
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    /// Most gateways the agent registers with at once (default 0: every
+    /// live member). Past it, the agent keeps a stable subset, chosen by
+    /// rendezvous hashing of its node id with each member's name.
+    #[serde(default)]
+    pub max_gateways: u32,
     /// The name the gateway's certificate must carry (default `localhost`).
     #[serde(default = "default_server_name")]
     pub server_name: String,
@@ -272,6 +284,8 @@ impl AgentConfig {
     ) -> Self {
         Self {
             gateway: gateway.into(),
+            gateways: Vec::new(),
+            max_gateways: 0,
             server_name: default_server_name(),
             ca: ca.into(),
             token: token.into(),
@@ -424,8 +438,10 @@ impl AgentConfig {
     /// [`ConfigError::Invalid`] naming the first broken rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
-        if let Err(e) = split_host_port(&self.gateway) {
-            return invalid(e);
+        for gateway in std::iter::once(&self.gateway).chain(&self.gateways) {
+            if let Err(e) = split_host_port(gateway) {
+                return invalid(e);
+            }
         }
         if self.server_name.is_empty() {
             return invalid("server_name must not be empty".into());

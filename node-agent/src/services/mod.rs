@@ -6,7 +6,9 @@
 //! streams as it is produced.
 //!
 //! [`Services`] counts the calls in flight per service and refuses calls past
-//! a service's `max_concurrent`. A swappable service (one in a slot) takes
+//! a service's `max_concurrent`, whichever gateway sent them (the node is the
+//! authority on its capacity); every change of the counts is announced on a
+//! watch channel ([`Services::load_changes`]) for the load reports. A swappable service (one in a slot) takes
 //! calls only while its slot holds it; the agent's slot manager loads and
 //! unloads it (see [`crate::SlotConfig`]).
 
@@ -24,6 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::{ErrorKind, ServiceSpec};
+use tokio::sync::watch;
 
 use crate::config::{ServiceConfig, SlotConfig};
 use gate::Gate;
@@ -87,6 +90,13 @@ impl ServiceError {
         }
     }
 
+    /// The same error, marked as never run (the service received nothing).
+    #[must_use]
+    pub fn never_ran(mut self) -> Self {
+        self.not_run = true;
+        self
+    }
+
     pub(crate) fn failed(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::ServiceFailed, message)
     }
@@ -122,6 +132,8 @@ pub struct Services {
     entries: Arc<BTreeMap<String, Arc<Entry>>>,
     /// The swappable slots, by name.
     gates: Arc<BTreeMap<String, Arc<Gate>>>,
+    /// Marked changed whenever a call starts or ends.
+    load: Arc<watch::Sender<()>>,
 }
 
 #[derive(Debug)]
@@ -228,6 +240,7 @@ impl Services {
         Ok(Self {
             entries: Arc::new(entries),
             gates: Arc::new(gates),
+            load: Arc::new(watch::Sender::new(())),
         })
     }
 
@@ -245,7 +258,15 @@ impl Services {
             .collect()
     }
 
-    /// Calls in flight per service, for stats.
+    /// Follows the calls in flight: the receiver is marked changed whenever
+    /// a call of any service starts or ends (read the counts with
+    /// [`Services::in_flight`]).
+    pub fn load_changes(&self) -> watch::Receiver<()> {
+        self.load.subscribe()
+    }
+
+    /// Calls in flight per service (every gateway's), for stats and load
+    /// reports.
     pub fn in_flight(&self) -> Vec<(String, u32)> {
         self.entries
             .values()
@@ -259,7 +280,8 @@ impl Services {
     /// # Errors
     /// `UnknownService` when the node hosts no such service,
     /// `NoNodeAvailable` when its `max_concurrent` calls are running or,
-    /// for a swappable service, when its slot does not hold it.
+    /// for a swappable service, when its slot does not hold it; such a
+    /// refusal is `not_run` (the gateway picks again).
     pub fn acquire(&self, name: &str) -> Result<Slot, ServiceError> {
         let entry = self.entries.get(name).ok_or_else(|| {
             ServiceError::new(
@@ -284,7 +306,8 @@ impl Services {
                             "service {name} is not loaded on this node (slot {} {holds})",
                             gate.slot
                         ),
-                    ));
+                    )
+                    .never_ran());
                 }
                 Some(loaded)
             }
@@ -303,9 +326,12 @@ impl Services {
                         entry.max_concurrent
                     ),
                 )
+                .never_ran()
             })?;
+        self.load.send_replace(());
         Ok(Slot {
             entry: Arc::clone(entry),
+            load: Arc::clone(&self.load),
         })
     }
 
@@ -330,6 +356,7 @@ impl Services {
 #[derive(Debug)]
 pub struct Slot {
     entry: Arc<Entry>,
+    load: Arc<watch::Sender<()>>,
 }
 
 impl Slot {
@@ -418,6 +445,7 @@ async fn limited<T>(
 impl Drop for Slot {
     fn drop(&mut self) {
         self.entry.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.load.send_replace(());
     }
 }
 

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use protocol::{CallError, DispatchHead, ErrorKind, Message, ReplyHead};
+use protocol::{
+    CallError, Codec, DispatchHead, ErrorKind, Message, NodeStats, Register, Registered, ReplyHead,
+};
 use tokio::sync::oneshot;
 use transport::{EndpointConfig, FramedRecv, FramedSend, TlsFiles};
 
@@ -15,13 +17,14 @@ use crate::services::ServiceKind;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+mod cluster;
 mod swap;
 
 struct Gateway {
     endpoint: quinn::Endpoint,
     addr: SocketAddr,
     ca: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 struct Registration {
@@ -46,7 +49,22 @@ impl Gateway {
             endpoint,
             addr,
             ca: files.ca,
-            _dir: dir,
+            dir: std::sync::Arc::new(dir),
+        }
+    }
+
+    /// Another gateway with this one's certificates (a cluster's members
+    /// share a CA).
+    fn beside(&self) -> Self {
+        let files = TlsFiles::in_dir(self.dir.path());
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let endpoint =
+            transport::server_endpoint(listen, &files, &EndpointConfig::default()).expect("server");
+        Self {
+            addr: endpoint.local_addr().expect("local addr"),
+            endpoint,
+            ca: files.ca,
+            dir: std::sync::Arc::clone(&self.dir),
         }
     }
 
@@ -252,6 +270,7 @@ async fn registers_reports_stats_serves_calls_and_shuts_down() {
     assert!(seen_busy, "in-flight call never showed in stats");
     let err = reg.call("sleep", b"1", 5000).await.expect_err("slot taken");
     assert_eq!(err.kind, ErrorKind::NoNodeAvailable);
+    assert!(err.not_run, "a full service never ran the call: {err:?}");
     let (_, body) = slow.await.expect("join").expect("slow call");
     assert_eq!(body, Bytes::from_static(b"slept 1500 ms"));
 

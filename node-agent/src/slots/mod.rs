@@ -19,16 +19,20 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use protocol::{SwapReport, SwapRequest};
-use tokio::sync::mpsc;
+use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
 use crate::config::{AgentConfig, SwapConfig};
 use crate::services::{ServiceError, Services};
 use process::Process;
 
-/// A report for the control stream: the session whose gateway asked for it
+/// A report for the control streams: the session whose gateway asked for it
 /// (0 when none did), and the report.
 type Event = (u64, SwapReport);
+
+/// Reports a session may fall behind by before it misses some (swap
+/// reports are rare: one per slot at a time).
+const REPORTS_QUEUE: usize = 256;
 
 /// The node's swappable slots, cheap to clone (shared state).
 #[derive(Clone)]
@@ -42,7 +46,7 @@ struct Inner {
     swaps: BTreeMap<String, SwapConfig>,
     slots: BTreeMap<String, Arc<Slot>>,
     client: reqwest::Client,
-    events: mpsc::UnboundedSender<Event>,
+    events: broadcast::Sender<Event>,
     /// Swaps asked for by the gateway, under way.
     tasks: Mutex<JoinSet<()>>,
 }
@@ -61,30 +65,40 @@ struct Running {
     process: Process,
 }
 
-/// The reports the slots produce, for the control stream.
+/// The reports the slots produce, for one control stream: every session
+/// gets every report (each gateway must know what a slot holds).
 pub(crate) struct Reports {
-    events: mpsc::UnboundedReceiver<Event>,
+    events: broadcast::Receiver<Event>,
 }
 
 impl Reports {
-    /// Drops every queued report (before a registration, which tells the
-    /// current state anyway).
+    /// Drops every queued report.
+    #[cfg(test)]
     pub(crate) fn clear(&mut self) {
         while self.events.try_recv().is_ok() {}
     }
 
-    /// The next report for session `session`. A report asked for by an
-    /// earlier session's gateway comes with `swap_id` 0: this gateway
+    /// The next report for session `session`. A report asked for by
+    /// another session's gateway comes with `swap_id` 0: this gateway
     /// connection did not ask for it.
     pub(crate) async fn next(&mut self, session: u64) -> SwapReport {
-        let Some((asked_by, mut report)) = self.events.recv().await else {
-            // Every sender is gone: no report will come.
-            return std::future::pending().await;
-        };
-        if asked_by != session {
-            report.swap_id = 0;
+        loop {
+            match self.events.recv().await {
+                Ok((asked_by, mut report)) => {
+                    if asked_by != session {
+                        report.swap_id = 0;
+                    }
+                    return report;
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "swap reports missed by a slow session");
+                }
+                // Every sender is gone: no report will come.
+                Err(broadcast::error::RecvError::Closed) => {
+                    return std::future::pending().await;
+                }
+            }
         }
-        report
     }
 }
 
@@ -117,7 +131,7 @@ impl Slots {
                 (s.name.clone(), Arc::new(slot))
             })
             .collect();
-        let (events, rx) = mpsc::unbounded_channel();
+        let (events, rx) = broadcast::channel(REPORTS_QUEUE);
         let inner = Inner {
             services,
             swaps,
@@ -130,6 +144,13 @@ impl Slots {
             inner: Arc::new(inner),
         };
         Ok((slots, Reports { events: rx }))
+    }
+
+    /// Every report from now on, for one more session.
+    pub(crate) fn reports(&self) -> Reports {
+        Reports {
+            events: self.inner.events.subscribe(),
+        }
     }
 
     /// Loads every slot's configured `loaded` service, all slots at once,
