@@ -15,6 +15,7 @@ mod outlier;
 mod quic;
 mod retry;
 mod routing;
+mod scale;
 mod services;
 pub(crate) mod tenants;
 
@@ -26,6 +27,7 @@ pub use outlier::OutlierConfig;
 pub use quic::{AgentsConfig, QuicConfig};
 pub use retry::{BreakerConfig, RetryConfig, RetryOn};
 pub use routing::{DecisionsConfig, PrefixConfig};
+pub use scale::ScaleConfig;
 pub use services::{CacheConfig, NodeConfig, QueueConfig, ServiceConfig, SwapConfig};
 pub use tenants::{ANONYMOUS, TenantConfig, check_anonymous};
 
@@ -122,6 +124,9 @@ pub struct GatewayConfig {
     /// The Prometheus series of `/metrics`: how long idle ones live (table
     /// `[metrics]`).
     pub metrics: MetricsConfig,
+    /// The autoscaling signals: target utilisation and measuring window
+    /// (table `[scale]`, see [`ScaleConfig`]).
+    pub scale: ScaleConfig,
     /// OpenTelemetry traces of calls over OTLP/HTTP (table `[tracing]`:
     /// `otlp_endpoint`; default off).
     pub tracing: otel::TracingConfig,
@@ -209,6 +214,7 @@ impl Default for GatewayConfig {
             nodes: BTreeMap::new(),
             http: HttpConfig::default(),
             metrics: MetricsConfig::default(),
+            scale: ScaleConfig::default(),
             tracing: otel::TracingConfig::default(),
             models: BTreeMap::new(),
             tenants: Vec::new(),
@@ -318,6 +324,11 @@ impl GatewayConfig {
             }
         }
         tenants::validate(&self.tenants)?;
+        self.scale.validate(
+            self.services
+                .iter()
+                .map(|(name, s)| (name, s.target_utilisation)),
+        )?;
         if let Some(cluster) = &self.cluster {
             cluster.validate(
                 self.listen,

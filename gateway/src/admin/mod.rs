@@ -16,6 +16,7 @@
 mod api;
 mod dashboard;
 pub(crate) mod quic;
+mod scale;
 mod snapshot;
 mod sse;
 
@@ -72,6 +73,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/queues", get(api::queues))
         .route("/api/snapshot", get(api::snapshot))
         .route("/api/decisions", get(api::decisions))
+        .route("/api/scale", get(scale::scale))
         .route("/api/services/{name}/policy", put(api::set_policy))
         .route("/api/nodes/{id}/drain", post(api::drain))
         .route("/api/nodes/{id}/undrain", post(api::undrain))
@@ -118,6 +120,7 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>>
 
 /// Help texts of the series computed when `/metrics` is read.
 pub(crate) fn describe_metrics() {
+    scale::describe_metrics();
     metrics::describe_gauge!(
         "outlier_ejected_seconds",
         "Seconds a node stays ejected from a service (0: in), by node and service."

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::BreakerConfig;
 
 /// Settings of one service.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
     /// The policy that picks nodes for this service (default: `default_policy`).
@@ -41,6 +41,9 @@ pub struct ServiceConfig {
     /// This service's circuit breaker: most retries under way (default
     /// `[circuit_breakers]`).
     pub max_retries_in_flight: Option<u32>,
+    /// The share of this service's call slots to keep busy, in `(0, 1]`
+    /// (default `[scale] target_utilisation`).
+    pub target_utilisation: Option<f64>,
 }
 
 impl ServiceConfig {

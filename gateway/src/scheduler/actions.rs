@@ -193,6 +193,7 @@ impl Scheduler {
             Via::Swap => self.policies.swap_pick(&w.service),
         };
         let guard = SlotGuard {
+            _hold: self.scale.hold(&w.service, waited),
             scheduler: self.clone(),
             node: link,
             call,

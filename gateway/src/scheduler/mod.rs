@@ -23,6 +23,7 @@ use tokio::sync::{oneshot, watch};
 use crate::config::GatewayConfig;
 use crate::fleet::{CoreCell, Node, Registry, lock};
 use crate::policies::Policies;
+use crate::telemetry::scale::ScaleWindow;
 
 mod actions;
 mod slots;
@@ -38,6 +39,8 @@ pub(crate) struct Scheduler {
     registry: Arc<Registry>,
     policies: Arc<Policies>,
     waiting: Mutex<HashMap<CallId, Waiting>>,
+    /// Arrivals, slot holds and queue waits, for the autoscaling signals.
+    scale: Arc<ScaleWindow>,
 }
 
 /// The core's settings from `gateway.toml`.
@@ -91,14 +94,26 @@ pub(crate) fn core_config(config: &GatewayConfig) -> CoreConfig {
 
 impl Scheduler {
     /// A scheduler driving `core`, whose nodes' links are in `registry`,
-    /// picking with `policies`.
-    pub(crate) fn new(core: CoreCell, registry: Arc<Registry>, policies: Arc<Policies>) -> Self {
+    /// picking with `policies`; its autoscaling counts cover `scale_window`
+    /// (`[scale] window_s`).
+    pub(crate) fn new(
+        core: CoreCell,
+        registry: Arc<Registry>,
+        policies: Arc<Policies>,
+        scale_window: Duration,
+    ) -> Self {
         Self {
             core,
             registry,
             policies,
             waiting: Mutex::new(HashMap::new()),
+            scale: Arc::new(ScaleWindow::new(scale_window)),
         }
+    }
+
+    /// This gateway's arrivals, slot holds and queue waits per service.
+    pub(crate) fn scale(&self) -> &ScaleWindow {
+        &self.scale
     }
 
     fn waiting(&self) -> MutexGuard<'_, HashMap<CallId, Waiting>> {
@@ -120,6 +135,7 @@ impl Scheduler {
         job: bool,
     ) -> Ticket {
         let ticket = self.register(call, &head.service, tenant.clone());
+        self.scale.arrival(&head.service);
         self.handle(Event::CallArrived {
             call,
             head: head.clone(),

@@ -13,6 +13,7 @@ use tokio::sync::{oneshot, watch};
 use super::Scheduler;
 use crate::fleet::Node;
 use crate::policies::Picked;
+use crate::telemetry::scale::Hold;
 
 /// A taken call slot and the pick that chose it, handed to a waiting call.
 #[derive(Debug)]
@@ -60,6 +61,8 @@ pub(crate) struct SlotGuard {
     pub(super) call: CallId,
     pub(super) service: String,
     pub(super) ended: bool,
+    /// Counts the slot as running until the guard is dropped.
+    pub(super) _hold: Hold,
 }
 
 /// A waiting call's channels, until its grant or refusal is sent.

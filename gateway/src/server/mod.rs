@@ -114,6 +114,7 @@ impl Gateway {
             core,
             registry.clone(),
             policies.clone(),
+            config.scale.window(),
         ));
         let scheduler_task = tokio::spawn(scheduler.clone().run_ticks());
         if let Err(error) = std::fs::create_dir_all(&config.plugins_dir) {

@@ -29,6 +29,7 @@ use metrics_util::MetricKindMask;
 use protocol::ErrorKind;
 
 pub(crate) mod labels;
+pub(crate) mod scale;
 mod window;
 
 pub(crate) use window::{CallWindow, Point, QueuePoint, TenantRate};
