@@ -134,6 +134,13 @@ impl PolicyEngine {
             |state| state,
         )
         .map_err(engine_err)?;
+        // The `blocks` import (1.2.0), for every component: one compiled
+        // against an older contract imports none and links the same.
+        crate::block_bindings::switchyard::policy::blocks::add_to_linker::<
+            HostState,
+            wasmtime::component::HasSelf<HostState>,
+        >(&mut linker, |state| state)
+        .map_err(engine_err)?;
         let ticker = Arc::new(if cfg.interruptible {
             Ticker::start(engine.clone())?
         } else {

@@ -1,5 +1,5 @@
 //! The data of a policy store: the (empty) WASI context, the resource limiter
-//! and the `switchyard:policy/host` import.
+//! and the `switchyard:policy/host` and `switchyard:policy/blocks` imports.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::NodeDirectory;
 use crate::bindings::switchyard::policy::{host, types};
+use crate::block_bindings::switchyard::policy::blocks;
 use crate::limits::PolicyLimiter;
 use crate::logging::{LogSink, LogStream, Stream};
 
@@ -67,5 +68,31 @@ impl types::Host for HostState {}
 impl host::Host for HostState {
     fn node_info(&mut self, node: types::NodeKey) -> Option<types::NodeInfo> {
         self.nodes.node_info(node)
+    }
+}
+
+/// Most nodes one `blocks.prefix-matched` call looks at (the rest answer 0):
+/// a gateway offers far fewer candidates.
+pub(crate) const MAX_MATCHED_NODES: usize = 4096;
+
+impl blocks::Host for HostState {
+    fn prefix_matched(
+        &mut self,
+        service: String,
+        prefix_hashes: Vec<u64>,
+        nodes: Vec<types::NodeKey>,
+    ) -> Vec<u32> {
+        let hashes = &prefix_hashes[..prefix_hashes.len().min(crate::MAX_PREFIX_HASHES)];
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(i, &node)| {
+                if i < MAX_MATCHED_NODES && !hashes.is_empty() {
+                    self.nodes.prefix_matched(node, &service, hashes)
+                } else {
+                    0
+                }
+            })
+            .collect()
     }
 }

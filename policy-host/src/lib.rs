@@ -81,8 +81,26 @@ mod scoring_bindings {
     });
 }
 
+/// Bindings of the world `block-aware-policy` (`scoring-policy` plus the
+/// `blocks` host import, new in 1.2.0), sharing the `policy` world's types
+/// and host import. Only its `blocks` import is used: the linker provides it
+/// to every component (one compiled against an older version imports none).
+mod block_bindings {
+    #![allow(missing_docs, clippy::all)]
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "block-aware-policy",
+        additional_derives: [PartialEq],
+        exports: { default: async },
+        with: {
+            "switchyard:policy/types": crate::bindings::switchyard::policy::types,
+            "switchyard:policy/host": crate::bindings::switchyard::policy::host,
+        },
+    });
+}
+
 /// The records and variants that cross the policy boundary, as generated from
-/// `switchyard:policy/types@1.1.0` (field docs are those of the WIT file).
+/// `switchyard:policy/types@1.2.0` (field docs are those of the WIT file).
 pub mod types {
     pub use crate::bindings::switchyard::policy::types::{
         Candidates, Decision, Gpu, NodeInfo, Outcome, Request,
@@ -127,6 +145,15 @@ pub trait NodeDirectory: Send + Sync + 'static {
     /// The facts about node `key`, or `None` for a key the gateway does not
     /// know (a node that left).
     fn node_info(&self, key: types::NodeKey) -> Option<types::NodeInfo>;
+
+    /// How many leading blocks of `prefix_hashes` node `key` reports holding
+    /// for `service` (k when the first k are all held): the answer to a
+    /// policy's `blocks.prefix-matched` import (contract 1.2.0), asked per
+    /// candidate. The default knows no node's blocks: 0.
+    fn prefix_matched(&self, key: types::NodeKey, service: &str, prefix_hashes: &[u64]) -> u32 {
+        let _ = (key, service, prefix_hashes);
+        0
+    }
 }
 
 /// A [`NodeDirectory`] that knows no node: every lookup answers `None`.

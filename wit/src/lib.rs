@@ -8,7 +8,7 @@
 //! in its `scorer.context`. Rust code on either side works with rows:
 //!
 //! - [`Candidate`]: the 14 columns of one candidate plus its
-//!   [`ModelLoad`]. The scheduling core builds these
+//!   [`ModelLoad`] and the prefix blocks its node reports holding. The scheduling core builds these
 //!   (`switchyard_core::Candidate` is this type), the policy host turns
 //!   them into columns and a context, and the plugins' SDK turns the
 //!   columns back into these rows (`policy_sdk::Candidate` is this type too).
@@ -73,6 +73,14 @@ pub struct Candidate {
     /// `scorer` context, so a policy sees it in `score` only (in `pick` and
     /// `rank`, contract 1.0.0, it is always `None`).
     pub model_load: Option<ModelLoad>,
+    /// How many leading blocks of the call's prefix hashes the node itself
+    /// reports holding for the service (its agent's report of the calls it
+    /// served, from every gateway): k when the first k hashes are all held.
+    /// Not one of the WIT columns: a policy built with the plugins' SDK
+    /// sees it in `score` (the SDK asks the host's `blocks.prefix-matched`
+    /// import, contract 1.2.0, when the call has prefix hashes); 0
+    /// elsewhere, and in the core's rows.
+    pub prefix_matched: u32,
 }
 
 impl Candidate {
@@ -307,7 +315,9 @@ mod tests {
         // every field of `Candidate`, each once. A new field of the row
         // must be added to one or the other.
         macro_rules! literal {
-            ($($f:ident),*) => { Candidate { $($f: Default::default(),)* model_load: None } };
+            ($($f:ident),*) => {
+                Candidate { $($f: Default::default(),)* model_load: None, prefix_matched: 0 }
+            };
         }
         assert_eq!(candidate_columns!(literal), Candidate::default());
     }

@@ -92,9 +92,16 @@ impl Policy for CacheAware {
             .seen(service, candidates.iter().map(|c| c.node), now);
         let hashes = ctx.prefix_hashes.as_slice();
         let loads = Loads::new(candidates);
+        // A node's match: the longer of what this policy sent it and what
+        // the node reports holding (calls other gateways sent count too).
         let matched: Vec<usize> = candidates
             .iter()
-            .map(|c| self.table.matched(service, c.node, hashes, now))
+            .map(|c| {
+                let reported = usize::try_from(c.prefix_matched).unwrap_or(usize::MAX);
+                self.table
+                    .matched(service, c.node, hashes, now)
+                    .max(reported.min(hashes.len()))
+            })
             .collect();
         let records: Vec<usize> = candidates
             .iter()

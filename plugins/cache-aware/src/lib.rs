@@ -14,7 +14,11 @@
 //! 2. No prefix hashes (neither an OpenAI prompt nor an `affinity` hint):
 //!    least loaded.
 //! 3. Else the match of a node is the number of leading blocks of the call
-//!    recorded for it; when the best match ratio (`matched / blocks`) is
+//!    recorded for it or, when longer, that its node reports holding
+//!    (`Candidate::prefix_matched`, WIT 1.2.0's `blocks.prefix-matched`: the
+//!    agents report the blocks of the calls they served to every gateway, so
+//!    with several gateways each sees the others' traffic too); when the
+//!    best match ratio (`matched / blocks`) is
 //!    above `cache_threshold` (strictly, as SGLang), route to the longest
 //!    match (ties: lower load, then the smaller record); else least loaded.
 //!

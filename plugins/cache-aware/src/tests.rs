@@ -318,3 +318,41 @@ fn scores_name_every_candidate_and_bad_hints_reject() {
         Err("bad hint cache_threshold=\"x\": expected a number >= 0".into())
     );
 }
+
+#[test]
+fn a_node_reporting_the_blocks_wins_though_its_own_record_is_empty() {
+    let mut p = CacheAware::new();
+    // Another gateway sent this conversation to node 2: this policy never
+    // saw it, but node 2 reports holding 10 of its 12 blocks.
+    let candidates = [
+        node(0, 0),
+        node(1, 0),
+        Candidate {
+            prefix_matched: 10,
+            ..node(2, 3)
+        },
+    ];
+    let s = p
+        .score(&req(1, 0, &[]), &candidates, &ctx(chain(7, 12)), &no_facts)
+        .expect("scored");
+    assert_eq!(s.order[0], 2, "{s:?}");
+    assert_eq!(s.scores, vec![0.0, 0.0, 10.0]);
+    assert_eq!(s.reason, "prefix match 10/12 blocks");
+    // A report longer than the call's prefix counts as the whole prefix,
+    // and the longer of the record and the report wins.
+    let mut p = seeded(&[(1, chain(7, 6))]);
+    let candidates = [
+        Candidate {
+            prefix_matched: 500,
+            ..node(0, 0)
+        },
+        Candidate {
+            prefix_matched: 2,
+            ..node(1, 0)
+        },
+    ];
+    let s = p
+        .score(&req(1, 0, &[]), &candidates, &ctx(chain(7, 8)), &no_facts)
+        .expect("scored");
+    assert_eq!(s.scores, vec![8.0, 6.0]);
+}

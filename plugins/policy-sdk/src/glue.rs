@@ -1,7 +1,8 @@
 //! The WebAssembly component glue shared by every policy crate.
 
-/// Exports a [`Policy`](crate::Policy) as the `scoring-policy` world of
-/// `wit/policy.wit` (the `policy` world plus `ranker` and `scorer`): invoke
+/// Exports a [`Policy`](crate::Policy) as the `block-aware-policy` world of
+/// `wit/policy.wit` (the `policy` world plus `ranker` and `scorer`, and the
+/// `blocks` import of contract 1.2.0): invoke
 /// once in a policy crate's `lib.rs`, e.g.
 /// `policy_sdk::export_policy!(crate::LeastRequest);`.
 ///
@@ -12,7 +13,9 @@
 /// this crate's plain types (the WIT's candidate columns become rows of
 /// [`Candidate`](crate::Candidate), numbers only, copied, by the code
 /// `switchyard_policy_types::candidate_columns!` generates; in `score` each
-/// row also gets its model-server load from the context's load columns;
+/// row also gets its model-server load from the context's load columns
+/// and, when the call has prefix hashes, its `prefix_matched` from one call
+/// of the host's `blocks.prefix-matched` import;
 /// the request's strings are moved, not copied) and forwards `name`,
 /// `pick`, `rank`, `score` and `observe`. Each passes the host's
 /// `node-info` import as the `facts` function; an `Err` becomes the
@@ -30,9 +33,9 @@ macro_rules! export_policy {
 
             use $crate as sdk;
 
-            ::wit_bindgen::generate!({ path: "../../wit", world: "scoring-policy" });
+            ::wit_bindgen::generate!({ path: "../../wit", world: "block-aware-policy" });
 
-            use switchyard::policy::{host, types as wit};
+            use switchyard::policy::{blocks, host, types as wit};
 
             static STATE: LazyLock<Mutex<$policy>> = LazyLock::new(Default::default);
 
@@ -97,6 +100,14 @@ macro_rules! export_policy {
                     let mut candidates = candidates.rows();
                     for (i, c) in candidates.iter_mut().enumerate() {
                         c.model_load = model_load(&ctx, i);
+                    }
+                    if !ctx.prefix_hashes.is_empty() {
+                        let nodes: Vec<u32> = candidates.iter().map(|c| c.node).collect();
+                        let matched =
+                            blocks::prefix_matched(&req.service, &ctx.prefix_hashes, &nodes);
+                        for (c, m) in candidates.iter_mut().zip(matched) {
+                            c.prefix_matched = m;
+                        }
                     }
                     let ctx = sdk::Context {
                         prefix_hashes: ctx.prefix_hashes,

@@ -104,7 +104,9 @@ pub trait Policy: Default {
     /// with its last decisions per service ("why this node").
     ///
     /// `ctx` carries the call's prefix hashes, and each candidate its model
-    /// server's load (`model_load`). `facts` is the host's `node-info`
+    /// server's load (`model_load`) and how many leading blocks of those
+    /// hashes its node reports holding (`prefix_matched`, from the agents'
+    /// reports to every gateway). `facts` is the host's `node-info`
     /// import: call it only for the nodes whose region, labels or GPUs the
     /// policy needs.
     ///

@@ -180,6 +180,7 @@ impl Fleet {
                 latency_samples,
                 cost_per_hour: 0.5 + 11.5 * f32_of(rng.next_f64()),
                 model_load: None,
+                prefix_matched: 0,
             });
             let tier = ["gold", "silver", "bronze"][i % 3];
             let region = ["eu-west", "us-east", "ap-south"][i / 3 % 3];

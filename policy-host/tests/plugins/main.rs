@@ -2,6 +2,7 @@
 //! `plugins/` and hostile components. One test binary, one module per area
 //! (each integration test file would otherwise link its own wasmtime).
 
+mod blocks;
 mod hostile;
 mod polyglot;
 mod round_robin;

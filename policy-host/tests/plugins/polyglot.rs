@@ -90,6 +90,7 @@ fn candidates(load: &[(u32, u32)]) -> Candidates {
             latency_samples: 0,
             cost_per_hour: 1.0,
             model_load: None,
+            prefix_matched: 0,
         })
         .collect()
 }

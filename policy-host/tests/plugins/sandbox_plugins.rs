@@ -116,6 +116,7 @@ fn candidates(n: u32) -> Candidates {
             latency_samples: 0,
             cost_per_hour: 1.5,
             model_load: None,
+            prefix_matched: 0,
         })
         .collect()
 }
