@@ -11,6 +11,7 @@
 //! switchyard nodes --json
 //! switchyard policies
 //! switchyard policy set sha256 least-request
+//! switchyard policy push my-policy.wasm --name my-policy   # every gateway of a cluster loads it
 //! switchyard call llama --data "hi" --max-age-s 60 -v    # a cached result at most 1 min old
 //! switchyard cache stats
 //! switchyard cache purge llama
@@ -33,6 +34,7 @@ use futures_util::StreamExt as _;
 
 mod bench;
 mod job;
+mod push;
 mod table;
 
 /// Command-line client of the Switchyard gateway.
@@ -219,6 +221,28 @@ enum PolicyAction {
         #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
     },
+    /// Load the policy component FILE (a `.wasm`) on the gateway through
+    /// its admin HTTP API: with `[cluster]` stored in etcd and loaded by
+    /// every gateway, else kept in the gateway's plugins folder. Prints
+    /// its name and BLAKE3 hash.
+    Push {
+        /// The component file.
+        file: PathBuf,
+        /// The name the component must answer (default: whichever it
+        /// does).
+        #[arg(long)]
+        name: Option<String>,
+        /// Admin token (default: the gateway's default data directory's
+        /// admin-token file).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
+    /// List loaded policies with their hashes, as `switchyard policies`.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_hint(s: &str) -> Result<(String, String), String> {
@@ -387,6 +411,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let token = admin_token_or_default(t.clone())?;
             return drain(&cli.admin_url, node, verb, &token).await;
         }
+        Command::Policy {
+            action:
+                PolicyAction::Push {
+                    file,
+                    name,
+                    admin_token,
+                },
+        } => {
+            let token = admin_token_or_default(admin_token.clone())?;
+            return push::push(&cli.admin_url, file, name.as_deref(), &token).await;
+        }
         _ => {}
     }
     if let Command::Bench(args) = cli.command {
@@ -519,7 +554,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let queues = client.queues().await?;
             show(queues.as_slice(), json, table::queues)?;
         }
-        Command::Policies { json } => {
+        Command::Policies { json }
+        | Command::Policy {
+            action: PolicyAction::List { json },
+        } => {
             let policies = client.policies().await?;
             show(&policies, json, table::policies)?;
         }
@@ -534,6 +572,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let token = admin_token_or_default(admin_token)?;
             println!("{}", client.set_policy(&token, &service, &name).await?);
         }
+        Command::Policy {
+            action: PolicyAction::Push { .. },
+        } => {}
         Command::Cache {
             action: CacheAction::Stats { json },
         } => {
