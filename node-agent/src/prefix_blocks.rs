@@ -94,6 +94,7 @@ impl PrefixBlocks {
             changes,
             told: HashMap::new(),
             full: true,
+            due: None,
         }
     }
 
@@ -117,17 +118,27 @@ pub(crate) struct Reporter {
     told: HashMap<String, HashSet<u64>>,
     /// Whether the next report is the whole set.
     full: bool,
+    /// When the changes seen are to be reported (a change seen, no report
+    /// since): kept across a cancelled [`Reporter::changed`].
+    due: Option<tokio::time::Instant>,
 }
 
 impl Reporter {
     /// Waits until there may be something to report (at once for a new
-    /// session), then [`COALESCE`] more to gather changes.
+    /// session), then [`COALESCE`] more to gather changes. Cancel-safe: a
+    /// change seen by a call dropped before it returned is still reported
+    /// by the next call (or by [`Reporter::fill`]).
     pub(crate) async fn changed(&mut self) {
-        if self.changes.changed().await.is_err() {
-            // The set is gone (the agent stops): never report again.
-            std::future::pending::<()>().await;
+        if self.due.is_none() {
+            if self.changes.changed().await.is_err() {
+                // The set is gone (the agent stops): never report again.
+                std::future::pending::<()>().await;
+            }
+            self.due = Some(tokio::time::Instant::now() + COALESCE);
         }
-        tokio::time::sleep(COALESCE).await;
+        if let Some(due) = self.due {
+            tokio::time::sleep_until(due).await;
+        }
     }
 
     /// Fills `load`'s prefix fields with the changes since this session's
@@ -135,6 +146,7 @@ impl Reporter {
     /// is anything to send.
     pub(crate) fn fill(&mut self, load: &mut NodeLoad) -> bool {
         self.changes.mark_unchanged();
+        self.due = None;
         let services = self
             .blocks
             .inner
@@ -256,5 +268,23 @@ mod tests {
         blocks.record("llm", &[2]);
         let load = waiting.await.unwrap();
         assert_eq!(load.prefix_added, vec![("llm".to_string(), vec![1, 2])]);
+    }
+
+    #[tokio::test]
+    async fn a_change_seen_by_a_cancelled_wait_is_still_reported() {
+        let blocks = PrefixBlocks::default();
+        let mut reporter = blocks.reporter();
+        reporter.fill(&mut NodeLoad::default());
+        blocks.record("llm", &[1]);
+        // Another branch of the session's loop wins while this one gathers.
+        let cancelled = tokio::time::timeout(COALESCE / 4, reporter.changed()).await;
+        assert!(cancelled.is_err());
+        // No further change: the next wait still ends, and reports block 1.
+        tokio::time::timeout(COALESCE * 20, reporter.changed())
+            .await
+            .expect("the change seen before is reported");
+        let mut load = NodeLoad::default();
+        assert!(reporter.fill(&mut load));
+        assert_eq!(load.prefix_added, vec![("llm".to_string(), vec![1])]);
     }
 }
