@@ -5,16 +5,22 @@
 //! [`switchyard_core::RetryRules`]). A call the node reports as never run
 //! (`CallError::not_run`: its model server refused the connection, nothing
 //! of the request was written) runs again the same way whatever the
-//! service's `idempotent` and `retry_on` say. Any other call is never sent
+//! service's `idempotent` and `retry_on` say. A call the node refused for
+//! running its `max_concurrent` calls (other gateways' included: `not_run`
+//! with kind `no node available`) goes back to the core, which takes the
+//! node as full until its next load report and picks again (another node,
+//! or the same one once it has room) within the call's deadline, spending
+//! neither its attempts nor the retry budget. Any other call is never sent
 //! twice once dispatched.
 
 use std::time::Instant;
 
+use protocol::ErrorKind;
 use switchyard_core::CallEnd;
 
 use super::kernel::{Failed, finish};
 use super::{Call, Caller, Failure};
-use crate::scheduler::{Retry, Ticket};
+use crate::scheduler::{Again, Retry, Ticket};
 
 /// Ends the `failed` attempt: when the call may run again, waits its
 /// backoff and returns its new ticket and attempt number; else frees the
@@ -46,10 +52,19 @@ pub(super) async fn again(
         finish(shared, guard, picked, node_ms, CallEnd::Failed);
         return Ok(None);
     }
+    let why = if e.not_run && e.kind == ErrorKind::NoNodeAvailable {
+        Again::NodeFull
+    } else if e.not_run {
+        Again::NotRun
+    } else {
+        Again::Failed
+    };
     let (node, node_id) = (guard.node().key, guard.node().spec.id.clone());
-    shared
-        .policies
-        .observe(picked, service, node, node_ms, false);
+    if why != Again::NodeFull {
+        shared
+            .policies
+            .observe(picked, service, node, node_ms, false);
+    }
     let Retry {
         ticket,
         attempt,
@@ -58,7 +73,7 @@ pub(super) async fn again(
         &call.head,
         &call.admitted.tenant,
         rand::random::<f32>(),
-        e.not_run,
+        why,
     ) {
         Ok(retry) => retry,
         Err(why) => {
@@ -76,9 +91,10 @@ pub(super) async fn again(
         node = %node_id,
         kind = %e.kind,
         not_run = e.not_run,
+        ?why,
         attempt,
         backoff_ms = backoff.as_millis(),
-        "retrying the call on another node"
+        "retrying the call"
     );
     let gone = caller.gone();
     tokio::select! {

@@ -31,7 +31,7 @@ mod slots;
 #[cfg(test)]
 pub(crate) use actions::record_queue_length;
 use slots::Waiting;
-pub(crate) use slots::{Grant, Retry, SlotGuard, Ticket, WaitHandle, WaitState};
+pub(crate) use slots::{Again, Grant, Retry, SlotGuard, Ticket, WaitHandle, WaitState};
 
 /// The core, the policies it asks for picks, and the calls waiting.
 pub(crate) struct Scheduler {
@@ -202,6 +202,15 @@ impl Scheduler {
         self.handle(Event::Stats {
             node: node.key,
             stats,
+        });
+    }
+
+    /// A node's load report: its calls in flight per service, every
+    /// gateway's (see [`Event::Load`]).
+    pub(crate) fn load(self: &Arc<Self>, node: &Node, in_flight: Vec<(String, u32)>) {
+        self.handle(Event::Load {
+            node: node.key,
+            in_flight,
         });
     }
 

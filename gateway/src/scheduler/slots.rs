@@ -77,6 +77,18 @@ pub(super) struct Waiting {
     pub(super) retry: Option<Result<(u32, Duration), RetryRefusal>>,
 }
 
+/// Why a dispatched call may run again, for [`SlotGuard::retry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Again {
+    /// It failed on its node (`[retry] retry_on`, an idempotent service).
+    Failed,
+    /// Its node reports it never ran (`CallError::not_run`).
+    NotRun,
+    /// Its node refused it for running its `max_concurrent` calls (other
+    /// gateways' included): it never ran.
+    NodeFull,
+}
+
 /// A retry the core granted: the call's new ticket, its attempt number and
 /// the backoff to wait before [`Scheduler::retry_due`].
 pub(crate) struct Retry {
@@ -152,7 +164,9 @@ impl SlotGuard {
     /// call never ran (`not_run`), and that its deadline is not passed):
     /// frees the slot, counting the failure against the node, and asks the
     /// core for a retry (`jitter` in `0.0..1.0` draws the backoff; a call
-    /// that never ran is refused only past its attempts).
+    /// that never ran is refused only past its attempts). A call the node
+    /// refused for being full ([`Again::NodeFull`]) counts against nothing
+    /// and is never refused: it waits for a node with room.
     ///
     /// # Errors
     /// Why the core refused the retry (attempts, budget, breaker); the core
@@ -162,17 +176,17 @@ impl SlotGuard {
         head: &CallHead,
         tenant: &Arc<str>,
         jitter: f32,
-        not_run: bool,
+        why: Again,
     ) -> Result<Retry, RetryRefusal> {
         self.ended = true;
         let mut ticket = self
             .scheduler
             .register(self.call, &head.service, tenant.clone());
         let call = self.call;
-        self.scheduler.handle(if not_run {
-            Event::NotRun { call, jitter }
-        } else {
-            Event::RetryAsked { call, jitter }
+        self.scheduler.handle(match why {
+            Again::Failed => Event::RetryAsked { call, jitter },
+            Again::NotRun => Event::NotRun { call, jitter },
+            Again::NodeFull => Event::NodeFull { call, jitter },
         });
         let verdict = self
             .scheduler

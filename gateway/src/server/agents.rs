@@ -2,12 +2,16 @@
 //! client certificate's node id, see [`super::certs::check_agent`]), then stats
 //! every interval until the connection closes or three intervals pass with
 //! none (the node is then dropped from the registry and disconnected). The
-//! same stream carries swap requests to the agent and its swap reports.
+//! same stream carries swap requests to the agent and its swap reports and,
+//! for an agent that follows the cluster (`Register::follows_members`, wire
+//! v2), the member list (after `Registered` and on every change) to it and
+//! its load reports (`Load`: calls in flight on the node, every gateway's)
+//! from it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{Message, NodeStats, Register, Registered, SwapReport};
+use protocol::{Message, NodeLoad, NodeStats, Register, Registered, SwapReport, WireVersion};
 use transport::{FramedRecv, FramedSend};
 
 use crate::Shared;
@@ -52,6 +56,7 @@ pub(crate) async fn serve(
         connection.close(protocol::codes::close::REFUSED.into(), reason.as_bytes());
         return;
     }
+    let follows = register.follows_members && wire >= WireVersion::V2;
     let spec = register.node;
     let interval = Duration::from_millis(u64::from(spec.stats_interval_ms));
     let (control, mut control_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
@@ -81,6 +86,17 @@ pub(crate) async fn serve(
         slots = ?node.spec.slots.iter().map(|s| (&s.name, &s.loaded)).collect::<Vec<_>>(),
         "node registered"
     );
+    // The member list goes out right after `Registered`, then on every
+    // change.
+    let mut members = shared.cluster.subscribe();
+    if follows {
+        let list = members.borrow_and_update().clone();
+        if let Err(error) = send.send(&Message::Members(list)).await {
+            tracing::warn!(node = %node.spec.id, %error, "agent left during registration");
+            shared.registry.remove(&node);
+            return;
+        }
+    }
     shared.scheduler.node_up(&node);
     metrics::gauge!("connected_agents").set(shared.registry.len() as f64);
     shared.announce(crate::events::AdminEvent::new(
@@ -99,8 +115,21 @@ pub(crate) async fn serve(
                     record_model_load(&node.spec.id, &stats.model_load);
                     metrics::gauge!("node_in_flight", "node" => node.spec.id.clone())
                         .set(f64::from(node.in_flight_total()));
+                    // Its calls in flight count every gateway's; an agent
+                    // that does not follow members serves this gateway
+                    // alone (its count is this gateway's own).
+                    let in_flight = if follows {
+                        stats.in_flight.clone()
+                    } else {
+                        node.services.keys().map(|s| (s.clone(), node.in_flight(s))).collect()
+                    };
+                    shared.scheduler.load(&node, in_flight);
                     shared.scheduler.stats(&node, stats);
                 }
+                Ok(Ok(Some(Message::Load(load)))) => match check_load(&load) {
+                    Ok(()) => shared.scheduler.load(&node, load.in_flight),
+                    Err(why) => break format!("bad load report: {why}"),
+                },
                 Ok(Ok(Some(Message::Drain))) => {
                     // The agent shuts down: no new calls; those in flight
                     // finish, then it closes the connection.
@@ -127,6 +156,12 @@ pub(crate) async fn serve(
             },
             Some(frame) = control_rx.recv() => {
                 if let Err(error) = send.send(&frame).await {
+                    break format!("control stream failed: {error}");
+                }
+            }
+            Ok(()) = members.changed(), if follows => {
+                let list = members.borrow_and_update().clone();
+                if let Err(error) = send.send(&Message::Members(list)).await {
                     break format!("control stream failed: {error}");
                 }
             }
@@ -160,6 +195,11 @@ fn check_report(report: &SwapReport) -> Result<(), String> {
         return Err("error message longer than 64 KiB".into());
     }
     Ok(())
+}
+
+/// Checks a load report against the protocol limits.
+fn check_load(load: &NodeLoad) -> Result<(), String> {
+    load.validate().map_err(|e| e.to_string())
 }
 
 /// Clamps figures from the wire to sane ranges and bounds the lists.
