@@ -67,6 +67,10 @@ pub enum GatewayError {
     /// The job store could not be opened or migrated (`[jobs]`).
     #[error("job store: {0}")]
     Jobs(String),
+    /// The cluster could not be joined (`[cluster]`): its name is taken,
+    /// or its etcd endpoints are unusable.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// State every connection task shares.

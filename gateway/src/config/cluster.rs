@@ -20,7 +20,7 @@ const MAX_NAME_LEN: usize = 64;
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// etcd's client endpoints, e.g. `["http://10.0.0.5:2379"]`
-    /// (`http://host:port`, `https://host:port` or `host:port`; 1 to 16;
+    /// (`http://host:port` or `host:port`, plain HTTP/2; 1 to 16;
     /// required).
     pub etcd: Vec<String>,
     /// This gateway's name, unique in the cluster (letters, digits, `.`,
@@ -190,13 +190,12 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks an etcd endpoint: `host:port`, optionally after `http://` or
-/// `https://`.
+/// Checks an etcd endpoint: `host:port`, optionally after `http://`.
 fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    let rest = endpoint
-        .strip_prefix("http://")
-        .or_else(|| endpoint.strip_prefix("https://"))
-        .unwrap_or(endpoint);
+    if endpoint.starts_with("https://") {
+        return Err("TLS to etcd is not supported: use http:// (etcd on a private network)".into());
+    }
+    let rest = endpoint.strip_prefix("http://").unwrap_or(endpoint);
     check_host_port(rest.trim_end_matches('/'))
 }
 
@@ -251,6 +250,10 @@ mod tests {
             (
                 ClusterConfig::with_etcd(vec!["http://nohost".into()]),
                 "host:port",
+            ),
+            (
+                ClusterConfig::with_etcd(vec!["https://127.0.0.1:2379".into()]),
+                "TLS",
             ),
             (
                 ClusterConfig {

@@ -163,11 +163,10 @@ impl Gateway {
         let ingress_addr = ingress.as_ref().and_then(|i| i.listener.local_addr().ok());
         let (events, _) = tokio::sync::broadcast::channel(256);
         let cache = Arc::new(cache::ResultCache::new(&config));
-        let cluster = Arc::new(crate::cluster::Cluster::single(protocol::Member {
-            name: config.listen.to_string(),
-            quic: config.listen.to_string(),
-            http: ingress_addr.map(|a| a.to_string()).unwrap_or_default(),
-        }));
+        let drain: Arc<crate::drain::Drain> = Arc::default();
+        let cluster = Arc::new(
+            join_cluster(&config, &endpoint, ingress_addr, admin_addr, &registry, &drain).await?,
+        );
         let gateway = Self {
             endpoint,
             shared: Arc::new(Shared {
@@ -188,7 +187,7 @@ impl Gateway {
                 admin_token,
                 next_call_id: AtomicU64::new(1),
                 tenants,
-                drain: Arc::default(),
+                drain,
                 jobs: std::sync::OnceLock::new(),
                 _known: known,
                 readiness: crate::health::Readiness::default(),
@@ -382,6 +381,7 @@ impl Gateway {
             );
         }
         tracing::info!("gateway shutting down");
+        self.shared.cluster.leave().await;
         let _ = stop_admin.send(());
         let _ = stop_ingress.send(());
         self.endpoint.close(
@@ -390,6 +390,46 @@ impl Gateway {
         );
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
+}
+
+/// This gateway's membership: a cluster of one without `[cluster]`, else
+/// joined through etcd with the advertised addresses (default: the bound
+/// ones) and the agents and calls in flight as its load.
+async fn join_cluster(
+    config: &GatewayConfig,
+    endpoint: &quinn::Endpoint,
+    ingress: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+    registry: &Arc<Registry>,
+    drain: &Arc<crate::drain::Drain>,
+) -> Result<crate::cluster::Cluster, GatewayError> {
+    let addr = |advertised: &Option<String>, bound: Option<SocketAddr>| {
+        advertised
+            .clone()
+            .or_else(|| bound.map(|a| a.to_string()))
+            .unwrap_or_default()
+    };
+    let Some(c) = &config.cluster else {
+        return Ok(crate::cluster::Cluster::single(protocol::Member {
+            name: config.listen.to_string(),
+            quic: config.listen.to_string(),
+            http: addr(&None, ingress),
+        }));
+    };
+    let quic = endpoint.local_addr().unwrap_or(config.listen);
+    let me = protocol::Member {
+        name: c.member_name(),
+        quic: addr(&c.advertise_quic, Some(quic)),
+        http: addr(&c.advertise_http, ingress),
+    };
+    let (registry, drain) = (registry.clone(), drain.clone());
+    let load = Box::new(move || crate::cluster::LoadSummary {
+        agents: registry.len() as u64,
+        calls_in_flight: drain.in_flight() as u64,
+    });
+    crate::cluster::Cluster::start(c, me, addr(&c.advertise_admin, admin), load)
+        .await
+        .map_err(|e| GatewayError::Cluster(e.to_string()))
 }
 
 /// Describes every module's series (their `# HELP` lines); the recorder is
@@ -418,6 +458,7 @@ fn known_names(config: &GatewayConfig) -> [crate::telemetry::labels::Known; 2] {
 
 fn describe_metrics() {
     admission::describe_metrics();
+    crate::cluster::describe_metrics();
     agents::describe_metrics();
     certs::describe_metrics();
     streams::describe_metrics();
