@@ -24,6 +24,9 @@ use protocol::{Message, NodeSpec, NodeStats, NodeView, ServiceSpec};
 use switchyard_core::{Core, Ewma};
 use tokio::sync::mpsc;
 
+mod blocks;
+pub(crate) use blocks::ReportedBlocks;
+
 /// The scheduling core, shared by the scheduler (which drives it) and the
 /// views that read it. Held only for one event or one read, never across
 /// IO or a policy's pick.
@@ -64,6 +67,9 @@ pub struct Node {
     pub registered_at: Instant,
     /// Frames for the agent's control stream (swap requests).
     pub control: mpsc::Sender<Message>,
+    /// The prefix blocks the node reports holding, per service (its load
+    /// reports); policies match calls' prompts against them.
+    pub(crate) blocks: ReportedBlocks,
     core: CoreCell,
 }
 
@@ -116,6 +122,7 @@ impl Registry {
             connection,
             registered_at: now,
             control,
+            blocks: ReportedBlocks::default(),
             core: self.core.clone(),
         });
         if let Some(old) = self.nodes.insert(node.spec.id.clone(), node.clone()) {

@@ -1,6 +1,7 @@
 //! The policies' `host.node-info` import: a node's id, region, labels and
 //! GPUs (the numbers-only candidates come from the core's
-//! [`switchyard_core::Candidate`]).
+//! [`switchyard_core::Candidate`]); and their `blocks.prefix-matched`
+//! import: the leading prefix blocks of a call a node reports holding.
 
 use std::sync::Arc;
 
@@ -9,7 +10,8 @@ use policy_host::types::{Gpu, NodeInfo};
 
 use crate::fleet::Registry;
 
-/// Answers the policies' `host.node-info` import from the registry.
+/// Answers the policies' `host.node-info` and `blocks.prefix-matched`
+/// imports from the registry.
 pub(crate) struct Directory(pub(crate) Arc<Registry>);
 
 impl NodeDirectory for Directory {
@@ -25,5 +27,11 @@ impl NodeDirectory for Directory {
             labels: node.spec.labels.clone(),
             gpus,
         })
+    }
+
+    fn prefix_matched(&self, key: u32, service: &str, prefix_hashes: &[u64]) -> u32 {
+        self.0
+            .by_key(key)
+            .map_or(0, |node| node.blocks.matched(service, prefix_hashes))
     }
 }

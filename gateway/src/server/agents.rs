@@ -127,7 +127,11 @@ pub(crate) async fn serve(
                     shared.scheduler.stats(&node, stats);
                 }
                 Ok(Ok(Some(Message::Load(load)))) => match check_load(&load) {
-                    Ok(()) => shared.scheduler.load(&node, load.in_flight),
+                    Ok(()) => {
+                        // The prefix blocks it holds, for the policies.
+                        node.blocks.apply(&load, |s| node.services.contains_key(s));
+                        shared.scheduler.load(&node, load.in_flight);
+                    }
                     Err(why) => break format!("bad load report: {why}"),
                 },
                 Ok(Ok(Some(Message::Drain))) => {
