@@ -12,8 +12,6 @@ mod cache_aware;
 mod call_log;
 mod chaos;
 mod cli;
-mod cluster_agents;
-mod cluster_clients;
 mod cluster_config;
 mod common;
 mod counters;
