@@ -10,6 +10,7 @@
 mod failover;
 mod fleet;
 mod kv;
+mod policy;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,7 +22,7 @@ use client::{CallOptions, Client, ClientConfig};
 use loadgen::QuicTarget;
 use switchyard_testkit::Etcd;
 
-use crate::fleet::{FleetSpec, render_agent, render_gateway};
+use crate::fleet::{BUILTIN, FleetSpec, LEAST, render_agent, render_gateway};
 use crate::llm::Settings;
 use crate::report::{Section, col};
 use crate::scenarios::{
@@ -51,24 +52,16 @@ pub async fn section(s: &Setup<'_>, timing: &Timing, quick: bool) -> Section {
         columns: vec![
             col("max calls/s", "max.calls_per_s", 0),
             col("calls/gateway-CPU-s", "max.calls_per_cpu_s_proxy", 0),
-            col("calls/CPU-s all", "max.calls_per_cpu_s_all", 0),
             col("1 in flight p50 µs", "one.p50_us", 0),
             col("added p50 µs", "added.one.p50_us", 0),
             col("errors", "max.errors", 0),
             col("kill → removal ms", "kill_to_removal_ms", 0),
             col("kill → served elsewhere ms", "kill_to_served_ms", 0),
-            col("restart → rejoined ms", "restart_to_rejoin_ms", 0),
-            col("calls failed", "failed_calls", 0),
             col("cluster client: calls failed", "cluster_failed_calls", 0),
-            col(
-                "cluster client: kill → last failure ms",
-                "cluster_kill_to_last_failure_ms",
-                0,
-            ),
-            col("policy push → everywhere ms", "policy_propagation_ms", 0),
+            col("restart → rejoined ms", "restart_to_rejoin_ms", 0),
+            col("push → picked everywhere ms", "policy_propagation_ms", 0),
             col("KV hit %", "kv_hit_pct", 1),
             col("KV hit 3-gw ÷ 1-gw", "kv_ratio", 2),
-            col("chat turns failed", "errors", 0),
         ],
     };
     if let Err(e) = measured(s, timing, quick, &mut section).await {
@@ -145,9 +138,16 @@ async fn measured(
         etcd: etcd.endpoint(),
         prefix: prefix.into(),
     };
+    // The fleets load one plugin (their services' `least-request`), so the
+    // others can be pushed at run time.
+    let plugins = s.scratch.join("cluster").join("plugins");
+    std::fs::create_dir_all(&plugins)?;
+    let least = format!("{LEAST}.wasm");
+    std::fs::copy(s.plugins_dir.join(&least), plugins.join(&least))
+        .with_context(|| format!("{least} in the plugins folder"))?;
     let spec = FleetSpec {
         bin_dir: s.bin_dir.to_path_buf(),
-        plugins_dir: s.plugins_dir.to_path_buf(),
+        plugins_dir: plugins,
         policies: s.policies.to_vec(),
         backends: s.backends.to_vec(),
         gateway_threads: Some(1),
@@ -209,7 +209,6 @@ async fn measured(
     drop(one);
     drop(plain);
     let Some(mut three) = three else {
-        section.notes.push(policy_note(s.bin_dir));
         return Ok(());
     };
     match kills(&mut three, timing.reps, agents).await {
@@ -221,8 +220,34 @@ async fn measured(
         reps = timing.reps,
         callers = 4,
     ));
-    section.notes.push(policy_note(s.bin_dir));
+    let pushable: Vec<&String> = s
+        .policies
+        .iter()
+        .filter(|p| *p != LEAST && *p != BUILTIN)
+        .take(timing.reps.max(1))
+        .collect();
+    match pushes(&three, s.plugins_dir, &pushable).await {
+        Ok(row) => section.systems.push(row),
+        Err(e) => section.notes.push(format!(
+            "Policy propagation not measured: {e:#}{}",
+            if policy_push_available(s.bin_dir) {
+                ""
+            } else {
+                " (this build's `switchyard policy` has no `push`: feature absent)"
+            }
+        )),
+    }
+    section.notes.push(format!(
+        "Policy push: the fleets' gateways load `{LEAST}` alone; each of {n} reps pushes another plugin P ({names}) to gw-0 (`PUT /api/policies/P` on its admin port with its admin token, the route `switchyard policy push` uses) and polls `POST /v1/call/echo-P` (the service configured with policy P) on gw-1 and gw-2 every 5 ms until its `x-switchyard-policy` says P; propagation = from the push's start to the later of the two. Medians over the reps.",
+        n = pushable.len(),
+        names = pushable
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    ));
     drop(three);
+    section.notes.push(beside_the_table(&section.systems));
     match kv_rows(s, &etcd, quick).await {
         Ok((rows, verdict)) => {
             section.systems.extend(rows);
@@ -257,18 +282,75 @@ async fn kills(three: &mut Gateways, reps: usize, agents: usize) -> Result<Syste
     })
 }
 
-/// The policy propagation figure's note: not measured while the CLI has
-/// no `policy push`.
-fn policy_note(bin_dir: &Path) -> String {
-    if policy_push_available(bin_dir) {
-        "Policy propagation not measured: this suite does not drive `switchyard policy push` yet."
-            .into()
-    } else {
-        format!(
-            "Policy propagation not measured: feature absent (`{}/switchyard policy --help` lists no `push`).",
-            bin_dir.display()
-        )
+/// The figures of `systems` the table leaves out, in words.
+fn beside_the_table(systems: &[SystemResult]) -> String {
+    let get = |name: &str, key: &str| {
+        systems
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.medians.get(key).copied())
+    };
+    let mut parts = Vec::new();
+    let all: Vec<String> = [BASELINE, "1-gw-cluster", "3-gw-cluster"]
+        .iter()
+        .filter_map(|n| Some(format!("{n} {:.0}", get(n, "max.calls_per_cpu_s_all")?)))
+        .collect();
+    if !all.is_empty() {
+        parts.push(format!(
+            "calls per CPU-second of the gateways and agents together: {}",
+            all.join(", ")
+        ));
     }
+    if let Some(v) = get("kill -9", "failed_calls") {
+        parts.push(format!(
+            "the failover client's failed calls around a kill: {v:.0}"
+        ));
+    }
+    if let Some(v) = get("kill -9", "cluster_kill_to_last_failure_ms") {
+        parts.push(format!(
+            "the cluster client's last failed call ended {v:.0} ms after the kill"
+        ));
+    }
+    if let Some(v) = get("policy push", "push_ms") {
+        parts.push(format!("a push was answered in {v:.0} ms"));
+    }
+    if parts.is_empty() {
+        return "Beside the table: nothing measured.".into();
+    }
+    format!(
+        "Beside the table (medians; every figure is in `cluster.json`): {}.",
+        parts.join("; ")
+    )
+}
+
+/// Each of `policies` pushed to `three`'s gw-0 in turn, medians as one
+/// row.
+async fn pushes(
+    three: &Gateways,
+    plugins_dir: &Path,
+    policies: &[&String],
+) -> Result<SystemResult> {
+    if policies.is_empty() {
+        anyhow::bail!("no plugin besides {LEAST} to push");
+    }
+    let mut all = Vec::new();
+    for (rep, p) in policies.iter().enumerate() {
+        let figures = policy::push_once(three, plugins_dir, p)
+            .await
+            .with_context(|| format!("rep {}, {p}", rep + 1))?;
+        println!(
+            "[cluster policy push {}/{}] {p}: {figures:?}",
+            rep + 1,
+            policies.len()
+        );
+        all.push(figures);
+    }
+    Ok(SystemResult {
+        name: "policy push".into(),
+        path: "a plugin pushed to gw-0, picked through gw-1 and gw-2".into(),
+        medians: medians(&all),
+        reps: Vec::new(),
+    })
 }
 
 /// Whether `bin_dir/switchyard policy --help` lists a `push` command.
@@ -306,6 +388,12 @@ async fn kv_rows(s: &Setup<'_>, etcd: &Etcd, quick: bool) -> Result<(Vec<SystemR
     )
     .await?;
     println!("[cluster kv 3 gateways] {three:?}");
+    let mut one = one;
+    for figures in [&mut one, &mut three] {
+        if let Some(e) = figures.get("errors").copied() {
+            figures.insert("max.errors".into(), e);
+        }
+    }
     let ratio = kv_ratio(&one, &three);
     if let Some(r) = ratio {
         three.insert("kv_ratio".into(), r);
@@ -353,6 +441,24 @@ fn kv_ratio(one: &BTreeMap<String, f64>, three: &BTreeMap<String, f64>) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_figures_beside_the_table_are_told_when_measured() {
+        let row = |name: &str, pairs: &[(&str, f64)]| SystemResult {
+            name: name.into(),
+            path: String::new(),
+            medians: pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            reps: Vec::new(),
+        };
+        let text = beside_the_table(&[
+            row(BASELINE, &[("max.calls_per_cpu_s_all", 900.4)]),
+            row("kill -9", &[("failed_calls", 4.0)]),
+        ]);
+        assert!(text.contains("1-gw 900"), "{text}");
+        assert!(text.contains("failed calls around a kill: 4"), "{text}");
+        assert!(!text.contains("push"), "{text}");
+        assert_eq!(beside_the_table(&[]), "Beside the table: nothing measured.");
+    }
 
     #[test]
     fn the_kv_ratio_is_three_over_one_and_none_without_hits_through_one() {

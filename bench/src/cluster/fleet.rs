@@ -183,6 +183,11 @@ impl Gateways {
         pids
     }
 
+    /// The data folder of gateway `i` (its CA, certificate, admin token).
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.members[i].dir.join("data")
+    }
+
     /// `127.0.0.1:QUIC` of gateway `i`.
     pub fn quic_addr(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.members[i].ports.quic)
