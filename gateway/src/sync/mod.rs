@@ -146,3 +146,6 @@ pub(crate) async fn start(shared: &Arc<Shared>) {
         follow::start(shared).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,6 +15,22 @@ use crate::policies::pushed_source;
 /// gateway's watch, or its reading again after a short etcd outage.
 const PURGE_TTL_S: i64 = 60;
 
+/// The etcd store a change goes through (`None` without `[cluster]`).
+///
+/// # Errors
+/// [`SyncError::Degraded`] at once while the cluster's link to etcd is
+/// down (`crate::cluster::Cluster::is_degraded`), or when the client
+/// cannot be made.
+async fn store_for_change(shared: &Shared) -> Result<Option<&super::store::Store>, SyncError> {
+    let store = shared.sync.store().await?;
+    if store.is_some() && shared.cluster.is_degraded() {
+        return Err(SyncError::Degraded(
+            "this gateway's link to etcd is down".into(),
+        ));
+    }
+    Ok(store)
+}
+
 /// A pushed policy.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub(crate) struct Pushed {
@@ -52,7 +68,7 @@ pub(crate) async fn push_policy(
             bytes.len()
         )));
     }
-    let store = shared.sync.store().await?;
+    let store = store_for_change(shared).await?;
     let policies = shared.policies.clone();
     let (policy, bytes) = tokio::task::spawn_blocking(move || {
         let policy = policies.compile(&bytes, "pushed component");
@@ -198,7 +214,7 @@ pub(crate) async fn set_service_policy(
             "a service name has no '/', got {service:?}"
         )));
     }
-    if let Some(store) = shared.sync.store().await? {
+    if let Some(store) = store_for_change(shared).await? {
         if !shared.policies.is_loaded(policy) {
             // The same message as the table's refusal below.
             shared
@@ -234,7 +250,7 @@ pub(crate) async fn set_draining(
     draining: bool,
 ) -> Result<u32, SyncError> {
     let found = shared.registry.get(node);
-    if let Some(store) = shared.sync.store().await? {
+    if let Some(store) = store_for_change(shared).await? {
         if found.is_none() && draining {
             return Err(SyncError::UnknownNode(node.to_string()));
         }
@@ -272,7 +288,7 @@ pub(crate) async fn purge_cache(
         protocol::NodeSpec::validate_name("service name", service)
             .map_err(|e| SyncError::BadRequest(e.to_string()))?;
     }
-    if let Some(store) = shared.sync.store().await? {
+    if let Some(store) = store_for_change(shared).await? {
         let lease = store.lease(PURGE_TTL_S).await?;
         let id = format!(
             "{:x}-{:016x}",
