@@ -9,6 +9,7 @@ mod admin_http;
 mod bench;
 mod cache;
 mod cache_aware;
+mod cache_aware_cluster;
 mod call_log;
 mod chaos;
 mod cli;
