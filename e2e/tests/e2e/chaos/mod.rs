@@ -16,6 +16,7 @@
 mod harness;
 mod jobs;
 mod kill_agent;
+mod kill_cluster_gateway;
 mod kill_gateway;
 mod network;
 mod overload;
