@@ -217,13 +217,15 @@ impl FramedSend {
         let _ = self.stream.stopped().await;
     }
 
-    /// A future that completes with `true` once the stream is finished and
-    /// the peer has acknowledged every byte of it (its QUIC stack holds the
-    /// whole message, read or not), or with `false` when the peer stopped
-    /// the stream or the connection was lost first; it borrows nothing.
+    /// A future that completes with `true` once the peer has had the
+    /// stream: it acknowledged every byte of it after [`finish`](Self::finish)
+    /// (its QUIC stack holds the whole message, read or not), or it stopped
+    /// the stream (having read some of it, or all of it without its end);
+    /// with `false` when the connection was lost before either. It borrows
+    /// nothing.
     pub fn delivered(&self) -> impl Future<Output = bool> + Send + 'static {
         let stopped = self.stream.stopped();
-        async move { matches!(stopped.await, Ok(None)) }
+        async move { stopped.await.is_ok() }
     }
 
     /// A future that completes when the peer stops reading this stream
