@@ -4,6 +4,8 @@
 //! takes no new call through any; while etcd is down calls keep flowing
 //! and changes are refused with `cluster_degraded`, and work again once
 //! it is back; a tenant's `calls_per_s` holds for the three together.
+//! Without a cluster, `switchyard policy push` loads a component on the
+//! one gateway and keeps it in its plugins folder.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -354,4 +356,114 @@ async fn a_tenants_rate_holds_for_three_gateways_together() {
         f64::from(ok) >= RATE * seconds / 2.0,
         "{ok} admitted: the shares add up to far less than the rate"
     );
+}
+
+/// Runs the CLI (`switchyard-e2e-cli`, the same `main`) with `args`.
+async fn cli(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard-e2e-cli"))
+        .args(args)
+        .env_remove("SWITCHYARD_ADMIN_TOKEN")
+        .env_remove("SWITCHYARD_GATEWAY")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("the CLI runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cluster_policy_push_loads_on_the_gateway_and_keeps_the_file() {
+    let fleet = crate::common::Fleet::start(|c| {
+        c.plugins_dir =
+            crate::common::plugin_copies(c.data_dir.parent().unwrap(), &["round-robin"]);
+    })
+    .await;
+    let admin_url = format!("http://{}", fleet.gateway.admin_addr().unwrap());
+    let plugins = fleet.dir.path().join("plugins");
+    let component = fixture("least-request");
+    let out = cli(&[
+        "--admin-url",
+        &admin_url,
+        "policy",
+        "push",
+        component.to_str().unwrap(),
+        "--name",
+        "least-request",
+        "--admin-token",
+        ADMIN,
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "push failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("policy least-request loaded (blake3 "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("kept in"), "{stdout}");
+    let hash = stdout
+        .split("blake3 ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(hash.len(), 64, "{stdout}");
+    // Kept in the plugins folder, so a restart loads it again.
+    let kept = std::fs::read(plugins.join("least-request.wasm")).expect("the file is written");
+    assert_eq!(kept, std::fs::read(&component).unwrap());
+
+    // `policy list` shows it with that hash, from the gateway.
+    let ca = fleet.ca();
+    let out = cli(&[
+        "--gateway",
+        &fleet.addr,
+        "--ca",
+        ca.to_str().unwrap(),
+        "policy",
+        "list",
+        "--json",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = table["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "least-request")
+        .unwrap_or_else(|| panic!("least-request listed: {table}"));
+    assert_eq!(listed["content_hash"], hash.as_str());
+
+    // A component that does not load is refused and written nowhere.
+    let junk = fleet.dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not a component").unwrap();
+    let out = cli(&[
+        "--admin-url",
+        &admin_url,
+        "policy",
+        "push",
+        junk.to_str().unwrap(),
+        "--admin-token",
+        ADMIN,
+    ])
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("400") && stderr.contains("does not load"),
+        "{stderr}"
+    );
+    let files: Vec<_> = std::fs::read_dir(&plugins)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut files = files;
+    files.sort();
+    assert_eq!(files, ["least-request.wasm", "round-robin.wasm"]);
 }
