@@ -149,6 +149,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_dispatch_carries_at_most_the_bound_of_prefix_hashes() {
+        let mut head = crate::DispatchHead {
+            call_id: 1,
+            service: "llm".into(),
+            payload_len: 0,
+            timeout_ms: 1000,
+            endpoint: None,
+            log: false,
+            traceparent: None,
+            request_id: None,
+            prefix_hashes: vec![1; limits::MAX_PREFIX_HASHES],
+        };
+        assert!(head.validate().is_ok());
+        head.prefix_hashes.push(2);
+        assert!(head.validate().is_err());
+    }
+
+    #[test]
     fn load_reports_bound_their_prefix_blocks() {
         let mut load = NodeLoad {
             in_flight: vec![("llm".into(), 1)],
