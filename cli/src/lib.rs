@@ -9,6 +9,7 @@
 //! switchyard drain gpu-node-1          # admin HTTP API: no new calls there
 //! switchyard undrain gpu-node-1
 //! switchyard nodes --json
+//! switchyard cluster                  # the cluster's gateways and etcd's health (admin HTTP API)
 //! switchyard policies
 //! switchyard policy set sha256 least-request
 //! switchyard policy push my-policy.wasm --name my-policy   # every gateway of a cluster loads it
@@ -33,6 +34,7 @@ use client::{CallEvent, CallOptions, Client, ClientConfig};
 use futures_util::StreamExt as _;
 
 mod bench;
+mod cluster;
 mod job;
 mod push;
 mod table;
@@ -69,7 +71,7 @@ struct Cli {
         hide_env_values = true
     )]
     api_key: Option<String>,
-    /// The gateway's admin HTTP address (drain, undrain).
+    /// The gateway's admin HTTP address (drain, undrain, cluster).
     #[arg(
         long,
         global = true,
@@ -146,6 +148,14 @@ enum Command {
     },
     /// Show each service's queue: calls waiting, oldest wait, reserved calls.
     Queue {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the gateways of the cluster (QUIC, HTTP and admin addresses,
+    /// agents, calls in flight) and the health of its link to etcd, as
+    /// the gateway at --admin-url sees them.
+    Cluster {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -422,6 +432,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let token = admin_token_or_default(admin_token.clone())?;
             return push::push(&cli.admin_url, file, name.as_deref(), &token).await;
         }
+        Command::Cluster { json } => return cluster::run(&cli.admin_url, *json).await,
         _ => {}
     }
     if let Command::Bench(args) = cli.command {
@@ -539,7 +550,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", table::nodes(&nodes));
             }
         }
-        Command::Drain { .. } | Command::Undrain { .. } | Command::Bench(_) => {}
+        Command::Drain { .. }
+        | Command::Undrain { .. }
+        | Command::Bench(_)
+        | Command::Cluster { .. } => {}
         Command::Job {
             admin_token,
             action,

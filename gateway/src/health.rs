@@ -1,7 +1,9 @@
 //! Liveness and readiness probes, served on both HTTP ports (the ingress
 //! and the admin port) for load balancers and orchestrators:
 //!
-//! - `GET /health`: the process answers: always `200 {"status":"ok"}`;
+//! - `GET /health`: the process answers: always `200 {"status":"ok"}`
+//!   (with `[cluster]` also `"cluster_degraded"`, true while etcd does
+//!   not answer; neither probe fails for it);
 //! - `GET /ready`: it can serve calls: `200 {"status":"ready"}`, else
 //!   `503 {"status":"not_ready","reasons":[...]}`, one short sentence per
 //!   reason. Ready means: not shutting down; the default policy and every
@@ -35,9 +37,25 @@ pub(crate) const FRESH: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub(crate) struct Readiness(tokio::sync::Mutex<Option<(Instant, Vec<String>)>>);
 
-/// `GET /health`: `200 {"status":"ok"}` while the process serves HTTP.
-pub(crate) async fn health() -> Response {
-    (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+/// `GET /health`: `200 {"status":"ok"}` while the process serves HTTP
+/// (with `[cluster]`, `"cluster_degraded"` too: whether etcd does not
+/// answer; it fails neither probe).
+pub(crate) async fn health(State(shared): State<Arc<Shared>>) -> Response {
+    let mut body = json!({"status": "ok"});
+    with_cluster(&shared, &mut body);
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+/// Adds `"cluster_degraded"` to a probe's answer with `[cluster]`.
+fn with_cluster(shared: &Shared, body: &mut serde_json::Value) {
+    if shared.config.cluster.is_some()
+        && let Some(fields) = body.as_object_mut()
+    {
+        fields.insert(
+            "cluster_degraded".into(),
+            shared.cluster.is_degraded().into(),
+        );
+    }
 }
 
 /// `GET /ready`: `200 {"status":"ready"}`, or `503
@@ -55,9 +73,12 @@ pub(crate) async fn ready(State(shared): State<Arc<Shared>>) -> Response {
         }
     };
     if reasons.is_empty() {
-        (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+        let mut body = json!({"status": "ready"});
+        with_cluster(&shared, &mut body);
+        (StatusCode::OK, Json(body)).into_response()
     } else {
-        let body = json!({"status": "not_ready", "reasons": reasons});
+        let mut body = json!({"status": "not_ready", "reasons": reasons});
+        with_cluster(&shared, &mut body);
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }

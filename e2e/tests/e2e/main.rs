@@ -15,6 +15,7 @@ mod chaos;
 mod cli;
 mod cluster_clients;
 mod cluster_config;
+mod cluster_members;
 mod common;
 mod counters;
 mod deadlines;

@@ -17,6 +17,7 @@ const INDEX: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
 const JOBS_JS: &str = include_str!("../../assets/jobs.js");
 const TEMPLATES_JS: &str = include_str!("../../assets/templates.js");
+const CLUSTER_JS: &str = include_str!("../../assets/cluster.js");
 const STYLE: &str = include_str!("../../assets/style.css");
 const UPLOT_JS: &str = include_str!("../../assets/vendor/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("../../assets/vendor/uPlot.min.css");
@@ -62,6 +63,7 @@ pub(super) async fn asset(Path(file): Path<String>) -> Response {
         "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
         "jobs.js" => (JOBS_JS, "text/javascript; charset=utf-8"),
         "templates.js" => (TEMPLATES_JS, "text/javascript; charset=utf-8"),
+        "cluster.js" => (CLUSTER_JS, "text/javascript; charset=utf-8"),
         "style.css" => (STYLE, "text/css; charset=utf-8"),
         "uPlot.iife.min.js" => (UPLOT_JS, "text/javascript; charset=utf-8"),
         "uPlot.min.css" => (UPLOT_CSS, "text/css; charset=utf-8"),
@@ -84,6 +86,15 @@ mod tests {
     #[test]
     fn the_page_has_a_snapshot_slot() {
         assert_eq!(INDEX.matches(SNAPSHOT_SLOT).count(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_cluster_panel_and_its_script_are_served() {
+        assert!(INDEX.contains(r#"<section id="cluster-section">"#));
+        assert!(INDEX.contains(r#"<script src="/assets/cluster.js"></script>"#));
+        let served = asset(Path("cluster.js".to_string())).await;
+        assert_eq!(served.status(), StatusCode::OK);
+        assert!(CLUSTER_JS.contains("/api/cluster"));
     }
 
     #[test]

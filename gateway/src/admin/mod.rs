@@ -14,6 +14,7 @@
 //! service's policy, the result cache), answered from the same state.
 
 mod api;
+mod cluster;
 mod dashboard;
 pub(crate) mod quic;
 mod scale;
@@ -73,6 +74,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/queues", get(api::queues))
         .route("/api/snapshot", get(api::snapshot))
         .route("/api/decisions", get(api::decisions))
+        .route("/api/cluster", get(cluster::cluster))
         .route("/api/scale", get(scale::scale))
         .route("/api/services/{name}/policy", put(api::set_policy))
         .route("/api/nodes/{id}/drain", post(api::drain))

@@ -130,6 +130,10 @@ impl Handle {
         Ok(Self { state, task })
     }
 
+    pub(super) fn started_unix_ms(&self) -> u64 {
+        self.state.info.started_unix_ms
+    }
+
     pub(super) fn client(&self) -> Client {
         self.state.client.clone()
     }
@@ -522,7 +526,8 @@ fn jittered(d: Duration) -> Duration {
     half + half.mul_f64(rand::rng().random::<f64>())
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
+/// `t` in ms since the Unix epoch (0 before it).
+pub(super) fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

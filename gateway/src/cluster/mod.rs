@@ -12,9 +12,6 @@
 //! list from it, never from etcd directly, and hand it their load as a
 //! closure ([`LoadFn`]).
 
-// Parts of the handle are not used by every room yet.
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -30,6 +27,10 @@ mod tests;
 
 /// Why a cluster operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(
+    dead_code,
+    reason = "the refusal of changes that go through etcd, for the rooms that make them"
+)]
 pub(crate) enum ClusterError {
     /// etcd does not answer (the gateway is degraded): a change that must
     /// be agreed through etcd is refused until it does.
@@ -120,6 +121,11 @@ pub(crate) struct EtcdHealth {
 pub(crate) struct Cluster {
     /// This gateway, as the others and its agents and clients reach it.
     me: Member,
+    /// Where this gateway's admin port is reached (a cluster of one's;
+    /// with etcd, in its value).
+    admin: String,
+    /// When it started, ms since the Unix epoch.
+    started_unix_ms: u64,
     members: Arc<watch::Sender<MemberList>>,
     /// The etcd part; `None` for a cluster of one.
     etcd: Option<membership::Handle>,
@@ -136,9 +142,17 @@ impl Cluster {
         };
         Self {
             me,
+            admin: String::new(),
+            started_unix_ms: membership::unix_ms(std::time::SystemTime::now()),
             members: Arc::new(watch::Sender::new(list)),
             etcd: None,
         }
+    }
+
+    /// The same, telling `admin` (`host:port`) as its admin port's address.
+    pub(crate) fn with_admin(mut self, admin: String) -> Self {
+        self.admin = admin;
+        self
     }
 
     /// Joins the cluster of `config`: grants a lease, puts this gateway's
@@ -165,9 +179,12 @@ impl Cluster {
             revision: 0,
             members: vec![me.clone()],
         }));
-        let etcd = membership::Handle::start(config, &me, admin, load, members.clone()).await?;
+        let etcd =
+            membership::Handle::start(config, &me, admin.clone(), load, members.clone()).await?;
         Ok(Self {
             me,
+            admin,
+            started_unix_ms: etcd.started_unix_ms(),
             members,
             etcd: Some(etcd),
         })
@@ -211,6 +228,7 @@ impl Cluster {
     /// # Errors
     /// [`ClusterError::EtcdUnreachable`] while degraded;
     /// [`ClusterError::Etcd`] without `[cluster]`.
+    #[allow(dead_code, reason = "for the rooms that make changes through etcd")]
     pub(crate) fn etcd_for_change(&self) -> Result<etcd_client::Client, ClusterError> {
         match &self.etcd {
             None => Err(ClusterError::Etcd("this gateway has no [cluster]".into())),
@@ -228,6 +246,10 @@ impl Cluster {
 
     /// The etcd key prefix (`/switchyard` by default; empty without
     /// `[cluster]`).
+    #[allow(
+        dead_code,
+        reason = "for the rooms that keep keys of their own in etcd"
+    )]
     pub(crate) fn prefix(&self) -> &str {
         self.etcd.as_ref().map_or("", membership::Handle::prefix)
     }
@@ -239,7 +261,8 @@ impl Cluster {
 
     /// Every live member's description (address of its admin port, load),
     /// sorted by name; this gateway's with its load now. Without
-    /// `[cluster]` this gateway alone, with no admin address or load.
+    /// `[cluster]` this gateway alone, with no load (its reader counts
+    /// it).
     pub(crate) fn infos(&self) -> Vec<MemberInfo> {
         match &self.etcd {
             Some(h) => h.infos(),
@@ -247,8 +270,8 @@ impl Cluster {
                 name: self.me.name.clone(),
                 quic: self.me.quic.clone(),
                 http: self.me.http.clone(),
-                admin: String::new(),
-                started_unix_ms: 0,
+                admin: self.admin.clone(),
+                started_unix_ms: self.started_unix_ms,
                 load: LoadSummary::default(),
             }],
         }

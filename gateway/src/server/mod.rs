@@ -410,11 +410,12 @@ async fn join_cluster(
             .unwrap_or_default()
     };
     let Some(c) = &config.cluster else {
-        return Ok(crate::cluster::Cluster::single(protocol::Member {
+        let me = protocol::Member {
             name: config.listen.to_string(),
             quic: config.listen.to_string(),
             http: addr(&None, ingress),
-        }));
+        };
+        return Ok(crate::cluster::Cluster::single(me).with_admin(addr(&None, admin)));
     };
     let quic = endpoint.local_addr().unwrap_or(config.listen);
     let me = protocol::Member {

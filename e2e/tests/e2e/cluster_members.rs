@@ -1,0 +1,176 @@
+//! Membership of a cluster of three gateway processes on one etcd: each
+//! lists all three in `GET /api/cluster` with the addresses they listen
+//! on, and `switchyard cluster` prints them; a gateway killed with
+//! SIGKILL leaves the others' lists when its lease runs out; while etcd is
+//! down the others keep their list, say they are degraded (`/api/cluster`,
+//! `/health`, the CLI) without failing `/ready` for it, and recover when
+//! etcd is back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::process::Command;
+
+use crate::common::cluster::ClusterFleet;
+
+const CLI: &str = env!("CARGO_BIN_EXE_switchyard-e2e-cli");
+
+/// Whether etcd is installed; when it is not, the test is skipped (or
+/// fails under `SWITCHYARD_REQUIRE_ALL=1`).
+fn etcd_installed() -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("etcd").is_file()));
+    if !found {
+        switchyard_testkit::skip_or_fail(
+            "etcd (not on PATH)",
+            "`make setup` installs Debian's package etcd-server",
+        );
+    }
+    found
+}
+
+/// `switchyard cluster` against gateway `i`'s admin port: its stdout.
+async fn cli_cluster(fleet: &ClusterFleet, i: usize) -> String {
+    let url = format!("http://{}", fleet.gateway(i).admin);
+    let out = Command::new(CLI)
+        .args(["cluster", "--admin-url", &url])
+        .env_remove("SWITCHYARD_ADMIN_URL")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("the CLI runs");
+    assert!(
+        out.status.success(),
+        "switchyard cluster failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+/// GET `path` on gateway `i`'s admin port: the status and the JSON answer.
+async fn probe(fleet: &ClusterFleet, i: usize, path: &str) -> (u16, Value) {
+    let url = format!("http://{}{path}", fleet.gateway(i).admin);
+    let response = reqwest::get(&url).await.expect(&url);
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON"))
+}
+
+/// Waits up to `limit` for gateway `i`'s `/api/cluster` to satisfy `ok`.
+async fn wait_view(fleet: &ClusterFleet, i: usize, limit: Duration, ok: impl Fn(&Value) -> bool) {
+    let start = Instant::now();
+    loop {
+        let view = fleet.admin_json(i, "/api/cluster").await.expect("view");
+        if ok(&view) {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "not within {limit:?}: {view}\n{}",
+            fleet.log_tails()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_list_each_other_and_keep_their_list_while_etcd_is_down() {
+    if !etcd_installed() {
+        return;
+    }
+    let mut fleet = ClusterFleet::start(3, "").await;
+    let names: Vec<String> = (0..3).map(ClusterFleet::name).collect();
+
+    for i in 0..3 {
+        let view = fleet.admin_json(i, "/api/cluster").await.unwrap();
+        assert_eq!(view["me"], names[i].as_str(), "{view}");
+        assert_eq!(view["clustered"], true);
+        assert_eq!(view["degraded"], false);
+        assert_eq!(view["etcd"]["up"], true);
+        assert_eq!(view["etcd"]["endpoints"][0], fleet.etcd.endpoint().as_str());
+        assert_eq!(view["etcd"]["lease_ttl_s"], 2);
+        let members = view["members"].as_array().expect("members");
+        assert_eq!(members.len(), 3, "{view}");
+        for (j, m) in members.iter().enumerate() {
+            let g = fleet.gateway(j);
+            assert_eq!(m["name"], names[j].as_str(), "sorted by name: {view}");
+            assert_eq!(m["me"], i == j);
+            assert_eq!(m["quic"], g.addr.to_string().as_str(), "{view}");
+            assert_eq!(m["http"], g.http.to_string().as_str(), "{view}");
+            assert_eq!(m["admin"], g.admin.to_string().as_str(), "{view}");
+            assert!(m["started_unix_ms"].as_u64().unwrap() > 0);
+            assert_eq!(m["agents"], 0);
+        }
+        let (status, health) = probe(&fleet, i, "/health").await;
+        assert_eq!(
+            (status, &health["cluster_degraded"]),
+            (200, &Value::Bool(false))
+        );
+    }
+
+    let printed = cli_cluster(&fleet, 1).await;
+    for name in &names {
+        assert!(printed.contains(name.as_str()), "{printed}");
+    }
+    assert!(
+        printed.contains("gw-1 *"),
+        "the gateway asked is marked: {printed}"
+    );
+    assert!(
+        printed.contains(&fleet.gateway(2).addr.to_string()),
+        "{printed}"
+    );
+    assert!(printed.contains("etcd: up"), "{printed}");
+
+    // A killed gateway stops renewing its lease: it leaves the others'
+    // lists when the lease runs out (2 s).
+    fleet.kill_gateway(2);
+    fleet.wait_members(2).await;
+
+    // etcd lost: the list stays, the gateways say they are degraded.
+    fleet.etcd.stop();
+    for i in 0..2 {
+        wait_view(&fleet, i, Duration::from_secs(10), |v| {
+            v["degraded"] == true
+        })
+        .await;
+        let view = fleet.admin_json(i, "/api/cluster").await.unwrap();
+        assert_eq!(view["etcd"]["up"], false, "{view}");
+        assert!(
+            view["etcd"]["degraded_since_unix_ms"].as_u64().is_some(),
+            "{view}"
+        );
+        assert_eq!(
+            view["members"].as_array().unwrap().len(),
+            2,
+            "the list is kept: {view}"
+        );
+        let (status, health) = probe(&fleet, i, "/health").await;
+        assert_eq!(
+            (status, &health["cluster_degraded"]),
+            (200, &Value::Bool(true))
+        );
+        let (_, ready) = probe(&fleet, i, "/ready").await;
+        assert_eq!(ready["cluster_degraded"], true, "{ready}");
+        let reasons = ready["reasons"].to_string();
+        assert!(
+            !reasons.contains("etcd"),
+            "/ready does not fail for etcd: {ready}"
+        );
+    }
+    let printed = cli_cluster(&fleet, 0).await;
+    assert!(printed.contains("etcd: DOWN"), "{printed}");
+    assert!(printed.contains("gw-1"), "{printed}");
+
+    // etcd back: both rejoin.
+    fleet.etcd.restart().expect("etcd restarts");
+    for i in 0..2 {
+        wait_view(&fleet, i, Duration::from_secs(15), |v| {
+            v["degraded"] == false && v["members"].as_array().is_some_and(|m| m.len() == 2)
+        })
+        .await;
+    }
+    let (_, health) = probe(&fleet, 0, "/health").await;
+    assert_eq!(health["cluster_degraded"], false);
+}
