@@ -281,12 +281,15 @@ async fn exchange_with(
             finish(shared, guard, &picked, node_ms, CallEnd::Failed);
             Err(Attempt::Over(call.timed_out().into()))
         }
-        Ok(Err(e)) if node_fault(&e) == CallEnd::Failed => Err(Attempt::Failed(Box::new(Failed {
-            guard,
-            picked,
-            node_ms,
-            error: e,
-        }))),
+        // A node full of other gateways' calls ran nothing: pick again.
+        Ok(Err(e)) if node_fault(&e) == CallEnd::Failed || node_full(&e) => {
+            Err(Attempt::Failed(Box::new(Failed {
+                guard,
+                picked,
+                node_ms,
+                error: e,
+            })))
+        }
         Ok(Err(e)) => {
             finish(shared, guard, &picked, node_ms, CallEnd::Abandoned);
             Err(Attempt::Over(e.into()))
@@ -411,6 +414,12 @@ pub(super) fn finish(
     shared
         .policies
         .observe(picked, &service, node, node_ms, end == CallEnd::Ok);
+}
+
+/// Whether the node refused the call for running its `max_concurrent`
+/// calls (every gateway's): it never ran, and another pick may place it.
+pub(super) fn node_full(e: &CallError) -> bool {
+    e.not_run && e.kind == ErrorKind::NoNodeAvailable
 }
 
 /// Whether an error the node answered is the node's failure (it counts

@@ -15,7 +15,6 @@
 
 use std::time::Instant;
 
-use protocol::ErrorKind;
 use switchyard_core::CallEnd;
 
 use super::kernel::{Failed, finish};
@@ -47,18 +46,24 @@ pub(super) async fn again(
         .services
         .get(service)
         .is_some_and(|s| s.idempotent);
-    let may_retry = e.not_run || (idempotent && shared.config.retry.retries(e.kind));
-    if !may_retry || Instant::now() >= call.deadline {
-        finish(shared, guard, picked, node_ms, CallEnd::Failed);
-        return Ok(None);
-    }
-    let why = if e.not_run && e.kind == ErrorKind::NoNodeAvailable {
+    let why = if super::kernel::node_full(&e) {
         Again::NodeFull
     } else if e.not_run {
         Again::NotRun
     } else {
         Again::Failed
     };
+    let may_retry = e.not_run || (idempotent && shared.config.retry.retries(e.kind));
+    if !may_retry || Instant::now() >= call.deadline {
+        // A full node did nothing wrong.
+        let end = if why == Again::NodeFull {
+            CallEnd::Abandoned
+        } else {
+            CallEnd::Failed
+        };
+        finish(shared, guard, picked, node_ms, end);
+        return Ok(None);
+    }
     let (node, node_id) = (guard.node().key, guard.node().spec.id.clone());
     if why != Again::NodeFull {
         shared

@@ -72,8 +72,8 @@ struct Session {
 pub(super) struct Link {
     pub(super) agent: Arc<Agent>,
     pub(super) target: Target,
-    /// Where member lists from this gateway go.
-    pub(super) lists: mpsc::Sender<MemberList>,
+    /// Where member lists from this gateway go, with its target.
+    pub(super) lists: mpsc::Sender<(Target, MemberList)>,
     /// Whether it is registered now.
     pub(super) up: Arc<AtomicBool>,
     /// Failed attempts in a row.
@@ -338,7 +338,7 @@ impl Link {
                             return format!("bad member list: {e}");
                         }
                         follows_members.store(true, Ordering::Release);
-                        if self.lists.send(list).await.is_err() {
+                        if self.lists.send((self.target.clone(), list)).await.is_err() {
                             return "the agent stopped".to_string();
                         }
                     }

@@ -27,7 +27,8 @@ impl Target {
         }
     }
 
-    fn member(member: &Member) -> Self {
+    /// A member of a member list.
+    pub(crate) fn member(member: &Member) -> Self {
         Self {
             name: member.name.clone(),
             addr: member.quic.clone(),

@@ -135,7 +135,7 @@ pub async fn run(
                     Err(e) if e.is_panic() => tracing::error!("a gateway session panicked: {e}"),
                     Err(_) => {}
                 },
-                Some(list) = fleet.lists.recv() => fleet.offer(&list),
+                Some((from, list)) = fleet.lists.recv() => fleet.offer(&from, &list),
                 _ = check.tick() => fleet.check_fallback(),
             }
         }
@@ -253,8 +253,11 @@ struct Sessions {
     /// Sessions told to leave, still finishing their calls.
     leaving: Vec<watch::Sender<bool>>,
     tasks: JoinSet<(Target, Result<(), AgentError>)>,
-    lists_tx: mpsc::Sender<MemberList>,
-    lists: mpsc::Receiver<MemberList>,
+    lists_tx: mpsc::Sender<(Target, MemberList)>,
+    lists: mpsc::Receiver<(Target, MemberList)>,
+    /// A bootstrap session known to be with a member (it sent a list of
+    /// one: itself), for [`Sessions::sync`] to keep as that member's.
+    known: Option<(Target, Target)>,
 }
 
 impl Sessions {
@@ -274,14 +277,17 @@ impl Sessions {
             tasks: JoinSet::new(),
             lists_tx,
             lists,
+            known: None,
         }
     }
 
     /// Starts a session to every target without one and leaves the
     /// gateways no longer targets. A bootstrap session whose gateway turns
-    /// out to be a member (same address) is kept, as that member's.
+    /// out to be a member (same address, or the one member of the list it
+    /// sent) is kept, as that member's.
     fn sync(&mut self) {
         let wanted: Vec<Target> = self.targets.current().to_vec();
+        let known = self.known.take();
         let stale: Vec<Target> = self
             .running
             .keys()
@@ -297,7 +303,8 @@ impl Sessions {
                 wanted.iter().find(|t| {
                     !self.running.contains_key(*t)
                         && (t.addr == old.addr
-                            || peer.is_some_and(|p| t.addr.parse::<SocketAddr>() == Ok(p)))
+                            || peer.is_some_and(|p| t.addr.parse::<SocketAddr>() == Ok(p))
+                            || known.as_ref() == Some(&(old.clone(), (*t).clone())))
                 })
             });
             if let Some(Some(member)) = adopt {
@@ -339,9 +346,14 @@ impl Sessions {
         }
     }
 
-    /// Takes a member list from a session: a newer one replaces the set.
-    fn offer(&mut self, list: &MemberList) {
+    /// Takes a member list from the session with `from`: a newer one
+    /// replaces the set. A list of one member came from that member
+    /// (whatever address it advertises): its session is kept.
+    fn offer(&mut self, from: &Target, list: &MemberList) {
         if self.targets.offer(list) {
+            if let [member] = list.members.as_slice() {
+                self.known = Some((from.clone(), Target::member(member)));
+            }
             tracing::info!(
                 revision = list.revision,
                 gateways = ?self.targets.current().iter().map(|t| &t.name).collect::<Vec<_>>(),

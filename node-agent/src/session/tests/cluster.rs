@@ -132,7 +132,7 @@ async fn the_agent_falls_back_to_its_bootstrap_address_when_every_member_is_gone
     let (stop, agent) = spawn_agent(config);
     let mut on_a = a.accept().await;
     on_a.accept().await;
-    // The list names a member the agent cannot register with (its
+    // The list names members the agent cannot register with (their
     // certificate chains to another CA: every handshake fails).
     let stranger = Gateway::start();
     let refuse = {
@@ -143,20 +143,53 @@ async fn the_agent_falls_back_to_its_bootstrap_address_when_every_member_is_gone
             }
         })
     };
-    let dead = Member {
-        name: "gw-dead".into(),
+    let dead = |name: &str| Member {
+        name: name.into(),
         quic: stranger.addr.to_string(),
         http: String::new(),
     };
-    on_a.members(7, vec![dead]).await;
+    on_a.members(7, vec![dead("gw-x"), dead("gw-y")]).await;
     // The agent leaves `a` (not a member) ...
     on_a.until(|m| matches!(m, Message::Drain).then_some(()))
         .await;
-    // ... finds the member unreachable, and comes back to `a`.
+    // ... finds the members unreachable, and comes back to `a`.
     let mut again = a.accept().await;
     again.accept().await;
     again.next_stats().await;
     refuse.abort();
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, agent)
+        .await
+        .expect("the agent stops")
+        .expect("join")
+        .expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_gateway_alone_keeps_its_session_whatever_address_it_advertises() {
+    let a = Gateway::start();
+    let config = a.config(vec![ServiceConfig::new("echo", ServiceKind::Echo)]);
+    let (stop, agent) = spawn_agent(config);
+    let mut on_a = a.accept().await;
+    on_a.accept().await;
+    // A gateway without a cluster names itself by its listen address,
+    // which may be no address to dial (`0.0.0.0`, port 0).
+    let alone = Member {
+        name: "0.0.0.0:0".into(),
+        quic: "0.0.0.0:0".into(),
+        http: String::new(),
+    };
+    on_a.members(1, vec![alone]).await;
+    for _ in 0..3 {
+        on_a.until(|m| match m {
+            Message::Drain => panic!("the agent left its only gateway"),
+            Message::Stats(_) => Some(()),
+            _ => None,
+        })
+        .await;
+    }
+    let (_, body) = on_a.call("echo", b"here", 5000).await.expect("echo");
+    assert_eq!(body, Bytes::from_static(b"here"));
     let _ = stop.send(());
     tokio::time::timeout(WAIT, agent)
         .await
