@@ -13,6 +13,7 @@ mod cache_aware_cluster;
 mod call_log;
 mod chaos;
 mod cli;
+mod cluster_agents;
 mod cluster_clients;
 mod cluster_config;
 mod cluster_members;
