@@ -41,6 +41,7 @@ mod probes;
 mod queue;
 mod quic_limits;
 mod retries;
+mod scale;
 mod services;
 mod shutdown;
 mod streaming;

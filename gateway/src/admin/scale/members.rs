@@ -39,17 +39,14 @@ static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
 /// The cluster's report: `own` summed with the other live members'.
 pub(super) async fn cluster_report(shared: &Shared, own: ScaleReport) -> ScaleReport {
     let me = shared.cluster.me().name.clone();
-    // The member list does not carry admin addresses yet: every other
-    // member is listed as missing until it does.
     let peers = shared
         .cluster
-        .members()
-        .members
+        .infos()
         .into_iter()
-        .filter(|member| member.name != me)
-        .map(|member| Peer {
-            name: member.name,
-            admin: String::new(),
+        .filter(|info| info.name != me)
+        .map(|info| Peer {
+            name: info.name,
+            admin: info.admin,
         })
         .collect();
     let (answered, missing) = fetch_all(peers, MEMBER_TIMEOUT).await;
