@@ -221,10 +221,10 @@ impl State {
                     session = Some(s);
                 }
                 Err(e) => {
-                    if matches!(e, ClusterError::NameTaken { .. }) {
+                    let new = self.note_down(&e);
+                    if new && matches!(e, ClusterError::NameTaken { .. }) {
                         tracing::error!(error = %e, "cannot rejoin the cluster");
                     }
-                    self.note_down(&e);
                 }
             }
         }
@@ -511,10 +511,17 @@ impl State {
         }
     }
 
-    /// Another failed try while degraded: keeps the first time, notes why.
-    fn note_down(&self, why: &ClusterError) {
-        if let Some((_, last)) = lock(&self.down).as_mut() {
-            *last = why.to_string();
+    /// Another failed try while degraded: keeps the first time, notes
+    /// why; returns whether the reason is another than the last one's.
+    fn note_down(&self, why: &ClusterError) -> bool {
+        let why = why.to_string();
+        match lock(&self.down).as_mut() {
+            Some((_, last)) if *last == why => false,
+            Some((_, last)) => {
+                *last = why;
+                true
+            }
+            None => true,
         }
     }
 }
