@@ -3,7 +3,9 @@
 //! /api/scale` reports arrivals near the offered rate, calls running, a
 //! utilisation in (0, 1] and a desired node count that is Little's law of
 //! what it measured; the `service_*` series are in `/metrics` and pass
-//! `promtool check metrics`.
+//! `promtool check metrics`. In a cluster of three gateways on etcd, one
+//! gateway's answer sums the members' (arrivals added, the fleet's capacity
+//! not), and a member killed is listed as missing at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
+use crate::common::cluster::ClusterFleet;
 use crate::common::{Fleet, TOKEN, promtool_check, service};
 
 /// Calls started per second.
@@ -239,4 +242,118 @@ async fn an_overloaded_service_wants_more_nodes_than_it_has() {
     while let Some(call) = calls.join_next().await {
         call.unwrap().expect("a queued call is served in the end");
     }
+}
+
+fn etcd_installed() -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("etcd").is_file()));
+    if !found {
+        switchyard_testkit::skip_or_fail(
+            "etcd (not on PATH)",
+            "`make setup` installs Debian's package etcd-server",
+        );
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_sums_its_members_and_lists_a_dead_one_missing() {
+    if !etcd_installed() {
+        return;
+    }
+    let mut fleet = ClusterFleet::start(3, "").await;
+    for (id, via) in [("node-a", 0), ("node-b", 1)] {
+        fleet.spawn_agent(id, via, &service("sleep", "sleep", "max_concurrent = 4"));
+    }
+    fleet.wait_nodes_everywhere(&["node-a", "node-b"]).await;
+
+    // 10 calls/s of 200 ms through gw-0 and through gw-1, none through
+    // gw-2.
+    let mut calls = JoinSet::new();
+    let clients = [
+        fleet.gateway(0).client(1).await,
+        fleet.gateway(1).client(1).await,
+    ];
+    let clients: Vec<_> = clients.into_iter().map(Arc::new).collect();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    for _ in 0..30 {
+        tick.tick().await;
+        for client in &clients {
+            let client = client.clone();
+            calls.spawn(async move { client.call("sleep", "200").await });
+        }
+    }
+    let cluster = fleet.admin_json(2, "/api/scale").await.unwrap();
+    let local: Vec<Value> = {
+        let mut local = Vec::new();
+        for i in 0..3 {
+            local.push(fleet.admin_json(i, "/api/scale?local=1").await.unwrap());
+        }
+        local
+    };
+    while let Some(call) = calls.join_next().await {
+        call.unwrap().expect("every call served");
+    }
+    eprintln!("the cluster's sleep service: {}", sleep_entry(&cluster));
+    assert_eq!(
+        cluster["scope"], "cluster",
+        "several members: summed by default"
+    );
+    assert_eq!(
+        cluster["members"],
+        serde_json::json!(["gw-0", "gw-1", "gw-2"])
+    );
+    assert_eq!(cluster["missing"], serde_json::json!([]), "{cluster}");
+    let summed = sleep_entry(&cluster);
+    let arrivals = num(&summed, "arrivals_per_s");
+    assert!(
+        (10.0..=30.0).contains(&arrivals),
+        "about 10/s through each of two gateways: {summed}"
+    );
+    assert_eq!(summed["capacity"], 8, "the fleet's, not added: {summed}");
+    assert_eq!(summed["nodes"], 2, "{summed}");
+    let share = num(&summed, "desired_nodes_share");
+    assert_eq!(
+        summed["desired_nodes"].as_u64().unwrap(),
+        share.ceil() as u64,
+        "{summed}"
+    );
+    for (i, report) in local.iter().enumerate() {
+        let own = sleep_entry(report);
+        assert_eq!(report["scope"], "gateway");
+        assert_eq!(own["capacity"], 8, "gw-{i} sees every node: {own}");
+        let arrivals = num(&own, "arrivals_per_s");
+        if i == 2 {
+            assert_eq!(arrivals, 0.0, "no call came through gw-2: {own}");
+            assert_eq!(own["desired_nodes_share"], 0.0, "{own}");
+        } else {
+            assert!(arrivals > 0.0, "gw-{i}: {own}");
+        }
+    }
+
+    // gw-1 dies: until its lease runs out it is still a member, and the
+    // others' answer lists it missing at once rather than waiting for it.
+    fleet.kill_gateway(1);
+    let asked = Instant::now();
+    let cluster = fleet.admin_json(0, "/api/scale").await.unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "answered in {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        cluster["members"],
+        serde_json::json!(["gw-0", "gw-2"]),
+        "{cluster}"
+    );
+    let missing = cluster["missing"].as_array().unwrap();
+    assert_eq!(missing.len(), 1, "{cluster}");
+    assert_eq!(missing[0]["name"], "gw-1", "{cluster}");
+    assert!(
+        missing[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("GET http://"),
+        "{cluster}"
+    );
 }
