@@ -1,10 +1,11 @@
 //! Membership of a cluster of three gateway processes on one etcd: each
 //! lists all three in `GET /api/cluster` with the addresses they listen
-//! on, and `switchyard cluster` prints them; a gateway killed with
-//! SIGKILL leaves the others' lists when its lease runs out; while etcd is
-//! down the others keep their list, say they are degraded (`/api/cluster`,
-//! `/health`, the CLI) without failing `/ready` for it, and recover when
-//! etcd is back.
+//! on, `switchyard cluster` prints them and the dashboard shows them; a
+//! gateway killed with SIGKILL leaves the others' lists when its lease
+//! runs out; while etcd is down the others keep their list and say they
+//! are degraded (`/api/cluster`, `/health`, the CLI, the dashboard's
+//! Cluster panel in headless Chromium) without failing `/ready` for it,
+//! and recover when etcd is back.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::process::Command;
 
+use crate::common::browser::Browser;
 use crate::common::cluster::ClusterFleet;
 
 const CLI: &str = env!("CARGO_BIN_EXE_switchyard-e2e-cli");
@@ -123,6 +125,23 @@ async fn three_gateways_list_each_other_and_keep_their_list_while_etcd_is_down()
     );
     assert!(printed.contains("etcd: up"), "{printed}");
 
+    // The dashboard's Cluster panel lists them, in headless Chromium.
+    let browser = Browser::start().await;
+    browser
+        .open(&format!("http://{}/", fleet.gateway(0).admin))
+        .await;
+    browser
+        .wait_for(
+            "three members and etcd up in the Cluster panel",
+            "const rows = [...document.querySelectorAll('#cluster tbody tr.member')]; \
+             return rows.length === 3 \
+               && rows[0].classList.contains('me') \
+               && rows.map(r => r.cells[0].textContent).join(',') \
+                  === 'gw-0 (this gateway),gw-1,gw-2' \
+               && document.querySelector('#cluster-etcd').textContent.startsWith('etcd up');",
+        )
+        .await;
+
     // A killed gateway stops renewing its lease: it leaves the others'
     // lists when the lease runs out (2 s).
     fleet.kill_gateway(2);
@@ -161,6 +180,14 @@ async fn three_gateways_list_each_other_and_keep_their_list_while_etcd_is_down()
     }
     let printed = cli_cluster(&fleet, 0).await;
     assert!(printed.contains("etcd: DOWN"), "{printed}");
+    browser
+        .wait_for(
+            "etcd down in the Cluster panel, the list kept",
+            "return document.querySelector('#cluster-etcd').textContent.startsWith('etcd down') \
+               && document.querySelectorAll('#cluster tbody tr.member').length === 2;",
+        )
+        .await;
+    browser.close().await;
     assert!(printed.contains("gw-1"), "{printed}");
 
     // etcd back: both rejoin.
