@@ -27,6 +27,31 @@
 //! share it; it is cheap to clone. After a connection loss the next call
 //! reconnects, failing over to the next gateway address while one is down
 //! (see [`PoolConfig`]).
+//!
+//! Several gateways serving one fleet (a cluster) are reached through a
+//! bootstrap list ([`Client::connect_cluster`], [`ClientConfig::for_cluster`]):
+//! the client asks the first gateway that answers for the member list
+//! ([`Client::members`]), spreads its calls round-robin over the members,
+//! and follows the list (every [`ClientConfig::member_refresh`], and at
+//! once when a connection is lost). A gateway without a cluster names
+//! itself alone; then the bootstrap list is what calls spread over.
+//!
+//! A call goes to another gateway, within its timeout, only when it cannot
+//! have run: its stream could not be opened or written, the connection
+//! died before the gateway acknowledged all of the call, or the gateway
+//! refused it (`shutting down`, or an error marked `not_run` that is not
+//! the caller's fault). A call the gateway had when its connection died
+//! may have run: it ends with [`ClientError::GatewayLost`], unless it was
+//! marked [`Call::idempotent`], which sends it to another gateway.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), switchyard_client::ClientError> {
+//! use switchyard_client::Client;
+//! let client = Client::connect_cluster(&["10.0.0.11:4433", "10.0.0.12:4433"], "ca.pem").await?;
+//! let result = client.call("sha256", b"hello".to_vec()).idempotent(true).await?;
+//! println!("served by {}", result.meta.node_id);
+//! # Ok(()) }
+//! ```
 
 mod call;
 mod error;
@@ -171,7 +196,10 @@ pub struct Client {
 
 impl Client {
     /// Checks the configuration, sets up TLS and connects to the first
-    /// reachable gateway (more connections open as calls need them).
+    /// reachable gateway (more connections open as calls need them). A
+    /// cluster configuration ([`ClientConfig::cluster`]) then asks that
+    /// gateway for the member list (waiting at most 2 s; without an answer
+    /// the configured addresses are used) and follows it in the background.
     ///
     /// # Errors
     /// [`ClientError::Config`] for an unusable CA file, no gateway address,

@@ -80,9 +80,10 @@ impl Client {
     }
 }
 
-/// Asks a gateway for its member list.
+/// Asks a gateway for its member list (one the pool is connected to, if
+/// any).
 async fn ask(pool: &Arc<Pool>, codec: Codec) -> Result<MemberList, ClientError> {
-    let (mut send, mut recv) = pool.open(codec, None).await?;
+    let (mut send, mut recv) = pool.open_connected(codec).await?;
     send.send(&Message::ListMembers).await?;
     send.finish()?;
     match recv.expect("a member list").await? {

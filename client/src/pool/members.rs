@@ -38,6 +38,36 @@ impl Pool {
         true
     }
 
+    /// Opens a stream on a gateway the pool already has a connection to,
+    /// dialling none (a request that must not wait for a handshake with a
+    /// gateway that may be gone); as [`Pool::open`] when there is none.
+    pub(crate) async fn open_connected(
+        self: &Arc<Self>,
+        codec: Codec,
+    ) -> Result<(FramedSend, PooledRecv), ClientError> {
+        for gateway in self.order(None) {
+            let lease = {
+                let mut state = gateway.lock();
+                self.prune(&gateway, &mut state);
+                state.connections.iter().find_map(|conn| {
+                    let permit = Arc::clone(&conn.permits).try_acquire_owned().ok()?;
+                    Some(self.lease(&gateway, conn, permit))
+                })
+            };
+            let Some(lease) = lease else { continue };
+            if let Ok((send, recv)) = transport::open_bi(&lease.connection, codec).await {
+                return Ok((
+                    send,
+                    PooledRecv {
+                        recv,
+                        _lease: lease,
+                    },
+                ));
+            }
+        }
+        self.open(codec, None).await
+    }
+
     /// Whether some gateway has a connection not yet seen closed.
     pub(crate) fn has_connection(&self) -> bool {
         self.gateways().iter().any(|gateway| {

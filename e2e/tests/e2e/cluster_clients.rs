@@ -5,6 +5,9 @@
 //! after a kill -9 of one, the next calls all succeed through the others
 //! within their deadlines; a call in flight on the killed gateway ends with
 //! `GatewayLost` unless it is idempotent; a dead first address is skipped.
+//! On a cluster on etcd ([`ClusterFleet`]), a client given one member
+//! learns the others, spreads over them, drops a killed one and calls it
+//! again once it is back.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,6 +18,7 @@ use client::{Client, ClientConfig, ClientError};
 use tokio::process::Command;
 
 use crate::chaos::{GRACE, GatewayProcess, Process, agent_process, scenario};
+use crate::common::cluster::ClusterFleet;
 use crate::common::{ADMIN, service};
 
 const CLI: &str = env!("CARGO_BIN_EXE_switchyard-e2e-cli");
@@ -302,6 +306,132 @@ async fn a_dead_first_address_is_skipped_by_the_sdk_and_the_cli() {
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(stdout.contains("from-cli"), "{stdout}");
         }
+    })
+    .await;
+}
+
+fn etcd_installed() -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("etcd").is_file()));
+    if !found {
+        switchyard_testkit::skip_or_fail(
+            "etcd (not on PATH)",
+            "`make setup` installs Debian's package etcd-server",
+        );
+    }
+    found
+}
+
+/// The `echo` calls gateway `admin` finished, from its `/metrics`
+/// (`calls_total` summed over the series of the service).
+async fn echo_calls_of(admin: std::net::SocketAddr) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("http://{admin}/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("calls_total{") && l.contains("service=\"echo\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls `check` every 50 ms until it holds; panics past `limit`.
+async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "{what} after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_given_one_member_learns_the_cluster_and_follows_it() {
+    if !etcd_installed() {
+        return;
+    }
+    let name = "cluster-clients-etcd";
+    scenario(name, Duration::from_secs(180), async {
+        let mut fleet = ClusterFleet::start(3, "").await;
+        fleet.spawn_agent(
+            "node-a",
+            0,
+            &service("echo", "command", "command = [\"cat\"]\nmax_concurrent = 8"),
+        );
+        fleet.wait_nodes_everywhere(&["node-a"]).await;
+        let addresses = |fleet: &ClusterFleet| {
+            let mut all: Vec<String> = fleet
+                .live()
+                .iter()
+                .map(|&i| fleet.gateway(i).addr.to_string())
+                .collect();
+            all.sort();
+            all
+        };
+        let sorted = |client: &Client| {
+            let mut have = client.gateway_addresses();
+            have.sort();
+            have
+        };
+
+        // Given gw-0 alone, the client calls all three members.
+        let config = ClientConfig::for_cluster([fleet.gateway(0).addr.to_string()], fleet.ca())
+            .with_dead_after(Duration::from_secs(1))
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_member_refresh(Duration::from_millis(500));
+        let client = Client::connect(config).await.expect("connects");
+        assert_eq!(sorted(&client), addresses(&fleet));
+        let members = client.members().await.expect("a member list");
+        assert_eq!(members.members.len(), 3, "{members:?}");
+
+        let mut before = Vec::new();
+        for i in 0..3 {
+            before.push(echo_calls_of(fleet.gateway(i).admin).await);
+        }
+        echo_calls(&client, 30, "etcd-spread").await;
+        for (i, before) in before.iter().enumerate() {
+            let through = echo_calls_of(fleet.gateway(i).admin).await - before;
+            eprintln!("{name}: gw-{i} took {through} of 30 calls");
+            assert!(through >= 5.0, "gw-{i} took {through} of 30 calls");
+        }
+
+        // kill -9 gw-1: the calls go on through the others, and the client
+        // drops it once its lease has run out.
+        fleet.kill_gateway(1);
+        let killed = Instant::now();
+        echo_calls(&client, 30, "etcd-after-kill").await;
+        let survivors = addresses(&fleet);
+        eventually("the killed member dropped", Duration::from_secs(15), || {
+            sorted(&client) == survivors
+        })
+        .await;
+        eprintln!(
+            "{name}: the client dropped gw-1 {:.1} s after its kill -9",
+            killed.elapsed().as_secs_f64()
+        );
+
+        // Back (on fresh ports): the client calls it again.
+        fleet.restart_gateway(1).await;
+        fleet.wait_members(3).await;
+        let all = addresses(&fleet);
+        eventually(
+            "the restarted member called",
+            Duration::from_secs(15),
+            || sorted(&client) == all,
+        )
+        .await;
+        fleet.wait_nodes_everywhere(&["node-a"]).await;
+        let back = echo_calls_of(fleet.gateway(1).admin).await;
+        echo_calls(&client, 30, "etcd-after-restart").await;
+        let through = echo_calls_of(fleet.gateway(1).admin).await - back;
+        assert!(
+            through >= 5.0,
+            "the restarted gw-1 took {through} of 30 calls"
+        );
     })
     .await;
 }
