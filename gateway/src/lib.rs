@@ -111,12 +111,12 @@ pub(crate) struct Shared {
     /// The gateways serving this fleet (this one alone without
     /// `[cluster]`).
     pub(crate) cluster: Arc<cluster::Cluster>,
+    /// Run-time changes: through etcd with `[cluster]`, else here alone.
+    pub(crate) sync: sync::Sync,
 }
 
 impl Shared {
     /// The jobs, or [`jobs::JobError::Disabled`].
-    /// Run-time changes: through etcd with `[cluster]`, else here alone.
-    pub(crate) sync: sync::Sync,
     ///
     /// # Errors
     /// [`jobs::JobError::Disabled`] when `[jobs] enabled = false`.

@@ -70,12 +70,21 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/ready", get(crate::health::ready))
         .route("/api/nodes", get(api::nodes))
         .route("/api/services", get(api::services))
-        .route("/api/policies", get(api::policies))
+        .route(
+            "/api/policies",
+            get(api::policies)
+                .post(api::push_policy)
+                .layer(axum::extract::DefaultBodyLimit::max(PUSH_LIMIT)),
+        )
+        .route(
+            "/api/policies/{name}",
+            put(api::put_policy).layer(axum::extract::DefaultBodyLimit::max(PUSH_LIMIT)),
+        )
         .route("/api/queues", get(api::queues))
         .route("/api/snapshot", get(api::snapshot))
         .route("/api/decisions", get(api::decisions))
-        .route("/api/cluster", get(cluster::cluster))
         .route("/api/scale", get(scale::scale))
+        .route("/api/cluster", get(cluster::cluster))
         .route("/api/services/{name}/policy", put(api::set_policy))
         .route("/api/nodes/{id}/drain", post(api::drain))
         .route("/api/nodes/{id}/undrain", post(api::undrain))
@@ -88,6 +97,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .layer(axum::middleware::from_fn(crate::calls::request_id::tag))
         .with_state(shared)
 }
+
+/// Largest body of a policy push, bytes: the largest component
+/// (`crate::sync::keys::MAX_COMPONENT`).
+const PUSH_LIMIT: usize = crate::sync::keys::MAX_COMPONENT;
 
 /// Any other route: 404 `not_found`.
 async fn not_found(uri: axum::http::Uri) -> Response {
