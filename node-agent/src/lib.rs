@@ -1,6 +1,8 @@
-//! The Switchyard node agent: dials the gateway over QUIC, registers the
-//! services this node hosts, reports stats every interval and runs the calls
-//! the gateway dispatches.
+//! The Switchyard node agent: dials the gateway over QUIC (every gateway of
+//! a cluster: the member list the first one sends names them), registers
+//! the services this node hosts, reports stats every interval and its calls
+//! in flight when they change, and runs the calls the gateways dispatch,
+//! against one `max_concurrent` per service whichever gateway sent them.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), switchyard_agent::AgentError> {
@@ -26,9 +28,9 @@
 //! Modules: [`config`] (TOML), [`services`] (what runs calls), [`stats`]
 //! (CPU, memory, GPUs), [`health`] (active health checks), [`model_load`]
 //! (model servers' load from their Prometheus endpoints), [`backoff`] (reconnect delays); the connection
-//! handling is in [`run`], which also runs the swappable slots
-//! ([`SlotConfig`], [`SwapConfig`]): one server process per slot, swapped
-//! when the gateway asks. [`cli`] is the `node-agent` program itself.
+//! handling (a session per gateway) is in [`run`], which also runs the
+//! swappable slots ([`SlotConfig`], [`SwapConfig`]): one server process per
+//! slot, swapped when a gateway asks. [`cli`] is the `node-agent` program itself.
 
 #![warn(unreachable_pub)]
 
