@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 
 use crate::common::cluster::ClusterFleet;
-use crate::common::{Fleet, TOKEN, promtool_check, service};
+use crate::common::{ADMIN, Fleet, TOKEN, promtool_check, service};
 
 /// Calls started per second.
 const RATE: f64 = 20.0;
@@ -182,6 +182,21 @@ async fn a_steady_load_gives_littles_law_figures() {
     let (status, error) = get(&format!("{admin}/api/scale?local=yes")).await;
     assert_eq!(status, 400, "{error}");
     assert_eq!(error["error"]["code"], "bad_request", "{error}");
+
+    // A drained node takes no new call: its slots leave the capacity, not
+    // the size of a node.
+    let drained = reqwest::Client::new()
+        .post(format!("{admin}/api/nodes/node-b/drain"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(drained.status().is_success(), "{}", drained.status());
+    let (_, report) = get(&format!("{admin}/api/scale")).await;
+    let sleep = sleep_entry(&report);
+    assert_eq!(sleep["capacity"], 4, "{sleep}");
+    assert_eq!(sleep["nodes"], 1, "{sleep}");
+    assert_eq!(num(&sleep, "slots_per_node"), 4.0, "{sleep}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
