@@ -361,8 +361,12 @@ impl State {
                             "lease {:x} not renewed for {} s", s.lease, ttl.as_secs()
                         ));
                     }
-                    if let Err(e) = s.keeper.keep_alive().await {
-                        return ClusterError::Etcd(e.to_string());
+                    match tokio::time::timeout(self.timeout(), s.keeper.keep_alive()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return ClusterError::Etcd(e.to_string()),
+                        Err(_) => {
+                            return ClusterError::Etcd("the lease renewals are stuck".into());
+                        }
                     }
                 }
                 renewal = s.renewals.message() => match renewal {
