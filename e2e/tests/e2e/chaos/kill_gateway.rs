@@ -1,6 +1,7 @@
 //! Scenario 6: kill -9 a gateway with two configured in the SDK
 //! (`ClientConfig::fallback_gateways`): calls in flight on the dead one end
-//! typed, none hangs, and callers fail over to the other gateway.
+//! typed or, when it never acknowledged them, move to the other gateway;
+//! none hangs, and callers fail over to the other gateway.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,9 +95,22 @@ async fn kill_9_the_gateway_callers_fail_over() {
         );
         assert_all_ended_typed("kill-gateway", &records);
         assert!(!in_flight.is_empty(), "calls were in flight at the kill");
+        // A call in flight at the kill ended on node-1 before the kill,
+        // moved to gw-2 because gw-1 never acknowledged all of it (it cannot
+        // have run there), or ended with the gateway lost (it may have run).
         assert!(
-            in_flight.iter().all(|r| !r.ok() || r.node() == Some("node-1")),
+            in_flight
+                .iter()
+                .all(|r| r.ok() || r.kind() == "connection lost"),
             "{in_flight:?}"
+        );
+        let moved = in_flight
+            .iter()
+            .filter(|r| r.node() == Some("node-2"))
+            .count();
+        eprintln!(
+            "chaos kill-gateway: of {} calls in flight at the kill, {moved} moved to gw-2",
+            in_flight.len()
         );
         assert!(
             records.iter().all(|r| r.took <= TIMEOUT + GRACE),
