@@ -5,7 +5,8 @@
 //! runs out; while etcd is down the others keep their list and say they
 //! are degraded (`/api/cluster`, `/health`, the CLI, the dashboard's
 //! Cluster panel in headless Chromium) without failing `/ready` for it,
-//! and recover when etcd is back.
+//! and recover when etcd is back. A gateway started with the name of a
+//! live one refuses to start, saying so.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,6 +19,7 @@ use crate::common::browser::Browser;
 use crate::common::cluster::ClusterFleet;
 
 const CLI: &str = env!("CARGO_BIN_EXE_switchyard-e2e-cli");
+const GATEWAY: &str = env!("CARGO_BIN_EXE_switchyard-e2e-gateway");
 
 /// Whether etcd is installed; when it is not, the test is skipped (or
 /// fails under `SWITCHYARD_REQUIRE_ALL=1`).
@@ -200,4 +202,46 @@ async fn three_gateways_list_each_other_and_keep_their_list_while_etcd_is_down()
     }
     let (_, health) = probe(&fleet, 0, "/health").await;
     assert_eq!(health["cluster_degraded"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_named_as_a_live_member_refuses_to_start() {
+    if !etcd_installed() {
+        return;
+    }
+    let fleet = ClusterFleet::start(1, "").await;
+    let dir = fleet.path();
+    let config = dir.join("twin.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n[jobs]\nenabled = false\n{}",
+            dir.join("twin"),
+            crate::common::cluster::cluster_table(&fleet.etcd, &ClusterFleet::name(0)),
+        ),
+    )
+    .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new(GATEWAY)
+            .arg("--config")
+            .arg(&config)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("it exits by itself")
+    .expect("the gateway runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second gw-0 started: {stderr}");
+    assert!(
+        stderr.contains("another live gateway holds the cluster name \"gw-0\""),
+        "{stderr}"
+    );
+    assert_eq!(
+        fleet.members_of(0).await.unwrap(),
+        ["gw-0"],
+        "the live one keeps its place"
+    );
 }
