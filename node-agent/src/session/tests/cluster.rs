@@ -197,3 +197,70 @@ async fn a_gateway_alone_keeps_its_session_whatever_address_it_advertises() {
         .expect("join")
         .expect("clean stop");
 }
+
+#[tokio::test]
+async fn load_reports_are_coalesced_never_one_per_call() {
+    let a = Gateway::start();
+    let config = a.config(vec![ServiceConfig::new("echo", ServiceKind::Echo)]);
+    let (stop, agent) = spawn_agent(config);
+    let mut on_a = a.accept().await;
+    on_a.accept().await;
+    on_a.members(1, vec![member("gw-a", &a)]).await;
+    // The first report (the prefix blocks' whole set) comes at once.
+    on_a.next_load().await;
+    const CALLS: u32 = 60;
+    let calls = {
+        let connection = on_a.connection.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            for _ in 0..CALLS {
+                call(&connection, "echo", b"x", 5000).await.expect("echo");
+            }
+            start.elapsed()
+        })
+    };
+    let mut loads = 0u32;
+    let mut last = None;
+    let end = loop {
+        if calls.is_finished() {
+            break calls.await.expect("join");
+        }
+        match tokio::time::timeout(Duration::from_millis(20), on_a.recv.recv()).await {
+            Ok(Ok(Some(Message::Load(load)))) => {
+                loads += 1;
+                last = Some(load);
+            }
+            Ok(Ok(Some(_))) | Err(_) => {}
+            other => panic!("control stream ended: {other:?}"),
+        }
+    };
+    // The calls' end is reported too.
+    let last = match last {
+        Some(load) if load.in_flight == [("echo".to_string(), 0)] => load,
+        _ => {
+            on_a.until(|m| match m {
+                Message::Load(load) if load.in_flight == [("echo".to_string(), 0)] => {
+                    Some(load.clone())
+                }
+                _ => None,
+            })
+            .await
+        }
+    };
+    assert_eq!(last.in_flight, [("echo".to_string(), 0)]);
+    // 2 changes per call, at most one report per coalescing period.
+    let periods =
+        u32::try_from(end.as_millis() / link::LOAD_COALESCE.as_millis()).unwrap_or(u32::MAX);
+    assert!(loads < CALLS, "{loads} load reports for {CALLS} calls");
+    assert!(
+        loads <= periods + 2,
+        "{loads} load reports in {end:?} (at most one per {:?})",
+        link::LOAD_COALESCE
+    );
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, agent)
+        .await
+        .expect("the agent stops")
+        .expect("join")
+        .expect("clean stop");
+}
