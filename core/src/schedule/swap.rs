@@ -181,7 +181,9 @@ impl Core {
                 victim_waiting = self.queues.get(victim).map_or(0, ServiceQueue::len);
                 let resident = slot.loaded_by_swap
                     && now < slot.loaded_at + self.config.service_swap_cooldown(victim);
-                if node.in_flight(victim) > 0
+                // Other gateways' calls hold the victim too (the node
+                // refuses to unload a service with calls in flight).
+                if node.load(victim) > 0
                     || resident
                     || !may_evict(victim_waiting, waiting, self.config.swap.queue_ratio)
                 {

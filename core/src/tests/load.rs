@@ -135,3 +135,30 @@ fn a_full_node_makes_the_core_pick_again_without_spending_attempts_or_budget() {
     let a = h.send(Event::RetryAsked { call, jitter: 1.0 });
     assert_eq!(retry_after(&a, call).map(|r| r.0), Some(2));
 }
+
+#[test]
+fn a_service_busy_with_other_gateways_calls_is_not_swapped_out() {
+    let mut config = CoreConfig::default();
+    config.swap.node_cooldown = Duration::ZERO;
+    let mut h = Harness::new(config);
+    h.up(
+        1,
+        spec(
+            "n1",
+            &[("a", 4, 100), ("b", 4, 100)],
+            &[("gpu0", &["a", "b"], Some("a"))],
+        ),
+    );
+    load(&mut h, 1, "a", 1);
+    let (_, actions) = h.call("b");
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Swap { .. })),
+        "a runs another gateway's call: {actions:?}"
+    );
+    load(&mut h, 1, "a", 0);
+    let actions = h.send(Event::Tick);
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::Swap { .. })),
+        "idle now: {actions:?}"
+    );
+}
