@@ -129,6 +129,11 @@ pub(crate) struct Cluster {
     members: Arc<watch::Sender<MemberList>>,
     /// The etcd part; `None` for a cluster of one.
     etcd: Option<membership::Handle>,
+    /// The bound on one etcd request (`connect_timeout_ms`).
+    timeout: std::time::Duration,
+    /// The etcd revision up to which this gateway has applied the shared
+    /// run-time state under `{prefix}/config/` (0: none yet).
+    config_applied: watch::Sender<i64>,
 }
 
 impl Cluster {
@@ -146,6 +151,8 @@ impl Cluster {
             started_unix_ms: membership::unix_ms(std::time::SystemTime::now()),
             members: Arc::new(watch::Sender::new(list)),
             etcd: None,
+            timeout: std::time::Duration::from_secs(2),
+            config_applied: watch::Sender::new(0),
         }
     }
 
@@ -187,6 +194,8 @@ impl Cluster {
             started_unix_ms: etcd.started_unix_ms(),
             members,
             etcd: Some(etcd),
+            timeout: std::time::Duration::from_millis(u64::from(config.connect_timeout_ms)),
+            config_applied: watch::Sender::new(0),
         })
     }
 
@@ -235,6 +244,61 @@ impl Cluster {
             Some(h) if h.is_degraded() => Err(ClusterError::EtcdUnreachable),
             Some(h) => Ok(h.client()),
         }
+    }
+
+    /// Writes `value` at `{prefix}/config/{path}` in etcd, the shared
+    /// run-time state every gateway follows and applies (this one
+    /// included); the etcd revision of the write, or `None` without
+    /// `[cluster]` (nothing written: the change is this gateway's alone).
+    ///
+    /// # Errors
+    /// [`ClusterError::EtcdUnreachable`] at once while degraded;
+    /// [`ClusterError::Etcd`] when etcd fails or does not answer within
+    /// `connect_timeout_ms` (the write may or may not have been made).
+    pub(crate) async fn put_config(
+        &self,
+        path: &str,
+        value: Vec<u8>,
+    ) -> Result<Option<i64>, ClusterError> {
+        let Some(h) = &self.etcd else {
+            return Ok(None);
+        };
+        if h.is_degraded() {
+            return Err(ClusterError::EtcdUnreachable);
+        }
+        let key = format!("{}/config/{path}", h.prefix());
+        let mut kv = h.client().kv_client();
+        match tokio::time::timeout(self.timeout, kv.put(key, value, None)).await {
+            Ok(Ok(put)) => Ok(Some(put.header().map_or(0, |h| h.revision()))),
+            Ok(Err(e)) => Err(ClusterError::Etcd(e.to_string())),
+            Err(_) => Err(ClusterError::Etcd(format!(
+                "no answer within {} ms (connect_timeout_ms)",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Records that this gateway has applied the shared run-time state up
+    /// to etcd revision `revision` (a lower one than already recorded
+    /// changes nothing).
+    pub(crate) fn set_config_applied(&self, revision: i64) {
+        self.config_applied.send_if_modified(|applied| {
+            let newer = revision > *applied;
+            if newer {
+                *applied = revision;
+            }
+            newer
+        });
+    }
+
+    /// Waits until this gateway has applied the shared run-time state up to
+    /// etcd revision `revision`, for at most `limit`; whether it has.
+    pub(crate) async fn config_applied(&self, revision: i64, limit: std::time::Duration) -> bool {
+        let mut applied = self.config_applied.subscribe();
+        matches!(
+            tokio::time::timeout(limit, applied.wait_for(|r| *r >= revision)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Whether etcd does not answer now (always false without `[cluster]`).

@@ -339,10 +339,13 @@ impl Jobs {
     }
 
     /// Creates (or replaces) a template over the API; admin only, and a
-    /// name from `gateway.toml` cannot be replaced.
+    /// name from `gateway.toml` cannot be replaced. With `[cluster]` it is
+    /// written to etcd, and every gateway (this one before the answer)
+    /// takes it from there into its job store.
     ///
     /// # Errors
-    /// `Forbidden` for a tenant or a configured name, `Invalid`, `Store`.
+    /// `Forbidden` for a tenant or a configured name, `Invalid`, `Store`,
+    /// `Degraded` while the cluster's etcd does not take it.
     pub(crate) async fn put_template(
         &self,
         access: &Access,
@@ -363,7 +366,13 @@ impl Jobs {
         if template.service.is_empty() {
             return Err(JobError::Invalid("a template names a service".into()));
         }
-        self.store.put_template(name, &template, now_ms()).await?;
+        let value = super::shared::template_json(&template);
+        if !self
+            .put_shared(&super::shared::template_key(name), value)
+            .await?
+        {
+            self.store.put_template(name, &template, now_ms()).await?;
+        }
         Ok(template_view(name, template, "api"))
     }
 

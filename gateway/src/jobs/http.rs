@@ -73,6 +73,8 @@ pub(crate) fn routes(prefix: &str) -> Router<Arc<Shared>> {
 pub(super) struct Failure {
     status: StatusCode,
     message: String,
+    /// The machine-readable code, when the error has one.
+    code: Option<&'static str>,
 }
 
 impl Failure {
@@ -80,6 +82,7 @@ impl Failure {
         Self {
             status,
             message: message.into(),
+            code: None,
         }
     }
 
@@ -95,7 +98,10 @@ impl From<JobError> for Failure {
     fn from(error: JobError) -> Self {
         let status =
             StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Self::new(status, error.to_string())
+        Self {
+            code: error.code(),
+            ..Self::new(status, error.to_string())
+        }
     }
 }
 
@@ -112,7 +118,10 @@ impl From<body::BadRequest> for Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let error = HttpError::new(self.status, self.message);
+        let mut error = HttpError::new(self.status, self.message);
+        if let Some(code) = self.code {
+            error = error.code(code);
+        }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             error.retry_after(1).into_response()
         } else {

@@ -66,6 +66,11 @@ pub(crate) enum JobError {
     /// Too many jobs are waiting (`[jobs] max_waiting`); retry-safe.
     #[error("too many jobs waiting (at most {0})")]
     Full(u64),
+    /// The change goes through the cluster's etcd, which does not take it
+    /// now (the gateway is degraded, or etcd failed); nothing changed
+    /// anywhere, retry-safe.
+    #[error("cluster degraded: {0}")]
+    Degraded(String),
     /// Jobs are off (`[jobs] enabled = false`).
     #[error("jobs are disabled on this gateway")]
     Disabled,
@@ -83,7 +88,7 @@ impl JobError {
             Self::Invalid(_) | Self::Conflict { .. } => ErrorKind::BadRequest,
             Self::Forbidden(_) => ErrorKind::Forbidden,
             Self::Full(_) => ErrorKind::Overloaded,
-            Self::Disabled | Self::Store(_) => ErrorKind::Internal,
+            Self::Degraded(_) | Self::Disabled | Self::Store(_) => ErrorKind::Internal,
         }
     }
 
@@ -94,8 +99,22 @@ impl JobError {
             Self::Invalid(_) => 400,
             Self::Forbidden(_) => 403,
             Self::Conflict { .. } => 409,
-            Self::Full(_) | Self::Disabled | Self::Store(_) => 503,
+            Self::Full(_) | Self::Degraded(_) | Self::Disabled | Self::Store(_) => 503,
         }
+    }
+
+    /// The `code` of the HTTP error answer, for the errors that have one.
+    pub(crate) fn code(&self) -> Option<&'static str> {
+        match self {
+            Self::Degraded(_) => Some("cluster_degraded"),
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::cluster::ClusterError> for JobError {
+    fn from(error: crate::cluster::ClusterError) -> Self {
+        Self::Degraded(error.to_string())
     }
 }
 
@@ -106,6 +125,7 @@ mod queue;
 pub(crate) mod quic;
 mod runner;
 mod settings;
+pub(crate) mod shared;
 pub(crate) mod store;
 mod template;
 

@@ -3,7 +3,8 @@
 //! form). `[jobs] max_per_node` gives the value until one is stored;
 //! `PUT /api/job-settings` (admin) stores a new one, so it outlives a
 //! restart and reaches every gateway on the same store (each reads it back
-//! at its next sweep).
+//! at its next sweep). With `[cluster]` it is written to etcd instead and
+//! every gateway of the cluster takes it from there ([`super::shared`]).
 //!
 //! The limit is enforced by the scheduling core (a job call goes only to a
 //! node running fewer jobs, [`switchyard_core::Event::JobLimit`]); the
@@ -16,7 +17,7 @@ use protocol::JobSettings;
 use super::{Access, JobError, Jobs, now_ms};
 
 /// The stored setting's name.
-const MAX_PER_NODE: &str = "max_per_node";
+pub(super) const MAX_PER_NODE: &str = "max_per_node";
 
 impl Jobs {
     /// The settings in force (the scheduler's; none while the gateway
@@ -31,11 +32,14 @@ impl Jobs {
     }
 
     /// Stores `settings` and puts them in force: jobs running stay, jobs
-    /// waiting start where the new limit leaves room.
+    /// waiting start where the new limit leaves room. With `[cluster]`
+    /// they are written to etcd, and every gateway (this one before the
+    /// answer) takes them from there into its store and scheduler.
     ///
     /// # Errors
     /// `Forbidden` without the admin token; `Store` when it cannot be
-    /// stored (nothing changed; retry-safe).
+    /// stored (nothing changed; retry-safe); `Degraded` while the
+    /// cluster's etcd does not take it (nothing changed; retry-safe).
     pub(crate) async fn set_settings(
         &self,
         access: &Access,
@@ -45,6 +49,10 @@ impl Jobs {
             return Err(JobError::Forbidden(
                 "job settings are changed with the admin token".into(),
             ));
+        }
+        let value = serde_json::to_vec(&settings).unwrap_or_default();
+        if self.put_shared(super::shared::SETTINGS_KEY, value).await? {
+            return Ok(self.settings());
         }
         self.store
             .put_setting(MAX_PER_NODE, u64::from(settings.max_per_node), now_ms())

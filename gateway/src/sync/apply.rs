@@ -65,6 +65,35 @@ pub(super) async fn take(shared: &Arc<Shared>, store: &Store, step: Step, applie
             }
             applied.purges.insert(id);
         }
+        Step::JobLimit(limit) => {
+            let done = match shared.jobs() {
+                Ok(jobs) => jobs.apply_shared_limit(limit).await,
+                // Jobs are off here: nothing to put in force.
+                Err(_) => Ok(()),
+            };
+            match done {
+                Ok(()) => {
+                    applied.job_limit = Some(limit);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, max_per_node = limit, "cannot apply the cluster's job limit yet; retrying")
+                }
+            }
+        }
+        Step::Template { name, template } => {
+            let done = match shared.jobs() {
+                Ok(jobs) => jobs.apply_shared_template(&name, &template).await,
+                Err(_) => Ok(()),
+            };
+            match done {
+                Ok(()) => {
+                    applied.templates.insert(name, template);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, template = %name, "cannot store the cluster's job template yet; retrying")
+                }
+            }
+        }
     }
 }
 

@@ -85,9 +85,11 @@ impl Follower {
             policies = self.desired.policies.len(),
             services = self.desired.services.len(),
             drains = self.desired.drains.len(),
+            job_templates = self.desired.templates.len(),
             "cluster run-time state read"
         );
         self.apply(shared, store).await;
+        shared.cluster.set_config_applied(revision);
         Ok(revision)
     }
 
@@ -122,6 +124,8 @@ impl Follower {
             };
             revision = None;
             loop {
+                // The revision the watch has told up to, applied below.
+                let mut seen = None;
                 tokio::select! {
                     message = stream.message() => {
                         let response = match message {
@@ -135,6 +139,7 @@ impl Follower {
                         if response.canceled() || response.compact_revision() > 0 {
                             break;
                         }
+                        seen = response.header().map(|h| h.revision());
                         for event in response.events() {
                             let Some(kv) = event.kv() else { continue };
                             let Some(path) = store.relative(kv.key()) else { continue };
@@ -150,6 +155,9 @@ impl Follower {
                     return;
                 };
                 self.apply(&shared, &store).await;
+                if let Some(seen) = seen {
+                    shared.cluster.set_config_applied(seen);
+                }
             }
         }
     }

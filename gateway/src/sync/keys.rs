@@ -8,8 +8,12 @@
 //! | `services/{service}/policy` | the name of the policy the service uses |
 //! | `drains/{node_id}` | `1`: the node takes no new calls through any gateway |
 //! | `cache-purges/{id}` | the service whose cached results to drop, or `*` for all (under a short lease) |
+//! | `job-settings` | JSON `{"max_per_node": N}`: the per-node job limit |
+//! | `job-templates/{name}` | a job template created over the API, JSON (`crate::jobs::shared`) |
 
 use serde::{Deserialize, Serialize};
+
+use crate::jobs::shared::{SETTINGS_KEY, TEMPLATES_DIR, template_key};
 
 /// Largest chunk of a component, bytes (1 MiB: under etcd's default
 /// request limit of 1.5 MiB).
@@ -47,6 +51,10 @@ pub(crate) enum Key {
     Drain(String),
     /// `cache-purges/{id}`.
     CachePurge(String),
+    /// `job-settings`.
+    JobSettings,
+    /// `job-templates/{name}`.
+    JobTemplate(String),
 }
 
 impl Key {
@@ -58,12 +66,17 @@ impl Key {
             Self::ServicePolicy(service) => format!("services/{service}/policy"),
             Self::Drain(node) => format!("drains/{node}"),
             Self::CachePurge(id) => format!("cache-purges/{id}"),
+            Self::JobSettings => SETTINGS_KEY.to_string(),
+            Self::JobTemplate(name) => template_key(name),
         }
     }
 
     /// Parses a path under `{prefix}/config/`; `None` for one this
     /// gateway does not know (a newer gateway's key) or a malformed one.
     pub(crate) fn parse(path: &str) -> Option<Self> {
+        if path == SETTINGS_KEY {
+            return Some(Self::JobSettings);
+        }
         let (kind, rest) = path.split_once('/')?;
         let one = |rest: &str| (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_string());
         match kind {
@@ -81,6 +94,9 @@ impl Key {
             "services" => one(rest.strip_suffix("/policy")?).map(Self::ServicePolicy),
             "drains" => one(rest).map(Self::Drain),
             "cache-purges" => one(rest).map(Self::CachePurge),
+            TEMPLATES_DIR => one(rest)
+                .filter(|name| protocol::job::check_job_id(name).is_ok())
+                .map(Self::JobTemplate),
             _ => None,
         }
     }
@@ -196,6 +212,8 @@ mod tests {
             Key::ServicePolicy("llama-3".into()),
             Key::Drain("gpu-node-1".into()),
             Key::CachePurge("0192f3a4".into()),
+            Key::JobSettings,
+            Key::JobTemplate("nightly-report".into()),
         ] {
             assert_eq!(Key::parse(&key.path()), Some(key.clone()), "{}", key.path());
         }
@@ -203,6 +221,8 @@ mod tests {
             Key::Chunk { hash, index: 7 }.path().rsplit('/').next(),
             Some("0007")
         );
+        assert_eq!(Key::JobSettings.path(), "job-settings");
+        assert_eq!(Key::JobTemplate("n".into()).path(), "job-templates/n");
     }
 
     #[test]
@@ -220,7 +240,11 @@ mod tests {
             "services/llama/weights",
             "services//policy",
             "drains/",
-            "job-templates/x",
+            "job-settings/x",
+            "job-templates/",
+            "job-templates/a/b",
+            "job-templates/not a name",
+            "job-template/x",
         ] {
             assert_eq!(Key::parse(path), None, "{path:?}");
         }

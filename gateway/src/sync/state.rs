@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::keys::{Key, PolicyRef};
+use crate::config::TemplateConfig;
+use crate::jobs::shared::{parse_settings, parse_template};
 
 /// The shared state read from etcd (keys this gateway does not know, and
 /// values it cannot read, are left out).
@@ -18,6 +20,10 @@ pub(crate) struct Desired {
     pub(crate) drains: BTreeSet<String>,
     /// Cache purges not yet expired: id → the service (`None`: all).
     pub(crate) purges: BTreeMap<String, Option<String>>,
+    /// The per-node job limit (`None`: never set through the cluster).
+    pub(crate) job_limit: Option<u32>,
+    /// Job templates created over the API, by name.
+    pub(crate) templates: BTreeMap<String, TemplateConfig>,
 }
 
 impl Desired {
@@ -59,6 +65,18 @@ impl Desired {
                 let service = text.filter(|t| *t != "*" && !t.is_empty());
                 self.purges.insert(id, service.map(str::to_string));
             }
+            Key::JobSettings => match parse_settings(value) {
+                Ok(limit) => self.job_limit = Some(limit),
+                Err(error) => tracing::warn!(%error, "unreadable job settings in etcd; skipped"),
+            },
+            Key::JobTemplate(name) => match parse_template(value) {
+                Ok(template) => {
+                    self.templates.insert(name, template);
+                }
+                Err(error) => {
+                    tracing::warn!(template = %name, %error, "unreadable job template in etcd; skipped")
+                }
+            },
         }
     }
 
@@ -77,6 +95,12 @@ impl Desired {
             Some(Key::CachePurge(id)) => {
                 self.purges.remove(&id);
             }
+            // A limit or template taken off etcd stays in force where it
+            // was applied (the job stores keep them).
+            Some(Key::JobSettings) => self.job_limit = None,
+            Some(Key::JobTemplate(name)) => {
+                self.templates.remove(&name);
+            }
             Some(Key::Chunk { .. }) | None => {}
         }
     }
@@ -94,6 +118,10 @@ pub(crate) struct Applied {
     pub(crate) drains: BTreeSet<String>,
     /// Cache purges done.
     pub(crate) purges: BTreeSet<String>,
+    /// The per-node job limit put in force.
+    pub(crate) job_limit: Option<u32>,
+    /// Job templates stored, by name.
+    pub(crate) templates: BTreeMap<String, TemplateConfig>,
 }
 
 /// One step towards the shared state.
@@ -126,11 +154,20 @@ pub(crate) enum Step {
         /// Its service.
         service: Option<String>,
     },
+    /// Put the per-node job limit in force (and keep it in the job store).
+    JobLimit(u32),
+    /// Keep the job template in the job store.
+    Template {
+        /// Its name.
+        name: String,
+        /// The template.
+        template: TemplateConfig,
+    },
 }
 
 /// The steps that bring `applied` to `desired`, in the order to take
 /// them: policies first (a service may name one just pushed), then
-/// services, drains, purges. Forgets purges no longer in `desired` (their
+/// services, drains, purges, the job limit and job templates. Forgets purges no longer in `desired` (their
 /// lease ended).
 pub(crate) fn plan(desired: &Desired, applied: &mut Applied) -> Vec<Step> {
     let mut steps = Vec::new();
@@ -170,6 +207,19 @@ pub(crate) fn plan(desired: &Desired, applied: &mut Applied) -> Vec<Step> {
         }
     }
     applied.purges.retain(|id| desired.purges.contains_key(id));
+    if let Some(limit) = desired.job_limit
+        && applied.job_limit != Some(limit)
+    {
+        steps.push(Step::JobLimit(limit));
+    }
+    for (name, template) in &desired.templates {
+        if applied.templates.get(name) != Some(template) {
+            steps.push(Step::Template {
+                name: name.clone(),
+                template: template.clone(),
+            });
+        }
+    }
     steps
 }
 
@@ -209,6 +259,60 @@ mod tests {
         assert!(desired.drains.contains("gpu-1"));
         assert_eq!(desired.purges.get("a1"), Some(&None));
         assert_eq!(desired.purges.get("a2"), Some(&Some("llama".into())));
+    }
+
+    #[test]
+    fn job_settings_and_templates_are_planned_once_each_and_bad_ones_skipped() {
+        let template = br#"{"service": "batch", "payload": "run {n}", "defaults": {"n": "1"}}"#;
+        let mut desired = Desired::from_entries([
+            ("job-settings", br#"{"max_per_node": 2}"#.as_slice()),
+            ("job-templates/nightly", template.as_slice()),
+            ("job-templates/broken", b"{not json".as_slice()),
+            (
+                "job-templates/no-service",
+                br#"{"payload": "x"}"#.as_slice(),
+            ),
+        ]);
+        assert_eq!(desired.job_limit, Some(2));
+        assert_eq!(
+            desired.templates.keys().collect::<Vec<_>>(),
+            ["nightly"],
+            "unreadable templates are skipped"
+        );
+        let nightly = desired.templates["nightly"].clone();
+        assert_eq!(nightly.service, "batch");
+        let mut applied = Applied::default();
+        assert_eq!(
+            plan(&desired, &mut applied),
+            [
+                Step::JobLimit(2),
+                Step::Template {
+                    name: "nightly".into(),
+                    template: nightly.clone()
+                }
+            ]
+        );
+        applied.job_limit = Some(2);
+        applied.templates.insert("nightly".into(), nightly);
+        assert_eq!(plan(&desired, &mut applied), []);
+        // A new limit; an unreadable one leaves the last readable in place.
+        desired.put("job-settings", br#"{"max_per_node": 0}"#);
+        desired.put("job-settings", b"{\"max_per_node\": -3}");
+        assert_eq!(plan(&desired, &mut applied), [Step::JobLimit(0)]);
+        // A template replaced.
+        desired.put(
+            "job-templates/nightly",
+            br#"{"service": "batch", "payload": "run twice"}"#,
+        );
+        assert!(matches!(
+            plan(&desired, &mut applied).as_slice(),
+            [Step::JobLimit(0), Step::Template { name, template }]
+                if name == "nightly" && template.payload == "run twice"
+        ));
+        // Taken off etcd: nothing to undo.
+        desired.delete("job-settings");
+        desired.delete("job-templates/nightly");
+        assert_eq!(plan(&desired, &mut applied), []);
     }
 
     #[test]
