@@ -416,37 +416,9 @@ impl State {
         serde_json::to_vec(&self.my_info()).unwrap_or_default()
     }
 
-    /// A member's value, when it is one: a key right under the directory
-    /// whose value names it and is not too long.
+    /// A member's value, when it is one ([`parse_member`]).
     fn parse(&self, key: &[u8], value: &[u8]) -> Option<MemberInfo> {
-        let name = std::str::from_utf8(key).ok()?.strip_prefix(&self.dir)?;
-        if value.len() > MAX_VALUE_LEN {
-            tracing::warn!(
-                name,
-                len = value.len(),
-                "a member's value is too long; skipped"
-            );
-            return None;
-        }
-        let info: MemberInfo = match serde_json::from_slice(value) {
-            Ok(info) => info,
-            Err(error) => {
-                tracing::warn!(name, %error, "a member's value is not valid; skipped");
-                return None;
-            }
-        };
-        let list = MemberList {
-            revision: 0,
-            members: vec![info.member()],
-        };
-        let valid = info.name == name
-            && list.validate().is_ok()
-            && info.admin.len() <= protocol::MAX_ADDR_LEN;
-        if !valid {
-            tracing::warn!(name, "a member's value does not describe it; skipped");
-            return None;
-        }
-        Some(info)
+        parse_member(&self.dir, key, value)
     }
 
     /// Applies the watch's events to the values held.
@@ -530,6 +502,40 @@ impl State {
     }
 }
 
+/// A member's value under `dir`, when it is one: a key right under the
+/// directory whose value (at most 16 KiB of JSON) names it, with a valid
+/// name and addresses of at most [`protocol::MAX_ADDR_LEN`] bytes; else
+/// `None`, with a warning.
+fn parse_member(dir: &str, key: &[u8], value: &[u8]) -> Option<MemberInfo> {
+    let name = std::str::from_utf8(key).ok()?.strip_prefix(dir)?;
+    if value.len() > MAX_VALUE_LEN {
+        tracing::warn!(
+            name,
+            len = value.len(),
+            "a member's value is too long; skipped"
+        );
+        return None;
+    }
+    let info: MemberInfo = match serde_json::from_slice(value) {
+        Ok(info) => info,
+        Err(error) => {
+            tracing::warn!(name, %error, "a member's value is not valid; skipped");
+            return None;
+        }
+    };
+    let list = MemberList {
+        revision: 0,
+        members: vec![info.member()],
+    };
+    let valid =
+        info.name == name && list.validate().is_ok() && info.admin.len() <= protocol::MAX_ADDR_LEN;
+    if !valid {
+        tracing::warn!(name, "a member's value does not describe it; skipped");
+        return None;
+    }
+    Some(info)
+}
+
 /// `d` less a random part of up to a half (so that gateways cut off
 /// together do not retry together).
 fn jittered(d: Duration) -> Duration {
@@ -542,3 +548,6 @@ pub(super) fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+#[cfg(test)]
+mod tests;
