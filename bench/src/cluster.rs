@@ -154,7 +154,7 @@ async fn measured(
     };
     let agents = s.backends.len();
     section.notes.push(format!(
-        "One etcd member (`etcd` from PATH, `switchyard_testkit::Etcd`: its data in a temporary folder of its own, free loopback ports). Each fleet: gateways on one thread (`worker_threads = 1`), the suite's fleet config, one CA (the first gateway's, served by the others through `[tls]`), {agents} agents each given gw-0's address alone; with `[cluster]`: `lease_ttl_s = {LEASE_TTL_S}`, one key prefix per fleet. The load: the SDK calling the agents' built-in `{SERVICE}` with 64 bytes; `3-gw-cluster` spreads the calls round-robin over one SDK client per gateway. max = closed loop, 16 in flight; 1 in flight = one caller; systems interleaved, medians. calls/gateway-CPU-s = calls ÷ the gateways' utime+stime in the window (all three for `3-gw-cluster`); all adds the agents. Added p50 = p50 at 1 in flight minus `{BASELINE}`'s (one gateway, no `[cluster]`)."
+        "One etcd member (`etcd` from PATH, `switchyard_testkit::Etcd`: its data in a temporary folder of its own, free loopback ports). Each fleet: gateways on one thread (`worker_threads = 1`), the suite's fleet config, one CA (the first gateway's, served by the others through `[tls]`), {agents} agents each given gw-0's address alone; with `[cluster]`: `lease_ttl_s = {LEASE_TTL_S}`, one key prefix per fleet. The load: the SDK calling the agents' built-in `{SERVICE}` with 64 bytes; `3-gw-cluster` spreads the calls round-robin over one SDK client per gateway; `3-gw-cluster-gw-0` sends them all through the first of the same three (its CPU figures still count all three gateways). max = closed loop, 16 in flight; 1 in flight = one caller; systems interleaved, medians. calls/gateway-CPU-s = calls ÷ the gateways' utime+stime in the window (all three for `3-gw-cluster`); all adds the agents. Added p50 = p50 at 1 in flight minus `{BASELINE}`'s (one gateway, no `[cluster]`)."
     ));
     let plain = start_fleet(s, &spec, "plain", 1, None)?;
     let mut systems = vec![
@@ -194,6 +194,17 @@ async fn measured(
                 )
                 .await?,
             );
+            // The same cluster with every call through gw-0: membership
+            // and the agents' load reports without the spreading.
+            systems.push(system(
+                "3-gw-cluster-gw-0",
+                "SDK → gw-0 of the 3 (the others idle) → agent → echo",
+                Arc::new(AnyTarget::Quic(
+                    target(three.quic_addr(0), &three.ca).await?,
+                )),
+                three.gateway_pids(),
+                three.all_pids(),
+            ));
             Some(three)
         }
         Err(e) => {
@@ -291,10 +302,15 @@ fn beside_the_table(systems: &[SystemResult]) -> String {
             .and_then(|r| r.medians.get(key).copied())
     };
     let mut parts = Vec::new();
-    let all: Vec<String> = [BASELINE, "1-gw-cluster", "3-gw-cluster"]
-        .iter()
-        .filter_map(|n| Some(format!("{n} {:.0}", get(n, "max.calls_per_cpu_s_all")?)))
-        .collect();
+    let all: Vec<String> = [
+        BASELINE,
+        "1-gw-cluster",
+        "3-gw-cluster",
+        "3-gw-cluster-gw-0",
+    ]
+    .iter()
+    .filter_map(|n| Some(format!("{n} {:.0}", get(n, "max.calls_per_cpu_s_all")?)))
+    .collect();
     if !all.is_empty() {
         parts.push(format!(
             "calls per CPU-second of the gateways and agents together: {}",
