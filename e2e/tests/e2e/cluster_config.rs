@@ -20,7 +20,7 @@ use crate::common::{ADMIN, service};
 
 /// Whether etcd is installed; when it is not, the test is skipped (or
 /// fails under `SWITCHYARD_REQUIRE_ALL=1`).
-fn etcd_installed() -> bool {
+pub(crate) fn etcd_installed() -> bool {
     let found = std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("etcd").is_file()));
     if !found {
@@ -51,7 +51,7 @@ fn http() -> reqwest::Client {
 
 /// `method` on gateway `i`'s admin `path` with the admin token and
 /// `body`: the status and the JSON answer.
-async fn admin(
+pub(crate) async fn admin(
     fleet: &ClusterFleet,
     i: usize,
     method: reqwest::Method,

@@ -16,6 +16,7 @@ mod cli;
 mod cluster_agents;
 mod cluster_clients;
 mod cluster_config;
+mod cluster_jobs;
 mod cluster_members;
 mod common;
 mod counters;
