@@ -76,7 +76,16 @@ impl Client {
                 Failed::Lost(e) => return Err(gateway_lost(&gateway, &e)),
             };
             if attempts == 0 {
-                return Err(error);
+                return Err(match error {
+                    // Nothing of it reached the gateway: safe to call again.
+                    ClientError::Io(e @ IoError::ConnectionLost(_)) => {
+                        ClientError::Connect(format!(
+                            "{}: connection lost before the gateway had the call: {e}",
+                            gateway.address()
+                        ))
+                    }
+                    other => other,
+                });
             }
             tracing::debug!(
                 gateway = gateway.address(),

@@ -160,6 +160,9 @@ async fn a_cluster_client_spreads_over_three_gateways_and_moves_on_when_one_is_k
         }
         assert_eq!(client.pool_stats().gateways.len(), 3);
 
+        // A client of gateway 1 alone, connected before the kill.
+        let alone = three.gateways[1].client(1).await;
+
         // kill -9 gateway 1: every next call succeeds through the others.
         three.gateways[1].process.kill();
         let killed = Instant::now();
@@ -175,6 +178,16 @@ async fn a_cluster_client_spreads_over_three_gateways_and_moves_on_when_one_is_k
         assert_eq!(dead.address, three.gateways[1].addr.to_string());
         assert_eq!(dead.connections, 0, "{stats:?}");
         assert!(dead.last_error.is_some(), "{stats:?}");
+
+        // With no other gateway to go to, a call the dead one never had
+        // fails as a connect error: safe to call again.
+        let error = alone
+            .call("echo", b"late".to_vec())
+            .timeout(DEADLINE)
+            .await
+            .expect_err("its only gateway is dead");
+        assert!(matches!(error, ClientError::Connect(_)), "{error:?}");
+        assert!(error.retry_safe(), "{error}");
     })
     .await;
 }
