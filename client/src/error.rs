@@ -22,7 +22,8 @@ pub enum ClientError {
     /// The configuration is unusable (address, CA file).
     #[error("configuration: {0}")]
     Config(String),
-    /// The gateway could not be reached.
+    /// The gateway could not be reached, or its connection was lost before
+    /// it had the call (with no other gateway left to try): nothing ran.
     #[error("cannot connect to the gateway: {0}")]
     Connect(String),
     /// The connection failed during the call.
@@ -123,8 +124,9 @@ impl ClientError {
 
     /// Whether calling again is safe (the call cannot have run): typed errors
     /// say so themselves; a failed connect is safe; a connection lost during
-    /// a call is not (it may have run); a client-side timeout is safe only
-    /// when nothing was sent.
+    /// a call ([`ClientError::GatewayLost`], [`ClientError::Io`]) is not (it
+    /// may have run); a client-side timeout is safe only when nothing was
+    /// sent.
     pub fn retry_safe(&self) -> bool {
         match (self, self.kind()) {
             (Self::Timeout { sent, .. }, _) => !sent,
