@@ -47,6 +47,10 @@ pub enum Event {
         node: NodeKey,
         /// `(service, calls in flight on the node)`.
         in_flight: Vec<(String, u32)>,
+        /// Job calls in flight on the node, every gateway's (`None`: not
+        /// told). Those beyond this gateway's count against the per-node
+        /// job limit ([`Event::JobLimit`]) until the next report.
+        jobs_in_flight: Option<u32>,
     },
     /// An operator drained (true) or undrained a node.
     Drain {

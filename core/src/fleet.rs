@@ -60,6 +60,10 @@ pub struct Node {
     pub calls_total: u64,
     /// Job calls running here now (every service).
     pub jobs_in_flight: u32,
+    /// Job calls the other gateways run here, as the node's latest load
+    /// report told: its total less this gateway's at the time, never
+    /// below 0 (0 until a report tells).
+    pub jobs_others: u32,
 }
 
 /// One service on one node.
@@ -183,6 +187,7 @@ impl Fleet {
             last_stats_at: now,
             calls_total: 0,
             jobs_in_flight: 0,
+            jobs_others: 0,
         };
         self.nodes.insert(key, node);
         self.next_epoch
@@ -292,6 +297,17 @@ impl Node {
             }
         }
         freer
+    }
+
+    /// Takes the node's report of its job calls in flight, every
+    /// gateway's: the calls beyond this gateway's count as the others'
+    /// until the next report. Whether the others run fewer than before
+    /// (held job calls may find room).
+    pub fn set_jobs_load(&mut self, total: u32) -> bool {
+        let others = total.saturating_sub(self.jobs_in_flight);
+        let fewer = others < self.jobs_others;
+        self.jobs_others = others;
+        fewer
     }
 
     /// The node refused a call of `service` for being at its

@@ -2,6 +2,9 @@
 //! call ([`crate::Event::CallArrived`] with `job`) goes only
 //! to a node running fewer job calls than [`crate::Event::JobLimit`] says,
 //! whatever their services; other calls are not counted and not held back.
+//! A node's job calls are this gateway's plus those the other gateways of
+//! a cluster run there, as its latest load report told
+//! ([`crate::Event::Load`]'s `jobs_in_flight`).
 //!
 //! A job call that finds free slots but no node with room is *held* apart
 //! from its service's queue (so the calls behind it still take those
@@ -17,7 +20,9 @@ impl Core {
     /// Whether `node` may take `call` as far as the per-node job limit
     /// goes (always, for a call that is not a job).
     pub(crate) fn job_room(&self, call: &Call, node: &Node) -> bool {
-        !call.job || self.max_jobs_per_node == 0 || node.jobs_in_flight < self.max_jobs_per_node
+        !call.job
+            || self.max_jobs_per_node == 0
+            || node.jobs_in_flight.saturating_add(node.jobs_others) < self.max_jobs_per_node
     }
 
     /// Whether job call `call` finds a free slot of its service that only

@@ -184,10 +184,19 @@ impl Core {
                     }
                 }
             }
-            Event::Load { node, in_flight } => {
+            Event::Load {
+                node,
+                in_flight,
+                jobs_in_flight,
+            } => {
                 if let Some(n) = self.fleet.get_mut(node) {
-                    for service in n.set_load(&in_flight) {
+                    let freer = n.set_load(&in_flight);
+                    let fewer_jobs = jobs_in_flight.is_some_and(|total| n.set_jobs_load(total));
+                    for service in freer {
                         self.kick(&service, now);
+                    }
+                    if fewer_jobs {
+                        self.release_held();
                     }
                 }
             }

@@ -178,13 +178,16 @@ impl Dispatcher {
                 ),
             ));
         }
-        let slot = match self.services.acquire(service) {
+        let mut slot = match self.services.acquire(service) {
             Ok(slot) => slot,
             Err(e) => {
                 recv.stop(STOP_CODE);
                 return Outcome::Error(e);
             }
         };
+        if head.job {
+            slot.count_as_job();
+        }
         // The call's time counts from its head: the payload's upload too.
         let timeout = match timeout_ms {
             0 => NO_DEADLINE,

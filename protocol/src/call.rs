@@ -141,6 +141,13 @@ pub struct DispatchHead {
     #[serde(default, with = "crate::added")]
     #[cbor(n(8), default, skip_if = "Vec::is_empty")]
     pub prefix_hashes: Vec<u64>,
+    /// Whether the call runs a job (default `false`, not sent): the agent
+    /// counts its job calls in flight, every gateway's, and reports them in
+    /// [`crate::NodeLoad::jobs_in_flight`] for the per-node job limit.
+    /// Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(9), default, skip_if = "crate::call::is_false")]
+    pub job: bool,
 }
 
 impl DispatchHead {

@@ -70,6 +70,12 @@ pub struct NodeLoad {
     /// what the gateway held for it: the first report of a session.
     #[cbor(n(3), default, skip_if = "crate::call::is_false")]
     pub prefix_full: bool,
+    /// Job calls in flight on the node, every gateway's (those whose
+    /// [`crate::DispatchHead::job`] was set); `None` (not sent) from an
+    /// agent that does not count them.
+    #[serde(default)]
+    #[n(4)]
+    pub jobs_in_flight: Option<u32>,
 }
 
 impl MemberList {
@@ -160,6 +166,7 @@ mod tests {
             traceparent: None,
             request_id: None,
             prefix_hashes: vec![1; limits::MAX_PREFIX_HASHES],
+            job: false,
         };
         assert!(head.validate().is_ok());
         head.prefix_hashes.push(2);
@@ -173,6 +180,7 @@ mod tests {
             prefix_added: vec![("llm".into(), vec![7; limits::MAX_PREFIX_HASHES])],
             prefix_evicted: vec![("llm".into(), vec![8])],
             prefix_full: false,
+            jobs_in_flight: Some(1),
         };
         assert!(load.validate().is_ok());
         load.prefix_added[0].1.push(9);

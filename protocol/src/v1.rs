@@ -126,6 +126,7 @@ impl Message {
                 head.traceparent = None;
                 head.request_id = None;
                 head.prefix_hashes.clear();
+                head.job = false;
             }
             Message::Result(head) => {
                 head.timings.attempts = 0;

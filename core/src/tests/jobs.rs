@@ -110,3 +110,50 @@ fn a_job_on_a_node_that_came_back_frees_nothing_on_the_new_one() {
     h.finish(j1);
     assert_eq!(jobs_on(&h, node) + jobs_on(&h, 3 - node), 1);
 }
+
+/// A load report of node 1 telling `jobs` job calls in flight there,
+/// every gateway's.
+fn jobs_report(h: &mut Harness, jobs: u32) -> Vec<Action> {
+    h.send(Event::Load {
+        node: 1,
+        in_flight: vec![("sh".into(), jobs)],
+        jobs_in_flight: Some(jobs),
+    })
+}
+
+#[test]
+fn other_gateways_jobs_count_against_the_limit_until_a_report_says_fewer() {
+    let mut h = Harness::new(CoreConfig::default());
+    h.up(1, spec("a", &[("sh", 4, 0)], &[]));
+    h.send(Event::JobLimit { max_per_node: 1 });
+    // The node runs one job for another gateway.
+    assert!(jobs_report(&mut h, 1).is_empty());
+    assert_eq!(h.core.fleet().get(1).map(|n| n.jobs_others), Some(1));
+    let (j, actions) = job(&mut h, "sh", false);
+    assert_eq!(dispatched(&actions, j), None, "the node runs its limit");
+    assert_eq!(rejected(&actions, j), None, "held, not refused");
+    let (rt, actions) = job(&mut h, "sh", true);
+    assert!(
+        rejected(&actions, rt).is_some(),
+        "a realtime job is occupied"
+    );
+    // Plain calls still take the free slots.
+    let (c, actions) = h.call("sh");
+    assert_eq!(dispatched(&actions, c), Some(1));
+    // The same count again changes nothing.
+    assert_eq!(dispatched(&jobs_report(&mut h, 1), j), None);
+    // The other gateway's job ended: this gateway's goes at once.
+    assert_eq!(dispatched(&jobs_report(&mut h, 0), j), Some(1));
+    assert_eq!(jobs_on(&h, 1), 1);
+    // A report counting this gateway's job leaves no other: a second job
+    // of this gateway waits for its first.
+    jobs_report(&mut h, 1);
+    assert_eq!(h.core.fleet().get(1).map(|n| n.jobs_others), Some(0));
+    let (j2, actions) = job(&mut h, "sh", false);
+    assert_eq!(dispatched(&actions, j2), None);
+    // A report taken before this gateway's job reached the node: the
+    // others' count never goes below 0.
+    jobs_report(&mut h, 0);
+    assert_eq!(h.core.fleet().get(1).map(|n| n.jobs_others), Some(0));
+    assert_eq!(dispatched(&h.finish(j), j2), Some(1));
+}

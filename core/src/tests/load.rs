@@ -11,6 +11,7 @@ fn load(h: &mut Harness, node: NodeKey, service: &str, in_flight: u32) -> Vec<Ac
     h.send(Event::Load {
         node,
         in_flight: vec![(service.to_string(), in_flight)],
+        jobs_in_flight: None,
     })
 }
 
@@ -59,6 +60,7 @@ fn others_never_go_below_zero_and_unknown_services_are_ignored() {
     h.send(Event::Load {
         node: 1,
         in_flight: vec![("svc".into(), 0), ("unknown".into(), 9)],
+        jobs_in_flight: None,
     });
     let node = h.core.fleet().get(1).unwrap();
     assert_eq!(node.services["svc"].others, 0);
@@ -75,6 +77,7 @@ fn policies_see_the_nodes_whole_load() {
     h.send(Event::Load {
         node: 1,
         in_flight: vec![("svc".into(), 3), ("other".into(), 2)],
+        jobs_in_flight: None,
     });
     let actions = h.core.handle(
         Event::CallArrived {

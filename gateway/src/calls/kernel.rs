@@ -252,6 +252,7 @@ async fn exchange_with(
         traceparent: span.traceparent(),
         request_id: call.head.request_id.clone(),
         prefix_hashes: prefix[..prefix.len().min(protocol::limits::MAX_PREFIX_HASHES)].to_vec(),
+        job: call.admitted.job,
     };
     let max = shared.config.max_payload_bytes;
     let outcome = tokio::time::timeout_at(

@@ -205,12 +205,19 @@ impl Scheduler {
         });
     }
 
-    /// A node's load report: its calls in flight per service, every
-    /// gateway's (see [`Event::Load`]).
-    pub(crate) fn load(self: &Arc<Self>, node: &Node, in_flight: Vec<(String, u32)>) {
+    /// A node's load report: its calls in flight per service and its job
+    /// calls in flight (`None`: not told), every gateway's (see
+    /// [`Event::Load`]).
+    pub(crate) fn load(
+        self: &Arc<Self>,
+        node: &Node,
+        in_flight: Vec<(String, u32)>,
+        jobs_in_flight: Option<u32>,
+    ) {
         self.handle(Event::Load {
             node: node.key,
             in_flight,
+            jobs_in_flight,
         });
     }
 

@@ -123,14 +123,16 @@ pub(crate) async fn serve(
                     } else {
                         node.services.keys().map(|s| (s.clone(), node.in_flight(s))).collect()
                     };
-                    shared.scheduler.load(&node, in_flight);
+                    shared.scheduler.load(&node, in_flight, None);
                     shared.scheduler.stats(&node, stats);
                 }
                 Ok(Ok(Some(Message::Load(load)))) => match check_load(&load) {
                     Ok(()) => {
                         // The prefix blocks it holds, for the policies.
                         node.blocks.apply(&load, |s| node.services.contains_key(s));
-                        shared.scheduler.load(&node, load.in_flight);
+                        shared
+                            .scheduler
+                            .load(&node, load.in_flight, load.jobs_in_flight);
                     }
                     Err(why) => break format!("bad load report: {why}"),
                 },

@@ -134,6 +134,8 @@ pub struct Services {
     gates: Arc<BTreeMap<String, Arc<Gate>>>,
     /// Marked changed whenever a call starts or ends.
     load: Arc<watch::Sender<()>>,
+    /// Job calls in flight, every gateway's ([`Slot::count_as_job`]).
+    jobs: Arc<AtomicU32>,
 }
 
 #[derive(Debug)]
@@ -241,6 +243,7 @@ impl Services {
             entries: Arc::new(entries),
             gates: Arc::new(gates),
             load: Arc::new(watch::Sender::new(())),
+            jobs: Arc::new(AtomicU32::new(0)),
         })
     }
 
@@ -272,6 +275,12 @@ impl Services {
             .values()
             .map(|e| (e.name.clone(), e.in_flight.load(Ordering::Acquire)))
             .collect()
+    }
+
+    /// Job calls in flight, every gateway's and every service's (the slots
+    /// marked with [`Slot::count_as_job`]), for load reports.
+    pub fn jobs_in_flight(&self) -> u32 {
+        self.jobs.load(Ordering::Acquire)
     }
 
     /// Takes a slot of service `name`; the slot counts as in flight until it
@@ -332,6 +341,8 @@ impl Services {
         Ok(Slot {
             entry: Arc::clone(entry),
             load: Arc::clone(&self.load),
+            jobs: Arc::clone(&self.jobs),
+            job: false,
         })
     }
 
@@ -357,9 +368,23 @@ impl Services {
 pub struct Slot {
     entry: Arc<Entry>,
     load: Arc<watch::Sender<()>>,
+    /// The node's job calls in flight.
+    jobs: Arc<AtomicU32>,
+    /// Whether this call counts among them.
+    job: bool,
 }
 
 impl Slot {
+    /// Counts the call as a job call ([`Services::jobs_in_flight`]) until
+    /// the slot is dropped; a second mark changes nothing.
+    pub fn count_as_job(&mut self) {
+        if !self.job {
+            self.job = true;
+            self.jobs.fetch_add(1, Ordering::AcqRel);
+            self.load.send_replace(());
+        }
+    }
+
     /// The service's name.
     pub fn service(&self) -> &str {
         &self.entry.name
@@ -445,6 +470,9 @@ async fn limited<T>(
 impl Drop for Slot {
     fn drop(&mut self) {
         self.entry.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.job {
+            self.jobs.fetch_sub(1, Ordering::AcqRel);
+        }
         self.load.send_replace(());
     }
 }

@@ -513,6 +513,32 @@ async fn unknown_service_and_slot_limits() {
 }
 
 #[test]
+fn job_calls_are_counted_across_services_while_their_slots_are_held() {
+    let services = services(vec![
+        ServiceConfig::new("a", ServiceKind::Echo),
+        ServiceConfig::new("b", ServiceKind::Echo),
+    ]);
+    let mut changes = services.load_changes();
+    changes.borrow_and_update();
+    let mut job_a = services.acquire("a").expect("a");
+    let plain = services.acquire("a").expect("a again");
+    let mut job_b = services.acquire("b").expect("b");
+    changes.borrow_and_update();
+    assert_eq!(services.jobs_in_flight(), 0, "no slot marked yet");
+    job_a.count_as_job();
+    assert!(changes.has_changed().expect("open"), "a load change");
+    job_a.count_as_job();
+    job_b.count_as_job();
+    assert_eq!(services.jobs_in_flight(), 2, "marked twice counts once");
+    drop(plain);
+    assert_eq!(services.jobs_in_flight(), 2, "a plain call is no job");
+    drop(job_a);
+    assert_eq!(services.jobs_in_flight(), 1);
+    drop(job_b);
+    assert_eq!(services.jobs_in_flight(), 0);
+}
+
+#[test]
 fn error_messages_are_bounded() {
     let err = ServiceError::failed("é".repeat(5000));
     assert!(err.message.len() <= MAX_ERROR_MESSAGE);

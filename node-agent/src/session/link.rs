@@ -306,6 +306,7 @@ impl Link {
                         load_changes.borrow_and_update();
                         let mut load = NodeLoad {
                             in_flight: agent.dispatcher.services.in_flight(),
+                            jobs_in_flight: Some(agent.dispatcher.services.jobs_in_flight()),
                             ..NodeLoad::default()
                         };
                         prefix.fill(&mut load);
@@ -314,6 +315,7 @@ impl Link {
                     () = prefix.changed(), if follows => {
                         let mut load = NodeLoad {
                             in_flight: agent.dispatcher.services.in_flight(),
+                            jobs_in_flight: Some(agent.dispatcher.services.jobs_in_flight()),
                             ..NodeLoad::default()
                         };
                         if !prefix.fill(&mut load) {

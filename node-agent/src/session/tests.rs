@@ -150,6 +150,7 @@ async fn call(
         traceparent: None,
         request_id: Some("req-test".into()),
         prefix_hashes: Vec::new(),
+        job: false,
     };
     send.send(&Message::Dispatch(head)).await.expect("dispatch");
     // The agent may refuse before reading the payload (and stop the stream).

@@ -101,6 +101,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01".into()),
                 request_id: Some("req-7f3a".into()),
                 prefix_hashes: vec![0x0123_4567_89ab_cdef, 42],
+                job: true,
             }),
         ),
         ("Queued", Message::Queued(3)),
@@ -291,6 +292,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 prefix_added: vec![("llama".into(), vec![0x0123_4567_89ab_cdef, 42])],
                 prefix_evicted: vec![("llama".into(), vec![7])],
                 prefix_full: true,
+                jobs_in_flight: Some(2),
             }),
         ),
         (
