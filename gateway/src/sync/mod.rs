@@ -16,9 +16,14 @@
 //! The share of each tenant's rate this gateway enforces follows the
 //! member list (`crate::tenants::Tenants::set_members`).
 //!
+//! Job settings and templates (`job-settings`, `job-templates/{name}`) are
+//! written by the jobs room, below this module, through
+//! `crate::cluster::Cluster::put_config`, and applied here like the rest.
+//!
 //! Architecture Invariant: the front ends change run-time state through
-//! this module only; it is the one writer of `{prefix}/config/`, and the
-//! rooms below never read etcd.
+//! this module only; it writes `{prefix}/config/` (the jobs room its own
+//! keys through the cluster handle), its follower alone applies what is
+//! there, and the rooms below never read etcd.
 
 mod apply;
 mod follow;
