@@ -221,8 +221,9 @@ pub struct NodeView {
     #[n(8)]
     pub calls_total: u64,
     /// Durable jobs running on it now, every service together (the
-    /// per-node job limit counts these). Added in v2, after 2.0: 0 from an
-    /// older gateway.
+    /// per-node job limit counts these): this gateway's, plus in a cluster
+    /// the other gateways' as the node last reported. Added in v2, after
+    /// 2.0: 0 from an older gateway.
     #[serde(default, with = "crate::added")]
     #[cbor(n(9), default)]
     pub jobs_in_flight: u32,

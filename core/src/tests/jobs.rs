@@ -129,6 +129,8 @@ fn other_gateways_jobs_count_against_the_limit_until_a_report_says_fewer() {
     // The node runs one job for another gateway.
     assert!(jobs_report(&mut h, 1).is_empty());
     assert_eq!(h.core.fleet().get(1).map(|n| n.jobs_others), Some(1));
+    let view = h.core.fleet().get(1).map(|n| n.view(h.now).jobs_in_flight);
+    assert_eq!(view, Some(1), "the node's view counts the others' jobs");
     let (j, actions) = job(&mut h, "sh", false);
     assert_eq!(dispatched(&actions, j), None, "the node runs its limit");
     assert_eq!(rejected(&actions, j), None, "held, not refused");

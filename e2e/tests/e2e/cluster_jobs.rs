@@ -3,7 +3,9 @@
 //! are in force on the other two (the template runs a job through a third
 //! one); a gateway that was down while they changed has them once it is
 //! back; while etcd is down both changes are refused with
-//! `cluster_degraded`, over HTTP and QUIC.
+//! `cluster_degraded`, over HTTP and QUIC. The per-node job limit holds
+//! for jobs sent through different gateways: the node reports its job
+//! calls in flight to every gateway.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -232,4 +234,84 @@ async fn job_settings_and_templates_made_on_one_gateway_hold_on_all() {
     for i in 0..3 {
         assert_eq!(limit_of(&fleet, i).await, Some(1), "gw-{i}");
     }
+}
+
+/// The state and node of job `id` as gateway `i` shows it.
+async fn job_state(fleet: &ClusterFleet, i: usize, id: &str) -> String {
+    let job = fleet
+        .admin_json(i, &format!("/api/jobs/{id}"))
+        .await
+        .unwrap();
+    job["state"].as_str().unwrap_or_default().to_string()
+}
+
+/// Submits a job of `ms` milliseconds of the `nap` service through
+/// gateway `i`; its id.
+async fn nap(fleet: &ClusterFleet, i: usize, ms: u32) -> String {
+    let submit = json!({"service": "nap", "payload": ms.to_string()});
+    let (status, job) = admin(fleet, i, Method::POST, "/api/jobs", body(&submit)).await;
+    assert!(status == 200 || status == 201, "{status} {job}");
+    job["id"].as_str().unwrap().to_string()
+}
+
+/// The jobs gateway `i` counts on `node`, every gateway's.
+async fn jobs_on(fleet: &ClusterFleet, i: usize, node: &str) -> Option<u64> {
+    let nodes = fleet.admin_json(i, "/api/nodes").await.ok()?;
+    nodes.as_array()?.iter().find(|n| n["spec"]["id"] == node)?["jobs_in_flight"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_per_node_job_limit_holds_for_jobs_sent_through_two_gateways() {
+    if !etcd_installed() {
+        return;
+    }
+    let tables = format!("{JOBS}max_per_node = 1\n");
+    let mut fleet = ClusterFleet::start(2, &tables).await;
+    fleet.spawn_agent("node-a", 0, &service("nap", "sleep", "max_concurrent = 4"));
+    fleet.wait_nodes_everywhere(&["node-a"]).await;
+
+    // A job of 3 s through gw-0; gw-1 learns from the node that it runs.
+    let first = nap(&fleet, 0, 3000).await;
+    wait_everywhere(&fleet, "node-a runs one job", async |i| {
+        jobs_on(&fleet, i, "node-a").await == Some(1)
+    })
+    .await;
+    let running_since = Instant::now();
+    assert_eq!(job_state(&fleet, 0, &first).await, "running");
+
+    // A job through gw-1 waits while the first runs, though the node has
+    // free slots of the service and gw-1 runs no job itself.
+    let second = nap(&fleet, 1, 50).await;
+    while running_since.elapsed() < Duration::from_secs(2) {
+        assert_eq!(job_state(&fleet, 0, &first).await, "running");
+        assert_eq!(
+            job_state(&fleet, 1, &second).await,
+            "waiting",
+            "node-a runs gw-0's job: gw-1's waits"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Once the first ended, the second runs.
+    let start = Instant::now();
+    loop {
+        let (a, b) = (
+            job_state(&fleet, 0, &first).await,
+            job_state(&fleet, 1, &second).await,
+        );
+        if a == "succeeded" && b == "succeeded" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "first {a}, second {b}\n{}",
+            fleet.log_tails()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second_view = fleet
+        .admin_json(1, &format!("/api/jobs/{second}"))
+        .await
+        .unwrap();
+    assert_eq!(second_view["node"], "node-a", "{second_view}");
 }

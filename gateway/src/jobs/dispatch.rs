@@ -337,7 +337,7 @@ impl Jobs {
 }
 
 /// The jobs `node` may still take under a per-node limit of `limit` (the
-/// core's count of the job calls it runs).
+/// core's count of the job calls it runs, every gateway's in a cluster).
 fn room(node: &NodeView, limit: u32) -> u32 {
     limit.saturating_sub(node.jobs_in_flight)
 }
