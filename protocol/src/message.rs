@@ -4,9 +4,9 @@ use bytes::Bytes;
 
 use crate::{
     CacheStatsView, CallError, CallHead, CodecError, DispatchHead, FrameKind, JobReply, JobRequest,
-    LogChunk, MemberList, NodeLoad, NodeStats, NodeView, PolicyTable, PurgeCache, QueueView, Register, Registered,
-    ReplyHead, Reserved, ResultHead, SetPolicy, SwapReport, SwapRequest, Trailer, WireVersion,
-    limits,
+    LogChunk, MemberList, NodeLoad, NodeStats, NodeView, PolicyTable, PurgeCache, QueueView,
+    Register, Registered, ReplyHead, Reserved, ResultHead, SetPolicy, SwapReport, SwapRequest,
+    Trailer, WireVersion, limits,
 };
 
 /// One frame's content.
