@@ -165,7 +165,15 @@ impl Gateway {
         let cache = Arc::new(cache::ResultCache::new(&config));
         let drain: Arc<crate::drain::Drain> = Arc::default();
         let cluster = Arc::new(
-            join_cluster(&config, &endpoint, ingress_addr, admin_addr, &registry, &drain).await?,
+            join_cluster(
+                &config,
+                &endpoint,
+                ingress_addr,
+                admin_addr,
+                &registry,
+                &drain,
+            )
+            .await?,
         );
         let gateway = Self {
             endpoint,
