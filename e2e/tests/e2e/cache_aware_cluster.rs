@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::cluster::ClusterFleet;
+use crate::common::cluster::etcd_installed;
 use crate::common::service;
 use crate::openai::Toy;
 
@@ -26,20 +27,6 @@ const ROUNDS: usize = 4;
 /// out within about 100 ms of the call (coalesced), well within this.
 const BETWEEN_ROUNDS: Duration = Duration::from_millis(500);
 const NODES: [&str; 3] = ["node-0", "node-1", "node-2"];
-
-/// Whether etcd is installed; when it is not, the test is skipped (or
-/// fails under `SWITCHYARD_REQUIRE_ALL=1`).
-fn etcd_installed() -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("etcd").is_file()));
-    if !found {
-        switchyard_testkit::skip_or_fail(
-            "etcd (not on PATH)",
-            "`make setup` installs Debian's package etcd-server",
-        );
-    }
-    found
-}
 
 fn words(n: usize, salt: &str) -> String {
     (0..n)

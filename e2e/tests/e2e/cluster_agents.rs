@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::common::cluster::ClusterFleet;
+use crate::common::cluster::etcd_installed;
 use crate::common::service;
 
 /// The agents, agent k given gateway k mod 3's address.
@@ -20,20 +21,6 @@ const NODES: [&str; 4] = ["node-0", "node-1", "node-2", "node-3"];
 const DEADLINE: Duration = Duration::from_secs(20);
 /// Calls of the one-at-a-time service per gateway, all at once.
 const CALLS_PER_GATEWAY: usize = 4;
-
-/// Whether etcd is installed; when it is not, the test is skipped (or
-/// fails under `SWITCHYARD_REQUIRE_ALL=1`).
-fn etcd_installed() -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("etcd").is_file()));
-    if !found {
-        switchyard_testkit::skip_or_fail(
-            "etcd (not on PATH)",
-            "`make setup` installs Debian's package etcd-server",
-        );
-    }
-    found
-}
 
 /// A command service `name` that answers with `node`'s id.
 fn whoami(node: &str) -> String {

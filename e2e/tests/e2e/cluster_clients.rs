@@ -19,6 +19,7 @@ use tokio::process::Command;
 
 use crate::chaos::{GRACE, GatewayProcess, Process, agent_process, scenario};
 use crate::common::cluster::ClusterFleet;
+use crate::common::cluster::etcd_installed;
 use crate::common::{ADMIN, service};
 
 const CLI: &str = env!("CARGO_BIN_EXE_switchyard-e2e-cli");
@@ -321,18 +322,6 @@ async fn a_dead_first_address_is_skipped_by_the_sdk_and_the_cli() {
         }
     })
     .await;
-}
-
-fn etcd_installed() -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("etcd").is_file()));
-    if !found {
-        switchyard_testkit::skip_or_fail(
-            "etcd (not on PATH)",
-            "`make setup` installs Debian's package etcd-server",
-        );
-    }
-    found
 }
 
 /// The `echo` calls gateway `admin` finished, from its `/metrics`

@@ -16,21 +16,8 @@ use client::{ClientConfig, ErrorKind};
 use serde_json::Value;
 
 use crate::common::cluster::ClusterFleet;
+use crate::common::cluster::etcd_installed;
 use crate::common::{ADMIN, service};
-
-/// Whether etcd is installed; when it is not, the test is skipped (or
-/// fails under `SWITCHYARD_REQUIRE_ALL=1`).
-pub(crate) fn etcd_installed() -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("etcd").is_file()));
-    if !found {
-        switchyard_testkit::skip_or_fail(
-            "etcd (not on PATH)",
-            "`make setup` installs Debian's package etcd-server",
-        );
-    }
-    found
-}
 
 /// A component compiled against the policy contract 1.0.0, kept as a
 /// fixture: other bytes than the plugins folder's policy of that name.

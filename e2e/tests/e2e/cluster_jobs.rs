@@ -15,8 +15,9 @@ use protocol::JobSettings;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::cluster_config::{admin, etcd_installed};
+use crate::cluster_config::admin;
 use crate::common::cluster::ClusterFleet;
+use crate::common::cluster::etcd_installed;
 use crate::common::service;
 
 /// Every gateway: jobs on, in its own SQLite store.

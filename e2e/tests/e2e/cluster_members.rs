@@ -17,23 +17,10 @@ use tokio::process::Command;
 
 use crate::common::browser::Browser;
 use crate::common::cluster::ClusterFleet;
+use crate::common::cluster::etcd_installed;
 
 const CLI: &str = env!("CARGO_BIN_EXE_switchyard-e2e-cli");
 const GATEWAY: &str = env!("CARGO_BIN_EXE_switchyard-e2e-gateway");
-
-/// Whether etcd is installed; when it is not, the test is skipped (or
-/// fails under `SWITCHYARD_REQUIRE_ALL=1`).
-fn etcd_installed() -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("etcd").is_file()));
-    if !found {
-        switchyard_testkit::skip_or_fail(
-            "etcd (not on PATH)",
-            "`make setup` installs Debian's package etcd-server",
-        );
-    }
-    found
-}
 
 /// `switchyard cluster` against gateway `i`'s admin port: its stdout.
 async fn cli_cluster(fleet: &ClusterFleet, i: usize) -> String {

@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 
 use crate::common::cluster::ClusterFleet;
+use crate::common::cluster::etcd_installed;
 use crate::common::{ADMIN, Fleet, TOKEN, promtool_check, service};
 
 /// Calls started per second.
@@ -257,18 +258,6 @@ async fn an_overloaded_service_wants_more_nodes_than_it_has() {
     while let Some(call) = calls.join_next().await {
         call.unwrap().expect("a queued call is served in the end");
     }
-}
-
-fn etcd_installed() -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("etcd").is_file()));
-    if !found {
-        switchyard_testkit::skip_or_fail(
-            "etcd (not on PATH)",
-            "`make setup` installs Debian's package etcd-server",
-        );
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use super::{GRACE, Record, assert_all_ended_typed, ms, print_figures, scenario, timed_call};
+use crate::common::cluster::etcd_installed;
 use crate::common::cluster::{ClusterFleet, LEASE_TTL_S};
 use crate::common::{ADMIN, service};
 
@@ -24,20 +25,6 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const NODES: [&str; 4] = ["node-0", "node-1", "node-2", "node-3"];
 /// Callers per client.
 const CALLERS: usize = 4;
-
-/// Whether etcd is installed; when it is not, the test is skipped (or
-/// fails under `SWITCHYARD_REQUIRE_ALL=1`).
-fn etcd_installed() -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("etcd").is_file()));
-    if !found {
-        switchyard_testkit::skip_or_fail(
-            "etcd (not on PATH)",
-            "`make setup` installs Debian's package etcd-server",
-        );
-    }
-    found
-}
 
 /// Three gateways and the four agents, each registered on every gateway.
 async fn three_gateways_four_nodes() -> ClusterFleet {

@@ -27,6 +27,21 @@ pub struct ClusterFleet {
     http: reqwest::Client,
 }
 
+/// Whether the `etcd` binary is on `PATH`; when it is not, a test skips
+/// (or fails under `SWITCHYARD_REQUIRE_ALL=1`, as in CI) through
+/// [`switchyard_testkit::skip_or_fail`].
+pub fn etcd_installed() -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("etcd").is_file()));
+    if !found {
+        switchyard_testkit::skip_or_fail(
+            "etcd (not on PATH)",
+            "`make setup` installs Debian's package etcd-server",
+        );
+    }
+    found
+}
+
 /// The `[cluster]` table of gateway `name` on `etcd`.
 pub fn cluster_table(etcd: &Etcd, name: &str) -> String {
     format!(
