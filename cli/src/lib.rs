@@ -388,8 +388,24 @@ async fn drain(admin_url: &str, node: &str, verb: &str, token: &str) -> anyhow::
         "{}/api/nodes/{node}/{verb}",
         admin_url.trim_end_matches('/')
     );
-    let response = reqwest::Client::new()
-        .post(&url)
+    let body = send_admin(reqwest::Client::new().post(&url), &url, token, verb).await?;
+    println!("{body}");
+    Ok(())
+}
+
+/// Sends an admin request to `url` with the bearer `token` and returns the
+/// answer's body.
+///
+/// # Errors
+/// The request cannot be sent (`{url}: {why}`), or the gateway answers
+/// with a status other than 2xx (`{what} refused ({status}): {body}`).
+pub(crate) async fn send_admin(
+    request: reqwest::RequestBuilder,
+    url: &str,
+    token: &str,
+    what: &str,
+) -> anyhow::Result<String> {
+    let response = request
         .header("authorization", format!("Bearer {token}"))
         .send()
         .await
@@ -397,10 +413,9 @@ async fn drain(admin_url: &str, node: &str, verb: &str, token: &str) -> anyhow::
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     if !status.is_success() {
-        anyhow::bail!("{verb} refused ({status}): {body}");
+        anyhow::bail!("{what} refused ({status}): {body}");
     }
-    println!("{body}");
-    Ok(())
+    Ok(body)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -72,18 +72,10 @@ pub(crate) async fn push(
         Some(_) => client.put(&url),
         None => client.post(&url),
     };
-    let response = request
-        .header("authorization", format!("Bearer {token}"))
+    let request = request
         .header("content-type", "application/wasm")
-        .body(bytes)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    if !status.is_success() {
-        anyhow::bail!("policy push refused ({status}): {body}");
-    }
+        .body(bytes);
+    let body = crate::send_admin(request, &url, token, "policy push").await?;
     let pushed: Pushed = serde_json::from_str(&body)
         .map_err(|e| anyhow::anyhow!("unexpected answer from {url}: {e}: {body:.200}"))?;
     println!("{}", describe(&pushed));
