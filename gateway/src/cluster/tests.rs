@@ -259,3 +259,42 @@ fn without_cluster_the_gateway_is_alone_and_never_degraded() {
     assert_eq!(c.infos().len(), 1);
     assert!(matches!(c.etcd_for_change(), Err(ClusterError::Etcd(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_keys_are_written_under_the_prefix_and_refused_while_degraded() {
+    let Some(mut etcd) = Etcd::start().expect("etcd") else {
+        return;
+    };
+    let a = join(&etcd, "gw-a", 10_600).await;
+    let revision = a
+        .put_config("job-settings", br#"{"max_per_node": 2}"#.to_vec())
+        .await
+        .expect("written")
+        .expect("a revision");
+    assert!(revision > 0);
+    let mut kv = a.etcd().expect("clustered").kv_client();
+    let got = kv
+        .get("/test/config/job-settings", None)
+        .await
+        .expect("get");
+    assert_eq!(got.kvs()[0].value(), br#"{"max_per_node": 2}"#);
+    assert_eq!(got.kvs()[0].mod_revision(), revision);
+    // Applied revisions only grow; a wait ends when one is reached.
+    assert!(!a.config_applied(revision, Duration::from_millis(20)).await);
+    a.set_config_applied(revision);
+    a.set_config_applied(1);
+    assert!(a.config_applied(revision, Duration::ZERO).await);
+    etcd.stop();
+    eventually(Duration::from_secs(5), "a degraded", || a.is_degraded()).await;
+    assert_eq!(
+        a.put_config("job-settings", b"{}".to_vec()).await,
+        Err(ClusterError::EtcdUnreachable)
+    );
+}
+
+#[tokio::test]
+async fn without_cluster_config_keys_are_written_nowhere() {
+    let c = Cluster::single(member("solo", 4433));
+    assert_eq!(c.put_config("job-settings", b"{}".to_vec()).await, Ok(None));
+    assert!(c.config_applied(0, Duration::ZERO).await);
+}
