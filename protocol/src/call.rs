@@ -72,6 +72,13 @@ pub struct CallHead {
     #[serde(default, with = "crate::added")]
     #[n(12)]
     pub request_id: Option<String>,
+    /// On a direct call to a node (look-aside), the lease's token
+    /// ([`crate::LeaseGrant::token`]), at most [`crate::MAX_TOKEN_LEN`]
+    /// bytes; `None` on a call to a gateway (a gateway refuses a call that
+    /// carries one). Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[n(13)]
+    pub lease: Option<String>,
 }
 
 /// The OpenAI API endpoints a call may name in [`CallHead::endpoint`],
@@ -370,6 +377,7 @@ impl CallHead {
             log: false,
             traceparent: None,
             request_id: None,
+            lease: None,
         }
     }
 
@@ -411,6 +419,16 @@ impl CallHead {
             return Err(CodecError::Invalid(format!(
                 "request id is not 1..={} bytes of visible ascii",
                 crate::request_id::MAX_LEN
+            )));
+        }
+        if self
+            .lease
+            .as_ref()
+            .is_some_and(|t| t.len() > crate::MAX_TOKEN_LEN)
+        {
+            return Err(CodecError::Invalid(format!(
+                "lease token longer than {} bytes",
+                crate::MAX_TOKEN_LEN
             )));
         }
         check_endpoint(self.endpoint.as_deref())

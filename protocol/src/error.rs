@@ -81,6 +81,10 @@ pub enum ErrorKind {
     /// The caller's tenant is over its `calls_per_s` or `max_in_flight`;
     /// the message says when to try again.
     RateLimited,
+    /// A direct call's lease is over (expired, released, idle too long or
+    /// its calls used up) or its token was already used for all of them:
+    /// the call did not run; lease again.
+    LeaseEnded,
 }
 
 /// Which side of a call failed (pingora's split of client, upstream and
@@ -104,7 +108,8 @@ impl ErrorKind {
             | Self::Unauthorized
             | Self::BadRequest
             | Self::Forbidden
-            | Self::RateLimited => Side::Client,
+            | Self::RateLimited
+            | Self::LeaseEnded => Side::Client,
             Self::NodeLost | Self::ServiceFailed | Self::Timeout => Side::Node,
             Self::NoNodeAvailable
             | Self::Rejected
@@ -125,6 +130,7 @@ impl ErrorKind {
                 | Self::Overloaded
                 | Self::ShuttingDown
                 | Self::RateLimited
+                | Self::LeaseEnded
         )
     }
 
@@ -146,13 +152,14 @@ impl ErrorKind {
             Self::Internal => "internal error",
             Self::Forbidden => "forbidden",
             Self::RateLimited => "rate limited",
+            Self::LeaseEnded => "lease ended",
         }
     }
 }
 
 impl ErrorKind {
     /// Every kind, in wire-code order (a kind's code is its index here).
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         Self::UnknownService,
         Self::NoNodeAvailable,
         Self::Timeout,
@@ -168,6 +175,7 @@ impl ErrorKind {
         Self::Internal,
         Self::Forbidden,
         Self::RateLimited,
+        Self::LeaseEnded,
     ];
 
     /// The kind's wire code: its place in the declaration (the same number
@@ -220,7 +228,7 @@ mod tests {
             assert_eq!(kind.code() as usize, i);
             assert_eq!(ErrorKind::from_code(i as u64), kind);
         }
-        assert_eq!(ErrorKind::from_code(15), ErrorKind::Internal);
+        assert_eq!(ErrorKind::from_code(16), ErrorKind::Internal);
         assert_eq!(ErrorKind::from_code(u64::MAX), ErrorKind::Internal);
         assert!(!ErrorKind::from_code(99).retry_safe());
     }

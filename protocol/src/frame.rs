@@ -78,6 +78,18 @@ pub enum FrameKind {
     ListMembers = 32,
     /// [`Message::Load`] (v2).
     Load = 33,
+    /// [`Message::Lease`] (v2).
+    Lease = 34,
+    /// [`Message::Leased`] (v2).
+    Leased = 35,
+    /// [`Message::Hold`] (v2).
+    Hold = 36,
+    /// [`Message::LeaseEnded`] (v2).
+    LeaseEnded = 37,
+    /// [`Message::ReleaseLease`] (v2).
+    ReleaseLease = 38,
+    /// [`Message::LeaseKeys`] (v2).
+    LeaseKeys = 39,
 }
 
 impl FrameKind {
@@ -121,6 +133,12 @@ impl FrameKind {
             31 => Members,
             32 => ListMembers,
             33 => Load,
+            34 => Lease,
+            35 => Leased,
+            36 => Hold,
+            37 => LeaseEnded,
+            38 => ReleaseLease,
+            39 => LeaseKeys,
             other => return Err(CodecError::UnknownKind(other)),
         })
     }
@@ -450,7 +468,9 @@ mod tests {
         assert_eq!(FrameKind::from_byte(31), Ok(FrameKind::Members));
         assert_eq!(FrameKind::from_byte(32), Ok(FrameKind::ListMembers));
         assert_eq!(FrameKind::from_byte(33), Ok(FrameKind::Load));
-        assert_eq!(FrameKind::from_byte(34), Err(CodecError::UnknownKind(34)));
+        assert_eq!(FrameKind::from_byte(39), Ok(FrameKind::LeaseKeys));
+        assert_eq!(FrameKind::from_byte(34), Ok(FrameKind::Lease));
+        assert_eq!(FrameKind::from_byte(40), Err(CodecError::UnknownKind(40)));
         // v1 (frozen) refuses any body on a request without fields; v2
         // skips one CBOR item there (a later version may send fields).
         let codec = Codec::default().with_version(WireVersion::V1);

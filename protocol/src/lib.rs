@@ -36,6 +36,10 @@
 //!   [`Message::CacheStatsView`]; [`Message::PurgeCache`] (with the admin
 //!   token), answered by [`Message::Ack`] or [`Message::Error`].
 //!
+//! - leases (look-aside): see the `lease` module's streams ([`LeaseRequest`],
+//!   [`LeaseHold`], [`LeaseKeys`], and direct calls to an agent carrying
+//!   [`CallHead::lease`]).
+//!
 //! A result travels either with its length announced in its head
 //! (`payload_len: Some(n)`, then `n` bytes of `Data`), or streamed
 //! (`payload_len: None`): `Data` chunks as the service produces them, ended
@@ -56,6 +60,7 @@ pub mod codes;
 mod error;
 mod frame;
 pub mod job;
+mod lease;
 mod message;
 mod node;
 pub mod request_id;
@@ -76,6 +81,11 @@ pub use frame::{Codec, Decoded, FrameHeader, FrameKind, HEADER_LEN};
 pub use job::{
     JobFilter, JobOp, JobPage, JobReply, JobRequest, JobSettings, JobSpec, JobState, JobView,
     LogChunk, LogEntry, LogStream, Transition,
+};
+pub use lease::{
+    LEASE_KEY_LEN, LeaseClaims, LeaseEnd, LeaseEndReason, LeaseGrant, LeaseHold, LeaseKey,
+    LeaseKeys, LeaseRelease, LeaseRequest, MAX_LEASE_ID_LEN, MAX_LEASE_KEYS, MAX_TOKEN_LEN,
+    TokenError,
 };
 pub use message::Message;
 pub use node::{

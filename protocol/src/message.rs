@@ -4,9 +4,10 @@ use bytes::Bytes;
 
 use crate::{
     CacheStatsView, CallError, CallHead, CodecError, DispatchHead, FrameKind, JobReply, JobRequest,
-    LogChunk, MemberList, NodeLoad, NodeStats, NodeView, PolicyTable, PurgeCache, QueueView,
-    Register, Registered, ReplyHead, Reserved, ResultHead, SetPolicy, SwapReport, SwapRequest,
-    Trailer, WireVersion, limits,
+    LeaseEnd, LeaseGrant, LeaseHold, LeaseKeys, LeaseRelease, LeaseRequest, LogChunk, MemberList,
+    NodeLoad, NodeStats, NodeView, PolicyTable, PurgeCache, QueueView, Register, Registered,
+    ReplyHead, Reserved, ResultHead, SetPolicy, SwapReport, SwapRequest, Trailer, WireVersion,
+    limits,
 };
 
 /// One frame's content.
@@ -90,6 +91,23 @@ pub enum Message {
     /// Agent → gateway on the control stream: the node's calls in flight
     /// across every gateway, when they change (v2 only).
     Load(NodeLoad),
+    /// Client → gateway: lease a node; answered by `Queued`/`Reserved`
+    /// while it waits, then [`Message::Leased`] or `Error` (v2 only).
+    Lease(LeaseRequest),
+    /// Gateway → client: the lease granted (v2 only).
+    Leased(LeaseGrant),
+    /// Gateway → agent on a new stream: hold a slot for a lease; answered
+    /// by `Ack` (held) or `Error`, then [`Message::LeaseEnded`] (v2 only).
+    Hold(LeaseHold),
+    /// Agent → gateway on a hold's stream: the lease ended (v2 only).
+    LeaseEnded(LeaseEnd),
+    /// Client → gateway: release a lease; answered by `Ack` or `Error`
+    /// (v2 only).
+    ReleaseLease(LeaseRelease),
+    /// Gateway → agent on the control stream: the keys lease tokens are
+    /// signed with (v2 only; sent to agents that registered a direct
+    /// address).
+    LeaseKeys(LeaseKeys),
 }
 
 impl Message {
@@ -129,6 +147,12 @@ impl Message {
             Self::Members(_) => FrameKind::Members,
             Self::ListMembers => FrameKind::ListMembers,
             Self::Load(_) => FrameKind::Load,
+            Self::Lease(_) => FrameKind::Lease,
+            Self::Leased(_) => FrameKind::Leased,
+            Self::Hold(_) => FrameKind::Hold,
+            Self::LeaseEnded(_) => FrameKind::LeaseEnded,
+            Self::ReleaseLease(_) => FrameKind::ReleaseLease,
+            Self::LeaseKeys(_) => FrameKind::LeaseKeys,
         }
     }
 
@@ -197,6 +221,7 @@ mod tests {
                     traceparent: (t % 4 == 1)
                         .then(|| "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
                     request_id: (t % 6 == 1).then(|| format!("req-{t}")),
+                    lease: None,
                 })
             }),
             (

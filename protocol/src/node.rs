@@ -23,6 +23,14 @@ pub struct Register {
     #[serde(default, with = "crate::added")]
     #[cbor(n(2), default, skip_if = "crate::call::is_false")]
     pub follows_members: bool,
+    /// Where clients reach the node's direct port for look-aside calls,
+    /// `host:port` (at most [`crate::MAX_ADDR_LEN`] bytes); `None` when it
+    /// has none. An agent that sets it is sent [`crate::Message::LeaseKeys`]
+    /// after `Registered` and on every rotation, and may be leased. Added
+    /// in v2.
+    #[serde(default, with = "crate::added")]
+    #[n(3)]
+    pub direct: Option<String>,
 }
 
 /// What a node is and which services it hosts.

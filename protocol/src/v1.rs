@@ -84,7 +84,13 @@ impl Message {
             | Message::Log(_)
             | Message::Members(_)
             | Message::ListMembers
-            | Message::Load(_) => {
+            | Message::Load(_)
+            | Message::Lease(_)
+            | Message::Leased(_)
+            | Message::Hold(_)
+            | Message::LeaseEnded(_)
+            | Message::ReleaseLease(_)
+            | Message::LeaseKeys(_) => {
                 return None;
             }
             Message::Stats(stats) => {
@@ -93,6 +99,7 @@ impl Message {
             }
             Message::Register(register) => {
                 register.follows_members = false;
+                register.direct = None;
                 for service in &mut register.node.services {
                     service.model = false;
                 }
@@ -179,7 +186,13 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         | Message::Log(_)
         | Message::Members(_)
         | Message::ListMembers
-        | Message::Load(_) => {}
+        | Message::Load(_)
+        | Message::Lease(_)
+        | Message::Leased(_)
+        | Message::Hold(_)
+        | Message::LeaseEnded(_)
+        | Message::ReleaseLease(_)
+        | Message::LeaseKeys(_) => {}
         Message::Nodes(m) => put(m, out),
         Message::Policies(m) => put(m, out),
         Message::SetPolicy(m) => put(m, out),
@@ -225,7 +238,13 @@ pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, Codec
         | FrameKind::Log
         | FrameKind::Members
         | FrameKind::ListMembers
-        | FrameKind::Load => {
+        | FrameKind::Load
+        | FrameKind::Lease
+        | FrameKind::Leased
+        | FrameKind::Hold
+        | FrameKind::LeaseEnded
+        | FrameKind::ReleaseLease
+        | FrameKind::LeaseKeys => {
             return Err(CodecError::UnknownKind(kind as u8));
         }
         FrameKind::ListNodes

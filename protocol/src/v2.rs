@@ -74,6 +74,12 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         Message::Log(m) => put(m, out),
         Message::Members(m) => put(m, out),
         Message::Load(m) => put(m, out),
+        Message::Lease(m) => put(m, out),
+        Message::Leased(m) => put(m, out),
+        Message::Hold(m) => put(m, out),
+        Message::LeaseEnded(m) => put(m, out),
+        Message::ReleaseLease(m) => put(m, out),
+        Message::LeaseKeys(m) => put(m, out),
     }
 }
 
@@ -145,5 +151,11 @@ pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, Codec
         FrameKind::Members => Message::Members(get(kind, body)?),
         FrameKind::ListMembers => get_empty(kind, body).map(|()| Message::ListMembers)?,
         FrameKind::Load => Message::Load(get(kind, body)?),
+        FrameKind::Lease => Message::Lease(get(kind, body)?),
+        FrameKind::Leased => Message::Leased(get(kind, body)?),
+        FrameKind::Hold => Message::Hold(get(kind, body)?),
+        FrameKind::LeaseEnded => Message::LeaseEnded(get(kind, body)?),
+        FrameKind::ReleaseLease => Message::ReleaseLease(get(kind, body)?),
+        FrameKind::LeaseKeys => Message::LeaseKeys(get(kind, body)?),
     })
 }

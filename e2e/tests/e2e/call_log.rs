@@ -36,6 +36,7 @@ async fn raw_call(fleet: &Fleet, service: &str, log: bool) -> Vec<Message> {
         log,
         traceparent: None,
         request_id: None,
+        lease: None,
     };
     send.send(&Message::Call(head)).await.unwrap();
     send.finish().unwrap();

@@ -63,6 +63,7 @@ fn large_call() -> Message {
         log: false,
         traceparent: None,
         request_id: None,
+        lease: None,
     })
 }
 

@@ -55,6 +55,7 @@ pub(super) fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
         ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::LeaseEnded => StatusCode::GONE,
         ErrorKind::UnknownService => StatusCode::NOT_FOUND,
         ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::Overloaded | ErrorKind::Occupied | ErrorKind::RateLimited => {

@@ -125,6 +125,7 @@ pub(crate) fn outcome(result: Result<(), ErrorKind>) -> &'static str {
             ErrorKind::Internal => "internal",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::LeaseEnded => "lease_ended",
         },
     }
 }

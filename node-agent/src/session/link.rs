@@ -215,6 +215,7 @@ impl Link {
             token: config.token.clone(),
             node: self.agent.spec(),
             follows_members: true,
+            direct: None,
         };
         send.send(&Message::Register(register)).await?;
         let reply = tokio::time::timeout(REGISTER_TIMEOUT, recv.expect("the registration reply"))

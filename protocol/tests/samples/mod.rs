@@ -60,6 +60,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 token: "tok".into(),
                 node: node_spec(),
                 follows_members: true,
+                direct: None,
             }),
         ),
         (
@@ -87,6 +88,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 log: false,
                 traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
                 request_id: Some("req-7f3a".into()),
+                lease: None,
             }),
         ),
         (
