@@ -5,8 +5,10 @@
 //!
 //! - `gateway [--config gateway.toml]`: runs a gateway until Ctrl-C or
 //!   SIGTERM (a graceful shutdown: see `shutdown_grace_s`);
-//! - `gateway [--config gateway.toml] cert issue --node ID --out DIR`:
-//!   issues an agent's client certificate from the gateway's CA;
+//! - `gateway [--config gateway.toml] cert issue --node ID --out DIR
+//!   [--direct NAME[,NAME]]`: issues an agent's client certificate from the
+//!   gateway's CA, and with `--direct` its direct port's server certificate
+//!   for those names;
 //! - `gateway --print-example-config`: prints a commented `gateway.toml`.
 //!
 //! A gateway whose `plugins_dir` is the default (`plugins/dist`, relative
@@ -58,6 +60,11 @@ enum CertAction {
         /// Folder to write the certificate and key to.
         #[arg(long)]
         out: PathBuf,
+        /// Also issues the server certificate of the node's direct port
+        /// (`direct-cert.pem`, `direct-key.pem`) for these DNS names or IP
+        /// addresses (what clients dial), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        direct: Vec<String>,
     },
 }
 
@@ -97,7 +104,7 @@ fn gateway(args: Args) -> anyhow::Result<()> {
         None => crate::GatewayConfig::default(),
     };
     if let Some(Command::Cert {
-        action: CertAction::Issue { node, out },
+        action: CertAction::Issue { node, out, direct },
     }) = &args.command
     {
         let issued = crate::certs::issue(&config, node, out)?;
@@ -110,6 +117,19 @@ fn gateway(args: Args) -> anyhow::Result<()> {
             "in the agent's config: client_cert = {:?}, client_key = {:?}",
             issued.cert, issued.key
         );
+        if !direct.is_empty() {
+            let issued = crate::certs::issue_direct(&config, node, direct, out)?;
+            println!(
+                "direct port certificate for node {node} ({}): {}",
+                direct.join(", "),
+                issued.cert.display()
+            );
+            println!("its key (keep it secret): {}", issued.key.display());
+            println!(
+                "in the agent's config: [direct] cert = {:?}, key = {:?}",
+                issued.cert, issued.key
+            );
+        }
         return Ok(());
     }
     find_plugins(&mut config);

@@ -1,9 +1,12 @@
 //! Per-node identities: client certificates the gateway's CA issues to
-//! agents (`gateway cert issue`), and reading the node id back from one.
+//! agents (`gateway cert issue`), and reading the node id back from one;
+//! the server certificates of agents' direct ports (look-aside calls).
 //!
-//! A node's certificate carries its node id as the subject's common name
-//! (and as a DNS subject alternative name when the id is a valid DNS name),
-//! with the `clientAuth` extended key usage.
+//! A node's client certificate carries its node id as the subject's common
+//! name (and as a DNS subject alternative name when the id is a valid DNS
+//! name), with the `clientAuth` extended key usage. A direct port's
+//! certificate carries the node id as common name, the names clients dial
+//! as subject alternative names, and the `serverAuth` extended key usage.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +14,8 @@ use rustls::pki_types::CertificateDer;
 
 use crate::tls::{self, TlsError, TlsFiles};
 
-/// Where `issue_client_cert` wrote a node's certificate and key.
+/// Where [`issue_client_cert`] or [`issue_direct_cert`] wrote a node's
+/// certificate and key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedCert {
     /// The certificate chain (node certificate, then the CA), PEM.
@@ -30,6 +34,56 @@ pub struct IssuedCert {
 /// written, or an output file exists already; [`TlsError::Generate`] when
 /// `node` cannot be a certificate name or rcgen fails.
 pub fn issue_client_cert(files: &TlsFiles, node: &str, out: &Path) -> Result<IssuedCert, TlsError> {
+    let mut params = rcgen::CertificateParams::default();
+    if let Ok(name) = rcgen::string::Ia5String::try_from(node)
+        && node
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        params.subject_alt_names = vec![rcgen::SanType::DnsName(name)];
+    }
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    issue(files, node, params, out, "client")
+}
+
+/// Issues the server certificate of a node's direct port (look-aside
+/// calls) for `node` signed by the CA in `files`: common name `node`, the
+/// `serverAuth` extended key usage, subject alternative names `names` (DNS
+/// names or IP addresses: what clients dial, e.g. `10.0.0.5`,
+/// `gpu-1.example`). Writes `direct-cert.pem` (the chain: the certificate,
+/// then the CA) and `direct-key.pem` (mode 0600) into `out` (created if
+/// missing); existing files there are not overwritten.
+///
+/// # Errors
+/// As [`issue_client_cert`], and [`TlsError::Generate`] when `names` is
+/// empty or a name cannot be a certificate name.
+pub fn issue_direct_cert(
+    files: &TlsFiles,
+    node: &str,
+    names: &[String],
+    out: &Path,
+) -> Result<IssuedCert, TlsError> {
+    if names.is_empty() {
+        return Err(TlsError::Generate(
+            "a direct certificate names at least one DNS name or IP address".to_string(),
+        ));
+    }
+    let mut params = rcgen::CertificateParams::new(names.to_vec())
+        .map_err(|e| TlsError::Generate(format!("direct certificate names: {e}")))?;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    issue(files, node, params, out, "direct")
+}
+
+/// Signs `params` (common name `node` added) with the CA in `files` and
+/// writes `{stem}-cert.pem` (with the CA after it) and `{stem}-key.pem`
+/// into `out`.
+fn issue(
+    files: &TlsFiles,
+    node: &str,
+    mut params: rcgen::CertificateParams,
+    out: &Path,
+    stem: &str,
+) -> Result<IssuedCert, TlsError> {
     let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
     if node.is_empty() || node.len() > 256 {
         return Err(TlsError::Generate("a node id is 1..=256 bytes".to_string()));
@@ -44,18 +98,9 @@ pub fn issue_client_cert(files: &TlsFiles, node: &str, out: &Path) -> Result<Iss
         path: files.ca.clone(),
         reason: e.to_string(),
     })?;
-    let mut params = rcgen::CertificateParams::default();
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, node);
-    if let Ok(name) = rcgen::string::Ia5String::try_from(node)
-        && node
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-    {
-        params.subject_alt_names = vec![rcgen::SanType::DnsName(name)];
-    }
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
     let key = rcgen::KeyPair::generate().map_err(generate)?;
@@ -66,8 +111,8 @@ pub fn issue_client_cert(files: &TlsFiles, node: &str, out: &Path) -> Result<Iss
         source,
     })?;
     let issued = IssuedCert {
-        cert: out.join("client-cert.pem"),
-        key: out.join("client-key.pem"),
+        cert: out.join(format!("{stem}-cert.pem")),
+        key: out.join(format!("{stem}-key.pem")),
     };
     for path in [&issued.cert, &issued.key] {
         if path.exists() {
@@ -129,6 +174,80 @@ mod tests {
         tls::client_config_with_cert(&files.ca, &issued.cert, &issued.key).expect("usable");
         let again = issue_client_cert(&files, "node-a", &out).expect_err("kept");
         assert!(again.to_string().contains("exists already"), "{again}");
+    }
+
+    #[test]
+    fn issues_a_direct_certificate_a_client_of_the_ca_accepts() {
+        use rustls::client::danger::ServerCertVerifier as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = TlsFiles::in_dir(dir.path());
+        files.create_if_missing(&["localhost".into()]).expect("ca");
+        let out = dir.path().join("node-a");
+        let names = vec!["node-a.example".to_string(), "127.0.0.1".to_string()];
+        let issued = issue_direct_cert(&files, "node-a", &names, &out).expect("issued");
+        assert_eq!(issued.cert, out.join("direct-cert.pem"));
+        let chain = tls::load_certs(&issued.cert).expect("chain");
+        assert_eq!(chain.len(), 2, "direct certificate, then the CA");
+        assert_eq!(node_id_of(&chain[0]).expect("cn"), "node-a");
+        let (_, parsed) = x509_parser::parse_x509_certificate(chain[0].as_ref()).expect("x509");
+        let eku = parsed
+            .extended_key_usage()
+            .expect("eku")
+            .expect("present")
+            .value;
+        assert!(eku.server_auth && !eku.client_auth);
+        let sans: Vec<String> = parsed
+            .subject_alternative_name()
+            .expect("san")
+            .expect("present")
+            .value
+            .general_names
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            sans.iter().any(|s| s.contains("node-a.example")),
+            "{sans:?}"
+        );
+        assert!(sans.iter().any(|s| s.contains("IPAddress")), "{sans:?}");
+        // A server configuration takes it, and the client verifier of the
+        // CA accepts it for each name.
+        let server = TlsFiles {
+            cert: issued.cert.clone(),
+            key: issued.key.clone(),
+            ..files.clone()
+        };
+        server.server_config().expect("server config");
+        let roots = {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in tls::load_certs(&files.ca).expect("ca") {
+                roots.add(c).expect("root");
+            }
+            std::sync::Arc::new(roots)
+        };
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            roots,
+            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .expect("verifier");
+        let now = rustls::pki_types::UnixTime::now();
+        for name in ["node-a.example", "127.0.0.1"] {
+            let name = rustls::pki_types::ServerName::try_from(name).expect("name");
+            verifier
+                .verify_server_cert(&chain[0], &[], &name, &[], now)
+                .expect("verifies");
+        }
+        let other = rustls::pki_types::ServerName::try_from("other.example").expect("name");
+        assert!(
+            verifier
+                .verify_server_cert(&chain[0], &[], &other, &[], now)
+                .is_err()
+        );
+        let again = issue_direct_cert(&files, "node-a", &names, &out).expect_err("kept");
+        assert!(again.to_string().contains("exists already"), "{again}");
+        let none = issue_direct_cert(&files, "node-a", &[], &dir.path().join("x"));
+        assert!(none.is_err());
     }
 
     #[test]

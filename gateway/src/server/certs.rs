@@ -65,6 +65,25 @@ pub fn issue(
     Ok(transport::identity::issue_client_cert(&files, node, out)?)
 }
 
+/// Issues the server certificate of agent `node`'s direct port for
+/// `names` (DNS names or IP addresses) from the CA of `config` (creating
+/// the CA first if the gateway never ran), into `out`.
+///
+/// # Errors
+/// [`GatewayError::Tls`] as [`transport::identity::issue_direct_cert`].
+pub fn issue_direct(
+    config: &GatewayConfig,
+    node: &str,
+    names: &[String],
+    out: &Path,
+) -> Result<transport::identity::IssuedCert, GatewayError> {
+    let files = config.tls_files();
+    files.create_if_missing(&tls_names(config))?;
+    Ok(transport::identity::issue_direct_cert(
+        &files, node, names, out,
+    )?)
+}
+
 /// Checks an agent's identity: the node id its client certificate names
 /// must be `claimed`; without a certificate, it may register only when
 /// `[agents] require_client_cert` is off. Returns whether a certificate
