@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use reqwest::Url;
 use serde::Deserialize;
 
+mod direct;
 mod health;
 mod kind;
 mod metrics;
 mod swap;
 
+pub use direct::{DEFAULT_DIRECT_MAX_CONNECTIONS, DirectConfig};
 pub use health::{
     DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_HEALTHY_THRESHOLD,
     DEFAULT_UNHEALTHY_THRESHOLD, HealthCheck, MAX_HEALTH_MS,
@@ -180,6 +182,10 @@ pub struct AgentConfig {
     /// (table `[tracing]`: `otlp_endpoint`; default off).
     #[serde(default)]
     pub tracing: otel::TracingConfig,
+    /// The direct port for look-aside calls (table `[direct]`, default
+    /// none: no direct calls).
+    #[serde(default)]
+    pub direct: Option<DirectConfig>,
 }
 
 fn default_shutdown_grace_s() -> u32 {
@@ -301,6 +307,7 @@ impl AgentConfig {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             shutdown_grace_s: default_shutdown_grace_s(),
             tracing: otel::TracingConfig::default(),
+            direct: None,
             reconnect: ReconnectConfig::default(),
             services,
             slots: Vec::new(),
@@ -342,9 +349,10 @@ impl AgentConfig {
 
     /// Reads, parses and validates the TOML file at `path`, then reads the
     /// token from `token_file` if one is named. Relative paths in it (`ca`,
-    /// `token_file`, `client_cert`, `client_key`, a command's `cwd`, a
-    /// swap's `cwd`) are taken relative to the file's folder; those four
-    /// files may also start with `~/`, the home directory (`$HOME`).
+    /// `token_file`, `client_cert`, `client_key`, `[direct]`'s `cert` and
+    /// `key`, a command's `cwd`, a swap's `cwd`) are taken relative to the
+    /// file's folder; those files may also start with `~/`, the home
+    /// directory (`$HOME`).
     ///
     /// # Errors
     /// [`ConfigError::Read`] when the file cannot be read, else as
@@ -363,6 +371,9 @@ impl AgentConfig {
             .chain([&mut config.ca])
         {
             *path = expand_home(path, home.as_deref());
+        }
+        if let Some(direct) = &mut config.direct {
+            direct.resolve_paths(path.parent(), home.as_deref());
         }
         // Relative paths in a file mean "next to this file".
         if let Some(dir) = path.parent() {
@@ -506,7 +517,8 @@ impl AgentConfig {
                 .and_then(|()| service.swap.as_ref().map_or(Ok(()), SwapConfig::validate))
                 .map_err(|e| ConfigError::Invalid(format!("service {}: {e}", service.name)))?;
         }
-        swap::validate_slots(&self.services, &self.slots)
+        swap::validate_slots(&self.services, &self.slots)?;
+        self.direct.as_ref().map_or(Ok(()), DirectConfig::validate)
     }
 }
 

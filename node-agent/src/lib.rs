@@ -47,7 +47,7 @@ mod slots;
 pub mod stats;
 
 pub use config::{
-    AgentConfig, CommandConfig, ConfigError, EXAMPLE_CONFIG, HealthCheck, HttpConfig,
+    AgentConfig, CommandConfig, ConfigError, DirectConfig, EXAMPLE_CONFIG, HealthCheck, HttpConfig,
     MetricsScrape, ModelServer, ReadyProbe, ReconnectConfig, ServiceConfig, ServiceKind,
     SlotConfig, SwapConfig,
 };
