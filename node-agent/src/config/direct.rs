@@ -95,10 +95,8 @@ impl DirectConfig {
             return invalid("cert and key are required with listen (gateway cert issue --direct)");
         }
         match &self.advertise {
-            Some(advertise) => {
-                if split_host_port(advertise).is_err() {
-                    return invalid(&format!("advertise must be host:port, got {advertise:?}"));
-                }
+            Some(advertise) if split_host_port(advertise).is_err() => {
+                return invalid(&format!("advertise must be host:port, got {advertise:?}"));
             }
             None if self.listen.ip().is_unspecified() => {
                 return invalid(&format!(
@@ -106,7 +104,7 @@ impl DirectConfig {
                     self.listen
                 ));
             }
-            None => {}
+            _ => {}
         }
         if self.max_connections == 0 {
             return invalid("max_connections must be > 0");
