@@ -8,13 +8,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::Stream;
-use protocol::{CallHead, Message};
-use transport::FramedSend;
+use protocol::CallHead;
 
-use crate::pool::PooledRecv;
-use crate::{Client, ClientError, ResultMeta, unexpected};
+use crate::{Client, ClientError, ResultMeta};
 
 /// How long past a call's timeout the SDK waits for the gateway's own
 /// `timeout` answer (which says where the time went) before it ends the
@@ -69,6 +67,28 @@ pub struct CallOptions {
     /// instead of failing with [`ClientError::GatewayLost`]. A call that
     /// cannot have run moves to another gateway either way.
     pub idempotent: bool,
+    /// How the call reaches its node (default [`Mode::Proxied`]: through
+    /// the gateway). [`Mode::LookAside`] leases the node from the gateway
+    /// and calls it directly; so are the services named in
+    /// [`crate::ClientConfig::look_aside`], whatever this says.
+    pub mode: Mode,
+}
+
+/// How a call reaches its node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Through the gateway, which picks the node and relays the payload
+    /// and the result (the default; the gateway's result cache applies).
+    #[default]
+    Proxied,
+    /// Look-aside: the gateway picks the node and leases it for one call
+    /// (queueing, policies and tenants as for a proxied call); the SDK
+    /// sends the payload to the node's direct port and reads the result
+    /// from it. When the node's direct port cannot be reached (the
+    /// connection or its handshake fails or times out: nothing ran), the
+    /// lease is released and the call goes through the gateway instead.
+    /// The gateway's result cache does not apply.
+    LookAside,
 }
 
 impl Default for CallOptions {
@@ -84,6 +104,7 @@ impl Default for CallOptions {
             endpoint: None,
             traceparent: None,
             idempotent: false,
+            mode: Mode::Proxied,
         }
     }
 }
@@ -92,7 +113,7 @@ impl CallOptions {
     /// The call's head on the wire, without its time left (set per attempt)
     /// and API key: the policy travels as the hint `policy=NAME` after the
     /// others, `max_age` as whole seconds.
-    fn into_head(self, service: &str, payload_len: u64) -> CallHead {
+    pub(crate) fn into_head(self, service: &str, payload_len: u64) -> CallHead {
         let mut hints = self.hints;
         if let Some(policy) = self.policy {
             hints.push(("policy".into(), policy));
@@ -252,6 +273,20 @@ impl<'a> Call<'a> {
         self
     }
 
+    /// Sets how the call reaches its node ([`CallOptions::mode`]; default
+    /// [`Mode::Proxied`]).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.options.mode = mode;
+        self
+    }
+
+    /// Calls look-aside: leases the node and sends the payload to it
+    /// directly, falling back to the gateway when its direct port cannot
+    /// be reached (the same as `.mode(Mode::LookAside)`).
+    pub fn look_aside(self) -> Self {
+        self.mode(Mode::LookAside)
+    }
+
     /// Tells `on_event` where the call stands while it waits for a node: its
     /// queue position each time it changes, and a reservation when a node
     /// loads the service for it. Called on the task that awaits the call.
@@ -276,23 +311,21 @@ impl<'a> Call<'a> {
             on_event,
         } = self;
         let deadline = Deadline::new(options.timeout);
-        let (meta, open) = tokio::time::timeout_at(
-            deadline.late(),
-            client.start(service, payload, options, on_event, deadline),
-        )
-        .await
-        .map_err(|_| deadline.passed(true))??;
-        let chunks = futures_util::stream::unfold(open, |mut open| async move {
-            match open.next().await {
-                Ok(Some(chunk)) => Some((Ok(chunk), open)),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), open)),
-            }
-        });
-        Ok(CallStream {
-            meta,
-            chunks: Box::pin(chunks),
+        let look_aside = client.is_look_aside(service, &options);
+        tokio::time::timeout_at(deadline.late(), async {
+            let (meta, open) = if look_aside {
+                client
+                    .look_aside_start(service, payload, options, on_event, deadline)
+                    .await?
+            } else {
+                client
+                    .start(service, payload, options, on_event, deadline)
+                    .await?
+            };
+            Ok(open.into_stream(meta))
         })
+        .await
+        .map_err(|_| deadline.passed(true))?
     }
 
     /// Sends the call and reads its whole result.
@@ -364,67 +397,6 @@ impl Stream for CallStream {
     }
 }
 
-/// An answered call's open stream; cancels the call when dropped before its
-/// result ended.
-struct Open {
-    send: FramedSend,
-    recv: PooledRecv,
-    /// Result bytes still to come, `None` for a streamed result.
-    left: Option<u64>,
-    done: bool,
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        if !self.done {
-            self.send.reset(protocol::codes::reset::CANCELLED);
-            self.recv.stop(protocol::codes::reset::CANCELLED);
-        }
-    }
-}
-
-impl Open {
-    /// The next chunk, `None` at the result's end.
-    async fn next(&mut self) -> Result<Option<Bytes>, ClientError> {
-        if self.done {
-            return Ok(None);
-        }
-        let frame = match self.left {
-            Some(0) => {
-                self.done = true;
-                return Ok(None);
-            }
-            _ => self.recv.recv().await,
-        };
-        let frame = frame
-            .inspect_err(|_| self.done = true)
-            .map_err(|e| attempt::reading(e, self.recv.gateway()))?;
-        match (frame, self.left.as_mut()) {
-            (Some(Message::Data(chunk)), Some(left)) if chunk.len() as u64 <= *left => {
-                *left -= chunk.len() as u64;
-                Ok(Some(chunk))
-            }
-            (Some(Message::Data(chunk)), None) => Ok(Some(chunk)),
-            (Some(Message::End(_)), None) => {
-                self.done = true;
-                Ok(None)
-            }
-            (Some(Message::Error(e)), None) => {
-                self.done = true;
-                Err(e.into())
-            }
-            (Some(other), _) => {
-                self.done = true;
-                Err(unexpected(&other))
-            }
-            (None, _) => {
-                self.done = true;
-                Err(ClientError::Protocol("result stream ended early".into()))
-            }
-        }
-    }
-}
-
 impl Client {
     /// A call of `service` with `payload`, default options: set them on the
     /// returned [`Call`], then `.await` it for the whole result, or
@@ -459,46 +431,26 @@ impl Client {
         on_event: impl FnMut(CallEvent) + Send,
         deadline: Deadline,
     ) -> Result<CallResult, ClientError> {
-        let (meta, mut open) = self
-            .start(service, payload, options, on_event, deadline)
-            .await?;
-        let max = self.config.max_result_bytes;
-        let data = match meta.payload_len {
-            Some(len) => {
-                let data = open
-                    .recv
-                    .recv_payload(len, max)
-                    .await
-                    .map_err(|e| attempt::reading(e, open.recv.gateway()))?;
-                open.done = true;
-                data
-            }
-            None => {
-                let mut data = BytesMut::new();
-                while let Some(chunk) = open.next().await? {
-                    if (data.len() + chunk.len()) as u64 > max {
-                        return Err(ClientError::Protocol(format!(
-                            "result exceeds max_result_bytes ({max} bytes)"
-                        )));
-                    }
-                    data.extend_from_slice(&chunk);
-                }
-                data.freeze()
-            }
+        let (meta, open) = if self.is_look_aside(service, &options) {
+            self.look_aside_start(service, payload, options, on_event, deadline)
+                .await?
+        } else {
+            self.start(service, payload, options, on_event, deadline)
+                .await?
         };
-        Ok(CallResult { meta, data })
+        open.whole(meta, self.config.max_result_bytes).await
     }
 }
 
 /// When a call must end, from when it was made.
 #[derive(Debug, Clone, Copy)]
-struct Deadline {
-    at: Instant,
+pub(crate) struct Deadline {
+    pub(crate) at: Instant,
     timeout: Duration,
 }
 
 impl Deadline {
-    fn new(timeout: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration) -> Self {
         let now = Instant::now();
         Self {
             at: now.checked_add(timeout).unwrap_or_else(|| far_future(now)),
@@ -507,19 +459,19 @@ impl Deadline {
     }
 
     /// When the SDK stops waiting for the gateway's own timeout answer.
-    fn late(&self) -> Instant {
+    pub(crate) fn late(&self) -> Instant {
         self.at
             .checked_add(TIMEOUT_GRACE)
             .unwrap_or_else(|| far_future(self.at))
     }
 
     /// What is left, whole ms (0 when it passed).
-    fn left_ms(&self) -> u32 {
+    pub(crate) fn left_ms(&self) -> u32 {
         let left = self.at.saturating_duration_since(Instant::now());
         u32::try_from(left.as_millis()).unwrap_or(u32::MAX)
     }
 
-    fn passed(&self, sent: bool) -> ClientError {
+    pub(crate) fn passed(&self, sent: bool) -> ClientError {
         ClientError::Timeout {
             sent,
             timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
@@ -533,5 +485,10 @@ fn far_future(now: Instant) -> Instant {
 }
 
 mod attempt;
+mod lookaside;
+mod result;
+
+pub(crate) use attempt::Request;
+pub(crate) use result::{DirectRecv, Open, Source, direct_lost};
 #[cfg(test)]
 mod tests;

@@ -54,8 +54,10 @@
 //! ```
 
 mod call;
+mod direct;
 mod error;
 mod jobs;
+mod lease;
 mod members;
 mod pool;
 
@@ -65,8 +67,9 @@ use std::sync::Arc;
 use protocol::{Codec, Message, NodeView, PolicyTable, PurgeCache, QueueView, SetPolicy};
 use transport::FramedSend;
 
-pub use call::{Call, CallEvent, CallOptions, CallResult, CallStream};
+pub use call::{Call, CallEvent, CallOptions, CallResult, CallStream, Mode};
 pub use error::ClientError;
+pub use lease::{DirectCall, Lease, LeaseBuilder};
 pub use pool::{GatewayStats, PoolConfig, PoolStats};
 /// A call's result metadata, as the gateway sends it ahead of the result's
 /// bytes (the wire's `ResultHead`): the node that served the call
@@ -79,7 +82,7 @@ pub use pool::{GatewayStats, PoolConfig, PoolStats};
 /// ([`CallStream::meta`]) carry it alike.
 pub use protocol::ResultHead as ResultMeta;
 pub use protocol::{
-    CacheInfo, CacheStatsView, ErrorKind, PolicyView, ServiceCacheStats, Side, Timings,
+    CacheInfo, CacheStatsView, ErrorKind, LeaseGrant, PolicyView, ServiceCacheStats, Side, Timings,
 };
 pub use protocol::{
     JobFilter, JobPage, JobSettings, JobSpec, JobState, JobView, LogEntry, LogStream, Transition,
@@ -125,6 +128,11 @@ pub struct ClientConfig {
     /// How often a cluster client asks for the member list again (default
     /// 5 s).
     pub member_refresh: std::time::Duration,
+    /// Services always called look-aside ([`Mode::LookAside`]: lease a
+    /// node, call it directly, through the gateway when its direct port
+    /// cannot be reached), whatever a call's [`CallOptions::mode`] says
+    /// (default none).
+    pub look_aside: Vec<String>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -140,6 +148,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("max_wire_version", &self.max_wire_version)
             .field("cluster", &self.cluster)
             .field("member_refresh", &self.member_refresh)
+            .field("look_aside", &self.look_aside)
             .finish()
     }
 }
@@ -158,6 +167,7 @@ impl ClientConfig {
             max_wire_version: protocol::WireVersion::LATEST,
             cluster: false,
             member_refresh: members::DEFAULT_MEMBER_REFRESH,
+            look_aside: Vec::new(),
         }
     }
 
@@ -189,6 +199,8 @@ impl ClientConfig {
 pub struct Client {
     config: Arc<ClientConfig>,
     pool: Arc<pool::Pool>,
+    /// Connections to nodes' direct ports (look-aside calls).
+    direct: Arc<direct::DirectPool>,
     codec: Codec,
     /// The admin token job requests present ([`Client::with_admin_token`]).
     admin_token: Option<Arc<str>>,
@@ -217,6 +229,7 @@ impl Client {
         Ok(Self {
             config: Arc::new(config),
             pool,
+            direct: Arc::default(),
             codec,
             admin_token: None,
         })
@@ -336,10 +349,11 @@ impl Client {
         }
     }
 
-    /// Closes every pooled connection, for all clones of this client
-    /// (pending calls fail), and waits until the gateways know. A later
-    /// call connects again.
+    /// Closes every pooled connection, the direct ones to nodes too, for
+    /// all clones of this client (pending calls fail), and waits until the
+    /// peers know. A later call connects again.
     pub async fn close(&self) {
+        self.direct.close();
         self.pool.close().await;
     }
 }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use protocol::{CallHead, ErrorKind, Message, Side};
 use transport::{FramedSend, IoError};
 
-use super::{CallEvent, CallOptions, Deadline, Open};
+use super::{CallEvent, CallOptions, Deadline, Open, Source};
 use crate::pool::{Gateway, PooledRecv};
 use crate::{Client, ClientError, ResultMeta, unexpected};
 
@@ -31,6 +31,41 @@ enum Failed {
     Final(ClientError),
 }
 
+/// What a request sent like a call asks the gateway for: each attempt's
+/// first frame, made from the head with that attempt's time left.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Request {
+    /// A call (`Call` + `Data`), answered by `Result`.
+    Call,
+    /// A lease (`Lease`), answered by `Leased`.
+    Lease {
+        /// Calls the lease serves.
+        max_calls: u32,
+        /// Idle timeout, ms (0: none).
+        idle_ms: u32,
+        /// Lifetime, ms (0: the gateway's default).
+        ttl_ms: u32,
+    },
+}
+
+impl Request {
+    fn message(self, head: &CallHead) -> Message {
+        match self {
+            Self::Call => Message::Call(head.clone()),
+            Self::Lease {
+                max_calls,
+                idle_ms,
+                ttl_ms,
+            } => Message::Lease(protocol::LeaseRequest {
+                head: head.clone(),
+                max_calls,
+                idle_ms,
+                ttl_ms,
+            }),
+        }
+    }
+}
+
 impl Client {
     /// Sends the call and its payload, reports its events, and returns the
     /// result's head with the stream still open, sending the call to
@@ -40,11 +75,44 @@ impl Client {
         service: &str,
         payload: Bytes,
         options: CallOptions,
-        mut on_event: impl FnMut(CallEvent) + Send,
+        on_event: impl FnMut(CallEvent) + Send,
         deadline: Deadline,
     ) -> Result<(ResultMeta, Open), ClientError> {
         let idempotent = options.idempotent;
-        let mut head = options.into_head(service, payload.len() as u64);
+        let head = options.into_head(service, payload.len() as u64);
+        let (answer, mut open) = self
+            .send_request(
+                Request::Call,
+                head,
+                &payload,
+                idempotent,
+                on_event,
+                deadline,
+            )
+            .await?;
+        match answer {
+            Message::Result(head) => {
+                open.left = head.payload_len;
+                Ok((head, open))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends `request` (with `head`, the client's API key and the time
+    /// left, and `payload`), reports its events, and returns the gateway's
+    /// answer (a `Result` or `Leased` frame) with the stream still open,
+    /// sending it to another gateway while it did not run (see the
+    /// module's rules).
+    pub(crate) async fn send_request(
+        &self,
+        request: Request,
+        mut head: CallHead,
+        payload: &Bytes,
+        idempotent: bool,
+        mut on_event: impl FnMut(CallEvent) + Send,
+        deadline: Deadline,
+    ) -> Result<(Message, Open), ClientError> {
         head.api_key = self.config.api_key.clone();
         // Each gateway at most once (the one that failed is tried last).
         let mut attempts = self.pool.gateway_count().max(1);
@@ -61,8 +129,9 @@ impl Client {
                 left => left,
             };
             let gateway = Arc::clone(recv.gateway());
+            let first = request.message(&head);
             let failed = match self
-                .exchange(&head, &payload, send, recv, &mut on_event)
+                .exchange(&first, payload, send, recv, &mut on_event)
                 .await
             {
                 Ok(started) => return Ok(started),
@@ -99,19 +168,16 @@ impl Client {
     /// Sends one call on an open stream and reads up to its result's head.
     async fn exchange(
         &self,
-        head: &CallHead,
+        first: &Message,
         payload: &Bytes,
         mut send: FramedSend,
         mut recv: PooledRecv,
         on_event: &mut (impl FnMut(CallEvent) + Send),
-    ) -> Result<(ResultMeta, Open), Failed> {
+    ) -> Result<(Message, Open), Failed> {
         // The gateway may refuse early (payload too large) and stop our upload;
         // its answer is what matters, so read it even if the upload fails.
         // The head and a small payload leave in one write.
-        let upload_result = match send
-            .send_with_payload(&Message::Call(head.clone()), payload)
-            .await
-        {
+        let upload_result = match send.send_with_payload(first, payload).await {
             // The head did not encode: nothing was sent.
             Err(e @ IoError::Codec(_)) => return Err(Failed::Final(e.into())),
             Err(e) => Err(e),
@@ -147,8 +213,8 @@ impl Client {
             }
         };
         let gateway = recv.gateway();
-        let head = match (answer, upload_result) {
-            (Ok(Some(Message::Result(head))), _) => head,
+        let answer = match (answer, upload_result) {
+            (Ok(Some(answer @ (Message::Result(_) | Message::Leased(_)))), _) => answer,
             (Ok(Some(Message::Error(e))), _) => {
                 if e.kind == ErrorKind::ShuttingDown {
                     self.pool.shutting_down(gateway);
@@ -178,13 +244,12 @@ impl Client {
                 )));
             }
         };
-        let left = head.payload_len;
         Ok((
-            head,
+            answer,
             Open {
                 send,
-                recv,
-                left,
+                recv: Source::Gateway(recv),
+                left: None,
                 done: false,
             },
         ))

@@ -16,6 +16,8 @@ fn options_become_the_wire_head_with_the_policy_as_the_last_hint() {
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         // Stays on this side: the SDK's own choice of resending.
         idempotent: true,
+        // Stays on this side: how the SDK reaches the node.
+        mode: Mode::LookAside,
     };
     let head = options.into_head("llama", 12);
     assert_eq!(head.service, "llama");

@@ -5,6 +5,40 @@
 use super::*;
 
 impl Pool {
+    /// Opens a stream on a connection to `gateway` itself (no failover:
+    /// for a request only that gateway can answer, such as releasing a
+    /// lease it granted), dialling it if it has no usable connection.
+    pub(crate) async fn open_at(
+        self: &Arc<Self>,
+        codec: Codec,
+        gateway: &Arc<Gateway>,
+    ) -> Result<(FramedSend, PooledRecv), ClientError> {
+        let lease = match self.acquire_at(gateway, Dial::Always).await {
+            Ok(lease) => lease,
+            Err(Skip::Fatal(e)) => return Err(e),
+            Err(Skip::Down | Skip::Failed) => {
+                let why = gateway.lock().last_error.clone().unwrap_or_default();
+                return Err(ClientError::Connect(format!(
+                    "{}: unreachable {why}",
+                    gateway.address
+                )));
+            }
+        };
+        let (send, recv) = transport::open_bi(&lease.connection, codec).await?;
+        Ok((
+            send,
+            PooledRecv {
+                recv,
+                _lease: lease,
+            },
+        ))
+    }
+
+    /// How long a handshake may take ([`PoolConfig::connect_timeout`]).
+    pub(crate) fn connect_timeout(&self) -> std::time::Duration {
+        self.config.connect_timeout
+    }
+
     /// Adds one connection to `gateway` if there is room.
     pub(super) async fn dial_once(&self, gateway: &Gateway) {
         let _dialing = gateway.dial.lock().await;
@@ -73,7 +107,7 @@ impl Pool {
     }
 
     /// The client endpoint for `peer`'s address family, made on first use.
-    fn endpoint(&self, peer: SocketAddr) -> Result<quinn::Endpoint, ClientError> {
+    pub(crate) fn endpoint(&self, peer: SocketAddr) -> Result<quinn::Endpoint, ClientError> {
         let mut endpoints = self
             .endpoints
             .lock()
