@@ -8,6 +8,7 @@
 
 pub mod browser;
 pub mod cluster;
+pub mod direct;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
