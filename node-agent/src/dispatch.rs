@@ -1,5 +1,8 @@
 //! One dispatched call: read `Dispatch` + payload from a gateway-opened
-//! stream, run the service, answer `Reply` + payload or `Error`.
+//! stream, run the service, answer `Reply` + payload or `Error`. A stream
+//! whose first frame is `Hold` holds a slot for a lease instead
+//! ([`crate::leases`]). [`write_reply`], the answer's writing, is shared
+//! with the direct calls of leases.
 //!
 //! A streamed result (a command's stdout, an HTTP body) is relayed as it
 //! comes: the `Reply` head (with `payload_len: None`) goes with the first
@@ -19,22 +22,23 @@ use protocol::{Codec, DispatchHead, ErrorKind, Message, ReplyHead, Trailer};
 use tracing::Instrument as _;
 use transport::{FramedRecv, FramedSend, IoError};
 
+use crate::leases::Leases;
 use crate::prefix_blocks::PrefixBlocks;
 use crate::services::{Body, Item, Reply, ServiceError, Services, Slot};
 
 /// How long the gateway has to send the `Dispatch` head on a new stream.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest wait, after a call's answer is written, for the gateway to
 /// acknowledge it (the call's task, and so the drain, waits for it).
-const DELIVERY_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const DELIVERY_WAIT: Duration = Duration::from_secs(2);
 
 /// The time a call gets when the gateway sets no deadline (`timeout_ms` 0).
 pub(crate) const NO_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Application code the agent stops a call stream's receiving half with when
 /// it will not read the rest (refused call, malformed stream).
-const STOP_CODE: u32 = protocol::codes::reset::CANCELLED;
+pub(crate) const STOP_CODE: u32 = protocol::codes::reset::CANCELLED;
 
 /// The services and limits every call shares.
 #[derive(Debug, Clone)]
@@ -46,6 +50,8 @@ pub(crate) struct Dispatcher {
     pub(crate) tracer: otel::Tracer,
     /// The prefix blocks of the calls served, reported to the gateways.
     pub(crate) prefix: PrefixBlocks,
+    /// The leases this node holds (look-aside calls).
+    pub(crate) leases: Leases,
 }
 
 /// What a call came to, before it is written back.
@@ -61,6 +67,8 @@ enum Outcome {
     Error(ServiceError),
     /// Nothing to answer: the stream is gone or the gateway cancelled.
     Silent,
+    /// The stream holds a slot for a lease: the lease table takes it.
+    Hold(protocol::LeaseHold),
 }
 
 impl Dispatcher {
@@ -85,6 +93,10 @@ impl Dispatcher {
             // The service call's span, from its head to its answer's end.
             let mut trace = otel::Span::none();
             let outcome = self.serve(&mut send, &mut recv, &mut trace).await;
+            if let Outcome::Hold(hold) = outcome {
+                self.leases.hold(&self.services, send, recv, hold).await;
+                return;
+            }
             if let (true, Outcome::Error(e)) = (trace.is_recording(), &outcome) {
                 trace.fail(format!("{}: {}", e.kind, e.message));
             }
@@ -114,6 +126,7 @@ impl Dispatcher {
             |message: String| Outcome::Error(ServiceError::new(ErrorKind::BadRequest, message));
         let head = match tokio::time::timeout(HEAD_TIMEOUT, recv.recv()).await {
             Ok(Ok(Some(Message::Dispatch(head)))) => head,
+            Ok(Ok(Some(Message::Hold(hold)))) => return Outcome::Hold(hold),
             Ok(Ok(Some(other))) => {
                 recv.stop(STOP_CODE);
                 return bad(format!(
@@ -255,50 +268,35 @@ async fn answer(send: &mut FramedSend, outcome: Outcome) -> Result<(), IoError> 
             started,
             call_id,
         } => {
-            let head = |payload_len| ReplyHead {
-                payload_len,
-                exec_ms: ms(started),
-                content_type: reply.content_type.clone(),
-                status: reply.status,
+            let (content_type, status) = (reply.content_type.clone(), reply.status);
+            let head = |payload_len, exec_ms| {
+                Message::Reply(ReplyHead {
+                    payload_len,
+                    exec_ms,
+                    content_type: content_type.clone(),
+                    status,
+                })
             };
-            match reply.body {
-                Body::Whole(result) => {
-                    tracing::debug!(
-                        call_id,
-                        service = slot.service(),
-                        len = result.len(),
-                        "call done"
-                    );
-                    send.send_with_payload(
-                        &Message::Reply(head(Some(result.len() as u64))),
-                        &result,
-                    )
-                    .await?;
-                }
-                Body::Stream(chunks) => {
-                    let head = head(None);
-                    if !stream(send, head, chunks, started).await? {
-                        tracing::debug!(
-                            call_id,
-                            service = slot.service(),
-                            "gateway abandoned the call; stopped it"
-                        );
-                        send.reset(STOP_CODE);
-                        return Ok(());
-                    }
-                    tracing::debug!(
-                        call_id,
-                        service = slot.service(),
-                        exec_ms = ms(started),
-                        "call done"
-                    );
-                }
+            if !write_reply(send, reply, started, head).await? {
+                tracing::debug!(
+                    call_id,
+                    service = slot.service(),
+                    "gateway abandoned the call; stopped it"
+                );
+                send.reset(STOP_CODE);
+                return Ok(());
             }
+            tracing::debug!(
+                call_id,
+                service = slot.service(),
+                exec_ms = ms(started),
+                "call done"
+            );
         }
         Outcome::Error(e) => {
             send.send(&Message::Error(e.into_call_error())).await?;
         }
-        Outcome::Silent => {
+        Outcome::Silent | Outcome::Hold(_) => {
             send.reset(STOP_CODE);
             return Ok(());
         }
@@ -306,14 +304,37 @@ async fn answer(send: &mut FramedSend, outcome: Outcome) -> Result<(), IoError> 
     send.finish()
 }
 
-/// Relays a streamed body: the head with the first chunk (of the result or
-/// of the log), each chunk as it comes (log chunks as `Log` frames), then `End` (or `Error`; a plain `Error` when the service failed
-/// before writing anything, a head with an empty result when it wrote
-/// nothing). Returns false when the gateway stopped reading (the work is
-/// dropped with `chunks`).
+/// Writes a service's answer (not finishing the stream): a whole result as
+/// its head and payload; a streamed one as the head with the first chunk
+/// (of the result or of the log), each chunk as it comes (log chunks as
+/// `Log` frames), then `End` (or `Error`; a plain `Error` when the service
+/// failed before writing anything, a head with an empty result when it
+/// wrote nothing). `head` makes the head frame from the result's length
+/// (`None`: streamed) and the service's time so far, ms. Returns false
+/// when the peer stopped reading (the work is dropped with the body).
+///
+/// # Errors
+/// [`IoError`] when the stream breaks.
+pub(crate) async fn write_reply(
+    send: &mut FramedSend,
+    reply: Reply,
+    started: Instant,
+    head: impl Fn(Option<u64>, f32) -> Message,
+) -> Result<bool, IoError> {
+    match reply.body {
+        Body::Whole(result) => {
+            let head = head(Some(result.len() as u64), ms(started));
+            send.send_with_payload(&head, &result).await?;
+            Ok(true)
+        }
+        Body::Stream(chunks) => stream(send, head, chunks, started).await,
+    }
+}
+
+/// Relays a streamed body, as [`write_reply`] says.
 async fn stream(
     send: &mut FramedSend,
-    mut head: ReplyHead,
+    head: impl Fn(Option<u64>, f32) -> Message,
     mut chunks: crate::services::Chunks,
     started: Instant,
 ) -> Result<bool, IoError> {
@@ -329,16 +350,14 @@ async fn stream(
         match item {
             Some(Ok(Item::Log(chunk))) => {
                 if !head_sent {
-                    head.exec_ms = ms(started);
-                    send.send(&Message::Reply(head.clone())).await?;
+                    send.send(&head(None, ms(started))).await?;
                     head_sent = true;
                 }
                 send.send(&Message::Log(chunk)).await?;
             }
             Some(Ok(Item::Data(chunk))) => {
                 if !head_sent {
-                    head.exec_ms = ms(started);
-                    send.send(&Message::Reply(head.clone())).await?;
+                    send.send(&head(None, ms(started))).await?;
                     head_sent = true;
                 }
                 len += chunk.len() as u64;
@@ -349,9 +368,7 @@ async fn stream(
                 return Ok(true);
             }
             None if !head_sent => {
-                head.payload_len = Some(0);
-                head.exec_ms = ms(started);
-                send.send(&Message::Reply(head)).await?;
+                send.send(&head(Some(0), ms(started))).await?;
                 return Ok(true);
             }
             None => {
@@ -363,6 +380,6 @@ async fn stream(
     }
 }
 
-fn ms(since: Instant) -> f32 {
+pub(crate) fn ms(since: Instant) -> f32 {
     since.elapsed().as_secs_f32() * 1000.0
 }

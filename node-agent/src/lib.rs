@@ -39,6 +39,7 @@ pub mod cli;
 pub mod config;
 mod dispatch;
 pub mod health;
+mod leases;
 pub mod model_load;
 mod prefix_blocks;
 pub mod services;

@@ -21,6 +21,7 @@ use super::members::Target;
 use crate::AgentError;
 use crate::backoff::Backoff;
 use crate::config::{ConfigError, split_host_port};
+use crate::leases::SessionKeys;
 use crate::slots::Reports;
 
 /// Longest wait for the QUIC handshake
@@ -215,7 +216,7 @@ impl Link {
             token: config.token.clone(),
             node: self.agent.spec(),
             follows_members: true,
-            direct: None,
+            direct: self.agent.direct.clone(),
         };
         send.send(&Message::Register(register)).await?;
         let reply = tokio::time::timeout(REGISTER_TIMEOUT, recv.expect("the registration reply"))
@@ -263,6 +264,8 @@ impl Link {
             ..
         } = session;
         let agent = &*self.agent;
+        // The lease keys this gateway sends, dropped when the session ends.
+        let lease_keys = SessionKeys::new(&agent.dispatcher.leases, session_id);
         let interval = Duration::from_millis(u64::from(agent.config.stats_interval_ms));
         let v2 = transport::wire_version(&connection) >= WireVersion::V2;
         // Load reports go only to a gateway that tells its members (one
@@ -343,6 +346,11 @@ impl Link {
                         follows_members.store(true, Ordering::Release);
                         if self.lists.send((self.target.clone(), list)).await.is_err() {
                             return "the agent stopped".to_string();
+                        }
+                    }
+                    Ok(Some(Message::LeaseKeys(keys))) => {
+                        if let Err(e) = lease_keys.set(&keys) {
+                            return format!("bad lease keys: {e}");
                         }
                     }
                     Ok(Some(message)) => {

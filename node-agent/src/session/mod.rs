@@ -32,6 +32,8 @@ use crate::AgentError;
 use crate::config::AgentConfig;
 use crate::dispatch::Dispatcher;
 use crate::health::HealthChecks;
+use crate::leases::Leases;
+use crate::leases::direct::DirectServer;
 use crate::model_load::ModelLoads;
 use crate::services::Services;
 use crate::slots::Slots;
@@ -90,13 +92,26 @@ pub async fn run(
     let stats = tokio::task::spawn_blocking(StatsCollector::new)
         .await
         .unwrap_or_default();
+    let dispatcher = Dispatcher {
+        services,
+        max_payload: config.max_payload_bytes,
+        tracer: otel::Tracer::start(&config.tracing, "switchyard-agent")?,
+        prefix: crate::prefix_blocks::PrefixBlocks::default(),
+        leases: Leases::new(&config.node_id),
+    };
+    // The direct port opens before the registrations, which advertise it.
+    let direct = match &config.direct {
+        Some(direct) => Some(DirectServer::start(
+            direct,
+            &config.ca,
+            config.max_wire_version,
+            dispatcher.clone(),
+        )?),
+        None => None,
+    };
     let agent = Arc::new(Agent {
-        dispatcher: Dispatcher {
-            services,
-            max_payload: config.max_payload_bytes,
-            tracer: otel::Tracer::start(&config.tracing, "switchyard-agent")?,
-            prefix: crate::prefix_blocks::PrefixBlocks::default(),
-        },
+        direct: direct.as_ref().map(|d| d.advertised.clone()),
+        dispatcher,
         slots,
         stats: Arc::new(Mutex::new(stats)),
         health,
@@ -144,8 +159,15 @@ pub async fn run(
             grace_s = grace.as_secs(),
             "draining: no new calls; finishing those in flight"
         );
+        // Every lease ends (`Draining`) and says so while the sessions
+        // still stand.
+        agent.dispatcher.leases.drain();
         fleet.drain_all();
-        let drained = async { while fleet.tasks.join_next().await.is_some() {} };
+        let leases = agent.dispatcher.leases.clone();
+        let drained = async {
+            while fleet.tasks.join_next().await.is_some() {}
+            leases.ended().await;
+        };
         match tokio::time::timeout(grace, drained).await {
             Ok(()) => tracing::info!("drained every gateway session"),
             Err(_) => {
@@ -171,8 +193,13 @@ pub async fn run(
             }
         }
     };
+    let direct = async {
+        if let Some(direct) = direct {
+            direct.stop().await;
+        }
+    };
     // The slots' servers stop while the close reaches the gateways.
-    tokio::join!(close, agent.slots.shutdown());
+    tokio::join!(close, direct, agent.slots.shutdown());
     if result.is_ok() {
         tracing::info!("agent shut down");
     }
@@ -195,6 +222,9 @@ struct Agent {
     /// Numbers the sessions, so that a swap asked for on one is reported
     /// with its `swap_id` on that one only.
     sessions: AtomicU64,
+    /// The direct port's advertised address (`[direct]`), registered with
+    /// every gateway.
+    direct: Option<String>,
 }
 
 impl Agent {
