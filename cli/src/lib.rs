@@ -5,6 +5,8 @@
 //! switchyard call sum-up --data 1000000 --policy round-robin
 //! switchyard call llama --data "hi" --priority 5 -v      # prints queue positions
 //! switchyard call llama --data "hi" --realtime           # never queued
+//! switchyard call sha256 --file big.bin --look-aside     # lease a node, send it the payload directly
+//! switchyard lease sha256 --max-calls 10 --idle-ms 5000  # a lease: node, direct address, token, expiry
 //! switchyard queue
 //! switchyard drain gpu-node-1          # admin HTTP API: no new calls there
 //! switchyard undrain gpu-node-1
@@ -30,12 +32,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use client::{CallEvent, CallOptions, Client, ClientConfig};
+use client::{CallOptions, Client, ClientConfig, Mode};
 use futures_util::StreamExt as _;
 
 mod bench;
 mod cluster;
 mod job;
+mod lease;
 mod push;
 mod table;
 
@@ -126,7 +129,16 @@ enum Command {
         /// to stderr.
         #[arg(short, long)]
         verbose: bool,
+        /// Call look-aside: lease a node from the gateway and send the
+        /// payload to the node's direct port (through the gateway if that
+        /// port cannot be reached).
+        #[arg(long)]
+        look_aside: bool,
     },
+    /// Lease a node of SERVICE (look-aside) and print the grant: node,
+    /// direct address, token, expiry; queue positions go to stderr while
+    /// it waits.
+    Lease(lease::LeaseArgs),
     /// Stop sending new calls to NODE (calls in flight finish), through the
     /// admin HTTP API (needs the admin token).
     Drain {
@@ -481,6 +493,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_age_s,
             endpoint,
             verbose,
+            look_aside,
         } => {
             let payload = match (data, file) {
                 (Some(text), _) => text.into_bytes(),
@@ -506,6 +519,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 no_cache,
                 max_age: max_age_s.map(|s| Duration::from_secs(u64::from(s))),
                 endpoint,
+                mode: if look_aside {
+                    Mode::LookAside
+                } else {
+                    Mode::Proxied
+                },
                 ..CallOptions::default()
             };
             let mut stream = client
@@ -513,17 +531,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .options(options)
                 .on_event(|event| {
                     if verbose {
-                        match event {
-                            CallEvent::Queued { position } => eprintln!("queued: position {position}"),
-                            CallEvent::Reserved {
-                                node_id,
-                                from,
-                                expected_ms,
-                            } => eprintln!(
-                                "reserved: node {node_id} is loading {service} (was {}, usually {expected_ms} ms)",
-                                from.as_deref().unwrap_or("empty")
-                            ),
-                        }
+                        eprintln!("{}", lease::event_line(&service, &event));
                     }
                 })
                 .stream()
@@ -557,6 +565,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Lease(args) => lease::run(&client, args).await?,
         Command::Nodes { json } => {
             let nodes = client.nodes().await?;
             if json {
