@@ -184,19 +184,4 @@ fn unreachable(address: &str, why: impl std::fmt::Display) -> DirectError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_server_name_is_the_host_of_the_direct_address() {
-        assert_eq!(host_of("10.0.0.5:7443").expect("ip"), "10.0.0.5");
-        assert_eq!(
-            host_of("node-a.example:7443").expect("dns"),
-            "node-a.example"
-        );
-        assert_eq!(host_of("[::1]:7443").expect("v6"), "::1");
-        for bad in ["", "10.0.0.5", "host:", ":7443", "host:port", "[::1]"] {
-            assert!(host_of(bad).is_err(), "{bad}");
-        }
-    }
-}
+mod tests;
