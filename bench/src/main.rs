@@ -4,7 +4,9 @@
 //! policy's cost, the cache, the 1000-agent scale program if built, idle
 //! CPU, multi-turn chat TTFT per LLM routing policy (`llm`), a real
 //! embedding model direct vs through the gateway (`embeddings`), and
-//! several gateways on etcd serving one fleet (`cluster`). Writes
+//! several gateways on etcd serving one fleet (`cluster`), and look-aside
+//! calls (leases, then straight to the node) beside proxied ones and
+//! HAProxy (`lookaside`). Writes
 //! `bench/results/<section>.json` and `bench/results/README.md`. `--quick`:
 //! a ~1 minute smoke run.
 //! `switchyard-bench-suite echo-server` is the stand-alone echo server the
@@ -16,6 +18,7 @@ mod embeddings;
 mod fleet;
 mod jobs;
 mod llm;
+mod lookaside;
 mod peers;
 mod procs;
 mod report;
@@ -35,7 +38,7 @@ use crate::scenarios::Timing;
 use crate::sections::Setup;
 
 /// Every section, in order.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "peers",
     "overhead",
     "policies",
@@ -47,6 +50,7 @@ const SECTIONS: [&str; 11] = [
     "threads",
     "embeddings",
     "cluster",
+    "lookaside",
 ];
 
 #[derive(Parser, Debug)]
@@ -69,7 +73,8 @@ struct Args {
     #[arg(long)]
     warm_up: Option<f64>,
     /// Sections to run, comma-separated (default all): peers, overhead,
-    /// policies, cache, scale, idle, llm, jobs, threads, embeddings, cluster.
+    /// policies, cache, scale, idle, llm, jobs, threads, embeddings, cluster,
+    /// lookaside.
     #[arg(long, value_delimiter = ',')]
     sections: Vec<String>,
     /// Agents of the scale section (default 1000; 100 with --quick).
@@ -204,6 +209,10 @@ async fn suite(args: Args) -> Result<()> {
             "threads" => threads::section(&setup, &timing).await?,
             "embeddings" => embeddings::section(&setup, &timing).await?,
             "cluster" => cluster::section(&setup, &timing, args.quick).await,
+            "lookaside" => {
+                done.extend(lookaside::section(&setup, &timing).await);
+                continue;
+            }
             _ => sections::idle(&setup, &timing).await,
         };
         done.push(result);

@@ -28,6 +28,8 @@ pub enum AnyTarget {
     Http(HttpTarget),
     /// Through the SDK, each call to the next of several gateways.
     Spread(QuicSpread),
+    /// Look-aside: on leases, straight to the nodes (or streamed).
+    LookAside(crate::lookaside::LookAside),
 }
 
 impl Target for AnyTarget {
@@ -36,6 +38,7 @@ impl Target for AnyTarget {
             Self::Quic(t) => t.call().await,
             Self::Http(t) => t.call().await,
             Self::Spread(t) => t.call().await,
+            Self::LookAside(t) => t.call().await,
         }
     }
 }
