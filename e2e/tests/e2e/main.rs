@@ -30,6 +30,7 @@ mod ingress;
 mod jobs;
 mod jobs_http;
 mod jobs_quic;
+mod leases;
 mod malformed;
 mod model_load;
 mod mtls;

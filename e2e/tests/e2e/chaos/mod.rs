@@ -18,6 +18,7 @@ mod jobs;
 mod kill_agent;
 mod kill_cluster_gateway;
 mod kill_gateway;
+mod kill_leased_agent;
 mod network;
 mod overload;
 mod policy_swap;
