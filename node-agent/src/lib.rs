@@ -34,6 +34,7 @@
 
 #![warn(unreachable_pub)]
 
+mod answer;
 pub mod backoff;
 pub mod cli;
 pub mod config;

@@ -9,14 +9,13 @@ use protocol::{CallHead, ErrorKind, LeaseClaims, Message, ResultHead, Timings, T
 use tracing::Instrument as _;
 use transport::{FramedRecv, FramedSend};
 
+use super::direct::DirectCalls;
 use super::{Leases, Running};
-use crate::dispatch::{
-    DELIVERY_WAIT, Dispatcher, HEAD_TIMEOUT, NO_DEADLINE, STOP_CODE, ms, write_reply,
-};
+use crate::answer::{DELIVERY_WAIT, HEAD_TIMEOUT, NO_DEADLINE, STOP_CODE, ms, write_reply};
 use crate::services::ServiceError;
 
 /// Serves one direct call stream to its end; never panics on peer input.
-pub(super) async fn serve(dispatcher: Dispatcher, mut send: FramedSend, mut recv: FramedRecv) {
+pub(super) async fn serve(calls: DirectCalls, mut send: FramedSend, mut recv: FramedRecv) {
     let arrived = Instant::now();
     let span = tracing::info_span!(
         "direct call",
@@ -59,7 +58,7 @@ pub(super) async fn serve(dispatcher: Dispatcher, mut send: FramedSend, mut recv
         if let Some(id) = &head.request_id {
             tracing::Span::current().record("request_id", tracing::field::display(id));
         }
-        let running = match admit(&dispatcher.leases, &head, dispatcher.max_payload) {
+        let running = match admit(&calls.leases, &head, calls.max_payload) {
             Ok(running) => running,
             Err(e) => {
                 tracing::debug!(service = %head.service, "direct call refused: {e}");
@@ -70,7 +69,7 @@ pub(super) async fn serve(dispatcher: Dispatcher, mut send: FramedSend, mut recv
             "lease_id",
             tracing::field::display(&running.lease().hold.lease_id),
         );
-        run(&dispatcher, head, running, &mut send, &mut recv, arrived).await;
+        run(&calls, head, running, &mut send, &mut recv, arrived).await;
     }
     .instrument(span)
     .await;
@@ -118,7 +117,7 @@ fn admit(leases: &Leases, head: &CallHead, agent_max: u64) -> Result<Running, Se
 
 /// Reads the payload, runs the call on the lease's slot and answers.
 async fn run(
-    dispatcher: &Dispatcher,
+    calls: &DirectCalls,
     head: CallHead,
     mut running: Running,
     send: &mut FramedSend,
@@ -126,7 +125,7 @@ async fn run(
     arrived: Instant,
 ) {
     let lease = std::sync::Arc::clone(running.lease());
-    let limit = lease.max_payload(dispatcher.max_payload);
+    let limit = lease.max_payload(calls.max_payload);
     let timeout = match head.timeout_ms {
         0 => NO_DEADLINE,
         ms => Duration::from_millis(u64::from(ms)),
@@ -149,7 +148,7 @@ async fn run(
         return refuse(send, recv, ServiceError::internal("lease slot missing")).await;
     };
     let started = Instant::now();
-    let mut trace = dispatcher.tracer.span(
+    let mut trace = calls.tracer.span(
         "service call",
         otel::Kind::Server,
         &otel::Parent::from_traceparent(head.traceparent.as_deref()),
@@ -188,7 +187,7 @@ async fn run(
         }
     };
     let (content_type, status) = (reply.content_type.clone(), reply.status);
-    let node_id = dispatcher.leases.node_id().to_owned();
+    let node_id = calls.leases.node_id().to_owned();
     let head_of = |payload_len, exec_ms| {
         Message::Result(ResultHead {
             payload_len,

@@ -18,12 +18,22 @@ use transport::{EndpointConfig, FramedRecv, FramedSend, TlsFiles};
 
 use crate::AgentError;
 use crate::config::DirectConfig;
-use crate::dispatch::Dispatcher;
 
 /// How long a client has to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for the connections' close at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the direct port's calls share.
+#[derive(Debug, Clone)]
+pub(crate) struct DirectCalls {
+    /// The agent's largest accepted payload, bytes.
+    pub(crate) max_payload: u64,
+    /// Calls' spans (`[tracing]`; makes none when off).
+    pub(crate) tracer: otel::Tracer,
+    /// The node's leases.
+    pub(crate) leases: super::Leases,
+}
 
 /// The running direct port; [`DirectServer::stop`] closes it.
 pub(crate) struct DirectServer {
@@ -36,9 +46,9 @@ pub(crate) struct DirectServer {
 }
 
 impl DirectServer {
-    /// Binds the direct port of `config` and serves it with `dispatcher`'s
-    /// services and leases; `ca` is the agent's CA file and
-    /// `max_wire_version` the newest wire version offered.
+    /// Binds the direct port of `config` and serves its calls on `calls`'
+    /// leases; `ca` is the agent's CA file and `max_wire_version` the
+    /// newest wire version offered.
     ///
     /// # Errors
     /// [`AgentError::Tls`] for unusable certificate files or a socket that
@@ -47,7 +57,7 @@ impl DirectServer {
         config: &DirectConfig,
         ca: &Path,
         max_wire_version: WireVersion,
-        dispatcher: Dispatcher,
+        calls: DirectCalls,
     ) -> Result<Self, AgentError> {
         let missing = || {
             AgentError::Config(crate::ConfigError::Invalid(
@@ -79,9 +89,9 @@ impl DirectServer {
                 source,
             })?;
         let advertised = config.advertised(local);
-        dispatcher.leases.set_direct_open(true);
-        let leases = dispatcher.leases.clone();
-        let task = tokio::spawn(accept(endpoint.clone(), dispatcher, config.max_connections));
+        calls.leases.set_direct_open(true);
+        let leases = calls.leases.clone();
+        let task = tokio::spawn(accept(endpoint.clone(), calls, config.max_connections));
         tracing::info!(listen = %local, advertised = %advertised, "direct port open");
         Ok(Self {
             endpoint,
@@ -103,7 +113,7 @@ impl DirectServer {
 
 /// Accepts connections until the endpoint closes (or the task is aborted:
 /// dropping the set ends every connection's task).
-async fn accept(endpoint: quinn::Endpoint, dispatcher: Dispatcher, max_connections: u32) {
+async fn accept(endpoint: quinn::Endpoint, calls: DirectCalls, max_connections: u32) {
     let open = Arc::new(AtomicU32::new(0));
     let mut connections = JoinSet::new();
     loop {
@@ -117,7 +127,7 @@ async fn accept(endpoint: quinn::Endpoint, dispatcher: Dispatcher, max_connectio
                 }
                 open.fetch_add(1, Ordering::AcqRel);
                 let guard = Open(Arc::clone(&open));
-                connections.spawn(connection(incoming, dispatcher.clone(), guard));
+                connections.spawn(connection(incoming, calls.clone(), guard));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -134,7 +144,7 @@ impl Drop for Open {
 }
 
 /// Serves one client connection: a direct call per stream.
-async fn connection(incoming: quinn::Incoming, dispatcher: Dispatcher, _open: Open) {
+async fn connection(incoming: quinn::Incoming, calls: DirectCalls, _open: Open) {
     let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
         Ok(Ok(connection)) => connection,
         Ok(Err(e)) => {
@@ -155,23 +165,23 @@ async fn connection(incoming: quinn::Incoming, dispatcher: Dispatcher, _open: Op
     }
     let codec = transport::codec_for(&connection, protocol::Codec::default());
     // What this connection's streams may hold in reads at once.
-    let budget = transport::ReadBudget::new(dispatcher.max_payload);
+    let budget = transport::ReadBudget::new(calls.max_payload);
     // Dropping the set (the connection ended) stops its calls.
-    let mut calls = JoinSet::new();
+    let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
             accepted = connection.accept_bi() => match accepted {
                 Ok((send, recv)) => {
                     let send = FramedSend::new(send, codec);
                     let recv = FramedRecv::new(recv, codec).with_budget(budget.clone());
-                    calls.spawn(super::call::serve(dispatcher.clone(), send, recv));
+                    tasks.spawn(super::call::serve(calls.clone(), send, recv));
                 }
                 Err(e) => {
                     tracing::debug!("direct connection ended: {e}");
                     break;
                 }
             },
-            Some(done) = calls.join_next(), if !calls.is_empty() => {
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = done
                     && e.is_panic()
                 {

@@ -1,6 +1,7 @@
 //! Leases against real QUIC on loopback: an in-test gateway connection
-//! whose streams the agent's dispatcher serves (holds), and a client of the
-//! direct port (direct calls).
+//! whose hold streams the lease table serves, and a client of the direct
+//! port (direct calls). The session tests cover holds reaching the table
+//! through a gateway session's call streams.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,10 +15,9 @@ use protocol::{
 };
 use transport::{EndpointConfig, FramedRecv, FramedSend, TlsFiles};
 
-use super::direct::DirectServer;
+use super::direct::{DirectCalls, DirectServer};
 use super::{Leases, unix_ms};
 use crate::config::{DirectConfig, ServiceConfig};
-use crate::dispatch::Dispatcher;
 use crate::services::{ServiceKind, Services};
 
 const NODE: &str = "node-a";
@@ -29,7 +29,8 @@ const WAIT: Duration = Duration::from_secs(10);
 /// connection to its direct port.
 struct Node {
     _dir: tempfile::TempDir,
-    dispatcher: Dispatcher,
+    services: Services,
+    leases: Leases,
     direct: Option<DirectServer>,
     /// The gateway's side of its connection with the agent.
     gateway: quinn::Connection,
@@ -88,13 +89,8 @@ impl Node {
             &dir.path().join("direct"),
         )
         .expect("direct certificate");
-        let dispatcher = Dispatcher {
-            services: Services::new(&services()).expect("services"),
-            max_payload: 1 << 20,
-            tracer: otel::Tracer::start(&otel::TracingConfig::default(), "test").expect("tracer"),
-            prefix: crate::prefix_blocks::PrefixBlocks::default(),
-            leases: Leases::new(NODE),
-        };
+        let services = Services::new(&services()).expect("services");
+        let leases = Leases::new(NODE);
         let config = DirectConfig::new(
             "127.0.0.1:0".parse().expect("addr"),
             issued.cert,
@@ -104,12 +100,16 @@ impl Node {
             &config,
             &files.ca,
             protocol::WireVersion::LATEST,
-            dispatcher.clone(),
+            DirectCalls {
+                max_payload: 1 << 20,
+                tracer: otel::Tracer::start(&otel::TracingConfig::default(), "test")
+                    .expect("tracer"),
+                leases: leases.clone(),
+            },
         )
         .expect("direct port");
         let direct_addr: SocketAddr = direct.advertised.parse().expect("bound address");
-        dispatcher
-            .leases
+        leases
             .keys()
             .set(
                 1,
@@ -135,11 +135,20 @@ impl Node {
             gateway_ep.accept().await.expect("incoming").await
         });
         let (agent, gateway) = (agent.expect("agent side"), gateway.expect("gateway side"));
-        let serving = dispatcher.clone();
+        // The agent's side: a stream whose first frame is `Hold` goes to
+        // the lease table, as the dispatcher routes it.
+        let (serving, table) = (services.clone(), leases.clone());
         tokio::spawn(async move {
             let codec = transport::codec_for(&agent, Codec::default());
             while let Ok((send, recv)) = agent.accept_bi().await {
-                tokio::spawn(serving.clone().handle(codec, send, recv));
+                let (services, leases) = (serving.clone(), table.clone());
+                tokio::spawn(async move {
+                    let send = FramedSend::new(send, codec);
+                    let mut recv = FramedRecv::new(recv, codec);
+                    if let Ok(Some(Message::Hold(hold))) = recv.recv().await {
+                        leases.hold(&services, send, recv, hold).await;
+                    }
+                });
             }
         });
         let client_ep =
@@ -152,7 +161,8 @@ impl Node {
             .expect("direct handshake");
         Self {
             _dir: dir,
-            dispatcher,
+            services,
+            leases,
             direct: Some(direct),
             gateway,
             client,
@@ -161,12 +171,11 @@ impl Node {
     }
 
     fn leases(&self) -> &Leases {
-        &self.dispatcher.leases
+        &self.leases
     }
 
     fn in_flight(&self, service: &str) -> u32 {
-        self.dispatcher
-            .services
+        self.services
             .in_flight()
             .into_iter()
             .find(|(s, _)| s == service)

@@ -33,7 +33,7 @@ use crate::config::AgentConfig;
 use crate::dispatch::Dispatcher;
 use crate::health::HealthChecks;
 use crate::leases::Leases;
-use crate::leases::direct::DirectServer;
+use crate::leases::direct::{DirectCalls, DirectServer};
 use crate::model_load::ModelLoads;
 use crate::services::Services;
 use crate::slots::Slots;
@@ -105,7 +105,11 @@ pub async fn run(
             direct,
             &config.ca,
             config.max_wire_version,
-            dispatcher.clone(),
+            DirectCalls {
+                max_payload: dispatcher.max_payload,
+                tracer: dispatcher.tracer.clone(),
+                leases: dispatcher.leases.clone(),
+            },
         )?),
         None => None,
     };

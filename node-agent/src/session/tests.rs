@@ -18,6 +18,7 @@ use crate::services::ServiceKind;
 const WAIT: Duration = Duration::from_secs(10);
 
 mod cluster;
+mod leases;
 mod swap;
 
 struct Gateway {
