@@ -210,6 +210,32 @@ kind = "echo"
     }
 
     #[test]
+    fn the_examples_direct_section_parses_uncommented() {
+        let example = crate::EXAMPLE_CONFIG
+            .lines()
+            .map(|line| {
+                let open = [
+                    "# [direct]",
+                    "# listen",
+                    "# advertise",
+                    "# cert",
+                    "# key",
+                    "# max_conn",
+                ];
+                match open.iter().any(|p| line.starts_with(p)) {
+                    true => &line[2..],
+                    false => line,
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = AgentConfig::from_toml_str(&example).expect("uncommented example parses");
+        let direct = config.direct.expect("direct");
+        assert_eq!(direct.advertise.as_deref(), Some("10.0.0.5:7443"));
+        assert_eq!(direct.max_connections, DEFAULT_DIRECT_MAX_CONNECTIONS);
+    }
+
+    #[test]
     fn relative_paths_are_next_to_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("agent.toml");
