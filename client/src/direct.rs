@@ -25,11 +25,23 @@ pub(crate) struct DirectPool {
     nodes: Mutex<HashMap<String, Arc<Node>>>,
 }
 
-/// One node address: its connection, and a lock held while dialling so
+/// How long a node address whose dial failed is not dialled again: calls
+/// to it fail at once meanwhile (a look-aside call then goes through the
+/// gateway without waiting for another dial to time out).
+const DOWN_BACKOFF: Duration = Duration::from_secs(5);
+
+/// One node address: its connection, behind a lock held while dialling so
 /// that concurrent calls share one handshake.
 #[derive(Debug, Default)]
 struct Node {
-    connection: tokio::sync::Mutex<Option<quinn::Connection>>,
+    state: tokio::sync::Mutex<NodeState>,
+}
+
+#[derive(Debug, Default)]
+struct NodeState {
+    connection: Option<quinn::Connection>,
+    /// Not dialled again before then, and why the last dial failed.
+    down: Option<(Instant, String)>,
 }
 
 /// Why a direct stream could not be opened.
@@ -38,7 +50,7 @@ pub(crate) enum DirectError {
     /// The node's direct port cannot be reached (resolution, connection
     /// or handshake failed or timed out, or it does not speak wire
     /// version 2): nothing was sent.
-    Unreachable(ClientError),
+    Unreachable(String),
     /// A configuration problem (a client endpoint cannot be made).
     Fatal(ClientError),
 }
@@ -56,21 +68,63 @@ impl DirectPool {
         deadline: Instant,
     ) -> Result<(FramedSend, FramedRecv), DirectError> {
         let node = self.node(address);
-        let mut slot = node.connection.lock().await;
-        if let Some(connection) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
-            // A connection that died since its last use fails to open a
-            // stream: dial again then.
-            if let Ok(stream) = transport::open_bi(connection, codec).await {
-                return Ok(stream);
+        let mut fresh = false;
+        loop {
+            let connection = {
+                let mut state = node.state.lock().await;
+                match state
+                    .connection
+                    .as_ref()
+                    .filter(|c| c.close_reason().is_none())
+                {
+                    Some(connection) => connection.clone(),
+                    None => {
+                        if let Some((until, why)) = &state.down
+                            && Instant::now() < *until
+                        {
+                            return Err(DirectError::Unreachable(why.clone()));
+                        }
+                        let now = Instant::now();
+                        // A dial cut short by the call's own deadline says
+                        // nothing about the node.
+                        let cut = deadline < now + timeout;
+                        match dial(pool, address, timeout, deadline).await {
+                            Ok(connection) => {
+                                *state = NodeState {
+                                    connection: Some(connection.clone()),
+                                    down: None,
+                                };
+                                fresh = true;
+                                connection
+                            }
+                            Err(DirectError::Unreachable(e)) => {
+                                state.connection = None;
+                                if !cut {
+                                    state.down = Some((now + DOWN_BACKOFF, e.clone()));
+                                }
+                                return Err(DirectError::Unreachable(e));
+                            }
+                            Err(fatal) => return Err(fatal),
+                        }
+                    }
+                }
+            };
+            match transport::open_bi(&connection, codec).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) if fresh => return Err(unreachable(address, e)),
+                // It died since its last use: dial again.
+                Err(_) => {
+                    let mut state = node.state.lock().await;
+                    if state
+                        .connection
+                        .as_ref()
+                        .is_some_and(|c| c.stable_id() == connection.stable_id())
+                    {
+                        state.connection = None;
+                    }
+                }
             }
         }
-        *slot = None;
-        let connection = dial(pool, address, timeout, deadline).await?;
-        let stream = transport::open_bi(&connection, codec)
-            .await
-            .map_err(|e| unreachable(address, e))?;
-        *slot = Some(connection);
-        Ok(stream)
     }
 
     /// The entry of `address`, made on first use.
@@ -80,8 +134,11 @@ impl DirectPool {
             return Arc::clone(node);
         }
         if nodes.len() >= MAX_NODES {
-            nodes.retain(|_, node| match node.connection.try_lock() {
-                Ok(slot) => slot.as_ref().is_some_and(|c| c.close_reason().is_none()),
+            nodes.retain(|_, node| match node.state.try_lock() {
+                Ok(state) => state
+                    .connection
+                    .as_ref()
+                    .is_some_and(|c| c.close_reason().is_none()),
                 // Dialling or in use right now.
                 Err(_) => true,
             });
@@ -101,8 +158,8 @@ impl DirectPool {
             .map(|(_, node)| node)
             .collect();
         for node in nodes {
-            if let Ok(mut slot) = node.connection.try_lock()
-                && let Some(connection) = slot.take()
+            if let Ok(mut state) = node.state.try_lock()
+                && let Some(connection) = state.connection.take()
             {
                 connection.close(protocol::codes::close::NORMAL.into(), b"client closed");
             }
@@ -118,8 +175,10 @@ async fn dial(
     timeout: Duration,
     deadline: Instant,
 ) -> Result<quinn::Connection, DirectError> {
-    let host = host_of(address).map_err(DirectError::Unreachable)?;
-    let until = deadline.min(Instant::now() + timeout);
+    let host = host_of(address).ok_or_else(|| unreachable(address, "not host:port"))?;
+    let now = Instant::now();
+    let until = deadline.min(now + timeout);
+    let budget = until.saturating_duration_since(now);
     let work = async {
         let peer = tokio::net::lookup_host(address)
             .await
@@ -129,9 +188,7 @@ async fn dial(
         let endpoint = pool.endpoint(peer).map_err(DirectError::Fatal)?;
         let connecting = endpoint.connect(peer, host).map_err(|e| match e {
             quinn::ConnectError::InvalidServerName(name) => {
-                DirectError::Unreachable(ClientError::Connect(format!(
-                    "node address {address}: {name:?} is not a valid server name"
-                )))
+                unreachable(address, format!("{name:?} is not a valid server name"))
             }
             other => unreachable(address, other),
         })?;
@@ -146,7 +203,6 @@ async fn dial(
         }
         Ok(connection)
     };
-    let budget = until.saturating_duration_since(Instant::now());
     match tokio::time::timeout_at(until, work).await {
         Ok(result) => result,
         Err(_) => Err(unreachable(
@@ -157,30 +213,21 @@ async fn dial(
 }
 
 /// The host part of `address` (`host:port`, `[v6]:port`): the name its
-/// certificate must carry.
-///
-/// # Errors
-/// [`ClientError::Connect`] for an address without a port.
-pub(crate) fn host_of(address: &str) -> Result<&str, ClientError> {
-    let bad = || ClientError::Connect(format!("node address {address:?} is not host:port"));
-    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+/// certificate must carry; `None` without a port.
+pub(crate) fn host_of(address: &str) -> Option<&str> {
+    let (host, port) = address.rsplit_once(':')?;
     if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
+        return None;
     }
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
-    if host.is_empty() {
-        return Err(bad());
-    }
-    Ok(host)
+    (!host.is_empty()).then_some(host)
 }
 
 fn unreachable(address: &str, why: impl std::fmt::Display) -> DirectError {
-    DirectError::Unreachable(ClientError::Connect(format!(
-        "node's direct port {address}: {why}"
-    )))
+    DirectError::Unreachable(format!("{address}: {why}"))
 }
 
 #[cfg(test)]

@@ -26,6 +26,21 @@ pub enum ClientError {
     /// it had the call (with no other gateway left to try): nothing ran.
     #[error("cannot connect to the gateway: {0}")]
     Connect(String),
+    /// The node's direct port could not be reached for a direct call
+    /// ([`crate::Lease::call`]): it could not be resolved, the connection
+    /// or its handshake failed or timed out (its certificate must name the
+    /// host of its direct address), or it does not speak wire version 2.
+    /// Nothing was sent: retry-safe. A look-aside call
+    /// ([`crate::Mode::LookAside`]) goes through the gateway instead.
+    #[error("cannot reach node {node_id}'s direct port: {message} (nothing was sent)")]
+    NodeUnreachable {
+        /// The node the lease is on.
+        node_id: String,
+        /// Its direct address, `host:port`.
+        address: String,
+        /// Why, e.g. `no answer within 5000 ms`.
+        message: String,
+    },
     /// The connection failed during the call.
     #[error("connection: {0}")]
     Io(#[from] IoError),
@@ -111,19 +126,21 @@ impl ClientError {
     }
 
     /// Which side failed: the caller, the node, or the gateway (connection
-    /// problems count as the gateway's; a timeout measured by the SDK is
-    /// the client's).
+    /// problems count as the gateway's, a node's unreachable direct port as
+    /// the node's; a timeout measured by the SDK is the client's).
     pub fn side(&self) -> Side {
         match (self, self.kind()) {
             (Self::Timeout { .. }, _) => Side::Client,
             (_, Some(kind)) => kind.side(),
             (Self::Config(_), None) => Side::Client,
+            (Self::NodeUnreachable { .. }, None) => Side::Node,
             _ => Side::Gateway,
         }
     }
 
     /// Whether calling again is safe (the call cannot have run): typed errors
-    /// say so themselves; a failed connect is safe; a connection lost during
+    /// say so themselves; a failed connect (to a gateway, or to a node's
+    /// direct port) is safe; a connection lost during
     /// a call ([`ClientError::GatewayLost`], [`ClientError::Io`]) is not (it
     /// may have run); a client-side timeout is safe only when nothing was
     /// sent.
@@ -131,7 +148,7 @@ impl ClientError {
         match (self, self.kind()) {
             (Self::Timeout { sent, .. }, _) => !sent,
             (_, Some(kind)) => kind.retry_safe(),
-            (Self::Connect(_), None) => true,
+            (Self::Connect(_) | Self::NodeUnreachable { .. }, None) => true,
             _ => false,
         }
     }
@@ -173,5 +190,23 @@ mod tests {
         assert!(text.contains("10.0.0.2:4433"), "{text}");
         assert!(text.contains("may have run"), "{text}");
         assert!(text.contains("not known to be safe"), "{text}");
+    }
+
+    #[test]
+    fn an_unreachable_direct_port_is_the_nodes_and_retry_safe() {
+        let error = ClientError::NodeUnreachable {
+            node_id: "node-a".into(),
+            address: "10.0.0.5:7443".into(),
+            message: "10.0.0.5:7443: no answer within 5000 ms".into(),
+        };
+        assert_eq!(error.kind(), None);
+        assert_eq!(error.side(), Side::Node);
+        assert!(error.retry_safe());
+        let text = error.to_string();
+        assert!(
+            text.contains("node-a") && text.contains("10.0.0.5:7443"),
+            "{text}"
+        );
+        assert!(text.contains("nothing was sent"), "{text}");
     }
 }

@@ -2,23 +2,6 @@
 //! hold a slot ([`Client::lease`]); the client then calls the node's
 //! direct port with the lease's token ([`Lease::call`]), so the payload
 //! and the result do not cross the gateway.
-//!
-//! ```no_run
-//! # async fn demo(client: switchyard_client::Client) -> Result<(), switchyard_client::ClientError> {
-//! use std::time::Duration;
-//! let lease = client
-//!     .lease("sha256")
-//!     .max_calls(10)
-//!     .idle(Duration::from_secs(5))
-//!     .on_event(|event| eprintln!("{event:?}"))
-//!     .await?;
-//! println!("node {} at {}", lease.node_id(), lease.direct());
-//! for i in 0..10 {
-//!     let result = lease.call(format!("chunk {i}")).await?;
-//!     println!("{} bytes from {}", result.data.len(), result.meta.node_id);
-//! }
-//! # Ok(()) }
-//! ```
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
@@ -245,8 +228,8 @@ impl Lease {
     /// for the whole result or [`DirectCall::stream`] for its chunks.
     ///
     /// # Errors
-    /// Awaiting it gives [`ClientError::Connect`] when the node's direct
-    /// port cannot be reached (nothing ran), [`ClientError::Call`] with
+    /// Awaiting it gives [`ClientError::NodeUnreachable`] when the node's
+    /// direct port cannot be reached (nothing ran), [`ClientError::Call`] with
     /// the node's typed error (`lease ended`: the lease expired, idled,
     /// was released or used its calls; `occupied`: a call of the lease is
     /// running; `unauthorized`; `payload too large`; `service failed`;
@@ -420,6 +403,23 @@ impl Client {
     /// are off or the request is out of bounds, ...),
     /// [`ClientError::Timeout`] when the SDK's clock ran out first, or a
     /// connection or protocol error.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: switchyard_client::Client) -> Result<(), switchyard_client::ClientError> {
+    /// use std::time::Duration;
+    /// let lease = client
+    ///     .lease("sha256")
+    ///     .max_calls(10)
+    ///     .idle(Duration::from_secs(5))
+    ///     .on_event(|event| eprintln!("{event:?}"))
+    ///     .await?;
+    /// println!("node {} at {}", lease.node_id(), lease.direct());
+    /// for i in 0..10 {
+    ///     let result = lease.call(format!("chunk {i}")).await?;
+    ///     println!("{} bytes from {}", result.data.len(), result.meta.node_id);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn lease<'a>(&'a self, service: &'a str) -> LeaseBuilder<'a> {
         LeaseBuilder {
             client: self,
@@ -481,7 +481,13 @@ impl Client {
             .open(&self.pool, self.codec, address, timeout, deadline.at)
             .await
             .map_err(|e| match e {
-                DirectError::Unreachable(e) => DirectFailed::Unreachable(e),
+                DirectError::Unreachable(message) => {
+                    DirectFailed::Unreachable(ClientError::NodeUnreachable {
+                        node_id: grant.node_id.clone(),
+                        address: address.to_string(),
+                        message,
+                    })
+                }
                 DirectError::Fatal(e) => DirectFailed::Failed(e),
             })?;
         let mut head = options.into_head(&lease.inner.service, payload.len() as u64);

@@ -21,6 +21,15 @@
 //! (`meta` and `data`); [`Call::stream`] gives a [`CallStream`] of chunks
 //! that carries the same [`ResultMeta`].
 //!
+//! Look-aside: [`Client::lease`] asks the gateway for a node (queued,
+//! picked and admitted as a call) and gets its direct address and a token
+//! ([`Lease`]); [`Lease::call`] then sends payloads to the node's direct
+//! port, so they do not cross the gateway (nor its result cache). A call
+//! with [`Call::look_aside`] (or a service in [`ClientConfig::look_aside`])
+//! does it all in one: it leases the node for one call, calls it
+//! directly, and goes through the gateway when the node's direct port
+//! cannot be reached. Direct connections are pooled per node address.
+//!
 //! A [`Client`] keeps a pool of QUIC connections to one or more gateways
 //! (up to 4 per gateway by default, opened as calls fill them: QUIC
 //! carries each call as its own stream) and opens one stream per call, so calls from many tasks and threads

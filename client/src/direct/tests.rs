@@ -127,46 +127,60 @@ async fn a_certificate_without_the_host_is_unreachable() {
     let DirectError::Unreachable(error) = error else {
         panic!("not unreachable: {error:?}");
     };
-    assert!(error.retry_safe(), "{error}");
-    assert!(error.to_string().contains(&address), "{error}");
+    assert!(error.contains(&address), "{error}");
 }
 
 #[tokio::test]
-async fn a_closed_port_is_unreachable_within_the_dial_timeout() {
+async fn a_closed_port_is_unreachable_within_the_dial_timeout_then_at_once() {
     let server = Server::start(&["127.0.0.1"]);
     let pool = server.pool();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let dead = socket.local_addr().expect("addr").to_string();
     drop(socket);
     let direct = DirectPool::default();
+    let codec = Codec::default();
+    let unreachable = |error: DirectError| match error {
+        DirectError::Unreachable(error) => error,
+        other => panic!("not unreachable: {other:?}"),
+    };
+
+    // The call's deadline bounds the dial; a dial it cut short does not
+    // mark the node down.
+    let started = Instant::now();
+    let soon = started + Duration::from_millis(200);
+    let error = direct
+        .open(&pool, codec, &dead, Duration::from_secs(30), soon)
+        .await
+        .expect_err("nothing listens");
+    let text = unreachable(error);
+    assert!(text.contains("no answer within"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A dial that used its whole timeout marks the address down ...
+    let error = direct
+        .open(&pool, codec, &dead, Duration::from_millis(300), far())
+        .await
+        .expect_err("nothing listens");
+    let first = unreachable(error);
+    assert!(first.contains("no answer within 300 ms"), "{first}");
+    assert!(first.contains(&dead), "{first}");
+    // ... so the next call fails at once, saying why.
     let started = Instant::now();
     let error = direct
-        .open(
-            &pool,
-            Codec::default(),
-            &dead,
-            Duration::from_millis(300),
-            far(),
-        )
+        .open(&pool, codec, &dead, Duration::from_secs(30), far())
         .await
-        .expect_err("nothing listens");
-    assert!(matches!(error, DirectError::Unreachable(_)), "{error:?}");
-    // The call's deadline bounds the dial too.
-    let error = direct
-        .open(
-            &pool,
-            Codec::default(),
-            &dead,
-            Duration::from_secs(30),
-            Instant::now() + Duration::from_millis(200),
-        )
-        .await
-        .expect_err("nothing listens");
-    let DirectError::Unreachable(error) = error else {
-        panic!("not unreachable: {error:?}");
-    };
-    assert!(error.to_string().contains("no answer within"), "{error}");
-    assert!(started.elapsed() < Duration::from_secs(20));
+        .expect_err("down");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let again = unreachable(error);
+    assert!(again.contains("no answer within 300 ms"), "{again}");
 }
 
 #[test]
@@ -178,6 +192,6 @@ fn the_server_name_is_the_host_of_the_direct_address() {
     );
     assert_eq!(host_of("[::1]:7443").expect("v6"), "::1");
     for bad in ["", "10.0.0.5", "host:", ":7443", "host:port", "[::1]"] {
-        assert!(host_of(bad).is_err(), "{bad}");
+        assert!(host_of(bad).is_none(), "{bad}");
     }
 }
