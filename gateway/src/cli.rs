@@ -232,6 +232,46 @@ mod tests {
     }
 
     #[test]
+    fn cert_issue_with_direct_writes_the_direct_port_certificate_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!("data_dir = {:?}\n", dir.path().join("data")),
+        )
+        .expect("write");
+        let out = dir.path().join("node-a");
+        let args = Args::try_parse_from([
+            "gateway".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "cert".as_ref(),
+            "issue".as_ref(),
+            "--node".as_ref(),
+            "node-a".as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--direct".as_ref(),
+            "127.0.0.1,node-a.example".as_ref(),
+        ] as [&std::ffi::OsStr; 11])
+        .expect("parses");
+        gateway(args).expect("issued");
+        for file in [
+            "client-cert.pem",
+            "client-key.pem",
+            "direct-cert.pem",
+            "direct-key.pem",
+        ] {
+            assert!(out.join(file).is_file(), "{file}");
+        }
+        let chain = transport::tls::load_certs(&out.join("direct-cert.pem")).expect("chain");
+        assert_eq!(
+            transport::identity::node_id_of(&chain[0]).expect("cn"),
+            "node-a"
+        );
+    }
+
+    #[test]
     fn policies_are_looked_for_beside_the_program() {
         let dirs = plugin_dirs(Some(Path::new("/opt/switchyard/bin/gateway")));
         assert_eq!(
