@@ -56,16 +56,19 @@ const MEMBERS_QUEUE: usize = 64;
 /// service (waiting for it to be ready; a failure is logged and leaves the
 /// slot empty), then connects to the gateways, registers, reports stats and
 /// load and serves calls and swaps, reconnecting to each gateway forever
-/// with backoff while it is unreachable. At shutdown it drains: it sends
-/// [`protocol::Message::Drain`] to every gateway (which sends it no new
-/// call), lets the calls in flight from all of them finish (at most
-/// `shutdown_grace_s`), then closes the connections with code 0, reason
-/// `agent shutting down`, and stops every slot's process (stop command,
-/// SIGTERM, SIGKILL after 5 s).
+/// with backoff while it is unreachable. With `[direct]` it opens the
+/// direct port first (its address goes in every registration) and serves
+/// look-aside calls on the leases the gateways have it hold. At shutdown
+/// it drains: it ends every lease (reason `draining`, once its call in
+/// flight is done), sends [`protocol::Message::Drain`] to every gateway
+/// (which sends it no new call), lets the calls in flight from all of them
+/// finish (at most `shutdown_grace_s`), then closes the connections with
+/// code 0, reason `agent shutting down`, closes the direct port, and stops
+/// every slot's process (stop command, SIGTERM, SIGKILL after 5 s).
 ///
 /// # Errors
 /// [`AgentError::Config`] for an invalid configuration, [`AgentError::Tls`]
-/// for an unusable CA file or UDP socket, [`AgentError::Services`] when the
+/// for an unusable CA file, direct port certificate or UDP socket, [`AgentError::Services`] when the
 /// services cannot be set up, and [`AgentError::Refused`] when a gateway
 /// refuses the registration (a wrong token is not retried).
 pub async fn run(
@@ -181,6 +184,8 @@ pub async fn run(
         }
         Ok(())
     };
+    // Leases end on every way out (a refused registration too).
+    agent.dispatcher.leases.drain();
     let endpoint = agent
         .endpoint
         .lock()
