@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use client::{CallEvent, CallOptions, Client, LeaseGrant};
+use client::{CallOptions, Client, LeaseGrant};
 
 /// The `lease` command's arguments.
 #[derive(clap::Args, Debug)]
@@ -62,7 +62,7 @@ pub(crate) async fn run(client: &Client, args: LeaseArgs) -> anyhow::Result<()> 
         .max_calls(args.max_calls)
         .idle(Duration::from_millis(u64::from(args.idle_ms)))
         .ttl(Duration::from_millis(u64::from(args.ttl_ms)))
-        .on_event(|event| eprintln!("{}", event_line(service, &event)))
+        .on_event(|event| eprintln!("{}", crate::call::event_line(service, &event)))
         .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(lease.grant())?);
@@ -70,21 +70,6 @@ pub(crate) async fn run(client: &Client, args: LeaseArgs) -> anyhow::Result<()> 
         print!("{}", grant_table(lease.grant()));
     }
     Ok(())
-}
-
-/// The line printed to stderr for a queue event (as `switchyard call -v`).
-pub(crate) fn event_line(service: &str, event: &CallEvent) -> String {
-    match event {
-        CallEvent::Queued { position } => format!("queued: position {position}"),
-        CallEvent::Reserved {
-            node_id,
-            from,
-            expected_ms,
-        } => format!(
-            "reserved: node {node_id} is loading {service} (was {}, usually {expected_ms} ms)",
-            from.as_deref().unwrap_or("empty")
-        ),
-    }
 }
 
 /// The grant, one field a line.
@@ -205,38 +190,5 @@ mod tests {
         assert_eq!(args.hints, [("gpu".to_string(), "a100".to_string())]);
         assert_eq!(args.priority, -1);
         assert!(args.json && !args.realtime);
-        let cli = crate::Cli::try_parse_from([
-            "switchyard",
-            "call",
-            "echo",
-            "--data",
-            "x",
-            "--look-aside",
-        ])
-        .expect("parses");
-        assert!(matches!(
-            cli.command,
-            crate::Command::Call {
-                look_aside: true,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn events_read_as_switchyard_call_prints_them() {
-        assert_eq!(
-            event_line("echo", &CallEvent::Queued { position: 3 }),
-            "queued: position 3"
-        );
-        let reserved = CallEvent::Reserved {
-            node_id: "node-a".into(),
-            from: None,
-            expected_ms: 900,
-        };
-        assert_eq!(
-            event_line("llama", &reserved),
-            "reserved: node node-a is loading llama (was empty, usually 900 ms)"
-        );
     }
 }

@@ -26,16 +26,14 @@
 //! switchyard bench echo --http http://127.0.0.1:4480/v1/call/echo --http2   # the HTTP ingress
 //! ```
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use client::{CallOptions, Client, ClientConfig, Mode};
-use futures_util::StreamExt as _;
+use client::{Client, ClientConfig};
 
 mod bench;
+mod call;
 mod cluster;
 mod job;
 mod lease;
@@ -89,52 +87,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Call a service; the result is written to stdout as it arrives.
-    Call {
-        /// Service name.
-        service: String,
-        /// Payload as text.
-        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
-        data: Option<String>,
-        /// Payload from a file (`-` for stdin).
-        #[arg(long)]
-        file: Option<PathBuf>,
-        /// Timeout, ms.
-        #[arg(long, default_value_t = 30_000)]
-        timeout_ms: u64,
-        /// Policy to pick the node with (overrides the service's).
-        #[arg(long)]
-        policy: Option<String>,
-        /// Policy hint KEY=VALUE (repeatable), e.g. max_cost=0.5.
-        #[arg(long = "hint", value_parser = parse_hint)]
-        hints: Vec<(String, String)>,
-        /// Queue priority: higher is served first when calls wait.
-        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-        priority: i32,
-        /// Never wait in the queue: fail with `occupied` if every node is busy.
-        #[arg(long)]
-        realtime: bool,
-        /// Skip the gateway's result cache: run on a node (the fresh result
-        /// is still cached).
-        #[arg(long)]
-        no_cache: bool,
-        /// Accept a cached result only if it is at most this many seconds old.
-        #[arg(long)]
-        max_age_s: Option<u32>,
-        /// For an OpenAI-compatible service: the endpoint the payload is for
-        /// (/chat/completions, /completions or /embeddings).
-        #[arg(long)]
-        endpoint: Option<String>,
-        /// Print queue positions while waiting, then the serving node, policy,
-        /// timings and why the policy chose the node (its scores and reason),
-        /// to stderr.
-        #[arg(short, long)]
-        verbose: bool,
-        /// Call look-aside: lease a node from the gateway and send the
-        /// payload to the node's direct port (through the gateway if that
-        /// port cannot be reached).
-        #[arg(long)]
-        look_aside: bool,
-    },
+    Call(call::CallArgs),
     /// Lease a node of SERVICE (look-aside) and print the grant: node,
     /// direct address, token, expiry; queue positions go to stderr while
     /// it waits.
@@ -480,91 +433,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     config.api_key = cli.api_key;
     let client = Client::connect(config).await?;
     match cli.command {
-        Command::Call {
-            service,
-            data,
-            file,
-            timeout_ms,
-            policy,
-            hints,
-            priority,
-            realtime,
-            no_cache,
-            max_age_s,
-            endpoint,
-            verbose,
-            look_aside,
-        } => {
-            let payload = match (data, file) {
-                (Some(text), _) => text.into_bytes(),
-                (None, Some(path)) if path.as_os_str() == "-" => {
-                    let mut buf = Vec::new();
-                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
-                    buf
-                }
-                (None, Some(path)) => std::fs::read(&path)
-                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
-                (None, None) => anyhow::bail!("give --data or --file"),
-            };
-            let mut hints = hints;
-            if verbose {
-                hints.push(("explain".into(), "1".into()));
-            }
-            let options = CallOptions {
-                timeout: Duration::from_millis(timeout_ms),
-                policy,
-                hints,
-                priority,
-                realtime,
-                no_cache,
-                max_age: max_age_s.map(|s| Duration::from_secs(u64::from(s))),
-                endpoint,
-                mode: if look_aside {
-                    Mode::LookAside
-                } else {
-                    Mode::Proxied
-                },
-                ..CallOptions::default()
-            };
-            let mut stream = client
-                .call(&service, payload)
-                .options(options)
-                .on_event(|event| {
-                    if verbose {
-                        eprintln!("{}", lease::event_line(&service, &event));
-                    }
-                })
-                .stream()
-                .await?;
-            // Each chunk goes out as it arrives (a model's tokens, a
-            // command's lines).
-            let mut stdout = std::io::stdout();
-            let mut len = 0usize;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                len += chunk.len();
-                stdout.write_all(&chunk)?;
-                stdout.flush()?;
-            }
-            if verbose {
-                let meta = &stream.meta;
-                let t = meta.timings;
-                eprintln!(
-                    "node={} policy={} bytes={len} queue_ms={:.2} node_ms={:.2} total_ms={:.2}",
-                    meta.node_id, meta.policy, t.queue_ms, t.node_ms, t.total_ms
-                );
-                if let Some(cache) = meta.cache {
-                    eprintln!(
-                        "cache={} age_ms={}",
-                        if cache.coalesced { "coalesced" } else { "hit" },
-                        cache.age_ms
-                    );
-                }
-                if let Some(why) = &meta.explain {
-                    eprintln!("why: {why}");
-                }
-            }
-        }
+        Command::Call(args) => call::run(&client, args).await?,
         Command::Lease(args) => lease::run(&client, args).await?,
         Command::Nodes { json } => {
             let nodes = client.nodes().await?;
