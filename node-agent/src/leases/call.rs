@@ -23,36 +23,22 @@ pub(super) async fn serve(calls: DirectCalls, mut send: FramedSend, mut recv: Fr
         request_id = tracing::field::Empty
     );
     async move {
-        let head = match tokio::time::timeout(HEAD_TIMEOUT, recv.recv()).await {
-            Ok(Ok(Some(Message::Call(head)))) => head,
+        let why = match tokio::time::timeout(HEAD_TIMEOUT, recv.recv()).await {
+            Ok(Ok(Some(Message::Call(head)))) => Ok(head),
             Ok(Ok(None)) => return,
             Ok(Err(e)) if e.is_connection_lost() => return,
-            Ok(Ok(Some(other))) => {
-                let why = format!("expected a call head, got a {:?} frame", other.kind());
-                return refuse(
-                    &mut send,
-                    &mut recv,
-                    ServiceError::new(ErrorKind::BadRequest, why),
-                )
-                .await;
-            }
-            Ok(Err(e)) => {
-                let why = format!("malformed call stream: {e}");
-                return refuse(
-                    &mut send,
-                    &mut recv,
-                    ServiceError::new(ErrorKind::BadRequest, why),
-                )
-                .await;
-            }
-            Err(_) => {
-                let why = format!("no call head within {} s", HEAD_TIMEOUT.as_secs());
-                return refuse(
-                    &mut send,
-                    &mut recv,
-                    ServiceError::new(ErrorKind::BadRequest, why),
-                )
-                .await;
+            Ok(Ok(Some(other))) => Err(format!(
+                "expected a call head, got a {:?} frame",
+                other.kind()
+            )),
+            Ok(Err(e)) => Err(format!("malformed call stream: {e}")),
+            Err(_) => Err(format!("no call head within {} s", HEAD_TIMEOUT.as_secs())),
+        };
+        let head = match why {
+            Ok(head) => head,
+            Err(why) => {
+                let e = ServiceError::new(ErrorKind::BadRequest, why);
+                return refuse(&mut send, &mut recv, e).await;
             }
         };
         if let Some(id) = &head.request_id {

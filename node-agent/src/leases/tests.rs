@@ -548,3 +548,24 @@ async fn ended_leases_are_remembered_until_their_expiry_only() {
 fn lease_with_id(id: &str) -> LeaseHold {
     lease(id, "sleep", 1)
 }
+
+#[tokio::test]
+async fn a_frame_that_is_not_a_call_is_a_bad_request() {
+    let node = Node::start().await;
+    let (mut send, mut recv) = transport::open_bi(&node.client, Codec::default())
+        .await
+        .expect("open");
+    send.send(&Message::ListNodes).await.expect("send");
+    let _ = send.finish();
+    match recv.expect("answer").await.expect("answer") {
+        Message::Error(e) => {
+            assert_eq!(e.kind, ErrorKind::BadRequest);
+            assert!(e.message.contains("expected a call head"), "{}", e.message);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // The connection still serves calls.
+    let (_send, _recv, token) = node.grant(lease("b1", "echo", 1)).await;
+    let (_, data) = node.call("echo", Some(&token), b"fine").await.ok();
+    assert_eq!(data, b"fine");
+}
