@@ -518,6 +518,9 @@ impl AgentConfig {
                 .map_err(|e| ConfigError::Invalid(format!("service {}: {e}", service.name)))?;
         }
         swap::validate_slots(&self.services, &self.slots)?;
+        if self.direct.is_some() && self.max_wire_version < protocol::WireVersion::V2 {
+            return invalid("[direct] needs max_wire_version 2 (direct calls are v2 only)".into());
+        }
         self.direct.as_ref().map_or(Ok(()), DirectConfig::validate)
     }
 }

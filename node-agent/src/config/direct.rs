@@ -196,6 +196,11 @@ kind = "echo"
             let err = parse(direct).expect_err(direct).to_string();
             assert!(err.contains(why), "{direct}: {err}");
         }
+        let v1 = AgentConfig::from_toml_str(&format!(
+            "max_wire_version = 1\n{BASE}\n[direct]\nlisten = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\""
+        ))
+        .expect_err("v1");
+        assert!(v1.to_string().contains("max_wire_version 2"), "{v1}");
         let err = parse("listen = \"nowhere\"\ncert = \"c\"\nkey = \"k\"").expect_err("addr");
         assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
         let config = parse(
