@@ -11,6 +11,7 @@ mod direct;
 mod health;
 mod kind;
 mod metrics;
+mod parse;
 mod swap;
 
 pub use direct::{DEFAULT_DIRECT_MAX_CONNECTIONS, DirectConfig};
@@ -28,6 +29,7 @@ pub use metrics::{
     MetricsScrape, ModelServer, SGLANG_KV_CACHE, SGLANG_RUNNING, SGLANG_WAITING, VLLM_KV_CACHE,
     VLLM_KV_CACHE_NEW, VLLM_RUNNING, VLLM_WAITING,
 };
+use parse::parse_error;
 pub use swap::{
     DEFAULT_LOAD_MS, DEFAULT_READY_TIMEOUT_S, MAX_READY_TIMEOUT_S, ReadyProbe, SlotConfig,
     SwapConfig,
@@ -579,28 +581,6 @@ fn check_name(what: &str, name: &str) -> Result<(), ConfigError> {
         )));
     }
     Ok(())
-}
-
-/// Turns a TOML error into one line with a position.
-fn parse_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let (line, column) = e.span().map_or((0, 0), |span| {
-        let before = &text[..span.start.min(text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        (line, column)
-    });
-    let message = e
-        .message()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ");
-    ConfigError::Parse {
-        line,
-        column,
-        message,
-    }
 }
 
 #[cfg(test)]
