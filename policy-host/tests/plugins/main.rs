@@ -4,6 +4,7 @@
 
 mod blocks;
 mod hostile;
+mod pick_first;
 mod polyglot;
 mod round_robin;
 mod sandbox_plugins;

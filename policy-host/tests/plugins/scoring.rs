@@ -199,6 +199,7 @@ fn rebuilt_plugins_score() -> Result<(), PolicyError> {
         "resource-aware",
         "adaptive",
         "random",
+        "pick-first",
     ];
     for name in sdk.iter().chain(&["round-robin"]) {
         let policy = load(&engine, &built("dist", name))?;
