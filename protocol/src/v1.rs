@@ -128,6 +128,7 @@ impl Message {
             Message::Call(head) => {
                 head.traceparent = None;
                 head.request_id = None;
+                head.lease = None;
             }
             Message::Dispatch(head) => {
                 head.traceparent = None;

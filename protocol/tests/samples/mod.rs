@@ -51,6 +51,23 @@ fn node_stats() -> NodeStats {
     }
 }
 
+fn claims() -> LeaseClaims {
+    LeaseClaims {
+        lease_id: "0123456789abcdef0123456789abcdef".into(),
+        key_id: 0x5eed,
+        node_id: "gpu-node-1".into(),
+        service: "llm".into(),
+        tenant: "team-a".into(),
+        expires_unix_ms: 1_700_000_030_000,
+        max_calls: 10,
+    }
+}
+
+/// A lease token signed with a fixed key (the same bytes every run).
+pub fn token() -> String {
+    claims().sign(&[7; LEASE_KEY_LEN])
+}
+
 /// `(name, message)` for every frame kind, in kind order.
 pub fn all() -> Vec<(&'static str, Message)> {
     vec![
@@ -60,7 +77,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 token: "tok".into(),
                 node: node_spec(),
                 follows_members: true,
-                direct: None,
+                direct: Some("10.0.0.5:7443".into()),
             }),
         ),
         (
@@ -88,7 +105,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 log: false,
                 traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
                 request_id: Some("req-7f3a".into()),
-                lease: None,
+                lease: Some(token()),
             }),
         ),
         (
@@ -380,6 +397,81 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 stream: LogStream::Stderr,
                 ts_ms: 1_700_000_000_456,
                 data: b"step 1\n".to_vec(),
+            }),
+        ),
+        (
+            "Lease",
+            Message::Lease(LeaseRequest {
+                head: CallHead {
+                    hints: vec![("policy".into(), "pick-first".into())],
+                    priority: 1,
+                    realtime: true,
+                    api_key: Some("sk-1".into()),
+                    traceparent: Some(
+                        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+                    ),
+                    request_id: Some("req-7f3a".into()),
+                    ..CallHead::new("llm", 0, 30_000)
+                },
+                max_calls: 10,
+                idle_ms: 5000,
+                ttl_ms: 60_000,
+            }),
+        ),
+        (
+            "Leased",
+            Message::Leased(LeaseGrant {
+                lease_id: claims().lease_id,
+                node_id: "gpu-node-1".into(),
+                direct: "10.0.0.5:7443".into(),
+                token: token(),
+                ttl_ms: 30_000,
+                expires_unix_ms: 1_700_000_030_000,
+                max_calls: 10,
+                idle_ms: 5000,
+                policy: "pick-first".into(),
+                queue_ms: 1.5,
+                gateway: "gw-a".into(),
+            }),
+        ),
+        (
+            "Hold",
+            Message::Hold(LeaseHold {
+                lease_id: claims().lease_id,
+                service: "llm".into(),
+                tenant: "team-a".into(),
+                max_calls: 10,
+                idle_ms: 5000,
+                ttl_ms: 30_000,
+                policy: "pick-first".into(),
+                max_payload: 1 << 24,
+            }),
+        ),
+        (
+            "LeaseEnded",
+            Message::LeaseEnded(LeaseEnd {
+                calls: 10,
+                reason: LeaseEndReason::Idle,
+                busy_ms: 250.5,
+            }),
+        ),
+        (
+            "ReleaseLease",
+            Message::ReleaseLease(LeaseRelease { token: token() }),
+        ),
+        (
+            "LeaseKeys",
+            Message::LeaseKeys(LeaseKeys {
+                keys: vec![
+                    LeaseKey {
+                        id: 0x5eed,
+                        key: vec![7; LEASE_KEY_LEN],
+                    },
+                    LeaseKey {
+                        id: 0x5eec,
+                        key: vec![6; LEASE_KEY_LEN],
+                    },
+                ],
             }),
         ),
     ]
