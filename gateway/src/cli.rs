@@ -222,6 +222,7 @@ mod tests {
         assert_eq!(example.shutdown_grace_s, default.shutdown_grace_s);
         assert_eq!(example.queue, default.queue);
         assert_eq!(example.retry, default.retry);
+        assert_eq!(example.leases, default.leases);
         assert!(example.services.contains_key("sha256"));
     }
 

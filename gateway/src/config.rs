@@ -10,6 +10,7 @@ use serde::Deserialize;
 mod cluster;
 mod http;
 mod jobs;
+mod leases;
 mod metrics;
 mod outlier;
 mod quic;
@@ -22,6 +23,7 @@ pub(crate) mod tenants;
 pub use cluster::ClusterConfig;
 pub use http::{HttpConfig, TlsConfig};
 pub use jobs::{JobsConfig, TemplateConfig};
+pub use leases::LeasesConfig;
 pub use metrics::MetricsConfig;
 pub use outlier::OutlierConfig;
 pub use quic::{AgentsConfig, QuicConfig};
@@ -105,6 +107,9 @@ pub struct GatewayConfig {
     pub decisions: DecisionsConfig,
     /// Durable jobs: their store, defaults and limits (table `[jobs]`).
     pub jobs: JobsConfig,
+    /// Look-aside leases: lifetimes, calls per lease, key rotation (table
+    /// `[leases]`).
+    pub leases: LeasesConfig,
     /// Pre-configured jobs a submit may name instead of a service (tables
     /// `[templates.NAME]`; more can be created over the API).
     pub templates: BTreeMap<String, TemplateConfig>,
@@ -207,6 +212,7 @@ impl Default for GatewayConfig {
             prefix: PrefixConfig::default(),
             decisions: DecisionsConfig::default(),
             jobs: JobsConfig::default(),
+            leases: LeasesConfig::default(),
             templates: BTreeMap::new(),
             circuit_breakers: BreakerConfig::default(),
             cache: CacheConfig::default(),
@@ -270,6 +276,7 @@ impl GatewayConfig {
         self.prefix.check().map_err(ConfigError::Invalid)?;
         self.decisions.check().map_err(ConfigError::Invalid)?;
         self.jobs.check().map_err(ConfigError::Invalid)?;
+        self.leases.check().map_err(ConfigError::Invalid)?;
         for (name, template) in &self.templates {
             if template.service.is_empty() {
                 return Err(ConfigError::Invalid(format!(

@@ -67,6 +67,10 @@ pub struct Node {
     pub registered_at: Instant,
     /// Frames for the agent's control stream (swap requests).
     pub control: mpsc::Sender<Message>,
+    /// Where clients reach the node's direct port (`host:port`, as it
+    /// registered it); `None` when it takes no direct calls (it cannot be
+    /// leased).
+    pub direct: Option<String>,
     /// The prefix blocks the node reports holding, per service (its load
     /// reports); policies match calls' prompts against them.
     pub(crate) blocks: ReportedBlocks,
@@ -98,13 +102,15 @@ impl Registry {
     }
 
     /// Adds a node (replacing any node with the same id, whose connection is
-    /// closed) and returns it. `control` reaches its agent's control stream.
-    /// The caller tells the scheduler.
+    /// closed) and returns it. `control` reaches its agent's control stream;
+    /// `direct` is its direct port's address, if it has one. The caller
+    /// tells the scheduler.
     pub fn insert(
         &self,
         spec: NodeSpec,
         connection: quinn::Connection,
         control: mpsc::Sender<Message>,
+        direct: Option<String>,
         now: Instant,
     ) -> Arc<Node> {
         let key = self.key_for(&spec.id);
@@ -122,6 +128,7 @@ impl Registry {
             connection,
             registered_at: now,
             control,
+            direct,
             blocks: ReportedBlocks::default(),
             core: self.core.clone(),
         });

@@ -23,6 +23,7 @@ mod health;
 mod http_error;
 mod ingress;
 mod jobs;
+mod leases;
 mod openai;
 mod policies;
 mod scheduler;
@@ -113,6 +114,8 @@ pub(crate) struct Shared {
     pub(crate) cluster: Arc<cluster::Cluster>,
     /// Run-time changes: through etcd with `[cluster]`, else here alone.
     pub(crate) sync: sync::Sync,
+    /// Look-aside leases: the signing keys and the active leases.
+    pub(crate) leases: leases::Leases,
 }
 
 impl Shared {

@@ -43,6 +43,13 @@ pub(super) async fn nodes(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.registry.views(Instant::now())).into_response()
 }
 
+/// `GET /api/leases`: the leases this gateway granted that hold a slot
+/// now, the oldest first: `[{lease_id, service, node_id, tenant,
+/// max_calls, granted_unix_ms, expires_unix_ms}]` (never their tokens).
+pub(super) async fn leases(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.leases.list()).into_response()
+}
+
 /// `GET /api/services`: every service: policy, nodes, queue, rate, latency.
 pub(super) async fn services(State(shared): State<Arc<Shared>>) -> Response {
     Json(service_summaries(&shared, Instant::now())).into_response()

@@ -81,6 +81,7 @@ fn router(shared: Arc<Shared>) -> Router {
             put(api::put_policy).layer(axum::extract::DefaultBodyLimit::max(PUSH_LIMIT)),
         )
         .route("/api/queues", get(api::queues))
+        .route("/api/leases", get(api::leases))
         .route("/api/snapshot", get(api::snapshot))
         .route("/api/decisions", get(api::decisions))
         .route("/api/scale", get(scale::scale))

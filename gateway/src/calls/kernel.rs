@@ -320,6 +320,24 @@ async fn admit(
     ticket: &mut Ticket,
     caller: &mut impl Caller,
 ) -> Result<Grant, Failure> {
+    wait_grant(ticket, call.deadline, caller, || call.timed_out()).await
+}
+
+/// Waits for `ticket`'s grant until `deadline`, sending `caller` a
+/// `Queued` or `Reserved` frame each time its place changes. A lease
+/// waits for its node the same way as a call.
+///
+/// # Errors
+/// The refusal the grant carries, `timed_out()` past `deadline`,
+/// `shutting down` when the scheduler stopped, or [`Failure::Gone`] when the
+/// caller leaves. Dropping the ticket afterwards takes the wait out of the
+/// queue.
+pub(crate) async fn wait_grant(
+    ticket: &mut Ticket,
+    deadline: Instant,
+    caller: &mut impl Caller,
+    timed_out: impl Fn() -> CallError,
+) -> Result<Grant, Failure> {
     let gone = caller.gone();
     tokio::pin!(gone);
     let mut updates = true;
@@ -342,13 +360,13 @@ async fn admit(
                     WaitState::Queued(position) => Message::Queued(position),
                     WaitState::Reserved(notice) => Message::Reserved(notice),
                 };
-                match tokio::time::timeout_at(call.deadline.into(), caller.send(frame)).await {
+                match tokio::time::timeout_at(deadline.into(), caller.send(frame)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return Err(Failure::Gone),
-                    Err(_) => return Err(call.timed_out().into()),
+                    Err(_) => return Err(timed_out().into()),
                 }
             }
-            () = tokio::time::sleep_until(call.deadline.into()) => return Err(call.timed_out().into()),
+            () = tokio::time::sleep_until(deadline.into()) => return Err(timed_out().into()),
             () = &mut gone => return Err(Failure::Gone),
         }
     }
@@ -402,7 +420,7 @@ async fn exchange(
 /// Frees the call's slot (feeding the node's latency EWMA when it went well,
 /// its outlier count when it failed) and tells the policy version that
 /// picked the node how the call went.
-pub(super) fn finish(
+pub(crate) fn finish(
     shared: &Shared,
     guard: SlotGuard,
     picked: &Picked,
@@ -419,14 +437,14 @@ pub(super) fn finish(
 
 /// Whether the node refused the call for running its `max_concurrent`
 /// calls (every gateway's): it never ran, and another pick may place it.
-pub(super) fn node_full(e: &CallError) -> bool {
+pub(crate) fn node_full(e: &CallError) -> bool {
     e.not_run && e.kind == ErrorKind::NoNodeAvailable
 }
 
 /// Whether an error the node answered is the node's failure (it counts
 /// towards outlier ejection) or the call's own (bad request, too large,
 /// refused).
-pub(super) fn node_fault(e: &CallError) -> CallEnd {
+pub(crate) fn node_fault(e: &CallError) -> CallEnd {
     match e.kind {
         ErrorKind::ServiceFailed | ErrorKind::NodeLost | ErrorKind::Timeout => CallEnd::Failed,
         _ => CallEnd::Abandoned,

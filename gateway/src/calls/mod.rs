@@ -46,9 +46,10 @@ use crate::Shared;
 use crate::telemetry::labels;
 use kernel::to_node;
 
-pub(crate) use caller::{Caller, Refused, Request, spawn, spawn_job};
+pub(crate) use caller::{Caller, Gone, Refused, Request, spawn, spawn_job};
+pub(crate) use kernel::{finish, node_fault, node_full, wait_grant};
 pub(crate) use prefix::of_request as prefix_of;
-pub(crate) use tenancy::authenticate;
+pub(crate) use tenancy::{Admitted, admit, authenticate};
 
 /// Longest wait, after a call's answer is written, for the client to
 /// acknowledge it (the call counts as in flight until then).
@@ -246,7 +247,8 @@ impl<'a> Call<'a> {
     /// clock (its deadline counts from `arrived`).
     ///
     /// # Errors
-    /// `BadRequest` for a head that breaks a protocol limit,
+    /// `BadRequest` for a head that breaks a protocol limit or carries a
+    /// lease token (those go to the node's direct port),
     /// `PayloadTooLarge` past `max_payload_bytes`.
     pub(crate) fn new(
         shared: &'a Shared,
@@ -261,6 +263,12 @@ impl<'a> Call<'a> {
         }
         head.validate()
             .map_err(|e| error(ErrorKind::BadRequest, e.to_string()))?;
+        if head.lease.is_some() {
+            return Err(error(
+                ErrorKind::BadRequest,
+                "lease tokens go to the node's direct port",
+            ));
+        }
         let max = shared.config.max_payload_bytes;
         if head.payload_len > max {
             return Err(error(

@@ -11,6 +11,8 @@
 //! - `POST /v1/call/{service}` for every other service: raw body in, raw
 //!   result out, streamed; options and result metadata as `x-switchyard-*`
 //!   headers ([`raw`]);
+//! - look-aside leases: `POST /v1/leases` and `DELETE /v1/leases/{id}`
+//!   ([`leases`]);
 //! - durable jobs: `/v1/jobs...` and `/v1/templates` (`crate::jobs::http`,
 //!   also mounted on the admin port under `/api`);
 //! - the probes `GET /health` and `GET /ready` (`crate::health`).
@@ -30,6 +32,7 @@
 mod answer;
 mod cors;
 mod headers;
+mod leases;
 pub(crate) mod models;
 mod openai;
 mod raw;
@@ -42,7 +45,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::serve::ListenerExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -142,6 +145,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::one))
         .route("/v1/call/{service}", post(raw::call))
+        .route("/v1/leases", post(leases::lease))
+        .route("/v1/leases/{lease_id}", delete(leases::release))
         .merge(crate::jobs::http::routes("/v1"))
         .route("/health", get(crate::health::health))
         .route("/ready", get(crate::health::ready))

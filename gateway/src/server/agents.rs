@@ -57,12 +57,16 @@ pub(crate) async fn serve(
         return;
     }
     let follows = register.follows_members && wire >= WireVersion::V2;
+    // Only a v2 agent can be leased: holds and keys are v2 frames.
+    let direct = register
+        .direct
+        .filter(|_| wire >= WireVersion::V2 && shared.config.leases.enabled);
     let spec = register.node;
     let interval = Duration::from_millis(u64::from(spec.stats_interval_ms));
     let (control, mut control_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
     let node = shared
         .registry
-        .insert(spec, connection.clone(), control, Instant::now());
+        .insert(spec, connection.clone(), control, direct, Instant::now());
     // Its services are label values of their own while it is registered.
     let _known = crate::telemetry::labels::Known::new(
         crate::telemetry::labels::Kind::Service,
@@ -92,6 +96,18 @@ pub(crate) async fn serve(
     if follows {
         let list = members.borrow_and_update().clone();
         if let Err(error) = send.send(&Message::Members(list)).await {
+            tracing::warn!(node = %node.spec.id, %error, "agent left during registration");
+            shared.registry.remove(&node);
+            return;
+        }
+    }
+    // An agent with a direct port checks lease tokens with this gateway's
+    // keys: sent after `Registered` (and `Members`), then on every rotation.
+    let leased = node.direct.is_some();
+    let mut lease_keys = shared.leases.keys().subscribe();
+    if leased {
+        let keys = lease_keys.borrow_and_update().clone();
+        if let Err(error) = send.send(&Message::LeaseKeys(keys)).await {
             tracing::warn!(node = %node.spec.id, %error, "agent left during registration");
             shared.registry.remove(&node);
             return;
@@ -168,6 +184,12 @@ pub(crate) async fn serve(
             Ok(()) = members.changed(), if follows => {
                 let list = members.borrow_and_update().clone();
                 if let Err(error) = send.send(&Message::Members(list)).await {
+                    break format!("control stream failed: {error}");
+                }
+            }
+            Ok(()) = lease_keys.changed(), if leased => {
+                let keys = lease_keys.borrow_and_update().clone();
+                if let Err(error) = send.send(&Message::LeaseKeys(keys)).await {
                     break format!("control stream failed: {error}");
                 }
             }

@@ -23,6 +23,7 @@ use admission::Admission;
 pub(crate) mod admission;
 mod agents;
 pub mod certs;
+mod lease;
 mod streams;
 
 /// A bound gateway, ready to serve.
@@ -181,6 +182,7 @@ impl Gateway {
                 decisions: crate::policies::Decisions::new(config.decisions),
                 first_seen: crate::ingress::models::FirstSeen::default(),
                 sync: crate::sync::Sync::new(config.cluster.as_ref()),
+                leases: crate::leases::Leases::start(&config.leases),
                 config,
                 registry,
                 policies,
@@ -474,6 +476,7 @@ fn describe_metrics() {
     crate::admin::describe_metrics();
     crate::jobs::describe_metrics();
     crate::calls::describe_metrics();
+    crate::leases::describe_metrics();
     crate::scheduler::describe_metrics();
     crate::policies::describe_metrics();
     crate::cache::describe_metrics();

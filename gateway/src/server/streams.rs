@@ -1,8 +1,9 @@
 //! A connection's streams: its first stream says whether an agent or a
 //! client is on the other end. An agent's first frame is `Register` (its
 //! control stream, [`super::agents`]); a client's first frame starts a
-//! request, and so does every later stream's: a call, a listing (nodes,
-//! queues, policies), an admin operation, or a job operation.
+//! request, and so does every later stream's: a call, a lease or its
+//! release ([`super::lease`]), a listing (nodes, queues, policies), an
+//! admin operation, or a job operation.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -141,11 +142,25 @@ async fn request(
             recv.stop(0);
             crate::jobs::quic::serve(shared, *job, send).await;
         }
+        Message::Lease(request) => match shared.drain.enter() {
+            Ok(in_flight) => {
+                super::lease::lease(shared, request, send, recv, arrived).await;
+                drop(in_flight);
+            }
+            Err(refused) => {
+                recv.stop(0);
+                let _ = send.send(&Message::Error(refused)).await;
+                let _ = send.finish();
+            }
+        },
+        Message::ReleaseLease(release) => {
+            super::lease::release(shared, release, send, recv).await;
+        }
         other => {
             refuse(
                 &mut send,
                 &format!(
-                    "a stream must start with Call, ListNodes, ListMembers, ListQueues, ListPolicies, SetPolicy, CacheStats, PurgeCache or Job, not {:?}",
+                    "a stream must start with Call, Lease, ReleaseLease, ListNodes, ListMembers, ListQueues, ListPolicies, SetPolicy, CacheStats, PurgeCache or Job, not {:?}",
                     other.kind()
                 ),
             )
