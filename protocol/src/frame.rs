@@ -198,6 +198,9 @@ impl FrameHeader {
 }
 
 /// The result of decoding from a buffer that may hold a partial frame.
+// Short-lived (returned and matched at once): boxing the frame would cost
+// an allocation per frame for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
     /// A whole frame was decoded; `consumed` bytes of the buffer were used.
