@@ -31,11 +31,13 @@ use crate::policy::{Directory, WasmBalance};
 use crate::scenario::{Scenario, ScenarioError, Window};
 
 mod chat;
+mod order;
 mod setup;
 mod slots;
 mod stats;
 
 use chat::{ChatCall, ChatFigures, ChatRt, NodeModel};
+use order::NodeOrder;
 
 /// A run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -253,6 +255,7 @@ pub struct Sim {
     stats_interval: Nanos,
     fail_rng: StdRng,
     recorder: Recorder,
+    order: NodeOrder,
     swaps: u64,
     events: u64,
 }
@@ -336,6 +339,8 @@ impl Sim {
             .recorder
             .report(&self.scenario, self.balance.policy().name());
         report.swaps = self.swaps;
+        report.by_node = self.order.by_node();
+        report.passed_over = self.order.passed_over();
         report.policy_failures = self.balance.failures();
         report.events = self.events;
         report.wall_s = started.elapsed().as_secs_f64();
@@ -456,6 +461,7 @@ impl Sim {
             dispatched: now,
         };
         let service = rec.service;
+        self.order.dispatch(&self.nodes, node, service, rec.arrived);
         let n = &mut self.nodes[node];
         n.active[service] += 1;
         if n.has_worker() {

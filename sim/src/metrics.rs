@@ -242,6 +242,8 @@ impl Recorder {
             ttft_p99_ms: self.ttft.quantile(0.99),
             prompt_tokens: self.prompt_tokens,
             cached_tokens: self.cached_tokens,
+            by_node: Vec::new(),
+            passed_over: 0,
             swaps: 0,
             policy_failures: 0,
             events: 0,
@@ -309,6 +311,14 @@ pub struct Report {
     pub prompt_tokens: u64,
     /// Of those, the ones found cached.
     pub cached_tokens: u64,
+    /// Counted calls dispatched to each node: (node id, calls), in the
+    /// scenario's order of nodes.
+    pub by_node: Vec<(String, u64)>,
+    /// Counted calls dispatched to a node while a node earlier by id (byte
+    /// order) had a free slot for them (loaded, fewer than `max_concurrent`
+    /// calls of the service dispatched and not ended): 0 under
+    /// `pick-first`.
+    pub passed_over: u64,
     /// Slot loads over the whole run (the core's swaps and preloads).
     pub swaps: u64,
     /// Picks where the policy failed (trap, deadline, bad index).

@@ -7,6 +7,7 @@
 //!    peak-EWMA against a backend that turns slow.
 //! 4. A heterogeneous GPU fleet: every shipped policy's p50, p99 and cost.
 //! 5. Model swapping: the core's swap rules on and off against an oracle.
+//! 6. Pick first: `pick-first` as Erlang's ordered hunting, per node.
 //!
 //! The scenarios are the files in `sim/scenarios/`, compiled in, varied
 //! here (rate, length). Runs are deterministic, so the shortened ones are
@@ -85,6 +86,7 @@ pub fn plans(plugins: &Path, scale: Scale) -> Result<Vec<Plan>, SimError> {
         linkerd(plugins, scale)?,
         heterogeneous(plugins, scale)?,
         swapping(plugins, scale)?,
+        pick_first(plugins, scale)?,
     ])
 }
 
@@ -288,9 +290,12 @@ fn set_rate(scenario: &mut Scenario, rate: f64) {
 }
 
 mod fleets;
+mod hunting;
 mod queueing;
 
 use fleets::{heterogeneous, linkerd, swapping};
+use hunting::pick_first;
+pub use hunting::{erlang_b, hunting_share};
 use queueing::{erlang_c, supermarket};
 pub use queueing::{erlang_c_probability, erlang_c_wait, two_choices_theory};
 

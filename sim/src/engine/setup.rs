@@ -38,6 +38,8 @@ impl Sim {
         let mut nodes = Vec::new();
         let mut node_specs = Vec::new();
         let mut ids = Vec::new();
+        let mut caps = Vec::new();
+        let mut always = Vec::new();
         for g in &scenario.nodes {
             let hosted = g.hosted();
             for id in g.ids() {
@@ -109,6 +111,13 @@ impl Sim {
                     },
                 );
                 ids.push(id);
+                caps.push(g.max_concurrent);
+                always.push(
+                    services
+                        .iter()
+                        .map(|s| g.services.contains(&s.name))
+                        .collect(),
+                );
             }
         }
         let mut streams = Vec::new();
@@ -175,6 +184,7 @@ impl Sim {
             stats_interval: Nanos::from(scenario.stats_interval_ms) * 1_000_000,
             fail_rng: StdRng::seed_from_u64(derive_seed(scenario.seed, 2)),
             recorder: Recorder::new(scenario.warmup_s, scenario.duration_s),
+            order: NodeOrder::new(ids, caps, always, ns(scenario.warmup_s), end),
             swaps: 0,
             events: 0,
         })

@@ -25,7 +25,7 @@ pub(super) fn linkerd(plugins: &Path, scale: Scale) -> Result<Plan, SimError> {
     })
 }
 
-fn policy_stem(path: &Path) -> String {
+pub(super) fn policy_stem(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()

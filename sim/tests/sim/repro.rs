@@ -44,3 +44,8 @@ fn heterogeneous_fleet() {
 fn model_swapping_rules_and_oracle() {
     reproduce(5);
 }
+
+#[test]
+fn pick_first_as_ordered_hunting() {
+    reproduce(6);
+}
