@@ -31,7 +31,8 @@
 #   make chaos   the chaos suite (part of make test): kill -9 an agent, SIGSTOP
 #                one, a lossy/partitioned link, 10x overload, 100 policy
 #                hot-swaps, kill -9 a gateway, kill -9 a cluster gateway,
-#                etcd lost; each prints its figures (~3 min)
+#                etcd lost, kill -9 an agent holding leases; each prints
+#                its figures (~3 min)
 #   make fuzz    coverage-guided fuzzing of the wire codec (cargo-fuzz),
 #                FUZZ_SECONDS (default 60) per target; `make fuzz-smoke`
 #                (part of make test) the same libFuzzer targets without
