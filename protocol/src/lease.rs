@@ -445,6 +445,7 @@ fn check_lease_id(id: &str) -> Result<(), CodecError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "compat/leases.rs"]
+mod leases;
+
 use minicbor::Encode;
 use switchyard_protocol::{
     CallError, CallHead, Codec, Decoded, ErrorKind, FrameKind, Message, ResultHead, WireVersion,

@@ -4,12 +4,13 @@
 //! Properties, as in the coverage-guided targets of `fuzz/`: no panic,
 //! nothing allocated past the frame limit (the header's length is checked
 //! first), and whatever decodes encodes back to a frame that decodes.
+//! A lease token's single-byte changes likewise: refused, never a panic.
 //! `cargo test -p switchyard-protocol --test mutate -- --ignored` adds
 //! every pair of mutated bytes of the smaller frames (millions of cases).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use switchyard_protocol::{Codec, CodecError, Decoded, WireVersion};
+use switchyard_protocol::{Codec, CodecError, Decoded, LeaseClaims, TokenError, WireVersion};
 
 fn golden(version: WireVersion) -> Vec<Vec<u8>> {
     let path = format!(
@@ -110,4 +111,55 @@ fn every_pair_of_byte_mutations_is_handled() {
         }
     }
     eprintln!("{cases} cases");
+}
+
+/// A signed lease token with every single byte changed (each bit flipped,
+/// set to each base64url character and to `.`), and every truncation:
+/// never a panic, never verified.
+#[test]
+fn no_single_byte_change_of_a_lease_token_verifies() {
+    let key = [5u8; 32];
+    let claims = LeaseClaims {
+        lease_id: "0123456789abcdef0123456789abcdef".into(),
+        key_id: 7,
+        node_id: "node-a".into(),
+        service: "echo".into(),
+        tenant: "team-a".into(),
+        expires_unix_ms: 1_800_000_000_000,
+        max_calls: 3,
+    };
+    let token = claims.sign(&key);
+    assert_eq!(
+        LeaseClaims::verify(&token, |_| Some(key)).as_ref(),
+        Ok(&claims)
+    );
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.";
+    let mut cases = 0usize;
+    for at in 0..token.len() {
+        let original = token.as_bytes()[at];
+        let flips = (0..8).map(|bit| original ^ (1 << bit));
+        for byte in flips.chain(alphabet.iter().copied()) {
+            if byte == original {
+                continue;
+            }
+            let mut bytes = token.clone().into_bytes();
+            bytes[at] = byte;
+            let Ok(changed) = String::from_utf8(bytes) else {
+                continue;
+            };
+            cases += 1;
+            let got = LeaseClaims::verify(&changed, |_| Some(key));
+            assert!(
+                matches!(
+                    got,
+                    Err(TokenError::Malformed(_) | TokenError::BadSignature)
+                ),
+                "{changed}: {got:?}"
+            );
+        }
+    }
+    assert!(cases > token.len() * 50, "{cases} cases");
+    for cut in 0..token.len() {
+        assert!(LeaseClaims::verify(&token[..cut], |_| Some(key)).is_err());
+    }
 }
