@@ -378,3 +378,70 @@ async fn a_gateway_outside_the_repository_finds_policies_beside_its_program() {
     );
     assert!(log.contains(&looked), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_leases_a_node_and_calls_look_aside() {
+    let mut fleet = Fleet::start(|_| {}).await;
+    let port = fleet.spawn_direct_agent("node-a", &service("echo", "echo", "max_concurrent = 1"));
+    fleet.wait_nodes(1).await;
+
+    // The grant as JSON: the node, its direct port, a token.
+    let out = cli(&fleet, &["lease", "echo", "--json", "--ttl-ms", "60000"]).await;
+    let grant: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(grant["node_id"], "node-a", "{grant}");
+    assert_eq!(grant["direct"], port.to_string(), "{grant}");
+    assert_eq!(grant["max_calls"], 1, "{grant}");
+    assert!(
+        grant["token"].as_str().is_some_and(|t| t.contains('.')),
+        "{grant}"
+    );
+    // The lease holds the node's only slot: a realtime call finds it taken.
+    let error = error_line(&cli(&fleet, &["call", "echo", "--data", "x", "--realtime"]).await);
+    assert!(error.contains("occupied"), "{error}");
+
+    // Another lease waits in the queue for that slot (positions on
+    // stderr) until the first lease expires... which a short wait does
+    // not reach: it gives up with the gateway's timeout.
+    let out = cli(&fleet, &["lease", "echo", "--timeout-ms", "300"]).await;
+    let error = error_line(&out);
+    assert!(error.contains("timeout"), "{error}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("queued: position 1"), "{stderr}");
+
+    // A node of another service: the grant as a table, then a look-aside
+    // call served by the node directly.
+    let port_b = fleet.spawn_direct_agent("node-b", &service("upper", "echo", ""));
+    fleet.wait_nodes(2).await;
+    let table = stdout(
+        &cli(
+            &fleet,
+            &["lease", "upper", "--max-calls", "3", "--idle-ms", "500"],
+        )
+        .await,
+    );
+    let field = |key: &str| {
+        table
+            .lines()
+            .find_map(|l| l.strip_prefix(key).map(str::trim))
+            .unwrap_or_else(|| panic!("no {key} in {table}"))
+            .to_string()
+    };
+    assert_eq!(field("node "), "node-b");
+    assert_eq!(field("direct "), port_b.to_string());
+    assert_eq!(field("max calls "), "3");
+    assert_eq!(field("idle "), "500 ms");
+    let expires: Vec<String> = field("expires ")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert!(is_date_time(&expires[0], &expires[1]), "{table}");
+
+    let out = cli(
+        &fleet,
+        &["call", "upper", "--data", "hello", "--look-aside", "-v"],
+    )
+    .await;
+    assert_eq!(stdout(&out), "hello");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("node=node-b"), "{stderr}");
+}
