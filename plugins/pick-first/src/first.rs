@@ -1,6 +1,5 @@
 //! The pick-first algorithm, independent of WebAssembly.
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use policy_sdk::{Candidate, Context, NodeFacts, NodeKey, Policy, Request, Scored, index_u32};
@@ -61,25 +60,24 @@ impl PickFirst {
 
     /// The candidate indices in pick-first order: rows with room before
     /// full ones, then by node id (known ids before unknown ones), then
-    /// by node key.
+    /// by node key (each id looked up once, not per comparison).
     fn order(&self, candidates: &[Candidate]) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..candidates.len()).collect();
-        order.sort_by(|&a, &b| self.compare(&candidates[a], &candidates[b]));
-        order
-    }
-
-    fn compare(&self, a: &Candidate, b: &Candidate) -> Ordering {
-        let full = |c: &Candidate| c.in_flight >= c.max_concurrent;
-        let id = |c: &Candidate| self.ids.get(&c.node);
-        full(a)
-            .cmp(&full(b))
-            .then_with(|| match (id(a), id(b)) {
-                (Some(x), Some(y)) => x.cmp(y),
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (None, None) => Ordering::Equal,
+        let mut keyed: Vec<(bool, bool, &str, NodeKey, usize)> = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let id = self.ids.get(&c.node);
+                (
+                    c.in_flight >= c.max_concurrent,
+                    id.is_none(),
+                    id.map_or("", String::as_str),
+                    c.node,
+                    i,
+                )
             })
-            .then(a.node.cmp(&b.node))
+            .collect();
+        keyed.sort_unstable();
+        keyed.into_iter().map(|k| k.4).collect()
     }
 }
 
