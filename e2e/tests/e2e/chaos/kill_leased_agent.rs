@@ -55,7 +55,7 @@ async fn kill_9_of_an_agent_holding_leases_frees_them() {
         let client = std::sync::Arc::new(fleet.client().await);
         let busy = {
             let client = client.clone();
-            tokio::spawn(async move { client.call("sleep", "1500").await })
+            tokio::spawn(async move { client.call("sleep", "4000").await })
         };
         crate::leases::wait_in_flight(&fleet, "node-1", "sleep", 1).await;
         let queued = {

@@ -46,7 +46,7 @@ async fn a_lease_waits_with_its_position_then_calls_the_node_directly() {
     // A running call holds the only slot: the lease waits in the queue.
     let running = {
         let client = client.clone();
-        tokio::spawn(async move { client.call("sleep", "800").await })
+        tokio::spawn(async move { client.call("sleep", "3000").await })
     };
     wait_in_flight(&fleet, "node-a", "sleep", 1).await;
     let positions = Arc::new(Mutex::new(Vec::new()));
@@ -107,6 +107,17 @@ async fn a_lease_waits_with_its_position_then_calls_the_node_directly() {
         "the first line came at {first_at:?}, before half of {total:?}"
     );
     wait_in_flight(&fleet, "node-a", "ticks", 0).await;
+
+    // Released unused: the slot is free again and the token serves nothing.
+    let lease = client.lease("sleep").await.expect("a third lease");
+    wait_in_flight(&fleet, "node-a", "sleep", 1).await;
+    lease.release().await.expect("released");
+    wait_in_flight(&fleet, "node-a", "sleep", 0).await;
+    let ended = lease
+        .call("10")
+        .await
+        .expect_err("a released lease serves nothing");
+    assert_eq!(ended.kind(), Some(client::ErrorKind::LeaseEnded), "{ended}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
