@@ -31,6 +31,7 @@ mod jobs;
 mod jobs_http;
 mod jobs_quic;
 mod leases;
+mod leases_gateway;
 mod malformed;
 mod model_load;
 mod mtls;

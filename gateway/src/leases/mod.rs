@@ -215,6 +215,7 @@ async fn grant(
         config.http.timeout_ms,
         config.max_timeout_ms,
     )?;
+    leasable(shared, &request.head.service)?;
     let head = Arc::new(request.head);
     let deadline = arrived + Duration::from_millis(u64::from(terms.timeout_ms));
     let timed_out = || {
@@ -310,6 +311,25 @@ async fn grant(
         queue_ms: crate::calls::ms(arrived.elapsed()),
         gateway: shared.cluster.name().to_string(),
     })
+}
+
+/// Refuses at once a lease of a service whose nodes all lack a direct
+/// port (it would wait its whole timeout for none); a service no node
+/// hosts is left to the scheduler's usual answer.
+fn leasable(shared: &Shared, service: &str) -> Result<(), CallError> {
+    let mut hosts = shared
+        .registry
+        .all()
+        .into_iter()
+        .filter(|node| node.services.contains_key(service))
+        .peekable();
+    if hosts.peek().is_some() && hosts.all(|node| node.direct.is_none()) {
+        return Err(error(
+            ErrorKind::NoNodeAvailable,
+            format!("no node of {service} takes direct calls (none registered a [direct] port)"),
+        ));
+    }
+    Ok(())
 }
 
 /// What a lease waits for a slot with.
