@@ -193,6 +193,19 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_ended_answer_is_the_clients_typed_and_retry_safe() {
+        // As a node's direct port answers a call whose lease is over.
+        let mut refusal = CallError::new(ErrorKind::LeaseEnded, "lease used its 1 calls");
+        refusal.node_id = Some("node-a".into());
+        let error = ClientError::from(refusal);
+        assert_eq!(error.kind(), Some(ErrorKind::LeaseEnded));
+        assert_eq!(error.side(), Side::Client);
+        assert!(error.retry_safe(), "the call did not run: lease again");
+        assert_eq!(error.node_id(), Some("node-a"));
+        assert_eq!(error.to_string(), "lease ended: lease used its 1 calls");
+    }
+
+    #[test]
     fn an_unreachable_direct_port_is_the_nodes_and_retry_safe() {
         let error = ClientError::NodeUnreachable {
             node_id: "node-a".into(),

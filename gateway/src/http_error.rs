@@ -78,7 +78,7 @@ fn error_type(status: StatusCode) -> &'static str {
         404 => "not_found_error",
         409 => "conflict_error",
         429 => "rate_limit_error",
-        400 | 413 => "invalid_request_error",
+        400 | 410 | 413 => "invalid_request_error",
         _ => "server_error",
     }
 }
@@ -136,6 +136,7 @@ mod tests {
         for (status, kind) in [
             (StatusCode::BAD_REQUEST, "invalid_request_error"),
             (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error"),
+            (StatusCode::GONE, "invalid_request_error"),
             (StatusCode::FORBIDDEN, "permission_error"),
             (StatusCode::NOT_FOUND, "not_found_error"),
             (StatusCode::CONFLICT, "conflict_error"),
