@@ -30,6 +30,7 @@ mod ingress;
 mod jobs;
 mod jobs_http;
 mod jobs_quic;
+mod lease_sessions;
 mod leases;
 mod leases_gateway;
 mod malformed;
