@@ -1,7 +1,8 @@
 //! A lease holds a slot of its node like a call in flight: an unused one
 //! until it expires (a proxied call waiting meanwhile gets the slot then),
 //! a session until it has served its `max_calls`; and the service's
-//! `max_concurrent` holds with leases and proxied calls mixed.
+//! `max_concurrent` holds with leases and proxied calls mixed; a session
+//! lease idle past its idle timeout ends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -237,4 +238,36 @@ async fn max_concurrent_holds_with_leases_and_proxied_calls_mixed() {
     );
     assert_eq!(taken, 2, "the calls and leases did compete for both slots");
     wait_in_flight(&fleet, "node-a", "conc", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_lease_ends_after_its_idle_timeout() {
+    let mut fleet = Fleet::start(|_| {}).await;
+    let port = fleet.spawn_direct_agent("node-a", &service("echo", "echo", "max_concurrent = 1"));
+    fleet.wait_nodes(1).await;
+    let gateway = Wire::gateway(&fleet).await;
+    let node = Wire::direct(&fleet, port).await;
+    let request = protocol::LeaseRequest {
+        idle_ms: 1000,
+        ..lease_request("echo", 5, 30_000)
+    };
+    let grant = gateway
+        .lease(request, &mut Vec::new())
+        .await
+        .expect("lease granted");
+    assert_eq!(grant.idle_ms, 1000);
+    let answer = node
+        .call(call_head("echo", Some(&grant.token)), b"busy")
+        .await
+        .expect("a call within the idle timeout");
+    assert_eq!(answer.data(), b"busy");
+    // No call for more than 1 s: the lease ends and frees the slot.
+    wait_in_flight(&fleet, "node-a", "echo", 0).await;
+    let idle = node
+        .call(call_head("echo", Some(&grant.token)), b"late")
+        .await
+        .expect_err("an idled lease serves nothing")
+        .refused();
+    assert_eq!(idle.kind, ErrorKind::LeaseEnded, "{}", idle.message);
+    assert!(idle.message.contains("idle"), "{}", idle.message);
 }
