@@ -10,59 +10,48 @@ use client::ErrorKind;
 use super::scenario;
 use crate::common::direct::{Wire, call_head, lease_request};
 use crate::common::{Fleet, eventually, service};
+use crate::leases::metric;
 
-/// The sum of the `/metrics` samples of `name` (any labels), 0 if none.
-async fn metric(fleet: &Fleet, name: &str) -> f64 {
-    let text = reqwest::get(format!(
-        "http://{}/metrics",
-        fleet.gateway.admin_addr().unwrap()
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
-}
+/// The service's label in the gateway's metrics.
+const SERVICE: &str = "service=\"leased-kill\"";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_an_agent_holding_leases_frees_them() {
     scenario("kill-leased-agent", Duration::from_secs(90), async {
         let mut fleet = Fleet::start(|_| {}).await;
-        let leased = service("sleep", "sleep", "max_concurrent = 2");
+        let leased = service("leased-kill", "sleep", "max_concurrent = 2");
         let (index, port) = fleet.spawn_direct_agent_process("node-0", &leased);
         fleet.wait_nodes(1).await;
         let gateway = Wire::gateway(&fleet).await;
         let mut grants = Vec::new();
         for _ in 0..2 {
             let grant = gateway
-                .lease(lease_request("sleep", 1, 60_000), &mut Vec::new())
+                .lease(lease_request("leased-kill", 1, 60_000), &mut Vec::new())
                 .await
                 .expect("lease granted");
             assert_eq!(grant.node_id, "node-0");
             grants.push(grant);
         }
-        crate::leases::wait_in_flight(&fleet, "node-0", "sleep", 2).await;
-        assert_eq!(metric(&fleet, "leases_active").await, 2.0);
+        crate::leases::wait_in_flight(&fleet, "node-0", "leased-kill", 2).await;
+        assert_eq!(metric(&fleet, "leases_active", &[SERVICE]).await, 2.0);
 
         // node-1 joins busy with a long call: the next call waits.
-        let (_busy_index, _) = fleet
-            .spawn_direct_agent_process("node-1", &service("sleep", "sleep", "max_concurrent = 1"));
+        let (_busy_index, _) = fleet.spawn_direct_agent_process(
+            "node-1",
+            &service("leased-kill", "sleep", "max_concurrent = 1"),
+        );
         fleet.wait_nodes(2).await;
         let client = std::sync::Arc::new(fleet.client().await);
         let busy = {
             let client = client.clone();
-            tokio::spawn(async move { client.call("sleep", "4000").await })
+            tokio::spawn(async move { client.call("leased-kill", "4000").await })
         };
-        crate::leases::wait_in_flight(&fleet, "node-1", "sleep", 1).await;
+        crate::leases::wait_in_flight(&fleet, "node-1", "leased-kill", 1).await;
         let queued = {
             let client = client.clone();
             tokio::spawn(async move {
                 client
-                    .call("sleep", "10")
+                    .call("leased-kill", "10")
                     .timeout(Duration::from_secs(30))
                     .await
             })
@@ -72,7 +61,7 @@ async fn kill_9_of_an_agent_holding_leases_frees_them() {
                 .gateway
                 .queues()
                 .iter()
-                .find(|q| q.service == "sleep")
+                .find(|q| q.service == "leased-kill")
                 .map_or(0, |q| q.length);
             (length == 1)
                 .then_some(())
@@ -84,7 +73,7 @@ async fn kill_9_of_an_agent_holding_leases_frees_them() {
         fleet.agent(index).kill();
         fleet.wait_nodes(1).await;
         let start = Instant::now();
-        while metric(&fleet, "leases_active").await > 0.0 {
+        while metric(&fleet, "leases_active", &[SERVICE]).await > 0.0 {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "the dead node's leases are still active"
@@ -109,10 +98,10 @@ async fn kill_9_of_an_agent_holding_leases_frees_them() {
         // node-0 again: registered with both slots free.
         let (_again, port) = fleet.spawn_direct_agent_process("node-0", &leased);
         fleet.wait_nodes(2).await;
-        crate::leases::wait_in_flight(&fleet, "node-0", "sleep", 0).await;
+        crate::leases::wait_in_flight(&fleet, "node-0", "leased-kill", 0).await;
         let node = Wire::direct(&fleet, port).await;
         let stale = node
-            .call(call_head("sleep", Some(&grants[0].token)), b"1")
+            .call(call_head("leased-kill", Some(&grants[0].token)), b"1")
             .await
             .expect_err("a lease of the dead agent")
             .refused();
@@ -125,7 +114,7 @@ async fn kill_9_of_an_agent_holding_leases_frees_them() {
         let calls: Vec<_> = (0..3)
             .map(|_| {
                 let client = client.clone();
-                tokio::spawn(async move { client.call("sleep", "500").realtime(true).await })
+                tokio::spawn(async move { client.call("leased-kill", "500").realtime(true).await })
             })
             .collect();
         for call in calls {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use client::{CallEvent, Mode};
 use futures_util::StreamExt;
 
-use super::wait_in_flight;
+use super::{metric, wait_in_flight, wait_metric};
 use crate::common::direct::free_loopback;
 use crate::common::{Fleet, TOKEN, eventually, service};
 
@@ -129,7 +129,7 @@ async fn look_aside_falls_back_to_proxying_when_the_direct_port_is_closed() {
     fleet.spawn_agent(
         "node-a",
         TOKEN,
-        &(port.table() + &service("echo", "echo", "max_concurrent = 1")),
+        &(port.table() + &service("fallback-echo", "echo", "max_concurrent = 1")),
     );
     fleet.wait_nodes(1).await;
     let client = fleet.client().await;
@@ -137,7 +137,7 @@ async fn look_aside_falls_back_to_proxying_when_the_direct_port_is_closed() {
     for i in 0..3 {
         let payload = format!("fallback {i}");
         let r = client
-            .call("echo", payload.clone())
+            .call("fallback-echo", payload.clone())
             .mode(Mode::LookAside)
             .timeout(Duration::from_secs(20))
             .await
@@ -145,19 +145,35 @@ async fn look_aside_falls_back_to_proxying_when_the_direct_port_is_closed() {
         assert_eq!(&r.data[..], payload.as_bytes());
         assert_eq!(r.meta.node_id, "node-a");
         // The lease was released: the node's only slot is free again.
-        wait_in_flight(&fleet, "node-a", "echo", 0).await;
+        wait_in_flight(&fleet, "node-a", "fallback-echo", 0).await;
     }
+    let label = "service=\"fallback-echo\"";
+    let granted = metric(&fleet, "leases_granted_total", &[label]).await;
+    eprintln!("fallback: {granted} leases granted");
+    assert!(granted >= 1.0, "the look-aside calls leased");
+    // Each lease of a fallback is released.
+    let released = [label, "reason=\"released\""];
+    wait_metric(&fleet, "leases_ended_total", &released, granted).await;
 
     // A node whose direct port works is called directly.
-    let port = fleet.spawn_direct_agent("node-b", &service("direct", "echo", ""));
+    let port = fleet.spawn_direct_agent("node-b", &service("aside-direct", "echo", ""));
     fleet.wait_nodes(2).await;
     let r = client
-        .call("direct", "straight")
+        .call("aside-direct", "straight")
         .look_aside()
         .await
         .expect("a look-aside call");
     assert_eq!(&r.data[..], b"straight");
     assert_eq!(r.meta.node_id, "node-b");
     let _ = port;
-    wait_in_flight(&fleet, "node-b", "direct", 0).await;
+    wait_in_flight(&fleet, "node-b", "aside-direct", 0).await;
+    // The lease served its one call on the node: it ended used.
+    let label = "service=\"aside-direct\"";
+    wait_metric(
+        &fleet,
+        "leases_ended_total",
+        &[label, "reason=\"used\""],
+        1.0,
+    )
+    .await;
 }
