@@ -15,6 +15,10 @@ use serde_json::Value;
 use crate::common::direct::{Wire, call_head, lease_request};
 use crate::common::{Fleet, TOKEN, eventually, service};
 
+/// The service of the first test: metrics are the test process's, so
+/// its series are its own.
+const SERVICE: &str = "leased-echo";
+
 /// `GET` of an admin path, as text.
 async fn admin(fleet: &Fleet, path: &str) -> String {
     let url = format!("http://{}{path}", fleet.gateway.admin_addr().unwrap());
@@ -34,11 +38,11 @@ async fn sample(fleet: &Fleet, series: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_lists_counts_and_releases_its_leases_and_refuses_tokens_on_calls() {
     let mut fleet = Fleet::start(|_| {}).await;
-    fleet.spawn_direct_agent("node-a", &service("echo", "echo", "max_concurrent = 2"));
+    fleet.spawn_direct_agent("node-a", &service(SERVICE, "echo", "max_concurrent = 2"));
     fleet.wait_nodes(1).await;
     let gateway = Wire::gateway(&fleet).await;
     let grant = gateway
-        .lease(lease_request("echo", 1, 30_000), &mut Vec::new())
+        .lease(lease_request(SERVICE, 1, 30_000), &mut Vec::new())
         .await
         .expect("lease granted");
 
@@ -48,17 +52,20 @@ async fn the_gateway_lists_counts_and_releases_its_leases_and_refuses_tokens_on_
     assert_eq!(leases.as_array().map(Vec::len), Some(1), "{leases}");
     assert_eq!(leases[0]["lease_id"], grant.lease_id.as_str());
     assert_eq!(leases[0]["node_id"], "node-a");
-    assert_eq!(leases[0]["service"], "echo");
+    assert_eq!(leases[0]["service"], SERVICE);
     assert_eq!(leases[0]["expires_unix_ms"], grant.expires_unix_ms);
     assert_eq!(
-        sample(&fleet, "leases_granted_total{service=\"echo\"}").await,
+        sample(&fleet, "leases_granted_total{service=\"leased-echo\"}").await,
         1.0
     );
-    assert_eq!(sample(&fleet, "leases_active{service=\"echo\"}").await, 1.0);
+    assert_eq!(
+        sample(&fleet, "leases_active{service=\"leased-echo\"}").await,
+        1.0
+    );
 
     // The token is for the node's direct port, not for the gateway.
     let refused = gateway
-        .call(call_head("echo", Some(&grant.token)), b"via the gateway")
+        .call(call_head(SERVICE, Some(&grant.token)), b"via the gateway")
         .await
         .expect_err("a call with a lease token at the gateway")
         .refused();
@@ -84,7 +91,7 @@ async fn the_gateway_lists_counts_and_releases_its_leases_and_refuses_tokens_on_
             .gateway
             .registry()
             .get("node-a")
-            .map_or(0, |n| n.in_flight("echo"));
+            .map_or(0, |n| n.in_flight(SERVICE));
         (in_flight == 0)
             .then_some(())
             .ok_or(format!("the slot is still held ({in_flight})"))
@@ -93,12 +100,15 @@ async fn the_gateway_lists_counts_and_releases_its_leases_and_refuses_tokens_on_
     assert_eq!(
         sample(
             &fleet,
-            "leases_ended_total{service=\"echo\",reason=\"released\"}"
+            "leases_ended_total{service=\"leased-echo\",reason=\"released\"}"
         )
         .await,
         1.0
     );
-    assert_eq!(sample(&fleet, "leases_active{service=\"echo\"}").await, 0.0);
+    assert_eq!(
+        sample(&fleet, "leases_active{service=\"leased-echo\"}").await,
+        0.0
+    );
     let again = gateway
         .release(&grant.token)
         .await

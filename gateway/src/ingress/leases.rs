@@ -5,7 +5,9 @@
 //! `error` (the usual JSON error). `DELETE /v1/leases/{lease_id}` with the
 //! lease's token in `x-switchyard-lease-token` releases it: 204, 401 for a
 //! token this gateway did not sign or that names another lease, 404 for a
-//! lease this gateway does not hold.
+//! lease this gateway does not hold. A client that leaves while its lease
+//! waits takes it out of the queue; one that leaves as it is granted
+//! releases it.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -84,20 +86,7 @@ impl LeaseBody {
     }
 }
 
-/// A caller that wants no queue positions (a JSON answer).
-struct Quiet;
-
-impl Caller for Quiet {
-    async fn send(&mut self, _: Message) -> Result<(), crate::calls::Gone> {
-        Ok(())
-    }
-
-    fn gone(&self) -> impl Future<Output = ()> + Send + 'static {
-        std::future::pending()
-    }
-}
-
-/// A caller reading positions from a channel (an event stream).
+/// A caller reading the lease's frames from a channel.
 struct Events(mpsc::Sender<Message>);
 
 impl Caller for Events {
@@ -138,15 +127,10 @@ pub(super) async fn lease(
             return refused.into_response();
         }
     };
-    if !wants_events(&headers) {
-        let answer = leases::lease(&shared, request, admitted, &mut Quiet, arrived).await;
-        drop(in_flight);
-        return match answer {
-            Ok(grant) => axum::Json(grant).into_response(),
-            Err(failure) => error_response(&failure_error(failure), None),
-        };
-    }
-    let (tx, rx) = mpsc::channel(EVENT_FRAMES);
+    // The lease runs on its own task, its frames on a channel: a client
+    // that leaves drops the receiver, which takes the lease out of the
+    // queue, or releases it when it was granted meanwhile.
+    let (tx, mut rx) = mpsc::channel(EVENT_FRAMES);
     tokio::spawn(async move {
         let mut events = Events(tx);
         let answer = leases::lease(&shared, request, admitted, &mut events, arrived).await;
@@ -164,6 +148,16 @@ pub(super) async fn lease(
         };
         let _ = events.0.send(last).await;
     });
+    if !wants_events(&headers) {
+        while let Some(message) = rx.recv().await {
+            match message {
+                Message::Leased(grant) => return axum::Json(grant).into_response(),
+                Message::Error(error) => return error_response(&error, None),
+                _ => {}
+            }
+        }
+        return fail(ErrorKind::Internal, "the lease ended without an answer");
+    }
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         let message = rx.recv().await?;
         let event = event(&message)?;
