@@ -1,4 +1,5 @@
-//! A granted lease's hold stream to its node, and the task that keeps the
+//! The hold stream to a lease's node: the slot asked for ([`hold_slot`]:
+//! `Hold`, answered `Ack` or `Error`), and the task that keeps the
 //! lease's slot until the node says the lease ended (`LeaseEnded`: used,
 //! expired, idle, released, draining), the stream or the node's connection
 //! breaks (node lost), or a safety timer runs out ([`SAFETY_MARGIN`] past
@@ -10,16 +11,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{LeaseEnd, Message};
+use protocol::{CallError, CallHead, ErrorKind, LeaseEnd, LeaseHold, Message};
 use switchyard_core::CallEnd;
 use tokio::sync::watch;
 use transport::{FramedRecv, FramedSend};
 
 use super::table::Entry;
+use super::{MAX_HOLD_ATTEMPTS, error};
 use crate::Shared;
-use crate::calls::Admitted;
+use crate::calls::{Admitted, Caller, Failure};
 use crate::policies::Picked;
-use crate::scheduler::SlotGuard;
+use crate::scheduler::{Again, Grant, Retry, SlotGuard, Ticket};
 use crate::telemetry::labels;
 
 /// How long past its expiry a lease's slot is kept when its node says
@@ -87,6 +89,175 @@ impl Outcome {
             _ => (CallEnd::Abandoned, 0.0),
         }
     }
+}
+
+/// What a lease waits for a slot with.
+pub(super) struct HoldAsk<'a> {
+    pub(super) head: &'a Arc<CallHead>,
+    pub(super) tenant: &'a Arc<str>,
+    pub(super) call_id: u64,
+    pub(super) deadline: Instant,
+    /// The hold to send (its `policy` is set from the pick).
+    pub(super) hold: LeaseHold,
+}
+
+/// A slot a node holds for a lease, with the hold's stream.
+pub(super) struct Held {
+    pub(super) guard: SlotGuard,
+    pub(super) picked: Picked,
+    pub(super) send: FramedSend,
+    pub(super) recv: FramedRecv,
+    /// The node's direct address.
+    pub(super) direct: String,
+}
+
+/// Waits for `ticket`'s grant and has the granted node hold the slot: a
+/// node without a direct port, or whose stream cannot be opened, is
+/// skipped as a failed dispatch (the core offers the lease to another
+/// node); a node refusing for being full sends it back to wait.
+pub(super) async fn hold_slot(
+    shared: &Shared,
+    ask: HoldAsk<'_>,
+    mut ticket: Ticket,
+    caller: &mut impl Caller,
+    timed_out: &impl Fn() -> CallError,
+) -> Result<Held, Failure> {
+    let HoldAsk {
+        head,
+        tenant,
+        call_id,
+        deadline,
+        mut hold,
+    } = ask;
+    let mut skipped = 0;
+    loop {
+        let Grant { guard, picked } =
+            crate::calls::wait_grant(&mut ticket, deadline, caller, timed_out).await?;
+        let node = guard.node().clone();
+        let Some(direct) = node.direct.clone() else {
+            skipped += 1;
+            if skipped >= MAX_HOLD_ATTEMPTS {
+                finish(shared, guard, &picked, CallEnd::Abandoned);
+                return Err(error(
+                    ErrorKind::NoNodeAvailable,
+                    format!(
+                        "no node of {} with a free slot has a direct port",
+                        head.service
+                    ),
+                )
+                .into());
+            }
+            ticket = guard.dispatch_failed(head, tenant);
+            continue;
+        };
+        let opened = tokio::time::timeout_at(
+            deadline.into(),
+            transport::open_bi(&node.connection, shared.codec),
+        )
+        .await
+        .map_err(|_| timed_out())?;
+        let (mut send, mut recv) = match opened {
+            Ok(pair) => pair,
+            Err(e) => {
+                skipped += 1;
+                if skipped >= MAX_HOLD_ATTEMPTS {
+                    finish(shared, guard, &picked, CallEnd::Failed);
+                    return Err(error(
+                        ErrorKind::NodeLost,
+                        format!("node {} unreachable: {e}", node.spec.id),
+                    )
+                    .into());
+                }
+                ticket = guard.dispatch_failed(head, tenant);
+                continue;
+            }
+        };
+        hold.policy.clone_from(&picked.policy_name);
+        let answer = tokio::time::timeout_at(deadline.into(), async {
+            send.send(&Message::Hold(hold.clone()))
+                .await
+                .map_err(|e| error(ErrorKind::NodeLost, format!("hold stream failed: {e}")))?;
+            match recv.recv().await {
+                Ok(Some(Message::Ack(_))) => Ok(()),
+                Ok(Some(Message::Error(e))) => Err(e),
+                Ok(Some(other)) => Err(error(
+                    ErrorKind::Internal,
+                    format!("node answered a hold with {:?}", other.kind()),
+                )),
+                Ok(None) => Err(error(
+                    ErrorKind::NodeLost,
+                    "node closed the hold stream without answering",
+                )),
+                Err(e) => Err(error(
+                    ErrorKind::NodeLost,
+                    format!("hold stream failed: {e}"),
+                )),
+            }
+        })
+        .await;
+        match answer {
+            Ok(Ok(())) => {
+                return Ok(Held {
+                    guard,
+                    picked,
+                    send,
+                    recv,
+                    direct,
+                });
+            }
+            Err(_) => {
+                // The node may hold it: resetting the stream releases it.
+                send.reset(protocol::codes::reset::TIMEOUT);
+                recv.stop(protocol::codes::reset::TIMEOUT);
+                finish(shared, guard, &picked, CallEnd::Abandoned);
+                return Err(timed_out().into());
+            }
+            Ok(Err(e)) if crate::calls::node_full(&e) => {
+                ticket = again_when_room(shared, guard, head, tenant, call_id, deadline, caller)
+                    .await?
+                    .ok_or(Failure::Reply(e))?;
+            }
+            Ok(Err(e)) => {
+                finish(shared, guard, &picked, crate::calls::node_fault(&e));
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+/// The node refused the hold for running its `max_concurrent` calls: back
+/// to the core, which picks again once a node has room. `None` when the
+/// core refuses or no time is left.
+async fn again_when_room(
+    shared: &Shared,
+    guard: SlotGuard,
+    head: &Arc<CallHead>,
+    tenant: &Arc<str>,
+    call_id: u64,
+    deadline: Instant,
+    caller: &impl Caller,
+) -> Result<Option<Ticket>, Failure> {
+    let Ok(Retry {
+        ticket, backoff, ..
+    }) = guard.retry(head, tenant, rand::random::<f32>(), Again::NodeFull)
+    else {
+        return Ok(None);
+    };
+    if Instant::now() + backoff >= deadline {
+        return Ok(None);
+    }
+    let gone = caller.gone();
+    tokio::select! {
+        () = tokio::time::sleep(backoff) => {}
+        () = gone => return Err(Failure::Gone),
+    }
+    shared.scheduler.retry_due(call_id);
+    Ok(Some(ticket))
+}
+
+/// Frees a slot no lease got.
+fn finish(shared: &Shared, guard: SlotGuard, picked: &Picked, end: CallEnd) {
+    crate::calls::finish(shared, guard, picked, 0.0, end);
 }
 
 /// Keeps the lease's slot until it ends, then frees it, forgets the lease

@@ -19,17 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use protocol::{
-    CallError, CallHead, ErrorKind, LeaseClaims, LeaseGrant, LeaseHold, LeaseRequest, Message,
-};
-use switchyard_core::CallEnd;
-use transport::{FramedRecv, FramedSend};
+use protocol::{CallError, ErrorKind, LeaseClaims, LeaseGrant, LeaseHold, LeaseRequest};
 
 use crate::Shared;
 use crate::calls::{Admitted, Caller, Failure};
 use crate::config::LeasesConfig;
-use crate::policies::Picked;
-use crate::scheduler::{Again, Grant, Retry, SlotGuard, Ticket};
 use crate::telemetry::labels;
 use keys::KeyRing;
 pub(crate) use table::LeaseInfo;
@@ -239,9 +233,9 @@ async fn grant(
     let ticket = shared
         .scheduler
         .admit(&head, &admitted.tenant, call_id, Arc::from([]), false);
-    let held = hold_slot(
+    let held = hold::hold_slot(
         shared,
-        HoldAsk {
+        hold::HoldAsk {
             head: &head,
             tenant: &admitted.tenant,
             call_id,
@@ -253,7 +247,7 @@ async fn grant(
         &timed_out,
     )
     .await?;
-    let Held {
+    let hold::Held {
         guard,
         picked,
         send,
@@ -330,175 +324,6 @@ fn leasable(shared: &Shared, service: &str) -> Result<(), CallError> {
         ));
     }
     Ok(())
-}
-
-/// What a lease waits for a slot with.
-struct HoldAsk<'a> {
-    head: &'a Arc<CallHead>,
-    tenant: &'a Arc<str>,
-    call_id: u64,
-    deadline: Instant,
-    /// The hold to send (its `policy` is set from the pick).
-    hold: LeaseHold,
-}
-
-/// A slot a node holds for a lease, with the hold's stream.
-struct Held {
-    guard: SlotGuard,
-    picked: Picked,
-    send: FramedSend,
-    recv: FramedRecv,
-    /// The node's direct address.
-    direct: String,
-}
-
-/// Waits for `ticket`'s grant and has the granted node hold the slot: a
-/// node without a direct port, or whose stream cannot be opened, is
-/// skipped as a failed dispatch (the core offers the lease to another
-/// node); a node refusing for being full sends it back to wait.
-async fn hold_slot(
-    shared: &Shared,
-    ask: HoldAsk<'_>,
-    mut ticket: Ticket,
-    caller: &mut impl Caller,
-    timed_out: &impl Fn() -> CallError,
-) -> Result<Held, Failure> {
-    let HoldAsk {
-        head,
-        tenant,
-        call_id,
-        deadline,
-        mut hold,
-    } = ask;
-    let mut skipped = 0;
-    loop {
-        let Grant { guard, picked } =
-            crate::calls::wait_grant(&mut ticket, deadline, caller, timed_out).await?;
-        let node = guard.node().clone();
-        let Some(direct) = node.direct.clone() else {
-            skipped += 1;
-            if skipped >= MAX_HOLD_ATTEMPTS {
-                finish(shared, guard, &picked, CallEnd::Abandoned);
-                return Err(error(
-                    ErrorKind::NoNodeAvailable,
-                    format!(
-                        "no node of {} with a free slot has a direct port",
-                        head.service
-                    ),
-                )
-                .into());
-            }
-            ticket = guard.dispatch_failed(head, tenant);
-            continue;
-        };
-        let opened = tokio::time::timeout_at(
-            deadline.into(),
-            transport::open_bi(&node.connection, shared.codec),
-        )
-        .await
-        .map_err(|_| timed_out())?;
-        let (mut send, mut recv) = match opened {
-            Ok(pair) => pair,
-            Err(e) => {
-                skipped += 1;
-                if skipped >= MAX_HOLD_ATTEMPTS {
-                    finish(shared, guard, &picked, CallEnd::Failed);
-                    return Err(error(
-                        ErrorKind::NodeLost,
-                        format!("node {} unreachable: {e}", node.spec.id),
-                    )
-                    .into());
-                }
-                ticket = guard.dispatch_failed(head, tenant);
-                continue;
-            }
-        };
-        hold.policy.clone_from(&picked.policy_name);
-        let answer = tokio::time::timeout_at(deadline.into(), async {
-            send.send(&Message::Hold(hold.clone()))
-                .await
-                .map_err(|e| error(ErrorKind::NodeLost, format!("hold stream failed: {e}")))?;
-            match recv.recv().await {
-                Ok(Some(Message::Ack(_))) => Ok(()),
-                Ok(Some(Message::Error(e))) => Err(e),
-                Ok(Some(other)) => Err(error(
-                    ErrorKind::Internal,
-                    format!("node answered a hold with {:?}", other.kind()),
-                )),
-                Ok(None) => Err(error(
-                    ErrorKind::NodeLost,
-                    "node closed the hold stream without answering",
-                )),
-                Err(e) => Err(error(
-                    ErrorKind::NodeLost,
-                    format!("hold stream failed: {e}"),
-                )),
-            }
-        })
-        .await;
-        match answer {
-            Ok(Ok(())) => {
-                return Ok(Held {
-                    guard,
-                    picked,
-                    send,
-                    recv,
-                    direct,
-                });
-            }
-            Err(_) => {
-                // The node may hold it: resetting the stream releases it.
-                send.reset(protocol::codes::reset::TIMEOUT);
-                recv.stop(protocol::codes::reset::TIMEOUT);
-                finish(shared, guard, &picked, CallEnd::Abandoned);
-                return Err(timed_out().into());
-            }
-            Ok(Err(e)) if crate::calls::node_full(&e) => {
-                ticket = again_when_room(shared, guard, head, tenant, call_id, deadline, caller)
-                    .await?
-                    .ok_or(Failure::Reply(e))?;
-            }
-            Ok(Err(e)) => {
-                finish(shared, guard, &picked, crate::calls::node_fault(&e));
-                return Err(e.into());
-            }
-        }
-    }
-}
-
-/// The node refused the hold for running its `max_concurrent` calls: back
-/// to the core, which picks again once a node has room. `None` when the
-/// core refuses or no time is left.
-async fn again_when_room(
-    shared: &Shared,
-    guard: SlotGuard,
-    head: &Arc<CallHead>,
-    tenant: &Arc<str>,
-    call_id: u64,
-    deadline: Instant,
-    caller: &impl Caller,
-) -> Result<Option<Ticket>, Failure> {
-    let Ok(Retry {
-        ticket, backoff, ..
-    }) = guard.retry(head, tenant, rand::random::<f32>(), Again::NodeFull)
-    else {
-        return Ok(None);
-    };
-    if Instant::now() + backoff >= deadline {
-        return Ok(None);
-    }
-    let gone = caller.gone();
-    tokio::select! {
-        () = tokio::time::sleep(backoff) => {}
-        () = gone => return Err(Failure::Gone),
-    }
-    shared.scheduler.retry_due(call_id);
-    Ok(Some(ticket))
-}
-
-/// Frees a slot no lease got.
-fn finish(shared: &Shared, guard: SlotGuard, picked: &Picked, end: CallEnd) {
-    crate::calls::finish(shared, guard, picked, 0.0, end);
 }
 
 /// Releases the lease `token` names (and, when given, that must be

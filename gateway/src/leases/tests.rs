@@ -1,5 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use protocol::CallHead;
+
 use super::*;
 
 fn request(service: &str) -> LeaseRequest {
