@@ -72,13 +72,14 @@ use switchyard_policy_host::types as wit;
 use switchyard_policy_host::{EngineConfig, NodeDirectory, Policy, PolicyEngine};
 
 /// The policies of `plugins/dist`, in table order.
-const POLICIES: [&str; 6] = [
+const POLICIES: [&str; 7] = [
     "round-robin",
     "least-request",
     "latency",
     "cost",
     "resource-aware",
     "adaptive",
+    "pick-first",
 ];
 
 /// Candidate counts: 1 is the fixed cost of a pick.
@@ -544,6 +545,7 @@ fn benches(c: &mut Criterion) {
     bench_policy::<cost::Cost>(c, &engine, "cost", &fleet, &dir);
     bench_policy::<resource_aware::ResourceAware>(c, &engine, "resource-aware", &fleet, &dir);
     bench_policy::<adaptive::Adaptive>(c, &engine, "adaptive", &fleet, &dir);
+    bench_policy::<pick_first::PickFirst>(c, &engine, "pick-first", &fleet, &dir);
     bench_polyglot(c, &engine, &fleet, &dir);
     bench_epoch(c, &fleet, &dir);
     bench_score(c, &fleet, &dir);
