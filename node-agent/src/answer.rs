@@ -30,8 +30,11 @@ pub(crate) const STOP_CODE: u32 = protocol::codes::reset::CANCELLED;
 /// `Log` frames), then `End` (or `Error`; a plain `Error` when the service
 /// failed before writing anything, a head with an empty result when it
 /// wrote nothing). `head` makes the head frame from the result's length
-/// (`None`: streamed) and the service's time so far, ms. Returns false
-/// when the peer stopped reading (the work is dropped with the body).
+/// (`None`: streamed) and the service's time so far, ms. `done` runs once
+/// the service has produced all of its answer, before the frame that ends
+/// it goes out: what the call held can be given back before the peer can
+/// see the end (a session lease's next call may follow at once). Returns
+/// false when the peer stopped reading (the work is dropped with the body).
 ///
 /// # Errors
 /// [`IoError`] when the stream breaks.
@@ -40,14 +43,16 @@ pub(crate) async fn write_reply(
     reply: Reply,
     started: Instant,
     head: impl Fn(Option<u64>, f32) -> Message,
+    done: impl FnOnce(),
 ) -> Result<bool, IoError> {
     match reply.body {
         Body::Whole(result) => {
             let head = head(Some(result.len() as u64), ms(started));
+            done();
             send.send_with_payload(&head, &result).await?;
             Ok(true)
         }
-        Body::Stream(chunks) => stream(send, head, chunks, started).await,
+        Body::Stream(chunks) => stream(send, head, chunks, started, done).await,
     }
 }
 
@@ -57,7 +62,9 @@ async fn stream(
     head: impl Fn(Option<u64>, f32) -> Message,
     mut chunks: crate::services::Chunks,
     started: Instant,
+    done: impl FnOnce(),
 ) -> Result<bool, IoError> {
+    let mut done = Some(done);
     let gone = send.peer_gone();
     tokio::pin!(gone);
     let mut len = 0u64;
@@ -84,15 +91,25 @@ async fn stream(
                 send.send_payload(&chunk).await?;
             }
             Some(Err(e)) => {
+                if let Some(done) = done.take() {
+                    done();
+                }
                 send.send(&Message::Error(e.into_call_error())).await?;
                 return Ok(true);
             }
             None if !head_sent => {
-                send.send(&head(Some(0), ms(started))).await?;
+                let head = head(Some(0), ms(started));
+                if let Some(done) = done.take() {
+                    done();
+                }
+                send.send(&head).await?;
                 return Ok(true);
             }
             None => {
                 let exec_ms = ms(started);
+                if let Some(done) = done.take() {
+                    done();
+                }
                 send.send(&Message::End(Trailer { len, exec_ms })).await?;
                 return Ok(true);
             }

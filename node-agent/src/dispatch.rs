@@ -264,7 +264,7 @@ async fn answer(send: &mut FramedSend, outcome: Outcome) -> Result<(), IoError> 
                     status,
                 })
             };
-            if !write_reply(send, reply, started, head).await? {
+            if !write_reply(send, reply, started, head, || ()).await? {
                 tracing::debug!(
                     call_id,
                     service = slot.service(),

@@ -192,11 +192,13 @@ async fn run(
             request_id: head.request_id.clone(),
         })
     };
-    let written = write_reply(send, reply, started, head_of).await;
-    // The slot goes back with the answer written: the lease's next call
-    // may come as soon as the client has read it.
-    running.busy_ms = ms(started);
-    drop(running);
+    // The slot goes back before the frame that ends the answer: the lease's
+    // next call may come as soon as the client has read it.
+    let give_back = || {
+        running.busy_ms = ms(started);
+        drop(running);
+    };
+    let written = write_reply(send, reply, started, head_of, give_back).await;
     match written {
         Ok(true) => {
             trace.end();
