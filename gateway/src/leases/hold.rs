@@ -22,7 +22,6 @@ use crate::Shared;
 use crate::calls::{Admitted, Caller, Failure};
 use crate::policies::Picked;
 use crate::scheduler::{Again, Grant, Retry, SlotGuard, Ticket};
-use crate::telemetry::labels;
 
 /// How long past its expiry a lease's slot is kept when its node says
 /// nothing (clocks and the node's own timer differ a little).
@@ -43,6 +42,9 @@ pub(super) struct Holding {
     pub(super) ended: watch::Sender<bool>,
     /// The tenant's in-flight place, held until the lease ends.
     pub(super) admitted: Admitted,
+    /// The `service` label its series were counted under at the grant
+    /// (the same one when it ends, even if the service is unknown by then).
+    pub(super) service_label: String,
     /// When the lease expires (this gateway's clock).
     pub(super) expires: Instant,
 }
@@ -272,6 +274,7 @@ pub(super) async fn keep(holding: Holding) {
         entry,
         ended,
         admitted,
+        service_label: service,
         expires,
     } = holding;
     let mut released_at: Option<Instant> = None;
@@ -306,7 +309,6 @@ pub(super) async fn keep(holding: Holding) {
     shared.leases.table.remove(&info.lease_id);
     ended.send_replace(true);
     drop(admitted);
-    let service = labels::service(&info.service);
     metrics::counter!("leases_ended_total", "service" => service.clone(), "reason" => outcome.reason())
         .increment(1);
     metrics::gauge!("leases_active", "service" => service).decrement(1.0);

@@ -279,7 +279,7 @@ async fn grant(
     });
     let service_label = labels::service(&head.service);
     metrics::counter!("leases_granted_total", "service" => service_label.clone()).increment(1);
-    metrics::gauge!("leases_active", "service" => service_label).increment(1.0);
+    metrics::gauge!("leases_active", "service" => service_label.clone()).increment(1.0);
     let policy = picked.policy_name.clone();
     tokio::spawn(hold::keep(hold::Holding {
         shared: shared.clone(),
@@ -290,6 +290,7 @@ async fn grant(
         entry,
         ended,
         admitted,
+        service_label,
         expires: Instant::now() + Duration::from_millis(u64::from(terms.ttl_ms)),
     }));
     Ok(LeaseGrant {
