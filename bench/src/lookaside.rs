@@ -74,6 +74,7 @@ pub async fn section(s: &Setup<'_>, timing: &Timing) -> Vec<Section> {
             col("p50 ÷ direct", "p50_vs_direct", 3),
             col("call after lease p50 µs", "one.direct_p50_us", 0),
             col("call after lease ÷ direct", "call_vs_direct", 3),
+            col("first call on a lease p50 µs", "one.first_p50_us", 0),
             col("errors", "max.errors", 0),
         ],
     };
@@ -390,6 +391,9 @@ async fn run_rows(
                         if let Some(us) = p.direct_quantile_us(0.5) {
                             f.insert(format!("{key}.direct_p50_us"), us);
                         }
+                        if let Some(us) = p.first_quantile_us(0.5) {
+                            f.insert(format!("{key}.first_p50_us"), us);
+                        }
                     }
                     Some(LookAside::Streams(t)) => {
                         if let Some(n) = t.chunks_per_call() {
@@ -511,7 +515,7 @@ fn cpu_notes(results: &[SystemResult]) -> Vec<String> {
         format!(
             "Rows: `proxied` is the SDK's call through the gateway; `leased` asks the gateway for a lease of one call (`Client::lease`), then calls the node's direct port with its token (`Lease::call`); `session-10` takes leases of {SESSION_CALLS} calls, the callers sharing them (one call on a lease at a time; a lease older than half its 30 s ttl is released, not used); `direct` calls on leases held throughout (up to {MAX_LEASE_CALLS} calls, 300 s), so nothing but the direct call is measured: it stands for the SDK calling the node directly, the closest real thing (the direct port serves only calls with a token). Direct connections are pooled per node by the SDK, as the gateway's."
         ),
-        "max = closed loop, 16 in flight; 1 in flight = closed loop, 1 caller. calls/CPU-s proxy = calls ÷ (utime+stime of HAProxy's process, or of the gateway's, in the window; /proc/PID/stat); all adds both agents (which now run the calls' TLS and framing themselves). ÷ HAProxy = that figure over HAProxy's in the same rep, median over the reps. p50 ÷ direct: the row's p50 at 1 in flight over `direct`'s in the same rep (for `leased`: lease + call). Call after lease: the direct call's own latency, timed by the SDK caller from after the grant to the end of the result, at 1 in flight; ÷ direct as before.".into(),
+        "max = closed loop, 16 in flight; 1 in flight = closed loop, 1 caller. calls/CPU-s proxy = calls ÷ (utime+stime of HAProxy's process, or of the gateway's, in the window; /proc/PID/stat); all adds both agents (which now run the calls' TLS and framing themselves). ÷ HAProxy = that figure over HAProxy's in the same rep, median over the reps. p50 ÷ direct: the row's p50 at 1 in flight over `direct`'s in the same rep (for `leased`: lease + call). Call after lease: the direct call's own latency, timed by the SDK caller from after the grant to the end of the result, at 1 in flight; ÷ direct as before. First call on a lease: the same of each lease's first call alone (for `leased` every call is its lease's first and last; for `session-10` the first of 10 runs right after the grant but does not end its lease).".into(),
         format!(
             "Goals: calls per gateway-CPU-second at least {CPU_GOAL}× HAProxy's with TLS: `leased` {}, `session-10` {}. The p50 at 1 in flight of a leased call after its lease within {:.0}% of the direct baseline: {}.",
             cpu(LEASED),

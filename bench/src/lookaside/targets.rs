@@ -68,7 +68,8 @@ struct Held {
 /// it and puts it back while calls are left, so at most one call runs on a
 /// lease at a time (a lease holds one slot) and there are never more leases
 /// than callers. A lease older than half its ttl is released rather than
-/// used. The direct calls' own latency (after the lease) is recorded apart.
+/// used. The direct calls' own latency (after the lease) is recorded apart,
+/// and that of each lease's first call alone.
 #[derive(Debug)]
 pub struct LeasePool {
     client: Client,
@@ -79,6 +80,7 @@ pub struct LeasePool {
     ttl: Duration,
     idle: Mutex<Vec<Held>>,
     direct_us: Mutex<Histogram<u64>>,
+    first_us: Mutex<Histogram<u64>>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -104,6 +106,7 @@ impl LeasePool {
             ttl,
             idle: Mutex::new(Vec::new()),
             direct_us: Mutex::new(histogram()),
+            first_us: Mutex::new(histogram()),
         }
     }
 
@@ -137,6 +140,7 @@ impl LeasePool {
     /// The lease or the call failed.
     pub async fn call(&self) -> Result<(), CallFailure> {
         let mut held = self.take().await.map_err(|e| failure(&e))?;
+        let first = held.left == self.max_calls;
         let start = Instant::now();
         let result = held.lease.call(self.payload.clone()).await;
         held.left -= 1;
@@ -144,6 +148,9 @@ impl LeasePool {
             Ok(_) => {
                 let us = start.elapsed().as_micros().max(1) as u64;
                 let _ = self.direct_us.lock().expect("histogram lock").record(us);
+                if first {
+                    let _ = self.first_us.lock().expect("histogram lock").record(us);
+                }
                 if held.left > 0 {
                     self.idle.lock().expect("pool lock").push(held);
                 }
@@ -157,13 +164,18 @@ impl LeasePool {
     /// Forgets the direct calls' latencies recorded so far.
     pub fn reset(&self) {
         self.direct_us.lock().expect("histogram lock").reset();
+        self.first_us.lock().expect("histogram lock").reset();
     }
 
     /// The recorded direct calls' latency at `quantile` (0.5: the p50), µs;
     /// `None` before any.
     pub fn direct_quantile_us(&self, quantile: f64) -> Option<f64> {
-        let h = self.direct_us.lock().expect("histogram lock");
-        (!h.is_empty()).then(|| h.value_at_quantile(quantile) as f64)
+        quantile_of(&self.direct_us, quantile)
+    }
+
+    /// The same of the first call on each lease alone.
+    pub fn first_quantile_us(&self, quantile: f64) -> Option<f64> {
+        quantile_of(&self.first_us, quantile)
     }
 
     /// Releases every idle lease (their slots free at once).
@@ -173,6 +185,11 @@ impl LeasePool {
             let _ = h.lease.release().await;
         }
     }
+}
+
+fn quantile_of(h: &Mutex<Histogram<u64>>, quantile: f64) -> Option<f64> {
+    let h = h.lock().expect("histogram lock");
+    (!h.is_empty()).then(|| h.value_at_quantile(quantile) as f64)
 }
 
 /// Releases `lease` in the background (its slot frees without waiting for
