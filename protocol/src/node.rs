@@ -308,6 +308,33 @@ pub struct SlotView {
     pub swaps_total: u64,
 }
 
+impl Register {
+    /// Checks the node's spec ([`NodeSpec::validate`]) and the direct
+    /// address: at most [`crate::MAX_ADDR_LEN`] bytes of visible ASCII in
+    /// the shape `host:port`.
+    ///
+    /// # Errors
+    /// [`CodecError::Invalid`] saying what is wrong.
+    pub fn validate(&self) -> Result<(), CodecError> {
+        self.node.validate()?;
+        if let Some(direct) = &self.direct {
+            let shaped = direct
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if direct.len() > crate::MAX_ADDR_LEN
+                || !direct.bytes().all(|b| b.is_ascii_graphic())
+                || !shaped
+            {
+                return Err(CodecError::Invalid(format!(
+                    "direct address is not host:port in at most {} bytes of visible ascii",
+                    crate::MAX_ADDR_LEN
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl NodeSpec {
     /// The slot that can host `service`, if the service is swappable.
     pub fn slot_of(&self, service: &str) -> Option<&SlotSpec> {
@@ -388,5 +415,57 @@ impl NodeSpec {
             return Err(CodecError::Invalid("stats_interval_ms must be > 0".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod register_tests {
+    use super::{NodeSpec, Register, ServiceSpec};
+
+    fn register(direct: Option<&str>) -> Register {
+        Register {
+            token: "t".into(),
+            node: NodeSpec {
+                id: "node-a".into(),
+                region: String::new(),
+                labels: Vec::new(),
+                cost_per_hour: 0.0,
+                services: vec![ServiceSpec {
+                    name: "echo".into(),
+                    max_concurrent: 1,
+                    load_ms: 0,
+                    model: false,
+                }],
+                slots: Vec::new(),
+                stats_interval_ms: 1000,
+                agent_version: String::new(),
+            },
+            follows_members: true,
+            direct: direct.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_direct_address_is_host_and_port_of_bounded_length() {
+        for good in [
+            None,
+            Some("10.0.0.5:7443"),
+            Some("[::1]:7443"),
+            Some("node-a.example:1"),
+        ] {
+            assert!(register(good).validate().is_ok(), "{good:?}");
+        }
+        let long = format!("{}:1", "h".repeat(crate::MAX_ADDR_LEN));
+        for bad in [
+            "",
+            "nohost",
+            ":7443",
+            "host:port",
+            "host:70000",
+            "a b:1",
+            long.as_str(),
+        ] {
+            assert!(register(Some(bad)).validate().is_err(), "{bad:?}");
+        }
     }
 }

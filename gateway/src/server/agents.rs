@@ -40,7 +40,7 @@ pub(crate) async fn serve(
     let require_cert = shared.config.agents.require_client_cert;
     let refusal = if !crate::token_matches(&register.token, &shared.agent_token) {
         Some("wrong agent token".to_string())
-    } else if let Err(why) = register.node.validate() {
+    } else if let Err(why) = register.validate() {
         Some(why.to_string())
     } else if let Err(why) = super::certs::check_agent(&connection, &register.node.id, require_cert)
     {
