@@ -44,6 +44,22 @@ pub fn runs_file(fleet: &Fleet, id: &str) -> PathBuf {
     fleet.dir.path().join(format!("{id}.runs"))
 }
 
+/// Waits until `n` calls or leases wait in `service`'s queue.
+pub async fn wait_queued(fleet: &Fleet, service: &str, n: u32) {
+    eventually(Duration::from_secs(10), || {
+        let length = fleet
+            .gateway
+            .queues()
+            .iter()
+            .find(|q| q.service == service)
+            .map_or(0, |q| q.length);
+        (length == n)
+            .then_some(())
+            .ok_or(format!("expected {n} queued, have {length}"))
+    })
+    .await;
+}
+
 /// Waits until the gateway counts `n` calls or leases of `service` in
 /// flight on node `id`.
 pub async fn wait_in_flight(fleet: &Fleet, id: &str, service: &str, n: u32) {

@@ -10,29 +10,13 @@ use std::time::{Duration, Instant};
 use client::{CallEvent, Mode};
 use futures_util::StreamExt;
 
-use super::{metric, wait_in_flight, wait_metric};
+use super::{metric, wait_in_flight, wait_metric, wait_queued};
 use crate::common::direct::free_loopback;
-use crate::common::{Fleet, TOKEN, eventually, service};
+use crate::common::{Fleet, TOKEN, service};
 
 /// A command that writes a line, then another 600 ms later, then a third.
 const TICKS: &str =
     r#"command = ["sh", "-c", "echo one; sleep 0.6; echo two; sleep 0.6; echo three"]"#;
-
-/// Waits until `n` calls or leases wait in `service`'s queue.
-async fn wait_queued(fleet: &Fleet, service: &str, n: u32) {
-    eventually(Duration::from_secs(10), || {
-        let length = fleet
-            .gateway
-            .queues()
-            .iter()
-            .find(|q| q.service == service)
-            .map_or(0, |q| q.length);
-        (length == n)
-            .then_some(())
-            .ok_or(format!("expected {n} queued, have {length}"))
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_waits_with_its_position_then_calls_the_node_directly() {

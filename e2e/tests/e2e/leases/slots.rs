@@ -10,25 +10,9 @@ use std::time::{Duration, Instant};
 
 use client::ErrorKind;
 
-use super::{runs, wait_in_flight};
+use super::{runs, wait_in_flight, wait_queued};
 use crate::common::direct::{Wire, call_head, lease_request};
-use crate::common::{Fleet, eventually, service};
-
-/// Waits until `n` calls wait in `service`'s queue.
-async fn wait_queued(fleet: &Fleet, service: &str, n: u32) {
-    eventually(Duration::from_secs(10), || {
-        let length = fleet
-            .gateway
-            .queues()
-            .iter()
-            .find(|q| q.service == service)
-            .map_or(0, |q| q.length);
-        (length == n)
-            .then_some(())
-            .ok_or(format!("expected {n} queued, have {length}"))
-    })
-    .await;
-}
+use crate::common::{Fleet, service};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unused_lease_frees_its_slot_at_expiry() {
