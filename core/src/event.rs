@@ -37,9 +37,9 @@ pub enum Event {
         /// The report.
         stats: NodeStats,
     },
-    /// A node's load report: its calls in flight per service, every
-    /// gateway's (`(service, calls)`). The calls beyond this gateway's own
-    /// count as the other gateways' until the next report: a call goes
+    /// A node's load report: its calls in flight per service
+    /// (`(service, calls)`), counted as `counted` says. The other
+    /// gateways' calls it gives hold until the next report: a call goes
     /// there only while this gateway's plus the others' stay under the
     /// service's `max_concurrent`. Unknown services are ignored.
     Load {
@@ -47,10 +47,12 @@ pub enum Event {
         node: NodeKey,
         /// `(service, calls in flight on the node)`.
         in_flight: Vec<(String, u32)>,
-        /// Job calls in flight on the node, every gateway's (`None`: not
-        /// told). Those beyond this gateway's count against the per-node
-        /// job limit ([`Event::JobLimit`]) until the next report.
+        /// Job calls in flight on the node (`None`: not told), counted as
+        /// `in_flight`. The other gateways' count against the per-node job
+        /// limit ([`Event::JobLimit`]) until the next report.
         jobs_in_flight: Option<u32>,
+        /// Whose calls the figures count.
+        counted: Counted,
     },
     /// An operator drained (true) or undrained a node.
     Drain {
@@ -164,6 +166,18 @@ pub enum Event {
     /// Time passed: overdue swaps fail, cooldowns end. Send it every
     /// [`crate::TICK`] while [`crate::Core::wants_tick`].
     Tick,
+}
+
+/// Whose calls a load report's figures count ([`Event::Load`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Every gateway's, this one's included: the calls beyond this
+    /// gateway's own count as the others'. A report sent while one of this
+    /// gateway's calls was ending overstates the others until the next.
+    All,
+    /// The other gateways' only, as the node counts them apart: taken as
+    /// they are.
+    Others,
 }
 
 /// How a dispatched call ended.

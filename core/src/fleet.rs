@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use protocol::{NodeSpec, NodeStats, NodeView, ServiceView};
 
 use crate::balance::ModelLoad;
+use crate::event::Counted;
 
 pub mod slots;
 
@@ -280,16 +281,20 @@ impl Node {
     }
 
     /// Takes a load report from the node: `in_flight` as `(service, calls
-    /// in flight on the node, every gateway's)`. Each known service named
-    /// gets `others` = the reported count less this gateway's calls in
-    /// flight (never below 0); unknown services are ignored, services left
-    /// out keep their figure. Returns the services that have more room
-    /// than before (their queues may move).
-    pub fn set_load(&mut self, in_flight: &[(String, u32)]) -> Vec<String> {
+    /// in flight on the node)`, counted as `counted` says. Each known
+    /// service named gets `others`: the figure itself ([`Counted::Others`])
+    /// or the figure less this gateway's calls in flight, never below 0
+    /// ([`Counted::All`]). Unknown services are ignored, services left out
+    /// keep their figure. Returns the services that have more room than
+    /// before (their queues may move).
+    pub fn set_load(&mut self, in_flight: &[(String, u32)], counted: Counted) -> Vec<String> {
         let mut freer = Vec::new();
-        for (name, total) in in_flight {
+        for (name, count) in in_flight {
             if let Some(s) = self.services.get_mut(name) {
-                let others = total.saturating_sub(s.in_flight);
+                let others = match counted {
+                    Counted::All => count.saturating_sub(s.in_flight),
+                    Counted::Others => *count,
+                };
                 if others < s.others {
                     freer.push(name.clone());
                 }
@@ -299,12 +304,15 @@ impl Node {
         freer
     }
 
-    /// Takes the node's report of its job calls in flight, every
-    /// gateway's: the calls beyond this gateway's count as the others'
+    /// Takes the node's report of its job calls in flight, counted as
+    /// `counted` says (as [`Node::set_load`]): the other gateways' count
     /// until the next report. Whether the others run fewer than before
     /// (held job calls may find room).
-    pub fn set_jobs_load(&mut self, total: u32) -> bool {
-        let others = total.saturating_sub(self.jobs_in_flight);
+    pub fn set_jobs_load(&mut self, count: u32, counted: Counted) -> bool {
+        let others = match counted {
+            Counted::All => count.saturating_sub(self.jobs_in_flight),
+            Counted::Others => count,
+        };
         let fewer = others < self.jobs_others;
         self.jobs_others = others;
         fewer

@@ -53,7 +53,7 @@ mod views;
 
 pub use balance::{Balance, Candidate, ModelLoad, PickRequest, Ranking, RoundRobin, drive};
 pub use config::{CoreConfig, OutlierRules, SwapRules};
-pub use event::{Action, CallEnd, CallId, Event, PickError, Via};
+pub use event::{Action, CallEnd, CallId, Counted, Event, PickError, Via};
 pub use fleet::{Ewma, Fleet, Node, NodeKey};
 pub use outlier::EjectReason;
 pub use retry::{Breaker, Breakers, RetryCounters, RetryRefusal, RetryRules};
@@ -188,10 +188,12 @@ impl Core {
                 node,
                 in_flight,
                 jobs_in_flight,
+                counted,
             } => {
                 if let Some(n) = self.fleet.get_mut(node) {
-                    let freer = n.set_load(&in_flight);
-                    let fewer_jobs = jobs_in_flight.is_some_and(|total| n.set_jobs_load(total));
+                    let freer = n.set_load(&in_flight, counted);
+                    let fewer_jobs =
+                        jobs_in_flight.is_some_and(|count| n.set_jobs_load(count, counted));
                     for service in freer {
                         self.kick(&service, now);
                     }

@@ -16,6 +16,7 @@
 //! command's stderr as `Log` frames among the `Data` ones, as it is written;
 //! the `Reply` head goes before the first of either.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protocol::{Codec, DispatchHead, ErrorKind, Message, ReplyHead};
@@ -25,7 +26,7 @@ use transport::{FramedRecv, FramedSend, IoError};
 use crate::answer::{DELIVERY_WAIT, HEAD_TIMEOUT, NO_DEADLINE, STOP_CODE, ms, write_reply};
 use crate::leases::Leases;
 use crate::prefix_blocks::PrefixBlocks;
-use crate::services::{Reply, ServiceError, Services, Slot};
+use crate::services::{Reply, ServiceError, Services, Slot, Tally};
 
 /// The services and limits every call shares.
 #[derive(Debug, Clone)]
@@ -60,9 +61,12 @@ enum Outcome {
 
 impl Dispatcher {
     /// Serves one call stream to its end; never panics on peer input.
-    /// `codec` is of the connection's negotiated wire version.
+    /// `codec` is of the connection's negotiated wire version; `tally`
+    /// counts the slot as the session's (its load reports tell the other
+    /// gateways' calls apart).
     pub(crate) async fn handle(
         self,
+        tally: Arc<Tally>,
         codec: Codec,
         send: quinn::SendStream,
         recv: quinn::RecvStream,
@@ -79,9 +83,11 @@ impl Dispatcher {
         async move {
             // The service call's span, from its head to its answer's end.
             let mut trace = otel::Span::none();
-            let outcome = self.serve(&mut send, &mut recv, &mut trace).await;
+            let outcome = self.serve(&tally, &mut send, &mut recv, &mut trace).await;
             if let Outcome::Hold(hold) = outcome {
-                self.leases.hold(&self.services, send, recv, hold).await;
+                self.leases
+                    .hold(&self.services, &tally, send, recv, hold)
+                    .await;
                 return;
             }
             if let (true, Outcome::Error(e)) = (trace.is_recording(), &outcome) {
@@ -105,6 +111,7 @@ impl Dispatcher {
     /// is read.
     async fn serve(
         &self,
+        tally: &Arc<Tally>,
         send: &mut FramedSend,
         recv: &mut FramedRecv,
         trace: &mut otel::Span,
@@ -178,7 +185,7 @@ impl Dispatcher {
                 ),
             ));
         }
-        let mut slot = match self.services.acquire(service) {
+        let mut slot = match self.services.acquire_for(service, tally) {
             Ok(slot) => slot,
             Err(e) => {
                 recv.stop(STOP_CODE);
@@ -264,21 +271,15 @@ async fn answer(send: &mut FramedSend, outcome: Outcome) -> Result<(), IoError> 
                     status,
                 })
             };
-            if !write_reply(send, reply, started, head, || ()).await? {
-                tracing::debug!(
-                    call_id,
-                    service = slot.service(),
-                    "gateway abandoned the call; stopped it"
-                );
+            let service = slot.service().to_string();
+            // The slot is free before the gateway can see the call end: a
+            // call it sends next never finds this node full of this one.
+            if !write_reply(send, reply, started, head, move || drop(slot)).await? {
+                tracing::debug!(call_id, service, "gateway abandoned the call; stopped it");
                 send.reset(STOP_CODE);
                 return Ok(());
             }
-            tracing::debug!(
-                call_id,
-                service = slot.service(),
-                exec_ms = ms(started),
-                "call done"
-            );
+            tracing::debug!(call_id, service, exec_ms = ms(started), "call done");
         }
         Outcome::Error(e) => {
             send.send(&Message::Error(e.into_call_error())).await?;

@@ -76,6 +76,22 @@ pub struct NodeLoad {
     #[serde(default)]
     #[n(4)]
     pub jobs_in_flight: Option<u32>,
+    /// `(service, calls in flight)` that other gateways sent: `in_flight`
+    /// less the calls (and lease holds) of the session the report goes
+    /// on, every service of the node. The receiving gateway takes these as
+    /// the other gateways' calls as they are, with no subtraction of its own
+    /// count (which a report sent while one of its calls was ending would
+    /// overstate). `None` (not sent) from an agent that predates it: the
+    /// gateway then takes `in_flight` less its own count. Added in v2.
+    #[serde(default)]
+    #[n(5)]
+    pub others: Option<Vec<(String, u32)>>,
+    /// Job calls in flight that other gateways sent, as `others` is to
+    /// `in_flight`; `None` (not sent) from an agent that predates it.
+    /// Added in v2.
+    #[serde(default)]
+    #[n(6)]
+    pub jobs_others: Option<u32>,
 }
 
 impl MemberList {
@@ -114,15 +130,18 @@ impl NodeLoad {
     /// [`CodecError::Invalid`] past [`limits::MAX_SERVICES`] entries or for
     /// a bad service name.
     pub fn validate(&self) -> Result<(), CodecError> {
-        if self.in_flight.len() > limits::MAX_SERVICES {
-            return Err(CodecError::Invalid(format!(
-                "a load report names at most {} services, got {}",
-                limits::MAX_SERVICES,
-                self.in_flight.len()
-            )));
-        }
-        for (service, _) in &self.in_flight {
-            check_name("service name", service)?;
+        let others = self.others.as_deref().unwrap_or_default();
+        for (what, list) in [("a load report", &self.in_flight[..]), ("others", others)] {
+            if list.len() > limits::MAX_SERVICES {
+                return Err(CodecError::Invalid(format!(
+                    "{what} names at most {} services, got {}",
+                    limits::MAX_SERVICES,
+                    list.len()
+                )));
+            }
+            for (service, _) in list {
+                check_name("service name", service)?;
+            }
         }
         for (what, lists) in [
             ("prefix_added", &self.prefix_added),
@@ -181,6 +200,8 @@ mod tests {
             prefix_evicted: vec![("llm".into(), vec![8])],
             prefix_full: false,
             jobs_in_flight: Some(1),
+            others: Some(vec![("llm".into(), 0)]),
+            jobs_others: Some(0),
         };
         assert!(load.validate().is_ok());
         load.prefix_added[0].1.push(9);
@@ -188,5 +209,10 @@ mod tests {
         load.prefix_added.clear();
         load.prefix_evicted[0].0 = String::new();
         assert!(load.validate().is_err(), "empty service name");
+        load.prefix_evicted.clear();
+        load.others = Some(vec![("x".into(), 1); limits::MAX_SERVICES + 1]);
+        assert!(load.validate().is_err(), "too many others");
+        load.others = Some(vec![(String::new(), 1)]);
+        assert!(load.validate().is_err(), "an empty name among the others");
     }
 }

@@ -348,3 +348,31 @@ fn a_traceparent_reaches_v2_peers_only_and_a_bad_one_is_refused() {
             .contains("traceparent")
     );
 }
+
+/// A load report as an agent wrote it before `others`: the figures
+/// counted every gateway's calls only.
+#[derive(Encode)]
+#[cbor(map)]
+struct OlderNodeLoad {
+    #[n(0)]
+    in_flight: Vec<(String, u32)>,
+    #[n(4)]
+    jobs_in_flight: Option<u32>,
+}
+
+#[test]
+fn an_older_agents_load_report_has_no_others() {
+    let older = OlderNodeLoad {
+        in_flight: vec![("llm".into(), 3)],
+        jobs_in_flight: Some(1),
+    };
+    let body = minicbor::to_vec(&older).unwrap();
+    let Message::Load(load) = decode(&frame(FrameKind::Load, &body)) else {
+        panic!("a load report");
+    };
+    assert_eq!(load.in_flight, [("llm".to_string(), 3)]);
+    assert_eq!(
+        (load.jobs_in_flight, load.others, load.jobs_others),
+        (Some(1), None, None)
+    );
+}

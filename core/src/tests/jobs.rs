@@ -118,6 +118,7 @@ fn jobs_report(h: &mut Harness, jobs: u32) -> Vec<Action> {
         node: 1,
         in_flight: vec![("sh".into(), jobs)],
         jobs_in_flight: Some(jobs),
+        counted: Counted::All,
     })
 }
 

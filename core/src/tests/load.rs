@@ -12,6 +12,7 @@ fn load(h: &mut Harness, node: NodeKey, service: &str, in_flight: u32) -> Vec<Ac
         node,
         in_flight: vec![(service.to_string(), in_flight)],
         jobs_in_flight: None,
+        counted: Counted::All,
     })
 }
 
@@ -61,6 +62,7 @@ fn others_never_go_below_zero_and_unknown_services_are_ignored() {
         node: 1,
         in_flight: vec![("svc".into(), 0), ("unknown".into(), 9)],
         jobs_in_flight: None,
+        counted: Counted::All,
     });
     let node = h.core.fleet().get(1).unwrap();
     assert_eq!(node.services["svc"].others, 0);
@@ -78,6 +80,7 @@ fn policies_see_the_nodes_whole_load() {
         node: 1,
         in_flight: vec![("svc".into(), 3), ("other".into(), 2)],
         jobs_in_flight: None,
+        counted: Counted::All,
     });
     let actions = h.core.handle(
         Event::CallArrived {
@@ -164,4 +167,38 @@ fn a_service_busy_with_other_gateways_calls_is_not_swapped_out() {
         actions.iter().any(|a| matches!(a, Action::Swap { .. })),
         "idle now: {actions:?}"
     );
+}
+
+#[test]
+fn a_report_of_the_others_calls_alone_is_taken_as_it_is() {
+    let mut h = Harness::new(CoreConfig::default());
+    h.up(1, spec("n1", &[("svc", 2, 0)], &[]));
+    let (a, actions) = h.call("svc");
+    assert_eq!(dispatched(&actions, a), Some(1));
+    // The node counts every gateway's: sent while this gateway's call was
+    // running, read after it ended, it makes that call another gateway's.
+    h.finish(a);
+    load(&mut h, 1, "svc", 1);
+    assert_eq!(h.core.fleet().get(1).unwrap().load("svc"), 1, "a phantom");
+    // Counted apart, the same moment says what the others run: nothing.
+    h.send(Event::Load {
+        node: 1,
+        in_flight: vec![("svc".into(), 0)],
+        jobs_in_flight: Some(0),
+        counted: Counted::Others,
+    });
+    assert_eq!(h.core.fleet().get(1).unwrap().load("svc"), 0);
+    // This gateway's calls are never taken off the others'.
+    let (b, actions) = h.call("svc");
+    assert_eq!(dispatched(&actions, b), Some(1));
+    h.send(Event::Load {
+        node: 1,
+        in_flight: vec![("svc".into(), 1)],
+        jobs_in_flight: Some(1),
+        counted: Counted::Others,
+    });
+    let node = h.core.fleet().get(1).unwrap();
+    assert_eq!((node.in_flight("svc"), node.load("svc")), (1, 2));
+    assert!(!node.has_free_slot("svc"));
+    assert_eq!(node.jobs_others, 1);
 }

@@ -60,15 +60,28 @@ async fn short_call(client: &Client) -> String {
 
 /// Waits until the gateway runs `n` calls of `sleep` on `node`.
 async fn wait_in_flight(fleet: &Fleet, node: &str, n: u32) {
+    let mut seen: Vec<String> = Vec::new();
     eventually(Duration::from_secs(10), || {
         let busy = fleet
             .gateway
             .registry()
             .get(node)
             .map_or(0, |x| x.in_flight("sleep"));
-        (busy == n)
-            .then_some(())
-            .ok_or(format!("{node}: {busy} calls in flight, expected {n}"))
+        let all: Vec<String> = ["node-a", "node-b", "node-c"]
+            .iter()
+            .filter_map(|id| {
+                let x = fleet.gateway.registry().get(id)?;
+                Some(format!("{id} {}", x.in_flight("sleep")))
+            })
+            .collect();
+        let now = all.join(", ");
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+        (busy == n).then_some(()).ok_or(format!(
+            "{node}: {busy} calls in flight, expected {n} (seen: {})",
+            seen.join(" / ")
+        ))
     })
     .await;
 }

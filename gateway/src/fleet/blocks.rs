@@ -101,7 +101,7 @@ mod tests {
             prefix_added: list(added),
             prefix_evicted: list(evicted),
             prefix_full: full,
-            jobs_in_flight: None,
+            ..NodeLoad::default()
         }
     }
 

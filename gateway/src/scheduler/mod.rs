@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use protocol::{CallHead, QueueView, SwapReport};
-use switchyard_core::{CallId, Core, CoreConfig, Event, OutlierRules, SwapRules};
+use switchyard_core::{CallId, Core, CoreConfig, Counted, Event, OutlierRules, SwapRules};
 use tokio::sync::{oneshot, watch};
 
 use crate::config::GatewayConfig;
@@ -206,18 +206,20 @@ impl Scheduler {
     }
 
     /// A node's load report: its calls in flight per service and its job
-    /// calls in flight (`None`: not told), every gateway's (see
+    /// calls in flight (`None`: not told), counted as `counted` says (see
     /// [`Event::Load`]).
     pub(crate) fn load(
         self: &Arc<Self>,
         node: &Node,
         in_flight: Vec<(String, u32)>,
         jobs_in_flight: Option<u32>,
+        counted: Counted,
     ) {
         self.handle(Event::Load {
             node: node.key,
             in_flight,
             jobs_in_flight,
+            counted,
         });
     }
 

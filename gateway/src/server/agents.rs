@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protocol::{Message, NodeLoad, NodeStats, Register, Registered, SwapReport, WireVersion};
+use switchyard_core::Counted;
 use transport::{FramedRecv, FramedSend};
 
 use crate::Shared;
@@ -121,6 +122,9 @@ pub(crate) async fn serve(
     ));
 
     let grace = interval * MISSED_INTERVALS;
+    // Whether the agent's load reports count the other gateways' calls
+    // apart (`NodeLoad::others`).
+    let mut counts_others = false;
     let reason = loop {
         tokio::select! {
             message = tokio::time::timeout(grace, recv.recv()) => match message {
@@ -131,24 +135,37 @@ pub(crate) async fn serve(
                     record_model_load(&node.spec.id, &stats.model_load);
                     metrics::gauge!("node_in_flight", "node" => node.spec.id.clone())
                         .set(f64::from(node.in_flight_total()));
-                    // Its calls in flight count every gateway's; an agent
-                    // that does not follow members serves this gateway
-                    // alone (its count is this gateway's own).
-                    let in_flight = if follows {
-                        stats.in_flight.clone()
-                    } else {
-                        node.services.keys().map(|s| (s.clone(), node.in_flight(s))).collect()
-                    };
-                    shared.scheduler.load(&node, in_flight, None);
+                    // An agent that does not follow members serves this
+                    // gateway alone: no other gateway's calls (which also
+                    // ends a node's being taken as full). One that follows
+                    // sends a load report on every change; those that
+                    // count the others' calls apart are not second-guessed
+                    // by the stats' every-gateway figures.
+                    if !follows {
+                        let none = node.services.keys().map(|s| (s.clone(), 0)).collect();
+                        shared.scheduler.load(&node, none, None, Counted::Others);
+                    } else if !counts_others {
+                        let all = stats.in_flight.clone();
+                        shared.scheduler.load(&node, all, None, Counted::All);
+                    }
                     shared.scheduler.stats(&node, stats);
                 }
                 Ok(Ok(Some(Message::Load(load)))) => match check_load(&load) {
                     Ok(()) => {
                         // The prefix blocks it holds, for the policies.
                         node.blocks.apply(&load, |s| node.services.contains_key(s));
-                        shared
-                            .scheduler
-                            .load(&node, load.in_flight, load.jobs_in_flight);
+                        match load.others {
+                            Some(others) => {
+                                counts_others = true;
+                                let jobs = load.jobs_others;
+                                shared.scheduler.load(&node, others, jobs, Counted::Others);
+                            }
+                            None => {
+                                let jobs = load.jobs_in_flight;
+                                let all = load.in_flight;
+                                shared.scheduler.load(&node, all, jobs, Counted::All);
+                            }
+                        }
                     }
                     Err(why) => break format!("bad load report: {why}"),
                 },

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use transport::{FramedRecv, FramedSend, IoError};
 
 use super::{Lease, Leases};
-use crate::services::{ServiceError, Services};
+use crate::services::{ServiceError, Services, Tally};
 
 /// Application code the agent stops a refused hold's receiving half with.
 const STOP_CODE: u32 = protocol::codes::reset::CANCELLED;
@@ -21,15 +21,18 @@ const STOP_CODE: u32 = protocol::codes::reset::CANCELLED;
 impl Leases {
     /// Serves a hold stream whose first frame was `hold`: refuses it, or
     /// holds the slot and hands the stream to the lease's own task (which
-    /// outlives the gateway's session: the lease ends by itself).
+    /// outlives the gateway's session: the lease ends by itself). The
+    /// slot counts in `owner`, the tally of the session that sent the
+    /// hold (its gateway counts the lease among its calls).
     pub(crate) async fn hold(
         &self,
         services: &Services,
+        owner: &Arc<Tally>,
         mut send: FramedSend,
         mut recv: FramedRecv,
         hold: LeaseHold,
     ) {
-        let lease = match self.take(services, hold) {
+        let lease = match self.take(services, owner, hold) {
             Ok(lease) => lease,
             Err(e) => {
                 tracing::debug!("lease hold refused: {e}");
@@ -60,7 +63,12 @@ impl Leases {
     }
 
     /// Checks a hold and takes its slot into the table.
-    fn take(&self, services: &Services, hold: LeaseHold) -> Result<Arc<Lease>, ServiceError> {
+    fn take(
+        &self,
+        services: &Services,
+        owner: &Arc<Tally>,
+        hold: LeaseHold,
+    ) -> Result<Arc<Lease>, ServiceError> {
         let bad = |m: String| ServiceError::new(ErrorKind::BadRequest, m);
         hold.validate().map_err(|e| bad(e.to_string()))?;
         if !self.direct_open() {
@@ -76,7 +84,7 @@ impl Leases {
                 ServiceError::new(ErrorKind::NoNodeAvailable, "the node is draining").never_ran(),
             );
         }
-        let slot = services.acquire(&hold.service)?;
+        let slot = services.acquire_for(&hold.service, owner)?;
         self.insert(hold, slot)
     }
 

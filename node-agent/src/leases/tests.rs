@@ -146,7 +146,9 @@ impl Node {
                     let send = FramedSend::new(send, codec);
                     let mut recv = FramedRecv::new(recv, codec);
                     if let Ok(Some(Message::Hold(hold))) = recv.recv().await {
-                        leases.hold(&services, send, recv, hold).await;
+                        leases
+                            .hold(&services, &services.tally(), send, recv, hold)
+                            .await;
                     }
                 });
             }

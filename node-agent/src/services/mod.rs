@@ -18,6 +18,7 @@ mod gate;
 mod http;
 mod logs;
 mod reply;
+mod tally;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -40,6 +41,7 @@ pub use crate::config::{
 pub(crate) use command::{GroupGuard, describe, kill_group, read_tail, signal_group};
 pub(crate) use http::client as http_client;
 pub use reply::{Body, Chunks, Item, Reply};
+pub use tally::Tally;
 
 /// Longest error message a service failure carries, bytes.
 pub const MAX_ERROR_MESSAGE: usize = 4096;
@@ -140,6 +142,8 @@ pub struct Services {
 
 #[derive(Debug)]
 struct Entry {
+    /// The service's place among the node's (its counter in a [`Tally`]).
+    index: usize,
     name: String,
     max_concurrent: u32,
     /// Usual load time, ms (0 for a service in no slot).
@@ -222,6 +226,7 @@ impl Services {
                 ServiceKind::Sleep => Runner::Sleep,
                 ServiceKind::SumUp => Runner::SumUp,
             };
+            let index = entries.len();
             entries.entry(config.name.clone()).or_insert_with(|| {
                 let gate = gate_of(&config.name);
                 // A swap table counts only for a service in a slot.
@@ -230,6 +235,7 @@ impl Services {
                     _ => 0,
                 };
                 Arc::new(Entry {
+                    index,
                     name: config.name.clone(),
                     max_concurrent: config.max_concurrent,
                     load_ms,
@@ -292,6 +298,43 @@ impl Services {
     /// for a swappable service, when its slot does not hold it; such a
     /// refusal is `not_run` (the gateway picks again).
     pub fn acquire(&self, name: &str) -> Result<Slot, ServiceError> {
+        self.take(name, None)
+    }
+
+    /// As [`Services::acquire`], the slot also counted in `owner` (the
+    /// tally of the gateway session whose call or lease hold takes it).
+    ///
+    /// # Errors
+    /// As [`Services::acquire`].
+    pub fn acquire_for(&self, name: &str, owner: &Arc<Tally>) -> Result<Slot, ServiceError> {
+        self.take(name, Some(owner))
+    }
+
+    /// A tally for one gateway session's slots ([`Services::acquire_for`]).
+    pub fn tally(&self) -> Arc<Tally> {
+        Arc::new(Tally::new(self.entries.len()))
+    }
+
+    /// Calls in flight per service that other gateway sessions than
+    /// `tally`'s (and no session: none here) hold, for that session's load
+    /// reports.
+    pub fn others(&self, tally: &Tally) -> Vec<(String, u32)> {
+        self.entries
+            .values()
+            .map(|e| {
+                let all = e.in_flight.load(Ordering::SeqCst);
+                (e.name.clone(), all.saturating_sub(tally.in_flight(e.index)))
+            })
+            .collect()
+    }
+
+    /// Job calls in flight that other sessions than `tally`'s hold.
+    pub fn jobs_others(&self, tally: &Tally) -> u32 {
+        let all = self.jobs.load(Ordering::SeqCst);
+        all.saturating_sub(tally.jobs())
+    }
+
+    fn take(&self, name: &str, owner: Option<&Arc<Tally>>) -> Result<Slot, ServiceError> {
         let entry = self.entries.get(name).ok_or_else(|| {
             ServiceError::new(
                 ErrorKind::UnknownService,
@@ -322,12 +365,19 @@ impl Services {
             }
             None => None,
         };
+        // Counted in the owner's tally first (see the `tally` module).
+        if let Some(owner) = owner {
+            owner.add(entry.index);
+        }
         entry
             .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < entry.max_concurrent).then_some(n + 1)
             })
             .map_err(|_| {
+                if let Some(owner) = owner {
+                    owner.remove(entry.index);
+                }
                 ServiceError::new(
                     ErrorKind::NoNodeAvailable,
                     format!(
@@ -343,6 +393,7 @@ impl Services {
             load: Arc::clone(&self.load),
             jobs: Arc::clone(&self.jobs),
             job: false,
+            owner: owner.cloned(),
         })
     }
 
@@ -372,6 +423,8 @@ pub struct Slot {
     jobs: Arc<AtomicU32>,
     /// Whether this call counts among them.
     job: bool,
+    /// The tally of the gateway session that took the slot, if any.
+    owner: Option<Arc<Tally>>,
 }
 
 impl Slot {
@@ -380,7 +433,10 @@ impl Slot {
     pub fn count_as_job(&mut self) {
         if !self.job {
             self.job = true;
-            self.jobs.fetch_add(1, Ordering::AcqRel);
+            if let Some(owner) = &self.owner {
+                owner.add_job();
+            }
+            self.jobs.fetch_add(1, Ordering::SeqCst);
             self.load.send_replace(());
         }
     }
@@ -469,9 +525,16 @@ async fn limited<T>(
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.entry.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // Off the node's totals before the owner's tally (see `tally`).
+        self.entry.in_flight.fetch_sub(1, Ordering::SeqCst);
         if self.job {
-            self.jobs.fetch_sub(1, Ordering::AcqRel);
+            self.jobs.fetch_sub(1, Ordering::SeqCst);
+        }
+        if let Some(owner) = &self.owner {
+            owner.remove(self.entry.index);
+            if self.job {
+                owner.remove_job();
+            }
         }
         self.load.send_replace(());
     }

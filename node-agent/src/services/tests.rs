@@ -539,6 +539,37 @@ fn job_calls_are_counted_across_services_while_their_slots_are_held() {
 }
 
 #[test]
+fn each_sessions_slots_are_told_apart_from_the_others() {
+    let mut a = ServiceConfig::new("a", ServiceKind::Echo);
+    a.max_concurrent = 2;
+    let services = services(vec![a, ServiceConfig::new("b", ServiceKind::Echo)]);
+    let (one, two) = (services.tally(), services.tally());
+    let others = |t: &Tally| services.others(t);
+    let pairs = |x: &[(&str, u32)]| -> Vec<(String, u32)> {
+        x.iter().map(|(s, n)| ((*s).to_string(), *n)).collect()
+    };
+    let mut first = services.acquire_for("a", &one).expect("a for one");
+    let second = services.acquire_for("a", &two).expect("a for two");
+    let plain = services.acquire("b").expect("b for no session");
+    assert_eq!(others(&one), pairs(&[("a", 1), ("b", 1)]));
+    assert_eq!(others(&two), pairs(&[("a", 1), ("b", 1)]));
+    // A refusal counts for nobody.
+    services.acquire_for("a", &one).expect_err("full");
+    assert_eq!(others(&two), pairs(&[("a", 1), ("b", 1)]));
+    first.count_as_job();
+    assert_eq!(
+        (services.jobs_others(&one), services.jobs_others(&two)),
+        (0, 1)
+    );
+    drop(first);
+    assert_eq!(others(&two), pairs(&[("a", 0), ("b", 1)]));
+    assert_eq!(services.jobs_others(&two), 0);
+    drop((second, plain));
+    assert_eq!(others(&one), pairs(&[("a", 0), ("b", 0)]));
+    assert_eq!(services.in_flight(), pairs(&[("a", 0), ("b", 0)]));
+}
+
+#[test]
 fn error_messages_are_bounded() {
     let err = ServiceError::failed("é".repeat(5000));
     assert!(err.message.len() <= MAX_ERROR_MESSAGE);

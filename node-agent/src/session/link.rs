@@ -22,6 +22,7 @@ use crate::AgentError;
 use crate::backoff::Backoff;
 use crate::config::{ConfigError, split_host_port};
 use crate::leases::SessionKeys;
+use crate::services::{Services, Tally};
 use crate::slots::Reports;
 
 /// Longest wait for the QUIC handshake
@@ -274,6 +275,9 @@ impl Link {
         let follows_members = AtomicBool::new(false);
         let mut prefix = agent.dispatcher.prefix.reporter();
         let mut load_changes = agent.dispatcher.services.load_changes();
+        // This session's calls and lease holds: its load reports tell the
+        // gateway the others' apart.
+        let tally = agent.dispatcher.services.tally();
         let mut drain_told = leave.clone();
         let stats = async {
             let mut tick = tokio::time::interval(interval);
@@ -308,20 +312,12 @@ impl Link {
                         load_due = None;
                         last_load = tokio::time::Instant::now();
                         load_changes.borrow_and_update();
-                        let mut load = NodeLoad {
-                            in_flight: agent.dispatcher.services.in_flight(),
-                            jobs_in_flight: Some(agent.dispatcher.services.jobs_in_flight()),
-                            ..NodeLoad::default()
-                        };
+                        let mut load = load_report(&agent.dispatcher.services, &tally);
                         prefix.fill(&mut load);
                         Message::Load(load)
                     }
                     () = prefix.changed(), if follows => {
-                        let mut load = NodeLoad {
-                            in_flight: agent.dispatcher.services.in_flight(),
-                            jobs_in_flight: Some(agent.dispatcher.services.jobs_in_flight()),
-                            ..NodeLoad::default()
-                        };
+                        let mut load = load_report(&agent.dispatcher.services, &tally);
                         if !prefix.fill(&mut load) {
                             continue;
                         }
@@ -386,7 +382,8 @@ impl Link {
                     () = sleep_until_some(settle), if tasks.is_empty() => {}
                     accepted = connection.accept_bi() => match accepted {
                         Ok((send, recv)) => {
-                            tasks.spawn(agent.dispatcher.clone().handle(codec, send, recv));
+                            let tally = tally.clone();
+                            tasks.spawn(agent.dispatcher.clone().handle(tally, codec, send, recv));
                         }
                         Err(e) => return format!("connection: {e}"),
                     },
@@ -419,5 +416,17 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// A load report's counts: every gateway's calls and, apart, the other
+/// sessions' than `tally`'s.
+fn load_report(services: &Services, tally: &Tally) -> NodeLoad {
+    NodeLoad {
+        in_flight: services.in_flight(),
+        jobs_in_flight: Some(services.jobs_in_flight()),
+        others: Some(services.others(tally)),
+        jobs_others: Some(services.jobs_others(tally)),
+        ..NodeLoad::default()
     }
 }

@@ -312,6 +312,8 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 prefix_evicted: vec![("llama".into(), vec![7])],
                 prefix_full: true,
                 jobs_in_flight: Some(2),
+                others: Some(vec![("sha256".into(), 1), ("llama".into(), 0)]),
+                jobs_others: Some(1),
             }),
         ),
         (

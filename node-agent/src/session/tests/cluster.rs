@@ -77,11 +77,23 @@ async fn the_agent_registers_with_every_member_and_leaves_those_gone() {
         tokio::spawn(async move { call(&connection, "sleep", b"600", 5000).await })
     };
     let busy = ("sleep".to_string(), 1);
-    on_a.until(|m| match m {
-        Message::Load(load) if load.in_flight.contains(&busy) => Some(()),
-        _ => None,
-    })
-    .await;
+    let to_a = on_a
+        .until(|m| match m {
+            Message::Load(load) if load.in_flight.contains(&busy) => Some(load.clone()),
+            _ => None,
+        })
+        .await;
+    // Each gateway is told the other gateways' calls apart: to `a`, `b`'s
+    // call is another's; to `b`, it is its own.
+    assert!(to_a.others.expect("others told").contains(&busy));
+    let to_b = on_b
+        .until(|m| match m {
+            Message::Load(load) if load.in_flight.contains(&busy) => Some(load.clone()),
+            _ => None,
+        })
+        .await;
+    let others = to_b.others.expect("others told");
+    assert!(others.contains(&("sleep".to_string(), 0)), "{others:?}");
     // The node is the authority on its capacity: `a`'s call is refused
     // while `b`'s runs, and says it never ran.
     let err = on_a.call("sleep", b"1", 5000).await.expect_err("full");
