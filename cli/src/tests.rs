@@ -26,6 +26,7 @@ fn node(labels: &[(&str, &str)]) -> NodeView {
         last_stats_ms: 5,
         calls_total: 3,
         jobs_in_flight: 0,
+        direct: None,
     }
 }
 

@@ -434,6 +434,7 @@ impl Node {
             last_stats_ms: millis(now.saturating_duration_since(self.last_stats_at)),
             calls_total: self.calls_total,
             jobs_in_flight: self.jobs_in_flight.saturating_add(self.jobs_others),
+            direct: None,
         }
     }
 }

@@ -216,11 +216,13 @@ impl Registry {
     }
 
     /// A view of every node for `switchyard nodes`, sorted by id; its
-    /// `calls_total` counts since the gateway started, across reconnects.
+    /// `calls_total` counts since the gateway started, across reconnects;
+    /// `direct` is the node's direct address.
     pub fn views(&self, now: Instant) -> Vec<NodeView> {
         let mut views = lock(&self.core).node_views(now);
         for view in &mut views {
             view.calls_total += self.earlier_calls(view.key);
+            view.direct = self.by_key.get(&view.key).and_then(|n| n.direct.clone());
         }
         views
     }
@@ -274,7 +276,9 @@ impl Node {
     /// A view for `switchyard nodes` (`None` once it left the core); its
     /// `calls_total` is this connection's only.
     pub fn view(&self, now: Instant) -> Option<NodeView> {
-        self.read(|n| Some(n.view(now)))
+        let mut view = self.read(|n| Some(n.view(now)))?;
+        view.direct.clone_from(&self.direct);
+        Some(view)
     }
 }
 

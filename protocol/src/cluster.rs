@@ -130,32 +130,14 @@ impl NodeLoad {
     /// [`CodecError::Invalid`] past [`limits::MAX_SERVICES`] entries or for
     /// a bad service name.
     pub fn validate(&self) -> Result<(), CodecError> {
-        let others = self.others.as_deref().unwrap_or_default();
-        for (what, list) in [("a load report", &self.in_flight[..]), ("others", others)] {
-            if list.len() > limits::MAX_SERVICES {
-                return Err(CodecError::Invalid(format!(
-                    "{what} names at most {} services, got {}",
-                    limits::MAX_SERVICES,
-                    list.len()
-                )));
-            }
-            for (service, _) in list {
-                check_name("service name", service)?;
-            }
-        }
+        check_services("a load report", &self.in_flight)?;
+        check_services("others", self.others.as_deref().unwrap_or_default())?;
         for (what, lists) in [
             ("prefix_added", &self.prefix_added),
             ("prefix_evicted", &self.prefix_evicted),
         ] {
-            if lists.len() > limits::MAX_SERVICES {
-                return Err(CodecError::Invalid(format!(
-                    "{what} names at most {} services, got {}",
-                    limits::MAX_SERVICES,
-                    lists.len()
-                )));
-            }
+            check_services(what, lists)?;
             for (service, hashes) in lists {
-                check_name("service name", service)?;
                 if hashes.len() > limits::MAX_PREFIX_HASHES {
                     return Err(CodecError::Invalid(format!(
                         "{what} names at most {} blocks of service {service}, got {}",
@@ -167,6 +149,19 @@ impl NodeLoad {
         }
         Ok(())
     }
+}
+
+/// At most [`limits::MAX_SERVICES`] entries, each a good service name.
+fn check_services<T>(what: &str, list: &[(String, T)]) -> Result<(), CodecError> {
+    if list.len() > limits::MAX_SERVICES {
+        return Err(CodecError::Invalid(format!(
+            "{what} names at most {} services, got {}",
+            limits::MAX_SERVICES,
+            list.len()
+        )));
+    }
+    list.iter()
+        .try_for_each(|(service, _)| check_name("service name", service))
 }
 
 #[cfg(test)]

@@ -235,6 +235,13 @@ pub struct NodeView {
     #[serde(default, with = "crate::added")]
     #[cbor(n(9), default)]
     pub jobs_in_flight: u32,
+    /// Where clients reach the node's direct port for look-aside calls
+    /// (`host:port`, as the agent registered it); `None` when it takes no
+    /// direct calls (it cannot be leased) or from an older gateway. Added
+    /// in v2, after leases.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(10), default)]
+    pub direct: Option<String>,
 }
 
 /// One service on one node, as the gateway sees it.

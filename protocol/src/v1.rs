@@ -107,6 +107,7 @@ impl Message {
             Message::Nodes(nodes) => {
                 for node in nodes.iter_mut() {
                     node.jobs_in_flight = 0;
+                    node.direct = None;
                     for service in &mut node.spec.services {
                         service.model = false;
                     }

@@ -1,6 +1,6 @@
 //! Deadlines hold end to end: 1000 concurrent calls from one shared
 //! `Client`, each with a 5 s timeout, against a fleet with 4 slots, all end
-//! (with a result or a typed error) within 5 s + 250 ms as the caller
+//! (with a result or a typed error) within 5 s + 500 ms as the caller
 //! measures them: the SDK's wait for a stream, the gateway's queue and the
 //! node's run all count against the one timeout. And a pool at its stream
 //! cap opens another connection before a call waits.
@@ -16,8 +16,11 @@ use crate::common::{Fleet, TOKEN, eventually, service};
 
 /// The calls' timeout.
 const TIMEOUT: Duration = Duration::from_secs(5);
-/// The bound on how late a call may end, client-measured.
-const OVERSHOOT: Duration = Duration::from_millis(250);
+/// How late a call may end, client-measured: the calls that time out
+/// together are cancelled one after another (about 120 ms for 1000 on a
+/// quiet 2-core machine, up to 300 ms beside the other tests); a wait
+/// outside the timeout would overshoot by seconds.
+const OVERSHOOT: Duration = Duration::from_millis(500);
 /// Calls, all at once, from one client.
 const CALLS: usize = 1000;
 

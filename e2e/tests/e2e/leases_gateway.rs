@@ -1,5 +1,6 @@
 //! The gateway's side of leases with a real agent: the admin API lists
-//! the active leases (never their tokens) and the lease series count
+//! the active leases (never their tokens) and each node's direct address,
+//! and the lease series count
 //! them; a call that brings a lease token to the gateway is refused (the
 //! token goes to the node's direct port); a release the gateway cannot
 //! match is refused; and a node that registered no direct port is never
@@ -54,6 +55,9 @@ async fn the_gateway_lists_counts_and_releases_its_leases_and_refuses_tokens_on_
     assert_eq!(leases[0]["node_id"], "node-a");
     assert_eq!(leases[0]["service"], SERVICE);
     assert_eq!(leases[0]["expires_unix_ms"], grant.expires_unix_ms);
+    // The node's direct address, as the grant gave it, in the node list.
+    let nodes: Value = serde_json::from_str(&admin(&fleet, "/api/nodes").await).unwrap();
+    assert_eq!(nodes[0]["direct"], grant.direct.as_str(), "{nodes}");
     assert_eq!(
         sample(&fleet, "leases_granted_total{service=\"leased-echo\"}").await,
         1.0

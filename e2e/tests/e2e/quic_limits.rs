@@ -264,11 +264,14 @@ async fn half_open_handshake_flood_leaves_clients_served() {
         base.len()
     );
     assert!(retries > 0.0, "the flood was answered with retries");
-    // A loaded CI machine: the baseline counts at least 5 ms.
-    let bound = 2 * base_p99.max(Duration::from_millis(5));
+    // A loaded CI machine (the p99 of 200 calls beside the other tests
+    // moves by tens of ms): the baseline counts at least 10 ms, and the
+    // flood may triple it; a flood that held the gateway would cost
+    // seconds.
+    let bound = 3 * base_p99.max(Duration::from_millis(10));
     assert!(
         flood_p99 <= bound,
-        "p99 under flood {flood_p99:?} > 2 x baseline {base_p99:?}"
+        "p99 under flood {flood_p99:?} > 3 x baseline {base_p99:?} (at least 10 ms)"
     );
 }
 

@@ -202,6 +202,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 last_stats_ms: 250,
                 calls_total: 99,
                 jobs_in_flight: 2,
+                direct: Some("10.0.0.5:4434".into()),
             }]),
         ),
         ("ListPolicies", Message::ListPolicies),
