@@ -52,6 +52,7 @@ const PROXIED: &str = "proxied";
 const LEASED: &str = "leased";
 const SESSION: &str = "session-10";
 const DIRECT: &str = "direct";
+const AFTER_PROXIED: &str = "direct-after-proxied";
 
 /// Section `lookaside`: its two tables; what could not be measured is said
 /// in the first one's notes.
@@ -136,6 +137,18 @@ async fn pool(
     Ok(look_aside(LookAside::Leases(Box::new(LeasePool::new(
         c, service, payload, max_calls, ttl,
     )))))
+}
+
+/// As [`pool`] on leases held throughout, each direct call after a
+/// proxied one ([`LeasePool::after_proxied`]).
+async fn after_proxied(
+    fleet: &LookAsideFleet,
+    service: &str,
+    payload: Bytes,
+) -> Result<Arc<AnyTarget>> {
+    let c = client(fleet).await?;
+    let pool = LeasePool::new(c, service, payload, MAX_LEASE_CALLS, LONG_TTL).after_proxied();
+    Ok(look_aside(LookAside::Leases(Box::new(pool))))
 }
 
 async fn proxied(fleet: &LookAsideFleet, service: &str, payload: Bytes) -> Result<Arc<AnyTarget>> {
@@ -243,6 +256,16 @@ async fn measured(
                 all.clone(),
             ),
             &both[..],
+        ),
+        (
+            system(
+                AFTER_PROXIED,
+                "as `direct`, each direct call right after a proxied call (not timed)",
+                after_proxied(&fleet, SERVICE, payload()).await?,
+                gw.clone(),
+                all.clone(),
+            ),
+            &[Step::One][..],
         ),
     ];
     let reps = run_rows("lookaside", &rows, timing).await;
@@ -513,7 +536,7 @@ fn cpu_notes(results: &[SystemResult]) -> Vec<String> {
             "A gateway of its own for this section (release build, `worker_threads = 1`, as HAProxy's `nbthread 1`; `[leases] max_calls = {MAX_LEASE_CALLS}`) and two agents, each with a direct port (`[direct]` on loopback, its certificate issued from the gateway's CA by `transport::identity::issue_direct_cert`) and an `http` service posting 64-byte payloads to one of the two static nginx backends HAProxy forwards to (policy least-request). HAProxy is the suite's: HTTPS front, `balance leastconn`, keep-alive to the backends."
         ),
         format!(
-            "Rows: `proxied` is the SDK's call through the gateway; `leased` asks the gateway for a lease of one call (`Client::lease`), then calls the node's direct port with its token (`Lease::call`); `session-10` takes leases of {SESSION_CALLS} calls, the callers sharing them (one call on a lease at a time; a lease older than half its 30 s ttl is released, not used); `direct` calls on leases held throughout (up to {MAX_LEASE_CALLS} calls, 300 s), so nothing but the direct call is measured: it stands for the SDK calling the node directly, the closest real thing (the direct port serves only calls with a token). Direct connections are pooled per node by the SDK, as the gateway's."
+            "Rows: `proxied` is the SDK's call through the gateway; `leased` asks the gateway for a lease of one call (`Client::lease`), then calls the node's direct port with its token (`Lease::call`); `session-10` takes leases of {SESSION_CALLS} calls, the callers sharing them (one call on a lease at a time; a lease older than half its 30 s ttl is released, not used); `direct` calls on leases held throughout (up to {MAX_LEASE_CALLS} calls, 300 s), so nothing but the direct call is measured: it stands for the SDK calling the node directly, the closest real thing (the direct port serves only calls with a token); `direct-after-proxied` is `direct` with a proxied call of the same service (not timed) before each direct call: the gateway, an agent and a backend have just worked, as they have after a grant, but without a lease, so its call after lease ÷ direct says how much of the first call's extra time any gateway round trip before it costs. Direct connections are pooled per node by the SDK, as the gateway's."
         ),
         "max = closed loop, 16 in flight; 1 in flight = closed loop, 1 caller. calls/CPU-s proxy = calls ÷ (utime+stime of HAProxy's process, or of the gateway's, in the window; /proc/PID/stat); all adds both agents (which now run the calls' TLS and framing themselves). ÷ HAProxy = that figure over HAProxy's in the same rep, median over the reps. p50 ÷ direct: the row's p50 at 1 in flight over `direct`'s in the same rep (for `leased`: lease + call). Call after lease: the direct call's own latency, timed by the SDK caller from after the grant to the end of the result, at 1 in flight; ÷ direct as before. First call on a lease: the same of each lease's first call alone (for `leased` every call is its lease's first and last; for `session-10` the first of 10 runs right after the grant but does not end its lease).".into(),
         format!(

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use client::{CallEvent, CallOptions, Client, Mode};
+
+use crate::admission::AdmissionArgs;
 use futures_util::StreamExt as _;
 
 /// The `call` command's arguments.
@@ -19,21 +21,8 @@ pub(crate) struct CallArgs {
     /// Payload from a file (`-` for stdin).
     #[arg(long)]
     file: Option<PathBuf>,
-    /// Timeout, ms.
-    #[arg(long, default_value_t = 30_000)]
-    timeout_ms: u64,
-    /// Policy to pick the node with (overrides the service's).
-    #[arg(long)]
-    policy: Option<String>,
-    /// Policy hint KEY=VALUE (repeatable), e.g. max_cost=0.5.
-    #[arg(long = "hint", value_parser = crate::parse_hint)]
-    hints: Vec<(String, String)>,
-    /// Queue priority: higher is served first when calls wait.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    priority: i32,
-    /// Never wait in the queue: fail with `occupied` if every node is busy.
-    #[arg(long)]
-    realtime: bool,
+    #[command(flatten)]
+    admission: AdmissionArgs,
     /// Skip the gateway's result cache: run on a node (the fresh result
     /// is still cached).
     #[arg(long)]
@@ -68,11 +57,7 @@ pub(crate) async fn run(client: &Client, args: CallArgs) -> anyhow::Result<()> {
         service,
         data,
         file,
-        timeout_ms,
-        policy,
-        hints,
-        priority,
-        realtime,
+        admission,
         no_cache,
         max_age_s,
         endpoint,
@@ -90,16 +75,11 @@ pub(crate) async fn run(client: &Client, args: CallArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
         (None, None) => anyhow::bail!("give --data or --file"),
     };
-    let mut hints = hints;
+    let mut options = admission.options();
     if verbose {
-        hints.push(("explain".into(), "1".into()));
+        options.hints.push(("explain".into(), "1".into()));
     }
     let options = CallOptions {
-        timeout: Duration::from_millis(timeout_ms),
-        policy,
-        hints,
-        priority,
-        realtime,
         no_cache,
         max_age: max_age_s.map(|s| Duration::from_secs(u64::from(s))),
         endpoint,
@@ -108,7 +88,7 @@ pub(crate) async fn run(client: &Client, args: CallArgs) -> anyhow::Result<()> {
         } else {
             Mode::Proxied
         },
-        ..CallOptions::default()
+        ..options
     };
     let mut stream = client
         .call(&service, payload)

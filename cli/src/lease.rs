@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use client::{CallOptions, Client, LeaseGrant};
+use client::{Client, LeaseGrant};
+
+use crate::admission::AdmissionArgs;
 
 /// The `lease` command's arguments.
 #[derive(clap::Args, Debug)]
@@ -21,21 +23,8 @@ pub(crate) struct LeaseArgs {
     /// The lease's lifetime, ms (0: the gateway's `[leases] ttl_ms`).
     #[arg(long, default_value_t = 0)]
     ttl_ms: u32,
-    /// How long to wait for a node, queue included, ms.
-    #[arg(long, default_value_t = 30_000)]
-    timeout_ms: u64,
-    /// Policy to pick the node with (overrides the service's).
-    #[arg(long)]
-    policy: Option<String>,
-    /// Policy hint KEY=VALUE (repeatable), e.g. max_cost=0.5.
-    #[arg(long = "hint", value_parser = crate::parse_hint)]
-    hints: Vec<(String, String)>,
-    /// Queue priority: higher is served first when requests wait.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    priority: i32,
-    /// Never wait in the queue: fail with `occupied` if every node is busy.
-    #[arg(long)]
-    realtime: bool,
+    #[command(flatten)]
+    admission: AdmissionArgs,
     /// Print JSON (the grant's fields) instead of a table.
     #[arg(long)]
     json: bool,
@@ -47,14 +36,7 @@ pub(crate) struct LeaseArgs {
 /// # Errors
 /// The gateway's refusal, or a connection error.
 pub(crate) async fn run(client: &Client, args: LeaseArgs) -> anyhow::Result<()> {
-    let options = CallOptions {
-        timeout: Duration::from_millis(args.timeout_ms),
-        policy: args.policy,
-        hints: args.hints,
-        priority: args.priority,
-        realtime: args.realtime,
-        ..CallOptions::default()
-    };
+    let options = args.admission.options();
     let service = args.service.as_str();
     let lease = client
         .lease(service)
@@ -187,8 +169,11 @@ mod tests {
         };
         assert_eq!(args.service, "echo");
         assert_eq!((args.max_calls, args.idle_ms, args.ttl_ms), (5, 2000, 0));
-        assert_eq!(args.hints, [("gpu".to_string(), "a100".to_string())]);
-        assert_eq!(args.priority, -1);
-        assert!(args.json && !args.realtime);
+        assert!(args.json);
+        let options = args.admission.options();
+        assert_eq!(options.hints, [("gpu".to_string(), "a100".to_string())]);
+        assert_eq!(options.priority, -1);
+        assert!(!options.realtime);
+        assert_eq!(options.timeout, Duration::from_secs(30));
     }
 }

@@ -32,6 +32,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use client::{Client, ClientConfig};
 
+mod admission;
 mod bench;
 mod call;
 mod cluster;

@@ -205,37 +205,10 @@ impl<'a> Call<'a> {
         self
     }
 
-    /// Adds a hint for the policy ([`CallOptions::hints`]).
-    pub fn hint(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.options.hints.push((key.into(), value.into()));
-        self
-    }
-
     /// Asks why the node was chosen (the hint `explain=1`): the result's
     /// [`ResultMeta::explain`] then holds the policy's decision in one line.
     pub fn explain(self) -> Self {
         self.hint("explain", "1")
-    }
-
-    /// Names the policy that picks the node, overriding the service's
-    /// ([`CallOptions::policy`]).
-    pub fn policy(mut self, name: impl Into<String>) -> Self {
-        self.options.policy = Some(name.into());
-        self
-    }
-
-    /// Sets the queue priority, higher first ([`CallOptions::priority`];
-    /// default 0).
-    pub fn priority(mut self, priority: i32) -> Self {
-        self.options.priority = priority;
-        self
-    }
-
-    /// Makes the call realtime: never queued, `occupied` at once when every
-    /// node is busy ([`CallOptions::realtime`]).
-    pub fn realtime(mut self, realtime: bool) -> Self {
-        self.options.realtime = realtime;
-        self
     }
 
     /// Skips the gateway's result cache for this call; the fresh result is
@@ -256,13 +229,6 @@ impl<'a> Call<'a> {
     /// service ([`CallOptions::endpoint`]).
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.options.endpoint = Some(endpoint.into());
-        self
-    }
-
-    /// Carries the caller's W3C trace context (`traceparent`), so that the
-    /// call's spans join the caller's trace ([`CallOptions::traceparent`]).
-    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
-        self.options.traceparent = Some(traceparent.into());
         self
     }
 
@@ -287,13 +253,7 @@ impl<'a> Call<'a> {
         self.mode(Mode::LookAside)
     }
 
-    /// Tells `on_event` where the call stands while it waits for a node: its
-    /// queue position each time it changes, and a reservation when a node
-    /// loads the service for it. Called on the task that awaits the call.
-    pub fn on_event(mut self, on_event: impl FnMut(CallEvent) + Send + 'a) -> Self {
-        self.on_event = Box::new(on_event);
-        self
-    }
+    crate::setters::admission_setters!();
 
     /// Sends the call and returns as soon as the result's head arrives: its
     /// metadata ([`CallStream::meta`]) and a stream of the result's chunks

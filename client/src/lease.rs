@@ -62,37 +62,6 @@ impl<'a> LeaseBuilder<'a> {
         self
     }
 
-    /// Adds a hint for the policy ([`CallOptions::hints`]).
-    pub fn hint(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.options.hints.push((key.into(), value.into()));
-        self
-    }
-
-    /// Names the policy that picks the node ([`CallOptions::policy`]).
-    pub fn policy(mut self, name: impl Into<String>) -> Self {
-        self.options.policy = Some(name.into());
-        self
-    }
-
-    /// Sets the queue priority, higher first (default 0).
-    pub fn priority(mut self, priority: i32) -> Self {
-        self.options.priority = priority;
-        self
-    }
-
-    /// Never waits in the queue: with every node busy the lease fails at
-    /// once with `occupied`.
-    pub fn realtime(mut self, realtime: bool) -> Self {
-        self.options.realtime = realtime;
-        self
-    }
-
-    /// Carries the caller's W3C trace context ([`CallOptions::traceparent`]).
-    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
-        self.options.traceparent = Some(traceparent.into());
-        self
-    }
-
     /// How many direct calls the lease serves before it ends (default 1:
     /// one call; more makes a session on one node). The gateway refuses
     /// more than its `[leases] max_calls`.
@@ -115,13 +84,7 @@ impl<'a> LeaseBuilder<'a> {
         self
     }
 
-    /// Tells `on_event` where the request stands while it waits for a
-    /// node (its queue position each time it changes, a reservation when
-    /// a node loads the service). Called on the task that awaits it.
-    pub fn on_event(mut self, on_event: impl FnMut(CallEvent) + Send + 'a) -> Self {
-        self.on_event = Box::new(on_event);
-        self
-    }
+    crate::setters::admission_setters!();
 
     async fn send(self) -> Result<Lease, ClientError> {
         let Self {

@@ -69,6 +69,7 @@ mod jobs;
 mod lease;
 mod members;
 mod pool;
+mod setters;
 
 use std::path::PathBuf;
 use std::sync::Arc;

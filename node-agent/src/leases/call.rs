@@ -193,16 +193,30 @@ async fn run(
         })
     };
     // The slot goes back before the frame that ends the answer: the lease's
-    // next call may come as soon as the client has read it.
+    // next call may come as soon as the client has read it. The last call's
+    // goes back once that frame is out: ending the lease (the slot, the
+    // gateway told) need not delay the answer.
+    let last = running.is_last();
+    let mut running = Some(running);
     let give_back = || {
-        running.busy_ms = ms(started);
-        drop(running);
+        if let Some(r) = running.as_mut() {
+            r.busy_ms = ms(started);
+        }
+        if !last {
+            running.take();
+        }
     };
     let written = write_reply(send, reply, started, head_of, give_back).await;
     match written {
         Ok(true) => {
             trace.end();
-            if send.finish().is_ok() {
+            let finished = send.finish().is_ok();
+            if running.is_some() {
+                // The connection's task sends the answer's end first.
+                tokio::task::yield_now().await;
+                drop(running);
+            }
+            if finished {
                 // The call ends when the client has the answer.
                 let _ = tokio::time::timeout(DELIVERY_WAIT, send.stopped()).await;
             }

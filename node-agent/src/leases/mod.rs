@@ -302,7 +302,11 @@ impl Lease {
         state.calls += 1;
         state.last_activity = Instant::now();
         drop(state);
-        self.wake.notify_one();
+        // The lease's task re-arms its idle timer (none runs while a call
+        // does); without one it has nothing to do.
+        if self.hold.idle_ms != 0 {
+            self.wake.notify_one();
+        }
         Ok(Running {
             lease: Arc::clone(self),
             slot: Some(slot),
@@ -340,6 +344,11 @@ impl Running {
     pub(crate) fn lease(&self) -> &Arc<Lease> {
         &self.lease
     }
+
+    /// Whether this is the lease's last call (its `max_calls`-th).
+    pub(crate) fn is_last(&self) -> bool {
+        self.lease.state().calls >= self.lease.hold.max_calls
+    }
 }
 
 impl Drop for Running {
@@ -351,8 +360,13 @@ impl Drop for Running {
         if state.calls >= self.lease.hold.max_calls && state.ending.is_none() {
             state.ending = Some(LeaseEndReason::Used);
         }
+        // The lease's task has work only when the lease ends (it waits
+        // for this slot) or its idle timer starts again.
+        let wake = state.ending.is_some() || self.lease.hold.idle_ms != 0;
         drop(state);
-        self.lease.wake.notify_one();
+        if wake {
+            self.lease.wake.notify_one();
+        }
     }
 }
 
