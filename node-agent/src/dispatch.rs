@@ -71,11 +71,12 @@ impl Dispatcher {
         send: quinn::SendStream,
         recv: quinn::RecvStream,
     ) {
-        // Every line logged about the call carries its id and request id
-        // (filled in once the head is read).
+        // Every line logged about the call carries its id, service and
+        // request id (filled in once the head is read).
         let span = tracing::info_span!(
             "call",
             call_id = tracing::field::Empty,
+            service = tracing::field::Empty,
             request_id = tracing::field::Empty
         );
         let mut send = FramedSend::new(send, codec);
@@ -151,6 +152,7 @@ impl Dispatcher {
         } = head;
         let span = tracing::Span::current();
         span.record("call_id", call_id);
+        span.record("service", service.as_str());
         if let Some(request_id) = &head.request_id {
             span.record("request_id", tracing::field::display(request_id));
         }
@@ -271,15 +273,15 @@ async fn answer(send: &mut FramedSend, outcome: Outcome) -> Result<(), IoError> 
                     status,
                 })
             };
-            let service = slot.service().to_string();
             // The slot is free before the gateway can see the call end: a
             // call it sends next never finds this node full of this one.
+            // (The call's span names the service.)
             if !write_reply(send, reply, started, head, move || drop(slot)).await? {
-                tracing::debug!(call_id, service, "gateway abandoned the call; stopped it");
+                tracing::debug!(call_id, "gateway abandoned the call; stopped it");
                 send.reset(STOP_CODE);
                 return Ok(());
             }
-            tracing::debug!(call_id, service, exec_ms = ms(started), "call done");
+            tracing::debug!(call_id, exec_ms = ms(started), "call done");
         }
         Outcome::Error(e) => {
             send.send(&Message::Error(e.into_call_error())).await?;

@@ -14,26 +14,18 @@ use protocol::ErrorKind;
 use serde_json::Value;
 
 use crate::common::direct::{Wire, call_head, lease_request};
-use crate::common::{Fleet, TOKEN, eventually, service};
+use crate::common::{Fleet, TOKEN, eventually, metric, service};
 
 /// The service of the first test: metrics are the test process's, so
 /// its series are its own.
 const SERVICE: &str = "leased-echo";
+/// Its label on the lease series.
+const SERVICE_LABEL: &str = "service=\"leased-echo\"";
 
 /// `GET` of an admin path, as text.
 async fn admin(fleet: &Fleet, path: &str) -> String {
     let url = format!("http://{}{path}", fleet.gateway.admin_addr().unwrap());
     reqwest::get(url).await.unwrap().text().await.unwrap()
-}
-
-/// The value of the `/metrics` sample `series` (name and labels as
-/// rendered), 0 if absent.
-async fn sample(fleet: &Fleet, series: &str) -> f64 {
-    admin(fleet, "/metrics")
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,13 +51,10 @@ async fn the_gateway_lists_counts_and_releases_its_leases_and_refuses_tokens_on_
     let nodes: Value = serde_json::from_str(&admin(&fleet, "/api/nodes").await).unwrap();
     assert_eq!(nodes[0]["direct"], grant.direct.as_str(), "{nodes}");
     assert_eq!(
-        sample(&fleet, "leases_granted_total{service=\"leased-echo\"}").await,
+        metric(&fleet, "leases_granted_total", &[SERVICE_LABEL]).await,
         1.0
     );
-    assert_eq!(
-        sample(&fleet, "leases_active{service=\"leased-echo\"}").await,
-        1.0
-    );
+    assert_eq!(metric(&fleet, "leases_active", &[SERVICE_LABEL]).await, 1.0);
 
     // The token is for the node's direct port, not for the gateway.
     let refused = gateway
@@ -102,17 +91,15 @@ async fn the_gateway_lists_counts_and_releases_its_leases_and_refuses_tokens_on_
     })
     .await;
     assert_eq!(
-        sample(
+        metric(
             &fleet,
-            "leases_ended_total{service=\"leased-echo\",reason=\"released\"}"
+            "leases_ended_total",
+            &[SERVICE_LABEL, "reason=\"released\""]
         )
         .await,
         1.0
     );
-    assert_eq!(
-        sample(&fleet, "leases_active{service=\"leased-echo\"}").await,
-        0.0
-    );
+    assert_eq!(metric(&fleet, "leases_active", &[SERVICE_LABEL]).await, 0.0);
     let again = gateway
         .release(&grant.token)
         .await

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use protocol::{CallHead, Codec, FrameHeader, FrameKind, Message};
 use transport::{EndpointConfig, FramedSend};
 
-use crate::common::{Fleet, TOKEN, service};
+use crate::common::{Fleet, TOKEN, metric, service};
 
 /// Resident memory of this process, MiB (`/proc/self/statm`).
 fn rss_mib() -> f64 {
@@ -243,21 +243,7 @@ async fn half_open_handshake_flood_leaves_clients_served() {
     }
     sending.join().unwrap();
     let (base_p99, flood_p99) = (p99(&mut base), p99(&mut flood));
-    let metrics = reqwest::get(format!(
-        "http://{}/metrics",
-        fleet.gateway.admin_addr().unwrap()
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
-    let retries: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("quic_retries_total"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let retries = metric(&fleet, "quic_retries_total", &[]).await;
     eprintln!(
         "2000 half-open handshakes from 20 addresses: established client p99 {flood_p99:?} \
          (baseline {base_p99:?}, {} calls each); stateless retries sent: {retries}",

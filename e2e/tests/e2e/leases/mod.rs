@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::{Fleet, eventually};
+pub use crate::common::{metric, wait_metric};
 
 /// A `command` service that appends a line to `runs` for each call it
 /// runs (before answering with its payload): the tests count what ran.
@@ -74,40 +75,4 @@ pub async fn wait_in_flight(fleet: &Fleet, id: &str, service: &str, n: u32) {
         ))
     })
     .await;
-}
-
-/// The sum of the gateway's `/metrics` samples of `name` whose labels
-/// include each of `labels` (e.g. `service="echo"`), 0 if none. Metrics
-/// are the process's: tests name their services apart.
-pub async fn metric(fleet: &Fleet, name: &str, labels: &[&str]) -> f64 {
-    let text = reqwest::get(format!(
-        "http://{}/metrics",
-        fleet.gateway.admin_addr().unwrap()
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Waits until [`metric`] reads `value`.
-pub async fn wait_metric(fleet: &Fleet, name: &str, labels: &[&str], value: f64) {
-    let start = std::time::Instant::now();
-    loop {
-        let now = metric(fleet, name, labels).await;
-        if now == value {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{name} {labels:?} is {now}, expected {value}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
