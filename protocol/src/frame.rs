@@ -90,6 +90,10 @@ pub enum FrameKind {
     ReleaseLease = 38,
     /// [`Message::LeaseKeys`] (v2).
     LeaseKeys = 39,
+    /// [`Message::Held`] (v2).
+    Held = 40,
+    /// [`Message::DropLease`] (v2).
+    DropLease = 41,
 }
 
 impl FrameKind {
@@ -139,6 +143,8 @@ impl FrameKind {
             37 => LeaseEnded,
             38 => ReleaseLease,
             39 => LeaseKeys,
+            40 => Held,
+            41 => DropLease,
             other => return Err(CodecError::UnknownKind(other)),
         })
     }
@@ -472,8 +478,10 @@ mod tests {
         assert_eq!(FrameKind::from_byte(32), Ok(FrameKind::ListMembers));
         assert_eq!(FrameKind::from_byte(33), Ok(FrameKind::Load));
         assert_eq!(FrameKind::from_byte(39), Ok(FrameKind::LeaseKeys));
+        assert_eq!(FrameKind::from_byte(41), Ok(FrameKind::DropLease));
         assert_eq!(FrameKind::from_byte(34), Ok(FrameKind::Lease));
-        assert_eq!(FrameKind::from_byte(40), Err(CodecError::UnknownKind(40)));
+        assert_eq!(FrameKind::from_byte(40), Ok(FrameKind::Held));
+        assert_eq!(FrameKind::from_byte(42), Err(CodecError::UnknownKind(42)));
         // v1 (frozen) refuses any body on a request without fields; v2
         // skips one CBOR item there (a later version may send fields).
         let codec = Codec::default().with_version(WireVersion::V1);

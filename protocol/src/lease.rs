@@ -4,16 +4,23 @@
 //! address and a token ([`LeaseGrant`]); the client calls the node directly
 //! with that token in [`crate::CallHead::lease`]. The node ends the lease
 //! when its calls are used up, it expires, it idles too long or the gateway
-//! releases it, and says so on the hold's stream ([`LeaseEnd`]).
+//! releases it, and says so ([`LeaseEnd`]).
 //!
 //! Streams:
 //! - client → gateway: `Lease(LeaseRequest)`, answered by `Queued`/
 //!   `Reserved` while it waits, then `Leased(LeaseGrant)` or `Error`;
 //!   `ReleaseLease(LeaseRelease)`, answered by `Ack` or `Error`;
-//! - gateway → agent, one stream per lease: `Hold(LeaseHold)`, answered by
-//!   `Ack` once the slot is held (or `Error`, e.g. the node is full:
-//!   `not_run`), then `LeaseEnded(LeaseEnd)` when the lease ends; the
-//!   gateway resetting its half releases the lease;
+//! - gateway → agent on the control stream, for an agent that registered
+//!   with [`crate::Register::holds_on_control`]: `Hold(LeaseHold)`,
+//!   answered there by `Held(LeaseHeld)` once the slot is held or refused
+//!   (e.g. the node is full: `not_run`), then `LeaseEnded(LeaseEnd)` with
+//!   its `lease_id` when the lease ends; `DropLease(LeaseDrop)` releases a
+//!   lease. Frames of many leases share the stream (and its packets), so a
+//!   lease costs no stream of its own;
+//! - gateway → agent, one stream per lease (the first form, still served by
+//!   agents for older gateways): `Hold(LeaseHold)`, answered by `Ack` once
+//!   the slot is held (or `Error`), then `LeaseEnded(LeaseEnd)` when the
+//!   lease ends; the gateway resetting its half releases the lease;
 //! - gateway → agent on the control stream (agents that registered a
 //!   direct address): `LeaseKeys` after `Registered` and on every rotation;
 //! - client → agent on the direct port, one stream per call:
@@ -203,8 +210,8 @@ impl<'b, C> minicbor::Decode<'b, C> for LeaseEndReason {
     }
 }
 
-/// Agent → gateway on the hold's stream: the lease ended; the slot is free.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Encode, Decode)]
+/// Agent → gateway: the lease ended; the slot is free.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
 #[cbor(map)]
 pub struct LeaseEnd {
     /// Direct calls it served.
@@ -217,6 +224,38 @@ pub struct LeaseEnd {
     /// EWMA when `calls` > 0).
     #[n(2)]
     pub busy_ms: f32,
+    /// The lease's id, set when the end goes on the control stream (at
+    /// most [`MAX_LEASE_ID_LEN`] bytes); `None` on a hold's own stream.
+    /// Added in v2 after the first form.
+    #[serde(default, with = "crate::added")]
+    #[n(3)]
+    pub lease_id: Option<String>,
+}
+
+/// Agent → gateway on the control stream: the answer to a `Hold` sent
+/// there: the slot is held (`error` is `None`), or why not (a full node's
+/// refusal is `not_run`: the gateway picks again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
+pub struct LeaseHeld {
+    /// The hold's lease id (at most [`MAX_LEASE_ID_LEN`] bytes).
+    #[n(0)]
+    pub lease_id: String,
+    /// Why the hold was refused; `None` once the slot is held.
+    #[n(1)]
+    pub error: Option<crate::CallError>,
+}
+
+/// Gateway → agent on the control stream: end lease `lease_id` now (its
+/// client released it, or the grant never reached the client). The node
+/// answers with the lease's `LeaseEnded` (reason `released`); a lease it
+/// does not hold for this gateway is ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
+pub struct LeaseDrop {
+    /// The lease's id (at most [`MAX_LEASE_ID_LEN`] bytes).
+    #[n(0)]
+    pub lease_id: String,
 }
 
 /// Client → gateway: release a lease before it ends (its token proves the
@@ -410,6 +449,36 @@ impl LeaseHold {
     }
 }
 
+impl LeaseEnd {
+    /// Checks the limits an agent must respect.
+    ///
+    /// # Errors
+    /// [`CodecError::Invalid`] for an over-long lease id.
+    pub fn validate(&self) -> Result<(), CodecError> {
+        self.lease_id.as_deref().map_or(Ok(()), check_lease_id)
+    }
+}
+
+impl LeaseHeld {
+    /// Checks the limits an agent must respect.
+    ///
+    /// # Errors
+    /// [`CodecError::Invalid`] for an over-long lease id.
+    pub fn validate(&self) -> Result<(), CodecError> {
+        check_lease_id(&self.lease_id)
+    }
+}
+
+impl LeaseDrop {
+    /// Checks the limits a gateway must respect.
+    ///
+    /// # Errors
+    /// [`CodecError::Invalid`] for an over-long lease id.
+    pub fn validate(&self) -> Result<(), CodecError> {
+        check_lease_id(&self.lease_id)
+    }
+}
+
 impl LeaseKeys {
     /// Checks the limits a gateway must respect.
     ///
@@ -515,6 +584,7 @@ mod tests {
                 calls: 2,
                 reason: LeaseEndReason::Idle,
                 busy_ms: 1.5,
+                lease_id: None,
             },
             &mut bytes,
         )

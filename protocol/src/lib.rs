@@ -83,9 +83,9 @@ pub use job::{
     LogChunk, LogEntry, LogStream, Transition,
 };
 pub use lease::{
-    LEASE_KEY_LEN, LeaseClaims, LeaseEnd, LeaseEndReason, LeaseGrant, LeaseHold, LeaseKey,
-    LeaseKeys, LeaseRelease, LeaseRequest, MAX_LEASE_ID_LEN, MAX_LEASE_KEYS, MAX_TOKEN_LEN,
-    TokenError,
+    LEASE_KEY_LEN, LeaseClaims, LeaseDrop, LeaseEnd, LeaseEndReason, LeaseGrant, LeaseHeld,
+    LeaseHold, LeaseKey, LeaseKeys, LeaseRelease, LeaseRequest, MAX_LEASE_ID_LEN, MAX_LEASE_KEYS,
+    MAX_TOKEN_LEN, TokenError,
 };
 pub use message::Message;
 pub use node::{

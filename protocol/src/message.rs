@@ -4,10 +4,10 @@ use bytes::Bytes;
 
 use crate::{
     CacheStatsView, CallError, CallHead, CodecError, DispatchHead, FrameKind, JobReply, JobRequest,
-    LeaseEnd, LeaseGrant, LeaseHold, LeaseKeys, LeaseRelease, LeaseRequest, LogChunk, MemberList,
-    NodeLoad, NodeStats, NodeView, PolicyTable, PurgeCache, QueueView, Register, Registered,
-    ReplyHead, Reserved, ResultHead, SetPolicy, SwapReport, SwapRequest, Trailer, WireVersion,
-    limits,
+    LeaseDrop, LeaseEnd, LeaseGrant, LeaseHeld, LeaseHold, LeaseKeys, LeaseRelease, LeaseRequest,
+    LogChunk, MemberList, NodeLoad, NodeStats, NodeView, PolicyTable, PurgeCache, QueueView,
+    Register, Registered, ReplyHead, Reserved, ResultHead, SetPolicy, SwapReport, SwapRequest,
+    Trailer, WireVersion, limits,
 };
 
 /// One frame's content.
@@ -96,11 +96,20 @@ pub enum Message {
     Lease(LeaseRequest),
     /// Gateway → client: the lease granted (v2 only).
     Leased(LeaseGrant),
-    /// Gateway → agent on a new stream: hold a slot for a lease; answered
-    /// by `Ack` (held) or `Error`, then [`Message::LeaseEnded`] (v2 only).
+    /// Gateway → agent: hold a slot for a lease. On the control stream
+    /// (agents that registered `holds_on_control`) answered there by
+    /// [`Message::Held`]; on a stream of its own by `Ack` (held) or
+    /// `Error`; then [`Message::LeaseEnded`] on the same stream (v2 only).
     Hold(LeaseHold),
-    /// Agent → gateway on a hold's stream: the lease ended (v2 only).
+    /// Agent → gateway, on the hold's stream or (with its lease id) the
+    /// control stream: the lease ended (v2 only).
     LeaseEnded(LeaseEnd),
+    /// Agent → gateway on the control stream: a hold sent there was taken
+    /// or refused (v2 only).
+    Held(LeaseHeld),
+    /// Gateway → agent on the control stream: end a lease held there now
+    /// (v2 only).
+    DropLease(LeaseDrop),
     /// Client → gateway: release a lease; answered by `Ack` or `Error`
     /// (v2 only).
     ReleaseLease(LeaseRelease),
@@ -153,6 +162,8 @@ impl Message {
             Self::LeaseEnded(_) => FrameKind::LeaseEnded,
             Self::ReleaseLease(_) => FrameKind::ReleaseLease,
             Self::LeaseKeys(_) => FrameKind::LeaseKeys,
+            Self::Held(_) => FrameKind::Held,
+            Self::DropLease(_) => FrameKind::DropLease,
         }
     }
 

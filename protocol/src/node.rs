@@ -31,6 +31,13 @@ pub struct Register {
     #[serde(default, with = "crate::added")]
     #[n(3)]
     pub direct: Option<String>,
+    /// The agent takes lease holds on its control stream (`Hold`, answered
+    /// by `Held`; `DropLease`; `LeaseEnded` with its id) as well as on a
+    /// stream per lease (default false: only the latter). A gateway
+    /// leases a node only when it set this. Added in v2 after `direct`.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(4), default, skip_if = "crate::call::is_false")]
+    pub holds_on_control: bool,
 }
 
 /// What a node is and which services it hosts.
@@ -449,6 +456,7 @@ mod register_tests {
             },
             follows_members: true,
             direct: direct.map(str::to_string),
+            holds_on_control: true,
         }
     }
 

@@ -90,7 +90,9 @@ impl Message {
             | Message::Hold(_)
             | Message::LeaseEnded(_)
             | Message::ReleaseLease(_)
-            | Message::LeaseKeys(_) => {
+            | Message::LeaseKeys(_)
+            | Message::Held(_)
+            | Message::DropLease(_) => {
                 return None;
             }
             Message::Stats(stats) => {
@@ -100,6 +102,7 @@ impl Message {
             Message::Register(register) => {
                 register.follows_members = false;
                 register.direct = None;
+                register.holds_on_control = false;
                 for service in &mut register.node.services {
                     service.model = false;
                 }
@@ -194,7 +197,9 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         | Message::Hold(_)
         | Message::LeaseEnded(_)
         | Message::ReleaseLease(_)
-        | Message::LeaseKeys(_) => {}
+        | Message::LeaseKeys(_)
+        | Message::Held(_)
+        | Message::DropLease(_) => {}
         Message::Nodes(m) => put(m, out),
         Message::Policies(m) => put(m, out),
         Message::SetPolicy(m) => put(m, out),
@@ -246,7 +251,9 @@ pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, Codec
         | FrameKind::Hold
         | FrameKind::LeaseEnded
         | FrameKind::ReleaseLease
-        | FrameKind::LeaseKeys => {
+        | FrameKind::LeaseKeys
+        | FrameKind::Held
+        | FrameKind::DropLease => {
             return Err(CodecError::UnknownKind(kind as u8));
         }
         FrameKind::ListNodes

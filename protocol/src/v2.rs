@@ -80,6 +80,8 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         Message::LeaseEnded(m) => put(m, out),
         Message::ReleaseLease(m) => put(m, out),
         Message::LeaseKeys(m) => put(m, out),
+        Message::Held(m) => put(m, out),
+        Message::DropLease(m) => put(m, out),
     }
 }
 
@@ -157,5 +159,7 @@ pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, Codec
         FrameKind::LeaseEnded => Message::LeaseEnded(get(kind, body)?),
         FrameKind::ReleaseLease => Message::ReleaseLease(get(kind, body)?),
         FrameKind::LeaseKeys => Message::LeaseKeys(get(kind, body)?),
+        FrameKind::Held => Message::Held(get(kind, body)?),
+        FrameKind::DropLease => Message::DropLease(get(kind, body)?),
     })
 }

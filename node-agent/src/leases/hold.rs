@@ -1,14 +1,18 @@
-//! A gateway's hold stream: `Hold(LeaseHold)` takes a slot of the service
-//! for a lease (answered `Ack("held")`, or `Error`: full is `not_run`, so
-//! the gateway picks again), then the lease's task watches its lifetime,
-//! idle timeout, the gateway's release (it resets its half of the stream)
-//! and the node's drain, and when the lease ends frees the slot and writes
-//! `LeaseEnded` on the stream.
+//! Gateways' holds. On the control stream (`Hold(LeaseHold)`, answered
+//! there by `Held`; `DropLease` releases; `LeaseEnded` with the lease's id
+//! when it ends), frames of many leases share one stream; on a stream of
+//! its own (the first form, for older gateways: `Hold`, answered `Ack` or
+//! `Error`, then `LeaseEnded`; the gateway resetting its half releases).
+//! Either way the hold takes a slot of the service for the lease (refused
+//! when full with `not_run`, so the gateway picks again), then the lease's
+//! task watches its lifetime, idle timeout, a release and the node's
+//! drain, and when the lease ends frees the slot and tells the gateway.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::{ErrorKind, LeaseEnd, LeaseEndReason, LeaseHold, Message};
+use protocol::{ErrorKind, LeaseDrop, LeaseEnd, LeaseEndReason, LeaseHeld, LeaseHold, Message};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use transport::{FramedRecv, FramedSend, IoError};
 
@@ -17,6 +21,50 @@ use crate::services::{ServiceError, Services, Tally};
 
 /// Application code the agent stops a refused hold's receiving half with.
 const STOP_CODE: u32 = protocol::codes::reset::CANCELLED;
+
+/// Where a lease's end is told: the hold's own stream, or the control
+/// stream of the session that sent it (through its writer).
+enum Teller {
+    Stream { send: FramedSend, recv: FramedRecv },
+    Control(mpsc::Sender<Message>),
+}
+
+impl Teller {
+    /// Waits for the gateway to release the lease on its own stream
+    /// (`true`), or for the stream to end without one (`false`: the lease
+    /// lives on); never returns for the control stream (`DropLease` ends
+    /// the lease there).
+    async fn released(&mut self) -> bool {
+        let Self::Stream { recv, .. } = self else {
+            return std::future::pending().await;
+        };
+        loop {
+            match recv.recv().await {
+                Err(IoError::Reset(_)) => return true,
+                Err(_) | Ok(None) => return false,
+                Ok(Some(other)) => {
+                    tracing::debug!(kind = ?other.kind(), "ignoring a frame on a hold stream");
+                }
+            }
+        }
+    }
+
+    /// Tells the gateway the lease `lease_id` ended.
+    async fn tell(self, lease_id: &str, mut end: LeaseEnd) {
+        match self {
+            Self::Stream { mut send, .. } => {
+                if send.send(&Message::LeaseEnded(end)).await.is_ok() {
+                    let _ = send.finish();
+                }
+            }
+            Self::Control(out) => {
+                end.lease_id = Some(lease_id.to_owned());
+                // A session gone since: nobody to tell.
+                let _ = out.send(Message::LeaseEnded(end)).await;
+            }
+        }
+    }
+}
 
 impl Leases {
     /// Serves a hold stream whose first frame was `hold`: refuses it, or
@@ -59,7 +107,65 @@ impl Leases {
             tracing::debug!(lease_id = %lease.hold.lease_id, "lease hold lost: {e}");
             lease.end(LeaseEndReason::Released);
         }
-        tokio::spawn(self.clone().live(lease, send, recv));
+        tokio::spawn(self.clone().live(lease, Teller::Stream { send, recv }));
+    }
+
+    /// Serves a `Hold` read on the control stream of the session whose
+    /// tally is `owner` and whose writer is `out`: answers `Held` there
+    /// (refused, or the slot held) and starts the lease's task, which
+    /// writes its `LeaseEnded` to `out` (dropped if the session is gone:
+    /// the lease lives on until it ends by itself).
+    pub(crate) async fn hold_on_control(
+        &self,
+        services: &Services,
+        owner: &Arc<Tally>,
+        out: &mpsc::Sender<Message>,
+        hold: LeaseHold,
+    ) {
+        let lease_id = hold.lease_id.clone();
+        let lease = match self.take(services, owner, hold) {
+            Ok(lease) => lease,
+            Err(e) => {
+                tracing::debug!(%lease_id, "lease hold refused: {e}");
+                let refused = LeaseHeld {
+                    lease_id,
+                    error: Some(e.into_call_error()),
+                };
+                let _ = out.send(Message::Held(refused)).await;
+                return;
+            }
+        };
+        tracing::debug!(
+            %lease_id,
+            service = %lease.hold.service,
+            max_calls = lease.hold.max_calls,
+            ttl_ms = lease.hold.ttl_ms,
+            "lease held"
+        );
+        let held = LeaseHeld {
+            lease_id,
+            error: None,
+        };
+        if out.send(Message::Held(held)).await.is_err() {
+            // The session ended before the grant: nobody holds a token.
+            lease.end(LeaseEndReason::Released);
+        }
+        tokio::spawn(self.clone().live(lease, Teller::Control(out.clone())));
+    }
+
+    /// Ends the lease `drop` names, if the session whose tally is `owner`
+    /// holds it (another gateway's lease, or one unknown here, is left as
+    /// it is).
+    pub(crate) fn drop_lease(&self, owner: &Arc<Tally>, drop: &LeaseDrop) {
+        let lease = self.table().active.get(&drop.lease_id).cloned();
+        match lease {
+            Some(lease) if Arc::ptr_eq(&lease.owner, owner) => {
+                lease.end(LeaseEndReason::Released);
+            }
+            _ => {
+                tracing::debug!(lease_id = %drop.lease_id, "ignoring a drop of a lease not held for this gateway")
+            }
+        }
     }
 
     /// Checks a hold and takes its slot into the table.
@@ -85,12 +191,12 @@ impl Leases {
             );
         }
         let slot = services.acquire_for(&hold.service, owner)?;
-        self.insert(hold, slot)
+        self.insert(hold, slot, owner)
     }
 
     /// The lease's life: waits for its end, frees its slot once no call of
-    /// it runs, remembers it and writes `LeaseEnded`.
-    async fn live(self, lease: Arc<Lease>, mut send: FramedSend, mut recv: FramedRecv) {
+    /// it runs, remembers it and tells `teller` (`LeaseEnded`).
+    async fn live(self, lease: Arc<Lease>, mut teller: Teller) {
         let mut draining = self.inner.draining.subscribe();
         // Whether the gateway's half may still release the lease.
         let mut reading = true;
@@ -109,14 +215,11 @@ impl Leases {
                 () = sleep_until_some(idle_at) => lease.end(LeaseEndReason::Idle),
                 () = lease.wake.notified() => {}
                 Ok(_) = draining.wait_for(|d| *d) => lease.end(LeaseEndReason::Draining),
-                read = recv.recv(), if reading => match read {
-                    Err(IoError::Reset(_)) => lease.end(LeaseEndReason::Released),
-                    // The gateway's connection is gone (or it finished its
-                    // half): the lease lives on until it ends by itself.
-                    Err(_) | Ok(None) => reading = false,
-                    Ok(Some(other)) => {
-                        tracing::debug!(kind = ?other.kind(), "ignoring a frame on a hold stream");
-                    }
+                // The gateway's connection gone (or its half finished), the
+                // lease lives on until it ends by itself.
+                released = teller.released(), if reading => match released {
+                    true => lease.end(LeaseEndReason::Released),
+                    false => reading = false,
                 },
             }
         }
@@ -130,6 +233,7 @@ impl Leases {
                         calls: state.calls,
                         reason: state.ending.unwrap_or(LeaseEndReason::Other),
                         busy_ms: state.busy_ms,
+                        lease_id: None,
                     };
                     break (slot, end);
                 }
@@ -144,9 +248,7 @@ impl Leases {
             reason = end.reason.as_str(),
             "lease ended"
         );
-        if send.send(&Message::LeaseEnded(end)).await.is_ok() {
-            let _ = send.finish();
-        }
+        teller.tell(&lease.hold.lease_id, end).await;
     }
 }
 

@@ -16,7 +16,7 @@ pub(crate) mod direct;
 mod hold;
 mod keys;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -25,11 +25,11 @@ use protocol::{ErrorKind, LeaseClaims, LeaseEndReason, LeaseHold};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::services::{ServiceError, Slot};
+use crate::services::{ServiceError, Slot, Tally};
 use keys::KeySets;
 pub(crate) use keys::SessionKeys;
 
-/// Most ended leases remembered at once; past it the one forgotten soonest
+/// Most ended leases remembered at once; past it the one that ended first
 /// goes first.
 const MAX_ENDED: usize = 16_384;
 
@@ -63,18 +63,24 @@ struct Inner {
 struct Table {
     active: HashMap<String, Arc<Lease>>,
     ended: HashMap<String, Ended>,
+    /// The ended leases' ids in the order they ended, with when each may
+    /// be forgotten: the front is dropped once due (or past
+    /// [`MAX_ENDED`]), so remembering costs O(1) per lease.
+    ended_order: VecDeque<(Instant, String)>,
 }
 
 /// An ended lease, remembered until its expiry.
 struct Ended {
     reason: LeaseEndReason,
     max_calls: u32,
-    forget_at: Instant,
 }
 
 /// One active lease.
 pub(crate) struct Lease {
     hold: LeaseHold,
+    /// The tally of the gateway session that holds it (only that gateway
+    /// may release it).
+    owner: Arc<Tally>,
     /// When its lifetime ends.
     deadline: Instant,
     state: Mutex<State>,
@@ -146,7 +152,12 @@ impl Leases {
 
     /// Takes `hold`'s lease into the table with its slot; refused for an
     /// id known here (active or remembered).
-    fn insert(&self, hold: LeaseHold, slot: Slot) -> Result<Arc<Lease>, ServiceError> {
+    fn insert(
+        &self,
+        hold: LeaseHold,
+        slot: Slot,
+        owner: &Arc<Tally>,
+    ) -> Result<Arc<Lease>, ServiceError> {
         let mut table = self.table();
         if table.active.contains_key(&hold.lease_id) || table.ended.contains_key(&hold.lease_id) {
             return Err(ServiceError::new(
@@ -166,6 +177,7 @@ impl Leases {
             }),
             wake: Notify::new(),
             hold,
+            owner: Arc::clone(owner),
         });
         table
             .active
@@ -175,31 +187,29 @@ impl Leases {
     }
 
     /// Moves an ended lease out of the active table into the remembered
-    /// ones (dropping those past their expiry, and the soonest forgotten
-    /// past [`MAX_ENDED`]).
+    /// ones, dropping the earliest ended while they are due or more than
+    /// [`MAX_ENDED`] (one whose lifetime was longer than a later one's may
+    /// be kept a little past its expiry).
     fn forget(&self, lease: &Lease, reason: LeaseEndReason) {
         let mut table = self.table();
         let now = Instant::now();
         table.active.remove(&lease.hold.lease_id);
-        table.ended.retain(|_, e| e.forget_at > now);
-        while table.ended.len() >= MAX_ENDED {
-            let soonest = table
-                .ended
-                .iter()
-                .min_by_key(|(_, e)| e.forget_at)
-                .map(|(id, _)| id.clone());
-            match soonest {
-                Some(id) => table.ended.remove(&id),
-                None => break,
-            };
+        while let Some((at, _)) = table.ended_order.front() {
+            if *at > now && table.ended_order.len() < MAX_ENDED {
+                break;
+            }
+            if let Some((_, id)) = table.ended_order.pop_front() {
+                table.ended.remove(&id);
+            }
         }
         if lease.deadline > now {
+            let id = lease.hold.lease_id.clone();
+            table.ended_order.push_back((lease.deadline, id.clone()));
             table.ended.insert(
-                lease.hold.lease_id.clone(),
+                id,
                 Ended {
                     reason,
                     max_calls: lease.hold.max_calls,
-                    forget_at: lease.deadline,
                 },
             );
         }

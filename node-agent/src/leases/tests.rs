@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::{
-    CallError, CallHead, Codec, ErrorKind, LeaseClaims, LeaseEnd, LeaseEndReason, LeaseHold,
-    LeaseKey, LeaseKeys, Message, ResultHead,
+    CallError, CallHead, Codec, ErrorKind, LeaseClaims, LeaseDrop, LeaseEnd, LeaseEndReason,
+    LeaseHold, LeaseKey, LeaseKeys, Message, ResultHead,
 };
 use transport::{EndpointConfig, FramedRecv, FramedSend, TlsFiles};
 
@@ -525,14 +525,19 @@ async fn ended_leases_are_remembered_until_their_expiry_only() {
     leases.set_direct_open(true);
     let mut hold = lease("m1", "sleep", 1);
     hold.ttl_ms = 200;
+    let owner = services.tally();
     let slot = services.acquire("sleep").expect("slot");
-    let lease = leases.insert(hold.clone(), slot).expect("insert");
+    let lease = leases.insert(hold.clone(), slot, &owner).expect("insert");
     lease.end(LeaseEndReason::Released);
     leases.forget(&lease, LeaseEndReason::Released);
     let err = leases.find(&claims(&hold, NODE)).err().expect("ended");
     assert!(err.message.contains("released"), "{}", err.message);
     // The same id is not held twice.
-    let again = leases.insert(hold.clone(), services.acquire("sleep").expect("slot"));
+    let again = leases.insert(
+        hold.clone(),
+        services.acquire("sleep").expect("slot"),
+        &owner,
+    );
     assert!(again.is_err());
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Past its expiry the next end forgets it.
@@ -540,6 +545,7 @@ async fn ended_leases_are_remembered_until_their_expiry_only() {
         .insert(
             lease_with_id("m2"),
             services.acquire("sleep").expect("slot"),
+            &owner,
         )
         .expect("insert");
     leases.forget(&other, LeaseEndReason::Used);
@@ -570,4 +576,100 @@ async fn a_frame_that_is_not_a_call_is_a_bad_request() {
     let (_send, _recv, token) = node.grant(lease("b1", "echo", 1)).await;
     let (_, data) = node.call("echo", Some(&token), b"fine").await.ok();
     assert_eq!(data, b"fine");
+}
+
+/// The next frame a control-stream hold wrote, within a second.
+async fn next_frame(frames: &mut tokio::sync::mpsc::Receiver<Message>) -> Message {
+    tokio::time::timeout(Duration::from_secs(1), frames.recv())
+        .await
+        .expect("a frame in time")
+        .expect("the writer is open")
+}
+
+#[tokio::test]
+async fn holds_on_the_control_stream_are_answered_there_and_end_there_with_their_id() {
+    let services = Services::new(&services()).expect("services");
+    let leases = Leases::new(NODE);
+    leases.set_direct_open(true);
+    let owner = services.tally();
+    let other = services.tally();
+    let (out, mut frames) = tokio::sync::mpsc::channel(8);
+    leases
+        .hold_on_control(&services, &owner, &out, lease("c1", "echo", 1))
+        .await;
+    match next_frame(&mut frames).await {
+        Message::Held(held) => {
+            assert_eq!(held.lease_id, "c1");
+            assert!(held.error.is_none(), "{:?}", held.error);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // The slot counts as the owner's: another session sees it among the
+    // others' calls.
+    let echo = |counts: Vec<(String, u32)>| {
+        counts
+            .into_iter()
+            .find(|(s, _)| s == "echo")
+            .map(|(_, n)| n)
+    };
+    assert_eq!(echo(services.others(&other)), Some(1));
+    assert_eq!(echo(services.others(&owner)), Some(0));
+    // `echo` takes one call at a time: a second hold is refused as not run.
+    leases
+        .hold_on_control(&services, &other, &out, lease("c2", "echo", 1))
+        .await;
+    match next_frame(&mut frames).await {
+        Message::Held(held) => {
+            assert_eq!(held.lease_id, "c2");
+            let e = held.error.expect("refused");
+            assert!(e.not_run, "{e:?}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Another gateway cannot drop it; its own can, and the end names it.
+    let drop = LeaseDrop {
+        lease_id: "c1".into(),
+    };
+    leases.drop_lease(&other, &drop);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), frames.recv())
+            .await
+            .is_err(),
+        "a drop from another session is ignored"
+    );
+    leases.drop_lease(&owner, &drop);
+    match next_frame(&mut frames).await {
+        Message::LeaseEnded(end) => {
+            assert_eq!(end.lease_id.as_deref(), Some("c1"));
+            assert_eq!(end.reason, LeaseEndReason::Released);
+            assert_eq!(end.calls, 0);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(echo(services.in_flight()), Some(0));
+}
+
+#[tokio::test]
+async fn ended_leases_past_the_cap_are_forgotten_oldest_first() {
+    let services = Services::new(&services()).expect("services");
+    let leases = Leases::new(NODE);
+    leases.set_direct_open(true);
+    let owner = services.tally();
+    for i in 0..super::MAX_ENDED + 2 {
+        let id = format!("e{i}");
+        let slot = services.acquire("sleep").expect("slot");
+        let lease = leases
+            .insert(lease_with_id(&id), slot, &owner)
+            .expect("insert");
+        leases.forget(&lease, LeaseEndReason::Used);
+    }
+    let table = leases.table();
+    assert_eq!(table.ended.len(), super::MAX_ENDED);
+    assert_eq!(table.ended_order.len(), super::MAX_ENDED);
+    assert!(!table.ended.contains_key("e0") && !table.ended.contains_key("e1"));
+    assert!(
+        table
+            .ended
+            .contains_key(&format!("e{}", super::MAX_ENDED + 1))
+    );
 }

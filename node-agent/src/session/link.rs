@@ -39,6 +39,10 @@ const DRAIN_SETTLE: Duration = Duration::from_millis(200);
 /// calls in flight meanwhile go out together in the next one.
 pub(crate) const LOAD_COALESCE: Duration = Duration::from_millis(25);
 
+/// Lease frames (`Held`, `LeaseEnded`) queued for the control stream at
+/// most; a lease's task waits past it (the stream is slow, not lossy).
+const LEASE_FRAMES: usize = 256;
+
 /// Why one connection attempt ended without a session.
 enum Attempt {
     /// Worth retrying (network, gateway down, protocol hiccup).
@@ -218,6 +222,7 @@ impl Link {
             node: self.agent.spec(),
             follows_members: true,
             direct: self.agent.direct.clone(),
+            holds_on_control: self.agent.direct.is_some(),
         };
         send.send(&Message::Register(register)).await?;
         let reply = tokio::time::timeout(REGISTER_TIMEOUT, recv.expect("the registration reply"))
@@ -278,6 +283,9 @@ impl Link {
         // This session's calls and lease holds: its load reports tell the
         // gateway the others' apart.
         let tally = agent.dispatcher.services.tally();
+        // Frames of this session's leases held on the control stream
+        // (`Held`, `LeaseEnded`), written by the stats loop.
+        let (lease_out, mut lease_frames) = tokio::sync::mpsc::channel(LEASE_FRAMES);
         let mut drain_told = leave.clone();
         let stats = async {
             let mut tick = tokio::time::interval(interval);
@@ -303,6 +311,7 @@ impl Link {
                         Message::Drain
                     }
                     _ = tick.tick() => Message::Stats(agent.sample().await),
+                    Some(frame) = lease_frames.recv() => frame,
                     report = reports.next(session_id) => Message::Swapped(report),
                     Ok(()) = load_changes.changed(), if follows && load_due.is_none() => {
                         load_due = Some((last_load + LOAD_COALESCE).max(tokio::time::Instant::now()));
@@ -348,6 +357,19 @@ impl Link {
                         if let Err(e) = lease_keys.set(&keys) {
                             return format!("bad lease keys: {e}");
                         }
+                    }
+                    Ok(Some(Message::Hold(hold))) => {
+                        let leases = &agent.dispatcher.leases;
+                        let services = &agent.dispatcher.services;
+                        leases
+                            .hold_on_control(services, &tally, &lease_out, hold)
+                            .await;
+                    }
+                    Ok(Some(Message::DropLease(drop))) => {
+                        if let Err(e) = drop.validate() {
+                            return format!("bad lease drop: {e}");
+                        }
+                        agent.dispatcher.leases.drop_lease(&tally, &drop);
                     }
                     Ok(Some(message)) => {
                         tracing::debug!(kind = ?message.kind(), "ignoring a control message");

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use minicbor::Encode;
 use switchyard_protocol::{
-    CallError, CallHead, Codec, CodecError, Decoded, ErrorKind, FrameKind, LeaseClaims,
+    CallError, CallHead, Codec, CodecError, Decoded, ErrorKind, FrameKind, LeaseClaims, LeaseEnd,
     LeaseEndReason, LeaseGrant, LeaseRequest, Message, NodeSpec, Register, WireVersion,
 };
 
@@ -58,6 +58,7 @@ fn a_register_without_a_direct_port_keeps_its_bytes_and_reads_back_none() {
         node: spec(),
         follows_members: true,
         direct: None,
+        holds_on_control: false,
     };
     let message = Message::Register(register.clone());
     // No direct port: exactly the older agent's bytes, read back as None.
@@ -115,6 +116,8 @@ fn a_v1_peer_refuses_every_lease_frame_as_an_unknown_kind() {
         FrameKind::LeaseEnded,
         FrameKind::ReleaseLease,
         FrameKind::LeaseKeys,
+        FrameKind::Held,
+        FrameKind::DropLease,
     ] {
         let mut bytes = v1.header(kind, 1).to_bytes().to_vec();
         bytes.push(0xa0);
@@ -336,4 +339,57 @@ fn a_token_with_a_newer_gateways_extra_claim_verifies_and_reads_the_known_ones()
     // Signing the claims read back is a different token: verification
     // never re-encodes.
     assert_ne!(claims.sign(&key), token);
+}
+
+/// A lease's end as the first form of the hold stream wrote it (fields
+/// 0..=2, no lease id).
+#[derive(Encode)]
+#[cbor(map)]
+struct OlderLeaseEnd {
+    #[n(0)]
+    calls: u32,
+    #[n(1)]
+    reason: LeaseEndReason,
+    #[n(2)]
+    busy_ms: f32,
+}
+
+#[test]
+fn holds_on_the_control_stream_are_an_added_flag_and_an_added_end_field() {
+    // An agent that registers without the flag reads back false (the
+    // gateway then leases it no node: it holds only on streams of their own).
+    let older = OlderRegister {
+        token: "tok".into(),
+        node: spec(),
+        follows_members: false,
+    };
+    match decode(&frame(
+        FrameKind::Register,
+        &minicbor::to_vec(&older).unwrap(),
+    )) {
+        Message::Register(r) => assert!(!r.holds_on_control),
+        other => panic!("not a register: {other:?}"),
+    }
+    // A hold stream's end from an older agent reads with no lease id, and a
+    // newer one without an id keeps the older bytes.
+    let older = OlderLeaseEnd {
+        calls: 3,
+        reason: LeaseEndReason::Used,
+        busy_ms: 2.5,
+    };
+    let body = minicbor::to_vec(&older).unwrap();
+    let end = LeaseEnd {
+        calls: 3,
+        reason: LeaseEndReason::Used,
+        busy_ms: 2.5,
+        lease_id: None,
+    };
+    assert_eq!(
+        decode(&frame(FrameKind::LeaseEnded, &body)),
+        Message::LeaseEnded(end.clone())
+    );
+    assert_eq!(
+        encode(WireVersion::V2, &Message::LeaseEnded(end)),
+        frame(FrameKind::LeaseEnded, &body)
+    );
 }

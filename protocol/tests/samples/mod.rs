@@ -78,6 +78,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 node: node_spec(),
                 follows_members: true,
                 direct: Some("10.0.0.5:7443".into()),
+                holds_on_control: true,
             }),
         ),
         (
@@ -456,6 +457,20 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 calls: 10,
                 reason: LeaseEndReason::Idle,
                 busy_ms: 250.5,
+                lease_id: Some(claims().lease_id),
+            }),
+        ),
+        (
+            "Held",
+            Message::Held(LeaseHeld {
+                lease_id: claims().lease_id,
+                error: None,
+            }),
+        ),
+        (
+            "DropLease",
+            Message::DropLease(LeaseDrop {
+                lease_id: claims().lease_id,
             }),
         ),
         (
