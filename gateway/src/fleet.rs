@@ -25,7 +25,9 @@ use switchyard_core::{Core, Ewma};
 use tokio::sync::mpsc;
 
 mod blocks;
+mod holds;
 pub(crate) use blocks::ReportedBlocks;
+pub(crate) use holds::{HoldWord, Holds};
 
 /// The scheduling core, shared by the scheduler (which drives it) and the
 /// views that read it. Held only for one event or one read, never across
@@ -74,6 +76,9 @@ pub struct Node {
     /// The prefix blocks the node reports holding, per service (its load
     /// reports); policies match calls' prompts against them.
     pub(crate) blocks: ReportedBlocks,
+    /// The lease holds the node keeps for this gateway, answered on its
+    /// control stream.
+    pub(crate) holds: Holds,
     core: CoreCell,
 }
 
@@ -130,6 +135,7 @@ impl Registry {
             control,
             direct,
             blocks: ReportedBlocks::default(),
+            holds: Holds::default(),
             core: self.core.clone(),
         });
         if let Some(old) = self.nodes.insert(node.spec.id.clone(), node.clone()) {

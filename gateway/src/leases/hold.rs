@@ -1,25 +1,26 @@
-//! The hold stream to a lease's node: the slot asked for ([`hold_slot`]:
-//! `Hold`, answered `Ack` or `Error`), and the task that keeps the
-//! lease's slot until the node says the lease ended (`LeaseEnded`: used,
-//! expired, idle, released, draining), the stream or the node's connection
-//! breaks (node lost), or a safety timer runs out ([`SAFETY_MARGIN`] past
-//! its expiry). A release resets the gateway's half of the stream (the
+//! A lease's hold on its node, on the agent's control stream: the slot
+//! asked for ([`hold_slot`]: `Hold`, answered `Held`), and the task that
+//! keeps the lease's slot until the node says the lease ended
+//! (`LeaseEnded` with its id: used, expired, idle, released, draining),
+//! the node's session ends (node lost), or a safety timer runs out
+//! ([`SAFETY_MARGIN`] past its expiry). A release sends `DropLease` (the
 //! node ends the lease and answers `LeaseEnded`). Then the slot is freed
 //! as a call's would be: the node's time per call feeds its latency EWMA
-//! and the policy's observe.
+//! and the policy's observe. The agent's answers reach the lease through
+//! its node's [`crate::fleet::Holds`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{CallError, CallHead, ErrorKind, LeaseEnd, LeaseHold, Message};
+use protocol::{CallError, CallHead, ErrorKind, LeaseDrop, LeaseEnd, LeaseHold, Message};
 use switchyard_core::CallEnd;
-use tokio::sync::watch;
-use transport::{FramedRecv, FramedSend};
+use tokio::sync::{mpsc, watch};
 
 use super::table::Entry;
 use super::{MAX_HOLD_ATTEMPTS, error};
 use crate::Shared;
 use crate::calls::{Admitted, Caller, Failure};
+use crate::fleet::{HoldWord, Node};
 use crate::policies::Picked;
 use crate::scheduler::{Again, Grant, Retry, SlotGuard, Ticket};
 
@@ -31,13 +32,12 @@ pub(super) const SAFETY_MARGIN: Duration = Duration::from_secs(5);
 /// slot anyway.
 pub(super) const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
-/// A granted lease's slot and stream, for [`keep`].
+/// A granted lease's slot and the node's words on it, for [`keep`].
 pub(super) struct Holding {
     pub(super) shared: Arc<Shared>,
     pub(super) guard: SlotGuard,
     pub(super) picked: Picked,
-    pub(super) send: FramedSend,
-    pub(super) recv: FramedRecv,
+    pub(super) words: mpsc::Receiver<HoldWord>,
     pub(super) entry: Arc<Entry>,
     pub(super) ended: watch::Sender<bool>,
     /// The tenant's in-flight place, held until the lease ends.
@@ -54,7 +54,7 @@ pub(super) struct Holding {
 pub(super) enum Outcome {
     /// The node ended it and said how.
     Ended(LeaseEnd),
-    /// The stream or connection broke (the node is gone, or broke the
+    /// The node's session ended (the node is gone, or broke the
     /// protocol).
     Lost(String),
     /// Released, and the node did not answer within [`RELEASE_WAIT`].
@@ -103,18 +103,18 @@ pub(super) struct HoldAsk<'a> {
     pub(super) hold: LeaseHold,
 }
 
-/// A slot a node holds for a lease, with the hold's stream.
+/// A slot a node holds for a lease, with where the node's words on it
+/// arrive.
 pub(super) struct Held {
     pub(super) guard: SlotGuard,
     pub(super) picked: Picked,
-    pub(super) send: FramedSend,
-    pub(super) recv: FramedRecv,
+    pub(super) words: mpsc::Receiver<HoldWord>,
     /// The node's direct address.
     pub(super) direct: String,
 }
 
 /// Waits for `ticket`'s grant and has the granted node hold the slot: a
-/// node without a direct port, or whose stream cannot be opened, is
+/// node without a direct port, or whose control stream is gone, is
 /// skipped as a failed dispatch (the core offers the lease to another
 /// node); a node refusing for being full sends it back to wait.
 pub(super) async fn hold_slot(
@@ -136,94 +136,124 @@ pub(super) async fn hold_slot(
         let Grant { guard, picked } =
             crate::calls::wait_grant(&mut ticket, deadline, caller, timed_out).await?;
         let node = guard.node().clone();
-        let Some(direct) = node.direct.clone() else {
-            skipped += 1;
-            if skipped >= MAX_HOLD_ATTEMPTS {
-                finish(shared, guard, &picked, CallEnd::Abandoned);
-                return Err(error(
-                    ErrorKind::NoNodeAvailable,
-                    format!(
-                        "no node of {} with a free slot has a direct port",
-                        head.service
-                    ),
-                )
-                .into());
+        let asked = match node.direct.clone() {
+            Some(direct) => {
+                hold.policy.clone_from(&picked.policy_name);
+                ask_hold(&node, &hold, deadline)
+                    .await
+                    .map(|asked| asked.map(|words| (words, direct)))
             }
-            ticket = guard.dispatch_failed(head, tenant);
-            continue;
+            None => Ok(Err(error(
+                ErrorKind::NoNodeAvailable,
+                format!(
+                    "no node of {} with a free slot has a direct port",
+                    head.service
+                ),
+            ))),
         };
-        let opened = tokio::time::timeout_at(
-            deadline.into(),
-            transport::open_bi(&node.connection, shared.codec),
-        )
-        .await
-        .map_err(|_| timed_out())?;
-        let (mut send, mut recv) = match opened {
-            Ok(pair) => pair,
-            Err(e) => {
+        let (mut words, direct) = match asked {
+            Ok(Ok(asked)) => asked,
+            // Not sent: another node gets the lease.
+            Ok(Err(unsent)) => {
                 skipped += 1;
                 if skipped >= MAX_HOLD_ATTEMPTS {
-                    finish(shared, guard, &picked, CallEnd::Failed);
-                    return Err(error(
-                        ErrorKind::NodeLost,
-                        format!("node {} unreachable: {e}", node.spec.id),
-                    )
-                    .into());
+                    finish(shared, guard, &picked, CallEnd::Abandoned);
+                    return Err(unsent.into());
                 }
                 ticket = guard.dispatch_failed(head, tenant);
                 continue;
             }
-        };
-        hold.policy.clone_from(&picked.policy_name);
-        let answer = tokio::time::timeout_at(deadline.into(), async {
-            send.send(&Message::Hold(hold.clone()))
-                .await
-                .map_err(|e| error(ErrorKind::NodeLost, format!("hold stream failed: {e}")))?;
-            match recv.recv().await {
-                Ok(Some(Message::Ack(_))) => Ok(()),
-                Ok(Some(Message::Error(e))) => Err(e),
-                Ok(Some(other)) => Err(error(
-                    ErrorKind::Internal,
-                    format!("node answered a hold with {:?}", other.kind()),
-                )),
-                Ok(None) => Err(error(
-                    ErrorKind::NodeLost,
-                    "node closed the hold stream without answering",
-                )),
-                Err(e) => Err(error(
-                    ErrorKind::NodeLost,
-                    format!("hold stream failed: {e}"),
-                )),
-            }
-        })
-        .await;
-        match answer {
-            Ok(Ok(())) => {
-                return Ok(Held {
-                    guard,
-                    picked,
-                    send,
-                    recv,
-                    direct,
-                });
-            }
-            Err(_) => {
-                // The node may hold it: resetting the stream releases it.
-                send.reset(protocol::codes::reset::TIMEOUT);
-                recv.stop(protocol::codes::reset::TIMEOUT);
+            Err(()) => {
                 finish(shared, guard, &picked, CallEnd::Abandoned);
                 return Err(timed_out().into());
             }
-            Ok(Err(e)) if crate::calls::node_full(&e) => {
-                ticket = again_when_room(shared, guard, head, tenant, call_id, deadline, caller)
-                    .await?
-                    .ok_or(Failure::Reply(e))?;
+        };
+        let answer = tokio::time::timeout_at(deadline.into(), words.recv()).await;
+        let answer = match answer {
+            Ok(Some(HoldWord::Held(None))) => {
+                return Ok(Held {
+                    guard,
+                    picked,
+                    words,
+                    direct,
+                });
             }
-            Ok(Err(e)) => {
-                finish(shared, guard, &picked, crate::calls::node_fault(&e));
-                return Err(e.into());
+            Ok(Some(HoldWord::Held(Some(e)))) => e,
+            Ok(Some(HoldWord::Ended(_))) => {
+                node.holds.forget(&hold.lease_id);
+                error(
+                    ErrorKind::Internal,
+                    "node ended a lease before answering its hold",
+                )
             }
+            Ok(None) => error(
+                ErrorKind::NodeLost,
+                format!("node {} left before answering the hold", node.spec.id),
+            ),
+            Err(_) => {
+                // The node may hold it: dropping it releases it.
+                drop_lease(&node, &hold.lease_id);
+                finish(shared, guard, &picked, CallEnd::Abandoned);
+                return Err(timed_out().into());
+            }
+        };
+        if crate::calls::node_full(&answer) {
+            ticket = again_when_room(shared, guard, head, tenant, call_id, deadline, caller)
+                .await?
+                .ok_or(Failure::Reply(answer))?;
+        } else {
+            finish(shared, guard, &picked, crate::calls::node_fault(&answer));
+            return Err(answer.into());
         }
+    }
+}
+
+/// Sends `hold` on `node`'s control stream, waiting for its answers:
+/// `Ok(Err(_))` when it could not be sent (the node's session is gone),
+/// `Err(())` past `deadline`.
+async fn ask_hold(
+    node: &Node,
+    hold: &LeaseHold,
+    deadline: Instant,
+) -> Result<Result<mpsc::Receiver<HoldWord>, CallError>, ()> {
+    let Some(words) = node.holds.expect(&hold.lease_id) else {
+        return Ok(Err(error(
+            ErrorKind::Internal,
+            format!(
+                "lease {} is held on node {} already",
+                hold.lease_id, node.spec.id
+            ),
+        )));
+    };
+    let sent = tokio::time::timeout_at(
+        deadline.into(),
+        node.control.send(Message::Hold(hold.clone())),
+    )
+    .await;
+    match sent {
+        Ok(Ok(())) => Ok(Ok(words)),
+        Ok(Err(_)) => {
+            node.holds.forget(&hold.lease_id);
+            Ok(Err(error(
+                ErrorKind::NodeLost,
+                format!("node {} unreachable: its session ended", node.spec.id),
+            )))
+        }
+        Err(_) => {
+            node.holds.forget(&hold.lease_id);
+            Err(())
+        }
+    }
+}
+
+/// Asks `node` to end lease `lease_id` (best effort: a full control queue
+/// or a gone session drops the ask; the node's own timers end the lease).
+fn drop_lease(node: &Node, lease_id: &str) {
+    let drop = LeaseDrop {
+        lease_id: lease_id.to_owned(),
+    };
+    if node.control.try_send(Message::DropLease(drop)).is_err() {
+        tracing::debug!(%lease_id, node = %node.spec.id, "could not ask the node to drop a lease");
     }
 }
 
@@ -269,26 +299,26 @@ pub(super) async fn keep(holding: Holding) {
         shared,
         guard,
         picked,
-        mut send,
-        mut recv,
+        mut words,
         entry,
         ended,
         admitted,
         service_label: service,
         expires,
     } = holding;
+    let node = guard.node().clone();
+    let lease_id = &entry.info.lease_id;
     let mut released_at: Option<Instant> = None;
     let outcome = loop {
         let until = released_at.map_or(expires + SAFETY_MARGIN, |at| at + RELEASE_WAIT);
         tokio::select! {
-            frame = recv.recv() => break match frame {
-                Ok(Some(Message::LeaseEnded(end))) => Outcome::Ended(end),
-                Ok(Some(other)) => Outcome::Lost(format!("unexpected {:?} frame on the hold stream", other.kind())),
-                Ok(None) => Outcome::Lost("the node closed the hold stream".into()),
-                Err(e) => Outcome::Lost(format!("hold stream failed: {e}")),
+            word = words.recv() => break match word {
+                Some(HoldWord::Ended(end)) => Outcome::Ended(end),
+                Some(HoldWord::Held(_)) => Outcome::Lost("the node answered a hold twice".into()),
+                None => Outcome::Lost("the node's session ended".into()),
             },
             () = entry.release.notified(), if released_at.is_none() => {
-                send.reset(protocol::codes::reset::CANCELLED);
+                drop_lease(&node, lease_id);
                 released_at = Some(Instant::now());
             }
             () = tokio::time::sleep_until(until.into()) => {
@@ -297,8 +327,10 @@ pub(super) async fn keep(holding: Holding) {
         }
     };
     if matches!(outcome, Outcome::Overdue | Outcome::Lost(_)) {
-        send.reset(protocol::codes::reset::CANCELLED);
-        recv.stop(protocol::codes::reset::CANCELLED);
+        node.holds.forget(lease_id);
+        drop_lease(&node, lease_id);
+    } else if matches!(outcome, Outcome::Released) {
+        node.holds.forget(lease_id);
     }
     let info = &entry.info;
     if let Outcome::Lost(why) = &outcome {
@@ -328,6 +360,7 @@ mod tests {
             calls: 4,
             reason: LeaseEndReason::Used,
             busy_ms: 40.0,
+            lease_id: None,
         });
         assert_eq!(used.call_end(), (CallEnd::Ok, 10.0));
         assert_eq!(used.reason(), "used");
@@ -339,6 +372,7 @@ mod tests {
             calls: 0,
             reason: LeaseEndReason::Expired,
             busy_ms: 0.0,
+            lease_id: None,
         });
         assert_eq!(expired.call_end(), (CallEnd::Abandoned, 0.0));
         assert_eq!(expired.reason(), "expired");
@@ -351,6 +385,7 @@ mod tests {
             calls: 1,
             reason: LeaseEndReason::Used,
             busy_ms: f32::NAN,
+            lease_id: None,
         });
         assert_eq!(bad.call_end(), (CallEnd::Ok, 0.0), "a NaN from the wire");
     }

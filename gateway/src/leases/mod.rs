@@ -30,7 +30,7 @@ pub(crate) use table::LeaseInfo;
 use table::Table;
 
 /// Most times one lease request is offered to a node when the node
-/// cannot hold it (no direct port, the stream cannot be opened).
+/// cannot hold it (no direct port, its control stream is gone).
 const MAX_HOLD_ATTEMPTS: usize = 8;
 
 /// This gateway's leases: its signing keys and its active leases.
@@ -250,8 +250,7 @@ async fn grant(
     let hold::Held {
         guard,
         picked,
-        send,
-        recv,
+        words,
         direct,
     } = held;
     let node_id = guard.node().spec.id.clone();
@@ -285,8 +284,7 @@ async fn grant(
         shared: shared.clone(),
         guard,
         picked,
-        send,
-        recv,
+        words,
         entry,
         ended,
         admitted,

@@ -16,6 +16,7 @@ use switchyard_core::Counted;
 use transport::{FramedRecv, FramedSend};
 
 use crate::Shared;
+use crate::fleet::HoldWord;
 
 /// Frames waiting for the control stream, at most (swap requests are rare:
 /// one per slot at a time).
@@ -58,10 +59,18 @@ pub(crate) async fn serve(
         return;
     }
     let follows = register.follows_members && wire >= WireVersion::V2;
-    // Only a v2 agent can be leased: holds and keys are v2 frames.
-    let direct = register
-        .direct
-        .filter(|_| wire >= WireVersion::V2 && shared.config.leases.enabled);
+    // Only a v2 agent that takes holds on its control stream can be
+    // leased: holds and keys are v2 frames, and this gateway sends its
+    // holds on that stream alone.
+    if register.direct.is_some() && !register.holds_on_control {
+        tracing::warn!(
+            node = %register.node.id,
+            "the agent has a direct port but takes lease holds only on streams of their own: it is not leased (upgrade the agent)"
+        );
+    }
+    let direct = register.direct.filter(|_| {
+        wire >= WireVersion::V2 && shared.config.leases.enabled && register.holds_on_control
+    });
     let spec = register.node;
     let interval = Duration::from_millis(u64::from(spec.stats_interval_ms));
     let (control, mut control_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
@@ -179,6 +188,24 @@ pub(crate) async fn serve(
                         format!("{}: agent shutting down", node.spec.id),
                     ));
                 }
+                Ok(Ok(Some(Message::Held(held)))) => match held.validate() {
+                    Ok(()) => {
+                        let word = HoldWord::Held(held.error);
+                        if !node.holds.deliver(&held.lease_id, word) {
+                            tracing::debug!(lease_id = %held.lease_id, "ignoring a hold answer nobody waits for");
+                        }
+                    }
+                    Err(why) => break format!("bad hold answer: {why}"),
+                },
+                Ok(Ok(Some(Message::LeaseEnded(end)))) => match (end.validate(), end.lease_id.clone()) {
+                    (Ok(()), Some(lease_id)) => {
+                        if !node.holds.deliver(&lease_id, HoldWord::Ended(end)) {
+                            tracing::debug!(%lease_id, "ignoring the end of a lease nobody waits for");
+                        }
+                    }
+                    (Ok(()), None) => break "a lease end without its id on the control stream".to_string(),
+                    (Err(why), _) => break format!("bad lease end: {why}"),
+                },
                 Ok(Ok(Some(Message::Swapped(report)))) => match check_report(&report) {
                     Ok(()) => shared.scheduler.swapped(&node, report),
                     Err(why) => break format!("bad swap report: {why}"),
@@ -213,6 +240,8 @@ pub(crate) async fn serve(
             closed = connection.closed() => break format!("connection closed: {closed}"),
         }
     };
+    // The leases it held for this gateway end as the node lost.
+    node.holds.close();
     if shared.registry.remove(&node) {
         // Only the registered connection of the id leaves the core: a
         // replaced one was replaced there by the newer one's `node_up`.
