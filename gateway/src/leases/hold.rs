@@ -157,7 +157,14 @@ pub(super) async fn hold_slot(
             Ok(Err(unsent)) => {
                 skipped += 1;
                 if skipped >= MAX_HOLD_ATTEMPTS {
-                    finish(shared, guard, &picked, CallEnd::Abandoned);
+                    // A node whose session is gone failed; one without a
+                    // direct port only could not take a lease.
+                    let end = if unsent.kind == ErrorKind::NodeLost {
+                        CallEnd::Failed
+                    } else {
+                        CallEnd::Abandoned
+                    };
+                    finish(shared, guard, &picked, end);
                     return Err(unsent.into());
                 }
                 ticket = guard.dispatch_failed(head, tenant);
