@@ -181,7 +181,7 @@ impl Gateway {
             shared: Arc::new(Shared {
                 decisions: crate::policies::Decisions::new(config.decisions),
                 first_seen: crate::ingress::models::FirstSeen::default(),
-                sync: crate::sync::Sync::new(config.cluster.as_ref()),
+                sync: crate::sync::Sync::new(config.cluster.as_ref(), cluster.etcd()),
                 leases: crate::leases::Leases::start(&config.leases),
                 config,
                 registry,

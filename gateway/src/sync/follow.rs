@@ -44,13 +44,8 @@ struct Follower {
 /// Reads and applies the shared state (waiting at most the etcd timeout),
 /// then follows it in the background until the gateway stops.
 pub(super) async fn start(shared: &Arc<Shared>) {
-    let store = match shared.sync.store().await {
-        Ok(Some(store)) => store.clone(),
-        Ok(None) => return,
-        Err(error) => {
-            tracing::error!(%error, "no etcd client: run-time changes are refused");
-            return;
-        }
+    let Some(store) = shared.sync.store().cloned() else {
+        return;
     };
     let mut follower = Follower {
         shared: Arc::downgrade(shared),

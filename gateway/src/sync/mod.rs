@@ -105,39 +105,29 @@ impl SyncError {
 }
 
 /// The shared run-time state's side of the gateway: the etcd store when
-/// `[cluster]` is set (connected on first use).
+/// `[cluster]` is set.
 pub(crate) struct Sync {
-    config: Option<ClusterConfig>,
-    store: tokio::sync::OnceCell<Store>,
+    store: Option<Store>,
 }
 
 impl Sync {
-    /// The sync side of a gateway with `cluster` (`None`: a cluster of
-    /// one, no etcd).
-    pub(crate) fn new(cluster: Option<&ClusterConfig>) -> Self {
+    /// The sync side of a gateway with `cluster` whose etcd client is
+    /// `etcd` (the cluster membership's; `None`, or no `cluster`: a
+    /// cluster of one, no etcd).
+    pub(crate) fn new(cluster: Option<&ClusterConfig>, etcd: Option<etcd_client::Client>) -> Self {
         Self {
-            config: cluster.cloned(),
-            store: tokio::sync::OnceCell::new(),
+            store: cluster.zip(etcd).map(|(config, client)| Store::new(client, config)),
         }
     }
 
     /// Whether run-time changes go through etcd.
     pub(crate) fn is_cluster(&self) -> bool {
-        self.config.is_some()
+        self.store.is_some()
     }
 
     /// The etcd store, `None` without `[cluster]`.
-    ///
-    /// # Errors
-    /// [`SyncError::Degraded`] when the client cannot be made.
-    pub(crate) async fn store(&self) -> Result<Option<&Store>, SyncError> {
-        let Some(config) = &self.config else {
-            return Ok(None);
-        };
-        self.store
-            .get_or_try_init(|| Store::connect(config))
-            .await
-            .map(Some)
+    pub(crate) fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
     }
 }
 

@@ -1,16 +1,17 @@
-//! The shared state's etcd client: every request bounded by
-//! `[cluster] connect_timeout_ms`, every failure a
+//! The shared state's view of etcd, over the gateway's one etcd client
+//! (the cluster membership's: one connection per gateway): every request
+//! bounded by `[cluster] connect_timeout_ms`, every failure a
 //! [`SyncError::Degraded`].
 
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions, WatchOptions, WatchStream};
+use etcd_client::{Client, GetOptions, PutOptions, WatchOptions, WatchStream};
 
 use super::SyncError;
 use super::keys::Key;
 use crate::config::ClusterConfig;
 
-/// A connection to the cluster's etcd, rooted at `{prefix}/config/`.
+/// The cluster's etcd, rooted at `{prefix}/config/`.
 #[derive(Clone)]
 pub(crate) struct Store {
     client: Client,
@@ -32,22 +33,15 @@ impl std::fmt::Debug for Store {
 pub(crate) type Entry = (String, Vec<u8>);
 
 impl Store {
-    /// A client of `config.etcd` (connections are made when a request
-    /// needs one, so this succeeds while etcd is down).
-    ///
-    /// # Errors
-    /// [`SyncError::Degraded`] when an endpoint is unusable.
-    pub(crate) async fn connect(config: &ClusterConfig) -> Result<Self, SyncError> {
-        let timeout = Duration::from_millis(u64::from(config.connect_timeout_ms));
-        let options = ConnectOptions::new()
-            .with_connect_timeout(timeout)
-            .with_keep_alive(Duration::from_secs(2), timeout);
-        let client = bounded(timeout, Client::connect(&config.etcd, Some(options))).await?;
-        Ok(Self {
+    /// The store of `config`'s cluster over `client` (a clone shares its
+    /// connection; while etcd is down its requests fail within the
+    /// timeout).
+    pub(crate) fn new(client: Client, config: &ClusterConfig) -> Self {
+        Self {
             client,
             root: format!("{}/config/", config.prefix),
-            timeout,
-        })
+            timeout: Duration::from_millis(u64::from(config.connect_timeout_ms)),
+        }
     }
 
     /// The key `key` stands for.

@@ -18,7 +18,10 @@ async fn store(etcd: &switchyard_testkit::Etcd) -> Store {
     let mut config = ClusterConfig::with_etcd(vec![etcd.endpoint()]);
     config.prefix = "/sync-test".into();
     config.connect_timeout_ms = 1000;
-    Store::connect(&config).await.expect("client")
+    let client = etcd_client::Client::connect(&config.etcd, None)
+        .await
+        .expect("client");
+    Store::new(client, &config)
 }
 
 #[tokio::test]

@@ -19,10 +19,9 @@ const PURGE_TTL_S: i64 = 60;
 ///
 /// # Errors
 /// [`SyncError::Degraded`] at once while the cluster's link to etcd is
-/// down (`crate::cluster::Cluster::is_degraded`), or when the client
-/// cannot be made.
-async fn store_for_change(shared: &Shared) -> Result<Option<&super::store::Store>, SyncError> {
-    let store = shared.sync.store().await?;
+/// down (`crate::cluster::Cluster::is_degraded`).
+fn store_for_change(shared: &Shared) -> Result<Option<&super::store::Store>, SyncError> {
+    let store = shared.sync.store();
     if store.is_some() && shared.cluster.is_degraded() {
         return Err(SyncError::Degraded(
             "this gateway's link to etcd is down".into(),
@@ -68,7 +67,7 @@ pub(crate) async fn push_policy(
             bytes.len()
         )));
     }
-    let store = store_for_change(shared).await?;
+    let store = store_for_change(shared)?;
     let policies = shared.policies.clone();
     let (policy, bytes) = tokio::task::spawn_blocking(move || {
         let policy = policies.compile(&bytes, "pushed component");
@@ -214,7 +213,7 @@ pub(crate) async fn set_service_policy(
             "a service name has no '/', got {service:?}"
         )));
     }
-    if let Some(store) = store_for_change(shared).await? {
+    if let Some(store) = store_for_change(shared)? {
         if !shared.policies.is_loaded(policy) {
             // The same message as the table's refusal below.
             shared
@@ -250,7 +249,7 @@ pub(crate) async fn set_draining(
     draining: bool,
 ) -> Result<u32, SyncError> {
     let found = shared.registry.get(node);
-    if let Some(store) = store_for_change(shared).await? {
+    if let Some(store) = store_for_change(shared)? {
         if found.is_none() && draining {
             return Err(SyncError::UnknownNode(node.to_string()));
         }
@@ -288,7 +287,7 @@ pub(crate) async fn purge_cache(
         protocol::NodeSpec::validate_name("service name", service)
             .map_err(|e| SyncError::BadRequest(e.to_string()))?;
     }
-    if let Some(store) = store_for_change(shared).await? {
+    if let Some(store) = store_for_change(shared)? {
         let lease = store.lease(PURGE_TTL_S).await?;
         let id = format!(
             "{:x}-{:016x}",
