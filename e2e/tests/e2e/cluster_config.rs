@@ -89,27 +89,18 @@ async fn policy_of(fleet: &ClusterFleet, i: usize, name: &str) -> Option<(String
 /// Waits until every gateway has `name` from etcd with `hash`; how long
 /// it took.
 async fn wait_policy_everywhere(fleet: &ClusterFleet, name: &str, hash: &str) -> Duration {
-    let start = Instant::now();
-    loop {
-        let mut missing = Vec::new();
-        for i in fleet.live() {
+    let file = format!("etcd:{name}");
+    let what = format!("policy {name} {hash} on every gateway");
+    fleet
+        .wait(&what, Duration::from_secs(15), async |i| {
             let have = policy_of(fleet, i, name).await;
-            if have.as_ref().map(|(h, f)| (h.as_str(), f.as_str()))
-                != Some((hash, &format!("etcd:{name}")))
-            {
-                missing.push((ClusterFleet::name(i), have));
+            if have.as_ref().map(|(h, f)| (h.as_str(), f.as_str())) == Some((hash, file.as_str())) {
+                Ok(())
+            } else {
+                Err(format!("{} has {have:?}", ClusterFleet::name(i)))
             }
-        }
-        if missing.is_empty() {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "policy {name} {hash} not on every gateway: {missing:?}\n{}",
-            fleet.log_tails()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        })
+        .await
 }
 
 /// Whether gateway `i` shows `node` draining.
@@ -119,24 +110,15 @@ async fn draining(fleet: &ClusterFleet, i: usize, node: &str) -> Option<bool> {
 }
 
 async fn wait_draining_everywhere(fleet: &ClusterFleet, node: &str, want: bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        let mut wrong = Vec::new();
-        for i in fleet.live() {
-            if draining(fleet, i, node).await != Some(want) {
-                wrong.push(ClusterFleet::name(i));
+    let what = format!("{node} draining = {want} on every gateway");
+    fleet
+        .wait(&what, Duration::from_secs(15), async |i| {
+            match draining(fleet, i, node).await {
+                Some(have) if have == want => Ok(()),
+                have => Err(format!("{} shows {have:?}", ClusterFleet::name(i))),
             }
-        }
-        if wrong.is_empty() {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "{node} draining != {want} on {wrong:?}\n{}",
-            fleet.log_tails()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        })
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

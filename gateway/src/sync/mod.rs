@@ -116,7 +116,9 @@ impl Sync {
     /// cluster of one, no etcd).
     pub(crate) fn new(cluster: Option<&ClusterConfig>, etcd: Option<etcd_client::Client>) -> Self {
         Self {
-            store: cluster.zip(etcd).map(|(config, client)| Store::new(client, config)),
+            store: cluster
+                .zip(etcd)
+                .map(|(config, client)| Store::new(client, config)),
         }
     }
 

@@ -289,25 +289,13 @@ async fn degraded(fleet: &ClusterFleet, i: usize) -> Result<bool, String> {
 
 /// Polls until every running gateway's degraded flag is `want`.
 async fn wait_degraded(fleet: &ClusterFleet, want: bool, limit: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        let mut off = None;
-        for i in fleet.live() {
-            match degraded(fleet, i).await {
-                Ok(d) if d == want => {}
-                other => off = Some(format!("{}: {other:?}", ClusterFleet::name(i))),
-            }
-        }
-        let Some(off) = off else {
-            return start.elapsed();
-        };
-        assert!(
-            start.elapsed() < limit,
-            "degraded is not {want} after {limit:?}: {off}\n{}",
-            fleet.log_tails()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("degraded = {want} on every gateway");
+    fleet
+        .wait(&what, limit, async |i| match degraded(fleet, i).await {
+            Ok(d) if d == want => Ok(()),
+            other => Err(format!("{}: {other:?}", ClusterFleet::name(i))),
+        })
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

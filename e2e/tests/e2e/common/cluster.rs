@@ -221,14 +221,15 @@ impl ClusterFleet {
         .await;
     }
 
-    /// Polls `check` on every running gateway until all pass; panics past
-    /// `limit` with the last complaint and the logs' tails.
-    async fn wait(
+    /// Polls `check` on every running gateway (every 20 ms) until all
+    /// pass, and returns how long that took; panics past `limit` with the
+    /// last complaint and the logs' tails.
+    pub async fn wait(
         &self,
         what: &str,
         limit: Duration,
         check: impl AsyncFn(usize) -> Result<(), String>,
-    ) {
+    ) -> Duration {
         let start = Instant::now();
         loop {
             let mut why = None;
@@ -238,11 +239,13 @@ impl ClusterFleet {
                     break;
                 }
             }
-            let Some(why) = why else { return };
+            let Some(why) = why else {
+                return start.elapsed();
+            };
             if start.elapsed() >= limit {
                 panic!("{what} after {limit:?}: {why}\n{}", self.log_tails());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
