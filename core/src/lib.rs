@@ -290,9 +290,7 @@ impl Core {
             .filter(|(_, r)| r.node == key)
             .map(|(id, _)| *id)
             .collect();
-        for swap_id in lost {
-            self.abandon(swap_id, "node_lost", now);
-        }
+        self.abandon_all(lost, "node_lost", now);
     }
 
     fn drain(&mut self, key: NodeKey, draining: bool, now: Instant) {

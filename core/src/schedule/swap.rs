@@ -380,17 +380,31 @@ impl Core {
             .filter(|(_, r)| r.deadline <= now)
             .map(|(id, _)| *id)
             .collect();
-        for swap_id in overdue {
-            self.abandon(swap_id, "timeout", now);
+        self.abandon_all(overdue, "timeout", now);
+    }
+
+    /// Ends the swaps `swap_ids` without a report: each slot leaves its
+    /// service alone for the failure block, and every reserved call goes
+    /// back to its queue before any queue moves (a call put back ahead of
+    /// another is placed first).
+    pub(crate) fn abandon_all(&mut self, swap_ids: Vec<u64>, outcome: &'static str, now: Instant) {
+        let mut services: Vec<String> = Vec::new();
+        for swap_id in swap_ids {
+            if let Some(service) = self.end_swap(swap_id, outcome, now)
+                && !services.contains(&service)
+            {
+                services.push(service);
+            }
+        }
+        for service in services {
+            self.kick(&service, now);
         }
     }
 
-    /// Ends swap `swap_id` without a report: the slot leaves the service
-    /// alone for the failure block, the reserved call goes back.
-    pub(crate) fn abandon(&mut self, swap_id: u64, outcome: &'static str, now: Instant) {
-        let Some(r) = self.reservations.remove(&swap_id) else {
-            return;
-        };
+    /// Ends swap `swap_id` without moving any queue; the service whose
+    /// queue should move, if the swap was under way.
+    fn end_swap(&mut self, swap_id: u64, outcome: &'static str, now: Instant) -> Option<String> {
+        let r = self.reservations.remove(&swap_id)?;
         if let Some(node) = self.fleet.get(r.node).filter(|n| n.epoch == r.epoch) {
             let block = self.config.failed_swap_block(&node.spec.id, &r.service);
             if let Some(slot) = self
@@ -415,7 +429,7 @@ impl Core {
         if let Some(waiter) = r.waiter {
             self.put_back(&r.service, waiter);
         }
-        self.kick(&r.service, now);
+        Some(r.service)
     }
 }
 
