@@ -55,7 +55,7 @@ CARGO_INCREMENTAL ?= 0
 export CARGO_INCREMENTAL
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build build-deps demo demo-stop test lint core-deps toolchain bench bench-deps bench-micro bench-pick bench-pool bench-stream sim chaos clean setup venv fuzz fuzz-smoke
+.PHONY: all build build-deps python demo demo-stop test lint core-deps toolchain bench bench-deps bench-micro bench-pick bench-pool bench-stream sim chaos clean setup venv fuzz fuzz-smoke
 
 # Programs the end-to-end tests use, from Debian's packages: a real headless
 # browser for the dashboard test, promtool for `/metrics`, curl for the HTTP
@@ -125,7 +125,7 @@ lint: core-deps
 	python3 mk/modcycles.py gateway/src
 	python3 mk/modcycles.py node-agent/src
 
-setup: venv build-deps
+setup: venv build-deps python
 	@missing=""; for t in $(SETUP_TOOLS); do \
 		command -v $$t >/dev/null || ls /usr/lib/postgresql/*/bin/$$t >/dev/null 2>&1 || missing="$$missing $$t"; \
 	done; \
@@ -155,6 +155,13 @@ $(VENV)/.installed: $(PY_REQUIREMENTS)
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS)
 	touch $@
+
+# The Python package (python/: maturin + PyO3, distribution
+# switchyard-fleet, `import switchyard_fleet`), built and installed into the
+# virtualenv; `make test` runs its pytest suite (python/tests) against a real
+# gateway through the end-to-end suite (python_package.rs).
+python: venv
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet -m python/Cargo.toml
 
 # Tests whose figures a busy machine would skew run after the rest, one at
 # a time: the chaos scenarios (they kill and stop real processes and measure

@@ -44,6 +44,7 @@ mod policies;
 mod polyglot;
 mod pool;
 mod probes;
+mod python_package;
 mod queue;
 mod quic_limits;
 mod retries;

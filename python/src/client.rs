@@ -1,0 +1,349 @@
+//! `Client` (blocking) and `AsyncClient` (asyncio) over the Rust SDK's
+//! [`client::Client`]: one QUIC connection pool to the gateways, calls
+//! with the same options (timeout, priority, hints, policy).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use client::{ClientConfig, ClientError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
+
+use crate::errors::to_py;
+use crate::result::CallResult;
+
+/// The one tokio runtime every client of the process shares.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    pyo3_async_runtimes::tokio::get_runtime()
+}
+
+/// Where the gateways are and how to trust them.
+fn config(
+    gateways: Gateways,
+    ca: PathBuf,
+    api_key: Option<String>,
+    server_name: Option<String>,
+    cluster: bool,
+) -> PyResult<ClientConfig> {
+    let gateways = match gateways {
+        Gateways::One(g) => vec![g],
+        Gateways::Many(gs) => gs,
+    };
+    if gateways.is_empty() {
+        return Err(PyValueError::new_err(
+            "at least one gateway address (host:port)",
+        ));
+    }
+    let mut config = if cluster {
+        ClientConfig::for_cluster(gateways, ca)
+    } else {
+        ClientConfig::new("", ca).with_gateways(gateways)
+    };
+    config.api_key = api_key;
+    if let Some(name) = server_name {
+        config.server_name = name;
+    }
+    Ok(config)
+}
+
+/// One address or a list of them.
+#[derive(FromPyObject)]
+enum Gateways {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A call's options, as the keyword arguments give them.
+struct Options {
+    timeout: Option<Duration>,
+    priority: Option<i32>,
+    hints: HashMap<String, String>,
+    policy: Option<String>,
+    explain: bool,
+}
+
+impl Options {
+    fn new(
+        timeout: Option<f64>,
+        priority: Option<i32>,
+        hints: Option<HashMap<String, String>>,
+        policy: Option<String>,
+        explain: bool,
+    ) -> PyResult<Self> {
+        let timeout = match timeout {
+            None => None,
+            Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+            Some(s) => {
+                return Err(PyValueError::new_err(format!(
+                    "timeout must be a positive number of seconds, got {s}"
+                )));
+            }
+        };
+        Ok(Self {
+            timeout,
+            priority,
+            hints: hints.unwrap_or_default(),
+            policy,
+            explain,
+        })
+    }
+
+    /// Runs `service` with `payload` on `client` under these options.
+    async fn call(
+        self,
+        client: &client::Client,
+        service: &str,
+        payload: Bytes,
+    ) -> Result<client::CallResult, ClientError> {
+        let mut call = client.call(service, payload);
+        if let Some(timeout) = self.timeout {
+            call = call.timeout(timeout);
+        }
+        if let Some(priority) = self.priority {
+            call = call.priority(priority);
+        }
+        if let Some(policy) = self.policy {
+            call = call.policy(policy);
+        }
+        for (key, value) in self.hints {
+            call = call.hint(key, value);
+        }
+        if self.explain {
+            call = call.explain();
+        }
+        call.await
+    }
+}
+
+/// A payload from `bytes`, `bytearray`, `memoryview` or `str` (UTF-8).
+fn payload(value: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    if let Ok(bytes) = value.cast::<PyBytes>() {
+        return Ok(Bytes::copy_from_slice(bytes.as_bytes()));
+    }
+    if let Ok(text) = value.cast::<PyString>() {
+        return Ok(Bytes::from(text.to_cow()?.into_owned()));
+    }
+    value
+        .extract::<Vec<u8>>()
+        .map(Bytes::from)
+        .map_err(|_| PyTypeError::new_err("a payload is bytes, bytearray, memoryview or str"))
+}
+
+/// A value of the SDK (nodes, policies) as plain Python objects (dicts,
+/// lists, numbers, strings), through its JSON form.
+fn plain<T: serde::Serialize>(py: Python<'_>, value: &T) -> PyResult<Py<PyAny>> {
+    let text = serde_json::to_string(value)
+        .map_err(|e| PyValueError::new_err(format!("cannot convert: {e}")))?;
+    Ok(py.import("json")?.call_method1("loads", (text,))?.unbind())
+}
+
+/// A blocking client: each method waits for its answer with the
+/// interpreter released (other Python threads run meanwhile). Safe to
+/// share between threads; the connections are pooled.
+#[pyclass(module = "switchyard_fleet._native", name = "Client", frozen)]
+pub(crate) struct Client {
+    inner: client::Client,
+    admin_token: Option<String>,
+}
+
+#[pymethods]
+impl Client {
+    /// Connects to the first reachable gateway of `gateways` (`host:port`,
+    /// one or a list), trusting the CA file `ca` (PEM).
+    #[new]
+    #[pyo3(signature = (gateways, ca, *, api_key=None, server_name=None, cluster=false, admin_token=None))]
+    fn new(
+        py: Python<'_>,
+        gateways: Gateways,
+        ca: PathBuf,
+        api_key: Option<String>,
+        server_name: Option<String>,
+        cluster: bool,
+        admin_token: Option<String>,
+    ) -> PyResult<Self> {
+        let config = config(gateways, ca, api_key, server_name, cluster)?;
+        let inner = py
+            .detach(|| runtime().block_on(client::Client::connect(config)))
+            .map_err(to_py)?;
+        Ok(Self { inner, admin_token })
+    }
+
+    /// Calls `service` with `payload` and returns its `CallResult`.
+    #[pyo3(signature = (service, payload=None, *, timeout=None, priority=None, hints=None, policy=None, explain=false))]
+    #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
+    fn call(
+        &self,
+        py: Python<'_>,
+        service: String,
+        payload: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+        priority: Option<i32>,
+        hints: Option<HashMap<String, String>>,
+        policy: Option<String>,
+        explain: bool,
+    ) -> PyResult<CallResult> {
+        let payload = payload.map(self::payload).transpose()?.unwrap_or_default();
+        let options = Options::new(timeout, priority, hints, policy, explain)?;
+        let inner = &self.inner;
+        py.detach(|| runtime().block_on(options.call(inner, &service, payload)))
+            .map(CallResult::from)
+            .map_err(to_py)
+    }
+
+    /// The registered nodes, as dicts (the admin API's `/api/nodes` shape).
+    fn nodes(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let inner = &self.inner;
+        let nodes = py
+            .detach(|| runtime().block_on(inner.nodes()))
+            .map_err(to_py)?;
+        plain(py, &nodes)
+    }
+
+    /// The loaded policies and which service uses which, as a dict.
+    fn policies(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let inner = &self.inner;
+        let table = py
+            .detach(|| runtime().block_on(inner.policies()))
+            .map_err(to_py)?;
+        plain(py, &table)
+    }
+
+    /// Makes `policy` pick the nodes of `service` (needs the client's
+    /// `admin_token`); returns the gateway's acknowledgement.
+    fn set_policy(&self, py: Python<'_>, service: String, policy: String) -> PyResult<String> {
+        let token = self
+            .admin_token
+            .clone()
+            .ok_or_else(|| PyValueError::new_err("set_policy needs Client(admin_token=...)"))?;
+        let inner = &self.inner;
+        py.detach(|| runtime().block_on(inner.set_policy(&token, &service, &policy)))
+            .map_err(to_py)
+    }
+
+    /// Closes the connections (calls in flight fail).
+    fn close(&self, py: Python<'_>) {
+        let inner = &self.inner;
+        py.detach(|| runtime().block_on(inner.close()));
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _kind: Option<&Bound<'_, PyAny>>,
+        _value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
+    ) {
+        self.close(py);
+    }
+}
+
+/// An asyncio client: each method returns an awaitable. Make one with
+/// `await AsyncClient.connect(...)`.
+#[pyclass(module = "switchyard_fleet._native", name = "AsyncClient", frozen)]
+pub(crate) struct AsyncClient {
+    inner: client::Client,
+    admin_token: Option<String>,
+}
+
+#[pymethods]
+impl AsyncClient {
+    /// Connects as `Client(...)` does; an awaitable of the client.
+    #[staticmethod]
+    #[pyo3(signature = (gateways, ca, *, api_key=None, server_name=None, cluster=false, admin_token=None))]
+    fn connect<'py>(
+        py: Python<'py>,
+        gateways: Gateways,
+        ca: PathBuf,
+        api_key: Option<String>,
+        server_name: Option<String>,
+        cluster: bool,
+        admin_token: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let config = config(gateways, ca, api_key, server_name, cluster)?;
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let inner = client::Client::connect(config).await.map_err(to_py)?;
+            Ok(Self { inner, admin_token })
+        })
+    }
+
+    /// Calls `service` with `payload`; an awaitable of its `CallResult`.
+    #[pyo3(signature = (service, payload=None, *, timeout=None, priority=None, hints=None, policy=None, explain=false))]
+    #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        service: String,
+        payload: Option<&Bound<'py, PyAny>>,
+        timeout: Option<f64>,
+        priority: Option<i32>,
+        hints: Option<HashMap<String, String>>,
+        policy: Option<String>,
+        explain: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let payload = payload.map(self::payload).transpose()?.unwrap_or_default();
+        let options = Options::new(timeout, priority, hints, policy, explain)?;
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            options
+                .call(&inner, &service, payload)
+                .await
+                .map(CallResult::from)
+                .map_err(to_py)
+        })
+    }
+
+    /// The registered nodes, as dicts; an awaitable.
+    fn nodes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let nodes = inner.nodes().await.map_err(to_py)?;
+            Python::attach(|py| plain(py, &nodes))
+        })
+    }
+
+    /// The loaded policies and which service uses which; an awaitable.
+    fn policies<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let table = inner.policies().await.map_err(to_py)?;
+            Python::attach(|py| plain(py, &table))
+        })
+    }
+
+    /// Makes `policy` pick the nodes of `service` (needs `admin_token`);
+    /// an awaitable of the gateway's acknowledgement.
+    fn set_policy<'py>(
+        &self,
+        py: Python<'py>,
+        service: String,
+        policy: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let token = self
+            .admin_token
+            .clone()
+            .ok_or_else(|| PyValueError::new_err("set_policy needs admin_token=..."))?;
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            inner
+                .set_policy(&token, &service, &policy)
+                .await
+                .map_err(to_py)
+        })
+    }
+
+    /// Closes the connections; an awaitable.
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            inner.close().await;
+            Ok(())
+        })
+    }
+}

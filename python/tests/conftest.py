@@ -1,0 +1,45 @@
+"""The gateway the suite talks to, from the environment the end-to-end
+suite sets (e2e/tests/e2e/python_package.rs starts a gateway and an agent
+with the services below, then runs pytest):
+
+- SWITCHYARD_GATEWAY: the gateway's QUIC address, host:port
+- SWITCHYARD_CA: the CA file its certificate is signed by
+- SWITCHYARD_ADMIN_TOKEN: its admin token
+
+Services on node ``node-a``: ``echo`` (returns the payload), ``sleep``
+(payload: milliseconds), ``fail`` (a command that exits 3).
+"""
+
+import os
+
+import pytest
+
+
+def _env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run this suite through `cargo test -p switchyard-e2e python_package`")
+    return value
+
+
+@pytest.fixture(scope="session")
+def gateway() -> str:
+    return _env("SWITCHYARD_GATEWAY")
+
+
+@pytest.fixture(scope="session")
+def ca() -> str:
+    return _env("SWITCHYARD_CA")
+
+
+@pytest.fixture(scope="session")
+def admin_token() -> str:
+    return _env("SWITCHYARD_ADMIN_TOKEN")
+
+
+@pytest.fixture(scope="session")
+def client(gateway: str, ca: str, admin_token: str):
+    import switchyard_fleet
+
+    with switchyard_fleet.Client([gateway], ca, admin_token=admin_token) as c:
+        yield c
