@@ -14,9 +14,10 @@ use pyo3::types::{PyBytes, PyString};
 
 use crate::errors::to_py;
 use crate::result::CallResult;
+use crate::stream::{AsyncStream, Stream};
 
 /// The one tokio runtime every client of the process shares.
-fn runtime() -> &'static tokio::runtime::Runtime {
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     pyo3_async_runtimes::tokio::get_runtime()
 }
 
@@ -98,7 +99,22 @@ impl Options {
         service: &str,
         payload: Bytes,
     ) -> Result<client::CallResult, ClientError> {
-        let mut call = client.call(service, payload);
+        self.apply(client.call(service, payload)).await
+    }
+
+    /// Starts `service` with `payload` on `client` under these options,
+    /// its result streamed.
+    async fn stream(
+        self,
+        client: &client::Client,
+        service: &str,
+        payload: Bytes,
+    ) -> Result<client::CallStream, ClientError> {
+        self.apply(client.call(service, payload)).stream().await
+    }
+
+    /// `call` with these options set.
+    fn apply(self, mut call: client::Call<'_>) -> client::Call<'_> {
         if let Some(timeout) = self.timeout {
             call = call.timeout(timeout);
         }
@@ -114,7 +130,7 @@ impl Options {
         if self.explain {
             call = call.explain();
         }
-        call.await
+        call
     }
 }
 
@@ -190,6 +206,30 @@ impl Client {
         let inner = &self.inner;
         py.detach(|| runtime().block_on(options.call(inner, &service, payload)))
             .map(CallResult::from)
+            .map_err(to_py)
+    }
+
+    /// Calls `service` with `payload`, its result streamed: a `Stream`
+    /// of `bytes` chunks as the service writes them (an iterator; closing
+    /// or dropping it before its end cancels the call).
+    #[pyo3(signature = (service, payload=None, *, timeout=None, priority=None, hints=None, policy=None, explain=false))]
+    #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        service: String,
+        payload: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+        priority: Option<i32>,
+        hints: Option<HashMap<String, String>>,
+        policy: Option<String>,
+        explain: bool,
+    ) -> PyResult<Stream> {
+        let payload = payload.map(self::payload).transpose()?.unwrap_or_default();
+        let options = Options::new(timeout, priority, hints, policy, explain)?;
+        let inner = &self.inner;
+        py.detach(|| runtime().block_on(options.stream(inner, &service, payload)))
+            .map(Stream::new)
             .map_err(to_py)
     }
 
@@ -295,6 +335,34 @@ impl AsyncClient {
                 .call(&inner, &service, payload)
                 .await
                 .map(CallResult::from)
+                .map_err(to_py)
+        })
+    }
+
+    /// Calls `service` with `payload`, its result streamed; an awaitable
+    /// of an `AsyncStream` (`async for chunk in stream`; closing it before
+    /// its end cancels the call).
+    #[pyo3(signature = (service, payload=None, *, timeout=None, priority=None, hints=None, policy=None, explain=false))]
+    #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
+    fn stream<'py>(
+        &self,
+        py: Python<'py>,
+        service: String,
+        payload: Option<&Bound<'py, PyAny>>,
+        timeout: Option<f64>,
+        priority: Option<i32>,
+        hints: Option<HashMap<String, String>>,
+        policy: Option<String>,
+        explain: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let payload = payload.map(self::payload).transpose()?.unwrap_or_default();
+        let options = Options::new(timeout, priority, hints, policy, explain)?;
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            options
+                .stream(&inner, &service, payload)
+                .await
+                .map(AsyncStream::new)
                 .map_err(to_py)
         })
     }

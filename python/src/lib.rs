@@ -12,6 +12,7 @@
 mod client;
 mod errors;
 mod result;
+mod stream;
 
 use pyo3::prelude::*;
 
@@ -22,6 +23,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Client>()?;
     m.add_class::<client::AsyncClient>()?;
     m.add_class::<result::CallResult>()?;
+    m.add_class::<stream::Stream>()?;
+    m.add_class::<stream::AsyncStream>()?;
     errors::register(m)?;
     Ok(())
 }

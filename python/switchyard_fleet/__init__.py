@@ -11,6 +11,7 @@ a subclass of ``SwitchyardError`` named after its kind (``Overloaded``,
 
 from ._native import (
     AsyncClient,
+    AsyncStream,
     BadRequest,
     CallResult,
     Client,
@@ -31,6 +32,7 @@ from ._native import (
     Rejected,
     ServiceFailed,
     ShuttingDown,
+    Stream,
     SwitchyardError,
     Timeout,
     Unauthorized,
@@ -39,6 +41,7 @@ from ._native import (
 
 __all__ = [
     "AsyncClient",
+    "AsyncStream",
     "BadRequest",
     "CallResult",
     "Client",
@@ -59,6 +62,7 @@ __all__ = [
     "Rejected",
     "ServiceFailed",
     "ShuttingDown",
+    "Stream",
     "SwitchyardError",
     "Timeout",
     "Unauthorized",

@@ -67,7 +67,7 @@ def test_nodes_and_policies_are_plain_python_values(client):
     nodes = client.nodes()
     assert [n["spec"]["id"] for n in nodes] == ["node-a"]
     services = {s["name"] for s in nodes[0]["spec"]["services"]}
-    assert {"echo", "sleep", "fail"} <= services
+    assert {"echo", "sleep", "fail", "lines", "forever"} <= services
     policies = client.policies()
     assert isinstance(policies, dict)
     assert "round-robin" in str(policies)

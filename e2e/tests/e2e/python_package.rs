@@ -15,6 +15,21 @@ async fn the_python_package_passes_its_pytest_suite_against_a_real_gateway() {
         service("echo", "echo", "max_concurrent = 64"),
         service("sleep", "sleep", "max_concurrent = 64"),
         service("fail", "command", r#"command = ["sh", "-c", "exit 3"]"#),
+        service(
+            "lines",
+            "command",
+            r#"command = ["sh", "-c", "echo one; sleep 0.5; echo two"]"#,
+        ),
+        service(
+            "partial",
+            "command",
+            r#"command = ["sh", "-c", "echo partial; sleep 0.1; exit 3"]"#,
+        ),
+        service(
+            "forever",
+            "command",
+            "command = [\"sh\", \"-c\", \"echo started; sleep 30\"]\nmax_concurrent = 1",
+        ),
     ]
     .concat();
     fleet.spawn_agent("node-a", TOKEN, &services);
