@@ -2,7 +2,7 @@
 //! [`client::Client`]: one QUIC connection pool to the gateways, calls
 //! with the same options (timeout, priority, hints, policy).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,12 +13,22 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
 use crate::errors::to_py;
+use crate::jobs;
 use crate::result::CallResult;
 use crate::stream::{AsyncStream, Stream};
 
 /// The one tokio runtime every client of the process shares.
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     pyo3_async_runtimes::tokio::get_runtime()
+}
+
+/// Runs `request` to its end on the runtime with the interpreter
+/// released; its error as the package's exception.
+fn wait<T: Send>(
+    py: Python<'_>,
+    request: impl Future<Output = Result<T, ClientError>> + Send,
+) -> PyResult<T> {
+    py.detach(|| runtime().block_on(request)).map_err(to_py)
 }
 
 /// Where the gateways are and how to trust them.
@@ -150,7 +160,7 @@ fn payload(value: &Bound<'_, PyAny>) -> PyResult<Bytes> {
 
 /// A value of the SDK (nodes, policies) as plain Python objects (dicts,
 /// lists, numbers, strings), through its JSON form.
-fn plain<T: serde::Serialize>(py: Python<'_>, value: &T) -> PyResult<Py<PyAny>> {
+pub(crate) fn plain<T: serde::Serialize>(py: Python<'_>, value: &T) -> PyResult<Py<PyAny>> {
     let text = serde_json::to_string(value)
         .map_err(|e| PyValueError::new_err(format!("cannot convert: {e}")))?;
     Ok(py.import("json")?.call_method1("loads", (text,))?.unbind())
@@ -159,7 +169,7 @@ fn plain<T: serde::Serialize>(py: Python<'_>, value: &T) -> PyResult<Py<PyAny>> 
 /// A blocking client: each method waits for its answer with the
 /// interpreter released (other Python threads run meanwhile). Safe to
 /// share between threads; the connections are pooled.
-#[pyclass(module = "switchyard_fleet._native", name = "Client", frozen)]
+#[pyclass(module = "switchyard_fleet._native", name = "Client", frozen, subclass)]
 pub(crate) struct Client {
     inner: client::Client,
     admin_token: Option<String>,
@@ -181,9 +191,11 @@ impl Client {
         admin_token: Option<String>,
     ) -> PyResult<Self> {
         let config = config(gateways, ca, api_key, server_name, cluster)?;
-        let inner = py
-            .detach(|| runtime().block_on(client::Client::connect(config)))
-            .map_err(to_py)?;
+        let mut inner = wait(py, client::Client::connect(config))?;
+        // Job requests present it too (an admin sees every tenant's jobs).
+        if let Some(token) = &admin_token {
+            inner = inner.with_admin_token(token.clone());
+        }
         Ok(Self { inner, admin_token })
     }
 
@@ -203,10 +215,7 @@ impl Client {
     ) -> PyResult<CallResult> {
         let payload = payload.map(self::payload).transpose()?.unwrap_or_default();
         let options = Options::new(timeout, priority, hints, policy, explain)?;
-        let inner = &self.inner;
-        py.detach(|| runtime().block_on(options.call(inner, &service, payload)))
-            .map(CallResult::from)
-            .map_err(to_py)
+        wait(py, options.call(&self.inner, &service, payload)).map(CallResult::from)
     }
 
     /// Calls `service` with `payload`, its result streamed: a `Stream`
@@ -227,27 +236,18 @@ impl Client {
     ) -> PyResult<Stream> {
         let payload = payload.map(self::payload).transpose()?.unwrap_or_default();
         let options = Options::new(timeout, priority, hints, policy, explain)?;
-        let inner = &self.inner;
-        py.detach(|| runtime().block_on(options.stream(inner, &service, payload)))
-            .map(Stream::new)
-            .map_err(to_py)
+        wait(py, options.stream(&self.inner, &service, payload)).map(Stream::new)
     }
 
     /// The registered nodes, as dicts (the admin API's `/api/nodes` shape).
     fn nodes(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let inner = &self.inner;
-        let nodes = py
-            .detach(|| runtime().block_on(inner.nodes()))
-            .map_err(to_py)?;
+        let nodes = wait(py, self.inner.nodes())?;
         plain(py, &nodes)
     }
 
     /// The loaded policies and which service uses which, as a dict.
     fn policies(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let inner = &self.inner;
-        let table = py
-            .detach(|| runtime().block_on(inner.policies()))
-            .map_err(to_py)?;
+        let table = wait(py, self.inner.policies())?;
         plain(py, &table)
     }
 
@@ -258,9 +258,106 @@ impl Client {
             .admin_token
             .clone()
             .ok_or_else(|| PyValueError::new_err("set_policy needs Client(admin_token=...)"))?;
-        let inner = &self.inner;
-        py.detach(|| runtime().block_on(inner.set_policy(&token, &service, &policy)))
-            .map_err(to_py)
+        wait(py, self.inner.set_policy(&token, &service, &policy))
+    }
+
+    /// Submits a durable job of `service` (or of `template` with
+    /// `params`); returns the job as a dict (`id`, `state`, …). It is
+    /// stored before this returns, and runs when a slot frees.
+    #[pyo3(signature = (service=None, payload=None, *, template=None, params=None, hints=None, priority=0, realtime=false, watchdog_s=None, max_attempts=None, idempotent=false, labels=None))]
+    #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
+    fn submit_job(
+        &self,
+        py: Python<'_>,
+        service: Option<String>,
+        payload: Option<&Bound<'_, PyAny>>,
+        template: Option<String>,
+        params: Option<BTreeMap<String, String>>,
+        hints: Option<BTreeMap<String, String>>,
+        priority: i32,
+        realtime: bool,
+        watchdog_s: Option<u32>,
+        max_attempts: Option<u32>,
+        idempotent: bool,
+        labels: Option<BTreeMap<String, String>>,
+    ) -> PyResult<Py<PyAny>> {
+        let spec = jobs::SpecArgs {
+            service,
+            payload: payload.map(self::payload).transpose()?.unwrap_or_default(),
+            template,
+            params,
+            hints,
+            priority,
+            realtime,
+            watchdog_s,
+            max_attempts,
+            idempotent,
+            labels,
+        }
+        .spec();
+        let view = wait(py, self.inner.submit_job(spec))?;
+        plain(py, &view)
+    }
+
+    /// The job `id` as a dict (its state, attempts, transitions, …).
+    fn job(&self, py: Python<'_>, id: String) -> PyResult<Py<PyAny>> {
+        let view = wait(py, self.inner.job(&id))?;
+        plain(py, &view)
+    }
+
+    /// One page of jobs, newest first: a dict of `jobs` and `next_cursor`
+    /// (pass it as `cursor` for the next page).
+    #[pyo3(signature = (*, state=None, service=None, tenant=None, limit=None, cursor=None))]
+    fn jobs(
+        &self,
+        py: Python<'_>,
+        state: Option<&str>,
+        service: Option<String>,
+        tenant: Option<String>,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> PyResult<Py<PyAny>> {
+        let filter = jobs::filter(state, service, tenant, limit, cursor)?;
+        let page = wait(py, self.inner.jobs(filter))?;
+        plain(py, &page)
+    }
+
+    /// Cancels job `id` (a running one is stopped); the job as a dict.
+    fn cancel_job(&self, py: Python<'_>, id: String) -> PyResult<Py<PyAny>> {
+        let view = wait(py, self.inner.cancel_job(&id))?;
+        plain(py, &view)
+    }
+
+    /// Runs an ended job `id` again; the job as a dict.
+    fn restart_job(&self, py: Python<'_>, id: String) -> PyResult<Py<PyAny>> {
+        let view = wait(py, self.inner.restart_job(&id))?;
+        plain(py, &view)
+    }
+
+    /// Deletes an ended job `id`, its log and its result.
+    fn delete_job(&self, py: Python<'_>, id: String) -> PyResult<()> {
+        wait(py, self.inner.delete_job(&id))
+    }
+
+    /// A finished job's result bytes (`BadRequest` before it has one).
+    fn job_result<'py>(&self, py: Python<'py>, id: String) -> PyResult<Bound<'py, PyBytes>> {
+        let (data, _content_type) = wait(py, self.inner.job_result(&id))?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    /// The job's log lines stored after `after` (a `seq`), as dicts.
+    #[pyo3(signature = (id, after=0))]
+    fn job_log(&self, py: Python<'_>, id: String, after: u64) -> PyResult<Py<PyAny>> {
+        let entries = wait(py, self.inner.job_log(&id, after))?;
+        plain(py, &entries)
+    }
+
+    /// Follows the job's log from after `after`: an iterator of entries
+    /// (dicts) as they are written, ending once the job has ended.
+    #[pyo3(signature = (id, after=0))]
+    fn follow_log(&self, py: Python<'_>, id: String, after: u64) -> PyResult<jobs::LogFollow> {
+        let batches = wait(py, self.inner.follow_log(&id, after))?;
+        Ok(jobs::LogFollow::new(Box::pin(batches)))
     }
 
     /// Closes the connections (calls in flight fail).

@@ -11,6 +11,7 @@
 
 mod client;
 mod errors;
+mod jobs;
 mod result;
 mod stream;
 
@@ -25,6 +26,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<result::CallResult>()?;
     m.add_class::<stream::Stream>()?;
     m.add_class::<stream::AsyncStream>()?;
+    m.add_class::<jobs::LogFollow>()?;
     errors::register(m)?;
     Ok(())
 }

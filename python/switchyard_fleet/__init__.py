@@ -9,18 +9,23 @@ a subclass of ``SwitchyardError`` named after its kind (``Overloaded``,
 ``request_id``.
 """
 
+import functools
+import json
+from typing import Any, Callable, Optional
+
+from . import _native
 from ._native import (
     AsyncClient,
     AsyncStream,
     BadRequest,
     CallResult,
-    Client,
     ConfigError,
     ConnectError,
     Forbidden,
     GatewayLost,
     InternalError,
     LeaseEnded,
+    LogFollow,
     NodeLost,
     NodeUnreachable,
     NoNodeAvailable,
@@ -51,6 +56,7 @@ __all__ = [
     "GatewayLost",
     "InternalError",
     "LeaseEnded",
+    "LogFollow",
     "NodeLost",
     "NodeUnreachable",
     "NoNodeAvailable",
@@ -68,3 +74,54 @@ __all__ = [
     "Unauthorized",
     "UnknownService",
 ]
+
+
+_CODECS = ("bytes", "json")
+
+
+def _encode(codec: str, value: Any) -> Any:
+    if codec == "json":
+        return json.dumps(value, separators=(",", ":")).encode()
+    return value
+
+
+def _decode(codec: str, data: bytes) -> Any:
+    if codec == "json":
+        return json.loads(data) if data else None
+    return data
+
+
+class Client(_native.Client):
+    """A blocking client; see the package's docstring and ``_native.pyi``."""
+
+    def remote(
+        self, service: Optional[str] = None, *, codec: str = "bytes", **options: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Turns a stub into a call of ``service`` (default: the stub's name).
+
+        The decorated function's body never runs: calling it with one
+        argument calls the service with that argument as the payload and
+        returns the result. ``codec="bytes"`` (the default) sends bytes or
+        text and returns bytes; ``codec="json"`` sends the argument as JSON
+        and returns the result's JSON value. ``options`` are ``call``'s
+        (``timeout``, ``priority``, ``hints``, ``policy``, ``explain``).
+
+            @client.remote("train_model", codec="json", policy="cost")
+            def train_model(data): ...
+
+            model = train_model({"epochs": 3})
+        """
+        if codec not in _CODECS:
+            raise ValueError(f"codec must be one of {_CODECS}, not {codec!r}")
+
+        def wrap(stub: Callable[..., Any]) -> Callable[..., Any]:
+            name = service or stub.__name__
+
+            @functools.wraps(stub)
+            def call(payload: Any = None) -> Any:
+                result = self.call(name, _encode(codec, payload), **options)
+                return _decode(codec, result.data)
+
+            return call
+
+        return wrap

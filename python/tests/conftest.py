@@ -10,7 +10,7 @@ Services on node ``node-a``: ``echo`` (returns the payload), ``sleep``
 (payload: milliseconds), ``fail`` (a command that exits 3), ``lines``
 (prints ``one``, sleeps 0.5 s, prints ``two``), ``partial`` (prints a
 line, then exits 3), ``forever`` (prints ``started``, then sleeps 30 s;
-one call at a time).
+one call at a time), ``sh`` (runs its payload with ``sh``: the jobs).
 """
 
 import os

@@ -30,6 +30,7 @@ async fn the_python_package_passes_its_pytest_suite_against_a_real_gateway() {
             "command",
             "command = [\"sh\", \"-c\", \"echo started; sleep 30\"]\nmax_concurrent = 1",
         ),
+        crate::jobs::shell(4),
     ]
     .concat();
     fleet.spawn_agent("node-a", TOKEN, &services);
