@@ -157,11 +157,15 @@ $(VENV)/.installed: $(PY_REQUIREMENTS)
 	touch $@
 
 # The Python package (python/: maturin + PyO3, distribution
-# switchyard-fleet, `import switchyard_fleet`), built and installed into the
-# virtualenv; `make test` runs its pytest suite (python/tests) against a real
-# gateway through the end-to-end suite (python_package.rs).
+# switchyard-fleet, `import switchyard_fleet`): its wheel built into
+# target/wheels and installed into the virtualenv; `make test` runs its
+# pytest suite (python/tests) against a real gateway, and installs the wheel
+# into a fresh virtualenv, through the end-to-end suite (python_package.rs).
+PY_WHEELS := $(abspath $(or $(CARGO_TARGET_DIR),target))/wheels
 python: venv
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet -m python/Cargo.toml
+	rm -f $(PY_WHEELS)/switchyard_fleet-*.whl
+	$(VENV)/bin/maturin build --quiet -m python/Cargo.toml --out $(PY_WHEELS)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps $(PY_WHEELS)/switchyard_fleet-*.whl
 
 # Tests whose figures a busy machine would skew run after the rest, one at
 # a time: the chaos scenarios (they kill and stop real processes and measure

@@ -72,3 +72,63 @@ async fn the_python_package_passes_its_pytest_suite_against_a_real_gateway() {
     assert!(stdout.contains(" passed"), "{stdout}");
     assert!(!stdout.contains("skipped"), "{stdout}");
 }
+
+/// The wheel `make python` built (into the target folder's `wheels/`)
+/// installs into a fresh virtualenv with nothing else and imports there.
+#[test]
+fn the_wheel_installs_into_a_fresh_virtualenv() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let wheels = target.join("wheels");
+    let wheel = std::fs::read_dir(&wheels)
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("switchyard_fleet-") && n.ends_with(".whl"))
+        });
+    let Some(wheel) = wheel else {
+        panic!(
+            "no switchyard_fleet wheel in {}: run `make python`",
+            wheels.display()
+        );
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let venv = dir.path().join("venv");
+    let run = |program: &Path, args: &[&std::ffi::OsStr]| {
+        let out = Command::new(program).args(args).output().expect("runs");
+        assert!(
+            out.status.success(),
+            "{} {args:?}: {}\n{}",
+            program.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(
+        &root.join(".venv/bin/python"),
+        &["-m".as_ref(), "venv".as_ref(), venv.as_os_str()],
+    );
+    run(
+        &venv.join("bin/pip"),
+        &[
+            "install".as_ref(),
+            "--quiet".as_ref(),
+            "--no-index".as_ref(),
+            wheel.as_os_str(),
+        ],
+    );
+    let check = "import switchyard_fleet as sf; print(sf.Client.__name__, sf.Overloaded.__mro__[1].__name__, sf._native.__file__)";
+    let out = run(&venv.join("bin/python"), &["-c".as_ref(), check.as_ref()]);
+    assert!(out.starts_with("Client SwitchyardError "), "{out}");
+    assert!(
+        out.contains(&venv.display().to_string()),
+        "imported from elsewhere: {out}"
+    );
+}
