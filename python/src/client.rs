@@ -3,6 +3,7 @@
 //! with the same options (timeout, priority, hints, policy).
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use pyo3::types::{PyBytes, PyString};
 
 use crate::errors::to_py;
 use crate::jobs;
+use crate::lease::Lease;
 use crate::result::CallResult;
 use crate::stream::{AsyncStream, Stream};
 
@@ -24,7 +26,7 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
 
 /// Runs `request` to its end on the runtime with the interpreter
 /// released; its error as the package's exception.
-fn wait<T: Send>(
+pub(crate) fn wait<T: Send>(
     py: Python<'_>,
     request: impl Future<Output = Result<T, ClientError>> + Send,
 ) -> PyResult<T> {
@@ -74,6 +76,9 @@ struct Options {
     hints: HashMap<String, String>,
     policy: Option<String>,
     explain: bool,
+    /// Lease the node and call it directly (through the gateway when its
+    /// direct port cannot be reached).
+    look_aside: bool,
 }
 
 impl Options {
@@ -84,22 +89,20 @@ impl Options {
         policy: Option<String>,
         explain: bool,
     ) -> PyResult<Self> {
-        let timeout = match timeout {
-            None => None,
-            Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
-            Some(s) => {
-                return Err(PyValueError::new_err(format!(
-                    "timeout must be a positive number of seconds, got {s}"
-                )));
-            }
-        };
         Ok(Self {
-            timeout,
+            timeout: seconds(timeout)?,
             priority,
             hints: hints.unwrap_or_default(),
             policy,
             explain,
+            look_aside: false,
         })
+    }
+
+    /// The same options, look-aside or not.
+    fn look_aside(mut self, look_aside: bool) -> Self {
+        self.look_aside = look_aside;
+        self
     }
 
     /// Runs `service` with `payload` on `client` under these options.
@@ -140,7 +143,32 @@ impl Options {
         if self.explain {
             call = call.explain();
         }
+        if self.look_aside {
+            call = call.mode(client::Mode::LookAside);
+        }
         call
+    }
+}
+
+/// An optional payload (none: empty).
+pub(crate) fn payload_of(value: Option<&Bound<'_, PyAny>>) -> PyResult<Bytes> {
+    value
+        .map(payload)
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+/// A timeout in seconds, checked.
+///
+/// # Errors
+/// `ValueError` unless it is a positive finite number.
+pub(crate) fn seconds(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    match timeout {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(PyValueError::new_err(format!(
+            "timeout must be a positive number of seconds, got {s}"
+        ))),
     }
 }
 
@@ -200,7 +228,7 @@ impl Client {
     }
 
     /// Calls `service` with `payload` and returns its `CallResult`.
-    #[pyo3(signature = (service, payload=None, *, timeout=None, priority=None, hints=None, policy=None, explain=false))]
+    #[pyo3(signature = (service, payload=None, *, timeout=None, priority=None, hints=None, policy=None, explain=false, look_aside=false))]
     #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
     fn call(
         &self,
@@ -212,16 +240,18 @@ impl Client {
         hints: Option<HashMap<String, String>>,
         policy: Option<String>,
         explain: bool,
+        look_aside: bool,
     ) -> PyResult<CallResult> {
-        let payload = payload.map(self::payload).transpose()?.unwrap_or_default();
-        let options = Options::new(timeout, priority, hints, policy, explain)?;
+        let payload = payload_of(payload)?;
+        let options =
+            Options::new(timeout, priority, hints, policy, explain)?.look_aside(look_aside);
         wait(py, options.call(&self.inner, &service, payload)).map(CallResult::from)
     }
 
     /// Calls `service` with `payload`, its result streamed: a `Stream`
     /// of `bytes` chunks as the service writes them (an iterator; closing
     /// or dropping it before its end cancels the call).
-    #[pyo3(signature = (service, payload=None, *, timeout=None, priority=None, hints=None, policy=None, explain=false))]
+    #[pyo3(signature = (service, payload=None, *, timeout=None, priority=None, hints=None, policy=None, explain=false, look_aside=false))]
     #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
     fn stream(
         &self,
@@ -233,10 +263,54 @@ impl Client {
         hints: Option<HashMap<String, String>>,
         policy: Option<String>,
         explain: bool,
+        look_aside: bool,
     ) -> PyResult<Stream> {
-        let payload = payload.map(self::payload).transpose()?.unwrap_or_default();
-        let options = Options::new(timeout, priority, hints, policy, explain)?;
+        let payload = payload_of(payload)?;
+        let options =
+            Options::new(timeout, priority, hints, policy, explain)?.look_aside(look_aside);
         wait(py, options.stream(&self.inner, &service, payload)).map(Stream::new)
+    }
+
+    /// Leases a node of `service` (look-aside): waits in the queue like a
+    /// call, then the node holds a slot for `max_calls` direct calls (or
+    /// until `idle` seconds pass without one, or `ttl` seconds in all);
+    /// `timeout` bounds the wait for a node. Returns a `Lease`.
+    #[pyo3(signature = (service, *, max_calls=1, idle=None, ttl=None, timeout=None, priority=None, hints=None, policy=None))]
+    #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
+    fn lease(
+        &self,
+        py: Python<'_>,
+        service: String,
+        max_calls: u32,
+        idle: Option<f64>,
+        ttl: Option<f64>,
+        timeout: Option<f64>,
+        priority: Option<i32>,
+        hints: Option<HashMap<String, String>>,
+        policy: Option<String>,
+    ) -> PyResult<Lease> {
+        let (idle, ttl) = (seconds(idle)?, seconds(ttl)?);
+        let options = Options::new(timeout, priority, hints, policy, false)?;
+        let mut lease = self.inner.lease(&service).max_calls(max_calls);
+        if let Some(idle) = idle {
+            lease = lease.idle(idle);
+        }
+        if let Some(ttl) = ttl {
+            lease = lease.ttl(ttl);
+        }
+        if let Some(timeout) = options.timeout {
+            lease = lease.timeout(timeout);
+        }
+        if let Some(priority) = options.priority {
+            lease = lease.priority(priority);
+        }
+        if let Some(policy) = options.policy {
+            lease = lease.policy(policy);
+        }
+        for (key, value) in options.hints {
+            lease = lease.hint(key, value);
+        }
+        wait(py, lease.into_future()).map(Lease::new)
     }
 
     /// The registered nodes, as dicts (the admin API's `/api/nodes` shape).
@@ -283,7 +357,7 @@ impl Client {
     ) -> PyResult<Py<PyAny>> {
         let spec = jobs::SpecArgs {
             service,
-            payload: payload.map(self::payload).transpose()?.unwrap_or_default(),
+            payload: payload_of(payload)?,
             template,
             params,
             hints,
@@ -411,7 +485,7 @@ impl AsyncClient {
     }
 
     /// Calls `service` with `payload`; an awaitable of its `CallResult`.
-    #[pyo3(signature = (service, payload=None, *, timeout=None, priority=None, hints=None, policy=None, explain=false))]
+    #[pyo3(signature = (service, payload=None, *, timeout=None, priority=None, hints=None, policy=None, explain=false, look_aside=false))]
     #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
     fn call<'py>(
         &self,
@@ -423,9 +497,11 @@ impl AsyncClient {
         hints: Option<HashMap<String, String>>,
         policy: Option<String>,
         explain: bool,
+        look_aside: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let payload = payload.map(self::payload).transpose()?.unwrap_or_default();
-        let options = Options::new(timeout, priority, hints, policy, explain)?;
+        let payload = payload_of(payload)?;
+        let options =
+            Options::new(timeout, priority, hints, policy, explain)?.look_aside(look_aside);
         let inner = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             options
@@ -439,7 +515,7 @@ impl AsyncClient {
     /// Calls `service` with `payload`, its result streamed; an awaitable
     /// of an `AsyncStream` (`async for chunk in stream`; closing it before
     /// its end cancels the call).
-    #[pyo3(signature = (service, payload=None, *, timeout=None, priority=None, hints=None, policy=None, explain=false))]
+    #[pyo3(signature = (service, payload=None, *, timeout=None, priority=None, hints=None, policy=None, explain=false, look_aside=false))]
     #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
     fn stream<'py>(
         &self,
@@ -451,9 +527,11 @@ impl AsyncClient {
         hints: Option<HashMap<String, String>>,
         policy: Option<String>,
         explain: bool,
+        look_aside: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let payload = payload.map(self::payload).transpose()?.unwrap_or_default();
-        let options = Options::new(timeout, priority, hints, policy, explain)?;
+        let payload = payload_of(payload)?;
+        let options =
+            Options::new(timeout, priority, hints, policy, explain)?.look_aside(look_aside);
         let inner = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             options

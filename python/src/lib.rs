@@ -12,6 +12,7 @@
 mod client;
 mod errors;
 mod jobs;
+mod lease;
 mod result;
 mod stream;
 
@@ -27,6 +28,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::Stream>()?;
     m.add_class::<stream::AsyncStream>()?;
     m.add_class::<jobs::LogFollow>()?;
+    m.add_class::<lease::Lease>()?;
     errors::register(m)?;
     Ok(())
 }
