@@ -17,7 +17,7 @@ use crate::errors::to_py;
 use crate::jobs;
 use crate::lease::Lease;
 use crate::result::CallResult;
-use crate::stream::{AsyncStream, Stream};
+use crate::stream::Stream;
 
 /// The one tokio runtime every client of the process shares.
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
@@ -34,7 +34,7 @@ pub(crate) fn wait<T: Send>(
 }
 
 /// Where the gateways are and how to trust them.
-fn config(
+pub(crate) fn config(
     gateways: Gateways,
     ca: PathBuf,
     api_key: Option<String>,
@@ -64,13 +64,13 @@ fn config(
 
 /// One address or a list of them.
 #[derive(FromPyObject)]
-enum Gateways {
+pub(crate) enum Gateways {
     One(String),
     Many(Vec<String>),
 }
 
 /// A call's options, as the keyword arguments give them.
-struct Options {
+pub(crate) struct Options {
     timeout: Option<Duration>,
     priority: Option<i32>,
     hints: HashMap<String, String>,
@@ -82,7 +82,7 @@ struct Options {
 }
 
 impl Options {
-    fn new(
+    pub(crate) fn new(
         timeout: Option<f64>,
         priority: Option<i32>,
         hints: Option<HashMap<String, String>>,
@@ -100,13 +100,13 @@ impl Options {
     }
 
     /// The same options, look-aside or not.
-    fn look_aside(mut self, look_aside: bool) -> Self {
+    pub(crate) fn look_aside(mut self, look_aside: bool) -> Self {
         self.look_aside = look_aside;
         self
     }
 
     /// Runs `service` with `payload` on `client` under these options.
-    async fn call(
+    pub(crate) async fn call(
         self,
         client: &client::Client,
         service: &str,
@@ -117,7 +117,7 @@ impl Options {
 
     /// Starts `service` with `payload` on `client` under these options,
     /// its result streamed.
-    async fn stream(
+    pub(crate) async fn stream(
         self,
         client: &client::Client,
         service: &str,
@@ -452,141 +452,5 @@ impl Client {
         _traceback: Option<&Bound<'_, PyAny>>,
     ) {
         self.close(py);
-    }
-}
-
-/// An asyncio client: each method returns an awaitable. Make one with
-/// `await AsyncClient.connect(...)`.
-#[pyclass(module = "switchyard_fleet._native", name = "AsyncClient", frozen)]
-pub(crate) struct AsyncClient {
-    inner: client::Client,
-    admin_token: Option<String>,
-}
-
-#[pymethods]
-impl AsyncClient {
-    /// Connects as `Client(...)` does; an awaitable of the client.
-    #[staticmethod]
-    #[pyo3(signature = (gateways, ca, *, api_key=None, server_name=None, cluster=false, admin_token=None))]
-    fn connect<'py>(
-        py: Python<'py>,
-        gateways: Gateways,
-        ca: PathBuf,
-        api_key: Option<String>,
-        server_name: Option<String>,
-        cluster: bool,
-        admin_token: Option<String>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let config = config(gateways, ca, api_key, server_name, cluster)?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let inner = client::Client::connect(config).await.map_err(to_py)?;
-            Ok(Self { inner, admin_token })
-        })
-    }
-
-    /// Calls `service` with `payload`; an awaitable of its `CallResult`.
-    #[pyo3(signature = (service, payload=None, *, timeout=None, priority=None, hints=None, policy=None, explain=false, look_aside=false))]
-    #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
-    fn call<'py>(
-        &self,
-        py: Python<'py>,
-        service: String,
-        payload: Option<&Bound<'py, PyAny>>,
-        timeout: Option<f64>,
-        priority: Option<i32>,
-        hints: Option<HashMap<String, String>>,
-        policy: Option<String>,
-        explain: bool,
-        look_aside: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let payload = payload_of(payload)?;
-        let options =
-            Options::new(timeout, priority, hints, policy, explain)?.look_aside(look_aside);
-        let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            options
-                .call(&inner, &service, payload)
-                .await
-                .map(CallResult::from)
-                .map_err(to_py)
-        })
-    }
-
-    /// Calls `service` with `payload`, its result streamed; an awaitable
-    /// of an `AsyncStream` (`async for chunk in stream`; closing it before
-    /// its end cancels the call).
-    #[pyo3(signature = (service, payload=None, *, timeout=None, priority=None, hints=None, policy=None, explain=false, look_aside=false))]
-    #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
-    fn stream<'py>(
-        &self,
-        py: Python<'py>,
-        service: String,
-        payload: Option<&Bound<'py, PyAny>>,
-        timeout: Option<f64>,
-        priority: Option<i32>,
-        hints: Option<HashMap<String, String>>,
-        policy: Option<String>,
-        explain: bool,
-        look_aside: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let payload = payload_of(payload)?;
-        let options =
-            Options::new(timeout, priority, hints, policy, explain)?.look_aside(look_aside);
-        let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            options
-                .stream(&inner, &service, payload)
-                .await
-                .map(AsyncStream::new)
-                .map_err(to_py)
-        })
-    }
-
-    /// The registered nodes, as dicts; an awaitable.
-    fn nodes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let nodes = inner.nodes().await.map_err(to_py)?;
-            Python::attach(|py| plain(py, &nodes))
-        })
-    }
-
-    /// The loaded policies and which service uses which; an awaitable.
-    fn policies<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let table = inner.policies().await.map_err(to_py)?;
-            Python::attach(|py| plain(py, &table))
-        })
-    }
-
-    /// Makes `policy` pick the nodes of `service` (needs `admin_token`);
-    /// an awaitable of the gateway's acknowledgement.
-    fn set_policy<'py>(
-        &self,
-        py: Python<'py>,
-        service: String,
-        policy: String,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let token = self
-            .admin_token
-            .clone()
-            .ok_or_else(|| PyValueError::new_err("set_policy needs admin_token=..."))?;
-        let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            inner
-                .set_policy(&token, &service, &policy)
-                .await
-                .map_err(to_py)
-        })
-    }
-
-    /// Closes the connections; an awaitable.
-    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            inner.close().await;
-            Ok(())
-        })
     }
 }

@@ -2,13 +2,14 @@
 //! `switchyard-fleet` (`import switchyard_fleet`). It wraps the Rust SDK
 //! (`switchyard-client`): [`client::Client`] blocks the calling thread
 //! (with the interpreter released, so other Python threads run),
-//! [`client::AsyncClient`] returns asyncio awaitables; both share one
+//! [`aio::AsyncClient`] returns asyncio awaitables; both share one
 //! tokio runtime (`pyo3-async-runtimes`' global one). Errors become the
 //! exceptions of [`errors`], one per wire error kind.
 //!
 //! The Python half (`python/switchyard_fleet/`) re-exports these names
 //! and carries the type stubs.
 
+mod aio;
 mod client;
 mod errors;
 mod jobs;
@@ -23,7 +24,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Client>()?;
-    m.add_class::<client::AsyncClient>()?;
+    m.add_class::<aio::AsyncClient>()?;
     m.add_class::<result::CallResult>()?;
     m.add_class::<stream::Stream>()?;
     m.add_class::<stream::AsyncStream>()?;

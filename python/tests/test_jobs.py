@@ -60,3 +60,30 @@ def test_remote_turns_a_stub_into_a_call(client):
     assert sleep(b"1") == b"slept 1 ms"
     with pytest.raises(ValueError):
         client.remote(codec="pickle")
+
+
+def test_the_async_client_submits_and_reads_jobs(gateway, ca, admin_token):
+    import asyncio
+
+    async def main():
+        client = await sf.AsyncClient.connect(gateway, ca, admin_token=admin_token)
+        try:
+            job = await client.submit_job("sh", b"echo async")
+            for _ in range(200):
+                if (await client.job(job["id"]))["state"] == "succeeded":
+                    break
+                await asyncio.sleep(0.05)
+            assert await client.job_result(job["id"]) == b"async\n"
+            stdout = [e["line"] for e in await client.job_log(job["id"]) if e["stream"] == "stdout"]
+            assert stdout == ["async"]
+            page = await client.jobs(service="sh", limit=5)
+            assert page["jobs"]
+            stuck = await client.submit_job("sh", b"sleep 1000")
+            assert (await client.cancel_job(stuck["id"]))["state"] == "cancelled"
+            await client.delete_job(stuck["id"])
+            with pytest.raises(sf.SwitchyardError):
+                await client.job(stuck["id"])
+        finally:
+            await client.close()
+
+    asyncio.run(main())
