@@ -75,6 +75,7 @@ __all__ = [
     "Timeout",
     "Unauthorized",
     "UnknownService",
+    "remote",
 ]
 
 
@@ -93,37 +94,57 @@ def _decode(codec: str, data: bytes) -> Any:
     return data
 
 
+def remote(
+    client: Any, service: Optional[str] = None, *, codec: str = "bytes", **options: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Turns a stub into a call of ``service`` (default: the stub's name)
+    through ``client``, a ``Client`` (the stub becomes a function) or an
+    ``AsyncClient`` (the stub becomes a coroutine function).
+
+    The decorated function's body never runs: calling it with one
+    argument calls the service with that argument as the payload and
+    returns the result. ``codec="bytes"`` (the default) sends bytes or
+    text and returns bytes; ``codec="json"`` sends the argument as JSON
+    and returns the result's JSON value. ``options`` are ``call``'s
+    (``timeout``, ``priority``, ``hints``, ``policy``, ``explain``,
+    ``look_aside``).
+    """
+    if codec not in _CODECS:
+        raise ValueError(f"codec must be one of {_CODECS}, not {codec!r}")
+
+    def wrap(stub: Callable[..., Any]) -> Callable[..., Any]:
+        name = service or stub.__name__
+        if isinstance(client, _native.AsyncClient):
+
+            @functools.wraps(stub)
+            async def call_async(payload: Any = None) -> Any:
+                result = await client.call(name, _encode(codec, payload), **options)
+                return _decode(codec, result.data)
+
+            return call_async
+
+        @functools.wraps(stub)
+        def call(payload: Any = None) -> Any:
+            result = client.call(name, _encode(codec, payload), **options)
+            return _decode(codec, result.data)
+
+        return call
+
+    return wrap
+
+
 class Client(_native.Client):
     """A blocking client; see the package's docstring and ``_native.pyi``."""
 
     def remote(
         self, service: Optional[str] = None, *, codec: str = "bytes", **options: Any
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Turns a stub into a call of ``service`` (default: the stub's name).
-
-        The decorated function's body never runs: calling it with one
-        argument calls the service with that argument as the payload and
-        returns the result. ``codec="bytes"`` (the default) sends bytes or
-        text and returns bytes; ``codec="json"`` sends the argument as JSON
-        and returns the result's JSON value. ``options`` are ``call``'s
-        (``timeout``, ``priority``, ``hints``, ``policy``, ``explain``).
+        """``remote(self, service, codec=codec, **options)``: a stub
+        decorated with it calls ``service`` (default: the stub's name).
 
             @client.remote("train_model", codec="json", policy="cost")
             def train_model(data): ...
 
             model = train_model({"epochs": 3})
         """
-        if codec not in _CODECS:
-            raise ValueError(f"codec must be one of {_CODECS}, not {codec!r}")
-
-        def wrap(stub: Callable[..., Any]) -> Callable[..., Any]:
-            name = service or stub.__name__
-
-            @functools.wraps(stub)
-            def call(payload: Any = None) -> Any:
-                result = self.call(name, _encode(codec, payload), **options)
-                return _decode(codec, result.data)
-
-            return call
-
-        return wrap
+        return remote(self, service, codec=codec, **options)

@@ -87,3 +87,21 @@ def test_the_async_client_submits_and_reads_jobs(gateway, ca, admin_token):
             await client.close()
 
     asyncio.run(main())
+
+
+def test_remote_works_with_the_async_client_too(gateway, ca):
+    import asyncio
+
+    async def main():
+        client = await sf.AsyncClient.connect(gateway, ca)
+        try:
+
+            @sf.remote(client, "echo", codec="json")
+            async def echo(data):
+                ...
+
+            assert await echo([1, "two"]) == [1, "two"]
+        finally:
+            await client.close()
+
+    asyncio.run(main())
