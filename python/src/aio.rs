@@ -214,6 +214,22 @@ impl AsyncClient {
         })
     }
 
+    /// Follows the job's log from after `after`; an awaitable of an
+    /// `AsyncLogFollow` (`async for entry in log`, ending with the job).
+    #[pyo3(signature = (id, after=0))]
+    fn follow_log<'py>(
+        &self,
+        py: Python<'py>,
+        id: String,
+        after: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let batches = inner.follow_log(&id, after).await.map_err(to_py)?;
+            Ok(jobs::AsyncLogFollow::new(Box::pin(batches)))
+        })
+    }
+
     /// The job's stored log lines after `after`; an awaitable of dicts.
     #[pyo3(signature = (id, after=0))]
     fn job_log<'py>(&self, py: Python<'py>, id: String, after: u64) -> PyResult<Bound<'py, PyAny>> {

@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use client::{ClientError, JobFilter, JobSpec, JobState, LogEntry};
 use futures_util::{Stream, StreamExt};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyStopAsyncIteration, PyValueError};
 use pyo3::prelude::*;
 
 use crate::errors::to_py;
@@ -83,6 +83,36 @@ struct Follow {
     batches: Option<Batches>,
 }
 
+impl Follow {
+    fn new(batches: Batches) -> Self {
+        Self {
+            ready: VecDeque::new(),
+            batches: Some(batches),
+        }
+    }
+
+    /// The next entry, reading the next batch when none is ready; `None`
+    /// at the end (the log's error ends it too).
+    async fn next(&mut self) -> Result<Option<LogEntry>, ClientError> {
+        loop {
+            if let Some(entry) = self.ready.pop_front() {
+                return Ok(Some(entry));
+            }
+            let Some(batches) = self.batches.as_mut() else {
+                return Ok(None);
+            };
+            match batches.next().await {
+                Some(Ok(batch)) => self.ready.extend(batch),
+                Some(Err(e)) => {
+                    self.batches = None;
+                    return Err(e);
+                }
+                None => self.batches = None,
+            }
+        }
+    }
+}
+
 /// A job's log as it is written: iterate for its entries (dicts); the
 /// iteration ends once the job has ended and every line was given.
 #[pyclass(module = "switchyard_fleet._native", name = "LogFollow", frozen)]
@@ -93,10 +123,7 @@ pub(crate) struct LogFollow {
 impl LogFollow {
     pub(crate) fn new(batches: Batches) -> Self {
         Self {
-            follow: Mutex::new(Follow {
-                ready: VecDeque::new(),
-                batches: Some(batches),
-            }),
+            follow: Mutex::new(Follow::new(batches)),
         }
     }
 }
@@ -111,24 +138,7 @@ impl LogFollow {
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         let next = py.detach(|| {
             let mut follow = self.follow.lock().unwrap_or_else(PoisonError::into_inner);
-            crate::client::runtime().block_on(async {
-                loop {
-                    if let Some(entry) = follow.ready.pop_front() {
-                        return Ok(Some(entry));
-                    }
-                    let Some(batches) = follow.batches.as_mut() else {
-                        return Ok(None);
-                    };
-                    match batches.next().await {
-                        Some(Ok(batch)) => follow.ready.extend(batch),
-                        Some(Err(e)) => {
-                            follow.batches = None;
-                            return Err(e);
-                        }
-                        None => follow.batches = None,
-                    }
-                }
-            })
+            crate::client::runtime().block_on(follow.next())
         });
         match next {
             Ok(Some(entry)) => crate::client::plain(py, &entry).map(Some),
@@ -145,5 +155,49 @@ impl LogFollow {
             follow.batches.take()
         });
         drop(batches);
+    }
+}
+
+/// A job's log as it is written, for asyncio: `async for entry in log`.
+#[pyclass(module = "switchyard_fleet._native", name = "AsyncLogFollow", frozen)]
+pub(crate) struct AsyncLogFollow {
+    follow: Arc<tokio::sync::Mutex<Follow>>,
+}
+
+impl AsyncLogFollow {
+    pub(crate) fn new(batches: Batches) -> Self {
+        Self {
+            follow: Arc::new(tokio::sync::Mutex::new(Follow::new(batches))),
+        }
+    }
+}
+
+#[pymethods]
+impl AsyncLogFollow {
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// An awaitable of the next entry (`StopAsyncIteration` at the end).
+    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let follow = Arc::clone(&self.follow);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            match follow.lock().await.next().await {
+                Ok(Some(entry)) => Python::attach(|py| crate::client::plain(py, &entry)),
+                Ok(None) => Err(PyStopAsyncIteration::new_err(())),
+                Err(e) => Err(to_py(e)),
+            }
+        })
+    }
+
+    /// Stops following; an awaitable.
+    fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let follow = Arc::clone(&self.follow);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut follow = follow.lock().await;
+            follow.ready.clear();
+            drop(follow.batches.take());
+            Ok(())
+        })
     }
 }

@@ -29,6 +29,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::Stream>()?;
     m.add_class::<stream::AsyncStream>()?;
     m.add_class::<jobs::LogFollow>()?;
+    m.add_class::<jobs::AsyncLogFollow>()?;
     m.add_class::<lease::Lease>()?;
     errors::register(m)?;
     Ok(())

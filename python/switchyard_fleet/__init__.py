@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 from . import _native
 from ._native import (
     AsyncClient,
+    AsyncLogFollow,
     AsyncStream,
     BadRequest,
     CallResult,
@@ -47,6 +48,7 @@ from ._native import (
 
 __all__ = [
     "AsyncClient",
+    "AsyncLogFollow",
     "AsyncStream",
     "BadRequest",
     "CallResult",

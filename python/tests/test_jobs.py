@@ -68,14 +68,14 @@ def test_the_async_client_submits_and_reads_jobs(gateway, ca, admin_token):
     async def main():
         client = await sf.AsyncClient.connect(gateway, ca, admin_token=admin_token)
         try:
-            job = await client.submit_job("sh", b"echo async")
-            for _ in range(200):
-                if (await client.job(job["id"]))["state"] == "succeeded":
-                    break
-                await asyncio.sleep(0.05)
-            assert await client.job_result(job["id"]) == b"async\n"
+            job = await client.submit_job("sh", b"echo async; sleep 0.1; echo done")
+            log = await client.follow_log(job["id"])
+            lines = [e["line"] async for e in log if e["stream"] == "stdout"]
+            assert lines == ["async", "done"]
+            assert (await client.job(job["id"]))["state"] == "succeeded"
+            assert await client.job_result(job["id"]) == b"async\ndone\n"
             stdout = [e["line"] for e in await client.job_log(job["id"]) if e["stream"] == "stdout"]
-            assert stdout == ["async"]
+            assert stdout == ["async", "done"]
             page = await client.jobs(service="sh", limit=5)
             assert page["jobs"]
             stuck = await client.submit_job("sh", b"sleep 1000")
