@@ -69,17 +69,9 @@ pub(crate) enum Gateways {
     Many(Vec<String>),
 }
 
-/// A call's options, as the keyword arguments give them.
-pub(crate) struct Options {
-    timeout: Option<Duration>,
-    priority: Option<i32>,
-    hints: HashMap<String, String>,
-    policy: Option<String>,
-    explain: bool,
-    /// Lease the node and call it directly (through the gateway when its
-    /// direct port cannot be reached).
-    look_aside: bool,
-}
+/// A call's options, as the keyword arguments give them: the SDK's
+/// [`client::CallOptions`], which a call and a lease both take whole.
+pub(crate) struct Options(client::CallOptions);
 
 impl Options {
     pub(crate) fn new(
@@ -89,19 +81,27 @@ impl Options {
         policy: Option<String>,
         explain: bool,
     ) -> PyResult<Self> {
-        Ok(Self {
-            timeout: seconds(timeout)?,
-            priority,
-            hints: hints.unwrap_or_default(),
-            policy,
-            explain,
-            look_aside: false,
-        })
+        let mut options = client::CallOptions::default();
+        if let Some(timeout) = seconds(timeout)? {
+            options.timeout = timeout;
+        }
+        if let Some(priority) = priority {
+            options.priority = priority;
+        }
+        options.policy = policy;
+        options.hints = hints.unwrap_or_default().into_iter().collect();
+        if explain {
+            options.hints.push(("explain".into(), "1".into()));
+        }
+        Ok(Self(options))
     }
 
-    /// The same options, look-aside or not.
+    /// The same options, look-aside (lease the node and call it directly,
+    /// through the gateway when its direct port cannot be reached) or not.
     pub(crate) fn look_aside(mut self, look_aside: bool) -> Self {
-        self.look_aside = look_aside;
+        if look_aside {
+            self.0.mode = client::Mode::LookAside;
+        }
         self
     }
 
@@ -112,7 +112,7 @@ impl Options {
         service: &str,
         payload: Bytes,
     ) -> Result<client::CallResult, ClientError> {
-        self.apply(client.call(service, payload)).await
+        client.call(service, payload).options(self.0).await
     }
 
     /// Starts `service` with `payload` on `client` under these options,
@@ -123,30 +123,7 @@ impl Options {
         service: &str,
         payload: Bytes,
     ) -> Result<client::CallStream, ClientError> {
-        self.apply(client.call(service, payload)).stream().await
-    }
-
-    /// `call` with these options set.
-    fn apply(self, mut call: client::Call<'_>) -> client::Call<'_> {
-        if let Some(timeout) = self.timeout {
-            call = call.timeout(timeout);
-        }
-        if let Some(priority) = self.priority {
-            call = call.priority(priority);
-        }
-        if let Some(policy) = self.policy {
-            call = call.policy(policy);
-        }
-        for (key, value) in self.hints {
-            call = call.hint(key, value);
-        }
-        if self.explain {
-            call = call.explain();
-        }
-        if self.look_aside {
-            call = call.mode(client::Mode::LookAside);
-        }
-        call
+        client.call(service, payload).options(self.0).stream().await
     }
 }
 
@@ -291,24 +268,16 @@ impl Client {
     ) -> PyResult<Lease> {
         let (idle, ttl) = (seconds(idle)?, seconds(ttl)?);
         let options = Options::new(timeout, priority, hints, policy, false)?;
-        let mut lease = self.inner.lease(&service).max_calls(max_calls);
+        let mut lease = self
+            .inner
+            .lease(&service)
+            .options(options.0)
+            .max_calls(max_calls);
         if let Some(idle) = idle {
             lease = lease.idle(idle);
         }
         if let Some(ttl) = ttl {
             lease = lease.ttl(ttl);
-        }
-        if let Some(timeout) = options.timeout {
-            lease = lease.timeout(timeout);
-        }
-        if let Some(priority) = options.priority {
-            lease = lease.priority(priority);
-        }
-        if let Some(policy) = options.policy {
-            lease = lease.policy(policy);
-        }
-        for (key, value) in options.hints {
-            lease = lease.hint(key, value);
         }
         wait(py, lease.into_future()).map(Lease::new)
     }
