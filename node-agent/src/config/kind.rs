@@ -40,6 +40,12 @@ pub enum ServiceKind {
     /// `kind = "sum-up"`: payload is N as decimal text (N <= 10^12); returns
     /// the sum 1 + 2 + ... + N, computed the slow way (real CPU work).
     SumUp,
+    /// Code the program embedding the agent supplies (a Python function
+    /// served by the `switchyard-fleet` package): its [`Handler`] answers
+    /// each call. Not in TOML.
+    ///
+    /// [`Handler`]: crate::services::hosted::Handler
+    Hosted(crate::services::hosted::Hosted),
 }
 
 /// An external command service.
@@ -130,6 +136,7 @@ impl ServiceKind {
             Self::Echo => "echo",
             Self::Sleep => "sleep",
             Self::SumUp => "sum-up",
+            Self::Hosted(_) => "hosted",
         }
     }
 
@@ -174,7 +181,7 @@ impl ServiceKind {
                     return Err("api_key is not a header value".into());
                 }
             }
-            Self::Echo | Self::Sleep | Self::SumUp => {}
+            Self::Echo | Self::Sleep | Self::SumUp | Self::Hosted(_) => {}
         }
         Ok(())
     }

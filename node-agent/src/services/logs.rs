@@ -48,7 +48,7 @@ impl Tail {
 }
 
 /// Milliseconds since the Unix epoch now (0 before it).
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -1,8 +1,9 @@
 //! The services a node hosts and how calls run on them: external commands
 //! ([`command`](ServiceKind::Command)), local HTTP servers
 //! ([`http`](ServiceKind::Http)), OpenAI-compatible model servers
-//! ([`openai`](ServiceKind::OpenAi)) and built-ins (`echo`, `sleep`,
-//! `sum-up`). Commands and HTTP servers answer with a [`Reply`] whose body
+//! ([`openai`](ServiceKind::OpenAi)), built-ins (`echo`, `sleep`,
+//! `sum-up`) and code the embedding program supplies
+//! ([`hosted`](ServiceKind::Hosted), e.g. Python functions). Commands and HTTP servers answer with a [`Reply`] whose body
 //! streams as it is produced.
 //!
 //! [`Services`] counts the calls in flight per service and refuses calls past
@@ -15,6 +16,7 @@
 mod builtin;
 mod command;
 mod gate;
+pub mod hosted;
 mod http;
 mod logs;
 mod reply;
@@ -161,6 +163,19 @@ enum Runner {
     Echo,
     Sleep,
     SumUp,
+    Hosted(hosted::Hosted, Arc<hosted::Running>),
+}
+
+impl Entry {
+    /// Calls in flight, and a hosted service's abandoned calls whose work
+    /// still runs.
+    fn busy(&self) -> u32 {
+        let calls = self.in_flight.load(Ordering::SeqCst);
+        match &self.runner {
+            Runner::Hosted(_, running) => calls.max(running.count()),
+            _ => calls,
+        }
+    }
 }
 
 impl Services {
@@ -205,6 +220,7 @@ impl Services {
         };
         let mut client = None;
         let mut entries = BTreeMap::new();
+        let load = Arc::new(watch::Sender::new(()));
         for config in configs {
             let runner = match &config.kind {
                 ServiceKind::Command(c) => Runner::Command(command::CommandService::new(c)),
@@ -225,6 +241,9 @@ impl Services {
                 ServiceKind::Echo => Runner::Echo,
                 ServiceKind::Sleep => Runner::Sleep,
                 ServiceKind::SumUp => Runner::SumUp,
+                ServiceKind::Hosted(h) => {
+                    Runner::Hosted(h.clone(), hosted::Running::new(load.clone()))
+                }
             };
             let index = entries.len();
             entries.entry(config.name.clone()).or_insert_with(|| {
@@ -248,7 +267,7 @@ impl Services {
         Ok(Self {
             entries: Arc::new(entries),
             gates: Arc::new(gates),
-            load: Arc::new(watch::Sender::new(())),
+            load,
             jobs: Arc::new(AtomicU32::new(0)),
         })
     }
@@ -279,7 +298,7 @@ impl Services {
     pub fn in_flight(&self) -> Vec<(String, u32)> {
         self.entries
             .values()
-            .map(|e| (e.name.clone(), e.in_flight.load(Ordering::Acquire)))
+            .map(|e| (e.name.clone(), e.busy()))
             .collect()
     }
 
@@ -322,7 +341,7 @@ impl Services {
         self.entries
             .values()
             .map(|e| {
-                let all = e.in_flight.load(Ordering::SeqCst);
+                let all = e.busy();
                 (e.name.clone(), all.saturating_sub(tally.in_flight(e.index)))
             })
             .collect()
@@ -372,7 +391,12 @@ impl Services {
         entry
             .in_flight
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < entry.max_concurrent).then_some(n + 1)
+                // A hosted service's abandoned work still holds its place.
+                let running = match &entry.runner {
+                    Runner::Hosted(_, running) => running.count(),
+                    _ => 0,
+                };
+                (n.max(running) < entry.max_concurrent).then_some(n + 1)
             })
             .map_err(|_| {
                 if let Some(owner) = owner {
@@ -510,6 +534,7 @@ impl Slot {
             Runner::Echo => Ok(Reply::whole(payload)),
             Runner::Sleep => whole(limited(timeout, builtin::sleep(payload)).await),
             Runner::SumUp => whole(limited(timeout, builtin::sum_up(payload, timeout)).await),
+            Runner::Hosted(h, running) => hosted::run(h, running, payload, timeout, log).await,
         }
     }
 }

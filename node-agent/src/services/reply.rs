@@ -75,6 +75,16 @@ impl Sink {
         self.tx.send(Piece::Data(chunk)).await.map_err(|_| Closed)
     }
 
+    /// As [`Sink::data`], from a thread outside the async runtime.
+    pub(crate) fn blocking_data(&self, chunk: Bytes) -> Result<(), Closed> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .blocking_send(Piece::Data(chunk))
+            .map_err(|_| Closed)
+    }
+
     /// Hands one log chunk (a command's stderr, when the call asked for
     /// its log) to the reader, with the same backpressure as [`Sink::data`].
     pub(crate) async fn log(&self, chunk: LogChunk) -> Result<(), Closed> {
