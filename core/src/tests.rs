@@ -49,6 +49,8 @@ pub(crate) fn spec(
                 max_concurrent: *max,
                 load_ms: *load_ms,
                 model: false,
+                policy: None,
+                idempotent: false,
             })
             .collect(),
         slots: slots

@@ -306,6 +306,8 @@ mod tests {
                 max_concurrent: 4,
                 load_ms: 0,
                 model: false,
+                policy: None,
+                idempotent: false,
             }],
             slots: Vec::new(),
             stats_interval_ms: 1000,

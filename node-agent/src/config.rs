@@ -237,6 +237,13 @@ pub struct ServiceConfig {
     /// service (TOML `metrics_url` and friends, default none: no load
     /// reported).
     pub metrics: Option<MetricsScrape>,
+    /// The policy the gateway should pick this service's nodes with, when
+    /// its operator set none (TOML `policy`, e.g. `"latency"`; default
+    /// none: the gateway's default policy).
+    pub policy: Option<String>,
+    /// Running a call twice is safe: the gateway may retry a failed call
+    /// on another node (TOML `idempotent`, default false).
+    pub idempotent: bool,
 }
 
 impl ServiceConfig {
@@ -249,6 +256,8 @@ impl ServiceConfig {
             swap: None,
             health: None,
             metrics: None,
+            policy: None,
+            idempotent: false,
         }
     }
 
@@ -504,6 +513,9 @@ impl AgentConfig {
         let mut seen = BTreeSet::new();
         for service in &self.services {
             check_name("service name", &service.name)?;
+            if let Some(policy) = &service.policy {
+                check_name("policy", policy)?;
+            }
             if !seen.insert(service.name.as_str()) {
                 return invalid(format!("service {} is listed twice", service.name));
             }

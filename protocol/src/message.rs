@@ -512,6 +512,8 @@ mod tests {
                 max_concurrent: 0,
                 load_ms: 0,
                 model: false,
+                policy: None,
+                idempotent: false,
             }],
             slots: vec![],
             stats_interval_ms: 1000,

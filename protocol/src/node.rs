@@ -91,6 +91,20 @@ pub struct ServiceSpec {
     #[serde(default, with = "crate::added")]
     #[cbor(n(3), default, skip_if = "crate::call::is_false")]
     pub model: bool,
+    /// The policy the node asks the gateway to pick this service's nodes
+    /// with (a loaded policy's name, e.g. `latency`), used while the
+    /// operator has set none for the service; default none. At most 256
+    /// bytes. Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[n(4)]
+    pub policy: Option<String>,
+    /// Running a call of the service twice is safe: the gateway may run a
+    /// call again on another node after a failure its `[retry]` names
+    /// (as for a service its operator marked `idempotent`); default false.
+    /// Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(5), default, skip_if = "crate::call::is_false")]
+    pub idempotent: bool,
 }
 
 /// A swappable slot of a node, e.g. one GPU: which services it can host and
@@ -381,6 +395,9 @@ impl NodeSpec {
         }
         for service in &self.services {
             check_name("service name", &service.name)?;
+            if let Some(policy) = &service.policy {
+                check_name("policy name", policy)?;
+            }
             if service.max_concurrent == 0 {
                 return Err(CodecError::Invalid(format!(
                     "service {} has max_concurrent 0",
@@ -449,6 +466,8 @@ mod register_tests {
                     max_concurrent: 1,
                     load_ms: 0,
                     model: false,
+                    policy: None,
+                    idempotent: false,
                 }],
                 slots: Vec::new(),
                 stats_interval_ms: 1000,

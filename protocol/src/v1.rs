@@ -105,6 +105,8 @@ impl Message {
                 register.holds_on_control = false;
                 for service in &mut register.node.services {
                     service.model = false;
+                    service.policy = None;
+                    service.idempotent = false;
                 }
             }
             Message::Nodes(nodes) => {
@@ -113,6 +115,8 @@ impl Message {
                     node.direct = None;
                     for service in &mut node.spec.services {
                         service.model = false;
+                        service.policy = None;
+                        service.idempotent = false;
                     }
                     if let Some(stats) = &mut node.stats {
                         stats.unhealthy.clear();

@@ -14,6 +14,7 @@ mod client;
 mod errors;
 mod jobs;
 mod lease;
+mod node;
 mod result;
 mod stream;
 
@@ -31,6 +32,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<jobs::LogFollow>()?;
     m.add_class::<jobs::AsyncLogFollow>()?;
     m.add_class::<lease::Lease>()?;
+    m.add_class::<node::NodeCore>()?;
+    m.add_class::<node::Call>()?;
     errors::register(m)?;
     Ok(())
 }

@@ -10,10 +10,11 @@ a subclass of ``SwitchyardError`` named after its kind (``Overloaded``,
 """
 
 import functools
-import json
 from typing import Any, Callable, Optional
 
 from . import _native
+from .codecs import CODECS, decoder, encoder, policy_name
+from .node import CallAbandoned, Node
 from ._native import (
     AsyncClient,
     AsyncLogFollow,
@@ -51,6 +52,7 @@ __all__ = [
     "AsyncLogFollow",
     "AsyncStream",
     "BadRequest",
+    "CallAbandoned",
     "CallResult",
     "Client",
     "ConfigError",
@@ -61,6 +63,7 @@ __all__ = [
     "Lease",
     "LeaseEnded",
     "LogFollow",
+    "Node",
     "NodeLost",
     "NodeUnreachable",
     "NoNodeAvailable",
@@ -81,23 +84,14 @@ __all__ = [
 ]
 
 
-_CODECS = ("bytes", "json")
-
-
-def _encode(codec: str, value: Any) -> Any:
-    if codec == "json":
-        return json.dumps(value, separators=(",", ":")).encode()
-    return value
-
-
-def _decode(codec: str, data: bytes) -> Any:
-    if codec == "json":
-        return json.loads(data) if data else None
-    return data
-
-
 def remote(
-    client: Any, service: Optional[str] = None, *, codec: str = "bytes", **options: Any
+    client: Any,
+    service: Optional[str] = None,
+    *,
+    codec: str = "bytes",
+    function_name: Optional[str] = None,
+    load_balancing: Any = None,
+    **options: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Turns a stub into a call of ``service`` (default: the stub's name)
     through ``client``, a ``Client`` (the stub becomes a function) or an
@@ -107,12 +101,36 @@ def remote(
     argument calls the service with that argument as the payload and
     returns the result. ``codec="bytes"`` (the default) sends bytes or
     text and returns bytes; ``codec="json"`` sends the argument as JSON
-    and returns the result's JSON value. ``options`` are ``call``'s
-    (``timeout``, ``priority``, ``hints``, ``policy``, ``explain``,
-    ``look_aside``).
+    and returns the result's JSON value; ``codec="msgpack"`` the same in
+    MessagePack. ``options`` are ``call``'s (``timeout``, ``priority``,
+    ``hints``, ``policy``, ``explain``, ``look_aside``).
+
+    For code written for other function gateways, ``function_name`` is
+    ``service`` and ``load_balancing`` names the policy: a strategy name or
+    a dict with ``"strategy"`` (``round_robin``, ``resource_aware``,
+    ``latency_based``, ``cost_aware``, ``smart_adaptive`` or a policy's own
+    name). The dict's other entries become the call's hints, a nested
+    dict's entries one by one (``"requirements": {"gpu_mem_mib":
+    ">=16000"}``, ``"budget": {"max_cost": 5.0}``), each value as text.
+
+    Raises ``ValueError`` for an unknown codec.
     """
-    if codec not in _CODECS:
-        raise ValueError(f"codec must be one of {_CODECS}, not {codec!r}")
+    if codec not in CODECS:
+        raise ValueError(f"codec must be one of {CODECS}, not {codec!r}")
+    encode, decode = encoder(codec), decoder(codec)
+    service = service or function_name
+    if isinstance(load_balancing, dict):
+        hints = dict(options.get("hints") or {})
+        for key, value in load_balancing.items():
+            if key == "strategy":
+                continue
+            for name, text in (value.items() if isinstance(value, dict) else [(key, value)]):
+                hints.setdefault(name, str(text))
+        if hints:
+            options["hints"] = hints
+        load_balancing = load_balancing.get("strategy")
+    if isinstance(load_balancing, str) and load_balancing and "policy" not in options:
+        options["policy"] = policy_name(load_balancing)
 
     def wrap(stub: Callable[..., Any]) -> Callable[..., Any]:
         name = service or stub.__name__
@@ -120,15 +138,15 @@ def remote(
 
             @functools.wraps(stub)
             async def call_async(payload: Any = None) -> Any:
-                result = await client.call(name, _encode(codec, payload), **options)
-                return _decode(codec, result.data)
+                result = await client.call(name, encode(payload), **options)
+                return decode(result.data)
 
             return call_async
 
         @functools.wraps(stub)
         def call(payload: Any = None) -> Any:
-            result = client.call(name, _encode(codec, payload), **options)
-            return _decode(codec, result.data)
+            result = client.call(name, encode(payload), **options)
+            return decode(result.data)
 
         return call
 

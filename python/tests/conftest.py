@@ -5,6 +5,7 @@ with the services below, then runs pytest):
 - SWITCHYARD_GATEWAY: the gateway's QUIC address, host:port
 - SWITCHYARD_CA: the CA file its certificate is signed by
 - SWITCHYARD_ADMIN_TOKEN: its admin token
+- SWITCHYARD_AGENT_TOKEN: its agent token (the suite's Python nodes)
 
 Services on node ``node-a``: ``echo`` (returns the payload), ``sleep``
 (payload: milliseconds), ``fail`` (a command that exits 3), ``lines``
@@ -46,3 +47,8 @@ def client(gateway: str, ca: str, admin_token: str):
 
     with switchyard_fleet.Client([gateway], ca, admin_token=admin_token) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def agent_token() -> str:
+    return _env("SWITCHYARD_AGENT_TOKEN")

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{ADMIN, Fleet, service};
+use crate::common::{ADMIN, Fleet, TOKEN, service};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_package_passes_its_pytest_suite_against_a_real_gateway() {
@@ -57,6 +57,7 @@ async fn the_python_package_passes_its_pytest_suite_against_a_real_gateway() {
             .env("SWITCHYARD_GATEWAY", addr)
             .env("SWITCHYARD_CA", ca)
             .env("SWITCHYARD_ADMIN_TOKEN", ADMIN)
+            .env("SWITCHYARD_AGENT_TOKEN", TOKEN)
             .output()
             .expect("pytest runs")
     })

@@ -41,11 +41,18 @@ pub(super) async fn again(
     let picked = &picked;
     let shared = call.shared;
     let service = &call.head.service;
+    // The operator's `idempotent`, or the node's own word for its service.
     let idempotent = shared
         .config
         .services
         .get(service)
-        .is_some_and(|s| s.idempotent);
+        .is_some_and(|s| s.idempotent)
+        || guard
+            .node()
+            .spec
+            .services
+            .iter()
+            .any(|s| s.name == *service && s.idempotent);
     let why = if super::kernel::node_full(&e) {
         Again::NodeFull
     } else if e.not_run {

@@ -137,7 +137,8 @@ impl Policies {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// The policy for `service`: the configured one if loaded, else the
+    /// The policy for `service`: the call's hint, else the configured one
+    /// if loaded, else the one its nodes ask for if loaded, else the
     /// default if loaded; `None` means the built-in round-robin.
     fn resolve(
         table: &Table,
@@ -148,12 +149,13 @@ impl Policies {
         if let Some(p) = hint.and_then(|h| table.by_name.get(h)) {
             return Some(p.clone());
         }
-        table
-            .services
-            .get(service)
-            .and_then(|name| table.by_name.get(name))
-            .or_else(|| table.by_name.get(default))
-            .cloned()
+        let by_name = |name: &String| table.by_name.get(name);
+        match table.services.get(service) {
+            Some(configured) => by_name(configured),
+            None => table.asked.get(service).and_then(by_name),
+        }
+        .or_else(|| table.by_name.get(default))
+        .cloned()
     }
 
     /// # Errors

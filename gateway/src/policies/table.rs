@@ -22,6 +22,9 @@ pub(super) struct Table {
     pub(super) by_file: HashMap<PathBuf, String>,
     /// Service → configured policy name (`gateway.toml`, then `policy set`).
     pub(super) services: HashMap<String, String>,
+    /// Service → the policy the latest node registering it asked for
+    /// (`ServiceSpec::policy`), used while none is configured.
+    pub(super) asked: HashMap<String, String>,
     /// Files whose latest version was refused.
     pub(super) rejected: BTreeMap<PathBuf, RejectedFile>,
 }
@@ -184,6 +187,23 @@ impl Policies {
             ));
         }
         Ok(table.services.insert(service.to_string(), name.to_string()))
+    }
+
+    /// Records the policies `node`'s services ask for (its
+    /// registration's `ServiceSpec::policy`): each such service uses it
+    /// while its operator configured none (`gateway.toml`, `policy set`).
+    /// An unloaded name is kept (it counts once loaded) and warned about.
+    pub fn asked_by(&self, node: &protocol::NodeSpec) {
+        let mut table = self.write();
+        for service in &node.services {
+            let Some(policy) = &service.policy else {
+                continue;
+            };
+            if !table.by_name.contains_key(policy) {
+                tracing::warn!(node = %node.id, service = %service.name, %policy, "a node asks for a policy that is not loaded; the service uses the default meanwhile");
+            }
+            table.asked.insert(service.name.clone(), policy.clone());
+        }
     }
 
     /// Whether a policy named `name` is loaded.

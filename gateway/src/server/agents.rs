@@ -123,6 +123,7 @@ pub(crate) async fn serve(
             return;
         }
     }
+    shared.policies.asked_by(&node.spec);
     shared.scheduler.node_up(&node);
     metrics::gauge!("connected_agents").set(shared.registry.len() as f64);
     shared.announce(crate::events::AdminEvent::new(

@@ -194,6 +194,9 @@ pub(crate) struct RawService {
     name: String,
     kind: RawKind,
     max_concurrent: Option<u32>,
+    policy: Option<String>,
+    #[serde(default)]
+    idempotent: bool,
     command: Option<Vec<String>>,
     env: Option<BTreeMap<String, String>>,
     cwd: Option<PathBuf>,
@@ -404,6 +407,8 @@ impl TryFrom<RawService> for ServiceConfig {
             swap: raw.swap,
             health,
             metrics,
+            policy: raw.policy,
+            idempotent: raw.idempotent,
         })
     }
 }

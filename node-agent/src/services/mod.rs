@@ -150,6 +150,9 @@ struct Entry {
     max_concurrent: u32,
     /// Usual load time, ms (0 for a service in no slot).
     load_ms: u32,
+    /// The policy the node asks for, and whether calls may run twice.
+    policy: Option<String>,
+    idempotent: bool,
     in_flight: AtomicU32,
     /// The slot the service belongs to, if it is swappable.
     gate: Option<Arc<Gate>>,
@@ -258,6 +261,8 @@ impl Services {
                     name: config.name.clone(),
                     max_concurrent: config.max_concurrent,
                     load_ms,
+                    policy: config.policy.clone(),
+                    idempotent: config.idempotent,
                     in_flight: AtomicU32::new(0),
                     gate,
                     runner,
@@ -282,6 +287,8 @@ impl Services {
                 max_concurrent: e.max_concurrent,
                 load_ms: e.load_ms,
                 model: matches!(&e.runner, Runner::Http(http) if http.is_openai()),
+                policy: e.policy.clone(),
+                idempotent: e.idempotent,
             })
             .collect()
     }

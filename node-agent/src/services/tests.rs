@@ -509,6 +509,8 @@ async fn unknown_service_and_slot_limits() {
             max_concurrent: 2,
             load_ms: 0,
             model: false,
+            policy: None,
+            idempotent: false,
         }]
     );
 }

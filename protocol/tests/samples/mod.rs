@@ -15,6 +15,8 @@ fn node_spec() -> NodeSpec {
             max_concurrent: 4,
             load_ms: 2500,
             model: true,
+            policy: Some("latency".into()),
+            idempotent: true,
         }],
         slots: vec![SlotSpec {
             name: "gpu0".into(),

@@ -87,6 +87,8 @@ impl Sim {
                                 index(name).map_or(0, |i| services[i].load_ms)
                             },
                             model: false,
+                            policy: None,
+                            idempotent: false,
                         })
                         .collect(),
                     slots: g

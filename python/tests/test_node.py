@@ -1,0 +1,293 @@
+"""Python functions served as nodes (``switchyard_fleet.Node``) against a
+real gateway: sync, async and generator functions, exceptions, deadlines,
+two nodes sharing one function under round-robin and latency, and a node
+process drained by SIGTERM."""
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+import switchyard_fleet as sf
+
+
+def _ids(client):
+    return {n["spec"]["id"] for n in client.nodes()}
+
+
+def _wait(check, what, limit=15.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def serving(client, *nodes):
+    """Serves each node on a thread of its own until the block ends, then
+    drains them and waits until the gateway has let them go."""
+    threads = []
+    errors = []
+
+    def run(node):
+        try:
+            node.serve()
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    for node in nodes:
+        thread = threading.Thread(target=run, args=(node,), daemon=True)
+        thread.start()
+        threads.append(thread)
+    ids = {n.node_id for n in nodes}
+    try:
+        _wait(lambda: errors or ids <= _ids(client), f"nodes {ids} to register")
+        assert not errors, errors
+        yield
+    finally:
+        for node in nodes:
+            node.stop()
+        for thread in threads:
+            thread.join(timeout=40)
+        _wait(lambda: not ids & _ids(client), f"nodes {ids} to leave")
+    assert not errors, errors
+
+
+def make_node(gateway, ca, agent_token, node_id, **options):
+    return sf.Node(
+        gateway,
+        ca=ca,
+        token=agent_token,
+        node_id=node_id,
+        stats_interval_ms=200,
+        shutdown_grace_s=10,
+        **options,
+    )
+
+
+def test_sync_async_and_generator_functions_answer(client, gateway, ca, agent_token):
+    node = make_node(gateway, ca, agent_token, "py-kinds")
+
+    @node.register(codec="json", max_concurrent=4)
+    def py_add(data):
+        return {"sum": data["a"] + data["b"], "thread": threading.current_thread().name}
+
+    @node.register
+    async def py_upper(data):
+        await asyncio.sleep(0.01)
+        return data.upper()
+
+    @node.register(stream=True)
+    def py_count(data):
+        for i in range(int(data)):
+            yield f"{i};"
+
+    @node.register(codec="msgpack")
+    async def py_letters(data):
+        for letter in data:
+            await asyncio.sleep(0)
+            yield letter
+
+    assert node.functions == ["py_add", "py_upper", "py_count", "py_letters"]
+    # Still callable locally.
+    assert py_add({"a": 1, "b": 2})["sum"] == 3
+    with serving(client, node):
+        add = sf.remote(client, "py_add", codec="json")(lambda data: None)
+        got = add({"a": 2, "b": 40})
+        assert got["sum"] == 42
+        assert got["thread"] != threading.current_thread().name
+        result = client.call("py_upper", b"shout")
+        assert result.data == b"SHOUT" and result.node_id == "py-kinds"
+        with client.stream("py_count", b"5") as chunks:
+            assert b"".join(chunks) == b"0;1;2;3;4;"
+        import msgpack
+
+        with client.stream("py_letters", msgpack.packb("abc")) as chunks:
+            assert [msgpack.unpackb(c) for c in chunks] == ["a", "b", "c"]
+        # The node registered as node-agent does: stats, its services' slots.
+        view = next(n for n in client.nodes() if n["spec"]["id"] == "py-kinds")
+        services = {s["name"]: s["max_concurrent"] for s in view["spec"]["services"]}
+        assert services == {"py_add": 4, "py_upper": 1, "py_count": 1, "py_letters": 1}
+        _wait(
+            lambda: next(n for n in client.nodes() if n["spec"]["id"] == "py-kinds").get("stats"),
+            "the node's stats",
+        )
+
+
+def test_a_function_that_raises_fails_the_call_with_its_traceback(client, gateway, ca, agent_token):
+    node = make_node(gateway, ca, agent_token, "py-raise")
+
+    @node.register
+    def py_raise(data):
+        raise ValueError(f"cannot train on {data.decode()}")
+
+    @node.register
+    def py_fine(data):
+        return b"still here"
+
+    with serving(client, node):
+        for _ in range(3):
+            with pytest.raises(sf.ServiceFailed) as raised:
+                client.call("py_raise", b"nothing")
+            message = str(raised.value)
+            assert "ValueError: cannot train on nothing" in message
+            assert "Traceback (most recent call last)" in message
+            assert "in py_raise" in message
+            assert raised.value.node_id == "py-raise"
+        # The node lives on.
+        assert client.call("py_fine").data == b"still here"
+        # A job's call carries the traceback in its log too.
+        job = client.submit_job("py_raise", b"a job")
+        lines = [e["line"] for e in client.follow_log(job["id"])]
+        assert client.job(job["id"])["state"] == "failed"
+        assert any("ValueError: cannot train on a job" in line for line in lines), lines
+        assert any("Traceback" in line for line in lines), lines
+
+
+def test_a_function_past_its_deadline_is_abandoned_and_its_place_kept(
+    client, gateway, ca, agent_token
+):
+    node = make_node(gateway, ca, agent_token, "py-hang")
+    ran = threading.Event()
+    stopped = threading.Event()
+
+    @node.register
+    def py_hang(data):
+        ran.set()
+        try:
+            while True:  # pure Python: CallAbandoned reaches it
+                time.sleep(0.01)
+        finally:
+            stopped.set()
+
+    @node.register
+    async def py_hang_async(data):
+        await asyncio.sleep(60)
+
+    @node.register
+    def py_other(data):
+        return b"other"
+
+    with serving(client, node):
+        started = time.monotonic()
+        with pytest.raises(sf.Timeout):
+            client.call("py_hang", b"", timeout=0.5)
+        assert time.monotonic() - started < 5
+        assert ran.is_set()
+        # The thread was told to stop, and did.
+        assert stopped.wait(5)
+        with pytest.raises(sf.Timeout):
+            client.call("py_hang_async", b"", timeout=0.3)
+        assert client.call("py_other").data == b"other"
+
+
+def _spread(client, service, calls, **options):
+    return Counter(client.call(service, b"x", **options).node_id for _ in range(calls))
+
+
+def test_two_nodes_share_a_function_by_round_robin_and_by_latency(
+    client, gateway, ca, agent_token
+):
+    fast = make_node(gateway, ca, agent_token, "py-fast")
+    slow = make_node(gateway, ca, agent_token, "py-slow")
+
+    @fast.register("train_model", policy="round-robin")
+    def train_fast(data):
+        return b"fast"
+
+    @slow.register("train_model", policy="round-robin")
+    def train_slow(data):
+        time.sleep(0.05)
+        return b"slow"
+
+    with serving(client, fast, slow):
+        spread = _spread(client, "train_model", 20)
+        assert spread == {"py-fast": 10, "py-slow": 10}, spread
+        # The nodes asked for round-robin: the gateway lists it as active.
+        table = client.policies()
+        active = {s["service"]: s["active"] for s in table["services"]}
+        assert active["train_model"] == "round-robin"
+        # Latency (EWMA of each node's time): the slow node gets less.
+        _spread(client, "train_model", 10, policy="latency")
+        spread = _spread(client, "train_model", 40, policy="latency")
+        assert spread["py-fast"] > 3 * spread["py-slow"], spread
+
+
+SIGTERM_NODE = textwrap.dedent(
+    """
+    import sys, time
+    import switchyard_fleet as sf
+
+    gateway, ca, token = sys.argv[1:4]
+    node = sf.Node(gateway, ca=ca, token=token, node_id="py-term", shutdown_grace_s=20)
+
+    @node.register
+    def py_slow(data):
+        time.sleep(float(data))
+        return b"finished " + data
+
+    print("serving", flush=True)
+    node.serve()
+    print("drained", flush=True)
+    """
+)
+
+
+def test_sigterm_drains_a_python_node_without_losing_its_call(client, gateway, ca, agent_token):
+    process = subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_NODE, gateway, ca, agent_token],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait(lambda: "py-term" in _ids(client), "the node process to register")
+        results = []
+        caller = threading.Thread(
+            target=lambda: results.append(client.call("py_slow", b"1.5", timeout=30)),
+        )
+        caller.start()
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        caller.join(30)
+        assert results and results[0].data == b"finished 1.5", results
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+        assert out.decode().split() == ["serving", "drained"]
+        # Drained: no node serves it any more.
+        with pytest.raises((sf.UnknownService, sf.NoNodeAvailable)):
+            client.call("py_slow", b"0", timeout=2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_registration_errors_are_clear(gateway, ca, agent_token):
+    node = make_node(gateway, ca, agent_token, "py-bad")
+    with pytest.raises(ValueError):
+        node.serve()  # nothing registered
+
+    @node.register
+    def py_once(data):
+        return data
+
+    with pytest.raises(ValueError):
+        node.register("py_once")(lambda data: data)
+    with pytest.raises(ValueError):
+        node.register(stream=True)(lambda data: data)
+    with pytest.raises(ValueError):
+        node.register(codec="pickle")
+    wrong = sf.Node(gateway, ca=ca, token="wrong-token", node_id="py-wrong")
+    wrong.register(lambda data: data)
+    with pytest.raises(sf.ConnectError) as raised:
+        wrong.serve()
+    assert "token" in str(raised.value)
