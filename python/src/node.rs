@@ -127,6 +127,16 @@ impl Call {
         Ok(py.detach(|| sink.blocking_data(bytes).is_ok()))
     }
 
+    /// Writes `text` to the call's log (a job's log) when the caller asked
+    /// for it, waiting with the interpreter released while the caller is
+    /// behind; `False` when it did not ask or is gone.
+    fn write_log(&self, py: Python<'_>, text: &str) -> bool {
+        match (&self.state.sink, self.log) {
+            (Some(sink), true) => py.detach(|| sink.blocking_log(text.as_bytes()).is_ok()),
+            _ => false,
+        }
+    }
+
     /// As `send`, from a coroutine: an awaitable of `bool`.
     ///
     /// # Errors

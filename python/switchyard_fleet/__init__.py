@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 from . import _native
 from .codecs import CODECS, decoder, encoder, policy_name
-from .node import CallAbandoned, Node
+from .node import CallAbandoned, Node, log
 from ._native import (
     AsyncClient,
     AsyncLogFollow,
@@ -80,6 +80,7 @@ __all__ = [
     "Timeout",
     "Unauthorized",
     "UnknownService",
+    "log",
     "remote",
 ]
 

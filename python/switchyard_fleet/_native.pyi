@@ -1,7 +1,7 @@
 """Type stubs of the compiled module (see the package's docstring)."""
 
 from os import PathLike
-from typing import Any, AsyncIterator, Awaitable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 _Payload = Union[bytes, bytearray, memoryview, str]
 _Gateways = Union[str, Sequence[str]]
@@ -266,6 +266,60 @@ class AsyncClient:
     def job_log(self, id: str, after: int = 0) -> Awaitable[list[dict[str, Any]]]: ...
     def follow_log(self, id: str, after: int = 0) -> Awaitable[AsyncLogFollow]: ...
     def close(self) -> Awaitable[None]: ...
+
+class Call:
+    """One call of a served function (the package's ``Node`` reports
+    through it)."""
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def log(self) -> bool: ...
+    @property
+    def streamed(self) -> bool: ...
+    tag: Any
+    def finish(self, data: bytes) -> bool: ...
+    def fail(self, message: str, traceback: str) -> bool: ...
+    def end(self) -> bool: ...
+    def send(self, data: bytes) -> bool: ...
+    def send_async(self, data: bytes) -> Awaitable[bool]: ...
+    def write_log(self, text: str) -> bool: ...
+
+class NodeCore:
+    """The node agent inside this process (see ``Node``)."""
+    def __init__(
+        self,
+        gateway: str,
+        *,
+        ca: str,
+        node_id: str,
+        token: Optional[str] = None,
+        token_file: Optional[str] = None,
+        gateways: Optional[list[str]] = None,
+        server_name: Optional[str] = None,
+        region: Optional[str] = None,
+        labels: Optional[dict[str, str]] = None,
+        cost_per_hour: float = 0.0,
+        stats_interval_ms: Optional[int] = None,
+        shutdown_grace_s: Optional[int] = None,
+        max_payload_bytes: Optional[int] = None,
+        client_cert: Optional[str] = None,
+        client_key: Optional[str] = None,
+    ) -> None: ...
+    def add(
+        self,
+        name: str,
+        invoke: Callable[[bytes, Call], None],
+        abandon: Callable[[Call], None],
+        *,
+        max_concurrent: int = 1,
+        on_loop: bool = False,
+        stream: bool = False,
+        policy: Optional[str] = None,
+        idempotent: bool = False,
+    ) -> None: ...
+    def serve(self) -> None: ...
+    def serve_async(self) -> Awaitable[None]: ...
+    def stop(self) -> None: ...
 
 class SwitchyardError(Exception):
     kind: Optional[str]

@@ -13,6 +13,7 @@ and runs the functions registered on it when the gateway sends calls.
 """
 
 import asyncio
+import contextvars
 import ctypes
 import inspect
 import logging
@@ -25,9 +26,25 @@ from typing import Any, Callable, Dict, List, Optional
 from . import _native
 from .codecs import CODECS, decoder, encoder, policy_name
 
-__all__ = ["CallAbandoned", "Node"]
+__all__ = ["CallAbandoned", "Node", "log"]
 
 _log = logging.getLogger("switchyard_fleet.node")
+
+#: The call the running function serves (its thread's, or its task's).
+_current: "contextvars.ContextVar[Any]" = contextvars.ContextVar("switchyard_call")
+
+
+def log(*parts: Any, sep: str = " ") -> bool:
+    """Writes a line (``parts`` joined by ``sep``, as ``print`` does) to
+    the log of the call the running function serves, when its caller asked
+    for it (a job's call: ``switchyard jobs logs``, ``follow_log``). Blocks
+    while the caller is behind. Returns ``False`` when the caller did not
+    ask, is gone, or no call is being served here."""
+    call = _current.get(None)
+    if call is None:
+        return False
+    text = sep.join(str(p) for p in parts)
+    return bool(call.write_log(text if text.endswith("\n") else text + "\n"))
 
 
 class CallAbandoned(BaseException):
@@ -74,6 +91,7 @@ class _Function:
     def thread_invoke(self, payload: bytes, call: Any) -> None:
         """Runs the function on this (blocking) thread and reports."""
         call.tag = threading.get_ident()
+        current = _current.set(call)
         try:
             value = self.fn(self.decode(payload))
             if self.is_generator:
@@ -92,8 +110,11 @@ class _Function:
             call.fail("CallAbandoned: the call was given up", "")
         except BaseException as error:  # noqa: BLE001 - every failure is the call's
             self._failed(call, error)
+        finally:
+            _current.reset(current)
 
     async def _run_async(self, payload: bytes, call: Any) -> None:
+        _current.set(call)  # the task's own context
         try:
             if self.is_generator:
                 agen = self.fn(self.decode(payload))

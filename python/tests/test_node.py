@@ -5,6 +5,7 @@ process drained by SIGTERM."""
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -291,3 +292,25 @@ def test_registration_errors_are_clear(gateway, ca, agent_token):
     with pytest.raises(sf.ConnectError) as raised:
         wrong.serve()
     assert "token" in str(raised.value)
+
+
+def test_a_job_of_a_python_function_logs_its_progress(client, gateway, ca, agent_token):
+    node = make_node(gateway, ca, agent_token, "py-jobs")
+
+    @node.register(codec="json")
+    def py_train(data):
+        logged = [sf.log("epoch", epoch, "loss", 1.0 / (epoch + 1)) for epoch in range(data["epochs"])]
+        return {"epochs": data["epochs"], "logged": all(logged)}
+
+    with serving(client, node):
+        job = client.submit_job("py_train", b'{"epochs": 3}')
+        lines = [e["line"] for e in client.follow_log(job["id"])]
+        assert client.job(job["id"])["state"] == "succeeded"
+        assert [line for line in lines if line.startswith("epoch")] == [
+            "epoch 0 loss 1.0",
+            "epoch 1 loss 0.5",
+            "epoch 2 loss 0.3333333333333333",
+        ], lines
+        assert json.loads(client.job_result(job["id"])) == {"epochs": 3, "logged": True}
+        # A plain call asked for no log: nothing is written.
+        assert json.loads(client.call("py_train", b'{"epochs": 1}').data)["logged"] is False

@@ -151,16 +151,33 @@ impl HostedSink {
     /// # Errors
     /// [`Gone`] when the caller left.
     pub async fn log(&self, text: &[u8]) -> Result<(), Gone> {
-        for piece in text.chunks(protocol::job::MAX_LOG_CHUNK) {
-            let chunk = LogChunk {
-                stream: LogStream::Stderr,
-                ts_ms: crate::services::logs::now_ms(),
-                data: piece.to_vec(),
-            };
+        for chunk in log_chunks(text) {
             self.sink.log(chunk).await?;
         }
         Ok(())
     }
+
+    /// As [`HostedSink::log`], from a thread outside the async runtime
+    /// (it blocks that thread). Never call it from an async task.
+    ///
+    /// # Errors
+    /// [`Gone`] when the caller left.
+    pub fn blocking_log(&self, text: &[u8]) -> Result<(), Gone> {
+        for chunk in log_chunks(text) {
+            self.sink.blocking_log(chunk)?;
+        }
+        Ok(())
+    }
+}
+
+fn log_chunks(text: &[u8]) -> impl Iterator<Item = LogChunk> + '_ {
+    let ts_ms = crate::services::logs::now_ms();
+    text.chunks(protocol::job::MAX_LOG_CHUNK)
+        .map(move |piece| LogChunk {
+            stream: LogStream::Stderr,
+            ts_ms,
+            data: piece.to_vec(),
+        })
 }
 
 /// Counts a hosted call's work as running until dropped.

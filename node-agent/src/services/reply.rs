@@ -94,6 +94,14 @@ impl Sink {
         self.tx.send(Piece::Log(chunk)).await.map_err(|_| Closed)
     }
 
+    /// As [`Sink::log`], from a thread outside the async runtime.
+    pub(crate) fn blocking_log(&self, chunk: LogChunk) -> Result<(), Closed> {
+        if chunk.data.is_empty() {
+            return Ok(());
+        }
+        self.tx.blocking_send(Piece::Log(chunk)).map_err(|_| Closed)
+    }
+
     async fn end(&self, outcome: Result<(), ServiceError>) {
         let piece = match outcome {
             Ok(()) => Piece::End,
