@@ -314,3 +314,36 @@ def test_a_job_of_a_python_function_logs_its_progress(client, gateway, ca, agent
         assert json.loads(client.job_result(job["id"])) == {"epochs": 3, "logged": True}
         # A plain call asked for no log: nothing is written.
         assert json.loads(client.call("py_train", b'{"epochs": 1}').data)["logged"] is False
+
+
+def test_an_idempotent_function_is_run_again_on_another_node(client, gateway, ca, agent_token):
+    broken = make_node(gateway, ca, agent_token, "py-broken")
+    healthy = make_node(gateway, ca, agent_token, "py-healthy")
+    for node, works in [(broken, False), (healthy, True)]:
+
+        def answer(data, works=works, node=node):
+            if not works:
+                raise RuntimeError("this GPU is broken")
+            return node.node_id
+
+        node.register("py_retried", idempotent=True, policy="round-robin")(answer)
+        node.register("py_once", policy="round-robin")(answer)
+
+    with serving(client, broken, healthy):
+        view = next(n for n in client.nodes() if n["spec"]["id"] == "py-broken")
+        asks = {s["name"]: (s.get("policy"), s.get("idempotent")) for s in view["spec"]["services"]}
+        assert asks == {"py_retried": ("round-robin", True), "py_once": ("round-robin", False)}, asks
+        # Idempotent: a call that failed on the broken node runs again on the
+        # other (3 calls: the retry budget's tokens for one second).
+        results = [client.call("py_retried", b"") for _ in range(3)]
+        assert {r.data for r in results} == {b"py-healthy"}
+        assert max(r.attempts for r in results) == 2, [r.attempts for r in results]
+        # Not idempotent: the failure is the caller's.
+        outcomes = []
+        for _ in range(6):
+            try:
+                outcomes.append(client.call("py_once", b"").data)
+            except sf.ServiceFailed as error:
+                assert "this GPU is broken" in str(error)
+                outcomes.append("failed")
+        assert outcomes.count("failed") == 3, outcomes
