@@ -126,3 +126,49 @@ fn a_trapping_plugin_fails_the_pick_and_is_rebuilt_off_the_hot_path() {
         }
     }
 }
+
+#[test]
+fn a_policy_a_node_asks_for_counts_while_the_operator_set_none() {
+    let p = policies();
+    load(&p, "dist", "round-robin");
+    load(&p, "dist", "least-request");
+    load(&p, "dist", "random");
+    let node = |policy: &str| protocol::NodeSpec {
+        id: "n".into(),
+        region: String::new(),
+        labels: Vec::new(),
+        cost_per_hour: 0.0,
+        services: vec![protocol::ServiceSpec {
+            name: "svc".into(),
+            max_concurrent: 8,
+            load_ms: 0,
+            model: false,
+            policy: Some(policy.into()),
+            idempotent: false,
+        }],
+        slots: Vec::new(),
+        stats_interval_ms: 1000,
+        agent_version: String::new(),
+    };
+    let active = |p: &Policies| p.pick(&request(&[], &[0, 0])).1.policy_name;
+    // The default policy until a node asks.
+    assert_eq!(active(&p), "round-robin");
+    p.asked_by(&node("least-request"));
+    assert_eq!(active(&p), "least-request");
+    // An unloaded ask leaves the default in place (kept for when it loads).
+    p.asked_by(&node("not-loaded"));
+    assert_eq!(active(&p), "round-robin");
+    p.asked_by(&node("least-request"));
+    // The operator's choice wins.
+    p.set_service_policy("svc", "random").expect("set");
+    assert_eq!(active(&p), "random");
+    p.asked_by(&node("least-request"));
+    assert_eq!(active(&p), "random");
+    let table = p.table(&["svc".to_string()]);
+    let svc = table
+        .services
+        .iter()
+        .find(|s| s.service == "svc")
+        .expect("svc");
+    assert_eq!(svc.active, "random");
+}

@@ -447,3 +447,26 @@ fn tracing_is_off_by_default_and_the_example_section_parses() {
         Some("http://127.0.0.1:4318")
     );
 }
+
+#[test]
+fn a_service_asks_for_a_policy_and_says_it_is_idempotent() {
+    let config = AgentConfig::from_toml_str(&with_service(
+        "name = \"x\"\nkind = \"echo\"\npolicy = \"latency\"\nidempotent = true",
+    ))
+    .expect("parse");
+    assert_eq!(config.services[0].policy.as_deref(), Some("latency"));
+    assert!(config.services[0].idempotent);
+    let services = crate::Services::new(&config.services).expect("services");
+    let spec = &services.specs()[0];
+    assert_eq!(
+        (spec.policy.as_deref(), spec.idempotent),
+        (Some("latency"), true)
+    );
+    let plain = AgentConfig::from_toml_str(MINIMAL).expect("parse");
+    assert_eq!(plain.services[0].policy, None);
+    assert!(!plain.services[0].idempotent);
+    let err = invalid(&with_service(
+        "name = \"x\"\nkind = \"echo\"\npolicy = \"\"",
+    ));
+    assert!(err.contains("policy"), "{err}");
+}
