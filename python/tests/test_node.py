@@ -347,3 +347,61 @@ def test_an_idempotent_function_is_run_again_on_another_node(client, gateway, ca
                 assert "this GPU is broken" in str(error)
                 outcomes.append("failed")
         assert outcomes.count("failed") == 3, outcomes
+
+
+def test_dropping_a_stream_stops_the_generator_on_the_node(client, gateway, ca, agent_token):
+    node = make_node(gateway, ca, agent_token, "py-endless")
+    closed = threading.Event()
+    produced = []
+
+    @node.register
+    def py_endless(data):
+        try:
+            i = 0
+            while True:
+                produced.append(i)
+                yield f"{i};"
+                i += 1
+        finally:
+            closed.set()
+
+    with serving(client, node):
+        stream = client.stream("py_endless", b"")
+        chunks = [next(stream) for _ in range(3)]
+        assert chunks == [b"0;", b"1;", b"2;"]
+        stream.close()
+        assert closed.wait(10), "the generator was not closed"
+        # It ran ahead of the reader only as far as the windows let it
+        # (backpressure: bytes in flight, not chunks), and no further.
+        count = len(produced)
+        time.sleep(0.3)
+        assert len(produced) == count
+
+
+def test_serve_async_runs_on_the_callers_loop(client, gateway, ca, agent_token):
+    node = make_node(gateway, ca, agent_token, "py-async-serve")
+    loops = []
+
+    @node.register
+    async def py_where(data):
+        loops.append(asyncio.get_running_loop())
+        return b"here"
+
+    async def main():
+        task = asyncio.ensure_future(node.serve_async())
+        aclient = await sf.AsyncClient.connect([gateway], ca)
+        try:
+            for _ in range(200):
+                if "py-async-serve" in {n["spec"]["id"] for n in await aclient.nodes()}:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await aclient.call("py_where", b"")).data == b"here"
+        finally:
+            await aclient.close()
+        node.stop()
+        await asyncio.wait_for(task, 30)
+        return asyncio.get_running_loop()
+
+    loop = asyncio.run(main())
+    assert loops == [loop]
+    _wait(lambda: "py-async-serve" not in _ids(client), "the node to leave")
