@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use crate::client::{Gateways, Options, config, payload_of, plain};
 use crate::errors::to_py;
 use crate::jobs;
+use crate::lease::Lease;
 use crate::result::CallResult;
 use crate::stream::AsyncStream;
 
@@ -113,6 +114,29 @@ impl AsyncClient {
                 .await
                 .map(AsyncStream::new)
                 .map_err(to_py)
+        })
+    }
+
+    /// Leases a node's slot, as `Client.lease`; an awaitable of the
+    /// `Lease` (its `acall`, `astream`, `arelease`, `async with`).
+    #[pyo3(signature = (service, *, max_calls=1, idle=None, ttl=None, timeout=None, priority=None, hints=None, policy=None))]
+    #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
+    fn lease<'py>(
+        &self,
+        py: Python<'py>,
+        service: String,
+        max_calls: u32,
+        idle: Option<f64>,
+        ttl: Option<f64>,
+        timeout: Option<f64>,
+        priority: Option<i32>,
+        hints: Option<HashMap<String, String>>,
+        policy: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let options = Options::new(timeout, priority, hints, policy, false)?;
+        let lease = crate::lease::ask(self.inner.clone(), service, options, max_calls, idle, ttl)?;
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            lease.await.map(Lease::new).map_err(to_py)
         })
     }
 

@@ -3,7 +3,6 @@
 //! with the same options (timeout, priority, hints, policy).
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -71,7 +70,7 @@ pub(crate) enum Gateways {
 
 /// A call's options, as the keyword arguments give them: the SDK's
 /// [`client::CallOptions`], which a call and a lease both take whole.
-pub(crate) struct Options(client::CallOptions);
+pub(crate) struct Options(pub(crate) client::CallOptions);
 
 impl Options {
     pub(crate) fn new(
@@ -266,20 +265,9 @@ impl Client {
         hints: Option<HashMap<String, String>>,
         policy: Option<String>,
     ) -> PyResult<Lease> {
-        let (idle, ttl) = (seconds(idle)?, seconds(ttl)?);
         let options = Options::new(timeout, priority, hints, policy, false)?;
-        let mut lease = self
-            .inner
-            .lease(&service)
-            .options(options.0)
-            .max_calls(max_calls);
-        if let Some(idle) = idle {
-            lease = lease.idle(idle);
-        }
-        if let Some(ttl) = ttl {
-            lease = lease.ttl(ttl);
-        }
-        wait(py, lease.into_future()).map(Lease::new)
+        let lease = crate::lease::ask(self.inner.clone(), service, options, max_calls, idle, ttl)?;
+        wait(py, lease).map(Lease::new)
     }
 
     /// The registered nodes, as dicts (the admin API's `/api/nodes` shape).

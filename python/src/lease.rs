@@ -1,6 +1,7 @@
 //! Look-aside from Python: a `Lease` granted by the gateway, whose calls
 //! go straight to the node's direct port with the lease's token.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use client::ClientError;
@@ -8,28 +9,76 @@ use pyo3::prelude::*;
 
 use crate::errors::to_py;
 use crate::result::CallResult;
-use crate::stream::Stream;
+use crate::stream::{AsyncStream, Stream};
 
 /// A node's slot held for this client: `call` and `stream` reach the
 /// node directly (one call at a time), `release` gives the slot back
-/// early; as a context manager it is released on exit.
+/// early; as a context manager it is released on exit. From asyncio:
+/// `acall`, `astream`, `arelease` and `async with`.
 #[pyclass(module = "switchyard_fleet._native", name = "Lease", frozen)]
 pub(crate) struct Lease {
-    inner: client::Lease,
+    inner: Arc<client::Lease>,
 }
 
 impl Lease {
     pub(crate) fn new(inner: client::Lease) -> Self {
-        Self { inner }
-    }
-
-    /// A direct call of the lease with `payload`, its timeout set.
-    fn direct(&self, payload: bytes::Bytes, timeout: Option<Duration>) -> client::DirectCall<'_> {
-        let call = self.inner.call(payload);
-        match timeout {
-            Some(timeout) => call.timeout(timeout),
-            None => call,
+        Self {
+            inner: Arc::new(inner),
         }
+    }
+}
+
+/// A direct call of `lease` with `payload`, its timeout set.
+fn direct(
+    lease: &client::Lease,
+    payload: bytes::Bytes,
+    timeout: Option<Duration>,
+) -> client::DirectCall<'_> {
+    let call = lease.call(payload);
+    match timeout {
+        Some(timeout) => call.timeout(timeout),
+        None => call,
+    }
+}
+
+/// The request for a lease of `service` with the keyword arguments
+/// `lease(...)` takes (`idle` and `ttl` in seconds).
+///
+/// # Errors
+/// `ValueError` for a negative or non-finite `idle` or `ttl`.
+pub(crate) fn ask(
+    client: client::Client,
+    service: String,
+    options: crate::client::Options,
+    max_calls: u32,
+    idle: Option<f64>,
+    ttl: Option<f64>,
+) -> PyResult<impl Future<Output = Result<client::Lease, ClientError>> + Send + 'static> {
+    let (idle, ttl) = (crate::client::seconds(idle)?, crate::client::seconds(ttl)?);
+    Ok(async move {
+        let mut lease = client
+            .lease(&service)
+            .options(options.0)
+            .max_calls(max_calls);
+        if let Some(idle) = idle {
+            lease = lease.idle(idle);
+        }
+        if let Some(ttl) = ttl {
+            lease = lease.ttl(ttl);
+        }
+        lease.await
+    })
+}
+
+/// Gives `lease` back unless it ended already (used, expired): an ended
+/// lease is no longer the gateway's.
+async fn give_back(lease: &client::Lease) -> Result<(), ClientError> {
+    match lease.release().await {
+        Err(ClientError::Call {
+            kind: client::ErrorKind::BadRequest | client::ErrorKind::LeaseEnded,
+            ..
+        }) => Ok(()),
+        other => other,
     }
 }
 
@@ -87,7 +136,8 @@ impl Lease {
     ) -> PyResult<CallResult> {
         let payload = crate::client::payload_of(payload)?;
         let timeout = crate::client::seconds(timeout)?;
-        crate::client::wait(py, async { self.direct(payload, timeout).await }).map(CallResult::from)
+        crate::client::wait(py, async { direct(&self.inner, payload, timeout).await })
+            .map(CallResult::from)
     }
 
     /// Calls the node directly, its result streamed (a `Stream`).
@@ -100,7 +150,7 @@ impl Lease {
     ) -> PyResult<Stream> {
         let payload = crate::client::payload_of(payload)?;
         let timeout = crate::client::seconds(timeout)?;
-        crate::client::wait(py, self.direct(payload, timeout).stream()).map(Stream::new)
+        crate::client::wait(py, direct(&self.inner, payload, timeout).stream()).map(Stream::new)
     }
 
     /// Gives the slot back now, through the gateway that granted it.
@@ -120,15 +170,72 @@ impl Lease {
         _value: Option<&Bound<'_, PyAny>>,
         _traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        match py.detach(|| crate::client::runtime().block_on(self.inner.release())) {
-            Ok(()) => Ok(()),
-            // An ended lease is no longer the gateway's: nothing to give back.
-            Err(ClientError::Call {
-                kind: client::ErrorKind::BadRequest | client::ErrorKind::LeaseEnded,
-                ..
-            }) => Ok(()),
-            Err(e) => Err(to_py(e)),
-        }
+        crate::client::wait(py, give_back(&self.inner))
+    }
+
+    /// As `call`, an awaitable of the `CallResult`.
+    #[pyo3(signature = (payload=None, *, timeout=None))]
+    fn acall<'py>(
+        &self,
+        py: Python<'py>,
+        payload: Option<&Bound<'py, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let payload = crate::client::payload_of(payload)?;
+        let timeout = crate::client::seconds(timeout)?;
+        let lease = Arc::clone(&self.inner);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            direct(&lease, payload, timeout)
+                .await
+                .map(CallResult::from)
+                .map_err(to_py)
+        })
+    }
+
+    /// As `stream`, an awaitable of an `AsyncStream`.
+    #[pyo3(signature = (payload=None, *, timeout=None))]
+    fn astream<'py>(
+        &self,
+        py: Python<'py>,
+        payload: Option<&Bound<'py, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let payload = crate::client::payload_of(payload)?;
+        let timeout = crate::client::seconds(timeout)?;
+        let lease = Arc::clone(&self.inner);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            direct(&lease, payload, timeout)
+                .stream()
+                .await
+                .map(AsyncStream::new)
+                .map_err(to_py)
+        })
+    }
+
+    /// As `release`, an awaitable.
+    fn arelease<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let lease = Arc::clone(&self.inner);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            lease.release().await.map_err(to_py)
+        })
+    }
+
+    fn __aenter__<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(slf) })
+    }
+
+    /// Releases the lease unless it ended already; an awaitable.
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _kind: Option<&Bound<'py, PyAny>>,
+        _value: Option<&Bound<'py, PyAny>>,
+        _traceback: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let lease = Arc::clone(&self.inner);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            give_back(&lease).await.map_err(to_py)
+        })
     }
 
     fn __repr__(&self) -> String {

@@ -1,6 +1,7 @@
 """Look-aside from Python: a lease from the gateway, then calls straight
 to the node's direct port (node-a has one)."""
 
+import asyncio
 import time
 
 import pytest
@@ -40,3 +41,24 @@ def test_a_look_aside_call_leases_and_calls_the_node(client):
     result = client.call("echo", b"aside", look_aside=True)
     assert result.data == b"aside"
     assert result.node_id == "node-a"
+
+
+def test_an_async_lease_calls_streams_and_is_released(gateway, ca):
+    async def main():
+        client = await sf.AsyncClient.connect([gateway], ca)
+        try:
+            lease = await client.lease("echo", max_calls=3)
+            assert lease.node_id == "node-a"
+            assert (await lease.acall(b"one")).data == b"one"
+            async with await client.lease("lines", max_calls=5) as streamed:
+                chunks = [c async for c in await streamed.astream()]
+                assert chunks == [b"one\n", b"two\n"]
+            with pytest.raises(sf.LeaseEnded):
+                await streamed.acall()
+            await lease.arelease()
+            with pytest.raises(sf.LeaseEnded):
+                await lease.acall(b"two")
+        finally:
+            await client.close()
+
+    asyncio.run(main())
