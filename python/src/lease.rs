@@ -26,6 +26,26 @@ impl Lease {
             inner: Arc::new(inner),
         }
     }
+
+    /// An awaitable of `run`'s answer on the lease, with the `payload`
+    /// and `timeout` (seconds) a direct call takes.
+    fn later<'py, T, F, Fut>(
+        &self,
+        py: Python<'py>,
+        payload: Option<&Bound<'py, PyAny>>,
+        timeout: Option<f64>,
+        run: F,
+    ) -> PyResult<Bound<'py, PyAny>>
+    where
+        F: FnOnce(Arc<client::Lease>, bytes::Bytes, Option<Duration>) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>> + Send + 'static,
+        T: for<'a> IntoPyObject<'a> + Send + 'static,
+    {
+        let payload = crate::client::payload_of(payload)?;
+        let timeout = crate::client::seconds(timeout)?;
+        let work = run(Arc::clone(&self.inner), payload, timeout);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { work.await.map_err(to_py) })
+    }
 }
 
 /// A direct call of `lease` with `payload`, its timeout set.
@@ -181,14 +201,8 @@ impl Lease {
         payload: Option<&Bound<'py, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let payload = crate::client::payload_of(payload)?;
-        let timeout = crate::client::seconds(timeout)?;
-        let lease = Arc::clone(&self.inner);
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            direct(&lease, payload, timeout)
-                .await
-                .map(CallResult::from)
-                .map_err(to_py)
+        self.later(py, payload, timeout, |lease, payload, timeout| async move {
+            direct(&lease, payload, timeout).await.map(CallResult::from)
         })
     }
 
@@ -200,15 +214,11 @@ impl Lease {
         payload: Option<&Bound<'py, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let payload = crate::client::payload_of(payload)?;
-        let timeout = crate::client::seconds(timeout)?;
-        let lease = Arc::clone(&self.inner);
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        self.later(py, payload, timeout, |lease, payload, timeout| async move {
             direct(&lease, payload, timeout)
                 .stream()
                 .await
                 .map(AsyncStream::new)
-                .map_err(to_py)
         })
     }
 
