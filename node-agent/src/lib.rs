@@ -54,7 +54,7 @@ pub use config::{
     SlotConfig, SwapConfig,
 };
 pub use services::{ServiceError, Services};
-pub use session::run;
+pub use session::{run, run_hosting};
 pub use stats::StatsCollector;
 
 /// Why the agent stopped with an error.

@@ -318,7 +318,8 @@ fn internal(e: &PyErr) -> Outcome {
 /// The node agent, serving the functions added to it.
 #[pyclass(module = "switchyard_fleet._native")]
 pub(crate) struct NodeCore {
-    config: Mutex<Option<AgentConfig>>,
+    /// The configuration and the functions' handlers, until `serve` takes them.
+    config: Mutex<Option<(AgentConfig, hosted::Handlers)>>,
     stop: watch::Sender<bool>,
 }
 
@@ -380,7 +381,7 @@ impl NodeCore {
         config.client_cert = client_cert;
         config.client_key = client_key;
         Ok(Self {
-            config: Mutex::new(Some(config)),
+            config: Mutex::new(Some((config, hosted::Handlers::new()))),
             stop: watch::Sender::new(false),
         })
     }
@@ -410,7 +411,7 @@ impl NodeCore {
         idempotent: bool,
     ) -> PyResult<()> {
         let mut config = locked(&self.config);
-        let Some(config) = config.as_mut() else {
+        let Some((config, handlers)) = config.as_mut() else {
             return Err(PyValueError::new_err("the node serves already"));
         };
         if max_concurrent == 0 {
@@ -427,8 +428,11 @@ impl NodeCore {
             on_loop,
             stream,
         };
-        let kind = ServiceKind::Hosted(hosted::Hosted::new(PyHandler(Arc::new(function))));
-        let mut service = ServiceConfig::new(name, kind);
+        handlers.insert(
+            name.clone(),
+            hosted::Hosted::new(PyHandler(Arc::new(function))),
+        );
+        let mut service = ServiceConfig::new(name, ServiceKind::Hosted);
         service.max_concurrent = max_concurrent;
         service.policy = policy;
         service.idempotent = idempotent;
@@ -490,14 +494,14 @@ impl NodeCore {
     fn agent(
         &self,
     ) -> PyResult<impl Future<Output = Result<(), node_agent::AgentError>> + Send + 'static> {
-        let config = locked(&self.config)
+        let (config, handlers) = locked(&self.config)
             .take()
             .ok_or_else(|| PyValueError::new_err("the node serves already"))?;
         config
             .validate()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let mut stop = self.stop.subscribe();
-        Ok(node_agent::run(config, async move {
+        Ok(node_agent::run_hosting(config, handlers, async move {
             let _ = stop.wait_for(|stop| *stop).await;
         }))
     }

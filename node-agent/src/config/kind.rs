@@ -41,11 +41,10 @@ pub enum ServiceKind {
     /// the sum 1 + 2 + ... + N, computed the slow way (real CPU work).
     SumUp,
     /// Code the program embedding the agent supplies (a Python function
-    /// served by the `switchyard-fleet` package): its [`Handler`] answers
-    /// each call. Not in TOML.
-    ///
-    /// [`Handler`]: crate::services::hosted::Handler
-    Hosted(crate::services::hosted::Hosted),
+    /// served by the `switchyard-fleet` package): the handler given for
+    /// the service's name to [`crate::run_hosting`] answers each call. Not
+    /// in TOML.
+    Hosted,
 }
 
 /// An external command service.
@@ -136,7 +135,7 @@ impl ServiceKind {
             Self::Echo => "echo",
             Self::Sleep => "sleep",
             Self::SumUp => "sum-up",
-            Self::Hosted(_) => "hosted",
+            Self::Hosted => "hosted",
         }
     }
 
@@ -181,7 +180,7 @@ impl ServiceKind {
                     return Err("api_key is not a header value".into());
                 }
             }
-            Self::Echo | Self::Sleep | Self::SumUp | Self::Hosted(_) => {}
+            Self::Echo | Self::Sleep | Self::SumUp | Self::Hosted => {}
         }
         Ok(())
     }

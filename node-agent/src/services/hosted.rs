@@ -1,5 +1,6 @@
 //! Services whose code the program embedding the agent supplies
-//! ([`ServiceKind::Hosted`](crate::ServiceKind::Hosted)): a Python
+//! ([`ServiceKind::Hosted`](crate::ServiceKind::Hosted), its [`Handler`]
+//! given by name in [`Handlers`] to [`crate::run_hosting`]): a Python
 //! function served by the `switchyard-fleet` package, a closure in a Rust
 //! program. The agent runs them as it runs any other service (slots,
 //! `max_concurrent`, load reports, drain); the [`Handler`] only turns a
@@ -43,6 +44,9 @@ pub trait Handler: Send + Sync + 'static {
     fn call(&self, call: HostedCall) -> HandlerFuture;
 }
 
+/// The handlers of a node's hosted services, by service name.
+pub type Handlers = std::collections::BTreeMap<String, Hosted>;
+
 /// A hosted service: its [`Handler`], shared by every call.
 #[derive(Clone)]
 pub struct Hosted(Arc<dyn Handler>);
@@ -57,13 +61,6 @@ impl Hosted {
 impl fmt::Debug for Hosted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Hosted(..)")
-    }
-}
-
-impl PartialEq for Hosted {
-    /// The same handler (not merely an equal one).
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 

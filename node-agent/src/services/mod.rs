@@ -204,6 +204,20 @@ impl Services {
         configs: &[ServiceConfig],
         slots: &[SlotConfig],
     ) -> Result<Self, ServiceError> {
+        Self::hosting(configs, slots, &hosted::Handlers::new())
+    }
+
+    /// As [`Services::with_slots`], each `hosted` service answered by the
+    /// handler of its name in `handlers`.
+    ///
+    /// # Errors
+    /// As [`Services::with_slots`]; `Internal` for a `hosted` service
+    /// `handlers` has no handler for.
+    pub fn hosting(
+        configs: &[ServiceConfig],
+        slots: &[SlotConfig],
+        handlers: &hosted::Handlers,
+    ) -> Result<Self, ServiceError> {
         let gates: BTreeMap<String, Arc<Gate>> = slots
             .iter()
             .map(|slot| {
@@ -244,8 +258,14 @@ impl Services {
                 ServiceKind::Echo => Runner::Echo,
                 ServiceKind::Sleep => Runner::Sleep,
                 ServiceKind::SumUp => Runner::SumUp,
-                ServiceKind::Hosted(h) => {
-                    Runner::Hosted(h.clone(), hosted::Running::new(load.clone()))
+                ServiceKind::Hosted => {
+                    let handler = handlers.get(&config.name).ok_or_else(|| {
+                        ServiceError::internal(format!(
+                            "service {} is hosted but the program gave no handler for it",
+                            config.name
+                        ))
+                    })?;
+                    Runner::Hosted(handler.clone(), hosted::Running::new(load.clone()))
                 }
             };
             let index = entries.len();

@@ -36,6 +36,7 @@ use crate::leases::Leases;
 use crate::leases::direct::{DirectCalls, DirectServer};
 use crate::model_load::ModelLoads;
 use crate::services::Services;
+use crate::services::hosted::Handlers;
 use crate::slots::Slots;
 use crate::stats::StatsCollector;
 use link::Link;
@@ -72,15 +73,30 @@ const MEMBERS_QUEUE: usize = 64;
 /// services cannot be set up, and [`AgentError::Refused`] when a gateway
 /// refuses the registration (a wrong token is not retried).
 pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    run_hosting(config, Handlers::new(), shutdown).await
+}
+
+/// As [`run`], each `hosted` service of `config` answered by the handler
+/// of its name in `handlers` (the program embedding the agent supplies
+/// them: the Python package's functions).
+///
+/// # Errors
+/// As [`run`]; [`AgentError::Services`] for a `hosted` service without a
+/// handler.
+pub async fn run_hosting(
     mut config: AgentConfig,
+    handlers: Handlers,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
     config.read_token_file()?;
     config.validate()?;
     // Fail fast on an unusable CA file, before any network.
     transport::tls::client_config(&config.ca)?;
-    let services =
-        Services::with_slots(&config.services, &config.slots).map_err(AgentError::Services)?;
+    let services = Services::hosting(&config.services, &config.slots, &handlers)
+        .map_err(AgentError::Services)?;
     let (slots, _reports) = Slots::new(&config, services.clone()).map_err(AgentError::Services)?;
     // Active health checks probe until `run` returns (the set drops).
     let health = HealthChecks::new(&config.services);

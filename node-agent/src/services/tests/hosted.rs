@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::services::hosted::{Handler, HandlerFuture, HostedCall, Work, whole};
+use crate::services::hosted::{self, Handler, HandlerFuture, HostedCall, Work, whole};
 
 /// Upper-cases the payload; `stream` answers a chunk per byte; `hold`
 /// keeps each call's work until the test lets it go.
@@ -57,14 +57,14 @@ fn hosted(max_concurrent: u32) -> (Services, Arc<Upper>) {
             self.0.call(call)
         }
     }
-    let mut config = ServiceConfig::new(
-        "svc",
-        ServiceKind::Hosted(crate::services::hosted::Hosted::new(Shared(Arc::clone(
-            &upper,
-        )))),
-    );
+    let mut config = ServiceConfig::new("svc", ServiceKind::Hosted);
     config.max_concurrent = max_concurrent;
-    (services(vec![config]), upper)
+    let handlers = hosted::Handlers::from([(
+        "svc".to_string(),
+        hosted::Hosted::new(Shared(Arc::clone(&upper))),
+    )]);
+    let services = Services::hosting(&[config], &[], &handlers).expect("services");
+    (services, upper)
 }
 
 #[tokio::test]
@@ -113,4 +113,12 @@ async fn abandoned_work_keeps_its_place_until_it_ends() {
     assert_eq!(services.in_flight(), [("svc".to_string(), 0)]);
     let got = services.call("svc", Bytes::from("ok"), LONG).await;
     assert_eq!(got.expect("served again"), Bytes::from("OK"));
+}
+
+#[test]
+fn a_hosted_service_without_its_handler_is_refused() {
+    let config = ServiceConfig::new("svc", ServiceKind::Hosted);
+    let err = Services::new(&[config]).expect_err("no handler");
+    assert_eq!(err.kind, ErrorKind::Internal);
+    assert!(err.message.contains("no handler"), "{}", err.message);
 }
