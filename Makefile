@@ -275,6 +275,7 @@ bench-stream: plugins
 sim: plugins
 	$(CARGO) build --release -p switchyard-sim
 	$(CARGO) run --release -q -p switchyard-sim -- --reproduce --plugins plugins/dist
+	$(CARGO) run --release -q -p switchyard-sim -- --tree
 
 clean: plugins-clean
 	$(CARGO) clean

@@ -17,6 +17,8 @@
 //! - [`policy`]: the wasm policy as a [`switchyard_core::Balance`].
 //! - [`metrics`]: per-run figures ([`metrics::Report`]) and the table.
 //! - [`repro`]: the published results `make sim` reproduces.
+//! - [`tree`]: a tree of gateways (the echo wave, rebalancing between
+//!   children) on the algorithms of `switchyard-tree`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod policy;
 pub mod repro;
 pub mod scenario;
+pub mod tree;
 
 pub use engine::{Sim, SimError};
 pub use metrics::Report;

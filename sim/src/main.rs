@@ -37,6 +37,11 @@ struct Args {
     /// With --reproduce: only these reproductions (by number or name).
     #[arg(long)]
     only: Vec<String>,
+    /// Prints the tree-of-gateways figures: the echo wave on 1 111
+    /// gateways, rebalancing between two children (with --short: the
+    /// tests' length).
+    #[arg(long)]
+    tree: bool,
 }
 
 fn main() -> ExitCode {
@@ -78,6 +83,14 @@ fn run() -> anyhow::Result<bool> {
         }
         println!();
     }
+    if args.tree {
+        let scale = if args.short {
+            repro::Scale::Short
+        } else {
+            repro::Scale::Full
+        };
+        print!("{}", switchyard_sim::tree::report(scale));
+    }
     if args.reproduce {
         let scale = if args.short {
             repro::Scale::Short
@@ -85,8 +98,8 @@ fn run() -> anyhow::Result<bool> {
             repro::Scale::Full
         };
         all_ok &= repro::run_and_print(&args.plugins, scale, jobs, &args.only)?;
-    } else if args.scenarios.is_empty() {
-        anyhow::bail!("name a scenario file, or --reproduce");
+    } else if args.scenarios.is_empty() && !args.tree {
+        anyhow::bail!("name a scenario file, --reproduce or --tree");
     }
     Ok(all_ok)
 }
