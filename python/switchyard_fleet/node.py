@@ -262,10 +262,13 @@ class Node:
         Returns the function unchanged (still callable locally).
 
         Raises ``ValueError`` for a name registered twice, ``max_concurrent``
-        below 1, an unknown codec, or ``stream=True`` on a plain function.
+        below 1, an unknown codec, or ``stream=True`` on a plain function;
+        ``RuntimeError`` once the node serves.
         """
         if callable(name):
             return self.register()(name)
+        if self._core is not None:
+            raise RuntimeError("register functions before serve(): a serving node's services are fixed")
         if codec not in CODECS:
             raise ValueError(f"codec must be one of {CODECS}, not {codec!r}")
         if max_concurrent < 1:
@@ -286,6 +289,8 @@ class Node:
         return wrap
 
     def _core_for(self, loop: Optional[asyncio.AbstractEventLoop]) -> Any:
+        if self._core is not None:
+            raise RuntimeError("this node serves already (or did: make a new Node)")
         if not self._functions:
             raise ValueError("register at least one function before serving")
         cost = self._cost_per_hour
@@ -317,9 +322,10 @@ class Node:
         returns; Ctrl-C's ``KeyboardInterrupt`` propagates after the drain.
         Async functions run on an asyncio loop in a thread of its own.
 
-        Raises ``ValueError`` (no function registered, an invalid setting)
-        or ``ConnectError`` (the gateway refused the registration, the CA
-        is unusable).
+        Raises ``ValueError`` (no function registered, an invalid setting),
+        ``RuntimeError`` (the node serves already, or did) or
+        ``ConnectError`` (the gateway refused the registration, the CA is
+        unusable).
         """
         loop = None
         if any(f.is_async for f in self._functions.values()):
@@ -328,7 +334,12 @@ class Node:
                 target=loop.run_forever, name="switchyard-node-loop", daemon=True
             )
             self._loop_thread.start()
-        core = self._core_for(loop)
+        try:
+            core = self._core_for(loop)
+        except BaseException:
+            if loop is not None:
+                loop.call_soon_threadsafe(loop.stop)
+            raise
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, lambda *_: core.stop())

@@ -405,3 +405,29 @@ def test_serve_async_runs_on_the_callers_loop(client, gateway, ca, agent_token):
     loop = asyncio.run(main())
     assert loops == [loop]
     _wait(lambda: "py-async-serve" not in _ids(client), "the node to leave")
+
+
+def test_a_generator_that_raises_midway_fails_the_stream_after_its_chunks(
+    client, gateway, ca, agent_token
+):
+    node = make_node(gateway, ca, agent_token, "py-midway")
+
+    @node.register
+    def py_midway(data):
+        yield b"one;"
+        yield b"two;"
+        raise KeyError("the third")
+
+    with serving(client, node):
+        got = []
+        with pytest.raises(sf.ServiceFailed) as raised:
+            with client.stream("py_midway", b"") as chunks:
+                for chunk in chunks:
+                    got.append(chunk)
+        assert got == [b"one;", b"two;"]
+        assert "KeyError: 'the third'" in str(raised.value)
+        # A serving node's functions are fixed; it serves once.
+        with pytest.raises(RuntimeError):
+            node.register("py_late")(lambda data: data)
+        with pytest.raises(RuntimeError):
+            node.serve()
