@@ -431,3 +431,35 @@ def test_a_generator_that_raises_midway_fails_the_stream_after_its_chunks(
             node.register("py_late")(lambda data: data)
         with pytest.raises(RuntimeError):
             node.serve()
+
+
+def test_load_balancing_options_reach_the_policies(client, gateway, ca, agent_token):
+    cheap = make_node(gateway, ca, agent_token, "py-cheap", cost_per_hour=0.5)
+    dear = make_node(gateway, ca, agent_token, "py-dear", cost_per_hour=4.0)
+    for node in (cheap, dear):
+        node.register("py_priced")(lambda data, node=node: node.node_id)
+
+    with serving(client, cheap, dear):
+
+        @client.remote(function_name="py_priced", load_balancing={"strategy": "cost_aware"})
+        def priced(data): ...
+
+        assert {priced(b"") for _ in range(4)} == {b"py-cheap"}
+
+        @client.remote(
+            function_name="py_priced",
+            load_balancing={"strategy": "resource_aware", "requirements": {"mem_free_mib": ">=1"}},
+        )
+        def roomy(data): ...
+
+        assert roomy(b"") in (b"py-cheap", b"py-dear")
+
+        @client.remote(
+            function_name="py_priced",
+            load_balancing={"strategy": "resource_aware", "requirements": {"mem_free_mib": ">=999999999"}},
+        )
+        def impossible(data): ...
+
+        with pytest.raises(sf.Rejected) as raised:
+            impossible(b"")
+        assert "mem_free_mib>=999999999" in str(raised.value)
