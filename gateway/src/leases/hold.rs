@@ -139,22 +139,20 @@ pub(super) async fn hold_slot(
         let asked = match node.direct.clone() {
             Some(direct) => {
                 hold.policy.clone_from(&picked.policy_name);
-                ask_hold(&node, &hold, deadline)
-                    .await
-                    .map(|asked| asked.map(|words| (words, direct)))
+                ask_hold(&node, &hold, direct, deadline).await
             }
-            None => Ok(Err(error(
+            None => Asked::Unsent(error(
                 ErrorKind::NoNodeAvailable,
                 format!(
                     "no node of {} with a free slot has a direct port",
                     head.service
                 ),
-            ))),
+            )),
         };
         let (mut words, direct) = match asked {
-            Ok(Ok(asked)) => asked,
+            Asked::Sent { words, direct } => (words, direct),
             // Not sent: another node gets the lease.
-            Ok(Err(unsent)) => {
+            Asked::Unsent(unsent) => {
                 skipped += 1;
                 if skipped >= MAX_HOLD_ATTEMPTS {
                     // A node whose session is gone failed; one without a
@@ -170,7 +168,7 @@ pub(super) async fn hold_slot(
                 ticket = guard.dispatch_failed(head, tenant);
                 continue;
             }
-            Err(()) => {
+            Asked::TimedOut => {
                 finish(shared, guard, &picked, CallEnd::Abandoned);
                 return Err(timed_out().into());
             }
@@ -215,22 +213,31 @@ pub(super) async fn hold_slot(
     }
 }
 
-/// Sends `hold` on `node`'s control stream, waiting for its answers:
-/// `Ok(Err(_))` when it could not be sent (the node's session is gone),
-/// `Err(())` past `deadline`.
-async fn ask_hold(
-    node: &Node,
-    hold: &LeaseHold,
-    deadline: Instant,
-) -> Result<Result<mpsc::Receiver<HoldWord>, CallError>, ()> {
+/// What asking a node to hold a lease came to.
+enum Asked {
+    /// Sent: the node's answers come on `words`; its direct address.
+    Sent {
+        words: mpsc::Receiver<HoldWord>,
+        direct: String,
+    },
+    /// Not sent (the node's session is gone, the id is in use): another
+    /// node may take the lease.
+    Unsent(CallError),
+    /// The deadline came first.
+    TimedOut,
+}
+
+/// Sends `hold` on `node`'s control stream, waiting for room there until
+/// `deadline`; `direct` is the node's direct address.
+async fn ask_hold(node: &Node, hold: &LeaseHold, direct: String, deadline: Instant) -> Asked {
     let Some(words) = node.holds.expect(&hold.lease_id) else {
-        return Ok(Err(error(
+        return Asked::Unsent(error(
             ErrorKind::Internal,
             format!(
                 "lease {} is held on node {} already",
                 hold.lease_id, node.spec.id
             ),
-        )));
+        ));
     };
     let sent = tokio::time::timeout_at(
         deadline.into(),
@@ -238,17 +245,17 @@ async fn ask_hold(
     )
     .await;
     match sent {
-        Ok(Ok(())) => Ok(Ok(words)),
+        Ok(Ok(())) => Asked::Sent { words, direct },
         Ok(Err(_)) => {
             node.holds.forget(&hold.lease_id);
-            Ok(Err(error(
+            Asked::Unsent(error(
                 ErrorKind::NodeLost,
                 format!("node {} unreachable: its session ended", node.spec.id),
-            )))
+            ))
         }
         Err(_) => {
             node.holds.forget(&hold.lease_id);
-            Err(())
+            Asked::TimedOut
         }
     }
 }
