@@ -122,9 +122,9 @@ fn the_wheel_installs_into_a_fresh_virtualenv() {
             wheel.as_os_str(),
         ],
     );
-    let check = "import switchyard_fleet as sf; print(sf.Client.__name__, sf.Overloaded.__mro__[1].__name__, sf._native.__file__)";
+    let check = "import switchyard_fleet as sf; print(sf.Client.__name__, sf.Node.__name__, sf.Overloaded.__mro__[1].__name__, sf._native.__file__)";
     let out = run(&venv.join("bin/python"), &["-c".as_ref(), check.as_ref()]);
-    assert!(out.starts_with("Client SwitchyardError "), "{out}");
+    assert!(out.starts_with("Client Node SwitchyardError "), "{out}");
     assert!(
         out.contains(&venv.display().to_string()),
         "imported from elsewhere: {out}"
