@@ -256,8 +256,9 @@ async fn start(function: &Arc<Function>, call: HostedCall, sink: Option<HostedSi
         work: Mutex::new(Some(work)),
         sink,
     });
+    // One hold of the interpreter: the call object and the guard's handle.
     let made = Python::attach(|py| {
-        Py::new(
+        let call = Py::new(
             py,
             Call {
                 state: Arc::clone(&state),
@@ -266,15 +267,17 @@ async fn start(function: &Arc<Function>, call: HostedCall, sink: Option<HostedSi
                 streamed: state.sink.is_some(),
                 tag: Mutex::new(None),
             },
-        )
+        )?;
+        let kept = call.clone_ref(py);
+        Ok::<_, PyErr>((call, kept))
     });
-    let py_call = match made {
-        Ok(call) => call,
+    let (py_call, kept) = match made {
+        Ok(made) => made,
         Err(e) => return internal(&e),
     };
     let guard = AbandonOnDrop {
         function: Arc::clone(function),
-        call: Python::attach(|py| py_call.clone_ref(py)),
+        call: kept,
         state: Arc::clone(&state),
     };
     let invoke = {

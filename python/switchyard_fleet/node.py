@@ -55,6 +55,25 @@ class CallAbandoned(BaseException):
     (not inside a blocking C call such as ``time.sleep``)."""
 
 
+class _Running:
+    """A function running on a thread for one call: ``abandon`` raises
+    ``CallAbandoned`` there only while ``active`` (under ``lock``), so the
+    exception never reaches a later call the same thread runs."""
+
+    __slots__ = ("ident", "lock", "active")
+
+    def __init__(self) -> None:
+        self.ident = threading.get_ident()
+        self.lock = threading.Lock()
+        self.active = True
+
+
+def _set_async_exc(ident: int, exception: Any) -> None:
+    """Raises ``exception`` in thread ``ident`` at its next Python
+    instruction (``None``: clears one set and not raised yet)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), exception)
+
+
 class _Function:
     """A registered function and how it is served."""
 
@@ -90,7 +109,8 @@ class _Function:
 
     def thread_invoke(self, payload: bytes, call: Any) -> None:
         """Runs the function on this (blocking) thread and reports."""
-        call.tag = threading.get_ident()
+        running = _Running()
+        call.tag = running
         current = _current.set(call)
         try:
             value = self.fn(self.decode(payload))
@@ -111,6 +131,9 @@ class _Function:
         except BaseException as error:  # noqa: BLE001 - every failure is the call's
             self._failed(call, error)
         finally:
+            with running.lock:
+                running.active = False
+            _set_async_exc(running.ident, None)
             _current.reset(current)
 
     async def _run_async(self, payload: bytes, call: Any) -> None:
@@ -154,10 +177,10 @@ class _Function:
             return
         if self.is_async:
             tag.cancel()
-        else:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(tag), ctypes.py_object(CallAbandoned)
-            )
+            return
+        with tag.lock:
+            if tag.active:
+                _set_async_exc(tag.ident, ctypes.py_object(CallAbandoned))
 
 
 class Node:
