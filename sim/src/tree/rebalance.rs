@@ -170,13 +170,13 @@ pub fn run(setup: &Setup) -> Outcome {
             }
         }
         // Start what can start.
-        for n in 0..children.len() {
-            max_queue = max_queue.max(children[n].waiting.len());
-            while children[n].busy < setup.servers {
-                let Some(arrived) = children[n].waiting.pop_front() else {
+        for (n, child) in children.iter_mut().enumerate() {
+            max_queue = max_queue.max(child.waiting.len());
+            while child.busy < setup.servers {
+                let Some(arrived) = child.waiting.pop_front() else {
                     break;
                 };
-                children[n].busy += 1;
+                child.busy += 1;
                 if arrived >= warm {
                     let wait = (now - arrived) as f64 / 1000.0;
                     waits.record(wait);
