@@ -463,3 +463,37 @@ def test_load_balancing_options_reach_the_policies(client, gateway, ca, agent_to
         with pytest.raises(sf.Rejected) as raised:
             impossible(b"")
         assert "mem_free_mib>=999999999" in str(raised.value)
+
+
+def test_ctrl_c_drains_a_python_node_then_raises_keyboard_interrupt(
+    client, gateway, ca, agent_token
+):
+    script = SIGTERM_NODE.replace('"py-term"', '"py-int"').replace("py_slow", "py_slow_int")
+    script = script.replace(
+        "\nnode.serve()\n",
+        "\ntry:\n    node.serve()\nexcept KeyboardInterrupt:\n    print('interrupted', flush=True)\n",
+    )
+    assert "interrupted" in script
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, gateway, ca, agent_token],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait(lambda: "py-int" in _ids(client), "the node process to register")
+        results = []
+        caller = threading.Thread(
+            target=lambda: results.append(client.call("py_slow_int", b"1.0", timeout=30)),
+        )
+        caller.start()
+        time.sleep(0.4)
+        process.send_signal(signal.SIGINT)
+        caller.join(30)
+        assert results and results[0].data == b"finished 1.0", results
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+        assert out.decode().split() == ["serving", "interrupted", "drained"]
+        _wait(lambda: "py-int" not in _ids(client), "the node to leave")
+    finally:
+        if process.poll() is None:
+            process.kill()
