@@ -224,52 +224,76 @@ def test_two_nodes_share_a_function_by_round_robin_and_by_latency(
         assert spread["py-fast"] > 3 * spread["py-slow"], spread
 
 
-SIGTERM_NODE = textwrap.dedent(
+SIGNALLED_NODE = textwrap.dedent(
     """
     import sys, time
     import switchyard_fleet as sf
 
-    gateway, ca, token = sys.argv[1:4]
-    node = sf.Node(gateway, ca=ca, token=token, node_id="py-term", shutdown_grace_s=20)
+    gateway, ca, token, node_id, service = sys.argv[1:6]
+    node = sf.Node(gateway, ca=ca, token=token, node_id=node_id, shutdown_grace_s=20)
 
-    @node.register
-    def py_slow(data):
+    @node.register(service)
+    def slow(data):
         time.sleep(float(data))
         return b"finished " + data
 
     print("serving", flush=True)
-    node.serve()
+    try:
+        node.serve()
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
     print("drained", flush=True)
     """
 )
 
 
-def test_sigterm_drains_a_python_node_without_losing_its_call(client, gateway, ca, agent_token):
+def _signal_mid_call(client, gateway, ca, agent_token, sig, node_id, service, seconds):
+    """Runs a node process serving ``service`` (sleeps ``seconds``), sends
+    it ``sig`` while a call is in flight; returns the call's result and the
+    process's output words once it exited 0."""
     process = subprocess.Popen(
-        [sys.executable, "-c", SIGTERM_NODE, gateway, ca, agent_token],
+        [sys.executable, "-c", SIGNALLED_NODE, gateway, ca, agent_token, node_id, service],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     try:
-        _wait(lambda: "py-term" in _ids(client), "the node process to register")
+        _wait(lambda: node_id in _ids(client), "the node process to register")
         results = []
         caller = threading.Thread(
-            target=lambda: results.append(client.call("py_slow", b"1.5", timeout=30)),
+            target=lambda: results.append(client.call(service, seconds.encode(), timeout=30)),
         )
         caller.start()
         time.sleep(0.5)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)
         caller.join(30)
-        assert results and results[0].data == b"finished 1.5", results
         out, err = process.communicate(timeout=30)
         assert process.returncode == 0, err
-        assert out.decode().split() == ["serving", "drained"]
-        # Drained: no node serves it any more.
-        with pytest.raises((sf.UnknownService, sf.NoNodeAvailable)):
-            client.call("py_slow", b"0", timeout=2)
+        return results, out.decode().split()
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_sigterm_drains_a_python_node_without_losing_its_call(client, gateway, ca, agent_token):
+    results, words = _signal_mid_call(
+        client, gateway, ca, agent_token, signal.SIGTERM, "py-term", "py_slow", "1.5"
+    )
+    assert results and results[0].data == b"finished 1.5", results
+    assert words == ["serving", "drained"]
+    # Drained: no node serves it any more.
+    with pytest.raises((sf.UnknownService, sf.NoNodeAvailable)):
+        client.call("py_slow", b"0", timeout=2)
+
+
+def test_ctrl_c_drains_a_python_node_then_raises_keyboard_interrupt(
+    client, gateway, ca, agent_token
+):
+    results, words = _signal_mid_call(
+        client, gateway, ca, agent_token, signal.SIGINT, "py-int", "py_slow_int", "1.0"
+    )
+    assert results and results[0].data == b"finished 1.0", results
+    assert words == ["serving", "interrupted", "drained"]
+    _wait(lambda: "py-int" not in _ids(client), "the node to leave")
 
 
 def test_registration_errors_are_clear(gateway, ca, agent_token):
@@ -463,37 +487,3 @@ def test_load_balancing_options_reach_the_policies(client, gateway, ca, agent_to
         with pytest.raises(sf.Rejected) as raised:
             impossible(b"")
         assert "mem_free_mib>=999999999" in str(raised.value)
-
-
-def test_ctrl_c_drains_a_python_node_then_raises_keyboard_interrupt(
-    client, gateway, ca, agent_token
-):
-    script = SIGTERM_NODE.replace('"py-term"', '"py-int"').replace("py_slow", "py_slow_int")
-    script = script.replace(
-        "\nnode.serve()\n",
-        "\ntry:\n    node.serve()\nexcept KeyboardInterrupt:\n    print('interrupted', flush=True)\n",
-    )
-    assert "interrupted" in script
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, gateway, ca, agent_token],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _wait(lambda: "py-int" in _ids(client), "the node process to register")
-        results = []
-        caller = threading.Thread(
-            target=lambda: results.append(client.call("py_slow_int", b"1.0", timeout=30)),
-        )
-        caller.start()
-        time.sleep(0.4)
-        process.send_signal(signal.SIGINT)
-        caller.join(30)
-        assert results and results[0].data == b"finished 1.0", results
-        out, err = process.communicate(timeout=30)
-        assert process.returncode == 0, err
-        assert out.decode().split() == ["serving", "interrupted", "drained"]
-        _wait(lambda: "py-int" not in _ids(client), "the node to leave")
-    finally:
-        if process.poll() is None:
-            process.kill()

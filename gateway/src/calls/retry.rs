@@ -49,10 +49,9 @@ pub(super) async fn again(
         .is_some_and(|s| s.idempotent)
         || guard
             .node()
-            .spec
             .services
-            .iter()
-            .any(|s| s.name == *service && s.idempotent);
+            .get(service)
+            .is_some_and(|s| s.idempotent);
     let why = if super::kernel::node_full(&e) {
         Again::NodeFull
     } else if e.not_run {

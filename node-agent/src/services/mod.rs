@@ -173,10 +173,15 @@ impl Entry {
     /// Calls in flight, and a hosted service's abandoned calls whose work
     /// still runs.
     fn busy(&self) -> u32 {
-        let calls = self.in_flight.load(Ordering::SeqCst);
+        self.in_flight.load(Ordering::SeqCst).max(self.running())
+    }
+
+    /// A hosted service's work still running, its abandoned calls' included
+    /// (0 for the other kinds).
+    fn running(&self) -> u32 {
         match &self.runner {
-            Runner::Hosted(_, running) => calls.max(running.count()),
-            _ => calls,
+            Runner::Hosted(_, running) => running.count(),
+            _ => 0,
         }
     }
 }
@@ -419,11 +424,7 @@ impl Services {
             .in_flight
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 // A hosted service's abandoned work still holds its place.
-                let running = match &entry.runner {
-                    Runner::Hosted(_, running) => running.count(),
-                    _ => 0,
-                };
-                (n.max(running) < entry.max_concurrent).then_some(n + 1)
+                (n.max(entry.running()) < entry.max_concurrent).then_some(n + 1)
             })
             .map_err(|_| {
                 if let Some(owner) = owner {
