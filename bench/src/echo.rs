@@ -164,6 +164,7 @@ pub fn result_head(len: usize, took: Duration) -> ResultHead {
         status: None,
         explain: None,
         request_id: None,
+        via: Vec::new(),
     }
 }
 

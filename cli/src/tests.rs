@@ -17,6 +17,7 @@ fn node(labels: &[(&str, &str)]) -> NodeView {
             slots: vec![],
             stats_interval_ms: 1000,
             agent_version: "0.1.0".into(),
+            gateway: false,
         },
         stats: None,
         services: vec![],

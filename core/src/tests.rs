@@ -63,6 +63,7 @@ pub(crate) fn spec(
             .collect(),
         stats_interval_ms: 1000,
         agent_version: "test".into(),
+        gateway: false,
     }
 }
 

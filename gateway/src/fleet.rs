@@ -312,6 +312,7 @@ mod tests {
             slots: Vec::new(),
             stats_interval_ms: 1000,
             agent_version: "test".into(),
+            gateway: false,
         };
         let event = Event::NodeUp { node: key, spec };
         drive(

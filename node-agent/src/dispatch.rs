@@ -271,6 +271,8 @@ async fn answer(send: &mut FramedSend, outcome: Outcome) -> Result<(), IoError> 
                     exec_ms,
                     content_type: content_type.clone(),
                     status,
+                    explain: None,
+                    path: Vec::new(),
                 })
             };
             // The slot is free before the gateway can see the call end: a

@@ -155,6 +155,25 @@ pub struct DispatchHead {
     #[serde(default, with = "crate::added")]
     #[cbor(n(9), default, skip_if = "crate::call::is_false")]
     pub job: bool,
+    /// The caller's tenant as the dispatching gateway admitted it, for a
+    /// node that is a gateway ([`crate::NodeSpec::gateway`]): the child
+    /// trusts its parent and counts the call against that tenant there
+    /// (at most 256 bytes; default `None`, not sent to plain nodes).
+    /// Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[n(10)]
+    pub tenant: Option<String>,
+    /// The call's [`CallHead::priority`], for a node that is a gateway
+    /// (default 0, not sent). Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(11), default, skip_if = "crate::call::is_zero_i32")]
+    pub priority: i32,
+    /// The call's [`CallHead::hints`], for a node that is a gateway (its
+    /// policies and cache read them; at most [`limits::MAX_HINTS`];
+    /// default empty, not sent). Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(12), default, skip_if = "Vec::is_empty")]
+    pub hints: Vec<(String, String)>,
 }
 
 impl DispatchHead {
@@ -169,6 +188,44 @@ impl DispatchHead {
                 "a dispatch carries at most {} prefix hashes, got {}",
                 limits::MAX_PREFIX_HASHES,
                 self.prefix_hashes.len()
+            )));
+        }
+        if let Some(tenant) = &self.tenant {
+            crate::message::check_name("tenant", tenant)?;
+        }
+        if self.hints.len() > limits::MAX_HINTS
+            || self
+                .hints
+                .iter()
+                .any(|(k, v)| k.len() > limits::MAX_HINT_LEN || v.len() > limits::MAX_HINT_LEN)
+        {
+            return Err(CodecError::Invalid(format!(
+                "a dispatch carries at most {} hints of at most {} bytes each",
+                limits::MAX_HINTS,
+                limits::MAX_HINT_LEN
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl ReplyHead {
+    /// Checks what a node that is a gateway adds: its path (at most
+    /// [`crate::MAX_DEPTH`] valid names) and its explanation (at most
+    /// [`limits::MAX_EXPLAIN_LEN`] bytes).
+    ///
+    /// # Errors
+    /// [`CodecError::Invalid`] naming the broken rule.
+    pub fn validate(&self) -> Result<(), CodecError> {
+        crate::tree::check_path("reply path", &self.path)?;
+        if self
+            .explain
+            .as_ref()
+            .is_some_and(|e| e.len() > limits::MAX_EXPLAIN_LEN)
+        {
+            return Err(CodecError::Invalid(format!(
+                "a reply's explanation is at most {} bytes",
+                limits::MAX_EXPLAIN_LEN
             )));
         }
         Ok(())
@@ -220,6 +277,13 @@ pub struct ResultHead {
     #[serde(default, with = "crate::added")]
     #[n(8)]
     pub request_id: Option<String>,
+    /// The gateways below this one the call went through, top first, when
+    /// a child gateway served it (a tree of gateways); [`Self::node_id`]
+    /// is then the node at the end of that path. Empty when this
+    /// gateway's own node ran it. Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(9), default, skip_if = "Vec::is_empty")]
+    pub via: Vec<String>,
 }
 
 /// How a call was answered from the gateway's result cache.
@@ -279,6 +343,19 @@ pub struct ReplyHead {
     /// The service's HTTP status, as [`ResultHead::status`].
     #[n(3)]
     pub status: Option<u16>,
+    /// From a node that is a gateway: the gateways below it the call went
+    /// through, then the node that ran it, top first (`["site-b-rack-2",
+    /// "gpu-7"]`; at most [`crate::MAX_DEPTH`]); empty from a plain node.
+    /// Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(4), default, skip_if = "Vec::is_empty")]
+    pub path: Vec<String>,
+    /// From a node that is a gateway, when the dispatch's hints asked
+    /// (`explain=1`): why its policy chose the node below, as
+    /// [`ResultHead::explain`]. Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[n(5)]
+    pub explain: Option<String>,
 }
 
 /// The end of a streamed result.
@@ -486,4 +563,11 @@ pub(crate) fn check_traceparent(traceparent: Option<&str>) -> Result<(), CodecEr
 #[allow(clippy::trivially_copy_pass_by_ref)] // the derive passes a reference
 pub(crate) fn is_false(flag: &bool) -> bool {
     !*flag
+}
+
+/// Whether an `i32` field is 0 (minicbor's `skip_if` for a default-0
+/// field added later).
+#[allow(clippy::trivially_copy_pass_by_ref)]
+pub(crate) fn is_zero_i32(value: &i32) -> bool {
+    *value == 0
 }

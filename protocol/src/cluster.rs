@@ -181,6 +181,9 @@ mod tests {
             request_id: None,
             prefix_hashes: vec![1; limits::MAX_PREFIX_HASHES],
             job: false,
+            hints: Vec::new(),
+            priority: 0,
+            tenant: None,
         };
         assert!(head.validate().is_ok());
         head.prefix_hashes.push(2);

@@ -94,6 +94,10 @@ pub enum FrameKind {
     Held = 40,
     /// [`Message::DropLease`] (v2).
     DropLease = 41,
+    /// [`Message::Respec`] (v2).
+    Respec = 42,
+    /// [`Message::Ancestry`] (v2).
+    Ancestry = 43,
 }
 
 impl FrameKind {
@@ -145,6 +149,8 @@ impl FrameKind {
             39 => LeaseKeys,
             40 => Held,
             41 => DropLease,
+            42 => Respec,
+            43 => Ancestry,
             other => return Err(CodecError::UnknownKind(other)),
         })
     }

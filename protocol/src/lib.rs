@@ -65,6 +65,7 @@ mod message;
 mod node;
 pub mod request_id;
 mod swap;
+mod tree;
 mod v1;
 mod v2;
 mod version;
@@ -93,6 +94,7 @@ pub use node::{
     ServiceView, SlotSpec, SlotView,
 };
 pub use swap::{SwapReport, SwapRequest};
+pub use tree::{Ancestry, MAX_DEPTH, Respec};
 pub use v1::added;
 pub use version::{ALPN_V1, ALPN_V2, WireVersion};
 

@@ -3,11 +3,11 @@
 use bytes::Bytes;
 
 use crate::{
-    CacheStatsView, CallError, CallHead, CodecError, DispatchHead, FrameKind, JobReply, JobRequest,
-    LeaseDrop, LeaseEnd, LeaseGrant, LeaseHeld, LeaseHold, LeaseKeys, LeaseRelease, LeaseRequest,
-    LogChunk, MemberList, NodeLoad, NodeStats, NodeView, PolicyTable, PurgeCache, QueueView,
-    Register, Registered, ReplyHead, Reserved, ResultHead, SetPolicy, SwapReport, SwapRequest,
-    Trailer, WireVersion, limits,
+    Ancestry, CacheStatsView, CallError, CallHead, CodecError, DispatchHead, FrameKind, JobReply,
+    JobRequest, LeaseDrop, LeaseEnd, LeaseGrant, LeaseHeld, LeaseHold, LeaseKeys, LeaseRelease,
+    LeaseRequest, LogChunk, MemberList, NodeLoad, NodeStats, NodeView, PolicyTable, PurgeCache,
+    QueueView, Register, Registered, ReplyHead, Reserved, Respec, ResultHead, SetPolicy,
+    SwapReport, SwapRequest, Trailer, WireVersion, limits,
 };
 
 /// One frame's content.
@@ -117,6 +117,13 @@ pub enum Message {
     /// signed with (v2 only; sent to agents that registered a direct
     /// address).
     LeaseKeys(LeaseKeys),
+    /// Node → gateway on the control stream: the node's services changed
+    /// while registered (a child gateway's fleet); sent only to a gateway
+    /// whose `Registered::takes_respec` is set (v2 only).
+    Respec(Box<Respec>),
+    /// Gateway → child gateway on the control stream: the gateways above
+    /// the child changed (v2 only).
+    Ancestry(Ancestry),
 }
 
 impl Message {
@@ -164,6 +171,8 @@ impl Message {
             Self::LeaseKeys(_) => FrameKind::LeaseKeys,
             Self::Held(_) => FrameKind::Held,
             Self::DropLease(_) => FrameKind::DropLease,
+            Self::Respec(_) => FrameKind::Respec,
+            Self::Ancestry(_) => FrameKind::Ancestry,
         }
     }
 
@@ -256,6 +265,7 @@ mod tests {
                     explain: (len % 7 == 0)
                         .then(|| "least-request → n1: least loaded (of 2)".into()),
                     request_id: (len % 11 == 0).then(|| "req-1".into()),
+                    via: Vec::new(),
                 })),
             (proptest::option::of(any::<u64>()), any::<u16>()).prop_map(|(len, status)| {
                 Message::Reply(ReplyHead {
@@ -263,6 +273,8 @@ mod tests {
                     exec_ms: 1.5,
                     content_type: Some("application/json".into()),
                     status: Some(status),
+                    explain: None,
+                    path: Vec::new(),
                 })
             }),
             (any::<u64>(), 0u16..1000).prop_map(|(len, ms)| Message::End(Trailer {
@@ -448,6 +460,8 @@ mod tests {
             exec_ms: 0.0,
             content_type: Some("a/b".into()),
             status: Some(200),
+            explain: None,
+            path: Vec::new(),
         });
         assert_eq!(
             codec.encode_to_vec(&head).expect("encode"),
@@ -518,6 +532,7 @@ mod tests {
             slots: vec![],
             stats_interval_ms: 1000,
             agent_version: "0".into(),
+            gateway: false,
         };
         assert!(spec.validate().is_err());
     }

@@ -70,6 +70,14 @@ pub struct NodeSpec {
     /// The agent's version, for the operator.
     #[n(7)]
     pub agent_version: String,
+    /// The node is a gateway with a fleet of its own (a child in a tree of
+    /// gateways): its services are its fleet's, each with the fleet's
+    /// capacity; a call sent to it is admitted there and its policy picks
+    /// the node. Such a node may register with no service (an empty
+    /// fleet). Default false. Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(8), default, skip_if = "crate::call::is_false")]
+    pub gateway: bool,
 }
 
 /// One service a node hosts.
@@ -133,6 +141,20 @@ pub struct Registered {
     /// The gateway's version.
     #[n(1)]
     pub gateway_version: String,
+    /// The gateway and the gateways above it, nearest first (itself, its
+    /// parent, ...), at most [`crate::MAX_DEPTH`]; sent to a node that
+    /// registered as a gateway (empty otherwise, and from an older
+    /// gateway). A child that finds its own id there is in a loop. Added
+    /// in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(2), default, skip_if = "Vec::is_empty")]
+    pub ancestry: Vec<String>,
+    /// The gateway takes [`crate::Message::Respec`] on the control stream
+    /// (default false: a node whose services change must register again).
+    /// Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(3), default, skip_if = "crate::call::is_false")]
+    pub takes_respec: bool,
 }
 
 /// A node's resource report.
@@ -386,9 +408,10 @@ impl NodeSpec {
     /// [`CodecError::Invalid`] naming the broken rule.
     pub fn validate(&self) -> Result<(), CodecError> {
         check_name("node id", &self.id)?;
-        if self.services.is_empty() || self.services.len() > limits::MAX_SERVICES {
+        let fewest = usize::from(!self.gateway);
+        if self.services.len() < fewest || self.services.len() > limits::MAX_SERVICES {
             return Err(CodecError::Invalid(format!(
-                "a node must host 1..={} services, got {}",
+                "a node must host {fewest}..={} services, got {}",
                 limits::MAX_SERVICES,
                 self.services.len()
             )));
@@ -472,6 +495,7 @@ mod register_tests {
                 slots: Vec::new(),
                 stats_interval_ms: 1000,
                 agent_version: String::new(),
+                gateway: false,
             },
             follows_members: true,
             direct: direct.map(str::to_string),

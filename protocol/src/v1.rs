@@ -92,7 +92,9 @@ impl Message {
             | Message::ReleaseLease(_)
             | Message::LeaseKeys(_)
             | Message::Held(_)
-            | Message::DropLease(_) => {
+            | Message::DropLease(_)
+            | Message::Respec(_)
+            | Message::Ancestry(_) => {
                 return None;
             }
             Message::Stats(stats) => {
@@ -103,6 +105,7 @@ impl Message {
                 register.follows_members = false;
                 register.direct = None;
                 register.holds_on_control = false;
+                register.node.gateway = false;
                 for service in &mut register.node.services {
                     service.model = false;
                     service.policy = None;
@@ -113,6 +116,7 @@ impl Message {
                 for node in nodes.iter_mut() {
                     node.jobs_in_flight = 0;
                     node.direct = None;
+                    node.spec.gateway = false;
                     for service in &mut node.spec.services {
                         service.model = false;
                         service.policy = None;
@@ -143,11 +147,23 @@ impl Message {
                 head.request_id = None;
                 head.prefix_hashes.clear();
                 head.job = false;
+                head.tenant = None;
+                head.priority = 0;
+                head.hints.clear();
+            }
+            Message::Registered(registered) => {
+                registered.ancestry.clear();
+                registered.takes_respec = false;
+            }
+            Message::Reply(head) => {
+                head.path.clear();
+                head.explain = None;
             }
             Message::Result(head) => {
                 head.timings.attempts = 0;
                 head.explain = None;
                 head.request_id = None;
+                head.via.clear();
             }
             Message::Queues(queues) => {
                 for queue in queues.iter_mut() {
@@ -203,7 +219,9 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         | Message::ReleaseLease(_)
         | Message::LeaseKeys(_)
         | Message::Held(_)
-        | Message::DropLease(_) => {}
+        | Message::DropLease(_)
+        | Message::Respec(_)
+        | Message::Ancestry(_) => {}
         Message::Nodes(m) => put(m, out),
         Message::Policies(m) => put(m, out),
         Message::SetPolicy(m) => put(m, out),
@@ -257,7 +275,9 @@ pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, Codec
         | FrameKind::ReleaseLease
         | FrameKind::LeaseKeys
         | FrameKind::Held
-        | FrameKind::DropLease => {
+        | FrameKind::DropLease
+        | FrameKind::Respec
+        | FrameKind::Ancestry => {
             return Err(CodecError::UnknownKind(kind as u8));
         }
         FrameKind::ListNodes

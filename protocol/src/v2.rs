@@ -82,6 +82,8 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         Message::LeaseKeys(m) => put(m, out),
         Message::Held(m) => put(m, out),
         Message::DropLease(m) => put(m, out),
+        Message::Respec(m) => put(m, out),
+        Message::Ancestry(m) => put(m, out),
     }
 }
 
@@ -161,5 +163,7 @@ pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, Codec
         FrameKind::LeaseKeys => Message::LeaseKeys(get(kind, body)?),
         FrameKind::Held => Message::Held(get(kind, body)?),
         FrameKind::DropLease => Message::DropLease(get(kind, body)?),
+        FrameKind::Respec => Message::Respec(get(kind, body)?),
+        FrameKind::Ancestry => Message::Ancestry(get(kind, body)?),
     })
 }

@@ -113,6 +113,7 @@ fn a_message_missing_a_newer_field_decodes_with_its_default() {
             status: None,
             explain: None,
             request_id: None,
+            via: Vec::new(),
         })
     );
 }

@@ -108,6 +108,7 @@ async fn answer(
             )
         }),
         request_id: call.head.request_id.clone(),
+        via: Vec::new(),
     };
     send_whole(call, caller, head, entry.data.clone()).await
 }

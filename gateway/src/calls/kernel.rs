@@ -60,6 +60,7 @@ impl Answered {
             status: self.status,
             explain: self.explain.clone(),
             request_id: call.head.request_id.clone(),
+            via: Vec::new(),
         }
     }
 
@@ -253,6 +254,9 @@ async fn exchange_with(
         request_id: call.head.request_id.clone(),
         prefix_hashes: prefix[..prefix.len().min(protocol::limits::MAX_PREFIX_HASHES)].to_vec(),
         job: call.admitted.job,
+        hints: Vec::new(),
+        priority: 0,
+        tenant: None,
     };
     let max = shared.config.max_payload_bytes;
     let outcome = tokio::time::timeout_at(

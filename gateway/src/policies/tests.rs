@@ -149,6 +149,7 @@ fn a_policy_a_node_asks_for_counts_while_the_operator_set_none() {
         slots: Vec::new(),
         stats_interval_ms: 1000,
         agent_version: String::new(),
+        gateway: false,
     };
     let active = |p: &Policies| p.pick(&request(&[], &[0, 0])).1.policy_name;
     // The default policy until a node asks.

@@ -85,6 +85,8 @@ pub(crate) async fn serve(
     let registered = Message::Registered(Registered {
         node_key: node.key,
         gateway_version: env!("CARGO_PKG_VERSION").to_string(),
+        ancestry: Vec::new(),
+        takes_respec: false,
     });
     if let Err(error) = send.send(&registered).await {
         tracing::warn!(node = %node.spec.id, %error, "agent left during registration");

@@ -190,6 +190,7 @@ async fn run(
             status,
             explain: None,
             request_id: head.request_id.clone(),
+            via: Vec::new(),
         })
     };
     // The slot goes back before the frame that ends the answer: the lease's

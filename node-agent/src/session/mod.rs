@@ -268,6 +268,7 @@ impl Agent {
             slots: self.dispatcher.services.slot_specs(),
             stats_interval_ms: c.stats_interval_ms,
             agent_version: env!("CARGO_PKG_VERSION").into(),
+            gateway: false,
         }
     }
 

@@ -107,6 +107,8 @@ impl Registration {
         let registered = Registered {
             node_key: 7,
             gateway_version: "test".into(),
+            ancestry: Vec::new(),
+            takes_respec: false,
         };
         self.send
             .send(&Message::Registered(registered))
@@ -152,6 +154,9 @@ async fn call(
         request_id: Some("req-test".into()),
         prefix_hashes: Vec::new(),
         job: false,
+        hints: Vec::new(),
+        priority: 0,
+        tenant: None,
     };
     send.send(&Message::Dispatch(head)).await.expect("dispatch");
     // The agent may refuse before reading the payload (and stop the stream).

@@ -23,6 +23,7 @@ fn spec() -> NodeSpec {
         slots: Vec::new(),
         stats_interval_ms: 1000,
         agent_version: "0.1.0".into(),
+        gateway: false,
     }
 }
 

@@ -25,6 +25,7 @@ fn node_spec() -> NodeSpec {
         }],
         stats_interval_ms: 1000,
         agent_version: "0.1.0".into(),
+        gateway: true,
     }
 }
 
@@ -88,6 +89,8 @@ pub fn all() -> Vec<(&'static str, Message)> {
             Message::Registered(Registered {
                 node_key: 7,
                 gateway_version: "0.1.0".into(),
+                ancestry: vec!["site-a".into(), "root".into()],
+                takes_respec: true,
             }),
         ),
         ("Refused", Message::Refused("wrong token".into())),
@@ -124,6 +127,9 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 request_id: Some("req-7f3a".into()),
                 prefix_hashes: vec![0x0123_4567_89ab_cdef, 42],
                 job: true,
+                tenant: Some("team-a".into()),
+                priority: -2,
+                hints: vec![("explain".into(), "1".into())],
             }),
         ),
         ("Queued", Message::Queued(3)),
@@ -147,6 +153,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 status: Some(200),
                 explain: None,
                 request_id: Some("req-7f3a".into()),
+                via: vec!["site-b".into()],
             }),
         ),
         (
@@ -156,6 +163,8 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 exec_ms: 3.5,
                 content_type: Some("text/event-stream".into()),
                 status: Some(201),
+                path: vec!["rack-2".into(), "gpu-7".into()],
+                explain: Some("least-loaded: gpu-7".into()),
             }),
         ),
         (
@@ -492,6 +501,16 @@ pub fn all() -> Vec<(&'static str, Message)> {
                         key: vec![6; LEASE_KEY_LEN],
                     },
                 ],
+            }),
+        ),
+        (
+            "Respec",
+            Message::Respec(Box::new(Respec { node: node_spec() })),
+        ),
+        (
+            "Ancestry",
+            Message::Ancestry(Ancestry {
+                gateways: vec!["site-a".into(), "root".into()],
             }),
         ),
     ]

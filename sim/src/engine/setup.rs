@@ -102,6 +102,7 @@ impl Sim {
                         .collect(),
                     stats_interval_ms: scenario.stats_interval_ms,
                     agent_version: "switchyard-sim".into(),
+                    gateway: false,
                 });
                 directory.set(
                     key(nodes.len() - 1),
