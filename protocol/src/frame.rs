@@ -487,7 +487,9 @@ mod tests {
         assert_eq!(FrameKind::from_byte(41), Ok(FrameKind::DropLease));
         assert_eq!(FrameKind::from_byte(34), Ok(FrameKind::Lease));
         assert_eq!(FrameKind::from_byte(40), Ok(FrameKind::Held));
-        assert_eq!(FrameKind::from_byte(42), Err(CodecError::UnknownKind(42)));
+        assert_eq!(FrameKind::from_byte(42), Ok(FrameKind::Respec));
+        assert_eq!(FrameKind::from_byte(43), Ok(FrameKind::Ancestry));
+        assert_eq!(FrameKind::from_byte(44), Err(CodecError::UnknownKind(44)));
         // v1 (frozen) refuses any body on a request without fields; v2
         // skips one CBOR item there (a later version may send fields).
         let codec = Codec::default().with_version(WireVersion::V1);
