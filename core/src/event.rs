@@ -25,6 +25,17 @@ pub enum Event {
         /// What it registered.
         spec: NodeSpec,
     },
+    /// A registered node's services changed (a child gateway's fleet
+    /// grew, shrank or changed capacity): services it keeps keep their
+    /// calls in flight, latency and ejection; new ones start empty; those
+    /// it dropped take no new call (their calls in flight finish). The
+    /// slots stay as registered. Unknown nodes are ignored.
+    Respec {
+        /// Its key.
+        node: NodeKey,
+        /// What it hosts now (same id).
+        spec: NodeSpec,
+    },
     /// A node left (connection closed, stats overdue).
     NodeDown {
         /// Its key.

@@ -106,6 +106,30 @@ pub struct ServiceState {
 }
 
 impl ServiceState {
+    /// A service `s` of node `spec` as it registered: nothing in flight,
+    /// loaded unless its slot holds another service.
+    fn new(s: &protocol::ServiceSpec, spec: &NodeSpec) -> Self {
+        let loaded = spec
+            .slot_of(&s.name)
+            .is_none_or(|slot| slot.loaded.as_ref() == Some(&s.name));
+        Self {
+            max_concurrent: s.max_concurrent,
+            load_ms: s.load_ms,
+            in_flight: 0,
+            others: 0,
+            loaded,
+            latency: Ewma::default(),
+            consecutive_failures: 0,
+            ejections: 0,
+            ejected_until: None,
+            healthy: true,
+            ejected_why: None,
+            window_ok: 0,
+            window_total: 0,
+            model_load: None,
+        }
+    }
+
     /// Calls running on the node: this gateway's plus the others'.
     pub fn load(&self) -> u32 {
         self.in_flight.saturating_add(self.others)
@@ -153,28 +177,7 @@ impl Fleet {
         let services = spec
             .services
             .iter()
-            .map(|s| {
-                let loaded = spec
-                    .slot_of(&s.name)
-                    .is_none_or(|slot| slot.loaded.as_ref() == Some(&s.name));
-                let state = ServiceState {
-                    max_concurrent: s.max_concurrent,
-                    load_ms: s.load_ms,
-                    in_flight: 0,
-                    others: 0,
-                    loaded,
-                    latency: Ewma::default(),
-                    consecutive_failures: 0,
-                    ejections: 0,
-                    ejected_until: None,
-                    healthy: true,
-                    ejected_why: None,
-                    window_ok: 0,
-                    window_total: 0,
-                    model_load: None,
-                };
-                (s.name.clone(), state)
-            })
+            .map(|s| (s.name.clone(), ServiceState::new(s, &spec)))
             .collect();
         let node = Node {
             key,
@@ -192,6 +195,31 @@ impl Fleet {
         };
         self.nodes.insert(key, node);
         self.next_epoch
+    }
+
+    /// Takes node `key`'s services from `spec` (see
+    /// [`crate::Event::Respec`]): a kept service keeps its state with the
+    /// new `max_concurrent` and `load_ms`, a new one starts empty, a
+    /// dropped one goes. Returns the services it hosts now, or `None` for
+    /// an unknown node.
+    pub fn respec(&mut self, key: NodeKey, spec: NodeSpec) -> Option<Vec<String>> {
+        let node = self.nodes.get_mut(&key)?;
+        let mut services = BTreeMap::new();
+        for s in &spec.services {
+            let state = match node.services.remove(&s.name) {
+                Some(mut kept) => {
+                    kept.max_concurrent = s.max_concurrent;
+                    kept.load_ms = s.load_ms;
+                    kept
+                }
+                None => ServiceState::new(s, &node.spec),
+            };
+            services.insert(s.name.clone(), state);
+        }
+        node.services = services;
+        let slots = std::mem::take(&mut node.spec.slots);
+        node.spec = NodeSpec { slots, ..spec };
+        Some(node.services.keys().cloned().collect())
     }
 
     /// Removes node `key`, returning it.

@@ -172,6 +172,11 @@ impl Core {
         match event {
             Event::NodeUp { node, spec } => self.node_up(node, spec, now),
             Event::NodeDown { node } => self.node_down(node, now),
+            Event::Respec { node, spec } => {
+                for service in self.fleet.respec(node, spec).unwrap_or_default() {
+                    self.kick(&service, now);
+                }
+            }
             Event::Stats { node, stats } => {
                 if let Some(n) = self.fleet.get_mut(node) {
                     let recovered = n.set_health(&stats.unhealthy);

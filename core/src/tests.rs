@@ -18,6 +18,7 @@ mod load;
 mod model_load;
 mod outlier;
 mod props;
+mod respec;
 mod retries;
 mod swaps;
 
