@@ -14,8 +14,10 @@ use protocol::{NodeSpec, NodeStats, NodeView, ServiceView};
 use crate::balance::ModelLoad;
 use crate::event::Counted;
 
+mod capacity;
 pub mod slots;
 
+pub use capacity::Capacity;
 pub use slots::{NodeSlots, PendingSwap, SlotState};
 
 /// The number a node is known by to policies and in events: stable for a

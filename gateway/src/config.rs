@@ -13,6 +13,7 @@ mod jobs;
 mod leases;
 mod metrics;
 mod outlier;
+mod parent;
 mod quic;
 mod retry;
 mod routing;
@@ -26,6 +27,7 @@ pub use jobs::{JobsConfig, TemplateConfig};
 pub use leases::LeasesConfig;
 pub use metrics::MetricsConfig;
 pub use outlier::OutlierConfig;
+pub use parent::ParentConfig;
 pub use quic::{AgentsConfig, QuicConfig};
 pub use retry::{BreakerConfig, RetryConfig, RetryOn};
 pub use routing::{DecisionsConfig, PrefixConfig};
@@ -160,6 +162,13 @@ pub struct GatewayConfig {
     /// `[cluster]`, see [`ClusterConfig`]); default none: a cluster of one,
     /// no etcd.
     pub cluster: Option<ClusterConfig>,
+    /// This gateway's id in a tree of gateways: its node id at its parent
+    /// and its name in the topology (1..=256 bytes, no control
+    /// characters). Default: `[cluster] name`, else the host name.
+    pub id: Option<String>,
+    /// The gateway above this one (table `[parent]`, see
+    /// [`ParentConfig`]); default none: this gateway is a root.
+    pub parent: Option<ParentConfig>,
 }
 
 /// Why the configuration could not be used.
@@ -229,6 +238,8 @@ impl Default for GatewayConfig {
             agents: AgentsConfig::default(),
             shutdown_grace_s: 30,
             cluster: None,
+            id: None,
+            parent: None,
         }
     }
 }
@@ -255,6 +266,18 @@ impl GatewayConfig {
             source,
         })?;
         Self::from_toml_str(&text)
+    }
+
+    /// This gateway's id in a tree of gateways: `id`, else `[cluster]
+    /// name`, else the host name (`gateway` when it has none).
+    pub fn gateway_id(&self) -> String {
+        if let Some(id) = &self.id {
+            return id.clone();
+        }
+        self.cluster
+            .clone()
+            .unwrap_or_else(|| ClusterConfig::with_etcd(Vec::new()))
+            .member_name()
     }
 
     /// Checks value ranges, and the `[[tenants]]` rules (unique non-empty
@@ -319,6 +342,13 @@ impl GatewayConfig {
             ));
         }
         self.validate_cache()?;
+        if let Some(id) = &self.id {
+            protocol::NodeSpec::validate_name("id", id)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        if let Some(parent) = &self.parent {
+            parent.validate()?;
+        }
         self.quic.validate(self.max_payload_bytes)?;
         self.agents.validate()?;
         self.retry.validate()?;

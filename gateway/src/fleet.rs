@@ -75,10 +75,10 @@ pub struct Node {
     pub direct: Option<String>,
     /// The prefix blocks the node reports holding, per service (its load
     /// reports); policies match calls' prompts against them.
-    pub(crate) blocks: ReportedBlocks,
+    pub(crate) blocks: Arc<ReportedBlocks>,
     /// The lease holds the node keeps for this gateway, answered on its
     /// control stream.
-    pub(crate) holds: Holds,
+    pub(crate) holds: Arc<Holds>,
     core: CoreCell,
 }
 
@@ -134,8 +134,8 @@ impl Registry {
             registered_at: now,
             control,
             direct,
-            blocks: ReportedBlocks::default(),
-            holds: Holds::default(),
+            blocks: Arc::default(),
+            holds: Arc::default(),
             core: self.core.clone(),
         });
         if let Some(old) = self.nodes.insert(node.spec.id.clone(), node.clone()) {
@@ -146,6 +146,39 @@ impl Registry {
         }
         self.by_key.insert(key, node.clone());
         node
+    }
+
+    /// Replaces registered `node` by the same link with the services of
+    /// `spec` (same id; the caller checked it), and returns it; the caller
+    /// tells the scheduler ([`crate::scheduler::Scheduler::respec`]). The
+    /// link, key, holds and prefix blocks carry over: calls in flight on
+    /// `node` go on. `None` when `node` is no longer the registered node
+    /// for its id.
+    pub fn respec(&self, node: &Arc<Node>, spec: NodeSpec) -> Option<Arc<Node>> {
+        let fresh = Arc::new(Node {
+            key: node.key,
+            services: spec
+                .services
+                .iter()
+                .map(|s| (s.name.clone(), s.clone()))
+                .collect(),
+            spec,
+            connection: node.connection.clone(),
+            registered_at: node.registered_at,
+            control: node.control.clone(),
+            direct: node.direct.clone(),
+            blocks: node.blocks.clone(),
+            holds: node.holds.clone(),
+            core: self.core.clone(),
+        });
+        let mut current = self.nodes.get_mut(&node.spec.id)?;
+        if !Arc::ptr_eq(&current, node) {
+            return None;
+        }
+        *current = fresh.clone();
+        drop(current);
+        self.by_key.insert(fresh.key, fresh.clone());
+        Some(fresh)
     }
 
     /// Removes `node` if it is still the registered node for its id (a newer

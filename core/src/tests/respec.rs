@@ -17,7 +17,11 @@ fn more_capacity_serves_the_waiting_calls_and_keeps_those_in_flight() {
     let (second, actions) = h.call("echo");
     assert_eq!(dispatched(&actions, second), None, "full: it waits");
     // The child's fleet grew: two echo slots and a sum service.
-    let actions = respec(&mut h, 1, spec("site-b", &[("echo", 2, 0), ("sum", 1, 0)], &[]));
+    let actions = respec(
+        &mut h,
+        1,
+        spec("site-b", &[("echo", 2, 0), ("sum", 1, 0)], &[]),
+    );
     assert_eq!(dispatched(&actions, second), Some(1));
     let (sum, actions) = h.call("sum");
     assert_eq!(dispatched(&actions, sum), Some(1), "sum is hosted now");
@@ -39,8 +43,15 @@ fn a_dropped_service_takes_no_new_call_and_its_running_call_ends_cleanly() {
     assert_eq!(dispatched(&actions, running), Some(1));
     respec(&mut h, 1, spec("site-b", &[("echo", 2, 0)], &[]));
     let (next, actions) = h.call("sum");
-    assert_eq!(dispatched(&actions, next), None, "sum is gone from the node");
-    assert!(rejected(&actions, next).is_some(), "no node hosts sum: {actions:?}");
+    assert_eq!(
+        dispatched(&actions, next),
+        None,
+        "sum is gone from the node"
+    );
+    assert!(
+        rejected(&actions, next).is_some(),
+        "no node hosts sum: {actions:?}"
+    );
     assert_eq!(h.in_flight(1, "sum"), 0);
     // The call that ran there ends without touching anything else.
     h.finish(running);

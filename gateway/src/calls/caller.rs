@@ -126,6 +126,30 @@ pub(crate) fn spawn(
     Ok(run_on_channel(shared, request, admitted, in_flight))
 }
 
+/// Runs a call a parent gateway dispatched here as a call of `tenant`
+/// (trusted: see [`super::tenancy::Admitted::from_parent`]) on its own
+/// task, as [`spawn`] does; new calls are refused while this gateway
+/// shuts down.
+///
+/// # Errors
+/// [`Refused`] (`shutting down`) while the gateway drains.
+pub(crate) fn spawn_from_parent(
+    shared: Arc<Shared>,
+    request: Request,
+    tenant: Arc<str>,
+) -> Result<mpsc::Receiver<Message>, Refused> {
+    let in_flight = shared.drain.enter().map_err(|error| Refused {
+        error,
+        retry_after: None,
+        tenant: None,
+    })?;
+    let mut request = request;
+    request.head.payload_len = request.payload.len() as u64;
+    request.head.api_key = None;
+    let admitted = super::tenancy::Admitted::from_parent(tenant);
+    Ok(run_on_channel(shared, request, admitted, in_flight))
+}
+
 /// Runs a job's attempt as a call of `tenant` (admitted when the job was
 /// submitted) on its own task, as [`spawn`] does; its frames include the
 /// service's `Log` frames when `head.log` is set.

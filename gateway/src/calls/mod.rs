@@ -46,7 +46,7 @@ use crate::Shared;
 use crate::telemetry::labels;
 use kernel::to_node;
 
-pub(crate) use caller::{Caller, Gone, Refused, Request, spawn, spawn_job};
+pub(crate) use caller::{Caller, Gone, Refused, Request, spawn, spawn_from_parent, spawn_job};
 pub(crate) use kernel::{finish, node_fault, node_full, wait_grant};
 pub(crate) use prefix::of_request as prefix_of;
 pub(crate) use tenancy::{Admitted, admit, authenticate};

@@ -43,6 +43,21 @@ impl Admitted {
     }
 }
 
+impl Admitted {
+    /// A call a parent gateway sent this one, as its tenant `tenant`: the
+    /// entry gateway checked the caller's key and applied its tenant's
+    /// limits; this gateway trusts its parent (whose certificate it
+    /// checked when it dialled it) and applies none again.
+    pub(crate) fn from_parent(tenant: Arc<str>) -> Self {
+        Self {
+            tenant,
+            job: false,
+            on_dispatch: None,
+            _permit: None,
+        }
+    }
+}
+
 impl From<TenantError> for Refused {
     fn from(error: TenantError) -> Self {
         Self {

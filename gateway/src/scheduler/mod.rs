@@ -41,6 +41,10 @@ pub(crate) struct Scheduler {
     waiting: Mutex<HashMap<CallId, Waiting>>,
     /// Arrivals, slot holds and queue waits, for the autoscaling signals.
     scale: Arc<ScaleWindow>,
+    /// Notified after every event the core handled (a call admitted or
+    /// ended, a node up, down or reporting): the link to a parent gateway
+    /// reports this fleet's free capacity when it changes.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 /// The core's settings from `gateway.toml`.
@@ -108,7 +112,28 @@ impl Scheduler {
             policies,
             waiting: Mutex::new(HashMap::new()),
             scale: Arc::new(ScaleWindow::new(scale_window)),
+            changed: Arc::default(),
         }
+    }
+
+    /// Notified (one waiter, a stored permit) after the core handled any
+    /// event; wait on it, then read the core.
+    pub(crate) fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
+    }
+
+    /// The core, locked for one read (never across IO).
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&switchyard_core::Core) -> R) -> R {
+        f(&lock(&self.core))
+    }
+
+    /// A registered node's services changed ([`Event::Respec`]); `node` is
+    /// the registry's new entry for it.
+    pub(crate) fn respec(self: &Arc<Self>, node: &Node) {
+        self.handle(Event::Respec {
+            node: node.key,
+            spec: node.spec.clone(),
+        });
     }
 
     /// This gateway's arrivals, slot holds and queue waits per service.
@@ -277,6 +302,7 @@ impl Scheduler {
                 }
             }
         }
+        self.changed.notify_one();
     }
 }
 
