@@ -1,12 +1,13 @@
 //! QUIC plumbing shared by the Switchyard gateway, node agent and client SDK:
 //! TLS material ([`tls`]), endpoint construction ([`endpoint`]) and framed
 //! message IO over quinn streams ([`framed`]), and what every program shares:
-//! its runtime ([`runtime`]), shutdown signal ([`signals`]) and last error
-//! line ([`report`]).
+//! its runtime ([`runtime`]), shutdown signal ([`signals`]), last error
+//! line ([`report`]) and reconnect delays ([`backoff`]).
 //!
 //! The wire format itself lives in the sans-IO `protocol` crate; this crate
 //! only moves its frames over sockets.
 
+pub mod backoff;
 pub mod endpoint;
 pub mod framed;
 pub mod identity;
@@ -20,4 +21,5 @@ pub use endpoint::{
     server_endpoint,
 };
 pub use framed::{FramedRecv, FramedSend, IoError, ReadBudget, codec_for, open_bi, wire_version};
+pub use backoff::Backoff;
 pub use tls::{TlsError, TlsFiles};

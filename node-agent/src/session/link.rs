@@ -95,7 +95,12 @@ impl Link {
     /// # Errors
     /// A configuration error or the gateway's refusal (not retried).
     pub(super) async fn run(self, mut leave: watch::Receiver<bool>) -> Result<(), AgentError> {
-        let mut backoff = Backoff::new(self.agent.config.reconnect, StdRng::from_os_rng());
+        let reconnect = self.agent.config.reconnect;
+        let mut backoff = Backoff::new(
+            Duration::from_millis(reconnect.initial_ms),
+            Duration::from_millis(reconnect.max_ms),
+            StdRng::from_os_rng(),
+        );
         let addr = self.target.addr.clone();
         loop {
             if *leave.borrow() {
