@@ -31,6 +31,7 @@ mod server;
 mod sync;
 pub mod telemetry;
 mod tenants;
+mod tree;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -116,6 +117,9 @@ pub(crate) struct Shared {
     pub(crate) sync: sync::Sync,
     /// Look-aside leases: the signing keys and the active leases.
     pub(crate) leases: leases::Leases,
+    /// This gateway's place in a tree of gateways (its id, ancestry and
+    /// the link to its parent).
+    pub(crate) tree: tree::Tree,
 }
 
 impl Shared {

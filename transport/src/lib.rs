@@ -16,10 +16,10 @@ pub mod runtime;
 pub mod signals;
 pub mod tls;
 
+pub use backoff::Backoff;
 pub use endpoint::{
     ClientIdentity, EndpointConfig, client_endpoint, client_endpoint_with, server_config,
     server_endpoint,
 };
 pub use framed::{FramedRecv, FramedSend, IoError, ReadBudget, codec_for, open_bi, wire_version};
-pub use backoff::Backoff;
 pub use tls::{TlsError, TlsFiles};

@@ -40,14 +40,28 @@ pub(super) struct Answered {
     pub(super) attempts: u32,
     /// The one-line decision, when the call asked (hint `explain=1`).
     pub(super) explain: Option<String>,
+    /// From a node that is a gateway: the gateways below it and the node
+    /// that ran the call ([`protocol::ReplyHead::path`]).
+    pub(super) path: Vec<String>,
 }
 
 impl Answered {
     /// The result head for the client.
     pub(super) fn result_head(&self, call: &Call<'_>) -> ResultHead {
+        // Through a child gateway: the node is the end of its path, the
+        // gateways are the child and those below it.
+        let (node_id, via) = match self.path.split_last() {
+            Some((node, below)) => {
+                let mut via = Vec::with_capacity(below.len() + 1);
+                via.push(self.node.spec.id.clone());
+                via.extend(below.iter().cloned());
+                (node.clone(), via)
+            }
+            None => (self.node.spec.id.clone(), Vec::new()),
+        };
         ResultHead {
             payload_len: self.payload_len,
-            node_id: self.node.spec.id.clone(),
+            node_id,
             policy: self.picked.policy_name.clone(),
             timings: Timings {
                 queue_ms: ms(self.dispatched.duration_since(call.ready)),
@@ -60,7 +74,7 @@ impl Answered {
             status: self.status,
             explain: self.explain.clone(),
             request_id: call.head.request_id.clone(),
-            via: Vec::new(),
+            via,
         }
     }
 
@@ -254,9 +268,19 @@ async fn exchange_with(
         request_id: call.head.request_id.clone(),
         prefix_hashes: prefix[..prefix.len().min(protocol::limits::MAX_PREFIX_HASHES)].to_vec(),
         job: call.admitted.job,
-        hints: Vec::new(),
-        priority: 0,
-        tenant: None,
+        // A child gateway admits the call as the caller's tenant, at its
+        // priority, with its hints (its policies and cache read them).
+        hints: if node.spec.gateway {
+            call.head.hints.clone()
+        } else {
+            Vec::new()
+        },
+        priority: if node.spec.gateway {
+            call.head.priority
+        } else {
+            0
+        },
+        tenant: node.spec.gateway.then(|| call.admitted.tenant.to_string()),
     };
     let max = shared.config.max_payload_bytes;
     let outcome = tokio::time::timeout_at(
@@ -300,6 +324,18 @@ async fn exchange_with(
             Err(Attempt::Over(e.into()))
         }
         Ok(Ok(reply)) => Ok(Answered {
+            // A child gateway's own reason goes after this gateway's.
+            explain: match (explain, reply.explain) {
+                (Some(here), Some(below)) => {
+                    Some(clip(format!("{here}; {}: {below}", node.spec.id)))
+                }
+                (here, _) => here,
+            },
+            path: if node.spec.gateway {
+                reply.path
+            } else {
+                Vec::new()
+            },
             guard,
             picked,
             node,
@@ -311,7 +347,6 @@ async fn exchange_with(
             dispatched,
             node_ms,
             attempts: 1,
-            explain,
         }),
     }
 }
@@ -402,7 +437,13 @@ async fn exchange(
                 ErrorKind::PayloadTooLarge,
                 format!("result of {len} bytes exceeds the maximum of {max} bytes"),
             )),
-            _ => Ok(reply),
+            _ => match reply.validate() {
+                Ok(()) => Ok(reply),
+                Err(e) => Err(error(
+                    ErrorKind::Internal,
+                    format!("node sent a bad reply: {e}"),
+                )),
+            },
         },
         Ok(Some(Message::Error(e))) => Err(e),
         Ok(Some(other)) => Err(error(
@@ -453,4 +494,18 @@ pub(crate) fn node_fault(e: &CallError) -> CallEnd {
         ErrorKind::ServiceFailed | ErrorKind::NodeLost | ErrorKind::Timeout => CallEnd::Failed,
         _ => CallEnd::Abandoned,
     }
+}
+
+/// `text` cut to [`protocol::limits::MAX_EXPLAIN_LEN`] bytes, on a char
+/// boundary.
+fn clip(mut text: String) -> String {
+    let max = protocol::limits::MAX_EXPLAIN_LEN;
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }

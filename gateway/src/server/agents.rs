@@ -47,6 +47,12 @@ pub(crate) async fn serve(
     } else if let Err(why) = super::certs::check_agent(&connection, &register.node.id, require_cert)
     {
         Some(why)
+    } else if register.node.gateway && shared.tree.is_ancestor(&register.node.id) {
+        Some(format!(
+            "gateway {} is this gateway or above it ({}): a loop",
+            register.node.id,
+            shared.tree.ancestry().join(" < ")
+        ))
     } else {
         ticket.register_agent().err()
     };
@@ -74,19 +80,28 @@ pub(crate) async fn serve(
     let spec = register.node;
     let interval = Duration::from_millis(u64::from(spec.stats_interval_ms));
     let (control, mut control_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
-    let node = shared
-        .registry
-        .insert(spec, connection.clone(), control, direct, Instant::now());
+    let mut node =
+        shared
+            .registry
+            .insert(spec, connection.clone(), control, direct, Instant::now());
     // Its services are label values of their own while it is registered.
-    let _known = crate::telemetry::labels::Known::new(
+    let mut _known = crate::telemetry::labels::Known::new(
         crate::telemetry::labels::Kind::Service,
         node.spec.services.iter().map(|s| s.name.as_str()),
     );
+    // A child gateway learns which gateways are above it (loops), now
+    // and whenever that changes.
+    let child = node.spec.gateway;
+    let mut ancestry = shared.tree.watch_ancestry();
     let registered = Message::Registered(Registered {
         node_key: node.key,
         gateway_version: env!("CARGO_PKG_VERSION").to_string(),
-        ancestry: Vec::new(),
-        takes_respec: false,
+        ancestry: if child {
+            ancestry.borrow_and_update().clone()
+        } else {
+            Vec::new()
+        },
+        takes_respec: true,
     });
     if let Err(error) = send.send(&registered).await {
         tracing::warn!(node = %node.spec.id, %error, "agent left during registration");
@@ -153,7 +168,7 @@ pub(crate) async fn serve(
                     // sends a load report on every change; those that
                     // count the others' calls apart are not second-guessed
                     // by the stats' every-gateway figures.
-                    if !follows {
+                    if !follows && !counts_others {
                         let none = node.services.keys().map(|s| (s.clone(), 0)).collect();
                         shared.scheduler.load(&node, none, None, Counted::Others);
                     } else if !counts_others {
@@ -209,6 +224,26 @@ pub(crate) async fn serve(
                     (Ok(()), None) => break "a lease end without its id on the control stream".to_string(),
                     (Err(why), _) => break format!("bad lease end: {why}"),
                 },
+                Ok(Ok(Some(Message::Respec(respec)))) => match check_respec(&node, &respec) {
+                    Ok(()) => {
+                        let Some(fresh) = shared.registry.respec(&node, respec.node) else {
+                            break "replaced by a newer connection".to_string();
+                        };
+                        node = fresh;
+                        _known = crate::telemetry::labels::Known::new(
+                            crate::telemetry::labels::Kind::Service,
+                            node.spec.services.iter().map(|s| s.name.as_str()),
+                        );
+                        shared.policies.asked_by(&node.spec);
+                        shared.scheduler.respec(&node);
+                        tracing::info!(
+                            node = %node.spec.id,
+                            services = ?node.spec.services.iter().map(|s| (&s.name, s.max_concurrent)).collect::<Vec<_>>(),
+                            "node's services changed"
+                        );
+                    }
+                    Err(why) => break format!("bad respec: {why}"),
+                },
                 Ok(Ok(Some(Message::Swapped(report)))) => match check_report(&report) {
                     Ok(()) => shared.scheduler.swapped(&node, report),
                     Err(why) => break format!("bad swap report: {why}"),
@@ -231,6 +266,13 @@ pub(crate) async fn serve(
             Ok(()) = members.changed(), if follows => {
                 let list = members.borrow_and_update().clone();
                 if let Err(error) = send.send(&Message::Members(list)).await {
+                    break format!("control stream failed: {error}");
+                }
+            }
+            Ok(()) = ancestry.changed(), if child && wire >= WireVersion::V2 => {
+                let gateways = ancestry.borrow_and_update().clone();
+                let frame = Message::Ancestry(protocol::Ancestry { gateways });
+                if let Err(error) = send.send(&frame).await {
                     break format!("control stream failed: {error}");
                 }
             }
@@ -270,6 +312,25 @@ fn check_report(report: &SwapReport) -> Result<(), String> {
     }
     if report.error.as_ref().is_some_and(|e| e.len() > 64 * 1024) {
         return Err("error message longer than 64 KiB".into());
+    }
+    Ok(())
+}
+
+/// Checks a respec: valid, the same node id, the same slots (a node whose
+/// slots change registers again).
+fn check_respec(node: &crate::fleet::Node, respec: &protocol::Respec) -> Result<(), String> {
+    respec.validate().map_err(|e| e.to_string())?;
+    if respec.node.id != node.spec.id {
+        return Err(format!(
+            "node {} cannot become {}",
+            node.spec.id, respec.node.id
+        ));
+    }
+    if respec.node.gateway != node.spec.gateway {
+        return Err("a node cannot become a gateway, nor stop being one: register again".into());
+    }
+    if respec.node.slots != node.spec.slots {
+        return Err("its slots changed: register again".into());
     }
     Ok(())
 }

@@ -183,6 +183,7 @@ impl Gateway {
                 first_seen: crate::ingress::models::FirstSeen::default(),
                 sync: crate::sync::Sync::new(config.cluster.as_ref(), cluster.etcd()),
                 leases: crate::leases::Leases::start(&config.leases),
+                tree: crate::tree::Tree::new(config.gateway_id()),
                 config,
                 registry,
                 policies,
@@ -221,6 +222,7 @@ impl Gateway {
             let _ = gateway.shared.jobs.set(jobs);
         }
         crate::sync::start(&gateway.shared).await;
+        crate::tree::Tree::start(&gateway.shared);
         Ok(gateway)
     }
 
@@ -373,6 +375,7 @@ impl Gateway {
             grace_s = grace.as_secs(),
             "gateway shutting down: refusing new calls, finishing those in flight"
         );
+        self.shared.tree.leave();
         let drained = self.shared.drain.stop(grace);
         tokio::pin!(drained);
         let left = loop {
