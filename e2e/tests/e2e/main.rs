@@ -55,5 +55,6 @@ mod streaming;
 mod swap;
 mod tokens;
 mod traces;
+mod tree;
 mod upstream;
 mod wire_versions;

@@ -283,8 +283,8 @@ pub struct GatewayProcess {
 const PORT_TRIES: usize = 5;
 
 impl GatewayProcess {
-    /// Starts gateway `name` with its data in `dir/name`, the built plugins,
-    /// and `tables` (TOML tables such as `[queue]`) appended to its config;
+    /// Starts gateway `name` (its `id` in a tree of gateways too) with its
+    /// data in `dir/name`, the built plugins, and `tables` (TOML tables such as `[queue]`) appended to its config;
     /// with `tls_of`, it serves that gateway's certificate (so one CA covers
     /// both). Waits until a client can connect.
     pub async fn start(dir: &Path, name: &str, tables: &str, tls_of: Option<&Self>) -> Self {
@@ -332,7 +332,7 @@ impl GatewayProcess {
         std::fs::write(
             &config,
             format!(
-                "listen = \"{addr}\"\nadmin_listen = \"{admin}\"\ndata_dir = {data_dir:?}\n\
+                "id = {name:?}\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\ndata_dir = {data_dir:?}\n\
                  plugins_dir = {:?}\nagent_token = {TOKEN:?}\nadmin_token = {ADMIN:?}\n\
                  pick_deadline_ms = 250\nseed = 7\n[http]\nlisten = \"{http}\"\n{tls}{tables}\n",
                 plugins_dir(),
