@@ -98,6 +98,10 @@ pub enum FrameKind {
     Respec = 42,
     /// [`Message::Ancestry`] (v2).
     Ancestry = 43,
+    /// [`Message::Probe`] (v2).
+    Probe = 44,
+    /// [`Message::Subtree`] (v2).
+    Subtree = 45,
 }
 
 impl FrameKind {
@@ -151,6 +155,8 @@ impl FrameKind {
             41 => DropLease,
             42 => Respec,
             43 => Ancestry,
+            44 => Probe,
+            45 => Subtree,
             other => return Err(CodecError::UnknownKind(other)),
         })
     }
@@ -489,7 +495,9 @@ mod tests {
         assert_eq!(FrameKind::from_byte(40), Ok(FrameKind::Held));
         assert_eq!(FrameKind::from_byte(42), Ok(FrameKind::Respec));
         assert_eq!(FrameKind::from_byte(43), Ok(FrameKind::Ancestry));
-        assert_eq!(FrameKind::from_byte(44), Err(CodecError::UnknownKind(44)));
+        assert_eq!(FrameKind::from_byte(44), Ok(FrameKind::Probe));
+        assert_eq!(FrameKind::from_byte(45), Ok(FrameKind::Subtree));
+        assert_eq!(FrameKind::from_byte(46), Err(CodecError::UnknownKind(46)));
         // v1 (frozen) refuses any body on a request without fields; v2
         // skips one CBOR item there (a later version may send fields).
         let codec = Codec::default().with_version(WireVersion::V1);

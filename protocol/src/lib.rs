@@ -94,7 +94,10 @@ pub use node::{
     ServiceView, SlotSpec, SlotView,
 };
 pub use swap::{SwapReport, SwapRequest};
-pub use tree::{Ancestry, MAX_DEPTH, Respec};
+pub use tree::{
+    Ancestry, GatewayReport, MAX_DEPTH, MAX_REPORT_NODES, MAX_WAVE_GATEWAYS, Probe, Push, Respec,
+    Subtree, TreeNode,
+};
 pub use v1::added;
 pub use version::{ALPN_V1, ALPN_V2, WireVersion};
 

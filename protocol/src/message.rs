@@ -5,9 +5,9 @@ use bytes::Bytes;
 use crate::{
     Ancestry, CacheStatsView, CallError, CallHead, CodecError, DispatchHead, FrameKind, JobReply,
     JobRequest, LeaseDrop, LeaseEnd, LeaseGrant, LeaseHeld, LeaseHold, LeaseKeys, LeaseRelease,
-    LeaseRequest, LogChunk, MemberList, NodeLoad, NodeStats, NodeView, PolicyTable, PurgeCache,
-    QueueView, Register, Registered, ReplyHead, Reserved, Respec, ResultHead, SetPolicy,
-    SwapReport, SwapRequest, Trailer, WireVersion, limits,
+    LeaseRequest, LogChunk, MemberList, NodeLoad, NodeStats, NodeView, PolicyTable, Probe,
+    PurgeCache, QueueView, Register, Registered, ReplyHead, Reserved, Respec, ResultHead,
+    SetPolicy, Subtree, SwapReport, SwapRequest, Trailer, WireVersion, limits,
 };
 
 /// One frame's content.
@@ -124,6 +124,11 @@ pub enum Message {
     /// Gateway → child gateway on the control stream: the gateways above
     /// the child changed (v2 only).
     Ancestry(Ancestry),
+    /// Gateway → child gateway, first frame of a stream of its own: an
+    /// echo wave, answered by [`Message::Subtree`] (v2 only).
+    Probe(Box<Probe>),
+    /// Child gateway → gateway: its subtree's answer to a wave (v2 only).
+    Subtree(Box<Subtree>),
 }
 
 impl Message {
@@ -173,6 +178,8 @@ impl Message {
             Self::DropLease(_) => FrameKind::DropLease,
             Self::Respec(_) => FrameKind::Respec,
             Self::Ancestry(_) => FrameKind::Ancestry,
+            Self::Probe(_) => FrameKind::Probe,
+            Self::Subtree(_) => FrameKind::Subtree,
         }
     }
 

@@ -94,7 +94,9 @@ impl Message {
             | Message::Held(_)
             | Message::DropLease(_)
             | Message::Respec(_)
-            | Message::Ancestry(_) => {
+            | Message::Ancestry(_)
+            | Message::Probe(_)
+            | Message::Subtree(_) => {
                 return None;
             }
             Message::Stats(stats) => {
@@ -221,7 +223,9 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         | Message::Held(_)
         | Message::DropLease(_)
         | Message::Respec(_)
-        | Message::Ancestry(_) => {}
+        | Message::Ancestry(_)
+        | Message::Probe(_)
+        | Message::Subtree(_) => {}
         Message::Nodes(m) => put(m, out),
         Message::Policies(m) => put(m, out),
         Message::SetPolicy(m) => put(m, out),
@@ -277,7 +281,9 @@ pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, Codec
         | FrameKind::Held
         | FrameKind::DropLease
         | FrameKind::Respec
-        | FrameKind::Ancestry => {
+        | FrameKind::Ancestry
+        | FrameKind::Probe
+        | FrameKind::Subtree => {
             return Err(CodecError::UnknownKind(kind as u8));
         }
         FrameKind::ListNodes

@@ -84,6 +84,8 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         Message::DropLease(m) => put(m, out),
         Message::Respec(m) => put(m, out),
         Message::Ancestry(m) => put(m, out),
+        Message::Probe(m) => put(m, out),
+        Message::Subtree(m) => put(m, out),
     }
 }
 
@@ -165,5 +167,7 @@ pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, Codec
         FrameKind::DropLease => Message::DropLease(get(kind, body)?),
         FrameKind::Respec => Message::Respec(get(kind, body)?),
         FrameKind::Ancestry => Message::Ancestry(get(kind, body)?),
+        FrameKind::Probe => Message::Probe(get(kind, body)?),
+        FrameKind::Subtree => Message::Subtree(get(kind, body)?),
     })
 }

@@ -513,5 +513,45 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 gateways: vec!["site-a".into(), "root".into()],
             }),
         ),
+        (
+            "Probe",
+            Message::Probe(Box::new(Probe {
+                wave: 9,
+                timeout_ms: 1500,
+                push: Some(Push::SetPolicy {
+                    service: "llm".into(),
+                    policy: "latency".into(),
+                }),
+            })),
+        ),
+        (
+            "Subtree",
+            Message::Subtree(Box::new(Subtree {
+                wave: 9,
+                gateways: vec![
+                    GatewayReport {
+                        path: vec!["site-a".into()],
+                        missing: None,
+                        nodes: vec![TreeNode {
+                            id: "gpu-node-1".into(),
+                            services: vec!["llm".into()],
+                            in_flight: 3,
+                            capacity: 4,
+                            cpu_pct: 12.5,
+                            draining: true,
+                        }],
+                        queued: 2,
+                        push_error: Some("no policy named latency".into()),
+                    },
+                    GatewayReport {
+                        path: vec!["site-a".into(), "rack-2".into()],
+                        missing: Some("no answer in time".into()),
+                        nodes: Vec::new(),
+                        queued: 0,
+                        push_error: None,
+                    },
+                ],
+            })),
+        ),
     ]
 }
