@@ -268,6 +268,11 @@ impl Core {
         self.calls.len()
     }
 
+    /// Calls waiting in every service's queue.
+    pub fn queued_total(&self) -> usize {
+        self.queues.values().map(ServiceQueue::len).sum()
+    }
+
     /// Swaps under way.
     pub fn swaps_under_way(&self) -> usize {
         self.reservations.len()

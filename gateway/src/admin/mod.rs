@@ -20,6 +20,7 @@ pub(crate) mod quic;
 mod scale;
 mod snapshot;
 mod sse;
+mod tree;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,6 +87,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/decisions", get(api::decisions))
         .route("/api/scale", get(scale::scale))
         .route("/api/cluster", get(cluster::cluster))
+        .route("/api/topology", get(tree::topology))
+        .route("/api/tree/push", post(tree::push))
         .route("/api/services/{name}/policy", put(api::set_policy))
         .route("/api/nodes/{id}/drain", post(api::drain))
         .route("/api/nodes/{id}/undrain", post(api::undrain))

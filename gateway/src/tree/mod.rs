@@ -23,6 +23,7 @@
 mod serve;
 mod summary;
 mod uplink;
+pub(crate) mod wave;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -1,4 +1,7 @@
-//! One call the parent dispatched to this gateway: read its `Dispatch` head
+//! A stream the parent opened: an echo wave's `Probe` (answered with this
+//! gateway's subtree, [`super::wave`]), or a call.
+//!
+//! A call the parent dispatched to this gateway: read its `Dispatch` head
 //! and payload, run it on this gateway's own call path as the tenant the
 //! parent names, and answer as a node does (`Reply`, `Data`, `End`, `Log`
 //! or `Error`), the `Reply` naming the path below this gateway. The parent
@@ -40,6 +43,14 @@ pub(super) async fn call(
     let refuse = |kind: ErrorKind, message: String| Message::Error(CallError::new(kind, message));
     let head = match tokio::time::timeout(HEAD_TIMEOUT, recv.recv()).await {
         Ok(Ok(Some(Message::Dispatch(head)))) => head,
+        Ok(Ok(Some(Message::Probe(probe)))) => {
+            if let Err(why) = probe.validate() {
+                let error = refuse(ErrorKind::BadRequest, why.to_string());
+                return answer(&mut send, &mut recv, error).await;
+            }
+            let subtree = super::wave::answer(&shared, *probe).await;
+            return answer(&mut send, &mut recv, Message::Subtree(Box::new(subtree))).await;
+        }
         Ok(Ok(Some(Message::Hold(_)))) => {
             let why = "a gateway node takes no lease holds: lease its nodes at its own gateway";
             return answer(
@@ -154,7 +165,7 @@ fn call_head(head: DispatchHead) -> CallHead {
     call
 }
 
-/// Answers `message` (an error), then ends the stream.
+/// Answers `message` (an error, a wave's answer), then ends the stream.
 async fn answer(send: &mut FramedSend, recv: &mut FramedRecv, message: Message) {
     recv.stop(protocol::codes::reset::CANCELLED);
     let _ = send.send(&message).await;
