@@ -16,6 +16,7 @@
 
 mod faults;
 mod routing;
+mod waves;
 
 use std::time::{Duration, Instant};
 
@@ -30,8 +31,14 @@ const STATS_MS: u32 = 200;
 
 /// The `[parent]` table of a gateway under `parent`.
 fn parent_table(parent: &GatewayProcess) -> String {
+    parent_table_every(parent, STATS_MS)
+}
+
+/// The `[parent]` table of a gateway under `parent` sending stats every
+/// `stats_ms`.
+fn parent_table_every(parent: &GatewayProcess, stats_ms: u32) -> String {
     format!(
-        "[parent]\naddress = \"{}\"\nca = {:?}\ntoken = {TOKEN:?}\nstats_interval_ms = {STATS_MS}\n\
+        "[parent]\naddress = \"{}\"\nca = {:?}\ntoken = {TOKEN:?}\nstats_interval_ms = {stats_ms}\n\
          reconnect_ms = 50\nreconnect_max_ms = 500\n",
         parent.addr, parent.ca
     )
@@ -56,7 +63,7 @@ fn leaf_services() -> String {
         "{}{}{}",
         service("echo", "echo", "max_concurrent = 4"),
         service("work", "sleep", "max_concurrent = 2"),
-        service("ticks", "command", ticks)
+        service("ticks", "command", &format!("{ticks}\nmax_concurrent = 1"))
     )
 }
 
@@ -65,6 +72,14 @@ impl Tree {
     /// gateways' configs. Waits until the root sees both sites with every
     /// leaf's capacity.
     async fn start(root_tables: &str, site_a_tables: &str) -> Self {
+        Self::start_every(root_tables, site_a_tables, STATS_MS).await
+    }
+
+    /// As [`Self::start`], the child gateways sending stats every
+    /// `stats_ms` (a stopped one stays in its parent's fleet three of
+    /// them).
+    async fn start_every(root_tables: &str, site_a_tables: &str, stats_ms: u32) -> Self {
+        let parent_table = |p: &GatewayProcess| parent_table_every(p, stats_ms);
         let dir = tempfile::tempdir().unwrap();
         let root = GatewayProcess::start(dir.path(), "root", root_tables, None).await;
         let site_a = GatewayProcess::start(

@@ -1,0 +1,183 @@
+//! Echo waves on the real three-level tree: the topology comes back whole,
+//! and partial (never a hang) with a branch stopped; a change pushed down
+//! is confirmed only once every gateway applied it, and a stopped branch
+//! is named instead.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::Tree;
+use crate::chaos::GatewayProcess;
+use crate::common::ADMIN;
+
+/// Stats period here, ms: a stopped gateway stays in its parent's fleet
+/// for three of them, longer than the waves below wait for it.
+const SLOW_STATS_MS: u32 = 1500;
+
+async fn topology(gateway: &GatewayProcess, timeout_ms: u32) -> (Value, Duration) {
+    let started = Instant::now();
+    let body = reqwest::get(format!(
+        "http://{}/api/topology?timeout_ms={timeout_ms}",
+        gateway.admin
+    ))
+    .await
+    .expect("topology")
+    .json::<Value>()
+    .await
+    .expect("json");
+    (body, started.elapsed())
+}
+
+async fn push(gateway: &GatewayProcess, body: Value, timeout_ms: u32) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/tree/push?timeout_ms={timeout_ms}",
+            gateway.admin
+        ))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .expect("push");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
+}
+
+/// `id`'s children's ids in a topology answer's `tree`.
+fn children(tree: &Value) -> Vec<String> {
+    tree["children"]
+        .as_array()
+        .expect("children")
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn child<'a>(tree: &'a Value, id: &str) -> &'a Value {
+    tree["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no child {id} in {tree}"))
+}
+
+fn node_ids(gateway: &Value) -> Vec<String> {
+    gateway["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn policy_of(gateway: &GatewayProcess, service: &str) -> String {
+    let services: Value = reqwest::get(format!("http://{}/api/services", gateway.admin))
+        .await
+        .expect("services")
+        .json()
+        .await
+        .expect("json");
+    services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == service)
+        .map(|s| s["policy"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topology_wave_returns_the_tree_and_marks_a_stopped_branch() {
+    let tree = Tree::start_every("", "", SLOW_STATS_MS).await;
+    let (answer, took) = topology(&tree.root, 3000).await;
+    eprintln!(
+        "topology of 3 levels, 4 gateways: {took:?} (wave {} ms)",
+        answer["took_ms"]
+    );
+    assert_eq!(answer["partial"], false, "{answer}");
+    assert_eq!(answer["gateways"], 4, "{answer}");
+    let root = &answer["tree"];
+    assert_eq!(root["id"], "root");
+    assert_eq!(children(root), ["site-a", "site-b"]);
+    assert!(
+        node_ids(root).is_empty(),
+        "the root's nodes are gateways: {root}"
+    );
+    let site_a = child(root, "site-a");
+    assert_eq!(node_ids(site_a), ["node-a"]);
+    assert_eq!(node_ids(child(site_a, "site-a1")), ["node-a1"]);
+    assert_eq!(node_ids(child(root, "site-b")), ["node-b"]);
+    assert_eq!(child(site_a, "site-a1")["nodes"][0]["capacity"], 4 + 2 + 1);
+
+    // A stopped grandchild: the wave ends at its deadline, partial.
+    tree.site_a1.process.signal("STOP");
+    let (answer, took) = topology(&tree.root, 800).await;
+    tree.site_a1.process.signal("CONT");
+    eprintln!("topology with site-a1 stopped: {took:?}");
+    assert!(
+        took < Duration::from_millis(800 + 700),
+        "bounded by its timeout: {took:?}"
+    );
+    assert_eq!(answer["partial"], true, "{answer}");
+    let site_a = child(&answer["tree"], "site-a");
+    let stopped = child(site_a, "site-a1");
+    assert!(stopped["missing"].is_string(), "{stopped}");
+    assert_eq!(node_ids(child(&answer["tree"], "site-b")), ["node-b"]);
+    // It answers again once it runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (answer, _) = topology(&tree.root, 2000).await;
+        if answer["partial"] == false && answer["gateways"] == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still partial: {answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_policy_is_confirmed_only_once_every_gateway_has_it() {
+    let tree = Tree::start_every("", "", SLOW_STATS_MS).await;
+    let gateways = [&tree.root, &tree.site_a, &tree.site_a1, &tree.site_b];
+    let change = serde_json::json!({"set_policy": {"service": "echo", "policy": "least-request"}});
+    let (status, answer) = push(&tree.root, change, 3000).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["confirmed"], true, "{answer}");
+    assert_eq!(answer["gateways"], 4);
+    // Confirmed means applied: every gateway has it now.
+    for gateway in gateways {
+        assert_eq!(
+            policy_of(gateway, "echo").await,
+            "least-request",
+            "{}",
+            gateway.process.name
+        );
+    }
+
+    // A policy no gateway has: refused everywhere, and said where.
+    let bad = serde_json::json!({"set_policy": {"service": "echo", "policy": "no-such-policy"}});
+    let (status, answer) = push(&tree.root, bad, 3000).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["confirmed"], false);
+    assert_eq!(answer["failures"].as_array().unwrap().len(), 4, "{answer}");
+
+    // A stopped branch: not confirmed, and the failure names it; the
+    // others applied it.
+    tree.site_b.process.signal("STOP");
+    let change = serde_json::json!({"set_policy": {"service": "echo", "policy": "random"}});
+    let (status, answer) = push(&tree.root, change, 800).await;
+    tree.site_b.process.signal("CONT");
+    assert_eq!(status, 409, "{answer}");
+    let failures = answer["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{answer}");
+    assert_eq!(failures[0]["path"], serde_json::json!(["root", "site-b"]));
+    for gateway in [&tree.root, &tree.site_a, &tree.site_a1] {
+        assert_eq!(
+            policy_of(gateway, "echo").await,
+            "random",
+            "{}",
+            gateway.process.name
+        );
+    }
+}
