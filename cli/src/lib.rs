@@ -40,6 +40,7 @@ mod job;
 mod lease;
 mod push;
 mod table;
+mod topology;
 
 /// Command-line client of the Switchyard gateway.
 #[derive(Parser)]
@@ -73,7 +74,8 @@ struct Cli {
         hide_env_values = true
     )]
     api_key: Option<String>,
-    /// The gateway's admin HTTP address (drain, undrain, cluster).
+    /// The gateway's admin HTTP address (drain, undrain, cluster,
+    /// topology, tree).
     #[arg(
         long,
         global = true,
@@ -125,6 +127,31 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Show the tree of gateways below the gateway at --admin-url, by echo
+    /// wave: each gateway's nodes (load, capacity, CPU) and queue; a
+    /// branch that did not answer in time is marked missing.
+    Topology {
+        /// How long the wave may take, ms.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u32,
+        /// Print JSON instead of a tree.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Push a change down the tree of gateways below the gateway at
+    /// --admin-url; confirmed only once every gateway applied it (else the
+    /// ones that did not are named, and the exit status is 1).
+    Tree {
+        /// How long the wave may take, ms.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u32,
+        /// Admin token (default: the gateway's default data directory's
+        /// admin-token file).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        #[command(subcommand)]
+        change: topology::PushChange,
     },
     /// List registered nodes and their stats.
     Nodes {
@@ -414,6 +441,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return push::push(&cli.admin_url, file, name.as_deref(), &token).await;
         }
         Command::Cluster { json } => return cluster::run(&cli.admin_url, *json).await,
+        Command::Topology { timeout_ms, json } => {
+            return topology::show(&cli.admin_url, *timeout_ms, *json).await;
+        }
+        Command::Tree {
+            timeout_ms,
+            admin_token,
+            change,
+        } => {
+            let token = admin_token_or_default(admin_token.clone())?;
+            return topology::push(&cli.admin_url, change, *timeout_ms, &token).await;
+        }
         _ => {}
     }
     if let Command::Bench(args) = cli.command {
@@ -447,7 +485,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Drain { .. }
         | Command::Undrain { .. }
         | Command::Bench(_)
-        | Command::Cluster { .. } => {}
+        | Command::Cluster { .. }
+        | Command::Topology { .. }
+        | Command::Tree { .. } => {}
         Command::Job {
             admin_token,
             action,

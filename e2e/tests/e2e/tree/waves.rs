@@ -111,6 +111,32 @@ async fn the_topology_wave_returns_the_tree_and_marks_a_stopped_branch() {
     assert_eq!(node_ids(child(root, "site-b")), ["node-b"]);
     assert_eq!(child(site_a, "site-a1")["nodes"][0]["capacity"], 4 + 2 + 1);
 
+    // The CLI draws the same tree.
+    let admin_url = format!("http://{}", tree.root.admin);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard-e2e-cli"))
+        .args(["--admin-url", &admin_url, "topology"])
+        .output()
+        .expect("switchyard topology runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "root [gateway]",
+        "  site-a [gateway]",
+        "    site-a1 [gateway]",
+        "      node-a1 ",
+        "  site-b [gateway]",
+        "    node-b ",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(line)),
+            "no line {line:?} in:\n{text}"
+        );
+    }
+
     // A stopped grandchild: the wave ends at its deadline, partial.
     tree.site_a1.process.signal("STOP");
     let (answer, took) = topology(&tree.root, 800).await;
@@ -180,4 +206,24 @@ async fn a_pushed_policy_is_confirmed_only_once_every_gateway_has_it() {
             gateway.process.name
         );
     }
+    // The CLI says so too, and fails.
+    let admin_url = format!("http://{}", tree.root.admin);
+    tree.site_b.process.signal("STOP");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard-e2e-cli"))
+        .args([
+            "--admin-url",
+            &admin_url,
+            "tree",
+            "--timeout-ms",
+            "800",
+            "--admin-token",
+            ADMIN,
+        ])
+        .args(["policy", "echo", "round-robin"])
+        .output()
+        .expect("switchyard tree runs");
+    tree.site_b.process.signal("CONT");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "not confirmed: {err}");
+    assert!(err.contains("root > site-b: "), "{err}");
 }
