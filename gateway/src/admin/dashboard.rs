@@ -18,6 +18,7 @@ const APP_JS: &str = include_str!("../../assets/app.js");
 const JOBS_JS: &str = include_str!("../../assets/jobs.js");
 const TEMPLATES_JS: &str = include_str!("../../assets/templates.js");
 const CLUSTER_JS: &str = include_str!("../../assets/cluster.js");
+const TREE_JS: &str = include_str!("../../assets/tree.js");
 const STYLE: &str = include_str!("../../assets/style.css");
 const UPLOT_JS: &str = include_str!("../../assets/vendor/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("../../assets/vendor/uPlot.min.css");
@@ -64,6 +65,7 @@ pub(super) async fn asset(Path(file): Path<String>) -> Response {
         "jobs.js" => (JOBS_JS, "text/javascript; charset=utf-8"),
         "templates.js" => (TEMPLATES_JS, "text/javascript; charset=utf-8"),
         "cluster.js" => (CLUSTER_JS, "text/javascript; charset=utf-8"),
+        "tree.js" => (TREE_JS, "text/javascript; charset=utf-8"),
         "style.css" => (STYLE, "text/css; charset=utf-8"),
         "uPlot.iife.min.js" => (UPLOT_JS, "text/javascript; charset=utf-8"),
         "uPlot.min.css" => (UPLOT_CSS, "text/css; charset=utf-8"),

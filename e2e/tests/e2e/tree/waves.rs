@@ -227,3 +227,49 @@ async fn a_pushed_policy_is_confirmed_only_once_every_gateway_has_it() {
     assert!(!out.status.success(), "not confirmed: {err}");
     assert!(err.contains("root > site-b: "), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_draws_the_live_tree_coloured_by_load() {
+    let tree = Tree::start("", "").await;
+    let browser = crate::common::browser::Browser::start().await;
+    browser.open(&format!("http://{}/", tree.root.admin)).await;
+    browser
+        .wait_for(
+            "every gateway and leaf node in the Gateways panel",
+            "const ids = [...document.querySelectorAll('#tree [data-id]')].map(e => e.dataset.id); \
+             return ['root', 'site-a', 'site-a1', 'site-b', 'node-a', 'node-a1', 'node-b'] \
+               .every(id => ids.includes(id)) \
+               && document.querySelector('#tree-status').textContent.startsWith('4 gateways');",
+        )
+        .await;
+    // The nesting is the tree's: node-a1 under site-a1 under site-a.
+    let nested = browser
+        .eval(
+            "return document.querySelector('#tree [data-id=\"site-a\"] [data-id=\"site-a1\"] [data-id=\"node-a1\"]') !== null;",
+        )
+        .await;
+    assert_eq!(nested, true);
+    // Two long calls on node-b: its colour follows its load (2 of 7).
+    let client = tree.root.client(1).await;
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.call("work", "4000").await })
+        })
+        .collect();
+    browser
+        .wait_for(
+            "node-b drawn with its calls in flight",
+            "const n = document.querySelector('#tree [data-id=\"node-b\"]'); \
+             return n !== null && Number(n.dataset.load) > 0;",
+        )
+        .await;
+    let png = browser.screenshot().await;
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tree.png"), &png).unwrap();
+    browser.close().await;
+    for call in busy {
+        call.await.unwrap().expect("work");
+    }
+}
