@@ -36,6 +36,12 @@ pub(crate) enum PushChange {
         #[arg(long)]
         undrain: bool,
     },
+    /// Set durable jobs' per-node limit on every gateway below (0: none
+    /// beyond the nodes' slots).
+    Jobs {
+        /// Most job calls on one node at once.
+        max_per_node: u32,
+    },
 }
 
 impl PushChange {
@@ -48,6 +54,9 @@ impl PushChange {
             Self::Purge { service } => json!({"purge_cache": {"service": service}}),
             Self::Drain { node, undrain } => {
                 json!({"drain": {"node": node, "draining": !undrain}})
+            }
+            Self::Jobs { max_per_node } => {
+                json!({"job_settings": {"max_per_node": max_per_node}})
             }
         }
     }

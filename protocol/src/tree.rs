@@ -92,6 +92,14 @@ pub enum Push {
         #[n(1)]
         draining: bool,
     },
+    /// Durable jobs' settings: at most `max_per_node` job calls on one node
+    /// at once (0: no limit beyond its slots).
+    #[n(3)]
+    JobSettings {
+        /// The per-node job limit.
+        #[n(0)]
+        max_per_node: u32,
+    },
 }
 
 /// Child → parent, on the probe's stream: the child's subtree, one report
@@ -229,6 +237,7 @@ impl Probe {
                 None => Ok(()),
             },
             Some(Push::Drain { node, .. }) => check_name("node id", node),
+            Some(Push::JobSettings { .. }) => Ok(()),
         }
     }
 }
@@ -340,5 +349,37 @@ mod tests {
             gateways: vec![report(&["a"]), too_deep],
         };
         assert!(long.validate("a").is_err());
+    }
+
+    #[test]
+    fn pushes_read_from_the_admin_api_shape() {
+        let cases = [
+            (
+                r#"{"set_policy":{"service":"llm","policy":"latency"}}"#,
+                Push::SetPolicy {
+                    service: "llm".into(),
+                    policy: "latency".into(),
+                },
+            ),
+            (
+                r#"{"purge_cache":{"service":null}}"#,
+                Push::PurgeCache { service: None },
+            ),
+            (
+                r#"{"drain":{"node":"gpu-7","draining":true}}"#,
+                Push::Drain {
+                    node: "gpu-7".into(),
+                    draining: true,
+                },
+            ),
+            (
+                r#"{"job_settings":{"max_per_node":2}}"#,
+                Push::JobSettings { max_per_node: 2 },
+            ),
+        ];
+        for (text, push) in cases {
+            assert_eq!(serde_json::from_str::<Push>(text).expect(text), push);
+        }
+        assert!(serde_json::from_str::<Push>(r#"{"reboot":{}}"#).is_err());
     }
 }

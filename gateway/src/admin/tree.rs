@@ -6,7 +6,8 @@
 //!   not answer in time is marked `missing` and the answer `partial`;
 //! - `POST /api/tree/push?timeout_ms=N` (admin) with one change,
 //!   `{"set_policy": {"service", "policy"}}`, `{"purge_cache": {"service":
-//!   null}}` or `{"drain": {"node", "draining"}}`: every gateway below
+//!   null}}`, `{"drain": {"node", "draining"}}` or `{"job_settings":
+//!   {"max_per_node"}}`: every gateway below
 //!   applies it; answered 200 `confirmed: true` only once every gateway
 //!   said it did, else 409 with the `failures` (the path of each gateway
 //!   that could not, or whose branch did not answer, and why).

@@ -184,6 +184,23 @@ async fn apply(shared: &Arc<Shared>, push: &Push) -> Result<(), String> {
                 other => other.map(|_| ()),
             }
         }
+        Push::JobSettings { max_per_node } => {
+            let settings = protocol::JobSettings {
+                max_per_node: *max_per_node,
+            };
+            return match shared.jobs() {
+                Ok(jobs) => jobs
+                    .set_settings(&crate::jobs::Access::Admin, settings)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+            .inspect(|()| tracing::info!(?push, "applied a change pushed down the tree"))
+            .inspect_err(
+                |e| tracing::warn!(?push, error = %e, "cannot apply a change pushed down the tree"),
+            );
+        }
     };
     match done {
         Ok(()) => {
