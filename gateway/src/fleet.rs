@@ -150,7 +150,7 @@ impl Registry {
 
     /// Replaces registered `node` by the same link with the services of
     /// `spec` (same id; the caller checked it), and returns it; the caller
-    /// tells the scheduler ([`crate::scheduler::Scheduler::respec`]). The
+    /// tells the scheduler (its `respec`). The
     /// link, key, holds and prefix blocks carry over: calls in flight on
     /// `node` go on. `None` when `node` is no longer the registered node
     /// for its id.

@@ -232,10 +232,10 @@ impl Probe {
                 check_name("service name", service)?;
                 check_name("policy name", policy)
             }
-            Some(Push::PurgeCache { service }) => match service {
-                Some(service) => check_name("service name", service),
-                None => Ok(()),
-            },
+            Some(Push::PurgeCache {
+                service: Some(service),
+            }) => check_name("service name", service),
+            Some(Push::PurgeCache { service: None }) => Ok(()),
             Some(Push::Drain { node, .. }) => check_name("node id", node),
             Some(Push::JobSettings { .. }) => Ok(()),
         }

@@ -188,7 +188,10 @@ async fn a_pushed_policy_is_confirmed_only_once_every_gateway_has_it() {
     let (topo, _) = topology(&tree.root, 3000).await;
     let a1 = child(child(&topo["tree"], "site-a"), "site-a1");
     assert_eq!(a1["nodes"][0]["draining"], true, "{a1}");
-    assert_eq!(child(&topo["tree"], "site-b")["nodes"][0]["draining"], false);
+    assert_eq!(
+        child(&topo["tree"], "site-b")["nodes"][0]["draining"],
+        false
+    );
 
     // A policy no gateway has: refused everywhere, and said where.
     let bad = serde_json::json!({"set_policy": {"service": "echo", "policy": "no-such-policy"}});
