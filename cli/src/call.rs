@@ -117,6 +117,9 @@ pub(crate) async fn run(client: &Client, args: CallArgs) -> anyhow::Result<()> {
             "node={} policy={} bytes={len} queue_ms={:.2} node_ms={:.2} total_ms={:.2}",
             meta.node_id, meta.policy, t.queue_ms, t.node_ms, t.total_ms
         );
+        if !meta.via.is_empty() {
+            eprintln!("via={}", meta.via.join(","));
+        }
         if let Some(cache) = meta.cache {
             eprintln!(
                 "cache={} age_ms={}",
