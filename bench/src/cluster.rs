@@ -8,7 +8,7 @@
 //! when the calls are spread over three gateways.
 
 mod failover;
-mod fleet;
+pub(crate) mod fleet;
 mod kv;
 mod policy;
 

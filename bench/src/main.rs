@@ -28,6 +28,7 @@ mod scale;
 mod scenarios;
 mod sections;
 mod threads;
+mod tree;
 
 use std::path::PathBuf;
 
@@ -40,7 +41,7 @@ use crate::scenarios::Timing;
 use crate::sections::Setup;
 
 /// Every section, in order.
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "peers",
     "overhead",
     "policies",
@@ -54,6 +55,7 @@ const SECTIONS: [&str; 13] = [
     "cluster",
     "lookaside",
     "python",
+    "tree",
 ];
 
 #[derive(Parser, Debug)]
@@ -213,6 +215,7 @@ async fn suite(args: Args) -> Result<()> {
             "embeddings" => embeddings::section(&setup, &timing).await?,
             "python" => python::section(&setup, &timing)?,
             "cluster" => cluster::section(&setup, &timing, args.quick).await,
+            "tree" => tree::section(&setup, &timing).await,
             "lookaside" => {
                 done.extend(lookaside::section(&setup, &timing).await);
                 continue;
