@@ -66,7 +66,11 @@ async fn measured(s: &Setup<'_>, timing: &Timing, section: &mut Section) -> Resu
     for (name, path, entry) in [
         (BASELINE, "SDK → gw-2 → agent → echo", 2usize),
         ("tree-1-level", "SDK → gw-1 → gw-2 → agent → echo", 1),
-        ("tree-2-levels", "SDK → gw-0 → gw-1 → gw-2 → agent → echo", 0),
+        (
+            "tree-2-levels",
+            "SDK → gw-0 → gw-1 → gw-2 → agent → echo",
+            0,
+        ),
     ] {
         let client = Client::connect(ClientConfig::new(chain.quic_addr(entry), &chain.ca))
             .await

@@ -92,6 +92,29 @@ pub struct NodeLoad {
     #[serde(default)]
     #[n(6)]
     pub jobs_others: Option<u32>,
+    /// Calls waiting in the node's own queues, per service with any, when
+    /// the report was sent: a child gateway's (a tree of gateways), so its
+    /// parent can move waiting calls to a sibling with free capacity (at
+    /// most [`limits::MAX_SERVICES`]). Empty from an agent. Added in v2.
+    #[serde(default)]
+    #[cbor(n(7), default, skip_if = "Vec::is_empty")]
+    pub queued: Vec<QueuedCalls>,
+}
+
+/// Calls waiting for one service in a child gateway's queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
+pub struct QueuedCalls {
+    /// The service.
+    #[n(0)]
+    pub service: String,
+    /// Calls waiting (admitted, not started).
+    #[n(1)]
+    pub calls: u32,
+    /// How long the oldest of them had waited when the report was sent,
+    /// ms.
+    #[n(2)]
+    pub oldest_wait_ms: u32,
 }
 
 impl MemberList {
@@ -147,6 +170,16 @@ impl NodeLoad {
                 }
             }
         }
+        if self.queued.len() > limits::MAX_SERVICES {
+            return Err(CodecError::Invalid(format!(
+                "queued names at most {} services, got {}",
+                limits::MAX_SERVICES,
+                self.queued.len()
+            )));
+        }
+        for q in &self.queued {
+            check_name("service name", &q.service)?;
+        }
         Ok(())
     }
 }
@@ -200,6 +233,7 @@ mod tests {
             jobs_in_flight: Some(1),
             others: Some(vec![("llm".into(), 0)]),
             jobs_others: Some(0),
+            queued: Vec::new(),
         };
         assert!(load.validate().is_ok());
         load.prefix_added[0].1.push(9);

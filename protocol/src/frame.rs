@@ -102,6 +102,8 @@ pub enum FrameKind {
     Probe = 44,
     /// [`Message::Subtree`] (v2).
     Subtree = 45,
+    /// [`Message::HandUp`] (v2).
+    HandUp = 46,
 }
 
 impl FrameKind {
@@ -157,6 +159,7 @@ impl FrameKind {
             43 => Ancestry,
             44 => Probe,
             45 => Subtree,
+            46 => HandUp,
             other => return Err(CodecError::UnknownKind(other)),
         })
     }
@@ -497,7 +500,8 @@ mod tests {
         assert_eq!(FrameKind::from_byte(43), Ok(FrameKind::Ancestry));
         assert_eq!(FrameKind::from_byte(44), Ok(FrameKind::Probe));
         assert_eq!(FrameKind::from_byte(45), Ok(FrameKind::Subtree));
-        assert_eq!(FrameKind::from_byte(46), Err(CodecError::UnknownKind(46)));
+        assert_eq!(FrameKind::from_byte(46), Ok(FrameKind::HandUp));
+        assert_eq!(FrameKind::from_byte(47), Err(CodecError::UnknownKind(47)));
         // v1 (frozen) refuses any body on a request without fields; v2
         // skips one CBOR item there (a later version may send fields).
         let codec = Codec::default().with_version(WireVersion::V1);

@@ -76,7 +76,7 @@ pub use call::{
     CacheInfo, CallError, CallHead, DispatchHead, ENDPOINTS, ReplyHead, Reserved, ResultHead,
     Timings, Trailer,
 };
-pub use cluster::{MAX_ADDR_LEN, MAX_MEMBERS, Member, MemberList, NodeLoad};
+pub use cluster::{MAX_ADDR_LEN, MAX_MEMBERS, Member, MemberList, NodeLoad, QueuedCalls};
 pub use error::{CodecError, ErrorKind, Side};
 pub use frame::{Codec, Decoded, FrameHeader, FrameKind, HEADER_LEN};
 pub use job::{
@@ -95,8 +95,8 @@ pub use node::{
 };
 pub use swap::{SwapReport, SwapRequest};
 pub use tree::{
-    Ancestry, GatewayReport, MAX_DEPTH, MAX_REPORT_NODES, MAX_WAVE_GATEWAYS, Probe, Push, Respec,
-    Subtree, TreeNode,
+    Ancestry, GatewayReport, HandUp, MAX_DEPTH, MAX_REPORT_NODES, MAX_WAVE_GATEWAYS, Probe, Push,
+    Respec, Subtree, TreeNode,
 };
 pub use v1::added;
 pub use version::{ALPN_V1, ALPN_V2, WireVersion};

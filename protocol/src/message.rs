@@ -3,10 +3,10 @@
 use bytes::Bytes;
 
 use crate::{
-    Ancestry, CacheStatsView, CallError, CallHead, CodecError, DispatchHead, FrameKind, JobReply,
-    JobRequest, LeaseDrop, LeaseEnd, LeaseGrant, LeaseHeld, LeaseHold, LeaseKeys, LeaseRelease,
-    LeaseRequest, LogChunk, MemberList, NodeLoad, NodeStats, NodeView, PolicyTable, Probe,
-    PurgeCache, QueueView, Register, Registered, ReplyHead, Reserved, Respec, ResultHead,
+    Ancestry, CacheStatsView, CallError, CallHead, CodecError, DispatchHead, FrameKind, HandUp,
+    JobReply, JobRequest, LeaseDrop, LeaseEnd, LeaseGrant, LeaseHeld, LeaseHold, LeaseKeys,
+    LeaseRelease, LeaseRequest, LogChunk, MemberList, NodeLoad, NodeStats, NodeView, PolicyTable,
+    Probe, PurgeCache, QueueView, Register, Registered, ReplyHead, Reserved, Respec, ResultHead,
     SetPolicy, Subtree, SwapReport, SwapRequest, Trailer, WireVersion, limits,
 };
 
@@ -129,6 +129,9 @@ pub enum Message {
     Probe(Box<Probe>),
     /// Child gateway → gateway: its subtree's answer to a wave (v2 only).
     Subtree(Box<Subtree>),
+    /// Gateway → child gateway on the control stream: hand some waiting
+    /// calls up (rebalancing; v2 only).
+    HandUp(HandUp),
 }
 
 impl Message {
@@ -180,6 +183,7 @@ impl Message {
             Self::Ancestry(_) => FrameKind::Ancestry,
             Self::Probe(_) => FrameKind::Probe,
             Self::Subtree(_) => FrameKind::Subtree,
+            Self::HandUp(_) => FrameKind::HandUp,
         }
     }
 

@@ -17,6 +17,10 @@
 //!   [`crate::DispatchHead`] carrying the caller's tenant, priority and
 //!   hints, its [`crate::ReplyHead::path`] naming the gateways and node
 //!   below the child that served it;
+//! - rebalancing: the parent sends [`HandUp`] on the control stream; the
+//!   child sends that many of its waiting calls up as dispatch streams it
+//!   opens on the same connection (answered as the parent's own dispatches
+//!   are), and the parent runs them anywhere but on that child;
 //! - an echo wave (the topology, or a change pushed down the tree): the
 //!   parent opens a stream to the child and sends [`Probe`]; the child
 //!   probes its own gateway children likewise, and answers once all of
@@ -190,6 +194,21 @@ pub struct Ancestry {
     /// Gateway ids, nearest first.
     #[n(0)]
     pub gateways: Vec<String>,
+}
+
+/// Parent → child gateway on the control stream: hand up to `calls` of
+/// the calls waiting in your queue for `service` (the oldest first: none
+/// has started) up to the parent, which sends them to a sibling with free
+/// capacity (rebalancing; v2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
+pub struct HandUp {
+    /// The service.
+    #[n(0)]
+    pub service: String,
+    /// Most calls to hand up.
+    #[n(1)]
+    pub calls: u32,
 }
 
 impl Respec {

@@ -96,7 +96,8 @@ impl Message {
             | Message::Respec(_)
             | Message::Ancestry(_)
             | Message::Probe(_)
-            | Message::Subtree(_) => {
+            | Message::Subtree(_)
+            | Message::HandUp(_) => {
                 return None;
             }
             Message::Stats(stats) => {
@@ -225,7 +226,8 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         | Message::Respec(_)
         | Message::Ancestry(_)
         | Message::Probe(_)
-        | Message::Subtree(_) => {}
+        | Message::Subtree(_)
+        | Message::HandUp(_) => {}
         Message::Nodes(m) => put(m, out),
         Message::Policies(m) => put(m, out),
         Message::SetPolicy(m) => put(m, out),
@@ -283,7 +285,8 @@ pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, Codec
         | FrameKind::Respec
         | FrameKind::Ancestry
         | FrameKind::Probe
-        | FrameKind::Subtree => {
+        | FrameKind::Subtree
+        | FrameKind::HandUp => {
             return Err(CodecError::UnknownKind(kind as u8));
         }
         FrameKind::ListNodes

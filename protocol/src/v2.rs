@@ -86,6 +86,7 @@ pub(crate) fn encode_body(message: &Message, out: &mut Vec<u8>) {
         Message::Ancestry(m) => put(m, out),
         Message::Probe(m) => put(m, out),
         Message::Subtree(m) => put(m, out),
+        Message::HandUp(m) => put(m, out),
     }
 }
 
@@ -169,5 +170,6 @@ pub(crate) fn decode_body(kind: FrameKind, body: &[u8]) -> Result<Message, Codec
         FrameKind::Ancestry => Message::Ancestry(get(kind, body)?),
         FrameKind::Probe => Message::Probe(get(kind, body)?),
         FrameKind::Subtree => Message::Subtree(get(kind, body)?),
+        FrameKind::HandUp => Message::HandUp(get(kind, body)?),
     })
 }

@@ -327,6 +327,11 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 jobs_in_flight: Some(2),
                 others: Some(vec![("sha256".into(), 1), ("llama".into(), 0)]),
                 jobs_others: Some(1),
+                queued: vec![QueuedCalls {
+                    service: "llm".into(),
+                    calls: 4,
+                    oldest_wait_ms: 250,
+                }],
             }),
         ),
         (
@@ -552,6 +557,13 @@ pub fn all() -> Vec<(&'static str, Message)> {
                     },
                 ],
             })),
+        ),
+        (
+            "HandUp",
+            Message::HandUp(HandUp {
+                service: "llm".into(),
+                calls: 3,
+            }),
         ),
     ]
 }
