@@ -17,6 +17,8 @@ pub(super) struct Summary {
     /// from the parent (the parent counts those it sent itself), so that
     /// the parent's free count is the fleet's free slots.
     pub(super) others: Vec<(String, u32)>,
+    /// Calls waiting in this gateway's queues, per service with any.
+    pub(super) queued: Vec<protocol::QueuedCalls>,
 }
 
 /// The summary of `core`'s fleet for gateway `id`, given the calls the
@@ -68,7 +70,22 @@ pub(super) fn summarize(
             ((*name).clone(), taken)
         })
         .collect();
-    Summary { spec, others }
+    let queued = core
+        .queue_views(std::time::Instant::now())
+        .into_iter()
+        .filter(|q| q.length > 0)
+        .take(limits::MAX_SERVICES)
+        .map(|q| protocol::QueuedCalls {
+            service: q.service,
+            calls: q.length,
+            oldest_wait_ms: u32::try_from(q.oldest_wait_ms).unwrap_or(u32::MAX),
+        })
+        .collect();
+    Summary {
+        spec,
+        others,
+        queued,
+    }
 }
 
 /// The fleet's stats as one node's: memory summed, CPU the mean of the

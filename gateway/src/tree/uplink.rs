@@ -2,8 +2,9 @@
 //! gateway's fleet as one node of kind `gateway`, then keep the parent up
 //! to date until the link breaks (and dial again, with backoff) or this
 //! gateway shuts down:
-//! - the fleet's free capacity (`Load`, its `others`) whenever it changes,
-//!   at most once per [`LOAD_EVERY`];
+//! - the fleet's free capacity and its queues (`Load`: its `others` and
+//!   `queued`) whenever they change, the first change after a quiet moment
+//!   at once, those within [`LOAD_EVERY`] of a report together;
 //! - its services (`Respec`) whenever they change (a node came, went or
 //!   changed), or, with a parent that does not take `Respec`, by
 //!   registering again;
@@ -230,12 +231,25 @@ async fn serve(
     stats_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first load report says what the registration could not: the
     // calls already taking the fleet's capacity.
-    let mut last_others: Option<Vec<(String, u32)>> = None;
+    let mut last_load: Option<(Vec<(String, u32)>, Vec<protocol::QueuedCalls>)> = None;
+    let mut report_at: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
+    let mut last_report = tokio::time::Instant::now();
+    // The parent's calls (and waves) come on streams it opens: served on
+    // their own task, so that no report or stats holds them up.
+    let accepting = tokio::spawn(accept(shared.clone(), connection.clone(), codec));
     // Set once this gateway leaves: until then the parent's calls finish.
     let mut leave_by: Option<tokio::time::Instant> = None;
     let why = loop {
         tokio::select! {
-            () = changes.notified() => {
+            () = changes.notified(), if report_at.is_none() => {
+                // The first change after a quiet moment goes at once; the
+                // next ones within LOAD_EVERY go together.
+                let earliest = last_report + LOAD_EVERY;
+                report_at = Some(earliest.max(tokio::time::Instant::now()));
+            }
+            () = sleep_until_some(report_at) => {
+                report_at = None;
+                last_report = tokio::time::Instant::now();
                 let now = summary(shared, config);
                 if now.spec != sent.spec {
                     if !registered.takes_respec {
@@ -246,20 +260,20 @@ async fn serve(
                         break format!("control stream: {e}");
                     }
                 }
-                if v2 && last_others.as_ref() != Some(&now.others) {
+                let report = (now.others.clone(), now.queued.clone());
+                if v2 && last_load.as_ref() != Some(&report) {
                     let load = NodeLoad {
                         in_flight: Vec::new(),
                         others: Some(now.others.clone()),
+                        queued: now.queued.clone(),
                         ..NodeLoad::default()
                     };
                     if let Err(e) = send.send(&Message::Load(load)).await {
                         break format!("control stream: {e}");
                     }
-                    last_others = Some(now.others.clone());
+                    last_load = Some(report);
                 }
                 sent = now;
-                // Changes in the next moment go out together.
-                tokio::time::sleep(LOAD_EVERY).await;
             }
             _ = stats_every.tick() => {
                 let stats = shared.scheduler.read(stats);
@@ -286,13 +300,7 @@ async fn serve(
                 Ok(None) => break "the parent closed the control stream".to_string(),
                 Err(e) => break format!("control stream: {e}"),
             },
-            accepted = connection.accept_bi() => match accepted {
-                Ok((s, r)) => {
-                    let calls = shared.tree.from_parent.clone();
-                    tokio::spawn(super::serve::call(shared.clone(), calls, codec, s, r));
-                }
-                Err(e) => break format!("connection: {e}"),
-            },
+            closed = connection.closed() => break format!("connection: {closed}"),
             _ = leave.changed(), if leave_by.is_none() => {
                 // No new call from the parent; those it sent finish (the
                 // stats keep going meanwhile, or it would drop the link).
@@ -309,6 +317,23 @@ async fn serve(
             }
         }
     };
+    accepting.abort();
     connection.close(close::NORMAL.into(), why.as_bytes());
     why
+}
+
+/// Serves the streams the parent opens on `connection` until it closes.
+async fn accept(shared: Arc<Shared>, connection: quinn::Connection, codec: Codec) {
+    while let Ok((send, recv)) = connection.accept_bi().await {
+        let calls = shared.tree.from_parent.clone();
+        tokio::spawn(super::serve::call(shared.clone(), calls, codec, send, recv));
+    }
+}
+
+/// Completes at `at`; never when `None`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
