@@ -21,6 +21,7 @@ impl Core {
         tenant: Arc<str>,
         prefix: Arc<[u64]>,
         job: bool,
+        exclude: Vec<NodeKey>,
         now: Instant,
     ) {
         if self.calls.contains_key(&call) {
@@ -40,7 +41,7 @@ impl Core {
                 head,
                 tenant,
                 prefix,
-                exclude: Vec::new(),
+                exclude,
                 attempt: 1,
                 job,
                 stage: Stage::Picking {
@@ -343,6 +344,40 @@ impl Core {
             && *c == call
         {
             *w = Some(waited);
+        }
+    }
+
+    /// Sends up to `count` of `service`'s waiting calls, oldest first, to
+    /// node `to` (see [`crate::Event::HandUp`]).
+    pub(crate) fn hand_up(&mut self, service: &str, count: u32, to: NodeKey, now: Instant) {
+        if self
+            .fleet
+            .get(to)
+            .is_none_or(|n| !n.services.contains_key(service))
+        {
+            return;
+        }
+        let mut moved = 0;
+        while moved < count {
+            let Some(queue) = self.queues.get_mut(service) else {
+                break;
+            };
+            let Some(waiter) = queue.pop() else {
+                break;
+            };
+            if queue.picking == Some(waiter.call) {
+                // Its pick's answer finds it running: stale, ignored.
+                queue.picking = None;
+            }
+            queue.dispatched_total += 1;
+            let waited = now.saturating_duration_since(waiter.enqueued);
+            self.start(waiter.call, to, Vec::new(), Via::HandUp, Some(waited));
+            moved += 1;
+        }
+        if moved > 0 {
+            self.publish(service);
+            // The new head may be served here.
+            self.kick(service, now);
         }
     }
 

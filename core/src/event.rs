@@ -36,6 +36,18 @@ pub enum Event {
         /// What it hosts now (same id).
         spec: NodeSpec,
     },
+    /// The parent gateway asks for up to `count` of the calls waiting for
+    /// `service` (rebalancing): they leave the queue, oldest first (none
+    /// has started), and are dispatched to node `to`, the link to the
+    /// parent, whatever its drain (it takes no call otherwise).
+    HandUp {
+        /// The service.
+        service: String,
+        /// Most calls to hand up.
+        count: u32,
+        /// The parent's node.
+        to: NodeKey,
+    },
     /// A node left (connection closed, stats overdue).
     NodeDown {
         /// Its key.
@@ -86,6 +98,9 @@ pub enum Event {
         /// Whether it runs a durable job: it then goes only to a node
         /// running fewer than [`Event::JobLimit`]'s jobs.
         job: bool,
+        /// Nodes it must not go to (a call a child gateway handed up does
+        /// not go back down to it); empty for most calls.
+        exclude: Vec<NodeKey>,
     },
     /// The most job calls a node may run at once changed (0: no limit
     /// beyond its slots; the default). Calls running are left alone; job
@@ -214,6 +229,9 @@ pub enum Via {
     /// The policy failed and the core's built-in round-robin picked
     /// (fail-open).
     Fallback,
+    /// Handed up to the parent gateway ([`Event::HandUp`]): a sibling
+    /// there had free capacity while the call waited here.
+    HandUp,
 }
 
 /// Why a pick gave no ranking.

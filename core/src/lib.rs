@@ -172,6 +172,7 @@ impl Core {
         match event {
             Event::NodeUp { node, spec } => self.node_up(node, spec, now),
             Event::NodeDown { node } => self.node_down(node, now),
+            Event::HandUp { service, count, to } => self.hand_up(&service, count, to, now),
             Event::Respec { node, spec } => {
                 for service in self.fleet.respec(node, spec).unwrap_or_default() {
                     self.kick(&service, now);
@@ -214,7 +215,8 @@ impl Core {
                 tenant,
                 prefix,
                 job,
-            } => self.arrive(call, head, tenant, prefix, job, now),
+                exclude,
+            } => self.arrive(call, head, tenant, prefix, job, exclude, now),
             Event::Picked { call, ranking } => self.picked(call, ranking, now),
             Event::DispatchFailed { call } => self.dispatch_failed(call, now),
             Event::CallFinished { call, node_ms, end } => self.finished(call, node_ms, end, now),

@@ -12,6 +12,7 @@ use protocol::{CallHead, ErrorKind, NodeSpec, ServiceSpec, SlotSpec, SwapReport}
 
 use super::*;
 
+mod hand_up;
 mod health;
 mod jobs;
 mod load;
@@ -111,6 +112,7 @@ impl Harness {
             tenant: Arc::from(tenant),
             prefix: Default::default(),
             job: false,
+            exclude: Vec::new(),
         });
         (call, actions)
     }
@@ -296,6 +298,7 @@ fn a_lost_race_takes_the_next_node_of_the_ranking_without_a_new_pick() {
             tenant: Arc::from("t"),
             prefix: Default::default(),
             job: false,
+            exclude: Vec::new(),
         },
         h.now,
     );
@@ -336,6 +339,7 @@ fn after_its_ranking_a_call_tries_the_offered_nodes_from_the_first_choice_on() {
             tenant: Arc::from("t"),
             prefix: Default::default(),
             job: false,
+            exclude: Vec::new(),
         },
         h.now,
     );
@@ -371,6 +375,7 @@ fn a_ranking_never_reaches_a_node_it_was_not_offered() {
             tenant: Arc::from("t"),
             prefix: Default::default(),
             job: false,
+            exclude: Vec::new(),
         },
         h.now,
     );
@@ -400,6 +405,7 @@ fn failing_open_the_builtin_round_robin_picks_and_failing_closed_the_call_fails(
                 tenant: Arc::from("t"),
                 prefix: Default::default(),
                 job: false,
+                exclude: Vec::new(),
             },
             h.now,
         );
@@ -471,6 +477,7 @@ fn a_call_that_left_during_its_pick_is_forgotten_and_the_late_pick_ignored() {
             tenant: Arc::from("t"),
             prefix: Default::default(),
             job: false,
+            exclude: Vec::new(),
         },
         h.now,
     );
@@ -621,6 +628,7 @@ fn every_pick_for_a_call_gets_its_prefix_hashes() {
             tenant: Arc::from("t"),
             prefix: prefix.clone(),
             job: false,
+            exclude: Vec::new(),
         },
         h.now,
     );

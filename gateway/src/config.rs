@@ -15,6 +15,7 @@ mod metrics;
 mod outlier;
 mod parent;
 mod quic;
+mod rebalance;
 mod retry;
 mod routing;
 mod scale;
@@ -29,6 +30,7 @@ pub use metrics::MetricsConfig;
 pub use outlier::OutlierConfig;
 pub use parent::ParentConfig;
 pub use quic::{AgentsConfig, QuicConfig};
+pub use rebalance::RebalanceConfig;
 pub use retry::{BreakerConfig, RetryConfig, RetryOn};
 pub use routing::{DecisionsConfig, PrefixConfig};
 pub use scale::ScaleConfig;
@@ -169,6 +171,9 @@ pub struct GatewayConfig {
     /// The gateway above this one (table `[parent]`, see
     /// [`ParentConfig`]); default none: this gateway is a root.
     pub parent: Option<ParentConfig>,
+    /// Moving waiting calls between child gateways (table `[rebalance]`,
+    /// see [`RebalanceConfig`]).
+    pub rebalance: RebalanceConfig,
 }
 
 /// Why the configuration could not be used.
@@ -240,6 +245,7 @@ impl Default for GatewayConfig {
             cluster: None,
             id: None,
             parent: None,
+            rebalance: RebalanceConfig::default(),
         }
     }
 }
@@ -349,6 +355,7 @@ impl GatewayConfig {
         if let Some(parent) = &self.parent {
             parent.validate()?;
         }
+        self.rebalance.validate()?;
         self.quic.validate(self.max_payload_bytes)?;
         self.agents.validate()?;
         self.retry.validate()?;

@@ -40,6 +40,10 @@ pub(crate) fn lock(core: &CoreCell) -> MutexGuard<'_, Core> {
     core.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The key of the link to the parent gateway ([`Registry::insert_parent`]):
+/// above any key [`Registry::key_for`] gives.
+pub(crate) const PARENT_KEY: u32 = u32::MAX;
+
 /// All connected nodes.
 #[derive(Debug)]
 pub struct Registry {
@@ -79,6 +83,9 @@ pub struct Node {
     /// The lease holds the node keeps for this gateway, answered on its
     /// control stream.
     pub(crate) holds: Arc<Holds>,
+    /// A child gateway's queues as its latest load report said, and when
+    /// it came (rebalancing reads them).
+    pub(crate) queued: Arc<Mutex<Option<(Instant, Vec<protocol::QueuedCalls>)>>>,
     core: CoreCell,
 }
 
@@ -136,6 +143,7 @@ impl Registry {
             direct,
             blocks: Arc::default(),
             holds: Arc::default(),
+            queued: Arc::default(),
             core: self.core.clone(),
         });
         if let Some(old) = self.nodes.insert(node.spec.id.clone(), node.clone()) {
@@ -169,16 +177,63 @@ impl Registry {
             direct: node.direct.clone(),
             blocks: node.blocks.clone(),
             holds: node.holds.clone(),
+            queued: node.queued.clone(),
             core: self.core.clone(),
         });
-        let mut current = self.nodes.get_mut(&node.spec.id)?;
+        let listed = self.nodes.contains_key(&node.spec.id);
+        if listed {
+            let mut current = self.nodes.get_mut(&node.spec.id)?;
+            if !Arc::ptr_eq(&current, node) {
+                return None;
+            }
+            *current = fresh.clone();
+        }
+        let mut current = self.by_key.get_mut(&node.key)?;
         if !Arc::ptr_eq(&current, node) {
             return None;
         }
         *current = fresh.clone();
-        drop(current);
-        self.by_key.insert(fresh.key, fresh.clone());
         Some(fresh)
+    }
+
+    /// Adds the link to this gateway's parent as node `spec` (a tree of
+    /// gateways): calls can be granted on it (handed up for rebalancing),
+    /// but it is listed nowhere (`get`, `all`, views) and never probed.
+    /// The caller tells the scheduler, and drains it there so that it
+    /// takes no call but those handed up.
+    pub(crate) fn insert_parent(
+        &self,
+        spec: NodeSpec,
+        connection: quinn::Connection,
+        now: Instant,
+    ) -> Arc<Node> {
+        // A key of its own: a node of this fleet with the parent's id
+        // keeps its key.
+        let key = PARENT_KEY;
+        // Nothing reads its control stream: frames for it are dropped.
+        let (control, _) = mpsc::channel(1);
+        let node = Arc::new(Node {
+            key,
+            services: BTreeMap::new(),
+            spec,
+            connection,
+            registered_at: now,
+            control,
+            direct: None,
+            blocks: Arc::default(),
+            holds: Arc::default(),
+            queued: Arc::default(),
+            core: self.core.clone(),
+        });
+        self.by_key.insert(key, node.clone());
+        node
+    }
+
+    /// Removes the link to the parent added by [`Self::insert_parent`]
+    /// (if it is still the one registered under its key).
+    pub(crate) fn remove_parent(&self, node: &Arc<Node>) {
+        self.by_key
+            .remove_if(&node.key, |_, current| Arc::ptr_eq(current, node));
     }
 
     /// Removes `node` if it is still the registered node for its id (a newer
@@ -259,6 +314,8 @@ impl Registry {
     /// `direct` is the node's direct address.
     pub fn views(&self, now: Instant) -> Vec<NodeView> {
         let mut views = lock(&self.core).node_views(now);
+        // The link to a parent gateway is no node of this fleet.
+        views.retain(|v| self.nodes.contains_key(&v.spec.id));
         for view in &mut views {
             view.calls_total += self.earlier_calls(view.key);
             view.direct = self.by_key.get(&view.key).and_then(|n| n.direct.clone());

@@ -402,6 +402,7 @@ impl Sim {
             tenant: self.tenant.clone(),
             prefix,
             job: false,
+            exclude: Vec::new(),
         });
     }
 

@@ -16,6 +16,7 @@ fn job(h: &mut Harness, service: &str, realtime: bool) -> (CallId, Vec<Action>) 
         tenant: Arc::from("t"),
         prefix: Default::default(),
         job: true,
+        exclude: Vec::new(),
     });
     (call, actions)
 }

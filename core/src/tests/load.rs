@@ -89,6 +89,7 @@ fn policies_see_the_nodes_whole_load() {
             tenant: Arc::from("t"),
             prefix: Default::default(),
             job: false,
+            exclude: Vec::new(),
         },
         h.now,
     );

@@ -36,6 +36,7 @@ fn candidates(h: &mut Harness, service: &str) -> Vec<Candidate> {
             tenant: Arc::from("t"),
             prefix: Arc::default(),
             job: false,
+            exclude: Vec::new(),
         },
         h.now,
     );

@@ -23,6 +23,7 @@ fn call_on(h: &mut Harness, node: NodeKey, end: CallEnd) -> Vec<Action> {
             tenant: Arc::from("t"),
             prefix: Default::default(),
             job: false,
+            exclude: Vec::new(),
         },
         h.now,
     );
@@ -67,6 +68,7 @@ fn offered(h: &mut Harness) -> Vec<NodeKey> {
             tenant: Arc::from("t"),
             prefix: Default::default(),
             job: false,
+            exclude: Vec::new(),
         },
         h.now,
     );

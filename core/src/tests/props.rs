@@ -309,6 +309,7 @@ impl Run {
                     tenant: Arc::from(format!("t{tenant}")),
                     prefix: Default::default(),
                     job,
+                    exclude: Vec::new(),
                 });
             }
             Op::JobLimit(max_per_node) => {

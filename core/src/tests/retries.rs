@@ -94,6 +94,7 @@ fn retried_failures_count_towards_the_nodes_ejection() {
                 tenant: Arc::from("t"),
                 prefix: Default::default(),
                 job: false,
+                exclude: Vec::new(),
             },
             h.now,
         );

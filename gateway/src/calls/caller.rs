@@ -126,10 +126,11 @@ pub(crate) fn spawn(
     Ok(run_on_channel(shared, request, admitted, in_flight))
 }
 
-/// Runs a call a parent gateway dispatched here as a call of `tenant`
-/// (trusted: see [`super::tenancy::Admitted::from_parent`]) on its own
-/// task, as [`spawn`] does; new calls are refused while this gateway
-/// shuts down.
+/// Runs a call a parent gateway dispatched here (or a child gateway
+/// handed up: it never goes back to `exclude`, that child) as a call of
+/// `tenant` (trusted: see [`super::tenancy::Admitted::from_parent`]) on
+/// its own task, as [`spawn`] does; new calls are refused while this
+/// gateway shuts down.
 ///
 /// # Errors
 /// [`Refused`] (`shutting down`) while the gateway drains.
@@ -137,6 +138,7 @@ pub(crate) fn spawn_from_parent(
     shared: Arc<Shared>,
     request: Request,
     tenant: Arc<str>,
+    exclude: Option<switchyard_core::NodeKey>,
 ) -> Result<mpsc::Receiver<Message>, Refused> {
     let in_flight = shared.drain.enter().map_err(|error| Refused {
         error,
@@ -146,7 +148,7 @@ pub(crate) fn spawn_from_parent(
     let mut request = request;
     request.head.payload_len = request.payload.len() as u64;
     request.head.api_key = None;
-    let admitted = super::tenancy::Admitted::from_parent(tenant);
+    let admitted = super::tenancy::Admitted::from_parent(tenant, exclude);
     Ok(run_on_channel(shared, request, admitted, in_flight))
 }
 

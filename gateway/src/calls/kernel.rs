@@ -105,12 +105,13 @@ pub(super) async fn to_node(
         Some(prefix) => prefix.clone(),
         None => prefix::of_call(&shared.config.prefix, &call.head, &payload),
     };
-    let mut ticket = shared.scheduler.admit(
+    let mut ticket = shared.scheduler.admit_excluding(
         &call.head,
         &call.admitted.tenant,
         call.call_id,
         prefix.clone(),
         call.admitted.job,
+        call.admitted.exclude.into_iter().collect(),
     );
     let mut attempts = 1;
     loop {

@@ -24,6 +24,8 @@ pub(crate) struct Admitted {
     /// Told the node's id each time the call is sent to a node (a job's
     /// attempt records where it runs).
     pub(crate) on_dispatch: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// The node it must not go to: the child gateway that handed it up.
+    pub(crate) exclude: Option<switchyard_core::NodeKey>,
     _permit: Option<InFlightPermit>,
 }
 
@@ -38,6 +40,7 @@ impl Admitted {
             tenant,
             job: true,
             on_dispatch: Some(on_dispatch),
+            exclude: None,
             _permit: None,
         }
     }
@@ -47,12 +50,15 @@ impl Admitted {
     /// A call a parent gateway sent this one, as its tenant `tenant`: the
     /// entry gateway checked the caller's key and applied its tenant's
     /// limits; this gateway trusts its parent (whose certificate it
-    /// checked when it dialled it) and applies none again.
-    pub(crate) fn from_parent(tenant: Arc<str>) -> Self {
+    /// checked when it dialled it) and applies none again. A call a child
+    /// gateway handed up (rebalancing; the child is `exclude`) is trusted
+    /// the same way: the child checked its caller.
+    pub(crate) fn from_parent(tenant: Arc<str>, exclude: Option<switchyard_core::NodeKey>) -> Self {
         Self {
             tenant,
             job: false,
             on_dispatch: None,
+            exclude,
             _permit: None,
         }
     }
@@ -98,6 +104,7 @@ pub(crate) fn admit(shared: &Shared, head: &mut CallHead) -> Result<Admitted, Re
         tenant: tenant.name().clone(),
         job: false,
         on_dispatch: None,
+        exclude: None,
         _permit: Some(admitted.permit),
     })
 }

@@ -40,6 +40,10 @@ pub(crate) const BUILTIN_ROUND_ROBIN: &str = "builtin-round-robin";
 /// service for the call at the head of its queue.
 pub(crate) const SWAP_PICK: &str = "swap";
 
+/// The name a pick reports when the call waited here and the parent
+/// gateway took it to run on a sibling with free capacity (rebalancing).
+pub(crate) const HAND_UP_PICK: &str = "hand-up";
+
 /// The loaded policies and the rules for choosing one per call.
 pub struct Policies {
     engine: PolicyEngine,
@@ -283,6 +287,20 @@ impl Policies {
             explanation: Some(explain::without_policy(
                 SWAP_PICK,
                 format!("the node loaded {service} into a slot for this call"),
+            )),
+        }
+    }
+
+    /// The pick of a call handed up to the parent gateway: no policy chose
+    /// it, and none is told how it went.
+    pub fn hand_up_pick(&self) -> Picked {
+        Picked {
+            policy_name: HAND_UP_PICK.to_string(),
+            policy: None,
+            ran: None,
+            explanation: Some(explain::without_policy(
+                HAND_UP_PICK,
+                "it waited here while a sibling subtree had free capacity: the parent gateway runs it there".to_string(),
             )),
         }
     }

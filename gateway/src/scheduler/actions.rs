@@ -191,6 +191,7 @@ impl Scheduler {
             Via::Pick => w.picked.unwrap_or_else(|| self.policies.builtin_pick()),
             Via::Fallback => self.policies.fallback_pick(&w.service),
             Via::Swap => self.policies.swap_pick(&w.service),
+            Via::HandUp => self.policies.hand_up_pick(),
         };
         let guard = SlotGuard {
             _hold: self.scale.hold(&w.service, waited),

@@ -159,6 +159,20 @@ impl Scheduler {
         prefix: Arc<[u64]>,
         job: bool,
     ) -> Ticket {
+        self.admit_excluding(head, tenant, call, prefix, job, Vec::new())
+    }
+
+    /// As [`Self::admit`], the call never going to a node of `exclude`
+    /// (a call a child gateway handed up does not go back down to it).
+    pub(crate) fn admit_excluding(
+        self: &Arc<Self>,
+        head: &Arc<CallHead>,
+        tenant: &Arc<str>,
+        call: CallId,
+        prefix: Arc<[u64]>,
+        job: bool,
+        exclude: Vec<switchyard_core::NodeKey>,
+    ) -> Ticket {
         let ticket = self.register(call, &head.service, tenant.clone());
         self.scale.arrival(&head.service);
         self.handle(Event::CallArrived {
@@ -167,8 +181,19 @@ impl Scheduler {
             tenant: tenant.clone(),
             prefix,
             job,
+            exclude,
         });
         ticket
+    }
+
+    /// The parent gateway asks for up to `count` of `service`'s waiting
+    /// calls: they go to `parent` (the link to it), oldest first.
+    pub(crate) fn hand_up(self: &Arc<Self>, service: &str, count: u32, parent: &Node) {
+        self.handle(Event::HandUp {
+            service: service.to_string(),
+            count,
+            to: parent.key,
+        });
     }
 
     /// Sets the most job calls one node runs at once (0: no limit beyond

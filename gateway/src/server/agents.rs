@@ -179,6 +179,11 @@ pub(crate) async fn serve(
                 }
                 Ok(Ok(Some(Message::Load(load)))) => match check_load(&load) {
                     Ok(()) => {
+                        if child {
+                            // A child gateway's queues, for rebalancing.
+                            let queued = (Instant::now(), load.queued.clone());
+                            *node.queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(queued);
+                        }
                         // The prefix blocks it holds, for the policies.
                         node.blocks.apply(&load, |s| node.services.contains_key(s));
                         match load.others {
@@ -282,6 +287,14 @@ pub(crate) async fn serve(
                     break format!("control stream failed: {error}");
                 }
             }
+            // A child gateway hands waiting calls up on streams it opens.
+            accepted = connection.accept_bi(), if child && wire >= WireVersion::V2 => match accepted {
+                Ok((s, r)) => {
+                    let codec = transport::codec_for(&connection, shared.codec);
+                    tokio::spawn(crate::tree::handed_up(shared.clone(), node.key, codec, s, r));
+                }
+                Err(error) => break format!("connection closed: {error}"),
+            },
             closed = connection.closed() => break format!("connection closed: {closed}"),
         }
     };

@@ -484,6 +484,7 @@ fn describe_metrics() {
     crate::policies::describe_metrics();
     crate::cache::describe_metrics();
     crate::ingress::describe_metrics();
+    crate::tree::rebalance::describe_metrics();
 }
 
 #[cfg(test)]

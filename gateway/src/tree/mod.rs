@@ -20,10 +20,13 @@
 //! same call path as a client's ([`crate::calls::spawn_from_parent`]); the
 //! tree adds no second scheduler.
 
+pub(crate) mod rebalance;
 mod serve;
 mod summary;
 mod uplink;
 pub(crate) mod wave;
+
+pub(crate) use serve::handed_up;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -90,8 +93,10 @@ impl Tree {
         });
     }
 
-    /// Starts the link to the parent when `[parent]` is set.
+    /// Starts the link to the parent when `[parent]` is set, and the
+    /// rebalancing of child gateways' queues (`[rebalance]`).
     pub(crate) fn start(shared: &Arc<Shared>) {
+        rebalance::start(shared);
         if let Some(parent) = shared.config.parent.clone() {
             let leave = shared.tree.leave.subscribe();
             tokio::spawn(uplink::run(shared.clone(), parent, leave));

@@ -28,11 +28,32 @@ const DELIVERY_WAIT: Duration = Duration::from_secs(2);
 /// tenants in dispatches).
 const NO_TENANT: &str = "_parent";
 
-/// Serves one dispatch stream from the parent to its end; never panics on
-/// its input.
+/// Where a stream comes from.
+pub(super) enum Origin {
+    /// The parent: its calls (counted in `calls`) and its waves.
+    Parent(Arc<ParentCalls>),
+    /// A child gateway handing waiting calls up (rebalancing): they run
+    /// anywhere but on that child; it sends no wave.
+    Child(switchyard_core::NodeKey),
+}
+
+/// Serves a stream a child gateway opened on its connection to this one:
+/// a call it hands up (see [`Origin::Child`]).
+pub(crate) async fn handed_up(
+    shared: Arc<Shared>,
+    child: switchyard_core::NodeKey,
+    codec: Codec,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    call(shared, Origin::Child(child), codec, send, recv).await;
+}
+
+/// Serves one stream from the parent (or a child, see [`Origin`]) to its
+/// end; never panics on its input.
 pub(super) async fn call(
     shared: Arc<Shared>,
-    calls: Arc<ParentCalls>,
+    from: Origin,
     codec: Codec,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
@@ -43,6 +64,15 @@ pub(super) async fn call(
     let refuse = |kind: ErrorKind, message: String| Message::Error(CallError::new(kind, message));
     let head = match tokio::time::timeout(HEAD_TIMEOUT, recv.recv()).await {
         Ok(Ok(Some(Message::Dispatch(head)))) => head,
+        Ok(Ok(Some(Message::Probe(_)))) if matches!(from, Origin::Child(_)) => {
+            let why = "a child gateway sends no wave to its parent";
+            return answer(
+                &mut send,
+                &mut recv,
+                refuse(ErrorKind::BadRequest, why.into()),
+            )
+            .await;
+        }
         Ok(Ok(Some(Message::Probe(probe)))) => {
             if let Err(why) = probe.validate() {
                 let error = refuse(ErrorKind::BadRequest, why.to_string());
@@ -93,7 +123,10 @@ pub(super) async fn call(
             return answer(&mut send, &mut recv, error).await;
         }
     };
-    let _counted = calls.enter(&head.service);
+    let (_counted, exclude) = match &from {
+        Origin::Parent(calls) => (Some(calls.enter(&head.service)), None),
+        Origin::Child(child) => (None, Some(*child)),
+    };
     let tenant: Arc<str> = Arc::from(head.tenant.as_deref().unwrap_or(NO_TENANT));
     let prefix = (!head.prefix_hashes.is_empty()).then(|| Arc::from(&head.prefix_hashes[..]));
     let request = Request {
@@ -102,7 +135,7 @@ pub(super) async fn call(
         arrived,
         prefix,
     };
-    let mut frames = match spawn_from_parent(shared, request, tenant) {
+    let mut frames = match spawn_from_parent(shared, request, tenant, exclude) {
         Ok(frames) => frames,
         Err(refused) => {
             return answer(&mut send, &mut recv, Message::Error(refused.error)).await;

@@ -10,7 +10,10 @@
 //!   registering again;
 //! - its summed stats every `[parent] stats_interval_ms`;
 //! - the parent's ancestry (`Ancestry`) kept here, the link dropped if
-//!   this gateway is in it (a loop).
+//!   this gateway is in it (a loop);
+//! - the parent's `HandUp` (rebalancing): that many of the calls waiting
+//!   here go to the link to the parent, a drained node of this gateway's
+//!   core that takes no other call, and run where the parent sends them.
 //!
 //! The parent's calls arrive as dispatch streams on the same connection
 //! ([`super::serve`]).
@@ -19,7 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::codes::close;
-use protocol::{Codec, Message, NodeLoad, Register, Registered, WireVersion};
+use protocol::{
+    Codec, Message, NodeLoad, NodeSpec, Register, Registered, ServiceSpec, WireVersion,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::watch;
@@ -28,6 +33,7 @@ use transport::{Backoff, EndpointConfig, FramedRecv, FramedSend};
 use super::summary::{Summary, stats, summarize};
 use crate::Shared;
 use crate::config::ParentConfig;
+use crate::fleet::Node;
 
 /// Longest wait for the parent's answer to a dial or a registration.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -237,6 +243,9 @@ async fn serve(
     // The parent's calls (and waves) come on streams it opens: served on
     // their own task, so that no report or stats holds them up.
     let accepting = tokio::spawn(accept(shared.clone(), connection.clone(), codec));
+    // The link as a node of this gateway's core, drained: it takes only
+    // the waiting calls the parent asks for (rebalancing).
+    let mut parent = add_parent(shared, &registered, &connection);
     // Set once this gateway leaves: until then the parent's calls finish.
     let mut leave_by: Option<tokio::time::Instant> = None;
     let why = loop {
@@ -294,6 +303,12 @@ async fn serve(
                     }
                     shared.tree.set_above(&ancestry.gateways);
                 }
+                Ok(Some(Message::HandUp(ask))) => {
+                    if let Err(e) = protocol::NodeSpec::validate_name("service name", &ask.service) {
+                        break format!("bad hand-up from the parent: {e}");
+                    }
+                    parent = hand_up(shared, parent, &ask);
+                }
                 Ok(Some(other)) => {
                     tracing::debug!(kind = ?other.kind(), "ignoring a frame from the parent on the control stream");
                 }
@@ -318,15 +333,87 @@ async fn serve(
         }
     };
     accepting.abort();
+    shared.registry.remove_parent(&parent);
+    shared.scheduler.node_down(&parent);
     connection.close(close::NORMAL.into(), why.as_bytes());
     why
+}
+
+/// Adds the link to the parent as a drained node with no service yet.
+fn add_parent(
+    shared: &Shared,
+    registered: &Registered,
+    connection: &quinn::Connection,
+) -> Arc<Node> {
+    let id = registered
+        .ancestry
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "parent".to_string());
+    let spec = NodeSpec {
+        id,
+        region: String::new(),
+        labels: Vec::new(),
+        cost_per_hour: 0.0,
+        services: Vec::new(),
+        slots: Vec::new(),
+        stats_interval_ms: 1000,
+        agent_version: registered.gateway_version.clone(),
+        gateway: true,
+    };
+    let node = shared
+        .registry
+        .insert_parent(spec, connection.clone(), std::time::Instant::now());
+    shared.scheduler.node_up(&node);
+    shared.scheduler.drain(&node, true);
+    node
+}
+
+/// Hands up to `ask.calls` waiting calls of `ask.service` to the parent
+/// (adding the service to its node first); returns the parent's node now.
+fn hand_up(shared: &Shared, parent: Arc<Node>, ask: &protocol::HandUp) -> Arc<Node> {
+    let parent = if parent.services.contains_key(&ask.service) {
+        parent
+    } else {
+        let mut spec = parent.spec.clone();
+        spec.services.push(ServiceSpec {
+            name: ask.service.clone(),
+            // Its calls are the ones handed up: no other bound.
+            max_concurrent: u32::MAX / 2,
+            load_ms: 0,
+            model: false,
+            policy: None,
+            idempotent: false,
+        });
+        match shared.registry.respec(&parent, spec) {
+            Some(fresh) => {
+                shared.scheduler.respec(&fresh);
+                fresh
+            }
+            None => return parent,
+        }
+    };
+    let waiting = shared
+        .scheduler
+        .read(|core| core.queue(&ask.service).map_or(0, |q| q.len()));
+    let calls = ask.calls.min(u32::try_from(waiting).unwrap_or(u32::MAX));
+    if calls > 0 {
+        tracing::info!(service = %ask.service, calls, parent = %parent.spec.id, "handing waiting calls up to the parent gateway");
+        metrics::counter!(
+            "tree_handed_up_calls_total",
+            "service" => crate::telemetry::labels::service(&ask.service)
+        )
+        .increment(u64::from(calls));
+        shared.scheduler.hand_up(&ask.service, calls, &parent);
+    }
+    parent
 }
 
 /// Serves the streams the parent opens on `connection` until it closes.
 async fn accept(shared: Arc<Shared>, connection: quinn::Connection, codec: Codec) {
     while let Ok((send, recv)) = connection.accept_bi().await {
-        let calls = shared.tree.from_parent.clone();
-        tokio::spawn(super::serve::call(shared.clone(), calls, codec, send, recv));
+        let from = super::serve::Origin::Parent(shared.tree.from_parent.clone());
+        tokio::spawn(super::serve::call(shared.clone(), from, codec, send, recv));
     }
 }
 
