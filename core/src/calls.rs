@@ -11,19 +11,28 @@ use crate::balance::{Candidate, PickRequest, Ranking};
 use crate::schedule::queue::{QueueKey, Waiter};
 use crate::{Action, Call, CallEnd, CallId, Core, NodeKey, PickError, Stage, Via};
 
+/// A call's arrival, as [`crate::Event::CallArrived`] tells it.
+pub(crate) struct Arrival {
+    pub(crate) call: CallId,
+    pub(crate) head: Arc<CallHead>,
+    pub(crate) tenant: Arc<str>,
+    pub(crate) prefix: Arc<[u64]>,
+    pub(crate) job: bool,
+    pub(crate) exclude: Vec<NodeKey>,
+}
+
 impl Core {
     /// A call arrived: a pick now when nobody waits (or it is realtime) and
     /// a node has a free slot, else the queue.
-    pub(crate) fn arrive(
-        &mut self,
-        call: CallId,
-        head: Arc<CallHead>,
-        tenant: Arc<str>,
-        prefix: Arc<[u64]>,
-        job: bool,
-        exclude: Vec<NodeKey>,
-        now: Instant,
-    ) {
+    pub(crate) fn arrive(&mut self, arrival: Arrival, now: Instant) {
+        let Arrival {
+            call,
+            head,
+            tenant,
+            prefix,
+            job,
+            exclude,
+        } = arrival;
         if self.calls.contains_key(&call) {
             self.out.push(Action::Reject {
                 call,

@@ -216,7 +216,17 @@ impl Core {
                 prefix,
                 job,
                 exclude,
-            } => self.arrive(call, head, tenant, prefix, job, exclude, now),
+            } => self.arrive(
+                calls::Arrival {
+                    call,
+                    head,
+                    tenant,
+                    prefix,
+                    job,
+                    exclude,
+                },
+                now,
+            ),
             Event::Picked { call, ranking } => self.picked(call, ranking, now),
             Event::DispatchFailed { call } => self.dispatch_failed(call, now),
             Event::CallFinished { call, node_ms, end } => self.finished(call, node_ms, end, now),

@@ -40,6 +40,9 @@ pub(crate) fn lock(core: &CoreCell) -> MutexGuard<'_, Core> {
     core.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A child gateway's queues (`Load.queued`) and when they came.
+pub(crate) type QueueReport = (Instant, Vec<protocol::QueuedCalls>);
+
 /// The key of the link to the parent gateway ([`Registry::insert_parent`]):
 /// above any key [`Registry::key_for`] gives.
 pub(crate) const PARENT_KEY: u32 = u32::MAX;
@@ -85,7 +88,7 @@ pub struct Node {
     pub(crate) holds: Arc<Holds>,
     /// A child gateway's queues as its latest load report said, and when
     /// it came (rebalancing reads them).
-    pub(crate) queued: Arc<Mutex<Option<(Instant, Vec<protocol::QueuedCalls>)>>>,
+    pub(crate) queued: Arc<Mutex<Option<QueueReport>>>,
     core: CoreCell,
 }
 
@@ -425,6 +428,7 @@ mod tests {
                 tenant: Arc::from("t"),
                 prefix: Default::default(),
                 job: false,
+                exclude: Vec::new(),
             };
             drive(&mut lock(core), &mut balance, arrived, Instant::now());
             let end = Event::CallFinished {

@@ -48,6 +48,10 @@ const MAX_PARENT_STREAMS: u32 = 4096;
 /// How long a leaving gateway waits for the parent's calls to end.
 const LEAVE_GRACE: Duration = Duration::from_secs(30);
 
+/// What the last load report said: free capacity taken by others, and
+/// the queues.
+type LoadReport = (Vec<(String, u32)>, Vec<protocol::QueuedCalls>);
+
 /// Why a dial did not give a registered link.
 enum Attempt {
     /// Try again after a delay.
@@ -237,7 +241,7 @@ async fn serve(
     stats_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first load report says what the registration could not: the
     // calls already taking the fleet's capacity.
-    let mut last_load: Option<(Vec<(String, u32)>, Vec<protocol::QueuedCalls>)> = None;
+    let mut last_load: Option<LoadReport> = None;
     let mut report_at: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
     let mut last_report = tokio::time::Instant::now();
     // The parent's calls (and waves) come on streams it opens: served on
