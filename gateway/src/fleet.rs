@@ -89,7 +89,18 @@ pub struct Node {
     /// A child gateway's queues as its latest load report said, and when
     /// it came (rebalancing reads them).
     pub(crate) queued: Arc<Mutex<Option<QueueReport>>>,
+    /// Calls a child gateway may still hand up: those this gateway asked
+    /// for (rebalancing); a call it was not asked for is refused.
+    pub(crate) hand_up_credit: Arc<AtomicU32>,
     core: CoreCell,
+}
+
+/// How a node is reached: its connection, its control stream's sender,
+/// its direct port.
+struct Link {
+    connection: quinn::Connection,
+    control: mpsc::Sender<Message>,
+    direct: Option<String>,
 }
 
 impl Registry {
@@ -132,23 +143,17 @@ impl Registry {
         // A connection of this id still in the core (being replaced): its
         // calls carry over before the newer one's `node_up` resets them.
         self.carry_calls(key);
-        let node = Arc::new(Node {
+        let node = Arc::new(Node::fresh(
             key,
-            services: spec
-                .services
-                .iter()
-                .map(|s| (s.name.clone(), s.clone()))
-                .collect(),
             spec,
-            connection,
-            registered_at: now,
-            control,
-            direct,
-            blocks: Arc::default(),
-            holds: Arc::default(),
-            queued: Arc::default(),
-            core: self.core.clone(),
-        });
+            Link {
+                connection,
+                control,
+                direct,
+            },
+            now,
+            self.core.clone(),
+        ));
         if let Some(old) = self.nodes.insert(node.spec.id.clone(), node.clone()) {
             old.connection.close(
                 protocol::codes::close::REPLACED.into(),
@@ -166,22 +171,17 @@ impl Registry {
     /// `node` go on. `None` when `node` is no longer the registered node
     /// for its id.
     pub fn respec(&self, node: &Arc<Node>, spec: NodeSpec) -> Option<Arc<Node>> {
-        let fresh = Arc::new(Node {
-            key: node.key,
-            services: spec
-                .services
-                .iter()
-                .map(|s| (s.name.clone(), s.clone()))
-                .collect(),
-            spec,
+        let link = Link {
             connection: node.connection.clone(),
-            registered_at: node.registered_at,
             control: node.control.clone(),
             direct: node.direct.clone(),
+        };
+        let fresh = Arc::new(Node {
             blocks: node.blocks.clone(),
             holds: node.holds.clone(),
             queued: node.queued.clone(),
-            core: self.core.clone(),
+            hand_up_credit: node.hand_up_credit.clone(),
+            ..Node::fresh(node.key, spec, link, node.registered_at, self.core.clone())
         });
         let listed = self.nodes.contains_key(&node.spec.id);
         if listed {
@@ -215,19 +215,12 @@ impl Registry {
         let key = PARENT_KEY;
         // Nothing reads its control stream: frames for it are dropped.
         let (control, _) = mpsc::channel(1);
-        let node = Arc::new(Node {
-            key,
-            services: BTreeMap::new(),
-            spec,
+        let link = Link {
             connection,
-            registered_at: now,
             control,
             direct: None,
-            blocks: Arc::default(),
-            holds: Arc::default(),
-            queued: Arc::default(),
-            core: self.core.clone(),
-        });
+        };
+        let node = Arc::new(Node::fresh(key, spec, link, now, self.core.clone()));
         self.by_key.insert(key, node.clone());
         node
     }
@@ -328,6 +321,28 @@ impl Registry {
 }
 
 impl Node {
+    /// A node as it registers: `spec` over `link`, nothing carried over.
+    fn fresh(key: u32, spec: NodeSpec, link: Link, now: Instant, core: CoreCell) -> Self {
+        Self {
+            key,
+            services: spec
+                .services
+                .iter()
+                .map(|s| (s.name.clone(), s.clone()))
+                .collect(),
+            spec,
+            connection: link.connection,
+            registered_at: now,
+            control: link.control,
+            direct: link.direct,
+            blocks: Arc::default(),
+            holds: Arc::default(),
+            queued: Arc::default(),
+            hand_up_credit: Arc::default(),
+            core,
+        }
+    }
+
     fn read<R: Default>(&self, f: impl FnOnce(&switchyard_core::Node) -> R) -> R {
         lock(&self.core)
             .fleet()

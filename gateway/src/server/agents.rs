@@ -291,7 +291,8 @@ pub(crate) async fn serve(
             accepted = connection.accept_bi(), if child && wire >= WireVersion::V2 => match accepted {
                 Ok((s, r)) => {
                     let codec = transport::codec_for(&connection, shared.codec);
-                    tokio::spawn(crate::tree::handed_up(shared.clone(), node.key, codec, s, r));
+                    let (shared, child) = (shared.clone(), node.clone());
+                    tokio::spawn(async move { crate::tree::handed_up(shared, &child, codec, s, r).await });
                 }
                 Err(error) => break format!("connection closed: {error}"),
             },

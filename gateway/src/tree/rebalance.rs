@@ -60,7 +60,12 @@ fn round(shared: &Shared, rules: Rules, now: Instant) {
             service: m.service.clone(),
             calls: m.calls,
         });
+        // The child may hand up this many more calls; more are refused.
+        from.hand_up_credit
+            .fetch_add(m.calls, std::sync::atomic::Ordering::AcqRel);
         if from.control.try_send(ask).is_err() {
+            from.hand_up_credit
+                .fetch_sub(m.calls, std::sync::atomic::Ordering::AcqRel);
             tracing::debug!(child = %m.from, "rebalancing: the child's control stream is full or gone");
             continue;
         }

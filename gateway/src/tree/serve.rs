@@ -9,6 +9,7 @@
 //! call here: it leaves the queue, or its node's work stops.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use protocol::{CallError, CallHead, Codec, DispatchHead, ErrorKind, Message, ReplyHead};
@@ -17,6 +18,7 @@ use transport::{FramedRecv, FramedSend};
 use super::ParentCalls;
 use crate::Shared;
 use crate::calls::{Request, spawn_from_parent};
+use crate::fleet::Node;
 
 /// Longest wait for a dispatch stream's head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,20 +35,22 @@ pub(super) enum Origin {
     /// The parent: its calls (counted in `calls`) and its waves.
     Parent(Arc<ParentCalls>),
     /// A child gateway handing waiting calls up (rebalancing): they run
-    /// anywhere but on that child; it sends no wave.
-    Child(switchyard_core::NodeKey),
+    /// anywhere but on that child (its key), each taking one of the calls
+    /// this gateway asked it for (the credit); it sends no wave.
+    Child(switchyard_core::NodeKey, Arc<AtomicU32>),
 }
 
 /// Serves a stream a child gateway opened on its connection to this one:
 /// a call it hands up (see [`Origin::Child`]).
 pub(crate) async fn handed_up(
     shared: Arc<Shared>,
-    child: switchyard_core::NodeKey,
+    child: &Node,
     codec: Codec,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
-    call(shared, Origin::Child(child), codec, send, recv).await;
+    let origin = Origin::Child(child.key, child.hand_up_credit.clone());
+    call(shared, origin, codec, send, recv).await;
 }
 
 /// Serves one stream from the parent (or a child, see [`Origin`]) to its
@@ -64,7 +68,7 @@ pub(super) async fn call(
     let refuse = |kind: ErrorKind, message: String| Message::Error(CallError::new(kind, message));
     let head = match tokio::time::timeout(HEAD_TIMEOUT, recv.recv()).await {
         Ok(Ok(Some(Message::Dispatch(head)))) => head,
-        Ok(Ok(Some(Message::Probe(_)))) if matches!(from, Origin::Child(_)) => {
+        Ok(Ok(Some(Message::Probe(_)))) if matches!(from, Origin::Child(..)) => {
             let why = "a child gateway sends no wave to its parent";
             return answer(
                 &mut send,
@@ -125,7 +129,17 @@ pub(super) async fn call(
     };
     let (_counted, exclude) = match &from {
         Origin::Parent(calls) => (Some(calls.enter(&head.service)), None),
-        Origin::Child(child) => (None, Some(*child)),
+        Origin::Child(child, credit) => {
+            let asked = credit
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok();
+            if !asked {
+                let why = "this gateway asked for no more handed-up calls";
+                let error = refuse(ErrorKind::BadRequest, why.into());
+                return answer(&mut send, &mut recv, error).await;
+            }
+            (None, Some(*child))
+        }
     };
     let tenant: Arc<str> = Arc::from(head.tenant.as_deref().unwrap_or(NO_TENANT));
     let prefix = (!head.prefix_hashes.is_empty()).then(|| Arc::from(&head.prefix_hashes[..]));

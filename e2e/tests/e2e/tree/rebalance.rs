@@ -89,3 +89,76 @@ async fn waiting_calls_move_to_an_idle_sibling_and_none_runs_twice() {
         moved.len()
     );
 }
+
+/// A peer that registers as a child gateway and sends a call up it was
+/// never asked for: refused (a child hands up only what its parent asked:
+/// it cannot push its callers' calls through the parent's limits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_cannot_hand_up_a_call_it_was_not_asked_for() {
+    use protocol::{Codec, DispatchHead, Message, NodeSpec, Register};
+
+    let mut fleet = crate::common::Fleet::start(|_| {}).await;
+    fleet.spawn_agent(
+        "node-a",
+        crate::common::TOKEN,
+        &crate::common::service("echo", "echo", ""),
+    );
+    fleet.wait_nodes(1).await;
+    let wire = crate::common::direct::Wire::gateway(&fleet).await;
+    let (mut send, mut recv) = transport::open_bi(&wire.connection, Codec::default())
+        .await
+        .expect("control stream");
+    let spec = NodeSpec {
+        id: "site-x".into(),
+        region: String::new(),
+        labels: Vec::new(),
+        cost_per_hour: 0.0,
+        services: Vec::new(),
+        slots: Vec::new(),
+        stats_interval_ms: 1000,
+        agent_version: String::new(),
+        gateway: true,
+    };
+    let register = Register {
+        token: crate::common::TOKEN.into(),
+        node: spec,
+        follows_members: false,
+        direct: None,
+        holds_on_control: false,
+    };
+    send.send(&Message::Register(register))
+        .await
+        .expect("register");
+    match recv.recv().await.expect("reply") {
+        Some(Message::Registered(r)) => assert!(r.takes_respec && !r.ancestry.is_empty()),
+        other => panic!("not registered: {other:?}"),
+    }
+    let (mut up, mut answer) = transport::open_bi(&wire.connection, Codec::default())
+        .await
+        .expect("a stream up");
+    let head = DispatchHead {
+        call_id: 1,
+        service: "echo".into(),
+        payload_len: 2,
+        timeout_ms: 5000,
+        endpoint: None,
+        log: false,
+        traceparent: None,
+        request_id: None,
+        prefix_hashes: Vec::new(),
+        job: false,
+        tenant: Some("anyone".into()),
+        priority: 0,
+        hints: Vec::new(),
+    };
+    up.send_with_payload(&Message::Dispatch(head), &bytes::Bytes::from_static(b"hi"))
+        .await
+        .ok();
+    match answer.recv().await.expect("an answer") {
+        Some(Message::Error(e)) => {
+            assert_eq!(e.kind, protocol::ErrorKind::BadRequest, "{e:?}");
+            assert!(e.message.contains("asked"), "{}", e.message);
+        }
+        other => panic!("a call nobody asked for was not refused: {other:?}"),
+    }
+}
