@@ -311,7 +311,7 @@ impl Registry {
     pub fn views(&self, now: Instant) -> Vec<NodeView> {
         let mut views = lock(&self.core).node_views(now);
         // The link to a parent gateway is no node of this fleet.
-        views.retain(|v| self.nodes.contains_key(&v.spec.id));
+        views.retain(|v| v.key != PARENT_KEY);
         for view in &mut views {
             view.calls_total += self.earlier_calls(view.key);
             view.direct = self.by_key.get(&view.key).and_then(|n| n.direct.clone());
