@@ -66,24 +66,10 @@ pub(crate) async fn run(admin_url: &str, json: bool) -> anyhow::Result<()> {
 
 async fn fetch(admin_url: &str) -> anyhow::Result<ClusterView> {
     let url = format!("{}/api/cluster", admin_url.trim_end_matches('/'));
-    let response = reqwest::Client::builder()
+    let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
-        .build()?
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-    if body.len() > MAX_ANSWER_BYTES {
-        anyhow::bail!(
-            "{url}: the answer is {} bytes, more than expected",
-            body.len()
-        );
-    }
+        .build()?;
+    let (status, body) = crate::bounded_answer(client.get(&url), &url, MAX_ANSWER_BYTES).await?;
     if !status.is_success() {
         anyhow::bail!("{url}: {status}: {}", String::from_utf8_lossy(&body));
     }

@@ -386,6 +386,34 @@ async fn drain(admin_url: &str, node: &str, verb: &str, token: &str) -> anyhow::
     Ok(())
 }
 
+/// Sends `request` (to `url`) and reads its answer, at most `max` bytes.
+///
+/// # Errors
+/// The request cannot be sent or read (`{url}: {why}`), or the answer is
+/// longer than `max`.
+pub(crate) async fn bounded_answer(
+    request: reqwest::RequestBuilder,
+    url: &str,
+    max: usize,
+) -> anyhow::Result<(reqwest::StatusCode, bytes::Bytes)> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    if body.len() > max {
+        anyhow::bail!(
+            "{url}: the answer is {} bytes, more than expected",
+            body.len()
+        );
+    }
+    Ok((status, body))
+}
+
 /// Sends an admin request to `url` with the bearer `token` and returns the
 /// answer's body.
 ///

@@ -68,21 +68,12 @@ fn client(timeout_ms: u32) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-async fn read(response: reqwest::Response, url: &str) -> anyhow::Result<(u16, Value)> {
-    let status = response.status().as_u16();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-    if body.len() > MAX_ANSWER_BYTES {
-        anyhow::bail!(
-            "{url}: the answer is {} bytes, more than expected",
-            body.len()
-        );
-    }
+/// The answer of `request` (to `url`) as JSON, with its status.
+async fn read(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<(u16, Value)> {
+    let (status, body) = crate::bounded_answer(request, url, MAX_ANSWER_BYTES).await?;
     let value = serde_json::from_slice(&body)
         .map_err(|_| anyhow::anyhow!("{url}: {status}: {}", String::from_utf8_lossy(&body)))?;
-    Ok((status, value))
+    Ok((status.as_u16(), value))
 }
 
 /// Runs a topology wave from the gateway at `admin_url` and prints the
@@ -95,12 +86,7 @@ pub(crate) async fn show(admin_url: &str, timeout_ms: u32, json: bool) -> anyhow
         "{}/api/topology?timeout_ms={timeout_ms}",
         admin_url.trim_end_matches('/')
     );
-    let response = client(timeout_ms)?
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-    let (status, answer) = read(response, &url).await?;
+    let (status, answer) = read(client(timeout_ms)?.get(&url), &url).await?;
     if status != 200 {
         anyhow::bail!("{url}: {status}: {answer}");
     }
@@ -127,15 +113,12 @@ pub(crate) async fn push(
         "{}/api/tree/push?timeout_ms={timeout_ms}",
         admin_url.trim_end_matches('/')
     );
-    let response = client(timeout_ms)?
+    let request = client(timeout_ms)?
         .post(&url)
         .bearer_auth(token)
         .header("content-type", "application/json")
-        .body(change.body().to_string())
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-    let (status, answer) = read(response, &url).await?;
+        .body(change.body().to_string());
+    let (status, answer) = read(request, &url).await?;
     match (status, answer["confirmed"].as_bool()) {
         (200, Some(true)) => {
             println!(

@@ -239,25 +239,33 @@ pub(crate) fn check_path(what: &str, ids: &[String]) -> Result<(), CodecError> {
     Ok(())
 }
 
-impl Probe {
-    /// Checks the pushed change's names.
+impl Push {
+    /// Checks the names it carries.
     ///
     /// # Errors
     /// [`CodecError::Invalid`] for a bad name.
     pub fn validate(&self) -> Result<(), CodecError> {
-        match &self.push {
-            None => Ok(()),
-            Some(Push::SetPolicy { service, policy }) => {
+        match self {
+            Push::SetPolicy { service, policy } => {
                 check_name("service name", service)?;
                 check_name("policy name", policy)
             }
-            Some(Push::PurgeCache {
+            Push::PurgeCache {
                 service: Some(service),
-            }) => check_name("service name", service),
-            Some(Push::PurgeCache { service: None }) => Ok(()),
-            Some(Push::Drain { node, .. }) => check_name("node id", node),
-            Some(Push::JobSettings { .. }) => Ok(()),
+            } => check_name("service name", service),
+            Push::PurgeCache { service: None } | Push::JobSettings { .. } => Ok(()),
+            Push::Drain { node, .. } => check_name("node id", node),
         }
+    }
+}
+
+impl Probe {
+    /// Checks the pushed change's names ([`Push::validate`]).
+    ///
+    /// # Errors
+    /// [`CodecError::Invalid`] for a bad name.
+    pub fn validate(&self) -> Result<(), CodecError> {
+        self.push.as_ref().map_or(Ok(()), Push::validate)
     }
 }
 

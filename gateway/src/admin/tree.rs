@@ -120,12 +120,7 @@ pub(super) async fn push(
             "expected one change: {\"set_policy\": {\"service\", \"policy\"}}, {\"purge_cache\": {\"service\"}} or {\"drain\": {\"node\", \"draining\"}}",
         );
     };
-    let probe = protocol::Probe {
-        wave: 0,
-        timeout_ms: 1,
-        push: Some(push.clone()),
-    };
-    if let Err(why) = probe.validate() {
+    if let Err(why) = push.validate() {
         return fail(StatusCode::BAD_REQUEST, "bad_request", why.to_string());
     }
     let view = run(&shared, deadline, Some(push)).await;

@@ -256,6 +256,14 @@ async fn exchange_with(
     });
     let remaining = call.deadline.saturating_duration_since(Instant::now());
     let mut span = call.trace.dispatch(&node.spec.id, dispatched);
+    // A child gateway admits the call as the caller's tenant, at its
+    // priority, with its hints (its policies and cache read them).
+    let (hints, priority, tenant) = if node.spec.gateway {
+        let tenant = Some(call.admitted.tenant.to_string());
+        (call.head.hints.clone(), call.head.priority, tenant)
+    } else {
+        (Vec::new(), 0, None)
+    };
     let dispatch = DispatchHead {
         call_id: call.call_id,
         service: call.head.service.clone(),
@@ -269,19 +277,9 @@ async fn exchange_with(
         request_id: call.head.request_id.clone(),
         prefix_hashes: prefix[..prefix.len().min(protocol::limits::MAX_PREFIX_HASHES)].to_vec(),
         job: call.admitted.job,
-        // A child gateway admits the call as the caller's tenant, at its
-        // priority, with its hints (its policies and cache read them).
-        hints: if node.spec.gateway {
-            call.head.hints.clone()
-        } else {
-            Vec::new()
-        },
-        priority: if node.spec.gateway {
-            call.head.priority
-        } else {
-            0
-        },
-        tenant: node.spec.gateway.then(|| call.admitted.tenant.to_string()),
+        hints,
+        priority,
+        tenant,
     };
     let max = shared.config.max_payload_bytes;
     let outcome = tokio::time::timeout_at(
@@ -328,7 +326,9 @@ async fn exchange_with(
             // A child gateway's own reason goes after this gateway's.
             explain: match (explain, reply.explain) {
                 (Some(here), Some(below)) => {
-                    Some(clip(format!("{here}; {}: {below}", node.spec.id)))
+                    let mut both = format!("{here}; {}: {below}", node.spec.id);
+                    crate::policies::truncate(&mut both, protocol::limits::MAX_EXPLAIN_LEN);
+                    Some(both)
                 }
                 (here, _) => here,
             },
@@ -495,18 +495,4 @@ pub(crate) fn node_fault(e: &CallError) -> CallEnd {
         ErrorKind::ServiceFailed | ErrorKind::NodeLost | ErrorKind::Timeout => CallEnd::Failed,
         _ => CallEnd::Abandoned,
     }
-}
-
-/// `text` cut to [`protocol::limits::MAX_EXPLAIN_LEN`] bytes, on a char
-/// boundary.
-fn clip(mut text: String) -> String {
-    let max = protocol::limits::MAX_EXPLAIN_LEN;
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-    text
 }

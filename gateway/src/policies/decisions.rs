@@ -117,7 +117,7 @@ impl Decision {
 }
 
 /// Cuts `text` to at most `max` bytes, on a character boundary.
-fn truncate(text: &mut String, max: usize) {
+pub(crate) fn truncate(text: &mut String, max: usize) {
     if text.len() > max {
         let mut end = max;
         while !text.is_char_boundary(end) {

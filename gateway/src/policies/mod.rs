@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use switchyard_core::{PickError, PickRequest, Ranking};
 
 use crate::fleet::Registry;
-pub(crate) use decisions::{Decisions, Explanation};
+pub(crate) use decisions::{Decisions, Explanation, truncate};
 use directory::Directory;
 use table::Table;
 pub(crate) use table::pushed_source;
