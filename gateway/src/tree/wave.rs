@@ -19,7 +19,7 @@ use crate::fleet::Node;
 
 /// Time an answer takes to come up one level, with a margin: a child must
 /// answer this much before its parent's deadline.
-pub(crate) const HOP: Duration = Duration::from_millis(150);
+pub(crate) const HOP: Duration = Duration::from_millis(250);
 
 /// Longest a wave may run, ms.
 pub(crate) const MAX_WAVE_MS: u32 = 60_000;

@@ -147,9 +147,14 @@ async fn the_topology_wave_returns_the_tree_and_marks_a_stopped_branch() {
         "bounded by its timeout: {took:?}"
     );
     assert_eq!(answer["partial"], true, "{answer}");
+    // site-a waits for site-a1 until its own deadline, one hop before the
+    // root's; on a loaded machine its answer may itself come too late,
+    // and then the whole branch is the one marked missing.
     let site_a = child(&answer["tree"], "site-a");
-    let stopped = child(site_a, "site-a1");
-    assert!(stopped["missing"].is_string(), "{stopped}");
+    if site_a["missing"].is_null() {
+        let stopped = child(site_a, "site-a1");
+        assert!(stopped["missing"].is_string(), "{stopped}");
+    }
     assert_eq!(node_ids(child(&answer["tree"], "site-b")), ["node-b"]);
     // It answers again once it runs.
     let deadline = Instant::now() + Duration::from_secs(10);
