@@ -82,7 +82,7 @@ pub(crate) async fn run(
                 let (tx, push) = (tx.clone(), push.clone());
                 let codec = shared.codec;
                 tokio::spawn(async move {
-                    let event = ask(&node, codec, wave, probe.deadline, push).await;
+                    let event = ask(&node, codec, wave, (probe.deadline, deadline), push).await;
                     let _ = tx.send(event).await;
                 });
             }
@@ -107,12 +107,15 @@ pub(crate) async fn run(
     done.map(|t| flatten(&t)).unwrap_or_default()
 }
 
-/// Probes child `node` for wave `wave`, to answer by `deadline`.
+/// Probes child `node` for wave `wave`, to answer by its deadline; its
+/// answer is awaited until this gateway's own (`deadlines`: the child's,
+/// then this gateway's), since the child answers at its deadline at the
+/// latest and the answer takes the hop between the two to come up.
 async fn ask(
     node: &Node,
     codec: Codec,
     wave: u64,
-    deadline: Instant,
+    (deadline, own_deadline): (Instant, Instant),
     push: Option<Push>,
 ) -> Event<Own> {
     let child = node.spec.id.clone();
@@ -148,7 +151,7 @@ async fn ask(
             Err(e) => Err(format!("{e}")),
         }
     };
-    match tokio::time::timeout_at(deadline.into(), exchange).await {
+    match tokio::time::timeout_at(own_deadline.into(), exchange).await {
         // The echo counts a late answer as missing at its deadline.
         Err(_) => Event::Tick,
         Ok(Err(why)) => unreachable(why),
