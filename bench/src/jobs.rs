@@ -1,6 +1,7 @@
 //! Section `jobs`: durable jobs on SQLite and on PostgreSQL.
-//! The release gateway and one agent (a shell service running `true`),
-//! real processes; jobs over the HTTP routes.
+//! The release gateway and one agent (a built-in `echo` service, so the
+//! figures are the gateway's and its store's, not a process spawned per
+//! job), real processes; jobs over the HTTP routes.
 //!
 //! 1. Submits per second: 16 clients POST `/v1/jobs` for the window; a
 //!    `201` means the job is committed. Submit latency p50/p99.
@@ -55,7 +56,7 @@ pub async fn section(s: &Setup<'_>, timing: &Timing, quick: bool) -> Result<Sect
     };
     let mut systems = Vec::new();
     let mut notes = vec![format!(
-        "{CLIENTS} clients submit trivial jobs (`true` on a shell service, 64 slots) for {} s; end to end over {} jobs one at a time; recovery with {} jobs stored. One run each, not medians.",
+        "{CLIENTS} clients submit trivial jobs (a built-in `echo` service, 64 slots) for {} s; end to end over {} jobs one at a time; recovery with {} jobs stored. One run each, not medians.",
         sizes.submit_s, sizes.e2e_jobs, sizes.stored
     )];
     for store in ["sqlite", "postgres"] {
@@ -150,7 +151,7 @@ fn start_agent(s: &Setup<'_>, dir: &Path, gw: &Gw, name: &str) -> Result<Proc> {
         &config,
         format!(
             "gateway = \"127.0.0.1:{}\"\nca = {:?}\ntoken = \"{TOKEN}\"\nnode_id = \"{name}\"\n\
-             [[services]]\nname = \"sh\"\nkind = \"command\"\ncommand = [\"sh\"]\nmax_concurrent = 64\n",
+             [[services]]\nname = \"echo\"\nkind = \"echo\"\nmax_concurrent = 64\n",
             gw.quic,
             dir.join("data").join("ca.pem"),
         ),
@@ -269,7 +270,7 @@ async fn submit(http: &reqwest::Client, base: &str) -> Result<String> {
     let r = http
         .post(base)
         .header("content-type", "application/json")
-        .body(json!({"service": "sh", "payload": "true"}).to_string())
+        .body(json!({"service": "echo", "payload": "true"}).to_string())
         .send()
         .await?;
     if r.status().as_u16() != 201 {

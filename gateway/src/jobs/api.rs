@@ -106,7 +106,7 @@ impl Jobs {
         self.store.insert(&job).await?;
         metrics::counter!("jobs_submitted_total", "service" => labels::service(&service))
             .increment(1);
-        let stored = self.stored(&job.id).await?;
+        let stored = job.stored();
         let view = self.view(stored.view.clone());
         if spec.realtime && !occupied {
             self.admitting(&service);

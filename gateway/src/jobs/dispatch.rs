@@ -242,21 +242,32 @@ impl Jobs {
                 }
             }
         }
-        for (id, service) in start {
-            let jobs = self.clone();
-            tokio::spawn(async move {
-                match jobs.store.get(&id).await {
-                    Ok(Some(job)) if job.view.state == JobState::Waiting => {
-                        jobs.run_attempt(job, false).await;
-                    }
-                    Ok(_) => jobs.admitted_done(&service),
-                    Err(error) => {
-                        tracing::warn!(job = %id, %error, "cannot load a waiting job");
-                        jobs.admitted_done(&service);
-                    }
-                }
-            });
+        if start.is_empty() {
+            return;
         }
+        // The round's jobs in one query, each then run on its own.
+        let jobs = self.clone();
+        tokio::spawn(async move {
+            let ids: Vec<String> = start.iter().map(|(id, _)| id.clone()).collect();
+            let mut loaded: HashMap<String, StoredJob> = match jobs.store.get_many(&ids).await {
+                Ok(found) => found.into_iter().map(|j| (j.view.id.clone(), j)).collect(),
+                Err(error) => {
+                    tracing::warn!(jobs = ids.len(), %error, "cannot load waiting jobs");
+                    HashMap::new()
+                }
+            };
+            for (id, service) in start {
+                match loaded.remove(&id) {
+                    Some(job) if job.view.state == JobState::Waiting => {
+                        tokio::spawn(jobs.clone().run_attempt(job, false));
+                    }
+                    // Gone, moved on, or not loaded: its slot is free again
+                    // (a job not loaded stays waiting in the store and is
+                    // queued again by the next recovery).
+                    _ => jobs.admitted_done(&service),
+                }
+            }
+        });
     }
 
     /// Free slots of `service` on nodes that have it loaded now (and room

@@ -205,6 +205,14 @@ pub(crate) fn describe_metrics() {
         "jobs_late_results_total",
         "Answers of attempts that had lost their job (discarded)."
     );
+    describe_histogram!(
+        "jobs_store_commit_writes",
+        "Writes of jobs (submits, state changes, ends, log lines) committed together in one transaction of the store."
+    );
+    describe_histogram!(
+        "jobs_store_commit_seconds",
+        "Time to apply and commit one such transaction, s."
+    );
     describe_gauge!(
         "jobs_max_per_node",
         "The most jobs one node runs at once (0: no limit beyond its slots)."
@@ -232,7 +240,7 @@ pub(crate) fn now_ms() -> u64 {
 
 /// A fenced change of job `id` from one of `from` to `to` at `at_ms`,
 /// touching nothing else until the caller sets more.
-fn change<'a>(id: &'a str, from: &'a [JobState], to: JobState, at_ms: u64) -> Change<'a> {
+fn change(id: &str, from: &[JobState], to: JobState, at_ms: u64) -> Change {
     Change::new(id, from, to, at_ms)
 }
 /// A template as listed: its name and settings.

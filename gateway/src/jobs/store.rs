@@ -14,6 +14,10 @@
 //! deferred transaction that reads then writes could otherwise fail as
 //! busy), its reads through a pool of their own.
 //!
+//! A job's own writes (its insert, state changes, log lines and end) are
+//! group-committed: those that arrive together share one transaction and
+//! one commit, and each is acknowledged only after that commit.
+//!
 //! Every state change is a fenced conditional `UPDATE` ([`Change`]): it
 //! applies only while the job is in one of the expected states and (when
 //! given) at the expected attempt, so a late answer from an attempt that
@@ -28,6 +32,7 @@ use protocol::{JobState, JobView};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+mod batch;
 mod read;
 mod rows;
 mod write;
@@ -56,6 +61,14 @@ pub(crate) enum StoreError {
         /// It, in words.
         value: String,
     },
+    /// The group-commit writer stopped (the store is closing): the write
+    /// was not applied.
+    #[error("job store: its writer stopped, the write was not applied")]
+    Closed,
+    /// A write inside a shared transaction would have to undo part of
+    /// itself; the batch is written again one write at a time.
+    #[error("job store: a write split its batch")]
+    Split,
     /// A stored value cannot be read back (an unknown state, a negative
     /// count, broken JSON).
     #[error("job store: job {id} is corrupt: {why}")]
@@ -78,6 +91,8 @@ pub(crate) struct JobStore {
     read: AnyPool,
     /// Writes (SQLite: one connection; PostgreSQL: the same pool as reads).
     write: AnyPool,
+    /// A job's own writes, group-committed on `write` (see `batch`).
+    writer: batch::Writer,
     backend: &'static str,
 }
 
@@ -121,6 +136,50 @@ pub(crate) struct NewJob {
     pub(crate) request_id: Option<String>,
 }
 
+impl NewJob {
+    /// The job as [`JobStore::get`] reads it back right after
+    /// [`JobStore::insert`]: attempt 0, no node, owner or lease, one
+    /// transition (its state at `created_ms`, `note`).
+    pub(crate) fn stored(&self) -> StoredJob {
+        let finished_ms = self.state.is_final().then_some(self.created_ms);
+        StoredJob {
+            view: JobView {
+                id: self.id.clone(),
+                service: self.service.clone(),
+                template: self.template.clone(),
+                state: self.state,
+                tenant: self.tenant.clone(),
+                priority: self.priority,
+                realtime: self.realtime,
+                watchdog_s: self.watchdog_s,
+                attempt: 0,
+                max_attempts: self.max_attempts,
+                idempotent: self.idempotent,
+                node: None,
+                created_ms: self.created_ms,
+                started_ms: None,
+                finished_ms,
+                error: None,
+                result_len: None,
+                position: None,
+                hints: self.hints.clone(),
+                labels: self.labels.clone(),
+                history: vec![protocol::Transition {
+                    state: self.state,
+                    at_ms: self.created_ms,
+                    attempt: 0,
+                    node: None,
+                    note: self.note.clone(),
+                }],
+                request_id: self.request_id.clone(),
+            },
+            payload: self.payload.clone(),
+            owner: None,
+            lease_until_ms: None,
+        }
+    }
+}
+
 /// A job as stored: its view (attempt 0 and no node before its first
 /// dispatch; `position` always `None`; `history` filled by
 /// [`JobStore::get`] only), its payload and its lease.
@@ -140,12 +199,12 @@ pub(crate) struct StoredJob {
 /// fields: `None` leaves the column as it is, `Some(v)` sets it to `v`
 /// (`Some(None)`: NULL).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Change<'a> {
+pub(crate) struct Change {
     /// The job.
-    pub(crate) id: &'a str,
+    pub(crate) id: String,
     /// Applies only if the current state is one of these (empty: never;
-    /// `&JobState::ALL`: any).
-    pub(crate) from: &'a [JobState],
+    /// `JobState::ALL`: any).
+    pub(crate) from: Vec<JobState>,
     /// ... and, if `Some`, the stored attempt equals this (fencing).
     pub(crate) attempt: Option<u32>,
     /// The new state.
@@ -173,13 +232,13 @@ pub(crate) struct Change<'a> {
     pub(crate) note: Option<String>,
 }
 
-impl<'a> Change<'a> {
+impl Change {
     /// A change of `id` from one of `from` to `to` at `at_ms` (ms since
     /// the Unix epoch) that sets nothing else; set the other fields on it.
-    pub(crate) fn new(id: &'a str, from: &'a [JobState], to: JobState, at_ms: u64) -> Self {
+    pub(crate) fn new(id: &str, from: &[JobState], to: JobState, at_ms: u64) -> Self {
         Self {
-            id,
-            from,
+            id: id.to_owned(),
+            from: from.to_vec(),
             attempt: None,
             to,
             new_attempt: None,
@@ -232,6 +291,7 @@ impl JobStore {
             };
             Self {
                 read,
+                writer: batch::Writer::start(write.clone()),
                 write,
                 backend,
             }
@@ -243,6 +303,7 @@ impl JobStore {
             sqlx::migrate!("./migrations").run(&pool).await?;
             Self {
                 read: pool.clone(),
+                writer: batch::Writer::start(pool.clone()),
                 write: pool,
                 backend,
             }

@@ -84,6 +84,7 @@ both!(
     settings_round_trip,
     concurrent_writers,
     ten_thousand_unfinished,
+    group_commit_keeps_each_answer,
 );
 
 fn job(id: &str, service: &str, tenant: Option<&str>, priority: i32) -> NewJob {

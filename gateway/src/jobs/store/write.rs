@@ -1,10 +1,13 @@
-//! Writes: each in one transaction on the write pool.
+//! Writes: each in one transaction on the write pool; a job's own
+//! writes (insert, change, finish, log lines) through the group-commit
+//! writer (`batch`).
 
 use protocol::JobState;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection};
 
+use super::batch::{Write, Written};
 use super::rows::{Reader, flag, opt_i64, to_i64, to_json};
 use super::{Change, JobStore, LogLine, NewJob, StoreError};
 use crate::config::TemplateConfig;
@@ -16,6 +19,8 @@ pub(super) enum Arg {
     Int(Option<i64>),
     /// A nullable `TEXT`.
     Text(Option<String>),
+    /// A `BYTEA`.
+    Bytes(Vec<u8>),
 }
 
 /// A query built at run time: its text and its arguments, `$1` first.
@@ -67,6 +72,7 @@ impl Sql {
             q = match arg {
                 Arg::Int(v) => q.bind(*v),
                 Arg::Text(v) => q.bind(v.clone()),
+                Arg::Bytes(v) => q.bind(v.clone()),
             };
         }
         q
@@ -83,8 +89,10 @@ pub(super) fn final_states() -> impl Iterator<Item = &'static str> {
 
 /// Rows per multi-row `INSERT` of log lines (6 arguments each).
 const LOG_ROWS_PER_INSERT: usize = 100;
-/// Ids per `IN (...)` list (lease renewals, purges).
-const IDS_PER_STATEMENT: usize = 500;
+/// Jobs per multi-row `INSERT` (16 arguments each).
+const JOBS_PER_INSERT: usize = 200;
+/// Ids per `IN (...)` list (lease renewals, purges, loads).
+pub(super) const IDS_PER_STATEMENT: usize = 500;
 /// The tables of a job's transitions, log lines and result.
 const CHILD_TABLES: [&str; 3] = ["job_logs", "job_transitions", "job_results"];
 
@@ -92,50 +100,13 @@ impl JobStore {
     /// Stores a new job and its first transition (its state at
     /// `created_ms`, attempt 0, `note`) in one transaction. A job created
     /// in a final state (`Occupied`) gets `finished_ms = created_ms`.
+    /// Answers once committed (group commit: see `batch`).
     ///
     /// # Errors
     /// [`StoreError::Db`] (also when the id exists),
-    /// [`StoreError::OutOfRange`].
+    /// [`StoreError::OutOfRange`], [`StoreError::Closed`].
     pub(crate) async fn insert(&self, job: &NewJob) -> Result<(), StoreError> {
-        let created = to_i64("created_ms", job.created_ms)?;
-        let finished = job.state.is_final().then_some(created);
-        let mut tx = self.write.begin().await?;
-        sqlx::query(
-            "INSERT INTO jobs (id, service, template, state, tenant, priority, realtime, \
-             watchdog_s, attempt, max_attempts, idempotent, created_ms, finished_ms, payload, \
-             hints, labels, request_id, trans_seq, log_seq) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12, $13, $14, $15, $16, \
-             1, 0)",
-        )
-        .bind(&job.id)
-        .bind(&job.service)
-        .bind(job.template.as_deref())
-        .bind(job.state.as_str())
-        .bind(job.tenant.as_deref())
-        .bind(i64::from(job.priority))
-        .bind(flag(job.realtime))
-        .bind(i64::from(job.watchdog_s))
-        .bind(i64::from(job.max_attempts))
-        .bind(flag(job.idempotent))
-        .bind(created)
-        .bind(finished)
-        .bind(job.payload.as_slice())
-        .bind(to_json(&job.hints))
-        .bind(to_json(&job.labels))
-        .bind(job.request_id.as_deref())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) \
-             VALUES ($1, 1, $2, $3, 0, NULL, $4)",
-        )
-        .bind(&job.id)
-        .bind(job.state.as_str())
-        .bind(created)
-        .bind(job.note.as_deref())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        self.writer.write(Write::Insert(job.clone())).await?;
         Ok(())
     }
 
@@ -145,15 +116,12 @@ impl JobStore {
     /// missing or its state or attempt does not match.
     ///
     /// # Errors
-    /// [`StoreError::Db`], [`StoreError::OutOfRange`].
-    pub(crate) async fn change(&self, c: &Change<'_>) -> Result<bool, StoreError> {
-        let mut tx = self.write.begin().await?;
-        if !change_on(&mut tx, c).await? {
-            tx.rollback().await?;
-            return Ok(false);
+    /// [`StoreError::Db`], [`StoreError::OutOfRange`], [`StoreError::Closed`].
+    pub(crate) async fn change(&self, c: &Change) -> Result<bool, StoreError> {
+        match self.writer.write(Write::Change(c.clone())).await? {
+            Written::Applied(applied) => Ok(applied),
+            other => Err(unexpected(other)),
         }
-        tx.commit().await?;
-        Ok(true)
     }
 
     /// Stores the result of attempt `attempt` (its bytes and media type,
@@ -186,15 +154,16 @@ impl JobStore {
     /// `lines` is empty, 0 (nothing written) when the job is missing.
     ///
     /// # Errors
-    /// [`StoreError::Db`], [`StoreError::OutOfRange`].
+    /// [`StoreError::Db`], [`StoreError::OutOfRange`], [`StoreError::Closed`].
     pub(crate) async fn append_log(&self, id: &str, lines: &[LogLine]) -> Result<u64, StoreError> {
-        let mut tx = self.write.begin().await?;
-        let Some(last) = append_log_on(&mut tx, id, lines).await? else {
-            tx.rollback().await?;
-            return Ok(0);
+        let write = Write::AppendLog {
+            id: id.to_owned(),
+            lines: lines.to_vec(),
         };
-        tx.commit().await?;
-        Ok(last)
+        match self.writer.write(write).await? {
+            Written::LastSeq(last) => Ok(last),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Ends an attempt in one transaction: the fenced change `c` (to a
@@ -204,27 +173,22 @@ impl JobStore {
     /// written, as [`JobStore::append_log`] writes them.
     ///
     /// # Errors
-    /// [`StoreError::Db`], [`StoreError::OutOfRange`].
+    /// [`StoreError::Db`], [`StoreError::OutOfRange`], [`StoreError::Closed`].
     pub(crate) async fn finish(
         &self,
-        c: &Change<'_>,
+        c: &Change,
         result: Option<(&[u8], Option<&str>)>,
         lines: &[LogLine],
     ) -> Result<bool, StoreError> {
-        let mut tx = self.write.begin().await?;
-        let mut applied = change_on(&mut tx, c).await?;
-        if applied && let Some((data, content_type)) = result {
-            let attempt = c.attempt.unwrap_or_default();
-            applied = set_result_on(&mut tx, c.id, attempt, data, content_type).await?;
+        let write = Write::Finish {
+            change: c.clone(),
+            result: result.map(|(data, kind)| (data.to_vec(), kind.map(str::to_owned))),
+            lines: lines.to_vec(),
+        };
+        match self.writer.write(write).await? {
+            Written::Applied(applied) => Ok(applied),
+            other => Err(unexpected(other)),
         }
-        if !applied {
-            tx.rollback().await?;
-            self.append_log(c.id, lines).await?;
-            return Ok(false);
-        }
-        append_log_on(&mut tx, c.id, lines).await?;
-        tx.commit().await?;
-        Ok(true)
     }
 
     /// Removes a job, its transitions, log and result; `Ok(false)` when
@@ -367,9 +331,92 @@ impl JobStore {
     }
 }
 
+/// [`JobStore::insert`] of every job of `jobs` on `conn` (inside the
+/// caller's transaction): one multi-row `INSERT` per table and
+/// [`JOBS_PER_INSERT`] jobs.
+pub(super) async fn insert_on(
+    conn: &mut AnyConnection,
+    jobs: &[&NewJob],
+) -> Result<(), StoreError> {
+    for chunk in jobs.chunks(JOBS_PER_INSERT) {
+        let mut sql = Sql::new(
+            "INSERT INTO jobs (id, service, template, state, tenant, priority, realtime, \
+             watchdog_s, attempt, max_attempts, idempotent, created_ms, finished_ms, payload, \
+             hints, labels, request_id, trans_seq, log_seq) VALUES ",
+        );
+        let mut first = Sql::new(
+            "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) VALUES ",
+        );
+        for (i, job) in chunk.iter().enumerate() {
+            let created = to_i64("created_ms", job.created_ms)?;
+            let finished = job.state.is_final().then_some(created);
+            let text = |v: Option<&str>| Arg::Text(v.map(str::to_owned));
+            if i > 0 {
+                sql.push(", ");
+                first.push(", ");
+            }
+            sql.push("(")
+                .arg(text(Some(&job.id)))
+                .push(", ")
+                .arg(text(Some(&job.service)))
+                .push(", ")
+                .arg(text(job.template.as_deref()))
+                .push(", ")
+                .arg(text(Some(job.state.as_str())))
+                .push(", ")
+                .arg(text(job.tenant.as_deref()))
+                .push(", ")
+                .arg(Arg::Int(Some(i64::from(job.priority))))
+                .push(", ")
+                .arg(Arg::Int(Some(flag(job.realtime))))
+                .push(", ")
+                .arg(Arg::Int(Some(i64::from(job.watchdog_s))))
+                .push(", 0, ")
+                .arg(Arg::Int(Some(i64::from(job.max_attempts))))
+                .push(", ")
+                .arg(Arg::Int(Some(flag(job.idempotent))))
+                .push(", ")
+                .arg(Arg::Int(Some(created)))
+                .push(", ")
+                .arg(Arg::Int(finished))
+                .push(", ")
+                .arg(Arg::Bytes(job.payload.clone()))
+                .push(", ")
+                .arg(text(Some(&to_json(&job.hints))))
+                .push(", ")
+                .arg(text(Some(&to_json(&job.labels))))
+                .push(", ")
+                .arg(text(job.request_id.as_deref()))
+                .push(", 1, 0)");
+            first
+                .push("(")
+                .arg(text(Some(&job.id)))
+                .push(", 1, ")
+                .arg(text(Some(job.state.as_str())))
+                .push(", ")
+                .arg(Arg::Int(Some(created)))
+                .push(", 0, NULL, ")
+                .arg(text(job.note.as_deref()))
+                .push(")");
+        }
+        sql.query().execute(&mut *conn).await?;
+        first.query().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// A writer's answer of the wrong kind for its write (never happens: each
+/// write has its own answer).
+fn unexpected(written: Written) -> StoreError {
+    StoreError::Corrupt {
+        id: String::new(),
+        why: format!("the writer answered {written:?}"),
+    }
+}
+
 /// [`JobStore::change`] on `conn` (inside the caller's transaction): `Ok(false)`
 /// when it does not apply.
-async fn change_on(conn: &mut AnyConnection, c: &Change<'_>) -> Result<bool, StoreError> {
+pub(super) async fn change_on(conn: &mut AnyConnection, c: &Change) -> Result<bool, StoreError> {
     if c.from.is_empty() {
         return Ok(false);
     }
@@ -413,13 +460,13 @@ async fn change_on(conn: &mut AnyConnection, c: &Change<'_>) -> Result<bool, Sto
     let Some(row) = sql.query().fetch_optional(&mut *conn).await? else {
         return Ok(false);
     };
-    let r = Reader::for_job(&row, c.id);
+    let r = Reader::for_job(&row, &c.id);
     let seq = r.i64("trans_seq")?;
     let attempt = r.i64("attempt")?;
     let node = r.opt_text("node")?;
     if c.clear_result {
         sqlx::query("DELETE FROM job_results WHERE job_id = $1")
-            .bind(c.id)
+            .bind(&c.id)
             .execute(&mut *conn)
             .await?;
     }
@@ -427,7 +474,7 @@ async fn change_on(conn: &mut AnyConnection, c: &Change<'_>) -> Result<bool, Sto
         "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(c.id)
+    .bind(&c.id)
     .bind(seq)
     .bind(c.to.as_str())
     .bind(at)
@@ -440,7 +487,7 @@ async fn change_on(conn: &mut AnyConnection, c: &Change<'_>) -> Result<bool, Sto
 }
 
 /// [`JobStore::set_result`] on `conn` (inside the caller's transaction).
-async fn set_result_on(
+pub(super) async fn set_result_on(
     conn: &mut AnyConnection,
     id: &str,
     attempt: u32,
@@ -473,7 +520,7 @@ async fn set_result_on(
 
 /// [`JobStore::append_log`] on `conn` (inside the caller's transaction):
 /// `None` when the job is missing.
-async fn append_log_on(
+pub(super) async fn append_log_on(
     conn: &mut AnyConnection,
     id: &str,
     lines: &[LogLine],

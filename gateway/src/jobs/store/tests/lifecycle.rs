@@ -44,6 +44,7 @@ pub(super) async fn insert_get_list(store: &JobStore) {
     );
 
     let got = get(store, "j1").await;
+    assert_eq!(got, a.stored(), "what submit answers without reading back");
     assert_eq!(got.payload, a.payload);
     assert_eq!(got.owner, None);
     assert_eq!(got.lease_until_ms, None);
@@ -342,4 +343,49 @@ pub(super) async fn finish_is_one_fenced_write(store: &JobStore) {
     let j = get(store, "j2").await;
     assert_eq!((j.view.state, j.view.result_len), (JobState::Failed, None));
     assert_eq!(j.view.error.as_deref(), Some("exit status 1"));
+}
+
+/// Writes that arrive together share a transaction: every one is
+/// acknowledged, a bad one (a duplicate id) fails alone, and a change
+/// that does not apply stays `false` inside a batch.
+pub(super) async fn group_commit_keeps_each_answer(store: &JobStore) {
+    store
+        .insert(&job("dup", "s", None, 0))
+        .await
+        .expect("insert");
+    let mut occupied = job("occ", "s", None, 0);
+    occupied.state = JobState::Occupied;
+    occupied.note = Some("no free slot".into());
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let store = store.clone();
+        let new = match i {
+            150 => job("dup", "s", None, 0),
+            151 => occupied.clone(),
+            _ => job(&format!("g{i:03}"), "s", None, 0),
+        };
+        tasks.push(tokio::spawn(async move {
+            let inserted = store.insert(&new).await.is_ok();
+            // A change from a state the job is not in: never applies.
+            let c = Change::new(&new.id, &[JobState::Running], JobState::Failed, 2_000);
+            let wrong = store.change(&c).await.expect("change");
+            (new, inserted, wrong)
+        }));
+    }
+    for t in tasks {
+        let (new, inserted, wrong) = t.await.expect("task");
+        assert!(!wrong, "{}: a change from running applied", new.id);
+        assert_eq!(inserted, new.id != "dup", "{}", new.id);
+        if new.id != "dup" {
+            assert_eq!(get(store, &new.id).await, new.stored(), "{}", new.id);
+        }
+    }
+    let page = store
+        .list(&JobFilter {
+            limit: Some(1_000),
+            ..JobFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(page.jobs.len(), 300, "299 new and the first dup");
 }

@@ -1,0 +1,245 @@
+//! Group commit: the writes that arrive together share one transaction,
+//! so one commit (one fsync on SQLite with `synchronous = FULL`, one WAL
+//! flush on PostgreSQL) acknowledges all of them, as River, pg-boss and
+//! Temporal's persistence batch their writes.
+//!
+//! One task owns the writing: callers send it a [`Write`] and wait for its
+//! answer, which comes only after the transaction holding it committed.
+//! The task takes every write waiting (at most [`MAX_BATCH`]) and applies
+//! them in arrival order in one transaction. When one of them fails, the
+//! transaction is rolled back and each write of the batch is applied again
+//! in a transaction of its own, so a bad write fails alone and the others
+//! are not lost. Under light load a batch is one write: nothing waits for
+//! company.
+
+use sqlx::AnyPool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::write::{append_log_on, change_on, insert_on, set_result_on};
+use super::{Change, LogLine, NewJob, StoreError};
+
+/// Most writes in one transaction.
+pub(super) const MAX_BATCH: usize = 512;
+/// Writes that may wait for the writer before senders wait too.
+const QUEUE: usize = 4096;
+
+/// One write to the store.
+#[derive(Debug)]
+pub(super) enum Write {
+    /// A new job and its first transition.
+    Insert(NewJob),
+    /// A fenced state change and its transition.
+    Change(Change),
+    /// The end of an attempt: the change, its result, its last log lines.
+    Finish {
+        /// The change to a final state.
+        change: Change,
+        /// The attempt's result: bytes and media type.
+        result: Option<(Vec<u8>, Option<String>)>,
+        /// Its last log lines.
+        lines: Vec<LogLine>,
+    },
+    /// Log lines of a job.
+    AppendLog {
+        /// The job.
+        id: String,
+        /// Its lines.
+        lines: Vec<LogLine>,
+    },
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Written {
+    /// The job was stored.
+    Inserted,
+    /// Whether a fenced change applied.
+    Applied(bool),
+    /// The last log seq written (0: no such job).
+    LastSeq(u64),
+}
+
+struct Pending {
+    write: Write,
+    reply: oneshot::Sender<Result<Written, StoreError>>,
+}
+
+/// The handle callers send writes through. Cheap to clone; the writer
+/// task ends when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub(super) struct Writer {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.write.fmt(f)
+    }
+}
+
+impl Writer {
+    /// Starts the writer task on `pool` (on the current tokio runtime).
+    pub(super) fn start(pool: AnyPool) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(pool, rx));
+        Self { tx }
+    }
+
+    /// Applies `write`; answers once its transaction committed.
+    ///
+    /// # Errors
+    /// The write's own error ([`StoreError::Db`], [`StoreError::OutOfRange`]),
+    /// or [`StoreError::Closed`] when the writer stopped.
+    pub(super) async fn write(&self, write: Write) -> Result<Written, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Pending { write, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        metrics::histogram!("jobs_store_commit_writes").record(batch.len() as f64);
+        let started = std::time::Instant::now();
+        let outcome = together(&pool, &batch).await;
+        metrics::histogram!("jobs_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(done) => {
+                for (p, done) in batch.drain(..).zip(done) {
+                    let _ = p.reply.send(Ok(done));
+                }
+            }
+            Err(error) => {
+                if batch.len() > 1 {
+                    tracing::debug!(writes = batch.len(), %error, "job store batch failed, writing one by one");
+                }
+                for p in batch.drain(..) {
+                    let done = alone(&pool, &p.write).await;
+                    let _ = p.reply.send(done);
+                }
+            }
+        }
+    }
+}
+
+/// Every write of `batch` in one transaction, in order; inserts that
+/// follow each other go in multi-row statements.
+async fn together(pool: &AnyPool, batch: &[Pending]) -> Result<Vec<Written>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut done = Vec::with_capacity(batch.len());
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let inserts: Vec<&NewJob> = rest
+            .iter()
+            .map_while(|p| match &p.write {
+                Write::Insert(job) => Some(job),
+                _ => None,
+            })
+            .collect();
+        if inserts.is_empty() {
+            done.push(apply_on(&mut tx, &rest[0].write).await?);
+            rest = &rest[1..];
+        } else {
+            insert_on(&mut tx, &inserts).await?;
+            done.extend(inserts.iter().map(|_| Written::Inserted));
+            rest = &rest[inserts.len()..];
+        }
+    }
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// One write inside a batch's transaction. A write that would have to undo
+/// part of itself (a result whose attempt moved) fails here, and the batch
+/// goes one by one, where [`alone`] undoes it.
+async fn apply_on(conn: &mut sqlx::AnyConnection, write: &Write) -> Result<Written, StoreError> {
+    match write {
+        Write::Insert(job) => {
+            insert_on(conn, &[job]).await?;
+            Ok(Written::Inserted)
+        }
+        Write::Change(c) => Ok(Written::Applied(change_on(conn, c).await?)),
+        Write::Finish {
+            change,
+            result,
+            lines,
+        } => {
+            if !change_on(conn, change).await? {
+                if !lines.is_empty() {
+                    append_log_on(conn, &change.id, lines).await?;
+                }
+                return Ok(Written::Applied(false));
+            }
+            if let Some((data, content_type)) = result {
+                let attempt = change.attempt.unwrap_or_default();
+                let set = set_result_on(conn, &change.id, attempt, data, content_type.as_deref());
+                if !set.await? {
+                    return Err(StoreError::Split);
+                }
+            }
+            if !lines.is_empty() {
+                append_log_on(conn, &change.id, lines).await?;
+            }
+            Ok(Written::Applied(true))
+        }
+        Write::AppendLog { id, lines } => Ok(Written::LastSeq(
+            append_log_on(conn, id, lines).await?.unwrap_or(0),
+        )),
+    }
+}
+
+/// One write in a transaction of its own.
+async fn alone(pool: &AnyPool, write: &Write) -> Result<Written, StoreError> {
+    let mut tx = pool.begin().await?;
+    let done = match write {
+        Write::Insert(job) => {
+            insert_on(&mut tx, &[job]).await?;
+            Written::Inserted
+        }
+        Write::Change(c) => {
+            if !change_on(&mut tx, c).await? {
+                tx.rollback().await?;
+                return Ok(Written::Applied(false));
+            }
+            Written::Applied(true)
+        }
+        Write::Finish {
+            change,
+            result,
+            lines,
+        } => {
+            let mut applied = change_on(&mut tx, change).await?;
+            if applied && let Some((data, content_type)) = result {
+                let attempt = change.attempt.unwrap_or_default();
+                let set =
+                    set_result_on(&mut tx, &change.id, attempt, data, content_type.as_deref());
+                applied = set.await?;
+            }
+            if !applied {
+                // Nothing of the change stays; the lines are still kept.
+                tx.rollback().await?;
+                let mut tx = pool.begin().await?;
+                append_log_on(&mut tx, &change.id, lines).await?;
+                tx.commit().await?;
+                return Ok(Written::Applied(false));
+            }
+            if !lines.is_empty() {
+                append_log_on(&mut tx, &change.id, lines).await?;
+            }
+            Written::Applied(true)
+        }
+        Write::AppendLog { id, lines } => match append_log_on(&mut tx, id, lines).await? {
+            Some(last) => Written::LastSeq(last),
+            None => {
+                tx.rollback().await?;
+                return Ok(Written::LastSeq(0));
+            }
+        },
+    };
+    tx.commit().await?;
+    Ok(done)
+}
