@@ -17,6 +17,7 @@ mod cluster;
 mod echo;
 mod embeddings;
 mod fleet;
+mod goals;
 mod jobs;
 mod llm;
 mod lookaside;
@@ -82,9 +83,10 @@ struct Args {
     /// lookaside, python.
     #[arg(long, value_delimiter = ',')]
     sections: Vec<String>,
-    /// Agents of the scale section (default 1000; 100 with --quick).
-    #[arg(long)]
-    scale_agents: Option<usize>,
+    /// Agent counts of the scale section, comma-separated (default
+    /// 2,100,1000,5000; 2,100 with --quick).
+    #[arg(long, value_delimiter = ',')]
+    scale_agents: Vec<usize>,
     /// Folder of the release `gateway` and `node-agent`.
     #[arg(long, default_value = "target/release")]
     bin_dir: PathBuf,
@@ -196,9 +198,11 @@ async fn suite(args: Args) -> Result<()> {
         plugins_dir: &plugins_dir,
         scratch: tmp.path(),
     };
-    let scale_agents = args
-        .scale_agents
-        .unwrap_or(if args.quick { 100 } else { 1000 });
+    let scale_agents = match (args.scale_agents.is_empty(), args.quick) {
+        (false, _) => args.scale_agents.clone(),
+        (true, true) => vec![2, 100],
+        (true, false) => vec![2, 100, 1000, 5000],
+    };
     let load_before = loadavg();
     let started = std::time::Instant::now();
     let mut done = Vec::new();
@@ -208,7 +212,7 @@ async fn suite(args: Args) -> Result<()> {
             "overhead" => sections::overhead(&setup, &timing).await?,
             "policies" => sections::policies(&setup, &timing).await?,
             "cache" => sections::cache(&setup, &timing).await?,
-            "scale" => scale::section(&setup, &timing, scale_agents).await,
+            "scale" => scale::section(&setup, &timing, &scale_agents).await,
             "llm" => llm::section(&setup, &timing, args.quick).await?,
             "jobs" => jobs::section(&setup, &timing, args.quick).await?,
             "threads" => threads::section(&setup, &timing).await?,
@@ -234,7 +238,22 @@ async fn suite(args: Args) -> Result<()> {
         started.elapsed().as_secs_f64(),
         loadavg()
     );
+    let goals = goals::goals(&done);
+    let header = format!("{header}\n\n{}", goals::render(&goals));
     report::write_all(&args.out, &header, &done)?;
+    for g in &goals {
+        println!(
+            "[target] {}: {} — this run {}{}",
+            g.what,
+            g.target,
+            g.figure.as_deref().unwrap_or("not measured"),
+            match g.met {
+                Some(true) => " (met)",
+                Some(false) => " (not met)",
+                None => "",
+            }
+        );
+    }
     println!("results in {}", args.out.display());
     Ok(())
 }

@@ -69,7 +69,10 @@ impl ScaleFleet {
         dir: &Path,
         agents: usize,
     ) -> Result<Self> {
-        let dir = dir.join("scale");
+        let dir = dir.join(format!("scale-{agents}"));
+        if dir.exists() {
+            fs::remove_dir_all(&dir)?;
+        }
         fs::create_dir_all(&dir)?;
         let ports = Ports {
             quic: free_port()?,
@@ -114,7 +117,14 @@ impl ScaleFleet {
             if let Some(line) = text.lines().find(|l| l.starts_with("ready ")) {
                 bail!("fleet program: {line} of {agents}; see {}", log.display());
             }
-            fleet.check_alive()?;
+            fleet.check_alive().with_context(|| {
+                let why: Vec<&str> = text
+                    .lines()
+                    .skip_while(|l| !l.contains("panicked") && !l.contains("rror"))
+                    .take(3)
+                    .collect();
+                format!("fleet log: {why:?}")
+            })?;
             if start.elapsed() > Duration::from_secs(180) {
                 bail!("fleet program not ready after 180 s; see {}", log.display());
             }
@@ -150,19 +160,26 @@ pub fn pick_totals(metrics: &str) -> (f64, f64) {
     (total("_sum"), total("_count"))
 }
 
-/// Section 5: one gateway holding `agents` agent connections (the fleet
-/// program, if it was built): CPU and memory per node at idle and under
-/// load, the policy's pick time over that many candidates.
-pub async fn section(s: &Setup<'_>, timing: &Timing, agents: usize) -> Section {
+/// Section 5: for each count in `counts`, a gateway of its own holding
+/// that many agent connections (the fleet program, if it was built): CPU
+/// and memory per node at idle and under load, the policy's pick time over
+/// that many candidates. One row per count: the curve, not one point.
+pub async fn section(s: &Setup<'_>, timing: &Timing, counts: &[usize]) -> Section {
     let program = s.bin_dir.join("switchyard-e2e-fleet");
+    let list = counts
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut section = Section {
         id: "scale".into(),
-        title: format!("5. Scale: {agents} agents on one gateway"),
+        title: format!("5. Scale: {list} agents on one gateway"),
         timing: *timing,
         clk_tck: crate::procs::clock_ticks(),
         notes: Vec::new(),
         systems: Vec::new(),
         columns: vec![
+            col("agents", "agents", 0),
             col("idle gateway CPU %", "idle.gateway_cpu_pct", 2),
             col(
                 "idle CPU µs/s per node",
@@ -188,12 +205,26 @@ pub async fn section(s: &Setup<'_>, timing: &Timing, agents: usize) -> Section {
         ));
         return section;
     }
-    match scale_measured(s, timing, agents, &program).await {
-        Ok((notes, result)) => {
-            section.notes = notes;
-            section.systems = vec![result];
+    for &agents in counts {
+        // One more try when the fleet program fails to start.
+        let mut measured = scale_measured(s, timing, agents, &program).await;
+        if let Err(e) = &measured {
+            println!("[scale] {agents} agents: {e:#}; trying once more");
+            measured = scale_measured(s, timing, agents, &program).await;
         }
-        Err(e) => section.notes.push(format!("Not measured: {e:#}")),
+        match measured {
+            Ok((notes, mut result)) => {
+                if section.notes.is_empty() {
+                    section.notes = notes;
+                }
+                result.name = format!("scale {agents}");
+                result.medians.insert("agents".into(), agents as f64);
+                section.systems.push(result);
+            }
+            Err(e) => section
+                .notes
+                .push(format!("{agents} agents not measured: {e:#}")),
+        }
     }
     section
 }
@@ -268,11 +299,13 @@ async fn scale_measured(
             .insert("pick_us_mean".into(), (s1 - s0) / (c1 - c0) * 1e6);
     }
     let notes = vec![format!(
-        "A gateway of its own (`[agents]`/`[quic]` limits raised to admit {agents} agents from loopback, policy `{LEAST}`) and `switchyard-e2e-fleet --agents {agents}`: {agents} node agents in one process, each registering an `echo` service `{SERVICE}` and sending stats every second; all registered {ready:.1} s after the program started. Idle: {reps} windows of {window} s. Per node: the gateway's idle CPU ÷ {agents}, and its RSS growth from before the agents came ({before:.1} MiB) ÷ {agents}. Pick time: the mean of `policy_pick_duration_seconds` over the load runs ({agents} candidates each pick). `agents' process CPU %` is the fleet program's own (its {agents} stats collectors), not the gateway's.",
-        ready = fleet.ready_s,
+        "For each count N, a gateway of its own (`[agents]`/`[quic]` limits raised to admit N agents from loopback, policy `{LEAST}`) and `switchyard-e2e-fleet --agents N`: N node agents in one process, each registering an `echo` service `{SERVICE}` and reporting stats (`stats_interval_ms` default). Idle: {reps} windows of {window} s. Per node: the gateway's idle CPU ÷ N, and its RSS growth from before the agents came ÷ N. Pick time: the mean of `policy_pick_duration_seconds` over the load runs (N candidates each pick). `agents' process CPU %` is the fleet program's own (its N stats collectors), not the gateway's.",
         reps = timing.reps,
-        before = fleet.rss_before_mib,
     )];
+    println!(
+        "[scale] {agents} agents: registered {:.1} s after the program started; gateway RSS before {:.1} MiB",
+        fleet.ready_s, fleet.rss_before_mib
+    );
     Ok((notes, result))
 }
 

@@ -100,13 +100,20 @@ impl Core {
         let Some(c) = self.calls.get(&call) else {
             return Vec::new();
         };
-        let service = &c.head.service;
+        let service = c.head.service.as_str();
+        // One lookup of the service per node (`Node::has_free_slot`'s test).
         self.fleet
-            .hosting(service)
-            .filter(|n| {
-                n.has_free_slot(service) && !c.exclude.contains(&n.key) && self.job_room(c, n)
+            .iter()
+            .filter_map(|n| {
+                let s = n.services.get(service)?;
+                let free = !n.draining
+                    && s.loaded
+                    && s.healthy
+                    && s.ejected_until.is_none()
+                    && s.load() < s.max_concurrent;
+                (free && !c.exclude.contains(&n.key) && self.job_room(c, n))
+                    .then(|| candidate_of(n, s))
             })
-            .map(|n| candidate_of(n, service))
             .collect()
     }
 
@@ -277,24 +284,30 @@ impl Core {
     ) -> Option<()> {
         let c = self.calls.get(&call)?;
         let service = c.head.service.clone();
-        let mut order: Vec<NodeKey> = ranking
-            .nodes
-            .iter()
-            .copied()
-            .filter(|n| offered.contains(n))
-            .collect();
+        // Membership by binary search over a sorted copy: a ranking of the
+        // whole fleet costs O(n log n), not O(n²).
+        let mut sorted = offered.to_vec();
+        sorted.sort_unstable();
+        let mut seen = vec![false; sorted.len()];
+        let mut order: Vec<NodeKey> = Vec::with_capacity(offered.len());
+        for n in &ranking.nodes {
+            if let Ok(i) = sorted.binary_search(n)
+                && !std::mem::replace(&mut seen[i], true)
+            {
+                order.push(*n);
+            }
+        }
         // After the ranking: the offered nodes from the one after its first
         // choice (with no ranking, a fallback pick: round-robin).
         let start = match order.first() {
             Some(first) => offered.iter().position(|n| n == first).map_or(0, |i| i + 1),
             None => self.fallback_next,
         };
-        // Offered nodes are distinct: only the ranked ones can repeat, so
-        // the check stays O(ranked) per node, not quadratic in the fleet.
-        let ranked = order.len();
         for i in 0..offered.len() {
             let n = offered[(start + i) % offered.len()];
-            if !order[..ranked].contains(&n) {
+            if let Ok(j) = sorted.binary_search(&n)
+                && !std::mem::replace(&mut seen[j], true)
+            {
                 order.push(n);
             }
         }
@@ -526,17 +539,16 @@ impl Core {
 }
 
 /// What a policy sees of `node` for `service`.
-fn candidate_of(node: &crate::Node, service: &str) -> Candidate {
-    let s = node.services.get(service);
+fn candidate_of(node: &crate::Node, s: &crate::fleet::ServiceState) -> Candidate {
     let mut c = Candidate {
         node: node.key,
-        in_flight: s.map_or(0, crate::fleet::ServiceState::load),
-        max_concurrent: s.map_or(0, |s| s.max_concurrent),
+        in_flight: s.load(),
+        max_concurrent: s.max_concurrent,
         node_in_flight: node.load_total(),
-        latency_ms: s.map_or(0.0, |s| s.latency.value_ms),
-        latency_samples: s.map_or(0, |s| s.latency.samples),
+        latency_ms: s.latency.value_ms,
+        latency_samples: s.latency.samples,
         cost_per_hour: node.spec.cost_per_hour,
-        model_load: s.and_then(|s| s.model_load),
+        model_load: s.model_load,
         ..Candidate::default()
     };
     if let Some(stats) = &node.stats {

@@ -319,19 +319,22 @@ impl Core {
     pub(crate) fn breakers_refuse(&mut self, call: CallId, service: &str) -> bool {
         let limits = self.config.breakers(service);
         let waiting = self.queues.get(service).map_or(0, |q| q.len());
-        let running: u64 = self
-            .fleet
-            .iter()
-            .map(|n| u64::from(n.in_flight(service)))
-            .sum();
         let tripped = if let Some(max) = limits.max_waiting
             && waiting as u64 >= u64::from(max)
         {
             Some((Breaker::Waiting, waiting as u64, max))
-        } else if let Some(max) = limits.max_in_flight
-            && running + waiting as u64 >= u64::from(max)
-        {
-            Some((Breaker::InFlight, running + waiting as u64, max))
+        } else if let Some(max) = limits.max_in_flight {
+            // Counted over the fleet only when a bound asks for it.
+            let running: u64 = self
+                .fleet
+                .iter()
+                .map(|n| u64::from(n.in_flight(service)))
+                .sum();
+            (running + waiting as u64 >= u64::from(max)).then_some((
+                Breaker::InFlight,
+                running + waiting as u64,
+                max,
+            ))
         } else {
             None
         };

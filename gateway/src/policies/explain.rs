@@ -33,15 +33,21 @@ pub(crate) fn explain(
         // The chosen first, then the rest by score (NaN never reaches here:
         // the host turns it into 0).
         let first = ranking.nodes.first().and_then(|&node| index_of(node));
-        by_score.sort_by(|&a, &b| {
-            (Some(b) == first)
-                .cmp(&(Some(a) == first))
-                .then(scores[b].total_cmp(&scores[a]))
-                .then(a.cmp(&b))
-        });
+        let order = |a: &usize, b: &usize| {
+            (Some(*b) == first)
+                .cmp(&(Some(*a) == first))
+                .then(scores[*b].total_cmp(&scores[*a]))
+                .then(a.cmp(b))
+        };
+        // The top few only: a selection, then a sort of those (O(n), not
+        // O(n log n) over a whole fleet's candidates).
+        if top < by_score.len() {
+            by_score.select_nth_unstable_by(top, order);
+            by_score.truncate(top);
+        }
+        by_score.sort_by(order);
         by_score
             .into_iter()
-            .take(top)
             .filter_map(|i| ranked(i, Some(scores[i])))
             .collect()
     } else {

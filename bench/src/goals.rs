@@ -1,0 +1,214 @@
+//! The performance targets, each beside the figure this run measured: a
+//! table at the top of `bench/results/README.md` and printed at the end of
+//! the run. A target whose sections did not run shows `not measured`.
+
+use std::fmt::Write as _;
+
+use crate::report::Section;
+
+/// One target and what this run measured for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Goal {
+    /// What is measured, in words.
+    pub what: String,
+    /// The target, in words (`≤ 1.5×`, `≥ 3000/s`).
+    pub target: String,
+    /// The figure this run measured, in words; `None` when its section did
+    /// not run or had no such figure.
+    pub figure: Option<String>,
+    /// Whether the figure meets the target.
+    pub met: Option<bool>,
+}
+
+impl Goal {
+    fn new(what: &str, target: &str, figure: Option<(String, bool)>) -> Self {
+        let (figure, met) = figure.map_or((None, None), |(f, m)| (Some(f), Some(m)));
+        Self {
+            what: what.into(),
+            target: target.into(),
+            figure,
+            met,
+        }
+    }
+}
+
+/// The figure `key` of system `system` in section `id`.
+fn figure(sections: &[Section], id: &str, system: &str, key: &str) -> Option<f64> {
+    sections
+        .iter()
+        .find(|s| s.id == id)?
+        .systems
+        .iter()
+        .find(|r| r.name == system)?
+        .medians
+        .get(key)
+        .copied()
+}
+
+/// Every target with this run's figure.
+pub fn goals(sections: &[Section]) -> Vec<Goal> {
+    let mut goals = Vec::new();
+    let scale = |n: usize, key: &str| figure(sections, "scale", &format!("scale {n}"), key);
+
+    // A call costs the same with 1 000 nodes as with 2.
+    let cpu = |n| scale(n, "max.cpu_us_per_call_proxy");
+    goals.push(Goal::new(
+        "gateway CPU per call, 1 000 nodes ÷ 2 nodes",
+        "≤ 1.5×",
+        cpu(1000).zip(cpu(2)).map(|(big, small)| {
+            let r = big / small;
+            (format!("{r:.2}× ({big:.0} µs ÷ {small:.0} µs)"), r <= 1.5)
+        }),
+    ));
+    goals.push(Goal::new(
+        "policy pick over 1 000 candidates (`least-request`)",
+        "≤ 20 µs",
+        scale(1000, "pick_us_mean").map(|us| (format!("{us:.1} µs"), us <= 20.0)),
+    ));
+    goals.push(Goal::new(
+        "1 000 idle agents: the gateway's CPU",
+        "< 5% of a core",
+        scale(1000, "idle.gateway_cpu_pct").map(|pct| (format!("{pct:.2}%"), pct < 5.0)),
+    ));
+    goals.push(Goal::new(
+        "1 000 idle agents: the gateway's memory per node",
+        "≤ 100 KiB",
+        scale(1000, "idle.gateway_rss_kib_per_node")
+            .map(|kib| (format!("{kib:.0} KiB"), kib <= 100.0)),
+    ));
+
+    // Jobs at thousands per second, still durable.
+    for store in ["sqlite", "postgres"] {
+        let system = format!("switchyard ({store})");
+        goals.push(Goal::new(
+            &format!("job submits per second, {store}, each committed before its 201"),
+            "≥ 3 000/s",
+            figure(sections, "jobs", &system, "submit_per_s")
+                .map(|n| (format!("{n:.0}/s"), n >= 3000.0)),
+        ));
+        goals.push(Goal::new(
+            &format!("10 000 stored jobs dispatched after a restart, {store}"),
+            "≤ 5 s",
+            figure(sections, "jobs", &system, "restart_dispatched_s")
+                .map(|s| (format!("{s:.2} s"), s <= 5.0)),
+        ));
+    }
+
+    // The forwarded call beside HAProxy with TLS.
+    let peer = |system: &str, key: &str| figure(sections, "peers", system, key);
+    let key = "max.calls_per_cpu_s_proxy";
+    goals.push(Goal::new(
+        "forwarded call: calls per gateway-CPU-s ÷ HAProxy-TLS's",
+        "≥ 1×",
+        peer("switchyard-quic", key)
+            .zip(peer("haproxy-tls", key))
+            .map(|(ours, theirs)| {
+                let r = ours / theirs;
+                (format!("{r:.2}× ({ours:.0} ÷ {theirs:.0})"), r >= 1.0)
+            }),
+    ));
+    let key = "added.one.p50_us";
+    goals.push(Goal::new(
+        "forwarded call: added p50 at 1 in flight ÷ HAProxy-TLS's",
+        "≤ 2×",
+        peer("switchyard-quic", key)
+            .zip(peer("haproxy-tls", key))
+            .filter(|(_, theirs)| *theirs > 0.0)
+            .map(|(ours, theirs)| {
+                let r = ours / theirs;
+                (format!("{r:.2}× ({ours:.0} µs ÷ {theirs:.0} µs)"), r <= 2.0)
+            }),
+    ));
+    goals
+}
+
+/// The targets as a Markdown table.
+pub fn render(goals: &[Goal]) -> String {
+    let mut s = String::from(
+        "## Targets\n\nEach target beside the figure this run measured.\n\n| what | target | this run | met |\n|---|---|---|---|\n",
+    );
+    for g in goals {
+        let figure = g.figure.as_deref().unwrap_or("not measured");
+        let met = match g.met {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "–",
+        };
+        let _ = writeln!(s, "| {} | {} | {figure} | {met} |", g.what, g.target);
+    }
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::scenarios::{SystemResult, Timing};
+
+    fn section(id: &str, systems: &[(&str, &[(&str, f64)])]) -> Section {
+        Section {
+            id: id.into(),
+            title: id.into(),
+            timing: Timing {
+                reps: 1,
+                duration_s: 1.0,
+                warm_up_s: 0.0,
+            },
+            clk_tck: 100.0,
+            notes: Vec::new(),
+            systems: systems
+                .iter()
+                .map(|(name, figures)| SystemResult {
+                    name: (*name).into(),
+                    path: String::new(),
+                    medians: figures
+                        .iter()
+                        .map(|(k, v)| ((*k).to_string(), *v))
+                        .collect::<BTreeMap<_, _>>(),
+                    reps: Vec::new(),
+                })
+                .collect(),
+            columns: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn each_target_reads_its_figures_and_says_whether_it_is_met() {
+        let cpu = "max.cpu_us_per_call_proxy";
+        let sections = [
+            section(
+                "scale",
+                &[
+                    ("scale 2", &[(cpu, 40.0)]),
+                    ("scale 1000", &[(cpu, 80.0), ("pick_us_mean", 12.0)]),
+                ],
+            ),
+            section(
+                "jobs",
+                &[("switchyard (sqlite)", &[("submit_per_s", 3500.0)])],
+            ),
+        ];
+        let goals = goals(&sections);
+        let by = |what: &str| goals.iter().find(|g| g.what.starts_with(what)).expect(what);
+        let ratio = by("gateway CPU per call");
+        assert_eq!(ratio.met, Some(false), "2× is over 1.5×");
+        assert!(
+            ratio
+                .figure
+                .as_deref()
+                .is_some_and(|f| f.starts_with("2.00×"))
+        );
+        assert_eq!(by("policy pick").met, Some(true));
+        assert_eq!(by("job submits per second, sqlite").met, Some(true));
+        assert_eq!(by("job submits per second, postgres").met, None);
+        assert_eq!(by("forwarded call: calls").figure, None);
+        let table = render(&goals);
+        assert!(
+            table.contains("| ≤ 1.5× | 2.00× (80 µs ÷ 40 µs) | no |"),
+            "{table}"
+        );
+        assert!(table.contains("not measured | – |"), "{table}");
+    }
+}
