@@ -205,6 +205,11 @@ impl Jobs {
     /// some node could load gets one job at a time (the swap planner loads
     /// it); a service no node knows keeps its jobs waiting.
     fn pump(self: &Arc<Self>) {
+        // Nothing waits: no look at the fleet (its views cost a copy of
+        // every node).
+        if self.inner.lock().map_or(true, |i| i.waiting.is_empty()) {
+            return;
+        }
         let Some(shared) = self.shared.upgrade() else {
             return;
         };

@@ -81,6 +81,11 @@ impl Waiting {
     pub(crate) fn len(&self) -> usize {
         self.index.len()
     }
+
+    /// Whether no job waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
 }
 
 #[cfg(test)]
