@@ -291,7 +291,7 @@ impl JobStore {
             };
             Self {
                 read,
-                writer: batch::Writer::start(write.clone()),
+                writer: batch::Writer::start(write.clone(), 1),
                 write,
                 backend,
             }
@@ -303,7 +303,7 @@ impl JobStore {
             sqlx::migrate!("./migrations").run(&pool).await?;
             Self {
                 read: pool.clone(),
-                writer: batch::Writer::start(pool.clone()),
+                writer: batch::Writer::start(pool.clone(), (max as usize / 2).clamp(1, 4)),
                 write: pool,
                 backend,
             }

@@ -78,10 +78,13 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Writer {
-    /// Starts the writer task on `pool` (on the current tokio runtime).
-    pub(super) fn start(pool: AnyPool) -> Self {
+    /// Starts the writer task on `pool` (on the current tokio runtime),
+    /// with at most `concurrent` transactions at once (SQLite: 1, its one
+    /// writer; PostgreSQL: a few, each a connection of the pool, since
+    /// there a group's time is its statements' round trips).
+    pub(super) fn start(pool: AnyPool, concurrent: usize) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, rx));
+        tokio::spawn(run(pool, rx, concurrent.max(1)));
         Self { tx }
     }
 
@@ -100,27 +103,47 @@ impl Writer {
     }
 }
 
-async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        metrics::histogram!("jobs_store_commit_writes").record(batch.len() as f64);
-        let started = std::time::Instant::now();
-        let outcome = together(&pool, &batch).await;
-        metrics::histogram!("jobs_store_commit_seconds").record(started.elapsed().as_secs_f64());
-        match outcome {
-            Ok(done) => {
-                for (p, done) in batch.drain(..).zip(done) {
-                    let _ = p.reply.send(Ok(done));
-                }
+/// Takes the waiting writes as groups; each group's transaction runs on a
+/// task of its own, at most `concurrent` at once. A job's own writes never
+/// share two groups in flight: each waits for the answer to the one
+/// before.
+async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Pending>, concurrent: usize) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrent));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            commit(&pool, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Applies one group and answers each of its writes.
+async fn commit(pool: &AnyPool, mut batch: Vec<Pending>) {
+    metrics::histogram!("jobs_store_commit_writes").record(batch.len() as f64);
+    let started = std::time::Instant::now();
+    let outcome = together(pool, &batch).await;
+    metrics::histogram!("jobs_store_commit_seconds").record(started.elapsed().as_secs_f64());
+    match outcome {
+        Ok(done) => {
+            for (p, done) in batch.drain(..).zip(done) {
+                let _ = p.reply.send(Ok(done));
             }
-            Err(error) => {
-                if batch.len() > 1 {
-                    tracing::debug!(writes = batch.len(), %error, "job store batch failed, writing one by one");
-                }
-                for p in batch.drain(..) {
-                    let done = alone(&pool, &p.write).await;
-                    let _ = p.reply.send(done);
-                }
+        }
+        Err(error) => {
+            if batch.len() > 1 {
+                tracing::debug!(writes = batch.len(), %error, "job store batch failed, writing one by one");
+            }
+            for p in batch.drain(..) {
+                let done = alone(pool, &p.write).await;
+                let _ = p.reply.send(done);
             }
         }
     }
