@@ -163,14 +163,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// Polls the gateway's node list until it holds every agent of this fleet
 /// (or the ready timeout passed); returns how many it holds.
 async fn wait_registered(args: &Args) -> anyhow::Result<usize> {
-    let client = client::Client::connect(client::ClientConfig::new(
-        args.gateway.clone(),
-        args.ca.clone(),
-    ))
-    .await
-    .context("connecting to the gateway to count its nodes")?;
-    let prefix = format!("{}-", args.prefix);
     let deadline = Instant::now() + Duration::from_secs(args.ready_timeout_s);
+    // The gateway may be too busy with N handshakes to answer at first:
+    // try again until the ready timeout.
+    let client = loop {
+        let config = client::ClientConfig::new(args.gateway.clone(), args.ca.clone());
+        match client::Client::connect(config).await {
+            Ok(client) => break client,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("connecting to the gateway to count its nodes: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(e).context("connecting to the gateway to count its nodes");
+            }
+        }
+    };
+    let prefix = format!("{}-", args.prefix);
     let mut last = 0;
     loop {
         match client.nodes().await {

@@ -25,10 +25,17 @@ pub fn to_score(x: f64) -> f32 {
     score
 }
 
-/// The order `first`, then the indices of `rest` (`first` skipped if it is
-/// among them) sorted by `cmp`, stably: the ranking of a policy whose first
-/// choice comes from its own rule (power of two choices, a draw, a turn)
-/// and whose fallbacks come from a plain comparison.
+/// How many of the other candidates a ranking from [`order_after`] names
+/// after its first: the gateway tries those it does not name after them,
+/// in turn (the WIT's `order` "may name fewer than n").
+pub const RANKED_AFTER_FIRST: usize = 15;
+
+/// The order `first`, then the best [`RANKED_AFTER_FIRST`] indices of
+/// `rest` (`first` skipped if it is among them) by `cmp`, stably (ties in
+/// `rest`'s order): the ranking of a policy whose first choice comes from
+/// its own rule (power of two choices, a draw, a turn) and whose fallbacks
+/// come from a plain comparison. A selection then a sort of the few kept:
+/// O(n) over a whole fleet's candidates, not O(n log n).
 ///
 /// # Errors
 /// An index that does not fit the WIT `u32` (more than `u32::MAX`
@@ -38,9 +45,23 @@ pub fn order_after(
     rest: impl IntoIterator<Item = usize>,
     mut cmp: impl FnMut(usize, usize) -> Ordering,
 ) -> Result<Vec<u32>, String> {
-    let mut rest: Vec<usize> = rest.into_iter().filter(|&i| i != first).collect();
-    rest.sort_by(|&a, &b| cmp(a, b));
-    std::iter::once(first).chain(rest).map(index_u32).collect()
+    // (position in `rest`, index): the position breaks ties, as a stable
+    // sort would.
+    let mut rest: Vec<(usize, usize)> = rest
+        .into_iter()
+        .filter(|&i| i != first)
+        .enumerate()
+        .collect();
+    let mut by = |a: &(usize, usize), b: &(usize, usize)| cmp(a.1, b.1).then(a.0.cmp(&b.0));
+    if rest.len() > RANKED_AFTER_FIRST {
+        rest.select_nth_unstable_by(RANKED_AFTER_FIRST, &mut by);
+        rest.truncate(RANKED_AFTER_FIRST);
+    }
+    rest.sort_unstable_by(&mut by);
+    std::iter::once(first)
+        .chain(rest.into_iter().map(|(_, i)| i))
+        .map(index_u32)
+        .collect()
 }
 
 #[cfg(test)]
@@ -62,6 +83,12 @@ mod tests {
         let key = [3, 1, 2, 1];
         let order = order_after(2, 0..4, |a, b| key[a].cmp(&key[b]));
         assert_eq!(order, Ok(vec![2, 1, 3, 0]));
+        // Of many, the first and the best few, ties in the given order.
+        let many = order_after(7, (0..100).rev(), |a, b| (a % 10).cmp(&(b % 10))).expect("order");
+        let want: Vec<u32> = std::iter::once(7)
+            .chain([90, 80, 70, 60, 50, 40, 30, 20, 10, 0, 91, 81, 71, 61, 51])
+            .collect();
+        assert_eq!(many, want);
         assert_eq!(
             order_after(0, [], |_, _| std::cmp::Ordering::Equal),
             Ok(vec![0])

@@ -38,7 +38,7 @@ mod table;
 mod types;
 
 pub use ewma::{DEFAULT_DECAY_MS, DEFAULT_RTT_MS, Ewma, PeakEwma, failure_penalty_ms};
-pub use explain::{EXCLUDED, order_after, to_score};
+pub use explain::{EXCLUDED, RANKED_AFTER_FIRST, order_after, to_score};
 pub use facts::FactsCache;
 pub use hints::Hints;
 pub use num::fmt_num;
