@@ -15,7 +15,10 @@
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::write::{append_log_on, change_on, insert_on, set_result_on};
+use super::write::{
+    TransitionRow, append_log_on, change_on, insert_on, insert_transitions_on, set_result_on,
+    update_on,
+};
 use super::{Change, LogLine, NewJob, StoreError};
 
 /// Most writes in one transaction.
@@ -150,10 +153,12 @@ async fn commit(pool: &AnyPool, mut batch: Vec<Pending>) {
 }
 
 /// Every write of `batch` in one transaction, in order; inserts that
-/// follow each other go in multi-row statements.
+/// follow each other go in multi-row statements, and the changes'
+/// transition rows in multi-row statements at the end.
 async fn together(pool: &AnyPool, batch: &[Pending]) -> Result<Vec<Written>, StoreError> {
     let mut tx = pool.begin().await?;
     let mut done = Vec::with_capacity(batch.len());
+    let mut transitions = Vec::new();
     let mut rest = batch;
     while !rest.is_empty() {
         let inserts: Vec<&NewJob> = rest
@@ -164,7 +169,7 @@ async fn together(pool: &AnyPool, batch: &[Pending]) -> Result<Vec<Written>, Sto
             })
             .collect();
         if inserts.is_empty() {
-            done.push(apply_on(&mut tx, &rest[0].write).await?);
+            done.push(apply_on(&mut tx, &rest[0].write, &mut transitions).await?);
             rest = &rest[1..];
         } else {
             insert_on(&mut tx, &inserts).await?;
@@ -172,6 +177,7 @@ async fn together(pool: &AnyPool, batch: &[Pending]) -> Result<Vec<Written>, Sto
             rest = &rest[inserts.len()..];
         }
     }
+    insert_transitions_on(&mut tx, &transitions).await?;
     tx.commit().await?;
     Ok(done)
 }
@@ -179,24 +185,37 @@ async fn together(pool: &AnyPool, batch: &[Pending]) -> Result<Vec<Written>, Sto
 /// One write inside a batch's transaction. A write that would have to undo
 /// part of itself (a result whose attempt moved) fails here, and the batch
 /// goes one by one, where [`alone`] undoes it.
-async fn apply_on(conn: &mut sqlx::AnyConnection, write: &Write) -> Result<Written, StoreError> {
+///
+/// The changes' transition rows go to `transitions`, inserted by the
+/// caller before its commit.
+async fn apply_on(
+    conn: &mut sqlx::AnyConnection,
+    write: &Write,
+    transitions: &mut Vec<TransitionRow>,
+) -> Result<Written, StoreError> {
     match write {
         Write::Insert(job) => {
             insert_on(conn, &[job]).await?;
             Ok(Written::Inserted)
         }
-        Write::Change(c) => Ok(Written::Applied(change_on(conn, c).await?)),
+        Write::Change(c) => {
+            let row = update_on(conn, c).await?;
+            let applied = row.is_some();
+            transitions.extend(row);
+            Ok(Written::Applied(applied))
+        }
         Write::Finish {
             change,
             result,
             lines,
         } => {
-            if !change_on(conn, change).await? {
+            let Some(row) = update_on(conn, change).await? else {
                 if !lines.is_empty() {
                     append_log_on(conn, &change.id, lines).await?;
                 }
                 return Ok(Written::Applied(false));
-            }
+            };
+            transitions.push(row);
             if let Some((data, content_type)) = result {
                 let attempt = change.attempt.unwrap_or_default();
                 let set = set_result_on(conn, &change.id, attempt, data, content_type.as_deref());

@@ -417,8 +417,74 @@ fn unexpected(written: Written) -> StoreError {
 /// [`JobStore::change`] on `conn` (inside the caller's transaction): `Ok(false)`
 /// when it does not apply.
 pub(super) async fn change_on(conn: &mut AnyConnection, c: &Change) -> Result<bool, StoreError> {
+    match update_on(conn, c).await? {
+        Some(row) => {
+            insert_transitions_on(conn, &[row]).await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// A transition row to insert (`job_transitions`).
+#[derive(Debug)]
+pub(super) struct TransitionRow {
+    job_id: String,
+    seq: i64,
+    state: &'static str,
+    at_ms: i64,
+    attempt: i64,
+    node: Option<String>,
+    note: Option<String>,
+}
+
+/// Rows per multi-row `INSERT` of transitions (7 arguments each).
+const TRANSITIONS_PER_INSERT: usize = 100;
+
+/// Inserts `rows` on `conn` (inside the caller's transaction), one
+/// multi-row `INSERT` per [`TRANSITIONS_PER_INSERT`].
+pub(super) async fn insert_transitions_on(
+    conn: &mut AnyConnection,
+    rows: &[TransitionRow],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(TRANSITIONS_PER_INSERT) {
+        let mut sql = Sql::new(
+            "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) VALUES ",
+        );
+        for (i, r) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(")
+                .arg(Arg::Text(Some(r.job_id.clone())))
+                .push(", ")
+                .arg(Arg::Int(Some(r.seq)))
+                .push(", ")
+                .arg(Arg::Text(Some(r.state.to_string())))
+                .push(", ")
+                .arg(Arg::Int(Some(r.at_ms)))
+                .push(", ")
+                .arg(Arg::Int(Some(r.attempt)))
+                .push(", ")
+                .arg(Arg::Text(r.node.clone()))
+                .push(", ")
+                .arg(Arg::Text(r.note.clone()))
+                .push(")");
+        }
+        sql.query().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The fenced `UPDATE` of [`JobStore::change`] on `conn` (and the removal
+/// of the result when it asks): the transition row to insert, `None` when
+/// it does not apply (nothing written).
+pub(super) async fn update_on(
+    conn: &mut AnyConnection,
+    c: &Change,
+) -> Result<Option<TransitionRow>, StoreError> {
     if c.from.is_empty() {
-        return Ok(false);
+        return Ok(None);
     }
     let mut sql = Sql::new("UPDATE jobs SET state = ");
     sql.arg(Arg::Text(Some(c.to.as_str().to_string())))
@@ -458,7 +524,7 @@ pub(super) async fn change_on(conn: &mut AnyConnection, c: &Change) -> Result<bo
     let at = to_i64("at_ms", c.at_ms)?;
 
     let Some(row) = sql.query().fetch_optional(&mut *conn).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     let r = Reader::for_job(&row, &c.id);
     let seq = r.i64("trans_seq")?;
@@ -470,20 +536,15 @@ pub(super) async fn change_on(conn: &mut AnyConnection, c: &Change) -> Result<bo
             .execute(&mut *conn)
             .await?;
     }
-    sqlx::query(
-        "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&c.id)
-    .bind(seq)
-    .bind(c.to.as_str())
-    .bind(at)
-    .bind(attempt)
-    .bind(node)
-    .bind(c.note.as_deref())
-    .execute(&mut *conn)
-    .await?;
-    Ok(true)
+    Ok(Some(TransitionRow {
+        job_id: c.id.clone(),
+        seq,
+        state: c.to.as_str(),
+        at_ms: at,
+        attempt,
+        node,
+        note: c.note.clone(),
+    }))
 }
 
 /// [`JobStore::set_result`] on `conn` (inside the caller's transaction).
