@@ -287,7 +287,10 @@ impl Core {
         // Membership by binary search over a sorted copy: a ranking of the
         // whole fleet costs O(n log n), not O(n²).
         let mut sorted = offered.to_vec();
-        sorted.sort_unstable();
+        // Candidates come in key order from the fleet: usually sorted.
+        if !sorted.is_sorted() {
+            sorted.sort_unstable();
+        }
         let mut seen = vec![false; sorted.len()];
         let mut order: Vec<NodeKey> = Vec::with_capacity(offered.len());
         for n in &ranking.nodes {
