@@ -212,7 +212,7 @@ mod tests {
                 ("haproxy-tls", &[(p50, 100.0)]),
             ],
         )];
-        let added = goals(&peers)
+        let added = super::goals(&peers)
             .into_iter()
             .find(|g| g.what.contains("added p50"));
         let added = added.expect("added p50");
