@@ -237,8 +237,8 @@ async fn scale_measured(
 ) -> Result<(Vec<String>, SystemResult)> {
     let fleet = ScaleFleet::start(s.bin_dir, program, s.plugins_dir, s.scratch, agents)?;
     println!(
-        "[scale] {agents} agents registered in {:.1} s (gateway admin port {})",
-        fleet.ready_s, fleet.ports.admin
+        "[scale] {agents} agents registered in {:.1} s (gateway admin port {}, RSS before them {:.1} MiB)",
+        fleet.ready_s, fleet.ports.admin, fleet.rss_before_mib
     );
     let (gw, fl) = (fleet.gateway.pid(), fleet.agents.pid());
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -302,10 +302,6 @@ async fn scale_measured(
         "For each count N, a gateway of its own (`[agents]`/`[quic]` limits raised to admit N agents from loopback, policy `{LEAST}`) and `switchyard-e2e-fleet --agents N`: N node agents in one process, each registering an `echo` service `{SERVICE}` and reporting stats (`stats_interval_ms` default). Idle: {reps} windows of {window} s. Per node: the gateway's idle CPU ÷ N, and its RSS growth from before the agents came ÷ N. Pick time: the mean of `policy_pick_duration_seconds` over the load runs (N candidates each pick). `agents' process CPU %` is the fleet program's own (its N stats collectors), not the gateway's.",
         reps = timing.reps,
     )];
-    println!(
-        "[scale] {agents} agents: registered {:.1} s after the program started; gateway RSS before {:.1} MiB",
-        fleet.ready_s, fleet.rss_before_mib
-    );
     Ok((notes, result))
 }
 

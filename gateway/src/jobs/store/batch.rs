@@ -264,9 +264,11 @@ async fn alone(pool: &AnyPool, write: &Write) -> Result<Written, StoreError> {
             if !applied {
                 // Nothing of the change stays; the lines are still kept.
                 tx.rollback().await?;
-                let mut tx = pool.begin().await?;
-                append_log_on(&mut tx, &change.id, lines).await?;
-                tx.commit().await?;
+                if !lines.is_empty() {
+                    let mut tx = pool.begin().await?;
+                    append_log_on(&mut tx, &change.id, lines).await?;
+                    tx.commit().await?;
+                }
                 return Ok(Written::Applied(false));
             }
             if !lines.is_empty() {
