@@ -1,7 +1,7 @@
 //! `switchyard-bench-suite` (`make bench`): Switchyard side by side with
 //! HAProxy and nginx on the same machine in the same run, systems measured
 //! interleaved (A/B/A/B), medians of 5; then the gateway's overhead, each
-//! policy's cost, the cache, the 1000-agent scale program if built, idle
+//! policy's cost, the cache, the scale curve (2 to 5000 agents, if the fleet program is built), idle
 //! CPU, multi-turn chat TTFT per LLM routing policy (`llm`), a real
 //! embedding model direct vs through the gateway (`embeddings`), and
 //! several gateways on etcd serving one fleet (`cluster`), and look-aside
