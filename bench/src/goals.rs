@@ -119,6 +119,52 @@ pub fn goals(sections: &[Section]) -> Vec<Goal> {
         "≤ 2×",
         beside_haproxy("added.one.p50_us", " µs", |r| r <= 2.0),
     ));
+
+    // The OpenAI path beside the LLM routers.
+    let router = |system: &str, key: &str| figure(sections, "routers", system, key);
+    goals.push(Goal::new(
+        "OpenAI path: calls per CPU-s (gateway and agents) ÷ Envoy's",
+        "≥ 1×",
+        router("switchyard", "max.calls_per_cpu_s_all")
+            .zip(router("envoy", "max.calls_per_cpu_s_all"))
+            .filter(|(_, theirs)| *theirs > 0.0)
+            .map(|(ours, theirs)| {
+                let r = ours / theirs;
+                (format!("{r:.2}× ({ours:.0} ÷ {theirs:.0})"), r >= 1.0)
+            }),
+    ));
+    for (what, key) in [
+        ("added p50 at 1 in flight", "added.one.p50_us"),
+        (
+            "added time to first token at 1 stream",
+            "added.stream_one.ttft_p50_us",
+        ),
+    ] {
+        goals.push(Goal::new(
+            &format!("OpenAI path: {what}, beside vLLM's router's"),
+            "≤ vLLM router's",
+            router("switchyard", key)
+                .zip(router("vllm-router", key))
+                .map(|(ours, theirs)| (format!("{ours:.0} µs vs {theirs:.0} µs"), ours <= theirs)),
+        ));
+    }
+    let key = "stream_max.cpu_us_per_call_proxy";
+    let best = ["smg", "vllm-router", "envoy"]
+        .iter()
+        .filter_map(|p| router(p, key).map(|us| (*p, us)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    goals.push(Goal::new(
+        "OpenAI path: gateway CPU per streamed turn, beside the best peer's",
+        "≤ best peer's",
+        router("switchyard", key)
+            .zip(best)
+            .map(|(ours, (peer, theirs))| {
+                (
+                    format!("{ours:.0} µs vs {theirs:.0} µs ({peer})"),
+                    ours <= theirs,
+                )
+            }),
+    ));
     goals
 }
 
@@ -214,7 +260,7 @@ mod tests {
         )];
         let added = super::goals(&peers)
             .into_iter()
-            .find(|g| g.what.contains("added p50"));
+            .find(|g| g.what.starts_with("forwarded call: added p50"));
         let added = added.expect("added p50");
         assert_eq!(added.figure.as_deref(), Some("1.50× (150 µs ÷ 100 µs)"));
         assert_eq!(added.met, Some(true));
@@ -224,5 +270,35 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("not measured | – |"), "{table}");
+    }
+
+    #[test]
+    fn the_openai_path_is_held_to_envoy_vllm_router_and_the_best_peer() {
+        let turn = "stream_max.cpu_us_per_call_proxy";
+        let cpu = "max.calls_per_cpu_s_all";
+        let ttft = "added.stream_one.ttft_p50_us";
+        let routers = [section(
+            "routers",
+            &[
+                ("switchyard", &[(cpu, 6000.0), (ttft, 300.0), (turn, 900.0)]),
+                ("envoy", &[(cpu, 12000.0), (turn, 700.0)]),
+                ("vllm-router", &[(ttft, 300.0), (turn, 1200.0)]),
+                ("smg", &[(turn, 1500.0)]),
+            ],
+        )];
+        let goals = goals(&routers);
+        let by = |what: &str| goals.iter().find(|g| g.what.contains(what)).expect(what);
+        let calls = by("OpenAI path: calls per CPU-s");
+        assert_eq!(calls.figure.as_deref(), Some("0.50× (6000 ÷ 12000)"));
+        assert_eq!(calls.met, Some(false));
+        assert_eq!(by("time to first token").met, Some(true), "equal meets");
+        assert_eq!(by("OpenAI path: added p50").met, None, "not measured");
+        let streamed = by("per streamed turn");
+        assert_eq!(
+            streamed.figure.as_deref(),
+            Some("900 µs vs 700 µs (envoy)"),
+            "the best peer is the cheapest"
+        );
+        assert_eq!(streamed.met, Some(false));
     }
 }

@@ -25,6 +25,7 @@ mod peers;
 mod procs;
 mod python;
 mod report;
+mod routers;
 mod scale;
 mod scenarios;
 mod sections;
@@ -42,7 +43,7 @@ use crate::scenarios::Timing;
 use crate::sections::Setup;
 
 /// Every section, in order.
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "peers",
     "overhead",
     "policies",
@@ -52,6 +53,7 @@ const SECTIONS: [&str; 14] = [
     "llm",
     "jobs",
     "threads",
+    "routers",
     "embeddings",
     "cluster",
     "lookaside",
@@ -79,8 +81,8 @@ struct Args {
     #[arg(long)]
     warm_up: Option<f64>,
     /// Sections to run, comma-separated (default all): peers, overhead,
-    /// policies, cache, scale, idle, llm, jobs, threads, embeddings, cluster,
-    /// lookaside, python.
+    /// policies, cache, scale, idle, llm, jobs, threads, routers, embeddings,
+    /// cluster, lookaside, python, tree.
     #[arg(long, value_delimiter = ',')]
     sections: Vec<String>,
     /// Agent counts of the scale section, comma-separated (default
@@ -96,6 +98,10 @@ struct Args {
     /// Where the JSON and README.md go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+    /// The virtualenv holding the `routers` section's peers (`smg`,
+    /// `vllm-router`, `envoy`): `make bench-venv`.
+    #[arg(long, default_value = "bench/.venv")]
+    peers_venv: PathBuf,
 }
 
 /// The programs besides the suite in this binary.
@@ -216,6 +222,7 @@ async fn suite(args: Args) -> Result<()> {
             "llm" => llm::section(&setup, &timing, args.quick).await?,
             "jobs" => jobs::section(&setup, &timing, args.quick).await?,
             "threads" => threads::section(&setup, &timing).await?,
+            "routers" => routers::section(&setup, &timing, &args.peers_venv).await?,
             "embeddings" => embeddings::section(&setup, &timing).await?,
             "python" => python::section(&setup, &timing)?,
             "cluster" => cluster::section(&setup, &timing, args.quick).await,

@@ -30,6 +30,30 @@ pub enum AnyTarget {
     Spread(QuicSpread),
     /// Look-aside: on leases, straight to the nodes (or streamed).
     LookAside(crate::lookaside::LookAside),
+    /// A streamed chat completion, its time to first token recorded.
+    Stream(crate::routers::stream::StreamTarget),
+}
+
+impl AnyTarget {
+    /// Forgets what the target recorded of its own (times to first token)
+    /// before a measured window.
+    pub fn reset(&self) {
+        if let Self::Stream(t) = self {
+            t.reset();
+        }
+    }
+
+    /// What the target recorded of its own since [`reset`](Self::reset),
+    /// under `prefix.`: a stream's `ttft_p50_us` and `ttft_p99_us`.
+    pub fn figures(&self, prefix: &str, out: &mut BTreeMap<String, f64>) {
+        if let Self::Stream(t) = self {
+            for (name, q) in [("ttft_p50_us", 0.5), ("ttft_p99_us", 0.99)] {
+                if let Some(us) = t.first_token_quantile_us(q) {
+                    out.insert(format!("{prefix}.{name}"), us);
+                }
+            }
+        }
+    }
 }
 
 impl Target for AnyTarget {
@@ -39,6 +63,7 @@ impl Target for AnyTarget {
             Self::Http(t) => t.call().await,
             Self::Spread(t) => t.call().await,
             Self::LookAside(t) => t.call().await,
+            Self::Stream(t) => t.call().await,
         }
     }
 }
@@ -162,6 +187,7 @@ pub async fn measure(system: &System, arrival: Arrival, timing: &Timing, seed: u
         };
         loadgen::run(system.target.clone(), &warm, None).await;
     }
+    system.target.reset();
     let plan = Plan {
         arrival,
         warm_up: Duration::ZERO,
@@ -270,6 +296,7 @@ pub async fn interleaved(
                     result.report.errors
                 );
                 result.figures(step.key(), &mut f);
+                system.target.figures(step.key(), &mut f);
                 if system.all_pids.is_empty() {
                     f.retain(|k, _| !k.contains("cpu"));
                 }

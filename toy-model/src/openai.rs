@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use crate::Toy;
 use crate::engine::Running;
@@ -368,6 +368,19 @@ impl Completion {
 
 /// `base + offset`, or far in the future when that overflows (a huge
 /// `--work-ms`).
+/// Shorter waits than this are not slept: tokio's timer ticks every
+/// millisecond, so sleeping even 1 µs costs up to a whole tick, and a
+/// model answering at a million tokens per second would answer a
+/// millisecond late.
+const SHORTEST_SLEEP: Duration = Duration::from_micros(100);
+
+/// Waits until `due`, at once when it is less than [`SHORTEST_SLEEP`] away.
+async fn sleep_until(due: Instant) {
+    if due.saturating_duration_since(Instant::now()) >= SHORTEST_SLEEP {
+        tokio::time::sleep_until(due).await;
+    }
+}
+
 fn later(base: Instant, offset: Duration) -> Instant {
     const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
     base.checked_add(offset).unwrap_or_else(|| base + FAR)
