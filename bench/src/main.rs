@@ -236,7 +236,7 @@ async fn suite(args: Args) -> Result<()> {
         done.push(result);
     }
     let header = format!(
-        "# Benchmarks: `make bench`\n\nOne run of `switchyard-bench-suite` ({} reps of {} s after {} s of warm-up, systems interleaved, medians; {} cores, CLK_TCK {}; took {:.0} s; load average before {load_before}, after {}). The machine is shared: other work ran beside it, which the interleaving spreads over every system alike. Regenerate with `make bench` (about 26 minutes) or `make bench BENCH_ARGS=--quick`.",
+        "# Benchmarks: `make bench`\n\nOne run of `switchyard-bench-suite` ({} reps of {} s after {} s of warm-up, systems interleaved, medians; {} cores, CLK_TCK {}; took {:.0} s; load average before {load_before}, after {}). The machine is shared: other work ran beside it, which the interleaving spreads over every system alike. Regenerate with `make bench` (about 32 minutes) or `make bench BENCH_ARGS=--quick`.",
         timing.reps,
         timing.duration_s,
         timing.warm_up_s,

@@ -44,7 +44,21 @@ pub struct EndpointConfig {
     /// Bytes of this side's writes kept per connection until the peer
     /// acknowledges them, bytes (default 2 MiB).
     pub send_window: u32,
+    /// Ack-eliciting packets the peer may receive from this side before it
+    /// must acknowledge them, asked of it with QUIC's acknowledgement
+    /// frequency extension (draft-ietf-quic-ack-frequency, as quinn
+    /// implements it; a peer without it ignores the ask). Default
+    /// [`DEFAULT_ACK_ELICITING_THRESHOLD`]; 1 is QUIC's own rule (an ACK
+    /// for every other packet). A streamed answer is one packet per token
+    /// event: a larger threshold saves the other side most of its ACKs.
+    /// The peer still acknowledges within its `max_ack_delay` (25 ms), and
+    /// at once when packets arrive out of order, so loss is found as soon.
+    pub ack_eliciting_threshold: u32,
 }
+
+/// Default [`EndpointConfig::ack_eliciting_threshold`]: an ACK at least
+/// every 10 packets.
+pub const DEFAULT_ACK_ELICITING_THRESHOLD: u32 = 9;
 
 /// Default per-stream receive window, bytes (1 MiB).
 pub const DEFAULT_STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;
@@ -63,6 +77,7 @@ impl Default for EndpointConfig {
             stream_receive_window: DEFAULT_STREAM_RECEIVE_WINDOW,
             receive_window: DEFAULT_RECEIVE_WINDOW,
             send_window: DEFAULT_SEND_WINDOW,
+            ack_eliciting_threshold: DEFAULT_ACK_ELICITING_THRESHOLD,
         }
     }
 }
@@ -82,6 +97,11 @@ impl EndpointConfig {
         transport.send_window(u64::from(self.send_window));
         // Switchyard sends no datagrams: none are buffered.
         transport.datagram_receive_buffer_size(None);
+        if self.ack_eliciting_threshold != 1 {
+            let mut ack = quinn::AckFrequencyConfig::default();
+            ack.ack_eliciting_threshold(self.ack_eliciting_threshold.into());
+            transport.ack_frequency_config(Some(ack));
+        }
         Arc::new(transport)
     }
 }
