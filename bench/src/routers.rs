@@ -89,6 +89,15 @@ fn streamed(port: u16) -> Result<Arc<AnyTarget>> {
     Ok(Arc::new(AnyTarget::Stream(target)))
 }
 
+/// Where a path takes calls: its HTTP port, and its processes (the proxy's,
+/// and all of them) whose CPU counts.
+#[derive(Clone)]
+struct Front {
+    port: u16,
+    proxy: Vec<u32>,
+    all: Vec<u32>,
+}
+
 /// One kind of path, set up twice: over the answering pair and over the
 /// streaming pair.
 struct Pair {
@@ -96,10 +105,10 @@ struct Pair {
     name: &'static str,
     /// What a call goes through.
     path: String,
-    /// The HTTP port and processes (proxy, all) in front of each pair.
-    calls: (u16, Vec<u32>, Vec<u32>),
-    /// The same, in front of the streaming pair.
-    streams: (u16, Vec<u32>, Vec<u32>),
+    /// In front of the answering pair.
+    calls: Front,
+    /// In front of the streaming pair.
+    streams: Front,
 }
 
 /// Everything the section started; dropped (killed) at its end.
@@ -110,9 +119,13 @@ struct Started {
     fleets: Vec<Fleet>,
 }
 
-/// A peer's port and processes (counted with their children).
-fn peer_ports(p: &Peer) -> (u16, Vec<u32>, Vec<u32>) {
-    (p.plain, vec![p.proc.pid()], vec![p.proc.pid()])
+/// A peer's port and process (counted with its children).
+fn peer_front(p: &Peer) -> Front {
+    Front {
+        port: p.plain,
+        proxy: vec![p.proc.pid()],
+        all: vec![p.proc.pid()],
+    }
 }
 
 /// Starts a peer over each pair and keeps it in `started`.
@@ -122,10 +135,10 @@ fn both(
     dir: &Path,
     fast: &[u16],
     paced: &[u16],
-) -> Result<((u16, Vec<u32>, Vec<u32>), (u16, Vec<u32>, Vec<u32>))> {
+) -> Result<(Front, Front)> {
     let a = make(&dir.join("calls"), fast)?;
     let b = make(&dir.join("streams"), paced)?;
-    let ports = (peer_ports(&a), peer_ports(&b));
+    let ports = (peer_front(&a), peer_front(&b));
     started.peers.extend([a, b]);
     Ok(ports)
 }
@@ -150,8 +163,16 @@ fn start_all(s: &Setup<'_>, bins: &RouterBins, started: &mut Started) -> Result<
         let d = dir.join(name);
         let (calls, streams, path) = match name {
             "direct" => (
-                (fast[0], vec![], vec![]),
-                (paced[0], vec![], vec![]),
+                Front {
+                    port: fast[0],
+                    proxy: vec![],
+                    all: vec![],
+                },
+                Front {
+                    port: paced[0],
+                    proxy: vec![],
+                    all: vec![],
+                },
                 "client → toy model (no proxy)".to_string(),
             ),
             "switchyard" => {
@@ -166,7 +187,11 @@ fn start_all(s: &Setup<'_>, bins: &RouterBins, started: &mut Started) -> Result<
                     Fleet::start(&spec, &d.join(sub))
                 };
                 let (a, b) = (fleet(&fast, "calls")?, fleet(&paced, "streams")?);
-                let ports = |f: &Fleet| (f.ports.http, vec![f.gateway_pid()], f.all_pids());
+                let ports = |f: &Fleet| Front {
+                    port: f.ports.http,
+                    proxy: vec![f.gateway_pid()],
+                    all: f.all_pids(),
+                };
                 let r = (ports(&a), ports(&b));
                 started.fleets.extend([a, b]);
                 (
@@ -275,12 +300,12 @@ pub async fn section(s: &Setup<'_>, timing: &Timing, venv: &Path) -> Result<Sect
     let mut calls = Vec::new();
     let mut streams = Vec::new();
     for p in &pairs {
-        let (port, proxy, all) = p.calls.clone();
-        calls.push(system(p.name, &p.path, post(port)?, proxy, all));
+        let f = p.calls.clone();
+        calls.push(system(p.name, &p.path, post(f.port)?, f.proxy, f.all));
         if p.name != "nginx" {
-            let (port, proxy, all) = p.streams.clone();
+            let f = p.streams.clone();
             let name = format!("{} stream", p.name);
-            streams.push(system(&name, &p.path, streamed(port)?, proxy, all));
+            streams.push(system(&name, &p.path, streamed(f.port)?, f.proxy, f.all));
         }
     }
     let steps = [Step::Max, Step::One];
