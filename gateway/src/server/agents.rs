@@ -18,6 +18,8 @@ use transport::{FramedRecv, FramedSend};
 use crate::Shared;
 use crate::fleet::HoldWord;
 
+use super::node_gauges::NodeGauges;
+
 /// Frames waiting for the control stream, at most (swap requests are rare:
 /// one per slot at a time).
 const CONTROL_QUEUE: usize = 64;
@@ -25,8 +27,9 @@ const CONTROL_QUEUE: usize = 64;
 /// Stats intervals a node may miss before it is dropped.
 pub(super) const MISSED_INTERVALS: u32 = 3;
 
-/// Most GPUs one stats report may list.
-const MAX_GPUS: usize = 256;
+/// Most GPUs one stats report may list, and most GPU series one node's
+/// connection makes.
+pub(super) const MAX_GPUS: usize = 256;
 
 /// Serves an agent whose first frame was `register`.
 pub(crate) async fn serve(
@@ -149,6 +152,8 @@ pub(crate) async fn serve(
     ));
 
     let grace = interval * MISSED_INTERVALS;
+    // Made at the first stats report, so no series shows before one.
+    let mut gauges: Option<NodeGauges> = None;
     // Whether the agent's load reports count the other gateways' calls
     // apart (`NodeLoad::others`).
     let mut counts_others = false;
@@ -157,11 +162,11 @@ pub(crate) async fn serve(
             message = tokio::time::timeout(grace, recv.recv()) => match message {
                 Ok(Ok(Some(Message::Stats(stats)))) => {
                     let stats = sanitize(stats);
-                    record_stats(&node.spec.id, &stats);
-                    record_health(&node.spec, &stats.unhealthy);
+                    let g = gauges.get_or_insert_with(|| NodeGauges::new(&node.spec));
+                    g.record_stats(&stats);
+                    g.record_health(&stats.unhealthy);
                     record_model_load(&node.spec.id, &stats.model_load);
-                    metrics::gauge!("node_in_flight", "node" => node.spec.id.clone())
-                        .set(f64::from(node.in_flight_total()));
+                    g.record_in_flight(node.in_flight_total());
                     // An agent that does not follow members serves this
                     // gateway alone: no other gateway's calls (which also
                     // ends a node's being taken as full). One that follows
@@ -235,6 +240,7 @@ pub(crate) async fn serve(
                             break "replaced by a newer connection".to_string();
                         };
                         node = fresh;
+                        gauges = None;
                         _known = crate::telemetry::labels::Known::new(
                             crate::telemetry::labels::Kind::Service,
                             node.spec.services.iter().map(|s| s.name.as_str()),
@@ -418,36 +424,6 @@ pub(crate) fn describe_metrics() {
     );
 }
 
-/// Sets a node's resource gauges from its latest stats.
-fn record_stats(node: &str, stats: &NodeStats) {
-    let n = || node.to_string();
-    metrics::gauge!("node_cpu_percent", "node" => n()).set(f64::from(stats.cpu_pct));
-    metrics::gauge!("node_memory_used_bytes", "node" => n()).set(mib(stats.mem_used_mib));
-    metrics::gauge!("node_memory_total_bytes", "node" => n()).set(mib(stats.mem_total_mib));
-    for gpu in &stats.gpus {
-        let g = || gpu.index.to_string();
-        metrics::gauge!("gpu_utilization_percent", "node" => n(), "gpu" => g())
-            .set(f64::from(gpu.util_pct));
-        metrics::gauge!("gpu_memory_used_bytes", "node" => n(), "gpu" => g())
-            .set(mib(gpu.mem_used_mib));
-        metrics::gauge!("gpu_memory_total_bytes", "node" => n(), "gpu" => g())
-            .set(mib(gpu.mem_total_mib));
-        metrics::gauge!("gpu_temperature_celsius", "node" => n(), "gpu" => g())
-            .set(f64::from(gpu.temperature_c));
-        metrics::gauge!("gpu_power_watts", "node" => n(), "gpu" => g()).set(f64::from(gpu.power_w));
-    }
-}
-
-/// Sets `service_healthy{node,service}` for every service of `node`: 0 for
-/// those its latest stats name `unhealthy`, 1 for the rest.
-fn record_health(node: &protocol::NodeSpec, unhealthy: &[String]) {
-    for service in &node.services {
-        let healthy = !unhealthy.contains(&service.name);
-        metrics::gauge!("service_healthy", "node" => node.id.clone(), "service" => service.name.clone())
-            .set(if healthy { 1.0 } else { 0.0 });
-    }
-}
-
 /// Sets `model_server_waiting_requests`, `model_server_running_requests`
 /// and `model_server_kv_cache_percent` `{node,service}` for every service
 /// whose model-server load `node`'s latest stats carry (a service left out
@@ -462,11 +438,6 @@ fn record_model_load(node: &str, loads: &[protocol::ServiceLoad]) {
         metrics::gauge!("model_server_running_requests", &labels).set(f64::from(load.running));
         metrics::gauge!("model_server_kv_cache_percent", &labels).set(f64::from(load.kv_cache_pct));
     }
-}
-
-/// MiB to bytes, as a gauge value.
-fn mib(value: u64) -> f64 {
-    value as f64 * 1024.0 * 1024.0
 }
 
 #[cfg(test)]

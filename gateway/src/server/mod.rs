@@ -24,6 +24,7 @@ pub(crate) mod admission;
 mod agents;
 pub mod certs;
 mod lease;
+mod node_gauges;
 mod streams;
 
 /// A bound gateway, ready to serve.

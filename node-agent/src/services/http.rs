@@ -48,6 +48,9 @@ pub(crate) struct HttpService {
     /// `Authorization: Bearer` for the upstream (`openai` kind's
     /// `api_key`).
     authorization: Option<HeaderValue>,
+    /// `openai` kind: each endpoint's URL (`url` joined with it), built
+    /// once instead of on every call, in [`protocol::ENDPOINTS`]' order.
+    endpoints: Vec<Result<Url, String>>,
 }
 
 impl HttpService {
@@ -62,6 +65,7 @@ impl HttpService {
             max_output: config.max_output_bytes,
             openai: false,
             authorization: None,
+            endpoints: Vec::new(),
         })
     }
 
@@ -76,6 +80,14 @@ impl HttpService {
             }
             None => None,
         };
+        let base = url.as_str().trim_end_matches('/');
+        let endpoints = protocol::ENDPOINTS
+            .iter()
+            .map(|endpoint| {
+                Url::parse(&format!("{base}{endpoint}"))
+                    .map_err(|e| format!("joining {base} and {endpoint}: {e}"))
+            })
+            .collect();
         Ok(Self {
             client,
             url,
@@ -83,6 +95,7 @@ impl HttpService {
             max_output: config.max_output_bytes,
             openai: true,
             authorization,
+            endpoints,
         })
     }
 
@@ -99,15 +112,17 @@ impl HttpService {
             return Ok(self.url.clone());
         }
         let endpoint = endpoint.unwrap_or(protocol::ENDPOINTS[0]);
-        if !protocol::ENDPOINTS.contains(&endpoint) {
+        let Some(at) = protocol::ENDPOINTS.iter().position(|e| *e == endpoint) else {
             return Err(ServiceError::new(
                 ErrorKind::BadRequest,
                 format!("endpoint {endpoint:.64} is not an openai endpoint"),
             ));
+        };
+        match self.endpoints.get(at) {
+            Some(Ok(url)) => Ok(url.clone()),
+            Some(Err(e)) => Err(ServiceError::internal(e.clone())),
+            None => Err(ServiceError::internal(format!("no url for {endpoint}"))),
         }
-        let base = self.url.as_str().trim_end_matches('/');
-        Url::parse(&format!("{base}{endpoint}"))
-            .map_err(|e| ServiceError::internal(format!("joining {base} and {endpoint}: {e}")))
     }
 
     /// Posts `payload` and streams a 2xx response's body as it arrives,
