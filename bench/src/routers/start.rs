@@ -153,30 +153,34 @@ fn post_chat(port: u16) -> Result<()> {
     }
 }
 
+/// The command line SMG and vLLM's router share (one is a fork of the
+/// other): `first` (a subcommand, or nothing), then host, port, the
+/// workers, round-robin, `log_level`, and Prometheus on `metrics`.
+fn router_args(
+    first: &[&str],
+    port: u16,
+    metrics: u16,
+    workers: &[u16],
+    log_level: &str,
+) -> Vec<String> {
+    let mut args: Vec<String> = first.iter().map(|a| a.to_string()).collect();
+    args.extend(["--host", "127.0.0.1", "--port"].map(String::from));
+    args.push(port.to_string());
+    args.push("--worker-urls".into());
+    args.extend(urls(workers));
+    args.extend(["--policy", "round_robin", "--log-level", log_level].map(String::from));
+    args.extend(["--prometheus-host", "127.0.0.1", "--prometheus-port"].map(String::from));
+    args.push(metrics.to_string());
+    args
+}
+
 /// SGLang's model gateway, round-robin over `workers`.
 ///
 /// # Errors
 /// It does not start or answer.
 pub fn smg(bins: &RouterBins, dir: &Path, workers: &[u16]) -> Result<Peer> {
     let (port, metrics) = (free_port()?, free_port()?);
-    let mut args: Vec<String> = ["launch", "--host", "127.0.0.1", "--port"]
-        .map(String::from)
-        .into();
-    args.push(port.to_string());
-    args.push("--worker-urls".into());
-    args.extend(urls(workers));
-    args.extend(
-        [
-            "--policy",
-            "round_robin",
-            "--log-level",
-            "warn",
-            "--prometheus-host",
-            "127.0.0.1",
-        ]
-        .map(String::from),
-    );
-    args.extend(["--prometheus-port".into(), metrics.to_string()]);
+    let args = router_args(&["launch"], port, metrics, workers, "warn");
     start("smg", &bins.smg, &args, dir, port)
 }
 
@@ -186,22 +190,7 @@ pub fn smg(bins: &RouterBins, dir: &Path, workers: &[u16]) -> Result<Peer> {
 /// It does not start or answer.
 pub fn vllm_router(bins: &RouterBins, dir: &Path, workers: &[u16]) -> Result<Peer> {
     let (port, metrics) = (free_port()?, free_port()?);
-    let mut args: Vec<String> = vec!["--host".into(), "127.0.0.1".into(), "--port".into()];
-    args.push(port.to_string());
-    args.push("--worker-urls".into());
-    args.extend(urls(workers));
-    args.extend(
-        [
-            "--policy",
-            "round_robin",
-            "--log-level",
-            "warning",
-            "--prometheus-host",
-            "127.0.0.1",
-        ]
-        .map(String::from),
-    );
-    args.extend(["--prometheus-port".into(), metrics.to_string()]);
+    let args = router_args(&[], port, metrics, workers, "warning");
     start("vllm-router", &bins.vllm_router, &args, dir, port)
 }
 
@@ -286,6 +275,17 @@ pub fn nginx(dir: &Path, workers: &[u16], certs: &Certs) -> Result<Peer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_routers_get_their_workers_round_robin_and_a_metrics_port_each() {
+        let args = router_args(&["launch"], 9000, 9001, &[7001, 7002], "warn");
+        let line = args.join(" ");
+        assert_eq!(
+            line,
+            "launch --host 127.0.0.1 --port 9000 --worker-urls http://127.0.0.1:7001 http://127.0.0.1:7002 \
+             --policy round_robin --log-level warn --prometheus-host 127.0.0.1 --prometheus-port 9001"
+        );
+    }
 
     #[test]
     fn envoy_routes_everything_round_robin_to_each_worker() {
