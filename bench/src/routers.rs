@@ -32,7 +32,8 @@ use crate::sections::{Setup, system};
 use start::{MODEL, RouterBins};
 use stream::StreamTarget;
 
-/// The non-streamed call: a one-message chat completion of one token.
+/// The non-streamed call: a one-message chat completion of one token (an
+/// `openai` service's model `chat`).
 pub const CHAT_REQUEST: &str =
     r#"{"model":"chat","messages":[{"role":"user","content":"hello"}],"max_tokens":1}"#;
 
@@ -71,7 +72,9 @@ pub fn stream_request() -> Bytes {
     Bytes::from(body.to_string())
 }
 
-fn post(port: u16) -> Result<Arc<AnyTarget>> {
+/// POSTs [`CHAT_REQUEST`] to `/v1/chat/completions` on `port` over
+/// HTTP/1.1 keep-alive.
+pub(crate) fn post(port: u16) -> Result<Arc<AnyTarget>> {
     let target = HttpTarget::new(HttpTargetConfig {
         url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
         payload: Bytes::from_static(CHAT_REQUEST.as_bytes()),
@@ -91,7 +94,6 @@ fn streamed(port: u16) -> Result<Arc<AnyTarget>> {
 
 /// Where a path takes calls: its HTTP port, and its processes (the proxy's,
 /// and all of them) whose CPU counts.
-#[derive(Clone)]
 struct Front {
     port: u16,
     proxy: Vec<u32>,
@@ -299,11 +301,11 @@ pub async fn section(s: &Setup<'_>, timing: &Timing, venv: &Path) -> Result<Sect
     let pairs = start_all(s, &bins, &mut started).context("starting the routers section")?;
     let mut calls = Vec::new();
     let mut streams = Vec::new();
-    for p in &pairs {
-        let f = p.calls.clone();
+    for p in pairs {
+        let f = p.calls;
         calls.push(system(p.name, &p.path, post(f.port)?, f.proxy, f.all));
         if p.name != "nginx" {
-            let f = p.streams.clone();
+            let f = p.streams;
             let name = format!("{} stream", p.name);
             streams.push(system(&name, &p.path, streamed(f.port)?, f.proxy, f.all));
         }

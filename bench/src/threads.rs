@@ -3,35 +3,13 @@
 //! QUIC SDK) and the OpenAI path, measured interleaved in one run. Its
 //! figures decide the gateway's default `worker_threads`.
 
-use std::sync::Arc;
-
 use anyhow::Result;
-use bytes::Bytes;
 use client::CallOptions;
-use loadgen::{HttpTarget, HttpTargetConfig};
 
 use crate::fleet::{Fleet, FleetSpec};
 use crate::report::{Section, col};
-use crate::scenarios::{AnyTarget, Step, System, Timing, interleaved};
+use crate::scenarios::{Step, System, Timing, interleaved};
 use crate::sections::{Setup, http, quic, system};
-
-/// The OpenAI request each call posts: a one-message chat completion of
-/// the agents' `chat` service (an `openai` service in front of the nginx
-/// backends, which answer it as fast as a static file).
-const CHAT_REQUEST: &str =
-    r#"{"model":"chat","messages":[{"role":"user","content":"hello"}],"max_tokens":1}"#;
-
-fn chat(fleet: &Fleet) -> Result<Arc<AnyTarget>> {
-    let target = HttpTarget::new(HttpTargetConfig {
-        url: format!("http://127.0.0.1:{}/v1/chat/completions", fleet.ports.http),
-        payload: Bytes::from_static(CHAT_REQUEST.as_bytes()),
-        headers: vec![("content-type".into(), "application/json".into())],
-        ca: None,
-        http2: false,
-        connections: crate::scenarios::HALF_MAX_IN_FLIGHT,
-    })?;
-    Ok(Arc::new(AnyTarget::Http(target)))
-}
 
 /// The three paths through `fleet`, named with `label`.
 async fn paths(fleet: &Fleet, label: &str) -> Result<Vec<System>> {
@@ -40,7 +18,7 @@ async fn paths(fleet: &Fleet, label: &str) -> Result<Vec<System>> {
         system(
             &format!("openai-{label}"),
             "OpenAI client → gateway ingress → agent `openai` → backend",
-            chat(fleet)?,
+            crate::routers::post(fleet.ports.http)?,
             gw.clone(),
             all.clone(),
         ),
