@@ -33,8 +33,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 mod batch;
+mod many;
 mod read;
 mod rows;
+mod sql;
 mod write;
 
 #[cfg(test)]

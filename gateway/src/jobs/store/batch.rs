@@ -15,10 +15,13 @@
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::write::{
-    TransitionRow, append_log_on, change_on, insert_on, insert_transitions_on, set_result_on,
-    update_on,
+use std::collections::HashSet;
+
+use super::many::{
+    LogRow, Merged, ResultRow, Shape, TransitionRow, delete_results_on, insert_logs_on,
+    insert_results_on, insert_transitions_on, update_many_on,
 };
+use super::write::{append_log_on, change_on, insert_on, set_result_on, update_on};
 use super::{Change, LogLine, NewJob, StoreError};
 
 /// Most writes in one transaction.
@@ -152,33 +155,155 @@ async fn commit(pool: &AnyPool, mut batch: Vec<Pending>) {
     }
 }
 
-/// Every write of `batch` in one transaction, in order; inserts that
-/// follow each other go in multi-row statements, and the changes'
-/// transition rows in multi-row statements at the end.
+/// Every write of `batch` in one transaction, as if one after the other
+/// in arrival order, in a number of statements that does not grow with
+/// the batch: the batch is cut into runs in which no job appears twice
+/// (so the order inside a run does not matter); a run's inserts go in
+/// multi-row statements, its fenced changes in one `UPDATE` per shape
+/// (`many`), and the transitions and log lines of the whole batch in
+/// multi-row statements before the commit.
 async fn together(pool: &AnyPool, batch: &[Pending]) -> Result<Vec<Written>, StoreError> {
     let mut tx = pool.begin().await?;
     let mut done = Vec::with_capacity(batch.len());
-    let mut transitions = Vec::new();
+    let mut later = Later::default();
     let mut rest = batch;
     while !rest.is_empty() {
-        let inserts: Vec<&NewJob> = rest
-            .iter()
-            .map_while(|p| match &p.write {
-                Write::Insert(job) => Some(job),
-                _ => None,
-            })
-            .collect();
-        if inserts.is_empty() {
-            done.push(apply_on(&mut tx, &rest[0].write, &mut transitions).await?);
-            rest = &rest[1..];
-        } else {
-            insert_on(&mut tx, &inserts).await?;
-            done.extend(inserts.iter().map(|_| Written::Inserted));
-            rest = &rest[inserts.len()..];
+        let run = &rest[..run_len(rest)];
+        done.extend(apply_run(&mut tx, run, &mut later).await?);
+        rest = &rest[run.len()..];
+    }
+    insert_transitions_on(&mut tx, &later.transitions).await?;
+    insert_logs_on(&mut tx, &later.logs).await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// Rows a batch inserts just before its commit.
+#[derive(Debug, Default)]
+struct Later {
+    transitions: Vec<TransitionRow>,
+    logs: Vec<LogRow>,
+}
+
+/// The job a write is about.
+fn job_of(write: &Write) -> &str {
+    match write {
+        Write::Insert(job) => &job.id,
+        Write::Change(c) | Write::Finish { change: c, .. } => &c.id,
+        Write::AppendLog { id, .. } => id,
+    }
+}
+
+/// How many writes from the start of `writes` are each about another job
+/// (at least one).
+fn run_len(writes: &[Pending]) -> usize {
+    let mut seen = HashSet::new();
+    writes
+        .iter()
+        .take_while(|p| seen.insert(job_of(&p.write)))
+        .count()
+        .max(1)
+}
+
+/// A write's change as one of many of its shape, when it can be.
+fn merged(write: &Write) -> Option<(Shape, Merged<'_>)> {
+    let m = match write {
+        Write::Change(change) => Merged {
+            change,
+            result: None,
+            lines: &[],
+        },
+        // Its result is stored by the fenced change itself, so the
+        // change must be fenced on the attempt it keeps.
+        Write::Finish {
+            change,
+            result,
+            lines,
+        } if change.attempt.is_some() && change.new_attempt.is_none() => Merged {
+            change,
+            result: result
+                .as_ref()
+                .map(|(data, kind)| (data.as_slice(), kind.as_deref())),
+            lines,
+        },
+        _ => return None,
+    };
+    Some((m.shape()?, m))
+}
+
+/// Applies `run` (writes each about another job) on `conn`; answers each,
+/// in order.
+async fn apply_run(
+    conn: &mut sqlx::AnyConnection,
+    run: &[Pending],
+    later: &mut Later,
+) -> Result<Vec<Written>, StoreError> {
+    let inserts: Vec<&NewJob> = run
+        .iter()
+        .filter_map(|p| match &p.write {
+            Write::Insert(job) => Some(job),
+            _ => None,
+        })
+        .collect();
+    if !inserts.is_empty() {
+        insert_on(conn, &inserts).await?;
+    }
+    // The changes, one statement per shape.
+    let mut shapes: Vec<(Shape, Vec<Merged<'_>>)> = Vec::new();
+    for (shape, m) in run.iter().filter_map(|p| merged(&p.write)) {
+        match shapes.iter_mut().find(|(s, _)| *s == shape) {
+            Some((_, items)) => items.push(m),
+            None => shapes.push((shape, vec![m])),
         }
     }
-    insert_transitions_on(&mut tx, &transitions).await?;
-    tx.commit().await?;
+    let mut applied = std::collections::HashMap::new();
+    for (shape, items) in &shapes {
+        applied.extend(update_many_on(conn, shape, items).await?);
+    }
+    let mut cleared: Vec<&str> = Vec::new();
+    let mut results: Vec<ResultRow<'_>> = Vec::new();
+    let mut done = Vec::with_capacity(run.len());
+    for p in run {
+        let write = &p.write;
+        if matches!(write, Write::Insert(_)) {
+            done.push(Written::Inserted);
+            continue;
+        }
+        let Some((_, m)) = merged(write) else {
+            done.push(apply_on(conn, write, &mut later.transitions).await?);
+            continue;
+        };
+        let Merged {
+            change,
+            result,
+            lines,
+        } = m;
+        let Some(a) = applied.remove(&change.id) else {
+            // It did not apply: an end's lines are still kept.
+            if !lines.is_empty() {
+                append_log_on(conn, &change.id, lines).await?;
+            }
+            done.push(Written::Applied(false));
+            continue;
+        };
+        later.transitions.push(a.transition);
+        later
+            .logs
+            .extend(LogRow::numbered(&change.id, a.log_seq, lines)?);
+        if change.clear_result {
+            cleared.push(&change.id);
+        }
+        if let Some((data, content_type)) = result {
+            results.push((&change.id, data, content_type));
+        }
+        done.push(Written::Applied(true));
+    }
+    if !cleared.is_empty() {
+        delete_results_on(conn, &cleared).await?;
+    }
+    if !results.is_empty() {
+        insert_results_on(conn, &results).await?;
+    }
     Ok(done)
 }
 

@@ -8,7 +8,7 @@ use super::rows::{
     JOB_COLUMNS, Reader, VIEW_COLUMNS, job_from_row, log_from_row, to_i64, transition_from_row,
     view_from_row,
 };
-use super::write::{Arg, Sql};
+use super::sql::{Arg, Sql};
 use super::{JobStore, StoreError, StoredJob};
 use crate::config::TemplateConfig;
 
@@ -51,7 +51,7 @@ impl JobStore {
     /// [`StoreError::Db`], [`StoreError::Corrupt`].
     pub(crate) async fn get_many(&self, ids: &[String]) -> Result<Vec<StoredJob>, StoreError> {
         let mut jobs = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(super::write::IDS_PER_STATEMENT) {
+        for chunk in ids.chunks(super::sql::IDS_PER_STATEMENT) {
             let mut sql = Sql::new(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id IN "));
             sql.list(chunk.iter().map(String::as_str));
             for row in sql.query().fetch_all(&self.read).await? {

@@ -85,6 +85,7 @@ both!(
     concurrent_writers,
     ten_thousand_unfinished,
     group_commit_keeps_each_answer,
+    merged_writes_answer_one_by_one,
 );
 
 fn job(id: &str, service: &str, tenant: Option<&str>, priority: i32) -> NewJob {

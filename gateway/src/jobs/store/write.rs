@@ -2,97 +2,17 @@
 //! writes (insert, change, finish, log lines) through the group-commit
 //! writer (`batch`).
 
-use protocol::JobState;
-use sqlx::any::AnyArguments;
-use sqlx::query::Query;
-use sqlx::{Any, AnyConnection};
+use sqlx::AnyConnection;
 
 use super::batch::{Write, Written};
+use super::many::{LogRow, TransitionRow, insert_logs_on, insert_transitions_on};
 use super::rows::{Reader, flag, opt_i64, to_i64, to_json};
+use super::sql::{Arg, IDS_PER_STATEMENT, Sql, final_states};
 use super::{Change, JobStore, LogLine, NewJob, StoreError};
 use crate::config::TemplateConfig;
 
-/// A value bound to a `$n` placeholder of a query built at run time.
-#[derive(Debug, Clone)]
-pub(super) enum Arg {
-    /// A nullable `BIGINT`.
-    Int(Option<i64>),
-    /// A nullable `TEXT`.
-    Text(Option<String>),
-    /// A `BYTEA`.
-    Bytes(Vec<u8>),
-}
-
-/// A query built at run time: its text and its arguments, `$1` first.
-#[derive(Debug, Default)]
-pub(super) struct Sql {
-    pub(super) text: String,
-    args: Vec<Arg>,
-}
-
-impl Sql {
-    pub(super) fn new(text: &str) -> Self {
-        Self {
-            text: text.to_string(),
-            args: Vec::new(),
-        }
-    }
-
-    /// Appends text.
-    pub(super) fn push(&mut self, text: &str) -> &mut Self {
-        self.text.push_str(text);
-        self
-    }
-
-    /// Appends the placeholder of a new argument.
-    pub(super) fn arg(&mut self, arg: Arg) -> &mut Self {
-        self.args.push(arg);
-        let n = self.args.len();
-        self.text.push_str(&format!("${n}"));
-        self
-    }
-
-    /// Appends `(a, b, ...)` of text arguments (the caller makes sure the
-    /// list is not empty).
-    pub(super) fn list<'s>(&mut self, items: impl IntoIterator<Item = &'s str>) -> &mut Self {
-        self.push("(");
-        for (i, item) in items.into_iter().enumerate() {
-            if i > 0 {
-                self.push(", ");
-            }
-            self.arg(Arg::Text(Some(item.to_string())));
-        }
-        self.push(")")
-    }
-
-    /// The query with its arguments bound in order.
-    pub(super) fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
-        let mut q = sqlx::query(&self.text);
-        for arg in &self.args {
-            q = match arg {
-                Arg::Int(v) => q.bind(*v),
-                Arg::Text(v) => q.bind(v.clone()),
-                Arg::Bytes(v) => q.bind(v.clone()),
-            };
-        }
-        q
-    }
-}
-
-/// The final states (everything but waiting and running), by name.
-pub(super) fn final_states() -> impl Iterator<Item = &'static str> {
-    JobState::ALL
-        .into_iter()
-        .filter(|s| s.is_final())
-        .map(JobState::as_str)
-}
-
-/// Rows per multi-row `INSERT` of log lines (6 arguments each).
-const LOG_ROWS_PER_INSERT: usize = 100;
 /// Jobs per multi-row `INSERT` (16 arguments each).
 const JOBS_PER_INSERT: usize = 200;
-/// Ids per `IN (...)` list (lease renewals, purges, loads).
-pub(super) const IDS_PER_STATEMENT: usize = 500;
 /// The tables of a job's transitions, log lines and result.
 const CHILD_TABLES: [&str; 3] = ["job_logs", "job_transitions", "job_results"];
 
@@ -426,56 +346,6 @@ pub(super) async fn change_on(conn: &mut AnyConnection, c: &Change) -> Result<bo
     }
 }
 
-/// A transition row to insert (`job_transitions`).
-#[derive(Debug)]
-pub(super) struct TransitionRow {
-    job_id: String,
-    seq: i64,
-    state: &'static str,
-    at_ms: i64,
-    attempt: i64,
-    node: Option<String>,
-    note: Option<String>,
-}
-
-/// Rows per multi-row `INSERT` of transitions (7 arguments each).
-const TRANSITIONS_PER_INSERT: usize = 100;
-
-/// Inserts `rows` on `conn` (inside the caller's transaction), one
-/// multi-row `INSERT` per [`TRANSITIONS_PER_INSERT`].
-pub(super) async fn insert_transitions_on(
-    conn: &mut AnyConnection,
-    rows: &[TransitionRow],
-) -> Result<(), StoreError> {
-    for chunk in rows.chunks(TRANSITIONS_PER_INSERT) {
-        let mut sql = Sql::new(
-            "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) VALUES ",
-        );
-        for (i, r) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(")
-                .arg(Arg::Text(Some(r.job_id.clone())))
-                .push(", ")
-                .arg(Arg::Int(Some(r.seq)))
-                .push(", ")
-                .arg(Arg::Text(Some(r.state.to_string())))
-                .push(", ")
-                .arg(Arg::Int(Some(r.at_ms)))
-                .push(", ")
-                .arg(Arg::Int(Some(r.attempt)))
-                .push(", ")
-                .arg(Arg::Text(r.node.clone()))
-                .push(", ")
-                .arg(Arg::Text(r.note.clone()))
-                .push(")");
-        }
-        sql.query().execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
 /// The fenced `UPDATE` of [`JobStore::change`] on `conn` (and the removal
 /// of the result when it asks): the transition row to insert, `None` when
 /// it does not apply (nothing written).
@@ -521,7 +391,6 @@ pub(super) async fn update_on(
             .arg(Arg::Int(Some(i64::from(a))));
     }
     sql.push(" RETURNING trans_seq, attempt, node");
-    let at = to_i64("at_ms", c.at_ms)?;
 
     let Some(row) = sql.query().fetch_optional(&mut *conn).await? else {
         return Ok(None);
@@ -536,15 +405,7 @@ pub(super) async fn update_on(
             .execute(&mut *conn)
             .await?;
     }
-    Ok(Some(TransitionRow {
-        job_id: c.id.clone(),
-        seq,
-        state: c.to.as_str(),
-        at_ms: at,
-        attempt,
-        node,
-        note: c.note.clone(),
-    }))
+    Ok(Some(TransitionRow::of(c, seq, attempt, node)?))
 }
 
 /// [`JobStore::set_result`] on `conn` (inside the caller's transaction).
@@ -598,30 +459,6 @@ pub(super) async fn append_log_on(
         return Ok(None);
     };
     let last = Reader::for_job(&row, id).u64("log_seq")?;
-    let first = last + 1 - lines.len() as u64;
-    for (chunk_no, chunk) in lines.chunks(LOG_ROWS_PER_INSERT).enumerate() {
-        let mut sql =
-            Sql::new("INSERT INTO job_logs (job_id, seq, attempt, ts_ms, stream, line) VALUES ");
-        for (i, (attempt, ts_ms, stream, line)) in chunk.iter().enumerate() {
-            let seq = first + (chunk_no * LOG_ROWS_PER_INSERT + i) as u64;
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(")
-                .arg(Arg::Text(Some(id.to_string())))
-                .push(", ")
-                .arg(Arg::Int(Some(to_i64("log seq", seq)?)))
-                .push(", ")
-                .arg(Arg::Int(Some(i64::from(*attempt))))
-                .push(", ")
-                .arg(Arg::Int(Some(to_i64("ts_ms", *ts_ms)?)))
-                .push(", ")
-                .arg(Arg::Text(Some(stream.as_str().to_string())))
-                .push(", ")
-                .arg(Arg::Text(Some(line.clone())))
-                .push(")");
-        }
-        sql.query().execute(&mut *conn).await?;
-    }
+    insert_logs_on(conn, &LogRow::numbered(id, last, lines)?).await?;
     Ok(Some(last))
 }

@@ -389,3 +389,128 @@ pub(super) async fn group_commit_keeps_each_answer(store: &JobStore) {
         .expect("list");
     assert_eq!(page.jobs.len(), 300, "299 new and the first dup");
 }
+
+/// Many jobs' claims, node records and ends arriving together (merged
+/// into one statement per shape inside a group) answer as if written one
+/// by one: a late end writes only its lines, a cancel racing an end
+/// applies exactly when the end does not, and every job's history, log
+/// and result come out whole and in order.
+pub(super) async fn merged_writes_answer_one_by_one(store: &JobStore) {
+    const JOBS: usize = 120;
+    let mut tasks = Vec::new();
+    for i in 0..JOBS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("m{i:03}");
+            store.insert(&job(&id, "s", None, 0)).await.expect("insert");
+            let claim = Change {
+                attempt: Some(0),
+                new_attempt: Some(1),
+                owner: Some(Some("gw1".into())),
+                lease_until_ms: Some(Some(9_000)),
+                started_ms: Some(Some(2_000)),
+                clear_result: true,
+                ..Change::new(&id, &[JobState::Waiting], JobState::Running, 2_000)
+            };
+            assert!(store.change(&claim).await.expect("claim"), "{id}");
+            // A second claim of the same attempt never applies.
+            assert!(!store.change(&claim).await.expect("claim"), "{id}");
+            let on_node = Change {
+                attempt: Some(1),
+                node: Some(Some(format!("n{}", i % 4))),
+                note: Some("on node".into()),
+                ..Change::new(&id, &[JobState::Running], JobState::Running, 2_500)
+            };
+            assert!(store.change(&on_node).await.expect("node"), "{id}");
+            let end = |attempt| Change {
+                attempt: Some(attempt),
+                owner: Some(None),
+                lease_until_ms: Some(None),
+                finished_ms: Some(Some(3_000)),
+                ..Change::new(&id, &[JobState::Running], JobState::Succeeded, 3_000)
+            };
+            if i % 3 == 0 {
+                let late = store
+                    .finish(&end(2), Some((b"late", None)), &lines(2, 0, 2))
+                    .await;
+                assert!(!late.expect("late end"), "{id}");
+            }
+            let result = format!("r{i}");
+            let lines = lines(1, 10, 1 + i % 3);
+            let cancel = Change {
+                finished_ms: Some(Some(3_100)),
+                ..Change::new(
+                    &id,
+                    &[JobState::Waiting, JobState::Running],
+                    JobState::Cancelled,
+                    3_100,
+                )
+            };
+            let (ended, cancelled) = if i % 5 == 0 {
+                let end = end(1);
+                let (ended, cancelled) = tokio::join!(
+                    store.finish(&end, Some((result.as_bytes(), Some("text/plain"))), &lines),
+                    store.change(&cancel)
+                );
+                (ended.expect("end"), cancelled.expect("cancel"))
+            } else {
+                let ended = store
+                    .finish(
+                        &end(1),
+                        Some((result.as_bytes(), Some("text/plain"))),
+                        &lines,
+                    )
+                    .await;
+                (ended.expect("end"), false)
+            };
+            assert!(
+                ended != cancelled,
+                "{id}: exactly one of end and cancel applies"
+            );
+            (id, i, ended, result, lines.len())
+        }));
+    }
+    for t in tasks {
+        let (id, i, ended, result, own_lines) = t.await.expect("task");
+        let j = get(store, &id).await;
+        let late_lines = if i % 3 == 0 { 2 } else { 0 };
+        let log = store.log_after(&id, 0, 100).await.expect("log");
+        let seqs: Vec<u64> = log.iter().map(|l| l.seq).collect();
+        let want_lines = late_lines + if ended { own_lines } else { 0 };
+        assert_eq!(seqs, (1..=want_lines as u64).collect::<Vec<_>>(), "{id}");
+        assert_eq!(
+            j.view.node.as_deref(),
+            Some(format!("n{}", i % 4).as_str()),
+            "{id}"
+        );
+        let states: Vec<JobState> = j.view.history.iter().map(|t| t.state).collect();
+        let last = if ended {
+            JobState::Succeeded
+        } else {
+            JobState::Cancelled
+        };
+        assert_eq!(
+            states,
+            [
+                JobState::Waiting,
+                JobState::Running,
+                JobState::Running,
+                last
+            ],
+            "{id}"
+        );
+        assert_eq!(j.view.state, last, "{id}");
+        if ended {
+            assert_eq!(j.view.result_len, Some(result.len() as u64), "{id}");
+            assert_eq!(
+                store.result(&id).await.expect("result"),
+                Some((result.into_bytes(), Some("text/plain".into()))),
+                "{id}"
+            );
+            assert_eq!((j.owner, j.lease_until_ms), (None, None), "{id}");
+        } else {
+            assert_eq!(j.view.result_len, None, "{id}");
+            assert_eq!(store.result(&id).await.expect("result"), None, "{id}");
+        }
+    }
+}
