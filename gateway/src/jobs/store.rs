@@ -63,6 +63,9 @@ pub(crate) enum StoreError {
         /// It, in words.
         value: String,
     },
+    /// The group-commit writer's thread could not be started.
+    #[error("job store: cannot start its writer: {0}")]
+    Thread(#[from] std::io::Error),
     /// The group-commit writer stopped (the store is closing): the write
     /// was not applied.
     #[error("job store: its writer stopped, the write was not applied")]
@@ -269,6 +272,7 @@ impl JobStore {
     ///
     /// # Errors
     /// [`StoreError::BadUrl`], [`StoreError::Db`] (cannot connect),
+    /// [`StoreError::Thread`] (SQLite),
     /// [`StoreError::Migrate`].
     pub(crate) async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
@@ -293,7 +297,7 @@ impl JobStore {
             };
             Self {
                 read,
-                writer: batch::Writer::start(write.clone(), 1),
+                writer: batch::Writer::start(batch::WriterPool::Sqlite(write.clone()), 1)?,
                 write,
                 backend,
             }
@@ -303,9 +307,11 @@ impl JobStore {
                 .connect_with(options)
                 .await?;
             sqlx::migrate!("./migrations").run(&pool).await?;
+            let concurrent = (max as usize / 2).clamp(1, 4);
+            let writer = batch::WriterPool::Postgres(pool.clone());
             Self {
                 read: pool.clone(),
-                writer: batch::Writer::start(pool.clone(), (max as usize / 2).clamp(1, 4)),
+                writer: batch::Writer::start(writer, concurrent)?,
                 write: pool,
                 backend,
             }
@@ -351,10 +357,13 @@ impl JobStore {
     }
 }
 
-/// SQLite connections: WAL, `synchronous = FULL`, a busy timeout.
+/// SQLite connections: WAL, `synchronous = FULL`, a busy timeout; no
+/// ping before each use (a file does not go away as a server does, and a
+/// ping is a hand-off to the connection's thread).
 fn sqlite_pool(max: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)
+        .test_before_acquire(false)
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 let timeout_ms = SQLITE_BUSY_TIMEOUT.as_millis();

@@ -11,9 +11,10 @@ use std::collections::HashMap;
 
 use protocol::JobState;
 use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
 
 use super::rows::{Reader, opt_i64, to_i64};
-use super::sql::{Arg, IDS_PER_STATEMENT, Sql};
+use super::sql::{Arg, IDS_PER_STATEMENT, Script, Sql};
 use super::{Change, LogLine, StoreError};
 
 /// Rows per multi-row `INSERT` of transitions (7 arguments each).
@@ -61,14 +62,23 @@ impl TransitionRow {
     }
 }
 
-/// Inserts `rows` on `conn` (inside the caller's transaction), one
-/// multi-row `INSERT` per [`TRANSITIONS_PER_INSERT`].
+/// Inserts `rows` on `conn` (inside the caller's transaction).
 pub(super) async fn insert_transitions_on(
     conn: &mut AnyConnection,
     rows: &[TransitionRow],
 ) -> Result<(), StoreError> {
+    let mut script = Script::each();
+    insert_transitions(&mut script, rows);
+    script.run(conn).await?;
+    Ok(())
+}
+
+/// Adds the insert of `rows` to `script`: one multi-row `INSERT` per
+/// [`TRANSITIONS_PER_INSERT`].
+pub(super) fn insert_transitions(script: &mut Script, rows: &[TransitionRow]) {
     for chunk in rows.chunks(TRANSITIONS_PER_INSERT) {
-        let mut sql = Sql::new(
+        let sql = script.statement();
+        sql.push(
             "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) VALUES ",
         );
         for (i, r) in chunk.iter().enumerate() {
@@ -91,9 +101,7 @@ pub(super) async fn insert_transitions_on(
                 .arg(Arg::Text(r.note.clone()))
                 .push(")");
         }
-        sql.query().execute(&mut *conn).await?;
     }
-    Ok(())
 }
 
 /// A log line to insert (`job_logs`), numbered.
@@ -136,15 +144,12 @@ impl LogRow {
     }
 }
 
-/// Inserts `rows` on `conn` (inside the caller's transaction), one
-/// multi-row `INSERT` per [`LOG_ROWS_PER_INSERT`].
-pub(super) async fn insert_logs_on(
-    conn: &mut AnyConnection,
-    rows: &[LogRow],
-) -> Result<(), StoreError> {
+/// Adds the insert of `rows` to `script`: one multi-row `INSERT` per
+/// [`LOG_ROWS_PER_INSERT`].
+pub(super) fn insert_logs(script: &mut Script, rows: &[LogRow]) {
     for chunk in rows.chunks(LOG_ROWS_PER_INSERT) {
-        let mut sql =
-            Sql::new("INSERT INTO job_logs (job_id, seq, attempt, ts_ms, stream, line) VALUES ");
+        let sql = script.statement();
+        sql.push("INSERT INTO job_logs (job_id, seq, attempt, ts_ms, stream, line) VALUES ");
         for (i, r) in chunk.iter().enumerate() {
             if i > 0 {
                 sql.push(", ");
@@ -163,23 +168,19 @@ pub(super) async fn insert_logs_on(
                 .arg(Arg::Text(Some(r.line.clone())))
                 .push(")");
         }
-        sql.query().execute(&mut *conn).await?;
     }
-    Ok(())
 }
 
 /// A result to store: job id, bytes, media type.
 pub(super) type ResultRow<'a> = (&'a str, &'a [u8], Option<&'a str>);
 
-/// Stores `rows` (each replacing the job's earlier result) on `conn`,
-/// one multi-row `INSERT ... ON CONFLICT` per [`RESULTS_PER_INSERT`]. The
-/// caller makes sure no job appears twice.
-pub(super) async fn insert_results_on(
-    conn: &mut AnyConnection,
-    rows: &[ResultRow<'_>],
-) -> Result<(), StoreError> {
+/// Adds to `script` the storing of `rows` (each replacing the job's
+/// earlier result): one multi-row `INSERT ... ON CONFLICT` per
+/// [`RESULTS_PER_INSERT`]. The caller makes sure no job appears twice.
+pub(super) fn insert_results(script: &mut Script, rows: &[ResultRow<'_>]) {
     for chunk in rows.chunks(RESULTS_PER_INSERT) {
-        let mut sql = Sql::new("INSERT INTO job_results (job_id, data, content_type) VALUES ");
+        let sql = script.statement();
+        sql.push("INSERT INTO job_results (job_id, data, content_type) VALUES ");
         for (i, (id, data, content_type)) in chunk.iter().enumerate() {
             if i > 0 {
                 sql.push(", ");
@@ -196,22 +197,17 @@ pub(super) async fn insert_results_on(
             " ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, \
              content_type = excluded.content_type",
         );
-        sql.query().execute(&mut *conn).await?;
     }
-    Ok(())
 }
 
-/// Removes the results of `ids` on `conn`.
-pub(super) async fn delete_results_on(
-    conn: &mut AnyConnection,
-    ids: &[&str],
-) -> Result<(), StoreError> {
+/// Adds to `script` the removal of the results of `ids`.
+pub(super) fn delete_results(script: &mut Script, ids: &[&str]) {
     for chunk in ids.chunks(IDS_PER_STATEMENT) {
-        let mut sql = Sql::new("DELETE FROM job_results WHERE job_id IN ");
-        sql.list(chunk.iter().copied());
-        sql.query().execute(&mut *conn).await?;
+        script
+            .statement()
+            .push("DELETE FROM job_results WHERE job_id IN ")
+            .list(chunk.iter().copied());
     }
-    Ok(())
 }
 
 /// What a fenced change sets and how it is fenced: changes of one shape
@@ -276,56 +272,63 @@ pub(super) struct Applied {
     pub(super) log_seq: u64,
 }
 
-/// Applies `items`, all of `shape` and each of another job, on `conn`
-/// (inside the caller's transaction): one `UPDATE` per
-/// [`CHANGES_PER_UPDATE`]. Answers the applied ones by job id; a change
-/// whose job is missing or whose state or attempt does not match writes
-/// nothing and is absent.
+/// Adds to `script` the changes `items`, all of `shape` and each of
+/// another job: one `UPDATE ... RETURNING` per [`CHANGES_PER_UPDATE`].
+/// Read what they return with [`applied`].
 ///
 /// # Errors
-/// [`StoreError::Db`], [`StoreError::OutOfRange`], [`StoreError::Corrupt`]
-/// (a returned row that cannot be read).
-pub(super) async fn update_many_on(
-    conn: &mut AnyConnection,
+/// [`StoreError::OutOfRange`] for a value past `i64`.
+pub(super) fn update_many(
+    script: &mut Script,
     shape: &Shape,
     items: &[Merged<'_>],
-) -> Result<HashMap<String, Applied>, StoreError> {
-    let mut applied = HashMap::with_capacity(items.len());
+) -> Result<(), StoreError> {
     for chunk in items.chunks(CHANGES_PER_UPDATE) {
-        let sql = update_sql(shape, chunk)?;
-        let by_id: HashMap<&str, &Change> = chunk
-            .iter()
-            .map(|m| (m.change.id.as_str(), m.change))
-            .collect();
-        for row in sql.query().fetch_all(&mut *conn).await? {
-            let r = Reader::new(&row, "id");
-            let id = r.text("id")?;
-            let Some(c) = by_id.get(id.as_str()) else {
-                return Err(r.corrupt("an update returned a job it was not given"));
-            };
-            let transition = TransitionRow::of(
-                c,
-                r.i64("trans_seq")?,
-                r.i64("attempt")?,
-                r.opt_text("node")?,
-            )?;
-            let log_seq = r.u64("log_seq")?;
-            applied.insert(
-                id,
-                Applied {
-                    transition,
-                    log_seq,
-                },
-            );
-        }
+        update_sql(script.statement(), shape, chunk)?;
+    }
+    Ok(())
+}
+
+/// The changes of `changes` that applied, by job id, from the rows their
+/// [`update_many`] returned (a change whose job is missing or whose state
+/// or attempt did not match wrote nothing and returned no row).
+///
+/// # Errors
+/// [`StoreError::Corrupt`]: a row that cannot be read, or of a job not in
+/// `changes`.
+pub(super) fn applied(
+    rows: &[AnyRow],
+    changes: &HashMap<&str, &Change>,
+) -> Result<HashMap<String, Applied>, StoreError> {
+    let mut applied = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let r = Reader::new(row, "id");
+        let id = r.text("id")?;
+        let Some(c) = changes.get(id.as_str()) else {
+            return Err(r.corrupt("an update returned a job it was not given"));
+        };
+        let transition = TransitionRow::of(
+            c,
+            r.i64("trans_seq")?,
+            r.i64("attempt")?,
+            r.opt_text("node")?,
+        )?;
+        let log_seq = r.u64("log_seq")?;
+        applied.insert(
+            id,
+            Applied {
+                transition,
+                log_seq,
+            },
+        );
     }
     Ok(applied)
 }
 
-/// The `UPDATE` of `chunk` (all of `shape`): each change a row of the
-/// `VALUES` list (id, new state, then the columns the shape sets, in
-/// [`Shape`]'s order), the fence in its `WHERE`.
-fn update_sql(shape: &Shape, chunk: &[Merged<'_>]) -> Result<Sql, StoreError> {
+/// Writes into `sql` the `UPDATE` of `chunk` (all of `shape`): each
+/// change a row of the `VALUES` list (id, new state, then the columns the
+/// shape sets, in [`Shape`]'s order), the fence in its `WHERE`.
+fn update_sql(sql: &mut Sql, shape: &Shape, chunk: &[Merged<'_>]) -> Result<(), StoreError> {
     // Which `VALUES` column holds what: 1 the id, 2 the new state.
     let mut set = vec![
         "state = v.column2".to_owned(),
@@ -355,8 +358,9 @@ fn update_sql(shape: &Shape, chunk: &[Merged<'_>]) -> Result<Sql, StoreError> {
     if shape.clear_result {
         set.push("result_len = NULL".to_owned());
     }
-    let mut sql = Sql::new("UPDATE jobs SET ");
-    sql.push(&set.join(", ")).push(" FROM (VALUES ");
+    sql.push("UPDATE jobs SET ")
+        .push(&set.join(", "))
+        .push(" FROM (VALUES ");
     for (i, m) in chunk.iter().enumerate() {
         let c = m.change;
         if i > 0 {
@@ -414,7 +418,7 @@ fn update_sql(shape: &Shape, chunk: &[Merged<'_>]) -> Result<Sql, StoreError> {
         " RETURNING jobs.id AS id, jobs.trans_seq AS trans_seq, jobs.attempt AS attempt, \
          jobs.node AS node, jobs.log_seq AS log_seq",
     );
-    Ok(sql)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -446,8 +450,8 @@ mod tests {
         });
         let shape = merged[0].shape().expect("a shape");
         assert_eq!(merged[1].shape(), Some(shape.clone()));
-        let mut sql = update_sql(&shape, &merged).expect("sql");
-        sql.text.insert_str(0, "EXPLAIN QUERY PLAN ");
+        let mut sql = Sql::new("EXPLAIN QUERY PLAN ");
+        update_sql(&mut sql, &shape, &merged).expect("sql");
         let plan: Vec<String> = sql
             .query()
             .fetch_all(&store.write)

@@ -83,3 +83,142 @@ pub(super) fn final_states() -> impl Iterator<Item = &'static str> {
         .filter(|s| s.is_final())
         .map(JobState::as_str)
 }
+
+/// Most arguments in one text of a [`Script`] (SQLite numbers at most
+/// 32 766 placeholders in a statement, and `$n` counts across a text).
+const SCRIPT_MAX_ARGS: usize = 30_000;
+
+/// Statements to run one after the other, as few texts as the database
+/// takes: SQLite runs several `;`-separated statements of one text in one
+/// hand-off to its connection's thread (placeholders numbered across the
+/// text), PostgreSQL prepares each statement on its own.
+#[derive(Debug)]
+pub(super) struct Script {
+    one_text: bool,
+    texts: Vec<Sql>,
+}
+
+impl Script {
+    /// An empty script; `one_text`: statements share a text (SQLite).
+    pub(super) fn new(one_text: bool) -> Self {
+        Self {
+            one_text,
+            texts: Vec::new(),
+        }
+    }
+
+    /// A script of one statement per text (for any database).
+    pub(super) fn each() -> Self {
+        Self::new(false)
+    }
+
+    /// Whether it holds no statement.
+    pub(super) fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+
+    /// Starts the next statement: the `Sql` to write it into.
+    pub(super) fn statement(&mut self) -> &mut Sql {
+        let shared = self.one_text
+            && self
+                .texts
+                .last()
+                .is_some_and(|last| last.args.len() < SCRIPT_MAX_ARGS);
+        if shared {
+            let n = self.texts.len() - 1;
+            self.texts[n].push("; ");
+            return &mut self.texts[n];
+        }
+        self.texts.push(Sql::default());
+        let n = self.texts.len() - 1;
+        &mut self.texts[n]
+    }
+
+    /// Runs every statement in order on `conn`: the rows they return, all
+    /// together, in order.
+    ///
+    /// # Errors
+    /// The first statement's that fails (those after it are not run).
+    pub(super) async fn run(
+        self,
+        conn: &mut sqlx::AnyConnection,
+    ) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+        let mut rows = Vec::new();
+        for sql in &self.texts {
+            rows.extend(sql.query().fetch_all(&mut *conn).await?);
+        }
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One text numbers its placeholders across its statements, and a
+    /// new text starts once one holds [`SCRIPT_MAX_ARGS`] arguments.
+    #[test]
+    fn a_script_shares_texts_up_to_its_argument_limit() {
+        let mut one = Script::new(true);
+        one.statement().push("SELECT ").arg(Arg::Int(Some(1)));
+        one.statement().push("SELECT ").arg(Arg::Int(Some(2)));
+        assert_eq!(one.texts.len(), 1);
+        assert_eq!(one.texts[0].text, "SELECT $1; SELECT $2");
+        let big = one.statement();
+        big.push("SELECT 0");
+        for _ in 0..SCRIPT_MAX_ARGS {
+            big.push(", ").arg(Arg::Int(None));
+        }
+        one.statement().push("SELECT ").arg(Arg::Int(Some(3)));
+        assert_eq!(one.texts.len(), 2);
+        assert_eq!(one.texts[1].text, "SELECT $1");
+
+        let mut each = Script::each();
+        assert!(each.is_empty());
+        each.statement().push("SELECT ").arg(Arg::Int(Some(1)));
+        each.statement().push("SELECT ").arg(Arg::Int(Some(2)));
+        let texts: Vec<&str> = each.texts.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(texts, ["SELECT $1", "SELECT $1"]);
+    }
+
+    /// SQLite runs a one-text script's statements in order, binding each
+    /// placeholder by its number, and answers the rows of all of them.
+    #[tokio::test]
+    async fn sqlite_runs_one_text_in_order() {
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect("sqlite::memory:")
+            .await
+            .expect("connect");
+        let mut script = Script::new(true);
+        script.statement().push("CREATE TABLE t (a BIGINT, b TEXT)");
+        script
+            .statement()
+            .push("INSERT INTO t VALUES (")
+            .arg(Arg::Int(Some(7)))
+            .push(", ")
+            .arg(Arg::Text(Some("x".into())))
+            .push(")");
+        script
+            .statement()
+            .push("UPDATE t SET a = a + ")
+            .arg(Arg::Int(Some(3)))
+            .push(" RETURNING a, b");
+        script
+            .statement()
+            .push("SELECT b, a FROM t WHERE a = ")
+            .arg(Arg::Int(Some(10)));
+        assert_eq!(script.texts.len(), 1);
+        let rows = script.run(&mut conn).await.expect("run");
+        use sqlx::Row;
+        let got: Vec<(String, i64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get::<String, _>("b").expect("b"),
+                    r.try_get::<i64, _>("a").expect("a"),
+                )
+            })
+            .collect();
+        assert_eq!(got, [("x".to_string(), 10), ("x".to_string(), 10)]);
+    }
+}

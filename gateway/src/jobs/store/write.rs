@@ -5,9 +5,9 @@
 use sqlx::AnyConnection;
 
 use super::batch::{Write, Written};
-use super::many::{LogRow, TransitionRow, insert_logs_on, insert_transitions_on};
+use super::many::{LogRow, TransitionRow, insert_logs, insert_transitions_on};
 use super::rows::{Reader, flag, opt_i64, to_i64, to_json};
-use super::sql::{Arg, IDS_PER_STATEMENT, Sql, final_states};
+use super::sql::{Arg, IDS_PER_STATEMENT, Script, Sql, final_states};
 use super::{Change, JobStore, LogLine, NewJob, StoreError};
 use crate::config::TemplateConfig;
 
@@ -252,28 +252,37 @@ impl JobStore {
 }
 
 /// [`JobStore::insert`] of every job of `jobs` on `conn` (inside the
-/// caller's transaction): one multi-row `INSERT` per table and
-/// [`JOBS_PER_INSERT`] jobs.
+/// caller's transaction).
 pub(super) async fn insert_on(
     conn: &mut AnyConnection,
     jobs: &[&NewJob],
 ) -> Result<(), StoreError> {
+    let mut script = Script::each();
+    insert_jobs(&mut script, jobs)?;
+    script.run(conn).await?;
+    Ok(())
+}
+
+/// Adds to `script` the insert of every job of `jobs` and its first
+/// transition: one multi-row `INSERT` per table and [`JOBS_PER_INSERT`]
+/// jobs.
+///
+/// # Errors
+/// [`StoreError::OutOfRange`] for a time past `i64`.
+pub(super) fn insert_jobs(script: &mut Script, jobs: &[&NewJob]) -> Result<(), StoreError> {
+    let text = |v: Option<&str>| Arg::Text(v.map(str::to_owned));
     for chunk in jobs.chunks(JOBS_PER_INSERT) {
-        let mut sql = Sql::new(
+        let sql = script.statement();
+        sql.push(
             "INSERT INTO jobs (id, service, template, state, tenant, priority, realtime, \
              watchdog_s, attempt, max_attempts, idempotent, created_ms, finished_ms, payload, \
              hints, labels, request_id, trans_seq, log_seq) VALUES ",
         );
-        let mut first = Sql::new(
-            "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) VALUES ",
-        );
         for (i, job) in chunk.iter().enumerate() {
             let created = to_i64("created_ms", job.created_ms)?;
             let finished = job.state.is_final().then_some(created);
-            let text = |v: Option<&str>| Arg::Text(v.map(str::to_owned));
             if i > 0 {
                 sql.push(", ");
-                first.push(", ");
             }
             sql.push("(")
                 .arg(text(Some(&job.id)))
@@ -308,19 +317,26 @@ pub(super) async fn insert_on(
                 .push(", ")
                 .arg(text(job.request_id.as_deref()))
                 .push(", 1, 0)");
+        }
+        let first = script.statement();
+        first.push(
+            "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) VALUES ",
+        );
+        for (i, job) in chunk.iter().enumerate() {
+            if i > 0 {
+                first.push(", ");
+            }
             first
                 .push("(")
                 .arg(text(Some(&job.id)))
                 .push(", 1, ")
                 .arg(text(Some(job.state.as_str())))
                 .push(", ")
-                .arg(Arg::Int(Some(created)))
+                .arg(Arg::Int(Some(to_i64("created_ms", job.created_ms)?)))
                 .push(", 0, NULL, ")
                 .arg(text(job.note.as_deref()))
                 .push(")");
         }
-        sql.query().execute(&mut *conn).await?;
-        first.query().execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -459,6 +475,8 @@ pub(super) async fn append_log_on(
         return Ok(None);
     };
     let last = Reader::for_job(&row, id).u64("log_seq")?;
-    insert_logs_on(conn, &LogRow::numbered(id, last, lines)?).await?;
+    let mut script = Script::each();
+    insert_logs(&mut script, &LogRow::numbered(id, last, lines)?);
+    script.run(conn).await?;
     Ok(Some(last))
 }
