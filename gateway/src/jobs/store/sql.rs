@@ -20,18 +20,32 @@ pub(super) enum Arg {
     Bytes(Vec<u8>),
 }
 
-/// A query built at run time: its text and its arguments, `$1` first.
+/// A query built at run time: its text and its arguments, `$1` first
+/// (or, [`Sql::anonymous`], each `?`).
 #[derive(Debug, Default)]
 pub(super) struct Sql {
     pub(super) text: String,
     args: Vec<Arg>,
+    anonymous: bool,
 }
 
 impl Sql {
     pub(super) fn new(text: &str) -> Self {
         Self {
             text: text.to_string(),
-            args: Vec::new(),
+            ..Self::default()
+        }
+    }
+
+    /// An empty query whose placeholders are `?`, bound in the order they
+    /// appear (SQLite only). SQLite finds a numbered placeholder by a
+    /// linear search of the statement's names, when it parses the text and
+    /// again when each argument is bound: quadratic in a multi-row
+    /// statement's arguments, where `?` costs nothing.
+    pub(super) fn anonymous() -> Self {
+        Self {
+            anonymous: true,
+            ..Self::default()
         }
     }
 
@@ -44,8 +58,12 @@ impl Sql {
     /// Appends the placeholder of a new argument.
     pub(super) fn arg(&mut self, arg: Arg) -> &mut Self {
         self.args.push(arg);
-        let n = self.args.len();
-        self.text.push_str(&format!("${n}"));
+        if self.anonymous {
+            self.text.push('?');
+        } else {
+            let n = self.args.len();
+            self.text.push_str(&format!("${n}"));
+        }
         self
     }
 
@@ -84,14 +102,14 @@ pub(super) fn final_states() -> impl Iterator<Item = &'static str> {
         .map(JobState::as_str)
 }
 
-/// Most arguments in one text of a [`Script`] (SQLite numbers at most
-/// 32 766 placeholders in a statement, and `$n` counts across a text).
+/// Most arguments in one text of a [`Script`]: a group's texts stay
+/// bounded.
 const SCRIPT_MAX_ARGS: usize = 30_000;
 
 /// Statements to run one after the other, as few texts as the database
 /// takes: SQLite runs several `;`-separated statements of one text in one
-/// hand-off to its connection's thread (placeholders numbered across the
-/// text), PostgreSQL prepares each statement on its own.
+/// hand-off to its connection's thread (`?` placeholders, bound in order
+/// across the text), PostgreSQL prepares each statement on its own.
 #[derive(Debug)]
 pub(super) struct Script {
     one_text: bool,
@@ -129,7 +147,11 @@ impl Script {
             self.texts[n].push("; ");
             return &mut self.texts[n];
         }
-        self.texts.push(Sql::default());
+        self.texts.push(if self.one_text {
+            Sql::anonymous()
+        } else {
+            Sql::default()
+        });
         let n = self.texts.len() - 1;
         &mut self.texts[n]
     }
@@ -155,15 +177,16 @@ impl Script {
 mod tests {
     use super::*;
 
-    /// One text numbers its placeholders across its statements, and a
-    /// new text starts once one holds [`SCRIPT_MAX_ARGS`] arguments.
+    /// One text holds several statements, `?` placeholders, until it
+    /// holds [`SCRIPT_MAX_ARGS`] arguments; one statement per text numbers
+    /// its own.
     #[test]
     fn a_script_shares_texts_up_to_its_argument_limit() {
         let mut one = Script::new(true);
         one.statement().push("SELECT ").arg(Arg::Int(Some(1)));
         one.statement().push("SELECT ").arg(Arg::Int(Some(2)));
         assert_eq!(one.texts.len(), 1);
-        assert_eq!(one.texts[0].text, "SELECT $1; SELECT $2");
+        assert_eq!(one.texts[0].text, "SELECT ?; SELECT ?");
         let big = one.statement();
         big.push("SELECT 0");
         for _ in 0..SCRIPT_MAX_ARGS {
@@ -171,7 +194,7 @@ mod tests {
         }
         one.statement().push("SELECT ").arg(Arg::Int(Some(3)));
         assert_eq!(one.texts.len(), 2);
-        assert_eq!(one.texts[1].text, "SELECT $1");
+        assert_eq!(one.texts[1].text, "SELECT ?");
 
         let mut each = Script::each();
         assert!(each.is_empty());
@@ -181,8 +204,9 @@ mod tests {
         assert_eq!(texts, ["SELECT $1", "SELECT $1"]);
     }
 
-    /// SQLite runs a one-text script's statements in order, binding each
-    /// placeholder by its number, and answers the rows of all of them.
+    /// SQLite runs a one-text script's statements in order, binding the
+    /// placeholders in order across them, and answers the rows of all of
+    /// them.
     #[tokio::test]
     async fn sqlite_runs_one_text_in_order() {
         sqlx::any::install_default_drivers();
