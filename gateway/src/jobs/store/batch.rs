@@ -12,7 +12,8 @@
 //! are not lost. Under light load a batch is one write: nothing waits for
 //! company.
 
-use sqlx::AnyPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use std::collections::HashSet;
@@ -143,46 +144,76 @@ impl Writer {
     }
 }
 
+/// A connection the writer keeps between groups, if any.
+type Kept = Option<PoolConnection<Any>>;
+
 /// Takes the waiting writes as groups; each group's transaction runs on a
 /// task of its own, at most `concurrent` at once. A job's own writes never
 /// share two groups in flight: each waits for the answer to the one
 /// before. Returns once every handle is dropped and the last group
-/// answered. `one_text`: a group's statements may share texts (SQLite).
-async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Pending>, concurrent: usize, one_text: bool) {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrent));
+/// answered.
+///
+/// `sqlite`: a group's statements share texts, and each group takes the
+/// one write connection from the pool and gives it back (the store's
+/// other writes use it too). Otherwise (PostgreSQL) each of the
+/// `concurrent` slots keeps its connection from group to group: sqlx
+/// pings a connection when it is taken from the pool and when it is given
+/// back, two round trips a group. A slot whose group failed gives its
+/// connection back (where a broken one is closed) and takes another.
+async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Pending>, concurrent: usize, sqlite: bool) {
+    let (free, mut slots) = mpsc::channel::<Kept>(concurrent);
+    for _ in 0..concurrent {
+        let _ = free.try_send(None);
+    }
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Some(kept) = slots.recv().await else {
             return;
         };
         let mut batch = Vec::with_capacity(MAX_BATCH);
         if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            drop(slot);
             // The groups still committing answer before the runtime ends.
-            let all = u32::try_from(concurrent).unwrap_or(u32::MAX);
-            let _ = slots.acquire_many(all).await;
+            drop(kept);
+            for _ in 1..concurrent {
+                let _ = slots.recv().await;
+            }
             return;
         }
-        let pool = pool.clone();
+        let (pool, free) = (pool.clone(), free.clone());
         tokio::spawn(async move {
-            commit(&pool, batch, one_text).await;
-            drop(slot);
+            let kept = commit(&pool, kept, batch, sqlite).await;
+            let _ = free.send(if sqlite { None } else { kept }).await;
         });
     }
 }
 
-/// Applies one group and answers each of its writes.
-async fn commit(pool: &AnyPool, mut batch: Vec<Pending>, one_text: bool) {
+/// Applies one group on `kept` (or a connection from `pool`) and answers
+/// each of its writes; returns the connection unless the group failed.
+async fn commit(pool: &AnyPool, kept: Kept, mut batch: Vec<Pending>, sqlite: bool) -> Kept {
     metrics::histogram!("jobs_store_commit_writes").record(batch.len() as f64);
     let started = std::time::Instant::now();
-    let outcome = together(pool, &batch, one_text).await;
+    let conn = match kept {
+        Some(conn) => Ok(conn),
+        None => pool.acquire().await.map_err(StoreError::Db),
+    };
+    let outcome = match conn {
+        Ok(mut conn) => match together(&mut conn, &batch, sqlite).await {
+            Ok(done) => Ok((done, conn)),
+            // The connection goes back to the pool, which closes it if it
+            // is broken.
+            Err(error) => Err(error),
+        },
+        Err(error) => Err(error),
+    };
     metrics::histogram!("jobs_store_commit_seconds").record(started.elapsed().as_secs_f64());
     match outcome {
-        Ok(done) => {
+        Ok((done, conn)) => {
             for (p, done) in batch.drain(..).zip(done) {
                 let _ = p.reply.send(Ok(done));
             }
+            Some(conn)
         }
         Err(error) => {
+            // Each write alone, on a connection of the pool.
             if batch.len() > 1 {
                 tracing::debug!(writes = batch.len(), %error, "job store batch failed, writing one by one");
             }
@@ -190,6 +221,7 @@ async fn commit(pool: &AnyPool, mut batch: Vec<Pending>, one_text: bool) {
                 let done = alone(pool, &p.write).await;
                 let _ = p.reply.send(done);
             }
+            None
         }
     }
 }
@@ -205,11 +237,11 @@ async fn commit(pool: &AnyPool, mut batch: Vec<Pending>, one_text: bool) {
 /// follows them another: with `BEGIN` and `COMMIT`, four hand-offs to the
 /// connection's thread for a batch of one run.
 async fn together(
-    pool: &AnyPool,
+    conn: &mut AnyConnection,
     batch: &[Pending],
     one_text: bool,
 ) -> Result<Vec<Written>, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     let mut done = Vec::with_capacity(batch.len());
     let mut later = Later::default();
     let mut tail = Script::new(one_text);
