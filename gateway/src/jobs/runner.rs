@@ -139,7 +139,10 @@ impl Jobs {
         change.finished_ms = Some(None);
         change.node = Some(None);
         change.error = Some(None);
-        change.clear_result = true;
+        // An earlier attempt's result goes. Only an attempt's end stores
+        // one, fenced on its attempt (from 1): a job at attempt 0, as the
+        // fence above requires, has none, and its claim skips the delete.
+        change.clear_result = view.attempt > 0;
         change.note = Some(attempt_note(attempt, view.max_attempts));
         match self.store.change(&change).await {
             Ok(applied) => applied,
