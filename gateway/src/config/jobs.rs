@@ -42,7 +42,9 @@ pub struct JobsConfig {
     /// The most jobs waiting at once, all services (default 100 000);
     /// beyond it a submit is refused as overloaded (retry-safe).
     pub max_waiting: u64,
-    /// Connections the store keeps open (default 8; SQLite: 1 writer).
+    /// Connections the store keeps open (default 8; SQLite: that many
+    /// readers and 1 writer; PostgreSQL: one pool, half of it, at most 4,
+    /// kept by the group-commit writer).
     pub max_connections: u32,
     /// The most jobs one node runs at once, every service together
     /// (default 0: no limit beyond the node's slots, its services'

@@ -308,7 +308,13 @@ impl JobStore {
                 .await?;
             sqlx::migrate!("./migrations").run(&pool).await?;
             let concurrent = (max as usize / 2).clamp(1, 4);
-            let writer = batch::WriterPool::Postgres(pool.clone());
+            // Its slots keep their connections while the pool has one
+            // more for reads.
+            let keep = max as usize > concurrent;
+            let writer = batch::WriterPool::Postgres {
+                pool: pool.clone(),
+                keep,
+            };
             Self {
                 read: pool.clone(),
                 writer: batch::Writer::start(writer, concurrent)?,

@@ -6,17 +6,19 @@
 //! One task owns the writing: callers send it a [`Write`] and wait for its
 //! answer, which comes only after the transaction holding it committed.
 //! The task takes every write waiting (at most [`MAX_BATCH`]) and applies
-//! them in arrival order in one transaction. When one of them fails, the
+//! them in one transaction, as if one after the other in arrival order,
+//! in a number of statements that does not grow with the group (`many`).
+//! When one of them fails, the
 //! transaction is rolled back and each write of the batch is applied again
 //! in a transaction of its own, so a bad write fails alone and the others
 //! are not lost. Under light load a batch is one write: nothing waits for
 //! company.
 
+use std::collections::HashSet;
+
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
-
-use std::collections::HashSet;
 
 use super::many::{
     LogRow, Merged, ResultRow, Shape, TransitionRow, applied, delete_results, insert_logs,
@@ -91,8 +93,16 @@ pub(super) enum WriterPool {
     /// SQLite: the store's one write connection, shared (its own worker
     /// thread serves any runtime). Several statements go in one text.
     Sqlite(AnyPool),
-    /// PostgreSQL: the store's pool. One statement per round trip.
-    Postgres(AnyPool),
+    /// PostgreSQL: the store's pool. One statement per round trip. With
+    /// `keep`, each of the writer's slots keeps its connection from group
+    /// to group (the pool must hold more connections than the slots, for
+    /// the store's reads).
+    Postgres {
+        /// The pool.
+        pool: AnyPool,
+        /// Whether the slots keep their connections.
+        keep: bool,
+    },
 }
 
 impl Writer {
@@ -120,10 +130,10 @@ impl Writer {
                     .build()?;
                 std::thread::Builder::new()
                     .name("job-store-writer".into())
-                    .spawn(move || runtime.block_on(run(pool, rx, concurrent, true)))?;
+                    .spawn(move || runtime.block_on(run(pool, rx, concurrent, true, false)))?;
             }
-            WriterPool::Postgres(pool) => {
-                tokio::spawn(run(pool, rx, concurrent, false));
+            WriterPool::Postgres { pool, keep } => {
+                tokio::spawn(run(pool, rx, concurrent, false, keep));
             }
         }
         Ok(Self { tx })
@@ -153,14 +163,20 @@ type Kept = Option<PoolConnection<Any>>;
 /// before. Returns once every handle is dropped and the last group
 /// answered.
 ///
-/// `sqlite`: a group's statements share texts, and each group takes the
-/// one write connection from the pool and gives it back (the store's
-/// other writes use it too). Otherwise (PostgreSQL) each of the
-/// `concurrent` slots keeps its connection from group to group: sqlx
-/// pings a connection when it is taken from the pool and when it is given
-/// back, two round trips a group. A slot whose group failed gives its
-/// connection back (where a broken one is closed) and takes another.
-async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Pending>, concurrent: usize, sqlite: bool) {
+/// `sqlite`: a group's statements share texts. Each group takes a
+/// connection from the pool and gives it back, unless `keep`: then each
+/// of the `concurrent` slots keeps its connection from group to group
+/// (sqlx pings a connection when it is taken from the pool and when it is
+/// given back, two round trips a group on PostgreSQL). A slot whose group
+/// failed gives its connection back (where a broken one is closed) and
+/// takes another.
+async fn run(
+    pool: AnyPool,
+    mut rx: mpsc::Receiver<Pending>,
+    concurrent: usize,
+    sqlite: bool,
+    keep: bool,
+) {
     let (free, mut slots) = mpsc::channel::<Kept>(concurrent);
     for _ in 0..concurrent {
         let _ = free.try_send(None);
@@ -181,7 +197,7 @@ async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Pending>, concurrent: usize, 
         let (pool, free) = (pool.clone(), free.clone());
         tokio::spawn(async move {
             let kept = commit(&pool, kept, batch, sqlite).await;
-            let _ = free.send(if sqlite { None } else { kept }).await;
+            let _ = free.send(kept.filter(|_| keep)).await;
         });
     }
 }

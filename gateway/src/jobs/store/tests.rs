@@ -295,3 +295,27 @@ async fn corrupt_rows_are_errors_not_panics() {
         Err(StoreError::Corrupt { .. })
     ));
 }
+
+/// With one connection in all, the writer does not keep it: reads and
+/// the store's other writes still get it between groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_with_one_connection_still_reads() {
+    let Some(pg) = Postgres::start().expect("start postgres") else {
+        return;
+    };
+    let store = JobStore::open(&pg.url(), 1).await.expect("open postgres");
+    for i in 0..3 {
+        let id = format!("one{i}");
+        store.insert(&job(&id, "s", None, 0)).await.expect("insert");
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), store.get(&id));
+        let got = read.await.expect("a read within 5 s").expect("get");
+        assert_eq!(got.map(|j| j.view.id), Some(id.clone()));
+        assert!(start(&store, &id, 1, "n1").await, "{id}");
+    }
+    let ids = ["one0".to_string()];
+    let renewed = store.renew_leases("gw1", &ids, 9_000);
+    tokio::time::timeout(std::time::Duration::from_secs(5), renewed)
+        .await
+        .expect("a write outside the writer within 5 s")
+        .expect("renew");
+}
