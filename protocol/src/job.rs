@@ -257,7 +257,9 @@ pub struct JobView {
     /// Started again after a lost node or gateway.
     #[n(10)]
     pub idempotent: bool,
-    /// The node of the current or last attempt.
+    /// The node of the current or last attempt: for a running attempt,
+    /// set once it outlives the gateway's first log flush (250 ms), else
+    /// with its end.
     #[n(11)]
     pub node: Option<String>,
     /// Submitted.

@@ -41,6 +41,8 @@ struct Ended {
     result: Vec<u8>,
     content_type: Option<String>,
     lines: Vec<LogLine>,
+    /// The node it ran on, when not yet recorded: the end records it.
+    node: Option<String>,
 }
 
 /// Lines read but not yet stored, with the partial last line of each
@@ -168,6 +170,7 @@ impl Jobs {
                 result: Vec::new(),
                 content_type: None,
                 lines: Vec::new(),
+                node: None,
             };
         };
         let mut head = CallHead::new(
@@ -197,6 +200,7 @@ impl Jobs {
         let mut cut = false;
         let mut content_type = None;
         let mut node: Option<String> = None;
+        let mut recorded = false;
         let mut flush = tokio::time::interval(Duration::from_millis(250));
         let lease = Duration::from_millis(self.lease_ms());
         let outcome = loop {
@@ -204,7 +208,6 @@ impl Jobs {
                 _ = &mut stop => break Outcome::Stopped,
                 Some(id) = node_rx.recv() => {
                     self.admitted_done(&view.service);
-                    self.dispatched(view, attempt, &id).await;
                     log.lines.push((attempt, now_ms(), LogStream::System,
                         format!("attempt {attempt} dispatched to node {id}")));
                     node = Some(id);
@@ -228,6 +231,13 @@ impl Jobs {
                     Some(_) => {}
                 },
                 _ = flush.tick() => {
+                    // The node is recorded once the attempt outlives a
+                    // flush period; a shorter one records it with its
+                    // end, one write instead of two.
+                    if let Some(node_id) = node.as_deref().filter(|_| !recorded) {
+                        self.dispatched(view, attempt, node_id).await;
+                        recorded = true;
+                    }
                     self.store_log(&view.id, &mut log.lines).await;
                     if let Some(node_id) = &node
                         && !node_alive(&shared, node_id, lease)
@@ -262,6 +272,7 @@ impl Jobs {
             result,
             content_type,
             lines: log.lines,
+            node: node.filter(|_| !recorded),
         }
     }
 
@@ -302,6 +313,7 @@ impl Jobs {
             result,
             content_type,
             mut lines,
+            node,
         } = ended;
         let (to, error) = match outcome {
             Outcome::Stopped => {
@@ -341,6 +353,8 @@ impl Jobs {
         change.lease_until_ms = Some(None);
         change.error = Some(error.clone());
         change.note = error;
+        // A short attempt's node, not recorded while it ran.
+        change.node = node.map(Some);
         let keep_result = !result.is_empty() || to == JobState::Succeeded;
         let result = keep_result.then_some((result.as_slice(), content_type.as_deref()));
         match self.store.finish(&change, result, &lines).await {
