@@ -85,21 +85,15 @@ pub(super) fn insert_transitions(script: &mut Script, rows: &[TransitionRow]) {
             if i > 0 {
                 sql.push(", ");
             }
-            sql.push("(")
-                .arg(Arg::Text(Some(r.job_id.clone())))
-                .push(", ")
-                .arg(Arg::Int(Some(r.seq)))
-                .push(", ")
-                .arg(Arg::Text(Some(r.state.to_string())))
-                .push(", ")
-                .arg(Arg::Int(Some(r.at_ms)))
-                .push(", ")
-                .arg(Arg::Int(Some(r.attempt)))
-                .push(", ")
-                .arg(Arg::Text(r.node.clone()))
-                .push(", ")
-                .arg(Arg::Text(r.note.clone()))
-                .push(")");
+            sql.row([
+                Arg::Text(Some(r.job_id.clone())),
+                Arg::Int(Some(r.seq)),
+                Arg::Text(Some(r.state.to_string())),
+                Arg::Int(Some(r.at_ms)),
+                Arg::Int(Some(r.attempt)),
+                Arg::Text(r.node.clone()),
+                Arg::Text(r.note.clone()),
+            ]);
         }
     }
 }
@@ -154,19 +148,14 @@ pub(super) fn insert_logs(script: &mut Script, rows: &[LogRow]) {
             if i > 0 {
                 sql.push(", ");
             }
-            sql.push("(")
-                .arg(Arg::Text(Some(r.job_id.clone())))
-                .push(", ")
-                .arg(Arg::Int(Some(r.seq)))
-                .push(", ")
-                .arg(Arg::Int(Some(r.attempt)))
-                .push(", ")
-                .arg(Arg::Int(Some(r.ts_ms)))
-                .push(", ")
-                .arg(Arg::Text(Some(r.stream.to_string())))
-                .push(", ")
-                .arg(Arg::Text(Some(r.line.clone())))
-                .push(")");
+            sql.row([
+                Arg::Text(Some(r.job_id.clone())),
+                Arg::Int(Some(r.seq)),
+                Arg::Int(Some(r.attempt)),
+                Arg::Int(Some(r.ts_ms)),
+                Arg::Text(Some(r.stream.to_string())),
+                Arg::Text(Some(r.line.clone())),
+            ]);
         }
     }
 }
@@ -185,13 +174,11 @@ pub(super) fn insert_results(script: &mut Script, rows: &[ResultRow<'_>]) {
             if i > 0 {
                 sql.push(", ");
             }
-            sql.push("(")
-                .arg(Arg::Text(Some((*id).to_owned())))
-                .push(", ")
-                .arg(Arg::Bytes(data.to_vec()))
-                .push(", ")
-                .arg(Arg::Text(content_type.map(str::to_owned)))
-                .push(")");
+            sql.row([
+                Arg::Text(Some((*id).to_owned())),
+                Arg::Bytes(data.to_vec()),
+                Arg::Text(content_type.map(str::to_owned)),
+            ]);
         }
         sql.push(
             " ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, \

@@ -67,6 +67,18 @@ impl Sql {
         self
     }
 
+    /// Appends one row of a `VALUES` list: `(a, b, ...)` of `args`.
+    pub(super) fn row(&mut self, args: impl IntoIterator<Item = Arg>) -> &mut Self {
+        self.push("(");
+        for (i, arg) in args.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.arg(arg);
+        }
+        self.push(")")
+    }
+
     /// Appends `(a, b, ...)` of text arguments (the caller makes sure the
     /// list is not empty).
     pub(super) fn list<'s>(&mut self, items: impl IntoIterator<Item = &'s str>) -> &mut Self {

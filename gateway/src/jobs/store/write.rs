@@ -326,16 +326,15 @@ pub(super) fn insert_jobs(script: &mut Script, jobs: &[&NewJob]) -> Result<(), S
             if i > 0 {
                 first.push(", ");
             }
-            first
-                .push("(")
-                .arg(text(Some(&job.id)))
-                .push(", 1, ")
-                .arg(text(Some(job.state.as_str())))
-                .push(", ")
-                .arg(Arg::Int(Some(to_i64("created_ms", job.created_ms)?)))
-                .push(", 0, NULL, ")
-                .arg(text(job.note.as_deref()))
-                .push(")");
+            first.row([
+                text(Some(&job.id)),
+                Arg::Int(Some(1)),
+                text(Some(job.state.as_str())),
+                Arg::Int(Some(to_i64("created_ms", job.created_ms)?)),
+                Arg::Int(Some(0)),
+                Arg::Text(None),
+                text(job.note.as_deref()),
+            ]);
         }
     }
     Ok(())
