@@ -16,6 +16,7 @@ fn node(labels: &[(&str, &str)]) -> NodeView {
             services: vec![],
             slots: vec![],
             stats_interval_ms: 1000,
+            heartbeat_ms: None,
             agent_version: "0.1.0".into(),
             gateway: false,
         },

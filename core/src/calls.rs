@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use rand::Rng as _;
+
 use protocol::{CallError, CallHead, ErrorKind};
 
 use crate::balance::{Candidate, PickRequest, Ranking};
@@ -95,26 +97,55 @@ impl Core {
         self.enqueue(call, now);
     }
 
-    /// The free nodes call `call` may go to, as its policy sees them.
-    pub(crate) fn candidates(&self, call: CallId) -> Vec<Candidate> {
-        let Some(c) = self.calls.get(&call) else {
+    /// The free nodes call `call` may go to, as its policy sees them, in
+    /// key order: every one, or past the service's `max_candidates` a
+    /// uniform random sample of that many.
+    pub(crate) fn candidates(&mut self, call: CallId) -> Vec<Candidate> {
+        let Core {
+            calls,
+            fleet,
+            config,
+            rng,
+            max_jobs_per_node,
+            ..
+        } = self;
+        let Some(c) = calls.get(&call) else {
             return Vec::new();
         };
         let service = c.head.service.as_str();
         // One lookup of the service per node (`Node::has_free_slot`'s test).
-        self.fleet
-            .iter()
-            .filter_map(|n| {
-                let s = n.services.get(service)?;
-                let free = !n.draining
-                    && s.loaded
-                    && s.healthy
-                    && s.ejected_until.is_none()
-                    && s.load() < s.max_concurrent;
-                (free && !c.exclude.contains(&n.key) && self.job_room(c, n))
-                    .then(|| candidate_of(n, s))
-            })
-            .collect()
+        let free = |n: &crate::Node| {
+            let s = n.services.get(service)?;
+            let free = !n.draining
+                && s.loaded
+                && s.healthy
+                && s.ejected_until.is_none()
+                && s.load() < s.max_concurrent;
+            (free && !c.exclude.contains(&n.key) && Core::job_room_within(*max_jobs_per_node, c, n))
+                .then(|| candidate_of(n, s))
+        };
+        let bound = config.max_candidates(service);
+        let hosts = fleet.hosts(service);
+        if bound == 0 || hosts.len() <= bound {
+            return fleet.iter().filter_map(free).collect();
+        }
+        // A partial Fisher-Yates shuffle of the hosts, stopped once `bound`
+        // free ones are drawn: each free node is offered with the same
+        // chance, and a pick touches about `bound` nodes, not the fleet.
+        let mut order = hosts.to_vec();
+        let mut sample = Vec::with_capacity(bound);
+        for i in 0..order.len() {
+            let j = rng.random_range(i..order.len());
+            order.swap(i, j);
+            if let Some(candidate) = fleet.get(order[i]).and_then(free) {
+                sample.push(candidate);
+                if sample.len() == bound {
+                    break;
+                }
+            }
+        }
+        sample.sort_unstable_by_key(|c| c.node);
+        sample
     }
 
     pub(crate) fn ask_pick(&mut self, call: CallId, candidates: Vec<Candidate>, queued: bool) {

@@ -30,6 +30,17 @@ pub struct CoreConfig {
     pub breakers: Breakers,
     /// Per-service circuit breakers overriding `breakers`.
     pub service_breakers: HashMap<String, Breakers>,
+    /// The most candidates a policy is offered per pick (default 0: every
+    /// node with a free slot). Past it the core offers a uniform random
+    /// sample of that many of them, in key order: the power of d choices
+    /// (Mitzenmacher, "The Power of Two Choices in Randomized Load
+    /// Balancing", 2001; Envoy's and linkerd's least-request draw 2), so a
+    /// pick costs the same whatever the fleet's size.
+    pub max_candidates: usize,
+    /// Per-service bounds overriding `max_candidates`.
+    pub service_max_candidates: HashMap<String, usize>,
+    /// Seed of the candidate sample's random numbers (default 0).
+    pub seed: u64,
 }
 
 /// Outlier ejection: a node whose calls of a service fail
@@ -108,6 +119,9 @@ impl Default for CoreConfig {
             retry: RetryRules::default(),
             breakers: Breakers::default(),
             service_breakers: HashMap::new(),
+            max_candidates: 0,
+            service_max_candidates: HashMap::new(),
+            seed: 0,
         }
     }
 }
@@ -134,6 +148,14 @@ impl CoreConfig {
             .get(service)
             .copied()
             .unwrap_or(self.queue_capacity)
+    }
+
+    /// The most candidates a policy of `service` is offered (0: all).
+    pub fn max_candidates(&self, service: &str) -> usize {
+        self.service_max_candidates
+            .get(service)
+            .copied()
+            .unwrap_or(self.max_candidates)
     }
 
     /// The circuit breakers of `service`.

@@ -6,7 +6,7 @@
 //! changes it only while handling an event, so a node's in-flight count can
 //! be checked and taken in one step (no compare-and-swap, no lost race).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use protocol::{NodeSpec, NodeStats, NodeView, ServiceView};
@@ -34,6 +34,9 @@ pub const LATENCY_EWMA_WEIGHT: f32 = 0.3;
 pub struct Fleet {
     nodes: BTreeMap<NodeKey, Node>,
     next_epoch: u64,
+    /// Per service, the nodes that host it (loaded or loadable), in key
+    /// order: what a candidate sample draws from without walking the fleet.
+    hosts: HashMap<String, Vec<NodeKey>>,
 }
 
 /// One node that is up.
@@ -195,8 +198,42 @@ impl Fleet {
             jobs_in_flight: 0,
             jobs_others: 0,
         };
-        self.nodes.insert(key, node);
+        if let Some(old) = self.nodes.insert(key, node) {
+            self.unindex(key, old.services.keys());
+        }
+        let names: Vec<String> = spec_names(&self.nodes, key);
+        self.index(key, &names);
         self.next_epoch
+    }
+
+    /// Adds `key` to the hosts of each of `services`.
+    fn index(&mut self, key: NodeKey, services: &[String]) {
+        for service in services {
+            let hosts = self.hosts.entry(service.clone()).or_default();
+            if let Err(at) = hosts.binary_search(&key) {
+                hosts.insert(at, key);
+            }
+        }
+    }
+
+    /// Takes `key` out of the hosts of each of `services`.
+    fn unindex<'a>(&mut self, key: NodeKey, services: impl IntoIterator<Item = &'a String>) {
+        for service in services {
+            if let Some(hosts) = self.hosts.get_mut(service) {
+                if let Ok(at) = hosts.binary_search(&key) {
+                    hosts.remove(at);
+                }
+                if hosts.is_empty() {
+                    self.hosts.remove(service);
+                }
+            }
+        }
+    }
+
+    /// The nodes that host `service` (loaded or loadable, draining or
+    /// not), in key order.
+    pub fn hosts(&self, service: &str) -> &[NodeKey] {
+        self.hosts.get(service).map_or(&[], Vec::as_slice)
     }
 
     /// Takes node `key`'s services from `spec` (see
@@ -218,15 +255,20 @@ impl Fleet {
             };
             services.insert(s.name.clone(), state);
         }
-        node.services = services;
+        let before = std::mem::replace(&mut node.services, services);
         let slots = std::mem::take(&mut node.spec.slots);
         node.spec = NodeSpec { slots, ..spec };
-        Some(node.services.keys().cloned().collect())
+        let now: Vec<String> = node.services.keys().cloned().collect();
+        self.unindex(key, before.keys());
+        self.index(key, &now);
+        Some(now)
     }
 
     /// Removes node `key`, returning it.
     pub fn remove(&mut self, key: NodeKey) -> Option<Node> {
-        self.nodes.remove(&key)
+        let node = self.nodes.remove(&key)?;
+        self.unindex(key, node.services.keys());
+        Some(node)
     }
 
     /// Node `key`, if up.
@@ -293,6 +335,14 @@ impl Fleet {
         names.dedup();
         names
     }
+}
+
+/// The services node `key` hosts (none for an unknown key).
+fn spec_names(nodes: &BTreeMap<NodeKey, Node>, key: NodeKey) -> Vec<String> {
+    nodes
+        .get(&key)
+        .map(|n| n.services.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 impl Node {

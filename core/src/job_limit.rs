@@ -20,9 +20,13 @@ impl Core {
     /// Whether `node` may take `call` as far as the per-node job limit
     /// goes (always, for a call that is not a job).
     pub(crate) fn job_room(&self, call: &Call, node: &Node) -> bool {
-        !call.job
-            || self.max_jobs_per_node == 0
-            || node.jobs_in_flight.saturating_add(node.jobs_others) < self.max_jobs_per_node
+        Self::job_room_within(self.max_jobs_per_node, call, node)
+    }
+
+    /// [`Self::job_room`] under a limit of `max` job calls per node (0: no
+    /// limit).
+    pub(crate) fn job_room_within(max: u32, call: &Call, node: &Node) -> bool {
+        !call.job || max == 0 || node.jobs_in_flight.saturating_add(node.jobs_others) < max
     }
 
     /// Whether job call `call` finds a free slot of its service that only

@@ -94,6 +94,8 @@ pub struct Core {
     /// Job calls held back by that limit, in arrival order (see
     /// `job_limit`).
     held: BTreeSet<CallId>,
+    /// Draws the candidate sample past `max_candidates`.
+    rng: rand::rngs::StdRng,
     out: Vec<Action>,
 }
 
@@ -144,7 +146,9 @@ enum Stage {
 impl Core {
     /// An empty core with `config`.
     pub fn new(config: CoreConfig) -> Self {
+        use rand::SeedableRng as _;
         Self {
+            rng: rand::rngs::StdRng::seed_from_u64(config.seed),
             config,
             fleet: Fleet::default(),
             queues: BTreeMap::new(),

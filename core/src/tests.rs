@@ -21,6 +21,7 @@ mod outlier;
 mod props;
 mod respec;
 mod retries;
+mod sample;
 mod swaps;
 
 /// A core, a clock and the built-in round-robin, with helpers that read
@@ -64,6 +65,7 @@ pub(crate) fn spec(
             })
             .collect(),
         stats_interval_ms: 1000,
+        heartbeat_ms: None,
         agent_version: "test".into(),
         gateway: false,
     }

@@ -94,8 +94,15 @@ pub struct GatewayConfig {
     /// built-in round-robin (default true: fail open) instead of failing the
     /// call.
     pub fail_open: bool,
-    /// Seed for the random numbers handed to policies; unset = from entropy.
+    /// Seed for the random numbers handed to policies and of the candidate
+    /// sample (`max_candidates`); unset = from entropy.
     pub seed: Option<u64>,
+    /// The most candidates a policy is offered per pick (default 0: every
+    /// node with a free slot). Past it the policy sees a uniform random
+    /// sample of that many free nodes (the power of d choices), so a pick
+    /// costs the same with 1 000 nodes as with 10. `[services.NAME]
+    /// max_candidates` overrides it.
+    pub max_candidates: usize,
     /// Queueing when every node is busy (table `[queue]`).
     pub queue: QueueConfig,
     /// Swapping services on idle nodes' slots (table `[swap]`).
@@ -219,6 +226,7 @@ impl Default for GatewayConfig {
             plugin_cache: true,
             fail_open: true,
             seed: None,
+            max_candidates: 0,
             queue: QueueConfig::default(),
             swap: SwapConfig::default(),
             outlier: OutlierConfig::default(),

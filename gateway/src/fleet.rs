@@ -419,6 +419,7 @@ mod tests {
             }],
             slots: Vec::new(),
             stats_interval_ms: 1000,
+            heartbeat_ms: None,
             agent_version: "test".into(),
             gateway: false,
         };

@@ -12,6 +12,8 @@ mod health;
 mod kind;
 mod metrics;
 mod parse;
+mod reconnect;
+mod stats;
 mod swap;
 
 pub use direct::{DEFAULT_DIRECT_MAX_CONNECTIONS, DirectConfig};
@@ -30,6 +32,8 @@ pub use metrics::{
     VLLM_KV_CACHE_NEW, VLLM_RUNNING, VLLM_WAITING,
 };
 use parse::parse_error;
+pub use reconnect::ReconnectConfig;
+pub use stats::{DEFAULT_STATS_CHANGE_PCT, DEFAULT_STATS_INTERVAL_MS};
 pub use swap::{
     DEFAULT_LOAD_MS, DEFAULT_READY_TIMEOUT_S, MAX_READY_TIMEOUT_S, ReadyProbe, SlotConfig,
     SwapConfig,
@@ -37,8 +41,6 @@ pub use swap::{
 
 /// Default TLS server name the agent expects on the gateway's certificate.
 pub const DEFAULT_SERVER_NAME: &str = "localhost";
-/// Default stats period, ms.
-pub const DEFAULT_STATS_INTERVAL_MS: u32 = 1000;
 /// Default largest call payload the agent accepts, bytes (16 MiB).
 pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 16 * 1024 * 1024;
 /// Default most concurrent calls of one service.
@@ -154,9 +156,24 @@ pub struct AgentConfig {
     /// spread its calls over cores.
     #[serde(default = "default_worker_threads")]
     pub worker_threads: Option<usize>,
-    /// How often the agent sends stats, ms (default 1000).
-    #[serde(default = "default_stats_interval_ms")]
+    /// How often the agent samples its stats, ms (default 1000). A sample
+    /// that changed ([`Self::stats_change_pct`]) goes to the gateway at
+    /// once; one that did not waits for the heartbeat.
+    #[serde(default = "stats::default_interval_ms")]
     pub stats_interval_ms: u32,
+    /// The longest the agent stays silent when its stats do not change,
+    /// ms (default twice `stats_interval_ms`; at least it, at most 60 000).
+    /// The gateway drops the node after three heartbeats without a report.
+    /// Equal to `stats_interval_ms`, every sample is sent.
+    #[serde(default)]
+    pub stats_heartbeat_ms: Option<u32>,
+    /// How far a figure must move for a sample to count as changed
+    /// (default 5): CPU and GPU utilisation by that many points, memory by
+    /// that share (%) of its total, a GPU's temperature and power by that
+    /// share of their last value. Calls in flight, health and model-server
+    /// queues count at any change. 0 sends every sample that differs.
+    #[serde(default = "stats::default_change_pct")]
+    pub stats_change_pct: f32,
     /// Largest call payload the agent accepts, bytes (default 16 MiB).
     #[serde(default = "default_max_payload_bytes")]
     pub max_payload_bytes: u64,
@@ -192,27 +209,6 @@ pub struct AgentConfig {
 
 fn default_shutdown_grace_s() -> u32 {
     30
-}
-
-/// Exponential reconnect backoff with jitter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReconnectConfig {
-    /// First delay, ms (default 200).
-    #[serde(default = "default_initial_ms")]
-    pub initial_ms: u64,
-    /// Largest delay, ms (default 10 000).
-    #[serde(default = "default_max_ms")]
-    pub max_ms: u64,
-}
-
-impl Default for ReconnectConfig {
-    fn default() -> Self {
-        Self {
-            initial_ms: default_initial_ms(),
-            max_ms: default_max_ms(),
-        }
-    }
 }
 
 /// One hosted service.
@@ -277,17 +273,8 @@ fn default_worker_threads() -> Option<usize> {
     Some(1)
 }
 
-fn default_stats_interval_ms() -> u32 {
-    DEFAULT_STATS_INTERVAL_MS
-}
 fn default_max_payload_bytes() -> u64 {
     DEFAULT_MAX_PAYLOAD_BYTES
-}
-fn default_initial_ms() -> u64 {
-    200
-}
-fn default_max_ms() -> u64 {
-    10_000
 }
 
 impl AgentConfig {
@@ -315,6 +302,8 @@ impl AgentConfig {
             cost_per_hour: 0.0,
             worker_threads: default_worker_threads(),
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
+            stats_heartbeat_ms: None,
+            stats_change_pct: DEFAULT_STATS_CHANGE_PCT,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             shutdown_grace_s: default_shutdown_grace_s(),
             tracing: otel::TracingConfig::default(),
@@ -489,9 +478,7 @@ impl AgentConfig {
         if !self.cost_per_hour.is_finite() || self.cost_per_hour < 0.0 {
             return invalid("cost_per_hour must be a finite number >= 0".into());
         }
-        if self.stats_interval_ms == 0 {
-            return invalid("stats_interval_ms must be > 0".into());
-        }
+        self.check_stats().map_err(ConfigError::Invalid)?;
         if self.max_payload_bytes == 0 {
             return invalid("max_payload_bytes must be > 0".into());
         }

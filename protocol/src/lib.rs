@@ -90,7 +90,7 @@ pub use lease::{
 };
 pub use message::Message;
 pub use node::{
-    GpuStats, NodeSpec, NodeStats, NodeView, Register, Registered, ServiceLoad, ServiceSpec,
+    GpuStats, MAX_HEARTBEAT_MS, NodeSpec, NodeStats, NodeView, Register, Registered, ServiceLoad, ServiceSpec,
     ServiceView, SlotSpec, SlotView,
 };
 pub use swap::{SwapReport, SwapRequest};

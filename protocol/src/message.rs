@@ -542,6 +542,7 @@ mod tests {
             }],
             slots: vec![],
             stats_interval_ms: 1000,
+            heartbeat_ms: None,
             agent_version: "0".into(),
             gateway: false,
         };

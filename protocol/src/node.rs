@@ -63,8 +63,10 @@ pub struct NodeSpec {
     /// services it can host at a time. A service in no slot is always loaded.
     #[n(5)]
     pub slots: Vec<SlotSpec>,
-    /// How often the agent sends stats, ms; the gateway drops the node after
-    /// three intervals without one.
+    /// How often the agent samples its stats, ms: a sample that changed
+    /// goes out at once. With no [`Self::heartbeat_ms`] every sample goes
+    /// out, and the gateway drops the node after three intervals without
+    /// one.
     #[n(6)]
     pub stats_interval_ms: u32,
     /// The agent's version, for the operator.
@@ -78,7 +80,18 @@ pub struct NodeSpec {
     #[serde(default, with = "crate::added")]
     #[cbor(n(8), default, skip_if = "crate::call::is_false")]
     pub gateway: bool,
+    /// The longest the agent goes without a stats report, ms: a sample
+    /// that says nothing new is kept back until then, so the gateway drops
+    /// the node after three heartbeats without a report. At least
+    /// `stats_interval_ms`, at most [`MAX_HEARTBEAT_MS`]; none (an older
+    /// agent) is `stats_interval_ms`, every sample sent. Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[n(9)]
+    pub heartbeat_ms: Option<u32>,
 }
+
+/// The longest [`NodeSpec::heartbeat_ms`] a gateway accepts, ms (1 minute).
+pub const MAX_HEARTBEAT_MS: u32 = 60_000;
 
 /// One service a node hosts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
@@ -155,6 +168,13 @@ pub struct Registered {
     #[serde(default, with = "crate::added")]
     #[cbor(n(3), default, skip_if = "crate::call::is_false")]
     pub takes_respec: bool,
+    /// The gateway follows [`NodeSpec::heartbeat_ms`]: it drops the node
+    /// after three heartbeats without a stats report (default false: an
+    /// older gateway waits three `stats_interval_ms`, so the agent sends it
+    /// every sample). Added in v2.
+    #[serde(default, with = "crate::added")]
+    #[cbor(n(4), default, skip_if = "crate::call::is_false")]
+    pub takes_heartbeat: bool,
 }
 
 /// A node's resource report.
@@ -386,6 +406,14 @@ impl Register {
 }
 
 impl NodeSpec {
+    /// The longest the agent goes without a stats report, ms:
+    /// [`Self::heartbeat_ms`], or `stats_interval_ms` without one.
+    pub fn report_period_ms(&self) -> u32 {
+        self.heartbeat_ms
+            .unwrap_or(self.stats_interval_ms)
+            .max(self.stats_interval_ms)
+    }
+
     /// The slot that can host `service`, if the service is swappable.
     pub fn slot_of(&self, service: &str) -> Option<&SlotSpec> {
         self.slots
@@ -468,6 +496,13 @@ impl NodeSpec {
         if self.stats_interval_ms == 0 {
             return Err(CodecError::Invalid("stats_interval_ms must be > 0".into()));
         }
+        if let Some(heartbeat) = self.heartbeat_ms
+            && !(self.stats_interval_ms..=MAX_HEARTBEAT_MS).contains(&heartbeat)
+        {
+            return Err(CodecError::Invalid(format!(
+                "heartbeat_ms {heartbeat} must be in stats_interval_ms..={MAX_HEARTBEAT_MS}"
+            )));
+        }
         Ok(())
     }
 }
@@ -494,6 +529,7 @@ mod register_tests {
                 }],
                 slots: Vec::new(),
                 stats_interval_ms: 1000,
+                heartbeat_ms: None,
                 agent_version: String::new(),
                 gateway: false,
             },

@@ -109,6 +109,7 @@ impl Message {
                 register.direct = None;
                 register.holds_on_control = false;
                 register.node.gateway = false;
+                register.node.heartbeat_ms = None;
                 for service in &mut register.node.services {
                     service.model = false;
                     service.policy = None;
@@ -120,6 +121,7 @@ impl Message {
                     node.jobs_in_flight = 0;
                     node.direct = None;
                     node.spec.gateway = false;
+                    node.spec.heartbeat_ms = None;
                     for service in &mut node.spec.services {
                         service.model = false;
                         service.policy = None;
@@ -157,6 +159,7 @@ impl Message {
             Message::Registered(registered) => {
                 registered.ancestry.clear();
                 registered.takes_respec = false;
+                registered.takes_heartbeat = false;
             }
             Message::Reply(head) => {
                 head.path.clear();

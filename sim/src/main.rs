@@ -27,6 +27,10 @@ struct Args {
     /// Runs at once (default: the machine's parallelism).
     #[arg(long)]
     jobs: Option<usize>,
+    /// Overrides the scenarios' `[core] max_candidates`: the most
+    /// candidates a policy is offered per pick (0: every free node).
+    #[arg(long)]
+    max_candidates: Option<usize>,
     /// Runs the reproductions of published results and prints measured
     /// against published figures, PASS or FAIL (exit 1 on any FAIL).
     #[arg(long)]
@@ -64,6 +68,9 @@ fn run() -> anyhow::Result<bool> {
             Scenario::load(path).with_context(|| format!("loading {}", path.display()))?;
         if let Some(seed) = args.seed {
             scenario.seed = seed;
+        }
+        if let Some(bound) = args.max_candidates {
+            scenario.core.max_candidates = bound;
         }
         if let Some(d) = args.duration_s {
             scenario.duration_s = d;

@@ -181,6 +181,11 @@ pub struct CoreSettings {
     /// here, so a reproduction measures the policy alone).
     #[serde(default)]
     pub outlier_failures: u32,
+    /// The most candidates a policy is offered per pick, a uniform random
+    /// sample past it (the gateway's `max_candidates`; default 0: every
+    /// free node). Its sample is seeded by the scenario's seed.
+    #[serde(default)]
+    pub max_candidates: usize,
 }
 
 /// One service (`[[services]]`).
@@ -459,6 +464,7 @@ impl Default for CoreSettings {
             failure_cooldown_s: default_failure_cooldown(),
             fail_open: true,
             outlier_failures: 0,
+            max_candidates: 0,
         }
     }
 }
@@ -480,6 +486,7 @@ impl CoreSettings {
         config.swap.timeout = Duration::from_secs_f64(self.swap_timeout_s.max(0.0));
         config.swap.failure_cooldown = Duration::from_secs_f64(self.failure_cooldown_s.max(0.0));
         config.outlier.consecutive_failures = self.outlier_failures;
+        config.max_candidates = self.max_candidates;
         config
     }
 }

@@ -44,6 +44,9 @@ pub struct ServiceConfig {
     /// The share of this service's call slots to keep busy, in `(0, 1]`
     /// (default `[scale] target_utilisation`).
     pub target_utilisation: Option<f64>,
+    /// The most candidates this service's policy is offered per pick
+    /// (default the top-level `max_candidates`; 0: every free node).
+    pub max_candidates: Option<usize>,
 }
 
 impl ServiceConfig {

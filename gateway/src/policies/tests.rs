@@ -148,6 +148,7 @@ fn a_policy_a_node_asks_for_counts_while_the_operator_set_none() {
         }],
         slots: Vec::new(),
         stats_interval_ms: 1000,
+        heartbeat_ms: None,
         agent_version: String::new(),
         gateway: false,
     };

@@ -93,6 +93,16 @@ pub(crate) fn core_config(config: &GatewayConfig) -> CoreConfig {
             .iter()
             .map(|(name, s)| (name.clone(), s.breakers(config.circuit_breakers)))
             .collect(),
+        max_candidates: config.max_candidates,
+        service_max_candidates: config
+            .services
+            .iter()
+            .filter_map(|(name, s)| Some((name.clone(), s.max_candidates?)))
+            .collect(),
+        // Not the policies' own stream: the same seed, told apart.
+        seed: config
+            .seed
+            .map_or_else(rand::random, |seed| seed ^ 0x9e37_79b9_7f4a_7c15),
     }
 }
 

@@ -24,7 +24,8 @@ use super::node_gauges::NodeGauges;
 /// one per slot at a time).
 const CONTROL_QUEUE: usize = 64;
 
-/// Stats intervals a node may miss before it is dropped.
+/// Heartbeats (stats intervals, from an agent that sends no heartbeat) a
+/// node may miss before it is dropped.
 pub(super) const MISSED_INTERVALS: u32 = 3;
 
 /// Most GPUs one stats report may list, and most GPU series one node's
@@ -81,7 +82,9 @@ pub(crate) async fn serve(
         wire >= WireVersion::V2 && shared.config.leases.enabled && register.holds_on_control
     });
     let spec = register.node;
-    let interval = Duration::from_millis(u64::from(spec.stats_interval_ms));
+    // The longest the agent stays silent: its heartbeat (or, from an older
+    // agent, its stats interval).
+    let interval = Duration::from_millis(u64::from(spec.report_period_ms()));
     let (control, mut control_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
     let mut node =
         shared
@@ -105,6 +108,7 @@ pub(crate) async fn serve(
             Vec::new()
         },
         takes_respec: true,
+        takes_heartbeat: true,
     });
     if let Err(error) = send.send(&registered).await {
         tracing::warn!(node = %node.spec.id, %error, "agent left during registration");
@@ -266,7 +270,7 @@ pub(crate) async fn serve(
                 Ok(Err(error)) => break format!("control stream failed: {error}"),
                 Err(_) => {
                     connection.close(protocol::codes::close::STATS_MISSED.into(), b"missed stats");
-                    break format!("no stats for {MISSED_INTERVALS} intervals ({} ms)", grace.as_millis());
+                    break format!("no stats for {MISSED_INTERVALS} heartbeats ({} ms)", grace.as_millis());
                 }
             },
             Some(frame) = control_rx.recv() => {

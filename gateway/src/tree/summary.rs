@@ -59,6 +59,7 @@ pub(super) fn summarize(
             .collect(),
         slots: Vec::new(),
         stats_interval_ms,
+        heartbeat_ms: None,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         gateway: true,
     };
@@ -152,6 +153,7 @@ mod tests {
                 })
                 .collect(),
             slots: Vec::new(),
+            heartbeat_ms: None,
             stats_interval_ms: 1000,
             agent_version: String::new(),
             gateway: false,

@@ -362,6 +362,7 @@ fn add_parent(
         services: Vec::new(),
         slots: Vec::new(),
         stats_interval_ms: 1000,
+        heartbeat_ms: None,
         agent_version: registered.gateway_version.clone(),
         gateway: true,
     };

@@ -18,6 +18,7 @@ use transport::{EndpointConfig, FramedRecv, FramedSend};
 
 use super::Agent;
 use super::members::Target;
+use super::quiet::Quiet;
 use crate::AgentError;
 use crate::backoff::Backoff;
 use crate::config::{ConfigError, split_host_port};
@@ -272,7 +273,7 @@ impl Link {
             mut recv,
             mut reports,
             id: session_id,
-            ..
+            registered,
         } = session;
         let agent = &*self.agent;
         // The lease keys this gateway sends, dropped when the session ends.
@@ -295,6 +296,14 @@ impl Link {
         let stats = async {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Samples with nothing new wait for the heartbeat, with a
+            // gateway that follows it; an older one gets every sample.
+            let heartbeat = if registered.takes_heartbeat {
+                agent.config.stats_heartbeat()
+            } else {
+                interval
+            };
+            let mut quiet = Quiet::new(interval, heartbeat, agent.config.stats_change_pct);
             let mut told = false;
             // When the next load report is due, once the calls changed.
             let mut load_due: Option<tokio::time::Instant> = None;
@@ -315,7 +324,13 @@ impl Link {
                         }
                         Message::Drain
                     }
-                    _ = tick.tick() => Message::Stats(agent.sample().await),
+                    _ = tick.tick() => {
+                        let sample = agent.sample().await;
+                        if !quiet.due(&sample, std::time::Instant::now()) {
+                            continue;
+                        }
+                        Message::Stats(sample)
+                    }
                     Some(frame) = lease_frames.recv() => frame,
                     report = reports.next(session_id) => Message::Swapped(report),
                     Ok(()) = load_changes.changed(), if follows && load_due.is_none() => {

@@ -15,6 +15,7 @@
 
 mod link;
 mod members;
+mod quiet;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -267,6 +268,7 @@ impl Agent {
             services: self.dispatcher.services.specs(),
             slots: self.dispatcher.services.slot_specs(),
             stats_interval_ms: c.stats_interval_ms,
+            heartbeat_ms: Some(c.stats_heartbeat_ms()),
             agent_version: env!("CARGO_PKG_VERSION").into(),
             gateway: false,
         }

@@ -109,6 +109,7 @@ impl Registration {
             gateway_version: "test".into(),
             ancestry: Vec::new(),
             takes_respec: false,
+            takes_heartbeat: false,
         };
         self.send
             .send(&Message::Registered(registered))

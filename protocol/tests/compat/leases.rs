@@ -22,6 +22,7 @@ fn spec() -> NodeSpec {
         services: Vec::new(),
         slots: Vec::new(),
         stats_interval_ms: 1000,
+        heartbeat_ms: None,
         agent_version: "0.1.0".into(),
         gateway: false,
     }

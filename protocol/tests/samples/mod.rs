@@ -24,6 +24,7 @@ fn node_spec() -> NodeSpec {
             loaded: Some("llm".into()),
         }],
         stats_interval_ms: 1000,
+        heartbeat_ms: None,
         agent_version: "0.1.0".into(),
         gateway: true,
     }
@@ -91,6 +92,7 @@ pub fn all() -> Vec<(&'static str, Message)> {
                 gateway_version: "0.1.0".into(),
                 ancestry: vec!["site-a".into(), "root".into()],
                 takes_respec: true,
+                takes_heartbeat: false,
             }),
         ),
         ("Refused", Message::Refused("wrong token".into())),

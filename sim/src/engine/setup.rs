@@ -101,6 +101,7 @@ impl Sim {
                         })
                         .collect(),
                     stats_interval_ms: scenario.stats_interval_ms,
+                    heartbeat_ms: None,
                     agent_version: "switchyard-sim".into(),
                     gateway: false,
                 });
@@ -166,7 +167,10 @@ impl Sim {
         let end = ns(scenario.duration_s);
         Ok(Self {
             scenario: scenario.name.clone(),
-            core: Core::new(scenario.core.config()),
+            core: Core::new(switchyard_core::CoreConfig {
+                seed: derive_seed(scenario.seed, 3),
+                ..scenario.core.config()
+            }),
             balance,
             directory,
             base,

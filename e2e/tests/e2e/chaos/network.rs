@@ -108,7 +108,7 @@ async fn loss_delay_partition_and_heal_between_agent_and_gateway() {
             super::ms(serving_again),
         );
         assert_all_ended_typed("network", &records);
-        assert!(far_down_in_partition, "a 5 s partition drops the node (3 stats intervals: {} ms)", 3 * STATS_MS);
+        assert!(far_down_in_partition, "a 5 s partition drops the node (3 heartbeats of 2 stats intervals: {} ms)", 6 * STATS_MS);
         let partition = bounds[2];
         let cut: Vec<&Record> = records
             .iter()

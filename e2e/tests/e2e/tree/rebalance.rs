@@ -116,6 +116,7 @@ async fn a_child_cannot_hand_up_a_call_it_was_not_asked_for() {
         services: Vec::new(),
         slots: Vec::new(),
         stats_interval_ms: 1000,
+        heartbeat_ms: None,
         agent_version: String::new(),
         gateway: true,
     };
