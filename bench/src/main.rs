@@ -89,6 +89,11 @@ struct Args {
     /// 2,100,1000,5000; 2,100 with --quick).
     #[arg(long, value_delimiter = ',')]
     scale_agents: Vec<usize>,
+    /// The scale section also runs each count of at least 1 000 agents with
+    /// `max_candidates` set to this (the policy offered a random sample of
+    /// that many free nodes); 0 skips those rows.
+    #[arg(long, default_value_t = scale::SAMPLE)]
+    scale_max_candidates: usize,
     /// Folder of the release `gateway` and `node-agent`.
     #[arg(long, default_value = "target/release")]
     bin_dir: PathBuf,
@@ -218,7 +223,9 @@ async fn suite(args: Args) -> Result<()> {
             "overhead" => sections::overhead(&setup, &timing).await?,
             "policies" => sections::policies(&setup, &timing).await?,
             "cache" => sections::cache(&setup, &timing).await?,
-            "scale" => scale::section(&setup, &timing, &scale_agents).await,
+            "scale" => {
+                scale::section(&setup, &timing, &scale_agents, args.scale_max_candidates).await
+            }
             "llm" => llm::section(&setup, &timing, args.quick).await?,
             "jobs" => jobs::section(&setup, &timing, args.quick).await?,
             "threads" => threads::section(&setup, &timing).await?,

@@ -23,13 +23,24 @@ use crate::sections::{Setup, payload, system};
 /// The service every fleet agent hosts (a built-in echo).
 pub const SERVICE: &str = "scale-echo";
 
-/// `gateway.toml` admitting `agents` agents from loopback.
-pub fn render_gateway(ports: Ports, data_dir: &Path, plugins_dir: &Path, agents: usize) -> String {
+/// The default `--scale-max-candidates`: the sample a policy is offered in
+/// the bounded rows.
+pub const SAMPLE: usize = 16;
+
+/// `gateway.toml` admitting `agents` agents from loopback, its policies
+/// offered at most `max_candidates` candidates (0: every free node).
+pub fn render_gateway(
+    ports: Ports,
+    data_dir: &Path,
+    plugins_dir: &Path,
+    agents: usize,
+    max_candidates: usize,
+) -> String {
     let limit = agents + 64;
     format!(
         "listen = \"127.0.0.1:{q}\"\nadmin_listen = \"127.0.0.1:{a}\"\ndata_dir = \"{d}\"\n\
          plugins_dir = \"{p}\"\ndefault_policy = \"{LEAST}\"\nagent_token = \"{TOKEN}\"\n\
-         shutdown_grace_s = 0\n\n[http]\nenabled = false\n\n\
+         shutdown_grace_s = 0\nmax_candidates = {max_candidates}\n\n[http]\nenabled = false\n\n\
          [agents]\nmax_agents = {limit}\nmax_agents_per_ip = {limit}\n\n\
          [quic]\nmax_connections = {limit}\nmax_connections_per_ip = {limit}\nmax_pending_handshakes = {limit}\n",
         q = ports.quic,
@@ -68,8 +79,9 @@ impl ScaleFleet {
         plugins_dir: &Path,
         dir: &Path,
         agents: usize,
+        max_candidates: usize,
     ) -> Result<Self> {
-        let dir = dir.join(format!("scale-{agents}"));
+        let dir = dir.join(format!("scale-{agents}-{max_candidates}"));
         if dir.exists() {
             fs::remove_dir_all(&dir)?;
         }
@@ -81,7 +93,10 @@ impl ScaleFleet {
         };
         let data = dir.join("data");
         let conf = dir.join("gateway.toml");
-        fs::write(&conf, render_gateway(ports, &data, plugins_dir, agents))?;
+        fs::write(
+            &conf,
+            render_gateway(ports, &data, plugins_dir, agents, max_candidates),
+        )?;
         let gateway = Proc::gateway("scale gateway", bin_dir, &conf, &dir, ports.admin)?;
         let ca = data.join("ca.pem");
         std::thread::sleep(Duration::from_millis(500));
@@ -164,7 +179,9 @@ pub fn pick_totals(metrics: &str) -> (f64, f64) {
 /// that many agent connections (the fleet program, if it was built): CPU
 /// and memory per node at idle and under load, the policy's pick time over
 /// that many candidates. One row per count: the curve, not one point.
-pub async fn section(s: &Setup<'_>, timing: &Timing, counts: &[usize]) -> Section {
+/// Each count of at least 1 000 runs again with `max_candidates` `sample`
+/// (0: not), under load only.
+pub async fn section(s: &Setup<'_>, timing: &Timing, counts: &[usize], sample: usize) -> Section {
     let program = s.bin_dir.join("switchyard-e2e-fleet");
     let list = counts
         .iter()
@@ -205,37 +222,51 @@ pub async fn section(s: &Setup<'_>, timing: &Timing, counts: &[usize]) -> Sectio
         ));
         return section;
     }
-    for &agents in counts {
+    let runs = counts.iter().flat_map(|&agents| {
+        let bounded = (sample > 0 && agents >= 1000 && agents > sample).then_some((agents, sample));
+        std::iter::once((agents, 0)).chain(bounded)
+    });
+    for (agents, bound) in runs {
         // One more try when the fleet program fails to start.
-        let mut measured = scale_measured(s, timing, agents, &program).await;
+        let mut measured = scale_measured(s, timing, agents, bound, &program).await;
         if let Err(e) = &measured {
             println!("[scale] {agents} agents: {e:#}; trying once more");
-            measured = scale_measured(s, timing, agents, &program).await;
+            measured = scale_measured(s, timing, agents, bound, &program).await;
         }
+        let name = row_name(agents, bound);
         match measured {
             Ok((notes, mut result)) => {
                 if section.notes.is_empty() {
                     section.notes = notes;
                 }
-                result.name = format!("scale {agents}");
+                result.name = name;
                 result.medians.insert("agents".into(), agents as f64);
                 section.systems.push(result);
             }
-            Err(e) => section
-                .notes
-                .push(format!("{agents} agents not measured: {e:#}")),
+            Err(e) => section.notes.push(format!("{name} not measured: {e:#}")),
         }
     }
     section
+}
+
+/// The row of `agents` agents with policies offered `bound` candidates
+/// (0: all): `scale 1000`, `scale 1000, sample 16`.
+pub fn row_name(agents: usize, bound: usize) -> String {
+    if bound == 0 {
+        format!("scale {agents}")
+    } else {
+        format!("scale {agents}, sample {bound}")
+    }
 }
 
 async fn scale_measured(
     s: &Setup<'_>,
     timing: &Timing,
     agents: usize,
+    bound: usize,
     program: &Path,
 ) -> Result<(Vec<String>, SystemResult)> {
-    let fleet = ScaleFleet::start(s.bin_dir, program, s.plugins_dir, s.scratch, agents)?;
+    let fleet = ScaleFleet::start(s.bin_dir, program, s.plugins_dir, s.scratch, agents, bound)?;
     println!(
         "[scale] {agents} agents registered in {:.1} s (gateway admin port {}, RSS before them {:.1} MiB)",
         fleet.ready_s, fleet.ports.admin, fleet.rss_before_mib
@@ -244,7 +275,9 @@ async fn scale_measured(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let window = timing.duration_s.max(2.0);
     let mut idle = Vec::new();
-    for _ in 0..timing.reps {
+    // A bounded row changes the calls, not the idle fleet: no idle windows.
+    let idle_reps = if bound == 0 { timing.reps } else { 0 };
+    for _ in 0..idle_reps {
         let (g0, f0) = (cpu_seconds(&[gw]), cpu_seconds(&[fl]));
         tokio::time::sleep(Duration::from_secs_f64(window)).await;
         let (g1, f1) = (cpu_seconds(&[gw]), cpu_seconds(&[fl]));
@@ -286,7 +319,13 @@ async fn scale_measured(
     let mut results = interleaved("scale", &[sys], &[Step::Max, Step::One], timing).await;
     let picks1 = fleet.pick_totals();
     let mut result = results.remove(0);
-    result.path = format!("SDK → gateway → one of {agents} agents (`{LEAST}`) → echo");
+    result.path = if bound == 0 {
+        format!("SDK → gateway → one of {agents} agents (`{LEAST}`) → echo")
+    } else {
+        format!(
+            "SDK → gateway → one of {agents} agents (`{LEAST}` over a random {bound}, `max_candidates`) → echo"
+        )
+    };
     result.medians.extend(crate::scenarios::medians(&idle));
     result
         .medians
@@ -299,7 +338,7 @@ async fn scale_measured(
             .insert("pick_us_mean".into(), (s1 - s0) / (c1 - c0) * 1e6);
     }
     let notes = vec![format!(
-        "For each count N, a gateway of its own (`[agents]`/`[quic]` limits raised to admit N agents from loopback, policy `{LEAST}`) and `switchyard-e2e-fleet --agents N`: N node agents in one process, each registering an `echo` service `{SERVICE}` and reporting stats (`stats_interval_ms` default). Idle: {reps} windows of {window} s. Per node: the gateway's idle CPU ÷ N, and its RSS growth from before the agents came ÷ N. Pick time: the mean of `policy_pick_duration_seconds` over the load runs (N candidates each pick). `agents' process CPU %` is the fleet program's own (its N stats collectors), not the gateway's.",
+        "For each count N, a gateway of its own (`[agents]`/`[quic]` limits raised to admit N agents from loopback, policy `{LEAST}`) and `switchyard-e2e-fleet --agents N`: N node agents in one process, each registering an `echo` service `{SERVICE}` and reporting stats (`stats_interval_ms` default). Idle: {reps} windows of {window} s. Per node: the gateway's idle CPU ÷ N, and its RSS growth from before the agents came ÷ N. Pick time: the mean of `policy_pick_duration_seconds` over the load runs (N candidates each pick). A row `scale N, sample K` is the same fleet with `max_candidates = K`: each pick sees a uniform random sample of K free nodes; it has no idle windows. `agents' process CPU %` is the fleet program's own (its N stats collectors), not the gateway's.",
         reps = timing.reps,
     )];
     Ok((notes, result))
@@ -321,8 +360,10 @@ mod tests {
             Path::new("/d"),
             Path::new("/p"),
             1000,
+            16,
         ))
         .expect("toml");
+        assert_eq!(v["max_candidates"].as_integer(), Some(16));
         assert_eq!(v["agents"]["max_agents_per_ip"].as_integer(), Some(1064));
         assert_eq!(v["quic"]["max_connections_per_ip"].as_integer(), Some(1064));
         assert_eq!(v["http"]["enabled"].as_bool(), Some(false));

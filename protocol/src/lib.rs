@@ -90,8 +90,8 @@ pub use lease::{
 };
 pub use message::Message;
 pub use node::{
-    GpuStats, MAX_HEARTBEAT_MS, NodeSpec, NodeStats, NodeView, Register, Registered, ServiceLoad, ServiceSpec,
-    ServiceView, SlotSpec, SlotView,
+    GpuStats, MAX_HEARTBEAT_MS, NodeSpec, NodeStats, NodeView, Register, Registered, ServiceLoad,
+    ServiceSpec, ServiceView, SlotSpec, SlotView,
 };
 pub use swap::{SwapReport, SwapRequest};
 pub use tree::{

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "compat/heartbeat.rs"]
+mod heartbeat;
 #[path = "compat/leases.rs"]
 mod leases;
 

@@ -51,14 +51,20 @@ fn a_sample_is_bound_sized_sorted_and_fair() {
     for _ in 0..picks {
         let nodes = offered(&mut h, "echo");
         assert_eq!(nodes.len(), 3);
-        assert!(nodes.windows(2).all(|w| w[0] < w[1]), "key order, no repeats: {nodes:?}");
+        assert!(
+            nodes.windows(2).all(|w| w[0] < w[1]),
+            "key order, no repeats: {nodes:?}"
+        );
         for key in nodes {
             seen[key as usize] += 1;
         }
     }
     // Each node is offered with chance 3/10: 600 of 2000, within ±25%.
     for (key, count) in seen.iter().enumerate().skip(1) {
-        assert!((450..=750).contains(count), "node {key} offered {count} times: {seen:?}");
+        assert!(
+            (450..=750).contains(count),
+            "node {key} offered {count} times: {seen:?}"
+        );
     }
 }
 
@@ -84,8 +90,15 @@ fn no_bound_or_a_small_fleet_offers_every_free_node() {
     let mut h = fleet(10, 10);
     assert_eq!(offered(&mut h, "echo"), (1..=10).collect::<Vec<_>>());
     let mut h = fleet(3, 10);
-    h.core.config.service_max_candidates.insert("echo".into(), 0);
-    assert_eq!(offered(&mut h, "echo").len(), 10, "a service's own bound wins");
+    h.core
+        .config
+        .service_max_candidates
+        .insert("echo".into(), 0);
+    assert_eq!(
+        offered(&mut h, "echo").len(),
+        10,
+        "a service's own bound wins"
+    );
 }
 
 #[test]

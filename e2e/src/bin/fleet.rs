@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! switchyard-e2e-fleet --gateway 127.0.0.1:4433 --ca ca.pem --token T --agents 1000 \
-//!     [--prefix node] [--stats-interval-ms 1000] [--service echo] [--max-concurrent 64]
+//!     [--prefix node] [--stats-interval-ms 1000] [--stats-heartbeat-ms MS] [--service echo]
+//!     [--max-concurrent 64]
 //! ```
 //!
 //! Each agent is `node_agent::run` with an `AgentConfig` of its own (node id
@@ -57,6 +58,10 @@ struct Args {
     /// Each agent's stats period, ms.
     #[arg(long, default_value_t = 1000)]
     stats_interval_ms: u32,
+    /// Each agent's stats heartbeat, ms (default: the agent's, twice the
+    /// period; equal to it, every sample is sent).
+    #[arg(long)]
+    stats_heartbeat_ms: Option<u32>,
     /// Name of the echo service every agent hosts.
     #[arg(long, default_value = "echo")]
     service: String,
@@ -106,6 +111,7 @@ fn agent_config(args: &Args, index: usize) -> AgentConfig {
         vec![service],
     );
     config.stats_interval_ms = args.stats_interval_ms;
+    config.stats_heartbeat_ms = args.stats_heartbeat_ms;
     config.shutdown_grace_s = args.grace_s;
     config
 }

@@ -30,8 +30,8 @@ pub struct JobsConfig {
     /// The most attempts a job may ask (default 10).
     pub max_attempts: u32,
     /// How long a running job's node may stay silent on its control stream
-    /// (stats are its heartbeat) before the job's lease is lost and it
-    /// moves on, s (default 10).
+    /// (stats are its heartbeat; at least two of the node's heartbeats)
+    /// before the job's lease is lost and it moves on, s (default 10).
     pub lease_timeout_s: u32,
     /// The largest result stored, bytes (default 4 MiB); a longer result
     /// is cut there and the job notes it in its log.

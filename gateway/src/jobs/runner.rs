@@ -412,13 +412,18 @@ impl Jobs {
     }
 }
 
-/// Whether `node` has reported on its control stream within `lease`.
+/// Whether `node` has reported on its control stream within `lease`, or
+/// within two of its heartbeats where that is longer: a node whose stats
+/// do not change reports only every heartbeat.
 fn node_alive(shared: &crate::Shared, node: &str, lease: Duration) -> bool {
     shared
         .registry
         .get(node)
         .and_then(|n| n.view(std::time::Instant::now()))
-        .is_some_and(|view| u128::from(view.last_stats_ms) <= lease.as_millis())
+        .is_some_and(|view| {
+            let heartbeats = 2 * u128::from(view.spec.report_period_ms());
+            u128::from(view.last_stats_ms) <= lease.as_millis().max(heartbeats)
+        })
 }
 
 /// The history note of an attempt's start: `attempt 2 of 3`; past

@@ -32,6 +32,13 @@ pub(crate) fn describe_metrics() {
 /// Quiet time after the last file event before reloading.
 pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 
+/// Streams a new connection may open before its first one says who is on
+/// the other end: `max_streams_per_connection` once it is a client or a
+/// child gateway, one (its control stream) for an agent. quinn keeps state
+/// for every stream the peer may open from the handshake on, two map
+/// entries each: at 1 024 that was 86 KiB of every agent's connection.
+pub(crate) const FIRST_STREAMS: u32 = 8;
+
 /// The endpoint's server configuration: the certificate files of `config`,
 /// client certificates verified against its CA (optional at the TLS level:
 /// callers present none), `[quic]`'s limits.
@@ -40,9 +47,11 @@ pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 /// [`GatewayError::Tls`] for unusable files.
 pub fn server_config(config: &GatewayConfig) -> Result<quinn::ServerConfig, GatewayError> {
     let files = config.tls_files();
+    let quic = config.quic.endpoint();
     let endpoint = transport::EndpointConfig {
         max_wire_version: config.max_wire_version,
-        ..config.quic.endpoint()
+        max_concurrent_bidi_streams: FIRST_STREAMS.min(quic.max_concurrent_bidi_streams),
+        ..quic
     };
     let mut server = transport::server_config(&files, Some(&files.ca), &endpoint)?;
     server.max_incoming(config.quic.max_pending_handshakes as usize);

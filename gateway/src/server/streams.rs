@@ -18,6 +18,13 @@ use crate::{Shared, admin, calls};
 /// How long a new connection has to send its first frame.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Lets `connection`'s peer open `[quic] max_streams_per_connection`
+/// streams at once (it started with [`super::certs::FIRST_STREAMS`]).
+fn allow_streams(shared: &Shared, connection: &quinn::Connection) {
+    let streams = shared.config.quic.max_streams_per_connection;
+    connection.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(streams));
+}
+
 /// Serves one admitted connection; `ticket` counts it until it ends.
 pub(super) async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming, mut ticket: Ticket) {
     let handshake = tokio::time::timeout(shared.config.quic.handshake_timeout(), incoming).await;
@@ -61,11 +68,17 @@ pub(super) async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming, m
             return;
         }
         Ok(Ok(Some(Message::Register(register)))) => {
+            // A child gateway hands calls up on streams of its own; any
+            // other agent opens none after its control stream.
+            if register.node.gateway {
+                allow_streams(&shared, &connection);
+            }
             agents::serve(shared, connection, register, send, recv, &mut ticket).await;
             return;
         }
         // A client: this stream and every later one is a request.
         Ok(Ok(Some(first))) => {
+            allow_streams(&shared, &connection);
             tokio::spawn(request(shared.clone(), first, send, recv, Instant::now()));
         }
         Ok(Err(error)) => refuse(&mut send, &format!("bad frame: {error}")).await,

@@ -37,6 +37,8 @@ fn minimal_config_gets_defaults() {
     assert_eq!(config, expected);
     assert_eq!(config.server_name, "localhost");
     assert_eq!(config.stats_interval_ms, 1000);
+    assert_eq!(config.stats_heartbeat_ms(), 2000, "twice the interval");
+    assert_eq!(config.stats_change_pct, 5.0);
     assert_eq!(config.max_payload_bytes, 16 * 1024 * 1024);
     assert_eq!(
         config.reconnect,
@@ -469,4 +471,29 @@ fn a_service_asks_for_a_policy_and_says_it_is_idempotent() {
         "name = \"x\"\nkind = \"echo\"\npolicy = \"\"",
     ));
     assert!(err.contains("policy"), "{err}");
+}
+
+#[test]
+fn the_heartbeat_is_at_least_the_interval_and_at_most_a_minute() {
+    let parse = |keys: &str| AgentConfig::from_toml_str(&format!("{keys}\n{MINIMAL}"));
+    let config = parse("stats_interval_ms = 200").expect("parse");
+    assert_eq!(config.stats_heartbeat_ms(), 400);
+    let config = parse("stats_interval_ms = 40000").expect("parse");
+    assert_eq!(config.stats_heartbeat_ms(), 60_000, "capped at a minute");
+    let config = parse("stats_interval_ms = 500\nstats_heartbeat_ms = 500").expect("parse");
+    assert_eq!(config.stats_heartbeat_ms(), 500, "every sample");
+    for (keys, says) in [
+        (
+            "stats_interval_ms = 500\nstats_heartbeat_ms = 499",
+            "stats_heartbeat_ms",
+        ),
+        ("stats_heartbeat_ms = 60001", "stats_heartbeat_ms"),
+        ("stats_interval_ms = 60001", "stats_interval_ms"),
+        ("stats_change_pct = -1.0", "stats_change_pct"),
+        ("stats_change_pct = 101.0", "stats_change_pct"),
+        ("stats_change_pct = nan", "stats_change_pct"),
+    ] {
+        let err = invalid(&format!("{keys}\n{MINIMAL}"));
+        assert!(err.contains(says), "{keys}: {err}");
+    }
 }

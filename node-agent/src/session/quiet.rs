@@ -122,6 +122,9 @@ mod tests {
 
     use super::{Quiet, changed};
 
+    /// One change to a sample.
+    type Change = fn(&mut NodeStats);
+
     fn idle() -> NodeStats {
         NodeStats {
             cpu_pct: 10.0,
@@ -158,28 +161,25 @@ mod tests {
     #[test]
     fn each_figure_past_its_threshold_is_news() {
         let old = idle();
-        let cases: Vec<(&str, Box<dyn Fn(&mut NodeStats)>)> = vec![
-            ("cpu", Box::new(|s| s.cpu_pct = 15.0)),
-            ("memory", Box::new(|s| s.mem_used_mib = 3200)),
-            ("memory total", Box::new(|s| s.mem_total_mib = 16_001)),
-            ("in flight", Box::new(|s| s.in_flight[0].1 = 1)),
-            ("health", Box::new(|s| s.unhealthy = vec!["echo".into()])),
-            ("gpu util", Box::new(|s| s.gpus[0].util_pct = 5.0)),
-            ("gpu memory", Box::new(|s| s.gpus[0].mem_used_mib = 5000)),
-            ("gpu temperature", Box::new(|s| s.gpus[0].temperature_c = 42.0)),
-            ("gpu power", Box::new(|s| s.gpus[0].power_w = 57.0)),
-            ("gpu name", Box::new(|s| s.gpus[0].name = "other".into())),
-            ("gpu gone", Box::new(|s| s.gpus.clear())),
-            ("cpu NaN", Box::new(|s| s.cpu_pct = f32::NAN)),
-            (
-                "model load",
-                Box::new(|s| {
-                    s.model_load = vec![ServiceLoad {
-                        service: "echo".into(),
-                        ..ServiceLoad::default()
-                    }];
-                }),
-            ),
+        let cases: Vec<(&str, Change)> = vec![
+            ("cpu", |s| s.cpu_pct = 15.0),
+            ("memory", |s| s.mem_used_mib = 3200),
+            ("memory total", |s| s.mem_total_mib = 16_001),
+            ("in flight", |s| s.in_flight[0].1 = 1),
+            ("health", |s| s.unhealthy = vec!["echo".into()]),
+            ("gpu util", |s| s.gpus[0].util_pct = 5.0),
+            ("gpu memory", |s| s.gpus[0].mem_used_mib = 5000),
+            ("gpu temperature", |s| s.gpus[0].temperature_c = 42.0),
+            ("gpu power", |s| s.gpus[0].power_w = 57.0),
+            ("gpu name", |s| s.gpus[0].name = "other".into()),
+            ("gpu gone", |s| s.gpus.clear()),
+            ("cpu NaN", |s| s.cpu_pct = f32::NAN),
+            ("model load", |s| {
+                s.model_load = vec![ServiceLoad {
+                    service: "echo".into(),
+                    ..ServiceLoad::default()
+                }];
+            }),
         ];
         for (what, change) in cases {
             let mut new = idle();
@@ -209,7 +209,10 @@ mod tests {
             .filter(|&k| {
                 // Ticks a few ms late or early, as a real interval fires.
                 let jitter = Duration::from_millis(if k % 2 == 0 { 3 } else { 0 });
-                quiet.due(&idle(), t0 + second * u32::try_from(k).expect("small") + jitter)
+                quiet.due(
+                    &idle(),
+                    t0 + second * u32::try_from(k).expect("small") + jitter,
+                )
             })
             .collect();
         assert_eq!(sent, [0, 2, 4, 6], "the first sample, then every heartbeat");
