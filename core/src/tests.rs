@@ -131,6 +131,31 @@ impl Harness {
         })
     }
 
+    /// The candidates of the pick a new call of `service` asks for; the
+    /// call is left waiting for its pick (holding no slot).
+    pub fn candidates(&mut self, service: &str) -> Vec<Candidate> {
+        let call = self.next_call;
+        self.next_call += 1;
+        let actions = self.core.handle(
+            Event::CallArrived {
+                call,
+                head: Arc::new(CallHead::new(service, 0, 1000)),
+                tenant: Arc::from("t"),
+                prefix: Arc::default(),
+                job: false,
+                exclude: Vec::new(),
+            },
+            self.now,
+        );
+        actions
+            .into_iter()
+            .find_map(|a| match a {
+                Action::Pick(request) => Some(request.candidates),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
     pub fn in_flight(&self, key: NodeKey, service: &str) -> u32 {
         self.core
             .fleet()

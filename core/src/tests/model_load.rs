@@ -25,30 +25,6 @@ fn report(h: &mut Harness, node: NodeKey, model_load: Vec<ServiceLoad>) {
     });
 }
 
-/// The candidates of the pick a new call of `service` asks for.
-fn candidates(h: &mut Harness, service: &str) -> Vec<Candidate> {
-    let call = h.next_call;
-    h.next_call += 1;
-    let actions = h.core.handle(
-        Event::CallArrived {
-            call,
-            head: Arc::new(CallHead::new(service, 0, 1000)),
-            tenant: Arc::from("t"),
-            prefix: Arc::default(),
-            job: false,
-            exclude: Vec::new(),
-        },
-        h.now,
-    );
-    actions
-        .into_iter()
-        .find_map(|a| match a {
-            Action::Pick(request) => Some(request.candidates),
-            _ => None,
-        })
-        .expect("a pick")
-}
-
 #[test]
 fn each_candidate_carries_its_nodes_latest_model_load_for_the_service() {
     let mut h = Harness::new(CoreConfig::default());
@@ -61,7 +37,8 @@ fn each_candidate_carries_its_nodes_latest_model_load_for_the_service() {
         vec![load("llm", 3, 7, 42.5), load("other", 9, 9, 9.0)],
     );
     report(&mut h, 2, vec![load("llm", 0, 1, f32::NAN)]);
-    let by_node: Vec<(NodeKey, Option<ModelLoad>)> = candidates(&mut h, "llm")
+    let by_node: Vec<(NodeKey, Option<ModelLoad>)> = h
+        .candidates("llm")
         .iter()
         .map(|c| (c.node, c.model_load))
         .collect();
@@ -106,5 +83,5 @@ fn a_report_without_the_service_clears_its_load() {
     assert_eq!(view.stats.expect("stats").model_load[0].waiting, 5);
     report(&mut h, 1, Vec::new());
     assert_eq!(h.core.fleet().get(1).expect("node").model_load("llm"), None);
-    assert_eq!(candidates(&mut h, "llm")[0].model_load, None);
+    assert_eq!(h.candidates("llm")[0].model_load, None);
 }

@@ -18,29 +18,9 @@ fn fleet(bound: usize, nodes: u32) -> Harness {
     h
 }
 
-/// The candidates offered to one new call of `service`, which is left
-/// waiting for its pick (so it holds no slot).
+/// The nodes offered to one new call of `service`.
 fn offered(h: &mut Harness, service: &str) -> Vec<NodeKey> {
-    let call = h.next_call;
-    h.next_call += 1;
-    let actions = h.core.handle(
-        Event::CallArrived {
-            call,
-            head: Arc::new(CallHead::new(service, 0, 1000)),
-            tenant: Arc::from("t"),
-            prefix: Default::default(),
-            job: false,
-            exclude: Vec::new(),
-        },
-        h.now,
-    );
-    actions
-        .iter()
-        .find_map(|a| match a {
-            Action::Pick(request) => Some(request.candidates.iter().map(|c| c.node).collect()),
-            _ => None,
-        })
-        .unwrap_or_default()
+    h.candidates(service).iter().map(|c| c.node).collect()
 }
 
 #[test]

@@ -9,10 +9,6 @@ use switchyard_protocol::{
 
 fn spec(heartbeat_ms: Option<u32>) -> NodeSpec {
     NodeSpec {
-        id: "n1".into(),
-        region: String::new(),
-        labels: Vec::new(),
-        cost_per_hour: 0.0,
         services: vec![ServiceSpec {
             name: "echo".into(),
             max_concurrent: 1,
@@ -21,11 +17,8 @@ fn spec(heartbeat_ms: Option<u32>) -> NodeSpec {
             policy: None,
             idempotent: false,
         }],
-        slots: Vec::new(),
-        stats_interval_ms: 1000,
         heartbeat_ms,
-        agent_version: "0.1.0".into(),
-        gateway: false,
+        ..super::leases::spec()
     }
 }
 

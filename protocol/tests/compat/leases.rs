@@ -13,7 +13,8 @@ use switchyard_protocol::{
 
 use super::{decode, frame};
 
-fn spec() -> NodeSpec {
+/// A node spec with no service, stats every second.
+pub(super) fn spec() -> NodeSpec {
     NodeSpec {
         id: "n1".into(),
         region: String::new(),
