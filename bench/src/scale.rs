@@ -17,7 +17,7 @@ use loadgen::QuicTarget;
 use crate::fleet::{LEAST, Ports, TOKEN, http_get, wait_nodes};
 use crate::procs::{Proc, cpu_seconds, free_port, rss_mib};
 use crate::report::{Section, col};
-use crate::scenarios::{AnyTarget, Step, SystemResult, Timing, interleaved};
+use crate::scenarios::{AnyTarget, IN_FLIGHT, Step, SystemResult, Timing, interleaved};
 use crate::sections::{Setup, payload, system};
 
 /// The service every fleet agent hosts (a built-in echo).
@@ -208,6 +208,11 @@ pub async fn section(s: &Setup<'_>, timing: &Timing, counts: &[usize], sample: u
             col("agents' process CPU %", "idle.fleet_cpu_pct", 1),
             col("max calls/s", "max.calls_per_s", 0),
             col("gateway CPU µs/call", "max.cpu_us_per_call_proxy", 1),
+            col(
+                "gateway CPU µs/call at 1 000/s",
+                "fixed.cpu_us_per_call_proxy",
+                1,
+            ),
             col("max p50 µs", "max.p50_us", 0),
             col("max p99 µs", "max.p99_us", 0),
             col("1 in flight p50 µs", "one.p50_us", 0),
@@ -316,7 +321,13 @@ async fn scale_measured(
         vec![gw, fl],
     );
     let picks0 = fleet.pick_totals();
-    let mut results = interleaved("scale", &[sys], &[Step::Max, Step::One], timing).await;
+    let mut results = interleaved(
+        "scale",
+        &[sys],
+        &[Step::Max, Step::One, Step::Fixed],
+        timing,
+    )
+    .await;
     let picks1 = fleet.pick_totals();
     let mut result = results.remove(0);
     result.path = if bound == 0 {
@@ -338,8 +349,9 @@ async fn scale_measured(
             .insert("pick_us_mean".into(), (s1 - s0) / (c1 - c0) * 1e6);
     }
     let notes = vec![format!(
-        "For each count N, a gateway of its own (`[agents]`/`[quic]` limits raised to admit N agents from loopback, policy `{LEAST}`) and `switchyard-e2e-fleet --agents N`: N node agents in one process, each registering an `echo` service `{SERVICE}` and reporting stats (`stats_interval_ms` default). Idle: {reps} windows of {window} s. Per node: the gateway's idle CPU ÷ N, and its RSS growth from before the agents came ÷ N. Pick time: the mean of `policy_pick_duration_seconds` over the load runs (N candidates each pick). A row `scale N, sample K` is the same fleet with `max_candidates = K`: each pick sees a uniform random sample of K free nodes; it has no idle windows. `agents' process CPU %` is the fleet program's own (its N stats collectors), not the gateway's.",
+        "For each count N, a gateway of its own (`[agents]`/`[quic]` limits raised to admit N agents from loopback, policy `{LEAST}`) and `switchyard-e2e-fleet --agents N`: N node agents in one process, each registering an `echo` service `{SERVICE}` and reporting stats (`stats_interval_ms` default). Idle: {reps} windows of {window} s. Per node: the gateway's idle CPU ÷ N, and its RSS growth from before the agents came ÷ N. Pick time: the mean of `policy_pick_duration_seconds` over the load runs (N candidates each pick). `max` is a closed loop of {IN_FLIGHT} callers, where two nodes' calls share packets and ACKs; `at 1 000/s` an open loop (Poisson) at {rate} calls/s for every row, the same offered load. A row `scale N, sample K` is the same fleet with `max_candidates = K`: each pick sees a uniform random sample of K free nodes; it has no idle windows. `agents' process CPU %` is the fleet program's own (its N stats collectors), not the gateway's.",
         reps = timing.reps,
+        rate = crate::scenarios::FIXED_RATE,
     )];
     Ok((notes, result))
 }

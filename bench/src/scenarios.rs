@@ -128,15 +128,24 @@ pub enum Step {
     One,
     /// Open loop (Poisson) at half this rep's max rate (needs `Max` first).
     Half,
+    /// Open loop (Poisson) at [`FIXED_RATE`] calls/s, whatever the system's
+    /// max: rows compared at the same offered load.
+    Fixed,
 }
 
+/// [`Step::Fixed`]'s rate, calls/s: below the max of every row of the
+/// scale section on 2 cores (1 597 calls/s was the lowest, 1 000 nodes
+/// offered to the policy all at once, in a slow hour).
+pub const FIXED_RATE: f64 = 1000.0;
+
 impl Step {
-    /// The figures' prefix: `max`, `one`, `half`.
+    /// The figures' prefix: `max`, `one`, `half`, `fixed`.
     pub fn key(self) -> &'static str {
         match self {
             Self::Max => "max",
             Self::One => "one",
             Self::Half => "half",
+            Self::Fixed => "fixed",
         }
     }
 }
@@ -275,6 +284,11 @@ pub async fn interleaved(
                     Step::One => Arrival::Closed { concurrency: 1 },
                     Step::Half => Arrival::Open {
                         rate_per_s: (max_rate / 2.0_f64).max(1.0),
+                        process: Process::Poisson,
+                        max_in_flight: HALF_MAX_IN_FLIGHT,
+                    },
+                    Step::Fixed => Arrival::Open {
+                        rate_per_s: FIXED_RATE,
                         process: Process::Poisson,
                         max_in_flight: HALF_MAX_IN_FLIGHT,
                     },
