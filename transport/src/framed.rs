@@ -1,5 +1,8 @@
 //! Framed message IO over one quinn stream.
 
+use std::future::Future as _;
+use std::task::{Context, Poll, Waker};
+
 use bytes::{Bytes, BytesMut};
 use protocol::{CHUNK_LEN, Codec, CodecError, HEADER_LEN, Message, WireVersion};
 
@@ -366,6 +369,31 @@ impl FramedRecv {
         let _ = self.stream.stop(code.into());
     }
 }
+
+impl Drop for FramedRecv {
+    /// Reads the stream's end when it has already arrived, so that quinn's
+    /// own drop sends no `STOP_SENDING`: quinn stops every stream not read
+    /// to its end, the FIN in hand or not, which cost each call a frame and
+    /// an ACK each way. A stream whose end has not arrived (a call given up
+    /// early, a peer still sending) is stopped as before. Polled once with
+    /// a no-op waker: nothing here waits.
+    fn drop(&mut self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        // Bytes the peer sent beyond what was read are dropped; a bounded
+        // number of reads, each of what is already buffered.
+        for _ in 0..END_READS {
+            let read = std::pin::pin!(self.stream.read_chunk(usize::MAX, true));
+            match read.poll(&mut cx) {
+                Poll::Ready(Ok(Some(_))) => {}
+                _ => return,
+            }
+        }
+    }
+}
+
+/// How many buffered chunks [`FramedRecv`]'s drop reads past before it
+/// gives up on finding the stream's end.
+const END_READS: usize = 4;
 
 /// The wire version `connection` negotiated by ALPN: version 1 when the
 /// peer offered no ALPN id at all (a peer older than the negotiation).
