@@ -198,10 +198,10 @@ impl Fleet {
             jobs_in_flight: 0,
             jobs_others: 0,
         };
+        let names: Vec<String> = node.services.keys().cloned().collect();
         if let Some(old) = self.nodes.insert(key, node) {
             self.unindex(key, old.services.keys());
         }
-        let names: Vec<String> = spec_names(&self.nodes, key);
         self.index(key, &names);
         self.next_epoch
     }
@@ -335,14 +335,6 @@ impl Fleet {
         names.dedup();
         names
     }
-}
-
-/// The services node `key` hosts (none for an unknown key).
-fn spec_names(nodes: &BTreeMap<NodeKey, Node>, key: NodeKey) -> Vec<String> {
-    nodes
-        .get(&key)
-        .map(|n| n.services.keys().cloned().collect())
-        .unwrap_or_default()
 }
 
 impl Node {

@@ -33,8 +33,9 @@ pub(crate) fn describe_metrics() {
 pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Streams a new connection may open before its first one says who is on
-/// the other end: `max_streams_per_connection` once it is a client or a
-/// child gateway, one (its control stream) for an agent. quinn keeps state
+/// the other end; raised to `max_streams_per_connection` once it is a
+/// client or a child gateway, while an agent opens one, its control
+/// stream, and keeps this bound. quinn keeps state
 /// for every stream the peer may open from the handshake on, two map
 /// entries each: at 1 024 that was 86 KiB of every agent's connection.
 pub(crate) const FIRST_STREAMS: u32 = 8;
