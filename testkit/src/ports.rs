@@ -60,16 +60,22 @@ mod tests {
 
     #[test]
     fn ports_are_below_the_ephemeral_range_free_and_not_repeated() {
-        let ports: Vec<u16> = (0..50)
-            .map(|_| unassigned_port().expect("a free port"))
-            .collect();
+        // Each port is bound the moment it is handed out and held: other
+        // test processes running beside this one take ports too, so a port
+        // checked only after the fifty were picked may be theirs by then.
+        let mut held = Vec::new();
+        let mut ports = Vec::new();
+        for _ in 0..50 {
+            let port = unassigned_port().expect("a free port");
+            assert!(u32::from(port) >= FIRST, "{port}");
+            let listener = TcpListener::bind(("127.0.0.1", port));
+            assert!(listener.is_ok(), "{port} was handed out but is taken");
+            held.extend(listener);
+            ports.push(port);
+        }
         let mut distinct = ports.clone();
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), ports.len(), "{ports:?}");
-        for port in ports {
-            assert!(u32::from(port) >= FIRST, "{port}");
-            assert!(TcpListener::bind(("127.0.0.1", port)).is_ok(), "{port}");
-        }
     }
 }
