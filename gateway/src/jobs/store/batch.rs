@@ -24,7 +24,7 @@ use super::many::{
     LogRow, Merged, ResultRow, Shape, TransitionRow, applied, delete_results, insert_logs,
     insert_results, insert_transitions, update_many,
 };
-use super::sql::Script;
+use super::sql::{Dialect, Script};
 use super::write::{append_log_on, change_on, insert_jobs, insert_on, set_result_on, update_on};
 use super::{Change, LogLine, NewJob, StoreError};
 
@@ -212,7 +212,7 @@ async fn commit(pool: &AnyPool, kept: Kept, mut batch: Vec<Pending>, sqlite: boo
         None => pool.acquire().await.map_err(StoreError::Db),
     };
     let outcome = match conn {
-        Ok(mut conn) => match together(&mut conn, &batch, sqlite).await {
+        Ok(mut conn) => match together(&mut conn, &batch, dialect(sqlite)).await {
             Ok(done) => Ok((done, conn)),
             // The connection goes back to the pool, which closes it if it
             // is broken.
@@ -249,26 +249,28 @@ async fn commit(pool: &AnyPool, kept: Kept, mut batch: Vec<Pending>, sqlite: boo
 /// multi-row statements, its fenced changes in one `UPDATE` per shape
 /// (`many`), its results after them, and the transitions and log lines of
 /// the whole batch in multi-row statements before the commit. With
-/// `one_text` (SQLite) a run's inserts and updates are one text, and what
-/// follows them another: with `BEGIN` and `COMMIT`, four hand-offs to the
-/// connection's thread for a batch of one run.
+/// SQLite a run's inserts and updates are one text, and what follows them
+/// another: with `BEGIN` and `COMMIT`, four hand-offs to the connection's
+/// thread for a batch of one run. Every statement takes its rows as one
+/// JSON argument, so its text does not change with their number and stays
+/// prepared (`sql`).
 async fn together(
     conn: &mut AnyConnection,
     batch: &[Pending],
-    one_text: bool,
+    dialect: Dialect,
 ) -> Result<Vec<Written>, StoreError> {
     let mut tx = conn.begin().await?;
     let mut done = Vec::with_capacity(batch.len());
     let mut later = Later::default();
-    let mut tail = Script::new(one_text);
+    let mut tail = Script::new(dialect);
     let mut rest = batch;
     while !rest.is_empty() {
         let run = &rest[..run_len(rest)];
         if !tail.is_empty() {
-            let before = std::mem::replace(&mut tail, Script::new(one_text));
+            let before = std::mem::replace(&mut tail, Script::new(dialect));
             before.run(&mut tx).await?;
         }
-        done.extend(apply_run(&mut tx, run, &mut later, &mut tail, one_text).await?);
+        done.extend(apply_run(&mut tx, run, &mut later, &mut tail, dialect).await?);
         rest = &rest[run.len()..];
     }
     insert_transitions(&mut tail, &later.transitions);
@@ -339,9 +341,9 @@ async fn apply_run(
     run: &[Pending],
     later: &mut Later,
     tail: &mut Script,
-    one_text: bool,
+    dialect: Dialect,
 ) -> Result<Vec<Written>, StoreError> {
-    let mut script = Script::new(one_text);
+    let mut script = Script::new(dialect);
     let inserts: Vec<&NewJob> = run
         .iter()
         .filter_map(|p| match &p.write {
@@ -412,6 +414,15 @@ async fn apply_run(
     delete_results(tail, &cleared);
     insert_results(tail, &results);
     Ok(done)
+}
+
+/// The writer's dialect: `sqlite` or PostgreSQL.
+fn dialect(sqlite: bool) -> Dialect {
+    if sqlite {
+        Dialect::Sqlite
+    } else {
+        Dialect::Postgres
+    }
 }
 
 /// One write inside a batch's transaction. A write that would have to undo

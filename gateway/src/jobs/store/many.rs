@@ -13,18 +13,13 @@ use protocol::JobState;
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
-use super::rows::{Reader, opt_i64, to_i64};
-use super::sql::{Arg, IDS_PER_STATEMENT, Script, Sql};
-use super::{Change, LogLine, StoreError};
+use serde_json::json;
 
-/// Rows per multi-row `INSERT` of transitions (7 arguments each).
-const TRANSITIONS_PER_INSERT: usize = 100;
-/// Rows per multi-row `INSERT` of log lines (6 arguments each).
-const LOG_ROWS_PER_INSERT: usize = 100;
-/// Rows per multi-row `INSERT` of results (3 arguments each).
-const RESULTS_PER_INSERT: usize = 100;
-/// Changes per multi-row `UPDATE` (at most 13 arguments each).
-const CHANGES_PER_UPDATE: usize = 200;
+use super::rows::{Reader, opt_i64, to_i64};
+use super::sql::Column::Next;
+use super::sql::Field::{Bytes, Int, Text};
+use super::sql::{Dialect, Script, Sql, hex_of};
+use super::{Change, LogLine, StoreError};
 
 /// A transition row to insert (`job_transitions`).
 #[derive(Debug)]
@@ -67,35 +62,36 @@ pub(super) async fn insert_transitions_on(
     conn: &mut AnyConnection,
     rows: &[TransitionRow],
 ) -> Result<(), StoreError> {
-    let mut script = Script::each();
+    let mut script = Script::each(Dialect::of(conn));
     insert_transitions(&mut script, rows);
     script.run(conn).await?;
     Ok(())
 }
 
-/// Adds the insert of `rows` to `script`: one multi-row `INSERT` per
-/// [`TRANSITIONS_PER_INSERT`].
+/// Adds the insert of `rows` to `script`: one `INSERT ... SELECT` from
+/// their [`Sql::json_rows`], whatever their number.
 pub(super) fn insert_transitions(script: &mut Script, rows: &[TransitionRow]) {
-    for chunk in rows.chunks(TRANSITIONS_PER_INSERT) {
-        let sql = script.statement();
-        sql.push(
-            "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) VALUES ",
-        );
-        for (i, r) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.row([
-                Arg::Text(Some(r.job_id.clone())),
-                Arg::Int(Some(r.seq)),
-                Arg::Text(Some(r.state.to_string())),
-                Arg::Int(Some(r.at_ms)),
-                Arg::Int(Some(r.attempt)),
-                Arg::Text(r.node.clone()),
-                Arg::Text(r.note.clone()),
-            ]);
-        }
+    if rows.is_empty() {
+        return;
     }
+    let values = rows
+        .iter()
+        .map(|r| json!([r.job_id, r.seq, r.state, r.at_ms, r.attempt, r.node, r.note]))
+        .collect();
+    script
+        .statement()
+        .push("INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) ")
+        .select(&[
+            Next(Text),
+            Next(Int),
+            Next(Text),
+            Next(Int),
+            Next(Int),
+            Next(Text),
+            Next(Text),
+        ])
+        .push(" FROM ")
+        .json_rows(values);
 }
 
 /// A log line to insert (`job_logs`), numbered.
@@ -138,63 +134,73 @@ impl LogRow {
     }
 }
 
-/// Adds the insert of `rows` to `script`: one multi-row `INSERT` per
-/// [`LOG_ROWS_PER_INSERT`].
+/// Adds the insert of `rows` to `script`: one `INSERT ... SELECT` from
+/// their [`Sql::json_rows`].
 pub(super) fn insert_logs(script: &mut Script, rows: &[LogRow]) {
-    for chunk in rows.chunks(LOG_ROWS_PER_INSERT) {
-        let sql = script.statement();
-        sql.push("INSERT INTO job_logs (job_id, seq, attempt, ts_ms, stream, line) VALUES ");
-        for (i, r) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.row([
-                Arg::Text(Some(r.job_id.clone())),
-                Arg::Int(Some(r.seq)),
-                Arg::Int(Some(r.attempt)),
-                Arg::Int(Some(r.ts_ms)),
-                Arg::Text(Some(r.stream.to_string())),
-                Arg::Text(Some(r.line.clone())),
-            ]);
-        }
+    if rows.is_empty() {
+        return;
     }
+    let values = rows
+        .iter()
+        .map(|r| json!([r.job_id, r.seq, r.attempt, r.ts_ms, r.stream, r.line]))
+        .collect();
+    script
+        .statement()
+        .push("INSERT INTO job_logs (job_id, seq, attempt, ts_ms, stream, line) ")
+        .select(&[
+            Next(Text),
+            Next(Int),
+            Next(Int),
+            Next(Int),
+            Next(Text),
+            Next(Text),
+        ])
+        .push(" FROM ")
+        .json_rows(values);
 }
 
 /// A result to store: job id, bytes, media type.
 pub(super) type ResultRow<'a> = (&'a str, &'a [u8], Option<&'a str>);
 
 /// Adds to `script` the storing of `rows` (each replacing the job's
-/// earlier result): one multi-row `INSERT ... ON CONFLICT` per
-/// [`RESULTS_PER_INSERT`]. The caller makes sure no job appears twice.
+/// earlier result): one `INSERT ... SELECT ... ON CONFLICT` from their
+/// [`Sql::json_rows`], the bytes as hex. The caller makes sure no job
+/// appears twice.
 pub(super) fn insert_results(script: &mut Script, rows: &[ResultRow<'_>]) {
-    for chunk in rows.chunks(RESULTS_PER_INSERT) {
-        let sql = script.statement();
-        sql.push("INSERT INTO job_results (job_id, data, content_type) VALUES ");
-        for (i, (id, data, content_type)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.row([
-                Arg::Text(Some((*id).to_owned())),
-                Arg::Bytes(data.to_vec()),
-                Arg::Text(content_type.map(str::to_owned)),
-            ]);
-        }
-        sql.push(
-            " ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, \
+    if rows.is_empty() {
+        return;
+    }
+    let values = rows
+        .iter()
+        .map(|(id, data, content_type)| json!([id, hex_of(data), content_type]))
+        .collect();
+    script
+        .statement()
+        .push("INSERT INTO job_results (job_id, data, content_type) ")
+        .select(&[Next(Text), Next(Bytes), Next(Text)])
+        .push(" FROM ")
+        .json_rows(values)
+        // SQLite reads an `ON` after a `SELECT`'s `FROM` as a join's
+        // unless a `WHERE` comes between.
+        .push(
+            " WHERE true ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, \
              content_type = excluded.content_type",
         );
-    }
 }
 
 /// Adds to `script` the removal of the results of `ids`.
 pub(super) fn delete_results(script: &mut Script, ids: &[&str]) {
-    for chunk in ids.chunks(IDS_PER_STATEMENT) {
-        script
-            .statement()
-            .push("DELETE FROM job_results WHERE job_id IN ")
-            .list(chunk.iter().copied());
+    if ids.is_empty() {
+        return;
     }
+    let values = ids.iter().map(|id| json!([id])).collect();
+    script
+        .statement()
+        .push("DELETE FROM job_results WHERE job_id IN (")
+        .select(&[Next(Text)])
+        .push(" FROM ")
+        .json_rows(values)
+        .push(")");
 }
 
 /// What a fenced change sets and how it is fenced: changes of one shape
@@ -260,8 +266,8 @@ pub(super) struct Applied {
 }
 
 /// Adds to `script` the changes `items`, all of `shape` and each of
-/// another job: one `UPDATE ... RETURNING` per [`CHANGES_PER_UPDATE`].
-/// Read what they return with [`applied`].
+/// another job: one `UPDATE ... RETURNING`, whatever their number. Read
+/// what it returns with [`applied`].
 ///
 /// # Errors
 /// [`StoreError::OutOfRange`] for a value past `i64`.
@@ -270,10 +276,10 @@ pub(super) fn update_many(
     shape: &Shape,
     items: &[Merged<'_>],
 ) -> Result<(), StoreError> {
-    for chunk in items.chunks(CHANGES_PER_UPDATE) {
-        update_sql(script.statement(), shape, chunk)?;
+    if items.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    update_sql(script.statement(), shape, items)
 }
 
 /// The changes of `changes` that applied, by job id, from the rows their
@@ -312,87 +318,70 @@ pub(super) fn applied(
     Ok(applied)
 }
 
-/// Writes into `sql` the `UPDATE` of `chunk` (all of `shape`): each
-/// change a row of the `VALUES` list (id, new state, then the columns the
-/// shape sets, in [`Shape`]'s order), the fence in its `WHERE`.
-fn update_sql(sql: &mut Sql, shape: &Shape, chunk: &[Merged<'_>]) -> Result<(), StoreError> {
-    // Which `VALUES` column holds what: 1 the id, 2 the new state.
+/// Writes into `sql` the `UPDATE` of `items` (all of `shape`): each
+/// change a row of a [`Sql::json_rows`] table `v` (id, new state, then
+/// the columns the shape sets, in [`Shape`]'s order, then the attempt it
+/// is fenced on), the fence in its `WHERE`.
+fn update_sql(sql: &mut Sql, shape: &Shape, items: &[Merged<'_>]) -> Result<(), StoreError> {
+    // Which column of `v` holds what: 1 the id, 2 the new state.
     let mut set = vec![
         "state = v.column2".to_owned(),
         "trans_seq = jobs.trans_seq + 1".to_owned(),
     ];
-    let mut next = 3;
-    let mut column =
-        |name: &str, set: &mut Vec<String>, on: bool, assign: &dyn Fn(usize) -> String| {
-            if on {
-                set.push(format!("{name} = {}", assign(next)));
-                next += 1;
-            }
-        };
+    let mut columns = vec![Next(Text), Next(Text)];
+    let mut column = |name: &str, on: bool, kind, assign: &dyn Fn(usize) -> String| {
+        if on {
+            columns.push(Next(kind));
+            set.push(format!("{name} = {}", assign(columns.len())));
+        }
+    };
     let plain = |n: usize| format!("v.column{n}");
-    column("attempt", &mut set, shape.attempt, &plain);
-    column("node", &mut set, shape.node, &plain);
-    column("owner", &mut set, shape.owner, &plain);
-    column("error", &mut set, shape.error, &plain);
-    column("lease_until_ms", &mut set, shape.lease, &plain);
-    column("started_ms", &mut set, shape.started, &plain);
-    column("finished_ms", &mut set, shape.finished, &plain);
-    column("result_len", &mut set, shape.result, &plain);
-    column("log_seq", &mut set, shape.lines, &|n| {
+    column("attempt", shape.attempt, Int, &plain);
+    column("node", shape.node, Text, &plain);
+    column("owner", shape.owner, Text, &plain);
+    column("error", shape.error, Text, &plain);
+    column("lease_until_ms", shape.lease, Int, &plain);
+    column("started_ms", shape.started, Int, &plain);
+    column("finished_ms", shape.finished, Int, &plain);
+    column("result_len", shape.result, Int, &plain);
+    column("log_seq", shape.lines, Int, &|n| {
         format!("jobs.log_seq + v.column{n}")
     });
-    let fence = shape.fenced.then_some(next);
+    if shape.fenced {
+        columns.push(Next(Int));
+    }
+    let fence = shape.fenced.then_some(columns.len());
     if shape.clear_result {
         set.push("result_len = NULL".to_owned());
     }
-    sql.push("UPDATE jobs SET ")
-        .push(&set.join(", "))
-        .push(" FROM (VALUES ");
-    for (i, m) in chunk.iter().enumerate() {
+    let mut rows = Vec::with_capacity(items.len());
+    for m in items {
         let c = m.change;
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push("(")
-            .arg(Arg::Text(Some(c.id.clone())))
-            .push(", ")
-            .arg(Arg::Text(Some(c.to.as_str().to_owned())));
-        let mut value = |arg: Option<Arg>| {
-            if let Some(arg) = arg {
-                sql.push(", ").arg(arg);
-            }
+        let mut row = vec![json!(c.id), json!(c.to.as_str())];
+        let mut value = |v: Option<serde_json::Value>| row.extend(v);
+        value(c.new_attempt.map(|a| json!(a)));
+        value(c.node.as_ref().map(|v| json!(v)));
+        value(c.owner.as_ref().map(|v| json!(v)));
+        value(c.error.as_ref().map(|v| json!(v)));
+        let ms = |what, v: Option<Option<u64>>| -> Result<_, StoreError> {
+            Ok(v.map(|v| opt_i64(what, v)).transpose()?.map(|v| json!(v)))
         };
-        value(c.new_attempt.map(|a| Arg::Int(Some(i64::from(a)))));
-        value(c.node.clone().map(Arg::Text));
-        value(c.owner.clone().map(Arg::Text));
-        value(c.error.clone().map(Arg::Text));
-        value(
-            c.lease_until_ms
-                .map(|v| opt_i64("lease_until_ms", v))
-                .transpose()?
-                .map(Arg::Int),
-        );
-        value(
-            c.started_ms
-                .map(|v| opt_i64("started_ms", v))
-                .transpose()?
-                .map(Arg::Int),
-        );
-        value(
-            c.finished_ms
-                .map(|v| opt_i64("finished_ms", v))
-                .transpose()?
-                .map(Arg::Int),
-        );
+        value(ms("lease_until_ms", c.lease_until_ms)?);
+        value(ms("started_ms", c.started_ms)?);
+        value(ms("finished_ms", c.finished_ms)?);
         let result_len = m
             .result
             .map(|(data, _)| to_i64("result length", data.len() as u64));
-        value(result_len.transpose()?.map(|n| Arg::Int(Some(n))));
+        value(result_len.transpose()?.map(|n| json!(n)));
         let lines = (!m.lines.is_empty()).then(|| to_i64("log lines", m.lines.len() as u64));
-        value(lines.transpose()?.map(|n| Arg::Int(Some(n))));
-        value(c.attempt.map(|a| Arg::Int(Some(i64::from(a)))));
-        sql.push(")");
+        value(lines.transpose()?.map(|n| json!(n)));
+        value(c.attempt.map(|a| json!(a)));
+        rows.push(serde_json::Value::Array(row));
     }
+    sql.push("UPDATE jobs SET ")
+        .push(&set.join(", "))
+        .push(" FROM (");
+    sql.select_named(&columns).push(" FROM ").json_rows(rows);
     // `state || ''`, not `state`: an expression keeps SQLite (without
     // statistics) from scanning the jobs in the `from` states through
     // their index instead of looking each job up by its id.
@@ -414,6 +403,80 @@ mod tests {
 
     use super::*;
     use crate::jobs::store::JobStore;
+
+    /// A group's texts are the same for one row as for many, on either
+    /// database, so they stay prepared: sqlx keeps statements by text.
+    #[test]
+    fn texts_do_not_grow_with_rows() {
+        let texts = |dialect: Dialect, n: usize| -> Vec<String> {
+            let ids: Vec<String> = (0..n).map(|i| format!("j{i}")).collect();
+            let jobs: Vec<crate::jobs::store::NewJob> = ids
+                .iter()
+                .map(|id| crate::jobs::store::NewJob {
+                    id: id.clone(),
+                    service: "s".into(),
+                    template: None,
+                    state: JobState::Waiting,
+                    tenant: Some("t".into()),
+                    priority: 0,
+                    realtime: false,
+                    watchdog_s: 60,
+                    max_attempts: 3,
+                    idempotent: true,
+                    created_ms: 9,
+                    payload: vec![0, 255],
+                    hints: std::collections::BTreeMap::new(),
+                    labels: std::collections::BTreeMap::new(),
+                    note: None,
+                    request_id: None,
+                })
+                .collect();
+            let changes: Vec<Change> = ids
+                .iter()
+                .map(|id| {
+                    let mut c = Change::new(id, &[JobState::Running], JobState::Succeeded, 9);
+                    c.attempt = Some(1);
+                    c.finished_ms = Some(Some(9));
+                    c
+                })
+                .collect();
+            let lines = [(1, 9, protocol::LogStream::Stdout, "x".to_owned())];
+            let merged: Vec<Merged<'_>> = changes
+                .iter()
+                .map(|change| Merged {
+                    change,
+                    result: Some((b"r".as_slice(), None)),
+                    lines: &lines,
+                })
+                .collect();
+            let shape = merged[0].shape().expect("a shape");
+            let transitions: Vec<TransitionRow> = changes
+                .iter()
+                .map(|c| TransitionRow::of(c, 2, 1, None).expect("row"))
+                .collect();
+            let logs: Vec<LogRow> = ids
+                .iter()
+                .flat_map(|id| LogRow::numbered(id, 1, &lines).expect("rows"))
+                .collect();
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let results: Vec<ResultRow<'_>> =
+                refs.iter().map(|id| (*id, b"r".as_slice(), None)).collect();
+            let mut script = Script::new(dialect);
+            let job_refs: Vec<_> = jobs.iter().collect();
+            crate::jobs::store::write::insert_jobs(&mut script, &job_refs).expect("jobs");
+            update_many(&mut script, &shape, &merged).expect("update");
+            delete_results(&mut script, &refs);
+            insert_results(&mut script, &results);
+            insert_transitions(&mut script, &transitions);
+            insert_logs(&mut script, &logs);
+            script.texts().into_iter().map(str::to_owned).collect()
+        };
+        for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+            let one = texts(dialect, 1);
+            assert!(!one.is_empty());
+            assert_eq!(one, texts(dialect, 300), "{dialect:?}");
+        }
+    }
 
     /// The merged `UPDATE` finds each job by its id, never by scanning
     /// the jobs in its `from` states (SQLite, no statistics: a scan made
@@ -437,7 +500,8 @@ mod tests {
         });
         let shape = merged[0].shape().expect("a shape");
         assert_eq!(merged[1].shape(), Some(shape.clone()));
-        let mut sql = Sql::new("EXPLAIN QUERY PLAN ");
+        let mut sql = Sql::numbered(Dialect::Sqlite);
+        sql.push("EXPLAIN QUERY PLAN ");
         update_sql(&mut sql, &shape, &merged).expect("sql");
         let plan: Vec<String> = sql
             .query()

@@ -1,10 +1,18 @@
 //! Queries built at run time: their text with `$n` placeholders and
 //! their arguments, bound in order.
+//!
+//! A statement that writes many rows takes them as one argument, a JSON
+//! array of arrays ([`Sql::json_rows`]), so its text is the same for one
+//! row or five hundred: the database parses it once and sqlx keeps it
+//! prepared (by its text). A text that grew with its rows was parsed
+//! anew for each group on SQLite, and cost PostgreSQL two more round
+//! trips each time (`Parse` and `Describe`, then `Close` of the statement
+//! it pushed out of sqlx's cache).
 
 use protocol::JobState;
-use sqlx::Any;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
+use sqlx::{Any, AnyConnection};
 
 /// Ids per `IN (...)` list (lease renewals, purges, loads).
 pub(super) const IDS_PER_STATEMENT: usize = 500;
@@ -16,24 +24,79 @@ pub(super) enum Arg {
     Int(Option<i64>),
     /// A nullable `TEXT`.
     Text(Option<String>),
-    /// A `BYTEA`.
-    Bytes(Vec<u8>),
+}
+
+/// The database a text is for, where their SQL differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    /// SQLite (3.38 or later, for `->>`; 3.41, for `unhex`).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Dialect {
+    /// The dialect of `conn`'s database.
+    pub(super) fn of(conn: &AnyConnection) -> Self {
+        if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+            Self::Sqlite
+        } else {
+            Self::Postgres
+        }
+    }
+}
+
+/// The type of a field of a [`Sql::json_rows`] table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Field {
+    /// `TEXT`: a JSON string or null.
+    Text,
+    /// `BIGINT`: a JSON number or null.
+    Int,
+    /// `BYTEA`/`BLOB`: a JSON string of hex digits ([`hex_of`]) or null.
+    Bytes,
+}
+
+/// A column of a [`Sql::select`] from a [`Sql::json_rows`] table.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Column<'a> {
+    /// The row's next field, as this type.
+    Next(Field),
+    /// A constant, as SQL text (`0`, `NULL`).
+    Constant(&'a str),
+}
+
+/// `data` as a JSON string of hex digits, for a [`Field::Bytes`].
+pub(super) fn hex_of(data: &[u8]) -> serde_json::Value {
+    serde_json::Value::String(hex::encode(data))
 }
 
 /// A query built at run time: its text and its arguments, `$1` first
 /// (or, [`Sql::anonymous`], each `?`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Sql {
     pub(super) text: String,
     args: Vec<Arg>,
     anonymous: bool,
+    dialect: Dialect,
 }
 
 impl Sql {
+    /// A query starting with `text`, `$n` placeholders. It takes no
+    /// [`Sql::json_rows`] (which needs its dialect: [`Sql::numbered`]).
     pub(super) fn new(text: &str) -> Self {
+        let mut sql = Self::numbered(Dialect::Postgres);
+        sql.text.push_str(text);
+        sql
+    }
+
+    /// An empty query for `dialect` whose placeholders are `$1`, `$2`, ...
+    pub(super) fn numbered(dialect: Dialect) -> Self {
         Self {
-            text: text.to_string(),
-            ..Self::default()
+            text: String::new(),
+            args: Vec::new(),
+            anonymous: false,
+            dialect,
         }
     }
 
@@ -45,8 +108,73 @@ impl Sql {
     pub(super) fn anonymous() -> Self {
         Self {
             anonymous: true,
-            ..Self::default()
+            ..Self::numbered(Dialect::Sqlite)
         }
+    }
+
+    /// Appends a table of `rows`, bound as one argument (a JSON array of
+    /// arrays, whatever their number), named `e`: SQLite's `json_each`,
+    /// PostgreSQL's `json_array_elements`. Read each row's fields with
+    /// [`Sql::field`].
+    pub(super) fn json_rows(&mut self, rows: Vec<serde_json::Value>) -> &mut Self {
+        let rows = serde_json::Value::Array(rows).to_string();
+        match self.dialect {
+            Dialect::Sqlite => self
+                .push("json_each(")
+                .arg(Arg::Text(Some(rows)))
+                .push(") AS e"),
+            Dialect::Postgres => self
+                .push("json_array_elements(CAST(")
+                .arg(Arg::Text(Some(rows)))
+                .push(" AS json)) AS e"),
+        }
+    }
+
+    /// Appends field `index` (from 0) of a [`Sql::json_rows`] row, as `kind`.
+    pub(super) fn field(&mut self, index: usize, kind: Field) -> &mut Self {
+        let value = format!("e.value ->> {index}");
+        let field = match (kind, self.dialect) {
+            (Field::Text, _) => value,
+            (Field::Int, _) => format!("CAST({value} AS BIGINT)"),
+            (Field::Bytes, Dialect::Sqlite) => format!("unhex({value})"),
+            (Field::Bytes, Dialect::Postgres) => format!("decode({value}, 'hex')"),
+        };
+        self.push(&field)
+    }
+
+    /// Appends `SELECT` and `columns`, in order: a [`Column::Next`] is the
+    /// next field of a [`Sql::json_rows`] row (the first is field 0).
+    pub(super) fn select(&mut self, columns: &[Column<'_>]) -> &mut Self {
+        self.select_columns(columns, false)
+    }
+
+    /// [`Sql::select`], each column named as a `VALUES` list's would be:
+    /// `column1`, `column2`, ...
+    pub(super) fn select_named(&mut self, columns: &[Column<'_>]) -> &mut Self {
+        self.select_columns(columns, true)
+    }
+
+    fn select_columns(&mut self, columns: &[Column<'_>], named: bool) -> &mut Self {
+        self.push("SELECT ");
+        let mut index = 0;
+        for (i, column) in columns.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            match column {
+                Column::Next(kind) => {
+                    self.field(index, *kind);
+                    index += 1;
+                }
+                Column::Constant(text) => {
+                    self.push(text);
+                }
+            }
+            if named {
+                self.push(&format!(" AS column{}", i + 1));
+            }
+        }
+        self
     }
 
     /// Appends text.
@@ -65,18 +193,6 @@ impl Sql {
             self.text.push_str(&format!("${n}"));
         }
         self
-    }
-
-    /// Appends one row of a `VALUES` list: `(a, b, ...)` of `args`.
-    pub(super) fn row(&mut self, args: impl IntoIterator<Item = Arg>) -> &mut Self {
-        self.push("(");
-        for (i, arg) in args.into_iter().enumerate() {
-            if i > 0 {
-                self.push(", ");
-            }
-            self.arg(arg);
-        }
-        self.push(")")
     }
 
     /// Appends `(a, b, ...)` of text arguments (the caller makes sure the
@@ -99,7 +215,6 @@ impl Sql {
             q = match arg {
                 Arg::Int(v) => q.bind(*v),
                 Arg::Text(v) => q.bind(v.clone()),
-                Arg::Bytes(v) => q.bind(v.clone()),
             };
         }
         q
@@ -124,22 +239,33 @@ const SCRIPT_MAX_ARGS: usize = 30_000;
 /// across the text), PostgreSQL prepares each statement on its own.
 #[derive(Debug)]
 pub(super) struct Script {
+    dialect: Dialect,
     one_text: bool,
     texts: Vec<Sql>,
 }
 
 impl Script {
-    /// An empty script; `one_text`: statements share a text (SQLite).
-    pub(super) fn new(one_text: bool) -> Self {
+    /// An empty script for `dialect`: on SQLite statements share a text.
+    pub(super) fn new(dialect: Dialect) -> Self {
         Self {
-            one_text,
+            dialect,
+            one_text: dialect == Dialect::Sqlite,
             texts: Vec::new(),
         }
     }
 
-    /// A script of one statement per text (for any database).
-    pub(super) fn each() -> Self {
-        Self::new(false)
+    /// A script of one statement per text, for `dialect`.
+    pub(super) fn each(dialect: Dialect) -> Self {
+        Self {
+            one_text: false,
+            ..Self::new(dialect)
+        }
+    }
+
+    /// Its texts, in order.
+    #[cfg(test)]
+    pub(super) fn texts(&self) -> Vec<&str> {
+        self.texts.iter().map(|sql| sql.text.as_str()).collect()
     }
 
     /// Whether it holds no statement.
@@ -162,7 +288,7 @@ impl Script {
         self.texts.push(if self.one_text {
             Sql::anonymous()
         } else {
-            Sql::default()
+            Sql::numbered(self.dialect)
         });
         let n = self.texts.len() - 1;
         &mut self.texts[n]
@@ -194,7 +320,7 @@ mod tests {
     /// its own.
     #[test]
     fn a_script_shares_texts_up_to_its_argument_limit() {
-        let mut one = Script::new(true);
+        let mut one = Script::new(Dialect::Sqlite);
         one.statement().push("SELECT ").arg(Arg::Int(Some(1)));
         one.statement().push("SELECT ").arg(Arg::Int(Some(2)));
         assert_eq!(one.texts.len(), 1);
@@ -208,7 +334,7 @@ mod tests {
         assert_eq!(one.texts.len(), 2);
         assert_eq!(one.texts[1].text, "SELECT ?");
 
-        let mut each = Script::each();
+        let mut each = Script::each(Dialect::Postgres);
         assert!(each.is_empty());
         each.statement().push("SELECT ").arg(Arg::Int(Some(1)));
         each.statement().push("SELECT ").arg(Arg::Int(Some(2)));
@@ -225,7 +351,7 @@ mod tests {
         let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect("sqlite::memory:")
             .await
             .expect("connect");
-        let mut script = Script::new(true);
+        let mut script = Script::new(Dialect::Sqlite);
         script.statement().push("CREATE TABLE t (a BIGINT, b TEXT)");
         script
             .statement()

@@ -75,6 +75,7 @@ both!(
     fenced_change,
     set_result_is_fenced,
     finish_is_one_fenced_write,
+    every_byte_survives_a_group,
     logs_in_order,
     delete_removes_everything,
     unfinished_by_priority,

@@ -6,13 +6,14 @@ use sqlx::AnyConnection;
 
 use super::batch::{Write, Written};
 use super::many::{LogRow, TransitionRow, insert_logs, insert_transitions_on};
+use serde_json::json;
+
 use super::rows::{Reader, flag, opt_i64, to_i64, to_json};
-use super::sql::{Arg, IDS_PER_STATEMENT, Script, Sql, final_states};
+use super::sql::Column::{Constant, Next};
+use super::sql::Field::{Bytes, Int, Text};
+use super::sql::{Arg, Dialect, IDS_PER_STATEMENT, Script, Sql, final_states, hex_of};
 use super::{Change, JobStore, LogLine, NewJob, StoreError};
 use crate::config::TemplateConfig;
-
-/// Jobs per multi-row `INSERT` (16 arguments each).
-const JOBS_PER_INSERT: usize = 200;
 /// The tables of a job's transitions, log lines and result.
 const CHILD_TABLES: [&str; 3] = ["job_logs", "job_transitions", "job_results"];
 
@@ -257,86 +258,91 @@ pub(super) async fn insert_on(
     conn: &mut AnyConnection,
     jobs: &[&NewJob],
 ) -> Result<(), StoreError> {
-    let mut script = Script::each();
+    let mut script = Script::each(Dialect::of(conn));
     insert_jobs(&mut script, jobs)?;
     script.run(conn).await?;
     Ok(())
 }
 
 /// Adds to `script` the insert of every job of `jobs` and its first
-/// transition: one multi-row `INSERT` per table and [`JOBS_PER_INSERT`]
-/// jobs.
+/// transition: one `INSERT ... SELECT` per table from the jobs'
+/// [`Sql::json_rows`], whatever their number.
 ///
 /// # Errors
 /// [`StoreError::OutOfRange`] for a time past `i64`.
 pub(super) fn insert_jobs(script: &mut Script, jobs: &[&NewJob]) -> Result<(), StoreError> {
-    let text = |v: Option<&str>| Arg::Text(v.map(str::to_owned));
-    for chunk in jobs.chunks(JOBS_PER_INSERT) {
-        let sql = script.statement();
-        sql.push(
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Vec::with_capacity(jobs.len());
+    let mut firsts = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let created = to_i64("created_ms", job.created_ms)?;
+        let finished = job.state.is_final().then_some(created);
+        rows.push(json!([
+            job.id,
+            job.service,
+            job.template,
+            job.state.as_str(),
+            job.tenant,
+            job.priority,
+            flag(job.realtime),
+            job.watchdog_s,
+            job.max_attempts,
+            flag(job.idempotent),
+            created,
+            finished,
+            hex_of(&job.payload),
+            to_json(&job.hints),
+            to_json(&job.labels),
+            job.request_id,
+        ]));
+        firsts.push(json!([job.id, job.state.as_str(), created, job.note]));
+    }
+    script
+        .statement()
+        .push(
             "INSERT INTO jobs (id, service, template, state, tenant, priority, realtime, \
              watchdog_s, attempt, max_attempts, idempotent, created_ms, finished_ms, payload, \
-             hints, labels, request_id, trans_seq, log_seq) VALUES ",
-        );
-        for (i, job) in chunk.iter().enumerate() {
-            let created = to_i64("created_ms", job.created_ms)?;
-            let finished = job.state.is_final().then_some(created);
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(")
-                .arg(text(Some(&job.id)))
-                .push(", ")
-                .arg(text(Some(&job.service)))
-                .push(", ")
-                .arg(text(job.template.as_deref()))
-                .push(", ")
-                .arg(text(Some(job.state.as_str())))
-                .push(", ")
-                .arg(text(job.tenant.as_deref()))
-                .push(", ")
-                .arg(Arg::Int(Some(i64::from(job.priority))))
-                .push(", ")
-                .arg(Arg::Int(Some(flag(job.realtime))))
-                .push(", ")
-                .arg(Arg::Int(Some(i64::from(job.watchdog_s))))
-                .push(", 0, ")
-                .arg(Arg::Int(Some(i64::from(job.max_attempts))))
-                .push(", ")
-                .arg(Arg::Int(Some(flag(job.idempotent))))
-                .push(", ")
-                .arg(Arg::Int(Some(created)))
-                .push(", ")
-                .arg(Arg::Int(finished))
-                .push(", ")
-                .arg(Arg::Bytes(job.payload.clone()))
-                .push(", ")
-                .arg(text(Some(&to_json(&job.hints))))
-                .push(", ")
-                .arg(text(Some(&to_json(&job.labels))))
-                .push(", ")
-                .arg(text(job.request_id.as_deref()))
-                .push(", 1, 0)");
-        }
-        let first = script.statement();
-        first.push(
-            "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) VALUES ",
-        );
-        for (i, job) in chunk.iter().enumerate() {
-            if i > 0 {
-                first.push(", ");
-            }
-            first.row([
-                text(Some(&job.id)),
-                Arg::Int(Some(1)),
-                text(Some(job.state.as_str())),
-                Arg::Int(Some(to_i64("created_ms", job.created_ms)?)),
-                Arg::Int(Some(0)),
-                Arg::Text(None),
-                text(job.note.as_deref()),
-            ]);
-        }
-    }
+             hints, labels, request_id, trans_seq, log_seq) ",
+        )
+        .select(&[
+            Next(Text),
+            Next(Text),
+            Next(Text),
+            Next(Text),
+            Next(Text),
+            Next(Int),
+            Next(Int),
+            Next(Int),
+            Constant("0"),
+            Next(Int),
+            Next(Int),
+            Next(Int),
+            Next(Int),
+            Next(Bytes),
+            Next(Text),
+            Next(Text),
+            Next(Text),
+            Constant("1"),
+            Constant("0"),
+        ])
+        .push(" FROM ")
+        .json_rows(rows);
+    script
+        .statement()
+        .push("INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) ")
+        .select(&[
+            Next(Text),
+            Constant("1"),
+            Next(Text),
+            Next(Int),
+            Constant("0"),
+            Constant("NULL"),
+            Next(Text),
+        ])
+        .push(" FROM ")
+        .json_rows(firsts);
     Ok(())
 }
 
@@ -474,7 +480,7 @@ pub(super) async fn append_log_on(
         return Ok(None);
     };
     let last = Reader::for_job(&row, id).u64("log_seq")?;
-    let mut script = Script::each();
+    let mut script = Script::each(Dialect::of(conn));
     insert_logs(&mut script, &LogRow::numbered(id, last, lines)?);
     script.run(conn).await?;
     Ok(Some(last))

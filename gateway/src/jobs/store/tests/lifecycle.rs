@@ -279,6 +279,68 @@ pub(super) async fn set_result_is_fenced(store: &JobStore) {
     assert_eq!(get(store, "j1").await.view.result_len, Some(2));
 }
 
+/// Many jobs inserted, started and finished at once share groups: their
+/// payloads and results, every byte value, go through the groups' JSON
+/// rows and come back as they were.
+pub(super) async fn every_byte_survives_a_group(store: &JobStore) {
+    let all: Vec<u8> = (0..=255).collect();
+    let ids: Vec<String> = (0..40).map(|i| format!("b{i}")).collect();
+    let bytes = |i: usize| {
+        let mut b = all.clone();
+        b.rotate_left(i);
+        b
+    };
+    let inserts = ids.iter().enumerate().map(|(i, id)| {
+        let mut j = job(id, "s", None, 0);
+        j.payload = bytes(i);
+        async move { store.insert(&j).await }
+    });
+    for done in futures_util::future::join_all(inserts).await {
+        done.expect("insert");
+    }
+    let starts = ids.iter().map(|id| start(store, id, 1, "n1"));
+    assert!(
+        futures_util::future::join_all(starts)
+            .await
+            .into_iter()
+            .all(|s| s)
+    );
+    let ends = ids.iter().enumerate().map(|(i, id)| {
+        let c = Change {
+            attempt: Some(1),
+            owner: Some(None),
+            lease_until_ms: Some(None),
+            finished_ms: Some(Some(3_000)),
+            ..Change::new(id, &[JobState::Running], JobState::Succeeded, 3_000)
+        };
+        let data = bytes(i + 1);
+        async move {
+            store
+                .finish(
+                    &c,
+                    Some((&data, Some("application/octet-stream"))),
+                    &lines(1, 1, 2),
+                )
+                .await
+        }
+    });
+    for applied in futures_util::future::join_all(ends).await {
+        assert!(applied.expect("finish"));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let j = get(store, id).await;
+        assert_eq!(j.payload, bytes(i), "{id}");
+        assert_eq!(j.view.state, JobState::Succeeded, "{id}");
+        assert_eq!(j.view.result_len, Some(256), "{id}");
+        assert_eq!(
+            store.result(id).await.expect("result"),
+            Some((bytes(i + 1), Some("application/octet-stream".into()))),
+            "{id}"
+        );
+        assert_eq!(store.log_after(id, 0, 100).await.expect("log").len(), 2);
+    }
+}
+
 pub(super) async fn finish_is_one_fenced_write(store: &JobStore) {
     store
         .insert(&job("j1", "s", None, 0))
