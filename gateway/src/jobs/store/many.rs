@@ -18,7 +18,7 @@ use serde_json::json;
 use super::rows::{Reader, opt_i64, to_i64};
 use super::sql::Column::Next;
 use super::sql::Field::{Bytes, Int, Text};
-use super::sql::{Dialect, Script, Sql, hex_of};
+use super::sql::{Arg, Dialect, Script, Sql, hex_of};
 use super::{Change, LogLine, StoreError};
 
 /// A transition row to insert (`job_transitions`).
@@ -188,19 +188,28 @@ pub(super) fn insert_results(script: &mut Script, rows: &[ResultRow<'_>]) {
         );
 }
 
-/// Adds to `script` the removal of the results of `ids`.
+/// Adds to `script` the removal of the results of `ids`. On PostgreSQL
+/// the ids are an array (`= ANY (ARRAY(...))`), which it looks up in the
+/// key's index: it plans an `IN (SELECT ...)` of a function's rows
+/// (guessed at 100) as a scan of every result.
 pub(super) fn delete_results(script: &mut Script, ids: &[&str]) {
-    if ids.is_empty() {
-        return;
+    if !ids.is_empty() {
+        delete_sql(script.statement(), ids);
     }
+}
+
+/// Writes into `sql` the removal of the results of `ids` (not empty).
+fn delete_sql(sql: &mut Sql, ids: &[&str]) {
     let values = ids.iter().map(|id| json!([id])).collect();
-    script
-        .statement()
-        .push("DELETE FROM job_results WHERE job_id IN (")
-        .select(&[Next(Text)])
-        .push(" FROM ")
-        .json_rows(values)
-        .push(")");
+    sql.push(match sql.dialect() {
+        Dialect::Sqlite => "DELETE FROM job_results WHERE job_id IN (",
+        Dialect::Postgres => "DELETE FROM job_results WHERE job_id = ANY (ARRAY(",
+    });
+    sql.select(&[Next(Text)]).push(" FROM ").json_rows(values);
+    sql.push(match sql.dialect() {
+        Dialect::Sqlite => ")",
+        Dialect::Postgres => "))",
+    });
 }
 
 /// What a fenced change sets and how it is fenced: changes of one shape
@@ -381,7 +390,15 @@ fn update_sql(sql: &mut Sql, shape: &Shape, items: &[Merged<'_>]) -> Result<(), 
     sql.push("UPDATE jobs SET ")
         .push(&set.join(", "))
         .push(" FROM (");
-    sql.select_named(&columns).push(" FROM ").json_rows(rows);
+    let count = to_i64("changes", rows.len() as u64)?;
+    // `LIMIT` their number: PostgreSQL guesses a function's rows at 100,
+    // and for 100 rows it plans a scan of every job and a hash join where
+    // a few lookups by id do.
+    sql.select_named(&columns)
+        .push(" FROM ")
+        .json_rows(rows)
+        .push(" LIMIT ")
+        .arg(Arg::Int(Some(count)));
     // `state || ''`, not `state`: an expression keeps SQLite (without
     // statistics) from scanning the jobs in the `from` states through
     // their index instead of looking each job up by its id.
@@ -475,6 +492,68 @@ mod tests {
             let one = texts(dialect, 1);
             assert!(!one.is_empty());
             assert_eq!(one, texts(dialect, 300), "{dialect:?}");
+        }
+    }
+
+    /// PostgreSQL plans the merged `UPDATE` and the removal of results
+    /// as lookups by key in a queue of 30 000 jobs it has no statistics
+    /// for, not as scans of every row: it guesses a function's rows at
+    /// 100 unless the `LIMIT` says how many.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_looks_rows_up_by_key() {
+        let Some(pg) = switchyard_testkit::Postgres::start().expect("start postgres") else {
+            return;
+        };
+        let store = JobStore::open(&pg.url(), 4).await.expect("open");
+        sqlx::query(
+            "INSERT INTO jobs (id, service, state, priority, realtime, watchdog_s, attempt, \
+             max_attempts, idempotent, created_ms, payload, hints, labels, trans_seq, log_seq) \
+             SELECT 'j' || i, 's', 'running', 0, 0, 60, 1, 3, 1, 1, '', '{}', '{}', 1, 0 \
+             FROM generate_series(1, 30000) AS i",
+        )
+        .execute(&store.write)
+        .await
+        .expect("jobs");
+        sqlx::query(
+            "INSERT INTO job_results (job_id, data) SELECT 'j' || i, '' \
+             FROM generate_series(1, 30000) AS i",
+        )
+        .execute(&store.write)
+        .await
+        .expect("results");
+        let mut end = Change::new("j7", &[JobState::Running], JobState::Succeeded, 9);
+        end.attempt = Some(1);
+        end.finished_ms = Some(Some(9));
+        let merged = [Merged {
+            change: &end,
+            result: None,
+            lines: &[],
+        }];
+        let shape = merged[0].shape().expect("a shape");
+        let mut update = Sql::numbered(Dialect::Postgres);
+        update.push("EXPLAIN ");
+        update_sql(&mut update, &shape, &merged).expect("sql");
+        let mut delete = Sql::numbered(Dialect::Postgres);
+        delete.push("EXPLAIN ");
+        delete_sql(&mut delete, &["j7", "j8"]);
+        for (sql, index) in [(update, "jobs_pkey"), (delete, "job_results_pkey")] {
+            let plan: Vec<String> = sql
+                .query()
+                .fetch_all(&store.write)
+                .await
+                .expect("explain")
+                .iter()
+                .map(|row| row.try_get::<String, _>(0).expect("plan"))
+                .collect();
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("Index Scan") && step.contains(index)),
+                "{plan:#?}"
+            );
+            assert!(
+                !plan.iter().any(|step| step.contains("Seq Scan")),
+                "{plan:#?}"
+            );
         }
     }
 
