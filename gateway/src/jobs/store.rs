@@ -302,7 +302,10 @@ impl JobStore {
                 backend,
             }
         } else {
-            let pool = postgres_pool(max).connect_with(options).await?;
+            let pool = AnyPoolOptions::new()
+                .max_connections(max)
+                .connect_with(options)
+                .await?;
             sqlx::migrate!("./migrations").run(&pool).await?;
             let concurrent = (max as usize / 2).clamp(1, 4);
             // Its slots keep their connections while the pool has one
@@ -358,26 +361,6 @@ impl JobStore {
         self.read.close().await;
         self.write.close().await;
     }
-}
-
-/// PostgreSQL connections: each statement planned when it runs
-/// (`plan_cache_mode = force_custom_plan`). The writer's statements stay
-/// prepared (their texts do not change with their rows, see `sql`), and
-/// PostgreSQL would otherwise settle on a generic plan made while the
-/// queue was small and keep it until an `ANALYZE` (autovacuum's come at
-/// most once a minute): measured, a plan made on an empty table scanned
-/// all 30 000 jobs for a merged update (11.5 ms) where a custom plan looks
-/// each up by id (0.4 ms).
-fn postgres_pool(max: u32) -> AnyPoolOptions {
-    AnyPoolOptions::new()
-        .max_connections(max)
-        .after_connect(|conn, _meta| {
-            Box::pin(async move {
-                conn.execute("SET plan_cache_mode = force_custom_plan")
-                    .await?;
-                Ok(())
-            })
-        })
 }
 
 /// SQLite connections: WAL, `synchronous = FULL`, a busy timeout; no

@@ -18,8 +18,10 @@ use serde_json::json;
 use super::rows::{Reader, opt_i64, to_i64};
 use super::sql::Column::Next;
 use super::sql::Field::{Bytes, Int, Text};
-use super::sql::{Arg, Dialect, Script, Sql, hex_of};
+use super::sql::{Dialect, Script, Sql, hex_of};
 use super::{Change, LogLine, StoreError};
+
+pub(super) mod values;
 
 /// A transition row to insert (`job_transitions`).
 #[derive(Debug)]
@@ -71,6 +73,9 @@ pub(super) async fn insert_transitions_on(
 /// Adds the insert of `rows` to `script`: one `INSERT ... SELECT` from
 /// their [`Sql::json_rows`], whatever their number.
 pub(super) fn insert_transitions(script: &mut Script, rows: &[TransitionRow]) {
+    if script.dialect() == Dialect::Postgres {
+        return values::insert_transitions(script, rows);
+    }
     if rows.is_empty() {
         return;
     }
@@ -137,6 +142,9 @@ impl LogRow {
 /// Adds the insert of `rows` to `script`: one `INSERT ... SELECT` from
 /// their [`Sql::json_rows`].
 pub(super) fn insert_logs(script: &mut Script, rows: &[LogRow]) {
+    if script.dialect() == Dialect::Postgres {
+        return values::insert_logs(script, rows);
+    }
     if rows.is_empty() {
         return;
     }
@@ -167,6 +175,9 @@ pub(super) type ResultRow<'a> = (&'a str, &'a [u8], Option<&'a str>);
 /// [`Sql::json_rows`], the bytes as hex. The caller makes sure no job
 /// appears twice.
 pub(super) fn insert_results(script: &mut Script, rows: &[ResultRow<'_>]) {
+    if script.dialect() == Dialect::Postgres {
+        return values::insert_results(script, rows);
+    }
     if rows.is_empty() {
         return;
     }
@@ -188,28 +199,22 @@ pub(super) fn insert_results(script: &mut Script, rows: &[ResultRow<'_>]) {
         );
 }
 
-/// Adds to `script` the removal of the results of `ids`. On PostgreSQL
-/// the ids are an array (`= ANY (ARRAY(...))`), which it looks up in the
-/// key's index: it plans an `IN (SELECT ...)` of a function's rows
-/// (guessed at 100) as a scan of every result.
+/// Adds to `script` the removal of the results of `ids`.
 pub(super) fn delete_results(script: &mut Script, ids: &[&str]) {
-    if !ids.is_empty() {
-        delete_sql(script.statement(), ids);
+    if script.dialect() == Dialect::Postgres {
+        return values::delete_results(script, ids);
     }
-}
-
-/// Writes into `sql` the removal of the results of `ids` (not empty).
-fn delete_sql(sql: &mut Sql, ids: &[&str]) {
+    if ids.is_empty() {
+        return;
+    }
     let values = ids.iter().map(|id| json!([id])).collect();
-    sql.push(match sql.dialect() {
-        Dialect::Sqlite => "DELETE FROM job_results WHERE job_id IN (",
-        Dialect::Postgres => "DELETE FROM job_results WHERE job_id = ANY (ARRAY(",
-    });
-    sql.select(&[Next(Text)]).push(" FROM ").json_rows(values);
-    sql.push(match sql.dialect() {
-        Dialect::Sqlite => ")",
-        Dialect::Postgres => "))",
-    });
+    script
+        .statement()
+        .push("DELETE FROM job_results WHERE job_id IN (")
+        .select(&[Next(Text)])
+        .push(" FROM ")
+        .json_rows(values)
+        .push(")");
 }
 
 /// What a fenced change sets and how it is fenced: changes of one shape
@@ -285,6 +290,9 @@ pub(super) fn update_many(
     shape: &Shape,
     items: &[Merged<'_>],
 ) -> Result<(), StoreError> {
+    if script.dialect() == Dialect::Postgres {
+        return values::update_many(script, shape, items);
+    }
     if items.is_empty() {
         return Ok(());
     }
@@ -390,15 +398,7 @@ fn update_sql(sql: &mut Sql, shape: &Shape, items: &[Merged<'_>]) -> Result<(), 
     sql.push("UPDATE jobs SET ")
         .push(&set.join(", "))
         .push(" FROM (");
-    let count = to_i64("changes", rows.len() as u64)?;
-    // `LIMIT` their number: PostgreSQL guesses a function's rows at 100,
-    // and for 100 rows it plans a scan of every job and a hash join where
-    // a few lookups by id do.
-    sql.select_named(&columns)
-        .push(" FROM ")
-        .json_rows(rows)
-        .push(" LIMIT ")
-        .arg(Arg::Int(Some(count)));
+    sql.select_named(&columns).push(" FROM ").json_rows(rows);
     // `state || ''`, not `state`: an expression keeps SQLite (without
     // statistics) from scanning the jobs in the `from` states through
     // their index instead of looking each job up by its id.
@@ -488,73 +488,10 @@ mod tests {
             insert_logs(&mut script, &logs);
             script.texts().into_iter().map(str::to_owned).collect()
         };
-        for dialect in [Dialect::Sqlite, Dialect::Postgres] {
-            let one = texts(dialect, 1);
-            assert!(!one.is_empty());
-            assert_eq!(one, texts(dialect, 300), "{dialect:?}");
-        }
-    }
-
-    /// PostgreSQL plans the merged `UPDATE` and the removal of results
-    /// as lookups by key in a queue of 30 000 jobs it has no statistics
-    /// for, not as scans of every row: it guesses a function's rows at
-    /// 100 unless the `LIMIT` says how many.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres_looks_rows_up_by_key() {
-        let Some(pg) = switchyard_testkit::Postgres::start().expect("start postgres") else {
-            return;
-        };
-        let store = JobStore::open(&pg.url(), 4).await.expect("open");
-        sqlx::query(
-            "INSERT INTO jobs (id, service, state, priority, realtime, watchdog_s, attempt, \
-             max_attempts, idempotent, created_ms, payload, hints, labels, trans_seq, log_seq) \
-             SELECT 'j' || i, 's', 'running', 0, 0, 60, 1, 3, 1, 1, '', '{}', '{}', 1, 0 \
-             FROM generate_series(1, 30000) AS i",
-        )
-        .execute(&store.write)
-        .await
-        .expect("jobs");
-        sqlx::query(
-            "INSERT INTO job_results (job_id, data) SELECT 'j' || i, '' \
-             FROM generate_series(1, 30000) AS i",
-        )
-        .execute(&store.write)
-        .await
-        .expect("results");
-        let mut end = Change::new("j7", &[JobState::Running], JobState::Succeeded, 9);
-        end.attempt = Some(1);
-        end.finished_ms = Some(Some(9));
-        let merged = [Merged {
-            change: &end,
-            result: None,
-            lines: &[],
-        }];
-        let shape = merged[0].shape().expect("a shape");
-        let mut update = Sql::numbered(Dialect::Postgres);
-        update.push("EXPLAIN ");
-        update_sql(&mut update, &shape, &merged).expect("sql");
-        let mut delete = Sql::numbered(Dialect::Postgres);
-        delete.push("EXPLAIN ");
-        delete_sql(&mut delete, &["j7", "j8"]);
-        for (sql, index) in [(update, "jobs_pkey"), (delete, "job_results_pkey")] {
-            let plan: Vec<String> = sql
-                .query()
-                .fetch_all(&store.write)
-                .await
-                .expect("explain")
-                .iter()
-                .map(|row| row.try_get::<String, _>(0).expect("plan"))
-                .collect();
-            assert!(
-                plan.iter()
-                    .any(|step| step.contains("Index Scan") && step.contains(index)),
-                "{plan:#?}"
-            );
-            assert!(
-                !plan.iter().any(|step| step.contains("Seq Scan")),
-                "{plan:#?}"
-            );
-        }
+        let one = texts(Dialect::Sqlite, 1);
+        assert!(!one.is_empty());
+        assert_eq!(one, texts(Dialect::Sqlite, 300));
+        assert_ne!(texts(Dialect::Postgres, 1), texts(Dialect::Postgres, 2));
     }
 
     /// The merged `UPDATE` finds each job by its id, never by scanning
@@ -579,8 +516,7 @@ mod tests {
         });
         let shape = merged[0].shape().expect("a shape");
         assert_eq!(merged[1].shape(), Some(shape.clone()));
-        let mut sql = Sql::numbered(Dialect::Sqlite);
-        sql.push("EXPLAIN QUERY PLAN ");
+        let mut sql = Sql::new("EXPLAIN QUERY PLAN ");
         update_sql(&mut sql, &shape, &merged).expect("sql");
         let plan: Vec<String> = sql
             .query()

@@ -1,13 +1,13 @@
 //! Queries built at run time: their text with `$n` placeholders and
 //! their arguments, bound in order.
 //!
-//! A statement that writes many rows takes them as one argument, a JSON
-//! array of arrays ([`Sql::json_rows`]), so its text is the same for one
-//! row or five hundred: the database parses it once and sqlx keeps it
-//! prepared (by its text). A text that grew with its rows was parsed
-//! anew for each group on SQLite, and cost PostgreSQL two more round
-//! trips each time (`Parse` and `Describe`, then `Close` of the statement
-//! it pushed out of sqlx's cache).
+//! On SQLite a statement that writes many rows takes them as one argument,
+//! a JSON array of arrays ([`Sql::json_rows`]), so its text is the same
+//! for one row or five hundred: SQLite parses it once and sqlx keeps it
+//! prepared (by its text), where a text that grew with its rows was parsed
+//! anew for each group. PostgreSQL's texts are multi-row `VALUES` lists
+//! (`many::values`): there the JSON texts made fewer submits per second
+//! (see `docs/perf/jobs.md`).
 
 use protocol::JobState;
 use sqlx::any::AnyArguments;
@@ -24,14 +24,16 @@ pub(super) enum Arg {
     Int(Option<i64>),
     /// A nullable `TEXT`.
     Text(Option<String>),
+    /// A `BYTEA`.
+    Bytes(Vec<u8>),
 }
 
-/// The database a text is for, where their SQL differs.
+/// The database a [`Script`] is for, where their SQL differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Dialect {
-    /// SQLite (3.38 or later, for `->>`; 3.41, for `unhex`).
+    /// SQLite (3.38 or later, for `->>`; 3.41, for `unhex`): rows as JSON.
     Sqlite,
-    /// PostgreSQL.
+    /// PostgreSQL: rows as `VALUES` lists.
     Postgres,
 }
 
@@ -73,30 +75,18 @@ pub(super) fn hex_of(data: &[u8]) -> serde_json::Value {
 
 /// A query built at run time: its text and its arguments, `$1` first
 /// (or, [`Sql::anonymous`], each `?`).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct Sql {
     pub(super) text: String,
     args: Vec<Arg>,
     anonymous: bool,
-    dialect: Dialect,
 }
 
 impl Sql {
-    /// A query starting with `text`, `$n` placeholders. It takes no
-    /// [`Sql::json_rows`] (which needs its dialect: [`Sql::numbered`]).
     pub(super) fn new(text: &str) -> Self {
-        let mut sql = Self::numbered(Dialect::Postgres);
-        sql.text.push_str(text);
-        sql
-    }
-
-    /// An empty query for `dialect` whose placeholders are `$1`, `$2`, ...
-    pub(super) fn numbered(dialect: Dialect) -> Self {
         Self {
-            text: String::new(),
-            args: Vec::new(),
-            anonymous: false,
-            dialect,
+            text: text.to_string(),
+            ..Self::default()
         }
     }
 
@@ -108,44 +98,27 @@ impl Sql {
     pub(super) fn anonymous() -> Self {
         Self {
             anonymous: true,
-            ..Self::numbered(Dialect::Sqlite)
+            ..Self::default()
         }
-    }
-
-    /// The database it is for.
-    pub(super) fn dialect(&self) -> Dialect {
-        self.dialect
     }
 
     /// Appends a table of `rows`, bound as one argument (a JSON array of
-    /// arrays, whatever their number), named `e`: SQLite's `json_each`,
-    /// PostgreSQL's `jsonb_array_elements`. Read each row's fields with
-    /// [`Sql::field`].
+    /// arrays, whatever their number), named `e`: SQLite's `json_each`.
+    /// Read each row's fields with [`Sql::field`].
     pub(super) fn json_rows(&mut self, rows: Vec<serde_json::Value>) -> &mut Self {
         let rows = serde_json::Value::Array(rows).to_string();
-        match self.dialect {
-            Dialect::Sqlite => self
-                .push("json_each(")
-                .arg(Arg::Text(Some(rows)))
-                .push(") AS e"),
-            // `jsonb`, not `json`: parsed once, where `json` parses a row
-            // again for each field read (measured: a 16-row insert of jobs
-            // took 0.41 ms with `json`, 0.23 ms with `jsonb`).
-            Dialect::Postgres => self
-                .push("jsonb_array_elements(CAST(")
-                .arg(Arg::Text(Some(rows)))
-                .push(" AS jsonb)) AS e"),
-        }
+        self.push("json_each(")
+            .arg(Arg::Text(Some(rows)))
+            .push(") AS e")
     }
 
     /// Appends field `index` (from 0) of a [`Sql::json_rows`] row, as `kind`.
     pub(super) fn field(&mut self, index: usize, kind: Field) -> &mut Self {
         let value = format!("e.value ->> {index}");
-        let field = match (kind, self.dialect) {
-            (Field::Text, _) => value,
-            (Field::Int, _) => format!("CAST({value} AS BIGINT)"),
-            (Field::Bytes, Dialect::Sqlite) => format!("unhex({value})"),
-            (Field::Bytes, Dialect::Postgres) => format!("decode({value}, 'hex')"),
+        let field = match kind {
+            Field::Text => value,
+            Field::Int => format!("CAST({value} AS BIGINT)"),
+            Field::Bytes => format!("unhex({value})"),
         };
         self.push(&field)
     }
@@ -203,6 +176,18 @@ impl Sql {
         self
     }
 
+    /// Appends one row of a `VALUES` list: `(a, b, ...)` of `args`.
+    pub(super) fn row(&mut self, args: impl IntoIterator<Item = Arg>) -> &mut Self {
+        self.push("(");
+        for (i, arg) in args.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.arg(arg);
+        }
+        self.push(")")
+    }
+
     /// Appends `(a, b, ...)` of text arguments (the caller makes sure the
     /// list is not empty).
     pub(super) fn list<'s>(&mut self, items: impl IntoIterator<Item = &'s str>) -> &mut Self {
@@ -223,6 +208,7 @@ impl Sql {
             q = match arg {
                 Arg::Int(v) => q.bind(*v),
                 Arg::Text(v) => q.bind(v.clone()),
+                Arg::Bytes(v) => q.bind(v.clone()),
             };
         }
         q
@@ -276,6 +262,11 @@ impl Script {
         self.texts.iter().map(|sql| sql.text.as_str()).collect()
     }
 
+    /// The database it is for.
+    pub(super) fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     /// Whether it holds no statement.
     pub(super) fn is_empty(&self) -> bool {
         self.texts.is_empty()
@@ -296,7 +287,7 @@ impl Script {
         self.texts.push(if self.one_text {
             Sql::anonymous()
         } else {
-            Sql::numbered(self.dialect)
+            Sql::default()
         });
         let n = self.texts.len() - 1;
         &mut self.texts[n]

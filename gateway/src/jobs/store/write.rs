@@ -271,6 +271,9 @@ pub(super) async fn insert_on(
 /// # Errors
 /// [`StoreError::OutOfRange`] for a time past `i64`.
 pub(super) fn insert_jobs(script: &mut Script, jobs: &[&NewJob]) -> Result<(), StoreError> {
+    if script.dialect() == Dialect::Postgres {
+        return super::many::values::insert_jobs(script, jobs);
+    }
     if jobs.is_empty() {
         return Ok(());
     }
