@@ -399,10 +399,19 @@ fn update_sql(sql: &mut Sql, shape: &Shape, items: &[Merged<'_>]) -> Result<(), 
         .push(&set.join(", "))
         .push(" FROM (");
     sql.select_named(&columns).push(" FROM ").json_rows(rows);
+    sql.push(") AS v");
+    where_and_returning(sql, shape, fence);
+    Ok(())
+}
+
+/// Ends a merged `UPDATE ... FROM (...) AS v`: its fence (the job by
+/// `v.column1`, in one of the shape's `from` states, at the attempt in
+/// `v.column{fence}` when fenced) and what it returns for [`applied`].
+fn where_and_returning(sql: &mut Sql, shape: &Shape, fence: Option<usize>) {
     // `state || ''`, not `state`: an expression keeps SQLite (without
     // statistics) from scanning the jobs in the `from` states through
     // their index instead of looking each job up by its id.
-    sql.push(") AS v WHERE jobs.id = v.column1 AND jobs.state || '' IN ")
+    sql.push(" WHERE jobs.id = v.column1 AND jobs.state || '' IN ")
         .list(shape.from.iter().map(|s| s.as_str()));
     if let Some(n) = fence {
         sql.push(&format!(" AND jobs.attempt = v.column{n}"));
@@ -411,7 +420,6 @@ fn update_sql(sql: &mut Sql, shape: &Shape, items: &[Merged<'_>]) -> Result<(), 
         " RETURNING jobs.id AS id, jobs.trans_seq AS trans_seq, jobs.attempt AS attempt, \
          jobs.node AS node, jobs.log_seq AS log_seq",
     );
-    Ok(())
 }
 
 #[cfg(test)]

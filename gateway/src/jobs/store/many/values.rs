@@ -7,7 +7,7 @@
 use super::super::rows::{flag, opt_i64, to_i64, to_json};
 use super::super::sql::{Arg, IDS_PER_STATEMENT, Script, Sql};
 use super::super::{NewJob, StoreError};
-use super::{LogRow, Merged, ResultRow, Shape, TransitionRow};
+use super::{LogRow, Merged, ResultRow, Shape, TransitionRow, where_and_returning};
 
 /// Jobs per multi-row `INSERT` (16 arguments each).
 const JOBS_PER_INSERT: usize = 200;
@@ -279,17 +279,7 @@ fn update_sql(sql: &mut Sql, shape: &Shape, chunk: &[Merged<'_>]) -> Result<(), 
         value(c.attempt.map(|a| Arg::Int(Some(i64::from(a)))));
         sql.push(")");
     }
-    // `state || ''`, not `state`: an expression keeps SQLite (without
-    // statistics) from scanning the jobs in the `from` states through
-    // their index instead of looking each job up by its id.
-    sql.push(") AS v WHERE jobs.id = v.column1 AND jobs.state || '' IN ")
-        .list(shape.from.iter().map(|s| s.as_str()));
-    if let Some(n) = fence {
-        sql.push(&format!(" AND jobs.attempt = v.column{n}"));
-    }
-    sql.push(
-        " RETURNING jobs.id AS id, jobs.trans_seq AS trans_seq, jobs.attempt AS attempt, \
-         jobs.node AS node, jobs.log_seq AS log_seq",
-    );
+    sql.push(") AS v");
+    where_and_returning(sql, shape, fence);
     Ok(())
 }
