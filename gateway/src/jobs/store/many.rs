@@ -83,10 +83,9 @@ pub(super) fn insert_transitions(script: &mut Script, rows: &[TransitionRow]) {
         .iter()
         .map(|r| json!([r.job_id, r.seq, r.state, r.at_ms, r.attempt, r.node, r.note]))
         .collect();
-    script
-        .statement()
-        .push("INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) ")
-        .select(&[
+    script.select_rows(
+        "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) ",
+        &[
             Next(Text),
             Next(Int),
             Next(Text),
@@ -94,9 +93,9 @@ pub(super) fn insert_transitions(script: &mut Script, rows: &[TransitionRow]) {
             Next(Int),
             Next(Text),
             Next(Text),
-        ])
-        .push(" FROM ")
-        .json_rows(values);
+        ],
+        values,
+    );
 }
 
 /// A log line to insert (`job_logs`), numbered.
@@ -152,19 +151,18 @@ pub(super) fn insert_logs(script: &mut Script, rows: &[LogRow]) {
         .iter()
         .map(|r| json!([r.job_id, r.seq, r.attempt, r.ts_ms, r.stream, r.line]))
         .collect();
-    script
-        .statement()
-        .push("INSERT INTO job_logs (job_id, seq, attempt, ts_ms, stream, line) ")
-        .select(&[
+    script.select_rows(
+        "INSERT INTO job_logs (job_id, seq, attempt, ts_ms, stream, line) ",
+        &[
             Next(Text),
             Next(Int),
             Next(Int),
             Next(Int),
             Next(Text),
             Next(Text),
-        ])
-        .push(" FROM ")
-        .json_rows(values);
+        ],
+        values,
+    );
 }
 
 /// A result to store: job id, bytes, media type.
@@ -186,11 +184,11 @@ pub(super) fn insert_results(script: &mut Script, rows: &[ResultRow<'_>]) {
         .map(|(id, data, content_type)| json!([id, hex_of(data), content_type]))
         .collect();
     script
-        .statement()
-        .push("INSERT INTO job_results (job_id, data, content_type) ")
-        .select(&[Next(Text), Next(Bytes), Next(Text)])
-        .push(" FROM ")
-        .json_rows(values)
+        .select_rows(
+            "INSERT INTO job_results (job_id, data, content_type) ",
+            &[Next(Text), Next(Bytes), Next(Text)],
+            values,
+        )
         // SQLite reads an `ON` after a `SELECT`'s `FROM` as a join's
         // unless a `WHERE` comes between.
         .push(
@@ -209,11 +207,11 @@ pub(super) fn delete_results(script: &mut Script, ids: &[&str]) {
     }
     let values = ids.iter().map(|id| json!([id])).collect();
     script
-        .statement()
-        .push("DELETE FROM job_results WHERE job_id IN (")
-        .select(&[Next(Text)])
-        .push(" FROM ")
-        .json_rows(values)
+        .select_rows(
+            "DELETE FROM job_results WHERE job_id IN (",
+            &[Next(Text)],
+            values,
+        )
         .push(")");
 }
 

@@ -262,6 +262,22 @@ impl Script {
         self.texts.iter().map(|sql| sql.text.as_str()).collect()
     }
 
+    /// Starts the next statement with `head`, then a [`Sql::select`] of
+    /// `columns` from the [`Sql::json_rows`] of `rows`: the `Sql`, to
+    /// write the rest into.
+    pub(super) fn select_rows(
+        &mut self,
+        head: &str,
+        columns: &[Column<'_>],
+        rows: Vec<serde_json::Value>,
+    ) -> &mut Sql {
+        self.statement()
+            .push(head)
+            .select(columns)
+            .push(" FROM ")
+            .json_rows(rows)
+    }
+
     /// The database it is for.
     pub(super) fn dialect(&self) -> Dialect {
         self.dialect

@@ -302,14 +302,11 @@ pub(super) fn insert_jobs(script: &mut Script, jobs: &[&NewJob]) -> Result<(), S
         ]));
         firsts.push(json!([job.id, job.state.as_str(), created, job.note]));
     }
-    script
-        .statement()
-        .push(
-            "INSERT INTO jobs (id, service, template, state, tenant, priority, realtime, \
+    script.select_rows(
+        "INSERT INTO jobs (id, service, template, state, tenant, priority, realtime, \
              watchdog_s, attempt, max_attempts, idempotent, created_ms, finished_ms, payload, \
              hints, labels, request_id, trans_seq, log_seq) ",
-        )
-        .select(&[
+        &[
             Next(Text),
             Next(Text),
             Next(Text),
@@ -329,13 +326,12 @@ pub(super) fn insert_jobs(script: &mut Script, jobs: &[&NewJob]) -> Result<(), S
             Next(Text),
             Constant("1"),
             Constant("0"),
-        ])
-        .push(" FROM ")
-        .json_rows(rows);
-    script
-        .statement()
-        .push("INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) ")
-        .select(&[
+        ],
+        rows,
+    );
+    script.select_rows(
+        "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) ",
+        &[
             Next(Text),
             Constant("1"),
             Next(Text),
@@ -343,9 +339,9 @@ pub(super) fn insert_jobs(script: &mut Script, jobs: &[&NewJob]) -> Result<(), S
             Constant("0"),
             Constant("NULL"),
             Next(Text),
-        ])
-        .push(" FROM ")
-        .json_rows(firsts);
+        ],
+        firsts,
+    );
     Ok(())
 }
 
