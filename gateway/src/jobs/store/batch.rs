@@ -130,10 +130,12 @@ impl Writer {
                     .build()?;
                 std::thread::Builder::new()
                     .name("job-store-writer".into())
-                    .spawn(move || runtime.block_on(run(pool, rx, concurrent, true, false)))?;
+                    .spawn(move || {
+                        runtime.block_on(run(pool, rx, concurrent, Dialect::Sqlite, false))
+                    })?;
             }
             WriterPool::Postgres { pool, keep } => {
-                tokio::spawn(run(pool, rx, concurrent, false, keep));
+                tokio::spawn(run(pool, rx, concurrent, Dialect::Postgres, keep));
             }
         }
         Ok(Self { tx })
@@ -163,7 +165,7 @@ type Kept = Option<PoolConnection<Any>>;
 /// before. Returns once every handle is dropped and the last group
 /// answered.
 ///
-/// `sqlite`: a group's statements share texts. Each group takes a
+/// `dialect`: the texts a group is written in (`sql`). Each group takes a
 /// connection from the pool and gives it back, unless `keep`: then each
 /// of the `concurrent` slots keeps its connection from group to group
 /// (sqlx pings a connection when it is taken from the pool and when it is
@@ -174,7 +176,7 @@ async fn run(
     pool: AnyPool,
     mut rx: mpsc::Receiver<Pending>,
     concurrent: usize,
-    sqlite: bool,
+    dialect: Dialect,
     keep: bool,
 ) {
     let (free, mut slots) = mpsc::channel::<Kept>(concurrent);
@@ -196,7 +198,7 @@ async fn run(
         }
         let (pool, free) = (pool.clone(), free.clone());
         tokio::spawn(async move {
-            let kept = commit(&pool, kept, batch, sqlite).await;
+            let kept = commit(&pool, kept, batch, dialect).await;
             let _ = free.send(kept.filter(|_| keep)).await;
         });
     }
@@ -204,7 +206,7 @@ async fn run(
 
 /// Applies one group on `kept` (or a connection from `pool`) and answers
 /// each of its writes; returns the connection unless the group failed.
-async fn commit(pool: &AnyPool, kept: Kept, mut batch: Vec<Pending>, sqlite: bool) -> Kept {
+async fn commit(pool: &AnyPool, kept: Kept, mut batch: Vec<Pending>, dialect: Dialect) -> Kept {
     metrics::histogram!("jobs_store_commit_writes").record(batch.len() as f64);
     let started = std::time::Instant::now();
     let conn = match kept {
@@ -212,7 +214,7 @@ async fn commit(pool: &AnyPool, kept: Kept, mut batch: Vec<Pending>, sqlite: boo
         None => pool.acquire().await.map_err(StoreError::Db),
     };
     let outcome = match conn {
-        Ok(mut conn) => match together(&mut conn, &batch, dialect(sqlite)).await {
+        Ok(mut conn) => match together(&mut conn, &batch, dialect).await {
             Ok(done) => Ok((done, conn)),
             // The connection goes back to the pool, which closes it if it
             // is broken.
@@ -251,9 +253,9 @@ async fn commit(pool: &AnyPool, kept: Kept, mut batch: Vec<Pending>, sqlite: boo
 /// the whole batch in multi-row statements before the commit. With
 /// SQLite a run's inserts and updates are one text, and what follows them
 /// another: with `BEGIN` and `COMMIT`, four hand-offs to the connection's
-/// thread for a batch of one run. Every statement takes its rows as one
-/// JSON argument, so its text does not change with their number and stays
-/// prepared (`sql`).
+/// thread for a batch of one run, and each statement takes its rows as
+/// one JSON argument, so its text does not change with their number and
+/// stays prepared (`sql`).
 async fn together(
     conn: &mut AnyConnection,
     batch: &[Pending],
@@ -414,15 +416,6 @@ async fn apply_run(
     delete_results(tail, &cleared);
     insert_results(tail, &results);
     Ok(done)
-}
-
-/// The writer's dialect: `sqlite` or PostgreSQL.
-fn dialect(sqlite: bool) -> Dialect {
-    if sqlite {
-        Dialect::Sqlite
-    } else {
-        Dialect::Postgres
-    }
 }
 
 /// One write inside a batch's transaction. A write that would have to undo

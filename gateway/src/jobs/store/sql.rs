@@ -104,7 +104,7 @@ impl Sql {
 
     /// Appends a table of `rows`, bound as one argument (a JSON array of
     /// arrays, whatever their number), named `e`: SQLite's `json_each`.
-    /// Read each row's fields with [`Sql::field`].
+    /// Read each row's fields with [`Sql::select`].
     pub(super) fn json_rows(&mut self, rows: Vec<serde_json::Value>) -> &mut Self {
         let rows = serde_json::Value::Array(rows).to_string();
         self.push("json_each(")
@@ -113,7 +113,7 @@ impl Sql {
     }
 
     /// Appends field `index` (from 0) of a [`Sql::json_rows`] row, as `kind`.
-    pub(super) fn field(&mut self, index: usize, kind: Field) -> &mut Self {
+    fn field(&mut self, index: usize, kind: Field) -> &mut Self {
         let value = format!("e.value ->> {index}");
         let field = match kind {
             Field::Text => value,

@@ -2,12 +2,11 @@
 //! writes (insert, change, finish, log lines) through the group-commit
 //! writer (`batch`).
 
+use serde_json::json;
 use sqlx::AnyConnection;
 
 use super::batch::{Write, Written};
 use super::many::{LogRow, TransitionRow, insert_logs, insert_transitions_on};
-use serde_json::json;
-
 use super::rows::{Reader, flag, opt_i64, to_i64, to_json};
 use super::sql::Column::{Constant, Next};
 use super::sql::Field::{Bytes, Int, Text};
