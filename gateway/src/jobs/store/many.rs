@@ -1,19 +1,20 @@
 //! Multi-row writes, so that a group's statements do not grow with its
 //! writes: the fenced changes of many jobs in one
-//! `UPDATE jobs ... FROM (VALUES ...)` per [`Shape`], and their
+//! `UPDATE jobs ... FROM (...) AS v` per [`Shape`], and their
 //! transitions, log lines and results in one multi-row `INSERT` each.
 //!
-//! Both databases name a `VALUES` list's columns `column1`,
-//! `column2`, ... and take `UPDATE ... FROM ... RETURNING` (SQLite since
-//! 3.35), so one text serves both.
+//! On SQLite `v` and the inserted rows are a [`Sql::json_rows`] table, one
+//! argument whatever the rows; on PostgreSQL they are `VALUES` lists
+//! ([`values`]). Both name `v`'s columns `column1`, `column2`, ... and take
+//! `UPDATE ... FROM ... RETURNING` (SQLite since 3.35), so the fence and
+//! what it returns are one text for both.
 
 use std::collections::HashMap;
 
 use protocol::JobState;
+use serde_json::json;
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
-
-use serde_json::json;
 
 use super::rows::{Reader, opt_i64, to_i64};
 use super::sql::Column::Next;
