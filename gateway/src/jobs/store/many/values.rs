@@ -183,7 +183,7 @@ pub(super) fn delete_results(script: &mut Script, ids: &[&str]) {
 
 /// Adds to `script` the changes `items`, all of `shape` and each of
 /// another job: one `UPDATE ... RETURNING` per [`CHANGES_PER_UPDATE`].
-/// Read what they return with [`applied`].
+/// Read what they return with [`applied`](super::applied).
 ///
 /// # Errors
 /// [`StoreError::OutOfRange`] for a value past `i64`.
