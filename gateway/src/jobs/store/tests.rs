@@ -320,3 +320,33 @@ async fn postgres_with_one_connection_still_reads() {
         .expect("a write outside the writer within 5 s")
         .expect("renew");
 }
+
+/// A lease renewal never waits for a row another transaction holds (a
+/// group changing that job right now): it renews the others and leaves
+/// that one to the next renewal, so it cannot deadlock with a group that
+/// holds some of its jobs and waits for others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_renewal_skips_a_held_row() {
+    let Some(db) = postgres_db().await else {
+        return;
+    };
+    let store = &db.store;
+    for id in ["held", "free"] {
+        store.insert(&job(id, "s", None, 0)).await.expect("insert");
+        assert!(start(store, id, 1, "n1").await, "{id}");
+    }
+    let mut holder = store.write.begin().await.expect("begin");
+    sqlx::query("UPDATE jobs SET node = 'n2' WHERE id = 'held'")
+        .execute(&mut *holder)
+        .await
+        .expect("hold the row");
+    let ids = ["held".to_string(), "free".to_string()];
+    let renewed = store.renew_leases("gw1", &ids, 9_000);
+    tokio::time::timeout(std::time::Duration::from_secs(5), renewed)
+        .await
+        .expect("a renewal that does not wait for the held row")
+        .expect("renew");
+    holder.rollback().await.expect("rollback");
+    assert_eq!(get(store, "free").await.lease_until_ms, Some(9_000));
+    assert_eq!(get(store, "held").await.lease_until_ms, Some(5_000));
+}

@@ -139,6 +139,15 @@ impl JobStore {
     /// Sets `lease_until_ms` (ms since the Unix epoch) of those of `ids`
     /// that `owner` still holds, in one transaction.
     ///
+    /// On PostgreSQL a job whose row another transaction holds (a group
+    /// of writes changing it right now) is left to the next renewal
+    /// (`FOR UPDATE SKIP LOCKED`): the renewal never waits for a row
+    /// lock, so it cannot deadlock with a group that holds some of these
+    /// jobs and waits for others (a deadlock costs PostgreSQL's
+    /// `deadlock_timeout`, 1 s, and the group's retry one by one).
+    /// Renewals come every third of the lease, so a job skipped once
+    /// still has two before its lease runs out.
+    ///
     /// # Errors
     /// [`StoreError::Db`], [`StoreError::OutOfRange`].
     pub(crate) async fn renew_leases(
@@ -151,14 +160,22 @@ impl JobStore {
             return Ok(());
         }
         let until = to_i64("lease_until_ms", until_ms)?;
+        let postgres = self.backend == "postgres";
         let mut tx = self.write.begin().await?;
         for chunk in ids.chunks(IDS_PER_STATEMENT) {
             let mut sql = Sql::new("UPDATE jobs SET lease_until_ms = ");
-            sql.arg(Arg::Int(Some(until)))
-                .push(" WHERE owner = ")
-                .arg(Arg::Text(Some(owner.to_string())))
+            sql.arg(Arg::Int(Some(until)));
+            if postgres {
+                sql.push(" WHERE id IN (SELECT id FROM jobs WHERE owner = ");
+            } else {
+                sql.push(" WHERE owner = ");
+            }
+            sql.arg(Arg::Text(Some(owner.to_string())))
                 .push(" AND id IN ")
                 .list(chunk.iter().map(String::as_str));
+            if postgres {
+                sql.push(" FOR UPDATE SKIP LOCKED)");
+            }
             sql.query().execute(&mut *tx).await?;
         }
         tx.commit().await?;
