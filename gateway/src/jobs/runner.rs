@@ -201,7 +201,11 @@ impl Jobs {
         let mut content_type = None;
         let mut node: Option<String> = None;
         let mut recorded = false;
-        let mut flush = tokio::time::interval(Duration::from_millis(250));
+        // The first flush one period in: an interval's first tick is at
+        // once, and would record the node and the dispatch line of every
+        // attempt, two writes a short attempt stores with its end.
+        let period = Duration::from_millis(250);
+        let mut flush = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let lease = Duration::from_millis(self.lease_ms());
         let outcome = loop {
             tokio::select! {

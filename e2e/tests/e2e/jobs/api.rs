@@ -17,7 +17,8 @@ on_both_stores!(
     the_watchdog_kills_a_stuck_job_and_its_log_stays,
     realtime_is_occupied_and_waiting_jobs_run_by_priority,
     a_node_runs_at_most_its_slots,
-    cancel_restart_and_delete
+    cancel_restart_and_delete,
+    a_short_attempt_stores_its_node_with_its_end
 );
 
 async fn fleet(slots: u32, db: &Db) -> (Fleet, Jobs) {
@@ -120,6 +121,48 @@ async fn submit_run_log_result_over_http_and_curl(db: Db) {
         assert!(metrics.contains(name), "{name} not in /metrics");
     }
     crate::common::promtool_check(&metrics).await;
+}
+
+/// An attempt shorter than the first log flush (250 ms) stores its node
+/// and its dispatch line with its end: three transitions (waiting,
+/// running, succeeded), no `running` "on node" one between.
+async fn a_short_attempt_stores_its_node_with_its_end(db: Db) {
+    let url = db.url.clone();
+    let mut fleet = Fleet::start(|c| c.jobs.database_url = url).await;
+    let echo = crate::common::service("echo", "echo", "max_concurrent = 8");
+    fleet.spawn_agent("node-a", TOKEN, &echo);
+    fleet.wait_nodes(1).await;
+    let jobs = Jobs::new(fleet.gateway.http_url().expect("ingress"), None);
+    let submits =
+        (0..24).map(|i| jobs.submit(json!({"service": "echo", "payload": format!("{i}")})));
+    let ids: Vec<String> = futures_util::future::join_all(submits)
+        .await
+        .iter()
+        .map(id)
+        .collect();
+    let mut short = 0;
+    for id in &ids {
+        let done = jobs.wait_state(id, &["succeeded"], LIMIT).await;
+        assert_eq!(done["node"], "node-a", "{done}");
+        let took = done["finished_ms"].as_u64().unwrap() - done["started_ms"].as_u64().unwrap();
+        if took >= 200 {
+            continue;
+        }
+        short += 1;
+        let states: Vec<&str> = done["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states, ["waiting", "running", "succeeded"], "{done}");
+        let log = jobs.log(id).await;
+        let dispatched = log
+            .iter()
+            .filter(|l| l.contains("dispatched to node node-a"));
+        assert_eq!(dispatched.count(), 1, "{log:?}");
+    }
+    assert!(short >= 12, "only {short} of 24 attempts under 200 ms");
 }
 
 async fn the_watchdog_kills_a_stuck_job_and_its_log_stays(db: Db) {
