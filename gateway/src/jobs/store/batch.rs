@@ -355,6 +355,10 @@ async fn apply_run(
         .collect();
     if !inserts.is_empty() {
         insert_jobs(&mut script, &inserts)?;
+        // Their first transitions go with the batch's others.
+        for job in &inserts {
+            later.transitions.push(TransitionRow::first(job)?);
+        }
     }
     // The changes, one statement per shape.
     let mut shapes: Vec<(Shape, Vec<Merged<'_>>)> = Vec::new();

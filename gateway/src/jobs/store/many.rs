@@ -20,7 +20,7 @@ use super::rows::{Reader, opt_i64, to_i64};
 use super::sql::Column::Next;
 use super::sql::Field::{Bytes, Int, Text};
 use super::sql::{Dialect, Script, Sql, hex_of};
-use super::{Change, LogLine, StoreError};
+use super::{Change, LogLine, NewJob, StoreError};
 
 pub(super) mod values;
 
@@ -56,6 +56,25 @@ impl TransitionRow {
             attempt,
             node,
             note: c.note.clone(),
+        })
+    }
+}
+
+impl TransitionRow {
+    /// The first transition of `job`: seq 1, its state at its
+    /// `created_ms`, attempt 0, its note.
+    ///
+    /// # Errors
+    /// [`StoreError::OutOfRange`] when `job.created_ms` is past `i64`.
+    pub(super) fn first(job: &NewJob) -> Result<Self, StoreError> {
+        Ok(Self {
+            job_id: job.id.clone(),
+            seq: 1,
+            state: job.state.as_str(),
+            at_ms: to_i64("created_ms", job.created_ms)?,
+            attempt: 0,
+            node: None,
+            note: job.note.clone(),
         })
     }
 }

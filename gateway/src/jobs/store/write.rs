@@ -6,7 +6,7 @@ use serde_json::json;
 use sqlx::AnyConnection;
 
 use super::batch::{Write, Written};
-use super::many::{LogRow, TransitionRow, insert_logs, insert_transitions_on};
+use super::many::{LogRow, TransitionRow, insert_logs, insert_transitions, insert_transitions_on};
 use super::rows::{Reader, flag, opt_i64, to_i64, to_json};
 use super::sql::Column::{Constant, Next};
 use super::sql::Field::{Bytes, Int, Text};
@@ -276,13 +276,18 @@ pub(super) async fn insert_on(
 ) -> Result<(), StoreError> {
     let mut script = Script::each(Dialect::of(conn));
     insert_jobs(&mut script, jobs)?;
+    let firsts = jobs
+        .iter()
+        .map(|job| TransitionRow::first(job))
+        .collect::<Result<Vec<_>, _>>()?;
+    insert_transitions(&mut script, &firsts);
     script.run(conn).await?;
     Ok(())
 }
 
-/// Adds to `script` the insert of every job of `jobs` and its first
-/// transition: one `INSERT ... SELECT` per table from the jobs'
-/// [`Sql::json_rows`], whatever their number.
+/// Adds to `script` the insert of every job of `jobs` (not their first
+/// transitions: [`TransitionRow::first`]): one `INSERT ... SELECT` from
+/// the jobs' [`Sql::json_rows`], whatever their number.
 ///
 /// # Errors
 /// [`StoreError::OutOfRange`] for a time past `i64`.
@@ -294,7 +299,6 @@ pub(super) fn insert_jobs(script: &mut Script, jobs: &[&NewJob]) -> Result<(), S
         return Ok(());
     }
     let mut rows = Vec::with_capacity(jobs.len());
-    let mut firsts = Vec::with_capacity(jobs.len());
     for job in jobs {
         let created = to_i64("created_ms", job.created_ms)?;
         let finished = job.state.is_final().then_some(created);
@@ -316,7 +320,6 @@ pub(super) fn insert_jobs(script: &mut Script, jobs: &[&NewJob]) -> Result<(), S
             to_json(&job.labels),
             job.request_id,
         ]));
-        firsts.push(json!([job.id, job.state.as_str(), created, job.note]));
     }
     script.select_rows(
         "INSERT INTO jobs (id, service, template, state, tenant, priority, realtime, \
@@ -344,19 +347,6 @@ pub(super) fn insert_jobs(script: &mut Script, jobs: &[&NewJob]) -> Result<(), S
             Constant("0"),
         ],
         rows,
-    );
-    script.select_rows(
-        "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) ",
-        &[
-            Next(Text),
-            Constant("1"),
-            Next(Text),
-            Next(Int),
-            Constant("0"),
-            Constant("NULL"),
-            Next(Text),
-        ],
-        firsts,
     );
     Ok(())
 }

@@ -20,9 +20,9 @@ const RESULTS_PER_INSERT: usize = 100;
 /// Changes per multi-row `UPDATE` (at most 13 arguments each).
 const CHANGES_PER_UPDATE: usize = 200;
 
-/// Adds to `script` the insert of every job of `jobs` and its first
-/// transition: one multi-row `INSERT` per table and [`JOBS_PER_INSERT`]
-/// jobs.
+/// Adds to `script` the insert of every job of `jobs` (not their first
+/// transitions: [`TransitionRow::first`]): one multi-row `INSERT` per
+/// [`JOBS_PER_INSERT`] jobs.
 ///
 /// # Errors
 /// [`StoreError::OutOfRange`] for a time past `i64`.
@@ -77,24 +77,6 @@ pub(in super::super) fn insert_jobs(
                 .push(", ")
                 .arg(text(job.request_id.as_deref()))
                 .push(", 1, 0)");
-        }
-        let first = script.statement();
-        first.push(
-            "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) VALUES ",
-        );
-        for (i, job) in chunk.iter().enumerate() {
-            if i > 0 {
-                first.push(", ");
-            }
-            first.row([
-                text(Some(&job.id)),
-                Arg::Int(Some(1)),
-                text(Some(job.state.as_str())),
-                Arg::Int(Some(to_i64("created_ms", job.created_ms)?)),
-                Arg::Int(Some(0)),
-                Arg::Text(None),
-                text(job.note.as_deref()),
-            ]);
         }
     }
     Ok(())
