@@ -340,14 +340,17 @@ impl Jobs {
         }
         // Services the fleet does not know are summed under `_unknown`.
         let mut counts: HashMap<(String, JobState), u64> = HashMap::new();
+        let mut stored = 0;
         for (service, state, n) in self.store.counts().await? {
             *counts
                 .entry((labels::service(&service), state))
                 .or_default() += n;
+            stored += n;
         }
         for ((service, state), n) in counts {
             metrics::gauge!("jobs", "service" => service, "state" => state.as_str()).set(n as f64);
         }
+        self.store.keep_statistics(stored).await?;
         Ok(())
     }
 }

@@ -26,6 +26,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use protocol::{JobState, JobView};
@@ -37,6 +39,7 @@ mod many;
 mod read;
 mod rows;
 mod sql;
+mod statistics;
 mod write;
 
 #[cfg(test)]
@@ -99,6 +102,9 @@ pub(crate) struct JobStore {
     /// A job's own writes, group-committed on `write` (see `batch`).
     writer: batch::Writer,
     backend: &'static str,
+    /// Jobs stored when this store last had PostgreSQL analyze the jobs
+    /// table (see `statistics`).
+    analyzed: Arc<AtomicU64>,
 }
 
 /// A job to store ([`JobStore::insert`]).
@@ -300,6 +306,7 @@ impl JobStore {
                 writer: batch::Writer::start(batch::WriterPool::Sqlite(write.clone()), 1)?,
                 write,
                 backend,
+                analyzed: Arc::default(),
             }
         } else {
             let pool = AnyPoolOptions::new()
@@ -320,6 +327,7 @@ impl JobStore {
                 writer: batch::Writer::start(writer, concurrent)?,
                 write: pool,
                 backend,
+                analyzed: Arc::default(),
             }
         };
         Ok(store)

@@ -350,3 +350,42 @@ async fn postgres_renewal_skips_a_held_row() {
     assert_eq!(get(store, "free").await.lease_until_ms, Some(9_000));
     assert_eq!(get(store, "held").await.lease_until_ms, Some(5_000));
 }
+
+/// A PostgreSQL store analyzes the jobs table as the queue grows: from
+/// 1 000 jobs, each time their count doubled since its last analyze.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_statistics_follow_a_growing_queue() {
+    let Some(db) = postgres_db().await else {
+        return;
+    };
+    let store = &db.store;
+    let reltuples = || async {
+        let row = sqlx::query("SELECT reltuples::BIGINT AS n FROM pg_class WHERE relname = 'jobs'")
+            .fetch_one(&store.read)
+            .await
+            .expect("reltuples");
+        row.get::<i64, _>("n")
+    };
+    assert_eq!(reltuples().await, -1, "never analyzed");
+    for i in 0..1200 {
+        store
+            .insert(&job(&format!("j{i:04}"), "s", None, 0))
+            .await
+            .expect("insert");
+    }
+    assert!(!store.keep_statistics(999).await.expect("below the floor"));
+    assert_eq!(reltuples().await, -1);
+    assert!(store.keep_statistics(1200).await.expect("analyze"));
+    assert_eq!(reltuples().await, 1200);
+    assert!(!store.keep_statistics(2399).await.expect("not yet twice"));
+    assert!(store.keep_statistics(2400).await.expect("twice"));
+
+    let sqlite = sqlite_db().await;
+    assert!(
+        !sqlite
+            .store
+            .keep_statistics(1_000_000)
+            .await
+            .expect("sqlite")
+    );
+}
