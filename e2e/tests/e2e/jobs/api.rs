@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Db, Jobs, script, shell};
+use super::{Db, Jobs, script, shell, states};
 use crate::common::{Fleet, TOKEN};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -57,12 +57,7 @@ async fn submit_run_log_result_over_http_and_curl(db: Db) {
     let done = jobs.wait_state(&id, &["succeeded"], LIMIT).await;
     assert_eq!(done["attempt"], 1, "{done}");
     assert_eq!(done["node"], "node-a", "{done}");
-    let states: Vec<&str> = done["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["state"].as_str().unwrap())
-        .collect();
+    let states = states(&done);
     assert_eq!(states.first(), Some(&"waiting"), "{done}");
     assert_eq!(states.last(), Some(&"succeeded"), "{done}");
     assert!(states.contains(&"running"), "{done}");
@@ -149,13 +144,7 @@ async fn a_short_attempt_stores_its_node_with_its_end(db: Db) {
             continue;
         }
         short += 1;
-        let states: Vec<&str> = done["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["state"].as_str().unwrap())
-            .collect();
-        assert_eq!(states, ["waiting", "running", "succeeded"], "{done}");
+        assert_eq!(states(&done), ["waiting", "running", "succeeded"], "{done}");
         let log = jobs.log(id).await;
         let dispatched = log
             .iter()

@@ -231,6 +231,16 @@ pub fn shell(slots: u32) -> String {
     )
 }
 
+/// The states of a job's history (a single-job answer), oldest first.
+pub fn states(job: &Value) -> Vec<&str> {
+    job["history"]
+        .as_array()
+        .expect("a history")
+        .iter()
+        .map(|t| t["state"].as_str().expect("a state"))
+        .collect()
+}
+
 /// A job of the shell service.
 pub fn script(text: &str) -> Value {
     json!({ "service": "sh", "payload": text })
