@@ -58,9 +58,7 @@ impl TransitionRow {
             note: c.note.clone(),
         })
     }
-}
 
-impl TransitionRow {
     /// The first transition of `job`: seq 1, its state at its
     /// `created_ms`, attempt 0, its note.
     ///

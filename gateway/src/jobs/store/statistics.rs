@@ -22,14 +22,15 @@ const MIN_JOBS: u64 = 1000;
 impl JobStore {
     /// On PostgreSQL, analyzes the jobs table when it holds `jobs` (its
     /// count now) and that is at least [`MIN_JOBS`] and twice the count at
-    /// this store's last analyze; answers whether it did. A queue growing
-    /// from empty is analyzed a few times (at 1 000, 2 000, 4 000, ...
-    /// jobs), a steady one never (autovacuum's analyses keep it).
+    /// this store's last analyze; answers whether it did. The sweep calls
+    /// it with each count it takes: a queue growing from empty is analyzed
+    /// a few times (from about 1 000, 2 000, 4 000, ... jobs), a steady one
+    /// never (autovacuum's analyses keep it).
     /// SQLite's store does nothing.
     ///
     /// # Errors
-    /// [`StoreError::Db`] when the `ANALYZE` fails (the count is then
-    /// kept, and the next call tries again).
+    /// [`StoreError::Db`] when the `ANALYZE` fails (the count of the last
+    /// one stays, so the next call tries again).
     pub(crate) async fn keep_statistics(&self, jobs: u64) -> Result<bool, StoreError> {
         if self.backend != "postgres" {
             return Ok(false);
