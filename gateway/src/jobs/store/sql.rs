@@ -177,7 +177,7 @@ impl Sql {
     }
 
     /// Appends one row of a `VALUES` list: `(a, b, ...)` of `args`.
-    pub(super) fn row(&mut self, args: impl IntoIterator<Item = Arg>) -> &mut Self {
+    fn row(&mut self, args: impl IntoIterator<Item = Arg>) -> &mut Self {
         self.push("(");
         for (i, arg) in args.into_iter().enumerate() {
             if i > 0 {
@@ -186,6 +186,21 @@ impl Sql {
             self.arg(arg);
         }
         self.push(")")
+    }
+
+    /// Appends the rows of a `VALUES` list, `, `-separated: each
+    /// `(a, b, ...)` of its arguments ([`Sql::row`]).
+    pub(super) fn rows<R: IntoIterator<Item = Arg>>(
+        &mut self,
+        rows: impl IntoIterator<Item = R>,
+    ) -> &mut Self {
+        for (i, row) in rows.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.row(row);
+        }
+        self
     }
 
     /// Appends `(a, b, ...)` of text arguments (the caller makes sure the

@@ -160,22 +160,21 @@ impl JobStore {
             return Ok(());
         }
         let until = to_i64("lease_until_ms", until_ms)?;
-        let postgres = self.backend == "postgres";
+        // SQLite has one writer at a time and no row locks.
+        let lock = if self.backend == "postgres" {
+            " FOR UPDATE SKIP LOCKED)"
+        } else {
+            ")"
+        };
         let mut tx = self.write.begin().await?;
         for chunk in ids.chunks(IDS_PER_STATEMENT) {
             let mut sql = Sql::new("UPDATE jobs SET lease_until_ms = ");
-            sql.arg(Arg::Int(Some(until)));
-            if postgres {
-                sql.push(" WHERE id IN (SELECT id FROM jobs WHERE owner = ");
-            } else {
-                sql.push(" WHERE owner = ");
-            }
-            sql.arg(Arg::Text(Some(owner.to_string())))
+            sql.arg(Arg::Int(Some(until)))
+                .push(" WHERE id IN (SELECT id FROM jobs WHERE owner = ")
+                .arg(Arg::Text(Some(owner.to_string())))
                 .push(" AND id IN ")
-                .list(chunk.iter().map(String::as_str));
-            if postgres {
-                sql.push(" FOR UPDATE SKIP LOCKED)");
-            }
+                .list(chunk.iter().map(String::as_str))
+                .push(lock);
             sql.query().execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -278,7 +277,8 @@ pub(super) async fn insert_on(
     insert_jobs(&mut script, jobs)?;
     let firsts = jobs
         .iter()
-        .map(|job| TransitionRow::first(job))
+        .copied()
+        .map(TransitionRow::first)
         .collect::<Result<Vec<_>, _>>()?;
     insert_transitions(&mut script, &firsts);
     script.run(conn).await?;

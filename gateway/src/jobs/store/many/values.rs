@@ -90,11 +90,8 @@ pub(super) fn insert_transitions(script: &mut Script, rows: &[TransitionRow]) {
         sql.push(
             "INSERT INTO job_transitions (job_id, seq, state, at_ms, attempt, node, note) VALUES ",
         );
-        for (i, r) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.row([
+        sql.rows(chunk.iter().map(|r| {
+            [
                 Arg::Text(Some(r.job_id.clone())),
                 Arg::Int(Some(r.seq)),
                 Arg::Text(Some(r.state.to_string())),
@@ -102,8 +99,8 @@ pub(super) fn insert_transitions(script: &mut Script, rows: &[TransitionRow]) {
                 Arg::Int(Some(r.attempt)),
                 Arg::Text(r.node.clone()),
                 Arg::Text(r.note.clone()),
-            ]);
-        }
+            ]
+        }));
     }
 }
 
@@ -113,19 +110,16 @@ pub(super) fn insert_logs(script: &mut Script, rows: &[LogRow]) {
     for chunk in rows.chunks(LOG_ROWS_PER_INSERT) {
         let sql = script.statement();
         sql.push("INSERT INTO job_logs (job_id, seq, attempt, ts_ms, stream, line) VALUES ");
-        for (i, r) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.row([
+        sql.rows(chunk.iter().map(|r| {
+            [
                 Arg::Text(Some(r.job_id.clone())),
                 Arg::Int(Some(r.seq)),
                 Arg::Int(Some(r.attempt)),
                 Arg::Int(Some(r.ts_ms)),
                 Arg::Text(Some(r.stream.to_string())),
                 Arg::Text(Some(r.line.clone())),
-            ]);
-        }
+            ]
+        }));
     }
 }
 
@@ -136,16 +130,13 @@ pub(super) fn insert_results(script: &mut Script, rows: &[ResultRow<'_>]) {
     for chunk in rows.chunks(RESULTS_PER_INSERT) {
         let sql = script.statement();
         sql.push("INSERT INTO job_results (job_id, data, content_type) VALUES ");
-        for (i, (id, data, content_type)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.row([
+        sql.rows(chunk.iter().map(|(id, data, content_type)| {
+            [
                 Arg::Text(Some((*id).to_owned())),
                 Arg::Bytes(data.to_vec()),
                 Arg::Text(content_type.map(str::to_owned)),
-            ]);
-        }
+            ]
+        }));
         sql.push(
             " ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, \
              content_type = excluded.content_type",
