@@ -220,7 +220,15 @@ macro_rules! candidate_columns {
             #[must_use]
             pub fn rows(&self) -> ::std::vec::Vec<$crate::Candidate> {
                 let n = [$(self.$f.len()),*].into_iter().min().unwrap_or(0);
-                (0..n).filter_map(|i| self.row(i)).collect()
+                // One pass over every column at once, each cut to n: no
+                // per-element `Option`, and bounds the compiler can see.
+                $(let $f = &self.$f[..n];)*
+                (0..n)
+                    .map(|i| $crate::Candidate {
+                        $($f: $f[i],)*
+                        ..::std::default::Default::default()
+                    })
+                    .collect()
             }
 
             /// The number of candidates n, checking what the WIT contract
@@ -270,9 +278,21 @@ macro_rules! candidate_columns {
         }
 
         impl ::std::convert::From<&[$crate::Candidate]> for $columns {
-            /// The columns of `rows`, in order.
+            /// The columns of `rows`, in order: one pass over the rows
+            /// writing every column at once (a row is read once; column
+            /// after column would read each row 14 times).
             fn from(rows: &[$crate::Candidate]) -> Self {
-                rows.iter().copied().collect()
+                let n = rows.len();
+                let mut out = Self {
+                    $($f: ::std::vec![::std::default::Default::default(); n]),*
+                };
+                {
+                    $(let $f = &mut out.$f[..n];)*
+                    for (i, row) in rows.iter().enumerate() {
+                        $($f[i] = row.$f;)*
+                    }
+                }
+                out
             }
         }
     };

@@ -29,41 +29,35 @@ impl Latency {
             .map_or(DEFAULT_RTT_MS, |e| e.estimate_at(now_ms))
     }
 
-    /// The cost of `c` for a call of `req`: `estimate_ms × (in_flight + 1)`,
-    /// ms.
-    fn cost(&self, req: &Request, c: &Candidate) -> f64 {
-        self.estimate_ms(&req.service, c.node, req.now_ms) * (f64::from(c.in_flight) + 1.0)
+    /// Every candidate's cost for a call of `req`, in candidate order:
+    /// `estimate_ms × (in_flight + 1)`, ms. The service's estimates are
+    /// looked up once, then each node's by its key.
+    fn costs(&self, req: &Request, candidates: &[Candidate]) -> Vec<f64> {
+        let rtt = self.rtt.service(&req.service);
+        candidates
+            .iter()
+            .map(|c| {
+                let estimate = rtt
+                    .get(c.node, req.now_ms)
+                    .map_or(DEFAULT_RTT_MS, |e| e.estimate_at(req.now_ms));
+                estimate * (f64::from(c.in_flight) + 1.0)
+            })
+            .collect()
     }
 
-    /// The one code path of every answer: power of two choices on the cost;
-    /// the chosen index and the other one drawn (`None` with one candidate).
-    fn choose(
-        &self,
-        req: &Request,
-        candidates: &[Candidate],
-    ) -> Result<(usize, Option<usize>), String> {
+    /// The one code path of every answer: power of two choices on the
+    /// costs; the chosen index and the other one drawn (`None` with one
+    /// candidate).
+    fn choose(req: &Request, costs: &[f64]) -> Result<(usize, Option<usize>), String> {
         let mut rng = req.rng();
         let mut drawn = [None; 2];
-        let index = p2c(candidates.len(), &mut rng, |i| {
+        let index = p2c(costs.len(), &mut rng, |i| {
             drawn = [drawn[1], Some(i)];
-            self.cost(req, &candidates[i])
+            costs[i]
         })
         .ok_or("no candidates")?;
         let rival = drawn.into_iter().flatten().find(|&i| i != index);
         Ok((index, rival))
-    }
-
-    /// `first`, then the other candidates by cost (ties by index).
-    fn rank_after(
-        &self,
-        first: usize,
-        req: &Request,
-        candidates: &[Candidate],
-    ) -> Result<Vec<u32>, String> {
-        let costs: Vec<f64> = candidates.iter().map(|c| self.cost(req, c)).collect();
-        order_after(first, 0..candidates.len(), |a, b| {
-            costs[a].total_cmp(&costs[b])
-        })
     }
 
     /// How many (service, node) estimates are held.
@@ -91,12 +85,11 @@ impl Policy for Latency {
         _ctx: &Context,
         _facts: &dyn Fn(NodeKey) -> Option<NodeFacts>,
     ) -> Result<Scored, String> {
-        let (first, rival) = self.choose(req, candidates)?;
-        let order = self.rank_after(first, req, candidates)?;
-        let scores = candidates
-            .iter()
-            .map(|c| to_score(-self.cost(req, c)))
-            .collect();
+        let costs = self.costs(req, candidates);
+        let (first, rival) = Self::choose(req, &costs)?;
+        // `first`, then the other candidates by cost (ties by index).
+        let order = order_after(first, 0..costs.len(), |a, b| costs[a].total_cmp(&costs[b]))?;
+        let scores = costs.iter().map(|&cost| to_score(-cost)).collect();
         let figures = |i: usize| {
             candidates.get(i).map_or_else(String::new, |c| {
                 let ms = self.estimate_ms(&req.service, c.node, req.now_ms);

@@ -46,7 +46,7 @@ pub use prefix::{DEFAULT_MAX_ENTRIES, PrefixTable};
 pub use require::{Metric, Op, Requirement, Value, requirements};
 pub use rng::{SplitMix64, p2c};
 pub use scored::{Context, ModelLoad, Scored};
-pub use table::{FORGET_AFTER_MS, NodeStates};
+pub use table::{FORGET_AFTER_MS, NodeStates, ServiceStates};
 pub use types::{Candidate, Gpu, NodeFacts, NodeKey, Outcome, Request, index_u32, no_facts};
 
 /// The crate that holds the candidate row and the one list of the WIT's

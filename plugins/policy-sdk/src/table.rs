@@ -55,6 +55,16 @@ impl<V> NodeStates<V> {
             .map(|slot| &slot.value)
     }
 
+    /// The states of `service`'s nodes, for reading many of them in one
+    /// call: the service is looked up once, each node by its key only.
+    #[must_use]
+    pub fn service(&self, service: &str) -> ServiceStates<'_, V> {
+        ServiceStates {
+            nodes: self.services.get(service),
+            ttl_ms: self.ttl_ms,
+        }
+    }
+
     /// Updates (`service`, `node`) at `now_ms`: `update` changes a live entry
     /// in place; an absent or forgotten one is replaced by `insert()`.
     pub fn upsert(
@@ -126,6 +136,25 @@ impl<V> NodeStates<V> {
     }
 }
 
+/// One service's node states, from [`NodeStates::service`].
+#[derive(Debug)]
+pub struct ServiceStates<'a, V> {
+    nodes: Option<&'a HashMap<NodeKey, Slot<V>>>,
+    ttl_ms: u64,
+}
+
+impl<'a, V> ServiceStates<'a, V> {
+    /// The state of `node`, unless absent or not updated for the table's
+    /// `ttl_ms` before `now_ms` (as [`NodeStates::get`]).
+    #[must_use]
+    pub fn get(&self, node: NodeKey, now_ms: u64) -> Option<&'a V> {
+        self.nodes?
+            .get(&node)
+            .filter(|slot| now_ms.saturating_sub(slot.updated_ms) < self.ttl_ms)
+            .map(|slot| &slot.value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::NodeStates;
@@ -140,6 +169,10 @@ mod tests {
         assert_eq!(t.get("b", 1, 600), Some(&20));
         assert_eq!(t.get("a", 2, 600), None);
         assert_eq!(t.get("c", 1, 600), None);
+        let a = t.service("a");
+        assert_eq!((a.get(1, 600), a.get(2, 600)), (Some(&11), None));
+        assert_eq!(a.get(1, 1500), None, "forgotten after the ttl");
+        assert_eq!(t.service("c").get(1, 600), None);
         // Not updated for the ttl: reads as absent, replaced on update.
         assert_eq!(t.get("a", 1, 1500), None);
         t.upsert("a", 1, 1500, |v| *v += 1, || 30);

@@ -82,18 +82,6 @@ impl From<&wit::Candidate> for Record {
     }
 }
 
-/// Refills `cols` (the `columns` shape, the WIT's `candidates`) from `rows`,
-/// reusing its buffers.
-fn fill(cols: &mut wit::Candidates, rows: &[wit::Candidate]) {
-    macro_rules! refill {
-        ($($field:ident),*) => {$(
-            cols.$field.clear();
-            cols.$field.extend(rows.iter().map(|c| c.$field));
-        )*};
-    }
-    switchyard_policy_types::candidate_columns!(refill);
-}
-
 /// Packs `candidates` into `out` (little-endian, field after field), as a
 /// host would per call for a `list<u8>` shape.
 fn pack(candidates: &[wit::Candidate], out: &mut Vec<u8>) {
@@ -154,10 +142,12 @@ pub(super) fn bench_lowering(c: &mut Criterion, fleet: &Fleet) {
                 bytes.call(&mut store, (&buf,)).expect("call")
             });
         });
-        let mut cols = wit::Candidates::with_capacity(n);
+        group.bench_function(BenchmarkId::new("transpose", n), |b| {
+            b.iter(|| wit::Candidates::from(black_box(candidates)));
+        });
         group.bench_function(BenchmarkId::new("columns", n), |b| {
             b.iter(|| {
-                fill(&mut cols, black_box(candidates));
+                let cols = wit::Candidates::from(black_box(candidates));
                 columns.call(&mut store, (&cols,)).expect("call")
             });
         });

@@ -30,9 +30,10 @@
 //!   (`list<candidate>`, a list of 14-field records: the WIT before 1.0.0
 //!   shipped), `bytes` (the same figures packed by the host into one
 //!   `list<u8>` per call) and `columns` (a record of 14 lists, one per field:
-//!   today's WIT, `candidates`, filled from rows per call as the gateway
-//!   builds it per pick). It tells what the WIT shape costs.
-//! - `score/<policy>-{pick,rank,score}/N`, N in 1, 100, and
+//!   today's WIT, `candidates`, transposed from rows per call as the
+//!   gateway builds it per pick), and `transpose` (that transposition
+//!   alone). It tells what the WIT shape costs.
+//! - `score/<policy>-{pick,rank,score}/N`, N in 1, 100, 1000, and
 //!   `score/context-build/100`: contract 1.1.0's `score` (with a context of
 //!   64 prefix hashes and every candidate's load) against `rank` and `pick`
 //!   on the same instance (`score.rs`).

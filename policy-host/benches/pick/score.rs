@@ -9,7 +9,7 @@ use super::*;
 use crate::summary::{fmt_ns, median_ns};
 
 /// Candidate counts of the `score` group.
-pub(super) const SCORE_SIZES: [usize; 2] = [1, 100];
+pub(super) const SCORE_SIZES: [usize; 3] = [1, 100, 1000];
 
 /// Prefix hashes per call: a prompt of 64 blocks.
 const PREFIX_BLOCKS: u64 = 64;
