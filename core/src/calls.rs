@@ -315,34 +315,46 @@ impl Core {
     ) -> Option<()> {
         let c = self.calls.get(&call)?;
         let service = c.head.service.clone();
-        // Membership by binary search over a sorted copy: a ranking of the
-        // whole fleet costs O(n log n), not O(n²).
-        let mut sorted = offered.to_vec();
-        // Candidates come in key order from the fleet: usually sorted.
-        if !sorted.is_sorted() {
-            sorted.sort_unstable();
-        }
-        let mut seen = vec![false; sorted.len()];
+        // Each node's position in `offered`, by binary search: over
+        // `offered` itself when it is in key order (candidates come from
+        // the fleet in key order), else over a sorted copy. A ranking of
+        // the whole fleet costs O(n log n) for its own nodes and O(n) for
+        // the offered nodes after it.
+        let index: Option<Vec<(NodeKey, usize)>> = (!offered.is_sorted()).then(|| {
+            let mut index: Vec<(NodeKey, usize)> = offered
+                .iter()
+                .enumerate()
+                .map(|(i, &key)| (key, i))
+                .collect();
+            index.sort_unstable();
+            index
+        });
+        let position = |key: NodeKey| match &index {
+            None => offered.binary_search(&key).ok(),
+            Some(index) => index
+                .binary_search_by_key(&key, |&(k, _)| k)
+                .ok()
+                .map(|j| index[j].1),
+        };
+        let mut seen = vec![false; offered.len()];
         let mut order: Vec<NodeKey> = Vec::with_capacity(offered.len());
-        for n in &ranking.nodes {
-            if let Ok(i) = sorted.binary_search(n)
+        for &n in &ranking.nodes {
+            if let Some(i) = position(n)
                 && !std::mem::replace(&mut seen[i], true)
             {
-                order.push(*n);
+                order.push(n);
             }
         }
         // After the ranking: the offered nodes from the one after its first
         // choice (with no ranking, a fallback pick: round-robin).
         let start = match order.first() {
-            Some(first) => offered.iter().position(|n| n == first).map_or(0, |i| i + 1),
+            Some(&first) => position(first).map_or(0, |i| i + 1),
             None => self.fallback_next,
         };
-        for i in 0..offered.len() {
-            let n = offered[(start + i) % offered.len()];
-            if let Ok(j) = sorted.binary_search(&n)
-                && !std::mem::replace(&mut seen[j], true)
-            {
-                order.push(n);
+        for k in 0..offered.len() {
+            let i = (start + k) % offered.len();
+            if !std::mem::replace(&mut seen[i], true) {
+                order.push(offered[i]);
             }
         }
         let at = order.iter().position(|key| {
