@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::{CallError, Message, SwapReport};
+use protocol::{Message, SwapReport};
 use switchyard_core::{Action, CallEnd, CallId, Event, NodeKey, RetryRefusal, Via};
 
 use super::{Grant, Scheduler, SlotGuard, WaitState};
@@ -171,12 +171,12 @@ impl Scheduler {
         };
         let Some(link) = self.registry.by_key(node) else {
             // The core still has the node but its link is gone: the
-            // connection closed and its NodeDown is on its way.
-            self.handle(gone());
-            let _ = w.grant.send(Err(CallError::new(
-                protocol::ErrorKind::NodeLost,
-                "the picked node's connection closed",
-            )));
+            // connection closed and its NodeDown is on its way (a slot it
+            // freed meanwhile, a lease of it ending, made it look free).
+            // Nothing reached the node: the call waits again and the core
+            // offers it to another node, or queues it, never this one again.
+            self.waiting().insert(call, w);
+            self.handle(Event::DispatchFailed { call });
             return;
         };
         if let Some(waited) = waited {
