@@ -48,11 +48,7 @@ impl<V> NodeStates<V> {
     /// `ttl_ms` before `now_ms`.
     #[must_use]
     pub fn get(&self, service: &str, node: NodeKey, now_ms: u64) -> Option<&V> {
-        self.services
-            .get(service)?
-            .get(&node)
-            .filter(|slot| self.fresh(slot, now_ms))
-            .map(|slot| &slot.value)
+        self.service(service).get(node, now_ms)
     }
 
     /// The states of `service`'s nodes, for reading many of them in one
@@ -119,10 +115,6 @@ impl<V> NodeStates<V> {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
-    }
-
-    fn fresh(&self, slot: &Slot<V>, now_ms: u64) -> bool {
-        now_ms.saturating_sub(slot.updated_ms) < self.ttl_ms
     }
 
     /// Drops forgotten entries and services left without entries.
